@@ -1,0 +1,31 @@
+/* cli.h — the `refit` command: one file per subcommand group, each
+ * exporting int cmd_<group>(int argc, char **argv) with argv[0] = group. */
+#ifndef REFIT_CLI_H
+#define REFIT_CLI_H
+
+#include <stdio.h>
+
+#include "refit/config.h"
+#include "refit/loader.h"
+
+/* Common options: --config FILE, --set k=v (repeatable), --log LEVEL.
+ * Parsed by cli_config_open: loads `file` or the --config FILE (or nothing), applies env and
+ * --set overrides.  argv entries consumed are set to NULL. */
+struct cli_common {
+    const char *config_path;
+    refit_config_t *cfg;
+    refit_loader_t *loader;
+};
+
+int cli_config_open(struct cli_common *c, const char *file, int argc, char **argv);
+void cli_common_close(struct cli_common *c);
+/* Prints "refit <cmd>: <message>" for the current error and returns 1
+ * (or 2 for usage errors). */
+int cli_fail(const char *cmd, int status);
+/* Removes NULL entries left by consumed options; returns the new argc. */
+int cli_compact(int argc, char **argv);
+
+int cmd_plugins(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+
+#endif

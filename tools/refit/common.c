@@ -1,0 +1,78 @@
+/* common.c — options every subcommand shares. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refit/log.h"
+#include "refit/status.h"
+
+int cli_fail(const char *cmd, int status)
+{
+    const char *m = refit_error_message();
+    fprintf(stderr, "refit %s: %s\n", cmd, m[0] ? m : refit_strerror(status));
+    return status == REFIT_EINVAL ? 2 : 1;
+}
+
+int cli_compact(int argc, char **argv)
+{
+    int j = 0;
+    for (int i = 0; i < argc; i++)
+        if (argv[i])
+            argv[j++] = argv[i];
+    argv[j] = NULL;
+    return j;
+}
+
+int cli_config_open(struct cli_common *c, const char *file, int argc, char **argv)
+{
+    memset(c, 0, sizeof(*c));
+    c->config_path = file;
+    int rc = refit_config_create(&c->cfg);
+    if (rc)
+        return rc;
+    /* First pass: the file, so overrides apply on top of it. */
+    for (int i = 1; i < argc; i++) {
+        if (!argv[i])
+            continue;
+        if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) {
+            if (i + 1 >= argc || !argv[i + 1])
+                return refit_error_set(REFIT_EINVAL, "%s needs a file", argv[i]);
+            c->config_path = argv[i + 1];
+            argv[i] = argv[i + 1] = NULL;
+            i++;
+        } else if (!strcmp(argv[i], "--log")) {
+            if (i + 1 >= argc || refit_log_parse_level(argv[i + 1]) < 0)
+                return refit_error_set(REFIT_EINVAL, "--log needs debug, info, warn or error");
+            refit_log_set_level(refit_log_parse_level(argv[i + 1]));
+            argv[i] = argv[i + 1] = NULL;
+            i++;
+        }
+    }
+    if (c->config_path) {
+        rc = refit_config_load(c->cfg, c->config_path);
+        if (rc)
+            return rc;
+    }
+    rc = refit_config_apply_env(c->cfg, NULL);
+    if (rc)
+        return rc;
+    for (int i = 1; i < argc; i++) {
+        if (!argv[i] || strcmp(argv[i], "--set"))
+            continue;
+        if (i + 1 >= argc || !argv[i + 1])
+            return refit_error_set(REFIT_EINVAL, "--set needs key=value");
+        rc = refit_config_set(c->cfg, argv[i + 1], "--set");
+        if (rc)
+            return rc;
+        argv[i] = argv[i + 1] = NULL;
+        i++;
+    }
+    return refit_loader_create(c->cfg, &c->loader);
+}
+
+void cli_common_close(struct cli_common *c)
+{
+    refit_loader_destroy(c->loader);
+    refit_config_destroy(c->cfg);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,50 @@
+/* main.c — `refit`: dispatch to one subcommand group per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refit_build.h"
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
+    {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: refit <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\ncommon options: --config FILE, --set key=value (repeatable), --log debug|info|warn|error\n"
+               "environment: REFIT_<SECTION>_<KEY> overrides a key, REFIT_PLUGIN_PATH adds plugin "
+               "directories, REFIT_LOG sets the log level\n"
+               "`refit <command> --help` describes one command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("refit %s\n", REFIT_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "refit: unknown command '%s'\n", argv[1]);
+    /* Suggest the closest command for a typo. */
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strncmp(argv[1], commands[i].name, 3))
+            fprintf(stderr, "refit: did you mean '%s'?\n", commands[i].name);
+    fprintf(stderr, "run 'refit --help' for the list of commands\n");
+    return 2;
+}
