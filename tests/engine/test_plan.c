@@ -57,7 +57,7 @@ START_TEST(gather_row_and_column_parallel)
         if (s == 1)
             memcpy(region[1] + off, region[0] + off, C * es);
     }
-    struct rf_pdst dst[3] = {{R, C, es, 0, 0}, {R, C, es, 0, R * C * es}, {C, 1, es, 0, 2 * R * C * es}};
+    struct rf_pdst dst[3] = {{R, C, es, 0, 0, 0}, {R, C, es, 0, R * C * es, 0}, {C, 1, es, 0, 2 * R * C * es, 0}};
     struct rf_piece pc[5] = {
         {.dst = 0, .ncand = 1, .cand = {0}, .rows = R, .cols = C / 2, .dst_col = 0},
         {.dst = 0, .ncand = 1, .cand = {3}, .rows = R, .cols = C / 2, .dst_col = C / 2},
@@ -96,7 +96,7 @@ START_TEST(adjacent_runs_merge)
     region[0] = malloc(rows * cols * es);
     fill(region[0], rows * cols * es, 3);
     struct rf_psrc src[1] = {{0, 0, 0, rows, cols, es, 0}};
-    struct rf_pdst dst[1] = {{rows, cols, es, 0, 0}};
+    struct rf_pdst dst[1] = {{rows, cols, es, 0, 0, 0}};
     struct rf_piece pc[4];
     for (int i = 0; i < 4; i++)
         pc[i] = (struct rf_piece){.dst = 0, .ncand = 1, .cand = {0}, .src_row = i * rows / 4,
@@ -123,7 +123,7 @@ START_TEST(replicated_spread_over_sources)
         for (int t = 0; t < T; t++)
             src[s * T + t] = (struct rf_psrc){s, 0, (uint64_t)t * 65536, 256, 128, 2, 0};
     for (int t = 0; t < T; t++) {
-        dst[t] = (struct rf_pdst){256, 128, 2, 0, (uint64_t)t * 65536};
+        dst[t] = (struct rf_pdst){256, 128, 2, 0, (uint64_t)t * 65536, 0};
         pc[t] = (struct rf_piece){.dst = t, .ncand = S, .rows = 256, .cols = 128};
         for (int s = 0; s < S; s++)
             pc[t].cand[s] = s * T + t;
@@ -147,7 +147,7 @@ static const char *names(void *arg, uint32_t d)
 START_TEST(gaps_overlaps_and_bounds_are_errors)
 {
     struct rf_psrc src[1] = {{0, 0, 0, 10, 10, 2, 0}};
-    struct rf_pdst dst[1] = {{10, 10, 2, 0, 0}};
+    struct rf_pdst dst[1] = {{10, 10, 2, 0, 0, 0}};
     struct rf_plan_opts o = {.scatter_threshold = 0};
     struct rf_plan p;
     struct rf_piece gap[1] = {{.dst = 0, .ncand = 1, .rows = 9, .cols = 10}};
@@ -172,7 +172,7 @@ START_TEST(verify_chunks_cover_pulled_rows)
     fill(region[0], rows * cols * es, 9);
     struct rf_psrc src[1] = {{0, 0, 0, rows, cols, es, cr}};
     /* The receiver keeps rows [300, 700) (a TP slice): not chunk aligned. */
-    struct rf_pdst dst[1] = {{400, cols, es, 0, 0}};
+    struct rf_pdst dst[1] = {{400, cols, es, 0, 0, 0}};
     struct rf_piece pc[1] = {{.dst = 0, .ncand = 1, .src_row = 300, .rows = 400, .cols = cols}};
     struct rf_plan_opts o = {.scatter_threshold = 1024, .verify = 1};
     struct rf_plan p;
@@ -213,7 +213,7 @@ START_TEST(random_layouts_reproduce_images)
     for (int d = 0; d < ND; d++) {
         R[d] = 1 + (uint64_t)(rand() % 200);
         C[d] = 1 + (uint64_t)(rand() % 300);
-        dst[d] = (struct rf_pdst){R[d], C[d], es, rand() % 2, stage};
+        dst[d] = (struct rf_pdst){R[d], C[d], es, rand() % 2, stage, 0};
         stage += R[d] * C[d] * es;
     }
     /* Each destination is cut into a grid of 1-3 x 1-3 blocks; each block

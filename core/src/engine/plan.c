@@ -120,7 +120,7 @@ static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct 
                                            "covered twice",
                                            name_of(dst_name, arg, dd), (unsigned long long)pc[b].dst_row,
                                            (unsigned long long)pc[b].dst_col);
-        uint64_t want = dst[dd].rows * dst[dd].cols;
+        uint64_t want = dst[dd].covered ? dst[dd].covered : dst[dd].rows * dst[dd].cols;
         if (area != want)
             return refit_error_set(REFIT_ENOENT,
                                    "plan: destination '%s': %llu of %llu elements have a source "

@@ -42,6 +42,9 @@ struct rf_pdst {
      * or in scratch (the planner assigns an offset) when it is converted. */
     int in_scratch;
     uint64_t offset; /* staging offset (input) or scratch offset (output) */
+    /* Elements the pieces must cover: 0 means all (rows * cols).  Less when
+     * the layout leaves padding (vocabulary rows), which stays zero. */
+    uint64_t covered;
 };
 
 /* A rectangle of a source tensor copied into a destination image.  A piece
