@@ -25,6 +25,13 @@ int cli_fail(const char *cmd, int status);
 /* Removes NULL entries left by consumed options; returns the new argc. */
 int cli_compact(int argc, char **argv);
 
+/* Parse an integer option value in [lo, hi]; an error names the option. */
+int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
+/* --log LEVEL */
+int cli_log_level(const char *v);
+/* Monotonic seconds. */
+double cli_now(void);
+
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 

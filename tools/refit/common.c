@@ -1,6 +1,7 @@
 /* common.c — options every subcommand shares. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "refit/log.h"
@@ -75,4 +76,31 @@ void cli_common_close(struct cli_common *c)
     refit_loader_destroy(c->loader);
     refit_config_destroy(c->cfg);
     memset(c, 0, sizeof(*c));
+}
+
+int cli_int(const char *opt, const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || x < lo || x > hi)
+        return refit_error_set(REFIT_EINVAL, "%s '%s': expected an integer in [%ld, %ld]", opt,
+                               v ? v : "", lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+int cli_log_level(const char *v)
+{
+    int l = refit_log_parse_level(v);
+    if (l < 0)
+        return refit_error_set(REFIT_EINVAL, "--log '%s': use debug, info, warn or error", v);
+    refit_log_set_level(l);
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

@@ -38,6 +38,9 @@ extern "C" {
 #endif
 
 #define REFIT_LATEST UINT64_MAX
+/* The first version newer than the receiver's last pull, waiting for it up
+ * to refit.timeout. */
+#define REFIT_NEXT (UINT64_MAX - 1)
 
 typedef struct refit_context refit_context_t;
 typedef struct refit_publisher refit_publisher_t;
@@ -80,6 +83,8 @@ int refit_context_create(const char *config_path, const char *const *overrides,
 void refit_context_destroy(refit_context_t *ctx);
 /* The configuration in use (owned by the context). */
 const refit_config_t *refit_context_config(const refit_context_t *ctx);
+/* The model the configuration names (owned by the context). */
+const struct refit_model *refit_context_model(const refit_context_t *ctx);
 
 /* A publisher for one trainer rank.  `source_id` names it in the store and
  * in messages (NULL: "tp<r>-pp<r>-ep<r>"). */
@@ -125,7 +130,7 @@ size_t refit_receiver_count(const refit_receiver_t *rcv);
 int refit_receiver_tensor(const refit_receiver_t *rcv, size_t i, struct refit_tensor_info *out);
 /* Allocate host memory (owned by the receiver) for every unbound destination. */
 int refit_receiver_allocate(refit_receiver_t *rcv);
-/* Pull version V (or the newest version every source holds READY with
+/* Pull version V (REFIT_NEXT: the first newer than the last pull; or the newest version every source holds READY with
  * REFIT_LATEST): discover, plan, transfer, convert, verify, commit and
  * acknowledge.  On failure the bound destinations still hold the previous
  * version (unless refit.in_place).  stats may be NULL. */
