@@ -67,7 +67,7 @@ static const char *config_json(const struct demo *d, char *buf, size_t n)
         snprintf(buf, n,
                  "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", "
                  "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-                 "\"num_key_value_heads\": 4, \"head_dim\": 128, \"intermediate_size\": 3072, "
+                 "\"num_key_value_heads\": 2, \"head_dim\": 128, \"intermediate_size\": 3072, "
                  "\"moe_intermediate_size\": 384, \"num_experts\": 16, \"num_experts_per_tok\": 4, "
                  "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": %d, "
                  "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",

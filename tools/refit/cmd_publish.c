@@ -72,6 +72,7 @@ int cmd_publish(int argc, char **argv)
     char hfcfg[4200];
     snprintf(hfcfg, sizeof(hfcfg), "model.hf_config=%s/config.json", hf);
     ovr[n_ovr++] = hfcfg;
+    ovr[n_ovr++] = "model.plugin=auto"; /* the plugin claiming the checkpoint's model_type */
     refit_context_t *ctx = NULL;
     refit_publisher_t *pub = NULL;
     struct trainer_shard sh = {0};

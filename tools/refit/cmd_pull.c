@@ -144,6 +144,7 @@ int cmd_pull(int argc, char **argv)
     if (hf) {
         snprintf(b_hf, sizeof(b_hf), "model.hf_config=%s/config.json", hf);
         ovr[n_ovr++] = b_hf;
+        ovr[n_ovr++] = "model.plugin=auto"; /* the plugin claiming the checkpoint's model_type */
     }
     if (target) {
         snprintf(b_target, sizeof(b_target), "model.target=%s", target);

@@ -321,6 +321,26 @@ static uint32_t cat_role(enum refit_model_role r)
     return REFIT_CAT_ROLE_REPLICATED;
 }
 
+/* Where this shard sits in the global tensor (informative: receivers plan
+ * from the model's layout maps, `refit store show` prints it). */
+static void shard_info(const refit_publisher_t *pub, const struct pub_tensor *t, struct refit_cat_tensor *ct)
+{
+    int expert = t->lt->role == REFIT_ROLE_EXPERT_COLUMN || t->lt->role == REFIT_ROLE_EXPERT_ROW;
+    int axis = t->lt->role == REFIT_ROLE_REPLICATED ? -1
+               : (t->lt->role == REFIT_ROLE_ROW || t->lt->role == REFIT_ROLE_EXPERT_ROW) ? 1 : 0;
+    if (axis >= t->ndim)
+        axis = t->ndim - 1;
+    int parts = expert ? par_size(pub->par.etp_size) : par_size(pub->par.tp_size);
+    int rank = expert ? pub->par.etp_rank : pub->par.tp_rank;
+    ct->shard_axis = axis;
+    ct->expert = expert ? t->lt->expert : -1;
+    if (axis < 0)
+        return;
+    ct->global_shape[axis] = ct->shape[axis] * (uint64_t)parts;
+    ct->shard_start = ct->shape[axis] * (uint64_t)rank;
+    ct->shard_len = ct->shape[axis];
+}
+
 /* Regions and the catalog: small tensors share one gather arena (one
  * descriptor for a receiver), large ones are registered where they are. */
 static int build(refit_publisher_t *pub)
@@ -373,6 +393,7 @@ static int build(refit_publisher_t *pub)
                                       .nbytes = t->nbytes, .chunk_rows = t->chunk_rows};
         for (int d = 0; d < t->ndim; d++)
             ct.shape[d] = ct.global_shape[d] = (uint64_t)t->shape[d];
+        shard_info(pub, t, &ct);
         rc = refit_catalog_add(cat, &ct);
     }
     void *enc = NULL;
