@@ -29,14 +29,15 @@ enum refit_fp8_impl {
 
 struct refit_fp8_params {
     enum refit_fp8_rule rule;
-    double floor; /* < 0: the rule's default floor */
+    double floor; /* <= 0: the rule's default floor (1e-12, 1e-4) */
     enum refit_fp8_impl impl;
 };
 
 float refit_bf16_to_f32(uint16_t v);
 uint16_t refit_f32_to_bf16(float v); /* round to nearest even, NaN kept */
 /* PyTorch's float -> float8_e4m3fn: nearest-even, NaN (0x7f|sign) for
- * |v| >= 464 and NaN input, no infinities. */
+ * |v| > 464 and NaN input, no infinities.  464 itself is a tie between 448
+ * and the NaN code and goes to the even 448, as PyTorch's table shows. */
 uint8_t refit_f32_to_e4m3(float v);
 float refit_e4m3_to_f32(uint8_t v);
 /* Array forms of the conversions above (same results element by element). */
@@ -56,7 +57,7 @@ double refit_fp8_default_floor(enum refit_fp8_rule rule);
  * ([ceil(rows/128), ceil(cols/128)], row-major, fp32).  Returns
  * REFIT_ENUMERIC on a NaN or Inf input (the caller names the tensor; the
  * message gives the row and column), REFIT_EINVAL for stride < cols, a
- * floor that is not a positive finite number, or an implementation this
+ * floor that overflows or underflows fp32, or an implementation this
  * CPU lacks.  p may be NULL (trainer rule, default floor, best impl). */
 int refit_fp8_quantize_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
                             uint8_t *dst, float *scales, const struct refit_fp8_params *p);
