@@ -187,7 +187,8 @@ START_TEST(writer_header_format)
     ck_assert_int_eq(refit_st_open(p, &f), 0);
     ck_assert_str_eq(refit_st_at(f, 0)->name, "a");
     refit_st_close(f);
-    ck_assert_int_eq(refit_st_writer_add(w, "c", REFIT_DTYPE_F32, 1, (int64_t[]){1}, &(float){1}, 4), 0);
+    float one = 1; /* referenced until write: must outlive the assert's block */
+    ck_assert_int_eq(refit_st_writer_add(w, "c", REFIT_DTYPE_F32, 1, (int64_t[]){1}, &one, 4), 0);
     refit_st_writer_set_order(w, REFIT_ST_ORDER_ALIGNED);
     ck_assert_int_eq(refit_st_writer_write(w, p), 0);
     ck_assert_int_eq(refit_st_open(p, &f), 0);
