@@ -53,7 +53,7 @@ enum refit_fp8_impl refit_fp8_impl_best(void);
 double refit_fp8_default_floor(enum refit_fp8_rule rule);
 
 /* Quantize a bf16 matrix [rows, cols] whose rows are `stride` elements
- * apart into dst ([rows, cols], contiguous) and scales
+ * apart (src aligned to its element type) into dst ([rows, cols], contiguous) and scales
  * ([ceil(rows/128), ceil(cols/128)], row-major, fp32).  Returns
  * REFIT_ENUMERIC on a NaN or Inf input (the caller names the tensor; the
  * message gives the row and column), REFIT_EINVAL for stride < cols, a
