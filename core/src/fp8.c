@@ -53,61 +53,6 @@ void refit_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n)
         dst[i] = refit_f32_to_bf16(src[i]);
 }
 
-/* --- scalar kernels --------------------------------------------------- */
-
-static void scalar_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                             uint16_t *m)
-{
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) {
-            uint16_t a = src[r * stride + c] & 0x7fffu;
-            m[c / REFIT_FP8_BLOCK] = a > m[c / REFIT_FP8_BLOCK] ? a : m[c / REFIT_FP8_BLOCK];
-        }
-}
-
-static void scalar_amax_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                            uint32_t *m)
-{
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) {
-            uint32_t a = rf_f32_bits(src[r * stride + c]) & 0x7fffffffu;
-            m[c / REFIT_FP8_BLOCK] = a > m[c / REFIT_FP8_BLOCK] ? a : m[c / REFIT_FP8_BLOCK];
-        }
-}
-
-static void scalar_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                              uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                              int rule, const struct rf_fp8_next *next)
-{
-    (void)next; /* the scalar path is compute-bound throughout */
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) {
-            size_t b = c / REFIT_FP8_BLOCK;
-            dst[r * dst_stride + c] =
-                rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(src[r * stride + c]), s[b], inv[b], rule));
-        }
-}
-
-static void scalar_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                             uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                             int rule, const struct rf_fp8_next *next)
-{
-    (void)next;
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) {
-            size_t b = c / REFIT_FP8_BLOCK;
-            dst[r * dst_stride + c] = rf_e4m3_scalar(rf_fp8_apply(src[r * stride + c], s[b],
-                                                                  inv[b], rule));
-        }
-}
-
-const struct rf_fp8_kernels rf_fp8_scalar_kernels = {
-    .amax_bf16 = scalar_amax_bf16,
-    .amax_f32 = scalar_amax_f32,
-    .quant_bf16 = scalar_quant_bf16,
-    .quant_f32 = scalar_quant_f32,
-};
-
 /* --- implementation choice -------------------------------------------- */
 
 int refit_fp8_impl_available(enum refit_fp8_impl impl)

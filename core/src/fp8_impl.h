@@ -91,6 +91,19 @@ static inline uint8_t rf_e4m3_scalar(float v)
     return (uint8_t)(r | sign);
 }
 
+/* The same function without branches (the NaN test becomes a cap at 480,
+ * which rounds to the NaN code), so that compilers can vectorize the
+ * portable kernels with whatever the target has (SSE2, NEON). */
+static inline uint8_t rf_e4m3_branchless(float v)
+{
+    uint32_t b = rf_f32_bits(v), sign = (b >> 24) & 0x80u, a = b & 0x7fffffffu;
+    a = a < RF_E4M3_NAN_BITS ? a : RF_E4M3_NAN_BITS;
+    uint32_t nrm = (a + (0x7ffffu - (120u << 23)) + ((a >> 20) & 1u)) >> 20;
+    uint32_t sub = rf_f32_bits(rf_bits_f32(a) + rf_bits_f32(RF_E4M3_SUB_MAGIC_BITS)) -
+                   RF_E4M3_SUB_MAGIC_BITS;
+    return (uint8_t)((a < RF_E4M3_MIN_NORMAL_BITS ? sub : nrm) | sign);
+}
+
 static inline float rf_fp8_apply(float x, float s, float inv, int rule)
 {
     if (rule == RF_RULE_MUL)
