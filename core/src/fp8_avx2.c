@@ -25,7 +25,8 @@ static inline __m256i rule_cap(int rule)
  * rf_e4m3_scalar with the exponent rebias folded into the rounding
  * constant.  |y| bits are below 2^31, so AVX2's signed compare orders
  * them correctly. */
-static inline __m256i e4m3(__m256 y, __m256i cap)
+/* The code of |y| (capped) alone, in the low byte of each lane. */
+static inline __m256i e4m3_mag(__m256 y, __m256i cap)
 {
     const __m256i b = _mm256_castps_si256(y);
     const __m256i a = _mm256_min_epu32(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff)), cap);
@@ -37,9 +38,36 @@ static inline __m256i e4m3(__m256 y, __m256i cap)
         _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(magic)));
     sub = _mm256_sub_epi32(sub, magic);
     __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)RF_E4M3_MIN_NORMAL_BITS), a);
-    __m256i r = _mm256_blendv_epi8(nrm, sub, is_sub);
-    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(b, 24), _mm256_set1_epi32(0x80));
-    return _mm256_or_si256(r, sign);
+    return _mm256_blendv_epi8(nrm, sub, is_sub);
+}
+
+static inline __m256i e4m3(__m256 y, __m256i cap)
+{
+    __m256i sign = _mm256_srli_epi32(_mm256_castps_si256(y), 24);
+    return _mm256_or_si256(e4m3_mag(y, cap), _mm256_and_si256(sign, _mm256_set1_epi32(0x80)));
+}
+
+/* 32 bf16 from two loads: as fp32 the even elements are the low halves
+ * shifted up and the odd ones the high halves masked (no widening
+ * shuffles); their codes meet as the two bytes of a word, and the signs
+ * (y's sign is x's: s > 0) are taken from the input's high bytes. */
+static inline __m256i quant32_bf16(const uint16_t *p, __m256 vs, __m256 vi, __m256i cap,
+                                   int rule)
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    __m256i v0 = _mm256_loadu_si256((const __m256i *)p);
+    __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + 16));
+    __m256i e0 = e4m3_mag(apply(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), vs, vi, rule), cap);
+    __m256i o0 = e4m3_mag(apply(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), vs, vi, rule), cap);
+    __m256i e1 = e4m3_mag(apply(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), vs, vi, rule), cap);
+    __m256i o1 = e4m3_mag(apply(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), vs, vi, rule), cap);
+    __m256i w0 = _mm256_or_si256(e0, _mm256_slli_epi32(o0, 8));
+    __m256i w1 = _mm256_or_si256(e1, _mm256_slli_epi32(o1, 8));
+    /* packs work within 128-bit lanes; the permute restores the order */
+    __m256i q = _mm256_permute4x64_epi64(_mm256_packus_epi32(w0, w1), 0xd8);
+    __m256i sg = _mm256_packus_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8));
+    sg = _mm256_and_si256(_mm256_permute4x64_epi64(sg, 0xd8), _mm256_set1_epi8((char)0x80));
+    return _mm256_or_si256(q, sg);
 }
 
 /* Four vectors of bytes-in-dwords to 32 bytes in order: the packs work
@@ -160,11 +188,7 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
             size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
-                __m256i a = e4m3(apply(load_bf16(p + c), vs, vi, rule), cap);
-                __m256i b = e4m3(apply(load_bf16(p + c + 8), vs, vi, rule), cap);
-                __m256i d = e4m3(apply(load_bf16(p + c + 16), vs, vi, rule), cap);
-                __m256i e = e4m3(apply(load_bf16(p + c + 24), vs, vi, rule), cap);
-                _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
+                _mm256_storeu_si256((__m256i *)(q + c), quant32_bf16(p + c, vs, vi, cap, rule));
             }
             for (; c + 8 <= end; c += 8)
                 _mm_storel_epi64((__m128i *)(q + c),
