@@ -196,6 +196,57 @@ START_TEST(mutated_files_never_crash)
 }
 END_TEST
 
+/* The index of a sharded checkpoint is outside input too. */
+START_TEST(mutated_index_never_crashes)
+{
+    make_base();
+    char *dir = tt_tmpdir(), *p = NULL, *idx = NULL;
+    ck_assert_int_ge(asprintf(&p, "%s/a.safetensors", dir), 0);
+    ck_assert_int_ge(asprintf(&idx, "%s/model.safetensors.index.json", dir), 0);
+    FILE *fp = fopen(p, "wb");
+    fwrite(base, 1, base_len, fp);
+    fclose(fp);
+    const char *good = "{\"metadata\":{\"total_size\":143},\"weight_map\":{"
+                       "\"q\":\"a.safetensors\",\"ids\":\"a.safetensors\","
+                       "\"model.embed.weight\":\"a.safetensors\"}}";
+    size_t n = strlen(good);
+    uint64_t s = 0x1dc;
+    int ok = 0;
+    for (int it = 0; it < 600; it++) {
+        char buf[512];
+        memcpy(buf, good, n);
+        size_t len = n;
+        for (int e = 0; e < 1 + (int)(tt_rand(&s) % 3) && len; e++) {
+            size_t i = tt_rand(&s) % len;
+            switch (tt_rand(&s) % 3) {
+            case 0: buf[i] ^= (char)(1 << (tt_rand(&s) % 8)); break;
+            case 1: buf[i] = header_chars[tt_rand(&s) % (sizeof(header_chars) - 1)]; break;
+            default: len = i; break;
+            }
+        }
+        fp = fopen(idx, "wb");
+        fwrite(buf, 1, len, fp);
+        fclose(fp);
+        refit_st_checkpoint_t *c = NULL;
+        int rc = refit_st_checkpoint_open(dir, &c);
+        if (rc == 0) {
+            for (size_t i = 0; i < refit_st_checkpoint_count(c); i++)
+                ck_assert_ptr_eq(refit_st_checkpoint_find(c, refit_st_checkpoint_at(c, i)->name),
+                                 refit_st_checkpoint_at(c, i));
+            refit_st_checkpoint_close(c);
+            ok++;
+        } else if (!refit_error_message()[0] || c) {
+            ck_abort_msg("iteration %d: rc %d without a message", it, rc);
+        }
+    }
+    ck_assert_int_gt(ok, 0);
+    free(p);
+    free(idx);
+    tt_rmdir(dir);
+    free(base);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("safetensors-fuzz");
@@ -203,6 +254,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, mutations_never_crash);
     tcase_add_test(tc, mutated_files_never_crash);
+    tcase_add_test(tc, mutated_index_never_crashes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -7,7 +7,9 @@
  *  "__metadata__": {str: str}}, then the data; offsets are relative to the
  * end of the header.  The reader checks the header length against the file
  * size, every offset inside the data, no overlaps, dtype x shape = byte size,
- * unique names; a failure names the file and the tensor. */
+ * unique names; a failure names the file and the tensor.  Gaps between
+ * tensors are accepted (PyTorch's reader refuses them; refit's writer never
+ * leaves any), and so are unknown keys in a tensor's entry. */
 #ifndef REFIT_SAFETENSORS_H
 #define REFIT_SAFETENSORS_H
 
