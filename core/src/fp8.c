@@ -1,7 +1,8 @@
 /* fp8.c — bf16/fp32/e4m3 conversions and the 128x128 block quantization
  * driver: it walks the blocks, turns each block's amax into the rule's
- * scale, and hands the cast to the scalar, AVX2 or AVX-512 kernel chosen at
- * run time.  The scalar kernels live here too. */
+ * scale, and hands the amax and cast passes to the portable, AVX2 or
+ * AVX-512 kernels (fp8_portable.c, fp8_avx2.c, fp8_avx512.c) chosen at run
+ * time. */
 #include <math.h>
 
 #include "fp8_impl.h"
@@ -199,8 +200,8 @@ static int quantize_chunk(const struct job *j, const void *src, int is_bf16, siz
     uint32_t m[RF_FP8_CHUNK_BLOCKS] = {0};
     uint16_t m16[RF_FP8_CHUNK_BLOCKS] = {0};
     float s[RF_FP8_CHUNK_BLOCKS], inv[RF_FP8_CHUNK_BLOCKS];
-    const uint16_t *sb = (const uint16_t *)src + r0 * stride + c0;
-    const float *sf = (const float *)src + r0 * stride + c0;
+    const uint16_t *sb = is_bf16 ? (const uint16_t *)src + r0 * stride + c0 : NULL;
+    const float *sf = is_bf16 ? NULL : (const float *)src + r0 * stride + c0;
     /* Edge blocks: the zero padding of the definition never raises the max
      * of |x|, so the amax over the real elements is the amax. */
     if (is_bf16) {
