@@ -34,5 +34,9 @@ double cli_now(void);
 
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* `refit bench <what>`: argv[0] = what. */
+int bench_fp8(int argc, char **argv);
 
 #endif
