@@ -1316,10 +1316,10 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
     return rc;
 }
 
-static int heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms)
+int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key, .field = "(top)",
-                    .tensor = -1};
+    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "heartbeat",
+                    .field = "(top)", .tensor = -1};
     uint32_t n;
     int rc = rd_container(&d, 1, &n, 1), have_time = 0;
     for (uint32_t i = 0; !rc && i < n; i++) {
@@ -1354,7 +1354,7 @@ int refit_heartbeat_get(refit_store_t *s, const char *sid, uint64_t *time_ms)
     size_t l;
     if ((rc = refit_store_get(s, key, &v, &l)))
         return rc;
-    rc = heartbeat_decode(v, l, key, time_ms);
+    rc = refit_heartbeat_decode(v, l, key, time_ms);
     free(v);
     return rc;
 }
@@ -1389,7 +1389,7 @@ int refit_source_check(refit_store_t *s, const char *sid, int64_t stale_after_ms
     if (!rc)
         rc = refit_record_decode(it[0].val, it[0].len, k1, &r);
     if (!rc && it[1].status == 0)
-        rc = heartbeat_decode(it[1].val, it[1].len, k2, &hb);
+        rc = refit_heartbeat_decode(it[1].val, it[1].len, k2, &hb);
     free(it[0].val);
     free(it[1].val);
     if (rc) {

@@ -27,5 +27,10 @@ int cli_compact(int argc, char **argv);
 
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_store(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* refit bench <what>: one file bench_<what>.c each. */
+int bench_store(int argc, char **argv);
 
 #endif

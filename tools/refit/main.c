@@ -14,6 +14,8 @@ struct command {
 static const struct command commands[] = {
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
+    {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
+    {"bench", cmd_bench, "benchmarks with their baselines in the same run (bench store, ...)"},
 };
 
 static void usage(FILE *f)

@@ -159,6 +159,8 @@ int refit_record_fetch(refit_store_t *s, const char *source_id, struct refit_sou
 
 /* Heartbeat: "heartbeats/<id>" with a TTL of stale_after (live). */
 int refit_heartbeat_put(refit_store_t *s, const char *source_id, uint64_t version, int64_t stale_after_ms);
+/* The time of a heartbeat value read elsewhere (refit store show). */
+int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms);
 /* Unix ms of the last heartbeat; REFIT_ENOENT when none is alive. */
 int refit_heartbeat_get(refit_store_t *s, const char *source_id, uint64_t *time_ms);
 
