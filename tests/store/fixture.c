@@ -92,11 +92,23 @@ static int have_redis_server(void)
 
 pid_t fx_redis_start(const char *dir, int port)
 {
+    return fx_redis_start_args(dir, port, NULL);
+}
+
+pid_t fx_redis_start_args(const char *dir, int port, const char *const *extra)
+{
     if (!have_redis_server())
         return -1;
     char ports[16], logf[600];
     snprintf(ports, sizeof(ports), "%d", port);
     snprintf(logf, sizeof(logf), "%s/redis-%d.log", dir, port);
+    const char *argv[64] = {"redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", dir, "--logfile", logf, "--daemonize", "no",
+                            "--protected-mode", "no"};
+    int argc = 17;
+    for (int i = 0; extra && extra[i] && argc < 63; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
     pid_t pid = fork();
     if (pid < 0)
         return -1;
@@ -106,14 +118,13 @@ pid_t fx_redis_start(const char *dir, int port)
             dup2(devnull, 0);
             dup2(devnull, 1);
         }
-        execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", dir, "--logfile", logf, "--daemonize", "no", "--protected-mode",
-               "no", (char *)NULL);
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     const char *ping[] = {"PING"};
     for (int i = 0; i < 500; i++) {
-        if (fx_redis_cmd(port, 1, ping, "+PONG") == 0)
+        /* Any reply (PONG or NOAUTH) means it is up. */
+        if (fx_redis_cmd(port, 1, ping, NULL) == 0)
             return pid;
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid)

@@ -42,6 +42,8 @@ void fx_corrupt(const char *ns, const char *key);
 /* Start / stop a redis-server of our own (used by the bench too).  Returns
  * the pid, or -1 when redis-server is missing or did not come up. */
 pid_t fx_redis_start(const char *dir, int port);
+/* The same with extra redis-server arguments (NULL-terminated). */
+pid_t fx_redis_start_args(const char *dir, int port, const char *const *extra);
 void fx_redis_stop(pid_t pid);
 int fx_free_port(void);
 /* Send one command (argv form) to 127.0.0.1:port and read one reply line;

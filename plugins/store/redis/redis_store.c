@@ -176,6 +176,10 @@ static int connect_once(struct rd_store *st)
         const char *av[3] = {"AUTH", st->user ? st->user : st->password, st->password};
         rc = setup_cmd(st, st->user ? 3 : 2, av, "AUTH");
     }
+    if (!rc) { /* a server that wants a password says so here, not at the first put */
+        const char *av[1] = {"PING"};
+        rc = setup_cmd(st, 1, av, "PING");
+    }
     if (!rc && st->db) {
         char dbs[16];
         snprintf(dbs, sizeof(dbs), "%d", st->db);
