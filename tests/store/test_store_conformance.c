@@ -475,25 +475,31 @@ START_TEST(restart_between_ops)
 }
 END_TEST
 
+/* One case per test, so CK_RUN_CASE=<name> runs one of them. */
+#define CASE(s, fn)                              \
+    do {                                         \
+        TCase *tc_ = tcase_create(#fn);          \
+        tcase_set_timeout(tc_, 120);             \
+        tcase_add_test(tc_, fn);                 \
+        suite_add_tcase(s, tc_);                 \
+    } while (0)
+
 static Suite *store_suite(const char *plugin)
 {
     Suite *s = suite_create(plugin);
-    TCase *tc = tcase_create("conformance");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, put_get_del);
-    tcase_add_test(tc, bad_keys);
-    tcase_add_test(tc, list_prefixes);
-    tcase_add_test(tc, many_keys);
-    tcase_add_test(tc, cas_semantics);
-    tcase_add_test(tc, cas_race);
-    tcase_add_test(tc, concurrent_writers);
-    tcase_add_test(tc, large_values);
-    tcase_add_test(tc, namespaces_isolated);
-    tcase_add_test(tc, ttl_expiry);
-    tcase_add_test(tc, poll_changes);
-    tcase_add_test(tc, malformed_values);
-    tcase_add_test(tc, restart_between_ops);
-    suite_add_tcase(s, tc);
+    CASE(s, put_get_del);
+    CASE(s, bad_keys);
+    CASE(s, list_prefixes);
+    CASE(s, many_keys);
+    CASE(s, cas_semantics);
+    CASE(s, cas_race);
+    CASE(s, concurrent_writers);
+    CASE(s, large_values);
+    CASE(s, namespaces_isolated);
+    CASE(s, ttl_expiry);
+    CASE(s, poll_changes);
+    CASE(s, malformed_values);
+    CASE(s, restart_between_ops);
     return s;
 }
 

@@ -5,10 +5,10 @@
  * "a/b/c" a key below it from competing for one name).  Each file is a
  * 16-byte header (magic "RFS1", u32 flags 0, u64 LE expiry in Unix ms, 0 for
  * none) followed by the value.  Hidden names (starting with '.') are ours:
- * ".tmp-*" for writes in progress, ".lock-<name>" for the per-key flock.
+ * ".tmp-*" for writes in progress, ".lock" for the flock of a directory.
  *
  * Writes are atomic: temp file, fsync, rename, fsync of the directory.
- * Every writer (put, cas, del) holds the key's flock, so cas is atomic
+ * Every writer (put, cas, del) holds its directory's flock, so cas is atomic
  * against all of them; readers take no lock because rename swaps whole
  * files.  poll() fingerprints the files below the prefix (name, inode,
  * mtime, size: a rename always brings a new inode) and sleeps on inotify
@@ -200,15 +200,18 @@ static int make_dirs(struct fs_store *st, const char *dir, const char *key)
     return rc;
 }
 
-/* Take the key's flock, waiting with backoff up to the store timeout.
- * Returns the lock fd (>= 0) or a negative status. */
+/* Take the flock of the key's directory (one ".lock" file per directory:
+ * writers of one directory serialize for the microseconds a rename takes,
+ * and a bulk write locks each directory once), waiting with backoff up to
+ * the store timeout.  Returns the lock fd (>= 0) or a negative status. */
 static int lock_key(struct fs_store *st, const char *dir, const char *name, const char *key)
 {
-    size_t need = strlen(dir) + strlen(name) + 16;
+    (void)name;
+    size_t need = strlen(dir) + 16;
     char *lp = H->alloc(need);
     if (!lp)
         return REFIT_ENOMEM;
-    snprintf(lp, need, "%s/.lock-%s", dir, name);
+    snprintf(lp, need, "%s/.lock", dir);
     int fd = openat(st->root_fd, lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         int rc = fs_errno(errno, "open lock", key, lp);
@@ -303,19 +306,16 @@ static int read_value(struct fs_store *st, const char *key, void **val, size_t *
     return rc;
 }
 
-/* Write key's file atomically; the caller holds the key's lock. */
-static int write_value(struct fs_store *st, const char *dir, const char *name, const char *key,
-                       const void *val, size_t len, int64_t ttl_ms)
+/* The temporary file of a write, complete (and fsync'ed when sync).  On
+ * success *tmp_out (H->alloc) names it relative to the root. */
+static int write_tmp(struct fs_store *st, const char *dir, const char *name, const char *key, const void *val,
+                     size_t len, int64_t ttl_ms, int sync, char **tmp_out)
 {
-    size_t dl = strlen(dir), nl = strlen(name);
-    char *tmp = H->alloc(dl + nl + 64), *fin = H->alloc(dl + nl + 4);
-    if (!tmp || !fin) {
-        H->free(tmp);
-        H->free(fin);
+    size_t cap = strlen(dir) + strlen(name) + 64;
+    char *tmp = H->alloc(cap);
+    if (!tmp)
         return REFIT_ENOMEM;
-    }
-    snprintf(tmp, dl + nl + 64, "%s/.tmp-%s-%ld-%u", dir, name, (long)getpid(), st->counter++);
-    snprintf(fin, dl + nl + 4, "%s/%s=", dir, name);
+    snprintf(tmp, cap, "%s/.tmp-%s-%ld-%u", dir, name, (long)getpid(), st->counter++);
     unsigned char hdr[FS_HDR] = {0};
     memcpy(hdr, FS_MAGIC, 4);
     put_le64(hdr + 8, ttl_ms > 0 ? now_ms_wall() + (uint64_t)ttl_ms : 0);
@@ -324,19 +324,52 @@ static int write_value(struct fs_store *st, const char *dir, const char *name, c
     if (fd < 0) {
         rc = fs_errno(errno, "create", key, tmp);
     } else {
-        if (write_all(fd, hdr, FS_HDR) || (len && write_all(fd, val, len)) || (st->fsync && fsync(fd)))
+        if (write_all(fd, hdr, FS_HDR) || (len && write_all(fd, val, len)) || (sync && fsync(fd)))
             rc = fs_errno(errno, "write", key, tmp);
         if (close(fd) && !rc)
             rc = fs_errno(errno, "close", key, tmp);
-        if (!rc && renameat(st->root_fd, tmp, st->root_fd, fin) != 0)
-            rc = fs_errno(errno, "rename to", key, fin);
         if (rc)
             unlinkat(st->root_fd, tmp, 0);
-        else if (fsync_dir(st, dir) != 0)
-            rc = fs_errno(errno, "fsync directory", key, dir);
     }
-    H->free(tmp);
+    if (rc)
+        H->free(tmp);
+    else
+        *tmp_out = tmp;
+    return rc;
+}
+
+/* Rename the temporary file over the key; the caller holds the key's lock.
+ * The temporary file is gone afterwards either way. */
+static int commit_tmp(struct fs_store *st, const char *dir, const char *name, const char *key, const char *tmp,
+                      int sync_dir)
+{
+    size_t cap = strlen(dir) + strlen(name) + 4;
+    char *fin = H->alloc(cap);
+    if (!fin) {
+        unlinkat(st->root_fd, tmp, 0);
+        return REFIT_ENOMEM;
+    }
+    snprintf(fin, cap, "%s/%s=", dir, name);
+    int rc = 0;
+    if (renameat(st->root_fd, tmp, st->root_fd, fin) != 0) {
+        rc = fs_errno(errno, "rename to", key, fin);
+        unlinkat(st->root_fd, tmp, 0);
+    } else if (sync_dir && fsync_dir(st, dir) != 0) {
+        rc = fs_errno(errno, "fsync directory", key, dir);
+    }
     H->free(fin);
+    return rc;
+}
+
+/* Write key's file atomically; the caller holds the key's lock. */
+static int write_value(struct fs_store *st, const char *dir, const char *name, const char *key,
+                       const void *val, size_t len, int64_t ttl_ms)
+{
+    char *tmp = NULL;
+    int rc = write_tmp(st, dir, name, key, val, len, ttl_ms, st->fsync, &tmp);
+    if (!rc)
+        rc = commit_tmp(st, dir, name, key, tmp, st->fsync);
+    H->free(tmp);
     return rc;
 }
 
@@ -426,6 +459,15 @@ static void fs_close(void *obj)
 
 /* ------------------------------------------------------------------ */
 /* Operations */
+
+/* dir and name of a key (H->alloc), setting rc on failure. */
+#define KEY_PARTS_RC(key, rc)                             \
+    size_t kl_ = strlen(key) + 2;                         \
+    char *dir = H->alloc(kl_), *name = H->alloc(kl_);     \
+    if (!dir || !name)                                    \
+        rc = REFIT_ENOMEM;                                \
+    else                                                  \
+        split_key(key, dir, name)
 
 #define KEY_PARTS(key)                                    \
     size_t kl_ = strlen(key) + 2;                         \
@@ -783,14 +825,77 @@ static int fs_get_many(void *obj, struct refit_store_get_item *items, size_t n)
     return 0;
 }
 
+/* Many keys: every value is written to its temporary file first, one
+ * syncfs() makes them all durable, each is renamed under its key's lock,
+ * and a second syncfs() makes the renames durable: two flushes instead of
+ * two per key (10,000 keys: seconds instead of minutes on a busy disk). */
+#define FS_BATCH_MIN 8
+
 static int fs_put_many(void *obj, const struct refit_store_put_item *items, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        int rc = fs_put(obj, items[i].key, items[i].val, items[i].len, items[i].ttl_ms);
-        if (rc)
-            return rc;
+    struct fs_store *st = obj;
+    if (n < FS_BATCH_MIN) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = fs_put(obj, items[i].key, items[i].val, items[i].len, items[i].ttl_ms);
+            if (rc)
+                return rc;
+        }
+        return 0;
     }
-    return 0;
+    char **tmps = H->calloc(n, sizeof(char *));
+    if (!tmps)
+        return REFIT_ENOMEM;
+    int rc = 0;
+    size_t i;
+    for (i = 0; !rc && i < n; i++) {
+        const char *key = items[i].key;
+        KEY_PARTS_RC(key, rc);
+        if (!rc)
+            rc = make_dirs(st, dir, key);
+        if (!rc)
+            rc = write_tmp(st, dir, name, key, items[i].val, items[i].len, items[i].ttl_ms, 0, &tmps[i]);
+        H->free(dir);
+        H->free(name);
+    }
+    if (!rc && st->fsync && syncfs(st->root_fd) != 0)
+        rc = fs_errno(errno, "syncfs", items[0].key, st->root);
+    /* Consecutive keys of one directory share one lock. */
+    int lfd = -1;
+    char *locked = NULL;
+    for (i = 0; i < n; i++) {
+        if (!tmps[i])
+            continue;
+        if (rc) { /* an earlier failure: drop what was staged */
+            unlinkat(st->root_fd, tmps[i], 0);
+            continue;
+        }
+        const char *key = items[i].key;
+        KEY_PARTS_RC(key, rc);
+        if (!rc && (!locked || strcmp(locked, dir))) {
+            unlock_key(lfd);
+            H->free(locked);
+            locked = NULL;
+            lfd = lock_key(st, dir, name, key);
+            if (lfd < 0)
+                rc = lfd;
+            else
+                locked = dir, dir = NULL;
+        }
+        if (rc)
+            unlinkat(st->root_fd, tmps[i], 0);
+        else
+            rc = commit_tmp(st, locked, name, key, tmps[i], 0);
+        H->free(dir);
+        H->free(name);
+    }
+    unlock_key(lfd);
+    H->free(locked);
+    if (!rc && st->fsync && syncfs(st->root_fd) != 0)
+        rc = fs_errno(errno, "syncfs", items[0].key, st->root);
+    for (i = 0; i < n; i++)
+        H->free(tmps[i]);
+    H->free(tmps);
+    return rc;
 }
 
 static uint64_t fs_generation(void *obj)
