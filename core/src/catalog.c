@@ -1252,6 +1252,16 @@ int refit_record_check_catalog(const struct refit_source_record *r, const refit_
     return 0;
 }
 
+/* A record stored under another source's key is a corrupt or hostile
+ * store, not a record to use. */
+static int record_matches_key(const struct refit_source_record *r, const char *sid, const char *key)
+{
+    if (strcmp(r->source_id, sid))
+        return refit_error_set(REFIT_EPROTO, "%s: field 'source': '%s' stored under the key of '%s'", key,
+                               r->source_id, sid);
+    return 0;
+}
+
 int refit_record_publish(refit_store_t *s, const struct refit_source_record *r)
 {
     char k1[REFIT_STORE_MAX_KEY + 1], k2[REFIT_STORE_MAX_KEY + 1];
@@ -1284,6 +1294,10 @@ int refit_record_fetch(refit_store_t *s, const char *sid, struct refit_source_re
         return rc;
     rc = refit_record_decode(v, l, key, out);
     free(v);
+    if (!rc && (rc = record_matches_key(*out, sid, key))) {
+        free(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -1388,6 +1402,8 @@ int refit_source_check(refit_store_t *s, const char *sid, int64_t stale_after_ms
         rc = refit_error_set(REFIT_ENOENT, "%s not found", k1);
     if (!rc)
         rc = refit_record_decode(it[0].val, it[0].len, k1, &r);
+    if (!rc)
+        rc = record_matches_key(r, sid, k1);
     if (!rc && it[1].status == 0)
         rc = refit_heartbeat_decode(it[1].val, it[1].len, k2, &hb);
     free(it[0].val);

@@ -354,6 +354,17 @@ START_TEST(store_rules)
     OK(refit_record_fetch(f.s, r.source_id, &got));
     ck_assert_uint_eq(got->version, 5);
     OK(refit_record_check_catalog(got, c, "sources/x"));
+    /* The same record under another source's key is refused. */
+    void *renc;
+    size_t rlen;
+    OK(refit_record_encode(got, &renc, &rlen));
+    OK(refit_store_put(f.s, "sources/other", renc, rlen));
+    struct refit_source_record *bad = NULL;
+    ck_assert_int_eq(refit_record_fetch(f.s, "other", &bad), REFIT_EPROTO);
+    ck_assert(strstr(refit_error_message(), "sources/other") && strstr(refit_error_message(), "source"));
+    ck_assert_ptr_null(bad);
+    OK(refit_store_del(f.s, "sources/other"));
+    free(renc);
     free(got);
     bool stale = true;
     OK(refit_heartbeat_put(f.s, r.source_id, 5, 30000));
