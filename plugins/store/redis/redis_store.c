@@ -468,8 +468,11 @@ static int rd_put(void *obj, const char *key, const void *val, size_t len, int64
     return rd_put_many(obj, &it, 1);
 }
 
-/* Turn a GET reply into a value allocated with H->alloc. */
-static int take_value(struct rd_store *st, const redisReply *r, const char *key, void **val, size_t *len)
+/* Turn a GET reply into a value allocated with H->alloc.  hiredis 0.14
+ * allocates a string reply with malloc(); when the host allocates with
+ * malloc too, the string is taken over instead of copied (one copy of a
+ * catalog-sized value less per read). */
+static int take_value(struct rd_store *st, redisReply *r, const char *key, void **val, size_t *len)
 {
     if (r->type == REDIS_REPLY_NIL)
         return H->error_set(REFIT_ENOENT, "store %s: key '%s' not found", st->where, key);
@@ -481,11 +484,20 @@ static int take_value(struct rd_store *st, const redisReply *r, const char *key,
     if ((uint64_t)r->len > st->max_value)
         return H->error_set(REFIT_ETOOBIG, "store %s: key '%s': value of %zu bytes exceeds max_value %llu",
                             st->where, key, (size_t)r->len, (unsigned long long)st->max_value);
-    void *b = H->alloc(r->len ? (size_t)r->len : 1);
-    if (!b)
-        return REFIT_ENOMEM;
-    if (r->len)
-        memcpy(b, r->str, (size_t)r->len);
+    void *b;
+#if HIREDIS_MAJOR == 0
+    if (H->alloc == malloc && H->free == free && r->str) {
+        b = r->str;
+        r->str = NULL; /* freeReplyObject frees NULL harmlessly */
+    } else
+#endif
+    {
+        b = H->alloc(r->len ? (size_t)r->len : 1);
+        if (!b)
+            return REFIT_ENOMEM;
+        if (r->len)
+            memcpy(b, r->str, (size_t)r->len);
+    }
     *val = b;
     *len = (size_t)r->len;
     return 0;
