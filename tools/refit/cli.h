@@ -38,5 +38,10 @@ int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: argv[0] = what. */
 int bench_fp8(int argc, char **argv);
+int cmd_store(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* refit bench <what>: one file bench_<what>.c each. */
+int bench_store(int argc, char **argv);
 
 #endif

@@ -15,6 +15,8 @@ static const struct command commands[] = {
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
     {"bench", cmd_bench, "bench <what>: benchmarks with their baseline in the same run (fp8)"},
+    {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
+    {"bench", cmd_bench, "benchmarks with their baselines in the same run (bench store, ...)"},
 };
 
 static void usage(FILE *f)
