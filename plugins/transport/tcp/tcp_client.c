@@ -110,6 +110,7 @@ static void put_req(uint8_t *h, uint32_t op, const refit_tp_rkey_t *k, uint64_t 
     memcpy(h + 24, k->secret, TCP_SECRET);
     tcp_put64(h + 40, off);
     tcp_put64(h + 48, len);
+    tcp_put64(h + 56, k->len); /* the key's own length: part of what the server checks */
 }
 
 /* One batch on one stream: all requests out, then all replies in.  The

@@ -44,7 +44,8 @@ static int slot_get(refit_tp_t *tp, const uint8_t *req, void **ptr, uint64_t *sl
         st = TCP_S_NOREGION;
     else if (!tp->slots[id].live || tp->slots[id].gen != gen)
         st = TCP_S_STALE;
-    else if (!tcp_ct_equal(tp->slots[id].secret, req + 24, TCP_SECRET))
+    else if (!tcp_ct_equal(tp->slots[id].secret, req + 24, TCP_SECRET) ||
+             tcp_get64(req + 56) != tp->slots[id].len)
         st = TCP_S_FORGED;
     else if (off > tp->slots[id].len || len > tp->slots[id].len - off)
         st = TCP_S_RANGE;
