@@ -1,0 +1,538 @@
+/* bench_transport.c — `refit bench transport --plugin P`: READ and WRITE
+ * between two processes on this host (this one and a peer started from the
+ * same executable), sizes 4 KiB .. 1 GiB, the many-descriptors case against
+ * one READ of the same total, and the plugin's baseline measured in the
+ * same run with the ratio printed (tcp: iperf3 over loopback). */
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_transport.h"
+#include "refit/status.h"
+#include "refit/tp.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void hex_print(FILE *f, const char *tag, const void *p, size_t n)
+{
+    fprintf(f, "%s ", tag);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%02x", ((const uint8_t *)p)[i]);
+    fprintf(f, "\n");
+    fflush(f);
+}
+
+static size_t hex_parse(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    unsigned v;
+    while (n < cap && sscanf(s, "%2x", &v) == 1) {
+        out[n++] = (uint8_t)v;
+        s += 2;
+    }
+    return n;
+}
+
+static void *map_touched(uint64_t n)
+{
+    void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    memset(m, 0x5a, n); /* fault the pages in before timing */
+    return m;
+}
+
+/* The peer: register one region, print address and key, serve until stdin
+ * closes. */
+static int peer_main(struct cli_common *cc, const char *plugin, uint64_t size)
+{
+    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench-peer", .cuda_device = -1};
+    refit_transport_t *t = NULL;
+    refit_tp_region_t *r = NULL;
+    void *addr = NULL, *key = NULL;
+    size_t al, kl;
+    void *mem = map_touched(size);
+    int rc = mem ? refit_tp_init(cc->loader, cc->cfg, &op, &t)
+                 : refit_error_set(REFIT_ENOMEM, "peer: %llu bytes", (unsigned long long)size);
+    if (!rc)
+        rc = refit_tp_reg(t, mem, size, REFIT_MEM_HOST, &r);
+    if (!rc)
+        rc = refit_tp_address_get(t, &addr, &al);
+    if (!rc)
+        rc = refit_tp_pack(t, r, &key, &kl);
+    if (rc) {
+        printf("err %s\n", refit_error_message());
+        fflush(stdout);
+    } else {
+        hex_print(stdout, "addr", addr, al);
+        hex_print(stdout, "rkey", key, kl);
+        char buf[64];
+        while (fgets(buf, sizeof(buf), stdin))
+            ;
+    }
+    free(addr);
+    free(key);
+    refit_tp_dereg(t, r);
+    refit_tp_fini(t);
+    if (mem)
+        munmap(mem, size);
+    return rc ? 1 : 0;
+}
+
+struct peer_proc {
+    pid_t pid;
+    FILE *to, *from;
+};
+
+static int peer_spawn(const struct bt_opts *o, const char *plugin, uint64_t size, struct peer_proc *p)
+{
+    int in[2], out[2];
+    if (pipe(in) || pipe(out))
+        return refit_error_set(REFIT_EIO, "pipe: %s", strerror(errno));
+    char sz[32];
+    snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
+    p->pid = fork();
+    if (p->pid < 0)
+        return refit_error_set(REFIT_EIO, "fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        char **av = calloc((size_t)o->n_peer_args + 10, sizeof(*av));
+        int n = 0;
+        av[n++] = "refit";
+        av[n++] = "transport";
+        av[n++] = "--peer";
+        av[n++] = sz;
+        av[n++] = "--plugin";
+        av[n++] = (char *)plugin;
+        for (int i = 0; i < o->n_peer_args; i++)
+            av[n++] = o->peer_args[i];
+        av[n] = NULL;
+        /* Re-enter `refit bench` in a fresh process: no plugin state or
+         * threads of this one leak into the peer. */
+        char **full = calloc((size_t)n + 2, sizeof(*full));
+        full[0] = "refit";
+        full[1] = "bench";
+        memcpy(full + 2, av + 1, sizeof(*av) * (size_t)n);
+        execv("/proc/self/exe", full);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->to = fdopen(in[1], "w");
+    p->from = fdopen(out[0], "r");
+    return 0;
+}
+
+static void peer_end(struct peer_proc *p)
+{
+    if (p->pid <= 0)
+        return;
+    fclose(p->to);
+    fclose(p->from);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+}
+
+static int time_xfer(refit_transport_t *t, refit_tp_peer_t *peer, const struct refit_tp_desc *d,
+                     size_t n, double min_time, uint64_t bytes, double *gbps, double *us)
+{
+    int rc = refit_tp_xfer(t, peer, d, n, -1); /* warm-up: connections, pages, caches */
+    if (rc)
+        return rc;
+    uint64_t iters = 0;
+    double t0 = now_s(), el;
+    do {
+        rc = refit_tp_xfer(t, peer, d, n, -1);
+        if (rc)
+            return rc;
+        iters++;
+        el = now_s() - t0;
+    } while (el < min_time);
+    *gbps = (double)bytes * (double)iters / el / 1e9;
+    *us = el / (double)iters * 1e6;
+    return 0;
+}
+
+int bt_measure(struct cli_common *cc, const struct bt_opts *o, const char *plugin, struct bt_result *out)
+{
+    if (!plugin)
+        plugin = o->plugin;
+    uint64_t maxsz = (uint64_t)o->many_n * o->many_len;
+    for (size_t i = 0; i < o->n_sizes; i++)
+        if (o->sizes[i] > maxsz)
+            maxsz = o->sizes[i];
+    memset(out, 0, sizeof(*out));
+    struct peer_proc pp = {0};
+    refit_transport_t *t = NULL;
+    refit_tp_peer_t *peer = NULL;
+    refit_tp_rkey_t *rk = NULL;
+    refit_tp_region_t *lr = NULL;
+    struct refit_tp_desc *d = NULL;
+    void *mem = NULL;
+    int rc = peer_spawn(o, plugin, maxsz, &pp);
+    if (rc)
+        return rc;
+    char *line = malloc(1 << 16);
+    uint8_t *blob = malloc(1 << 15);
+    size_t al = 0;
+    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench", .cuda_device = -1};
+    if (!line || !blob || !fgets(line, 1 << 16, pp.from) || strncmp(line, "addr ", 5)) {
+        rc = refit_error_set(REFIT_ECONN, "bench peer did not start: %s", line ? line : "");
+        goto out;
+    }
+    al = hex_parse(line + 5, blob, 1 << 15);
+    if ((rc = refit_tp_init(cc->loader, cc->cfg, &op, &t)) ||
+        (rc = refit_tp_connect(t, blob, al, "bench-peer", &peer)))
+        goto out;
+    if (!fgets(line, 1 << 16, pp.from) || strncmp(line, "rkey ", 5)) {
+        rc = refit_error_set(REFIT_EPROTO, "bench peer sent no key");
+        goto out;
+    }
+    if ((rc = refit_tp_unpack(t, peer, blob, hex_parse(line + 5, blob, 1 << 15), &rk)))
+        goto out;
+    if (!(mem = map_touched(maxsz))) {
+        rc = refit_error_set(REFIT_ENOMEM, "%llu bytes", (unsigned long long)maxsz);
+        goto out;
+    }
+    if ((rc = refit_tp_reg(t, mem, maxsz, REFIT_MEM_HOST, &lr)))
+        goto out;
+    out->pts = calloc(o->n_sizes, sizeof(*out->pts));
+    d = calloc((size_t)o->many_n, sizeof(*d));
+    if (!out->pts || !d) {
+        rc = refit_error_set(REFIT_ENOMEM, "results");
+        goto out;
+    }
+    out->n = o->n_sizes;
+    for (size_t i = 0; i < o->n_sizes; i++) {
+        out->pts[i].size = o->sizes[i];
+        for (int k = 0; k < 2; k++) {
+            struct refit_tp_desc one = {k ? REFIT_OP_WRITE : REFIT_OP_READ, lr, 0, rk, 0, o->sizes[i]};
+            rc = time_xfer(t, peer, &one, 1, o->min_time, o->sizes[i], &out->pts[i].gbps[k],
+                           &out->pts[i].us_op[k]);
+            if (rc)
+                goto out;
+        }
+    }
+    if (o->many_n > 0) {
+        for (int i = 0; i < o->many_n; i++)
+            d[i] = (struct refit_tp_desc){REFIT_OP_READ, lr, (uint64_t)i * o->many_len, rk,
+                                          (uint64_t)i * o->many_len, o->many_len};
+        double us;
+        uint64_t total = (uint64_t)o->many_n * o->many_len;
+        rc = time_xfer(t, peer, d, (size_t)o->many_n, o->min_time, total, &out->many_gbps, &us);
+        struct refit_tp_desc one = {REFIT_OP_READ, lr, 0, rk, 0, total};
+        if (!rc)
+            rc = time_xfer(t, peer, &one, 1, o->min_time, total, &out->one_gbps, &us);
+    }
+out:
+    free(d);
+    refit_tp_dereg(t, lr);
+    refit_tp_release(t, rk);
+    refit_tp_disconnect(t, peer);
+    refit_tp_fini(t);
+    if (mem)
+        munmap(mem, maxsz);
+    free(line);
+    free(blob);
+    peer_end(&pp);
+    if (rc) {
+        free(out->pts);
+        out->pts = NULL;
+    }
+    return rc;
+}
+
+/* ---- baselines ---- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &l))
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* iperf3 -s -1 and iperf3 -c over loopback, one stream, JSON output. */
+static int iperf3_run(int seconds, double *gbps)
+{
+    int port = free_port();
+    if (port < 0)
+        return refit_error_set(REFIT_EIO, "iperf3: no free port");
+    int out[2];
+    if (pipe(out))
+        return refit_error_set(REFIT_EIO, "pipe: %s", strerror(errno));
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    pid_t srv = fork();
+    if (srv == 0) {
+        dup2(out[1], 1);
+        dup2(out[1], 2);
+        close(out[0]);
+        execlp("iperf3", "iperf3", "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", ps, (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    char seen[4096];
+    size_t ns = 0;
+    int ready = 0;
+    struct pollfd pf = {.fd = out[0], .events = POLLIN};
+    /* The server says "Server listening on <port>" once it accepts (its
+     * output is flushed per line with --forceflush). */
+    while (!ready && ns + 1 < sizeof(seen) && poll(&pf, 1, 10000) > 0) {
+        ssize_t k = read(out[0], seen + ns, sizeof(seen) - 1 - ns);
+        if (k <= 0)
+            break;
+        ns += (size_t)k;
+        seen[ns] = 0;
+        ready = strstr(seen, "listening") != NULL;
+    }
+    if (!ready) {
+        kill(srv, SIGKILL);
+        waitpid(srv, NULL, 0);
+        close(out[0]);
+        return refit_error_set(REFIT_ENOENT, "iperf3 server did not start (is iperf3 installed?)");
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "iperf3 -c 127.0.0.1 -p %d -t %d -J 2>&1", port, seconds);
+    FILE *c = popen(cmd, "r");
+    size_t cap = 1 << 20, n = 0;
+    char *js = malloc(cap);
+    while (c && js && n + 1 < cap) {
+        size_t k = fread(js + n, 1, cap - 1 - n, c);
+        if (!k)
+            break;
+        n += k;
+    }
+    if (c)
+        pclose(c);
+    kill(srv, SIGTERM); /* -1 exits on its own; this only covers a failed client */
+    waitpid(srv, NULL, 0);
+    close(out[0]);
+    if (!js)
+        return refit_error_set(REFIT_ENOMEM, "iperf3 output");
+    js[n] = 0;
+    json_error_t je;
+    json_t *root = json_loads(js, 0, &je);
+    json_t *bps = json_object_get(json_object_get(json_object_get(root, "end"), "sum_received"),
+                                  "bits_per_second");
+    int rc = 0;
+    if (!json_is_number(bps))
+        rc = refit_error_set(REFIT_EPROTO, "iperf3 -J gave no end.sum_received.bits_per_second: %.200s", js);
+    else
+        *gbps = json_number_value(bps) / 8 / 1e9;
+    json_decref(root);
+    free(js);
+    return rc;
+}
+
+static int baseline_iperf3(struct cli_common *cc, const struct bt_opts *o, const struct bt_result *ours)
+{
+    (void)cc;
+    double g = 0;
+    int rc = iperf3_run(3, &g);
+    if (rc)
+        return rc;
+    const struct bt_point *big = &ours->pts[ours->n - 1];
+    printf("\nbaseline: iperf3 over loopback (1 stream, 3 s, same run): %.2f GB/s\n", g);
+    char s[32];
+    snprintf(s, sizeof(s), "%.0f MiB", (double)big->size / 1048576.0);
+    printf("ratio %s READ  %s / iperf3: %.2fx (target >= 0.90)\n", o->plugin, s, big->gbps[0] / g);
+    printf("ratio %s WRITE %s / iperf3: %.2fx (target >= 0.90)\n", o->plugin, s, big->gbps[1] / g);
+    return 0;
+}
+
+/* One entry per plugin; fabric plugins add theirs (ucx: ucx_perftest with
+ * the same UCX_TLS and size; ofi: ucx on the same medium via bt_measure). */
+static const struct bt_baseline baselines[] = {
+    {"tcp", "iperf3 over loopback", baseline_iperf3},
+};
+
+/* ---- command ---- */
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    uint64_t m = 1;
+    if (*end == 'K' || *end == 'k')
+        m = 1024;
+    else if (*end == 'M' || *end == 'm')
+        m = 1024 * 1024;
+    else if (*end == 'G' || *end == 'g')
+        m = 1024ull * 1024 * 1024;
+    else if (*end)
+        return -1;
+    if (v <= 0)
+        return -1;
+    *out = (uint64_t)(v * (double)m);
+    return 0;
+}
+
+static void fmt_size(uint64_t n, char *buf, size_t cap)
+{
+    if (n >= (1ull << 30) && n % (1ull << 30) == 0)
+        snprintf(buf, cap, "%llu GiB", (unsigned long long)(n >> 30));
+    else if (n >= (1u << 20) && n % (1u << 20) == 0)
+        snprintf(buf, cap, "%llu MiB", (unsigned long long)(n >> 20));
+    else if (n >= 1024 && n % 1024 == 0)
+        snprintf(buf, cap, "%llu KiB", (unsigned long long)(n >> 10));
+    else
+        snprintf(buf, cap, "%llu B", (unsigned long long)n);
+}
+
+static void help(void)
+{
+    printf("usage: refit bench transport [--plugin P] [--sizes 4K,64K,1M,16M,256M,1G] [--time SEC]\n"
+           "                             [--many N] [--no-baseline] [--config FILE] [--set k=v]...\n"
+           "Two processes on this host: READ and WRITE of each size, N (10000) x 4 KiB READs in\n"
+           "one post against one READ of the same total, then the plugin's baseline in the same run\n"
+           "(tcp: iperf3 over loopback) and the ratio.  GB/s are 1e9 bytes per second.\n"
+           "The plugin's options come from the configuration (--set transport.tcp.streams=4).\n");
+}
+
+int bench_transport(int argc, char **argv)
+{
+    /* Keep the common options for the peer before cli_config_open eats them. */
+    char **peer_args = calloc((size_t)argc + 1, sizeof(*peer_args));
+    int n_peer = 0;
+    for (int i = 1; i < argc; i++)
+        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c") || !strcmp(argv[i], "--set") ||
+             !strcmp(argv[i], "--log")) && i + 1 < argc) {
+            peer_args[n_peer++] = argv[i];
+            peer_args[n_peer++] = argv[++i];
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help();
+            free(peer_args);
+            return 0;
+        }
+    struct cli_common cc;
+    int rc = cli_config_open(&cc, NULL, argc, argv);
+    if (rc) {
+        cli_common_close(&cc);
+        free(peer_args);
+        return cli_fail("bench transport", rc);
+    }
+    argc = cli_compact(argc, argv);
+    static const uint64_t def_sizes[] = {4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1ull << 30};
+    uint64_t sizes[32];
+    size_t n_sizes = 0;
+    struct bt_opts o = {.min_time = 0.5, .many_n = 10000, .many_len = 4096,
+                        .peer_args = peer_args, .n_peer_args = n_peer};
+    uint64_t peer_size = 0;
+    int baseline = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--plugin") && v) {
+            o.plugin = v;
+            i++;
+        } else if (!strcmp(a, "--peer") && v) {
+            parse_size(v, &peer_size);
+            i++;
+        } else if (!strcmp(a, "--time") && v) {
+            o.min_time = atof(v);
+            i++;
+        } else if (!strcmp(a, "--many") && v) {
+            o.many_n = atoi(v);
+            i++;
+        } else if (!strcmp(a, "--no-baseline")) {
+            baseline = 0;
+        } else if (!strcmp(a, "--sizes") && v) {
+            char *s = strdup(v), *save = NULL;
+            for (char *tok = strtok_r(s, ",", &save); tok && n_sizes < 32; tok = strtok_r(NULL, ",", &save))
+                if (parse_size(tok, &sizes[n_sizes++])) {
+                    fprintf(stderr, "refit bench transport: bad size '%s'\n", tok);
+                    free(s);
+                    cli_common_close(&cc);
+                    free(peer_args);
+                    return 2;
+                }
+            free(s);
+            i++;
+        } else {
+            fprintf(stderr, "refit bench transport: unexpected argument '%s' (see --help)\n", a);
+            cli_common_close(&cc);
+            free(peer_args);
+            return 2;
+        }
+    }
+    if (!o.plugin && (rc = refit_config_str(cc.cfg, "transport.plugin", &o.plugin))) {
+        cli_common_close(&cc);
+        free(peer_args);
+        return cli_fail("bench transport", rc);
+    }
+    if (peer_size) {
+        rc = peer_main(&cc, o.plugin, peer_size);
+        cli_common_close(&cc);
+        free(peer_args);
+        return rc;
+    }
+    if (!n_sizes) {
+        memcpy(sizes, def_sizes, sizeof(def_sizes));
+        n_sizes = sizeof(def_sizes) / sizeof(def_sizes[0]);
+    }
+    o.sizes = sizes;
+    o.n_sizes = n_sizes;
+    signal(SIGPIPE, SIG_IGN);
+    printf("refit bench transport: plugin %s, two processes on this host, >= %.1f s per figure\n",
+           o.plugin, o.min_time);
+    struct bt_result res;
+    rc = bt_measure(&cc, &o, NULL, &res);
+    if (rc) {
+        cli_common_close(&cc);
+        free(peer_args);
+        return cli_fail("bench transport", rc);
+    }
+    printf("\n%-10s %12s %12s %12s %12s\n", "size", "READ GB/s", "WRITE GB/s", "READ us/op", "WRITE us/op");
+    for (size_t i = 0; i < res.n; i++) {
+        char s[32];
+        fmt_size(res.pts[i].size, s, sizeof(s));
+        printf("%-10s %12.3f %12.3f %12.1f %12.1f\n", s, res.pts[i].gbps[0], res.pts[i].gbps[1],
+               res.pts[i].us_op[0], res.pts[i].us_op[1]);
+    }
+    if (o.many_n > 0) {
+        char s[32];
+        fmt_size(o.many_len, s, sizeof(s));
+        printf("\nmany descriptors: %d x %s READs in one post: %.3f GB/s; one READ of the same %.1f MB: "
+               "%.3f GB/s; ratio %.2fx (target >= 0.50)\n", o.many_n, s, res.many_gbps,
+               (double)o.many_n * (double)o.many_len / 1e6, res.one_gbps, res.many_gbps / res.one_gbps);
+    }
+    int found = 0;
+    for (size_t i = 0; baseline && i < sizeof(baselines) / sizeof(baselines[0]); i++)
+        if (!strcmp(baselines[i].plugin, o.plugin)) {
+            found = 1;
+            rc = baselines[i].fn(&cc, &o, &res);
+            if (rc) {
+                cli_fail("bench transport: baseline", rc);
+                rc = 0; /* our own figures stand; the baseline's failure is reported */
+            }
+        }
+    if (baseline && !found)
+        printf("\nno baseline is defined for plugin %s\n", o.plugin);
+    free(res.pts);
+    cli_common_close(&cc);
+    free(peer_args);
+    return 0;
+}
