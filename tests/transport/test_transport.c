@@ -620,6 +620,19 @@ START_TEST(t_tcp_auth)
     side_open(&s2, NULL);
     side_connect(&s2, &p2);
     side_close(&s2);
+    unsetenv("REFIT_TCP_TOKEN");
+    /* The same token from token_file (trailing newline ignored). */
+    char path[] = "/tmp/refit-token-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "s3cret-token\n", 13), 13);
+    close(fd);
+    char set[64];
+    snprintf(set, sizeof(set), "transport.tcp.token_file=%s", path);
+    side_open(&s2, set);
+    side_connect(&s2, &p2);
+    side_close(&s2);
+    unlink(path);
     /* Different token: the handshake fails, in both directions of trust. */
     setenv("REFIT_TCP_TOKEN", "another-token", 1);
     side_open(&s2, NULL);
