@@ -171,6 +171,82 @@ static int time_xfer(refit_transport_t *t, refit_tp_peer_t *peer, const struct r
     return 0;
 }
 
+struct bt_session {
+    struct peer_proc pp;
+    refit_transport_t *t;
+    refit_tp_peer_t *peer;
+    refit_tp_rkey_t *rk;
+    refit_tp_region_t *lr;
+    void *mem;
+    uint64_t size;
+};
+
+void bt_session_close(struct bt_session *s)
+{
+    if (!s)
+        return;
+    refit_tp_dereg(s->t, s->lr);
+    refit_tp_release(s->t, s->rk);
+    refit_tp_disconnect(s->t, s->peer);
+    refit_tp_fini(s->t);
+    if (s->mem)
+        munmap(s->mem, s->size);
+    peer_end(&s->pp);
+    free(s);
+}
+
+int bt_session_open(struct cli_common *cc, const struct bt_opts *o, const char *plugin, uint64_t size,
+                    struct bt_session **out)
+{
+    struct bt_session *s = calloc(1, sizeof(*s));
+    char *line = malloc(1 << 16);
+    uint8_t *blob = malloc(1 << 15);
+    int rc = 0;
+    if (!s || !line || !blob) {
+        rc = refit_error_set(REFIT_ENOMEM, "bench session");
+        goto out;
+    }
+    s->size = size;
+    if ((rc = peer_spawn(o, plugin, size, &s->pp)))
+        goto out;
+    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench", .cuda_device = -1};
+    if (!fgets(line, 1 << 16, s->pp.from) || strncmp(line, "addr ", 5)) {
+        rc = refit_error_set(REFIT_ECONN, "bench peer did not start: %s", line);
+        goto out;
+    }
+    size_t al = hex_parse(line + 5, blob, 1 << 15);
+    if ((rc = refit_tp_init(cc->loader, cc->cfg, &op, &s->t)) ||
+        (rc = refit_tp_connect(s->t, blob, al, "bench-peer", &s->peer)))
+        goto out;
+    if (!fgets(line, 1 << 16, s->pp.from) || strncmp(line, "rkey ", 5)) {
+        rc = refit_error_set(REFIT_EPROTO, "bench peer sent no key");
+        goto out;
+    }
+    if ((rc = refit_tp_unpack(s->t, s->peer, blob, hex_parse(line + 5, blob, 1 << 15), &s->rk)))
+        goto out;
+    if (!(s->mem = map_touched(size))) {
+        rc = refit_error_set(REFIT_ENOMEM, "%llu bytes", (unsigned long long)size);
+        goto out;
+    }
+    rc = refit_tp_reg(s->t, s->mem, size, REFIT_MEM_HOST, &s->lr);
+out:
+    free(line);
+    free(blob);
+    if (rc) {
+        bt_session_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int bt_session_time(struct bt_session *s, uint32_t op, uint64_t size, double min_time, double *gbps,
+                    double *us)
+{
+    struct refit_tp_desc one = {op, s->lr, 0, s->rk, 0, size};
+    return time_xfer(s->t, s->peer, &one, 1, min_time, size, gbps, us);
+}
+
 int bt_measure(struct cli_common *cc, const struct bt_opts *o, const char *plugin, struct bt_result *out)
 {
     if (!plugin)
@@ -180,42 +256,13 @@ int bt_measure(struct cli_common *cc, const struct bt_opts *o, const char *plugi
         if (o->sizes[i] > maxsz)
             maxsz = o->sizes[i];
     memset(out, 0, sizeof(*out));
-    struct peer_proc pp = {0};
-    refit_transport_t *t = NULL;
-    refit_tp_peer_t *peer = NULL;
-    refit_tp_rkey_t *rk = NULL;
-    refit_tp_region_t *lr = NULL;
+    struct bt_session *s = NULL;
     struct refit_tp_desc *d = NULL;
-    void *mem = NULL;
-    int rc = peer_spawn(o, plugin, maxsz, &pp);
+    int rc = bt_session_open(cc, o, plugin, maxsz, &s);
     if (rc)
         return rc;
-    char *line = malloc(1 << 16);
-    uint8_t *blob = malloc(1 << 15);
-    size_t al = 0;
-    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench", .cuda_device = -1};
-    if (!line || !blob || !fgets(line, 1 << 16, pp.from) || strncmp(line, "addr ", 5)) {
-        rc = refit_error_set(REFIT_ECONN, "bench peer did not start: %s", line ? line : "");
-        goto out;
-    }
-    al = hex_parse(line + 5, blob, 1 << 15);
-    if ((rc = refit_tp_init(cc->loader, cc->cfg, &op, &t)) ||
-        (rc = refit_tp_connect(t, blob, al, "bench-peer", &peer)))
-        goto out;
-    if (!fgets(line, 1 << 16, pp.from) || strncmp(line, "rkey ", 5)) {
-        rc = refit_error_set(REFIT_EPROTO, "bench peer sent no key");
-        goto out;
-    }
-    if ((rc = refit_tp_unpack(t, peer, blob, hex_parse(line + 5, blob, 1 << 15), &rk)))
-        goto out;
-    if (!(mem = map_touched(maxsz))) {
-        rc = refit_error_set(REFIT_ENOMEM, "%llu bytes", (unsigned long long)maxsz);
-        goto out;
-    }
-    if ((rc = refit_tp_reg(t, mem, maxsz, REFIT_MEM_HOST, &lr)))
-        goto out;
     out->pts = calloc(o->n_sizes, sizeof(*out->pts));
-    d = calloc((size_t)o->many_n, sizeof(*d));
+    d = calloc((size_t)o->many_n + 1, sizeof(*d));
     if (!out->pts || !d) {
         rc = refit_error_set(REFIT_ENOMEM, "results");
         goto out;
@@ -223,36 +270,28 @@ int bt_measure(struct cli_common *cc, const struct bt_opts *o, const char *plugi
     out->n = o->n_sizes;
     for (size_t i = 0; i < o->n_sizes; i++) {
         out->pts[i].size = o->sizes[i];
-        for (int k = 0; k < 2; k++) {
-            struct refit_tp_desc one = {k ? REFIT_OP_WRITE : REFIT_OP_READ, lr, 0, rk, 0, o->sizes[i]};
-            rc = time_xfer(t, peer, &one, 1, o->min_time, o->sizes[i], &out->pts[i].gbps[k],
-                           &out->pts[i].us_op[k]);
-            if (rc)
+        for (int k = 0; k < 2; k++)
+            if ((rc = bt_session_time(s, k ? REFIT_OP_WRITE : REFIT_OP_READ, o->sizes[i], o->min_time,
+                                      &out->pts[i].gbps[k], &out->pts[i].us_op[k])))
                 goto out;
-        }
     }
     if (o->many_n > 0) {
         for (int i = 0; i < o->many_n; i++)
-            d[i] = (struct refit_tp_desc){REFIT_OP_READ, lr, (uint64_t)i * o->many_len, rk,
+            d[i] = (struct refit_tp_desc){REFIT_OP_READ, s->lr, (uint64_t)i * o->many_len, s->rk,
                                           (uint64_t)i * o->many_len, o->many_len};
         double us;
         uint64_t total = (uint64_t)o->many_n * o->many_len;
-        rc = time_xfer(t, peer, d, (size_t)o->many_n, o->min_time, total, &out->many_gbps, &us);
-        struct refit_tp_desc one = {REFIT_OP_READ, lr, 0, rk, 0, total};
+        rc = time_xfer(s->t, s->peer, d, (size_t)o->many_n, o->min_time, total, &out->many_gbps, &us);
         if (!rc)
-            rc = time_xfer(t, peer, &one, 1, o->min_time, total, &out->one_gbps, &us);
+            rc = bt_session_time(s, REFIT_OP_READ, total, o->min_time, &out->one_gbps, &us);
+    }
+    if (!rc && o->keep) {
+        *o->keep = s;
+        s = NULL;
     }
 out:
     free(d);
-    refit_tp_dereg(t, lr);
-    refit_tp_release(t, rk);
-    refit_tp_disconnect(t, peer);
-    refit_tp_fini(t);
-    if (mem)
-        munmap(mem, maxsz);
-    free(line);
-    free(blob);
-    peer_end(&pp);
+    bt_session_close(s);
     if (rc) {
         free(out->pts);
         out->pts = NULL;
@@ -348,30 +387,57 @@ static int iperf3_run(int seconds, int streams, double *gbps)
     return rc;
 }
 
-static int baseline_iperf3(struct cli_common *cc, const struct bt_opts *o, const struct bt_result *ours)
+static int cmp_double(const void *a, const void *b)
 {
-    /* Against one iperf3 stream (the usual figure) and against as many
-     * streams as the plugin uses, so parallelism is not what wins. */
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Rounds alternate our largest READ and WRITE with iperf3 (one stream and
+ * as many streams as the plugin uses), so a neighbour's load hits both
+ * sides alike; the medians and their ratios are printed. */
+static int baseline_iperf3(struct cli_common *cc, const struct bt_opts *o, const struct bt_result *ours,
+                           struct bt_session *s)
+{
     int64_t streams = 1;
     if (refit_config_int(cc->cfg, "transport.tcp.streams", &streams))
         streams = 1;
-    const struct bt_point *big = &ours->pts[ours->n - 1];
-    char s[32];
-    snprintf(s, sizeof(s), "%.0f MiB", (double)big->size / 1048576.0);
-    for (int64_t p = 1;; p = streams) {
-        double g = 0;
-        int rc = iperf3_run(3, (int)p, &g);
+    uint64_t size = ours->pts[ours->n - 1].size;
+    enum { R = 0, W, I1, IN, NCOL };
+    double v[NCOL][16];
+    int rounds = o->rounds < 1 ? 1 : o->rounds > 16 ? 16 : o->rounds;
+    for (int r = 0; r < rounds; r++) {
+        double us;
+        int rc = bt_session_time(s, REFIT_OP_READ, size, o->min_time, &v[R][r], &us);
+        if (!rc)
+            rc = bt_session_time(s, REFIT_OP_WRITE, size, o->min_time, &v[W][r], &us);
+        if (!rc)
+            rc = iperf3_run(2, 1, &v[I1][r]);
+        if (!rc)
+            rc = streams > 1 ? iperf3_run(2, (int)streams, &v[IN][r]) : (v[IN][r] = v[I1][r], 0);
         if (rc)
             return rc;
-        printf("\nbaseline: iperf3 over loopback (%lld stream%s, 3 s, same run): %.3f GB/s\n",
-               (long long)p, p > 1 ? "s" : "", g);
-        printf("ratio %s READ  %s / iperf3 -P %lld: %.2fx (target >= 0.90)\n", o->plugin, s,
-               (long long)p, big->gbps[0] / g);
-        printf("ratio %s WRITE %s / iperf3 -P %lld: %.2fx (target >= 0.90)\n", o->plugin, s,
-               (long long)p, big->gbps[1] / g);
-        if (p == streams)
-            break;
+        printf("round %d: %s READ %.3f, WRITE %.3f, iperf3 -P 1 %.3f, -P %lld %.3f GB/s\n", r + 1,
+               o->plugin, v[R][r], v[W][r], v[I1][r], (long long)streams, v[IN][r]);
     }
+    double mr = median(v[R], rounds), mw = median(v[W], rounds);
+    double m1 = median(v[I1], rounds), mn = median(v[IN], rounds);
+    char sz[32];
+    snprintf(sz, sizeof(sz), "%.0f MiB", (double)size / 1048576.0);
+    printf("\nbaseline: iperf3 over loopback, same run, median of %d rounds: %.3f GB/s (1 stream), "
+           "%.3f GB/s (%lld streams)\n", rounds, m1, mn, (long long)streams);
+    printf("%s %s: READ %.3f GB/s, WRITE %.3f GB/s (medians, %lld streams)\n", o->plugin, sz, mr, mw,
+           (long long)streams);
+    printf("ratio READ  / iperf3 -P 1: %.2fx   / iperf3 -P %lld: %.2fx   (target >= 0.90)\n", mr / m1,
+           (long long)streams, mr / mn);
+    printf("ratio WRITE / iperf3 -P 1: %.2fx   / iperf3 -P %lld: %.2fx   (target >= 0.90)\n", mw / m1,
+           (long long)streams, mw / mn);
     return 0;
 }
 
@@ -417,10 +483,11 @@ static void fmt_size(uint64_t n, char *buf, size_t cap)
 static void help(void)
 {
     printf("usage: refit bench transport [--plugin P] [--sizes 4K,64K,1M,16M,256M,1G] [--time SEC]\n"
-           "                             [--many N] [--no-baseline] [--config FILE] [--set k=v]...\n"
+           "                             [--many N] [--rounds N] [--no-baseline] [--config FILE] [--set k=v]...\n"
            "Two processes on this host: READ and WRITE of each size, N (10000) x 4 KiB READs in\n"
            "one post against one READ of the same total, then the plugin's baseline in the same run\n"
-           "(tcp: iperf3 over loopback) and the ratio.  GB/s are 1e9 bytes per second.\n"
+           "(tcp: iperf3 over loopback), alternating with our largest size for --rounds (3) rounds,\n"
+           "and the ratio of the medians.  GB/s are 1e9 bytes per second.\n"
            "The plugin's options come from the configuration (--set transport.tcp.streams=4).\n");
 }
 
@@ -450,7 +517,7 @@ int bench_transport(int argc, char **argv)
     static const uint64_t def_sizes[] = {4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1ull << 30};
     uint64_t sizes[32];
     size_t n_sizes = 0;
-    struct bt_opts o = {.min_time = 0.5, .many_n = 10000, .many_len = 4096,
+    struct bt_opts o = {.min_time = 0.5, .many_n = 10000, .many_len = 4096, .rounds = 3,
                         .peer_args = peer_args, .n_peer_args = n_peer};
     uint64_t peer_size = 0;
     int baseline = 1;
@@ -464,6 +531,9 @@ int bench_transport(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--time") && v) {
             o.min_time = atof(v);
+            i++;
+        } else if (!strcmp(a, "--rounds") && v) {
+            o.rounds = atoi(v);
             i++;
         } else if (!strcmp(a, "--many") && v) {
             o.many_n = atoi(v);
@@ -510,6 +580,8 @@ int bench_transport(int argc, char **argv)
     printf("refit bench transport: plugin %s, two processes on this host, >= %.1f s per figure\n",
            o.plugin, o.min_time);
     struct bt_result res;
+    struct bt_session *sess = NULL;
+    o.keep = &sess; /* the baseline interleaves rounds with our own transfers */
     rc = bt_measure(&cc, &o, NULL, &res);
     if (rc) {
         cli_common_close(&cc);
@@ -534,7 +606,7 @@ int bench_transport(int argc, char **argv)
     for (size_t i = 0; baseline && i < sizeof(baselines) / sizeof(baselines[0]); i++)
         if (!strcmp(baselines[i].plugin, o.plugin)) {
             found = 1;
-            rc = baselines[i].fn(&cc, &o, &res);
+            rc = baselines[i].fn(&cc, &o, &res, sess);
             if (rc) {
                 cli_fail("bench transport: baseline", rc);
                 rc = 0; /* our own figures stand; the baseline's failure is reported */
@@ -543,6 +615,7 @@ int bench_transport(int argc, char **argv)
     if (baseline && !found)
         printf("\nno baseline is defined for plugin %s\n", o.plugin);
     free(res.pts);
+    bt_session_close(sess);
     cli_common_close(&cc);
     free(peer_args);
     return 0;
