@@ -672,10 +672,21 @@ START_TEST(t_tcp_ipv6_and_ports)
     refit_tp_dereg(s6.t, lr);
     side_close(&s6);
     peer_stop(&p6);
-    /* A port range: the peer listens inside it. */
-    struct peer pr = {0};
-    peer_start(&pr, NULL, "transport.tcp.port_min=0");
+    /* A port range: the peer listens inside it, and a second peer skips
+     * the port the first one took. */
+    int base = 20000 + (int)(getpid() % 20000);
+    char set[64];
+    snprintf(set, sizeof(set), "transport.tcp.port_min=%d", base);
+    setenv("REFIT_TRANSPORT_TCP_PORT_MAX", "65535", 1);
+    struct peer pr = {0}, pr2 = {0};
+    peer_start(&pr, NULL, set);
+    peer_start(&pr2, NULL, set);
+    unsetenv("REFIT_TRANSPORT_TCP_PORT_MAX");
+    int port1 = pr.addr[6] | pr.addr[7] << 8, port2 = pr2.addr[6] | pr2.addr[7] << 8;
+    ck_assert_int_ge(port1, base);
+    ck_assert_int_gt(port2, port1);
     peer_stop(&pr);
+    peer_stop(&pr2);
     munmap(buf, 1 << 20);
 }
 END_TEST
