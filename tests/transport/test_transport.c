@@ -691,31 +691,56 @@ START_TEST(t_tcp_ipv6_and_ports)
 }
 END_TEST
 
+/* REFIT_TP_SKIP (comma-separated test names) leaves out tests a medium
+ * cannot pass, e.g. peer-failure detection a transport lacks; meson sets it
+ * per run so the limitation is written down next to the run. */
+static int skipped(const char *name)
+{
+    const char *l = getenv("REFIT_TP_SKIP");
+    size_t n = strlen(name);
+    for (const char *p = l; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t k = e ? (size_t)(e - p) : strlen(p);
+        if (k == n && !strncmp(p, name, n)) {
+            fprintf(stderr, "%s: %s skipped (REFIT_TP_SKIP)\n", plugin, name);
+            return 1;
+        }
+        p = e ? e + 1 : p + k;
+    }
+    return 0;
+}
+
+#define ADD(tc, t)          \
+    do {                    \
+        if (!skipped(#t))   \
+            tcase_add_test(tc, t); \
+    } while (0)
+
 static Suite *suite(void)
 {
     Suite *s = suite_create(plugin);
     TCase *tc = tcase_create("conformance");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, t_read_sizes);
-    tcase_add_test(tc, t_write_sizes);
-    tcase_add_test(tc, t_one_gib);
-    tcase_add_test(tc, t_many_descriptors);
-    tcase_add_test(tc, t_concurrent);
-    tcase_add_test(tc, t_notify_after_writes);
-    tcase_add_test(tc, t_invalid_keys);
-    tcase_add_test(tc, t_stale_key);
-    tcase_add_test(tc, t_dereg_while_reading);
-    tcase_add_test(tc, t_peer_killed);
-    tcase_add_test(tc, t_peer_stopped);
+    ADD(tc, t_read_sizes);
+    ADD(tc, t_write_sizes);
+    ADD(tc, t_one_gib);
+    ADD(tc, t_many_descriptors);
+    ADD(tc, t_concurrent);
+    ADD(tc, t_notify_after_writes);
+    ADD(tc, t_invalid_keys);
+    ADD(tc, t_stale_key);
+    ADD(tc, t_dereg_while_reading);
+    ADD(tc, t_peer_killed);
+    ADD(tc, t_peer_stopped);
     suite_add_tcase(s, tc);
     if (!strcmp(plugin, "tcp")) {
         TCase *t2 = tcase_create("tcp");
         tcase_add_checked_fixture(t2, setup, teardown);
         tcase_set_timeout(t2, 60);
-        tcase_add_test(t2, t_tcp_forged_key);
-        tcase_add_test(t2, t_tcp_auth);
-        tcase_add_test(t2, t_tcp_ipv6_and_ports);
+        ADD(t2, t_tcp_forged_key);
+        ADD(t2, t_tcp_auth);
+        ADD(t2, t_tcp_ipv6_and_ports);
         suite_add_tcase(s, t2);
     }
     return s;
