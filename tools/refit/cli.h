@@ -43,5 +43,7 @@ int cmd_bench(int argc, char **argv);
 
 /* refit bench <what>: one file bench_<what>.c each. */
 int bench_store(int argc, char **argv);
+/* `refit bench <what>`: bench_<what>.c, dispatched by cmd_bench.c. */
+int bench_transport(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const struct command commands[] = {
     {"bench", cmd_bench, "bench <what>: benchmarks with their baseline in the same run (fp8)"},
     {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
     {"bench", cmd_bench, "benchmarks with their baselines in the same run (bench store, ...)"},
+    {"bench", cmd_bench, "benchmarks with their baseline in the same run (bench transport, ...)"},
 };
 
 static void usage(FILE *f)
