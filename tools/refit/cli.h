@@ -27,5 +27,7 @@ int cli_compact(int argc, char **argv);
 
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
 
 #endif

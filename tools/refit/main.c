@@ -14,6 +14,8 @@ struct command {
 static const struct command commands[] = {
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
+    {"convert", cmd_convert, "an HF checkpoint or trainer shards into one rank's hf or vllm tensors (FP8 optional)"},
+    {"shard", cmd_shard, "an HF checkpoint into Megatron-layout per-rank files (a trainer stand-in)"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,285 @@
+/* fp8.c — bf16/fp32/e4m3 conversions and the 128x128 block quantization
+ * driver: it walks the blocks, turns each block's amax into the rule's
+ * scale, and hands the cast to the scalar, AVX2 or AVX-512 kernel chosen at
+ * run time.  The scalar kernels live here too. */
+#include <math.h>
+
+#include "fp8_impl.h"
+#include "refit/fp8.h"
+#include "refit/status.h"
+
+/* --- single values ---------------------------------------------------- */
+
+float refit_bf16_to_f32(uint16_t v)
+{
+    return rf_bf16_f32(v);
+}
+
+uint16_t refit_f32_to_bf16(float v)
+{
+    uint32_t b = rf_f32_bits(v);
+    if ((b & 0x7fffffffu) > 0x7f800000u) /* NaN: keep sign and payload top, force quiet */
+        return (uint16_t)((b >> 16) | 0x40u);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+uint8_t refit_f32_to_e4m3(float v)
+{
+    return rf_e4m3_scalar(v);
+}
+
+float refit_e4m3_to_f32(uint8_t v)
+{
+    unsigned e = (v >> 3) & 0xfu, m = v & 7u;
+    float mag;
+    if (e == 15 && m == 7)
+        mag = NAN;
+    else if (e == 0)
+        mag = ldexpf((float)m, -9);
+    else
+        mag = ldexpf((float)(8 + m), (int)e - 10);
+    return (v & 0x80) ? -mag : mag;
+}
+
+void refit_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = rf_bf16_f32(src[i]);
+}
+
+void refit_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = refit_f32_to_bf16(src[i]);
+}
+
+/* --- scalar kernels --------------------------------------------------- */
+
+static uint16_t scalar_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride)
+{
+    uint16_t m = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            uint16_t a = src[r * stride + c] & 0x7fffu;
+            m = a > m ? a : m;
+        }
+    return m;
+}
+
+static uint32_t scalar_amax_f32(const float *src, size_t rows, size_t cols, size_t stride)
+{
+    uint32_t m = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            uint32_t a = rf_f32_bits(src[r * stride + c]) & 0x7fffffffu;
+            m = a > m ? a : m;
+        }
+    return m;
+}
+
+static void scalar_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
+                              uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++)
+            dst[r * dst_stride + c] =
+                rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(src[r * stride + c]), s, inv, rule));
+}
+
+static void scalar_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
+                             uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++)
+            dst[r * dst_stride + c] =
+                rf_e4m3_scalar(rf_fp8_apply(src[r * stride + c], s, inv, rule));
+}
+
+const struct rf_fp8_kernels rf_fp8_scalar_kernels = {
+    .amax_bf16 = scalar_amax_bf16,
+    .amax_f32 = scalar_amax_f32,
+    .quant_bf16 = scalar_quant_bf16,
+    .quant_f32 = scalar_quant_f32,
+};
+
+/* --- implementation choice -------------------------------------------- */
+
+int refit_fp8_impl_available(enum refit_fp8_impl impl)
+{
+    switch (impl) {
+    case REFIT_FP8_IMPL_AUTO:
+    case REFIT_FP8_IMPL_SCALAR:
+        return 1;
+#if defined(RF_HAVE_FP8_AVX2)
+    case REFIT_FP8_IMPL_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+#endif
+#if defined(RF_HAVE_FP8_AVX512)
+    case REFIT_FP8_IMPL_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
+    default:
+        return 0;
+    }
+}
+
+const char *refit_fp8_impl_name(enum refit_fp8_impl impl)
+{
+    switch (impl) {
+    case REFIT_FP8_IMPL_AUTO: return "auto";
+    case REFIT_FP8_IMPL_SCALAR: return "scalar";
+    case REFIT_FP8_IMPL_AVX2: return "avx2";
+    case REFIT_FP8_IMPL_AVX512: return "avx512";
+    default: return "unknown";
+    }
+}
+
+enum refit_fp8_impl refit_fp8_impl_best(void)
+{
+    if (refit_fp8_impl_available(REFIT_FP8_IMPL_AVX512))
+        return REFIT_FP8_IMPL_AVX512;
+    if (refit_fp8_impl_available(REFIT_FP8_IMPL_AVX2))
+        return REFIT_FP8_IMPL_AVX2;
+    return REFIT_FP8_IMPL_SCALAR;
+}
+
+double refit_fp8_default_floor(enum refit_fp8_rule rule)
+{
+    return rule == REFIT_FP8_DEEPGEMM ? 1e-4 : 1e-12;
+}
+
+static const struct rf_fp8_kernels *kernels_for(enum refit_fp8_impl impl)
+{
+    if (impl == REFIT_FP8_IMPL_AUTO)
+        impl = refit_fp8_impl_best();
+    if (!refit_fp8_impl_available(impl))
+        return NULL;
+    switch (impl) {
+#if defined(RF_HAVE_FP8_AVX2)
+    case REFIT_FP8_IMPL_AVX2: return &rf_fp8_avx2_kernels;
+#endif
+#if defined(RF_HAVE_FP8_AVX512)
+    case REFIT_FP8_IMPL_AVX512: return &rf_fp8_avx512_kernels;
+#endif
+    default: return &rf_fp8_scalar_kernels;
+    }
+}
+
+/* --- block driver ----------------------------------------------------- */
+
+struct job {
+    const struct rf_fp8_kernels *k;
+    int rule;
+    float floor;
+};
+
+static int check_args(const void *src, size_t rows, size_t cols, size_t stride, const void *dst,
+                      const float *scales, const struct refit_fp8_params *p, struct job *j)
+{
+    enum refit_fp8_rule rule = p ? p->rule : REFIT_FP8_TRAINER;
+    if (rule != REFIT_FP8_TRAINER && rule != REFIT_FP8_DEEPGEMM)
+        return refit_error_set(REFIT_EINVAL, "fp8: unknown rule %d", (int)rule);
+    /* Zero means the default, so that a zeroed params struct is valid; a
+     * floor of 0 itself would make an all-zero block 0/0 = NaN. */
+    double floor = p && p->floor > 0 ? p->floor : refit_fp8_default_floor(rule);
+    if (isnan(floor) || !isfinite((float)floor) || (float)floor == 0.0f)
+        return refit_error_set(REFIT_EINVAL, "fp8: floor %g is not a positive finite fp32", floor);
+    if ((rows && cols) && (!src || !dst || !scales))
+        return refit_error_set(REFIT_EINVAL, "fp8: NULL buffer");
+    if (stride < cols)
+        return refit_error_set(REFIT_EINVAL, "fp8: row stride %zu is less than %zu columns",
+                               stride, cols);
+    j->k = kernels_for(p ? p->impl : REFIT_FP8_IMPL_AUTO);
+    if (!j->k)
+        return refit_error_set(REFIT_EINVAL, "fp8: implementation %s is not available on this "
+                               "CPU", refit_fp8_impl_name(p->impl));
+    j->rule = rule == REFIT_FP8_DEEPGEMM ? RF_RULE_MUL : RF_RULE_DIV;
+    j->floor = (float)floor;
+    return 0;
+}
+
+/* The rule's scale from the block's amax, in fp32 as PyTorch computes it:
+ * trainer s = max(amax / 448, floor); deepgemm s = max(amax, floor) / 448
+ * and the multiplier is the fp32 reciprocal of that s. */
+static void block_scale(const struct job *j, float amax, float *s, float *inv)
+{
+    if (j->rule == RF_RULE_DIV) {
+        float t = amax / RF_E4M3_MAX;
+        *s = t < j->floor ? j->floor : t;
+        *inv = 0.0f;
+    } else {
+        float a = amax < j->floor ? j->floor : amax;
+        *s = a / RF_E4M3_MAX;
+        *inv = 1.0f / *s;
+    }
+}
+
+static int nonfinite_at(size_t r0, size_t c0, size_t rows, size_t cols, size_t stride,
+                        const void *src, int is_bf16)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) {
+            float v = is_bf16 ? rf_bf16_f32(((const uint16_t *)src)[r * stride + c])
+                              : ((const float *)src)[r * stride + c];
+            if (!isfinite(v))
+                return refit_error_set(REFIT_ENUMERIC, "%s at row %zu, column %zu",
+                                       isnan(v) ? "NaN" : "Inf", r0 + r, c0 + c);
+        }
+    return refit_error_set(REFIT_ENUMERIC, "non-finite value in block at row %zu, column %zu", r0,
+                           c0);
+}
+
+static int quantize(const void *src, int is_bf16, size_t rows, size_t cols, size_t stride,
+                    uint8_t *dst, float *scales, const struct refit_fp8_params *p)
+{
+    struct job j = {0};
+    int rc = check_args(src, rows, cols, stride, dst, scales, p, &j);
+    if (rc)
+        return rc;
+    const size_t B = REFIT_FP8_BLOCK, ncb = (cols + B - 1) / B;
+    for (size_t r0 = 0; r0 < rows; r0 += B)
+        for (size_t c0 = 0; c0 < cols; c0 += B) {
+            size_t nr = rows - r0 < B ? rows - r0 : B, nc = cols - c0 < B ? cols - c0 : B;
+            float amax;
+            /* Edge blocks: the zero padding of the reference never raises
+             * the max of |x|, so the amax over the real elements is it. */
+            if (is_bf16) {
+                const uint16_t *b = (const uint16_t *)src + r0 * stride + c0;
+                uint16_t m = j.k->amax_bf16(b, nr, nc, stride);
+                if (m >= 0x7f80u)
+                    return nonfinite_at(r0, c0, nr, nc, stride, b, 1);
+                amax = rf_bf16_f32(m);
+            } else {
+                const float *b = (const float *)src + r0 * stride + c0;
+                uint32_t m = j.k->amax_f32(b, nr, nc, stride);
+                if (m >= 0x7f800000u)
+                    return nonfinite_at(r0, c0, nr, nc, stride, b, 0);
+                amax = rf_bits_f32(m);
+            }
+            float s, inv;
+            block_scale(&j, amax, &s, &inv);
+            scales[(r0 / B) * ncb + c0 / B] = s;
+            if (is_bf16)
+                j.k->quant_bf16((const uint16_t *)src + r0 * stride + c0, nr, nc, stride,
+                                dst + r0 * cols + c0, cols, s, inv, j.rule);
+            else
+                j.k->quant_f32((const float *)src + r0 * stride + c0, nr, nc, stride,
+                               dst + r0 * cols + c0, cols, s, inv, j.rule);
+        }
+    return 0;
+}
+
+int refit_fp8_quantize_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
+                            uint8_t *dst, float *scales, const struct refit_fp8_params *p)
+{
+    return quantize(src, 1, rows, cols, stride, dst, scales, p);
+}
+
+int refit_fp8_quantize_f32(const float *src, size_t rows, size_t cols, size_t stride,
+                           uint8_t *dst, float *scales, const struct refit_fp8_params *p)
+{
+    return quantize(src, 0, rows, cols, stride, dst, scales, p);
+}
