@@ -558,9 +558,10 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
             /* vLLM's fused-MoE FP8 needs the intermediate partition on the
              * 128 grid whether or not it is split (gate/up are merged, and
              * w2's input is that partition). */
-            t->merged = true;
             if (e->role == REFIT_ROLE_EXPERT_ROW)
                 t->cols_split = true;
+            else
+                t->merged = true;
         }
     }
     for (int i = 0; i < 3; i++)
@@ -571,6 +572,13 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
 /* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
  * output partition of a merged or TP-split layer, and the input partition
  * of a row-split one, to be a multiple of the 128 block. */
+/* "mlp.experts.{e}.gate_proj.weight" -> "gate_proj.weight" for messages. */
+static const char *part_label(const char *pattern)
+{
+    const char *b = strrchr(pattern, '}');
+    return b && b[1] == '.' ? b + 2 : pattern;
+}
+
 static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o)
 {
     const struct refit_layout_tensor *p = &t->pub;
@@ -583,7 +591,7 @@ static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts
                     "FP8 refused for '%s' on vLLM rank %d of %d: its part %s has %lld rows per rank, "
                     "not a multiple of %d; vLLM's block-FP8 kernels need every %s partition on the "
                     "128x128 grid (exclude it with fp8.exclude or change tp)",
-                    p->name, o->rank, o->tp, t->part_name[i], (long long)t->part_rows[i], FP8_BLOCK,
+                    p->name, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i], FP8_BLOCK,
                     t->merged ? "fused" : "tensor-parallel");
     if (t->cols_split && cols % FP8_BLOCK)
         return refit_error_set(
