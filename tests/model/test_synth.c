@@ -223,10 +223,10 @@ START_TEST(test_megatron_layout_glm)
                      hf(ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
         int64_t per = d->Im / 2;
         t_assert_mat(f, "decoder.layers.1.mlp.shared_experts.linear_fc1.weight",
-                     t_mat_cat(t_mat_rows(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
-                               t_mat_rows(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
+                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
         t_assert_mat(f, "decoder.layers.1.mlp.shared_experts.linear_fc2.weight",
-                     t_mat_slice(hf(ck, "model.layers.%ld.mlp.shared_experts.down_proj.weight", 1, 0), 0, d->K, r * per, per));
+                     t_mat_slice_f(hf(ck, "model.layers.%ld.mlp.shared_experts.down_proj.weight", 1, 0), 0, d->K, r * per, per));
         /* no MTP, no q/k norms for GLM-4.5 */
         for (size_t i = 0; i < refit_st_count(f); i++) {
             const char *n = refit_st_at(f, i)->name;
@@ -264,14 +264,14 @@ START_TEST(test_vllm_layout_moe)
             int hq = d->H / tp;
             snprintf(name, sizeof(name), "model.layers.%ld.self_attn.qkv_proj.weight", l);
             t_assert_mat(f, name,
-                         t_mat_cat(t_mat_cat(t_mat_rows(hf(ck, "model.layers.%ld.self_attn.q_proj.weight", l, 0), r * hq * d->D, hq * d->D),
-                                             t_mat_rows(hf(ck, "model.layers.%ld.self_attn.k_proj.weight", l, 0), kh * d->D, d->D)),
-                                   t_mat_rows(hf(ck, "model.layers.%ld.self_attn.v_proj.weight", l, 0), kh * d->D, d->D)));
+                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.q_proj.weight", l, 0), r * hq * d->D, hq * d->D),
+                                             t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.k_proj.weight", l, 0), kh * d->D, d->D)),
+                                   t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.v_proj.weight", l, 0), kh * d->D, d->D)));
             snprintf(name, sizeof(name), "model.layers.%ld.self_attn.qkv_proj.bias", l);
             t_assert_mat(f, name,
-                         t_mat_cat(t_mat_cat(t_mat_rows(hf(ck, "model.layers.%ld.self_attn.q_proj.bias", l, 0), r * hq * d->D, hq * d->D),
-                                             t_mat_rows(hf(ck, "model.layers.%ld.self_attn.k_proj.bias", l, 0), kh * d->D, d->D)),
-                                   t_mat_rows(hf(ck, "model.layers.%ld.self_attn.v_proj.bias", l, 0), kh * d->D, d->D)));
+                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.q_proj.bias", l, 0), r * hq * d->D, hq * d->D),
+                                             t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.k_proj.bias", l, 0), kh * d->D, d->D)),
+                                   t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.v_proj.bias", l, 0), kh * d->D, d->D)));
             if (is_dense(d, (int)l))
                 continue;
             snprintf(name, sizeof(name), "model.layers.%ld.mlp.gate.weight", l);
@@ -283,9 +283,9 @@ START_TEST(test_vllm_layout_moe)
             struct t_mat w13 = {0}, w2 = {0};
             for (int s = 0; s < nloc; s++) {
                 long e = ep ? r * nloc + s : s;
-                w13 = t_mat_cat(w13, t_mat_rows(hf(ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e), rm * ip, ip));
-                w13 = t_mat_cat(w13, t_mat_rows(hf(ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e), rm * ip, ip));
-                w2 = t_mat_cat(w2, t_mat_slice(hf(ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e), 0, d->K, rm * ip, ip));
+                w13 = t_mat_cat(w13, t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e), rm * ip, ip));
+                w13 = t_mat_cat(w13, t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e), rm * ip, ip));
+                w2 = t_mat_cat(w2, t_mat_slice_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e), 0, d->K, rm * ip, ip));
             }
             snprintf(name, sizeof(name), "model.layers.%ld.mlp.experts.w13_weight", l);
             const struct refit_st_tensor *t = refit_st_find(f, name);
@@ -346,12 +346,12 @@ START_TEST(test_vllm_layout_glm)
                      hf(ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
         int64_t per = d->Im / tp;
         t_assert_mat(f, "model.layers.1.mlp.shared_experts.gate_up_proj.weight",
-                     t_mat_cat(t_mat_rows(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
-                               t_mat_rows(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
+                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
         per = d->I / tp;
         t_assert_mat(f, "model.layers.0.mlp.gate_up_proj.weight",
-                     t_mat_cat(t_mat_rows(hf(ck, "model.layers.%ld.mlp.gate_proj.weight", 0, 0), r * per, per),
-                               t_mat_rows(hf(ck, "model.layers.%ld.mlp.up_proj.weight", 0, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.gate_proj.weight", 0, 0), r * per, per),
+                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.up_proj.weight", 0, 0), r * per, per)));
         for (size_t i = 0; i < refit_st_count(f); i++)
             ck_assert_msg(!strstr(refit_st_at(f, i)->name, "layers.2."), "MTP tensor %s in output",
                           refit_st_at(f, i)->name);

@@ -172,6 +172,19 @@ static inline struct t_mat t_mat_rows(struct t_mat a, int64_t r0, int64_t n)
     return t_mat_slice(a, r0, n, 0, a.cols);
 }
 
+/* The same, freeing a (for slices of temporaries). */
+static inline struct t_mat t_mat_slice_f(struct t_mat a, int64_t r0, int64_t n, int64_t c0, int64_t nc)
+{
+    struct t_mat m = t_mat_slice(a, r0, n, c0, nc);
+    free(a.d);
+    return m;
+}
+
+static inline struct t_mat t_mat_rows_f(struct t_mat a, int64_t r0, int64_t n)
+{
+    return t_mat_slice_f(a, r0, n, 0, a.cols);
+}
+
 /* Concatenate b below a; frees both. */
 static inline struct t_mat t_mat_cat(struct t_mat a, struct t_mat b)
 {
