@@ -550,6 +550,84 @@ START_TEST(test_fp8_edges)
 }
 END_TEST
 
+
+/* Composing an inference layout with the trainer ranks' layouts tells,
+ * for every destination byte, which trainer shard holds it: executing that
+ * map from the shard files gives the direct conversion's bytes. */
+START_TEST(test_compose)
+{
+    const struct dims *d = &QM;
+    static const int cases[][3] = {{2, 0, 0}, {2, 1, 0}, {4, 3, 4}, {1, 0, 0}};
+    int vtp = cases[_i][0], vr = cases[_i][1], vep = cases[_i][2];
+    int ttp = 4, tep = 2; /* trainer: 4 ranks, G = 2 < tp */
+    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096], a[4096];
+    refit_model_t *m = open_model(dir);
+    refit_hf_view_t *v = open_view(m, dir);
+    snprintf(sh, sizeof(sh), "%s/shards", tmp);
+    ck_assert_int_eq(refit_shard_write(m, v, ttp, tep, NULL, sh), 0);
+    refit_layout_t *tl[4];
+    refit_st_file_t *tf[4];
+    for (int r = 0; r < 4; r++) {
+        struct refit_megatron_rank mr = {ttp, tep, 1, r % ttp, r % tep, 0, 128};
+        ck_assert_int_eq(refit_layout_megatron(m, &mr, NULL, &tl[r]), 0);
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/rank%d.safetensors", sh, r);
+        ck_assert_int_eq(refit_st_open(p, &tf[r]), 0);
+    }
+    struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, vtp, vr, vep);
+    refit_layout_t *dl;
+    ck_assert_int_eq(refit_layout_target(m, &o, &dl), 0);
+    refit_layout_xmap_t *x;
+    ck_assert_msg(refit_layout_compose(dl, (const refit_layout_t *const *)tl, 4, &x) == 0, "%s",
+                  refit_error_message());
+    snprintf(a, sizeof(a), "%s/direct.safetensors", tmp);
+    conv(m, v, &o, a);
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(a, &f), 0);
+    size_t n = refit_layout_count(dl);
+    char **img = calloc(n, sizeof(*img));
+    for (size_t i = 0; i < n; i++) {
+        const struct refit_layout_tensor *t = refit_layout_at(dl, i);
+        img[i] = calloc(refit_st_find(f, t->name)->nbytes, 1);
+    }
+    for (size_t k = 0; k < refit_layout_xmap_count(x); k++) {
+        const struct refit_layout_xpiece *p = refit_layout_xmap_at(x, k);
+        const struct refit_layout_tensor *t = refit_layout_at(dl, p->dst);
+        if (!strcmp(t->name, "model.norm.weight"))
+            ck_assert_uint_eq(p->n_cand, 4); /* every trainer rank holds it */
+        const struct refit_layout_cand *c = &p->cand[p->n_cand - 1];
+        const struct refit_layout_tensor *st = refit_layout_at(tl[c->rank], c->tensor);
+        const struct refit_st_tensor *src = refit_st_find(tf[c->rank], st->name);
+        ck_assert_ptr_nonnull(src);
+        int64_t scols = src->ndim == 2 ? src->shape[1] : 1;
+        int64_t drows = t->ndim == 1 ? t->shape[0] : t->shape[t->ndim - 2];
+        int64_t dcols = t->ndim == 1 ? 1 : t->shape[t->ndim - 1];
+        for (int64_t r = 0; r < p->rows; r++)
+            memcpy(img[p->dst] + ((p->dst_index * drows + p->dst_row + r) * dcols + p->dst_col) * 2,
+                   (const char *)src->data + ((c->src_row + r) * scols + c->src_col) * 2, (size_t)p->cols * 2);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct refit_layout_tensor *t = refit_layout_at(dl, i);
+        const struct refit_st_tensor *want = refit_st_find(f, t->name);
+        t_assert_bytes(want, img[i], want->nbytes, t->name);
+        free(img[i]);
+    }
+    free(img);
+    refit_st_close(f);
+    refit_layout_xmap_destroy(x);
+    /* a trainer rank missing: the experts it held are on no rank */
+    ck_assert_int_eq(refit_layout_compose(dl, (const refit_layout_t *const *)tl, 1, &x), REFIT_ENOENT);
+    refit_layout_destroy(dl);
+    for (int r = 0; r < 4; r++) {
+        refit_layout_destroy(tl[r]);
+        refit_st_close(tf[r]);
+    }
+    refit_hf_view_close(v);
+    refit_model_close(m);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Error paths */
 
@@ -677,6 +755,7 @@ int main(void)
     tcase_add_test(tc, test_vllm_layout_glm);
     tcase_add_loop_test(tc, test_ep2_shards_to_vllm, 0, 2);
     tcase_add_test(tc, test_megatron_spellings);
+    tcase_add_loop_test(tc, test_compose, 0, 4);
     tcase_add_loop_test(tc, test_fp8_edges, 0, 4);
     tcase_add_test(tc, test_unknown_model_type);
     tcase_add_test(tc, test_missing_and_misshaped);

@@ -147,6 +147,36 @@ size_t refit_layout_source_count(const refit_layout_t *lay);
 const struct refit_layout_src *refit_layout_source(const refit_layout_t *lay, uint32_t i);
 void refit_layout_destroy(refit_layout_t *lay);
 
+/* Composition: where the bytes of an inference rank's tensors lie in the
+ * trainer ranks' shards, for a pull planner.  Each composed piece is a
+ * rectangle of a destination tensor with the candidates that hold it (the
+ * same bytes on several trainer ranks: replicated tensors, experts over TP
+ * ranks); pieces of one destination never overlap. */
+struct refit_layout_cand {
+    uint32_t rank;     /* index into the trainer layouts given to compose */
+    uint32_t tensor;   /* refit_layout_at(ranks[rank], tensor) */
+    int64_t src_row, src_col;
+};
+
+struct refit_layout_xpiece {
+    uint32_t dst;      /* refit_layout_at(dst layout, dst) */
+    int64_t dst_index, dst_row, dst_col;
+    int64_t rows, cols;
+    const struct refit_layout_cand *cand;
+    size_t n_cand;
+};
+
+typedef struct refit_layout_xmap refit_layout_xmap_t;
+
+/* Compose a target layout with the layouts of every trainer rank.  An HF
+ * range of a destination that no trainer rank holds is REFIT_ENOENT naming
+ * the tensor.  Destroy with refit_layout_xmap_destroy. */
+int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n_ranks,
+                         refit_layout_xmap_t **out);
+size_t refit_layout_xmap_count(const refit_layout_xmap_t *x);
+const struct refit_layout_xpiece *refit_layout_xmap_at(const refit_layout_xmap_t *x, size_t i);
+void refit_layout_xmap_destroy(refit_layout_xmap_t *x);
+
 /* ------------------------------------------------------------------ */
 /* Global HF-tensor views */
 
