@@ -55,44 +55,50 @@ void refit_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n)
 
 /* --- scalar kernels --------------------------------------------------- */
 
-static uint16_t scalar_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride)
+static void scalar_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
+                             uint16_t *m)
 {
-    uint16_t m = 0;
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) {
             uint16_t a = src[r * stride + c] & 0x7fffu;
-            m = a > m ? a : m;
+            m[c / REFIT_FP8_BLOCK] = a > m[c / REFIT_FP8_BLOCK] ? a : m[c / REFIT_FP8_BLOCK];
         }
-    return m;
 }
 
-static uint32_t scalar_amax_f32(const float *src, size_t rows, size_t cols, size_t stride)
+static void scalar_amax_f32(const float *src, size_t rows, size_t cols, size_t stride,
+                            uint32_t *m)
 {
-    uint32_t m = 0;
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) {
             uint32_t a = rf_f32_bits(src[r * stride + c]) & 0x7fffffffu;
-            m = a > m ? a : m;
+            m[c / REFIT_FP8_BLOCK] = a > m[c / REFIT_FP8_BLOCK] ? a : m[c / REFIT_FP8_BLOCK];
         }
-    return m;
 }
 
 static void scalar_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                              uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+                              uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                              int rule, const struct rf_fp8_next *next)
 {
+    (void)next; /* the scalar path is compute-bound throughout */
     for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++)
+        for (size_t c = 0; c < cols; c++) {
+            size_t b = c / REFIT_FP8_BLOCK;
             dst[r * dst_stride + c] =
-                rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(src[r * stride + c]), s, inv, rule));
+                rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(src[r * stride + c]), s[b], inv[b], rule));
+        }
 }
 
 static void scalar_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                             uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+                             uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                             int rule, const struct rf_fp8_next *next)
 {
+    (void)next;
     for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++)
-            dst[r * dst_stride + c] =
-                rf_e4m3_scalar(rf_fp8_apply(src[r * stride + c], s, inv, rule));
+        for (size_t c = 0; c < cols; c++) {
+            size_t b = c / REFIT_FP8_BLOCK;
+            dst[r * dst_stride + c] = rf_e4m3_scalar(rf_fp8_apply(src[r * stride + c], s[b],
+                                                                  inv[b], rule));
+        }
 }
 
 const struct rf_fp8_kernels rf_fp8_scalar_kernels = {
@@ -232,6 +238,45 @@ static int nonfinite_at(size_t r0, size_t c0, size_t rows, size_t cols, size_t s
                            c0);
 }
 
+/* One band of <= 128 rows by one chunk of <= RF_FP8_CHUNK_BLOCKS blocks:
+ * amax pass, scales, cast pass. */
+static int quantize_chunk(const struct job *j, const void *src, int is_bf16, size_t r0, size_t c0,
+                          size_t nr, size_t nc, size_t stride, uint8_t *dst, size_t cols,
+                          float *scales, size_t ncb, const struct rf_fp8_next *next)
+{
+    const size_t B = REFIT_FP8_BLOCK, nb = (nc + B - 1) / B;
+    uint32_t m[RF_FP8_CHUNK_BLOCKS] = {0};
+    uint16_t m16[RF_FP8_CHUNK_BLOCKS] = {0};
+    float s[RF_FP8_CHUNK_BLOCKS], inv[RF_FP8_CHUNK_BLOCKS];
+    const uint16_t *sb = (const uint16_t *)src + r0 * stride + c0;
+    const float *sf = (const float *)src + r0 * stride + c0;
+    /* Edge blocks: the zero padding of the definition never raises the max
+     * of |x|, so the amax over the real elements is the amax. */
+    if (is_bf16) {
+        j->k->amax_bf16(sb, nr, nc, stride, m16);
+        for (size_t b = 0; b < nb; b++)
+            m[b] = (uint32_t)m16[b] << 16; /* the fp32 bits of the same value */
+    } else {
+        j->k->amax_f32(sf, nr, nc, stride, m);
+    }
+    for (size_t b = 0; b < nb; b++) {
+        if (m[b] >= 0x7f800000u) {
+            size_t w = nc - b * B < B ? nc - b * B : B;
+            return nonfinite_at(r0, c0 + b * B, nr, w, stride,
+                                is_bf16 ? (const void *)(sb + b * B) : (const void *)(sf + b * B),
+                                is_bf16);
+        }
+        block_scale(j, rf_bits_f32(m[b]), &s[b], &inv[b]);
+        scales[(r0 / B) * ncb + c0 / B + b] = s[b];
+    }
+    uint8_t *d = dst + r0 * cols + c0;
+    if (is_bf16)
+        j->k->quant_bf16(sb, nr, nc, stride, d, cols, s, inv, j->rule, next);
+    else
+        j->k->quant_f32(sf, nr, nc, stride, d, cols, s, inv, j->rule, next);
+    return 0;
+}
+
 static int quantize(const void *src, int is_bf16, size_t rows, size_t cols, size_t stride,
                     uint8_t *dst, float *scales, const struct refit_fp8_params *p)
 {
@@ -239,37 +284,22 @@ static int quantize(const void *src, int is_bf16, size_t rows, size_t cols, size
     int rc = check_args(src, rows, cols, stride, dst, scales, p, &j);
     if (rc)
         return rc;
-    const size_t B = REFIT_FP8_BLOCK, ncb = (cols + B - 1) / B;
+    const size_t B = REFIT_FP8_BLOCK, CH = RF_FP8_CHUNK_BLOCKS * B, ncb = (cols + B - 1) / B;
+    const size_t esz = is_bf16 ? 2 : 4;
     for (size_t r0 = 0; r0 < rows; r0 += B)
-        for (size_t c0 = 0; c0 < cols; c0 += B) {
-            size_t nr = rows - r0 < B ? rows - r0 : B, nc = cols - c0 < B ? cols - c0 : B;
-            float amax;
-            /* Edge blocks: the zero padding of the reference never raises
-             * the max of |x|, so the amax over the real elements is it. */
-            if (is_bf16) {
-                const uint16_t *b = (const uint16_t *)src + r0 * stride + c0;
-                uint16_t m = j.k->amax_bf16(b, nr, nc, stride);
-                if (m >= 0x7f80u)
-                    return nonfinite_at(r0, c0, nr, nc, stride, b, 1);
-                amax = rf_bf16_f32(m);
-            } else {
-                const float *b = (const float *)src + r0 * stride + c0;
-                uint32_t m = j.k->amax_f32(b, nr, nc, stride);
-                if (m >= 0x7f800000u)
-                    return nonfinite_at(r0, c0, nr, nc, stride, b, 0);
-                amax = rf_bits_f32(m);
+        for (size_t c0 = 0; c0 < cols && !rc; c0 += CH) {
+            size_t nr = rows - r0 < B ? rows - r0 : B, nc = cols - c0 < CH ? cols - c0 : CH;
+            size_t r1 = c0 + CH < cols ? r0 : r0 + B, c1 = c0 + CH < cols ? c0 + CH : 0;
+            struct rf_fp8_next next = {NULL, 0, 0, stride * esz};
+            if (r1 < rows) {
+                next.base = (const char *)src + (r1 * stride + c1) * esz;
+                next.rows = rows - r1 < B ? rows - r1 : B;
+                next.row_bytes = (cols - c1 < CH ? cols - c1 : CH) * esz;
             }
-            float s, inv;
-            block_scale(&j, amax, &s, &inv);
-            scales[(r0 / B) * ncb + c0 / B] = s;
-            if (is_bf16)
-                j.k->quant_bf16((const uint16_t *)src + r0 * stride + c0, nr, nc, stride,
-                                dst + r0 * cols + c0, cols, s, inv, j.rule);
-            else
-                j.k->quant_f32((const float *)src + r0 * stride + c0, nr, nc, stride,
-                               dst + r0 * cols + c0, cols, s, inv, j.rule);
+            rc = quantize_chunk(&j, src, is_bf16, r0, c0, nr, nc, stride, dst, cols, scales, ncb,
+                                &next);
         }
-    return 0;
+    return rc;
 }
 
 int refit_fp8_quantize_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,

@@ -54,49 +54,81 @@ static inline __m128i pack8(__m256i a)
     return _mm256_castsi256_si128(x);
 }
 
-static uint16_t avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride)
+static inline uint16_t hmax_epu16(__m256i m)
 {
-    const __m256i abs = _mm256_set1_epi16(0x7fff);
-    __m256i m = _mm256_setzero_si256();
-    uint16_t tail = 0;
-    for (size_t r = 0; r < rows; r++) {
-        const uint16_t *p = src + r * stride;
-        size_t c = 0;
-        for (; c + 16 <= cols; c += 16)
-            m = _mm256_max_epu16(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + c)), abs));
-        for (; c < cols; c++) {
-            uint16_t a = p[c] & 0x7fffu;
-            tail = a > tail ? a : tail;
-        }
-    }
     __m128i x = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 8));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 4));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 2));
-    uint16_t v = (uint16_t)_mm_extract_epi16(x, 0);
-    return v > tail ? v : tail;
+    return (uint16_t)_mm_extract_epi16(x, 0);
 }
 
-static uint32_t avx2_amax_f32(const float *src, size_t rows, size_t cols, size_t stride)
+static inline uint32_t hmax_epu32(__m256i m)
 {
-    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
-    __m256i m = _mm256_setzero_si256();
-    uint32_t tail = 0;
-    for (size_t r = 0; r < rows; r++) {
-        const float *p = src + r * stride;
-        size_t c = 0;
-        for (; c + 8 <= cols; c += 8)
-            m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + c)), abs));
-        for (; c < cols; c++) {
-            uint32_t a = rf_f32_bits(p[c]) & 0x7fffffffu;
-            tail = a > tail ? a : tail;
-        }
-    }
     __m128i x = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
     x = _mm_max_epu32(x, _mm_srli_si128(x, 8));
     x = _mm_max_epu32(x, _mm_srli_si128(x, 4));
-    uint32_t v = (uint32_t)_mm_cvtsi128_si32(x);
-    return v > tail ? v : tail;
+    return (uint32_t)_mm_cvtsi128_si32(x);
+}
+
+/* Per-block accumulators stay in vector form across the rows and are
+ * reduced once per chunk; the columns past the last multiple of 16 (8)
+ * go through the scalar steps into m[] directly. */
+static void avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
+                           uint16_t *m)
+{
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    const size_t nb = (cols + 127) / 128;
+    __m256i acc[RF_FP8_CHUNK_BLOCKS];
+    for (size_t b = 0; b < nb; b++)
+        acc[b] = _mm256_setzero_si256();
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *p = src + r * stride;
+        for (size_t b = 0; b < nb; b++) {
+            const uint16_t *q = p + b * 128;
+            size_t n = cols - b * 128 < 128 ? cols - b * 128 : 128, c = 0;
+            __m256i x = _mm256_setzero_si256();
+            for (; c + 16 <= n; c += 16)
+                x = _mm256_max_epu16(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
+            acc[b] = _mm256_max_epu16(acc[b], x);
+            for (; c < n; c++) {
+                uint16_t a = q[c] & 0x7fffu;
+                m[b] = a > m[b] ? a : m[b];
+            }
+        }
+    }
+    for (size_t b = 0; b < nb; b++) {
+        uint16_t v = hmax_epu16(acc[b]);
+        m[b] = v > m[b] ? v : m[b];
+    }
+}
+
+static void avx2_amax_f32(const float *src, size_t rows, size_t cols, size_t stride, uint32_t *m)
+{
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+    const size_t nb = (cols + 127) / 128;
+    __m256i acc[RF_FP8_CHUNK_BLOCKS];
+    for (size_t b = 0; b < nb; b++)
+        acc[b] = _mm256_setzero_si256();
+    for (size_t r = 0; r < rows; r++) {
+        const float *p = src + r * stride;
+        for (size_t b = 0; b < nb; b++) {
+            const float *q = p + b * 128;
+            size_t n = cols - b * 128 < 128 ? cols - b * 128 : 128, c = 0;
+            __m256i x = _mm256_setzero_si256();
+            for (; c + 8 <= n; c += 8)
+                x = _mm256_max_epu32(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
+            acc[b] = _mm256_max_epu32(acc[b], x);
+            for (; c < n; c++) {
+                uint32_t a = rf_f32_bits(q[c]) & 0x7fffffffu;
+                m[b] = a > m[b] ? a : m[b];
+            }
+        }
+    }
+    for (size_t b = 0; b < nb; b++) {
+        uint32_t v = hmax_epu32(acc[b]);
+        m[b] = v > m[b] ? v : m[b];
+    }
 }
 
 static inline __m256 load_bf16(const uint16_t *p)
@@ -106,46 +138,63 @@ static inline __m256 load_bf16(const uint16_t *p)
 }
 
 static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                            uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+                            uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                            int rule, const struct rf_fp8_next *next)
 {
-    const __m256 vs = _mm256_set1_ps(s), vi = _mm256_set1_ps(inv);
     for (size_t r = 0; r < rows; r++) {
         const uint16_t *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
-        size_t c = 0;
-        for (; c + 32 <= cols; c += 32) {
-            __m256i a = e4m3(apply(load_bf16(p + c), vs, vi, rule));
-            __m256i b = e4m3(apply(load_bf16(p + c + 8), vs, vi, rule));
-            __m256i d = e4m3(apply(load_bf16(p + c + 16), vs, vi, rule));
-            __m256i e = e4m3(apply(load_bf16(p + c + 24), vs, vi, rule));
-            _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
+        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
+        for (size_t c0 = 0; c0 < cols; c0 += 128) {
+            const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
+            const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
+            size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
+            for (; c + 32 <= end; c += 32) {
+                rf_fp8_pf_step(&pf);
+                __m256i a = e4m3(apply(load_bf16(p + c), vs, vi, rule));
+                __m256i b = e4m3(apply(load_bf16(p + c + 8), vs, vi, rule));
+                __m256i d = e4m3(apply(load_bf16(p + c + 16), vs, vi, rule));
+                __m256i e = e4m3(apply(load_bf16(p + c + 24), vs, vi, rule));
+                _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
+            }
+            for (; c + 8 <= end; c += 8)
+                _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule))));
+            for (; c < end; c++)
+                q[c] = rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(p[c]), s1, i1, rule));
         }
-        for (; c + 8 <= cols; c += 8)
-            _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule))));
-        for (; c < cols; c++)
-            q[c] = rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(p[c]), s, inv, rule));
+        while (pf.p < pf.end)
+            rf_fp8_pf_step(&pf);
     }
 }
 
 static void avx2_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                           uint8_t *dst, size_t dst_stride, float s, float inv, int rule)
+                           uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                           int rule, const struct rf_fp8_next *next)
 {
-    const __m256 vs = _mm256_set1_ps(s), vi = _mm256_set1_ps(inv);
     for (size_t r = 0; r < rows; r++) {
         const float *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
-        size_t c = 0;
-        for (; c + 32 <= cols; c += 32) {
-            __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule));
-            __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule));
-            __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule));
-            __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule));
-            _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
+        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
+        for (size_t c0 = 0; c0 < cols; c0 += 128) {
+            const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
+            const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
+            size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
+            for (; c + 32 <= end; c += 32) {
+                rf_fp8_pf_step(&pf);
+                rf_fp8_pf_step(&pf); /* fp32: two lines per 32 elements */
+                __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule));
+                __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule));
+                __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule));
+                __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule));
+                _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
+            }
+            for (; c + 8 <= end; c += 8)
+                _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule))));
+            for (; c < end; c++)
+                q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s1, i1, rule));
         }
-        for (; c + 8 <= cols; c += 8)
-            _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule))));
-        for (; c < cols; c++)
-            q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s, inv, rule));
+        while (pf.p < pf.end)
+            rf_fp8_pf_step(&pf);
     }
 }
 

@@ -23,18 +23,36 @@
 
 enum { RF_RULE_DIV = 0, RF_RULE_MUL = 1 }; /* trainer, deepgemm */
 
+/* The driver hands kernels a band of up to 128 rows and a chunk of up to
+ * RF_FP8_CHUNK_BLOCKS column blocks, and kernels walk it row by row: long
+ * sequential reads that the prefetchers follow (a 128x128 block read alone
+ * is 128 short strided rows), and a chunk small enough (128 rows x 4 KiB
+ * of bf16) that the second pass finds it in L2. */
+#define RF_FP8_CHUNK_BLOCKS 16
+
+/* The chunk the driver does next.  A vector cast pass (compute-bound)
+ * pulls it into L2 row by row while it works, so that the next amax pass
+ * (memory-bound) reads from cache: the two overlap instead of taking
+ * turns.  base NULL: nothing next. */
+struct rf_fp8_next {
+    const char *base;
+    size_t rows, row_bytes, stride_bytes;
+};
+
 struct rf_fp8_kernels {
-    /* Largest |x| of a block as bits: for bf16 and fp32 alike, the bit
-     * pattern of a magnitude orders like its value, and a pattern at or
-     * above the exponent-all-ones one means Inf or NaN. */
-    uint16_t (*amax_bf16)(const uint16_t *src, size_t rows, size_t cols, size_t stride);
-    uint32_t (*amax_f32)(const float *src, size_t rows, size_t cols, size_t stride);
-    /* q = e4m3(clamp(x / s, ±448)) for RF_RULE_DIV, e4m3(x * inv) for
-     * RF_RULE_MUL, row by row into dst (dst_stride bytes apart). */
+    /* m[b] = largest |x| of column block b of the chunk, as bits: for bf16
+     * and fp32 alike the bit pattern of a magnitude orders like its value,
+     * and one at or above the all-ones exponent is Inf or NaN. */
+    void (*amax_bf16)(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint16_t *m);
+    void (*amax_f32)(const float *src, size_t rows, size_t cols, size_t stride, uint32_t *m);
+    /* Column block b: q = e4m3(clamp(x / s[b], ±448)) for RF_RULE_DIV,
+     * e4m3(x * inv[b]) for RF_RULE_MUL; rows dst_stride bytes apart. */
     void (*quant_bf16)(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                       uint8_t *dst, size_t dst_stride, float s, float inv, int rule);
+                       uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                       int rule, const struct rf_fp8_next *next);
     void (*quant_f32)(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
-                      size_t dst_stride, float s, float inv, int rule);
+                      size_t dst_stride, const float *s, const float *inv, int rule,
+                      const struct rf_fp8_next *next);
 };
 
 extern const struct rf_fp8_kernels rf_fp8_scalar_kernels;
@@ -77,6 +95,31 @@ static inline float rf_fp8_apply(float x, float s, float inv, int rule)
         return x * inv;
     float y = x / s;
     return y < -RF_E4M3_MAX ? -RF_E4M3_MAX : (y > RF_E4M3_MAX ? RF_E4M3_MAX : y);
+}
+
+/* Cache lines of row r of the next chunk, for rf_fp8_pf_step. */
+struct rf_fp8_pf {
+    const char *p, *end;
+};
+
+static inline struct rf_fp8_pf rf_fp8_pf_row(const struct rf_fp8_next *n, size_t r)
+{
+    struct rf_fp8_pf pf = {NULL, NULL};
+    if (n && n->base && r < n->rows) {
+        const char *row = n->base + r * n->stride_bytes;
+        pf.p = (const char *)((uintptr_t)row & ~(uintptr_t)63);
+        pf.end = row + n->row_bytes;
+    }
+    return pf;
+}
+
+/* One line per call, spread over the cast loop; the rest at row end. */
+static inline void rf_fp8_pf_step(struct rf_fp8_pf *pf)
+{
+    if (pf->p < pf->end) {
+        __builtin_prefetch(pf->p, 0, 2);
+        pf->p += 64;
+    }
 }
 
 static inline float rf_bf16_f32(uint16_t v)

@@ -64,6 +64,7 @@ static inline double tt_unif(uint64_t *s)
 static inline char *tt_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
+    *len = 0;
     if (!f)
         return NULL;
     fseek(f, 0, SEEK_END);

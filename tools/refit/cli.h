@@ -29,5 +29,9 @@ int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* `refit bench <what>`: argv[0] = what. */
+int bench_fp8(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
     {"convert", cmd_convert, "an HF checkpoint or trainer shards into one rank's hf or vllm tensors (FP8 optional)"},
     {"shard", cmd_shard, "an HF checkpoint into Megatron-layout per-rank files (a trainer stand-in)"},
+    {"bench", cmd_bench, "bench <what>: benchmarks with their baseline in the same run (fp8)"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,37 @@
+/* cmd_bench.c — `refit bench <what>`: one benchmark per file
+ * (bench_<what>.c), each printing its baseline from the same run beside
+ * its own figures. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct bench {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct bench benches[] = {
+    {"fp8", bench_fp8, "FP8 128x128 block quantization of bf16 on one core, beside memcpy"},
+};
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: refit bench <what> [options]\n\nbenchmarks:\n");
+    for (size_t i = 0; i < sizeof(benches) / sizeof(benches[0]); i++)
+        fprintf(f, "  %-10s %s\n", benches[i].name, benches[i].summary);
+    fprintf(f, "\n`refit bench <what> --help` describes its options.\n");
+    return f == stdout ? 0 : 2;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+        return usage(argc < 2 ? stderr : stdout);
+    for (size_t i = 0; i < sizeof(benches) / sizeof(benches[0]); i++)
+        if (!strcmp(argv[1], benches[i].name))
+            return benches[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "refit bench: unknown benchmark '%s'\n", argv[1]);
+    return usage(stderr);
+}
