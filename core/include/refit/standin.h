@@ -1,0 +1,32 @@
+/* refit/standin.h — the trainer stand-in's deterministic weight change.
+ *
+ * `refit publish` (a trainer stand-in), `refit convert --version V` and
+ * `refit demo` agree on what "the weights of version V" are: version 1 is
+ * the checkpoint; version V flips the low mantissa bits of every element by
+ * a mask that depends on V alone.  The change is element-wise, so it
+ * commutes with sharding and resharding (an offline conversion of version
+ * V's checkpoint is the exact expected result of a refit of V); it leaves
+ * the exponent alone, so finite weights stay finite; and every version's
+ * bytes differ from the previous one's. */
+#ifndef REFIT_STANDIN_H
+#define REFIT_STANDIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refit/dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Turn version `from` weights into version `to` weights in place (versions
+ * start at 1).  Floating dtypes (BF16, F16, F32, F64) only; others are
+ * REFIT_ENOTSUP. */
+int refit_standin_step(void *data, size_t nbytes, enum refit_dtype dtype, uint64_t from,
+                       uint64_t to);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
