@@ -148,6 +148,37 @@ START_TEST(test_moe_ep)
 }
 END_TEST
 
+
+/* --config adds the model section's skip and fp8 patterns; flags win. */
+START_TEST(test_config_file)
+{
+    char ck[4096], cfg[4096], a[4096], err[4096];
+    snprintf(ck, sizeof(ck), "%s/qm", tmp);
+    struct t_ckpt c;
+    t_ckpt_begin(&c, 5);
+    write_ckpt(&QM, ck, &c);
+    snprintf(cfg, sizeof(cfg), "%s/cluster.yaml", tmp);
+    t_write_file(cfg, "model:\n  target: vllm\n  skip: [\"lm_head.weight\"]\n  fp8:\n"
+                      "    enabled: true\n    exclude: [\"*.self_attn.*\", \"*.mlp.gate_up_proj.*\"]\n");
+    snprintf(a, sizeof(a), "%s/a.safetensors", tmp);
+    ck_assert_int_eq(refit(err, sizeof(err), "convert --config %s --hf %s --out %s", cfg, ck, a), 0);
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(a, &f), 0);
+    ck_assert_ptr_null(refit_st_find(f, "lm_head.weight"));
+    ck_assert_int_eq(refit_st_find(f, "model.layers.1.mlp.experts.w2_weight")->dtype, REFIT_DTYPE_F8_E4M3);
+    ck_assert_int_eq(refit_st_find(f, "model.layers.1.self_attn.o_proj.weight")->dtype, REFIT_DTYPE_BF16);
+    ck_assert_int_eq(refit_st_find(f, "model.layers.0.mlp.down_proj.weight")->dtype, REFIT_DTYPE_F8_E4M3);
+    refit_st_close(f);
+    /* --set overrides a key; --target overrides model.target */
+    ck_assert_int_eq(refit(err, sizeof(err), "convert --config %s --set model.fp8.enabled=false --hf %s --target hf --out %s",
+                           cfg, ck, a), 0);
+    ck_assert_int_eq(refit_st_open(a, &f), 0);
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.1.mlp.experts.3.down_proj.weight"));
+    ck_assert_int_eq(refit_st_find(f, "model.layers.0.mlp.down_proj.weight")->dtype, REFIT_DTYPE_BF16);
+    refit_st_close(f);
+}
+END_TEST
+
 START_TEST(test_errors)
 {
     char ck[4096], p[4096], err[4096];
@@ -179,6 +210,7 @@ int main(void)
     tcase_add_test(tc, test_help);
     tcase_add_test(tc, test_moe_ep);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_config_file);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -305,6 +305,35 @@ START_TEST(test_fp8_unaligned_refused)
 }
 END_TEST
 
+
+/* The hf target with tp: HF names, unfused, each HF tensor's rank slice. */
+START_TEST(test_hf_target_tp)
+{
+    char *dir = t_mkdtemp(), p[4096];
+    refit_hf_view_t *v;
+    ck_assert_int_eq(refit_hf_view_open(model, fixture, NULL, &v), 0);
+    snprintf(p, sizeof(p), "%s/hf1.safetensors", dir);
+    convert_to(v, REFIT_TARGET_HF, 8, 3, NULL, p);
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(p, &f), 0);
+    ck_assert_ptr_null(refit_st_find(f, "model.layers.0.self_attn.qkv_proj.weight"));
+    t_assert_mat(f, "model.layers.1.self_attn.q_proj.weight",
+                 t_mat_rows_f(hf("model.layers.%ld.self_attn.q_proj.weight", 1), 3 * D, D));
+    t_assert_mat(f, "model.layers.1.self_attn.k_proj.weight",
+                 t_mat_rows_f(hf("model.layers.%ld.self_attn.k_proj.weight", 1), 1 * D, D)); /* 3 / (8/4) */
+    t_assert_mat(f, "model.layers.1.mlp.up_proj.weight",
+                 t_mat_rows_f(hf("model.layers.%ld.mlp.up_proj.weight", 1), 3 * I / 8, I / 8));
+    t_assert_mat(f, "model.layers.0.mlp.down_proj.weight",
+                 t_mat_slice_f(hf("model.layers.%ld.mlp.down_proj.weight", 0), 0, K, 3 * I / 8, I / 8));
+    /* no vocabulary padding in the hf layout */
+    t_assert_mat(f, "model.embed_tokens.weight", t_mat_rows_f(hf("model.embed_tokens.weight", 0), 3 * V / 8, V / 8));
+    refit_st_close(f);
+    refit_hf_view_close(v);
+    t_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* The layout map for one destination names its HF sources and ranges. */
 START_TEST(test_layout_map)
 {
@@ -338,6 +367,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fp8_blocks, 0, 4);
     tcase_add_test(tc, test_fp8_unaligned_refused);
     tcase_add_test(tc, test_layout_map);
+    tcase_add_test(tc, test_hf_target_tp);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
