@@ -447,30 +447,113 @@ static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct 
     return 0;
 }
 
-struct target_inst {
-    struct tctx *c;
-};
-
 static int skip_name(const struct refit_convert_opts *o, const char *name)
 {
     return o && o->n_skip && rf_match_any(name, o->skip, o->n_skip);
+}
+
+/* Rows (summed over parts [first, first+np)) and columns of a destination. */
+static int dst_extent(const struct tctx *c, const struct refit_model_entry *e, const struct part *parts,
+                      int first, int np, const char *dname, int64_t *rows, int64_t *cols)
+{
+    int64_t r0, nr, c0;
+    bool cs;
+    *rows = 0;
+    for (int i = first; i < first + np; i++) {
+        int rc = infer_rows(c, e, i, &parts[i], dname, &r0, &nr);
+        if (rc)
+            return rc;
+        *rows += nr;
+    }
+    return infer_cols(c, e, &parts[first], dname, &c0, cols, &cs);
+}
+
+/* One destination per HF part, named after it (REFIT_FUSE_NONE). */
+static int target_unfused(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                          int64_t layer, int64_t eid)
+{
+    const struct refit_model_dst *d = &e->dst[c->o->target];
+    for (int i = 0; i < np; i++) {
+        if (skip_name(c->o, parts[i].name))
+            continue;
+        char *dn = d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
+        int64_t rows, cols;
+        int rc = dn ? dst_extent(c, e, parts, i, 1, dn, &rows, &cols) : REFIT_ENOMEM;
+        if (rc) {
+            free(dn);
+            return rc;
+        }
+        rc = begin_tensor(c->lay, dn, e, layer, eid, parts[i].ndim, rows, parts[i].ndim == 2 ? cols : 0, 0);
+        if (rc)
+            return rc;
+        struct ltensor *t = &c->lay->t[c->lay->n - 1];
+        rc = fill_parts(c, e, parts, i, 1, 0, t->pub.name, t);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT). */
+static int target_concat(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                         int64_t layer, char *dn)
+{
+    int64_t rows, cols;
+    int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    if (rc) {
+        free(dn);
+        return rc;
+    }
+    rc = begin_tensor(c->lay, dn, e, layer, -1, parts[0].ndim, rows, parts[0].ndim == 2 ? cols : 0, 0);
+    if (rc)
+        return rc;
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    return fill_parts(c, e, parts, 0, np, 0, t->pub.name, t);
+}
+
+/* Slot `slot` of an expert stack [E_local, rows, cols] (REFIT_FUSE_STACK);
+ * the first slot creates the tensor (takes dn), later ones free dn. */
+static int target_stack(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                        int64_t layer, int64_t slot, int64_t n_slots, char *dn)
+{
+    int rc = 0;
+    if (slot == 0) {
+        int64_t rows, cols;
+        rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+        if (!rc) {
+            rc = begin_tensor(c->lay, dn, e, layer, -1, 3, n_slots, rows, cols);
+            dn = NULL;
+        }
+    }
+    free(dn);
+    if (rc)
+        return rc;
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
+    /* vLLM's fused-MoE FP8 needs the intermediate partition on the 128
+     * grid whether or not it is split: gate/up are merged in w13, and w2's
+     * input is that partition. */
+    if (e->role == REFIT_ROLE_EXPERT_ROW)
+        t->cols_split = true;
+    else
+        t->merged = true;
+    return rc;
 }
 
 static int target_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct tctx *c = arg;
     const struct refit_model_dst *d = &e->dst[c->o->target];
-    const struct refit_model_shape *s = &c->m->shape;
     int np = n_parts(e), rc = 0;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
     int64_t e0 = 0, ne = 1;
     if (expert) {
         int ep = c->ep > 1 ? c->ep : 1;
-        rc = divides("experts", s->experts, ep, e->megatron);
+        rc = divides("experts", c->m->shape.experts, ep, e->megatron);
         if (rc)
             return rc;
-        ne = s->experts / ep;
-        e0 = c->ep > 1 ? c->rank * ne : 0;
+        ne = c->m->shape.experts / ep;
+        e0 = c->ep > 1 ? c->rank * ne : 0; /* whole experts of this rank */
     }
     struct part parts[3] = {{0}};
     for (int64_t x = 0; x < ne && !rc; x++) {
@@ -487,91 +570,28 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
             break;
         }
         if (d->fusion == REFIT_FUSE_NONE || !d->name) {
-            /* one destination per HF part */
-            for (int i = 0; i < np && !rc; i++) {
-                if (skip_name(c->o, parts[i].name))
-                    continue;
-                char *dn = d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
-                int64_t r0, nr, c0, nc;
-                bool cs;
-                rc = dn ? infer_rows(c, e, i, &parts[i], dn, &r0, &nr) : REFIT_ENOMEM;
-                if (!rc)
-                    rc = infer_cols(c, e, &parts[i], dn, &c0, &nc, &cs);
-                if (!rc) {
-                    rc = begin_tensor(c->lay, dn, e, layer, eid, parts[i].ndim, nr,
-                                      parts[i].ndim == 2 ? nc : 0, 0);
-                    dn = NULL;
-                }
-                if (!rc)
-                    rc = fill_parts(c, e, parts, i, 1, 0, c->lay->t[c->lay->n - 1].pub.name,
-                                    &c->lay->t[c->lay->n - 1]);
-                free(dn);
-            }
+            rc = target_unfused(c, e, parts, np, layer, eid);
             continue;
         }
         char *dn = rf_model_name(d->name, layer, -1);
-        if (!dn)
-            return REFIT_ENOMEM;
+        if (!dn) {
+            rc = REFIT_ENOMEM;
+            break;
+        }
         if (skip_name(c->o, dn)) {
             free(dn);
             break;
         }
-        if (d->fusion == REFIT_FUSE_CONCAT) {
-            int64_t rows = 0, r0, nr, c0, nc;
-            bool cs;
-            for (int i = 0; i < np && !rc; i++) {
-                rc = infer_rows(c, e, i, &parts[i], dn, &r0, &nr);
-                rows += nr;
-            }
-            if (!rc)
-                rc = infer_cols(c, e, &parts[0], dn, &c0, &nc, &cs);
-            if (rc) {
-                free(dn);
-                break;
-            }
-            rc = begin_tensor(c->lay, dn, e, layer, -1, parts[0].ndim, rows,
-                              parts[0].ndim == 2 ? nc : 0, 0);
-            if (!rc)
-                rc = fill_parts(c, e, parts, 0, np, 0, c->lay->t[c->lay->n - 1].pub.name,
-                                &c->lay->t[c->lay->n - 1]);
-            continue;
-        }
-        /* REFIT_FUSE_STACK: [E_local, rows, cols], one slot per expert */
-        if (x == 0) {
-            int64_t rows = 0, r0, nr, c0, nc;
-            bool cs;
-            for (int i = 0; i < np && !rc; i++) {
-                rc = infer_rows(c, e, i, &parts[i], dn, &r0, &nr);
-                rows += nr;
-            }
-            if (!rc)
-                rc = infer_cols(c, e, &parts[0], dn, &c0, &nc, &cs);
-            if (!rc) {
-                rc = begin_tensor(c->lay, dn, e, layer, -1, 3, ne, rows, nc);
-                dn = NULL;
-            }
-        }
-        free(dn);
-        if (!rc) {
-            struct ltensor *t = &c->lay->t[c->lay->n - 1];
-            rc = fill_parts(c, e, parts, 0, np, x, t->pub.name, t);
-            /* vLLM's fused-MoE FP8 needs the intermediate partition on the
-             * 128 grid whether or not it is split (gate/up are merged, and
-             * w2's input is that partition). */
-            if (e->role == REFIT_ROLE_EXPERT_ROW)
-                t->cols_split = true;
-            else
-                t->merged = true;
-        }
+        if (d->fusion == REFIT_FUSE_CONCAT)
+            rc = target_concat(c, e, parts, np, layer, dn);
+        else
+            rc = target_stack(c, e, parts, np, layer, x, ne, dn);
     }
     for (int i = 0; i < 3; i++)
         free(parts[i].name);
     return rc;
 }
 
-/* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
- * output partition of a merged or TP-split layer, and the input partition
- * of a row-split one, to be a multiple of the 128 block. */
 /* "mlp.experts.{e}.gate_proj.weight" -> "gate_proj.weight" for messages. */
 static const char *part_label(const char *pattern)
 {
@@ -579,6 +599,9 @@ static const char *part_label(const char *pattern)
     return b && b[1] == '.' ? b + 2 : pattern;
 }
 
+/* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
+ * output partition of a merged or TP-split layer, and the input partition
+ * of a row-split one, to be a multiple of the 128 block. */
 static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o)
 {
     const struct refit_layout_tensor *p = &t->pub;
