@@ -409,13 +409,24 @@ static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *
     return rc;
 }
 
+/* Directory names come from the user: refuse one too long for a path
+ * rather than open a truncated name. */
+static int dir_ok(const char *dir)
+{
+    if (strlen(dir) > 4000)
+        return refit_error_set(REFIT_EINVAL, "directory name of %zu bytes is too long", strlen(dir));
+    return 0;
+}
+
 int refit_hf_view_open_megatron(const refit_model_t *m, const char *dir,
                                 const struct refit_convert_opts *o, refit_hf_view_t **out)
 {
     if (!m || !dir || !out)
         return refit_error_set(REFIT_EINVAL, "refit_hf_view_open_megatron: NULL argument");
     refit_hf_view_t *v;
-    int rc = view_create(m, dir, o, &v);
+    int rc = dir_ok(dir);
+    if (!rc)
+        rc = view_create(m, dir, o, &v);
     if (rc)
         return rc;
     struct seen seen = {0};
@@ -740,6 +751,8 @@ int refit_shard_write(const refit_model_t *m, const refit_hf_view_t *v, int tp, 
 {
     if (!m || !v || !dir || tp < 1 || ep < 1)
         return refit_error_set(REFIT_EINVAL, "refit_shard_write: tp and ep must be >= 1");
+    if (dir_ok(dir))
+        return REFIT_EINVAL;
     if (mkdir(dir, 0777) && errno != EEXIST)
         return refit_error_set(REFIT_EIO, "%s: %s", dir, strerror(errno));
     int world = tp > ep ? tp : ep, rc = 0;
