@@ -59,6 +59,7 @@ START_TEST(test_help)
 {
     ck_assert_int_eq(refit(NULL, 0, "convert --help"), 0);
     ck_assert_int_eq(refit(NULL, 0, "shard --help"), 0);
+    ck_assert_int_eq(refit(NULL, 0, "bench layout --help"), 0);
     char err[4096];
     ck_assert_int_eq(refit(err, sizeof(err), "convert --hf /nonexistent --target tpu --out x"), 2);
     ck_assert_msg(strstr(err, "--target"), "%s", err);

@@ -33,5 +33,6 @@ int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: argv[0] = what. */
 int bench_fp8(int argc, char **argv);
+int bench_layout(int argc, char **argv);
 
 #endif
