@@ -193,6 +193,12 @@ static int check_args(const void *src, size_t rows, size_t cols, size_t stride, 
     double floor = p && p->floor > 0 ? p->floor : refit_fp8_default_floor(rule);
     if (isnan(floor) || !isfinite((float)floor) || (float)floor == 0.0f)
         return refit_error_set(REFIT_EINVAL, "fp8: floor %g is not a positive finite fp32", floor);
+    /* deepgemm multiplies by 1/s: with s below ~2.9e-39 that is Inf, and
+     * 0 * Inf gives a NaN whose sign is the CPU's, not the weight's. */
+    float fl = (float)floor;
+    if (rule == REFIT_FP8_DEEPGEMM && !isfinite(1.0f / (fl / RF_E4M3_MAX)))
+        return refit_error_set(REFIT_EINVAL, "fp8: floor %g is too small for the deepgemm rule "
+                               "(1/s overflows fp32; use 1.4e-36 or more)", floor);
     if ((rows && cols) && (!src || !dst || !scales))
         return refit_error_set(REFIT_EINVAL, "fp8: NULL buffer");
     if (stride < cols)

@@ -6,33 +6,39 @@
 
 #include "fp8_impl.h"
 
+/* The rule before the cast, up to clamp and sign: the cast takes |y|
+ * capped as an integer (magnitudes order like their bits), which for the
+ * trainer rule is its clamp at 448, and keeps y's sign, which is x's. */
 static inline __m256 apply(__m256 x, __m256 s, __m256 inv, int rule)
 {
-    if (rule == RF_RULE_MUL)
-        return _mm256_mul_ps(x, inv);
-    __m256 y = _mm256_div_ps(x, s);
-    y = _mm256_max_ps(y, _mm256_set1_ps(-RF_E4M3_MAX));
-    return _mm256_min_ps(y, _mm256_set1_ps(RF_E4M3_MAX));
+    return rule == RF_RULE_MUL ? _mm256_mul_ps(x, inv) : _mm256_div_ps(x, s);
 }
 
-/* The e4m3 byte of each lane, still in a 32-bit lane.  |v| bits are below
- * 2^31, so the signed compares AVX2 offers order them correctly. */
-static inline __m256i e4m3(__m256 y)
+static inline __m256i rule_cap(int rule)
+{
+    /* deepgemm: 480, from where the scalar path returns NaN outright and
+     * the capped value rounds to the NaN code 0x7f */
+    return _mm256_set1_epi32((int)(rule == RF_RULE_MUL ? RF_E4M3_NAN_BITS : 0x43e00000u));
+}
+
+/* The e4m3 byte of each lane, still in a 32-bit lane: the steps of
+ * rf_e4m3_scalar with the exponent rebias folded into the rounding
+ * constant.  |y| bits are below 2^31, so AVX2's signed compare orders
+ * them correctly. */
+static inline __m256i e4m3(__m256 y, __m256i cap)
 {
     const __m256i b = _mm256_castps_si256(y);
-    const __m256i sign = _mm256_srli_epi32(_mm256_and_si256(b, _mm256_set1_epi32((int)0x80000000u)), 24);
-    const __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff));
+    const __m256i a = _mm256_min_epu32(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff)), cap);
     __m256i odd = _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1));
-    __m256i nrm = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7ffff)), odd);
-    nrm = _mm256_sub_epi32(_mm256_srli_epi32(nrm, 20), _mm256_set1_epi32(120 << 3));
+    __m256i nrm = _mm256_add_epi32(a, _mm256_set1_epi32((int)(0x7ffffu - (120u << 23))));
+    nrm = _mm256_srli_epi32(_mm256_add_epi32(nrm, odd), 20);
     const __m256i magic = _mm256_set1_epi32((int)RF_E4M3_SUB_MAGIC_BITS);
     __m256i sub = _mm256_castps_si256(
         _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(magic)));
     sub = _mm256_sub_epi32(sub, magic);
     __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)RF_E4M3_MIN_NORMAL_BITS), a);
-    __m256i is_nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32((int)RF_E4M3_NAN_BITS - 1));
     __m256i r = _mm256_blendv_epi8(nrm, sub, is_sub);
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), is_nan);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(b, 24), _mm256_set1_epi32(0x80));
     return _mm256_or_si256(r, sign);
 }
 
@@ -137,10 +143,13 @@ static inline __m256 load_bf16(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
-static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                            uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                            int rule, const struct rf_fp8_next *next)
+/* Instantiated once per rule (a constant after inlining). */
+static inline __attribute__((always_inline)) void
+quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
+           size_t dst_stride, const float *s, const float *inv, const int rule,
+           const struct rf_fp8_next *next)
 {
+    const __m256i cap = rule_cap(rule);
     for (size_t r = 0; r < rows; r++) {
         const uint16_t *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
@@ -151,14 +160,15 @@ static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_
             size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
-                __m256i a = e4m3(apply(load_bf16(p + c), vs, vi, rule));
-                __m256i b = e4m3(apply(load_bf16(p + c + 8), vs, vi, rule));
-                __m256i d = e4m3(apply(load_bf16(p + c + 16), vs, vi, rule));
-                __m256i e = e4m3(apply(load_bf16(p + c + 24), vs, vi, rule));
+                __m256i a = e4m3(apply(load_bf16(p + c), vs, vi, rule), cap);
+                __m256i b = e4m3(apply(load_bf16(p + c + 8), vs, vi, rule), cap);
+                __m256i d = e4m3(apply(load_bf16(p + c + 16), vs, vi, rule), cap);
+                __m256i e = e4m3(apply(load_bf16(p + c + 24), vs, vi, rule), cap);
                 _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
             }
             for (; c + 8 <= end; c += 8)
-                _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule))));
+                _mm_storel_epi64((__m128i *)(q + c),
+                                 pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule), cap)));
             for (; c < end; c++)
                 q[c] = rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(p[c]), s1, i1, rule));
         }
@@ -167,10 +177,22 @@ static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_
     }
 }
 
-static void avx2_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                           uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                           int rule, const struct rf_fp8_next *next)
+static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
+                            uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                            int rule, const struct rf_fp8_next *next)
 {
+    if (rule == RF_RULE_MUL)
+        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
+    else
+        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
+}
+
+static inline __attribute__((always_inline)) void
+quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
+          size_t dst_stride, const float *s, const float *inv, const int rule,
+          const struct rf_fp8_next *next)
+{
+    const __m256i cap = rule_cap(rule);
     for (size_t r = 0; r < rows; r++) {
         const float *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
@@ -182,20 +204,31 @@ static void avx2_quant_f32(const float *src, size_t rows, size_t cols, size_t st
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
                 rf_fp8_pf_step(&pf); /* fp32: two lines per 32 elements */
-                __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule));
-                __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule));
-                __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule));
-                __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule));
+                __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap);
+                __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule), cap);
+                __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule), cap);
+                __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule), cap);
                 _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
             }
             for (; c + 8 <= end; c += 8)
-                _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule))));
+                _mm_storel_epi64((__m128i *)(q + c),
+                                 pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap)));
             for (; c < end; c++)
                 q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s1, i1, rule));
         }
         while (pf.p < pf.end)
             rf_fp8_pf_step(&pf);
     }
+}
+
+static void avx2_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
+                           uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
+                           int rule, const struct rf_fp8_next *next)
+{
+    if (rule == RF_RULE_MUL)
+        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
+    else
+        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
 }
 
 const struct rf_fp8_kernels rf_fp8_avx2_kernels = {

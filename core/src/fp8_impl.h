@@ -28,7 +28,9 @@ enum { RF_RULE_DIV = 0, RF_RULE_MUL = 1 }; /* trainer, deepgemm */
  * sequential reads that the prefetchers follow (a 128x128 block read alone
  * is 128 short strided rows), and a chunk small enough (128 rows x 4 KiB
  * of bf16) that the second pass finds it in L2. */
+#ifndef RF_FP8_CHUNK_BLOCKS
 #define RF_FP8_CHUNK_BLOCKS 16
+#endif
 
 /* The chunk the driver does next.  A vector cast pass (compute-bound)
  * pulls it into L2 row by row while it works, so that the next amax pass

@@ -393,6 +393,54 @@ START_TEST(quant_vector_paths_equal_scalar)
 }
 END_TEST
 
+/* Subnormal fp32 blocks with a floor below them: s = amax/448 is itself
+ * subnormal and inexact, so x / s passes 464 and only the trainer's clamp
+ * keeps it at 448.  deepgemm refuses a floor whose 1/s overflows; at the
+ * smallest floor it accepts, no NaN code appears.  Every path must follow
+ * the definition there too. */
+START_TEST(quant_subnormal_blocks_tiny_floor)
+{
+    const size_t rows = 3, cols = 200;
+    float x[3 * 200];
+    uint64_t st = 17;
+    for (size_t i = 0; i < rows * cols; i++) {
+        uint32_t u = ((uint32_t)tt_rand(&st) & 0x801fffffu) | (i % 7 == 0 ? 0x00600000u : 0);
+        if (i % cols >= 128) /* block 1: amax 639 x 2^-149, s = 2^-149 after rounding */
+            u = (u & 0x80000000u) | (i % cols == 150 ? 0x27fu : (uint32_t)(tt_rand(&st) % 0x280));
+        memcpy(&x[i], &u, 4);
+    }
+    int beyond = 0; /* x / s past 464 in block 1: the trainer's clamp matters */
+    for (size_t i = 0; i < rows * cols; i++)
+        beyond += i % cols >= 128 && fabsf(x[i] / ldexpf(1, -149)) > 464.0f;
+    ck_assert_int_gt(beyond, 0);
+    uint8_t want[3 * 200], got[3 * 200];
+    float ws[2], gs[2];
+    const double floors[2] = {1e-45, 1.4e-36};
+    for (int rule = 0; rule < 2; rule++) {
+        ref_quant(x, rows, cols, cols, rule, (float)floors[rule], want, ws);
+        int nan_codes = 0;
+        for (size_t k = 0; k < rows * cols; k++)
+            nan_codes += (want[k] & 0x7f) == 0x7f;
+        ck_assert_int_eq(nan_codes, 0);
+        for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+            if (!refit_fp8_impl_available(impls[i]))
+                continue;
+            struct refit_fp8_params p = {rule, floors[rule], impls[i]};
+            ck_assert_int_eq(refit_fp8_quantize_f32(x, rows, cols, cols, got, gs, &p), 0);
+            ck_assert_mem_eq(gs, ws, sizeof(ws));
+            for (size_t k = 0; k < rows * cols; k++)
+                if (got[k] != want[k])
+                    ck_abort_msg("%s rule %d [%zu]: 0x%02x, want 0x%02x",
+                                 refit_fp8_impl_name(impls[i]), rule, k, got[k], want[k]);
+            p.floor = 1e-37;
+            if (rule == 1)
+                ck_assert_int_eq(refit_fp8_quantize_f32(x, rows, cols, cols, got, gs, &p),
+                                 REFIT_EINVAL);
+        }
+    }
+}
+END_TEST
+
 START_TEST(quant_nonfinite_is_error)
 {
     const uint16_t bad[] = {0x7fc0, 0xffc1, 0x7f80, 0xff80};
@@ -464,6 +512,7 @@ int main(void)
     tcase_add_loop_test(tc, quant_reference_deepgemm, 0, sizeof(shapes) / sizeof(shapes[0]));
     tcase_add_test(tc, quant_floor_and_zero_block);
     tcase_add_test(tc, quant_vector_paths_equal_scalar);
+    tcase_add_test(tc, quant_subnormal_blocks_tiny_floor);
     tcase_add_test(tc, quant_nonfinite_is_error);
     tcase_add_test(tc, quant_bad_arguments);
     suite_add_tcase(s, tc);

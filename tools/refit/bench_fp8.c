@@ -64,33 +64,25 @@ static void fill(uint16_t *x, size_t n)
     }
 }
 
-struct run {
-    const uint16_t *src;
-    uint16_t *copy;
-    uint8_t *dst;
-    float *scales;
-    size_t rows, cols, iters;
+struct variant {
+    const char *rule; /* NULL: the memcpy baseline */
+    struct refit_fp8_params p;
     double *t;
 };
 
-/* Median seconds of one pass; p NULL: memcpy. */
-static int time_it(const struct run *r, const struct refit_fp8_params *p, double *median)
+/* One timed pass of variant v. */
+static int pass(const struct variant *v, const uint16_t *src, uint16_t *copy, uint8_t *dst,
+                float *scales, size_t rows, size_t cols, double *secs)
 {
-    for (size_t i = 0; i <= r->iters; i++) { /* pass 0 warms caches and TLB */
-        double t0 = now_s();
-        if (p) {
-            int rc = refit_fp8_quantize_bf16(r->src, r->rows, r->cols, r->cols, r->dst,
-                                             r->scales, p);
-            if (rc)
-                return rc;
-        } else {
-            memcpy(r->copy, r->src, r->rows * r->cols * 2);
-        }
-        if (i)
-            r->t[i - 1] = now_s() - t0;
+    double t0 = now_s();
+    if (v->rule) {
+        int rc = refit_fp8_quantize_bf16(src, rows, cols, cols, dst, scales, &v->p);
+        if (rc)
+            return rc;
+    } else {
+        memcpy(copy, src, rows * cols * 2);
     }
-    qsort(r->t, r->iters, sizeof(double), cmp_double);
-    *median = r->t[r->iters / 2];
+    *secs = now_s() - t0;
     return 0;
 }
 
@@ -127,52 +119,70 @@ int bench_fp8(int argc, char **argv)
         return 2;
     }
     size_t n = rows * cols, ns = ((rows + 127) / 128) * ((cols + 127) / 128);
-    struct run r = {.rows = rows, .cols = cols, .iters = iters};
+    struct {
+        uint16_t *copy;
+        uint8_t *dst;
+        float *scales;
+    } r;
     uint16_t *src = malloc(n * 2);
     r.copy = malloc(n * 2);
     r.dst = malloc(n);
     r.scales = malloc(ns * sizeof(float));
-    r.t = malloc(iters * sizeof(double));
     int rc = 0;
-    if (!src || !r.copy || !r.dst || !r.scales || !r.t) {
+    struct variant v[1 + 2 * 3];
+    size_t nv = 0;
+    if (!src || !r.copy || !r.dst || !r.scales) {
         fprintf(stderr, "refit bench fp8: out of memory for %zu x %zu\n", rows, cols);
         rc = 1;
         goto out;
     }
     fill(src, n);
-    r.src = src;
     memset(r.copy, 0, n * 2); /* fault the pages in before timing */
     memset(r.dst, 0, n);
-    double base;
-    time_it(&r, NULL, &base);
-    double gb = (double)n * 2 / 1e9;
-    printf("refit bench fp8: %zu x %zu bf16 (%.1f MB), 1 thread, median of %zu, GB/s of bf16 "
-           "input\n", rows, cols, gb * 1e3, iters);
-    printf("  %-9s %-7s %9s %8s\n", "rule", "path", "GB/s", "x memcpy");
-    printf("  %-9s %-7s %9.2f %8.2f\n", "memcpy", "-", gb / base, 1.0);
+    /* Variants take turns within each iteration, so that a machine whose
+     * load changes during the run slows baseline and quantizer alike. */
+    v[nv++] = (struct variant){NULL, {0, 0, 0}, NULL};
     static const enum refit_fp8_impl impls[] = {REFIT_FP8_IMPL_SCALAR, REFIT_FP8_IMPL_AVX2,
                                                 REFIT_FP8_IMPL_AVX512};
     for (int rule = REFIT_FP8_TRAINER; rule <= REFIT_FP8_DEEPGEMM; rule++)
-        for (size_t k = 0; k < sizeof(impls) / sizeof(impls[0]); k++) {
-            if (!refit_fp8_impl_available(impls[k]))
-                continue;
-            struct refit_fp8_params p = {(enum refit_fp8_rule)rule, -1, impls[k]};
+        for (size_t k = 0; k < 3; k++)
+            if (refit_fp8_impl_available(impls[k]))
+                v[nv++] = (struct variant){rule == REFIT_FP8_TRAINER ? "trainer" : "deepgemm",
+                                           {(enum refit_fp8_rule)rule, -1, impls[k]}, NULL};
+    for (size_t k = 0; k < nv && !rc; k++)
+        if (!(v[k].t = calloc(iters, sizeof(double))))
+            rc = refit_error_set(REFIT_ENOMEM, "out of memory for the timings");
+    for (size_t it = 0; it <= iters && !rc; it++) /* iteration 0 warms up */
+        for (size_t k = 0; k < nv && !rc; k++) {
             double t;
-            rc = time_it(&r, &p, &t);
-            if (rc) {
-                rc = cli_fail("bench fp8", rc);
-                goto out;
-            }
-            printf("  %-9s %-7s %9.2f %8.2f\n", rule == REFIT_FP8_TRAINER ? "trainer" : "deepgemm",
-                   refit_fp8_impl_name(impls[k]), gb / t, base / t);
+            rc = pass(&v[k], src, r.copy, r.dst, r.scales, rows, cols, &t);
+            if (it && !rc)
+                v[k].t[it - 1] = t;
         }
-    printf("  (best vector path chosen automatically on this CPU: %s)\n",
-           refit_fp8_impl_name(refit_fp8_impl_best()));
+    if (rc) {
+        rc = cli_fail("bench fp8", rc);
+        goto free_t;
+    }
+    double gb = (double)n * 2 / 1e9, base = 0;
+    printf("refit bench fp8: %zu x %zu bf16 (%.1f MB), 1 thread, median of %zu, GB/s of bf16 "
+           "input\n", rows, cols, gb * 1e3, iters);
+    printf("  %-9s %-7s %9s %8s\n", "rule", "path", "GB/s", "x memcpy");
+    for (size_t k = 0; k < nv; k++) {
+        qsort(v[k].t, iters, sizeof(double), cmp_double);
+        double t = v[k].t[iters / 2];
+        if (!k)
+            base = t;
+        printf("  %-9s %-7s %9.2f %8.2f\n", k ? v[k].rule : "memcpy",
+               k ? refit_fp8_impl_name(v[k].p.impl) : "-", gb / t, base / t);
+    }
+    printf("  (AUTO picks %s on this CPU)\n", refit_fp8_impl_name(refit_fp8_impl_best()));
+free_t:
+    for (size_t k = 0; k < nv; k++)
+        free(v[k].t);
 out:
     free(src);
     free(r.copy);
     free(r.dst);
     free(r.scales);
-    free(r.t);
     return rc;
 }

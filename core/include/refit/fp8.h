@@ -53,11 +53,12 @@ enum refit_fp8_impl refit_fp8_impl_best(void);
 double refit_fp8_default_floor(enum refit_fp8_rule rule);
 
 /* Quantize a bf16 matrix [rows, cols] whose rows are `stride` elements
- * apart into dst ([rows, cols], contiguous) and scales
+ * apart (src aligned to its element type) into dst ([rows, cols], contiguous) and scales
  * ([ceil(rows/128), ceil(cols/128)], row-major, fp32).  Returns
  * REFIT_ENUMERIC on a NaN or Inf input (the caller names the tensor; the
  * message gives the row and column), REFIT_EINVAL for stride < cols, a
- * floor that overflows or underflows fp32, or an implementation this
+ * floor that overflows or underflows fp32 (for deepgemm: below 1.4e-36,
+ * where 1/s would overflow), or an implementation this
  * CPU lacks.  p may be NULL (trainer rule, default floor, best impl). */
 int refit_fp8_quantize_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
                             uint8_t *dst, float *scales, const struct refit_fp8_params *p);

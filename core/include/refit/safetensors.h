@@ -25,7 +25,11 @@ struct refit_st_tensor {
     enum refit_dtype dtype;
     int ndim;
     int64_t shape[REFIT_MAX_DIMS];
-    const void *data; /* into the mapping; valid until the file is closed */
+    /* Into the mapping; valid until the file is closed.  Not necessarily
+     * aligned for the dtype (the format only aligns the data area, and a
+     * tensor after an odd-sized one starts unaligned): copy, or use
+     * memcpy/unaligned loads, before typed access. */
+    const void *data;
     size_t nbytes;
     const char *file; /* path of the file holding it */
 };
