@@ -34,6 +34,8 @@ double cli_now(void);
 
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: argv[0] = what. */
@@ -45,5 +47,6 @@ int cmd_bench(int argc, char **argv);
 int bench_store(int argc, char **argv);
 /* `refit bench <what>`: bench_<what>.c, dispatched by cmd_bench.c. */
 int bench_transport(int argc, char **argv);
+int bench_layout(int argc, char **argv);
 
 #endif

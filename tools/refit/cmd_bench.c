@@ -18,6 +18,7 @@ struct bench {
 
 static const struct bench benches[] = {
     {"fp8", bench_fp8, "FP8 128x128 block quantization of bf16 on one core, beside memcpy"},
+    {"layout", bench_layout, "layout maps of a Qwen3-235B-shaped model: inference rank x trainer ranks"},
 };
 
 static int usage(FILE *f)

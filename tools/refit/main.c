@@ -14,6 +14,8 @@ struct command {
 static const struct command commands[] = {
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
+    {"convert", cmd_convert, "an HF checkpoint or trainer shards into one rank's hf or vllm tensors (FP8 optional)"},
+    {"shard", cmd_shard, "an HF checkpoint into Megatron-layout per-rank files (a trainer stand-in)"},
     {"bench", cmd_bench, "bench <what>: benchmarks with their baseline in the same run (fp8)"},
     {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
     {"bench", cmd_bench, "benchmarks with their baselines in the same run (bench store, ...)"},
