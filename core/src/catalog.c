@@ -24,20 +24,20 @@
 /* ------------------------------------------------------------------ */
 /* Names, hashes, times */
 
-static const char *const role_names[REFIT_ROLE_COUNT_] = {
+static const char *const role_names[REFIT_CAT_ROLE_COUNT_] = {
     NULL, "replicated", "column", "qkv_column", "gated_column", "row", "expert_column", "expert_row", "vocab",
 };
 
-const char *refit_role_name(enum refit_role r)
+const char *refit_cat_role_name(enum refit_cat_role r)
 {
-    return r > 0 && r < REFIT_ROLE_COUNT_ ? role_names[r] : "invalid";
+    return r > 0 && r < REFIT_CAT_ROLE_COUNT_ ? role_names[r] : "invalid";
 }
 
-int refit_role_parse(const char *s, enum refit_role *out)
+int refit_cat_role_parse(const char *s, enum refit_cat_role *out)
 {
-    for (int r = 1; r < REFIT_ROLE_COUNT_; r++)
+    for (int r = 1; r < REFIT_CAT_ROLE_COUNT_; r++)
         if (!strcmp(s, role_names[r])) {
-            *out = (enum refit_role)r;
+            *out = (enum refit_cat_role)r;
             return 0;
         }
     return refit_error_set(REFIT_EINVAL, "unknown tensor role '%s'", s);
@@ -542,7 +542,7 @@ static int tensor_check(const refit_catalog_t *c, const struct refit_cat_tensor 
     size_t esz = refit_dtype_size((enum refit_dtype)t->dtype);
     if (t->dtype == 0 || t->dtype >= REFIT_DTYPE_COUNT_ || !esz)
         return BAD("dtype", "unknown dtype %u", t->dtype);
-    if (t->role == 0 || t->role >= REFIT_ROLE_COUNT_)
+    if (t->role == 0 || t->role >= REFIT_CAT_ROLE_COUNT_)
         return BAD("role", "unknown role %u", t->role);
     if (t->ndim > REFIT_MAX_DIMS)
         return BAD("shape", "%u dimensions, at most %d", t->ndim, REFIT_MAX_DIMS);
@@ -559,13 +559,13 @@ static int tensor_check(const refit_catalog_t *c, const struct refit_cat_tensor 
         return BAD("nbytes", "byte count overflows");
     if (t->nbytes != elems * esz)
         return BAD("nbytes", "%" PRIu64 " but shape and dtype make %" PRIu64, t->nbytes, elems * esz);
-    int expert_role = t->role == REFIT_ROLE_EXPERT_COLUMN || t->role == REFIT_ROLE_EXPERT_ROW;
-    int want_axis = t->role == REFIT_ROLE_REPLICATED ? -1
-                    : (t->role == REFIT_ROLE_ROW || t->role == REFIT_ROLE_EXPERT_ROW) ? 1
+    int expert_role = t->role == REFIT_CAT_ROLE_EXPERT_COLUMN || t->role == REFIT_CAT_ROLE_EXPERT_ROW;
+    int want_axis = t->role == REFIT_CAT_ROLE_REPLICATED ? -1
+                    : (t->role == REFIT_CAT_ROLE_ROW || t->role == REFIT_CAT_ROLE_EXPERT_ROW) ? 1
                                                                                       : 0;
     if (t->shard_axis != want_axis)
         return BAD("shard_axis", "%d, but role %s shards along %d", t->shard_axis,
-                   refit_role_name((enum refit_role)t->role), want_axis);
+                   refit_cat_role_name((enum refit_cat_role)t->role), want_axis);
     if (t->shard_axis >= 0 && (uint32_t)t->shard_axis >= t->ndim)
         return BAD("shard_axis", "%d, but the tensor has %u dimensions", t->shard_axis, t->ndim);
     for (uint32_t i = 0; i < t->ndim; i++)
@@ -580,7 +580,7 @@ static int tensor_check(const refit_catalog_t *c, const struct refit_cat_tensor 
         return BAD("shard_range", "set on an unsharded tensor");
     }
     if (expert_role ? t->expert < 0 || t->expert > INT32_MAX : t->expert != -1)
-        return BAD("expert", "%" PRId64 " for role %s", t->expert, refit_role_name((enum refit_role)t->role));
+        return BAD("expert", "%" PRId64 " for role %s", t->expert, refit_cat_role_name((enum refit_cat_role)t->role));
     if (t->region >= c->n_regions)
         return BAD("region", "%u, but the catalog has %u regions", t->region, c->n_regions);
     uint64_t rl = c->region_len[t->region];
@@ -630,7 +630,8 @@ int refit_catalog_add(refit_catalog_t *c, const struct refit_cat_tensor *t)
     return 0;
 }
 
-#define TENSOR_FIELDS 13
+#define TENSOR_FIELDS 13      /* required */
+#define TENSOR_FIELDS_OUT 14  /* written: + chunk_rows */
 
 int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
 {
@@ -647,10 +648,10 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
     PK(&k, msgpack_pack_array(&k.p, (uint32_t)c->n_tensors));
     for (size_t i = 0; i < c->n_tensors; i++) {
         const struct refit_cat_tensor *t = &c->tensors[i];
-        PK(&k, msgpack_pack_array(&k.p, TENSOR_FIELDS));
+        PK(&k, msgpack_pack_array(&k.p, TENSOR_FIELDS_OUT));
         pk_str(&k, t->name);
         pk_str(&k, refit_dtype_name((enum refit_dtype)t->dtype));
-        pk_str(&k, refit_role_name((enum refit_role)t->role));
+        pk_str(&k, refit_cat_role_name((enum refit_cat_role)t->role));
         PK(&k, msgpack_pack_array(&k.p, t->ndim));
         for (uint32_t j = 0; j < t->ndim; j++)
             PK(&k, msgpack_pack_uint64(&k.p, t->shape[j]));
@@ -665,6 +666,7 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
         PK(&k, msgpack_pack_uint64(&k.p, t->offset));
         PK(&k, msgpack_pack_uint64(&k.p, t->nbytes));
         PK(&k, msgpack_pack_uint64(&k.p, t->checksum));
+        PK(&k, msgpack_pack_uint32(&k.p, t->chunk_rows));
     }
     return pk_finish(&k, buf, len);
 }
@@ -672,7 +674,7 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
 /* dtype and role names are matched without copying. */
 static int match_name(const uint8_t *s, uint32_t l, int is_role, uint32_t *out)
 {
-    int n = is_role ? REFIT_ROLE_COUNT_ : REFIT_DTYPE_COUNT_;
+    int n = is_role ? REFIT_CAT_ROLE_COUNT_ : REFIT_DTYPE_COUNT_;
     for (int i = 1; i < n; i++) {
         const char *nm = is_role ? role_names[i] : refit_dtype_name((enum refit_dtype)i);
         if (strlen(nm) == l && !memcmp(nm, s, l)) {
@@ -764,8 +766,14 @@ static int rd_tensor(struct dec *d, refit_catalog_t *c, struct refit_cat_tensor 
     d->field = "checksum";
     if ((rc = rd_u64(d, &t->checksum)))
         return rc;
+    t->chunk_rows = 0;
+    if (n > TENSOR_FIELDS) {
+        d->field = "chunk_rows";
+        if ((rc = rd_u32(d, &t->chunk_rows, 1u << 30)))
+            return rc;
+    }
     d->field = "tensor";
-    for (uint32_t i = TENSOR_FIELDS; i < n; i++) /* later minor versions may append fields */
+    for (uint32_t i = TENSOR_FIELDS + 1; i < n; i++) /* later minor versions may append fields */
         if ((rc = rd_skip(d, 1)))
             return rc;
     return tensor_check(c, t, d);
@@ -1034,7 +1042,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
     pk_str(&k, "model");
     pk_str(&k, r->model);
     pk_str(&k, "layout");
-    const struct refit_layout *L = &r->layout;
+    const struct refit_par_layout *L = &r->layout;
     uint32_t lay[8] = {L->tp_rank, L->tp_size, L->pp_rank, L->pp_size, L->ep_rank, L->ep_size, L->etp_rank,
                        L->etp_size};
     PK(&k, msgpack_pack_array(&k.p, 8));
@@ -1059,7 +1067,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
     return pk_finish(&k, buf, len);
 }
 
-static int rd_layout(struct dec *d, struct refit_layout *L)
+static int rd_layout(struct dec *d, struct refit_par_layout *L)
 {
     uint32_t n, v[8];
     int rc = rd_container(d, 0, &n, 1);
@@ -1074,7 +1082,7 @@ static int rd_layout(struct dec *d, struct refit_layout *L)
     for (int i = 0; i < 4; i++)
         if (v[2 * i + 1] == 0 || v[2 * i] >= v[2 * i + 1])
             return dec_fail(d, "%s rank %u of size %u", names[i], v[2 * i], v[2 * i + 1]);
-    *L = (struct refit_layout){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+    *L = (struct refit_par_layout){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
     return 0;
 }
 

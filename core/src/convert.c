@@ -579,6 +579,46 @@ static int quantize(const void *buf, enum refit_dtype dt, const struct refit_lay
     return 0;
 }
 
+int refit_convert_image(const struct refit_layout_tensor *lt, enum refit_dtype src, const void *img,
+                        const struct refit_fp8_policy *fp8, enum refit_dtype dst_dtype, void *dst,
+                        float *scale_inv)
+{
+    if (!lt || !img || !dst)
+        return refit_error_set(REFIT_EINVAL, "refit_convert_image: bad argument");
+    size_t n = 1;
+    for (int d = 0; d < lt->ndim; d++)
+        n *= (size_t)lt->shape[d];
+    if (lt->fp8 && fp8 && fp8->enabled) {
+        if (!scale_inv || lt->ndim < 2)
+            return refit_error_set(REFIT_EINVAL, "tensor '%s': FP8 needs a 2-D or 3-D tensor and scales", lt->name);
+        int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+        int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
+        int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+        struct refit_fp8_params p = {fp8->rule, fp8->floor, REFIT_FP8_IMPL_AUTO};
+        for (int64_t x = 0; x < nidx; x++) {
+            size_t off = (size_t)(x * rows * cols);
+            int rc;
+            if (src == REFIT_DTYPE_BF16)
+                rc = refit_fp8_quantize_bf16((const uint16_t *)img + off, (size_t)rows, (size_t)cols, (size_t)cols,
+                                             (uint8_t *)dst + off, scale_inv + x * br * bc, &p);
+            else if (src == REFIT_DTYPE_F32)
+                rc = refit_fp8_quantize_f32((const float *)img + off, (size_t)rows, (size_t)cols, (size_t)cols,
+                                            (uint8_t *)dst + off, scale_inv + x * br * bc, &p);
+            else
+                rc = refit_error_set(REFIT_ENOTSUP, "FP8 from %s", refit_dtype_name(src));
+            if (rc)
+                return nidx > 1 ? refit_error_push(rc, "tensor '%s' expert slot %lld", lt->name, (long long)x)
+                                : refit_error_push(rc, "tensor '%s'", lt->name);
+        }
+        return 0;
+    }
+    if (dst_dtype == src) {
+        memcpy(dst, img, n * refit_dtype_size(src));
+        return 0;
+    }
+    return cast(img, src, dst, dst_dtype, n, lt->name);
+}
+
 int refit_convert_tensor(const refit_hf_view_t *v, const refit_layout_t *lay, size_t i,
                          const struct refit_fp8_policy *fp8, struct refit_converted *out)
 {

@@ -28,22 +28,22 @@ static refit_catalog_t *small_catalog(void)
     OK(refit_catalog_add_region(c, 1 << 20, &r0));
     OK(refit_catalog_add_region(c, 1 << 20, &r1));
     struct refit_cat_tensor t[] = {
-        {"embedding.word_embeddings.weight", REFIT_DTYPE_BF16, REFIT_ROLE_VOCAB, 2, {64, 32}, {128, 32}, 0, 64, 64,
-         -1, r0, 0, 64 * 32 * 2, 0x1111},
-        {"decoder.final_layernorm.weight", REFIT_DTYPE_F32, REFIT_ROLE_REPLICATED, 1, {32}, {32}, -1, 0, 0, -1, r0,
-         4096, 128, 0x2222},
-        {"decoder.layers.0.self_attention.linear_qkv.weight", REFIT_DTYPE_BF16, REFIT_ROLE_QKV_COLUMN, 2, {48, 32},
-         {96, 32}, 0, 0, 48, -1, r0, 8192, 48 * 32 * 2, 0x3333},
-        {"decoder.layers.0.self_attention.linear_proj.weight", REFIT_DTYPE_BF16, REFIT_ROLE_ROW, 2, {32, 16},
-         {32, 32}, 1, 16, 16, -1, r0, 16384, 32 * 16 * 2, 0x4444},
-        {"decoder.layers.0.mlp.linear_fc1.weight", REFIT_DTYPE_BF16, REFIT_ROLE_GATED_COLUMN, 2, {64, 32},
-         {128, 32}, 0, 0, 64, -1, r1, 0, 64 * 32 * 2, 0x5555},
-        {"decoder.layers.0.mlp.experts.linear_fc1.weight3", REFIT_DTYPE_BF16, REFIT_ROLE_EXPERT_COLUMN, 2,
-         {16, 32}, {32, 32}, 0, 16, 16, 7, r1, 8192, 16 * 32 * 2, 0x6666},
-        {"decoder.layers.0.mlp.experts.linear_fc2.weight3", REFIT_DTYPE_BF16, REFIT_ROLE_EXPERT_ROW, 2, {32, 8},
-         {32, 16}, 1, 8, 8, 7, r1, 16384, 32 * 8 * 2, 0x7777},
-        {"output_layer.weight", REFIT_DTYPE_F8_E4M3, REFIT_ROLE_COLUMN, 2, {64, 32}, {128, 32}, 0, 0, 64, -1, r1,
-         32768, 64 * 32, UINT64_MAX},
+        {"embedding.word_embeddings.weight", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_VOCAB, 2, {64, 32}, {128, 32}, 0, 64, 64,
+         -1, r0, 0, 64 * 32 * 2, 0x1111, 0},
+        {"decoder.final_layernorm.weight", REFIT_DTYPE_F32, REFIT_CAT_ROLE_REPLICATED, 1, {32}, {32}, -1, 0, 0, -1, r0,
+         4096, 128, 0x2222, 0},
+        {"decoder.layers.0.self_attention.linear_qkv.weight", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_QKV_COLUMN, 2, {48, 32},
+         {96, 32}, 0, 0, 48, -1, r0, 8192, 48 * 32 * 2, 0x3333, 0},
+        {"decoder.layers.0.self_attention.linear_proj.weight", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_ROW, 2, {32, 16},
+         {32, 32}, 1, 16, 16, -1, r0, 16384, 32 * 16 * 2, 0x4444, 0},
+        {"decoder.layers.0.mlp.linear_fc1.weight", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_GATED_COLUMN, 2, {64, 32},
+         {128, 32}, 0, 0, 64, -1, r1, 0, 64 * 32 * 2, 0x5555, 0},
+        {"decoder.layers.0.mlp.experts.linear_fc1.weight3", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_EXPERT_COLUMN, 2,
+         {16, 32}, {32, 32}, 0, 16, 16, 7, r1, 8192, 16 * 32 * 2, 0x6666, 0},
+        {"decoder.layers.0.mlp.experts.linear_fc2.weight3", REFIT_DTYPE_BF16, REFIT_CAT_ROLE_EXPERT_ROW, 2, {32, 8},
+         {32, 16}, 1, 8, 8, 7, r1, 16384, 32 * 8 * 2, 0x7777, 0},
+        {"output_layer.weight", REFIT_DTYPE_F8_E4M3, REFIT_CAT_ROLE_COLUMN, 2, {64, 32}, {128, 32}, 0, 0, 64, -1, r1,
+         32768, 64 * 32, UINT64_MAX, 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         OK(refit_catalog_add(c, &t[i]));

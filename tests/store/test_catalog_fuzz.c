@@ -98,20 +98,20 @@ static refit_catalog_t *seed_catalog(void)
         t.shape[0] = t.global_shape[0] = 16;
         t.shape[1] = t.global_shape[1] = 8;
         if (kind == 0) {
-            t.role = REFIT_ROLE_REPLICATED;
+            t.role = REFIT_CAT_ROLE_REPLICATED;
             t.shard_axis = -1;
         } else if (kind == 1) {
-            t.role = REFIT_ROLE_QKV_COLUMN;
+            t.role = REFIT_CAT_ROLE_QKV_COLUMN;
             t.global_shape[0] = 32;
             t.shard_start = 16;
             t.shard_len = 16;
         } else if (kind == 2) {
-            t.role = REFIT_ROLE_ROW;
+            t.role = REFIT_CAT_ROLE_ROW;
             t.shard_axis = 1;
             t.global_shape[1] = 16;
             t.shard_len = 8;
         } else {
-            t.role = REFIT_ROLE_EXPERT_COLUMN;
+            t.role = REFIT_CAT_ROLE_EXPERT_COLUMN;
             t.expert = i;
             t.global_shape[0] = 64;
             t.shard_start = 48;
@@ -138,7 +138,7 @@ static void check_catalog(const refit_catalog_t *c)
         ck_assert_uint_lt(t->region, c->n_regions);
         ck_assert(t->offset <= c->region_len[t->region] && t->nbytes <= c->region_len[t->region] - t->offset);
         ck_assert(t->dtype > 0 && t->dtype < REFIT_DTYPE_COUNT_);
-        ck_assert(t->role > 0 && t->role < REFIT_ROLE_COUNT_);
+        ck_assert(t->role > 0 && t->role < REFIT_CAT_ROLE_COUNT_);
         ck_assert_int_eq(refit_catalog_find(c, t->name), (ptrdiff_t)i);
     }
 }

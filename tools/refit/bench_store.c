@@ -61,11 +61,11 @@ static void add(struct gen *g, const char *name, int role, uint32_t ndim, const 
     uint64_t elems = 1;
     for (uint32_t i = 0; i < ndim; i++)
         t.shape[i] = t.global_shape[i] = global[i];
-    if (role != REFIT_ROLE_REPLICATED) {
-        int axis = (role == REFIT_ROLE_ROW || role == REFIT_ROLE_EXPERT_ROW) ? 1 : 0;
+    if (role != REFIT_CAT_ROLE_REPLICATED) {
+        int axis = (role == REFIT_CAT_ROLE_ROW || role == REFIT_CAT_ROLE_EXPERT_ROW) ? 1 : 0;
         t.shard_axis = axis;
         /* Experts are whole (etp 1); the rest is split over tp 2. */
-        if (role != REFIT_ROLE_EXPERT_COLUMN && role != REFIT_ROLE_EXPERT_ROW)
+        if (role != REFIT_CAT_ROLE_EXPERT_COLUMN && role != REFIT_CAT_ROLE_EXPERT_ROW)
             t.shape[axis] = global[axis] / 2;
         t.shard_start = 0;
         t.shard_len = t.shape[axis];
@@ -96,29 +96,29 @@ static int build_catalog(size_t want, refit_catalog_t **out)
     const uint64_t H = 2048, Q = 4096, KV = 512, D = 128, I = 768, E = 128, V = 151936;
     char name[160];
     refit_catalog_add_region(g.c, UINT64_MAX, &g.region);
-    add(&g, "model.embed_tokens.weight", REFIT_ROLE_VOCAB, 2, (uint64_t[]){V, H}, -1);
-    add(&g, "lm_head.weight", REFIT_ROLE_COLUMN, 2, (uint64_t[]){V, H}, -1);
-    add(&g, "model.norm.weight", REFIT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
+    add(&g, "model.embed_tokens.weight", REFIT_CAT_ROLE_VOCAB, 2, (uint64_t[]){V, H}, -1);
+    add(&g, "lm_head.weight", REFIT_CAT_ROLE_COLUMN, 2, (uint64_t[]){V, H}, -1);
+    add(&g, "model.norm.weight", REFIT_CAT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
     close_region(&g);
     for (int L = 0; !g.err && g.c->n_tensors < want; L++) {
         refit_catalog_add_region(g.c, UINT64_MAX, &g.region);
         g.off = 0;
 #define N(fmt, ...) (snprintf(name, sizeof(name), "model.layers.%d." fmt, L, ##__VA_ARGS__), name)
-        add(&g, N("input_layernorm.weight"), REFIT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
-        add(&g, N("self_attn.q_proj.weight"), REFIT_ROLE_COLUMN, 2, (uint64_t[]){Q, H}, -1);
-        add(&g, N("self_attn.k_proj.weight"), REFIT_ROLE_COLUMN, 2, (uint64_t[]){KV, H}, -1);
-        add(&g, N("self_attn.v_proj.weight"), REFIT_ROLE_COLUMN, 2, (uint64_t[]){KV, H}, -1);
-        add(&g, N("self_attn.o_proj.weight"), REFIT_ROLE_ROW, 2, (uint64_t[]){H, Q}, -1);
-        add(&g, N("self_attn.q_norm.weight"), REFIT_ROLE_REPLICATED, 1, (uint64_t[]){D}, -1);
-        add(&g, N("self_attn.k_norm.weight"), REFIT_ROLE_REPLICATED, 1, (uint64_t[]){D}, -1);
-        add(&g, N("post_attention_layernorm.weight"), REFIT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
-        add(&g, N("mlp.gate.weight"), REFIT_ROLE_REPLICATED, 2, (uint64_t[]){E, H}, -1);
+        add(&g, N("input_layernorm.weight"), REFIT_CAT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
+        add(&g, N("self_attn.q_proj.weight"), REFIT_CAT_ROLE_COLUMN, 2, (uint64_t[]){Q, H}, -1);
+        add(&g, N("self_attn.k_proj.weight"), REFIT_CAT_ROLE_COLUMN, 2, (uint64_t[]){KV, H}, -1);
+        add(&g, N("self_attn.v_proj.weight"), REFIT_CAT_ROLE_COLUMN, 2, (uint64_t[]){KV, H}, -1);
+        add(&g, N("self_attn.o_proj.weight"), REFIT_CAT_ROLE_ROW, 2, (uint64_t[]){H, Q}, -1);
+        add(&g, N("self_attn.q_norm.weight"), REFIT_CAT_ROLE_REPLICATED, 1, (uint64_t[]){D}, -1);
+        add(&g, N("self_attn.k_norm.weight"), REFIT_CAT_ROLE_REPLICATED, 1, (uint64_t[]){D}, -1);
+        add(&g, N("post_attention_layernorm.weight"), REFIT_CAT_ROLE_REPLICATED, 1, (uint64_t[]){H}, -1);
+        add(&g, N("mlp.gate.weight"), REFIT_CAT_ROLE_REPLICATED, 2, (uint64_t[]){E, H}, -1);
         for (int64_t e = 0; e < (int64_t)E; e++) {
-            add(&g, N("mlp.experts.%" PRId64 ".gate_proj.weight", e), REFIT_ROLE_EXPERT_COLUMN, 2,
+            add(&g, N("mlp.experts.%" PRId64 ".gate_proj.weight", e), REFIT_CAT_ROLE_EXPERT_COLUMN, 2,
                 (uint64_t[]){I, H}, e);
-            add(&g, N("mlp.experts.%" PRId64 ".up_proj.weight", e), REFIT_ROLE_EXPERT_COLUMN, 2,
+            add(&g, N("mlp.experts.%" PRId64 ".up_proj.weight", e), REFIT_CAT_ROLE_EXPERT_COLUMN, 2,
                 (uint64_t[]){I, H}, e);
-            add(&g, N("mlp.experts.%" PRId64 ".down_proj.weight", e), REFIT_ROLE_EXPERT_ROW, 2,
+            add(&g, N("mlp.experts.%" PRId64 ".down_proj.weight", e), REFIT_CAT_ROLE_EXPERT_ROW, 2,
                 (uint64_t[]){H, I}, e);
         }
 #undef N

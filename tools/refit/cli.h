@@ -32,21 +32,21 @@ int cli_log_level(const char *v);
 /* Monotonic seconds. */
 double cli_now(void);
 
+int cmd_demo(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
-int cmd_bench(int argc, char **argv);
-
-/* `refit bench <what>`: argv[0] = what. */
-int bench_fp8(int argc, char **argv);
 int cmd_store(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
-/* refit bench <what>: one file bench_<what>.c each. */
-int bench_store(int argc, char **argv);
-/* `refit bench <what>`: bench_<what>.c, dispatched by cmd_bench.c. */
-int bench_transport(int argc, char **argv);
+/* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
+ * argv[0] = what. */
+int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
+int bench_store(int argc, char **argv);
+int bench_transport(int argc, char **argv);
 
 #endif

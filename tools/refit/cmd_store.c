@@ -168,8 +168,8 @@ static void dims(char *buf, size_t cap, const uint64_t *d, uint32_t n)
 
 static void show_catalog(const char *key, const refit_catalog_t *c, size_t enc_len)
 {
-    uint64_t total = 0, by_role[REFIT_ROLE_COUNT_] = {0};
-    size_t n_role[REFIT_ROLE_COUNT_] = {0};
+    uint64_t total = 0, by_role[REFIT_CAT_ROLE_COUNT_] = {0};
+    size_t n_role[REFIT_CAT_ROLE_COUNT_] = {0};
     for (size_t i = 0; i < c->n_tensors; i++) {
         total += c->tensors[i].nbytes;
         by_role[c->tensors[i].role] += c->tensors[i].nbytes;
@@ -204,14 +204,14 @@ static void show_catalog(const char *key, const refit_catalog_t *c, size_t enc_l
         char ax[8];
         snprintf(ax, sizeof(ax), t->shard_axis >= 0 ? "%d" : "-", t->shard_axis);
         printf("%6zu  %-58s %-7s %-13s %-16s %-16s %4s %-17s %6s %3u %12" PRIu64 " %10s  %016" PRIx64 "\n", i,
-               t->name, refit_dtype_name((enum refit_dtype)t->dtype), refit_role_name((enum refit_role)t->role),
+               t->name, refit_dtype_name((enum refit_dtype)t->dtype), refit_cat_role_name((enum refit_cat_role)t->role),
                sh, gs, ax, rg, ex, t->region, t->offset, nb, t->checksum);
     }
     printf("\n%-14s %8s %12s\n", "ROLE", "TENSORS", "BYTES");
-    for (int r = 1; r < REFIT_ROLE_COUNT_; r++)
+    for (int r = 1; r < REFIT_CAT_ROLE_COUNT_; r++)
         if (n_role[r]) {
             fmt_size(a, sizeof(a), by_role[r]);
-            printf("%-14s %8zu %12s\n", refit_role_name((enum refit_role)r), n_role[r], a);
+            printf("%-14s %8zu %12s\n", refit_cat_role_name((enum refit_cat_role)r), n_role[r], a);
         }
 }
 
@@ -221,7 +221,7 @@ static void show_record(const char *key, const struct refit_source_record *r, in
     refit_hash128_hex(&r->catalog, hex);
     fmt_time(t, sizeof(t), r->heartbeat_ms);
     uint64_t now = refit_time_ms();
-    const struct refit_layout *L = &r->layout;
+    const struct refit_par_layout *L = &r->layout;
     printf("record     %s\nschema     %u\nsource     %s\nmodel      %s\n", key, r->schema, r->source_id, r->model);
     printf("layout     tp %u/%u  pp %u/%u  ep %u/%u  etp %u/%u   (rank/size)\n", L->tp_rank, L->tp_size,
            L->pp_rank, L->pp_size, L->ep_rank, L->ep_size, L->etp_rank, L->etp_size);

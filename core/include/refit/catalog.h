@@ -32,19 +32,19 @@ extern "C" {
 
 /* The layout vocabulary of the design (docs: design.md, "Layout
  * vocabulary"); the wire spells them in lower case. */
-enum refit_role {
-    REFIT_ROLE_REPLICATED = 1, /* no shard axis */
-    REFIT_ROLE_COLUMN,         /* axis 0 */
-    REFIT_ROLE_QKV_COLUMN,     /* axis 0, interleaved per query group */
-    REFIT_ROLE_GATED_COLUMN,   /* axis 0, [gate_r; up_r] */
-    REFIT_ROLE_ROW,            /* axis 1 */
-    REFIT_ROLE_EXPERT_COLUMN,  /* axis 0, with an expert id */
-    REFIT_ROLE_EXPERT_ROW,     /* axis 1, with an expert id */
-    REFIT_ROLE_VOCAB,          /* axis 0, the embedding / output vocabulary */
-    REFIT_ROLE_COUNT_
+enum refit_cat_role {
+    REFIT_CAT_ROLE_REPLICATED = 1, /* no shard axis */
+    REFIT_CAT_ROLE_COLUMN,         /* axis 0 */
+    REFIT_CAT_ROLE_QKV_COLUMN,     /* axis 0, interleaved per query group */
+    REFIT_CAT_ROLE_GATED_COLUMN,   /* axis 0, [gate_r; up_r] */
+    REFIT_CAT_ROLE_ROW,            /* axis 1 */
+    REFIT_CAT_ROLE_EXPERT_COLUMN,  /* axis 0, with an expert id */
+    REFIT_CAT_ROLE_EXPERT_ROW,     /* axis 1, with an expert id */
+    REFIT_CAT_ROLE_VOCAB,          /* axis 0, the embedding / output vocabulary */
+    REFIT_CAT_ROLE_COUNT_
 };
-const char *refit_role_name(enum refit_role r); /* "column"; "invalid" */
-int refit_role_parse(const char *s, enum refit_role *out);
+const char *refit_cat_role_name(enum refit_cat_role r); /* "column"; "invalid" */
+int refit_cat_role_parse(const char *s, enum refit_cat_role *out);
 
 struct refit_hash128 {
     uint8_t b[16]; /* XXH3-128, big-endian (canonical) byte order */
@@ -60,7 +60,7 @@ void refit_hash128_of(const void *buf, size_t len, struct refit_hash128 *out);
 struct refit_cat_tensor {
     const char *name;  /* NUL-terminated; unique in the catalog */
     uint32_t dtype;    /* enum refit_dtype */
-    uint32_t role;     /* enum refit_role */
+    uint32_t role;     /* enum refit_cat_role */
     uint32_t ndim;     /* 0..REFIT_MAX_DIMS */
     uint64_t shape[REFIT_MAX_DIMS];        /* this source's shard */
     uint64_t global_shape[REFIT_MAX_DIMS]; /* the whole tensor */
@@ -72,6 +72,10 @@ struct refit_cat_tensor {
     uint64_t offset;      /* byte offset inside the region */
     uint64_t nbytes;      /* == prod(shape) * dtype size */
     uint64_t checksum;    /* XXH3-64 of the nbytes bytes */
+    /* Rows of a checksum chunk: the tensor seen as [rows, last dim] is
+     * hashed per chunk of this many rows in the per-version checksum blob
+     * (0: whole-tensor checksum only).  Optional field 14 on the wire. */
+    uint32_t chunk_rows;
 };
 
 typedef struct refit_catalog refit_catalog_t;
@@ -117,7 +121,7 @@ enum refit_source_status {
 };
 const char *refit_source_status_name(uint32_t st); /* "READY" */
 
-struct refit_layout {
+struct refit_par_layout {
     uint32_t tp_rank, tp_size;
     uint32_t pp_rank, pp_size;
     uint32_t ep_rank, ep_size;
@@ -133,7 +137,7 @@ struct refit_source_record {
     uint32_t schema;
     const char *source_id; /* one key component: [A-Za-z0-9_.:-], 1..128 bytes */
     const char *model;
-    struct refit_layout layout;
+    struct refit_par_layout layout;
     const char *transport; /* plugin name */
     struct refit_blob address;
     size_t n_rkeys; /* one packed remote key per catalog region */

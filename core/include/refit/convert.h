@@ -214,6 +214,16 @@ int refit_convert_tensor(const refit_hf_view_t *v, const refit_layout_t *lay, si
                          const struct refit_fp8_policy *fp8, struct refit_converted *out);
 void refit_converted_fini(struct refit_converted *c);
 
+/* Convert an assembled image of layout tensor lt (its pieces already in
+ * place, in the sources' dtype src) into caller memory: FP8 (dst holds the
+ * e4m3 bytes, scale_inv the [ceil(N/128), ceil(K/128)] scales, per expert
+ * slot for stacks) when lt->fp8 and the policy is on, else a cast to
+ * dst_dtype (or a copy).  The same arithmetic as refit_convert_tensor, so a
+ * pulled tensor is byte-identical to an offline conversion. */
+int refit_convert_image(const struct refit_layout_tensor *lt, enum refit_dtype src, const void *img,
+                        const struct refit_fp8_policy *fp8, enum refit_dtype dst_dtype, void *dst,
+                        float *scale_inv);
+
 /* The whole rank into one safetensors file: the destination tensors and
  * their <name>_scale_inv, nothing else. */
 int refit_convert_write(const refit_model_t *m, const refit_hf_view_t *v,

@@ -73,6 +73,7 @@ struct refit_pull_stats {
     uint64_t descriptors;  /* descriptors posted */
     uint32_t sources;      /* sources pulled from */
     uint32_t plan_cached;  /* 1 when the cached plan was reused */
+    double wait_s;         /* waiting for the version to be published (not in total_s) */
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

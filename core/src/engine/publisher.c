@@ -172,7 +172,11 @@ void refit_publisher_destroy(refit_publisher_t *pub)
         pthread_mutex_unlock(&pub->hb_lock);
         pthread_join(pub->hb, NULL);
     }
-    /* Withdraw: readers must not pull from memory that is going away. */
+    /* Withdraw: readers must not pull from memory that is going away.
+     * Best effort; the caller's error message must survive it. */
+    char saved[1024];
+    int saved_st = refit_error_status();
+    snprintf(saved, sizeof(saved), "%s", refit_error_message());
     if (pub->have_cat && pub->ctx->store) {
         struct refit_source_record r = {.schema = REFIT_CATALOG_SCHEMA, .source_id = pub->id,
                                         .model = refit_model_type(pub->ctx->model),
@@ -183,6 +187,8 @@ void refit_publisher_destroy(refit_publisher_t *pub)
         if (refit_record_publish(pub->ctx->store, &r))
             refit_log(REFIT_LOG_WARN, "publisher", "%s: withdrawing: %s", pub->id, refit_error_message());
     }
+    if (saved[0])
+        refit_error_set(saved_st, "%s", saved);
     drop_regions(pub);
     for (size_t i = 0; i < pub->n; i++)
         free(pub->t[i].name);

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "compose.h"
 #include "engine.h"
 #include "exec.h"
 #include "refit/catalog.h"
@@ -312,11 +311,18 @@ void refit_receiver_destroy(refit_receiver_t *r)
     free(r->staging);
     free(r->scratch);
     if (r->id && r->ctx && r->ctx->store) {
-        char key[REFIT_STORE_MAX_KEY + 1];
+        /* Best effort, and the caller's error message must survive it. */
+        char key[REFIT_STORE_MAX_KEY + 1], saved[1024];
+        int saved_st = refit_error_status();
+        snprintf(saved, sizeof(saved), "%s", refit_error_message());
         if (!rf_key_receiver(key, r->id)) {
             refit_store_forget(r->ctx->store, key);
             refit_store_del(r->ctx->store, key);
         }
+        if (saved[0])
+            refit_error_set(saved_st, "%s", saved);
+        else
+            refit_error_clear();
     }
     refit_layout_destroy(r->lay);
     free(r->id);
@@ -737,6 +743,69 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
     return rc ? refit_error_push(rc, "receiver %s: registering buffers", r->id) : 0;
 }
 
+/* 2-D view of a layout tensor: [rows, cols] (1-D: [n, 1]; a stack
+ * [E, r, c]: [E*r, c]); *slot_rows = r for stacks. */
+static void layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols,
+                        uint64_t *slot_rows)
+{
+    if (t->ndim == 3) {
+        *rows = (uint64_t)(t->shape[0] * t->shape[1]);
+        *cols = (uint64_t)t->shape[2];
+        *slot_rows = (uint64_t)t->shape[1];
+    } else {
+        *rows = (uint64_t)t->shape[0];
+        *cols = t->ndim == 2 ? (uint64_t)t->shape[1] : 1;
+        *slot_rows = *rows;
+    }
+}
+
+/* The composed layout as planner pieces: candidates are the sources that
+ * published the tensor (a candidate whose source lacks it is dropped; a
+ * piece left without any is a gap the planner reports). */
+static int pieces_of(refit_receiver_t *r, const refit_layout_xmap_t *xm, const refit_layout_t **meg,
+                     struct rf_piece **out, size_t *n_out)
+{
+    size_t n = refit_layout_xmap_count(xm), m = 0;
+    struct rf_piece *pc = calloc(n ? n : 1, sizeof(*pc));
+    if (!pc)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct refit_layout_xpiece *x = refit_layout_xmap_at(xm, i);
+        uint64_t rows, cols, slot;
+        layout_dims(refit_layout_at(r->lay, x->dst), &rows, &cols, &slot);
+        struct rf_piece *p = &pc[m];
+        memset(p, 0, sizeof(*p));
+        p->dst = x->dst;
+        p->rows = (uint64_t)x->rows;
+        p->cols = (uint64_t)x->cols;
+        p->dst_row = (uint64_t)x->dst_index * slot + (uint64_t)x->dst_row;
+        p->dst_col = (uint64_t)x->dst_col;
+        for (size_t c = 0; c < x->n_cand && p->ncand < RF_MAX_CAND; c++) {
+            const struct refit_layout_cand *cd = &x->cand[c];
+            if (p->ncand && ((uint64_t)cd->src_row != p->src_row || (uint64_t)cd->src_col != p->src_col))
+                continue; /* same bytes elsewhere in that rank's tensor: one placement suffices */
+            uint32_t ps;
+            int rc = lookup_psrc(r, cd->rank, refit_layout_at(meg[cd->rank], cd->tensor)->name, &ps);
+            if (rc == REFIT_ENOENT)
+                continue;
+            if (rc) {
+                free(pc);
+                return rc;
+            }
+            if (!p->ncand) {
+                p->src_row = (uint64_t)cd->src_row;
+                p->src_col = (uint64_t)cd->src_col;
+            }
+            p->cand[p->ncand++] = ps;
+        }
+        if (p->ncand)
+            m++;
+    }
+    *out = pc;
+    *n_out = m;
+    return 0;
+}
+
 static int make_plan(refit_receiver_t *r)
 {
     drop_plan(r);
@@ -754,10 +823,14 @@ static int make_plan(refit_receiver_t *r)
         return REFIT_ENOMEM;
     for (size_t i = 0; i < r->n_src; i++)
         meg[i] = r->src[i].meg;
+    refit_layout_xmap_t *xm = NULL;
+    int rc = refit_layout_compose(r->lay, meg, r->n_src, &xm);
     struct rf_piece *pieces = NULL;
     size_t np = 0;
-    int rc = rf_compose(r->lay, meg, r->n_src, lookup_psrc, r, &pieces, &np);
+    if (!rc)
+        rc = pieces_of(r, xm, meg, &pieces, &np);
     free(meg);
+    refit_layout_xmap_destroy(xm);
     if (rc)
         return rc;
     r->pdst = calloc(nl ? nl : 1, sizeof(*r->pdst));
@@ -812,7 +885,7 @@ static int make_plan(refit_receiver_t *r)
         const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
         struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
         uint64_t rows, cols, slot;
-        rf_layout_dims(lt, &rows, &cols, &slot);
+        layout_dims(lt, &rows, &cols, &slot);
         struct rf_pdst *pd = &r->pdst[t];
         pd->rows = rows;
         pd->cols = cols;
@@ -1209,7 +1282,21 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
             free_seen(sv, n);
             return rc;
         }
+        /* Sources still at an older version are publishing v right now:
+         * wait for them rather than plan around them (a dead one goes
+         * stale and drops out of the list). */
+        size_t lagging = 0;
+        for (size_t i = 0; v && i < n; i++)
+            lagging += sv[i].rec->version < v;
         int planned = 0;
+        if (v && lagging && rf_seconds() < deadline - (double)r->ctx->timeout_ms / 2000.0) {
+            free_seen(sv, n);
+            int64_t w = 200;
+            rc = refit_store_poll(r->ctx->store, "sources/", cursor, &cursor, w);
+            if (rc && rc != REFIT_ETIMEDOUT)
+                return rc;
+            continue;
+        }
         if (v) {
             int changed = 0;
             rc = adopt_sources(r, sv, n, v, &changed);
@@ -1298,6 +1385,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     uint64_t v = 0;
     int rc = 0;
     rc = discover_and_plan(r, version, &v, &st.plan_s);
+    /* Waiting for a version to be published is not part of the pull. */
+    st.wait_s = rf_seconds() - t0 - st.plan_s;
     if (!rc)
         rc = ensure_buffers(r, r->staging_need, r->plan.scratch_bytes, &st.alloc_s, &st.register_s);
     if (!rc)
@@ -1372,7 +1461,7 @@ out:
     st.sources = (uint32_t)r->n_src;
     st.convert_s = r->convert_s;
     st.verify_s = r->verify_s;
-    st.total_s = rf_seconds() - t0;
+    st.total_s = rf_seconds() - t0 - st.wait_s;
     if (!rc)
         r->last_version = v;
     else
