@@ -1247,6 +1247,32 @@ static char *plan_key_of(refit_receiver_t *r)
     return k;
 }
 
+static int positions_complete(const struct seen *sv, size_t n, uint64_t v)
+{
+    uint8_t tp[256] = {0}, ep[256] = {0};
+    uint32_t tps = 0, eps = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct refit_par_layout *L = &sv[i].rec->layout;
+        if (sv[i].rec->version != v)
+            continue;
+        if (L->tp_size > tps)
+            tps = L->tp_size;
+        if (L->ep_size > eps)
+            eps = L->ep_size;
+        if (L->tp_rank < 256)
+            tp[L->tp_rank] = 1;
+        if (L->ep_rank < 256)
+            ep[L->ep_rank] = 1;
+    }
+    for (uint32_t i = 0; i < tps && i < 256; i++)
+        if (!tp[i])
+            return 0;
+    for (uint32_t i = 0; i < eps && i < 256; i++)
+        if (!ep[i])
+            return 0;
+    return 1;
+}
+
 /* Sources at the chosen version with a plan that covers every byte. */
 static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chosen, double *plan_s)
 {
@@ -1288,6 +1314,11 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         size_t lagging = 0;
         for (size_t i = 0; v && i < n; i++)
             lagging += sv[i].rec->version < v;
+        /* Every tensor- and expert-parallel position the sources declare
+         * should be present before planning, so the plan (and the spread of
+         * replicated tensors) does not change when a late rank shows up. */
+        if (v && !lagging && !positions_complete(sv, n, v))
+            lagging = 1;
         int planned = 0;
         if (v && lagging && rf_seconds() < deadline - (double)r->ctx->timeout_ms / 2000.0) {
             free_seen(sv, n);
@@ -1310,6 +1341,8 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
                     if (r->st)
                         r->st->plan_cached = 1;
                 } else {
+                    refit_log(REFIT_LOG_DEBUG, "receiver", "%s: planning v%llu for %s (was %s)", r->id,
+                              (unsigned long long)v, key, r->plan_key ? r->plan_key : "none");
                     double t0 = rf_seconds();
                     rc = make_plan(r);
                     *plan_s += rf_seconds() - t0;
