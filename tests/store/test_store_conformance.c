@@ -383,6 +383,9 @@ START_TEST(poll_changes)
     ck_assert_uint_ne(c0, 0);
     ck_assert_int_eq(refit_store_poll(f.s, "w/", c0, &c1, 50), REFIT_ETIMEDOUT);
     ck_assert_uint_eq(c1, c0);
+    /* Writes elsewhere (heartbeats) do not wake a watcher of "w/". */
+    OK(refit_store_put_ttl(f.s, "hb/x", "1", 1, 60000));
+    ck_assert_int_eq(refit_store_poll(f.s, "w/", c0, &c1, 50), REFIT_ETIMEDOUT);
     pid_t kid = fork();
     if (kid == 0) {
         struct fx_store c;

@@ -100,7 +100,9 @@ struct refit_store_ops {
                size_t len, int64_t ttl_ms);
     /* Change detection.  *cursor receives an opaque non-zero value that
      * changes whenever a key below prefix is created, replaced or deleted
-     * (it may also change spuriously; expiry is not a change).  since 0:
+     * (it may also change spuriously, but not for writes to keys outside
+     * the prefix's first component when the prefix holds a '/': watchers of
+     * "sources/" are not woken by "heartbeats/..."; expiry is not a change).  since 0:
      * return the current cursor at once.  Otherwise wait up to timeout_ms
      * for the cursor to differ from since: 0 when it does, REFIT_ETIMEDOUT
      * (with *cursor == since) when it did not. */
