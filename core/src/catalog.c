@@ -892,17 +892,25 @@ int refit_catalog_publish(refit_store_t *s, const void *enc, size_t len, struct 
     refit_hash128_of(enc, len, &h);
     char key[REFIT_STORE_MAX_KEY + 1];
     refit_key_catalog(key, &h);
+    if (hash)
+        *hash = h;
+    if (sent)
+        *sent = false;
+    /* Published through this handle before: nothing to send (and a store
+     * restart is covered, the catalog being live). */
+    if (refit_store_is_live(s, key))
+        return 0;
     int rc = refit_store_cas(s, key, NULL, 0, enc, len);
     if (rc == REFIT_ECONFLICT) { /* already there: content-addressed, so identical */
         refit_error_clear();
         rc = 0;
-        if (sent)
-            *sent = false;
     } else if (!rc && sent) {
         *sent = true;
     }
-    if (!rc && hash)
-        *hash = h;
+    /* Live: after a Redis restart it is written again with the records
+     * that refer to it. */
+    if (!rc)
+        rc = refit_store_remember(s, key, enc, len, 0);
     return rc ? refit_error_push(rc, "publish catalog %s", key) : 0;
 }
 

@@ -156,6 +156,8 @@ int refit_store_remember(refit_store_t *s, const char *key, const void *val, siz
                          int64_t ttl_ms);
 /* Stop re-writing a live key (does not delete it). */
 void refit_store_forget(refit_store_t *s, const char *key);
+/* Whether key is live in this handle (written by it and remembered). */
+bool refit_store_is_live(const refit_store_t *s, const char *key);
 
 /* *val is freed by the caller with free(). */
 int refit_store_get(refit_store_t *s, const char *key, void **val, size_t *len);
