@@ -843,21 +843,31 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = "(key)";
         if ((rc = rd_str(&d, &k, &kl, 64)))
             break;
-        if (key_is(k, kl, "schema")) {
+        int is_schema = key_is(k, kl, "schema"), is_regions = key_is(k, kl, "regions"),
+            is_tensors = key_is(k, kl, "tensors");
+        if ((is_schema && have_schema) || (is_regions && have_regions) || (is_tensors && have_tensors)) {
+            d.field = is_schema ? "schema" : is_regions ? "regions" : "tensors";
+            rc = dec_fail(&d, "appears twice");
+        } else if (is_schema) {
             d.field = "schema";
             rc = rd_u32(&d, &c->schema, UINT32_MAX);
             if (!rc && c->schema != REFIT_CATALOG_SCHEMA)
                 rc = dec_fail(&d, "schema %u, this build reads %d", c->schema, REFIT_CATALOG_SCHEMA);
             have_schema = 1;
-        } else if (key_is(k, kl, "regions") && !have_regions) {
+        } else if (is_regions) {
             d.field = "regions";
             rc = rd_regions(&d, c);
             have_regions = 1;
-        } else if (key_is(k, kl, "tensors") && !have_tensors) {
-            /* Tensors refer to regions: read them once both are known. */
-            tensors_at = d.p;
+        } else if (is_tensors) {
+            /* Tensors refer to regions: read them now when the regions came
+             * first (as our encoder writes them), else skip and come back. */
             d.field = "tensors";
-            rc = rd_skip(&d, 0);
+            if (have_regions) {
+                rc = rd_tensors(&d, c);
+            } else {
+                tensors_at = d.p;
+                rc = rd_skip(&d, 0);
+            }
             have_tensors = 1;
         } else {
             d.field = "(unknown)";
@@ -872,7 +882,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = "(end)";
         rc = dec_fail(&d, "%zu bytes after the catalog", left(&d));
     }
-    if (!rc) {
+    if (!rc && tensors_at) {
         struct dec t = d;
         t.p = tensors_at;
         t.field = "tensors";
@@ -1352,7 +1362,7 @@ int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_
             break;
         if (key_is(k, kl, "time")) {
             d.field = "time";
-            rc = rd_u64(&d, time_ms);
+            rc = have_time ? dec_fail(&d, "appears twice") : rd_u64(&d, time_ms);
             have_time = 1;
         } else {
             d.field = "(other)";
@@ -1482,8 +1492,12 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
             d.field = "time";
             rc = rd_u64(&d, &a.time_ms);
             seen |= 8;
+        } else if (key_is(k, kl, "schema") || key_is(k, kl, "version") || key_is(k, kl, "receiver") ||
+                   key_is(k, kl, "time")) {
+            d.field = "(repeated)";
+            rc = dec_fail(&d, "'%.*s' appears twice", (int)kl, (const char *)k);
         } else {
-            d.field = "(unknown or repeated)";
+            d.field = "(unknown)";
             rc = rd_skip(&d, 0);
         }
     }
