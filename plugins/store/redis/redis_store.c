@@ -353,15 +353,21 @@ static int read_password_file(struct rd_store *st, const struct refit_cfg_view *
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (!buf[0])
+    size_t line = strcspn(buf, "\r\n");
+    if (line == sizeof(buf) - 1) /* no end of line in 1 KiB: not a password */
+        rc = H->error_set(REFIT_ECONFIG, "store redis: password_file %s: first line longer than %zu bytes", path,
+                          sizeof(buf) - 2);
+    buf[line] = '\0';
+    if (!rc && !buf[0])
         rc = H->error_set(REFIT_ECONFIG, "store redis: password_file %s is empty", path);
     H->free(path);
-    if (rc)
-        return rc;
-    H->free(st->password);
-    st->password = rd_strdup(buf);
-    return st->password ? 0 : REFIT_ENOMEM;
+    if (!rc) {
+        H->free(st->password);
+        st->password = rd_strdup(buf);
+        rc = st->password ? 0 : REFIT_ENOMEM;
+    }
+    explicit_bzero(buf, sizeof(buf)); /* the secret does not linger on the stack */
+    return rc;
 }
 
 static int opt_str(const struct refit_cfg_view *cfg, const char *key, char **out)
@@ -443,7 +449,7 @@ static void rd_close(void *obj)
     H->free(st->unix_path);
     H->free(st->user);
     if (st->password) /* do not leave the secret in freed memory */
-        memset(st->password, 0, strlen(st->password));
+        explicit_bzero(st->password, strlen(st->password));
     H->free(st->password);
     H->free(st->prefix);
     H->free(st->seq_key);
