@@ -747,7 +747,7 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
             rc = reply_error(st, r, "SCAN", NULL);
         } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] || !r->element[1] ||
                    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
-                   r->element[0]->len >= (int)sizeof(cursor)) {
+                   (size_t)r->element[0]->len >= sizeof(cursor)) {
             rc = H->error_set(REFIT_EPROTO, "store %s: SCAN: unexpected reply shape", st->where);
         } else {
             memcpy(cursor, r->element[0]->str, (size_t)r->element[0]->len);
