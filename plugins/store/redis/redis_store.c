@@ -170,6 +170,12 @@ static int connect_once(struct rd_store *st)
         drop_conn(st);
         return rc;
     }
+    /* hiredis frees its read buffer after every reply larger than maxbuf
+     * (16 KiB by default) and grows it again for the next: keep up to
+     * 8 MiB, so reading catalog-sized values does not reallocate and fault
+     * in fresh pages each time. */
+    if (st->c->reader)
+        st->c->reader->maxbuf = 8u << 20;
     if (redisSetTimeout(st->c, tv_of(st->command_ms)) != REDIS_OK) {
         drop_conn(st);
         return H->error_set(REFIT_ECONN, "store %s: cannot set the command timeout", st->where);
