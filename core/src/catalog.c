@@ -1540,7 +1540,9 @@ int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver)
     size_t len;
     if ((rc = refit_ack_encode(&a, &enc, &len)))
         return rc;
-    rc = refit_store_put(s, key, enc, len);
+    /* Live, so a store restart before the publisher saw it does not lose it
+     * (the receiver forgets its previous version's ack). */
+    rc = refit_store_put_live(s, key, enc, len, 0);
     free(enc);
     return rc;
 }

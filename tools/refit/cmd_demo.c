@@ -35,12 +35,14 @@ static int usage(FILE *f)
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
+            "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
             "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
             "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
             "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE- and GLM-4.5-shaped ones otherwise\n"
-            "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n");
+            "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
+            "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -103,7 +105,10 @@ static int write_text(const char *path, const char *text)
 static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 {
     char cfg[2048], path[700];
-    snprintf(d->ckpt, sizeof(d->ckpt), "%s/ckpt", d->dir);
+    if (d->make_only)
+        snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->dir);
+    else
+        snprintf(d->ckpt, sizeof(d->ckpt), "%s/ckpt", d->dir);
     if (mkdir(d->ckpt, 0700) && errno != EEXIST)
         return refit_error_set(REFIT_EIO, "%s: %s", d->ckpt, strerror(errno));
     snprintf(path, sizeof(path), "%s/config.json", d->ckpt);
@@ -362,6 +367,8 @@ static int parse(struct demo *d, int argc, char **argv)
             d->fp8 = v;
         else if (!strcmp(o, "--keep"))
             d->keep = v;
+        else if (!strcmp(o, "--make-checkpoint"))
+            d->make_only = v;
         else if (!strcmp(o, "--src-tp"))
             rc = cli_int(o, v, 1, 64, &d->src_tp);
         else if (!strcmp(o, "--src-ep"))
@@ -591,6 +598,17 @@ int cmd_demo(int argc, char **argv)
     int rc = parse(&d, argc, argv);
     if (rc)
         return cli_fail("demo", rc);
+    if (d.make_only) {
+        struct cli_common c;
+        char *argv0[] = {"demo", NULL};
+        snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
+        mkdir(d.dir, 0700);
+        rc = cli_config_open(&c, NULL, 1, argv0);
+        if (!rc)
+            rc = make_checkpoint(&d, c.loader);
+        cli_common_close(&c);
+        return rc ? cli_fail("demo", rc) : 0;
+    }
     rc = demo_run(&d);
     if (!rc)
         demo_print_table(d.stats);

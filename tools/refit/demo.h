@@ -10,6 +10,7 @@
 struct demo {
     const char *model;    /* qwen3 | qwen3_moe | glm, or a model YAML (configs/models/...) */
     const char *hf, *config, *transport, *store, *mode, *fp8, *keep;
+    const char *make_only; /* --make-checkpoint DIR */
     int src_tp, src_ep, dst_tp, dst_ep, engines, cycles, layers, vocab;
     int verify; /* compare every engine's result with refit convert */
     int quiet;  /* children's progress lines off (benchmarks) */

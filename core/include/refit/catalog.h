@@ -191,6 +191,8 @@ struct refit_ack {
 };
 int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len);
 int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_ack **out);
+/* Written live (re-written after a store restart); forget the key of an
+ * older version with refit_store_forget. */
 int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver);
 /* Receivers that acknowledged version (valid acks only). */
 int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n);

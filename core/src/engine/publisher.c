@@ -454,9 +454,13 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     char key[REFIT_STORE_MAX_KEY + 1];
     if (!rc)
         rc = rf_key_sums(key, version, pub->id);
+    /* Live: re-written after a store restart, like the record it belongs to. */
     if (!rc)
-        rc = refit_store_put(pub->ctx->store, key, blob, blen);
+        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
     free(blob);
+    char old_key[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
+        refit_store_forget(pub->ctx->store, old_key);
     struct refit_blob *rk = calloc(pub->n_rg ? pub->n_rg : 1, sizeof(*rk));
     if (!rc && !rk)
         rc = REFIT_ENOMEM;

@@ -1489,17 +1489,26 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     rc = refit_ack_put(r->ctx->store, v, r->id);
     if (rc)
         refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
+    char old_ack[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
+        refit_store_forget(r->ctx->store, old_ack);
 out:
     st.version = v;
     st.sources = (uint32_t)r->n_src;
     st.convert_s = r->convert_s;
     st.verify_s = r->verify_s;
     st.total_s = rf_seconds() - t0 - st.wait_s;
-    if (!rc)
+    if (!rc) {
         r->last_version = v;
-    else
-        refit_error_push(rc, "receiver %s: pull %s%llu", r->id, v ? "v" : "",
-                         (unsigned long long)(v ? v : 0));
+    } else {
+        /* Name the version asked for when none was chosen. */
+        char what[48];
+        if (v || (version != REFIT_LATEST && version != REFIT_NEXT))
+            snprintf(what, sizeof(what), "v%llu", (unsigned long long)(v ? v : version));
+        else
+            snprintf(what, sizeof(what), "%s", version == REFIT_LATEST ? "latest" : "next");
+        refit_error_push(rc, "receiver %s: pull %s", r->id, what);
+    }
     if (stats) {
         size_t n = stats->size && stats->size < sizeof(st) ? stats->size : sizeof(st);
         st.size = n;
