@@ -44,8 +44,10 @@ int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
+int bench_cycle(int argc, char **argv);
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
+int bench_plan(int argc, char **argv);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 

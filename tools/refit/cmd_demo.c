@@ -49,6 +49,58 @@ static int usage(FILE *f)
 /* ------------------------------------------------------------------ */
 /* The synthetic checkpoint */
 
+struct json_acc {
+    char *buf;
+    size_t n, len;
+    int first;
+    int skip_layers, skip_vocab; /* replaced by --layers / --vocab */
+};
+
+static int json_add(void *arg, const char *k, const char *v)
+{
+    struct json_acc *a = arg;
+    if ((a->skip_layers && !strcmp(k, "num_hidden_layers")) || (a->skip_vocab && !strcmp(k, "vocab_size")))
+        return 0;
+    char *end;
+    int num = *v && (strtod(v, &end), *end == '\0');
+    int boolean = !strcmp(v, "true") || !strcmp(v, "false");
+    a->len += (size_t)snprintf(a->buf + a->len, a->n > a->len ? a->n - a->len : 0, "%s\"%s\": %s%s%s",
+                               a->first ? "" : ", ", k, num || boolean ? "" : "\"", v, num || boolean ? "" : "\"");
+    a->first = 0;
+    return 0;
+}
+
+/* A model YAML (configs/models/...) stands for its HF config.json: its
+ * model.hf map, with --layers and --vocab applied. */
+static int config_from_yaml(const struct demo *d, char *buf, size_t n)
+{
+    refit_config_t *cfg = NULL;
+    int rc = refit_config_create(&cfg);
+    if (!rc)
+        rc = refit_config_load(cfg, d->model);
+    struct json_acc a = {buf, n, 1, 1, d->layers != 0, d->vocab != 0};
+    snprintf(buf, n, "{");
+    if (!rc)
+        rc = refit_config_map_each(cfg, "model.hf", json_add, &a);
+    refit_config_destroy(cfg);
+    if (rc)
+        return refit_error_push(rc, "--model %s", d->model);
+    char over[64];
+    a.skip_layers = a.skip_vocab = 0;
+    if (d->layers) {
+        snprintf(over, sizeof(over), "%d", d->layers);
+        json_add(&a, "num_hidden_layers", over);
+    }
+    if (d->vocab) {
+        snprintf(over, sizeof(over), "%d", d->vocab);
+        json_add(&a, "vocab_size", over);
+    }
+    a.len += (size_t)snprintf(buf + a.len, n > a.len ? n - a.len : 0, "}\n");
+    if (a.len >= n)
+        return refit_error_set(REFIT_ERANGE, "--model %s: model.hf too large", d->model);
+    return 0;
+}
+
 static const char *config_json(const struct demo *d, char *buf, size_t n)
 {
     if (!strcmp(d->model, "qwen3"))
@@ -112,7 +164,14 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
     if (mkdir(d->ckpt, 0700) && errno != EEXIST)
         return refit_error_set(REFIT_EIO, "%s: %s", d->ckpt, strerror(errno));
     snprintf(path, sizeof(path), "%s/config.json", d->ckpt);
-    int rc = write_text(path, config_json(d, cfg, sizeof(cfg)));
+    size_t ml = strlen(d->model);
+    int rc = 0;
+    if (ml > 5 && !strcmp(d->model + ml - 5, ".yaml"))
+        rc = config_from_yaml(d, cfg, sizeof(cfg));
+    else
+        config_json(d, cfg, sizeof(cfg));
+    if (!rc)
+        rc = write_text(path, cfg);
     refit_model_t *m = NULL;
     refit_layout_t *lay = NULL;
     refit_st_writer_t *w = NULL;
@@ -159,7 +218,8 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
         rc = refit_st_writer_write(w, path);
     if (!rc)
         printf("checkpoint: %s-shaped, %zu tensors, %.3f GB bf16, in %s\n",
-               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5" : "Qwen3-MoE",
+               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5"
+                                                 : !strcmp(d->model, "qwen3_moe") ? "Qwen3-MoE" : d->model,
                refit_layout_count(lay), (double)total / 1e9, d->ckpt);
     refit_st_writer_destroy(w);
     refit_layout_destroy(lay);
@@ -344,7 +404,7 @@ int demo_print_table(const char *stats_path)
 
 /* ------------------------------------------------------------------ */
 
-static int parse(struct demo *d, int argc, char **argv)
+int demo_parse(struct demo *d, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -393,8 +453,10 @@ static int parse(struct demo *d, int argc, char **argv)
             return rc;
         i++;
     }
-    if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm"))
-        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe or glm", d->model);
+    size_t ml = strlen(d->model);
+    if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm") &&
+        !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
+        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm or a model YAML", d->model);
     if (strcmp(d->fp8, "trainer") && strcmp(d->fp8, "deepgemm") && strcmp(d->fp8, "off"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer, deepgemm or off", d->fp8);
     if (strcmp(d->mode, "pull") && strcmp(d->mode, "push"))
@@ -595,7 +657,7 @@ int cmd_demo(int argc, char **argv)
             return usage(stdout);
     struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "trainer",
                      .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 2, .cycles = 3, .verify = 1};
-    int rc = parse(&d, argc, argv);
+    int rc = demo_parse(&d, argc, argv);
     if (rc)
         return cli_fail("demo", rc);
     if (d.make_only) {

@@ -21,6 +21,8 @@ struct demo {
     pid_t redis;
 };
 
+/* The demo's options (shared with `refit bench cycle`). */
+int demo_parse(struct demo *d, int argc, char **argv);
 /* Runs everything; d->stats names the JSON-lines file of per-cycle figures
  * (read it before demo_cleanup).  Returns 0 or an error with its message. */
 int demo_run(struct demo *d);

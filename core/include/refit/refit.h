@@ -137,6 +137,21 @@ int refit_receiver_allocate(refit_receiver_t *rcv);
  * version (unless refit.in_place).  stats may be NULL. */
 int refit_receiver_pull(refit_receiver_t *rcv, uint64_t version, struct refit_pull_stats *stats);
 
+/* Planning without sources, for sizing and benchmarks: plan this
+ * receiver's layout from trainer ranks at the given parallel positions as
+ * if each published every tensor of its rank (bf16, one region, the
+ * catalog a publisher would write).  Nothing is transferred; the
+ * receiver's cached plan is replaced. */
+struct refit_plan_info {
+    size_t size; /* set by the caller */
+    double seconds;
+    uint64_t pieces, descriptors, scatters, checks;
+    uint64_t wire_bytes, scratch_bytes, staging_bytes;
+    uint32_t sources;
+};
+int refit_receiver_plan_dry(refit_receiver_t *rcv, const struct refit_parallel *src, size_t n_src,
+                            struct refit_plan_info *info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -90,6 +90,7 @@ struct refit_receiver {
     size_t *scat_first, *scat; /* scatters per tensor */
     uint32_t *pending;
     uint64_t staging_need;
+    size_t n_pieces;
     uint8_t *unfed; /* tensors no descriptor feeds (padding only) */
     size_t *check_order; /* checks sorted by (buf, off) */
 
@@ -901,6 +902,7 @@ static int make_plan(refit_receiver_t *r)
     }
     struct rf_plan_opts po = {.scatter_threshold = r->ctx->scatter_threshold,
                               .verify = r->ctx->verify != RF_VERIFY_OFF};
+    r->n_pieces = np;
     rc = rf_plan_build(r->psrc, r->n_psrc, r->pdst, nl, pieces, np, (uint32_t)r->n_src, &po, dst_name, r,
                        &r->plan);
     free(pieces);
@@ -987,24 +989,30 @@ static int verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_
             continue; /* straddles: checked with the descriptor that ends it */
         struct rcv_source *s = &r->src[r->psrc_source[c->psrc]];
         size_t ci = r->psrc_cat[c->psrc];
-        int have;
-        uint64_t want = rf_sums_chunk(&s->sums, ci, c->chunk, &have);
-        if (!have)
-            continue;
-        if (r->ctx->verify == RF_VERIFY_SAMPLE) {
-            uint64_t pick = XXH3_64bits(&c->chunk, sizeof(c->chunk)) ^ (uint64_t)ci;
-            if ((double)(pick % 10000) >= r->ctx->verify_sample * 10000.0)
+        uint64_t chunk_bytes = (uint64_t)r->psrc[c->psrc].chunk_rows * r->psrc[c->psrc].cols * r->psrc[c->psrc].esize;
+        const char *base = buf_ptr(r, c->buf, c->off);
+        for (uint32_t k = 0; k < c->count; k++) {
+            uint64_t chunk = c->chunk + k, o = (uint64_t)k * chunk_bytes;
+            uint64_t len = o + chunk_bytes <= c->len ? chunk_bytes : c->len - o;
+            int have;
+            uint64_t want = rf_sums_chunk(&s->sums, ci, chunk, &have);
+            if (!have)
                 continue;
-        }
-        uint64_t got = XXH3_64bits(buf_ptr(r, c->buf, c->off), c->len);
-        if (got != want) {
-            r->verify_s += rf_seconds() - t0;
-            return refit_error_set(REFIT_ECHECKSUM,
-                                   "tensor '%s' from source %s: checksum mismatch in rows %llu.. "
-                                   "(expected %016llx, got %016llx)",
-                                   s->cat->tensors[ci].name, s->id,
-                                   (unsigned long long)(c->chunk * r->psrc[c->psrc].chunk_rows),
-                                   (unsigned long long)want, (unsigned long long)got);
+            if (r->ctx->verify == RF_VERIFY_SAMPLE) {
+                uint64_t pick = XXH3_64bits(&chunk, sizeof(chunk)) ^ (uint64_t)ci;
+                if ((double)(pick % 10000) >= r->ctx->verify_sample * 10000.0)
+                    continue;
+            }
+            uint64_t got = XXH3_64bits(base + o, len);
+            if (got != want) {
+                r->verify_s += rf_seconds() - t0;
+                return refit_error_set(REFIT_ECHECKSUM,
+                                       "tensor '%s' from source %s: checksum mismatch in rows %llu.. "
+                                       "(expected %016llx, got %016llx)",
+                                       s->cat->tensors[ci].name, s->id,
+                                       (unsigned long long)(chunk * r->psrc[c->psrc].chunk_rows),
+                                       (unsigned long long)want, (unsigned long long)got);
+            }
         }
     }
     r->verify_s += rf_seconds() - t0;
@@ -1515,5 +1523,89 @@ out:
         memcpy(stats, &st, n);
     }
     r->st = NULL;
+    return rc;
+}
+
+int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *src, size_t n_src,
+                            struct refit_plan_info *info)
+{
+    if (!r || !src || !n_src || !info)
+        return refit_error_set(REFIT_EINVAL, "refit_receiver_plan_dry: bad argument");
+    drop_plan(r);
+    for (size_t i = 0; i < r->n_src; i++)
+        drop_source(r, &r->src[i]);
+    free(r->src);
+    r->src = calloc(n_src, sizeof(*r->src));
+    refit_catalog_t **cats = calloc(n_src, sizeof(*cats));
+    if (!r->src || !cats) {
+        free(cats);
+        return REFIT_ENOMEM;
+    }
+    r->n_src = n_src;
+    int rc = 0;
+    for (size_t i = 0; i < n_src && !rc; i++) {
+        struct rcv_source *s = &r->src[i];
+        char id[32];
+        snprintf(id, sizeof(id), "dry%zu", i);
+        s->id = strdup(id);
+        struct refit_megatron_rank mr = {.tp = sz(src[i].tp_size), .ep = sz(src[i].ep_size),
+                                         .etp = sz(src[i].etp_size), .tp_rank = src[i].tp_rank,
+                                         .ep_rank = src[i].ep_rank, .etp_rank = src[i].etp_rank};
+        rc = refit_layout_megatron(r->ctx->model, &mr, &r->copts, &s->meg);
+        uint64_t off = 0;
+        if (!rc)
+            rc = refit_catalog_create(&cats[i]);
+        for (size_t t = 0; !rc && t < refit_layout_count(s->meg); t++) {
+            const struct refit_layout_tensor *lt = refit_layout_at(s->meg, t);
+            uint64_t n = 2;
+            for (int d = 0; d < lt->ndim; d++)
+                n *= (uint64_t)lt->shape[d];
+            off += (n + 63) & ~(uint64_t)63;
+        }
+        uint32_t reg;
+        if (!rc)
+            rc = refit_catalog_add_region(cats[i], off ? off : 1, &reg);
+        off = 0;
+        for (size_t t = 0; !rc && t < refit_layout_count(s->meg); t++) {
+            const struct refit_layout_tensor *lt = refit_layout_at(s->meg, t);
+            struct refit_cat_tensor ct = {.name = lt->name, .dtype = REFIT_DTYPE_BF16, .role = REFIT_CAT_ROLE_REPLICATED,
+                                          .ndim = (uint32_t)lt->ndim, .shard_axis = -1, .expert = -1,
+                                          .region = reg, .offset = off};
+            uint64_t n = 2, cols = lt->ndim >= 2 ? (uint64_t)lt->shape[lt->ndim - 1] : 1;
+            for (int d = 0; d < lt->ndim; d++) {
+                ct.shape[d] = ct.global_shape[d] = (uint64_t)lt->shape[d];
+                n *= (uint64_t)lt->shape[d];
+            }
+            ct.nbytes = n;
+            ct.chunk_rows = rf_chunk_rows(n / (cols * 2), cols * 2);
+            off += (n + 63) & ~(uint64_t)63;
+            rc = refit_catalog_add(cats[i], &ct);
+        }
+        s->cat = cats[i];
+    }
+    double t0 = rf_seconds();
+    if (!rc)
+        rc = make_plan(r);
+    double took = rf_seconds() - t0;
+    if (!rc) {
+        struct refit_plan_info in = {.size = sizeof(in), .seconds = took, .pieces = r->n_pieces,
+                                     .descriptors = r->plan.n_desc, .scatters = r->plan.n_scatter,
+                                     .checks = r->plan.n_check, .wire_bytes = r->plan.wire_bytes,
+                                     .scratch_bytes = r->plan.scratch_bytes, .staging_bytes = r->staging_need,
+                                     .sources = (uint32_t)n_src};
+        size_t n = info->size && info->size < sizeof(in) ? info->size : sizeof(in);
+        memcpy(info, &in, n);
+    }
+    /* The dry sources go; their catalogs are not in the cache. */
+    drop_plan(r);
+    for (size_t i = 0; i < n_src; i++) {
+        r->src[i].cat = NULL;
+        drop_source(r, &r->src[i]);
+        refit_catalog_destroy(cats[i]);
+    }
+    free(cats);
+    free(r->src);
+    r->src = NULL;
+    r->n_src = 0;
     return rc;
 }
