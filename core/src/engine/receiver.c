@@ -9,6 +9,7 @@
  * Until commit nothing touches the destinations (unless refit.in_place),
  * so a failed pull leaves the previous version in place. */
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -18,6 +19,20 @@
 #include "refit/catalog.h"
 #include "refit/log.h"
 #include "sums.h"
+
+/* Large zeroed buffers from mmap: the kernel's zero pages make allocation
+ * free and the first write pays per page, instead of a memset up front. */
+static void *big_alloc(size_t n)
+{
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n ? n : 1);
+}
 
 struct rcv_dst {
     char *name;
@@ -94,6 +109,13 @@ struct refit_receiver {
     uint8_t *unfed; /* tensors no descriptor feeds (padding only) */
     size_t *check_order; /* checks sorted by (buf, off) */
 
+    /* Staging is double-buffered when refit owns destinations: they live in
+     * the front buffer, a pull writes the back one, and commit flips them
+     * (no copy).  Destinations bound by the caller are copied into from the
+     * back buffer.  `staging`/`staging_reg` name the back buffer. */
+    void *stage[2];
+    refit_tp_region_t *stage_reg[2];
+    int front, doubled;
     void *staging, *scratch;
     size_t staging_len, scratch_len;
     refit_tp_region_t *staging_reg, *scratch_reg;
@@ -298,19 +320,21 @@ void refit_receiver_destroy(refit_receiver_t *r)
     for (size_t i = 0; i < r->n_d; i++) {
         if (r->d[i].reg)
             refit_tp_dereg(r->tp, r->d[i].reg);
-        if (r->d[i].owned)
+        if (r->d[i].owned && !r->doubled)
             free(r->d[i].ptr);
         free(r->d[i].name);
     }
     free(r->d);
     free(r->dst_of_lt);
     free(r->scale_of_lt);
-    if (r->staging_reg)
-        refit_tp_dereg(r->tp, r->staging_reg);
+    for (int b = 0; b < 2; b++) {
+        if (r->stage_reg[b])
+            refit_tp_dereg(r->tp, r->stage_reg[b]);
+        big_free(r->stage[b], r->staging_len);
+    }
     if (r->scratch_reg)
         refit_tp_dereg(r->tp, r->scratch_reg);
-    free(r->staging);
-    free(r->scratch);
+    big_free(r->scratch, r->scratch_len);
     if (r->id && r->ctx && r->ctx->store) {
         /* Best effort, and the caller's error message must survive it. */
         char key[REFIT_STORE_MAX_KEY + 1], saved[1024];
@@ -383,7 +407,8 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
             d->nbytes = d->nbytes / refit_dtype_size(d->dtype) * refit_dtype_size(dtype);
         }
         if (d->owned) {
-            free(d->ptr);
+            if (!r->doubled)
+                free(d->ptr); /* else it lives in the staging buffer */
             d->owned = 0;
         }
         d->ptr = ptr;
@@ -702,32 +727,69 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
 {
     double t0 = rf_seconds();
     int rc = 0;
-    if (staging > r->staging_len) {
-        if (r->staging_reg)
-            refit_tp_dereg(r->tp, r->staging_reg);
-        r->staging_reg = NULL;
-        free(r->staging);
-        r->staging = NULL;
-        if (posix_memalign(&r->staging, 4096, staging))
-            return REFIT_ENOMEM;
-        memset(r->staging, 0, staging);
+    int want_double = !r->ctx->in_place;
+    for (size_t i = 0; want_double && i < r->n_d; i++)
+        if (!r->d[i].owned)
+            want_double = 0; /* any bound destination: one buffer and a copy */
+    if (staging > r->staging_len || want_double != r->doubled) {
+        void *nb[2] = {NULL, NULL};
+        for (int b = 0; b < 1 + want_double; b++)
+            if (!(nb[b] = big_alloc(staging))) {
+                big_free(nb[0], staging);
+                return refit_error_set(REFIT_ENOMEM, "receiver %s: %llu bytes of staging", r->id,
+                                       (unsigned long long)staging);
+            }
+        /* Owned destinations move into the new front buffer, keeping their
+         * bytes (the previous version). */
+        for (size_t i = 0; want_double && i < r->n_d; i++) {
+            struct rcv_dst *d = &r->d[i];
+            void *to = (char *)nb[0] + d->staging_off;
+            if (d->ptr && d->ptr != to && r->last_version)
+                memcpy(to, d->ptr, d->nbytes); /* never pulled: still zero */
+            if (!r->doubled)
+                free(d->ptr);
+            d->ptr = to;
+        }
+        for (int b = 0; b < 2; b++) {
+            if (r->stage_reg[b])
+                refit_tp_dereg(r->tp, r->stage_reg[b]);
+            r->stage_reg[b] = NULL;
+            big_free(r->stage[b], r->staging_len);
+            r->stage[b] = nb[b];
+        }
+        if (r->doubled && !want_double)
+            for (size_t i = 0; i < r->n_d; i++)
+                if (r->d[i].owned) {
+                    /* Back to separate allocations (a destination was bound). */
+                    void *m = calloc(1, r->d[i].nbytes ? r->d[i].nbytes : 1);
+                    if (!m)
+                        return REFIT_ENOMEM;
+                    r->d[i].ptr = m;
+                }
+        r->doubled = want_double;
+        r->front = 0;
         r->staging_len = staging;
     }
+    /* The back buffer receives this pull. */
+    int back = r->doubled ? r->front ^ 1 : 0;
+    r->staging = r->stage[back];
     if (scratch > r->scratch_len) {
         if (r->scratch_reg)
             refit_tp_dereg(r->tp, r->scratch_reg);
         r->scratch_reg = NULL;
-        free(r->scratch);
-        r->scratch = NULL;
-        if (posix_memalign(&r->scratch, 4096, scratch))
-            return REFIT_ENOMEM;
-        memset(r->scratch, 0, scratch);
+        big_free(r->scratch, r->scratch_len);
+        r->scratch_len = 0;
+        if (!(r->scratch = big_alloc(scratch)))
+            return refit_error_set(REFIT_ENOMEM, "receiver %s: %llu bytes of scratch", r->id,
+                                   (unsigned long long)scratch);
         r->scratch_len = scratch;
     }
     double t1 = rf_seconds();
     *alloc_s += t1 - t0;
-    if (!r->staging_reg && r->staging_len && !r->ctx->in_place)
-        rc = refit_tp_reg(r->tp, r->staging, r->staging_len, REFIT_MEM_HOST, &r->staging_reg);
+    for (int b = 0; !rc && b < 1 + r->doubled; b++)
+        if (!r->stage_reg[b] && r->staging_len && !r->ctx->in_place)
+            rc = refit_tp_reg(r->tp, r->stage[b], r->staging_len, REFIT_MEM_HOST, &r->stage_reg[b]);
+    r->staging_reg = r->stage_reg[back];
     if (!rc && !r->scratch_reg && r->scratch_len)
         rc = refit_tp_reg(r->tp, r->scratch, r->scratch_len, REFIT_MEM_HOST, &r->scratch_reg);
     for (size_t i = 0; !rc && r->ctx->in_place && i < r->n_d; i++) {
@@ -863,13 +925,16 @@ static int make_plan(refit_receiver_t *r)
         if (!lt->fp8 && lt->dtype == REFIT_DTYPE_INVALID && !r->resolved && d->owned &&
             d->dtype != r->img_dtype[t]) {
             size_t elems = d->nbytes / refit_dtype_size(d->dtype);
-            void *np2 = calloc(1, elems * refit_dtype_size(r->img_dtype[t]) + 1);
-            if (!np2) {
-                free(pieces);
-                return REFIT_ENOMEM;
+            void *np2 = NULL;
+            if (!r->doubled) {
+                np2 = calloc(1, elems * refit_dtype_size(r->img_dtype[t]) + 1);
+                if (!np2) {
+                    free(pieces);
+                    return REFIT_ENOMEM;
+                }
+                free(d->ptr);
             }
-            free(d->ptr);
-            d->ptr = np2;
+            d->ptr = np2; /* doubled: re-pointed into staging below */
             d->dtype = r->img_dtype[t];
             d->nbytes = elems * refit_dtype_size(d->dtype);
         }
@@ -882,6 +947,9 @@ static int make_plan(refit_receiver_t *r)
         r->d[i].staging_off = staging;
         staging += ((r->d[i].nbytes + 63) & ~(uint64_t)63) + 64;
     }
+    if (r->doubled && staging <= r->staging_len)
+        for (size_t i = 0; i < r->n_d; i++)
+            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
     for (size_t t = 0; t < nl; t++) {
         const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
         struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
@@ -1475,7 +1543,9 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t t = 0; !rc && t < nl; t++)
         if (r->unfed[t])
             rc = finish_tensor(r, t);
-    st.transfer_s = rf_seconds() - tx - r->convert_s - r->verify_s;
+    /* Wire time: the transfer phase less the conversion done while nothing
+     * was in flight (conversion overlapping transfers is not subtracted). */
+    st.transfer_s = rf_seconds() - tx - xs.idle_wire_s;
     if (st.transfer_s < 0)
         st.transfer_s = 0;
     st.descriptors = xs.descriptors;
@@ -1487,10 +1557,16 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         goto out;
     /* Commit: staging into the destinations (in place: already there). */
     double tm = rf_seconds();
-    if (!r->ctx->in_place)
+    if (r->doubled) {
+        /* Every destination is refit's: flip, no copy. */
+        r->front ^= 1;
+        for (size_t i = 0; i < r->n_d; i++)
+            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
+    } else if (!r->ctx->in_place) {
         for (size_t i = 0; i < r->n_d; i++)
             if (r->d[i].ptr)
                 memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
+    }
     for (size_t i = 0; i < r->n_d; i++)
         st.bytes_out += r->d[i].nbytes;
     st.commit_s = rf_seconds() - tm;
