@@ -417,6 +417,52 @@ START_TEST(wait_released_names_missing_receivers)
 }
 END_TEST
 
+START_TEST(moved_tensor_reregisters_only_itself)
+{
+    refit_context_t *ctx;
+    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    struct refit_standin_shard sh;
+    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
+    refit_publisher_t *pub;
+    ck_assert_int_eq(refit_publisher_create(ctx, &par, "mover", &pub), 0);
+    size_t big = 0;
+    for (size_t i = 0; i < sh.n; i++) {
+        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                             sh.t[i].shape, REFIT_MEM_HOST),
+                         0);
+        if (sh.t[i].nbytes > sh.t[big].nbytes)
+            big = i;
+    }
+    ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
+    struct refit_publisher_stats ps = {.size = sizeof(ps)};
+    refit_publisher_stats(pub, &ps);
+    size_t first = ps.registrations;
+    ck_assert_uint_ge(first, 2);
+    /* The largest tensor moves (an optimizer reallocating it). */
+    void *moved = malloc(sh.t[big].nbytes);
+    memcpy(moved, sh.t[big].data, sh.t[big].nbytes);
+    ck_assert_int_eq(refit_publisher_add(pub, sh.t[big].name, moved, sh.t[big].dtype, sh.t[big].ndim,
+                                         sh.t[big].shape, REFIT_MEM_HOST),
+                     0);
+    ck_assert_int_eq(refit_publisher_publish(pub, 2), 0);
+    refit_publisher_stats(pub, &ps);
+    ck_assert_uint_eq(ps.registrations, first + 1);
+    ck_assert_uint_eq(ps.kept, ps.regions - 1);
+    /* And a receiver gets version 2 from the new memory. */
+    refit_receiver_t *rcv;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
+    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    ck_assert_msg(refit_receiver_pull(rcv, 2, NULL) == 0, "%s", refit_error_message());
+    refit_receiver_destroy(rcv);
+    refit_publisher_destroy(pub);
+    free(moved);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("failures");
@@ -429,6 +475,7 @@ int main(void)
     tcase_add_test(tc, uncorrupted_api_publisher_pulls_clean);
     tcase_add_test(tc, redis_restart_between_cycles);
     tcase_add_test(tc, wait_released_names_missing_receivers);
+    tcase_add_test(tc, moved_tensor_reregisters_only_itself);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -106,6 +106,16 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version);
  * timeout_ms (< 0: refit.release_timeout) naming those that did not. */
 int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int64_t timeout_ms);
 
+/* Registration counters of a publisher (monitoring and tests). */
+struct refit_publisher_stats {
+    size_t size;          /* set by the caller */
+    size_t regions;       /* registered regions in use */
+    size_t registrations; /* memory registrations made so far */
+    size_t kept;          /* registrations kept across a rebuild (tensors that did not move) */
+    uint64_t version;     /* last version published */
+};
+int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out);
+
 /* A receiver for one inference rank.  `receiver_id` names it in acks
  * (NULL: "<target>-tp<r>"). */
 int refit_receiver_create(refit_context_t *ctx, const struct refit_target *target,
