@@ -22,23 +22,6 @@ static int usage(FILE *f)
     return f == stdout ? 0 : 2;
 }
 
-/* "tp=2,ep=4" */
-static int parse_layout(const char *opt, const char *v, int *tp, int *ep)
-{
-    char buf[64];
-    snprintf(buf, sizeof(buf), "%s", v);
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int x;
-        if (!strncmp(t, "tp=", 3) && !cli_int(opt, t + 3, 1, 64, &x))
-            *tp = x;
-        else if (!strncmp(t, "ep=", 3) && !cli_int(opt, t + 3, 1, 64, &x))
-            *ep = x;
-        else
-            return refit_error_set(REFIT_EINVAL, "%s '%s': expected tp=N[,ep=M]", opt, v);
-    }
-    return 0;
-}
-
 static double jget(const char *line, const char *key)
 {
     char pat[64];
@@ -60,8 +43,8 @@ int bench_cycle(int argc, char **argv)
     rest[nr++] = argv[0];
     for (int i = 1; i < argc && !rc; i++) {
         if ((!strcmp(argv[i], "--src") || !strcmp(argv[i], "--dst")) && i + 1 < argc) {
-            rc = !strcmp(argv[i], "--src") ? parse_layout("--src", argv[i + 1], &d.src_tp, &d.src_ep)
-                                           : parse_layout("--dst", argv[i + 1], &d.dst_tp, &d.dst_ep);
+            rc = !strcmp(argv[i], "--src") ? cli_layout("--src", argv[i + 1], &d.src_tp, &d.src_ep)
+                                           : cli_layout("--dst", argv[i + 1], &d.dst_tp, &d.dst_ep);
             i++;
         } else if (nr < 62) {
             rest[nr++] = argv[i];

@@ -30,22 +30,6 @@ static int usage(FILE *f)
     return f == stdout ? 0 : 2;
 }
 
-static int parse_layout(const char *opt, const char *v, int *tp, int *ep)
-{
-    char buf[64];
-    snprintf(buf, sizeof(buf), "%s", v);
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int x;
-        if (!strncmp(t, "tp=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
-            *tp = x;
-        else if (!strncmp(t, "ep=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
-            *ep = x;
-        else
-            return refit_error_set(REFIT_EINVAL, "%s '%s': expected tp=N[,ep=M]", opt, v);
-    }
-    return 0;
-}
-
 static long max_rss_kib(void)
 {
     struct rusage ru;
@@ -72,9 +56,9 @@ int bench_plan(int argc, char **argv)
         else if (!strcmp(o, "--hf-config"))
             hfcfg = v;
         else if (!strcmp(o, "--src"))
-            rc = parse_layout(o, v, &stp, &sep);
+            rc = cli_layout(o, v, &stp, &sep);
         else if (!strcmp(o, "--dst"))
-            rc = parse_layout(o, v, &dtp, &dep);
+            rc = cli_layout(o, v, &dtp, &dep);
         else if (!strcmp(o, "--rank"))
             rc = cli_int(o, v, 0, 1023, &rank);
         else if (!strcmp(o, "--iters"))

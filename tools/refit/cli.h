@@ -27,6 +27,8 @@ int cli_compact(int argc, char **argv);
 
 /* Parse an integer option value in [lo, hi]; an error names the option. */
 int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
+/* "tp=2,ep=4" (either part optional) into *tp and *ep. */
+int cli_layout(const char *opt, const char *v, int *tp, int *ep);
 /* --log LEVEL */
 int cli_log_level(const char *v);
 /* Monotonic seconds. */

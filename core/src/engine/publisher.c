@@ -232,7 +232,7 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
                                pub->id, name);
     if (!refit_dtype_size(dtype))
         return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': invalid dtype", pub->id, name);
-    char *canon = rf_megatron_canonical(name);
+    char *canon = refit_megatron_canonical(name);
     if (!canon)
         return REFIT_ENOMEM;
     const struct refit_layout_tensor *lt = refit_layout_find(pub->meg, canon);
