@@ -470,7 +470,9 @@ static int domain_matches(const char *dom, const struct refit_tp_init_args *a, c
 
 static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const struct opts *o)
 {
-    int want_hmem = strcmp(o->hmem, "off") != 0;
+    /* auto: only a rank that has a GPU asks for FI_HMEM, which can send
+     * some providers down slower paths or make them load the CUDA runtime. */
+    int want_hmem = !strcmp(o->hmem, "on") || (!strcmp(o->hmem, "auto") && a->cuda_device >= 0);
     struct fi_info *list = NULL;
     int ret = -FI_ENODATA, hmem = 0, delivery = 0;
     /* Most wanted first: HMEM and delivery-complete writes, then without. */
