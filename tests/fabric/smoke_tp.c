@@ -54,7 +54,11 @@ static void ctx_open(struct ctx *c, const char *name)
     snprintf(c->section, sizeof(c->section), "transport.%s", plugin_name());
     c->view.cfg = c->cfg;
     c->view.section = c->section;
-    struct refit_tp_init_args a = {sizeof(a), &c->view, 5000, name, -1, NULL, 0};
+    /* REFIT_TEST_NIC_HINT stands for topology's choice (one device). */
+    const char *hint = getenv("REFIT_TEST_NIC_HINT");
+    const char *hints[1] = {hint};
+    struct refit_tp_init_args a = {sizeof(a), &c->view, 5000, name, -1, hint ? hints : NULL,
+                                   hint ? 1 : 0};
     rc = c->ops->init(&a, &c->tp);
     ck_assert_msg(rc == 0, "init: %s", refit_error_message());
 }

@@ -422,7 +422,7 @@ static int read_options(const struct refit_tp_init_args *a, refit_tp_t *tp, stru
         rc = H->cfg_int(v, "recv_depth", &o->recv_depth);
     if (!rc)
         rc = H->cfg_size(v, "max_notify_len", &tp->max_notify_len);
-    if (!rc && H->cfg_has(v, "env")) {
+    if (!rc) { /* entries may come one by one from --set, without the map */
         rc = H->cfg_map_each(v, "env", apply_env, o);
         if (o->status)
             rc = o->status;

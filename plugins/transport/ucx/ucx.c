@@ -56,6 +56,7 @@ struct refit_tp {
     char *name;
     int64_t timeout_ms;
     uint64_t max_notify_len;
+    int err_mode; /* 0 none, 1 peer, 2 auto (peer, else none) */
     uint32_t memtypes; /* REFIT_MEMTYPE_BIT set reachable directly */
     uint64_t next_region_id;
     struct refit_tp_peer *peers;
@@ -240,6 +241,10 @@ static const struct refit_cfg_field ucxp_config[] = {
      "UCX settings for this transport only (UCX_TLS, UCX_NET_DEVICES, UCX_IB_GPU_DIRECT_RDMA, ...)"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL,
      "largest notification (sent eagerly as one active message)"},
+    {"error_handling", REFIT_CFG_ENUM, "auto", 0, -1, "auto|peer|none",
+     "peer: endpoints report a failed peer (UCX then skips transports without peer-failure "
+     "support, e.g. shared memory in UCX 1.13); none: a dead peer shows as transport.timeout; "
+     "auto: peer, or none with a warning when no transport to the peer supports it"},
 };
 
 struct env_ctx {
@@ -315,17 +320,22 @@ static int read_options(const struct refit_tp_init_args *a, ucp_config_t *uc, re
 {
     struct env_ctx e = {uc, 0, 0};
     tp->max_notify_len = 4096;
+    tp->err_mode = 2;
     if (a->cfg && a->cfg->cfg) {
+        const char *em = "auto";
         int rc = H->cfg_size(a->cfg, "max_notify_len", &tp->max_notify_len);
+        if (!rc)
+            rc = H->cfg_str(a->cfg, "error_handling", &em);
         if (rc)
             return rc;
-        if (H->cfg_has(a->cfg, "env")) {
-            rc = H->cfg_map_each(a->cfg, "env", apply_env, &e);
-            if (e.status)
-                return e.status;
-            if (rc)
-                return rc;
-        }
+        tp->err_mode = !strcmp(em, "none") ? 0 : !strcmp(em, "peer") ? 1 : 2;
+        /* Not gated on cfg_has: entries set one by one (--set
+         * transport.ucx.env.UCX_TLS=tcp) exist without the map itself. */
+        rc = H->cfg_map_each(a->cfg, "env", apply_env, &e);
+        if (e.status)
+            return e.status;
+        if (rc)
+            return rc;
     }
     return apply_nic_hint(uc, a, e.net_devices_given);
 }
@@ -654,10 +664,19 @@ static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.address = (const ucp_address_t *)((const char *)addr + sizeof(h));
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_mode = tp->err_mode ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
     ep.err_handler.cb = ep_error_cb;
     ep.err_handler.arg = p;
     ucs_status_t us = ucp_ep_create(tp->worker, &ep, &p->ep);
+    if (us == UCS_ERR_UNREACHABLE && tp->err_mode == 2) {
+        /* Only transports without peer-failure support reach this peer
+         * (shared memory in UCX 1.13): connect without it; wait() still
+         * turns a vanished peer into REFIT_ETIMEDOUT. */
+        H->log(2, UCXP, "peer '%s': no transport with peer error handling reaches it; "
+               "connecting without (transport.ucx.error_handling: auto)", who);
+        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+        us = ucp_ep_create(tp->worker, &ep, &p->ep);
+    }
     if (us != UCS_OK) {
         H->free(p->name);
         H->free(p);
