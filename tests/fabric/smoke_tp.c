@@ -118,7 +118,7 @@ static void server(int out, int in)
     ck_assert_int_eq(c.ops->connect(c.tp, ca, n, "client", &p), 0);
     char msg[64];
     size_t ml = 0;
-    int rc = c.ops->poll_notify(c.tp, msg, sizeof(msg), &ml, 10000);
+    int rc = c.ops->poll_notify(c.tp, msg, sizeof(msg), &ml, 30000);
     ck_assert_msg(rc == 0, "poll_notify: %s", refit_error_message());
     ck_assert_uint_eq(ml, 5);
     ck_assert_int_eq(memcmp(msg, "done!", 5), 0);
@@ -181,7 +181,7 @@ START_TEST(read_write_notify)
     refit_tp_req_t *q;
     rc = c.ops->post(c.tp, p, d, NSMALL + 1, &q);
     ck_assert_msg(rc == 0, "post: %s", refit_error_message());
-    rc = c.ops->wait(c.tp, q, 10000);
+    rc = c.ops->wait(c.tp, q, 30000);
     ck_assert_msg(rc == 0, "wait: %s", refit_error_message());
     c.ops->req_free(c.tp, q);
     for (size_t i = 0; i < 2u << 20; i++)
@@ -195,7 +195,7 @@ START_TEST(read_write_notify)
     memset(buf, 0xAB, 1u << 20);
     struct refit_tp_desc w = {REFIT_OP_WRITE, r, 0, rk, 1u << 20, 1u << 20};
     ck_assert_int_eq(c.ops->post(c.tp, p, &w, 1, &q), 0);
-    rc = c.ops->wait(c.tp, q, 10000);
+    rc = c.ops->wait(c.tp, q, 30000);
     ck_assert_msg(rc == 0, "wait write: %s", refit_error_message());
     c.ops->req_free(c.tp, q);
     rc = c.ops->notify(c.tp, p, "done!", 5);

@@ -455,7 +455,9 @@ static void peer_close(refit_tp_t *tp, refit_tp_peer_t *p)
         rp.flags = p->err != UCS_OK ? UCP_EP_CLOSE_FLAG_FORCE : 0;
         ucs_status_ptr_t sp = ucp_ep_close_nbx(p->ep, &rp);
         if (UCS_PTR_IS_PTR(sp)) {
-            int64_t deadline = now_ms() + (tp->timeout_ms < 2000 ? tp->timeout_ms : 2000);
+            /* A graceful close needs the peer's progress; a peer that
+             * is busy elsewhere must not stall us for long. */
+            int64_t deadline = now_ms() + (tp->timeout_ms < 500 ? tp->timeout_ms : 500);
             while (ucp_request_check_status(sp) == UCS_INPROGRESS && now_ms() < deadline)
                 ucp_worker_progress(tp->worker);
             if (ucp_request_check_status(sp) == UCS_INPROGRESS)
