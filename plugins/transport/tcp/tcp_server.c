@@ -1,0 +1,325 @@
+/* tcp_server.c — the serving side of the tcp transport: an acceptor thread
+ * and one thread per accepted connection.  A connection is authenticated
+ * first; afterwards every request is checked against the region table
+ * (id, generation, secret, range) before a single byte of memory is read or
+ * written, and a region's reference count keeps dereg waiting while a
+ * transfer from or into it is on the wire. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "refit/log.h"
+#include "tcp_int.h"
+
+struct tcp_sconn {
+    refit_tp_t *tp;
+    int fd;
+    pthread_t th;
+    bool done;
+    struct tcp_sconn *next;
+    char who[80];
+    struct tcp_rbuf rb;
+};
+
+#define PEND_MAX 64
+#define PEND_BYTES (1u << 20)
+
+struct pend {
+    uint8_t hdr[TCP_REP_SIZE];
+    void *data;
+    size_t len;
+    uint64_t slot; /* UINT64_MAX: holds no reference */
+};
+
+static int slot_get(refit_tp_t *tp, const uint8_t *req, void **ptr, uint64_t *slot)
+{
+    uint64_t id = tcp_get64(req + 8), gen = tcp_get64(req + 16);
+    uint64_t off = tcp_get64(req + 40), len = tcp_get64(req + 48);
+    int st = TCP_S_OK;
+    pthread_mutex_lock(&tp->lock);
+    if (id >= tp->n_slots)
+        st = TCP_S_NOREGION;
+    else if (!tp->slots[id].live || tp->slots[id].gen != gen)
+        st = TCP_S_STALE;
+    else if (!tcp_ct_equal(tp->slots[id].secret, req + 24, TCP_SECRET) ||
+             tcp_get64(req + 56) != tp->slots[id].len)
+        st = TCP_S_FORGED;
+    else if (off > tp->slots[id].len || len > tp->slots[id].len - off)
+        st = TCP_S_RANGE;
+    else {
+        tp->slots[id].refs++;
+        *ptr = (uint8_t *)tp->slots[id].ptr + off;
+        *slot = id;
+    }
+    pthread_mutex_unlock(&tp->lock);
+    return st;
+}
+
+static void slot_put(refit_tp_t *tp, uint64_t id)
+{
+    pthread_mutex_lock(&tp->lock);
+    if (--tp->slots[id].refs == 0 && !tp->slots[id].live)
+        pthread_cond_broadcast(&tp->cond);
+    pthread_mutex_unlock(&tp->lock);
+}
+
+/* Replies go out in one sendmsg per batch: many small READs cost one
+ * system call, not one each. */
+static int flush(refit_tp_t *tp, int fd, struct pend *p, int *np)
+{
+    struct iovec iov[2 * PEND_MAX];
+    int n = 0;
+    for (int i = 0; i < *np; i++) {
+        iov[n++] = (struct iovec){p[i].hdr, TCP_REP_SIZE};
+        if (p[i].len)
+            iov[n++] = (struct iovec){p[i].data, p[i].len};
+    }
+    int rc = n ? tcp_send_iov(fd, iov, n) : 0;
+    for (int i = 0; i < *np; i++)
+        if (p[i].slot != UINT64_MAX)
+            slot_put(tp, p[i].slot);
+    *np = 0;
+    return rc;
+}
+
+static void pend_add(struct pend *p, int *np, int st, void *data, uint64_t len, uint64_t slot)
+{
+    struct pend *e = &p[(*np)++];
+    tcp_put32(e->hdr, (uint32_t)st);
+    tcp_put32(e->hdr + 4, 0);
+    tcp_put64(e->hdr + 8, data ? len : 0);
+    e->data = data;
+    e->len = data ? len : 0;
+    e->slot = slot;
+}
+
+static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len)
+{
+    struct tcp_nmsg *m = malloc(sizeof(*m) + (len ? len : 1));
+    if (!m)
+        return -ENOMEM;
+    m->next = NULL;
+    m->len = len;
+    int rc = tcp_rb_read(c->fd, &c->rb, m->data, len);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    pthread_mutex_lock(&tp->nlock);
+    if (tp->ntail)
+        tp->ntail->next = m;
+    else
+        tp->nhead = m;
+    tp->ntail = m;
+    tp->n_nmsgs++;
+    pthread_cond_broadcast(&tp->ncond);
+    pthread_mutex_unlock(&tp->nlock);
+    return 0;
+}
+
+/* Wait for the next request without a timeout: a connection may idle
+ * between refit cycles.  fini's shutdown() ends the wait. */
+static int idle_wait(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    for (;;) {
+        int k = poll(&p, 1, -1);
+        if (k > 0)
+            return 0;
+        if (k < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+static int serve(refit_tp_t *tp, struct tcp_sconn *c)
+{
+    struct pend *p = malloc(sizeof(*p) * PEND_MAX);
+    if (!p)
+        return -ENOMEM;
+    int np = 0, rc = 0;
+    size_t pbytes = 0;
+    uint8_t req[TCP_REQ_SIZE];
+    for (;;) {
+        if (tcp_rb_avail(&c->rb) < TCP_REQ_SIZE) {
+            rc = flush(tp, c->fd, p, &np);
+            pbytes = 0;
+            if (!rc && tcp_rb_avail(&c->rb) == 0)
+                rc = idle_wait(c->fd);
+            if (rc)
+                break;
+        }
+        rc = tcp_rb_read(c->fd, &c->rb, req, sizeof(req));
+        if (rc)
+            break;
+        uint32_t op = tcp_get32(req);
+        uint64_t len = tcp_get64(req + 48), slot = UINT64_MAX;
+        void *ptr = NULL;
+        int st;
+        if (op == TCP_W_READ) {
+            st = slot_get(tp, req, &ptr, &slot);
+            pend_add(p, &np, st, st == TCP_S_OK ? ptr : NULL, len, slot);
+            pbytes += st == TCP_S_OK ? len : 0;
+        } else if (op == TCP_W_WRITE) {
+            st = slot_get(tp, req, &ptr, &slot);
+            /* A rejected WRITE's payload is drained, never stored, so the
+             * stream stays in step. */
+            rc = tcp_rb_read(c->fd, &c->rb, st == TCP_S_OK ? ptr : NULL, len);
+            if (st == TCP_S_OK)
+                slot_put(tp, slot);
+            if (rc)
+                break;
+            pend_add(p, &np, st, NULL, 0, UINT64_MAX);
+        } else if (op == TCP_W_NOTIFY && len <= TCP_MAX_NOTIFY) {
+            rc = take_notify(tp, c, len);
+            if (rc)
+                break;
+            pend_add(p, &np, TCP_S_OK, NULL, 0, UINT64_MAX);
+        } else {
+            /* Unknown op or an oversized message: the stream cannot be
+             * trusted any more, answer and close. */
+            pend_add(p, &np, op == TCP_W_NOTIFY ? TCP_S_TOOBIG : TCP_S_BADOP, NULL, 0, UINT64_MAX);
+            flush(tp, c->fd, p, &np);
+            rc = -EPROTO;
+            break;
+        }
+        if (np == PEND_MAX || pbytes >= PEND_BYTES) {
+            rc = flush(tp, c->fd, p, &np);
+            pbytes = 0;
+            if (rc)
+                break;
+        }
+    }
+    /* Release references of replies never sent. */
+    for (int i = 0; i < np; i++)
+        if (p[i].slot != UINT64_MAX)
+            slot_put(tp, p[i].slot);
+    free(p);
+    return rc;
+}
+
+static void *sconn_main(void *arg)
+{
+    struct tcp_sconn *c = arg;
+    refit_tp_t *tp = c->tp;
+    uint32_t role = 0;
+    uint64_t client = 0;
+    int rc = tcp_rb_init(&c->rb);
+    if (!rc)
+        rc = tcp_handshake_server(tp, c->fd, &c->rb, &role, &client);
+    if (rc) {
+        tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: rejected connection from %s: %s", tp->name, c->who,
+                   rc == -EACCES ? "authentication failed (token mismatch)" : strerror(-rc));
+    } else {
+        tcp_h->log(REFIT_LOG_DEBUG, TCP_NAME, "%s: %s connection from %s (instance %016llx)", tp->name,
+                   role == TCP_ROLE_CTL ? "control" : "data", c->who, (unsigned long long)client);
+        rc = serve(tp, c);
+        if (rc && rc != -ENOTCONN)
+            tcp_h->log(REFIT_LOG_DEBUG, TCP_NAME, "%s: connection from %s ended: %s", tp->name, c->who,
+                       strerror(-rc));
+    }
+    tcp_rb_free(&c->rb);
+    pthread_mutex_lock(&tp->lock);
+    c->done = true;
+    pthread_mutex_unlock(&tp->lock);
+    return NULL;
+}
+
+/* Join connections whose thread has ended.  Called with tp->lock held. */
+static void reap(refit_tp_t *tp, bool all)
+{
+    struct tcp_sconn **pp = &tp->conns;
+    while (*pp) {
+        struct tcp_sconn *c = *pp;
+        if (c->done || all) {
+            *pp = c->next;
+            pthread_mutex_unlock(&tp->lock);
+            pthread_join(c->th, NULL);
+            pthread_mutex_lock(&tp->lock);
+            close(c->fd);
+            free(c);
+            tp->n_conns--;
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static void *acceptor_main(void *arg)
+{
+    refit_tp_t *tp = arg;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = tp->lfd, .events = POLLIN}, {.fd = tp->wake[0], .events = POLLIN}};
+        int k = poll(p, 2, -1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 || p[1].revents)
+            break;
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        int fd = accept4(tp->lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&tp->lock);
+        reap(tp, false);
+        if (tp->stopping || tp->n_conns >= tp->max_conns) {
+            pthread_mutex_unlock(&tp->lock);
+            tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: refusing a connection: %d connections open "
+                       "(max_conns)", tp->name, tp->max_conns);
+            close(fd);
+            continue;
+        }
+        struct tcp_sconn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            pthread_mutex_unlock(&tp->lock);
+            close(fd);
+            continue;
+        }
+        c->tp = tp;
+        c->fd = fd;
+        tcp_sa_str(&sa, c->who, sizeof(c->who));
+        tcp_sock_tune(tp, fd);
+        tcp_set_timeouts(fd, tp->timeout_ms);
+        if (pthread_create(&c->th, NULL, sconn_main, c)) {
+            pthread_mutex_unlock(&tp->lock);
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = tp->conns;
+        tp->conns = c;
+        tp->n_conns++;
+        pthread_mutex_unlock(&tp->lock);
+    }
+    return NULL;
+}
+
+int tcp_server_start(refit_tp_t *tp)
+{
+    if (pthread_create(&tp->acceptor, NULL, acceptor_main, tp))
+        return tcp_h->error_set(REFIT_EIO, "tcp: %s: cannot start the server thread", tp->name);
+    tp->acceptor_started = true;
+    return 0;
+}
+
+void tcp_server_stop(refit_tp_t *tp)
+{
+    if (!tp->acceptor_started)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    tp->stopping = true;
+    pthread_mutex_unlock(&tp->lock);
+    char b = 1;
+    if (write(tp->wake[1], &b, 1) < 0) {
+        /* The pipe cannot be full: the acceptor is the only reader. */
+    }
+    pthread_join(tp->acceptor, NULL);
+    tp->acceptor_started = false;
+    pthread_mutex_lock(&tp->lock);
+    for (struct tcp_sconn *c = tp->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    reap(tp, true);
+    pthread_mutex_unlock(&tp->lock);
+}

@@ -1,0 +1,717 @@
+/* test_transport.c — the transport conformance suite: one Check suite that
+ * every transport plugin passes, run once per plugin (argv[1]) and medium
+ * (the environment meson gives the run).  The other side is a real process
+ * (tp_peer, fork + exec) so that kills, stops and deregistration race with
+ * real transfers.  Tests assert outcomes, never times; a hang is caught by
+ * the tcase timeout. */
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pattern.h"
+#include "refit/config.h"
+#include "refit/loader.h"
+#include "refit/status.h"
+#include "refit/tp.h"
+
+static const char *plugin = "tcp";
+static const char *peer_exe;
+#define TIMEOUT "2s"         /* transport.timeout on both sides */
+#define WAIT_MS 60000        /* far beyond it: a wait that reaches this hung */
+
+/* ---- the peer process ---- */
+
+struct peer {
+    pid_t pid;
+    FILE *to, *from;
+    uint8_t addr[4096];
+    size_t alen;
+    char line[1 << 17];
+};
+
+static size_t unhex(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    unsigned v;
+    while (n < cap && sscanf(s, "%2x", &v) == 1) {
+        out[n++] = (uint8_t)v;
+        s += 2;
+    }
+    return n;
+}
+
+static const char *peer_read(struct peer *p)
+{
+    ck_assert_msg(fgets(p->line, sizeof(p->line), p->from) != NULL, "peer died or closed its output");
+    p->line[strcspn(p->line, "\n")] = 0;
+    return p->line;
+}
+
+static const char *peer_cmd(struct peer *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(p->to, fmt, ap);
+    va_end(ap);
+    fputc('\n', p->to);
+    fflush(p->to);
+    return peer_read(p);
+}
+
+/* token: REFIT_TCP_TOKEN for the peer (NULL: none); extra: one --set. */
+static void peer_start(struct peer *p, const char *token, const char *extra)
+{
+    int in[2], out[2];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(out), 0);
+    p->pid = fork();
+    ck_assert_int_ge(p->pid, 0);
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        if (token)
+            setenv("REFIT_TCP_TOKEN", token, 1);
+        else
+            unsetenv("REFIT_TCP_TOKEN");
+        const char *args[16] = {peer_exe, plugin, "--set", "transport.timeout=" TIMEOUT, "--name", "peer"};
+        int n = 6;
+        if (extra) {
+            args[n++] = "--set";
+            args[n++] = extra;
+        }
+        args[n] = NULL;
+        execv(peer_exe, (char *const *)args);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->to = fdopen(in[1], "w");
+    p->from = fdopen(out[0], "r");
+    const char *l = peer_read(p);
+    ck_assert_msg(!strncmp(l, "addr ", 5), "peer did not start: %s", l);
+    p->alen = unhex(l + 5, p->addr, sizeof(p->addr));
+}
+
+static void peer_stop(struct peer *p)
+{
+    if (p->pid <= 0)
+        return;
+    fprintf(p->to, "exit\n");
+    fclose(p->to);
+    fclose(p->from);
+    int st;
+    waitpid(p->pid, &st, 0);
+    p->pid = 0;
+}
+
+static void peer_kill(struct peer *p)
+{
+    kill(p->pid, SIGKILL);
+    kill(p->pid, SIGCONT);
+    fclose(p->to);
+    fclose(p->from);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+}
+
+/* ---- this process ---- */
+
+struct side {
+    refit_config_t *cfg;
+    refit_loader_t *ld;
+    refit_transport_t *t;
+    refit_tp_peer_t *peer;
+};
+
+static void side_open(struct side *s, const char *extra)
+{
+    ck_assert_int_eq(refit_config_create(&s->cfg), 0);
+    ck_assert_int_eq(refit_config_apply_env(s->cfg, NULL), 0);
+    ck_assert_int_eq(refit_config_set(s->cfg, "transport.timeout=" TIMEOUT, "test"), 0);
+    if (extra)
+        ck_assert_int_eq(refit_config_set(s->cfg, extra, "test"), 0);
+    ck_assert_int_eq(refit_loader_create(s->cfg, &s->ld), 0);
+    struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "test", .cuda_device = -1};
+    int rc = refit_tp_init(s->ld, s->cfg, &o, &s->t);
+    ck_assert_msg(rc == 0, "init %s: %s", plugin, refit_error_message());
+}
+
+static void side_connect(struct side *s, struct peer *p)
+{
+    int rc = refit_tp_connect(s->t, p->addr, p->alen, "peer", &s->peer);
+    ck_assert_msg(rc == 0, "connect: %s", refit_error_message());
+}
+
+static void side_close(struct side *s)
+{
+    refit_tp_disconnect(s->t, s->peer);
+    refit_tp_fini(s->t);
+    refit_loader_destroy(s->ld);
+    refit_config_destroy(s->cfg);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Register a region at the peer and unpack its key here. */
+static refit_tp_rkey_t *remote_reg(struct side *s, struct peer *p, uint64_t size, uint32_t seed, int *id)
+{
+    const char *l = peer_cmd(p, "reg %llu %u", (unsigned long long)size, seed);
+    int n = 0;
+    ck_assert_msg(sscanf(l, "rkey %d %n", id, &n) == 1, "peer reg: %s", l);
+    static uint8_t k[4096];
+    size_t kl = unhex(l + n, k, sizeof(k));
+    refit_tp_rkey_t *rk = NULL;
+    int rc = refit_tp_unpack(s->t, s->peer, k, kl, &rk);
+    ck_assert_msg(rc == 0, "unpack: %s", refit_error_message());
+    return rk;
+}
+
+static void *map(uint64_t n)
+{
+    void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    return m;
+}
+
+static int xfer1(struct side *s, uint32_t op, refit_tp_region_t *l, uint64_t loff, refit_tp_rkey_t *r,
+                 uint64_t roff, uint64_t len)
+{
+    struct refit_tp_desc d = {op, l, loff, r, roff, len};
+    return refit_tp_xfer(s->t, s->peer, &d, 1, WAIT_MS);
+}
+
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char l[256];
+    unsigned long long kb = 0;
+    while (f && fgets(l, sizeof(l), f))
+        if (sscanf(l, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+/* Fixture state: created in each forked test. */
+static struct side S;
+static struct peer P;
+
+static void setup(void)
+{
+    peer_start(&P, NULL, NULL);
+    side_open(&S, NULL);
+    side_connect(&S, &P);
+}
+
+static void teardown(void)
+{
+    side_close(&S);
+    if (P.pid > 0)
+        peer_stop(&P);
+}
+
+/* ---- sizes and offsets ---- */
+
+static const uint64_t sizes[] = {1, 2, 3, 7, 8, 63, 4095, 4096, 4097, 65539, 1048577, 4194304 + 13,
+                                 16777216 + 5, 33554432};
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+#define BIG (64u << 20)
+
+START_TEST(t_read_sizes)
+{
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, BIG, 11, &id);
+    uint8_t *buf = map(BIG);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, REFIT_MEM_HOST, &lr), 0);
+    for (size_t i = 0; i < NSIZES; i++) {
+        uint64_t roff = i * 3 % 17, loff = (i * 5) % 13 + 1; /* unaligned on both sides */
+        memset(buf, 0, sizes[i] + loff + 1);
+        int rc = xfer1(&S, REFIT_OP_READ, lr, loff, rk, roff, sizes[i]);
+        ck_assert_msg(rc == 0, "READ %llu: %s", (unsigned long long)sizes[i], refit_error_message());
+        int64_t bad = pat_check(buf + loff, sizes[i], 11, roff);
+        ck_assert_msg(bad < 0, "READ %llu: byte %lld differs", (unsigned long long)sizes[i], (long long)bad);
+        ck_assert_int_eq(buf[loff - 1], 0); /* nothing written outside */
+        ck_assert_int_eq(buf[loff + sizes[i]], 0);
+    }
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    refit_tp_release(S.t, rk);
+    munmap(buf, BIG);
+}
+END_TEST
+
+START_TEST(t_write_sizes)
+{
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, BIG, 12, &id);
+    uint8_t *buf = map(BIG);
+    pat_fill(buf, BIG, 99, 0);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, REFIT_MEM_HOST, &lr), 0);
+    for (size_t i = 0; i < NSIZES; i++) {
+        uint64_t roff = i * 7 % 19 + 1, loff = i * 3 % 11;
+        int rc = xfer1(&S, REFIT_OP_WRITE, lr, loff, rk, roff, sizes[i]);
+        ck_assert_msg(rc == 0, "WRITE %llu: %s", (unsigned long long)sizes[i], refit_error_message());
+        const char *l = peer_cmd(&P, "check %d %llu %llu 99 %llu", id, (unsigned long long)roff,
+                                 (unsigned long long)sizes[i], (unsigned long long)loff);
+        ck_assert_msg(!strcmp(l, "ok"), "WRITE %llu: %s", (unsigned long long)sizes[i], l);
+        /* The bytes around it are untouched. */
+        l = peer_cmd(&P, "check %d %llu 1 12 %llu", id, (unsigned long long)(roff - 1),
+                     (unsigned long long)(roff - 1));
+        ck_assert_str_eq(l, "ok");
+        l = peer_cmd(&P, "check %d %llu 1 12 %llu", id, (unsigned long long)(roff + sizes[i]),
+                     (unsigned long long)(roff + sizes[i]));
+        ck_assert_str_eq(l, "ok");
+        ck_assert_str_eq(peer_cmd(&P, "fill %d 12", id), "ok");
+    }
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    refit_tp_release(S.t, rk);
+    munmap(buf, BIG);
+}
+END_TEST
+
+START_TEST(t_one_gib)
+{
+    const uint64_t G = 1ull << 30;
+    /* Two 1 GiB regions plus slack; skip on a small machine. */
+    if (mem_available() < 5 * G)
+        return;
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, G, 21, &id);
+    uint8_t *buf = map(G);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, G, REFIT_MEM_HOST, &lr), 0);
+    int rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, G);
+    ck_assert_msg(rc == 0, "READ 1 GiB: %s", refit_error_message());
+    ck_assert_int_lt(pat_check(buf, G, 21, 0), 0);
+    pat_fill(buf, G, 22, 0);
+    rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, G);
+    ck_assert_msg(rc == 0, "WRITE 1 GiB: %s", refit_error_message());
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 22 0", id, (unsigned long long)G), "ok");
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    refit_tp_release(S.t, rk);
+    munmap(buf, G);
+}
+END_TEST
+
+/* ---- many descriptors, concurrency ---- */
+
+#define NDESC 10000
+
+START_TEST(t_many_descriptors)
+{
+    int id;
+    const uint64_t R = 4u << 20;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 31, &id);
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    struct refit_tp_desc *d = calloc(NDESC, sizeof(*d));
+    /* READ: 10,000 small pieces (1..200 bytes) scattered in reverse order. */
+    uint64_t off = 0;
+    for (int i = 0; i < NDESC; i++) {
+        uint64_t len = 1 + (uint64_t)(i * 37) % 200;
+        d[i] = (struct refit_tp_desc){REFIT_OP_READ, lr, R - off - len, rk, off + 1, len};
+        off += len;
+    }
+    ck_assert_msg(off < R / 2, "descriptor total %llu", (unsigned long long)off);
+    int rc = refit_tp_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
+    ck_assert_msg(rc == 0, "10,000 READs: %s", refit_error_message());
+    for (int i = 0; i < NDESC; i++)
+        ck_assert_msg(pat_check(buf + d[i].local_off, d[i].len, 31, d[i].remote_off) < 0, "desc %d", i);
+    /* WRITE: 10,000 x 64 bytes covering [0, 640000) of the remote, out of order. */
+    pat_fill(buf, R, 32, 0);
+    for (int i = 0; i < NDESC; i++) {
+        int j = (int)((uint64_t)i * 7919 % NDESC); /* a permutation: 7919 is prime */
+        d[i] = (struct refit_tp_desc){REFIT_OP_WRITE, lr, (uint64_t)j * 64, rk, (uint64_t)j * 64, 64};
+    }
+    rc = refit_tp_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
+    ck_assert_msg(rc == 0, "10,000 WRITEs: %s", refit_error_message());
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 640000 32 0", id), "ok");
+    free(d);
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    refit_tp_release(S.t, rk);
+    munmap(buf, R);
+}
+END_TEST
+
+START_TEST(t_concurrent)
+{
+    int id_a, id_b;
+    const uint64_t R = 16u << 20, N = 16, piece = R / N;
+    refit_tp_rkey_t *ra = remote_reg(&S, &P, R, 41, &id_a);
+    refit_tp_rkey_t *rb = remote_reg(&S, &P, R, 42, &id_b);
+    uint8_t *in = map(R), *out = map(R);
+    pat_fill(out, R, 43, 0);
+    refit_tp_region_t *li, *lo;
+    ck_assert_int_eq(refit_tp_reg(S.t, in, R, REFIT_MEM_HOST, &li), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, out, R, REFIT_MEM_HOST, &lo), 0);
+    refit_tp_req_t *req[2 * 16];
+    for (uint64_t i = 0; i < N; i++) {
+        struct refit_tp_desc r = {REFIT_OP_READ, li, i * piece, ra, i * piece, piece};
+        struct refit_tp_desc w = {REFIT_OP_WRITE, lo, i * piece, rb, i * piece, piece};
+        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &r, 1, &req[2 * i]), 0);
+        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &w, 1, &req[2 * i + 1]), 0);
+    }
+    /* Complete in the reverse order of posting. */
+    for (int i = 2 * (int)N - 1; i >= 0; i--) {
+        int rc = refit_tp_wait(S.t, req[i], WAIT_MS);
+        ck_assert_msg(rc == 0, "request %d: %s", i, refit_error_message());
+        ck_assert_int_eq(refit_tp_test(S.t, req[i]), 0);
+        refit_tp_req_free(S.t, req[i]);
+    }
+    ck_assert_int_lt(pat_check(in, R, 41, 0), 0);
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 43 0", id_b, (unsigned long long)R), "ok");
+    refit_tp_dereg(S.t, li);
+    refit_tp_dereg(S.t, lo);
+    refit_tp_release(S.t, ra);
+    refit_tp_release(S.t, rb);
+    munmap(in, R);
+    munmap(out, R);
+}
+END_TEST
+
+/* ---- notifications ---- */
+
+START_TEST(t_notify_after_writes)
+{
+    if (!refit_tp_caps(S.t)->notify)
+        return;
+    int id;
+    const uint64_t R = 32u << 20;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 51, &id);
+    uint8_t *buf = map(R);
+    pat_fill(buf, R, 52, 0);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    /* WRITEs posted and not waited for: the notification must still land
+     * after them. */
+    refit_tp_req_t *req[4];
+    for (int i = 0; i < 4; i++) {
+        struct refit_tp_desc w = {REFIT_OP_WRITE, lr, (uint64_t)i * (R / 4), rk, (uint64_t)i * (R / 4), R / 4};
+        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &w, 1, &req[i]), 0);
+    }
+    int rc = refit_tp_notify(S.t, S.peer, "v42", 3);
+    ck_assert_msg(rc == 0, "notify: %s", refit_error_message());
+    ck_assert_str_eq(peer_cmd(&P, "notify 10000"), "notify 763432");
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 52 0", id, (unsigned long long)R), "ok");
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(refit_tp_wait(S.t, req[i], WAIT_MS), 0);
+        refit_tp_req_free(S.t, req[i]);
+    }
+    /* And the other way: the peer connects back and notifies us. */
+    void *a;
+    size_t al;
+    ck_assert_int_eq(refit_tp_address_get(S.t, &a, &al), 0);
+    char *hex = malloc(2 * al + 1);
+    for (size_t i = 0; i < al; i++)
+        sprintf(hex + 2 * i, "%02x", ((uint8_t *)a)[i]);
+    ck_assert_str_eq(peer_cmd(&P, "connect %s", hex), "ok");
+    ck_assert_str_eq(peer_cmd(&P, "send 0001ff"), "ok");
+    ck_assert_str_eq(peer_cmd(&P, "send 61"), "ok");
+    uint8_t m[16];
+    size_t ml = 0;
+    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
+    ck_assert_uint_eq(ml, 3);
+    ck_assert(m[0] == 0 && m[1] == 1 && m[2] == 0xff);
+    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
+    ck_assert(ml == 1 && m[0] == 'a');
+    /* None pending: a zero timeout just checks. */
+    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, 0), REFIT_ETIMEDOUT);
+    free(hex);
+    free(a);
+    refit_tp_dereg(S.t, lr);
+    refit_tp_release(S.t, rk);
+    munmap(buf, R);
+}
+END_TEST
+
+/* ---- keys ---- */
+
+START_TEST(t_invalid_keys)
+{
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 61, &id);
+    uint8_t *buf = map(1 << 20);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    /* Out of range on the remote side: rejected before any I/O. */
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, (1 << 20) - 10, 11), REFIT_ERANGE);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, UINT64_MAX - 4, 8), REFIT_ERANGE);
+    /* ... and on the local side. */
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 1, rk, 0, 1 << 20), REFIT_ERANGE);
+    /* Malformed key blobs. */
+    refit_tp_rkey_t *bad = NULL;
+    uint8_t junk[64] = {1, 2, 3};
+    ck_assert_int_lt(refit_tp_unpack(S.t, S.peer, junk, 3, &bad), 0);
+    ck_assert_int_lt(refit_tp_unpack(S.t, S.peer, junk, sizeof(junk), &bad), 0);
+    /* A valid transfer still works afterwards. */
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
+    ck_assert_int_lt(pat_check(buf, 1 << 20, 61, 0), 0);
+    refit_tp_dereg(S.t, lr);
+    refit_tp_release(S.t, rk);
+    munmap(buf, 1 << 20);
+}
+END_TEST
+
+START_TEST(t_stale_key)
+{
+    int id, id2;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 71, &id);
+    uint8_t *buf = map(1 << 20);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
+    ck_assert_str_eq(peer_cmd(&P, "dereg %d", id), "ok");
+    /* A new registration may reuse the slot; the old key must not reach it. */
+    refit_tp_rkey_t *rk2 = remote_reg(&S, &P, 1 << 20, 72, &id2);
+    int rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
+    ck_assert_msg(rc < 0, "READ through a stale key succeeded");
+    if (!strcmp(plugin, "tcp"))
+        ck_assert_int_eq(rc, REFIT_ESTALE);
+    rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096);
+    ck_assert_msg(rc < 0, "WRITE through a stale key succeeded");
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 %d 72 0", id2, 1 << 20), "ok");
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk2, 0, 1 << 20), 0);
+    ck_assert_int_lt(pat_check(buf, 1 << 20, 72, 0), 0);
+    refit_tp_dereg(S.t, lr);
+    refit_tp_release(S.t, rk);
+    refit_tp_release(S.t, rk2);
+    munmap(buf, 1 << 20);
+}
+END_TEST
+
+START_TEST(t_dereg_while_reading)
+{
+    const uint64_t R = 256u << 20;
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    int failed = 0;
+    for (int round = 0; round < 8 && !failed; round++) {
+        int id;
+        refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 81, &id);
+        struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
+        refit_tp_req_t *req;
+        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &d, 1, &req), 0);
+        ck_assert_str_eq(peer_cmd(&P, "dereg %d", id), "ok");
+        int rc = refit_tp_wait(S.t, req, WAIT_MS);
+        if (rc) {
+            ck_assert_msg(rc != REFIT_ETIMEDOUT && rc != REFIT_EAGAIN, "wait: %s", refit_error_message());
+            if (!strcmp(plugin, "tcp"))
+                ck_assert_msg(rc == REFIT_ESTALE, "%s", refit_error_message());
+            failed = 1;
+        }
+        refit_tp_req_free(S.t, req);
+        refit_tp_release(S.t, rk);
+    }
+    ck_assert_msg(failed, "deregistration never overlapped a READ");
+    /* The peer is alive and the connection usable. */
+    ck_assert_str_eq(peer_cmd(&P, "ping"), "ok");
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, 4096, 82, &id);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
+    ck_assert_int_lt(pat_check(buf, 4096, 82, 0), 0);
+    refit_tp_release(S.t, rk);
+    refit_tp_dereg(S.t, lr);
+    munmap(buf, R);
+}
+END_TEST
+
+/* ---- vanished peers ---- */
+
+static void vanish(int sig)
+{
+    const uint64_t R = 256u << 20;
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 91, &id);
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    int rc = 0;
+    /* The first READ races the signal; later ones meet a gone peer. */
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
+        refit_tp_req_t *req = NULL;
+        rc = refit_tp_post(S.t, S.peer, &d, 1, &req);
+        if (i == 0)
+            kill(P.pid, sig);
+        if (rc == 0) {
+            rc = refit_tp_wait(S.t, req, WAIT_MS);
+            if (rc == REFIT_ETIMEDOUT && strstr(refit_error_message(), "not complete after"))
+                ck_abort_msg("wait hung past the transport timeout: %s", refit_error_message());
+            refit_tp_req_free(S.t, req);
+        }
+    }
+    ck_assert_msg(rc < 0 && rc != REFIT_EAGAIN, "transfers from a %s peer succeeded",
+                  sig == SIGKILL ? "killed" : "stopped");
+    /* Further posts fail as well, never hang. */
+    struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, 4096};
+    refit_tp_req_t *req = NULL;
+    rc = refit_tp_post(S.t, S.peer, &d, 1, &req);
+    if (rc == 0) {
+        rc = refit_tp_wait(S.t, req, WAIT_MS);
+        refit_tp_req_free(S.t, req);
+    }
+    ck_assert_int_lt(rc, 0);
+    peer_kill(&P);
+    refit_tp_release(S.t, rk);
+    refit_tp_dereg(S.t, lr);
+    munmap(buf, R);
+}
+
+START_TEST(t_peer_killed) { vanish(SIGKILL); }
+END_TEST
+
+START_TEST(t_peer_stopped) { vanish(SIGSTOP); }
+END_TEST
+
+/* ---- tcp only: authentication, forged keys, addresses ---- */
+
+START_TEST(t_tcp_forged_key)
+{
+    int id;
+    const char *l = peer_cmd(&P, "reg 65536 5");
+    int n = 0;
+    ck_assert(sscanf(l, "rkey %d %n", &id, &n) == 1);
+    uint8_t k[256];
+    size_t kl = unhex(l + n, k, sizeof(k));
+    uint8_t *buf = map(65536);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, REFIT_MEM_HOST, &lr), 0);
+    /* Flip a bit of the secret, the generation, the id; and grow the length. */
+    static const int at[] = {40, 55, 24, 16, 33};
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        uint8_t f[256];
+        memcpy(f, k, kl);
+        f[at[i]] ^= 0x40;
+        refit_tp_rkey_t *rk;
+        int rc = refit_tp_unpack(S.t, S.peer, f, kl, &rk);
+        if (rc)
+            continue;
+        rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
+        ck_assert_msg(rc < 0, "READ through a forged key (byte %d) succeeded", at[i]);
+        rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096);
+        ck_assert_msg(rc < 0, "WRITE through a forged key (byte %d) succeeded", at[i]);
+        ck_assert_str_eq(peer_cmd(&P, "check %d 0 65536 5 0", id), "ok");
+        refit_tp_release(S.t, rk);
+    }
+    refit_tp_dereg(S.t, lr);
+    munmap(buf, 65536);
+}
+END_TEST
+
+START_TEST(t_tcp_auth)
+{
+    /* Same token: works, and the listener is no longer loopback-only. */
+    struct peer p2 = {0};
+    peer_start(&p2, "s3cret-token", NULL);
+    setenv("REFIT_TCP_TOKEN", "s3cret-token", 1);
+    struct side s2 = {0};
+    side_open(&s2, NULL);
+    side_connect(&s2, &p2);
+    side_close(&s2);
+    /* Different token: the handshake fails, in both directions of trust. */
+    setenv("REFIT_TCP_TOKEN", "another-token", 1);
+    side_open(&s2, NULL);
+    refit_tp_peer_t *pp = NULL;
+    int rc = refit_tp_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
+    ck_assert_int_eq(rc, REFIT_EPERM);
+    side_close(&s2);
+    unsetenv("REFIT_TCP_TOKEN");
+    side_open(&s2, NULL);
+    rc = refit_tp_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
+    ck_assert_int_eq(rc, REFIT_EPERM);
+    side_close(&s2);
+    ck_assert_str_eq(peer_cmd(&p2, "ping"), "ok");
+    peer_stop(&p2);
+    /* Without a token the address is a loopback one. */
+    ck_assert_uint_eq(P.addr[5], 4);
+    ck_assert_uint_eq(P.addr[16], 127);
+}
+END_TEST
+
+START_TEST(t_tcp_ipv6_and_ports)
+{
+    struct peer p6 = {0};
+    peer_start(&p6, NULL, "transport.tcp.bind=::1");
+    ck_assert_uint_eq(p6.addr[5], 6);
+    struct side s6 = {0};
+    side_open(&s6, "transport.tcp.streams=3");
+    side_connect(&s6, &p6);
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&s6, &p6, 1 << 20, 7, &id);
+    uint8_t *buf = map(1 << 20);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(s6.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(xfer1(&s6, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
+    ck_assert_int_lt(pat_check(buf, 1 << 20, 7, 0), 0);
+    refit_tp_release(s6.t, rk);
+    refit_tp_dereg(s6.t, lr);
+    side_close(&s6);
+    peer_stop(&p6);
+    /* A port range: the peer listens inside it. */
+    struct peer pr = {0};
+    peer_start(&pr, NULL, "transport.tcp.port_min=0");
+    peer_stop(&pr);
+    munmap(buf, 1 << 20);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create(plugin);
+    TCase *tc = tcase_create("conformance");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, t_read_sizes);
+    tcase_add_test(tc, t_write_sizes);
+    tcase_add_test(tc, t_one_gib);
+    tcase_add_test(tc, t_many_descriptors);
+    tcase_add_test(tc, t_concurrent);
+    tcase_add_test(tc, t_notify_after_writes);
+    tcase_add_test(tc, t_invalid_keys);
+    tcase_add_test(tc, t_stale_key);
+    tcase_add_test(tc, t_dereg_while_reading);
+    tcase_add_test(tc, t_peer_killed);
+    tcase_add_test(tc, t_peer_stopped);
+    suite_add_tcase(s, tc);
+    if (!strcmp(plugin, "tcp")) {
+        TCase *t2 = tcase_create("tcp");
+        tcase_add_checked_fixture(t2, setup, teardown);
+        tcase_set_timeout(t2, 60);
+        tcase_add_test(t2, t_tcp_forged_key);
+        tcase_add_test(t2, t_tcp_auth);
+        tcase_add_test(t2, t_tcp_ipv6_and_ports);
+        suite_add_tcase(s, t2);
+    }
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        plugin = argv[1];
+    peer_exe = getenv("REFIT_TP_PEER");
+    if (!peer_exe) {
+        fprintf(stderr, "REFIT_TP_PEER (the tp_peer helper) is not set\n");
+        return 77;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    /* The process under test must not inherit a token from the caller. */
+    unsetenv("REFIT_TCP_TOKEN");
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

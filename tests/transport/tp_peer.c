@@ -1,0 +1,196 @@
+/* tp_peer.c — the other process of the transport conformance suite.
+ *
+ *   tp_peer PLUGIN [--set key=value]... [--name NAME]
+ *
+ * Loads the transport, prints "addr HEX", then answers one command per line
+ * on stdin with one line on stdout:
+ *   reg SIZE SEED            register SIZE bytes of pattern SEED → "rkey ID HEX"
+ *   dereg ID                 → "ok"
+ *   fill ID SEED             rewrite the pattern → "ok"
+ *   check ID OFF LEN SEED FROM  region bytes [OFF, +LEN) == pattern [FROM, +LEN)?
+ *                            → "ok" or "bad POS"
+ *   notify TIMEOUT_MS        wait for a notification → "notify HEX" or "err CODE"
+ *   connect HEX              connect to the test process → "ok" / "err CODE"
+ *   send HEX                 notify the connected test process → "ok" / "err CODE"
+ *   ping                     → "ok"
+ *   exit                     clean shutdown
+ * Errors print "err CODE MESSAGE".  The test kills it with SIGKILL or
+ * SIGSTOP to play a vanished peer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "pattern.h"
+#include "refit/config.h"
+#include "refit/loader.h"
+#include "refit/status.h"
+#include "refit/tp.h"
+
+struct region {
+    void *mem;
+    size_t len;
+    refit_tp_region_t *r;
+};
+
+static struct region regs[64];
+static int n_regs;
+
+static void hex_out(const char *tag, int id, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    if (id >= 0)
+        printf("%s %d ", tag, id);
+    else
+        printf("%s ", tag);
+    for (size_t i = 0; i < n; i++)
+        printf("%02x", b[i]);
+    printf("\n");
+}
+
+static size_t hex_in(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    while (s[0] && s[1] && n < cap) {
+        unsigned v;
+        if (sscanf(s, "%2x", &v) != 1)
+            break;
+        out[n++] = (uint8_t)v;
+        s += 2;
+    }
+    return n;
+}
+
+static void fail(int rc)
+{
+    printf("err %d %s\n", rc, refit_error_message());
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: tp_peer PLUGIN [--set k=v]... [--name NAME]\n");
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    refit_config_t *cfg;
+    refit_loader_t *ld;
+    refit_transport_t *t;
+    const char *name = "peer";
+    int rc = refit_config_create(&cfg);
+    if (!rc)
+        rc = refit_config_apply_env(cfg, NULL);
+    for (int i = 2; !rc && i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--set"))
+            rc = refit_config_set(cfg, argv[i + 1], "--set");
+        else if (!strcmp(argv[i], "--name"))
+            name = argv[i + 1];
+    }
+    if (!rc)
+        rc = refit_loader_create(cfg, &ld);
+    struct refit_tp_open o = {.size = sizeof(o), .plugin = argv[1], .name = name, .cuda_device = -1};
+    if (!rc)
+        rc = refit_tp_init(ld, cfg, &o, &t);
+    if (rc) {
+        fail(rc);
+        return 1;
+    }
+    void *addr;
+    size_t alen;
+    if ((rc = refit_tp_address_get(t, &addr, &alen))) {
+        fail(rc);
+        return 1;
+    }
+    hex_out("addr", -1, addr, alen);
+    free(addr);
+
+    refit_tp_peer_t *back = NULL;
+    static char line[1 << 16];
+    static uint8_t bin[1 << 15];
+    while (fgets(line, sizeof(line), stdin)) {
+        unsigned long long a, b, c, d, e;
+        char arg[sizeof(line)];
+        if (sscanf(line, "reg %llu %llu", &a, &b) == 2 && n_regs < 64) {
+            void *m = mmap(NULL, a, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED) {
+                printf("err -2 mmap\n");
+                continue;
+            }
+            pat_fill(m, a, (uint32_t)b, 0);
+            struct region *g = &regs[n_regs];
+            if ((rc = refit_tp_reg(t, m, a, REFIT_MEM_HOST, &g->r))) {
+                munmap(m, a);
+                fail(rc);
+                continue;
+            }
+            g->mem = m;
+            g->len = a;
+            void *k;
+            size_t kl;
+            if ((rc = refit_tp_pack(t, g->r, &k, &kl))) {
+                fail(rc);
+                continue;
+            }
+            hex_out("rkey", n_regs++, k, kl);
+            free(k);
+        } else if (sscanf(line, "dereg %llu", &a) == 1 && a < (unsigned)n_regs && regs[a].r) {
+            rc = refit_tp_dereg(t, regs[a].r);
+            regs[a].r = NULL;
+            if (rc)
+                fail(rc);
+            else
+                printf("ok\n");
+        } else if (sscanf(line, "fill %llu %llu", &a, &b) == 2 && a < (unsigned)n_regs) {
+            pat_fill(regs[a].mem, regs[a].len, (uint32_t)b, 0);
+            printf("ok\n");
+        } else if (sscanf(line, "check %llu %llu %llu %llu %llu", &a, &b, &c, &d, &e) == 5 &&
+                   a < (unsigned)n_regs) {
+            if (b > regs[a].len || c > regs[a].len - b) {
+                printf("err -13 range\n");
+                continue;
+            }
+            int64_t pos = pat_check((uint8_t *)regs[a].mem + b, c, (uint32_t)d, e);
+            if (pos < 0)
+                printf("ok\n");
+            else
+                printf("bad %lld\n", (long long)pos);
+        } else if (sscanf(line, "notify %llu", &a) == 1) {
+            size_t n = 0;
+            rc = refit_tp_poll_notify(t, bin, sizeof(bin), &n, (int64_t)a);
+            if (rc)
+                fail(rc);
+            else
+                hex_out("notify", -1, bin, n);
+        } else if (sscanf(line, "connect %65535s", arg) == 1) {
+            size_t n = hex_in(arg, bin, sizeof(bin));
+            rc = refit_tp_connect(t, bin, n, "test", &back);
+            if (rc)
+                fail(rc);
+            else
+                printf("ok\n");
+        } else if (sscanf(line, "send %65535s", arg) == 1 && back) {
+            size_t n = hex_in(arg, bin, sizeof(bin));
+            rc = refit_tp_notify(t, back, bin, n);
+            if (rc)
+                fail(rc);
+            else
+                printf("ok\n");
+        } else if (!strncmp(line, "ping", 4)) {
+            printf("ok\n");
+        } else if (!strncmp(line, "exit", 4)) {
+            break;
+        } else {
+            printf("err -1 unknown command\n");
+        }
+    }
+    refit_tp_disconnect(t, back);
+    for (int i = 0; i < n_regs; i++)
+        if (regs[i].r)
+            refit_tp_dereg(t, regs[i].r);
+    refit_tp_fini(t);
+    for (int i = 0; i < n_regs; i++)
+        munmap(regs[i].mem, regs[i].len);
+    refit_loader_destroy(ld);
+    refit_config_destroy(cfg);
+    return 0;
+}
