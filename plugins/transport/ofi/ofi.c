@@ -19,12 +19,21 @@
  *   FI_MR_HMEM        device memory registers with its iface (FI_HMEM).
  * Providers needing FI_MR_RAW keys are not requested (none we target).
  *
+ * Progress: most providers progress data only inside libfabric calls
+ * (FI_PROGRESS_MANUAL), and a READ of our memory over tcp or shm is served
+ * by our progress.  A progress thread therefore reads the completion queue
+ * whenever the caller is not inside the plugin; one mutex serialises every
+ * libfabric call, matching FI_THREAD_DOMAIN.  It sleeps progress_sleep_us
+ * between idle rounds (the CQ does not say when a peer's READ needs us).
+ *
  * Completion: WRITEs are issued with FI_DELIVERY_COMPLETE when the
  * provider takes it, so a completed WRITE is in the peer's memory; notify()
  * waits until every WRITE to that peer completed before it sends, which
  * gives the ordering push mode relies on whatever msg_order the provider
  * offers. */
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -99,6 +108,12 @@ struct refit_tp {
     struct refit_tp_req *reqs;
     struct ofip_notice *nq_head, *nq_tail;
     uint64_t next_region_id;
+
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int thread_on;
+    volatile int stop;
+    int64_t sleep_us;
 };
 
 struct refit_tp_region {
@@ -373,6 +388,8 @@ static const struct refit_cfg_field ofip_config[] = {
      "register GPU memory with the provider (FI_HMEM): auto uses it where offered"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL, "largest notification"},
     {"recv_depth", REFIT_CFG_INT, "64", 1, 4096, NULL, "receive buffers posted for notifications"},
+    {"progress_sleep_us", REFIT_CFG_INT, "20", 0, 100000, NULL,
+     "idle sleep of the progress thread that serves peers' READs and WRITEs (0: spin)"},
     {"env", REFIT_CFG_MAP, NULL, 0, -1, NULL,
      "FI_* variables set before the provider is opened (libfabric reads only the environment: "
      "process-wide)"},
@@ -422,6 +439,8 @@ static int read_options(const struct refit_tp_init_args *a, refit_tp_t *tp, stru
         rc = H->cfg_int(v, "recv_depth", &o->recv_depth);
     if (!rc)
         rc = H->cfg_size(v, "max_notify_len", &tp->max_notify_len);
+    if (!rc)
+        rc = H->cfg_int(v, "progress_sleep_us", &tp->sleep_us);
     if (!rc) { /* entries may come one by one from --set, without the map */
         rc = H->cfg_map_each(v, "env", apply_env, o);
         if (o->status)
@@ -584,6 +603,24 @@ static int open_objects(refit_tp_t *tp, int64_t recv_depth)
 
 static void ofip_fini(refit_tp_t *tp);
 
+static void *progress_thread(void *arg)
+{
+    refit_tp_t *tp = arg;
+    struct timespec ts = {0, tp->sleep_us * 1000};
+    while (!tp->stop) {
+        pthread_mutex_lock(&tp->lock);
+        size_t n = cq_drain(tp);
+        pthread_mutex_unlock(&tp->lock);
+        if (!n) {
+            if (tp->sleep_us)
+                nanosleep(&ts, NULL);
+            else
+                sched_yield();
+        }
+    }
+    return NULL;
+}
+
 static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
 {
     if (!a || !out || a->size < sizeof(struct refit_tp_init_args))
@@ -596,12 +633,21 @@ static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->cuda_device = a->cuda_device;
     tp->next_key = 1;
     tp->next_region_id = 1;
+    tp->sleep_us = 20;
+    pthread_mutex_init(&tp->lock, NULL);
     struct opts o = {0};
     int rc = tp->name ? read_options(a, tp, &o) : H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     if (!rc)
         rc = choose_info(tp, a, &o);
     if (!rc)
         rc = open_objects(tp, o.recv_depth);
+    if (!rc) {
+        int e = pthread_create(&tp->thread, NULL, progress_thread, tp);
+        if (e)
+            rc = H->error_set(REFIT_EIO, "%s: progress thread: %s", OFIP, strerror(e));
+        else
+            tp->thread_on = 1;
+    }
     if (rc) {
         ofip_fini(tp);
         return rc;
@@ -616,6 +662,10 @@ static void ofip_fini(refit_tp_t *tp)
 {
     if (!tp)
         return;
+    if (tp->thread_on) {
+        tp->stop = 1;
+        pthread_join(tp->thread, NULL);
+    }
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
@@ -648,6 +698,7 @@ static void ofip_fini(refit_tp_t *tp)
     H->free(tp->recv_bufs);
     if (tp->info)
         fi_freeinfo(tp->info);
+    pthread_mutex_destroy(&tp->lock);
     H->free(tp->name);
     H->free(tp);
 }
@@ -1130,28 +1181,109 @@ static int ofip_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
 }
 
 /* ------------------------------------------------------------------ */
+/* Entry points: each holds the lock the progress thread takes. */
+
+#define LOCKED(tp, call)                                                                     \
+    do {                                                                                     \
+        pthread_mutex_lock(&(tp)->lock);                                                     \
+        int rc_ = (call);                                                                    \
+        pthread_mutex_unlock(&(tp)->lock);                                                   \
+        return rc_;                                                                          \
+    } while (0)
+#define NEED_TP(tp)                                                                          \
+    if (!(tp))                                                                               \
+    return H->error_set(REFIT_EINVAL, "%s: no transport handle", OFIP)
+
+static int l_caps(refit_tp_t *tp, struct refit_tp_caps *o) { NEED_TP(tp); LOCKED(tp, ofip_caps(tp, o)); }
+static int l_address(refit_tp_t *tp, void *b, size_t *l) { NEED_TP(tp); LOCKED(tp, ofip_address(tp, b, l)); }
+static int l_reg(refit_tp_t *tp, void *p, size_t l, uint32_t m, refit_tp_region_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_reg(tp, p, l, m, o));
+}
+static int l_dereg(refit_tp_t *tp, refit_tp_region_t *r) { NEED_TP(tp); LOCKED(tp, ofip_dereg(tp, r)); }
+static int l_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *b, size_t *l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_pack_rkey(tp, r, b, l));
+}
+static int l_connect(refit_tp_t *tp, const void *a, size_t l, const char *n, refit_tp_peer_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_connect(tp, a, l, n, o));
+}
+static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ofip_disconnect(tp, p);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *b, size_t l, refit_tp_rkey_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_unpack_rkey(tp, p, b, l, o));
+}
+static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ofip_release_rkey(tp, k);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
+                  refit_tp_req_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_post(tp, p, d, n, o));
+}
+static int l_progress(refit_tp_t *tp) { NEED_TP(tp); LOCKED(tp, ofip_progress(tp)); }
+static int l_test(refit_tp_t *tp, refit_tp_req_t *r) { NEED_TP(tp); LOCKED(tp, ofip_test(tp, r)); }
+static int l_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t t) { NEED_TP(tp); LOCKED(tp, ofip_wait(tp, r, t)); }
+static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ofip_req_free(tp, r);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_notify(tp, p, m, l));
+}
+static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ofip_poll_notify(tp, b, c, l, t));
+}
+
+/* ------------------------------------------------------------------ */
 /* Plugin descriptor */
 
 static const struct refit_transport_ops ofip_ops = {
     .size = sizeof(struct refit_transport_ops),
     .init = ofip_init,
     .fini = ofip_fini,
-    .caps = ofip_caps,
-    .address = ofip_address,
-    .reg = ofip_reg,
-    .dereg = ofip_dereg,
-    .pack_rkey = ofip_pack_rkey,
-    .connect = ofip_connect,
-    .disconnect = ofip_disconnect,
-    .unpack_rkey = ofip_unpack_rkey,
-    .release_rkey = ofip_release_rkey,
-    .post = ofip_post,
-    .progress = ofip_progress,
-    .test = ofip_test,
-    .wait = ofip_wait,
-    .req_free = ofip_req_free,
-    .notify = ofip_notify,
-    .poll_notify = ofip_poll_notify,
+    .caps = l_caps,
+    .address = l_address,
+    .reg = l_reg,
+    .dereg = l_dereg,
+    .pack_rkey = l_pack_rkey,
+    .connect = l_connect,
+    .disconnect = l_disconnect,
+    .unpack_rkey = l_unpack_rkey,
+    .release_rkey = l_release_rkey,
+    .post = l_post,
+    .progress = l_progress,
+    .test = l_test,
+    .wait = l_wait,
+    .req_free = l_req_free,
+    .notify = l_notify,
+    .poll_notify = l_poll_notify,
 };
 
 static int ofip_load(const struct refit_host *host)

@@ -2,10 +2,19 @@
  * (ucp_get_nbx / ucp_put_nbx) between regions mapped with ucp_mem_map, and
  * notifications as ucp active messages.
  *
- * One ucp context and one worker (UCS_THREAD_MODE_SINGLE) per refit_tp_t;
- * the worker address is the address blob.  UCX settings come from the YAML
- * (transport.ucx.env) and are applied to this context's ucp_config_t only,
- * so nothing leaks into the environment of other UCX users in the process.
+ * One ucp context and one worker per refit_tp_t; the worker address is the
+ * address blob.  UCX settings come from the YAML (transport.ucx.env) and
+ * are applied to this context's ucp_config_t only, so nothing leaks into
+ * the environment of other UCX users in the process.
+ *
+ * Threading: the worker is UCS_THREAD_MODE_SERIALIZED, not SINGLE, because
+ * besides the caller's thread a progress thread drives it whenever the
+ * caller is not inside the plugin: without RDMA hardware (UCX's tcp and
+ * shared-memory transports) a READ of our memory is served by *our*
+ * worker's progress (UCX emulates RMA with active messages), and a
+ * publisher that is busy training must still serve it.  One mutex
+ * serialises every use of the worker, so UCX never sees two threads at
+ * once; the progress thread sleeps on the worker's event fd.
  *
  * Completion: a request counts its outstanding ucp operations; a READ batch
  * is complete when every get has landed, a WRITE batch when every put has
@@ -16,14 +25,27 @@
  * messages (they may take different lanes), so notify() first flushes the
  * endpoint — every put posted before it is then remotely complete — and
  * only then sends the active message.  That costs one round trip per
- * notification, which push mode pays once per version. */
+ * notification, which push mode pays once per version.
+ *
+ * Stale keys: UCX does not check a remote key against a registration that
+ * is gone (emulated RMA reads whatever the address holds).  So the owner
+ * revokes: every process that connects to us says hello (with its worker
+ * address); dereg() sends each of them a revoke for the region and waits
+ * (transport.timeout at most) for their acknowledgements before it unmaps.
+ * A requester that gets a revoke marks the keys of that region stale (later
+ * posts fail with REFIT_ESTALE), fails its requests that use them, flushes
+ * its endpoint (so none of its operations is still in flight) and only then
+ * acknowledges. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <ucp/api/ucp.h>
 
@@ -33,9 +55,10 @@
 
 #define UCXP "ucx"
 #define UCXP_AM_NOTIFY 0x5246 /* active message id of notifications */
+#define UCXP_AM_CTRL 0x5247   /* hello, revoke, ack, bye */
 #define UCXP_ADDR_MAGIC 0x41555852u /* "RXUA" */
 #define UCXP_RKEY_MAGIC 0x4b555852u /* "RXUK" */
-#define UCXP_BLOB_VERSION 1
+#define UCXP_BLOB_VERSION 2
 
 static const struct refit_host *H;
 
@@ -48,12 +71,32 @@ struct ucxp_notice {
     unsigned char data[];
 };
 
+/* A process that connected to us: it gets revokes when we deregister. */
+struct ucxp_watcher {
+    struct ucxp_watcher *next;
+    uint64_t id;      /* its transport id */
+    int refs;         /* hellos minus byes */
+    ucp_ep_h ep;      /* NULL until created (outside the AM callback) */
+    void *addr;       /* its worker address, until the ep exists */
+    size_t addr_len;
+    int dead;
+    uint64_t acked;   /* highest revoke sequence it acknowledged */
+};
+
+/* A revoke to acknowledge once the endpoint to the owner is flushed. */
+struct ucxp_ack {
+    struct ucxp_ack *next;
+    refit_tp_peer_t *peer;
+    uint64_t seq;
+};
+
 struct refit_tp {
     ucp_context_h ctx;
     ucp_worker_h worker;
     ucp_address_t *addr;
     size_t addr_len;
     char *name;
+    uint64_t id;  /* random; names this transport in control messages */
     int64_t timeout_ms;
     uint64_t max_notify_len;
     int err_mode; /* 0 none, 1 peer, 2 auto (peer, else none) */
@@ -62,6 +105,17 @@ struct refit_tp {
     struct refit_tp_peer *peers;
     struct refit_tp_req *reqs; /* every request not yet released */
     struct ucxp_notice *nq_head, *nq_tail;
+    struct ucxp_watcher *watchers;
+    struct ucxp_ack *acks;
+    uint64_t revoke_seq;
+    int in_ctrl; /* ctrl_work() running: no re-entry */
+
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int thread_on;
+    int efd;          /* the worker's event fd, -1: sleep-poll */
+    int stop_pipe[2];
+    volatile int stop;
 };
 
 struct refit_tp_region {
@@ -79,14 +133,17 @@ struct refit_tp_peer {
     struct refit_tp_peer *next;
     ucp_ep_h ep;
     char *name;
-    ucs_status_t err; /* UCS_OK until the error callback fires */
-    size_t n_rkeys;
+    uint64_t owner_id; /* the transport id in its address */
+    ucs_status_t err;  /* UCS_OK until the error callback fires */
+    struct refit_tp_rkey *rkeys;
 };
 
 struct refit_tp_rkey {
     refit_tp_peer_t *peer;
+    struct refit_tp_rkey *next; /* in peer->rkeys */
     ucp_rkey_h rk;
     uint64_t base, len, id;
+    int stale;
 };
 
 struct refit_tp_req {
@@ -97,6 +154,8 @@ struct refit_tp_req {
     int status;       /* 0, or the first failure */
     int released;     /* req_free called while operations were pending */
     char msg[256];    /* why it failed (our own text, bounded) */
+    uint64_t *regions; /* distinct remote region ids used (for revokes) */
+    size_t n_regions;
 };
 
 /* Wire headers, host byte order: peers are the same architecture (a
@@ -104,6 +163,7 @@ struct refit_tp_req {
 struct ucxp_addr_hdr {
     uint32_t magic;
     uint16_t version, reserved;
+    uint64_t tp_id;
     uint64_t addr_len;
 };
 
@@ -111,6 +171,14 @@ struct ucxp_rkey_hdr {
     uint32_t magic;
     uint16_t version, memtype;
     uint64_t base, len, id, ucp_len;
+};
+
+enum { CTRL_HELLO = 1, CTRL_REVOKE, CTRL_ACK, CTRL_BYE };
+
+struct ucxp_ctrl {
+    uint32_t type, reserved;
+    uint64_t sender; /* transport id of the sender */
+    uint64_t a, b;   /* REVOKE: region, seq; ACK: seq; HELLO: address length */
 };
 
 /* ------------------------------------------------------------------ */
@@ -186,6 +254,7 @@ static void req_unlink_free(struct refit_tp_req *r)
         tp->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    H->free(r->regions);
     H->free(r);
 }
 
@@ -204,12 +273,19 @@ static void op_done(void *request, ucs_status_t us, void *user_data)
         req_unlink_free(r);
 }
 
+static unsigned ctrl_work(refit_tp_t *tp);
+static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what);
+static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
+                     const void *tail, size_t tail_len);
+
 static unsigned progress_all(refit_tp_t *tp)
 {
     unsigned n = 0, k;
     /* Bounded so that one call cannot spin forever on a busy worker. */
     for (int i = 0; i < 64 && (k = ucp_worker_progress(tp->worker)) > 0; i++)
         n += k;
+    if (tp->watchers || tp->acks)
+        n += ctrl_work(tp);
     return n;
 }
 
@@ -374,12 +450,46 @@ static ucs_status_t am_notify_cb(void *arg, const void *header, size_t header_le
 }
 
 static void ucxp_fini(refit_tp_t *tp);
+static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
+                               size_t length, const ucp_am_recv_param_t *param);
+
+/* Drives the worker while the caller is elsewhere (see the top). */
+static void *progress_thread(void *arg)
+{
+    refit_tp_t *tp = arg;
+    while (!tp->stop) {
+        pthread_mutex_lock(&tp->lock);
+        unsigned n = progress_all(tp);
+        ucs_status_t st = UCS_ERR_BUSY;
+        if (!n && tp->efd >= 0)
+            st = ucp_worker_arm(tp->worker);
+        pthread_mutex_unlock(&tp->lock);
+        if (n || (tp->efd >= 0 && st == UCS_ERR_BUSY))
+            continue;
+        struct pollfd pf[2] = {{tp->stop_pipe[0], POLLIN, 0}, {tp->efd, POLLIN, 0}};
+        /* Without an event fd, or if an event slips past the arm, the
+         * timeout bounds how long a peer waits for us. */
+        poll(pf, tp->efd >= 0 ? 2 : 1, tp->efd >= 0 ? 100 : 1);
+    }
+    return NULL;
+}
+
+static int start_thread(refit_tp_t *tp)
+{
+    if (pipe(tp->stop_pipe))
+        return H->error_set(REFIT_EIO, "%s: pipe: %s", UCXP, strerror(errno));
+    int e = pthread_create(&tp->thread, NULL, progress_thread, tp);
+    if (e)
+        return H->error_set(REFIT_EIO, "%s: progress thread: %s", UCXP, strerror(e));
+    tp->thread_on = 1;
+    return 0;
+}
 
 static int create_context(refit_tp_t *tp, ucp_config_t *uc)
 {
     ucp_params_t p = {0};
     p.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-    p.features = UCP_FEATURE_RMA | UCP_FEATURE_AM;
+    p.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     p.name = tp->name;
     ucs_status_t us = ucp_init(&p, uc, &tp->ctx);
     if (us != UCS_OK)
@@ -393,7 +503,7 @@ static int create_context(refit_tp_t *tp, ucp_config_t *uc)
 
     ucp_worker_params_t wp = {0};
     wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    wp.thread_mode = UCS_THREAD_MODE_SERIALIZED; /* our mutex serialises; see the top */
     us = ucp_worker_create(tp->ctx, &wp, &tp->worker);
     if (us != UCS_OK)
         return ucxp_err(status_of(us), us, "ucp_worker_create", NULL, NULL);
@@ -409,8 +519,15 @@ static int create_context(refit_tp_t *tp, ucp_config_t *uc)
     ap.arg = tp;
     ap.flags = UCP_AM_FLAG_WHOLE_MSG;
     us = ucp_worker_set_am_recv_handler(tp->worker, &ap);
+    if (us == UCS_OK) {
+        ap.id = UCXP_AM_CTRL;
+        ap.cb = am_ctrl_cb;
+        us = ucp_worker_set_am_recv_handler(tp->worker, &ap);
+    }
     if (us != UCS_OK)
         return ucxp_err(status_of(us), us, "ucp_worker_set_am_recv_handler", NULL, NULL);
+    if (ucp_worker_get_efd(tp->worker, &tp->efd) != UCS_OK)
+        tp->efd = -1; /* the progress thread then polls on a short sleep */
     return 0;
 }
 
@@ -424,6 +541,15 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->name = xstrdup(a->name ? a->name : "refit");
     tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
     tp->next_region_id = 1;
+    tp->efd = -1;
+    tp->stop_pipe[0] = tp->stop_pipe[1] = -1;
+    pthread_mutex_init(&tp->lock, NULL);
+    /* Unique enough among the processes of one job: it only has to tell
+     * the owners of our peers apart. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tp->id = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+             (uint64_t)(uintptr_t)tp;
 
     /* Reads the process environment first; our settings then override
      * it in this config object only (no setenv). */
@@ -438,6 +564,8 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
         rc = create_context(tp, uc);
     if (uc)
         ucp_config_release(uc);
+    if (!rc)
+        rc = start_thread(tp);
     if (rc) {
         ucxp_fini(tp);
         return rc;
@@ -468,19 +596,50 @@ static void peer_close(refit_tp_t *tp, refit_tp_peer_t *p)
     }
 }
 
+static void peer_free(refit_tp_t *tp, refit_tp_peer_t *p);
+
 static void ucxp_fini(refit_tp_t *tp)
 {
     if (!tp)
         return;
-    /* Outstanding requests fail; the caller's handles stay valid for
-     * req_free only in the sense that fini frees them all here. */
+    if (tp->thread_on) {
+        tp->stop = 1;
+        ssize_t w = write(tp->stop_pipe[1], "x", 1);
+        (void)w;
+        pthread_join(tp->thread, NULL);
+    }
+    if (tp->stop_pipe[0] >= 0) {
+        close(tp->stop_pipe[0]);
+        close(tp->stop_pipe[1]);
+    }
+    /* Outstanding requests fail; fini frees every request, so the
+     * caller's handles are invalid afterwards. */
     while (tp->peers) {
         refit_tp_peer_t *p = tp->peers;
         tp->peers = p->next;
-        if (tp->worker)
-            peer_close(tp, p);
-        H->free(p->name);
-        H->free(p);
+        peer_free(tp, p);
+    }
+    while (tp->watchers) {
+        struct ucxp_watcher *w = tp->watchers;
+        tp->watchers = w->next;
+        if (w->ep) {
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+            if (UCS_PTR_IS_PTR(sp)) {
+                while (ucp_request_check_status(sp) == UCS_INPROGRESS)
+                    ucp_worker_progress(tp->worker);
+                ucp_request_free(sp);
+            }
+        }
+        H->free(w->addr);
+        H->free(w);
+    }
+    while (tp->acks) {
+        struct ucxp_ack *k = tp->acks;
+        tp->acks = k->next;
+        H->free(k);
     }
     while (tp->reqs)
         req_unlink_free(tp->reqs);
@@ -495,6 +654,7 @@ static void ucxp_fini(refit_tp_t *tp)
         ucp_worker_destroy(tp->worker);
     if (tp->ctx)
         ucp_cleanup(tp->ctx);
+    pthread_mutex_destroy(&tp->lock);
     H->free(tp->name);
     H->free(tp);
 }
@@ -528,7 +688,7 @@ static int ucxp_address(refit_tp_t *tp, void *buf, size_t *len)
         *len = need;
         return H->error_set(REFIT_ERANGE, "%s: address needs %zu bytes", UCXP, need);
     }
-    struct ucxp_addr_hdr h = {UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, 0, tp->addr_len};
+    struct ucxp_addr_hdr h = {UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, 0, tp->id, tp->addr_len};
     memcpy(buf, &h, sizeof(h));
     memcpy((char *)buf + sizeof(h), tp->addr, tp->addr_len);
     *len = need;
@@ -594,10 +754,54 @@ static int ucxp_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, ref
     return 0;
 }
 
+/* Tell every process that connected to us, and wait (transport.timeout
+ * at most) until each has stopped using the region (see the top). */
+static void revoke_all(refit_tp_t *tp, uint64_t region)
+{
+    uint64_t seq = ++tp->revoke_seq;
+    int waiting = 0;
+    for (struct ucxp_watcher *w = tp->watchers; w; w = w->next) {
+        if (w->dead || !w->ep)
+            continue;
+        if (ctrl_send(tp, w->ep, CTRL_REVOKE, region, seq, NULL, 0) == 0)
+            waiting = 1;
+        else
+            w->dead = 1;
+    }
+    int64_t deadline = now_ms() + tp->timeout_ms;
+    unsigned idle = 0;
+    while (waiting) {
+        waiting = 0;
+        for (struct ucxp_watcher *w = tp->watchers; w && !waiting; w = w->next)
+            waiting = !w->dead && w->ep && w->acked < seq;
+        if (!waiting)
+            break;
+        if (progress_all(tp)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            if (now_ms() >= deadline) {
+                for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
+                    if (!w->dead && w->ep && w->acked < seq) {
+                        H->log(2, UCXP, "deregistration of region %" PRIu64 ": a peer did not "
+                               "acknowledge within %" PRId64 " ms; it is no longer waited for",
+                               region, tp->timeout_ms);
+                        w->dead = 1; /* a later revoke does not wait for it again */
+                    }
+                break;
+            }
+            sched_yield();
+        }
+    }
+}
+
 static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
+    if (tp->watchers)
+        revoke_all(tp, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
     H->free(r->packed);
     H->free(r);
@@ -641,6 +845,207 @@ static void ep_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
                      ucs_status_string(us), (int)us);
 }
 
+static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
+{
+    struct ucxp_watcher *w = arg;
+    (void)ep;
+    (void)us;
+    w->dead = 1; /* no revoke waits for it any more */
+}
+
+/* An endpoint with peer error handling where some transport to the peer
+ * supports it (see transport.ucx.error_handling). */
+static ucs_status_t ep_open(refit_tp_t *tp, const void *addr, ucp_err_handler_cb_t cb, void *arg,
+                            const char *who, ucp_ep_h *out)
+{
+    ucp_ep_params_t ep = {0};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = addr;
+    ep.err_mode = tp->err_mode ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+    ep.err_handler.cb = cb;
+    ep.err_handler.arg = arg;
+    ucs_status_t us = ucp_ep_create(tp->worker, &ep, out);
+    if (us == UCS_ERR_UNREACHABLE && tp->err_mode == 2) {
+        /* Only transports without peer-failure support reach this peer
+         * (shared memory in UCX 1.13): connect without it; wait() still
+         * turns a vanished peer into REFIT_ETIMEDOUT. */
+        H->log(1, UCXP, "peer '%s': no transport with peer error handling reaches it; "
+               "connecting without (transport.ucx.error_handling: auto)", who);
+        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+        us = ucp_ep_create(tp->worker, &ep, out);
+    }
+    return us;
+}
+
+/* Fire-and-forget control message; its buffer is copied by UCX before
+ * the call returns or is owned by the request until completion. */
+static void ctrl_done(void *request, ucs_status_t us, void *user_data)
+{
+    (void)us;
+    H->free(user_data);
+    ucp_request_free(request);
+}
+
+static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
+                     const void *tail, size_t tail_len)
+{
+    size_t n = sizeof(struct ucxp_ctrl) + tail_len;
+    unsigned char *m = H->alloc(n);
+    if (!m)
+        return REFIT_ENOMEM;
+    struct ucxp_ctrl c = {type, 0, tp->id, a, b};
+    memcpy(m, &c, sizeof(c));
+    if (tail_len)
+        memcpy(m + sizeof(c), tail, tail_len);
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                      UCP_OP_ATTR_FIELD_FLAGS;
+    rp.cb.send = ctrl_done;
+    rp.user_data = m;
+    rp.flags = UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t sp = ucp_am_send_nbx(ep, UCXP_AM_CTRL, NULL, 0, m, n, &rp);
+    if (UCS_PTR_IS_PTR(sp))
+        return 0; /* ctrl_done frees m */
+    H->free(m);
+    return UCS_PTR_IS_ERR(sp) ? REFIT_ECONN : 0;
+}
+
+static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq)
+{
+    for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {
+        if (p->owner_id != owner)
+            continue;
+        for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
+            if (k->id == region)
+                k->stale = 1;
+        for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
+            if (r->peer != p || !r->pending)
+                continue;
+            for (size_t i = 0; i < r->n_regions; i++)
+                if (r->regions[i] == region)
+                    req_fail(r, REFIT_ESTALE, "%s: region %" PRIu64 " of peer '%s' was deregistered "
+                             "during the transfer", UCXP, region, p->name);
+        }
+        struct ucxp_ack *k = H->calloc(1, sizeof(*k));
+        if (!k)
+            continue; /* the owner's wait times out instead */
+        k->peer = p;
+        k->seq = seq;
+        k->next = tp->acks;
+        tp->acks = k;
+    }
+}
+
+static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
+                               size_t length, const ucp_am_recv_param_t *param)
+{
+    refit_tp_t *tp = arg;
+    (void)header;
+    (void)header_length;
+    struct ucxp_ctrl c;
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length < sizeof(c))
+        return UCS_OK;
+    memcpy(&c, data, sizeof(c));
+    if (c.type == CTRL_HELLO || c.type == CTRL_BYE) {
+        struct ucxp_watcher *w = tp->watchers;
+        while (w && w->id != c.sender)
+            w = w->next;
+        if (c.type == CTRL_BYE) {
+            if (w && --w->refs <= 0)
+                w->dead = 1; /* closed by ctrl_work */
+            return UCS_OK;
+        }
+        if (w) {
+            w->refs++;
+            w->dead = 0;
+            return UCS_OK;
+        }
+        if (c.a != length - sizeof(c) || !c.a)
+            return UCS_OK;
+        w = H->calloc(1, sizeof(*w));
+        if (!w || !(w->addr = H->alloc(c.a))) {
+            H->free(w);
+            return UCS_OK;
+        }
+        memcpy(w->addr, (char *)data + sizeof(c), c.a);
+        w->addr_len = c.a;
+        w->id = c.sender;
+        w->refs = 1;
+        w->next = tp->watchers;
+        tp->watchers = w;
+    } else if (c.type == CTRL_REVOKE) {
+        revoke_region(tp, c.sender, c.a, c.b);
+    } else if (c.type == CTRL_ACK) {
+        for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
+            if (w->id == c.sender && c.a > w->acked)
+                w->acked = c.a;
+    }
+    return UCS_OK;
+}
+
+/* Control work that may not run inside a UCX callback: endpoints to new
+ * watchers, acknowledgements after a flush.  Called under the lock. */
+static unsigned ctrl_work(refit_tp_t *tp)
+{
+    if (tp->in_ctrl)
+        return 0;
+    tp->in_ctrl = 1;
+    unsigned n = 0;
+    for (struct ucxp_watcher **pw = &tp->watchers; *pw;) {
+        struct ucxp_watcher *w = *pw;
+        if (w->dead && w->refs <= 0) {
+            *pw = w->next;
+            if (w->ep) {
+                ucp_request_param_t rp = {0};
+                rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+                rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+                ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+                if (UCS_PTR_IS_PTR(sp))
+                    ucp_request_free(sp); /* completes on its own */
+            }
+            H->free(w->addr);
+            H->free(w);
+            n++;
+            continue;
+        }
+        if (!w->ep && w->addr && !w->dead) {
+            if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &w->ep) != UCS_OK) {
+                w->ep = NULL;
+                w->dead = 1;
+            }
+            H->free(w->addr);
+            w->addr = NULL;
+            n++;
+        }
+        pw = &w->next;
+    }
+    while (tp->acks) {
+        struct ucxp_ack *k = tp->acks;
+        tp->acks = k->next;
+        refit_tp_peer_t *p = k->peer;
+        if (p && p->ep && p->err == UCS_OK) {
+            /* Nothing of ours may still touch the region when the owner
+             * unmaps it: flush before acknowledging. */
+            struct refit_tp_req r = {0};
+            r.tp = tp;
+            r.peer = p;
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+            rp.cb.send = op_done;
+            rp.user_data = &r;
+            track(&r, ucp_ep_flush_nbx(p->ep, &rp), "flush before ack");
+            progress_until(tp, &r.pending, tp->timeout_ms);
+            if (!r.pending)
+                ctrl_send(tp, p->ep, CTRL_ACK, k->seq, 0, NULL, 0);
+        }
+        H->free(k);
+        n++;
+    }
+    tp->in_ctrl = 0;
+    return n;
+}
+
 static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name,
                         refit_tp_peer_t **out)
 {
@@ -662,32 +1067,52 @@ static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
     }
     p->tp = tp;
-    ucp_ep_params_t ep = {0};
-    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    ep.address = (const ucp_address_t *)((const char *)addr + sizeof(h));
-    ep.err_mode = tp->err_mode ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
-    ep.err_handler.cb = ep_error_cb;
-    ep.err_handler.arg = p;
-    ucs_status_t us = ucp_ep_create(tp->worker, &ep, &p->ep);
-    if (us == UCS_ERR_UNREACHABLE && tp->err_mode == 2) {
-        /* Only transports without peer-failure support reach this peer
-         * (shared memory in UCX 1.13): connect without it; wait() still
-         * turns a vanished peer into REFIT_ETIMEDOUT. */
-        H->log(2, UCXP, "peer '%s': no transport with peer error handling reaches it; "
-               "connecting without (transport.ucx.error_handling: auto)", who);
-        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-        us = ucp_ep_create(tp->worker, &ep, &p->ep);
-    }
+    p->owner_id = h.tp_id;
+    ucs_status_t us = ep_open(tp, (const char *)addr + sizeof(h), ep_error_cb, p, who, &p->ep);
     if (us != UCS_OK) {
         H->free(p->name);
         H->free(p);
         return ucxp_err(status_of(us), us, "ucp_ep_create", NULL, who);
     }
+    /* Hello: the owner will tell us when it deregisters a region. */
+    if (ctrl_send(tp, p->ep, CTRL_HELLO, tp->addr_len, 0, tp->addr, tp->addr_len))
+        H->log(2, UCXP, "peer '%s': hello not sent; its deregistrations will not reach us", who);
     p->next = tp->peers;
     tp->peers = p;
     *out = p;
     return 0;
+}
+
+/* Keys die before their endpoint (UCX's rule); requests forget the peer. */
+static void peer_free(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    for (struct refit_tp_req *r = tp->reqs; r; r = r->next)
+        if (r->peer == p) {
+            req_fail(r, REFIT_ECANCELED, "%s: peer '%s' disconnected", UCXP, p->name);
+            r->peer = NULL;
+        }
+    for (struct ucxp_ack **pk = &tp->acks; *pk;) {
+        if ((*pk)->peer == p) {
+            struct ucxp_ack *k = *pk;
+            *pk = k->next;
+            H->free(k);
+        } else {
+            pk = &(*pk)->next;
+        }
+    }
+    for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next) {
+        if (k->rk)
+            ucp_rkey_destroy(k->rk);
+        k->rk = NULL;
+        k->peer = NULL; /* release_rkey frees the handle alone */
+    }
+    if (tp->worker && p->ep) {
+        if (p->err == UCS_OK)
+            ctrl_send(tp, p->ep, CTRL_BYE, 0, 0, NULL, 0);
+        peer_close(tp, p);
+    }
+    H->free(p->name);
+    H->free(p);
 }
 
 static void ucxp_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
@@ -699,17 +1124,7 @@ static void ucxp_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
             *pp = p->next;
             break;
         }
-    /* Requests still naming this peer keep a dangling pointer otherwise. */
-    for (struct refit_tp_req *r = tp->reqs; r; r = r->next)
-        if (r->peer == p) {
-            req_fail(r, REFIT_ECANCELED, "%s: peer '%s' disconnected", UCXP, p->name);
-            r->peer = NULL;
-        }
-    if (p->n_rkeys)
-        H->log(2, UCXP, "peer '%s' disconnected with %zu remote keys unreleased", p->name, p->n_rkeys);
-    peer_close(tp, p);
-    H->free(p->name);
-    H->free(p);
+    peer_free(tp, p);
 }
 
 static int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len,
@@ -741,7 +1156,8 @@ static int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf,
     k->base = h.base;
     k->len = h.len;
     k->id = h.id;
-    p->n_rkeys++;
+    k->next = p->rkeys;
+    p->rkeys = k;
     *out = k;
     return 0;
 }
@@ -750,9 +1166,14 @@ static void ucxp_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 {
     if (!tp || !k)
         return;
-    ucp_rkey_destroy(k->rk);
-    if (k->peer && k->peer->n_rkeys)
-        k->peer->n_rkeys--;
+    if (k->peer)
+        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
+            if (*pk == k) {
+                *pk = k->next;
+                break;
+            }
+    if (k->rk)
+        ucp_rkey_destroy(k->rk);
     H->free(k);
 }
 
@@ -768,6 +1189,9 @@ static int check_desc(refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t 
     if (d->remote->peer != p)
         return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: remote key belongs to peer '%s', "
                             "not '%s'", UCXP, i, d->remote->peer ? d->remote->peer->name : "?", p->name);
+    if (d->remote->stale)
+        return H->error_set(REFIT_ESTALE, "%s: descriptor %zu: region %" PRIu64 " of peer '%s' was "
+                            "deregistered (stale remote key)", UCXP, i, d->remote->id, p->name);
     if (d->local_off > d->local->len || d->len > d->local->len - d->local_off)
         return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: local range [%" PRIu64 ", +%" PRIu64
                             ") outside a region of %zu bytes", UCXP, i, d->local_off, d->len, d->local->len);
@@ -813,6 +1237,25 @@ static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     if (tp->reqs)
         tp->reqs->prev = r;
     tp->reqs = r;
+    /* The distinct remote regions, so that a revoke finds the requests it
+     * affects (few per batch: descriptors of one region come together). */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = d[i].remote->id;
+        size_t j = r->n_regions;
+        while (j > 0 && r->regions[j - 1] != id)
+            j--;
+        if (j)
+            continue;
+        if ((r->n_regions & (r->n_regions - 1)) == 0) { /* 0, 1, 2, 4, ...: grow */
+            uint64_t *g = H->realloc(r->regions, (r->n_regions ? 2 * r->n_regions : 1) * sizeof(*g));
+            if (!g) {
+                req_unlink_free(r);
+                return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+            }
+            r->regions = g;
+        }
+        r->regions[r->n_regions++] = id;
+    }
 
     ucp_request_param_t rp = {0};
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
@@ -983,28 +1426,109 @@ static int ucxp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
 }
 
 /* ------------------------------------------------------------------ */
+/* Entry points: each holds the worker lock (the progress thread's). */
+
+#define LOCKED(tp, call)                                                                     \
+    do {                                                                                     \
+        pthread_mutex_lock(&(tp)->lock);                                                     \
+        int rc_ = (call);                                                                    \
+        pthread_mutex_unlock(&(tp)->lock);                                                   \
+        return rc_;                                                                          \
+    } while (0)
+#define NEED_TP(tp)                                                                          \
+    if (!(tp))                                                                               \
+    return H->error_set(REFIT_EINVAL, "%s: no transport handle", UCXP)
+
+static int l_caps(refit_tp_t *tp, struct refit_tp_caps *o) { NEED_TP(tp); LOCKED(tp, ucxp_caps(tp, o)); }
+static int l_address(refit_tp_t *tp, void *b, size_t *l) { NEED_TP(tp); LOCKED(tp, ucxp_address(tp, b, l)); }
+static int l_reg(refit_tp_t *tp, void *p, size_t l, uint32_t m, refit_tp_region_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_reg(tp, p, l, m, o));
+}
+static int l_dereg(refit_tp_t *tp, refit_tp_region_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_dereg(tp, r)); }
+static int l_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *b, size_t *l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_pack_rkey(tp, r, b, l));
+}
+static int l_connect(refit_tp_t *tp, const void *a, size_t l, const char *n, refit_tp_peer_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_connect(tp, a, l, n, o));
+}
+static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_disconnect(tp, p);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *b, size_t l, refit_tp_rkey_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_unpack_rkey(tp, p, b, l, o));
+}
+static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_release_rkey(tp, k);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
+                  refit_tp_req_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_post(tp, p, d, n, o));
+}
+static int l_progress(refit_tp_t *tp) { NEED_TP(tp); LOCKED(tp, ucxp_progress(tp)); }
+static int l_test(refit_tp_t *tp, refit_tp_req_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_test(tp, r)); }
+static int l_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t t) { NEED_TP(tp); LOCKED(tp, ucxp_wait(tp, r, t)); }
+static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_req_free(tp, r);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_notify(tp, p, m, l));
+}
+static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_poll_notify(tp, b, c, l, t));
+}
+
+/* ------------------------------------------------------------------ */
 /* Plugin descriptor */
 
 static const struct refit_transport_ops ucxp_ops = {
     .size = sizeof(struct refit_transport_ops),
     .init = ucxp_init,
     .fini = ucxp_fini,
-    .caps = ucxp_caps,
-    .address = ucxp_address,
-    .reg = ucxp_reg,
-    .dereg = ucxp_dereg,
-    .pack_rkey = ucxp_pack_rkey,
-    .connect = ucxp_connect,
-    .disconnect = ucxp_disconnect,
-    .unpack_rkey = ucxp_unpack_rkey,
-    .release_rkey = ucxp_release_rkey,
-    .post = ucxp_post,
-    .progress = ucxp_progress,
-    .test = ucxp_test,
-    .wait = ucxp_wait,
-    .req_free = ucxp_req_free,
-    .notify = ucxp_notify,
-    .poll_notify = ucxp_poll_notify,
+    .caps = l_caps,
+    .address = l_address,
+    .reg = l_reg,
+    .dereg = l_dereg,
+    .pack_rkey = l_pack_rkey,
+    .connect = l_connect,
+    .disconnect = l_disconnect,
+    .unpack_rkey = l_unpack_rkey,
+    .release_rkey = l_release_rkey,
+    .post = l_post,
+    .progress = l_progress,
+    .test = l_test,
+    .wait = l_wait,
+    .req_free = l_req_free,
+    .notify = l_notify,
+    .poll_notify = l_poll_notify,
 };
 
 static int ucxp_load(const struct refit_host *host)
