@@ -27,5 +27,6 @@ int cli_compact(int argc, char **argv);
 
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 #endif

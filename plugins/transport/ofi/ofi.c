@@ -26,6 +26,14 @@
  * libfabric call, matching FI_THREAD_DOMAIN.  It sleeps progress_sleep_us
  * between idle rounds (the CQ does not say when a peer's READ needs us).
  *
+ * Messages: notifications and control messages (hello, revoke, ack, bye)
+ * travel with fi_send into receive buffers posted ahead, each behind a small
+ * header.  Stale keys are stopped here rather than left to the provider
+ * (tcp and shm verify keys at the target, but a bad key there can stall or
+ * break the connection): every process that connects says hello, and
+ * dereg() revokes the region at each of them and waits for their acks —
+ * the same protocol as the ucx plugin; see there.
+ *
  * Completion: WRITEs are issued with FI_DELIVERY_COMPLETE when the
  * provider takes it, so a completed WRITE is in the peer's memory; notify()
  * waits until every WRITE to that peer completed before it sends, which
@@ -40,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
@@ -55,15 +64,39 @@
 #define OFIP "ofi"
 #define OFIP_ADDR_MAGIC 0x414f5852u /* "RXOA" */
 #define OFIP_RKEY_MAGIC 0x4b4f5852u /* "RXOK" */
-#define OFIP_BLOB_VERSION 1
+#define OFIP_BLOB_VERSION 2
 #define OFIP_API FI_VERSION(1, 9)
+#define OFIP_MAX_ADDR 256
 
 static const struct refit_host *H;
 
 /* ------------------------------------------------------------------ */
 /* Objects */
 
-enum op_kind { OP_RMA = 1, OP_SEND, OP_RECV };
+enum op_kind { OP_RMA = 1, OP_SEND, OP_RECV, OP_CTRL };
+
+enum { MSG_NOTE = 1, MSG_HELLO, MSG_REVOKE, MSG_ACK, MSG_BYE };
+
+/* Header of every message; a notification's bytes follow it. */
+struct ofip_msg {
+    uint32_t type, len; /* len: bytes after the header */
+    uint64_t sender;    /* transport id */
+    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq */
+};
+
+struct ofip_watcher {
+    struct ofip_watcher *next;
+    uint64_t id;
+    fi_addr_t fa;
+    int refs, dead;
+    uint64_t acked;
+};
+
+struct ofip_ack {
+    struct ofip_ack *next;
+    struct refit_tp_peer *peer;
+    uint64_t seq;
+};
 
 /* The context of one libfabric operation; fi_context2 first because the
  * provider may ask for FI_CONTEXT/FI_CONTEXT2 scratch space in it. */
@@ -93,6 +126,7 @@ struct refit_tp {
     int64_t timeout_ms;
     uint64_t max_notify_len;
     uint64_t max_msg;
+    uint64_t max_chunk;
     uint64_t mr_mode;
     uint64_t write_flags; /* FI_DELIVERY_COMPLETE when supported */
     int cuda_device;
@@ -108,6 +142,12 @@ struct refit_tp {
     struct refit_tp_req *reqs;
     struct ofip_notice *nq_head, *nq_tail;
     uint64_t next_region_id;
+    uint64_t id; /* random: names us in control messages */
+    size_t recv_len;
+    struct ofip_watcher *watchers;
+    struct ofip_ack *acks;
+    uint64_t revoke_seq;
+    int in_ctrl;
 
     pthread_mutex_t lock;
     pthread_t thread;
@@ -131,12 +171,17 @@ struct refit_tp_peer {
     fi_addr_t fa;
     char *name;
     size_t writes_pending; /* WRITEs and sends not yet completed */
+    size_t ops_pending;    /* every RMA operation not yet completed */
+    uint64_t owner_id;     /* transport id in its address */
+    struct refit_tp_rkey *rkeys;
     int failed;
     char why[200];
 };
 
 struct refit_tp_rkey {
     refit_tp_peer_t *peer;
+    struct refit_tp_rkey *next;
+    int stale;
     uint64_t base; /* remote address of offset 0 (virtual or 0) */
     uint64_t len, id, key;
 };
@@ -149,6 +194,8 @@ struct refit_tp_req {
     int status;
     int released;
     char msg[320];
+    uint64_t *regions; /* distinct remote region ids (for revokes) */
+    size_t n_regions;
     size_t n_ops;
     struct ofip_op ops[]; /* one per chunk */
 };
@@ -156,6 +203,7 @@ struct refit_tp_req {
 struct ofip_addr_hdr {
     uint32_t magic;
     uint16_t version, reserved;
+    uint64_t tp_id;
     uint64_t addr_len;
 };
 
@@ -251,6 +299,7 @@ static void req_unlink_free(struct refit_tp_req *r)
         tp->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    H->free(r->regions);
     H->free(r);
 }
 
@@ -275,7 +324,7 @@ static struct refit_tp_req *req_new(refit_tp_t *tp, refit_tp_peer_t *p, size_t n
 static int post_recv(refit_tp_t *tp, struct ofip_op *op)
 {
     for (;;) {
-        ssize_t ret = fi_recv(tp->ep, op->buf, tp->max_notify_len, NULL, FI_ADDR_UNSPEC, &op->fctx);
+        ssize_t ret = fi_recv(tp->ep, op->buf, tp->recv_len, NULL, FI_ADDR_UNSPEC, &op->fctx);
         if (ret == 0)
             return 0;
         if (ret != -FI_EAGAIN)
@@ -284,30 +333,24 @@ static int post_recv(refit_tp_t *tp, struct ofip_op *op)
     }
 }
 
+static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len);
+
 static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, const char *why)
 {
     switch (op->kind) {
+    case OP_CTRL:
+        if (err)
+            H->log(0, OFIP, "control message not delivered: %s", why);
+        H->free(op->buf);
+        H->free(op);
+        return;
     case OP_RECV:
         if (err) {
             if (err != FI_ECANCELED)
                 H->log(2, OFIP, "receive of a notification failed: %s", why);
             return;
         }
-        if (len <= tp->max_notify_len) {
-            struct ofip_notice *n = H->alloc(sizeof(*n) + len);
-            if (n) {
-                n->next = NULL;
-                n->len = len;
-                memcpy(n->data, op->buf, len);
-                if (tp->nq_tail)
-                    tp->nq_tail->next = n;
-                else
-                    tp->nq_head = n;
-                tp->nq_tail = n;
-            } else {
-                H->log(3, OFIP, "out of memory: notification of %zu bytes lost", len);
-            }
-        }
+        on_message(tp, op->buf, len);
         if (post_recv(tp, op))
             H->log(3, OFIP, "could not repost a receive buffer: notifications may be lost");
         return;
@@ -316,6 +359,8 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
         struct refit_tp_req *r = op->req;
         if (op->peer && op->is_write && op->peer->writes_pending)
             op->peer->writes_pending--;
+        if (op->kind == OP_RMA && r->peer && r->peer->ops_pending)
+            r->peer->ops_pending--;
         if (err) {
             const char *who = r->peer ? r->peer->name : "?";
             req_fail(r, status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, prov_of(tp),
@@ -350,8 +395,20 @@ static void drain_error(refit_tp_t *tp)
         H->log(3, OFIP, "completion error without context: %s", why);
 }
 
-/* Reads every completion available; returns how many. */
+static size_t ctrl_work(refit_tp_t *tp);
+
+/* Reads every completion available, then does deferred control work;
+ * returns how much happened. */
+static size_t cq_drain_once(refit_tp_t *tp);
 static size_t cq_drain(refit_tp_t *tp)
+{
+    size_t n = cq_drain_once(tp);
+    if (tp->acks || (tp->watchers && !tp->in_ctrl))
+        n += ctrl_work(tp);
+    return n;
+}
+
+static size_t cq_drain_once(refit_tp_t *tp)
 {
     struct fi_cq_data_entry ent[64];
     size_t total = 0;
@@ -377,6 +434,177 @@ static size_t cq_drain(refit_tp_t *tp)
 }
 
 /* ------------------------------------------------------------------ */
+/* Control messages (see the top) */
+
+/* Send a message whose buffer the completion frees (OP_CTRL). */
+static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uint64_t b,
+                    const void *tail, size_t tail_len)
+{
+    struct ofip_op *op = H->calloc(1, sizeof(*op));
+    unsigned char *m = H->alloc(sizeof(struct ofip_msg) + tail_len);
+    if (!op || !m) {
+        H->free(op);
+        H->free(m);
+        return REFIT_ENOMEM;
+    }
+    struct ofip_msg h = {type, (uint32_t)tail_len, tp->id, a, b};
+    memcpy(m, &h, sizeof(h));
+    if (tail_len)
+        memcpy(m + sizeof(h), tail, tail_len);
+    op->kind = OP_CTRL;
+    op->buf = m;
+    int64_t deadline = now_ms() + tp->timeout_ms;
+    ssize_t ret;
+    while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
+           now_ms() < deadline)
+        cq_drain_once(tp);
+    if (ret) {
+        H->free(m);
+        H->free(op);
+        return REFIT_ECONN;
+    }
+    return 0;
+}
+
+static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq)
+{
+    for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {
+        if (p->owner_id != owner)
+            continue;
+        for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
+            if (k->id == region)
+                k->stale = 1;
+        for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
+            if (r->peer != p || !r->pending)
+                continue;
+            for (size_t i = 0; i < r->n_regions; i++)
+                if (r->regions[i] == region)
+                    req_fail(r, REFIT_ESTALE, "%s: region %" PRIu64 " of peer '%s' was deregistered "
+                             "during the transfer", OFIP, region, p->name);
+        }
+        struct ofip_ack *k = H->calloc(1, sizeof(*k));
+        if (!k)
+            continue; /* the owner's wait times out instead */
+        k->peer = p;
+        k->seq = seq;
+        k->next = tp->acks;
+        tp->acks = k;
+    }
+}
+
+static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *addr)
+{
+    struct ofip_watcher *w = tp->watchers;
+    while (w && w->id != h->sender)
+        w = w->next;
+    if (w) {
+        w->refs++;
+        w->dead = 0;
+        return;
+    }
+    w = H->calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    if (fi_av_insert(tp->av, addr, 1, &w->fa, 0, NULL) != 1) {
+        H->free(w);
+        return;
+    }
+    w->id = h->sender;
+    w->refs = 1;
+    w->next = tp->watchers;
+    tp->watchers = w;
+}
+
+static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
+{
+    struct ofip_msg h;
+    if (len < sizeof(h))
+        return;
+    memcpy(&h, buf, sizeof(h));
+    if (h.len != len - sizeof(h))
+        return; /* not ours, or truncated */
+    const unsigned char *tail = buf + sizeof(h);
+    if (h.type == MSG_NOTE && h.len <= tp->max_notify_len) {
+        struct ofip_notice *n = H->alloc(sizeof(*n) + h.len);
+        if (!n) {
+            H->log(3, OFIP, "out of memory: notification of %u bytes lost", h.len);
+            return;
+        }
+        n->next = NULL;
+        n->len = h.len;
+        memcpy(n->data, tail, h.len);
+        if (tp->nq_tail)
+            tp->nq_tail->next = n;
+        else
+            tp->nq_head = n;
+        tp->nq_tail = n;
+    } else if (h.type == MSG_HELLO && h.len && h.len <= OFIP_MAX_ADDR) {
+        on_hello(tp, &h, tail);
+    } else if (h.type == MSG_BYE) {
+        for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
+            if (w->id == h.sender && --w->refs <= 0)
+                w->dead = 1;
+    } else if (h.type == MSG_REVOKE) {
+        revoke_region(tp, h.sender, h.a, h.b);
+    } else if (h.type == MSG_ACK) {
+        for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
+            if (w->id == h.sender && h.a > w->acked)
+                w->acked = h.a;
+    }
+}
+
+static int spin(refit_tp_t *tp, const size_t *count, const int *failed, int64_t timeout_ms);
+
+/* Acknowledge revokes once nothing of ours to that peer is in flight. */
+static size_t ctrl_work(refit_tp_t *tp)
+{
+    if (tp->in_ctrl || !tp->acks)
+        return 0;
+    tp->in_ctrl = 1;
+    size_t n = 0;
+    while (tp->acks) {
+        struct ofip_ack *k = tp->acks;
+        tp->acks = k->next;
+        refit_tp_peer_t *p = k->peer;
+        if (p && !p->failed && !spin(tp, &p->ops_pending, NULL, tp->timeout_ms))
+            msg_send(tp, p->fa, MSG_ACK, k->seq, 0, NULL, 0);
+        H->free(k);
+        n++;
+    }
+    tp->in_ctrl = 0;
+    return n;
+}
+
+/* Revoke a region at every process that connected to us; wait for their
+ * acks (transport.timeout at most). */
+static void revoke_all(refit_tp_t *tp, uint64_t region)
+{
+    uint64_t seq = ++tp->revoke_seq;
+    for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
+        if (!w->dead && msg_send(tp, w->fa, MSG_REVOKE, region, seq, NULL, 0))
+            w->dead = 1;
+    int64_t deadline = now_ms() + tp->timeout_ms;
+    for (;;) {
+        int waiting = 0;
+        for (struct ofip_watcher *w = tp->watchers; w && !waiting; w = w->next)
+            waiting = !w->dead && w->acked < seq;
+        if (!waiting)
+            return;
+        if (cq_drain(tp))
+            continue;
+        if (now_ms() >= deadline)
+            break;
+        sched_yield();
+    }
+    for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
+        if (!w->dead && w->acked < seq) {
+            H->log(2, OFIP, "deregistration of region %" PRIu64 ": a peer did not acknowledge "
+                   "within %" PRId64 " ms; it is no longer waited for", region, tp->timeout_ms);
+            w->dead = 1;
+        }
+}
+
+/* ------------------------------------------------------------------ */
 /* Configuration */
 
 static const struct refit_cfg_field ofip_config[] = {
@@ -388,6 +616,8 @@ static const struct refit_cfg_field ofip_config[] = {
      "register GPU memory with the provider (FI_HMEM): auto uses it where offered"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL, "largest notification"},
     {"recv_depth", REFIT_CFG_INT, "64", 1, 4096, NULL, "receive buffers posted for notifications"},
+    {"max_chunk", REFIT_CFG_SIZE, "64MiB", 4096, 1073741824.0, NULL,
+     "descriptors are split into operations of at most this size"},
     {"progress_sleep_us", REFIT_CFG_INT, "20", 0, 100000, NULL,
      "idle sleep of the progress thread that serves peers' READs and WRITEs (0: spin)"},
     {"env", REFIT_CFG_MAP, NULL, 0, -1, NULL,
@@ -441,6 +671,8 @@ static int read_options(const struct refit_tp_init_args *a, refit_tp_t *tp, stru
         rc = H->cfg_size(v, "max_notify_len", &tp->max_notify_len);
     if (!rc)
         rc = H->cfg_int(v, "progress_sleep_us", &tp->sleep_us);
+    if (!rc)
+        rc = H->cfg_size(v, "max_chunk", &tp->max_chunk);
     if (!rc) { /* entries may come one by one from --set, without the map */
         rc = H->cfg_map_each(v, "env", apply_env, o);
         if (o->status)
@@ -542,8 +774,10 @@ static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const
     tp->write_flags = delivery ? FI_DELIVERY_COMPLETE : 0;
     tp->mr_mode = tp->info->domain_attr->mr_mode;
     tp->max_msg = tp->info->ep_attr->max_msg_size ? tp->info->ep_attr->max_msg_size : (1ull << 30);
-    if (tp->max_msg > (1ull << 30))
-        tp->max_msg = 1ull << 30; /* keeps chunk lengths in size_t on any build */
+    /* Chunks complete one by one, which is how wait() tells a slow
+     * transfer from a stalled one. */
+    if (tp->max_msg > tp->max_chunk)
+        tp->max_msg = tp->max_chunk;
     H->log(1, OFIP, "%s: provider %s, domain %s, mr_mode %#" PRIx64 "%s%s",
            a->name ? a->name : "rank", prov_of(tp), tp->info->domain_attr->name, tp->mr_mode,
            hmem ? ", FI_HMEM" : "", delivery ? ", delivery-complete writes" : "");
@@ -588,12 +822,14 @@ static int open_objects(refit_tp_t *tp, int64_t recv_depth)
 
     tp->n_recv = (size_t)recv_depth;
     tp->recv_ops = H->calloc(tp->n_recv, sizeof(*tp->recv_ops));
-    tp->recv_bufs = H->alloc(tp->n_recv * tp->max_notify_len);
+    tp->recv_len = sizeof(struct ofip_msg) +
+                   (tp->max_notify_len > OFIP_MAX_ADDR ? tp->max_notify_len : OFIP_MAX_ADDR);
+    tp->recv_bufs = H->alloc(tp->n_recv * tp->recv_len);
     if (!tp->recv_ops || !tp->recv_bufs)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     for (size_t i = 0; i < tp->n_recv; i++) {
         tp->recv_ops[i].kind = OP_RECV;
-        tp->recv_ops[i].buf = tp->recv_bufs + i * tp->max_notify_len;
+        tp->recv_ops[i].buf = tp->recv_bufs + i * tp->recv_len;
         int rc = post_recv(tp, &tp->recv_ops[i]);
         if (rc)
             return rc;
@@ -634,6 +870,11 @@ static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->next_key = 1;
     tp->next_region_id = 1;
     tp->sleep_us = 20;
+    tp->max_chunk = 64ull << 20;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tp->id = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+             (uint64_t)(uintptr_t)tp;
     pthread_mutex_init(&tp->lock, NULL);
     struct opts o = {0};
     int rc = tp->name ? read_options(a, tp, &o) : H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
@@ -694,6 +935,16 @@ static void ofip_fini(refit_tp_t *tp)
         tp->nq_head = n->next;
         H->free(n);
     }
+    while (tp->watchers) {
+        struct ofip_watcher *w = tp->watchers;
+        tp->watchers = w->next;
+        H->free(w);
+    }
+    while (tp->acks) {
+        struct ofip_ack *k = tp->acks;
+        tp->acks = k->next;
+        H->free(k);
+    }
     H->free(tp->recv_ops);
     H->free(tp->recv_bufs);
     if (tp->info)
@@ -701,6 +952,18 @@ static void ofip_fini(refit_tp_t *tp)
     pthread_mutex_destroy(&tp->lock);
     H->free(tp->name);
     H->free(tp);
+}
+
+static int ofip_describe(refit_tp_t *tp, char *buf, size_t cap)
+{
+    if (!tp || !buf || !cap)
+        return H->error_set(REFIT_EINVAL, "%s: describe without a buffer", OFIP);
+    char *mr = fi_tostr(&tp->mr_mode, FI_TYPE_MR_MODE);
+    snprintf(buf, cap, "libfabric %u.%u, provider %s, fabric %s, domain %s, mr_mode [%s]%s%s",
+             FI_MAJOR(fi_version()), FI_MINOR(fi_version()), prov_of(tp), tp->info->fabric_attr->name,
+             tp->info->domain_attr->name, mr ? mr : "?", tp->hmem ? ", FI_HMEM" : "",
+             tp->write_flags ? ", delivery-complete writes" : "");
+    return 0;
 }
 
 static int ofip_caps(refit_tp_t *tp, struct refit_tp_caps *out)
@@ -732,7 +995,7 @@ static int ofip_address(refit_tp_t *tp, void *buf, size_t *len)
         *len = need;
         return H->error_set(REFIT_ERANGE, "%s: address needs %zu bytes", OFIP, need);
     }
-    struct ofip_addr_hdr h = {OFIP_ADDR_MAGIC, OFIP_BLOB_VERSION, 0, tp->addr_len};
+    struct ofip_addr_hdr h = {OFIP_ADDR_MAGIC, OFIP_BLOB_VERSION, 0, tp->id, tp->addr_len};
     memcpy(buf, &h, sizeof(h));
     memcpy((char *)buf + sizeof(h), tp->addr, tp->addr_len);
     *len = need;
@@ -801,6 +1064,8 @@ static int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
+    if (tp->watchers)
+        revoke_all(tp, r->id);
     int ret = fi_close(&r->mr->fid);
     H->free(r);
     return ret ? fi_fail(tp, REFIT_EPLUGIN, ret, "fi_close(mr)", NULL) : 0;
@@ -860,6 +1125,10 @@ static int ofip_connect(refit_tp_t *tp, const void *addr, size_t len, const char
         return fi_fail(tp, REFIT_EPROTO, ret < 0 ? ret : FI_EINVAL, "fi_av_insert", who);
     }
     p->tp = tp;
+    p->owner_id = h.tp_id;
+    /* Hello: the owner tells us when it deregisters a region. */
+    if (msg_send(tp, p->fa, MSG_HELLO, 0, 0, tp->addr, tp->addr_len))
+        H->log(2, OFIP, "peer '%s': hello not sent; its deregistrations will not reach us", who);
     p->next = tp->peers;
     tp->peers = p;
     *out = p;
@@ -885,7 +1154,20 @@ static void ofip_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
             if (r->ops[i].peer == p)
                 r->ops[i].peer = NULL;
     }
-    fi_av_remove(tp->av, &p->fa, 1, 0);
+    for (struct ofip_ack **pk = &tp->acks; *pk;) {
+        if ((*pk)->peer == p) {
+            struct ofip_ack *k = *pk;
+            *pk = k->next;
+            H->free(k);
+        } else {
+            pk = &(*pk)->next;
+        }
+    }
+    for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
+        k->peer = NULL;
+    /* The address stays in the vector: the bye may still be in flight. */
+    if (!p->failed)
+        msg_send(tp, p->fa, MSG_BYE, 0, 0, NULL, 0);
     H->free(p->name);
     H->free(p);
 }
@@ -912,13 +1194,22 @@ static int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf,
     k->len = h.len;
     k->id = h.id;
     k->key = h.key;
+    k->next = p->rkeys;
+    p->rkeys = k;
     *out = k;
     return 0;
 }
 
 static void ofip_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 {
-    (void)tp;
+    if (!tp || !k)
+        return;
+    if (k->peer)
+        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
+            if (*pk == k) {
+                *pk = k->next;
+                break;
+            }
     H->free(k);
 }
 
@@ -934,6 +1225,9 @@ static int check_desc(refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t 
     if (d->remote->peer != p)
         return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: remote key belongs to peer '%s', "
                             "not '%s'", OFIP, i, d->remote->peer ? d->remote->peer->name : "?", p->name);
+    if (d->remote->stale)
+        return H->error_set(REFIT_ESTALE, "%s: descriptor %zu: region %" PRIu64 " of peer '%s' was "
+                            "deregistered (stale remote key)", OFIP, i, d->remote->id, p->name);
     if (d->local_off > d->local->len || d->len > d->local->len - d->local_off)
         return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: local range [%" PRIu64 ", +%" PRIu64
                             ") outside a region of %zu bytes", OFIP, i, d->local_off, d->len, d->local->len);
@@ -989,6 +1283,24 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     struct refit_tp_req *r = req_new(tp, p, n_ops);
     if (!r)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    /* The distinct remote regions, so that a revoke finds this request. */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = d[i].remote->id;
+        size_t j = r->n_regions;
+        while (j > 0 && r->regions[j - 1] != id)
+            j--;
+        if (j)
+            continue;
+        if ((r->n_regions & (r->n_regions - 1)) == 0) {
+            uint64_t *g = H->realloc(r->regions, (r->n_regions ? 2 * r->n_regions : 1) * sizeof(*g));
+            if (!g) {
+                req_unlink_free(r);
+                return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+            }
+            r->regions = g;
+        }
+        r->regions[r->n_regions++] = id;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n && !r->status; i++) {
         for (uint64_t off = 0; off < d[i].len && !r->status; off += tp->max_msg) {
@@ -1001,11 +1313,13 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
             void *lp = (char *)d[i].local->ptr + d[i].local_off + off;
             uint64_t ra = d[i].remote->base + d[i].remote_off + off;
             r->pending++;
+            p->ops_pending++;
             if (op->is_write)
                 p->writes_pending++;
             int ret = issue(tp, p, op, lp, (size_t)len, d[i].local->desc, ra, d[i].remote->key);
             if (ret) {
                 r->pending--;
+                p->ops_pending--;
                 if (op->is_write)
                     p->writes_pending--;
                 req_fail(r, status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret),
@@ -1065,15 +1379,33 @@ static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
 {
     if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: wait without a request", OFIP);
-    if (spin(tp, &r->pending, &r->status, timeout_ms)) {
-        /* The provider (shm) may never report a vanished peer: the
-         * timeout is what turns it into an error. */
-        if (r->peer && !r->peer->failed) {
-            r->peer->failed = 1;
-            snprintf(r->peer->why, sizeof(r->peer->why), "no completion within %" PRId64 " ms",
-                     timeout_ms);
+    /* transport.timeout bounds how long a request may make no progress
+     * (chunks of max_chunk complete one by one; a peer that stops or
+     * vanishes stops them).  The peer then stays failed. */
+    int64_t t0 = now_ms();
+    size_t last_pending = r->pending;
+    while (r->pending && !r->status) {
+        int64_t left = timeout_ms < 0 ? tp->timeout_ms : timeout_ms - (now_ms() - t0);
+        if (left <= 0)
+            break;
+        int64_t slice = left < tp->timeout_ms ? left : tp->timeout_ms;
+        if (!spin(tp, &r->pending, &r->status, slice))
+            break;
+        if (r->pending == last_pending && slice == tp->timeout_ms) {
+            if (r->peer && !r->peer->failed) {
+                r->peer->failed = 1;
+                snprintf(r->peer->why, sizeof(r->peer->why), "no progress for %" PRId64 " ms",
+                         tp->timeout_ms);
+            }
+            req_fail(r, REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no progress for %" PRId64
+                     " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp),
+                     r->peer ? r->peer->name : "?", tp->timeout_ms);
+            break;
         }
-        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no completion within "
+        last_pending = r->pending;
+    }
+    if (r->pending && !r->status) {
+        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': not complete after "
                             "%" PRId64 " ms (%zu operations outstanding)", OFIP, prov_of(tp),
                             r->peer ? r->peer->name : "?", timeout_ms, r->pending);
     }
@@ -1109,14 +1441,18 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
                             "complete within %" PRId64 " ms", OFIP, prov_of(tp), p->name,
                             p->writes_pending, tp->timeout_ms);
     struct refit_tp_req *r = req_new(tp, p, 1);
-    void *copy = H->alloc(len ? len : 1);
+    size_t total = sizeof(struct ofip_msg) + len;
+    unsigned char *copy = H->alloc(total);
     if (!r || !copy) {
         H->free(copy);
         if (r)
             req_unlink_free(r);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
-    memcpy(copy, msg, len);
+    struct ofip_msg mh = {MSG_NOTE, (uint32_t)len, tp->id, 0, 0};
+    memcpy(copy, &mh, sizeof(mh));
+    if (len)
+        memcpy(copy + sizeof(mh), msg, len);
     struct ofip_op *op = &r->ops[0];
     op->kind = OP_SEND;
     op->req = r;
@@ -1124,7 +1460,7 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     r->pending = 1;
     int64_t deadline = now_ms() + tp->timeout_ms;
     ssize_t ret;
-    while ((ret = fi_send(tp->ep, copy, len, NULL, p->fa, &op->fctx)) == -FI_EAGAIN &&
+    while ((ret = fi_send(tp->ep, copy, total, NULL, p->fa, &op->fctx)) == -FI_EAGAIN &&
            now_ms() < deadline)
         cq_drain(tp);
     if (ret) {
@@ -1255,6 +1591,7 @@ static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
     NEED_TP(tp);
     LOCKED(tp, ofip_notify(tp, p, m, l));
 }
+static int l_describe(refit_tp_t *tp, char *b, size_t c) { NEED_TP(tp); LOCKED(tp, ofip_describe(tp, b, c)); }
 static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
 {
     NEED_TP(tp);
@@ -1284,6 +1621,7 @@ static const struct refit_transport_ops ofip_ops = {
     .req_free = l_req_free,
     .notify = l_notify,
     .poll_notify = l_poll_notify,
+    .describe = l_describe,
 };
 
 static int ofip_load(const struct refit_host *host)

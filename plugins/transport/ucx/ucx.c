@@ -43,6 +43,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,6 +109,7 @@ struct refit_tp {
     struct ucxp_watcher *watchers;
     struct ucxp_ack *acks;
     uint64_t revoke_seq;
+    char desc[512]; /* describe(): what UCX was told to use */
     int in_ctrl; /* ctrl_work() running: no re-entry */
 
     pthread_mutex_t lock;
@@ -531,6 +533,49 @@ static int create_context(refit_tp_t *tp, ucp_config_t *uc)
     return 0;
 }
 
+/* The value of one variable in UCX's own print of the configuration. */
+static void config_value(const char *dump, const char *var, char *out, size_t cap)
+{
+    const char *p = strstr(dump, var);
+    snprintf(out, cap, "?");
+    if (!p)
+        return;
+    p += strlen(var);
+    size_t n = strcspn(p, "\n");
+    snprintf(out, cap, "%.*s", (int)n, p);
+}
+
+static void describe_config(refit_tp_t *tp, ucp_config_t *uc)
+{
+    char *dump = NULL;
+    size_t dlen = 0;
+    FILE *f = open_memstream(&dump, &dlen);
+    char tls[128] = "?", dev[256] = "?";
+    if (f) {
+        ucp_config_print(uc, f, NULL, UCS_CONFIG_PRINT_CONFIG);
+        fclose(f);
+        if (dump) {
+            config_value(dump, "UCX_TLS=", tls, sizeof(tls));
+            config_value(dump, "UCX_NET_DEVICES=", dev, sizeof(dev));
+        }
+        free(dump);
+    }
+    unsigned maj, min, rel;
+    ucp_get_version(&maj, &min, &rel);
+    snprintf(tp->desc, sizeof(tp->desc), "UCX %u.%u.%u, UCX_TLS=%s, UCX_NET_DEVICES=%s, memory: host%s, "
+             "error handling %s", maj, min, rel, tls, dev,
+             (tp->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)) ? "+cuda" : "",
+             tp->err_mode == 0 ? "none" : tp->err_mode == 1 ? "peer" : "auto");
+}
+
+static int ucxp_describe(refit_tp_t *tp, char *buf, size_t cap)
+{
+    if (!tp || !buf || !cap)
+        return H->error_set(REFIT_EINVAL, "%s: describe without a buffer", UCXP);
+    snprintf(buf, cap, "%s", tp->desc);
+    return 0;
+}
+
 static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
 {
     if (!a || !out || a->size < sizeof(struct refit_tp_init_args))
@@ -562,6 +607,8 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
         rc = read_options(a, uc, tp);
     if (!rc)
         rc = create_context(tp, uc);
+    if (!rc)
+        describe_config(tp, uc);
     if (uc)
         ucp_config_release(uc);
     if (!rc)
@@ -1317,7 +1364,8 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
 {
     if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: wait without a request", UCXP);
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    int64_t t0 = now_ms(), last = t0;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : t0 + timeout_ms;
     unsigned idle = 0;
     while (r->pending && !r->status) {
         if (progress_all(tp)) {
@@ -1325,10 +1373,26 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
             continue;
         }
         if (++idle % 256 == 0) {
-            if (now_ms() >= deadline)
-                return H->error_set(REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no completion "
-                                    "within %" PRId64 " ms (%zu operations outstanding)", UCXP,
+            int64_t now = now_ms();
+            if (idle == 256)
+                last = now; /* the worker went quiet now */
+            if (now >= deadline)
+                return H->error_set(REFIT_ETIMEDOUT, "%s: transfer with peer '%s': not complete "
+                                    "after %" PRId64 " ms (%zu operations outstanding)", UCXP,
                                     r->peer ? r->peer->name : "?", timeout_ms, r->pending);
+            /* transport.timeout: a worker with nothing to do for that long
+             * while we wait on this peer means the peer is gone or stuck.
+             * The peer stays failed: later posts fail at once. */
+            if (now - last >= tp->timeout_ms && r->peer) {
+                if (r->peer->err == UCS_OK)
+                    H->log(2, UCXP, "peer '%s': no progress for %" PRId64 " ms", r->peer->name,
+                           tp->timeout_ms);
+                r->peer->err = UCS_ERR_ENDPOINT_TIMEOUT;
+                req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
+                         " ms (transport.timeout); peer presumed gone", UCXP, r->peer->name,
+                         tp->timeout_ms);
+                break;
+            }
             sched_yield();
         }
     }
@@ -1529,6 +1593,7 @@ static const struct refit_transport_ops ucxp_ops = {
     .req_free = l_req_free,
     .notify = l_notify,
     .poll_notify = l_poll_notify,
+    .describe = ucxp_describe,
 };
 
 static int ucxp_load(const struct refit_host *host)
