@@ -620,6 +620,19 @@ START_TEST(t_tcp_auth)
     side_open(&s2, NULL);
     side_connect(&s2, &p2);
     side_close(&s2);
+    unsetenv("REFIT_TCP_TOKEN");
+    /* The same token from token_file (trailing newline ignored). */
+    char path[] = "/tmp/refit-token-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "s3cret-token\n", 13), 13);
+    close(fd);
+    char set[64];
+    snprintf(set, sizeof(set), "transport.tcp.token_file=%s", path);
+    side_open(&s2, set);
+    side_connect(&s2, &p2);
+    side_close(&s2);
+    unlink(path);
     /* Different token: the handshake fails, in both directions of trust. */
     setenv("REFIT_TCP_TOKEN", "another-token", 1);
     side_open(&s2, NULL);
@@ -659,13 +672,49 @@ START_TEST(t_tcp_ipv6_and_ports)
     refit_tp_dereg(s6.t, lr);
     side_close(&s6);
     peer_stop(&p6);
-    /* A port range: the peer listens inside it. */
-    struct peer pr = {0};
-    peer_start(&pr, NULL, "transport.tcp.port_min=0");
+    /* A port range: the peer listens inside it, and a second peer skips
+     * the port the first one took. */
+    int base = 20000 + (int)(getpid() % 20000);
+    char set[64];
+    snprintf(set, sizeof(set), "transport.tcp.port_min=%d", base);
+    setenv("REFIT_TRANSPORT_TCP_PORT_MAX", "65535", 1);
+    struct peer pr = {0}, pr2 = {0};
+    peer_start(&pr, NULL, set);
+    peer_start(&pr2, NULL, set);
+    unsetenv("REFIT_TRANSPORT_TCP_PORT_MAX");
+    int port1 = pr.addr[6] | pr.addr[7] << 8, port2 = pr2.addr[6] | pr2.addr[7] << 8;
+    ck_assert_int_ge(port1, base);
+    ck_assert_int_gt(port2, port1);
     peer_stop(&pr);
+    peer_stop(&pr2);
     munmap(buf, 1 << 20);
 }
 END_TEST
+
+/* REFIT_TP_SKIP (comma-separated test names) leaves out tests a medium
+ * cannot pass, e.g. peer-failure detection a transport lacks; meson sets it
+ * per run so the limitation is written down next to the run. */
+static int skipped(const char *name)
+{
+    const char *l = getenv("REFIT_TP_SKIP");
+    size_t n = strlen(name);
+    for (const char *p = l; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t k = e ? (size_t)(e - p) : strlen(p);
+        if (k == n && !strncmp(p, name, n)) {
+            fprintf(stderr, "%s: %s skipped (REFIT_TP_SKIP)\n", plugin, name);
+            return 1;
+        }
+        p = e ? e + 1 : p + k;
+    }
+    return 0;
+}
+
+#define ADD(tc, t)          \
+    do {                    \
+        if (!skipped(#t))   \
+            tcase_add_test(tc, t); \
+    } while (0)
 
 static Suite *suite(void)
 {
@@ -673,25 +722,25 @@ static Suite *suite(void)
     TCase *tc = tcase_create("conformance");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, t_read_sizes);
-    tcase_add_test(tc, t_write_sizes);
-    tcase_add_test(tc, t_one_gib);
-    tcase_add_test(tc, t_many_descriptors);
-    tcase_add_test(tc, t_concurrent);
-    tcase_add_test(tc, t_notify_after_writes);
-    tcase_add_test(tc, t_invalid_keys);
-    tcase_add_test(tc, t_stale_key);
-    tcase_add_test(tc, t_dereg_while_reading);
-    tcase_add_test(tc, t_peer_killed);
-    tcase_add_test(tc, t_peer_stopped);
+    ADD(tc, t_read_sizes);
+    ADD(tc, t_write_sizes);
+    ADD(tc, t_one_gib);
+    ADD(tc, t_many_descriptors);
+    ADD(tc, t_concurrent);
+    ADD(tc, t_notify_after_writes);
+    ADD(tc, t_invalid_keys);
+    ADD(tc, t_stale_key);
+    ADD(tc, t_dereg_while_reading);
+    ADD(tc, t_peer_killed);
+    ADD(tc, t_peer_stopped);
     suite_add_tcase(s, tc);
     if (!strcmp(plugin, "tcp")) {
         TCase *t2 = tcase_create("tcp");
         tcase_add_checked_fixture(t2, setup, teardown);
         tcase_set_timeout(t2, 60);
-        tcase_add_test(t2, t_tcp_forged_key);
-        tcase_add_test(t2, t_tcp_auth);
-        tcase_add_test(t2, t_tcp_ipv6_and_ports);
+        ADD(t2, t_tcp_forged_key);
+        ADD(t2, t_tcp_auth);
+        ADD(t2, t_tcp_ipv6_and_ports);
         suite_add_tcase(s, t2);
     }
     return s;

@@ -28,5 +28,9 @@ int cli_compact(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* `refit bench <what>`: bench_<what>.c, dispatched by cmd_bench.c. */
+int bench_transport(int argc, char **argv);
 
 #endif

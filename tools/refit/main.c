@@ -14,6 +14,7 @@ struct command {
 static const struct command commands[] = {
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
+    {"bench", cmd_bench, "benchmarks with their baseline in the same run (bench transport, ...)"},
     {"doctor", cmd_doctor, "topology, fabrics, plugins, and what each transport would pick here"},
 };
 

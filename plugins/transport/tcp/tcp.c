@@ -26,9 +26,9 @@ static const struct refit_cfg_field tcp_fields[] = {
     {"port_max", REFIT_CFG_INT, "0", 0, 65535, NULL, "highest listening port"},
     {"streams", REFIT_CFG_INT, "2", 1, 64, NULL, "parallel TCP connections per peer"},
     {"sndbuf", REFIT_CFG_SIZE, "0", 0, 2147483647.0, NULL,
-     "SO_SNDBUF per connection; 0 keeps the kernel's autotuning"},
+     "SO_SNDBUF per connection; 0 keeps the kernel's autotuning (else at least 256 KiB)"},
     {"rcvbuf", REFIT_CFG_SIZE, "0", 0, 2147483647.0, NULL,
-     "SO_RCVBUF per connection; 0 keeps the kernel's autotuning"},
+     "SO_RCVBUF per connection; 0 keeps the kernel's autotuning (else at least 256 KiB)"},
     {"chunk", REFIT_CFG_SIZE, "4MiB", 4096, 1073741824.0, NULL,
      "largest piece of a descriptor in one wire request (spreads large transfers over streams)"},
     {"batch", REFIT_CFG_SIZE, "8MiB", 4096, 1073741824.0, NULL,
@@ -247,6 +247,16 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
 
 static void tcp_fini(refit_tp_t *tp);
 
+/* A batch's requests (512 x 64 bytes) must fit the peer's receive buffer
+ * while it is busy answering, or both sides would wait on each other. */
+static void buf_floor(refit_tp_t *tp, uint64_t *b, const char *key)
+{
+    if (*b && *b < (256u << 10)) {
+        tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: %s raised to 256 KiB", tp->name, key);
+        *b = 256u << 10;
+    }
+}
+
 static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
 {
     if (!a || a->size < offsetof(struct refit_tp_init_args, cfg) + sizeof(a->cfg))
@@ -271,6 +281,8 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
         (rc = cfg_size(cfg, "sndbuf", &tp->sndbuf)) || (rc = cfg_size(cfg, "rcvbuf", &tp->rcvbuf)) ||
         (rc = cfg_size(cfg, "chunk", &tp->chunk)) || (rc = cfg_size(cfg, "batch", &tp->batch_bytes)))
         goto fail;
+    buf_floor(tp, &tp->sndbuf, "sndbuf");
+    buf_floor(tp, &tp->rcvbuf, "rcvbuf");
     tp->streams = (int)streams;
     tp->max_conns = (int)max_conns;
     if ((rc = read_token(tp, cfg)))
