@@ -403,7 +403,7 @@ static size_t cq_drain_once(refit_tp_t *tp);
 static size_t cq_drain(refit_tp_t *tp)
 {
     size_t n = cq_drain_once(tp);
-    if (tp->acks || (tp->watchers && !tp->in_ctrl))
+    if (tp->acks && !tp->in_ctrl)
         n += ctrl_work(tp);
     return n;
 }

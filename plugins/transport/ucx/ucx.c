@@ -110,7 +110,8 @@ struct refit_tp {
     struct ucxp_ack *acks;
     uint64_t revoke_seq;
     char desc[512]; /* describe(): what UCX was told to use */
-    int in_ctrl; /* ctrl_work() running: no re-entry */
+    int in_ctrl;    /* ctrl_work() running: no re-entry */
+    int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
 
     pthread_mutex_t lock;
     pthread_t thread;
@@ -286,7 +287,7 @@ static unsigned progress_all(refit_tp_t *tp)
     /* Bounded so that one call cannot spin forever on a busy worker. */
     for (int i = 0; i < 64 && (k = ucp_worker_progress(tp->worker)) > 0; i++)
         n += k;
-    if (tp->watchers || tp->acks)
+    if (tp->ctrl_dirty || tp->acks)
         n += ctrl_work(tp);
     return n;
 }
@@ -995,6 +996,7 @@ static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_leng
         return UCS_OK;
     memcpy(&c, data, sizeof(c));
     if (c.type == CTRL_HELLO || c.type == CTRL_BYE) {
+        tp->ctrl_dirty = 1;
         struct ucxp_watcher *w = tp->watchers;
         while (w && w->id != c.sender)
             w = w->next;
@@ -1038,6 +1040,7 @@ static unsigned ctrl_work(refit_tp_t *tp)
     if (tp->in_ctrl)
         return 0;
     tp->in_ctrl = 1;
+    tp->ctrl_dirty = 0;
     unsigned n = 0;
     for (struct ucxp_watcher **pw = &tp->watchers; *pw;) {
         struct ucxp_watcher *w = *pw;
