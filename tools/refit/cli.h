@@ -42,6 +42,7 @@ int cmd_config(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_store(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;

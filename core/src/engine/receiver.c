@@ -403,8 +403,8 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
             if (dtype != REFIT_DTYPE_BF16 && dtype != REFIT_DTYPE_F32)
                 return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' as %s: bf16 and f32 only", r->id,
                                        name, refit_dtype_name(dtype));
-            d->dtype = dtype;
             d->nbytes = d->nbytes / refit_dtype_size(d->dtype) * refit_dtype_size(dtype);
+            d->dtype = dtype;
         }
         if (d->owned) {
             if (!r->doubled)
@@ -1443,10 +1443,12 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         }
         double left = deadline - rf_seconds();
         if (left <= 0) {
-            if (v)
+            if (v) {
+                /* The gap's own message (which tensor, which rows) follows. */
+                refit_error_set(REFIT_ETIMEDOUT, "%s", refit_error_message());
                 return refit_error_push(REFIT_ETIMEDOUT, "v%llu: the sources READY at it do not cover this "
-                                        "layout within %lld ms (%s)", (unsigned long long)v,
-                                        (long long)r->ctx->timeout_ms, refit_error_message());
+                                        "layout within %lld ms", (unsigned long long)v, (long long)r->ctx->timeout_ms);
+            }
             return refit_error_set(REFIT_ETIMEDOUT, "no %s within %lld ms (%zu live sources seen)",
                                    want == REFIT_NEXT ? "new version" : "version READY",
                                    (long long)r->ctx->timeout_ms, n);
