@@ -1,0 +1,83 @@
+"""End to end: trainer ranks in their own Python processes publish over the
+file store and tcp on loopback; receivers here pull and must hold exactly
+what `refit convert` makes of the same weights."""
+
+import numpy as np
+
+import refit
+from conftest import CLUSTER, FP8, assert_same_as, cluster_overrides
+
+
+def test_pull_allocated_matches_convert(tmp_path, ckpt, shards, expected, trainers):
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=2, overrides=over)
+    with refit.Context(CLUSTER, overrides=dict(over, **FP8), hf=ckpt) as ctx:
+        with ctx.receiver(tp_rank=0, tp_size=1, target="vllm", receiver_id="py-engine") as rcv:
+            rcv.allocate()
+            for v in (1, 2):
+                s = rcv.pull(refit.NEXT)
+                assert isinstance(s, refit.PullStats)
+                assert s.version == v
+                assert s.sources == 2
+                assert s.bytes_out > 0 and s.total_s > 0
+                assert s.as_dict()["version"] == v
+                assert_same_as(rcv.arrays(), expected.get(v, tp=1, rank=0, fp8=True))
+            assert s.plan_cached  # second cycle, same layout
+    outs = trainers.wait()
+    assert all("v2 published" in o for o in outs)
+
+
+def test_pull_into_bound_numpy_tp2(tmp_path, ckpt, shards, expected, trainers):
+    """Two inference ranks (vLLM TP2) bound to caller-owned numpy arrays, no FP8."""
+    over = cluster_overrides(tmp_path, receivers=2)
+    trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
+    with refit.Context(CLUSTER, overrides=over, hf=ckpt) as ctx:
+        rcvs, dests = [], []
+        for r in range(2):
+            rcv = ctx.receiver(tp_rank=r, tp_size=2, target="vllm")
+            d = {}
+            for t in rcv.tensors():
+                assert t.ptr is None or t.ptr == 0
+                # bf16 destinations as raw bits, dtype named
+                d[t.name] = np.full(t.shape, 0xFFFF, dtype=refit.dtypes.NUMPY_VIEW[t.dtype])
+                rcv.bind(t.name, d[t.name], dtype=t.dtype)
+            assert all(t.ptr for t in rcv.tensors())
+            rcvs.append(rcv)
+            dests.append(d)
+        for r, rcv in enumerate(rcvs):
+            assert rcv.pull(1).version == 1
+            assert_same_as(dests[r], expected.get(1, tp=2, rank=r, fp8=False))
+            # arrays() hands back the caller's own objects for bound destinations
+            assert all(a is dests[r][n] for n, a in rcv.arrays().items())
+    trainers.wait()
+
+
+def test_publisher_in_process_receiver_in_subprocess_style(tmp_path, ckpt, shards, expected):
+    """A publisher in this process (numpy arrays from a shard file) and a
+    receiver in another process (`refit pull`, the C tool)."""
+    import os
+    import subprocess
+    import refit.safetensors as st
+    from conftest import REFIT_BIN
+    over = cluster_overrides(tmp_path, receivers=1)
+    shard = os.path.join(shards(1), "rank0.safetensors")
+    hdr, _ = st.header(shard)
+    arrays = st.read(shard)
+    out = str(tmp_path / "got.safetensors")
+    env = dict(os.environ)
+    for k, v in over.items():  # REFIT_<SECTION>_<KEY>
+        env["REFIT_" + k.upper().replace(".", "_")] = str(v)
+    with refit.Context(CLUSTER, overrides=over, hf=ckpt) as ctx, ctx.publisher(tp_size=1) as pub:
+        pub.add_all({n: a for n, a in arrays.items() if hdr[n][0] != refit.DType.BF16})
+        for n, a in arrays.items():
+            pub.add(n, a, dtype=hdr[n][0])
+        pull = subprocess.Popen([REFIT_BIN, "pull", "--config", CLUSTER, "--hf", ckpt, "--tp", "1", "--rank", "0",
+                                 "--version", "1", "--out", out, "--target", "vllm"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            pub.publish(1)
+            pub.wait_released(1, timeout=60)
+        finally:
+            text, _ = pull.communicate(timeout=60)
+        assert pull.returncode == 0, text
+    assert_same_as(st.read(out), expected.get(1, tp=1, rank=0, fp8=False))
