@@ -25,7 +25,6 @@ vLLM's.
 """
 
 import refit
-from refit.dtypes import NUMPY_NAMES
 
 
 def _is_torch(t):
@@ -88,9 +87,11 @@ class RefitWorkerExtension:
                 self._refit_rcv.bind(info.name, host)
                 self._refit_staged.append((host, data))
             return
-        # numpy: BF16 and FP8 live as raw bits (uint16, uint8); name their dtype.
-        dtype = None if getattr(p, "dtype", None) is not None and p.dtype.name in NUMPY_NAMES else info.dtype
-        self._refit_rcv.bind(info.name, p, dtype=dtype)
+        # numpy: BF16 and FP8 live as raw bits (uint16, uint8): name the
+        # layout's dtype for integer arrays of its element size.
+        dt = getattr(p, "dtype", None)
+        raw = dt is not None and dt.kind in "ui" and dt.itemsize == info.dtype.itemsize
+        self._refit_rcv.bind(info.name, p, dtype=info.dtype if raw else None)
 
     def update_weights_from_refit(self, version=refit.NEXT):
         """Pull `version` (default: the next one) into the model's parameters.

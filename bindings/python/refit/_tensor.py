@@ -128,10 +128,13 @@ def _from_buffer(obj, dtype, shape, name, writable):
         raise InvalidArgument(EINVAL, "tensor '%s': a %s needs dtype= (and shape=)" % (name, type(obj).__name__))
     d = parse(dtype)
     if shape is None:
-        if mv.itemsize != d.itemsize:
+        if mv.itemsize == d.itemsize:
+            shape = mv.shape
+        elif mv.ndim <= 1 and mv.nbytes % d.itemsize == 0:
+            shape = (mv.nbytes // d.itemsize,)  # flat bytes: a vector of the dtype
+        else:
             raise InvalidArgument(EINVAL, "tensor '%s': give shape= (buffer items are %d bytes, %s %d)"
                                   % (name, mv.itemsize, d.name, d.itemsize))
-        shape = mv.shape
     shape = tuple(int(s) for s in shape)
     if math.prod(shape) * d.itemsize != mv.nbytes:
         raise InvalidArgument(EINVAL, "tensor '%s': shape %s of %s is %d bytes, the buffer %d"

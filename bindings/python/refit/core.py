@@ -165,14 +165,15 @@ class Publisher(_Handle):
         self._refs.clear()
         self._retired.clear()
 
-    def add(self, name, tensor, dtype=None):
+    def add(self, name, tensor, dtype=None, shape=None):
         """Add (or re-point) a trainer tensor by its Megatron name.
 
         ``tensor``: numpy array, torch tensor (CPU; CUDA once librefit
         supports it) or writable buffer (then ``dtype=`` and ``shape`` via a
         numpy view are simpler).  ``dtype``: needed for raw bits, e.g. a
-        uint16 array holding bf16 (``dtype="bf16"``)."""
-        ref = tensor_ref(tensor, name, dtype=dtype)
+        uint16 array holding bf16 (``dtype="bf16"``).  ``shape``: for
+        buffers (bytearray...), or a check of the tensor's own shape."""
+        ref = tensor_ref(tensor, name, dtype=dtype, shape=shape)
         with self._lock:
             rc = _lib.load().refit_publisher_add(self._ptr(), name.encode(), ref.ptr, int(ref.dtype),
                                                  len(ref.shape), ref.c_shape(), ref.memtype)
@@ -300,11 +301,11 @@ class Receiver(_Handle):
                 out.append(TensorInfo(ti))
             return out
 
-    def bind(self, name, tensor, dtype=None):
+    def bind(self, name, tensor, dtype=None, shape=None):
         """Bind a destination by its target-layout (vLLM or HF) name; dtype and
         shape must match the layout's (bf16 and f32 destinations may also take
         the other: refit casts).  Refit writes into the tensor during pull()."""
-        ref = tensor_ref(tensor, name, dtype=dtype, writable=True)
+        ref = tensor_ref(tensor, name, dtype=dtype, shape=shape, writable=True)
         with self._lock:
             rc = _lib.load().refit_receiver_bind(self._ptr(), name.encode(), ref.ptr, int(ref.dtype),
                                                  len(ref.shape), ref.c_shape(), ref.memtype)

@@ -91,6 +91,8 @@ def parse(x):
         d = TORCH_NAMES.get(s)
     else:
         name = getattr(x, "name", None)  # numpy dtype
+        if isinstance(x, type):  # a numpy scalar type: np.float32
+            name = x.__name__
         if isinstance(name, str) and not isinstance(x, str):
             s = name
         d = DType.__members__.get(s.upper()) if s.upper() != "INVALID" else None

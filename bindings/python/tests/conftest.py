@@ -33,7 +33,7 @@ CLUSTER = os.path.join(SOURCE, "configs", "clusters", "local.yaml")
 # Qwen3-shaped and small, with dimensions FP8's 128x128 blocks divide.
 TINY_CONFIG = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 2,
-    "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+    "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128,
     "intermediate_size": 512, "vocab_size": 512, "tie_word_embeddings": True, "attention_bias": False,
     "rms_norm_eps": 1e-06, "torch_dtype": "bfloat16",
 }
