@@ -68,7 +68,13 @@ class _Handle:
         with self._lock:
             if self._h is not None:
                 h, self._h = self._h, None
-                getattr(_lib.load(), self._destroy)(h)
+                ctx = getattr(self, "ctx", None)
+                # A context closes its publishers and receivers first; only a
+                # garbage cycle collected in the wrong order gets here with the
+                # context gone, and destroying then would touch freed memory:
+                # leak the object instead.
+                if ctx is None or not ctx.closed:
+                    getattr(_lib.load(), self._destroy)(h)
                 self._closed()
 
     def _closed(self):
@@ -325,19 +331,16 @@ class Receiver(_Handle):
         with self._lock:
             check(_lib.load().refit_receiver_allocate(self._ptr()))
 
-    def pull(self, version=LATEST, timeout=None):
+    def pull(self, version=LATEST):
         """Pull version V (LATEST: the newest every source holds; NEXT: the first
         newer than the last pull) into the destinations; returns PullStats.
         On failure the destinations still hold the previous version (unless
-        refit.in_place).  ``timeout`` is not a parameter of the C call: set
-        refit.timeout in the context's configuration."""
-        if timeout is not None:
-            raise InvalidArgument(EINVAL, "pull(timeout=...): set refit.timeout in the configuration")
+        refit.in_place).  How long it waits is refit.timeout (configuration);
+        expiry raises Timeout."""
         s = _lib._PullStats()
         s.size = ctypes.sizeof(s)
         with self._lock:
-            check(_lib.load().refit_receiver_pull(self._ptr(), int(version), ctypes.byref(s)),
-                  None)
+            check(_lib.load().refit_receiver_pull(self._ptr(), int(version), ctypes.byref(s)))
         return PullStats(s)
 
     def arrays(self):
