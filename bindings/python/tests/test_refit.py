@@ -3,8 +3,10 @@ file store and tcp on loopback; receivers here pull and must hold exactly
 what `refit convert` makes of the same weights."""
 
 import numpy as np
+import pytest
 
 import refit
+import refit.safetensors as st
 from conftest import CLUSTER, FP8, assert_same_as, cluster_overrides
 
 
@@ -81,3 +83,30 @@ def test_publisher_in_process_receiver_in_subprocess_style(tmp_path, ckpt, shard
             text, _ = pull.communicate(timeout=60)
         assert pull.returncode == 0, text
     assert_same_as(st.read(out), expected.get(1, tp=1, rank=0, fp8=False))
+
+
+
+def test_cast_bind_refused_until_librefit_is_fixed(tmp_path, ckpt):
+    if refit.core.CAST_BIND_OK:
+        return
+    with refit.Context(CLUSTER, overrides=cluster_overrides(tmp_path), hf=ckpt) as ctx, ctx.receiver() as rcv:
+        with pytest.raises(refit.NotSupported) as e:
+            rcv.bind("model.norm.weight", np.zeros(256, np.float32))
+        assert "BF16" in e.value.message and "F32" in e.value.message
+
+
+@pytest.mark.skipif(not refit.core.CAST_BIND_OK, reason="librefit: bind with another dtype overflows "
+                    "(receiver.c recomputes nbytes after changing dtype); refit.core.CAST_BIND_OK is False")
+def test_f32_destinations_cast_from_bf16(tmp_path, ckpt, shards, expected, trainers):
+    """refit casts: BF16 destinations bound as F32 receive the exact widening."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
+    with refit.Context(CLUSTER, overrides=over, hf=ckpt) as ctx, ctx.receiver() as rcv:
+        dst = {t.name: np.zeros(t.shape, np.float32) for t in rcv.tensors() if t.dtype == refit.DType.BF16}
+        rcv.bind_all(dst)
+        assert all(t.nbytes == dst[t.name].nbytes for t in rcv.tensors())
+        rcv.pull(1)
+    trainers.wait()
+    want = st.read(expected.get(1, fp8=False))
+    for n, a in dst.items():
+        assert np.array_equal(a.view(np.uint32), want[n].astype(np.uint32) << 16), n
