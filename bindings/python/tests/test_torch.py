@@ -140,3 +140,22 @@ def test_vllm_worker_cuda_params_staged(tmp_path, ckpt, shards, expected, traine
     finally:
         w.close_refit()
     trainers.wait()
+
+
+@pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
+def test_vllm_worker_cpu_params_bound_in_place(tmp_path, ckpt, shards, expected, trainers):
+    """torch CPU parameters (nn.Parameter) are bound in place, nothing staged."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
+    hdr, _ = st.header(expected.get(1, fp8=True))
+    params = {n: torch.nn.Parameter(torch.empty(s, dtype=TORCH_OF[d]), requires_grad=False)
+              for n, (d, s) in hdr.items()}
+    w = StandinWorker(params)
+    info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
+    try:
+        assert info["staged"] == 0 and info["bound"] == len(params)
+        assert w.update_weights_from_refit(1)["version"] == 1
+        assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(1, fp8=True))
+    finally:
+        w.close_refit()
+    trainers.wait()
