@@ -7,7 +7,8 @@ Search order (the first that exists wins):
 3. A build tree: ``$REFIT_BUILD_ROOT/core/librefit.so``; the ``build/``
    directory of the source tree this package lives in (running from a
    checkout); ``./build/core/librefit.so``.
-4. The system's library path (``ctypes.util.find_library("refit")``).
+4. The system's library path (``LD_LIBRARY_PATH``, the ld.so cache,
+   ``ctypes.util.find_library("refit")``).
 
 Plugins: librefit searches ``REFIT_PLUGIN_PATH``, then the build tree it was
 compiled in, then its install directory.  A build tree found here may have
@@ -81,8 +82,11 @@ def _candidates():
     for r in roots:
         for n in _LIB_NAMES:
             yield os.path.join(r, "core", n), "build"
+    # dlopen's own search first (LD_LIBRARY_PATH, the ld.so cache), then
+    # what find_library digs out of ldconfig/gcc.
+    yield "librefit.so", "system"
     found = ctypes.util.find_library("refit")
-    if found:
+    if found and found != "librefit.so":
         yield found, "system"
 
 

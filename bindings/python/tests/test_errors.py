@@ -215,3 +215,17 @@ def test_dtype_parse():
     with pytest.raises(refit.InvalidArgument):
         refit.dtypes.parse(0)
     assert ctypes.sizeof(refit._lib._PullStats) == 8 * 2 + 9 * 8 + 3 * 8 + 2 * 4 + 8
+
+
+def test_library_from_ld_library_path(tmp_path):
+    """Outside any build tree, librefit comes from the system search path."""
+    import shutil
+    from conftest import BUILD
+    pkg = tmp_path / "pkg"
+    shutil.copytree(os.path.join(PKG_ROOT, "refit"), str(pkg / "refit"))  # no source tree above it
+    env = {k: v for k, v in os.environ.items() if k not in ("REFIT_BUILD_ROOT", "REFIT_LIBRARY")}
+    env.update(PYTHONPATH=str(pkg), LD_LIBRARY_PATH=os.path.join(BUILD, "core"))
+    r = subprocess.run([sys.executable, "-c", "import refit; print(refit.library_path())"], env=env,
+                       capture_output=True, text=True, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "librefit.so"
