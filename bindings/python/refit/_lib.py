@@ -58,6 +58,17 @@ class _TensorInfo(ctypes.Structure):
                 ("memtype", ctypes.c_uint32), ("nbytes", ctypes.c_size_t)]
 
 
+class _PublisherStats(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("regions", ctypes.c_size_t), ("registrations", ctypes.c_size_t),
+                ("kept", ctypes.c_size_t), ("version", ctypes.c_uint64)]
+
+
+class _PlanInfo(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("seconds", ctypes.c_double)] + \
+        [(n, ctypes.c_uint64) for n in ("pieces", "descriptors", "scatters", "checks", "wire_bytes",
+                                        "scratch_bytes", "staging_bytes")] + [("sources", ctypes.c_uint32)]
+
+
 def _source_root():
     # bindings/python/refit/_lib.py -> the source root three levels up.
     root = os.path.dirname(os.path.dirname(os.path.dirname(_PKG_DIR)))
@@ -153,11 +164,23 @@ def _prototypes(lib):
         "refit_receiver_allocate": (I, [P]),
         "refit_receiver_pull": (I, [P, U64, ctypes.POINTER(_PullStats)]),
         "refit_standin_step": (I, [P, S, I, U64, U64]),
+        # Newer entry points: absent from an older librefit, their methods
+        # then raise NotSupported.
+        "refit_publisher_stats": (I, [P, ctypes.POINTER(_PublisherStats)]),
+        "refit_receiver_plan_dry": (I, [P, ctypes.POINTER(_Parallel), S, ctypes.POINTER(_PlanInfo)]),
     }
+    optional = {"refit_publisher_stats", "refit_receiver_plan_dry"}
     for name, (res, args) in protos.items():
+        if name in optional and not hasattr(lib, name):
+            continue
         f = getattr(lib, name)
         f.restype = res
         f.argtypes = args
+
+
+def has(name):
+    """Whether the loaded librefit exports `name`."""
+    return hasattr(load(), name)
 
 
 def load():

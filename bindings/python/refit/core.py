@@ -222,6 +222,16 @@ class Publisher(_Handle):
                 # before it was published are read by nobody any more.
                 self._retired.clear()
 
+    def stats(self):
+        """Registration counters (refit_publisher_stats): PublisherStats."""
+        if not _lib.has("refit_publisher_stats"):
+            raise NotSupported(ENOTSUP, "this librefit has no refit_publisher_stats")
+        s = _lib._PublisherStats()
+        s.size = ctypes.sizeof(s)
+        with self._lock:
+            check(_lib.load().refit_publisher_stats(self._ptr(), ctypes.byref(s)))
+        return _Figures("PublisherStats", s, ("regions", "registrations", "kept", "version"))
+
     @property
     def tensors(self):
         """{name: tensor object} added so far."""
@@ -236,6 +246,31 @@ def _raise_memtype(rc, ref, name, what):
         raise NotSupported(ENOTSUP, "tensor '%s' is CUDA memory (%s): this librefit does not support CUDA "
                            "memory yet, only host memory; %s from a host copy (e.g. t.cpu()) instead "
                            "(librefit said: %s)" % (name, ref.device, what, msg))
+
+
+class _Figures:
+    """A C stats struct as a Python object: its fields as attributes, as_dict()."""
+
+    def __init__(self, kind, s, fields):
+        self._kind, self._fields = kind, fields
+        for f in fields:
+            setattr(self, f, getattr(s, f))
+
+    def as_dict(self):
+        return {f: getattr(self, f) for f in self._fields}
+
+    def __repr__(self):
+        return "%s(%s)" % (self._kind, ", ".join("%s=%r" % kv for kv in self.as_dict().items()))
+
+
+def _parallel(p):
+    """A _Parallel from a dict or an object with the fields of struct refit_parallel."""
+    names = [f for f, _ in _lib._Parallel._fields_]
+    get = p.get if hasattr(p, "get") else (lambda k, d: getattr(p, k, d))
+    unknown = set(p) - set(names) if hasattr(p, "keys") else set()
+    if unknown:
+        raise InvalidArgument(EINVAL, "parallel position: unknown field %s" % ", ".join(sorted(unknown)))
+    return _lib._Parallel(*[int(get(f, 1 if f.endswith("_size") else 0)) for f in names])
 
 
 class TensorInfo:
@@ -358,6 +393,24 @@ class Receiver(_Handle):
         with self._lock:
             check(_lib.load().refit_receiver_pull(self._ptr(), int(version), ctypes.byref(s)))
         return PullStats(s)
+
+    def plan_dry(self, sources):
+        """Plan this receiver's layout from trainer ranks at the given parallel
+        positions (dicts like ``{"tp_rank": 0, "tp_size": 2}``) as if each
+        published every tensor of its rank; nothing is transferred and the
+        cached plan is replaced (refit_receiver_plan_dry).  Returns PlanInfo
+        (seconds, pieces, descriptors, scatters, checks, wire_bytes,
+        scratch_bytes, staging_bytes, sources)."""
+        if not _lib.has("refit_receiver_plan_dry"):
+            raise NotSupported(ENOTSUP, "this librefit has no refit_receiver_plan_dry")
+        src = [_parallel(p) for p in sources]
+        arr = (_lib._Parallel * max(1, len(src)))(*src)
+        info = _lib._PlanInfo()
+        info.size = ctypes.sizeof(info)
+        with self._lock:
+            check(_lib.load().refit_receiver_plan_dry(self._ptr(), arr, len(src), ctypes.byref(info)))
+        return _Figures("PlanInfo", info, ("seconds", "pieces", "descriptors", "scatters", "checks", "wire_bytes",
+                                           "scratch_bytes", "staging_bytes", "sources"))
 
     def arrays(self):
         """{name: numpy array} viewing every bound or allocated host

@@ -2,6 +2,8 @@
 file store and tcp on loopback; receivers here pull and must hold exactly
 what `refit convert` makes of the same weights."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,30 @@ def test_f32_destinations_cast_from_bf16(tmp_path, ckpt, shards, expected, train
     want = st.read(expected.get(1, fp8=False))
     for n, a in dst.items():
         assert np.array_equal(a.view(np.uint32), want[n].astype(np.uint32) << 16), n
+
+
+def test_publisher_stats_and_plan_dry(tmp_path, ckpt, shards):
+    over = cluster_overrides(tmp_path, receivers=1)
+    with refit.Context(CLUSTER, overrides=over, hf=ckpt) as ctx:
+        rcv = ctx.receiver(target="vllm")
+        info = rcv.plan_dry([{"tp_rank": 0, "tp_size": 2}, {"tp_rank": 1, "tp_size": 2}])
+        assert info.sources == 2 and info.descriptors > 0
+        # every byte of the layout crosses the wire once
+        assert info.wire_bytes >= sum(t.nbytes for t in rcv.tensors())
+        with pytest.raises(refit.InvalidArgument):
+            rcv.plan_dry([{"tp_rnak": 0}])
+        shard = os.path.join(shards(1), "rank0.safetensors")
+        hdr, _ = st.header(shard)
+        arrays = st.read(shard)
+        pub = ctx.publisher()
+        for n, a in arrays.items():
+            pub.add(n, a, dtype=hdr[n][0])
+        pub.publish(1)
+        if not refit._lib.has("refit_publisher_stats"):
+            # declared in refit.h, not (yet) defined in librefit
+            with pytest.raises(refit.NotSupported):
+                pub.stats()
+            return
+        s = pub.stats()
+        assert s.version == 1 and s.registrations >= 1 and s.regions >= 1
+        assert set(s.as_dict()) == {"regions", "registrations", "kept", "version"}
