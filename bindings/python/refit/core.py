@@ -414,9 +414,10 @@ class Receiver(_Handle):
 
     def arrays(self):
         """{name: numpy array} viewing every bound or allocated host
-        destination (BF16 as uint16, F8_E4M3 as uint8 raw bits).  The views
-        share refit's memory: they are valid while the receiver is open and
-        change on every pull."""
+        destination (BF16 as uint16, F8_E4M3 as uint8 raw bits).  Views of
+        memory refit allocated are valid only until the next pull (refit
+        double-buffers its own destinations and flips them on commit, and may
+        reallocate them): call arrays() again after every pull."""
         return {t.name: a for t, a in ((t, self._view(t)) for t in self.tensors()) if a is not None}
 
     def array(self, name):
