@@ -21,12 +21,9 @@ from .dtypes import DType, NUMPY_VIEW
 from .errors import ENOENT, ENOTSUP, EINVAL, InvalidArgument, NotFound, NotSupported, RefitError, check
 
 # refit_receiver_bind accepts a BF16 destination bound as F32 (and back) and
-# casts, but core/src/engine/receiver.c recomputes the destination's byte
-# size after changing its dtype, so the size stays the layout's and pull
-# writes past the staging buffer (AddressSanitizer: heap-buffer-overflow in
-# refit_bf16_to_f32_n).  Until librefit is fixed, Receiver.bind refuses a
-# dtype other than the layout's; set True once it is.
-CAST_BIND_OK = False
+# casts.  (Librefit before the fix of the destination's byte size on such a
+# bind overflowed; this switch let the package refuse the cast meanwhile.)
+CAST_BIND_OK = True
 
 LATEST = _lib.REFIT_LATEST
 NEXT = _lib.REFIT_NEXT

@@ -88,17 +88,6 @@ def test_publisher_in_process_receiver_in_subprocess_style(tmp_path, ckpt, shard
 
 
 
-def test_cast_bind_refused_until_librefit_is_fixed(tmp_path, ckpt):
-    if refit.core.CAST_BIND_OK:
-        return
-    with refit.Context(CLUSTER, overrides=cluster_overrides(tmp_path), hf=ckpt) as ctx, ctx.receiver() as rcv:
-        with pytest.raises(refit.NotSupported) as e:
-            rcv.bind("model.norm.weight", np.zeros(256, np.float32))
-        assert "BF16" in e.value.message and "F32" in e.value.message
-
-
-@pytest.mark.skipif(not refit.core.CAST_BIND_OK, reason="librefit: bind with another dtype overflows "
-                    "(receiver.c recomputes nbytes after changing dtype); refit.core.CAST_BIND_OK is False")
 def test_f32_destinations_cast_from_bf16(tmp_path, ckpt, shards, expected, trainers):
     """refit casts: BF16 destinations bound as F32 receive the exact widening."""
     over = cluster_overrides(tmp_path, receivers=1)
