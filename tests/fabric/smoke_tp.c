@@ -224,6 +224,9 @@ START_TEST(read_write_notify)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     free(buf);
     free(d);
+    free(my);
+    free(a);
+    free(k);
 }
 END_TEST
 

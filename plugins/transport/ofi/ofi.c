@@ -154,6 +154,7 @@ struct refit_tp {
     int thread_on;
     volatile int stop;
     int64_t sleep_us;
+    int64_t ctrl_inflight; /* control messages sent, not yet completed */
 };
 
 struct refit_tp_region {
@@ -343,6 +344,7 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
             H->log(0, OFIP, "control message not delivered: %s", why);
         H->free(op->buf);
         H->free(op);
+        tp->ctrl_inflight--;
         return;
     case OP_RECV:
         if (err) {
@@ -463,6 +465,7 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
         H->free(op);
         return REFIT_ECONN;
     }
+    tp->ctrl_inflight++;
     return 0;
 }
 
@@ -907,6 +910,12 @@ static void ofip_fini(refit_tp_t *tp)
         tp->stop = 1;
         pthread_join(tp->thread, NULL);
     }
+    /* Control messages still in flight (a peer's goodbye) own their
+     * buffers until they complete: give them a moment before the endpoint
+     * goes. */
+    for (int64_t until = now_ms() + 200; tp->cq && tp->ctrl_inflight > 0 && now_ms() < until;)
+        if (!cq_drain(tp))
+            sched_yield();
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
