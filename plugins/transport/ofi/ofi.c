@@ -39,6 +39,7 @@
  * waits until every WRITE to that peer completed before it sends, which
  * gives the ordering push mode relies on whatever msg_order the provider
  * offers. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -107,6 +108,7 @@ struct ofip_op {
     struct refit_tp_req *req; /* OP_RMA, OP_SEND */
     refit_tp_peer_t *peer;    /* OP_RMA writes, OP_SEND: per-peer accounting */
     void *buf;                /* OP_RECV buffer, OP_SEND copy */
+    struct ofip_op *next;     /* OP_CTRL: in tp->ctrl_ops until complete */
 };
 
 struct ofip_notice {
@@ -148,6 +150,8 @@ struct refit_tp {
     struct ofip_ack *acks;
     uint64_t revoke_seq;
     int in_ctrl;
+    size_t ctrl_inflight; /* control sends not yet completed */
+    struct ofip_op *ctrl_ops; /* ... and their operations (freed by fini if never completed) */
 
     pthread_mutex_t lock;
     pthread_t thread;
@@ -341,6 +345,13 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
     case OP_CTRL:
         if (err)
             H->log(0, OFIP, "control message not delivered: %s", why);
+        if (tp->ctrl_inflight)
+            tp->ctrl_inflight--;
+        for (struct ofip_op **po = &tp->ctrl_ops; *po; po = &(*po)->next)
+            if (*po == op) {
+                *po = op->next;
+                break;
+            }
         H->free(op->buf);
         H->free(op);
         return;
@@ -453,12 +464,17 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
         memcpy(m + sizeof(h), tail, tail_len);
     op->kind = OP_CTRL;
     op->buf = m;
+    tp->ctrl_inflight++;
+    op->next = tp->ctrl_ops;
+    tp->ctrl_ops = op;
     int64_t deadline = now_ms() + tp->timeout_ms;
     ssize_t ret;
     while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
            now_ms() < deadline)
         cq_drain_once(tp);
     if (ret) {
+        tp->ctrl_inflight--;
+        tp->ctrl_ops = op->next;
         H->free(m);
         H->free(op);
         return REFIT_ECONN;
@@ -907,6 +923,10 @@ static void ofip_fini(refit_tp_t *tp)
         tp->stop = 1;
         pthread_join(tp->thread, NULL);
     }
+    /* Let the last control messages (a bye) leave; their buffers are
+     * freed by their completions. */
+    if (tp->cq && tp->ctrl_inflight)
+        spin(tp, &tp->ctrl_inflight, NULL, 200);
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
@@ -934,6 +954,12 @@ static void ofip_fini(refit_tp_t *tp)
         struct ofip_notice *n = tp->nq_head;
         tp->nq_head = n->next;
         H->free(n);
+    }
+    while (tp->ctrl_ops) { /* to peers that vanished: never completed */
+        struct ofip_op *op = tp->ctrl_ops;
+        tp->ctrl_ops = op->next;
+        H->free(op->buf);
+        H->free(op);
     }
     while (tp->watchers) {
         struct ofip_watcher *w = tp->watchers;
@@ -1627,6 +1653,11 @@ static const struct refit_transport_ops ofip_ops = {
 static int ofip_load(const struct refit_host *host)
 {
     H = host;
+    /* libfabric initialises its providers once per process (constructors,
+     * fi_ini) and does not support being unloaded and loaded again: keep it
+     * resident when the loader closes this plugin. */
+    if (!dlopen("libfabric.so.1", RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+        H->log(0, OFIP, "libfabric.so.1 not pinned: %s", dlerror());
     return 0;
 }
 

@@ -112,6 +112,7 @@ struct refit_tp {
     char desc[512]; /* describe(): what UCX was told to use */
     int in_ctrl;    /* ctrl_work() running: no re-entry */
     int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
+    size_t ctrl_inflight; /* control sends not yet completed */
 
     pthread_mutex_t lock;
     pthread_t thread;
@@ -660,6 +661,12 @@ static void ucxp_fini(refit_tp_t *tp)
         close(tp->stop_pipe[0]);
         close(tp->stop_pipe[1]);
     }
+    /* Let the last control messages (a bye) leave: ctrl_done frees them. */
+    if (tp->worker && tp->ctrl_inflight) {
+        int64_t deadline = now_ms() + 200;
+        while (tp->ctrl_inflight && now_ms() < deadline)
+            ucp_worker_progress(tp->worker);
+    }
     /* Outstanding requests fail; fini frees every request, so the
      * caller's handles are invalid afterwards. */
     while (tp->peers) {
@@ -928,9 +935,13 @@ static ucs_status_t ep_open(refit_tp_t *tp, const void *addr, ucp_err_handler_cb
 
 /* Fire-and-forget control message; its buffer is copied by UCX before
  * the call returns or is owned by the request until completion. */
+/* user_data: the buffer, which starts with its transport. */
 static void ctrl_done(void *request, ucs_status_t us, void *user_data)
 {
     (void)us;
+    refit_tp_t *tp = *(refit_tp_t **)user_data;
+    if (tp->ctrl_inflight)
+        tp->ctrl_inflight--;
     H->free(user_data);
     ucp_request_free(request);
 }
@@ -939,9 +950,11 @@ static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uin
                      const void *tail, size_t tail_len)
 {
     size_t n = sizeof(struct ucxp_ctrl) + tail_len;
-    unsigned char *m = H->alloc(n);
-    if (!m)
+    unsigned char *buf = H->alloc(sizeof(tp) + n);
+    if (!buf)
         return REFIT_ENOMEM;
+    memcpy(buf, &tp, sizeof(tp));
+    unsigned char *m = buf + sizeof(tp);
     struct ucxp_ctrl c = {type, 0, tp->id, a, b};
     memcpy(m, &c, sizeof(c));
     if (tail_len)
@@ -950,12 +963,14 @@ static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uin
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                       UCP_OP_ATTR_FIELD_FLAGS;
     rp.cb.send = ctrl_done;
-    rp.user_data = m;
+    rp.user_data = buf;
     rp.flags = UCP_AM_SEND_FLAG_EAGER;
     ucs_status_ptr_t sp = ucp_am_send_nbx(ep, UCXP_AM_CTRL, NULL, 0, m, n, &rp);
-    if (UCS_PTR_IS_PTR(sp))
-        return 0; /* ctrl_done frees m */
-    H->free(m);
+    if (UCS_PTR_IS_PTR(sp)) {
+        tp->ctrl_inflight++;
+        return 0; /* ctrl_done frees buf */
+    }
+    H->free(buf);
     return UCS_PTR_IS_ERR(sp) ? REFIT_ECONN : 0;
 }
 
