@@ -1454,3 +1454,16 @@ int refit_config_dump(const refit_config_t *cfg, void *file)
     }
     return 0;
 }
+
+int refit_config_schema_each(const refit_config_t *cfg,
+                             int (*fn)(void *arg, const char *section, const struct refit_cfg_field *f),
+                             void *arg)
+{
+    for (size_t s = 0; s < cfg->n_sections; s++)
+        for (size_t i = 0; i < cfg->sections[s].n; i++) {
+            int rc = fn(arg, cfg->sections[s].name, &cfg->sections[s].fields[i]);
+            if (rc)
+                return rc;
+        }
+    return 0;
+}

@@ -25,12 +25,33 @@ int cli_fail(const char *cmd, int status);
 /* Removes NULL entries left by consumed options; returns the new argc. */
 int cli_compact(int argc, char **argv);
 
+/* Parse an integer option value in [lo, hi]; an error names the option. */
+int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
+/* "tp=2,ep=4" (either part optional) into *tp and *ep. */
+int cli_layout(const char *opt, const char *v, int *tp, int *ep);
+/* --log LEVEL */
+int cli_log_level(const char *v);
+/* Monotonic seconds. */
+double cli_now(void);
+
+int cmd_demo(int argc, char **argv);
+int cmd_publish(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
+int cmd_store(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
-/* `refit bench <what>`: bench_<what>.c, dispatched by cmd_bench.c. */
+/* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
+ * argv[0] = what. */
+int bench_cycle(int argc, char **argv);
+int bench_fp8(int argc, char **argv);
+int bench_layout(int argc, char **argv);
+int bench_plan(int argc, char **argv);
+int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 
 #endif

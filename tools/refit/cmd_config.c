@@ -10,8 +10,10 @@
 static int usage(FILE *f)
 {
     fprintf(f, "usage: refit config check FILE [--set key=value]...\n"
+               "       refit config keys [--config FILE]\n"
                "Validates a cluster file (unknown keys, types, ranges, plugin sections) and prints\n"
-               "the effective configuration after REFIT_<SECTION>_<KEY> and --set overrides.\n");
+               "the effective configuration after REFIT_<SECTION>_<KEY> and --set overrides.\n"
+               "`keys` lists every key (core and every plugin found): type, default, range, doc.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -45,10 +47,50 @@ static void ignore_report(void *arg, const struct refit_plugin_report *r)
     (void)r;
 }
 
+static const char *type_name(enum refit_cfg_type t)
+{
+    static const char *names[] = {"", "string", "int", "bool", "double", "size", "duration",
+                                  "enum", "list", "map"};
+    return (t >= REFIT_CFG_STRING && t <= REFIT_CFG_MAP) ? names[t] : "?";
+}
+
+static int print_key(void *arg, const char *section, const struct refit_cfg_field *f)
+{
+    (void)arg;
+    char full[256], range[128] = "";
+    snprintf(full, sizeof(full), "%s.%s", section, f->name);
+    if (f->type == REFIT_CFG_ENUM)
+        snprintf(range, sizeof(range), "%s", f->choices);
+    else if (f->min <= f->max)
+        snprintf(range, sizeof(range), "[%.15g, %.15g]", f->min, f->max);
+    printf("%-36s %-8s %-12s %-18s %s\n", full, type_name(f->type), f->def ? f->def : "-", range,
+           f->doc ? f->doc : "");
+    return 0;
+}
+
+static int config_keys(int argc, char **argv)
+{
+    struct cli_common c;
+    int rc = cli_config_open(&c, NULL, argc, argv);
+    if (!rc)
+        rc = refit_loader_scan(c.loader, ignore_report, NULL);
+    if (rc) {
+        int r = cli_fail("config keys", rc);
+        cli_common_close(&c);
+        return r;
+    }
+    printf("%-36s %-8s %-12s %-18s %s\n", "KEY", "TYPE", "DEFAULT", "RANGE", "MEANING");
+    refit_config_schema_each(c.cfg, print_key, NULL);
+    cli_common_close(&c);
+    return 0;
+}
+
 int cmd_config(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
         return usage(argc < 2 ? stderr : stdout);
+    if (!strcmp(argv[1], "keys"))
+        return config_keys(argc - 1, argv + 1);
     if (strcmp(argv[1], "check")) {
         fprintf(stderr, "refit config: unknown subcommand '%s'\n", argv[1]);
         return usage(stderr);

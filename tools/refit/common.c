@@ -1,6 +1,7 @@
 /* common.c — options every subcommand shares. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "refit/log.h"
@@ -75,4 +76,47 @@ void cli_common_close(struct cli_common *c)
     refit_loader_destroy(c->loader);
     refit_config_destroy(c->cfg);
     memset(c, 0, sizeof(*c));
+}
+
+int cli_int(const char *opt, const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || x < lo || x > hi)
+        return refit_error_set(REFIT_EINVAL, "%s '%s': expected an integer in [%ld, %ld]", opt,
+                               v ? v : "", lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+int cli_log_level(const char *v)
+{
+    int l = refit_log_parse_level(v);
+    if (l < 0)
+        return refit_error_set(REFIT_EINVAL, "--log '%s': use debug, info, warn or error", v);
+    refit_log_set_level(l);
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int cli_layout(const char *opt, const char *v, int *tp, int *ep)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int x;
+        if (!strncmp(t, "tp=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
+            *tp = x;
+        else if (!strncmp(t, "ep=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
+            *ep = x;
+        else
+            return refit_error_set(REFIT_EINVAL, "%s '%s': expected tp=N[,ep=M]", opt, v);
+    }
+    return 0;
 }

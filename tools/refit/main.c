@@ -12,9 +12,15 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"demo", cmd_demo, "the main job on this machine: trainer ranks and engines as processes, verified refits"},
+    {"publish", cmd_publish, "one trainer rank (a stand-in made from an HF checkpoint) publishing versions"},
+    {"pull", cmd_pull, "one inference rank pulling a version into the hf or vllm layout"},
+    {"convert", cmd_convert, "an HF checkpoint or trainer shards into one rank's hf or vllm tensors (FP8 optional)"},
+    {"shard", cmd_shard, "an HF checkpoint into Megatron-layout per-rank files (a trainer stand-in)"},
+    {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
+    {"bench", cmd_bench, "benchmarks with their baseline in the same run (fp8, layout, store, transport)"},
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
-    {"config", cmd_config, "config check FILE: validate a cluster file and print the effective values"},
-    {"bench", cmd_bench, "benchmarks with their baseline in the same run (bench transport, ...)"},
+    {"config", cmd_config, "config check FILE: validate a cluster file; config keys: every key"},
     {"doctor", cmd_doctor, "topology, fabrics, plugins, and what each transport would pick here"},
 };
 

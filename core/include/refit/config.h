@@ -118,6 +118,13 @@ int refit_config_path(const refit_config_t *cfg, const char *path, char **out);
  * section, value and origin) as YAML with comments. */
 int refit_config_dump(const refit_config_t *cfg, void *file /* FILE * */);
 
+/* Every schema key known (core sections, then plugin sections in load
+ * order), for `refit config keys` and documentation. */
+int refit_config_schema_each(const refit_config_t *cfg,
+                             int (*fn)(void *arg, const char *section,
+                                       const struct refit_cfg_field *f),
+                             void *arg);
+
 /* A view of one section for a plugin: keys are relative to `section`. */
 struct refit_cfg_view {
     const refit_config_t *cfg;

@@ -1,0 +1,43 @@
+# Makefile — a thin wrapper over meson for the two commands of README.md.
+#   make demo   install what is missing (as root), build, run `refit demo`
+#   make test   install what is missing (as root), build, run every test,
+#               then the unit tests again under AddressSanitizer + UBSan
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+MESON_OPTS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build demo test test-asan clean
+
+all: build
+
+deps:
+	@tools/dev/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) -Dwerror=true $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD) -j $(JOBS)
+
+demo: build
+	@tools/dev/demo.sh $(BUILD)
+
+test: build
+	meson test -C $(BUILD) --print-errorlogs --num-processes $(JOBS)
+	@$(MAKE) --no-print-directory test-asan
+
+# The sanitizer configuration: every test but those marked 'slow'
+# (benchmark-sized transfers), with the CUDA feature off (the CUDA runtime
+# and ASan do not mix).
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dcuda=disabled -Dbuildtype=debug $(MESON_OPTS)
+
+test-asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes $(JOBS) --no-suite slow
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

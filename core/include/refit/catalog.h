@@ -1,0 +1,228 @@
+/* refit/catalog.h — what a source publishes in the store: its tensor
+ * catalog, its source record, heartbeats and receivers' acknowledgements;
+ * their msgpack encoding (schema 1, laid out field by field in
+ * docs/store.md), their keys, and the store-side rules built on them
+ * (content-addressed catalogs, version retention, stale detection).
+ *
+ * Decoders treat their input as hostile: every type, count, length and
+ * range is checked before use, names must be unique, tensors must lie
+ * inside their regions, and a failure is REFIT_EPROTO with a message that
+ * names the store key and the field ("sources/tp0: field 'layout': ..."). */
+#ifndef REFIT_CATALOG_H
+#define REFIT_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refit/dtype.h"
+#include "refit/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define REFIT_CATALOG_SCHEMA 1
+#define REFIT_CATALOG_MAX_NAME 1024     /* bytes of a tensor name */
+#define REFIT_CATALOG_MAX_REGIONS 65536
+#define REFIT_CATALOG_MAX_TENSORS 10000000
+#define REFIT_RECORD_MAX_ID 128         /* source and receiver ids: one key component */
+#define REFIT_RECORD_MAX_STRING 256     /* model, transport names */
+#define REFIT_RECORD_MAX_BLOB 65536     /* address and each remote key */
+
+/* The layout vocabulary of the design (docs: design.md, "Layout
+ * vocabulary"); the wire spells them in lower case. */
+enum refit_cat_role {
+    REFIT_CAT_ROLE_REPLICATED = 1, /* no shard axis */
+    REFIT_CAT_ROLE_COLUMN,         /* axis 0 */
+    REFIT_CAT_ROLE_QKV_COLUMN,     /* axis 0, interleaved per query group */
+    REFIT_CAT_ROLE_GATED_COLUMN,   /* axis 0, [gate_r; up_r] */
+    REFIT_CAT_ROLE_ROW,            /* axis 1 */
+    REFIT_CAT_ROLE_EXPERT_COLUMN,  /* axis 0, with an expert id */
+    REFIT_CAT_ROLE_EXPERT_ROW,     /* axis 1, with an expert id */
+    REFIT_CAT_ROLE_VOCAB,          /* axis 0, the embedding / output vocabulary */
+    REFIT_CAT_ROLE_COUNT_
+};
+const char *refit_cat_role_name(enum refit_cat_role r); /* "column"; "invalid" */
+int refit_cat_role_parse(const char *s, enum refit_cat_role *out);
+
+struct refit_hash128 {
+    uint8_t b[16]; /* XXH3-128, big-endian (canonical) byte order */
+};
+/* 32 lower-case hex digits and a NUL into out[33]. */
+void refit_hash128_hex(const struct refit_hash128 *h, char out[33]);
+int refit_hash128_parse(const char *hex, struct refit_hash128 *out);
+void refit_hash128_of(const void *buf, size_t len, struct refit_hash128 *out);
+
+/* ------------------------------------------------------------------ */
+/* Catalog */
+
+struct refit_cat_tensor {
+    const char *name;  /* NUL-terminated; unique in the catalog */
+    uint32_t dtype;    /* enum refit_dtype */
+    uint32_t role;     /* enum refit_cat_role */
+    uint32_t ndim;     /* 0..REFIT_MAX_DIMS */
+    uint64_t shape[REFIT_MAX_DIMS];        /* this source's shard */
+    uint64_t global_shape[REFIT_MAX_DIMS]; /* the whole tensor */
+    int32_t shard_axis;   /* -1: not sharded (replicated) */
+    uint64_t shard_start; /* first index along shard_axis in the global tensor */
+    uint64_t shard_len;   /* == shape[shard_axis] */
+    int64_t expert;       /* global expert id; -1 for non-expert roles */
+    uint32_t region;      /* index into the catalog's regions */
+    uint64_t offset;      /* byte offset inside the region */
+    uint64_t nbytes;      /* == prod(shape) * dtype size */
+    uint64_t checksum;    /* XXH3-64 of the nbytes bytes */
+    /* Rows of a checksum chunk: the tensor seen as [rows, last dim] is
+     * hashed per chunk of this many rows in the per-version checksum blob
+     * (0: whole-tensor checksum only).  Optional field 14 on the wire. */
+    uint32_t chunk_rows;
+};
+
+typedef struct refit_catalog refit_catalog_t;
+struct refit_catalog {
+    uint32_t schema;
+    uint32_t n_regions;
+    uint64_t *region_len; /* bytes of each registered region */
+    size_t n_tensors;
+    struct refit_cat_tensor *tensors;
+    struct refit_catalog_priv_ *priv_; /* names, index */
+};
+
+/* An empty catalog to fill with add_region/add; destroy with
+ * refit_catalog_destroy (also for decoded ones). */
+int refit_catalog_create(refit_catalog_t **out);
+void refit_catalog_destroy(refit_catalog_t *c);
+int refit_catalog_add_region(refit_catalog_t *c, uint64_t len, uint32_t *index);
+/* Copies t (and its name).  Checks the tensor as the decoder would. */
+int refit_catalog_add(refit_catalog_t *c, const struct refit_cat_tensor *t);
+/* Index of the tensor named name, or -1. */
+ptrdiff_t refit_catalog_find(const refit_catalog_t *c, const char *name);
+
+/* msgpack bytes (*buf freed by the caller with free()). */
+int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len);
+/* `key` names the input in messages (a store key or a file); may be NULL. */
+int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_catalog_t **out);
+
+/* Store "catalogs/<hash>" unless it is there already (cas on absence, so
+ * concurrent publishers of one content agree) and keep it live.  A catalog
+ * this handle published before costs nothing: no round trip, no bytes.
+ * *hash receives the content hash; *sent (may be NULL) whether bytes went
+ * out. */
+int refit_catalog_publish(refit_store_t *s, const void *enc, size_t len, struct refit_hash128 *hash,
+                          bool *sent);
+/* Fetch, verify the content hash, decode. */
+int refit_catalog_fetch(refit_store_t *s, const struct refit_hash128 *hash, refit_catalog_t **out);
+
+/* ------------------------------------------------------------------ */
+/* Source record */
+
+enum refit_source_status {
+    REFIT_SOURCE_INIT = 1,  /* registered, nothing published yet */
+    REFIT_SOURCE_READY = 2, /* `version` may be pulled */
+    REFIT_SOURCE_STALE = 3  /* withdrawn (shutdown, or declared dead by a reader) */
+};
+const char *refit_source_status_name(uint32_t st); /* "READY" */
+
+struct refit_par_layout {
+    uint32_t tp_rank, tp_size;
+    uint32_t pp_rank, pp_size;
+    uint32_t ep_rank, ep_size;
+    uint32_t etp_rank, etp_size;
+};
+
+struct refit_blob {
+    const void *data;
+    size_t len;
+};
+
+struct refit_source_record {
+    uint32_t schema;
+    const char *source_id; /* one key component: [A-Za-z0-9_.:-], 1..128 bytes */
+    const char *model;
+    struct refit_par_layout layout;
+    const char *transport; /* plugin name */
+    struct refit_blob address;
+    size_t n_rkeys; /* one packed remote key per catalog region */
+    const struct refit_blob *rkeys;
+    struct refit_hash128 catalog;
+    uint64_t version;
+    uint32_t status;       /* enum refit_source_status */
+    uint64_t heartbeat_ms; /* Unix time (ms) the record was last refreshed */
+};
+
+int refit_record_encode(const struct refit_source_record *r, void **buf, size_t *len);
+/* *out is one allocation (strings and blobs inside), freed with free(). */
+int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out);
+/* The record's regions match the catalog's (count). */
+int refit_record_check_catalog(const struct refit_source_record *r, const refit_catalog_t *c,
+                               const char *key);
+
+/* Publish: one pipelined write of "sources/<id>" (marked live, re-written
+ * after a store restart) and "versions/<V>/sources/<id>". */
+int refit_record_publish(refit_store_t *s, const struct refit_source_record *r);
+/* Read and decode "sources/<id>". */
+int refit_record_fetch(refit_store_t *s, const char *source_id, struct refit_source_record **out);
+
+/* Heartbeat: "heartbeats/<id>" with a TTL of stale_after (live). */
+int refit_heartbeat_put(refit_store_t *s, const char *source_id, uint64_t version, int64_t stale_after_ms);
+/* The time of a heartbeat value read elsewhere (refit store show). */
+int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms);
+/* Unix ms of the last heartbeat; REFIT_ENOENT when none is alive. */
+int refit_heartbeat_get(refit_store_t *s, const char *source_id, uint64_t *time_ms);
+
+/* Whether readers must treat the source as stale: status STALE, or the
+ * latest of the record's heartbeat and hb_ms (0: none) is more than
+ * stale_after_ms before now_ms. */
+bool refit_record_is_stale(const struct refit_source_record *r, uint64_t hb_ms, uint64_t now_ms,
+                           int64_t stale_after_ms);
+/* Record and heartbeat in one round trip, with the verdict.  *out as for
+ * refit_record_decode. */
+int refit_source_check(refit_store_t *s, const char *source_id, int64_t stale_after_ms,
+                       struct refit_source_record **out, bool *stale);
+
+/* ------------------------------------------------------------------ */
+/* Acknowledgements: "versions/<V>/acks/<receiver>" */
+
+struct refit_ack {
+    uint32_t schema;
+    uint64_t version;
+    const char *receiver;
+    uint64_t time_ms;
+};
+int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len);
+int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_ack **out);
+/* Written live (re-written after a store restart); forget the key of an
+ * older version with refit_store_forget. */
+int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver);
+/* Receivers that acknowledged version (valid acks only). */
+int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n);
+
+/* ------------------------------------------------------------------ */
+/* Keys and retention */
+
+/* "sources/<id>", "versions/<V>/sources/<id>", "versions/<V>/acks/<r>",
+ * "heartbeats/<id>", "catalogs/<hex>" into buf (REFIT_STORE_MAX_KEY + 1
+ * bytes); REFIT_EINVAL for an id that is not one key component. */
+int refit_key_source(char *buf, const char *source_id);
+int refit_key_version_source(char *buf, uint64_t version, const char *source_id);
+int refit_key_ack(char *buf, uint64_t version, const char *receiver);
+int refit_key_heartbeat(char *buf, const char *source_id);
+void refit_key_catalog(char *buf, const struct refit_hash128 *h);
+int refit_check_id(const char *what, const char *id);
+/* The version of a "versions/<V>/..." key; REFIT_EINVAL for other keys. */
+int refit_key_parse_version(const char *key, uint64_t *version);
+
+/* Delete every "versions/<V>/..." key with V + retain <= latest (keeps
+ * the newest `retain` versions up to latest).  *deleted may be NULL. */
+int refit_versions_retain(refit_store_t *s, uint64_t latest, uint32_t retain, size_t *deleted);
+/* Delete catalogs no record under sources/ or versions/ refers to.  With
+ * dry_run only count them. */
+int refit_catalogs_gc(refit_store_t *s, bool dry_run, size_t *deleted);
+
+/* Unix time in ms (wall clock: heartbeats are compared across hosts). */
+uint64_t refit_time_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,183 @@
+/* refit/store.h — the metadata store: the plugin ABI (kind REFIT_PLUGIN_STORE)
+ * and the core wrapper the engine uses.
+ *
+ * Shaped after SQLite's VFS: the ops table begins with its size and only
+ * grows at the end; it also says how large the plugin's per-store object is,
+ * so the core allocates that object (zeroed) and the plugin fills it in with
+ * open().  close() must be safe on an object whose open() failed at any
+ * point, including before it wrote anything (all zero).
+ *
+ * Keys are relative ("sources/tp0"): the plugin places them under
+ * refit/<namespace>/ so that jobs sharing a store never see each other.  A
+ * key is 1..REFIT_STORE_MAX_KEY bytes of [A-Za-z0-9_.:-] in components
+ * separated by '/'; no empty component, no component starting with '.' or
+ * longer than REFIT_STORE_MAX_COMPONENT, no leading or trailing '/'.  The wrapper checks keys before a plugin sees
+ * them, so plugins may map them to file names directly.  A prefix (list,
+ * poll) follows the same rules but may be empty and may end with '/'.
+ *
+ * Values are binary blobs of at most store.max_value bytes; the wrapper
+ * refuses larger puts and plugins refuse (REFIT_ETOOBIG) larger values on
+ * get, before allocating, so a corrupted store cannot make a reader
+ * allocate without bound.
+ *
+ * Errors: negative REFIT_E* with a message (host->error_set) naming the
+ * plugin, the key and the library's own code and text.  REFIT_ENOENT for a
+ * missing key, REFIT_ECONFLICT for a lost cas, REFIT_ECONN when the service
+ * cannot be reached within the timeout, REFIT_ETIMEDOUT for a poll that saw
+ * no change. */
+#ifndef REFIT_STORE_H
+#define REFIT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refit/config.h"
+#include "refit/loader.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define REFIT_STORE_MAX_KEY 512
+#define REFIT_STORE_MAX_COMPONENT 200 /* fits a file name with room for suffixes */
+#define REFIT_STORE_MAX_NAMESPACE 128
+
+/* ------------------------------------------------------------------ */
+/* Plugin ABI */
+
+struct refit_store_open_args {
+    size_t size;                      /* sizeof(struct refit_store_open_args) */
+    const struct refit_cfg_view *cfg; /* section store.<name> */
+    const char *ns;                   /* namespace, already validated */
+    int64_t timeout_ms;               /* store.timeout: one operation's limit */
+    uint64_t max_value;               /* store.max_value */
+};
+
+/* One key of a pipelined read.  The plugin sets val/len/status per item:
+ * status 0 (val allocated with host->alloc, freed by the caller with free)
+ * or REFIT_ENOENT (val NULL) or another error for that key. */
+struct refit_store_get_item {
+    const char *key;
+    void *val;
+    size_t len;
+    int status;
+};
+
+/* One key of a pipelined write.  ttl_ms 0: no expiry. */
+struct refit_store_put_item {
+    const char *key;
+    const void *val;
+    size_t len;
+    int64_t ttl_ms;
+};
+
+struct refit_store_ops {
+    size_t size;     /* sizeof(struct refit_store_ops) of the plugin's build */
+    size_t obj_size; /* bytes of the plugin's per-store object (core allocates, zeroed) */
+
+    /* Fill in obj.  On failure obj must still be safe to close(). */
+    int (*open)(void *obj, const struct refit_store_open_args *args);
+    void (*close)(void *obj);
+
+    /* Create or replace.  ttl_ms > 0: the key disappears (get: ENOENT)
+     * ttl_ms after the write; a later put without ttl makes it permanent. */
+    int (*put)(void *obj, const char *key, const void *val, size_t len, int64_t ttl_ms);
+    /* *val allocated with host->alloc (at least 1 byte even for an empty
+     * value); the caller frees it with free(). */
+    int (*get)(void *obj, const char *key, void **val, size_t *len);
+    /* REFIT_ENOENT when the key is absent. */
+    int (*del)(void *obj, const char *key);
+    /* Keys below prefix (relative, without the namespace), sorted, in one
+     * block allocated with host->alloc: the pointer array followed by the
+     * strings; the caller frees *keys with free().  *keys may be NULL when
+     * *n is 0.  Expired keys are not listed. */
+    int (*list)(void *obj, const char *prefix, char ***keys, size_t *n);
+    /* Atomically: if the key's value equals expected (expected NULL: the
+     * key is absent), set it to val and return 0, else REFIT_ECONFLICT.
+     * ttl_ms as for put. */
+    int (*cas)(void *obj, const char *key, const void *expected, size_t elen, const void *val,
+               size_t len, int64_t ttl_ms);
+    /* Change detection.  *cursor receives an opaque non-zero value that
+     * changes whenever a key below prefix is created, replaced or deleted
+     * (it may also change spuriously, but not for writes to keys outside
+     * the prefix's first component when the prefix holds a '/': watchers of
+     * "sources/" are not woken by "heartbeats/..."; expiry is not a change).  since 0:
+     * return the current cursor at once.  Otherwise wait up to timeout_ms
+     * for the cursor to differ from since: 0 when it does, REFIT_ETIMEDOUT
+     * (with *cursor == since) when it did not. */
+    int (*poll)(void *obj, const char *prefix, uint64_t since, uint64_t *cursor,
+                int64_t timeout_ms);
+    /* Pipelined: one round trip for all n items.  Returns 0 when every item
+     * has its own status; an error of the whole call otherwise (then no
+     * item holds a value). */
+    int (*get_many)(void *obj, struct refit_store_get_item *items, size_t n);
+    /* Pipelined writes; 0 only when every item was written. */
+    int (*put_many)(void *obj, const struct refit_store_put_item *items, size_t n);
+    /* Connection generation: starts at 1 and increases each time the plugin
+     * reconnected to a service that may have lost data (a Redis restart).
+     * The wrapper then re-writes the records marked live. */
+    uint64_t (*generation)(void *obj);
+};
+
+/* ------------------------------------------------------------------ */
+/* Core wrapper (what the engine uses) */
+
+typedef struct refit_store refit_store_t;
+
+/* Opens the store named by store.plugin, loading it through `loader`, in
+ * namespace store.namespace (or `ns` when not NULL).  The caller closes it
+ * with refit_store_close before destroying loader and cfg. */
+int refit_store_open(refit_config_t *cfg, refit_loader_t *loader, const char *ns,
+                     refit_store_t **out);
+void refit_store_close(refit_store_t *s); /* safe on NULL */
+
+const char *refit_store_plugin_name(const refit_store_t *s);
+const char *refit_store_namespace(const refit_store_t *s);
+uint64_t refit_store_max_value(const refit_store_t *s);
+
+/* Key and namespace rules (see the top of this file); 0 or REFIT_EINVAL
+ * with a message naming what is wrong. */
+int refit_store_check_key(const char *key);
+int refit_store_check_prefix(const char *prefix);
+int refit_store_check_namespace(const char *ns);
+
+int refit_store_put(refit_store_t *s, const char *key, const void *val, size_t len);
+int refit_store_put_ttl(refit_store_t *s, const char *key, const void *val, size_t len,
+                        int64_t ttl_ms);
+/* A put the wrapper remembers (a copy of the value) and writes again, with
+ * the same ttl, after the plugin reports a new generation (the service
+ * restarted and may have lost it): a publisher's own source record and
+ * heartbeat.  Putting the key again replaces the remembered value. */
+int refit_store_put_live(refit_store_t *s, const char *key, const void *val, size_t len,
+                         int64_t ttl_ms);
+/* Mark a key live without writing it (after a put_many that wrote it). */
+int refit_store_remember(refit_store_t *s, const char *key, const void *val, size_t len,
+                         int64_t ttl_ms);
+/* Stop re-writing a live key (does not delete it). */
+void refit_store_forget(refit_store_t *s, const char *key);
+/* Whether key is live in this handle (written by it and remembered). */
+bool refit_store_is_live(const refit_store_t *s, const char *key);
+
+/* *val is freed by the caller with free(). */
+int refit_store_get(refit_store_t *s, const char *key, void **val, size_t *len);
+int refit_store_del(refit_store_t *s, const char *key);
+/* *keys is one block freed by the caller with free(). */
+int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t *n);
+int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                    const void *val, size_t len);
+int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
+                     int64_t timeout_ms);
+/* Values of successful items are freed by the caller with free(). */
+int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n);
+int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n);
+
+/* Plugin calls made so far: each is one round trip to the service (bulk
+ * calls are pipelined), which is how "a warm cycle costs at most two round
+ * trips per source" is measured. */
+uint64_t refit_store_round_trips(const refit_store_t *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

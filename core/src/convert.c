@@ -1,0 +1,864 @@
+/* convert.c — global HF-tensor views (an HF checkpoint, or Megatron trainer
+ * shards reassembled) and the conversion engine that follows a layout
+ * map: copy the pieces, cast, block-quantize, write.  No layout math here:
+ * that is layout.c's. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model_int.h"
+#include "refit/log.h"
+#include "refit/status.h"
+
+/* ------------------------------------------------------------------ */
+/* Expected HF tensors */
+
+struct vt {
+    struct refit_st_tensor t; /* t.data NULL until filled (Megatron views) */
+    void *owned;
+    size_t covered;           /* elements filled from shards */
+};
+
+struct refit_hf_view {
+    refit_st_checkpoint_t *ck; /* HF checkpoint, or NULL */
+    struct vt *t;              /* expected tensors, sorted by name */
+    size_t n, cap;
+    char *dir;
+};
+
+struct expect_ctx {
+    const refit_model_t *m;
+    const struct refit_convert_opts *o;
+    refit_hf_view_t *v;
+};
+
+static int expect_add(struct expect_ctx *c, char *name, int ndim, int64_t rows, int64_t cols)
+{
+    if (!name)
+        return REFIT_ENOMEM;
+    if (c->o && c->o->n_skip && rf_match_any(name, c->o->skip, c->o->n_skip)) {
+        free(name);
+        return 0;
+    }
+    refit_hf_view_t *v = c->v;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        struct vt *n = realloc(v->t, cap * sizeof(*n));
+        if (!n) {
+            free(name);
+            return REFIT_ENOMEM;
+        }
+        v->t = n;
+        v->cap = cap;
+    }
+    struct vt *t = &v->t[v->n++];
+    memset(t, 0, sizeof(*t));
+    t->t.name = name;
+    t->t.ndim = ndim;
+    t->t.shape[0] = rows;
+    t->t.shape[1] = ndim == 2 ? cols : 0;
+    return 0;
+}
+
+static int expect_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct expect_ctx *c = arg;
+    bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
+    int64_t ne = expert ? c->m->shape.experts : 1;
+    int np = e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+    for (int64_t x = 0; x < ne; x++)
+        for (int i = 0; i < np; i++) {
+            int rc = expect_add(c, rf_model_name(e->hf[i], layer, expert ? x : -1),
+                                e->cols == REFIT_DIM_NONE ? 1 : 2, rf_model_dim(c->m, e->rows[i]),
+                                rf_model_dim(c->m, e->cols));
+            if (rc)
+                return rc;
+        }
+    return 0;
+}
+
+static int vt_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct vt *)a)->t.name, ((const struct vt *)b)->t.name);
+}
+
+static struct vt *vt_find(const refit_hf_view_t *v, const char *name)
+{
+    struct vt key;
+    key.t.name = name;
+    return bsearch(&key, v->t, v->n, sizeof(*v->t), vt_cmp);
+}
+
+static int view_create(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
+                       refit_hf_view_t **out)
+{
+    refit_hf_view_t *v = calloc(1, sizeof(*v));
+    if (!v)
+        return REFIT_ENOMEM;
+    v->dir = strdup(dir);
+    struct expect_ctx c = {m, o, v};
+    int rc = v->dir ? rf_model_instances(m, expect_instance, &c) : REFIT_ENOMEM;
+    if (rc) {
+        refit_hf_view_close(v);
+        return rc;
+    }
+    qsort(v->t, v->n, sizeof(*v->t), vt_cmp);
+    for (size_t i = 1; i < v->n; i++)
+        if (!strcmp(v->t[i - 1].t.name, v->t[i].t.name)) {
+            rc = refit_error_set(REFIT_EPROTO, "model plugin %s: HF tensor '%s' appears twice in its table",
+                                 m->plugin->name, v->t[i].t.name);
+            refit_hf_view_close(v);
+            return rc;
+        }
+    *out = v;
+    return 0;
+}
+
+static int float_dtype(enum refit_dtype d)
+{
+    return d == REFIT_DTYPE_BF16 || d == REFIT_DTYPE_F16 || d == REFIT_DTYPE_F32;
+}
+
+static int shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t len = 0;
+    len += (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (len < n)
+        snprintf(buf + len, n - len, "]");
+    return 0;
+}
+
+static int check_shape(const char *where, const char *name, const struct refit_st_tensor *got, int ndim,
+                       const int64_t *want)
+{
+    bool ok = got->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = got->shape[i] == want[i];
+    if (!float_dtype(got->dtype))
+        return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has dtype %s; expected BF16, F16 or F32",
+                               where, name, refit_dtype_name(got->dtype));
+    if (ok)
+        return 0;
+    char a[128], b[128];
+    shape_str(a, sizeof(a), got->ndim, got->shape);
+    shape_str(b, sizeof(b), ndim, want);
+    return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has shape %s; the model's config says %s", where,
+                           name, a, b);
+}
+
+int refit_hf_view_open(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
+                       refit_hf_view_t **out)
+{
+    if (!m || !dir || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_hf_view_open: NULL argument");
+    refit_hf_view_t *v;
+    int rc = view_create(m, dir, o, &v);
+    if (rc)
+        return rc;
+    rc = refit_st_checkpoint_open(dir, &v->ck);
+    for (size_t i = 0; !rc && i < v->n; i++) {
+        struct vt *t = &v->t[i];
+        const struct refit_st_tensor *got = refit_st_checkpoint_find(v->ck, t->t.name);
+        if (!got) {
+            rc = refit_error_set(REFIT_ENOENT, "checkpoint %s: tensor '%s' is missing (model %s)", dir,
+                                 t->t.name, m->model_type);
+            break;
+        }
+        rc = check_shape(dir, t->t.name, got, t->t.ndim, t->t.shape);
+        if (!rc) {
+            t->t.dtype = got->dtype;
+            t->t.data = got->data;
+            t->t.nbytes = got->nbytes;
+            t->t.file = got->file;
+        }
+    }
+    if (rc) {
+        refit_hf_view_close(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+const struct refit_st_tensor *refit_hf_view_find(const refit_hf_view_t *v, const char *name)
+{
+    struct vt *t = v ? vt_find(v, name) : NULL;
+    return t && t->t.data ? &t->t : NULL;
+}
+
+void refit_hf_view_close(refit_hf_view_t *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        free((char *)v->t[i].t.name);
+        free(v->t[i].owned);
+    }
+    free(v->t);
+    refit_st_checkpoint_close(v->ck);
+    free(v->dir);
+    free(v);
+}
+
+/* ------------------------------------------------------------------ */
+/* Megatron shards */
+
+/* The canonical spelling of a trainer name: no `module.` prefixes, and
+ * SequentialMLP's mlp.experts.local_experts.<k>.linear_fcN.weight as
+ * TEGroupedMLP's mlp.experts.linear_fcN.weight<k>. */
+char *refit_megatron_canonical(const char *name)
+{
+    while (!strncmp(name, "module.", 7))
+        name += 7;
+    const char *le = strstr(name, "mlp.experts.local_experts.");
+    if (!le)
+        return strdup(name);
+    const char *k = le + strlen("mlp.experts.local_experts.");
+    char *end;
+    long idx = strtol(k, &end, 10);
+    if (end == k || *end != '.' || idx < 0)
+        return strdup(name);
+    size_t pre = (size_t)(k - name) - strlen("local_experts.");
+    size_t n = strlen(name) + 32;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%.*s%s%ld", (int)pre, name, end + 1, idx);
+    return out;
+}
+
+struct named {
+    char *name;
+    const struct refit_st_tensor *t;
+};
+
+static int named_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
+}
+
+static int meta_int(const refit_st_file_t *f, const char *path, const char *key, int *out)
+{
+    const char *v = refit_st_metadata(f, key);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || x < 0 || x > 1000000)
+        return refit_error_set(REFIT_EPROTO, "%s: __metadata__ '%s' missing or not a count (written by "
+                                             "`refit shard`?)", path, key);
+    *out = (int)x;
+    return 0;
+}
+
+/* Whether this (tensor, shard coordinate) was taken already: duplicates over
+ * TP (replicated tensors, experts with expert-TP 1) and over EP are read
+ * once, so coverage counts stay exact. */
+struct seen {
+    char **keys;
+    size_t n, cap;
+};
+
+static int seen_test_add(struct seen *s, const char *key, int *was)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1024;
+        char **k = calloc(cap, sizeof(*k));
+        if (!k)
+            return REFIT_ENOMEM;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->keys[i]) {
+                uint64_t g = 1469598103934665603ull;
+                for (const char *p = s->keys[i]; *p; p++)
+                    g = (g ^ (unsigned char)*p) * 1099511628211ull;
+                size_t j = g & (cap - 1);
+                while (k[j])
+                    j = (j + 1) & (cap - 1);
+                k[j] = s->keys[i];
+            }
+        free(s->keys);
+        s->keys = k;
+        s->cap = cap;
+    }
+    size_t j = h & (s->cap - 1);
+    while (s->keys[j]) {
+        if (!strcmp(s->keys[j], key)) {
+            *was = 1;
+            return 0;
+        }
+        j = (j + 1) & (s->cap - 1);
+    }
+    if (!(s->keys[j] = strdup(key)))
+        return REFIT_ENOMEM;
+    s->n++;
+    *was = 0;
+    return 0;
+}
+
+static void seen_free(struct seen *s)
+{
+    for (size_t i = 0; i < s->cap; i++)
+        free(s->keys[i]);
+    free(s->keys);
+}
+
+/* Copy one shard tensor's pieces back into the HF tensors. */
+static int unshard_tensor(refit_hf_view_t *v, const refit_layout_t *lay, const struct refit_layout_tensor *lt,
+                          const struct refit_st_tensor *st, const char *path)
+{
+    size_t es = refit_dtype_size(st->dtype);
+    int64_t dcols = lt->ndim == 2 ? lt->shape[1] : 1;
+    for (size_t p = 0; p < lt->n_pieces; p++) {
+        const struct refit_layout_piece *pc = &lt->pieces[p];
+        const struct refit_layout_src *src = refit_layout_source(lay, pc->src);
+        struct vt *t = vt_find(v, src->name);
+        if (!t)
+            continue; /* skipped */
+        if (!t->owned) {
+            size_t n = (size_t)t->t.shape[0] * (size_t)(t->t.ndim == 2 ? t->t.shape[1] : 1);
+            t->owned = calloc(n ? n : 1, es);
+            if (!t->owned)
+                return REFIT_ENOMEM;
+            t->t.dtype = st->dtype;
+            t->t.nbytes = n * es;
+            t->t.file = v->dir;
+        } else if (t->t.dtype != st->dtype) {
+            return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' is %s but other shards of '%s' are %s",
+                                   path, lt->name, refit_dtype_name(st->dtype), src->name,
+                                   refit_dtype_name(t->t.dtype));
+        }
+        int64_t scols = t->t.ndim == 2 ? t->t.shape[1] : 1;
+        for (int64_t r = 0; r < pc->rows; r++) {
+            const char *from = (const char *)st->data + ((size_t)(pc->dst_row + r) * (size_t)dcols +
+                                                          (size_t)pc->dst_col) * es;
+            char *to = (char *)t->owned + ((size_t)(pc->src_row + r) * (size_t)scols +
+                                           (size_t)pc->src_col) * es;
+            memcpy(to, from, (size_t)pc->cols * es);
+        }
+        t->covered += (size_t)(pc->rows * pc->cols);
+    }
+    return 0;
+}
+
+static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *path,
+                        const struct refit_convert_opts *o, struct seen *seen)
+{
+    refit_st_file_t *f = NULL;
+    int rc = refit_st_open(path, &f);
+    if (rc)
+        return rc;
+    struct refit_megatron_rank r = {0};
+    if ((rc = meta_int(f, path, "refit.tp", &r.tp)) || (rc = meta_int(f, path, "refit.ep", &r.ep)) ||
+        (rc = meta_int(f, path, "refit.etp", &r.etp)) ||
+        (rc = meta_int(f, path, "refit.tp_rank", &r.tp_rank)) ||
+        (rc = meta_int(f, path, "refit.ep_rank", &r.ep_rank)) ||
+        (rc = meta_int(f, path, "refit.etp_rank", &r.etp_rank)) ||
+        (rc = meta_int(f, path, "refit.vocab_divisible_by", &r.vocab_divisible_by))) {
+        refit_st_close(f);
+        return rc;
+    }
+    refit_layout_t *lay = NULL;
+    size_t nf = refit_st_count(f);
+    struct named *names = calloc(nf ? nf : 1, sizeof(*names));
+    rc = names ? refit_layout_megatron(m, &r, o, &lay) : REFIT_ENOMEM;
+    if (rc)
+        refit_error_push(rc, "%s", path);
+    for (size_t i = 0; !rc && i < nf; i++) {
+        names[i].t = refit_st_at(f, i);
+        names[i].name = refit_megatron_canonical(names[i].t->name);
+        if (!names[i].name)
+            rc = REFIT_ENOMEM;
+        else if (!refit_layout_find(lay, names[i].name))
+            refit_log(REFIT_LOG_WARN, "model", "%s: tensor '%s' is not in the %s layout; ignored", path,
+                      names[i].t->name, m->plugin->name);
+    }
+    if (!rc)
+        qsort(names, nf, sizeof(*names), named_cmp);
+    for (size_t i = 0; !rc && i < refit_layout_count(lay); i++) {
+        const struct refit_layout_tensor *lt = refit_layout_at(lay, i);
+        struct named key = {(char *)lt->name, NULL};
+        struct named *hit = bsearch(&key, names, nf, sizeof(*names), named_cmp);
+        if (!hit) {
+            rc = refit_error_set(REFIT_ENOENT, "%s: trainer tensor '%s' is missing", path, lt->name);
+            break;
+        }
+        rc = check_shape(path, hit->t->name, hit->t, lt->ndim, lt->shape);
+        if (rc)
+            break;
+        char k[1024];
+        bool split = lt->role != REFIT_ROLE_REPLICATED;
+        snprintf(k, sizeof(k), "%s#%d#%d", lt->name,
+                 lt->expert >= 0 ? r.ep_rank : 0,
+                 !split ? 0 : lt->expert >= 0 ? r.etp_rank : r.tp_rank);
+        int was = 0;
+        rc = seen_test_add(seen, k, &was);
+        if (!rc && !was)
+            rc = unshard_tensor(v, lay, lt, hit->t, path);
+    }
+    for (size_t i = 0; names && i < nf; i++)
+        free(names[i].name);
+    free(names);
+    refit_layout_destroy(lay);
+    refit_st_close(f);
+    return rc;
+}
+
+/* Directory names come from the user: refuse one too long for a path
+ * rather than open a truncated name. */
+static int dir_ok(const char *dir)
+{
+    if (strlen(dir) > 4000)
+        return refit_error_set(REFIT_EINVAL, "directory name of %zu bytes is too long", strlen(dir));
+    return 0;
+}
+
+int refit_hf_view_open_megatron(const refit_model_t *m, const char *dir,
+                                const struct refit_convert_opts *o, refit_hf_view_t **out)
+{
+    if (!m || !dir || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_hf_view_open_megatron: NULL argument");
+    refit_hf_view_t *v;
+    int rc = dir_ok(dir);
+    if (!rc)
+        rc = view_create(m, dir, o, &v);
+    if (rc)
+        return rc;
+    struct seen seen = {0};
+    int nranks = 0;
+    for (;; nranks++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/rank%d.safetensors", dir, nranks);
+        struct stat st;
+        if (stat(path, &st))
+            break;
+        rc = unshard_rank(m, v, path, o, &seen);
+        if (rc)
+            break;
+    }
+    if (!rc && !nranks)
+        rc = refit_error_set(REFIT_ENOENT, "%s: no trainer shards (rank0.safetensors ...)", dir);
+    for (size_t i = 0; !rc && i < v->n; i++) {
+        struct vt *t = &v->t[i];
+        size_t want = (size_t)t->t.shape[0] * (size_t)(t->t.ndim == 2 ? t->t.shape[1] : 1);
+        if (t->covered != want)
+            rc = refit_error_set(REFIT_ENOENT,
+                                 "%s: HF tensor '%s': the %d shards hold %zu of its %zu elements "
+                                 "(a rank file or tensor is missing)",
+                                 dir, t->t.name, nranks, t->covered, want);
+        t->t.data = t->owned;
+    }
+    seen_free(&seen);
+    if (rc) {
+        refit_hf_view_close(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Conversion of one tensor */
+
+void refit_converted_fini(struct refit_converted *c)
+{
+    if (!c)
+        return;
+    free(c->data);
+    free(c->scale_inv);
+    memset(c, 0, sizeof(*c));
+}
+
+static int cast(const void *src, enum refit_dtype from, void *dst, enum refit_dtype to, size_t n,
+                const char *name)
+{
+    if (from == REFIT_DTYPE_BF16 && to == REFIT_DTYPE_F32) {
+        refit_bf16_to_f32_n(src, dst, n);
+        return 0;
+    }
+    if (from == REFIT_DTYPE_F32 && to == REFIT_DTYPE_BF16) {
+        refit_f32_to_bf16_n(src, dst, n);
+        return 0;
+    }
+    return refit_error_set(REFIT_ENOTSUP, "tensor '%s': no cast from %s to %s", name, refit_dtype_name(from),
+                           refit_dtype_name(to));
+}
+
+static int gather(const refit_hf_view_t *v, const refit_layout_t *lay, const struct refit_layout_tensor *lt,
+                  enum refit_dtype *dt, void **out)
+{
+    *dt = REFIT_DTYPE_INVALID;
+    for (size_t p = 0; p < lt->n_pieces; p++) {
+        const struct refit_layout_src *src = refit_layout_source(lay, lt->pieces[p].src);
+        const struct refit_st_tensor *t = refit_hf_view_find(v, src->name);
+        if (!t)
+            return refit_error_set(REFIT_ENOENT, "tensor '%s': source '%s' is not in the checkpoint",
+                                   lt->name, src->name);
+        if (*dt == REFIT_DTYPE_INVALID)
+            *dt = t->dtype;
+        else if (*dt != t->dtype)
+            return refit_error_set(REFIT_EPROTO, "tensor '%s': its parts differ in dtype (%s is %s, not %s)",
+                                   lt->name, src->name, refit_dtype_name(t->dtype), refit_dtype_name(*dt));
+    }
+    if (*dt == REFIT_DTYPE_INVALID)
+        *dt = REFIT_DTYPE_BF16; /* only padding on this rank */
+    size_t es = refit_dtype_size(*dt);
+    int64_t drows = lt->ndim == 1 ? lt->shape[0] : lt->shape[lt->ndim - 2];
+    int64_t dcols = lt->ndim == 1 ? 1 : lt->shape[lt->ndim - 1];
+    int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+    size_t n = (size_t)(nidx * drows * dcols);
+    char *buf = calloc(n ? n : 1, es);
+    if (!buf)
+        return REFIT_ENOMEM;
+    for (size_t p = 0; p < lt->n_pieces; p++) {
+        const struct refit_layout_piece *pc = &lt->pieces[p];
+        const struct refit_st_tensor *t = refit_hf_view_find(v, refit_layout_source(lay, pc->src)->name);
+        int64_t srows = t->shape[0], scols = t->ndim == 2 ? t->shape[1] : 1;
+        if (pc->src_row < 0 || pc->src_col < 0 || pc->src_row + pc->rows > srows ||
+            pc->src_col + pc->cols > scols || pc->dst_index >= nidx || pc->dst_row + pc->rows > drows ||
+            pc->dst_col + pc->cols > dcols || (size_t)(srows * scols) * es > t->nbytes) {
+            free(buf);
+            return refit_error_set(REFIT_ERANGE, "tensor '%s': piece of '%s' outside its bounds", lt->name,
+                                   t->name);
+        }
+        for (int64_t r = 0; r < pc->rows; r++)
+            memcpy(buf + ((size_t)((pc->dst_index * drows + pc->dst_row + r) * dcols + pc->dst_col)) * es,
+                   (const char *)t->data + ((size_t)((pc->src_row + r) * scols + pc->src_col)) * es,
+                   (size_t)pc->cols * es);
+    }
+    *out = buf;
+    return 0;
+}
+
+static int quantize(const void *buf, enum refit_dtype dt, const struct refit_layout_tensor *lt,
+                    const struct refit_fp8_policy *fp8, struct refit_converted *out)
+{
+    int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+    int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
+    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+    size_t n = (size_t)(nidx * rows * cols);
+    out->data = malloc(n ? n : 1);
+    out->scale_inv = malloc((size_t)(nidx * br * bc) * sizeof(float) + 1);
+    if (!out->data || !out->scale_inv)
+        return REFIT_ENOMEM;
+    struct refit_fp8_params p = {fp8->rule, fp8->floor, REFIT_FP8_IMPL_AUTO};
+    for (int64_t x = 0; x < nidx; x++) {
+        size_t off = (size_t)(x * rows * cols);
+        uint8_t *q = (uint8_t *)out->data + off;
+        float *s = out->scale_inv + x * br * bc;
+        int rc;
+        if (dt == REFIT_DTYPE_BF16)
+            rc = refit_fp8_quantize_bf16((const uint16_t *)buf + off, (size_t)rows, (size_t)cols,
+                                         (size_t)cols, q, s, &p);
+        else if (dt == REFIT_DTYPE_F32)
+            rc = refit_fp8_quantize_f32((const float *)buf + off, (size_t)rows, (size_t)cols, (size_t)cols,
+                                        q, s, &p);
+        else
+            rc = refit_error_set(REFIT_ENOTSUP, "FP8 from %s", refit_dtype_name(dt));
+        if (rc)
+            return nidx > 1 ? refit_error_push(rc, "tensor '%s' expert slot %lld", lt->name, (long long)x)
+                            : refit_error_push(rc, "tensor '%s'", lt->name);
+    }
+    out->dtype = REFIT_DTYPE_F8_E4M3;
+    out->nbytes = n;
+    out->scale_ndim = lt->ndim;
+    if (lt->ndim == 3) {
+        out->scale_shape[0] = nidx;
+        out->scale_shape[1] = br;
+        out->scale_shape[2] = bc;
+    } else {
+        out->scale_shape[0] = br;
+        out->scale_shape[1] = bc;
+    }
+    out->scale_nbytes = (size_t)(nidx * br * bc) * sizeof(float);
+    return 0;
+}
+
+int refit_convert_image(const struct refit_layout_tensor *lt, enum refit_dtype src, const void *img,
+                        const struct refit_fp8_policy *fp8, enum refit_dtype dst_dtype, void *dst,
+                        float *scale_inv)
+{
+    if (!lt || !img || !dst)
+        return refit_error_set(REFIT_EINVAL, "refit_convert_image: bad argument");
+    size_t n = 1;
+    for (int d = 0; d < lt->ndim; d++)
+        n *= (size_t)lt->shape[d];
+    if (lt->fp8 && fp8 && fp8->enabled) {
+        if (!scale_inv || lt->ndim < 2)
+            return refit_error_set(REFIT_EINVAL, "tensor '%s': FP8 needs a 2-D or 3-D tensor and scales", lt->name);
+        int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+        int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
+        int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+        struct refit_fp8_params p = {fp8->rule, fp8->floor, REFIT_FP8_IMPL_AUTO};
+        for (int64_t x = 0; x < nidx; x++) {
+            size_t off = (size_t)(x * rows * cols);
+            int rc;
+            if (src == REFIT_DTYPE_BF16)
+                rc = refit_fp8_quantize_bf16((const uint16_t *)img + off, (size_t)rows, (size_t)cols, (size_t)cols,
+                                             (uint8_t *)dst + off, scale_inv + x * br * bc, &p);
+            else if (src == REFIT_DTYPE_F32)
+                rc = refit_fp8_quantize_f32((const float *)img + off, (size_t)rows, (size_t)cols, (size_t)cols,
+                                            (uint8_t *)dst + off, scale_inv + x * br * bc, &p);
+            else
+                rc = refit_error_set(REFIT_ENOTSUP, "FP8 from %s", refit_dtype_name(src));
+            if (rc)
+                return nidx > 1 ? refit_error_push(rc, "tensor '%s' expert slot %lld", lt->name, (long long)x)
+                                : refit_error_push(rc, "tensor '%s'", lt->name);
+        }
+        return 0;
+    }
+    if (dst_dtype == src) {
+        memcpy(dst, img, n * refit_dtype_size(src));
+        return 0;
+    }
+    return cast(img, src, dst, dst_dtype, n, lt->name);
+}
+
+int refit_convert_tensor(const refit_hf_view_t *v, const refit_layout_t *lay, size_t i,
+                         const struct refit_fp8_policy *fp8, struct refit_converted *out)
+{
+    const struct refit_layout_tensor *lt = refit_layout_at(lay, i);
+    if (!v || !lt || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_convert_tensor: bad argument");
+    memset(out, 0, sizeof(*out));
+    out->ndim = lt->ndim;
+    memcpy(out->shape, lt->shape, sizeof(out->shape));
+    enum refit_dtype dt;
+    void *buf = NULL;
+    int rc = gather(v, lay, lt, &dt, &buf);
+    if (rc)
+        return rc;
+    if (lt->fp8 && fp8 && fp8->enabled) {
+        rc = quantize(buf, dt, lt, fp8, out);
+        free(buf);
+        if (rc)
+            refit_converted_fini(out);
+        return rc;
+    }
+    size_t n = 1;
+    for (int d = 0; d < lt->ndim; d++)
+        n *= (size_t)lt->shape[d];
+    enum refit_dtype to = lt->dtype == REFIT_DTYPE_INVALID ? dt : lt->dtype;
+    if (to != dt) {
+        void *cv = malloc(n * refit_dtype_size(to) + 1);
+        rc = cv ? cast(buf, dt, cv, to, n, lt->name) : REFIT_ENOMEM;
+        free(buf);
+        if (rc) {
+            free(cv);
+            return rc;
+        }
+        buf = cv;
+    }
+    out->dtype = to;
+    out->data = buf;
+    out->nbytes = n * refit_dtype_size(to);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Whole ranks */
+
+static int write_layout(const refit_hf_view_t *v, const refit_layout_t *lay,
+                        const struct refit_fp8_policy *fp8, const char *path,
+                        int (*meta)(void *arg, refit_st_writer_t *w), void *arg)
+{
+    refit_st_writer_t *w;
+    int rc = refit_st_writer_create(&w);
+    if (rc)
+        return rc;
+    size_t n = refit_layout_count(lay);
+    struct refit_converted *cv = calloc(n ? n : 1, sizeof(*cv));
+    char **snames = calloc(n ? n : 1, sizeof(*snames));
+    if (!cv || !snames)
+        rc = REFIT_ENOMEM;
+    refit_st_writer_set_order(w, REFIT_ST_ORDER_ALIGNED);
+    if (!rc)
+        rc = refit_st_writer_set_metadata(w, "format", "pt");
+    if (!rc && meta)
+        rc = meta(arg, w);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct refit_layout_tensor *lt = refit_layout_at(lay, i);
+        rc = refit_convert_tensor(v, lay, i, fp8, &cv[i]);
+        if (!rc)
+            rc = refit_st_writer_add(w, lt->name, cv[i].dtype, cv[i].ndim, cv[i].shape, cv[i].data,
+                                     cv[i].nbytes);
+        if (!rc && cv[i].scale_inv) {
+            size_t sl = strlen(lt->name) + 16;
+            snames[i] = malloc(sl);
+            if (!snames[i]) {
+                rc = REFIT_ENOMEM;
+                break;
+            }
+            snprintf(snames[i], sl, "%s_scale_inv", lt->name);
+            rc = refit_st_writer_add(w, snames[i], REFIT_DTYPE_F32, cv[i].scale_ndim, cv[i].scale_shape,
+                                     cv[i].scale_inv, cv[i].scale_nbytes);
+        }
+    }
+    if (!rc)
+        rc = refit_st_writer_write(w, path);
+    refit_st_writer_destroy(w);
+    for (size_t i = 0; cv && i < n; i++) {
+        refit_converted_fini(&cv[i]);
+        if (snames)
+            free(snames[i]);
+    }
+    free(cv);
+    free(snames);
+    return rc;
+}
+
+int refit_convert_write(const refit_model_t *m, const refit_hf_view_t *v,
+                        const struct refit_convert_opts *o, const char *path)
+{
+    refit_layout_t *lay;
+    int rc = refit_layout_target(m, o, &lay);
+    if (rc)
+        return rc;
+    rc = write_layout(v, lay, &o->fp8, path, NULL, NULL);
+    refit_layout_destroy(lay);
+    if (rc)
+        refit_error_push(rc, "writing %s", path);
+    return rc;
+}
+
+struct shard_meta {
+    const struct refit_megatron_rank *r;
+    const char *model_type;
+};
+
+static int shard_meta_fn(void *arg, refit_st_writer_t *w)
+{
+    struct shard_meta *sm = arg;
+    const struct refit_megatron_rank *r = sm->r;
+    const struct {
+        const char *k;
+        int v;
+    } kv[] = {{"refit.tp", r->tp},           {"refit.ep", r->ep},
+              {"refit.etp", r->etp},         {"refit.tp_rank", r->tp_rank},
+              {"refit.ep_rank", r->ep_rank}, {"refit.etp_rank", r->etp_rank},
+              {"refit.vocab_divisible_by", r->vocab_divisible_by}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+        char b[32];
+        snprintf(b, sizeof(b), "%d", kv[i].v);
+        int rc = refit_st_writer_set_metadata(w, kv[i].k, b);
+        if (rc)
+            return rc;
+    }
+    return refit_st_writer_set_metadata(w, "refit.model_type", sm->model_type);
+}
+
+static const char *role_name(enum refit_model_role r)
+{
+    switch (r) {
+    case REFIT_ROLE_REPLICATED: return "replicated";
+    case REFIT_ROLE_VOCAB: return "vocab";
+    case REFIT_ROLE_COLUMN: return "column";
+    case REFIT_ROLE_QKV_COLUMN: return "qkv_column";
+    case REFIT_ROLE_GATED_COLUMN: return "gated_column";
+    case REFIT_ROLE_ROW: return "row";
+    case REFIT_ROLE_EXPERT_COLUMN: return "expert_column";
+    case REFIT_ROLE_EXPERT_ROW: return "expert_row";
+    }
+    return "unknown";
+}
+
+static void yaml_rank(FILE *y, const refit_layout_t *lay, const struct refit_megatron_rank *r, int rank)
+{
+    fprintf(y, "  - file: rank%d.safetensors\n    rank: %d\n    tp_rank: %d\n    ep_rank: %d\n"
+               "    etp_rank: %d\n    tensors:\n",
+            rank, rank, r->tp_rank, r->ep_rank, r->etp_rank);
+    for (size_t i = 0; i < refit_layout_count(lay); i++) {
+        const struct refit_layout_tensor *t = refit_layout_at(lay, i);
+        fprintf(y, "      - {name: %s, role: %s, shape: [", t->name, role_name(t->role));
+        for (int d = 0; d < t->ndim; d++)
+            fprintf(y, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        fprintf(y, "]");
+        if (t->layer >= 0)
+            fprintf(y, ", layer: %lld", (long long)t->layer);
+        if (t->expert >= 0)
+            fprintf(y, ", expert: %lld", (long long)t->expert);
+        fprintf(y, "}\n");
+    }
+}
+
+int refit_shard_write(const refit_model_t *m, const refit_hf_view_t *v, int tp, int ep,
+                      const struct refit_convert_opts *skip, const char *dir)
+{
+    if (!m || !v || !dir || tp < 1 || ep < 1)
+        return refit_error_set(REFIT_EINVAL, "refit_shard_write: tp and ep must be >= 1");
+    if (dir_ok(dir))
+        return REFIT_EINVAL;
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return refit_error_set(REFIT_EIO, "%s: %s", dir, strerror(errno));
+    int world = tp > ep ? tp : ep, rc = 0;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/layout.yaml.tmp", dir);
+    FILE *y = fopen(path, "w");
+    if (!y)
+        return refit_error_set(REFIT_EIO, "%s: %s", path, strerror(errno));
+    fprintf(y, "# Megatron trainer shards written by `refit shard` (pipeline parallelism 1).\n"
+               "model_type: %s\nplugin: %s\ntp: %d\nep: %d\netp: 1\nworld: %d\nvocab_size: %lld\n"
+               "vocab_divisible_by: 128\nranks:\n",
+            m->model_type, m->plugin->name, tp, ep, world, (long long)m->shape.vocab);
+    for (int r = 0; r < world && !rc; r++) {
+        struct refit_megatron_rank mr = {tp, ep, 1, r % tp, r % ep, 0, 128};
+        refit_layout_t *lay;
+        rc = refit_layout_megatron(m, &mr, skip, &lay);
+        if (rc)
+            break;
+        snprintf(path, sizeof(path), "%s/rank%d.safetensors", dir, r);
+        struct refit_fp8_policy none = {0};
+        struct shard_meta sm = {&mr, m->model_type};
+        rc = write_layout(v, lay, &none, path, shard_meta_fn, &sm);
+        if (rc)
+            refit_error_push(rc, "writing %s", path);
+        else
+            yaml_rank(y, lay, &mr, r);
+        refit_layout_destroy(lay);
+    }
+    int bad = fflush(y) || ferror(y);
+    fclose(y);
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s/layout.yaml.tmp", dir);
+    snprintf(path, sizeof(path), "%s/layout.yaml", dir);
+    if (!rc && (bad || rename(tmp, path)))
+        rc = refit_error_set(REFIT_EIO, "%s: %s", path, strerror(errno));
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+int refit_convert_opts_from_config(const refit_config_t *cfg, struct refit_convert_opts *o)
+{
+    const char *s;
+    int rc = refit_config_str(cfg, "model.target", &s);
+    if (rc)
+        return rc;
+    o->target = !strcmp(s, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
+    rc = refit_config_list(cfg, "model.skip", &o->skip, &o->n_skip);
+    if (rc == REFIT_ENOENT)
+        rc = 0, o->n_skip = 0;
+    bool en = false;
+    if (!rc)
+        rc = refit_config_bool(cfg, "model.fp8.enabled", &en);
+    o->fp8.enabled = en;
+    if (!rc)
+        rc = refit_config_str(cfg, "model.fp8.rule", &s);
+    if (!rc)
+        o->fp8.rule = !strcmp(s, "deepgemm") ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER;
+    o->fp8.floor = -1;
+    if (!rc && refit_config_has(cfg, "model.fp8.floor"))
+        rc = refit_config_double(cfg, "model.fp8.floor", &o->fp8.floor);
+    if (!rc && refit_config_has(cfg, "model.fp8.include"))
+        rc = refit_config_list(cfg, "model.fp8.include", &o->fp8.include, &o->fp8.n_include);
+    if (!rc && refit_config_has(cfg, "model.fp8.exclude"))
+        rc = refit_config_list(cfg, "model.fp8.exclude", &o->fp8.exclude, &o->fp8.n_exclude);
+    return rc;
+}

@@ -1,0 +1,580 @@
+/* publisher.c — one trainer rank's side of the refit cycle.
+ *
+ * publish(V): (first time, or after tensors moved) register memory and
+ * build the catalog; copy the small tensors into the gather arena; hash
+ * every tensor (whole and per chunk) into this version's checksum blob;
+ * write the blob, then the source record READY(V).  A heartbeat thread
+ * keeps heartbeats/<id> fresh so readers can tell a live source from a dead
+ * one.  wait_released(V) waits for the receivers' acknowledgements. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "engine.h"
+#include "refit/catalog.h"
+#include "refit/log.h"
+#include "sums.h"
+
+struct pub_tensor {
+    char *name; /* canonical Megatron name */
+    void *ptr;
+    enum refit_dtype dtype;
+    int ndim;
+    int64_t shape[REFIT_MAX_DIMS];
+    uint32_t memtype;
+    size_t nbytes;
+    const struct refit_layout_tensor *lt;
+    int gathered;   /* copied into the gather arena at each publish */
+    uint32_t region;
+    uint64_t offset;
+    uint32_t chunk_rows;
+    uint64_t rows, row_bytes;
+};
+
+struct pub_region {
+    void *base;
+    size_t len;
+    uint32_t memtype;
+    refit_tp_region_t *reg;
+    void *rkey;
+    size_t rkey_len;
+    int owned; /* the gather arena (refit's memory) */
+};
+
+struct refit_publisher {
+    refit_context_t *ctx;
+    refit_transport_t *tp;
+    struct refit_parallel par;
+    char *id;
+    refit_layout_t *meg;
+    struct pub_tensor *t;
+    size_t n, cap;
+    struct pub_region *rg;
+    size_t n_rg;
+    int dirty; /* tensors added or moved since the regions were built */
+    void *addr;
+    size_t addr_len;
+    struct refit_hash128 cat_hash;
+    int have_cat;
+    uint64_t last_version;
+    size_t registered, reused; /* registrations made and kept, for tests and logs */
+    /* Heartbeat thread with its own store handle (handles are not shared
+     * between threads). */
+    pthread_t hb;
+    int hb_running;
+    pthread_mutex_t hb_lock;
+    pthread_cond_t hb_cond;
+    int hb_stop;
+    uint64_t hb_version;
+};
+
+static int par_size(int s)
+{
+    return s > 0 ? s : 1;
+}
+
+static void *heartbeat_main(void *arg)
+{
+    refit_publisher_t *pub = arg;
+    refit_store_t *st = NULL;
+    int rc = refit_store_open(pub->ctx->cfg, pub->ctx->loader, NULL, &st);
+    if (rc)
+        refit_log(REFIT_LOG_ERROR, "publisher", "%s: heartbeat store: %s", pub->id, refit_error_message());
+    pthread_mutex_lock(&pub->hb_lock);
+    while (!pub->hb_stop) {
+        uint64_t v = pub->hb_version;
+        pthread_mutex_unlock(&pub->hb_lock);
+        if (st && refit_heartbeat_put(st, pub->id, v, pub->ctx->stale_after_ms))
+            refit_log(REFIT_LOG_WARN, "publisher", "%s: heartbeat: %s", pub->id, refit_error_message());
+        pthread_mutex_lock(&pub->hb_lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (pub->ctx->heartbeat_ms % 1000) * 1000000;
+        ts.tv_sec += pub->ctx->heartbeat_ms / 1000 + ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        if (!pub->hb_stop)
+            pthread_cond_timedwait(&pub->hb_cond, &pub->hb_lock, &ts);
+    }
+    pthread_mutex_unlock(&pub->hb_lock);
+    refit_store_close(st);
+    return NULL;
+}
+
+int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *par, const char *source_id,
+                           refit_publisher_t **out)
+{
+    if (!ctx || !par || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_create: NULL argument");
+    refit_publisher_t *pub = calloc(1, sizeof(*pub));
+    if (!pub)
+        return REFIT_ENOMEM;
+    pub->ctx = ctx;
+    pub->par = *par;
+    char idbuf[128];
+    if (!source_id) {
+        snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d", par->tp_rank, par->pp_rank, par->ep_rank);
+        source_id = idbuf;
+    }
+    pthread_mutex_init(&pub->hb_lock, NULL);
+    pthread_cond_init(&pub->hb_cond, NULL);
+    int rc = refit_check_id("source id", source_id);
+    if (!rc && !(pub->id = strdup(source_id)))
+        rc = REFIT_ENOMEM;
+    if (!rc && (par->tp_rank < 0 || par->tp_rank >= par_size(par->tp_size) || par->ep_rank < 0 ||
+                par->ep_rank >= par_size(par->ep_size) || par_size(par->pp_size) != 1))
+        rc = refit_error_set(REFIT_EINVAL,
+                             "publisher %s: tp %d/%d, ep %d/%d, pp %d/%d is not a valid position "
+                             "(pipeline parallelism is not supported yet)",
+                             source_id, par->tp_rank, par->tp_size, par->ep_rank, par->ep_size,
+                             par->pp_rank, par->pp_size);
+    if (!rc) {
+        struct refit_megatron_rank r = {.tp = par_size(par->tp_size), .ep = par_size(par->ep_size),
+                                        .etp = par_size(par->etp_size), .tp_rank = par->tp_rank,
+                                        .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
+        rc = refit_layout_megatron(ctx->model, &r, &ctx->copts, &pub->meg);
+    }
+    if (!rc)
+        rc = rf_context_transport(ctx, pub->id, &pub->tp);
+    if (!rc)
+        rc = refit_tp_address_get(pub->tp, &pub->addr, &pub->addr_len);
+    if (rc) {
+        refit_error_push(rc, "publisher %s", source_id);
+        refit_publisher_destroy(pub);
+        return rc;
+    }
+    *out = pub;
+    return 0;
+}
+
+static void drop_regions(refit_publisher_t *pub)
+{
+    for (size_t i = 0; i < pub->n_rg; i++) {
+        if (pub->rg[i].reg)
+            refit_tp_dereg(pub->tp, pub->rg[i].reg);
+        free(pub->rg[i].rkey);
+        if (pub->rg[i].owned)
+            free(pub->rg[i].base);
+    }
+    /* (slots moved to a new list are zeroed: nothing to free there) */
+    free(pub->rg);
+    pub->rg = NULL;
+    pub->n_rg = 0;
+}
+
+void refit_publisher_destroy(refit_publisher_t *pub)
+{
+    if (!pub)
+        return;
+    if (pub->hb_running) {
+        pthread_mutex_lock(&pub->hb_lock);
+        pub->hb_stop = 1;
+        pthread_cond_signal(&pub->hb_cond);
+        pthread_mutex_unlock(&pub->hb_lock);
+        pthread_join(pub->hb, NULL);
+    }
+    /* Withdraw: readers must not pull from memory that is going away.
+     * Best effort; the caller's error message must survive it. */
+    char saved[1024];
+    int saved_st = refit_error_status();
+    snprintf(saved, sizeof(saved), "%s", refit_error_message());
+    if (pub->have_cat && pub->ctx->store) {
+        struct refit_source_record r = {.schema = REFIT_CATALOG_SCHEMA, .source_id = pub->id,
+                                        .model = refit_model_type(pub->ctx->model),
+                                        .transport = refit_tp_plugin_name(pub->tp),
+                                        .address = {pub->addr, pub->addr_len}, .catalog = pub->cat_hash,
+                                        .version = pub->last_version, .status = REFIT_SOURCE_STALE,
+                                        .heartbeat_ms = refit_time_ms()};
+        if (refit_record_publish(pub->ctx->store, &r))
+            refit_log(REFIT_LOG_WARN, "publisher", "%s: withdrawing: %s", pub->id, refit_error_message());
+    }
+    if (saved[0])
+        refit_error_set(saved_st, "%s", saved);
+    drop_regions(pub);
+    for (size_t i = 0; i < pub->n; i++)
+        free(pub->t[i].name);
+    free(pub->t);
+    free(pub->addr);
+    free(pub->id);
+    refit_layout_destroy(pub->meg);
+    pthread_mutex_destroy(&pub->hb_lock);
+    pthread_cond_destroy(&pub->hb_cond);
+    free(pub);
+}
+
+static int shape_eq(const struct refit_layout_tensor *lt, int ndim, const int64_t *shape)
+{
+    if (lt->ndim != ndim)
+        return 0;
+    for (int d = 0; d < ndim; d++)
+        if (lt->shape[d] != shape[d])
+            return 0;
+    return 1;
+}
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t l = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < ndim && l < n; d++)
+        l += (size_t)snprintf(buf + l, n - l, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (l < n)
+        snprintf(buf + l, n - l, "]");
+}
+
+int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enum refit_dtype dtype,
+                        int ndim, const int64_t *shape, uint32_t memtype)
+{
+    if (!pub || !name || !ptr || ndim < 1 || ndim > REFIT_MAX_DIMS || !shape)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_add: bad argument");
+    if (memtype != REFIT_MEM_HOST)
+        return refit_error_set(REFIT_ENOTSUP, "publisher %s: tensor '%s': only host memory for now",
+                               pub->id, name);
+    if (!refit_dtype_size(dtype))
+        return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': invalid dtype", pub->id, name);
+    char *canon = refit_megatron_canonical(name);
+    if (!canon)
+        return REFIT_ENOMEM;
+    const struct refit_layout_tensor *lt = refit_layout_find(pub->meg, canon);
+    if (!lt) {
+        int rc = refit_error_set(REFIT_ENOENT,
+                                 "publisher %s: tensor '%s' is not a %s trainer tensor of this rank "
+                                 "(tp %d/%d, ep %d/%d)",
+                                 pub->id, name, refit_model_type(pub->ctx->model), pub->par.tp_rank,
+                                 par_size(pub->par.tp_size), pub->par.ep_rank, par_size(pub->par.ep_size));
+        free(canon);
+        return rc;
+    }
+    if (!shape_eq(lt, ndim, shape)) {
+        char want[128], got[128];
+        shape_str(want, sizeof(want), lt->ndim, lt->shape);
+        shape_str(got, sizeof(got), ndim, shape);
+        int rc = refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s' has shape %s, this rank's is %s",
+                                 pub->id, name, got, want);
+        free(canon);
+        return rc;
+    }
+    size_t n = refit_dtype_size(dtype);
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    for (size_t i = 0; i < pub->n; i++)
+        if (!strcmp(pub->t[i].name, canon)) {
+            struct pub_tensor *t = &pub->t[i];
+            if (t->ptr != ptr || t->nbytes != n || t->dtype != dtype)
+                pub->dirty = 1;
+            t->ptr = ptr;
+            t->nbytes = n;
+            t->dtype = dtype;
+            free(canon);
+            return 0;
+        }
+    if (pub->n == pub->cap) {
+        size_t nc = pub->cap ? pub->cap * 2 : 256;
+        struct pub_tensor *nt = realloc(pub->t, nc * sizeof(*nt));
+        if (!nt) {
+            free(canon);
+            return REFIT_ENOMEM;
+        }
+        pub->t = nt;
+        pub->cap = nc;
+    }
+    struct pub_tensor *t = &pub->t[pub->n++];
+    memset(t, 0, sizeof(*t));
+    t->name = canon;
+    t->ptr = ptr;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    t->memtype = memtype;
+    t->nbytes = n;
+    t->lt = lt;
+    t->row_bytes = (uint64_t)(ndim >= 2 ? shape[ndim - 1] : 1) * refit_dtype_size(dtype);
+    t->rows = t->row_bytes ? n / t->row_bytes : 0;
+    t->chunk_rows = rf_chunk_rows(t->rows, t->row_bytes);
+    pub->dirty = 1;
+    return 0;
+}
+
+/* Old regions kept across a rebuild: a tensor that did not move keeps its
+ * registration and remote key; only what changed is registered again. */
+struct region_pool {
+    struct pub_region *rg;
+    size_t n;
+};
+
+static int add_region(refit_publisher_t *pub, struct region_pool *old, void *base, size_t len, int owned)
+{
+    struct pub_region *nr = realloc(pub->rg, (pub->n_rg + 1) * sizeof(*nr));
+    if (!nr)
+        return REFIT_ENOMEM;
+    pub->rg = nr;
+    struct pub_region *r = &nr[pub->n_rg];
+    for (size_t i = 0; old && i < old->n; i++) {
+        struct pub_region *o = &old->rg[i];
+        if (o->reg && o->len == len && o->owned == owned && (owned || o->base == base)) {
+            *r = *o;
+            memset(o, 0, sizeof(*o));
+            pub->n_rg++;
+            pub->reused++;
+            return 0;
+        }
+    }
+    memset(r, 0, sizeof(*r));
+    r->base = base;
+    r->len = len;
+    r->memtype = REFIT_MEM_HOST;
+    r->owned = owned;
+    pub->n_rg++;
+    if (owned && !base) {
+        if (posix_memalign(&r->base, 4096, len ? len : 1))
+            return REFIT_ENOMEM;
+        memset(r->base, 0, len);
+    }
+    int rc = refit_tp_reg(pub->tp, r->base, len ? len : 1, r->memtype, &r->reg);
+    if (!rc)
+        rc = refit_tp_pack(pub->tp, r->reg, &r->rkey, &r->rkey_len);
+    pub->registered++;
+    return rc;
+}
+
+static uint32_t cat_role(enum refit_model_role r)
+{
+    switch (r) {
+    case REFIT_ROLE_REPLICATED: return REFIT_CAT_ROLE_REPLICATED;
+    case REFIT_ROLE_VOCAB: return REFIT_CAT_ROLE_VOCAB;
+    case REFIT_ROLE_COLUMN: return REFIT_CAT_ROLE_COLUMN;
+    case REFIT_ROLE_QKV_COLUMN: return REFIT_CAT_ROLE_QKV_COLUMN;
+    case REFIT_ROLE_GATED_COLUMN: return REFIT_CAT_ROLE_GATED_COLUMN;
+    case REFIT_ROLE_ROW: return REFIT_CAT_ROLE_ROW;
+    case REFIT_ROLE_EXPERT_COLUMN: return REFIT_CAT_ROLE_EXPERT_COLUMN;
+    case REFIT_ROLE_EXPERT_ROW: return REFIT_CAT_ROLE_EXPERT_ROW;
+    }
+    return REFIT_CAT_ROLE_REPLICATED;
+}
+
+/* Where this shard sits in the global tensor (informative: receivers plan
+ * from the model's layout maps, `refit store show` prints it). */
+static void shard_info(const refit_publisher_t *pub, const struct pub_tensor *t, struct refit_cat_tensor *ct)
+{
+    int expert = t->lt->role == REFIT_ROLE_EXPERT_COLUMN || t->lt->role == REFIT_ROLE_EXPERT_ROW;
+    int axis = t->lt->role == REFIT_ROLE_REPLICATED ? -1
+               : (t->lt->role == REFIT_ROLE_ROW || t->lt->role == REFIT_ROLE_EXPERT_ROW) ? 1 : 0;
+    if (axis >= t->ndim)
+        axis = t->ndim - 1;
+    int parts = expert ? par_size(pub->par.etp_size) : par_size(pub->par.tp_size);
+    int rank = expert ? pub->par.etp_rank : pub->par.tp_rank;
+    ct->shard_axis = axis;
+    ct->expert = expert ? t->lt->expert : -1;
+    if (axis < 0)
+        return;
+    ct->global_shape[axis] = ct->shape[axis] * (uint64_t)parts;
+    ct->shard_start = ct->shape[axis] * (uint64_t)rank;
+    ct->shard_len = ct->shape[axis];
+}
+
+/* Regions and the catalog: small tensors share one gather arena (one
+ * descriptor for a receiver), large ones are registered where they are. */
+static int build(refit_publisher_t *pub)
+{
+    struct region_pool old = {pub->rg, pub->n_rg};
+    pub->rg = NULL;
+    pub->n_rg = 0;
+    int rc = 0;
+    size_t arena = 0;
+    for (size_t i = 0; i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        t->gathered = t->nbytes < pub->ctx->gather_threshold;
+        if (t->gathered) {
+            t->offset = arena;
+            arena += (t->nbytes + 63) & ~(size_t)63;
+        }
+    }
+    if (arena) {
+        rc = add_region(pub, &old, NULL, arena, 1);
+        for (size_t i = 0; i < pub->n; i++)
+            if (pub->t[i].gathered)
+                pub->t[i].region = 0;
+    }
+    for (size_t i = 0; i < pub->n && !rc; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        if (t->gathered)
+            continue;
+        t->region = (uint32_t)pub->n_rg;
+        t->offset = 0;
+        rc = add_region(pub, &old, t->ptr, t->nbytes, 0);
+    }
+    /* What no tensor uses any more is deregistered. */
+    struct pub_region *keep = pub->rg;
+    size_t keep_n = pub->n_rg;
+    pub->rg = old.rg;
+    pub->n_rg = old.n;
+    drop_regions(pub);
+    pub->rg = keep;
+    pub->n_rg = keep_n;
+    if (rc)
+        return refit_error_push(rc, "publisher %s: registering memory", pub->id);
+
+    refit_catalog_t *cat = NULL;
+    rc = refit_catalog_create(&cat);
+    for (size_t i = 0; !rc && i < pub->n_rg; i++) {
+        uint32_t idx;
+        rc = refit_catalog_add_region(cat, pub->rg[i].len, &idx);
+    }
+    for (size_t i = 0; !rc && i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        struct refit_cat_tensor ct = {.name = t->name, .dtype = t->dtype, .role = cat_role(t->lt->role),
+                                      .ndim = (uint32_t)t->ndim, .shard_axis = -1,
+                                      .expert = t->lt->expert, .region = t->region, .offset = t->offset,
+                                      .nbytes = t->nbytes, .chunk_rows = t->chunk_rows};
+        for (int d = 0; d < t->ndim; d++)
+            ct.shape[d] = ct.global_shape[d] = (uint64_t)t->shape[d];
+        shard_info(pub, t, &ct);
+        rc = refit_catalog_add(cat, &ct);
+    }
+    void *enc = NULL;
+    size_t len = 0;
+    if (!rc)
+        rc = refit_catalog_encode(cat, &enc, &len);
+    bool sent = false;
+    if (!rc)
+        rc = refit_catalog_publish(pub->ctx->store, enc, len, &pub->cat_hash, &sent);
+    free(enc);
+    refit_catalog_destroy(cat);
+    if (rc)
+        return refit_error_push(rc, "publisher %s: catalog", pub->id);
+    pub->have_cat = 1;
+    pub->dirty = 0;
+    return 0;
+}
+
+int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
+{
+    if (!pub || version == 0 || version >= REFIT_NEXT)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_publish: bad version");
+    if (version <= pub->last_version)
+        return refit_error_set(REFIT_EINVAL, "publisher %s: version %llu is not above the last (%llu)",
+                               pub->id, (unsigned long long)version,
+                               (unsigned long long)pub->last_version);
+    if (!pub->n)
+        return refit_error_set(REFIT_EINVAL, "publisher %s: no tensors added", pub->id);
+    int rc = 0;
+    if (pub->dirty && (rc = build(pub)))
+        return rc;
+    /* Small tensors into the gather arena; everything hashed. */
+    struct rf_sums sums;
+    rc = rf_sums_init(&sums, pub->n);
+    for (size_t i = 0; !rc && i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        const void *src = t->ptr;
+        if (t->gathered) {
+            memcpy((char *)pub->rg[0].base + t->offset, t->ptr, t->nbytes);
+            src = (char *)pub->rg[0].base + t->offset;
+        }
+        if (pub->ctx->verify != RF_VERIFY_OFF)
+            rc = rf_sums_add(&sums, src, t->nbytes, t->row_bytes, t->chunk_rows);
+        else
+            rc = rf_sums_add(&sums, NULL, 0, 0, 0);
+    }
+    void *blob = NULL;
+    size_t blen = 0;
+    if (!rc)
+        rc = rf_sums_encode(&sums, &pub->cat_hash, version, &blob, &blen);
+    rf_sums_fini(&sums);
+    char key[REFIT_STORE_MAX_KEY + 1];
+    if (!rc)
+        rc = rf_key_sums(key, version, pub->id);
+    /* Live: re-written after a store restart, like the record it belongs to. */
+    if (!rc)
+        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
+    free(blob);
+    char old_key[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
+        refit_store_forget(pub->ctx->store, old_key);
+    struct refit_blob *rk = calloc(pub->n_rg ? pub->n_rg : 1, sizeof(*rk));
+    if (!rc && !rk)
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < pub->n_rg; i++)
+        rk[i] = (struct refit_blob){pub->rg[i].rkey, pub->rg[i].rkey_len};
+    if (!rc) {
+        struct refit_source_record r = {
+            .schema = REFIT_CATALOG_SCHEMA,
+            .source_id = pub->id,
+            .model = refit_model_type(pub->ctx->model),
+            .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size),
+                       (uint32_t)pub->par.pp_rank, (uint32_t)par_size(pub->par.pp_size),
+                       (uint32_t)pub->par.ep_rank, (uint32_t)par_size(pub->par.ep_size),
+                       (uint32_t)pub->par.etp_rank, (uint32_t)par_size(pub->par.etp_size)},
+            .transport = refit_tp_plugin_name(pub->tp),
+            .address = {pub->addr, pub->addr_len},
+            .n_rkeys = pub->n_rg,
+            .rkeys = rk,
+            .catalog = pub->cat_hash,
+            .version = version,
+            .status = REFIT_SOURCE_READY,
+            .heartbeat_ms = refit_time_ms(),
+        };
+        rc = refit_record_publish(pub->ctx->store, &r);
+    }
+    free(rk);
+    if (rc)
+        return refit_error_push(rc, "publisher %s: publishing v%llu", pub->id, (unsigned long long)version);
+    pub->last_version = version;
+    pthread_mutex_lock(&pub->hb_lock);
+    pub->hb_version = version;
+    pthread_mutex_unlock(&pub->hb_lock);
+    if (!pub->hb_running) {
+        if (pthread_create(&pub->hb, NULL, heartbeat_main, pub) == 0)
+            pub->hb_running = 1;
+        else
+            refit_log(REFIT_LOG_WARN, "publisher", "%s: no heartbeat thread", pub->id);
+    }
+    /* Old versions' keys go; failures here only leave garbage behind. */
+    if (refit_versions_retain(pub->ctx->store, version, (uint32_t)pub->ctx->retain_versions, NULL))
+        refit_log(REFIT_LOG_WARN, "publisher", "%s: retention: %s", pub->id, refit_error_message());
+    refit_log(REFIT_LOG_INFO, "publisher", "%s: v%llu READY (%zu tensors, %zu regions; %zu registrations, %zu kept)",
+              pub->id, (unsigned long long)version, pub->n, pub->n_rg, pub->registered, pub->reused);
+    return 0;
+}
+
+int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int64_t timeout_ms)
+{
+    if (!pub)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_wait_released: NULL publisher");
+    if (timeout_ms < 0)
+        timeout_ms = pub->ctx->release_timeout_ms;
+    size_t want = (size_t)pub->ctx->receivers;
+    char prefix[REFIT_STORE_MAX_KEY + 1];
+    snprintf(prefix, sizeof(prefix), "versions/%llu/acks/", (unsigned long long)version);
+    double deadline = rf_seconds() + (double)timeout_ms / 1000.0;
+    uint64_t cursor = 0;
+    for (;;) {
+        size_t n = 0;
+        int rc = refit_ack_count(pub->ctx->store, version, &n);
+        if (rc)
+            return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
+                                    (unsigned long long)version);
+        if (n >= want)
+            return 0;
+        double left = deadline - rf_seconds();
+        if (left <= 0)
+            return rf_report_missing_acks(pub->ctx->store, version, want, n, pub->id, timeout_ms);
+        if (!cursor)
+            refit_store_poll(pub->ctx->store, prefix, 0, &cursor, 0);
+        int64_t wait = (int64_t)(left * 1000) + 1;
+        rc = refit_store_poll(pub->ctx->store, prefix, cursor, &cursor, wait < 1000 ? wait : 1000);
+        if (rc && rc != REFIT_ETIMEDOUT)
+            return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
+                                    (unsigned long long)version);
+    }
+}
+
+int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out)
+{
+    if (!pub || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_stats: NULL argument");
+    struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
+                                       .kept = pub->reused, .version = pub->last_version};
+    size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
+    memcpy(out, &st, n);
+    return 0;
+}

@@ -1,0 +1,214 @@
+/* sums.c — per-version checksum blobs (see sums.h) and receiver keys. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "refit/log.h"
+#include "refit/status.h"
+#include "sums.h"
+
+#define MAGIC "RFSUMS01"
+
+static int grow(struct rf_sums *s, size_t more)
+{
+    if (s->n_words + more <= s->cap)
+        return 0;
+    size_t nc = s->cap ? s->cap : 1024;
+    while (nc < s->n_words + more)
+        nc *= 2;
+    uint64_t *nw = realloc(s->words, nc * sizeof(*nw));
+    if (!nw)
+        return REFIT_ENOMEM;
+    s->words = nw;
+    s->cap = nc;
+    return 0;
+}
+
+int rf_sums_init(struct rf_sums *s, size_t hint)
+{
+    memset(s, 0, sizeof(*s));
+    return grow(s, hint * 3 + 16);
+}
+
+void rf_sums_fini(struct rf_sums *s)
+{
+    free(s->words);
+    free(s->index);
+    memset(s, 0, sizeof(*s));
+}
+
+static uint64_t n_chunks_of(uint64_t nbytes, uint64_t row_bytes, uint32_t chunk_rows)
+{
+    if (!nbytes || !row_bytes || !chunk_rows)
+        return 0;
+    uint64_t rows = nbytes / row_bytes;
+    return (rows + chunk_rows - 1) / chunk_rows;
+}
+
+int rf_sums_add(struct rf_sums *s, const void *data, size_t nbytes, uint64_t row_bytes, uint32_t chunk_rows)
+{
+    uint64_t nc = data ? n_chunks_of(nbytes, row_bytes, chunk_rows) : 0;
+    int rc = grow(s, 2 + nc);
+    if (rc)
+        return rc;
+    s->words[s->n_words++] = nc;
+    s->words[s->n_words++] = data ? XXH3_64bits(data, nbytes) : 0;
+    uint64_t chunk = (uint64_t)chunk_rows * row_bytes;
+    for (uint64_t k = 0; k < nc; k++) {
+        uint64_t off = k * chunk, len = off + chunk <= nbytes ? chunk : nbytes - off;
+        s->words[s->n_words++] = XXH3_64bits((const char *)data + off, len);
+    }
+    s->n_tensors++;
+    return 0;
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+int rf_sums_encode(const struct rf_sums *s, const struct refit_hash128 *cat, uint64_t version, void **buf,
+                   size_t *len)
+{
+    size_t n = 8 + 8 + 16 + 8 + s->n_words * 8 + 8;
+    unsigned char *b = malloc(n);
+    if (!b)
+        return REFIT_ENOMEM;
+    memcpy(b, MAGIC, 8);
+    put64(b + 8, version);
+    memcpy(b + 16, cat->b, 16);
+    put64(b + 32, s->n_tensors);
+    for (size_t i = 0; i < s->n_words; i++)
+        put64(b + 40 + i * 8, s->words[i]);
+    put64(b + n - 8, XXH3_64bits(b, n - 8));
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
+                   const struct refit_hash128 *cat_hash, uint64_t version, struct rf_sums *out)
+{
+    const unsigned char *b = buf;
+    memset(out, 0, sizeof(*out));
+    if (len < 48 || (len - 48) % 8 || memcmp(b, MAGIC, 8))
+        return refit_error_set(REFIT_EPROTO, "%s: not a checksum blob (%zu bytes)", key, len);
+    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
+        return refit_error_set(REFIT_ECHECKSUM, "%s: the checksum blob is corrupt", key);
+    if (get64(b + 8) != version)
+        return refit_error_set(REFIT_ESTALE, "%s: holds version %llu, not %llu", key,
+                               (unsigned long long)get64(b + 8), (unsigned long long)version);
+    if (memcmp(b + 16, cat_hash->b, 16))
+        return refit_error_set(REFIT_ESTALE, "%s: belongs to another catalog", key);
+    uint64_t nt = get64(b + 32);
+    if (nt != cat->n_tensors)
+        return refit_error_set(REFIT_EPROTO, "%s: %llu tensors, the catalog has %zu", key,
+                               (unsigned long long)nt, cat->n_tensors);
+    size_t nw = (len - 48) / 8;
+    out->words = malloc(nw ? nw * 8 : 8);
+    out->index = malloc((nt ? nt : 1) * sizeof(size_t));
+    if (!out->words || !out->index) {
+        rf_sums_fini(out);
+        return REFIT_ENOMEM;
+    }
+    for (size_t i = 0; i < nw; i++)
+        out->words[i] = get64(b + 40 + i * 8);
+    out->n_words = out->cap = nw;
+    size_t w = 0;
+    for (size_t t = 0; t < nt; t++) {
+        const struct refit_cat_tensor *ct = &cat->tensors[t];
+        if (w + 2 > nw) {
+            rf_sums_fini(out);
+            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
+        }
+        uint64_t nc = out->words[w];
+        uint64_t row_bytes = (ct->ndim >= 2 ? ct->shape[ct->ndim - 1] : 1) * refit_dtype_size(ct->dtype);
+        uint64_t want = n_chunks_of(ct->nbytes, row_bytes, ct->chunk_rows);
+        if (nc != 0 && nc != want) {
+            rf_sums_fini(out);
+            return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has %llu chunk checksums, expected %llu",
+                                   key, ct->name, (unsigned long long)nc, (unsigned long long)want);
+        }
+        if (w + 2 + nc > nw) {
+            rf_sums_fini(out);
+            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
+        }
+        out->index[t] = w;
+        w += 2 + nc;
+    }
+    if (w != nw) {
+        rf_sums_fini(out);
+        return refit_error_set(REFIT_EPROTO, "%s: %zu trailing words", key, nw - w);
+    }
+    out->n_tensors = nt;
+    return 0;
+}
+
+uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have)
+{
+    if (t >= s->n_tensors || !s->index) {
+        *have = 0;
+        return 0;
+    }
+    size_t w = s->index[t];
+    uint64_t nc = s->words[w];
+    *have = k < nc;
+    return k < nc ? s->words[w + 2 + k] : 0;
+}
+
+int rf_key_sums(char *buf, uint64_t version, const char *source_id)
+{
+    int rc = refit_check_id("source id", source_id);
+    if (rc)
+        return rc;
+    snprintf(buf, REFIT_STORE_MAX_KEY + 1, "versions/%llu/sums/%s", (unsigned long long)version, source_id);
+    return 0;
+}
+
+int rf_key_receiver(char *buf, const char *receiver_id)
+{
+    int rc = refit_check_id("receiver id", receiver_id);
+    if (rc)
+        return rc;
+    snprintf(buf, REFIT_STORE_MAX_KEY + 1, "receivers/%s", receiver_id);
+    return 0;
+}
+
+int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size_t have, const char *who,
+                           int64_t timeout_ms)
+{
+    char **regs = NULL, **acks = NULL;
+    size_t nr = 0, na = 0;
+    char prefix[REFIT_STORE_MAX_KEY + 1];
+    snprintf(prefix, sizeof(prefix), "versions/%llu/acks/", (unsigned long long)version);
+    refit_store_list(s, "receivers/", &regs, &nr);
+    refit_store_list(s, prefix, &acks, &na);
+    char missing[768] = "";
+    size_t ml = 0;
+    for (size_t i = 0; i < nr && ml < sizeof(missing); i++) {
+        const char *id = regs[i] + strlen("receivers/");
+        int acked = 0;
+        for (size_t j = 0; j < na && !acked; j++)
+            acked = !strcmp(acks[j] + strlen(prefix), id);
+        if (!acked)
+            ml += (size_t)snprintf(missing + ml, sizeof(missing) - ml, "%s%s", ml ? ", " : "", id);
+    }
+    free(regs);
+    free(acks);
+    return refit_error_set(REFIT_ETIMEDOUT,
+                           "%s: v%llu released by %zu of %zu receivers within %lld ms; not acknowledged "
+                           "by: %s%s",
+                           who, (unsigned long long)version, have, want, (long long)timeout_ms,
+                           missing[0] ? missing : "(no other receiver is registered)",
+                           nr < want ? " (fewer receivers registered than refit.receivers)" : "");
+}

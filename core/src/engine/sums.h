@@ -1,0 +1,48 @@
+/* sums.h — per-version checksums of a source's tensors (internal).
+ *
+ * The catalog is static while the layout is unchanged (content-addressed,
+ * never re-sent); the bytes change every version, so their checksums live
+ * beside it in "versions/<V>/sums/<source>": a little-endian blob
+ *   "RFSUMS01" | u64 version | 16-byte catalog hash | u64 n_tensors |
+ *   per tensor: u64 n_chunks, u64 whole-tensor XXH3-64, n_chunks × u64 |
+ *   u64 XXH3-64 of everything before it
+ * in catalog order.  A tensor of n_chunks 0 was published without checksums
+ * (refit.verify: off).  Chunk k covers rows [k*chunk_rows, (k+1)*chunk_rows)
+ * of the tensor seen as [rows, last-dim] (chunk_rows is in the catalog). */
+#ifndef RF_SUMS_H
+#define RF_SUMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refit/catalog.h"
+
+struct rf_sums {
+    uint64_t *words; /* per tensor: n_chunks, whole, chunks... */
+    size_t n_words, cap;
+    size_t n_tensors;
+    size_t *index;   /* word offset of each tensor (decoded blobs) */
+};
+
+int rf_sums_init(struct rf_sums *s, size_t n_tensors_hint);
+void rf_sums_fini(struct rf_sums *s);
+/* Hash one tensor (data NULL: no checksums for it). */
+int rf_sums_add(struct rf_sums *s, const void *data, size_t nbytes, uint64_t row_bytes, uint32_t chunk_rows);
+int rf_sums_encode(const struct rf_sums *s, const struct refit_hash128 *cat, uint64_t version, void **buf,
+                   size_t *len);
+/* Validates the blob against the catalog it belongs to: counts, version,
+ * catalog hash, chunk counts from each tensor's size and chunk_rows. */
+int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
+                   const struct refit_hash128 *cat_hash, uint64_t version, struct rf_sums *out);
+/* Chunk k of tensor t (0 when the blob has none for it). */
+uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have);
+
+int rf_key_sums(char *buf, uint64_t version, const char *source_id);
+
+/* "receivers/<id>": a receiver's registration, so a publisher waiting for
+ * acknowledgements can name the ones that did not come. */
+int rf_key_receiver(char *buf, const char *receiver_id);
+int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size_t have,
+                           const char *who, int64_t timeout_ms);
+
+#endif

@@ -1,0 +1,1103 @@
+/* layout.c — layout maps: for each destination tensor of one rank (an
+ * inference rank in the hf or vllm layout, or a Megatron trainer rank), the
+ * rectangles of global HF tensors it is made of.  All the layout math of
+ * ../shared/conversion.md sections 2 and 3 lives here and nowhere else; the
+ * conversion engine and the pull-mode planner only follow the pieces. */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_int.h"
+#include "refit/status.h"
+
+#define FP8_BLOCK 128
+
+struct ltensor {
+    struct refit_layout_tensor pub;
+    size_t first, count; /* into lay->pieces */
+    /* For the vLLM block-FP8 check: each fused part's rows per rank, and
+     * whether rows / columns are TP partitions. */
+    int n_parts;
+    const char *part_name[3];
+    int64_t part_rows[3];
+    bool rows_split, cols_split, merged;
+};
+
+struct refit_layout {
+    struct ltensor *t;
+    size_t n, cap;
+    struct refit_layout_piece *pieces;
+    size_t n_pieces, cap_pieces;
+    struct refit_layout_src *src;
+    size_t n_src, cap_src;
+    /* open-addressing hash of source names -> index + 1 */
+    uint32_t *hash;
+    size_t hash_cap;
+};
+
+/* ------------------------------------------------------------------ */
+/* Helpers shared with convert.c */
+
+int64_t rf_model_dim(const refit_model_t *m, enum refit_model_dim d)
+{
+    const struct refit_model_shape *s = &m->shape;
+    switch (d) {
+    case REFIT_DIM_NONE: return 1;
+    case REFIT_DIM_HIDDEN: return s->hidden;
+    case REFIT_DIM_VOCAB: return s->vocab;
+    case REFIT_DIM_Q: return s->heads * s->head_dim;
+    case REFIT_DIM_KV: return s->kv_heads * s->head_dim;
+    case REFIT_DIM_HEAD: return s->head_dim;
+    case REFIT_DIM_INTER: return s->intermediate;
+    case REFIT_DIM_MOE_INTER: return s->moe_intermediate;
+    case REFIT_DIM_SHARED_INTER: return s->moe_intermediate * s->n_shared_experts;
+    case REFIT_DIM_EXPERTS: return s->experts;
+    }
+    return 0;
+}
+
+char *rf_model_name(const char *pattern, int64_t layer, int64_t expert)
+{
+    size_t cap = strlen(pattern) + 64, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    for (const char *p = pattern; *p;) {
+        int64_t v = -1;
+        if (!strncmp(p, "{L}", 3))
+            v = layer;
+        else if (!strncmp(p, "{k}", 3) || !strncmp(p, "{e}", 3))
+            v = expert;
+        if (v >= 0 || (p[0] == '{' && p[1] && strchr("Lke", p[1]) && p[2] == '}')) {
+            len += (size_t)snprintf(out + len, cap - len, "%lld", (long long)v);
+            p += 3;
+        } else {
+            out[len++] = *p++;
+        }
+        if (len + 24 >= cap) {
+            char *n = realloc(out, cap *= 2);
+            if (!n) {
+                free(out);
+                return NULL;
+            }
+            out = n;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
+int rf_match_any(const char *name, const char *const *pats, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pats[i] && fnmatch(pats[i], name, 0) == 0)
+            return 1;
+    return 0;
+}
+
+static int entry_present(const struct refit_model_shape *s, const struct refit_model_entry *e)
+{
+    uint32_t rq = e->requires;
+    return !(((rq & REFIT_REQ_ATTN_BIAS) && !s->attention_bias) ||
+             ((rq & REFIT_REQ_QK_NORM) && !s->qk_norm) ||
+             ((rq & REFIT_REQ_UNTIED) && s->tie_word_embeddings) ||
+             ((rq & REFIT_REQ_SHARED_EXPERTS) && s->n_shared_experts <= 0) ||
+             ((rq & REFIT_REQ_EXPERT_BIAS) && !s->expert_bias));
+}
+
+/* Global entries first, then layer by layer in table order, so layouts
+ * list tensors the way checkpoints do. */
+int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+{
+    const struct refit_model_shape *s = &m->shape;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const struct refit_model_entry *e = &m->entries[i];
+        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(s, e))
+            continue;
+        int rc = fn(arg, e, -1);
+        if (rc)
+            return rc;
+    }
+    for (int64_t l = 0; l < s->n_layers; l++) {
+        enum refit_layer_kind k = m->kinds[l];
+        for (size_t i = 0; i < m->n_entries; i++) {
+            const struct refit_model_entry *e = &m->entries[i];
+            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(s, e) ||
+                (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
+                (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
+                continue;
+            int rc = fn(arg, e, l);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Building */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int hash_grow(refit_layout_t *lay)
+{
+    size_t cap = lay->hash_cap ? lay->hash_cap * 2 : 256;
+    uint32_t *h = calloc(cap, sizeof(*h));
+    if (!h)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < lay->n_src; i++) {
+        size_t j = hash_str(lay->src[i].name) & (cap - 1);
+        while (h[j])
+            j = (j + 1) & (cap - 1);
+        h[j] = (uint32_t)i + 1;
+    }
+    free(lay->hash);
+    lay->hash = h;
+    lay->hash_cap = cap;
+    return 0;
+}
+
+static int find_src(const refit_layout_t *lay, const char *name, uint32_t *out)
+{
+    if (!lay->hash_cap)
+        return REFIT_ENOENT;
+    size_t j = hash_str(name) & (lay->hash_cap - 1);
+    while (lay->hash[j]) {
+        if (!strcmp(lay->src[lay->hash[j] - 1].name, name)) {
+            *out = lay->hash[j] - 1;
+            return 0;
+        }
+        j = (j + 1) & (lay->hash_cap - 1);
+    }
+    return REFIT_ENOENT;
+}
+
+/* Source index of an HF tensor, added on first use. */
+static int intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t rows, int64_t cols,
+                      uint32_t *out)
+{
+    if (!find_src(lay, name, out))
+        return 0;
+    if ((lay->n_src + 1) * 2 > lay->hash_cap && hash_grow(lay))
+        return REFIT_ENOMEM;
+    if (lay->n_src == lay->cap_src) {
+        size_t cap = lay->cap_src ? lay->cap_src * 2 : 64;
+        struct refit_layout_src *s = realloc(lay->src, cap * sizeof(*s));
+        if (!s)
+            return REFIT_ENOMEM;
+        lay->src = s;
+        lay->cap_src = cap;
+    }
+    struct refit_layout_src *s = &lay->src[lay->n_src];
+    s->name = strdup(name);
+    if (!s->name)
+        return REFIT_ENOMEM;
+    s->ndim = ndim;
+    s->shape[0] = rows;
+    s->shape[1] = ndim == 2 ? cols : 0;
+    size_t j = hash_str(name) & (lay->hash_cap - 1);
+    while (lay->hash[j])
+        j = (j + 1) & (lay->hash_cap - 1);
+    lay->hash[j] = (uint32_t)lay->n_src + 1;
+    *out = (uint32_t)lay->n_src++;
+    return 0;
+}
+
+/* A piece of the tensor being built (the last one); merged with the
+ * previous piece when both sides continue it row-wise. */
+static int add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, int64_t di,
+                     int64_t dr, int64_t dc, int64_t rows, int64_t cols)
+{
+    struct ltensor *t = &lay->t[lay->n - 1];
+    if (t->count) {
+        struct refit_layout_piece *p = &lay->pieces[lay->n_pieces - 1];
+        if (p->src == src && p->src_col == sc && p->cols == cols && p->dst_index == di &&
+            p->dst_col == dc && p->src_row + p->rows == sr && p->dst_row + p->rows == dr) {
+            p->rows += rows;
+            return 0;
+        }
+    }
+    if (lay->n_pieces == lay->cap_pieces) {
+        size_t cap = lay->cap_pieces ? lay->cap_pieces * 2 : 256;
+        struct refit_layout_piece *n = realloc(lay->pieces, cap * sizeof(*n));
+        if (!n)
+            return REFIT_ENOMEM;
+        lay->pieces = n;
+        lay->cap_pieces = cap;
+    }
+    lay->pieces[lay->n_pieces++] = (struct refit_layout_piece){src, sr, sc, di, dr, dc, rows, cols};
+    t->count++;
+    return 0;
+}
+
+/* Start a destination tensor; takes ownership of name. */
+static int begin_tensor(refit_layout_t *lay, char *name, const struct refit_model_entry *e,
+                        int64_t layer, int64_t expert, int ndim, int64_t d0, int64_t d1, int64_t d2)
+{
+    if (!name)
+        return REFIT_ENOMEM;
+    if (lay->n == lay->cap) {
+        size_t cap = lay->cap ? lay->cap * 2 : 64;
+        struct ltensor *n = realloc(lay->t, cap * sizeof(*n));
+        if (!n) {
+            free(name);
+            return REFIT_ENOMEM;
+        }
+        lay->t = n;
+        lay->cap = cap;
+    }
+    struct ltensor *t = &lay->t[lay->n++];
+    memset(t, 0, sizeof(*t));
+    t->pub.name = name;
+    t->pub.ndim = ndim;
+    t->pub.shape[0] = d0;
+    t->pub.shape[1] = d1;
+    t->pub.shape[2] = d2;
+    t->pub.role = e->role;
+    t->pub.layer = layer;
+    t->pub.expert = expert;
+    t->pub.entry = e;
+    t->first = lay->n_pieces;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* One HF part of an entry */
+
+struct part {
+    char *name;
+    int ndim;
+    int64_t rows, cols; /* cols 1 for 1-D */
+};
+
+static int part_of(const refit_model_t *m, const struct refit_model_entry *e, int i, int64_t layer,
+                   int64_t expert, struct part *p)
+{
+    p->name = rf_model_name(e->hf[i], layer, expert);
+    if (!p->name)
+        return REFIT_ENOMEM;
+    p->ndim = e->cols == REFIT_DIM_NONE ? 1 : 2;
+    p->rows = rf_model_dim(m, e->rows[i]);
+    p->cols = rf_model_dim(m, e->cols);
+    return 0;
+}
+
+static int n_parts(const struct refit_model_entry *e)
+{
+    return e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+}
+
+static int src_of(refit_layout_t *lay, const struct part *p, uint32_t *out)
+{
+    return intern_src(lay, p->name, p->ndim, p->rows, p->cols, out);
+}
+
+static int divides(const char *what, int64_t n, int64_t by, const char *name)
+{
+    if (by <= 0 || n % by)
+        return refit_error_set(REFIT_EINVAL, "%s: %s %lld is not divisible by %lld", name, what,
+                               (long long)n, (long long)by);
+    return 0;
+}
+
+static int64_t round_up(int64_t v, int64_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+/* ------------------------------------------------------------------ */
+/* Inference layouts (section 3) */
+
+struct tctx {
+    const refit_model_t *m;
+    const struct refit_convert_opts *o;
+    refit_layout_t *lay;
+    int tp, rank, ep;
+};
+
+/* Rows of a part held by inference rank r: [*start, *start + *n). */
+static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, int part,
+                      const struct part *p, const char *dname, int64_t *start, int64_t *n)
+{
+    const struct refit_model_shape *s = &c->m->shape;
+    int tp = c->tp, r = c->rank;
+    switch (e->role) {
+    case REFIT_ROLE_QKV_COLUMN:
+        if (part == 0) {
+            int rc = divides("num_attention_heads", s->heads, tp, dname);
+            if (rc)
+                return rc;
+            *n = s->heads / tp * s->head_dim;
+            *start = r * *n;
+        } else if (tp >= s->kv_heads) {
+            int rc = divides("tensor parallelism", tp, s->kv_heads, dname);
+            if (rc)
+                return rc;
+            /* one KV head per rank, replicated over tp/G ranks */
+            *n = s->head_dim;
+            *start = (r / (tp / s->kv_heads)) * s->head_dim;
+        } else {
+            int rc = divides("num_key_value_heads", s->kv_heads, tp, dname);
+            if (rc)
+                return rc;
+            *n = s->kv_heads / tp * s->head_dim;
+            *start = r * *n;
+        }
+        return 0;
+    case REFIT_ROLE_GATED_COLUMN:
+    case REFIT_ROLE_COLUMN: {
+        int rc = divides("rows", p->rows, tp, dname);
+        if (rc)
+            return rc;
+        *n = p->rows / tp;
+        *start = r * *n;
+        return 0;
+    }
+    case REFIT_ROLE_EXPERT_COLUMN: {
+        int tpm = c->ep > 1 ? 1 : tp, rm = c->ep > 1 ? 0 : r;
+        int rc = divides("moe_intermediate_size", p->rows, tpm, dname);
+        if (rc)
+            return rc;
+        *n = p->rows / tpm;
+        *start = rm * *n;
+        return 0;
+    }
+    default:
+        *start = 0;
+        *n = p->rows;
+        return 0;
+    }
+}
+
+/* Columns of a part held by inference rank r. */
+static int infer_cols(const struct tctx *c, const struct refit_model_entry *e, const struct part *p,
+                      const char *dname, int64_t *start, int64_t *n, bool *split)
+{
+    int tpc = e->role == REFIT_ROLE_ROW ? c->tp
+              : e->role == REFIT_ROLE_EXPERT_ROW ? (c->ep > 1 ? 1 : c->tp) : 1;
+    int rc = divides("input columns", p->cols, tpc, dname);
+    if (rc)
+        return rc;
+    int r = tpc > 1 ? c->rank : 0;
+    *n = p->cols / tpc;
+    *start = r * *n;
+    *split = tpc > 1;
+    return 0;
+}
+
+static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struct part *p)
+{
+    int64_t V = p->rows;
+    /* vLLM pads the vocabulary to a multiple of 64; the hf layout keeps it. */
+    int64_t Vp = c->o->target == REFIT_TARGET_VLLM ? round_up(V, 64) : V;
+    const char *pat = e->dst[c->o->target].name ? e->dst[c->o->target].name : e->hf[0];
+    char *name = rf_model_name(pat, -1, -1);
+    int rc = divides("padded vocabulary", Vp, c->tp, name ? name : pat);
+    if (!rc)
+        rc = begin_tensor(c->lay, name, e, -1, -1, 2, Vp / c->tp, p->cols, 0);
+    else
+        free(name);
+    if (rc)
+        return rc;
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    t->rows_split = c->tp > 1;
+    int64_t per = Vp / c->tp, a = c->rank * per, b = a + per < V ? a + per : V;
+    uint32_t si;
+    rc = src_of(c->lay, p, &si);
+    if (!rc && b > a)
+        rc = add_piece(c->lay, si, a, 0, 0, 0, 0, b - a, p->cols);
+    return rc;
+}
+
+/* One destination tensor made of parts[0..np) (concatenated on rows) for one
+ * expert slot: appends the pieces at dst_index `slot`. */
+static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct part *parts,
+                      int first, int np, int64_t slot, const char *dname, struct ltensor *t)
+{
+    int64_t dr = 0;
+    t->n_parts = np;
+    for (int i = 0; i < np; i++) {
+        struct part *p = &parts[first + i];
+        int64_t r0, nr, c0, nc;
+        bool csplit = false;
+        int rc = infer_rows(c, e, first + i, p, dname, &r0, &nr);
+        if (!rc)
+            rc = infer_cols(c, e, p, dname, &c0, &nc, &csplit);
+        uint32_t si;
+        if (!rc)
+            rc = src_of(c->lay, p, &si);
+        if (!rc)
+            rc = add_piece(c->lay, si, r0, c0, slot, dr, 0, nr, nc);
+        if (rc)
+            return rc;
+        t->part_name[i] = e->hf[first + i];
+        t->part_rows[i] = nr;
+        t->rows_split |= nr != p->rows;
+        t->cols_split |= csplit;
+        dr += nr;
+    }
+    t->merged = np > 1;
+    return 0;
+}
+
+static int skip_name(const struct refit_convert_opts *o, const char *name)
+{
+    return o && o->n_skip && rf_match_any(name, o->skip, o->n_skip);
+}
+
+/* Rows (summed over parts [first, first+np)) and columns of a destination. */
+static int dst_extent(const struct tctx *c, const struct refit_model_entry *e, const struct part *parts,
+                      int first, int np, const char *dname, int64_t *rows, int64_t *cols)
+{
+    int64_t r0, nr, c0;
+    bool cs;
+    *rows = 0;
+    for (int i = first; i < first + np; i++) {
+        int rc = infer_rows(c, e, i, &parts[i], dname, &r0, &nr);
+        if (rc)
+            return rc;
+        *rows += nr;
+    }
+    return infer_cols(c, e, &parts[first], dname, &c0, cols, &cs);
+}
+
+/* One destination per HF part, named after it (REFIT_FUSE_NONE). */
+static int target_unfused(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                          int64_t layer, int64_t eid)
+{
+    const struct refit_model_dst *d = &e->dst[c->o->target];
+    for (int i = 0; i < np; i++) {
+        if (skip_name(c->o, parts[i].name))
+            continue;
+        char *dn = d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
+        int64_t rows, cols;
+        int rc = dn ? dst_extent(c, e, parts, i, 1, dn, &rows, &cols) : REFIT_ENOMEM;
+        if (rc) {
+            free(dn);
+            return rc;
+        }
+        rc = begin_tensor(c->lay, dn, e, layer, eid, parts[i].ndim, rows, parts[i].ndim == 2 ? cols : 0, 0);
+        if (rc)
+            return rc;
+        struct ltensor *t = &c->lay->t[c->lay->n - 1];
+        rc = fill_parts(c, e, parts, i, 1, 0, t->pub.name, t);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT). */
+static int target_concat(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                         int64_t layer, char *dn)
+{
+    int64_t rows, cols;
+    int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    if (rc) {
+        free(dn);
+        return rc;
+    }
+    rc = begin_tensor(c->lay, dn, e, layer, -1, parts[0].ndim, rows, parts[0].ndim == 2 ? cols : 0, 0);
+    if (rc)
+        return rc;
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    return fill_parts(c, e, parts, 0, np, 0, t->pub.name, t);
+}
+
+/* Slot `slot` of an expert stack [E_local, rows, cols] (REFIT_FUSE_STACK);
+ * the first slot creates the tensor (takes dn), later ones free dn. */
+static int target_stack(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                        int64_t layer, int64_t slot, int64_t n_slots, char *dn)
+{
+    int rc = 0;
+    if (slot == 0) {
+        int64_t rows, cols;
+        rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+        if (!rc) {
+            rc = begin_tensor(c->lay, dn, e, layer, -1, 3, n_slots, rows, cols);
+            dn = NULL;
+        }
+    }
+    free(dn);
+    if (rc)
+        return rc;
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
+    /* vLLM's fused-MoE FP8 needs the intermediate partition on the 128
+     * grid whether or not it is split: gate/up are merged in w13, and w2's
+     * input is that partition. */
+    if (e->role == REFIT_ROLE_EXPERT_ROW)
+        t->cols_split = true;
+    else
+        t->merged = true;
+    return rc;
+}
+
+static int target_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct tctx *c = arg;
+    const struct refit_model_dst *d = &e->dst[c->o->target];
+    int np = n_parts(e), rc = 0;
+    bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
+    int64_t e0 = 0, ne = 1;
+    if (expert) {
+        int ep = c->ep > 1 ? c->ep : 1;
+        rc = divides("experts", c->m->shape.experts, ep, e->megatron);
+        if (rc)
+            return rc;
+        ne = c->m->shape.experts / ep;
+        e0 = c->ep > 1 ? c->rank * ne : 0; /* whole experts of this rank */
+    }
+    struct part parts[3] = {{0}};
+    for (int64_t x = 0; x < ne && !rc; x++) {
+        int64_t eid = expert ? e0 + x : -1;
+        for (int i = 0; i < np && !rc; i++) {
+            free(parts[i].name);
+            rc = part_of(c->m, e, i, layer, eid, &parts[i]);
+        }
+        if (rc)
+            break;
+        if (e->role == REFIT_ROLE_VOCAB) {
+            if (!skip_name(c->o, parts[0].name))
+                rc = vocab_target(c, e, &parts[0]);
+            break;
+        }
+        if (d->fusion == REFIT_FUSE_NONE || !d->name) {
+            rc = target_unfused(c, e, parts, np, layer, eid);
+            continue;
+        }
+        char *dn = rf_model_name(d->name, layer, -1);
+        if (!dn) {
+            rc = REFIT_ENOMEM;
+            break;
+        }
+        if (skip_name(c->o, dn)) {
+            free(dn);
+            break;
+        }
+        if (d->fusion == REFIT_FUSE_CONCAT)
+            rc = target_concat(c, e, parts, np, layer, dn);
+        else
+            rc = target_stack(c, e, parts, np, layer, x, ne, dn);
+    }
+    for (int i = 0; i < 3; i++)
+        free(parts[i].name);
+    return rc;
+}
+
+/* "mlp.experts.{e}.gate_proj.weight" -> "gate_proj.weight" for messages. */
+static const char *part_label(const char *pattern)
+{
+    const char *b = strrchr(pattern, '}');
+    return b && b[1] == '.' ? b + 2 : pattern;
+}
+
+/* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
+ * output partition of a merged or TP-split layer, and the input partition
+ * of a row-split one, to be a multiple of the 128 block. */
+static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o)
+{
+    const struct refit_layout_tensor *p = &t->pub;
+    int64_t cols = p->shape[p->ndim - 1];
+    if (t->merged || t->rows_split)
+        for (int i = 0; i < t->n_parts; i++)
+            if (t->part_rows[i] % FP8_BLOCK)
+                return refit_error_set(
+                    REFIT_EINVAL,
+                    "FP8 refused for '%s' on vLLM rank %d of %d: its part %s has %lld rows per rank, "
+                    "not a multiple of %d; vLLM's block-FP8 kernels need every %s partition on the "
+                    "128x128 grid (exclude it with fp8.exclude or change tp)",
+                    p->name, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i], FP8_BLOCK,
+                    t->merged ? "fused" : "tensor-parallel");
+    if (t->cols_split && cols % FP8_BLOCK)
+        return refit_error_set(
+            REFIT_EINVAL,
+            "FP8 refused for '%s' on vLLM rank %d of %d: its input partition has %lld columns, not a "
+            "multiple of %d; vLLM's block-FP8 kernels cannot serve it (exclude it with fp8.exclude "
+            "or change tp)",
+            p->name, o->rank, o->tp, (long long)cols, FP8_BLOCK);
+    return 0;
+}
+
+static int apply_fp8(refit_layout_t *lay, const struct refit_convert_opts *o)
+{
+    for (size_t i = 0; i < lay->n; i++) {
+        struct ltensor *t = &lay->t[i];
+        t->pub.pieces = lay->pieces + t->first;
+        t->pub.n_pieces = t->count;
+        const struct refit_model_dst *d = &t->pub.entry->dst[o->target];
+        t->pub.dtype = d->dtype;
+        if (!o->fp8.enabled || t->pub.ndim < 2)
+            continue;
+        bool q = d->fp8;
+        if (o->fp8.n_include && rf_match_any(t->pub.name, o->fp8.include, o->fp8.n_include))
+            q = true;
+        if (o->fp8.n_exclude && rf_match_any(t->pub.name, o->fp8.exclude, o->fp8.n_exclude))
+            q = false;
+        t->pub.fp8 = q;
+        if (q && o->target == REFIT_TARGET_VLLM) {
+            int rc = fp8_servable(t, o);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static void finish(refit_layout_t *lay)
+{
+    for (size_t i = 0; i < lay->n; i++) {
+        lay->t[i].pub.pieces = lay->pieces + lay->t[i].first;
+        lay->t[i].pub.n_pieces = lay->t[i].count;
+    }
+}
+
+int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts *o,
+                        refit_layout_t **out)
+{
+    if (!m || !o || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_target: NULL argument");
+    struct tctx c = {m, o, NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep};
+    if (o->target != REFIT_TARGET_HF && o->target != REFIT_TARGET_VLLM)
+        return refit_error_set(REFIT_EINVAL, "unknown target layout %d", (int)o->target);
+    if (c.rank < 0 || c.rank >= c.tp)
+        return refit_error_set(REFIT_EINVAL, "rank %d outside tensor parallelism %d", c.rank, c.tp);
+    if (c.ep > 1 && c.ep != c.tp)
+        return refit_error_set(REFIT_EINVAL,
+                               "expert parallelism %d: only ep = tp (%d) is supported for one "
+                               "inference rank (ep = tp * dp with dp 1)", c.ep, c.tp);
+    if (o->include_mtp && m->shape.n_mtp_layers > 0)
+        return refit_error_set(REFIT_ENOTSUP, "MTP layers are not converted yet; leave include_mtp off");
+    refit_layout_t *lay = calloc(1, sizeof(*lay));
+    if (!lay)
+        return REFIT_ENOMEM;
+    c.lay = lay;
+    int rc = rf_model_instances(m, target_instance, &c);
+    finish(lay);
+    if (!rc)
+        rc = apply_fp8(lay, o);
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Megatron layouts (section 2) */
+
+struct mctx {
+    const refit_model_t *m;
+    const struct refit_megatron_rank *r;
+    const struct refit_convert_opts *skip;
+    refit_layout_t *lay;
+};
+
+/* linear_qkv rows [a, b) of the global tensor interleaved per query group:
+ * group g holds its n query heads, then its key head, then its value head. */
+static int qkv_pieces(struct mctx *c, struct part *parts, int64_t a, int64_t b, int64_t cols)
+{
+    const struct refit_model_shape *s = &c->m->shape;
+    int64_t d = s->head_dim, n = s->heads / s->kv_heads, grp = (n + 2) * d;
+    uint32_t si[3];
+    for (int i = 0; i < 3; i++) {
+        int rc = src_of(c->lay, &parts[i], &si[i]);
+        if (rc)
+            return rc;
+    }
+    for (int64_t x = a; x < b;) {
+        int64_t g = x / grp, off = x % grp, j = off / d, t = off % d;
+        int64_t len = d - t < b - x ? d - t : b - x;
+        int which = j < n ? 0 : j == n ? 1 : 2;
+        int64_t row = j < n ? (g * n + j) * d + t : g * d + t;
+        int rc = add_piece(c->lay, si[which], row, 0, 0, x - a, 0, len, cols);
+        if (rc)
+            return rc;
+        x += len;
+    }
+    return 0;
+}
+
+static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64_t layer, int64_t k,
+                        int64_t eid)
+{
+    const struct refit_megatron_rank *r = c->r;
+    bool expert = eid >= 0;
+    int tp = expert ? r->etp : r->tp, tr = expert ? r->etp_rank : r->tp_rank;
+    int np = n_parts(e), rc = 0;
+    struct part parts[3] = {{0}};
+    for (int i = 0; i < np && !rc; i++)
+        rc = part_of(c->m, e, i, layer, eid, &parts[i]);
+    char *name = rc ? NULL : rf_model_name(e->megatron, layer, k);
+    if (!rc && !name)
+        rc = REFIT_ENOMEM;
+    if (!rc && skip_name(c->skip, parts[0].name))
+        goto out;
+    int64_t cols = parts[0].cols;
+    int nd = parts[0].ndim;
+    uint32_t si;
+    switch (rc ? 0 : e->role) {
+    case 0:
+        break;
+    case REFIT_ROLE_REPLICATED:
+        rc = begin_tensor(c->lay, name, e, layer, eid, nd, parts[0].rows, nd == 2 ? cols : 0, 0);
+        name = NULL;
+        if (!rc)
+            rc = src_of(c->lay, &parts[0], &si);
+        if (!rc)
+            rc = add_piece(c->lay, si, 0, 0, 0, 0, 0, parts[0].rows, cols);
+        break;
+    case REFIT_ROLE_VOCAB:
+    case REFIT_ROLE_COLUMN: {
+        int64_t V = parts[0].rows;
+        int64_t div = r->vocab_divisible_by > 0 ? r->vocab_divisible_by : 128;
+        int64_t Vp = e->role == REFIT_ROLE_VOCAB ? round_up(V, div * tp) : V;
+        rc = divides("rows", Vp, tp, name);
+        if (rc)
+            break;
+        int64_t per = Vp / tp, a = tr * per, b = a + per < V ? a + per : V;
+        rc = begin_tensor(c->lay, name, e, layer, eid, nd, per, nd == 2 ? cols : 0, 0);
+        name = NULL;
+        if (!rc)
+            rc = src_of(c->lay, &parts[0], &si);
+        if (!rc && b > a)
+            rc = add_piece(c->lay, si, a, 0, 0, 0, 0, b - a, cols);
+        break;
+    }
+    case REFIT_ROLE_QKV_COLUMN: {
+        const struct refit_model_shape *s = &c->m->shape;
+        if (s->heads % tp || (s->kv_heads % tp && tp % s->kv_heads)) {
+            rc = refit_error_set(REFIT_EINVAL,
+                                 "%s: %lld heads / %lld query groups cannot be split over tp %d", name,
+                                 (long long)s->heads, (long long)s->kv_heads, tp);
+            break;
+        }
+        int64_t R = parts[0].rows + parts[1].rows + parts[2].rows, per = R / tp;
+        rc = begin_tensor(c->lay, name, e, layer, eid, nd, per, nd == 2 ? cols : 0, 0);
+        name = NULL;
+        if (!rc)
+            rc = qkv_pieces(c, parts, tr * per, (tr + 1) * per, cols);
+        break;
+    }
+    case REFIT_ROLE_GATED_COLUMN:
+    case REFIT_ROLE_EXPERT_COLUMN: {
+        rc = divides("rows", parts[0].rows, tp, name);
+        if (rc)
+            break;
+        int64_t per = parts[0].rows / tp;
+        rc = begin_tensor(c->lay, name, e, layer, eid, nd, 2 * per, nd == 2 ? cols : 0, 0);
+        name = NULL;
+        for (int i = 0; i < 2 && !rc; i++) {
+            rc = src_of(c->lay, &parts[i], &si);
+            if (!rc)
+                rc = add_piece(c->lay, si, tr * per, 0, 0, i * per, 0, per, cols);
+        }
+        break;
+    }
+    case REFIT_ROLE_ROW:
+    case REFIT_ROLE_EXPERT_ROW: {
+        rc = divides("input columns", cols, tp, name);
+        if (rc)
+            break;
+        int64_t per = cols / tp;
+        rc = begin_tensor(c->lay, name, e, layer, eid, 2, parts[0].rows, per, 0);
+        name = NULL;
+        if (!rc)
+            rc = src_of(c->lay, &parts[0], &si);
+        if (!rc)
+            rc = add_piece(c->lay, si, 0, tr * per, 0, 0, 0, parts[0].rows, per);
+        break;
+    }
+    default:
+        rc = refit_error_set(REFIT_EINVAL, "%s: unknown role %d", name, (int)e->role);
+    }
+out:
+    free(name);
+    for (int i = 0; i < 3; i++)
+        free(parts[i].name);
+    return rc;
+}
+
+static int megatron_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct mctx *c = arg;
+    if (e->role != REFIT_ROLE_EXPERT_COLUMN && e->role != REFIT_ROLE_EXPERT_ROW)
+        return megatron_one(c, e, layer, -1, -1);
+    int64_t E = c->m->shape.experts;
+    int rc = divides("experts", E, c->r->ep, e->megatron);
+    if (rc)
+        return rc;
+    int64_t per = E / c->r->ep;
+    for (int64_t k = 0; k < per && !rc; k++)
+        rc = megatron_one(c, e, layer, k, c->r->ep_rank * per + k);
+    return rc;
+}
+
+int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_rank *r,
+                          const struct refit_convert_opts *skip, refit_layout_t **out)
+{
+    if (!m || !r || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_megatron: NULL argument");
+    if (r->tp < 1 || r->ep < 1 || r->etp < 1 || r->tp_rank < 0 || r->tp_rank >= r->tp ||
+        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp)
+        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d is inconsistent",
+                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp);
+    refit_layout_t *lay = calloc(1, sizeof(*lay));
+    if (!lay)
+        return REFIT_ENOMEM;
+    struct mctx c = {m, r, skip, lay};
+    int rc = rf_model_instances(m, megatron_instance, &c);
+    finish(lay);
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Composition */
+
+struct xrec {
+    uint32_t dst;
+    int64_t di, dr, dc, rows, cols;
+    struct refit_layout_cand c;
+};
+
+struct xent {
+    uint32_t rank, tensor;
+    const struct refit_layout_piece *p;
+};
+
+struct refit_layout_xmap {
+    struct refit_layout_xpiece *x;
+    size_t n;
+    struct refit_layout_cand *cand;
+};
+
+static int xrec_cmp(const void *a, const void *b)
+{
+    const struct xrec *x = a, *y = b;
+    int64_t kx[] = {x->dst, x->di, x->dr, x->dc, x->rows, x->cols, x->c.rank, x->c.tensor};
+    int64_t ky[] = {y->dst, y->di, y->dr, y->dc, y->rows, y->cols, y->c.rank, y->c.tensor};
+    for (int i = 0; i < 8; i++)
+        if (kx[i] != ky[i])
+            return kx[i] < ky[i] ? -1 : 1;
+    return 0;
+}
+
+/* Index every trainer piece by the HF tensor it copies (CSR over names). */
+static int xindex(const refit_layout_t *const *ranks, size_t n, refit_layout_t *names, size_t **startp,
+                  struct xent **entp)
+{
+    size_t total = 0;
+    int rc = 0;
+    for (size_t r = 0; r < n && !rc; r++)
+        for (size_t i = 0; i < ranks[r]->n_src && !rc; i++) {
+            const struct refit_layout_src *s = &ranks[r]->src[i];
+            uint32_t id;
+            rc = intern_src(names, s->name, s->ndim, s->shape[0], s->shape[1], &id);
+        }
+    for (size_t r = 0; r < n; r++)
+        total += ranks[r]->n_pieces;
+    size_t *start = calloc(names->n_src + 1, sizeof(*start));
+    struct xent *ent = calloc(total ? total : 1, sizeof(*ent));
+    if (rc || !start || !ent) {
+        free(start);
+        free(ent);
+        return rc ? rc : REFIT_ENOMEM;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        size_t *fill = pass ? calloc(names->n_src + 1, sizeof(*fill)) : NULL;
+        if (pass && !fill) {
+            free(start);
+            free(ent);
+            return REFIT_ENOMEM;
+        }
+        for (size_t r = 0; r < n; r++) {
+            const refit_layout_t *l = ranks[r];
+            for (size_t t = 0; t < l->n; t++)
+                for (size_t k = 0; k < l->t[t].count; k++) {
+                    const struct refit_layout_piece *p = &l->pieces[l->t[t].first + k];
+                    uint32_t id = 0;
+                    find_src(names, l->src[p->src].name, &id);
+                    if (!pass)
+                        start[id + 1]++;
+                    else
+                        ent[start[id] + fill[id]++] = (struct xent){(uint32_t)r, (uint32_t)t, p};
+                }
+        }
+        if (!pass)
+            for (size_t i = 0; i < names->n_src; i++)
+                start[i + 1] += start[i];
+        free(fill);
+    }
+    *startp = start;
+    *entp = ent;
+    return 0;
+}
+
+static int xrec_push(struct xrec **v, size_t *n, size_t *cap, struct xrec r)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 1024;
+        struct xrec *nv = realloc(*v, c * sizeof(*nv));
+        if (!nv)
+            return REFIT_ENOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = r;
+    return 0;
+}
+
+static int xgroup(struct xrec *rec, size_t n, refit_layout_xmap_t *x)
+{
+    qsort(rec, n, sizeof(*rec), xrec_cmp);
+    x->cand = calloc(n ? n : 1, sizeof(*x->cand));
+    x->x = calloc(n ? n : 1, sizeof(*x->x));
+    if (!x->cand || !x->x)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        x->cand[i] = rec[i].c;
+        struct refit_layout_xpiece *last = x->n ? &x->x[x->n - 1] : NULL;
+        if (last && last->dst == rec[i].dst && last->dst_index == rec[i].di && last->dst_row == rec[i].dr &&
+            last->dst_col == rec[i].dc && last->rows == rec[i].rows && last->cols == rec[i].cols) {
+            last->n_cand++;
+            continue;
+        }
+        x->x[x->n++] = (struct refit_layout_xpiece){rec[i].dst, rec[i].di, rec[i].dr, rec[i].dc,
+                                                    rec[i].rows, rec[i].cols, &x->cand[i], 1};
+    }
+    return 0;
+}
+
+int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n_ranks,
+                         refit_layout_xmap_t **out)
+{
+    if (!dst || (!ranks && n_ranks) || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_compose: NULL argument");
+    refit_layout_t *names = calloc(1, sizeof(*names));
+    refit_layout_xmap_t *x = calloc(1, sizeof(*x));
+    size_t *start = NULL, n = 0, cap = 0;
+    struct xent *ent = NULL;
+    struct xrec *rec = NULL;
+    int rc = names && x ? xindex(ranks, n_ranks, names, &start, &ent) : REFIT_ENOMEM;
+    for (size_t t = 0; !rc && t < dst->n; t++) {
+        const struct ltensor *lt = &dst->t[t];
+        for (size_t k = 0; !rc && k < lt->count; k++) {
+            const struct refit_layout_piece *q = &dst->pieces[lt->first + k];
+            const char *hf = dst->src[q->src].name;
+            uint32_t id;
+            int64_t covered = 0;
+            if (!find_src(names, hf, &id))
+                for (size_t j = start[id]; !rc && j < start[id + 1]; j++) {
+                    const struct refit_layout_piece *p = ent[j].p;
+                    int64_t r0 = q->src_row > p->src_row ? q->src_row : p->src_row;
+                    int64_t r1 = q->src_row + q->rows < p->src_row + p->rows ? q->src_row + q->rows
+                                                                             : p->src_row + p->rows;
+                    int64_t c0 = q->src_col > p->src_col ? q->src_col : p->src_col;
+                    int64_t c1 = q->src_col + q->cols < p->src_col + p->cols ? q->src_col + q->cols
+                                                                             : p->src_col + p->cols;
+                    if (r0 >= r1 || c0 >= c1)
+                        continue;
+                    covered += (r1 - r0) * (c1 - c0);
+                    struct xrec r = {(uint32_t)t, q->dst_index, q->dst_row + (r0 - q->src_row),
+                                     q->dst_col + (c0 - q->src_col), r1 - r0, c1 - c0,
+                                     {ent[j].rank, ent[j].tensor, p->dst_row + (r0 - p->src_row),
+                                      p->dst_col + (c0 - p->src_col)}};
+                    rc = xrec_push(&rec, &n, &cap, r);
+                }
+            if (!rc && covered < q->rows * q->cols)
+                rc = refit_error_set(REFIT_ENOENT,
+                                     "'%s': rows %lld..%lld of HF tensor '%s' are on no trainer rank given",
+                                     lt->pub.name, (long long)q->src_row, (long long)(q->src_row + q->rows),
+                                     hf);
+        }
+    }
+    if (!rc)
+        rc = xgroup(rec, n, x);
+    free(rec);
+    free(start);
+    free(ent);
+    refit_layout_destroy(names);
+    if (rc) {
+        refit_layout_xmap_destroy(x);
+        return rc;
+    }
+    *out = x;
+    return 0;
+}
+
+size_t refit_layout_xmap_count(const refit_layout_xmap_t *x)
+{
+    return x ? x->n : 0;
+}
+
+const struct refit_layout_xpiece *refit_layout_xmap_at(const refit_layout_xmap_t *x, size_t i)
+{
+    return x && i < x->n ? &x->x[i] : NULL;
+}
+
+void refit_layout_xmap_destroy(refit_layout_xmap_t *x)
+{
+    if (!x)
+        return;
+    free(x->x);
+    free(x->cand);
+    free(x);
+}
+
+/* ------------------------------------------------------------------ */
+
+size_t refit_layout_count(const refit_layout_t *lay)
+{
+    return lay ? lay->n : 0;
+}
+
+const struct refit_layout_tensor *refit_layout_at(const refit_layout_t *lay, size_t i)
+{
+    return lay && i < lay->n ? &lay->t[i].pub : NULL;
+}
+
+const struct refit_layout_tensor *refit_layout_find(const refit_layout_t *lay, const char *name)
+{
+    for (size_t i = 0; lay && i < lay->n; i++)
+        if (!strcmp(lay->t[i].pub.name, name))
+            return &lay->t[i].pub;
+    return NULL;
+}
+
+size_t refit_layout_source_count(const refit_layout_t *lay)
+{
+    return lay ? lay->n_src : 0;
+}
+
+const struct refit_layout_src *refit_layout_source(const refit_layout_t *lay, uint32_t i)
+{
+    return lay && i < lay->n_src ? &lay->src[i] : NULL;
+}
+
+void refit_layout_destroy(refit_layout_t *lay)
+{
+    if (!lay)
+        return;
+    for (size_t i = 0; i < lay->n; i++)
+        free((char *)lay->t[i].pub.name);
+    for (size_t i = 0; i < lay->n_src; i++)
+        free((char *)lay->src[i].name);
+    free(lay->t);
+    free(lay->pieces);
+    free(lay->src);
+    free(lay->hash);
+    free(lay);
+}

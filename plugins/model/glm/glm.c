@@ -1,0 +1,107 @@
+/* glm.c — model plugin for the GLM-4.5 family (HF model_type "glm4_moe"):
+ * dense layers before first_k_dense_replace, MoE after with one shared
+ * expert and a router bias, attention bias, MTP layers at the end. */
+#include <string.h>
+
+#include "../common/shape_common.h"
+#include "../common/spec_common.h"
+
+static const struct refit_host *host;
+
+static const struct refit_model_entry glm_spec[] = {
+    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
+    E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
+    /* vLLM keeps GLM's router weight and score-correction bias in fp32 */
+    E_MOE_NORM, E_ROUTER(REFIT_DTYPE_F32),
+    {ML "mlp.router.expert_bias", REFIT_ROLE_REPLICATED, REFIT_HOLD_WHOLE, REFIT_SCOPE_MOE,
+     REFIT_REQ_EXPERT_BIAS, {HL "mlp.gate.e_score_correction_bias"}, {REFIT_DIM_EXPERTS},
+     REFIT_DIM_NONE, {HF_KEEP(false), {NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, false}}},
+    E_EXPERT_FC1, E_EXPERT_FC2,
+    {ML "mlp.shared_experts.linear_fc1.weight", REFIT_ROLE_GATED_COLUMN, REFIT_HOLD_GATE_UP,
+     REFIT_SCOPE_MOE, REFIT_REQ_SHARED_EXPERTS,
+     {HL "mlp.shared_experts.gate_proj.weight", HL "mlp.shared_experts.up_proj.weight"},
+     {REFIT_DIM_SHARED_INTER, REFIT_DIM_SHARED_INTER}, REFIT_DIM_HIDDEN,
+     {HF_KEEP(true),
+      {HL "mlp.shared_experts.gate_up_proj.weight", REFIT_FUSE_CONCAT, REFIT_DTYPE_INVALID, true}}},
+    {ML "mlp.shared_experts.linear_fc2.weight", REFIT_ROLE_ROW, REFIT_HOLD_WHOLE, REFIT_SCOPE_MOE,
+     REFIT_REQ_SHARED_EXPERTS, {HL "mlp.shared_experts.down_proj.weight"}, {REFIT_DIM_HIDDEN},
+     REFIT_DIM_SHARED_INTER, {HF_KEEP(true), VL_KEEP(true)}},
+};
+
+static int glm_claims(const char *model_type)
+{
+    return model_type && !strcmp(model_type, "glm4_moe");
+}
+
+static int glm_shape(const struct refit_model_hfcfg *c, struct refit_model_shape *s)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = rfm_common_shape(host, c, s);
+    if (!rc)
+        rc = rfm_req_int(host, c, "intermediate_size", &s->intermediate);
+    if (!rc)
+        rc = rfm_req_int(host, c, "moe_intermediate_size", &s->moe_intermediate);
+    if (!rc)
+        rc = rfm_expert_count(host, c, &s->experts);
+    if (!rc)
+        rc = rfm_opt_int(host, c, "n_shared_experts", 0, &s->n_shared_experts);
+    if (!rc)
+        rc = rfm_opt_int(host, c, "num_nextn_predict_layers", 0, &s->n_mtp_layers);
+    if (!rc)
+        rc = rfm_opt_bool(host, c, "use_qk_norm", false, &s->qk_norm);
+    /* GLM-4.5 routes with a score-correction bias (noaux_tc). */
+    s->expert_bias = true;
+    return rc;
+}
+
+static int glm_layer_kind(const struct refit_model_hfcfg *c, const struct refit_model_shape *s,
+                          int64_t layer, enum refit_layer_kind *out)
+{
+    int64_t first_dense;
+    int rc = rfm_opt_int(host, c, "first_k_dense_replace", 0, &first_dense);
+    if (rc)
+        return rc;
+    if (layer >= s->n_layers)
+        *out = REFIT_LAYER_MTP;
+    else
+        *out = layer < first_dense ? REFIT_LAYER_DENSE : REFIT_LAYER_MOE;
+    return 0;
+}
+
+static int glm_get_spec(const struct refit_model_entry **e, size_t *n)
+{
+    *e = glm_spec;
+    *n = sizeof(glm_spec) / sizeof(glm_spec[0]);
+    return 0;
+}
+
+static const struct refit_model_ops glm_ops = {
+    .size = sizeof(struct refit_model_ops),
+    .claims = glm_claims,
+    .shape = glm_shape,
+    .layer_kind = glm_layer_kind,
+    .spec = glm_get_spec,
+};
+
+static int glm_load(const struct refit_host *h)
+{
+    host = h;
+    return 0;
+}
+
+static const struct refit_plugin glm_plugin = {
+    .abi_major = REFIT_ABI_MAJOR,
+    .abi_minor = REFIT_ABI_MINOR,
+    .kind = REFIT_PLUGIN_MODEL,
+    .name = "glm",
+    .version = "0.1.0",
+    .description = "GLM-4.5 family (model_type glm4_moe): Megatron, HF and vLLM layouts",
+    .load = glm_load,
+    .ops = &glm_ops,
+};
+
+REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
+{
+    return &glm_plugin;
+}

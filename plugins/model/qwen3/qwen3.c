@@ -1,0 +1,75 @@
+/* qwen3.c — model plugin for dense Qwen3 (HF model_type "qwen3"). */
+#include <string.h>
+
+#include "../common/shape_common.h"
+#include "../common/spec_common.h"
+
+static const struct refit_host *host;
+
+static const struct refit_model_entry qwen3_spec[] = {
+    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
+    E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
+};
+
+static int qwen3_claims(const char *model_type)
+{
+    return model_type && !strcmp(model_type, "qwen3");
+}
+
+static int qwen3_shape(const struct refit_model_hfcfg *c, struct refit_model_shape *s)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = rfm_common_shape(host, c, s);
+    if (!rc)
+        rc = rfm_req_int(host, c, "intermediate_size", &s->intermediate);
+    s->qk_norm = true; /* every Qwen3 attention has q_norm and k_norm */
+    return rc;
+}
+
+static int qwen3_layer_kind(const struct refit_model_hfcfg *c, const struct refit_model_shape *s,
+                            int64_t layer, enum refit_layer_kind *out)
+{
+    (void)c;
+    (void)s;
+    (void)layer;
+    *out = REFIT_LAYER_DENSE;
+    return 0;
+}
+
+static int qwen3_get_spec(const struct refit_model_entry **e, size_t *n)
+{
+    *e = qwen3_spec;
+    *n = sizeof(qwen3_spec) / sizeof(qwen3_spec[0]);
+    return 0;
+}
+
+static const struct refit_model_ops qwen3_ops = {
+    .size = sizeof(struct refit_model_ops),
+    .claims = qwen3_claims,
+    .shape = qwen3_shape,
+    .layer_kind = qwen3_layer_kind,
+    .spec = qwen3_get_spec,
+};
+
+static int qwen3_load(const struct refit_host *h)
+{
+    host = h;
+    return 0;
+}
+
+static const struct refit_plugin qwen3_plugin = {
+    .abi_major = REFIT_ABI_MAJOR,
+    .abi_minor = REFIT_ABI_MINOR,
+    .kind = REFIT_PLUGIN_MODEL,
+    .name = "qwen3",
+    .version = "0.1.0",
+    .description = "Qwen3 dense (model_type qwen3): Megatron, HF and vLLM layouts",
+    .load = qwen3_load,
+    .ops = &qwen3_ops,
+};
+
+REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
+{
+    return &qwen3_plugin;
+}

@@ -1,0 +1,103 @@
+/* qwen3_moe.c — model plugin for Qwen3-MoE (HF model_type "qwen3_moe"). */
+#include <string.h>
+
+#include "../common/shape_common.h"
+#include "../common/spec_common.h"
+
+static const struct refit_host *host;
+
+static const struct refit_model_entry qwen3_moe_spec[] = {
+    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
+    /* layers listed in mlp_only_layers keep a dense MLP */
+    E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
+    /* the router stays bf16 on vLLM for Qwen3-MoE */
+    E_MOE_NORM, E_ROUTER(REFIT_DTYPE_INVALID), E_EXPERT_FC1, E_EXPERT_FC2,
+};
+
+static int qwen3_moe_claims(const char *model_type)
+{
+    return model_type && !strcmp(model_type, "qwen3_moe");
+}
+
+static int qwen3_moe_shape(const struct refit_model_hfcfg *c, struct refit_model_shape *s)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = rfm_common_shape(host, c, s);
+    if (!rc)
+        rc = rfm_req_int(host, c, "moe_intermediate_size", &s->moe_intermediate);
+    if (!rc)
+        rc = rfm_expert_count(host, c, &s->experts);
+    /* intermediate_size only matters when some layer is dense. */
+    if (!rc)
+        rc = rfm_opt_int(host, c, "intermediate_size", 0, &s->intermediate);
+    s->qk_norm = true;
+    return rc;
+}
+
+/* MoE when L is not in mlp_only_layers and (L+1) % decoder_sparse_step == 0. */
+static int qwen3_moe_layer_kind(const struct refit_model_hfcfg *c, const struct refit_model_shape *s,
+                                int64_t layer, enum refit_layer_kind *out)
+{
+    int64_t step;
+    int rc = rfm_opt_int(host, c, "decoder_sparse_step", 1, &step);
+    if (rc)
+        return rc;
+    if (step < 1)
+        return host->error_set(REFIT_EPROTO, "config.json: decoder_sparse_step must be >= 1");
+    size_t n = 0;
+    rc = c->get_len(c->ctx, "mlp_only_layers", &n);
+    if (rc && rc != REFIT_ENOENT)
+        return host->error_push(rc, "config.json: key 'mlp_only_layers'");
+    bool dense = (layer + 1) % step != 0;
+    for (size_t i = 0; !rc && i < n && !dense; i++) {
+        int64_t v;
+        rc = c->get_int_at(c->ctx, "mlp_only_layers", i, &v);
+        if (rc)
+            return host->error_push(rc, "config.json: key 'mlp_only_layers' item %zu", i);
+        dense = v == layer;
+    }
+    if (dense && s->intermediate <= 0)
+        return host->error_set(REFIT_EPROTO,
+                               "config.json: layer %lld is dense but intermediate_size is missing",
+                               (long long)layer);
+    *out = dense ? REFIT_LAYER_DENSE : REFIT_LAYER_MOE;
+    return 0;
+}
+
+static int qwen3_moe_get_spec(const struct refit_model_entry **e, size_t *n)
+{
+    *e = qwen3_moe_spec;
+    *n = sizeof(qwen3_moe_spec) / sizeof(qwen3_moe_spec[0]);
+    return 0;
+}
+
+static const struct refit_model_ops qwen3_moe_ops = {
+    .size = sizeof(struct refit_model_ops),
+    .claims = qwen3_moe_claims,
+    .shape = qwen3_moe_shape,
+    .layer_kind = qwen3_moe_layer_kind,
+    .spec = qwen3_moe_get_spec,
+};
+
+static int qwen3_moe_load(const struct refit_host *h)
+{
+    host = h;
+    return 0;
+}
+
+static const struct refit_plugin qwen3_moe_plugin = {
+    .abi_major = REFIT_ABI_MAJOR,
+    .abi_minor = REFIT_ABI_MINOR,
+    .kind = REFIT_PLUGIN_MODEL,
+    .name = "qwen3_moe",
+    .version = "0.1.0",
+    .description = "Qwen3-MoE (model_type qwen3_moe): Megatron, HF and vLLM layouts",
+    .load = qwen3_moe_load,
+    .ops = &qwen3_moe_ops,
+};
+
+REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
+{
+    return &qwen3_moe_plugin;
+}

@@ -1,0 +1,122 @@
+/* test_cli.c — smoke tests of the `refit` command: help, typos, plugins,
+ * config check and its error messages, as a user meets them. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* Run a shell command, capture stdout+stderr, return the exit status. */
+static int run(const char *cmd, char *out, size_t cap)
+{
+    char full[4096];
+    snprintf(full, sizeof(full), "cd '%s' && %s 2>&1", SOURCE_ROOT, cmd);
+    FILE *p = popen(full, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char out[1 << 16];
+
+#define ck_has(want) ck_assert_msg(strstr(out, (want)) != NULL, "output lacks '%s':\n%s", (want), out)
+
+START_TEST(help_lists_commands)
+{
+    ck_assert_int_eq(run(REFIT_BIN " --help", out, sizeof(out)), 0);
+    ck_has("usage: refit <command>");
+    ck_has("plugins");
+    ck_has("config");
+    ck_assert_int_eq(run(REFIT_BIN, out, sizeof(out)), 2);
+    ck_has("usage: refit");
+    ck_assert_int_eq(run(REFIT_BIN " --version", out, sizeof(out)), 0);
+    ck_has("refit 0.");
+}
+END_TEST
+
+START_TEST(typo_suggests_command)
+{
+    ck_assert_int_eq(run(REFIT_BIN " plugns", out, sizeof(out)), 2);
+    ck_has("unknown command 'plugns'");
+    ck_has("did you mean 'plugins'?");
+}
+END_TEST
+
+START_TEST(plugins_lists_and_rejects)
+{
+    ck_assert_int_eq(run("REFIT_NO_BUILD_TREE=1 REFIT_PLUGIN_PATH=" TEST_PLUGIN_DIR " " REFIT_BIN " plugins",
+                         out, sizeof(out)),
+                     0);
+    ck_has("transport  good       1.2.3");
+    ck_has("rejected   badabi");
+    ck_has("why: built for plugin ABI 2.0");
+    ck_has("1 plugin found, 5 rejected");
+}
+END_TEST
+
+START_TEST(config_check_errors_name_the_place)
+{
+    FILE *f = fopen("/tmp/refit-cli-bad.yaml", "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("store:\n  plugin: file\nrefit:\n  flush_evry: 3\n", f);
+    fclose(f);
+    ck_assert_int_eq(run(REFIT_BIN " config check /tmp/refit-cli-bad.yaml", out, sizeof(out)), 1);
+    ck_has("/tmp/refit-cli-bad.yaml:4:3: key 'refit.flush_evry': unknown key; did you mean "
+           "'refit.flush_every'?");
+    ck_assert_int_eq(run(REFIT_BIN " config check /nonexistent.yaml", out, sizeof(out)), 1);
+    ck_has("/nonexistent.yaml: No such file or directory");
+    ck_assert_int_eq(run(REFIT_BIN " config check", out, sizeof(out)), 2);
+    ck_has("usage: refit config check FILE");
+    ck_assert_int_eq(run(REFIT_BIN " config frobnicate", out, sizeof(out)), 2);
+    ck_has("unknown subcommand 'frobnicate'");
+    remove("/tmp/refit-cli-bad.yaml");
+}
+END_TEST
+
+START_TEST(config_check_overrides_and_origins)
+{
+    /* A config that names only the test plugin directory's good plugin. */
+    FILE *f = fopen("/tmp/refit-cli-good.yaml", "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("transport:\n  plugin: good\n  good:\n    depth: 5\nstore:\n  plugin: auto\n"
+          "model:\n  plugin: auto\n",
+          f);
+    fclose(f);
+    const char *env = "REFIT_NO_BUILD_TREE=1 REFIT_PLUGIN_PATH=" TEST_PLUGIN_DIR " REFIT_REFIT_FLUSH_EVERY=7 ";
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "%s%s config check /tmp/refit-cli-good.yaml --set refit.mode=push", env,
+             REFIT_BIN);
+    ck_assert_int_eq(run(cmd, out, sizeof(out)), 0);
+    ck_has("# /tmp/refit-cli-good.yaml: valid");
+    ck_has("transport.good.depth: \"5\"  # /tmp/refit-cli-good.yaml:4:12");
+    ck_has("refit.flush_every: \"7\"  # env REFIT_REFIT_FLUSH_EVERY");
+    ck_has("refit.mode: \"push\"  # --set");
+    ck_has("refit.verify: \"full\"  # default");
+    /* A bad value in the plugin's own section is caught with its place. */
+    snprintf(cmd, sizeof(cmd), "%s%s config check /tmp/refit-cli-good.yaml --set transport.good.depth=99",
+             env, REFIT_BIN);
+    ck_assert_int_eq(run(cmd, out, sizeof(out)), 1);
+    ck_has("--set: key 'transport.good.depth': 99 is outside [1, 10]");
+    remove("/tmp/refit-cli-good.yaml");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, help_lists_commands);
+    tcase_add_test(tc, typo_suggests_command);
+    tcase_add_test(tc, plugins_lists_and_rejects);
+    tcase_add_test(tc, config_check_errors_name_the_place);
+    tcase_add_test(tc, config_check_overrides_and_origins);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,188 @@
+/* bench_fp8.c — `refit bench fp8`: GB/s of bf16 input through the FP8
+ * block quantizer, both rules, every implementation this CPU has, on one
+ * thread, beside memcpy of the same bytes in the same run (the target is a
+ * vector path at >= 0.5x memcpy). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "refit/fp8.h"
+#include "refit/status.h"
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: refit bench fp8 [--rows N] [--cols N] [--iters N] [--device cpu]\n"
+               "Quantizes a random bf16 matrix [rows, cols] (default 4096 x 4096) to FP8 e4m3\n"
+               "with 128x128 block scales, rules trainer and deepgemm, with the scalar path\n"
+               "and each vector path this CPU has, on one thread; prints the median GB/s of\n"
+               "bf16 input over --iters runs (default 10) beside memcpy of the same bytes.\n");
+    return f == stdout ? 0 : 2;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int parse_size(const char *opt, const char *v, size_t lo, size_t hi, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
+    if (!v || errno || *end || n < lo || n > hi) {
+        fprintf(stderr, "refit bench fp8: %s needs an integer in [%zu, %zu]\n", opt, lo, hi);
+        return -1;
+    }
+    *out = (size_t)n;
+    return 0;
+}
+
+/* Weights as a trainer has them: magnitudes ~N(0, 0.02)-like, a few
+ * outliers, so blocks get different scales. */
+static void fill(uint16_t *x, size_t n)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        uint64_t r = s * 0x2545f4914f6cdd1dull;
+        unsigned e = 118 + (unsigned)(r % 8) + ((r >> 8) % 1024 == 0 ? 6 : 0);
+        x[i] = (uint16_t)(((r >> 20) & 1) << 15 | e << 7 | ((r >> 24) & 0x7f));
+    }
+}
+
+struct variant {
+    const char *rule; /* NULL: the memcpy baseline */
+    struct refit_fp8_params p;
+    double *t;
+};
+
+/* One timed pass of variant v. */
+static int pass(const struct variant *v, const uint16_t *src, uint16_t *copy, uint8_t *dst,
+                float *scales, size_t rows, size_t cols, double *secs)
+{
+    double t0 = now_s();
+    if (v->rule) {
+        int rc = refit_fp8_quantize_bf16(src, rows, cols, cols, dst, scales, &v->p);
+        if (rc)
+            return rc;
+    } else {
+        memcpy(copy, src, rows * cols * 2);
+    }
+    *secs = now_s() - t0;
+    return 0;
+}
+
+int bench_fp8(int argc, char **argv)
+{
+    size_t rows = 4096, cols = 4096, iters = 10;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return usage(stdout);
+        if (!strcmp(a, "--rows") || !strcmp(a, "--cols") || !strcmp(a, "--iters")) {
+            size_t *dst = a[2] == 'r' ? &rows : a[2] == 'c' ? &cols : &iters;
+            if (parse_size(a, v, 1, a[2] == 'i' ? 100000 : (1u << 20), dst))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--device")) {
+            if (v && !strcmp(v, "cuda")) {
+                fprintf(stderr, "refit bench fp8: --device cuda is not supported yet (CUDA FP8 "
+                                "quantization comes with a later issue); only --device cpu is\n");
+                return 2;
+            }
+            if (!v || strcmp(v, "cpu")) {
+                fprintf(stderr, "refit bench fp8: --device needs cpu\n");
+                return 2;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "refit bench fp8: unknown option '%s'\n", a);
+            return usage(stderr);
+        }
+    }
+    if (rows * cols > (size_t)1 << 32) {
+        fprintf(stderr, "refit bench fp8: rows x cols above 2^32 elements\n");
+        return 2;
+    }
+    size_t n = rows * cols, ns = ((rows + 127) / 128) * ((cols + 127) / 128);
+    struct {
+        uint16_t *copy;
+        uint8_t *dst;
+        float *scales;
+    } r;
+    uint16_t *src = malloc(n * 2);
+    r.copy = malloc(n * 2);
+    r.dst = malloc(n);
+    r.scales = malloc(ns * sizeof(float));
+    int rc = 0;
+    struct variant v[1 + 2 * 3];
+    size_t nv = 0;
+    if (!src || !r.copy || !r.dst || !r.scales) {
+        fprintf(stderr, "refit bench fp8: out of memory for %zu x %zu\n", rows, cols);
+        rc = 1;
+        goto out;
+    }
+    fill(src, n);
+    memset(r.copy, 0, n * 2); /* fault the pages in before timing */
+    memset(r.dst, 0, n);
+    /* Variants take turns within each iteration, so that a machine whose
+     * load changes during the run slows baseline and quantizer alike. */
+    v[nv++] = (struct variant){NULL, {0, 0, 0}, NULL};
+    static const enum refit_fp8_impl impls[] = {REFIT_FP8_IMPL_SCALAR, REFIT_FP8_IMPL_AVX2,
+                                                REFIT_FP8_IMPL_AVX512};
+    for (int rule = REFIT_FP8_TRAINER; rule <= REFIT_FP8_DEEPGEMM; rule++)
+        for (size_t k = 0; k < 3; k++)
+            if (refit_fp8_impl_available(impls[k]))
+                v[nv++] = (struct variant){rule == REFIT_FP8_TRAINER ? "trainer" : "deepgemm",
+                                           {(enum refit_fp8_rule)rule, -1, impls[k]}, NULL};
+    for (size_t k = 0; k < nv && !rc; k++)
+        if (!(v[k].t = calloc(iters, sizeof(double))))
+            rc = refit_error_set(REFIT_ENOMEM, "out of memory for the timings");
+    for (size_t it = 0; it <= iters && !rc; it++) /* iteration 0 warms up */
+        for (size_t k = 0; k < nv && !rc; k++) {
+            double t;
+            rc = pass(&v[k], src, r.copy, r.dst, r.scales, rows, cols, &t);
+            if (it && !rc)
+                v[k].t[it - 1] = t;
+        }
+    if (rc) {
+        rc = cli_fail("bench fp8", rc);
+        goto free_t;
+    }
+    double gb = (double)n * 2 / 1e9, base = 0;
+    printf("refit bench fp8: %zu x %zu bf16 (%.1f MB), 1 thread, median of %zu, GB/s of bf16 "
+           "input\n", rows, cols, gb * 1e3, iters);
+    printf("  %-9s %-7s %9s %8s\n", "rule", "path", "GB/s", "x memcpy");
+    for (size_t k = 0; k < nv; k++) {
+        qsort(v[k].t, iters, sizeof(double), cmp_double);
+        double t = v[k].t[iters / 2];
+        if (!k)
+            base = t;
+        printf("  %-9s %-7s %9.2f %8.2f\n", k ? v[k].rule : "memcpy",
+               k ? refit_fp8_impl_name(v[k].p.impl) : "-", gb / t, base / t);
+    }
+    printf("  (AUTO picks %s on this CPU)\n", refit_fp8_impl_name(refit_fp8_impl_best()));
+free_t:
+    for (size_t k = 0; k < nv; k++)
+        free(v[k].t);
+out:
+    free(src);
+    free(r.copy);
+    free(r.dst);
+    free(r.scales);
+    return rc;
+}

@@ -1,0 +1,118 @@
+/* cmd_publish.c — `refit publish`: a trainer stand-in.  It takes its
+ * Megatron shard of an HF checkpoint (the `refit shard` layout), publishes
+ * versions 1..K, changing the weights deterministically between versions
+ * (refit/standin.h), and waits for each version to be released. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refit/convert.h"
+#include "refit/refit.h"
+#include "refit/standin.h"
+#include "refit/status.h"
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: refit publish --config C --hf DIR --tp N --rank R [--ep M] [--cycles K]\n"
+            "                     [--id NAME] [--set key=value]...\n"
+            "A trainer rank stand-in: publishes its Megatron shard of the HF checkpoint in DIR\n"
+            "(tp rank R mod N, ep rank R mod M) as versions 1..K (default 1), the weights\n"
+            "changing between versions, and waits after each for refit.receivers receivers.\n");
+    return f == stdout ? 0 : 2;
+}
+
+int cmd_publish(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage(stdout);
+    const char *cfg = NULL, *hf = NULL, *id = NULL;
+    int tp = 0, rank = -1, ep = 1, cycles = 1;
+    const char *ovr[64];
+    size_t n_ovr = 0;
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
+            break;
+        }
+        if (!strcmp(o, "--config") || !strcmp(o, "-c"))
+            cfg = v;
+        else if (!strcmp(o, "--hf"))
+            hf = v;
+        else if (!strcmp(o, "--id"))
+            id = v;
+        else if (!strcmp(o, "--tp"))
+            rc = cli_int(o, v, 1, 65536, &tp);
+        else if (!strcmp(o, "--rank"))
+            rc = cli_int(o, v, 0, 65535, &rank);
+        else if (!strcmp(o, "--ep"))
+            rc = cli_int(o, v, 1, 65536, &ep);
+        else if (!strcmp(o, "--cycles"))
+            rc = cli_int(o, v, 1, 1000000, &cycles);
+        else if (!strcmp(o, "--set") && n_ovr < 60)
+            ovr[n_ovr++] = v;
+        else if (!strcmp(o, "--log"))
+            rc = cli_log_level(v);
+        else
+            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
+        i++;
+    }
+    if (!rc && (!hf || !tp || rank < 0))
+        rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N and --rank R are required");
+    if (!rc && rank >= (tp > ep ? tp : ep))
+        rc = refit_error_set(REFIT_EINVAL, "--rank %d: there are max(tp, ep) = %d trainer ranks", rank,
+                             tp > ep ? tp : ep);
+    if (rc)
+        return cli_fail("publish", rc);
+
+    char hfcfg[4200];
+    snprintf(hfcfg, sizeof(hfcfg), "model.hf_config=%s/config.json", hf);
+    ovr[n_ovr++] = hfcfg;
+    ovr[n_ovr++] = "model.plugin=auto"; /* the plugin claiming the checkpoint's model_type */
+    refit_context_t *ctx = NULL;
+    refit_publisher_t *pub = NULL;
+    struct refit_standin_shard sh = {0};
+    struct refit_parallel par = {.tp_rank = rank % tp, .tp_size = tp, .ep_rank = rank % ep, .ep_size = ep,
+                                 .pp_size = 1, .etp_size = 1};
+    rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
+    if (!rc)
+        rc = refit_standin_shard_load(refit_context_model(ctx), hf, &par, &sh);
+    if (!rc)
+        rc = refit_publisher_create(ctx, &par, id, &pub);
+    for (size_t i = 0; !rc && i < sh.n; i++)
+        rc = refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                 sh.t[i].shape, REFIT_MEM_HOST);
+    const char *who = id ? id : "trainer";
+    if (!rc)
+        printf("[%s tp%d ep%d] holds %zu tensors, %.3f GB\n", who, par.tp_rank, par.ep_rank, sh.n,
+               (double)sh.bytes / 1e9);
+    for (int v = 1; !rc && v <= cycles; v++) {
+        for (size_t i = 0; !rc && v > 1 && i < sh.n; i++)
+            rc = refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, (uint64_t)v - 1,
+                                    (uint64_t)v);
+        if (rc)
+            break;
+        double t0 = cli_now();
+        rc = refit_publisher_publish(pub, (uint64_t)v);
+        if (rc)
+            break;
+        double t1 = cli_now();
+        printf("[%s tp%d ep%d] v%d published in %.3f s, waiting for release\n", who, par.tp_rank,
+               par.ep_rank, v, t1 - t0);
+        fflush(stdout);
+        rc = refit_publisher_wait_released(pub, (uint64_t)v, -1);
+        if (!rc) {
+            printf("[%s tp%d ep%d] v%d released after %.3f s\n", who, par.tp_rank, par.ep_rank, v,
+                   cli_now() - t1);
+            fflush(stdout);
+        }
+    }
+    int ret = rc ? cli_fail("publish", rc) : 0;
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+    return ret;
+}

@@ -1,0 +1,191 @@
+/* cmd_pull.c — `refit pull`: one inference rank.  Pulls a version (or K
+ * successive versions) into destinations refit allocates in the target
+ * layout, prints a line of figures per cycle, and with --out writes what it
+ * received as safetensors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refit/refit.h"
+#include "refit/safetensors.h"
+#include "refit/status.h"
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: refit pull --config C --tp N --rank R [--ep M] [--version V|latest|next]\n"
+            "                  [--cycles K] [--out FILE] [--id NAME] [--hf DIR]\n"
+            "                  [--target hf|vllm] [--fp8 trainer|deepgemm] [--stats FILE]\n"
+            "                  [--set key=value]...\n"
+            "One inference rank (tp rank R of N; --ep N places whole experts per rank): pulls\n"
+            "version V (default latest; with --cycles K, K successive new versions), converts it\n"
+            "into the target layout and verifies it.  --out FILE writes what was received as\n"
+            "safetensors ('{V}' in FILE becomes the version); --stats FILE appends one JSON line\n"
+            "of timings per cycle; --hf DIR takes the model's config.json from DIR.\n");
+    return f == stdout ? 0 : 2;
+}
+
+static int write_out(refit_receiver_t *rcv, const char *pattern, uint64_t version)
+{
+    char path[4096];
+    const char *v = strstr(pattern, "{V}");
+    if (v)
+        snprintf(path, sizeof(path), "%.*s%llu%s", (int)(v - pattern), pattern,
+                 (unsigned long long)version, v + 3);
+    else
+        snprintf(path, sizeof(path), "%s", pattern);
+    refit_st_writer_t *w;
+    int rc = refit_st_writer_create(&w);
+    for (size_t i = 0; !rc && i < refit_receiver_count(rcv); i++) {
+        struct refit_tensor_info ti;
+        rc = refit_receiver_tensor(rcv, i, &ti);
+        if (!rc)
+            rc = refit_st_writer_add(w, ti.name, ti.dtype, ti.ndim, ti.shape, ti.ptr, ti.nbytes);
+    }
+    if (!rc)
+        rc = refit_st_writer_write(w, path);
+    refit_st_writer_destroy(w);
+    return rc ? refit_error_push(rc, "writing %s", path) : 0;
+}
+
+static void print_stats(FILE *f, const char *who, const struct refit_pull_stats *s, int json)
+{
+    double gbps = s->transfer_s > 0 ? (double)s->bytes_wire / s->transfer_s / 1e9 : 0;
+    if (json) {
+        fprintf(f,
+                "{\"receiver\":\"%s\",\"version\":%llu,\"alloc_s\":%.6f,\"register_s\":%.6f,"
+                "\"connect_s\":%.6f,\"plan_s\":%.6f,\"transfer_s\":%.6f,\"convert_s\":%.6f,"
+                "\"verify_s\":%.6f,\"commit_s\":%.6f,\"total_s\":%.6f,\"bytes_wire\":%llu,"
+                "\"bytes_out\":%llu,\"descriptors\":%llu,\"sources\":%u,\"plan_cached\":%u,\"wait_s\":%.6f}\n",
+                who, (unsigned long long)s->version, s->alloc_s, s->register_s, s->connect_s, s->plan_s,
+                s->transfer_s, s->convert_s, s->verify_s, s->commit_s, s->total_s,
+                (unsigned long long)s->bytes_wire, (unsigned long long)s->bytes_out,
+                (unsigned long long)s->descriptors, s->sources, s->plan_cached, s->wait_s);
+        return;
+    }
+    fprintf(f,
+            "[%s] v%llu: %.3f GB from %u sources in %.3f s (transfer %.3f s, %.2f GB/s; convert "
+            "%.3f s, verify %.3f s, commit %.3f s; plan %s)\n",
+            who, (unsigned long long)s->version, (double)s->bytes_wire / 1e9, s->sources, s->total_s,
+            s->transfer_s, gbps, s->convert_s, s->verify_s, s->commit_s,
+            s->plan_cached ? "cached" : "built");
+}
+
+int cmd_pull(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage(stdout);
+    const char *cfg = NULL, *hf = NULL, *id = NULL, *out = NULL, *target = NULL, *fp8 = NULL,
+               *stats = NULL, *ver = "latest";
+    int tp = 0, rank = -1, ep = 1, cycles = 1;
+    const char *ovr[64];
+    size_t n_ovr = 0;
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
+            break;
+        }
+        if (!strcmp(o, "--config") || !strcmp(o, "-c"))
+            cfg = v;
+        else if (!strcmp(o, "--hf"))
+            hf = v;
+        else if (!strcmp(o, "--id"))
+            id = v;
+        else if (!strcmp(o, "--out"))
+            out = v;
+        else if (!strcmp(o, "--stats"))
+            stats = v;
+        else if (!strcmp(o, "--target"))
+            target = v;
+        else if (!strcmp(o, "--fp8"))
+            fp8 = v;
+        else if (!strcmp(o, "--version"))
+            ver = v;
+        else if (!strcmp(o, "--tp"))
+            rc = cli_int(o, v, 1, 65536, &tp);
+        else if (!strcmp(o, "--rank"))
+            rc = cli_int(o, v, 0, 65535, &rank);
+        else if (!strcmp(o, "--ep"))
+            rc = cli_int(o, v, 1, 65536, &ep);
+        else if (!strcmp(o, "--cycles"))
+            rc = cli_int(o, v, 1, 1000000, &cycles);
+        else if (!strcmp(o, "--set") && n_ovr < 56)
+            ovr[n_ovr++] = v;
+        else if (!strcmp(o, "--log"))
+            rc = cli_log_level(v);
+        else
+            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
+        i++;
+    }
+    uint64_t version = REFIT_LATEST;
+    if (!rc && !strcmp(ver, "next"))
+        version = REFIT_NEXT;
+    else if (!rc && strcmp(ver, "latest")) {
+        char *end;
+        unsigned long long x = strtoull(ver, &end, 10);
+        if (end == ver || *end || x == 0)
+            rc = refit_error_set(REFIT_EINVAL, "--version '%s': a version number, latest or next", ver);
+        version = x;
+    }
+    if (!rc && (!tp || rank < 0))
+        rc = refit_error_set(REFIT_EINVAL, "--tp N and --rank R are required");
+    if (!rc && rank >= tp)
+        rc = refit_error_set(REFIT_EINVAL, "--rank %d is not below --tp %d", rank, tp);
+    if (!rc && ep != 1 && ep != tp)
+        rc = refit_error_set(REFIT_EINVAL, "--ep %d: vLLM expert parallelism here means ep = tp (%d)", ep, tp);
+    if (!rc && cycles > 1 && version != REFIT_LATEST && version != REFIT_NEXT)
+        rc = refit_error_set(REFIT_EINVAL, "--cycles with a fixed --version makes no sense");
+    if (rc)
+        return cli_fail("pull", rc);
+    char b_hf[4200], b_target[64], b_fp8r[64];
+    if (hf) {
+        snprintf(b_hf, sizeof(b_hf), "model.hf_config=%s/config.json", hf);
+        ovr[n_ovr++] = b_hf;
+        ovr[n_ovr++] = "model.plugin=auto"; /* the plugin claiming the checkpoint's model_type */
+    }
+    if (target) {
+        snprintf(b_target, sizeof(b_target), "model.target=%s", target);
+        ovr[n_ovr++] = b_target;
+    }
+    if (fp8) {
+        snprintf(b_fp8r, sizeof(b_fp8r), "model.fp8.rule=%s", fp8);
+        ovr[n_ovr++] = "model.fp8.enabled=true";
+        ovr[n_ovr++] = b_fp8r;
+    }
+    refit_context_t *ctx = NULL;
+    refit_receiver_t *rcv = NULL;
+    struct refit_target tg = {.tp_rank = rank, .tp_size = tp, .ep_size = ep};
+    char who[128];
+    snprintf(who, sizeof(who), "%s", id ? id : "engine");
+    FILE *sf = NULL;
+    rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
+    if (!rc)
+        rc = refit_receiver_create(ctx, &tg, id, &rcv);
+    if (!rc)
+        rc = refit_receiver_allocate(rcv);
+    if (!rc && stats && !(sf = fopen(stats, "a")))
+        rc = refit_error_set(REFIT_EIO, "--stats %s: cannot open for appending", stats);
+    for (int c = 0; !rc && c < cycles; c++) {
+        struct refit_pull_stats s = {.size = sizeof(s)};
+        rc = refit_receiver_pull(rcv, cycles > 1 && version == REFIT_LATEST ? REFIT_NEXT : version, &s);
+        if (rc)
+            break;
+        print_stats(stdout, who, &s, 0);
+        fflush(stdout);
+        if (sf) {
+            print_stats(sf, who, &s, 1);
+            fflush(sf);
+        }
+        if (out)
+            rc = write_out(rcv, out, s.version);
+    }
+    int ret = rc ? cli_fail("pull", rc) : 0;
+    if (sf)
+        fclose(sf);
+    refit_receiver_destroy(rcv);
+    refit_context_destroy(ctx);
+    return ret;
+}
