@@ -115,6 +115,7 @@ struct refit_tp {
     size_t ctrl_inflight; /* control sends not yet completed */
 
     pthread_mutex_t lock;
+    int want_lock; /* callers waiting for the lock (the progress thread yields) */
     pthread_t thread;
     int thread_on;
     int efd;          /* the worker's event fd, -1: sleep-poll */
@@ -463,11 +464,18 @@ static void *progress_thread(void *arg)
     refit_tp_t *tp = arg;
     while (!tp->stop) {
         pthread_mutex_lock(&tp->lock);
-        unsigned n = progress_all(tp);
+        /* One round per hold while the caller waits for the lock: a
+         * dereg() must get in between the pieces of a large READ we serve,
+         * not after all of it. */
+        unsigned n = __atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED)
+                         ? ucp_worker_progress(tp->worker)
+                         : progress_all(tp);
         ucs_status_t st = UCS_ERR_BUSY;
         if (!n && tp->efd >= 0)
             st = ucp_worker_arm(tp->worker);
         pthread_mutex_unlock(&tp->lock);
+        if (__atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED))
+            sched_yield();
         if (n || (tp->efd >= 0 && st == UCS_ERR_BUSY))
             continue;
         struct pollfd pf[2] = {{tp->stop_pipe[0], POLLIN, 0}, {tp->efd, POLLIN, 0}};
@@ -1510,9 +1518,16 @@ static int ucxp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
 /* ------------------------------------------------------------------ */
 /* Entry points: each holds the worker lock (the progress thread's). */
 
+static void tp_lock(refit_tp_t *tp)
+{
+    __atomic_add_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&tp->lock);
+    __atomic_sub_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
+}
+
 #define LOCKED(tp, call)                                                                     \
     do {                                                                                     \
-        pthread_mutex_lock(&(tp)->lock);                                                     \
+        tp_lock(tp);                                                                         \
         int rc_ = (call);                                                                    \
         pthread_mutex_unlock(&(tp)->lock);                                                   \
         return rc_;                                                                          \
@@ -1543,7 +1558,7 @@ static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_disconnect(tp, p);
     pthread_mutex_unlock(&tp->lock);
 }
@@ -1556,7 +1571,7 @@ static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_release_rkey(tp, k);
     pthread_mutex_unlock(&tp->lock);
 }
@@ -1573,7 +1588,7 @@ static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_req_free(tp, r);
     pthread_mutex_unlock(&tp->lock);
 }
