@@ -39,7 +39,10 @@
  * waits until every WRITE to that peer completed before it sends, which
  * gives the ordering push mode relies on whatever msg_order the provider
  * offers. */
+#include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -735,6 +738,27 @@ static int domain_matches(const char *dom, const struct refit_tp_init_args *a, c
     return 0;
 }
 
+/* Regions our shm endpoints left behind when their process was killed
+ * ("refit-<pid>-..." in /dev/shm with <pid> gone): unlinked, since nobody
+ * can attach to a dead process's endpoint. */
+static void shm_sweep(void)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "refit-", 6))
+            continue;
+        long pid = strtol(e->d_name + 6, &end, 10);
+        if (*end != '-' || pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+            if (*end == '-' && pid > 0 && unlinkat(dirfd(d), e->d_name, 0) == 0)
+                H->log(0, OFIP, "removed /dev/shm/%s of a process that is gone", e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const struct opts *o)
 {
     /* auto: only a rank that has a GPU asks for FI_HMEM, which can send
@@ -786,6 +810,21 @@ static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const
     fi_freeinfo(list);
     if (!tp->info)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    if (!strncmp(prov_of(tp), "shm", 3) && tp->info->addr_format == FI_ADDR_STR) {
+        shm_sweep();
+        /* shm names its region after the pid unless told otherwise; a
+         * killed process leaves its region behind, and with pids reused
+         * the next process of that pid cannot enable its endpoint (EBUSY).
+         * A name with the time in it does not collide. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        char name[96];
+        int n = snprintf(name, sizeof(name), "refit-%ld-%lx%09lx", (long)getpid(), (long)ts.tv_sec,
+                         (long)ts.tv_nsec);
+        free(tp->info->src_addr); /* fi_freeinfo frees it with free() */
+        tp->info->src_addr = strdup(name);
+        tp->info->src_addrlen = tp->info->src_addr ? (size_t)n + 1 : 0;
+    }
     tp->hmem = hmem;
     tp->write_flags = delivery ? FI_DELIVERY_COMPLETE : 0;
     tp->mr_mode = tp->info->domain_attr->mr_mode;
