@@ -36,6 +36,7 @@
  * posts fail with REFIT_ESTALE), fails its requests that use them, flushes
  * its endpoint (so none of its operations is still in flight) and only then
  * acknowledges. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -1632,6 +1633,14 @@ static const struct refit_transport_ops ucxp_ops = {
 static int ucxp_load(const struct refit_host *host)
 {
     H = host;
+    /* UCX must stay resident when the loader closes this plugin: libucm
+     * hooks the process's memory functions, and UCX's modules keep
+     * thread-local state that must not be unmapped under running threads
+     * (LeakSanitizer trips over exactly that). */
+    static const char *const libs[] = {"libucm.so.0", "libucs.so.0", "libuct.so.0", "libucp.so.0"};
+    for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++)
+        if (!dlopen(libs[i], RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+            H->log(0, UCXP, "%s not pinned: %s", libs[i], dlerror());
     return 0;
 }
 
