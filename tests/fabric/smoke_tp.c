@@ -133,6 +133,9 @@ static void server(int out, int in)
     ck_assert_int_eq(c.ops->dereg(c.tp, r), 0);
     ctx_close(&c);
     free(buf);
+    free(a);
+    free(k);
+    free(ca);
     exit(0);
 }
 
@@ -224,9 +227,9 @@ START_TEST(read_write_notify)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     free(buf);
     free(d);
-    free(my);
     free(a);
     free(k);
+    free(my);
 }
 END_TEST
 

@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "refit/log.h"
+#include "refit/topology.h"
 
 double rf_seconds(void)
 {
@@ -109,7 +110,24 @@ int rf_context_transport(refit_context_t *ctx, const char *name, refit_transport
 {
     if (!ctx->tp) {
         struct refit_tp_open o = {.size = sizeof(o), .name = name, .cuda_device = -1};
+        /* topology.nic_pin: the NUMA-local device(s) for this rank, handed
+         * to the plugin (which copies what it needs during init).  Ranks
+         * on one node take turns over equally close devices by LOCAL_RANK. */
+        char **hint = NULL;
+        size_t n_hint = 0;
+        const char *pin = "off";
+        if (refit_config_str(ctx->cfg, "topology.nic_pin", &pin) == 0 && strcmp(pin, "off")) {
+            refit_topology_t *topo = NULL;
+            const char *lr = getenv("LOCAL_RANK");
+            if (refit_topology_create(NULL, &topo) == 0 &&
+                refit_topology_hint(topo, ctx->cfg, NULL, lr ? atoi(lr) : 0, &hint, &n_hint) == 0) {
+                o.nic_hint = (const char *const *)hint;
+                o.n_nic_hint = n_hint;
+            }
+            refit_topology_destroy(topo);
+        }
         int rc = refit_tp_init(ctx->loader, ctx->cfg, &o, &ctx->tp);
+        free(hint);
         if (rc)
             return rc;
     }

@@ -39,6 +39,10 @@
  * waits until every WRITE to that peer completed before it sends, which
  * gives the ordering push mode relies on whatever msg_order the provider
  * offers. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -107,6 +111,7 @@ struct ofip_op {
     struct refit_tp_req *req; /* OP_RMA, OP_SEND */
     refit_tp_peer_t *peer;    /* OP_RMA writes, OP_SEND: per-peer accounting */
     void *buf;                /* OP_RECV buffer, OP_SEND copy */
+    struct ofip_op *next;     /* OP_CTRL: in tp->ctrl_ops until complete */
 };
 
 struct ofip_notice {
@@ -148,13 +153,14 @@ struct refit_tp {
     struct ofip_ack *acks;
     uint64_t revoke_seq;
     int in_ctrl;
+    size_t ctrl_inflight; /* control sends not yet completed */
+    struct ofip_op *ctrl_ops; /* ... and their operations (freed by fini if never completed) */
 
     pthread_mutex_t lock;
     pthread_t thread;
     int thread_on;
     volatile int stop;
     int64_t sleep_us;
-    int64_t ctrl_inflight; /* control messages sent, not yet completed */
 };
 
 struct refit_tp_region {
@@ -342,9 +348,15 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
     case OP_CTRL:
         if (err)
             H->log(0, OFIP, "control message not delivered: %s", why);
+        if (tp->ctrl_inflight)
+            tp->ctrl_inflight--;
+        for (struct ofip_op **po = &tp->ctrl_ops; *po; po = &(*po)->next)
+            if (*po == op) {
+                *po = op->next;
+                break;
+            }
         H->free(op->buf);
         H->free(op);
-        tp->ctrl_inflight--;
         return;
     case OP_RECV:
         if (err) {
@@ -455,17 +467,21 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
         memcpy(m + sizeof(h), tail, tail_len);
     op->kind = OP_CTRL;
     op->buf = m;
+    tp->ctrl_inflight++;
+    op->next = tp->ctrl_ops;
+    tp->ctrl_ops = op;
     int64_t deadline = now_ms() + tp->timeout_ms;
     ssize_t ret;
     while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
            now_ms() < deadline)
         cq_drain_once(tp);
     if (ret) {
+        tp->ctrl_inflight--;
+        tp->ctrl_ops = op->next;
         H->free(m);
         H->free(op);
         return REFIT_ECONN;
     }
-    tp->ctrl_inflight++;
     return 0;
 }
 
@@ -722,6 +738,27 @@ static int domain_matches(const char *dom, const struct refit_tp_init_args *a, c
     return 0;
 }
 
+/* Regions our shm endpoints left behind when their process was killed
+ * ("refit-<pid>-..." in /dev/shm with <pid> gone): unlinked, since nobody
+ * can attach to a dead process's endpoint. */
+static void shm_sweep(void)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "refit-", 6))
+            continue;
+        long pid = strtol(e->d_name + 6, &end, 10);
+        if (*end != '-' || pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+            if (*end == '-' && pid > 0 && unlinkat(dirfd(d), e->d_name, 0) == 0)
+                H->log(0, OFIP, "removed /dev/shm/%s of a process that is gone", e->d_name);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const struct opts *o)
 {
     /* auto: only a rank that has a GPU asks for FI_HMEM, which can send
@@ -773,6 +810,21 @@ static int choose_info(refit_tp_t *tp, const struct refit_tp_init_args *a, const
     fi_freeinfo(list);
     if (!tp->info)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    if (!strncmp(prov_of(tp), "shm", 3) && tp->info->addr_format == FI_ADDR_STR) {
+        shm_sweep();
+        /* shm names its region after the pid unless told otherwise; a
+         * killed process leaves its region behind, and with pids reused
+         * the next process of that pid cannot enable its endpoint (EBUSY).
+         * A name with the time in it does not collide. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        char name[96];
+        int n = snprintf(name, sizeof(name), "refit-%ld-%lx%09lx", (long)getpid(), (long)ts.tv_sec,
+                         (long)ts.tv_nsec);
+        free(tp->info->src_addr); /* fi_freeinfo frees it with free() */
+        tp->info->src_addr = strdup(name);
+        tp->info->src_addrlen = tp->info->src_addr ? (size_t)n + 1 : 0;
+    }
     tp->hmem = hmem;
     tp->write_flags = delivery ? FI_DELIVERY_COMPLETE : 0;
     tp->mr_mode = tp->info->domain_attr->mr_mode;
@@ -910,12 +962,10 @@ static void ofip_fini(refit_tp_t *tp)
         tp->stop = 1;
         pthread_join(tp->thread, NULL);
     }
-    /* Control messages still in flight (a peer's goodbye) own their
-     * buffers until they complete: give them a moment before the endpoint
-     * goes. */
-    for (int64_t until = now_ms() + 200; tp->cq && tp->ctrl_inflight > 0 && now_ms() < until;)
-        if (!cq_drain(tp))
-            sched_yield();
+    /* Let the last control messages (a bye) leave; their buffers are
+     * freed by their completions. */
+    if (tp->cq && tp->ctrl_inflight)
+        spin(tp, &tp->ctrl_inflight, NULL, 200);
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
@@ -943,6 +993,12 @@ static void ofip_fini(refit_tp_t *tp)
         struct ofip_notice *n = tp->nq_head;
         tp->nq_head = n->next;
         H->free(n);
+    }
+    while (tp->ctrl_ops) { /* to peers that vanished: never completed */
+        struct ofip_op *op = tp->ctrl_ops;
+        tp->ctrl_ops = op->next;
+        H->free(op->buf);
+        H->free(op);
     }
     while (tp->watchers) {
         struct ofip_watcher *w = tp->watchers;
@@ -1636,6 +1692,11 @@ static const struct refit_transport_ops ofip_ops = {
 static int ofip_load(const struct refit_host *host)
 {
     H = host;
+    /* libfabric initialises its providers once per process (constructors,
+     * fi_ini) and does not support being unloaded and loaded again: keep it
+     * resident when the loader closes this plugin. */
+    if (!dlopen("libfabric.so.1", RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+        H->log(0, OFIP, "libfabric.so.1 not pinned: %s", dlerror());
     return 0;
 }
 

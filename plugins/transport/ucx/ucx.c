@@ -36,6 +36,7 @@
  * posts fail with REFIT_ESTALE), fails its requests that use them, flushes
  * its endpoint (so none of its operations is still in flight) and only then
  * acknowledges. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -112,8 +113,10 @@ struct refit_tp {
     char desc[512]; /* describe(): what UCX was told to use */
     int in_ctrl;    /* ctrl_work() running: no re-entry */
     int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
+    size_t ctrl_inflight; /* control sends not yet completed */
 
     pthread_mutex_t lock;
+    int want_lock; /* callers waiting for the lock (the progress thread yields) */
     pthread_t thread;
     int thread_on;
     int efd;          /* the worker's event fd, -1: sleep-poll */
@@ -462,11 +465,18 @@ static void *progress_thread(void *arg)
     refit_tp_t *tp = arg;
     while (!tp->stop) {
         pthread_mutex_lock(&tp->lock);
-        unsigned n = progress_all(tp);
+        /* One round per hold while the caller waits for the lock: a
+         * dereg() must get in between the pieces of a large READ we serve,
+         * not after all of it. */
+        unsigned n = __atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED)
+                         ? ucp_worker_progress(tp->worker)
+                         : progress_all(tp);
         ucs_status_t st = UCS_ERR_BUSY;
         if (!n && tp->efd >= 0)
             st = ucp_worker_arm(tp->worker);
         pthread_mutex_unlock(&tp->lock);
+        if (__atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED))
+            sched_yield();
         if (n || (tp->efd >= 0 && st == UCS_ERR_BUSY))
             continue;
         struct pollfd pf[2] = {{tp->stop_pipe[0], POLLIN, 0}, {tp->efd, POLLIN, 0}};
@@ -659,6 +669,12 @@ static void ucxp_fini(refit_tp_t *tp)
     if (tp->stop_pipe[0] >= 0) {
         close(tp->stop_pipe[0]);
         close(tp->stop_pipe[1]);
+    }
+    /* Let the last control messages (a bye) leave: ctrl_done frees them. */
+    if (tp->worker && tp->ctrl_inflight) {
+        int64_t deadline = now_ms() + 200;
+        while (tp->ctrl_inflight && now_ms() < deadline)
+            ucp_worker_progress(tp->worker);
     }
     /* Outstanding requests fail; fini frees every request, so the
      * caller's handles are invalid afterwards. */
@@ -928,9 +944,13 @@ static ucs_status_t ep_open(refit_tp_t *tp, const void *addr, ucp_err_handler_cb
 
 /* Fire-and-forget control message; its buffer is copied by UCX before
  * the call returns or is owned by the request until completion. */
+/* user_data: the buffer, which starts with its transport. */
 static void ctrl_done(void *request, ucs_status_t us, void *user_data)
 {
     (void)us;
+    refit_tp_t *tp = *(refit_tp_t **)user_data;
+    if (tp->ctrl_inflight)
+        tp->ctrl_inflight--;
     H->free(user_data);
     ucp_request_free(request);
 }
@@ -939,9 +959,11 @@ static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uin
                      const void *tail, size_t tail_len)
 {
     size_t n = sizeof(struct ucxp_ctrl) + tail_len;
-    unsigned char *m = H->alloc(n);
-    if (!m)
+    unsigned char *buf = H->alloc(sizeof(tp) + n);
+    if (!buf)
         return REFIT_ENOMEM;
+    memcpy(buf, &tp, sizeof(tp));
+    unsigned char *m = buf + sizeof(tp);
     struct ucxp_ctrl c = {type, 0, tp->id, a, b};
     memcpy(m, &c, sizeof(c));
     if (tail_len)
@@ -950,12 +972,14 @@ static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uin
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                       UCP_OP_ATTR_FIELD_FLAGS;
     rp.cb.send = ctrl_done;
-    rp.user_data = m;
+    rp.user_data = buf;
     rp.flags = UCP_AM_SEND_FLAG_EAGER;
     ucs_status_ptr_t sp = ucp_am_send_nbx(ep, UCXP_AM_CTRL, NULL, 0, m, n, &rp);
-    if (UCS_PTR_IS_PTR(sp))
-        return 0; /* ctrl_done frees m */
-    H->free(m);
+    if (UCS_PTR_IS_PTR(sp)) {
+        tp->ctrl_inflight++;
+        return 0; /* ctrl_done frees buf */
+    }
+    H->free(buf);
     return UCS_PTR_IS_ERR(sp) ? REFIT_ECONN : 0;
 }
 
@@ -1495,9 +1519,16 @@ static int ucxp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
 /* ------------------------------------------------------------------ */
 /* Entry points: each holds the worker lock (the progress thread's). */
 
+static void tp_lock(refit_tp_t *tp)
+{
+    __atomic_add_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&tp->lock);
+    __atomic_sub_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
+}
+
 #define LOCKED(tp, call)                                                                     \
     do {                                                                                     \
-        pthread_mutex_lock(&(tp)->lock);                                                     \
+        tp_lock(tp);                                                                         \
         int rc_ = (call);                                                                    \
         pthread_mutex_unlock(&(tp)->lock);                                                   \
         return rc_;                                                                          \
@@ -1528,7 +1559,7 @@ static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_disconnect(tp, p);
     pthread_mutex_unlock(&tp->lock);
 }
@@ -1541,7 +1572,7 @@ static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_release_rkey(tp, k);
     pthread_mutex_unlock(&tp->lock);
 }
@@ -1558,7 +1589,7 @@ static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
 {
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->lock);
+    tp_lock(tp);
     ucxp_req_free(tp, r);
     pthread_mutex_unlock(&tp->lock);
 }
@@ -1602,6 +1633,14 @@ static const struct refit_transport_ops ucxp_ops = {
 static int ucxp_load(const struct refit_host *host)
 {
     H = host;
+    /* UCX must stay resident when the loader closes this plugin: libucm
+     * hooks the process's memory functions, and UCX's modules keep
+     * thread-local state that must not be unmapped under running threads
+     * (LeakSanitizer trips over exactly that). */
+    static const char *const libs[] = {"libucm.so.0", "libucs.so.0", "libuct.so.0", "libucp.so.0"};
+    for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++)
+        if (!dlopen(libs[i], RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE))
+            H->log(0, UCXP, "%s not pinned: %s", libs[i], dlerror());
     return 0;
 }
 
