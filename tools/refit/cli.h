@@ -3,6 +3,7 @@
 #ifndef REFIT_CLI_H
 #define REFIT_CLI_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "refit/config.h"
@@ -46,6 +47,9 @@ int cmd_bench(int argc, char **argv);
  * argv[0] = what. */
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
+/* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
+ * were given (else a default size for the GPU). */
+int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 
