@@ -43,22 +43,18 @@ constexpr uint32_t kMaxSeq = 1u << 22;
 
 enum { kRuleDiv = 0, kRuleMul = 1 };
 
-/* Hardware e4m3 conversion where the GPU has it (see e4m3x2), and the
- * trainer rule's division by multiply and correction for bf16 input (see
- * scale1); 0 falls back to the integer cast and IEEE division. */
+/* Hardware e4m3 conversion where the GPU has it (see e4m3x2); 0 uses the
+ * integer cast everywhere (for comparison: docs/cuda.md). */
 #ifndef RF_FP8_CUDA_HWCVT
 #define RF_FP8_CUDA_HWCVT 1
-#endif
-#ifndef RF_FP8_CUDA_FASTDIV
-#define RF_FP8_CUDA_FASTDIV 1
 #endif
 
 /* CTAs per SM the bf16 kernels are register-capped for (see the kernel). */
 #ifndef RF_FP8_CUDA_MINB
 #define RF_FP8_CUDA_MINB 4
 #endif
-/* The trainer rule's IEEE division needs more registers than 64 (it
- * spills there): 3 CTAs per SM, 80 registers. */
+/* The trainer rule's IEEE division (an inline fast path plus a slow-path
+ * subroutine) spills at 64 registers: 3 CTAs per SM, 80 registers. */
 #ifndef RF_FP8_CUDA_MINB_DIV
 #define RF_FP8_CUDA_MINB_DIV 3
 #endif
@@ -103,33 +99,17 @@ __device__ __forceinline__ uint32_t e4m3x2(float v0, float v1)
 #endif
 }
 
-/* How a block's values are scaled before the cast. */
-enum { kMul = 0, kDivExact = 1, kDivFast = 2 };
-
-/* x * (1/s), or x / s clamped to +-448.  kDivFast computes the correctly
- * rounded quotient with a multiply and two FMAs (Markstein's correction:
- * with inv = RN(1/s) and q = RN(x * inv) within an ulp of x/s, the residual
- * x - q*s is exact and RN(q + r * inv) is RN(x/s)), valid while the
- * residual stays a normal number: s >= 2^-90 (the caller checks) and
- * |x/s| >= 2^-11; below that both round to e4m3 zero, and the sign is
- * taken from x (the correction can turn -0 into +0).  Checked on the CPU
- * for every bf16 x against every bf16 amax at three floors: same codes,
- * same quotient bits wherever |x/s| >= 2^-11 (docs/cuda.md). */
-template <int MODE>
+/* x * (1/s) (deepgemm), or x / s clamped to +-448 (trainer): one IEEE
+ * operation each, rounded to nearest even as on the CPU. */
+template <int RULE>
 __device__ __forceinline__ float scale1(uint32_t bits, float s, float inv)
 {
-    float x = __uint_as_float(bits), y;
-    if (MODE == kMul)
+    float x = __uint_as_float(bits);
+    if (RULE == kRuleMul)
         return __fmul_rn(x, inv);
-    if (MODE == kDivFast) {
-        float q = __fmul_rn(x, inv);
-        float r = __fmaf_rn(-q, s, x);
-        y = copysignf(__fmaf_rn(r, inv, q), x);
-    } else {
-        y = __fdiv_rn(x, s);
-    }
+    float y = __fdiv_rn(x, s);
 #if !RF_FP8_CUDA_HW_E4M3
-    /* (the saturating cvt above clamps by itself) */
+    /* (the saturating cvt of e4m3x2 clamps by itself) */
     y = y < -kE4m3Max ? -kE4m3Max : (y > kE4m3Max ? kE4m3Max : y);
 #endif
     return y;
@@ -219,7 +199,7 @@ __device__ __noinline__ void report_nonfinite(const void *src, size_t stride, si
 }
 
 /* Scale, cast and store the items a thread loaded: 8 bytes a store. */
-template <bool BF16, int MODE>
+template <bool BF16, int RULE>
 __device__ __forceinline__ void quant_store(const launch_args &a,
                                             const uint32_t (&x)[kItems][item_words<BF16>::n],
                                             float s, float inv, size_t r0, size_t c0, int nr,
@@ -237,8 +217,8 @@ __device__ __forceinline__ void quant_store(const launch_args &a,
         uint32_t h[kVec / 2];
 #pragma unroll
         for (int k = 0; k < kVec; k += 2)
-            h[k / 2] = e4m3x2(scale1<MODE>(elem<BF16>(x[i], k), s, inv),
-                              scale1<MODE>(elem<BF16>(x[i], k + 1), s, inv));
+            h[k / 2] = e4m3x2(scale1<RULE>(elem<BF16>(x[i], k), s, inv),
+                              scale1<RULE>(elem<BF16>(x[i], k + 1), s, inv));
         uint8_t *d = dp + i * dstep;
         if (full || (a.vec_out && nc - tc >= kVec)) {
             *(uint2 *)d = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
@@ -326,12 +306,7 @@ __global__ void __launch_bounds__(kThreads, BF16 ? (RULE == kRuleDiv ? RF_FP8_CU
     if (t == 0)
         a.scales[(size_t)br * a.ncb + bc] = s;
 
-    if (RULE == kRuleMul)
-        quant_store<BF16, kMul>(a, x, s, inv, r0, c0, nr, nc, full);
-    else if (BF16 && RF_FP8_CUDA_FASTDIV && s >= 0x1p-90f)
-        quant_store<BF16, kDivFast>(a, x, s, __fdiv_rn(1.0f, s), r0, c0, nr, nc, full);
-    else
-        quant_store<BF16, kDivExact>(a, x, s, inv, r0, c0, nr, nc, full);
+    quant_store<BF16, RULE>(a, x, s, inv, r0, c0, nr, nc, full);
 }
 
 int cuda_fail(cudaError_t e, const char *what)
