@@ -370,7 +370,7 @@ START_TEST(api_without_device)
      * entry point says ENOTSUP instead of crashing. */
     if (refit_cuda_built())
         return;
-    struct refit_fp8_cuda *q = (struct refit_fp8_cuda *)1;
+    struct refit_fp8_cuda *q = NULL;
     ck_assert_int_eq(refit_cuda_device_count(), 0);
     ck_assert_int_eq(refit_fp8_cuda_create(NULL, &q), REFIT_ENOTSUP);
     ck_assert_ptr_null(q);

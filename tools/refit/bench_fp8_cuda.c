@@ -129,17 +129,170 @@ static void fill(uint16_t *x, size_t n, uint64_t s)
     }
 }
 
+#define MAXBUF 16
+
+/* Everything one run holds; zeroed, then freed by gb_free() in any state. */
+struct gpu_bench {
+    size_t rows, cols, n, ns, nbuf, iters;
+    void *src[MAXBUF], *dst[MAXBUF], *cpy;
+    float *sc[MAXBUF];
+    uint16_t *h;
+    uint8_t *want, *got;
+    float *ws, *gs;
+    double *t;
+    cudaStream_t st;
+    cudaEvent_t ev[2];
+    struct refit_fp8_cuda *q;
+    char gpu[256];
+};
+
+static int cu_fail(cudaError_t e, const char *what)
+{
+    fprintf(stderr, "refit bench fp8: %s: %s\n", what, cudaGetErrorString(e));
+    return 1;
+}
+
 #define CU(call)                                                                             \
     do {                                                                                     \
         cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "refit bench fp8: %s: %s\n", #call, cudaGetErrorString(e_));     \
-            rc = 1;                                                                          \
-            goto out;                                                                        \
-        }                                                                                    \
+        if (e_ != cudaSuccess)                                                               \
+            return cu_fail(e_, #call);                                                       \
     } while (0)
 
-#define MAXBUF 16
+static void gb_free(struct gpu_bench *g)
+{
+    refit_fp8_cuda_destroy(g->q);
+    for (size_t b = 0; b < MAXBUF; b++) {
+        cudaFree(g->src[b]);
+        cudaFree(g->dst[b]);
+        cudaFree(g->sc[b]);
+    }
+    cudaFree(g->cpy);
+    for (int i = 0; i < 2; i++)
+        if (g->ev[i])
+            cudaEventDestroy(g->ev[i]);
+    if (g->st)
+        cudaStreamDestroy(g->st);
+    free(g->h);
+    free(g->want);
+    free(g->got);
+    free(g->ws);
+    free(g->gs);
+    free(g->t);
+}
+
+/* Host and device buffers, stream, events, quantizer; inputs filled. */
+static int gb_setup(struct gpu_bench *g)
+{
+    struct cudaDeviceProp prop;
+    int l2 = 0;
+    CU(cudaGetDeviceProperties(&prop, 0));
+    CU(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+    snprintf(g->gpu, sizeof(g->gpu), "%s", prop.name);
+    /* Rotate among enough inputs that each pass reads from HBM, not L2. */
+    g->nbuf = (4 * (size_t)l2) / (g->n * 2) + 1;
+    g->nbuf = g->nbuf > MAXBUF ? MAXBUF : g->nbuf;
+    g->h = malloc(g->n * 2);
+    g->want = malloc(g->n);
+    g->got = malloc(g->n);
+    g->ws = malloc(g->ns * 4);
+    g->gs = malloc(g->ns * 4);
+    g->t = calloc(g->iters, sizeof(double));
+    if (!g->h || !g->want || !g->got || !g->ws || !g->gs || !g->t) {
+        fprintf(stderr, "refit bench fp8: out of memory for %zu x %zu\n", g->rows, g->cols);
+        return 1;
+    }
+    CU(cudaStreamCreate(&g->st));
+    CU(cudaEventCreate(&g->ev[0]));
+    CU(cudaEventCreate(&g->ev[1]));
+    for (size_t b = 0; b < g->nbuf; b++) {
+        fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
+        CU(cudaMalloc(&g->src[b], g->n * 2));
+        CU(cudaMalloc(&g->dst[b], g->n));
+        CU(cudaMalloc((void **)&g->sc[b], g->ns * 4));
+        CU(cudaMemcpy(g->src[b], g->h, g->n * 2, cudaMemcpyHostToDevice));
+    }
+    CU(cudaMalloc(&g->cpy, g->n * 2));
+    int rc = refit_fp8_cuda_create(g->st, &g->q);
+    return rc ? cli_fail("bench fp8", rc) : 0;
+}
+
+/* Median seconds per pass of variant v (0: device copy of the same bytes;
+ * 1, 2: trainer, deepgemm).  Each sample is one pass over every buffer,
+ * back to back, so that the host's enqueue overlaps the device's work;
+ * 3 warm-up samples first. */
+static int gb_time(struct gpu_bench *g, int v, double *med)
+{
+    struct refit_fp8_params p = {v == 2 ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER, 0, 0};
+    for (size_t it = 0; it < g->iters + 3; it++) {
+        CU(cudaEventRecord(g->ev[0], g->st));
+        for (size_t b = 0; b < g->nbuf; b++) {
+            int rc;
+            if (v == 0)
+                CU(cudaMemcpyAsync(g->cpy, g->src[b], g->n * 2, cudaMemcpyDeviceToDevice, g->st));
+            else if ((rc = refit_fp8_cuda_quantize_bf16(g->q, g->src[b], g->rows, g->cols,
+                                                         g->cols, g->dst[b], g->sc[b], &p)))
+                return cli_fail("bench fp8", rc);
+        }
+        CU(cudaEventRecord(g->ev[1], g->st));
+        CU(cudaEventSynchronize(g->ev[1]));
+        float ms;
+        CU(cudaEventElapsedTime(&ms, g->ev[0], g->ev[1]));
+        if (it >= 3)
+            g->t[it - 3] = ms / 1e3 / (double)g->nbuf;
+    }
+    int rc = v ? refit_fp8_cuda_sync(g->q) : 0;
+    if (rc)
+        return cli_fail("bench fp8", rc);
+    qsort(g->t, g->iters, sizeof(double), cmp_double);
+    *med = g->t[g->iters / 2];
+    return 0;
+}
+
+/* The last buffer's output of rule v against the CPU path, byte for byte. */
+static int gb_check(struct gpu_bench *g, int v)
+{
+    struct refit_fp8_params p = {v == 2 ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER, 0, 0};
+    const size_t b = g->nbuf - 1;
+    fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
+    int rc = refit_fp8_quantize_bf16(g->h, g->rows, g->cols, g->cols, g->want, g->ws, &p);
+    if (rc)
+        return cli_fail("bench fp8", rc);
+    CU(cudaMemcpy(g->got, g->dst[b], g->n, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(g->gs, g->sc[b], g->ns * 4, cudaMemcpyDeviceToHost));
+    if (memcmp(g->got, g->want, g->n) || memcmp(g->gs, g->ws, g->ns * 4)) {
+        fprintf(stderr, "refit bench fp8: the %s rule's GPU output differs from the CPU path\n",
+                v == 1 ? "trainer" : "deepgemm");
+        return 1;
+    }
+    return 0;
+}
+
+/* med: copy, trainer, deepgemm; tt: torch trainer, deepgemm (< 0: none). */
+static void gb_print(const struct gpu_bench *g, const double med[3], const double tt[2])
+{
+    const double gb = g->n * 2 / 1e9;
+    /* The quantizer moves 1.5 bytes per input byte (read bf16, write e4m3),
+     * the copy 2: the copy's traffic rate bounds the quantizer at 2/1.5
+     * times the copy's input rate. */
+    const double bound = gb / med[0] * 2 / 1.5;
+    printf("  %-9s %-10s %9s %9s %9s\n", "rule", "path", "GB/s", "x torch", "of bound");
+    printf("  %-9s %-10s %9.1f %9s %8.0f%%   (%.0f GB/s read+write; bound %.0f GB/s of input)\n",
+           "-", "d2d copy", gb / med[0], "-", 100 * gb / med[0] / bound, 2 * gb / med[0], bound);
+    for (int r = 0; r < 2; r++) {
+        const char *name = r ? "deepgemm" : "trainer";
+        double x = gb / med[1 + r];
+        if (tt[r] > 0) {
+            printf("  %-9s %-10s %9.1f %9.2f %8.0f%%\n", name, "refit", x, tt[r] / med[1 + r],
+                   100 * x / bound);
+            printf("  %-9s %-10s %9.1f %9.2f %8.0f%%\n", name, "torch", gb / tt[r], 1.0,
+                   100 * gb / tt[r] / bound);
+        } else {
+            printf("  %-9s %-10s %9.1f %9s %8.0f%%\n", name, "refit", x, "-", 100 * x / bound);
+        }
+    }
+    printf("  (refit's bytes and scales equal the CPU path's for both rules)\n");
+}
 
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized)
 {
@@ -149,143 +302,22 @@ int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized)
     }
     if (!sized)
         rows = cols = 8192; /* 134 MB of bf16: well past the L2 cache */
-    const size_t n = rows * cols, ns = ((rows + 127) / 128) * ((cols + 127) / 128);
-    int rc = 0, l2 = 0;
-    struct cudaDeviceProp prop;
-    void *src[MAXBUF] = {0}, *dst[MAXBUF] = {0}, *cpy = NULL;
-    float *sc[MAXBUF] = {0};
-    uint16_t *h = NULL;
-    uint8_t *want = NULL, *got = NULL;
-    float *ws = NULL, *gs = NULL;
-    double *t = NULL;
-    cudaStream_t st = NULL;
-    cudaEvent_t ev[2] = {NULL, NULL};
-    struct refit_fp8_cuda *q = NULL;
-    CU(cudaGetDeviceProperties(&prop, 0));
-    CU(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
-    /* Rotate among enough inputs that each pass reads from HBM, not L2. */
-    size_t nbuf = (4 * (size_t)l2) / (n * 2) + 1;
-    nbuf = nbuf > MAXBUF ? MAXBUF : nbuf;
-    h = malloc(n * 2);
-    want = malloc(n);
-    got = malloc(n);
-    ws = malloc(ns * 4);
-    gs = malloc(ns * 4);
-    t = calloc(iters, sizeof(double));
-    if (!h || !want || !got || !ws || !gs || !t) {
-        fprintf(stderr, "refit bench fp8: out of memory for %zu x %zu\n", rows, cols);
-        rc = 1;
-        goto out;
+    struct gpu_bench g = {.rows = rows, .cols = cols, .n = rows * cols, .iters = iters,
+                          .ns = ((rows + 127) / 128) * ((cols + 127) / 128)};
+    double med[3], tt[2];
+    int rc = gb_setup(&g);
+    if (!rc)
+        printf("refit bench fp8 --device cuda: %zu x %zu bf16 (%.1f MB), %s, %zu input buffers "
+               "rotated, median of %zu, GB/s of bf16 input\n", rows, cols, g.n * 2 / 1e6, g.gpu,
+               g.nbuf, iters);
+    for (int v = 0; v < 3 && !rc; v++)
+        if (!(rc = gb_time(&g, v, &med[v])) && v)
+            rc = gb_check(&g, v);
+    if (!rc) {
+        torch_times(rows, cols, iters, g.nbuf, tt);
+        gb_print(&g, med, tt);
     }
-    CU(cudaStreamCreate(&st));
-    CU(cudaEventCreate(&ev[0]));
-    CU(cudaEventCreate(&ev[1]));
-    for (size_t b = 0; b < nbuf; b++) {
-        fill(h, n, 0x9e3779b97f4a7c15ull + b);
-        CU(cudaMalloc(&src[b], n * 2));
-        CU(cudaMalloc(&dst[b], n));
-        CU(cudaMalloc((void **)&sc[b], ns * 4));
-        CU(cudaMemcpy(src[b], h, n * 2, cudaMemcpyHostToDevice));
-    }
-    CU(cudaMalloc(&cpy, n * 2));
-    if ((rc = refit_fp8_cuda_create(st, &q))) {
-        rc = cli_fail("bench fp8", rc);
-        goto out;
-    }
-    printf("refit bench fp8 --device cuda: %zu x %zu bf16 (%.1f MB), %s, %zu input buffers "
-           "rotated, median of %zu, GB/s of bf16 input\n", rows, cols, n * 2 / 1e6, prop.name,
-           nbuf, iters);
-    /* variant 0: device copy of the same bytes; 1, 2: the two rules */
-    double med[3];
-    for (int v = 0; v < 3; v++) {
-        struct refit_fp8_params p = {v == 2 ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER, 0, 0};
-        /* Each sample: one pass over every buffer, back to back, so that
-         * the host's enqueue overlaps the device's work; 3 warm-up samples. */
-        for (size_t it = 0; it < iters + 3; it++) {
-            CU(cudaEventRecord(ev[0], st));
-            for (size_t b = 0; b < nbuf; b++) {
-                if (v == 0)
-                    CU(cudaMemcpyAsync(cpy, src[b], n * 2, cudaMemcpyDeviceToDevice, st));
-                else if ((rc = refit_fp8_cuda_quantize_bf16(q, src[b], rows, cols, cols, dst[b],
-                                                             sc[b], &p))) {
-                    rc = cli_fail("bench fp8", rc);
-                    goto out;
-                }
-            }
-            CU(cudaEventRecord(ev[1], st));
-            CU(cudaEventSynchronize(ev[1]));
-            float ms;
-            CU(cudaEventElapsedTime(&ms, ev[0], ev[1]));
-            if (it >= 3)
-                t[it - 3] = ms / 1e3 / (double)nbuf;
-        }
-        if (v && (rc = refit_fp8_cuda_sync(q))) {
-            rc = cli_fail("bench fp8", rc);
-            goto out;
-        }
-        qsort(t, iters, sizeof(double), cmp_double);
-        med[v] = t[iters / 2];
-        if (v) {
-            /* the bytes of one buffer against the CPU path */
-            size_t b = nbuf - 1;
-            fill(h, n, 0x9e3779b97f4a7c15ull + b);
-            if ((rc = refit_fp8_quantize_bf16(h, rows, cols, cols, want, ws, &p))) {
-                rc = cli_fail("bench fp8", rc);
-                goto out;
-            }
-            CU(cudaMemcpy(got, dst[b], n, cudaMemcpyDeviceToHost));
-            CU(cudaMemcpy(gs, sc[b], ns * 4, cudaMemcpyDeviceToHost));
-            if (memcmp(got, want, n) || memcmp(gs, ws, ns * 4)) {
-                fprintf(stderr, "refit bench fp8: the %s rule's GPU output differs from the CPU "
-                                "path\n", v == 1 ? "trainer" : "deepgemm");
-                rc = 1;
-                goto out;
-            }
-        }
-    }
-    double tt[2];
-    torch_times(rows, cols, iters, nbuf, tt);
-    const double gb = n * 2 / 1e9;
-    /* The quantizer moves 1.5 bytes per input byte (read bf16, write e4m3);
-     * the copy 2: the copy's traffic rate bounds the quantizer at 2/1.5
-     * times the copy's input rate. */
-    const double bound = gb / med[0] * 2 / 1.5;
-    printf("  %-9s %-10s %9s %9s %9s\n", "rule", "path", "GB/s", "x torch", "of bound");
-    printf("  %-9s %-10s %9.1f %9s %8.0f%%   (%.0f GB/s read+write; bound %.0f GB/s of input)\n",
-           "-", "d2d copy", gb / med[0], "-", 100 * gb / med[0] / bound, 2 * gb / med[0], bound);
-    for (int r = 0; r < 2; r++) {
-        const char *name = r ? "deepgemm" : "trainer";
-        double g = gb / med[1 + r];
-        if (tt[r] > 0) {
-            printf("  %-9s %-10s %9.1f %9.2f %8.0f%%\n", name, "refit", g, tt[r] / med[1 + r],
-                   100 * g / bound);
-            printf("  %-9s %-10s %9.1f %9.2f %8.0f%%\n", name, "torch", gb / tt[r], 1.0,
-                   100 * gb / tt[r] / bound);
-        } else {
-            printf("  %-9s %-10s %9.1f %9s %8.0f%%\n", name, "refit", g, "-", 100 * g / bound);
-        }
-    }
-    printf("  (refit's bytes and scales equal the CPU path's for both rules)\n");
-out:
-    refit_fp8_cuda_destroy(q);
-    for (size_t b = 0; b < MAXBUF; b++) {
-        cudaFree(src[b]);
-        cudaFree(dst[b]);
-        cudaFree(sc[b]);
-    }
-    cudaFree(cpy);
-    if (ev[0])
-        cudaEventDestroy(ev[0]);
-    if (ev[1])
-        cudaEventDestroy(ev[1]);
-    if (st)
-        cudaStreamDestroy(st);
-    free(h);
-    free(want);
-    free(got);
-    free(ws);
-    free(gs);
-    free(t);
+    gb_free(&g);
     return rc;
 }
 #endif

@@ -30,7 +30,8 @@ int refit_cuda_built(void);
 struct refit_fp8_cuda;
 
 /* Bind a quantizer to `stream` on the current device (the caller selects it
- * with cudaSetDevice).  The stream must outlive the quantizer. */
+ * with cudaSetDevice).  The stream must outlive the quantizer.  *out is set
+ * only on success; the caller frees it with refit_fp8_cuda_destroy(). */
 int refit_fp8_cuda_create(void *stream, struct refit_fp8_cuda **out);
 /* Waits for the stream first; NULL is ignored. */
 void refit_fp8_cuda_destroy(struct refit_fp8_cuda *q);

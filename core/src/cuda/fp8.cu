@@ -359,7 +359,6 @@ extern "C" int refit_fp8_cuda_create(void *stream, struct refit_fp8_cuda **out)
 {
     if (!out)
         return refit_error_set(REFIT_EINVAL, "fp8 cuda: NULL out");
-    *out = NULL;
     struct refit_fp8_cuda *q = (struct refit_fp8_cuda *)calloc(1, sizeof(*q));
     if (!q)
         return refit_error_set(REFIT_ENOMEM, "fp8 cuda: quantizer");
