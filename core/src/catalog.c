@@ -851,21 +851,31 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = "(key)";
         if ((rc = rd_str(&d, &k, &kl, 64)))
             break;
-        if (key_is(k, kl, "schema")) {
+        int is_schema = key_is(k, kl, "schema"), is_regions = key_is(k, kl, "regions"),
+            is_tensors = key_is(k, kl, "tensors");
+        if ((is_schema && have_schema) || (is_regions && have_regions) || (is_tensors && have_tensors)) {
+            d.field = is_schema ? "schema" : is_regions ? "regions" : "tensors";
+            rc = dec_fail(&d, "appears twice");
+        } else if (is_schema) {
             d.field = "schema";
             rc = rd_u32(&d, &c->schema, UINT32_MAX);
             if (!rc && c->schema != REFIT_CATALOG_SCHEMA)
                 rc = dec_fail(&d, "schema %u, this build reads %d", c->schema, REFIT_CATALOG_SCHEMA);
             have_schema = 1;
-        } else if (key_is(k, kl, "regions") && !have_regions) {
+        } else if (is_regions) {
             d.field = "regions";
             rc = rd_regions(&d, c);
             have_regions = 1;
-        } else if (key_is(k, kl, "tensors") && !have_tensors) {
-            /* Tensors refer to regions: read them once both are known. */
-            tensors_at = d.p;
+        } else if (is_tensors) {
+            /* Tensors refer to regions: read them now when the regions came
+             * first (as our encoder writes them), else skip and come back. */
             d.field = "tensors";
-            rc = rd_skip(&d, 0);
+            if (have_regions) {
+                rc = rd_tensors(&d, c);
+            } else {
+                tensors_at = d.p;
+                rc = rd_skip(&d, 0);
+            }
             have_tensors = 1;
         } else {
             d.field = "(unknown)";
@@ -880,7 +890,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = "(end)";
         rc = dec_fail(&d, "%zu bytes after the catalog", left(&d));
     }
-    if (!rc) {
+    if (!rc && tensors_at) {
         struct dec t = d;
         t.p = tensors_at;
         t.field = "tensors";
@@ -900,17 +910,25 @@ int refit_catalog_publish(refit_store_t *s, const void *enc, size_t len, struct 
     refit_hash128_of(enc, len, &h);
     char key[REFIT_STORE_MAX_KEY + 1];
     refit_key_catalog(key, &h);
+    if (hash)
+        *hash = h;
+    if (sent)
+        *sent = false;
+    /* Published through this handle before: nothing to send (and a store
+     * restart is covered, the catalog being live). */
+    if (refit_store_is_live(s, key))
+        return 0;
     int rc = refit_store_cas(s, key, NULL, 0, enc, len);
     if (rc == REFIT_ECONFLICT) { /* already there: content-addressed, so identical */
         refit_error_clear();
         rc = 0;
-        if (sent)
-            *sent = false;
     } else if (!rc && sent) {
         *sent = true;
     }
-    if (!rc && hash)
-        *hash = h;
+    /* Live: after a Redis restart it is written again with the records
+     * that refer to it. */
+    if (!rc)
+        rc = refit_store_remember(s, key, enc, len, 0);
     return rc ? refit_error_push(rc, "publish catalog %s", key) : 0;
 }
 
@@ -1352,7 +1370,7 @@ int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_
             break;
         if (key_is(k, kl, "time")) {
             d.field = "time";
-            rc = rd_u64(&d, time_ms);
+            rc = have_time ? dec_fail(&d, "appears twice") : rd_u64(&d, time_ms);
             have_time = 1;
         } else {
             d.field = "(other)";
@@ -1482,8 +1500,12 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
             d.field = "time";
             rc = rd_u64(&d, &a.time_ms);
             seen |= 8;
+        } else if (key_is(k, kl, "schema") || key_is(k, kl, "version") || key_is(k, kl, "receiver") ||
+                   key_is(k, kl, "time")) {
+            d.field = "(repeated)";
+            rc = dec_fail(&d, "'%.*s' appears twice", (int)kl, (const char *)k);
         } else {
-            d.field = "(unknown or repeated)";
+            d.field = "(unknown)";
             rc = rd_skip(&d, 0);
         }
     }
@@ -1518,7 +1540,9 @@ int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver)
     size_t len;
     if ((rc = refit_ack_encode(&a, &enc, &len)))
         return rc;
-    rc = refit_store_put(s, key, enc, len);
+    /* Live, so a store restart before the publisher saw it does not lose it
+     * (the receiver forgets its previous version's ack). */
+    rc = refit_store_put_live(s, key, enc, len, 0);
     free(enc);
     return rc;
 }

@@ -212,7 +212,7 @@ void refit_hf_view_close(refit_hf_view_t *v)
 /* The canonical spelling of a trainer name: no `module.` prefixes, and
  * SequentialMLP's mlp.experts.local_experts.<k>.linear_fcN.weight as
  * TEGroupedMLP's mlp.experts.linear_fcN.weight<k>. */
-static char *megatron_canonical(const char *name)
+char *refit_megatron_canonical(const char *name)
 {
     while (!strncmp(name, "module.", 7))
         name += 7;
@@ -371,7 +371,7 @@ static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *
         refit_error_push(rc, "%s", path);
     for (size_t i = 0; !rc && i < nf; i++) {
         names[i].t = refit_st_at(f, i);
-        names[i].name = megatron_canonical(names[i].t->name);
+        names[i].name = refit_megatron_canonical(names[i].t->name);
         if (!names[i].name)
             rc = REFIT_ENOMEM;
         else if (!refit_layout_find(lay, names[i].name))

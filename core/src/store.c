@@ -289,6 +289,14 @@ int refit_store_remember(refit_store_t *s, const char *key, const void *val, siz
     return 0;
 }
 
+bool refit_store_is_live(const refit_store_t *s, const char *key)
+{
+    for (size_t i = 0; i < s->n_live; i++)
+        if (!strcmp(s->live[i].key, key))
+            return true;
+    return false;
+}
+
 void refit_store_forget(refit_store_t *s, const char *key)
 {
     for (size_t i = 0; i < s->n_live; i++)

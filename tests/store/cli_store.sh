@@ -31,4 +31,18 @@ grep -q "sources/bad" "$dir/err.out"
 
 "$refit" store gc --dry-run $common | grep -q "unreferenced catalog"
 "$refit" store watch versions/ --timeout 200 $common 2> /dev/null
+
+# watch sees a key another process creates (here: a file written the way the
+# file store writes it), then stops after one change.
+"$refit" store watch sources/ --count 1 --timeout 60000 $common > "$dir/watch.out" 2> "$dir/watch.err" &
+watcher=$!
+# It says "watching" once its first snapshot is taken.
+n=0
+until grep -q watching "$dir/watch.err" 2> /dev/null; do
+    n=$((n + 1)); test $n -lt 600 || exit 1; sleep 0.1
+done
+printf 'RFS1\0\0\0\0\0\0\0\0\0\0\0\0x' > "$dir/refit/bench/sources/.tmp-new"
+mv "$dir/refit/bench/sources/.tmp-new" "$dir/refit/bench/sources/new="
+wait $watcher
+grep -q "+ sources/new" "$dir/watch.out"
 echo ok

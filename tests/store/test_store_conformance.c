@@ -383,6 +383,9 @@ START_TEST(poll_changes)
     ck_assert_uint_ne(c0, 0);
     ck_assert_int_eq(refit_store_poll(f.s, "w/", c0, &c1, 50), REFIT_ETIMEDOUT);
     ck_assert_uint_eq(c1, c0);
+    /* Writes elsewhere (heartbeats) do not wake a watcher of "w/". */
+    OK(refit_store_put_ttl(f.s, "hb/x", "1", 1, 60000));
+    ck_assert_int_eq(refit_store_poll(f.s, "w/", c0, &c1, 50), REFIT_ETIMEDOUT);
     pid_t kid = fork();
     if (kid == 0) {
         struct fx_store c;
@@ -457,6 +460,23 @@ START_TEST(restart_between_ops)
     if (restarted)
         expect_absent(f.s, "plain"); /* no persistence: only live records come back */
     OK(refit_store_put_live(f.s, "sources/tp0", "record-v2", 9, 0));
+    /* A published catalog survives a restart too (it is live), and
+     * publishing it again sends nothing. */
+    static const unsigned char cat[] = {0x83, 0xa6, 's', 'c', 'h', 'e', 'm', 'a', 0x01, 0xa7, 'r', 'e', 'g', 'i',
+                                        'o', 'n', 's', 0x90, 0xa7, 't', 'e', 'n', 's', 'o', 'r', 's', 0x90};
+    struct refit_hash128 h;
+    bool sent;
+    OK(refit_catalog_publish(f.s, cat, sizeof(cat), &h, &sent));
+    ck_assert(sent);
+    fx_restart();
+    refit_catalog_t *c = NULL;
+    OK(refit_catalog_fetch(f.s, &h, &c));
+    ck_assert_uint_eq(c->n_tensors, 0);
+    refit_catalog_destroy(c);
+    uint64_t rt = refit_store_round_trips(f.s);
+    OK(refit_catalog_publish(f.s, cat, sizeof(cat), &h, &sent));
+    ck_assert(!sent);
+    ck_assert_uint_eq(refit_store_round_trips(f.s), rt);
     /* Restart while idle, then a bulk write, a cas and a listing. */
     restarted = fx_restart();
     struct refit_store_put_item it[2] = {{"x/1", "1", 1, 0}, {"x/2", "2", 1, 0}};

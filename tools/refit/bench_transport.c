@@ -445,6 +445,8 @@ static int baseline_iperf3(struct cli_common *cc, const struct bt_opts *o, const
  * the same UCX_TLS and size; ofi: ucx on the same medium via bt_measure). */
 static const struct bt_baseline baselines[] = {
     {"tcp", "iperf3 over loopback", baseline_iperf3},
+    {"ucx", "ucx_perftest ucp_get / ucp_put_bw, same UCX settings and size", bt_baseline_ucx},
+    {"ofi", "the ucx plugin on the same medium", bt_baseline_ofi},
 };
 
 /* ---- command ---- */

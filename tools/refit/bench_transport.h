@@ -62,4 +62,10 @@ struct bt_baseline {
     bt_baseline_fn fn;
 };
 
+/* Baselines of the fabric plugins (bench_fabric.c). */
+int bt_baseline_ucx(struct cli_common *cc, const struct bt_opts *o, const struct bt_result *ours,
+                    struct bt_session *s);
+int bt_baseline_ofi(struct cli_common *cc, const struct bt_opts *o, const struct bt_result *ours,
+                    struct bt_session *s);
+
 #endif

@@ -28,6 +28,8 @@ int cli_compact(int argc, char **argv);
 
 /* Parse an integer option value in [lo, hi]; an error names the option. */
 int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
+/* "tp=2,ep=4" (either part optional) into *tp and *ep. */
+int cli_layout(const char *opt, const char *v, int *tp, int *ep);
 /* --log LEVEL */
 int cli_log_level(const char *v);
 /* Monotonic seconds. */
@@ -41,12 +43,15 @@ int cmd_config(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_store(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
+int bench_cycle(int argc, char **argv);
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
+int bench_plan(int argc, char **argv);
 /* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
  * were given (else a default size for the GPU). */
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);

@@ -8,6 +8,7 @@
  * byte for byte against an offline conversion of the same weights, and
  * prints the per-cycle table.  Exit status 1 on any mismatch or failure. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "demo.h"
 #include "refit/convert.h"
 #include "refit/safetensors.h"
 #include "refit/standin.h"
@@ -25,33 +27,79 @@
 
 extern char **environ;
 
-struct demo {
-    const char *model, *hf, *config, *transport, *store, *mode, *fp8, *keep;
-    int src_tp, src_ep, dst_tp, engines, cycles, layers, vocab;
-    char dir[512];
-    char ckpt[600];
-    char self[4096];
-    pid_t redis;
-};
 
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: refit demo [--model qwen3|qwen3_moe|glm] [--src-tp N] [--src-ep M] [--dst-tp N]\n"
+            "usage: refit demo [--model qwen3|qwen3_moe|glm] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
+            "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
             "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
             "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
             "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE- and GLM-4.5-shaped ones otherwise\n"
-            "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n");
+            "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
+            "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n");
     return f == stdout ? 0 : 2;
 }
 
 /* ------------------------------------------------------------------ */
 /* The synthetic checkpoint */
+
+struct json_acc {
+    char *buf;
+    size_t n, len;
+    int first;
+    int skip_layers, skip_vocab; /* replaced by --layers / --vocab */
+};
+
+static int json_add(void *arg, const char *k, const char *v)
+{
+    struct json_acc *a = arg;
+    if ((a->skip_layers && !strcmp(k, "num_hidden_layers")) || (a->skip_vocab && !strcmp(k, "vocab_size")))
+        return 0;
+    char *end;
+    int num = *v && (strtod(v, &end), *end == '\0');
+    int boolean = !strcmp(v, "true") || !strcmp(v, "false");
+    a->len += (size_t)snprintf(a->buf + a->len, a->n > a->len ? a->n - a->len : 0, "%s\"%s\": %s%s%s",
+                               a->first ? "" : ", ", k, num || boolean ? "" : "\"", v, num || boolean ? "" : "\"");
+    a->first = 0;
+    return 0;
+}
+
+/* A model YAML (configs/models/...) stands for its HF config.json: its
+ * model.hf map, with --layers and --vocab applied. */
+static int config_from_yaml(const struct demo *d, char *buf, size_t n)
+{
+    refit_config_t *cfg = NULL;
+    int rc = refit_config_create(&cfg);
+    if (!rc)
+        rc = refit_config_load(cfg, d->model);
+    struct json_acc a = {buf, n, 1, 1, d->layers != 0, d->vocab != 0};
+    snprintf(buf, n, "{");
+    if (!rc)
+        rc = refit_config_map_each(cfg, "model.hf", json_add, &a);
+    refit_config_destroy(cfg);
+    if (rc)
+        return refit_error_push(rc, "--model %s", d->model);
+    char over[64];
+    a.skip_layers = a.skip_vocab = 0;
+    if (d->layers) {
+        snprintf(over, sizeof(over), "%d", d->layers);
+        json_add(&a, "num_hidden_layers", over);
+    }
+    if (d->vocab) {
+        snprintf(over, sizeof(over), "%d", d->vocab);
+        json_add(&a, "vocab_size", over);
+    }
+    a.len += (size_t)snprintf(buf + a.len, n > a.len ? n - a.len : 0, "}\n");
+    if (a.len >= n)
+        return refit_error_set(REFIT_ERANGE, "--model %s: model.hf too large", d->model);
+    return 0;
+}
 
 static const char *config_json(const struct demo *d, char *buf, size_t n)
 {
@@ -109,11 +157,21 @@ static int write_text(const char *path, const char *text)
 static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 {
     char cfg[2048], path[700];
-    snprintf(d->ckpt, sizeof(d->ckpt), "%s/ckpt", d->dir);
+    if (d->make_only)
+        snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->dir);
+    else
+        snprintf(d->ckpt, sizeof(d->ckpt), "%s/ckpt", d->dir);
     if (mkdir(d->ckpt, 0700) && errno != EEXIST)
         return refit_error_set(REFIT_EIO, "%s: %s", d->ckpt, strerror(errno));
     snprintf(path, sizeof(path), "%s/config.json", d->ckpt);
-    int rc = write_text(path, config_json(d, cfg, sizeof(cfg)));
+    size_t ml = strlen(d->model);
+    int rc = 0;
+    if (ml > 5 && !strcmp(d->model + ml - 5, ".yaml"))
+        rc = config_from_yaml(d, cfg, sizeof(cfg));
+    else
+        config_json(d, cfg, sizeof(cfg));
+    if (!rc)
+        rc = write_text(path, cfg);
     refit_model_t *m = NULL;
     refit_layout_t *lay = NULL;
     refit_st_writer_t *w = NULL;
@@ -160,7 +218,8 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
         rc = refit_st_writer_write(w, path);
     if (!rc)
         printf("checkpoint: %s-shaped, %zu tensors, %.3f GB bf16, in %s\n",
-               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5" : "Qwen3-MoE",
+               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5"
+                                                 : !strcmp(d->model, "qwen3_moe") ? "Qwen3-MoE" : d->model,
                refit_layout_count(lay), (double)total / 1e9, d->ckpt);
     refit_st_writer_destroy(w);
     refit_layout_destroy(lay);
@@ -171,10 +230,10 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 /* ------------------------------------------------------------------ */
 /* Processes */
 
-static pid_t spawn(struct demo *d, char *const argv[])
+static pid_t spawn(struct demo *d, const posix_spawn_file_actions_t *fa, char *const argv[])
 {
     pid_t pid;
-    int e = posix_spawn(&pid, d->self, NULL, NULL, argv, environ);
+    int e = posix_spawn(&pid, d->self, fa, NULL, argv, environ);
     if (e) {
         refit_error_set(REFIT_EIO, "starting %s %s: %s", argv[0], argv[1], strerror(e));
         return -1;
@@ -254,7 +313,8 @@ static int expected_for(struct demo *d, refit_loader_t *loader, int version, int
     snprintf(path, sizeof(path), "%s/config.json", dir);
     refit_model_t *m = NULL;
     refit_hf_view_t *v = NULL;
-    struct refit_convert_opts o = {.target = REFIT_TARGET_VLLM, .tp = d->dst_tp, .rank = rank};
+    struct refit_convert_opts o = {.target = REFIT_TARGET_VLLM, .tp = d->dst_tp, .rank = rank,
+                                   .ep = d->dst_ep > 1 ? d->dst_ep : 0};
     if (strcmp(d->fp8, "off")) {
         o.fp8.enabled = true;
         o.fp8.rule = !strcmp(d->fp8, "deepgemm") ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER;
@@ -307,11 +367,6 @@ static int compare_files(const char *want_path, const char *got_path, size_t *n_
 /* ------------------------------------------------------------------ */
 /* The table */
 
-struct row {
-    char who[64];
-    unsigned long long version, bytes;
-    double alloc, reg, connect, plan, transfer, convert, verify, commit, total;
-};
 
 static double jnum(const char *line, const char *key)
 {
@@ -321,34 +376,35 @@ static double jnum(const char *line, const char *key)
     return p ? strtod(p + strlen(pat), NULL) : 0;
 }
 
-static void print_table(const char *stats_path)
+int demo_print_table(const char *stats_path)
 {
     FILE *f = fopen(stats_path, "r");
     if (!f)
-        return;
+        return 0;
     printf("\n%-12s %3s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %7s\n", "engine", "v", "alloc", "register",
            "connect", "plan", "transfer", "convert", "verify", "commit", "total", "GB", "GB/s");
     char line[2048];
+    int rows = 0;
     while (fgets(line, sizeof(line), f)) {
-        struct row r = {0};
+        char who[64] = "";
         const char *w = strstr(line, "\"receiver\":\"");
         if (w)
-            sscanf(w + 12, "%63[^\"]", r.who);
-        r.version = (unsigned long long)jnum(line, "version");
-        r.bytes = (unsigned long long)jnum(line, "bytes_wire");
-        double tr = jnum(line, "transfer_s");
-        printf("%-12s %3llu %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.3f %7.2f\n", r.who, r.version,
-               jnum(line, "alloc_s"), jnum(line, "register_s"), jnum(line, "connect_s"), jnum(line, "plan_s"), tr,
-               jnum(line, "convert_s"), jnum(line, "verify_s"), jnum(line, "commit_s"), jnum(line, "total_s"),
-               (double)r.bytes / 1e9, tr > 0 ? (double)r.bytes / tr / 1e9 : 0);
+            sscanf(w + 12, "%63[^\"]", who);
+        double bytes = jnum(line, "bytes_wire"), tr = jnum(line, "transfer_s");
+        printf("%-12s %3.0f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.3f %7.2f\n", who,
+               jnum(line, "version"), jnum(line, "alloc_s"), jnum(line, "register_s"), jnum(line, "connect_s"),
+               jnum(line, "plan_s"), tr, jnum(line, "convert_s"), jnum(line, "verify_s"), jnum(line, "commit_s"),
+               jnum(line, "total_s"), bytes / 1e9, tr > 0 ? bytes / tr / 1e9 : 0);
+        rows++;
     }
     fclose(f);
-    printf("(seconds; GB on the wire; convert and verify overlap the transfer, transfer excludes them)\n");
+    printf("(seconds; GB on the wire; transfer is wire time, convert and verify run between batches)\n");
+    return rows;
 }
 
 /* ------------------------------------------------------------------ */
 
-static int parse(struct demo *d, int argc, char **argv)
+int demo_parse(struct demo *d, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -371,12 +427,16 @@ static int parse(struct demo *d, int argc, char **argv)
             d->fp8 = v;
         else if (!strcmp(o, "--keep"))
             d->keep = v;
+        else if (!strcmp(o, "--make-checkpoint"))
+            d->make_only = v;
         else if (!strcmp(o, "--src-tp"))
             rc = cli_int(o, v, 1, 64, &d->src_tp);
         else if (!strcmp(o, "--src-ep"))
             rc = cli_int(o, v, 1, 64, &d->src_ep);
         else if (!strcmp(o, "--dst-tp"))
             rc = cli_int(o, v, 1, 64, &d->dst_tp);
+        else if (!strcmp(o, "--dst-ep"))
+            rc = cli_int(o, v, 1, 64, &d->dst_ep);
         else if (!strcmp(o, "--engines"))
             rc = cli_int(o, v, 1, 16, &d->engines);
         else if (!strcmp(o, "--cycles"))
@@ -393,98 +453,112 @@ static int parse(struct demo *d, int argc, char **argv)
             return rc;
         i++;
     }
-    if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm"))
-        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe or glm", d->model);
+    size_t ml = strlen(d->model);
+    if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm") &&
+        !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
+        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm or a model YAML", d->model);
     if (strcmp(d->fp8, "trainer") && strcmp(d->fp8, "deepgemm") && strcmp(d->fp8, "off"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer, deepgemm or off", d->fp8);
     if (strcmp(d->mode, "pull") && strcmp(d->mode, "push"))
         return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", d->mode);
+    if (d->dst_ep > 1 && d->dst_ep != d->dst_tp)
+        return refit_error_set(REFIT_EINVAL, "--dst-ep %d: vLLM expert parallelism here means ep = tp (%d)",
+                               d->dst_ep, d->dst_tp);
     if (!strcmp(d->mode, "push"))
         return refit_error_set(REFIT_ENOTSUP, "--mode push: push mode is not built yet (pull works)");
     return 0;
 }
 
-int cmd_demo(int argc, char **argv)
+void demo_cleanup(struct demo *d)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "trainer",
-                     .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 2, .cycles = 3};
-    int rc = parse(&d, argc, argv);
-    if (rc)
-        return cli_fail("demo", rc);
-    ssize_t sl = readlink("/proc/self/exe", d.self, sizeof(d.self) - 1);
+    if (d->keep || !d->dir[0])
+        return;
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "refit: could not remove %s\n", d->dir);
+}
+
+int demo_run(struct demo *d)
+{
+    ssize_t sl = readlink("/proc/self/exe", d->self, sizeof(d->self) - 1);
     if (sl <= 0)
-        return cli_fail("demo", refit_error_set(REFIT_EIO, "cannot find the refit binary (/proc/self/exe)"));
-    d.self[sl] = '\0';
-    if (!d.config)
-        d.config = access("configs/clusters/local.yaml", R_OK) == 0 ? "configs/clusters/local.yaml" : NULL;
-    if (!d.config)
-        return cli_fail("demo", refit_error_set(REFIT_ENOENT, "no configs/clusters/local.yaml here; run from "
-                                                "the source tree or pass --config FILE"));
-    if (d.keep) {
-        snprintf(d.dir, sizeof(d.dir), "%s", d.keep);
-        mkdir(d.dir, 0700);
+        return refit_error_set(REFIT_EIO, "cannot find the refit binary (/proc/self/exe)");
+    d->self[sl] = '\0';
+    if (!d->config)
+        d->config = access("configs/clusters/local.yaml", R_OK) == 0 ? "configs/clusters/local.yaml" : NULL;
+    if (!d->config)
+        return refit_error_set(REFIT_ENOENT, "no configs/clusters/local.yaml here; run from the source tree or "
+                               "pass --config FILE");
+    if (d->keep) {
+        snprintf(d->dir, sizeof(d->dir), "%s", d->keep);
+        mkdir(d->dir, 0700);
     } else {
-        snprintf(d.dir, sizeof(d.dir), "/tmp/refit-demo-XXXXXX");
-        if (!mkdtemp(d.dir))
-            return cli_fail("demo", refit_error_set(REFIT_EIO, "mkdtemp: %s", strerror(errno)));
+        snprintf(d->dir, sizeof(d->dir), "/tmp/refit-demo-XXXXXX");
+        if (!mkdtemp(d->dir))
+            return refit_error_set(REFIT_EIO, "mkdtemp: %s", strerror(errno));
     }
+    char *argv0[] = {"demo", NULL};
     struct cli_common c;
-    rc = cli_config_open(&c, NULL, 1, argv);
-    if (!rc && d.hf)
-        snprintf(d.ckpt, sizeof(d.ckpt), "%s", d.hf);
+    int rc = cli_config_open(&c, NULL, 1, argv0);
+    if (!rc && d->hf)
+        snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->hf);
     else if (!rc)
-        rc = make_checkpoint(&d, c.loader);
+        rc = make_checkpoint(d, c.loader);
     /* The store directory and the job's knobs reach the children through
      * the environment (REFIT_<SECTION>_<KEY>). */
     char store_dir[700], receivers[32], ns[64];
-    snprintf(store_dir, sizeof(store_dir), "%s/store", d.dir);
-    snprintf(receivers, sizeof(receivers), "%d", d.engines * d.dst_tp);
+    snprintf(store_dir, sizeof(store_dir), "%s/store", d->dir);
+    snprintf(receivers, sizeof(receivers), "%d", d->engines * d->dst_tp);
     snprintf(ns, sizeof(ns), "demo-%d", (int)getpid());
     setenv("REFIT_STORE_DIR", store_dir, 1);
     setenv("REFIT_REFIT_RECEIVERS", receivers, 1);
     setenv("REFIT_STORE_NAMESPACE", ns, 1);
-    setenv("REFIT_TRANSPORT_PLUGIN", d.transport, 1);
-    setenv("REFIT_STORE_PLUGIN", d.store, 1);
-    setenv("REFIT_REFIT_MODE", d.mode, 1);
+    setenv("REFIT_TRANSPORT_PLUGIN", d->transport, 1);
+    setenv("REFIT_STORE_PLUGIN", d->store, 1);
+    setenv("REFIT_REFIT_MODE", d->mode, 1);
     char port[16];
-    if (!rc && !strcmp(d.store, "redis")) {
+    if (!rc && !strcmp(d->store, "redis")) {
         int p = free_port();
         snprintf(port, sizeof(port), "%d", p);
-        rc = start_redis(&d, p);
+        rc = start_redis(d, p);
         setenv("REFIT_STORE_REDIS_HOST", "127.0.0.1", 1);
         setenv("REFIT_STORE_REDIS_PORT", port, 1);
     }
-    char stats[700];
-    snprintf(stats, sizeof(stats), "%s/stats.jsonl", d.dir);
-    remove(stats);
-    int n_tr = d.src_tp > d.src_ep ? d.src_tp : d.src_ep;
-    int n_en = d.engines * d.dst_tp;
+    snprintf(d->stats, sizeof(d->stats), "%s/stats.jsonl", d->dir);
+    remove(d->stats);
+    int n_tr = d->src_tp > d->src_ep ? d->src_tp : d->src_ep;
+    int n_en = d->engines * d->dst_tp;
     pid_t *pids = calloc((size_t)(n_tr + n_en), sizeof(pid_t));
     char **names = calloc((size_t)(n_tr + n_en), sizeof(char *));
     int np = 0;
     if (!pids || !names)
         rc = REFIT_ENOMEM;
-    char a_tp[16], a_ep[16], a_cyc[16], a_dtp[16];
-    snprintf(a_tp, sizeof(a_tp), "%d", d.src_tp);
-    snprintf(a_ep, sizeof(a_ep), "%d", d.src_ep);
-    snprintf(a_cyc, sizeof(a_cyc), "%d", d.cycles);
-    snprintf(a_dtp, sizeof(a_dtp), "%d", d.dst_tp);
+    char a_tp[16], a_ep[16], a_cyc[16], a_dtp[16], a_dep[16];
+    snprintf(a_tp, sizeof(a_tp), "%d", d->src_tp);
+    snprintf(a_ep, sizeof(a_ep), "%d", d->src_ep);
+    snprintf(a_cyc, sizeof(a_cyc), "%d", d->cycles);
+    snprintf(a_dtp, sizeof(a_dtp), "%d", d->dst_tp);
+    snprintf(a_dep, sizeof(a_dep), "%d", d->dst_ep ? d->dst_ep : 1);
     if (!rc)
-        printf("starting %d trainer rank%s (tp %d, ep %d) and %d engine%s (vLLM tp %d, fp8 %s) over %s + %s, "
-               "%d cycles\n",
-               n_tr, n_tr == 1 ? "" : "s", d.src_tp, d.src_ep, d.engines, d.engines == 1 ? "" : "s", d.dst_tp,
-               d.fp8, d.transport, d.store, d.cycles);
+        printf("starting %d trainer rank%s (tp %d, ep %d) and %d engine%s (vLLM tp %d%s%s, fp8 %s) over %s + %s, "
+               "%d cycle%s\n",
+               n_tr, n_tr == 1 ? "" : "s", d->src_tp, d->src_ep, d->engines, d->engines == 1 ? "" : "s", d->dst_tp,
+               d->dst_ep > 1 ? ", ep " : "", d->dst_ep > 1 ? a_dep : "", d->fp8, d->transport, d->store, d->cycles,
+               d->cycles == 1 ? "" : "s");
     fflush(stdout);
+    int devnull = d->quiet ? open("/dev/null", O_WRONLY) : -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (devnull >= 0)
+        posix_spawn_file_actions_adddup2(&fa, devnull, STDOUT_FILENO);
     for (int r = 0; !rc && r < n_tr; r++) {
         char rank[16], id[64];
         snprintf(rank, sizeof(rank), "%d", r);
         snprintf(id, sizeof(id), "trainer-%d", r);
-        char *av[] = {"refit", "publish", "--config", (char *)d.config, "--hf", d.ckpt, "--tp", a_tp, "--ep", a_ep,
+        char *av[] = {"refit", "publish", "--config", (char *)d->config, "--hf", d->ckpt, "--tp", a_tp, "--ep", a_ep,
                       "--rank", rank, "--cycles", a_cyc, "--id", id, NULL};
-        pid_t p = spawn(&d, av);
+        pid_t p = spawn(d, &fa, av);
         if (p < 0)
             rc = REFIT_EIO;
         else {
@@ -492,22 +566,26 @@ int cmd_demo(int argc, char **argv)
             names[np++] = strdup(id);
         }
     }
-    for (int e = 0; !rc && e < d.engines; e++)
-        for (int q = 0; !rc && q < d.dst_tp; q++) {
+    for (int e = 0; !rc && e < d->engines; e++)
+        for (int q = 0; !rc && q < d->dst_tp; q++) {
             char rank[16], id[64], out[800];
             snprintf(rank, sizeof(rank), "%d", q);
             snprintf(id, sizeof(id), "engine-%d-%d", e, q);
-            snprintf(out, sizeof(out), "%s/%s.v{V}.safetensors", d.dir, id);
-            char *av[24] = {"refit", "pull", "--config", (char *)d.config, "--hf", d.ckpt, "--tp", a_dtp, "--rank",
-                            rank, "--cycles", a_cyc, "--version", "next", "--id", id, "--out", out, "--stats", stats,
-                            "--target", "vllm"};
+            snprintf(out, sizeof(out), "%s/%s.v{V}.safetensors", d->dir, id);
+            char *av[32] = {"refit", "pull", "--config", (char *)d->config, "--hf", d->ckpt, "--tp", a_dtp, "--rank",
+                            rank, "--cycles", a_cyc, "--version", "next", "--id", id, "--stats", d->stats,
+                            "--target", "vllm", "--ep", a_dep};
             int k = 22;
-            if (strcmp(d.fp8, "off")) {
+            if (d->verify) {
+                av[k++] = "--out";
+                av[k++] = out;
+            }
+            if (strcmp(d->fp8, "off")) {
                 av[k++] = "--fp8";
-                av[k++] = (char *)d.fp8;
+                av[k++] = (char *)d->fp8;
             }
             av[k] = NULL;
-            pid_t p = spawn(&d, av);
+            pid_t p = spawn(d, &fa, av);
             if (p < 0)
                 rc = REFIT_EIO;
             else {
@@ -515,12 +593,14 @@ int cmd_demo(int argc, char **argv)
                 names[np++] = strdup(id);
             }
         }
+    posix_spawn_file_actions_destroy(&fa);
+    if (devnull >= 0)
+        close(devnull);
     int failed = 0;
     for (int i = 0; i < np; i++) {
         int status = 0;
         if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
-            fprintf(stderr, "refit demo: %s failed (%s %d)\n", names[i],
-                    WIFSIGNALED(status) ? "signal" : "exit status",
+            fprintf(stderr, "refit: %s failed (%s %d)\n", names[i], WIFSIGNALED(status) ? "signal" : "exit status",
                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
             if (!failed)
                 for (int j = 0; j < np; j++)
@@ -529,24 +609,24 @@ int cmd_demo(int argc, char **argv)
             failed = 1;
         }
     }
-    if (d.redis > 0) {
-        kill(d.redis, SIGTERM);
-        waitpid(d.redis, NULL, 0);
+    if (d->redis > 0) {
+        kill(d->redis, SIGTERM);
+        waitpid(d->redis, NULL, 0);
     }
     if (!rc && failed)
         rc = refit_error_set(REFIT_EPLUGIN, "a trainer or engine process failed (its message is above)");
     /* Byte-for-byte check of every engine against the offline conversion. */
     int mismatches = 0;
-    if (!rc)
+    if (!rc && d->verify)
         printf("\nverifying every engine against an offline conversion (refit convert) of the same weights:\n");
-    for (int v = 1; !rc && v <= d.cycles; v++)
-        for (int q = 0; !rc && q < d.dst_tp; q++) {
+    for (int v = 1; !rc && d->verify && v <= d->cycles; v++)
+        for (int q = 0; !rc && q < d->dst_tp; q++) {
             char want[800];
-            snprintf(want, sizeof(want), "%s/expected-v%d-tp%d.safetensors", d.dir, v, q);
-            rc = expected_for(&d, c.loader, v, q, want);
-            for (int e = 0; !rc && e < d.engines; e++) {
+            snprintf(want, sizeof(want), "%s/expected-v%d-tp%d.safetensors", d->dir, v, q);
+            rc = expected_for(d, c.loader, v, q, want);
+            for (int e = 0; !rc && e < d->engines; e++) {
                 char got[800];
-                snprintf(got, sizeof(got), "%s/engine-%d-%d.v%d.safetensors", d.dir, e, q, v);
+                snprintf(got, sizeof(got), "%s/engine-%d-%d.v%d.safetensors", d->dir, e, q, v);
                 size_t nt;
                 uint64_t bytes;
                 int cr = compare_files(want, got, &nt, &bytes);
@@ -559,8 +639,6 @@ int cmd_demo(int argc, char **argv)
                 }
             }
         }
-    if (!rc)
-        print_table(stats);
     if (!rc && mismatches)
         rc = refit_error_set(REFIT_ECHECKSUM, "%d engine result%s differ from the offline conversion", mismatches,
                              mismatches == 1 ? "" : "s");
@@ -569,15 +647,37 @@ int cmd_demo(int argc, char **argv)
     free(names);
     free(pids);
     cli_common_close(&c);
-    if (!d.keep) {
-        char cmd[700];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "refit demo: could not remove %s\n", d.dir);
+    return rc;
+}
+
+int cmd_demo(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage(stdout);
+    struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "trainer",
+                     .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 2, .cycles = 3, .verify = 1};
+    int rc = demo_parse(&d, argc, argv);
+    if (rc)
+        return cli_fail("demo", rc);
+    if (d.make_only) {
+        struct cli_common c;
+        char *argv0[] = {"demo", NULL};
+        snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
+        mkdir(d.dir, 0700);
+        rc = cli_config_open(&c, NULL, 1, argv0);
+        if (!rc)
+            rc = make_checkpoint(&d, c.loader);
+        cli_common_close(&c);
+        return rc ? cli_fail("demo", rc) : 0;
     }
+    rc = demo_run(&d);
+    if (!rc)
+        demo_print_table(d.stats);
+    demo_cleanup(&d);
     if (rc)
         return cli_fail("demo", rc);
     printf("\nrefit demo: all %d engine results of %d cycles are byte-identical to the offline conversion\n",
-           n_en, d.cycles);
+           d.engines * d.dst_tp, d.cycles);
     return 0;
 }

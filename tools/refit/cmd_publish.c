@@ -10,7 +10,6 @@
 #include "refit/refit.h"
 #include "refit/standin.h"
 #include "refit/status.h"
-#include "trainer_shard.h"
 
 static int usage(FILE *f)
 {
@@ -75,12 +74,12 @@ int cmd_publish(int argc, char **argv)
     ovr[n_ovr++] = "model.plugin=auto"; /* the plugin claiming the checkpoint's model_type */
     refit_context_t *ctx = NULL;
     refit_publisher_t *pub = NULL;
-    struct trainer_shard sh = {0};
+    struct refit_standin_shard sh = {0};
     struct refit_parallel par = {.tp_rank = rank % tp, .tp_size = tp, .ep_rank = rank % ep, .ep_size = ep,
                                  .pp_size = 1, .etp_size = 1};
     rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
     if (!rc)
-        rc = trainer_shard_load(refit_context_model(ctx), hf, &par, &sh);
+        rc = refit_standin_shard_load(refit_context_model(ctx), hf, &par, &sh);
     if (!rc)
         rc = refit_publisher_create(ctx, &par, id, &pub);
     for (size_t i = 0; !rc && i < sh.n; i++)
@@ -113,7 +112,7 @@ int cmd_publish(int argc, char **argv)
     }
     int ret = rc ? cli_fail("publish", rc) : 0;
     refit_publisher_destroy(pub);
-    trainer_shard_free(&sh);
+    refit_standin_shard_free(&sh);
     refit_context_destroy(ctx);
     return ret;
 }

@@ -104,3 +104,19 @@ double cli_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+int cli_layout(const char *opt, const char *v, int *tp, int *ep)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int x;
+        if (!strncmp(t, "tp=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
+            *tp = x;
+        else if (!strncmp(t, "ep=", 3) && !cli_int(opt, t + 3, 1, 1024, &x))
+            *ep = x;
+        else
+            return refit_error_set(REFIT_EINVAL, "%s '%s': expected tp=N[,ep=M]", opt, v);
+    }
+    return 0;
+}

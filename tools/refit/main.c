@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"bench", cmd_bench, "benchmarks with their baseline in the same run (fp8, layout, store, transport)"},
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file; config keys: every key"},
+    {"doctor", cmd_doctor, "topology, fabrics, plugins, and what each transport would pick here"},
 };
 
 static void usage(FILE *f)

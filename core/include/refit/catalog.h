@@ -104,8 +104,10 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len);
 int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_catalog_t **out);
 
 /* Store "catalogs/<hash>" unless it is there already (cas on absence, so
- * concurrent publishers of one content agree).  *hash receives the
- * content hash; *sent (may be NULL) whether bytes went out. */
+ * concurrent publishers of one content agree) and keep it live.  A catalog
+ * this handle published before costs nothing: no round trip, no bytes.
+ * *hash receives the content hash; *sent (may be NULL) whether bytes went
+ * out. */
 int refit_catalog_publish(refit_store_t *s, const void *enc, size_t len, struct refit_hash128 *hash,
                           bool *sent);
 /* Fetch, verify the content hash, decode. */
@@ -189,6 +191,8 @@ struct refit_ack {
 };
 int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len);
 int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_ack **out);
+/* Written live (re-written after a store restart); forget the key of an
+ * older version with refit_store_forget. */
 int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver);
 /* Receivers that acknowledged version (valid acks only). */
 int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n);

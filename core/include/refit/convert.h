@@ -126,6 +126,13 @@ typedef struct refit_layout refit_layout_t;
 int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts *o,
                         refit_layout_t **out);
 
+/* The canonical spelling of a trainer name: no `module.` prefixes
+ * (data-parallel wrappers), and SequentialMLP's
+ * mlp.experts.local_experts.<k>.linear_fcN.weight as TEGroupedMLP's
+ * mlp.experts.linear_fcN.weight<k>.  malloc'ed (caller frees); NULL when out
+ * of memory. */
+char *refit_megatron_canonical(const char *name);
+
 /* A Megatron trainer rank's position (pipeline parallelism 1). */
 struct refit_megatron_rank {
     int tp, ep, etp;

@@ -106,6 +106,16 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version);
  * timeout_ms (< 0: refit.release_timeout) naming those that did not. */
 int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int64_t timeout_ms);
 
+/* Registration counters of a publisher (monitoring and tests). */
+struct refit_publisher_stats {
+    size_t size;          /* set by the caller */
+    size_t regions;       /* registered regions in use */
+    size_t registrations; /* memory registrations made so far */
+    size_t kept;          /* registrations kept across a rebuild (tensors that did not move) */
+    uint64_t version;     /* last version published */
+};
+int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out);
+
 /* A receiver for one inference rank.  `receiver_id` names it in acks
  * (NULL: "<target>-tp<r>"). */
 int refit_receiver_create(refit_context_t *ctx, const struct refit_target *target,
@@ -136,6 +146,21 @@ int refit_receiver_allocate(refit_receiver_t *rcv);
  * acknowledge.  On failure the bound destinations still hold the previous
  * version (unless refit.in_place).  stats may be NULL. */
 int refit_receiver_pull(refit_receiver_t *rcv, uint64_t version, struct refit_pull_stats *stats);
+
+/* Planning without sources, for sizing and benchmarks: plan this
+ * receiver's layout from trainer ranks at the given parallel positions as
+ * if each published every tensor of its rank (bf16, one region, the
+ * catalog a publisher would write).  Nothing is transferred; the
+ * receiver's cached plan is replaced. */
+struct refit_plan_info {
+    size_t size; /* set by the caller */
+    double seconds;
+    uint64_t pieces, descriptors, scatters, checks;
+    uint64_t wire_bytes, scratch_bytes, staging_bytes;
+    uint32_t sources;
+};
+int refit_receiver_plan_dry(refit_receiver_t *rcv, const struct refit_parallel *src, size_t n_src,
+                            struct refit_plan_info *info);
 
 #ifdef __cplusplus
 }

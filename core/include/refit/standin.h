@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "refit/dtype.h"
+#include "refit/refit.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,6 +26,32 @@ extern "C" {
  * REFIT_ENOTSUP. */
 int refit_standin_step(void *data, size_t nbytes, enum refit_dtype dtype, uint64_t from,
                        uint64_t to);
+
+/* One trainer rank's Megatron tensors made in memory from an HF checkpoint
+ * (what `refit shard` writes to files), following the model's Megatron
+ * layout map piece by piece: the trainer stand-in of `refit publish`,
+ * `refit demo`, `refit bench cycle`, the tests and the Python examples. */
+struct refit_standin_tensor {
+    char *name; /* Megatron name */
+    enum refit_dtype dtype;
+    int ndim;
+    int64_t shape[REFIT_MAX_DIMS];
+    void *data; /* into the shard's arena */
+    size_t nbytes;
+};
+
+struct refit_standin_shard {
+    struct refit_standin_tensor *t;
+    size_t n;
+    void *arena; /* all tensors, 256-byte aligned, vocabulary padding zero */
+    size_t bytes;
+};
+
+/* The model is the context's (refit_context_model).  Free with
+ * refit_standin_shard_free. */
+int refit_standin_shard_load(const struct refit_model *m, const char *hf_dir, const struct refit_parallel *par,
+                             struct refit_standin_shard *out);
+void refit_standin_shard_free(struct refit_standin_shard *s);
 
 #ifdef __cplusplus
 }

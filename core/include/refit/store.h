@@ -100,7 +100,9 @@ struct refit_store_ops {
                size_t len, int64_t ttl_ms);
     /* Change detection.  *cursor receives an opaque non-zero value that
      * changes whenever a key below prefix is created, replaced or deleted
-     * (it may also change spuriously; expiry is not a change).  since 0:
+     * (it may also change spuriously, but not for writes to keys outside
+     * the prefix's first component when the prefix holds a '/': watchers of
+     * "sources/" are not woken by "heartbeats/..."; expiry is not a change).  since 0:
      * return the current cursor at once.  Otherwise wait up to timeout_ms
      * for the cursor to differ from since: 0 when it does, REFIT_ETIMEDOUT
      * (with *cursor == since) when it did not. */
@@ -154,6 +156,8 @@ int refit_store_remember(refit_store_t *s, const char *key, const void *val, siz
                          int64_t ttl_ms);
 /* Stop re-writing a live key (does not delete it). */
 void refit_store_forget(refit_store_t *s, const char *key);
+/* Whether key is live in this handle (written by it and remembered). */
+bool refit_store_is_live(const refit_store_t *s, const char *key);
 
 /* *val is freed by the caller with free(). */
 int refit_store_get(refit_store_t *s, const char *key, void **val, size_t *len);

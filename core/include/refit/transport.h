@@ -114,6 +114,11 @@ struct refit_transport_ops {
     /* Receive one notification from any peer: REFIT_ETIMEDOUT when none
      * came within timeout_ms (0: just check).  *len is the message size. */
     int (*poll_notify)(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms);
+
+    /* Added after ABI 1.0 (callers check `size` first): one line saying
+     * what the transport chose — library version, provider or transports,
+     * devices — for `refit doctor` and logs.  Truncated to cap. */
+    int (*describe)(refit_tp_t *tp, char *buf, size_t cap);
 };
 
 #ifdef __cplusplus

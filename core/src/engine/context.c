@@ -25,26 +25,6 @@ uint32_t rf_chunk_rows(uint64_t rows, uint64_t row_bytes)
     return c;
 }
 
-char *rf_megatron_canonical(const char *name)
-{
-    while (!strncmp(name, "module.", 7))
-        name += 7;
-    const char *le = strstr(name, "mlp.experts.local_experts.");
-    if (!le)
-        return strdup(name);
-    /* prefix + "mlp.experts." + rest-without-"<k>." + "<k>" */
-    const char *k = le + strlen("mlp.experts.local_experts.");
-    char *end;
-    long idx = strtol(k, &end, 10);
-    if (end == k || *end != '.' || idx < 0)
-        return strdup(name);
-    size_t n = strlen(name) + 32;
-    char *out = malloc(n);
-    if (out)
-        snprintf(out, n, "%.*smlp.experts.%s%ld", (int)(le - name), name, end + 1, idx);
-    return out;
-}
-
 static int read_policy(refit_context_t *ctx)
 {
     const refit_config_t *c = ctx->cfg;

@@ -35,12 +35,6 @@ struct refit_context {
 /* The transport, created on first use with this process's name. */
 int rf_context_transport(refit_context_t *ctx, const char *name, refit_transport_t **out);
 
-/* Megatron names as trainers spell them → the names of the layout tables:
- * a leading "module." (data-parallel wrappers) is dropped and the
- * SequentialMLP spelling "mlp.experts.local_experts.<k>.linear_fc1.weight"
- * becomes "mlp.experts.linear_fc1.weight<k>".  malloc'ed. */
-char *rf_megatron_canonical(const char *name);
-
 /* Checksum chunk height for a source tensor: a power of two of rows so a
  * chunk is about 64 KiB (at least one row). */
 uint32_t rf_chunk_rows(uint64_t rows, uint64_t row_bytes);

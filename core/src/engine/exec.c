@@ -14,6 +14,40 @@ struct lane {
     double posted_at;
 };
 
+/* Post lane s's next batch of at most per_post descriptors. */
+static int post_next(refit_transport_t *tp, const struct rf_plan *plan, const struct rf_exec_source *src,
+                     uint32_t s, struct lane *L, uint32_t per_post, rf_exec_local_fn local, void *arg,
+                     struct rf_exec_stats *st)
+{
+    size_t n = L->end - L->next < per_post ? L->end - L->next : per_post;
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++) {
+        const struct rf_desc *pd = &plan->desc[L->next + k];
+        if (pd->region >= src[s].n_rkeys)
+            return refit_error_set(REFIT_EPROTO, "source %s: region %u has no remote key", src[s].name, pd->region);
+        refit_tp_region_t *lr;
+        uint64_t loff;
+        rc = local(arg, pd->buf, pd->local_off, pd->len, &lr, &loff);
+        L->d[k] = (struct refit_tp_desc){REFIT_OP_READ, lr, loff, src[s].rkeys[pd->region], pd->remote_off, pd->len};
+        if (st)
+            st->bytes += pd->len;
+    }
+    if (rc)
+        return rc;
+    rc = refit_tp_post(tp, src[s].peer, L->d, n, &L->req);
+    if (rc)
+        return refit_error_push(rc, "posting %zu reads to source %s", n, src[s].name);
+    L->batch_first = L->next;
+    L->batch_n = n;
+    L->next += n;
+    L->posted_at = rf_seconds();
+    if (st) {
+        st->descriptors += n;
+        st->posts++;
+    }
+    return 0;
+}
+
 int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct rf_exec_source *src,
                 uint32_t n_sources, uint32_t flush_every, int64_t timeout_ms,
                 rf_exec_local_fn local, rf_exec_done_fn done, void *arg, struct rf_exec_stats *st)
@@ -67,42 +101,25 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                 }
                 remaining -= L->batch_n;
                 progressed = 1;
-                if (done && (rc = done(arg, L->batch_first, L->batch_n)))
+                /* Keep the wire busy: post this lane's next batch before
+                 * converting what just arrived. */
+                size_t done_first = L->batch_first, done_n = L->batch_n;
+                if (L->next < L->end && (rc = post_next(tp, plan, src, s, L, per_post, local, arg, st)))
                     break;
+                int busy = 0;
+                for (uint32_t q = 0; q < n_sources && !busy; q++)
+                    busy = lanes[q].req != NULL;
+                double t0 = rf_seconds();
+                if (done && (rc = done(arg, done_first, done_n)))
+                    break;
+                if (!busy && st)
+                    st->idle_wire_s += rf_seconds() - t0;
+                continue;
             }
             if (L->next < L->end) {
-                size_t n = L->end - L->next < per_post ? L->end - L->next : per_post;
-                for (size_t k = 0; k < n && !rc; k++) {
-                    const struct rf_desc *pd = &plan->desc[L->next + k];
-                    if (pd->region >= src[s].n_rkeys) {
-                        rc = refit_error_set(REFIT_EPROTO, "source %s: region %u has no remote key",
-                                             src[s].name, pd->region);
-                        break;
-                    }
-                    refit_tp_region_t *lr;
-                    uint64_t loff;
-                    rc = local(arg, pd->buf, pd->local_off, pd->len, &lr, &loff);
-                    L->d[k] = (struct refit_tp_desc){REFIT_OP_READ, lr, loff, src[s].rkeys[pd->region],
-                                                    pd->remote_off, pd->len};
-                    if (st)
-                        st->bytes += pd->len;
-                }
-                if (rc)
+                if ((rc = post_next(tp, plan, src, s, L, per_post, local, arg, st)))
                     break;
-                rc = refit_tp_post(tp, src[s].peer, L->d, n, &L->req);
-                if (rc) {
-                    refit_error_push(rc, "posting %zu reads to source %s", n, src[s].name);
-                    break;
-                }
-                L->batch_first = L->next;
-                L->batch_n = n;
-                L->next += n;
-                L->posted_at = rf_seconds();
                 progressed = 1;
-                if (st) {
-                    st->descriptors += n;
-                    st->posts++;
-                }
             }
         }
         if (rc)

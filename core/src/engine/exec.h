@@ -31,6 +31,7 @@ typedef int (*rf_exec_done_fn)(void *arg, size_t first, size_t n);
 
 struct rf_exec_stats {
     uint64_t descriptors, posts, bytes;
+    double idle_wire_s; /* time in `done` while nothing was on the wire */
 };
 
 /* The plan's descriptors must be sorted by source (rf_plan_build does). */

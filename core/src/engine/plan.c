@@ -205,20 +205,20 @@ static const struct span *find_span(const struct vec *spans, uint32_t psrc, uint
 static int add_checks(struct vec *checks, const struct rf_psrc *src, uint32_t ps, uint64_t a,
                       uint64_t b, uint32_t buf, uint64_t off)
 {
-    /* [a, b) is chunk aligned at a, and at b unless b is the last row. */
+    /* [a, b) is chunk aligned at a, and at b unless b is the last row: one
+     * entry for the whole run of chunks. */
     const struct rf_psrc *s = &src[ps];
-    uint64_t rb = s->cols * s->esize;
-    for (uint64_t r = a; r < b; r += s->chunk_rows) {
-        struct rf_check *c = vec_push(checks);
-        if (!c)
-            return REFIT_ENOMEM;
-        uint64_t e = r + s->chunk_rows < b ? r + s->chunk_rows : b;
-        c->psrc = ps;
-        c->chunk = r / s->chunk_rows;
-        c->buf = buf;
-        c->off = off + (r - a) * rb;
-        c->len = (e - r) * rb;
-    }
+    if (b <= a)
+        return 0;
+    struct rf_check *c = vec_push(checks);
+    if (!c)
+        return REFIT_ENOMEM;
+    c->psrc = ps;
+    c->chunk = a / s->chunk_rows;
+    c->count = (uint32_t)((b - a + s->chunk_rows - 1) / s->chunk_rows);
+    c->buf = buf;
+    c->off = off;
+    c->len = (b - a) * s->cols * s->esize;
     return 0;
 }
 

@@ -82,10 +82,13 @@ struct rf_scatter {
     uint64_t rows, row_bytes;
 };
 
-/* One checksum chunk to verify after the pull: rows [chunk*chunk_rows, ...)
- * of source tensor psrc, whose bytes lie contiguously at buf+off. */
+/* Checksum chunks to verify after the pull: chunks [chunk, chunk+count) of
+ * source tensor psrc (rows [chunk*chunk_rows, ...)), whose bytes lie
+ * contiguously at buf+off for len bytes (the last chunk may be short: the
+ * tensor's last rows). */
 struct rf_check {
     uint32_t psrc;
+    uint32_t count;
     uint64_t chunk;
     uint32_t buf;
     uint64_t off, len;

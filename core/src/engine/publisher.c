@@ -59,6 +59,7 @@ struct refit_publisher {
     struct refit_hash128 cat_hash;
     int have_cat;
     uint64_t last_version;
+    size_t registered, reused; /* registrations made and kept, for tests and logs */
     /* Heartbeat thread with its own store handle (handles are not shared
      * between threads). */
     pthread_t hb;
@@ -156,6 +157,7 @@ static void drop_regions(refit_publisher_t *pub)
         if (pub->rg[i].owned)
             free(pub->rg[i].base);
     }
+    /* (slots moved to a new list are zeroed: nothing to free there) */
     free(pub->rg);
     pub->rg = NULL;
     pub->n_rg = 0;
@@ -230,7 +232,7 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
                                pub->id, name);
     if (!refit_dtype_size(dtype))
         return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': invalid dtype", pub->id, name);
-    char *canon = rf_megatron_canonical(name);
+    char *canon = refit_megatron_canonical(name);
     if (!canon)
         return REFIT_ENOMEM;
     const struct refit_layout_tensor *lt = refit_layout_find(pub->meg, canon);
@@ -293,22 +295,45 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
     return 0;
 }
 
-static int add_region(refit_publisher_t *pub, void *base, size_t len, int owned)
+/* Old regions kept across a rebuild: a tensor that did not move keeps its
+ * registration and remote key; only what changed is registered again. */
+struct region_pool {
+    struct pub_region *rg;
+    size_t n;
+};
+
+static int add_region(refit_publisher_t *pub, struct region_pool *old, void *base, size_t len, int owned)
 {
     struct pub_region *nr = realloc(pub->rg, (pub->n_rg + 1) * sizeof(*nr));
     if (!nr)
         return REFIT_ENOMEM;
     pub->rg = nr;
     struct pub_region *r = &nr[pub->n_rg];
+    for (size_t i = 0; old && i < old->n; i++) {
+        struct pub_region *o = &old->rg[i];
+        if (o->reg && o->len == len && o->owned == owned && (owned || o->base == base)) {
+            *r = *o;
+            memset(o, 0, sizeof(*o));
+            pub->n_rg++;
+            pub->reused++;
+            return 0;
+        }
+    }
     memset(r, 0, sizeof(*r));
     r->base = base;
     r->len = len;
     r->memtype = REFIT_MEM_HOST;
     r->owned = owned;
     pub->n_rg++;
-    int rc = refit_tp_reg(pub->tp, base, len ? len : 1, r->memtype, &r->reg);
+    if (owned && !base) {
+        if (posix_memalign(&r->base, 4096, len ? len : 1))
+            return REFIT_ENOMEM;
+        memset(r->base, 0, len);
+    }
+    int rc = refit_tp_reg(pub->tp, r->base, len ? len : 1, r->memtype, &r->reg);
     if (!rc)
         rc = refit_tp_pack(pub->tp, r->reg, &r->rkey, &r->rkey_len);
+    pub->registered++;
     return rc;
 }
 
@@ -351,7 +376,9 @@ static void shard_info(const refit_publisher_t *pub, const struct pub_tensor *t,
  * descriptor for a receiver), large ones are registered where they are. */
 static int build(refit_publisher_t *pub)
 {
-    drop_regions(pub);
+    struct region_pool old = {pub->rg, pub->n_rg};
+    pub->rg = NULL;
+    pub->n_rg = 0;
     int rc = 0;
     size_t arena = 0;
     for (size_t i = 0; i < pub->n; i++) {
@@ -363,13 +390,7 @@ static int build(refit_publisher_t *pub)
         }
     }
     if (arena) {
-        void *a = NULL;
-        if (posix_memalign(&a, 4096, arena))
-            return REFIT_ENOMEM;
-        memset(a, 0, arena);
-        if ((rc = add_region(pub, a, arena, 1))) {
-            return rc;
-        }
+        rc = add_region(pub, &old, NULL, arena, 1);
         for (size_t i = 0; i < pub->n; i++)
             if (pub->t[i].gathered)
                 pub->t[i].region = 0;
@@ -380,8 +401,16 @@ static int build(refit_publisher_t *pub)
             continue;
         t->region = (uint32_t)pub->n_rg;
         t->offset = 0;
-        rc = add_region(pub, t->ptr, t->nbytes, 0);
+        rc = add_region(pub, &old, t->ptr, t->nbytes, 0);
     }
+    /* What no tensor uses any more is deregistered. */
+    struct pub_region *keep = pub->rg;
+    size_t keep_n = pub->n_rg;
+    pub->rg = old.rg;
+    pub->n_rg = old.n;
+    drop_regions(pub);
+    pub->rg = keep;
+    pub->n_rg = keep_n;
     if (rc)
         return refit_error_push(rc, "publisher %s: registering memory", pub->id);
 
@@ -454,9 +483,13 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     char key[REFIT_STORE_MAX_KEY + 1];
     if (!rc)
         rc = rf_key_sums(key, version, pub->id);
+    /* Live: re-written after a store restart, like the record it belongs to. */
     if (!rc)
-        rc = refit_store_put(pub->ctx->store, key, blob, blen);
+        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
     free(blob);
+    char old_key[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
+        refit_store_forget(pub->ctx->store, old_key);
     struct refit_blob *rk = calloc(pub->n_rg ? pub->n_rg : 1, sizeof(*rk));
     if (!rc && !rk)
         rc = REFIT_ENOMEM;
@@ -498,8 +531,8 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     /* Old versions' keys go; failures here only leave garbage behind. */
     if (refit_versions_retain(pub->ctx->store, version, (uint32_t)pub->ctx->retain_versions, NULL))
         refit_log(REFIT_LOG_WARN, "publisher", "%s: retention: %s", pub->id, refit_error_message());
-    refit_log(REFIT_LOG_INFO, "publisher", "%s: v%llu READY (%zu tensors, %zu regions)", pub->id,
-              (unsigned long long)version, pub->n, pub->n_rg);
+    refit_log(REFIT_LOG_INFO, "publisher", "%s: v%llu READY (%zu tensors, %zu regions; %zu registrations, %zu kept)",
+              pub->id, (unsigned long long)version, pub->n, pub->n_rg, pub->registered, pub->reused);
     return 0;
 }
 
@@ -533,4 +566,15 @@ int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int6
             return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
                                     (unsigned long long)version);
     }
+}
+
+int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out)
+{
+    if (!pub || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_publisher_stats: NULL argument");
+    struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
+                                       .kept = pub->reused, .version = pub->last_version};
+    size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
+    memcpy(out, &st, n);
+    return 0;
 }

@@ -9,6 +9,7 @@
  * Until commit nothing touches the destinations (unless refit.in_place),
  * so a failed pull leaves the previous version in place. */
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -18,6 +19,20 @@
 #include "refit/catalog.h"
 #include "refit/log.h"
 #include "sums.h"
+
+/* Large zeroed buffers from mmap: the kernel's zero pages make allocation
+ * free and the first write pays per page, instead of a memset up front. */
+static void *big_alloc(size_t n)
+{
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n ? n : 1);
+}
 
 struct rcv_dst {
     char *name;
@@ -90,9 +105,17 @@ struct refit_receiver {
     size_t *scat_first, *scat; /* scatters per tensor */
     uint32_t *pending;
     uint64_t staging_need;
+    size_t n_pieces;
     uint8_t *unfed; /* tensors no descriptor feeds (padding only) */
     size_t *check_order; /* checks sorted by (buf, off) */
 
+    /* Staging is double-buffered when refit owns destinations: they live in
+     * the front buffer, a pull writes the back one, and commit flips them
+     * (no copy).  Destinations bound by the caller are copied into from the
+     * back buffer.  `staging`/`staging_reg` name the back buffer. */
+    void *stage[2];
+    refit_tp_region_t *stage_reg[2];
+    int front, doubled;
     void *staging, *scratch;
     size_t staging_len, scratch_len;
     refit_tp_region_t *staging_reg, *scratch_reg;
@@ -297,19 +320,21 @@ void refit_receiver_destroy(refit_receiver_t *r)
     for (size_t i = 0; i < r->n_d; i++) {
         if (r->d[i].reg)
             refit_tp_dereg(r->tp, r->d[i].reg);
-        if (r->d[i].owned)
+        if (r->d[i].owned && !r->doubled)
             free(r->d[i].ptr);
         free(r->d[i].name);
     }
     free(r->d);
     free(r->dst_of_lt);
     free(r->scale_of_lt);
-    if (r->staging_reg)
-        refit_tp_dereg(r->tp, r->staging_reg);
+    for (int b = 0; b < 2; b++) {
+        if (r->stage_reg[b])
+            refit_tp_dereg(r->tp, r->stage_reg[b]);
+        big_free(r->stage[b], r->staging_len);
+    }
     if (r->scratch_reg)
         refit_tp_dereg(r->tp, r->scratch_reg);
-    free(r->staging);
-    free(r->scratch);
+    big_free(r->scratch, r->scratch_len);
     if (r->id && r->ctx && r->ctx->store) {
         /* Best effort, and the caller's error message must survive it. */
         char key[REFIT_STORE_MAX_KEY + 1], saved[1024];
@@ -378,11 +403,12 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
             if (dtype != REFIT_DTYPE_BF16 && dtype != REFIT_DTYPE_F32)
                 return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' as %s: bf16 and f32 only", r->id,
                                        name, refit_dtype_name(dtype));
-            d->dtype = dtype;
             d->nbytes = d->nbytes / refit_dtype_size(d->dtype) * refit_dtype_size(dtype);
+            d->dtype = dtype;
         }
         if (d->owned) {
-            free(d->ptr);
+            if (!r->doubled)
+                free(d->ptr); /* else it lives in the staging buffer */
             d->owned = 0;
         }
         d->ptr = ptr;
@@ -701,32 +727,69 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
 {
     double t0 = rf_seconds();
     int rc = 0;
-    if (staging > r->staging_len) {
-        if (r->staging_reg)
-            refit_tp_dereg(r->tp, r->staging_reg);
-        r->staging_reg = NULL;
-        free(r->staging);
-        r->staging = NULL;
-        if (posix_memalign(&r->staging, 4096, staging))
-            return REFIT_ENOMEM;
-        memset(r->staging, 0, staging);
+    int want_double = !r->ctx->in_place;
+    for (size_t i = 0; want_double && i < r->n_d; i++)
+        if (!r->d[i].owned)
+            want_double = 0; /* any bound destination: one buffer and a copy */
+    if (staging > r->staging_len || want_double != r->doubled) {
+        void *nb[2] = {NULL, NULL};
+        for (int b = 0; b < 1 + want_double; b++)
+            if (!(nb[b] = big_alloc(staging))) {
+                big_free(nb[0], staging);
+                return refit_error_set(REFIT_ENOMEM, "receiver %s: %llu bytes of staging", r->id,
+                                       (unsigned long long)staging);
+            }
+        /* Owned destinations move into the new front buffer, keeping their
+         * bytes (the previous version). */
+        for (size_t i = 0; want_double && i < r->n_d; i++) {
+            struct rcv_dst *d = &r->d[i];
+            void *to = (char *)nb[0] + d->staging_off;
+            if (d->ptr && d->ptr != to && r->last_version)
+                memcpy(to, d->ptr, d->nbytes); /* never pulled: still zero */
+            if (!r->doubled)
+                free(d->ptr);
+            d->ptr = to;
+        }
+        for (int b = 0; b < 2; b++) {
+            if (r->stage_reg[b])
+                refit_tp_dereg(r->tp, r->stage_reg[b]);
+            r->stage_reg[b] = NULL;
+            big_free(r->stage[b], r->staging_len);
+            r->stage[b] = nb[b];
+        }
+        if (r->doubled && !want_double)
+            for (size_t i = 0; i < r->n_d; i++)
+                if (r->d[i].owned) {
+                    /* Back to separate allocations (a destination was bound). */
+                    void *m = calloc(1, r->d[i].nbytes ? r->d[i].nbytes : 1);
+                    if (!m)
+                        return REFIT_ENOMEM;
+                    r->d[i].ptr = m;
+                }
+        r->doubled = want_double;
+        r->front = 0;
         r->staging_len = staging;
     }
+    /* The back buffer receives this pull. */
+    int back = r->doubled ? r->front ^ 1 : 0;
+    r->staging = r->stage[back];
     if (scratch > r->scratch_len) {
         if (r->scratch_reg)
             refit_tp_dereg(r->tp, r->scratch_reg);
         r->scratch_reg = NULL;
-        free(r->scratch);
-        r->scratch = NULL;
-        if (posix_memalign(&r->scratch, 4096, scratch))
-            return REFIT_ENOMEM;
-        memset(r->scratch, 0, scratch);
+        big_free(r->scratch, r->scratch_len);
+        r->scratch_len = 0;
+        if (!(r->scratch = big_alloc(scratch)))
+            return refit_error_set(REFIT_ENOMEM, "receiver %s: %llu bytes of scratch", r->id,
+                                   (unsigned long long)scratch);
         r->scratch_len = scratch;
     }
     double t1 = rf_seconds();
     *alloc_s += t1 - t0;
-    if (!r->staging_reg && r->staging_len && !r->ctx->in_place)
-        rc = refit_tp_reg(r->tp, r->staging, r->staging_len, REFIT_MEM_HOST, &r->staging_reg);
+    for (int b = 0; !rc && b < 1 + r->doubled; b++)
+        if (!r->stage_reg[b] && r->staging_len && !r->ctx->in_place)
+            rc = refit_tp_reg(r->tp, r->stage[b], r->staging_len, REFIT_MEM_HOST, &r->stage_reg[b]);
+    r->staging_reg = r->stage_reg[back];
     if (!rc && !r->scratch_reg && r->scratch_len)
         rc = refit_tp_reg(r->tp, r->scratch, r->scratch_len, REFIT_MEM_HOST, &r->scratch_reg);
     for (size_t i = 0; !rc && r->ctx->in_place && i < r->n_d; i++) {
@@ -862,13 +925,16 @@ static int make_plan(refit_receiver_t *r)
         if (!lt->fp8 && lt->dtype == REFIT_DTYPE_INVALID && !r->resolved && d->owned &&
             d->dtype != r->img_dtype[t]) {
             size_t elems = d->nbytes / refit_dtype_size(d->dtype);
-            void *np2 = calloc(1, elems * refit_dtype_size(r->img_dtype[t]) + 1);
-            if (!np2) {
-                free(pieces);
-                return REFIT_ENOMEM;
+            void *np2 = NULL;
+            if (!r->doubled) {
+                np2 = calloc(1, elems * refit_dtype_size(r->img_dtype[t]) + 1);
+                if (!np2) {
+                    free(pieces);
+                    return REFIT_ENOMEM;
+                }
+                free(d->ptr);
             }
-            free(d->ptr);
-            d->ptr = np2;
+            d->ptr = np2; /* doubled: re-pointed into staging below */
             d->dtype = r->img_dtype[t];
             d->nbytes = elems * refit_dtype_size(d->dtype);
         }
@@ -881,6 +947,9 @@ static int make_plan(refit_receiver_t *r)
         r->d[i].staging_off = staging;
         staging += ((r->d[i].nbytes + 63) & ~(uint64_t)63) + 64;
     }
+    if (r->doubled && staging <= r->staging_len)
+        for (size_t i = 0; i < r->n_d; i++)
+            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
     for (size_t t = 0; t < nl; t++) {
         const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
         struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
@@ -901,6 +970,7 @@ static int make_plan(refit_receiver_t *r)
     }
     struct rf_plan_opts po = {.scatter_threshold = r->ctx->scatter_threshold,
                               .verify = r->ctx->verify != RF_VERIFY_OFF};
+    r->n_pieces = np;
     rc = rf_plan_build(r->psrc, r->n_psrc, r->pdst, nl, pieces, np, (uint32_t)r->n_src, &po, dst_name, r,
                        &r->plan);
     free(pieces);
@@ -987,24 +1057,30 @@ static int verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_
             continue; /* straddles: checked with the descriptor that ends it */
         struct rcv_source *s = &r->src[r->psrc_source[c->psrc]];
         size_t ci = r->psrc_cat[c->psrc];
-        int have;
-        uint64_t want = rf_sums_chunk(&s->sums, ci, c->chunk, &have);
-        if (!have)
-            continue;
-        if (r->ctx->verify == RF_VERIFY_SAMPLE) {
-            uint64_t pick = XXH3_64bits(&c->chunk, sizeof(c->chunk)) ^ (uint64_t)ci;
-            if ((double)(pick % 10000) >= r->ctx->verify_sample * 10000.0)
+        uint64_t chunk_bytes = (uint64_t)r->psrc[c->psrc].chunk_rows * r->psrc[c->psrc].cols * r->psrc[c->psrc].esize;
+        const char *base = buf_ptr(r, c->buf, c->off);
+        for (uint32_t k = 0; k < c->count; k++) {
+            uint64_t chunk = c->chunk + k, o = (uint64_t)k * chunk_bytes;
+            uint64_t len = o + chunk_bytes <= c->len ? chunk_bytes : c->len - o;
+            int have;
+            uint64_t want = rf_sums_chunk(&s->sums, ci, chunk, &have);
+            if (!have)
                 continue;
-        }
-        uint64_t got = XXH3_64bits(buf_ptr(r, c->buf, c->off), c->len);
-        if (got != want) {
-            r->verify_s += rf_seconds() - t0;
-            return refit_error_set(REFIT_ECHECKSUM,
-                                   "tensor '%s' from source %s: checksum mismatch in rows %llu.. "
-                                   "(expected %016llx, got %016llx)",
-                                   s->cat->tensors[ci].name, s->id,
-                                   (unsigned long long)(c->chunk * r->psrc[c->psrc].chunk_rows),
-                                   (unsigned long long)want, (unsigned long long)got);
+            if (r->ctx->verify == RF_VERIFY_SAMPLE) {
+                uint64_t pick = XXH3_64bits(&chunk, sizeof(chunk)) ^ (uint64_t)ci;
+                if ((double)(pick % 10000) >= r->ctx->verify_sample * 10000.0)
+                    continue;
+            }
+            uint64_t got = XXH3_64bits(base + o, len);
+            if (got != want) {
+                r->verify_s += rf_seconds() - t0;
+                return refit_error_set(REFIT_ECHECKSUM,
+                                       "tensor '%s' from source %s: checksum mismatch in rows %llu.. "
+                                       "(expected %016llx, got %016llx)",
+                                       s->cat->tensors[ci].name, s->id,
+                                       (unsigned long long)(chunk * r->psrc[c->psrc].chunk_rows),
+                                       (unsigned long long)want, (unsigned long long)got);
+            }
         }
     }
     r->verify_s += rf_seconds() - t0;
@@ -1247,6 +1323,32 @@ static char *plan_key_of(refit_receiver_t *r)
     return k;
 }
 
+static int positions_complete(const struct seen *sv, size_t n, uint64_t v)
+{
+    uint8_t tp[256] = {0}, ep[256] = {0};
+    uint32_t tps = 0, eps = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct refit_par_layout *L = &sv[i].rec->layout;
+        if (sv[i].rec->version != v)
+            continue;
+        if (L->tp_size > tps)
+            tps = L->tp_size;
+        if (L->ep_size > eps)
+            eps = L->ep_size;
+        if (L->tp_rank < 256)
+            tp[L->tp_rank] = 1;
+        if (L->ep_rank < 256)
+            ep[L->ep_rank] = 1;
+    }
+    for (uint32_t i = 0; i < tps && i < 256; i++)
+        if (!tp[i])
+            return 0;
+    for (uint32_t i = 0; i < eps && i < 256; i++)
+        if (!ep[i])
+            return 0;
+    return 1;
+}
+
 /* Sources at the chosen version with a plan that covers every byte. */
 static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chosen, double *plan_s)
 {
@@ -1288,6 +1390,11 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         size_t lagging = 0;
         for (size_t i = 0; v && i < n; i++)
             lagging += sv[i].rec->version < v;
+        /* Every tensor- and expert-parallel position the sources declare
+         * should be present before planning, so the plan (and the spread of
+         * replicated tensors) does not change when a late rank shows up. */
+        if (v && !lagging && !positions_complete(sv, n, v))
+            lagging = 1;
         int planned = 0;
         if (v && lagging && rf_seconds() < deadline - (double)r->ctx->timeout_ms / 2000.0) {
             free_seen(sv, n);
@@ -1310,6 +1417,8 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
                     if (r->st)
                         r->st->plan_cached = 1;
                 } else {
+                    refit_log(REFIT_LOG_DEBUG, "receiver", "%s: planning v%llu for %s (was %s)", r->id,
+                              (unsigned long long)v, key, r->plan_key ? r->plan_key : "none");
                     double t0 = rf_seconds();
                     rc = make_plan(r);
                     *plan_s += rf_seconds() - t0;
@@ -1334,10 +1443,12 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         }
         double left = deadline - rf_seconds();
         if (left <= 0) {
-            if (v)
+            if (v) {
+                /* The gap's own message (which tensor, which rows) follows. */
+                refit_error_set(REFIT_ETIMEDOUT, "%s", refit_error_message());
                 return refit_error_push(REFIT_ETIMEDOUT, "v%llu: the sources READY at it do not cover this "
-                                        "layout within %lld ms (%s)", (unsigned long long)v,
-                                        (long long)r->ctx->timeout_ms, refit_error_message());
+                                        "layout within %lld ms", (unsigned long long)v, (long long)r->ctx->timeout_ms);
+            }
             return refit_error_set(REFIT_ETIMEDOUT, "no %s within %lld ms (%zu live sources seen)",
                                    want == REFIT_NEXT ? "new version" : "version READY",
                                    (long long)r->ctx->timeout_ms, n);
@@ -1434,7 +1545,9 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t t = 0; !rc && t < nl; t++)
         if (r->unfed[t])
             rc = finish_tensor(r, t);
-    st.transfer_s = rf_seconds() - tx - r->convert_s - r->verify_s;
+    /* Wire time: the transfer phase less the conversion done while nothing
+     * was in flight (conversion overlapping transfers is not subtracted). */
+    st.transfer_s = rf_seconds() - tx - xs.idle_wire_s;
     if (st.transfer_s < 0)
         st.transfer_s = 0;
     st.descriptors = xs.descriptors;
@@ -1446,32 +1559,131 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         goto out;
     /* Commit: staging into the destinations (in place: already there). */
     double tm = rf_seconds();
-    if (!r->ctx->in_place)
+    if (r->doubled) {
+        /* Every destination is refit's: flip, no copy. */
+        r->front ^= 1;
+        for (size_t i = 0; i < r->n_d; i++)
+            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
+    } else if (!r->ctx->in_place) {
         for (size_t i = 0; i < r->n_d; i++)
             if (r->d[i].ptr)
                 memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
+    }
     for (size_t i = 0; i < r->n_d; i++)
         st.bytes_out += r->d[i].nbytes;
     st.commit_s = rf_seconds() - tm;
     rc = refit_ack_put(r->ctx->store, v, r->id);
     if (rc)
         refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
+    char old_ack[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
+        refit_store_forget(r->ctx->store, old_ack);
 out:
     st.version = v;
     st.sources = (uint32_t)r->n_src;
     st.convert_s = r->convert_s;
     st.verify_s = r->verify_s;
     st.total_s = rf_seconds() - t0 - st.wait_s;
-    if (!rc)
+    if (!rc) {
         r->last_version = v;
-    else
-        refit_error_push(rc, "receiver %s: pull %s%llu", r->id, v ? "v" : "",
-                         (unsigned long long)(v ? v : 0));
+    } else {
+        /* Name the version asked for when none was chosen. */
+        char what[48];
+        if (v || (version != REFIT_LATEST && version != REFIT_NEXT))
+            snprintf(what, sizeof(what), "v%llu", (unsigned long long)(v ? v : version));
+        else
+            snprintf(what, sizeof(what), "%s", version == REFIT_LATEST ? "latest" : "next");
+        refit_error_push(rc, "receiver %s: pull %s", r->id, what);
+    }
     if (stats) {
         size_t n = stats->size && stats->size < sizeof(st) ? stats->size : sizeof(st);
         st.size = n;
         memcpy(stats, &st, n);
     }
     r->st = NULL;
+    return rc;
+}
+
+int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *src, size_t n_src,
+                            struct refit_plan_info *info)
+{
+    if (!r || !src || !n_src || !info)
+        return refit_error_set(REFIT_EINVAL, "refit_receiver_plan_dry: bad argument");
+    drop_plan(r);
+    for (size_t i = 0; i < r->n_src; i++)
+        drop_source(r, &r->src[i]);
+    free(r->src);
+    r->src = calloc(n_src, sizeof(*r->src));
+    refit_catalog_t **cats = calloc(n_src, sizeof(*cats));
+    if (!r->src || !cats) {
+        free(cats);
+        return REFIT_ENOMEM;
+    }
+    r->n_src = n_src;
+    int rc = 0;
+    for (size_t i = 0; i < n_src && !rc; i++) {
+        struct rcv_source *s = &r->src[i];
+        char id[32];
+        snprintf(id, sizeof(id), "dry%zu", i);
+        s->id = strdup(id);
+        struct refit_megatron_rank mr = {.tp = sz(src[i].tp_size), .ep = sz(src[i].ep_size),
+                                         .etp = sz(src[i].etp_size), .tp_rank = src[i].tp_rank,
+                                         .ep_rank = src[i].ep_rank, .etp_rank = src[i].etp_rank};
+        rc = refit_layout_megatron(r->ctx->model, &mr, &r->copts, &s->meg);
+        uint64_t off = 0;
+        if (!rc)
+            rc = refit_catalog_create(&cats[i]);
+        for (size_t t = 0; !rc && t < refit_layout_count(s->meg); t++) {
+            const struct refit_layout_tensor *lt = refit_layout_at(s->meg, t);
+            uint64_t n = 2;
+            for (int d = 0; d < lt->ndim; d++)
+                n *= (uint64_t)lt->shape[d];
+            off += (n + 63) & ~(uint64_t)63;
+        }
+        uint32_t reg;
+        if (!rc)
+            rc = refit_catalog_add_region(cats[i], off ? off : 1, &reg);
+        off = 0;
+        for (size_t t = 0; !rc && t < refit_layout_count(s->meg); t++) {
+            const struct refit_layout_tensor *lt = refit_layout_at(s->meg, t);
+            struct refit_cat_tensor ct = {.name = lt->name, .dtype = REFIT_DTYPE_BF16, .role = REFIT_CAT_ROLE_REPLICATED,
+                                          .ndim = (uint32_t)lt->ndim, .shard_axis = -1, .expert = -1,
+                                          .region = reg, .offset = off};
+            uint64_t n = 2, cols = lt->ndim >= 2 ? (uint64_t)lt->shape[lt->ndim - 1] : 1;
+            for (int d = 0; d < lt->ndim; d++) {
+                ct.shape[d] = ct.global_shape[d] = (uint64_t)lt->shape[d];
+                n *= (uint64_t)lt->shape[d];
+            }
+            ct.nbytes = n;
+            ct.chunk_rows = rf_chunk_rows(n / (cols * 2), cols * 2);
+            off += (n + 63) & ~(uint64_t)63;
+            rc = refit_catalog_add(cats[i], &ct);
+        }
+        s->cat = cats[i];
+    }
+    double t0 = rf_seconds();
+    if (!rc)
+        rc = make_plan(r);
+    double took = rf_seconds() - t0;
+    if (!rc) {
+        struct refit_plan_info in = {.size = sizeof(in), .seconds = took, .pieces = r->n_pieces,
+                                     .descriptors = r->plan.n_desc, .scatters = r->plan.n_scatter,
+                                     .checks = r->plan.n_check, .wire_bytes = r->plan.wire_bytes,
+                                     .scratch_bytes = r->plan.scratch_bytes, .staging_bytes = r->staging_need,
+                                     .sources = (uint32_t)n_src};
+        size_t n = info->size && info->size < sizeof(in) ? info->size : sizeof(in);
+        memcpy(info, &in, n);
+    }
+    /* The dry sources go; their catalogs are not in the cache. */
+    drop_plan(r);
+    for (size_t i = 0; i < n_src; i++) {
+        r->src[i].cat = NULL;
+        drop_source(r, &r->src[i]);
+        refit_catalog_destroy(cats[i]);
+    }
+    free(cats);
+    free(r->src);
+    r->src = NULL;
+    r->n_src = 0;
     return rc;
 }

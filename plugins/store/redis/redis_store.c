@@ -1,9 +1,10 @@
 /* redis_store.c — the store on a Redis server (hiredis).
  *
  * Key "k" of namespace N is the Redis string "refit/N/k"; TTLs are Redis
- * TTLs (SET ... PX).  Every write also INCRs "refit/N~seq" in the same
- * pipeline: that counter is poll()'s cursor, and '~' (which keys cannot
- * contain) keeps it out of every listing.  cas is one Lua script, so it is
+ * TTLs (SET ... PX).  Every write also INCRs "refit/N~seq" and, for a key
+ * "c/...", "refit/N~seq/c" in the same pipeline: those counters are poll()'s
+ * cursors, and '~' (which keys cannot contain) keeps them out of every
+ * listing.  cas is one Lua script, so it is
  * atomic on the server.  Bulk reads and writes are pipelined: one round
  * trip for any number of keys.
  *
@@ -60,7 +61,8 @@ static const struct refit_cfg_field rd_fields[] = {
     {"poll_max", REFIT_CFG_DURATION, "200ms", 1, 60000, NULL, "longest re-check interval of poll"},
 };
 
-/* The cas script: KEYS[1] the key, KEYS[2] the change counter; ARGV[1] "1"
+/* The cas script: KEYS[1] the key, KEYS[2] and KEYS[3] the change counters
+ * (namespace, first component; the same key when the key has no '/'); ARGV[1] "1"
  * when an expected value is given, ARGV[2] that value, ARGV[3] the new
  * value, ARGV[4] the ttl in ms ("0": none).  Lua strings are binary-safe. */
 static const char rd_cas_lua[] =
@@ -73,6 +75,7 @@ static const char rd_cas_lua[] =
     "if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
     "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
     "redis.call('INCR', KEYS[2])\n"
+    "if KEYS[3] ~= KEYS[2] then redis.call('INCR', KEYS[3]) end\n"
     "return 1\n";
 
 /* ------------------------------------------------------------------ */
@@ -167,6 +170,12 @@ static int connect_once(struct rd_store *st)
         drop_conn(st);
         return rc;
     }
+    /* hiredis frees its read buffer after every reply larger than maxbuf
+     * (16 KiB by default) and grows it again for the next: keep up to
+     * 8 MiB, so reading catalog-sized values does not reallocate and fault
+     * in fresh pages each time. */
+    if (st->c->reader)
+        st->c->reader->maxbuf = 8u << 20;
     if (redisSetTimeout(st->c, tv_of(st->command_ms)) != REDIS_OK) {
         drop_conn(st);
         return H->error_set(REFIT_ECONN, "store %s: cannot set the command timeout", st->where);
@@ -298,13 +307,35 @@ static void set_cmd(struct rd_cmd *c, const char *fk, size_t fkl, const void *va
     }
 }
 
-static void incr_cmd(struct rd_store *st, struct rd_cmd *c)
+static void incr_cmd(struct rd_store *st, struct rd_cmd *c, const char *counter)
 {
     c->argc = 2;
     c->argv[0] = "INCR";
     c->len[0] = 4;
-    c->argv[1] = st->seq_key;
-    c->len[1] = strlen(st->seq_key);
+    c->argv[1] = counter ? counter : st->seq_key;
+    c->len[1] = strlen(c->argv[1]);
+}
+
+/* Every write bumps the namespace's change counter and, for a key with a
+ * '/', the counter of its first component ("refit/N~seq/sources"), so that
+ * a poll on "sources/" is not woken by every heartbeat.  *out is NULL for a
+ * key without '/'; otherwise H->alloc'ed. */
+static int comp_seq(struct rd_store *st, const char *key, char **out)
+{
+    const char *slash = strchr(key, '/');
+    *out = NULL;
+    if (!slash)
+        return 0;
+    size_t sl = strlen(st->seq_key), cl = (size_t)(slash - key);
+    char *c = H->alloc(sl + cl + 2);
+    if (!c)
+        return REFIT_ENOMEM;
+    memcpy(c, st->seq_key, sl);
+    c[sl] = '/';
+    memcpy(c + sl + 1, key, cl);
+    c[sl + 1 + cl] = '\0';
+    *out = c;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,15 +359,21 @@ static int read_password_file(struct rd_store *st, const struct refit_cfg_view *
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (!buf[0])
+    size_t line = strcspn(buf, "\r\n");
+    if (line == sizeof(buf) - 1) /* no end of line in 1 KiB: not a password */
+        rc = H->error_set(REFIT_ECONFIG, "store redis: password_file %s: first line longer than %zu bytes", path,
+                          sizeof(buf) - 2);
+    buf[line] = '\0';
+    if (!rc && !buf[0])
         rc = H->error_set(REFIT_ECONFIG, "store redis: password_file %s is empty", path);
     H->free(path);
-    if (rc)
-        return rc;
-    H->free(st->password);
-    st->password = rd_strdup(buf);
-    return st->password ? 0 : REFIT_ENOMEM;
+    if (!rc) {
+        H->free(st->password);
+        st->password = rd_strdup(buf);
+        rc = st->password ? 0 : REFIT_ENOMEM;
+    }
+    explicit_bzero(buf, sizeof(buf)); /* the secret does not linger on the stack */
+    return rc;
 }
 
 static int opt_str(const struct refit_cfg_view *cfg, const char *key, char **out)
@@ -418,7 +455,7 @@ static void rd_close(void *obj)
     H->free(st->unix_path);
     H->free(st->user);
     if (st->password) /* do not leave the secret in freed memory */
-        memset(st->password, 0, strlen(st->password));
+        explicit_bzero(st->password, strlen(st->password));
     H->free(st->password);
     H->free(st->prefix);
     H->free(st->seq_key);
@@ -431,31 +468,50 @@ static void rd_close(void *obj)
 static int rd_put_many(void *obj, const struct refit_store_put_item *items, size_t n)
 {
     struct rd_store *st = obj;
-    struct rd_cmd *cmds = H->calloc(n + 1, sizeof(*cmds));
-    char **keys = H->calloc(n, sizeof(char *));
+    /* n SETs, the namespace's INCR, one INCR per distinct first component. */
+    struct rd_cmd *cmds = H->calloc(2 * n + 1, sizeof(*cmds));
+    char **keys = H->calloc(n, sizeof(char *)), **comps = H->calloc(n, sizeof(char *));
     char(*ttl)[24] = H->calloc(n, 24);
-    redisReply **rep = H->calloc(n + 1, sizeof(*rep));
-    int rc = (cmds && keys && ttl && rep) ? 0 : REFIT_ENOMEM;
+    redisReply **rep = H->calloc(2 * n + 1, sizeof(*rep));
+    int rc = (cmds && keys && comps && ttl && rep) ? 0 : REFIT_ENOMEM;
+    size_t nc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         size_t fl;
         keys[i] = full_key(st, items[i].key, &fl);
-        if (!keys[i])
+        if (!keys[i]) {
             rc = REFIT_ENOMEM;
+            break;
+        }
+        set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
+        char *c;
+        if ((rc = comp_seq(st, items[i].key, &c)) || !c)
+            continue;
+        size_t j = 0;
+        while (j < nc && strcmp(comps[j], c))
+            j++;
+        if (j < nc)
+            H->free(c);
         else
-            set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
+            comps[nc++] = c;
     }
+    size_t total = n + 1 + nc;
     if (!rc) {
-        incr_cmd(st, &cmds[n]);
-        rc = rd_batch(st, cmds, n + 1, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
+        incr_cmd(st, &cmds[n], NULL);
+        for (size_t j = 0; j < nc; j++)
+            incr_cmd(st, &cmds[n + 1 + j], comps[j]);
+        rc = rd_batch(st, cmds, total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
     }
-    for (size_t i = 0; !rc && i <= n; i++)
+    for (size_t i = 0; !rc && i < total; i++)
         if (rep[i]->type == REDIS_REPLY_ERROR)
             rc = reply_error(st, rep[i], i < n ? "SET" : "INCR", i < n ? items[i].key : NULL);
     if (rep)
-        free_replies(rep, n + 1);
+        free_replies(rep, total);
     for (size_t i = 0; keys && i < n; i++)
         H->free(keys[i]);
+    for (size_t j = 0; j < nc; j++)
+        H->free(comps[j]);
     H->free(keys);
+    H->free(comps);
     H->free(cmds);
     H->free(ttl);
     H->free(rep);
@@ -560,10 +616,16 @@ static int rd_del(void *obj, const char *key)
     char *fk = full_key(st, key, &fl);
     if (!fk)
         return REFIT_ENOMEM;
-    struct rd_cmd cmds[2] = {{2, {"DEL", fk}, {3, fl}}};
-    incr_cmd(st, &cmds[1]);
-    redisReply *rep[2] = {NULL, NULL};
-    int rc = rd_batch(st, cmds, 2, rep, "DEL", key);
+    char *comp = NULL;
+    if (comp_seq(st, key, &comp)) {
+        H->free(fk);
+        return REFIT_ENOMEM;
+    }
+    struct rd_cmd cmds[3] = {{2, {"DEL", fk}, {3, fl}}};
+    incr_cmd(st, &cmds[1], NULL);
+    incr_cmd(st, &cmds[2], comp);
+    redisReply *rep[3] = {NULL, NULL, NULL};
+    int rc = rd_batch(st, cmds, comp ? 3 : 2, rep, "DEL", key);
     if (!rc) {
         if (rep[0]->type == REDIS_REPLY_ERROR)
             rc = reply_error(st, rep[0], "DEL", key);
@@ -574,8 +636,11 @@ static int rd_del(void *obj, const char *key)
             rc = H->error_set(REFIT_ENOENT, "store %s: key '%s' not found", st->where, key);
         else if (rep[1]->type == REDIS_REPLY_ERROR)
             rc = reply_error(st, rep[1], "INCR", NULL);
+        else if (comp && rep[2]->type == REDIS_REPLY_ERROR)
+            rc = reply_error(st, rep[2], "INCR", NULL);
     }
-    free_replies(rep, 2);
+    free_replies(rep, comp ? 3 : 2);
+    H->free(comp);
     H->free(fk);
     return rc;
 }
@@ -590,16 +655,22 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
         return REFIT_ENOMEM;
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 0));
-    /* EVAL script 2 key seq mode expected value ttl: 9 arguments. */
-    const char *argv[9] = {"EVAL", rd_cas_lua, "2", fk, st->seq_key, expected ? "1" : "0",
-                           expected && elen ? expected : "", len ? val : "", ttl};
-    size_t lens[9] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), 1, expected ? elen : 0, len,
-                      strlen(ttl)};
+    char *comp = NULL;
+    if (comp_seq(st, key, &comp)) {
+        H->free(fk);
+        return REFIT_ENOMEM;
+    }
+    const char *cseq = comp ? comp : st->seq_key;
+    /* EVAL script 3 key seq comp-seq mode expected value ttl: 10 arguments. */
+    const char *argv[10] = {"EVAL", rd_cas_lua, "3", fk, st->seq_key, cseq, expected ? "1" : "0",
+                            expected && elen ? expected : "", len ? val : "", ttl};
+    size_t lens[10] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), 1,
+                       expected ? elen : 0, len, strlen(ttl)};
     int64_t deadline = now_ms() + st->timeout_ms;
     int rc = ensure_conn(st, deadline);
     redisReply *r = NULL;
     for (int attempt = 0; !rc && attempt < 3; attempt++) {
-        r = redisCommandArgv(st->c, 9, argv, lens);
+        r = redisCommandArgv(st->c, 10, argv, lens);
         if (r)
             break;
         /* Lost connection: after a restart the old state is gone, so one
@@ -621,6 +692,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
     }
     if (r)
         freeReplyObject(r);
+    H->free(comp);
     H->free(fk);
     return rc;
 }
@@ -681,7 +753,7 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
             rc = reply_error(st, r, "SCAN", NULL);
         } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] || !r->element[1] ||
                    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
-                   r->element[0]->len >= (int)sizeof(cursor)) {
+                   (size_t)r->element[0]->len >= sizeof(cursor)) {
             rc = H->error_set(REFIT_EPROTO, "store %s: SCAN: unexpected reply shape", st->where);
         } else {
             memcpy(cursor, r->element[0]->str, (size_t)r->element[0]->len);
@@ -736,9 +808,9 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
 
 /* The namespace's change counter combined with the generation, so that a
  * restart (counter back to 0) never repeats an old cursor. */
-static int read_cursor(struct rd_store *st, uint64_t *cur)
+static int read_cursor(struct rd_store *st, const char *counter, uint64_t *cur)
 {
-    struct rd_cmd c = {2, {"GET", st->seq_key}, {3, strlen(st->seq_key)}};
+    struct rd_cmd c = {2, {"GET", counter}, {3, strlen(counter)}};
     redisReply *r = NULL;
     int rc = rd_batch(st, &c, 1, &r, "poll GET", NULL);
     if (rc)
@@ -749,7 +821,7 @@ static int read_cursor(struct rd_store *st, uint64_t *cur)
     else if (r->type == REDIS_REPLY_STRING)
         seq = strtoull(r->str, NULL, 10);
     else if (r->type != REDIS_REPLY_NIL)
-        rc = H->error_set(REFIT_EPROTO, "store %s: change counter %s of reply type %d", st->where, st->seq_key,
+        rc = H->error_set(REFIT_EPROTO, "store %s: change counter %s of reply type %d", st->where, counter,
                           r->type);
     freeReplyObject(r);
     *cur = (st->generation << 48) + seq + 1;
@@ -761,15 +833,22 @@ static int rd_poll(void *obj, const char *prefix, uint64_t since, uint64_t *curs
     struct rd_store *st = obj;
     int64_t deadline = now_ms() + timeout_ms, wait = st->poll_min_ms;
     uint64_t cur = 0;
-    int rc = read_cursor(st, &cur);
+    /* "sources/..." watches the counter of "sources"; a prefix without '/'
+     * may span components: the namespace's counter. */
+    char *comp = NULL;
+    if (comp_seq(st, prefix, &comp))
+        return REFIT_ENOMEM;
+    const char *counter = comp ? comp : st->seq_key;
+    int rc = read_cursor(st, counter, &cur);
     while (!rc && since && cur == since) {
         int64_t left = deadline - now_ms();
         if (left <= 0)
             break;
         sleep_ms(wait < left ? wait : left);
         wait = wait * 2 < st->poll_max_ms ? wait * 2 : st->poll_max_ms;
-        rc = read_cursor(st, &cur);
+        rc = read_cursor(st, counter, &cur);
     }
+    H->free(comp);
     if (rc)
         return rc;
     *cursor = cur;

@@ -1,0 +1,161 @@
+"""The PyTorch path: tensors through data_ptr() and device.  Skipped where
+torch is not installed; the CUDA tests need a GPU (the GPU machine runs
+them: `python3 -m pytest -q bindings/python/tests/test_torch.py`)."""
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import refit  # noqa: E402
+import refit.safetensors as st  # noqa: E402
+from refit._tensor import tensor_ref  # noqa: E402
+from conftest import CLUSTER, FP8, REFIT_BIN, assert_same_as, cluster_overrides  # noqa: E402
+from test_vllm_worker import StandinWorker  # noqa: E402
+
+HAVE_FP8 = hasattr(torch, "float8_e4m3fn")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+TORCH_OF = {refit.DType.BF16: torch.bfloat16, refit.DType.F32: torch.float32, refit.DType.F16: torch.float16}
+if HAVE_FP8:
+    TORCH_OF[refit.DType.F8_E4M3] = torch.float8_e4m3fn
+
+
+def to_torch(a, d):
+    """numpy raw bits (uint16 for bf16, uint8 for fp8) -> a torch tensor of dtype d."""
+    if d in (refit.DType.BF16, refit.DType.F16):
+        return torch.from_numpy(a.view(np.int16)).view(TORCH_OF[d])
+    if d == refit.DType.F8_E4M3:
+        return torch.from_numpy(a).view(TORCH_OF[d])
+    return torch.from_numpy(a)
+
+
+def as_bytes(t):
+    t = t.detach().cpu().contiguous()
+    return t.view(torch.uint8).numpy() if t.element_size() > 1 or t.dtype != torch.uint8 else t.numpy()
+
+
+def test_dtype_mapping():
+    assert tensor_ref(torch.zeros(3, dtype=torch.bfloat16), "x").dtype is refit.DType.BF16
+    assert tensor_ref(torch.zeros(3, dtype=torch.float32), "x").dtype is refit.DType.F32
+    assert tensor_ref(torch.zeros(3, dtype=torch.float16), "x").dtype is refit.DType.F16
+    assert tensor_ref(torch.zeros(3, dtype=torch.int64), "x").dtype is refit.DType.I64
+    assert tensor_ref(torch.zeros(3, dtype=torch.int16), "x", dtype="bf16").dtype is refit.DType.BF16
+    if HAVE_FP8:
+        assert tensor_ref(torch.empty(3, dtype=torch.float8_e4m3fn), "x").dtype is refit.DType.F8_E4M3
+    r = tensor_ref(torch.zeros((2, 3), dtype=torch.bfloat16), "x")
+    assert r.shape == (2, 3) and r.memtype == refit.MEM_HOST and r.nbytes == 12
+    with pytest.raises(refit.InvalidArgument):
+        tensor_ref(torch.zeros(3, dtype=torch.float16), "x", dtype="bf16")  # real f16 is not bf16
+    with pytest.raises(refit.InvalidArgument):
+        tensor_ref(torch.zeros(3, dtype=torch.complex64), "x")
+    r = tensor_ref(torch.zeros(8, dtype=torch.float32)[2:], "x")  # an offset view: data_ptr includes it
+    assert r.shape == (6,)
+
+
+def test_non_contiguous_torch():
+    with pytest.raises(refit.InvalidArgument) as e:
+        tensor_ref(torch.zeros((4, 8), dtype=torch.bfloat16).t(), "w")
+    assert "contiguous" in e.value.message
+    with pytest.raises(refit.InvalidArgument):
+        tensor_ref(torch.zeros((4, 8), dtype=torch.bfloat16)[:, ::2], "w")
+
+
+def test_torch_publisher_to_refit_pull(tmp_path, ckpt, shards, expected):
+    """Trainer tensors as torch CPU tensors (bf16) in this process; `refit pull`
+    in another; the result equals refit convert's."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    shard = os.path.join(shards(1), "rank0.safetensors")
+    hdr, _ = st.header(shard)
+    params = {n: to_torch(a, hdr[n][0]).clone() for n, a in st.read(shard).items()}
+    assert any(p.dtype == torch.bfloat16 for p in params.values())
+    out = str(tmp_path / "got.safetensors")
+    env = dict(os.environ)
+    for k, v in over.items():
+        env["REFIT_" + k.upper().replace(".", "_")] = str(v)
+    with refit.Context(CLUSTER, overrides=over, hf=ckpt) as ctx, ctx.publisher() as pub:
+        for n, p in params.items():
+            pub.add(n, p)
+        pull = subprocess.Popen([REFIT_BIN, "pull", "--config", CLUSTER, "--hf", ckpt, "--tp", "1", "--rank", "0",
+                                 "--version", "1", "--out", out, "--target", "vllm"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            pub.publish(1)
+            pub.wait_released(1, timeout=60)
+        finally:
+            text, _ = pull.communicate(timeout=60)
+        assert pull.returncode == 0, text
+    assert_same_as(st.read(out), expected.get(1, tp=1, rank=0, fp8=False))
+
+
+@pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
+def test_torch_receiver_cpu_fp8(tmp_path, ckpt, shards, expected, trainers):
+    """Destinations as torch CPU tensors: bf16, float8_e4m3fn, float32 scales."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
+    with refit.Context(CLUSTER, overrides=dict(over, **FP8), hf=ckpt) as ctx, ctx.receiver() as rcv:
+        dst = {t.name: torch.empty(t.shape, dtype=TORCH_OF[t.dtype]) for t in rcv.tensors()}
+        assert any(d.dtype == torch.float8_e4m3fn for d in dst.values())
+        rcv.bind_all(dst)
+        rcv.pull(1)
+        assert_same_as({n: as_bytes(t) for n, t in dst.items()}, expected.get(1, fp8=True))
+    trainers.wait()
+
+
+@cuda
+def test_cuda_memory_is_refused_clearly(tmp_path, ckpt):
+    with refit.Context(CLUSTER, overrides=cluster_overrides(tmp_path), hf=ckpt) as ctx:
+        pub = ctx.publisher(tp_size=1)
+        w = torch.zeros(256, dtype=torch.bfloat16, device="cuda")
+        with pytest.raises(refit.NotSupported) as e:
+            pub.add("decoder.final_layernorm.weight", w)
+        assert e.value.status == refit.errors.ENOTSUP
+        assert "CUDA" in e.value.message and "cuda:0" in e.value.message
+        rcv = ctx.receiver()
+        with pytest.raises(refit.NotSupported) as e:
+            rcv.bind("model.norm.weight", w)
+        assert "CUDA" in e.value.message
+
+
+@cuda
+@pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
+def test_vllm_worker_cuda_params_staged(tmp_path, ckpt, shards, expected, trainers):
+    """vLLM parameters in CUDA memory: the worker extension stages them
+    through pinned host tensors (until librefit takes CUDA memory)."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=2, overrides=over)
+    hdr, _ = st.header(expected.get(1, fp8=True))
+    params = {n: torch.nn.Parameter(torch.empty(s, dtype=TORCH_OF[d], device="cuda"), requires_grad=False)
+              for n, (d, s) in hdr.items()}
+    w = StandinWorker(params)
+    info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
+    try:
+        assert info["staged"] == len(params) and info["missing"] == []
+        for v in (1, 2):
+            assert w.update_weights_from_refit(v)["version"] == v
+            assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(v, fp8=True))
+    finally:
+        w.close_refit()
+    trainers.wait()
+
+
+@pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
+def test_vllm_worker_cpu_params_bound_in_place(tmp_path, ckpt, shards, expected, trainers):
+    """torch CPU parameters (nn.Parameter) are bound in place, nothing staged."""
+    over = cluster_overrides(tmp_path, receivers=1)
+    trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
+    hdr, _ = st.header(expected.get(1, fp8=True))
+    params = {n: torch.nn.Parameter(torch.empty(s, dtype=TORCH_OF[d]), requires_grad=False)
+              for n, (d, s) in hdr.items()}
+    w = StandinWorker(params)
+    info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
+    try:
+        assert info["staged"] == 0 and info["bound"] == len(params)
+        assert w.update_weights_from_refit(1)["version"] == 1
+        assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(1, fp8=True))
+    finally:
+        w.close_refit()
+    trainers.wait()

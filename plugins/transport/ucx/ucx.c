@@ -1,0 +1,1625 @@
+/* ucx.c — the `ucx` transport plugin: one-sided READ/WRITE with ucp RMA
+ * (ucp_get_nbx / ucp_put_nbx) between regions mapped with ucp_mem_map, and
+ * notifications as ucp active messages.
+ *
+ * One ucp context and one worker per refit_tp_t; the worker address is the
+ * address blob.  UCX settings come from the YAML (transport.ucx.env) and
+ * are applied to this context's ucp_config_t only, so nothing leaks into
+ * the environment of other UCX users in the process.
+ *
+ * Threading: the worker is UCS_THREAD_MODE_SERIALIZED, not SINGLE, because
+ * besides the caller's thread a progress thread drives it whenever the
+ * caller is not inside the plugin: without RDMA hardware (UCX's tcp and
+ * shared-memory transports) a READ of our memory is served by *our*
+ * worker's progress (UCX emulates RMA with active messages), and a
+ * publisher that is busy training must still serve it.  One mutex
+ * serialises every use of the worker, so UCX never sees two threads at
+ * once; the progress thread sleeps on the worker's event fd.
+ *
+ * Completion: a request counts its outstanding ucp operations; a READ batch
+ * is complete when every get has landed, a WRITE batch when every put has
+ * completed *remotely* — the batch ends with ucp_ep_flush_nbx, because a put's
+ * own completion is only local (the source buffer may be reused).
+ *
+ * Ordering of notifications: UCX orders nothing between RMA and active
+ * messages (they may take different lanes), so notify() first flushes the
+ * endpoint — every put posted before it is then remotely complete — and
+ * only then sends the active message.  That costs one round trip per
+ * notification, which push mode pays once per version.
+ *
+ * Stale keys: UCX does not check a remote key against a registration that
+ * is gone (emulated RMA reads whatever the address holds).  So the owner
+ * revokes: every process that connects to us says hello (with its worker
+ * address); dereg() sends each of them a revoke for the region and waits
+ * (transport.timeout at most) for their acknowledgements before it unmaps.
+ * A requester that gets a revoke marks the keys of that region stale (later
+ * posts fail with REFIT_ESTALE), fails its requests that use them, flushes
+ * its endpoint (so none of its operations is still in flight) and only then
+ * acknowledges. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ucp/api/ucp.h>
+
+#include "refit/plugin.h"
+#include "refit/status.h"
+#include "refit/transport.h"
+
+#define UCXP "ucx"
+#define UCXP_AM_NOTIFY 0x5246 /* active message id of notifications */
+#define UCXP_AM_CTRL 0x5247   /* hello, revoke, ack, bye */
+#define UCXP_ADDR_MAGIC 0x41555852u /* "RXUA" */
+#define UCXP_RKEY_MAGIC 0x4b555852u /* "RXUK" */
+#define UCXP_BLOB_VERSION 2
+
+static const struct refit_host *H;
+
+/* ------------------------------------------------------------------ */
+/* Objects */
+
+struct ucxp_notice {
+    struct ucxp_notice *next;
+    size_t len;
+    unsigned char data[];
+};
+
+/* A process that connected to us: it gets revokes when we deregister. */
+struct ucxp_watcher {
+    struct ucxp_watcher *next;
+    uint64_t id;      /* its transport id */
+    int refs;         /* hellos minus byes */
+    ucp_ep_h ep;      /* NULL until created (outside the AM callback) */
+    void *addr;       /* its worker address, until the ep exists */
+    size_t addr_len;
+    int dead;
+    uint64_t acked;   /* highest revoke sequence it acknowledged */
+};
+
+/* A revoke to acknowledge once the endpoint to the owner is flushed. */
+struct ucxp_ack {
+    struct ucxp_ack *next;
+    refit_tp_peer_t *peer;
+    uint64_t seq;
+};
+
+struct refit_tp {
+    ucp_context_h ctx;
+    ucp_worker_h worker;
+    ucp_address_t *addr;
+    size_t addr_len;
+    char *name;
+    uint64_t id;  /* random; names this transport in control messages */
+    int64_t timeout_ms;
+    uint64_t max_notify_len;
+    int err_mode; /* 0 none, 1 peer, 2 auto (peer, else none) */
+    uint32_t memtypes; /* REFIT_MEMTYPE_BIT set reachable directly */
+    uint64_t next_region_id;
+    struct refit_tp_peer *peers;
+    struct refit_tp_req *reqs; /* every request not yet released */
+    struct ucxp_notice *nq_head, *nq_tail;
+    struct ucxp_watcher *watchers;
+    struct ucxp_ack *acks;
+    uint64_t revoke_seq;
+    char desc[512]; /* describe(): what UCX was told to use */
+    int in_ctrl;    /* ctrl_work() running: no re-entry */
+    int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
+
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int thread_on;
+    int efd;          /* the worker's event fd, -1: sleep-poll */
+    int stop_pipe[2];
+    volatile int stop;
+};
+
+struct refit_tp_region {
+    ucp_mem_h memh;
+    void *ptr;
+    size_t len;
+    uint32_t memtype;
+    uint64_t id;
+    void *packed; /* our blob: header + ucp_rkey_pack output */
+    size_t packed_len;
+};
+
+struct refit_tp_peer {
+    refit_tp_t *tp;
+    struct refit_tp_peer *next;
+    ucp_ep_h ep;
+    char *name;
+    uint64_t owner_id; /* the transport id in its address */
+    ucs_status_t err;  /* UCS_OK until the error callback fires */
+    struct refit_tp_rkey *rkeys;
+};
+
+struct refit_tp_rkey {
+    refit_tp_peer_t *peer;
+    struct refit_tp_rkey *next; /* in peer->rkeys */
+    ucp_rkey_h rk;
+    uint64_t base, len, id;
+    int stale;
+};
+
+struct refit_tp_req {
+    refit_tp_t *tp;
+    refit_tp_peer_t *peer;
+    struct refit_tp_req *prev, *next;
+    size_t pending;   /* ucp operations not yet completed */
+    int status;       /* 0, or the first failure */
+    int released;     /* req_free called while operations were pending */
+    char msg[256];    /* why it failed (our own text, bounded) */
+    uint64_t *regions; /* distinct remote region ids used (for revokes) */
+    size_t n_regions;
+};
+
+/* Wire headers, host byte order: peers are the same architecture (a
+ * foreign blob fails the magic check rather than being misread). */
+struct ucxp_addr_hdr {
+    uint32_t magic;
+    uint16_t version, reserved;
+    uint64_t tp_id;
+    uint64_t addr_len;
+};
+
+struct ucxp_rkey_hdr {
+    uint32_t magic;
+    uint16_t version, memtype;
+    uint64_t base, len, id, ucp_len;
+};
+
+enum { CTRL_HELLO = 1, CTRL_REVOKE, CTRL_ACK, CTRL_BYE };
+
+struct ucxp_ctrl {
+    uint32_t type, reserved;
+    uint64_t sender; /* transport id of the sender */
+    uint64_t a, b;   /* REVOKE: region, seq; ACK: seq; HELLO: address length */
+};
+
+/* ------------------------------------------------------------------ */
+/* Helpers */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = H->alloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* UCX's code and text in every message. */
+static int ucxp_err(int status, ucs_status_t us, const char *fmt, const char *what, const char *who)
+{
+    return H->error_set(status, "%s: %s%s%s%s: %s (UCS %d)", UCXP, fmt, what ? what : "",
+                        who ? " peer " : "", who ? who : "", ucs_status_string(us), (int)us);
+}
+
+static int status_of(ucs_status_t us)
+{
+    switch (us) {
+    case UCS_ERR_NO_MEMORY:
+        return REFIT_ENOMEM;
+    case UCS_ERR_TIMED_OUT:
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+        return REFIT_ETIMEDOUT;
+    case UCS_ERR_CANCELED:
+        return REFIT_ECANCELED;
+    case UCS_ERR_UNSUPPORTED:
+        return REFIT_ENOTSUP;
+    case UCS_ERR_INVALID_PARAM:
+        return REFIT_EINVAL;
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_IO_ERROR:
+        return REFIT_ECONN;
+    default:
+        return REFIT_EPLUGIN;
+    }
+}
+
+static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
+{
+    if (r->status)
+        return; /* the first failure explains the rest */
+    r->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+    va_end(ap);
+}
+
+static void req_unlink_free(struct refit_tp_req *r)
+{
+    refit_tp_t *tp = r->tp;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        tp->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    H->free(r->regions);
+    H->free(r);
+}
+
+/* Completion of one ucp operation of a request (get, put or flush). */
+static void op_done(void *request, ucs_status_t us, void *user_data)
+{
+    struct refit_tp_req *r = user_data;
+    if (us != UCS_OK)
+        req_fail(r, us == UCS_ERR_CANCELED ? REFIT_ECANCELED : REFIT_ECONN,
+                 "%s: transfer with peer '%s' failed: %s (UCS %d)", UCXP, r->peer ? r->peer->name : "?",
+                 ucs_status_string(us), (int)us);
+    ucp_request_free(request);
+    if (r->pending)
+        r->pending--;
+    if (!r->pending && r->released)
+        req_unlink_free(r);
+}
+
+static unsigned ctrl_work(refit_tp_t *tp);
+static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what);
+static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
+                     const void *tail, size_t tail_len);
+
+static unsigned progress_all(refit_tp_t *tp)
+{
+    unsigned n = 0, k;
+    /* Bounded so that one call cannot spin forever on a busy worker. */
+    for (int i = 0; i < 64 && (k = ucp_worker_progress(tp->worker)) > 0; i++)
+        n += k;
+    if (tp->ctrl_dirty || tp->acks)
+        n += ctrl_work(tp);
+    return n;
+}
+
+/* Spin with progress until *flag drops to zero or the deadline passes. */
+static int progress_until(refit_tp_t *tp, const size_t *pending, int64_t timeout_ms)
+{
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    unsigned idle = 0;
+    while (*pending) {
+        if (progress_all(tp)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            if (now_ms() >= deadline)
+                return REFIT_ETIMEDOUT;
+            /* Two processes often share few cores here: let the peer run. */
+            sched_yield();
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration */
+
+static const struct refit_cfg_field ucxp_config[] = {
+    {"env", REFIT_CFG_MAP, NULL, 0, -1, NULL,
+     "UCX settings for this transport only (UCX_TLS, UCX_NET_DEVICES, UCX_IB_GPU_DIRECT_RDMA, ...)"},
+    {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL,
+     "largest notification (sent eagerly as one active message)"},
+    {"error_handling", REFIT_CFG_ENUM, "auto", 0, -1, "auto|peer|none",
+     "peer: endpoints report a failed peer (UCX then skips transports without peer-failure "
+     "support, e.g. shared memory in UCX 1.13); none: a dead peer shows as transport.timeout; "
+     "auto: peer, or none with a warning when no transport to the peer supports it"},
+};
+
+struct env_ctx {
+    ucp_config_t *uc;
+    int status;
+    int net_devices_given;
+};
+
+static int valid_var(const char *k)
+{
+    if (!*k)
+        return 0;
+    for (const char *p = k; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return 0;
+    return 1;
+}
+
+static int apply_env(void *arg, const char *key, const char *value)
+{
+    struct env_ctx *e = arg;
+    const char *k = strncmp(key, "UCX_", 4) ? key : key + 4;
+    if (!valid_var(k)) {
+        e->status = H->error_set(REFIT_ECONFIG, "%s: transport.ucx.env.%s: not a UCX variable name "
+                                 "(UCX_ followed by upper-case letters, digits, '_')", UCXP, key);
+        return 1;
+    }
+    if (!strcmp(k, "NET_DEVICES"))
+        e->net_devices_given = 1;
+    ucs_status_t us = ucp_config_modify(e->uc, k, value);
+    if (us != UCS_OK) {
+        e->status = H->error_set(REFIT_ECONFIG, "%s: transport.ucx.env.%s=%s rejected by UCX: %s (UCS %d)",
+                                 UCXP, key, value, ucs_status_string(us), (int)us);
+        return 1;
+    }
+    H->log(0, UCXP, "UCX_%s=%s (this context only)", k, value);
+    return 0;
+}
+
+/* topology.nic_pin chose devices: they win over anything read from the
+ * process environment (a UCX_NET_DEVICES exported for another component)
+ * and over transport.ucx.env, which we warn about. */
+static int apply_nic_hint(ucp_config_t *uc, const struct refit_tp_init_args *a, int given)
+{
+    if (!a->nic_hint || !a->n_nic_hint)
+        return 0;
+    size_t n = 1;
+    for (size_t i = 0; i < a->n_nic_hint; i++)
+        n += strlen(a->nic_hint[i]) + 1;
+    char *list = H->alloc(n);
+    if (!list)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    list[0] = 0;
+    for (size_t i = 0; i < a->n_nic_hint; i++) {
+        if (i)
+            strcat(list, ",");
+        strcat(list, a->nic_hint[i]);
+    }
+    if (given)
+        H->log(2, UCXP, "topology.nic_pin overrides transport.ucx.env.UCX_NET_DEVICES with %s", list);
+    ucs_status_t us = ucp_config_modify(uc, "NET_DEVICES", list);
+    int rc = 0;
+    if (us != UCS_OK)
+        rc = H->error_set(REFIT_ECONFIG, "%s: UCX_NET_DEVICES=%s (from topology) rejected: %s (UCS %d)",
+                          UCXP, list, ucs_status_string(us), (int)us);
+    else
+        H->log(1, UCXP, "%s: bound to %s (topology.nic_pin)", a->name ? a->name : "rank", list);
+    H->free(list);
+    return rc;
+}
+
+static int read_options(const struct refit_tp_init_args *a, ucp_config_t *uc, refit_tp_t *tp)
+{
+    struct env_ctx e = {uc, 0, 0};
+    tp->max_notify_len = 4096;
+    tp->err_mode = 2;
+    if (a->cfg && a->cfg->cfg) {
+        const char *em = "auto";
+        int rc = H->cfg_size(a->cfg, "max_notify_len", &tp->max_notify_len);
+        if (!rc)
+            rc = H->cfg_str(a->cfg, "error_handling", &em);
+        if (rc)
+            return rc;
+        tp->err_mode = !strcmp(em, "none") ? 0 : !strcmp(em, "peer") ? 1 : 2;
+        /* Not gated on cfg_has: entries set one by one (--set
+         * transport.ucx.env.UCX_TLS=tcp) exist without the map itself. */
+        rc = H->cfg_map_each(a->cfg, "env", apply_env, &e);
+        if (e.status)
+            return e.status;
+        if (rc)
+            return rc;
+    }
+    return apply_nic_hint(uc, a, e.net_devices_given);
+}
+
+/* ------------------------------------------------------------------ */
+/* init / fini */
+
+static ucs_status_t am_notify_cb(void *arg, const void *header, size_t header_length, void *data,
+                                 size_t length, const ucp_am_recv_param_t *param)
+{
+    refit_tp_t *tp = arg;
+    (void)header;
+    (void)header_length;
+    /* Notifications are sent eagerly; a rendezvous one is a peer that does
+     * not follow the protocol, and it would need a receive we cannot fit. */
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > tp->max_notify_len) {
+        H->log(2, UCXP, "dropped a notification of %zu bytes (limit %" PRIu64 ")", length,
+               tp->max_notify_len);
+        return UCS_OK;
+    }
+    struct ucxp_notice *n = H->alloc(sizeof(*n) + length);
+    if (!n) {
+        H->log(3, UCXP, "out of memory: notification of %zu bytes lost", length);
+        return UCS_OK;
+    }
+    n->next = NULL;
+    n->len = length;
+    if (length)
+        memcpy(n->data, data, length);
+    if (tp->nq_tail)
+        tp->nq_tail->next = n;
+    else
+        tp->nq_head = n;
+    tp->nq_tail = n;
+    return UCS_OK;
+}
+
+static void ucxp_fini(refit_tp_t *tp);
+static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
+                               size_t length, const ucp_am_recv_param_t *param);
+
+/* Drives the worker while the caller is elsewhere (see the top). */
+static void *progress_thread(void *arg)
+{
+    refit_tp_t *tp = arg;
+    while (!tp->stop) {
+        pthread_mutex_lock(&tp->lock);
+        unsigned n = progress_all(tp);
+        ucs_status_t st = UCS_ERR_BUSY;
+        if (!n && tp->efd >= 0)
+            st = ucp_worker_arm(tp->worker);
+        pthread_mutex_unlock(&tp->lock);
+        if (n || (tp->efd >= 0 && st == UCS_ERR_BUSY))
+            continue;
+        struct pollfd pf[2] = {{tp->stop_pipe[0], POLLIN, 0}, {tp->efd, POLLIN, 0}};
+        /* Without an event fd, or if an event slips past the arm, the
+         * timeout bounds how long a peer waits for us. */
+        poll(pf, tp->efd >= 0 ? 2 : 1, tp->efd >= 0 ? 100 : 1);
+    }
+    return NULL;
+}
+
+static int start_thread(refit_tp_t *tp)
+{
+    if (pipe(tp->stop_pipe))
+        return H->error_set(REFIT_EIO, "%s: pipe: %s", UCXP, strerror(errno));
+    int e = pthread_create(&tp->thread, NULL, progress_thread, tp);
+    if (e)
+        return H->error_set(REFIT_EIO, "%s: progress thread: %s", UCXP, strerror(e));
+    tp->thread_on = 1;
+    return 0;
+}
+
+static int create_context(refit_tp_t *tp, ucp_config_t *uc)
+{
+    ucp_params_t p = {0};
+    p.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+    p.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    p.name = tp->name;
+    ucs_status_t us = ucp_init(&p, uc, &tp->ctx);
+    if (us != UCS_OK)
+        return ucxp_err(status_of(us), us, "ucp_init", NULL, NULL);
+
+    ucp_context_attr_t ca = {.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES};
+    tp->memtypes = REFIT_MEMTYPE_BIT(REFIT_MEM_HOST);
+    if (ucp_context_query(tp->ctx, &ca) == UCS_OK &&
+        (ca.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)))
+        tp->memtypes |= REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA);
+
+    ucp_worker_params_t wp = {0};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SERIALIZED; /* our mutex serialises; see the top */
+    us = ucp_worker_create(tp->ctx, &wp, &tp->worker);
+    if (us != UCS_OK)
+        return ucxp_err(status_of(us), us, "ucp_worker_create", NULL, NULL);
+    us = ucp_worker_get_address(tp->worker, &tp->addr, &tp->addr_len);
+    if (us != UCS_OK)
+        return ucxp_err(status_of(us), us, "ucp_worker_get_address", NULL, NULL);
+
+    ucp_am_handler_param_t ap = {0};
+    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    ap.id = UCXP_AM_NOTIFY;
+    ap.cb = am_notify_cb;
+    ap.arg = tp;
+    ap.flags = UCP_AM_FLAG_WHOLE_MSG;
+    us = ucp_worker_set_am_recv_handler(tp->worker, &ap);
+    if (us == UCS_OK) {
+        ap.id = UCXP_AM_CTRL;
+        ap.cb = am_ctrl_cb;
+        us = ucp_worker_set_am_recv_handler(tp->worker, &ap);
+    }
+    if (us != UCS_OK)
+        return ucxp_err(status_of(us), us, "ucp_worker_set_am_recv_handler", NULL, NULL);
+    if (ucp_worker_get_efd(tp->worker, &tp->efd) != UCS_OK)
+        tp->efd = -1; /* the progress thread then polls on a short sleep */
+    return 0;
+}
+
+/* The value of one variable in UCX's own print of the configuration. */
+static void config_value(const char *dump, const char *var, char *out, size_t cap)
+{
+    const char *p = strstr(dump, var);
+    snprintf(out, cap, "?");
+    if (!p)
+        return;
+    p += strlen(var);
+    size_t n = strcspn(p, "\n");
+    snprintf(out, cap, "%.*s", (int)n, p);
+}
+
+static void describe_config(refit_tp_t *tp, ucp_config_t *uc)
+{
+    char *dump = NULL;
+    size_t dlen = 0;
+    FILE *f = open_memstream(&dump, &dlen);
+    char tls[128] = "?", dev[256] = "?";
+    if (f) {
+        ucp_config_print(uc, f, NULL, UCS_CONFIG_PRINT_CONFIG);
+        fclose(f);
+        if (dump) {
+            config_value(dump, "UCX_TLS=", tls, sizeof(tls));
+            config_value(dump, "UCX_NET_DEVICES=", dev, sizeof(dev));
+        }
+        free(dump);
+    }
+    unsigned maj, min, rel;
+    ucp_get_version(&maj, &min, &rel);
+    snprintf(tp->desc, sizeof(tp->desc), "UCX %u.%u.%u, UCX_TLS=%s, UCX_NET_DEVICES=%s, memory: host%s, "
+             "error handling %s", maj, min, rel, tls, dev,
+             (tp->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)) ? "+cuda" : "",
+             tp->err_mode == 0 ? "none" : tp->err_mode == 1 ? "peer" : "auto");
+}
+
+static int ucxp_describe(refit_tp_t *tp, char *buf, size_t cap)
+{
+    if (!tp || !buf || !cap)
+        return H->error_set(REFIT_EINVAL, "%s: describe without a buffer", UCXP);
+    snprintf(buf, cap, "%s", tp->desc);
+    return 0;
+}
+
+static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
+{
+    if (!a || !out || a->size < sizeof(struct refit_tp_init_args))
+        return H->error_set(REFIT_EINVAL, "%s: init without arguments", UCXP);
+    refit_tp_t *tp = H->calloc(1, sizeof(*tp));
+    if (!tp)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    tp->name = xstrdup(a->name ? a->name : "refit");
+    tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
+    tp->next_region_id = 1;
+    tp->efd = -1;
+    tp->stop_pipe[0] = tp->stop_pipe[1] = -1;
+    pthread_mutex_init(&tp->lock, NULL);
+    /* Unique enough among the processes of one job: it only has to tell
+     * the owners of our peers apart. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tp->id = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+             (uint64_t)(uintptr_t)tp;
+
+    /* Reads the process environment first; our settings then override
+     * it in this config object only (no setenv). */
+    ucp_config_t *uc = NULL;
+    ucs_status_t us = ucp_config_read(NULL, NULL, &uc);
+    int rc = us == UCS_OK ? 0 : ucxp_err(status_of(us), us, "ucp_config_read", NULL, NULL);
+    if (!rc && !tp->name)
+        rc = H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    if (!rc)
+        rc = read_options(a, uc, tp);
+    if (!rc)
+        rc = create_context(tp, uc);
+    if (!rc)
+        describe_config(tp, uc);
+    if (uc)
+        ucp_config_release(uc);
+    if (!rc)
+        rc = start_thread(tp);
+    if (rc) {
+        ucxp_fini(tp);
+        return rc;
+    }
+    *out = tp;
+    return 0;
+}
+
+static void peer_close(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    if (p->ep) {
+        ucp_request_param_t rp = {0};
+        rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+        /* A failed peer cannot answer a graceful close. */
+        rp.flags = p->err != UCS_OK ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+        ucs_status_ptr_t sp = ucp_ep_close_nbx(p->ep, &rp);
+        if (UCS_PTR_IS_PTR(sp)) {
+            /* A graceful close needs the peer's progress; a peer that
+             * is busy elsewhere must not stall us for long. */
+            int64_t deadline = now_ms() + (tp->timeout_ms < 500 ? tp->timeout_ms : 500);
+            while (ucp_request_check_status(sp) == UCS_INPROGRESS && now_ms() < deadline)
+                ucp_worker_progress(tp->worker);
+            if (ucp_request_check_status(sp) == UCS_INPROGRESS)
+                ucp_request_cancel(tp->worker, sp);
+            ucp_request_free(sp);
+        }
+        p->ep = NULL;
+    }
+}
+
+static void peer_free(refit_tp_t *tp, refit_tp_peer_t *p);
+
+static void ucxp_fini(refit_tp_t *tp)
+{
+    if (!tp)
+        return;
+    if (tp->thread_on) {
+        tp->stop = 1;
+        ssize_t w = write(tp->stop_pipe[1], "x", 1);
+        (void)w;
+        pthread_join(tp->thread, NULL);
+    }
+    if (tp->stop_pipe[0] >= 0) {
+        close(tp->stop_pipe[0]);
+        close(tp->stop_pipe[1]);
+    }
+    /* Outstanding requests fail; fini frees every request, so the
+     * caller's handles are invalid afterwards. */
+    while (tp->peers) {
+        refit_tp_peer_t *p = tp->peers;
+        tp->peers = p->next;
+        peer_free(tp, p);
+    }
+    while (tp->watchers) {
+        struct ucxp_watcher *w = tp->watchers;
+        tp->watchers = w->next;
+        if (w->ep) {
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+            if (UCS_PTR_IS_PTR(sp)) {
+                while (ucp_request_check_status(sp) == UCS_INPROGRESS)
+                    ucp_worker_progress(tp->worker);
+                ucp_request_free(sp);
+            }
+        }
+        H->free(w->addr);
+        H->free(w);
+    }
+    while (tp->acks) {
+        struct ucxp_ack *k = tp->acks;
+        tp->acks = k->next;
+        H->free(k);
+    }
+    while (tp->reqs)
+        req_unlink_free(tp->reqs);
+    while (tp->nq_head) {
+        struct ucxp_notice *n = tp->nq_head;
+        tp->nq_head = n->next;
+        H->free(n);
+    }
+    if (tp->addr)
+        ucp_worker_release_address(tp->worker, tp->addr);
+    if (tp->worker)
+        ucp_worker_destroy(tp->worker);
+    if (tp->ctx)
+        ucp_cleanup(tp->ctx);
+    pthread_mutex_destroy(&tp->lock);
+    H->free(tp->name);
+    H->free(tp);
+}
+
+static int ucxp_caps(refit_tp_t *tp, struct refit_tp_caps *out)
+{
+    if (!tp || !out)
+        return H->error_set(REFIT_EINVAL, "%s: caps without tp", UCXP);
+    size_t sz = out->size && out->size < sizeof(*out) ? out->size : sizeof(*out);
+    struct refit_tp_caps c = {0};
+    c.size = sz;
+    c.memtypes = tp->memtypes;
+    c.max_desc_per_post = 0;
+    c.notify = 1;
+    c.max_notify_len = (uint32_t)tp->max_notify_len;
+    c.max_region_len = 0;
+    memcpy(out, &c, sz);
+    return 0;
+}
+
+static int ucxp_address(refit_tp_t *tp, void *buf, size_t *len)
+{
+    if (!tp || !len)
+        return H->error_set(REFIT_EINVAL, "%s: address without tp", UCXP);
+    size_t need = sizeof(struct ucxp_addr_hdr) + tp->addr_len;
+    if (!buf) {
+        *len = need;
+        return 0;
+    }
+    if (*len < need) {
+        *len = need;
+        return H->error_set(REFIT_ERANGE, "%s: address needs %zu bytes", UCXP, need);
+    }
+    struct ucxp_addr_hdr h = {UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, 0, tp->id, tp->addr_len};
+    memcpy(buf, &h, sizeof(h));
+    memcpy((char *)buf + sizeof(h), tp->addr, tp->addr_len);
+    *len = need;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory */
+
+static int ucxp_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, refit_tp_region_t **out)
+{
+    if (!tp || !ptr || !len || !out)
+        return H->error_set(REFIT_EINVAL, "%s: register needs a pointer and a length", UCXP);
+    if (memtype != REFIT_MEM_HOST && memtype != REFIT_MEM_CUDA)
+        return H->error_set(REFIT_EINVAL, "%s: unknown memory type %u", UCXP, memtype);
+    if (!(tp->memtypes & REFIT_MEMTYPE_BIT(memtype)))
+        return H->error_set(REFIT_ENOTSUP, "%s: this UCX build reaches no CUDA memory "
+                            "(no cuda transport in the context)", UCXP);
+    refit_tp_region_t *r = H->calloc(1, sizeof(*r));
+    if (!r)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    ucp_mem_map_params_t mp = {0};
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    mp.address = ptr;
+    mp.length = len;
+#ifdef REFIT_UCX_HAVE_MEMTYPE_HINT
+    /* Saves UCX a pointer-type query per registration, and makes it pick
+     * the GPU-capable memory domains for device memory. */
+    mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+    mp.memory_type = memtype == REFIT_MEM_CUDA ? UCS_MEMORY_TYPE_CUDA : UCS_MEMORY_TYPE_HOST;
+#endif
+    ucs_status_t us = ucp_mem_map(tp->ctx, &mp, &r->memh);
+    if (us != UCS_OK) {
+        H->free(r);
+        return ucxp_err(status_of(us), us, "ucp_mem_map", NULL, NULL);
+    }
+    void *rk = NULL;
+    size_t rk_len = 0;
+    us = ucp_rkey_pack(tp->ctx, r->memh, &rk, &rk_len);
+    if (us != UCS_OK) {
+        ucp_mem_unmap(tp->ctx, r->memh);
+        H->free(r);
+        return ucxp_err(status_of(us), us, "ucp_rkey_pack", NULL, NULL);
+    }
+    r->packed_len = sizeof(struct ucxp_rkey_hdr) + rk_len;
+    r->packed = H->alloc(r->packed_len);
+    if (!r->packed) {
+        ucp_rkey_buffer_release(rk);
+        ucp_mem_unmap(tp->ctx, r->memh);
+        H->free(r);
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    }
+    r->ptr = ptr;
+    r->len = len;
+    r->memtype = memtype;
+    r->id = tp->next_region_id++;
+    struct ucxp_rkey_hdr h = {UCXP_RKEY_MAGIC, UCXP_BLOB_VERSION, (uint16_t)memtype,
+                              (uint64_t)(uintptr_t)ptr, len, r->id, rk_len};
+    memcpy(r->packed, &h, sizeof(h));
+    memcpy((char *)r->packed + sizeof(h), rk, rk_len);
+    ucp_rkey_buffer_release(rk);
+    *out = r;
+    return 0;
+}
+
+/* Tell every process that connected to us, and wait (transport.timeout
+ * at most) until each has stopped using the region (see the top). */
+static void revoke_all(refit_tp_t *tp, uint64_t region)
+{
+    uint64_t seq = ++tp->revoke_seq;
+    int waiting = 0;
+    for (struct ucxp_watcher *w = tp->watchers; w; w = w->next) {
+        if (w->dead || !w->ep)
+            continue;
+        if (ctrl_send(tp, w->ep, CTRL_REVOKE, region, seq, NULL, 0) == 0)
+            waiting = 1;
+        else
+            w->dead = 1;
+    }
+    int64_t deadline = now_ms() + tp->timeout_ms;
+    unsigned idle = 0;
+    while (waiting) {
+        waiting = 0;
+        for (struct ucxp_watcher *w = tp->watchers; w && !waiting; w = w->next)
+            waiting = !w->dead && w->ep && w->acked < seq;
+        if (!waiting)
+            break;
+        if (progress_all(tp)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            if (now_ms() >= deadline) {
+                for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
+                    if (!w->dead && w->ep && w->acked < seq) {
+                        H->log(2, UCXP, "deregistration of region %" PRIu64 ": a peer did not "
+                               "acknowledge within %" PRId64 " ms; it is no longer waited for",
+                               region, tp->timeout_ms);
+                        w->dead = 1; /* a later revoke does not wait for it again */
+                    }
+                break;
+            }
+            sched_yield();
+        }
+    }
+}
+
+static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
+{
+    if (!tp || !r)
+        return 0;
+    if (tp->watchers)
+        revoke_all(tp, r->id);
+    ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
+    H->free(r->packed);
+    H->free(r);
+    if (us != UCS_OK)
+        return ucxp_err(status_of(us), us, "ucp_mem_unmap", NULL, NULL);
+    return 0;
+}
+
+static int ucxp_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t *len)
+{
+    if (!tp || !r || !len)
+        return H->error_set(REFIT_EINVAL, "%s: pack_rkey without a region", UCXP);
+    if (!buf) {
+        *len = r->packed_len;
+        return 0;
+    }
+    if (*len < r->packed_len) {
+        *len = r->packed_len;
+        return H->error_set(REFIT_ERANGE, "%s: remote key needs %zu bytes", UCXP, r->packed_len);
+    }
+    memcpy(buf, r->packed, r->packed_len);
+    *len = r->packed_len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers */
+
+static void ep_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
+{
+    refit_tp_peer_t *p = arg;
+    (void)ep;
+    if (p->err == UCS_OK)
+        H->log(2, UCXP, "peer '%s' failed: %s (UCS %d)", p->name, ucs_status_string(us), (int)us);
+    p->err = us;
+    /* Fail every request to this peer now: UCX purges their operations
+     * too, but a waiter should not depend on when it does. */
+    for (struct refit_tp_req *r = p->tp->reqs; r; r = r->next)
+        if (r->peer == p && r->pending)
+            req_fail(r, REFIT_ECONN, "%s: peer '%s' failed: %s (UCS %d)", UCXP, p->name,
+                     ucs_status_string(us), (int)us);
+}
+
+static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
+{
+    struct ucxp_watcher *w = arg;
+    (void)ep;
+    (void)us;
+    w->dead = 1; /* no revoke waits for it any more */
+}
+
+/* An endpoint with peer error handling where some transport to the peer
+ * supports it (see transport.ucx.error_handling). */
+static ucs_status_t ep_open(refit_tp_t *tp, const void *addr, ucp_err_handler_cb_t cb, void *arg,
+                            const char *who, ucp_ep_h *out)
+{
+    ucp_ep_params_t ep = {0};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = addr;
+    ep.err_mode = tp->err_mode ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+    ep.err_handler.cb = cb;
+    ep.err_handler.arg = arg;
+    ucs_status_t us = ucp_ep_create(tp->worker, &ep, out);
+    if (us == UCS_ERR_UNREACHABLE && tp->err_mode == 2) {
+        /* Only transports without peer-failure support reach this peer
+         * (shared memory in UCX 1.13): connect without it; wait() still
+         * turns a vanished peer into REFIT_ETIMEDOUT. */
+        H->log(1, UCXP, "peer '%s': no transport with peer error handling reaches it; "
+               "connecting without (transport.ucx.error_handling: auto)", who);
+        ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+        us = ucp_ep_create(tp->worker, &ep, out);
+    }
+    return us;
+}
+
+/* Fire-and-forget control message; its buffer is copied by UCX before
+ * the call returns or is owned by the request until completion. */
+static void ctrl_done(void *request, ucs_status_t us, void *user_data)
+{
+    (void)us;
+    H->free(user_data);
+    ucp_request_free(request);
+}
+
+static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
+                     const void *tail, size_t tail_len)
+{
+    size_t n = sizeof(struct ucxp_ctrl) + tail_len;
+    unsigned char *m = H->alloc(n);
+    if (!m)
+        return REFIT_ENOMEM;
+    struct ucxp_ctrl c = {type, 0, tp->id, a, b};
+    memcpy(m, &c, sizeof(c));
+    if (tail_len)
+        memcpy(m + sizeof(c), tail, tail_len);
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                      UCP_OP_ATTR_FIELD_FLAGS;
+    rp.cb.send = ctrl_done;
+    rp.user_data = m;
+    rp.flags = UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t sp = ucp_am_send_nbx(ep, UCXP_AM_CTRL, NULL, 0, m, n, &rp);
+    if (UCS_PTR_IS_PTR(sp))
+        return 0; /* ctrl_done frees m */
+    H->free(m);
+    return UCS_PTR_IS_ERR(sp) ? REFIT_ECONN : 0;
+}
+
+static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq)
+{
+    for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {
+        if (p->owner_id != owner)
+            continue;
+        for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
+            if (k->id == region)
+                k->stale = 1;
+        for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
+            if (r->peer != p || !r->pending)
+                continue;
+            for (size_t i = 0; i < r->n_regions; i++)
+                if (r->regions[i] == region)
+                    req_fail(r, REFIT_ESTALE, "%s: region %" PRIu64 " of peer '%s' was deregistered "
+                             "during the transfer", UCXP, region, p->name);
+        }
+        struct ucxp_ack *k = H->calloc(1, sizeof(*k));
+        if (!k)
+            continue; /* the owner's wait times out instead */
+        k->peer = p;
+        k->seq = seq;
+        k->next = tp->acks;
+        tp->acks = k;
+    }
+}
+
+static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
+                               size_t length, const ucp_am_recv_param_t *param)
+{
+    refit_tp_t *tp = arg;
+    (void)header;
+    (void)header_length;
+    struct ucxp_ctrl c;
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length < sizeof(c))
+        return UCS_OK;
+    memcpy(&c, data, sizeof(c));
+    if (c.type == CTRL_HELLO || c.type == CTRL_BYE) {
+        tp->ctrl_dirty = 1;
+        struct ucxp_watcher *w = tp->watchers;
+        while (w && w->id != c.sender)
+            w = w->next;
+        if (c.type == CTRL_BYE) {
+            if (w && --w->refs <= 0)
+                w->dead = 1; /* closed by ctrl_work */
+            return UCS_OK;
+        }
+        if (w) {
+            w->refs++;
+            w->dead = 0;
+            return UCS_OK;
+        }
+        if (c.a != length - sizeof(c) || !c.a)
+            return UCS_OK;
+        w = H->calloc(1, sizeof(*w));
+        if (!w || !(w->addr = H->alloc(c.a))) {
+            H->free(w);
+            return UCS_OK;
+        }
+        memcpy(w->addr, (char *)data + sizeof(c), c.a);
+        w->addr_len = c.a;
+        w->id = c.sender;
+        w->refs = 1;
+        w->next = tp->watchers;
+        tp->watchers = w;
+    } else if (c.type == CTRL_REVOKE) {
+        revoke_region(tp, c.sender, c.a, c.b);
+    } else if (c.type == CTRL_ACK) {
+        for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
+            if (w->id == c.sender && c.a > w->acked)
+                w->acked = c.a;
+    }
+    return UCS_OK;
+}
+
+/* Control work that may not run inside a UCX callback: endpoints to new
+ * watchers, acknowledgements after a flush.  Called under the lock. */
+static unsigned ctrl_work(refit_tp_t *tp)
+{
+    if (tp->in_ctrl)
+        return 0;
+    tp->in_ctrl = 1;
+    tp->ctrl_dirty = 0;
+    unsigned n = 0;
+    for (struct ucxp_watcher **pw = &tp->watchers; *pw;) {
+        struct ucxp_watcher *w = *pw;
+        if (w->dead && w->refs <= 0) {
+            *pw = w->next;
+            if (w->ep) {
+                ucp_request_param_t rp = {0};
+                rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+                rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+                ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+                if (UCS_PTR_IS_PTR(sp))
+                    ucp_request_free(sp); /* completes on its own */
+            }
+            H->free(w->addr);
+            H->free(w);
+            n++;
+            continue;
+        }
+        if (!w->ep && w->addr && !w->dead) {
+            if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &w->ep) != UCS_OK) {
+                w->ep = NULL;
+                w->dead = 1;
+            }
+            H->free(w->addr);
+            w->addr = NULL;
+            n++;
+        }
+        pw = &w->next;
+    }
+    while (tp->acks) {
+        struct ucxp_ack *k = tp->acks;
+        tp->acks = k->next;
+        refit_tp_peer_t *p = k->peer;
+        if (p && p->ep && p->err == UCS_OK) {
+            /* Nothing of ours may still touch the region when the owner
+             * unmaps it: flush before acknowledging. */
+            struct refit_tp_req r = {0};
+            r.tp = tp;
+            r.peer = p;
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+            rp.cb.send = op_done;
+            rp.user_data = &r;
+            track(&r, ucp_ep_flush_nbx(p->ep, &rp), "flush before ack");
+            progress_until(tp, &r.pending, tp->timeout_ms);
+            if (!r.pending)
+                ctrl_send(tp, p->ep, CTRL_ACK, k->seq, 0, NULL, 0);
+        }
+        H->free(k);
+        n++;
+    }
+    tp->in_ctrl = 0;
+    return n;
+}
+
+static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name,
+                        refit_tp_peer_t **out)
+{
+    const char *who = peer_name ? peer_name : "?";
+    if (!tp || !addr || !out)
+        return H->error_set(REFIT_EINVAL, "%s: connect without an address", UCXP);
+    struct ucxp_addr_hdr h;
+    if (len < sizeof(h))
+        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is %zu bytes, too short", UCXP,
+                            who, len);
+    memcpy(&h, addr, sizeof(h));
+    if (h.magic != UCXP_ADDR_MAGIC || h.version != UCXP_BLOB_VERSION ||
+        h.addr_len != len - sizeof(h) || !h.addr_len)
+        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is not a ucx worker address "
+                            "(magic %#x, version %u, %zu bytes)", UCXP, who, h.magic, h.version, len);
+    refit_tp_peer_t *p = H->calloc(1, sizeof(*p));
+    if (!p || !(p->name = xstrdup(who))) {
+        H->free(p);
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    }
+    p->tp = tp;
+    p->owner_id = h.tp_id;
+    ucs_status_t us = ep_open(tp, (const char *)addr + sizeof(h), ep_error_cb, p, who, &p->ep);
+    if (us != UCS_OK) {
+        H->free(p->name);
+        H->free(p);
+        return ucxp_err(status_of(us), us, "ucp_ep_create", NULL, who);
+    }
+    /* Hello: the owner will tell us when it deregisters a region. */
+    if (ctrl_send(tp, p->ep, CTRL_HELLO, tp->addr_len, 0, tp->addr, tp->addr_len))
+        H->log(2, UCXP, "peer '%s': hello not sent; its deregistrations will not reach us", who);
+    p->next = tp->peers;
+    tp->peers = p;
+    *out = p;
+    return 0;
+}
+
+/* Keys die before their endpoint (UCX's rule); requests forget the peer. */
+static void peer_free(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    for (struct refit_tp_req *r = tp->reqs; r; r = r->next)
+        if (r->peer == p) {
+            req_fail(r, REFIT_ECANCELED, "%s: peer '%s' disconnected", UCXP, p->name);
+            r->peer = NULL;
+        }
+    for (struct ucxp_ack **pk = &tp->acks; *pk;) {
+        if ((*pk)->peer == p) {
+            struct ucxp_ack *k = *pk;
+            *pk = k->next;
+            H->free(k);
+        } else {
+            pk = &(*pk)->next;
+        }
+    }
+    for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next) {
+        if (k->rk)
+            ucp_rkey_destroy(k->rk);
+        k->rk = NULL;
+        k->peer = NULL; /* release_rkey frees the handle alone */
+    }
+    if (tp->worker && p->ep) {
+        if (p->err == UCS_OK)
+            ctrl_send(tp, p->ep, CTRL_BYE, 0, 0, NULL, 0);
+        peer_close(tp, p);
+    }
+    H->free(p->name);
+    H->free(p);
+}
+
+static void ucxp_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    if (!tp || !p)
+        return;
+    for (refit_tp_peer_t **pp = &tp->peers; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    peer_free(tp, p);
+}
+
+static int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len,
+                            refit_tp_rkey_t **out)
+{
+    if (!tp || !p || !buf || !out)
+        return H->error_set(REFIT_EINVAL, "%s: unpack_rkey without a peer or key", UCXP);
+    struct ucxp_rkey_hdr h;
+    if (len < sizeof(h))
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is %zu bytes, too short",
+                            UCXP, p->name, len);
+    memcpy(&h, buf, sizeof(h));
+    if (h.magic != UCXP_RKEY_MAGIC || h.version != UCXP_BLOB_VERSION || !h.ucp_len ||
+        h.ucp_len != len - sizeof(h) || !h.len || h.base + h.len < h.base)
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is malformed "
+                            "(magic %#x, %zu bytes)", UCXP, p->name, h.magic, len);
+    if (p->err != UCS_OK)
+        return ucxp_err(REFIT_ECONN, p->err, "unpack_rkey", NULL, p->name);
+    refit_tp_rkey_t *k = H->calloc(1, sizeof(*k));
+    if (!k)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    ucs_status_t us = ucp_ep_rkey_unpack(p->ep, (const char *)buf + sizeof(h), &k->rk);
+    if (us != UCS_OK) {
+        H->free(k);
+        return ucxp_err(us == UCS_ERR_NO_MEMORY ? REFIT_ENOMEM : REFIT_EPROTO, us,
+                        "ucp_ep_rkey_unpack of a key from", NULL, p->name);
+    }
+    k->peer = p;
+    k->base = h.base;
+    k->len = h.len;
+    k->id = h.id;
+    k->next = p->rkeys;
+    p->rkeys = k;
+    *out = k;
+    return 0;
+}
+
+static void ucxp_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
+{
+    if (!tp || !k)
+        return;
+    if (k->peer)
+        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
+            if (*pk == k) {
+                *pk = k->next;
+                break;
+            }
+    if (k->rk)
+        ucp_rkey_destroy(k->rk);
+    H->free(k);
+}
+
+/* ------------------------------------------------------------------ */
+/* Transfers */
+
+static int check_desc(refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t i)
+{
+    if (d->op != REFIT_OP_READ && d->op != REFIT_OP_WRITE)
+        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: unknown op %u", UCXP, i, d->op);
+    if (!d->local || !d->remote)
+        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: no local region or remote key", UCXP, i);
+    if (d->remote->peer != p)
+        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: remote key belongs to peer '%s', "
+                            "not '%s'", UCXP, i, d->remote->peer ? d->remote->peer->name : "?", p->name);
+    if (d->remote->stale)
+        return H->error_set(REFIT_ESTALE, "%s: descriptor %zu: region %" PRIu64 " of peer '%s' was "
+                            "deregistered (stale remote key)", UCXP, i, d->remote->id, p->name);
+    if (d->local_off > d->local->len || d->len > d->local->len - d->local_off)
+        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: local range [%" PRIu64 ", +%" PRIu64
+                            ") outside a region of %zu bytes", UCXP, i, d->local_off, d->len, d->local->len);
+    if (d->remote_off > d->remote->len || d->len > d->remote->len - d->remote_off)
+        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: remote range [%" PRIu64 ", +%" PRIu64
+                            ") outside region %" PRIu64 " of %" PRIu64 " bytes of peer '%s'", UCXP, i,
+                            d->remote_off, d->len, d->remote->id, d->remote->len, p->name);
+    return 0;
+}
+
+static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what)
+{
+    if (sp == NULL)
+        return; /* completed in place */
+    if (UCS_PTR_IS_ERR(sp)) {
+        ucs_status_t us = UCS_PTR_STATUS(sp);
+        req_fail(r, status_of(us) == REFIT_EPLUGIN ? REFIT_ECONN : status_of(us),
+                 "%s: %s to peer '%s' failed: %s (UCS %d)", UCXP, what, r->peer->name,
+                 ucs_status_string(us), (int)us);
+        return;
+    }
+    r->pending++;
+}
+
+static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
+                     refit_tp_req_t **out)
+{
+    if (!tp || !p || (!d && n) || !out)
+        return H->error_set(REFIT_EINVAL, "%s: post without peer or descriptors", UCXP);
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_desc(p, &d[i], i);
+        if (rc)
+            return rc;
+    }
+    if (p->err != UCS_OK)
+        return ucxp_err(REFIT_ECONN, p->err, "post", NULL, p->name);
+    struct refit_tp_req *r = H->calloc(1, sizeof(*r));
+    if (!r)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+    r->tp = tp;
+    r->peer = p;
+    r->next = tp->reqs;
+    if (tp->reqs)
+        tp->reqs->prev = r;
+    tp->reqs = r;
+    /* The distinct remote regions, so that a revoke finds the requests it
+     * affects (few per batch: descriptors of one region come together). */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = d[i].remote->id;
+        size_t j = r->n_regions;
+        while (j > 0 && r->regions[j - 1] != id)
+            j--;
+        if (j)
+            continue;
+        if ((r->n_regions & (r->n_regions - 1)) == 0) { /* 0, 1, 2, 4, ...: grow */
+            uint64_t *g = H->realloc(r->regions, (r->n_regions ? 2 * r->n_regions : 1) * sizeof(*g));
+            if (!g) {
+                req_unlink_free(r);
+                return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
+            }
+            r->regions = g;
+        }
+        r->regions[r->n_regions++] = id;
+    }
+
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                      UCP_OP_ATTR_FIELD_MEMH;
+    rp.cb.send = op_done;
+    rp.user_data = r;
+    int writes = 0;
+    for (size_t i = 0; i < n && !r->status; i++) {
+        if (!d[i].len)
+            continue;
+        void *lp = (char *)d[i].local->ptr + d[i].local_off;
+        uint64_t ra = d[i].remote->base + d[i].remote_off;
+        rp.memh = d[i].local->memh;
+        if (d[i].op == REFIT_OP_READ) {
+            track(r, ucp_get_nbx(p->ep, lp, d[i].len, ra, d[i].remote->rk, &rp), "get");
+        } else {
+            track(r, ucp_put_nbx(p->ep, lp, d[i].len, ra, d[i].remote->rk, &rp), "put");
+            writes = 1;
+        }
+    }
+    if (writes && !r->status) {
+        /* A put completes locally; the flush makes the batch complete only
+         * when the bytes are in the peer's memory. */
+        ucp_request_param_t fp = {0};
+        fp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+        fp.cb.send = op_done;
+        fp.user_data = r;
+        track(r, ucp_ep_flush_nbx(p->ep, &fp), "flush");
+    }
+    *out = r;
+    return 0;
+}
+
+static int ucxp_progress(refit_tp_t *tp)
+{
+    if (!tp)
+        return H->error_set(REFIT_EINVAL, "%s: progress without tp", UCXP);
+    progress_all(tp);
+    return 0;
+}
+
+static int req_result(struct refit_tp_req *r)
+{
+    if (r->status)
+        return H->error_set(r->status, "%s", r->msg);
+    return r->pending ? REFIT_EAGAIN : 0;
+}
+
+static int ucxp_test(refit_tp_t *tp, refit_tp_req_t *r)
+{
+    if (!tp || !r)
+        return H->error_set(REFIT_EINVAL, "%s: test without a request", UCXP);
+    if (r->pending && !r->status)
+        progress_all(tp);
+    return req_result(r);
+}
+
+static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
+{
+    if (!tp || !r)
+        return H->error_set(REFIT_EINVAL, "%s: wait without a request", UCXP);
+    int64_t t0 = now_ms(), last = t0;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : t0 + timeout_ms;
+    unsigned idle = 0;
+    while (r->pending && !r->status) {
+        if (progress_all(tp)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            int64_t now = now_ms();
+            if (idle == 256)
+                last = now; /* the worker went quiet now */
+            if (now >= deadline)
+                return H->error_set(REFIT_ETIMEDOUT, "%s: transfer with peer '%s': not complete "
+                                    "after %" PRId64 " ms (%zu operations outstanding)", UCXP,
+                                    r->peer ? r->peer->name : "?", timeout_ms, r->pending);
+            /* transport.timeout: a worker with nothing to do for that long
+             * while we wait on this peer means the peer is gone or stuck.
+             * The peer stays failed: later posts fail at once. */
+            if (now - last >= tp->timeout_ms && r->peer) {
+                if (r->peer->err == UCS_OK)
+                    H->log(2, UCXP, "peer '%s': no progress for %" PRId64 " ms", r->peer->name,
+                           tp->timeout_ms);
+                r->peer->err = UCS_ERR_ENDPOINT_TIMEOUT;
+                req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
+                         " ms (transport.timeout); peer presumed gone", UCXP, r->peer->name,
+                         tp->timeout_ms);
+                break;
+            }
+            sched_yield();
+        }
+    }
+    return req_result(r);
+}
+
+static void ucxp_req_free(refit_tp_t *tp, refit_tp_req_t *r)
+{
+    if (!tp || !r)
+        return;
+    /* Operations still in flight complete into the request later; it is
+     * freed by the last of them (or by fini). */
+    if (r->pending) {
+        r->released = 1;
+        return;
+    }
+    req_unlink_free(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Notifications */
+
+static int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
+{
+    if (!tp || !p || (!msg && len))
+        return H->error_set(REFIT_EINVAL, "%s: notify without a peer", UCXP);
+    if (len > tp->max_notify_len)
+        return H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes to peer '%s' exceeds "
+                            "max_notify_len %" PRIu64, UCXP, len, p->name, tp->max_notify_len);
+    if (p->err != UCS_OK)
+        return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
+
+    /* The flush and the send each complete into this one-shot request. */
+    struct refit_tp_req r = {0};
+    r.tp = tp;
+    r.peer = p;
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp.cb.send = op_done;
+    rp.user_data = &r;
+    track(&r, ucp_ep_flush_nbx(p->ep, &rp), "flush before notify");
+    if (!r.status && progress_until(tp, &r.pending, tp->timeout_ms))
+        return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': earlier writes not flushed "
+                            "within %" PRId64 " ms", UCXP, p->name, tp->timeout_ms);
+    if (!r.status && p->err == UCS_OK) {
+        rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+        rp.flags = UCP_AM_SEND_FLAG_EAGER;
+        track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, NULL, 0, msg, len, &rp), "notify");
+        if (!r.status && progress_until(tp, &r.pending, tp->timeout_ms))
+            return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': not sent within %" PRId64
+                                " ms", UCXP, p->name, tp->timeout_ms);
+    }
+    if (!r.status && p->err != UCS_OK)
+        return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
+    if (r.status) {
+        /* Operations of a failed ep may still complete later: wait them
+         * out briefly so no callback touches this stack frame after. */
+        progress_until(tp, &r.pending, tp->timeout_ms);
+        if (r.pending)
+            H->log(3, UCXP, "notify: %zu operations to '%s' left in flight", r.pending, p->name);
+    }
+    return req_result(&r);
+}
+
+static int ucxp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
+{
+    if (!tp || !len || (!buf && cap))
+        return H->error_set(REFIT_EINVAL, "%s: poll_notify without a buffer", UCXP);
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+    unsigned idle = 0;
+    for (;;) {
+        if (!tp->nq_head)
+            progress_all(tp);
+        struct ucxp_notice *n = tp->nq_head;
+        if (n) {
+            *len = n->len;
+            if (n->len > cap)
+                return H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes, buffer of %zu",
+                                    UCXP, n->len, cap);
+            if (n->len)
+                memcpy(buf, n->data, n->len);
+            tp->nq_head = n->next;
+            if (!tp->nq_head)
+                tp->nq_tail = NULL;
+            H->free(n);
+            return 0;
+        }
+        if (++idle % 64 == 0 || timeout_ms == 0) {
+            if (now_ms() >= deadline)
+                return H->error_set(REFIT_ETIMEDOUT, "%s: no notification within %" PRId64 " ms",
+                                    UCXP, timeout_ms);
+            sched_yield();
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry points: each holds the worker lock (the progress thread's). */
+
+#define LOCKED(tp, call)                                                                     \
+    do {                                                                                     \
+        pthread_mutex_lock(&(tp)->lock);                                                     \
+        int rc_ = (call);                                                                    \
+        pthread_mutex_unlock(&(tp)->lock);                                                   \
+        return rc_;                                                                          \
+    } while (0)
+#define NEED_TP(tp)                                                                          \
+    if (!(tp))                                                                               \
+    return H->error_set(REFIT_EINVAL, "%s: no transport handle", UCXP)
+
+static int l_caps(refit_tp_t *tp, struct refit_tp_caps *o) { NEED_TP(tp); LOCKED(tp, ucxp_caps(tp, o)); }
+static int l_address(refit_tp_t *tp, void *b, size_t *l) { NEED_TP(tp); LOCKED(tp, ucxp_address(tp, b, l)); }
+static int l_reg(refit_tp_t *tp, void *p, size_t l, uint32_t m, refit_tp_region_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_reg(tp, p, l, m, o));
+}
+static int l_dereg(refit_tp_t *tp, refit_tp_region_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_dereg(tp, r)); }
+static int l_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *b, size_t *l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_pack_rkey(tp, r, b, l));
+}
+static int l_connect(refit_tp_t *tp, const void *a, size_t l, const char *n, refit_tp_peer_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_connect(tp, a, l, n, o));
+}
+static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_disconnect(tp, p);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *b, size_t l, refit_tp_rkey_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_unpack_rkey(tp, p, b, l, o));
+}
+static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_release_rkey(tp, k);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
+                  refit_tp_req_t **o)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_post(tp, p, d, n, o));
+}
+static int l_progress(refit_tp_t *tp) { NEED_TP(tp); LOCKED(tp, ucxp_progress(tp)); }
+static int l_test(refit_tp_t *tp, refit_tp_req_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_test(tp, r)); }
+static int l_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t t) { NEED_TP(tp); LOCKED(tp, ucxp_wait(tp, r, t)); }
+static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->lock);
+    ucxp_req_free(tp, r);
+    pthread_mutex_unlock(&tp->lock);
+}
+static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_notify(tp, p, m, l));
+}
+static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
+{
+    NEED_TP(tp);
+    LOCKED(tp, ucxp_poll_notify(tp, b, c, l, t));
+}
+
+/* ------------------------------------------------------------------ */
+/* Plugin descriptor */
+
+static const struct refit_transport_ops ucxp_ops = {
+    .size = sizeof(struct refit_transport_ops),
+    .init = ucxp_init,
+    .fini = ucxp_fini,
+    .caps = l_caps,
+    .address = l_address,
+    .reg = l_reg,
+    .dereg = l_dereg,
+    .pack_rkey = l_pack_rkey,
+    .connect = l_connect,
+    .disconnect = l_disconnect,
+    .unpack_rkey = l_unpack_rkey,
+    .release_rkey = l_release_rkey,
+    .post = l_post,
+    .progress = l_progress,
+    .test = l_test,
+    .wait = l_wait,
+    .req_free = l_req_free,
+    .notify = l_notify,
+    .poll_notify = l_poll_notify,
+    .describe = ucxp_describe,
+};
+
+static int ucxp_load(const struct refit_host *host)
+{
+    H = host;
+    return 0;
+}
+
+static const struct refit_plugin ucxp_plugin = {
+    .abi_major = REFIT_ABI_MAJOR,
+    .abi_minor = REFIT_ABI_MINOR,
+    .kind = REFIT_PLUGIN_TRANSPORT,
+    .name = "ucx",
+    .version = "0.1.0",
+    .description = "UCX (ucp RMA and active messages): RoCE, InfiniBand, shared memory, tcp",
+    .config = ucxp_config,
+    .n_config = sizeof(ucxp_config) / sizeof(ucxp_config[0]),
+    .load = ucxp_load,
+    .unload = NULL,
+    .ops = &ucxp_ops,
+};
+
+REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
+{
+    return &ucxp_plugin;
+}

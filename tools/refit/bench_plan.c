@@ -1,0 +1,136 @@
+/* bench_plan.c — `refit bench plan`: the planner on a large MoE model's
+ * shapes (no weights): layout maps, composition and the flat plan for one
+ * inference rank, with the time and the memory it takes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "refit/refit.h"
+#include "refit/status.h"
+
+/* Qwen3-235B-A22B's config.json (the fields the layouts use). */
+static const char *QWEN3_235B =
+    "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", \"num_hidden_layers\": 94, "
+    "\"hidden_size\": 4096, \"num_attention_heads\": 64, \"num_key_value_heads\": 4, \"head_dim\": 128, "
+    "\"intermediate_size\": 12288, \"moe_intermediate_size\": 1536, \"num_experts\": 128, "
+    "\"num_experts_per_tok\": 8, \"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": 151936, "
+    "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n";
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: refit bench plan [--hf-config FILE] [--src tp=N,ep=M] [--dst tp=N[,ep=N]] [--rank R]\n"
+               "                        [--iters K]\n"
+               "Plans inference rank R (default 0) of the destination layout from trainer ranks at\n"
+               "tp N, ep M (ranks max(N, M), tp rank r mod N, ep rank r mod M), for a model given by\n"
+               "its config.json (default: Qwen3-235B-A22B, TP4 EP8 -> TP8).  Prints the plan's size,\n"
+               "the time (median of K) and the peak memory growth.  Target: <= 200 ms, <= 256 MiB.\n");
+    return f == stdout ? 0 : 2;
+}
+
+static long max_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int bench_plan(int argc, char **argv)
+{
+    const char *hfcfg = NULL;
+    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = 0, iters = 3, rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h"))
+            return usage(stdout);
+        if (!v)
+            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
+        else if (!strcmp(o, "--hf-config"))
+            hfcfg = v;
+        else if (!strcmp(o, "--src"))
+            rc = cli_layout(o, v, &stp, &sep);
+        else if (!strcmp(o, "--dst"))
+            rc = cli_layout(o, v, &dtp, &dep);
+        else if (!strcmp(o, "--rank"))
+            rc = cli_int(o, v, 0, 1023, &rank);
+        else if (!strcmp(o, "--iters"))
+            rc = cli_int(o, v, 1, 100, &iters);
+        else
+            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
+        i++;
+    }
+    if (rc)
+        return cli_fail("bench plan", rc);
+    /* A throwaway store for the context; nothing is published. */
+    char dir[] = "/tmp/refit-bench-plan-XXXXXX";
+    if (!mkdtemp(dir))
+        return cli_fail("bench plan", refit_error_set(REFIT_EIO, "mkdtemp failed"));
+    char path[256], o_cfg[300], o_dir[300];
+    if (!hfcfg) {
+        snprintf(path, sizeof(path), "%s/config.json", dir);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fputs(QWEN3_235B, f);
+            fclose(f);
+        }
+        hfcfg = path;
+    }
+    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg);
+    snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
+    const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
+                         "model.target=vllm"};
+    long rss0 = max_rss_kib();
+    refit_context_t *ctx = NULL;
+    refit_receiver_t *rcv = NULL;
+    struct refit_target tg = {.tp_rank = rank, .tp_size = dtp, .ep_size = dep};
+    rc = refit_context_create(NULL, ovr, sizeof(ovr) / sizeof(ovr[0]), &ctx);
+    if (!rc)
+        rc = refit_receiver_create(ctx, &tg, "bench-plan", &rcv);
+    int nsrc = stp > sep ? stp : sep;
+    struct refit_parallel *src = calloc((size_t)nsrc, sizeof(*src));
+    for (int r = 0; src && r < nsrc; r++)
+        src[r] = (struct refit_parallel){.tp_rank = r % stp, .tp_size = stp, .pp_size = 1, .ep_rank = r % sep,
+                                         .ep_size = sep, .etp_size = 1};
+    long rss1 = max_rss_kib();
+    double times[100];
+    struct refit_plan_info info = {.size = sizeof(info)};
+    for (int k = 0; !rc && k < iters; k++) {
+        double t0 = cli_now();
+        rc = refit_receiver_plan_dry(rcv, src, (size_t)nsrc, &info);
+        times[k] = cli_now() - t0;
+    }
+    long rss2 = max_rss_kib();
+    if (!rc) {
+        qsort(times, (size_t)iters, sizeof(double), cmp_double);
+        double med = times[iters / 2];
+        printf("plan: %s, trainer tp %d ep %d (%d ranks) -> vLLM rank %d of tp %d%s\n", hfcfg == path ? "Qwen3-235B-A22B"
+               : hfcfg, stp, sep, nsrc, rank, dtp, dep > 1 ? " (ep = tp)" : "");
+        printf("  %llu pieces -> %llu descriptors, %llu scatters, %llu checksum runs\n",
+               (unsigned long long)info.pieces, (unsigned long long)info.descriptors,
+               (unsigned long long)info.scatters, (unsigned long long)info.checks);
+        printf("  wire %.2f GB, staging %.2f GB, scratch %.2f GB\n", (double)info.wire_bytes / 1e9,
+               (double)info.staging_bytes / 1e9, (double)info.scratch_bytes / 1e9);
+        printf("  whole plan (layout maps, composition, planner): %.1f ms median of %d (%.1f in the planner call "
+               "itself on the last), target <= 200 ms\n",
+               med * 1e3, iters, info.seconds * 1e3);
+        printf("  peak memory growth while planning: %.1f MiB (process peak %.1f MiB), target <= 256 MiB\n",
+               (double)(rss2 - rss1) / 1024.0, (double)rss2 / 1024.0);
+        (void)rss0;
+    }
+    refit_receiver_destroy(rcv);
+    refit_context_destroy(ctx);
+    free(src);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return rc ? cli_fail("bench plan", rc) : 0;
+}
