@@ -128,8 +128,9 @@ struct job {
     float floor;
 };
 
-static int check_args(const void *src, size_t rows, size_t cols, size_t stride, const void *dst,
-                      const float *scales, const struct refit_fp8_params *p, struct job *j)
+/* The rule and floor checks, shared with the CUDA path (cuda/fp8.cu) so
+ * that both refuse the same parameters with the same messages. */
+int rf_fp8_params_check(const struct refit_fp8_params *p, int *rule_out, float *floor_out)
 {
     enum refit_fp8_rule rule = p ? p->rule : REFIT_FP8_TRAINER;
     if (rule != REFIT_FP8_TRAINER && rule != REFIT_FP8_DEEPGEMM)
@@ -145,6 +146,19 @@ static int check_args(const void *src, size_t rows, size_t cols, size_t stride, 
     if (rule == REFIT_FP8_DEEPGEMM && !isfinite(1.0f / (fl / RF_E4M3_MAX)))
         return refit_error_set(REFIT_EINVAL, "fp8: floor %g is too small for the deepgemm rule "
                                "(1/s overflows fp32; use 1.4e-36 or more)", floor);
+    *rule_out = (int)rule;
+    *floor_out = fl;
+    return 0;
+}
+
+static int check_args(const void *src, size_t rows, size_t cols, size_t stride, const void *dst,
+                      const float *scales, const struct refit_fp8_params *p, struct job *j)
+{
+    int rule;
+    float fl;
+    int rc = rf_fp8_params_check(p, &rule, &fl);
+    if (rc)
+        return rc;
     if ((rows && cols) && (!src || !dst || !scales))
         return refit_error_set(REFIT_EINVAL, "fp8: NULL buffer");
     if (stride < cols)
@@ -155,7 +169,7 @@ static int check_args(const void *src, size_t rows, size_t cols, size_t stride, 
         return refit_error_set(REFIT_EINVAL, "fp8: implementation %s is not available on this "
                                "CPU", refit_fp8_impl_name(p->impl));
     j->rule = rule == REFIT_FP8_DEEPGEMM ? RF_RULE_MUL : RF_RULE_DIV;
-    j->floor = (float)floor;
+    j->floor = fl;
     return 0;
 }
 

@@ -57,6 +57,11 @@ struct rf_fp8_kernels {
                       const struct rf_fp8_next *next);
 };
 
+/* Check the rule and floor of p (NULL: defaults) and return them as used:
+ * the rule and the floor in fp32.  fp8.c; also used by cuda/fp8.cu. */
+struct refit_fp8_params;
+int rf_fp8_params_check(const struct refit_fp8_params *p, int *rule, float *floor);
+
 extern const struct rf_fp8_kernels rf_fp8_scalar_kernels;
 extern const struct rf_fp8_kernels rf_fp8_avx2_kernels;
 extern const struct rf_fp8_kernels rf_fp8_avx512_kernels;

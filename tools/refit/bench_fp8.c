@@ -15,11 +15,14 @@
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: refit bench fp8 [--rows N] [--cols N] [--iters N] [--device cpu]\n"
+    fprintf(f, "usage: refit bench fp8 [--rows N] [--cols N] [--iters N] [--device cpu|cuda]\n"
                "Quantizes a random bf16 matrix [rows, cols] (default 4096 x 4096) to FP8 e4m3\n"
                "with 128x128 block scales, rules trainer and deepgemm, with the scalar path\n"
                "and each vector path this CPU has, on one thread; prints the median GB/s of\n"
-               "bf16 input over --iters runs (default 10) beside memcpy of the same bytes.\n");
+               "bf16 input over --iters runs (default 10) beside memcpy of the same bytes.\n"
+               "--device cuda: the CUDA kernel on device 0 (default 8192 x 8192, 50 runs),\n"
+               "beside a device copy of the same bytes and PyTorch eager code for the same\n"
+               "rule timed in the same run (python3 with torch; skipped when absent).\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -89,6 +92,7 @@ static int pass(const struct variant *v, const uint16_t *src, uint16_t *copy, ui
 int bench_fp8(int argc, char **argv)
 {
     size_t rows = 4096, cols = 4096, iters = 10;
+    int cuda = 0, sized = 0, iters_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
@@ -97,17 +101,15 @@ int bench_fp8(int argc, char **argv)
             size_t *dst = a[2] == 'r' ? &rows : a[2] == 'c' ? &cols : &iters;
             if (parse_size(a, v, 1, a[2] == 'i' ? 100000 : (1u << 20), dst))
                 return 2;
+            sized |= a[2] != 'i';
+            iters_set |= a[2] == 'i';
             i++;
         } else if (!strcmp(a, "--device")) {
-            if (v && !strcmp(v, "cuda")) {
-                fprintf(stderr, "refit bench fp8: --device cuda is not supported yet (CUDA FP8 "
-                                "quantization comes with a later issue); only --device cpu is\n");
+            if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) {
+                fprintf(stderr, "refit bench fp8: --device needs cpu or cuda\n");
                 return 2;
             }
-            if (!v || strcmp(v, "cpu")) {
-                fprintf(stderr, "refit bench fp8: --device needs cpu\n");
-                return 2;
-            }
+            cuda = !strcmp(v, "cuda");
             i++;
         } else {
             fprintf(stderr, "refit bench fp8: unknown option '%s'\n", a);
@@ -118,6 +120,8 @@ int bench_fp8(int argc, char **argv)
         fprintf(stderr, "refit bench fp8: rows x cols above 2^32 elements\n");
         return 2;
     }
+    if (cuda)
+        return bench_fp8_cuda(rows, cols, iters_set ? iters : 50, sized);
     size_t n = rows * cols, ns = ((rows + 127) / 128) * ((cols + 127) / 128);
     struct {
         uint16_t *copy;

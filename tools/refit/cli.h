@@ -3,6 +3,7 @@
 #ifndef REFIT_CLI_H
 #define REFIT_CLI_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "refit/config.h"
@@ -51,6 +52,9 @@ int bench_cycle(int argc, char **argv);
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
 int bench_plan(int argc, char **argv);
+/* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
+ * were given (else a default size for the GPU). */
+int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 
