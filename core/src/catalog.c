@@ -1052,7 +1052,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
         hint += r->rkeys[i].len + 5;
     }
     pk_init(&k, hint);
-    PK(&k, msgpack_pack_map(&k.p, 11));
+    PK(&k, msgpack_pack_map(&k.p, r->keeps > 1 ? 12 : 11));
     pk_str(&k, "schema");
     PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
     pk_str(&k, "source");
@@ -1082,6 +1082,10 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
     pk_str(&k, refit_source_status_name(r->status));
     pk_str(&k, "heartbeat");
     PK(&k, msgpack_pack_uint64(&k.p, r->heartbeat_ms));
+    if (r->keeps > 1) {
+        pk_str(&k, "keeps");
+        PK(&k, msgpack_pack_uint32(&k.p, r->keeps));
+    }
     return pk_finish(&k, buf, len);
 }
 
@@ -1142,7 +1146,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     uint32_t n, n_rkeys = 0;
     unsigned seen = 0;
     enum { S_SCHEMA = 1, S_SOURCE = 2, S_MODEL = 4, S_LAYOUT = 8, S_TRANSPORT = 16, S_ADDRESS = 32,
-           S_RKEYS = 64, S_CATALOG = 128, S_VERSION = 256, S_STATUS = 512, S_HEARTBEAT = 1024, S_ALL = 2047 };
+           S_RKEYS = 64, S_CATALOG = 128, S_VERSION = 256, S_STATUS = 512, S_HEARTBEAT = 1024, S_ALL = 2047, S_KEEPS = 2048 /* optional */ };
     int rc = rd_container(&d, 1, &n, 1);
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
@@ -1201,6 +1205,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
                 rc = dec_fail(&d, "'%.*s' is not INIT, READY or STALE", (int)sl, (const char *)s);
         }
         FIELD("heartbeat", S_HEARTBEAT) rc = rd_u64(&d, &r.heartbeat_ms);
+        FIELD("keeps", S_KEEPS) rc = rd_u32(&d, &r.keeps, 2);
         else if (bit)
         {
             rc = dec_fail(&d, "appears twice");
@@ -1213,7 +1218,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
 #undef FIELD
         seen |= bit;
     }
-    if (!rc && seen != S_ALL) {
+    if (!rc && (seen & S_ALL) != S_ALL) {
         static const char *names[] = {"schema", "source", "model", "layout", "transport", "address",
                                       "rkeys", "catalog", "version", "status", "heartbeat"};
         for (int b = 0; b < 11; b++)

@@ -463,6 +463,63 @@ START_TEST(moved_tensor_reregisters_only_itself)
 }
 END_TEST
 
+START_TEST(copy_publish_never_mixes_versions)
+{
+    /* publish: copy returns once the tensors are in a staging arena, so the
+     * trainer changes its weights at once; v2 lands in the other arena and
+     * never shows in a pull of v1. */
+    refit_context_t *ctx;
+    const char *ovr[] = {"refit.publish=copy"};
+    ck_assert_int_eq(refit_context_create(cfg_path, ovr, 1, &ctx), 0);
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    struct refit_standin_shard sh;
+    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
+    refit_publisher_t *pub;
+    ck_assert_int_eq(refit_publisher_create(ctx, &par, "copier", &pub), 0);
+    for (size_t i = 0; i < sh.n; i++)
+        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                             sh.t[i].shape, REFIT_MEM_HOST),
+                         0);
+    refit_receiver_t *rcv;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
+    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
+    ck_assert_msg(refit_receiver_pull(rcv, 1, NULL) == 0, "%s", refit_error_message());
+    size_t n;
+    char *v1 = snapshot(rcv, &n);
+    /* Training goes on: the weights change and v2 is published at once. */
+    for (size_t i = 0; i < sh.n; i++)
+        ck_assert_int_eq(refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, 1, 2), 0);
+    ck_assert_int_eq(refit_publisher_publish(pub, 2), 0);
+    /* Then the tensors change again, without a publish (the next step). */
+    for (size_t i = 0; i < sh.n; i++)
+        ck_assert_int_eq(refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, 2, 3), 0);
+    /* v1 is still whole in its arena although the source moved to v2. */
+    struct refit_pull_stats st = {.size = sizeof(st)};
+    ck_assert_msg(refit_receiver_pull(rcv, 1, &st) == 0, "%s", refit_error_message());
+    ck_assert_uint_eq(st.version, 1);
+    ck_assert_msg(same_as(rcv, v1), "v1 pulled after v2 was published differs from v1");
+    /* v2 is v2: not v1, and not the unpublished step-3 weights. */
+    ck_assert_msg(refit_receiver_pull(rcv, 2, &st) == 0, "%s", refit_error_message());
+    ck_assert_uint_eq(st.version, 2);
+    ck_assert_msg(!same_as(rcv, v1), "v2 equals v1");
+    char *v2 = snapshot(rcv, &n);
+    /* v3 reuses v1's arena: v1 was released (acknowledged) above. */
+    ck_assert_int_eq(refit_publisher_publish(pub, 3), 0);
+    ck_assert_msg(refit_receiver_pull(rcv, 2, &st) == 0, "%s", refit_error_message());
+    ck_assert_msg(same_as(rcv, v2), "v2 changed when v3 was published");
+    ck_assert_msg(refit_receiver_pull(rcv, 3, &st) == 0, "%s", refit_error_message());
+    ck_assert_msg(!same_as(rcv, v2), "v3 equals v2");
+    free(v1);
+    free(v2);
+    refit_receiver_destroy(rcv);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("failures");
@@ -476,6 +533,7 @@ int main(void)
     tcase_add_test(tc, redis_restart_between_cycles);
     tcase_add_test(tc, wait_released_names_missing_receivers);
     tcase_add_test(tc, moved_tensor_reregisters_only_itself);
+    tcase_add_test(tc, copy_publish_never_mixes_versions);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -148,6 +148,10 @@ struct refit_source_record {
     uint64_t version;
     uint32_t status;       /* enum refit_source_status */
     uint64_t heartbeat_ms; /* Unix time (ms) the record was last refreshed */
+    /* Versions the source keeps readable: 0 or 1 (zero-copy: only `version`),
+     * 2 (refit.publish: copy: `version` and the one before, in two staging
+     * arenas).  Optional field "keeps" on the wire. */
+    uint32_t keeps;
 };
 
 int refit_record_encode(const struct refit_source_record *r, void **buf, size_t *len);

@@ -60,6 +60,12 @@ struct refit_publisher {
     int have_cat;
     uint64_t last_version;
     size_t registered, reused; /* registrations made and kept, for tests and logs */
+    /* refit.publish: copy: every tensor is copied into one of two staging
+     * arenas (pub->rg[0], pub->rg[1]); version V goes into the arena the
+     * version before last used, once that version is released. */
+    int copy_mode;
+    int next_buf;
+    uint64_t buf_version[2];
     /* Heartbeat thread with its own store handle (handles are not shared
      * between threads). */
     pthread_t hb;
@@ -112,6 +118,7 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
         return REFIT_ENOMEM;
     pub->ctx = ctx;
     pub->par = *par;
+    pub->copy_mode = ctx->publish_copy;
     char idbuf[128];
     if (!source_id) {
         snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d", par->tp_rank, par->pp_rank, par->ep_rank);
@@ -383,7 +390,7 @@ static int build(refit_publisher_t *pub)
     size_t arena = 0;
     for (size_t i = 0; i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
-        t->gathered = t->nbytes < pub->ctx->gather_threshold;
+        t->gathered = pub->copy_mode || t->nbytes < pub->ctx->gather_threshold;
         if (t->gathered) {
             t->offset = arena;
             arena += (t->nbytes + 63) & ~(size_t)63;
@@ -391,6 +398,8 @@ static int build(refit_publisher_t *pub)
     }
     if (arena) {
         rc = add_region(pub, &old, NULL, arena, 1);
+        if (!rc && pub->copy_mode)
+            rc = add_region(pub, &old, NULL, arena, 1); /* the second staging arena */
         for (size_t i = 0; i < pub->n; i++)
             if (pub->t[i].gathered)
                 pub->t[i].region = 0;
@@ -416,7 +425,8 @@ static int build(refit_publisher_t *pub)
 
     refit_catalog_t *cat = NULL;
     rc = refit_catalog_create(&cat);
-    for (size_t i = 0; !rc && i < pub->n_rg; i++) {
+    size_t cat_regions = pub->copy_mode ? 1 : pub->n_rg; /* copy: a version lives in one arena */
+    for (size_t i = 0; !rc && i < cat_regions; i++) {
         uint32_t idx;
         rc = refit_catalog_add_region(cat, pub->rg[i].len, &idx);
     }
@@ -460,15 +470,24 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     int rc = 0;
     if (pub->dirty && (rc = build(pub)))
         return rc;
-    /* Small tensors into the gather arena; everything hashed. */
+    /* Copy mode: this version's arena must not hold a version a receiver
+     * may still be reading (the one before last): wait for its release. */
+    int b = pub->copy_mode ? pub->next_buf : 0;
+    if (pub->copy_mode && pub->buf_version[b]) {
+        rc = refit_publisher_wait_released(pub, pub->buf_version[b], -1);
+        if (rc)
+            return refit_error_push(rc, "publisher %s: v%llu needs the staging arena of v%llu", pub->id,
+                                    (unsigned long long)version, (unsigned long long)pub->buf_version[b]);
+    }
+    /* Small tensors (copy mode: all) into the arena; everything hashed. */
     struct rf_sums sums;
     rc = rf_sums_init(&sums, pub->n);
     for (size_t i = 0; !rc && i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
         const void *src = t->ptr;
         if (t->gathered) {
-            memcpy((char *)pub->rg[0].base + t->offset, t->ptr, t->nbytes);
-            src = (char *)pub->rg[0].base + t->offset;
+            memcpy((char *)pub->rg[b].base + t->offset, t->ptr, t->nbytes);
+            src = (char *)pub->rg[b].base + t->offset;
         }
         if (pub->ctx->verify != RF_VERIFY_OFF)
             rc = rf_sums_add(&sums, src, t->nbytes, t->row_bytes, t->chunk_rows);
@@ -490,11 +509,14 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     char old_key[REFIT_STORE_MAX_KEY + 1];
     if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
         refit_store_forget(pub->ctx->store, old_key);
-    struct refit_blob *rk = calloc(pub->n_rg ? pub->n_rg : 1, sizeof(*rk));
+    size_t n_rk = pub->copy_mode ? 1 : pub->n_rg;
+    struct refit_blob *rk = calloc(n_rk ? n_rk : 1, sizeof(*rk));
     if (!rc && !rk)
         rc = REFIT_ENOMEM;
-    for (size_t i = 0; !rc && i < pub->n_rg; i++)
-        rk[i] = (struct refit_blob){pub->rg[i].rkey, pub->rg[i].rkey_len};
+    for (size_t i = 0; !rc && i < n_rk; i++) {
+        size_t g = pub->copy_mode ? (size_t)b : i;
+        rk[i] = (struct refit_blob){pub->rg[g].rkey, pub->rg[g].rkey_len};
+    }
     if (!rc) {
         struct refit_source_record r = {
             .schema = REFIT_CATALOG_SCHEMA,
@@ -506,8 +528,9 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
                        (uint32_t)pub->par.etp_rank, (uint32_t)par_size(pub->par.etp_size)},
             .transport = refit_tp_plugin_name(pub->tp),
             .address = {pub->addr, pub->addr_len},
-            .n_rkeys = pub->n_rg,
+            .n_rkeys = n_rk,
             .rkeys = rk,
+            .keeps = pub->copy_mode ? 2 : 1,
             .catalog = pub->cat_hash,
             .version = version,
             .status = REFIT_SOURCE_READY,
@@ -519,6 +542,10 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     if (rc)
         return refit_error_push(rc, "publisher %s: publishing v%llu", pub->id, (unsigned long long)version);
     pub->last_version = version;
+    if (pub->copy_mode) {
+        pub->buf_version[b] = version;
+        pub->next_buf = b ^ 1;
+    }
     pthread_mutex_lock(&pub->hb_lock);
     pub->hb_version = version;
     pthread_mutex_unlock(&pub->hb_lock);

@@ -68,6 +68,10 @@ struct rcv_source {
     refit_tp_rkey_t **rkeys;
     struct refit_blob *rkey_blobs; /* copies, to notice changes */
     size_t n_rkeys;
+    /* The previous key of each region: a copy-mode source alternates two
+     * staging arenas, so both stay unpacked. */
+    refit_tp_rkey_t **alt_rkeys;
+    struct refit_blob *alt_blobs;
     struct rf_sums sums;
     ptrdiff_t *psrc_of; /* catalog index → psrc index, -1 */
 };
@@ -259,8 +263,21 @@ int refit_receiver_create(refit_context_t *ctx, const struct refit_target *targe
     return 0;
 }
 
+static void drop_alt(refit_receiver_t *r, struct rcv_source *s)
+{
+    for (size_t k = 0; s->alt_rkeys && k < s->n_rkeys; k++) {
+        refit_tp_release(r->tp, s->alt_rkeys[k]);
+        free((void *)s->alt_blobs[k].data);
+    }
+    free(s->alt_rkeys);
+    free(s->alt_blobs);
+    s->alt_rkeys = NULL;
+    s->alt_blobs = NULL;
+}
+
 static void drop_source(refit_receiver_t *r, struct rcv_source *s)
 {
+    drop_alt(r, s);
     for (size_t k = 0; k < s->n_rkeys; k++) {
         refit_tp_release(r->tp, s->rkeys[k]);
         free((void *)s->rkey_blobs[k].data);
@@ -1153,6 +1170,7 @@ static int connect_source(refit_receiver_t *r, struct rcv_source *s)
         return refit_error_set(REFIT_EPROTO, "source %s publishes over '%s', this receiver uses '%s'", s->id,
                                rec->transport, refit_tp_plugin_name(r->tp));
     if (s->peer && (s->addr_len != rec->address.len || memcmp(s->addr, rec->address.data, s->addr_len))) {
+        drop_alt(r, s);
         for (size_t k = 0; k < s->n_rkeys; k++) {
             refit_tp_release(r->tp, s->rkeys[k]);
             free((void *)s->rkey_blobs[k].data);
@@ -1175,6 +1193,7 @@ static int connect_source(refit_receiver_t *r, struct rcv_source *s)
     }
     /* Remote keys: unpack only those that changed. */
     if (s->n_rkeys != rec->n_rkeys) {
+        drop_alt(r, s);
         for (size_t k = 0; k < s->n_rkeys; k++) {
             refit_tp_release(r->tp, s->rkeys[k]);
             free((void *)s->rkey_blobs[k].data);
@@ -1187,12 +1206,32 @@ static int connect_source(refit_receiver_t *r, struct rcv_source *s)
         if (!s->rkeys || !s->rkey_blobs)
             return REFIT_ENOMEM;
     }
+    if (!s->alt_rkeys && rec->n_rkeys) {
+        s->alt_rkeys = calloc(rec->n_rkeys, sizeof(*s->alt_rkeys));
+        s->alt_blobs = calloc(rec->n_rkeys, sizeof(*s->alt_blobs));
+        if (!s->alt_rkeys || !s->alt_blobs)
+            return REFIT_ENOMEM;
+    }
     for (size_t k = 0; k < rec->n_rkeys && !rc; k++) {
         if (s->rkeys[k] && blob_eq(&s->rkey_blobs[k], &rec->rkeys[k]))
             continue;
-        refit_tp_release(r->tp, s->rkeys[k]);
+        /* The previous key again (alternating arenas): swap, no unpack. */
+        refit_tp_rkey_t *ok = s->rkeys[k];
+        struct refit_blob ob = s->rkey_blobs[k];
+        if (s->alt_rkeys[k] && blob_eq(&s->alt_blobs[k], &rec->rkeys[k])) {
+            s->rkeys[k] = s->alt_rkeys[k];
+            s->rkey_blobs[k] = s->alt_blobs[k];
+            s->alt_rkeys[k] = ok;
+            s->alt_blobs[k] = ob;
+            continue;
+        }
+        /* A new key: the current one becomes the previous. */
+        refit_tp_release(r->tp, s->alt_rkeys[k]);
+        free((void *)s->alt_blobs[k].data);
+        s->alt_rkeys[k] = ok;
+        s->alt_blobs[k] = ob;
         s->rkeys[k] = NULL;
-        free((void *)s->rkey_blobs[k].data);
+        s->rkey_blobs[k] = (struct refit_blob){NULL, 0};
         void *copy = malloc(rec->rkeys[k].len ? rec->rkeys[k].len : 1);
         if (!copy)
             return REFIT_ENOMEM;
@@ -1373,6 +1412,33 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         else
             v = want;
         if (want != REFIT_LATEST && want != REFIT_NEXT && newest > want) {
+            /* Sources that keep the version before their newest still have
+             * `want`: its record (and remote keys) is versions/<want>/... */
+            for (size_t i = 0; i < n; i++) {
+                struct refit_source_record *rec = sv[i].rec;
+                if (rec->version != want + 1 || rec->keeps < 2)
+                    continue;
+                char key[REFIT_STORE_MAX_KEY + 1];
+                void *val = NULL;
+                size_t len = 0;
+                struct refit_source_record *old = NULL;
+                if (!refit_key_version_source(key, want, rec->source_id) &&
+                    !refit_store_get(r->ctx->store, key, &val, &len) &&
+                    !refit_record_decode(val, len, key, &old) && old->version == want) {
+                    old->keeps = rec->keeps;
+                    free(rec);
+                    sv[i].rec = old;
+                } else {
+                    free(old);
+                }
+                free(val);
+            }
+            newest = 0;
+            for (size_t i = 0; i < n; i++)
+                if (sv[i].rec->version > newest)
+                    newest = sv[i].rec->version;
+        }
+        if (want != REFIT_LATEST && want != REFIT_NEXT && newest > want) {
             for (size_t i = 0; i < n; i++)
                 if (sv[i].rec->version > want) {
                     rc = refit_error_set(REFIT_ESTALE,
@@ -1471,7 +1537,11 @@ static int fence(refit_receiver_t *r, uint64_t v)
         int rc = refit_source_check(r->ctx->store, s->id, r->ctx->stale_after_ms, &rec, &stale);
         if (rc)
             return refit_error_push(rc, "fence: source %s", s->id);
-        int ok = rec->status == REFIT_SOURCE_READY && rec->version == v && !stale &&
+        /* A source that keeps two versions (publish: copy) may move on to
+         * v+1 while v is pulled: v's arena is reused only after v is
+         * released, which needs this receiver's ack. */
+        uint64_t newest_ok = v + (s->rec->keeps > 1 ? 1 : 0);
+        int ok = rec->status == REFIT_SOURCE_READY && rec->version >= v && rec->version <= newest_ok && !stale &&
                  !memcmp(rec->catalog.b, s->rec->catalog.b, 16);
         if (!ok) {
             rc = refit_error_set(REFIT_ESTALE, "fence: source %s is %s at v%llu%s after the pull of v%llu", s->id,
