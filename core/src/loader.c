@@ -196,14 +196,9 @@ static int try_candidate(const char *path, uint32_t want_kind, const char *want_
                          lt_dlhandle *h_out, const struct refit_plugin **d_out, char *whybuf,
                          size_t whycap)
 {
-    /* Resident: a plugin's libraries (UCX, libfabric) set up global state
-     * in their constructors that they never free, so unmapping them on
-     * close would only turn that state into leaks (and make sanitizer
-     * reports unreadable).  Plugins stay mapped until the process ends;
-     * closing still runs the plugin's unload(). */
     lt_dladvise adv;
     lt_dlhandle h = NULL;
-    if (!lt_dladvise_init(&adv) && !lt_dladvise_resident(&adv) && !lt_dladvise_local(&adv))
+    if (!lt_dladvise_init(&adv) && !lt_dladvise_local(&adv))
         h = lt_dlopenadvise(path, adv);
     lt_dladvise_destroy(&adv);
     if (!h) {
@@ -252,9 +247,15 @@ static int try_candidate(const char *path, uint32_t want_kind, const char *want_
         }
     }
     if (rc) {
-        lt_dlclose(h);
+        lt_dlclose(h); /* a mismatch is unloaded */
         return rc;
     }
+    /* An accepted plugin stays mapped until the process ends: its libraries
+     * (UCX, libfabric) set up global state in their constructors that they
+     * never free, so unmapping them would only turn that state into leaks
+     * (and make sanitizer reports unreadable).  Closing still runs the
+     * plugin's unload(). */
+    lt_dlmakeresident(h);
     *h_out = h;
     *d_out = d;
     return 0;
