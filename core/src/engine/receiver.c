@@ -14,8 +14,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "engine.h"
 #include "exec.h"
+#include "receiver.h"
 #include "refit/catalog.h"
 #include "refit/log.h"
 #include "sums.h"
@@ -34,103 +34,6 @@ static void big_free(void *p, size_t n)
     if (p)
         munmap(p, n ? n : 1);
 }
-
-struct rcv_dst {
-    char *name;
-    enum refit_dtype dtype;
-    int ndim;
-    int64_t shape[REFIT_MAX_DIMS];
-    size_t nbytes;
-    size_t lt;    /* index in the target layout */
-    int is_scale; /* the <name>_scale_inv of lt */
-    void *ptr;    /* bound by the caller, or allocated (owned) */
-    int owned;
-    uint32_t memtype;
-    uint64_t staging_off;
-    refit_tp_region_t *reg; /* in_place: the destination registered */
-    void *reg_ptr;
-};
-
-struct cat_cache {
-    struct refit_hash128 hash;
-    refit_catalog_t *cat;
-};
-
-struct rcv_source {
-    char *id;
-    struct refit_source_record *rec;
-    const refit_catalog_t *cat;
-    refit_layout_t *meg;
-    struct refit_par_layout meg_lay; /* the layout meg was made for */
-    refit_tp_peer_t *peer;
-    void *addr;
-    size_t addr_len;
-    refit_tp_rkey_t **rkeys;
-    struct refit_blob *rkey_blobs; /* copies, to notice changes */
-    size_t n_rkeys;
-    /* The previous key of each region: a copy-mode source alternates two
-     * staging arenas, so both stay unpacked. */
-    refit_tp_rkey_t **alt_rkeys;
-    struct refit_blob *alt_blobs;
-    struct rf_sums sums;
-    ptrdiff_t *psrc_of; /* catalog index → psrc index, -1 */
-};
-
-struct refit_receiver {
-    refit_context_t *ctx;
-    refit_transport_t *tp;
-    struct refit_target target;
-    char *id;
-    struct refit_convert_opts copts;
-    refit_layout_t *lay;
-    struct rcv_dst *d;
-    size_t n_d;
-    size_t *dst_of_lt;   /* lt → its data destination */
-    ptrdiff_t *scale_of_lt; /* lt → its scale destination or -1 */
-    int allocate;
-    int resolved; /* destination dtypes resolved from the sources */
-
-    struct cat_cache *cats;
-    size_t n_cats;
-    struct rcv_source *src;
-    size_t n_src;
-
-    /* Plan and its inputs, cached under plan_key. */
-    char *plan_key;
-    struct rf_psrc *psrc;
-    uint32_t *psrc_source;
-    size_t *psrc_cat;
-    size_t n_psrc, cap_psrc;
-    struct rf_pdst *pdst;
-    enum refit_dtype *img_dtype;
-    struct rf_plan plan;
-    int have_plan;
-    /* Completion tracking: per desc the lts it feeds (CSR), per lt pending. */
-    size_t *feed_first, *feed;
-    size_t *scat_first, *scat; /* scatters per tensor */
-    uint32_t *pending;
-    uint64_t staging_need;
-    size_t n_pieces;
-    uint8_t *unfed; /* tensors no descriptor feeds (padding only) */
-    size_t *check_order; /* checks sorted by (buf, off) */
-
-    /* Staging is double-buffered when refit owns destinations: they live in
-     * the front buffer, a pull writes the back one, and commit flips them
-     * (no copy).  Destinations bound by the caller are copied into from the
-     * back buffer.  `staging`/`staging_reg` name the back buffer. */
-    void *stage[2];
-    refit_tp_region_t *stage_reg[2];
-    int front, doubled;
-    void *staging, *scratch;
-    size_t staging_len, scratch_len;
-    refit_tp_region_t *staging_reg, *scratch_reg;
-
-    uint64_t last_version;
-    /* During a pull. */
-    struct refit_pull_stats *st;
-    double convert_s, verify_s;
-    int verify_this;
-};
 
 static int sz(int v)
 {
@@ -1555,6 +1458,38 @@ static int fence(refit_receiver_t *r, uint64_t v)
     return 0;
 }
 
+/* The end of every pull, whoever moved the bytes: the fence, the commit
+ * (staging into the destinations: a flip, a copy, or nothing in place) and
+ * the acknowledgement. */
+int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
+{
+    int rc = fence(r, v);
+    if (rc)
+        return rc;
+    /* Commit: staging into the destinations (in place: already there). */
+    double tm = rf_seconds();
+    if (r->doubled) {
+        /* Every destination is refit's: flip, no copy. */
+        r->front ^= 1;
+        for (size_t i = 0; i < r->n_d; i++)
+            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
+    } else if (!r->ctx->in_place) {
+        for (size_t i = 0; i < r->n_d; i++)
+            if (r->d[i].ptr)
+                memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
+    }
+    for (size_t i = 0; i < r->n_d; i++)
+        st->bytes_out += r->d[i].nbytes;
+    st->commit_s = rf_seconds() - tm;
+    rc = refit_ack_put(r->ctx->store, v, r->id);
+    if (rc)
+        refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
+    char old_ack[REFIT_STORE_MAX_KEY + 1];
+    if (!rc && r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
+        refit_store_forget(r->ctx->store, old_ack);
+    return rc;
+}
+
 int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull_stats *stats)
 {
     if (!r || version == 0)
@@ -1625,30 +1560,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     st.bytes_wire = xs.bytes;
     if (rc)
         goto out;
-    rc = fence(r, v);
-    if (rc)
-        goto out;
-    /* Commit: staging into the destinations (in place: already there). */
-    double tm = rf_seconds();
-    if (r->doubled) {
-        /* Every destination is refit's: flip, no copy. */
-        r->front ^= 1;
-        for (size_t i = 0; i < r->n_d; i++)
-            r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
-    } else if (!r->ctx->in_place) {
-        for (size_t i = 0; i < r->n_d; i++)
-            if (r->d[i].ptr)
-                memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
-    }
-    for (size_t i = 0; i < r->n_d; i++)
-        st.bytes_out += r->d[i].nbytes;
-    st.commit_s = rf_seconds() - tm;
-    rc = refit_ack_put(r->ctx->store, v, r->id);
-    if (rc)
-        refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
-    char old_ack[REFIT_STORE_MAX_KEY + 1];
-    if (!rc && r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
-        refit_store_forget(r->ctx->store, old_ack);
+    rc = rf_rcv_commit(r, v, &st);
 out:
     st.version = v;
     st.sources = (uint32_t)r->n_src;
