@@ -107,6 +107,8 @@ struct refit_receiver {
     struct refit_pull_stats *st;
     double convert_s, verify_s;
     int verify_this;
+    /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
+    struct rf_rcvdev *dev;
 };
 
 /* Fence, commit and acknowledge version v (receiver.c). */
