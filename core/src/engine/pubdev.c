@@ -110,9 +110,10 @@ void rf_pubdev_destroy(struct rf_pubdev *pd)
     free(pd);
 }
 
-int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype)
+int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype, int push)
 {
-    return memtype == REFIT_MEM_CUDA && !(refit_tp_caps(tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+    return memtype == REFIT_MEM_CUDA &&
+           (push || !(refit_tp_caps(tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)));
 }
 
 int rf_pubdev_slab(const void *ptr, void **base, size_t *len)
