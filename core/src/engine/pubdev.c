@@ -140,9 +140,13 @@ static int pin_arena(struct rf_pubdev *pd, void *arena, size_t len)
     if (!np)
         return REFIT_ENOMEM;
     pd->pinned = np;
-    int rc = rf_dev_pin(arena, len, "publisher: staging arena");
-    if (rc)
-        return rc;
+    /* Unpinned copies are still right, only slower: say so once and go on
+     * (the arena stays listed, so it is not tried again; unpinning memory
+     * that was never pinned is harmless). */
+    if (rf_dev_pin(arena, len, "publisher: staging arena")) {
+        refit_log(REFIT_LOG_WARN, "publisher", "%s (copies from the device run unpinned)", refit_error_message());
+        refit_error_clear();
+    }
     pd->pinned[pd->n_pinned++] = arena;
     return 0;
 }
@@ -156,7 +160,12 @@ int rf_pubdev_begin(struct rf_pubdev *pd, void *arena, size_t arena_len)
     if (rc)
         return rc;
     pd->active = 1;
-    return arena ? pin_arena(pd, arena, arena_len) : 0;
+    rc = arena ? pin_arena(pd, arena, arena_len) : 0;
+    if (rc) {
+        rf_dev_leave(pd->saved);
+        pd->active = 0;
+    }
+    return rc;
 }
 
 /* Queue what can go now: arena chunks always; bounce chunks while a ring
