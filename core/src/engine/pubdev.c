@@ -110,10 +110,14 @@ void rf_pubdev_destroy(struct rf_pubdev *pd)
     free(pd);
 }
 
-int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype, int push)
+int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_mode, int small, int push)
 {
-    return memtype == REFIT_MEM_CUDA &&
-           (push || !(refit_tp_caps(tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)));
+    if (memtype != REFIT_MEM_CUDA)
+        return copy_mode || small;
+    uint32_t m = refit_tp_caps(tp)->memtypes;
+    if (push || !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)))
+        return 1;
+    return copy_mode || (small && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)));
 }
 
 int rf_pubdev_slab(const void *ptr, void **base, size_t *len)
