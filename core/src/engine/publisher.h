@@ -70,6 +70,8 @@ struct refit_publisher {
     uint64_t hb_version;
     /* Push mode (push.c): cached work lists and receiver connections. */
     struct rf_push_pub *push;
+    /* CUDA tensors: device, streams, staging pipeline (pubdev.c). */
+    struct rf_pubdev *dev;
 };
 
 #endif

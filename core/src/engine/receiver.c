@@ -14,6 +14,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "devpath.h"
 #include "exec.h"
 #include "receiver.h"
 #include "refit/catalog.h"
@@ -250,6 +251,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     free(r->d);
     free(r->dst_of_lt);
     free(r->scale_of_lt);
+    rf_rcvdev_destroy(r); /* unpins staging before it is unmapped */
     for (int b = 0; b < 2; b++) {
         if (r->stage_reg[b])
             refit_tp_dereg(r->tp, r->stage_reg[b]);
@@ -303,8 +305,8 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
 {
     if (!r || !name || !ptr || !shape)
         return refit_error_set(REFIT_EINVAL, "refit_receiver_bind: bad argument");
-    if (memtype != REFIT_MEM_HOST)
-        return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s': only host memory for now", r->id, name);
+    if (memtype != REFIT_MEM_HOST && memtype != REFIT_MEM_CUDA)
+        return refit_error_set(REFIT_EINVAL, "receiver %s: '%s': unknown memory type %u", r->id, name, memtype);
     for (size_t i = 0; i < r->n_d; i++) {
         struct rcv_dst *d = &r->d[i];
         if (strcmp(d->name, name))
@@ -329,6 +331,9 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
             d->nbytes = d->nbytes / refit_dtype_size(d->dtype) * refit_dtype_size(dtype);
             d->dtype = dtype;
         }
+        int rc = memtype == REFIT_MEM_CUDA ? rf_rcvdev_bind(r, name, ptr) : 0;
+        if (rc)
+            return rc;
         if (d->owned) {
             if (!r->doubled)
                 free(d->ptr); /* else it lives in the staging buffer */
@@ -673,6 +678,7 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
                 free(d->ptr);
             d->ptr = to;
         }
+        rf_rcvdev_unpin(r); /* before the old staging is unmapped */
         for (int b = 0; b < 2; b++) {
             if (r->stage_reg[b])
                 refit_tp_dereg(r->tp, r->stage_reg[b]);
@@ -1480,9 +1486,14 @@ int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
         for (size_t i = 0; i < r->n_d; i++)
             r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
     } else if (!r->ctx->in_place) {
+        /* Device destinations: copies queued here, waited for below (rcvdev.c). */
+        rc = rf_rcvdev_commit_start(r);
         for (size_t i = 0; i < r->n_d; i++)
-            if (r->d[i].ptr)
+            if (r->d[i].ptr && r->d[i].memtype != REFIT_MEM_CUDA)
                 memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
+        int wrc = rf_rcvdev_commit_wait(r);
+        if (rc || wrc)
+            return rc ? rc : wrc;
     }
     for (size_t i = 0; i < r->n_d; i++)
         st->bytes_out += r->d[i].nbytes;

@@ -110,6 +110,8 @@ struct refit_receiver {
     int verify_this;
     /* Push mode (push.c): the work list and mailbox; NULL in pull mode. */
     struct rf_push_rcv *push;
+    /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
+    struct rf_rcvdev *dev;
 };
 
 /* Fence, commit and acknowledge version v (receiver.c). */
