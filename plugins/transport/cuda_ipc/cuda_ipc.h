@@ -51,7 +51,7 @@ struct cipc_addr {
     int32_t dev;         /* CUDA device ordinal (in the owner's numbering) */
     char boot_id[40];    /* /proc/sys/kernel/random/boot_id: the host */
     char host[64];       /* hostname, for messages only */
-    char bus_id[16];     /* PCI bus id of the device, for messages only */
+    char bus_id[32];     /* PCI bus id of the device (messages, the owner's device here) */
     char sock[108];
 };
 
@@ -69,6 +69,14 @@ struct cipc_key {
     uint32_t reserved2;
     cudaIpcMemHandle_t handle; /* of the allocation base */
 };
+
+/* The conformance suite flips bytes at fixed offsets of these (and the
+ * docs give their sizes): keep them where they are. */
+_Static_assert(sizeof(struct cipc_key) == 136, "remote key layout");
+_Static_assert(offsetof(struct cipc_key, secret) == 24, "remote key layout");
+_Static_assert(offsetof(struct cipc_key, handle) == 72, "remote key layout");
+_Static_assert(sizeof(struct cipc_addr) == 280, "address layout");
+_Static_assert(offsetof(struct cipc_addr, boot_id) == 32, "address layout");
 
 enum cipc_msg_type {
     MSG_HELLO = 1,   /* client → owner: a = client tp id, b = pid; body = name */
