@@ -211,10 +211,11 @@ int cipc_peer_quiesce(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t region, int w
     if (!quiet)
         return 0;
     for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
-        if ((region == CIPC_ALL_REGIONS || k->key.region_id == region) && k->map) {
-            cipc_map_put(tp, k->map);
+        if (region == CIPC_ALL_REGIONS || k->key.region_id == region) {
+            if (k->map)
+                cipc_map_put(tp, k->map);
             k->map = NULL;
-            k->base = NULL;
+            k->base = NULL; /* loopback keys too: nothing is reachable through it */
         }
     return 1;
 }
@@ -230,7 +231,12 @@ static void conn_dead(refit_tp_t *tp, struct cipc_conn *c, const char *why)
         p->dead = 1;
         snprintf(p->why, sizeof(p->why), "control connection to pid %u lost (%s): the process "
                  "ended or closed its transport", p->addr.pid, why);
-        H->log(2, CIPC, "peer '%s': %s", p->name, p->why);
+        /* A warning when it cut something off; a peer that ends between
+         * transfers (the end of a job) is news only. */
+        int busy = 0;
+        for (struct refit_tp_req *r = tp->reqs; r && !busy; r = r->next)
+            busy = r->peer == p && !cipc_req_poll(r);
+        H->log(busy ? 2 : 1, CIPC, "peer '%s': %s", p->name, p->why);
         cipc_peer_quiesce(tp, p, CIPC_ALL_REGIONS, REFIT_ECONN);
     } else if (!c->outgoing && c->remote_name) {
         H->log(0, CIPC, "connection from '%s' (pid %u) ended: %s", c->remote_name, c->remote_pid, why);
