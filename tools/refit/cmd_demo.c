@@ -235,6 +235,13 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 
 static pid_t spawn(struct demo *d, const posix_spawn_file_actions_t *fa, char *const argv[])
 {
+    /* The child's GPU (cli_cuda_select) by role. */
+    int gpu = !strcmp(argv[1], "publish") ? d->src_gpu : d->dst_gpu;
+    if (d->src_gpu > 0 || d->dst_gpu > 0) {
+        char g[16];
+        snprintf(g, sizeof(g), "%d", gpu);
+        setenv("REFIT_CUDA_DEVICE", g, 1);
+    }
     pid_t pid;
     int e = posix_spawn(&pid, d->self, fa, NULL, argv, environ);
     if (e) {

@@ -61,4 +61,19 @@ int rf_rcvdev_commit_wait(refit_receiver_t *r);
 void rf_rcvdev_unpin(refit_receiver_t *r);
 void rf_rcvdev_destroy(refit_receiver_t *r);
 
+/* Device-resident pulls: refit.in_place with CUDA destinations over a
+ * transport that reaches CUDA memory (cuda_ipc).  READs land in the
+ * destinations; scratch is device memory from refit's pool; scatters are
+ * 2-D device copies; nothing is converted or hashed on the host, so a
+ * plan that needs a conversion, or refit.verify other than off, is refused
+ * naming why.  1 when this receiver pulls that way. */
+int rf_rcvdev_resident(const refit_receiver_t *r);
+int rf_rcvdev_check_plan(refit_receiver_t *r);
+int rf_rcvdev_scratch_alloc(refit_receiver_t *r, size_t n, void **out);
+void rf_rcvdev_scratch_free(refit_receiver_t *r, void *p);
+int rf_rcvdev_scatter(refit_receiver_t *r, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                      size_t rows);
+/* Wait for every scatter queued by this pull. */
+int rf_rcvdev_sync(refit_receiver_t *r);
+
 #endif
