@@ -35,7 +35,7 @@ static int usage(FILE *f)
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
-            "                  [--device host|cuda|cuda-src|cuda-dst]\n"
+            "                  [--device host|cuda|cuda-src|cuda-dst] [--src-gpu N] [--dst-gpu N]\n"
             "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
@@ -451,6 +451,10 @@ int demo_parse(struct demo *d, int argc, char **argv)
             rc = cli_int(o, v, 1, 64, &d->dst_ep);
         else if (!strcmp(o, "--engines"))
             rc = cli_int(o, v, 1, 16, &d->engines);
+        else if (!strcmp(o, "--src-gpu"))
+            rc = cli_int(o, v, 0, 64, &d->src_gpu);
+        else if (!strcmp(o, "--dst-gpu"))
+            rc = cli_int(o, v, 0, 64, &d->dst_gpu);
         else if (!strcmp(o, "--cycles"))
             rc = cli_int(o, v, 1, 1000, &d->cycles);
         else if (!strcmp(o, "--layers"))
