@@ -3,7 +3,14 @@
  * (the environment meson gives the run).  The other side is a real process
  * (tp_peer, fork + exec) so that kills, stops and deregistration race with
  * real transfers.  Tests assert outcomes, never times; a hang is caught by
- * the tcase timeout. */
+ * the tcase timeout.
+ *
+ * Memory: host buffers, or device buffers (cudaMalloc, patterns through
+ * host copies: tmem.h) when the run sets REFIT_TP_MEMTYPE=cuda or the
+ * transport reaches only CUDA memory.  Then this process uses device
+ * REFIT_TP_CUDA_DEVICE (default 0) and tp_peer REFIT_TP_PEER_CUDA_DEVICE
+ * (default 1 when there are two), so copies cross GPUs; without a device
+ * the run exits 77 (skipped). */
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
@@ -16,8 +23,10 @@
 #include <unistd.h>
 
 #include "pattern.h"
+#include "tmem.h"
 #include "refit/config.h"
 #include "refit/loader.h"
+#include "refit/plugin.h"
 #include "refit/status.h"
 #include "refit/tp.h"
 
@@ -140,7 +149,8 @@ static void side_open(struct side *s, const char *extra)
     if (extra)
         ck_assert_int_eq(refit_config_set(s->cfg, extra, "test"), 0);
     ck_assert_int_eq(refit_loader_create(s->cfg, &s->ld), 0);
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "test", .cuda_device = -1};
+    struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "test",
+                              .cuda_device = tm_cuda ? tm_dev : -1};
     int rc = refit_tp_init(s->ld, s->cfg, &o, &s->t);
     ck_assert_msg(rc == 0, "init %s: %s", plugin, refit_error_message());
 }
@@ -174,11 +184,41 @@ static refit_tp_rkey_t *remote_reg(struct side *s, struct peer *p, uint64_t size
     return rk;
 }
 
+/* Buffers of this run's memory type (tmem.h); failures end the test. */
 static void *map(uint64_t n)
 {
-    void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(m, MAP_FAILED);
+    void *m = tm_alloc(n);
+    ck_assert_msg(m != NULL, "buffer of %llu bytes: %s", (unsigned long long)n, tm_err);
     return m;
+}
+
+static void munmap_buf(void *p, uint64_t n) { tm_free(p, n); }
+
+static void fill(void *buf, uint64_t len, uint32_t seed, uint64_t from)
+{
+    ck_assert_msg(tm_fill(buf, len, seed, from) == 0, "fill: %s", tm_err);
+}
+
+static void zero(void *buf, uint64_t len)
+{
+    ck_assert_msg(tm_zero(buf, len) == 0, "zero: %s", tm_err);
+}
+
+/* First mismatch against the pattern, or -1. */
+static int64_t check(const void *buf, uint64_t len, uint32_t seed, uint64_t from)
+{
+    int64_t bad = tm_check(buf, len, seed, from);
+    ck_assert_msg(bad != -2, "check: %s", tm_err);
+    return bad;
+}
+
+static int byte_at(const uint8_t *buf, uint64_t off)
+{
+    uint8_t *v = tm_view(buf + off, 1);
+    ck_assert_msg(v != NULL, "read back: %s", tm_err);
+    int b = v[0];
+    tm_view_done(v, buf + off);
+    return b;
 }
 
 static int xfer1(struct side *s, uint32_t op, refit_tp_region_t *l, uint64_t loff, refit_tp_rkey_t *r,
@@ -205,8 +245,20 @@ static uint64_t mem_available(void)
 static struct side S;
 static struct peer P;
 
+/* This process's device, in each forked test (never in the parent: a
+ * CUDA context does not survive fork). */
+static void use_memory(void)
+{
+    if (!tm_want_cuda())
+        return;
+    const char *e = getenv("REFIT_TP_CUDA_DEVICE");
+    int dev = e && *e ? atoi(e) : 0;
+    ck_assert_msg(tm_use_cuda(dev) == 0, "device %d: %s", dev, tm_err);
+}
+
 static void setup(void)
 {
+    use_memory();
     peer_start(&P, NULL, NULL);
     side_open(&S, NULL);
     side_connect(&S, &P);
@@ -232,20 +284,20 @@ START_TEST(t_read_sizes)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, BIG, 11, &id);
     uint8_t *buf = map(BIG);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
     for (size_t i = 0; i < NSIZES; i++) {
         uint64_t roff = i * 3 % 17, loff = (i * 5) % 13 + 1; /* unaligned on both sides */
-        memset(buf, 0, sizes[i] + loff + 1);
+        zero(buf, sizes[i] + loff + 1);
         int rc = xfer1(&S, REFIT_OP_READ, lr, loff, rk, roff, sizes[i]);
         ck_assert_msg(rc == 0, "READ %llu: %s", (unsigned long long)sizes[i], refit_error_message());
-        int64_t bad = pat_check(buf + loff, sizes[i], 11, roff);
+        int64_t bad = check(buf + loff, sizes[i], 11, roff);
         ck_assert_msg(bad < 0, "READ %llu: byte %lld differs", (unsigned long long)sizes[i], (long long)bad);
-        ck_assert_int_eq(buf[loff - 1], 0); /* nothing written outside */
-        ck_assert_int_eq(buf[loff + sizes[i]], 0);
+        ck_assert_int_eq(byte_at(buf, loff - 1), 0); /* nothing written outside */
+        ck_assert_int_eq(byte_at(buf, loff + sizes[i]), 0);
     }
     ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
     refit_tp_release(S.t, rk);
-    munmap(buf, BIG);
+    munmap_buf(buf, BIG);
 }
 END_TEST
 
@@ -254,9 +306,9 @@ START_TEST(t_write_sizes)
     int id;
     refit_tp_rkey_t *rk = remote_reg(&S, &P, BIG, 12, &id);
     uint8_t *buf = map(BIG);
-    pat_fill(buf, BIG, 99, 0);
+    fill(buf, BIG, 99, 0);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
     for (size_t i = 0; i < NSIZES; i++) {
         uint64_t roff = i * 7 % 19 + 1, loff = i * 3 % 11;
         int rc = xfer1(&S, REFIT_OP_WRITE, lr, loff, rk, roff, sizes[i]);
@@ -275,31 +327,36 @@ START_TEST(t_write_sizes)
     }
     ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
     refit_tp_release(S.t, rk);
-    munmap(buf, BIG);
+    munmap_buf(buf, BIG);
 }
 END_TEST
 
 START_TEST(t_one_gib)
 {
     const uint64_t G = 1ull << 30;
-    /* Two 1 GiB regions plus slack; skip on a small machine. */
-    if (mem_available() < 5 * G)
+    /* Two 1 GiB regions plus slack; skip on a small machine (device
+     * memory: the peer's device has as much as ours on the machines this
+     * runs on, and a failed cudaMalloc there fails the test loudly). */
+    if (tm_cuda ? tm_device_free() < 3 * G : mem_available() < 5 * G) {
+        fprintf(stderr, "%s: t_one_gib: not enough free %s memory, nothing checked\n", plugin,
+                tm_cuda ? "device" : "host");
         return;
+    }
     int id;
     refit_tp_rkey_t *rk = remote_reg(&S, &P, G, 21, &id);
     uint8_t *buf = map(G);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, G, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, G, tm_memtype(), &lr), 0);
     int rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, G);
     ck_assert_msg(rc == 0, "READ 1 GiB: %s", refit_error_message());
-    ck_assert_int_lt(pat_check(buf, G, 21, 0), 0);
-    pat_fill(buf, G, 22, 0);
+    ck_assert_int_lt(check(buf, G, 21, 0), 0);
+    fill(buf, G, 22, 0);
     rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, G);
     ck_assert_msg(rc == 0, "WRITE 1 GiB: %s", refit_error_message());
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 22 0", id, (unsigned long long)G), "ok");
     ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
     refit_tp_release(S.t, rk);
-    munmap(buf, G);
+    munmap_buf(buf, G);
 }
 END_TEST
 
@@ -314,7 +371,7 @@ START_TEST(t_many_descriptors)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 31, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     struct refit_tp_desc *d = calloc(NDESC, sizeof(*d));
     /* READ: 10,000 small pieces (1..200 bytes) scattered in reverse order. */
     uint64_t off = 0;
@@ -326,10 +383,13 @@ START_TEST(t_many_descriptors)
     ck_assert_msg(off < R / 2, "descriptor total %llu", (unsigned long long)off);
     int rc = refit_tp_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
     ck_assert_msg(rc == 0, "10,000 READs: %s", refit_error_message());
+    uint8_t *v = tm_view(buf, R); /* one copy back, not 10,000 */
+    ck_assert_msg(v != NULL, "read back: %s", tm_err);
     for (int i = 0; i < NDESC; i++)
-        ck_assert_msg(pat_check(buf + d[i].local_off, d[i].len, 31, d[i].remote_off) < 0, "desc %d", i);
+        ck_assert_msg(pat_check(v + d[i].local_off, d[i].len, 31, d[i].remote_off) < 0, "desc %d", i);
+    tm_view_done(v, buf);
     /* WRITE: 10,000 x 64 bytes covering [0, 640000) of the remote, out of order. */
-    pat_fill(buf, R, 32, 0);
+    fill(buf, R, 32, 0);
     for (int i = 0; i < NDESC; i++) {
         int j = (int)((uint64_t)i * 7919 % NDESC); /* a permutation: 7919 is prime */
         d[i] = (struct refit_tp_desc){REFIT_OP_WRITE, lr, (uint64_t)j * 64, rk, (uint64_t)j * 64, 64};
@@ -340,7 +400,7 @@ START_TEST(t_many_descriptors)
     free(d);
     ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
     refit_tp_release(S.t, rk);
-    munmap(buf, R);
+    munmap_buf(buf, R);
 }
 END_TEST
 
@@ -351,10 +411,10 @@ START_TEST(t_concurrent)
     refit_tp_rkey_t *ra = remote_reg(&S, &P, R, 41, &id_a);
     refit_tp_rkey_t *rb = remote_reg(&S, &P, R, 42, &id_b);
     uint8_t *in = map(R), *out = map(R);
-    pat_fill(out, R, 43, 0);
+    fill(out, R, 43, 0);
     refit_tp_region_t *li, *lo;
-    ck_assert_int_eq(refit_tp_reg(S.t, in, R, REFIT_MEM_HOST, &li), 0);
-    ck_assert_int_eq(refit_tp_reg(S.t, out, R, REFIT_MEM_HOST, &lo), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, in, R, tm_memtype(), &li), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, out, R, tm_memtype(), &lo), 0);
     refit_tp_req_t *req[2 * 16];
     for (uint64_t i = 0; i < N; i++) {
         struct refit_tp_desc r = {REFIT_OP_READ, li, i * piece, ra, i * piece, piece};
@@ -369,14 +429,14 @@ START_TEST(t_concurrent)
         ck_assert_int_eq(refit_tp_test(S.t, req[i]), 0);
         refit_tp_req_free(S.t, req[i]);
     }
-    ck_assert_int_lt(pat_check(in, R, 41, 0), 0);
+    ck_assert_int_lt(check(in, R, 41, 0), 0);
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 43 0", id_b, (unsigned long long)R), "ok");
     refit_tp_dereg(S.t, li);
     refit_tp_dereg(S.t, lo);
     refit_tp_release(S.t, ra);
     refit_tp_release(S.t, rb);
-    munmap(in, R);
-    munmap(out, R);
+    munmap_buf(in, R);
+    munmap_buf(out, R);
 }
 END_TEST
 
@@ -390,9 +450,9 @@ START_TEST(t_notify_after_writes)
     const uint64_t R = 32u << 20;
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 51, &id);
     uint8_t *buf = map(R);
-    pat_fill(buf, R, 52, 0);
+    fill(buf, R, 52, 0);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     /* WRITEs posted and not waited for: the notification must still land
      * after them. */
     refit_tp_req_t *req[4];
@@ -431,7 +491,7 @@ START_TEST(t_notify_after_writes)
     free(a);
     refit_tp_dereg(S.t, lr);
     refit_tp_release(S.t, rk);
-    munmap(buf, R);
+    munmap_buf(buf, R);
 }
 END_TEST
 
@@ -443,7 +503,7 @@ START_TEST(t_invalid_keys)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 61, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     /* Out of range on the remote side: rejected before any I/O. */
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, (1 << 20) - 10, 11), REFIT_ERANGE);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, UINT64_MAX - 4, 8), REFIT_ERANGE);
@@ -456,10 +516,10 @@ START_TEST(t_invalid_keys)
     ck_assert_int_lt(refit_tp_unpack(S.t, S.peer, junk, sizeof(junk), &bad), 0);
     /* A valid transfer still works afterwards. */
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
-    ck_assert_int_lt(pat_check(buf, 1 << 20, 61, 0), 0);
+    ck_assert_int_lt(check(buf, 1 << 20, 61, 0), 0);
     refit_tp_dereg(S.t, lr);
     refit_tp_release(S.t, rk);
-    munmap(buf, 1 << 20);
+    munmap_buf(buf, 1 << 20);
 }
 END_TEST
 
@@ -469,7 +529,7 @@ START_TEST(t_stale_key)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 71, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     ck_assert_str_eq(peer_cmd(&P, "dereg %d", id), "ok");
     /* A new registration may reuse the slot; the old key must not reach it. */
@@ -482,11 +542,11 @@ START_TEST(t_stale_key)
     ck_assert_msg(rc < 0, "WRITE through a stale key succeeded");
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %d 72 0", id2, 1 << 20), "ok");
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk2, 0, 1 << 20), 0);
-    ck_assert_int_lt(pat_check(buf, 1 << 20, 72, 0), 0);
+    ck_assert_int_lt(check(buf, 1 << 20, 72, 0), 0);
     refit_tp_dereg(S.t, lr);
     refit_tp_release(S.t, rk);
     refit_tp_release(S.t, rk2);
-    munmap(buf, 1 << 20);
+    munmap_buf(buf, 1 << 20);
 }
 END_TEST
 
@@ -495,7 +555,7 @@ START_TEST(t_dereg_while_reading)
     const uint64_t R = 256u << 20;
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     int failed = 0;
     for (int round = 0; round < 32 && !failed; round++) {
         int id;
@@ -527,10 +587,10 @@ START_TEST(t_dereg_while_reading)
     int id;
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 4096, 82, &id);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
-    ck_assert_int_lt(pat_check(buf, 4096, 82, 0), 0);
+    ck_assert_int_lt(check(buf, 4096, 82, 0), 0);
     refit_tp_release(S.t, rk);
     refit_tp_dereg(S.t, lr);
-    munmap(buf, R);
+    munmap_buf(buf, R);
 }
 END_TEST
 
@@ -543,15 +603,24 @@ static void vanish(int sig)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 91, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     int rc = 0;
     /* The first READ races the signal; later ones meet a gone peer. */
     for (int i = 0; i < 4 && rc == 0; i++) {
         struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
         refit_tp_req_t *req = NULL;
         rc = refit_tp_post(S.t, S.peer, &d, 1, &req);
-        if (i == 0)
+        if (i == 0) {
             kill(P.pid, sig);
+            /* A killed peer is gone (its sockets closed) before the next
+             * post, not merely signalled: with one-sided copies
+             * (cuda_ipc) nothing else would slow the loop down enough
+             * for the death to land inside it.  Not reaped (WNOWAIT):
+             * peer_kill does that. */
+            siginfo_t si;
+            if (sig == SIGKILL)
+                waitid(P_PID, (id_t)P.pid, &si, WEXITED | WNOWAIT);
+        }
         if (rc == 0) {
             rc = refit_tp_wait(S.t, req, WAIT_MS);
             if (rc == REFIT_ETIMEDOUT && strstr(refit_error_message(), "not complete after"))
@@ -573,7 +642,7 @@ static void vanish(int sig)
     peer_kill(&P);
     refit_tp_release(S.t, rk);
     refit_tp_dereg(S.t, lr);
-    munmap(buf, R);
+    munmap_buf(buf, R);
 }
 
 START_TEST(t_peer_killed) { vanish(SIGKILL); }
@@ -594,7 +663,7 @@ START_TEST(t_tcp_forged_key)
     size_t kl = unhex(l + n, k, sizeof(k));
     uint8_t *buf = map(65536);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
     /* Flip a bit of the secret, the generation, the id; and grow the length. */
     static const int at[] = {40, 55, 24, 16, 33};
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
@@ -613,7 +682,7 @@ START_TEST(t_tcp_forged_key)
         refit_tp_release(S.t, rk);
     }
     refit_tp_dereg(S.t, lr);
-    munmap(buf, 65536);
+    munmap_buf(buf, 65536);
 }
 END_TEST
 
@@ -672,9 +741,9 @@ START_TEST(t_tcp_ipv6_and_ports)
     refit_tp_rkey_t *rk = remote_reg(&s6, &p6, 1 << 20, 7, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(s6.t, buf, 1 << 20, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_tp_reg(s6.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&s6, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
-    ck_assert_int_lt(pat_check(buf, 1 << 20, 7, 0), 0);
+    ck_assert_int_lt(check(buf, 1 << 20, 7, 0), 0);
     refit_tp_release(s6.t, rk);
     refit_tp_dereg(s6.t, lr);
     side_close(&s6);
@@ -694,7 +763,116 @@ START_TEST(t_tcp_ipv6_and_ports)
     ck_assert_int_gt(port2, port1);
     peer_stop(&pr);
     peer_stop(&pr2);
-    munmap(buf, 1 << 20);
+    munmap_buf(buf, 1 << 20);
+}
+END_TEST
+
+/* ---- cuda_ipc only: keys checked by the owner, loopback, hosts, memory ---- */
+
+/* Offsets in struct cipc_key and struct cipc_addr
+ * (plugins/transport/cuda_ipc/cuda_ipc.h). */
+#define CIPC_KEY_LEN 136
+#define CIPC_ADDR_BOOT_ID 32
+
+START_TEST(t_cipc_forged_key)
+{
+    int id;
+    const char *l = peer_cmd(&P, "reg 65536 5");
+    int n = 0;
+    ck_assert_msg(sscanf(l, "rkey %d %n", &id, &n) == 1, "peer reg: %s", l);
+    uint8_t k[256];
+    size_t kl = unhex(l + n, k, sizeof(k));
+    ck_assert_uint_eq(kl, CIPC_KEY_LEN);
+    uint8_t *buf = map(65536);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
+    /* A bit flipped in the owner id, region id, secret, offset, length,
+     * owner pointer, IPC handle: the owner refuses each before any handle
+     * is opened. */
+    static const int at[] = {9, 16, 30, 41, 49, 57, 100};
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        uint8_t f[256];
+        memcpy(f, k, kl);
+        f[at[i]] ^= 0x40;
+        refit_tp_rkey_t *rk = NULL;
+        int rc = refit_tp_unpack(S.t, S.peer, f, kl, &rk);
+        ck_assert_msg(rc < 0, "a key with byte %d flipped was accepted", at[i]);
+        if (at[i] == 30)
+            ck_assert_msg(rc == REFIT_EPERM, "forged secret: %s", refit_error_message());
+    }
+    ck_assert_str_eq(peer_cmd(&P, "check %d 0 65536 5 0", id), "ok");
+    /* The genuine key still works. */
+    refit_tp_rkey_t *rk = NULL;
+    ck_assert_msg(refit_tp_unpack(S.t, S.peer, k, kl, &rk) == 0, "unpack: %s", refit_error_message());
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 65536), 0);
+    ck_assert_int_lt(check(buf, 65536, 5, 0), 0);
+    refit_tp_release(S.t, rk);
+    refit_tp_dereg(S.t, lr);
+    munmap_buf(buf, 65536);
+}
+END_TEST
+
+START_TEST(t_cipc_loopback)
+{
+    /* A key of this very process: its pointer is used as is (a process
+     * cannot open its own IPC handle), and dereg revokes it at ourselves. */
+    const uint64_t R = 1 << 20;
+    uint8_t *a = map(R), *b = map(R);
+    fill(a, R, 5, 0);
+    zero(b, R);
+    refit_tp_region_t *ra, *rb;
+    ck_assert_int_eq(refit_tp_reg(S.t, a, R, tm_memtype(), &ra), 0);
+    ck_assert_int_eq(refit_tp_reg(S.t, b, R, tm_memtype(), &rb), 0);
+    void *addr, *key;
+    size_t al, kl;
+    ck_assert_int_eq(refit_tp_address_get(S.t, &addr, &al), 0);
+    refit_tp_peer_t *self = NULL;
+    ck_assert_msg(refit_tp_connect(S.t, addr, al, "self", &self) == 0, "connect: %s", refit_error_message());
+    ck_assert_int_eq(refit_tp_pack(S.t, ra, &key, &kl), 0);
+    refit_tp_rkey_t *rk = NULL;
+    ck_assert_msg(refit_tp_unpack(S.t, self, key, kl, &rk) == 0, "unpack: %s", refit_error_message());
+    struct refit_tp_desc d = {REFIT_OP_READ, rb, 1, rk, 7, 1000};
+    ck_assert_msg(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "READ: %s", refit_error_message());
+    ck_assert_int_lt(check(b + 1, 1000, 5, 7), 0);
+    fill(b, R, 6, 0);
+    d = (struct refit_tp_desc){REFIT_OP_WRITE, rb, 0, rk, 100, 4096};
+    ck_assert_msg(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "WRITE: %s", refit_error_message());
+    ck_assert_int_lt(check(a + 100, 4096, 6, 0), 0);
+    ck_assert_msg(refit_tp_dereg(S.t, ra) == 0, "dereg: %s", refit_error_message());
+    d = (struct refit_tp_desc){REFIT_OP_READ, rb, 0, rk, 0, 4096};
+    ck_assert_int_eq(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS), REFIT_ESTALE);
+    refit_tp_release(S.t, rk);
+    refit_tp_disconnect(S.t, self);
+    refit_tp_dereg(S.t, rb);
+    free(addr);
+    free(key);
+    munmap_buf(a, R);
+    munmap_buf(b, R);
+}
+END_TEST
+
+START_TEST(t_cipc_other_host)
+{
+    uint8_t a[sizeof(P.addr)];
+    memcpy(a, P.addr, P.alen);
+    a[CIPC_ADDR_BOOT_ID] = a[CIPC_ADDR_BOOT_ID] == 'f' ? 'e' : 'f';
+    refit_tp_peer_t *pp = NULL;
+    int rc = refit_tp_connect(S.t, a, P.alen, "far", &pp);
+    ck_assert_int_eq(rc, REFIT_ENOTSUP);
+    ck_assert_msg(strstr(refit_error_message(), "host"), "%s", refit_error_message());
+}
+END_TEST
+
+START_TEST(t_cipc_host_memory)
+{
+    void *h = malloc(4096);
+    refit_tp_region_t *r = NULL;
+    ck_assert_int_eq(refit_tp_reg(S.t, h, 4096, REFIT_MEM_HOST, &r), REFIT_ENOTSUP);
+    /* Past the core's memory-type check, the plugin looks at the pointer. */
+    const struct refit_transport_ops *ops = refit_tp_plugin(S.t)->ops;
+    ck_assert_int_eq(ops->reg(refit_tp_raw(S.t), h, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
+    ck_assert_msg(strstr(refit_error_message(), "host memory"), "%s", refit_error_message());
+    free(h);
 }
 END_TEST
 
@@ -750,7 +928,67 @@ static Suite *suite(void)
         ADD(t2, t_tcp_ipv6_and_ports);
         suite_add_tcase(s, t2);
     }
+    if (!strcmp(plugin, "cuda_ipc")) {
+        TCase *t3 = tcase_create("cuda_ipc");
+        tcase_add_checked_fixture(t3, setup, teardown);
+        tcase_set_timeout(t3, 60);
+        ADD(t3, t_cipc_forged_key);
+        ADD(t3, t_cipc_loopback);
+        ADD(t3, t_cipc_other_host);
+        ADD(t3, t_cipc_host_memory);
+        suite_add_tcase(s, t3);
+    }
     return s;
+}
+
+/* Which memory this run moves, decided in a child process: a CUDA context
+ * made here would be unusable in the tests Check forks.  Returns 0 (host),
+ * 1 (device memory; REFIT_TP_MEMTYPE=cuda is then set for the tests and
+ * tp_peer) or 77 with the reason in why. */
+static int probe_memory(char *why, size_t cap)
+{
+    int fd[2];
+    if (pipe(fd))
+        return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        char out[600];
+        int want = tm_want_cuda(), mode = 0;
+        if (!want) {
+            /* The transport's own caps: one that reaches only CUDA memory
+             * is tested with device memory. */
+            refit_config_t *cfg = NULL;
+            refit_loader_t *ld = NULL;
+            refit_transport_t *t = NULL;
+            struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "probe", .cuda_device = -1};
+            if (!refit_config_create(&cfg) && !refit_config_apply_env(cfg, NULL) &&
+                !refit_loader_create(cfg, &ld) && !refit_tp_init(ld, cfg, &o, &t)) {
+                uint32_t m = refit_tp_caps(t)->memtypes;
+                want = !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)) && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+            }
+            refit_tp_fini(t);
+            refit_loader_destroy(ld);
+            refit_config_destroy(cfg);
+        }
+        if (want)
+            mode = tm_device_count() > 0 ? 1 : 77;
+        int n = snprintf(out, sizeof(out), "%d %s", mode, mode == 77 ? tm_err : "");
+        ssize_t w = write(fd[1], out, (size_t)n);
+        (void)w;
+        _exit(0);
+    }
+    close(fd[1]);
+    char in[600] = "";
+    ssize_t n = pid > 0 ? read(fd[0], in, sizeof(in) - 1) : -1;
+    close(fd[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    int mode = 0, off = 0;
+    if (n <= 0 || sscanf(in, "%d %n", &mode, &off) != 1)
+        return 0;
+    snprintf(why, cap, "%s", in + off);
+    return mode;
 }
 
 int main(int argc, char **argv)
@@ -765,6 +1003,20 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* The process under test must not inherit a token from the caller. */
     unsetenv("REFIT_TCP_TOKEN");
+    char why[600];
+    int mode = probe_memory(why, sizeof(why));
+    if (mode == 77) {
+        printf("SKIP: transport-%s moves GPU memory and this machine has no usable CUDA device (%s)\n",
+               plugin, why);
+        return 77;
+    }
+    if (mode == 1) {
+        setenv("REFIT_TP_MEMTYPE", "cuda", 1);
+        fprintf(stderr, "%s: device memory (this process on device %s, the peer on %s)\n", plugin,
+                getenv("REFIT_TP_CUDA_DEVICE") ? getenv("REFIT_TP_CUDA_DEVICE") : "0",
+                getenv("REFIT_TP_PEER_CUDA_DEVICE") ? getenv("REFIT_TP_PEER_CUDA_DEVICE")
+                                                    : "1 if there are two, else 0");
+    }
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

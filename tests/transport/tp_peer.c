@@ -15,13 +15,17 @@
  *   ping                     → "ok"
  *   exit                     clean shutdown
  * Errors print "err CODE MESSAGE".  The test kills it with SIGKILL or
- * SIGSTOP to play a vanished peer. */
+ * SIGSTOP to play a vanished peer.
+ *
+ * With REFIT_TP_MEMTYPE=cuda regions are device memory (cudaMalloc) on
+ * device REFIT_TP_PEER_CUDA_DEVICE (default: 1 when there are two or more,
+ * so that copies cross GPUs, else 0); see tmem.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "pattern.h"
+#include "tmem.h"
 #include "refit/config.h"
 #include "refit/loader.h"
 #include "refit/status.h"
@@ -73,6 +77,15 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (tm_want_cuda()) {
+        const char *e = getenv("REFIT_TP_PEER_CUDA_DEVICE");
+        int n = tm_device_count();
+        int dev = e && *e ? atoi(e) : n >= 2 ? 1 : 0;
+        if (!n || tm_use_cuda(dev)) {
+            printf("err %d tp_peer: device memory on device %d: %s\n", REFIT_ENOTSUP, dev, tm_err);
+            return 1;
+        }
+    }
     refit_config_t *cfg;
     refit_loader_t *ld;
     refit_transport_t *t;
@@ -88,7 +101,8 @@ int main(int argc, char **argv)
     }
     if (!rc)
         rc = refit_loader_create(cfg, &ld);
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = argv[1], .name = name, .cuda_device = -1};
+    struct refit_tp_open o = {.size = sizeof(o), .plugin = argv[1], .name = name,
+                              .cuda_device = tm_cuda ? tm_dev : -1};
     if (!rc)
         rc = refit_tp_init(ld, cfg, &o, &t);
     if (rc) {
@@ -111,15 +125,19 @@ int main(int argc, char **argv)
         unsigned long long a, b, c, d, e;
         char arg[sizeof(line)];
         if (sscanf(line, "reg %llu %llu", &a, &b) == 2 && n_regs < 64) {
-            void *m = mmap(NULL, a, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (m == MAP_FAILED) {
-                printf("err -2 mmap\n");
+            void *m = tm_alloc(a);
+            if (!m) {
+                printf("err -2 %s\n", tm_err);
                 continue;
             }
-            pat_fill(m, a, (uint32_t)b, 0);
+            if (tm_fill(m, a, (uint32_t)b, 0)) {
+                tm_free(m, a);
+                printf("err -5 %s\n", tm_err);
+                continue;
+            }
             struct region *g = &regs[n_regs];
-            if ((rc = refit_tp_reg(t, m, a, REFIT_MEM_HOST, &g->r))) {
-                munmap(m, a);
+            if ((rc = refit_tp_reg(t, m, a, tm_memtype(), &g->r))) {
+                tm_free(m, a);
                 fail(rc);
                 continue;
             }
@@ -141,16 +159,20 @@ int main(int argc, char **argv)
             else
                 printf("ok\n");
         } else if (sscanf(line, "fill %llu %llu", &a, &b) == 2 && a < (unsigned)n_regs) {
-            pat_fill(regs[a].mem, regs[a].len, (uint32_t)b, 0);
-            printf("ok\n");
+            if (tm_fill(regs[a].mem, regs[a].len, (uint32_t)b, 0))
+                printf("err -5 %s\n", tm_err);
+            else
+                printf("ok\n");
         } else if (sscanf(line, "check %llu %llu %llu %llu %llu", &a, &b, &c, &d, &e) == 5 &&
                    a < (unsigned)n_regs) {
             if (b > regs[a].len || c > regs[a].len - b) {
                 printf("err -13 range\n");
                 continue;
             }
-            int64_t pos = pat_check((uint8_t *)regs[a].mem + b, c, (uint32_t)d, e);
-            if (pos < 0)
+            int64_t pos = tm_check((uint8_t *)regs[a].mem + b, c, (uint32_t)d, e);
+            if (pos == -2)
+                printf("err -5 %s\n", tm_err);
+            else if (pos < 0)
                 printf("ok\n");
             else
                 printf("bad %lld\n", (long long)pos);
@@ -189,7 +211,7 @@ int main(int argc, char **argv)
             refit_tp_dereg(t, regs[i].r);
     refit_tp_fini(t);
     for (int i = 0; i < n_regs; i++)
-        munmap(regs[i].mem, regs[i].len);
+        tm_free(regs[i].mem, regs[i].len);
     refit_loader_destroy(ld);
     refit_config_destroy(cfg);
     return 0;

@@ -39,6 +39,10 @@ double cli_now(void);
  * REFIT_ENOTSUP in a refit built without CUDA. */
 int cli_cuda_upload(void *dev, const void *host, size_t n);
 int cli_cuda_download(void *host, const void *dev, size_t n);
+/* --device cuda: make GPU $REFIT_CUDA_DEVICE (default: the runtime's
+ * current one) current for this process before any device memory is
+ * allocated; a bad value is an error naming it. */
+int cli_cuda_select(void);
 
 int cmd_demo(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
@@ -61,6 +65,7 @@ int bench_plan(int argc, char **argv);
  * were given (else a default size for the GPU). */
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
 int bench_staged(int argc, char **argv);
+int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 

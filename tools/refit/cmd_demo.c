@@ -35,7 +35,7 @@ static int usage(FILE *f)
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
-            "                  [--device host|cuda|cuda-src|cuda-dst]\n"
+            "                  [--device host|cuda|cuda-src|cuda-dst] [--src-gpu N] [--dst-gpu N]\n"
             "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
@@ -235,6 +235,13 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 
 static pid_t spawn(struct demo *d, const posix_spawn_file_actions_t *fa, char *const argv[])
 {
+    /* The child's GPU (cli_cuda_select) by role. */
+    int gpu = !strcmp(argv[1], "publish") ? d->src_gpu : d->dst_gpu;
+    if (d->src_gpu > 0 || d->dst_gpu > 0) {
+        char g[16];
+        snprintf(g, sizeof(g), "%d", gpu);
+        setenv("REFIT_CUDA_DEVICE", g, 1);
+    }
     pid_t pid;
     int e = posix_spawn(&pid, d->self, fa, NULL, argv, environ);
     if (e) {
@@ -444,6 +451,10 @@ int demo_parse(struct demo *d, int argc, char **argv)
             rc = cli_int(o, v, 1, 64, &d->dst_ep);
         else if (!strcmp(o, "--engines"))
             rc = cli_int(o, v, 1, 16, &d->engines);
+        else if (!strcmp(o, "--src-gpu"))
+            rc = cli_int(o, v, 0, 64, &d->src_gpu);
+        else if (!strcmp(o, "--dst-gpu"))
+            rc = cli_int(o, v, 0, 64, &d->dst_gpu);
         else if (!strcmp(o, "--cycles"))
             rc = cli_int(o, v, 1, 1000, &d->cycles);
         else if (!strcmp(o, "--layers"))

@@ -163,13 +163,15 @@ static void try_transport(struct cli_common *c, const refit_topology_t *t, const
         return;
     }
     const struct refit_transport_ops *ops = refit_tp_plugin(tp)->ops;
-    char d[512] = "";
+    char d[1024] = "";
     if (ops->size >= offsetof(struct refit_transport_ops, describe) + sizeof(ops->describe) &&
         ops->describe && ops->describe(refit_tp_raw(tp), d, sizeof(d)) == 0)
         printf("    uses: %s\n", d);
     const struct refit_tp_caps *caps = refit_tp_caps(tp);
-    printf("    reaches: host%s; notifications %s\n",
-           (caps->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)) ? ", cuda" : " (cuda staged)",
+    int host = !!(caps->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST));
+    int cuda = !!(caps->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+    printf("    reaches: %s%s%s; notifications %s\n", host ? "host" : "cuda only",
+           host && cuda ? ", cuda" : "", host && !cuda ? " (cuda staged)" : "",
            caps->notify ? "yes" : "no");
     refit_tp_fini(tp);
     free(hint);
@@ -221,7 +223,7 @@ int cmd_doctor(int argc, char **argv)
     printf("transports with this configuration%s%s:\n", c.config_path ? " from " : "",
            c.config_path ? c.config_path : "");
     try_transport(&c, t, configured, gpu);
-    static const char *const others[] = {"ucx", "ofi", "tcp"};
+    static const char *const others[] = {"ucx", "ofi", "cuda_ipc", "tcp"};
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         const struct refit_plugin *p;
         if (strcmp(others[i], configured) &&

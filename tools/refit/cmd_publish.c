@@ -87,7 +87,10 @@ int cmd_publish(int argc, char **argv)
     struct refit_standin_shard sh = {0};
     struct refit_parallel par = {.tp_rank = rank % tp, .tp_size = tp, .ep_rank = rank % ep, .ep_size = ep,
                                  .pp_size = 1, .etp_size = 1};
-    rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
+    /* The GPU first: the transport and the pool use the current device. */
+    rc = !strcmp(device, "cuda") ? cli_cuda_select() : 0;
+    if (!rc)
+        rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
     if (!rc)
         rc = refit_standin_shard_load(refit_context_model(ctx), hf, &par, &sh);
     if (!rc)

@@ -174,7 +174,10 @@ int cmd_pull(int argc, char **argv)
     char who[128];
     snprintf(who, sizeof(who), "%s", id ? id : "engine");
     FILE *sf = NULL;
-    rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
+    /* The GPU first: the transport and the pool use the current device. */
+    rc = !strcmp(device, "cuda") ? cli_cuda_select() : 0;
+    if (!rc)
+        rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, id, &rcv);
     /* --device cuda: every destination in device memory, bound as the

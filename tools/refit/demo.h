@@ -16,6 +16,10 @@ struct demo {
     int verify; /* compare every engine's result with refit convert */
     int pub_stats; /* trainers append their per-version figures to pstats */
     int quiet;  /* children's progress lines off (benchmarks) */
+    /* GPUs for --device cuda: trainers on GPU src_gpu, engines on dst_gpu
+     * (REFIT_CUDA_DEVICE of each child, set when > 0; 0: the environment's
+     * choice, device 0 by default). */
+    int src_gpu, dst_gpu;
     char dir[512];
     char ckpt[600];
     char self[4096];

@@ -183,6 +183,17 @@ int rf_dcopy_post(struct rf_dcopy *c, void *dst, const void *src, size_t n, enum
     return 0;
 }
 
+int rf_dcopy_post2d(struct rf_dcopy *c, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                    size_t rows)
+{
+    cudaStream_t s = c->st[c->next];
+    c->next ^= 1;
+    cudaError_t e = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, s);
+    return e == cudaSuccess ? 0
+                            : cuda_fail(e, "cudaMemcpy2DAsync of %zu rows of %zu bytes (%p -> %p) on device %d",
+                                        rows, width, src, dst, c->device);
+}
+
 int rf_dcopy_wait(struct rf_dcopy *c, size_t ev)
 {
     if (ev >= c->used)

@@ -51,6 +51,10 @@ int rf_dcopy_device(const struct rf_dcopy *c);
 /* Queue one copy, alternating the streams; *ev names its completion. */
 int rf_dcopy_post(struct rf_dcopy *c, void *dst, const void *src, size_t n, enum rf_dcopy_dir dir,
                   size_t *ev);
+/* Queue a device-to-device copy of `rows` rows of `width` bytes (pitches
+ * in bytes) on the next stream, without an event: rf_dcopy_sync waits. */
+int rf_dcopy_post2d(struct rf_dcopy *c, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                    size_t rows);
 /* Wait for the copy `ev` (and what its stream did before it). */
 int rf_dcopy_wait(struct rf_dcopy *c, size_t ev);
 /* Wait for everything queued; events are then reused from 0. */

@@ -70,6 +70,13 @@ int rf_dcopy_post(struct rf_dcopy *c, void *dst, const void *src, size_t n, enum
     return refit_error_set(REFIT_ENOTSUP, "cuda copies: %s", NOT_BUILT);
 }
 
+int rf_dcopy_post2d(struct rf_dcopy *c, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                    size_t rows)
+{
+    (void)c, (void)dst, (void)dpitch, (void)src, (void)spitch, (void)width, (void)rows;
+    return refit_error_set(REFIT_ENOTSUP, "cuda copies: %s", NOT_BUILT);
+}
+
 int rf_dcopy_wait(struct rf_dcopy *c, size_t ev)
 {
     (void)c, (void)ev;

@@ -25,10 +25,10 @@ int rf_pubdev_add(struct rf_pubdev **pd, const char *what, const void *ptr);
 void rf_pubdev_destroy(struct rf_pubdev *pd);
 /* Whether a tensor goes into the host arena ("gathered") rather than being
  * registered where it is.  Host tensors: copy mode or small, as always.
- * Device tensors also when the transport does not reach device memory, or
- * in push mode (its trainer-side FP8 quantization reads the registered
- * regions on the host); but not when small over a transport that reaches
- * device memory only, where a host arena could not be registered. */
+ * Device tensors: always when the transport does not reach device memory,
+ * or in push mode (its trainer-side FP8 quantization reads the registered
+ * regions on the host); otherwise only in copy mode: device memory the
+ * transport reaches stays where it is, small or not. */
 int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_mode, int small, int push);
 /* The slab of refit's device pool holding ptr (register the slab once, not
  * each tensor): 0 with base and length, else REFIT_ENOENT. */
@@ -64,5 +64,20 @@ int rf_rcvdev_commit_wait(refit_receiver_t *r);
 /* Before the staging buffer is unmapped. */
 void rf_rcvdev_unpin(refit_receiver_t *r);
 void rf_rcvdev_destroy(refit_receiver_t *r);
+
+/* Device-resident pulls: refit.in_place with CUDA destinations over a
+ * transport that reaches CUDA memory (cuda_ipc).  READs land in the
+ * destinations; scratch is device memory from refit's pool; scatters are
+ * 2-D device copies; nothing is converted or hashed on the host, so a
+ * plan that needs a conversion, or refit.verify other than off, is refused
+ * naming why.  1 when this receiver pulls that way. */
+int rf_rcvdev_resident(const refit_receiver_t *r);
+int rf_rcvdev_check_plan(refit_receiver_t *r);
+int rf_rcvdev_scratch_alloc(refit_receiver_t *r, size_t n, void **out);
+void rf_rcvdev_scratch_free(refit_receiver_t *r, void *p);
+int rf_rcvdev_scatter(refit_receiver_t *r, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                      size_t rows);
+/* Wait for every scatter queued by this pull. */
+int rf_rcvdev_sync(refit_receiver_t *r);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "devmem.h"
 #include "devpath.h"
+#include "refit/cuda_pool.h"
 #include "refit/log.h"
 
 #define H2D_CHUNK ((size_t)16 << 20)
@@ -35,9 +36,7 @@ int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr)
                                    "'%s' reaches host memory only: it cannot land in place (turn "
                                    "refit.in_place off: refit then stages on the host and copies to the "
                                    "device at commit)", what, refit_tp_plugin_name(r->tp));
-        return refit_error_set(REFIT_ENOTSUP, "%s is device memory and refit.in_place is on: pulling in "
-                               "place into device memory needs the conversions and checks on the device, "
-                               "which are not built yet (turn refit.in_place off)", what);
+        /* Resident: READs land in device memory (rf_rcvdev_resident). */
     }
     int device = -1;
     int rc = rf_dev_locate(ptr, what, &device);
@@ -135,4 +134,80 @@ void rf_rcvdev_destroy(refit_receiver_t *r)
     rf_dcopy_destroy(r->dev->cp);
     free(r->dev);
     r->dev = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Device-resident pulls */
+
+int rf_rcvdev_resident(const refit_receiver_t *r)
+{
+    return r->dev && r->ctx->in_place &&
+           (refit_tp_caps(r->tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+}
+
+int rf_rcvdev_check_plan(refit_receiver_t *r)
+{
+    if (!rf_rcvdev_resident(r))
+        return 0;
+    if (r->ctx->verify != RF_VERIFY_OFF)
+        return refit_error_set(REFIT_ENOTSUP, "receiver %s: pulling in place into device memory with "
+                               "refit.verify on: the checksums are computed on the host, which never sees "
+                               "these bytes (set refit.verify: off, or refit.in_place: false to stage on the "
+                               "host)", r->id);
+    size_t nl = refit_layout_count(r->lay);
+    for (size_t t = 0; t < nl; t++) {
+        const struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
+        if (r->pdst[t].in_scratch)
+            return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' needs a conversion (%s -> %s%s) and "
+                                   "conversions on the device are not built: pull it with refit.in_place: "
+                                   "false (staged on the host) or without FP8", r->id, d->name,
+                                   refit_dtype_name(r->img_dtype[t]), refit_dtype_name(d->dtype),
+                                   refit_layout_at(r->lay, t)->fp8 ? ", FP8" : "");
+    }
+    for (size_t i = 0; i < r->n_d; i++)
+        if (!r->d[i].ptr || r->d[i].memtype != REFIT_MEM_CUDA)
+            return refit_error_set(REFIT_EINVAL, "receiver %s: '%s' is %s while other destinations are "
+                                   "device memory pulled in place: bind every destination on the device",
+                                   r->id, r->d[i].name, r->d[i].ptr ? "host memory" : "not bound");
+    return 0;
+}
+
+int rf_rcvdev_scratch_alloc(refit_receiver_t *r, size_t n, void **out)
+{
+    int saved = -1;
+    int rc = rf_dev_enter(r->dev->device, &saved);
+    if (!rc)
+        rc = refit_cuda_alloc(n ? n : 1, out);
+    rf_dev_leave(saved);
+    return rc ? refit_error_push(rc, "receiver %s: %zu bytes of device scratch", r->id, n) : 0;
+}
+
+void rf_rcvdev_scratch_free(refit_receiver_t *r, void *p)
+{
+    (void)r;
+    if (p && refit_cuda_free(p))
+        refit_log(REFIT_LOG_WARN, "receiver", "freeing device scratch: %s", refit_error_message());
+}
+
+int rf_rcvdev_scatter(refit_receiver_t *r, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                      size_t rows)
+{
+    int saved = -1;
+    int rc = rf_dev_enter(r->dev->device, &saved);
+    if (!rc)
+        rc = rf_dcopy_post2d(r->dev->cp, dst, dpitch, src, spitch, width, rows);
+    rf_dev_leave(saved);
+    return rc;
+}
+
+int rf_rcvdev_sync(refit_receiver_t *r)
+{
+    if (!rf_rcvdev_resident(r))
+        return 0;
+    int saved = -1;
+    int rc = rf_dev_enter(r->dev->device, &saved);
+    if (!rc)
+        rc = rf_dcopy_sync(r->dev->cp);
+    rf_dev_leave(saved);
+    return rc ? refit_error_push(rc, "receiver %s: device scatters", r->id) : 0;
 }

@@ -259,7 +259,10 @@ void refit_receiver_destroy(refit_receiver_t *r)
     }
     if (r->scratch_reg)
         refit_tp_dereg(r->tp, r->scratch_reg);
-    big_free(r->scratch, r->scratch_len);
+    if (r->scratch_dev)
+        rf_rcvdev_scratch_free(r, r->scratch);
+    else
+        big_free(r->scratch, r->scratch_len);
     if (r->id && r->ctx && r->ctx->store) {
         /* Best effort, and the caller's error message must survive it. */
         char key[REFIT_STORE_MAX_KEY + 1], saved[1024];
@@ -702,16 +705,27 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
     /* The back buffer receives this pull. */
     int back = r->doubled ? r->front ^ 1 : 0;
     r->staging = r->stage[back];
-    if (scratch > r->scratch_len) {
+    int dev_scratch = rf_rcvdev_resident(r);
+    if (scratch > r->scratch_len || dev_scratch != r->scratch_dev) {
         if (r->scratch_reg)
             refit_tp_dereg(r->tp, r->scratch_reg);
         r->scratch_reg = NULL;
-        big_free(r->scratch, r->scratch_len);
+        if (r->scratch_dev)
+            rf_rcvdev_scratch_free(r, r->scratch);
+        else
+            big_free(r->scratch, r->scratch_len);
+        r->scratch = NULL;
         r->scratch_len = 0;
-        if (!(r->scratch = big_alloc(scratch)))
+        r->scratch_dev = dev_scratch;
+        /* Resident pulls scatter on the device: scratch is device memory. */
+        if (dev_scratch) {
+            if (scratch && (rc = rf_rcvdev_scratch_alloc(r, scratch, &r->scratch)))
+                return rc;
+        } else if (!(r->scratch = big_alloc(scratch))) {
             return refit_error_set(REFIT_ENOMEM, "receiver %s: %llu bytes of scratch", r->id,
                                    (unsigned long long)scratch);
-        r->scratch_len = scratch;
+        }
+        r->scratch_len = r->scratch ? scratch : 0;
     }
     double t1 = rf_seconds();
     *alloc_s += t1 - t0;
@@ -720,7 +734,8 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
             rc = refit_tp_reg(r->tp, r->stage[b], r->staging_len, REFIT_MEM_HOST, &r->stage_reg[b]);
     r->staging_reg = r->stage_reg[back];
     if (!rc && !r->scratch_reg && r->scratch_len)
-        rc = refit_tp_reg(r->tp, r->scratch, r->scratch_len, REFIT_MEM_HOST, &r->scratch_reg);
+        rc = refit_tp_reg(r->tp, r->scratch, r->scratch_len, r->scratch_dev ? REFIT_MEM_CUDA : REFIT_MEM_HOST,
+                          &r->scratch_reg);
     for (size_t i = 0; !rc && r->ctx->in_place && i < r->n_d; i++) {
         struct rcv_dst *d = &r->d[i];
         if (d->reg && d->reg_ptr == d->ptr)
@@ -907,6 +922,8 @@ static int make_plan(refit_receiver_t *r)
     /* Push mode: the plan split by source, for the trainer to execute. */
     if (!rc && r->ctx->push)
         rc = rf_push_rcv_plan(r, pieces, np);
+    if (!rc)
+        rc = rf_rcvdev_check_plan(r);
     free(pieces);
     if (rc)
         return rc;
@@ -1028,6 +1045,13 @@ static int finish_tensor(refit_receiver_t *r, size_t t)
         return 0; /* quantized by the trainer, already in staging */
     for (size_t q = r->scat_first[t]; q < r->scat_first[t + 1]; q++) {
         const struct rf_scatter *s = &p->scatter[r->scat[q]];
+        if (r->scratch_dev) {
+            int rc = rf_rcvdev_scatter(r, buf_ptr(r, s->to_buf, s->to), s->to_pitch, (char *)r->scratch + s->from,
+                                       s->from_pitch, s->row_bytes, s->rows);
+            if (rc)
+                return rc;
+            continue;
+        }
         for (uint64_t row = 0; row < s->rows; row++)
             memcpy(buf_ptr(r, s->to_buf, s->to + row * s->to_pitch), (char *)r->scratch + s->from + row * s->from_pitch,
                    s->row_bytes);
@@ -1522,7 +1546,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     /* Waiting for a version to be published is not part of the pull. */
     st.wait_s = rf_seconds() - t0 - st.plan_s;
     if (!rc)
-        rc = ensure_buffers(r, r->staging_need, r->plan.scratch_bytes, &st.alloc_s, &st.register_s);
+        rc = ensure_buffers(r, r->ctx->in_place ? 0 : r->staging_need, r->plan.scratch_bytes, &st.alloc_s,
+                            &st.register_s);
     if (!rc)
         rc = fetch_sums(r, v);
     double tc = rf_seconds();
@@ -1586,6 +1611,10 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t t = 0; !rc && t < nl; t++)
         if (r->unfed[t])
             rc = finish_tensor(r, t);
+    /* Device scatters of a resident pull land before the fence. */
+    int src = rf_rcvdev_sync(r);
+    if (!rc)
+        rc = src;
     /* Wire time: the transfer phase less the conversion done while nothing
      * was in flight (conversion overlapping transfers is not subtracted). */
     st.transfer_s = rf_seconds() - tx - xs.idle_wire_s;

@@ -112,6 +112,7 @@ struct refit_receiver {
     struct rf_push_rcv *push;
     /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
     struct rf_rcvdev *dev;
+    int scratch_dev; /* scratch is device memory (rcvdev.c: resident pulls) */
 };
 
 /* Fence, commit and acknowledge version v (receiver.c). */
