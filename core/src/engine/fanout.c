@@ -296,6 +296,8 @@ int rf_fanout_create(refit_receiver_t *r)
     return rc;
 }
 
+static void wait_pullers(refit_receiver_t *r, struct rf_fanout *f, uint64_t keep);
+
 static void drop_peer(refit_receiver_t *r, struct rf_rpeer *p)
 {
     for (int k = 0; k < 2; k++) {
@@ -325,7 +327,10 @@ void rf_fanout_destroy(refit_receiver_t *r)
     int saved_st = refit_error_status();
     snprintf(saved, sizeof(saved), "%s", refit_error_message());
     if (f->published) {
+        /* Withdrawn first, then the copies in flight finish (bounded by
+         * refit.timeout) before the buffers go. */
         refit_store_del(r->ctx->store, f->self_key);
+        wait_pullers(r, f, 0);
         refit_store_del(r->ctx->store, f->self_load);
     }
     release_lease(r, f);
