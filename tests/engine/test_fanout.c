@@ -43,7 +43,7 @@ static void write_cfg(int receivers, int max_pullers)
     fprintf(f,
             "store:\n  plugin: file\n  namespace: fo%d\n  file:\n    path: %s/store\n    fsync: false\n"
             "transport:\n  plugin: tcp\n  timeout: 5s\n"
-            "refit:\n  timeout: 30s\n  release_timeout: 60s\n  stale_after: 1s\n  heartbeat: 150ms\n"
+            "refit:\n  timeout: 30s\n  release_timeout: 60s\n  stale_after: 3s\n  heartbeat: 150ms\n"
             "  receivers: %d\n  fanout:\n    republish: true\n    max_pullers_per_source: %d\n"
             "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
             (int)getpid(), dir, receivers, max_pullers, ckpt);
@@ -163,8 +163,8 @@ static void start_receiver(struct child *c, const char *id, const char *const *o
         out.rc = refit_receiver_create(ctx, &tg, id, &rcv);
     if (!out.rc)
         out.rc = refit_receiver_allocate(rcv);
-    char b;
-    if (read(c->go[0], &b, 1) != 1)
+    char b = 'r';
+    if (write(c->res[1], &b, 1) != 1 || read(c->go[0], &b, 1) != 1)
         _exit(3);
     struct refit_pull_stats st = {.size = sizeof(st)};
     if (!out.rc)
@@ -192,6 +192,14 @@ static void start_receiver(struct child *c, const char *id, const char *const *o
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
     _exit(0);
+}
+
+/* Created (context, receiver, buffers): ready to pull. */
+static void wait_ready(struct child *c)
+{
+    char b = 0;
+    ck_assert_int_eq(read(c->res[0], &b, 1), 1);
+    ck_assert_int_eq(b, 'r');
 }
 
 static void go(struct child *c)
@@ -247,6 +255,8 @@ START_TEST(six_receivers_two_per_source)
     }
     /* The barrier: every receiver created, then all pull at once. */
     for (int i = 0; i < N_RCV; i++)
+        wait_ready(&c[i]);
+    for (int i = 0; i < N_RCV; i++)
         go(&c[i]);
     struct result r[N_RCV];
     for (int i = 0; i < N_RCV; i++)
@@ -287,14 +297,18 @@ static void replica_then_puller(enum after what, int kill_replica)
     pid_t pub = start_publisher();
     struct child rep, p;
     start_receiver(&rep, "replica-0", NULL, 0, what);
+    wait_ready(&rep);
     go(&rep);
     struct result rr, pr;
     result_of(&rep, &rr);
     ck_assert_msg(rr.rc == 0, "replica: %s", rr.err);
     ck_assert_str_eq(rr.source, "trainer");
-    if (kill_replica)
-        kill(rep.pid, SIGSTOP); /* its server hangs: the copy stalls mid-pull */
     start_receiver(&p, "puller", NULL, 0, AFTER_NOTHING);
+    wait_ready(&p);
+    /* Its server hangs: the copy stalls mid-pull.  Its record lives on for
+     * refit.stale_after (3 s), long enough for the puller to choose it. */
+    if (kill_replica)
+        kill(rep.pid, SIGSTOP);
     go(&p);
     if (kill_replica) {
         usleep(700000);
