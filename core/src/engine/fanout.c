@@ -217,7 +217,7 @@ static int lease_edit(refit_store_t *s, const char *key, const char *id, int tak
             free(raw);
             return REFIT_EAGAIN;
         }
-        if (!take && m == n && raw) { /* not ours to remove */
+        if (!take && m == n) { /* nothing of ours to remove */
             free(l);
             free(raw);
             return 0;
@@ -872,9 +872,9 @@ int rf_fanout_fence(refit_receiver_t *r, uint64_t v)
     struct rf_lease *l = NULL;
     size_t n = 0;
     int rc = lease_read(r->ctx->store, f->lease_key, &l, &n, NULL, NULL), held = 0;
-    uint64_t now = refit_time_ms();
+    uint64_t now = refit_time_ms(), spare = (uint64_t)r->ctx->timeout_ms / 4 < 500 ? (uint64_t)r->ctx->timeout_ms / 4 : 500;
     for (size_t i = 0; !rc && i < n; i++)
-        held |= !strcmp(l[i].id, r->id) && l[i].expires_ms > now + 500;
+        held |= !strcmp(l[i].id, r->id) && l[i].expires_ms > now + spare;
     free(l);
     if (!rc && !held)
         rc = refit_error_set(REFIT_ESTALE, "fence: the lease on replica %s expired during the pull of v%llu",
