@@ -70,7 +70,7 @@ static void teardown(void)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static pid_t start_publisher(void)
+static pid_t start_publisher_cycles(const char *cycles)
 {
     pid_t p = fork();
     ck_assert_int_ge(p, 0);
@@ -79,10 +79,15 @@ static pid_t start_publisher(void)
         if (fd >= 0)
             dup2(fd, 1);
         execl(REFIT_BIN, "refit", "publish", "--config", cfg_path, "--hf", ckpt, "--tp", "1", "--rank", "0",
-              "--cycles", "1", "--id", "trainer-0", (char *)NULL);
+              "--cycles", cycles, "--id", "trainer-0", (char *)NULL);
         _exit(127);
     }
     return p;
+}
+
+static pid_t start_publisher(void)
+{
+    return start_publisher_cycles("1");
 }
 
 static void stop(pid_t p)
@@ -131,9 +136,13 @@ static void close_fd(int fd)
     close(fd);
 }
 
-/* A receiver in a child: ready → wait for go → pull v1 → report → (maybe
- * corrupt its committed bytes) → serve until released. */
-static void start_receiver(struct child *c, const char *id, const char *const *ovr, size_t n_ovr, enum after what)
+static void child_main(struct child *c, const char *id, int bind, int versions, enum after what);
+
+/* A receiver in a child: ready → for each version 1..versions: wait for
+ * go, pull it, report → (maybe corrupt its committed bytes) → serve until
+ * released.  bind: the caller's own buffers (refit_receiver_bind), so
+ * staging is one buffer; else refit allocates (double-buffered). */
+static void start_receiver_ex(struct child *c, const char *id, int bind, int versions, enum after what)
 {
     ck_assert_int_eq(pipe(c->go), 0);
     ck_assert_int_eq(pipe(c->res), 0);
@@ -151,6 +160,11 @@ static void start_receiver(struct child *c, const char *id, const char *const *o
     }
     for (size_t i = 0; i < n_parent_fds; i++)
         close(parent_fds[i]);
+    child_main(c, id, bind, versions, what);
+}
+
+static void child_main(struct child *c, const char *id, int bind, int versions, enum after what)
+{
     close(c->go[1]);
     close(c->res[0]);
     close(c->rel[1]);
@@ -158,43 +172,67 @@ static void start_receiver(struct child *c, const char *id, const char *const *o
     refit_context_t *ctx = NULL;
     refit_receiver_t *rcv = NULL;
     struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    out.rc = refit_context_create(cfg_path, ovr, n_ovr, &ctx);
+    out.rc = refit_context_create(cfg_path, NULL, 0, &ctx);
     if (!out.rc)
         out.rc = refit_receiver_create(ctx, &tg, id, &rcv);
-    if (!out.rc)
-        out.rc = refit_receiver_allocate(rcv);
-    char b = 'r';
-    if (write(c->res[1], &b, 1) != 1 || read(c->go[0], &b, 1) != 1)
-        _exit(3);
-    struct refit_pull_stats st = {.size = sizeof(st)};
-    if (!out.rc)
-        out.rc = refit_receiver_pull(rcv, 1, &st);
-    if (out.rc) {
-        snprintf(out.err, sizeof(out.err), "%s", refit_error_message());
-    } else {
-        memcpy(out.source, st.source, sizeof(out.source));
-        out.xs = st.xfer_start;
-        out.xe = st.xfer_end;
-        out.fallbacks = st.fallbacks;
-        out.hash = weights_hash(rcv);
-        if (what == AFTER_CORRUPT) {
-            /* Refit owns the destinations: they live in the staging buffer
-             * the replica serves, behind the checksums it published. */
+    void **mine = NULL;
+    size_t n_mine = 0;
+    if (!out.rc && bind) {
+        n_mine = refit_receiver_count(rcv);
+        mine = calloc(n_mine, sizeof(*mine));
+        for (size_t i = 0; !out.rc && i < n_mine; i++) {
             struct refit_tensor_info ti;
-            refit_receiver_tensor(rcv, 0, &ti);
-            ((unsigned char *)ti.ptr)[ti.nbytes / 2] ^= 0x5a;
+            refit_receiver_tensor(rcv, i, &ti);
+            mine[i] = calloc(1, ti.nbytes ? ti.nbytes : 1);
+            out.rc = refit_receiver_bind(rcv, ti.name, mine[i], ti.dtype, ti.ndim, ti.shape, REFIT_MEM_HOST);
         }
+    } else if (!out.rc) {
+        out.rc = refit_receiver_allocate(rcv);
     }
-    if (write(c->res[1], &out, sizeof(out)) != (ssize_t)sizeof(out))
-        _exit(4);
+    char b = 'r';
+    if (write(c->res[1], &b, 1) != 1)
+        _exit(3);
+    for (int v = 1; v <= versions; v++) {
+        if (read(c->go[0], &b, 1) != 1)
+            _exit(3);
+        struct refit_pull_stats st = {.size = sizeof(st)};
+        if (!out.rc)
+            out.rc = refit_receiver_pull(rcv, (uint64_t)v, &st);
+        if (out.rc) {
+            snprintf(out.err, sizeof(out.err), "%s", refit_error_message());
+        } else {
+            memcpy(out.source, st.source, sizeof(out.source));
+            out.xs = st.xfer_start;
+            out.xe = st.xfer_end;
+            out.fallbacks = st.fallbacks;
+            out.hash = weights_hash(rcv);
+            if (what == AFTER_CORRUPT) {
+                /* Refit owns the destinations: they live in the staging
+                 * buffer the replica serves, behind its checksums. */
+                struct refit_tensor_info ti;
+                refit_receiver_tensor(rcv, 0, &ti);
+                ((unsigned char *)ti.ptr)[ti.nbytes / 2] ^= 0x5a;
+            }
+        }
+        if (write(c->res[1], &out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(4);
+    }
     while (read(c->rel[0], &b, 1) > 0)
         ;
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
+    for (size_t i = 0; i < n_mine; i++)
+        free(mine[i]);
+    free(mine);
     /* exit, not _exit: the leak checker of a sanitizer build runs at exit
      * and sees what the receiver (and its replica) left behind. */
     fflush(NULL);
     exit(0);
+}
+
+static void start_receiver(struct child *c, const char *id, enum after what)
+{
+    start_receiver_ex(c, id, 0, 1, what);
 }
 
 /* Created (context, receiver, buffers): ready to pull. */
@@ -208,17 +246,17 @@ static void wait_ready(struct child *c)
 static void go(struct child *c)
 {
     ck_assert_int_eq(write(c->go[1], "g", 1), 1);
-    close_fd(c->go[1]);
 }
 
 static void result_of(struct child *c, struct result *r)
 {
     ck_assert_int_eq(read(c->res[0], r, sizeof(*r)), (ssize_t)sizeof(*r));
-    close_fd(c->res[0]);
 }
 
 static void release(struct child *c)
 {
+    close_fd(c->go[1]);
+    close_fd(c->res[0]);
     close_fd(c->rel[1]);
     int status = 0;
     waitpid(c->pid, &status, 0);
@@ -254,7 +292,7 @@ START_TEST(six_receivers_two_per_source)
     for (int i = 0; i < N_RCV; i++) {
         char id[32];
         snprintf(id, sizeof(id), "rx-%d", i);
-        start_receiver(&c[i], id, NULL, 0, AFTER_NOTHING);
+        start_receiver(&c[i], id, AFTER_NOTHING);
     }
     /* The barrier: every receiver created, then all pull at once. */
     for (int i = 0; i < N_RCV; i++)
@@ -299,14 +337,14 @@ static void replica_then_puller(enum after what, int kill_replica)
     write_cfg(2, 1);
     pid_t pub = start_publisher();
     struct child rep, p;
-    start_receiver(&rep, "replica-0", NULL, 0, what);
+    start_receiver(&rep, "replica-0", what);
     wait_ready(&rep);
     go(&rep);
     struct result rr, pr;
     result_of(&rep, &rr);
     ck_assert_msg(rr.rc == 0, "replica: %s", rr.err);
     ck_assert_str_eq(rr.source, "trainer");
-    start_receiver(&p, "puller", NULL, 0, AFTER_NOTHING);
+    start_receiver(&p, "puller", AFTER_NOTHING);
     wait_ready(&p);
     /* Its server hangs: the copy stalls mid-pull.  Its record lives on for
      * refit.stale_after (3 s), long enough for the puller to choose it. */
@@ -322,8 +360,11 @@ static void replica_then_puller(enum after what, int kill_replica)
     release(&p);
     if (!kill_replica)
         release(&rep);
-    else
+    else {
+        close_fd(rep.go[1]);
+        close_fd(rep.res[0]);
         close_fd(rep.rel[1]);
+    }
     stop(pub);
     ck_assert_msg(pr.rc == 0, "puller: %s", pr.err);
     ck_assert_str_eq(pr.source, "trainer");
@@ -343,6 +384,39 @@ START_TEST(corrupt_replica_is_detected)
 }
 END_TEST
 
+/* Caller-bound destinations: one staging buffer, so the replica goes
+ * UPDATING (and waits for its pullers) before its next pull overwrites it;
+ * it serves each version in turn. */
+START_TEST(bound_replica_serves_each_version)
+{
+    write_cfg(2, 1);
+    pid_t pub = start_publisher_cycles("2");
+    struct child rep, p;
+    start_receiver_ex(&rep, "replica-b", 1, 2, AFTER_NOTHING);
+    start_receiver_ex(&p, "puller-b", 0, 2, AFTER_NOTHING);
+    wait_ready(&rep);
+    wait_ready(&p);
+    struct result r[2], q[2];
+    for (int v = 0; v < 2; v++) {
+        go(&rep);
+        result_of(&rep, &r[v]);
+        go(&p);
+        result_of(&p, &q[v]);
+    }
+    release(&p);
+    release(&rep);
+    stop(pub);
+    for (int v = 0; v < 2; v++) {
+        ck_assert_msg(r[v].rc == 0, "replica v%d: %s", v + 1, r[v].err);
+        ck_assert_msg(q[v].rc == 0, "puller v%d: %s", v + 1, q[v].err);
+        ck_assert_str_eq(r[v].source, "trainer");
+        ck_assert_str_eq(q[v].source, "replica-b");
+        ck_assert_msg(q[v].hash == r[v].hash, "v%d copied from the replica differs from its weights", v + 1);
+    }
+    ck_assert_msg(r[0].hash != r[1].hash, "v2 equals v1");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fanout");
@@ -352,6 +426,7 @@ int main(void)
     tcase_add_test(tc, six_receivers_two_per_source);
     tcase_add_test(tc, replica_killed_mid_pull_falls_back);
     tcase_add_test(tc, corrupt_replica_is_detected);
+    tcase_add_test(tc, bound_replica_serves_each_version);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
