@@ -464,8 +464,6 @@ int demo_parse(struct demo *d, int argc, char **argv)
     if (d->dst_ep > 1 && d->dst_ep != d->dst_tp)
         return refit_error_set(REFIT_EINVAL, "--dst-ep %d: vLLM expert parallelism here means ep = tp (%d)",
                                d->dst_ep, d->dst_tp);
-    if (!strcmp(d->mode, "push"))
-        return refit_error_set(REFIT_ENOTSUP, "--mode push: push mode is not built yet (pull works)");
     return 0;
 }
 

@@ -121,6 +121,7 @@ struct refit_publisher_stats {
     size_t registrations; /* memory registrations made so far */
     size_t kept;          /* registrations kept across a rebuild (tensors that did not move) */
     uint64_t version;     /* last version published */
+    uint64_t bytes_pushed; /* push mode: bytes written to receivers by the last publish */
 };
 int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out);
 

@@ -12,69 +12,9 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "engine.h"
-#include "refit/catalog.h"
+#include "publisher.h"
 #include "refit/log.h"
 #include "sums.h"
-
-struct pub_tensor {
-    char *name; /* canonical Megatron name */
-    void *ptr;
-    enum refit_dtype dtype;
-    int ndim;
-    int64_t shape[REFIT_MAX_DIMS];
-    uint32_t memtype;
-    size_t nbytes;
-    const struct refit_layout_tensor *lt;
-    int gathered;   /* copied into the gather arena at each publish */
-    uint32_t region;
-    uint64_t offset;
-    uint32_t chunk_rows;
-    uint64_t rows, row_bytes;
-};
-
-struct pub_region {
-    void *base;
-    size_t len;
-    uint32_t memtype;
-    refit_tp_region_t *reg;
-    void *rkey;
-    size_t rkey_len;
-    int owned; /* the gather arena (refit's memory) */
-};
-
-struct refit_publisher {
-    refit_context_t *ctx;
-    refit_transport_t *tp;
-    struct refit_parallel par;
-    char *id;
-    refit_layout_t *meg;
-    struct pub_tensor *t;
-    size_t n, cap;
-    struct pub_region *rg;
-    size_t n_rg;
-    int dirty; /* tensors added or moved since the regions were built */
-    void *addr;
-    size_t addr_len;
-    struct refit_hash128 cat_hash;
-    int have_cat;
-    uint64_t last_version;
-    size_t registered, reused; /* registrations made and kept, for tests and logs */
-    /* refit.publish: copy: every tensor is copied into one of two staging
-     * arenas (pub->rg[0], pub->rg[1]); version V goes into the arena the
-     * version before last used, once that version is released. */
-    int copy_mode;
-    int next_buf;
-    uint64_t buf_version[2];
-    /* Heartbeat thread with its own store handle (handles are not shared
-     * between threads). */
-    pthread_t hb;
-    int hb_running;
-    pthread_mutex_t hb_lock;
-    pthread_cond_t hb_cond;
-    int hb_stop;
-    uint64_t hb_version;
-};
 
 static int par_size(int s)
 {
@@ -187,8 +127,15 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     int saved_st = refit_error_status();
     snprintf(saved, sizeof(saved), "%s", refit_error_message());
     if (pub->have_cat && pub->ctx->store) {
+        /* A whole record (layout included), so readers decode it and see
+         * STALE rather than a malformed record. */
         struct refit_source_record r = {.schema = REFIT_CATALOG_SCHEMA, .source_id = pub->id,
                                         .model = refit_model_type(pub->ctx->model),
+                                        .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size),
+                                                   (uint32_t)pub->par.pp_rank, (uint32_t)par_size(pub->par.pp_size),
+                                                   (uint32_t)pub->par.ep_rank, (uint32_t)par_size(pub->par.ep_size),
+                                                   (uint32_t)pub->par.etp_rank,
+                                                   (uint32_t)par_size(pub->par.etp_size)},
                                         .transport = refit_tp_plugin_name(pub->tp),
                                         .address = {pub->addr, pub->addr_len}, .catalog = pub->cat_hash,
                                         .version = pub->last_version, .status = REFIT_SOURCE_STALE,
@@ -198,6 +145,7 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     }
     if (saved[0])
         refit_error_set(saved_st, "%s", saved);
+    rf_push_pub_destroy(pub);
     drop_regions(pub);
     for (size_t i = 0; i < pub->n; i++)
         free(pub->t[i].name);
@@ -555,6 +503,10 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
         else
             refit_log(REFIT_LOG_WARN, "publisher", "%s: no heartbeat thread", pub->id);
     }
+    /* Push mode: V is READY (receivers plan from it); now write it into
+     * every receiver that advertised slots for it. */
+    if (pub->ctx->push && (rc = rf_push_serve(pub, version, b)))
+        return refit_error_push(rc, "publisher %s: pushing v%llu", pub->id, (unsigned long long)version);
     /* Old versions' keys go; failures here only leave garbage behind. */
     if (refit_versions_retain(pub->ctx->store, version, (uint32_t)pub->ctx->retain_versions, NULL))
         refit_log(REFIT_LOG_WARN, "publisher", "%s: retention: %s", pub->id, refit_error_message());
@@ -600,7 +552,8 @@ int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_s
     if (!pub || !out)
         return refit_error_set(REFIT_EINVAL, "refit_publisher_stats: NULL argument");
     struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
-                                       .kept = pub->reused, .version = pub->last_version};
+                                       .kept = pub->reused, .version = pub->last_version,
+                                       .bytes_pushed = rf_push_pub_bytes(pub)};
     size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
     memcpy(out, &st, n);
     return 0;

@@ -201,6 +201,7 @@ static void drop_source(refit_receiver_t *r, struct rcv_source *s)
 
 static void drop_plan(refit_receiver_t *r)
 {
+    rf_push_rcv_plan_free(r);
     rf_plan_free(&r->plan);
     free(r->psrc);
     free(r->psrc_source);
@@ -234,6 +235,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
         return;
     rf_fanout_destroy(r); /* the replica record goes before its buffers */
     drop_plan(r);
+    rf_push_rcv_destroy(r);
     free(r->unfed);
     for (size_t i = 0; i < r->n_src; i++)
         drop_source(r, &r->src[i]);
@@ -897,10 +899,12 @@ static int make_plan(refit_receiver_t *r)
     r->n_pieces = np;
     rc = rf_plan_build(r->psrc, r->n_psrc, r->pdst, nl, pieces, np, (uint32_t)r->n_src, &po, dst_name, r,
                        &r->plan);
+    if (!rc)
+        rc = build_feeds(r);
+    /* Push mode: the plan split by source, for the trainer to execute. */
+    if (!rc && r->ctx->push)
+        rc = rf_push_rcv_plan(r, pieces, np);
     free(pieces);
-    if (rc)
-        return rc;
-    rc = build_feeds(r);
     if (rc)
         return rc;
     r->have_plan = 1;
@@ -1017,6 +1021,8 @@ static int finish_tensor(refit_receiver_t *r, size_t t)
 {
     double t0 = rf_seconds();
     const struct rf_plan *p = &r->plan;
+    if (rf_push_converted(r, t))
+        return 0; /* quantized by the trainer, already in staging */
     for (size_t q = r->scat_first[t]; q < r->scat_first[t + 1]; q++) {
         const struct rf_scatter *s = &p->scatter[r->scat[q]];
         for (uint64_t row = 0; row < s->rows; row++)
@@ -1521,7 +1527,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         rc = fetch_sums(r, v);
     double tc = rf_seconds();
     int reconnect = 0;
-    for (size_t i = 0; !rc && i < r->n_src; i++) {
+    /* Push mode: the publishers connect to us. */
+    for (size_t i = 0; !rc && !r->ctx->push && i < r->n_src; i++) {
         struct rcv_source *s = &r->src[i];
         int had = s->peer != NULL;
         size_t had_keys = s->n_rkeys;
@@ -1546,6 +1553,23 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t t = 0; t < nl; t++)
         r->unfed[t] = r->pending[t] == 0;
     r->verify_this = r->ctx->verify != RF_VERIFY_OFF;
+    if (r->ctx->push) {
+        /* The publishers write; then the same checks and conversions as a
+         * pull, for every descriptor they sent. */
+        rc = rf_push_receive(r, v, &st);
+        double tf = rf_seconds();
+        for (size_t i = 0; !rc && i < r->plan.n_desc; i++)
+            if (!rf_push_dropped(r, i))
+                rc = on_done(r, i, 1);
+        for (size_t t = 0; !rc && t < nl; t++)
+            if (r->unfed[t])
+                rc = finish_tensor(r, t);
+        (void)tf;
+        if (rc)
+            goto out;
+        rc = rf_rcv_commit(r, v, &st);
+        goto out;
+    }
     struct rf_exec_source *es = calloc(r->n_src ? r->n_src : 1, sizeof(*es));
     if (!es) {
         rc = REFIT_ENOMEM;
