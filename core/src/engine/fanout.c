@@ -572,34 +572,34 @@ static int gather(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, char **f
         return REFIT_ENOMEM;
     }
     size_t n = 1; /* c[0]: the trainer */
-    {
-        for (size_t i = 0; i < nk; i++)
-            it[i].key = keys[i];
-        if (nk && (rc = refit_store_get_many(r->ctx->store, it, nk)))
-            goto out;
-        for (size_t i = 0; i < nk; i++) {
-            struct rf_replica *rep = NULL;
-            if (it[i].status || rf_replica_decode(it[i].val, it[i].len, keys[i], &rep)) {
-                if (!it[i].status)
-                    refit_log(REFIT_LOG_WARN, "fanout", "%s: ignoring %s", r->id, refit_error_message());
-                refit_error_clear();
-                continue;
-            }
-            if (strcmp(rep->id, r->id) && rep->status == RF_REPLICA_READY && rep->version == v &&
-                !memcmp(rep->layout.b, f->layout.b, 16) && rep->length == r->staging_need &&
-                !strcmp(rep->model, refit_model_type(r->ctx->model)) &&
-                !strcmp(rep->transport, refit_tp_plugin_name(r->tp)) && !failed_before(failed, n_failed, rep->id)) {
-                c[n].rep = rep;
-                /* Spread pullers over equally loaded replicas. */
-                c[n].tie = XXH3_64bits_withSeed(rep->id, strlen(rep->id), XXH3_64bits(r->id, strlen(r->id)));
-                n++;
-            } else {
-                free(rep);
-            }
+    for (size_t i = 0; i < nk; i++)
+        it[i].key = keys[i];
+    if (nk && (rc = refit_store_get_many(r->ctx->store, it, nk)))
+        goto out;
+    for (size_t i = 0; i < nk; i++) {
+        struct rf_replica *rep = NULL;
+        if (it[i].status || rf_replica_decode(it[i].val, it[i].len, keys[i], &rep)) {
+            if (!it[i].status)
+                refit_log(REFIT_LOG_WARN, "fanout", "%s: ignoring %s", r->id, refit_error_message());
+            refit_error_clear();
+            continue;
+        }
+        /* The record must be the one its key names (ids are key components). */
+        if (!strcmp(rep->id, keys[i] + strlen("replicas/")) && strcmp(rep->id, r->id) &&
+            rep->status == RF_REPLICA_READY && rep->version == v &&
+            !memcmp(rep->layout.b, f->layout.b, 16) && rep->length == r->staging_need &&
+            !strcmp(rep->model, refit_model_type(r->ctx->model)) &&
+            !strcmp(rep->transport, refit_tp_plugin_name(r->tp)) && !failed_before(failed, n_failed, rep->id)) {
+            c[n].rep = rep;
+            /* Spread pullers over equally loaded replicas. */
+            c[n].tie = XXH3_64bits_withSeed(rep->id, strlen(rep->id), XXH3_64bits(r->id, strlen(r->id)));
+            n++;
+        } else {
+            free(rep);
         }
     }
-    /* Loads: one round trip for all. */
-    struct refit_store_get_item *li = it + 0;
+    /* Loads: one round trip for all (the items are reused). */
+    struct refit_store_get_item *li = it;
     for (size_t i = 0; i < nk + 1; i++) {
         free(it[i].val);
         it[i] = (struct refit_store_get_item){0};
