@@ -41,7 +41,23 @@ static double jget(const char *line, const char *key)
 struct fo_cycle {
     double start, end, trainer_gb, total_gb;
     int replicas;
+    double ts[64], te[64]; /* transfers from the trainer */
+    int n_tr;
 };
+
+/* Most transfers from the trainer in flight at one instant. */
+static int fo_peak(const struct fo_cycle *c)
+{
+    int peak = 0;
+    for (int i = 0; i < c->n_tr; i++) {
+        int at = 0;
+        for (int j = 0; j < c->n_tr; j++)
+            at += c->ts[j] <= c->ts[i] && c->ts[i] < c->te[j];
+        if (at > peak)
+            peak = at;
+    }
+    return peak;
+}
 
 /* Per version: the span from the first transfer's start to the last one's
  * end, and the bytes the trainer served.  Prints the rows when `rows`. */
@@ -75,9 +91,13 @@ static int fo_read(const char *path, int rows, struct fo_cycle *cy, int max_v)
             if (xe > c->end)
                 c->end = xe;
             c->total_gb += gb;
-            if (!strcmp(src, "trainer"))
+            if (!strcmp(src, "trainer")) {
                 c->trainer_gb += gb;
-            else
+                if (c->n_tr < 64) {
+                    c->ts[c->n_tr] = xs;
+                    c->te[c->n_tr++] = xe;
+                }
+            } else
                 c->replicas++;
         }
         if (rows)
@@ -110,20 +130,20 @@ static int bench_fanout(struct demo *base, int k)
             fo_read(d[run].stats, 1, cy[run], d[run].cycles < 64 ? d[run].cycles : 64);
     }
     if (!rc) {
-        printf("\n%3s %12s %12s %9s %12s %12s %9s %9s\n", "v", "trainer GB", "trainer GB", "ratio", "span s",
-               "span s", "ratio", "replica");
-        printf("%3s %12s %12s %9s %12s %12s %9s %9s\n", "", "baseline", "fan-out", "", "baseline", "fan-out", "",
-               "pulls");
+        printf("\n%3s %12s %12s %9s %12s %12s %9s %9s %9s %9s\n", "v", "trainer GB", "trainer GB", "ratio",
+               "span s", "span s", "ratio", "replica", "peak", "peak");
+        printf("%3s %12s %12s %9s %12s %12s %9s %9s %9s %9s\n", "", "baseline", "fan-out", "", "baseline", "fan-out",
+               "", "pulls", "baseline", "fan-out");
         int nv = base->cycles < 64 ? base->cycles : 64;
         for (int v = 0; v < nv; v++) {
             const struct fo_cycle *a = &cy[0][v], *b = &cy[1][v];
             double sa = a->end - a->start, sb = b->end - b->start;
-            printf("%3d %12.3f %12.3f %8.2fx %12.4f %12.4f %8.2fx %9d\n", v + 1, a->trainer_gb, b->trainer_gb,
-                   a->trainer_gb > 0 ? b->trainer_gb / a->trainer_gb : 0, sa, sb, sa > 0 ? sb / sa : 0,
-                   b->replicas);
+            printf("%3d %12.3f %12.3f %8.2fx %12.4f %12.4f %8.2fx %9d %9d %9d\n", v + 1, a->trainer_gb,
+                   b->trainer_gb, a->trainer_gb > 0 ? b->trainer_gb / a->trainer_gb : 0, sa, sb, sa > 0 ? sb / sa : 0,
+                   b->replicas, fo_peak(a), fo_peak(b));
         }
         printf("(trainer GB: bytes the trainer ranks served; span: first transfer start to last transfer end "
-               "of the cycle, over all engines)\n");
+               "of the cycle, over all engines; peak: most engines transferring from the trainer at once)\n");
     }
     demo_cleanup(&d[1]);
     demo_cleanup(&d[0]);
