@@ -35,6 +35,11 @@ int cli_log_level(const char *v);
 /* Monotonic seconds. */
 double cli_now(void);
 
+/* Blocking copies between host memory and device memory (cli_cuda.c);
+ * REFIT_ENOTSUP in a refit built without CUDA. */
+int cli_cuda_upload(void *dev, const void *host, size_t n);
+int cli_cuda_download(void *host, const void *dev, size_t n);
+
 int cmd_demo(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
@@ -55,6 +60,7 @@ int bench_plan(int argc, char **argv);
 /* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
  * were given (else a default size for the GPU). */
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
+int bench_staged(int argc, char **argv);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 

@@ -17,6 +17,8 @@ static const struct bench benches[] = {
         {"fp8", bench_fp8, "FP8 128x128 block quantization of bf16 on one core beside memcpy, or on a GPU beside PyTorch"},
     {"layout", bench_layout, "layout maps of a Qwen3-235B-shaped model: inference rank x trainer ranks"},
     {"plan", bench_plan, "the planner for a Qwen3-235B-shaped model, TP4 EP8 -> TP8: time and memory"},
+    {"staged", bench_staged,
+     "GPU -> pinned host -> tcp -> pinned host -> GPU refit cycles beside the pinned copy bandwidth"},
     {"store", bench_store, "catalog encode/decode MB/s and store round trips, beside redis-benchmark GET/SET"},
     {"transport", bench_transport,
      "READ/WRITE 4 KiB..1 GiB and 10,000 descriptors between two processes, vs the plugin's baseline"},

@@ -35,6 +35,7 @@ static int usage(FILE *f)
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
+            "                  [--device host|cuda|cuda-src|cuda-dst]\n"
             "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
@@ -42,7 +43,9 @@ static int usage(FILE *f)
             "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
             "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE- and GLM-4.5-shaped ones otherwise\n"
             "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
-            "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n");
+            "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n"
+            "--device cuda keeps the trainers' tensors and the engines' destinations in GPU memory\n"
+            "(cuda-src / cuda-dst: only one side).\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -427,6 +430,8 @@ int demo_parse(struct demo *d, int argc, char **argv)
             d->fp8 = v;
         else if (!strcmp(o, "--keep"))
             d->keep = v;
+        else if (!strcmp(o, "--device"))
+            d->device = v;
         else if (!strcmp(o, "--make-checkpoint"))
             d->make_only = v;
         else if (!strcmp(o, "--src-tp"))
@@ -459,13 +464,16 @@ int demo_parse(struct demo *d, int argc, char **argv)
         return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm or a model YAML", d->model);
     if (strcmp(d->fp8, "trainer") && strcmp(d->fp8, "deepgemm") && strcmp(d->fp8, "off"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer, deepgemm or off", d->fp8);
+    if (!d->device)
+        d->device = "host";
+    if (strcmp(d->device, "host") && strcmp(d->device, "cuda") && strcmp(d->device, "cuda-src") &&
+        strcmp(d->device, "cuda-dst"))
+        return refit_error_set(REFIT_EINVAL, "--device '%s': host, cuda, cuda-src or cuda-dst", d->device);
     if (strcmp(d->mode, "pull") && strcmp(d->mode, "push"))
         return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", d->mode);
     if (d->dst_ep > 1 && d->dst_ep != d->dst_tp)
         return refit_error_set(REFIT_EINVAL, "--dst-ep %d: vLLM expert parallelism here means ep = tp (%d)",
                                d->dst_ep, d->dst_tp);
-    if (!strcmp(d->mode, "push"))
-        return refit_error_set(REFIT_ENOTSUP, "--mode push: push mode is not built yet (pull works)");
     return 0;
 }
 
@@ -527,6 +535,11 @@ int demo_run(struct demo *d)
     }
     snprintf(d->stats, sizeof(d->stats), "%s/stats.jsonl", d->dir);
     remove(d->stats);
+    snprintf(d->pstats, sizeof(d->pstats), "%s/publish.jsonl", d->dir);
+    remove(d->pstats);
+    const char *dev = d->device ? d->device : "host";
+    char *src_dev = !strcmp(dev, "cuda") || !strcmp(dev, "cuda-src") ? "cuda" : "host";
+    char *dst_dev = !strcmp(dev, "cuda") || !strcmp(dev, "cuda-dst") ? "cuda" : "host";
     int n_tr = d->src_tp > d->src_ep ? d->src_tp : d->src_ep;
     int n_en = d->engines * d->dst_tp;
     pid_t *pids = calloc((size_t)(n_tr + n_en), sizeof(pid_t));
@@ -557,7 +570,8 @@ int demo_run(struct demo *d)
         snprintf(rank, sizeof(rank), "%d", r);
         snprintf(id, sizeof(id), "trainer-%d", r);
         char *av[] = {"refit", "publish", "--config", (char *)d->config, "--hf", d->ckpt, "--tp", a_tp, "--ep", a_ep,
-                      "--rank", rank, "--cycles", a_cyc, "--id", id, NULL};
+                      "--rank", rank, "--cycles", a_cyc, "--id", id, "--device", src_dev,
+                      d->pub_stats ? "--stats" : NULL, d->pstats, NULL};
         pid_t p = spawn(d, &fa, av);
         if (p < 0)
             rc = REFIT_EIO;
@@ -574,8 +588,8 @@ int demo_run(struct demo *d)
             snprintf(out, sizeof(out), "%s/%s.v{V}.safetensors", d->dir, id);
             char *av[32] = {"refit", "pull", "--config", (char *)d->config, "--hf", d->ckpt, "--tp", a_dtp, "--rank",
                             rank, "--cycles", a_cyc, "--version", "next", "--id", id, "--stats", d->stats,
-                            "--target", "vllm", "--ep", a_dep};
-            int k = 22;
+                            "--target", "vllm", "--ep", a_dep, "--device", dst_dev};
+            int k = 24;
             if (d->verify) {
                 av[k++] = "--out";
                 av[k++] = out;

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "refit/convert.h"
+#include "refit/cuda_pool.h"
 #include "refit/refit.h"
 #include "refit/standin.h"
 #include "refit/status.h"
@@ -15,10 +16,13 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: refit publish --config C --hf DIR --tp N --rank R [--ep M] [--cycles K]\n"
-            "                     [--id NAME] [--set key=value]...\n"
+            "                     [--id NAME] [--device host|cuda] [--stats FILE] [--set key=value]...\n"
             "A trainer rank stand-in: publishes its Megatron shard of the HF checkpoint in DIR\n"
             "(tp rank R mod N, ep rank R mod M) as versions 1..K (default 1), the weights\n"
-            "changing between versions, and waits after each for refit.receivers receivers.\n");
+            "changing between versions, and waits after each for refit.receivers receivers.\n"
+            "--device cuda keeps the shard in GPU memory (refit_cuda_alloc) and publishes it as\n"
+            "REFIT_MEM_CUDA; --stats FILE appends one JSON line per version (publish and staging\n"
+            "seconds).\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -27,7 +31,7 @@ int cmd_publish(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
-    const char *cfg = NULL, *hf = NULL, *id = NULL;
+    const char *cfg = NULL, *hf = NULL, *id = NULL, *device = "host", *stats = NULL;
     int tp = 0, rank = -1, ep = 1, cycles = 1;
     const char *ovr[64];
     size_t n_ovr = 0;
@@ -44,6 +48,10 @@ int cmd_publish(int argc, char **argv)
             hf = v;
         else if (!strcmp(o, "--id"))
             id = v;
+        else if (!strcmp(o, "--device"))
+            device = v;
+        else if (!strcmp(o, "--stats"))
+            stats = v;
         else if (!strcmp(o, "--tp"))
             rc = cli_int(o, v, 1, 65536, &tp);
         else if (!strcmp(o, "--rank"))
@@ -60,6 +68,8 @@ int cmd_publish(int argc, char **argv)
             rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
         i++;
     }
+    if (!rc && strcmp(device, "host") && strcmp(device, "cuda"))
+        rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
     if (!rc && (!hf || !tp || rank < 0))
         rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N and --rank R are required");
     if (!rc && rank >= (tp > ep ? tp : ep))
@@ -82,9 +92,23 @@ int cmd_publish(int argc, char **argv)
         rc = refit_standin_shard_load(refit_context_model(ctx), hf, &par, &sh);
     if (!rc)
         rc = refit_publisher_create(ctx, &par, id, &pub);
+    /* --device cuda: the shard lives in device memory; the host copy is
+     * where the stand-in's changes are made, then uploaded. */
+    int cuda = !strcmp(device, "cuda");
+    void **dev = cuda ? calloc(sh.n ? sh.n : 1, sizeof(void *)) : NULL;
+    if (!rc && cuda && !dev)
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && cuda && i < sh.n; i++) {
+        rc = refit_cuda_alloc(sh.t[i].nbytes ? sh.t[i].nbytes : 1, &dev[i]);
+        if (!rc)
+            rc = cli_cuda_upload(dev[i], sh.t[i].data, sh.t[i].nbytes);
+    }
     for (size_t i = 0; !rc && i < sh.n; i++)
-        rc = refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                 sh.t[i].shape, REFIT_MEM_HOST);
+        rc = refit_publisher_add(pub, sh.t[i].name, cuda ? dev[i] : sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                 sh.t[i].shape, cuda ? REFIT_MEM_CUDA : REFIT_MEM_HOST);
+    FILE *sf = NULL;
+    if (!rc && stats && !(sf = fopen(stats, "a")))
+        rc = refit_error_set(REFIT_EIO, "--stats %s: cannot open for appending", stats);
     const char *who = id ? id : "trainer";
     if (!rc)
         printf("[%s tp%d ep%d] holds %zu tensors, %.3f GB\n", who, par.tp_rank, par.ep_rank, sh.n,
@@ -93,6 +117,8 @@ int cmd_publish(int argc, char **argv)
         for (size_t i = 0; !rc && v > 1 && i < sh.n; i++)
             rc = refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, (uint64_t)v - 1,
                                     (uint64_t)v);
+        for (size_t i = 0; !rc && cuda && v > 1 && i < sh.n; i++)
+            rc = cli_cuda_upload(dev[i], sh.t[i].data, sh.t[i].nbytes);
         if (rc)
             break;
         double t0 = cli_now();
@@ -102,6 +128,13 @@ int cmd_publish(int argc, char **argv)
         double t1 = cli_now();
         printf("[%s tp%d ep%d] v%d published in %.3f s, waiting for release\n", who, par.tp_rank,
                par.ep_rank, v, t1 - t0);
+        if (sf) {
+            struct refit_publisher_stats ps = {.size = sizeof(ps)};
+            refit_publisher_stats(pub, &ps);
+            fprintf(sf, "{\"publisher\":\"%s\",\"version\":%d,\"publish_s\":%.6f,\"stage_s\":%.6f,"
+                        "\"bytes\":%llu}\n", who, v, t1 - t0, ps.stage_s, (unsigned long long)sh.bytes);
+            fflush(sf);
+        }
         fflush(stdout);
         rc = refit_publisher_wait_released(pub, (uint64_t)v, -1);
         if (!rc) {
@@ -111,7 +144,12 @@ int cmd_publish(int argc, char **argv)
         }
     }
     int ret = rc ? cli_fail("publish", rc) : 0;
+    if (sf)
+        fclose(sf);
     refit_publisher_destroy(pub);
+    for (size_t i = 0; dev && i < sh.n; i++)
+        refit_cuda_free(dev[i]);
+    free(dev);
     refit_standin_shard_free(&sh);
     refit_context_destroy(ctx);
     return ret;

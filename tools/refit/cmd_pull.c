@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "refit/cuda_pool.h"
 #include "refit/refit.h"
 #include "refit/safetensors.h"
 #include "refit/status.h"
@@ -16,12 +17,13 @@ static int usage(FILE *f)
             "usage: refit pull --config C --tp N --rank R [--ep M] [--version V|latest|next]\n"
             "                  [--cycles K] [--out FILE] [--id NAME] [--hf DIR]\n"
             "                  [--target hf|vllm] [--fp8 trainer|deepgemm] [--stats FILE]\n"
-            "                  [--set key=value]...\n"
+            "                  [--device host|cuda] [--set key=value]...\n"
             "One inference rank (tp rank R of N; --ep N places whole experts per rank): pulls\n"
             "version V (default latest; with --cycles K, K successive new versions), converts it\n"
             "into the target layout and verifies it.  --out FILE writes what was received as\n"
             "safetensors ('{V}' in FILE becomes the version); --stats FILE appends one JSON line\n"
-            "of timings per cycle; --hf DIR takes the model's config.json from DIR.\n");
+            "of timings per cycle; --hf DIR takes the model's config.json from DIR.  --device cuda\n"
+            "binds every destination in GPU memory (refit_cuda_alloc) as REFIT_MEM_CUDA.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -39,8 +41,15 @@ static int write_out(refit_receiver_t *rcv, const char *pattern, uint64_t versio
     for (size_t i = 0; !rc && i < refit_receiver_count(rcv); i++) {
         struct refit_tensor_info ti;
         rc = refit_receiver_tensor(rcv, i, &ti);
-        if (!rc)
+        if (!rc && ti.memtype == REFIT_MEM_CUDA) {
+            void *h = malloc(ti.nbytes ? ti.nbytes : 1);
+            rc = h ? cli_cuda_download(h, ti.ptr, ti.nbytes) : REFIT_ENOMEM;
+            if (!rc)
+                rc = refit_st_writer_add_copy(w, ti.name, ti.dtype, ti.ndim, ti.shape, h, ti.nbytes);
+            free(h);
+        } else if (!rc) {
             rc = refit_st_writer_add(w, ti.name, ti.dtype, ti.ndim, ti.shape, ti.ptr, ti.nbytes);
+        }
     }
     if (!rc)
         rc = refit_st_writer_write(w, path);
@@ -77,7 +86,7 @@ int cmd_pull(int argc, char **argv)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
     const char *cfg = NULL, *hf = NULL, *id = NULL, *out = NULL, *target = NULL, *fp8 = NULL,
-               *stats = NULL, *ver = "latest";
+               *stats = NULL, *ver = "latest", *device = "host";
     int tp = 0, rank = -1, ep = 1, cycles = 1;
     const char *ovr[64];
     size_t n_ovr = 0;
@@ -102,6 +111,8 @@ int cmd_pull(int argc, char **argv)
             target = v;
         else if (!strcmp(o, "--fp8"))
             fp8 = v;
+        else if (!strcmp(o, "--device"))
+            device = v;
         else if (!strcmp(o, "--version"))
             ver = v;
         else if (!strcmp(o, "--tp"))
@@ -130,6 +141,8 @@ int cmd_pull(int argc, char **argv)
             rc = refit_error_set(REFIT_EINVAL, "--version '%s': a version number, latest or next", ver);
         version = x;
     }
+    if (!rc && strcmp(device, "host") && strcmp(device, "cuda"))
+        rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
     if (!rc && (!tp || rank < 0))
         rc = refit_error_set(REFIT_EINVAL, "--tp N and --rank R are required");
     if (!rc && rank >= tp)
@@ -164,6 +177,20 @@ int cmd_pull(int argc, char **argv)
     rc = refit_context_create(cfg, ovr, n_ovr, &ctx);
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, id, &rcv);
+    /* --device cuda: every destination in device memory, bound as the
+     * layout gives it. */
+    size_t n_dev = !rc && !strcmp(device, "cuda") ? refit_receiver_count(rcv) : 0;
+    void **dev = n_dev ? calloc(n_dev, sizeof(void *)) : NULL;
+    if (n_dev && !dev)
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < n_dev; i++) {
+        struct refit_tensor_info ti;
+        rc = refit_receiver_tensor(rcv, i, &ti);
+        if (!rc)
+            rc = refit_cuda_alloc(ti.nbytes ? ti.nbytes : 1, &dev[i]);
+        if (!rc)
+            rc = refit_receiver_bind(rcv, ti.name, dev[i], ti.dtype, ti.ndim, ti.shape, REFIT_MEM_CUDA);
+    }
     if (!rc)
         rc = refit_receiver_allocate(rcv);
     if (!rc && stats && !(sf = fopen(stats, "a")))
@@ -186,6 +213,9 @@ int cmd_pull(int argc, char **argv)
     if (sf)
         fclose(sf);
     refit_receiver_destroy(rcv);
+    for (size_t i = 0; i < n_dev; i++)
+        refit_cuda_free(dev[i]);
+    free(dev);
     refit_context_destroy(ctx);
     return ret;
 }

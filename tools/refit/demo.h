@@ -12,12 +12,15 @@ struct demo {
     const char *hf, *config, *transport, *store, *mode, *fp8, *keep;
     const char *make_only; /* --make-checkpoint DIR */
     int src_tp, src_ep, dst_tp, dst_ep, engines, cycles, layers, vocab;
+    const char *device; /* host | cuda | cuda-src | cuda-dst: where trainers and engines keep weights */
     int verify; /* compare every engine's result with refit convert */
+    int pub_stats; /* trainers append their per-version figures to pstats */
     int quiet;  /* children's progress lines off (benchmarks) */
     char dir[512];
     char ckpt[600];
     char self[4096];
     char stats[700];
+    char pstats[700];
     pid_t redis;
 };
 

@@ -20,6 +20,14 @@
  * wait_released(V); with publish: copy, publish returns once the tensors
  * are copied into a staging arena and training may go on at once.
  *
+ * Device memory (REFIT_MEM_CUDA, docs/cuda.md): publisher tensors and
+ * receiver destinations may be CUDA device pointers (checked with
+ * cudaPointerGetAttributes; one device per publisher or receiver).  refit
+ * reads and writes them on its own streams, which wait for work queued on
+ * the legacy default stream; work on other streams must be finished by the
+ * caller before publish (or before reading destinations after a pull).
+ * Without CUDA in librefit, or without a device, REFIT_ENOTSUP.
+ *
  * Threading: one thread at a time per object.  Errors: negative REFIT_E*;
  * refit_error_message() says what failed and where (peer, tensor, version). */
 #ifndef REFIT_REFIT_H
@@ -113,6 +121,10 @@ struct refit_publisher_stats {
     size_t registrations; /* memory registrations made so far */
     size_t kept;          /* registrations kept across a rebuild (tensors that did not move) */
     uint64_t version;     /* last version published */
+    uint64_t bytes_pushed; /* push mode: bytes written to receivers by the last publish */
+    /* Last publish: seconds from queuing the copies of the REFIT_MEM_CUDA
+     * tensors to the host to the last of them hashed (0: none). */
+    double stage_s;
 };
 int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out);
 

@@ -60,6 +60,11 @@ static int read_policy(refit_context_t *ctx)
         ctx->push = !strcmp(s, "push");
     if (!rc && !(rc = refit_config_str(c, "refit.publish", &s)))
         ctx->publish_copy = !strcmp(s, "copy");
+    /* Publishers write into the receiver's staging; in place there is none
+     * to write into safely (the weights would change before the fence). */
+    if (!rc && ctx->push && ctx->in_place)
+        rc = refit_error_set(REFIT_EINVAL, "refit.mode: push with refit.in_place: true is not supported "
+                             "(push writes into staging; set refit.in_place: false)");
     return rc;
 }
 

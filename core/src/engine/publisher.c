@@ -12,69 +12,10 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "engine.h"
-#include "refit/catalog.h"
+#include "devpath.h"
+#include "publisher.h"
 #include "refit/log.h"
 #include "sums.h"
-
-struct pub_tensor {
-    char *name; /* canonical Megatron name */
-    void *ptr;
-    enum refit_dtype dtype;
-    int ndim;
-    int64_t shape[REFIT_MAX_DIMS];
-    uint32_t memtype;
-    size_t nbytes;
-    const struct refit_layout_tensor *lt;
-    int gathered;   /* copied into the gather arena at each publish */
-    uint32_t region;
-    uint64_t offset;
-    uint32_t chunk_rows;
-    uint64_t rows, row_bytes;
-};
-
-struct pub_region {
-    void *base;
-    size_t len;
-    uint32_t memtype;
-    refit_tp_region_t *reg;
-    void *rkey;
-    size_t rkey_len;
-    int owned; /* the gather arena (refit's memory) */
-};
-
-struct refit_publisher {
-    refit_context_t *ctx;
-    refit_transport_t *tp;
-    struct refit_parallel par;
-    char *id;
-    refit_layout_t *meg;
-    struct pub_tensor *t;
-    size_t n, cap;
-    struct pub_region *rg;
-    size_t n_rg;
-    int dirty; /* tensors added or moved since the regions were built */
-    void *addr;
-    size_t addr_len;
-    struct refit_hash128 cat_hash;
-    int have_cat;
-    uint64_t last_version;
-    size_t registered, reused; /* registrations made and kept, for tests and logs */
-    /* refit.publish: copy: every tensor is copied into one of two staging
-     * arenas (pub->rg[0], pub->rg[1]); version V goes into the arena the
-     * version before last used, once that version is released. */
-    int copy_mode;
-    int next_buf;
-    uint64_t buf_version[2];
-    /* Heartbeat thread with its own store handle (handles are not shared
-     * between threads). */
-    pthread_t hb;
-    int hb_running;
-    pthread_mutex_t hb_lock;
-    pthread_cond_t hb_cond;
-    int hb_stop;
-    uint64_t hb_version;
-};
 
 static int par_size(int s)
 {
@@ -161,8 +102,10 @@ static void drop_regions(refit_publisher_t *pub)
         if (pub->rg[i].reg)
             refit_tp_dereg(pub->tp, pub->rg[i].reg);
         free(pub->rg[i].rkey);
-        if (pub->rg[i].owned)
+        if (pub->rg[i].owned) {
+            rf_pubdev_unpin(pub->dev, pub->rg[i].base);
             free(pub->rg[i].base);
+        }
     }
     /* (slots moved to a new list are zeroed: nothing to free there) */
     free(pub->rg);
@@ -187,8 +130,15 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     int saved_st = refit_error_status();
     snprintf(saved, sizeof(saved), "%s", refit_error_message());
     if (pub->have_cat && pub->ctx->store) {
+        /* A whole record (layout included), so readers decode it and see
+         * STALE rather than a malformed record. */
         struct refit_source_record r = {.schema = REFIT_CATALOG_SCHEMA, .source_id = pub->id,
                                         .model = refit_model_type(pub->ctx->model),
+                                        .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size),
+                                                   (uint32_t)pub->par.pp_rank, (uint32_t)par_size(pub->par.pp_size),
+                                                   (uint32_t)pub->par.ep_rank, (uint32_t)par_size(pub->par.ep_size),
+                                                   (uint32_t)pub->par.etp_rank,
+                                                   (uint32_t)par_size(pub->par.etp_size)},
                                         .transport = refit_tp_plugin_name(pub->tp),
                                         .address = {pub->addr, pub->addr_len}, .catalog = pub->cat_hash,
                                         .version = pub->last_version, .status = REFIT_SOURCE_STALE,
@@ -198,7 +148,9 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     }
     if (saved[0])
         refit_error_set(saved_st, "%s", saved);
+    rf_push_pub_destroy(pub);
     drop_regions(pub);
+    rf_pubdev_destroy(pub->dev);
     for (size_t i = 0; i < pub->n; i++)
         free(pub->t[i].name);
     free(pub->t);
@@ -234,9 +186,9 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
 {
     if (!pub || !name || !ptr || ndim < 1 || ndim > REFIT_MAX_DIMS || !shape)
         return refit_error_set(REFIT_EINVAL, "refit_publisher_add: bad argument");
-    if (memtype != REFIT_MEM_HOST)
-        return refit_error_set(REFIT_ENOTSUP, "publisher %s: tensor '%s': only host memory for now",
-                               pub->id, name);
+    if (memtype != REFIT_MEM_HOST && memtype != REFIT_MEM_CUDA)
+        return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': unknown memory type %u", pub->id,
+                               name, memtype);
     if (!refit_dtype_size(dtype))
         return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': invalid dtype", pub->id, name);
     char *canon = refit_megatron_canonical(name);
@@ -261,14 +213,24 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
         free(canon);
         return rc;
     }
+    if (memtype == REFIT_MEM_CUDA) {
+        char what[1200];
+        snprintf(what, sizeof(what), "publisher %s: tensor '%s'", pub->id, name);
+        int rc = rf_pubdev_add(&pub->dev, what, ptr);
+        if (rc) {
+            free(canon);
+            return rc;
+        }
+    }
     size_t n = refit_dtype_size(dtype);
     for (int d = 0; d < ndim; d++)
         n *= (size_t)shape[d];
     for (size_t i = 0; i < pub->n; i++)
         if (!strcmp(pub->t[i].name, canon)) {
             struct pub_tensor *t = &pub->t[i];
-            if (t->ptr != ptr || t->nbytes != n || t->dtype != dtype)
+            if (t->ptr != ptr || t->nbytes != n || t->dtype != dtype || t->memtype != memtype)
                 pub->dirty = 1;
+            t->memtype = memtype;
             t->ptr = ptr;
             t->nbytes = n;
             t->dtype = dtype;
@@ -309,7 +271,8 @@ struct region_pool {
     size_t n;
 };
 
-static int add_region(refit_publisher_t *pub, struct region_pool *old, void *base, size_t len, int owned)
+static int add_region(refit_publisher_t *pub, struct region_pool *old, void *base, size_t len, int owned,
+                      uint32_t memtype)
 {
     struct pub_region *nr = realloc(pub->rg, (pub->n_rg + 1) * sizeof(*nr));
     if (!nr)
@@ -318,7 +281,7 @@ static int add_region(refit_publisher_t *pub, struct region_pool *old, void *bas
     struct pub_region *r = &nr[pub->n_rg];
     for (size_t i = 0; old && i < old->n; i++) {
         struct pub_region *o = &old->rg[i];
-        if (o->reg && o->len == len && o->owned == owned && (owned || o->base == base)) {
+        if (o->reg && o->len == len && o->owned == owned && o->memtype == memtype && (owned || o->base == base)) {
             *r = *o;
             memset(o, 0, sizeof(*o));
             pub->n_rg++;
@@ -329,7 +292,7 @@ static int add_region(refit_publisher_t *pub, struct region_pool *old, void *bas
     memset(r, 0, sizeof(*r));
     r->base = base;
     r->len = len;
-    r->memtype = REFIT_MEM_HOST;
+    r->memtype = memtype;
     r->owned = owned;
     pub->n_rg++;
     if (owned && !base) {
@@ -390,16 +353,17 @@ static int build(refit_publisher_t *pub)
     size_t arena = 0;
     for (size_t i = 0; i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
-        t->gathered = pub->copy_mode || t->nbytes < pub->ctx->gather_threshold;
+        t->gathered = pub->copy_mode || t->nbytes < pub->ctx->gather_threshold ||
+                      rf_pubdev_must_stage(pub->tp, t->memtype);
         if (t->gathered) {
             t->offset = arena;
             arena += (t->nbytes + 63) & ~(size_t)63;
         }
     }
     if (arena) {
-        rc = add_region(pub, &old, NULL, arena, 1);
+        rc = add_region(pub, &old, NULL, arena, 1, REFIT_MEM_HOST);
         if (!rc && pub->copy_mode)
-            rc = add_region(pub, &old, NULL, arena, 1); /* the second staging arena */
+            rc = add_region(pub, &old, NULL, arena, 1, REFIT_MEM_HOST); /* the second staging arena */
         for (size_t i = 0; i < pub->n; i++)
             if (pub->t[i].gathered)
                 pub->t[i].region = 0;
@@ -408,9 +372,23 @@ static int build(refit_publisher_t *pub)
         struct pub_tensor *t = &pub->t[i];
         if (t->gathered)
             continue;
+        /* A tensor in refit's device pool: its whole slab is one region,
+         * registered once for every tensor in it. */
+        void *slab;
+        size_t slab_len;
+        if (t->memtype == REFIT_MEM_CUDA && !rf_pubdev_slab(t->ptr, &slab, &slab_len)) {
+            size_t k = 0;
+            while (k < pub->n_rg && !(pub->rg[k].base == slab && !pub->rg[k].owned))
+                k++;
+            t->region = (uint32_t)k;
+            t->offset = (uint64_t)((char *)t->ptr - (char *)slab);
+            if (k == pub->n_rg)
+                rc = add_region(pub, &old, slab, slab_len, 0, REFIT_MEM_CUDA);
+            continue;
+        }
         t->region = (uint32_t)pub->n_rg;
         t->offset = 0;
-        rc = add_region(pub, &old, t->ptr, t->nbytes, 0);
+        rc = add_region(pub, &old, t->ptr, t->nbytes, 0, t->memtype);
     }
     /* What no tensor uses any more is deregistered. */
     struct pub_region *keep = pub->rg;
@@ -482,8 +460,27 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     /* Small tensors (copy mode: all) into the arena; everything hashed. */
     struct rf_sums sums;
     rc = rf_sums_init(&sums, pub->n);
+    /* Device tensors: every copy to the host is queued first, and each
+     * tensor is hashed in the loop below as its copies land (pubdev.c). */
+    int dev_on = 0;
+    for (size_t i = 0; !rc && pub->dev && i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        if (t->memtype != REFIT_MEM_CUDA)
+            continue;
+        int arena = pub->n_rg > (size_t)b && pub->rg[b].owned;
+        if (!dev_on && !(rc = rf_pubdev_begin(pub->dev, arena ? pub->rg[b].base : NULL,
+                                              arena ? pub->rg[b].len : 0)))
+            dev_on = 1;
+        if (!rc)
+            rc = rf_pubdev_queue(pub->dev, t->ptr, t->gathered ? (char *)pub->rg[b].base + t->offset : NULL,
+                                 t->nbytes, t->row_bytes, t->chunk_rows, pub->ctx->verify != RF_VERIFY_OFF);
+    }
     for (size_t i = 0; !rc && i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
+        if (t->memtype == REFIT_MEM_CUDA) {
+            rc = rf_pubdev_take(pub->dev, &sums);
+            continue;
+        }
         const void *src = t->ptr;
         if (t->gathered) {
             memcpy((char *)pub->rg[b].base + t->offset, t->ptr, t->nbytes);
@@ -493,6 +490,10 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
             rc = rf_sums_add(&sums, src, t->nbytes, t->row_bytes, t->chunk_rows);
         else
             rc = rf_sums_add(&sums, NULL, 0, 0, 0);
+    }
+    if (dev_on) {
+        int erc = rf_pubdev_end(pub->dev);
+        rc = rc ? rc : erc;
     }
     void *blob = NULL;
     size_t blen = 0;
@@ -555,6 +556,10 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
         else
             refit_log(REFIT_LOG_WARN, "publisher", "%s: no heartbeat thread", pub->id);
     }
+    /* Push mode: V is READY (receivers plan from it); now write it into
+     * every receiver that advertised slots for it. */
+    if (pub->ctx->push && (rc = rf_push_serve(pub, version, b)))
+        return refit_error_push(rc, "publisher %s: pushing v%llu", pub->id, (unsigned long long)version);
     /* Old versions' keys go; failures here only leave garbage behind. */
     if (refit_versions_retain(pub->ctx->store, version, (uint32_t)pub->ctx->retain_versions, NULL))
         refit_log(REFIT_LOG_WARN, "publisher", "%s: retention: %s", pub->id, refit_error_message());
@@ -600,7 +605,9 @@ int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_s
     if (!pub || !out)
         return refit_error_set(REFIT_EINVAL, "refit_publisher_stats: NULL argument");
     struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
-                                       .kept = pub->reused, .version = pub->last_version};
+                                       .kept = pub->reused, .version = pub->last_version,
+                                       .stage_s = rf_pubdev_stage_s(pub->dev),
+                                       .bytes_pushed = rf_push_pub_bytes(pub)};
     size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
     memcpy(out, &st, n);
     return 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "devpath.h"
 #include "exec.h"
 #include "receiver.h"
 #include "refit/catalog.h"
@@ -199,6 +200,7 @@ static void drop_source(refit_receiver_t *r, struct rcv_source *s)
 
 static void drop_plan(refit_receiver_t *r)
 {
+    rf_push_rcv_plan_free(r);
     rf_plan_free(&r->plan);
     free(r->psrc);
     free(r->psrc_source);
@@ -231,6 +233,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     if (!r)
         return;
     drop_plan(r);
+    rf_push_rcv_destroy(r);
     free(r->unfed);
     for (size_t i = 0; i < r->n_src; i++)
         drop_source(r, &r->src[i]);
@@ -248,6 +251,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     free(r->d);
     free(r->dst_of_lt);
     free(r->scale_of_lt);
+    rf_rcvdev_destroy(r); /* unpins staging before it is unmapped */
     for (int b = 0; b < 2; b++) {
         if (r->stage_reg[b])
             refit_tp_dereg(r->tp, r->stage_reg[b]);
@@ -301,8 +305,8 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
 {
     if (!r || !name || !ptr || !shape)
         return refit_error_set(REFIT_EINVAL, "refit_receiver_bind: bad argument");
-    if (memtype != REFIT_MEM_HOST)
-        return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s': only host memory for now", r->id, name);
+    if (memtype != REFIT_MEM_HOST && memtype != REFIT_MEM_CUDA)
+        return refit_error_set(REFIT_EINVAL, "receiver %s: '%s': unknown memory type %u", r->id, name, memtype);
     for (size_t i = 0; i < r->n_d; i++) {
         struct rcv_dst *d = &r->d[i];
         if (strcmp(d->name, name))
@@ -327,6 +331,9 @@ int refit_receiver_bind(refit_receiver_t *r, const char *name, void *ptr, enum r
             d->nbytes = d->nbytes / refit_dtype_size(d->dtype) * refit_dtype_size(dtype);
             d->dtype = dtype;
         }
+        int rc = memtype == REFIT_MEM_CUDA ? rf_rcvdev_bind(r, name, ptr) : 0;
+        if (rc)
+            return rc;
         if (d->owned) {
             if (!r->doubled)
                 free(d->ptr); /* else it lives in the staging buffer */
@@ -671,6 +678,7 @@ static int ensure_buffers(refit_receiver_t *r, uint64_t staging, uint64_t scratc
                 free(d->ptr);
             d->ptr = to;
         }
+        rf_rcvdev_unpin(r); /* before the old staging is unmapped */
         for (int b = 0; b < 2; b++) {
             if (r->stage_reg[b])
                 refit_tp_dereg(r->tp, r->stage_reg[b]);
@@ -894,10 +902,12 @@ static int make_plan(refit_receiver_t *r)
     r->n_pieces = np;
     rc = rf_plan_build(r->psrc, r->n_psrc, r->pdst, nl, pieces, np, (uint32_t)r->n_src, &po, dst_name, r,
                        &r->plan);
+    if (!rc)
+        rc = build_feeds(r);
+    /* Push mode: the plan split by source, for the trainer to execute. */
+    if (!rc && r->ctx->push)
+        rc = rf_push_rcv_plan(r, pieces, np);
     free(pieces);
-    if (rc)
-        return rc;
-    rc = build_feeds(r);
     if (rc)
         return rc;
     r->have_plan = 1;
@@ -1014,6 +1024,8 @@ static int finish_tensor(refit_receiver_t *r, size_t t)
 {
     double t0 = rf_seconds();
     const struct rf_plan *p = &r->plan;
+    if (rf_push_converted(r, t))
+        return 0; /* quantized by the trainer, already in staging */
     for (size_t q = r->scat_first[t]; q < r->scat_first[t + 1]; q++) {
         const struct rf_scatter *s = &p->scatter[r->scat[q]];
         for (uint64_t row = 0; row < s->rows; row++)
@@ -1474,9 +1486,14 @@ int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
         for (size_t i = 0; i < r->n_d; i++)
             r->d[i].ptr = (char *)r->stage[r->front] + r->d[i].staging_off;
     } else if (!r->ctx->in_place) {
+        /* Device destinations: copies queued here, waited for below (rcvdev.c). */
+        rc = rf_rcvdev_commit_start(r);
         for (size_t i = 0; i < r->n_d; i++)
-            if (r->d[i].ptr)
+            if (r->d[i].ptr && r->d[i].memtype != REFIT_MEM_CUDA)
                 memcpy(r->d[i].ptr, (char *)r->staging + r->d[i].staging_off, r->d[i].nbytes);
+        int wrc = rf_rcvdev_commit_wait(r);
+        if (rc || wrc)
+            return rc ? rc : wrc;
     }
     for (size_t i = 0; i < r->n_d; i++)
         st->bytes_out += r->d[i].nbytes;
@@ -1510,7 +1527,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         rc = fetch_sums(r, v);
     double tc = rf_seconds();
     int reconnect = 0;
-    for (size_t i = 0; !rc && i < r->n_src; i++) {
+    /* Push mode: the publishers connect to us. */
+    for (size_t i = 0; !rc && !r->ctx->push && i < r->n_src; i++) {
         struct rcv_source *s = &r->src[i];
         int had = s->peer != NULL;
         size_t had_keys = s->n_rkeys;
@@ -1535,6 +1553,23 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t t = 0; t < nl; t++)
         r->unfed[t] = r->pending[t] == 0;
     r->verify_this = r->ctx->verify != RF_VERIFY_OFF;
+    if (r->ctx->push) {
+        /* The publishers write; then the same checks and conversions as a
+         * pull, for every descriptor they sent. */
+        rc = rf_push_receive(r, v, &st);
+        double tf = rf_seconds();
+        for (size_t i = 0; !rc && i < r->plan.n_desc; i++)
+            if (!rf_push_dropped(r, i))
+                rc = on_done(r, i, 1);
+        for (size_t t = 0; !rc && t < nl; t++)
+            if (r->unfed[t])
+                rc = finish_tensor(r, t);
+        (void)tf;
+        if (rc)
+            goto out;
+        rc = rf_rcv_commit(r, v, &st);
+        goto out;
+    }
     struct rf_exec_source *es = calloc(r->n_src ? r->n_src : 1, sizeof(*es));
     if (!es) {
         rc = REFIT_ENOMEM;

@@ -9,6 +9,7 @@
 
 #include "engine.h"
 #include "plan.h"
+#include "push.h"
 #include "refit/catalog.h"
 #include "sums.h"
 
@@ -107,6 +108,10 @@ struct refit_receiver {
     struct refit_pull_stats *st;
     double convert_s, verify_s;
     int verify_this;
+    /* Push mode (push.c): the work list and mailbox; NULL in pull mode. */
+    struct rf_push_rcv *push;
+    /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
+    struct rf_rcvdev *dev;
 };
 
 /* Fence, commit and acknowledge version v (receiver.c). */

@@ -63,6 +63,19 @@ int rf_sums_add(struct rf_sums *s, const void *data, size_t nbytes, uint64_t row
     return 0;
 }
 
+int rf_sums_put(struct rf_sums *s, uint64_t whole, const uint64_t *chunks, uint64_t n_chunks)
+{
+    int rc = grow(s, 2 + n_chunks);
+    if (rc)
+        return rc;
+    s->words[s->n_words++] = n_chunks;
+    s->words[s->n_words++] = whole;
+    for (uint64_t k = 0; k < n_chunks; k++)
+        s->words[s->n_words++] = chunks[k];
+    s->n_tensors++;
+    return 0;
+}
+
 static void put64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)

@@ -28,6 +28,10 @@ int rf_sums_init(struct rf_sums *s, size_t n_tensors_hint);
 void rf_sums_fini(struct rf_sums *s);
 /* Hash one tensor (data NULL: no checksums for it). */
 int rf_sums_add(struct rf_sums *s, const void *data, size_t nbytes, uint64_t row_bytes, uint32_t chunk_rows);
+/* One tensor hashed elsewhere (pubdev.c hashes device tensors as their
+ * copies land): its whole-tensor hash and n_chunks chunk hashes, as
+ * rf_sums_add would have computed them. */
+int rf_sums_put(struct rf_sums *s, uint64_t whole, const uint64_t *chunks, uint64_t n_chunks);
 int rf_sums_encode(const struct rf_sums *s, const struct refit_hash128 *cat, uint64_t version, void **buf,
                    size_t *len);
 /* Validates the blob against the catalog it belongs to: counts, version,

@@ -470,7 +470,9 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
     tp->ctrl_inflight++;
     op->next = tp->ctrl_ops;
     tp->ctrl_ops = op;
-    int64_t deadline = now_ms() + tp->timeout_ms;
+    /* A goodbye is a courtesy: the peer may have exited already, and the
+     * provider would spend the whole timeout trying to reach it. */
+    int64_t deadline = now_ms() + (type == MSG_BYE ? 200 : tp->timeout_ms);
     ssize_t ret;
     while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
            now_ms() < deadline)

@@ -1,0 +1,64 @@
+/* devpath.h — the engine's device-memory paths (internal): a publisher's
+ * CUDA tensors (pubdev.c) and a receiver's CUDA destinations (rcvdev.c).
+ * publisher.c and receiver.c call these at a few points; the logic lives
+ * here.  Both files are plain C over devmem.h, built in every
+ * configuration (without CUDA the first call says so). */
+#ifndef RF_DEVPATH_H
+#define RF_DEVPATH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "receiver.h"
+#include "refit/tp.h"
+#include "sums.h"
+
+/* ---- publisher ---- */
+
+struct rf_pubdev;
+
+/* A tensor added as REFIT_MEM_CUDA: checks that ptr is device memory on the
+ * same device as the publisher's other device tensors, and creates *pd on
+ * the first one.  `what` names the publisher and tensor for messages. */
+int rf_pubdev_add(struct rf_pubdev **pd, const char *what, const void *ptr);
+/* Waits for nothing (publish always ends synchronized); safe on NULL. */
+void rf_pubdev_destroy(struct rf_pubdev *pd);
+/* 1 when a tensor of this memory type must be staged in a host arena
+ * because the transport does not reach it. */
+int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype);
+/* The slab of refit's device pool holding ptr (register the slab once, not
+ * each tensor): 0 with base and length, else REFIT_ENOENT. */
+int rf_pubdev_slab(const void *ptr, void **base, size_t *len);
+/* Before a registered host arena is freed. */
+void rf_pubdev_unpin(struct rf_pubdev *pd, void *base);
+
+/* One publish: begin (arena: the host arena this version's staged device
+ * tensors go to, pinned on first use; NULL when none is staged), queue
+ * every device tensor in catalog order (dst NULL: registered where it is,
+ * copied through a pinned bounce ring only to be hashed), then take them in
+ * the same order as their copies land: take hashes a tensor into sums
+ * (verify on) while later copies run.  end waits for every copy (also after
+ * an error) and must follow begin. */
+int rf_pubdev_begin(struct rf_pubdev *pd, void *arena, size_t arena_len);
+int rf_pubdev_queue(struct rf_pubdev *pd, const void *src, void *dst, size_t nbytes, uint64_t row_bytes,
+                    uint32_t chunk_rows, int hash);
+int rf_pubdev_take(struct rf_pubdev *pd, struct rf_sums *sums);
+int rf_pubdev_end(struct rf_pubdev *pd);
+/* Seconds from begin to end of the last publish. */
+double rf_pubdev_stage_s(const struct rf_pubdev *pd);
+
+/* ---- receiver ---- */
+
+/* A destination bound as REFIT_MEM_CUDA (`name` for messages): device
+ * memory, one device per receiver, and not with refit.in_place. */
+int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr);
+/* Commit, device part: queue the host-to-device copies of staging into
+ * every CUDA destination (pinning the staging buffer on first use);
+ * commit_wait waits for all of them.  No-ops without CUDA destinations. */
+int rf_rcvdev_commit_start(refit_receiver_t *r);
+int rf_rcvdev_commit_wait(refit_receiver_t *r);
+/* Before the staging buffer is unmapped. */
+void rf_rcvdev_unpin(refit_receiver_t *r);
+void rf_rcvdev_destroy(refit_receiver_t *r);
+
+#endif

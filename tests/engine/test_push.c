@@ -1,0 +1,396 @@
+/* test_push.c — push mode (refit.mode: push) with real processes, the file
+ * store and the tcp transport:
+ *   - push and pull receivers of the same version end byte-identical, and
+ *     push with FP8 quantized by the trainer moves fewer bytes;
+ *   - a receiver that registered but never advertises slots is named by the
+ *     publisher at the timeout;
+ *   - a publisher killed mid-push leaves the receiver with an error naming
+ *     it, within the timeout, and its previous weights;
+ *   - a malformed work list or advert in the store is rejected with an
+ *     error naming the key, never followed. */
+#include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "refit/catalog.h"
+#include "refit/refit.h"
+#include "refit/standin.h"
+#include "refit/store.h"
+
+static char dir[256], ckpt[300], cfg_path[300];
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/refit-push-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ckpt, sizeof(ckpt), "%s/ckpt", dir);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers 2 --vocab 1024 >/dev/null", REFIT_BIN,
+             ckpt);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
+    FILE *f = fopen(cfg_path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "store:\n  plugin: file\n  namespace: p%d\n  file:\n    path: %s/store\n    fsync: false\n"
+            "transport:\n  plugin: tcp\n  timeout: 5s\n"
+            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 1s\n  heartbeat: 150ms\n"
+            "  receivers: 1\n"
+            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n  fp8:\n    enabled: true\n",
+            (int)getpid(), dir, ckpt);
+    fclose(f);
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* A forked publisher on the C API: `cycles` versions, each after the
+ * previous one is released, changing its tensors between them. */
+static pid_t start_api_publisher(const char *const *ovr, size_t n_ovr, int cycles, int go_fd)
+{
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p)
+        return p;
+    refit_context_t *ctx;
+    refit_publisher_t *pub;
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    struct refit_standin_shard sh;
+    if (refit_context_create(cfg_path, ovr, n_ovr, &ctx) ||
+        refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh) ||
+        refit_publisher_create(ctx, &par, "trainer", &pub))
+        _exit(2);
+    for (size_t i = 0; i < sh.n; i++)
+        if (refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim, sh.t[i].shape,
+                                REFIT_MEM_HOST))
+            _exit(3);
+    for (int v = 1; v <= cycles; v++) {
+        for (size_t i = 0; v > 1 && i < sh.n; i++)
+            if (refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, (uint64_t)v - 1, (uint64_t)v))
+                _exit(4);
+        if (refit_publisher_publish(pub, (uint64_t)v)) {
+            fprintf(stderr, "publisher: %s\n", refit_error_message());
+            _exit(5);
+        }
+        if (refit_publisher_wait_released(pub, (uint64_t)v, 30000))
+            _exit(6);
+        /* refit.receivers counts one; the test may have more readers. */
+        char c;
+        if (go_fd >= 0 && read(go_fd, &c, 1) != 1)
+            _exit(7);
+    }
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+    _exit(0);
+}
+
+static int child_ok(pid_t p)
+{
+    int st = 0;
+    return waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
+{
+    refit_receiver_t *r;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_receiver_allocate(r), 0);
+    return r;
+}
+
+static void *snapshot(refit_receiver_t *r, size_t *total)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < refit_receiver_count(r); i++) {
+        struct refit_tensor_info ti;
+        refit_receiver_tensor(r, i, &ti);
+        n += ti.nbytes;
+    }
+    char *buf = malloc(n + 1), *p = buf;
+    for (size_t i = 0; i < refit_receiver_count(r); i++) {
+        struct refit_tensor_info ti;
+        refit_receiver_tensor(r, i, &ti);
+        memcpy(p, ti.ptr, ti.nbytes);
+        p += ti.nbytes;
+    }
+    *total = n;
+    return buf;
+}
+
+START_TEST(push_and_pull_agree)
+{
+    const char *push_ovr[] = {"refit.mode=push"};
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pub = start_api_publisher(push_ovr, 1, 2, go[0]);
+    refit_context_t *cpull, *cpush;
+    ck_assert_msg(refit_context_create(cfg_path, NULL, 0, &cpull) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_context_create(cfg_path, push_ovr, 1, &cpush) == 0, "%s", refit_error_message());
+    refit_receiver_t *pl = receiver(cpull, "puller"), *ps = receiver(cpush, "pushed");
+    for (uint64_t v = 1; v <= 2; v++) {
+        /* The publisher waits for the push receiver's slots with v READY, so
+         * the pull receiver takes v first. */
+        struct refit_pull_stats a = {.size = sizeof(a)}, b = {.size = sizeof(b)};
+        ck_assert_msg(refit_receiver_pull(pl, v, &a) == 0, "pull v%llu: %s", (unsigned long long)v,
+                      refit_error_message());
+        ck_assert_msg(refit_receiver_pull(ps, v, &b) == 0, "push v%llu: %s", (unsigned long long)v,
+                      refit_error_message());
+        ck_assert_uint_eq(b.version, v);
+        size_t na, nb;
+        char *x = snapshot(pl, &na), *y = snapshot(ps, &nb);
+        ck_assert_uint_eq(na, nb);
+        for (size_t i = 0; i < refit_receiver_count(pl); i++) {
+            struct refit_tensor_info ti, tj;
+            refit_receiver_tensor(pl, i, &ti);
+            refit_receiver_tensor(ps, i, &tj);
+            ck_assert_str_eq(ti.name, tj.name);
+            ck_assert_msg(ti.nbytes == tj.nbytes && !memcmp(ti.ptr, tj.ptr, ti.nbytes),
+                          "v%llu: '%s' differs between push and pull", (unsigned long long)v, ti.name);
+        }
+        ck_assert_msg(!memcmp(x, y, na), "v%llu differs", (unsigned long long)v);
+        /* Trainer-side FP8: one byte per weight instead of two. */
+        ck_assert_msg(b.bytes_wire < a.bytes_wire * 3 / 4, "push moved %llu bytes, pull %llu",
+                      (unsigned long long)b.bytes_wire, (unsigned long long)a.bytes_wire);
+        free(x);
+        free(y);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+    }
+    ck_assert_msg(child_ok(pub), "the push publisher failed");
+    refit_receiver_destroy(pl);
+    refit_receiver_destroy(ps);
+    refit_context_destroy(cpull);
+    refit_context_destroy(cpush);
+}
+END_TEST
+
+START_TEST(silent_receiver_is_named)
+{
+    const char *ovr[] = {"refit.mode=push", "refit.receivers=2", "refit.timeout=1500ms"};
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 3, &ctx) == 0, "%s", refit_error_message());
+    refit_receiver_t *sleepy = receiver(ctx, "sleepy"); /* registers, never pulls */
+    pid_t eager = fork();
+    ck_assert_int_ge(eager, 0);
+    if (eager == 0) {
+        refit_context_t *c;
+        if (refit_context_create(cfg_path, ovr, 1, &c))
+            _exit(2);
+        refit_receiver_t *r;
+        struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+        if (refit_receiver_create(c, &tg, "eager", &r) || refit_receiver_allocate(r))
+            _exit(3);
+        int rc = refit_receiver_pull(r, 1, NULL);
+        if (rc)
+            fprintf(stderr, "eager: %s\n", refit_error_message());
+        refit_receiver_destroy(r);
+        refit_context_destroy(c);
+        _exit(rc ? 4 : 0);
+    }
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    struct refit_standin_shard sh;
+    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
+    refit_publisher_t *pub;
+    ck_assert_int_eq(refit_publisher_create(ctx, &par, "trainer", &pub), 0);
+    for (size_t i = 0; i < sh.n; i++)
+        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                             sh.t[i].shape, REFIT_MEM_HOST),
+                         0);
+    int rc = refit_publisher_publish(pub, 1);
+    ck_assert_int_eq(rc, REFIT_ETIMEDOUT);
+    ck_assert_msg(strstr(refit_error_message(), "1 of 2 receivers advertised") &&
+                      strstr(refit_error_message(), "not advertised: sleepy"),
+                  "%s", refit_error_message());
+    /* The one that advertised got its weights. */
+    ck_assert_msg(child_ok(eager), "the eager receiver failed");
+    struct refit_publisher_stats ps = {.size = sizeof(ps)};
+    ck_assert_int_eq(refit_publisher_stats(pub, &ps), 0);
+    ck_assert_uint_gt(ps.bytes_pushed, 0);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_receiver_destroy(sleepy);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* Wait until source `id` is READY at v. */
+static void wait_ready(refit_context_t *ctx, const char *id, uint64_t v)
+{
+    refit_store_t *st;
+    refit_loader_t *ld;
+    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
+    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
+    double t0 = now();
+    for (;;) {
+        struct refit_source_record *r = NULL;
+        if (refit_record_fetch(st, id, &r) == 0) {
+            int ok = r->version == v && r->status == REFIT_SOURCE_READY;
+            free(r);
+            if (ok)
+                break;
+        }
+        ck_assert_msg(now() - t0 < 20, "source %s never reached v%llu", id, (unsigned long long)v);
+        usleep(20000);
+    }
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+}
+
+START_TEST(publisher_killed_mid_push_keeps_previous_weights)
+{
+    const char *ovr[] = {"refit.mode=push"};
+    pid_t pub = start_api_publisher(ovr, 1, 2, -1);
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 1, &ctx) == 0, "%s", refit_error_message());
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
+    size_t n;
+    char *v1 = snapshot(r, &n);
+    /* v2 is READY and its publisher waits for our slots: freeze it, so it
+     * never writes, and kill it while we wait. */
+    wait_ready(ctx, "trainer", 2);
+    kill(pub, SIGSTOP);
+    pid_t killer = fork();
+    if (killer == 0) {
+        usleep(500000);
+        kill(pub, SIGKILL);
+        _exit(0);
+    }
+    double t0 = now();
+    int rc = refit_receiver_pull(r, 2, NULL);
+    double took = now() - t0;
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(strstr(refit_error_message(), "source trainer"), "error does not name the source: %s",
+                  refit_error_message());
+    ck_assert_msg(took < 12.0, "the failure took %.1f s (refit timeout 8 s)", took);
+    char *after = snapshot(r, &n);
+    ck_assert_msg(!memcmp(v1, after, n), "the destinations changed after a failed push");
+    waitpid(killer, NULL, 0);
+    waitpid(pub, NULL, 0);
+    free(v1);
+    free(after);
+    refit_receiver_destroy(r);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* An advert in the store's format (push.c), pointing at `work`. */
+static void *forge_advert(const struct refit_hash128 *work, uint64_t v, size_t *len)
+{
+    char *b = calloc(1, 4096), *p = b;
+    memcpy(p, "RFPSHA01", 8);
+    p += 8;
+    memcpy(p, &v, 8);
+    p += 8;
+    const char *fields[] = {"forger", "tcp", "nowhere", "", "", ""};
+    for (int i = 0; i < 6; i++) {
+        uint32_t n = (uint32_t)strlen(fields[i]);
+        memcpy(p, &n, 4);
+        memcpy(p + 4, fields[i], n);
+        p += 4 + n;
+    }
+    memcpy(p, work->b, 16);
+    p += 16;
+    uint64_t h = XXH3_64bits(b, (size_t)(p - b));
+    memcpy(p, &h, 8);
+    p += 8;
+    *len = (size_t)(p - b);
+    return b;
+}
+
+START_TEST(malformed_work_is_rejected)
+{
+    const char *ovr[] = {"refit.mode=push", "refit.timeout=2s"};
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 2, &ctx) == 0, "%s", refit_error_message());
+    refit_store_t *st;
+    refit_loader_t *ld;
+    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
+    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
+    /* A work list with a valid trailer whose body lies: a count far beyond
+     * the bytes that follow. */
+    unsigned char work[64] = "RFPSHW01";
+    memset(work + 8, 0xff, 40);
+    uint64_t h = XXH3_64bits(work, 56);
+    memcpy(work + 56, &h, 8);
+    struct refit_hash128 wh;
+    refit_hash128_of(work, sizeof(work), &wh);
+    char key[200], hex[33];
+    refit_hash128_hex(&wh, hex);
+    snprintf(key, sizeof(key), "push/work/%s", hex);
+    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    size_t alen;
+    void *adv = forge_advert(&wh, 1, &alen);
+    ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
+    /* And an advert that is not one at all: ignored with a warning. */
+    ck_assert_int_eq(refit_store_put(st, "push/slots/junk", "junk", 4), 0);
+
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    struct refit_standin_shard sh;
+    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
+    refit_publisher_t *pub;
+    ck_assert_int_eq(refit_publisher_create(ctx, &par, "trainer", &pub), 0);
+    for (size_t i = 0; i < sh.n; i++)
+        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
+                                             sh.t[i].shape, REFIT_MEM_HOST),
+                         0);
+    int rc = refit_publisher_publish(pub, 1);
+    ck_assert_int_eq(rc, REFIT_EPROTO);
+    ck_assert_msg(strstr(refit_error_message(), "malformed push work list") && strstr(refit_error_message(), key) &&
+                      strstr(refit_error_message(), "receiver forger"),
+                  "%s", refit_error_message());
+    /* The work's hash must match its content. */
+    work[20] ^= 1;
+    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    free(adv);
+    adv = forge_advert(&wh, 2, &alen);
+    ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
+    rc = refit_publisher_publish(pub, 2);
+    ck_assert_int_eq(rc, REFIT_EPROTO);
+    ck_assert_msg(strstr(refit_error_message(), "does not match its hash"), "%s", refit_error_message());
+    free(adv);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("push");
+    TCase *tc = tcase_create("push");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, push_and_pull_agree);
+    tcase_add_test(tc, silent_receiver_is_named);
+    tcase_add_test(tc, publisher_killed_mid_push_keeps_previous_weights);
+    tcase_add_test(tc, malformed_work_is_rejected);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
