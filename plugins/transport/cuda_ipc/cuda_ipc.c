@@ -675,6 +675,17 @@ static int locate(refit_tp_t *tp, void *ptr, size_t len, CUdeviceptr *base)
     cr = drv.range(base, &size, (CUdeviceptr)ptr);
     if (cr != CUDA_SUCCESS)
         return cu_fail(REFIT_EPLUGIN, cr, "cuMemGetAddressRange of the registered memory");
+    /* The driver may carve cudaMalloc allocations under 2 MiB out of a
+     * block shared with other allocations, and IPC then maps the whole
+     * block (CUDA programming guide, "Interprocess Communication"): other
+     * allocations would be exposed, and where the peer's pointer lands in
+     * the block is not ours to know.  Allocations of 2 MiB and more have
+     * blocks of their own. */
+    if (size < CIPC_MIN_ALLOC)
+        return H->error_set(REFIT_ENOTSUP, "%s: memory at %p lies in a cudaMalloc allocation of %zu bytes: "
+                            "CUDA IPC shares allocations under 2 MiB together with the block the driver "
+                            "carved them from; allocate at least 2 MiB (refit's CUDA pool does)", CIPC,
+                            ptr, size);
     uint64_t off = (uint64_t)(uintptr_t)ptr - (uint64_t)*base;
     if (off > size || len > size - off)
         return H->error_set(REFIT_ERANGE, "%s: region [%p, +%zu) runs past the end of its allocation "
