@@ -10,7 +10,10 @@
  *   - cudaMemcpyAsync from or to pageable host memory fails when
  *     MOCK_CUDA_STRICT_PINNED=1 (refit pins what it copies asynchronously);
  *   - overlapping cudaHostRegister ranges fail as on a real device (memory
- *     freed without cudaHostUnregister shows up here).
+ *     freed without cudaHostUnregister shows up here);
+ *   - MOCK_CUDA_HOST_VISIBLE=1 maps device memory readable and writable
+ *     instead, for trying paths where a (patched) host transport stands
+ *     in for one that reaches device memory.
  *
  * Only what refit, its CLI and its tests call is mocked; no kernels.  Not
  * thread-safe beyond one global lock. */
@@ -108,7 +111,7 @@ static void dev_access(const void *p, size_t n, int on)
 {
     struct range *r = find(p, K_DEV);
     (void)n;
-    if (r)
+    if (r && !env_on("MOCK_CUDA_HOST_VISIBLE"))
         mprotect(r->p, r->map_len, on ? PROT_READ | PROT_WRITE : PROT_NONE);
 }
 
@@ -235,7 +238,8 @@ const char *cudaGetErrorName(cudaError_t e)
 cudaError_t cudaMalloc(void **p, size_t n)
 {
     size_t pg = (size_t)sysconf(_SC_PAGESIZE), ml = (n + pg - 1) / pg * pg;
-    void *m = mmap(NULL, ml ? ml : pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    int prot = env_on("MOCK_CUDA_HOST_VISIBLE") ? PROT_READ | PROT_WRITE : PROT_NONE;
+    void *m = mmap(NULL, ml ? ml : pg, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return fail(cudaErrorMemoryAllocation);
     pthread_mutex_lock(&mu);

@@ -4,7 +4,7 @@
  *     over tcp, several cycles of changing weights, byte for byte against
  *     an offline conversion (`refit demo --device ...` as real processes):
  *     FP8 (trainer and deepgemm rules) and bf16, TP 2 -> 1 and 1 -> 2, zero-
- *     copy and publish: copy, device on both sides or on one;
+ *     copy and publish: copy, push mode, device on both sides or on one;
  *   - a device receiver beside a host receiver pulling the same versions
  *     from a device publisher: the same bytes; then a failed pull (the
  *     publisher died after READY) leaves the device destinations as they
@@ -85,6 +85,12 @@ END_TEST
 START_TEST(demo_cuda_dst_verify_sample)
 {
     demo("REFIT_REFIT_VERIFY=sample", "--device cuda-dst --fp8 trainer --src-tp 2 --dst-tp 1 --engines 1 --cycles 2");
+}
+END_TEST
+
+START_TEST(demo_cuda_push)
+{
+    demo(NULL, "--mode push --device cuda --fp8 trainer --src-tp 2 --dst-tp 1 --engines 1 --cycles 2");
 }
 END_TEST
 
@@ -393,6 +399,7 @@ int main(void)
         tcase_add_test(tc, demo_cuda_src_deepgemm);
         tcase_add_test(tc, demo_cuda_dst_verify_sample);
         tcase_add_test(tc, demo_cuda_verify_off);
+        tcase_add_test(tc, demo_cuda_push);
         suite_add_tcase(s, tc);
         tc = tcase_create("engine");
         tcase_set_timeout(tc, 120);

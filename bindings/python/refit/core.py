@@ -240,8 +240,8 @@ def _raise_memtype(rc, ref, name, what):
         lib = _lib.load()
         msg = lib.refit_error_message().decode(errors="replace")
         lib.refit_error_clear()
-        raise NotSupported(ENOTSUP, "tensor '%s' is CUDA memory (%s): this librefit does not support CUDA "
-                           "memory yet, only host memory; %s from a host copy (e.g. t.cpu()) instead "
+        raise NotSupported(ENOTSUP, "tensor '%s' is CUDA memory (%s), which this librefit cannot take (built "
+                           "without CUDA, or no usable device); %s from a host copy (e.g. t.cpu()) instead "
                            "(librefit said: %s)" % (name, ref.device, what, msg))
 
 

@@ -105,11 +105,21 @@ def test_torch_receiver_cpu_fp8(tmp_path, ckpt, shards, expected, trainers):
     trainers.wait()
 
 
+def librefit_has_cuda():
+    return refit._lib.load().refit_cuda_built() == 1
+
+
 @cuda
-def test_cuda_memory_is_refused_clearly(tmp_path, ckpt):
+def test_cuda_memory_taken_or_refused_clearly(tmp_path, ckpt):
+    """A librefit built with CUDA takes CUDA tensors (docs/cuda.md); one
+    without refuses them with NotSupported naming tensor and device."""
     with refit.Context(CLUSTER, overrides=cluster_overrides(tmp_path), hf=ckpt) as ctx:
         pub = ctx.publisher(tp_size=1)
         w = torch.zeros(256, dtype=torch.bfloat16, device="cuda")
+        if librefit_has_cuda():
+            pub.add("decoder.final_layernorm.weight", w)
+            ctx.receiver().bind("model.norm.weight", torch.zeros(256, dtype=torch.bfloat16, device="cuda"))
+            return
         with pytest.raises(refit.NotSupported) as e:
             pub.add("decoder.final_layernorm.weight", w)
         assert e.value.status == refit.errors.ENOTSUP
@@ -123,8 +133,9 @@ def test_cuda_memory_is_refused_clearly(tmp_path, ckpt):
 @cuda
 @pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
 def test_vllm_worker_cuda_params_staged(tmp_path, ckpt, shards, expected, trainers):
-    """vLLM parameters in CUDA memory: the worker extension stages them
-    through pinned host tensors (until librefit takes CUDA memory)."""
+    """vLLM parameters in CUDA memory: bound as they are when librefit has
+    CUDA, else the worker extension stages them through pinned host
+    tensors; the same bytes either way."""
     over = cluster_overrides(tmp_path, receivers=1)
     trainers.start(ckpt, shards(2), tp=2, steps=2, overrides=over)
     hdr, _ = st.header(expected.get(1, fp8=True))
@@ -133,7 +144,11 @@ def test_vllm_worker_cuda_params_staged(tmp_path, ckpt, shards, expected, traine
     w = StandinWorker(params)
     info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
     try:
-        assert info["staged"] == len(params) and info["missing"] == []
+        assert info["missing"] == []
+        if librefit_has_cuda():
+            assert info["staged"] == 0 and info["bound"] == len(params)
+        else:
+            assert info["staged"] == len(params)
         for v in (1, 2):
             assert w.update_weights_from_refit(v)["version"] == v
             assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(v, fp8=True))

@@ -23,9 +23,13 @@ struct rf_pubdev;
 int rf_pubdev_add(struct rf_pubdev **pd, const char *what, const void *ptr);
 /* Waits for nothing (publish always ends synchronized); safe on NULL. */
 void rf_pubdev_destroy(struct rf_pubdev *pd);
-/* 1 when a tensor of this memory type must be staged in a host arena
- * because the transport does not reach it. */
-int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype);
+/* Whether a tensor goes into the host arena ("gathered") rather than being
+ * registered where it is.  Host tensors: copy mode or small, as always.
+ * Device tensors also when the transport does not reach device memory, or
+ * in push mode (its trainer-side FP8 quantization reads the registered
+ * regions on the host); but not when small over a transport that reaches
+ * device memory only, where a host arena could not be registered. */
+int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_mode, int small, int push);
 /* The slab of refit's device pool holding ptr (register the slab once, not
  * each tensor): 0 with base and length, else REFIT_ENOENT. */
 int rf_pubdev_slab(const void *ptr, void **base, size_t *len);

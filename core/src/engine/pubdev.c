@@ -110,9 +110,14 @@ void rf_pubdev_destroy(struct rf_pubdev *pd)
     free(pd);
 }
 
-int rf_pubdev_must_stage(const refit_transport_t *tp, uint32_t memtype)
+int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_mode, int small, int push)
 {
-    return memtype == REFIT_MEM_CUDA && !(refit_tp_caps(tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+    if (memtype != REFIT_MEM_CUDA)
+        return copy_mode || small;
+    uint32_t m = refit_tp_caps(tp)->memtypes;
+    if (push || !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)))
+        return 1;
+    return copy_mode || (small && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)));
 }
 
 int rf_pubdev_slab(const void *ptr, void **base, size_t *len)
@@ -139,9 +144,13 @@ static int pin_arena(struct rf_pubdev *pd, void *arena, size_t len)
     if (!np)
         return REFIT_ENOMEM;
     pd->pinned = np;
-    int rc = rf_dev_pin(arena, len, "publisher: staging arena");
-    if (rc)
-        return rc;
+    /* Unpinned copies are still right, only slower: say so once and go on
+     * (the arena stays listed, so it is not tried again; unpinning memory
+     * that was never pinned is harmless). */
+    if (rf_dev_pin(arena, len, "publisher: staging arena")) {
+        refit_log(REFIT_LOG_WARN, "publisher", "%s (copies from the device run unpinned)", refit_error_message());
+        refit_error_clear();
+    }
     pd->pinned[pd->n_pinned++] = arena;
     return 0;
 }
@@ -155,7 +164,12 @@ int rf_pubdev_begin(struct rf_pubdev *pd, void *arena, size_t arena_len)
     if (rc)
         return rc;
     pd->active = 1;
-    return arena ? pin_arena(pd, arena, arena_len) : 0;
+    rc = arena ? pin_arena(pd, arena, arena_len) : 0;
+    if (rc) {
+        rf_dev_leave(pd->saved);
+        pd->active = 0;
+    }
+    return rc;
 }
 
 /* Queue what can go now: arena chunks always; bounce chunks while a ring

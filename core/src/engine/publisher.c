@@ -353,11 +353,8 @@ static int build(refit_publisher_t *pub)
     size_t arena = 0;
     for (size_t i = 0; i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
-        /* Device memory the transport reaches stays where it is, small or
-         * not: the gather arena is host memory. */
-        int reached = t->memtype == REFIT_MEM_CUDA && !rf_pubdev_must_stage(pub->tp, t->memtype);
-        t->gathered = pub->copy_mode || (t->nbytes < pub->ctx->gather_threshold && !reached) ||
-                      rf_pubdev_must_stage(pub->tp, t->memtype);
+        t->gathered = rf_pubdev_gathered(pub->tp, t->memtype, pub->copy_mode,
+                                         t->nbytes < pub->ctx->gather_threshold, pub->ctx->push);
         if (t->gathered) {
             t->offset = arena;
             arena += (t->nbytes + 63) & ~(size_t)63;

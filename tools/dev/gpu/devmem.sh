@@ -53,7 +53,7 @@ ls "$db"/librefit.so* >/dev/null 2>&1 || { echo "FAIL preflight: no $db/librefit
 
 # Libraries: devbuild first (librefit, anything packed beside it), then
 # whatever the machine has.
-libdirs=$(find "$db" -name '*.so*' ! -path "$db/plugins/*" -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
+libdirs=$(find "$db" -name '*.so*' ! -path "$db/plugins/*" ! -path "$db/tests/*" -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
 export LD_LIBRARY_PATH="$db${libdirs:+:$libdirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Plugins: every directory under devbuild/plugins holding a refit-*.so
 # (core/src/loader.c looks for refit-<kind>-<name>.so in each
