@@ -113,9 +113,10 @@ static const struct refit_cfg_field refit_fields[] = {
     {"in_place", REFIT_CFG_BOOL, "false", 0, -1, NULL,
      "pull straight into destinations (no staging; destinations invalid on failure)"},
     {"receivers", REFIT_CFG_INT, "1", 0, 1000000, NULL, "receivers wait_released waits for"},
-    {"fanout.republish", REFIT_CFG_BOOL, "false", 0, -1, NULL, "receivers re-publish what they pulled"},
+    {"fanout.republish", REFIT_CFG_BOOL, "false", 0, -1, NULL,
+     "receivers re-publish what they committed as replicas (tree fan-out, docs/fanout.md)"},
     {"fanout.max_pullers_per_source", REFIT_CFG_INT, "0", 0, 1000000, NULL,
-     "0: unlimited"},
+     "most receivers pulling from one source (the trainer, or a replica) at once; 0: unlimited"},
 };
 
 static const struct refit_cfg_field model_fields[] = {

@@ -863,6 +863,21 @@ START_TEST(t_cipc_other_host)
 }
 END_TEST
 
+START_TEST(t_cipc_small_allocation)
+{
+#ifdef REFIT_TEST_HAVE_CUDA
+    /* A cudaMalloc allocation under 2 MiB may share a driver block with
+     * others; it is refused, with the reason. */
+    void *d = NULL;
+    ck_assert_int_eq(cudaMalloc(&d, 65536), cudaSuccess);
+    refit_tp_region_t *r = NULL;
+    ck_assert_int_eq(refit_tp_reg(S.t, d, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
+    ck_assert_msg(strstr(refit_error_message(), "2 MiB"), "%s", refit_error_message());
+    cudaFree(d);
+#endif
+}
+END_TEST
+
 START_TEST(t_cipc_host_memory)
 {
     void *h = malloc(4096);
@@ -936,6 +951,7 @@ static Suite *suite(void)
         ADD(t3, t_cipc_loopback);
         ADD(t3, t_cipc_other_host);
         ADD(t3, t_cipc_host_memory);
+        ADD(t3, t_cipc_small_allocation);
         suite_add_tcase(s, t3);
     }
     return s;

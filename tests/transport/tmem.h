@@ -86,8 +86,11 @@ static inline void *tm_alloc(uint64_t n)
 {
 #ifdef REFIT_TEST_HAVE_CUDA
     if (tm_cuda) {
+        /* At least 2 MiB: smaller cudaMalloc allocations may share a
+         * driver block, which CUDA IPC cannot export alone (cuda_ipc
+         * refuses them). */
         void *p = NULL;
-        cudaError_t e = cudaMalloc(&p, n);
+        cudaError_t e = cudaMalloc(&p, n < (2u << 20) ? (2u << 20) : n);
         if (e != cudaSuccess) {
             tm_fail(e, "cudaMalloc");
             return NULL;

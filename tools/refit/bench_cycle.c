@@ -15,12 +15,15 @@ static int usage(FILE *f)
     fprintf(f, "usage: refit bench cycle [--config C] [--model qwen3|qwen3_moe|glm|MODEL.yaml]\n"
                "                         [--src tp=N[,ep=M]] [--dst tp=N[,ep=N]] [--cycles K] [--engines E]\n"
                "                         [--fp8 off|trainer|deepgemm] [--layers L] [--vocab V] [--hf DIR]\n"
-               "                         [--transport T] [--store S]\n"
+               "                         [--transport T] [--store S] [--fanout K]\n"
                "Trainer ranks and inference ranks as processes (default Qwen3-0.6B-shaped, tp 2 -> 1,\n"
                "5 cycles, FP8 off), a row per cycle and engine; warm cycles (>= 2) are compared with\n"
                "their own transfer time (target: total <= 1.05x transfer, register 0).\n"
                "--mode push runs the same job in pull mode first (the baseline) and compares wire bytes\n"
-               "and cycle time (with --fp8 on, the trainer quantizes what it can: half the bytes).\n");
+               "and cycle time (with --fp8 on, the trainer quantizes what it can: half the bytes).\n"
+               "--fanout K: the same cycles twice, all engines from the trainer (baseline), then with\n"
+               "refit.fanout.republish on and max_pullers_per_source K; a row per cycle and engine with\n"
+               "its source, and per cycle the trainer's egress and the span of the transfers.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -30,6 +33,123 @@ static double jget(const char *line, const char *key)
     snprintf(pat, sizeof(pat), "\"%s\":", key);
     const char *p = strstr(line, pat);
     return p ? strtod(p + strlen(pat), NULL) : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* --fanout K: tree fan-out against pulling everything from the trainer. */
+
+struct fo_cycle {
+    double start, end, trainer_gb, total_gb;
+    int replicas;
+    double ts[64], te[64]; /* transfers from the trainer */
+    int n_tr;
+};
+
+/* Most transfers from the trainer in flight at one instant. */
+static int fo_peak(const struct fo_cycle *c)
+{
+    int peak = 0;
+    for (int i = 0; i < c->n_tr; i++) {
+        int at = 0;
+        for (int j = 0; j < c->n_tr; j++)
+            at += c->ts[j] <= c->ts[i] && c->ts[i] < c->te[j];
+        if (at > peak)
+            peak = at;
+    }
+    return peak;
+}
+
+/* Per version: the span from the first transfer's start to the last one's
+ * end, and the bytes the trainer served.  Prints the rows when `rows`. */
+static int fo_read(const char *path, int rows, struct fo_cycle *cy, int max_v)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[2048];
+    int n = 0;
+    if (rows)
+        printf("\n%-12s %3s %-14s %9s %9s %9s %9s %4s\n", "engine", "v", "source", "start", "end", "transfer",
+               "total", "fb");
+    double t0 = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char who[64] = "", src[64] = "";
+        const char *w = strstr(line, "\"receiver\":\"");
+        if (w)
+            sscanf(w + 12, "%63[^\"]", who);
+        w = strstr(line, "\"source\":\"");
+        if (w)
+            sscanf(w + 10, "%63[^\"]", src);
+        int v = (int)jget(line, "version");
+        double xs = jget(line, "xfer_start"), xe = jget(line, "xfer_end"), gb = jget(line, "bytes_wire") / 1e9;
+        if (!t0 || xs < t0)
+            t0 = xs;
+        if (v >= 1 && v <= max_v) {
+            struct fo_cycle *c = &cy[v - 1];
+            if (!c->start || xs < c->start)
+                c->start = xs;
+            if (xe > c->end)
+                c->end = xe;
+            c->total_gb += gb;
+            if (!strcmp(src, "trainer")) {
+                c->trainer_gb += gb;
+                if (c->n_tr < 64) {
+                    c->ts[c->n_tr] = xs;
+                    c->te[c->n_tr++] = xe;
+                }
+            } else
+                c->replicas++;
+        }
+        if (rows)
+            printf("%-12s %3d %-14s %9.4f %9.4f %9.4f %9.4f %4.0f\n", who, v, src, xs - t0, xe - t0,
+                   jget(line, "transfer_s"), jget(line, "total_s"), jget(line, "fallbacks"));
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static int bench_fanout(struct demo *base, int k)
+{
+    struct demo d[2] = {*base, *base};
+    struct fo_cycle cy[2][64];
+    char kbuf[16];
+    memset(cy, 0, sizeof(cy));
+    snprintf(kbuf, sizeof(kbuf), "%d", k);
+    int rc = 0;
+    for (int run = 0; run < 2 && !rc; run++) {
+        /* The children read the policy from the environment. */
+        setenv("REFIT_REFIT_FANOUT_REPUBLISH", run ? "true" : "false", 1);
+        setenv("REFIT_REFIT_FANOUT_MAX_PULLERS_PER_SOURCE", run ? kbuf : "0", 1);
+        if (run)
+            d[1].hf = d[0].ckpt; /* the same checkpoint */
+        printf("\n== %s ==\n", run ? "fan-out" : "baseline: every engine from the trainer");
+        fflush(stdout);
+        rc = demo_run(&d[run]);
+        if (!rc)
+            fo_read(d[run].stats, 1, cy[run], d[run].cycles < 64 ? d[run].cycles : 64);
+    }
+    if (!rc) {
+        printf("\n%3s %12s %12s %9s %12s %12s %9s %9s %9s %9s\n", "v", "trainer GB", "trainer GB", "ratio",
+               "span s", "span s", "ratio", "replica", "peak", "peak");
+        printf("%3s %12s %12s %9s %12s %12s %9s %9s %9s %9s\n", "", "baseline", "fan-out", "", "baseline", "fan-out",
+               "", "pulls", "baseline", "fan-out");
+        int nv = base->cycles < 64 ? base->cycles : 64;
+        for (int v = 0; v < nv; v++) {
+            const struct fo_cycle *a = &cy[0][v], *b = &cy[1][v];
+            double sa = a->end - a->start, sb = b->end - b->start;
+            printf("%3d %12.3f %12.3f %8.2fx %12.4f %12.4f %8.2fx %9d %9d %9d\n", v + 1, a->trainer_gb,
+                   b->trainer_gb, a->trainer_gb > 0 ? b->trainer_gb / a->trainer_gb : 0, sa, sb, sa > 0 ? sb / sa : 0,
+                   b->replicas, fo_peak(a), fo_peak(b));
+        }
+        printf("(trainer GB: bytes the trainer ranks served; span: first transfer start to last transfer end "
+               "of the cycle, over all engines; peak: most engines transferring from the trainer at once)\n");
+    }
+    demo_cleanup(&d[1]);
+    demo_cleanup(&d[0]);
+    unsetenv("REFIT_REFIT_FANOUT_REPUBLISH");
+    unsetenv("REFIT_REFIT_FANOUT_MAX_PULLERS_PER_SOURCE");
+    return rc ? cli_fail("bench cycle", rc) : 0;
 }
 
 /* Warm-cycle figures (v >= 2) of a stats file. */
@@ -68,10 +188,12 @@ int bench_cycle(int argc, char **argv)
                      .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 1, .cycles = 5, .quiet = 1};
     /* --src/--dst are this command's; the rest are the demo's options. */
     char *rest[64];
-    int nr = 0, rc = 0;
+    int nr = 0, rc = 0, fanout = -1;
     rest[nr++] = argv[0];
     for (int i = 1; i < argc && !rc; i++) {
-        if ((!strcmp(argv[i], "--src") || !strcmp(argv[i], "--dst")) && i + 1 < argc) {
+        if (!strcmp(argv[i], "--fanout") && i + 1 < argc) {
+            rc = cli_int("--fanout", argv[++i], 1, 1000, &fanout);
+        } else if ((!strcmp(argv[i], "--src") || !strcmp(argv[i], "--dst")) && i + 1 < argc) {
             rc = !strcmp(argv[i], "--src") ? cli_layout("--src", argv[i + 1], &d.src_tp, &d.src_ep)
                                            : cli_layout("--dst", argv[i + 1], &d.dst_tp, &d.dst_ep);
             i++;
@@ -84,6 +206,8 @@ int bench_cycle(int argc, char **argv)
         rc = demo_parse(&d, nr, rest);
     if (rc)
         return cli_fail("bench cycle", rc);
+    if (fanout > 0)
+        return bench_fanout(&d, fanout);
     struct cycle_sum push = {0}, pull = {0};
     int is_push = !strcmp(d.mode, "push");
     if (is_push) {

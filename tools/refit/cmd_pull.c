@@ -4,8 +4,10 @@
  * received as safetensors. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
+#include "refit/catalog.h"
 #include "refit/cuda_pool.h"
 #include "refit/refit.h"
 #include "refit/safetensors.h"
@@ -65,11 +67,13 @@ static void print_stats(FILE *f, const char *who, const struct refit_pull_stats 
                 "{\"receiver\":\"%s\",\"version\":%llu,\"alloc_s\":%.6f,\"register_s\":%.6f,"
                 "\"connect_s\":%.6f,\"plan_s\":%.6f,\"transfer_s\":%.6f,\"convert_s\":%.6f,"
                 "\"verify_s\":%.6f,\"commit_s\":%.6f,\"total_s\":%.6f,\"bytes_wire\":%llu,"
-                "\"bytes_out\":%llu,\"descriptors\":%llu,\"sources\":%u,\"plan_cached\":%u,\"wait_s\":%.6f}\n",
+                "\"bytes_out\":%llu,\"descriptors\":%llu,\"sources\":%u,\"plan_cached\":%u,\"wait_s\":%.6f,"
+                "\"source\":\"%s\",\"xfer_start\":%.6f,\"xfer_end\":%.6f,\"fallbacks\":%u}\n",
                 who, (unsigned long long)s->version, s->alloc_s, s->register_s, s->connect_s, s->plan_s,
                 s->transfer_s, s->convert_s, s->verify_s, s->commit_s, s->total_s,
                 (unsigned long long)s->bytes_wire, (unsigned long long)s->bytes_out,
-                (unsigned long long)s->descriptors, s->sources, s->plan_cached, s->wait_s);
+                (unsigned long long)s->descriptors, s->sources, s->plan_cached, s->wait_s, s->source,
+                s->xfer_start, s->xfer_end, s->fallbacks);
         return;
     }
     fprintf(f,
@@ -78,6 +82,39 @@ static void print_stats(FILE *f, const char *who, const struct refit_pull_stats 
             who, (unsigned long long)s->version, (double)s->bytes_wire / 1e9, s->sources, s->total_s,
             s->transfer_s, gbps, s->convert_s, s->verify_s, s->commit_s,
             s->plan_cached ? "cached" : "built");
+}
+
+/* A re-publishing receiver (tree fan-out) serves its replica to the others:
+ * after its last cycle it stays until every receiver (refit.receivers)
+ * acknowledged that version, or refit.timeout passed. */
+static void linger(refit_context_t *ctx, uint64_t v)
+{
+    refit_config_t *cfg = (refit_config_t *)refit_context_config(ctx);
+    bool rep = false;
+    int64_t want = 0, timeout_ms = 0;
+    if (refit_config_bool(cfg, "refit.fanout.republish", &rep) || !rep ||
+        refit_config_int(cfg, "refit.receivers", &want) || refit_config_duration_ms(cfg, "refit.timeout", &timeout_ms))
+        return;
+    refit_loader_t *ld = NULL;
+    refit_store_t *st = NULL;
+    if (refit_loader_create(cfg, &ld) || refit_store_open(cfg, ld, NULL, &st)) {
+        refit_loader_destroy(ld);
+        return;
+    }
+    struct timespec t0, now, nap = {0, 20 * 1000000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        size_t n = 0;
+        if (refit_ack_count(st, v, &n) || n >= (size_t)want)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+            break;
+        nanosleep(&nap, NULL);
+    }
+    refit_error_clear();
+    refit_store_close(st);
+    refit_loader_destroy(ld);
 }
 
 int cmd_pull(int argc, char **argv)
@@ -198,6 +235,7 @@ int cmd_pull(int argc, char **argv)
         rc = refit_receiver_allocate(rcv);
     if (!rc && stats && !(sf = fopen(stats, "a")))
         rc = refit_error_set(REFIT_EIO, "--stats %s: cannot open for appending", stats);
+    uint64_t last = 0;
     for (int c = 0; !rc && c < cycles; c++) {
         struct refit_pull_stats s = {.size = sizeof(s)};
         rc = refit_receiver_pull(rcv, cycles > 1 && version == REFIT_LATEST ? REFIT_NEXT : version, &s);
@@ -211,7 +249,10 @@ int cmd_pull(int argc, char **argv)
         }
         if (out)
             rc = write_out(rcv, out, s.version);
+        last = s.version;
     }
+    if (!rc && last)
+        linger(ctx, last);
     int ret = rc ? cli_fail("pull", rc) : 0;
     if (sf)
         fclose(sf);

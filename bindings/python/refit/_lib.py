@@ -49,7 +49,9 @@ class _PullStats(ctypes.Structure):
         [(n, ctypes.c_double) for n in ("alloc_s", "register_s", "connect_s", "plan_s", "transfer_s",
                                         "convert_s", "verify_s", "commit_s", "total_s")] + \
         [("bytes_wire", ctypes.c_uint64), ("bytes_out", ctypes.c_uint64), ("descriptors", ctypes.c_uint64),
-         ("sources", ctypes.c_uint32), ("plan_cached", ctypes.c_uint32), ("wait_s", ctypes.c_double)]
+         ("sources", ctypes.c_uint32), ("plan_cached", ctypes.c_uint32), ("wait_s", ctypes.c_double),
+         ("source", ctypes.c_char * 64), ("xfer_start", ctypes.c_double), ("xfer_end", ctypes.c_double),
+         ("fallbacks", ctypes.c_uint32)]
 
 
 class _TensorInfo(ctypes.Structure):

@@ -291,13 +291,14 @@ class PullStats:
     """Per-cycle figures of a pull (struct refit_pull_stats): seconds, bytes."""
     FIELDS = ("version", "alloc_s", "register_s", "connect_s", "plan_s", "transfer_s", "convert_s", "verify_s",
               "commit_s", "total_s", "bytes_wire", "bytes_out", "descriptors", "sources", "plan_cached",
-              "wait_s")
+              "wait_s", "source", "xfer_start", "xfer_end", "fallbacks")
     __slots__ = FIELDS
 
     def __init__(self, s):
         for f in self.FIELDS:
             setattr(self, f, getattr(s, f))
         self.plan_cached = bool(self.plan_cached)
+        self.source = self.source.decode("utf-8", "replace")
 
     def as_dict(self):
         return {f: getattr(self, f) for f in self.FIELDS}

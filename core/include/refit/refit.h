@@ -82,6 +82,14 @@ struct refit_pull_stats {
     uint32_t sources;      /* sources pulled from */
     uint32_t plan_cached;  /* 1 when the cached plan was reused */
     double wait_s;         /* waiting for the version to be published (not in total_s) */
+    /* Where the bytes came from: "trainer", or the id of the replica
+     * (tree fan-out, docs/fanout.md). */
+    char source[64];
+    /* rf_seconds()-style monotonic times (CLOCK_MONOTONIC, seconds) at the
+     * start and end of the transfer phase: comparable between processes of
+     * one host. */
+    double xfer_start, xfer_end;
+    uint32_t fallbacks;    /* sources given up on during this pull (fan-out) */
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

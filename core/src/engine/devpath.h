@@ -25,10 +25,10 @@ int rf_pubdev_add(struct rf_pubdev **pd, const char *what, const void *ptr);
 void rf_pubdev_destroy(struct rf_pubdev *pd);
 /* Whether a tensor goes into the host arena ("gathered") rather than being
  * registered where it is.  Host tensors: copy mode or small, as always.
- * Device tensors: always when the transport does not reach device memory,
- * or in push mode (its trainer-side FP8 quantization reads the registered
- * regions on the host); otherwise only in copy mode: device memory the
- * transport reaches stays where it is, small or not. */
+ * Device tensors also when the transport does not reach device memory, or
+ * in push mode (its trainer-side FP8 quantization reads the registered
+ * regions on the host); but not when small over a transport that reaches
+ * device memory only, where a host arena could not be registered. */
 int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_mode, int small, int push);
 /* The slab of refit's device pool holding ptr (register the slab once, not
  * each tensor): 0 with base and length, else REFIT_ENOENT. */

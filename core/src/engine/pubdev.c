@@ -117,8 +117,7 @@ int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_m
     uint32_t m = refit_tp_caps(tp)->memtypes;
     if (push || !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)))
         return 1;
-    (void)small; /* reached where it is, small or not: the gather arena is host memory */
-    return copy_mode;
+    return copy_mode || (small && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)));
 }
 
 int rf_pubdev_slab(const void *ptr, void **base, size_t *len)

@@ -606,8 +606,8 @@ int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_s
         return refit_error_set(REFIT_EINVAL, "refit_publisher_stats: NULL argument");
     struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
                                        .kept = pub->reused, .version = pub->last_version,
-                                       .bytes_pushed = rf_push_pub_bytes(pub),
-                                       .stage_s = rf_pubdev_stage_s(pub->dev)};
+                                       .stage_s = rf_pubdev_stage_s(pub->dev),
+                                       .bytes_pushed = rf_push_pub_bytes(pub)};
     size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
     memcpy(out, &st, n);
     return 0;

@@ -151,6 +151,8 @@ int refit_receiver_create(refit_context_t *ctx, const struct refit_target *targe
         rc = build_dsts(r);
     if (!rc)
         rc = rf_context_transport(ctx, r->id, &r->tp);
+    if (!rc)
+        rc = rf_fanout_create(r);
     if (!rc) {
         /* Registered so a publisher waiting for acks can name us. */
         char key[REFIT_STORE_MAX_KEY + 1];
@@ -232,6 +234,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
 {
     if (!r)
         return;
+    rf_fanout_destroy(r); /* the replica record goes before its buffers */
     drop_plan(r);
     rf_push_rcv_destroy(r);
     free(r->unfed);
@@ -1499,7 +1502,7 @@ static int fence(refit_receiver_t *r, uint64_t v)
  * the acknowledgement. */
 int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
-    int rc = fence(r, v);
+    int rc = rf_fanout_replica(r) ? rf_fanout_fence(r, v) : fence(r, v);
     if (rc)
         return rc;
     /* Commit: staging into the destinations (in place: already there). */
@@ -1545,9 +1548,17 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     rc = discover_and_plan(r, version, &v, &st.plan_s);
     /* Waiting for a version to be published is not part of the pull. */
     st.wait_s = rf_seconds() - t0 - st.plan_s;
+    if (!rc && r->fan)
+        rc = rf_fanout_retire(r, v);
     if (!rc)
         rc = ensure_buffers(r, r->ctx->in_place ? 0 : r->staging_need, r->plan.scratch_bytes, &st.alloc_s,
                             &st.register_s);
+    if (!rc && r->fan) {
+        int done = 0;
+        rc = rf_fanout_pull(r, v, &st, &done);
+        if (rc || done)
+            goto out;
+    }
     if (!rc)
         rc = fetch_sums(r, v);
     double tc = rf_seconds();
@@ -1603,6 +1614,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     for (size_t i = 0; i < r->n_src; i++)
         es[i] = (struct rf_exec_source){r->src[i].peer, r->src[i].rkeys, (uint32_t)r->src[i].n_rkeys, r->src[i].id};
     double tx = rf_seconds();
+    st.xfer_start = tx;
     struct rf_exec_stats xs = {0};
     rc = rf_exec_run(r->tp, &r->plan, es, (uint32_t)r->n_src, (uint32_t)r->ctx->flush_every,
                      refit_tp_timeout_ms(r->tp), local_of, on_done, r, &xs);
@@ -1617,7 +1629,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         rc = src;
     /* Wire time: the transfer phase less the conversion done while nothing
      * was in flight (conversion overlapping transfers is not subtracted). */
-    st.transfer_s = rf_seconds() - tx - xs.idle_wire_s;
+    st.xfer_end = rf_seconds();
+    st.transfer_s = st.xfer_end - tx - xs.idle_wire_s;
     if (st.transfer_s < 0)
         st.transfer_s = 0;
     st.descriptors = xs.descriptors;
@@ -1630,6 +1643,10 @@ out:
     st.sources = (uint32_t)r->n_src;
     st.convert_s = r->convert_s;
     st.verify_s = r->verify_s;
+    if (r->fan)
+        rf_fanout_end(r, v, rc, &st);
+    if (!rc && !st.source[0])
+        snprintf(st.source, sizeof(st.source), "trainer");
     st.total_s = rf_seconds() - t0 - st.wait_s;
     if (!rc) {
         r->last_version = v;

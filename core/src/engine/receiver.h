@@ -113,9 +113,25 @@ struct refit_receiver {
     /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
     struct rf_rcvdev *dev;
     int scratch_dev; /* scratch is device memory (rcvdev.c: resident pulls) */
+
+    struct rf_fanout *fan; /* tree fan-out (fanout.c); NULL: off */
 };
 
 /* Fence, commit and acknowledge version v (receiver.c). */
 int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+
+/* Tree fan-out (fanout.c; docs/fanout.md).  create: sets r->fan when
+ * refit.fanout.* asks for it; retire: before a pull writes any buffer;
+ * pull: after planning and buffers, chooses the source (*done: a replica
+ * was copied and committed; else the trainer is pulled, under its lease);
+ * fence: rf_rcv_commit's fence for a replica pull (rf_fanout_replica);
+ * end: after every pull, re-publishes on success and releases the lease. */
+int rf_fanout_create(refit_receiver_t *r);
+void rf_fanout_destroy(refit_receiver_t *r);
+int rf_fanout_retire(refit_receiver_t *r, uint64_t v);
+int rf_fanout_pull(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st, int *done);
+int rf_fanout_replica(const refit_receiver_t *r);
+int rf_fanout_fence(refit_receiver_t *r, uint64_t v);
+void rf_fanout_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st);
 
 #endif

@@ -77,6 +77,13 @@ int64_t cipc_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* now + ms, saturating: callers may pass "forever" as a huge timeout. */
+static int64_t deadline_after(int64_t ms)
+{
+    int64_t now = cipc_now_ms();
+    return ms > INT64_MAX / 4 - now ? INT64_MAX / 4 : now + (ms > 0 ? ms : 0);
+}
+
 struct timespec cipc_abstime(int64_t deadline_ms)
 {
     struct timespec ts = {(time_t)(deadline_ms / 1000), (long)(deadline_ms % 1000) * 1000000};
@@ -668,6 +675,17 @@ static int locate(refit_tp_t *tp, void *ptr, size_t len, CUdeviceptr *base)
     cr = drv.range(base, &size, (CUdeviceptr)ptr);
     if (cr != CUDA_SUCCESS)
         return cu_fail(REFIT_EPLUGIN, cr, "cuMemGetAddressRange of the registered memory");
+    /* The driver may carve cudaMalloc allocations under 2 MiB out of a
+     * block shared with other allocations, and IPC then maps the whole
+     * block (CUDA programming guide, "Interprocess Communication"): other
+     * allocations would be exposed, and where the peer's pointer lands in
+     * the block is not ours to know.  Allocations of 2 MiB and more have
+     * blocks of their own. */
+    if (size < CIPC_MIN_ALLOC)
+        return H->error_set(REFIT_ENOTSUP, "%s: memory at %p lies in a cudaMalloc allocation of %zu bytes: "
+                            "CUDA IPC shares allocations under 2 MiB together with the block the driver "
+                            "carved them from; allocate at least 2 MiB (refit's CUDA pool does)", CIPC,
+                            ptr, size);
     uint64_t off = (uint64_t)(uintptr_t)ptr - (uint64_t)*base;
     if (off > size || len > size - off)
         return H->error_set(REFIT_ERANGE, "%s: region [%p, +%zu) runs past the end of its allocation "
@@ -1214,7 +1232,7 @@ static int cipc_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
         return H->error_set(REFIT_EINVAL, "%s: wait without a request", CIPC);
     if (timeout_ms < 0)
         timeout_ms = tp->timeout_ms;
-    int64_t deadline = cipc_now_ms() + timeout_ms;
+    int64_t deadline = deadline_after(timeout_ms);
     unsigned spin = 0;
     for (;;) {
         int rc = cipc_test(tp, r);
@@ -1282,7 +1300,7 @@ static int cipc_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
 {
     if (!tp || !buf || !len)
         return H->error_set(REFIT_EINVAL, "%s: poll_notify without a buffer", CIPC);
-    int64_t deadline = cipc_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = deadline_after(timeout_ms);
     struct timespec ts = cipc_abstime(deadline);
     pthread_mutex_lock(&tp->lock);
     while (!tp->nq_head && cipc_now_ms() < deadline)

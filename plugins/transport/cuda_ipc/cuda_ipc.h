@@ -33,6 +33,7 @@
 #define CIPC_VERSION 1
 #define CIPC_MAX_PAYLOAD 65536      /* largest control message body */
 #define CIPC_ALL_REGIONS UINT64_MAX /* quiesce: every region of a peer */
+#define CIPC_MIN_ALLOC (2u << 20)   /* smallest allocation exported (see locate()) */
 
 extern const struct refit_host *cipc_host;
 #define H cipc_host

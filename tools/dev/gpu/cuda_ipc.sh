@@ -13,7 +13,9 @@
 # Prints one PASS, FAIL or SKIP line per check and a summary; exits 1 when
 # a check failed, 2 when DIR is incomplete.  Full logs go to
 # $OUT/cuda_ipc-logs when OUT is set (the device tool's output folder), else
-# /tmp/cuda_ipc-logs.  Takes a few minutes.
+# /tmp/cuda_ipc-logs (7 files).  Takes a few minutes; each suite run is cut
+# off after 170 s, so the whole script stays inside the device tool's 10
+# minutes even when something hangs.
 set -uo pipefail
 
 dir=${1:-${REFIT_BUILD:-devbuild}}
@@ -63,12 +65,12 @@ missing=$(ldd "$dir/plugins/transport/cuda_ipc/refit-transport-cuda_ipc.so" "$re
 if [ -n "$missing" ]; then
   fail "libraries: $(echo "$missing" | tr '\n' ' ')(source .devpack/env.sh first?)"
 fi
-if "$refit" plugins > "$logs/plugins.txt" 2>&1 && grep -q 'transport  *cuda_ipc' "$logs/plugins.txt"; then
+if timeout 60 "$refit" plugins > "$logs/plugins.txt" 2>&1 && grep -q 'transport  *cuda_ipc' "$logs/plugins.txt"; then
   pass "refit plugins lists cuda_ipc"
 else
   fail "refit plugins does not list cuda_ipc: $(grep -i 'cuda_ipc\|rejected' "$logs/plugins.txt" | head -3)"
 fi
-"$refit" doctor --set transport.plugin=cuda_ipc > "$logs/doctor.txt" 2>&1
+timeout 120 "$refit" doctor --set transport.plugin=cuda_ipc > "$logs/doctor.txt" 2>&1
 uses=$(sed -n '/^  cuda_ipc:/,/^  [a-z]/p' "$logs/doctor.txt" | grep -m1 'uses:')
 if [ -n "$uses" ]; then
   pass "refit doctor: cuda_ipc initialises:${uses#*uses:}"
@@ -86,13 +88,13 @@ suite() {
   log="$logs/$(echo "$name" | tr -c 'A-Za-z0-9' _ | sed 's/__*/_/g;s/_$//').log"
   env "$@" REFIT_TP_PEER="$dir/tests/transport/tp_peer" REFIT_TP_MEMTYPE=cuda \
       REFIT_TP_SKIP=t_peer_stopped CK_FORK=yes CK_VERBOSITY=normal \
-      timeout 280 "$dir/tests/transport/test_transport" cuda_ipc > "$log" 2>&1
+      timeout 170 "$dir/tests/transport/test_transport" cuda_ipc > "$log" 2>&1
   local rc=$? checks
   checks=$(grep -m1 'Checks:' "$log")
   case $rc in
     0) pass "$name: ${checks:-no summary}" ;;
     77) fail "$name: skipped, $(grep -m1 SKIP "$log")" ;;
-    124) fail "$name: did not finish within 280 s (log: $log)"
+    124) fail "$name: did not finish within 170 s (log: $log)"
          grep -E ':[EF]:' "$log" | head -10 | sed 's/^/     /' ;;
     *) fail "$name: exit $rc, ${checks:-no summary} (log: $log)"
        grep -E ':[EF]:|did not start' "$log" | head -20 | sed 's/^/     /' ;;
