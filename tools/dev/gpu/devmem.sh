@@ -9,13 +9,22 @@
 # plus the libraries they need that the machine lacks (libcudart.so.13 ...)
 # anywhere in devbuild/ or on LD_LIBRARY_PATH.
 #
-#   tools/dev/gpu/devmem.sh              tests + bench staged (1.19 GB and 2.0 GB)
-#   DEVBUILD=/path tools/dev/gpu/devmem.sh
-#   DEVMEM_QUICK=1 tools/dev/gpu/devmem.sh   tests + one small bench
+#   tools/dev/gpu/devmem.sh [all|tests|bench]
+#       tests: test-cuda-devmem (+ test-cuda-fp8 when packed), a few minutes
+#       bench: refit bench staged at 1.19 GB and 2.0 GB (DEVMEM_FP8=1: and
+#              1.19 GB with FP8), a few minutes
+#       all (default): both; split them when a command may run 10 minutes at most
+#   DEVBUILD=/path tools/dev/gpu/devmem.sh      (default ./devbuild)
+#   DEVMEM_QUICK=1: one small bench instead
 #
 # Prints a PASS or FAIL line per step and a summary; exits 1 if any failed.
 set -u
 
+what=${1:-all}
+case "$what" in
+    all | tests | bench) ;;
+    *) echo "usage: tools/dev/gpu/devmem.sh [all|tests|bench]"; exit 2 ;;
+esac
 root=$(pwd)
 db=${DEVBUILD:-$root/devbuild}
 fails=0
@@ -93,21 +102,24 @@ fi
 pass preflight
 
 # --- tests -------------------------------------------------------------------
-step "test-cuda-devmem" 1200 "$db/tests/cuda/test-cuda-devmem"
-if [ -x "$db/tests/cuda/test-cuda-fp8" ]; then
-    step "test-cuda-fp8" 600 "$db/tests/cuda/test-cuda-fp8"
+if [ "$what" != bench ]; then
+    step "test-cuda-devmem" 400 "$db/tests/cuda/test-cuda-devmem"
+    if [ -x "$db/tests/cuda/test-cuda-fp8" ]; then
+        step "test-cuda-fp8" 300 "$db/tests/cuda/test-cuda-fp8"
+    fi
 fi
-# The device refit once more in plain sight, FP8 on, two engines.
-step "demo-device-cuda" 600 "$db/refit" demo --device cuda --src-tp 2 --dst-tp 1 --engines 2 --cycles 3 \
-    --config configs/clusters/local.yaml
 
 # --- benchmark -----------------------------------------------------------------
-if [ -n "${DEVMEM_QUICK:-}" ]; then
-    step "bench-staged-small" 600 "$db/refit" bench staged --layers 4 --cycles 3
-else
-    step "bench-staged-1.2GB" 900 "$db/refit" bench staged
-    step "bench-staged-2.0GB" 900 "$db/refit" bench staged --layers 56
-    step "bench-staged-1.2GB-fp8" 900 "$db/refit" bench staged --fp8 trainer
+if [ "$what" != tests ]; then
+    if [ -n "${DEVMEM_QUICK:-}" ]; then
+        step "bench-staged-small" 300 "$db/refit" bench staged --layers 4 --cycles 3
+    else
+        step "bench-staged-1.2GB" 300 "$db/refit" bench staged
+        step "bench-staged-2.0GB" 300 "$db/refit" bench staged --layers 56
+        if [ -n "${DEVMEM_FP8:-}" ]; then
+            step "bench-staged-1.2GB-fp8" 300 "$db/refit" bench staged --fp8 trainer
+        fi
+    fi
 fi
 
 echo
