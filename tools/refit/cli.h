@@ -32,6 +32,27 @@ int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
 int cli_layout(const char *opt, const char *v, int *tp, int *ep);
 /* --log LEVEL */
 int cli_log_level(const char *v);
+/* Options given as `--opt value` pairs: each pair goes to take(arg, opt,
+ * value), which returns 0, an error, or CLI_NOT_MINE for an option it does
+ * not know.  A missing value or an unknown option is an error naming it. */
+#define CLI_NOT_MINE 1
+int cli_parse_pairs(int argc, char **argv, int (*take)(void *arg, const char *opt, const char *val),
+                    void *arg);
+
+/* The options of one rank of a parallel job, which `refit publish` and
+ * `refit pull` share: --config, --hf, --id, --device, --stats, --tp,
+ * --rank, --ep, --cycles, --set (into ovr, at most max_set of them) and
+ * --log.  --device is taken as given: each command checks it. */
+struct cli_rank_opts {
+    const char *cfg, *hf, *id, *device, *stats;
+    int tp, rank, ep, cycles;
+    const char **ovr;
+    size_t n_ovr, max_set;
+};
+/* A take() for cli_parse_pairs with a struct cli_rank_opts as arg; the
+ * commands' own take() falls back to it. */
+int cli_rank_opt(void *arg, const char *opt, const char *val);
+
 /* Monotonic seconds. */
 double cli_now(void);
 

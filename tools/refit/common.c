@@ -120,3 +120,48 @@ int cli_layout(const char *opt, const char *v, int *tp, int *ep)
     }
     return 0;
 }
+
+int cli_parse_pairs(int argc, char **argv, int (*take)(void *arg, const char *opt, const char *val),
+                    void *arg)
+{
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i += 2) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            return refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
+        rc = take(arg, o, v);
+        if (rc == CLI_NOT_MINE)
+            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
+    }
+    return rc;
+}
+
+int cli_rank_opt(void *arg, const char *o, const char *v)
+{
+    struct cli_rank_opts *r = arg;
+    if (!strcmp(o, "--config") || !strcmp(o, "-c"))
+        r->cfg = v;
+    else if (!strcmp(o, "--hf"))
+        r->hf = v;
+    else if (!strcmp(o, "--id"))
+        r->id = v;
+    else if (!strcmp(o, "--device"))
+        r->device = v;
+    else if (!strcmp(o, "--stats"))
+        r->stats = v;
+    else if (!strcmp(o, "--tp"))
+        return cli_int(o, v, 1, 65536, &r->tp);
+    else if (!strcmp(o, "--rank"))
+        return cli_int(o, v, 0, 65535, &r->rank);
+    else if (!strcmp(o, "--ep"))
+        return cli_int(o, v, 1, 65536, &r->ep);
+    else if (!strcmp(o, "--cycles"))
+        return cli_int(o, v, 1, 1000000, &r->cycles);
+    else if (!strcmp(o, "--set") && r->n_ovr < r->max_set)
+        r->ovr[r->n_ovr++] = v; /* a full list falls through: unknown option */
+    else if (!strcmp(o, "--log"))
+        return cli_log_level(v);
+    else
+        return CLI_NOT_MINE;
+    return 0;
+}
