@@ -121,6 +121,15 @@ static int dec_fail(struct dec *d, const char *fmt, ...)
                            d->field, msg, d->p - d->start);
 }
 
+/* A reader over one top-level value (what: its kind, which names it in
+ * messages when no key is given). */
+static struct dec dec_top(const void *buf, size_t len, const char *key, const char *what)
+{
+    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : what,
+                    .field = "(top)", .tensor = -1};
+    return d;
+}
+
 static inline size_t left(const struct dec *d)
 {
     return (size_t)(d->end - d->p);
@@ -302,6 +311,32 @@ static int rd_str(struct dec *d, const uint8_t **s, uint32_t *len, uint32_t max)
 }
 
 /* Skip one object of any type (unknown fields, trailing elements). */
+/* The next key of a map; the caller reads its value. */
+static int rd_key(struct dec *d, const uint8_t **k, uint32_t *kl)
+{
+    d->field = "(key)";
+    return rd_str(d, k, kl, 64);
+}
+
+/* The schema field of a catalog, record or ack: only this build's. */
+static int rd_schema(struct dec *d, uint32_t *schema)
+{
+    d->field = "schema";
+    int rc = rd_u32(d, schema, UINT32_MAX);
+    if (!rc && *schema != REFIT_CATALOG_SCHEMA)
+        rc = dec_fail(d, "schema %u, this build reads %d", *schema, REFIT_CATALOG_SCHEMA);
+    return rc;
+}
+
+/* Nothing may follow the value (what: the kind, for the message). */
+static int dec_end(struct dec *d, const char *what)
+{
+    if (d->p == d->end)
+        return 0;
+    d->field = "(end)";
+    return dec_fail(d, "%zu bytes after the %s", left(d), what);
+}
+
 static int rd_skip(struct dec *d, int depth)
 {
     if (depth > DEPTH_MAX)
@@ -834,8 +869,7 @@ static int rd_regions(struct dec *d, refit_catalog_t *c)
 
 int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_catalog_t **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "catalog",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "catalog");
     refit_catalog_t *c;
     int rc = refit_catalog_create(&c);
     if (rc)
@@ -848,8 +882,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         int is_schema = key_is(k, kl, "schema"), is_regions = key_is(k, kl, "regions"),
             is_tensors = key_is(k, kl, "tensors");
@@ -857,10 +890,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
             d.field = is_schema ? "schema" : is_regions ? "regions" : "tensors";
             rc = dec_fail(&d, "appears twice");
         } else if (is_schema) {
-            d.field = "schema";
-            rc = rd_u32(&d, &c->schema, UINT32_MAX);
-            if (!rc && c->schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", c->schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &c->schema);
             have_schema = 1;
         } else if (is_regions) {
             d.field = "regions";
@@ -886,10 +916,8 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = !have_schema ? "schema" : !have_regions ? "regions" : "tensors";
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the catalog", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "catalog");
     if (!rc && tensors_at) {
         struct dec t = d;
         t.p = tensors_at;
@@ -1138,8 +1166,7 @@ static int id_span_ok(struct dec *d, struct span s, const char *what)
 
 int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "record",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "record");
     struct refit_source_record r = {0};
     struct span source = {0}, model = {0}, transport = {0}, address = {0}, hash = {0};
     const uint8_t *rkeys_at = NULL;
@@ -1151,8 +1178,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         unsigned bit = 0;
 #define FIELD(name_, bit_) else if (key_is(k, kl, name_) && (d.field = name_, bit = bit_, !(seen & bit_)))
@@ -1160,9 +1186,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
         }
         FIELD("schema", S_SCHEMA)
         {
-            rc = rd_u32(&d, &r.schema, UINT32_MAX);
-            if (!rc && r.schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", r.schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &r.schema);
         }
         FIELD("source", S_SOURCE)
         {
@@ -1228,10 +1252,8 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
             }
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the record", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "record");
     if (rc)
         return rc;
     /* One allocation: struct, blob table, then bytes. */
@@ -1363,15 +1385,13 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
 
 int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "heartbeat",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "heartbeat");
     uint32_t n;
     int rc = rd_container(&d, 1, &n, 1), have_time = 0;
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         if (key_is(k, kl, "time")) {
             d.field = "time";
@@ -1472,8 +1492,7 @@ int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len)
 
 int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_ack **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "ack",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "ack");
     struct refit_ack a = {0};
     struct span recv = {0};
     unsigned seen = 0;
@@ -1482,14 +1501,10 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         if (key_is(k, kl, "schema") && !(seen & 1)) {
-            d.field = "schema";
-            rc = rd_u32(&d, &a.schema, UINT32_MAX);
-            if (!rc && a.schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", a.schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &a.schema);
             seen |= 1;
         } else if (key_is(k, kl, "version") && !(seen & 2)) {
             d.field = "version";
@@ -1518,10 +1533,8 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
         d.field = !(seen & 1) ? "schema" : !(seen & 2) ? "version" : !(seen & 4) ? "receiver" : "time";
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the ack", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "ack");
     if (rc)
         return rc;
     struct refit_ack *o = malloc(sizeof(*o) + recv.l + 1);
