@@ -4,6 +4,7 @@
 #define REFIT_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "refit/config.h"
@@ -53,6 +54,10 @@ struct cli_rank_opts {
  * commands' own take() falls back to it. */
 int cli_rank_opt(void *arg, const char *opt, const char *val);
 
+/* A loopback TCP port free a moment ago (the kernel's pick), or -1: for
+ * the servers a benchmark starts as its baseline. */
+int cli_free_port(void);
+
 /* Monotonic seconds. */
 double cli_now(void);
 
@@ -85,6 +90,10 @@ int bench_plan(int argc, char **argv);
 /* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
  * were given (else a default size for the GPU). */
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
+/* bf16 weights as a trainer has them (bench_fp8.c): magnitudes
+ * ~N(0, 0.02)-like and a few outliers, so blocks get different scales;
+ * the same seed gives the same bytes. */
+void bench_fp8_fill(uint16_t *x, size_t n, uint64_t seed);
 int bench_staged(int argc, char **argv);
 int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
