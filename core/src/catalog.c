@@ -435,6 +435,15 @@ static void pk_bin(struct pk *k, const void *b, size_t l)
         PK(k, msgpack_pack_bin_body(&k->p, b, l));
 }
 
+/* The head of every value refit stores: a map of n fields, the first
+ * of them the schema this build writes. */
+static void pk_head(struct pk *k, uint32_t n)
+{
+    PK(k, msgpack_pack_map(&k->p, n));
+    pk_str(k, "schema");
+    PK(k, msgpack_pack_uint32(&k->p, REFIT_CATALOG_SCHEMA));
+}
+
 static int pk_finish(struct pk *k, void **buf, size_t *len)
 {
     if (k->err) {
@@ -672,9 +681,7 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
 {
     struct pk k;
     pk_init(&k, 64 + c->n_regions * 9 + c->n_tensors * 160);
-    PK(&k, msgpack_pack_map(&k.p, 3));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 3);
     pk_str(&k, "regions");
     PK(&k, msgpack_pack_array(&k.p, c->n_regions));
     for (uint32_t i = 0; i < c->n_regions; i++)
@@ -1080,9 +1087,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
         hint += r->rkeys[i].len + 5;
     }
     pk_init(&k, hint);
-    PK(&k, msgpack_pack_map(&k.p, r->keeps > 1 ? 12 : 11));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, r->keeps > 1 ? 12 : 11);
     pk_str(&k, "source");
     pk_str(&k, r->source_id);
     pk_str(&k, "model");
@@ -1365,9 +1370,7 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
         return rc;
     struct pk k;
     pk_init(&k, 64 + strlen(sid));
-    PK(&k, msgpack_pack_map(&k.p, 4));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 4);
     pk_str(&k, "source");
     pk_str(&k, sid);
     pk_str(&k, "version");
@@ -1478,9 +1481,7 @@ int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len)
         return rc;
     struct pk k;
     pk_init(&k, 64 + strlen(a->receiver));
-    PK(&k, msgpack_pack_map(&k.p, 4));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 4);
     pk_str(&k, "version");
     PK(&k, msgpack_pack_uint64(&k.p, a->version));
     pk_str(&k, "receiver");
