@@ -57,10 +57,8 @@ void rtp_core_init(struct rtp_core *c, refit_tp_t *tp, const struct rtp_ops *ops
             (uint64_t)(uintptr_t)tp;
 }
 
-void rtp_core_fini(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, struct rtp_watcher *w))
+void rtp_watchers_close(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, struct rtp_watcher *w))
 {
-    /* Closing a watcher's endpoint progresses the library, which may
-     * still complete operations into requests: they go after. */
     while (c->watchers) {
         struct rtp_watcher *w = c->watchers;
         c->watchers = w->next;
@@ -69,6 +67,13 @@ void rtp_core_fini(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, str
         H->free(w->addr);
         H->free(w);
     }
+}
+
+void rtp_core_fini(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, struct rtp_watcher *w))
+{
+    /* Closing a watcher's endpoint progresses the library, which may
+     * still complete operations into requests: they go after. */
+    rtp_watchers_close(c, close_watcher);
     while (c->acks) {
         struct rtp_ack *k = c->acks;
         c->acks = k->next;

@@ -119,8 +119,11 @@ char *rtp_strdup(const char *s);
 /* Setup and teardown of the shared state (the lock, a fresh id). */
 void rtp_core_init(struct rtp_core *c, refit_tp_t *tp, const struct rtp_ops *ops,
                    const char *plugin, int64_t timeout_ms);
-/* Frees what is left: requests, notices, acks and watchers (close_watcher,
- * if given, first releases the plugin's handle of each). */
+/* Frees the watchers (close_watcher, if given, first releases the
+ * plugin's handle of each): before the library goes, when closing needs it. */
+void rtp_watchers_close(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, struct rtp_watcher *w));
+/* Frees what is left: watchers (as above), acks, requests, notices; once
+ * nothing can complete into a request any more. */
 void rtp_core_fini(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, struct rtp_watcher *w));
 
 /* The progress thread and the lock every entry point holds. */

@@ -525,11 +525,15 @@ static void ucxp_fini(refit_tp_t *tp)
         tp->peers = p->next;
         peer_free(tp, p);
     }
-    rtp_core_fini(&tp->c, watcher_close);
+    rtp_watchers_close(&tp->c, watcher_close);
     if (tp->addr)
         ucp_worker_release_address(tp->worker, tp->addr);
+    /* Destroying the worker purges the operations still outstanding on
+     * endpoints it tears down (a force-closed peer's), whose callbacks
+     * complete into their requests: those are freed only after. */
     if (tp->worker)
         ucp_worker_destroy(tp->worker);
+    rtp_core_fini(&tp->c, NULL);
     if (tp->ctx)
         ucp_cleanup(tp->ctx);
     H->free(tp->name);
