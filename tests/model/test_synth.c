@@ -5,6 +5,7 @@
  * MTP layer, vocabularies that need padding.  Expected layouts are built
  * here from the document, never through the engine. */
 #include "synth.h"
+#include "../check_run.h"
 
 static refit_loader_t *loader;
 static char *tmp;
@@ -733,9 +734,6 @@ int main(void)
     tcase_add_test(tc, test_megatron_missing_rank);
     tcase_add_test(tc, test_nan_input);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }
