@@ -95,6 +95,9 @@ int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
  * the same seed gives the same bytes. */
 void bench_fp8_fill(uint16_t *x, size_t n, uint64_t seed);
 int bench_staged(int argc, char **argv);
+/* The number after "key": in one line of a stats file (JSON lines); 0 when
+ * absent. */
+double cli_json_num(const char *line, const char *key);
 int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);

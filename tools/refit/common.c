@@ -182,3 +182,11 @@ int cli_free_port(void)
         close(fd);
     return port;
 }
+
+double cli_json_num(const char *line, const char *key)
+{
+    char pat[80];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    return p ? strtod(p + strlen(pat), NULL) : 0;
+}
