@@ -55,6 +55,21 @@ static inline void th_stop(pid_t p)
     waitpid(p, NULL, 0);
 }
 
+/* Freeze process p now and kill it after `usec` from a forked killer (the
+ * caller waits for the killer's pid, then for p). */
+static inline pid_t th_freeze_then_kill(pid_t p, useconds_t usec)
+{
+    kill(p, SIGSTOP);
+    pid_t killer = fork();
+    ck_assert_int_ge(killer, 0);
+    if (killer == 0) {
+        usleep(usec);
+        kill(p, SIGKILL);
+        _exit(0);
+    }
+    return killer;
+}
+
 /* The child exited with status 0. */
 static inline int th_child_ok(pid_t p)
 {

@@ -92,13 +92,7 @@ START_TEST(publisher_killed_mid_pull_keeps_previous_weights)
     /* v2 is published once v1 is released; freeze the publisher, and kill it
      * while the pull of v2 waits on its frozen server. */
     th_wait_ready(ctx, "trainer", 2);
-    kill(pub, SIGSTOP);
-    pid_t killer = fork();
-    if (killer == 0) {
-        usleep(500000);
-        kill(pub, SIGKILL);
-        _exit(0);
-    }
+    pid_t killer = th_freeze_then_kill(pub, 500000);
     double t0 = th_now();
     int rc = refit_receiver_pull(rcv, 2, &s);
     double took = th_now() - t0;

@@ -180,13 +180,7 @@ START_TEST(publisher_killed_mid_push_keeps_previous_weights)
     /* v2 is READY and its publisher waits for our slots: freeze it, so it
      * never writes, and kill it while we wait. */
     th_wait_ready(ctx, "trainer", 2);
-    kill(pub, SIGSTOP);
-    pid_t killer = fork();
-    if (killer == 0) {
-        usleep(500000);
-        kill(pub, SIGKILL);
-        _exit(0);
-    }
+    pid_t killer = th_freeze_then_kill(pub, 500000);
     double t0 = th_now();
     int rc = refit_receiver_pull(r, 2, NULL);
     double took = th_now() - t0;
