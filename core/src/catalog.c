@@ -121,6 +121,15 @@ static int dec_fail(struct dec *d, const char *fmt, ...)
                            d->field, msg, d->p - d->start);
 }
 
+/* A reader over one top-level value (what: its kind, which names it in
+ * messages when no key is given). */
+static struct dec dec_top(const void *buf, size_t len, const char *key, const char *what)
+{
+    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : what,
+                    .field = "(top)", .tensor = -1};
+    return d;
+}
+
 static inline size_t left(const struct dec *d)
 {
     return (size_t)(d->end - d->p);
@@ -302,6 +311,32 @@ static int rd_str(struct dec *d, const uint8_t **s, uint32_t *len, uint32_t max)
 }
 
 /* Skip one object of any type (unknown fields, trailing elements). */
+/* The next key of a map; the caller reads its value. */
+static int rd_key(struct dec *d, const uint8_t **k, uint32_t *kl)
+{
+    d->field = "(key)";
+    return rd_str(d, k, kl, 64);
+}
+
+/* The schema field of a catalog, record or ack: only this build's. */
+static int rd_schema(struct dec *d, uint32_t *schema)
+{
+    d->field = "schema";
+    int rc = rd_u32(d, schema, UINT32_MAX);
+    if (!rc && *schema != REFIT_CATALOG_SCHEMA)
+        rc = dec_fail(d, "schema %u, this build reads %d", *schema, REFIT_CATALOG_SCHEMA);
+    return rc;
+}
+
+/* Nothing may follow the value (what: the kind, for the message). */
+static int dec_end(struct dec *d, const char *what)
+{
+    if (d->p == d->end)
+        return 0;
+    d->field = "(end)";
+    return dec_fail(d, "%zu bytes after the %s", left(d), what);
+}
+
 static int rd_skip(struct dec *d, int depth)
 {
     if (depth > DEPTH_MAX)
@@ -398,6 +433,15 @@ static void pk_bin(struct pk *k, const void *b, size_t l)
     PK(k, msgpack_pack_bin(&k->p, l));
     if (l)
         PK(k, msgpack_pack_bin_body(&k->p, b, l));
+}
+
+/* The head of every value refit stores: a map of n fields, the first
+ * of them the schema this build writes. */
+static void pk_head(struct pk *k, uint32_t n)
+{
+    PK(k, msgpack_pack_map(&k->p, n));
+    pk_str(k, "schema");
+    PK(k, msgpack_pack_uint32(&k->p, REFIT_CATALOG_SCHEMA));
 }
 
 static int pk_finish(struct pk *k, void **buf, size_t *len)
@@ -637,9 +681,7 @@ int refit_catalog_encode(const refit_catalog_t *c, void **buf, size_t *len)
 {
     struct pk k;
     pk_init(&k, 64 + c->n_regions * 9 + c->n_tensors * 160);
-    PK(&k, msgpack_pack_map(&k.p, 3));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 3);
     pk_str(&k, "regions");
     PK(&k, msgpack_pack_array(&k.p, c->n_regions));
     for (uint32_t i = 0; i < c->n_regions; i++)
@@ -834,8 +876,7 @@ static int rd_regions(struct dec *d, refit_catalog_t *c)
 
 int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_catalog_t **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "catalog",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "catalog");
     refit_catalog_t *c;
     int rc = refit_catalog_create(&c);
     if (rc)
@@ -848,8 +889,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         int is_schema = key_is(k, kl, "schema"), is_regions = key_is(k, kl, "regions"),
             is_tensors = key_is(k, kl, "tensors");
@@ -857,10 +897,7 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
             d.field = is_schema ? "schema" : is_regions ? "regions" : "tensors";
             rc = dec_fail(&d, "appears twice");
         } else if (is_schema) {
-            d.field = "schema";
-            rc = rd_u32(&d, &c->schema, UINT32_MAX);
-            if (!rc && c->schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", c->schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &c->schema);
             have_schema = 1;
         } else if (is_regions) {
             d.field = "regions";
@@ -886,10 +923,8 @@ int refit_catalog_decode(const void *buf, size_t len, const char *key, refit_cat
         d.field = !have_schema ? "schema" : !have_regions ? "regions" : "tensors";
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the catalog", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "catalog");
     if (!rc && tensors_at) {
         struct dec t = d;
         t.p = tensors_at;
@@ -1052,9 +1087,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
         hint += r->rkeys[i].len + 5;
     }
     pk_init(&k, hint);
-    PK(&k, msgpack_pack_map(&k.p, r->keeps > 1 ? 12 : 11));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, r->keeps > 1 ? 12 : 11);
     pk_str(&k, "source");
     pk_str(&k, r->source_id);
     pk_str(&k, "model");
@@ -1138,8 +1171,7 @@ static int id_span_ok(struct dec *d, struct span s, const char *what)
 
 int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "record",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "record");
     struct refit_source_record r = {0};
     struct span source = {0}, model = {0}, transport = {0}, address = {0}, hash = {0};
     const uint8_t *rkeys_at = NULL;
@@ -1151,8 +1183,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         unsigned bit = 0;
 #define FIELD(name_, bit_) else if (key_is(k, kl, name_) && (d.field = name_, bit = bit_, !(seen & bit_)))
@@ -1160,9 +1191,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
         }
         FIELD("schema", S_SCHEMA)
         {
-            rc = rd_u32(&d, &r.schema, UINT32_MAX);
-            if (!rc && r.schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", r.schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &r.schema);
         }
         FIELD("source", S_SOURCE)
         {
@@ -1228,10 +1257,8 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
             }
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the record", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "record");
     if (rc)
         return rc;
     /* One allocation: struct, blob table, then bytes. */
@@ -1343,9 +1370,7 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
         return rc;
     struct pk k;
     pk_init(&k, 64 + strlen(sid));
-    PK(&k, msgpack_pack_map(&k.p, 4));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 4);
     pk_str(&k, "source");
     pk_str(&k, sid);
     pk_str(&k, "version");
@@ -1363,15 +1388,13 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
 
 int refit_heartbeat_decode(const void *buf, size_t len, const char *key, uint64_t *time_ms)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "heartbeat",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "heartbeat");
     uint32_t n;
     int rc = rd_container(&d, 1, &n, 1), have_time = 0;
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         if (key_is(k, kl, "time")) {
             d.field = "time";
@@ -1458,9 +1481,7 @@ int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len)
         return rc;
     struct pk k;
     pk_init(&k, 64 + strlen(a->receiver));
-    PK(&k, msgpack_pack_map(&k.p, 4));
-    pk_str(&k, "schema");
-    PK(&k, msgpack_pack_uint32(&k.p, REFIT_CATALOG_SCHEMA));
+    pk_head(&k, 4);
     pk_str(&k, "version");
     PK(&k, msgpack_pack_uint64(&k.p, a->version));
     pk_str(&k, "receiver");
@@ -1472,8 +1493,7 @@ int refit_ack_encode(const struct refit_ack *a, void **buf, size_t *len)
 
 int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_ack **out)
 {
-    struct dec d = {.p = buf, .end = (const uint8_t *)buf + len, .start = buf, .key = key ? key : "ack",
-                    .field = "(top)", .tensor = -1};
+    struct dec d = dec_top(buf, len, key, "ack");
     struct refit_ack a = {0};
     struct span recv = {0};
     unsigned seen = 0;
@@ -1482,14 +1502,10 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
     for (uint32_t i = 0; !rc && i < n; i++) {
         const uint8_t *k;
         uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_str(&d, &k, &kl, 64)))
+        if ((rc = rd_key(&d, &k, &kl)))
             break;
         if (key_is(k, kl, "schema") && !(seen & 1)) {
-            d.field = "schema";
-            rc = rd_u32(&d, &a.schema, UINT32_MAX);
-            if (!rc && a.schema != REFIT_CATALOG_SCHEMA)
-                rc = dec_fail(&d, "schema %u, this build reads %d", a.schema, REFIT_CATALOG_SCHEMA);
+            rc = rd_schema(&d, &a.schema);
             seen |= 1;
         } else if (key_is(k, kl, "version") && !(seen & 2)) {
             d.field = "version";
@@ -1518,10 +1534,8 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
         d.field = !(seen & 1) ? "schema" : !(seen & 2) ? "version" : !(seen & 4) ? "receiver" : "time";
         rc = dec_fail(&d, "missing");
     }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = dec_fail(&d, "%zu bytes after the ack", left(&d));
-    }
+    if (!rc)
+        rc = dec_end(&d, "ack");
     if (rc)
         return rc;
     struct refit_ack *o = malloc(sizeof(*o) + recv.l + 1);

@@ -125,10 +125,7 @@ static void avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t
             for (; c + 16 <= n; c += 16)
                 x = _mm256_max_epu16(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
             acc[b] = _mm256_max_epu16(acc[b], x);
-            for (; c < n; c++) {
-                uint16_t a = q[c] & 0x7fffu;
-                m[b] = a > m[b] ? a : m[b];
-            }
+            m[b] = rf_fp8_amax_run_bf16(q + c, n - c, m[b]);
         }
     }
     for (size_t b = 0; b < nb; b++) {
@@ -153,10 +150,7 @@ static void avx2_amax_f32(const float *src, size_t rows, size_t cols, size_t str
             for (; c + 8 <= n; c += 8)
                 x = _mm256_max_epu32(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
             acc[b] = _mm256_max_epu32(acc[b], x);
-            for (; c < n; c++) {
-                uint32_t a = rf_f32_bits(q[c]) & 0x7fffffffu;
-                m[b] = a > m[b] ? a : m[b];
-            }
+            m[b] = rf_fp8_amax_run_f32(q + c, n - c, m[b]);
         }
     }
     for (size_t b = 0; b < nb; b++) {
@@ -185,7 +179,7 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
         for (size_t c0 = 0; c0 < cols; c0 += 128) {
             const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
             const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
-            size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
+            size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
                 _mm256_storeu_si256((__m256i *)(q + c), quant32_bf16(p + c, vs, vi, cap, rule));
@@ -193,23 +187,13 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
             for (; c + 8 <= end; c += 8)
                 _mm_storel_epi64((__m128i *)(q + c),
                                  pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule), cap)));
-            for (; c < end; c++)
-                q[c] = rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(p[c]), s1, i1, rule));
+            rf_fp8_quant_run_bf16(p + c, q + c, end - c, s1, i1, rule);
         }
-        while (pf.p < pf.end)
-            rf_fp8_pf_step(&pf);
+        rf_fp8_pf_drain(&pf);
     }
 }
 
-static void avx2_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                            uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                            int rule, const struct rf_fp8_next *next)
-{
-    if (rule == RF_RULE_MUL)
-        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
-    else
-        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
-}
+RF_FP8_QUANT_BY_RULE(avx2_quant_bf16, quant_bf16, uint16_t)
 
 static inline __attribute__((always_inline)) void
 quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
@@ -224,7 +208,7 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
         for (size_t c0 = 0; c0 < cols; c0 += 128) {
             const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
             const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
-            size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
+            size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
                 rf_fp8_pf_step(&pf); /* fp32: two lines per 32 elements */
@@ -237,23 +221,13 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
             for (; c + 8 <= end; c += 8)
                 _mm_storel_epi64((__m128i *)(q + c),
                                  pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap)));
-            for (; c < end; c++)
-                q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s1, i1, rule));
+            rf_fp8_quant_run_f32(p + c, q + c, end - c, s1, i1, rule);
         }
-        while (pf.p < pf.end)
-            rf_fp8_pf_step(&pf);
+        rf_fp8_pf_drain(&pf);
     }
 }
 
-static void avx2_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                           uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                           int rule, const struct rf_fp8_next *next)
-{
-    if (rule == RF_RULE_MUL)
-        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
-    else
-        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
-}
+RF_FP8_QUANT_BY_RULE(avx2_quant_f32, quant_f32, float)
 
 const struct rf_fp8_kernels rf_fp8_avx2_kernels = {
     .amax_bf16 = avx2_amax_bf16,

@@ -138,7 +138,7 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
         for (size_t c0 = 0; c0 < cols; c0 += 128) {
             const __m512 vs = _mm512_set1_ps(s[c0 / 128]), vi = _mm512_set1_ps(inv[c0 / 128]);
-            size_t end = cols - c0 < 128 ? cols : c0 + 128, c = c0;
+            size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
                 _mm256_storeu_si256((__m256i *)(q + c),
@@ -150,20 +150,11 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
                 _mm256_mask_storeu_epi8(q + c, k, quant32_bf16(v, vs, vi, cap, rule));
             }
         }
-        while (pf.p < pf.end)
-            rf_fp8_pf_step(&pf);
+        rf_fp8_pf_drain(&pf);
     }
 }
 
-static void avx512_quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                              uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                              int rule, const struct rf_fp8_next *next)
-{
-    if (rule == RF_RULE_MUL)
-        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
-    else
-        quant_bf16(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
-}
+RF_FP8_QUANT_BY_RULE(avx512_quant_bf16, quant_bf16, uint16_t)
 
 static inline __attribute__((always_inline)) void
 quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
@@ -177,7 +168,7 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
         for (size_t c0 = 0; c0 < cols; c0 += 128) {
             const __m512 vs = _mm512_set1_ps(s[c0 / 128]), vi = _mm512_set1_ps(inv[c0 / 128]);
-            size_t end = cols - c0 < 128 ? cols : c0 + 128;
+            size_t end = rf_fp8_block_end(cols, c0);
             for (size_t c = c0; c < end; c += 16) {
                 rf_fp8_pf_step(&pf);
                 __mmask16 k = mask16(end - c);
@@ -189,20 +180,11 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
                 _mm_mask_storeu_epi8(q + c, k, b);
             }
         }
-        while (pf.p < pf.end)
-            rf_fp8_pf_step(&pf);
+        rf_fp8_pf_drain(&pf);
     }
 }
 
-static void avx512_quant_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                             uint8_t *dst, size_t dst_stride, const float *s, const float *inv,
-                             int rule, const struct rf_fp8_next *next)
-{
-    if (rule == RF_RULE_MUL)
-        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);
-    else
-        quant_f32(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);
-}
+RF_FP8_QUANT_BY_RULE(avx512_quant_f32, quant_f32, float)
 
 const struct rf_fp8_kernels rf_fp8_avx512_kernels = {
     .amax_bf16 = avx512_amax_bf16,

@@ -142,9 +142,72 @@ static inline void rf_fp8_pf_step(struct rf_fp8_pf *pf)
     }
 }
 
+/* The lines of the row not yet asked for, at the row's end. */
+static inline void rf_fp8_pf_drain(struct rf_fp8_pf *pf)
+{
+    while (pf->p < pf->end)
+        rf_fp8_pf_step(pf);
+}
+
 static inline float rf_bf16_f32(uint16_t v)
 {
     return rf_bits_f32((uint32_t)v << 16);
 }
+
+/* The end of the column block that starts at c0 (the last one may be
+ * short). */
+static inline size_t rf_fp8_block_end(size_t cols, size_t c0)
+{
+    return cols - c0 < 128 ? cols : c0 + 128;
+}
+
+/* Elements a vector loop left over, one at a time: the largest |x| of
+ * p[0..n) as bits, starting from mx (the portable amax is this alone). */
+static inline uint16_t rf_fp8_amax_run_bf16(const uint16_t *p, size_t n, uint16_t mx)
+{
+    for (size_t c = 0; c < n; c++) {
+        uint16_t a = p[c] & 0x7fffu;
+        mx = a > mx ? a : mx;
+    }
+    return mx;
+}
+
+static inline uint32_t rf_fp8_amax_run_f32(const float *p, size_t n, uint32_t mx)
+{
+    for (size_t c = 0; c < n; c++) {
+        uint32_t a = rf_f32_bits(p[c]) & 0x7fffffffu;
+        mx = a > mx ? a : mx;
+    }
+    return mx;
+}
+
+/* ... and their cast, by the reference steps. */
+static inline void rf_fp8_quant_run_bf16(const uint16_t *p, uint8_t *q, size_t n, float s,
+                                         float inv, int rule)
+{
+    for (size_t c = 0; c < n; c++)
+        q[c] = rf_e4m3_scalar(rf_fp8_apply(rf_bf16_f32(p[c]), s, inv, rule));
+}
+
+static inline void rf_fp8_quant_run_f32(const float *p, uint8_t *q, size_t n, float s, float inv,
+                                        int rule)
+{
+    for (size_t c = 0; c < n; c++)
+        q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s, inv, rule));
+}
+
+/* A quant kernel `name` over the always-inline loop `impl`, instantiated
+ * once per rule: the rule is a constant inside, so it costs no branch per
+ * vector. */
+#define RF_FP8_QUANT_BY_RULE(name, impl, T)                                                  \
+    static void name(const T *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,    \
+                     size_t dst_stride, const float *s, const float *inv, int rule,          \
+                     const struct rf_fp8_next *next)                                         \
+    {                                                                                        \
+        if (rule == RF_RULE_MUL)                                                             \
+            impl(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);       \
+        else                                                                                 \
+            impl(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);       \
+    }
 
 #endif

@@ -15,12 +15,7 @@ static void scalar_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size
         for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
             const uint16_t *p = src + r * stride + c0;
             size_t n = cols - c0 < REFIT_FP8_BLOCK ? cols - c0 : REFIT_FP8_BLOCK;
-            uint16_t mx = m[c0 / REFIT_FP8_BLOCK];
-            for (size_t c = 0; c < n; c++) {
-                uint16_t a = p[c] & 0x7fffu;
-                mx = a > mx ? a : mx;
-            }
-            m[c0 / REFIT_FP8_BLOCK] = mx;
+            m[c0 / REFIT_FP8_BLOCK] = rf_fp8_amax_run_bf16(p, n, m[c0 / REFIT_FP8_BLOCK]);
         }
 }
 
@@ -31,12 +26,7 @@ static void scalar_amax_f32(const float *src, size_t rows, size_t cols, size_t s
         for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
             const float *p = src + r * stride + c0;
             size_t n = cols - c0 < REFIT_FP8_BLOCK ? cols - c0 : REFIT_FP8_BLOCK;
-            uint32_t mx = m[c0 / REFIT_FP8_BLOCK];
-            for (size_t c = 0; c < n; c++) {
-                uint32_t a = rf_f32_bits(p[c]) & 0x7fffffffu;
-                mx = a > mx ? a : mx;
-            }
-            m[c0 / REFIT_FP8_BLOCK] = mx;
+            m[c0 / REFIT_FP8_BLOCK] = rf_fp8_amax_run_f32(p, n, m[c0 / REFIT_FP8_BLOCK]);
         }
 }
 

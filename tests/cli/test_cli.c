@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include "../check_run.h"
 
 /* Run a shell command, capture stdout+stderr, return the exit status. */
 static int run(const char *cmd, char *out, size_t cap)
@@ -114,9 +115,6 @@ int main(void)
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

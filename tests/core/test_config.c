@@ -9,6 +9,7 @@
 
 #include "refit/config.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 static refit_config_t *cfg;
 
@@ -390,9 +391,6 @@ int main(void)
     tcase_add_test(tc, missing_file_is_clear);
     tcase_add_test(tc, shipped_cluster_files_validate);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

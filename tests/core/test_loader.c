@@ -6,6 +6,7 @@
 
 #include "refit/loader.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 struct test_ops {
     size_t size;
@@ -170,9 +171,6 @@ int main(void)
     tcase_add_test(tc, bad_names_are_refused);
     tcase_add_test(tc, scan_reports_found_and_rejected);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

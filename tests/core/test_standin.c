@@ -8,6 +8,7 @@
 #include "refit/fp8.h"
 #include "refit/standin.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 START_TEST(versions_differ_and_compose)
 {
@@ -61,9 +62,6 @@ int main(void)
     tcase_add_test(tc, elementwise_commutes_with_slicing);
     tcase_add_test(tc, bad_arguments);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

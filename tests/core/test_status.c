@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "refit/status.h"
+#include "../check_run.h"
 
 START_TEST(strerror_covers_every_code)
 {
@@ -57,9 +58,6 @@ int main(void)
     tcase_add_test(tc, push_without_message_uses_strerror);
     tcase_add_test(tc, long_messages_truncate_safely);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

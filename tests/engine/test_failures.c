@@ -9,33 +9,15 @@
  *   - wait_released names the receivers that did not acknowledge.
  * The publishers are `refit publish` processes, or forked children using the
  * C API where the test must reach into their memory. */
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "refit/catalog.h"
-#include "refit/refit.h"
-#include "refit/standin.h"
-#include "refit/store.h"
+#include "harness.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 static int redis_port;
 static pid_t redis_pid;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void write_cfg(const char *store_section)
 {
@@ -62,13 +44,7 @@ static void file_store_cfg(void)
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/refit-fail-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(ckpt, sizeof(ckpt), "%s/ckpt", dir);
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers 2 --vocab 1024 >/dev/null", REFIT_BIN,
-             ckpt);
-    ck_assert_int_eq(system(cmd), 0);
+    th_workdir(REFIT_BIN, "fail", 2, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
     file_store_cfg();
 }
 
@@ -79,10 +55,7 @@ static void teardown(void)
         waitpid(redis_pid, NULL, 0);
         redis_pid = 0;
     }
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    th_rmdir(dir);
 }
 
 /* `refit publish` as a child process. */
@@ -103,67 +76,6 @@ static pid_t start_publisher(const char *id, int cycles)
     return p;
 }
 
-static void stop(pid_t p)
-{
-    kill(p, SIGKILL);
-    waitpid(p, NULL, 0);
-}
-
-/* Wait until source `id` is READY at version v (reading the store). */
-static void wait_ready(refit_context_t *ctx, const char *id, uint64_t v)
-{
-    refit_store_t *st;
-    refit_loader_t *ld;
-    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
-    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
-    double t0 = now();
-    for (;;) {
-        struct refit_source_record *r = NULL;
-        if (refit_record_fetch(st, id, &r) == 0) {
-            int ok = r->version == v && r->status == REFIT_SOURCE_READY;
-            free(r);
-            if (ok)
-                break;
-        }
-        ck_assert_msg(now() - t0 < 20, "source %s never reached v%llu", id, (unsigned long long)v);
-        usleep(20000);
-    }
-    refit_store_close(st);
-    refit_loader_destroy(ld);
-}
-
-static void *snapshot(refit_receiver_t *r, size_t *total)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < refit_receiver_count(r); i++) {
-        struct refit_tensor_info ti;
-        refit_receiver_tensor(r, i, &ti);
-        n += ti.nbytes;
-    }
-    char *buf = malloc(n + 1), *p = buf;
-    for (size_t i = 0; i < refit_receiver_count(r); i++) {
-        struct refit_tensor_info ti;
-        refit_receiver_tensor(r, i, &ti);
-        memcpy(p, ti.ptr, ti.nbytes);
-        p += ti.nbytes;
-    }
-    *total = n;
-    return buf;
-}
-
-static int same_as(refit_receiver_t *r, const char *snap)
-{
-    const char *p = snap;
-    for (size_t i = 0; i < refit_receiver_count(r); i++) {
-        struct refit_tensor_info ti;
-        refit_receiver_tensor(r, i, &ti);
-        if (memcmp(p, ti.ptr, ti.nbytes))
-            return 0;
-        p += ti.nbytes;
-    }
-    return 1;
-}
-
 START_TEST(publisher_killed_mid_pull_keeps_previous_weights)
 {
     pid_t pub = start_publisher("trainer", 2);
@@ -176,25 +88,19 @@ START_TEST(publisher_killed_mid_pull_keeps_previous_weights)
     struct refit_pull_stats s = {.size = sizeof(s)};
     ck_assert_msg(refit_receiver_pull(rcv, 1, &s) == 0, "%s", refit_error_message());
     size_t n;
-    char *v1 = snapshot(rcv, &n);
+    char *v1 = th_snapshot(rcv, &n);
     /* v2 is published once v1 is released; freeze the publisher, and kill it
      * while the pull of v2 waits on its frozen server. */
-    wait_ready(ctx, "trainer", 2);
-    kill(pub, SIGSTOP);
-    pid_t killer = fork();
-    if (killer == 0) {
-        usleep(500000);
-        kill(pub, SIGKILL);
-        _exit(0);
-    }
-    double t0 = now();
+    th_wait_ready(ctx, "trainer", 2);
+    pid_t killer = th_freeze_then_kill(pub, 500000);
+    double t0 = th_now();
     int rc = refit_receiver_pull(rcv, 2, &s);
-    double took = now() - t0;
+    double took = th_now() - t0;
     ck_assert_int_ne(rc, 0);
     ck_assert_msg(strstr(refit_error_message(), "trainer") != NULL, "error does not name the source: %s",
                   refit_error_message());
     ck_assert_msg(took < 12.0, "the failure took %.1f s (transport timeout 5 s, refit timeout 8 s)", took);
-    ck_assert_msg(same_as(rcv, v1), "the destinations changed after a failed pull");
+    ck_assert_msg(th_same_as(rcv, v1), "the destinations changed after a failed pull");
     waitpid(killer, NULL, 0);
     waitpid(pub, NULL, 0);
     free(v1);
@@ -210,11 +116,11 @@ START_TEST(stale_source_is_ignored)
     pid_t old = start_publisher("old", 1);
     refit_context_t *ctx;
     ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
-    wait_ready(ctx, "old", 1);
+    th_wait_ready(ctx, "old", 1);
     kill(old, SIGSTOP);
     sleep(2); /* > stale_after */
     pid_t fresh = start_publisher("new", 1);
-    wait_ready(ctx, "new", 1);
+    th_wait_ready(ctx, "new", 1);
     refit_receiver_t *rcv;
     struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
     ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
@@ -225,8 +131,8 @@ START_TEST(stale_source_is_ignored)
     ck_assert_uint_eq(s.version, 1);
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
-    stop(old);
-    stop(fresh);
+    th_stop(old);
+    th_stop(fresh);
 }
 END_TEST
 
@@ -240,21 +146,14 @@ static pid_t start_api_publisher(int corrupt, int ready_fd)
     if (p)
         return p;
     refit_context_t *ctx;
-    refit_publisher_t *pub;
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    refit_publisher_t *pub = NULL;
     struct refit_standin_shard sh;
-    if (refit_context_create(cfg_path, NULL, 0, &ctx) ||
-        refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh) ||
-        refit_publisher_create(ctx, &par, "apipub", &pub))
+    if (refit_context_create(cfg_path, NULL, 0, &ctx) || th_publisher(ctx, ckpt, "apipub", &sh, &pub))
         _exit(2);
     size_t big = 0;
-    for (size_t i = 0; i < sh.n; i++) {
-        if (refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim, sh.t[i].shape,
-                                REFIT_MEM_HOST))
-            _exit(3);
+    for (size_t i = 0; i < sh.n; i++)
         if (sh.t[i].nbytes > sh.t[big].nbytes)
             big = i;
-    }
     if (refit_publisher_publish(pub, 1))
         _exit(4);
     if (corrupt)
@@ -280,17 +179,17 @@ START_TEST(corrupted_bytes_are_detected)
     ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
     ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
     size_t n;
-    char *before = snapshot(rcv, &n);
+    char *before = th_snapshot(rcv, &n);
     int rc = refit_receiver_pull(rcv, 1, NULL);
     ck_assert_int_eq(rc, REFIT_ECHECKSUM);
     ck_assert_msg(strstr(refit_error_message(), "tensor '") &&
                       strstr(refit_error_message(), "from source apipub: checksum mismatch"),
                   "%s", refit_error_message());
-    ck_assert_msg(same_as(rcv, before), "destinations changed after a failed pull");
+    ck_assert_msg(th_same_as(rcv, before), "destinations changed after a failed pull");
     free(before);
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
-    stop(pub);
+    th_stop(pub);
 }
 END_TEST
 
@@ -385,15 +284,9 @@ START_TEST(wait_released_names_missing_receivers)
     ck_assert_int_eq(refit_receiver_create(ctx, &tg, "eager", &a), 0);
     ck_assert_int_eq(refit_receiver_create(ctx, &tg, "sleepy", &b), 0);
     ck_assert_int_eq(refit_receiver_allocate(a), 0);
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
     struct refit_standin_shard sh;
-    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
-    refit_publisher_t *pub;
-    ck_assert_int_eq(refit_publisher_create(ctx, &par, "p", &pub), 0);
-    for (size_t i = 0; i < sh.n; i++)
-        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                             sh.t[i].shape, REFIT_MEM_HOST),
-                         0);
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "p", &sh, &pub) == 0, "%s", refit_error_message());
     ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
     ck_assert_msg(refit_receiver_pull(a, 1, NULL) == 0, "%s", refit_error_message());
     int rc = refit_publisher_wait_released(pub, 1, 800);
@@ -421,19 +314,13 @@ START_TEST(moved_tensor_reregisters_only_itself)
 {
     refit_context_t *ctx;
     ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
     struct refit_standin_shard sh;
-    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
-    refit_publisher_t *pub;
-    ck_assert_int_eq(refit_publisher_create(ctx, &par, "mover", &pub), 0);
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "mover", &sh, &pub) == 0, "%s", refit_error_message());
     size_t big = 0;
-    for (size_t i = 0; i < sh.n; i++) {
-        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                             sh.t[i].shape, REFIT_MEM_HOST),
-                         0);
+    for (size_t i = 0; i < sh.n; i++)
         if (sh.t[i].nbytes > sh.t[big].nbytes)
             big = i;
-    }
     ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
     struct refit_publisher_stats ps = {.size = sizeof(ps)};
     refit_publisher_stats(pub, &ps);
@@ -471,15 +358,9 @@ START_TEST(copy_publish_never_mixes_versions)
     refit_context_t *ctx;
     const char *ovr[] = {"refit.publish=copy"};
     ck_assert_int_eq(refit_context_create(cfg_path, ovr, 1, &ctx), 0);
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
     struct refit_standin_shard sh;
-    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
-    refit_publisher_t *pub;
-    ck_assert_int_eq(refit_publisher_create(ctx, &par, "copier", &pub), 0);
-    for (size_t i = 0; i < sh.n; i++)
-        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                             sh.t[i].shape, REFIT_MEM_HOST),
-                         0);
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "copier", &sh, &pub) == 0, "%s", refit_error_message());
     refit_receiver_t *rcv;
     struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
     ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
@@ -487,7 +368,7 @@ START_TEST(copy_publish_never_mixes_versions)
     ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
     ck_assert_msg(refit_receiver_pull(rcv, 1, NULL) == 0, "%s", refit_error_message());
     size_t n;
-    char *v1 = snapshot(rcv, &n);
+    char *v1 = th_snapshot(rcv, &n);
     /* Training goes on: the weights change and v2 is published at once. */
     for (size_t i = 0; i < sh.n; i++)
         ck_assert_int_eq(refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, 1, 2), 0);
@@ -499,18 +380,18 @@ START_TEST(copy_publish_never_mixes_versions)
     struct refit_pull_stats st = {.size = sizeof(st)};
     ck_assert_msg(refit_receiver_pull(rcv, 1, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.version, 1);
-    ck_assert_msg(same_as(rcv, v1), "v1 pulled after v2 was published differs from v1");
+    ck_assert_msg(th_same_as(rcv, v1), "v1 pulled after v2 was published differs from v1");
     /* v2 is v2: not v1, and not the unpublished step-3 weights. */
     ck_assert_msg(refit_receiver_pull(rcv, 2, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.version, 2);
-    ck_assert_msg(!same_as(rcv, v1), "v2 equals v1");
-    char *v2 = snapshot(rcv, &n);
+    ck_assert_msg(!th_same_as(rcv, v1), "v2 equals v1");
+    char *v2 = th_snapshot(rcv, &n);
     /* v3 reuses v1's arena: v1 was released (acknowledged) above. */
     ck_assert_int_eq(refit_publisher_publish(pub, 3), 0);
     ck_assert_msg(refit_receiver_pull(rcv, 2, &st) == 0, "%s", refit_error_message());
-    ck_assert_msg(same_as(rcv, v2), "v2 changed when v3 was published");
+    ck_assert_msg(th_same_as(rcv, v2), "v2 changed when v3 was published");
     ck_assert_msg(refit_receiver_pull(rcv, 3, &st) == 0, "%s", refit_error_message());
-    ck_assert_msg(!same_as(rcv, v2), "v3 equals v2");
+    ck_assert_msg(!th_same_as(rcv, v2), "v3 equals v2");
     free(v1);
     free(v2);
     refit_receiver_destroy(rcv);

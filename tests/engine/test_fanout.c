@@ -11,18 +11,10 @@
  * The trainer is a `refit publish` process; receivers are forked children
  * using the C API, reporting their stats and a hash of their weights
  * through a pipe and staying alive (serving as replicas) until released. */
-#include <check.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <xxhash.h>
 
-#include "refit/refit.h"
+#include "harness.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 
@@ -52,22 +44,13 @@ static void write_cfg(int receivers, int max_pullers)
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/refit-fanout-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(ckpt, sizeof(ckpt), "%s/ckpt", dir);
-    char cmd[1024];
     /* Large enough that a pull takes tens of milliseconds here. */
-    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers 4 --vocab 4096 >/dev/null", REFIT_BIN,
-             ckpt);
-    ck_assert_int_eq(system(cmd), 0);
+    th_workdir(REFIT_BIN, "fanout", 4, 4096, dir, sizeof(dir), ckpt, sizeof(ckpt));
 }
 
 static void teardown(void)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    th_rmdir(dir);
 }
 
 static pid_t start_publisher_cycles(const char *cycles)
@@ -88,12 +71,6 @@ static pid_t start_publisher_cycles(const char *cycles)
 static pid_t start_publisher(void)
 {
     return start_publisher_cycles("1");
-}
-
-static void stop(pid_t p)
-{
-    kill(p, SIGKILL);
-    waitpid(p, NULL, 0);
 }
 
 static uint64_t weights_hash(refit_receiver_t *r)
@@ -307,7 +284,7 @@ START_TEST(six_receivers_two_per_source)
     for (int i = 0; i < N_RCV; i++)
         ck_assert_msg(r[i].rc == 0, "rx-%d: %s", i, r[i].err);
     uint64_t want = reference_hash();
-    stop(pub);
+    th_stop(pub);
     int from_replica = 0;
     for (int i = 0; i < N_RCV; i++) {
         ck_assert_msg(r[i].hash == want, "rx-%d (from %s) differs from a plain pull", i, r[i].source);
@@ -365,7 +342,7 @@ static void replica_then_puller(enum after what, int kill_replica)
         close_fd(rep.res[0]);
         close_fd(rep.rel[1]);
     }
-    stop(pub);
+    th_stop(pub);
     ck_assert_msg(pr.rc == 0, "puller: %s", pr.err);
     ck_assert_str_eq(pr.source, "trainer");
     ck_assert_msg(pr.fallbacks >= 1, "the puller never tried the replica");
@@ -405,7 +382,7 @@ START_TEST(bound_replica_serves_each_version)
     }
     release(&p);
     release(&rep);
-    stop(pub);
+    th_stop(pub);
     for (int v = 0; v < 2; v++) {
         ck_assert_msg(r[v].rc == 0, "replica v%d: %s", v + 1, r[v].err);
         ck_assert_msg(q[v].rc == 0, "puller v%d: %s", v + 1, q[v].err);

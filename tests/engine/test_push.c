@@ -8,40 +8,15 @@
  *     it, within the timeout, and its previous weights;
  *   - a malformed work list or advert in the store is rejected with an
  *     error naming the key, never followed. */
-#include <check.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <xxhash.h>
 
-#include "refit/catalog.h"
-#include "refit/refit.h"
-#include "refit/standin.h"
-#include "refit/store.h"
+#include "harness.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/refit-push-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(ckpt, sizeof(ckpt), "%s/ckpt", dir);
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers 2 --vocab 1024 >/dev/null", REFIT_BIN,
-             ckpt);
-    ck_assert_int_eq(system(cmd), 0);
+    th_workdir(REFIT_BIN, "push", 2, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
     snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
     FILE *f = fopen(cfg_path, "w");
     ck_assert_ptr_nonnull(f);
@@ -57,10 +32,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    th_rmdir(dir);
 }
 
 /* A forked publisher on the C API: `cycles` versions, each after the
@@ -72,17 +44,10 @@ static pid_t start_api_publisher(const char *const *ovr, size_t n_ovr, int cycle
     if (p)
         return p;
     refit_context_t *ctx;
-    refit_publisher_t *pub;
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    refit_publisher_t *pub = NULL;
     struct refit_standin_shard sh;
-    if (refit_context_create(cfg_path, ovr, n_ovr, &ctx) ||
-        refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh) ||
-        refit_publisher_create(ctx, &par, "trainer", &pub))
+    if (refit_context_create(cfg_path, ovr, n_ovr, &ctx) || th_publisher(ctx, ckpt, "trainer", &sh, &pub))
         _exit(2);
-    for (size_t i = 0; i < sh.n; i++)
-        if (refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim, sh.t[i].shape,
-                                REFIT_MEM_HOST))
-            _exit(3);
     for (int v = 1; v <= cycles; v++) {
         for (size_t i = 0; v > 1 && i < sh.n; i++)
             if (refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, (uint64_t)v - 1, (uint64_t)v))
@@ -104,12 +69,6 @@ static pid_t start_api_publisher(const char *const *ovr, size_t n_ovr, int cycle
     _exit(0);
 }
 
-static int child_ok(pid_t p)
-{
-    int st = 0;
-    return waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
 {
     refit_receiver_t *r;
@@ -117,25 +76,6 @@ static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
     ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
     ck_assert_int_eq(refit_receiver_allocate(r), 0);
     return r;
-}
-
-static void *snapshot(refit_receiver_t *r, size_t *total)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < refit_receiver_count(r); i++) {
-        struct refit_tensor_info ti;
-        refit_receiver_tensor(r, i, &ti);
-        n += ti.nbytes;
-    }
-    char *buf = malloc(n + 1), *p = buf;
-    for (size_t i = 0; i < refit_receiver_count(r); i++) {
-        struct refit_tensor_info ti;
-        refit_receiver_tensor(r, i, &ti);
-        memcpy(p, ti.ptr, ti.nbytes);
-        p += ti.nbytes;
-    }
-    *total = n;
-    return buf;
 }
 
 START_TEST(push_and_pull_agree)
@@ -158,7 +98,7 @@ START_TEST(push_and_pull_agree)
                       refit_error_message());
         ck_assert_uint_eq(b.version, v);
         size_t na, nb;
-        char *x = snapshot(pl, &na), *y = snapshot(ps, &nb);
+        char *x = th_snapshot(pl, &na), *y = th_snapshot(ps, &nb);
         ck_assert_uint_eq(na, nb);
         for (size_t i = 0; i < refit_receiver_count(pl); i++) {
             struct refit_tensor_info ti, tj;
@@ -176,7 +116,7 @@ START_TEST(push_and_pull_agree)
         free(y);
         ck_assert_int_eq(write(go[1], "g", 1), 1);
     }
-    ck_assert_msg(child_ok(pub), "the push publisher failed");
+    ck_assert_msg(th_child_ok(pub), "the push publisher failed");
     refit_receiver_destroy(pl);
     refit_receiver_destroy(ps);
     refit_context_destroy(cpull);
@@ -207,22 +147,16 @@ START_TEST(silent_receiver_is_named)
         refit_context_destroy(c);
         _exit(rc ? 4 : 0);
     }
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
     struct refit_standin_shard sh;
-    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
-    refit_publisher_t *pub;
-    ck_assert_int_eq(refit_publisher_create(ctx, &par, "trainer", &pub), 0);
-    for (size_t i = 0; i < sh.n; i++)
-        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                             sh.t[i].shape, REFIT_MEM_HOST),
-                         0);
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "trainer", &sh, &pub) == 0, "%s", refit_error_message());
     int rc = refit_publisher_publish(pub, 1);
     ck_assert_int_eq(rc, REFIT_ETIMEDOUT);
     ck_assert_msg(strstr(refit_error_message(), "1 of 2 receivers advertised") &&
                       strstr(refit_error_message(), "not advertised: sleepy"),
                   "%s", refit_error_message());
     /* The one that advertised got its weights. */
-    ck_assert_msg(child_ok(eager), "the eager receiver failed");
+    ck_assert_msg(th_child_ok(eager), "the eager receiver failed");
     struct refit_publisher_stats ps = {.size = sizeof(ps)};
     ck_assert_int_eq(refit_publisher_stats(pub, &ps), 0);
     ck_assert_uint_gt(ps.bytes_pushed, 0);
@@ -233,29 +167,6 @@ START_TEST(silent_receiver_is_named)
 }
 END_TEST
 
-/* Wait until source `id` is READY at v. */
-static void wait_ready(refit_context_t *ctx, const char *id, uint64_t v)
-{
-    refit_store_t *st;
-    refit_loader_t *ld;
-    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
-    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
-    double t0 = now();
-    for (;;) {
-        struct refit_source_record *r = NULL;
-        if (refit_record_fetch(st, id, &r) == 0) {
-            int ok = r->version == v && r->status == REFIT_SOURCE_READY;
-            free(r);
-            if (ok)
-                break;
-        }
-        ck_assert_msg(now() - t0 < 20, "source %s never reached v%llu", id, (unsigned long long)v);
-        usleep(20000);
-    }
-    refit_store_close(st);
-    refit_loader_destroy(ld);
-}
-
 START_TEST(publisher_killed_mid_push_keeps_previous_weights)
 {
     const char *ovr[] = {"refit.mode=push"};
@@ -265,25 +176,19 @@ START_TEST(publisher_killed_mid_push_keeps_previous_weights)
     refit_receiver_t *r = receiver(ctx, "r0");
     ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
     size_t n;
-    char *v1 = snapshot(r, &n);
+    char *v1 = th_snapshot(r, &n);
     /* v2 is READY and its publisher waits for our slots: freeze it, so it
      * never writes, and kill it while we wait. */
-    wait_ready(ctx, "trainer", 2);
-    kill(pub, SIGSTOP);
-    pid_t killer = fork();
-    if (killer == 0) {
-        usleep(500000);
-        kill(pub, SIGKILL);
-        _exit(0);
-    }
-    double t0 = now();
+    th_wait_ready(ctx, "trainer", 2);
+    pid_t killer = th_freeze_then_kill(pub, 500000);
+    double t0 = th_now();
     int rc = refit_receiver_pull(r, 2, NULL);
-    double took = now() - t0;
+    double took = th_now() - t0;
     ck_assert_int_ne(rc, 0);
     ck_assert_msg(strstr(refit_error_message(), "source trainer"), "error does not name the source: %s",
                   refit_error_message());
     ck_assert_msg(took < 12.0, "the failure took %.1f s (refit timeout 8 s)", took);
-    char *after = snapshot(r, &n);
+    char *after = th_snapshot(r, &n);
     ck_assert_msg(!memcmp(v1, after, n), "the destinations changed after a failed push");
     waitpid(killer, NULL, 0);
     waitpid(pub, NULL, 0);
@@ -345,15 +250,9 @@ START_TEST(malformed_work_is_rejected)
     /* And an advert that is not one at all: ignored with a warning. */
     ck_assert_int_eq(refit_store_put(st, "push/slots/junk", "junk", 4), 0);
 
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
     struct refit_standin_shard sh;
-    ck_assert_int_eq(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, &sh), 0);
-    refit_publisher_t *pub;
-    ck_assert_int_eq(refit_publisher_create(ctx, &par, "trainer", &pub), 0);
-    for (size_t i = 0; i < sh.n; i++)
-        ck_assert_int_eq(refit_publisher_add(pub, sh.t[i].name, sh.t[i].data, sh.t[i].dtype, sh.t[i].ndim,
-                                             sh.t[i].shape, REFIT_MEM_HOST),
-                         0);
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "trainer", &sh, &pub) == 0, "%s", refit_error_message());
     int rc = refit_publisher_publish(pub, 1);
     ck_assert_int_eq(rc, REFIT_EPROTO);
     ck_assert_msg(strstr(refit_error_message(), "malformed push work list") && strstr(refit_error_message(), key) &&

@@ -17,6 +17,7 @@
 #include "refit/loader.h"
 #include "refit/status.h"
 #include "refit/transport.h"
+#include "../check_run.h"
 
 static const char *plugin_name(void)
 {
@@ -240,9 +241,6 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, read_write_notify);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int nf = t_run_suite(s, CK_NORMAL);
     return nf ? 1 : 0;
 }

@@ -13,6 +13,7 @@
 #include "refit/config.h"
 #include "refit/status.h"
 #include "refit/topology.h"
+#include "../check_run.h"
 
 static char root[PATH_MAX];
 
@@ -327,9 +328,6 @@ int main(void)
     tcase_add_test(tr, empty_host);
     tcase_add_test(tr, real_host);
     suite_add_tcase(s, tr);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int nf = t_run_suite(s, CK_NORMAL);
     return nf ? 1 : 0;
 }

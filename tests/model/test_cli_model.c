@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include "synth.h"
+#include "../check_run.h"
 
 static char *tmp;
 
@@ -213,10 +214,7 @@ int main(void)
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_config_file);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     /* The fixture test runs in its own suite so that a missing fixture
      * skips it without hiding the rest. */
     const char *root = getenv("REFIT_SOURCE_ROOT");
@@ -230,10 +228,7 @@ int main(void)
         tcase_add_checked_fixture(t2, setup, teardown);
         tcase_add_test(t2, test_fixture_roundtrip);
         suite_add_tcase(s2, t2);
-        sr = srunner_create(s2);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
+        failed = t_run_suite(s2, CK_NORMAL);
     }
     return failed ? 1 : 0;
 }

@@ -2,6 +2,7 @@
  * configuration (model.hf map), with the shapes of ../shared/conversion.md
  * section 5, and their layouts have the sizes of the real checkpoints. */
 #include "tutil.h"
+#include "../check_run.h"
 
 static refit_loader_t *loader;
 
@@ -208,9 +209,6 @@ int main(void)
     tcase_add_test(tc, test_real_vllm_shapes);
     tcase_add_test(tc, test_inline_hf_map);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }

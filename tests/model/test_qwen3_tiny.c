@@ -3,6 +3,7 @@
  * identity, the Megatron and vLLM layouts against constructions written
  * here from ../shared/conversion.md, and FP8 block by block. */
 #include "tutil.h"
+#include "../check_run.h"
 
 static char *fixture;
 static refit_loader_t *loader;
@@ -369,10 +370,7 @@ int main(void)
     tcase_add_test(tc, test_layout_map);
     tcase_add_test(tc, test_hf_target_tp);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     free(fixture);
     return failed ? 1 : 0;
 }

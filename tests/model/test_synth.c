@@ -5,9 +5,20 @@
  * MTP layer, vocabularies that need padding.  Expected layouts are built
  * here from the document, never through the engine. */
 #include "synth.h"
+#include "../check_run.h"
 
 static refit_loader_t *loader;
 static char *tmp;
+
+/* The synthetic checkpoint most tests work on, written into tmp by ckpt(),
+ * with its model, its HF view and the checkpoint itself (the expectations
+ * are built from it): one per test, released by teardown. */
+static struct {
+    char *dir;
+    refit_model_t *m;
+    refit_hf_view_t *v;
+    refit_st_checkpoint_t *ck;
+} S;
 
 static void setup(void)
 {
@@ -17,6 +28,11 @@ static void setup(void)
 
 static void teardown(void)
 {
+    refit_st_checkpoint_close(S.ck);
+    refit_hf_view_close(S.v);
+    refit_model_close(S.m);
+    free(S.dir);
+    memset(&S, 0, sizeof(S));
     t_rmtree(tmp);
     free(tmp);
     refit_loader_destroy(loader);
@@ -56,6 +72,14 @@ static refit_hf_view_t *open_view(refit_model_t *m, const char *dir)
 static void conv(refit_model_t *m, const refit_hf_view_t *v, struct refit_convert_opts *o, const char *path)
 {
     ck_assert_msg(refit_convert_write(m, v, o, path) == 0, "%s", refit_error_message());
+}
+
+static void ckpt(const struct dims *d, const char *name, const char *nan)
+{
+    S.dir = make(d, name, NULL, NULL, nan);
+    S.m = open_model(S.dir);
+    S.v = open_view(S.m, S.dir);
+    ck_assert_int_eq(refit_st_checkpoint_open(S.dir, &S.ck), 0);
 }
 
 static struct refit_convert_opts opts(enum refit_model_target t, int tp, int rank, int ep)
@@ -107,25 +131,22 @@ START_TEST(test_roundtrip)
                                    {1, 1, 2}, {1, 2, 2}, {1, 4, 1}, {1, 4, 4}};
     const struct dims *d = cases[_i][0] ? &GL : &QM;
     int tp = cases[_i][1], ep = cases[_i][2];
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096], a[4096], b[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir), *mv;
+    ckpt(d, "ck", NULL);
+    char sh[4096], a[4096], b[4096];
+    refit_hf_view_t *mv;
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_msg(refit_shard_write(m, v, tp, ep, NULL, sh) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open_megatron(m, sh, NULL, &mv) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_shard_write(S.m, S.v, tp, ep, NULL, sh) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_hf_view_open_megatron(S.m, sh, NULL, &mv) == 0, "%s", refit_error_message());
     struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
     snprintf(a, sizeof(a), "%s/direct.safetensors", tmp);
     snprintf(b, sizeof(b), "%s/via.safetensors", tmp);
-    conv(m, v, &o, a);
-    conv(m, mv, &o, b);
+    conv(S.m, S.v, &o, a);
+    conv(S.m, mv, &o, b);
     t_assert_same_files(a, b);
     /* the hf layout is the checkpoint minus the MTP layer's 5 tensors */
-    snprintf(b, sizeof(b), "%s/model.safetensors", dir);
+    snprintf(b, sizeof(b), "%s/model.safetensors", S.dir);
     t_assert_subset(a, b, d->glm ? 5 : 0);
     refit_hf_view_close(mv);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -134,13 +155,10 @@ START_TEST(test_megatron_layout_moe)
 {
     const struct dims *d = &QM;
     int tp = 4, ep = 2;
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
-    refit_st_checkpoint_t *ck;
-    ck_assert_int_eq(refit_st_checkpoint_open(dir, &ck), 0);
+    ckpt(d, "ck", NULL);
+    char sh[4096];
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, tp, ep, NULL, sh), 0);
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, tp, ep, NULL, sh), 0);
     for (int r = 0; r < 4; r++) {
         int tr = r % tp, er = r % ep;
         char p[4096], name[256];
@@ -154,7 +172,7 @@ START_TEST(test_megatron_layout_moe)
                 snprintf(fq, sizeof(fq), "model.layers.%%ld.self_attn.q_proj.%s", sfx);
                 snprintf(fk, sizeof(fk), "model.layers.%%ld.self_attn.k_proj.%s", sfx);
                 snprintf(fv, sizeof(fv), "model.layers.%%ld.self_attn.v_proj.%s", sfx);
-                struct t_mat q = hf(ck, fq, l, 0), k = hf(ck, fk, l, 0), vv = hf(ck, fv, l, 0);
+                struct t_mat q = hf(S.ck, fq, l, 0), k = hf(S.ck, fk, l, 0), vv = hf(S.ck, fv, l, 0);
                 struct t_mat all = {0};
                 int n = d->H / d->G;
                 for (int g = 0; g < d->G; g++) {
@@ -170,33 +188,29 @@ START_TEST(test_megatron_layout_moe)
             }
             if (is_dense(d, (int)l)) {
                 snprintf(name, sizeof(name), "decoder.layers.%ld.mlp.linear_fc1.layer_norm_weight", l);
-                t_assert_mat(f, name, hf(ck, "model.layers.%ld.post_attention_layernorm.weight", l, 0));
+                t_assert_mat(f, name, hf(S.ck, "model.layers.%ld.post_attention_layernorm.weight", l, 0));
                 continue;
             }
             snprintf(name, sizeof(name), "decoder.layers.%ld.pre_mlp_layernorm.weight", l);
-            t_assert_mat(f, name, hf(ck, "model.layers.%ld.post_attention_layernorm.weight", l, 0));
+            t_assert_mat(f, name, hf(S.ck, "model.layers.%ld.post_attention_layernorm.weight", l, 0));
             snprintf(name, sizeof(name), "decoder.layers.%ld.mlp.router.weight", l);
-            t_assert_mat(f, name, hf(ck, "model.layers.%ld.mlp.gate.weight", l, 0));
+            t_assert_mat(f, name, hf(S.ck, "model.layers.%ld.mlp.gate.weight", l, 0));
             for (int k = 0; k < d->E / ep; k++) {
                 long e = er * (d->E / ep) + k; /* contiguous placement */
                 snprintf(name, sizeof(name), "decoder.layers.%ld.mlp.experts.linear_fc1.weight%d", l, k);
                 t_assert_mat(f, name,
-                             t_mat_cat(hf(ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e),
-                                       hf(ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e)));
+                             t_mat_cat(hf(S.ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e),
+                                       hf(S.ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e)));
                 snprintf(name, sizeof(name), "decoder.layers.%ld.mlp.experts.linear_fc2.weight%d", l, k);
-                t_assert_mat(f, name, hf(ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e));
+                t_assert_mat(f, name, hf(S.ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e));
             }
         }
         /* padded to 128 * tp = 512 rows, 128 per rank; padding rows zero */
-        struct t_mat e = t_mat_pad(hf(ck, "lm_head.weight", 0, 0), 512 - d->V);
+        struct t_mat e = t_mat_pad(hf(S.ck, "lm_head.weight", 0, 0), 512 - d->V);
         t_assert_mat(f, "output_layer.weight", t_mat_rows(e, tr * 128, 128));
         free(e.d);
         refit_st_close(f);
     }
-    refit_st_checkpoint_close(ck);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -204,13 +218,10 @@ END_TEST
 START_TEST(test_megatron_layout_glm)
 {
     const struct dims *d = &GL;
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
-    refit_st_checkpoint_t *ck;
-    ck_assert_int_eq(refit_st_checkpoint_open(dir, &ck), 0);
+    ckpt(d, "ck", NULL);
+    char sh[4096];
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, 2, 1, NULL, sh), 0);
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, 2, 1, NULL, sh), 0);
     for (int r = 0; r < 2; r++) {
         char p[4096];
         snprintf(p, sizeof(p), "%s/rank%d.safetensors", sh, r);
@@ -220,13 +231,13 @@ START_TEST(test_megatron_layout_glm)
         ck_assert_ptr_nonnull(eb);
         ck_assert_int_eq(eb->dtype, REFIT_DTYPE_F32);
         t_assert_mat(f, "decoder.layers.1.mlp.router.expert_bias",
-                     hf(ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
+                     hf(S.ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
         int64_t per = d->Im / 2;
         t_assert_mat(f, "decoder.layers.1.mlp.shared_experts.linear_fc1.weight",
-                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
-                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
+                               t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
         t_assert_mat(f, "decoder.layers.1.mlp.shared_experts.linear_fc2.weight",
-                     t_mat_slice_f(hf(ck, "model.layers.%ld.mlp.shared_experts.down_proj.weight", 1, 0), 0, d->K, r * per, per));
+                     t_mat_slice_f(hf(S.ck, "model.layers.%ld.mlp.shared_experts.down_proj.weight", 1, 0), 0, d->K, r * per, per));
         /* no MTP, no q/k norms for GLM-4.5 */
         for (size_t i = 0; i < refit_st_count(f); i++) {
             const char *n = refit_st_at(f, i)->name;
@@ -235,10 +246,6 @@ START_TEST(test_megatron_layout_glm)
         }
         refit_st_close(f);
     }
-    refit_st_checkpoint_close(ck);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -247,16 +254,12 @@ START_TEST(test_vllm_layout_moe)
 {
     const struct dims *d = &QM;
     int tp = 4, ep = _i ? 4 : 0;
-    char *dir = make(d, "ck", NULL, NULL, NULL);
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
-    refit_st_checkpoint_t *ck;
-    ck_assert_int_eq(refit_st_checkpoint_open(dir, &ck), 0);
+    ckpt(d, "ck", NULL);
     for (int r = 0; r < tp; r++) {
         char p[4096], name[256];
         snprintf(p, sizeof(p), "%s/v%d.safetensors", tmp, r);
         struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, tp, r, ep);
-        conv(m, v, &o, p);
+        conv(S.m, S.v, &o, p);
         refit_st_file_t *f;
         ck_assert_int_eq(refit_st_open(p, &f), 0);
         for (long l = 0; l < d->L; l++) {
@@ -264,28 +267,28 @@ START_TEST(test_vllm_layout_moe)
             int hq = d->H / tp;
             snprintf(name, sizeof(name), "model.layers.%ld.self_attn.qkv_proj.weight", l);
             t_assert_mat(f, name,
-                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.q_proj.weight", l, 0), r * hq * d->D, hq * d->D),
-                                             t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.k_proj.weight", l, 0), kh * d->D, d->D)),
-                                   t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.v_proj.weight", l, 0), kh * d->D, d->D)));
+                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.q_proj.weight", l, 0), r * hq * d->D, hq * d->D),
+                                             t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.k_proj.weight", l, 0), kh * d->D, d->D)),
+                                   t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.v_proj.weight", l, 0), kh * d->D, d->D)));
             snprintf(name, sizeof(name), "model.layers.%ld.self_attn.qkv_proj.bias", l);
             t_assert_mat(f, name,
-                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.q_proj.bias", l, 0), r * hq * d->D, hq * d->D),
-                                             t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.k_proj.bias", l, 0), kh * d->D, d->D)),
-                                   t_mat_rows_f(hf(ck, "model.layers.%ld.self_attn.v_proj.bias", l, 0), kh * d->D, d->D)));
+                         t_mat_cat(t_mat_cat(t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.q_proj.bias", l, 0), r * hq * d->D, hq * d->D),
+                                             t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.k_proj.bias", l, 0), kh * d->D, d->D)),
+                                   t_mat_rows_f(hf(S.ck, "model.layers.%ld.self_attn.v_proj.bias", l, 0), kh * d->D, d->D)));
             if (is_dense(d, (int)l))
                 continue;
             snprintf(name, sizeof(name), "model.layers.%ld.mlp.gate.weight", l);
             const struct refit_st_tensor *rt = refit_st_find(f, name);
             ck_assert_int_eq(rt->dtype, REFIT_DTYPE_BF16); /* Qwen3-MoE's router stays bf16 */
-            t_assert_mat(f, name, hf(ck, "model.layers.%ld.mlp.gate.weight", l, 0));
+            t_assert_mat(f, name, hf(S.ck, "model.layers.%ld.mlp.gate.weight", l, 0));
             int nloc = ep ? d->E / ep : d->E, tpm = ep ? 1 : tp, rm = ep ? 0 : r;
             int64_t ip = d->Im / tpm;
             struct t_mat w13 = {0}, w2 = {0};
             for (int s = 0; s < nloc; s++) {
                 long e = ep ? r * nloc + s : s;
-                w13 = t_mat_cat(w13, t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e), rm * ip, ip));
-                w13 = t_mat_cat(w13, t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e), rm * ip, ip));
-                w2 = t_mat_cat(w2, t_mat_slice_f(hf(ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e), 0, d->K, rm * ip, ip));
+                w13 = t_mat_cat(w13, t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e), rm * ip, ip));
+                w13 = t_mat_cat(w13, t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e), rm * ip, ip));
+                w2 = t_mat_cat(w2, t_mat_slice_f(hf(S.ck, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e), 0, d->K, rm * ip, ip));
             }
             snprintf(name, sizeof(name), "model.layers.%ld.mlp.experts.w13_weight", l);
             const struct refit_st_tensor *t = refit_st_find(f, name);
@@ -302,18 +305,14 @@ START_TEST(test_vllm_layout_moe)
             t_assert_mat(f, name, w2);
         }
         /* vocabulary 300 padded to 320, 80 rows per rank */
-        struct t_mat e = t_mat_pad(hf(ck, "model.embed_tokens.weight", 0, 0), 20);
+        struct t_mat e = t_mat_pad(hf(S.ck, "model.embed_tokens.weight", 0, 0), 20);
         t_assert_mat(f, "model.embed_tokens.weight", t_mat_rows(e, r * 80, 80));
         free(e.d);
-        e = t_mat_pad(hf(ck, "lm_head.weight", 0, 0), 20);
+        e = t_mat_pad(hf(S.ck, "lm_head.weight", 0, 0), 20);
         t_assert_mat(f, "lm_head.weight", t_mat_rows(e, r * 80, 80));
         free(e.d);
         refit_st_close(f);
     }
-    refit_st_checkpoint_close(ck);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -321,43 +320,40 @@ END_TEST
 START_TEST(test_vllm_layout_glm)
 {
     const struct dims *d = &GL;
-    char *dir = make(d, "ck", NULL, NULL, NULL), p[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
-    refit_st_checkpoint_t *ck;
-    ck_assert_int_eq(refit_st_checkpoint_open(dir, &ck), 0);
+    ckpt(d, "ck", NULL);
+    char p[4096];
     int tp = 2;
     for (int r = 0; r < tp; r++) {
         snprintf(p, sizeof(p), "%s/g%d.safetensors", tmp, r);
         struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, tp, r, 0);
-        conv(m, v, &o, p);
+        conv(S.m, S.v, &o, p);
         refit_st_file_t *f;
         ck_assert_int_eq(refit_st_open(p, &f), 0);
         const struct refit_st_tensor *g = refit_st_find(f, "model.layers.1.mlp.gate.weight");
         ck_assert_ptr_nonnull(g);
         ck_assert_int_eq(g->dtype, REFIT_DTYPE_F32);
-        struct t_mat src = hf(ck, "model.layers.%ld.mlp.gate.weight", 1, 0);
+        struct t_mat src = hf(S.ck, "model.layers.%ld.mlp.gate.weight", 1, 0);
         for (int64_t i = 0; i < d->E * d->K; i++)
             ck_assert(((const float *)g->data)[i] == refit_bf16_to_f32(((uint16_t *)src.d)[i]));
         free(src.d);
         const struct refit_st_tensor *b = refit_st_find(f, "model.layers.1.mlp.gate.e_score_correction_bias");
         ck_assert_int_eq(b->dtype, REFIT_DTYPE_F32);
         t_assert_mat(f, "model.layers.1.mlp.gate.e_score_correction_bias",
-                     hf(ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
+                     hf(S.ck, "model.layers.%ld.mlp.gate.e_score_correction_bias", 1, 0));
         int64_t per = d->Im / tp;
         t_assert_mat(f, "model.layers.1.mlp.shared_experts.gate_up_proj.weight",
-                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
-                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.shared_experts.gate_proj.weight", 1, 0), r * per, per),
+                               t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.shared_experts.up_proj.weight", 1, 0), r * per, per)));
         per = d->I / tp;
         t_assert_mat(f, "model.layers.0.mlp.gate_up_proj.weight",
-                     t_mat_cat(t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.gate_proj.weight", 0, 0), r * per, per),
-                               t_mat_rows_f(hf(ck, "model.layers.%ld.mlp.up_proj.weight", 0, 0), r * per, per)));
+                     t_mat_cat(t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.gate_proj.weight", 0, 0), r * per, per),
+                               t_mat_rows_f(hf(S.ck, "model.layers.%ld.mlp.up_proj.weight", 0, 0), r * per, per)));
         for (size_t i = 0; i < refit_st_count(f); i++)
             ck_assert_msg(!strstr(refit_st_at(f, i)->name, "layers.2."), "MTP tensor %s in output",
                           refit_st_at(f, i)->name);
         ck_assert_ptr_null(refit_st_find(f, "model.layers.0.self_attn.q_norm.weight"));
         /* 250 -> 256 rows, 128 per rank */
-        struct t_mat e = t_mat_pad(hf(ck, "model.embed_tokens.weight", 0, 0), 6);
+        struct t_mat e = t_mat_pad(hf(S.ck, "model.embed_tokens.weight", 0, 0), 6);
         t_assert_mat(f, "model.embed_tokens.weight", t_mat_rows(e, r * 128, 128));
         free(e.d);
         refit_st_close(f);
@@ -365,11 +361,7 @@ START_TEST(test_vllm_layout_glm)
     struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, 1, 0, 0);
     o.include_mtp = true;
     refit_layout_t *lay;
-    ck_assert_int_eq(refit_layout_target(m, &o, &lay), REFIT_ENOTSUP);
-    refit_st_checkpoint_close(ck);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
+    ck_assert_int_eq(refit_layout_target(S.m, &o, &lay), REFIT_ENOTSUP);
 }
 END_TEST
 
@@ -378,28 +370,25 @@ END_TEST
 START_TEST(test_ep2_shards_to_vllm)
 {
     const struct dims *d = _i ? &GL : &QM;
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096], a[4096], b[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir), *mv;
+    ckpt(d, "ck", NULL);
+    char sh[4096], a[4096], b[4096];
+    refit_hf_view_t *mv;
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, 1, 2, NULL, sh), 0);
-    ck_assert_msg(refit_hf_view_open_megatron(m, sh, NULL, &mv) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, 1, 2, NULL, sh), 0);
+    ck_assert_msg(refit_hf_view_open_megatron(S.m, sh, NULL, &mv) == 0, "%s", refit_error_message());
     struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, 1, 0, 0);
     snprintf(a, sizeof(a), "%s/a.safetensors", tmp);
     snprintf(b, sizeof(b), "%s/b.safetensors", tmp);
-    conv(m, v, &o, a);
-    conv(m, mv, &o, b);
+    conv(S.m, S.v, &o, a);
+    conv(S.m, mv, &o, b);
     t_assert_same_files(a, b);
     for (int r = 0; r < 4; r++) {
         o = opts(REFIT_TARGET_VLLM, 4, r, 4);
-        conv(m, v, &o, a);
-        conv(m, mv, &o, b);
+        conv(S.m, S.v, &o, a);
+        conv(S.m, mv, &o, b);
         t_assert_same_files(a, b);
     }
     refit_hf_view_close(mv);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -407,11 +396,11 @@ END_TEST
 START_TEST(test_megatron_spellings)
 {
     const struct dims *d = &QM;
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096], a[4096], b[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir), *mv;
+    ckpt(d, "ck", NULL);
+    char sh[4096], a[4096], b[4096];
+    refit_hf_view_t *mv;
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, 2, 2, NULL, sh), 0);
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, 2, 2, NULL, sh), 0);
     static const char *keys[] = {"refit.tp", "refit.ep", "refit.etp", "refit.tp_rank", "refit.ep_rank",
                                  "refit.etp_rank", "refit.vocab_divisible_by"};
     for (int r = 0; r < 2; r++) {
@@ -445,17 +434,14 @@ START_TEST(test_megatron_spellings)
     ck_assert_int_eq(refit_st_open(a, &f), 0);
     ck_assert_ptr_nonnull(refit_st_find(f, "module.decoder.layers.2.mlp.experts.local_experts.1.linear_fc2.weight"));
     refit_st_close(f);
-    ck_assert_msg(refit_hf_view_open_megatron(m, sh, NULL, &mv) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_hf_view_open_megatron(S.m, sh, NULL, &mv) == 0, "%s", refit_error_message());
     struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
     snprintf(a, sizeof(a), "%s/a.safetensors", tmp);
     snprintf(b, sizeof(b), "%s/b.safetensors", tmp);
-    conv(m, v, &o, a);
-    conv(m, mv, &o, b);
+    conv(S.m, S.v, &o, a);
+    conv(S.m, mv, &o, b);
     t_assert_same_files(a, b);
     refit_hf_view_close(mv);
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -509,16 +495,15 @@ START_TEST(test_fp8_edges)
 {
     const struct dims *d = _i / 2 ? &GL : &QM;
     int rule = _i % 2;
-    char *dir = make(d, "ck", NULL, NULL, NULL), a[4096], b[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
+    ckpt(d, "ck", NULL);
+    char a[4096], b[4096];
     snprintf(a, sizeof(a), "%s/fp8.safetensors", tmp);
     snprintf(b, sizeof(b), "%s/bf16.safetensors", tmp);
     struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
-    conv(m, v, &o, b);
+    conv(S.m, S.v, &o, b);
     o.fp8.enabled = true;
     o.fp8.rule = rule ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER;
-    conv(m, v, &o, a);
+    conv(S.m, S.v, &o, a);
     check_fp8_file(a, b, rule);
     if (!d->glm) {
         /* vLLM with ep 4: whole experts (Im 128) pass the 128-grid rule; the
@@ -526,11 +511,11 @@ START_TEST(test_fp8_edges)
         const char *ex[] = {"*.self_attn.*", "*.mlp.gate_up_proj.*", "*.mlp.down_proj.*"};
         for (int r = 0; r < 4; r++) {
             struct refit_convert_opts p = opts(REFIT_TARGET_VLLM, 4, r, 4);
-            conv(m, v, &p, b);
+            conv(S.m, S.v, &p, b);
             p.fp8 = o.fp8;
             p.fp8.exclude = ex;
             p.fp8.n_exclude = 3;
-            conv(m, v, &p, a);
+            conv(S.m, S.v, &p, a);
             check_fp8_file(a, b, rule);
         }
         /* without ep, w13 holds 32 rows of gate per rank: refused */
@@ -538,15 +523,12 @@ START_TEST(test_fp8_edges)
         p.fp8 = o.fp8;
         p.fp8.exclude = ex;
         p.fp8.n_exclude = 3;
-        ck_assert_int_eq(refit_convert_write(m, v, &p, a), REFIT_EINVAL);
+        ck_assert_int_eq(refit_convert_write(S.m, S.v, &p, a), REFIT_EINVAL);
         ck_assert_msg(strstr(refit_error_message(), "w13_weight") &&
                           strstr(refit_error_message(), "gate_proj") &&
                           strstr(refit_error_message(), "32 rows"),
                       "%s", refit_error_message());
     }
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -560,28 +542,27 @@ START_TEST(test_compose)
     static const int cases[][3] = {{2, 0, 0}, {2, 1, 0}, {4, 3, 4}, {1, 0, 0}};
     int vtp = cases[_i][0], vr = cases[_i][1], vep = cases[_i][2];
     int ttp = 4, tep = 2; /* trainer: 4 ranks, G = 2 < tp */
-    char *dir = make(d, "ck", NULL, NULL, NULL), sh[4096], a[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
+    ckpt(d, "ck", NULL);
+    char sh[4096], a[4096];
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, ttp, tep, NULL, sh), 0);
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, ttp, tep, NULL, sh), 0);
     refit_layout_t *tl[4];
     refit_st_file_t *tf[4];
     for (int r = 0; r < 4; r++) {
         struct refit_megatron_rank mr = {ttp, tep, 1, r % ttp, r % tep, 0, 128};
-        ck_assert_int_eq(refit_layout_megatron(m, &mr, NULL, &tl[r]), 0);
+        ck_assert_int_eq(refit_layout_megatron(S.m, &mr, NULL, &tl[r]), 0);
         char p[4096];
         snprintf(p, sizeof(p), "%s/rank%d.safetensors", sh, r);
         ck_assert_int_eq(refit_st_open(p, &tf[r]), 0);
     }
     struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, vtp, vr, vep);
     refit_layout_t *dl;
-    ck_assert_int_eq(refit_layout_target(m, &o, &dl), 0);
+    ck_assert_int_eq(refit_layout_target(S.m, &o, &dl), 0);
     refit_layout_xmap_t *x;
     ck_assert_msg(refit_layout_compose(dl, (const refit_layout_t *const *)tl, 4, &x) == 0, "%s",
                   refit_error_message());
     snprintf(a, sizeof(a), "%s/direct.safetensors", tmp);
-    conv(m, v, &o, a);
+    conv(S.m, S.v, &o, a);
     refit_st_file_t *f;
     ck_assert_int_eq(refit_st_open(a, &f), 0);
     size_t n = refit_layout_count(dl);
@@ -622,9 +603,6 @@ START_TEST(test_compose)
         refit_layout_destroy(tl[r]);
         refit_st_close(tf[r]);
     }
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -697,31 +675,27 @@ END_TEST
 
 START_TEST(test_megatron_missing_rank)
 {
-    char *dir = make(&QM, "ck", NULL, NULL, NULL), sh[4096], p[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir), *mv = NULL;
+    ckpt(&QM, "ck", NULL);
+    char sh[4096], p[4096];
+    refit_hf_view_t *mv = NULL;
     snprintf(sh, sizeof(sh), "%s/shards", tmp);
-    ck_assert_int_eq(refit_shard_write(m, v, 2, 4, NULL, sh), 0);
+    ck_assert_int_eq(refit_shard_write(S.m, S.v, 2, 4, NULL, sh), 0);
     snprintf(p, sizeof(p), "%s/rank3.safetensors", sh);
     ck_assert_int_eq(unlink(p), 0);
-    ck_assert_int_eq(refit_hf_view_open_megatron(m, sh, NULL, &mv), REFIT_ENOENT);
+    ck_assert_int_eq(refit_hf_view_open_megatron(S.m, sh, NULL, &mv), REFIT_ENOENT);
     ck_assert_msg(strstr(refit_error_message(), "experts.3"), "%s", refit_error_message());
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
 START_TEST(test_nan_input)
 {
     const char *bad = "model.layers.1.mlp.experts.2.down_proj.weight";
-    char *dir = make(&QM, "nan", NULL, NULL, bad), p[4096];
-    refit_model_t *m = open_model(dir);
-    refit_hf_view_t *v = open_view(m, dir);
+    ckpt(&QM, "nan", bad);
+    char p[4096];
     snprintf(p, sizeof(p), "%s/out.safetensors", tmp);
     struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
     o.fp8.enabled = true;
-    ck_assert_int_eq(refit_convert_write(m, v, &o, p), REFIT_ENUMERIC);
+    ck_assert_int_eq(refit_convert_write(S.m, S.v, &o, p), REFIT_ENUMERIC);
     ck_assert_msg(strstr(refit_error_message(), bad), "%s", refit_error_message());
     /* on vLLM the stack names the tensor and the expert slot */
     o = opts(REFIT_TARGET_VLLM, 1, 0, 0);
@@ -729,15 +703,12 @@ START_TEST(test_nan_input)
     const char *ex[] = {"*.self_attn.*", "*.mlp.gate_up_proj.*"};
     o.fp8.exclude = ex;
     o.fp8.n_exclude = 2;
-    ck_assert_int_eq(refit_convert_write(m, v, &o, p), REFIT_ENUMERIC);
+    ck_assert_int_eq(refit_convert_write(S.m, S.v, &o, p), REFIT_ENUMERIC);
     ck_assert_msg(strstr(refit_error_message(), "model.layers.1.mlp.experts.w2_weight") &&
                       strstr(refit_error_message(), "slot 2"),
                   "%s", refit_error_message());
     struct stat st;
     ck_assert_int_ne(stat(p, &st), 0); /* nothing written */
-    refit_hf_view_close(v);
-    refit_model_close(m);
-    free(dir);
 }
 END_TEST
 
@@ -763,9 +734,6 @@ int main(void)
     tcase_add_test(tc, test_megatron_missing_rank);
     tcase_add_test(tc, test_nan_input);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }

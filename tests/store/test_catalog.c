@@ -12,6 +12,7 @@
 #include "fixture.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 #define OK(expr)                                                                           \
     do {                                                                                   \
@@ -410,9 +411,6 @@ int main(void)
     tcase_add_test(tc, keys_and_staleness);
     tcase_add_test(tc, store_rules);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_ENV);
     return failed ? 1 : 0;
 }

@@ -12,6 +12,7 @@
 
 #include "refit/catalog.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 static uint64_t rng_state;
 
@@ -241,9 +242,6 @@ int main(void)
     tcase_add_test(tc, fuzz_record);
     tcase_add_test(tc, fuzz_ack);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_ENV);
     return failed ? 1 : 0;
 }

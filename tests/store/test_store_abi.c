@@ -15,6 +15,7 @@
 #include "refit/plugin.h"
 #include "refit/status.h"
 #include "refit/store.h"
+#include "../check_run.h"
 
 /* ------------------------------------------------------------------ */
 /* A stub host: malloc, messages into a buffer, config from a tiny table. */
@@ -211,9 +212,6 @@ int main(void)
     tcase_add_test(tc, file_plugin_on_stub_host);
     tcase_add_test(tc, wrapper_checks);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_ENV);
     return failed ? 1 : 0;
 }

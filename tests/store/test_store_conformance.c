@@ -17,6 +17,7 @@
 #include "refit/catalog.h"
 #include "refit/status.h"
 #include "refit/store.h"
+#include "../check_run.h"
 
 static void sleep_ms(int ms)
 {
@@ -527,9 +528,6 @@ int main(int argc, char **argv)
 {
     const char *plugin = argc > 1 ? argv[1] : "file";
     fx_setup(plugin);
-    SRunner *sr = srunner_create(store_suite(plugin));
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(store_suite(plugin), CK_ENV);
     return failed ? 1 : 0;
 }

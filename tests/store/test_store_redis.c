@@ -13,6 +13,7 @@
 #include "fixture.h"
 #include "refit/status.h"
 #include "refit/store.h"
+#include "../check_run.h"
 
 /* A server of our own with extra arguments; port in *port. */
 static pid_t server(int *port, const char *const *extra)
@@ -167,9 +168,6 @@ int main(void)
     tcase_add_test(tc, frozen_server);
     tcase_add_test(tc, error_replies);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_ENV);
     return failed ? 1 : 0;
 }

@@ -7,6 +7,7 @@
 #include "refit/fp8.h"
 #include "refit/status.h"
 #include "tensor_test.h"
+#include "../check_run.h"
 
 /* --- the reference, deliberately naive -------------------------------- */
 
@@ -516,9 +517,6 @@ int main(void)
     tcase_add_test(tc, quant_nonfinite_is_error);
     tcase_add_test(tc, quant_bad_arguments);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include "refit/safetensors.h"
 #include "refit/status.h"
 #include "tensor_test.h"
+#include "../check_run.h"
 
 static char *table_path;
 
@@ -119,10 +120,7 @@ int main(void)
     tcase_add_test(tc, scalar_cast_matches_every_entry);
     tcase_add_test(tc, vector_cast_matches_entries_within_448);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     free(table_path);
     return failed ? 1 : 0;
 }

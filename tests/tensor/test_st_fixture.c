@@ -7,6 +7,7 @@
 #include "refit/safetensors.h"
 #include "refit/status.h"
 #include "tensor_test.h"
+#include "../check_run.h"
 
 static char *fixture_dir, *fixture_file;
 
@@ -124,10 +125,7 @@ int main(void)
     tcase_add_test(tc, reads_qwen3_tiny);
     tcase_add_test(tc, write_back_is_byte_identical);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     free(fixture_dir);
     free(fixture_file);
     return failed ? 1 : 0;

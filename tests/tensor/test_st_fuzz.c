@@ -8,6 +8,7 @@
 #include "refit/safetensors.h"
 #include "refit/status.h"
 #include "tensor_test.h"
+#include "../check_run.h"
 
 #define ITERATIONS 12000
 
@@ -256,9 +257,6 @@ int main(void)
     tcase_add_test(tc, mutated_files_never_crash);
     tcase_add_test(tc, mutated_index_never_crashes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }

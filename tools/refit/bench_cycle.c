@@ -27,14 +27,6 @@ static int usage(FILE *f)
     return f == stdout ? 0 : 2;
 }
 
-static double jget(const char *line, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* --fanout K: tree fan-out against pulling everything from the trainer. */
 
@@ -80,8 +72,8 @@ static int fo_read(const char *path, int rows, struct fo_cycle *cy, int max_v)
         w = strstr(line, "\"source\":\"");
         if (w)
             sscanf(w + 10, "%63[^\"]", src);
-        int v = (int)jget(line, "version");
-        double xs = jget(line, "xfer_start"), xe = jget(line, "xfer_end"), gb = jget(line, "bytes_wire") / 1e9;
+        int v = (int)cli_json_num(line, "version");
+        double xs = cli_json_num(line, "xfer_start"), xe = cli_json_num(line, "xfer_end"), gb = cli_json_num(line, "bytes_wire") / 1e9;
         if (!t0 || xs < t0)
             t0 = xs;
         if (v >= 1 && v <= max_v) {
@@ -102,7 +94,7 @@ static int fo_read(const char *path, int rows, struct fo_cycle *cy, int max_v)
         }
         if (rows)
             printf("%-12s %3d %-14s %9.4f %9.4f %9.4f %9.4f %4.0f\n", who, v, src, xs - t0, xe - t0,
-                   jget(line, "transfer_s"), jget(line, "total_s"), jget(line, "fallbacks"));
+                   cli_json_num(line, "transfer_s"), cli_json_num(line, "total_s"), cli_json_num(line, "fallbacks"));
         n++;
     }
     fclose(f);
@@ -163,15 +155,15 @@ static void summarize(const char *path, struct cycle_sum *o)
     FILE *f = fopen(path, "r");
     char line[2048];
     while (f && fgets(line, sizeof(line), f)) {
-        if (jget(line, "version") < 2)
+        if (cli_json_num(line, "version") < 2)
             continue;
-        double tr = jget(line, "transfer_s"), tot = jget(line, "total_s");
+        double tr = cli_json_num(line, "transfer_s"), tot = cli_json_num(line, "total_s");
         double ratio = tr > 0 ? tot / tr : 0;
         o->sum_ratio += ratio;
         if (ratio > o->worst)
             o->worst = ratio;
-        o->reg += jget(line, "register_s") + jget(line, "connect_s") + jget(line, "plan_s");
-        o->wire += jget(line, "bytes_wire");
+        o->reg += cli_json_num(line, "register_s") + cli_json_num(line, "connect_s") + cli_json_num(line, "plan_s");
+        o->wire += cli_json_num(line, "bytes_wire");
         o->total += tot;
         o->warm++;
     }

@@ -52,11 +52,8 @@ static int parse_size(const char *opt, const char *v, size_t lo, size_t hi, size
     return 0;
 }
 
-/* Weights as a trainer has them: magnitudes ~N(0, 0.02)-like, a few
- * outliers, so blocks get different scales. */
-static void fill(uint16_t *x, size_t n)
+void bench_fp8_fill(uint16_t *x, size_t n, uint64_t s)
 {
-    uint64_t s = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < n; i++) {
         s ^= s >> 12;
         s ^= s << 25;
@@ -140,7 +137,7 @@ int bench_fp8(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    fill(src, n);
+    bench_fp8_fill(src, n, 0x9e3779b97f4a7c15ull);
     memset(r.copy, 0, n * 2); /* fault the pages in before timing */
     memset(r.dst, 0, n);
     /* Variants take turns within each iteration, so that a machine whose

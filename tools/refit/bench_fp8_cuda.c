@@ -116,19 +116,6 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The CPU benchmark's weight-like fill (bench_fp8.c). */
-static void fill(uint16_t *x, size_t n, uint64_t s)
-{
-    for (size_t i = 0; i < n; i++) {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        uint64_t r = s * 0x2545f4914f6cdd1dull;
-        unsigned e = 118 + (unsigned)(r % 8) + ((r >> 8) % 1024 == 0 ? 6 : 0);
-        x[i] = (uint16_t)(((r >> 20) & 1) << 15 | e << 7 | ((r >> 24) & 0x7f));
-    }
-}
-
 #define MAXBUF 16
 
 /* Everything one run holds; zeroed, then freed by gb_free() in any state. */
@@ -206,7 +193,7 @@ static int gb_setup(struct gpu_bench *g)
     CU(cudaEventCreate(&g->ev[0]));
     CU(cudaEventCreate(&g->ev[1]));
     for (size_t b = 0; b < g->nbuf; b++) {
-        fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
+        bench_fp8_fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
         CU(cudaMalloc(&g->src[b], g->n * 2));
         CU(cudaMalloc(&g->dst[b], g->n));
         CU(cudaMalloc((void **)&g->sc[b], g->ns * 4));
@@ -254,7 +241,7 @@ static int gb_check(struct gpu_bench *g, int v)
 {
     struct refit_fp8_params p = {v == 2 ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER, 0, 0};
     const size_t b = g->nbuf - 1;
-    fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
+    bench_fp8_fill(g->h, g->n, 0x9e3779b97f4a7c15ull + b);
     int rc = refit_fp8_quantize_bf16(g->h, g->rows, g->cols, g->cols, g->want, g->ws, &p);
     if (rc)
         return cli_fail("bench fp8", rc);

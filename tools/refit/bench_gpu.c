@@ -30,14 +30,6 @@ static int usage(FILE *f)
     return f == stdout ? 0 : 2;
 }
 
-static double jnum(const char *line, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
 /* The baseline: median seconds of the NCCL broadcast of n bytes. */
 static int nccl_baseline(const char *py, const char *script, double n, double *med_s, char *line, size_t cap)
 {
@@ -102,12 +94,12 @@ int bench_gpu(int argc, char **argv)
     double sum = 0, tr = 0, bytes = 0, best = 0;
     int warm = 0;
     while (f && fgets(line, sizeof(line), f)) {
-        if (jnum(line, "version") < 2)
+        if (cli_json_num(line, "version") < 2)
             continue;
-        double t = jnum(line, "total_s");
+        double t = cli_json_num(line, "total_s");
         sum += t;
-        tr += jnum(line, "transfer_s");
-        bytes = jnum(line, "bytes_out");
+        tr += cli_json_num(line, "transfer_s");
+        bytes = cli_json_num(line, "bytes_out");
         if (!best || t < best)
             best = t;
         warm++;

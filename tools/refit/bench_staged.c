@@ -28,14 +28,6 @@ static int usage(FILE *f)
     return f == stdout ? 0 : 2;
 }
 
-static double jnum(const char *line, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
 #ifdef REFIT_CLI_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -110,9 +102,9 @@ static int pub_line(const char *path, double v, double *stage_s, double *publish
     char line[1024];
     int found = 0;
     while (f && fgets(line, sizeof(line), f))
-        if (jnum(line, "version") == v) {
-            *stage_s = jnum(line, "stage_s");
-            *publish_s = jnum(line, "publish_s");
+        if (cli_json_num(line, "version") == v) {
+            *stage_s = cli_json_num(line, "stage_s");
+            *publish_s = cli_json_num(line, "publish_s");
             found = 1;
         }
     if (f)
@@ -161,12 +153,12 @@ int bench_staged(int argc, char **argv)
     double sum_total = 0, bytes = 0;
     int warm = 0;
     while (f && fgets(line, sizeof(line), f)) {
-        double v = jnum(line, "version"), stage = 0, publish = 0;
+        double v = cli_json_num(line, "version"), stage = 0, publish = 0;
         pub_line(d.pstats, v, &stage, &publish);
-        double pull = jnum(line, "total_s"), total = publish + pull;
-        bytes = jnum(line, "bytes_wire");
+        double pull = cli_json_num(line, "total_s"), total = publish + pull;
+        bytes = cli_json_num(line, "bytes_wire");
         printf("%3.0f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %8.3f %7.2f\n", v, stage, publish,
-               jnum(line, "transfer_s"), jnum(line, "convert_s"), jnum(line, "verify_s"), jnum(line, "commit_s"),
+               cli_json_num(line, "transfer_s"), cli_json_num(line, "convert_s"), cli_json_num(line, "verify_s"), cli_json_num(line, "commit_s"),
                pull, total, bytes / 1e9, total > 0 ? bytes / total / 1e9 : 0);
         if (v >= 2) {
             sum_total += total;

@@ -135,19 +135,6 @@ static int build_catalog(size_t want, refit_catalog_t **out)
 /* ------------------------------------------------------------------ */
 /* A private redis-server and redis-benchmark */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &l))
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 static int redis_ping(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -463,7 +450,7 @@ int bench_store(int argc, char **argv)
     pid_t rpid = -1;
     if (!o.no_redis) {
         for (int i = 0; i < 5 && rpid < 0; i++) {
-            port = free_port();
+            port = cli_free_port();
             rpid = redis_start(tmp, port);
         }
         if (rpid < 0)

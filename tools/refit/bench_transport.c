@@ -301,23 +301,10 @@ out:
 
 /* ---- baselines ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &l))
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* iperf3 -s -1 and iperf3 -c -P streams over loopback, JSON output. */
 static int iperf3_run(int seconds, int streams, double *gbps)
 {
-    int port = free_port();
+    int port = cli_free_port();
     if (port < 0)
         return refit_error_set(REFIT_EIO, "iperf3: no free port");
     int out[2];

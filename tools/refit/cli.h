@@ -4,6 +4,7 @@
 #define REFIT_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "refit/config.h"
@@ -32,6 +33,31 @@ int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
 int cli_layout(const char *opt, const char *v, int *tp, int *ep);
 /* --log LEVEL */
 int cli_log_level(const char *v);
+/* Options given as `--opt value` pairs: each pair goes to take(arg, opt,
+ * value), which returns 0, an error, or CLI_NOT_MINE for an option it does
+ * not know.  A missing value or an unknown option is an error naming it. */
+#define CLI_NOT_MINE 1
+int cli_parse_pairs(int argc, char **argv, int (*take)(void *arg, const char *opt, const char *val),
+                    void *arg);
+
+/* The options of one rank of a parallel job, which `refit publish` and
+ * `refit pull` share: --config, --hf, --id, --device, --stats, --tp,
+ * --rank, --ep, --cycles, --set (into ovr, at most max_set of them) and
+ * --log.  --device is taken as given: each command checks it. */
+struct cli_rank_opts {
+    const char *cfg, *hf, *id, *device, *stats;
+    int tp, rank, ep, cycles;
+    const char **ovr;
+    size_t n_ovr, max_set;
+};
+/* A take() for cli_parse_pairs with a struct cli_rank_opts as arg; the
+ * commands' own take() falls back to it. */
+int cli_rank_opt(void *arg, const char *opt, const char *val);
+
+/* A loopback TCP port free a moment ago (the kernel's pick), or -1: for
+ * the servers a benchmark starts as its baseline. */
+int cli_free_port(void);
+
 /* Monotonic seconds. */
 double cli_now(void);
 
@@ -64,7 +90,14 @@ int bench_plan(int argc, char **argv);
 /* `refit bench fp8 --device cuda` (bench_fp8_cuda.c); sized: rows/cols
  * were given (else a default size for the GPU). */
 int bench_fp8_cuda(size_t rows, size_t cols, size_t iters, int sized);
+/* bf16 weights as a trainer has them (bench_fp8.c): magnitudes
+ * ~N(0, 0.02)-like and a few outliers, so blocks get different scales;
+ * the same seed gives the same bytes. */
+void bench_fp8_fill(uint16_t *x, size_t n, uint64_t seed);
 int bench_staged(int argc, char **argv);
+/* The number after "key": in one line of a stats file (JSON lines); 0 when
+ * absent. */
+double cli_json_num(const char *line, const char *key);
 int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
 int bench_transport(int argc, char **argv);

@@ -378,14 +378,6 @@ static int compare_files(const char *want_path, const char *got_path, size_t *n_
 /* The table */
 
 
-static double jnum(const char *line, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0;
-}
-
 int demo_print_table(const char *stats_path)
 {
     FILE *f = fopen(stats_path, "r");
@@ -400,11 +392,11 @@ int demo_print_table(const char *stats_path)
         const char *w = strstr(line, "\"receiver\":\"");
         if (w)
             sscanf(w + 12, "%63[^\"]", who);
-        double bytes = jnum(line, "bytes_wire"), tr = jnum(line, "transfer_s");
+        double bytes = cli_json_num(line, "bytes_wire"), tr = cli_json_num(line, "transfer_s");
         printf("%-12s %3.0f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8.3f %7.2f\n", who,
-               jnum(line, "version"), jnum(line, "alloc_s"), jnum(line, "register_s"), jnum(line, "connect_s"),
-               jnum(line, "plan_s"), tr, jnum(line, "convert_s"), jnum(line, "verify_s"), jnum(line, "commit_s"),
-               jnum(line, "total_s"), bytes / 1e9, tr > 0 ? bytes / tr / 1e9 : 0);
+               cli_json_num(line, "version"), cli_json_num(line, "alloc_s"), cli_json_num(line, "register_s"), cli_json_num(line, "connect_s"),
+               cli_json_num(line, "plan_s"), tr, cli_json_num(line, "convert_s"), cli_json_num(line, "verify_s"), cli_json_num(line, "commit_s"),
+               cli_json_num(line, "total_s"), bytes / 1e9, tr > 0 ? bytes / tr / 1e9 : 0);
         rows++;
     }
     fclose(f);

@@ -31,43 +31,14 @@ int cmd_publish(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
-    const char *cfg = NULL, *hf = NULL, *id = NULL, *device = "host", *stats = NULL;
-    int tp = 0, rank = -1, ep = 1, cycles = 1;
     const char *ovr[64];
-    size_t n_ovr = 0;
-    int rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
-            break;
-        }
-        if (!strcmp(o, "--config") || !strcmp(o, "-c"))
-            cfg = v;
-        else if (!strcmp(o, "--hf"))
-            hf = v;
-        else if (!strcmp(o, "--id"))
-            id = v;
-        else if (!strcmp(o, "--device"))
-            device = v;
-        else if (!strcmp(o, "--stats"))
-            stats = v;
-        else if (!strcmp(o, "--tp"))
-            rc = cli_int(o, v, 1, 65536, &tp);
-        else if (!strcmp(o, "--rank"))
-            rc = cli_int(o, v, 0, 65535, &rank);
-        else if (!strcmp(o, "--ep"))
-            rc = cli_int(o, v, 1, 65536, &ep);
-        else if (!strcmp(o, "--cycles"))
-            rc = cli_int(o, v, 1, 1000000, &cycles);
-        else if (!strcmp(o, "--set") && n_ovr < 60)
-            ovr[n_ovr++] = v;
-        else if (!strcmp(o, "--log"))
-            rc = cli_log_level(v);
-        else
-            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        i++;
-    }
+    /* Two more overrides are added below. */
+    struct cli_rank_opts r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr,
+                              .max_set = 60};
+    int rc = cli_parse_pairs(argc, argv, cli_rank_opt, &r);
+    const char *cfg = r.cfg, *hf = r.hf, *id = r.id, *device = r.device, *stats = r.stats;
+    int tp = r.tp, rank = r.rank, ep = r.ep, cycles = r.cycles;
+    size_t n_ovr = r.n_ovr;
     if (!rc && strcmp(device, "host") && strcmp(device, "cuda"))
         rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
     if (!rc && (!hf || !tp || rank < 0))

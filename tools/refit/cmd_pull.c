@@ -117,57 +117,42 @@ static void linger(refit_context_t *ctx, uint64_t v)
     refit_loader_destroy(ld);
 }
 
+struct pull_opts {
+    struct cli_rank_opts r;
+    const char *out, *target, *fp8, *ver;
+};
+
+static int pull_opt(void *arg, const char *o, const char *v)
+{
+    struct pull_opts *p = arg;
+    if (!strcmp(o, "--out"))
+        p->out = v;
+    else if (!strcmp(o, "--target"))
+        p->target = v;
+    else if (!strcmp(o, "--fp8"))
+        p->fp8 = v;
+    else if (!strcmp(o, "--version"))
+        p->ver = v;
+    else
+        return cli_rank_opt(&p->r, o, v);
+    return 0;
+}
+
 int cmd_pull(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
-    const char *cfg = NULL, *hf = NULL, *id = NULL, *out = NULL, *target = NULL, *fp8 = NULL,
-               *stats = NULL, *ver = "latest", *device = "host";
-    int tp = 0, rank = -1, ep = 1, cycles = 1;
     const char *ovr[64];
-    size_t n_ovr = 0;
-    int rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
-            break;
-        }
-        if (!strcmp(o, "--config") || !strcmp(o, "-c"))
-            cfg = v;
-        else if (!strcmp(o, "--hf"))
-            hf = v;
-        else if (!strcmp(o, "--id"))
-            id = v;
-        else if (!strcmp(o, "--out"))
-            out = v;
-        else if (!strcmp(o, "--stats"))
-            stats = v;
-        else if (!strcmp(o, "--target"))
-            target = v;
-        else if (!strcmp(o, "--fp8"))
-            fp8 = v;
-        else if (!strcmp(o, "--device"))
-            device = v;
-        else if (!strcmp(o, "--version"))
-            ver = v;
-        else if (!strcmp(o, "--tp"))
-            rc = cli_int(o, v, 1, 65536, &tp);
-        else if (!strcmp(o, "--rank"))
-            rc = cli_int(o, v, 0, 65535, &rank);
-        else if (!strcmp(o, "--ep"))
-            rc = cli_int(o, v, 1, 65536, &ep);
-        else if (!strcmp(o, "--cycles"))
-            rc = cli_int(o, v, 1, 1000000, &cycles);
-        else if (!strcmp(o, "--set") && n_ovr < 56)
-            ovr[n_ovr++] = v;
-        else if (!strcmp(o, "--log"))
-            rc = cli_log_level(v);
-        else
-            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        i++;
-    }
+    /* Up to five more overrides are added below. */
+    struct pull_opts po = {.r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr,
+                                 .max_set = 56},
+                           .ver = "latest"};
+    int rc = cli_parse_pairs(argc, argv, pull_opt, &po);
+    const char *cfg = po.r.cfg, *hf = po.r.hf, *id = po.r.id, *out = po.out, *target = po.target,
+               *fp8 = po.fp8, *stats = po.r.stats, *ver = po.ver, *device = po.r.device;
+    int tp = po.r.tp, rank = po.r.rank, ep = po.r.ep, cycles = po.r.cycles;
+    size_t n_ovr = po.r.n_ovr;
     uint64_t version = REFIT_LATEST;
     if (!rc && !strcmp(ver, "next"))
         version = REFIT_NEXT;

@@ -1,7 +1,11 @@
 /* common.c — options every subcommand shares. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "refit/log.h"
@@ -119,4 +123,70 @@ int cli_layout(const char *opt, const char *v, int *tp, int *ep)
             return refit_error_set(REFIT_EINVAL, "%s '%s': expected tp=N[,ep=M]", opt, v);
     }
     return 0;
+}
+
+int cli_parse_pairs(int argc, char **argv, int (*take)(void *arg, const char *opt, const char *val),
+                    void *arg)
+{
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i += 2) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            return refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
+        rc = take(arg, o, v);
+        if (rc == CLI_NOT_MINE)
+            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
+    }
+    return rc;
+}
+
+int cli_rank_opt(void *arg, const char *o, const char *v)
+{
+    struct cli_rank_opts *r = arg;
+    if (!strcmp(o, "--config") || !strcmp(o, "-c"))
+        r->cfg = v;
+    else if (!strcmp(o, "--hf"))
+        r->hf = v;
+    else if (!strcmp(o, "--id"))
+        r->id = v;
+    else if (!strcmp(o, "--device"))
+        r->device = v;
+    else if (!strcmp(o, "--stats"))
+        r->stats = v;
+    else if (!strcmp(o, "--tp"))
+        return cli_int(o, v, 1, 65536, &r->tp);
+    else if (!strcmp(o, "--rank"))
+        return cli_int(o, v, 0, 65535, &r->rank);
+    else if (!strcmp(o, "--ep"))
+        return cli_int(o, v, 1, 65536, &r->ep);
+    else if (!strcmp(o, "--cycles"))
+        return cli_int(o, v, 1, 1000000, &r->cycles);
+    else if (!strcmp(o, "--set") && r->n_ovr < r->max_set)
+        r->ovr[r->n_ovr++] = v; /* a full list falls through: unknown option */
+    else if (!strcmp(o, "--log"))
+        return cli_log_level(v);
+    else
+        return CLI_NOT_MINE;
+    return 0;
+}
+
+int cli_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) && !getsockname(fd, (struct sockaddr *)&a, &l))
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+double cli_json_num(const char *line, const char *key)
+{
+    char pat[80];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    return p ? strtod(p + strlen(pat), NULL) : 0;
 }

@@ -77,7 +77,11 @@ int rf_rcvdev_scratch_alloc(refit_receiver_t *r, size_t n, void **out);
 void rf_rcvdev_scratch_free(refit_receiver_t *r, void *p);
 int rf_rcvdev_scatter(refit_receiver_t *r, void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                       size_t rows);
-/* Wait for every scatter queued by this pull. */
+/* Quantize layout tensor t's device image into its device destination and
+ * scales (the FP8 kernel, queued after the scatters). */
+int rf_rcvdev_convert(refit_receiver_t *r, size_t t, const void *img, void *out, float *scale);
+/* Wait for every scatter and quantization queued by this pull (NaN/Inf in
+ * a quantized tensor is reported here). */
 int rf_rcvdev_sync(refit_receiver_t *r);
 
 #endif

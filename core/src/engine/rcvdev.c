@@ -14,6 +14,7 @@
 #include "devmem.h"
 #include "devpath.h"
 #include "refit/cuda_pool.h"
+#include "refit/fp8_cuda.h"
 #include "refit/log.h"
 
 #define H2D_CHUNK ((size_t)16 << 20)
@@ -21,6 +22,8 @@
 struct rf_rcvdev {
     int device;
     struct rf_dcopy *cp;
+    struct refit_fp8_cuda *q; /* resident FP8 conversions (legacy stream) */
+    int q_used;
     int saved, active;
     void *pinned;
 };
@@ -132,6 +135,13 @@ void rf_rcvdev_destroy(refit_receiver_t *r)
     rf_rcvdev_commit_wait(r);
     rf_rcvdev_unpin(r);
     rf_dcopy_destroy(r->dev->cp);
+    if (r->dev->q) {
+        int saved = -1;
+        if (!rf_dev_enter(r->dev->device, &saved)) {
+            refit_fp8_cuda_destroy(r->dev->q);
+            rf_dev_leave(saved);
+        }
+    }
     free(r->dev);
     r->dev = NULL;
 }
@@ -157,12 +167,16 @@ int rf_rcvdev_check_plan(refit_receiver_t *r)
     size_t nl = refit_layout_count(r->lay);
     for (size_t t = 0; t < nl; t++) {
         const struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
-        if (r->pdst[t].in_scratch)
-            return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' needs a conversion (%s -> %s%s) and "
-                                   "conversions on the device are not built: pull it with refit.in_place: "
-                                   "false (staged on the host) or without FP8", r->id, d->name,
-                                   refit_dtype_name(r->img_dtype[t]), refit_dtype_name(d->dtype),
-                                   refit_layout_at(r->lay, t)->fp8 ? ", FP8" : "");
+        const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
+        /* On the device: FP8 quantization (the kernel) and plain copies. */
+        int fp8 = lt->fp8 && r->copts.fp8.enabled && d->dtype == REFIT_DTYPE_F8_E4M3 &&
+                  (r->img_dtype[t] == REFIT_DTYPE_BF16 || r->img_dtype[t] == REFIT_DTYPE_F32) &&
+                  (lt->ndim == 2 || lt->ndim == 3) && r->scale_of_lt[t] >= 0;
+        if (r->pdst[t].in_scratch && !fp8)
+            return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' needs a cast (%s -> %s) and only FP8 "
+                                   "quantization and copies run on the device: pull it with refit.in_place: "
+                                   "false (staged on the host)", r->id, d->name,
+                                   refit_dtype_name(r->img_dtype[t]), refit_dtype_name(d->dtype));
     }
     for (size_t i = 0; i < r->n_d; i++)
         if (!r->d[i].ptr || r->d[i].memtype != REFIT_MEM_CUDA)
@@ -200,6 +214,34 @@ int rf_rcvdev_scatter(refit_receiver_t *r, void *dst, size_t dpitch, const void 
     return rc;
 }
 
+int rf_rcvdev_convert(refit_receiver_t *r, size_t t, const void *img, void *out, float *scale)
+{
+    struct rf_rcvdev *d = r->dev;
+    const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
+    int saved = -1;
+    int rc = rf_dev_enter(d->device, &saved);
+    /* The legacy stream: it waits for the scatters on the copy streams. */
+    if (!rc && !d->q)
+        rc = refit_fp8_cuda_create(NULL, &d->q);
+    int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+    int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
+    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+    size_t es = refit_dtype_size(r->img_dtype[t]);
+    struct refit_fp8_params p = {r->copts.fp8.rule, r->copts.fp8.floor, REFIT_FP8_IMPL_AUTO};
+    for (int64_t x = 0; !rc && x < nidx; x++) {
+        size_t off = (size_t)(x * rows * cols);
+        if (r->img_dtype[t] == REFIT_DTYPE_BF16)
+            rc = refit_fp8_cuda_quantize_bf16(d->q, (const char *)img + off * es, (size_t)rows, (size_t)cols,
+                                              (size_t)cols, (uint8_t *)out + off, scale + x * br * bc, &p);
+        else
+            rc = refit_fp8_cuda_quantize_f32(d->q, (const char *)img + off * es, (size_t)rows, (size_t)cols,
+                                             (size_t)cols, (uint8_t *)out + off, scale + x * br * bc, &p);
+    }
+    d->q_used |= !rc;
+    rf_dev_leave(saved);
+    return rc ? refit_error_push(rc, "receiver %s: quantizing '%s' on the device", r->id, lt->name) : 0;
+}
+
 int rf_rcvdev_sync(refit_receiver_t *r)
 {
     if (!rf_rcvdev_resident(r))
@@ -208,6 +250,12 @@ int rf_rcvdev_sync(refit_receiver_t *r)
     int rc = rf_dev_enter(r->dev->device, &saved);
     if (!rc)
         rc = rf_dcopy_sync(r->dev->cp);
+    if (r->dev->q_used) {
+        int qrc = refit_fp8_cuda_sync(r->dev->q);
+        r->dev->q_used = 0;
+        if (!rc)
+            rc = qrc;
+    }
     rf_dev_leave(saved);
     return rc ? refit_error_push(rc, "receiver %s: device scatters", r->id) : 0;
 }

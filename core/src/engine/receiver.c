@@ -1068,8 +1068,11 @@ static int finish_tensor(refit_receiver_t *r, size_t t)
         float *scale = NULL;
         if (r->scale_of_lt[t] >= 0)
             scale = buf_ptr(r, RF_BUF_STAGING, r->d[r->scale_of_lt[t]].staging_off);
-        rc = refit_convert_image(lt, r->img_dtype[t], (char *)r->scratch + pd->offset, &r->copts.fp8, d->dtype,
-                                 out, scale);
+        if (r->scratch_dev)
+            rc = rf_rcvdev_convert(r, t, (char *)r->scratch + pd->offset, out, scale);
+        else
+            rc = refit_convert_image(lt, r->img_dtype[t], (char *)r->scratch + pd->offset, &r->copts.fp8,
+                                     d->dtype, out, scale);
     }
     r->convert_s += rf_seconds() - t0;
     return rc;

@@ -28,6 +28,7 @@
 
 #include "refit/plugin.h"
 #include "refit/store.h"
+#include "store_common.h"
 
 #define FS_HDR 16
 #define FS_MAGIC "RFS1"
@@ -62,20 +63,6 @@ static uint64_t now_ms_wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t now_ms_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR)
-        ;
 }
 
 static int fs_errno(int err, const char *what, const char *key, const char *path)
@@ -218,7 +205,7 @@ static int lock_key(struct fs_store *st, const char *dir, const char *name, cons
         H->free(lp);
         return rc;
     }
-    int64_t deadline = now_ms_mono() + st->timeout_ms, wait = 1;
+    int64_t deadline = rsc_now_ms() + st->timeout_ms, wait = 1;
     while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno != EWOULDBLOCK && errno != EINTR) {
             int rc = fs_errno(errno, "flock", key, lp);
@@ -226,14 +213,14 @@ static int lock_key(struct fs_store *st, const char *dir, const char *name, cons
             H->free(lp);
             return rc;
         }
-        if (now_ms_mono() >= deadline) {
+        if (rsc_now_ms() >= deadline) {
             close(fd);
             int rc = H->error_set(REFIT_ETIMEDOUT, "store file: key '%s': lock %s held for more than %lld ms",
                                   key, lp, (long long)st->timeout_ms);
             H->free(lp);
             return rc;
         }
-        sleep_ms(wait);
+        rsc_sleep_ms(wait);
         wait = wait < 32 ? wait * 2 : 32;
     }
     H->free(lp);
@@ -770,41 +757,49 @@ static uint64_t fingerprint(struct fs_store *st, const char *prefix, int ifd)
     return c ? c : 1;
 }
 
+struct fs_poll_ctx {
+    struct fs_store *st;
+    const char *prefix;
+    int ifd; /* inotify on the directories walked, -1: none */
+};
+
+static int poll_cursor(void *arg, uint64_t *cur)
+{
+    struct fs_poll_ctx *p = arg;
+    *cur = fingerprint(p->st, p->prefix, p->ifd);
+    return 0;
+}
+
+/* A change below the prefix wakes us early; the walk re-arms the watches. */
+static void poll_wait(void *arg, int64_t ms)
+{
+    struct fs_poll_ctx *p = arg;
+    if (p->ifd < 0) {
+        rsc_sleep_ms(ms);
+        return;
+    }
+    struct pollfd pf = {p->ifd, POLLIN, 0};
+    if (poll(&pf, 1, (int)ms) > 0) {
+        char buf[4096];
+        while (read(p->ifd, buf, sizeof(buf)) > 0)
+            ;
+    }
+}
+
 static int fs_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms)
 {
     struct fs_store *st = obj;
-    int ifd = since ? inotify_init1(IN_NONBLOCK | IN_CLOEXEC) : -1;
+    static const struct rsc_poll_ops ops = {poll_cursor, poll_wait};
+    struct fs_poll_ctx p = {st, prefix, since ? inotify_init1(IN_NONBLOCK | IN_CLOEXEC) : -1};
     /* Watch the root too, so that the prefix's first directory appearing
      * wakes us. */
-    if (ifd >= 0)
-        inotify_add_watch(ifd, st->root, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
-    int64_t deadline = now_ms_mono() + timeout_ms, wait = st->poll_min_ms;
-    uint64_t cur = fingerprint(st, prefix, ifd);
-    while (since && cur == since) {
-        int64_t left = deadline - now_ms_mono();
-        if (left <= 0)
-            break;
-        int64_t t = wait < left ? wait : left;
-        if (ifd >= 0) {
-            struct pollfd p = {ifd, POLLIN, 0};
-            if (poll(&p, 1, (int)t) > 0) {
-                char buf[4096];
-                while (read(ifd, buf, sizeof(buf)) > 0)
-                    ;
-            }
-        } else {
-            sleep_ms(t);
-        }
-        wait = wait * 2 < st->poll_max_ms ? wait * 2 : st->poll_max_ms;
-        cur = fingerprint(st, prefix, ifd);
-    }
-    if (ifd >= 0)
-        close(ifd);
-    *cursor = cur;
-    if (since && cur == since)
-        return H->error_set(REFIT_ETIMEDOUT, "store file: no change below '%s' within %lld ms", prefix,
-                            (long long)timeout_ms);
-    return 0;
+    if (p.ifd >= 0)
+        inotify_add_watch(p.ifd, st->root, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+    int rc = rsc_poll(&ops, &p, "file", prefix, since, cursor, timeout_ms, st->poll_min_ms,
+                      st->poll_max_ms);
+    if (p.ifd >= 0)
+        close(p.ifd);
+    return rc;
 }
 
 static int fs_get_many(void *obj, struct refit_store_get_item *items, size_t n)
@@ -925,6 +920,7 @@ static int fs_load(const struct refit_host *host)
     if (host->size < offsetof(struct refit_host, cfg_has) + sizeof(host->cfg_has))
         return REFIT_EABI;
     H = host;
+    rsc_load(host);
     return 0;
 }
 

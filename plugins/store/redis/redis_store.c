@@ -26,6 +26,7 @@
 #include "refit/log.h"
 #include "refit/plugin.h"
 #include "refit/store.h"
+#include "store_common.h"
 
 static const struct refit_host *H;
 
@@ -80,20 +81,6 @@ static const char rd_cas_lua[] =
 
 /* ------------------------------------------------------------------ */
 /* Helpers */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR)
-        ;
-}
 
 static struct timeval tv_of(int64_t ms)
 {
@@ -220,11 +207,11 @@ static int ensure_conn(struct rd_store *st, int64_t deadline)
         /* Wrong password or ACL: retrying will not help. */
         if (rc == REFIT_EPERM || rc == REFIT_ENOMEM)
             return rc;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - rsc_now_ms();
         if (left <= 0)
             return H->error_push(rc, "gave up reconnecting after store.timeout (%lld ms)",
                                  (long long)st->timeout_ms);
-        sleep_ms(wait < left ? wait : left);
+        rsc_sleep_ms(wait < left ? wait : left);
         wait = wait * 2 < st->backoff_max_ms ? wait * 2 : st->backoff_max_ms;
     }
 }
@@ -245,7 +232,7 @@ struct rd_cmd {
 static int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisReply **replies,
                     const char *what, const char *key)
 {
-    int64_t deadline = now_ms() + st->timeout_ms;
+    int64_t deadline = rsc_now_ms() + st->timeout_ms;
     for (int attempt = 0;; attempt++) {
         int rc = ensure_conn(st, deadline);
         if (rc)
@@ -273,7 +260,7 @@ static int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, re
         int timeout = st->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
         drop_conn(st);
         H->log(REFIT_LOG_WARN, "store.redis", "%s: %s: connection lost: %s; reconnecting", st->where, what, err);
-        if (attempt >= 3 || now_ms() >= deadline)
+        if (attempt >= 3 || rsc_now_ms() >= deadline)
             return H->error_set(timeout ? REFIT_ETIMEDOUT : REFIT_ECONN, "store %s: %s%s%s%s: %s", st->where,
                                 what, key ? " key '" : "", key ? key : "", key ? "'" : "", err);
     }
@@ -442,7 +429,7 @@ static int rd_open(void *obj, const struct refit_store_open_args *a)
     st->prefix_len = (size_t)sprintf(st->prefix, "refit/%s/", a->ns);
     sprintf(st->seq_key, "refit/%s~seq", a->ns);
     /* Fail open() when the server is not there, but within the timeout. */
-    return ensure_conn(st, now_ms() + st->timeout_ms);
+    return ensure_conn(st, rsc_now_ms() + st->timeout_ms);
 }
 
 static void rd_close(void *obj)
@@ -666,7 +653,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
                             expected && elen ? expected : "", len ? val : "", ttl};
     size_t lens[10] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), 1,
                        expected ? elen : 0, len, strlen(ttl)};
-    int64_t deadline = now_ms() + st->timeout_ms;
+    int64_t deadline = rsc_now_ms() + st->timeout_ms;
     int rc = ensure_conn(st, deadline);
     redisReply *r = NULL;
     for (int attempt = 0; !rc && attempt < 3; attempt++) {
@@ -677,7 +664,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
          * more try is what the caller would do. */
         rc = H->error_set(REFIT_ECONN, "store %s: cas key '%s': %s", st->where, key, st->c->errstr);
         drop_conn(st);
-        if (now_ms() < deadline)
+        if (rsc_now_ms() < deadline)
             rc = ensure_conn(st, deadline);
     }
     if (!rc && !r)
@@ -828,34 +815,31 @@ static int read_cursor(struct rd_store *st, const char *counter, uint64_t *cur)
     return rc;
 }
 
+struct rd_poll_ctx {
+    struct rd_store *st;
+    const char *counter;
+};
+
+static int poll_cursor(void *arg, uint64_t *cur)
+{
+    struct rd_poll_ctx *p = arg;
+    return read_cursor(p->st, p->counter, cur);
+}
+
 static int rd_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms)
 {
     struct rd_store *st = obj;
-    int64_t deadline = now_ms() + timeout_ms, wait = st->poll_min_ms;
-    uint64_t cur = 0;
+    static const struct rsc_poll_ops ops = {poll_cursor, NULL};
     /* "sources/..." watches the counter of "sources"; a prefix without '/'
      * may span components: the namespace's counter. */
     char *comp = NULL;
     if (comp_seq(st, prefix, &comp))
         return REFIT_ENOMEM;
-    const char *counter = comp ? comp : st->seq_key;
-    int rc = read_cursor(st, counter, &cur);
-    while (!rc && since && cur == since) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        sleep_ms(wait < left ? wait : left);
-        wait = wait * 2 < st->poll_max_ms ? wait * 2 : st->poll_max_ms;
-        rc = read_cursor(st, counter, &cur);
-    }
+    struct rd_poll_ctx p = {st, comp ? comp : st->seq_key};
+    int rc = rsc_poll(&ops, &p, st->where, prefix, since, cursor, timeout_ms, st->poll_min_ms,
+                      st->poll_max_ms);
     H->free(comp);
-    if (rc)
-        return rc;
-    *cursor = cur;
-    if (since && cur == since)
-        return H->error_set(REFIT_ETIMEDOUT, "store %s: no change below '%s' within %lld ms", st->where, prefix,
-                            (long long)timeout_ms);
-    return 0;
+    return rc;
 }
 
 static uint64_t rd_generation(void *obj)
@@ -884,6 +868,7 @@ static int rd_load(const struct refit_host *host)
     if (host->size < offsetof(struct refit_host, cfg_has) + sizeof(host->cfg_has))
         return REFIT_EABI;
     H = host;
+    rsc_load(host);
     return 0;
 }
 

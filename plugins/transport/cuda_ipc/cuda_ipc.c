@@ -339,6 +339,8 @@ static const struct refit_cfg_field cipc_config[] = {
     {"device", REFIT_CFG_INT, "-1", -1, 4096, NULL,
      "CUDA device the copies run on; -1: the rank's device (topology), else the current device"},
     {"streams", REFIT_CFG_INT, "4", 1, CIPC_MAX_STREAMS, NULL, "copy streams, used round-robin"},
+    {"copy", REFIT_CFG_ENUM, "engine", 0, -1, "engine|kernel",
+     "copies by the copy engines (cudaMemcpyAsync) or by a kernel on the SMs"},
     {"chunk", REFIT_CFG_SIZE, "64MiB", 4096, 1099511627776.0, NULL,
      "descriptors longer than this are split into copies of this size over the streams"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, CIPC_MAX_PAYLOAD, NULL, "largest notification"},
@@ -363,6 +365,9 @@ static int read_options(const struct refit_tp_init_args *a, refit_tp_t *tp, int6
         rc = H->cfg_size(a->cfg, "chunk", &tp->chunk);
     if (!rc)
         rc = H->cfg_size(a->cfg, "max_notify_len", &tp->max_notify_len);
+    const char *copy = NULL;
+    if (!rc && !(rc = H->cfg_str(a->cfg, "copy", &copy)))
+        tp->kernel_copy = copy && !strcmp(copy, "kernel");
     if (!rc) {
         rc = H->cfg_str(a->cfg, "socket_dir", sock_dir);
         if (rc == REFIT_ENOENT)
@@ -398,6 +403,12 @@ static int pick_device(refit_tp_t *tp, const struct refit_tp_init_args *a, int64
         return H->error_set(REFIT_ECONFIG, "%s: CUDA device %d asked for (transport.cuda_ipc.device or "
                             "the rank's device), but this process sees %d", CIPC, dev, count);
     tp->dev = dev;
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms < 1) {
+        (void)cudaGetLastError();
+        sms = 32;
+    }
+    tp->copy_blocks = 4 * sms;
     return 0;
 }
 
@@ -1081,9 +1092,10 @@ static int enqueue(refit_tp_t *tp, const struct refit_tp_desc *d, size_t i, uint
         int s = (int)(tp->next_stream++ % (unsigned)tp->nstreams);
         void *dst = d->op == REFIT_OP_READ ? local + off : remote + off;
         const void *src = d->op == REFIT_OP_READ ? remote + off : local + off;
-        cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, tp->streams[s]);
+        cudaError_t e = tp->kernel_copy ? cipc_kernel_copy(dst, src, n, tp->streams[s], tp->copy_blocks)
+                                        : cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, tp->streams[s]);
         if (e != cudaSuccess)
-            return cipc_cuda_fail(REFIT_EIO, e, "descriptor %zu: cudaMemcpyAsync of %" PRIu64 " bytes %s "
+            return cipc_cuda_fail(REFIT_EIO, e, "descriptor %zu: copy of %" PRIu64 " bytes %s "
                                   "region %" PRIu64 " of peer '%s'", i, n,
                                   d->op == REFIT_OP_READ ? "from" : "to", k->key.region_id, k->peer->name);
         *mask |= 1u << s;

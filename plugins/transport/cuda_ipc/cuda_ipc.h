@@ -190,10 +190,16 @@ struct refit_tp_req {
     size_t n_regions;
 };
 
+/* cuda_ipc_copy.cu: a copy by the SMs (16-byte aligned; else the copy
+ * engines), on stream s of the current device. */
+cudaError_t cipc_kernel_copy(void *dst, const void *src, size_t n, cudaStream_t s, int blocks_max);
+
 struct refit_tp {
     char *name;
     int dev;
     int nstreams;
+    int kernel_copy;  /* transport.cuda_ipc.copy: kernel */
+    int copy_blocks;  /* the copy kernel's grid bound (4 per SM) */
     cudaStream_t streams[CIPC_MAX_STREAMS];
     unsigned next_stream;
     uint64_t chunk;

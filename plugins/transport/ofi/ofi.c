@@ -45,9 +45,7 @@
 #include <signal.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +62,7 @@
 #include "refit/plugin.h"
 #include "refit/status.h"
 #include "refit/transport.h"
+#include "tp_common.h"
 
 #define OFIP "ofi"
 #define OFIP_ADDR_MAGIC 0x414f5852u /* "RXOA" */
@@ -88,20 +87,6 @@ struct ofip_msg {
     uint64_t a, b;      /* REVOKE: region, seq; ACK: seq */
 };
 
-struct ofip_watcher {
-    struct ofip_watcher *next;
-    uint64_t id;
-    fi_addr_t fa;
-    int refs, dead;
-    uint64_t acked;
-};
-
-struct ofip_ack {
-    struct ofip_ack *next;
-    struct refit_tp_peer *peer;
-    uint64_t seq;
-};
-
 /* The context of one libfabric operation; fi_context2 first because the
  * provider may ask for FI_CONTEXT/FI_CONTEXT2 scratch space in it. */
 struct ofip_op {
@@ -114,12 +99,6 @@ struct ofip_op {
     struct ofip_op *next;     /* OP_CTRL: in tp->ctrl_ops until complete */
 };
 
-struct ofip_notice {
-    struct ofip_notice *next;
-    size_t len;
-    unsigned char data[];
-};
-
 struct refit_tp {
     struct fi_info *info;
     struct fid_fabric *fabric;
@@ -128,7 +107,6 @@ struct refit_tp {
     struct fid_cq *cq;
     struct fid_av *av;
     char *name;
-    int64_t timeout_ms;
     uint64_t max_notify_len;
     uint64_t max_msg;
     uint64_t max_chunk;
@@ -144,23 +122,13 @@ struct refit_tp {
     struct ofip_op *recv_ops;
     unsigned char *recv_bufs;
     struct refit_tp_peer *peers;
-    struct refit_tp_req *reqs;
-    struct ofip_notice *nq_head, *nq_tail;
     uint64_t next_region_id;
-    uint64_t id; /* random: names us in control messages */
     size_t recv_len;
-    struct ofip_watcher *watchers;
-    struct ofip_ack *acks;
-    uint64_t revoke_seq;
     int in_ctrl;
     size_t ctrl_inflight; /* control sends not yet completed */
     struct ofip_op *ctrl_ops; /* ... and their operations (freed by fini if never completed) */
-
-    pthread_mutex_t lock;
-    pthread_t thread;
-    int thread_on;
-    volatile int stop;
     int64_t sleep_us;
+    struct rtp_core c; /* requests, notices, watchers, acks, lock, thread */
 };
 
 struct refit_tp_region {
@@ -193,26 +161,16 @@ struct refit_tp_rkey {
     uint64_t len, id, key;
 };
 
-struct refit_tp_req {
-    refit_tp_t *tp;
-    refit_tp_peer_t *peer;
-    struct refit_tp_req *prev, *next;
-    size_t pending;
-    int status;
-    int released;
-    char msg[320];
-    uint64_t *regions; /* distinct remote region ids (for revokes) */
-    size_t n_regions;
+/* What a request (struct refit_tp_req, tp_common.h) carries in ext[]. */
+struct ofip_req_ext {
     size_t n_ops;
     struct ofip_op ops[]; /* one per chunk */
 };
 
-struct ofip_addr_hdr {
-    uint32_t magic;
-    uint16_t version, reserved;
-    uint64_t tp_id;
-    uint64_t addr_len;
-};
+static struct ofip_req_ext *req_ext(struct refit_tp_req *r)
+{
+    return (struct ofip_req_ext *)(void *)r->ext;
+}
 
 struct ofip_rkey_hdr {
     uint32_t magic;
@@ -222,22 +180,6 @@ struct ofip_rkey_hdr {
 
 /* ------------------------------------------------------------------ */
 /* Helpers */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = H->alloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
 
 static const char *prov_of(const refit_tp_t *tp)
 {
@@ -284,44 +226,12 @@ static int status_of(int ret)
     }
 }
 
-static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-{
-    if (r->status)
-        return;
-    r->status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-}
-
-static void req_unlink_free(struct refit_tp_req *r)
-{
-    refit_tp_t *tp = r->tp;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        tp->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    H->free(r->regions);
-    H->free(r);
-}
-
 static struct refit_tp_req *req_new(refit_tp_t *tp, refit_tp_peer_t *p, size_t n_ops)
 {
-    struct refit_tp_req *r = H->calloc(1, sizeof(*r) + n_ops * sizeof(struct ofip_op));
-    if (!r)
-        return NULL;
-    r->tp = tp;
-    r->peer = p;
-    r->n_ops = n_ops;
-    r->next = tp->reqs;
-    if (tp->reqs)
-        tp->reqs->prev = r;
-    tp->reqs = r;
+    struct refit_tp_req *r =
+        rtp_req_new(&tp->c, p, sizeof(struct ofip_req_ext) + n_ops * sizeof(struct ofip_op));
+    if (r)
+        req_ext(r)->n_ops = n_ops;
     return r;
 }
 
@@ -377,7 +287,7 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
             r->peer->ops_pending--;
         if (err) {
             const char *who = r->peer ? r->peer->name : "?";
-            req_fail(r, status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, prov_of(tp),
+            rtp_req_fail(r, status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, prov_of(tp),
                      op->kind == OP_SEND ? "notification" : op->is_write ? "write" : "read", who, why);
         }
         H->free(op->kind == OP_SEND ? op->buf : NULL);
@@ -385,7 +295,7 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
         if (r->pending)
             r->pending--;
         if (!r->pending && r->released)
-            req_unlink_free(r);
+            rtp_req_unlink_free(&tp->c, r);
         return;
     }
     }
@@ -417,7 +327,7 @@ static size_t cq_drain_once(refit_tp_t *tp);
 static size_t cq_drain(refit_tp_t *tp)
 {
     size_t n = cq_drain_once(tp);
-    if (tp->acks && !tp->in_ctrl)
+    if (tp->c.acks && !tp->in_ctrl)
         n += ctrl_work(tp);
     return n;
 }
@@ -461,7 +371,7 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
         H->free(m);
         return REFIT_ENOMEM;
     }
-    struct ofip_msg h = {type, (uint32_t)tail_len, tp->id, a, b};
+    struct ofip_msg h = {type, (uint32_t)tail_len, tp->c.id, a, b};
     memcpy(m, &h, sizeof(h));
     if (tail_len)
         memcpy(m + sizeof(h), tail, tail_len);
@@ -472,10 +382,10 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
     tp->ctrl_ops = op;
     /* A goodbye is a courtesy: the peer may have exited already, and the
      * provider would spend the whole timeout trying to reach it. */
-    int64_t deadline = now_ms() + (type == MSG_BYE ? 200 : tp->timeout_ms);
+    int64_t deadline = rtp_now_ms() + (type == MSG_BYE ? 200 : tp->c.timeout_ms);
     ssize_t ret;
     while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
-           now_ms() < deadline)
+           rtp_now_ms() < deadline)
         cq_drain_once(tp);
     if (ret) {
         tp->ctrl_inflight--;
@@ -495,45 +405,25 @@ static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint6
         for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
             if (k->id == region)
                 k->stale = 1;
-        for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
-            if (r->peer != p || !r->pending)
-                continue;
-            for (size_t i = 0; i < r->n_regions; i++)
-                if (r->regions[i] == region)
-                    req_fail(r, REFIT_ESTALE, "%s: region %" PRIu64 " of peer '%s' was deregistered "
-                             "during the transfer", OFIP, region, p->name);
-        }
-        struct ofip_ack *k = H->calloc(1, sizeof(*k));
-        if (!k)
-            continue; /* the owner's wait times out instead */
-        k->peer = p;
-        k->seq = seq;
-        k->next = tp->acks;
-        tp->acks = k;
+        rtp_reqs_fail_region(&tp->c, p, p->name, region);
+        rtp_ack_queue(&tp->c, p, seq);
     }
 }
 
 static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *addr)
 {
-    struct ofip_watcher *w = tp->watchers;
-    while (w && w->id != h->sender)
-        w = w->next;
-    if (w) {
-        w->refs++;
-        w->dead = 0;
+    if (rtp_watcher_rehello(&tp->c, h->sender))
         return;
-    }
-    w = H->calloc(1, sizeof(*w));
+    struct rtp_watcher *w = rtp_watcher_add(&tp->c, h->sender);
     if (!w)
         return;
-    if (fi_av_insert(tp->av, addr, 1, &w->fa, 0, NULL) != 1) {
-        H->free(w);
+    fi_addr_t fa;
+    if (fi_av_insert(tp->av, addr, 1, &fa, 0, NULL) != 1) {
+        rtp_watcher_discard(&tp->c, w);
         return;
     }
-    w->id = h->sender;
-    w->refs = 1;
-    w->next = tp->watchers;
-    tp->watchers = w;
+    w->fa = fa;
+    w->reachable = 1;
 }
 
 static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
@@ -546,83 +436,38 @@ static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
         return; /* not ours, or truncated */
     const unsigned char *tail = buf + sizeof(h);
     if (h.type == MSG_NOTE && h.len <= tp->max_notify_len) {
-        struct ofip_notice *n = H->alloc(sizeof(*n) + h.len);
-        if (!n) {
-            H->log(3, OFIP, "out of memory: notification of %u bytes lost", h.len);
-            return;
-        }
-        n->next = NULL;
-        n->len = h.len;
-        memcpy(n->data, tail, h.len);
-        if (tp->nq_tail)
-            tp->nq_tail->next = n;
-        else
-            tp->nq_head = n;
-        tp->nq_tail = n;
+        rtp_notice_push(&tp->c, tail, h.len);
     } else if (h.type == MSG_HELLO && h.len && h.len <= OFIP_MAX_ADDR) {
         on_hello(tp, &h, tail);
     } else if (h.type == MSG_BYE) {
-        for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
-            if (w->id == h.sender && --w->refs <= 0)
-                w->dead = 1;
+        rtp_on_bye(&tp->c, h.sender);
     } else if (h.type == MSG_REVOKE) {
         revoke_region(tp, h.sender, h.a, h.b);
     } else if (h.type == MSG_ACK) {
-        for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
-            if (w->id == h.sender && h.a > w->acked)
-                w->acked = h.a;
+        rtp_on_ack(&tp->c, h.sender, h.a);
     }
 }
-
-static int spin(refit_tp_t *tp, const size_t *count, const int *failed, int64_t timeout_ms);
 
 /* Acknowledge revokes once nothing of ours to that peer is in flight. */
 static size_t ctrl_work(refit_tp_t *tp)
 {
-    if (tp->in_ctrl || !tp->acks)
+    if (tp->in_ctrl || !tp->c.acks)
         return 0;
     tp->in_ctrl = 1;
-    size_t n = 0;
-    while (tp->acks) {
-        struct ofip_ack *k = tp->acks;
-        tp->acks = k->next;
-        refit_tp_peer_t *p = k->peer;
-        if (p && !p->failed && !spin(tp, &p->ops_pending, NULL, tp->timeout_ms))
-            msg_send(tp, p->fa, MSG_ACK, k->seq, 0, NULL, 0);
-        H->free(k);
-        n++;
-    }
+    size_t n = rtp_acks_run(&tp->c);
     tp->in_ctrl = 0;
     return n;
 }
 
-/* Revoke a region at every process that connected to us; wait for their
- * acks (transport.timeout at most). */
-static void revoke_all(refit_tp_t *tp, uint64_t region)
+static void ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq)
 {
-    uint64_t seq = ++tp->revoke_seq;
-    for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
-        if (!w->dead && msg_send(tp, w->fa, MSG_REVOKE, region, seq, NULL, 0))
-            w->dead = 1;
-    int64_t deadline = now_ms() + tp->timeout_ms;
-    for (;;) {
-        int waiting = 0;
-        for (struct ofip_watcher *w = tp->watchers; w && !waiting; w = w->next)
-            waiting = !w->dead && w->acked < seq;
-        if (!waiting)
-            return;
-        if (cq_drain(tp))
-            continue;
-        if (now_ms() >= deadline)
-            break;
-        sched_yield();
-    }
-    for (struct ofip_watcher *w = tp->watchers; w; w = w->next)
-        if (!w->dead && w->acked < seq) {
-            H->log(2, OFIP, "deregistration of region %" PRIu64 ": a peer did not acknowledge "
-                   "within %" PRId64 " ms; it is no longer waited for", region, tp->timeout_ms);
-            w->dead = 1;
-        }
+    if (p && !p->failed && !rtp_spin(&tp->c, &p->ops_pending, NULL, tp->c.timeout_ms))
+        msg_send(tp, p->fa, MSG_ACK, seq, 0, NULL, 0);
+}
+
+static int send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq)
+{
+    return msg_send(tp, w->fa, MSG_REVOKE, region, seq, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -896,23 +741,32 @@ static int open_objects(refit_tp_t *tp, int64_t recv_depth)
 
 static void ofip_fini(refit_tp_t *tp);
 
-static void *progress_thread(void *arg)
+/* Progress rounds are not split for a waiting caller: cq_drain bounds
+ * itself by what the queue holds. */
+static size_t progress_cb(refit_tp_t *tp, int contended)
 {
-    refit_tp_t *tp = arg;
-    struct timespec ts = {0, tp->sleep_us * 1000};
-    while (!tp->stop) {
-        pthread_mutex_lock(&tp->lock);
-        size_t n = cq_drain(tp);
-        pthread_mutex_unlock(&tp->lock);
-        if (!n) {
-            if (tp->sleep_us)
-                nanosleep(&ts, NULL);
-            else
-                sched_yield();
-        }
-    }
-    return NULL;
+    (void)contended;
+    return cq_drain(tp);
 }
+
+/* The CQ does not say when a peer's READ needs us: sleep briefly. */
+static void idle_cb(refit_tp_t *tp, int stop_fd)
+{
+    (void)stop_fd;
+    struct timespec ts = {0, tp->sleep_us * 1000};
+    if (tp->sleep_us)
+        nanosleep(&ts, NULL);
+    else
+        sched_yield();
+}
+
+static const struct rtp_ops ofip_rtp_ops = {
+    .progress = progress_cb,
+    .send_revoke = send_revoke_cb,
+    .ack = ack_cb,
+    .arm = NULL,
+    .idle = idle_cb,
+};
 
 static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
 {
@@ -921,31 +775,21 @@ static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     refit_tp_t *tp = H->calloc(1, sizeof(*tp));
     if (!tp)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
-    tp->name = xstrdup(a->name ? a->name : "refit");
-    tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
+    rtp_core_init(&tp->c, tp, &ofip_rtp_ops, OFIP, a->timeout_ms > 0 ? a->timeout_ms : 30000);
+    tp->name = rtp_strdup(a->name ? a->name : "refit");
     tp->cuda_device = a->cuda_device;
     tp->next_key = 1;
     tp->next_region_id = 1;
     tp->sleep_us = 20;
     tp->max_chunk = 64ull << 20;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    tp->id = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-             (uint64_t)(uintptr_t)tp;
-    pthread_mutex_init(&tp->lock, NULL);
     struct opts o = {0};
     int rc = tp->name ? read_options(a, tp, &o) : H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     if (!rc)
         rc = choose_info(tp, a, &o);
     if (!rc)
         rc = open_objects(tp, o.recv_depth);
-    if (!rc) {
-        int e = pthread_create(&tp->thread, NULL, progress_thread, tp);
-        if (e)
-            rc = H->error_set(REFIT_EIO, "%s: progress thread: %s", OFIP, strerror(e));
-        else
-            tp->thread_on = 1;
-    }
+    if (!rc)
+        rc = rtp_thread_start(&tp->c);
     if (rc) {
         ofip_fini(tp);
         return rc;
@@ -960,14 +804,11 @@ static void ofip_fini(refit_tp_t *tp)
 {
     if (!tp)
         return;
-    if (tp->thread_on) {
-        tp->stop = 1;
-        pthread_join(tp->thread, NULL);
-    }
+    rtp_thread_stop(&tp->c);
     /* Let the last control messages (a bye) leave; their buffers are
      * freed by their completions. */
     if (tp->cq && tp->ctrl_inflight)
-        spin(tp, &tp->ctrl_inflight, NULL, 200);
+        rtp_spin(&tp->c, &tp->ctrl_inflight, NULL, 200);
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
@@ -985,38 +826,21 @@ static void ofip_fini(refit_tp_t *tp)
         H->free(p->name);
         H->free(p);
     }
-    while (tp->reqs) {
-        for (size_t i = 0; i < tp->reqs->n_ops; i++)
-            if (tp->reqs->ops[i].kind == OP_SEND)
-                H->free(tp->reqs->ops[i].buf);
-        req_unlink_free(tp->reqs);
-    }
-    while (tp->nq_head) {
-        struct ofip_notice *n = tp->nq_head;
-        tp->nq_head = n->next;
-        H->free(n);
-    }
+    for (struct refit_tp_req *r = tp->c.reqs; r; r = r->next)
+        for (size_t i = 0; i < req_ext(r)->n_ops; i++)
+            if (req_ext(r)->ops[i].kind == OP_SEND)
+                H->free(req_ext(r)->ops[i].buf);
     while (tp->ctrl_ops) { /* to peers that vanished: never completed */
         struct ofip_op *op = tp->ctrl_ops;
         tp->ctrl_ops = op->next;
         H->free(op->buf);
         H->free(op);
     }
-    while (tp->watchers) {
-        struct ofip_watcher *w = tp->watchers;
-        tp->watchers = w->next;
-        H->free(w);
-    }
-    while (tp->acks) {
-        struct ofip_ack *k = tp->acks;
-        tp->acks = k->next;
-        H->free(k);
-    }
+    rtp_core_fini(&tp->c, NULL);
     H->free(tp->recv_ops);
     H->free(tp->recv_bufs);
     if (tp->info)
         fi_freeinfo(tp->info);
-    pthread_mutex_destroy(&tp->lock);
     H->free(tp->name);
     H->free(tp);
 }
@@ -1035,38 +859,16 @@ static int ofip_describe(refit_tp_t *tp, char *buf, size_t cap)
 
 static int ofip_caps(refit_tp_t *tp, struct refit_tp_caps *out)
 {
-    if (!tp || !out)
+    if (!tp)
         return H->error_set(REFIT_EINVAL, "%s: caps without tp", OFIP);
-    size_t sz = out->size && out->size < sizeof(*out) ? out->size : sizeof(*out);
-    struct refit_tp_caps c = {0};
-    c.size = sz;
-    c.memtypes = tp->memtypes;
-    c.max_desc_per_post = 0;
-    c.notify = 1;
-    c.max_notify_len = (uint32_t)tp->max_notify_len;
-    c.max_region_len = 0;
-    memcpy(out, &c, sz);
-    return 0;
+    return rtp_caps(OFIP, tp->memtypes, tp->max_notify_len, out);
 }
 
 static int ofip_address(refit_tp_t *tp, void *buf, size_t *len)
 {
-    if (!tp || !len)
+    if (!tp)
         return H->error_set(REFIT_EINVAL, "%s: address without tp", OFIP);
-    size_t need = sizeof(struct ofip_addr_hdr) + tp->addr_len;
-    if (!buf) {
-        *len = need;
-        return 0;
-    }
-    if (*len < need) {
-        *len = need;
-        return H->error_set(REFIT_ERANGE, "%s: address needs %zu bytes", OFIP, need);
-    }
-    struct ofip_addr_hdr h = {OFIP_ADDR_MAGIC, OFIP_BLOB_VERSION, 0, tp->id, tp->addr_len};
-    memcpy(buf, &h, sizeof(h));
-    memcpy((char *)buf + sizeof(h), tp->addr, tp->addr_len);
-    *len = need;
-    return 0;
+    return rtp_address_pack(&tp->c, OFIP_ADDR_MAGIC, OFIP_BLOB_VERSION, tp->addr, tp->addr_len, buf, len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1131,8 +933,8 @@ static int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
-    if (tp->watchers)
-        revoke_all(tp, r->id);
+    if (tp->c.watchers)
+        rtp_revoke_all(&tp->c, r->id);
     int ret = fi_close(&r->mr->fid);
     H->free(r);
     return ret ? fi_fail(tp, REFIT_EPLUGIN, ret, "fi_close(mr)", NULL) : 0;
@@ -1170,17 +972,13 @@ static int ofip_connect(refit_tp_t *tp, const void *addr, size_t len, const char
     const char *who = peer_name ? peer_name : "?";
     if (!tp || !addr || !out)
         return H->error_set(REFIT_EINVAL, "%s: connect without an address", OFIP);
-    struct ofip_addr_hdr h;
-    if (len < sizeof(h))
-        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is %zu bytes, too short", OFIP,
-                            who, len);
-    memcpy(&h, addr, sizeof(h));
-    if (h.magic != OFIP_ADDR_MAGIC || h.version != OFIP_BLOB_VERSION || !h.addr_len ||
-        h.addr_len != len - sizeof(h) || h.addr_len > sizeof(tp->addr))
-        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is not an ofi address "
-                            "(magic %#x, %zu bytes)", OFIP, who, h.magic, len);
+    struct rtp_addr_hdr h;
+    int rc = rtp_address_parse(&tp->c, OFIP_ADDR_MAGIC, OFIP_BLOB_VERSION, sizeof(tp->addr), "an ofi address", addr,
+                               len, who, &h);
+    if (rc)
+        return rc;
     refit_tp_peer_t *p = H->calloc(1, sizeof(*p));
-    if (!p || !(p->name = xstrdup(who))) {
+    if (!p || !(p->name = rtp_strdup(who))) {
         H->free(p);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
@@ -1211,25 +1009,11 @@ static void ofip_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
             *pp = p->next;
             break;
         }
-    for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
-        if (r->peer == p) {
-            if (r->pending)
-                req_fail(r, REFIT_ECANCELED, "%s: peer '%s' disconnected", OFIP, p->name);
-            r->peer = NULL;
-        }
-        for (size_t i = 0; i < r->n_ops; i++)
-            if (r->ops[i].peer == p)
-                r->ops[i].peer = NULL;
-    }
-    for (struct ofip_ack **pk = &tp->acks; *pk;) {
-        if ((*pk)->peer == p) {
-            struct ofip_ack *k = *pk;
-            *pk = k->next;
-            H->free(k);
-        } else {
-            pk = &(*pk)->next;
-        }
-    }
+    rtp_forget_peer(&tp->c, p, p->name, 0);
+    for (struct refit_tp_req *r = tp->c.reqs; r; r = r->next)
+        for (size_t i = 0; i < req_ext(r)->n_ops; i++)
+            if (req_ext(r)->ops[i].peer == p)
+                req_ext(r)->ops[i].peer = NULL;
     for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
         k->peer = NULL;
     /* The address stays in the vector: the bye may still be in flight. */
@@ -1283,27 +1067,7 @@ static void ofip_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 /* ------------------------------------------------------------------ */
 /* Transfers */
 
-static int check_desc(refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t i)
-{
-    if (d->op != REFIT_OP_READ && d->op != REFIT_OP_WRITE)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: unknown op %u", OFIP, i, d->op);
-    if (!d->local || !d->remote)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: no local region or remote key", OFIP, i);
-    if (d->remote->peer != p)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: remote key belongs to peer '%s', "
-                            "not '%s'", OFIP, i, d->remote->peer ? d->remote->peer->name : "?", p->name);
-    if (d->remote->stale)
-        return H->error_set(REFIT_ESTALE, "%s: descriptor %zu: region %" PRIu64 " of peer '%s' was "
-                            "deregistered (stale remote key)", OFIP, i, d->remote->id, p->name);
-    if (d->local_off > d->local->len || d->len > d->local->len - d->local_off)
-        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: local range [%" PRIu64 ", +%" PRIu64
-                            ") outside a region of %zu bytes", OFIP, i, d->local_off, d->len, d->local->len);
-    if (d->remote_off > d->remote->len || d->len > d->remote->len - d->remote_off)
-        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: remote range [%" PRIu64 ", +%" PRIu64
-                            ") outside region %" PRIu64 " of %" PRIu64 " bytes of peer '%s'", OFIP, i,
-                            d->remote_off, d->len, d->remote->id, d->remote->len, p->name);
-    return 0;
-}
+RTP_DEFINE_CHECK_DESC(OFIP)
 
 /* Issue one chunk, making room in the transmit queue by reaping
  * completions when the provider says it is full. */
@@ -1327,8 +1091,8 @@ static int issue(refit_tp_t *tp, refit_tp_peer_t *p, struct ofip_op *op, void *l
             return (int)ret;
         cq_drain(tp);
         if (!deadline)
-            deadline = now_ms() + tp->timeout_ms;
-        else if (now_ms() > deadline)
+            deadline = rtp_now_ms() + tp->c.timeout_ms;
+        else if (rtp_now_ms() > deadline)
             return -FI_ETIMEDOUT;
     }
 }
@@ -1351,28 +1115,16 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     if (!r)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     /* The distinct remote regions, so that a revoke finds this request. */
-    for (size_t i = 0; i < n; i++) {
-        uint64_t id = d[i].remote->id;
-        size_t j = r->n_regions;
-        while (j > 0 && r->regions[j - 1] != id)
-            j--;
-        if (j)
-            continue;
-        if ((r->n_regions & (r->n_regions - 1)) == 0) {
-            uint64_t *g = H->realloc(r->regions, (r->n_regions ? 2 * r->n_regions : 1) * sizeof(*g));
-            if (!g) {
-                req_unlink_free(r);
-                return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
-            }
-            r->regions = g;
+    for (size_t i = 0; i < n; i++)
+        if (rtp_req_note_region(r, d[i].remote->id)) {
+            rtp_req_unlink_free(&tp->c, r);
+            return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
         }
-        r->regions[r->n_regions++] = id;
-    }
     size_t k = 0;
     for (size_t i = 0; i < n && !r->status; i++) {
         for (uint64_t off = 0; off < d[i].len && !r->status; off += tp->max_msg) {
             uint64_t len = d[i].len - off < tp->max_msg ? d[i].len - off : tp->max_msg;
-            struct ofip_op *op = &r->ops[k++];
+            struct ofip_op *op = &req_ext(r)->ops[k++];
             op->kind = OP_RMA;
             op->req = r;
             op->is_write = d[i].op == REFIT_OP_WRITE;
@@ -1389,7 +1141,7 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
                 p->ops_pending--;
                 if (op->is_write)
                     p->writes_pending--;
-                req_fail(r, status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret),
+                rtp_req_fail(r, status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret),
                          "%s(%s): %s to peer '%s' not posted: %s (fi errno %d)", OFIP, prov_of(tp),
                          op->is_write ? "fi_write" : "fi_read", p->name, fi_strerror(-ret), -ret);
             }
@@ -1399,47 +1151,13 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     return 0;
 }
 
-static int ofip_progress(refit_tp_t *tp)
-{
-    if (!tp)
-        return H->error_set(REFIT_EINVAL, "%s: progress without tp", OFIP);
-    cq_drain(tp);
-    return 0;
-}
-
-static int req_result(struct refit_tp_req *r)
-{
-    if (r->status)
-        return H->error_set(r->status, "%s", r->msg);
-    return r->pending ? REFIT_EAGAIN : 0;
-}
-
 static int ofip_test(refit_tp_t *tp, refit_tp_req_t *r)
 {
     if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: test without a request", OFIP);
     if (r->pending && !r->status)
         cq_drain(tp);
-    return req_result(r);
-}
-
-/* Progress until *count is zero (or the request failed) or timeout. */
-static int spin(refit_tp_t *tp, const size_t *count, const int *failed, int64_t timeout_ms)
-{
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
-    unsigned idle = 0;
-    while (*count && !(failed && *failed)) {
-        if (cq_drain(tp)) {
-            idle = 0;
-            continue;
-        }
-        if (++idle % 256 == 0) {
-            if (now_ms() >= deadline)
-                return REFIT_ETIMEDOUT;
-            sched_yield();
-        }
-    }
-    return 0;
+    return rtp_req_result(r);
 }
 
 static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
@@ -1449,24 +1167,24 @@ static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
     /* transport.timeout bounds how long a request may make no progress
      * (chunks of max_chunk complete one by one; a peer that stops or
      * vanishes stops them).  The peer then stays failed. */
-    int64_t t0 = now_ms();
+    int64_t t0 = rtp_now_ms();
     size_t last_pending = r->pending;
     while (r->pending && !r->status) {
-        int64_t left = timeout_ms < 0 ? tp->timeout_ms : timeout_ms - (now_ms() - t0);
+        int64_t left = timeout_ms < 0 ? tp->c.timeout_ms : timeout_ms - (rtp_now_ms() - t0);
         if (left <= 0)
             break;
-        int64_t slice = left < tp->timeout_ms ? left : tp->timeout_ms;
-        if (!spin(tp, &r->pending, &r->status, slice))
+        int64_t slice = left < tp->c.timeout_ms ? left : tp->c.timeout_ms;
+        if (!rtp_spin(&tp->c, &r->pending, &r->status, slice))
             break;
-        if (r->pending == last_pending && slice == tp->timeout_ms) {
+        if (r->pending == last_pending && slice == tp->c.timeout_ms) {
             if (r->peer && !r->peer->failed) {
                 r->peer->failed = 1;
                 snprintf(r->peer->why, sizeof(r->peer->why), "no progress for %" PRId64 " ms",
-                         tp->timeout_ms);
+                         tp->c.timeout_ms);
             }
-            req_fail(r, REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no progress for %" PRId64
+            rtp_req_fail(r, REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no progress for %" PRId64
                      " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp),
-                     r->peer ? r->peer->name : "?", tp->timeout_ms);
+                     r->peer ? r->peer->name : "?", tp->c.timeout_ms);
             break;
         }
         last_pending = r->pending;
@@ -1476,18 +1194,7 @@ static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
                             "%" PRId64 " ms (%zu operations outstanding)", OFIP, prov_of(tp),
                             r->peer ? r->peer->name : "?", timeout_ms, r->pending);
     }
-    return req_result(r);
-}
-
-static void ofip_req_free(refit_tp_t *tp, refit_tp_req_t *r)
-{
-    if (!tp || !r)
-        return;
-    if (r->pending) {
-        r->released = 1; /* the last completion frees it */
-        return;
-    }
-    req_unlink_free(r);
+    return rtp_req_result(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1503,197 +1210,67 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     if (p->failed)
         return H->error_set(REFIT_ECONN, "%s: peer '%s' failed earlier: %s", OFIP, p->name, p->why);
     /* Every WRITE to this peer is delivered before the note leaves. */
-    if (spin(tp, &p->writes_pending, NULL, tp->timeout_ms))
+    if (rtp_spin(&tp->c, &p->writes_pending, NULL, tp->c.timeout_ms))
         return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': %zu earlier writes not "
                             "complete within %" PRId64 " ms", OFIP, prov_of(tp), p->name,
-                            p->writes_pending, tp->timeout_ms);
+                            p->writes_pending, tp->c.timeout_ms);
     struct refit_tp_req *r = req_new(tp, p, 1);
     size_t total = sizeof(struct ofip_msg) + len;
     unsigned char *copy = H->alloc(total);
     if (!r || !copy) {
         H->free(copy);
         if (r)
-            req_unlink_free(r);
+            rtp_req_unlink_free(&tp->c, r);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
-    struct ofip_msg mh = {MSG_NOTE, (uint32_t)len, tp->id, 0, 0};
+    struct ofip_msg mh = {MSG_NOTE, (uint32_t)len, tp->c.id, 0, 0};
     memcpy(copy, &mh, sizeof(mh));
     if (len)
         memcpy(copy + sizeof(mh), msg, len);
-    struct ofip_op *op = &r->ops[0];
+    struct ofip_op *op = &req_ext(r)->ops[0];
     op->kind = OP_SEND;
     op->req = r;
     op->buf = copy;
     r->pending = 1;
-    int64_t deadline = now_ms() + tp->timeout_ms;
+    int64_t deadline = rtp_now_ms() + tp->c.timeout_ms;
     ssize_t ret;
     while ((ret = fi_send(tp->ep, copy, total, NULL, p->fa, &op->fctx)) == -FI_EAGAIN &&
-           now_ms() < deadline)
+           rtp_now_ms() < deadline)
         cq_drain(tp);
     if (ret) {
         H->free(copy);
-        req_unlink_free(r);
+        rtp_req_unlink_free(&tp->c, r);
         return fi_fail(tp, status_of((int)ret) == REFIT_ESTALE ? REFIT_EPLUGIN : status_of((int)ret),
                        (int)ret, "fi_send (notify)", p->name);
     }
     /* Waiting for the send completion turns a dead peer into an error
      * here rather than a note silently lost. */
-    int rc = spin(tp, &r->pending, &r->status, tp->timeout_ms);
+    int rc = rtp_spin(&tp->c, &r->pending, &r->status, tp->c.timeout_ms);
     if (rc) {
         r->released = 1;
         return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': not sent within %" PRId64
-                            " ms", OFIP, prov_of(tp), p->name, tp->timeout_ms);
+                            " ms", OFIP, prov_of(tp), p->name, tp->c.timeout_ms);
     }
-    rc = req_result(r);
+    rc = rtp_req_result(r);
     if (r->pending)
         r->released = 1;
     else
-        req_unlink_free(r);
+        rtp_req_unlink_free(&tp->c, r);
     return rc;
-}
-
-static int ofip_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
-{
-    if (!tp || !len || (!buf && cap))
-        return H->error_set(REFIT_EINVAL, "%s: poll_notify without a buffer", OFIP);
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
-    unsigned idle = 0;
-    for (;;) {
-        if (!tp->nq_head)
-            cq_drain(tp);
-        struct ofip_notice *n = tp->nq_head;
-        if (n) {
-            *len = n->len;
-            if (n->len > cap)
-                return H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes, buffer of %zu",
-                                    OFIP, n->len, cap);
-            memcpy(buf, n->data, n->len);
-            tp->nq_head = n->next;
-            if (!tp->nq_head)
-                tp->nq_tail = NULL;
-            H->free(n);
-            return 0;
-        }
-        if (++idle % 64 == 0 || timeout_ms == 0) {
-            if (now_ms() >= deadline)
-                return H->error_set(REFIT_ETIMEDOUT, "%s: no notification within %" PRId64 " ms",
-                                    OFIP, timeout_ms);
-            sched_yield();
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ */
 /* Entry points: each holds the lock the progress thread takes. */
 
-#define LOCKED(tp, call)                                                                     \
-    do {                                                                                     \
-        pthread_mutex_lock(&(tp)->lock);                                                     \
-        int rc_ = (call);                                                                    \
-        pthread_mutex_unlock(&(tp)->lock);                                                   \
-        return rc_;                                                                          \
-    } while (0)
-#define NEED_TP(tp)                                                                          \
-    if (!(tp))                                                                               \
-    return H->error_set(REFIT_EINVAL, "%s: no transport handle", OFIP)
-
-static int l_caps(refit_tp_t *tp, struct refit_tp_caps *o) { NEED_TP(tp); LOCKED(tp, ofip_caps(tp, o)); }
-static int l_address(refit_tp_t *tp, void *b, size_t *l) { NEED_TP(tp); LOCKED(tp, ofip_address(tp, b, l)); }
-static int l_reg(refit_tp_t *tp, void *p, size_t l, uint32_t m, refit_tp_region_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_reg(tp, p, l, m, o));
-}
-static int l_dereg(refit_tp_t *tp, refit_tp_region_t *r) { NEED_TP(tp); LOCKED(tp, ofip_dereg(tp, r)); }
-static int l_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *b, size_t *l)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_pack_rkey(tp, r, b, l));
-}
-static int l_connect(refit_tp_t *tp, const void *a, size_t l, const char *n, refit_tp_peer_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_connect(tp, a, l, n, o));
-}
-static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
-{
-    if (!tp)
-        return;
-    pthread_mutex_lock(&tp->lock);
-    ofip_disconnect(tp, p);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *b, size_t l, refit_tp_rkey_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_unpack_rkey(tp, p, b, l, o));
-}
-static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
-{
-    if (!tp)
-        return;
-    pthread_mutex_lock(&tp->lock);
-    ofip_release_rkey(tp, k);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
-                  refit_tp_req_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_post(tp, p, d, n, o));
-}
-static int l_progress(refit_tp_t *tp) { NEED_TP(tp); LOCKED(tp, ofip_progress(tp)); }
-static int l_test(refit_tp_t *tp, refit_tp_req_t *r) { NEED_TP(tp); LOCKED(tp, ofip_test(tp, r)); }
-static int l_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t t) { NEED_TP(tp); LOCKED(tp, ofip_wait(tp, r, t)); }
-static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
-{
-    if (!tp)
-        return;
-    pthread_mutex_lock(&tp->lock);
-    ofip_req_free(tp, r);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_notify(tp, p, m, l));
-}
-static int l_describe(refit_tp_t *tp, char *b, size_t c) { NEED_TP(tp); LOCKED(tp, ofip_describe(tp, b, c)); }
-static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ofip_poll_notify(tp, b, c, l, t));
-}
+RTP_TRANSPORT_OPS(ofip, OFIP);
 
 /* ------------------------------------------------------------------ */
 /* Plugin descriptor */
 
-static const struct refit_transport_ops ofip_ops = {
-    .size = sizeof(struct refit_transport_ops),
-    .init = ofip_init,
-    .fini = ofip_fini,
-    .caps = l_caps,
-    .address = l_address,
-    .reg = l_reg,
-    .dereg = l_dereg,
-    .pack_rkey = l_pack_rkey,
-    .connect = l_connect,
-    .disconnect = l_disconnect,
-    .unpack_rkey = l_unpack_rkey,
-    .release_rkey = l_release_rkey,
-    .post = l_post,
-    .progress = l_progress,
-    .test = l_test,
-    .wait = l_wait,
-    .req_free = l_req_free,
-    .notify = l_notify,
-    .poll_notify = l_poll_notify,
-    .describe = l_describe,
-};
-
 static int ofip_load(const struct refit_host *host)
 {
     H = host;
+    rtp_load(host);
     /* libfabric initialises its providers once per process (constructors,
      * fi_ini) and does not support being unloaded and loaded again: keep it
      * resident when the loader closes this plugin. */

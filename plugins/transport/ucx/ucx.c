@@ -37,12 +37,9 @@
  * its endpoint (so none of its operations is still in flight) and only then
  * acknowledges. */
 #include <dlfcn.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +51,7 @@
 #include "refit/plugin.h"
 #include "refit/status.h"
 #include "refit/transport.h"
+#include "tp_common.h"
 
 #define UCXP "ucx"
 #define UCXP_AM_NOTIFY 0x5246 /* active message id of notifications */
@@ -67,61 +65,23 @@ static const struct refit_host *H;
 /* ------------------------------------------------------------------ */
 /* Objects */
 
-struct ucxp_notice {
-    struct ucxp_notice *next;
-    size_t len;
-    unsigned char data[];
-};
-
-/* A process that connected to us: it gets revokes when we deregister. */
-struct ucxp_watcher {
-    struct ucxp_watcher *next;
-    uint64_t id;      /* its transport id */
-    int refs;         /* hellos minus byes */
-    ucp_ep_h ep;      /* NULL until created (outside the AM callback) */
-    void *addr;       /* its worker address, until the ep exists */
-    size_t addr_len;
-    int dead;
-    uint64_t acked;   /* highest revoke sequence it acknowledged */
-};
-
-/* A revoke to acknowledge once the endpoint to the owner is flushed. */
-struct ucxp_ack {
-    struct ucxp_ack *next;
-    refit_tp_peer_t *peer;
-    uint64_t seq;
-};
-
 struct refit_tp {
     ucp_context_h ctx;
     ucp_worker_h worker;
     ucp_address_t *addr;
     size_t addr_len;
     char *name;
-    uint64_t id;  /* random; names this transport in control messages */
-    int64_t timeout_ms;
     uint64_t max_notify_len;
     int err_mode; /* 0 none, 1 peer, 2 auto (peer, else none) */
     uint32_t memtypes; /* REFIT_MEMTYPE_BIT set reachable directly */
     uint64_t next_region_id;
     struct refit_tp_peer *peers;
-    struct refit_tp_req *reqs; /* every request not yet released */
-    struct ucxp_notice *nq_head, *nq_tail;
-    struct ucxp_watcher *watchers;
-    struct ucxp_ack *acks;
-    uint64_t revoke_seq;
     char desc[512]; /* describe(): what UCX was told to use */
     int in_ctrl;    /* ctrl_work() running: no re-entry */
     int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
     size_t ctrl_inflight; /* control sends not yet completed */
-
-    pthread_mutex_t lock;
-    int want_lock; /* callers waiting for the lock (the progress thread yields) */
-    pthread_t thread;
-    int thread_on;
     int efd;          /* the worker's event fd, -1: sleep-poll */
-    int stop_pipe[2];
-    volatile int stop;
+    struct rtp_core c; /* requests, notices, watchers, acks, lock, thread */
 };
 
 struct refit_tp_region {
@@ -152,27 +112,8 @@ struct refit_tp_rkey {
     int stale;
 };
 
-struct refit_tp_req {
-    refit_tp_t *tp;
-    refit_tp_peer_t *peer;
-    struct refit_tp_req *prev, *next;
-    size_t pending;   /* ucp operations not yet completed */
-    int status;       /* 0, or the first failure */
-    int released;     /* req_free called while operations were pending */
-    char msg[256];    /* why it failed (our own text, bounded) */
-    uint64_t *regions; /* distinct remote region ids used (for revokes) */
-    size_t n_regions;
-};
-
 /* Wire headers, host byte order: peers are the same architecture (a
  * foreign blob fails the magic check rather than being misread). */
-struct ucxp_addr_hdr {
-    uint32_t magic;
-    uint16_t version, reserved;
-    uint64_t tp_id;
-    uint64_t addr_len;
-};
-
 struct ucxp_rkey_hdr {
     uint32_t magic;
     uint16_t version, memtype;
@@ -189,22 +130,6 @@ struct ucxp_ctrl {
 
 /* ------------------------------------------------------------------ */
 /* Helpers */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = H->alloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
 
 /* UCX's code and text in every message. */
 static int ucxp_err(int status, ucs_status_t us, const char *fmt, const char *what, const char *who)
@@ -238,81 +163,42 @@ static int status_of(ucs_status_t us)
     }
 }
 
-static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-{
-    if (r->status)
-        return; /* the first failure explains the rest */
-    r->status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-}
-
-static void req_unlink_free(struct refit_tp_req *r)
-{
-    refit_tp_t *tp = r->tp;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        tp->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    H->free(r->regions);
-    H->free(r);
-}
-
 /* Completion of one ucp operation of a request (get, put or flush). */
 static void op_done(void *request, ucs_status_t us, void *user_data)
 {
     struct refit_tp_req *r = user_data;
     if (us != UCS_OK)
-        req_fail(r, us == UCS_ERR_CANCELED ? REFIT_ECANCELED : REFIT_ECONN,
+        rtp_req_fail(r, us == UCS_ERR_CANCELED ? REFIT_ECANCELED : REFIT_ECONN,
                  "%s: transfer with peer '%s' failed: %s (UCS %d)", UCXP, r->peer ? r->peer->name : "?",
                  ucs_status_string(us), (int)us);
     ucp_request_free(request);
     if (r->pending)
         r->pending--;
     if (!r->pending && r->released)
-        req_unlink_free(r);
+        rtp_req_unlink_free(&r->tp->c, r);
 }
 
-static unsigned ctrl_work(refit_tp_t *tp);
+static size_t ctrl_work(refit_tp_t *tp);
 static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what);
 static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
                      const void *tail, size_t tail_len);
 
-static unsigned progress_all(refit_tp_t *tp)
+static size_t progress_all(refit_tp_t *tp)
 {
-    unsigned n = 0, k;
+    size_t n = 0, k;
     /* Bounded so that one call cannot spin forever on a busy worker. */
     for (int i = 0; i < 64 && (k = ucp_worker_progress(tp->worker)) > 0; i++)
         n += k;
-    if (tp->ctrl_dirty || tp->acks)
+    if (tp->ctrl_dirty || tp->c.acks)
         n += ctrl_work(tp);
     return n;
 }
 
-/* Spin with progress until *flag drops to zero or the deadline passes. */
-static int progress_until(refit_tp_t *tp, const size_t *pending, int64_t timeout_ms)
+/* The progress thread's round: while a caller waits for the lock, one
+ * worker round per hold (see rtp_core's thread). */
+static size_t progress_cb(refit_tp_t *tp, int contended)
 {
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
-    unsigned idle = 0;
-    while (*pending) {
-        if (progress_all(tp)) {
-            idle = 0;
-            continue;
-        }
-        if (++idle % 256 == 0) {
-            if (now_ms() >= deadline)
-                return REFIT_ETIMEDOUT;
-            /* Two processes often share few cores here: let the peer run. */
-            sched_yield();
-        }
-    }
-    return 0;
+    return contended ? ucp_worker_progress(tp->worker) : progress_all(tp);
 }
 
 /* ------------------------------------------------------------------ */
@@ -438,20 +324,7 @@ static ucs_status_t am_notify_cb(void *arg, const void *header, size_t header_le
                tp->max_notify_len);
         return UCS_OK;
     }
-    struct ucxp_notice *n = H->alloc(sizeof(*n) + length);
-    if (!n) {
-        H->log(3, UCXP, "out of memory: notification of %zu bytes lost", length);
-        return UCS_OK;
-    }
-    n->next = NULL;
-    n->len = length;
-    if (length)
-        memcpy(n->data, data, length);
-    if (tp->nq_tail)
-        tp->nq_tail->next = n;
-    else
-        tp->nq_head = n;
-    tp->nq_tail = n;
+    rtp_notice_push(&tp->c, data, length);
     return UCS_OK;
 }
 
@@ -459,43 +332,19 @@ static void ucxp_fini(refit_tp_t *tp);
 static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
                                size_t length, const ucp_am_recv_param_t *param);
 
-/* Drives the worker while the caller is elsewhere (see the top). */
-static void *progress_thread(void *arg)
+/* The progress thread drives the worker while the caller is elsewhere
+ * (see the top) and sleeps on the worker's event fd once it is armed. */
+static int arm_cb(refit_tp_t *tp)
 {
-    refit_tp_t *tp = arg;
-    while (!tp->stop) {
-        pthread_mutex_lock(&tp->lock);
-        /* One round per hold while the caller waits for the lock: a
-         * dereg() must get in between the pieces of a large READ we serve,
-         * not after all of it. */
-        unsigned n = __atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED)
-                         ? ucp_worker_progress(tp->worker)
-                         : progress_all(tp);
-        ucs_status_t st = UCS_ERR_BUSY;
-        if (!n && tp->efd >= 0)
-            st = ucp_worker_arm(tp->worker);
-        pthread_mutex_unlock(&tp->lock);
-        if (__atomic_load_n(&tp->want_lock, __ATOMIC_RELAXED))
-            sched_yield();
-        if (n || (tp->efd >= 0 && st == UCS_ERR_BUSY))
-            continue;
-        struct pollfd pf[2] = {{tp->stop_pipe[0], POLLIN, 0}, {tp->efd, POLLIN, 0}};
-        /* Without an event fd, or if an event slips past the arm, the
-         * timeout bounds how long a peer waits for us. */
-        poll(pf, tp->efd >= 0 ? 2 : 1, tp->efd >= 0 ? 100 : 1);
-    }
-    return NULL;
+    return tp->efd < 0 || ucp_worker_arm(tp->worker) != UCS_ERR_BUSY;
 }
 
-static int start_thread(refit_tp_t *tp)
+static void idle_cb(refit_tp_t *tp, int stop_fd)
 {
-    if (pipe(tp->stop_pipe))
-        return H->error_set(REFIT_EIO, "%s: pipe: %s", UCXP, strerror(errno));
-    int e = pthread_create(&tp->thread, NULL, progress_thread, tp);
-    if (e)
-        return H->error_set(REFIT_EIO, "%s: progress thread: %s", UCXP, strerror(e));
-    tp->thread_on = 1;
-    return 0;
+    struct pollfd pf[2] = {{stop_fd, POLLIN, 0}, {tp->efd, POLLIN, 0}};
+    /* Without an event fd, or if an event slips past the arm, the
+     * timeout bounds how long a peer waits for us. */
+    poll(pf, tp->efd >= 0 ? 2 : 1, tp->efd >= 0 ? 100 : 1);
 }
 
 static int create_context(refit_tp_t *tp, ucp_config_t *uc)
@@ -587,6 +436,18 @@ static int ucxp_describe(refit_tp_t *tp, char *buf, size_t cap)
     return 0;
 }
 
+static void ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq);
+static int send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq);
+static void watcher_close(refit_tp_t *tp, struct rtp_watcher *w);
+
+static const struct rtp_ops ucxp_rtp_ops = {
+    .progress = progress_cb,
+    .send_revoke = send_revoke_cb,
+    .ack = ack_cb,
+    .arm = arm_cb,
+    .idle = idle_cb,
+};
+
 static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
 {
     if (!a || !out || a->size < sizeof(struct refit_tp_init_args))
@@ -594,18 +455,10 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     refit_tp_t *tp = H->calloc(1, sizeof(*tp));
     if (!tp)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
-    tp->name = xstrdup(a->name ? a->name : "refit");
-    tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
+    rtp_core_init(&tp->c, tp, &ucxp_rtp_ops, UCXP, a->timeout_ms > 0 ? a->timeout_ms : 30000);
+    tp->name = rtp_strdup(a->name ? a->name : "refit");
     tp->next_region_id = 1;
     tp->efd = -1;
-    tp->stop_pipe[0] = tp->stop_pipe[1] = -1;
-    pthread_mutex_init(&tp->lock, NULL);
-    /* Unique enough among the processes of one job: it only has to tell
-     * the owners of our peers apart. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    tp->id = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-             (uint64_t)(uintptr_t)tp;
 
     /* Reads the process environment first; our settings then override
      * it in this config object only (no setenv). */
@@ -623,7 +476,7 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     if (uc)
         ucp_config_release(uc);
     if (!rc)
-        rc = start_thread(tp);
+        rc = rtp_thread_start(&tp->c);
     if (rc) {
         ucxp_fini(tp);
         return rc;
@@ -643,8 +496,8 @@ static void peer_close(refit_tp_t *tp, refit_tp_peer_t *p)
         if (UCS_PTR_IS_PTR(sp)) {
             /* A graceful close needs the peer's progress; a peer that
              * is busy elsewhere must not stall us for long. */
-            int64_t deadline = now_ms() + (tp->timeout_ms < 500 ? tp->timeout_ms : 500);
-            while (ucp_request_check_status(sp) == UCS_INPROGRESS && now_ms() < deadline)
+            int64_t deadline = rtp_now_ms() + (tp->c.timeout_ms < 500 ? tp->c.timeout_ms : 500);
+            while (ucp_request_check_status(sp) == UCS_INPROGRESS && rtp_now_ms() < deadline)
                 ucp_worker_progress(tp->worker);
             if (ucp_request_check_status(sp) == UCS_INPROGRESS)
                 ucp_request_cancel(tp->worker, sp);
@@ -660,103 +513,45 @@ static void ucxp_fini(refit_tp_t *tp)
 {
     if (!tp)
         return;
-    if (tp->thread_on) {
-        tp->stop = 1;
-        ssize_t w = write(tp->stop_pipe[1], "x", 1);
-        (void)w;
-        pthread_join(tp->thread, NULL);
-    }
-    if (tp->stop_pipe[0] >= 0) {
-        close(tp->stop_pipe[0]);
-        close(tp->stop_pipe[1]);
-    }
+    rtp_thread_stop(&tp->c);
     /* Let the last control messages (a bye) leave: ctrl_done frees them. */
     if (tp->worker && tp->ctrl_inflight) {
-        int64_t deadline = now_ms() + 200;
-        while (tp->ctrl_inflight && now_ms() < deadline)
+        int64_t deadline = rtp_now_ms() + 200;
+        while (tp->ctrl_inflight && rtp_now_ms() < deadline)
             ucp_worker_progress(tp->worker);
     }
-    /* Outstanding requests fail; fini frees every request, so the
-     * caller's handles are invalid afterwards. */
     while (tp->peers) {
         refit_tp_peer_t *p = tp->peers;
         tp->peers = p->next;
         peer_free(tp, p);
     }
-    while (tp->watchers) {
-        struct ucxp_watcher *w = tp->watchers;
-        tp->watchers = w->next;
-        if (w->ep) {
-            ucp_request_param_t rp = {0};
-            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
-            if (UCS_PTR_IS_PTR(sp)) {
-                while (ucp_request_check_status(sp) == UCS_INPROGRESS)
-                    ucp_worker_progress(tp->worker);
-                ucp_request_free(sp);
-            }
-        }
-        H->free(w->addr);
-        H->free(w);
-    }
-    while (tp->acks) {
-        struct ucxp_ack *k = tp->acks;
-        tp->acks = k->next;
-        H->free(k);
-    }
-    while (tp->reqs)
-        req_unlink_free(tp->reqs);
-    while (tp->nq_head) {
-        struct ucxp_notice *n = tp->nq_head;
-        tp->nq_head = n->next;
-        H->free(n);
-    }
+    rtp_watchers_close(&tp->c, watcher_close);
     if (tp->addr)
         ucp_worker_release_address(tp->worker, tp->addr);
+    /* Destroying the worker purges the operations still outstanding on
+     * endpoints it tears down (a force-closed peer's), whose callbacks
+     * complete into their requests: those are freed only after. */
     if (tp->worker)
         ucp_worker_destroy(tp->worker);
+    rtp_core_fini(&tp->c, NULL);
     if (tp->ctx)
         ucp_cleanup(tp->ctx);
-    pthread_mutex_destroy(&tp->lock);
     H->free(tp->name);
     H->free(tp);
 }
 
 static int ucxp_caps(refit_tp_t *tp, struct refit_tp_caps *out)
 {
-    if (!tp || !out)
+    if (!tp)
         return H->error_set(REFIT_EINVAL, "%s: caps without tp", UCXP);
-    size_t sz = out->size && out->size < sizeof(*out) ? out->size : sizeof(*out);
-    struct refit_tp_caps c = {0};
-    c.size = sz;
-    c.memtypes = tp->memtypes;
-    c.max_desc_per_post = 0;
-    c.notify = 1;
-    c.max_notify_len = (uint32_t)tp->max_notify_len;
-    c.max_region_len = 0;
-    memcpy(out, &c, sz);
-    return 0;
+    return rtp_caps(UCXP, tp->memtypes, tp->max_notify_len, out);
 }
 
 static int ucxp_address(refit_tp_t *tp, void *buf, size_t *len)
 {
-    if (!tp || !len)
+    if (!tp)
         return H->error_set(REFIT_EINVAL, "%s: address without tp", UCXP);
-    size_t need = sizeof(struct ucxp_addr_hdr) + tp->addr_len;
-    if (!buf) {
-        *len = need;
-        return 0;
-    }
-    if (*len < need) {
-        *len = need;
-        return H->error_set(REFIT_ERANGE, "%s: address needs %zu bytes", UCXP, need);
-    }
-    struct ucxp_addr_hdr h = {UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, 0, tp->id, tp->addr_len};
-    memcpy(buf, &h, sizeof(h));
-    memcpy((char *)buf + sizeof(h), tp->addr, tp->addr_len);
-    *len = need;
-    return 0;
+    return rtp_address_pack(&tp->c, UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, tp->addr, tp->addr_len, buf, len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -818,54 +613,12 @@ static int ucxp_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, ref
     return 0;
 }
 
-/* Tell every process that connected to us, and wait (transport.timeout
- * at most) until each has stopped using the region (see the top). */
-static void revoke_all(refit_tp_t *tp, uint64_t region)
-{
-    uint64_t seq = ++tp->revoke_seq;
-    int waiting = 0;
-    for (struct ucxp_watcher *w = tp->watchers; w; w = w->next) {
-        if (w->dead || !w->ep)
-            continue;
-        if (ctrl_send(tp, w->ep, CTRL_REVOKE, region, seq, NULL, 0) == 0)
-            waiting = 1;
-        else
-            w->dead = 1;
-    }
-    int64_t deadline = now_ms() + tp->timeout_ms;
-    unsigned idle = 0;
-    while (waiting) {
-        waiting = 0;
-        for (struct ucxp_watcher *w = tp->watchers; w && !waiting; w = w->next)
-            waiting = !w->dead && w->ep && w->acked < seq;
-        if (!waiting)
-            break;
-        if (progress_all(tp)) {
-            idle = 0;
-            continue;
-        }
-        if (++idle % 256 == 0) {
-            if (now_ms() >= deadline) {
-                for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
-                    if (!w->dead && w->ep && w->acked < seq) {
-                        H->log(2, UCXP, "deregistration of region %" PRIu64 ": a peer did not "
-                               "acknowledge within %" PRId64 " ms; it is no longer waited for",
-                               region, tp->timeout_ms);
-                        w->dead = 1; /* a later revoke does not wait for it again */
-                    }
-                break;
-            }
-            sched_yield();
-        }
-    }
-}
-
 static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
-    if (tp->watchers)
-        revoke_all(tp, r->id);
+    if (tp->c.watchers)
+        rtp_revoke_all(&tp->c, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
     H->free(r->packed);
     H->free(r);
@@ -903,15 +656,15 @@ static void ep_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
     p->err = us;
     /* Fail every request to this peer now: UCX purges their operations
      * too, but a waiter should not depend on when it does. */
-    for (struct refit_tp_req *r = p->tp->reqs; r; r = r->next)
+    for (struct refit_tp_req *r = p->tp->c.reqs; r; r = r->next)
         if (r->peer == p && r->pending)
-            req_fail(r, REFIT_ECONN, "%s: peer '%s' failed: %s (UCS %d)", UCXP, p->name,
+            rtp_req_fail(r, REFIT_ECONN, "%s: peer '%s' failed: %s (UCS %d)", UCXP, p->name,
                      ucs_status_string(us), (int)us);
 }
 
 static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
 {
-    struct ucxp_watcher *w = arg;
+    struct rtp_watcher *w = arg;
     (void)ep;
     (void)us;
     w->dead = 1; /* no revoke waits for it any more */
@@ -964,7 +717,7 @@ static int ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uin
         return REFIT_ENOMEM;
     memcpy(buf, &tp, sizeof(tp));
     unsigned char *m = buf + sizeof(tp);
-    struct ucxp_ctrl c = {type, 0, tp->id, a, b};
+    struct ucxp_ctrl c = {type, 0, tp->c.id, a, b};
     memcpy(m, &c, sizeof(c));
     if (tail_len)
         memcpy(m + sizeof(c), tail, tail_len);
@@ -991,21 +744,8 @@ static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint6
         for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
             if (k->id == region)
                 k->stale = 1;
-        for (struct refit_tp_req *r = tp->reqs; r; r = r->next) {
-            if (r->peer != p || !r->pending)
-                continue;
-            for (size_t i = 0; i < r->n_regions; i++)
-                if (r->regions[i] == region)
-                    req_fail(r, REFIT_ESTALE, "%s: region %" PRIu64 " of peer '%s' was deregistered "
-                             "during the transfer", UCXP, region, p->name);
-        }
-        struct ucxp_ack *k = H->calloc(1, sizeof(*k));
-        if (!k)
-            continue; /* the owner's wait times out instead */
-        k->peer = p;
-        k->seq = seq;
-        k->next = tp->acks;
-        tp->acks = k;
+        rtp_reqs_fail_region(&tp->c, p, p->name, region);
+        rtp_ack_queue(&tp->c, p, seq);
     }
 }
 
@@ -1019,55 +759,58 @@ static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_leng
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length < sizeof(c))
         return UCS_OK;
     memcpy(&c, data, sizeof(c));
-    if (c.type == CTRL_HELLO || c.type == CTRL_BYE) {
+    if (c.type == CTRL_BYE) {
         tp->ctrl_dirty = 1;
-        struct ucxp_watcher *w = tp->watchers;
-        while (w && w->id != c.sender)
-            w = w->next;
-        if (c.type == CTRL_BYE) {
-            if (w && --w->refs <= 0)
-                w->dead = 1; /* closed by ctrl_work */
+        rtp_on_bye(&tp->c, c.sender); /* closed by ctrl_work */
+    } else if (c.type == CTRL_HELLO) {
+        tp->ctrl_dirty = 1;
+        if (rtp_watcher_rehello(&tp->c, c.sender))
             return UCS_OK;
-        }
-        if (w) {
-            w->refs++;
-            w->dead = 0;
-            return UCS_OK;
-        }
         if (c.a != length - sizeof(c) || !c.a)
             return UCS_OK;
-        w = H->calloc(1, sizeof(*w));
-        if (!w || !(w->addr = H->alloc(c.a))) {
-            H->free(w);
+        void *addr = H->alloc(c.a);
+        struct rtp_watcher *w = addr ? rtp_watcher_add(&tp->c, c.sender) : NULL;
+        if (!w) {
+            H->free(addr);
             return UCS_OK;
         }
-        memcpy(w->addr, (char *)data + sizeof(c), c.a);
+        memcpy(addr, (char *)data + sizeof(c), c.a);
+        w->addr = addr;
         w->addr_len = c.a;
-        w->id = c.sender;
-        w->refs = 1;
-        w->next = tp->watchers;
-        tp->watchers = w;
     } else if (c.type == CTRL_REVOKE) {
         revoke_region(tp, c.sender, c.a, c.b);
     } else if (c.type == CTRL_ACK) {
-        for (struct ucxp_watcher *w = tp->watchers; w; w = w->next)
-            if (w->id == c.sender && c.a > w->acked)
-                w->acked = c.a;
+        rtp_on_ack(&tp->c, c.sender, c.a);
     }
     return UCS_OK;
 }
 
 /* Control work that may not run inside a UCX callback: endpoints to new
  * watchers, acknowledgements after a flush.  Called under the lock. */
-static unsigned ctrl_work(refit_tp_t *tp)
+/* Flush the endpoint to p into a one-shot request r on the caller's stack
+ * (op_done counts the completions into it; rp can carry a send after). */
+static void oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, struct refit_tp_req *r,
+                          ucp_request_param_t *rp, const char *what)
+{
+    memset(r, 0, sizeof(*r));
+    r->tp = tp;
+    r->peer = p;
+    memset(rp, 0, sizeof(*rp));
+    rp->op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp->cb.send = op_done;
+    rp->user_data = r;
+    track(r, ucp_ep_flush_nbx(p->ep, rp), what);
+}
+
+static size_t ctrl_work(refit_tp_t *tp)
 {
     if (tp->in_ctrl)
         return 0;
     tp->in_ctrl = 1;
     tp->ctrl_dirty = 0;
-    unsigned n = 0;
-    for (struct ucxp_watcher **pw = &tp->watchers; *pw;) {
-        struct ucxp_watcher *w = *pw;
+    size_t n = 0;
+    for (struct rtp_watcher **pw = &tp->c.watchers; *pw;) {
+        struct rtp_watcher *w = *pw;
         if (w->dead && w->refs <= 0) {
             *pw = w->next;
             if (w->ep) {
@@ -1084,40 +827,56 @@ static unsigned ctrl_work(refit_tp_t *tp)
             continue;
         }
         if (!w->ep && w->addr && !w->dead) {
-            if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &w->ep) != UCS_OK) {
-                w->ep = NULL;
+            ucp_ep_h ep = NULL;
+            if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &ep) != UCS_OK)
                 w->dead = 1;
-            }
+            else
+                w->ep = ep;
+            w->reachable = w->ep != NULL;
             H->free(w->addr);
             w->addr = NULL;
             n++;
         }
         pw = &w->next;
     }
-    while (tp->acks) {
-        struct ucxp_ack *k = tp->acks;
-        tp->acks = k->next;
-        refit_tp_peer_t *p = k->peer;
-        if (p && p->ep && p->err == UCS_OK) {
-            /* Nothing of ours may still touch the region when the owner
-             * unmaps it: flush before acknowledging. */
-            struct refit_tp_req r = {0};
-            r.tp = tp;
-            r.peer = p;
-            ucp_request_param_t rp = {0};
-            rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-            rp.cb.send = op_done;
-            rp.user_data = &r;
-            track(&r, ucp_ep_flush_nbx(p->ep, &rp), "flush before ack");
-            progress_until(tp, &r.pending, tp->timeout_ms);
-            if (!r.pending)
-                ctrl_send(tp, p->ep, CTRL_ACK, k->seq, 0, NULL, 0);
-        }
-        H->free(k);
-        n++;
-    }
+    n += rtp_acks_run(&tp->c);
     tp->in_ctrl = 0;
     return n;
+}
+
+/* rtp_ops.ack: nothing of ours may still touch the region when the owner
+ * unmaps it, so the endpoint is flushed before acknowledging. */
+static void ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq)
+{
+    if (!p || !p->ep || p->err != UCS_OK)
+        return;
+    struct refit_tp_req r;
+    ucp_request_param_t rp;
+    oneshot_flush(tp, p, &r, &rp, "flush before ack");
+    rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms);
+    if (!r.pending)
+        ctrl_send(tp, p->ep, CTRL_ACK, seq, 0, NULL, 0);
+}
+
+static int send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq)
+{
+    return ctrl_send(tp, w->ep, CTRL_REVOKE, region, seq, NULL, 0);
+}
+
+/* fini: the watcher's endpoint is closed before the worker goes. */
+static void watcher_close(refit_tp_t *tp, struct rtp_watcher *w)
+{
+    if (!w->ep)
+        return;
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+    if (UCS_PTR_IS_PTR(sp)) {
+        while (ucp_request_check_status(sp) == UCS_INPROGRESS)
+            ucp_worker_progress(tp->worker);
+        ucp_request_free(sp);
+    }
 }
 
 static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name,
@@ -1126,17 +885,13 @@ static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char
     const char *who = peer_name ? peer_name : "?";
     if (!tp || !addr || !out)
         return H->error_set(REFIT_EINVAL, "%s: connect without an address", UCXP);
-    struct ucxp_addr_hdr h;
-    if (len < sizeof(h))
-        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is %zu bytes, too short", UCXP,
-                            who, len);
-    memcpy(&h, addr, sizeof(h));
-    if (h.magic != UCXP_ADDR_MAGIC || h.version != UCXP_BLOB_VERSION ||
-        h.addr_len != len - sizeof(h) || !h.addr_len)
-        return H->error_set(REFIT_EPROTO, "%s: address of peer '%s' is not a ucx worker address "
-                            "(magic %#x, version %u, %zu bytes)", UCXP, who, h.magic, h.version, len);
+    struct rtp_addr_hdr h;
+    int rc = rtp_address_parse(&tp->c, UCXP_ADDR_MAGIC, UCXP_BLOB_VERSION, SIZE_MAX, "a ucx worker address", addr,
+                               len, who, &h);
+    if (rc)
+        return rc;
     refit_tp_peer_t *p = H->calloc(1, sizeof(*p));
-    if (!p || !(p->name = xstrdup(who))) {
+    if (!p || !(p->name = rtp_strdup(who))) {
         H->free(p);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
     }
@@ -1160,20 +915,7 @@ static int ucxp_connect(refit_tp_t *tp, const void *addr, size_t len, const char
 /* Keys die before their endpoint (UCX's rule); requests forget the peer. */
 static void peer_free(refit_tp_t *tp, refit_tp_peer_t *p)
 {
-    for (struct refit_tp_req *r = tp->reqs; r; r = r->next)
-        if (r->peer == p) {
-            req_fail(r, REFIT_ECANCELED, "%s: peer '%s' disconnected", UCXP, p->name);
-            r->peer = NULL;
-        }
-    for (struct ucxp_ack **pk = &tp->acks; *pk;) {
-        if ((*pk)->peer == p) {
-            struct ucxp_ack *k = *pk;
-            *pk = k->next;
-            H->free(k);
-        } else {
-            pk = &(*pk)->next;
-        }
-    }
+    rtp_forget_peer(&tp->c, p, p->name, 1);
     for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next) {
         if (k->rk)
             ucp_rkey_destroy(k->rk);
@@ -1254,27 +996,7 @@ static void ucxp_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
 /* ------------------------------------------------------------------ */
 /* Transfers */
 
-static int check_desc(refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t i)
-{
-    if (d->op != REFIT_OP_READ && d->op != REFIT_OP_WRITE)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: unknown op %u", UCXP, i, d->op);
-    if (!d->local || !d->remote)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: no local region or remote key", UCXP, i);
-    if (d->remote->peer != p)
-        return H->error_set(REFIT_EINVAL, "%s: descriptor %zu: remote key belongs to peer '%s', "
-                            "not '%s'", UCXP, i, d->remote->peer ? d->remote->peer->name : "?", p->name);
-    if (d->remote->stale)
-        return H->error_set(REFIT_ESTALE, "%s: descriptor %zu: region %" PRIu64 " of peer '%s' was "
-                            "deregistered (stale remote key)", UCXP, i, d->remote->id, p->name);
-    if (d->local_off > d->local->len || d->len > d->local->len - d->local_off)
-        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: local range [%" PRIu64 ", +%" PRIu64
-                            ") outside a region of %zu bytes", UCXP, i, d->local_off, d->len, d->local->len);
-    if (d->remote_off > d->remote->len || d->len > d->remote->len - d->remote_off)
-        return H->error_set(REFIT_ERANGE, "%s: descriptor %zu: remote range [%" PRIu64 ", +%" PRIu64
-                            ") outside region %" PRIu64 " of %" PRIu64 " bytes of peer '%s'", UCXP, i,
-                            d->remote_off, d->len, d->remote->id, d->remote->len, p->name);
-    return 0;
-}
+RTP_DEFINE_CHECK_DESC(UCXP)
 
 static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what)
 {
@@ -1282,7 +1004,7 @@ static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what)
         return; /* completed in place */
     if (UCS_PTR_IS_ERR(sp)) {
         ucs_status_t us = UCS_PTR_STATUS(sp);
-        req_fail(r, status_of(us) == REFIT_EPLUGIN ? REFIT_ECONN : status_of(us),
+        rtp_req_fail(r, status_of(us) == REFIT_EPLUGIN ? REFIT_ECONN : status_of(us),
                  "%s: %s to peer '%s' failed: %s (UCS %d)", UCXP, what, r->peer->name,
                  ucs_status_string(us), (int)us);
         return;
@@ -1302,34 +1024,16 @@ static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     }
     if (p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "post", NULL, p->name);
-    struct refit_tp_req *r = H->calloc(1, sizeof(*r));
+    struct refit_tp_req *r = rtp_req_new(&tp->c, p, 0);
     if (!r)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
-    r->tp = tp;
-    r->peer = p;
-    r->next = tp->reqs;
-    if (tp->reqs)
-        tp->reqs->prev = r;
-    tp->reqs = r;
     /* The distinct remote regions, so that a revoke finds the requests it
-     * affects (few per batch: descriptors of one region come together). */
-    for (size_t i = 0; i < n; i++) {
-        uint64_t id = d[i].remote->id;
-        size_t j = r->n_regions;
-        while (j > 0 && r->regions[j - 1] != id)
-            j--;
-        if (j)
-            continue;
-        if ((r->n_regions & (r->n_regions - 1)) == 0) { /* 0, 1, 2, 4, ...: grow */
-            uint64_t *g = H->realloc(r->regions, (r->n_regions ? 2 * r->n_regions : 1) * sizeof(*g));
-            if (!g) {
-                req_unlink_free(r);
-                return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
-            }
-            r->regions = g;
+     * affects. */
+    for (size_t i = 0; i < n; i++)
+        if (rtp_req_note_region(r, d[i].remote->id)) {
+            rtp_req_unlink_free(&tp->c, r);
+            return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
         }
-        r->regions[r->n_regions++] = id;
-    }
 
     ucp_request_param_t rp = {0};
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
@@ -1363,35 +1067,20 @@ static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     return 0;
 }
 
-static int ucxp_progress(refit_tp_t *tp)
-{
-    if (!tp)
-        return H->error_set(REFIT_EINVAL, "%s: progress without tp", UCXP);
-    progress_all(tp);
-    return 0;
-}
-
-static int req_result(struct refit_tp_req *r)
-{
-    if (r->status)
-        return H->error_set(r->status, "%s", r->msg);
-    return r->pending ? REFIT_EAGAIN : 0;
-}
-
 static int ucxp_test(refit_tp_t *tp, refit_tp_req_t *r)
 {
     if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: test without a request", UCXP);
     if (r->pending && !r->status)
         progress_all(tp);
-    return req_result(r);
+    return rtp_req_result(r);
 }
 
 static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
 {
     if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: wait without a request", UCXP);
-    int64_t t0 = now_ms(), last = t0;
+    int64_t t0 = rtp_now_ms(), last = t0;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : t0 + timeout_ms;
     unsigned idle = 0;
     while (r->pending && !r->status) {
@@ -1400,7 +1089,7 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
             continue;
         }
         if (++idle % 256 == 0) {
-            int64_t now = now_ms();
+            int64_t now = rtp_now_ms();
             if (idle == 256)
                 last = now; /* the worker went quiet now */
             if (now >= deadline)
@@ -1410,33 +1099,20 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
             /* transport.timeout: a worker with nothing to do for that long
              * while we wait on this peer means the peer is gone or stuck.
              * The peer stays failed: later posts fail at once. */
-            if (now - last >= tp->timeout_ms && r->peer) {
+            if (now - last >= tp->c.timeout_ms && r->peer) {
                 if (r->peer->err == UCS_OK)
                     H->log(2, UCXP, "peer '%s': no progress for %" PRId64 " ms", r->peer->name,
-                           tp->timeout_ms);
+                           tp->c.timeout_ms);
                 r->peer->err = UCS_ERR_ENDPOINT_TIMEOUT;
-                req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
+                rtp_req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
                          " ms (transport.timeout); peer presumed gone", UCXP, r->peer->name,
-                         tp->timeout_ms);
+                         tp->c.timeout_ms);
                 break;
             }
             sched_yield();
         }
     }
-    return req_result(r);
-}
-
-static void ucxp_req_free(refit_tp_t *tp, refit_tp_req_t *r)
-{
-    if (!tp || !r)
-        return;
-    /* Operations still in flight complete into the request later; it is
-     * freed by the last of them (or by fini). */
-    if (r->pending) {
-        r->released = 1;
-        return;
-    }
-    req_unlink_free(r);
+    return rtp_req_result(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1453,186 +1129,44 @@ static int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
         return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
 
     /* The flush and the send each complete into this one-shot request. */
-    struct refit_tp_req r = {0};
-    r.tp = tp;
-    r.peer = p;
-    ucp_request_param_t rp = {0};
-    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    rp.cb.send = op_done;
-    rp.user_data = &r;
-    track(&r, ucp_ep_flush_nbx(p->ep, &rp), "flush before notify");
-    if (!r.status && progress_until(tp, &r.pending, tp->timeout_ms))
+    struct refit_tp_req r;
+    ucp_request_param_t rp;
+    oneshot_flush(tp, p, &r, &rp, "flush before notify");
+    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
         return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': earlier writes not flushed "
-                            "within %" PRId64 " ms", UCXP, p->name, tp->timeout_ms);
+                            "within %" PRId64 " ms", UCXP, p->name, tp->c.timeout_ms);
     if (!r.status && p->err == UCS_OK) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         rp.flags = UCP_AM_SEND_FLAG_EAGER;
         track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, NULL, 0, msg, len, &rp), "notify");
-        if (!r.status && progress_until(tp, &r.pending, tp->timeout_ms))
+        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
             return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': not sent within %" PRId64
-                                " ms", UCXP, p->name, tp->timeout_ms);
+                                " ms", UCXP, p->name, tp->c.timeout_ms);
     }
     if (!r.status && p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
     if (r.status) {
         /* Operations of a failed ep may still complete later: wait them
          * out briefly so no callback touches this stack frame after. */
-        progress_until(tp, &r.pending, tp->timeout_ms);
+        rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms);
         if (r.pending)
             H->log(3, UCXP, "notify: %zu operations to '%s' left in flight", r.pending, p->name);
     }
-    return req_result(&r);
-}
-
-static int ucxp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
-{
-    if (!tp || !len || (!buf && cap))
-        return H->error_set(REFIT_EINVAL, "%s: poll_notify without a buffer", UCXP);
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
-    unsigned idle = 0;
-    for (;;) {
-        if (!tp->nq_head)
-            progress_all(tp);
-        struct ucxp_notice *n = tp->nq_head;
-        if (n) {
-            *len = n->len;
-            if (n->len > cap)
-                return H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes, buffer of %zu",
-                                    UCXP, n->len, cap);
-            if (n->len)
-                memcpy(buf, n->data, n->len);
-            tp->nq_head = n->next;
-            if (!tp->nq_head)
-                tp->nq_tail = NULL;
-            H->free(n);
-            return 0;
-        }
-        if (++idle % 64 == 0 || timeout_ms == 0) {
-            if (now_ms() >= deadline)
-                return H->error_set(REFIT_ETIMEDOUT, "%s: no notification within %" PRId64 " ms",
-                                    UCXP, timeout_ms);
-            sched_yield();
-        }
-    }
+    return rtp_req_result(&r);
 }
 
 /* ------------------------------------------------------------------ */
 /* Entry points: each holds the worker lock (the progress thread's). */
 
-static void tp_lock(refit_tp_t *tp)
-{
-    __atomic_add_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
-    pthread_mutex_lock(&tp->lock);
-    __atomic_sub_fetch(&tp->want_lock, 1, __ATOMIC_RELAXED);
-}
-
-#define LOCKED(tp, call)                                                                     \
-    do {                                                                                     \
-        tp_lock(tp);                                                                         \
-        int rc_ = (call);                                                                    \
-        pthread_mutex_unlock(&(tp)->lock);                                                   \
-        return rc_;                                                                          \
-    } while (0)
-#define NEED_TP(tp)                                                                          \
-    if (!(tp))                                                                               \
-    return H->error_set(REFIT_EINVAL, "%s: no transport handle", UCXP)
-
-static int l_caps(refit_tp_t *tp, struct refit_tp_caps *o) { NEED_TP(tp); LOCKED(tp, ucxp_caps(tp, o)); }
-static int l_address(refit_tp_t *tp, void *b, size_t *l) { NEED_TP(tp); LOCKED(tp, ucxp_address(tp, b, l)); }
-static int l_reg(refit_tp_t *tp, void *p, size_t l, uint32_t m, refit_tp_region_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_reg(tp, p, l, m, o));
-}
-static int l_dereg(refit_tp_t *tp, refit_tp_region_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_dereg(tp, r)); }
-static int l_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *b, size_t *l)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_pack_rkey(tp, r, b, l));
-}
-static int l_connect(refit_tp_t *tp, const void *a, size_t l, const char *n, refit_tp_peer_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_connect(tp, a, l, n, o));
-}
-static void l_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
-{
-    if (!tp)
-        return;
-    tp_lock(tp);
-    ucxp_disconnect(tp, p);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *b, size_t l, refit_tp_rkey_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_unpack_rkey(tp, p, b, l, o));
-}
-static void l_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
-{
-    if (!tp)
-        return;
-    tp_lock(tp);
-    ucxp_release_rkey(tp, k);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n,
-                  refit_tp_req_t **o)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_post(tp, p, d, n, o));
-}
-static int l_progress(refit_tp_t *tp) { NEED_TP(tp); LOCKED(tp, ucxp_progress(tp)); }
-static int l_test(refit_tp_t *tp, refit_tp_req_t *r) { NEED_TP(tp); LOCKED(tp, ucxp_test(tp, r)); }
-static int l_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t t) { NEED_TP(tp); LOCKED(tp, ucxp_wait(tp, r, t)); }
-static void l_req_free(refit_tp_t *tp, refit_tp_req_t *r)
-{
-    if (!tp)
-        return;
-    tp_lock(tp);
-    ucxp_req_free(tp, r);
-    pthread_mutex_unlock(&tp->lock);
-}
-static int l_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *m, size_t l)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_notify(tp, p, m, l));
-}
-static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)
-{
-    NEED_TP(tp);
-    LOCKED(tp, ucxp_poll_notify(tp, b, c, l, t));
-}
+RTP_TRANSPORT_OPS(ucxp, UCXP);
 
 /* ------------------------------------------------------------------ */
 /* Plugin descriptor */
 
-static const struct refit_transport_ops ucxp_ops = {
-    .size = sizeof(struct refit_transport_ops),
-    .init = ucxp_init,
-    .fini = ucxp_fini,
-    .caps = l_caps,
-    .address = l_address,
-    .reg = l_reg,
-    .dereg = l_dereg,
-    .pack_rkey = l_pack_rkey,
-    .connect = l_connect,
-    .disconnect = l_disconnect,
-    .unpack_rkey = l_unpack_rkey,
-    .release_rkey = l_release_rkey,
-    .post = l_post,
-    .progress = l_progress,
-    .test = l_test,
-    .wait = l_wait,
-    .req_free = l_req_free,
-    .notify = l_notify,
-    .poll_notify = l_poll_notify,
-    .describe = ucxp_describe,
-};
-
 static int ucxp_load(const struct refit_host *host)
 {
     H = host;
+    rtp_load(host);
     /* UCX must stay resident when the loader closes this plugin: libucm
      * hooks the process's memory functions, and UCX's modules keep
      * thread-local state that must not be unmapped under running threads

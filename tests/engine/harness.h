@@ -1,0 +1,148 @@
+/* harness.h — what the engine's multi-process tests share: a work
+ * directory with a synthetic checkpoint (`refit demo --make-checkpoint`),
+ * waiting for a source to be READY, snapshots of a receiver's destinations,
+ * a publisher of a stand-in shard, child processes.  Header-only (static
+ * inline): each test is one executable. */
+#ifndef REFIT_TEST_HARNESS_H
+#define REFIT_TEST_HARNESS_H
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "refit/catalog.h"
+#include "refit/refit.h"
+#include "refit/standin.h"
+#include "refit/store.h"
+
+static inline double th_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A fresh /tmp/refit-<tag>-XXXXXX with a Qwen3-shaped checkpoint in ckpt/
+ * (`layers` layers, `vocab` rows), made by the refit binary `bin`. */
+static inline void th_workdir(const char *bin, const char *tag, int layers, int vocab, char *dir, size_t dcap,
+                              char *ckpt, size_t ccap)
+{
+    snprintf(dir, dcap, "/tmp/refit-%s-XXXXXX", tag);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ckpt, ccap, "%s/ckpt", dir);
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers %d --vocab %d >/dev/null", bin, ckpt,
+             layers, vocab);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static inline void th_rmdir(const char *dir)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static inline void th_stop(pid_t p)
+{
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+}
+
+/* Freeze process p now and kill it after `usec` from a forked killer (the
+ * caller waits for the killer's pid, then for p). */
+static inline pid_t th_freeze_then_kill(pid_t p, useconds_t usec)
+{
+    kill(p, SIGSTOP);
+    pid_t killer = fork();
+    ck_assert_int_ge(killer, 0);
+    if (killer == 0) {
+        usleep(usec);
+        kill(p, SIGKILL);
+        _exit(0);
+    }
+    return killer;
+}
+
+/* The child exited with status 0. */
+static inline int th_child_ok(pid_t p)
+{
+    int st = 0;
+    return waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* Wait (20 s at most) until source `id` is READY at version v. */
+static inline void th_wait_ready(refit_context_t *ctx, const char *id, uint64_t v)
+{
+    refit_store_t *st;
+    refit_loader_t *ld;
+    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
+    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
+    double t0 = th_now();
+    for (;;) {
+        struct refit_source_record *r = NULL;
+        if (refit_record_fetch(st, id, &r) == 0) {
+            int ok = r->version == v && r->status == REFIT_SOURCE_READY;
+            free(r);
+            if (ok)
+                break;
+        }
+        ck_assert_msg(th_now() - t0 < 20, "source %s never reached v%llu", id, (unsigned long long)v);
+        usleep(20000);
+    }
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+}
+
+/* Every destination's bytes, concatenated (malloc'ed). */
+static inline void *th_snapshot(refit_receiver_t *r, size_t *total)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < refit_receiver_count(r); i++) {
+        struct refit_tensor_info ti;
+        refit_receiver_tensor(r, i, &ti);
+        n += ti.nbytes;
+    }
+    char *buf = malloc(n + 1), *p = buf;
+    ck_assert_ptr_nonnull(buf);
+    for (size_t i = 0; i < refit_receiver_count(r); i++) {
+        struct refit_tensor_info ti;
+        refit_receiver_tensor(r, i, &ti);
+        memcpy(p, ti.ptr, ti.nbytes);
+        p += ti.nbytes;
+    }
+    *total = n;
+    return buf;
+}
+
+static inline int th_same_as(refit_receiver_t *r, const char *snap)
+{
+    size_t n;
+    char *now = th_snapshot(r, &n);
+    int same = !memcmp(now, snap, n);
+    free(now);
+    return same;
+}
+
+/* A publisher `id` of TP rank 0 of 1 with the checkpoint's stand-in shard
+ * added (REFIT_MEM_HOST); 0 or the failing call's status. */
+static inline int th_publisher(refit_context_t *ctx, const char *ckpt, const char *id,
+                               struct refit_standin_shard *sh, refit_publisher_t **pub)
+{
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    int rc = refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, sh);
+    if (!rc)
+        rc = refit_publisher_create(ctx, &par, id, pub);
+    for (size_t i = 0; !rc && i < sh->n; i++)
+        rc = refit_publisher_add(*pub, sh->t[i].name, sh->t[i].data, sh->t[i].dtype, sh->t[i].ndim, sh->t[i].shape,
+                                 REFIT_MEM_HOST);
+    return rc;
+}
+
+#endif
