@@ -33,7 +33,7 @@ static int usage(FILE *f)
     fprintf(f,
             "usage: refit demo [--model qwen3|qwen3_moe|glm] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
-            "                  [--transport tcp|ucx|ofi] [--store file|redis] [--mode pull|push]\n"
+            "                  [--transport tcp|ucx|ofi|cuda_ipc] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
             "                  [--device host|cuda|cuda-src|cuda-dst] [--src-gpu N] [--dst-gpu N]\n"
             "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
@@ -45,7 +45,7 @@ static int usage(FILE *f)
             "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
             "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n"
             "--device cuda keeps the trainers' tensors and the engines' destinations in GPU memory\n"
-            "(cuda-src / cuda-dst: only one side).\n");
+            "(cuda-src / cuda-dst: only one side); --src-gpu/--dst-gpu pick the GPUs of trainers and engines.\n");
     return f == stdout ? 0 : 2;
 }
 
