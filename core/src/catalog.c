@@ -18,6 +18,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "msgpack_pk.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
 
@@ -402,39 +403,6 @@ static inline int key_is(const uint8_t *k, uint32_t kl, const char *want)
 }
 
 /* ------------------------------------------------------------------ */
-/* Packing helpers: msgpack-c's packer, with every return checked. */
-
-struct pk {
-    msgpack_sbuffer sb;
-    msgpack_packer p;
-    int err;
-};
-
-static void pk_init(struct pk *k, size_t hint)
-{
-    msgpack_sbuffer_init(&k->sb);
-    k->sb.data = malloc(hint);
-    k->sb.alloc = k->sb.data ? hint : 0;
-    msgpack_packer_init(&k->p, &k->sb, msgpack_sbuffer_write);
-    k->err = 0;
-}
-
-#define PK(k, call) ((k)->err |= (call) != 0)
-
-static void pk_str(struct pk *k, const char *s)
-{
-    size_t l = strlen(s);
-    PK(k, msgpack_pack_str(&k->p, l));
-    PK(k, msgpack_pack_str_body(&k->p, s, l));
-}
-
-static void pk_bin(struct pk *k, const void *b, size_t l)
-{
-    PK(k, msgpack_pack_bin(&k->p, l));
-    if (l)
-        PK(k, msgpack_pack_bin_body(&k->p, b, l));
-}
-
 /* The head of every value refit stores: a map of n fields, the first
  * of them the schema this build writes. */
 static void pk_head(struct pk *k, uint32_t n)
@@ -444,18 +412,6 @@ static void pk_head(struct pk *k, uint32_t n)
     PK(k, msgpack_pack_uint32(&k->p, REFIT_CATALOG_SCHEMA));
 }
 
-static int pk_finish(struct pk *k, void **buf, size_t *len)
-{
-    if (k->err) {
-        msgpack_sbuffer_destroy(&k->sb);
-        return refit_error_set(REFIT_ENOMEM, "msgpack encoding ran out of memory");
-    }
-    *len = k->sb.size;
-    *buf = msgpack_sbuffer_release(&k->sb);
-    if (!*buf) /* empty: never happens for our maps, but keep the contract */
-        *buf = malloc(1);
-    return *buf ? 0 : REFIT_ENOMEM;
-}
 
 /* ------------------------------------------------------------------ */
 /* Catalog */
@@ -1377,8 +1333,8 @@ int refit_heartbeat_put(refit_store_t *s, const char *sid, uint64_t version, int
     PK(&k, msgpack_pack_uint64(&k.p, version));
     pk_str(&k, "time");
     PK(&k, msgpack_pack_uint64(&k.p, refit_time_ms()));
-    void *enc;
-    size_t len;
+    void *enc = NULL;
+    size_t len = 0;
     if ((rc = pk_finish(&k, &enc, &len)))
         return rc;
     rc = refit_store_put_live(s, key, enc, len, stale_after_ms);

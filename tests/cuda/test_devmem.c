@@ -33,6 +33,7 @@
 
 #ifdef REFIT_TEST_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include "../check_run.h"
 
 #define CK_CUDA(call)                                                                       \
     do {                                                                                    \
@@ -411,10 +412,7 @@ int main(void)
         suite_add_tcase(s, tc);
     }
 #endif
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     if (failed)
         return 1;
     if (devices <= 0) {

@@ -14,6 +14,7 @@
 #include "refit/cuda_pool.h"
 #include "refit/fp8_cuda.h"
 #include "refit/refit.h"
+#include "../check_run.h"
 
 static char dir[256], cfg_path[300];
 
@@ -147,9 +148,6 @@ int main(void)
     tcase_add_test(tc, receiver_device_destination);
     tcase_add_test(tc, pool_without_cuda);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? 1 : 0;
 }

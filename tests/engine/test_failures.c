@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "../check_run.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 static int redis_port;
@@ -416,9 +417,6 @@ int main(void)
     tcase_add_test(tc, moved_tensor_reregisters_only_itself);
     tcase_add_test(tc, copy_publish_never_mixes_versions);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "harness.h"
+#include "../check_run.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 
@@ -405,9 +406,6 @@ int main(void)
     tcase_add_test(tc, corrupt_replica_is_detected);
     tcase_add_test(tc, bound_replica_serves_each_version);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

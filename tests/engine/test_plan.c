@@ -8,6 +8,7 @@
 
 #include "../../core/src/engine/plan.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 #define MAXS 8
 
@@ -292,9 +293,6 @@ int main(void)
     tcase_add_test(tc, verify_chunks_cover_pulled_rows);
     tcase_add_loop_test(tc, random_layouts_reproduce_images, 0, 200);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

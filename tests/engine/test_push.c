@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "harness.h"
+#include "../check_run.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
 
@@ -287,9 +288,6 @@ int main(void)
     tcase_add_test(tc, publisher_killed_mid_push_keeps_previous_weights);
     tcase_add_test(tc, malformed_work_is_rejected);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1308,8 +1308,8 @@ static int make_unit(refit_publisher_t *pub, struct pub_work *w, size_t k, int a
             return rc;
         uint64_t last = p->tensor_off + ((p->src_row + p->rows - 1) * p->src_cols + p->src_col + p->cols) * es;
         if (last > rg->len)
-            return refit_error_set(REFIT_ERANGE, "push work: a piece of '%s' reads past region %u (%llu > %zu)",
-                                   "?", p->region, (unsigned long long)last, rg->len);
+            return refit_error_set(REFIT_ERANGE, "push work: unit %zu (layout tensor %u) reads past region %u "
+                                   "(%llu > %zu)", k, u->t, p->region, (unsigned long long)last, rg->len);
         for (uint64_t i = 0; i < p->rows; i++)
             memcpy((char *)w->img + ((p->dst_row + i) * u->cols + p->dst_col) * es,
                    (const char *)rg->base + p->tensor_off + ((p->src_row + i) * p->src_cols + p->src_col) * es,

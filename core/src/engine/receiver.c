@@ -1596,14 +1596,12 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         /* The publishers write; then the same checks and conversions as a
          * pull, for every descriptor they sent. */
         rc = rf_push_receive(r, v, &st);
-        double tf = rf_seconds();
         for (size_t i = 0; !rc && i < r->plan.n_desc; i++)
             if (!rf_push_dropped(r, i))
                 rc = on_done(r, i, 1);
         for (size_t t = 0; !rc && t < nl; t++)
             if (r->unfed[t])
                 rc = finish_tensor(r, t);
-        (void)tf;
         if (rc)
             goto out;
         rc = rf_rcv_commit(r, v, &st);

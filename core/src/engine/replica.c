@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../msgpack_pk.h"
 #include "replica.h"
 #include "refit/status.h"
 
@@ -163,51 +164,6 @@ static int id_ok(struct rd *d, const uint8_t *s, uint32_t l)
 }
 
 /* ------------------------------------------------------------------ */
-/* Packing (msgpack-c), every return checked. */
-
-struct pk {
-    msgpack_sbuffer sb;
-    msgpack_packer p;
-    int err;
-};
-
-#define PK(k, call) ((k)->err |= (call) != 0)
-
-static void pk_str(struct pk *k, const char *s)
-{
-    size_t l = strlen(s);
-    PK(k, msgpack_pack_str(&k->p, l));
-    PK(k, msgpack_pack_str_body(&k->p, s, l));
-}
-
-static void pk_bin(struct pk *k, const void *b, size_t l)
-{
-    PK(k, msgpack_pack_bin(&k->p, l));
-    if (l)
-        PK(k, msgpack_pack_bin_body(&k->p, b, l));
-}
-
-static int pk_done(struct pk *k, void **buf, size_t *len)
-{
-    if (k->err) {
-        msgpack_sbuffer_destroy(&k->sb);
-        return refit_error_set(REFIT_ENOMEM, "msgpack encoding ran out of memory");
-    }
-    *len = k->sb.size;
-    *buf = msgpack_sbuffer_release(&k->sb);
-    if (!*buf)
-        *buf = malloc(1);
-    return *buf ? 0 : REFIT_ENOMEM;
-}
-
-static void pk_begin(struct pk *k)
-{
-    msgpack_sbuffer_init(&k->sb);
-    msgpack_packer_init(&k->p, &k->sb, msgpack_sbuffer_write);
-    k->err = 0;
-}
-
-/* ------------------------------------------------------------------ */
 /* Replica records */
 
 static const char *const status_names[] = {NULL, "READY", "UPDATING"};
@@ -233,7 +189,7 @@ int rf_replica_encode(const struct rf_replica *r, void **buf, size_t *len)
         r->n_sums != sums_needed(r->length, r->chunk) || r->n_sums > RF_REPLICA_MAX_SUMS)
         return refit_error_set(REFIT_EINVAL, "replica record of %s: a field is missing or out of range", r->id);
     struct pk k;
-    pk_begin(&k);
+    pk_init(&k, 0);
     PK(&k, msgpack_pack_map(&k.p, 14));
     pk_str(&k, "schema");
     PK(&k, msgpack_pack_uint32(&k.p, RF_REPLICA_SCHEMA));
@@ -273,7 +229,7 @@ int rf_replica_encode(const struct rf_replica *r, void **buf, size_t *len)
     free(le);
     pk_str(&k, "heartbeat");
     PK(&k, msgpack_pack_uint64(&k.p, r->heartbeat_ms));
-    return pk_done(&k, buf, len);
+    return pk_finish(&k, buf, len);
 }
 
 struct span {
@@ -421,7 +377,7 @@ int rf_lease_encode(const struct rf_lease *l, size_t n, void **buf, size_t *len)
     if (n > RF_LEASE_MAX)
         return refit_error_set(REFIT_EINVAL, "lease list of %zu entries (at most %d)", n, RF_LEASE_MAX);
     struct pk k;
-    pk_begin(&k);
+    pk_init(&k, 0);
     PK(&k, msgpack_pack_map(&k.p, 2));
     pk_str(&k, "schema");
     PK(&k, msgpack_pack_uint32(&k.p, RF_REPLICA_SCHEMA));
@@ -433,7 +389,7 @@ int rf_lease_encode(const struct rf_lease *l, size_t n, void **buf, size_t *len)
         PK(&k, msgpack_pack_uint64(&k.p, l[i].expires_ms));
         PK(&k, msgpack_pack_uint64(&k.p, l[i].version));
     }
-    return pk_done(&k, buf, len);
+    return pk_finish(&k, buf, len);
 }
 
 int rf_lease_decode(const void *buf, size_t len, const char *key, struct rf_lease **out, size_t *n_out)
