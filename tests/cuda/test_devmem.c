@@ -30,10 +30,10 @@
 #include "refit/refit.h"
 #include "refit/standin.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 #ifdef REFIT_TEST_HAVE_CUDA
 #include <cuda_runtime_api.h>
-#include "../check_run.h"
 
 #define CK_CUDA(call)                                                                       \
     do {                                                                                    \

@@ -16,10 +16,10 @@
 #include "refit/fp8.h"
 #include "refit/fp8_cuda.h"
 #include "refit/status.h"
+#include "../check_run.h"
 
 #ifdef REFIT_TEST_HAVE_CUDA
 #include <cuda_runtime.h>
-#include "../check_run.h"
 
 #define CK_CUDA(call)                                                                       \
     do {                                                                                    \
