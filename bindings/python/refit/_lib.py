@@ -65,6 +65,16 @@ class _PublisherStats(ctypes.Structure):
                 ("kept", ctypes.c_size_t), ("version", ctypes.c_uint64)]
 
 
+class _StandinTensor(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("shape", ctypes.c_int64 * REFIT_MAX_DIMS), ("data", ctypes.c_void_p), ("nbytes", ctypes.c_size_t)]
+
+
+class _StandinShard(ctypes.Structure):
+    _fields_ = [("t", ctypes.POINTER(_StandinTensor)), ("n", ctypes.c_size_t), ("arena", ctypes.c_void_p),
+                ("bytes", ctypes.c_size_t)]
+
+
 class _PlanInfo(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("seconds", ctypes.c_double)] + \
         [(n, ctypes.c_uint64) for n in ("pieces", "descriptors", "scatters", "checks", "wire_bytes",
@@ -123,7 +133,8 @@ def _set_plugin_path(lib_path, kind):
     lib_dir = os.path.dirname(os.path.abspath(lib_path))
     if kind == "build" or (kind == "env" and os.path.basename(lib_dir) == "core"):
         root = os.path.join(os.path.dirname(lib_dir), "plugins")
-    elif kind == "package":
+    elif kind == "package" or (kind == "env" and os.path.isdir(os.path.join(lib_dir, "plugins"))):
+        # A wheel, or a packed build (tools/dev/gpu/pack.sh): plugins/ beside the library.
         root = os.path.join(lib_dir, "plugins")
     else:
         return  # an installed library finds its installed plugins itself
@@ -166,12 +177,16 @@ def _prototypes(lib):
         "refit_receiver_allocate": (I, [P]),
         "refit_receiver_pull": (I, [P, U64, ctypes.POINTER(_PullStats)]),
         "refit_standin_step": (I, [P, S, I, U64, U64]),
+        "refit_context_model": (P, [P]),
+        "refit_standin_shard_load": (I, [P, CP, ctypes.POINTER(_Parallel), ctypes.POINTER(_StandinShard)]),
+        "refit_standin_shard_free": (None, [ctypes.POINTER(_StandinShard)]),
         # Newer entry points: absent from an older librefit, their methods
         # then raise NotSupported.
         "refit_publisher_stats": (I, [P, ctypes.POINTER(_PublisherStats)]),
         "refit_receiver_plan_dry": (I, [P, ctypes.POINTER(_Parallel), S, ctypes.POINTER(_PlanInfo)]),
     }
-    optional = {"refit_publisher_stats", "refit_receiver_plan_dry"}
+    optional = {"refit_publisher_stats", "refit_receiver_plan_dry", "refit_context_model",
+                "refit_standin_shard_load", "refit_standin_shard_free"}
     for name, (res, args) in protos.items():
         if name in optional and not hasattr(lib, name):
             continue

@@ -1,9 +1,10 @@
 """Turning the caller's tensor objects into (pointer, dtype, shape, memtype).
 
 Accepted: PyTorch tensors (CPU or CUDA, through data_ptr() and device),
-anything with ``__array_interface__`` (numpy arrays; numpy itself is not
-imported here) and writable buffers (bytearray, array.array, memoryview)
-with an explicit dtype.  The memory must be C-contiguous: refit reads and
+objects with ``__refit_tensor__()`` (refit.host.HostTensor: pointer, dtype
+and shape of host memory), anything with ``__array_interface__`` (numpy
+arrays; numpy itself is not imported here) and writable buffers
+(bytearray, array.array, memoryview) with an explicit dtype.  The memory must be C-contiguous: refit reads and
 writes whole rows at computed offsets, so a strided view would be silently
 wrong; it is refused instead.
 """
@@ -149,9 +150,19 @@ def _from_buffer(obj, dtype, shape, name, writable):
     return TensorRef(ptr, d, shape, _lib.MEM_HOST, (obj, mv, cview))
 
 
+def _from_protocol(obj, dtype, name):
+    ptr, d, shape = obj.__refit_tensor__()
+    if dtype is not None and parse(dtype) != d:
+        raise InvalidArgument(EINVAL, "tensor '%s': a %s tensor cannot be declared %s" % (name, d.name,
+                                                                                        parse(dtype).name))
+    return TensorRef(ptr, d, shape, _lib.MEM_HOST, obj)
+
+
 def tensor_ref(obj, name, dtype=None, shape=None, writable=False):
     """A TensorRef for obj, or InvalidArgument / NotSupported saying why not."""
-    if _is_torch(obj):
+    if hasattr(obj, "__refit_tensor__"):
+        ref = _from_protocol(obj, dtype, name)
+    elif _is_torch(obj):
         ref = _from_torch(obj, dtype, name, writable)
     else:
         ai = getattr(obj, "__array_interface__", None)

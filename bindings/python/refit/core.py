@@ -440,6 +440,49 @@ class Receiver(_Handle):
         return np.frombuffer(buf, dtype=NUMPY_VIEW[t.dtype]).reshape(t.shape)
 
 
+class StandinShard:
+    """One trainer rank's Megatron tensors made in memory from an HF
+    checkpoint (refit_standin_shard_load: what `refit shard` writes to
+    files), as HostTensors over refit's arena.  The trainer stand-in of the
+    tests and tools: ``pub.add_all(shard.tensors)``.  Close it (or use it as
+    a context manager) after its publisher has closed."""
+
+    def __init__(self, ctx, hf_dir, **parallel):
+        from .host import HostTensor
+        lib = _lib.load()
+        if not (_lib.has("refit_standin_shard_load") and _lib.has("refit_context_model")):
+            raise NotSupported(ENOTSUP, "this librefit has no refit_standin_shard_load")
+        self._s = _lib._StandinShard()
+        par = _parallel(parallel)
+        check(lib.refit_standin_shard_load(lib.refit_context_model(ctx._ptr()), str(hf_dir).encode(),
+                                           ctypes.byref(par), ctypes.byref(self._s)),
+              "stand-in shard of %s" % hf_dir)
+        self._arena = (ctypes.c_char * max(1, self._s.bytes)).from_address(self._s.arena)
+        self._arena._refit_owner = self
+        self.tensors = {}
+        for i in range(self._s.n):
+            t = self._s.t[i]
+            shape = tuple(t.shape[k] for k in range(t.ndim))
+            self.tensors[t.name.decode()] = HostTensor(shape, DType(t.dtype), self._arena, t.data - self._s.arena)
+
+    def close(self):
+        if getattr(self, "_s", None) is not None and self._s.arena:
+            _lib.load().refit_standin_shard_free(ctypes.byref(self._s))
+            self._s = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
 def standin_step(tensor, from_version, to_version, dtype=None):
     """Apply the trainer stand-in's deterministic weight change (refit/standin.h)
     in place: turns version `from` weights into version `to` weights, the same

@@ -1,11 +1,14 @@
-"""A small pure-Python safetensors reader and writer (numpy).
+"""A small pure-Python safetensors reader and writer.
 
-numpy has no bfloat16 or float8: such tensors are read as raw bits (BF16 as
-uint16, F8_E4M3 as uint8) and written from raw bits with their dtype named
-(``write(path, {"w": (bits, "bf16")})``).  Arrays are little-endian and
-C-contiguous, each in its own (aligned) allocation.
+With numpy (``read``): numpy has no bfloat16 or float8, so such tensors are
+read as raw bits (BF16 as uint16, F8_E4M3 as uint8) and written from raw
+bits with their dtype named (``write(path, {"w": (bits, "bf16")})``).
+Arrays are little-endian and C-contiguous, each in its own (aligned)
+allocation.  Without numpy (``read_host``): refit.host.HostTensor, which
+knows its refit dtype; ``write`` takes those too.
 
     tensors = read("rank0.safetensors")            # {name: numpy array}
+    tensors = read_host("rank0.safetensors")       # {name: HostTensor}
     info = header("rank0.safetensors")             # {name: (DType, shape)}
     write("out.safetensors", {"a": arr, "b": (bf16_bits, "bf16")})
 """
@@ -80,14 +83,50 @@ def read(path, names=None):
     return out
 
 
+def read_host(path, names=None):
+    """{name: refit.host.HostTensor} of a safetensors file (or of the given
+    names); needs nothing but the standard library."""
+    import os
+    from .host import HostTensor
+    out = {}
+    with open(path, "rb") as f:
+        h, _ = _read_header(f, path, os.fstat(f.fileno()).st_size)
+        for name, (d, shape, off) in h.items():
+            if names is not None and name not in names:
+                continue
+            t = HostTensor(shape, d)
+            f.seek(off)
+            if t.nbytes and f.readinto(t.storage) != t.nbytes:
+                raise RefitError(EPROTO, "%s: tensor '%s' is truncated" % (path, name))
+            out[name] = t
+    if names is not None:
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise RefitError(-3, "%s: no tensor named %s" % (path, ", ".join(repr(m) for m in missing)))
+    return out
+
+
+def _host_entry(name, t, d):
+    if d is not None and parse(d) != t.dtype:
+        raise InvalidArgument(EINVAL, "tensor '%s': a %s HostTensor written as %s" % (name, t.dtype.name,
+                                                                                   parse(d).name))
+    return t.dtype, list(t.shape), t.tobytes()
+
+
 def write(path, tensors, metadata=None):
-    """Write {name: array or (array, dtype)} as safetensors.  The dtype is
-    needed for raw bits (uint16 holding bf16: "bf16"; uint8 holding fp8:
-    "f8_e4m3")."""
-    import numpy as np
+    """Write {name: array or (array, dtype) or HostTensor} as safetensors.
+    The dtype is needed for raw bits (uint16 holding bf16: "bf16"; uint8
+    holding fp8: "f8_e4m3")."""
     entries, blobs, off = {}, [], 0
     for name, v in tensors.items():
         a, d = v if isinstance(v, tuple) else (v, None)
+        if hasattr(a, "__refit_tensor__") and hasattr(a, "tobytes"):
+            d, shape, b = _host_entry(name, a, d)
+            entries[name] = {"dtype": d.name, "shape": shape, "data_offsets": [off, off + len(b)]}
+            blobs.append(b)
+            off += len(b)
+            continue
+        import numpy as np
         a = np.asarray(a)
         natural = NUMPY_NAMES.get(a.dtype.name)
         d = parse(d) if d is not None else natural
@@ -116,4 +155,4 @@ def write(path, tensors, metadata=None):
             f.write(b)
 
 
-__all__ = ["read", "write", "header", "DType"]
+__all__ = ["read", "read_host", "write", "header", "DType"]
