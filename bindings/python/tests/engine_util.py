@@ -63,9 +63,15 @@ def write_checkpoint(path, config, seed=7):
         infos = ctx.receiver(target="hf").tensors()
     tensors = {}
     for t in infos:
-        n = math.prod(t.shape)
+        # Rows of different magnitudes, so that FP8 blocks get different scales.
+        cols = t.shape[-1]
+        rows = math.prod(t.shape) // cols
         base = 1.0 if "norm" in t.name else 0.0
-        tensors[t.name] = HostTensor.from_list(t.shape, t.dtype, [base + rng.uniform(-0.05, 0.05) for _ in range(n)])
+        vals = []
+        for _ in range(rows):
+            mag = rng.uniform(0.005, 0.1)
+            vals.extend(base + rng.uniform(-mag, mag) for _ in range(cols))
+        tensors[t.name] = HostTensor.from_list(t.shape, t.dtype, vals)
     st.write(os.path.join(path, "model.safetensors"), tensors)
     return path
 

@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+
+np = pytest.importorskip("numpy")
 
 import refit
 from refit import errors

@@ -4,8 +4,9 @@ what `refit convert` makes of the same weights."""
 
 import os
 
-import numpy as np
 import pytest
+
+np = pytest.importorskip("numpy")
 
 import refit
 import refit.safetensors as st

@@ -3,8 +3,9 @@
 import os
 import struct
 
-import numpy as np
 import pytest
+
+np = pytest.importorskip("numpy")
 
 import refit
 import refit.safetensors as st

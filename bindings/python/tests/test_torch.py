@@ -5,8 +5,9 @@ them: `python3 -m pytest -q bindings/python/tests/test_torch.py`)."""
 import os
 import subprocess
 
-import numpy as np
 import pytest
+
+np = pytest.importorskip("numpy")
 
 torch = pytest.importorskip("torch")
 
@@ -14,7 +15,7 @@ import refit  # noqa: E402
 import refit.safetensors as st  # noqa: E402
 from refit._tensor import tensor_ref  # noqa: E402
 from conftest import CLUSTER, FP8, REFIT_BIN, assert_same_as, cluster_overrides  # noqa: E402
-from test_vllm_worker import StandinWorker  # noqa: E402
+import refit.tensors  # noqa: E402
 
 HAVE_FP8 = hasattr(torch, "float8_e4m3fn")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -130,47 +131,48 @@ def test_cuda_memory_taken_or_refused_clearly(tmp_path, ckpt):
         assert "CUDA" in e.value.message
 
 
+def _pullers(over, ckpt):
+    from refit.engines import Source
+    return Source(CLUSTER, dict(over, **FP8), ckpt)
+
+
 @cuda
 @pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
-def test_vllm_worker_cuda_params_staged(tmp_path, ckpt, shards, expected, trainers):
-    """vLLM parameters in CUDA memory: bound as they are when librefit has
-    CUDA, else the worker extension stages them through pinned host
-    tensors; the same bytes either way."""
+def test_checkpoint_puller_device_buffers(tmp_path, ckpt, shards, expected, trainers):
+    """refit.vllm's checkpoint path on a GPU: buffers on the device (pinned
+    host buffers where librefit takes no CUDA memory), holding exactly the
+    FP8 checkpoint's tensors."""
+    from refit.engines import CheckpointPuller
     over = cluster_overrides(tmp_path, receivers=1)
     trainers.start(ckpt, shards(2), tp=2, steps=2, overrides=over)
-    hdr, _ = st.header(expected.get(1, fp8=True))
-    params = {n: torch.nn.Parameter(torch.empty(s, dtype=TORCH_OF[d], device="cuda"), requires_grad=False)
-              for n, (d, s) in hdr.items()}
-    w = StandinWorker(params)
-    info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
+    like = torch.empty(1, device="cuda")
+    alloc = lambda shape, d: refit.tensors.empty_like_layout(shape, d, like)  # noqa: E731
+    host = lambda shape, d: refit.tensors.empty_like_layout(shape, d, like, "cpu", pin=True)  # noqa: E731
+    p = CheckpointPuller(_pullers(over, ckpt), "ckpt-gpu", alloc, fallback_alloc=host)
     try:
-        assert info["missing"] == []
-        if librefit_has_cuda():
-            assert info["staged"] == 0 and info["bound"] == len(params)
-        else:
-            assert info["staged"] == len(params)
+        where = {str(b.device) for b in p.buffers.values()}
+        assert where == ({"cuda:0"} if librefit_has_cuda() else {"cpu"})
         for v in (1, 2):
-            assert w.update_weights_from_refit(v)["version"] == v
-            assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(v, fp8=True))
+            assert p.pull(v).version == v
+            assert_same_as({n: as_bytes(b) for n, b in p.named_tensors()}, expected.get(v, fp8=True, target="hf"))
     finally:
-        w.close_refit()
+        p.close()
     trainers.wait()
 
 
 @pytest.mark.skipif(not HAVE_FP8, reason="torch without float8_e4m3fn")
-def test_vllm_worker_cpu_params_bound_in_place(tmp_path, ckpt, shards, expected, trainers):
-    """torch CPU parameters (nn.Parameter) are bound in place, nothing staged."""
+def test_direct_puller_torch_params(tmp_path, ckpt, shards, expected, trainers):
+    """refit.vllm's direct path: torch parameters (nn.Parameter) bound in place."""
+    from refit.engines import DirectPuller
     over = cluster_overrides(tmp_path, receivers=1)
     trainers.start(ckpt, shards(2), tp=2, steps=1, overrides=over)
     hdr, _ = st.header(expected.get(1, fp8=True))
     params = {n: torch.nn.Parameter(torch.empty(s, dtype=TORCH_OF[d]), requires_grad=False)
               for n, (d, s) in hdr.items()}
-    w = StandinWorker(params)
-    info = w.init_refit(CLUSTER, overrides=dict(over, **FP8), hf=ckpt, tp_rank=0, tp_size=1)
+    p = DirectPuller(_pullers(over, ckpt), "direct-torch", 0, 1, 0, params)
     try:
-        assert info["staged"] == 0 and info["bound"] == len(params)
-        assert w.update_weights_from_refit(1)["version"] == 1
-        assert_same_as({n: as_bytes(p) for n, p in params.items()}, expected.get(1, fp8=True))
+        assert p.pull(1).version == 1
+        assert_same_as({n: as_bytes(t) for n, t in params.items()}, expected.get(1, fp8=True))
     finally:
-        w.close_refit()
+        p.close()
     trainers.wait()

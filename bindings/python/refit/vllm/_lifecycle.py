@@ -74,8 +74,17 @@ def _start_kwargs(fn):
     return {"is_checkpoint_format": True} if "is_checkpoint_format" in params else {}
 
 
-def _sum_receivers(infos):
-    return sum(int(i.get("receivers", 0)) for i in infos if isinstance(i, dict))
+def _count(infos):
+    """(total, {"main": n, "draft": m}) receivers of the workers' plans: the
+    trainer of each model sets its refit.receivers to that model's count."""
+    by = {"main": 0, "draft": 0}
+    for i in infos or ():
+        if not isinstance(i, dict):
+            continue
+        for k in by:
+            if isinstance(i.get(k), dict):
+                by[k] += int(i[k].get("receivers", 0))
+    return by["main"] + by["draft"], by
 
 
 class Refitter:
@@ -89,6 +98,7 @@ class Refitter:
             raise InvalidArgument(EINVAL, "path %r (native, extension or auto)" % (path,))
         self.path = path
         self.receivers = None
+        self.receivers_of = {}
         self.has_draft = False
         self.log = []
 
@@ -107,7 +117,7 @@ class Refitter:
             infos = self._call("collective_rpc", native_info)
         else:
             infos = self._call("collective_rpc", "init_refit", kwargs=info)
-        self.receivers = _sum_receivers(infos)
+        self.receivers, self.receivers_of = _count(infos)
         return infos
 
     def _pause(self, mode):
@@ -163,7 +173,7 @@ class AsyncRefitter(Refitter):
             infos = await self._acall("collective_rpc", native_info)
         else:
             infos = await self._acall("collective_rpc", "init_refit", kwargs=info)
-        self.receivers = _sum_receivers(infos)
+        self.receivers, self.receivers_of = _count(infos)
         return infos
 
     async def _native_round(self, start, version):
@@ -225,6 +235,7 @@ class HTTPRefitter:
         self.path = path
         self.timeout = timeout
         self.receivers = None
+        self.receivers_of = {}
         self.has_draft = False
         self.log = []
 
@@ -249,12 +260,13 @@ class HTTPRefitter:
             self._req("POST", "/init_weight_transfer_engine", {"init_info": info})
             if info["mode"] in ("direct", "checkpoint"):
                 world = self._req("GET", "/get_world_size", query={"include_dp": "true"})["world_size"]
+                self.receivers_of = {"main": world, "draft": world if self.has_draft else 0}
                 self.receivers = world * (1 + int(self.has_draft))
                 return None
             infos = self._rpc("refit_info")
         else:
             infos = self._rpc("init_refit", kwargs=info)
-        self.receivers = _sum_receivers(infos)
+        self.receivers, self.receivers_of = _count(infos)
         return infos
 
     def update(self, version=NEXT, pause="keep"):

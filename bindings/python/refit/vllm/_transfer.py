@@ -27,6 +27,7 @@ Init info (``init_weight_transfer_engine``): ``config`` (cluster file),
 """
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from .. import engines as E
@@ -38,6 +39,12 @@ _base = A.weight_transfer_base()
 if _base is None:
     raise ImportError("this vLLM has no vllm.distributed.weight_transfer (vLLM < 0.15): use "
                       "refit.vllm.RefitWorkerExtension instead")
+
+
+def _model_quant(model):
+    """The quantization config a vLLM model was built with (model.quant_config)."""
+    q = getattr(model, "quant_config", None)
+    return q if hasattr(q, "get_name") else None
 
 
 @dataclass
@@ -81,7 +88,12 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
             self._refits = self._build(model, getattr(self, "_default_model_config", None))
 
     def _vllm_config(self):
-        return getattr(self, "vllm_config", None)
+        # v0.15-v0.24 engines get the parallel config only.
+        vc = getattr(self, "vllm_config", None)
+        if vc is None:
+            vc = SimpleNamespace(parallel_config=getattr(self, "parallel_config", None), quant_config=None,
+                                 model_config=None)
+        return vc
 
     def _source(self, spec, quant_config):
         o = fp8_overrides(quant_config)
@@ -94,7 +106,7 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
         rid, _ = worker_identity(vc, rank_offset=info.rank_offset)
         tp = layout_position(vc)
         dev = getattr(self, "device", None)
-        quant = getattr(vc, "quant_config", None)
+        quant = getattr(vc, "quant_config", None) or _model_quant(model)
         main = WorkerRefit(model, self._source({"config": info.config, "overrides": info.overrides, "hf": info.hf},
                                                quant), rid, tp, vc, model_config, dev, info.mode, info.buffers)
         return ModelRefits(main)
@@ -105,8 +117,7 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
                 raise RuntimeError("refit: a draft-model update, but init_info has no 'draft' model to pull")
             vc = self._vllm_config()
             rid, _ = worker_identity(vc, rank_offset=self._init.rank_offset)
-            quant = getattr(model, "quant_config", None)
-            quant = quant if hasattr(quant, "get_name") else None
+            quant = _model_quant(model)
             self._refits.draft = WorkerRefit(model, self._source(self._init.draft, quant), rid + "-draft",
                                              layout_position(vc), vc, model_config, getattr(self, "device", None),
                                              self._init.draft.get("mode", self._init.mode), self._init.buffers)
@@ -163,9 +174,23 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
 
 
 def native_info(worker):
-    """For collective_rpc(native_info): this worker's refit plan and receivers."""
+    """For collective_rpc(native_info), after init_weight_transfer_engine:
+    this worker's refit plan and receivers.  The engine only meets the
+    draft model at its first draft update (and, before v0.25, the model at
+    its first update); here, where the worker is at hand, their receivers
+    are made now so that they are counted."""
     eng = getattr(worker, "weight_transfer_engine", None)
-    return eng.info() if hasattr(eng, "info") else {"receivers": 0}
+    if not hasattr(eng, "info"):
+        return {"receivers": 0}
+    runner = getattr(worker, "model_runner", None)
+    if eng._refits is None and eng._init is not None and runner is not None:
+        # v0.15-v0.24 engines never see the model: take it from the worker.
+        model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+        eng._refits = eng._build(model, getattr(getattr(worker, "vllm_config", None), "model_config", None))
+    drafter = getattr(getattr(worker, "model_runner", None), "drafter", None)
+    if eng._init is not None and eng._init.draft and drafter is not None and eng._refits is not None:
+        eng._draft(drafter.model, getattr(drafter, "model_config", None))
+    return eng.info()
 
 
 __all__ = ["RefitWeightTransferEngine", "RefitInitInfo", "RefitUpdateInfo", "native_info"]
