@@ -110,11 +110,11 @@ class StreamOrder:
     """Events between refit's buffers and an engine's CUDA stream (module doc).
     A no-op for host tensors and machines without CUDA."""
 
-    def __init__(self, device=None):
-        self._cuda = None
+    def __init__(self, device=None, cuda=None):
+        self._cuda = cuda
         self._device = device
         self._consumed = None
-        if device is not None and str(device).startswith("cuda"):
+        if cuda is None and device is not None and str(device).startswith("cuda"):
             import torch
             self._cuda = torch.cuda
 

@@ -76,15 +76,16 @@ class WorkerRefit:
     NotSupported naming those that cannot be), 'checkpoint'."""
 
     def __init__(self, model, source, rid, tp=(0, 1, 0), vllm_config=None, model_config=None, device=None,
-                 mode="auto", buffers="auto"):
+                 mode="auto", buffers="auto", planner=plan_model, loader=None):
         self.model = model
+        self._loader = loader  # an engine's own checkpoint-path loader (SGLang), else vLLM's reload
         self.vllm_config = vllm_config
         self.model_config = model_config if model_config is not None else getattr(vllm_config, "model_config", None)
         self.direct = self.ckpt = None
         alloc, fallback, self.device = _alloc_for(model, device, buffers)
         self.order = T.StreamOrder(self.device if str(self.device).startswith("cuda") else None)
         layout = [] if mode == "checkpoint" else source.layout("vllm", *tp)
-        self.plan = plan_model(model, layout, mode)
+        self.plan = planner(model, layout, mode)
         mixed = bool(self.plan.direct) and bool(self.plan.checkpoint)
         try:
             if self.plan.direct:
@@ -127,6 +128,8 @@ class WorkerRefit:
             named = self.ckpt.named_tensors()
             if load is not None:
                 load(named)
+            elif self._loader is not None:
+                self._loader(self.model, named, [self.model] if self.direct is None else self._ckpt_modules)
             else:
                 self._load(named)
             self.order.consumed()

@@ -8,7 +8,7 @@ requests; ``events`` records every call in order, with the requests'
 states at pause time.  The weight-transfer methods and collective_rpc go to
 an LLM's workers (the engine core)."""
 
-from ..entrypoints.llm import LLM
+from ...entrypoints.llm import LLM
 
 
 class AsyncLLM:
