@@ -2,12 +2,14 @@
 #   make demo   install what is missing (as root), build, run `refit demo`
 #   make test   install what is missing (as root), build, run every test,
 #               then the unit tests again under AddressSanitizer + UBSan
+#   make wheel  build, then dist/refit-*.whl: the Python package with
+#               librefit and its plugins inside (bindings/python/build_wheel.py)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 MESON_OPTS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build demo test test-asan clean
+.PHONY: all deps build demo test test-asan wheel clean
 
 all: build
 
@@ -39,6 +41,9 @@ test-asan: deps $(ASAN_BUILD)/build.ninja
 	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes $(JOBS) --no-suite slow
+
+wheel: build
+	python3 bindings/python/build_wheel.py --build $(BUILD) --out dist
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
