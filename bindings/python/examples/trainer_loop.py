@@ -3,7 +3,7 @@
 
 The rank's tensors come from a trainer shard file written by `refit shard`
 (rank<r>.safetensors, Megatron names and this rank's TP/EP slices), read
-with refit.safetensors into numpy arrays.  A real trainer adds its own
+with refit.safetensors into HostTensors (no numpy needed).  A real trainer adds its own
 parameters instead (``pub.add(name, param.data)`` for PyTorch, by the name
 Megatron gives them); everything else is the same.
 
@@ -39,23 +39,21 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="configuration override")
     a = p.parse_args(argv)
 
-    # Megatron parameters of this rank: numpy arrays (BF16 as uint16 bits,
-    # so their dtype comes from the file's header).
-    params = st.read(a.shard)
-    dtypes = {name: d for name, (d, _) in st.header(a.shard)[0].items()}
+    # Megatron parameters of this rank, each knowing its refit dtype.
+    params = st.read_host(a.shard)
     who = a.id or "trainer-%d" % a.rank
 
     with refit.Context(a.config, overrides=a.set, hf=a.hf) as ctx:
         pub = ctx.publisher(tp_rank=a.rank % a.tp, tp_size=a.tp, ep_rank=a.rank % a.ep, ep_size=a.ep,
                             source_id=a.id)
         for name, w in params.items():
-            pub.add(name, w, dtype=dtypes[name])
+            pub.add(name, w)
         print("[%s] %d tensors, %.3f GB" % (who, len(params), sum(w.nbytes for w in params.values()) / 1e9),
               flush=True)
         for step in range(1, a.steps + 1):
             if step > 1:
                 for name, w in params.items():  # the "optimizer step"
-                    refit.standin_step(w, step - 1, step, dtype=dtypes[name])
+                    refit.standin_step(w, step - 1, step)
             t0 = time.perf_counter()
             pub.publish(step)
             t1 = time.perf_counter()

@@ -9,18 +9,18 @@ ctypes bindings over librefit's C API (refit/refit.h)::
         pub.publish(1)
         pub.wait_released(1)
 
-See docs/python.md.
+See docs/python.md; engines (refit.vllm, refit.sglang): docs/engines.md.
 """
 
 from ._lib import library_path, MEM_CUDA, MEM_HOST
-from .core import LATEST, NEXT, Context, Publisher, PullStats, Receiver, TensorInfo, standin_step
+from .core import LATEST, NEXT, Context, Publisher, PullStats, Receiver, StandinShard, TensorInfo, standin_step
 from .dtypes import DType
 from .errors import (ChecksumError, ConfigError, InvalidArgument, NotFound, NotSupported, RefitError, Timeout,
                      strerror)
-from . import errors, safetensors
+from . import errors, host, safetensors
 
 __version__ = "0.1.0"
 __all__ = ["Context", "Publisher", "Receiver", "PullStats", "TensorInfo", "DType", "LATEST", "NEXT",
            "RefitError", "InvalidArgument", "NotFound", "NotSupported", "Timeout", "ConfigError",
-           "ChecksumError", "standin_step", "library_path", "strerror", "errors", "safetensors",
-           "MEM_HOST", "MEM_CUDA"]
+           "ChecksumError", "standin_step", "StandinShard", "host", "library_path", "strerror", "errors",
+           "safetensors", "MEM_HOST", "MEM_CUDA"]

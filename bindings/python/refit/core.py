@@ -20,11 +20,6 @@ from ._tensor import tensor_ref
 from .dtypes import DType, NUMPY_VIEW
 from .errors import ENOENT, ENOTSUP, EINVAL, InvalidArgument, NotFound, NotSupported, RefitError, check
 
-# refit_receiver_bind accepts a BF16 destination bound as F32 (and back) and
-# casts.  (Librefit before the fix of the destination's byte size on such a
-# bind overflowed; this switch let the package refuse the cast meanwhile.)
-CAST_BIND_OK = True
-
 LATEST = _lib.REFIT_LATEST
 NEXT = _lib.REFIT_NEXT
 
@@ -330,7 +325,6 @@ class Receiver(_Handle):
         ctx._children.add(self)
         self.receiver_id = receiver_id
         self._refs = {}
-        self._layout_dtype = {t.name: t.dtype for t in self.tensors()}
 
     def _closed(self):
         self._refs.clear()
@@ -354,13 +348,6 @@ class Receiver(_Handle):
         shape must match the layout's (bf16 and f32 destinations may also take
         the other: refit casts).  Refit writes into the tensor during pull()."""
         ref = tensor_ref(tensor, name, dtype=dtype, shape=shape, writable=True)
-        want = self._layout_dtype.get(name)
-        if want is not None and ref.dtype != want and not CAST_BIND_OK:
-            raise NotSupported(ENOTSUP, "receiver: '%s' is %s in this layout, bound as %s: binding with "
-                               "another dtype (refit's cast) is disabled in these bindings because this "
-                               "librefit keeps the layout's byte size for such a destination and pull then "
-                               "overflows its buffers; bind a %s tensor" % (name, want.name, ref.dtype.name,
-                                                                            want.name))
         with self._lock:
             rc = _lib.load().refit_receiver_bind(self._ptr(), name.encode(), ref.ptr, int(ref.dtype),
                                                  len(ref.shape), ref.c_shape(), ref.memtype)

@@ -12,7 +12,7 @@
   hold exactly the checkpoint's bytes are written in place; every other
   layer is pulled in checkpoint format and loaded by vLLM's own
   ``load_weights`` inside its layerwise reload (refit.engines, _plan).
-- ``RefitWeightTransferEngine``: the backend (vLLM >= 0.15); registered by
+- ``RefitWeightTransferEngine``: the backend (vLLM 0.16 and later); registered by
   ``register_plugin`` (the ``vllm.general_plugins`` entry point of refit's
   wheel runs it in every vLLM process).
 - ``RefitWorkerExtension``: the same through ``worker_extension_cls`` and

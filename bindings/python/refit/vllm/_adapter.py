@@ -65,7 +65,7 @@ def should_use_deepgemm_for_fp8_linear(layer):
 
 def layerwise():
     """(initialize_layerwise_reload, finalize_layerwise_reload) from
-    vllm.model_executor.model_loader.reload (vLLM >= 0.14), or None."""
+    vllm.model_executor.model_loader.reload, or None (older vLLM)."""
     m = _try("vllm.model_executor.model_loader.reload")
     if m is None or not hasattr(m, "initialize_layerwise_reload"):
         return None
@@ -120,7 +120,7 @@ def parallel_identity(vllm_config=None, worker=None):
 
 
 def weight_transfer_base():
-    """vllm.distributed.weight_transfer.base, or None (vLLM < 0.14)."""
+    """vllm.distributed.weight_transfer.base, or None (vLLM before 0.16)."""
     return _try("vllm.distributed.weight_transfer.base")
 
 

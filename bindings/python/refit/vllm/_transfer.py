@@ -7,7 +7,7 @@ Imported only where vLLM is (vLLM's factory imports it by name once the
 vLLM has changed this API twice; the engine follows each form it was
 written from:
 
-- v0.15-v0.24 (nccl_engine.py at 04b06efe): ``__init__(config,
+- before v0.25 (v0.16 has it; nccl_engine.py at 04b06efe): ``__init__(config,
   parallel_config)``; the *worker* runs the layerwise reload around
   ``receive_weights(update_info, load_weights)`` when the update is in
   checkpoint format (refit's always is), and hands ``model.load_weights``;
@@ -37,7 +37,7 @@ from ._worker import ModelRefits, WorkerRefit, fp8_overrides, layout_position, w
 
 _base = A.weight_transfer_base()
 if _base is None:
-    raise ImportError("this vLLM has no vllm.distributed.weight_transfer (vLLM < 0.15): use "
+    raise ImportError("this vLLM has no vllm.distributed.weight_transfer (vLLM before 0.16): use "
                       "refit.vllm.RefitWorkerExtension instead")
 
 
@@ -62,7 +62,7 @@ class RefitInitInfo(_base.WeightTransferInitInfo):
 class RefitUpdateInfo(_base.WeightTransferUpdateInfo):
     version: int = NEXT
     # refit hands vLLM checkpoint-format tensors (the checkpoint path) and
-    # writes kernel-format layers itself: the worker's layerwise reload (v0.15+)
+    # writes kernel-format layers itself: the worker's layerwise reload (before v0.25)
     # must run around receive_weights.
     is_checkpoint_format: bool = True
 
@@ -88,7 +88,7 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
             self._refits = self._build(model, getattr(self, "_default_model_config", None))
 
     def _vllm_config(self):
-        # v0.15-v0.24 engines get the parallel config only.
+        # Engines before v0.25 get the parallel config only.
         vc = getattr(self, "vllm_config", None)
         if vc is None:
             vc = SimpleNamespace(parallel_config=getattr(self, "parallel_config", None), quant_config=None,
@@ -134,7 +134,7 @@ class RefitWeightTransferEngine(_base.WeightTransferEngine):
     def receive_weights(self, update_info, load_weights=None):
         version = int(update_info.version)
         if load_weights is not None:
-            # v0.15-v0.24: the worker runs the reload and hands model.load_weights.
+            # Before v0.25: the worker runs the reload and hands model.load_weights.
             if self._refits is None:
                 model = getattr(load_weights, "__self__", None)
                 if model is None:
@@ -184,7 +184,7 @@ def native_info(worker):
         return {"receivers": 0}
     runner = getattr(worker, "model_runner", None)
     if eng._refits is None and eng._init is not None and runner is not None:
-        # v0.15-v0.24 engines never see the model: take it from the worker.
+        # Engines before v0.25 never see the model: take it from the worker.
         model = runner.get_model() if hasattr(runner, "get_model") else runner.model
         eng._refits = eng._build(model, getattr(getattr(worker, "vllm_config", None), "model_config", None))
     drafter = getattr(getattr(worker, "model_runner", None), "drafter", None)

@@ -141,7 +141,7 @@ class WorkerRefit:
         ones are live and must stay untouched)."""
         lw = A.layerwise()
         if lw is None:
-            # vLLM < 0.14: no reload machinery; load_weights alone (correct for
+            # An older vLLM without the reload machinery: load_weights alone (correct for
             # layers without a post-load step, which is what plan_model allows
             # on old versions only when there is none; FP8 layers raise here).
             self.model.load_weights(iter(named))

@@ -4,7 +4,7 @@ weight-transfer entry points.
 API "v0.25" (base.py at 02f250b0): init_weight_transfer_engine(dict),
 start_weight_update(), start_draft_weight_update() (target: the drafter's
 model), update_weights(dict), finish_weight_update() (and back to the main
-model).  API "v0.17" (the worker of v0.15-v0.24, gpu_worker.update_weights
+model).  API "v0.17" (the worker before v0.25, gpu_worker.update_weights
 as read): start_weight_update(is_checkpoint_format) runs
 initialize_layerwise_reload on the model for checkpoint-format updates,
 update_weights hands model.load_weights (or a direct param.copy_ by name for
