@@ -196,6 +196,20 @@ def test_unknown_quant_method_takes_checkpoint_path(dense, monkeypatch):
     assert amap is None and "SomeNewMethod" in why
 
 
+def test_unverified_vllm_version_keeps_fp8_on_checkpoint_path(dense, monkeypatch):
+    """On a vLLM version whose post-load steps refit has not read, block FP8
+    is not trusted even where the rules would allow it (SM89 Triton)."""
+    import vllm
+    use_backend(monkeypatch, "sm89")
+    model = models(engine(dense.get(1, fp8=True), weight_transfer_config=None))[0]
+    layer = model.model.layers[0].self_attn.qkv_proj
+    assert refit.vllm.decide(layer)[0] is not None
+    monkeypatch.setattr(vllm, "__version__", "0.30.1")
+    amap, why = refit.vllm.decide(layer)
+    assert amap is None and "not verified" in why
+    assert refit.vllm.decide(model.model.norm)[0] == {}  # no post-load step: still direct
+
+
 @pytest.mark.parametrize("backend,tp,ep,experts_direct", [("sm89", 1, False, True), ("sm89", 2, True, True),
                                                           ("sm90-flashinfer", 1, False, False),
                                                           ("sm90-deepgemm", 1, False, False)])
