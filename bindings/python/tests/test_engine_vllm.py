@@ -327,3 +327,16 @@ def test_draft_model_refit_in_the_same_cycle(tmp_path, dense, draft, monkeypatch
         assert [c[0] for c in a.calls[2:]] == ["start_weight_update", "update_weights", "finish_weight_update",
                                                "start_draft_weight_update", "update_weights",
                                                "finish_weight_update", "reset_prefix_cache"]
+
+
+def test_checkpoint_format_from_quant_config():
+    """The format refit pulls follows the engine's quantization config."""
+    from vllm.model_executor.layers.quantization.fp8 import Fp8Config
+    assert refit.vllm.fp8_overrides(None) == {"model.fp8.enabled": False}
+    assert refit.vllm.fp8_overrides(Fp8Config(True, weight_block_size=[128, 128])) == {"model.fp8.enabled": True}
+    assert refit.vllm.fp8_overrides(Fp8Config(True, weight_block_size=[128, 128], ignored_layers=["lm_head"])) == \
+        {"model.fp8.enabled": True, "model.fp8.exclude": "lm_head.*"}
+    assert refit.vllm.fp8_overrides(Fp8Config(False)) == {"model.fp8.enabled": False}  # online FP8: bf16
+    with pytest.raises(refit.NotSupported) as e:
+        refit.vllm.fp8_overrides(Fp8Config(True, weight_block_size=None))  # per-tensor FP8 checkpoint
+    assert "fp8" in str(e.value)

@@ -32,13 +32,18 @@ _FP8_BLOCK = [128, 128]
 
 def fp8_overrides(quant_config):
     """refit configuration for the checkpoint format of a vLLM model: bf16
-    for an unquantized model, 128x128 block FP8 (``weight`` +
-    ``weight_scale_inv``) for an FP8 one; anything else refit cannot
-    produce (NotSupported naming it)."""
+    for an unquantized model (and for FP8 that vLLM quantizes online from a
+    bf16 checkpoint), 128x128 block FP8 (``weight`` + ``weight_scale_inv``)
+    for an FP8 checkpoint; anything else refit cannot produce (NotSupported
+    naming it)."""
     if quant_config is None:
         return {"model.fp8.enabled": False}
     name = quant_config.get_name() if hasattr(quant_config, "get_name") else type(quant_config).__name__
     block = getattr(quant_config, "weight_block_size", None)
+    if name == "fp8" and not getattr(quant_config, "is_checkpoint_fp8_serialized", True):
+        # Online FP8: vLLM quantizes a bf16 checkpoint while loading, so the
+        # checkpoint format is bf16 (and no such layer is ever written directly).
+        return {"model.fp8.enabled": False}
     if name == "fp8" and getattr(quant_config, "is_checkpoint_fp8_serialized", False) and \
             block is not None and list(block) == _FP8_BLOCK:
         o = {"model.fp8.enabled": True}
