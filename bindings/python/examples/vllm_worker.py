@@ -27,3 +27,5 @@ its layerwise reload.  See docs/engines.md.
 """
 
 from refit.vllm import RefitWorkerExtension  # noqa: F401  (the name vLLM's worker_extension_cls imports)
+
+__all__ = ["RefitWorkerExtension"]

@@ -8,7 +8,6 @@ the FP8 post-load transform, as on a GPU: SM89 and SM100 keep the loaded
 block-FP8 bytes (scale renamed), SM90 CUTLASS transposes weight_scale,
 DeepGEMM with E8M0 requantizes, FlashInfer MoE swaps w13's halves."""
 
-import os
 
 import pytest
 

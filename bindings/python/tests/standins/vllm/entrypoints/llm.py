@@ -9,7 +9,6 @@ import importlib
 
 from ..config import ModelConfig, ParallelConfig, VllmConfig, WeightTransferConfig
 from ..distributed import worker_context
-from ..distributed.weight_transfer.base import WeightTransferInitRequest, WeightTransferUpdateRequest  # noqa: F401
 from ..model_executor.model_loader import quant_config_of, read_hf_config
 from ..v1.worker import gpu_worker
 

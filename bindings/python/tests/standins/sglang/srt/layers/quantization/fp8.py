@@ -21,10 +21,10 @@ switches that method off to model an SGLang without it.
 import os
 import struct
 
-from nn import Parameter, full
+from nn import full
 from refit.dtypes import DType
 from refit.host import HostTensor
-from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase, UnquantizedLinearMethod
+from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase
 from vllm.model_executor.layers.quantization.utils.fp8_utils import requant_weight_ue8m0_inplace
 from vllm.model_executor.parameter import BlockQuantScaleParameter, ModelWeightParameter
 from vllm.platforms import current_platform
