@@ -8,6 +8,7 @@
  *     it, within the timeout, and its previous weights;
  *   - a malformed work list or advert in the store is rejected with an
  *     error naming the key, never followed. */
+#include <msgpack.h>
 #include <xxhash.h>
 
 #include "harness.h"
@@ -200,28 +201,33 @@ START_TEST(publisher_killed_mid_push_keeps_previous_weights)
 }
 END_TEST
 
-/* An advert in the store's format (push.c), pointing at `work`. */
+/* An advert in the store's format (docs/protocol.md: a msgpack map),
+ * pointing at `work`. */
 static void *forge_advert(const struct refit_hash128 *work, uint64_t v, size_t *len)
 {
-    char *b = calloc(1, 4096), *p = b;
-    memcpy(p, "RFPSHA01", 8);
-    p += 8;
-    memcpy(p, &v, 8);
-    p += 8;
-    const char *fields[] = {"forger", "tcp", "nowhere", "", "", ""};
-    for (int i = 0; i < 6; i++) {
-        uint32_t n = (uint32_t)strlen(fields[i]);
-        memcpy(p, &n, 4);
-        memcpy(p + 4, fields[i], n);
-        p += 4 + n;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    const char *strs[][2] = {{"receiver", "forger"}, {"transport", "tcp"}};
+    const char *bins[][2] = {{"address", "nowhere"}, {"staging", ""}, {"scratch", ""}, {"mailbox", ""}};
+    msgpack_pack_str_with_body(&pk, "schema", 6);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_uint64(&pk, v);
+    for (int i = 0; i < 2; i++) {
+        msgpack_pack_str_with_body(&pk, strs[i][0], strlen(strs[i][0]));
+        msgpack_pack_str_with_body(&pk, strs[i][1], strlen(strs[i][1]));
     }
-    memcpy(p, work->b, 16);
-    p += 16;
-    uint64_t h = XXH3_64bits(b, (size_t)(p - b));
-    memcpy(p, &h, 8);
-    p += 8;
-    *len = (size_t)(p - b);
-    return b;
+    for (int i = 0; i < 4; i++) {
+        msgpack_pack_str_with_body(&pk, bins[i][0], strlen(bins[i][0]));
+        msgpack_pack_bin_with_body(&pk, bins[i][1], strlen(bins[i][1]));
+    }
+    msgpack_pack_str_with_body(&pk, "work", 4);
+    msgpack_pack_bin_with_body(&pk, work->b, 16);
+    *len = sb.size;
+    return msgpack_sbuffer_release(&sb);
 }
 
 START_TEST(malformed_work_is_rejected)
@@ -233,18 +239,37 @@ START_TEST(malformed_work_is_rejected)
     refit_loader_t *ld;
     ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
     ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
-    /* A work list with a valid trailer whose body lies: a count far beyond
-     * the bytes that follow. */
-    unsigned char work[64] = "RFPSHW01";
-    memset(work + 8, 0xff, 40);
-    uint64_t h = XXH3_64bits(work, 56);
-    memcpy(work + 56, &h, 8);
+    /* A work list whose body lies: a sections array far longer than the
+     * bytes that follow. */
+    unsigned char work[64];
+    size_t wl = 0;
+    {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        msgpack_pack_str_with_body(&pk, "schema", 6);
+        msgpack_pack_uint64(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "rule", 4);
+        msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "floor", 5);
+        msgpack_pack_double(&pk, 0.0);
+        msgpack_pack_str_with_body(&pk, "mail_len", 8);
+        msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "sections", 8);
+        msgpack_pack_array(&pk, 0xffffffffu);
+        ck_assert_uint_le(sb.size, sizeof(work));
+        memcpy(work, sb.data, sb.size);
+        wl = sb.size;
+        msgpack_sbuffer_destroy(&sb);
+    }
     struct refit_hash128 wh;
-    refit_hash128_of(work, sizeof(work), &wh);
+    refit_hash128_of(work, wl, &wh);
     char key[200], hex[33];
     refit_hash128_hex(&wh, hex);
     snprintf(key, sizeof(key), "push/work/%s", hex);
-    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    ck_assert_int_eq(refit_store_put(st, key, work, wl), 0);
     size_t alen;
     void *adv = forge_advert(&wh, 1, &alen);
     ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
@@ -261,7 +286,7 @@ START_TEST(malformed_work_is_rejected)
                   "%s", refit_error_message());
     /* The work's hash must match its content. */
     work[20] ^= 1;
-    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    ck_assert_int_eq(refit_store_put(st, key, work, wl), 0);
     free(adv);
     adv = forge_advert(&wh, 2, &alen);
     ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
