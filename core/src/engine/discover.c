@@ -220,7 +220,7 @@ int rf_discover_complete(const struct rf_seen *sv, uint64_t v)
 
 /* The Megatron layout a source's record declares (kept while it does not
  * change). */
-static int source_layout(refit_receiver_t *r, struct rf_source *s, int *changed)
+static int source_layout(refit_receiver_t *r, struct rf_source *s)
 {
     struct refit_par_layout *L = &s->rec->layout;
     if (s->meg && !memcmp(&s->meg_lay, L, sizeof(*L)))
@@ -234,34 +234,27 @@ static int source_layout(refit_receiver_t *r, struct rf_source *s, int *changed)
     if (rc)
         return refit_error_push(rc, "source %s", s->id);
     s->meg_lay = *L;
-    *changed = 1;
     return 0;
 }
 
 /* Take record rec for source slot s, reusing what was known of it. */
-static int adopt_one(refit_receiver_t *r, struct rf_source *s, struct refit_source_record *rec, int *changed)
+static int adopt_one(refit_receiver_t *r, struct rf_source *s, struct refit_source_record *rec)
 {
     int rc = 0;
-    if (!s->id) {
-        if (!(s->id = strdup(rec->source_id))) {
-            free(rec);
-            return REFIT_ENOMEM;
-        }
-        *changed = 1;
+    if (!s->id && !(s->id = strdup(rec->source_id))) {
+        free(rec);
+        return REFIT_ENOMEM;
     }
     free(s->rec);
     s->rec = rec;
-    const refit_catalog_t *prev = s->cat;
     if (!(s->cat = catalog_get(r, &rec->catalog, &rc)))
         return rc;
-    if (prev != s->cat)
-        *changed = 1;
     if ((rc = refit_record_check_catalog(rec, s->cat, s->id)))
         return rc;
-    return source_layout(r, s, changed);
+    return source_layout(r, s);
 }
 
-int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *changed)
+int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v)
 {
     struct rf_discover *d = &r->disc;
     size_t m = 0;
@@ -272,7 +265,6 @@ int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *
         return REFIT_ENOMEM;
     size_t k = 0;
     int rc = 0;
-    *changed = m != d->n_src;
     for (size_t i = 0; i < sv->n && !rc; i++) {
         struct refit_source_record *rec = sv->rec[i];
         if (rec->version != v)
@@ -285,7 +277,7 @@ int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *
                 break;
             }
         sv->rec[i] = NULL;
-        rc = adopt_one(r, s, rec, changed);
+        rc = adopt_one(r, s, rec);
     }
     /* Anything left in the old list is gone. */
     for (size_t j = 0; j < d->n_src; j++)

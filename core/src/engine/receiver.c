@@ -218,10 +218,9 @@ static int make_plan(refit_receiver_t *r)
  * *planned 0 when a source has not published v yet (a gap: wait). */
 static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *planned, double *plan_s)
 {
-    int changed = 0;
     *planned = 0;
     struct refit_hash128 key;
-    int rc = rf_discover_adopt(r, sv, v, &changed);
+    int rc = rf_discover_adopt(r, sv, v);
     if (!rc)
         rc = rf_peers_sync(r);
     if (!rc)

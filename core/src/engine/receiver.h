@@ -116,8 +116,9 @@ int rf_discover_choose(refit_receiver_t *r, struct rf_seen *sv, uint64_t want, u
  * every declared TP/EP position present. */
 int rf_discover_complete(const struct rf_seen *sv, uint64_t v);
 /* r->disc.src := the records of sv at v (taken from sv), with catalogs and
- * layouts; *changed when the plan must be rebuilt. */
-int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *changed);
+ * layouts (what is known of a source is kept; whether the plan changes is
+ * the plan key's to say). */
+int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v);
 /* A hash of the plan's inputs: destinations, sources, layouts, catalogs. */
 int rf_discover_plan_key(const refit_receiver_t *r, struct refit_hash128 *key);
 
