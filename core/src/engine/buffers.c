@@ -149,9 +149,11 @@ static int register_all(refit_receiver_t *r, int back)
     return rc;
 }
 
-int rf_bufs_ensure(refit_receiver_t *r, uint64_t staging, uint64_t scratch, double *alloc_s, double *reg_s)
+int rf_bufs_ensure(refit_receiver_t *r, double *alloc_s, double *reg_s)
 {
     struct rf_bufs *b = &r->bufs;
+    /* In place, READs land in the destinations: no staging. */
+    uint64_t staging = r->ctx->in_place ? 0 : r->plan.staging_need, scratch = r->plan.plan.scratch_bytes;
     double t0 = rf_seconds();
     int rc = 0;
     int want_double = !r->ctx->in_place;

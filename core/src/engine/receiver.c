@@ -226,7 +226,7 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     if (!rc)
         rc = rf_discover_plan_key(r, &key);
     if (rc)
-        return rc;
+        return rc == REFIT_ENOENT ? 0 : rc; /* a catalog not there yet: wait */
     if (r->plan.have && !memcmp(key.b, r->plan.key.b, 16)) {
         *planned = 1;
         r->st->plan_cached = 1;
@@ -343,8 +343,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     if (!rc)
         rc = r->mode->prepare(r, v);
     if (!rc)
-        rc = rf_bufs_ensure(r, r->ctx->in_place ? 0 : r->plan.staging_need, r->plan.plan.scratch_bytes,
-                            &st.alloc_s, &st.register_s);
+        rc = rf_bufs_ensure(r, &st.alloc_s, &st.register_s);
     for (int again = !rc; again;) {
         rc = r->mode->transfer(r, v, &st);
         if (!rc)

@@ -198,7 +198,8 @@ struct rf_bufs {
 void rf_bufs_fini(refit_receiver_t *r);
 /* Owned destinations re-pointed into the front buffer (after placing). */
 void rf_bufs_repoint(refit_receiver_t *r, uint64_t staging);
-int rf_bufs_ensure(refit_receiver_t *r, uint64_t staging, uint64_t scratch, double *alloc_s, double *reg_s);
+/* Staging and scratch as the plan needs them, registered. */
+int rf_bufs_ensure(refit_receiver_t *r, double *alloc_s, double *reg_s);
 /* Where (buf, off) is: a pointer, and the region and offset to land READs. */
 void *rf_bufs_ptr(refit_receiver_t *r, uint32_t buf, uint64_t off);
 int rf_bufs_local(void *receiver, uint32_t buf, uint64_t off, uint64_t len, refit_tp_region_t **reg,
