@@ -133,12 +133,16 @@ static void id(struct gen *g, const char *typical)
     str(g, bad);
 }
 
+/* A binary of n bytes of b (at most 120), sometimes of another length. */
 static void bin(struct gen *g, const void *b, size_t n)
 {
+    uint8_t buf[128] = {0};
+    ck_assert_uint_le(n, 120);
+    memcpy(buf, b, n);
     if (chance(2))
         wrong(g, 0);
     else
-        msgpack_pack_bin_with_body(&g->pk, b, chance(95) ? n : rnd() % (n + 3));
+        msgpack_pack_bin_with_body(&g->pk, buf, chance(95) ? n : rnd() % (n + 3));
 }
 
 /* Array or map header: usually honest, sometimes lying. */

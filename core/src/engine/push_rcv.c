@@ -410,8 +410,8 @@ static int parse_note(const char *msg, size_t len, uint64_t *v, char *src, size_
 }
 
 /* One source said it finished (ok) or failed (its message). */
-static int finished(refit_receiver_t *r, const struct push_work *wk, struct waiting *w, uint64_t v, const char *src,
-                    int ok, const char *why, int why_len)
+static int finished(const struct push_work *wk, struct waiting *w, uint64_t v, const char *src, int ok,
+                    const char *why, int why_len)
 {
     for (size_t i = 0; i < wk->n_s; i++) {
         if (w->done[i] || strcmp(wk->s[i].source, src))
@@ -422,7 +422,6 @@ static int finished(refit_receiver_t *r, const struct push_work *wk, struct wait
         w->done[i] = 1;
         w->left--;
     }
-    (void)r;
     return 0;
 }
 
@@ -439,7 +438,7 @@ static int wait_notes(refit_receiver_t *r, const struct push_work *wk, struct wa
     int ok;
     const char *err;
     if (parse_note(msg, len, &nv, src, sizeof(src), &ok, &err) && nv == v)
-        return finished(r, wk, w, v, src, ok, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
+        return finished(wk, w, v, src, ok, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
     refit_log(REFIT_LOG_DEBUG, "push", "%s: ignoring a notification (%zu bytes) not for v%llu", r->id, len,
               (unsigned long long)v);
     return 0;
@@ -458,7 +457,7 @@ static int wait_keys(refit_receiver_t *r, const struct push_work *wk, struct wai
         int c = refit_store_get(r->ctx->store, key, &val, &len);
         if (!c) {
             int ok = len >= 2 && !memcmp(val, "ok", 2);
-            rc = finished(r, wk, w, v, wk->s[i].source, ok, val, (int)(len < 400 ? len : 400));
+            rc = finished(wk, w, v, wk->s[i].source, ok, val, (int)(len < 400 ? len : 400));
             refit_store_del(r->ctx->store, key);
         } else if (c != REFIT_ENOENT) {
             rc = c;
