@@ -1,6 +1,8 @@
 /* msgpack_pk.h — msgpack-c's packer with every return checked, for the
- * store values the core encodes (catalog.c: catalogs, records, acks,
- * heartbeats; engine/replica.c: replica records and leases).  Internal. */
+ * store values the core encodes (catalog_codec.c, catalog_records.c:
+ * catalogs, records, acks, heartbeats; engine/replica.c: replica records
+ * and leases; engine/push_work.c: push work lists and adverts).  They are
+ * read back with the bounded reader of msgpack_rd.h.  Internal. */
 #ifndef RF_MSGPACK_PK_H
 #define RF_MSGPACK_PK_H
 

@@ -50,10 +50,15 @@ static void truncate_mark(void)
 
 int refit_error_set(int status, const char *fmt, ...)
 {
+    /* Formatted aside, then copied: an argument may be the message itself
+     * (refit_error_set(st, "...%s", refit_error_message())), and
+     * vsnprintf into a buffer it reads from is undefined behaviour. */
+    char msg[ERR_CAP];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(err_msg, ERR_CAP, fmt, ap);
+    int n = vsnprintf(msg, ERR_CAP, fmt, ap);
     va_end(ap);
+    memcpy(err_msg, msg, ERR_CAP);
     if (n >= ERR_CAP)
         truncate_mark();
     err_status = status;

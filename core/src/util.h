@@ -12,4 +12,17 @@ size_t rf_edit_distance(const char *a, const char *b, size_t cap);
 /* Monotonic clock in nanoseconds. */
 uint64_t rf_now_ns(void);
 
+/* a + b <= limit without wrapping: every offset + length read from outside
+ * is checked this way (style rule 11), never with a plain + on u64. */
+static inline int rf_fits(uint64_t a, uint64_t b, uint64_t limit)
+{
+    return a <= limit && b <= limit - a;
+}
+
+/* a * b <= limit without wrapping. */
+static inline int rf_mul_fits(uint64_t a, uint64_t b, uint64_t limit)
+{
+    return !a || b <= limit / a;
+}
+
 #endif

@@ -49,6 +49,21 @@ START_TEST(long_messages_truncate_safely)
 }
 END_TEST
 
+/* Re-tagging or prefixing the current message with the message itself as
+ * an argument (issue 22.11): formatted into its own buffer before it is
+ * replaced, so the result is the text asked for, not a smear of it. */
+START_TEST(set_may_format_the_message_itself)
+{
+    refit_error_set(REFIT_ENOENT, "tensor 'w' rows 0..7: no source holds them");
+    refit_error_set(REFIT_ETIMEDOUT, "within 5 s: %s", refit_error_message());
+    ck_assert_str_eq(refit_error_message(), "within 5 s: tensor 'w' rows 0..7: no source holds them");
+    ck_assert_int_eq(refit_error_status(), REFIT_ETIMEDOUT);
+    refit_error_set(REFIT_EIO, "%s [%s]", refit_error_message(), refit_error_message());
+    ck_assert_str_eq(refit_error_message(), "within 5 s: tensor 'w' rows 0..7: no source holds them [within 5 s: "
+                                            "tensor 'w' rows 0..7: no source holds them]");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("status");
@@ -57,6 +72,7 @@ int main(void)
     tcase_add_test(tc, set_and_push_build_context);
     tcase_add_test(tc, push_without_message_uses_strerror);
     tcase_add_test(tc, long_messages_truncate_safely);
+    tcase_add_test(tc, set_may_format_the_message_itself);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -27,13 +27,20 @@ static inline double th_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* A fresh /tmp/refit-<tag>-XXXXXX with a Qwen3-shaped checkpoint in ckpt/
- * (`layers` layers, `vocab` rows), made by the refit binary `bin`. */
+/* A fresh directory $TMPDIR/refit-<tag>-XXXXXX (/tmp without TMPDIR). */
+static inline void th_tmpdir(const char *tag, char *dir, size_t dcap)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, dcap, "%s/refit-%s-XXXXXX", t && *t ? t : "/tmp", tag);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+/* A fresh work directory (th_tmpdir) with a Qwen3-shaped checkpoint in
+ * ckpt/ (`layers` layers, `vocab` rows), made by the refit binary `bin`. */
 static inline void th_workdir(const char *bin, const char *tag, int layers, int vocab, char *dir, size_t dcap,
                               char *ckpt, size_t ccap)
 {
-    snprintf(dir, dcap, "/tmp/refit-%s-XXXXXX", tag);
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    th_tmpdir(tag, dir, dcap);
     snprintf(ckpt, ccap, "%s/ckpt", dir);
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers %d --vocab %d >/dev/null", bin, ckpt,

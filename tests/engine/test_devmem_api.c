@@ -20,7 +20,8 @@ static char dir[256], cfg_path[300];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/refit-devapi-XXXXXX");
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/refit-devapi-XXXXXX", t && *t ? t : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char p[400];
     snprintf(p, sizeof(p), "%s/config.json", dir);

@@ -7,7 +7,9 @@
  *   - a publisher killed mid-push leaves the receiver with an error naming
  *     it, within the timeout, and its previous weights;
  *   - a malformed work list or advert in the store is rejected with an
- *     error naming the key, never followed. */
+ *     error naming the key, never followed, and so is a well-formed one
+ *     whose offsets or lengths wrap (issue 22.1). */
+#include <msgpack.h>
 #include <xxhash.h>
 
 #include "harness.h"
@@ -200,28 +202,33 @@ START_TEST(publisher_killed_mid_push_keeps_previous_weights)
 }
 END_TEST
 
-/* An advert in the store's format (push.c), pointing at `work`. */
+/* An advert in the store's format (docs/protocol.md: a msgpack map),
+ * pointing at `work`. */
 static void *forge_advert(const struct refit_hash128 *work, uint64_t v, size_t *len)
 {
-    char *b = calloc(1, 4096), *p = b;
-    memcpy(p, "RFPSHA01", 8);
-    p += 8;
-    memcpy(p, &v, 8);
-    p += 8;
-    const char *fields[] = {"forger", "tcp", "nowhere", "", "", ""};
-    for (int i = 0; i < 6; i++) {
-        uint32_t n = (uint32_t)strlen(fields[i]);
-        memcpy(p, &n, 4);
-        memcpy(p + 4, fields[i], n);
-        p += 4 + n;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    const char *strs[][2] = {{"receiver", "forger"}, {"transport", "tcp"}};
+    const char *bins[][2] = {{"address", "nowhere"}, {"staging", ""}, {"scratch", ""}, {"mailbox", ""}};
+    msgpack_pack_str_with_body(&pk, "schema", 6);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_uint64(&pk, v);
+    for (int i = 0; i < 2; i++) {
+        msgpack_pack_str_with_body(&pk, strs[i][0], strlen(strs[i][0]));
+        msgpack_pack_str_with_body(&pk, strs[i][1], strlen(strs[i][1]));
     }
-    memcpy(p, work->b, 16);
-    p += 16;
-    uint64_t h = XXH3_64bits(b, (size_t)(p - b));
-    memcpy(p, &h, 8);
-    p += 8;
-    *len = (size_t)(p - b);
-    return b;
+    for (int i = 0; i < 4; i++) {
+        msgpack_pack_str_with_body(&pk, bins[i][0], strlen(bins[i][0]));
+        msgpack_pack_bin_with_body(&pk, bins[i][1], strlen(bins[i][1]));
+    }
+    msgpack_pack_str_with_body(&pk, "work", 4);
+    msgpack_pack_bin_with_body(&pk, work->b, 16);
+    *len = sb.size;
+    return msgpack_sbuffer_release(&sb);
 }
 
 START_TEST(malformed_work_is_rejected)
@@ -233,18 +240,37 @@ START_TEST(malformed_work_is_rejected)
     refit_loader_t *ld;
     ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
     ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
-    /* A work list with a valid trailer whose body lies: a count far beyond
-     * the bytes that follow. */
-    unsigned char work[64] = "RFPSHW01";
-    memset(work + 8, 0xff, 40);
-    uint64_t h = XXH3_64bits(work, 56);
-    memcpy(work + 56, &h, 8);
+    /* A work list whose body lies: a sections array far longer than the
+     * bytes that follow. */
+    unsigned char work[64];
+    size_t wl = 0;
+    {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 5);
+        msgpack_pack_str_with_body(&pk, "schema", 6);
+        msgpack_pack_uint64(&pk, 1);
+        msgpack_pack_str_with_body(&pk, "rule", 4);
+        msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "floor", 5);
+        msgpack_pack_double(&pk, 0.0);
+        msgpack_pack_str_with_body(&pk, "mail_len", 8);
+        msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "sections", 8);
+        msgpack_pack_array(&pk, 0xffffffffu);
+        ck_assert_uint_le(sb.size, sizeof(work));
+        memcpy(work, sb.data, sb.size);
+        wl = sb.size;
+        msgpack_sbuffer_destroy(&sb);
+    }
     struct refit_hash128 wh;
-    refit_hash128_of(work, sizeof(work), &wh);
+    refit_hash128_of(work, wl, &wh);
     char key[200], hex[33];
     refit_hash128_hex(&wh, hex);
     snprintf(key, sizeof(key), "push/work/%s", hex);
-    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    ck_assert_int_eq(refit_store_put(st, key, work, wl), 0);
     size_t alen;
     void *adv = forge_advert(&wh, 1, &alen);
     ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
@@ -261,7 +287,7 @@ START_TEST(malformed_work_is_rejected)
                   "%s", refit_error_message());
     /* The work's hash must match its content. */
     work[20] ^= 1;
-    ck_assert_int_eq(refit_store_put(st, key, work, sizeof(work)), 0);
+    ck_assert_int_eq(refit_store_put(st, key, work, wl), 0);
     free(adv);
     adv = forge_advert(&wh, 2, &alen);
     ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
@@ -269,6 +295,90 @@ START_TEST(malformed_work_is_rejected)
     ck_assert_int_eq(rc, REFIT_EPROTO);
     ck_assert_msg(strstr(refit_error_message(), "does not match its hash"), "%s", refit_error_message());
     free(adv);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* A work list of one section for source `src`: one BF16 unit of 2 x 8
+ * elements made of one piece, whose fields are given (docs/protocol.md). */
+static void *forge_work(const char *src, const uint64_t piece[10], size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "schema", 6);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "rule", 4);
+    msgpack_pack_uint64(&pk, 0);
+    msgpack_pack_str_with_body(&pk, "floor", 5);
+    msgpack_pack_double(&pk, 0.0);
+    msgpack_pack_str_with_body(&pk, "mail_len", 8);
+    msgpack_pack_uint64(&pk, 64);
+    msgpack_pack_str_with_body(&pk, "sections", 8);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_str_with_body(&pk, src, strlen(src));
+    msgpack_pack_uint64(&pk, 0); /* mailbox offset */
+    msgpack_pack_array(&pk, 0);  /* no raw descriptors */
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 7);
+    msgpack_pack_uint64(&pk, 0);
+    msgpack_pack_str_with_body(&pk, "BF16", 4);
+    uint64_t u[4] = {2, 8, 0, 4096};
+    for (int i = 0; i < 4; i++)
+        msgpack_pack_uint64(&pk, u[i]);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 10);
+    for (int i = 0; i < 10; i++)
+        msgpack_pack_uint64(&pk, piece[i]);
+    *len = sb.size;
+    return msgpack_sbuffer_release(&sb);
+}
+
+/* Issue 22.1: a piece whose sums wrap once drove the publisher out of its
+ * buffers (a heap write at dst_row = 2^64-1, a read at tensor_off =
+ * 2^64-4096).  Both are refused before a byte is copied, naming the key. */
+START_TEST(hostile_work_is_refused)
+{
+    const char *ovr[] = {"refit.mode=push", "refit.timeout=2s"};
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 2, &ctx) == 0, "%s", refit_error_message());
+    refit_store_t *st;
+    refit_loader_t *ld;
+    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
+    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "trainer", &sh, &pub) == 0, "%s", refit_error_message());
+    /* region, esize, tensor_off, src_cols, src_row, src_col, rows, cols, dst_row, dst_col */
+    const uint64_t wraps_dst[10] = {0, 2, 0, 8, 0, 0, 2, 8, UINT64_MAX, 0};
+    const uint64_t wild_src[10] = {0, 2, UINT64_MAX - 4095, 8, 0, 0, 2, 8, 0, 0};
+    const uint64_t *pieces[2] = {wraps_dst, wild_src};
+    const int want[2] = {REFIT_EPROTO, REFIT_ERANGE};
+    for (uint64_t v = 1; v <= 2; v++) {
+        size_t wl, alen;
+        void *work = forge_work("trainer", pieces[v - 1], &wl);
+        struct refit_hash128 wh;
+        refit_hash128_of(work, wl, &wh);
+        char key[200], hex[33];
+        refit_hash128_hex(&wh, hex);
+        snprintf(key, sizeof(key), "push/work/%s", hex);
+        ck_assert_int_eq(refit_store_put(st, key, work, wl), 0);
+        void *adv = forge_advert(&wh, v, &alen);
+        ck_assert_int_eq(refit_store_put(st, "push/slots/forger", adv, alen), 0);
+        int rc = refit_publisher_publish(pub, v);
+        ck_assert_msg(rc == want[v - 1], "v%llu: %d: %s", (unsigned long long)v, rc, refit_error_message());
+        ck_assert_msg(strstr(refit_error_message(), key) && strstr(refit_error_message(), "receiver forger"), "%s",
+                      refit_error_message());
+        free(work);
+        free(adv);
+    }
     refit_publisher_destroy(pub);
     refit_standin_shard_free(&sh);
     refit_store_close(st);
@@ -287,6 +397,7 @@ int main(void)
     tcase_add_test(tc, silent_receiver_is_named);
     tcase_add_test(tc, publisher_killed_mid_push_keeps_previous_weights);
     tcase_add_test(tc, malformed_work_is_rejected);
+    tcase_add_test(tc, hostile_work_is_refused);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

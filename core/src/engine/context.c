@@ -17,6 +17,12 @@ double rf_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void rf_sleep_ms(double ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - 1000.0 * (double)(time_t)(ms / 1000)) * 1e6)};
+    nanosleep(&ts, NULL);
+}
+
 uint32_t rf_chunk_rows(uint64_t rows, uint64_t row_bytes)
 {
     uint64_t want = row_bytes ? (64u << 10) / row_bytes : rows;

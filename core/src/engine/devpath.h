@@ -1,7 +1,7 @@
 /* devpath.h — the engine's device-memory paths (internal): a publisher's
  * CUDA tensors (pubdev.c) and a receiver's CUDA destinations (rcvdev.c).
- * publisher.c and receiver.c call these at a few points; the logic lives
- * here.  Both files are plain C over devmem.h, built in every
+ * publisher.c and the receiver's stages (dests.c, buffers.c, transfer.c,
+ * plan via receiver.c) call these at a few points; the logic lives here.  Both files are plain C over devmem.h, built in every
  * configuration (without CUDA the first call says so). */
 #ifndef RF_DEVPATH_H
 #define RF_DEVPATH_H

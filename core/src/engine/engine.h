@@ -32,6 +32,23 @@ struct refit_context {
     bool publish_copy;
 };
 
+/* Poll intervals and backoffs of the engine's waits (each wait's limit is a
+ * configured timeout; these only say how often it looks). */
+#define RF_POLL_DISCOVER_MS 500   /* receiver: a version or a source to appear */
+#define RF_POLL_LAGGING_MS 200    /* receiver: sources still publishing the chosen version */
+#define RF_POLL_ACKS_MS 1000      /* publisher: acknowledgements */
+#define RF_POLL_SLOTS_MS 200      /* push publisher: receivers' adverts */
+#define RF_POLL_NOTIFY_MS 100     /* push receiver: one wait for a notification */
+#define RF_POLL_PUSH_DONE_MS 50   /* push receiver: completion keys (transports without notifications) */
+#define RF_PUSH_LIVENESS_S 0.2    /* push receiver: how often its sources' records are checked */
+#define RF_RECONNECT_FIRST_S 0.05 /* receiver: first pause before connecting a failed source again */
+#define RF_RECONNECT_MAX_S 1.0    /* ... doubling up to this */
+#define RF_LEASE_NAP_MAX_MS 25    /* fan-out: pause between looks for a free slot (from 1 ms, doubling) */
+#define RF_PULLERS_NAP_MAX_MS 20  /* fan-out: pause between looks at the pullers of a replica */
+
+/* Sleep for ms milliseconds. */
+void rf_sleep_ms(double ms);
+
 /* The transport, created on first use with this process's name. */
 int rf_context_transport(refit_context_t *ctx, const char *name, refit_transport_t **out);
 

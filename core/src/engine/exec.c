@@ -35,8 +35,11 @@ static int post_next(refit_transport_t *tp, const struct rf_plan *plan, const st
     if (rc)
         return rc;
     rc = refit_tp_post(tp, src[s].peer, L->d, n, &L->req);
-    if (rc)
+    if (rc) {
+        if (st)
+            st->failed_source = s;
         return refit_error_push(rc, "posting %zu reads to source %s", n, src[s].name);
+    }
     L->batch_first = L->next;
     L->batch_n = n;
     L->next += n;
@@ -53,7 +56,8 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                 rf_exec_local_fn local, rf_exec_done_fn done, void *arg, struct rf_exec_stats *st)
 {
     const struct refit_tp_caps *caps = refit_tp_caps(tp);
-    uint32_t per_post = flush_every ? flush_every : 100;
+    /* refit.flush_every is at least 1 (the schema); 0 here would never post. */
+    uint32_t per_post = flush_every ? flush_every : 1;
     if (caps->max_desc_per_post && per_post > caps->max_desc_per_post)
         per_post = caps->max_desc_per_post;
     struct lane *lanes = calloc(n_sources ? n_sources : 1, sizeof(*lanes));
@@ -87,16 +91,21 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
             if (L->req) {
                 int t = refit_tp_test(tp, L->req);
                 if (t == REFIT_EAGAIN) {
-                    if (rf_seconds() - L->posted_at > (double)timeout_ms / 1000.0)
+                    if (rf_seconds() - L->posted_at > (double)timeout_ms / 1000.0) {
                         rc = refit_error_set(REFIT_ETIMEDOUT,
                                              "reading from source %s: no completion within %lld ms",
                                              src[s].name, (long long)timeout_ms);
+                        if (st)
+                            st->failed_source = s;
+                    }
                     continue;
                 }
                 refit_tp_req_free(tp, L->req);
                 L->req = NULL;
                 if (t) {
                     rc = refit_error_push(t, "reading from source %s", src[s].name);
+                    if (st)
+                        st->failed_source = s;
                     break;
                 }
                 remaining -= L->batch_n;

@@ -32,6 +32,9 @@ typedef int (*rf_exec_done_fn)(void *arg, size_t first, size_t n);
 struct rf_exec_stats {
     uint64_t descriptors, posts, bytes;
     double idle_wire_s; /* time in `done` while nothing was on the wire */
+    /* The source whose request failed in the transport (post, completion,
+     * no completion in time); -1: none.  Set it to -1 before the call. */
+    int64_t failed_source;
 };
 
 /* The plan's descriptors must be sorted by source (rf_plan_build does). */

@@ -1,11 +1,16 @@
-/* publisher.c — one trainer rank's side of the refit cycle.
+/* publisher.c — one trainer rank's side of the refit cycle: the publisher
+ * object, its tensors, regions and catalog, and refit_publisher_publish,
+ * which runs the sequence of publisher.h for every strategy.
  *
  * publish(V): (first time, or after tensors moved) register memory and
- * build the catalog; copy the small tensors into the gather arena; hash
- * every tensor (whole and per chunk) into this version's checksum blob;
- * write the blob, then the source record READY(V).  A heartbeat thread
- * keeps heartbeats/<id> fresh so readers can tell a live source from a dead
- * one.  wait_released(V) waits for the receivers' acknowledgements. */
+ * build the catalog; let the hold strategy pick V's arena and withdraw
+ * what that memory backs; copy the small tensors (copy mode: all) into the
+ * arena; hash every tensor (whole and per chunk) into this version's
+ * checksum blob; write the blob, then the source record READY(V); then the
+ * delivery strategy (push: write V into every receiver).  A heartbeat
+ * thread keeps heartbeats/<id> fresh so readers can tell a live source
+ * from a dead one.  wait_released(V) waits for the receivers'
+ * acknowledgements. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,8 +64,10 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
         return REFIT_ENOMEM;
     pub->ctx = ctx;
     pub->par = *par;
-    pub->copy_mode = ctx->publish_copy;
-    char idbuf[128];
+    /* The strategies, chosen once. */
+    pub->hold = ctx->publish_copy ? &rf_hold_copy : &rf_hold_zero_copy;
+    pub->delivery = ctx->push ? &rf_deliver_push : &rf_deliver_pull;
+    char idbuf[REFIT_RECORD_MAX_ID + 1];
     if (!source_id) {
         snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d", par->tp_rank, par->pp_rank, par->ep_rank);
         source_id = idbuf;
@@ -129,26 +136,11 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     char saved[1024];
     int saved_st = refit_error_status();
     snprintf(saved, sizeof(saved), "%s", refit_error_message());
-    if (pub->have_cat && pub->ctx->store) {
-        /* A whole record (layout included), so readers decode it and see
-         * STALE rather than a malformed record. */
-        struct refit_source_record r = {.schema = REFIT_CATALOG_SCHEMA, .source_id = pub->id,
-                                        .model = refit_model_type(pub->ctx->model),
-                                        .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size),
-                                                   (uint32_t)pub->par.pp_rank, (uint32_t)par_size(pub->par.pp_size),
-                                                   (uint32_t)pub->par.ep_rank, (uint32_t)par_size(pub->par.ep_size),
-                                                   (uint32_t)pub->par.etp_rank,
-                                                   (uint32_t)par_size(pub->par.etp_size)},
-                                        .transport = refit_tp_plugin_name(pub->tp),
-                                        .address = {pub->addr, pub->addr_len}, .catalog = pub->cat_hash,
-                                        .version = pub->last_version, .status = REFIT_SOURCE_STALE,
-                                        .heartbeat_ms = refit_time_ms()};
-        if (refit_record_publish(pub->ctx->store, &r))
-            refit_log(REFIT_LOG_WARN, "publisher", "%s: withdrawing: %s", pub->id, refit_error_message());
-    }
+    if (pub->have_cat && pub->ctx->store && rf_pub_record(pub, pub->last_version, REFIT_SOURCE_STALE, 1, 0))
+        refit_log(REFIT_LOG_WARN, "publisher", "%s: withdrawing: %s", pub->id, refit_error_message());
     if (saved[0])
         refit_error_set(saved_st, "%s", saved);
-    rf_push_pub_destroy(pub);
+    pub->delivery->destroy(pub);
     drop_regions(pub);
     rf_pubdev_destroy(pub->dev);
     for (size_t i = 0; i < pub->n; i++)
@@ -342,9 +334,11 @@ static void shard_info(const refit_publisher_t *pub, const struct pub_tensor *t,
     ct->shard_len = ct->shape[axis];
 }
 
-/* Regions and the catalog: small tensors share one gather arena (one
- * descriptor for a receiver), large ones are registered where they are. */
-static int build(refit_publisher_t *pub)
+/* Where each tensor lives: small ones (copy mode: all) in the gather
+ * arena (one descriptor for a receiver), device tensors of refit's pool in
+ * their slab, the others registered where they are.  Registrations of
+ * tensors that did not move are kept. */
+static int rebuild_regions(refit_publisher_t *pub)
 {
     struct region_pool old = {pub->rg, pub->n_rg};
     pub->rg = NULL;
@@ -353,25 +347,21 @@ static int build(refit_publisher_t *pub)
     size_t arena = 0;
     for (size_t i = 0; i < pub->n; i++) {
         struct pub_tensor *t = &pub->t[i];
-        t->gathered = rf_pubdev_gathered(pub->tp, t->memtype, pub->copy_mode,
-                                         t->nbytes < pub->ctx->gather_threshold, pub->ctx->push);
+        t->gathered = rf_pubdev_gathered(pub->tp, t->memtype, pub->hold->copy_all,
+                                         t->nbytes < pub->ctx->gather_threshold, pub->delivery->host_arena);
         if (t->gathered) {
             t->offset = arena;
             arena += (t->nbytes + 63) & ~(size_t)63;
         }
     }
-    if (arena) {
+    for (int k = 0; arena && !rc && k < pub->hold->arenas; k++)
         rc = add_region(pub, &old, NULL, arena, 1, REFIT_MEM_HOST);
-        if (!rc && pub->copy_mode)
-            rc = add_region(pub, &old, NULL, arena, 1, REFIT_MEM_HOST); /* the second staging arena */
-        for (size_t i = 0; i < pub->n; i++)
-            if (pub->t[i].gathered)
-                pub->t[i].region = 0;
-    }
     for (size_t i = 0; i < pub->n && !rc; i++) {
         struct pub_tensor *t = &pub->t[i];
-        if (t->gathered)
+        if (t->gathered) {
+            t->region = 0;
             continue;
+        }
         /* A tensor in refit's device pool: its whole slab is one region,
          * registered once for every tensor in it. */
         void *slab;
@@ -398,12 +388,15 @@ static int build(refit_publisher_t *pub)
     drop_regions(pub);
     pub->rg = keep;
     pub->n_rg = keep_n;
-    if (rc)
-        return refit_error_push(rc, "publisher %s: registering memory", pub->id);
+    return rc ? refit_error_push(rc, "publisher %s: registering memory", pub->id) : 0;
+}
 
+/* The catalog of the regions and tensors, stored content-addressed. */
+static int publish_catalog(refit_publisher_t *pub)
+{
     refit_catalog_t *cat = NULL;
-    rc = refit_catalog_create(&cat);
-    size_t cat_regions = pub->copy_mode ? 1 : pub->n_rg; /* copy: a version lives in one arena */
+    int rc = refit_catalog_create(&cat);
+    size_t cat_regions = pub->hold->catalog_regions(pub);
     for (size_t i = 0; !rc && i < cat_regions; i++) {
         uint32_t idx;
         rc = refit_catalog_add_region(cat, pub->rg[i].len, &idx);
@@ -435,6 +428,112 @@ static int build(refit_publisher_t *pub)
     return 0;
 }
 
+int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena)
+{
+    size_t n_rk = status == REFIT_SOURCE_READY ? pub->hold->catalog_regions(pub) : 0;
+    struct refit_blob *rk = calloc(n_rk ? n_rk : 1, sizeof(*rk));
+    if (!rk)
+        return REFIT_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < n_rk; i++) {
+        struct pub_region *g;
+        if (!(rc = pub->hold->region(pub, arena, (uint32_t)i, &g)))
+            rk[i] = (struct refit_blob){g->rkey, g->rkey_len};
+    }
+    /* A whole record (layout included), so readers of a withdrawn one
+     * decode it and see STALE rather than a malformed record. */
+    struct refit_source_record r = {
+        .schema = REFIT_CATALOG_SCHEMA,
+        .source_id = pub->id,
+        .model = refit_model_type(pub->ctx->model),
+        .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size), (uint32_t)pub->par.pp_rank,
+                   (uint32_t)par_size(pub->par.pp_size), (uint32_t)pub->par.ep_rank,
+                   (uint32_t)par_size(pub->par.ep_size), (uint32_t)pub->par.etp_rank,
+                   (uint32_t)par_size(pub->par.etp_size)},
+        .transport = refit_tp_plugin_name(pub->tp),
+        .address = {pub->addr, pub->addr_len},
+        .n_rkeys = n_rk,
+        .rkeys = rk,
+        .keeps = keeps,
+        .catalog = pub->cat_hash,
+        .version = version,
+        .status = status,
+        .heartbeat_ms = refit_time_ms(),
+    };
+    if (!rc)
+        rc = refit_record_publish(pub->ctx->store, &r);
+    free(rk);
+    return rc;
+}
+
+/* Every tensor into this version's checksums; small (copy mode: all)
+ * tensors copied into `arena` first.  Device tensors: every copy to the
+ * host is queued first, and each is hashed as its copies land (pubdev.c). */
+static int stage_and_hash(refit_publisher_t *pub, int b, struct rf_sums *sums)
+{
+    int rc = 0, dev_on = 0, hash = pub->ctx->verify != RF_VERIFY_OFF;
+    int arena = pub->n_rg > (size_t)b && pub->rg[b].owned;
+    for (size_t i = 0; !rc && pub->dev && i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        if (t->memtype != REFIT_MEM_CUDA)
+            continue;
+        if (!dev_on && !(rc = rf_pubdev_begin(pub->dev, arena ? pub->rg[b].base : NULL, arena ? pub->rg[b].len : 0)))
+            dev_on = 1;
+        if (!rc)
+            rc = rf_pubdev_queue(pub->dev, t->ptr, t->gathered ? (char *)pub->rg[b].base + t->offset : NULL,
+                                 t->nbytes, t->row_bytes, t->chunk_rows, hash);
+    }
+    for (size_t i = 0; !rc && i < pub->n; i++) {
+        struct pub_tensor *t = &pub->t[i];
+        if (t->memtype == REFIT_MEM_CUDA) {
+            rc = rf_pubdev_take(pub->dev, sums);
+            continue;
+        }
+        const void *src = t->ptr;
+        if (t->gathered) {
+            memcpy((char *)pub->rg[b].base + t->offset, t->ptr, t->nbytes);
+            src = (char *)pub->rg[b].base + t->offset;
+        }
+        rc = hash ? rf_sums_add(sums, src, t->nbytes, t->row_bytes, t->chunk_rows) : rf_sums_add(sums, NULL, 0, 0, 0);
+    }
+    if (dev_on) {
+        int erc = rf_pubdev_end(pub->dev);
+        rc = rc ? rc : erc;
+    }
+    return rc;
+}
+
+/* versions/<V>/sums/<id>, live (re-written after a store restart, like the
+ * record it belongs to); the previous version's is no longer live. */
+static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums)
+{
+    void *blob = NULL;
+    size_t blen = 0;
+    char key[REFIT_STORE_MAX_KEY + 1], old_key[REFIT_STORE_MAX_KEY + 1];
+    int rc = rf_sums_encode(sums, &pub->cat_hash, version, &blob, &blen);
+    if (!rc)
+        rc = rf_key_sums(key, version, pub->id);
+    if (!rc)
+        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
+    free(blob);
+    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
+        refit_store_forget(pub->ctx->store, old_key);
+    return rc;
+}
+
+static void heartbeat_start(refit_publisher_t *pub, uint64_t version)
+{
+    pthread_mutex_lock(&pub->hb_lock);
+    pub->hb_version = version;
+    pthread_mutex_unlock(&pub->hb_lock);
+    if (pub->hb_running)
+        return;
+    if (pthread_create(&pub->hb, NULL, heartbeat_main, pub) == 0)
+        pub->hb_running = 1;
+    else
+        refit_log(REFIT_LOG_WARN, "publisher", "%s: no heartbeat thread", pub->id);
+}
+
 int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
 {
     if (!pub || version == 0 || version >= REFIT_NEXT)
@@ -445,120 +544,28 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
                                (unsigned long long)pub->last_version);
     if (!pub->n)
         return refit_error_set(REFIT_EINVAL, "publisher %s: no tensors added", pub->id);
-    int rc = 0;
-    if (pub->dirty && (rc = build(pub)))
+    int rc = 0, b = 0;
+    if (pub->dirty && ((rc = rebuild_regions(pub)) || (rc = publish_catalog(pub))))
         return rc;
-    /* Copy mode: this version's arena must not hold a version a receiver
-     * may still be reading (the one before last): wait for its release. */
-    int b = pub->copy_mode ? pub->next_buf : 0;
-    if (pub->copy_mode && pub->buf_version[b]) {
-        rc = refit_publisher_wait_released(pub, pub->buf_version[b], -1);
-        if (rc)
-            return refit_error_push(rc, "publisher %s: v%llu needs the staging arena of v%llu", pub->id,
-                                    (unsigned long long)version, (unsigned long long)pub->buf_version[b]);
-    }
-    /* Small tensors (copy mode: all) into the arena; everything hashed. */
+    if ((rc = pub->hold->begin(pub, version, &b)))
+        return rc;
     struct rf_sums sums;
     rc = rf_sums_init(&sums, pub->n);
-    /* Device tensors: every copy to the host is queued first, and each
-     * tensor is hashed in the loop below as its copies land (pubdev.c). */
-    int dev_on = 0;
-    for (size_t i = 0; !rc && pub->dev && i < pub->n; i++) {
-        struct pub_tensor *t = &pub->t[i];
-        if (t->memtype != REFIT_MEM_CUDA)
-            continue;
-        int arena = pub->n_rg > (size_t)b && pub->rg[b].owned;
-        if (!dev_on && !(rc = rf_pubdev_begin(pub->dev, arena ? pub->rg[b].base : NULL,
-                                              arena ? pub->rg[b].len : 0)))
-            dev_on = 1;
-        if (!rc)
-            rc = rf_pubdev_queue(pub->dev, t->ptr, t->gathered ? (char *)pub->rg[b].base + t->offset : NULL,
-                                 t->nbytes, t->row_bytes, t->chunk_rows, pub->ctx->verify != RF_VERIFY_OFF);
-    }
-    for (size_t i = 0; !rc && i < pub->n; i++) {
-        struct pub_tensor *t = &pub->t[i];
-        if (t->memtype == REFIT_MEM_CUDA) {
-            rc = rf_pubdev_take(pub->dev, &sums);
-            continue;
-        }
-        const void *src = t->ptr;
-        if (t->gathered) {
-            memcpy((char *)pub->rg[b].base + t->offset, t->ptr, t->nbytes);
-            src = (char *)pub->rg[b].base + t->offset;
-        }
-        if (pub->ctx->verify != RF_VERIFY_OFF)
-            rc = rf_sums_add(&sums, src, t->nbytes, t->row_bytes, t->chunk_rows);
-        else
-            rc = rf_sums_add(&sums, NULL, 0, 0, 0);
-    }
-    if (dev_on) {
-        int erc = rf_pubdev_end(pub->dev);
-        rc = rc ? rc : erc;
-    }
-    void *blob = NULL;
-    size_t blen = 0;
     if (!rc)
-        rc = rf_sums_encode(&sums, &pub->cat_hash, version, &blob, &blen);
+        rc = stage_and_hash(pub, b, &sums);
+    if (!rc)
+        rc = put_sums(pub, version, &sums);
     rf_sums_fini(&sums);
-    char key[REFIT_STORE_MAX_KEY + 1];
     if (!rc)
-        rc = rf_key_sums(key, version, pub->id);
-    /* Live: re-written after a store restart, like the record it belongs to. */
-    if (!rc)
-        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
-    free(blob);
-    char old_key[REFIT_STORE_MAX_KEY + 1];
-    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
-        refit_store_forget(pub->ctx->store, old_key);
-    size_t n_rk = pub->copy_mode ? 1 : pub->n_rg;
-    struct refit_blob *rk = calloc(n_rk ? n_rk : 1, sizeof(*rk));
-    if (!rc && !rk)
-        rc = REFIT_ENOMEM;
-    for (size_t i = 0; !rc && i < n_rk; i++) {
-        size_t g = pub->copy_mode ? (size_t)b : i;
-        rk[i] = (struct refit_blob){pub->rg[g].rkey, pub->rg[g].rkey_len};
-    }
-    if (!rc) {
-        struct refit_source_record r = {
-            .schema = REFIT_CATALOG_SCHEMA,
-            .source_id = pub->id,
-            .model = refit_model_type(pub->ctx->model),
-            .layout = {(uint32_t)pub->par.tp_rank, (uint32_t)par_size(pub->par.tp_size),
-                       (uint32_t)pub->par.pp_rank, (uint32_t)par_size(pub->par.pp_size),
-                       (uint32_t)pub->par.ep_rank, (uint32_t)par_size(pub->par.ep_size),
-                       (uint32_t)pub->par.etp_rank, (uint32_t)par_size(pub->par.etp_size)},
-            .transport = refit_tp_plugin_name(pub->tp),
-            .address = {pub->addr, pub->addr_len},
-            .n_rkeys = n_rk,
-            .rkeys = rk,
-            .keeps = pub->copy_mode ? 2 : 1,
-            .catalog = pub->cat_hash,
-            .version = version,
-            .status = REFIT_SOURCE_READY,
-            .heartbeat_ms = refit_time_ms(),
-        };
-        rc = refit_record_publish(pub->ctx->store, &r);
-    }
-    free(rk);
+        rc = rf_pub_record(pub, version, REFIT_SOURCE_READY, pub->hold->keeps, b);
     if (rc)
         return refit_error_push(rc, "publisher %s: publishing v%llu", pub->id, (unsigned long long)version);
     pub->last_version = version;
-    if (pub->copy_mode) {
-        pub->buf_version[b] = version;
-        pub->next_buf = b ^ 1;
-    }
-    pthread_mutex_lock(&pub->hb_lock);
-    pub->hb_version = version;
-    pthread_mutex_unlock(&pub->hb_lock);
-    if (!pub->hb_running) {
-        if (pthread_create(&pub->hb, NULL, heartbeat_main, pub) == 0)
-            pub->hb_running = 1;
-        else
-            refit_log(REFIT_LOG_WARN, "publisher", "%s: no heartbeat thread", pub->id);
-    }
-    /* Push mode: V is READY (receivers plan from it); now write it into
-     * every receiver that advertised slots for it. */
-    if (pub->ctx->push && (rc = rf_push_serve(pub, version, b)))
+    pub->hold->published(pub, version, b);
+    heartbeat_start(pub, version);
+    /* V is READY (pull receivers plan from it); now the delivery strategy
+     * (push: write it into every receiver that advertised slots). */
+    if ((rc = pub->delivery->deliver(pub, version, b)))
         return refit_error_push(rc, "publisher %s: pushing v%llu", pub->id, (unsigned long long)version);
     /* Old versions' keys go; failures here only leave garbage behind. */
     if (refit_versions_retain(pub->ctx->store, version, (uint32_t)pub->ctx->retain_versions, NULL))
@@ -593,7 +600,7 @@ int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int6
         if (!cursor)
             refit_store_poll(pub->ctx->store, prefix, 0, &cursor, 0);
         int64_t wait = (int64_t)(left * 1000) + 1;
-        rc = refit_store_poll(pub->ctx->store, prefix, cursor, &cursor, wait < 1000 ? wait : 1000);
+        rc = refit_store_poll(pub->ctx->store, prefix, cursor, &cursor, wait < RF_POLL_ACKS_MS ? wait : RF_POLL_ACKS_MS);
         if (rc && rc != REFIT_ETIMEDOUT)
             return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
                                     (unsigned long long)version);
@@ -607,7 +614,7 @@ int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_s
     struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
                                        .kept = pub->reused, .version = pub->last_version,
                                        .stage_s = rf_pubdev_stage_s(pub->dev),
-                                       .bytes_pushed = rf_push_pub_bytes(pub)};
+                                       .bytes_pushed = pub->delivery->bytes(pub)};
     size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
     memcpy(out, &st, n);
     return 0;

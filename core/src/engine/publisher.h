@@ -1,5 +1,18 @@
-/* publisher.h — the publisher's state, shared by the engine files that run
- * parts of a publish (publisher.c; push.c: push mode).  Internal. */
+/* publisher.h — the publisher's state and strategies (internal).
+ *
+ * refit_publisher_publish (publisher.c) runs one sequence for every
+ * configuration:  hold.begin (which arena V goes to; what the store must
+ * stop offering before memory changes) -> stage small (or all) tensors
+ * into the arena and hash everything -> checksums -> record READY(V) ->
+ * hold.published -> delivery.deliver (push: write V into every receiver)
+ * -> retention.  Two const strategies, chosen at refit_publisher_create:
+ *   hold      refit.publish: zero_copy (receivers read the trainer's
+ *             tensors; small ones gathered into one arena) or copy (every
+ *             tensor into one of two arenas, V into the one V-2 used)
+ *             — publish_modes.c;
+ *   delivery  refit.mode: pull (receivers read; nothing to do) —
+ *             publish_modes.c — or push (serve every receiver's work
+ *             list) — push_pub.c. */
 #ifndef RF_PUBLISHER_H
 #define RF_PUBLISHER_H
 
@@ -8,7 +21,6 @@
 #include <stdint.h>
 
 #include "engine.h"
-#include "push.h"
 #include "refit/catalog.h"
 
 struct pub_tensor {
@@ -34,8 +46,41 @@ struct pub_region {
     refit_tp_region_t *reg;
     void *rkey;
     size_t rkey_len;
-    int owned; /* the gather arena (refit's memory) */
+    int owned; /* a gather arena (refit's memory) */
 };
+
+/* How a version's bytes are held (refit.publish). */
+struct rf_pub_hold {
+    size_t size;
+    const char *name;
+    int copy_all;   /* every tensor is copied into an arena */
+    int arenas;     /* arenas made when something is gathered */
+    uint32_t keeps; /* versions the record keeps readable */
+    /* Before V touches memory: *arena := the arena V goes to, and the store
+     * stops offering what that memory holds (22.10: a failed publish never
+     * leaves a READY record over changed bytes). */
+    int (*begin)(refit_publisher_t *pub, uint64_t v, int *arena);
+    /* Regions the catalog and the record name. */
+    size_t (*catalog_regions)(const refit_publisher_t *pub);
+    /* Catalog region `region` of V (in `arena`): the registered memory. */
+    int (*region)(refit_publisher_t *pub, int arena, uint32_t region, struct pub_region **out);
+    /* V is READY in `arena`. */
+    void (*published)(refit_publisher_t *pub, uint64_t v, int arena);
+};
+
+/* Who moves V to the receivers (refit.mode). */
+struct rf_pub_delivery {
+    size_t size;
+    const char *name;
+    int host_arena; /* device tensors go through the host arena (push quantizes on the host) */
+    int (*deliver)(refit_publisher_t *pub, uint64_t v, int arena);
+    void (*destroy)(refit_publisher_t *pub);
+    uint64_t (*bytes)(const refit_publisher_t *pub); /* written during the last publish */
+};
+
+extern const struct rf_pub_hold rf_hold_zero_copy, rf_hold_copy; /* publish_modes.c */
+extern const struct rf_pub_delivery rf_deliver_pull;             /* publish_modes.c */
+extern const struct rf_pub_delivery rf_deliver_push;             /* push_pub.c */
 
 struct refit_publisher {
     refit_context_t *ctx;
@@ -43,6 +88,8 @@ struct refit_publisher {
     struct refit_parallel par;
     char *id;
     refit_layout_t *meg;
+    const struct rf_pub_hold *hold;
+    const struct rf_pub_delivery *delivery;
     struct pub_tensor *t;
     size_t n, cap;
     struct pub_region *rg;
@@ -54,10 +101,7 @@ struct refit_publisher {
     int have_cat;
     uint64_t last_version;
     size_t registered, reused; /* registrations made and kept, for tests and logs */
-    /* refit.publish: copy: every tensor is copied into one of two staging
-     * arenas (pub->rg[0], pub->rg[1]); version V goes into the arena the
-     * version before last used, once that version is released. */
-    int copy_mode;
+    /* Copy: the arena each version went to; the next one's. */
     int next_buf;
     uint64_t buf_version[2];
     /* Heartbeat thread with its own store handle (handles are not shared
@@ -68,10 +112,14 @@ struct refit_publisher {
     pthread_cond_t hb_cond;
     int hb_stop;
     uint64_t hb_version;
-    /* Push mode (push.c): cached work lists and receiver connections. */
+    /* Push mode (push_pub.c): cached work lists and receiver connections. */
     struct rf_push_pub *push;
     /* CUDA tensors: device, streams, staging pipeline (pubdev.c). */
     struct rf_pubdev *dev;
 };
+
+/* publisher.c: write the record of `version` with `status` and `keeps`,
+ * naming `arena`'s keys (READY) or none (withdrawn). */
+int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena);
 
 #endif

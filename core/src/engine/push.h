@@ -1,33 +1,35 @@
-/* push.h — push mode (push.c): the receiver's work list and slots, the
- * publisher's service of them.  Internal. */
+/* push.h — what both sides of push mode share (internal): the mailbox
+ * slot a publisher writes into a receiver's memory and the completion
+ * notification.  The store values are push_work.h; the receiver's side is
+ * push_rcv.c (rf_mode_push), the publisher's push_pub.c. */
 #ifndef RF_PUSH_H
 #define RF_PUSH_H
 
-#include <stddef.h>
 #include <stdint.h>
 
-#include "plan.h"
-#include "refit/refit.h"
+/* Mailbox slot (little-endian u64 words): magic, version, n units, per unit
+ * the XXH3-64 of its FP8 bytes and of its scale row, the XXH3-64 of the
+ * slot before it.  The receiver zeroes the mailbox before advertising. */
+#define RF_PUSH_MAIL_MAGIC 0x31304c49414d5052ull /* "RPMAIL01" */
+#define RF_PUSH_MAIL_HEAD 32                     /* magic, version, count, trailer */
+#define RF_PUSH_MAIL_UNIT 16                     /* two hashes per unit */
 
-/* Receiver: after the plan and its feeds are built, split it by source
- * (pieces are the planner's, each with its chosen candidate first). */
-int rf_push_rcv_plan(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
-void rf_push_rcv_plan_free(refit_receiver_t *r);
-void rf_push_rcv_destroy(refit_receiver_t *r);
-/* Layout tensor t arrives quantized by the trainer (nothing to convert). */
-int rf_push_converted(const refit_receiver_t *r, size_t t);
-/* Descriptor i of the plan is not sent (it feeds only such tensors). */
-int rf_push_dropped(const refit_receiver_t *r, size_t desc);
-/* Advertise this pull's slots for v and wait until every source with work
- * has written it (transfer_s, bytes_wire, descriptors in st); checks the
- * trainer-quantized units against their hashes. */
-int rf_push_receive(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+/* Notification: "RFPUSH <V> <source> ok" or "... err <message>". */
+#define RF_PUSH_NOTE_PREFIX "RFPUSH "
+#define RF_PUSH_MAX_NOTE 512
 
-/* Publisher: serve every receiver's advert for v (refit.receivers of them)
- * from catalog arena `arena` (copy mode), or fail naming those missing. */
-int rf_push_serve(refit_publisher_t *pub, uint64_t v, int arena);
-void rf_push_pub_destroy(refit_publisher_t *pub);
-/* Bytes this publisher wrote during its last publish. */
-uint64_t rf_push_pub_bytes(const refit_publisher_t *pub);
+static inline uint64_t rf_push_rd64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void rf_push_wr64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
 
 #endif

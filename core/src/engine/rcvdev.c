@@ -68,8 +68,8 @@ int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr)
 
 static int any_device(const refit_receiver_t *r)
 {
-    for (size_t i = 0; i < r->n_d; i++)
-        if (r->d[i].ptr && r->d[i].memtype == REFIT_MEM_CUDA)
+    for (size_t i = 0; i < r->dests.n; i++)
+        if (r->dests.d[i].ptr && r->dests.d[i].memtype == REFIT_MEM_CUDA)
             return 1;
     return 0;
 }
@@ -83,22 +83,22 @@ int rf_rcvdev_commit_start(refit_receiver_t *r)
     if (rc)
         return refit_error_push(rc, "receiver %s: commit", r->id);
     d->active = 1;
-    if (d->pinned != r->staging) {
+    if (d->pinned != r->bufs.staging) {
         rf_dev_unpin(d->pinned);
         d->pinned = NULL;
         /* Unpinned copies are still right, only slower: say so and go on. */
-        if (rf_dev_pin(r->staging, r->staging_len, "receiver: staging"))
+        if (rf_dev_pin(r->bufs.staging, r->bufs.staging_len, "receiver: staging"))
             refit_log(REFIT_LOG_WARN, "receiver", "%s: %s (copies to the device run unpinned)", r->id,
                       refit_error_message());
         else
-            d->pinned = r->staging;
+            d->pinned = r->bufs.staging;
         refit_error_clear();
     }
-    for (size_t i = 0; !rc && i < r->n_d; i++) {
-        struct rcv_dst *x = &r->d[i];
+    for (size_t i = 0; !rc && i < r->dests.n; i++) {
+        struct rf_dst *x = &r->dests.d[i];
         if (!x->ptr || x->memtype != REFIT_MEM_CUDA)
             continue;
-        const char *from = (const char *)r->staging + x->staging_off;
+        const char *from = (const char *)r->bufs.staging + x->staging_off;
         for (size_t off = 0; !rc && off < x->nbytes; off += H2D_CHUNK) {
             size_t ev, n = x->nbytes - off < H2D_CHUNK ? x->nbytes - off : H2D_CHUNK;
             rc = rf_dcopy_post(d->cp, (char *)x->ptr + off, from + off, n, RF_H2D, &ev);
@@ -166,23 +166,23 @@ int rf_rcvdev_check_plan(refit_receiver_t *r)
                                "host)", r->id);
     size_t nl = refit_layout_count(r->lay);
     for (size_t t = 0; t < nl; t++) {
-        const struct rcv_dst *d = &r->d[r->dst_of_lt[t]];
+        const struct rf_dst *d = &r->dests.d[r->dests.dst_of_lt[t]];
         const struct refit_layout_tensor *lt = refit_layout_at(r->lay, t);
         /* On the device: FP8 quantization (the kernel) and plain copies. */
         int fp8 = lt->fp8 && r->copts.fp8.enabled && d->dtype == REFIT_DTYPE_F8_E4M3 &&
-                  (r->img_dtype[t] == REFIT_DTYPE_BF16 || r->img_dtype[t] == REFIT_DTYPE_F32) &&
-                  (lt->ndim == 2 || lt->ndim == 3) && r->scale_of_lt[t] >= 0;
-        if (r->pdst[t].in_scratch && !fp8)
+                  (r->plan.img_dtype[t] == REFIT_DTYPE_BF16 || r->plan.img_dtype[t] == REFIT_DTYPE_F32) &&
+                  (lt->ndim == 2 || lt->ndim == 3) && r->dests.scale_of_lt[t] >= 0;
+        if (r->plan.pdst[t].in_scratch && !fp8)
             return refit_error_set(REFIT_ENOTSUP, "receiver %s: '%s' needs a cast (%s -> %s) and only FP8 "
                                    "quantization and copies run on the device: pull it with refit.in_place: "
                                    "false (staged on the host)", r->id, d->name,
-                                   refit_dtype_name(r->img_dtype[t]), refit_dtype_name(d->dtype));
+                                   refit_dtype_name(r->plan.img_dtype[t]), refit_dtype_name(d->dtype));
     }
-    for (size_t i = 0; i < r->n_d; i++)
-        if (!r->d[i].ptr || r->d[i].memtype != REFIT_MEM_CUDA)
+    for (size_t i = 0; i < r->dests.n; i++)
+        if (!r->dests.d[i].ptr || r->dests.d[i].memtype != REFIT_MEM_CUDA)
             return refit_error_set(REFIT_EINVAL, "receiver %s: '%s' is %s while other destinations are "
                                    "device memory pulled in place: bind every destination on the device",
-                                   r->id, r->d[i].name, r->d[i].ptr ? "host memory" : "not bound");
+                                   r->id, r->dests.d[i].name, r->dests.d[i].ptr ? "host memory" : "not bound");
     return 0;
 }
 
@@ -225,12 +225,12 @@ int rf_rcvdev_convert(refit_receiver_t *r, size_t t, const void *img, void *out,
         rc = refit_fp8_cuda_create(NULL, &d->q);
     int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
     int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
-    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
-    size_t es = refit_dtype_size(r->img_dtype[t]);
+    int64_t br = (rows + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK, bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
+    size_t es = refit_dtype_size(r->plan.img_dtype[t]);
     struct refit_fp8_params p = {r->copts.fp8.rule, r->copts.fp8.floor, REFIT_FP8_IMPL_AUTO};
     for (int64_t x = 0; !rc && x < nidx; x++) {
         size_t off = (size_t)(x * rows * cols);
-        if (r->img_dtype[t] == REFIT_DTYPE_BF16)
+        if (r->plan.img_dtype[t] == REFIT_DTYPE_BF16)
             rc = refit_fp8_cuda_quantize_bf16(d->q, (const char *)img + off * es, (size_t)rows, (size_t)cols,
                                               (size_t)cols, (uint8_t *)out + off, scale + x * br * bc, &p);
         else

@@ -1,6 +1,26 @@
-/* receiver.h — the receiver's state, shared by the files of the engine that
- * run parts of a pull (receiver.c: pull mode; push.c: push mode; fanout.c:
- * replicas).  Internal: not installed. */
+/* receiver.h — the receive side of the refit cycle as stages (internal;
+ * docs/architecture.md, "The engine", draws the same map).
+ *
+ * struct refit_receiver only sequences the stages; each stage owns one
+ * struct below, written by its own file(s) and read by the others:
+ *
+ *   stage      struct          files            owns
+ *   dests      rf_dests        dests.c          the target layout's tensors: bound or owned memory
+ *   discover   rf_discover     discover.c       sources READY at V, their catalogs (cached by hash)
+ *              (the fence)     fence.c          the one check that what was read is still offered
+ *   plan       rf_rplan        plan_inputs.c    planner inputs, the plan (plan.c), its feeds, its key
+ *   buffers    rf_bufs         buffers.c        staging (double-buffered), scratch, commit, ack
+ *   transfer   rf_xfer         transfer.c       tensors scattered and converted as their bytes land
+ *              rf_peers        peers.c          connections and remote keys per source; reconnects
+ *   verify     rf_verify       verify.c         this version's checksums and the chunks pulled
+ *
+ * A mode (struct rf_rcv_mode: pull in transfer.c, push in push_rcv.c,
+ * fan-out in fanout.c) says how the bytes of a planned version reach
+ * staging and what the fence checks; it is chosen once, in
+ * refit_receiver_create, and refit_receiver_pull runs the same cycle for
+ * every mode:  discover + plan -> mode.prepare -> buffers -> mode.transfer
+ * -> fence (mode.fence) + commit + ack -> mode.end.  CUDA destinations are
+ * rcvdev.c's (struct rf_rcvdev, devpath.h). */
 #ifndef RF_RECEIVER_H
 #define RF_RECEIVER_H
 
@@ -9,11 +29,13 @@
 
 #include "engine.h"
 #include "plan.h"
-#include "push.h"
 #include "refit/catalog.h"
 #include "sums.h"
 
-struct rcv_dst {
+/* ------------------------------------------------------------------ */
+/* dests.c: the destinations */
+
+struct rf_dst {
     char *name;
     enum refit_dtype dtype;
     int ndim;
@@ -29,17 +51,185 @@ struct rcv_dst {
     void *reg_ptr;
 };
 
-struct cat_cache {
-    struct refit_hash128 hash;
-    refit_catalog_t *cat;
+struct rf_dests {
+    struct rf_dst *d;
+    size_t n;
+    size_t *dst_of_lt;      /* layout tensor -> its data destination */
+    ptrdiff_t *scale_of_lt; /* layout tensor -> its scale destination or -1 */
+    int resolved;           /* dtypes the layout leaves open taken from the sources */
 };
 
-struct rcv_source {
+int rf_dests_build(struct rf_dests *ds, const refit_layout_t *lay);
+/* doubled: owned destinations live in staging (buffers.c), not freed here. */
+void rf_dests_fini(struct rf_dests *ds, refit_transport_t *tp, int doubled);
+int rf_dests_bind(refit_receiver_t *r, const char *name, void *ptr, enum refit_dtype dtype, int ndim,
+                  const int64_t *shape, uint32_t memtype);
+int rf_dests_allocate(struct rf_dests *ds, const char *who);
+/* Destination dtypes the layout leaves open follow the sources' (img_dtype
+ * per layout tensor), once. */
+int rf_dests_resolve(struct rf_dests *ds, const refit_layout_t *lay, const enum refit_dtype *img_dtype,
+                     int doubled);
+/* Staging offsets: every destination's bytes, 64-byte aligned with a gap;
+ * returns the staging size. */
+uint64_t rf_dests_place(struct rf_dests *ds);
+/* The destination holding staging offset off (offsets sorted). */
+size_t rf_dests_at(const struct rf_dests *ds, uint64_t off);
+
+/* ------------------------------------------------------------------ */
+/* discover.c: sources and catalogs */
+
+struct rf_source {
     char *id;
     struct refit_source_record *rec;
-    const refit_catalog_t *cat;
-    refit_layout_t *meg;
-    struct refit_par_layout meg_lay; /* the layout meg was made for */
+    const refit_catalog_t *cat; /* in the cache */
+    refit_layout_t *meg;        /* its Megatron layout */
+    struct refit_par_layout meg_lay;
+};
+
+struct rf_discover {
+    struct {
+        struct refit_hash128 hash;
+        refit_catalog_t *cat;
+    } *cats;
+    size_t n_cats;
+    struct rf_source *src; /* at the version being pulled, sorted by id */
+    size_t n_src;
+};
+
+/* The live READY records of this model, sorted by id. */
+struct rf_seen {
+    struct refit_source_record **rec;
+    size_t n;
+};
+
+void rf_discover_fini(struct rf_discover *d);
+/* The sources only (the catalog cache stays). */
+void rf_discover_drop_sources(struct rf_discover *d);
+int rf_discover_read(refit_receiver_t *r, struct rf_seen *out);
+void rf_seen_free(struct rf_seen *sv);
+/* The version to pull for `want` (a number, REFIT_LATEST or REFIT_NEXT;
+ * 0: none yet).  For a number older than the newest, sources that keep
+ * two versions are replaced by their record of `want`; a source that no
+ * longer has it is REFIT_ESTALE. */
+int rf_discover_choose(refit_receiver_t *r, struct rf_seen *sv, uint64_t want, uint64_t *v);
+/* Sources at v are all there: none still publishing an older version, and
+ * every declared TP/EP position present. */
+int rf_discover_complete(const struct rf_seen *sv, uint64_t v);
+/* r->disc.src := the records of sv at v (taken from sv), with catalogs and
+ * layouts (what is known of a source is kept; whether the plan changes is
+ * the plan key's to say). */
+int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v);
+/* A hash of the plan's inputs: destinations, sources, layouts, catalogs. */
+int rf_discover_plan_key(const refit_receiver_t *r, struct refit_hash128 *key);
+
+/* ------------------------------------------------------------------ */
+/* fence.c: the fence */
+
+enum rf_fence_kind { RF_FENCE_SOURCE = 1, RF_FENCE_REPLICA = 2 };
+
+/* What a pull read from, as the store must still offer it. */
+struct rf_fence_item {
+    enum rf_fence_kind kind;
+    const char *id;
+    uint32_t keeps;          /* as read: 2 = v stays readable while v+1 is published */
+    struct refit_blob ident; /* source: its catalog hash; replica: the remote key read */
+    const char *lease_key;   /* a lease the puller must still hold (NULL: none) */
+    const char *holder;
+};
+
+/* Every item still offers v: READY, fresh, the same identity, at v — or,
+ * unless `exact`, at v+1 when both the record read and the record now keep
+ * two versions.  REFIT_ESTALE naming the item otherwise. */
+int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint64_t v, int exact);
+/* The fence of a pull from the discovered sources. */
+int rf_fence_sources(refit_receiver_t *r, uint64_t v);
+
+/* ------------------------------------------------------------------ */
+/* plan_inputs.c: the plan and what it is made from */
+
+struct rf_rplan {
+    struct refit_hash128 key; /* of the inputs (rf_discover_plan_key) */
+    int have;                 /* plan, feeds and key valid */
+    ptrdiff_t **psrc_of;      /* per source: catalog index -> psrc, -1 */
+    size_t n_psrc_of;
+    struct rf_psrc *psrc;
+    uint32_t *psrc_source;
+    size_t *psrc_cat;
+    size_t n_psrc, cap_psrc;
+    struct rf_pdst *pdst;        /* per layout tensor */
+    enum refit_dtype *img_dtype; /* per layout tensor: the sources' dtype */
+    struct rf_plan plan;
+    /* Completion tracking: per descriptor the layout tensors it feeds
+     * (CSR), per tensor its scatters; checks sorted by (buf, off). */
+    size_t *feed_first, *feed;
+    size_t *scat_first, *scat;
+    size_t *check_order;
+    uint64_t staging_need;
+    size_t n_pieces;
+};
+
+/* 2-D view of a layout tensor: [rows, cols] (1-D: [n, 1]; a stack
+ * [E, r, c]: [E*r, c]); *slot_rows = r for stacks. */
+void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols, uint64_t *slot_rows);
+void rf_rplan_drop(struct rf_rplan *p);
+/* psrc, pieces (the composed layout; *pc malloc'ed) and image dtypes. */
+int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc);
+/* Images, the planner, feeds and check order (destinations placed). */
+int rf_rplan_build(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
+const char *rf_rplan_dst_name(void *receiver, uint32_t lt);
+
+/* ------------------------------------------------------------------ */
+/* buffers.c: staging, scratch, commit, ack */
+
+struct rf_bufs {
+    /* Staging is double-buffered when refit owns destinations: they live
+     * in the front buffer, a pull writes the back one, and commit flips
+     * them (no copy).  Destinations bound by the caller are copied into
+     * from the back buffer.  `staging`/`staging_reg` name the back one. */
+    void *stage[2];
+    refit_tp_region_t *stage_reg[2];
+    int front, doubled;
+    void *staging, *scratch;
+    size_t staging_len, scratch_len;
+    refit_tp_region_t *staging_reg, *scratch_reg;
+    int scratch_dev; /* device memory (rcvdev.c: resident pulls) */
+};
+
+void rf_bufs_fini(refit_receiver_t *r);
+/* Owned destinations re-pointed into the front buffer (after placing). */
+void rf_bufs_repoint(refit_receiver_t *r, uint64_t staging);
+/* Staging and scratch as the plan needs them, registered. */
+int rf_bufs_ensure(refit_receiver_t *r, double *alloc_s, double *reg_s);
+/* Where (buf, off) is: a pointer, and the region and offset to land READs. */
+void *rf_bufs_ptr(refit_receiver_t *r, uint32_t buf, uint64_t off);
+int rf_bufs_local(void *receiver, uint32_t buf, uint64_t off, uint64_t len, refit_tp_region_t **reg,
+                  uint64_t *roff);
+/* Staging into the destinations (a flip, a copy, nothing in place), then
+ * the acknowledgement of v. */
+int rf_bufs_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+
+/* ------------------------------------------------------------------ */
+/* transfer.c: completion and conversion */
+
+struct rf_xfer {
+    uint32_t *pending;    /* per layout tensor: descriptors still out */
+    uint8_t *unfed;       /* per layout tensor: fed by no descriptor */
+    const uint8_t *ready; /* per layout tensor: arrives final (push: trainer-quantized); NULL: none */
+    double convert_s;
+};
+
+void rf_xfer_fini(struct rf_xfer *x);
+/* Counts for this pull; `ready` as above (kept until the next begin). */
+int rf_xfer_begin(refit_receiver_t *r, const uint8_t *ready);
+/* Descriptors [first, first+n) landed: verify them, finish their tensors. */
+int rf_xfer_done(void *receiver, size_t first, size_t n);
+/* The tensors no descriptor feeds (padding only). */
+int rf_xfer_finish_unfed(refit_receiver_t *r);
+
+/* peers.c: per source, a connection and its unpacked remote keys */
+
+struct rf_peer {
+    char *id;
     refit_tp_peer_t *peer;
     void *addr;
     size_t addr_len;
@@ -50,9 +240,86 @@ struct rcv_source {
      * staging arenas, so both stay unpacked. */
     refit_tp_rkey_t **alt_rkeys;
     struct refit_blob *alt_blobs;
-    struct rf_sums sums;
-    ptrdiff_t *psrc_of; /* catalog index → psrc index, -1 */
+    /* After a transport failure: connections dropped, retried with backoff. */
+    uint32_t failures;
 };
+
+struct rf_peers {
+    struct rf_peer *p; /* aligned with the discovered sources */
+    size_t n;
+};
+
+void rf_peers_fini(refit_receiver_t *r);
+/* Align with r->disc.src: keep the peers of sources still there, drop the rest. */
+int rf_peers_sync(refit_receiver_t *r);
+/* Connect and unpack what changed (reconnecting failed sources with
+ * backoff, within refit.timeout); *fresh when anything was made. */
+int rf_peers_connect(refit_receiver_t *r, int *fresh);
+/* A request to source i failed in the transport: its connection and keys
+ * go, the next pull connects again. */
+void rf_peers_broken(refit_receiver_t *r, size_t i);
+
+/* ------------------------------------------------------------------ */
+/* verify.c: checksums */
+
+struct rf_sumcheck {
+    struct rf_sums *sums; /* per source, this version's */
+    size_t n;
+    int on;               /* this pull verifies */
+    double seconds;
+};
+
+void rf_verify_fini(struct rf_sumcheck *v);
+/* Fetch and check every source's checksums of v (refit.verify not off). */
+int rf_verify_fetch(refit_receiver_t *r, uint64_t v);
+/* The chunks lying wholly in [off, off+len) of buffer buf. */
+int rf_verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_t len);
+
+/* ------------------------------------------------------------------ */
+/* Modes */
+
+struct rf_rcv_mode {
+    size_t size;
+    const char *name;
+    /* Mode state (r->mode_state), after the transport exists. */
+    int (*create)(refit_receiver_t *r);
+    void (*destroy)(refit_receiver_t *r);
+    /* The plan was built (pieces: the planner's, chosen candidate first);
+     * plan_drop: it goes. */
+    int (*planned)(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
+    void (*plan_drop)(refit_receiver_t *r);
+    /* Before the pull touches a buffer. */
+    int (*prepare)(refit_receiver_t *r, uint64_t v);
+    /* Bytes of v into staging (converted, verified); stats filled. */
+    int (*transfer)(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+    /* The fence before the commit. */
+    int (*fence)(refit_receiver_t *r, uint64_t v);
+    /* After transfer or commit failed with *rc: 1 (and *rc = 0) to transfer
+     * again from elsewhere, 0 to fail with *rc. */
+    int (*retry)(refit_receiver_t *r, uint64_t v, int *rc);
+    /* After every pull, success or not. */
+    void (*end)(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st);
+};
+
+extern const struct rf_rcv_mode rf_mode_pull;   /* transfer.c */
+extern const struct rf_rcv_mode rf_mode_push;   /* push_rcv.c */
+extern const struct rf_rcv_mode rf_mode_fanout; /* fanout.c */
+
+/* Shared by the modes: the pull transfer (fetch checksums, connect, READ
+ * while converting, finish), and operations that do nothing. */
+int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+int rf_mode_no_create(refit_receiver_t *r);
+void rf_mode_no_destroy(refit_receiver_t *r);
+int rf_mode_no_planned(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
+int rf_mode_no_prepare(refit_receiver_t *r, uint64_t v);
+int rf_mode_no_retry(refit_receiver_t *r, uint64_t v, int *rc);
+void rf_mode_no_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st);
+
+/* fanout.c: whether refit.fanout.* asks for fan-out. */
+int rf_fanout_requested(const refit_context_t *ctx, int *yes);
+
+/* ------------------------------------------------------------------ */
+/* The receiver */
 
 struct refit_receiver {
     refit_context_t *ctx;
@@ -61,77 +328,20 @@ struct refit_receiver {
     char *id;
     struct refit_convert_opts copts;
     refit_layout_t *lay;
-    struct rcv_dst *d;
-    size_t n_d;
-    size_t *dst_of_lt;   /* lt → its data destination */
-    ptrdiff_t *scale_of_lt; /* lt → its scale destination or -1 */
-    int allocate;
-    int resolved; /* destination dtypes resolved from the sources */
+    const struct rf_rcv_mode *mode;
+    void *mode_state;
 
-    struct cat_cache *cats;
-    size_t n_cats;
-    struct rcv_source *src;
-    size_t n_src;
-
-    /* Plan and its inputs, cached under plan_key. */
-    char *plan_key;
-    struct rf_psrc *psrc;
-    uint32_t *psrc_source;
-    size_t *psrc_cat;
-    size_t n_psrc, cap_psrc;
-    struct rf_pdst *pdst;
-    enum refit_dtype *img_dtype;
-    struct rf_plan plan;
-    int have_plan;
-    /* Completion tracking: per desc the lts it feeds (CSR), per lt pending. */
-    size_t *feed_first, *feed;
-    size_t *scat_first, *scat; /* scatters per tensor */
-    uint32_t *pending;
-    uint64_t staging_need;
-    size_t n_pieces;
-    uint8_t *unfed; /* tensors no descriptor feeds (padding only) */
-    size_t *check_order; /* checks sorted by (buf, off) */
-
-    /* Staging is double-buffered when refit owns destinations: they live in
-     * the front buffer, a pull writes the back one, and commit flips them
-     * (no copy).  Destinations bound by the caller are copied into from the
-     * back buffer.  `staging`/`staging_reg` name the back buffer. */
-    void *stage[2];
-    refit_tp_region_t *stage_reg[2];
-    int front, doubled;
-    void *staging, *scratch;
-    size_t staging_len, scratch_len;
-    refit_tp_region_t *staging_reg, *scratch_reg;
+    struct rf_dests dests;
+    struct rf_discover disc;
+    struct rf_rplan plan;
+    struct rf_bufs bufs;
+    struct rf_xfer xfer;
+    struct rf_peers peers;
+    struct rf_sumcheck verify;
+    struct rf_rcvdev *dev; /* CUDA destinations: streams, pinned staging (rcvdev.c) */
 
     uint64_t last_version;
-    /* During a pull. */
-    struct refit_pull_stats *st;
-    double convert_s, verify_s;
-    int verify_this;
-    /* Push mode (push.c): the work list and mailbox; NULL in pull mode. */
-    struct rf_push_rcv *push;
-    /* CUDA destinations: streams and the pinned staging (rcvdev.c). */
-    struct rf_rcvdev *dev;
-    int scratch_dev; /* scratch is device memory (rcvdev.c: resident pulls) */
-
-    struct rf_fanout *fan; /* tree fan-out (fanout.c); NULL: off */
+    struct refit_pull_stats *st; /* during a pull */
 };
-
-/* Fence, commit and acknowledge version v (receiver.c). */
-int rf_rcv_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
-
-/* Tree fan-out (fanout.c; docs/fanout.md).  create: sets r->fan when
- * refit.fanout.* asks for it; retire: before a pull writes any buffer;
- * pull: after planning and buffers, chooses the source (*done: a replica
- * was copied and committed; else the trainer is pulled, under its lease);
- * fence: rf_rcv_commit's fence for a replica pull (rf_fanout_replica);
- * end: after every pull, re-publishes on success and releases the lease. */
-int rf_fanout_create(refit_receiver_t *r);
-void rf_fanout_destroy(refit_receiver_t *r);
-int rf_fanout_retire(refit_receiver_t *r, uint64_t v);
-int rf_fanout_pull(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st, int *done);
-int rf_fanout_replica(const refit_receiver_t *r);
-int rf_fanout_fence(refit_receiver_t *r, uint64_t v);
-void rf_fanout_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st);
 
 #endif

@@ -1,167 +1,17 @@
 /* replica.c — the encoding of replica records and load leases (see
  * replica.h; field by field in docs/fanout.md).  msgpack maps with string
- * keys, as catalog.c writes its records; unknown fields are skipped so the
- * records can grow. */
+ * keys, as the catalog's records; unknown fields are skipped so the records
+ * can grow.  Decoded with the core's bounded reader (msgpack_rd.h). */
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../msgpack_pk.h"
+#include "../msgpack_rd.h"
 #include "replica.h"
+#include "refit/log.h"
 #include "refit/status.h"
-
-/* ------------------------------------------------------------------ */
-/* A small bounded msgpack reader: every length is checked against the
- * bytes left before it is used. */
-
-struct rd {
-    const uint8_t *p, *end, *start;
-    const char *key, *field;
-};
-
-static int fail(struct rd *d, const char *what)
-{
-    return refit_error_set(REFIT_EPROTO, "%s: field '%s': %s (byte %td)", d->key, d->field, what, d->p - d->start);
-}
-
-static size_t left(const struct rd *d)
-{
-    return (size_t)(d->end - d->p);
-}
-
-static int be(struct rd *d, int n, uint64_t *v)
-{
-    if (left(d) < (size_t)n)
-        return fail(d, "truncated");
-    *v = 0;
-    for (int i = 0; i < n; i++)
-        *v = *v << 8 | d->p[i];
-    d->p += n;
-    return 0;
-}
-
-static int rd_uint(struct rd *d, uint64_t *v)
-{
-    if (!left(d))
-        return fail(d, "truncated, integer expected");
-    uint8_t t = *d->p++;
-    if (t <= 0x7f) {
-        *v = t;
-        return 0;
-    }
-    if (t >= 0xcc && t <= 0xcf)
-        return be(d, 1 << (t - 0xcc), v);
-    d->p--;
-    return fail(d, "not an unsigned integer");
-}
-
-/* map (want 'm') or array ('a') header; each element takes >= 1 byte. */
-static int rd_head(struct rd *d, char kind, uint32_t *n)
-{
-    if (!left(d))
-        return fail(d, "truncated");
-    uint8_t t = *d->p++;
-    uint64_t v = 0;
-    int rc = 0;
-    uint8_t fix = kind == 'm' ? 0x80 : 0x90, c16 = kind == 'm' ? 0xde : 0xdc;
-    if (t >= fix && t <= fix + 15)
-        v = t & 15u;
-    else if (t == c16)
-        rc = be(d, 2, &v);
-    else if (t == c16 + 1)
-        rc = be(d, 4, &v);
-    else {
-        d->p--;
-        return fail(d, kind == 'm' ? "a map expected" : "an array expected");
-    }
-    if (rc)
-        return rc;
-    if (v * (kind == 'm' ? 2u : 1u) > left(d))
-        return fail(d, "more elements than bytes left");
-    *n = (uint32_t)v;
-    return 0;
-}
-
-/* str (bin 0) or bin (bin 1) of at most max bytes. */
-static int rd_raw(struct rd *d, int bin, const uint8_t **s, uint32_t *l, uint32_t max)
-{
-    if (!left(d))
-        return fail(d, "truncated");
-    uint8_t t = *d->p++;
-    uint64_t v = 0;
-    int rc = 0;
-    if (!bin && t >= 0xa0 && t <= 0xbf)
-        v = t & 31u;
-    else if (t == (bin ? 0xc4 : 0xd9))
-        rc = be(d, 1, &v);
-    else if (t == (bin ? 0xc5 : 0xda))
-        rc = be(d, 2, &v);
-    else if (t == (bin ? 0xc6 : 0xdb))
-        rc = be(d, 4, &v);
-    else {
-        d->p--;
-        return fail(d, bin ? "binary expected" : "a string expected");
-    }
-    if (rc)
-        return rc;
-    if (v > max || v > left(d))
-        return fail(d, "too long");
-    *s = d->p;
-    *l = (uint32_t)v;
-    d->p += v;
-    if (!bin && memchr(*s, 0, *l))
-        return fail(d, "string contains a NUL byte");
-    return 0;
-}
-
-/* Skip one value of the types these writers use (and nil/bool). */
-static int rd_skip(struct rd *d, int depth)
-{
-    if (depth > 8)
-        return fail(d, "nested too deep");
-    if (!left(d))
-        return fail(d, "truncated");
-    uint8_t t = *d->p;
-    uint64_t v;
-    const uint8_t *s;
-    uint32_t l, n;
-    if (t <= 0x7f || t == 0xc0 || t == 0xc2 || t == 0xc3) {
-        d->p++;
-        return 0;
-    }
-    if (t >= 0xcc && t <= 0xcf)
-        return rd_uint(d, &v);
-    if ((t >= 0xa0 && t <= 0xbf) || (t >= 0xd9 && t <= 0xdb))
-        return rd_raw(d, 0, &s, &l, UINT32_MAX);
-    if (t >= 0xc4 && t <= 0xc6)
-        return rd_raw(d, 1, &s, &l, UINT32_MAX);
-    int map = (t >= 0x80 && t <= 0x8f) || t == 0xde || t == 0xdf;
-    if (map || (t >= 0x90 && t <= 0x9f) || t == 0xdc || t == 0xdd) {
-        int rc = rd_head(d, map ? 'm' : 'a', &n);
-        for (uint64_t i = 0; !rc && i < (uint64_t)n * (map ? 2u : 1u); i++)
-            rc = rd_skip(d, depth + 1);
-        return rc;
-    }
-    return fail(d, "unexpected type");
-}
-
-static int key_is(const uint8_t *k, uint32_t kl, const char *want)
-{
-    return kl == strlen(want) && !memcmp(k, want, kl);
-}
-
-static int id_ok(struct rd *d, const uint8_t *s, uint32_t l)
-{
-    char tmp[REFIT_RECORD_MAX_ID + 1];
-    if (l > REFIT_RECORD_MAX_ID)
-        return fail(d, "id too long");
-    memcpy(tmp, s, l);
-    tmp[l] = '\0';
-    if (refit_check_id("id", tmp))
-        return fail(d, "not a valid id");
-    return 0;
-}
 
 /* ------------------------------------------------------------------ */
 /* Replica records */
@@ -237,107 +87,86 @@ struct span {
     uint32_t l;
 };
 
+static int rd_replica_status(struct rf_mp *d, uint32_t *st)
+{
+    const uint8_t *s;
+    uint32_t sl;
+    int rc = rf_mp_str(d, &s, &sl, 16);
+    if (rc)
+        return rc;
+    *st = rf_mp_key_is(s, sl, "READY") ? RF_REPLICA_READY : rf_mp_key_is(s, sl, "UPDATING") ? RF_REPLICA_UPDATING : 0;
+    return *st ? 0 : rf_mp_fail(d, "neither READY nor UPDATING");
+}
+
+/* One field of a replica record into r and the spans. */
+static int rd_replica_field(struct rf_mp *d, int f, struct rf_replica *r, struct span *sp)
+{
+    uint64_t v = 0;
+    int rc = 0;
+    switch (f) {
+    case 0:
+        if (!(rc = rf_mp_u64(d, &v)) && v != RF_REPLICA_SCHEMA)
+            rc = rf_mp_fail(d, "unknown schema");
+        return rc;
+    case 1: return rf_mp_id(d, &sp[0].p, &sp[0].l, "replica id");
+    case 2: return rf_mp_str(d, &sp[1].p, &sp[1].l, REFIT_RECORD_MAX_STRING);
+    case 3: return rf_mp_str(d, &sp[2].p, &sp[2].l, REFIT_RECORD_MAX_STRING);
+    case 4: return rf_mp_bin(d, &sp[3].p, &sp[3].l, REFIT_RECORD_MAX_BLOB);
+    case 5: return rf_mp_bin(d, &sp[4].p, &sp[4].l, REFIT_RECORD_MAX_BLOB);
+    case 6:
+        if (!(rc = rf_mp_bin(d, &sp[5].p, &sp[5].l, 16)) && sp[5].l != 16)
+            rc = rf_mp_fail(d, "a 16-byte key expected");
+        return rc;
+    case 7: return rf_mp_u64(d, &r->version);
+    case 8: return rd_replica_status(d, &r->status);
+    case 9:
+        if (!(rc = rf_mp_u64(d, &v)) && (v < 1 || v > 2))
+            rc = rf_mp_fail(d, "1 or 2 expected");
+        r->keeps = (uint32_t)v;
+        return rc;
+    case 10: return rf_mp_u64(d, &r->length);
+    case 11:
+        if (!(rc = rf_mp_u64(d, &r->chunk)) && (r->chunk < 4096 || r->chunk > (1u << 30)))
+            rc = rf_mp_fail(d, "chunk size out of range (4 KiB .. 1 GiB)");
+        return rc;
+    case 12:
+        if (!(rc = rf_mp_bin(d, &sp[6].p, &sp[6].l, RF_REPLICA_MAX_SUMS * 8u)) && sp[6].l % 8)
+            rc = rf_mp_fail(d, "not a whole number of 8-byte checksums");
+        return rc;
+    case 13: return rf_mp_u64(d, &r->heartbeat_ms);
+    }
+    return 0;
+}
+
 int rf_replica_decode(const void *buf, size_t len, const char *key, struct rf_replica **out)
 {
-    struct rd d = {buf, (const uint8_t *)buf + len, buf, key ? key : "replica", "(top)"};
-    struct rf_replica r = {0};
-    struct span id = {0}, model = {0}, tp = {0}, addr = {0}, rkey = {0}, lay = {0}, sums = {0};
-    enum { F_SCHEMA = 1, F_ID = 2, F_MODEL = 4, F_TP = 8, F_ADDR = 16, F_RKEY = 32, F_LAYOUT = 64, F_VERSION = 128,
-           F_STATUS = 256, F_KEEPS = 512, F_LENGTH = 1024, F_CHUNK = 2048, F_SUMS = 4096, F_HB = 8192,
-           F_ALL = 16383 };
     static const char *const names[] = {"schema", "replica", "model", "transport", "address", "rkey", "layout",
                                         "version", "status", "keeps", "length", "chunk", "sums", "heartbeat"};
-    unsigned seen = 0;
-    uint32_t n;
-    int rc = rd_head(&d, 'm', &n);
+    struct rf_mp d;
+    rf_mp_init(&d, buf, len, key, "replica");
+    struct rf_replica r = {0};
+    /* id, model, transport, address, rkey, layout, sums */
+    struct span sp[7] = {{0}};
+    uint32_t n, seen = 0;
+    int rc = rf_mp_map(&d, &n, 1);
     for (uint32_t i = 0; !rc && i < n; i++) {
-        const uint8_t *k;
-        uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_raw(&d, 0, &k, &kl, 64)))
-            break;
-        int f = -1;
-        for (int j = 0; j < 14 && f < 0; j++)
-            if (key_is(k, kl, names[j]))
-                f = j;
-        if (f < 0) {
-            d.field = "(unknown)";
-            rc = rd_skip(&d, 0);
-            continue;
-        }
-        d.field = names[f];
-        if (seen & (1u << f)) {
-            rc = fail(&d, "appears twice");
-            break;
-        }
-        seen |= 1u << f;
-        uint64_t v = 0;
-        const uint8_t *s;
-        uint32_t sl;
-        switch (1u << f) {
-        case F_SCHEMA:
-            if (!(rc = rd_uint(&d, &v)) && v != RF_REPLICA_SCHEMA)
-                rc = fail(&d, "unknown schema");
-            break;
-        case F_ID:
-            if (!(rc = rd_raw(&d, 0, &id.p, &id.l, REFIT_RECORD_MAX_ID)))
-                rc = id_ok(&d, id.p, id.l);
-            break;
-        case F_MODEL: rc = rd_raw(&d, 0, &model.p, &model.l, REFIT_RECORD_MAX_STRING); break;
-        case F_TP: rc = rd_raw(&d, 0, &tp.p, &tp.l, REFIT_RECORD_MAX_STRING); break;
-        case F_ADDR: rc = rd_raw(&d, 1, &addr.p, &addr.l, REFIT_RECORD_MAX_BLOB); break;
-        case F_RKEY: rc = rd_raw(&d, 1, &rkey.p, &rkey.l, REFIT_RECORD_MAX_BLOB); break;
-        case F_LAYOUT:
-            if (!(rc = rd_raw(&d, 1, &lay.p, &lay.l, 16)) && lay.l != 16)
-                rc = fail(&d, "a 16-byte key expected");
-            break;
-        case F_VERSION: rc = rd_uint(&d, &r.version); break;
-        case F_STATUS:
-            if (!(rc = rd_raw(&d, 0, &s, &sl, 16))) {
-                r.status = key_is(s, sl, "READY") ? RF_REPLICA_READY
-                           : key_is(s, sl, "UPDATING") ? RF_REPLICA_UPDATING : 0;
-                if (!r.status)
-                    rc = fail(&d, "neither READY nor UPDATING");
-            }
-            break;
-        case F_KEEPS:
-            if (!(rc = rd_uint(&d, &v)) && (v < 1 || v > 2))
-                rc = fail(&d, "1 or 2 expected");
-            r.keeps = (uint32_t)v;
-            break;
-        case F_LENGTH: rc = rd_uint(&d, &r.length); break;
-        case F_CHUNK:
-            if (!(rc = rd_uint(&d, &r.chunk)) && (r.chunk < 4096 || r.chunk > (1u << 30)))
-                rc = fail(&d, "chunk size out of range (4 KiB .. 1 GiB)");
-            break;
-        case F_SUMS:
-            if (!(rc = rd_raw(&d, 1, &sums.p, &sums.l, RF_REPLICA_MAX_SUMS * 8u)) && sums.l % 8)
-                rc = fail(&d, "not a whole number of 8-byte checksums");
-            break;
-        case F_HB: rc = rd_uint(&d, &r.heartbeat_ms); break;
-        }
+        int f;
+        if (!(rc = rf_mp_field(&d, names, 14, &seen, &f)) && f >= 0)
+            rc = rd_replica_field(&d, f, &r, sp);
     }
-    if (!rc && seen != F_ALL) {
-        for (int j = 0; j < 14; j++)
-            if (!(seen & (1u << j))) {
-                d.field = names[j];
-                break;
-            }
-        rc = fail(&d, "missing");
-    }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = fail(&d, "bytes after the record");
-    }
-    if (!rc && sums_needed(r.length, r.chunk) != sums.l / 8) {
+    if (!rc)
+        rc = rf_mp_required(&d, names, 14, seen, (1u << 14) - 1);
+    if (!rc)
+        rc = rf_mp_end(&d, "record");
+    if (!rc && sums_needed(r.length, r.chunk) != sp[6].l / 8) {
         d.field = "sums";
-        rc = fail(&d, "count does not match length / chunk");
+        rc = rf_mp_fail(&d, "count does not match length / chunk");
     }
     if (rc)
         return rc;
-    r.n_sums = sums.l / 8;
+    r.n_sums = sp[6].l / 8;
     /* One allocation: struct, sums (aligned), then strings and blobs. */
-    size_t total = sizeof(r) + r.n_sums * 8 + id.l + model.l + tp.l + 3 + addr.l + rkey.l + 2;
+    size_t total = sizeof(r) + r.n_sums * 8 + sp[0].l + sp[1].l + sp[2].l + 3 + sp[3].l + sp[4].l + 2;
     struct rf_replica *o = malloc(total);
     if (!o)
         return REFIT_ENOMEM;
@@ -346,25 +175,24 @@ int rf_replica_decode(const void *buf, size_t len, const char *key, struct rf_re
     for (size_t i = 0; i < r.n_sums; i++) {
         uint64_t x = 0;
         for (int b = 7; b >= 0; b--)
-            x = x << 8 | sums.p[i * 8 + (size_t)b];
+            x = x << 8 | sp[6].p[i * 8 + (size_t)b];
         w[i] = x;
     }
     o->sums = w;
     char *at = (char *)(w + r.n_sums);
-    struct span *str[3] = {&id, &model, &tp};
     const char **dst[3] = {&o->id, &o->model, &o->transport};
     for (int j = 0; j < 3; j++) {
-        memcpy(at, str[j]->p, str[j]->l);
-        at[str[j]->l] = '\0';
+        memcpy(at, sp[j].p, sp[j].l);
+        at[sp[j].l] = '\0';
         *dst[j] = at;
-        at += str[j]->l + 1;
+        at += sp[j].l + 1;
     }
-    memcpy(at, addr.p, addr.l);
-    o->address = (struct refit_blob){at, addr.l};
-    at += addr.l + 1;
-    memcpy(at, rkey.p, rkey.l);
-    o->rkey = (struct refit_blob){at, rkey.l};
-    memcpy(o->layout.b, lay.p, 16);
+    memcpy(at, sp[3].p, sp[3].l);
+    o->address = (struct refit_blob){at, sp[3].l};
+    at += sp[3].l + 1;
+    memcpy(at, sp[4].p, sp[4].l);
+    o->rkey = (struct refit_blob){at, sp[4].l};
+    memcpy(o->layout.b, sp[5].p, 16);
     *out = o;
     return 0;
 }
@@ -392,87 +220,111 @@ int rf_lease_encode(const struct rf_lease *l, size_t n, void **buf, size_t *len)
     return pk_finish(&k, buf, len);
 }
 
+/* One entry [puller, expires_ms, version]. */
+static int rd_lease(struct rf_mp *d, struct rf_lease *l)
+{
+    const uint8_t *s;
+    uint32_t sl;
+    int rc = rf_mp_tuple(d, 3);
+    if (!rc && !(rc = rf_mp_id(d, &s, &sl, "puller"))) {
+        memcpy(l->id, s, sl);
+        l->id[sl] = '\0';
+    }
+    if (!rc)
+        rc = rf_mp_u64(d, &l->expires_ms);
+    if (!rc)
+        rc = rf_mp_u64(d, &l->version);
+    return rc;
+}
+
 int rf_lease_decode(const void *buf, size_t len, const char *key, struct rf_lease **out, size_t *n_out)
 {
-    struct rd d = {buf, (const uint8_t *)buf + len, buf, key ? key : "lease", "(top)"};
+    static const char *const names[] = {"schema", "leases"};
+    struct rf_mp d;
+    rf_mp_init(&d, buf, len, key, "lease");
     struct rf_lease *l = NULL;
-    size_t nl = 0;
-    int have = 0;
-    uint32_t n;
-    int rc = rd_head(&d, 'm', &n);
+    uint32_t n, m = 0, seen = 0;
+    int rc = rf_mp_map(&d, &n, 1);
     for (uint32_t i = 0; !rc && i < n; i++) {
-        const uint8_t *k;
-        uint32_t kl;
-        d.field = "(key)";
-        if ((rc = rd_raw(&d, 0, &k, &kl, 64)))
-            break;
+        int f;
         uint64_t v;
-        if (key_is(k, kl, "schema")) {
-            d.field = "schema";
-            if (!(rc = rd_uint(&d, &v)) && v != RF_REPLICA_SCHEMA)
-                rc = fail(&d, "unknown schema");
-        } else if (key_is(k, kl, "leases")) {
-            d.field = "leases";
-            uint32_t m;
-            if (have) {
-                rc = fail(&d, "appears twice");
-                break;
-            }
-            have = 1;
-            if ((rc = rd_head(&d, 'a', &m)))
-                break;
-            if (m > RF_LEASE_MAX) {
-                rc = fail(&d, "too many entries");
-                break;
-            }
-            /* Each entry takes at least 4 bytes: the header checked that
-             * m bytes are left, so m entries are bounded by the input. */
-            l = calloc(m ? m : 1, sizeof(*l));
-            if (!l)
-                return REFIT_ENOMEM;
-            for (uint32_t j = 0; !rc && j < m; j++) {
-                uint32_t three;
-                const uint8_t *s;
-                uint32_t sl;
-                if ((rc = rd_head(&d, 'a', &three)))
-                    break;
-                if (three != 3) {
-                    rc = fail(&d, "an entry is [puller, expires_ms, version]");
-                    break;
-                }
-                if (!(rc = rd_raw(&d, 0, &s, &sl, REFIT_RECORD_MAX_ID)) && !(rc = id_ok(&d, s, sl))) {
-                    memcpy(l[j].id, s, sl);
-                    l[j].id[sl] = '\0';
-                }
-                if (!rc)
-                    rc = rd_uint(&d, &l[j].expires_ms);
-                if (!rc)
-                    rc = rd_uint(&d, &l[j].version);
-            }
-            nl = m;
-        } else {
-            d.field = "(unknown)";
-            rc = rd_skip(&d, 0);
+        if ((rc = rf_mp_field(&d, names, 2, &seen, &f)) || f < 0)
+            continue;
+        if (f == 0) {
+            if (!(rc = rf_mp_u64(&d, &v)) && v != RF_REPLICA_SCHEMA)
+                rc = rf_mp_fail(&d, "unknown schema");
+            continue;
         }
+        /* Each entry takes at least 4 bytes: the count is bounded by the
+         * input before anything is allocated. */
+        if ((rc = rf_mp_array(&d, &m, 4)))
+            break;
+        if (m > RF_LEASE_MAX) {
+            rc = rf_mp_fail(&d, "too many entries");
+            break;
+        }
+        if (!(l = calloc(m ? m : 1, sizeof(*l))))
+            return REFIT_ENOMEM;
+        d.item = "entry";
+        for (uint32_t j = 0; !rc && j < m; j++) {
+            d.index = (ptrdiff_t)j;
+            rc = rd_lease(&d, &l[j]);
+        }
+        d.index = -1;
     }
-    if (!rc && !have) {
-        d.field = "leases";
-        rc = fail(&d, "missing");
-    }
-    if (!rc && d.p != d.end) {
-        d.field = "(end)";
-        rc = fail(&d, "bytes after the list");
-    }
-    if (rc) {
-        free(l);
-        return rc;
-    }
-    if (!nl) {
+    if (!rc)
+        rc = rf_mp_required(&d, names, 2, seen, 2);
+    if (!rc)
+        rc = rf_mp_end(&d, "list");
+    if (rc || !m) {
         free(l);
         l = NULL;
     }
+    if (rc)
+        return rc;
     *out = l;
-    *n_out = nl;
+    *n_out = m;
+    return 0;
+}
+
+int rf_lease_read(refit_store_t *s, const char *key, struct rf_lease **out, size_t *n, void **raw,
+                  size_t *raw_len)
+{
+    void *val = NULL;
+    size_t len = 0;
+    *out = NULL;
+    *n = 0;
+    if (raw)
+        *raw = NULL;
+    int rc = refit_store_get(s, key, &val, &len);
+    if (rc == REFIT_ENOENT) {
+        refit_error_clear();
+        return 0;
+    }
+    if (rc)
+        return rc;
+    struct rf_lease *l = NULL;
+    size_t nl = 0;
+    if (rf_lease_decode(val, len, key, &l, &nl)) {
+        /* A bad list pins nobody: it is replaced by the next writer. */
+        refit_log(REFIT_LOG_WARN, "fanout", "ignoring a malformed lease list: %s", refit_error_message());
+        refit_error_clear();
+        l = NULL;
+        nl = 0;
+    }
+    uint64_t now = refit_time_ms();
+    size_t m = 0;
+    for (size_t i = 0; i < nl; i++)
+        if (l[i].expires_ms > now)
+            l[m++] = l[i];
+    *out = l;
+    *n = m;
+    if (raw) {
+        *raw = val;
+        *raw_len = len;
+    } else {
+        free(val);
+    }
     return 0;
 }
 

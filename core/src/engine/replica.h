@@ -62,6 +62,12 @@ int rf_lease_encode(const struct rf_lease *l, size_t n, void **buf, size_t *len)
 /* *out freed with free() (NULL when *n is 0). */
 int rf_lease_decode(const void *buf, size_t len, const char *key, struct rf_lease **out, size_t *n);
 
+/* The live (unexpired) entries of the lease list at key (none when it is
+ * absent or malformed: a bad list pins nobody); *raw (may be NULL) keeps
+ * the bytes read, for a cas.  *out and *raw freed with free(). */
+int rf_lease_read(refit_store_t *s, const char *key, struct rf_lease **out, size_t *n, void **raw,
+                  size_t *raw_len);
+
 /* "replicas/<id>" and "load/<source>" into buf (REFIT_STORE_MAX_KEY + 1). */
 int rf_key_replica(char *buf, const char *id);
 int rf_key_load(char *buf, const char *source);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "../util.h"
 #include "refit/log.h"
 #include "refit/status.h"
 #include "sums.h"
@@ -140,7 +141,7 @@ int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_cat
     size_t w = 0;
     for (size_t t = 0; t < nt; t++) {
         const struct refit_cat_tensor *ct = &cat->tensors[t];
-        if (w + 2 > nw) {
+        if (!rf_fits(w, 2, nw)) {
             rf_sums_fini(out);
             return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
         }
@@ -152,7 +153,7 @@ int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_cat
             return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has %llu chunk checksums, expected %llu",
                                    key, ct->name, (unsigned long long)nc, (unsigned long long)want);
         }
-        if (w + 2 + nc > nw) {
+        if (!rf_fits(w + 2, nc, nw)) {
             rf_sums_fini(out);
             return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
         }

@@ -1,0 +1,629 @@
+/* push_pub.c — push mode on the publisher (refit.mode: push; the delivery
+ * strategy rf_deliver_push of publisher.h).
+ *
+ * After READY(V), the publisher serves every receiver's advert for V
+ * (push_work.h): it fetches the receiver's work list (cached by its hash,
+ * which it re-checks), WRITEs its raw descriptors straight from its
+ * registered memory, gathers and quantizes its FP8 units (half the bytes
+ * of bf16 on the wire), writes the units' hashes into its mailbox slot,
+ * waits for its WRITEs and notifies the receiver ("RFPUSH <V> <source>
+ * ok"; a store key where the transport has no notifications).  A work
+ * list is someone else's data: the decoder checked every sum without
+ * wrapping, and every read here is checked against the region it reads
+ * (src_end, remote_off + len).  The receiver's side is push_rcv.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "../util.h"
+#include "plan.h"
+#include "publisher.h"
+#include "push.h"
+#include "push_work.h"
+#include "refit/fp8.h"
+#include "refit/log.h"
+
+/* Requests in flight to one receiver before the oldest is waited for. */
+#define INFLIGHT_MAX 8
+/* Remote keys kept per receiver (staging alternates, scratch, mailbox). */
+#define RKEY_CACHE 6
+/* Work lists kept (a few plans at most are alive: one per receiver layout). */
+#define WORKS_MAX 16
+
+/* Bytes of a band's scale row: one f32 per FP8 block of columns. */
+static size_t scale_row_bytes(uint64_t cols)
+{
+    return (size_t)((cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK * sizeof(float));
+}
+
+struct pub_work {
+    struct refit_hash128 hash;
+    struct push_work w; /* only this publisher's section */
+    /* Quantized units and the mailbox slot, registered to WRITE from. */
+    uint8_t *out;
+    size_t out_len;
+    refit_tp_region_t *out_reg;
+    uint64_t *u_off, *s_off; /* per unit: offsets in out */
+    uint64_t mail_at;
+    void *img;
+    size_t img_len;
+};
+
+struct pub_peer {
+    char *receiver;
+    void *addr;
+    size_t addr_len;
+    refit_tp_peer_t *peer;
+    struct {
+        void *blob;
+        size_t len;
+        refit_tp_rkey_t *k;
+    } rk[RKEY_CACHE]; /* staging alternates between two buffers, scratch and mailbox stay */
+};
+
+struct rf_push_pub {
+    struct pub_work *works;
+    size_t n_works;
+    struct pub_peer *peers;
+    size_t n_peers;
+    uint64_t bytes; /* written by the last publish */
+};
+
+static void pub_work_free(refit_publisher_t *pub, struct pub_work *w)
+{
+    if (w->out_reg)
+        refit_tp_dereg(pub->tp, w->out_reg);
+    free(w->out);
+    free(w->u_off);
+    free(w->s_off);
+    free(w->img);
+    rf_push_work_free(&w->w);
+}
+
+static void push_destroy(refit_publisher_t *pub)
+{
+    struct rf_push_pub *pp = pub->push;
+    if (!pp)
+        return;
+    for (size_t i = 0; i < pp->n_works; i++)
+        pub_work_free(pub, &pp->works[i]);
+    free(pp->works);
+    for (size_t i = 0; i < pp->n_peers; i++) {
+        struct pub_peer *p = &pp->peers[i];
+        for (int k = 0; k < RKEY_CACHE; k++) {
+            refit_tp_release(pub->tp, p->rk[k].k);
+            free(p->rk[k].blob);
+        }
+        refit_tp_disconnect(pub->tp, p->peer);
+        free(p->addr);
+        free(p->receiver);
+    }
+    free(pp->peers);
+    free(pp);
+    pub->push = NULL;
+}
+
+static uint64_t push_bytes(const refit_publisher_t *pub)
+{
+    return pub->push ? pub->push->bytes : 0;
+}
+
+/* The registered memory a catalog region index of the work names. */
+static int local_region(refit_publisher_t *pub, uint32_t region, int arena, struct pub_region **out)
+{
+    int rc = pub->hold->region(pub, arena, region, out);
+    return rc ? refit_error_push(rc, "push work") : 0;
+}
+
+/* Every piece reads inside its region, before anything is sized from the
+ * work: output and image buffers follow from units whose pieces exist. */
+static int pieces_in_regions(refit_publisher_t *pub, const struct push_work *w, const char *key)
+{
+    const struct push_section *s = w->n_s ? &w->s[0] : NULL;
+    for (size_t q = 0; s && q < s->n_pc; q++) {
+        struct pub_region *rg;
+        int rc = pub->hold->region(pub, 0, s->pc[q].region, &rg);
+        if (rc)
+            return refit_error_push(rc, "%s", key);
+        if (s->pc[q].src_end > rg->len)
+            return refit_error_set(REFIT_ERANGE, "%s: piece %zu reads past region %u (%llu > %zu)", key, q,
+                                   s->pc[q].region, (unsigned long long)s->pc[q].src_end, rg->len);
+    }
+    return 0;
+}
+
+static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struct pub_work **out)
+{
+    struct rf_push_pub *pp = pub->push;
+    for (size_t i = 0; i < pp->n_works; i++)
+        if (!memcmp(pp->works[i].hash.b, h->b, 16)) {
+            *out = &pp->works[i];
+            return 0;
+        }
+    char key[REFIT_STORE_MAX_KEY + 1];
+    rf_key_push_work(key, h);
+    void *val = NULL;
+    size_t len = 0;
+    int rc = refit_store_get(pub->ctx->store, key, &val, &len);
+    if (rc)
+        return refit_error_push(rc, "fetching %s", key);
+    struct refit_hash128 got;
+    refit_hash128_of(val, len, &got);
+    struct pub_work w = {.hash = *h};
+    if (memcmp(got.b, h->b, 16))
+        rc = refit_error_set(REFIT_EPROTO, "%s: content does not match its hash", key);
+    if (!rc)
+        rc = rf_push_work_decode(val, len, key, pub->id, &w.w);
+    free(val);
+    if (!rc)
+        rc = pieces_in_regions(pub, &w.w, key);
+    if (rc) {
+        rf_push_work_free(&w.w);
+        return rc;
+    }
+    /* Output space: every unit's FP8 bytes and scales, then the mailbox. */
+    const struct push_section *s = w.w.n_s ? &w.w.s[0] : NULL;
+    size_t nu = s ? s->n_u : 0, at = 0, img = 0;
+    w.u_off = calloc(nu ? nu : 1, sizeof(uint64_t));
+    w.s_off = calloc(nu ? nu : 1, sizeof(uint64_t));
+    if (!w.u_off || !w.s_off) {
+        pub_work_free(pub, &w);
+        return REFIT_ENOMEM;
+    }
+    for (size_t k = 0; k < nu; k++) {
+        const struct push_unit *u = &s->u[k];
+        w.u_off[k] = at;
+        at += (u->rows * u->cols + 63) & ~(size_t)63;
+        w.s_off[k] = at;
+        at += (scale_row_bytes(u->cols) + 63) & ~(size_t)63;
+        size_t il = u->rows * u->cols * refit_dtype_size((enum refit_dtype)u->src_dtype);
+        if (il > img)
+            img = il;
+    }
+    w.mail_at = at;
+    at += RF_PUSH_MAIL_HEAD + RF_PUSH_MAIL_UNIT * nu;
+    w.out_len = at;
+    w.img_len = img;
+    w.out = aligned_alloc(64, (at + 63) & ~(size_t)63);
+    w.img = img ? malloc(img) : NULL;
+    if (!w.out || (img && !w.img)) {
+        pub_work_free(pub, &w);
+        return REFIT_ENOMEM;
+    }
+    if (s && (rc = refit_tp_reg(pub->tp, w.out, w.out_len, REFIT_MEM_HOST, &w.out_reg))) {
+        pub_work_free(pub, &w);
+        return refit_error_push(rc, "publisher %s: registering push output", pub->id);
+    }
+    /* A few plans at most are alive (one per receiver layout). */
+    if (pp->n_works == WORKS_MAX) {
+        pub_work_free(pub, &pp->works[0]);
+        memmove(pp->works, pp->works + 1, (WORKS_MAX - 1) * sizeof(*pp->works));
+        pp->n_works--;
+    }
+    struct pub_work *nw = realloc(pp->works, (pp->n_works + 1) * sizeof(*nw));
+    if (!nw) {
+        pub_work_free(pub, &w);
+        return REFIT_ENOMEM;
+    }
+    pp->works = nw;
+    nw[pp->n_works] = w;
+    *out = &nw[pp->n_works++];
+    return 0;
+}
+
+static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct pub_peer **out)
+{
+    struct rf_push_pub *pp = pub->push;
+    struct pub_peer *p = NULL;
+    for (size_t i = 0; i < pp->n_peers; i++)
+        if (!strcmp(pp->peers[i].receiver, a->receiver))
+            p = &pp->peers[i];
+    if (p && (p->addr_len != a->addr_len || memcmp(p->addr, a->addr, a->addr_len))) {
+        /* The receiver restarted: a new address, new keys. */
+        for (int k = 0; k < RKEY_CACHE; k++) {
+            refit_tp_release(pub->tp, p->rk[k].k);
+            free(p->rk[k].blob);
+        }
+        memset(p->rk, 0, sizeof(p->rk));
+        refit_tp_disconnect(pub->tp, p->peer);
+        p->peer = NULL;
+        free(p->addr);
+        p->addr = NULL;
+    }
+    if (!p) {
+        struct pub_peer *np = realloc(pp->peers, (pp->n_peers + 1) * sizeof(*np));
+        if (!np)
+            return REFIT_ENOMEM;
+        pp->peers = np;
+        p = &np[pp->n_peers];
+        memset(p, 0, sizeof(*p));
+        if (!(p->receiver = strdup(a->receiver)))
+            return REFIT_ENOMEM;
+        pp->n_peers++;
+    }
+    if (!p->peer) {
+        if (!(p->addr = malloc(a->addr_len ? a->addr_len : 1)))
+            return REFIT_ENOMEM;
+        memcpy(p->addr, a->addr, a->addr_len);
+        p->addr_len = a->addr_len;
+        int rc = refit_tp_connect(pub->tp, a->addr, a->addr_len, a->receiver, &p->peer);
+        if (rc) {
+            free(p->addr);
+            p->addr = NULL;
+            return refit_error_push(rc, "connecting to receiver %s", a->receiver);
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob, size_t len, refit_tp_rkey_t **out)
+{
+    int lru = 0;
+    for (int k = 0; k < RKEY_CACHE; k++) {
+        if (p->rk[k].k && p->rk[k].len == len && !memcmp(p->rk[k].blob, blob, len)) {
+            *out = p->rk[k].k;
+            return 0;
+        }
+        if (!p->rk[k].k)
+            lru = k;
+    }
+    if (p->rk[lru].k) {
+        /* Full: drop the oldest (slot 0) and shift. */
+        refit_tp_release(pub->tp, p->rk[0].k);
+        free(p->rk[0].blob);
+        memmove(&p->rk[0], &p->rk[1], (RKEY_CACHE - 1) * sizeof(p->rk[0]));
+        memset(&p->rk[RKEY_CACHE - 1], 0, sizeof(p->rk[0]));
+        lru = RKEY_CACHE - 1;
+    }
+    void *copy = malloc(len ? len : 1);
+    if (!copy)
+        return REFIT_ENOMEM;
+    memcpy(copy, blob, len);
+    int rc = refit_tp_unpack(pub->tp, p->peer, blob, len, &p->rk[lru].k);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    p->rk[lru].blob = copy;
+    p->rk[lru].len = len;
+    *out = p->rk[lru].k;
+    return 0;
+}
+
+/* Requests in flight to one receiver, waited for in order. */
+struct inflight {
+    refit_tp_req_t **q;
+    size_t n, cap;
+};
+
+static int inflight_post(refit_publisher_t *pub, struct inflight *f, refit_tp_peer_t *peer,
+                         const struct refit_tp_desc *d, size_t n, const char *who)
+{
+    const struct refit_tp_caps *caps = refit_tp_caps(pub->tp);
+    size_t per = caps->max_desc_per_post ? caps->max_desc_per_post : n;
+    if (per > (size_t)pub->ctx->flush_every) /* >= 1 by the schema */
+        per = (size_t)pub->ctx->flush_every;
+    for (size_t at = 0; at < n;) {
+        size_t k = n - at < per ? n - at : per;
+        /* Bounded depth: wait for the oldest before posting more. */
+        if (f->n >= INFLIGHT_MAX) {
+            int rc = refit_tp_wait(pub->tp, f->q[0], -1);
+            refit_tp_req_free(pub->tp, f->q[0]);
+            memmove(f->q, f->q + 1, (f->n - 1) * sizeof(*f->q));
+            f->n--;
+            if (rc)
+                return refit_error_push(rc, "writing to receiver %s", who);
+        }
+        if (f->n == f->cap) {
+            size_t nc = f->cap ? f->cap * 2 : 16;
+            refit_tp_req_t **nq = realloc(f->q, nc * sizeof(*nq));
+            if (!nq)
+                return REFIT_ENOMEM;
+            f->q = nq;
+            f->cap = nc;
+        }
+        int rc = refit_tp_post(pub->tp, peer, d + at, k, &f->q[f->n]);
+        if (rc)
+            return refit_error_push(rc, "writing to receiver %s", who);
+        f->n++;
+        at += k;
+    }
+    return 0;
+}
+
+static int inflight_drain(refit_publisher_t *pub, struct inflight *f, const char *who)
+{
+    int rc = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        int c = refit_tp_wait(pub->tp, f->q[i], -1);
+        if (c && !rc)
+            rc = refit_error_push(c, "writing to receiver %s", who);
+        /* A request that never finished belongs to the transport's fini. */
+        if (c != REFIT_ETIMEDOUT)
+            refit_tp_req_free(pub->tp, f->q[i]);
+    }
+    free(f->q);
+    memset(f, 0, sizeof(*f));
+    return rc;
+}
+
+/* Gather one unit's pieces from this rank's tensors and quantize it. */
+static int make_unit(refit_publisher_t *pub, struct pub_work *w, size_t k, int arena)
+{
+    const struct push_section *s = &w->w.s[0];
+    const struct push_unit *u = &s->u[k];
+    size_t es = refit_dtype_size((enum refit_dtype)u->src_dtype);
+    memset(w->img, 0, u->rows * u->cols * es);
+    for (size_t q = u->first; q < u->first + u->n; q++) {
+        const struct push_piece *p = &s->pc[q];
+        struct pub_region *rg;
+        int rc = local_region(pub, p->region, arena, &rg);
+        if (rc)
+            return rc;
+        /* src_end: the decoder computed it without wrapping. */
+        if (p->src_end > rg->len)
+            return refit_error_set(REFIT_ERANGE, "push work: unit %zu (layout tensor %u) reads past region %u "
+                                   "(%llu > %zu)", k, u->t, p->region, (unsigned long long)p->src_end, rg->len);
+        for (uint64_t i = 0; i < p->rows; i++)
+            memcpy((char *)w->img + ((p->dst_row + i) * u->cols + p->dst_col) * es,
+                   (const char *)rg->base + p->tensor_off + ((p->src_row + i) * p->src_cols + p->src_col) * es,
+                   p->cols * es);
+    }
+    struct refit_fp8_params fp = {(enum refit_fp8_rule)w->w.rule, w->w.floor, REFIT_FP8_IMPL_AUTO};
+    uint8_t *out = w->out + w->u_off[k];
+    float *sc = (float *)(w->out + w->s_off[k]);
+    if (u->src_dtype == REFIT_DTYPE_BF16)
+        return refit_fp8_quantize_bf16(w->img, u->rows, u->cols, u->cols, out, sc, &fp);
+    return refit_fp8_quantize_f32(w->img, u->rows, u->cols, u->cols, out, sc, &fp);
+}
+
+static int send_note(refit_publisher_t *pub, struct pub_peer *p, uint64_t v, const char *status)
+{
+    char msg[RF_PUSH_MAX_NOTE + 1];
+    int n = snprintf(msg, sizeof(msg), RF_PUSH_NOTE_PREFIX "%llu %s %s", (unsigned long long)v, pub->id, status);
+    size_t len = n < 0 ? 0 : (size_t)n > RF_PUSH_MAX_NOTE ? RF_PUSH_MAX_NOTE : (size_t)n;
+    const struct refit_tp_caps *caps = refit_tp_caps(pub->tp);
+    if (caps->notify && p && p->peer) {
+        if (caps->max_notify_len && len > caps->max_notify_len)
+            len = caps->max_notify_len;
+        return refit_tp_notify(pub->tp, p->peer, msg, len);
+    }
+    char key[REFIT_STORE_MAX_KEY + 1];
+    int rc = rf_key_push_done(key, v, p ? p->receiver : "?", pub->id);
+    return rc ? rc : refit_store_put(pub->ctx->store, key, status, strlen(status));
+}
+
+/* Raw WRITEs first: the transport moves them while units are quantized. */
+static int post_raw(refit_publisher_t *pub, const struct push_section *s, int arena, refit_tp_rkey_t *const *rk,
+                    const struct push_advert *a, struct pub_peer *p, struct inflight *f, uint64_t *bytes)
+{
+    struct refit_tp_desc *d = calloc(s->n_d ? s->n_d : 1, sizeof(*d));
+    if (!d)
+        return REFIT_ENOMEM;
+    int rc = 0;
+    for (size_t k = 0; !rc && k < s->n_d; k++) {
+        const struct push_desc *w = &s->d[k];
+        struct pub_region *rg;
+        rc = local_region(pub, w->region, arena, &rg);
+        refit_tp_rkey_t *to = rk[w->buf == RF_BUF_SCRATCH ? 1 : 0];
+        if (!rc && !to)
+            rc = refit_error_set(REFIT_EPROTO, "receiver %s: work writes to a buffer it did not advertise",
+                                 a->receiver);
+        if (!rc && !rf_fits(w->remote_off, w->len, rg->len))
+            rc = refit_error_set(REFIT_ERANGE, "receiver %s: work reads past region %u of publisher %s", a->receiver,
+                                 w->region, pub->id);
+        if (!rc)
+            d[k] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
+        *bytes += w->len;
+    }
+    if (!rc)
+        rc = inflight_post(pub, f, p->peer, d, s->n_d, a->receiver);
+    free(d);
+    return rc;
+}
+
+/* Each unit gathered, quantized and written, its hashes into the mailbox
+ * slot, then the slot. */
+static int post_units(refit_publisher_t *pub, struct pub_work *w, int arena, uint64_t v,
+                      refit_tp_rkey_t *const *rk, const struct push_advert *a, struct pub_peer *p, struct inflight *f,
+                      uint64_t *bytes)
+{
+    const struct push_section *s = &w->w.s[0];
+    uint8_t *mail = w->out + w->mail_at;
+    rf_push_wr64(mail, RF_PUSH_MAIL_MAGIC);
+    rf_push_wr64(mail + 8, v);
+    rf_push_wr64(mail + 16, s->n_u);
+    if (s->n_u && !rk[0])
+        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no staging", a->receiver);
+    int rc = 0;
+    for (size_t k = 0; !rc && k < s->n_u; k++) {
+        const struct push_unit *u = &s->u[k];
+        if ((rc = make_unit(pub, w, k, arena)))
+            break;
+        size_t sb = scale_row_bytes(u->cols);
+        rf_push_wr64(mail + 24 + 16 * k, XXH3_64bits(w->out + w->u_off[k], u->rows * u->cols));
+        rf_push_wr64(mail + 32 + 16 * k, XXH3_64bits(w->out + w->s_off[k], sb));
+        struct refit_tp_desc ud[2] = {
+            {REFIT_OP_WRITE, w->out_reg, w->u_off[k], rk[0], u->out_off, u->rows * u->cols},
+            {REFIT_OP_WRITE, w->out_reg, w->s_off[k], rk[0], u->scale_off, sb},
+        };
+        rc = inflight_post(pub, f, p->peer, ud, 2, a->receiver);
+        *bytes += u->rows * u->cols + sb;
+    }
+    if (rc || !s->n_u)
+        return rc;
+    size_t ml = RF_PUSH_MAIL_HEAD + RF_PUSH_MAIL_UNIT * s->n_u;
+    rf_push_wr64(mail + ml - 8, XXH3_64bits(mail, ml - 8));
+    if (!rk[2])
+        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no mailbox", a->receiver);
+    struct refit_tp_desc md = {REFIT_OP_WRITE, w->out_reg, w->mail_at, rk[2], s->mail_off, ml};
+    return inflight_post(pub, f, p->peer, &md, 1, a->receiver);
+}
+
+/* Tell the receiver why, so it fails now rather than at its timeout; the
+ * error of the publish stays the failure's. */
+static void send_failure(refit_publisher_t *pub, struct pub_peer *p, uint64_t v)
+{
+    char why[400], saved[1024];
+    snprintf(why, sizeof(why), "err %s", refit_error_message());
+    int st = refit_error_status();
+    snprintf(saved, sizeof(saved), "%s", refit_error_message());
+    send_note(pub, p, v, why);
+    refit_error_set(st, "%s", saved);
+}
+
+/* Write v into the receiver that advertised `a`. */
+static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, uint64_t v, int arena)
+{
+    struct pub_work *w = NULL;
+    int rc = get_work(pub, &a->work, &w);
+    if (rc)
+        return rc;
+    if (!w->w.n_s)
+        return 0; /* nothing of ours in this receiver's plan */
+    if (strcmp(a->transport, refit_tp_plugin_name(pub->tp)))
+        return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'", a->receiver,
+                               a->transport, refit_tp_plugin_name(pub->tp));
+    struct pub_peer *p = NULL;
+    rc = get_peer(pub, a, &p);
+    refit_tp_rkey_t *rk[3] = {NULL, NULL, NULL};
+    for (int i = 0; !rc && i < 3; i++)
+        if (a->rk_len[i])
+            rc = get_rkey(pub, p, a->rk[i], a->rk_len[i], &rk[i]);
+    if (rc)
+        return refit_error_push(rc, "receiver %s's slots", a->receiver);
+    struct inflight f = {0};
+    uint64_t bytes = 0;
+    rc = post_raw(pub, &w->w.s[0], arena, rk, a, p, &f, &bytes);
+    if (!rc)
+        rc = post_units(pub, w, arena, v, rk, a, p, &f, &bytes);
+    int drc = inflight_drain(pub, &f, a->receiver);
+    if (!rc)
+        rc = drc;
+    if (rc) {
+        send_failure(pub, p, v);
+        return rc;
+    }
+    pub->push->bytes += bytes;
+    rc = send_note(pub, p, v, "ok");
+    return rc ? refit_error_push(rc, "notifying receiver %s", a->receiver) : 0;
+}
+
+/* Receivers served so far this publish. */
+struct served {
+    char **id;
+    size_t n, want;
+};
+
+static int was_served(const struct served *sv, const char *id)
+{
+    for (size_t k = 0; k < sv->n; k++)
+        if (!strcmp(sv->id[k], id))
+            return 1;
+    return 0;
+}
+
+/* The advert at key: served when it is for v and new; a malformed one is
+ * ignored with a warning (anyone may write junk there). */
+static int serve_advert(refit_publisher_t *pub, const char *key, uint64_t v, int arena, struct served *sv)
+{
+    void *val = NULL;
+    size_t len = 0;
+    int rc = refit_store_get(pub->ctx->store, key, &val, &len);
+    if (rc == REFIT_ENOENT)
+        return 0;
+    struct push_advert a;
+    if (!rc)
+        rc = rf_push_advert_decode(val, len, key, &a);
+    if (rc == REFIT_EPROTO) {
+        refit_log(REFIT_LOG_WARN, "push", "%s: ignoring %s: %s", pub->id, key, refit_error_message());
+        rc = 0;
+    } else if (!rc && a.version == v && !was_served(sv, a.receiver)) {
+        rc = serve_receiver(pub, &a, v, arena);
+        if (rc)
+            refit_error_push(rc, "push of v%llu to receiver %s", (unsigned long long)v, a.receiver);
+        else if (!(sv->id[sv->n] = strdup(a.receiver)))
+            rc = REFIT_ENOMEM;
+        else
+            sv->n++;
+    }
+    free(val);
+    return rc;
+}
+
+/* Name the registered receivers that did not advertise v. */
+static int slots_timeout(refit_publisher_t *pub, uint64_t v, const struct served *sv)
+{
+    char names[600] = "";
+    size_t at = 0;
+    char **regs = NULL;
+    size_t nr = 0;
+    if (!refit_store_list(pub->ctx->store, "receivers/", &regs, &nr)) {
+        for (size_t i = 0; i < nr && at < sizeof(names) - 1; i++) {
+            const char *id = regs[i] + strlen("receivers/");
+            if (!was_served(sv, id))
+                at += (size_t)snprintf(names + at, sizeof(names) - at, "%s%s", at ? ", " : "", id);
+        }
+        free(regs);
+    }
+    return refit_error_set(REFIT_ETIMEDOUT,
+                           "push of v%llu: %zu of %zu receivers advertised slots within %lld ms "
+                           "(registered, not advertised: %s)",
+                           (unsigned long long)v, sv->n, sv->want, (long long)pub->ctx->timeout_ms,
+                           at ? names : "none registered");
+}
+
+/* Serve every receiver's advert for v (refit.receivers of them: 0 counts
+ * as one, the receiver that must exist for a push to mean anything). */
+static int push_deliver(refit_publisher_t *pub, uint64_t v, int arena)
+{
+    if (!pub->push && !(pub->push = calloc(1, sizeof(*pub->push))))
+        return REFIT_ENOMEM;
+    pub->push->bytes = 0;
+    struct served sv = {NULL, 0, pub->ctx->receivers > 0 ? (size_t)pub->ctx->receivers : 1};
+    if (!(sv.id = calloc(sv.want, sizeof(char *))))
+        return REFIT_ENOMEM;
+    double deadline = rf_seconds() + (double)pub->ctx->timeout_ms / 1000.0;
+    uint64_t cursor = 0;
+    int rc = refit_store_poll(pub->ctx->store, "push/slots/", 0, &cursor, 0);
+    if (rc == REFIT_ETIMEDOUT)
+        rc = 0;
+    while (!rc && sv.n < sv.want) {
+        char **keys = NULL;
+        size_t nk = 0;
+        rc = refit_store_list(pub->ctx->store, "push/slots/", &keys, &nk);
+        for (size_t i = 0; !rc && i < nk && sv.n < sv.want; i++)
+            rc = serve_advert(pub, keys[i], v, arena, &sv);
+        free(keys);
+        if (rc || sv.n >= sv.want)
+            break;
+        double left = deadline - rf_seconds();
+        if (left <= 0) {
+            rc = slots_timeout(pub, v, &sv);
+            break;
+        }
+        int64_t wait = (int64_t)(left * 1000) + 1;
+        int c = refit_store_poll(pub->ctx->store, "push/slots/", cursor, &cursor,
+                                 wait < RF_POLL_SLOTS_MS ? wait : RF_POLL_SLOTS_MS);
+        if (c && c != REFIT_ETIMEDOUT)
+            rc = c;
+    }
+    for (size_t i = 0; i < sv.n; i++)
+        free(sv.id[i]);
+    free(sv.id);
+    if (!rc)
+        refit_log(REFIT_LOG_INFO, "push", "%s: v%llu pushed to %zu receivers (%llu bytes)", pub->id,
+                  (unsigned long long)v, sv.want, (unsigned long long)pub->push->bytes);
+    return rc;
+}
+
+const struct rf_pub_delivery rf_deliver_push = {
+    .size = sizeof(struct rf_pub_delivery),
+    .name = "push",
+    .host_arena = 1,
+    .deliver = push_deliver,
+    .destroy = push_destroy,
+    .bytes = push_bytes,
+};

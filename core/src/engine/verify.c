@@ -1,0 +1,139 @@
+/* verify.c — the verify stage of a pull (receiver.h): this version's
+ * checksums of every source (versions/<V>/sums/<id>, one pipelined read),
+ * and the check of every checksum chunk a landed descriptor completes
+ * (refit.verify: full, or a sample chosen by a hash of the chunk's
+ * position with refit.verify: sample).
+ *
+ * A receiver that asks for verification gets it or fails: a chunk its
+ * source published no checksum for (the publisher's refit.verify is off,
+ * or a blob of zero chunks) fails the pull naming the source and the
+ * tensor, before anything is committed. */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "receiver.h"
+
+void rf_verify_fini(struct rf_sumcheck *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        rf_sums_fini(&v->sums[i]);
+    free(v->sums);
+    memset(v, 0, sizeof(*v));
+}
+
+/* One slot per discovered source, emptied. */
+static int slots(struct rf_sumcheck *vf, size_t n)
+{
+    for (size_t i = 0; i < vf->n; i++)
+        rf_sums_fini(&vf->sums[i]);
+    if (n > vf->n) {
+        struct rf_sums *ns = realloc(vf->sums, n * sizeof(*ns));
+        if (!ns)
+            return REFIT_ENOMEM;
+        vf->sums = ns;
+    }
+    memset(vf->sums, 0, n * sizeof(*vf->sums));
+    vf->n = n;
+    return 0;
+}
+
+int rf_verify_fetch(refit_receiver_t *r, uint64_t v)
+{
+    if (r->ctx->verify == RF_VERIFY_OFF)
+        return 0;
+    size_t n = r->disc.n_src;
+    struct refit_store_get_item *it = calloc(n ? n : 1, sizeof(*it));
+    char (*keys)[REFIT_STORE_MAX_KEY + 1] = calloc(n ? n : 1, REFIT_STORE_MAX_KEY + 1);
+    int rc = (!it || !keys) ? REFIT_ENOMEM : slots(&r->verify, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = rf_key_sums(keys[i], v, r->disc.src[i].id);
+        it[i].key = keys[i];
+    }
+    if (!rc)
+        rc = refit_store_get_many(r->ctx->store, it, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct rf_source *s = &r->disc.src[i];
+        if (it[i].status)
+            rc = refit_error_set(it[i].status == REFIT_ENOENT ? REFIT_ESTALE : it[i].status,
+                                 "source %s: no checksums for v%llu (%s)", s->id, (unsigned long long)v, keys[i]);
+        else
+            rc = rf_sums_decode(it[i].val, it[i].len, keys[i], s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+    }
+    for (size_t i = 0; it && i < n; i++)
+        free(it[i].val);
+    free(it);
+    free(keys);
+    return rc;
+}
+
+/* Checksum chunk `chunk` of psrc c is sampled this pull. */
+static int sampled(const refit_receiver_t *r, uint64_t chunk, size_t ci)
+{
+    if (r->ctx->verify != RF_VERIFY_SAMPLE)
+        return 1;
+    uint64_t pick = XXH3_64bits(&chunk, sizeof(chunk)) ^ (uint64_t)ci;
+    return (double)(pick % 10000) < r->ctx->verify_sample * 10000.0;
+}
+
+/* The chunks of one check, whose bytes lie at base. */
+static int check_chunks(refit_receiver_t *r, const struct rf_check *c, const char *base)
+{
+    const struct rf_rplan *p = &r->plan;
+    const struct rf_psrc *ps = &p->psrc[c->psrc];
+    uint32_t si = p->psrc_source[c->psrc];
+    const struct rf_source *s = &r->disc.src[si];
+    size_t ci = p->psrc_cat[c->psrc];
+    uint64_t chunk_bytes = (uint64_t)ps->chunk_rows * ps->cols * ps->esize;
+    for (uint32_t k = 0; k < c->count; k++) {
+        uint64_t chunk = c->chunk + k, o = (uint64_t)k * chunk_bytes;
+        uint64_t len = o + chunk_bytes <= c->len ? chunk_bytes : c->len - o;
+        int have;
+        uint64_t want = rf_sums_chunk(&r->verify.sums[si], ci, chunk, &have);
+        if (!have)
+            return refit_error_set(REFIT_ECHECKSUM,
+                                   "tensor '%s' from source %s: no checksum for rows %llu.. at v%llu, and "
+                                   "refit.verify is %s here (the source publishes none: its refit.verify is off?)",
+                                   s->cat->tensors[ci].name, s->id, (unsigned long long)(chunk * ps->chunk_rows),
+                                   (unsigned long long)s->rec->version,
+                                   r->ctx->verify == RF_VERIFY_SAMPLE ? "sample" : "full");
+        if (!sampled(r, chunk, ci))
+            continue;
+        uint64_t got = XXH3_64bits(base + o, len);
+        if (got != want)
+            return refit_error_set(REFIT_ECHECKSUM,
+                                   "tensor '%s' from source %s: checksum mismatch in rows %llu.. "
+                                   "(expected %016llx, got %016llx)",
+                                   s->cat->tensors[ci].name, s->id, (unsigned long long)(chunk * ps->chunk_rows),
+                                   (unsigned long long)want, (unsigned long long)got);
+    }
+    return 0;
+}
+
+int rf_verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_t len)
+{
+    const struct rf_rplan *rp = &r->plan;
+    const struct rf_plan *p = &rp->plan;
+    /* Checks sorted by (buf, off): find the first at or after off. */
+    size_t lo = 0, hi = p->n_check;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const struct rf_check *c = &p->check[rp->check_order[mid]];
+        if (c->buf < buf || (c->buf == buf && c->off < off))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    double t0 = rf_seconds();
+    int rc = 0;
+    for (size_t i = lo; !rc && i < p->n_check; i++) {
+        const struct rf_check *c = &p->check[rp->check_order[i]];
+        if (c->buf != buf || c->off >= off + len)
+            break;
+        if (c->off + c->len > off + len)
+            continue; /* straddles: checked with the descriptor that ends it */
+        rc = check_chunks(r, c, rf_bufs_ptr(r, c->buf, c->off));
+    }
+    r->verify.seconds += rf_seconds() - t0;
+    return rc;
+}

@@ -1,0 +1,355 @@
+/* test_hardening.c — regressions of what issue 22 found in the engine, each
+ * with real processes or a real store and the tcp transport:
+ *   22.2  150 sources with the longest ids and 8-digit positions: the
+ *         plan's key was built in a buffer of 200 bytes per source;
+ *   22.3  a publisher stopped past transport.timeout and resumed: the next
+ *         pull reconnects instead of failing with the old error;
+ *   22.9  refit.verify: full on the receiver fails (naming the source) when
+ *         the source publishes no checksums, or a blob of zero chunks;
+ *   22.10 a failed publish(V) leaves no READY record over memory that
+ *         changed: zero-copy (V-1 withdrawn) and copy (V-2 no longer kept);
+ *         receivers with verify off never commit V's bytes as V-1.
+ * The push work list checks (22.1) are test_push.c and the structural
+ * fuzzer test_fuzz_decoders.c. */
+#include <fcntl.h>
+#include <xxhash.h>
+
+#include "harness.h"
+#include "../check_run.h"
+
+static char dir[256], ckpt[300], cfg_path[300], ns[32];
+
+static void setup(void)
+{
+    th_workdir(REFIT_BIN, "hard", 2, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
+    snprintf(ns, sizeof(ns), "h%d", (int)getpid());
+    snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
+    FILE *f = fopen(cfg_path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "store:\n  plugin: file\n  namespace: %s\n  file:\n    path: %s/store\n    fsync: false\n"
+            "transport:\n  plugin: tcp\n  timeout: 5s\n"
+            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 30s\n  heartbeat: 150ms\n"
+            "  receivers: 1\n"
+            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
+            ns, dir, ckpt);
+    fclose(f);
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+}
+
+static refit_context_t *context(const char *const *ovr, size_t n)
+{
+    refit_context_t *ctx = NULL;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, n, &ctx) == 0, "%s", refit_error_message());
+    return ctx;
+}
+
+static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
+{
+    refit_receiver_t *r;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_receiver_allocate(r), 0);
+    return r;
+}
+
+static refit_store_t *store_of(refit_context_t *ctx, refit_loader_t **ld)
+{
+    refit_store_t *st;
+    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), ld), 0);
+    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), *ld, NULL, &st), 0);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* 22.2 */
+
+START_TEST(many_long_id_sources)
+{
+    /* One real publisher and 150 more records of 128-byte ids and 8-digit
+     * expert-parallel positions (a dense model ignores them): 202 bytes
+     * each in the old plan key, which had 200 per source and 64 to spare,
+     * so the key of the last source was written past its buffer.  The
+     * records name a transport this receiver does not use, so the pull
+     * plans (the key included) and then fails connecting to the first of
+     * them, naming it, instead of opening 150 connections. */
+    const char *ovr[] = {"refit.timeout=6s"};
+    refit_context_t *ctx = context(ovr, 1);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    char key[REFIT_STORE_MAX_KEY + 1];
+    ck_assert_msg(th_publisher(ctx, ckpt, "zz-trainer", &sh, &pub) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_publisher_publish(pub, 1) == 0, "%s", refit_error_message());
+    refit_loader_t *ld;
+    refit_store_t *st = store_of(ctx, &ld);
+    struct refit_source_record *rec = NULL;
+    ck_assert_int_eq(refit_record_fetch(st, "zz-trainer", &rec), 0);
+    void *sums = NULL;
+    size_t sums_len = 0;
+    ck_assert_int_eq(refit_store_get(st, "versions/1/sums/zz-trainer", &sums, &sums_len), 0);
+    enum { N = 150 };
+    for (int i = 0; i < N; i++) {
+        char id[REFIT_RECORD_MAX_ID + 1];
+        memset(id, 'x', REFIT_RECORD_MAX_ID - 8);
+        snprintf(id + REFIT_RECORD_MAX_ID - 8, 9, "%08d", i);
+        struct refit_source_record r = *rec;
+        r.source_id = id;
+        r.transport = "elsewhere";
+        r.layout.ep_rank = r.layout.etp_rank = 10000000 + (uint32_t)i;
+        r.layout.ep_size = r.layout.etp_size = 16777216;
+        r.heartbeat_ms = refit_time_ms();
+        ck_assert_msg(refit_record_publish(st, &r) == 0, "%s", refit_error_message());
+        ck_assert_int_eq(refit_heartbeat_put(st, id, 1, 30000), 0);
+        snprintf(key, sizeof(key), "versions/1/sums/%s", id);
+        ck_assert_int_eq(refit_store_put(st, key, sums, sums_len), 0);
+    }
+    free(rec);
+    free(sums);
+    refit_receiver_t *r = receiver(ctx, "r0");
+    int rc = refit_receiver_pull(r, 1, NULL);
+    ck_assert_int_eq(rc, REFIT_EPROTO);
+    ck_assert_msg(strstr(refit_error_message(), "xxxxxxxx00000000 publishes over 'elsewhere'"), "%s",
+                  refit_error_message());
+    refit_receiver_destroy(r);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 22.3 */
+
+/* `refit publish` as a child process, with overrides. */
+static pid_t start_publisher(const char *id, int cycles, const char *set)
+{
+    char c[16];
+    snprintf(c, sizeof(c), "%d", cycles);
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0)
+            dup2(fd, 1);
+        execl(REFIT_BIN, "refit", "publish", "--config", cfg_path, "--hf", ckpt, "--tp", "1", "--rank", "0",
+              "--cycles", c, "--id", id, "--set", set, (char *)NULL);
+        _exit(127);
+    }
+    return p;
+}
+
+START_TEST(reconnect_after_a_stopped_publisher)
+{
+    const char *ovr[] = {"transport.timeout=1s"};
+    pid_t pub = start_publisher("trainer", 3, "transport.timeout=1s");
+    refit_context_t *ctx = context(ovr, 1);
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
+    /* v2 READY; the publisher stops for longer than the transport waits. */
+    th_wait_ready(ctx, "trainer", 2);
+    kill(pub, SIGSTOP);
+    int rc = refit_receiver_pull(r, 2, NULL);
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(strstr(refit_error_message(), "trainer"), "%s", refit_error_message());
+    kill(pub, SIGCONT);
+    /* Alive again, still READY at v2 (it waits for our ack): the next pull
+     * connects again and succeeds. */
+    ck_assert_msg(refit_receiver_pull(r, 2, NULL) == 0, "pull after the publisher resumed: %s",
+                  refit_error_message());
+    ck_assert_msg(refit_receiver_pull(r, 3, NULL) == 0, "%s", refit_error_message());
+    ck_assert_msg(th_child_ok(pub), "the publisher failed");
+    refit_receiver_destroy(r);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 22.9 */
+
+START_TEST(verify_full_needs_checksums)
+{
+    const char *off[] = {"refit.verify=off"};
+    refit_context_t *pctx = context(off, 1), *ctx = context(NULL, 0);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(pctx, ckpt, "nosums", &sh, &pub) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_publisher_publish(pub, 1) == 0, "%s", refit_error_message());
+    refit_receiver_t *r = receiver(ctx, "r0");
+    size_t n;
+    char *before = th_snapshot(r, &n);
+    int rc = refit_receiver_pull(r, 1, NULL);
+    ck_assert_int_eq(rc, REFIT_ECHECKSUM);
+    ck_assert_msg(strstr(refit_error_message(), "source nosums") && strstr(refit_error_message(), "no checksum"),
+                  "%s", refit_error_message());
+    ck_assert_msg(th_same_as(r, before), "destinations changed after a refused pull");
+    /* A receiver that does not ask for verification takes it. */
+    refit_receiver_t *lax = receiver(pctx, "r1");
+    ck_assert_msg(refit_receiver_pull(lax, 1, NULL) == 0, "%s", refit_error_message());
+    free(before);
+    refit_receiver_destroy(r);
+    refit_receiver_destroy(lax);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(pctx);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+static void le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+START_TEST(verify_full_refuses_empty_checksums)
+{
+    /* A publisher with checksums, whose blob is then replaced by a valid
+     * one of zero chunks per tensor (docs/protocol.md, "Checksums"). */
+    refit_context_t *ctx = context(NULL, 0);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "emptied", &sh, &pub) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_publisher_publish(pub, 1) == 0, "%s", refit_error_message());
+    refit_loader_t *ld;
+    refit_store_t *st = store_of(ctx, &ld);
+    struct refit_source_record *rec = NULL;
+    refit_catalog_t *cat = NULL;
+    ck_assert_int_eq(refit_record_fetch(st, "emptied", &rec), 0);
+    ck_assert_int_eq(refit_catalog_fetch(st, &rec->catalog, &cat), 0);
+    size_t len = 40 + 16 * cat->n_tensors + 8;
+    unsigned char *blob = calloc(1, len);
+    memcpy(blob, "RFSUMS01", 8);
+    le64(blob + 8, 1);
+    memcpy(blob + 16, rec->catalog.b, 16);
+    le64(blob + 32, cat->n_tensors);
+    le64(blob + len - 8, XXH3_64bits(blob, len - 8));
+    ck_assert_int_eq(refit_store_put(st, "versions/1/sums/emptied", blob, len), 0);
+    refit_receiver_t *r = receiver(ctx, "r0");
+    int rc = refit_receiver_pull(r, 1, NULL);
+    ck_assert_int_eq(rc, REFIT_ECHECKSUM);
+    ck_assert_msg(strstr(refit_error_message(), "source emptied") && strstr(refit_error_message(), "no checksum"),
+                  "%s", refit_error_message());
+    free(blob);
+    free(rec);
+    refit_catalog_destroy(cat);
+    refit_receiver_destroy(r);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* 22.10 */
+
+/* A regular file where the store keeps versions/<v>/: every put under it
+ * fails, as on a full or broken disk. */
+static void break_version(uint64_t v)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/store/refit/%s/versions/%llu", dir, ns, (unsigned long long)v);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+}
+
+static void step_all(struct refit_standin_shard *sh, uint64_t from, uint64_t to)
+{
+    for (size_t i = 0; i < sh->n; i++)
+        ck_assert_int_eq(refit_standin_step(sh->t[i].data, sh->t[i].nbytes, sh->t[i].dtype, from, to), 0);
+}
+
+START_TEST(failed_zero_copy_publish_withdraws)
+{
+    const char *ovr[] = {"refit.verify=off", "refit.timeout=2s"};
+    refit_context_t *ctx = context(ovr, 2);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "trainer", &sh, &pub) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
+    size_t n;
+    char *v1 = th_snapshot(r, &n);
+    /* The trainer steps (its tensors hold v2 now) and publish(2) fails. */
+    step_all(&sh, 1, 2);
+    break_version(2);
+    ck_assert_int_ne(refit_publisher_publish(pub, 2), 0);
+    /* Nothing may be committed as v1 that is not v1. */
+    refit_receiver_t *late = receiver(ctx, "r1");
+    struct refit_pull_stats s = {.size = sizeof(s)};
+    int rc = refit_receiver_pull(late, REFIT_LATEST, &s);
+    ck_assert_msg(rc != 0 || th_same_as(late, v1), "v2's bytes committed as v%llu after a failed publish",
+                  (unsigned long long)s.version);
+    ck_assert_msg(rc != 0, "a withdrawn source was pulled (v%llu)", (unsigned long long)s.version);
+    free(v1);
+    refit_receiver_destroy(r);
+    refit_receiver_destroy(late);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(failed_copy_publish_stops_keeping_its_arena)
+{
+    const char *ovr[] = {"refit.verify=off", "refit.publish=copy", "refit.timeout=2s"};
+    refit_context_t *ctx = context(ovr, 3);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "copier", &sh, &pub) == 0, "%s", refit_error_message());
+    refit_receiver_t *r = receiver(ctx, "r0");
+    size_t n;
+    ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
+    char *v1 = th_snapshot(r, &n);
+    step_all(&sh, 1, 2);
+    ck_assert_int_eq(refit_publisher_publish(pub, 2), 0);
+    ck_assert_msg(refit_receiver_pull(r, 2, NULL) == 0, "%s", refit_error_message());
+    char *v2 = th_snapshot(r, &n);
+    /* v3 goes into v1's arena (v1 was released) and fails after the copy. */
+    step_all(&sh, 2, 3);
+    break_version(3);
+    ck_assert_int_ne(refit_publisher_publish(pub, 3), 0);
+    /* v1's arena holds v3's bytes now: v1 must be gone, v2 still whole. */
+    refit_receiver_t *late = receiver(ctx, "r1");
+    int rc = refit_receiver_pull(late, 1, NULL);
+    ck_assert_msg(rc != 0 || th_same_as(late, v1), "v3's bytes committed as v1 after a failed publish");
+    ck_assert_msg(rc == REFIT_ESTALE, "v1 still offered after its arena was reused (%d: %s)", rc,
+                  refit_error_message());
+    ck_assert_msg(refit_receiver_pull(late, 2, NULL) == 0, "%s", refit_error_message());
+    ck_assert_msg(th_same_as(late, v2), "v2 changed when v3's publish failed");
+    free(v1);
+    free(v2);
+    refit_receiver_destroy(r);
+    refit_receiver_destroy(late);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("hardening");
+    TCase *tc = tcase_create("engine");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, many_long_id_sources);
+    tcase_add_test(tc, reconnect_after_a_stopped_publisher);
+    tcase_add_test(tc, verify_full_needs_checksums);
+    tcase_add_test(tc, verify_full_refuses_empty_checksums);
+    tcase_add_test(tc, failed_zero_copy_publish_withdraws);
+    tcase_add_test(tc, failed_copy_publish_stops_keeping_its_arena);
+    suite_add_tcase(s, tc);
+    int failed = t_run_suite(s, CK_NORMAL);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
