@@ -387,7 +387,11 @@ static void suggest(const refit_config_t *cfg, const char *path, char *out, size
 struct lookup {
     const char *value;     /* NULL: absent */
     const struct node *node; /* from the file */
-    struct refit_cfg_origin origin;
+    struct {
+        const char *file; /* points into cfg, or into env below */
+        int line, column;
+    } origin;
+    char env[320]; /* "env REFIT_..." while the lookup is in use */
 };
 
 static void env_name(const char *path, char *out, size_t cap)
@@ -419,14 +423,13 @@ static void lookup(const refit_config_t *cfg, const char *path, struct lookup *l
             return;
         }
     if (cfg->use_env) {
-        static _Thread_local char ename[300];
+        char ename[300];
         env_name(path, ename, sizeof(ename));
         const char *v = env_get(cfg, ename);
         if (v) {
-            static _Thread_local char origin[320];
-            snprintf(origin, sizeof(origin), "env %s", ename);
+            snprintf(lk->env, sizeof(lk->env), "env %s", ename);
             lk->value = v;
-            lk->origin.file = origin;
+            lk->origin.file = lk->env;
             return;
         }
     }
@@ -809,15 +812,26 @@ bool refit_config_has(const refit_config_t *cfg, const char *path)
 
 int refit_config_origin(const refit_config_t *cfg, const char *path, struct refit_cfg_origin *out)
 {
+    if (!cfg || !path || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_config_origin: cfg, path and out are required");
     struct lookup lk;
     lookup(cfg, path, &lk);
-    if (!lk.value && !lk.node) {
-        out->file = "default";
-        out->line = out->column = 0;
-        return 0;
-    }
-    *out = lk.origin;
+    int known = lk.value || lk.node;
+    char *file = strdup(known && lk.origin.file ? lk.origin.file : "default");
+    if (!file)
+        return refit_error_set(REFIT_ENOMEM, "key '%s': origin: out of memory", path);
+    out->file = file;
+    out->line = known ? lk.origin.line : 0;
+    out->column = known ? lk.origin.column : 0;
     return 0;
+}
+
+void refit_config_origin_clear(struct refit_cfg_origin *o)
+{
+    if (!o)
+        return;
+    free(o->file);
+    o->file = NULL;
 }
 
 const char *refit_config_file(const refit_config_t *cfg)

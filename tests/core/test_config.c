@@ -81,8 +81,9 @@ START_TEST(defaults_apply_when_absent)
     ck_assert_int_eq(refit_config_str(cfg, "refit.mode", &s), 0);
     ck_assert_str_eq(s, "pull");
     struct refit_cfg_origin o;
-    refit_config_origin(cfg, "refit.mode", &o);
+    ck_assert_int_eq(refit_config_origin(cfg, "refit.mode", &o), 0);
     ck_assert_str_eq(o.file, "default");
+    refit_config_origin_clear(&o);
     ck_assert(!refit_config_has(cfg, "refit.mode"));
     /* An optional key without default is ENOENT, not a made-up value. */
     ck_assert_int_eq(refit_config_str(cfg, "model.hf_config", &s), REFIT_ENOENT);
@@ -284,9 +285,16 @@ START_TEST(env_overrides_file_and_set_overrides_env)
     int64_t i;
     ck_assert_int_eq(refit_config_int(cfg, "refit.flush_every", &i), 0);
     ck_assert_int_eq(i, 20);
-    struct refit_cfg_origin o;
-    refit_config_origin(cfg, "refit.flush_every", &o);
+    struct refit_cfg_origin o, o2;
+    ck_assert_int_eq(refit_config_origin(cfg, "refit.flush_every", &o), 0);
     ck_assert_str_eq(o.file, "env REFIT_REFIT_FLUSH_EVERY");
+    /* A second lookup does not overwrite the first origin held. */
+    ck_assert_int_eq(refit_config_origin(cfg, "store.namespace", &o2), 0);
+    ck_assert_str_eq(o2.file, "env REFIT_STORE_NAMESPACE");
+    ck_assert_str_eq(o.file, "env REFIT_REFIT_FLUSH_EVERY");
+    refit_config_origin_clear(&o);
+    refit_config_origin_clear(&o2);
+    refit_config_origin_clear(&o2); /* safe twice */
     ck_assert_int_eq(refit_config_set(cfg, "refit.flush_every=30", "--set"), 0);
     ck_assert_int_eq(refit_config_int(cfg, "refit.flush_every", &i), 0);
     ck_assert_int_eq(i, 30);
@@ -409,9 +417,10 @@ START_TEST(model_file_reference_merges_under)
     ck_assert_int_eq(refit_config_bool(cfg, "model.fp8.enabled", &b), 0);
     ck_assert(!b);
     struct refit_cfg_origin o;
-    refit_config_origin(cfg, "model.fp8.rule", &o);
+    ck_assert_int_eq(refit_config_origin(cfg, "model.fp8.rule", &o), 0);
     ck_assert_msg(strstr(o.file, "models/m.yaml") != NULL, "%s", o.file);
     ck_assert_int_eq(o.line, 5);
+    refit_config_origin_clear(&o);
     /* An error inside the model file names the model file. */
     write_file("models/bad.yaml", "model:\n  fp8:\n    rule: sloppy\n");
     write_file("c2.yaml", "model:\n  file: models/bad.yaml\n");
