@@ -34,7 +34,10 @@ static const struct refit_cfg_field tcp_fields[] = {
     {"batch", REFIT_CFG_SIZE, "8MiB", 4096, 1073741824.0, NULL,
      "bytes a stream takes from the queue at once"},
     {"token_file", REFIT_CFG_STRING, NULL, 0, -1, NULL,
-     "file holding the shared authentication token (else REFIT_TCP_TOKEN; none: loopback only)"},
+     "file holding the shared authentication token (else REFIT_TCP_TOKEN; none: loopback only, "
+     "keyed by this user's local secret)"},
+    {"secret_dir", REFIT_CFG_STRING, NULL, 0, -1, NULL,
+     "without a token: directory of this user's local secret (default ${TMPDIR:-/tmp}/refit-<uid>)"},
     {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "connections served at once"},
 };
 
@@ -84,8 +87,19 @@ static int read_token(refit_tp_t *tp, const struct refit_cfg_view *cfg)
         if (!tp->token)
             return tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
         memcpy(tp->token, e, tp->token_len);
+        return 0;
     }
-    return 0;
+    /* No token: loopback only, and the key is this user's secret, so
+     * another user of the host cannot authenticate. */
+    char *dir = NULL;
+    if (cfg && tcp_h->cfg_has(cfg, "secret_dir") > 0) {
+        int rc = tcp_h->cfg_path(cfg, "secret_dir", &dir);
+        if (rc)
+            return rc;
+    }
+    int rc = tcp_local_secret(tp, dir);
+    tcp_h->free(dir);
+    return rc;
 }
 
 static int cfg_int(const struct refit_cfg_view *cfg, const char *key, int64_t *v)
@@ -175,9 +189,9 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
     const char *bind_s = cfg_str(cfg, "bind");
     struct sockaddr_storage sa;
     int rc;
-    if (!tp->token) {
-        /* No shared secret means anyone who can reach the port could read
-         * registered memory: only this host may. */
+    if (tp->secret_path) {
+        /* No shared token: peers on other hosts could not know the local
+         * secret, so only this host is listened to. */
         bool v6 = bind_s && strchr(bind_s, ':');
         if (bind_s && (rc = resolve(tp, bind_s, AF_UNSPEC, true, "bind", &sa)) == 0 && is_loopback(&sa)) {
             /* keep the configured loopback address */
@@ -187,7 +201,8 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
             bind_s = v6 ? "::1" : "127.0.0.1";
         }
         tcp_h->log(REFIT_LOG_INFO, TCP_NAME, "%s: no token (token_file or REFIT_TCP_TOKEN): listening "
-                   "on loopback %s only, peers on other hosts cannot connect", tp->name, bind_s);
+                   "on loopback %s only, peers on other hosts cannot connect; peers authenticate "
+                   "with this user's local secret %s", tp->name, bind_s, tp->secret_path);
     } else if (!bind_s) {
         bind_s = "0.0.0.0";
     }
@@ -320,6 +335,7 @@ static void tcp_fini(refit_tp_t *tp)
     if (tp->token)
         memset(tp->token, 0, tp->token_len);
     free(tp->token);
+    free(tp->secret_path);
     free(tp->slots);
     pthread_mutex_destroy(&tp->lock);
     pthread_mutex_destroy(&tp->nlock);

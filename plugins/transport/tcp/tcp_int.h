@@ -108,8 +108,9 @@ struct refit_tp {
     int streams;
     uint64_t sndbuf, rcvbuf, chunk, batch_bytes;
     int max_conns;
-    uint8_t *token;
+    uint8_t *token; /* the HMAC key: the token, or the local secret */
     size_t token_len;
+    char *secret_path; /* the local secret's file when there is no token */
     uint64_t instance;
     /* listener */
     int lfd;
@@ -236,6 +237,10 @@ static inline uint64_t tcp_get64(const uint8_t *p)
         v = v << 8 | p[i];
     return v;
 }
+
+/* tcp_secret.c: the per-user secret of this host, the key when no token
+ * is configured (secret_dir NULL: ${TMPDIR:-/tmp}/refit-<uid>). */
+int tcp_local_secret(refit_tp_t *tp, const char *secret_dir);
 
 /* tcp_server.c */
 int tcp_server_start(refit_tp_t *tp);

@@ -295,10 +295,16 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
     rc = tcp_send_all(fd, mac, sizeof(mac));
     if (!rc)
         rc = tcp_rb_read(fd, rb, rep, sizeof(rep));
-    if (rc == -ENOTCONN || (!rc && tcp_get32(rep) != 0))
+    if (rc == -ENOTCONN || (!rc && tcp_get32(rep) != 0)) {
+        if (tp->secret_path)
+            return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' rejected our authentication: "
+                                    "without a token both sides must be the same user on the same host "
+                                    "(the local secret %s), else both need the same token (token_file "
+                                    "or REFIT_TCP_TOKEN)", tp->name, peer, tp->secret_path);
         return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' rejected our authentication: the "
                                 "two sides need the same token (token_file or REFIT_TCP_TOKEN)",
                                 tp->name, peer);
+    }
     if (rc)
         return tcp_io_err(tp, peer, "handshake", rc);
     hs_mac(tp, "refit-tcp server", nc, ch + 16, tp->instance, si, want);
