@@ -3,6 +3,7 @@
  * per-user local secret, forged keys, addresses and ports.  The other side
  * is tp_peer, as in the conformance suite. */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,8 +12,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include "tcp_raw.h"
 #include "tpeer.h"
 
 static struct side S;
@@ -225,6 +228,172 @@ START_TEST(t_tcp_local_secret)
 }
 END_TEST
 
+/* ---- what a client that is no honest peer can do ---- */
+
+#define RAW_TOKEN "raw-token-for-tests"
+
+/* Sockets the process pid has open (its listener, its connections). */
+static int count_sockets(pid_t pid)
+{
+    char d[64], l[512], t[64];
+    snprintf(d, sizeof(d), "/proc/%d/fd", (int)pid);
+    DIR *dir = opendir(d);
+    int n = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        snprintf(l, sizeof(l), "%s/%s", d, e->d_name);
+        ssize_t k = readlink(l, t, sizeof(t) - 1);
+        if (k > 0) {
+            t[k] = 0;
+            n += !strncmp(t, "socket:", 7);
+        }
+    }
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* Wait (WAIT_MS at most) until pid has at most `want` sockets. */
+static int sockets_drop_to(pid_t pid, int want)
+{
+    int n = count_sockets(pid);
+    for (int i = 0; i < WAIT_MS / 50 && n > want; i++) {
+        usleep(50000);
+        n = count_sockets(pid);
+    }
+    return n;
+}
+
+START_TEST(t_tcp_server_closes_ended_connections)
+{
+    /* A peer that connected and left: the server closes its sockets when
+     * the connections end, not at some later accept. */
+    int base = count_sockets(P.pid);
+    for (int round = 0; round < 3; round++) {
+        struct side s2 = {0};
+        side_open(&s2, "transport.tcp.streams=4");
+        side_connect(&s2, &P);
+        ck_assert_int_gt(count_sockets(P.pid), base);
+        side_close(&s2);
+        int n = sockets_drop_to(P.pid, base);
+        ck_assert_msg(n == base, "round %d: the peer keeps %d sockets of a peer that left (%d before)",
+                      round, n, base);
+    }
+}
+END_TEST
+
+START_TEST(t_tcp_unauthenticated_flood)
+{
+    /* 64 sockets that connect and send one byte of a handshake, against a
+     * server admitting 4 authenticated connections and 8 handshakes at
+     * once: an honest peer still connects and reads. */
+    struct peer pf = {0};
+    const char *sets[] = {"transport.tcp.max_conns=4", "transport.tcp.max_unauth=8", NULL};
+    peer_start_sets(&pf, RAW_TOKEN, sets);
+    int fds[64];
+    for (int i = 0; i < 64; i++) {
+        fds[i] = raw_dial(pf.addr);
+        ck_assert_int_ge(fds[i], 0);
+        ck_assert_int_eq(raw_send(fds[i], "R", 1), 0);
+    }
+    setenv("REFIT_TCP_TOKEN", RAW_TOKEN, 1);
+    struct side s2 = {0};
+    side_open(&s2, NULL);
+    unsetenv("REFIT_TCP_TOKEN");
+    int rc = refit_tp_connect(s2.t, pf.addr, pf.alen, "pf", &s2.peer);
+    ck_assert_msg(rc == 0, "connect behind 64 idle handshakes: %s", refit_error_message());
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&s2, &pf, 65536, 9, &id);
+    uint8_t *buf = map(65536);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(s2.t, buf, 65536, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(xfer1(&s2, REFIT_OP_READ, lr, 0, rk, 0, 65536), 0);
+    ck_assert_int_lt(check(buf, 65536, 9, 0), 0);
+    refit_tp_release(s2.t, rk);
+    refit_tp_dereg(s2.t, lr);
+    munmap_buf(buf, 65536);
+    side_close(&s2);
+    for (int i = 0; i < 64; i++)
+        close(fds[i]);
+    peer_stop(&pf);
+}
+END_TEST
+
+START_TEST(t_tcp_handshake_deadline)
+{
+    /* A handshake dripped a byte every 150 ms never arrives whole before
+     * handshake_timeout (1 s): the server drops it, although no single read
+     * waited long. */
+    struct peer pd = {0};
+    peer_start(&pd, RAW_TOKEN, "transport.tcp.handshake_timeout=1s");
+    int fd = raw_dial(pd.addr);
+    ck_assert_int_ge(fd, 0);
+    uint8_t hello[40], nonce[TCP_NONCE];
+    raw_hello(hello, TCP_ROLE_DATA, 1, tcp_get64(pd.addr + 8), nonce);
+    int sent = 0, closed = 0;
+    while (sent < (int)sizeof(hello) && !closed) {
+        if (raw_send(fd, hello + sent, 1))
+            closed = 1;
+        else
+            sent++;
+        closed = closed || raw_closed(fd, 150);
+    }
+    ck_assert_msg(closed, "the server took a whole handshake dripped over %d ms", 150 * (int)sizeof(hello));
+    close(fd);
+    /* An honest peer is not affected. */
+    setenv("REFIT_TCP_TOKEN", RAW_TOKEN, 1);
+    struct side s2 = {0};
+    side_open(&s2, NULL);
+    unsetenv("REFIT_TCP_TOKEN");
+    side_connect(&s2, &pd);
+    side_close(&s2);
+    peer_stop(&pd);
+}
+END_TEST
+
+START_TEST(t_tcp_dereg_trickled_write)
+{
+    /* A WRITE trickled a byte every 100 ms into a region: each read of the
+     * server sees progress within transport.timeout, so only a deadline on
+     * dereg itself ends the wait.  dereg answers while the trickle goes on,
+     * and the trickling connection is cut. */
+    struct peer pw = {0};
+    peer_start(&pw, RAW_TOKEN, NULL);
+    const char *l = peer_cmd(&pw, "reg 1048576 5");
+    int id, n = 0;
+    ck_assert_msg(sscanf(l, "rkey %d %n", &id, &n) == 1, "%s", l);
+    uint8_t kb[TCP_RKEY_SIZE];
+    ck_assert_uint_eq(unhex(l + n, kb, sizeof(kb)), TCP_RKEY_SIZE);
+    struct raw_key k;
+    raw_key_parse(kb, &k);
+    int fd = raw_dial(pw.addr);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(raw_handshake(fd, pw.addr, RAW_TOKEN, TCP_ROLE_DATA), 0);
+    uint8_t h[TCP_REQ_SIZE];
+    raw_req(h, TCP_W_WRITE, &k, 0, 65536);
+    ck_assert_int_eq(raw_send(fd, h, sizeof(h)), 0);
+    ck_assert_int_eq(raw_send(fd, "x", 1), 0);
+    usleep(200000); /* the server is inside the WRITE */
+    fprintf(pw.to, "dereg %d\n", id);
+    fflush(pw.to);
+    int answered = 0, cut = 0;
+    struct pollfd pf = {.fd = fileno(pw.from), .events = POLLIN};
+    for (int i = 0; i < 300 && !answered; i++) { /* 30 s of trickle at most */
+        if (!cut && (raw_send(fd, "x", 1) || raw_closed(fd, 0)))
+            cut = 1;
+        answered = poll(&pf, 1, 100) > 0;
+    }
+    ck_assert_msg(answered, "dereg did not return while a WRITE trickled into the region");
+    ck_assert_str_eq(peer_read(&pw), "ok");
+    for (int i = 0; i < 50 && !cut; i++)
+        cut = raw_send(fd, "x", 1) || raw_closed(fd, 100);
+    ck_assert_msg(cut, "the trickling connection was left open");
+    close(fd);
+    ck_assert_str_eq(peer_cmd(&pw, "ping"), "ok");
+    peer_stop(&pw);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -239,11 +408,15 @@ int main(int argc, char **argv)
     Suite *s = suite_create("tcp");
     TCase *tc = tcase_create("tcp");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, t_tcp_forged_key);
     tcase_add_test(tc, t_tcp_auth);
     tcase_add_test(tc, t_tcp_ipv6_and_ports);
     tcase_add_test(tc, t_tcp_local_secret);
+    tcase_add_test(tc, t_tcp_server_closes_ended_connections);
+    tcase_add_test(tc, t_tcp_unauthenticated_flood);
+    tcase_add_test(tc, t_tcp_handshake_deadline);
+    tcase_add_test(tc, t_tcp_dereg_trickled_write);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

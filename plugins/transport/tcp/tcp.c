@@ -38,7 +38,11 @@ static const struct refit_cfg_field tcp_fields[] = {
      "keyed by this user's local secret)"},
     {"secret_dir", REFIT_CFG_STRING, NULL, 0, -1, NULL,
      "without a token: directory of this user's local secret (default ${TMPDIR:-/tmp}/refit-<uid>)"},
-    {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "connections served at once"},
+    {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "authenticated connections served at once"},
+    {"max_unauth", REFIT_CFG_INT, "64", 1, 65536, NULL,
+     "connections still in their handshake; the oldest is dropped to make room for a new one"},
+    {"handshake_timeout", REFIT_CFG_DURATION, "5s", 10, 600000, NULL,
+     "a connecting peer must complete its whole handshake within this (not per read)"},
 };
 
 static int read_token(refit_tp_t *tp, const struct refit_cfg_view *cfg)
@@ -214,7 +218,9 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
         return rc;
     if (pmax < pmin)
         pmax = pmin;
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a connection gone between poll and accept must not
+     * stall the acceptor. */
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tcp_io_err(tp, "-", "listen socket", errno);
     int one = 1, zero = 0;
@@ -286,13 +292,16 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     pthread_mutex_init(&tp->lock, NULL);
     pthread_mutex_init(&tp->nlock, NULL);
     pthread_mutex_init(&tp->plock, NULL);
-    pthread_cond_init(&tp->cond, NULL);
+    tcp_cond_init(&tp->cond); /* dereg's deadline is on the monotonic clock */
     tcp_cond_init(&tp->ncond);
-    int64_t streams = 2, max_conns = 1024;
+    int64_t streams = 2, max_conns = 1024, max_unauth = 64;
+    tp->hs_timeout_ms = 5000;
     tp->chunk = 4u << 20;
     tp->batch_bytes = 8u << 20;
     int rc;
     if ((rc = cfg_int(cfg, "streams", &streams)) || (rc = cfg_int(cfg, "max_conns", &max_conns)) ||
+        (rc = cfg_int(cfg, "max_unauth", &max_unauth)) ||
+        (rc = cfg ? tcp_h->cfg_duration_ms(cfg, "handshake_timeout", &tp->hs_timeout_ms) : 0) ||
         (rc = cfg_size(cfg, "sndbuf", &tp->sndbuf)) || (rc = cfg_size(cfg, "rcvbuf", &tp->rcvbuf)) ||
         (rc = cfg_size(cfg, "chunk", &tp->chunk)) || (rc = cfg_size(cfg, "batch", &tp->batch_bytes)))
         goto fail;
@@ -300,9 +309,10 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     buf_floor(tp, &tp->rcvbuf, "rcvbuf");
     tp->streams = (int)streams;
     tp->max_conns = (int)max_conns;
+    tp->max_unauth = (int)max_unauth;
     if ((rc = read_token(tp, cfg)))
         goto fail;
-    if (tcp_fill_random(&tp->instance, sizeof(tp->instance)) || pipe2(tp->wake, O_CLOEXEC)) {
+    if (tcp_fill_random(&tp->instance, sizeof(tp->instance)) || pipe2(tp->wake, O_CLOEXEC | O_NONBLOCK)) {
         rc = tcp_h->error_set(REFIT_EIO, "tcp: %s: %s", tp->name, strerror(errno));
         goto fail;
     }
@@ -434,10 +444,18 @@ static int tcp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
     struct tcp_slot *s = &tp->slots[r->id];
     s->live = false;
     memset(s->secret, 0, TCP_SECRET);
-    /* Transfers already on the wire finish (bounded by the I/O timeout);
-     * every later request for this key is answered "stale". */
+    /* Transfers already on the wire may finish, for transport.timeout at
+     * most (a peer trickling a WRITE a byte at a time must not hold us):
+     * then their connections are cut, which ends them at once.  Every later
+     * request for this key is answered "stale". */
+    struct timespec dl;
+    tcp_deadline(&dl, tp->timeout_ms);
     while (s->refs)
-        pthread_cond_wait(&tp->cond, &tp->lock);
+        if (pthread_cond_timedwait(&tp->cond, &tp->lock, &dl) == ETIMEDOUT && s->refs) {
+            tcp_server_cut_holders(tp, r->id);
+            while (s->refs)
+                pthread_cond_wait(&tp->cond, &tp->lock);
+        }
     pthread_mutex_unlock(&tp->lock);
     r->magic = 0;
     free(r);

@@ -107,7 +107,9 @@ struct refit_tp {
     /* configuration */
     int streams;
     uint64_t sndbuf, rcvbuf, chunk, batch_bytes;
-    int max_conns;
+    int max_conns;   /* authenticated connections served at once */
+    int max_unauth;  /* connections still in their handshake */
+    int64_t hs_timeout_ms; /* a whole server-side handshake */
     uint8_t *token; /* the HMAC key: the token, or the local secret */
     size_t token_len;
     char *secret_path; /* the local secret's file when there is no token */
@@ -126,8 +128,9 @@ struct refit_tp {
     size_t n_slots;
     uint64_t next_gen;
     struct tcp_sconn *conns;
-    int n_conns;
+    int n_conns, n_unauth;
     bool stopping;
+    uint64_t refused_full, refused_slow, refused_unauth; /* for rate-limited logs */
     /* notifications received, under nlock */
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
@@ -200,14 +203,18 @@ void tcp_rb_free(struct tcp_rbuf *rb);
 /* Read exactly n bytes.  0 or -errno (ECONNRESET for an orderly close);
  * dst NULL discards. */
 int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n);
+/* The same, all of it before deadline_ms (tcp_now_ms clock; 0: none), else
+ * -ETIMEDOUT: a peer trickling a byte at a time cannot stretch it. */
+int tcp_rb_read_by(int fd, struct tcp_rbuf *rb, void *dst, size_t n, int64_t deadline_ms);
 size_t tcp_rb_avail(const struct tcp_rbuf *rb);
 int tcp_set_timeouts(int fd, int64_t ms);
 void tcp_sock_tune(refit_tp_t *tp, int fd);
 int tcp_dial(refit_tp_t *tp, const struct sockaddr_storage *sa, const char *peer, int *out);
 int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t role,
                          uint64_t expect, const char *peer);
+/* The server's side, all of it before deadline dl (tcp_now_ms clock). */
 int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *role,
-                         uint64_t *client);
+                         uint64_t *client, int64_t dl);
 int tcp_fill_random(void *p, size_t n);
 void tcp_sa_str(const struct sockaddr_storage *sa, char *buf, size_t cap);
 int tcp_wstatus_to_refit(int s);
@@ -245,6 +252,9 @@ int tcp_local_secret(refit_tp_t *tp, const char *secret_dir);
 /* tcp_server.c */
 int tcp_server_start(refit_tp_t *tp);
 void tcp_server_stop(refit_tp_t *tp);
+/* Shut down every served connection holding a reference to slot, so that
+ * its transfer ends now.  Called with tp->lock held. */
+void tcp_server_cut_holders(refit_tp_t *tp, uint64_t slot);
 
 /* tcp_client.c */
 int tcp_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name,

@@ -96,9 +96,24 @@ void tcp_rb_free(struct tcp_rbuf *rb)
 
 size_t tcp_rb_avail(const struct tcp_rbuf *rb) { return rb->end - rb->beg; }
 
-static int recv_some(int fd, void *dst, size_t n, size_t *got)
+/* deadline_ms 0: none (the socket's SO_RCVTIMEO bounds each recv);
+ * else no recv starts after it, whatever the peer trickles. */
+static int recv_some(int fd, void *dst, size_t n, size_t *got, int64_t deadline_ms)
 {
     for (;;) {
+        if (deadline_ms) {
+            int64_t left = deadline_ms - tcp_now_ms();
+            if (left <= 0)
+                return -ETIMEDOUT;
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            int k = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+            if (k == 0)
+                return -ETIMEDOUT;
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0)
+                return -errno;
+        }
         ssize_t k = recv(fd, dst, n, 0);
         if (k > 0) {
             *got = (size_t)k;
@@ -112,6 +127,11 @@ static int recv_some(int fd, void *dst, size_t n, size_t *got)
 }
 
 int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
+{
+    return tcp_rb_read_by(fd, rb, dst, n, 0);
+}
+
+int tcp_rb_read_by(int fd, struct tcp_rbuf *rb, void *dst, size_t n, int64_t deadline_ms)
 {
     uint8_t *d = dst;
     size_t have = rb->end - rb->beg, take = have < n ? have : n;
@@ -129,7 +149,7 @@ int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
      * than half the buffer (headers, small pieces) is read through it. */
     while (d && n >= rb->cap / 2) {
         size_t got = 0;
-        int rc = recv_some(fd, d, n, &got);
+        int rc = recv_some(fd, d, n, &got, deadline_ms);
         if (rc)
             return rc;
         d += got;
@@ -144,7 +164,7 @@ int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
             rb->beg = 0;
         }
         size_t got = 0;
-        int rc = recv_some(fd, rb->b + rb->end, rb->cap - rb->end, &got);
+        int rc = recv_some(fd, rb->b + rb->end, rb->cap - rb->end, &got, deadline_ms);
         if (rc)
             return rc;
         rb->end += got;
@@ -269,6 +289,8 @@ static void hs_mac(refit_tp_t *tp, const char *label, const uint8_t *n1, const u
 int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t role,
                          uint64_t expect, const char *peer)
 {
+    /* transport.timeout for the whole handshake, not for each read. */
+    int64_t dl = tcp_now_ms() + tp->timeout_ms;
     uint8_t hello[40], ch[32], mac[TCP_MAC], rep[4 + TCP_MAC], want[TCP_MAC];
     uint8_t *nc = hello + 24;
     tcp_put32(hello, TCP_MAGIC_HELLO);
@@ -280,7 +302,7 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
     if (!rc)
         rc = tcp_send_all(fd, hello, sizeof(hello));
     if (!rc)
-        rc = tcp_rb_read(fd, rb, ch, sizeof(ch));
+        rc = tcp_rb_read_by(fd, rb, ch, sizeof(ch), dl);
     if (rc)
         return tcp_io_err(tp, peer, "handshake", rc);
     if (tcp_get32(ch) != TCP_MAGIC_HELLO || ch[4] != TCP_WIRE_VERSION)
@@ -294,7 +316,7 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
     hs_mac(tp, "refit-tcp client", ch + 16, nc, tp->instance, si, mac);
     rc = tcp_send_all(fd, mac, sizeof(mac));
     if (!rc)
-        rc = tcp_rb_read(fd, rb, rep, sizeof(rep));
+        rc = tcp_rb_read_by(fd, rb, rep, sizeof(rep), dl);
     if (rc == -ENOTCONN || (!rc && tcp_get32(rep) != 0)) {
         if (tp->secret_path)
             return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' rejected our authentication: "
@@ -315,10 +337,10 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
 }
 
 int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *role,
-                         uint64_t *client)
+                         uint64_t *client, int64_t dl)
 {
     uint8_t hello[40], ch[32], mac[TCP_MAC], want[TCP_MAC], rep[4 + TCP_MAC];
-    int rc = tcp_rb_read(fd, rb, hello, sizeof(hello));
+    int rc = tcp_rb_read_by(fd, rb, hello, sizeof(hello), dl);
     if (rc)
         return rc;
     if (tcp_get32(hello) != TCP_MAGIC_HELLO || hello[4] != TCP_WIRE_VERSION ||
@@ -333,7 +355,7 @@ int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *
     if (!rc)
         rc = tcp_send_all(fd, ch, sizeof(ch));
     if (!rc)
-        rc = tcp_rb_read(fd, rb, mac, sizeof(mac));
+        rc = tcp_rb_read_by(fd, rb, mac, sizeof(mac), dl);
     if (rc)
         return rc;
     hs_mac(tp, "refit-tcp client", ch + 16, hello + 24, ci, tp->instance, want);
