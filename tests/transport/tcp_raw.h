@@ -115,12 +115,15 @@ static RAW_UNUSED int raw_closed(int fd, int ms)
     return k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR);
 }
 
-/* The client HELLO (40 bytes) for role and the server's instance. */
-static RAW_UNUSED void raw_hello(uint8_t *h, uint32_t role, uint64_t me, uint64_t server, uint8_t *nonce)
+/* The client HELLO (40 bytes; name_len bytes of name follow it on the
+ * wire) for role and the server's instance. */
+static RAW_UNUSED void raw_hello(uint8_t *h, uint32_t role, uint64_t me, uint64_t server, uint8_t *nonce,
+                                 size_t name_len)
 {
     memset(h, 0, 40);
     tcp_put32(h, TCP_MAGIC_HELLO);
     h[4] = TCP_WIRE_VERSION;
+    h[5] = (uint8_t)name_len;
     h[6] = (uint8_t)role;
     tcp_put64(h + 8, me);
     tcp_put64(h + 16, server);
@@ -131,24 +134,27 @@ static RAW_UNUSED void raw_hello(uint8_t *h, uint32_t role, uint64_t me, uint64_
 
 /* The MAC either side sends (the label says which). */
 static RAW_UNUSED void raw_mac(const char *token, const char *label, const uint8_t *n1, const uint8_t *n2,
-                               uint64_t ci, uint64_t si, uint8_t *out)
+                               uint64_t ci, uint64_t si, const char *name, uint8_t *out)
 {
     uint8_t ids[16];
     tcp_put64(ids, ci);
     tcp_put64(ids + 8, si);
-    struct tcp_iov m[4] = {{label, strlen(label)}, {n1, TCP_NONCE}, {n2, TCP_NONCE}, {ids, 16}};
-    tcp_hmac_sha256(token, strlen(token), m, 4, out);
+    struct tcp_iov m[5] = {{label, strlen(label)}, {n1, TCP_NONCE}, {n2, TCP_NONCE}, {ids, 16},
+                           {name, strlen(name)}};
+    tcp_hmac_sha256(token, strlen(token), m, 5, out);
 }
 
-/* A whole handshake with token; 0 when the server accepted us. */
-static RAW_UNUSED int raw_handshake(int fd, const uint8_t *addr, const char *token, uint32_t role)
+/* A whole handshake with token, as `name`; 0 when the server accepted us. */
+static RAW_UNUSED int raw_handshake(int fd, const uint8_t *addr, const char *token, uint32_t role,
+                                    const char *name)
 {
     uint8_t hello[40], nonce[TCP_NONCE], ch[32], mac[TCP_MAC], rep[4 + TCP_MAC];
     uint64_t me = 0x7261772d636c6e74ull, server = tcp_get64(addr + 8);
-    raw_hello(hello, role, me, server, nonce);
-    if (raw_send(fd, hello, sizeof(hello)) || raw_recv(fd, ch, sizeof(ch), 10000))
+    raw_hello(hello, role, me, server, nonce, strlen(name));
+    if (raw_send(fd, hello, sizeof(hello)) || raw_send(fd, name, strlen(name)) ||
+        raw_recv(fd, ch, sizeof(ch), 10000))
         return -1;
-    raw_mac(token, "refit-tcp client", ch + 16, nonce, me, server, mac);
+    raw_mac(token, "refit-tcp client", ch + 16, nonce, me, server, name, mac);
     if (raw_send(fd, mac, sizeof(mac)) || raw_recv(fd, rep, sizeof(rep), 10000))
         return -1;
     return tcp_get32(rep) == 0 ? 0 : -1;

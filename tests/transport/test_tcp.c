@@ -329,7 +329,7 @@ START_TEST(t_tcp_handshake_deadline)
     int fd = raw_dial(pd.addr);
     ck_assert_int_ge(fd, 0);
     uint8_t hello[40], nonce[TCP_NONCE];
-    raw_hello(hello, TCP_ROLE_DATA, 1, tcp_get64(pd.addr + 8), nonce);
+    raw_hello(hello, TCP_ROLE_DATA, 1, tcp_get64(pd.addr + 8), nonce, 0);
     int sent = 0, closed = 0;
     while (sent < (int)sizeof(hello) && !closed) {
         if (raw_send(fd, hello + sent, 1))
@@ -368,7 +368,7 @@ START_TEST(t_tcp_dereg_trickled_write)
     raw_key_parse(kb, &k);
     int fd = raw_dial(pw.addr);
     ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(raw_handshake(fd, pw.addr, RAW_TOKEN, TCP_ROLE_DATA), 0);
+    ck_assert_int_eq(raw_handshake(fd, pw.addr, RAW_TOKEN, TCP_ROLE_DATA, "trickler"), 0);
     uint8_t h[TCP_REQ_SIZE];
     raw_req(h, TCP_W_WRITE, &k, 0, 65536);
     ck_assert_int_eq(raw_send(fd, h, sizeof(h)), 0);
@@ -391,6 +391,48 @@ START_TEST(t_tcp_dereg_trickled_write)
     close(fd);
     ck_assert_str_eq(peer_cmd(&pw, "ping"), "ok");
     peer_stop(&pw);
+}
+END_TEST
+
+START_TEST(t_tcp_notify_sender_bound)
+{
+    /* A notification names the sender its connection authenticated as: a
+     * peer holding the token that says "RFPUSH 1 peer ok" is still
+     * "mallory", not "peer". */
+    setenv("REFIT_TCP_TOKEN", RAW_TOKEN, 1);
+    struct side s2 = {0};
+    side_open(&s2, NULL);
+    unsetenv("REFIT_TCP_TOKEN");
+    void *a;
+    size_t al;
+    ck_assert_int_eq(refit_tp_address_get(s2.t, &a, &al), 0);
+    int fd = raw_dial(a);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(raw_handshake(fd, a, RAW_TOKEN, TCP_ROLE_CTL, "mallory"), 0);
+    const char *note = "RFPUSH 1 peer ok";
+    uint8_t h[TCP_REQ_SIZE], rep[TCP_REP_SIZE];
+    raw_req(h, TCP_W_NOTIFY, NULL, 0, strlen(note));
+    ck_assert_int_eq(raw_send(fd, h, sizeof(h)), 0);
+    ck_assert_int_eq(raw_send(fd, note, strlen(note)), 0);
+    ck_assert_int_eq(raw_recv(fd, rep, sizeof(rep), WAIT_MS), 0);
+    ck_assert_uint_eq(tcp_get32(rep), TCP_S_OK);
+    char m[64], from[REFIT_TP_NAME_MAX + 1];
+    size_t ml = 0;
+    ck_assert_int_eq(refit_tp_poll_notify_from(s2.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
+    ck_assert_uint_eq(ml, strlen(note));
+    ck_assert_str_eq(from, "mallory");
+    close(fd);
+    /* A name with a NUL in it is refused at the handshake. */
+    fd = raw_dial(a);
+    ck_assert_int_ge(fd, 0);
+    uint8_t hello[40], nonce[TCP_NONCE];
+    raw_hello(hello, TCP_ROLE_CTL, 1, tcp_get64((uint8_t *)a + 8), nonce, 4);
+    ck_assert_int_eq(raw_send(fd, hello, sizeof(hello)), 0);
+    ck_assert_int_eq(raw_send(fd, "pe\0r", 4), 0);
+    ck_assert_msg(raw_closed(fd, WAIT_MS), "a name with a NUL was taken");
+    close(fd);
+    free(a);
+    side_close(&s2);
 }
 END_TEST
 
@@ -417,6 +459,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, t_tcp_unauthenticated_flood);
     tcase_add_test(tc, t_tcp_handshake_deadline);
     tcase_add_test(tc, t_tcp_dereg_trickled_write);
+    tcase_add_test(tc, t_tcp_notify_sender_bound);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

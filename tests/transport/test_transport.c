@@ -286,6 +286,99 @@ START_TEST(t_notify_after_writes)
 }
 END_TEST
 
+/* The peer connects back to S, so that it can notify us. */
+static void peer_connect_back(void)
+{
+    void *a;
+    size_t al;
+    ck_assert_int_eq(refit_tp_address_get(S.t, &a, &al), 0);
+    char *hex = malloc(2 * al + 1);
+    for (size_t i = 0; i < al; i++)
+        sprintf(hex + 2 * i, "%02x", ((uint8_t *)a)[i]);
+    const char *l = peer_cmd(&P, "connect %s", hex);
+    ck_assert_msg(!strcmp(l, "ok"), "peer connect back: %s", l);
+    free(hex);
+    free(a);
+}
+
+static struct refit_tp_notify_stats notify_stats(void)
+{
+    struct refit_tp_notify_stats st;
+    int rc = refit_tp_notify_stats(S.t, &st);
+    ck_assert_msg(rc == 0, "notify_stats: %s", refit_error_message());
+    return st;
+}
+
+START_TEST(t_notify_bounds)
+{
+    if (!refit_tp_caps(S.t)->notify)
+        return;
+    /* A receiver that keeps 4 notifications: 10 sent, 4 kept (the first,
+     * in order, each naming its sender), 6 dropped and counted. */
+    char set[128];
+    snprintf(set, sizeof(set), "transport.%s.notify_queue=4", plugin);
+    side_close(&S);
+    side_open(&S, set);
+    side_connect(&S, &P);
+    peer_connect_back();
+    for (int i = 0; i < 10; i++) {
+        const char *l = peer_cmd(&P, "send 0%d", i);
+        /* tcp tells the sender its note was dropped; others cannot. */
+        ck_assert_msg(!strcmp(l, "ok") || (i >= 4 && !strncmp(l, "err -18 ", 8)), "send %d: %s", i, l);
+    }
+    /* Every note reached us (kept or dropped) before the first poll. */
+    struct refit_tp_notify_stats st = notify_stats();
+    for (int i = 0; i < WAIT_MS / 10 && st.received + st.dropped_full < 10; i++) {
+        usleep(10000);
+        st = notify_stats();
+    }
+    ck_assert_uint_eq(st.dropped_full, 6);
+    ck_assert_uint_eq(st.received, 4);
+    ck_assert_uint_eq(st.queued, 4);
+    uint8_t m[16];
+    char from[REFIT_TP_NAME_MAX + 1];
+    size_t ml = 0;
+    for (int i = 0; i < 4; i++) {
+        int rc = refit_tp_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS);
+        ck_assert_msg(rc == 0, "note %d: %s", i, refit_error_message());
+        ck_assert_uint_eq(ml, 1);
+        ck_assert_int_eq(m[0], i);
+        ck_assert_str_eq(from, "peer");
+    }
+    st = notify_stats();
+    ck_assert_uint_eq(st.dropped_full, 6);
+    ck_assert_uint_eq(st.received, 4);
+    ck_assert_uint_eq(st.delivered, 4);
+    ck_assert_uint_eq(st.queued, 0);
+    ck_assert_uint_eq(st.max_count, 4);
+    /* Room again: the next one is kept. */
+    ck_assert_str_eq(peer_cmd(&P, "send 2a"), "ok");
+    ck_assert_int_eq(refit_tp_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
+    ck_assert(ml == 1 && m[0] == 0x2a);
+}
+END_TEST
+
+START_TEST(t_notify_oversize_not_wedged)
+{
+    if (!refit_tp_caps(S.t)->notify)
+        return;
+    /* A note larger than the poller's buffer leaves the queue with
+     * ETOOBIG; the one behind it is delivered. */
+    peer_connect_back();
+    ck_assert_str_eq(peer_cmd(&P, "sendz 600"), "ok");
+    ck_assert_str_eq(peer_cmd(&P, "send 61"), "ok");
+    uint8_t m[16];
+    size_t ml = 0;
+    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), REFIT_ETOOBIG);
+    ck_assert_uint_eq(ml, 600);
+    ck_assert_msg(strstr(refit_error_message(), "'peer'"), "%s", refit_error_message());
+    int rc = refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS);
+    ck_assert_msg(rc == 0, "the note behind an oversize one: %s", refit_error_message());
+    ck_assert(ml == 1 && m[0] == 'a');
+    ck_assert_uint_eq(notify_stats().dropped_oversize, 1);
+}
+END_TEST
+
 /* ---- keys ---- */
 
 START_TEST(t_invalid_keys)
@@ -603,6 +696,8 @@ static Suite *suite(void)
     ADD(tc, t_many_descriptors);
     ADD(tc, t_concurrent);
     ADD(tc, t_notify_after_writes);
+    ADD(tc, t_notify_bounds);
+    ADD(tc, t_notify_oversize_not_wedged);
     ADD(tc, t_invalid_keys);
     ADD(tc, t_stale_key);
     ADD(tc, t_dereg_while_reading);

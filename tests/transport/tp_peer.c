@@ -12,6 +12,7 @@
  *   notify TIMEOUT_MS        wait for a notification → "notify HEX" or "err CODE"
  *   connect HEX              connect to the test process → "ok" / "err CODE"
  *   send HEX                 notify the connected test process → "ok" / "err CODE"
+ *   sendz LEN                notify LEN bytes of 'z' → "ok" / "err CODE"
  *   ping                     → "ok"
  *   exit                     clean shutdown
  * Errors print "err CODE MESSAGE".  The test kills it with SIGKILL or
@@ -186,6 +187,13 @@ int main(int argc, char **argv)
         } else if (sscanf(line, "connect %65535s", arg) == 1) {
             size_t n = hex_in(arg, bin, sizeof(bin));
             rc = refit_tp_connect(t, bin, n, "test", &back);
+            if (rc)
+                fail(rc);
+            else
+                printf("ok\n");
+        } else if (sscanf(line, "sendz %llu", &a) == 1 && back && a <= sizeof(bin)) {
+            memset(bin, 'z', a);
+            rc = refit_tp_notify(t, back, bin, a);
             if (rc)
                 fail(rc);
             else

@@ -28,7 +28,9 @@
  *
  * Messages: notifications and control messages (hello, revoke, ack, bye)
  * travel with fi_send into receive buffers posted ahead, each behind a small
- * header.  Stale keys are stopped here rather than left to the provider
+ * header; a notification's bytes follow the sender's name (header field b
+ * its length; libfabric authenticates nothing, so it is what the sender
+ * says: docs/security.md).  Stale keys are stopped here rather than left to the provider
  * (tcp and shm verify keys at the target, but a bad key there can stall or
  * break the connection): every process that connects says hello, and
  * dereg() revokes the region at each of them and waits for their acks —
@@ -84,7 +86,7 @@ enum { MSG_NOTE = 1, MSG_HELLO, MSG_REVOKE, MSG_ACK, MSG_BYE };
 struct ofip_msg {
     uint32_t type, len; /* len: bytes after the header */
     uint64_t sender;    /* transport id */
-    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq */
+    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq; NOTE: b the name's length */
 };
 
 /* The context of one libfabric operation; fi_context2 first because the
@@ -426,6 +428,23 @@ static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned ch
     w->reachable = 1;
 }
 
+/* A notification: the sender's name (h->b bytes), then its bytes. */
+static void on_note(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *tail)
+{
+    char from[REFIT_TP_NAME_MAX + 1] = "?";
+    if (h->b > REFIT_TP_NAME_MAX || h->b > h->len)
+        return; /* not our format */
+    if (!memchr(tail, 0, h->b)) {
+        memcpy(from, tail, h->b);
+        from[h->b] = 0;
+    }
+    size_t len = h->len - h->b;
+    if (len > tp->max_notify_len)
+        rtp_notice_drop_big(&tp->c, from, len);
+    else
+        rtp_notice_push(&tp->c, from, tail + h->b, len);
+}
+
 static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
 {
     struct ofip_msg h;
@@ -435,8 +454,8 @@ static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
     if (h.len != len - sizeof(h))
         return; /* not ours, or truncated */
     const unsigned char *tail = buf + sizeof(h);
-    if (h.type == MSG_NOTE && h.len <= tp->max_notify_len) {
-        rtp_notice_push(&tp->c, tail, h.len);
+    if (h.type == MSG_NOTE) {
+        on_note(tp, &h, tail);
     } else if (h.type == MSG_HELLO && h.len && h.len <= OFIP_MAX_ADDR) {
         on_hello(tp, &h, tail);
     } else if (h.type == MSG_BYE) {
@@ -482,6 +501,7 @@ static const struct refit_cfg_field ofip_config[] = {
      "register GPU memory with the provider (FI_HMEM): auto uses it where offered"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL, "largest notification"},
     {"recv_depth", REFIT_CFG_INT, "64", 1, 4096, NULL, "receive buffers posted for notifications"},
+    RTP_NOTIFY_CFG_FIELDS,
     {"max_chunk", REFIT_CFG_SIZE, "64MiB", 4096, 1073741824.0, NULL,
      "descriptors are split into operations of at most this size"},
     {"progress_sleep_us", REFIT_CFG_INT, "20", 0, 100000, NULL,
@@ -724,8 +744,10 @@ static int open_objects(refit_tp_t *tp, int64_t recv_depth)
 
     tp->n_recv = (size_t)recv_depth;
     tp->recv_ops = H->calloc(tp->n_recv, sizeof(*tp->recv_ops));
-    tp->recv_len = sizeof(struct ofip_msg) +
-                   (tp->max_notify_len > OFIP_MAX_ADDR ? tp->max_notify_len : OFIP_MAX_ADDR);
+    /* A note is the sender's name and its bytes; a hello our address. */
+    tp->recv_len = sizeof(struct ofip_msg) + (tp->max_notify_len + REFIT_TP_NAME_MAX > OFIP_MAX_ADDR
+                                                  ? tp->max_notify_len + REFIT_TP_NAME_MAX
+                                                  : OFIP_MAX_ADDR);
     tp->recv_bufs = H->alloc(tp->n_recv * tp->recv_len);
     if (!tp->recv_ops || !tp->recv_bufs)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
@@ -784,6 +806,10 @@ static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->max_chunk = 64ull << 20;
     struct opts o = {0};
     int rc = tp->name ? read_options(a, tp, &o) : H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    if (!rc && strlen(tp->name) > REFIT_TP_NAME_MAX)
+        rc = H->error_set(REFIT_EINVAL, "%s: name longer than %d bytes", OFIP, REFIT_TP_NAME_MAX);
+    if (!rc)
+        rc = rtp_notify_configure(&tp->c, a->cfg);
     if (!rc)
         rc = choose_info(tp, a, &o);
     if (!rc)
@@ -1215,7 +1241,7 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
                             "complete within %" PRId64 " ms", OFIP, prov_of(tp), p->name,
                             p->writes_pending, tp->c.timeout_ms);
     struct refit_tp_req *r = req_new(tp, p, 1);
-    size_t total = sizeof(struct ofip_msg) + len;
+    size_t nl = strlen(tp->name), total = sizeof(struct ofip_msg) + nl + len;
     unsigned char *copy = H->alloc(total);
     if (!r || !copy) {
         H->free(copy);
@@ -1223,10 +1249,11 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
             rtp_req_unlink_free(&tp->c, r);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
-    struct ofip_msg mh = {MSG_NOTE, (uint32_t)len, tp->c.id, 0, 0};
+    struct ofip_msg mh = {MSG_NOTE, (uint32_t)(nl + len), tp->c.id, 0, nl};
     memcpy(copy, &mh, sizeof(mh));
+    memcpy(copy + sizeof(mh), tp->name, nl);
     if (len)
-        memcpy(copy + sizeof(mh), msg, len);
+        memcpy(copy + sizeof(mh) + nl, msg, len);
     struct ofip_op *op = &req_ext(r)->ops[0];
     op->kind = OP_SEND;
     op->req = r;

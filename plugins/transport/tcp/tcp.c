@@ -39,6 +39,10 @@ static const struct refit_cfg_field tcp_fields[] = {
     {"secret_dir", REFIT_CFG_STRING, NULL, 0, -1, NULL,
      "without a token: directory of this user's local secret (default ${TMPDIR:-/tmp}/refit-<uid>)"},
     {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "authenticated connections served at once"},
+    {"notify_queue", REFIT_CFG_INT, "1024", 1, 1048576, NULL,
+     "notifications kept until polled; more are dropped (counted, logged, the sender told)"},
+    {"notify_queue_bytes", REFIT_CFG_SIZE, "16MiB", 65536, 1073741824.0, NULL,
+     "bytes of notifications kept until polled"},
     {"max_unauth", REFIT_CFG_INT, "64", 1, 65536, NULL,
      "connections still in their handshake; the oldest is dropped to make room for a new one"},
     {"handshake_timeout", REFIT_CFG_DURATION, "5s", 10, 600000, NULL,
@@ -287,6 +291,11 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     if (!tp)
         return tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
     snprintf(tp->name, sizeof(tp->name), "%s", a->name ? a->name : "refit");
+    if (a->name && strlen(a->name) > REFIT_TP_NAME_MAX) {
+        free(tp);
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: name '%.40s...' longer than %d bytes", a->name,
+                                REFIT_TP_NAME_MAX);
+    }
     tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
     tp->lfd = tp->wake[0] = tp->wake[1] = -1;
     pthread_mutex_init(&tp->lock, NULL);
@@ -294,13 +303,15 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     pthread_mutex_init(&tp->plock, NULL);
     tcp_cond_init(&tp->cond); /* dereg's deadline is on the monotonic clock */
     tcp_cond_init(&tp->ncond);
-    int64_t streams = 2, max_conns = 1024, max_unauth = 64;
+    int64_t streams = 2, max_conns = 1024, max_unauth = 64, nq = 1024;
+    uint64_t nq_bytes = 16u << 20;
     tp->hs_timeout_ms = 5000;
     tp->chunk = 4u << 20;
     tp->batch_bytes = 8u << 20;
     int rc;
     if ((rc = cfg_int(cfg, "streams", &streams)) || (rc = cfg_int(cfg, "max_conns", &max_conns)) ||
-        (rc = cfg_int(cfg, "max_unauth", &max_unauth)) ||
+        (rc = cfg_int(cfg, "max_unauth", &max_unauth)) || (rc = cfg_int(cfg, "notify_queue", &nq)) ||
+        (rc = cfg_size(cfg, "notify_queue_bytes", &nq_bytes)) ||
         (rc = cfg ? tcp_h->cfg_duration_ms(cfg, "handshake_timeout", &tp->hs_timeout_ms) : 0) ||
         (rc = cfg_size(cfg, "sndbuf", &tp->sndbuf)) || (rc = cfg_size(cfg, "rcvbuf", &tp->rcvbuf)) ||
         (rc = cfg_size(cfg, "chunk", &tp->chunk)) || (rc = cfg_size(cfg, "batch", &tp->batch_bytes)))
@@ -310,6 +321,12 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->streams = (int)streams;
     tp->max_conns = (int)max_conns;
     tp->max_unauth = (int)max_unauth;
+    tp->nq_max = (size_t)nq;
+    tp->nq_max_bytes = (size_t)nq_bytes;
+    if (!(tp->self = strdup(a->name ? a->name : "refit"))) {
+        rc = tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
+        goto fail;
+    }
     if ((rc = read_token(tp, cfg)))
         goto fail;
     if (tcp_fill_random(&tp->instance, sizeof(tp->instance)) || pipe2(tp->wake, O_CLOEXEC | O_NONBLOCK)) {
@@ -337,11 +354,8 @@ static void tcp_fini(refit_tp_t *tp)
     for (int i = 0; i < 2; i++)
         if (tp->wake[i] >= 0)
             close(tp->wake[i]);
-    while (tp->nhead) {
-        struct tcp_nmsg *m = tp->nhead;
-        tp->nhead = m->next;
-        free(m);
-    }
+    tcp_nq_fini(tp);
+    free(tp->self);
     if (tp->token)
         memset(tp->token, 0, tp->token_len);
     free(tp->token);
@@ -493,29 +507,24 @@ static int tcp_progress(refit_tp_t *tp)
 
 static int tcp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
 {
-    struct timespec dl;
-    tcp_deadline(&dl, timeout_ms);
-    pthread_mutex_lock(&tp->nlock);
-    while (!tp->nhead)
-        if (pthread_cond_timedwait(&tp->ncond, &tp->nlock, &dl) == ETIMEDOUT && !tp->nhead) {
-            pthread_mutex_unlock(&tp->nlock);
-            return tcp_h->error_set(REFIT_ETIMEDOUT, "tcp: %s: no notification within %lld ms",
-                                    tp->name, (long long)timeout_ms);
-        }
-    struct tcp_nmsg *m = tp->nhead;
-    *len = m->len;
-    if (m->len > cap) {
-        pthread_mutex_unlock(&tp->nlock);
-        return tcp_h->error_set(REFIT_ETOOBIG, "tcp: %s: notification of %zu bytes, buffer of %zu",
-                                tp->name, m->len, cap);
-    }
-    tp->nhead = m->next;
-    if (!tp->nhead)
-        tp->ntail = NULL;
-    tp->n_nmsgs--;
-    pthread_mutex_unlock(&tp->nlock);
-    memcpy(buf, m->data, m->len);
-    free(m);
+    return tcp_nq_poll(tp, buf, cap, len, NULL, 0, timeout_ms);
+}
+
+static int tcp_poll_notify_from(refit_tp_t *tp, void *buf, size_t cap, size_t *len, char *from,
+                                size_t from_cap, int64_t timeout_ms)
+{
+    if (!from || from_cap < REFIT_TP_NAME_MAX + 1)
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: %s: poll_notify_from needs %d bytes for the sender",
+                                tp->name, REFIT_TP_NAME_MAX + 1);
+    return tcp_nq_poll(tp, buf, cap, len, from, from_cap, timeout_ms);
+}
+
+static int tcp_describe(refit_tp_t *tp, char *buf, size_t cap)
+{
+    if (!buf || !cap)
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: describe without a buffer");
+    snprintf(buf, cap, "tcp on %s, %d streams, %s", tp->where, tp->streams,
+             tp->secret_path ? "loopback only, keyed by this user's local secret" : "token authentication");
     return 0;
 }
 
@@ -539,6 +548,9 @@ static const struct refit_transport_ops tcp_ops = {
     .req_free = tcp_req_free,
     .notify = tcp_notify,
     .poll_notify = tcp_poll_notify,
+    .describe = tcp_describe,
+    .poll_notify_from = tcp_poll_notify_from,
+    .notify_stats = tcp_notify_stats,
 };
 
 static int tcp_load(const struct refit_host *host)

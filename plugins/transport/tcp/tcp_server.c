@@ -38,6 +38,7 @@ struct tcp_sconn {
     int n_held;
     struct tcp_sconn *next;
     char who[80];
+    char from[REFIT_TP_NAME_MAX + 1]; /* the name it authenticated with */
     struct tcp_rbuf rb;
 };
 
@@ -117,27 +118,22 @@ static void pend_add(struct pend *p, int *np, int st, void *data, uint64_t len, 
     e->slot = slot;
 }
 
-static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len)
+/* A notification's payload (len <= TCP_MAX_NOTIFY) into the queue; *st
+ * says whether it was queued.  Returns 0 or the stream's errno. */
+static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len, int *st)
 {
     struct tcp_nmsg *m = malloc(sizeof(*m) + (len ? len : 1));
-    if (!m)
-        return -ENOMEM;
-    m->next = NULL;
+    if (!m) {
+        *st = TCP_S_NOMEM;
+        return tcp_rb_read(c->fd, &c->rb, NULL, len); /* drained: the stream stays in step */
+    }
     m->len = len;
     int rc = tcp_rb_read(c->fd, &c->rb, m->data, len);
     if (rc) {
         free(m);
         return rc;
     }
-    pthread_mutex_lock(&tp->nlock);
-    if (tp->ntail)
-        tp->ntail->next = m;
-    else
-        tp->nhead = m;
-    tp->ntail = m;
-    tp->n_nmsgs++;
-    pthread_cond_broadcast(&tp->ncond);
-    pthread_mutex_unlock(&tp->nlock);
+    *st = tcp_nq_push(tp, c->from, m);
     return 0;
 }
 
@@ -194,11 +190,16 @@ static int serve(refit_tp_t *tp, struct tcp_sconn *c)
                 break;
             pend_add(p, &np, st, NULL, 0, UINT64_MAX);
         } else if (op == TCP_W_NOTIFY && len <= TCP_MAX_NOTIFY) {
-            rc = take_notify(tp, c, len);
+            rc = take_notify(tp, c, len, &st);
             if (rc)
                 break;
-            pend_add(p, &np, TCP_S_OK, NULL, 0, UINT64_MAX);
+            pend_add(p, &np, st, NULL, 0, UINT64_MAX);
         } else {
+            if (op == TCP_W_NOTIFY) {
+                pthread_mutex_lock(&tp->nlock);
+                tp->nq_dropped_big++;
+                pthread_mutex_unlock(&tp->nlock);
+            }
             /* Unknown op or an oversized message: the stream cannot be
              * trusted any more, answer and close. */
             pend_add(p, &np, op == TCP_W_NOTIFY ? TCP_S_TOOBIG : TCP_S_BADOP, NULL, 0, UINT64_MAX);
@@ -257,7 +258,8 @@ static void *sconn_main(void *arg)
     uint64_t client = 0;
     int rc = tcp_rb_init(&c->rb);
     if (!rc)
-        rc = tcp_handshake_server(tp, c->fd, &c->rb, &role, &client, c->since_ms + tp->hs_timeout_ms);
+        rc = tcp_handshake_server(tp, c->fd, &c->rb, &role, &client, c->from,
+                                  c->since_ms + tp->hs_timeout_ms);
     if (rc) {
         if (rc == -ETIMEDOUT)
             log_refusal(tp, &tp->refused_slow, "%s: dropped %s: no complete handshake within %d ms "

@@ -21,6 +21,11 @@
  * completed *remotely* — the batch ends with ucp_ep_flush_nbx, because a put's
  * own completion is only local (the source buffer may be reused).
  *
+ * Notifications carry the sender's name (its transport's init name) in the
+ * active message's header; UCX authenticates nothing, so that name is what
+ * the sender says (docs/security.md).  Received ones wait in rtp_core's
+ * bounded queue.
+ *
  * Ordering of notifications: UCX orders nothing between RMA and active
  * messages (they may take different lanes), so notify() first flushes the
  * endpoint — every put posted before it is then remotely complete — and
@@ -209,6 +214,7 @@ static const struct refit_cfg_field ucxp_config[] = {
      "UCX settings for this transport only (UCX_TLS, UCX_NET_DEVICES, UCX_IB_GPU_DIRECT_RDMA, ...)"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL,
      "largest notification (sent eagerly as one active message)"},
+    RTP_NOTIFY_CFG_FIELDS,
     {"error_handling", REFIT_CFG_ENUM, "auto", 0, -1, "auto|peer|none",
      "peer: endpoints report a failed peer (UCX then skips transports without peer-failure "
      "support, e.g. shared memory in UCX 1.13); none: a dead peer shows as transport.timeout; "
@@ -315,16 +321,20 @@ static ucs_status_t am_notify_cb(void *arg, const void *header, size_t header_le
                                  size_t length, const ucp_am_recv_param_t *param)
 {
     refit_tp_t *tp = arg;
-    (void)header;
-    (void)header_length;
+    /* The header is the sender's name: at most REFIT_TP_NAME_MAX bytes,
+     * no NUL (a name that breaks this is shown as "?"). */
+    char from[REFIT_TP_NAME_MAX + 1] = "?";
+    if (header_length && header_length <= REFIT_TP_NAME_MAX && !memchr(header, 0, header_length)) {
+        memcpy(from, header, header_length);
+        from[header_length] = 0;
+    }
     /* Notifications are sent eagerly; a rendezvous one is a peer that does
      * not follow the protocol, and it would need a receive we cannot fit. */
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > tp->max_notify_len) {
-        H->log(2, UCXP, "dropped a notification of %zu bytes (limit %" PRIu64 ")", length,
-               tp->max_notify_len);
+        rtp_notice_drop_big(&tp->c, from, length);
         return UCS_OK;
     }
-    rtp_notice_push(&tp->c, data, length);
+    rtp_notice_push(&tp->c, from, data, length);
     return UCS_OK;
 }
 
@@ -459,6 +469,10 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->name = rtp_strdup(a->name ? a->name : "refit");
     tp->next_region_id = 1;
     tp->efd = -1;
+    if (tp->name && strlen(tp->name) > REFIT_TP_NAME_MAX) {
+        ucxp_fini(tp);
+        return H->error_set(REFIT_EINVAL, "%s: name longer than %d bytes", UCXP, REFIT_TP_NAME_MAX);
+    }
 
     /* Reads the process environment first; our settings then override
      * it in this config object only (no setenv). */
@@ -469,6 +483,8 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
         rc = H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
     if (!rc)
         rc = read_options(a, uc, tp);
+    if (!rc)
+        rc = rtp_notify_configure(&tp->c, a->cfg);
     if (!rc)
         rc = create_context(tp, uc);
     if (!rc)
@@ -1138,7 +1154,8 @@ static int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     if (!r.status && p->err == UCS_OK) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         rp.flags = UCP_AM_SEND_FLAG_EAGER;
-        track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, NULL, 0, msg, len, &rp), "notify");
+        track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, tp->name, strlen(tp->name), msg, len, &rp),
+              "notify");
         if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
             return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': not sent within %" PRId64
                                 " ms", UCXP, p->name, tp->c.timeout_ms);
