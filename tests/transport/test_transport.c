@@ -478,6 +478,136 @@ START_TEST(t_dereg_while_reading)
 }
 END_TEST
 
+/* ---- broken peers, reconnected ---- */
+
+/* After a break: every transfer to the old peer handle fails with
+ * REFIT_ECONN (the rule that tells a caller to reconnect), never hangs. */
+static void expect_broken(refit_tp_region_t *lr, refit_tp_rkey_t *rk, uint64_t len)
+{
+    int rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++)
+        rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, len);
+    ck_assert_msg(rc == REFIT_ECONN, "a transfer to a broken peer: %d, %s (want REFIT_ECONN)", rc,
+                  refit_error_message());
+    rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
+    ck_assert_msg(rc == REFIT_ECONN, "the next transfer: %d, %s", rc, refit_error_message());
+}
+
+/* disconnect, connect to p's address again, and read a fresh region. */
+static void reconnect_and_read(struct peer *p, refit_tp_region_t *lr, uint8_t *buf)
+{
+    refit_tp_disconnect(S.t, S.peer);
+    S.peer = NULL;
+    int rc = refit_tp_connect(S.t, p->addr, p->alen, "peer", &S.peer);
+    ck_assert_msg(rc == 0, "connect again: %s", refit_error_message());
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, p, 1 << 20, 77, &id);
+    rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20);
+    ck_assert_msg(rc == 0, "READ after reconnecting: %s", refit_error_message());
+    ck_assert_int_lt(check(buf, 1 << 20, 77, 0), 0);
+    fill(buf, 4096, 78, 0);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096), 0);
+    ck_assert_str_eq(peer_cmd(p, "check %d 0 4096 78 0", id), "ok");
+    if (refit_tp_caps(S.t)->notify)
+        ck_assert_int_eq(refit_tp_notify(S.t, S.peer, "v", 1), 0);
+    /* The owner's deregistration still reaches the reconnected peer. */
+    ck_assert_str_eq(peer_cmd(p, "dereg %d", id), "ok");
+    rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
+    ck_assert_msg(rc == REFIT_ESTALE, "READ through a key deregistered after reconnecting: %d, %s", rc,
+                  refit_error_message());
+    refit_tp_release(S.t, rk);
+}
+
+START_TEST(t_reconnect_stopped)
+{
+    /* A peer stopped past transport.timeout breaks; resumed, the same
+     * address connects again. */
+    const uint64_t R = 64u << 20;
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 71, &id);
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
+    kill(P.pid, SIGSTOP);
+    expect_broken(lr, rk, R);
+    kill(P.pid, SIGCONT);
+    refit_tp_release(S.t, rk);
+    reconnect_and_read(&P, lr, buf);
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    munmap_buf(buf, R);
+}
+END_TEST
+
+START_TEST(t_reconnect_reset)
+{
+    /* The peer's TCP connections are reset (RST) while it lives on. */
+    const uint64_t R = 64u << 20;
+    int id;
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 72, &id);
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
+    const char *l = peer_cmd(&P, "reset");
+    int n = 0;
+    ck_assert_msg(sscanf(l, "ok %d", &n) == 1 && n > 0, "peer reset: %s", l);
+    expect_broken(lr, rk, R);
+    refit_tp_release(S.t, rk);
+    reconnect_and_read(&P, lr, buf);
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    munmap_buf(buf, R);
+}
+END_TEST
+
+START_TEST(t_reconnect_restarted)
+{
+    /* The peer is killed and started again (tcp: on the same port): the old
+     * address names a process that is gone, the new one connects. */
+    const uint64_t R = 4u << 20;
+    int tcp = !strcmp(plugin, "tcp"), id;
+    char set[64];
+    snprintf(set, sizeof(set), "transport.tcp.port_min=%d", 20000 + (int)(getpid() % 20000));
+    if (tcp) {
+        side_close(&S);
+        peer_stop(&P);
+        setenv("REFIT_TRANSPORT_TCP_PORT_MAX", "65535", 1);
+        peer_start(&P, NULL, set);
+        unsetenv("REFIT_TRANSPORT_TCP_PORT_MAX");
+        side_open(&S, NULL);
+        side_connect(&S, &P);
+    }
+    refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 73, &id);
+    uint8_t *buf = map(R);
+    refit_tp_region_t *lr;
+    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, R), 0);
+    struct peer old = P;
+    int port = P.addr[6] | P.addr[7] << 8;
+    peer_kill(&P);
+    expect_broken(lr, rk, R);
+    refit_tp_release(S.t, rk);
+    snprintf(set, sizeof(set), "transport.tcp.port_min=%d", port);
+    char pmax[64];
+    snprintf(pmax, sizeof(pmax), "%d", port);
+    if (tcp)
+        setenv("REFIT_TRANSPORT_TCP_PORT_MAX", pmax, 1);
+    peer_start(&P, NULL, tcp ? set : NULL);
+    unsetenv("REFIT_TRANSPORT_TCP_PORT_MAX");
+    refit_tp_disconnect(S.t, S.peer);
+    S.peer = NULL;
+    if (tcp) {
+        /* Same host and port, another process: refused, not misdirected. */
+        ck_assert_int_eq(P.addr[6] | P.addr[7] << 8, port);
+        refit_tp_peer_t *pp = NULL;
+        ck_assert_int_eq(refit_tp_connect(S.t, old.addr, old.alen, "old", &pp), REFIT_ESTALE);
+    }
+    reconnect_and_read(&P, lr, buf);
+    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
+    munmap_buf(buf, R);
+}
+END_TEST
+
 /* ---- vanished peers ---- */
 
 static void vanish(int sig)
@@ -703,6 +833,9 @@ static Suite *suite(void)
     ADD(tc, t_dereg_while_reading);
     ADD(tc, t_peer_killed);
     ADD(tc, t_peer_stopped);
+    ADD(tc, t_reconnect_stopped);
+    ADD(tc, t_reconnect_reset);
+    ADD(tc, t_reconnect_restarted);
     suite_add_tcase(s, tc);
     if (!strcmp(plugin, "cuda_ipc")) {
         TCase *t3 = tcase_create("cuda_ipc");

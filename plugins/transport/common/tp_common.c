@@ -476,6 +476,14 @@ int rtp_watcher_rehello(struct rtp_core *c, uint64_t sender)
     return 0;
 }
 
+struct rtp_watcher *rtp_watcher_find(struct rtp_core *c, uint64_t sender)
+{
+    for (struct rtp_watcher *w = c->watchers; w; w = w->next)
+        if (w->id == sender)
+            return w;
+    return NULL;
+}
+
 struct rtp_watcher *rtp_watcher_add(struct rtp_core *c, uint64_t sender)
 {
     struct rtp_watcher *w = H->calloc(1, sizeof(*w));

@@ -56,6 +56,8 @@ struct rtp_watcher {
     int refs;       /* hellos minus byes */
     int dead;       /* no revoke waits for it */
     int reachable;  /* the plugin can send to it (ucx: once its endpoint exists) */
+    int failed;     /* its endpoint failed (ucx): a new hello brings a new one */
+    int reopen;     /* ucx: replace the endpoint with one to addr */
     uint64_t acked; /* highest revoke sequence it acknowledged */
     void *ep;
     void *addr;
@@ -210,6 +212,8 @@ int rtp_caps(const char *plugin, uint32_t memtypes, uint64_t max_notify_len,
  * the plugin validates the message and calls rtp_watcher_add. */
 int rtp_watcher_rehello(struct rtp_core *c, uint64_t sender);
 struct rtp_watcher *rtp_watcher_add(struct rtp_core *c, uint64_t sender);
+/* The watcher of sender, or NULL. */
+struct rtp_watcher *rtp_watcher_find(struct rtp_core *c, uint64_t sender);
 void rtp_watcher_discard(struct rtp_core *c, struct rtp_watcher *w);
 void rtp_on_bye(struct rtp_core *c, uint64_t sender);
 void rtp_on_ack(struct rtp_core *c, uint64_t sender, uint64_t seq);

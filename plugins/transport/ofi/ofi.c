@@ -254,6 +254,17 @@ static int post_recv(refit_tp_t *tp, struct ofip_op *op)
 
 static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len);
 
+/* The connection to p is gone or stalled: every later call fails at once
+ * with REFIT_ECONN until the caller reconnects (disconnect then drops the
+ * address from the vector, so the provider connects afresh). */
+static void peer_fail(refit_tp_peer_t *p, const char *why)
+{
+    if (p && !p->failed) {
+        p->failed = 1;
+        snprintf(p->why, sizeof(p->why), "%s", why);
+    }
+}
+
 static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, const char *why)
 {
     switch (op->kind) {
@@ -291,6 +302,8 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
             const char *who = r->peer ? r->peer->name : "?";
             rtp_req_fail(r, status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, prov_of(tp),
                      op->kind == OP_SEND ? "notification" : op->is_write ? "write" : "read", who, why);
+            if (status_of(err) == REFIT_ECONN)
+                peer_fail(r->peer, why);
         }
         H->free(op->kind == OP_SEND ? op->buf : NULL);
         op->buf = NULL;
@@ -1042,7 +1055,10 @@ static void ofip_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
                 req_ext(r)->ops[i].peer = NULL;
     for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
         k->peer = NULL;
-    /* The address stays in the vector: the bye may still be in flight. */
+    /* The address stays in the vector: the bye may still be in flight.
+     * (Removing a failed peer's address does not help: libfabric 1.17's
+     * rxm keeps its connection by address and hands it back on the next
+     * insert; see transports.md on what ofi can and cannot recover.) */
     if (!p->failed)
         msg_send(tp, p->fa, MSG_BYE, 0, 0, NULL, 0);
     H->free(p->name);
@@ -1167,9 +1183,15 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
                 p->ops_pending--;
                 if (op->is_write)
                     p->writes_pending--;
-                rtp_req_fail(r, status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret),
-                         "%s(%s): %s to peer '%s' not posted: %s (fi errno %d)", OFIP, prov_of(tp),
-                         op->is_write ? "fi_write" : "fi_read", p->name, fi_strerror(-ret), -ret);
+                /* A queue that stays full for transport.timeout is a peer
+                 * that stopped taking our operations. */
+                int st = ret == -FI_ETIMEDOUT ? REFIT_ECONN
+                         : status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret);
+                rtp_req_fail(r, st, "%s(%s): %s to peer '%s' not posted: %s (fi errno %d)", OFIP,
+                             prov_of(tp), op->is_write ? "fi_write" : "fi_read", p->name,
+                             fi_strerror(-ret), -ret);
+                if (st == REFIT_ECONN)
+                    peer_fail(p, "operations not accepted within transport.timeout");
             }
         }
     }
@@ -1208,7 +1230,7 @@ static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
                 snprintf(r->peer->why, sizeof(r->peer->why), "no progress for %" PRId64 " ms",
                          tp->c.timeout_ms);
             }
-            rtp_req_fail(r, REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no progress for %" PRId64
+            rtp_req_fail(r, REFIT_ECONN, "%s(%s): transfer with peer '%s': no progress for %" PRId64
                      " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp),
                      r->peer ? r->peer->name : "?", tp->c.timeout_ms);
             break;
@@ -1236,10 +1258,12 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     if (p->failed)
         return H->error_set(REFIT_ECONN, "%s: peer '%s' failed earlier: %s", OFIP, p->name, p->why);
     /* Every WRITE to this peer is delivered before the note leaves. */
-    if (rtp_spin(&tp->c, &p->writes_pending, NULL, tp->c.timeout_ms))
-        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': %zu earlier writes not "
-                            "complete within %" PRId64 " ms", OFIP, prov_of(tp), p->name,
-                            p->writes_pending, tp->c.timeout_ms);
+    if (rtp_spin(&tp->c, &p->writes_pending, NULL, tp->c.timeout_ms)) {
+        peer_fail(p, "writes not complete within transport.timeout");
+        return H->error_set(REFIT_ECONN, "%s(%s): notify peer '%s': %zu earlier writes not "
+                            "complete within %" PRId64 " ms (transport.timeout); peer presumed gone",
+                            OFIP, prov_of(tp), p->name, p->writes_pending, tp->c.timeout_ms);
+    }
     struct refit_tp_req *r = req_new(tp, p, 1);
     size_t nl = strlen(tp->name), total = sizeof(struct ofip_msg) + nl + len;
     unsigned char *copy = H->alloc(total);
@@ -1275,8 +1299,10 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     int rc = rtp_spin(&tp->c, &r->pending, &r->status, tp->c.timeout_ms);
     if (rc) {
         r->released = 1;
-        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': not sent within %" PRId64
-                            " ms", OFIP, prov_of(tp), p->name, tp->c.timeout_ms);
+        peer_fail(p, "a notification not sent within transport.timeout");
+        return H->error_set(REFIT_ECONN, "%s(%s): notify peer '%s': not sent within %" PRId64
+                            " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp), p->name,
+                            tp->c.timeout_ms);
     }
     rc = rtp_req_result(r);
     if (r->pending)

@@ -683,7 +683,8 @@ static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
     struct rtp_watcher *w = arg;
     (void)ep;
     (void)us;
-    w->dead = 1; /* no revoke waits for it any more */
+    w->dead = 1;   /* no revoke waits for it any more */
+    w->failed = 1; /* until it says hello again (it reconnected) */
 }
 
 /* An endpoint with peer error handling where some transport to the peer
@@ -780,11 +781,23 @@ static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_leng
         rtp_on_bye(&tp->c, c.sender); /* closed by ctrl_work */
     } else if (c.type == CTRL_HELLO) {
         tp->ctrl_dirty = 1;
-        if (rtp_watcher_rehello(&tp->c, c.sender))
-            return UCS_OK;
+        struct rtp_watcher *old = rtp_watcher_find(&tp->c, c.sender);
         if (c.a != length - sizeof(c) || !c.a)
             return UCS_OK;
         void *addr = H->alloc(c.a);
+        if (addr && old) {
+            /* A known process connected again — after a failure, our
+             * endpoint to it may be broken without our having seen it
+             * yet — so revokes go through a new endpoint (ctrl_work). */
+            memcpy(addr, (char *)data + sizeof(c), c.a);
+            H->free(old->addr);
+            old->addr = addr;
+            old->addr_len = c.a;
+            old->refs++;
+            old->dead = old->failed = old->reachable = 0;
+            old->reopen = 1;
+            return UCS_OK;
+        }
         struct rtp_watcher *w = addr ? rtp_watcher_add(&tp->c, c.sender) : NULL;
         if (!w) {
             H->free(addr);
@@ -842,6 +855,16 @@ static size_t ctrl_work(refit_tp_t *tp)
             n++;
             continue;
         }
+        if (w->reopen && w->ep) {
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+            if (UCS_PTR_IS_PTR(sp))
+                ucp_request_free(sp); /* completes on its own */
+            w->ep = NULL;
+        }
+        w->reopen = 0;
         if (!w->ep && w->addr && !w->dead) {
             ucp_ep_h ep = NULL;
             if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &ep) != UCS_OK)
@@ -1020,7 +1043,10 @@ static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what)
         return; /* completed in place */
     if (UCS_PTR_IS_ERR(sp)) {
         ucs_status_t us = UCS_PTR_STATUS(sp);
-        rtp_req_fail(r, status_of(us) == REFIT_EPLUGIN ? REFIT_ECONN : status_of(us),
+        /* Refused at once: the endpoint failed (reset, timed out), so the
+         * peer is broken until reconnected. */
+        int st = status_of(us);
+        rtp_req_fail(r, st == REFIT_EPLUGIN || st == REFIT_ETIMEDOUT ? REFIT_ECONN : st,
                  "%s: %s to peer '%s' failed: %s (UCS %d)", UCXP, what, r->peer->name,
                  ucs_status_string(us), (int)us);
         return;
@@ -1120,7 +1146,8 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
                     H->log(2, UCXP, "peer '%s': no progress for %" PRId64 " ms", r->peer->name,
                            tp->c.timeout_ms);
                 r->peer->err = UCS_ERR_ENDPOINT_TIMEOUT;
-                rtp_req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
+                /* REFIT_ECONN: the peer is broken until reconnected. */
+                rtp_req_fail(r, REFIT_ECONN, "%s: transfer with peer '%s': no progress for %" PRId64
                          " ms (transport.timeout); peer presumed gone", UCXP, r->peer->name,
                          tp->c.timeout_ms);
                 break;
@@ -1148,17 +1175,23 @@ static int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     struct refit_tp_req r;
     ucp_request_param_t rp;
     oneshot_flush(tp, p, &r, &rp, "flush before notify");
-    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
-        return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': earlier writes not flushed "
-                            "within %" PRId64 " ms", UCXP, p->name, tp->c.timeout_ms);
+    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+        p->err = UCS_ERR_ENDPOINT_TIMEOUT; /* broken until reconnected */
+        return H->error_set(REFIT_ECONN, "%s: notify peer '%s': earlier writes not flushed "
+                            "within %" PRId64 " ms (transport.timeout); peer presumed gone", UCXP,
+                            p->name, tp->c.timeout_ms);
+    }
     if (!r.status && p->err == UCS_OK) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         rp.flags = UCP_AM_SEND_FLAG_EAGER;
         track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, tp->name, strlen(tp->name), msg, len, &rp),
               "notify");
-        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
-            return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': not sent within %" PRId64
-                                " ms", UCXP, p->name, tp->c.timeout_ms);
+        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+            p->err = UCS_ERR_ENDPOINT_TIMEOUT;
+            return H->error_set(REFIT_ECONN, "%s: notify peer '%s': not sent within %" PRId64
+                                " ms (transport.timeout); peer presumed gone", UCXP, p->name,
+                                tp->c.timeout_ms);
+        }
     }
     if (!r.status && p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
