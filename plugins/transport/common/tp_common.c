@@ -215,6 +215,7 @@ void rtp_req_unlink_free(struct rtp_core *c, struct refit_tp_req *r)
     if (r->next)
         r->next->prev = r->prev;
     H->free(r->regions);
+    H->free(r->locals);
     H->free(r);
 }
 
@@ -234,6 +235,55 @@ int rtp_req_note_region(struct refit_tp_req *r, uint64_t region)
         r->regions = g;
     }
     r->regions[r->n_regions++] = region;
+    return 0;
+}
+
+int rtp_req_note_local(struct refit_tp_req *r, const void *local)
+{
+    size_t j = r->n_locals;
+    while (j > 0 && r->locals[j - 1] != local)
+        j--;
+    if (j)
+        return 0;
+    if ((r->n_locals & (r->n_locals - 1)) == 0) {
+        const void **g = H->realloc(r->locals, (r->n_locals ? 2 * r->n_locals : 1) * sizeof(*g));
+        if (!g)
+            return REFIT_ENOMEM;
+        r->locals = g;
+    }
+    r->locals[r->n_locals++] = local;
+    return 0;
+}
+
+static size_t local_users(struct rtp_core *c, const void *local)
+{
+    size_t n = 0;
+    for (struct refit_tp_req *r = c->reqs; r; r = r->next)
+        if (r->pending)
+            for (size_t i = 0; i < r->n_locals; i++)
+                n += r->locals[i] == local;
+    return n;
+}
+
+int rtp_local_quiesce(struct rtp_core *c, const void *local)
+{
+    int64_t deadline = rtp_now_ms() + c->timeout_ms;
+    unsigned idle = 0;
+    size_t n;
+    while ((n = local_users(c, local)) > 0) {
+        if (c->ops->progress(c->tp, 0)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            if (rtp_now_ms() >= deadline)
+                return H->error_set(REFIT_ETIMEDOUT, "%s: dereg: %zu requests of this process still move "
+                                    "data into or out of the region after %" PRId64 " ms (a peer presumed "
+                                    "gone may still answer them): the region stays registered and its "
+                                    "memory must outlive the transport", c->plugin, n, c->timeout_ms);
+            sched_yield();
+        }
+    }
     return 0;
 }
 

@@ -38,6 +38,8 @@ struct refit_tp_req {
     char msg[320];     /* why it failed (our own text, bounded) */
     uint64_t *regions; /* distinct remote region ids used (for revokes) */
     size_t n_regions;
+    const void **locals; /* distinct local regions used (for dereg) */
+    size_t n_locals;
     _Alignas(max_align_t) unsigned char ext[];
 };
 
@@ -149,6 +151,13 @@ void rtp_req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
 void rtp_req_unlink_free(struct rtp_core *c, struct refit_tp_req *r);
 /* Remember a remote region the request uses (0 or REFIT_ENOMEM). */
 int rtp_req_note_region(struct refit_tp_req *r, uint64_t region);
+/* Remember a local region the request uses (0 or REFIT_ENOMEM). */
+int rtp_req_note_local(struct refit_tp_req *r, const void *local);
+/* dereg() of a local region: progress (transport.timeout at most) until no
+ * operation of ours into or from it is in flight — a peer we declared gone
+ * may still answer a READ into it, and the memory must outlive that.
+ * 0, or REFIT_ETIMEDOUT with the message saying why the region stays. */
+int rtp_local_quiesce(struct rtp_core *c, const void *local);
 int rtp_req_result(struct refit_tp_req *r);
 /* req_free(): now, or by the last completion (released). */
 void rtp_req_release(struct rtp_core *c, struct refit_tp_req *r);

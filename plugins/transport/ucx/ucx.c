@@ -633,6 +633,9 @@ static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
+    int rc = rtp_local_quiesce(&tp->c, r);
+    if (rc)
+        return rc;
     if (tp->c.watchers)
         rtp_revoke_all(&tp->c, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
@@ -1072,7 +1075,7 @@ static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     /* The distinct remote regions, so that a revoke finds the requests it
      * affects. */
     for (size_t i = 0; i < n; i++)
-        if (rtp_req_note_region(r, d[i].remote->id)) {
+        if (rtp_req_note_region(r, d[i].remote->id) || rtp_req_note_local(r, d[i].local)) {
             rtp_req_unlink_free(&tp->c, r);
             return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
         }
