@@ -493,6 +493,22 @@ static void expect_broken(refit_tp_region_t *lr, refit_tp_rkey_t *rk, uint64_t l
     ck_assert_msg(rc == REFIT_ECONN, "the next transfer: %d, %s", rc, refit_error_message());
 }
 
+/* The local region that served requests to a broken peer.  tcp cancels
+ * them; ucx without peer error handling cannot (a peer declared gone may
+ * still answer a READ), so dereg may refuse with ETIMEDOUT and keep the
+ * region — then the memory must outlive the transport, and stays mapped. */
+static void dereg_after_break(refit_tp_region_t *lr, uint8_t *buf, uint64_t len)
+{
+    int rc = refit_tp_dereg(S.t, lr);
+    if (rc == REFIT_ETIMEDOUT && strcmp(plugin, "tcp")) {
+        ck_assert_msg(strstr(refit_error_message(), "must outlive the transport"), "%s",
+                      refit_error_message());
+        return;
+    }
+    ck_assert_msg(rc == 0, "dereg: %s", refit_error_message());
+    munmap_buf(buf, len);
+}
+
 /* disconnect, connect to p's address again, and read a fresh region. */
 static void reconnect_and_read(struct peer *p, refit_tp_region_t *lr, uint8_t *buf)
 {
@@ -534,8 +550,7 @@ START_TEST(t_reconnect_stopped)
     kill(P.pid, SIGCONT);
     refit_tp_release(S.t, rk);
     reconnect_and_read(&P, lr, buf);
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    munmap_buf(buf, R);
+    dereg_after_break(lr, buf, R);
 }
 END_TEST
 
@@ -555,8 +570,7 @@ START_TEST(t_reconnect_reset)
     expect_broken(lr, rk, R);
     refit_tp_release(S.t, rk);
     reconnect_and_read(&P, lr, buf);
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    munmap_buf(buf, R);
+    dereg_after_break(lr, buf, R);
 }
 END_TEST
 
@@ -603,8 +617,7 @@ START_TEST(t_reconnect_restarted)
         ck_assert_int_eq(refit_tp_connect(S.t, old.addr, old.alen, "old", &pp), REFIT_ESTALE);
     }
     reconnect_and_read(&P, lr, buf);
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    munmap_buf(buf, R);
+    dereg_after_break(lr, buf, R);
 }
 END_TEST
 
