@@ -1,7 +1,7 @@
 /* config.c — the cluster configuration.
  *
- * YAML is read with libyaml's document API and copied into a small tree of
- * our own that remembers each node's file:line:column.  Values are looked up
+ * YAML is read (config_yaml.c, with its limits) into a small tree of our
+ * own that remembers each node's file:line:column.  Values are looked up
  * lazily in precedence order: --set overrides, then REFIT_<SECTION>_<KEY>
  * environment variables, then the file, then the schema default.  Keeping
  * the layers apart (rather than patching the tree) lets `refit config
@@ -16,29 +16,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <yaml.h>
 
 #include "refit/config.h"
 #include "refit/status.h"
+#include "config_int.h"
 #include "util.h"
-
-#define CFG_MAX_FILE (1u << 20)
-#define CFG_MAX_DEPTH 32
-#define CFG_MAX_NODES 100000
-
-enum node_kind { N_SCALAR, N_MAP, N_SEQ };
-
-struct node {
-    enum node_kind kind;
-    char *value; /* scalar */
-    const char *file;
-    int line, col;
-    size_t n;
-    struct node **items; /* SEQ items or MAP values */
-    char **keys;         /* MAP keys */
-    int *kline, *kcol;   /* MAP key marks */
-    const char **seq_view; /* SEQ: cached char* view for refit_config_list */
-};
 
 struct section {
     char *name;
@@ -61,7 +43,6 @@ struct refit_config {
     size_t n_ovr;
     int use_env;
     char *const *envp;
-    size_t n_nodes;      /* during load */
     /* Scratch for env values returned by refit_config_str. */
     char **scratch;
     size_t n_scratch;
@@ -161,37 +142,6 @@ static int is_plugin_parent(const char *s)
 /* ------------------------------------------------------------------ */
 /* Tree */
 
-static void node_free(struct node *n)
-{
-    if (!n)
-        return;
-    free(n->value);
-    for (size_t i = 0; i < n->n; i++) {
-        node_free(n->items[i]);
-        if (n->keys)
-            free(n->keys[i]);
-    }
-    free(n->items);
-    free(n->keys);
-    free(n->kline);
-    free(n->kcol);
-    free(n->seq_view);
-    free(n);
-}
-
-static struct node *map_get(const struct node *m, const char *key, size_t klen, size_t *idx)
-{
-    if (!m || m->kind != N_MAP)
-        return NULL;
-    for (size_t i = 0; i < m->n; i++)
-        if (strlen(m->keys[i]) == klen && !strncmp(m->keys[i], key, klen)) {
-            if (idx)
-                *idx = i;
-            return m->items[i];
-        }
-    return NULL;
-}
-
 /* Walk a dotted path; NULL when any component is absent. */
 static struct node *tree_find(const struct node *root, const char *path, struct node **parent,
                               size_t *pidx)
@@ -203,7 +153,7 @@ static struct node *tree_find(const struct node *root, const char *path, struct 
         const char *dot = strchr(p, '.');
         size_t len = dot ? (size_t)(dot - p) : strlen(p);
         size_t idx = 0;
-        found = map_get(cur, p, len, &idx);
+        found = rf_cfg_map_get(cur, p, len, &idx);
         if (!found)
             return NULL;
         if (!dot) {
@@ -234,229 +184,13 @@ static const char *intern_file(refit_config_t *cfg, const char *name)
     return nf[cfg->n_files++];
 }
 
-/* ${VAR} and ${VAR:-default} in scalars, so a shipped file can say
- * "${TMPDIR:-/tmp}/refit-store".  Unset without default expands to "". */
-static char *expand_vars(const char *s)
-{
-    size_t cap = strlen(s) + 64, len = 0;
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
-    for (const char *p = s; *p;) {
-        const char *add = p;
-        size_t alen = 1;
-        char defbuf[256];
-        if (p[0] == '$' && p[1] == '{') {
-            const char *end = strchr(p + 2, '}');
-            if (end && (size_t)(end - p) < 256) {
-                char var[256];
-                size_t vlen = (size_t)(end - p - 2);
-                memcpy(var, p + 2, vlen);
-                var[vlen] = '\0';
-                const char *def = "";
-                char *sep = strstr(var, ":-");
-                if (sep) {
-                    *sep = '\0';
-                    snprintf(defbuf, sizeof(defbuf), "%s", sep + 2);
-                    def = defbuf;
-                }
-                const char *val = getenv(var);
-                add = (val && *val) ? val : def;
-                alen = strlen(add);
-                p = end + 1;
-                goto append;
-            }
-        }
-        p++;
-    append:
-        if (len + alen + 1 > cap) {
-            cap = (len + alen + 1) * 2;
-            char *n = realloc(out, cap);
-            if (!n) {
-                free(out);
-                return NULL;
-            }
-            out = n;
-        }
-        memcpy(out + len, add, alen);
-        len += alen;
-    }
-    out[len] = '\0';
-    return out;
-}
-
-static int convert(refit_config_t *cfg, yaml_document_t *doc, yaml_node_t *yn, const char *file,
-                   int depth, struct node **out)
-{
-    if (depth > CFG_MAX_DEPTH)
-        return refit_error_set(REFIT_ECONFIG, "%s:%zu:%zu: nesting deeper than %d levels", file,
-                               yn->start_mark.line + 1, yn->start_mark.column + 1, CFG_MAX_DEPTH);
-    if (++cfg->n_nodes > CFG_MAX_NODES)
-        return refit_error_set(REFIT_ECONFIG, "%s: more than %d nodes (alias expansion?)", file,
-                               CFG_MAX_NODES);
-    struct node *n = calloc(1, sizeof(*n));
-    if (!n)
-        return REFIT_ENOMEM;
-    n->file = file;
-    n->line = (int)yn->start_mark.line + 1;
-    n->col = (int)yn->start_mark.column + 1;
-    int rc = 0;
-    switch (yn->type) {
-    case YAML_SCALAR_NODE:
-        n->kind = N_SCALAR;
-        n->value = expand_vars((const char *)yn->data.scalar.value);
-        if (!n->value)
-            rc = REFIT_ENOMEM;
-        break;
-    case YAML_SEQUENCE_NODE: {
-        n->kind = N_SEQ;
-        size_t cnt = (size_t)(yn->data.sequence.items.top - yn->data.sequence.items.start);
-        n->items = calloc(cnt ? cnt : 1, sizeof(*n->items));
-        if (!n->items) {
-            rc = REFIT_ENOMEM;
-            break;
-        }
-        for (size_t i = 0; i < cnt && !rc; i++) {
-            yaml_node_t *c = yaml_document_get_node(doc, yn->data.sequence.items.start[i]);
-            rc = c ? convert(cfg, doc, c, file, depth + 1, &n->items[n->n++]) : REFIT_EPROTO;
-        }
-        break;
-    }
-    case YAML_MAPPING_NODE: {
-        n->kind = N_MAP;
-        size_t cnt = (size_t)(yn->data.mapping.pairs.top - yn->data.mapping.pairs.start);
-        size_t c1 = cnt ? cnt : 1;
-        n->items = calloc(c1, sizeof(*n->items));
-        n->keys = calloc(c1, sizeof(*n->keys));
-        n->kline = calloc(c1, sizeof(int));
-        n->kcol = calloc(c1, sizeof(int));
-        if (!n->items || !n->keys || !n->kline || !n->kcol) {
-            rc = REFIT_ENOMEM;
-            break;
-        }
-        for (size_t i = 0; i < cnt && !rc; i++) {
-            yaml_node_pair_t *pr = &yn->data.mapping.pairs.start[i];
-            yaml_node_t *k = yaml_document_get_node(doc, pr->key);
-            yaml_node_t *v = yaml_document_get_node(doc, pr->value);
-            if (!k || !v) {
-                rc = REFIT_EPROTO;
-                break;
-            }
-            if (k->type != YAML_SCALAR_NODE) {
-                rc = refit_error_set(REFIT_ECONFIG, "%s:%zu:%zu: mapping keys must be plain scalars",
-                                     file, k->start_mark.line + 1, k->start_mark.column + 1);
-                break;
-            }
-            const char *key = (const char *)k->data.scalar.value;
-            if (strchr(key, '.') || !*key) {
-                rc = refit_error_set(REFIT_ECONFIG,
-                                     "%s:%zu:%zu: key '%s': keys may not be empty or contain '.'; "
-                                     "nest mappings instead",
-                                     file, k->start_mark.line + 1, k->start_mark.column + 1, key);
-                break;
-            }
-            if (map_get(n, key, strlen(key), NULL)) {
-                rc = refit_error_set(REFIT_ECONFIG, "%s:%zu:%zu: key '%s' appears twice", file,
-                                     k->start_mark.line + 1, k->start_mark.column + 1, key);
-                break;
-            }
-            n->keys[n->n] = strdup(key);
-            n->kline[n->n] = (int)k->start_mark.line + 1;
-            n->kcol[n->n] = (int)k->start_mark.column + 1;
-            if (!n->keys[n->n]) {
-                rc = REFIT_ENOMEM;
-                break;
-            }
-            rc = convert(cfg, doc, v, file, depth + 1, &n->items[n->n]);
-            n->n++;
-        }
-        break;
-    }
-    default:
-        rc = refit_error_set(REFIT_ECONFIG, "%s:%d:%d: unsupported YAML node", file, n->line, n->col);
-    }
-    if (rc) {
-        node_free(n);
-        return rc;
-    }
-    *out = n;
-    return 0;
-}
-
 static int parse_yaml(refit_config_t *cfg, const char *name, const char *text, size_t len,
                       struct node **out)
 {
-    if (len > CFG_MAX_FILE)
-        return refit_error_set(REFIT_ECONFIG, "%s: %zu bytes, more than the %u allowed", name, len,
-                               CFG_MAX_FILE);
     const char *file = intern_file(cfg, name);
     if (!file)
         return REFIT_ENOMEM;
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser))
-        return REFIT_ENOMEM;
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    int rc = 0;
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = refit_error_set(REFIT_ECONFIG, "%s:%zu:%zu: %s%s%s", name,
-                             parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-                             parser.problem ? parser.problem : "YAML syntax error",
-                             parser.context ? " " : "", parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    cfg->n_nodes = 0;
-    if (!root) {
-        /* An empty file is an empty mapping. */
-        struct node *n = calloc(1, sizeof(*n));
-        if (!n)
-            rc = REFIT_ENOMEM;
-        else {
-            n->kind = N_MAP;
-            n->file = file;
-            n->line = n->col = 1;
-            *out = n;
-        }
-    } else if (root->type != YAML_MAPPING_NODE) {
-        rc = refit_error_set(REFIT_ECONFIG, "%s:%zu:%zu: the top level must be a mapping of sections",
-                             name, root->start_mark.line + 1, root->start_mark.column + 1);
-    } else {
-        rc = convert(cfg, &doc, root, file, 0, out);
-    }
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    return rc;
-}
-
-static int read_file(const char *path, char **text, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return refit_error_set(errno == ENOENT ? REFIT_ENOENT : REFIT_EIO, "%s: %s", path,
-                               strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return refit_error_set(REFIT_ECONFIG, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > CFG_MAX_FILE) {
-        fclose(f);
-        return refit_error_set(REFIT_ECONFIG, "%s: %lld bytes, more than the %u allowed", path,
-                               (long long)st.st_size, CFG_MAX_FILE);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        fclose(f);
-        return REFIT_ENOMEM;
-    }
-    size_t n = fread(buf, 1, (size_t)st.st_size, f);
-    fclose(f);
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return 0;
+    return rf_cfg_yaml_parse(file, text, len, out);
 }
 
 /* Merge `from` (a model file's model: mapping) under `into`: keys present
@@ -465,7 +199,7 @@ static int merge_under(struct node *into, struct node *from)
 {
     for (size_t i = 0; i < from->n; i++) {
         size_t idx;
-        struct node *have = map_get(into, from->keys[i], strlen(from->keys[i]), &idx);
+        struct node *have = rf_cfg_map_get(into, from->keys[i], strlen(from->keys[i]), &idx);
         if (have) {
             if (have->kind == N_MAP && from->items[i]->kind == N_MAP) {
                 int rc = merge_under(have, from->items[i]);
@@ -526,13 +260,13 @@ static char *join_path(const char *dir, const char *rel)
 
 static int resolve_model_file(refit_config_t *cfg, struct node *root)
 {
-    struct node *model = map_get(root, "model", 5, NULL);
+    struct node *model = rf_cfg_map_get(root, "model", 5, NULL);
     if (!model)
         return 0;
     if (model->kind != N_MAP)
         return refit_error_set(REFIT_ECONFIG, "%s:%d:%d: key 'model': expected a mapping",
                                model->file, model->line, model->col);
-    struct node *ref = map_get(model, "file", 4, NULL);
+    struct node *ref = rf_cfg_map_get(model, "file", 4, NULL);
     if (!ref)
         return 0;
     if (ref->kind != N_SCALAR)
@@ -545,7 +279,7 @@ static int resolve_model_file(refit_config_t *cfg, struct node *root)
         return REFIT_ENOMEM;
     char *text = NULL;
     size_t len = 0;
-    int rc = read_file(path, &text, &len);
+    int rc = rf_cfg_read_file(path, &text, &len);
     if (rc) {
         refit_error_push(rc, "%s:%d:%d: key 'model.file'", ref->file, ref->line, ref->col);
         free(path);
@@ -557,19 +291,19 @@ static int resolve_model_file(refit_config_t *cfg, struct node *root)
     free(path);
     if (rc)
         return rc;
-    struct node *mm = map_get(mroot, "model", 5, NULL);
+    struct node *mm = rf_cfg_map_get(mroot, "model", 5, NULL);
     if (!mm || mm->kind != N_MAP) {
         rc = refit_error_set(REFIT_ECONFIG, "%s:%d:%d: a model file must hold a 'model:' mapping",
                              mroot->file, mroot->line, mroot->col);
     } else if (mroot->n != 1) {
         rc = refit_error_set(REFIT_ECONFIG, "%s: a model file holds only a 'model:' section",
                              mroot->file);
-    } else if (map_get(mm, "file", 4, NULL)) {
+    } else if (rf_cfg_map_get(mm, "file", 4, NULL)) {
         rc = refit_error_set(REFIT_ECONFIG, "%s: a model file may not reference another", mroot->file);
     } else {
         rc = merge_under(model, mm);
     }
-    node_free(mroot);
+    rf_cfg_node_free(mroot);
     return rc;
 }
 
@@ -653,7 +387,11 @@ static void suggest(const refit_config_t *cfg, const char *path, char *out, size
 struct lookup {
     const char *value;     /* NULL: absent */
     const struct node *node; /* from the file */
-    struct refit_cfg_origin origin;
+    struct {
+        const char *file; /* points into cfg, or into env below */
+        int line, column;
+    } origin;
+    char env[320]; /* "env REFIT_..." while the lookup is in use */
 };
 
 static void env_name(const char *path, char *out, size_t cap)
@@ -685,14 +423,13 @@ static void lookup(const refit_config_t *cfg, const char *path, struct lookup *l
             return;
         }
     if (cfg->use_env) {
-        static _Thread_local char ename[300];
+        char ename[300];
         env_name(path, ename, sizeof(ename));
         const char *v = env_get(cfg, ename);
         if (v) {
-            static _Thread_local char origin[320];
-            snprintf(origin, sizeof(origin), "env %s", ename);
+            snprintf(lk->env, sizeof(lk->env), "env %s", ename);
             lk->value = v;
-            lk->origin.file = origin;
+            lk->origin.file = lk->env;
             return;
         }
     }
@@ -1057,7 +794,7 @@ int refit_config_map_each(const refit_config_t *cfg, const char *path,
         const char *op = cfg->ovr[k].path;
         if (strncmp(op, path, pl) || op[pl] != '.')
             continue;
-        if (nd && map_get(nd, op + pl + 1, strlen(op + pl + 1), NULL))
+        if (nd && rf_cfg_map_get(nd, op + pl + 1, strlen(op + pl + 1), NULL))
             continue;
         int rc = fn(arg, op + pl + 1, cfg->ovr[k].value);
         if (rc)
@@ -1075,15 +812,26 @@ bool refit_config_has(const refit_config_t *cfg, const char *path)
 
 int refit_config_origin(const refit_config_t *cfg, const char *path, struct refit_cfg_origin *out)
 {
+    if (!cfg || !path || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_config_origin: cfg, path and out are required");
     struct lookup lk;
     lookup(cfg, path, &lk);
-    if (!lk.value && !lk.node) {
-        out->file = "default";
-        out->line = out->column = 0;
-        return 0;
-    }
-    *out = lk.origin;
+    int known = lk.value || lk.node;
+    char *file = strdup(known && lk.origin.file ? lk.origin.file : "default");
+    if (!file)
+        return refit_error_set(REFIT_ENOMEM, "key '%s': origin: out of memory", path);
+    out->file = file;
+    out->line = known ? lk.origin.line : 0;
+    out->column = known ? lk.origin.column : 0;
     return 0;
+}
+
+void refit_config_origin_clear(struct refit_cfg_origin *o)
+{
+    if (!o)
+        return;
+    free(o->file);
+    o->file = NULL;
 }
 
 const char *refit_config_file(const refit_config_t *cfg)
@@ -1128,7 +876,7 @@ void refit_config_destroy(refit_config_t *cfg)
 {
     if (!cfg)
         return;
-    node_free(cfg->root);
+    rf_cfg_node_free(cfg->root);
     free(cfg->file);
     for (size_t i = 0; i < cfg->n_files; i++)
         free(cfg->files[i]);
@@ -1178,7 +926,7 @@ static int load_text(refit_config_t *cfg, const char *name, const char *text, si
         return rc;
     rc = resolve_model_file(cfg, root);
     if (rc) {
-        node_free(root);
+        rf_cfg_node_free(root);
         return rc;
     }
     cfg->root = root;
@@ -1198,7 +946,7 @@ int refit_config_load(refit_config_t *cfg, const char *path)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = read_file(path, &text, &len);
+    int rc = rf_cfg_read_file(path, &text, &len);
     if (rc)
         return rc;
     rc = load_text(cfg, path, text, len);

@@ -19,7 +19,7 @@ struct refit_transport {
     struct refit_tp_caps caps;
     int64_t timeout_ms;
     char section[128];
-    char name[64];
+    char name[REFIT_TP_NAME_MAX + 1];
     struct refit_cfg_view view;
 };
 
@@ -81,6 +81,11 @@ int refit_tp_init(refit_loader_t *loader, refit_config_t *cfg, const struct refi
     if (rc)
         goto fail;
     snprintf(t->section, sizeof(t->section), "transport.%s", t->plugin->name);
+    if (open && open->name && strlen(open->name) > REFIT_TP_NAME_MAX) {
+        rc = refit_error_set(REFIT_EINVAL, "transport %s: name '%.40s...' is longer than %d bytes",
+                             t->plugin->name, open->name, REFIT_TP_NAME_MAX);
+        goto fail;
+    }
     if (open && open->name)
         snprintf(t->name, sizeof(t->name), "%s", open->name);
     else
@@ -297,4 +302,29 @@ int refit_tp_poll_notify(refit_transport_t *t, void *buf, size_t cap, size_t *le
         return refit_error_set(REFIT_EINVAL, "transport %s: poll_notify needs a buffer",
                                t->plugin->name);
     return t->ops->poll_notify(t->tp, buf, cap, len, timeout_ms < 0 ? t->timeout_ms : timeout_ms);
+}
+
+int refit_tp_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_t *len, char *from,
+                              size_t from_cap, int64_t timeout_ms)
+{
+    if (!buf || !len || !from)
+        return refit_error_set(REFIT_EINVAL, "transport %s: poll_notify_from needs buffers",
+                               t->plugin->name);
+    if (from_cap < REFIT_TP_NAME_MAX + 1)
+        return refit_error_set(REFIT_EINVAL, "transport %s: poll_notify_from: sender buffer of %zu "
+                               "bytes, needs %d", t->plugin->name, from_cap, REFIT_TP_NAME_MAX + 1);
+    NEED_OP(t, poll_notify_from);
+    from[0] = '\0';
+    return t->ops->poll_notify_from(t->tp, buf, cap, len, from, from_cap,
+                                    timeout_ms < 0 ? t->timeout_ms : timeout_ms);
+}
+
+int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *out)
+{
+    if (!out)
+        return refit_error_set(REFIT_EINVAL, "transport %s: notify_stats needs out", t->plugin->name);
+    NEED_OP(t, notify_stats);
+    memset(out, 0, sizeof(*out));
+    out->size = sizeof(*out);
+    return t->ops->notify_stats(t->tp, out);
 }

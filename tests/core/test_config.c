@@ -81,8 +81,9 @@ START_TEST(defaults_apply_when_absent)
     ck_assert_int_eq(refit_config_str(cfg, "refit.mode", &s), 0);
     ck_assert_str_eq(s, "pull");
     struct refit_cfg_origin o;
-    refit_config_origin(cfg, "refit.mode", &o);
+    ck_assert_int_eq(refit_config_origin(cfg, "refit.mode", &o), 0);
     ck_assert_str_eq(o.file, "default");
+    refit_config_origin_clear(&o);
     ck_assert(!refit_config_has(cfg, "refit.mode"));
     /* An optional key without default is ENOENT, not a made-up value. */
     ck_assert_int_eq(refit_config_str(cfg, "model.hf_config", &s), REFIT_ENOENT);
@@ -191,6 +192,91 @@ START_TEST(alias_bombs_are_capped)
 }
 END_TEST
 
+START_TEST(alias_bytes_are_capped)
+{
+    /* A 100 KB scalar and 2000 aliases of it: 2001 nodes (far under the node
+     * limit) but 200 MB once expanded.  Refused at the first alias past the
+     * byte limit, naming where. */
+    size_t big = 100000, n_alias = 2000;
+    size_t cap = big + 4 * n_alias + 64;
+    char *text = malloc(cap);
+    size_t len = (size_t)snprintf(text, cap, "model:\n  skip: [&a ");
+    memset(text + len, 'x', big);
+    len += big;
+    for (size_t i = 0; i < n_alias; i++)
+        len += (size_t)snprintf(text + len, cap - len, ", *a");
+    len += (size_t)snprintf(text + len, cap - len, "]\n");
+    refit_error_clear();
+    int rc = refit_config_load_string(cfg, "t.yaml", text, len);
+    free(text);
+    ck_assert_err(rc, REFIT_ECONFIG, "keys and values exceed 4194304 bytes (aliases count by their expansion)");
+    ck_assert_err(rc, REFIT_ECONFIG, "t.yaml:2:");
+}
+END_TEST
+
+START_TEST(aliases_resolve_within_limits)
+{
+    ck_assert_int_eq(load("refit:\n  flush_every: &n 7\n  receivers: *n\n"
+                          "model:\n  skip: &s [a, b]\n  fp8:\n    exclude: *s\n"), 0);
+    int64_t i;
+    ck_assert_int_eq(refit_config_int(cfg, "refit.receivers", &i), 0);
+    ck_assert_int_eq(i, 7);
+    const char *const *items;
+    size_t n;
+    ck_assert_int_eq(refit_config_list(cfg, "model.fp8.exclude", &items, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(items[1], "b");
+    teardown();
+    setup();
+    ck_assert_err(load("refit:\n  flush_every: *nowhere\n"), REFIT_ECONFIG,
+                  "t.yaml:2:16: alias '*nowhere' names no anchor");
+    teardown();
+    setup();
+    /* An alias inside its own anchor is refused, not expanded forever. */
+    ck_assert_err(load("model:\n  skip: &r [a, *r]\n"), REFIT_ECONFIG, "alias '*r' names no anchor");
+}
+END_TEST
+
+START_TEST(depth_limit_stops_the_parser)
+{
+    /* 41 unclosed levels followed by junk: the error is the 33rd level
+     * (column 36), found before the parser ever reaches the junk. */
+    char text[128];
+    int n = snprintf(text, sizeof(text), "a: ");
+    for (int i = 0; i < 41; i++)
+        text[n++] = '[';
+    n += snprintf(text + n, sizeof(text) - (size_t)n, "}}} :\n");
+    ck_assert_err(refit_config_load_string(cfg, "t.yaml", text, (size_t)n), REFIT_ECONFIG,
+                  "t.yaml:1:36: nesting deeper than 32 levels");
+    teardown();
+    setup();
+    /* 100,000 levels: libyaml's scanner is quadratic in them, so the
+     * parser must stop at the limit rather than scan them all. */
+    size_t deep = 100000;
+    char *t = malloc(deep + 8);
+    memcpy(t, "a: ", 3);
+    memset(t + 3, '[', deep);
+    ck_assert_err(refit_config_load_string(cfg, "t.yaml", t, deep + 3), REFIT_ECONFIG,
+                  "t.yaml:1:36: nesting deeper than 32 levels");
+    free(t);
+}
+END_TEST
+
+START_TEST(fifo_config_is_refused)
+{
+    /* Opening a FIFO for reading waits for a writer: refused instead. */
+    char dir[512], path[600];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/refit-cfgfifo-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/cluster.yaml", dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert_err(refit_config_load(cfg, path), REFIT_ECONFIG, "not a regular file");
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(env_overrides_file_and_set_overrides_env)
 {
     ck_assert_int_eq(load("refit:\n  flush_every: 10\n"), 0);
@@ -199,9 +285,16 @@ START_TEST(env_overrides_file_and_set_overrides_env)
     int64_t i;
     ck_assert_int_eq(refit_config_int(cfg, "refit.flush_every", &i), 0);
     ck_assert_int_eq(i, 20);
-    struct refit_cfg_origin o;
-    refit_config_origin(cfg, "refit.flush_every", &o);
+    struct refit_cfg_origin o, o2;
+    ck_assert_int_eq(refit_config_origin(cfg, "refit.flush_every", &o), 0);
     ck_assert_str_eq(o.file, "env REFIT_REFIT_FLUSH_EVERY");
+    /* A second lookup does not overwrite the first origin held. */
+    ck_assert_int_eq(refit_config_origin(cfg, "store.namespace", &o2), 0);
+    ck_assert_str_eq(o2.file, "env REFIT_STORE_NAMESPACE");
+    ck_assert_str_eq(o.file, "env REFIT_REFIT_FLUSH_EVERY");
+    refit_config_origin_clear(&o);
+    refit_config_origin_clear(&o2);
+    refit_config_origin_clear(&o2); /* safe twice */
     ck_assert_int_eq(refit_config_set(cfg, "refit.flush_every=30", "--set"), 0);
     ck_assert_int_eq(refit_config_int(cfg, "refit.flush_every", &i), 0);
     ck_assert_int_eq(i, 30);
@@ -301,7 +394,8 @@ static void write_file(const char *name, const char *text)
 
 START_TEST(model_file_reference_merges_under)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/refit-cfgtest-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/refit-cfgtest-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     char sub[300];
     snprintf(sub, sizeof(sub), "%s/models", tmpdir);
@@ -323,9 +417,10 @@ START_TEST(model_file_reference_merges_under)
     ck_assert_int_eq(refit_config_bool(cfg, "model.fp8.enabled", &b), 0);
     ck_assert(!b);
     struct refit_cfg_origin o;
-    refit_config_origin(cfg, "model.fp8.rule", &o);
+    ck_assert_int_eq(refit_config_origin(cfg, "model.fp8.rule", &o), 0);
     ck_assert_msg(strstr(o.file, "models/m.yaml") != NULL, "%s", o.file);
     ck_assert_int_eq(o.line, 5);
+    refit_config_origin_clear(&o);
     /* An error inside the model file names the model file. */
     write_file("models/bad.yaml", "model:\n  fp8:\n    rule: sloppy\n");
     write_file("c2.yaml", "model:\n  file: models/bad.yaml\n");
@@ -382,6 +477,10 @@ int main(void)
     tcase_add_test(tc, structural_errors);
     tcase_add_test(tc, nesting_and_size_are_capped);
     tcase_add_test(tc, alias_bombs_are_capped);
+    tcase_add_test(tc, alias_bytes_are_capped);
+    tcase_add_test(tc, aliases_resolve_within_limits);
+    tcase_add_test(tc, depth_limit_stops_the_parser);
+    tcase_add_test(tc, fifo_config_is_refused);
     tcase_add_test(tc, env_overrides_file_and_set_overrides_env);
     tcase_add_test(tc, bad_overrides_are_errors);
     tcase_add_test(tc, plugin_sections_checked_once_schema_known);

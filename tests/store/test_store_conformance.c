@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -496,6 +497,115 @@ START_TEST(restart_between_ops)
 }
 END_TEST
 
+/* ---- file plugin only: who may read and write the store ---- */
+
+static void expect_private(const char *path, int is_dir)
+{
+    struct stat sb;
+    ck_assert_msg(lstat(path, &sb) == 0, "stat %s", path);
+    ck_assert_msg(is_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode), "%s: type", path);
+    ck_assert_msg((sb.st_mode & 077) == 0, "%s: mode %04o lets group or others in", path,
+                  (unsigned)(sb.st_mode & 07777));
+    ck_assert_uint_eq(sb.st_uid, geteuid());
+}
+
+START_TEST(file_private_modes)
+{
+    /* Created under the default umask (022): directories 0700, files 0600,
+     * since values carry remote-key secrets. */
+    mode_t old = umask(022);
+    struct fx_store f;
+    OPEN(f, "t-modes");
+    OK(refit_store_put(f.s, "sources/tp0/rkey", "secret", 6));
+    OK(refit_store_cas(f.s, "lock", NULL, 0, "me", 2));
+    char p[1200];
+    const char *dirs[] = {"files", "files/refit", "files/refit/t-modes", "files/refit/t-modes/sources",
+                          "files/refit/t-modes/sources/tp0"};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", fx_dir(), dirs[i]);
+        expect_private(p, 1);
+    }
+    snprintf(p, sizeof(p), "%s/files/refit/t-modes/sources/tp0/rkey=", fx_dir());
+    expect_private(p, 0);
+    snprintf(p, sizeof(p), "%s/files/refit/t-modes/sources/tp0/.lock", fx_dir());
+    expect_private(p, 0);
+    snprintf(p, sizeof(p), "%s/files/refit/t-modes/lock=", fx_dir());
+    expect_private(p, 0);
+    fx_close(&f);
+    umask(old);
+}
+END_TEST
+
+START_TEST(file_foreign_directory_refused)
+{
+    char dir[1100], set[1200];
+    snprintf(dir, sizeof(dir), "%s/shared", fx_dir());
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    snprintf(set, sizeof(set), "store.file.path=%s", dir);
+    struct fx_store f;
+    int rc = fx_open(&f, "t-foreign", set, NULL);
+    ck_assert_int_eq(rc, REFIT_EPERM);
+    ck_assert_msg(strstr(refit_error_message(), "writable by every user"), "%s", refit_error_message());
+    fx_close(&f);
+    /* A directory below the store's path made writable by its group. */
+    ck_assert_int_eq(chmod(dir, 0755), 0);
+    OPEN(f, "t-foreign", set);
+    fx_close(&f);
+    snprintf(set, sizeof(set), "%s/refit", dir);
+    ck_assert_int_eq(chmod(set, 0770), 0);
+    snprintf(set, sizeof(set), "store.file.path=%s", dir);
+    ck_assert_int_eq(fx_open(&f, "t-foreign", set, NULL), REFIT_EPERM);
+    ck_assert_msg(strstr(refit_error_message(), "writable by its group"), "%s", refit_error_message());
+    fx_close(&f);
+    snprintf(set, sizeof(set), "%s/refit", dir);
+    ck_assert_int_eq(chmod(set, 0700), 0);
+    /* Owned by another user: only root can make one here. */
+    if (geteuid() != 0) {
+        fprintf(stderr, "file_foreign_directory_refused: not root, another user's directory not tried\n");
+        return;
+    }
+    ck_assert_int_eq(chown(dir, 65534, 65534), 0);
+    snprintf(set, sizeof(set), "store.file.path=%s", dir);
+    ck_assert_int_eq(fx_open(&f, "t-foreign", set, NULL), REFIT_EPERM);
+    ck_assert_msg(strstr(refit_error_message(), "belongs to uid 65534"), "%s", refit_error_message());
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(file_non_regular_values)
+{
+    struct fx_store f;
+    OPEN(f, "t-fifo");
+    OK(refit_store_put(f.s, "k", "v", 1));
+    OK(refit_store_put(f.s, "l", "w", 1));
+    char p[1200], q[1200];
+    /* A FIFO where a value lives: reading it must not wait for a writer. */
+    snprintf(p, sizeof(p), "%s/files/refit/t-fifo/k=", fx_dir());
+    ck_assert_int_eq(unlink(p), 0);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    void *v = NULL;
+    size_t l = 0;
+    ck_assert_int_eq(refit_store_get(f.s, "k", &v, &l), REFIT_EPROTO);
+    ck_assert_msg(strstr(refit_error_message(), "not a regular file"), "%s", refit_error_message());
+    /* A symbolic link to a genuine value is not followed. */
+    snprintf(q, sizeof(q), "%s/files/refit/t-fifo/s=", fx_dir());
+    snprintf(p, sizeof(p), "%s/files/refit/t-fifo/l=", fx_dir());
+    ck_assert_int_eq(symlink(p, q), 0);
+    ck_assert_int_eq(refit_store_get(f.s, "s", &v, &l), REFIT_EPROTO);
+    ck_assert_msg(strstr(refit_error_message(), "symbolic link"), "%s", refit_error_message());
+    /* Listing skips both and does not wait either. */
+    char **keys = NULL;
+    size_t n = 0;
+    OK(refit_store_list(f.s, "", &keys, &n));
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(keys[0], "l");
+    free(keys);
+    expect_value(f.s, "l", "w", 1);
+    fx_close(&f);
+}
+END_TEST
+
 /* One case per test, so CK_RUN_CASE=<name> runs one of them. */
 #define CASE(s, fn)                              \
     do {                                         \
@@ -521,6 +631,11 @@ static Suite *store_suite(const char *plugin)
     CASE(s, poll_changes);
     CASE(s, malformed_values);
     CASE(s, restart_between_ops);
+    if (!strcmp(plugin, "file")) {
+        CASE(s, file_private_modes);
+        CASE(s, file_foreign_directory_refused);
+        CASE(s, file_non_regular_values);
+    }
     return s;
 }
 

@@ -12,6 +12,10 @@
  *   notify TIMEOUT_MS        wait for a notification → "notify HEX" or "err CODE"
  *   connect HEX              connect to the test process → "ok" / "err CODE"
  *   send HEX                 notify the connected test process → "ok" / "err CODE"
+ *   sendz LEN                notify LEN bytes of 'z' → "ok" / "err CODE"
+ *   reset                    reset every connected TCP socket of this process
+ *                            (the kernel sends RST; the descriptors stay
+ *                            ours) → "ok N"
  *   ping                     → "ok"
  *   exit                     clean shutdown
  * Errors print "err CODE MESSAGE".  The test kills it with SIGKILL or
@@ -20,9 +24,11 @@
  * With REFIT_TP_MEMTYPE=cuda regions are device memory (cudaMalloc) on
  * device REFIT_TP_PEER_CUDA_DEVICE (default: 1 when there are two or more,
  * so that copies cross GPUs, else 0); see tmem.h. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "pattern.h"
 #include "tmem.h"
@@ -62,6 +68,34 @@ static size_t hex_in(const char *s, uint8_t *out, size_t cap)
         out[n++] = (uint8_t)v;
         s += 2;
     }
+    return n;
+}
+
+/* connect() with AF_UNSPEC disconnects a TCP socket: the kernel resets the
+ * connection (RST) and the descriptor stays valid, so the transport sees a
+ * peer reset without anyone closing its file descriptors. */
+static int reset_tcp(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d))
+            continue;
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM ||
+            getpeername(fd, (struct sockaddr *)&sa, &sl) ||
+            (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
+            continue;
+        struct sockaddr un = {.sa_family = AF_UNSPEC};
+        n += connect(fd, &un, sizeof(un)) == 0;
+    }
+    if (d)
+        closedir(d);
     return n;
 }
 
@@ -190,6 +224,13 @@ int main(int argc, char **argv)
                 fail(rc);
             else
                 printf("ok\n");
+        } else if (sscanf(line, "sendz %llu", &a) == 1 && back && a <= sizeof(bin)) {
+            memset(bin, 'z', a);
+            rc = refit_tp_notify(t, back, bin, a);
+            if (rc)
+                fail(rc);
+            else
+                printf("ok\n");
         } else if (sscanf(line, "send %65535s", arg) == 1 && back) {
             size_t n = hex_in(arg, bin, sizeof(bin));
             rc = refit_tp_notify(t, back, bin, n);
@@ -197,6 +238,8 @@ int main(int argc, char **argv)
                 fail(rc);
             else
                 printf("ok\n");
+        } else if (!strncmp(line, "reset", 5)) {
+            printf("ok %d\n", reset_tcp());
         } else if (!strncmp(line, "ping", 4)) {
             printf("ok\n");
         } else if (!strncmp(line, "exit", 4)) {

@@ -30,10 +30,14 @@ static int load_configured(struct cli_common *c, uint32_t kind, const char *key)
     rc = refit_loader_load(c->loader, kind, name, &p);
     if (rc) {
         struct refit_cfg_origin o;
-        refit_config_origin(c->cfg, key, &o);
+        if (refit_config_origin(c->cfg, key, &o))
+            return refit_error_push(rc, "key '%s'", key);
         if (o.line)
-            return refit_error_push(rc, "%s:%d:%d: key '%s'", o.file, o.line, o.column, key);
-        return refit_error_push(rc, "key '%s' (%s)", key, o.file);
+            refit_error_push(rc, "%s:%d:%d: key '%s'", o.file, o.line, o.column, key);
+        else
+            refit_error_push(rc, "key '%s' (%s)", key, o.file);
+        refit_config_origin_clear(&o);
+        return rc;
     }
     return 0;
 }

@@ -40,9 +40,12 @@ struct refit_cfg_field {
 
 typedef struct refit_config refit_config_t;
 
-/* Where a value came from, for error messages and `refit config check`. */
+/* Where a value came from, for error messages and `refit config check`.
+ * Filled by refit_config_origin, which owns nothing afterwards: `file` is
+ * malloc'ed for the caller, who releases it with refit_config_origin_clear
+ * (so two origins can be held at once, from any thread). */
 struct refit_cfg_origin {
-    const char *file; /* "configs/clusters/local.yaml", "env REFIT_X", "--set", "default" */
+    char *file;       /* "configs/clusters/local.yaml", "env REFIT_X", "--set", "default" */
     int line, column; /* 1-based; 0 when not from a file */
 };
 
@@ -103,8 +106,12 @@ int refit_config_map_each(const refit_config_t *cfg, const char *path,
 
 /* Whether the path was given (file, env or --set), as opposed to defaulted. */
 bool refit_config_has(const refit_config_t *cfg, const char *path);
+/* Where path's effective value comes from ("default" when nowhere).  On
+ * success out->file is the caller's (refit_config_origin_clear frees it). */
 int refit_config_origin(const refit_config_t *cfg, const char *path,
                         struct refit_cfg_origin *out);
+/* Frees out->file and sets it NULL; safe on a cleared origin. */
+void refit_config_origin_clear(struct refit_cfg_origin *o);
 
 /* The file the configuration was loaded from (NULL for none), so relative
  * paths in it resolve against its directory. */

@@ -33,7 +33,9 @@ typedef struct refit_transport refit_transport_t;
 struct refit_tp_open {
     size_t size;              /* sizeof(struct refit_tp_open) */
     const char *plugin;       /* NULL: transport.plugin of the configuration */
-    const char *name;         /* this process in messages; NULL: "pid <n>" */
+    const char *name;         /* this process in messages and to peers (the sender name of
+                                 its notifications); at most REFIT_TP_NAME_MAX bytes;
+                                 NULL: "pid <n>" */
     int cuda_device;          /* -1: none */
     const char *const *nic_hint; /* from topology; NULL: none */
     size_t n_nic_hint;
@@ -89,9 +91,17 @@ int refit_tp_xfer(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_t
                   size_t n, int64_t timeout_ms);
 
 int refit_tp_notify(refit_transport_t *t, refit_tp_peer_t *p, const void *msg, size_t len);
-/* timeout_ms < 0: transport.timeout; 0: just check. */
+/* timeout_ms < 0: transport.timeout; 0: just check.  REFIT_ETOOBIG: a
+ * notification larger than cap was dropped (*len its size); keep polling. */
 int refit_tp_poll_notify(refit_transport_t *t, void *buf, size_t cap, size_t *len,
                          int64_t timeout_ms);
+/* The same, and the sender's name into from (from_cap >= REFIT_TP_NAME_MAX
+ * + 1): the name the sending process opened its transport with
+ * (refit_tp_open.name).  REFIT_ENOTSUP for a plugin built before the op. */
+int refit_tp_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_t *len, char *from,
+                              size_t from_cap, int64_t timeout_ms);
+/* Counters of the notification queue (dropped notes among them). */
+int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *out);
 
 #ifdef __cplusplus
 }

@@ -4,8 +4,8 @@
  *   init → address() → (peer) connect(blob) → unpack_rkey(packed key)
  *   reg(ptr, len, memtype) → pack_rkey() → (peer) READ/WRITE via post()
  *   post() → request → test()/wait() → req_free()
- * plus small notifications (notify/poll_notify), which push mode uses to
- * signal completion.
+ * plus small notifications (notify/poll_notify, poll_notify_from), which
+ * push mode uses to signal completion.
  *
  * Threading: a refit_tp_t is used by one thread at a time unless the plugin
  * says otherwise; internal threads (e.g. the tcp server) are the plugin's
@@ -48,6 +48,21 @@ struct refit_tp_caps {
     uint32_t notify;            /* 1 when notify/poll_notify work */
     uint32_t max_notify_len;
     uint64_t max_region_len;    /* 0: unlimited */
+};
+
+/* The longest name a process gives its transport (init args `name`); the
+ * name a receiver learns of a notification's sender fits in this plus NUL. */
+#define REFIT_TP_NAME_MAX 255
+
+/* The notification queue of a transport (notify_stats). */
+struct refit_tp_notify_stats {
+    size_t size;               /* sizeof(struct refit_tp_notify_stats) of the caller */
+    uint64_t received;         /* accepted into the queue */
+    uint64_t delivered;        /* handed to poll_notify / poll_notify_from */
+    uint64_t dropped_full;     /* refused: the queue held max_count notes or max_bytes */
+    uint64_t dropped_oversize; /* larger than the transport accepts, or than the poller's buffer */
+    uint64_t queued, queued_bytes;  /* in the queue now */
+    uint64_t max_count, max_bytes;  /* the queue's bounds (transport.<name>.notify_queue*) */
 };
 
 struct refit_tp_desc {
@@ -112,13 +127,29 @@ struct refit_transport_ops {
      * posted to that peer before it completed (ordering push mode relies on). */
     int (*notify)(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len);
     /* Receive one notification from any peer: REFIT_ETIMEDOUT when none
-     * came within timeout_ms (0: just check).  *len is the message size. */
+     * came within timeout_ms (0: just check).  *len is the message size.
+     * Received notifications wait in a queue bounded in count and bytes;
+     * what does not fit is dropped and counted (notify_stats).  One larger
+     * than cap is taken off the queue too (it must not block the ones
+     * behind it): REFIT_ETOOBIG, with *len its size — keep polling. */
     int (*poll_notify)(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms);
 
     /* Added after ABI 1.0 (callers check `size` first): one line saying
      * what the transport chose — library version, provider or transports,
      * devices — for `refit doctor` and logs.  Truncated to cap. */
     int (*describe)(refit_tp_t *tp, char *buf, size_t cap);
+
+    /* Added after ABI 1.0 (callers check `size` first): poll_notify that
+     * also says who sent the notification — the name the sender's transport
+     * was opened with (init args `name`), as its transport carried it when
+     * it connected to us: tcp inside its authenticated handshake, ucx and
+     * ofi in each notification (those transports authenticate nothing;
+     * docs/security.md).  `from` receives it NUL-terminated; from_cap must
+     * be at least REFIT_TP_NAME_MAX + 1.  Otherwise as poll_notify. */
+    int (*poll_notify_from)(refit_tp_t *tp, void *buf, size_t cap, size_t *len, char *from,
+                            size_t from_cap, int64_t timeout_ms);
+    /* The notification queue's counters and bounds; out->size first. */
+    int (*notify_stats)(refit_tp_t *tp, struct refit_tp_notify_stats *out);
 };
 
 #ifdef __cplusplus

@@ -12,39 +12,31 @@
  * against all of them; readers take no lock because rename swaps whole
  * files.  poll() fingerprints the files below the prefix (name, inode,
  * mtime, size: a rename always brings a new inode) and sleeps on inotify
- * with a backoff timer for what inotify misses (new subdirectories, NFS). */
-#include <dirent.h>
+ * with a backoff timer for what inotify misses (new subdirectories, NFS).
+ *
+ * Permissions: the values hold remote-key secrets (a key and its secret
+ * let a peer read or write registered memory), so the store is this user's
+ * alone: directories are created 0700 and files 0600, and open refuses a
+ * store directory that another user owns or that group or others may write
+ * (docs/security.md).  Values are opened O_NOFOLLOW|O_NONBLOCK and must be
+ * regular files, so a FIFO or a symlink planted at a key's path is an error,
+ * never a wait or a read of something else. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "refit/plugin.h"
 #include "refit/store.h"
+#include "file_store.h"
 #include "store_common.h"
 
-#define FS_HDR 16
-#define FS_MAGIC "RFS1"
-#define FS_MAX_WATCHES 1024
-
-static const struct refit_host *H;
-
-struct fs_store {
-    int root_fd; /* <path>/refit/<ns>; -1 when not open */
-    char *root;
-    int fsync;
-    int64_t timeout_ms, poll_min_ms, poll_max_ms;
-    uint64_t max_value;
-    unsigned counter;
-    int opened;
-};
+const struct refit_host *fs_h;
 
 static const struct refit_cfg_field fs_fields[] = {
     {"path", REFIT_CFG_STRING, NULL, 0, -1, NULL,
@@ -58,7 +50,7 @@ static const struct refit_cfg_field fs_fields[] = {
 /* ------------------------------------------------------------------ */
 /* Helpers */
 
-static uint64_t now_ms_wall(void)
+uint64_t fs_now_ms_wall(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -71,7 +63,7 @@ static int fs_errno(int err, const char *what, const char *key, const char *path
              : err == EACCES || err == EPERM || err == EROFS ? REFIT_EPERM
              : err == ENOMEM ? REFIT_ENOMEM
              : REFIT_EIO;
-    return H->error_set(st, "store file: key '%s': %s %s: %s (errno %d)", key, what, path, strerror(err), err);
+    return fs_h->error_set(st, "store file: key '%s': %s %s: %s (errno %d)", key, what, path, strerror(err), err);
 }
 
 static void put_le64(unsigned char *p, uint64_t v)
@@ -80,7 +72,7 @@ static void put_le64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static uint64_t get_le64(const unsigned char *p)
+uint64_t fs_get_le64(const unsigned char *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
@@ -119,7 +111,7 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int read_all(int fd, void *buf, size_t len, off_t off)
+int fs_read_all(int fd, void *buf, size_t len, off_t off)
 {
     char *p = buf;
     while (len) {
@@ -166,7 +158,7 @@ static int make_dirs(struct fs_store *st, const char *dir, const char *key)
             continue;
         char save = *s;
         *s = '\0';
-        if (mkdirat(st->root_fd, p, 0755) == 0) {
+        if (mkdirat(st->root_fd, p, 0700) == 0) {
             /* Make the new entry durable in its parent. */
             char *parent_end = strrchr(p, '/');
             if (parent_end) {
@@ -195,14 +187,20 @@ static int lock_key(struct fs_store *st, const char *dir, const char *name, cons
 {
     (void)name;
     size_t need = strlen(dir) + 16;
-    char *lp = H->alloc(need);
+    char *lp = fs_h->alloc(need);
     if (!lp)
         return REFIT_ENOMEM;
     snprintf(lp, need, "%s/.lock", dir);
-    int fd = openat(st->root_fd, lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = openat(st->root_fd, lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(fd);
+        fd = -1;
+        errno = EPROTO; /* something else planted where our lock lives */
+    }
     if (fd < 0) {
         int rc = fs_errno(errno, "open lock", key, lp);
-        H->free(lp);
+        fs_h->free(lp);
         return rc;
     }
     int64_t deadline = rsc_now_ms() + st->timeout_ms, wait = 1;
@@ -210,20 +208,20 @@ static int lock_key(struct fs_store *st, const char *dir, const char *name, cons
         if (errno != EWOULDBLOCK && errno != EINTR) {
             int rc = fs_errno(errno, "flock", key, lp);
             close(fd);
-            H->free(lp);
+            fs_h->free(lp);
             return rc;
         }
         if (rsc_now_ms() >= deadline) {
             close(fd);
-            int rc = H->error_set(REFIT_ETIMEDOUT, "store file: key '%s': lock %s held for more than %lld ms",
+            int rc = fs_h->error_set(REFIT_ETIMEDOUT, "store file: key '%s': lock %s held for more than %lld ms",
                                   key, lp, (long long)st->timeout_ms);
-            H->free(lp);
+            fs_h->free(lp);
             return rc;
         }
         rsc_sleep_ms(wait);
         wait = wait < 32 ? wait * 2 : 32;
     }
-    H->free(lp);
+    fs_h->free(lp);
     return fd;
 }
 
@@ -239,18 +237,24 @@ static void unlock_key(int fd)
 static int read_value(struct fs_store *st, const char *key, void **val, size_t *len)
 {
     size_t kl = strlen(key);
-    char *path = H->alloc(kl + 2);
+    char *path = fs_h->alloc(kl + 2);
     if (!path)
         return REFIT_ENOMEM;
     memcpy(path, key, kl);
     memcpy(path + kl, "=", 2);
     int rc = 0;
-    int fd = openat(st->root_fd, path, O_RDONLY | O_CLOEXEC);
+    int fd = openat(st->root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && errno == ELOOP) {
+        rc = fs_h->error_set(REFIT_EPROTO, "store file: key '%s': %s is a symbolic link, not a value "
+                          "this store wrote", key, path);
+        fs_h->free(path);
+        return rc;
+    }
     if (fd < 0) {
         rc = errno == ENOENT || errno == ENOTDIR
-                 ? H->error_set(REFIT_ENOENT, "store file: key '%s' not found", key)
+                 ? fs_h->error_set(REFIT_ENOENT, "store file: key '%s' not found", key)
                  : fs_errno(errno, "open", key, path);
-        H->free(path);
+        fs_h->free(path);
         return rc;
     }
     struct stat sb;
@@ -258,26 +262,29 @@ static int read_value(struct fs_store *st, const char *key, void **val, size_t *
     void *buf = NULL;
     if (fstat(fd, &sb) != 0) {
         rc = fs_errno(errno, "fstat", key, path);
+    } else if (!S_ISREG(sb.st_mode)) {
+        rc = fs_h->error_set(REFIT_EPROTO, "store file: key '%s': %s is not a regular file (mode %06o), "
+                          "not a value this store wrote", key, path, (unsigned)sb.st_mode);
     } else if (sb.st_size < FS_HDR) {
-        rc = H->error_set(REFIT_EPROTO, "store file: key '%s': %s is %lld bytes, shorter than the %d-byte header",
+        rc = fs_h->error_set(REFIT_EPROTO, "store file: key '%s': %s is %lld bytes, shorter than the %d-byte header",
                           key, path, (long long)sb.st_size, FS_HDR);
-    } else if (read_all(fd, hdr, FS_HDR, 0) != 0) {
+    } else if (fs_read_all(fd, hdr, FS_HDR, 0) != 0) {
         rc = fs_errno(errno, "read", key, path);
     } else if (memcmp(hdr, FS_MAGIC, 4) != 0) {
-        rc = H->error_set(REFIT_EPROTO, "store file: key '%s': %s does not start with magic " FS_MAGIC, key, path);
+        rc = fs_h->error_set(REFIT_EPROTO, "store file: key '%s': %s does not start with magic " FS_MAGIC, key, path);
     } else {
-        uint64_t exp = get_le64(hdr + 8);
+        uint64_t exp = fs_get_le64(hdr + 8);
         uint64_t vlen = (uint64_t)sb.st_size - FS_HDR;
-        if (exp && exp <= now_ms_wall()) {
-            rc = H->error_set(REFIT_ENOENT, "store file: key '%s' not found (expired)", key);
+        if (exp && exp <= fs_now_ms_wall()) {
+            rc = fs_h->error_set(REFIT_ENOENT, "store file: key '%s' not found (expired)", key);
         } else if (vlen > st->max_value) {
-            rc = H->error_set(REFIT_ETOOBIG, "store file: key '%s': value of %llu bytes exceeds max_value %llu",
+            rc = fs_h->error_set(REFIT_ETOOBIG, "store file: key '%s': value of %llu bytes exceeds max_value %llu",
                               key, (unsigned long long)vlen, (unsigned long long)st->max_value);
         } else if (val) {
-            buf = H->alloc(vlen ? vlen : 1);
+            buf = fs_h->alloc(vlen ? vlen : 1);
             if (!buf)
                 rc = REFIT_ENOMEM;
-            else if (vlen && read_all(fd, buf, vlen, FS_HDR) != 0)
+            else if (vlen && fs_read_all(fd, buf, vlen, FS_HDR) != 0)
                 rc = fs_errno(errno, "read", key, path);
             if (!rc) {
                 *val = buf;
@@ -287,27 +294,27 @@ static int read_value(struct fs_store *st, const char *key, void **val, size_t *
         if (!rc)
             *len = vlen;
     }
-    H->free(buf);
+    fs_h->free(buf);
     close(fd);
-    H->free(path);
+    fs_h->free(path);
     return rc;
 }
 
 /* The temporary file of a write, complete (and fsync'ed when sync).  On
- * success *tmp_out (H->alloc) names it relative to the root. */
+ * success *tmp_out (fs_h->alloc) names it relative to the root. */
 static int write_tmp(struct fs_store *st, const char *dir, const char *name, const char *key, const void *val,
                      size_t len, int64_t ttl_ms, int sync, char **tmp_out)
 {
     size_t cap = strlen(dir) + strlen(name) + 64;
-    char *tmp = H->alloc(cap);
+    char *tmp = fs_h->alloc(cap);
     if (!tmp)
         return REFIT_ENOMEM;
     snprintf(tmp, cap, "%s/.tmp-%s-%ld-%u", dir, name, (long)getpid(), st->counter++);
     unsigned char hdr[FS_HDR] = {0};
     memcpy(hdr, FS_MAGIC, 4);
-    put_le64(hdr + 8, ttl_ms > 0 ? now_ms_wall() + (uint64_t)ttl_ms : 0);
+    put_le64(hdr + 8, ttl_ms > 0 ? fs_now_ms_wall() + (uint64_t)ttl_ms : 0);
     int rc = 0;
-    int fd = openat(st->root_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = openat(st->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         rc = fs_errno(errno, "create", key, tmp);
     } else {
@@ -319,7 +326,7 @@ static int write_tmp(struct fs_store *st, const char *dir, const char *name, con
             unlinkat(st->root_fd, tmp, 0);
     }
     if (rc)
-        H->free(tmp);
+        fs_h->free(tmp);
     else
         *tmp_out = tmp;
     return rc;
@@ -331,7 +338,7 @@ static int commit_tmp(struct fs_store *st, const char *dir, const char *name, co
                       int sync_dir)
 {
     size_t cap = strlen(dir) + strlen(name) + 4;
-    char *fin = H->alloc(cap);
+    char *fin = fs_h->alloc(cap);
     if (!fin) {
         unlinkat(st->root_fd, tmp, 0);
         return REFIT_ENOMEM;
@@ -344,7 +351,7 @@ static int commit_tmp(struct fs_store *st, const char *dir, const char *name, co
     } else if (sync_dir && fsync_dir(st, dir) != 0) {
         rc = fs_errno(errno, "fsync directory", key, dir);
     }
-    H->free(fin);
+    fs_h->free(fin);
     return rc;
 }
 
@@ -356,7 +363,7 @@ static int write_value(struct fs_store *st, const char *dir, const char *name, c
     int rc = write_tmp(st, dir, name, key, val, len, ttl_ms, st->fsync, &tmp);
     if (!rc)
         rc = commit_tmp(st, dir, name, key, tmp, st->fsync);
-    H->free(tmp);
+    fs_h->free(tmp);
     return rc;
 }
 
@@ -373,7 +380,7 @@ static int fs_mkdir_p(const char *path)
             continue;
         char save = *s;
         *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
             free(p);
             return -1;
         }
@@ -385,6 +392,61 @@ static int fs_mkdir_p(const char *path)
     return 0;
 }
 
+/* A directory of the store must be this user's to write alone: whoever
+ * else could write it could replace values or read what we put there. */
+static int check_dir(int fd, const char *path)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return fs_h->error_set(REFIT_EIO, "store file: stat %s: %s", path, strerror(errno));
+    if (sb.st_uid != geteuid())
+        return fs_h->error_set(REFIT_EPERM, "store file: directory %s belongs to uid %u, not to this user "
+                            "(uid %u): its owner could read the remote-key secrets stored there or "
+                            "replace them; use a directory of your own (store.file.path)", path,
+                            (unsigned)sb.st_uid, (unsigned)geteuid());
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return fs_h->error_set(REFIT_EPERM, "store file: directory %s is writable by %s (mode %04o): "
+                            "they could replace the store's values; chmod go-w it or use a directory "
+                            "of your own (store.file.path)", path,
+                            (sb.st_mode & S_IWOTH) ? "every user" : "its group",
+                            (unsigned)(sb.st_mode & 07777));
+    return 0;
+}
+
+/* Open <base>/refit/<ns>, checking the base and both levels below it;
+ * the levels below are ours, so they may not be symbolic links. */
+static int open_root(struct fs_store *st, size_t base_len)
+{
+    char *path = fs_h->alloc(strlen(st->root) + 1);
+    if (!path)
+        return REFIT_ENOMEM;
+    strcpy(path, st->root);
+    size_t cut[3] = {base_len, base_len + strlen("/refit"), strlen(st->root)};
+    int fd = -1, rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        char save = path[cut[i]];
+        path[cut[i]] = '\0';
+        if (fd >= 0)
+            close(fd);
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (i ? O_NOFOLLOW : 0));
+        if (fd < 0)
+            rc = fs_h->error_set(errno == EACCES ? REFIT_EPERM : REFIT_EIO, "store file: open %s: %s%s", path,
+                              strerror(errno), errno == ELOOP ? " (a symbolic link where the store "
+                              "keeps a directory)" : "");
+        else
+            rc = check_dir(fd, path);
+        path[cut[i]] = save;
+    }
+    fs_h->free(path);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    st->root_fd = fd;
+    return 0;
+}
+
 static int fs_open(void *obj, const struct refit_store_open_args *a)
 {
     struct fs_store *st = obj;
@@ -393,20 +455,20 @@ static int fs_open(void *obj, const struct refit_store_open_args *a)
     st->timeout_ms = a->timeout_ms;
     st->max_value = a->max_value;
     bool fs = true;
-    int rc = H->cfg_bool(a->cfg, "fsync", &fs);
+    int rc = fs_h->cfg_bool(a->cfg, "fsync", &fs);
     if (!rc)
-        rc = H->cfg_duration_ms(a->cfg, "poll_min", &st->poll_min_ms);
+        rc = fs_h->cfg_duration_ms(a->cfg, "poll_min", &st->poll_min_ms);
     if (!rc)
-        rc = H->cfg_duration_ms(a->cfg, "poll_max", &st->poll_max_ms);
+        rc = fs_h->cfg_duration_ms(a->cfg, "poll_max", &st->poll_max_ms);
     if (rc)
         return rc;
     st->fsync = fs;
     char *base = NULL;
-    rc = H->cfg_path(a->cfg, "path", &base);
+    rc = fs_h->cfg_path(a->cfg, "path", &base);
     if (rc == REFIT_ENOENT) {
         const char *t = getenv("TMPDIR");
         size_t n = strlen(t && *t ? t : "/tmp") + 16;
-        base = H->alloc(n);
+        base = fs_h->alloc(n);
         if (!base)
             return REFIT_ENOMEM;
         snprintf(base, n, "%s/refit-store", t && *t ? t : "/tmp");
@@ -415,20 +477,18 @@ static int fs_open(void *obj, const struct refit_store_open_args *a)
     if (rc)
         return rc;
     size_t n = strlen(base) + strlen(a->ns) + 16;
-    st->root = H->alloc(n);
+    st->root = fs_h->alloc(n);
     if (!st->root) {
-        H->free(base);
+        fs_h->free(base);
         return REFIT_ENOMEM;
     }
     snprintf(st->root, n, "%s/refit/%s", base, a->ns);
-    H->free(base);
+    size_t base_len = strlen(base);
+    fs_h->free(base);
     if (fs_mkdir_p(st->root) != 0)
-        return H->error_set(errno == EACCES ? REFIT_EPERM : REFIT_EIO, "store file: mkdir %s: %s", st->root,
+        return fs_h->error_set(errno == EACCES ? REFIT_EPERM : REFIT_EIO, "store file: mkdir %s: %s", st->root,
                             strerror(errno));
-    st->root_fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (st->root_fd < 0)
-        return H->error_set(REFIT_EIO, "store file: open %s: %s", st->root, strerror(errno));
-    return 0;
+    return open_root(st, base_len);
 }
 
 static void fs_close(void *obj)
@@ -438,7 +498,7 @@ static void fs_close(void *obj)
         return;
     if (st->root_fd >= 0)
         close(st->root_fd);
-    H->free(st->root);
+    fs_h->free(st->root);
     st->root = NULL;
     st->root_fd = -1;
     st->opened = 0;
@@ -447,10 +507,10 @@ static void fs_close(void *obj)
 /* ------------------------------------------------------------------ */
 /* Operations */
 
-/* dir and name of a key (H->alloc), setting rc on failure. */
+/* dir and name of a key (fs_h->alloc), setting rc on failure. */
 #define KEY_PARTS_RC(key, rc)                             \
     size_t kl_ = strlen(key) + 2;                         \
-    char *dir = H->alloc(kl_), *name = H->alloc(kl_);     \
+    char *dir = fs_h->alloc(kl_), *name = fs_h->alloc(kl_);     \
     if (!dir || !name)                                    \
         rc = REFIT_ENOMEM;                                \
     else                                                  \
@@ -458,10 +518,10 @@ static void fs_close(void *obj)
 
 #define KEY_PARTS(key)                                    \
     size_t kl_ = strlen(key) + 2;                         \
-    char *dir = H->alloc(kl_), *name = H->alloc(kl_);     \
+    char *dir = fs_h->alloc(kl_), *name = fs_h->alloc(kl_);     \
     if (!dir || !name) {                                  \
-        H->free(dir);                                     \
-        H->free(name);                                    \
+        fs_h->free(dir);                                     \
+        fs_h->free(name);                                    \
         return REFIT_ENOMEM;                              \
     }                                                     \
     split_key(key, dir, name)
@@ -477,8 +537,8 @@ static int fs_put(void *obj, const char *key, const void *val, size_t len, int64
     else
         rc = write_value(st, dir, name, key, val, len, ttl_ms);
     unlock_key(lfd);
-    H->free(dir);
-    H->free(name);
+    fs_h->free(dir);
+    fs_h->free(name);
     return rc;
 }
 
@@ -494,7 +554,7 @@ static int fs_del(void *obj, const char *key)
     int rc = 0;
     /* A missing directory means a missing key; do not create it to lock. */
     if (strcmp(dir, ".") && faccessat(st->root_fd, dir, F_OK, 0) != 0) {
-        rc = H->error_set(REFIT_ENOENT, "store file: key '%s' not found", key);
+        rc = fs_h->error_set(REFIT_ENOENT, "store file: key '%s' not found", key);
         goto out;
     }
     int lfd = lock_key(st, dir, name, key);
@@ -502,7 +562,7 @@ static int fs_del(void *obj, const char *key)
         rc = lfd;
         goto out;
     }
-    char *fin = H->alloc(strlen(key) + 2);
+    char *fin = fs_h->alloc(strlen(key) + 2);
     if (!fin) {
         rc = REFIT_ENOMEM;
     } else {
@@ -511,18 +571,18 @@ static int fs_del(void *obj, const char *key)
         /* An expired key is absent for del as for get. */
         int live = read_value(st, key, NULL, &l);
         if (unlinkat(st->root_fd, fin, 0) != 0)
-            rc = errno == ENOENT ? H->error_set(REFIT_ENOENT, "store file: key '%s' not found", key)
+            rc = errno == ENOENT ? fs_h->error_set(REFIT_ENOENT, "store file: key '%s' not found", key)
                                  : fs_errno(errno, "unlink", key, fin);
         else if (fsync_dir(st, dir) != 0)
             rc = fs_errno(errno, "fsync directory", key, dir);
         else if (live == REFIT_ENOENT)
-            rc = H->error_set(REFIT_ENOENT, "store file: key '%s' not found (expired)", key);
-        H->free(fin);
+            rc = fs_h->error_set(REFIT_ENOENT, "store file: key '%s' not found (expired)", key);
+        fs_h->free(fin);
     }
     unlock_key(lfd);
 out:
-    H->free(dir);
-    H->free(name);
+    fs_h->free(dir);
+    fs_h->free(name);
     return rc;
 }
 
@@ -546,259 +606,16 @@ static int fs_cas(void *obj, const char *key, const void *expected, size_t elen,
         int match = expected ? (g == 0 && cl == elen && (elen == 0 || !memcmp(cur, expected, elen)))
                              : g == REFIT_ENOENT;
         if (!match)
-            rc = H->error_set(REFIT_ECONFLICT, "store file: key '%s': cas lost (%s)", key,
+            rc = fs_h->error_set(REFIT_ECONFLICT, "store file: key '%s': cas lost (%s)", key,
                               g == REFIT_ENOENT ? "key absent" : expected ? "value differs" : "key exists");
         else
             rc = write_value(st, dir, name, key, val, len, ttl_ms);
     }
-    H->free(cur);
+    fs_h->free(cur);
     unlock_key(lfd);
 out:
-    H->free(dir);
-    H->free(name);
-    return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* Walking below a prefix (list and poll) */
-
-struct walk {
-    struct fs_store *st;
-    const char *prefix; /* full prefix, relative to the root */
-    size_t plen;
-    /* list */
-    char **keys;
-    size_t n, cap, bytes;
-    /* poll */
-    int fingerprint;
-    uint64_t fp;
-    int ifd, n_watches;
-};
-
-static uint64_t mix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
-static uint64_t hash_str(const char *s, uint64_t h)
-{
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
-static int walk_add_key(struct walk *w, const char *rel, int dfd, const char *fname)
-{
-    if (w->fingerprint) {
-        struct stat sb;
-        if (fstatat(dfd, fname, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-            return 0; /* gone meanwhile: the next look sees it */
-        uint64_t h = hash_str(rel, 0xcbf29ce484222325ull);
-        h = mix64(h ^ (uint64_t)sb.st_ino);
-        h = mix64(h ^ ((uint64_t)sb.st_mtim.tv_sec * 1000000000ull + (uint64_t)sb.st_mtim.tv_nsec));
-        h = mix64(h ^ (uint64_t)sb.st_size);
-        w->fp += h; /* order-free: readdir order is arbitrary */
-        w->n++;
-        return 0;
-    }
-    /* Expired keys are not listed. */
-    int fd = openat(dfd, fname, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    unsigned char hdr[FS_HDR];
-    int ok = read_all(fd, hdr, FS_HDR, 0) == 0 && !memcmp(hdr, FS_MAGIC, 4);
-    close(fd);
-    uint64_t exp = ok ? get_le64(hdr + 8) : 0;
-    if (exp && exp <= now_ms_wall())
-        return 0;
-    if (w->n == w->cap) {
-        size_t nc = w->cap ? w->cap * 2 : 64;
-        char **nk = realloc(w->keys, nc * sizeof(*nk));
-        if (!nk)
-            return REFIT_ENOMEM;
-        w->keys = nk;
-        w->cap = nc;
-    }
-    w->keys[w->n] = strdup(rel);
-    if (!w->keys[w->n])
-        return REFIT_ENOMEM;
-    w->bytes += strlen(rel) + 1;
-    w->n++;
-    return 0;
-}
-
-/* Visit directory `rel` ("" for the root); keys are rel + name. */
-static int walk_dir(struct walk *w, const char *rel, int depth)
-{
-    if (depth > 64)
-        return 0;
-    int dfd = openat(w->st->root_fd, rel[0] ? rel : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return 0; /* absent: no keys below */
-    if (w->ifd >= 0 && w->n_watches < FS_MAX_WATCHES) {
-        char *abs = malloc(strlen(w->st->root) + strlen(rel) + 2);
-        if (abs) {
-            sprintf(abs, "%s/%s", w->st->root, rel);
-            if (inotify_add_watch(w->ifd, abs, IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
-                                                   IN_CLOSE_WRITE | IN_ONLYDIR) >= 0)
-                w->n_watches++;
-            free(abs);
-        }
-    }
-    DIR *d = fdopendir(dfd);
-    if (!d) {
-        close(dfd);
-        return 0;
-    }
-    size_t rl = strlen(rel);
-    int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d))) {
-        const char *nm = e->d_name;
-        if (nm[0] == '.')
-            continue;
-        size_t nl = strlen(nm);
-        char *child = malloc(rl + nl + 2);
-        if (!child) {
-            rc = REFIT_ENOMEM;
-            break;
-        }
-        memcpy(child, rel, rl);
-        memcpy(child + rl, nm, nl + 1);
-        int is_val = nl > 1 && nm[nl - 1] == '=';
-        if (is_val)
-            child[rl + nl - 1] = '\0';
-        /* Prune subtrees that cannot match the prefix. */
-        size_t cl = strlen(child);
-        size_t cmp = cl < w->plen ? cl : w->plen;
-        if (strncmp(child, w->prefix, cmp) != 0) {
-            free(child);
-            continue;
-        }
-        if (is_val) {
-            if (cl >= w->plen)
-                rc = walk_add_key(w, child, dfd, nm);
-        } else {
-            unsigned char t = e->d_type;
-            if (t == DT_UNKNOWN) {
-                struct stat sb;
-                t = fstatat(dfd, nm, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode) ? DT_DIR : DT_REG;
-            }
-            if (t == DT_DIR) {
-                child[cl] = '/';
-                child[cl + 1] = '\0';
-                rc = walk_dir(w, child, depth + 1);
-            }
-        }
-        free(child);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* The directory where walking starts: the prefix up to its last '/'. */
-static char *walk_start(const char *prefix)
-{
-    const char *slash = strrchr(prefix, '/');
-    size_t n = slash ? (size_t)(slash - prefix) + 1 : 0;
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, prefix, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
-static int fs_list(void *obj, const char *prefix, char ***keys, size_t *n)
-{
-    struct walk w = {.st = obj, .prefix = prefix, .plen = strlen(prefix), .ifd = -1};
-    char *start = walk_start(prefix);
-    if (!start)
-        return REFIT_ENOMEM;
-    int rc = walk_dir(&w, start, 0);
-    free(start);
-    char **out = NULL;
-    if (!rc && w.n) {
-        out = H->alloc(w.n * sizeof(char *) + w.bytes);
-        if (!out)
-            rc = REFIT_ENOMEM;
-    }
-    if (!rc) {
-        char *p = (char *)(out + w.n);
-        for (size_t i = 0; i < w.n; i++) {
-            size_t l = strlen(w.keys[i]) + 1;
-            memcpy(p, w.keys[i], l);
-            out[i] = p;
-            p += l;
-        }
-        *keys = out;
-        *n = w.n;
-    }
-    for (size_t i = 0; i < w.n; i++)
-        free(w.keys[i]);
-    free(w.keys);
-    return rc;
-}
-
-static uint64_t fingerprint(struct fs_store *st, const char *prefix, int ifd)
-{
-    struct walk w = {.st = st, .prefix = prefix, .plen = strlen(prefix), .fingerprint = 1, .ifd = ifd};
-    char *start = walk_start(prefix);
-    if (start) {
-        walk_dir(&w, start, 0);
-        free(start);
-    }
-    uint64_t c = mix64(w.fp ^ mix64(w.n + 1));
-    return c ? c : 1;
-}
-
-struct fs_poll_ctx {
-    struct fs_store *st;
-    const char *prefix;
-    int ifd; /* inotify on the directories walked, -1: none */
-};
-
-static int poll_cursor(void *arg, uint64_t *cur)
-{
-    struct fs_poll_ctx *p = arg;
-    *cur = fingerprint(p->st, p->prefix, p->ifd);
-    return 0;
-}
-
-/* A change below the prefix wakes us early; the walk re-arms the watches. */
-static void poll_wait(void *arg, int64_t ms)
-{
-    struct fs_poll_ctx *p = arg;
-    if (p->ifd < 0) {
-        rsc_sleep_ms(ms);
-        return;
-    }
-    struct pollfd pf = {p->ifd, POLLIN, 0};
-    if (poll(&pf, 1, (int)ms) > 0) {
-        char buf[4096];
-        while (read(p->ifd, buf, sizeof(buf)) > 0)
-            ;
-    }
-}
-
-static int fs_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms)
-{
-    struct fs_store *st = obj;
-    static const struct rsc_poll_ops ops = {poll_cursor, poll_wait};
-    struct fs_poll_ctx p = {st, prefix, since ? inotify_init1(IN_NONBLOCK | IN_CLOEXEC) : -1};
-    /* Watch the root too, so that the prefix's first directory appearing
-     * wakes us. */
-    if (p.ifd >= 0)
-        inotify_add_watch(p.ifd, st->root, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
-    int rc = rsc_poll(&ops, &p, "file", prefix, since, cursor, timeout_ms, st->poll_min_ms,
-                      st->poll_max_ms);
-    if (p.ifd >= 0)
-        close(p.ifd);
+    fs_h->free(dir);
+    fs_h->free(name);
     return rc;
 }
 
@@ -811,7 +628,7 @@ static int fs_get_many(void *obj, struct refit_store_get_item *items, size_t n)
             items[i].status != REFIT_ETOOBIG) {
             int rc = items[i].status;
             for (size_t j = 0; j < i; j++) {
-                H->free(items[j].val);
+                fs_h->free(items[j].val);
                 items[j].val = NULL;
             }
             return rc;
@@ -837,7 +654,7 @@ static int fs_put_many(void *obj, const struct refit_store_put_item *items, size
         }
         return 0;
     }
-    char **tmps = H->calloc(n, sizeof(char *));
+    char **tmps = fs_h->calloc(n, sizeof(char *));
     if (!tmps)
         return REFIT_ENOMEM;
     int rc = 0;
@@ -849,8 +666,8 @@ static int fs_put_many(void *obj, const struct refit_store_put_item *items, size
             rc = make_dirs(st, dir, key);
         if (!rc)
             rc = write_tmp(st, dir, name, key, items[i].val, items[i].len, items[i].ttl_ms, 0, &tmps[i]);
-        H->free(dir);
-        H->free(name);
+        fs_h->free(dir);
+        fs_h->free(name);
     }
     if (!rc && st->fsync && syncfs(st->root_fd) != 0)
         rc = fs_errno(errno, "syncfs", items[0].key, st->root);
@@ -868,7 +685,7 @@ static int fs_put_many(void *obj, const struct refit_store_put_item *items, size
         KEY_PARTS_RC(key, rc);
         if (!rc && (!locked || strcmp(locked, dir))) {
             unlock_key(lfd);
-            H->free(locked);
+            fs_h->free(locked);
             locked = NULL;
             lfd = lock_key(st, dir, name, key);
             if (lfd < 0)
@@ -880,16 +697,16 @@ static int fs_put_many(void *obj, const struct refit_store_put_item *items, size
             unlinkat(st->root_fd, tmps[i], 0);
         else
             rc = commit_tmp(st, locked, name, key, tmps[i], 0);
-        H->free(dir);
-        H->free(name);
+        fs_h->free(dir);
+        fs_h->free(name);
     }
     unlock_key(lfd);
-    H->free(locked);
+    fs_h->free(locked);
     if (!rc && st->fsync && syncfs(st->root_fd) != 0)
         rc = fs_errno(errno, "syncfs", items[0].key, st->root);
     for (i = 0; i < n; i++)
-        H->free(tmps[i]);
-    H->free(tmps);
+        fs_h->free(tmps[i]);
+    fs_h->free(tmps);
     return rc;
 }
 
@@ -919,7 +736,7 @@ static int fs_load(const struct refit_host *host)
 {
     if (host->size < offsetof(struct refit_host, cfg_has) + sizeof(host->cfg_has))
         return REFIT_EABI;
-    H = host;
+    fs_h = host;
     rsc_load(host);
     return 0;
 }

@@ -48,6 +48,8 @@ void rtp_core_init(struct rtp_core *c, refit_tp_t *tp, const struct rtp_ops *ops
     c->plugin = plugin;
     c->timeout_ms = timeout_ms;
     c->stop_pipe[0] = c->stop_pipe[1] = -1;
+    c->nq_max = 1024;
+    c->nq_max_bytes = 16u << 20;
     pthread_mutex_init(&c->lock, NULL);
     /* Unique enough among the processes of one job: it only has to tell
      * the owners of our peers apart. */
@@ -213,6 +215,7 @@ void rtp_req_unlink_free(struct rtp_core *c, struct refit_tp_req *r)
     if (r->next)
         r->next->prev = r->prev;
     H->free(r->regions);
+    H->free(r->locals);
     H->free(r);
 }
 
@@ -232,6 +235,55 @@ int rtp_req_note_region(struct refit_tp_req *r, uint64_t region)
         r->regions = g;
     }
     r->regions[r->n_regions++] = region;
+    return 0;
+}
+
+int rtp_req_note_local(struct refit_tp_req *r, const void *local)
+{
+    size_t j = r->n_locals;
+    while (j > 0 && r->locals[j - 1] != local)
+        j--;
+    if (j)
+        return 0;
+    if ((r->n_locals & (r->n_locals - 1)) == 0) {
+        const void **g = H->realloc(r->locals, (r->n_locals ? 2 * r->n_locals : 1) * sizeof(*g));
+        if (!g)
+            return REFIT_ENOMEM;
+        r->locals = g;
+    }
+    r->locals[r->n_locals++] = local;
+    return 0;
+}
+
+static size_t local_users(struct rtp_core *c, const void *local)
+{
+    size_t n = 0;
+    for (struct refit_tp_req *r = c->reqs; r; r = r->next)
+        if (r->pending)
+            for (size_t i = 0; i < r->n_locals; i++)
+                n += r->locals[i] == local;
+    return n;
+}
+
+int rtp_local_quiesce(struct rtp_core *c, const void *local)
+{
+    int64_t deadline = rtp_now_ms() + c->timeout_ms;
+    unsigned idle = 0;
+    size_t n;
+    while ((n = local_users(c, local)) > 0) {
+        if (c->ops->progress(c->tp, 0)) {
+            idle = 0;
+            continue;
+        }
+        if (++idle % 256 == 0) {
+            if (rtp_now_ms() >= deadline)
+                return H->error_set(REFIT_ETIMEDOUT, "%s: dereg: %zu requests of this process still move "
+                                    "data into or out of the region after %" PRId64 " ms (a peer presumed "
+                                    "gone may still answer them): the region stays registered and its "
+                                    "memory must outlive the transport", c->plugin, n, c->timeout_ms);
+            sched_yield();
+        }
+    }
     return 0;
 }
 
@@ -289,15 +341,30 @@ void rtp_forget_peer(struct rtp_core *c, refit_tp_peer_t *p, const char *peer_na
 /* ------------------------------------------------------------------ */
 /* Notifications */
 
-void rtp_notice_push(struct rtp_core *c, const void *data, size_t len)
+static void log_drop(struct rtp_core *c, const char *why, const char *from, size_t len, uint64_t k)
 {
+    if ((k & (k - 1)) == 0)
+        H->log(2, c->plugin, "dropped a notification of %zu bytes from '%s': %s (%" PRIu64
+               " dropped so far)", len, from, why, k);
+}
+
+void rtp_notice_push(struct rtp_core *c, const char *from, const void *data, size_t len)
+{
+    if (c->nq_count >= c->nq_max || len > c->nq_max_bytes - c->nq_bytes) {
+        char why[128];
+        snprintf(why, sizeof(why), "the queue holds %zu notifications, %zu bytes (notify_queue, "
+                 "notify_queue_bytes)", c->nq_count, c->nq_bytes);
+        log_drop(c, why, from, len, ++c->nq_dropped_full);
+        return;
+    }
     struct rtp_notice *n = H->alloc(sizeof(*n) + len);
     if (!n) {
-        H->log(3, c->plugin, "out of memory: notification of %zu bytes lost", len);
+        log_drop(c, "out of memory", from, len, ++c->nq_dropped_full);
         return;
     }
     n->next = NULL;
     n->len = len;
+    snprintf(n->from, sizeof(n->from), "%s", from);
     if (len)
         memcpy(n->data, data, len);
     if (c->nq_tail)
@@ -305,9 +372,18 @@ void rtp_notice_push(struct rtp_core *c, const void *data, size_t len)
     else
         c->nq_head = n;
     c->nq_tail = n;
+    c->nq_count++;
+    c->nq_bytes += len;
+    c->nq_received++;
 }
 
-int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
+void rtp_notice_drop_big(struct rtp_core *c, const char *from, size_t len)
+{
+    log_drop(c, "larger than max_notify_len", from, len, ++c->nq_dropped_big);
+}
+
+int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, char *from,
+                    size_t from_cap, int64_t timeout_ms)
 {
     if (!len || (!buf && cap))
         return H->error_set(REFIT_EINVAL, "%s: poll_notify without a buffer", c->plugin);
@@ -319,16 +395,27 @@ int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, int6
         struct rtp_notice *n = c->nq_head;
         if (n) {
             *len = n->len;
-            if (n->len > cap)
-                return H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes, buffer of %zu",
-                                    c->plugin, n->len, cap);
-            if (n->len)
-                memcpy(buf, n->data, n->len);
             c->nq_head = n->next;
             if (!c->nq_head)
                 c->nq_tail = NULL;
+            c->nq_count--;
+            c->nq_bytes -= n->len;
+            int rc = 0;
+            if (n->len > cap) {
+                /* Off the queue: left at its head it would block every
+                 * notification behind it. */
+                log_drop(c, "larger than the poller's buffer", n->from, n->len, ++c->nq_dropped_big);
+                rc = H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes from '%s', buffer "
+                                  "of %zu: dropped", c->plugin, n->len, n->from, cap);
+            } else {
+                c->nq_delivered++;
+                if (n->len)
+                    memcpy(buf, n->data, n->len);
+                if (from)
+                    snprintf(from, from_cap, "%s", n->from);
+            }
             H->free(n);
-            return 0;
+            return rc;
         }
         if (++idle % 64 == 0 || timeout_ms == 0) {
             if (rtp_now_ms() >= deadline)
@@ -337,6 +424,39 @@ int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, int6
             sched_yield();
         }
     }
+}
+
+int rtp_notify_stats(struct rtp_core *c, struct refit_tp_notify_stats *out)
+{
+    if (!out || out->size < sizeof(size_t))
+        return H->error_set(REFIT_EINVAL, "%s: notify_stats without a size", c->plugin);
+    struct refit_tp_notify_stats v = {0};
+    v.received = c->nq_received;
+    v.delivered = c->nq_delivered;
+    v.dropped_full = c->nq_dropped_full;
+    v.dropped_oversize = c->nq_dropped_big;
+    v.queued = c->nq_count;
+    v.queued_bytes = c->nq_bytes;
+    v.max_count = c->nq_max;
+    v.max_bytes = c->nq_max_bytes;
+    v.size = out->size < sizeof(v) ? out->size : sizeof(v);
+    memcpy(out, &v, v.size);
+    return 0;
+}
+
+int rtp_notify_configure(struct rtp_core *c, const struct refit_cfg_view *cfg)
+{
+    int64_t n = 1024;
+    uint64_t b = 16u << 20;
+    int rc = 0;
+    if (cfg && cfg->cfg) {
+        rc = H->cfg_int(cfg, "notify_queue", &n);
+        if (!rc)
+            rc = H->cfg_size(cfg, "notify_queue_bytes", &b);
+    }
+    c->nq_max = (uint64_t)n;
+    c->nq_max_bytes = b;
+    return rc;
 }
 
 int rtp_caps(const char *plugin, uint32_t memtypes, uint64_t max_notify_len,
@@ -404,6 +524,14 @@ int rtp_watcher_rehello(struct rtp_core *c, uint64_t sender)
             return 1;
         }
     return 0;
+}
+
+struct rtp_watcher *rtp_watcher_find(struct rtp_core *c, uint64_t sender)
+{
+    for (struct rtp_watcher *w = c->watchers; w; w = w->next)
+        if (w->id == sender)
+            return w;
+    return NULL;
 }
 
 struct rtp_watcher *rtp_watcher_add(struct rtp_core *c, uint64_t sender)

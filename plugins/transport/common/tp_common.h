@@ -38,12 +38,15 @@ struct refit_tp_req {
     char msg[320];     /* why it failed (our own text, bounded) */
     uint64_t *regions; /* distinct remote region ids used (for revokes) */
     size_t n_regions;
+    const void **locals; /* distinct local regions used (for dereg) */
+    size_t n_locals;
     _Alignas(max_align_t) unsigned char ext[];
 };
 
 struct rtp_notice {
     struct rtp_notice *next;
     size_t len;
+    char from[REFIT_TP_NAME_MAX + 1]; /* the name its sender gave */
     unsigned char data[];
 };
 
@@ -55,6 +58,8 @@ struct rtp_watcher {
     int refs;       /* hellos minus byes */
     int dead;       /* no revoke waits for it */
     int reachable;  /* the plugin can send to it (ucx: once its endpoint exists) */
+    int failed;     /* its endpoint failed (ucx): a new hello brings a new one */
+    int reopen;     /* ucx: replace the endpoint with one to addr */
     uint64_t acked; /* highest revoke sequence it acknowledged */
     void *ep;
     void *addr;
@@ -98,6 +103,9 @@ struct rtp_core {
     uint64_t id;         /* random; names this transport in control messages */
     struct refit_tp_req *reqs; /* every request not yet released */
     struct rtp_notice *nq_head, *nq_tail;
+    size_t nq_count, nq_bytes;        /* in the queue */
+    uint64_t nq_max, nq_max_bytes;    /* its bounds (notify_queue, notify_queue_bytes) */
+    uint64_t nq_received, nq_delivered, nq_dropped_full, nq_dropped_big;
     struct rtp_watcher *watchers;
     struct rtp_ack *acks;
     uint64_t revoke_seq;
@@ -143,6 +151,13 @@ void rtp_req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
 void rtp_req_unlink_free(struct rtp_core *c, struct refit_tp_req *r);
 /* Remember a remote region the request uses (0 or REFIT_ENOMEM). */
 int rtp_req_note_region(struct refit_tp_req *r, uint64_t region);
+/* Remember a local region the request uses (0 or REFIT_ENOMEM). */
+int rtp_req_note_local(struct refit_tp_req *r, const void *local);
+/* dereg() of a local region: progress (transport.timeout at most) until no
+ * operation of ours into or from it is in flight — a peer we declared gone
+ * may still answer a READ into it, and the memory must outlive that.
+ * 0, or REFIT_ETIMEDOUT with the message saying why the region stays. */
+int rtp_local_quiesce(struct rtp_core *c, const void *local);
 int rtp_req_result(struct refit_tp_req *r);
 /* req_free(): now, or by the last completion (released). */
 void rtp_req_release(struct rtp_core *c, struct refit_tp_req *r);
@@ -155,10 +170,29 @@ void rtp_reqs_fail_region(struct rtp_core *c, refit_tp_peer_t *p, const char *pe
 void rtp_forget_peer(struct rtp_core *c, refit_tp_peer_t *p, const char *peer_name,
                      int fail_completed);
 
-/* Notifications: queue one received (dropped with a log line when memory
- * runs out), and the poll_notify() entry point. */
-void rtp_notice_push(struct rtp_core *c, const void *data, size_t len);
-int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, int64_t timeout_ms);
+/* Notifications.  The queue is bounded in count and bytes (the plugin's
+ * notify_queue and notify_queue_bytes, read by rtp_notify_configure); a
+ * note that does not fit, or that memory cannot hold, is dropped, counted
+ * and logged (first, then every power of two).  from: the name its sender
+ * gave (NUL-terminated, at most REFIT_TP_NAME_MAX bytes). */
+void rtp_notice_push(struct rtp_core *c, const char *from, const void *data, size_t len);
+/* A note refused on arrival (larger than the plugin takes): counted. */
+void rtp_notice_drop_big(struct rtp_core *c, const char *from, size_t len);
+/* poll_notify / poll_notify_from (from NULL: not wanted); a note larger
+ * than cap leaves the queue with REFIT_ETOOBIG (it must not block the
+ * ones behind it). */
+int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, char *from,
+                    size_t from_cap, int64_t timeout_ms);
+int rtp_notify_stats(struct rtp_core *c, struct refit_tp_notify_stats *out);
+/* The queue's bounds from the plugin's section (RTP_NOTIFY_CFG_FIELDS). */
+int rtp_notify_configure(struct rtp_core *c, const struct refit_cfg_view *cfg);
+
+/* The two keys every such plugin has in its config table. */
+#define RTP_NOTIFY_CFG_FIELDS                                                                \
+    {"notify_queue", REFIT_CFG_INT, "1024", 1, 1048576, NULL,                               \
+     "notifications kept until polled; more are dropped (counted and logged)"},            \
+    {"notify_queue_bytes", REFIT_CFG_SIZE, "16MiB", 65536, 1073741824.0, NULL,              \
+     "bytes of notifications kept until polled"}
 
 /* The head of an address blob: the library's address follows. */
 struct rtp_addr_hdr {
@@ -187,6 +221,8 @@ int rtp_caps(const char *plugin, uint32_t memtypes, uint64_t max_notify_len,
  * the plugin validates the message and calls rtp_watcher_add. */
 int rtp_watcher_rehello(struct rtp_core *c, uint64_t sender);
 struct rtp_watcher *rtp_watcher_add(struct rtp_core *c, uint64_t sender);
+/* The watcher of sender, or NULL. */
+struct rtp_watcher *rtp_watcher_find(struct rtp_core *c, uint64_t sender);
 void rtp_watcher_discard(struct rtp_core *c, struct rtp_watcher *w);
 void rtp_on_bye(struct rtp_core *c, uint64_t sender);
 void rtp_on_ack(struct rtp_core *c, uint64_t sender, uint64_t seq);
@@ -303,7 +339,21 @@ size_t rtp_acks_run(struct rtp_core *c);
     static int l_poll_notify(refit_tp_t *tp, void *b, size_t c, size_t *l, int64_t t)        \
     {                                                                                        \
         RTP_NEED_TP(tp, plugin);                                                             \
-        RTP_LOCKED(tp, rtp_poll_notify(&tp->c, b, c, l, t));                                 \
+        RTP_LOCKED(tp, rtp_poll_notify(&tp->c, b, c, l, NULL, 0, t));                        \
+    }                                                                                        \
+    static int l_poll_notify_from(refit_tp_t *tp, void *b, size_t c, size_t *l, char *f,    \
+                                  size_t fc, int64_t t)                                      \
+    {                                                                                        \
+        RTP_NEED_TP(tp, plugin);                                                             \
+        if (!f || fc < REFIT_TP_NAME_MAX + 1)                                                \
+            return H->error_set(REFIT_EINVAL, "%s: poll_notify_from needs %d bytes for the " \
+                                "sender", plugin, REFIT_TP_NAME_MAX + 1);                    \
+        RTP_LOCKED(tp, rtp_poll_notify(&tp->c, b, c, l, f, fc, t));                          \
+    }                                                                                        \
+    static int l_notify_stats(refit_tp_t *tp, struct refit_tp_notify_stats *o)               \
+    {                                                                                        \
+        RTP_NEED_TP(tp, plugin);                                                             \
+        RTP_LOCKED(tp, rtp_notify_stats(&tp->c, o));                                         \
     }                                                                                        \
     static int l_describe(refit_tp_t *tp, char *b, size_t c)                                 \
     {                                                                                        \
@@ -331,6 +381,8 @@ size_t rtp_acks_run(struct rtp_core *c);
         .notify = l_notify,                                                                  \
         .poll_notify = l_poll_notify,                                                        \
         .describe = l_describe,                                                              \
+        .poll_notify_from = l_poll_notify_from,                                              \
+        .notify_stats = l_notify_stats,                                                      \
     }
 
 /* static int check_desc(p, d, i): a descriptor of post() against the

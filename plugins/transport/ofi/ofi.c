@@ -28,7 +28,9 @@
  *
  * Messages: notifications and control messages (hello, revoke, ack, bye)
  * travel with fi_send into receive buffers posted ahead, each behind a small
- * header.  Stale keys are stopped here rather than left to the provider
+ * header; a notification's bytes follow the sender's name (header field b
+ * its length; libfabric authenticates nothing, so it is what the sender
+ * says: docs/security.md).  Stale keys are stopped here rather than left to the provider
  * (tcp and shm verify keys at the target, but a bad key there can stall or
  * break the connection): every process that connects says hello, and
  * dereg() revokes the region at each of them and waits for their acks —
@@ -84,7 +86,7 @@ enum { MSG_NOTE = 1, MSG_HELLO, MSG_REVOKE, MSG_ACK, MSG_BYE };
 struct ofip_msg {
     uint32_t type, len; /* len: bytes after the header */
     uint64_t sender;    /* transport id */
-    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq */
+    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq; NOTE: b the name's length */
 };
 
 /* The context of one libfabric operation; fi_context2 first because the
@@ -252,6 +254,17 @@ static int post_recv(refit_tp_t *tp, struct ofip_op *op)
 
 static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len);
 
+/* The connection to p is gone or stalled: every later call fails at once
+ * with REFIT_ECONN until the caller reconnects (disconnect then drops the
+ * address from the vector, so the provider connects afresh). */
+static void peer_fail(refit_tp_peer_t *p, const char *why)
+{
+    if (p && !p->failed) {
+        p->failed = 1;
+        snprintf(p->why, sizeof(p->why), "%s", why);
+    }
+}
+
 static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, const char *why)
 {
     switch (op->kind) {
@@ -289,6 +302,8 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
             const char *who = r->peer ? r->peer->name : "?";
             rtp_req_fail(r, status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, prov_of(tp),
                      op->kind == OP_SEND ? "notification" : op->is_write ? "write" : "read", who, why);
+            if (status_of(err) == REFIT_ECONN)
+                peer_fail(r->peer, why);
         }
         H->free(op->kind == OP_SEND ? op->buf : NULL);
         op->buf = NULL;
@@ -426,6 +441,23 @@ static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned ch
     w->reachable = 1;
 }
 
+/* A notification: the sender's name (h->b bytes), then its bytes. */
+static void on_note(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *tail)
+{
+    char from[REFIT_TP_NAME_MAX + 1] = "?";
+    if (h->b > REFIT_TP_NAME_MAX || h->b > h->len)
+        return; /* not our format */
+    if (!memchr(tail, 0, h->b)) {
+        memcpy(from, tail, h->b);
+        from[h->b] = 0;
+    }
+    size_t len = h->len - h->b;
+    if (len > tp->max_notify_len)
+        rtp_notice_drop_big(&tp->c, from, len);
+    else
+        rtp_notice_push(&tp->c, from, tail + h->b, len);
+}
+
 static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
 {
     struct ofip_msg h;
@@ -435,8 +467,8 @@ static void on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
     if (h.len != len - sizeof(h))
         return; /* not ours, or truncated */
     const unsigned char *tail = buf + sizeof(h);
-    if (h.type == MSG_NOTE && h.len <= tp->max_notify_len) {
-        rtp_notice_push(&tp->c, tail, h.len);
+    if (h.type == MSG_NOTE) {
+        on_note(tp, &h, tail);
     } else if (h.type == MSG_HELLO && h.len && h.len <= OFIP_MAX_ADDR) {
         on_hello(tp, &h, tail);
     } else if (h.type == MSG_BYE) {
@@ -482,6 +514,7 @@ static const struct refit_cfg_field ofip_config[] = {
      "register GPU memory with the provider (FI_HMEM): auto uses it where offered"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL, "largest notification"},
     {"recv_depth", REFIT_CFG_INT, "64", 1, 4096, NULL, "receive buffers posted for notifications"},
+    RTP_NOTIFY_CFG_FIELDS,
     {"max_chunk", REFIT_CFG_SIZE, "64MiB", 4096, 1073741824.0, NULL,
      "descriptors are split into operations of at most this size"},
     {"progress_sleep_us", REFIT_CFG_INT, "20", 0, 100000, NULL,
@@ -724,8 +757,10 @@ static int open_objects(refit_tp_t *tp, int64_t recv_depth)
 
     tp->n_recv = (size_t)recv_depth;
     tp->recv_ops = H->calloc(tp->n_recv, sizeof(*tp->recv_ops));
-    tp->recv_len = sizeof(struct ofip_msg) +
-                   (tp->max_notify_len > OFIP_MAX_ADDR ? tp->max_notify_len : OFIP_MAX_ADDR);
+    /* A note is the sender's name and its bytes; a hello our address. */
+    tp->recv_len = sizeof(struct ofip_msg) + (tp->max_notify_len + REFIT_TP_NAME_MAX > OFIP_MAX_ADDR
+                                                  ? tp->max_notify_len + REFIT_TP_NAME_MAX
+                                                  : OFIP_MAX_ADDR);
     tp->recv_bufs = H->alloc(tp->n_recv * tp->recv_len);
     if (!tp->recv_ops || !tp->recv_bufs)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
@@ -784,6 +819,10 @@ static int ofip_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->max_chunk = 64ull << 20;
     struct opts o = {0};
     int rc = tp->name ? read_options(a, tp, &o) : H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    if (!rc && strlen(tp->name) > REFIT_TP_NAME_MAX)
+        rc = H->error_set(REFIT_EINVAL, "%s: name longer than %d bytes", OFIP, REFIT_TP_NAME_MAX);
+    if (!rc)
+        rc = rtp_notify_configure(&tp->c, a->cfg);
     if (!rc)
         rc = choose_info(tp, a, &o);
     if (!rc)
@@ -933,6 +972,9 @@ static int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
+    int rc = rtp_local_quiesce(&tp->c, r);
+    if (rc)
+        return rc;
     if (tp->c.watchers)
         rtp_revoke_all(&tp->c, r->id);
     int ret = fi_close(&r->mr->fid);
@@ -1016,7 +1058,10 @@ static void ofip_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
                 req_ext(r)->ops[i].peer = NULL;
     for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
         k->peer = NULL;
-    /* The address stays in the vector: the bye may still be in flight. */
+    /* The address stays in the vector: the bye may still be in flight.
+     * (Removing a failed peer's address does not help: libfabric 1.17's
+     * rxm keeps its connection by address and hands it back on the next
+     * insert; see transports.md on what ofi can and cannot recover.) */
     if (!p->failed)
         msg_send(tp, p->fa, MSG_BYE, 0, 0, NULL, 0);
     H->free(p->name);
@@ -1116,7 +1161,7 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     /* The distinct remote regions, so that a revoke finds this request. */
     for (size_t i = 0; i < n; i++)
-        if (rtp_req_note_region(r, d[i].remote->id)) {
+        if (rtp_req_note_region(r, d[i].remote->id) || rtp_req_note_local(r, d[i].local)) {
             rtp_req_unlink_free(&tp->c, r);
             return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
         }
@@ -1141,9 +1186,15 @@ static int ofip_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
                 p->ops_pending--;
                 if (op->is_write)
                     p->writes_pending--;
-                rtp_req_fail(r, status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret),
-                         "%s(%s): %s to peer '%s' not posted: %s (fi errno %d)", OFIP, prov_of(tp),
-                         op->is_write ? "fi_write" : "fi_read", p->name, fi_strerror(-ret), -ret);
+                /* A queue that stays full for transport.timeout is a peer
+                 * that stopped taking our operations. */
+                int st = ret == -FI_ETIMEDOUT ? REFIT_ECONN
+                         : status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : status_of(ret);
+                rtp_req_fail(r, st, "%s(%s): %s to peer '%s' not posted: %s (fi errno %d)", OFIP,
+                             prov_of(tp), op->is_write ? "fi_write" : "fi_read", p->name,
+                             fi_strerror(-ret), -ret);
+                if (st == REFIT_ECONN)
+                    peer_fail(p, "operations not accepted within transport.timeout");
             }
         }
     }
@@ -1182,7 +1233,7 @@ static int ofip_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
                 snprintf(r->peer->why, sizeof(r->peer->why), "no progress for %" PRId64 " ms",
                          tp->c.timeout_ms);
             }
-            rtp_req_fail(r, REFIT_ETIMEDOUT, "%s(%s): transfer with peer '%s': no progress for %" PRId64
+            rtp_req_fail(r, REFIT_ECONN, "%s(%s): transfer with peer '%s': no progress for %" PRId64
                      " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp),
                      r->peer ? r->peer->name : "?", tp->c.timeout_ms);
             break;
@@ -1210,12 +1261,14 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     if (p->failed)
         return H->error_set(REFIT_ECONN, "%s: peer '%s' failed earlier: %s", OFIP, p->name, p->why);
     /* Every WRITE to this peer is delivered before the note leaves. */
-    if (rtp_spin(&tp->c, &p->writes_pending, NULL, tp->c.timeout_ms))
-        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': %zu earlier writes not "
-                            "complete within %" PRId64 " ms", OFIP, prov_of(tp), p->name,
-                            p->writes_pending, tp->c.timeout_ms);
+    if (rtp_spin(&tp->c, &p->writes_pending, NULL, tp->c.timeout_ms)) {
+        peer_fail(p, "writes not complete within transport.timeout");
+        return H->error_set(REFIT_ECONN, "%s(%s): notify peer '%s': %zu earlier writes not "
+                            "complete within %" PRId64 " ms (transport.timeout); peer presumed gone",
+                            OFIP, prov_of(tp), p->name, p->writes_pending, tp->c.timeout_ms);
+    }
     struct refit_tp_req *r = req_new(tp, p, 1);
-    size_t total = sizeof(struct ofip_msg) + len;
+    size_t nl = strlen(tp->name), total = sizeof(struct ofip_msg) + nl + len;
     unsigned char *copy = H->alloc(total);
     if (!r || !copy) {
         H->free(copy);
@@ -1223,10 +1276,11 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
             rtp_req_unlink_free(&tp->c, r);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
-    struct ofip_msg mh = {MSG_NOTE, (uint32_t)len, tp->c.id, 0, 0};
+    struct ofip_msg mh = {MSG_NOTE, (uint32_t)(nl + len), tp->c.id, 0, nl};
     memcpy(copy, &mh, sizeof(mh));
+    memcpy(copy + sizeof(mh), tp->name, nl);
     if (len)
-        memcpy(copy + sizeof(mh), msg, len);
+        memcpy(copy + sizeof(mh) + nl, msg, len);
     struct ofip_op *op = &req_ext(r)->ops[0];
     op->kind = OP_SEND;
     op->req = r;
@@ -1248,8 +1302,10 @@ static int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     int rc = rtp_spin(&tp->c, &r->pending, &r->status, tp->c.timeout_ms);
     if (rc) {
         r->released = 1;
-        return H->error_set(REFIT_ETIMEDOUT, "%s(%s): notify peer '%s': not sent within %" PRId64
-                            " ms", OFIP, prov_of(tp), p->name, tp->c.timeout_ms);
+        peer_fail(p, "a notification not sent within transport.timeout");
+        return H->error_set(REFIT_ECONN, "%s(%s): notify peer '%s': not sent within %" PRId64
+                            " ms (transport.timeout); peer presumed gone", OFIP, prov_of(tp), p->name,
+                            tp->c.timeout_ms);
     }
     rc = rtp_req_result(r);
     if (r->pending)

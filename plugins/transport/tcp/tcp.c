@@ -34,8 +34,19 @@ static const struct refit_cfg_field tcp_fields[] = {
     {"batch", REFIT_CFG_SIZE, "8MiB", 4096, 1073741824.0, NULL,
      "bytes a stream takes from the queue at once"},
     {"token_file", REFIT_CFG_STRING, NULL, 0, -1, NULL,
-     "file holding the shared authentication token (else REFIT_TCP_TOKEN; none: loopback only)"},
-    {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "connections served at once"},
+     "file holding the shared authentication token (else REFIT_TCP_TOKEN; none: loopback only, "
+     "keyed by this user's local secret)"},
+    {"secret_dir", REFIT_CFG_STRING, NULL, 0, -1, NULL,
+     "without a token: directory of this user's local secret (default ${TMPDIR:-/tmp}/refit-<uid>)"},
+    {"max_conns", REFIT_CFG_INT, "1024", 1, 65536, NULL, "authenticated connections served at once"},
+    {"notify_queue", REFIT_CFG_INT, "1024", 1, 1048576, NULL,
+     "notifications kept until polled; more are dropped (counted, logged, the sender told)"},
+    {"notify_queue_bytes", REFIT_CFG_SIZE, "16MiB", 65536, 1073741824.0, NULL,
+     "bytes of notifications kept until polled"},
+    {"max_unauth", REFIT_CFG_INT, "64", 1, 65536, NULL,
+     "connections still in their handshake; the oldest is dropped to make room for a new one"},
+    {"handshake_timeout", REFIT_CFG_DURATION, "5s", 10, 600000, NULL,
+     "a connecting peer must complete its whole handshake within this (not per read)"},
 };
 
 static int read_token(refit_tp_t *tp, const struct refit_cfg_view *cfg)
@@ -84,8 +95,19 @@ static int read_token(refit_tp_t *tp, const struct refit_cfg_view *cfg)
         if (!tp->token)
             return tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
         memcpy(tp->token, e, tp->token_len);
+        return 0;
     }
-    return 0;
+    /* No token: loopback only, and the key is this user's secret, so
+     * another user of the host cannot authenticate. */
+    char *dir = NULL;
+    if (cfg && tcp_h->cfg_has(cfg, "secret_dir") > 0) {
+        int rc = tcp_h->cfg_path(cfg, "secret_dir", &dir);
+        if (rc)
+            return rc;
+    }
+    int rc = tcp_local_secret(tp, dir);
+    tcp_h->free(dir);
+    return rc;
 }
 
 static int cfg_int(const struct refit_cfg_view *cfg, const char *key, int64_t *v)
@@ -175,9 +197,9 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
     const char *bind_s = cfg_str(cfg, "bind");
     struct sockaddr_storage sa;
     int rc;
-    if (!tp->token) {
-        /* No shared secret means anyone who can reach the port could read
-         * registered memory: only this host may. */
+    if (tp->secret_path) {
+        /* No shared token: peers on other hosts could not know the local
+         * secret, so only this host is listened to. */
         bool v6 = bind_s && strchr(bind_s, ':');
         if (bind_s && (rc = resolve(tp, bind_s, AF_UNSPEC, true, "bind", &sa)) == 0 && is_loopback(&sa)) {
             /* keep the configured loopback address */
@@ -187,7 +209,8 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
             bind_s = v6 ? "::1" : "127.0.0.1";
         }
         tcp_h->log(REFIT_LOG_INFO, TCP_NAME, "%s: no token (token_file or REFIT_TCP_TOKEN): listening "
-                   "on loopback %s only, peers on other hosts cannot connect", tp->name, bind_s);
+                   "on loopback %s only, peers on other hosts cannot connect; peers authenticate "
+                   "with this user's local secret %s", tp->name, bind_s, tp->secret_path);
     } else if (!bind_s) {
         bind_s = "0.0.0.0";
     }
@@ -199,7 +222,9 @@ static int open_listener(refit_tp_t *tp, const struct refit_cfg_view *cfg)
         return rc;
     if (pmax < pmin)
         pmax = pmin;
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a connection gone between poll and accept must not
+     * stall the acceptor. */
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tcp_io_err(tp, "-", "listen socket", errno);
     int one = 1, zero = 0;
@@ -266,18 +291,28 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     if (!tp)
         return tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
     snprintf(tp->name, sizeof(tp->name), "%s", a->name ? a->name : "refit");
+    if (a->name && strlen(a->name) > REFIT_TP_NAME_MAX) {
+        free(tp);
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: name '%.40s...' longer than %d bytes", a->name,
+                                REFIT_TP_NAME_MAX);
+    }
     tp->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : 30000;
     tp->lfd = tp->wake[0] = tp->wake[1] = -1;
     pthread_mutex_init(&tp->lock, NULL);
     pthread_mutex_init(&tp->nlock, NULL);
     pthread_mutex_init(&tp->plock, NULL);
-    pthread_cond_init(&tp->cond, NULL);
+    tcp_cond_init(&tp->cond); /* dereg's deadline is on the monotonic clock */
     tcp_cond_init(&tp->ncond);
-    int64_t streams = 2, max_conns = 1024;
+    int64_t streams = 2, max_conns = 1024, max_unauth = 64, nq = 1024;
+    uint64_t nq_bytes = 16u << 20;
+    tp->hs_timeout_ms = 5000;
     tp->chunk = 4u << 20;
     tp->batch_bytes = 8u << 20;
     int rc;
     if ((rc = cfg_int(cfg, "streams", &streams)) || (rc = cfg_int(cfg, "max_conns", &max_conns)) ||
+        (rc = cfg_int(cfg, "max_unauth", &max_unauth)) || (rc = cfg_int(cfg, "notify_queue", &nq)) ||
+        (rc = cfg_size(cfg, "notify_queue_bytes", &nq_bytes)) ||
+        (rc = cfg ? tcp_h->cfg_duration_ms(cfg, "handshake_timeout", &tp->hs_timeout_ms) : 0) ||
         (rc = cfg_size(cfg, "sndbuf", &tp->sndbuf)) || (rc = cfg_size(cfg, "rcvbuf", &tp->rcvbuf)) ||
         (rc = cfg_size(cfg, "chunk", &tp->chunk)) || (rc = cfg_size(cfg, "batch", &tp->batch_bytes)))
         goto fail;
@@ -285,9 +320,16 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     buf_floor(tp, &tp->rcvbuf, "rcvbuf");
     tp->streams = (int)streams;
     tp->max_conns = (int)max_conns;
+    tp->max_unauth = (int)max_unauth;
+    tp->nq_max = (size_t)nq;
+    tp->nq_max_bytes = (size_t)nq_bytes;
+    if (!(tp->self = strdup(a->name ? a->name : "refit"))) {
+        rc = tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
+        goto fail;
+    }
     if ((rc = read_token(tp, cfg)))
         goto fail;
-    if (tcp_fill_random(&tp->instance, sizeof(tp->instance)) || pipe2(tp->wake, O_CLOEXEC)) {
+    if (tcp_fill_random(&tp->instance, sizeof(tp->instance)) || pipe2(tp->wake, O_CLOEXEC | O_NONBLOCK)) {
         rc = tcp_h->error_set(REFIT_EIO, "tcp: %s: %s", tp->name, strerror(errno));
         goto fail;
     }
@@ -312,14 +354,12 @@ static void tcp_fini(refit_tp_t *tp)
     for (int i = 0; i < 2; i++)
         if (tp->wake[i] >= 0)
             close(tp->wake[i]);
-    while (tp->nhead) {
-        struct tcp_nmsg *m = tp->nhead;
-        tp->nhead = m->next;
-        free(m);
-    }
+    tcp_nq_fini(tp);
+    free(tp->self);
     if (tp->token)
         memset(tp->token, 0, tp->token_len);
     free(tp->token);
+    free(tp->secret_path);
     free(tp->slots);
     pthread_mutex_destroy(&tp->lock);
     pthread_mutex_destroy(&tp->nlock);
@@ -418,10 +458,18 @@ static int tcp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
     struct tcp_slot *s = &tp->slots[r->id];
     s->live = false;
     memset(s->secret, 0, TCP_SECRET);
-    /* Transfers already on the wire finish (bounded by the I/O timeout);
-     * every later request for this key is answered "stale". */
+    /* Transfers already on the wire may finish, for transport.timeout at
+     * most (a peer trickling a WRITE a byte at a time must not hold us):
+     * then their connections are cut, which ends them at once.  Every later
+     * request for this key is answered "stale". */
+    struct timespec dl;
+    tcp_deadline(&dl, tp->timeout_ms);
     while (s->refs)
-        pthread_cond_wait(&tp->cond, &tp->lock);
+        if (pthread_cond_timedwait(&tp->cond, &tp->lock, &dl) == ETIMEDOUT && s->refs) {
+            tcp_server_cut_holders(tp, r->id);
+            while (s->refs)
+                pthread_cond_wait(&tp->cond, &tp->lock);
+        }
     pthread_mutex_unlock(&tp->lock);
     r->magic = 0;
     free(r);
@@ -459,29 +507,24 @@ static int tcp_progress(refit_tp_t *tp)
 
 static int tcp_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms)
 {
-    struct timespec dl;
-    tcp_deadline(&dl, timeout_ms);
-    pthread_mutex_lock(&tp->nlock);
-    while (!tp->nhead)
-        if (pthread_cond_timedwait(&tp->ncond, &tp->nlock, &dl) == ETIMEDOUT && !tp->nhead) {
-            pthread_mutex_unlock(&tp->nlock);
-            return tcp_h->error_set(REFIT_ETIMEDOUT, "tcp: %s: no notification within %lld ms",
-                                    tp->name, (long long)timeout_ms);
-        }
-    struct tcp_nmsg *m = tp->nhead;
-    *len = m->len;
-    if (m->len > cap) {
-        pthread_mutex_unlock(&tp->nlock);
-        return tcp_h->error_set(REFIT_ETOOBIG, "tcp: %s: notification of %zu bytes, buffer of %zu",
-                                tp->name, m->len, cap);
-    }
-    tp->nhead = m->next;
-    if (!tp->nhead)
-        tp->ntail = NULL;
-    tp->n_nmsgs--;
-    pthread_mutex_unlock(&tp->nlock);
-    memcpy(buf, m->data, m->len);
-    free(m);
+    return tcp_nq_poll(tp, buf, cap, len, NULL, 0, timeout_ms);
+}
+
+static int tcp_poll_notify_from(refit_tp_t *tp, void *buf, size_t cap, size_t *len, char *from,
+                                size_t from_cap, int64_t timeout_ms)
+{
+    if (!from || from_cap < REFIT_TP_NAME_MAX + 1)
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: %s: poll_notify_from needs %d bytes for the sender",
+                                tp->name, REFIT_TP_NAME_MAX + 1);
+    return tcp_nq_poll(tp, buf, cap, len, from, from_cap, timeout_ms);
+}
+
+static int tcp_describe(refit_tp_t *tp, char *buf, size_t cap)
+{
+    if (!buf || !cap)
+        return tcp_h->error_set(REFIT_EINVAL, "tcp: describe without a buffer");
+    snprintf(buf, cap, "tcp on %s, %d streams, %s", tp->where, tp->streams,
+             tp->secret_path ? "loopback only, keyed by this user's local secret" : "token authentication");
     return 0;
 }
 
@@ -505,6 +548,9 @@ static const struct refit_transport_ops tcp_ops = {
     .req_free = tcp_req_free,
     .notify = tcp_notify,
     .poll_notify = tcp_poll_notify,
+    .describe = tcp_describe,
+    .poll_notify_from = tcp_poll_notify_from,
+    .notify_stats = tcp_notify_stats,
 };
 
 static int tcp_load(const struct refit_host *host)

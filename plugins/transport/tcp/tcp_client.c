@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -198,11 +199,15 @@ static void *worker_main(void *arg)
         if (rc) {
             char what[64];
             snprintf(what, sizeof(what), "%s on stream %d", op == REFIT_OP_READ ? "READ" : "WRITE", s->idx);
-            int code = rc == -EPROTO ? REFIT_EPROTO
-                                     : tcp_io_errfmt(msg, sizeof(msg), p->tp, p->name, what, rc);
+            /* A broken stream breaks the peer, whatever broke it (the
+             * message says what): REFIT_ECONN tells the caller to
+             * disconnect and connect again (docs/transports.md). */
+            int code = REFIT_ECONN;
             if (rc == -EPROTO)
                 snprintf(msg, sizeof(msg), "tcp: %s: peer '%s': malformed reply on stream %d",
                          p->tp->name, p->name, s->idx);
+            else
+                tcp_io_errfmt(msg, sizeof(msg), p->tp, p->name, what, rc);
             pthread_mutex_lock(&p->lock);
             for (size_t i = 0; i < n; i++)
                 req_finish(p, it[i].r, 1, code, msg);
@@ -560,6 +565,27 @@ void tcp_req_free(refit_tp_t *tp, refit_tp_req_t *r)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* The control connection failed: a late reply would be read as the next
+ * one, so the peer is broken as a whole (data streams shut down, every
+ * later call REFIT_ECONN) until the caller reconnects. */
+static int peer_break(refit_tp_t *tp, refit_tp_peer_t *p, const char *what, int rc)
+{
+    char msg[512];
+    tcp_io_errfmt(msg, sizeof(msg), tp, p->name, what, rc);
+    pthread_mutex_lock(&p->lock);
+    if (!p->err) {
+        p->err = REFIT_ECONN;
+        snprintf(p->errmsg, sizeof(p->errmsg), "%s", msg);
+        tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s", msg);
+    }
+    fail_queue(p, p->err, p->errmsg);
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n_st; i++)
+        shutdown(p->st[i].fd, SHUT_RDWR);
+    return tcp_h->error_set(REFIT_ECONN, "%s", msg);
+}
+
 int tcp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
 {
     if (len > TCP_MAX_NOTIFY)
@@ -592,7 +618,7 @@ int tcp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
         rc = tcp_rb_read(p->ctl_fd, &p->ctl_rb, rep, sizeof(rep));
     pthread_mutex_unlock(&p->ctl_lock);
     if (rc)
-        return tcp_io_err(tp, p->name, "notify", rc);
+        return peer_break(tp, p, "notify", rc);
     int st = (int)tcp_get32(rep);
     if (st)
         return tcp_h->error_set(tcp_wstatus_to_refit(st), "tcp: %s: peer '%s': notify: %s", tp->name,

@@ -2,10 +2,12 @@
  * format, the process object (refit_tp_t), regions, peers and requests.
  *
  * Wire protocol (all integers little-endian), per TCP connection:
- *   handshake  client HELLO → server CHALLENGE → client MAC → server MAC
- *              (HMAC-SHA-256 over both nonces and both instance ids with
- *              the shared token; mutual, so neither side talks to an
- *              impostor)
+ *   handshake  client HELLO (40 bytes, then the client's name: HELLO[5]
+ *              bytes, at most 255, no NUL) → server CHALLENGE → client MAC
+ *              → server MAC (HMAC-SHA-256 over both nonces, both instance
+ *              ids and the client's name with the shared token or local
+ *              secret; mutual, so neither side talks to an impostor, and
+ *              the name is the one the connection authenticated with)
  *   requests   a 64-byte header, for WRITE and NOTIFY followed by len bytes
  *   replies    a 16-byte header {status, len}, for a READ that succeeded
  *              followed by len bytes
@@ -28,7 +30,7 @@
 #define TCP_MAGIC_HELLO 0x31544652u /* "RFT1" */
 #define TCP_MAGIC_ADDR 0x41544652u  /* "RFTA" */
 #define TCP_MAGIC_RKEY 0x4b544652u  /* "RFTK" */
-#define TCP_WIRE_VERSION 1
+#define TCP_WIRE_VERSION 2 /* 2: the client's name in the handshake */
 #define TCP_NONCE 16
 #define TCP_SECRET 16
 #define TCP_MAC 32
@@ -50,7 +52,8 @@ enum tcp_wstatus {
     TCP_S_RANGE = 4,    /* offset + length beyond the region */
     TCP_S_BADOP = 5,
     TCP_S_TOOBIG = 6,
-    TCP_S_NOMEM = 7
+    TCP_S_NOMEM = 7,
+    TCP_S_FULL = 8      /* the receiver's notification queue is full */
 };
 
 extern const struct refit_host *tcp_h; /* set by load() */
@@ -98,18 +101,23 @@ struct tcp_sconn; /* a served connection (tcp_server.c) */
 struct tcp_nmsg {
     struct tcp_nmsg *next;
     size_t len;
+    char from[REFIT_TP_NAME_MAX + 1]; /* the sender's authenticated name */
     uint8_t data[];
 };
 
 struct refit_tp {
-    char name[64];
+    char name[64]; /* for messages (may be cut short) */
+    char *self;    /* the whole name, sent in our handshakes */
     int64_t timeout_ms;
     /* configuration */
     int streams;
     uint64_t sndbuf, rcvbuf, chunk, batch_bytes;
-    int max_conns;
-    uint8_t *token;
+    int max_conns;   /* authenticated connections served at once */
+    int max_unauth;  /* connections still in their handshake */
+    int64_t hs_timeout_ms; /* a whole server-side handshake */
+    uint8_t *token; /* the HMAC key: the token, or the local secret */
     size_t token_len;
+    char *secret_path; /* the local secret's file when there is no token */
     uint64_t instance;
     /* listener */
     int lfd;
@@ -125,13 +133,15 @@ struct refit_tp {
     size_t n_slots;
     uint64_t next_gen;
     struct tcp_sconn *conns;
-    int n_conns;
+    int n_conns, n_unauth;
     bool stopping;
-    /* notifications received, under nlock */
+    uint64_t refused_full, refused_slow, refused_unauth; /* for rate-limited logs */
+    /* notifications received, under nlock (tcp_notify.c) */
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
     struct tcp_nmsg *nhead, *ntail;
-    size_t n_nmsgs;
+    size_t n_nmsgs, nq_bytes, nq_max, nq_max_bytes;
+    uint64_t nq_received, nq_delivered, nq_dropped_full, nq_dropped_big;
     /* peers connected from here */
     pthread_mutex_t plock;
     refit_tp_peer_t *peers;
@@ -199,14 +209,18 @@ void tcp_rb_free(struct tcp_rbuf *rb);
 /* Read exactly n bytes.  0 or -errno (ECONNRESET for an orderly close);
  * dst NULL discards. */
 int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n);
+/* The same, all of it before deadline_ms (tcp_now_ms clock; 0: none), else
+ * -ETIMEDOUT: a peer trickling a byte at a time cannot stretch it. */
+int tcp_rb_read_by(int fd, struct tcp_rbuf *rb, void *dst, size_t n, int64_t deadline_ms);
 size_t tcp_rb_avail(const struct tcp_rbuf *rb);
 int tcp_set_timeouts(int fd, int64_t ms);
 void tcp_sock_tune(refit_tp_t *tp, int fd);
 int tcp_dial(refit_tp_t *tp, const struct sockaddr_storage *sa, const char *peer, int *out);
 int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t role,
                          uint64_t expect, const char *peer);
+/* The server's side, all of it before deadline dl (tcp_now_ms clock). */
 int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *role,
-                         uint64_t *client);
+                         uint64_t *client, char *name, int64_t dl);
 int tcp_fill_random(void *p, size_t n);
 void tcp_sa_str(const struct sockaddr_storage *sa, char *buf, size_t cap);
 int tcp_wstatus_to_refit(int s);
@@ -237,9 +251,25 @@ static inline uint64_t tcp_get64(const uint8_t *p)
     return v;
 }
 
+/* tcp_secret.c: the per-user secret of this host, the key when no token
+ * is configured (secret_dir NULL: ${TMPDIR:-/tmp}/refit-<uid>). */
+int tcp_local_secret(refit_tp_t *tp, const char *secret_dir);
+
+/* tcp_notify.c: queue m (malloc'ed, len and data set; taken either way)
+ * as sent by `from`: TCP_S_OK, or TCP_S_FULL when it was dropped. */
+int tcp_nq_push(refit_tp_t *tp, const char *from, struct tcp_nmsg *m);
+/* poll_notify[_from] (from NULL: not wanted). */
+int tcp_nq_poll(refit_tp_t *tp, void *buf, size_t cap, size_t *len, char *from, size_t from_cap,
+                int64_t timeout_ms);
+int tcp_notify_stats(refit_tp_t *tp, struct refit_tp_notify_stats *out);
+void tcp_nq_fini(refit_tp_t *tp);
+
 /* tcp_server.c */
 int tcp_server_start(refit_tp_t *tp);
 void tcp_server_stop(refit_tp_t *tp);
+/* Shut down every served connection holding a reference to slot, so that
+ * its transfer ends now.  Called with tp->lock held. */
+void tcp_server_cut_holders(refit_tp_t *tp, uint64_t slot);
 
 /* tcp_client.c */
 int tcp_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name,

@@ -96,9 +96,24 @@ void tcp_rb_free(struct tcp_rbuf *rb)
 
 size_t tcp_rb_avail(const struct tcp_rbuf *rb) { return rb->end - rb->beg; }
 
-static int recv_some(int fd, void *dst, size_t n, size_t *got)
+/* deadline_ms 0: none (the socket's SO_RCVTIMEO bounds each recv);
+ * else no recv starts after it, whatever the peer trickles. */
+static int recv_some(int fd, void *dst, size_t n, size_t *got, int64_t deadline_ms)
 {
     for (;;) {
+        if (deadline_ms) {
+            int64_t left = deadline_ms - tcp_now_ms();
+            if (left <= 0)
+                return -ETIMEDOUT;
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            int k = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+            if (k == 0)
+                return -ETIMEDOUT;
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0)
+                return -errno;
+        }
         ssize_t k = recv(fd, dst, n, 0);
         if (k > 0) {
             *got = (size_t)k;
@@ -112,6 +127,11 @@ static int recv_some(int fd, void *dst, size_t n, size_t *got)
 }
 
 int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
+{
+    return tcp_rb_read_by(fd, rb, dst, n, 0);
+}
+
+int tcp_rb_read_by(int fd, struct tcp_rbuf *rb, void *dst, size_t n, int64_t deadline_ms)
 {
     uint8_t *d = dst;
     size_t have = rb->end - rb->beg, take = have < n ? have : n;
@@ -129,7 +149,7 @@ int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
      * than half the buffer (headers, small pieces) is read through it. */
     while (d && n >= rb->cap / 2) {
         size_t got = 0;
-        int rc = recv_some(fd, d, n, &got);
+        int rc = recv_some(fd, d, n, &got, deadline_ms);
         if (rc)
             return rc;
         d += got;
@@ -144,7 +164,7 @@ int tcp_rb_read(int fd, struct tcp_rbuf *rb, void *dst, size_t n)
             rb->beg = 0;
         }
         size_t got = 0;
-        int rc = recv_some(fd, rb->b + rb->end, rb->cap - rb->end, &got);
+        int rc = recv_some(fd, rb->b + rb->end, rb->cap - rb->end, &got, deadline_ms);
         if (rc)
             return rc;
         rb->end += got;
@@ -254,33 +274,39 @@ int tcp_fill_random(void *p, size_t n)
     return 0;
 }
 
-/* Both MACs bind the two nonces and the two instance ids, so a reply
- * recorded from another session or another process does not verify. */
+/* Both MACs bind the two nonces, the two instance ids and the client's
+ * name, so a reply recorded from another session or another process does
+ * not verify, and a name cannot be swapped under a valid MAC. */
 static void hs_mac(refit_tp_t *tp, const char *label, const uint8_t *n1, const uint8_t *n2,
-                   uint64_t ci, uint64_t si, uint8_t out[TCP_MAC])
+                   uint64_t ci, uint64_t si, const char *name, uint8_t out[TCP_MAC])
 {
     uint8_t ids[16];
     tcp_put64(ids, ci);
     tcp_put64(ids + 8, si);
-    struct tcp_iov m[4] = {{label, strlen(label)}, {n1, TCP_NONCE}, {n2, TCP_NONCE}, {ids, 16}};
-    tcp_hmac_sha256(tp->token, tp->token_len, m, 4, out);
+    struct tcp_iov m[5] = {{label, strlen(label)}, {n1, TCP_NONCE}, {n2, TCP_NONCE}, {ids, 16},
+                           {name, strlen(name)}};
+    tcp_hmac_sha256(tp->token, tp->token_len, m, 5, out);
 }
 
 int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t role,
                          uint64_t expect, const char *peer)
 {
+    /* transport.timeout for the whole handshake, not for each read. */
+    int64_t dl = tcp_now_ms() + tp->timeout_ms;
     uint8_t hello[40], ch[32], mac[TCP_MAC], rep[4 + TCP_MAC], want[TCP_MAC];
     uint8_t *nc = hello + 24;
+    size_t nl = strlen(tp->self);
     tcp_put32(hello, TCP_MAGIC_HELLO);
-    hello[4] = TCP_WIRE_VERSION, hello[5] = 0;
+    hello[4] = TCP_WIRE_VERSION, hello[5] = (uint8_t)nl;
     hello[6] = (uint8_t)role, hello[7] = 0;
     tcp_put64(hello + 8, tp->instance);
     tcp_put64(hello + 16, expect);
     int rc = tcp_fill_random(nc, TCP_NONCE);
+    struct iovec hv[2] = {{hello, sizeof(hello)}, {tp->self, nl}};
     if (!rc)
-        rc = tcp_send_all(fd, hello, sizeof(hello));
+        rc = tcp_send_iov(fd, hv, nl ? 2 : 1);
     if (!rc)
-        rc = tcp_rb_read(fd, rb, ch, sizeof(ch));
+        rc = tcp_rb_read_by(fd, rb, ch, sizeof(ch), dl);
     if (rc)
         return tcp_io_err(tp, peer, "handshake", rc);
     if (tcp_get32(ch) != TCP_MAGIC_HELLO || ch[4] != TCP_WIRE_VERSION)
@@ -291,17 +317,23 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
         return tcp_h->error_set(REFIT_ESTALE, "tcp: %s: peer '%s': the process at this address is "
                                 "not the one that published it (instance %016llx, expected %016llx)",
                                 tp->name, peer, (unsigned long long)si, (unsigned long long)expect);
-    hs_mac(tp, "refit-tcp client", ch + 16, nc, tp->instance, si, mac);
+    hs_mac(tp, "refit-tcp client", ch + 16, nc, tp->instance, si, tp->self, mac);
     rc = tcp_send_all(fd, mac, sizeof(mac));
     if (!rc)
-        rc = tcp_rb_read(fd, rb, rep, sizeof(rep));
-    if (rc == -ENOTCONN || (!rc && tcp_get32(rep) != 0))
+        rc = tcp_rb_read_by(fd, rb, rep, sizeof(rep), dl);
+    if (rc == -ENOTCONN || (!rc && tcp_get32(rep) != 0)) {
+        if (tp->secret_path)
+            return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' rejected our authentication: "
+                                    "without a token both sides must be the same user on the same host "
+                                    "(the local secret %s), else both need the same token (token_file "
+                                    "or REFIT_TCP_TOKEN)", tp->name, peer, tp->secret_path);
         return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' rejected our authentication: the "
                                 "two sides need the same token (token_file or REFIT_TCP_TOKEN)",
                                 tp->name, peer);
+    }
     if (rc)
         return tcp_io_err(tp, peer, "handshake", rc);
-    hs_mac(tp, "refit-tcp server", nc, ch + 16, tp->instance, si, want);
+    hs_mac(tp, "refit-tcp server", nc, ch + 16, tp->instance, si, tp->self, want);
     if (!tcp_ct_equal(want, rep + 4, TCP_MAC))
         return tcp_h->error_set(REFIT_EPERM, "tcp: %s: peer '%s' failed to prove the shared token",
                                 tp->name, peer);
@@ -309,14 +341,21 @@ int tcp_handshake_client(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t r
 }
 
 int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *role,
-                         uint64_t *client)
+                         uint64_t *client, char *name, int64_t dl)
 {
     uint8_t hello[40], ch[32], mac[TCP_MAC], want[TCP_MAC], rep[4 + TCP_MAC];
-    int rc = tcp_rb_read(fd, rb, hello, sizeof(hello));
+    int rc = tcp_rb_read_by(fd, rb, hello, sizeof(hello), dl);
     if (rc)
         return rc;
     if (tcp_get32(hello) != TCP_MAGIC_HELLO || hello[4] != TCP_WIRE_VERSION ||
         (hello[6] != TCP_ROLE_DATA && hello[6] != TCP_ROLE_CTL))
+        return -EPROTO;
+    /* The name: hello[5] <= 255 bytes by its type, no NUL inside. */
+    rc = tcp_rb_read_by(fd, rb, name, hello[5], dl);
+    if (rc)
+        return rc;
+    name[hello[5]] = '\0';
+    if (strlen(name) != hello[5])
         return -EPROTO;
     uint64_t ci = tcp_get64(hello + 8);
     tcp_put32(ch, TCP_MAGIC_HELLO);
@@ -327,10 +366,10 @@ int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *
     if (!rc)
         rc = tcp_send_all(fd, ch, sizeof(ch));
     if (!rc)
-        rc = tcp_rb_read(fd, rb, mac, sizeof(mac));
+        rc = tcp_rb_read_by(fd, rb, mac, sizeof(mac), dl);
     if (rc)
         return rc;
-    hs_mac(tp, "refit-tcp client", ch + 16, hello + 24, ci, tp->instance, want);
+    hs_mac(tp, "refit-tcp client", ch + 16, hello + 24, ci, tp->instance, name, want);
     if (!tcp_ct_equal(want, mac, TCP_MAC)) {
         memset(rep, 0, sizeof(rep));
         tcp_put32(rep, 1);
@@ -338,7 +377,7 @@ int tcp_handshake_server(refit_tp_t *tp, int fd, struct tcp_rbuf *rb, uint32_t *
         return -EACCES;
     }
     tcp_put32(rep, 0);
-    hs_mac(tp, "refit-tcp server", hello + 24, ch + 16, ci, tp->instance, rep + 4);
+    hs_mac(tp, "refit-tcp server", hello + 24, ch + 16, ci, tp->instance, name, rep + 4);
     rc = tcp_send_all(fd, rep, sizeof(rep));
     if (rc)
         return rc;
@@ -357,6 +396,7 @@ int tcp_wstatus_to_refit(int s)
     case TCP_S_RANGE: return REFIT_ERANGE;
     case TCP_S_TOOBIG: return REFIT_ETOOBIG;
     case TCP_S_NOMEM: return REFIT_ENOMEM;
+    case TCP_S_FULL: return REFIT_ETOOBIG;
     default: return REFIT_EPROTO;
     }
 }
@@ -372,6 +412,7 @@ const char *tcp_wstatus_str(int s)
     case TCP_S_BADOP: return "unknown operation";
     case TCP_S_TOOBIG: return "message too large";
     case TCP_S_NOMEM: return "peer out of memory";
+    case TCP_S_FULL: return "the peer's notification queue is full (its notify_queue bounds); dropped";
     default: return "unknown status";
     }
 }

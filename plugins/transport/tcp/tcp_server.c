@@ -3,7 +3,16 @@
  * first; afterwards every request is checked against the region table
  * (id, generation, secret, range) before a single byte of memory is read or
  * written, and a region's reference count keeps dereg waiting while a
- * transfer from or into it is on the wire. */
+ * transfer from or into it is on the wire.
+ *
+ * Connections not yet authenticated are kept apart: at most max_unauth of
+ * them (the oldest is shut down to make room for a new one), each with
+ * handshake_timeout for its whole handshake however slowly it trickles, and
+ * none of them counts against max_conns, which bounds authenticated peers.
+ * So sockets that connect and never authenticate cannot lock peers out.
+ * A connection's thread closes its socket as it ends and wakes the
+ * acceptor to join it: nothing of a gone peer lingers until the next
+ * accept. */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -14,18 +23,25 @@
 #include "refit/log.h"
 #include "tcp_int.h"
 
+#define PEND_MAX 64
+#define PEND_BYTES (1u << 20)
+
 struct tcp_sconn {
     refit_tp_t *tp;
-    int fd;
+    int fd;            /* -1 once the thread closed it (under tp->lock) */
     pthread_t th;
     bool done;
+    bool authed;       /* counted in n_conns, else in n_unauth */
+    bool evicted;      /* shut down to make room for a newer handshake */
+    int64_t since_ms;  /* accepted at */
+    uint64_t held[PEND_MAX + 1]; /* slots it holds references of (replies pending, one WRITE) */
+    int n_held;
     struct tcp_sconn *next;
     char who[80];
+    char from[REFIT_TP_NAME_MAX + 1]; /* the name it authenticated with */
     struct tcp_rbuf rb;
 };
 
-#define PEND_MAX 64
-#define PEND_BYTES (1u << 20)
 
 struct pend {
     uint8_t hdr[TCP_REP_SIZE];
@@ -34,7 +50,7 @@ struct pend {
     uint64_t slot; /* UINT64_MAX: holds no reference */
 };
 
-static int slot_get(refit_tp_t *tp, const uint8_t *req, void **ptr, uint64_t *slot)
+static int slot_get(refit_tp_t *tp, struct tcp_sconn *c, const uint8_t *req, void **ptr, uint64_t *slot)
 {
     uint64_t id = tcp_get64(req + 8), gen = tcp_get64(req + 16);
     uint64_t off = tcp_get64(req + 40), len = tcp_get64(req + 48);
@@ -51,6 +67,7 @@ static int slot_get(refit_tp_t *tp, const uint8_t *req, void **ptr, uint64_t *sl
         st = TCP_S_RANGE;
     else {
         tp->slots[id].refs++;
+        c->held[c->n_held++] = id;
         *ptr = (uint8_t *)tp->slots[id].ptr + off;
         *slot = id;
     }
@@ -58,9 +75,14 @@ static int slot_get(refit_tp_t *tp, const uint8_t *req, void **ptr, uint64_t *sl
     return st;
 }
 
-static void slot_put(refit_tp_t *tp, uint64_t id)
+static void slot_put(refit_tp_t *tp, struct tcp_sconn *c, uint64_t id)
 {
     pthread_mutex_lock(&tp->lock);
+    for (int i = c->n_held; i-- > 0;)
+        if (c->held[i] == id) {
+            c->held[i] = c->held[--c->n_held];
+            break;
+        }
     if (--tp->slots[id].refs == 0 && !tp->slots[id].live)
         pthread_cond_broadcast(&tp->cond);
     pthread_mutex_unlock(&tp->lock);
@@ -68,7 +90,7 @@ static void slot_put(refit_tp_t *tp, uint64_t id)
 
 /* Replies go out in one sendmsg per batch: many small READs cost one
  * system call, not one each. */
-static int flush(refit_tp_t *tp, int fd, struct pend *p, int *np)
+static int flush(refit_tp_t *tp, struct tcp_sconn *c, struct pend *p, int *np)
 {
     struct iovec iov[2 * PEND_MAX];
     int n = 0;
@@ -77,10 +99,10 @@ static int flush(refit_tp_t *tp, int fd, struct pend *p, int *np)
         if (p[i].len)
             iov[n++] = (struct iovec){p[i].data, p[i].len};
     }
-    int rc = n ? tcp_send_iov(fd, iov, n) : 0;
+    int rc = n ? tcp_send_iov(c->fd, iov, n) : 0;
     for (int i = 0; i < *np; i++)
         if (p[i].slot != UINT64_MAX)
-            slot_put(tp, p[i].slot);
+            slot_put(tp, c, p[i].slot);
     *np = 0;
     return rc;
 }
@@ -96,27 +118,22 @@ static void pend_add(struct pend *p, int *np, int st, void *data, uint64_t len, 
     e->slot = slot;
 }
 
-static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len)
+/* A notification's payload (len <= TCP_MAX_NOTIFY) into the queue; *st
+ * says whether it was queued.  Returns 0 or the stream's errno. */
+static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len, int *st)
 {
     struct tcp_nmsg *m = malloc(sizeof(*m) + (len ? len : 1));
-    if (!m)
-        return -ENOMEM;
-    m->next = NULL;
+    if (!m) {
+        *st = TCP_S_NOMEM;
+        return tcp_rb_read(c->fd, &c->rb, NULL, len); /* drained: the stream stays in step */
+    }
     m->len = len;
     int rc = tcp_rb_read(c->fd, &c->rb, m->data, len);
     if (rc) {
         free(m);
         return rc;
     }
-    pthread_mutex_lock(&tp->nlock);
-    if (tp->ntail)
-        tp->ntail->next = m;
-    else
-        tp->nhead = m;
-    tp->ntail = m;
-    tp->n_nmsgs++;
-    pthread_cond_broadcast(&tp->ncond);
-    pthread_mutex_unlock(&tp->nlock);
+    *st = tcp_nq_push(tp, c->from, m);
     return 0;
 }
 
@@ -144,7 +161,7 @@ static int serve(refit_tp_t *tp, struct tcp_sconn *c)
     uint8_t req[TCP_REQ_SIZE];
     for (;;) {
         if (tcp_rb_avail(&c->rb) < TCP_REQ_SIZE) {
-            rc = flush(tp, c->fd, p, &np);
+            rc = flush(tp, c, p, &np);
             pbytes = 0;
             if (!rc && tcp_rb_avail(&c->rb) == 0)
                 rc = idle_wait(c->fd);
@@ -159,34 +176,39 @@ static int serve(refit_tp_t *tp, struct tcp_sconn *c)
         void *ptr = NULL;
         int st;
         if (op == TCP_W_READ) {
-            st = slot_get(tp, req, &ptr, &slot);
+            st = slot_get(tp, c, req, &ptr, &slot);
             pend_add(p, &np, st, st == TCP_S_OK ? ptr : NULL, len, slot);
             pbytes += st == TCP_S_OK ? len : 0;
         } else if (op == TCP_W_WRITE) {
-            st = slot_get(tp, req, &ptr, &slot);
+            st = slot_get(tp, c, req, &ptr, &slot);
             /* A rejected WRITE's payload is drained, never stored, so the
              * stream stays in step. */
             rc = tcp_rb_read(c->fd, &c->rb, st == TCP_S_OK ? ptr : NULL, len);
             if (st == TCP_S_OK)
-                slot_put(tp, slot);
+                slot_put(tp, c, slot);
             if (rc)
                 break;
             pend_add(p, &np, st, NULL, 0, UINT64_MAX);
         } else if (op == TCP_W_NOTIFY && len <= TCP_MAX_NOTIFY) {
-            rc = take_notify(tp, c, len);
+            rc = take_notify(tp, c, len, &st);
             if (rc)
                 break;
-            pend_add(p, &np, TCP_S_OK, NULL, 0, UINT64_MAX);
+            pend_add(p, &np, st, NULL, 0, UINT64_MAX);
         } else {
+            if (op == TCP_W_NOTIFY) {
+                pthread_mutex_lock(&tp->nlock);
+                tp->nq_dropped_big++;
+                pthread_mutex_unlock(&tp->nlock);
+            }
             /* Unknown op or an oversized message: the stream cannot be
              * trusted any more, answer and close. */
             pend_add(p, &np, op == TCP_W_NOTIFY ? TCP_S_TOOBIG : TCP_S_BADOP, NULL, 0, UINT64_MAX);
-            flush(tp, c->fd, p, &np);
+            flush(tp, c, p, &np);
             rc = -EPROTO;
             break;
         }
         if (np == PEND_MAX || pbytes >= PEND_BYTES) {
-            rc = flush(tp, c->fd, p, &np);
+            rc = flush(tp, c, p, &np);
             pbytes = 0;
             if (rc)
                 break;
@@ -195,9 +217,37 @@ static int serve(refit_tp_t *tp, struct tcp_sconn *c)
     /* Release references of replies never sent. */
     for (int i = 0; i < np; i++)
         if (p[i].slot != UINT64_MAX)
-            slot_put(tp, p[i].slot);
+            slot_put(tp, c, p[i].slot);
     free(p);
     return rc;
+}
+
+/* Log the first refusal of a kind and then every power of two: a flood of
+ * connections must not become a flood of log lines. */
+static void log_refusal(refit_tp_t *tp, uint64_t *count, const char *fmt, const char *who, int n)
+{
+    uint64_t k = __atomic_add_fetch(count, 1, __ATOMIC_RELAXED);
+    if ((k & (k - 1)) == 0)
+        tcp_h->log(REFIT_LOG_WARN, TCP_NAME, fmt, tp->name, who, n, (unsigned long long)k);
+}
+
+/* After the handshake: an authenticated peer, counted against max_conns. */
+static int admit(refit_tp_t *tp, struct tcp_sconn *c)
+{
+    pthread_mutex_lock(&tp->lock);
+    tp->n_unauth--;
+    int full = tp->n_conns >= tp->max_conns;
+    if (!full) {
+        tp->n_conns++;
+        c->authed = true;
+    }
+    pthread_mutex_unlock(&tp->lock);
+    if (full) {
+        log_refusal(tp, &tp->refused_full, "%s: refusing %s: %d authenticated connections open "
+                    "(max_conns; %llu refused)", c->who, tp->max_conns);
+        return -EUSERS;
+    }
+    return 0;
 }
 
 static void *sconn_main(void *arg)
@@ -208,11 +258,16 @@ static void *sconn_main(void *arg)
     uint64_t client = 0;
     int rc = tcp_rb_init(&c->rb);
     if (!rc)
-        rc = tcp_handshake_server(tp, c->fd, &c->rb, &role, &client);
+        rc = tcp_handshake_server(tp, c->fd, &c->rb, &role, &client, c->from,
+                                  c->since_ms + tp->hs_timeout_ms);
     if (rc) {
-        tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: rejected connection from %s: %s", tp->name, c->who,
-                   rc == -EACCES ? "authentication failed (token mismatch)" : strerror(-rc));
-    } else {
+        if (rc == -ETIMEDOUT)
+            log_refusal(tp, &tp->refused_slow, "%s: dropped %s: no complete handshake within %d ms "
+                        "(handshake_timeout; %llu dropped)", c->who, (int)tp->hs_timeout_ms);
+        else if (!c->evicted)
+            tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: rejected connection from %s: %s", tp->name, c->who,
+                       rc == -EACCES ? "authentication failed (token mismatch)" : strerror(-rc));
+    } else if ((rc = admit(tp, c)) == 0) {
         tcp_h->log(REFIT_LOG_DEBUG, TCP_NAME, "%s: %s connection from %s (instance %016llx)", tp->name,
                    role == TCP_ROLE_CTL ? "control" : "data", c->who, (unsigned long long)client);
         rc = serve(tp, c);
@@ -222,8 +277,19 @@ static void *sconn_main(void *arg)
     }
     tcp_rb_free(&c->rb);
     pthread_mutex_lock(&tp->lock);
+    if (c->authed)
+        tp->n_conns--;
+    else if (rc != -EUSERS) /* admit() already took it off */
+        tp->n_unauth--;
+    pthread_cond_broadcast(&tp->cond); /* an acceptor waiting for room */
+    close(c->fd);
+    c->fd = -1;
     c->done = true;
     pthread_mutex_unlock(&tp->lock);
+    char b = 'r'; /* the acceptor joins us now, not at its next accept */
+    if (write(tp->wake[1], &b, 1) < 0) {
+        /* A full pipe already holds a wake-up. */
+    }
     return NULL;
 }
 
@@ -238,13 +304,83 @@ static void reap(refit_tp_t *tp, bool all)
             pthread_mutex_unlock(&tp->lock);
             pthread_join(c->th, NULL);
             pthread_mutex_lock(&tp->lock);
-            close(c->fd);
             free(c);
-            tp->n_conns--;
         } else {
             pp = &c->next;
         }
     }
+}
+
+/* While twice max_unauth handshakes are alive (shut-down ones count until
+ * their threads end), the acceptor waits for them rather than accept more:
+ * a new connection waits in the listen backlog instead of being refused,
+ * and threads stay bounded however fast connections arrive.  Called with
+ * tp->lock held; false when stopping. */
+static bool wait_room(refit_tp_t *tp)
+{
+    while (tp->n_unauth >= 2 * tp->max_unauth && !tp->stopping) {
+        struct timespec dl;
+        tcp_deadline(&dl, 100);
+        pthread_cond_timedwait(&tp->cond, &tp->lock, &dl);
+    }
+    return !tp->stopping;
+}
+
+/* At max_unauth handshakes, the oldest one still running is shut down (its
+ * thread ends at once) to make room for the new one.  Lock held. */
+static void make_room(refit_tp_t *tp)
+{
+    if (tp->n_unauth < tp->max_unauth)
+        return;
+    struct tcp_sconn *old = NULL;
+    for (struct tcp_sconn *c = tp->conns; c; c = c->next)
+        if (!c->authed && !c->done && !c->evicted && c->fd >= 0 && (!old || c->since_ms < old->since_ms))
+            old = c;
+    if (!old)
+        return; /* all shut down already: they end soon */
+    old->evicted = true;
+    shutdown(old->fd, SHUT_RDWR);
+    log_refusal(tp, &tp->refused_unauth, "%s: dropped %s to make room: %d connections in their "
+                "handshake (max_unauth; %llu dropped)", old->who, tp->max_unauth);
+}
+
+static void accept_one(refit_tp_t *tp)
+{
+    pthread_mutex_lock(&tp->lock);
+    reap(tp, false);
+    bool room = wait_room(tp);
+    pthread_mutex_unlock(&tp->lock);
+    if (!room)
+        return;
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof(sa);
+    int fd = accept4(tp->lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
+    if (fd < 0)
+        return; /* gone again, or EAGAIN: the listener does not block */
+    struct tcp_sconn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->tp = tp;
+    c->fd = fd;
+    c->since_ms = tcp_now_ms();
+    tcp_sa_str(&sa, c->who, sizeof(c->who));
+    tcp_sock_tune(tp, fd);
+    tcp_set_timeouts(fd, tp->timeout_ms);
+    pthread_mutex_lock(&tp->lock);
+    if (!tp->stopping)
+        make_room(tp);
+    if (tp->stopping || pthread_create(&c->th, NULL, sconn_main, c)) {
+        pthread_mutex_unlock(&tp->lock);
+        close(fd);
+        free(c);
+        return;
+    }
+    c->next = tp->conns;
+    tp->conns = c;
+    tp->n_unauth++;
+    pthread_mutex_unlock(&tp->lock);
 }
 
 static void *acceptor_main(void *arg)
@@ -255,45 +391,39 @@ static void *acceptor_main(void *arg)
         int k = poll(p, 2, -1);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k < 0 || p[1].revents)
+        if (k < 0)
             break;
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        int fd = accept4(tp->lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&tp->lock);
-        reap(tp, false);
-        if (tp->stopping || tp->n_conns >= tp->max_conns) {
+        if (p[1].revents) {
+            /* A connection ended (join it) or fini wants us gone. */
+            char buf[64];
+            if (read(tp->wake[0], buf, sizeof(buf)) < 0 && errno != EAGAIN && errno != EINTR)
+                break;
+            pthread_mutex_lock(&tp->lock);
+            bool stop = tp->stopping;
+            if (!stop)
+                reap(tp, false);
             pthread_mutex_unlock(&tp->lock);
-            tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: refusing a connection: %d connections open "
-                       "(max_conns)", tp->name, tp->max_conns);
-            close(fd);
-            continue;
+            if (stop)
+                break;
         }
-        struct tcp_sconn *c = calloc(1, sizeof(*c));
-        if (!c) {
-            pthread_mutex_unlock(&tp->lock);
-            close(fd);
-            continue;
-        }
-        c->tp = tp;
-        c->fd = fd;
-        tcp_sa_str(&sa, c->who, sizeof(c->who));
-        tcp_sock_tune(tp, fd);
-        tcp_set_timeouts(fd, tp->timeout_ms);
-        if (pthread_create(&c->th, NULL, sconn_main, c)) {
-            pthread_mutex_unlock(&tp->lock);
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->next = tp->conns;
-        tp->conns = c;
-        tp->n_conns++;
-        pthread_mutex_unlock(&tp->lock);
+        if (p[0].revents)
+            accept_one(tp);
     }
     return NULL;
+}
+
+void tcp_server_cut_holders(refit_tp_t *tp, uint64_t slot)
+{
+    for (struct tcp_sconn *c = tp->conns; c; c = c->next) {
+        bool holds = false;
+        for (int i = 0; i < c->n_held && !holds; i++)
+            holds = c->held[i] == slot;
+        if (holds && c->fd >= 0) {
+            tcp_h->log(REFIT_LOG_WARN, TCP_NAME, "%s: cutting the connection from %s: it kept a "
+                       "transfer of a deregistered region going past transport.timeout", tp->name, c->who);
+            shutdown(c->fd, SHUT_RDWR);
+        }
+    }
 }
 
 int tcp_server_start(refit_tp_t *tp)
@@ -319,7 +449,8 @@ void tcp_server_stop(refit_tp_t *tp)
     tp->acceptor_started = false;
     pthread_mutex_lock(&tp->lock);
     for (struct tcp_sconn *c = tp->conns; c; c = c->next)
-        shutdown(c->fd, SHUT_RDWR);
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
     reap(tp, true);
     pthread_mutex_unlock(&tp->lock);
 }

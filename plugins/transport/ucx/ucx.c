@@ -21,6 +21,11 @@
  * completed *remotely* — the batch ends with ucp_ep_flush_nbx, because a put's
  * own completion is only local (the source buffer may be reused).
  *
+ * Notifications carry the sender's name (its transport's init name) in the
+ * active message's header; UCX authenticates nothing, so that name is what
+ * the sender says (docs/security.md).  Received ones wait in rtp_core's
+ * bounded queue.
+ *
  * Ordering of notifications: UCX orders nothing between RMA and active
  * messages (they may take different lanes), so notify() first flushes the
  * endpoint — every put posted before it is then remotely complete — and
@@ -209,6 +214,7 @@ static const struct refit_cfg_field ucxp_config[] = {
      "UCX settings for this transport only (UCX_TLS, UCX_NET_DEVICES, UCX_IB_GPU_DIRECT_RDMA, ...)"},
     {"max_notify_len", REFIT_CFG_SIZE, "4KiB", 1, 65536, NULL,
      "largest notification (sent eagerly as one active message)"},
+    RTP_NOTIFY_CFG_FIELDS,
     {"error_handling", REFIT_CFG_ENUM, "auto", 0, -1, "auto|peer|none",
      "peer: endpoints report a failed peer (UCX then skips transports without peer-failure "
      "support, e.g. shared memory in UCX 1.13); none: a dead peer shows as transport.timeout; "
@@ -315,16 +321,20 @@ static ucs_status_t am_notify_cb(void *arg, const void *header, size_t header_le
                                  size_t length, const ucp_am_recv_param_t *param)
 {
     refit_tp_t *tp = arg;
-    (void)header;
-    (void)header_length;
+    /* The header is the sender's name: at most REFIT_TP_NAME_MAX bytes,
+     * no NUL (a name that breaks this is shown as "?"). */
+    char from[REFIT_TP_NAME_MAX + 1] = "?";
+    if (header_length && header_length <= REFIT_TP_NAME_MAX && !memchr(header, 0, header_length)) {
+        memcpy(from, header, header_length);
+        from[header_length] = 0;
+    }
     /* Notifications are sent eagerly; a rendezvous one is a peer that does
      * not follow the protocol, and it would need a receive we cannot fit. */
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length > tp->max_notify_len) {
-        H->log(2, UCXP, "dropped a notification of %zu bytes (limit %" PRIu64 ")", length,
-               tp->max_notify_len);
+        rtp_notice_drop_big(&tp->c, from, length);
         return UCS_OK;
     }
-    rtp_notice_push(&tp->c, data, length);
+    rtp_notice_push(&tp->c, from, data, length);
     return UCS_OK;
 }
 
@@ -459,6 +469,10 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->name = rtp_strdup(a->name ? a->name : "refit");
     tp->next_region_id = 1;
     tp->efd = -1;
+    if (tp->name && strlen(tp->name) > REFIT_TP_NAME_MAX) {
+        ucxp_fini(tp);
+        return H->error_set(REFIT_EINVAL, "%s: name longer than %d bytes", UCXP, REFIT_TP_NAME_MAX);
+    }
 
     /* Reads the process environment first; our settings then override
      * it in this config object only (no setenv). */
@@ -469,6 +483,8 @@ static int ucxp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
         rc = H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
     if (!rc)
         rc = read_options(a, uc, tp);
+    if (!rc)
+        rc = rtp_notify_configure(&tp->c, a->cfg);
     if (!rc)
         rc = create_context(tp, uc);
     if (!rc)
@@ -617,6 +633,9 @@ static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
+    int rc = rtp_local_quiesce(&tp->c, r);
+    if (rc)
+        return rc;
     if (tp->c.watchers)
         rtp_revoke_all(&tp->c, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
@@ -667,7 +686,8 @@ static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
     struct rtp_watcher *w = arg;
     (void)ep;
     (void)us;
-    w->dead = 1; /* no revoke waits for it any more */
+    w->dead = 1;   /* no revoke waits for it any more */
+    w->failed = 1; /* until it says hello again (it reconnected) */
 }
 
 /* An endpoint with peer error handling where some transport to the peer
@@ -764,11 +784,23 @@ static ucs_status_t am_ctrl_cb(void *arg, const void *header, size_t header_leng
         rtp_on_bye(&tp->c, c.sender); /* closed by ctrl_work */
     } else if (c.type == CTRL_HELLO) {
         tp->ctrl_dirty = 1;
-        if (rtp_watcher_rehello(&tp->c, c.sender))
-            return UCS_OK;
+        struct rtp_watcher *old = rtp_watcher_find(&tp->c, c.sender);
         if (c.a != length - sizeof(c) || !c.a)
             return UCS_OK;
         void *addr = H->alloc(c.a);
+        if (addr && old) {
+            /* A known process connected again — after a failure, our
+             * endpoint to it may be broken without our having seen it
+             * yet — so revokes go through a new endpoint (ctrl_work). */
+            memcpy(addr, (char *)data + sizeof(c), c.a);
+            H->free(old->addr);
+            old->addr = addr;
+            old->addr_len = c.a;
+            old->refs++;
+            old->dead = old->failed = old->reachable = 0;
+            old->reopen = 1;
+            return UCS_OK;
+        }
         struct rtp_watcher *w = addr ? rtp_watcher_add(&tp->c, c.sender) : NULL;
         if (!w) {
             H->free(addr);
@@ -826,6 +858,16 @@ static size_t ctrl_work(refit_tp_t *tp)
             n++;
             continue;
         }
+        if (w->reopen && w->ep) {
+            ucp_request_param_t rp = {0};
+            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+            if (UCS_PTR_IS_PTR(sp))
+                ucp_request_free(sp); /* completes on its own */
+            w->ep = NULL;
+        }
+        w->reopen = 0;
         if (!w->ep && w->addr && !w->dead) {
             ucp_ep_h ep = NULL;
             if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &ep) != UCS_OK)
@@ -1004,7 +1046,10 @@ static void track(struct refit_tp_req *r, ucs_status_ptr_t sp, const char *what)
         return; /* completed in place */
     if (UCS_PTR_IS_ERR(sp)) {
         ucs_status_t us = UCS_PTR_STATUS(sp);
-        rtp_req_fail(r, status_of(us) == REFIT_EPLUGIN ? REFIT_ECONN : status_of(us),
+        /* Refused at once: the endpoint failed (reset, timed out), so the
+         * peer is broken until reconnected. */
+        int st = status_of(us);
+        rtp_req_fail(r, st == REFIT_EPLUGIN || st == REFIT_ETIMEDOUT ? REFIT_ECONN : st,
                  "%s: %s to peer '%s' failed: %s (UCS %d)", UCXP, what, r->peer->name,
                  ucs_status_string(us), (int)us);
         return;
@@ -1030,7 +1075,7 @@ static int ucxp_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_d
     /* The distinct remote regions, so that a revoke finds the requests it
      * affects. */
     for (size_t i = 0; i < n; i++)
-        if (rtp_req_note_region(r, d[i].remote->id)) {
+        if (rtp_req_note_region(r, d[i].remote->id) || rtp_req_note_local(r, d[i].local)) {
             rtp_req_unlink_free(&tp->c, r);
             return H->error_set(REFIT_ENOMEM, "%s: out of memory", UCXP);
         }
@@ -1104,7 +1149,8 @@ static int ucxp_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms)
                     H->log(2, UCXP, "peer '%s': no progress for %" PRId64 " ms", r->peer->name,
                            tp->c.timeout_ms);
                 r->peer->err = UCS_ERR_ENDPOINT_TIMEOUT;
-                rtp_req_fail(r, REFIT_ETIMEDOUT, "%s: transfer with peer '%s': no progress for %" PRId64
+                /* REFIT_ECONN: the peer is broken until reconnected. */
+                rtp_req_fail(r, REFIT_ECONN, "%s: transfer with peer '%s': no progress for %" PRId64
                          " ms (transport.timeout); peer presumed gone", UCXP, r->peer->name,
                          tp->c.timeout_ms);
                 break;
@@ -1132,16 +1178,23 @@ static int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size
     struct refit_tp_req r;
     ucp_request_param_t rp;
     oneshot_flush(tp, p, &r, &rp, "flush before notify");
-    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
-        return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': earlier writes not flushed "
-                            "within %" PRId64 " ms", UCXP, p->name, tp->c.timeout_ms);
+    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+        p->err = UCS_ERR_ENDPOINT_TIMEOUT; /* broken until reconnected */
+        return H->error_set(REFIT_ECONN, "%s: notify peer '%s': earlier writes not flushed "
+                            "within %" PRId64 " ms (transport.timeout); peer presumed gone", UCXP,
+                            p->name, tp->c.timeout_ms);
+    }
     if (!r.status && p->err == UCS_OK) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         rp.flags = UCP_AM_SEND_FLAG_EAGER;
-        track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, NULL, 0, msg, len, &rp), "notify");
-        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms))
-            return H->error_set(REFIT_ETIMEDOUT, "%s: notify peer '%s': not sent within %" PRId64
-                                " ms", UCXP, p->name, tp->c.timeout_ms);
+        track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, tp->name, strlen(tp->name), msg, len, &rp),
+              "notify");
+        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+            p->err = UCS_ERR_ENDPOINT_TIMEOUT;
+            return H->error_set(REFIT_ECONN, "%s: notify peer '%s': not sent within %" PRId64
+                                " ms (transport.timeout); peer presumed gone", UCXP, p->name,
+                                tp->c.timeout_ms);
+        }
     }
     if (!r.status && p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
