@@ -80,6 +80,7 @@ int cmd_shard(int argc, char **argv);
 int cmd_store(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
