@@ -85,6 +85,7 @@ int cmd_sim(int argc, char **argv);
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
 int bench_cycle(int argc, char **argv);
+int bench_cluster(int argc, char **argv);
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
 int bench_plan(int argc, char **argv);

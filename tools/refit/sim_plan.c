@@ -30,6 +30,8 @@
 #include "refit/status.h"
 #include "sim.h"
 
+extern char **environ;
+
 #define SIM_MAX_CAND 64 /* the planner's RF_MAX_CAND */
 
 static long maxrss_kib(void)
@@ -375,8 +377,26 @@ static int child_write(const char *path, const struct pos_head *h, const struct 
     return fclose(f) == 0 && ok ? 0 : REFIT_EIO;
 }
 
+/* The store and transport of the environment are not the plan's (the
+ * simulator plans against its own throwaway store): drop their overrides. */
+static void drop_service_env(void)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e; e++)
+            if (!strncmp(*e, "REFIT_STORE_", 12) || !strncmp(*e, "REFIT_TRANSPORT_", 16)) {
+                char name[256];
+                snprintf(name, sizeof(name), "%.*s", (int)(strcspn(*e, "=")), *e);
+                unsetenv(name);
+                again = 1;
+                break;
+            }
+    }
+}
+
 static void child_main(const struct sim_opts *o, const char *cluster, const char *dir, int j)
 {
+    drop_service_env();
     struct sim_pos sp = {0};
     struct pos_head h = {0};
     h.rc = plan_position(o, cluster, j, &sp, &h);
