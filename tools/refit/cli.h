@@ -102,6 +102,7 @@ int bench_staged(int argc, char **argv);
 double cli_json_num(const char *line, const char *key);
 int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
+int bench_store_scale(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 
 #endif

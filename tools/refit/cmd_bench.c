@@ -21,6 +21,8 @@ static const struct bench benches[] = {
     {"plan", bench_plan, "the planner for a Qwen3-235B-shaped model, TP4 EP8 -> TP8: time and memory"},
     {"staged", bench_staged,
      "GPU -> pinned host -> tcp -> pinned host -> GPU refit cycles beside the pinned copy bandwidth"},
+    {"store-scale", bench_store_scale,
+     "one cycle's metadata for 256 publishers and 1024 receivers against redis-server: commands, bytes, time"},
     {"store", bench_store, "catalog encode/decode MB/s and store round trips, beside redis-benchmark GET/SET"},
     {"transport", bench_transport,
      "READ/WRITE 4 KiB..1 GiB and 10,000 descriptors between two processes, vs the plugin's baseline"},
