@@ -39,7 +39,7 @@ extern char **environ;
 #define MAX_PROCS 128
 
 struct cluster {
-    const char *model, *mode, *fp8, *keep;
+    const char *model, *mode, *fp8, *keep, *transport;
     int layers, vocab, t_tp, t_ep, e_tp, e_ep, engines, cycles, fanout, rate_mbit, delay_us;
     double efficiency; /* 0: calibrate */
     char self[PATH_MAX], script[PATH_MAX], dir[PATH_MAX], ckpt[PATH_MAX + 8], prefix[32];
@@ -97,13 +97,14 @@ static int usage(FILE *f)
             "                           [--trainer tp=N[,ep=M]] [--engine tp=N[,ep=N]] [--engines E]\n"
             "                           [--nic-mbit R] [--delay-us D] [--cycles K] [--mode pull|push]\n"
             "                           [--fp8 off|trainer] [--fanout K] [--efficiency X] [--keep DIR]\n"
+            "                           [--transport tcp|ucx|ofi]\n"
             "An emulated cluster on this machine (root): each trainer and engine rank a process in a\n"
             "network namespace with one veth NIC shaped to R Mbit/s each way (default 1000), a Redis in\n"
-            "its own namespace, refit over tcp bound to each host's NIC.  Runs the job (default: the\n"
-            "qwen3 demo model with 2 layers and an 8000 vocabulary, trainer tp 1, 8 engines of tp 1,\n"
-            "3 cycles) without fan-out and, with --fanout K, with tree fan-out, and compares the\n"
-            "measured warm cycles with `refit sim` for the same shapes and rates (efficiency\n"
-            "calibrated by one pull between two hosts unless given).  Without root: exit 77.\n");
+            "its own namespace, refit over tcp bound to each host's NIC (ucx, ofi: over tcp on eth0).\n"
+            "Runs the job (default: the qwen3 demo model with 2 layers and an 8000 vocabulary, trainer\n"
+            "tp 1, 8 engines of tp 1, 3 cycles) without fan-out and, with --fanout K, with tree fan-out,\n"
+            "and compares the measured warm cycles with `refit sim` for the same shapes and rates\n"
+            "(efficiency calibrated by one pull between two hosts unless given).  Without root: exit 77.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -208,6 +209,21 @@ static int start_redis(struct cluster *c)
 /* ------------------------------------------------------------------ */
 /* One run of the job */
 
+/* UCX and libfabric over tcp through each host's only NIC. */
+static void transport_args(const struct cluster *c, char **av, int k)
+{
+    if (!strcmp(c->transport, "ucx")) {
+        av[k++] = "--set";
+        av[k++] = "transport.ucx.env.UCX_TLS=tcp";
+        av[k++] = "--set";
+        av[k++] = "transport.ucx.env.UCX_NET_DEVICES=eth0";
+    } else if (!strcmp(c->transport, "ofi")) {
+        av[k++] = "--set";
+        av[k++] = "transport.ofi.provider=tcp";
+    }
+    av[k] = NULL;
+}
+
 struct run {
     int t_tp, t_ep, e_tp, e_ep, engines, fanout, cycles;
     const char *mode;
@@ -241,8 +257,9 @@ static int run_job(struct cluster *c, struct run *r, const char *tag)
         snprintf(rank, sizeof(rank), "%d", t);
         snprintf(id, sizeof(id), "trainer-%d", t);
         snprintf(ip, sizeof(ip), "10.77.0.%d", 2 + t);
-        char *av[] = {c->self, "publish", "--config", "configs/clusters/local.yaml", "--hf", c->ckpt, "--tp", a_tp,
-                      "--ep", a_ep, "--rank", rank, "--cycles", a_cyc, "--id", id, "--stats", r->pstats, NULL};
+        char *av[32] = {c->self, "publish", "--config", "configs/clusters/local.yaml", "--hf", c->ckpt, "--tp", a_tp,
+                        "--ep", a_ep, "--rank", rank, "--cycles", a_cyc, "--id", id, "--stats", r->pstats, NULL};
+        transport_args(c, av, 18);
         pid_t p;
         rc = spawn_in(c, 1 + t, ip, av, 1, &p);
     }
@@ -251,10 +268,16 @@ static int run_job(struct cluster *c, struct run *r, const char *tag)
         snprintf(rank, sizeof(rank), "%d", q % r->e_tp);
         snprintf(id, sizeof(id), "engine-%d-%d", q / r->e_tp, q % r->e_tp);
         snprintf(ip, sizeof(ip), "10.77.0.%d", 2 + n_tr + q);
-        char *av[] = {c->self, "pull", "--config", "configs/clusters/local.yaml", "--hf", c->ckpt, "--tp", a_dtp,
-                      "--rank", rank, "--ep", a_dep, "--cycles", a_cyc, "--version", "next", "--id", id,
-                      "--stats", r->stats, "--target", "vllm", strcmp(c->fp8, "off") ? "--fp8" : NULL,
-                      (char *)c->fp8, NULL};
+        char *av[40] = {c->self, "pull", "--config", "configs/clusters/local.yaml", "--hf", c->ckpt, "--tp", a_dtp,
+                        "--rank", rank, "--ep", a_dep, "--cycles", a_cyc, "--version", "next", "--id", id,
+                        "--stats", r->stats, "--target", "vllm"};
+        int k = 22;
+        if (strcmp(c->fp8, "off")) {
+            av[k++] = "--fp8";
+            av[k++] = (char *)c->fp8;
+        }
+        av[k] = NULL;
+        transport_args(c, av, k);
         pid_t p;
         rc = spawn_in(c, 1 + n_tr + q, ip, av, 1, &p);
     }
@@ -401,6 +424,8 @@ static int parse_opts(struct cluster *c, int argc, char **argv)
             c->fp8 = v;
         else if (!strcmp(o, "--keep"))
             c->keep = v;
+        else if (!strcmp(o, "--transport"))
+            c->transport = v;
         else if (!strcmp(o, "--layers"))
             rc = cli_int(o, v, 1, 1000, &c->layers);
         else if (!strcmp(o, "--vocab"))
@@ -432,6 +457,8 @@ static int parse_opts(struct cluster *c, int argc, char **argv)
     }
     if (strcmp(c->mode, "pull") && strcmp(c->mode, "push"))
         return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", c->mode);
+    if (strcmp(c->transport, "tcp") && strcmp(c->transport, "ucx") && strcmp(c->transport, "ofi"))
+        return refit_error_set(REFIT_EINVAL, "--transport '%s': tcp, ucx or ofi (both over tcp)", c->transport);
     if (strcmp(c->fp8, "off") && strcmp(c->fp8, "trainer"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': off or trainer", c->fp8);
     if (c->fanout && !strcmp(c->mode, "push"))
@@ -517,12 +544,14 @@ static int setup(struct cluster *c)
     setenv("REFIT_STORE_PLUGIN", "redis", 1);
     setenv("REFIT_STORE_REDIS_HOST", "10.77.0.1", 1);
     setenv("REFIT_STORE_REDIS_PORT", "6379", 1);
-    setenv("REFIT_TRANSPORT_PLUGIN", "tcp", 1);
+    setenv("REFIT_TRANSPORT_PLUGIN", c->transport, 1);
+    setenv("FI_TCP_IFACE", "eth0", 1);
     setenv("REFIT_TCP_TOKEN", "refit-bench-cluster", 1);
     setenv("REFIT_REFIT_TIMEOUT", "120s", 1);
     if (!rc)
-        printf("emulated cluster: %d hosts (%s-h*), %d Mbit/s per NIC each way%s, redis on 10.77.0.1, tcp\n",
-               hosts, c->prefix, c->rate_mbit, c->delay_us ? "" : ", no added delay");
+        printf("emulated cluster: %d hosts (%s-h*), %d Mbit/s per NIC each way%s, redis on 10.77.0.1, %s%s\n",
+               hosts, c->prefix, c->rate_mbit, c->delay_us ? "" : ", no added delay", c->transport,
+               strcmp(c->transport, "tcp") ? " over tcp" : "");
     return rc;
 }
 
@@ -594,7 +623,7 @@ int bench_cluster(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
-    struct cluster c = {.model = "qwen3", .mode = "pull", .fp8 = "off", .layers = 2, .vocab = 8000, .t_tp = 1,
+    struct cluster c = {.model = "qwen3", .mode = "pull", .fp8 = "off", .transport = "tcp", .layers = 2, .vocab = 8000, .t_tp = 1,
                         .t_ep = 1, .e_tp = 1, .e_ep = 1, .engines = 8, .cycles = 3, .rate_mbit = 1000};
     int rc = parse_opts(&c, argc, argv);
     if (rc)
