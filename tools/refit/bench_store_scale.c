@@ -546,6 +546,59 @@ static int replica_round(struct ss *s, uint64_t image_bytes)
     return 0;
 }
 
+/* How long a waiting poll() takes to see another handle's write, with and
+ * without store.redis.notify (the write lands 50 ms into the wait). */
+struct wake {
+    refit_store_t *w;
+    int i;
+};
+
+static void *wake_writer(void *arg)
+{
+    struct wake *k = arg;
+    usleep(50000);
+    char key[48];
+    snprintf(key, sizeof(key), "push/slots/wake-%d", k->i);
+    refit_store_put(k->w, key, "x", 1);
+    return NULL;
+}
+
+static int wake_latency(struct ss *s)
+{
+    for (int on = 1; on >= 0; on--) {
+        refit_store_t *a = NULL;
+        int rc = refit_config_set(s->cfg, on ? "store.redis.notify=true" : "store.redis.notify=false", "bench");
+        if (!rc)
+            rc = refit_store_open(s->cfg, s->loader, NULL, &a);
+        double sum = 0, worst = 0;
+        const int n = 20;
+        for (int i = 0; !rc && i < n; i++) {
+            uint64_t c0 = 0, c1 = 0;
+            rc = refit_store_poll(a, "push/", 0, &c0, 0);
+            /* Settle into the long end of the backoff, as a waiting
+             * publisher is after its first few re-checks. */
+            if (!rc && (rc = refit_store_poll(a, "push/", c0, &c1, 400)) == REFIT_ETIMEDOUT)
+                rc = 0;
+            struct wake k = {s->pub[0], i};
+            pthread_t th;
+            double t0 = cli_now();
+            pthread_create(&th, NULL, wake_writer, &k);
+            if (!rc)
+                rc = refit_store_poll(a, "push/", c0, &c1, 10000);
+            double dt = cli_now() - t0 - 0.05;
+            pthread_join(th, NULL);
+            sum += dt;
+            worst = dt > worst ? dt : worst;
+        }
+        refit_store_close(a);
+        if (rc)
+            return refit_error_push(rc, "wake-up latency");
+        printf("poll() wake-up after a write, store.redis.notify %-5s: mean %6.1f ms, worst %6.1f ms (%d writes; "
+               "poll_min 5 ms, poll_max 200 ms)\n", on ? "true" : "false", sum / n * 1e3, worst * 1e3, n);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 
 static int usage(FILE *f)
@@ -676,6 +729,8 @@ static int run(struct ss *s)
         rc = advert_round(s);
     if (!rc)
         rc = replica_round(s, 15000000000ull);
+    if (!rc)
+        rc = wake_latency(s);
     return rc;
 }
 
