@@ -18,7 +18,7 @@ static int usage(FILE *f)
             "                 --engines K --nic-gbps G --gpus-per-node G [--nics-per-node N]\n"
             "                 [--efficiency 0.9] [--mode pull|push] [--fp8 trainer|off] [--fanout K]\n"
             "                 [--schedule naive|spread|compare] [--flush-every N] [--latency-us U]\n"
-            "                 [--poll-ms P] [--hop-ms H] [--jobs J]\n"
+            "                 [--poll-ms P] [--hop-ms H] [--push-streams K] [--jobs J]\n"
             "Predicts one refit cycle of a cluster: every receiver position is planned by the real\n"
             "planner (refit_receiver_plan_dry, one process per position: its time and peak memory),\n"
             "its pieces are given sources by the schedule (naive: each receiver alone, as the\n"
@@ -27,6 +27,7 @@ static int usage(FILE *f)
             "sharing at both ends, NICs pinned as topology.nic_pin auto pins them).  Prints the\n"
             "predicted cycle, the physical floor (max of the ingress per engine and the egress per\n"
             "trainer NIC of the bytes the engines keep) and their ratio, and the busiest NIC.\n"
+            "--push-streams K: a push publisher serves K receivers at once (the engine: 1).\n"
             "--model takes a model YAML (configs/models) or an HF config.json.  Calibrate\n"
             "--efficiency with `refit bench transport` on the real fabric (docs/scale.md).\n");
     return f == stdout ? 0 : 2;
@@ -97,6 +98,8 @@ static int take(void *arg, const char *o, const char *v)
         return cli_int(o, v, 1, 1000000, &s->flush_every);
     else if (!strcmp(o, "--fanout"))
         return cli_int(o, v, 0, 4096, &s->fanout);
+    else if (!strcmp(o, "--push-streams"))
+        return cli_int(o, v, 1, 4096, &s->push_streams);
     else if (!strcmp(o, "--jobs"))
         return cli_int(o, v, 1, 64, &s->jobs);
     else if (!strcmp(o, "--mode")) {
@@ -157,6 +160,7 @@ void sim_opts_default(struct sim_opts *o)
     o->poll_ms = 25;
     o->hop_ms = 0;
     o->jobs = 1;
+    o->push_streams = 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -222,6 +226,8 @@ static void print_head(const struct sim_opts *o, const struct sim_plan *p)
            o->gpus_per_node, o->nics_per_node, o->nic_gbps, o->efficiency, o->nic_gbps / 8 * o->efficiency,
            o->push ? "push" : "pull", o->fp8 ? ", FP8 (trainer rule)" : "", o->fp8 && o->push ? " quantized by the trainer" : "",
            o->flush_every, o->latency_us);
+    if (o->push && o->push_streams > 1)
+        printf("; %d receivers served at once per publisher", o->push_streams);
     if (o->fanout)
         printf("; fan-out %d pullers per source, %.0f ms poll, %.0f ms per hop", o->fanout, o->poll_ms, o->hop_ms);
     printf("\n");

@@ -13,7 +13,8 @@
  * layout-wide choice.
  *
  * Push: every trainer rank serves the receivers one after the other
- * (rf_push_serve drains one receiver's WRITEs before the next), in the
+ * (rf_push_serve drains one receiver's WRITEs before the next; with
+ * push_streams K, K at a time, which the engine does not do yet), in the
  * order of the advert list (naive: the same sorted order for every
  * publisher) or rotated per publisher (spread: rf_sched_order).
  *
@@ -173,7 +174,9 @@ static int run_push(struct cyc *c, sim_net_t *n, double *end)
         if (!c->order[s])
             return REFIT_ENOMEM;
         rf_sched_order(c->o->sched, (uint32_t)c->n_rcv, (uint32_t)s, (uint32_t)c->n_src, (uint32_t *)c->order[s]);
-        rc = push_next(c, n, s, 0);
+        /* push_streams receivers served at once (the engine today: 1). */
+        for (int k = 0; !rc && k < (c->o->push_streams > 0 ? c->o->push_streams : 1); k++)
+            rc = push_next(c, n, s, 0);
     }
     if (!rc)
         rc = sim_net_run(n, push_done, c, end);
