@@ -88,7 +88,6 @@ static int band_ok(const struct raw *r, size_t n, const struct refit_layout_tens
 {
     uint64_t rows, cols, sl;
     dims(lt, &rows, &cols, &sl);
-    (void)rows;
     uint64_t per_slot = (slot + 127) / 128;
     uint64_t band = UINT64_MAX;
     uint32_t sig_at = 0, sig_n = 0;
@@ -149,7 +148,7 @@ static int cmp_raw_plan(const void *a, const void *b)
 }
 
 /* Pieces of the composition as raw items with their candidates. */
-static int raw_items(const struct sim_opts *o, uint64_t threshold, const refit_layout_t *lay,
+static int raw_items(uint64_t threshold, const refit_layout_t *lay,
                      const refit_layout_t *const *meg, const refit_layout_xmap_t *xm, struct raw **out,
                      size_t *n_out, uint32_t **cand_out, size_t *nc_out)
 {
@@ -193,7 +192,6 @@ static int raw_items(const struct sim_opts *o, uint64_t threshold, const refit_l
         p->key_tensor = c0->tensor;
         p->src_row = (uint64_t)c0->src_row;
     }
-    (void)o;
     *out = r;
     *n_out = n;
     *cand_out = cand;
@@ -275,7 +273,7 @@ static int position_items(const struct sim_opts *o, refit_context_t *ctx, int j,
     struct raw *raw = NULL;
     size_t n = 0;
     if (!rc)
-        rc = raw_items(o, threshold, lay, meg, xm, &raw, &n, &sp->cand, &sp->n_cand);
+        rc = raw_items(threshold, lay, meg, xm, &raw, &n, &sp->cand, &sp->n_cand);
     if (!rc && o->push && o->fp8)
         push_fp8(raw, n, lay, sp->cand);
     if (!rc) {
