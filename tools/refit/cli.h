@@ -80,10 +80,12 @@ int cmd_shard(int argc, char **argv);
 int cmd_store(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
 int bench_cycle(int argc, char **argv);
+int bench_cluster(int argc, char **argv);
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
 int bench_plan(int argc, char **argv);
@@ -100,6 +102,7 @@ int bench_staged(int argc, char **argv);
 double cli_json_num(const char *line, const char *key);
 int bench_gpu(int argc, char **argv);
 int bench_store(int argc, char **argv);
+int bench_store_scale(int argc, char **argv);
 int bench_transport(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ struct bench {
 };
 
 static const struct bench benches[] = {
+    {"cluster", bench_cluster, "an emulated cluster (namespaces, shaped veth NICs, Redis) measured beside refit sim"},
     {"cycle", bench_cycle, "refit cycles between trainer and inference processes: a table per cycle"},
     {"fp8", bench_fp8, "FP8 128x128 block quantization of bf16 on one core beside memcpy, or on a GPU beside PyTorch"},
     {"gpu", bench_gpu, "GPU-resident refit over cuda_ipc between two GPUs beside an NCCL broadcast"},
@@ -20,6 +21,8 @@ static const struct bench benches[] = {
     {"plan", bench_plan, "the planner for a Qwen3-235B-shaped model, TP4 EP8 -> TP8: time and memory"},
     {"staged", bench_staged,
      "GPU -> pinned host -> tcp -> pinned host -> GPU refit cycles beside the pinned copy bandwidth"},
+    {"store-scale", bench_store_scale,
+     "one cycle's metadata for 256 publishers and 1024 receivers against redis-server: commands, bytes, time"},
     {"store", bench_store, "catalog encode/decode MB/s and store round trips, beside redis-benchmark GET/SET"},
     {"transport", bench_transport,
      "READ/WRITE 4 KiB..1 GiB and 10,000 descriptors between two processes, vs the plugin's baseline"},

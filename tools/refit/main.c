@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"convert", cmd_convert, "an HF checkpoint or trainer shards into one rank's hf or vllm tensors (FP8 optional)"},
     {"shard", cmd_shard, "an HF checkpoint into Megatron-layout per-rank files (a trainer stand-in)"},
     {"store", cmd_store, "ls|show|gc|watch: look into the metadata store (catalogs, records, acks)"},
+    {"sim", cmd_sim, "predict a cluster's refit cycle from refit's own plans: time, floor, busiest NIC"},
     {"bench", cmd_bench, "benchmarks with their baseline in the same run (fp8, layout, store, transport)"},
     {"plugins", cmd_plugins, "list plugins found (kind, name, version, path) and those rejected"},
     {"config", cmd_config, "config check FILE: validate a cluster file; config keys: every key"},

@@ -4,7 +4,9 @@
  * TTLs (SET ... PX).  Every write also INCRs "refit/N~seq" and, for a key
  * "c/...", "refit/N~seq/c" in the same pipeline: those counters are poll()'s
  * cursors, and '~' (which keys cannot contain) keeps them out of every
- * listing.  cas is one Lua script, so it is
+ * listing.  Every write also PUBLISHes on channels of the same names, so
+ * that poll() waits for a message (redis_notify.c) instead of sleeping out
+ * its re-check interval.  cas is one Lua script, so it is
  * atomic on the server.  Bulk reads and writes are pipelined: one round
  * trip for any number of keys.
  *
@@ -26,23 +28,10 @@
 #include "refit/log.h"
 #include "refit/plugin.h"
 #include "refit/store.h"
+#include "redis_int.h"
 #include "store_common.h"
 
-static const struct refit_host *H;
-
-struct rd_store {
-    int opened;
-    redisContext *c;
-    char *host, *unix_path, *user, *password;
-    int port, db;
-    int64_t connect_ms, command_ms, timeout_ms, backoff_max_ms, poll_min_ms, poll_max_ms;
-    uint64_t max_value;
-    char *prefix; /* "refit/<ns>/" */
-    size_t prefix_len;
-    char *seq_key; /* "refit/<ns>~seq" */
-    uint64_t generation;
-    char where[300]; /* "redis 127.0.0.1:6379" for messages */
-};
+const struct refit_host *H;
 
 static const struct refit_cfg_field rd_fields[] = {
     {"host", REFIT_CFG_STRING, "127.0.0.1", 0, -1, NULL, "Redis host"},
@@ -60,6 +49,8 @@ static const struct refit_cfg_field rd_fields[] = {
      "longest pause between reconnection attempts (they stop at store.timeout)"},
     {"poll_min", REFIT_CFG_DURATION, "5ms", 1, 60000, NULL, "first re-check interval of poll"},
     {"poll_max", REFIT_CFG_DURATION, "200ms", 1, 60000, NULL, "longest re-check interval of poll"},
+    {"notify", REFIT_CFG_BOOL, "true", 0, -1, NULL,
+     "wake poll at once through Redis pub/sub when a key below its prefix changes (else only its re-checks)"},
 };
 
 /* The cas script: KEYS[1] the key, KEYS[2] and KEYS[3] the change counters
@@ -76,13 +67,14 @@ static const char rd_cas_lua[] =
     "if ARGV[4] ~= '0' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
     "else redis.call('SET', KEYS[1], ARGV[3]) end\n"
     "redis.call('INCR', KEYS[2])\n"
-    "if KEYS[3] ~= KEYS[2] then redis.call('INCR', KEYS[3]) end\n"
+    "redis.pcall('PUBLISH', KEYS[2], '1')\n"
+    "if KEYS[3] ~= KEYS[2] then redis.call('INCR', KEYS[3]) redis.pcall('PUBLISH', KEYS[3], '1') end\n"
     "return 1\n";
 
 /* ------------------------------------------------------------------ */
 /* Helpers */
 
-static struct timeval tv_of(int64_t ms)
+struct timeval rd_tv_of(int64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     return tv;
@@ -121,7 +113,7 @@ static void drop_conn(struct rd_store *st)
 }
 
 /* A reply that is an error: translate to a status with the server's text. */
-static int reply_error(struct rd_store *st, const redisReply *r, const char *what, const char *key)
+int rd_reply_error(struct rd_store *st, const redisReply *r, const char *what, const char *key)
 {
     int status = REFIT_EPLUGIN;
     if (!strncmp(r->str, "NOAUTH", 6) || !strncmp(r->str, "WRONGPASS", 9) || !strncmp(r->str, "NOPERM", 6))
@@ -138,7 +130,7 @@ static int setup_cmd(struct rd_store *st, int argc, const char **argv, const cha
     redisReply *r = redisCommandArgv(st->c, argc, argv, NULL);
     if (!r)
         return H->error_set(REFIT_ECONN, "store %s: %s: %s", st->where, what, st->c->errstr);
-    int rc = r->type == REDIS_REPLY_ERROR ? reply_error(st, r, what, NULL) : 0;
+    int rc = r->type == REDIS_REPLY_ERROR ? rd_reply_error(st, r, what, NULL) : 0;
     freeReplyObject(r);
     return rc;
 }
@@ -147,8 +139,8 @@ static int setup_cmd(struct rd_store *st, int argc, const char **argv, const cha
 static int connect_once(struct rd_store *st)
 {
     drop_conn(st);
-    st->c = st->unix_path ? redisConnectUnixWithTimeout(st->unix_path, tv_of(st->connect_ms))
-                          : redisConnectWithTimeout(st->host, st->port, tv_of(st->connect_ms));
+    st->c = st->unix_path ? redisConnectUnixWithTimeout(st->unix_path, rd_tv_of(st->connect_ms))
+                          : redisConnectWithTimeout(st->host, st->port, rd_tv_of(st->connect_ms));
     if (!st->c)
         return H->error_set(REFIT_ENOMEM, "store %s: cannot allocate a hiredis context", st->where);
     if (st->c->err) {
@@ -163,7 +155,7 @@ static int connect_once(struct rd_store *st)
      * in fresh pages each time. */
     if (st->c->reader)
         st->c->reader->maxbuf = 8u << 20;
-    if (redisSetTimeout(st->c, tv_of(st->command_ms)) != REDIS_OK) {
+    if (redisSetTimeout(st->c, rd_tv_of(st->command_ms)) != REDIS_OK) {
         drop_conn(st);
         return H->error_set(REFIT_ECONN, "store %s: cannot set the command timeout", st->where);
     }
@@ -219,17 +211,11 @@ static int ensure_conn(struct rd_store *st, int64_t deadline)
 /* ------------------------------------------------------------------ */
 /* Pipelined batches */
 
-struct rd_cmd {
-    int argc;
-    const char *argv[6];
-    size_t len[6];
-};
-
 /* Send n commands and read n replies in one round trip.  On a lost
  * connection: reconnect (backoff) and send the batch again, a bounded
  * number of times within the store timeout.  replies[i] are non-NULL on
  * success; the caller checks each for REDIS_REPLY_ERROR and frees them. */
-static int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisReply **replies,
+int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisReply **replies,
                     const char *what, const char *key)
 {
     int64_t deadline = rsc_now_ms() + st->timeout_ms;
@@ -303,11 +289,23 @@ static void incr_cmd(struct rd_store *st, struct rd_cmd *c, const char *counter)
     c->len[1] = strlen(c->argv[1]);
 }
 
+/* PUBLISH on the channel named like a change counter: wakes pollers. */
+static void publish_cmd(struct rd_store *st, struct rd_cmd *c, const char *counter)
+{
+    c->argc = 3;
+    c->argv[0] = "PUBLISH";
+    c->len[0] = 7;
+    c->argv[1] = counter ? counter : st->seq_key;
+    c->len[1] = strlen(c->argv[1]);
+    c->argv[2] = "1";
+    c->len[2] = 1;
+}
+
 /* Every write bumps the namespace's change counter and, for a key with a
  * '/', the counter of its first component ("refit/N~seq/sources"), so that
  * a poll on "sources/" is not woken by every heartbeat.  *out is NULL for a
  * key without '/'; otherwise H->alloc'ed. */
-static int comp_seq(struct rd_store *st, const char *key, char **out)
+int rd_comp_seq(struct rd_store *st, const char *key, char **out)
 {
     const char *slash = strchr(key, '/');
     *out = NULL;
@@ -410,6 +408,8 @@ static int rd_open(void *obj, const struct refit_store_open_args *a)
         rc = H->cfg_duration_ms(a->cfg, "poll_min", &st->poll_min_ms);
     if (!rc)
         rc = H->cfg_duration_ms(a->cfg, "poll_max", &st->poll_max_ms);
+    if (!rc)
+        rc = H->cfg_bool(a->cfg, "notify", &st->notify);
     if (rc)
         return rc;
     if (st->user && !st->password)
@@ -437,6 +437,7 @@ static void rd_close(void *obj)
     struct rd_store *st = obj;
     if (!st->opened)
         return;
+    rd_notify_close(st);
     drop_conn(st);
     H->free(st->host);
     H->free(st->unix_path);
@@ -455,11 +456,12 @@ static void rd_close(void *obj)
 static int rd_put_many(void *obj, const struct refit_store_put_item *items, size_t n)
 {
     struct rd_store *st = obj;
-    /* n SETs, the namespace's INCR, one INCR per distinct first component. */
-    struct rd_cmd *cmds = H->calloc(2 * n + 1, sizeof(*cmds));
+    /* n SETs, the namespace's INCR, one INCR per distinct first component,
+     * and a PUBLISH for each counter. */
+    struct rd_cmd *cmds = H->calloc(3 * n + 2, sizeof(*cmds));
     char **keys = H->calloc(n, sizeof(char *)), **comps = H->calloc(n, sizeof(char *));
     char(*ttl)[24] = H->calloc(n, 24);
-    redisReply **rep = H->calloc(2 * n + 1, sizeof(*rep));
+    redisReply **rep = H->calloc(3 * n + 2, sizeof(*rep));
     int rc = (cmds && keys && comps && ttl && rep) ? 0 : REFIT_ENOMEM;
     size_t nc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
@@ -471,7 +473,7 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
         }
         set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
         char *c;
-        if ((rc = comp_seq(st, items[i].key, &c)) || !c)
+        if ((rc = rd_comp_seq(st, items[i].key, &c)) || !c)
             continue;
         size_t j = 0;
         while (j < nc && strcmp(comps[j], c))
@@ -481,16 +483,21 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
         else
             comps[nc++] = c;
     }
-    size_t total = n + 1 + nc;
+    size_t total = n + 2 * (1 + nc);
     if (!rc) {
         incr_cmd(st, &cmds[n], NULL);
-        for (size_t j = 0; j < nc; j++)
+        publish_cmd(st, &cmds[n + 1 + nc], NULL);
+        for (size_t j = 0; j < nc; j++) {
             incr_cmd(st, &cmds[n + 1 + j], comps[j]);
+            publish_cmd(st, &cmds[n + 2 + nc + j], comps[j]);
+        }
         rc = rd_batch(st, cmds, total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
     }
-    for (size_t i = 0; !rc && i < total; i++)
+    /* A PUBLISH refused (an ACL without channels) only costs pollers
+     * their wake-up: they still see the counters. */
+    for (size_t i = 0; !rc && i < n + 1 + nc; i++)
         if (rep[i]->type == REDIS_REPLY_ERROR)
-            rc = reply_error(st, rep[i], i < n ? "SET" : "INCR", i < n ? items[i].key : NULL);
+            rc = rd_reply_error(st, rep[i], i < n ? "SET" : "INCR", i < n ? items[i].key : NULL);
     if (rep)
         free_replies(rep, total);
     for (size_t i = 0; keys && i < n; i++)
@@ -520,7 +527,7 @@ static int take_value(struct rd_store *st, redisReply *r, const char *key, void 
     if (r->type == REDIS_REPLY_NIL)
         return H->error_set(REFIT_ENOENT, "store %s: key '%s' not found", st->where, key);
     if (r->type == REDIS_REPLY_ERROR)
-        return reply_error(st, r, "GET", key);
+        return rd_reply_error(st, r, "GET", key);
     if (r->type != REDIS_REPLY_STRING)
         return H->error_set(REFIT_EPROTO, "store %s: GET key '%s': reply of type %d, not a string", st->where,
                             key, r->type);
@@ -604,29 +611,35 @@ static int rd_del(void *obj, const char *key)
     if (!fk)
         return REFIT_ENOMEM;
     char *comp = NULL;
-    if (comp_seq(st, key, &comp)) {
+    if (rd_comp_seq(st, key, &comp)) {
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    struct rd_cmd cmds[3] = {{2, {"DEL", fk}, {3, fl}}};
+    struct rd_cmd cmds[5] = {{2, {"DEL", fk}, {3, fl}}};
     incr_cmd(st, &cmds[1], NULL);
     incr_cmd(st, &cmds[2], comp);
-    redisReply *rep[3] = {NULL, NULL, NULL};
-    int rc = rd_batch(st, cmds, comp ? 3 : 2, rep, "DEL", key);
+    publish_cmd(st, &cmds[3], NULL);
+    publish_cmd(st, &cmds[4], comp);
+    redisReply *rep[5] = {NULL, NULL, NULL, NULL, NULL};
+    /* With a component: DEL, 2 INCR, 2 PUBLISH; without: DEL, INCR, PUBLISH. */
+    if (!comp)
+        cmds[2] = cmds[3];
+    size_t nc = comp ? 5 : 3;
+    int rc = rd_batch(st, cmds, nc, rep, "DEL", key);
     if (!rc) {
         if (rep[0]->type == REDIS_REPLY_ERROR)
-            rc = reply_error(st, rep[0], "DEL", key);
+            rc = rd_reply_error(st, rep[0], "DEL", key);
         else if (rep[0]->type != REDIS_REPLY_INTEGER)
             rc = H->error_set(REFIT_EPROTO, "store %s: DEL key '%s': reply of type %d", st->where, key,
                               rep[0]->type);
         else if (rep[0]->integer == 0)
             rc = H->error_set(REFIT_ENOENT, "store %s: key '%s' not found", st->where, key);
         else if (rep[1]->type == REDIS_REPLY_ERROR)
-            rc = reply_error(st, rep[1], "INCR", NULL);
+            rc = rd_reply_error(st, rep[1], "INCR", NULL);
         else if (comp && rep[2]->type == REDIS_REPLY_ERROR)
-            rc = reply_error(st, rep[2], "INCR", NULL);
+            rc = rd_reply_error(st, rep[2], "INCR", NULL); /* PUBLISH replies: as in put_many */
     }
-    free_replies(rep, comp ? 3 : 2);
+    free_replies(rep, nc);
     H->free(comp);
     H->free(fk);
     return rc;
@@ -643,7 +656,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 0));
     char *comp = NULL;
-    if (comp_seq(st, key, &comp)) {
+    if (rd_comp_seq(st, key, &comp)) {
         H->free(fk);
         return REFIT_ENOMEM;
     }
@@ -671,7 +684,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
         rc = H->error_set(REFIT_ECONN, "store %s: cas key '%s': connection keeps failing", st->where, key);
     if (!rc) {
         if (r->type == REDIS_REPLY_ERROR)
-            rc = reply_error(st, r, "cas (EVAL)", key);
+            rc = rd_reply_error(st, r, "cas (EVAL)", key);
         else if (r->type != REDIS_REPLY_INTEGER)
             rc = H->error_set(REFIT_EPROTO, "store %s: cas key '%s': reply of type %d", st->where, key, r->type);
         else if (r->integer != 1)
@@ -737,7 +750,7 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
         if (rc)
             break;
         if (r->type == REDIS_REPLY_ERROR) {
-            rc = reply_error(st, r, "SCAN", NULL);
+            rc = rd_reply_error(st, r, "SCAN", NULL);
         } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] || !r->element[1] ||
                    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
                    (size_t)r->element[0]->len >= sizeof(cursor)) {
@@ -790,55 +803,6 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
     for (size_t i = 0; i < v.n; i++)
         H->free(v.k[i]);
     H->free(v.k);
-    return rc;
-}
-
-/* The namespace's change counter combined with the generation, so that a
- * restart (counter back to 0) never repeats an old cursor. */
-static int read_cursor(struct rd_store *st, const char *counter, uint64_t *cur)
-{
-    struct rd_cmd c = {2, {"GET", counter}, {3, strlen(counter)}};
-    redisReply *r = NULL;
-    int rc = rd_batch(st, &c, 1, &r, "poll GET", NULL);
-    if (rc)
-        return rc;
-    uint64_t seq = 0;
-    if (r->type == REDIS_REPLY_ERROR)
-        rc = reply_error(st, r, "poll GET", NULL);
-    else if (r->type == REDIS_REPLY_STRING)
-        seq = strtoull(r->str, NULL, 10);
-    else if (r->type != REDIS_REPLY_NIL)
-        rc = H->error_set(REFIT_EPROTO, "store %s: change counter %s of reply type %d", st->where, counter,
-                          r->type);
-    freeReplyObject(r);
-    *cur = (st->generation << 48) + seq + 1;
-    return rc;
-}
-
-struct rd_poll_ctx {
-    struct rd_store *st;
-    const char *counter;
-};
-
-static int poll_cursor(void *arg, uint64_t *cur)
-{
-    struct rd_poll_ctx *p = arg;
-    return read_cursor(p->st, p->counter, cur);
-}
-
-static int rd_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms)
-{
-    struct rd_store *st = obj;
-    static const struct rsc_poll_ops ops = {poll_cursor, NULL};
-    /* "sources/..." watches the counter of "sources"; a prefix without '/'
-     * may span components: the namespace's counter. */
-    char *comp = NULL;
-    if (comp_seq(st, prefix, &comp))
-        return REFIT_ENOMEM;
-    struct rd_poll_ctx p = {st, comp ? comp : st->seq_key};
-    int rc = rsc_poll(&ops, &p, st->where, prefix, since, cursor, timeout_ms, st->poll_min_ms,
-                      st->poll_max_ms);
-    H->free(comp);
     return rc;
 }
 

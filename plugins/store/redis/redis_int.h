@@ -1,0 +1,67 @@
+/* redis_int.h — what the files of the redis store plugin share (not
+ * installed; hidden like the rest of the plugin): the per-store object,
+ * pipelined batches, and poll() with the notifications that wake it
+ * (redis_notify.c). */
+#ifndef REFIT_REDIS_INT_H
+#define REFIT_REDIS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "refit/plugin.h"
+
+extern const struct refit_host *H;
+
+struct rd_store {
+    int opened;
+    redisContext *c;
+    char *host, *unix_path, *user, *password;
+    int port, db;
+    int64_t connect_ms, command_ms, timeout_ms, backoff_max_ms, poll_min_ms, poll_max_ms;
+    uint64_t max_value;
+    char *prefix; /* "refit/<ns>/" */
+    size_t prefix_len;
+    char *seq_key; /* "refit/<ns>~seq" */
+    uint64_t generation;
+    char where[300]; /* "redis 127.0.0.1:6379" for messages */
+    /* Notifications (redis_notify.c): a second connection in subscribe
+     * mode, opened by the first poll that waits, and the channels it
+     * listens to (the change counters' names). */
+    bool notify;
+    redisContext *sub;
+    char **subs;
+    size_t n_subs;
+};
+
+/* One command of a pipelined batch (argv/len as redisAppendCommandArgv). */
+struct rd_cmd {
+    int argc;
+    const char *argv[6];
+    size_t len[6];
+};
+
+struct timeval rd_tv_of(int64_t ms);
+/* n commands, n replies, one round trip, reconnecting as redis_store.c says. */
+int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisReply **replies, const char *what,
+             const char *key);
+/* The change counter of a key's first component ("refit/N~seq/sources"),
+ * H->alloc'ed; NULL for a key without '/'. */
+int rd_comp_seq(struct rd_store *st, const char *key, char **out);
+/* The store ABI's poll() (redis_notify.c). */
+int rd_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms);
+int rd_reply_error(struct rd_store *st, const redisReply *r, const char *what, const char *key);
+
+/* Wait up to ms for a change of `channel` (a counter's name): returns at
+ * the first message, at once after subscribing for the first time (the
+ * caller re-reads the counter, which closes the race with a write made
+ * before the subscription), or after ms.  Without notifications, or when
+ * the subscription cannot be made, it sleeps ms: poll() stays correct,
+ * only slower. */
+void rd_notify_wait(struct rd_store *st, const char *channel, int64_t ms);
+void rd_notify_close(struct rd_store *st);
+
+#endif
