@@ -84,6 +84,7 @@ int cmd_bench(int argc, char **argv);
 /* `refit bench <what>`: bench_<what>.c each, dispatched by cmd_bench.c;
  * argv[0] = what. */
 int bench_cycle(int argc, char **argv);
+int bench_delta(int argc, char **argv); /* bench_delta.c */
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
 int bench_plan(int argc, char **argv);

@@ -16,13 +16,13 @@ int rf_delta_impl_available(enum rf_delta_impl impl)
 #if defined(RF_HAVE_DELTA_AVX2)
     case RF_DELTA_IMPL_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi");
 #endif
 #if defined(RF_HAVE_DELTA_AVX512)
     case RF_DELTA_IMPL_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi");
 #endif
     default:
         return 0;
@@ -68,27 +68,22 @@ static const struct rf_delta_kernels *kernels_for(enum rf_delta_impl impl)
 
 /* --- one segment ------------------------------------------------------- */
 
-/* The diff bytes (and pos bytes when pos is not NULL) of every changed
- * unit, in unit order, from the bitmap; escaped values to raw. */
-static void emit_units(const uint8_t *a, const uint8_t *b, const uint8_t *bits, size_t nu, uint8_t *pos,
+/* The diff bytes (and pos bytes when pos is not NULL) of the k changed
+ * units idx[0..k), in unit order; escaped values to raw. */
+static void emit_units(const uint8_t *a, const uint8_t *b, const uint16_t *idx, size_t k, uint8_t *pos,
                        uint8_t *dif, uint8_t *raw)
 {
-    size_t r = 0, er = 0;
-    for (size_t w = 0; w < (nu + 63) / 64; w++) {
-        uint64_t m = rf_ld64(bits + 8 * w);
-        while (m) {
-            size_t i = 64 * w + (size_t)__builtin_ctzll(m);
-            m &= m - 1;
-            uint16_t x = rf_ld16(a + 2 * i), y = rf_ld16(b + 2 * i);
-            if (pos)
-                pos[r] = (uint8_t)(i % RF_DELTA_BLOCK);
-            if (rf_delta_escapes(x, y)) {
-                dif[r] = 0;
-                rf_st16(raw + 2 * er++, y);
-            } else {
-                dif[r] = (uint8_t)(y - x);
-            }
-            r++;
+    size_t er = 0;
+    for (size_t r = 0; r < k; r++) {
+        const size_t i = idx[r];
+        const uint16_t x = rf_ld16(a + 2 * i), y = rf_ld16(b + 2 * i);
+        if (pos)
+            pos[r] = (uint8_t)(i % RF_DELTA_BLOCK);
+        if (rf_delta_escapes(x, y)) { /* rare: a predictable branch */
+            dif[r] = 0;
+            rf_st16(raw + 2 * er++, y);
+        } else {
+            dif[r] = (uint8_t)(y - x);
         }
     }
 }
@@ -121,6 +116,7 @@ static unsigned encode_segment(const struct rf_delta_kernels *kt, const uint8_t 
 {
     _Alignas(64) uint8_t bits[RF_DELTA_SEG_BITS];
     uint8_t cnt[RF_DELTA_SEG_BLOCKS];
+    uint16_t idx[RF_DELTA_IDX_ROOM];
     uint8_t *p = out + RF_DELTA_HDR;
     size_t plen = 0;
     unsigned tag;
@@ -141,12 +137,14 @@ static unsigned encode_segment(const struct rf_delta_kernels *kt, const uint8_t 
         } else if (sparse <= bitmap && sparse <= n) {
             tag = RF_DELTA_SPARSE;
             memcpy(p, cnt, nblk);
-            emit_units(a, b, bits, nu, p + nblk, p + nblk + k, p + nblk + 2 * (size_t)k);
+            rf_delta_flatten(bits, nu, idx, k);
+            emit_units(a, b, idx, k, p + nblk, p + nblk + k, p + nblk + 2 * (size_t)k);
             plen = sparse;
         } else if (bitmap <= n) {
             tag = RF_DELTA_BITMAP;
             memcpy(p, bits, nbm);
-            emit_units(a, b, bits, nu, NULL, p + nbm, p + nbm + k);
+            rf_delta_flatten(bits, nu, idx, k);
+            emit_units(a, b, idx, k, NULL, p + nbm, p + nbm + k);
             plen = bitmap;
         } else {
             tag = RF_DELTA_RAW;

@@ -20,7 +20,7 @@ static void scalar_scan(const void *pa, const void *pb, size_t nu, uint8_t *bits
             byte |= ne << j;
             esc += ne & (unsigned)rf_delta_escapes(x, y);
         }
-        unsigned c = (unsigned)__builtin_popcount(byte);
+        unsigned c = (unsigned)rf_popcount64(byte);
         bits[i0 / 8] = (uint8_t)byte;
         cnt[i0 / RF_DELTA_BLOCK] = (uint8_t)(cnt[i0 / RF_DELTA_BLOCK] + c);
         kk += c;
