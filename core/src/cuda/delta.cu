@@ -228,7 +228,9 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, 
     }
     const uint32_t nu = d.n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
     /* Pass over the dense bytes; all threads take the same number of steps
-     * (the half-warp sums need every lane). */
+     * (the half-warp sums need every lane); unrolled so that several
+     * steps' loads are in flight at once. */
+#pragma unroll 4
     for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + 2047) / 2048 * 2048; u0 += kThreads * 8) {
         uint32_t m = 0, em = 0;
         uint2 db = make_uint2(0, 0);
