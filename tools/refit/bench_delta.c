@@ -438,7 +438,7 @@ struct bd_gpu {
 
 static int cu(cudaError_t e, const char *what)
 {
-    return e == cudaSuccess ? 0 : refit_error_set(REFIT_EIO, "bench delta: %s: %s", what, cudaGetErrorString(e));
+    return e == cudaSuccess ? 0 : refit_error_set(REFIT_EIO, "GPU: %s: %s", what, cudaGetErrorString(e));
 }
 
 static int gpu_open(struct bd_gpu *d, size_t max_elems)
