@@ -86,6 +86,7 @@ int cmd_sim(int argc, char **argv);
  * argv[0] = what. */
 int bench_cycle(int argc, char **argv);
 int bench_cluster(int argc, char **argv);
+int bench_delta(int argc, char **argv); /* bench_delta.c */
 int bench_fp8(int argc, char **argv);
 int bench_layout(int argc, char **argv);
 int bench_plan(int argc, char **argv);

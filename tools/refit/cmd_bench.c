@@ -15,6 +15,7 @@ struct bench {
 static const struct bench benches[] = {
     {"cluster", bench_cluster, "an emulated cluster (namespaces, shaped veth NICs, Redis) measured beside refit sim"},
     {"cycle", bench_cycle, "refit cycles between trainer and inference processes: a table per cycle"},
+    {"delta", bench_delta, "exact deltas of a Qwen3-0.6B-shaped checkpoint over Adam steps: changed fraction, bytes, GB/s beside memcpy"},
     {"fp8", bench_fp8, "FP8 128x128 block quantization of bf16 on one core beside memcpy, or on a GPU beside PyTorch"},
     {"gpu", bench_gpu, "GPU-resident refit over cuda_ipc between two GPUs beside an NCCL broadcast"},
     {"layout", bench_layout, "layout maps of a Qwen3-235B-shaped model: inference rank x trainer ranks"},

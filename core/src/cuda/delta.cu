@@ -1,0 +1,898 @@
+/* delta.cu — the delta codec (core/src/delta/delta.h) on a CUDA device:
+ * the same bytes as the host encoder, and an applier that accepts exactly
+ * what the host's accepts.
+ *
+ * A batch of tensors is cut into segments (64 KiB of a checksum chunk; the
+ * host describes them once in a table, kept while the batch is the same),
+ * and every kernel runs one CTA of 256 threads per segment:
+ *
+ *   encode   reads base and next once, 8 units (16 bytes) per thread and
+ *            step: the change bitmap, the escape bitmap and each unit's
+ *            difference byte go to shared memory, the per-block counts are
+ *            scanned, the encoding is chosen by the sizes delta.h defines,
+ *            and the record is written from shared memory into the
+ *            segment's slot (only escaped values and RAW segments read
+ *            global memory again);
+ *   sizes    a chunk all of whose segments are SAME has an empty delta:
+ *            record sizes and chunk lengths;
+ *   scan     one CTA: exclusive sum of the record sizes (their offsets in
+ *            the packed stream) and the total;
+ *   pack     each record from its slot to its offset.
+ *
+ *   apply:   scan of the chunk lengths (chunk offsets), check (every
+ *            record walked and checked as delta_apply.c does; the first bad
+ *            segment is kept by atomicMin), write (nothing at all when any
+ *            segment failed the check).
+ *
+ * Everything is integer work on bytes: the host's choice rule and record
+ * layout are computed from the same counts, so equality of bytes follows
+ * from equality of the counts, which tests/delta/test_delta_cuda.c checks
+ * against the host codec on random data. */
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "delta.h"
+#include "refit/status.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr uint32_t kSeg = RF_DELTA_SEG;
+constexpr uint32_t kSegUnits = kSeg / 2;
+constexpr uint32_t kSlot = kSeg + 16; /* record room per segment, 16-byte aligned */
+constexpr int kScanThreads = 1024;
+constexpr unsigned long long kNoError = ~0ull;
+
+/* One segment of a batch (host-built table). */
+struct seg_desc {
+    uint8_t *a;       /* base (apply: the destination) */
+    const uint8_t *b; /* next (encode only) */
+    uint32_t n;       /* bytes */
+    uint32_t chunk;   /* chunk index in the batch */
+    uint32_t s;       /* segment index in its chunk */
+    uint32_t last;    /* 1: the chunk's last segment */
+};
+
+/* A checked record, for the write pass of apply. */
+struct rec_info {
+    uint64_t poff; /* payload offset in the delta */
+    uint32_t tag;  /* 4: nothing to write (empty chunk delta) */
+    uint32_t k;
+};
+
+enum bad_code {
+    kBadTotal = 1, kBadChunkEnd, kBadHeader, kBadRecord, kBadTrailing, kBadTag, kBadSame, kBadRaw,
+    kBadOdd, kBadCounts, kBadCount, kBadPosRoom, kBadPos, kBadValRoom, kBadSize, kBadBitmap, kBadBits,
+};
+
+__device__ __forceinline__ uint32_t ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Exclusive sum over the CTA (kThreads values); *total gets the sum.
+ * Every thread must call it. */
+__device__ uint32_t cta_exclusive(uint32_t v, uint32_t *total)
+{
+    __shared__ uint32_t warp_sum[kThreads / 32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    uint32_t x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o)
+            x += y;
+    }
+    if (lane == 31)
+        warp_sum[w] = x;
+    __syncthreads();
+    uint32_t before = 0, all = 0;
+#pragma unroll
+    for (int i = 0; i < kThreads / 32; i++) {
+        before += i < w ? warp_sum[i] : 0;
+        all += warp_sum[i];
+    }
+    __syncthreads(); /* warp_sum is reused by the next call */
+    *total = all;
+    return before + x - v;
+}
+
+/* Exclusive sum over the 16 lanes of a half warp. */
+__device__ __forceinline__ uint32_t half_exclusive(uint32_t v)
+{
+    const int l = threadIdx.x & 15;
+    uint32_t x = v;
+#pragma unroll
+    for (int o = 1; o < 16; o <<= 1) {
+        uint32_t y = __shfl_up_sync(0xffffffffu, x, o, 16);
+        if (l >= o)
+            x += y;
+    }
+    return x - v;
+}
+
+/* ------------------------------------------------------------------ */
+/* encode */
+
+/* Units [u0, u0+8) of a segment: change and escape masks and the
+ * difference bytes (0 where unchanged or escaped). */
+__device__ __forceinline__ void scan8(const uint8_t *a, const uint8_t *b, uint32_t u0, uint32_t nu,
+                                      uint32_t *m, uint32_t *em, uint2 *db)
+{
+    uint16_t x[8], y[8];
+    if (u0 + 8 <= nu && (((uintptr_t)(a + 2 * u0) | (uintptr_t)(b + 2 * u0)) & 15) == 0) {
+        uint4 va = __ldg((const uint4 *)(a + 2 * u0)), vb = __ldg((const uint4 *)(b + 2 * u0));
+        const uint32_t wa[4] = {va.x, va.y, va.z, va.w}, wb[4] = {vb.x, vb.y, vb.z, vb.w};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            x[j] = (uint16_t)(wa[j / 2] >> (16 * (j & 1)));
+            y[j] = (uint16_t)(wb[j / 2] >> (16 * (j & 1)));
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            bool in = u0 + j < nu;
+            x[j] = in ? (uint16_t)(a[2 * (u0 + j)] | a[2 * (u0 + j) + 1] << 8) : 0;
+            y[j] = in ? (uint16_t)(b[2 * (u0 + j)] | b[2 * (u0 + j) + 1] << 8) : 0;
+        }
+    }
+    uint32_t mm = 0, ee = 0, lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        uint16_t d = (uint16_t)(y[j] - x[j]);
+        bool ne = x[j] != y[j], esc = ne && (uint16_t)(d + 128u) > 255u;
+        mm |= (uint32_t)ne << j;
+        ee |= (uint32_t)esc << j;
+        uint32_t byte = esc ? 0u : (uint32_t)(d & 0xffu);
+        if (j < 4)
+            lo |= byte << (8 * j);
+        else
+            hi |= byte << (8 * (j - 4));
+    }
+    *m = mm;
+    *em = ee;
+    *db = make_uint2(lo, hi);
+}
+
+struct __align__(16) enc_smem {
+    uint8_t diff[kSegUnits];
+    uint8_t bits[kSegUnits / 8];
+    uint8_t esc[kSegUnits / 8];
+    uint32_t blk[kSegUnits / RF_DELTA_BLOCK];  /* changed | escapes << 16, per block */
+    uint32_t pre[kSegUnits / RF_DELTA_BLOCK];  /* their exclusive sums */
+    uint32_t tag, k, e;
+};
+
+/* The changed units' bytes of a SPARSE or BITMAP payload (pos NULL for
+ * BITMAP), thread by thread in the layout of the scan. */
+__device__ void emit_units(const enc_smem &sm, const uint8_t *b, uint32_t nu, uint8_t *pos, uint8_t *dif,
+                           uint8_t *raw)
+{
+    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + 2047) / 2048 * 2048; u0 += kThreads * 8) {
+        uint32_t m = 0, em = 0;
+        if (u0 < nu) {
+            m = sm.bits[u0 / 8];
+            em = sm.esc[u0 / 8];
+        }
+        uint32_t before = half_exclusive(__popc(m) | __popc(em) << 16);
+        uint32_t base = sm.pre[u0 / RF_DELTA_BLOCK < kSegUnits / RF_DELTA_BLOCK ? u0 / RF_DELTA_BLOCK : 0];
+        uint32_t r = (base & 0xffffu) + (before & 0xffffu), er = (base >> 16) + (before >> 16);
+        for (int j = 0; j < 8; j++) {
+            if (!(m >> j & 1))
+                continue;
+            uint32_t i = u0 + j;
+            if (pos)
+                pos[r] = (uint8_t)(i % RF_DELTA_BLOCK);
+            dif[r] = sm.diff[i];
+            if (em >> j & 1) {
+                raw[2 * er] = b[2 * i];
+                raw[2 * er + 1] = b[2 * i + 1];
+                er++;
+            }
+            r++;
+        }
+    }
+}
+
+/* A segment of odd length: SAME or RAW. */
+__device__ void encode_odd(const seg_desc &d, uint8_t *slot, uint32_t *meta, uint32_t *chunk_changed)
+{
+    int diff = 0;
+    for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
+        diff |= d.a[i] != d.b[i];
+    bool changed = __syncthreads_or(diff);
+    if (changed)
+        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
+            slot[4 + i] = d.b[i];
+    if (threadIdx.x == 0) {
+        uint32_t h = changed ? (d.n << 4 | RF_DELTA_RAW) : RF_DELTA_SAME;
+        *(uint32_t *)slot = h; /* little-endian, 16-byte aligned slot */
+        meta[blockIdx.x] = h;
+        if (changed)
+            chunk_changed[d.chunk] = 1;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, uint8_t *slots, uint32_t *meta,
+                                                          uint32_t *chunk_changed)
+{
+    __shared__ enc_smem sm;
+    const seg_desc d = segs[blockIdx.x];
+    uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
+    if (d.n & 1) {
+        encode_odd(d, slot, meta, chunk_changed);
+        return;
+    }
+    const uint32_t nu = d.n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
+    /* Pass over the dense bytes; all threads take the same number of steps
+     * (the half-warp sums need every lane); unrolled so that several
+     * steps' loads are in flight at once. */
+#pragma unroll 4
+    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + 2047) / 2048 * 2048; u0 += kThreads * 8) {
+        uint32_t m = 0, em = 0;
+        uint2 db = make_uint2(0, 0);
+        if (u0 < nu) {
+            scan8(d.a, d.b, u0, nu, &m, &em, &db);
+            sm.bits[u0 / 8] = (uint8_t)m;
+            sm.esc[u0 / 8] = (uint8_t)em;
+            *(uint2 *)&sm.diff[u0] = db;
+        }
+        uint32_t v = __popc(m) | __popc(em) << 16;
+#pragma unroll
+        for (int o = 8; o; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if ((threadIdx.x & 15) == 0 && u0 < nu)
+            sm.blk[u0 / RF_DELTA_BLOCK] = v;
+    }
+    __syncthreads();
+    uint32_t tot, mine = threadIdx.x < nblk ? sm.blk[threadIdx.x] : 0;
+    uint32_t pre = cta_exclusive(mine, &tot);
+    if (threadIdx.x < nblk)
+        sm.pre[threadIdx.x] = pre;
+    const uint32_t k = tot & 0xffffu, e = tot >> 16;
+    const uint32_t sparse = nblk + 2 * k + 2 * e, bitmap = nbm + k + 2 * e;
+    uint32_t tag, plen;
+    if (!k)
+        tag = RF_DELTA_SAME, plen = 0;
+    else if (sparse <= bitmap && sparse <= d.n)
+        tag = RF_DELTA_SPARSE, plen = sparse;
+    else if (bitmap <= d.n)
+        tag = RF_DELTA_BITMAP, plen = bitmap;
+    else
+        tag = RF_DELTA_RAW, plen = d.n;
+    if (threadIdx.x == 0) {
+        *(uint32_t *)slot = plen << 4 | tag;
+        meta[blockIdx.x] = plen << 4 | tag;
+        if (tag != RF_DELTA_SAME)
+            chunk_changed[d.chunk] = 1;
+    }
+    __syncthreads(); /* sm.pre complete */
+    uint8_t *p = slot + 4;
+    if (tag == RF_DELTA_SPARSE) {
+        if (threadIdx.x < nblk)
+            p[threadIdx.x] = (uint8_t)(sm.blk[threadIdx.x] & 0xffffu);
+        emit_units(sm, d.b, nu, p + nblk, p + nblk + k, p + nblk + 2 * k);
+    } else if (tag == RF_DELTA_BITMAP) {
+        for (uint32_t i = threadIdx.x; i < nbm; i += kThreads)
+            p[i] = sm.bits[i];
+        emit_units(sm, d.b, nu, nullptr, p + nbm, p + nbm + k);
+    } else if (tag == RF_DELTA_RAW) {
+        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
+            p[i] = d.b[i];
+    }
+}
+
+/* Record sizes (0 for every segment of an unchanged chunk) and the chunk
+ * lengths (zeroed before). */
+__global__ void sizes_kernel(const seg_desc *segs, const uint32_t *meta, const uint32_t *chunk_changed,
+                             uint64_t *sizes, uint32_t *lens, uint32_t nseg)
+{
+    uint32_t g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= nseg)
+        return;
+    const seg_desc d = segs[g];
+    uint64_t sz = chunk_changed[d.chunk] ? 4u + (meta[g] >> 4) : 0u;
+    sizes[g] = sz;
+    if (sz)
+        atomicAdd(&lens[d.chunk], (uint32_t)sz);
+}
+
+/* One CTA: out[i] = sum of in[0..i), *total = sum of all. */
+template <typename T>
+__global__ void __launch_bounds__(kScanThreads) scan_kernel(const T *in, uint64_t *out, uint64_t n,
+                                                            unsigned long long *total)
+{
+    __shared__ unsigned long long warp_sum[kScanThreads / 32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    unsigned long long carry = 0;
+    for (uint64_t t0 = 0; t0 < n; t0 += kScanThreads) {
+        uint64_t i = t0 + threadIdx.x;
+        unsigned long long v = i < n ? (unsigned long long)in[i] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o)
+                x += y;
+        }
+        if (lane == 31)
+            warp_sum[w] = x;
+        __syncthreads();
+        unsigned long long before = 0, all = 0;
+        for (int k = 0; k < kScanThreads / 32; k++) {
+            before += k < w ? warp_sum[k] : 0;
+            all += warp_sum[k];
+        }
+        if (i < n)
+            out[i] = carry + before + x - v;
+        carry += all;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        *total = carry;
+}
+
+__global__ void pack_kernel(const uint8_t *slots, const uint64_t *sizes, const uint64_t *offs, uint8_t *out)
+{
+    const uint64_t sz = sizes[blockIdx.x];
+    const uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
+    uint8_t *o = out + offs[blockIdx.x];
+    for (uint64_t i = threadIdx.x; i < sz; i += kThreads)
+        o[i] = slot[i];
+}
+
+/* ------------------------------------------------------------------ */
+/* apply: check */
+
+__device__ __forceinline__ void fail(unsigned long long *err, uint32_t g, int code)
+{
+    atomicMin(err, (unsigned long long)g << 8 | (unsigned)code);
+}
+
+/* Thread 0: find segment g's record in its chunk; 0 or a bad_code. */
+__device__ int find_record(const seg_desc &d, const uint8_t *delta, uint64_t len, const uint32_t *lens,
+                           const uint64_t *coff, rec_info *ri, uint32_t *plen)
+{
+    const uint64_t c0 = coff[d.chunk], cl = lens[d.chunk];
+    if (cl == 0) {
+        ri->tag = 4;
+        return 0;
+    }
+    if (c0 > len || cl > len - c0)
+        return kBadChunkEnd;
+    const uint64_t end = c0 + cl;
+    uint64_t off = c0;
+    for (uint32_t j = 0;; j++) {
+        if (end - off < 4)
+            return kBadHeader;
+        const uint32_t h = ld32(delta + off);
+        if ((uint64_t)(h >> 4) > end - off - 4)
+            return kBadRecord;
+        if (j == d.s) {
+            ri->tag = h & 15u;
+            ri->poff = off + 4;
+            *plen = h >> 4;
+            if (d.last && off + 4 + (h >> 4) != end)
+                return kBadTrailing;
+            return 0;
+        }
+        off += 4 + (h >> 4);
+    }
+}
+
+/* Zero bytes in p[0..n), by the CTA (every thread gets the count). */
+__device__ uint32_t count_zeros(const uint8_t *p, uint32_t n)
+{
+    uint32_t z = 0, total;
+    for (uint32_t i = threadIdx.x; i < n; i += kThreads)
+        z += p[i] == 0;
+    cta_exclusive(z, &total);
+    return total;
+}
+
+/* The checks of delta_apply.c's check_sparse / check_bitmap, by the CTA;
+ * 0 or a bad_code (the same for every thread). */
+__device__ int check_payload(const uint8_t *p, uint32_t plen, uint32_t n, uint32_t tag, uint32_t *k_out)
+{
+    __shared__ int bad;
+    if (threadIdx.x == 0)
+        bad = 0;
+    __syncthreads();
+    const uint32_t nu = n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
+    const uint32_t head = tag == RF_DELTA_SPARSE ? nblk : nbm;
+    if (plen < head)
+        return tag == RF_DELTA_SPARSE ? kBadCounts : kBadBitmap;
+    uint32_t k, mine = 0;
+    const uint32_t t = threadIdx.x;
+    const uint32_t ub = t < nblk ? (nu - t * RF_DELTA_BLOCK < RF_DELTA_BLOCK ? nu - t * RF_DELTA_BLOCK : RF_DELTA_BLOCK) : 0;
+    if (tag == RF_DELTA_SPARSE) {
+        mine = t < nblk ? p[t] : 0;
+        if (mine > ub)
+            atomicMax(&bad, kBadCount);
+    } else {
+        for (uint32_t i = t * 16; i < t * 16 + 16 && i < nbm; i++)
+            mine += __popc(p[i]);
+        if (t == 0 && nu % 8 && (p[nbm - 1] >> (nu % 8)))
+            atomicMax(&bad, kBadBits);
+    }
+    const uint32_t pre = cta_exclusive(mine, &k);
+    if (bad)
+        return bad;
+    if (tag == RF_DELTA_SPARSE) {
+        if (plen - nblk < k)
+            return kBadPosRoom;
+        const uint8_t *pos = p + nblk + pre;
+        for (uint32_t j = 0; j < mine; j++)
+            if (pos[j] >= ub || (j && pos[j] <= pos[j - 1]))
+                atomicMax(&bad, kBadPos);
+        __syncthreads();
+        if (bad)
+            return bad;
+    }
+    const uint32_t at = head + (tag == RF_DELTA_SPARSE ? k : 0);
+    if (plen - at < k)
+        return kBadValRoom;
+    const uint32_t e = count_zeros(p + at, k);
+    if (plen - at - k != 2 * e)
+        return kBadSize;
+    *k_out = k;
+    return 0;
+}
+
+__global__ void __launch_bounds__(kThreads) check_kernel(const seg_desc *segs, const uint8_t *delta, uint64_t len,
+                                                         const uint32_t *lens, const uint64_t *coff,
+                                                         const unsigned long long *total, rec_info *recs,
+                                                         unsigned long long *err)
+{
+    __shared__ rec_info ri;
+    __shared__ uint32_t plen;
+    __shared__ int code;
+    const uint32_t g = blockIdx.x;
+    const seg_desc d = segs[g];
+    if (threadIdx.x == 0) {
+        ri.k = 0;
+        code = find_record(d, delta, len, lens, coff, &ri, &plen);
+        if (g == 0 && *total != len)
+            fail(err, 0, kBadTotal);
+    }
+    __syncthreads();
+    int bad = code;
+    if (!bad && ri.tag != 4) {
+        const uint32_t tag = ri.tag;
+        if (tag > RF_DELTA_BITMAP)
+            bad = kBadTag;
+        else if (tag == RF_DELTA_SAME)
+            bad = plen ? kBadSame : 0;
+        else if (tag == RF_DELTA_RAW)
+            bad = plen != d.n ? kBadRaw : 0;
+        else if (d.n & 1)
+            bad = kBadOdd;
+        else {
+            uint32_t k = 0;
+            bad = check_payload(delta + ri.poff, plen, d.n, tag, &k);
+            if (threadIdx.x == 0)
+                ri.k = k;
+        }
+    }
+    if (threadIdx.x == 0) {
+        if (bad)
+            fail(err, g, bad);
+        recs[g] = ri;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* apply: write */
+
+__device__ __forceinline__ void put_unit(uint8_t *u, uint8_t dv, const uint8_t *raw, uint32_t *er)
+{
+    uint32_t v;
+    if (dv) {
+        v = ((uint32_t)(u[0] | u[1] << 8) + (uint32_t)(int32_t)(int8_t)dv) & 0xffffu;
+    } else {
+        v = raw[2 * *er] | raw[2 * *er + 1] << 8;
+        ++*er;
+    }
+    u[0] = (uint8_t)v;
+    u[1] = (uint8_t)(v >> 8);
+}
+
+__global__ void __launch_bounds__(kThreads) write_kernel(const seg_desc *segs, const uint8_t *delta,
+                                                         const rec_info *recs, const unsigned long long *err)
+{
+    if (*err != kNoError)
+        return; /* a bad segment anywhere: nothing is written */
+    const rec_info ri = recs[blockIdx.x];
+    const seg_desc d = segs[blockIdx.x];
+    const uint8_t *p = delta + ri.poff;
+    if (ri.tag == RF_DELTA_RAW) {
+        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
+            d.a[i] = p[i];
+        return;
+    }
+    if (ri.tag != RF_DELTA_SPARSE && ri.tag != RF_DELTA_BITMAP)
+        return;
+    /* Thread t: units [128t, 128t+128), its changes and their ranks. */
+    const uint32_t nu = d.n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
+    const uint32_t t = threadIdx.x;
+    const bool sparse = ri.tag == RF_DELTA_SPARSE;
+    uint32_t mine = 0, tot;
+    if (t < nblk) {
+        if (sparse)
+            mine = p[t];
+        else
+            for (uint32_t i = t * 16; i < t * 16 + 16 && i < nbm; i++)
+                mine += __popc(p[i]);
+    }
+    const uint32_t r0 = cta_exclusive(mine, &tot);
+    const uint8_t *pos = p + nblk, *dif = p + (sparse ? nblk + ri.k : nbm), *raw = dif + ri.k;
+    uint32_t z = 0;
+    for (uint32_t j = 0; j < mine; j++)
+        z += dif[r0 + j] == 0;
+    uint32_t er = cta_exclusive(z, &tot);
+    if (t >= nblk)
+        return;
+    uint8_t *dst = d.a;
+    if (sparse) {
+        for (uint32_t j = 0; j < mine; j++)
+            put_unit(dst + 2 * (t * RF_DELTA_BLOCK + pos[r0 + j]), dif[r0 + j], raw, &er);
+    } else {
+        uint32_t r = r0;
+        for (uint32_t i = t * 16; i < t * 16 + 16 && i < nbm; i++)
+            for (uint32_t m = p[i]; m; m &= m - 1)
+                put_unit(dst + 2 * (8 * i + __ffs(m) - 1), dif[r++], raw, &er);
+    }
+}
+
+int cuda_fail(cudaError_t e, const char *what)
+{
+    return refit_error_set(REFIT_EIO, "delta cuda: %s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+/* Indexed by bad_code. */
+const char *const kBadText[] = {
+    "malformed", "the chunk lengths do not add up to the delta's length",
+    "the chunk's delta runs past the end of the delta", "the delta ends before this segment's record",
+    "the record runs past its chunk's delta", "bytes after the chunk's last record", "unknown tag",
+    "SAME record with a payload", "RAW payload of the wrong length", "SPARSE or BITMAP on a segment of odd length",
+    "sparse payload shorter than its block counts", "a block counts more changes than it has units",
+    "no room for the positions", "positions out of order or outside their block", "no room for the values",
+    "payload length differs from what its contents need", "bitmap payload shorter than its bitmap",
+    "bits set past the segment's units",
+};
+
+} // namespace
+
+/* Per segment, on the host: where it is, for error messages. */
+struct seg_where {
+    uint32_t tensor;
+    uint64_t chunk; /* in its tensor */
+    uint32_t s;
+};
+
+/* The segments of one batch: on the host, on the device, and the spans
+ * they were made from (a batch of the same spans reuses them). */
+struct seg_table {
+    struct rf_delta_span *spans;
+    size_t n_spans;
+    seg_desc *h_segs, *d_segs;
+    seg_where *where;
+    size_t nseg, nchunk, d_cap;
+};
+
+struct rf_delta_cuda {
+    cudaStream_t stream;
+    struct seg_table tab[2]; /* [0] apply, [1] encode: a receiver's and a publisher's buffers differ */
+    /* work buffers (device), grown as needed */
+    uint8_t *slots;
+    size_t slots_cap;
+    uint32_t *meta, *changed;
+    uint64_t *sizes, *offs;
+    size_t seg_buf_cap, chunk_buf_cap;
+    rec_info *recs;
+    uint64_t *coff;
+    unsigned long long *d_total, *d_err, *h_out; /* h_out: pinned {total, err} */
+    /* what the next sync reports */
+    uint64_t *len_out;
+    int apply_pending;
+    size_t apply_len;
+};
+
+extern "C" int rf_delta_cuda_built(void)
+{
+    return 1;
+}
+
+extern "C" int rf_delta_cuda_create(void *stream, struct rf_delta_cuda **out)
+{
+    if (!out)
+        return refit_error_set(REFIT_EINVAL, "delta cuda: NULL out");
+    struct rf_delta_cuda *c = (struct rf_delta_cuda *)calloc(1, sizeof(*c));
+    if (!c)
+        return refit_error_set(REFIT_ENOMEM, "delta cuda: codec");
+    c->stream = (cudaStream_t)stream;
+    cudaError_t e = cudaMalloc((void **)&c->d_total, 2 * sizeof(unsigned long long));
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&c->h_out, 2 * sizeof(unsigned long long));
+    if (e != cudaSuccess) {
+        int rc = cuda_fail(e, "creating the codec");
+        rf_delta_cuda_destroy(c);
+        return rc;
+    }
+    c->d_err = c->d_total + 1;
+    *out = c;
+    return 0;
+}
+
+extern "C" void rf_delta_cuda_destroy(struct rf_delta_cuda *c)
+{
+    if (!c)
+        return;
+    (void)cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < 2; i++) {
+        cudaFree(c->tab[i].d_segs);
+        free(c->tab[i].h_segs);
+        free(c->tab[i].where);
+        free(c->tab[i].spans);
+    }
+    cudaFree(c->slots);
+    cudaFree(c->meta);
+    cudaFree(c->changed);
+    cudaFree(c->sizes);
+    cudaFree(c->offs);
+    cudaFree(c->recs);
+    cudaFree(c->coff);
+    cudaFree(c->d_total);
+    cudaFreeHost(c->h_out);
+    (void)cudaGetLastError();
+    free(c);
+}
+
+/* Device buffer *p of at least need bytes (contents not kept). */
+static int grow(void **p, size_t *cap, size_t need, const char *what)
+{
+    if (need <= *cap && *p)
+        return 0;
+    cudaFree(*p);
+    *p = nullptr;
+    *cap = 0;
+    cudaError_t e = cudaMalloc(p, need ? need : 1);
+    if (e != cudaSuccess)
+        return cuda_fail(e, what);
+    *cap = need;
+    return 0;
+}
+
+static int spans_same(struct seg_table *tb, const struct rf_delta_span *t, size_t nt, int enc)
+{
+    if (!tb->spans || tb->n_spans != nt)
+        return 0;
+    for (size_t i = 0; i < nt; i++)
+        if (t[i].base != tb->spans[i].base || (enc && t[i].next != tb->spans[i].next) ||
+            t[i].nbytes != tb->spans[i].nbytes || t[i].chunk_bytes != tb->spans[i].chunk_bytes)
+            return 0;
+    for (size_t i = 0; i < nt; i++)
+        tb->spans[i].name = t[i].name; /* for this batch's messages */
+    return 1;
+}
+
+static int count_segments(const struct rf_delta_span *t, size_t nt, size_t *nseg, size_t *nchunk)
+{
+    uint64_t ns = 0, nc = 0;
+    for (size_t i = 0; i < nt; i++) {
+        const uint64_t cb = t[i].chunk_bytes, nb = t[i].nbytes;
+        if (!cb || cb > RF_DELTA_MAX_CHUNK)
+            return refit_error_set(REFIT_ERANGE, "delta cuda: tensor '%s': chunks of %llu bytes",
+                                   t[i].name ? t[i].name : "?", (unsigned long long)cb);
+        if (nb && (!t[i].base))
+            return refit_error_set(REFIT_EINVAL, "delta cuda: tensor '%s': NULL base", t[i].name ? t[i].name : "?");
+        const uint64_t full = nb / cb, last = nb % cb;
+        ns += full * ((cb + kSeg - 1) / kSeg) + (last + kSeg - 1) / kSeg;
+        nc += full + (last != 0);
+        if (ns > 0x7fffffffu || nc > 0xffffffffu)
+            return refit_error_set(REFIT_ERANGE, "delta cuda: a batch of more than 2^31 segments");
+    }
+    *nseg = (size_t)ns;
+    *nchunk = (size_t)nc;
+    return 0;
+}
+
+/* The segment table of a batch, on the device (kept while unchanged). */
+static int make_table(struct rf_delta_cuda *c, const struct rf_delta_span *t, size_t nt, int enc)
+{
+    struct seg_table *tb = &c->tab[enc];
+    if (spans_same(tb, t, nt, enc))
+        return 0;
+    size_t nseg = 0, nchunk = 0;
+    int rc = count_segments(t, nt, &nseg, &nchunk);
+    if (rc)
+        return rc;
+    free(tb->h_segs);
+    free(tb->where);
+    free(tb->spans);
+    tb->h_segs = (seg_desc *)malloc((nseg ? nseg : 1) * sizeof(seg_desc));
+    tb->where = (seg_where *)malloc((nseg ? nseg : 1) * sizeof(seg_where));
+    tb->spans = (struct rf_delta_span *)malloc((nt ? nt : 1) * sizeof(*t));
+    tb->n_spans = 0;
+    if (!tb->h_segs || !tb->where || !tb->spans)
+        return refit_error_set(REFIT_ENOMEM, "delta cuda: a table of %zu segments", nseg);
+    size_t g = 0, chunk = 0;
+    for (size_t i = 0; i < nt; i++) {
+        const uint64_t cb = t[i].chunk_bytes, nb = t[i].nbytes;
+        for (uint64_t k = 0, c0 = 0; c0 < nb; k++, c0 += cb, chunk++) {
+            const uint64_t cl = nb - c0 < cb ? nb - c0 : cb;
+            for (uint64_t s0 = 0, s = 0; s0 < cl; s0 += kSeg, s++, g++) {
+                seg_desc *d = &tb->h_segs[g];
+                d->a = (uint8_t *)t[i].base + c0 + s0;
+                d->b = enc ? (const uint8_t *)t[i].next + c0 + s0 : nullptr;
+                d->n = (uint32_t)(cl - s0 < kSeg ? cl - s0 : kSeg);
+                d->chunk = (uint32_t)chunk;
+                d->s = (uint32_t)s;
+                d->last = s0 + kSeg >= cl;
+                tb->where[g] = seg_where{(uint32_t)i, k, (uint32_t)s};
+            }
+        }
+    }
+    rc = grow((void **)&tb->d_segs, &tb->d_cap, nseg * sizeof(seg_desc), "segment table");
+    cudaError_t e = cudaSuccess;
+    if (!rc && nseg)
+        e = cudaMemcpyAsync(tb->d_segs, tb->h_segs, nseg * sizeof(seg_desc), cudaMemcpyHostToDevice, c->stream);
+    if (!rc && e != cudaSuccess)
+        rc = cuda_fail(e, "copying the segment table");
+    if (rc)
+        return rc;
+    memcpy(tb->spans, t, nt * sizeof(*t));
+    tb->n_spans = nt;
+    tb->nseg = nseg;
+    tb->nchunk = nchunk;
+    return 0;
+}
+
+static int work_buffers(struct rf_delta_cuda *c, int enc)
+{
+    const struct seg_table *tb = &c->tab[enc];
+    size_t n = tb->nseg ? tb->nseg : 1, nc = tb->nchunk ? tb->nchunk : 1;
+    int rc = 0;
+    if (enc) {
+        size_t cap = c->slots_cap;
+        rc = grow((void **)&c->slots, &cap, n * (size_t)kSlot, "segment slots");
+        c->slots_cap = cap;
+    }
+    /* one capacity for the four per-segment buffers, each sized for the
+     * largest element (rec_info) */
+    size_t sc = c->seg_buf_cap, s2 = sc, s3 = sc, s4 = sc, cc = c->chunk_buf_cap, c2 = cc;
+    if (!rc)
+        rc = grow((void **)&c->meta, &sc, n * sizeof(rec_info), "segment headers");
+    if (!rc)
+        rc = grow((void **)&c->sizes, &s2, n * sizeof(rec_info), "segment sizes");
+    if (!rc)
+        rc = grow((void **)&c->offs, &s3, n * sizeof(rec_info), "segment offsets");
+    if (!rc)
+        rc = grow((void **)&c->recs, &s4, n * sizeof(rec_info), "checked records");
+    if (!rc)
+        c->seg_buf_cap = sc;
+    if (!rc)
+        rc = grow((void **)&c->changed, &cc, nc * sizeof(uint64_t), "chunk flags");
+    if (!rc)
+        rc = grow((void **)&c->coff, &c2, nc * sizeof(uint64_t), "chunk offsets");
+    if (!rc)
+        c->chunk_buf_cap = cc;
+    return rc;
+}
+
+static unsigned blocks_for(size_t n, unsigned per)
+{
+    return (unsigned)((n + per - 1) / per);
+}
+
+extern "C" int rf_delta_cuda_encode(struct rf_delta_cuda *c, const struct rf_delta_span *t, size_t nt, void *out,
+                                    size_t cap, uint32_t *lens, uint64_t *len)
+{
+    if (!c || (nt && !t) || !len)
+        return refit_error_set(REFIT_EINVAL, "delta cuda: encode: NULL argument");
+    uint64_t need = 0;
+    for (size_t i = 0; i < nt; i++) {
+        uint64_t b = rf_delta_tensor_bound(t[i].nbytes, t[i].chunk_bytes);
+        if (b == UINT64_MAX || need + b < need)
+            return refit_error_set(REFIT_ERANGE, "delta cuda: tensor '%s' cannot be encoded",
+                                   t[i].name ? t[i].name : "?");
+        if (t[i].nbytes && !t[i].next)
+            return refit_error_set(REFIT_EINVAL, "delta cuda: tensor '%s': NULL next", t[i].name ? t[i].name : "?");
+        need += b;
+    }
+    if (cap < need)
+        return refit_error_set(REFIT_EINVAL, "delta cuda: %zu bytes of room for a delta of up to %llu", cap,
+                               (unsigned long long)need);
+    int rc = make_table(c, t, nt, 1);
+    if (!rc)
+        rc = work_buffers(c, 1);
+    if (rc)
+        return rc;
+    const struct seg_table *tb = &c->tab[1];
+    cudaError_t e = cudaMemsetAsync(c->d_total, 0, sizeof(unsigned long long), c->stream);
+    if (tb->nseg) {
+        const unsigned ns = (unsigned)tb->nseg;
+        if (e == cudaSuccess)
+            e = cudaMemsetAsync(c->changed, 0, tb->nchunk * sizeof(uint32_t), c->stream);
+        if (e == cudaSuccess)
+            e = cudaMemsetAsync(lens, 0, tb->nchunk * sizeof(uint32_t), c->stream);
+        if (e == cudaSuccess) {
+            encode_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->changed);
+            sizes_kernel<<<blocks_for(ns, 256), 256, 0, c->stream>>>(tb->d_segs, c->meta, c->changed, c->sizes,
+                                                                     lens, ns);
+            scan_kernel<uint64_t><<<1, kScanThreads, 0, c->stream>>>(c->sizes, c->offs, ns, c->d_total);
+            pack_kernel<<<ns, kThreads, 0, c->stream>>>(c->slots, c->sizes, c->offs, (uint8_t *)out);
+            e = cudaGetLastError();
+        }
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(c->h_out, c->d_total, sizeof(unsigned long long), cudaMemcpyDeviceToHost, c->stream);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "encoding");
+    c->len_out = len;
+    return 0;
+}
+
+extern "C" int rf_delta_cuda_apply(struct rf_delta_cuda *c, const struct rf_delta_span *t, size_t nt,
+                                   const void *delta, size_t len, const uint32_t *lens)
+{
+    if (!c || (nt && !t) || (len && !delta))
+        return refit_error_set(REFIT_EINVAL, "delta cuda: apply: NULL argument");
+    int rc = make_table(c, t, nt, 0);
+    if (!rc)
+        rc = work_buffers(c, 0);
+    if (rc)
+        return rc;
+    const struct seg_table *tb = &c->tab[0];
+    if (!tb->nseg && len)
+        return refit_error_set(REFIT_EPROTO, "delta cuda: a %zu-byte delta for a batch of no bytes", len);
+    cudaError_t e = cudaMemsetAsync(c->d_err, 0xff, sizeof(unsigned long long), c->stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(c->d_total, 0, sizeof(unsigned long long), c->stream);
+    if (e == cudaSuccess && tb->nseg) {
+        const unsigned ns = (unsigned)tb->nseg;
+        const uint8_t *d = (const uint8_t *)delta;
+        scan_kernel<uint32_t><<<1, kScanThreads, 0, c->stream>>>(lens, c->coff, tb->nchunk, c->d_total);
+        check_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, d, len, lens, c->coff, c->d_total, c->recs,
+                                                     c->d_err);
+        write_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, d, c->recs, c->d_err);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(c->h_out, c->d_total, 2 * sizeof(unsigned long long), cudaMemcpyDeviceToHost, c->stream);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "applying");
+    c->apply_pending = 1;
+    c->apply_len = len;
+    return 0;
+}
+
+extern "C" int rf_delta_cuda_sync(struct rf_delta_cuda *c)
+{
+    if (!c)
+        return refit_error_set(REFIT_EINVAL, "delta cuda: NULL codec");
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "waiting for the stream");
+    if (c->len_out) {
+        *c->len_out = c->h_out[0];
+        c->len_out = nullptr;
+    }
+    if (!c->apply_pending)
+        return 0;
+    c->apply_pending = 0;
+    unsigned long long err = c->h_out[1];
+    if (err == kNoError)
+        return 0;
+    const size_t g = (size_t)(err >> 8);
+    const int code = (int)(err & 0xff);
+    if (code == kBadTotal)
+        return refit_error_set(REFIT_EPROTO, "delta cuda: the chunk lengths add up to %llu bytes, the delta has %zu",
+                               (unsigned long long)c->h_out[0], c->apply_len);
+    const struct seg_table *tb = &c->tab[0];
+    const seg_where w = g < tb->nseg ? tb->where[g] : seg_where{0, 0, 0};
+    const char *name = w.tensor < tb->n_spans && tb->spans[w.tensor].name ? tb->spans[w.tensor].name : "?";
+    return refit_error_set(REFIT_EPROTO, "delta of tensor '%s' chunk %llu, segment %u: %s", name,
+                           (unsigned long long)w.chunk, w.s, kBadText[code <= kBadBits ? code : 0]);
+}
