@@ -121,7 +121,8 @@ enum {
     W_QLORA = 1u << 0,   /* q_lora_rank set */
     W_NOQLORA = 1u << 1, /* q_lora_rank null */
     W_INDEXER = 1u << 2, /* GLM-5's DSA indexer */
-    W_MTPCOPY = 1u << 3  /* DeepSeek's MTP layer carries copies of embed and head */
+    W_MTPCOPY = 1u << 3, /* DeepSeek's MTP layer carries copies of embed and head */
+    W_NOINDEXER = 1u << 4 /* no indexer (Megatron's TE MLA spec rather than the DSA spec) */
 };
 
 /* Layer kinds: dense before first_k_dense_replace, or as mlp_layer_types
@@ -146,6 +147,8 @@ static inline bool mla_when(const struct mla_cfg *c, unsigned w)
     if ((w & W_INDEXER) && !c->indexer)
         return false;
     if ((w & W_MTPCOPY) && !c->mtp_copies)
+        return false;
+    if ((w & W_NOINDEXER) && c->indexer)
         return false;
     return true;
 }
@@ -310,17 +313,24 @@ static const struct mla_mcore_row mla_mcore[] = {
     /* TELinear parallel_mode "duplicated": replicated down projections */
     {MLY "self_attention.linear_q_down_proj.weight", M_LAYER, W_QLORA, P_REPL, {HL "self_attn.q_a_proj.weight"},
      "[MC-MLA] MLASelfAttention.__init__ (duplicated); [MB-DS]"},
-    /* TELayerNormColumnParallelLinear: the q_a norm fused into q_up */
-    {MLY "self_attention.linear_q_up_proj.layer_norm_weight", M_LAYER, W_QLORA, P_REPL,
-     {HL "self_attn.q_a_layernorm.weight"}, "[MB-DS]; unfused spec: self_attention.q_layernorm.weight"},
+    /* TELayerNormColumnParallelLinear: the q_a norm fused into q_up (the TE
+     * MLA spec DeepSeek-V3 and Kimi-K2 train with) ... */
+    {MLY "self_attention.linear_q_up_proj.layer_norm_weight", M_LAYER, W_QLORA | W_NOINDEXER, P_REPL,
+     {HL "self_attn.q_a_layernorm.weight"}, "[MC-MLA] TE spec, qk_layernorm; [MB-DS]"},
+    /* ... unfused in the DSA spec GLM-5 trains with: the indexer reads the
+     * normalized q ([MC-DSA] get_dsa_module_spec_for_backend) */
+    {MLY "self_attention.q_layernorm.weight", M_LAYER, W_QLORA | W_INDEXER, P_REPL,
+     {HL "self_attn.q_a_layernorm.weight"}, "[MC-DSA] q_layernorm=qk_norm; [MB-GLM5]"},
     {MLY "self_attention.linear_q_up_proj.weight", M_LAYER, W_QLORA, P_COL, {HL "self_attn.q_b_proj.weight"},
      "[MC-MLA] column-parallel, gather_output False; [MB-DS]"},
     {MLY "self_attention.linear_q_proj.weight", M_LAYER, W_NOQLORA, P_COL, {HL "self_attn.q_proj.weight"},
      "[MC-MLA] linear_q_proj column-parallel; [MB-DS]"},
     {MLY "self_attention.linear_kv_down_proj.weight", M_LAYER, 0, P_REPL,
      {HL "self_attn.kv_a_proj_with_mqa.weight"}, "[MC-MLA] (duplicated); [MB-DS]"},
-    {MLY "self_attention.linear_kv_up_proj.layer_norm_weight", M_LAYER, 0, P_REPL,
-     {HL "self_attn.kv_a_layernorm.weight"}, "[MB-DS]; unfused spec: self_attention.kv_layernorm.weight"},
+    {MLY "self_attention.linear_kv_up_proj.layer_norm_weight", M_LAYER, W_NOINDEXER, P_REPL,
+     {HL "self_attn.kv_a_layernorm.weight"}, "[MC-MLA] TE spec; [MB-DS]"},
+    {MLY "self_attention.kv_layernorm.weight", M_LAYER, W_INDEXER, P_REPL, {HL "self_attn.kv_a_layernorm.weight"},
+     "[MC-DSA] kv_layernorm=qk_norm; [MB-GLM5]"},
     {MLY "self_attention.linear_kv_up_proj.weight", M_LAYER, 0, P_COL, {HL "self_attn.kv_b_proj.weight"},
      "[MC-MLA] column-parallel; [MB-DS] AutoMapping"},
     {MLY "self_attention.linear_proj.weight", M_LAYER, 0, P_ROW, {HL "self_attn.o_proj.weight"},
