@@ -274,11 +274,22 @@ START_TEST(test_vllm_fp8)
         ck_assert_int_gt(x.quantized, 0);
         refit_st_close(x.f);
     }
-    /* tp 4: one head, 192 rows of q_b_proj per rank, off vLLM's 128 grid */
+    /* tp 4: one head, 192 rows of q_b_proj per rank, off vLLM's 128 grid
+     * (so are the dense MLP's 64 and the shared expert's 32 rows) */
     char p[4200];
     snprintf(p, sizeof(p), "%s/refused.safetensors", tmp);
     struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, 4, 0, 4);
     o.fp8.enabled = true;
+    ck_assert_int_eq(refit_convert_write(k.m, k.v, &o, p), REFIT_EINVAL);
+    const char *msg = refit_error_message();
+    ck_assert_msg((strstr(msg, "q_b_proj") && strstr(msg, "192")) ||
+                      (strstr(msg, "gate_up_proj") && strstr(msg, "64")) ||
+                      (strstr(msg, "shared_experts") && strstr(msg, "32")),
+                  "%s", msg);
+    /* every attention parameter alone is refused for q_b_proj */
+    const char *ex[] = {"*.mlp.*"};
+    o.fp8.exclude = ex;
+    o.fp8.n_exclude = 1;
     ck_assert_int_eq(refit_convert_write(k.m, k.v, &o, p), REFIT_EINVAL);
     ck_assert_msg(strstr(refit_error_message(), "q_b_proj") && strstr(refit_error_message(), "192"), "%s",
                   refit_error_message());
