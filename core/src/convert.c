@@ -489,8 +489,10 @@ static int cast(const void *src, enum refit_dtype from, void *dst, enum refit_dt
                            refit_dtype_name(to));
 }
 
-static int gather(const refit_hf_view_t *v, const refit_layout_t *lay, const struct refit_layout_tensor *lt,
-                  enum refit_dtype *dt, void **out)
+/* Layout tensor lt as the checkpoint holds it: its pieces of HF tensors
+ * assembled into one buffer, in their dtype (*dt). */
+static int gather_tensor(const refit_hf_view_t *v, const refit_layout_t *lay,
+                         const struct refit_layout_tensor *lt, enum refit_dtype *dt, void **out)
 {
     *dt = REFIT_DTYPE_INVALID;
     for (size_t p = 0; p < lt->n_pieces; p++) {
@@ -540,7 +542,7 @@ static int quantize(const void *buf, enum refit_dtype dt, const struct refit_lay
 {
     int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
     int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
-    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+    int64_t br = (rows + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK, bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     size_t n = (size_t)(nidx * rows * cols);
     out->data = malloc(n ? n : 1);
     out->scale_inv = malloc((size_t)(nidx * br * bc) * sizeof(float) + 1);
@@ -593,7 +595,7 @@ int refit_convert_image(const struct refit_layout_tensor *lt, enum refit_dtype s
             return refit_error_set(REFIT_EINVAL, "tensor '%s': FP8 needs a 2-D or 3-D tensor and scales", lt->name);
         int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
         int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
-        int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+        int64_t br = (rows + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK, bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
         struct refit_fp8_params p = {fp8->rule, fp8->floor, REFIT_FP8_IMPL_AUTO};
         for (int64_t x = 0; x < nidx; x++) {
             size_t off = (size_t)(x * rows * cols);
@@ -630,7 +632,7 @@ int refit_convert_tensor(const refit_hf_view_t *v, const refit_layout_t *lay, si
     memcpy(out->shape, lt->shape, sizeof(out->shape));
     enum refit_dtype dt;
     void *buf = NULL;
-    int rc = gather(v, lay, lt, &dt, &buf);
+    int rc = gather_tensor(v, lay, lt, &dt, &buf);
     if (rc)
         return rc;
     if (lt->fp8 && fp8 && fp8->enabled) {
