@@ -2,6 +2,7 @@
  * config itself (jansson, kept in the core so plugins never see JSON) and
  * the shapes and layer kinds the plugin derives from it. */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,9 @@ static void collect_model(void *arg, const struct refit_plugin_report *r)
 static int ops_of(const struct refit_plugin *p, const struct refit_model_ops **out)
 {
     const struct refit_model_ops *ops = p->ops;
-    if (!ops || ops->size < sizeof(struct refit_model_ops) || !ops->claims || !ops->shape ||
+    /* The first four operations are every plugin's; later ones are checked where used. */
+    size_t v1 = offsetof(struct refit_model_ops, spec) + sizeof(ops->spec);
+    if (!ops || ops->size < v1 || !ops->claims || !ops->shape ||
         !ops->layer_kind || !ops->spec)
         return refit_error_set(REFIT_EABI, "model plugin '%s': its ops table is incomplete", p->name);
     *out = ops;
@@ -331,4 +334,23 @@ void refit_model_spec(const refit_model_t *m, const struct refit_model_entry **e
 {
     *entries = m->entries;
     *n = m->n_entries;
+}
+
+int refit_model_example_config(refit_loader_t *l, const char *plugin, int64_t layers, int64_t vocab,
+                               char *buf, size_t cap)
+{
+    if (!l || !plugin || !buf || !cap)
+        return refit_error_set(REFIT_EINVAL, "refit_model_example_config: NULL argument");
+    const struct refit_plugin *p;
+    const struct refit_model_ops *ops;
+    int rc = refit_loader_load(l, REFIT_PLUGIN_MODEL, plugin, &p);
+    if (!rc)
+        rc = ops_of(p, &ops);
+    if (rc)
+        return rc;
+    if (ops->size < offsetof(struct refit_model_ops, example_config) + sizeof(ops->example_config) ||
+        !ops->example_config)
+        return refit_error_set(REFIT_ENOTSUP, "model plugin '%s' has no example config.json", plugin);
+    rc = ops->example_config(layers, vocab, buf, cap);
+    return rc ? refit_error_push(rc, "model plugin '%s': example config.json", plugin) : 0;
 }

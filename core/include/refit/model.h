@@ -156,6 +156,14 @@ struct refit_model_ops {
                       int64_t layer, enum refit_layer_kind *out);
     /* The static spec table. */
     int (*spec)(const struct refit_model_entry **entries, size_t *n);
+
+    /* Added after the first tables: the core checks size before calling. */
+
+    /* An HF config.json of this family, small enough for the demo and the
+     * tests (`refit demo --model <plugin>`), num_hidden_layers and
+     * vocab_size replaced by layers and vocab when they are > 0.  Written
+     * NUL-terminated into buf; REFIT_ERANGE when cap is too small. */
+    int (*example_config)(int64_t layers, int64_t vocab, char *buf, size_t cap);
 };
 
 #ifdef __cplusplus

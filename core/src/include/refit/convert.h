@@ -42,6 +42,11 @@ int refit_model_open_text(refit_loader_t *l, const char *plugin, const char *tex
  * else the model.hf map; model.plugin picks the plugin. */
 int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_model_t **out);
 void refit_model_close(refit_model_t *m);
+/* The example HF config.json of model plugin `plugin` (its
+ * example_config op: the demo's checkpoints), with layers and vocab when
+ * > 0; REFIT_ENOTSUP for a plugin without one. */
+int refit_model_example_config(refit_loader_t *l, const char *plugin, int64_t layers, int64_t vocab,
+                               char *buf, size_t cap);
 
 const struct refit_model_shape *refit_model_shape(const refit_model_t *m);
 const char *refit_model_type(const refit_model_t *m);
