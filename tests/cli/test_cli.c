@@ -126,6 +126,38 @@ START_TEST(config_check_overrides_and_origins)
 }
 END_TEST
 
+/* Options come from one table per command (tools/refit/cli_opts.h): the
+ * help lists each with its range, choices and default, and a value outside
+ * them is refused naming the option before anything runs. */
+START_TEST(option_tables_parse_check_and_help)
+{
+    ck_assert_int_eq(run(REFIT_BIN " pull --help", out, sizeof(out)), 0);
+    ck_has("usage: refit pull [options]");
+    ck_has("--tp N");
+    ck_has("[1, 65536]");
+    ck_has("--device WHERE");
+    ck_has("(host|cuda); default host");
+    ck_has("--config, -c FILE");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp 0 --rank 0", out, sizeof(out)), 2);
+    ck_has("--tp '0': expected an integer in [1, 65536]");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp=2 --rank=2", out, sizeof(out)), 2);
+    ck_has("--rank 2 is not below --tp 2");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp 2 --rank 0 --device gpu", out, sizeof(out)), 2);
+    ck_has("--device 'gpu': expected host|cuda");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp", out, sizeof(out)), 2);
+    ck_has("--tp needs a value");
+    ck_assert_int_eq(run(REFIT_BIN " store show", out, sizeof(out)), 2);
+    ck_has("usage: refit store show KEY");
+    ck_has("needs KEY");
+    ck_assert_int_eq(run(REFIT_BIN " store watch --count -3", out, sizeof(out)), 2);
+    ck_has("--count '-3': expected an integer in [1, 2147483647]");
+    ck_assert_int_eq(run(REFIT_BIN " doctor --sysfs", out, sizeof(out)), 2);
+    ck_has("--sysfs needs a value");
+    ck_assert_int_eq(run(REFIT_BIN " plugins extra", out, sizeof(out)), 2);
+    ck_has("unexpected argument 'extra'");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
@@ -136,6 +168,7 @@ int main(void)
     tcase_add_test(tc, plugins_lists_and_rejects);
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);
+    tcase_add_test(tc, option_tables_parse_check_and_help);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
