@@ -86,14 +86,24 @@ static int entry_present(const refit_model_t *m, const struct refit_model_entry 
     return rf_entry_val(m, e)->present;
 }
 
+static int is_global(enum refit_model_scope s)
+{
+    return s == REFIT_SCOPE_GLOBAL || s == REFIT_SCOPE_FINAL || s == REFIT_SCOPE_TIED_COPY;
+}
+
+int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+{
+    return rf_model_instances_ex(m, false, fn, arg);
+}
+
 /* Global entries first, then layer by layer in table order, so layouts
  * list tensors the way checkpoints do. */
-int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg)
 {
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
         const struct refit_model_entry *e = &m->entries[i];
-        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(m, e))
+        if (!is_global(e->scope) || !entry_present(m, e) || (e->scope == REFIT_SCOPE_TIED_COPY && !tied_copies))
             continue;
         int rc = fn(arg, e, -1);
         if (rc)
@@ -103,7 +113,7 @@ int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
         enum refit_layer_kind k = m->kinds[l];
         for (size_t i = 0; i < m->n_entries; i++) {
             const struct refit_model_entry *e = &m->entries[i];
-            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(m, e) ||
+            if (is_global(e->scope) || !entry_present(m, e) ||
                 (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
                 (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
                 continue;
@@ -716,6 +726,10 @@ struct mctx {
     const struct refit_megatron_rank *r;
     const struct refit_convert_opts *skip;
     refit_layout_t *lay;
+    int pp, vp, pp_rank;
+    int64_t *start;      /* first layer of each chunk; start[pp*vp] = L */
+    int64_t local;       /* the instance's layer number in its chunk */
+    int chunk;           /* the instance's chunk */
 };
 
 /* linear_qkv rows [a, b) of the global tensor interleaved per query group:
@@ -744,6 +758,21 @@ static int qkv_pieces(struct mctx *c, const struct refit_model_entry *e, struct 
     return 0;
 }
 
+/* A trainer name in this instance's chunk: the local layer number, and
+ * "model<v>." in front with virtual stages. */
+static char *chunk_name(const struct mctx *c, const char *pattern, int64_t local, int64_t k)
+{
+    char *n = rf_model_name(pattern, local, k);
+    if (!n || c->vp <= 1)
+        return n;
+    size_t len = strlen(n) + 32;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "model%d.%s", c->chunk / c->pp, n);
+    free(n);
+    return p;
+}
+
 static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64_t layer, int64_t k,
                         int64_t eid)
 {
@@ -754,7 +783,7 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
     struct part parts[3] = {{0}};
     for (int i = 0; i < np && !rc; i++)
         rc = part_of(c->m, e, i, layer, eid, &parts[i]);
-    char *name = rc ? NULL : rf_model_name(e->megatron, layer, k);
+    char *name = rc ? NULL : chunk_name(c, e->megatron, layer < 0 ? -1 : c->local, k);
     if (!rc && !name)
         rc = REFIT_ENOMEM;
     if (!rc && skip_name(c->skip, parts[0].name))
@@ -845,9 +874,30 @@ out:
     return rc;
 }
 
+/* Which chunk holds an instance; -1 none of this rank's. */
+static int chunk_of(struct mctx *c, const struct refit_model_entry *e, int64_t layer)
+{
+    int n = c->pp * c->vp, ch = 0;
+    if (e->scope == REFIT_SCOPE_GLOBAL)
+        ch = 0;
+    else if (e->scope == REFIT_SCOPE_FINAL)
+        ch = n - 1;
+    else if (e->scope == REFIT_SCOPE_TIED_COPY)
+        ch = n > 1 ? n - 1 : -1;
+    else
+        while (ch + 1 < n && layer >= c->start[ch + 1])
+            ch++;
+    if (ch < 0 || ch % c->pp != c->pp_rank)
+        return -1;
+    c->local = layer >= 0 ? layer - c->start[ch] : -1;
+    return c->chunk = ch;
+}
+
 static int megatron_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct mctx *c = arg;
+    if (chunk_of(c, e, layer) < 0)
+        return 0;
     if (e->role != REFIT_ROLE_EXPERT_COLUMN && e->role != REFIT_ROLE_EXPERT_ROW)
         return megatron_one(c, e, layer, -1, -1);
     int64_t E = c->m->experts;
@@ -860,20 +910,141 @@ static int megatron_instance(void *arg, const struct refit_model_entry *e, int64
     return rc;
 }
 
+/* The first layer of every chunk, from the given split or an even one. */
+static int chunk_starts(const refit_model_t *m, const int *chunk_layers, int pp, int vp, int64_t **out)
+{
+    int64_t L = m->shape.n_layers, n = (int64_t)pp * vp;
+    if (pp > 4096 || vp > 4096)
+        return refit_error_set(REFIT_EINVAL, "pipeline %d x virtual %d stages for %lld layers", pp, vp,
+                               (long long)L);
+    if (!chunk_layers && L % n)
+        return refit_error_set(REFIT_EINVAL,
+                               "num_hidden_layers %lld is not divisible by pipeline parallelism %d x virtual "
+                               "stages %d; give the split (layers per stage)", (long long)L, pp, vp);
+    int64_t *start = calloc((size_t)n + 1, sizeof(*start));
+    if (!start)
+        return REFIT_ENOMEM;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = chunk_layers ? chunk_layers[i] : L / n;
+        if (k < 0) {
+            free(start);
+            return refit_error_set(REFIT_EINVAL, "pipeline chunk %lld: %lld layers", (long long)i, (long long)k);
+        }
+        start[i + 1] = start[i] + k;
+    }
+    if (start[n] != L) {
+        long long got = (long long)start[n];
+        free(start);
+        return refit_error_set(REFIT_EINVAL, "the pipeline split gives %lld layers; the model has %lld", got,
+                               (long long)L);
+    }
+    *out = start;
+    return 0;
+}
+
 int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_rank *r,
                           const struct refit_convert_opts *skip, refit_layout_t **out)
 {
+    return refit_layout_megatron_pp(m, r, NULL, skip, out);
+}
+
+int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron_rank *r,
+                             const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                             refit_layout_t **out)
+{
+    struct refit_megatron_pp one = {1, 0, 1, NULL};
+    if (!pp)
+        pp = &one;
     if (!m || !r || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_megatron: NULL argument");
     if (r->tp < 1 || r->ep < 1 || r->etp < 1 || r->tp_rank < 0 || r->tp_rank >= r->tp ||
-        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp)
-        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d is inconsistent",
-                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp);
+        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp || pp->pp < 0 ||
+        pp->vp < 0 || pp->pp_rank < 0 || pp->pp_rank >= (pp->pp > 0 ? pp->pp : 1))
+        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d pp %d/%d is inconsistent",
+                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp, pp->pp_rank, pp->pp);
+    struct mctx c = {m, r, skip, NULL, pp->pp > 0 ? pp->pp : 1, pp->vp > 0 ? pp->vp : 1, pp->pp_rank, NULL, -1, 0};
+    int rc = chunk_starts(m, pp->chunk_layers, c.pp, c.vp, &c.start);
+    if (rc)
+        return rc;
+    refit_layout_t *lay = calloc(1, sizeof(*lay));
+    if (!lay) {
+        free(c.start);
+        return REFIT_ENOMEM;
+    }
+    c.lay = lay;
+    rc = rf_model_instances_ex(m, true, megatron_instance, &c);
+    free(c.start);
+    finish(lay);
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* FSDP layouts: HF names, every tensor split on dim 0 as torch.chunk does */
+
+struct fctx {
+    const refit_model_t *m;
+    int n, rank;
+    const struct refit_convert_opts *skip;
+    refit_layout_t *lay;
+};
+
+static int fsdp_part(struct fctx *c, const struct refit_model_entry *e, const struct part *p, int64_t layer,
+                     int64_t eid)
+{
+    /* torch.chunk: chunks of ceil(rows / n) rows, the last smaller, and
+     * ranks past the end empty (FSDP2 / DTensor Shard(0)) */
+    int64_t per = (p->rows + c->n - 1) / c->n, a = c->rank * per, b = a + per;
+    if (a > p->rows)
+        a = p->rows;
+    if (b > p->rows)
+        b = p->rows;
+    char *name = strdup(p->name);
+    int rc = begin_tensor(c->lay, name, e, layer, eid, p->ndim, b - a, p->ndim == 2 ? p->cols : 0, 0);
+    uint32_t si;
+    if (!rc)
+        rc = src_of(c->lay, p, &si);
+    /* an empty rank keeps a zero-row piece: it carries the source (dtype) */
+    if (!rc)
+        rc = add_piece(c->lay, si, a, 0, 0, 0, 0, b - a, p->cols);
+    if (!rc)
+        c->lay->t[c->lay->n - 1].pub.role = REFIT_ROLE_COLUMN;
+    return rc;
+}
+
+static int fsdp_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct fctx *c = arg;
+    bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
+    int64_t ne = expert ? c->m->experts : 1;
+    int rc = 0;
+    for (int64_t x = 0; x < ne && !rc; x++)
+        for (int i = 0; i < n_parts(c->m, e) && !rc; i++) {
+            struct part p = {0};
+            rc = part_of(c->m, e, i, layer, expert ? x : -1, &p);
+            if (!rc && !skip_name(c->skip, p.name))
+                rc = fsdp_part(c, e, &p, layer, expert ? x : -1);
+            free(p.name);
+        }
+    return rc;
+}
+
+int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refit_convert_opts *skip,
+                      refit_layout_t **out)
+{
+    if (!m || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_fsdp: NULL argument");
+    if (n < 1 || rank < 0 || rank >= n)
+        return refit_error_set(REFIT_EINVAL, "FSDP rank %d of %d", rank, n);
     refit_layout_t *lay = calloc(1, sizeof(*lay));
     if (!lay)
         return REFIT_ENOMEM;
-    struct mctx c = {m, r, skip, lay};
-    int rc = rf_model_instances(m, megatron_instance, &c);
+    struct fctx c = {m, n, rank, skip, lay};
+    int rc = rf_model_instances(m, fsdp_instance, &c);
     finish(lay);
     if (rc) {
         refit_layout_destroy(lay);

@@ -222,7 +222,7 @@ static int entry_eval(refit_model_t *m, size_t i)
     int64_t w = 1;
     int rc = 0;
     if (!e->megatron || !e->hf[0] || e->role < REFIT_ROLE_REPLICATED || e->role > REFIT_ROLE_EXPERT_ROW ||
-        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_MOE)
+        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_TIED_COPY)
         return refit_error_set(REFIT_EPROTO, "spec entry %zu: no trainer name, no HF part, or a bad role or scope",
                                i);
     if (e->when)

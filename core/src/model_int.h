@@ -58,6 +58,9 @@ typedef int (*rf_instance_fn)(void *arg, const struct refit_model_entry *e, int6
 /* Every instance present in this model (requires bits, layer kinds; MTP
  * layers left out). */
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg);
+/* The same, with REFIT_SCOPE_TIED_COPY entries when tied_copies (trainer
+ * layouts with pipeline parallelism). */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg);
 /* Expand a name pattern: {L} layer, {k} local expert, {e} global expert.
  * malloc'ed. */
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert);

@@ -47,12 +47,18 @@ enum refit_model_role {
 /* Expert entries (REFIT_ROLE_EXPERT_*) hold expert {e} = ep_rank*E/ep + k,
  * E the spec's `experts` dimension. */
 
-/* Which layers hold an instance of a pattern. */
+/* Which layers hold an instance of a pattern, and for the global ones which
+ * pipeline stage of a trainer holds them. */
 enum refit_model_scope {
-    REFIT_SCOPE_GLOBAL = 1, /* once (embedding, final norm) */
+    REFIT_SCOPE_GLOBAL = 1, /* once, on the first pipeline stage (embedding) */
     REFIT_SCOPE_LAYER,      /* every decoder layer */
     REFIT_SCOPE_DENSE,      /* layers with a dense MLP */
-    REFIT_SCOPE_MOE         /* layers with a mixture of experts */
+    REFIT_SCOPE_MOE,        /* layers with a mixture of experts */
+    REFIT_SCOPE_FINAL,      /* once, on the last pipeline stage (final norm, output layer) */
+    /* A trainer-only copy on the last pipeline stage when that is not the
+     * first (Megatron's output_layer.weight with tied embeddings and PP > 1):
+     * its HF part is another entry's, read once, never a destination. */
+    REFIT_SCOPE_TIED_COPY
 };
 
 /* ------------------------------------------------------------------ */

@@ -71,10 +71,16 @@
     {"embedding.word_embeddings.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_GLOBAL, NULL,     \
      {"model.embed_tokens.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
 #define E_LM_HEAD                                                                        \
-    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_GLOBAL, "!tie_word_embeddings", \
+    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_FINAL, "!tie_word_embeddings",  \
      {"lm_head.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
+/* With tied embeddings, Megatron's last pipeline stage (when it is not the
+ * first) keeps its own copy of the embedding as output_layer.weight
+ * (LanguageModule.setup_embeddings_and_output_layer). */
+#define E_LM_HEAD_TIED                                                                   \
+    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_TIED_COPY, "tie_word_embeddings", \
+     {"model.embed_tokens.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
 #define E_FINAL_NORM                                                                     \
-    {"decoder.final_layernorm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_GLOBAL, NULL,  \
+    {"decoder.final_layernorm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_FINAL, NULL,   \
      {"model.norm.weight"}, {"hidden"}, NULL, {NULL}, false, NULL}
 
 #define E_INPUT_NORM                                                                     \

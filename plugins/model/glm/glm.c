@@ -23,7 +23,7 @@ static const struct refit_model_dim glm_dims[] = {
 #define VL_F32 DST({"vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, FP8_E})
 
 static const struct refit_model_entry glm_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
     E_MOE_NORM, E_ROUTER(VL_F32),
