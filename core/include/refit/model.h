@@ -97,7 +97,10 @@ enum refit_model_fusion {
                               of one layer whose destinations have the same name are one
                               tensor, their parts in table order (vLLM's fused_qkv_a_proj) */
     REFIT_FUSE_STACK       /* experts stacked on a new dim 0 (w13_weight, w2_weight);
-                              parts of one expert concatenated on rows */
+                              parts of one expert concatenated on rows.  A
+                              non-expert entry of the layer naming an existing
+                              stack becomes its next slot (SGLang's shared
+                              expert fused as expert E) */
 };
 
 /* One target layout's view of an entry. */
@@ -111,6 +114,10 @@ struct refit_model_dst {
     /* Block-FP8 when FP8 is on: REFIT_FP8_ENTRY the entry's fp8, else
      * REFIT_FP8_OFF / REFIT_FP8_ON. */
     int fp8;
+    /* Expression over the dimensions and the target rank's "tp" and "ep"
+     * (0 or 1: no expert parallelism): this dst applies when non-zero; the
+     * first that applies wins, then the target's base.  NULL: always. */
+    const char *when;
 };
 #define REFIT_FP8_ENTRY 0
 #define REFIT_FP8_OFF 1

@@ -50,14 +50,17 @@
 #define TARGET_VLLM {"vllm", NULL, 64, 128, FP8_GRID_VLLM, "vLLM"}
 #define TARGETS_ALL TARGET_HF, TARGET_VLLM
 
-/* Per-target destinations: a compound literal list ended by {NULL}.
- * KEEP: the source dtype; FP8_E: the entry's FP8 default. */
+/* Per-target destinations: a compound literal list ended by an empty one.
+ * D(target, name, fusion, dtype) with the entry's FP8 default; DW(...,
+ * when) only where the condition holds.  KEEP: the source dtype. */
 #define KEEP REFIT_DTYPE_INVALID
 #define FP8_E REFIT_FP8_ENTRY
-#define DST(...) ((const struct refit_model_dst[]){__VA_ARGS__, {NULL, NULL, 0, 0, 0}})
-/* vLLM's fused parameter of one entry */
-#define VL_CAT(name) {"vllm", name, REFIT_FUSE_CONCAT, KEEP, FP8_E}
-#define VL_STACK(name) {"vllm", name, REFIT_FUSE_STACK, KEEP, FP8_E}
+#define DST(...) ((const struct refit_model_dst[]){__VA_ARGS__, {.target = NULL}})
+#define D(t_, n_, f_, d_) {.target = t_, .name = n_, .fusion = f_, .dtype = d_, .fp8 = FP8_E}
+#define DW(t_, n_, f_, d_, w_) {.target = t_, .name = n_, .fusion = f_, .dtype = d_, .fp8 = FP8_E, .when = w_}
+/* vLLM's fused parameter of one entry (SGLang's too: its base is vllm) */
+#define VL_CAT(name) D("vllm", name, REFIT_FUSE_CONCAT, KEEP)
+#define VL_STACK(name) D("vllm", name, REFIT_FUSE_STACK, KEEP)
 
 /* ------------------------------------------------------------------ */
 /* Entries: {megatron, role, scope, when, hf parts, rows, cols, role args,

@@ -20,7 +20,7 @@ static const struct refit_model_dim glm_dims[] = {
 };
 
 /* vLLM keeps GLM's router weight and score-correction bias in fp32 */
-#define VL_F32 DST({"vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, FP8_E})
+#define VL_F32 DST(D("vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32))
 
 static const struct refit_model_entry glm_entries[] = {
     E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
