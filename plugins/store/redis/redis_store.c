@@ -54,9 +54,11 @@ static const struct refit_cfg_field rd_fields[] = {
 };
 
 /* The cas script: KEYS[1] the key, KEYS[2] and KEYS[3] the change counters
- * (namespace, first component; the same key when the key has no '/'); ARGV[1] "1"
- * when an expected value is given, ARGV[2] that value, ARGV[3] the new
- * value, ARGV[4] the ttl in ms ("0": none).  Lua strings are binary-safe. */
+ * (namespace, first component; the same key when the key has no '/'),
+ * KEYS[4] the change stream (redis_watch.c); ARGV[1] "1" when an expected
+ * value is given, ARGV[2] that value, ARGV[3] the new value, ARGV[4] the
+ * ttl in ms ("0": none), ARGV[5] the relative key for the stream ("": no
+ * stream, a key without '/').  Lua strings are binary-safe. */
 static const char rd_cas_lua[] =
     "local cur = redis.call('GET', KEYS[1])\n"
     "if ARGV[1] == '0' then\n"
@@ -69,6 +71,7 @@ static const char rd_cas_lua[] =
     "redis.call('INCR', KEYS[2])\n"
     "redis.pcall('PUBLISH', KEYS[2], '1')\n"
     "if KEYS[3] ~= KEYS[2] then redis.call('INCR', KEYS[3]) redis.pcall('PUBLISH', KEYS[3], '1') end\n"
+    "if ARGV[5] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" RD_EV_MAXLEN_S "', '*', 'k', ARGV[5]) end\n"
     "return 1\n";
 
 /* ------------------------------------------------------------------ */
@@ -457,12 +460,14 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
 {
     struct rd_store *st = obj;
     /* n SETs, the namespace's INCR, one INCR per distinct first component,
-     * and a PUBLISH for each counter. */
-    struct rd_cmd *cmds = H->calloc(3 * n + 2, sizeof(*cmds));
+     * a PUBLISH for each counter, and an XADD to its change stream per key
+     * with a component. */
+    struct rd_cmd *cmds = H->calloc(4 * n + 2, sizeof(*cmds));
     char **keys = H->calloc(n, sizeof(char *)), **comps = H->calloc(n, sizeof(char *));
+    char **streams = H->calloc(n, sizeof(char *));
     char(*ttl)[24] = H->calloc(n, 24);
-    redisReply **rep = H->calloc(3 * n + 2, sizeof(*rep));
-    int rc = (cmds && keys && comps && ttl && rep) ? 0 : REFIT_ENOMEM;
+    redisReply **rep = H->calloc(4 * n + 2, sizeof(*rep));
+    int rc = (cmds && keys && comps && streams && ttl && rep) ? 0 : REFIT_ENOMEM;
     size_t nc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         size_t fl;
@@ -472,6 +477,8 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
             break;
         }
         set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
+        if ((rc = rd_ev_stream(st, items[i].key, &streams[i])))
+            break;
         char *c;
         if ((rc = rd_comp_seq(st, items[i].key, &c)) || !c)
             continue;
@@ -483,7 +490,7 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
         else
             comps[nc++] = c;
     }
-    size_t total = n + 2 * (1 + nc);
+    size_t total = n + 2 * (1 + nc), first_x = total;
     if (!rc) {
         incr_cmd(st, &cmds[n], NULL);
         publish_cmd(st, &cmds[n + 1 + nc], NULL);
@@ -491,17 +498,24 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
             incr_cmd(st, &cmds[n + 1 + j], comps[j]);
             publish_cmd(st, &cmds[n + 2 + nc + j], comps[j]);
         }
+        for (size_t i = 0; i < n; i++)
+            if (streams[i])
+                rd_xadd_cmd(&cmds[total++], streams[i], items[i].key);
         rc = rd_batch(st, cmds, total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
     }
     /* A PUBLISH refused (an ACL without channels) only costs pollers
      * their wake-up: they still see the counters. */
-    for (size_t i = 0; !rc && i < n + 1 + nc; i++)
-        if (rep[i]->type == REDIS_REPLY_ERROR)
-            rc = rd_reply_error(st, rep[i], i < n ? "SET" : "INCR", i < n ? items[i].key : NULL);
+    for (size_t i = 0; !rc && i < total; i++)
+        if ((i < n + 1 + nc || i >= first_x) && rep[i]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[i], i < n ? "SET" : i < first_x ? "INCR" : "XADD",
+                                i < n ? items[i].key : NULL);
     if (rep)
         free_replies(rep, total);
     for (size_t i = 0; keys && i < n; i++)
         H->free(keys[i]);
+    for (size_t i = 0; streams && i < n; i++)
+        H->free(streams[i]);
+    H->free(streams);
     for (size_t j = 0; j < nc; j++)
         H->free(comps[j]);
     H->free(keys);
@@ -610,21 +624,25 @@ static int rd_del(void *obj, const char *key)
     char *fk = full_key(st, key, &fl);
     if (!fk)
         return REFIT_ENOMEM;
-    char *comp = NULL;
-    if (rd_comp_seq(st, key, &comp)) {
+    char *comp = NULL, *stream = NULL;
+    if (rd_comp_seq(st, key, &comp) || rd_ev_stream(st, key, &stream)) {
+        H->free(comp);
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    struct rd_cmd cmds[5] = {{2, {"DEL", fk}, {3, fl}}};
+    struct rd_cmd cmds[6] = {{2, {"DEL", fk}, {3, fl}}};
     incr_cmd(st, &cmds[1], NULL);
     incr_cmd(st, &cmds[2], comp);
     publish_cmd(st, &cmds[3], NULL);
     publish_cmd(st, &cmds[4], comp);
-    redisReply *rep[5] = {NULL, NULL, NULL, NULL, NULL};
-    /* With a component: DEL, 2 INCR, 2 PUBLISH; without: DEL, INCR, PUBLISH. */
+    redisReply *rep[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    /* With a component: DEL, 2 INCR, 2 PUBLISH, XADD; without: DEL, INCR,
+     * PUBLISH. */
     if (!comp)
         cmds[2] = cmds[3];
-    size_t nc = comp ? 5 : 3;
+    else
+        rd_xadd_cmd(&cmds[5], stream, key);
+    size_t nc = comp ? 6 : 3;
     int rc = rd_batch(st, cmds, nc, rep, "DEL", key);
     if (!rc) {
         if (rep[0]->type == REDIS_REPLY_ERROR)
@@ -638,8 +656,11 @@ static int rd_del(void *obj, const char *key)
             rc = rd_reply_error(st, rep[1], "INCR", NULL);
         else if (comp && rep[2]->type == REDIS_REPLY_ERROR)
             rc = rd_reply_error(st, rep[2], "INCR", NULL); /* PUBLISH replies: as in put_many */
+        else if (comp && rep[5]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[5], "XADD", key);
     }
     free_replies(rep, nc);
+    H->free(stream);
     H->free(comp);
     H->free(fk);
     return rc;
@@ -655,22 +676,24 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
         return REFIT_ENOMEM;
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 0));
-    char *comp = NULL;
-    if (rd_comp_seq(st, key, &comp)) {
+    char *comp = NULL, *stream = NULL;
+    if (rd_comp_seq(st, key, &comp) || rd_ev_stream(st, key, &stream)) {
+        H->free(comp);
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    const char *cseq = comp ? comp : st->seq_key;
-    /* EVAL script 3 key seq comp-seq mode expected value ttl: 10 arguments. */
-    const char *argv[10] = {"EVAL", rd_cas_lua, "3", fk, st->seq_key, cseq, expected ? "1" : "0",
-                            expected && elen ? expected : "", len ? val : "", ttl};
-    size_t lens[10] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), 1,
-                       expected ? elen : 0, len, strlen(ttl)};
+    const char *cseq = comp ? comp : st->seq_key, *xs = stream ? stream : st->seq_key;
+    /* EVAL script 4 key seq comp-seq stream mode expected value ttl relkey:
+     * 12 arguments. */
+    const char *argv[12] = {"EVAL", rd_cas_lua, "4", fk, st->seq_key, cseq, xs, expected ? "1" : "0",
+                            expected && elen ? expected : "", len ? val : "", ttl, stream ? key : ""};
+    size_t lens[12] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), strlen(xs), 1,
+                       expected ? elen : 0, len, strlen(ttl), stream ? strlen(key) : 0};
     int64_t deadline = rsc_now_ms() + st->timeout_ms;
     int rc = ensure_conn(st, deadline);
     redisReply *r = NULL;
     for (int attempt = 0; !rc && attempt < 3; attempt++) {
-        r = redisCommandArgv(st->c, 10, argv, lens);
+        r = redisCommandArgv(st->c, 12, argv, lens);
         if (r)
             break;
         /* Lost connection: after a restart the old state is gone, so one
@@ -692,6 +715,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
     }
     if (r)
         freeReplyObject(r);
+    H->free(stream);
     H->free(comp);
     H->free(fk);
     return rc;
@@ -825,6 +849,7 @@ static const struct refit_store_ops rd_ops = {
     .get_many = rd_get_many,
     .put_many = rd_put_many,
     .generation = rd_generation,
+    .watch = rd_watch,
 };
 
 static int rd_load(const struct refit_host *host)
