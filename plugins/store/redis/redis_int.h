@@ -54,6 +54,9 @@ struct rd_cmd {
     int argc;
     const char *argv[8];
     size_t len[8];
+    /* A longer command (MGET of many keys): argc entries here instead. */
+    const char **argvp;
+    const size_t *lenp;
 };
 
 struct timeval rd_tv_of(int64_t ms);

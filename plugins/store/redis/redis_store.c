@@ -229,7 +229,8 @@ int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisRepl
         size_t got = 0;
         int ok = 1;
         for (size_t i = 0; i < n && ok; i++)
-            ok = redisAppendCommandArgv(st->c, cmds[i].argc, (const char **)cmds[i].argv, cmds[i].len) == REDIS_OK;
+            ok = redisAppendCommandArgv(st->c, cmds[i].argc, (const char **)(cmds[i].argvp ? cmds[i].argvp : cmds[i].argv),
+                                        cmds[i].lenp ? cmds[i].lenp : cmds[i].len) == REDIS_OK;
         for (; ok && got < n; got++) {
             void *r = NULL;
             if (redisGetReply(st->c, &r) != REDIS_OK || !r) {
@@ -567,54 +568,118 @@ static int take_value(struct rd_store *st, redisReply *r, const char *key, void 
     return 0;
 }
 
+/* Keys per MGET: one command for many keys (Redis then parses and
+ * answers one command instead of n), several per round trip. */
+#define MGET_KEYS 512
+
+/* A key MGET answered nil for: absent, or holding what is not a string
+ * (MGET does not say which; TYPE does, in one more round trip for all). */
+static int classify_nils(struct rd_store *st, struct refit_store_get_item *items, char **keys, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m += items[i].status == REFIT_ENOENT;
+    if (!m)
+        return 0;
+    struct rd_cmd *cmds = H->calloc(m, sizeof(*cmds));
+    size_t *who = H->calloc(m, sizeof(*who));
+    redisReply **rep = H->calloc(m, sizeof(*rep));
+    int rc = cmds && who && rep ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0, k = 0; !rc && i < n; i++)
+        if (items[i].status == REFIT_ENOENT) {
+            cmds[k] = (struct rd_cmd){2, {"TYPE", keys[i]}, {4, strlen(keys[i])}, NULL, NULL};
+            who[k++] = i;
+        }
+    if (!rc)
+        rc = rd_batch(st, cmds, m, rep, "pipelined TYPE", NULL);
+    for (size_t k = 0; !rc && k < m; k++)
+        if (rep[k]->type == REDIS_REPLY_STATUS && strcmp(rep[k]->str, "none"))
+            items[who[k]].status = H->error_set(REFIT_EPROTO, "store %s: key '%s' holds a %s, not a value",
+                                                st->where, items[who[k]].key, rep[k]->str);
+    if (!rc)
+        free_replies(rep, m);
+    H->free(cmds);
+    H->free(who);
+    H->free(rep);
+    return rc;
+}
+
 static int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n)
 {
     struct rd_store *st = obj;
-    struct rd_cmd *cmds = H->calloc(n, sizeof(*cmds));
+    size_t nb = (n + MGET_KEYS - 1) / MGET_KEYS;
+    struct rd_cmd *cmds = H->calloc(nb, sizeof(*cmds));
     char **keys = H->calloc(n, sizeof(char *));
-    redisReply **rep = H->calloc(n, sizeof(*rep));
-    int rc = (cmds && keys && rep) ? 0 : REFIT_ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) {
-        size_t fl;
-        keys[i] = full_key(st, items[i].key, &fl);
-        if (!keys[i])
-            rc = REFIT_ENOMEM;
-        cmds[i] = (struct rd_cmd){2, {"GET", keys[i]}, {3, fl}};
+    const char **av = H->calloc(n + nb, sizeof(char *));
+    size_t *al = H->calloc(n + nb, sizeof(size_t));
+    redisReply **rep = H->calloc(nb, sizeof(*rep));
+    int rc = (cmds && keys && av && al && rep) ? 0 : REFIT_ENOMEM;
+    for (size_t b = 0; !rc && b < nb; b++) {
+        size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
+        const char **a = av + first + b;
+        size_t *l = al + first + b;
+        a[0] = "MGET";
+        l[0] = 4;
+        for (size_t i = 0; !rc && i < cnt; i++) {
+            keys[first + i] = full_key(st, items[first + i].key, &l[1 + i]);
+            a[1 + i] = keys[first + i];
+            if (!keys[first + i])
+                rc = REFIT_ENOMEM;
+        }
+        cmds[b] = (struct rd_cmd){.argc = (int)cnt + 1, .argvp = a, .lenp = l};
     }
     if (!rc)
-        rc = rd_batch(st, cmds, n, rep, n == 1 ? "GET" : "pipelined GET", n == 1 ? items[0].key : NULL);
-    for (size_t i = 0; !rc && i < n; i++) {
-        items[i].val = NULL;
-        items[i].status = take_value(st, rep[i], items[i].key, &items[i].val, &items[i].len);
-        if (items[i].status == REFIT_ENOMEM)
-            rc = REFIT_ENOMEM;
+        rc = rd_batch(st, cmds, nb, rep, n == 1 ? "GET" : "MGET", n == 1 ? items[0].key : NULL);
+    for (size_t b = 0; !rc && b < nb; b++) {
+        size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
+        if (rep[b]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[b], "MGET", NULL);
+        else if (rep[b]->type != REDIS_REPLY_ARRAY || rep[b]->elements != cnt)
+            rc = H->error_set(REFIT_EPROTO, "store %s: MGET of %zu keys: reply of type %d with %zu elements",
+                              st->where, cnt, rep[b]->type, (size_t)rep[b]->elements);
+        for (size_t i = 0; !rc && i < cnt; i++) {
+            struct refit_store_get_item *it = &items[first + i];
+            it->val = NULL;
+            it->status = take_value(st, rep[b]->element[i], it->key, &it->val, &it->len);
+            if (it->status == REFIT_ENOMEM)
+                rc = REFIT_ENOMEM;
+        }
     }
+    if (!rc)
+        rc = classify_nils(st, items, keys, n);
     if (rc && rep)
         for (size_t i = 0; i < n; i++) {
             H->free(items[i].val);
             items[i].val = NULL;
         }
     if (rep)
-        free_replies(rep, n);
+        free_replies(rep, nb);
     for (size_t i = 0; keys && i < n; i++)
         H->free(keys[i]);
     H->free(keys);
     H->free(cmds);
+    H->free(av);
+    H->free(al);
     H->free(rep);
     return rc;
 }
 
 static int rd_get(void *obj, const char *key, void **val, size_t *len)
 {
-    struct refit_store_get_item it = {.key = key};
-    int rc = rd_get_many(obj, &it, 1);
+    struct rd_store *st = obj;
+    size_t fl;
+    char *fk = full_key(st, key, &fl);
+    if (!fk)
+        return REFIT_ENOMEM;
+    struct rd_cmd c = {2, {"GET", fk}, {3, fl}, NULL, NULL};
+    redisReply *r = NULL;
+    int rc = rd_batch(st, &c, 1, &r, "GET", key);
+    H->free(fk);
     if (rc)
         return rc;
-    if (it.status)
-        return it.status;
-    *val = it.val;
-    *len = it.len;
-    return 0;
+    rc = take_value(st, r, key, val, len);
+    freeReplyObject(r);
+    return rc;
 }
 
 static int rd_del(void *obj, const char *key)
@@ -630,7 +695,7 @@ static int rd_del(void *obj, const char *key)
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    struct rd_cmd cmds[6] = {{2, {"DEL", fk}, {3, fl}}};
+    struct rd_cmd cmds[6] = {{2, {"DEL", fk}, {3, fl}, NULL, NULL}};
     incr_cmd(st, &cmds[1], NULL);
     incr_cmd(st, &cmds[2], comp);
     publish_cmd(st, &cmds[3], NULL);
@@ -768,7 +833,7 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
     int rc = 0;
     do {
         struct rd_cmd c = {6, {"SCAN", cursor, "MATCH", pat, "COUNT", "1000"},
-                           {4, strlen(cursor), 5, strlen(pat), 5, 4}};
+                           {4, strlen(cursor), 5, strlen(pat), 5, 4}, NULL, NULL};
         redisReply *r = NULL;
         rc = rd_batch(st, &c, 1, &r, "SCAN", prefix);
         if (rc)

@@ -41,7 +41,7 @@ int rd_ev_stream(struct rd_store *st, const char *key, char **out)
 void rd_xadd_cmd(struct rd_cmd *c, const char *stream, const char *key)
 {
     *c = (struct rd_cmd){8, {"XADD", stream, "MAXLEN", "~", RD_EV_MAXLEN_S, "*", "k", key},
-                         {4, strlen(stream), 6, 1, strlen(RD_EV_MAXLEN_S), 1, 1, strlen(key)}};
+                         {4, strlen(stream), 6, 1, strlen(RD_EV_MAXLEN_S), 1, 1, strlen(key)}, NULL, NULL};
 }
 
 /* Stream IDs "ms-seq" <-> cursors: 42 bits of milliseconds (to 2109), 21
@@ -165,7 +165,7 @@ static int pack_keys(struct evs *ev, char ***keys, size_t *n)
 /* The newest entry's cursor (1 for an empty stream). */
 static int current(struct rd_store *st, const char *stream, uint64_t *cur)
 {
-    struct rd_cmd c = {6, {"XREVRANGE", stream, "+", "-", "COUNT", "1"}, {9, strlen(stream), 1, 1, 5, 1}};
+    struct rd_cmd c = {6, {"XREVRANGE", stream, "+", "-", "COUNT", "1"}, {9, strlen(stream), 1, 1, 5, 1}, NULL, NULL};
     redisReply *r = NULL;
     int rc = rd_batch(st, &c, 1, &r, "watch XREVRANGE", NULL);
     if (rc)
@@ -191,10 +191,10 @@ static int read_now(struct rd_store *st, const char *stream, const char *prefix,
     char id[48];
     unpack_id(since, id, sizeof(id));
     struct rd_cmd c[3] = {
-        {2, {"XLEN", stream}, {4, strlen(stream)}},
-        {6, {"XRANGE", stream, "-", "+", "COUNT", "1"}, {6, strlen(stream), 1, 1, 5, 1}},
+        {2, {"XLEN", stream}, {4, strlen(stream)}, NULL, NULL},
+        {6, {"XRANGE", stream, "-", "+", "COUNT", "1"}, {6, strlen(stream), 1, 1, 5, 1}, NULL, NULL},
         {6, {"XREAD", "COUNT", RD_EV_MAXLEN_S, "STREAMS", stream, id},
-         {5, 5, strlen(RD_EV_MAXLEN_S), 7, strlen(stream), strlen(id)}},
+         {5, 5, strlen(RD_EV_MAXLEN_S), 7, strlen(stream), strlen(id)}, NULL, NULL},
     };
     redisReply *r[3] = {NULL, NULL, NULL};
     int rc = rd_batch(st, c, 3, r, "watch XREAD", NULL);
@@ -216,7 +216,8 @@ static int read_blocking(struct rd_store *st, const char *stream, const char *pr
     unpack_id(since, id, sizeof(id));
     snprintf(block, sizeof(block), "%lld", (long long)(ms > 0 ? ms : 1));
     struct rd_cmd c = {8, {"XREAD", "BLOCK", block, "COUNT", RD_EV_MAXLEN_S, "STREAMS", stream, id},
-                       {5, 5, strlen(block), 5, strlen(RD_EV_MAXLEN_S), 7, strlen(stream), strlen(id)}};
+                       {5, 5, strlen(block), 5, strlen(RD_EV_MAXLEN_S), 7, strlen(stream), strlen(id)}, NULL,
+                       NULL};
     redisReply *r = NULL;
     int rc = rd_batch(st, &c, 1, &r, "watch XREAD BLOCK", NULL);
     if (rc)
