@@ -31,7 +31,7 @@ extern char **environ;
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: refit demo [--model qwen3|qwen3_moe|glm] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
+            "usage: refit demo [--model qwen3|qwen3_moe|glm|deepseek_v3|glm5] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi|cuda_ipc] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
@@ -41,7 +41,8 @@ static int usage(FILE *f)
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
             "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
             "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
-            "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE- and GLM-4.5-shaped ones otherwise\n"
+            "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE-, GLM-4.5-, DeepSeek-V3- (MLA with q LoRA)\n"
+            "and GLM-5-shaped (MLA plus the sparse-attention indexer) ones otherwise\n"
             "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
             "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n"
             "--device cuda keeps the trainers' tensors and the engines' destinations in GPU memory\n"
@@ -104,6 +105,35 @@ static int config_from_yaml(const struct demo *d, char *buf, size_t n)
     return 0;
 }
 
+/* Small MLA models: DeepSeek-V3's layout (q LoRA, layer 0 dense, routed
+ * and shared experts, the router's fp32 score-correction bias) and GLM-5's
+ * (the same plus a sparse-attention indexer per layer, mlp_layer_types, an
+ * MTP layer that is never loaded).  Every vLLM partition at TP 1, 2 and 4
+ * sits on the 128 grid, so FP8 stays on. */
+static void mla_config_json(const struct demo *d, char *buf, size_t n)
+{
+    int layers = d->layers ? d->layers : 6, glm5 = !strcmp(d->model, "glm5");
+    char types[1024] = "";
+    size_t o = 0;
+    for (int l = 0; glm5 && l < layers && o < sizeof(types); l++)
+        o += (size_t)snprintf(types + o, sizeof(types) - o, "%s\"%s\"", l ? ", " : "", l ? "sparse" : "dense");
+    snprintf(buf, n,
+             "{\"architectures\": [\"%s\"], \"model_type\": \"%s\", \"num_hidden_layers\": %d, "
+             "\"num_nextn_predict_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
+             "\"num_key_value_heads\": 16, \"q_lora_rank\": 384, \"kv_lora_rank\": 256, "
+             "\"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128, "
+             "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
+             "\"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"first_k_dense_replace\": 1, "
+             "\"moe_layer_freq\": 1, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+             "\"vocab_size\": %d, \"tie_word_embeddings\": false, \"attention_bias\": false%s%s%s, "
+             "\"torch_dtype\": \"bfloat16\"}\n",
+             glm5 ? "GlmMoeDsaForCausalLM" : "DeepseekV3ForCausalLM", glm5 ? "glm_moe_dsa" : "deepseek_v3",
+             layers, glm5, d->vocab ? d->vocab : 32000,
+             glm5 ? ", \"index_n_heads\": 8, \"index_head_dim\": 128, \"index_topk\": 256, \"mlp_layer_types\": ["
+                  : "",
+             types, glm5 ? "]" : "");
+}
+
 static const char *config_json(const struct demo *d, char *buf, size_t n)
 {
     if (!strcmp(d->model, "qwen3"))
@@ -123,6 +153,8 @@ static const char *config_json(const struct demo *d, char *buf, size_t n)
                  "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": %d, "
                  "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
                  d->layers ? d->layers : 6, d->vocab ? d->vocab : 32000);
+    else if (!strcmp(d->model, "deepseek_v3") || !strcmp(d->model, "glm5"))
+        mla_config_json(d, buf, n);
     else
         snprintf(buf, n,
                  "{\"architectures\": [\"Glm4MoeForCausalLM\"], \"model_type\": \"glm4_moe\", "
@@ -155,11 +187,22 @@ static int write_text(const char *path, const char *text)
     return fclose(f) ? refit_error_set(REFIT_EIO, "%s: %s", path, strerror(errno)) : 0;
 }
 
+static const char *demo_model_label(const char *model)
+{
+    static const char *const names[][2] = {{"qwen3", "Qwen3-0.6B"},     {"glm", "GLM-4.5"},
+                                           {"qwen3_moe", "Qwen3-MoE"},  {"deepseek_v3", "DeepSeek-V3"},
+                                           {"glm5", "GLM-5"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(model, names[i][0]))
+            return names[i][1];
+    return model;
+}
+
 /* Every HF tensor of the model (the hf layout at tp 1 names them all),
  * filled with a fixed pseudo-random sequence: small weights, norms near 1. */
 static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 {
-    char cfg[2048], path[700];
+    char cfg[4096], path[700];
     if (d->make_only)
         snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->dir);
     else
@@ -221,8 +264,7 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
         rc = refit_st_writer_write(w, path);
     if (!rc)
         printf("checkpoint: %s-shaped, %zu tensors, %.3f GB bf16, in %s\n",
-               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5"
-                                                 : !strcmp(d->model, "qwen3_moe") ? "Qwen3-MoE" : d->model,
+               demo_model_label(d->model),
                refit_layout_count(lay), (double)total / 1e9, d->ckpt);
     refit_st_writer_destroy(w);
     refit_layout_destroy(lay);
@@ -286,7 +328,7 @@ static int expected_for(struct demo *d, refit_loader_t *loader, int version, int
     int rc = 0;
     /* Version V's checkpoint: the stand-in's change applied to every tensor. */
     if (access(path, F_OK) != 0) {
-        char cfg[2048];
+        char cfg[4096];
         FILE *f = fopen(src, "r");
         size_t n = f ? fread(cfg, 1, sizeof(cfg) - 1, f) : 0;
         if (f)
@@ -463,8 +505,9 @@ int demo_parse(struct demo *d, int argc, char **argv)
     }
     size_t ml = strlen(d->model);
     if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm") &&
-        !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
-        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm or a model YAML", d->model);
+        strcmp(d->model, "deepseek_v3") && strcmp(d->model, "glm5") && !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
+        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm, deepseek_v3, glm5 or a model YAML",
+                               d->model);
     if (strcmp(d->fp8, "trainer") && strcmp(d->fp8, "deepgemm") && strcmp(d->fp8, "off"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer, deepgemm or off", d->fp8);
     if (!d->device)
