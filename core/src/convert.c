@@ -73,13 +73,12 @@ static int expect_instance(void *arg, const struct refit_model_entry *e, int64_t
 {
     struct expect_ctx *c = arg;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
-    int64_t ne = expert ? c->m->shape.experts : 1;
-    int np = e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+    int64_t ne = expert ? c->m->experts : 1;
+    const struct rf_entry_val *ev = rf_entry_val(c->m, e);
     for (int64_t x = 0; x < ne; x++)
-        for (int i = 0; i < np; i++) {
-            int rc = expect_add(c, rf_model_name(e->hf[i], layer, expert ? x : -1),
-                                e->cols == REFIT_DIM_NONE ? 1 : 2, rf_model_dim(c->m, e->rows[i]),
-                                rf_model_dim(c->m, e->cols));
+        for (int i = 0; i < ev->n_parts; i++) {
+            int rc = expect_add(c, rf_model_name(e->hf[i], layer, expert ? x : -1), ev->ndim, ev->rows[i],
+                                ev->cols);
             if (rc)
                 return rc;
         }
@@ -990,6 +989,9 @@ int refit_convert_opts_from_config(const refit_config_t *cfg, struct refit_conve
     if (rc)
         return rc;
     o->target = !strcmp(s, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
+    /* other names: any target layout of the model plugin (hf and vllm stay
+     * in the enum, which older callers override after this) */
+    o->target_name = strcmp(s, "hf") && strcmp(s, "vllm") ? s : NULL;
     rc = refit_config_list(cfg, "model.skip", &o->skip, &o->n_skip);
     if (rc == REFIT_ENOENT)
         rc = 0, o->n_skip = 0;

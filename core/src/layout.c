@@ -11,7 +11,9 @@
 #include "model_int.h"
 #include "refit/status.h"
 
-#define FP8_BLOCK 128
+/* Parts of one destination: three per entry, or more when entries of one
+ * layer fuse into one destination by name. */
+#define RF_MAX_PARTS 8
 
 struct ltensor {
     struct refit_layout_tensor pub;
@@ -19,9 +21,10 @@ struct ltensor {
     /* For the vLLM block-FP8 check: each fused part's rows per rank, and
      * whether rows / columns are TP partitions. */
     int n_parts;
-    const char *part_name[3];
-    int64_t part_rows[3];
+    const char *part_name[RF_MAX_PARTS];
+    int64_t part_rows[RF_MAX_PARTS];
     bool rows_split, cols_split, merged;
+    bool stack_row, stack_col; /* an expert stack of down (row) or gate/up (column) projections */
 };
 
 struct refit_layout {
@@ -38,24 +41,6 @@ struct refit_layout {
 
 /* ------------------------------------------------------------------ */
 /* Helpers shared with convert.c */
-
-int64_t rf_model_dim(const refit_model_t *m, enum refit_model_dim d)
-{
-    const struct refit_model_shape *s = &m->shape;
-    switch (d) {
-    case REFIT_DIM_NONE: return 1;
-    case REFIT_DIM_HIDDEN: return s->hidden;
-    case REFIT_DIM_VOCAB: return s->vocab;
-    case REFIT_DIM_Q: return s->heads * s->head_dim;
-    case REFIT_DIM_KV: return s->kv_heads * s->head_dim;
-    case REFIT_DIM_HEAD: return s->head_dim;
-    case REFIT_DIM_INTER: return s->intermediate;
-    case REFIT_DIM_MOE_INTER: return s->moe_intermediate;
-    case REFIT_DIM_SHARED_INTER: return s->moe_intermediate * s->n_shared_experts;
-    case REFIT_DIM_EXPERTS: return s->experts;
-    }
-    return 0;
-}
 
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert)
 {
@@ -96,14 +81,9 @@ int rf_match_any(const char *name, const char *const *pats, size_t n)
     return 0;
 }
 
-static int entry_present(const struct refit_model_shape *s, const struct refit_model_entry *e)
+static int entry_present(const refit_model_t *m, const struct refit_model_entry *e)
 {
-    uint32_t rq = e->requires;
-    return !(((rq & REFIT_REQ_ATTN_BIAS) && !s->attention_bias) ||
-             ((rq & REFIT_REQ_QK_NORM) && !s->qk_norm) ||
-             ((rq & REFIT_REQ_UNTIED) && s->tie_word_embeddings) ||
-             ((rq & REFIT_REQ_SHARED_EXPERTS) && s->n_shared_experts <= 0) ||
-             ((rq & REFIT_REQ_EXPERT_BIAS) && !s->expert_bias));
+    return rf_entry_val(m, e)->present;
 }
 
 /* Global entries first, then layer by layer in table order, so layouts
@@ -113,7 +93,7 @@ int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
         const struct refit_model_entry *e = &m->entries[i];
-        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(s, e))
+        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(m, e))
             continue;
         int rc = fn(arg, e, -1);
         if (rc)
@@ -123,7 +103,7 @@ int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
         enum refit_layer_kind k = m->kinds[l];
         for (size_t i = 0; i < m->n_entries; i++) {
             const struct refit_model_entry *e = &m->entries[i];
-            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(s, e) ||
+            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(m, e) ||
                 (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
                 (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
                 continue;
@@ -280,18 +260,19 @@ struct part {
 static int part_of(const refit_model_t *m, const struct refit_model_entry *e, int i, int64_t layer,
                    int64_t expert, struct part *p)
 {
+    const struct rf_entry_val *v = rf_entry_val(m, e);
     p->name = rf_model_name(e->hf[i], layer, expert);
     if (!p->name)
         return REFIT_ENOMEM;
-    p->ndim = e->cols == REFIT_DIM_NONE ? 1 : 2;
-    p->rows = rf_model_dim(m, e->rows[i]);
-    p->cols = rf_model_dim(m, e->cols);
+    p->ndim = v->ndim;
+    p->rows = v->rows[i];
+    p->cols = v->cols;
     return 0;
 }
 
-static int n_parts(const struct refit_model_entry *e)
+static int n_parts(const refit_model_t *m, const struct refit_model_entry *e)
 {
-    return e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+    return rf_entry_val(m, e)->n_parts;
 }
 
 static int src_of(refit_layout_t *lay, const struct part *p, uint32_t *out)
@@ -318,6 +299,7 @@ static int64_t round_up(int64_t v, int64_t m)
 struct tctx {
     const refit_model_t *m;
     const struct refit_convert_opts *o;
+    const struct refit_target_layout *t;
     refit_layout_t *lay;
     int tp, rank, ep;
 };
@@ -326,28 +308,29 @@ struct tctx {
 static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, int part,
                       const struct part *p, const char *dname, int64_t *start, int64_t *n)
 {
-    const struct refit_model_shape *s = &c->m->shape;
+    const struct rf_entry_val *v = rf_entry_val(c->m, e);
+    int64_t heads = v->args[0], groups = v->args[1], hd = v->args[2];
     int tp = c->tp, r = c->rank;
     switch (e->role) {
     case REFIT_ROLE_QKV_COLUMN:
         if (part == 0) {
-            int rc = divides("num_attention_heads", s->heads, tp, dname);
+            int rc = divides("num_attention_heads", heads, tp, dname);
             if (rc)
                 return rc;
-            *n = s->heads / tp * s->head_dim;
+            *n = heads / tp * hd;
             *start = r * *n;
-        } else if (tp >= s->kv_heads) {
-            int rc = divides("tensor parallelism", tp, s->kv_heads, dname);
+        } else if (tp >= groups) {
+            int rc = divides("tensor parallelism", tp, groups, dname);
             if (rc)
                 return rc;
             /* one KV head per rank, replicated over tp/G ranks */
-            *n = s->head_dim;
-            *start = (r / (tp / s->kv_heads)) * s->head_dim;
+            *n = hd;
+            *start = (r / (tp / groups)) * hd;
         } else {
-            int rc = divides("num_key_value_heads", s->kv_heads, tp, dname);
+            int rc = divides("num_key_value_heads", groups, tp, dname);
             if (rc)
                 return rc;
-            *n = s->kv_heads / tp * s->head_dim;
+            *n = groups / tp * hd;
             *start = r * *n;
         }
         return 0;
@@ -395,9 +378,10 @@ static int infer_cols(const struct tctx *c, const struct refit_model_entry *e, c
 static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struct part *p)
 {
     int64_t V = p->rows;
-    /* vLLM pads the vocabulary to a multiple of 64; the hf layout keeps it. */
-    int64_t Vp = c->o->target == REFIT_TARGET_VLLM ? round_up(V, 64) : V;
-    const char *pat = e->dst[c->o->target].name ? e->dst[c->o->target].name : e->hf[0];
+    /* the engine pads the vocabulary (vLLM to a multiple of 64); hf keeps it */
+    int64_t Vp = c->t->vocab_multiple > 1 ? round_up(V, c->t->vocab_multiple) : V;
+    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
+    const char *pat = d && d->name ? d->name : e->hf[0];
     char *name = rf_model_name(pat, -1, -1);
     int rc = divides("padded vocabulary", Vp, c->tp, name ? name : pat);
     if (!rc)
@@ -417,12 +401,12 @@ static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struc
 }
 
 /* One destination tensor made of parts[0..np) (concatenated on rows) for one
- * expert slot: appends the pieces at dst_index `slot`. */
-static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct part *parts,
-                      int first, int np, int64_t slot, const char *dname, struct ltensor *t)
+ * expert slot: appends the pieces at dst_index `slot`, from destination row
+ * dr and as the tensor's parts [base, base + np). */
+static int fill_parts_at(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int first,
+                         int np, int64_t slot, const char *dname, struct ltensor *t, int64_t dr, int base)
 {
-    int64_t dr = 0;
-    t->n_parts = np;
+    t->n_parts = base + np;
     for (int i = 0; i < np; i++) {
         struct part *p = &parts[first + i];
         int64_t r0, nr, c0, nc;
@@ -437,14 +421,22 @@ static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct 
             rc = add_piece(c->lay, si, r0, c0, slot, dr, 0, nr, nc);
         if (rc)
             return rc;
-        t->part_name[i] = e->hf[first + i];
-        t->part_rows[i] = nr;
+        t->part_name[base + i] = e->hf[first + i];
+        t->part_rows[base + i] = nr;
         t->rows_split |= nr != p->rows;
         t->cols_split |= csplit;
         dr += nr;
     }
-    t->merged = np > 1;
+    t->merged = base + np > 1;
     return 0;
+}
+
+/* One destination tensor made of parts[0..np) (concatenated on rows) for one
+ * expert slot: appends the pieces at dst_index `slot`. */
+static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct part *parts,
+                      int first, int np, int64_t slot, const char *dname, struct ltensor *t)
+{
+    return fill_parts_at(c, e, parts, first, np, slot, dname, t, 0, 0);
 }
 
 static int skip_name(const struct refit_convert_opts *o, const char *name)
@@ -472,11 +464,11 @@ static int dst_extent(const struct tctx *c, const struct refit_model_entry *e, c
 static int target_unfused(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                           int64_t layer, int64_t eid)
 {
-    const struct refit_model_dst *d = &e->dst[c->o->target];
+    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
     for (int i = 0; i < np; i++) {
         if (skip_name(c->o, parts[i].name))
             continue;
-        char *dn = d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
+        char *dn = d && d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
         int64_t rows, cols;
         int rc = dn ? dst_extent(c, e, parts, i, 1, dn, &rows, &cols) : REFIT_ENOMEM;
         if (rc) {
@@ -494,12 +486,27 @@ static int target_unfused(struct tctx *c, const struct refit_model_entry *e, str
     return 0;
 }
 
-/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT). */
+/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT).  When
+ * the tensor just built has the same name (an earlier entry of this layer
+ * fuses into it), the parts are appended to it. */
 static int target_concat(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                          int64_t layer, char *dn)
 {
     int64_t rows, cols;
     int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    struct ltensor *t = c->lay->n ? &c->lay->t[c->lay->n - 1] : NULL;
+    if (!rc && t && !strcmp(t->pub.name, dn)) {
+        if (t->pub.ndim != parts[0].ndim || (t->pub.ndim == 2 && t->pub.shape[1] != cols) ||
+            t->n_parts + np > RF_MAX_PARTS)
+            rc = refit_error_set(REFIT_EINVAL, "'%s': the entries fused into it differ in columns "
+                                               "or have more than %d parts", dn, RF_MAX_PARTS);
+        free(dn);
+        if (rc)
+            return rc;
+        int64_t at = t->pub.shape[0];
+        t->pub.shape[0] += rows;
+        return fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, at, t->n_parts);
+    }
     if (rc) {
         free(dn);
         return rc;
@@ -507,7 +514,7 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
     rc = begin_tensor(c->lay, dn, e, layer, -1, parts[0].ndim, rows, parts[0].ndim == 2 ? cols : 0, 0);
     if (rc)
         return rc;
-    struct ltensor *t = &c->lay->t[c->lay->n - 1];
+    t = &c->lay->t[c->lay->n - 1];
     return fill_parts(c, e, parts, 0, np, 0, t->pub.name, t);
 }
 
@@ -530,29 +537,29 @@ static int target_stack(struct tctx *c, const struct refit_model_entry *e, struc
         return rc;
     struct ltensor *t = &c->lay->t[c->lay->n - 1];
     rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
-    /* vLLM's fused-MoE FP8 needs the intermediate partition on the 128
-     * grid whether or not it is split: gate/up are merged in w13, and w2's
-     * input is that partition. */
+    /* fused-MoE FP8 (REFIT_FP8_GRID_STACKS) needs the intermediate
+     * partition on the grid whether or not it is split: gate/up are merged
+     * in w13, and w2's input is that partition. */
     if (e->role == REFIT_ROLE_EXPERT_ROW)
-        t->cols_split = true;
+        t->stack_row = true;
     else
-        t->merged = true;
+        t->stack_col = true;
     return rc;
 }
 
 static int target_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct tctx *c = arg;
-    const struct refit_model_dst *d = &e->dst[c->o->target];
-    int np = n_parts(e), rc = 0;
+    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
+    int np = n_parts(c->m, e), rc = 0;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
     int64_t e0 = 0, ne = 1;
     if (expert) {
         int ep = c->ep > 1 ? c->ep : 1;
-        rc = divides("experts", c->m->shape.experts, ep, e->megatron);
+        rc = divides("experts", c->m->experts, ep, e->megatron);
         if (rc)
             return rc;
-        ne = c->m->shape.experts / ep;
+        ne = c->m->experts / ep;
         e0 = c->ep > 1 ? c->rank * ne : 0; /* whole experts of this rank */
     }
     struct part parts[3] = {{0}};
@@ -569,7 +576,7 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
                 rc = vocab_target(c, e, &parts[0]);
             break;
         }
-        if (d->fusion == REFIT_FUSE_NONE || !d->name) {
+        if (!d || d->fusion == REFIT_FUSE_NONE || !d->name) {
             rc = target_unfused(c, e, parts, np, layer, eid);
             continue;
         }
@@ -599,51 +606,61 @@ static const char *part_label(const char *pattern)
     return b && b[1] == '.' ? b + 2 : pattern;
 }
 
-/* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
- * output partition of a merged or TP-split layer, and the input partition
- * of a row-split one, to be a multiple of the 128 block. */
-static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o)
+/* The engine's block-FP8 partition rule (the target's fp8_grid bits; for
+ * vLLM, fp8.py create_weights): every output partition of a merged or
+ * TP-split layer, and the input partition of a column-split one, on the
+ * block grid; fused-MoE stacks need the intermediate partition on it
+ * whether or not it is split. */
+static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o,
+                        const struct refit_target_layout *tg)
 {
     const struct refit_layout_tensor *p = &t->pub;
-    int64_t cols = p->shape[p->ndim - 1];
-    if (t->merged || t->rows_split)
+    int64_t cols = p->shape[p->ndim - 1], blk = tg->fp8_block > 0 ? tg->fp8_block : 128;
+    uint32_t g = tg->fp8_grid;
+    const char *eng = tg->engine ? tg->engine : tg->name;
+    bool stacks = (g & REFIT_FP8_GRID_STACKS) != 0;
+    bool merged = (t->merged || (stacks && t->stack_col)) && (g & REFIT_FP8_GRID_MERGED_PARTS);
+    bool split = t->rows_split && (g & REFIT_FP8_GRID_SPLIT_PARTS);
+    bool csplit = (t->cols_split && (g & REFIT_FP8_GRID_SPLIT_COLS)) || (stacks && t->stack_row);
+    if (merged || split)
         for (int i = 0; i < t->n_parts; i++)
-            if (t->part_rows[i] % FP8_BLOCK)
+            if (t->part_rows[i] % blk)
                 return refit_error_set(
                     REFIT_EINVAL,
-                    "FP8 refused for '%s' on vLLM rank %d of %d: its part %s has %lld rows per rank, "
-                    "not a multiple of %d; vLLM's block-FP8 kernels need every %s partition on the "
-                    "128x128 grid (exclude it with fp8.exclude or change tp)",
-                    p->name, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i], FP8_BLOCK,
-                    t->merged ? "fused" : "tensor-parallel");
-    if (t->cols_split && cols % FP8_BLOCK)
+                    "FP8 refused for '%s' on %s rank %d of %d: its part %s has %lld rows per rank, "
+                    "not a multiple of %lld; %s's block-FP8 kernels need every %s partition on the "
+                    "%lldx%lld grid (exclude it with fp8.exclude or change tp)",
+                    p->name, eng, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i],
+                    (long long)blk, eng, t->merged ? "fused" : "tensor-parallel", (long long)blk, (long long)blk);
+    if (csplit && cols % blk)
         return refit_error_set(
             REFIT_EINVAL,
-            "FP8 refused for '%s' on vLLM rank %d of %d: its input partition has %lld columns, not a "
-            "multiple of %d; vLLM's block-FP8 kernels cannot serve it (exclude it with fp8.exclude "
+            "FP8 refused for '%s' on %s rank %d of %d: its input partition has %lld columns, not a "
+            "multiple of %lld; %s's block-FP8 kernels cannot serve it (exclude it with fp8.exclude "
             "or change tp)",
-            p->name, o->rank, o->tp, (long long)cols, FP8_BLOCK);
+            p->name, eng, o->rank, o->tp, (long long)cols, (long long)blk, eng);
     return 0;
 }
 
-static int apply_fp8(refit_layout_t *lay, const struct refit_convert_opts *o)
+static int apply_fp8(const refit_model_t *m, refit_layout_t *lay, const struct refit_convert_opts *o,
+                     const struct refit_target_layout *tg)
 {
     for (size_t i = 0; i < lay->n; i++) {
         struct ltensor *t = &lay->t[i];
         t->pub.pieces = lay->pieces + t->first;
         t->pub.n_pieces = t->count;
-        const struct refit_model_dst *d = &t->pub.entry->dst[o->target];
-        t->pub.dtype = d->dtype;
+        const struct refit_model_dst *d = rf_model_dst(m, tg, t->pub.entry);
+        t->pub.dtype = d ? d->dtype : REFIT_DTYPE_INVALID;
         if (!o->fp8.enabled || t->pub.ndim < 2)
             continue;
-        bool q = d->fp8;
+        bool q = !d || d->fp8 == REFIT_FP8_ENTRY ? t->pub.entry->fp8 : d->fp8 == REFIT_FP8_ON;
         if (o->fp8.n_include && rf_match_any(t->pub.name, o->fp8.include, o->fp8.n_include))
             q = true;
         if (o->fp8.n_exclude && rf_match_any(t->pub.name, o->fp8.exclude, o->fp8.n_exclude))
             q = false;
         t->pub.fp8 = q;
-        if (q && o->target == REFIT_TARGET_VLLM) {
-            int rc = fp8_servable(t, o);
+        if (q && tg->fp8_grid) {
+            int rc = fp8_servable(t, o, tg);
             if (rc)
                 return rc;
         }
@@ -664,9 +681,9 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
 {
     if (!m || !o || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_target: NULL argument");
-    struct tctx c = {m, o, NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep};
-    if (o->target != REFIT_TARGET_HF && o->target != REFIT_TARGET_VLLM)
-        return refit_error_set(REFIT_EINVAL, "unknown target layout %d", (int)o->target);
+    struct tctx c = {m, o, rf_model_target(m, rf_target_name(o)), NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep};
+    if (!c.t)
+        return REFIT_EINVAL;
     if (c.rank < 0 || c.rank >= c.tp)
         return refit_error_set(REFIT_EINVAL, "rank %d outside tensor parallelism %d", c.rank, c.tp);
     if (c.ep > 1 && c.ep != c.tp)
@@ -682,7 +699,7 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
     int rc = rf_model_instances(m, target_instance, &c);
     finish(lay);
     if (!rc)
-        rc = apply_fp8(lay, o);
+        rc = apply_fp8(m, lay, o, c.t);
     if (rc) {
         refit_layout_destroy(lay);
         return rc;
@@ -703,10 +720,11 @@ struct mctx {
 
 /* linear_qkv rows [a, b) of the global tensor interleaved per query group:
  * group g holds its n query heads, then its key head, then its value head. */
-static int qkv_pieces(struct mctx *c, struct part *parts, int64_t a, int64_t b, int64_t cols)
+static int qkv_pieces(struct mctx *c, const struct refit_model_entry *e, struct part *parts, int64_t a,
+                      int64_t b, int64_t cols)
 {
-    const struct refit_model_shape *s = &c->m->shape;
-    int64_t d = s->head_dim, n = s->heads / s->kv_heads, grp = (n + 2) * d;
+    const struct rf_entry_val *v = rf_entry_val(c->m, e);
+    int64_t d = v->args[2], n = v->args[0] / v->args[1], grp = (n + 2) * d;
     uint32_t si[3];
     for (int i = 0; i < 3; i++) {
         int rc = src_of(c->lay, &parts[i], &si[i]);
@@ -732,7 +750,7 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
     const struct refit_megatron_rank *r = c->r;
     bool expert = eid >= 0;
     int tp = expert ? r->etp : r->tp, tr = expert ? r->etp_rank : r->tp_rank;
-    int np = n_parts(e), rc = 0;
+    int np = n_parts(c->m, e), rc = 0;
     struct part parts[3] = {{0}};
     for (int i = 0; i < np && !rc; i++)
         rc = part_of(c->m, e, i, layer, eid, &parts[i]);
@@ -773,18 +791,19 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
         break;
     }
     case REFIT_ROLE_QKV_COLUMN: {
-        const struct refit_model_shape *s = &c->m->shape;
-        if (s->heads % tp || (s->kv_heads % tp && tp % s->kv_heads)) {
+        const struct rf_entry_val *v = rf_entry_val(c->m, e);
+        int64_t heads = v->args[0], groups = v->args[1];
+        if (groups <= 0 || heads % groups || heads % tp || (groups % tp && tp % groups)) {
             rc = refit_error_set(REFIT_EINVAL,
                                  "%s: %lld heads / %lld query groups cannot be split over tp %d", name,
-                                 (long long)s->heads, (long long)s->kv_heads, tp);
+                                 (long long)heads, (long long)groups, tp);
             break;
         }
         int64_t R = parts[0].rows + parts[1].rows + parts[2].rows, per = R / tp;
         rc = begin_tensor(c->lay, name, e, layer, eid, nd, per, nd == 2 ? cols : 0, 0);
         name = NULL;
         if (!rc)
-            rc = qkv_pieces(c, parts, tr * per, (tr + 1) * per, cols);
+            rc = qkv_pieces(c, e, parts, tr * per, (tr + 1) * per, cols);
         break;
     }
     case REFIT_ROLE_GATED_COLUMN:
@@ -831,7 +850,7 @@ static int megatron_instance(void *arg, const struct refit_model_entry *e, int64
     struct mctx *c = arg;
     if (e->role != REFIT_ROLE_EXPERT_COLUMN && e->role != REFIT_ROLE_EXPERT_ROW)
         return megatron_one(c, e, layer, -1, -1);
-    int64_t E = c->m->shape.experts;
+    int64_t E = c->m->experts;
     int rc = divides("experts", E, c->r->ep, e->megatron);
     if (rc)
         return rc;

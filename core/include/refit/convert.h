@@ -49,7 +49,9 @@ const char *refit_model_plugin(const refit_model_t *m);
 /* Kind of layer in [0, n_layers + n_mtp_layers). */
 int refit_model_layer_kind(const refit_model_t *m, int64_t layer, enum refit_layer_kind *out);
 /* The plugin's spec table. */
-void refit_model_spec(const refit_model_t *m, const struct refit_model_entry **entries, size_t *n);
+const struct refit_model_spec *refit_model_spec(const refit_model_t *m);
+/* The value of a dimension the plugin declares (REFIT_ENOENT if none). */
+int refit_model_dim(const refit_model_t *m, const char *name, int64_t *out);
 
 /* ------------------------------------------------------------------ */
 /* Options */
@@ -66,8 +68,12 @@ struct refit_fp8_policy {
     size_t n_exclude;
 };
 
+/* Shorthands for two target layout names (older callers); target_name
+ * names any target layout the model plugin offers. */
+enum refit_model_target { REFIT_TARGET_HF = 0, REFIT_TARGET_VLLM = 1 };
+
 struct refit_convert_opts {
-    enum refit_model_target target;
+    enum refit_model_target target; /* used when target_name is NULL */
     int tp, rank; /* inference tensor parallelism (0 means 1) and rank */
     /* Expert parallelism: 0 or 1 none (experts sliced over tp); otherwise
      * it must equal tp and rank r holds experts [r*E/ep, (r+1)*E/ep) whole. */
@@ -77,6 +83,9 @@ struct refit_convert_opts {
     const char *const *skip;
     size_t n_skip;
     bool include_mtp; /* MTP layers (not supported yet: REFIT_ENOTSUP) */
+    /* The target layout by name ("hf", "vllm", "sglang", "transformers": the
+     * model plugin's targets); NULL: `target`. */
+    const char *target_name;
 };
 
 /* Fill *o from a configuration's model section (target, skip, fp8.*). */
