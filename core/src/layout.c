@@ -288,6 +288,21 @@ static int divides(const char *what, int64_t n, int64_t by, const char *name)
     return 0;
 }
 
+/* A TP split of n rows (or columns) made of whole units of `unit` (an
+ * attention head's rows: the role's first argument, 0 for none) must not
+ * cut a unit: every rank holds whole heads. */
+static int divides_units(const char *what, int64_t n, int64_t unit, int64_t by, const char *name)
+{
+    if (unit <= 0 || by <= 1)
+        return divides(what, n, by, name);
+    if (n % unit || (n / unit) % by)
+        return refit_error_set(REFIT_EINVAL,
+                               "%s: %s %lld are %lld heads of %lld, which tensor parallelism %lld would cut "
+                               "(every rank must hold whole heads)",
+                               name, what, (long long)n, (long long)(n / unit), (long long)unit, (long long)by);
+    return 0;
+}
+
 static int64_t round_up(int64_t v, int64_t m)
 {
     return (v + m - 1) / m * m;
@@ -336,7 +351,7 @@ static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, i
         return 0;
     case REFIT_ROLE_GATED_COLUMN:
     case REFIT_ROLE_COLUMN: {
-        int rc = divides("rows", p->rows, tp, dname);
+        int rc = divides_units("rows", p->rows, e->role == REFIT_ROLE_COLUMN ? heads : 0, tp, dname);
         if (rc)
             return rc;
         *n = p->rows / tp;
@@ -365,7 +380,8 @@ static int infer_cols(const struct tctx *c, const struct refit_model_entry *e, c
 {
     int tpc = e->role == REFIT_ROLE_ROW ? c->tp
               : e->role == REFIT_ROLE_EXPERT_ROW ? (c->ep > 1 ? 1 : c->tp) : 1;
-    int rc = divides("input columns", p->cols, tpc, dname);
+    int64_t unit = e->role == REFIT_ROLE_ROW ? rf_entry_val(c->m, e)->args[0] : 0;
+    int rc = divides_units("input columns", p->cols, unit, tpc, dname);
     if (rc)
         return rc;
     int r = tpc > 1 ? c->rank : 0;
@@ -622,8 +638,12 @@ static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts
     bool merged = (t->merged || (stacks && t->stack_col)) && (g & REFIT_FP8_GRID_MERGED_PARTS);
     bool split = t->rows_split && (g & REFIT_FP8_GRID_SPLIT_PARTS);
     bool csplit = (t->cols_split && (g & REFIT_FP8_GRID_SPLIT_COLS)) || (stacks && t->stack_row);
+    /* a fused layer that is not split may end off the grid (vLLM's
+     * validate_fp8_block_shape: "we allow the last matrix to not be a
+     * multiple of block size"): fused_qkv_a_proj's kv_a part, 576 rows */
+    int n_check = merged && !t->rows_split ? t->n_parts - 1 : t->n_parts;
     if (merged || split)
-        for (int i = 0; i < t->n_parts; i++)
+        for (int i = 0; i < n_check; i++)
             if (t->part_rows[i] % blk)
                 return refit_error_set(
                     REFIT_EINVAL,
@@ -778,7 +798,7 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
         int64_t V = parts[0].rows;
         int64_t div = r->vocab_divisible_by > 0 ? r->vocab_divisible_by : 128;
         int64_t Vp = e->role == REFIT_ROLE_VOCAB ? round_up(V, div * tp) : V;
-        rc = divides("rows", Vp, tp, name);
+        rc = divides_units("rows", Vp, e->role == REFIT_ROLE_COLUMN ? rf_entry_val(c->m, e)->args[0] : 0, tp, name);
         if (rc)
             break;
         int64_t per = Vp / tp, a = tr * per, b = a + per < V ? a + per : V;
@@ -823,7 +843,8 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
     }
     case REFIT_ROLE_ROW:
     case REFIT_ROLE_EXPERT_ROW: {
-        rc = divides("input columns", cols, tp, name);
+        rc = divides_units("input columns", cols, e->role == REFIT_ROLE_ROW ? rf_entry_val(c->m, e)->args[0] : 0,
+                           tp, name);
         if (rc)
             break;
         int64_t per = cols / tp;
