@@ -4,6 +4,7 @@
  * ../shared/conversion.md sections 2 and 3 lives here and nowhere else; the
  * conversion engine and the pull-mode planner only follow the pieces. */
 #include <fnmatch.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,9 @@ struct refit_layout {
     struct ltensor *t;
     size_t n, cap;
     struct refit_layout_piece *pieces;
+    uint32_t *owner;      /* while building: the tensor of each piece */
     size_t n_pieces, cap_pieces;
+    size_t cur;           /* the tensor add_piece appends to */
     struct refit_layout_src *src;
     size_t n_src, cap_src;
     /* open-addressing hash of source names -> index + 1 */
@@ -86,14 +89,24 @@ static int entry_present(const refit_model_t *m, const struct refit_model_entry 
     return rf_entry_val(m, e)->present;
 }
 
+static int is_global(enum refit_model_scope s)
+{
+    return s == REFIT_SCOPE_GLOBAL || s == REFIT_SCOPE_FINAL || s == REFIT_SCOPE_TIED_COPY;
+}
+
+int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+{
+    return rf_model_instances_ex(m, false, fn, arg);
+}
+
 /* Global entries first, then layer by layer in table order, so layouts
  * list tensors the way checkpoints do. */
-int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg)
 {
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
         const struct refit_model_entry *e = &m->entries[i];
-        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(m, e))
+        if (!is_global(e->scope) || !entry_present(m, e) || (e->scope == REFIT_SCOPE_TIED_COPY && !tied_copies))
             continue;
         int rc = fn(arg, e, -1);
         if (rc)
@@ -103,7 +116,7 @@ int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
         enum refit_layer_kind k = m->kinds[l];
         for (size_t i = 0; i < m->n_entries; i++) {
             const struct refit_model_entry *e = &m->entries[i];
-            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(m, e) ||
+            if (is_global(e->scope) || !entry_present(m, e) ||
                 (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
                 (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
                 continue;
@@ -190,13 +203,15 @@ static int intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t r
     return 0;
 }
 
-/* A piece of the tensor being built (the last one); merged with the
- * previous piece when both sides continue it row-wise. */
+/* A piece of the tensor being built (lay->cur: the last one begun, or an
+ * earlier one of the layer that later entries fuse into); merged with the
+ * previous piece when both sides continue it row-wise.  finish() groups
+ * the pieces by tensor. */
 static int add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, int64_t di,
                      int64_t dr, int64_t dc, int64_t rows, int64_t cols)
 {
-    struct ltensor *t = &lay->t[lay->n - 1];
-    if (t->count) {
+    struct ltensor *t = &lay->t[lay->cur];
+    if (t->count && lay->owner[lay->n_pieces - 1] == lay->cur) {
         struct refit_layout_piece *p = &lay->pieces[lay->n_pieces - 1];
         if (p->src == src && p->src_col == sc && p->cols == cols && p->dst_index == di &&
             p->dst_col == dc && p->src_row + p->rows == sr && p->dst_row + p->rows == dr) {
@@ -207,11 +222,15 @@ static int add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, 
     if (lay->n_pieces == lay->cap_pieces) {
         size_t cap = lay->cap_pieces ? lay->cap_pieces * 2 : 256;
         struct refit_layout_piece *n = realloc(lay->pieces, cap * sizeof(*n));
-        if (!n)
+        if (n)
+            lay->pieces = n;
+        uint32_t *o = n ? realloc(lay->owner, cap * sizeof(*o)) : NULL;
+        if (!o)
             return REFIT_ENOMEM;
-        lay->pieces = n;
+        lay->owner = o;
         lay->cap_pieces = cap;
     }
+    lay->owner[lay->n_pieces] = (uint32_t)lay->cur;
     lay->pieces[lay->n_pieces++] = (struct refit_layout_piece){src, sr, sc, di, dr, dc, rows, cols};
     t->count++;
     return 0;
@@ -245,6 +264,7 @@ static int begin_tensor(refit_layout_t *lay, char *name, const struct refit_mode
     t->pub.expert = expert;
     t->pub.entry = e;
     t->first = lay->n_pieces;
+    lay->cur = lay->n - 1;
     return 0;
 }
 
@@ -317,6 +337,7 @@ struct tctx {
     const struct refit_target_layout *t;
     refit_layout_t *lay;
     int tp, rank, ep;
+    const struct refit_model_dst **dsel; /* each entry's destination here */
 };
 
 /* Rows of a part held by inference rank r: [*start, *start + *n). */
@@ -396,7 +417,7 @@ static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struc
     int64_t V = p->rows;
     /* the engine pads the vocabulary (vLLM to a multiple of 64); hf keeps it */
     int64_t Vp = c->t->vocab_multiple > 1 ? round_up(V, c->t->vocab_multiple) : V;
-    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
     const char *pat = d && d->name ? d->name : e->hf[0];
     char *name = rf_model_name(pat, -1, -1);
     int rc = divides("padded vocabulary", Vp, c->tp, name ? name : pat);
@@ -480,7 +501,7 @@ static int dst_extent(const struct tctx *c, const struct refit_model_entry *e, c
 static int target_unfused(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                           int64_t layer, int64_t eid)
 {
-    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
     for (int i = 0; i < np; i++) {
         if (skip_name(c->o, parts[i].name))
             continue;
@@ -502,16 +523,27 @@ static int target_unfused(struct tctx *c, const struct refit_model_entry *e, str
     return 0;
 }
 
-/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT).  When
- * the tensor just built has the same name (an earlier entry of this layer
- * fuses into it), the parts are appended to it. */
+/* An earlier tensor of this layer named dn (entries fuse into it by
+ * name), or -1. */
+static ptrdiff_t layer_find(const refit_layout_t *lay, int64_t layer, const char *dn)
+{
+    for (size_t i = lay->n; i-- > 0 && lay->t[i].pub.layer == layer;)
+        if (!strcmp(lay->t[i].pub.name, dn))
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT).  When an
+ * earlier entry of this layer made a tensor of that name, the parts are
+ * appended to it, below its rows. */
 static int target_concat(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                          int64_t layer, char *dn)
 {
     int64_t rows, cols;
     int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
-    struct ltensor *t = c->lay->n ? &c->lay->t[c->lay->n - 1] : NULL;
-    if (!rc && t && !strcmp(t->pub.name, dn)) {
+    ptrdiff_t at = rc ? -1 : layer_find(c->lay, layer, dn);
+    if (at >= 0) {
+        struct ltensor *t = &c->lay->t[at];
         if (t->pub.ndim != parts[0].ndim || (t->pub.ndim == 2 && t->pub.shape[1] != cols) ||
             t->n_parts + np > RF_MAX_PARTS)
             rc = refit_error_set(REFIT_EINVAL, "'%s': the entries fused into it differ in columns "
@@ -519,9 +551,12 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
         free(dn);
         if (rc)
             return rc;
-        int64_t at = t->pub.shape[0];
+        int64_t r0 = t->pub.shape[0];
         t->pub.shape[0] += rows;
-        return fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, at, t->n_parts);
+        c->lay->cur = (size_t)at;
+        rc = fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, r0, t->n_parts);
+        c->lay->cur = c->lay->n - 1;
+        return rc;
     }
     if (rc) {
         free(dn);
@@ -530,8 +565,19 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
     rc = begin_tensor(c->lay, dn, e, layer, -1, parts[0].ndim, rows, parts[0].ndim == 2 ? cols : 0, 0);
     if (rc)
         return rc;
-    t = &c->lay->t[c->lay->n - 1];
+    struct ltensor *t = &c->lay->t[c->lay->n - 1];
     return fill_parts(c, e, parts, 0, np, 0, t->pub.name, t);
+}
+
+/* fused-MoE FP8 (REFIT_FP8_GRID_STACKS) needs the intermediate partition on
+ * the grid whether or not it is split: gate/up are merged in w13, and w2's
+ * input is that partition. */
+static void stack_kind(struct ltensor *t, const struct refit_model_entry *e)
+{
+    if (e->role == REFIT_ROLE_EXPERT_ROW || e->role == REFIT_ROLE_ROW)
+        t->stack_row = true;
+    else
+        t->stack_col = true;
 }
 
 /* Slot `slot` of an expert stack [E_local, rows, cols] (REFIT_FUSE_STACK);
@@ -553,20 +599,38 @@ static int target_stack(struct tctx *c, const struct refit_model_entry *e, struc
         return rc;
     struct ltensor *t = &c->lay->t[c->lay->n - 1];
     rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
-    /* fused-MoE FP8 (REFIT_FP8_GRID_STACKS) needs the intermediate
-     * partition on the grid whether or not it is split: gate/up are merged
-     * in w13, and w2's input is that partition. */
-    if (e->role == REFIT_ROLE_EXPERT_ROW)
-        t->stack_row = true;
-    else
-        t->stack_col = true;
+    stack_kind(t, e);
+    return rc;
+}
+
+/* A non-expert entry into an expert stack of the layer as its next slot
+ * (SGLang fuses the shared expert as expert E).  Its rank slice must have
+ * the shape of the stack's slots. */
+static int target_stack_append(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                               int64_t layer, char *dn)
+{
+    int64_t rows, cols;
+    int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    ptrdiff_t at = rc ? -1 : layer_find(c->lay, layer, dn);
+    struct ltensor *t = at >= 0 ? &c->lay->t[at] : NULL;
+    if (!rc && (!t || t->pub.ndim != 3 || t->pub.shape[1] != rows || t->pub.shape[2] != cols))
+        rc = refit_error_set(REFIT_EINVAL, "'%s': %s joins no expert stack of its shape in this layer", dn,
+                             e->megatron);
+    free(dn);
+    if (rc)
+        return rc;
+    int64_t slot = t->pub.shape[0]++;
+    c->lay->cur = (size_t)at;
+    rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
+    c->lay->cur = c->lay->n - 1;
+    stack_kind(t, e);
     return rc;
 }
 
 static int target_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct tctx *c = arg;
-    const struct refit_model_dst *d = rf_model_dst(c->m, c->t, e);
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
     int np = n_parts(c->m, e), rc = 0;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
     int64_t e0 = 0, ne = 1;
@@ -607,8 +671,10 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
         }
         if (d->fusion == REFIT_FUSE_CONCAT)
             rc = target_concat(c, e, parts, np, layer, dn);
-        else
+        else if (expert)
             rc = target_stack(c, e, parts, np, layer, x, ne, dn);
+        else
+            rc = target_stack_append(c, e, parts, np, layer, dn);
     }
     for (int i = 0; i < 3; i++)
         free(parts[i].name);
@@ -663,13 +729,13 @@ static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts
 }
 
 static int apply_fp8(const refit_model_t *m, refit_layout_t *lay, const struct refit_convert_opts *o,
-                     const struct refit_target_layout *tg)
+                     const struct refit_target_layout *tg, const struct refit_model_dst **dsel)
 {
     for (size_t i = 0; i < lay->n; i++) {
         struct ltensor *t = &lay->t[i];
         t->pub.pieces = lay->pieces + t->first;
         t->pub.n_pieces = t->count;
-        const struct refit_model_dst *d = rf_model_dst(m, tg, t->pub.entry);
+        const struct refit_model_dst *d = dsel[t->pub.entry - m->entries];
         t->pub.dtype = d ? d->dtype : REFIT_DTYPE_INVALID;
         if (!o->fp8.enabled || t->pub.ndim < 2)
             continue;
@@ -688,12 +754,39 @@ static int apply_fp8(const refit_model_t *m, refit_layout_t *lay, const struct r
     return 0;
 }
 
-static void finish(refit_layout_t *lay)
+/* Group the pieces by tensor (stable: a tensor's pieces keep their order)
+ * and point every tensor at its own. */
+static int finish(refit_layout_t *lay)
 {
+    bool sorted = true;
+    for (size_t k = 1; k < lay->n_pieces && sorted; k++)
+        sorted = lay->owner[k - 1] <= lay->owner[k];
+    if (!sorted) {
+        struct refit_layout_piece *np = malloc((lay->n_pieces ? lay->n_pieces : 1) * sizeof(*np));
+        size_t *at = calloc(lay->n + 1, sizeof(*at));
+        if (!np || !at) {
+            free(np);
+            free(at);
+            return REFIT_ENOMEM;
+        }
+        for (size_t i = 0; i < lay->n; i++)
+            at[i + 1] = at[i] + lay->t[i].count;
+        for (size_t i = 0; i < lay->n; i++)
+            lay->t[i].first = at[i];
+        for (size_t k = 0; k < lay->n_pieces; k++)
+            np[at[lay->owner[k]]++] = lay->pieces[k];
+        free(lay->pieces);
+        free(at);
+        lay->pieces = np;
+        lay->cap_pieces = lay->n_pieces ? lay->n_pieces : 1;
+        free(lay->owner);
+        lay->owner = NULL;
+    }
     for (size_t i = 0; i < lay->n; i++) {
         lay->t[i].pub.pieces = lay->pieces + lay->t[i].first;
         lay->t[i].pub.n_pieces = lay->t[i].count;
     }
+    return 0;
 }
 
 int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts *o,
@@ -701,7 +794,8 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
 {
     if (!m || !o || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_target: NULL argument");
-    struct tctx c = {m, o, rf_model_target(m, rf_target_name(o)), NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep};
+    struct tctx c = {m, o, rf_model_target(m, rf_target_name(o)), NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep,
+                     NULL};
     if (!c.t)
         return REFIT_EINVAL;
     if (c.rank < 0 || c.rank >= c.tp)
@@ -712,14 +806,21 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
                                "inference rank (ep = tp * dp with dp 1)", c.ep, c.tp);
     if (o->include_mtp && m->shape.n_mtp_layers > 0)
         return refit_error_set(REFIT_ENOTSUP, "MTP layers are not converted yet; leave include_mtp off");
+    int rc = rf_model_dsts(m, c.t, c.tp, c.ep > 1 ? c.ep : 1, &c.dsel);
+    if (rc)
+        return rc;
     refit_layout_t *lay = calloc(1, sizeof(*lay));
-    if (!lay)
+    if (!lay) {
+        free(c.dsel);
         return REFIT_ENOMEM;
+    }
     c.lay = lay;
-    int rc = rf_model_instances(m, target_instance, &c);
-    finish(lay);
+    rc = rf_model_instances(m, target_instance, &c);
     if (!rc)
-        rc = apply_fp8(m, lay, o, c.t);
+        rc = finish(lay);
+    if (!rc)
+        rc = apply_fp8(m, lay, o, c.t, c.dsel);
+    free(c.dsel);
     if (rc) {
         refit_layout_destroy(lay);
         return rc;
@@ -736,6 +837,10 @@ struct mctx {
     const struct refit_megatron_rank *r;
     const struct refit_convert_opts *skip;
     refit_layout_t *lay;
+    int pp, vp, pp_rank;
+    int64_t *start;      /* first layer of each chunk; start[pp*vp] = L */
+    int64_t local;       /* the instance's layer number in its chunk */
+    int chunk;           /* the instance's chunk */
 };
 
 /* linear_qkv rows [a, b) of the global tensor interleaved per query group:
@@ -764,6 +869,21 @@ static int qkv_pieces(struct mctx *c, const struct refit_model_entry *e, struct 
     return 0;
 }
 
+/* A trainer name in this instance's chunk: the local layer number, and
+ * "model<v>." in front with virtual stages. */
+static char *chunk_name(const struct mctx *c, const char *pattern, int64_t local, int64_t k)
+{
+    char *n = rf_model_name(pattern, local, k);
+    if (!n || c->vp <= 1)
+        return n;
+    size_t len = strlen(n) + 32;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "model%d.%s", c->chunk / c->pp, n);
+    free(n);
+    return p;
+}
+
 static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64_t layer, int64_t k,
                         int64_t eid)
 {
@@ -774,7 +894,7 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
     struct part parts[3] = {{0}};
     for (int i = 0; i < np && !rc; i++)
         rc = part_of(c->m, e, i, layer, eid, &parts[i]);
-    char *name = rc ? NULL : rf_model_name(e->megatron, layer, k);
+    char *name = rc ? NULL : chunk_name(c, e->megatron, layer < 0 ? -1 : c->local, k);
     if (!rc && !name)
         rc = REFIT_ENOMEM;
     if (!rc && skip_name(c->skip, parts[0].name))
@@ -866,9 +986,30 @@ out:
     return rc;
 }
 
+/* Which chunk holds an instance; -1 none of this rank's. */
+static int chunk_of(struct mctx *c, const struct refit_model_entry *e, int64_t layer)
+{
+    int n = c->pp * c->vp, ch = 0;
+    if (e->scope == REFIT_SCOPE_GLOBAL)
+        ch = 0;
+    else if (e->scope == REFIT_SCOPE_FINAL)
+        ch = n - 1;
+    else if (e->scope == REFIT_SCOPE_TIED_COPY)
+        ch = n > 1 ? n - 1 : -1;
+    else
+        while (ch + 1 < n && layer >= c->start[ch + 1])
+            ch++;
+    if (ch < 0 || ch % c->pp != c->pp_rank)
+        return -1;
+    c->local = layer >= 0 ? layer - c->start[ch] : -1;
+    return c->chunk = ch;
+}
+
 static int megatron_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct mctx *c = arg;
+    if (chunk_of(c, e, layer) < 0)
+        return 0;
     if (e->role != REFIT_ROLE_EXPERT_COLUMN && e->role != REFIT_ROLE_EXPERT_ROW)
         return megatron_one(c, e, layer, -1, -1);
     int64_t E = c->m->experts;
@@ -906,12 +1047,13 @@ static int reserve(refit_layout_t *lay, size_t tensors, size_t parts)
 {
     lay->t = malloc((tensors ? tensors : 1) * sizeof(*lay->t));
     lay->pieces = malloc((parts ? parts : 1) * sizeof(*lay->pieces));
+    lay->owner = malloc((parts ? parts : 1) * sizeof(*lay->owner));
     lay->src = malloc((parts ? parts : 1) * sizeof(*lay->src));
     size_t h = 256;
     while (h < 2 * (parts + 1))
         h *= 2;
     lay->hash = calloc(h, sizeof(*lay->hash));
-    if (!lay->t || !lay->pieces || !lay->src || !lay->hash)
+    if (!lay->t || !lay->pieces || !lay->owner || !lay->src || !lay->hash)
         return REFIT_ENOMEM;
     lay->cap = tensors ? tensors : 1;
     lay->cap_pieces = parts ? parts : 1;
@@ -920,26 +1062,150 @@ static int reserve(refit_layout_t *lay, size_t tensors, size_t parts)
     return 0;
 }
 
+/* The first layer of every chunk, from the given split or an even one. */
+static int chunk_starts(const refit_model_t *m, const int *chunk_layers, int pp, int vp, int64_t **out)
+{
+    int64_t L = m->shape.n_layers, n = (int64_t)pp * vp;
+    if (pp > 4096 || vp > 4096)
+        return refit_error_set(REFIT_EINVAL, "pipeline %d x virtual %d stages for %lld layers", pp, vp,
+                               (long long)L);
+    if (!chunk_layers && L % n)
+        return refit_error_set(REFIT_EINVAL,
+                               "num_hidden_layers %lld is not divisible by pipeline parallelism %d x virtual "
+                               "stages %d; give the split (layers per stage)", (long long)L, pp, vp);
+    int64_t *start = calloc((size_t)n + 1, sizeof(*start));
+    if (!start)
+        return REFIT_ENOMEM;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = chunk_layers ? chunk_layers[i] : L / n;
+        if (k < 0) {
+            free(start);
+            return refit_error_set(REFIT_EINVAL, "pipeline chunk %lld: %lld layers", (long long)i, (long long)k);
+        }
+        start[i + 1] = start[i] + k;
+    }
+    if (start[n] != L) {
+        long long got = (long long)start[n];
+        free(start);
+        return refit_error_set(REFIT_EINVAL, "the pipeline split gives %lld layers; the model has %lld", got,
+                               (long long)L);
+    }
+    *out = start;
+    return 0;
+}
+
 int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_rank *r,
                           const struct refit_convert_opts *skip, refit_layout_t **out)
 {
+    return refit_layout_megatron_pp(m, r, NULL, skip, out);
+}
+
+int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron_rank *r,
+                             const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                             refit_layout_t **out)
+{
+    struct refit_megatron_pp one = {1, 0, 1, NULL};
+    if (!pp)
+        pp = &one;
     if (!m || !r || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_megatron: NULL argument");
     if (r->tp < 1 || r->ep < 1 || r->etp < 1 || r->tp_rank < 0 || r->tp_rank >= r->tp ||
-        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp)
-        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d is inconsistent",
-                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp);
+        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp || pp->pp < 0 ||
+        pp->vp < 0 || pp->pp_rank < 0 || pp->pp_rank >= (pp->pp > 0 ? pp->pp : 1))
+        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d pp %d/%d is inconsistent",
+                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp, pp->pp_rank, pp->pp);
+    struct mctx c = {m, r, skip, NULL, pp->pp > 0 ? pp->pp : 1, pp->vp > 0 ? pp->vp : 1, pp->pp_rank, NULL, -1, 0};
+    int rc = chunk_starts(m, pp->chunk_layers, c.pp, c.vp, &c.start);
+    if (rc)
+        return rc;
     refit_layout_t *lay = calloc(1, sizeof(*lay));
-    if (!lay)
+    if (!lay) {
+        free(c.start);
         return REFIT_ENOMEM;
-    struct mctx c = {m, r, skip, lay};
+    }
+    c.lay = lay;
+    /* the count covers every stage: at most pp times what this one needs */
     struct mcount cnt = {m, r->ep, 0, 0};
-    int rc = rf_model_instances(m, megatron_count, &cnt);
+    rc = rf_model_instances_ex(m, true, megatron_count, &cnt);
     if (!rc)
         rc = reserve(lay, cnt.n, cnt.parts);
     if (!rc)
-        rc = rf_model_instances(m, megatron_instance, &c);
-    finish(lay);
+        rc = rf_model_instances_ex(m, true, megatron_instance, &c);
+    free(c.start);
+    if (!rc)
+        rc = finish(lay);
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* FSDP layouts: HF names, every tensor split on dim 0 as torch.chunk does */
+
+struct fctx {
+    const refit_model_t *m;
+    int n, rank;
+    const struct refit_convert_opts *skip;
+    refit_layout_t *lay;
+};
+
+static int fsdp_part(struct fctx *c, const struct refit_model_entry *e, const struct part *p, int64_t layer,
+                     int64_t eid)
+{
+    /* torch.chunk: chunks of ceil(rows / n) rows, the last smaller, and
+     * ranks past the end empty (FSDP2 / DTensor Shard(0)) */
+    int64_t per = (p->rows + c->n - 1) / c->n, a = c->rank * per, b = a + per;
+    if (a > p->rows)
+        a = p->rows;
+    if (b > p->rows)
+        b = p->rows;
+    char *name = strdup(p->name);
+    int rc = begin_tensor(c->lay, name, e, layer, eid, p->ndim, b - a, p->ndim == 2 ? p->cols : 0, 0);
+    uint32_t si;
+    if (!rc)
+        rc = src_of(c->lay, p, &si);
+    /* an empty rank keeps a zero-row piece: it carries the source (dtype) */
+    if (!rc)
+        rc = add_piece(c->lay, si, a, 0, 0, 0, 0, b - a, p->cols);
+    if (!rc)
+        c->lay->t[c->lay->n - 1].pub.role = REFIT_ROLE_COLUMN;
+    return rc;
+}
+
+static int fsdp_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct fctx *c = arg;
+    bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
+    int64_t ne = expert ? c->m->experts : 1;
+    int rc = 0;
+    for (int64_t x = 0; x < ne && !rc; x++)
+        for (int i = 0; i < n_parts(c->m, e) && !rc; i++) {
+            struct part p = {0};
+            rc = part_of(c->m, e, i, layer, expert ? x : -1, &p);
+            if (!rc && !skip_name(c->skip, p.name))
+                rc = fsdp_part(c, e, &p, layer, expert ? x : -1);
+            free(p.name);
+        }
+    return rc;
+}
+
+int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refit_convert_opts *skip,
+                      refit_layout_t **out)
+{
+    if (!m || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_fsdp: NULL argument");
+    if (n < 1 || rank < 0 || rank >= n)
+        return refit_error_set(REFIT_EINVAL, "FSDP rank %d of %d", rank, n);
+    refit_layout_t *lay = calloc(1, sizeof(*lay));
+    if (!lay)
+        return REFIT_ENOMEM;
+    struct fctx c = {m, n, rank, skip, lay};
+    int rc = rf_model_instances(m, fsdp_instance, &c);
+    if (!rc)
+        rc = finish(lay);
     if (rc) {
         refit_layout_destroy(lay);
         return rc;
@@ -1196,6 +1462,7 @@ void refit_layout_destroy(refit_layout_t *lay)
         free((char *)lay->src[i].name);
     free(lay->t);
     free(lay->pieces);
+    free(lay->owner);
     free(lay->src);
     free(lay->hash);
     free(lay);

@@ -235,7 +235,7 @@ static int entry_eval(refit_model_t *m, size_t i)
     int64_t w = 1;
     int rc = 0;
     if (!e->megatron || !e->hf[0] || e->role < REFIT_ROLE_REPLICATED || e->role > REFIT_ROLE_EXPERT_ROW ||
-        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_MOE)
+        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_TIED_COPY)
         return refit_error_set(REFIT_EPROTO, "spec entry %zu: no trainer name, no HF part, or a bad role or scope",
                                i);
     if (e->when)
@@ -298,8 +298,8 @@ static int spec_load(refit_model_t *m)
     int rc = 0;
     for (size_t i = 0; !rc && i < s->n_dims; i++) {
         m->dim_names[i] = s->dims[i].name;
-        if (!valid_ident(s->dims[i].name))
-            return refit_error_set(REFIT_EPROTO, "dimension %zu has no valid name", i);
+        if (!valid_ident(s->dims[i].name) || !strcmp(s->dims[i].name, "tp") || !strcmp(s->dims[i].name, "ep"))
+            return refit_error_set(REFIT_EPROTO, "dimension %zu has no valid name (tp and ep are reserved)", i);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(s->dims[j].name, s->dims[i].name))
                 return refit_error_set(REFIT_EPROTO, "dimension '%s' is declared twice", s->dims[i].name);
@@ -328,21 +328,60 @@ const struct refit_target_layout *rf_model_target(const refit_model_t *m, const 
     return NULL;
 }
 
-const struct refit_model_dst *rf_model_dst(const refit_model_t *m, const struct refit_target_layout *t,
-                                           const struct refit_model_entry *e)
+/* One entry's destination, against names/vals (dims, tp, ep). */
+static int dst_of(const refit_model_t *m, const struct refit_target_layout *t, const struct refit_model_entry *e,
+                  const char *const *names, const int64_t *vals, const struct refit_model_dst **out)
 {
+    size_t n = m->spec->n_dims + 2;
+    *out = NULL;
     /* a base chain is at most n_targets long (a cycle ends there) */
     for (size_t hop = 0; t && hop <= m->spec->n_targets; hop++) {
-        for (const struct refit_model_dst *d = e->dst; d && d->target; d++)
-            if (!strcmp(d->target, t->name))
-                return d;
+        for (const struct refit_model_dst *d = e->dst; d && d->target; d++) {
+            if (strcmp(d->target, t->name))
+                continue;
+            int64_t w = 1;
+            if (d->when && rf_expr_eval(d->when, names, vals, n, &w))
+                return refit_error_push(REFIT_EPROTO, "spec entry '%s', target %s", e->megatron, t->name);
+            if (w) {
+                *out = d;
+                return 0;
+            }
+        }
         const char *base = t->base;
         t = NULL;
         for (size_t i = 0; base && i < m->spec->n_targets && !t; i++)
             if (!strcmp(m->spec->targets[i].name, base))
                 t = &m->spec->targets[i];
     }
-    return NULL;
+    return 0;
+}
+
+int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, int tp, int ep,
+                  const struct refit_model_dst ***out)
+{
+    size_t nd = m->spec->n_dims;
+    const char **names = calloc(nd + 2, sizeof(*names));
+    int64_t *vals = calloc(nd + 2, sizeof(*vals));
+    const struct refit_model_dst **sel = calloc(m->n_entries, sizeof(*sel));
+    int rc = names && vals && sel ? 0 : REFIT_ENOMEM;
+    if (!rc) {
+        memcpy(names, m->dim_names, nd * sizeof(*names));
+        memcpy(vals, m->dim_vals, nd * sizeof(*vals));
+        names[nd] = "tp";
+        names[nd + 1] = "ep";
+        vals[nd] = tp;
+        vals[nd + 1] = ep;
+    }
+    for (size_t i = 0; !rc && i < m->n_entries; i++)
+        rc = dst_of(m, t, &m->entries[i], names, vals, &sel[i]);
+    free(names);
+    free(vals);
+    if (rc) {
+        free(sel);
+        return rc;
+    }
+    *out = sel;
+    return 0;
 }
 
 const char *rf_target_name(const struct refit_convert_opts *o)

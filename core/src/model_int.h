@@ -45,10 +45,13 @@ static inline const struct rf_entry_val *rf_entry_val(const refit_model_t *m, co
 }
 /* A target layout of the model by name; NULL (error set) when it offers none. */
 const struct refit_target_layout *rf_model_target(const refit_model_t *m, const char *name);
-/* The destination of entry e in target t: its own, else its base's, else
- * NULL (HF names, unfused, source dtype, the entry's fp8). */
-const struct refit_model_dst *rf_model_dst(const refit_model_t *m, const struct refit_target_layout *t,
-                                           const struct refit_model_entry *e);
+/* The destination of every entry (out[i] for entries[i], malloc'ed) in
+ * target t for a rank of tp (and ep): the first of the entry's own whose
+ * `when` holds, else its base's, else NULL (HF names, unfused, source
+ * dtype, the entry's fp8).  REFIT_EPROTO (error set) when a `when` does not
+ * evaluate. */
+int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, int tp, int ep,
+                  const struct refit_model_dst ***out);
 /* The name of the opts' target ("hf" / "vllm" from the enum when no name). */
 const char *rf_target_name(const struct refit_convert_opts *o);
 
@@ -58,6 +61,9 @@ typedef int (*rf_instance_fn)(void *arg, const struct refit_model_entry *e, int6
 /* Every instance present in this model (requires bits, layer kinds; MTP
  * layers left out). */
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg);
+/* The same, with REFIT_SCOPE_TIED_COPY entries when tied_copies (trainer
+ * layouts with pipeline parallelism). */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg);
 /* Expand a name pattern: {L} layer, {k} local expert, {e} global expert.
  * malloc'ed. */
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert);

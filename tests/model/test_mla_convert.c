@@ -173,6 +173,37 @@ START_TEST(test_megatron_ranks)
 }
 END_TEST
 
+/* Pipeline parallelism 2 with TP and EP (uneven stages where the layer
+ * count is odd): shards convert back to the checkpoint's bytes. */
+static const struct {
+    const struct mla_cfg *cfg;
+    int tp, ep;
+    int split[2];
+} pp_cases[] = {{&MLA_DS, 2, 2, {1, 2}}, {&MLA_DS_NOQ, 2, 4, {2, 2}}, {&MLA_GLM5, 2, 2, {2, 1}}};
+
+START_TEST(test_megatron_pp2)
+{
+    const struct mla_cfg *c = pp_cases[_i].cfg;
+    struct ck k;
+    ck_open(&k, c, false, "ck");
+    char sh[4200], a[4200], b[4200];
+    snprintf(sh, sizeof(sh), "%s/pp", tmp);
+    struct refit_shard_opts so = {.tp = pp_cases[_i].tp, .ep = pp_cases[_i].ep, .pp = 2,
+                                  .chunk_layers = pp_cases[_i].split};
+    ck_assert_msg(refit_shard_write_ex(k.m, k.v, &so, NULL, sh) == 0, "%s", refit_error_message());
+    refit_hf_view_t *mv;
+    ck_assert_msg(refit_hf_view_open_shards(k.m, sh, NULL, &mv) == 0, "%s", refit_error_message());
+    snprintf(a, sizeof(a), "%s/direct.safetensors", tmp);
+    snprintf(b, sizeof(b), "%s/via.safetensors", tmp);
+    struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
+    conv(&k, &o, a);
+    ck_assert_msg(refit_convert_write(k.m, mv, &o, b) == 0, "%s", refit_error_message());
+    t_assert_same_files(a, b);
+    refit_hf_view_close(mv);
+    ck_close(&k);
+}
+END_TEST
+
 /* Every vLLM rank against the vLLM table. */
 static const struct {
     const struct mla_cfg *cfg;
@@ -449,6 +480,7 @@ int main(void)
     tcase_add_loop_test(tc, test_hf_target, 0, sizeof(cfgs) / sizeof(cfgs[0]));
     tcase_add_loop_test(tc, test_megatron_ranks, 0, sizeof(shard_cases) / sizeof(shard_cases[0]));
     tcase_add_loop_test(tc, test_vllm_ranks, 0, sizeof(vllm_cases) / sizeof(vllm_cases[0]));
+    tcase_add_loop_test(tc, test_megatron_pp2, 0, sizeof(pp_cases) / sizeof(pp_cases[0]));
     tcase_add_loop_test(tc, test_sglang_ranks, 0, sizeof(vllm_cases) / sizeof(vllm_cases[0]));
     tcase_add_loop_test(tc, test_transformers, 0, sizeof(cfgs) / sizeof(cfgs[0]));
     tcase_add_test(tc, test_heads_not_split);

@@ -49,12 +49,18 @@ enum refit_model_role {
 /* Expert entries (REFIT_ROLE_EXPERT_*) hold expert {e} = ep_rank*E/ep + k,
  * E the spec's `experts` dimension. */
 
-/* Which layers hold an instance of a pattern. */
+/* Which layers hold an instance of a pattern, and for the global ones which
+ * pipeline stage of a trainer holds them. */
 enum refit_model_scope {
-    REFIT_SCOPE_GLOBAL = 1, /* once (embedding, final norm) */
+    REFIT_SCOPE_GLOBAL = 1, /* once, on the first pipeline stage (embedding) */
     REFIT_SCOPE_LAYER,      /* every decoder layer */
     REFIT_SCOPE_DENSE,      /* layers with a dense MLP */
-    REFIT_SCOPE_MOE         /* layers with a mixture of experts */
+    REFIT_SCOPE_MOE,        /* layers with a mixture of experts */
+    REFIT_SCOPE_FINAL,      /* once, on the last pipeline stage (final norm, output layer) */
+    /* A trainer-only copy on the last pipeline stage when that is not the
+     * first (Megatron's output_layer.weight with tied embeddings and PP > 1):
+     * its HF part is another entry's, read once, never a destination. */
+    REFIT_SCOPE_TIED_COPY
 };
 
 /* ------------------------------------------------------------------ */
@@ -93,7 +99,10 @@ enum refit_model_fusion {
                               of one layer whose destinations have the same name are one
                               tensor, their parts in table order (vLLM's fused_qkv_a_proj) */
     REFIT_FUSE_STACK       /* experts stacked on a new dim 0 (w13_weight, w2_weight);
-                              parts of one expert concatenated on rows */
+                              parts of one expert concatenated on rows.  A
+                              non-expert entry of the layer naming an existing
+                              stack becomes its next slot (SGLang's shared
+                              expert fused as expert E) */
 };
 
 /* One target layout's view of an entry. */
@@ -107,6 +116,10 @@ struct refit_model_dst {
     /* Block-FP8 when FP8 is on: REFIT_FP8_ENTRY the entry's fp8, else
      * REFIT_FP8_OFF / REFIT_FP8_ON. */
     int fp8;
+    /* Expression over the dimensions and the target rank's "tp" and "ep"
+     * (0 or 1: no expert parallelism): this dst applies when non-zero; the
+     * first that applies wins, then the target's base.  NULL: always. */
+    const char *when;
 };
 #define REFIT_FP8_ENTRY 0
 #define REFIT_FP8_OFF 1

@@ -5,13 +5,27 @@
  * its own copy into its own table.
  *
  * Target layouts (the engines' rules as data; docs/models.md "Targets"):
- *   hf    the checkpoint's names and shapes, unfused; no padding, no FP8 rule
- *   vllm  vLLM's parameters (qkv_proj, gate_up_proj, experts.w13_weight /
- *         w2_weight), vocabulary padded to 64 (VocabParallelEmbedding's
- *         pad_vocab_size), the block-FP8 partition rule of fp8.py
- *         (create_weights: every output partition of a merged or split
- *         layer, the input partition of a row-parallel one, on the 128 grid;
- *         Fp8MoEMethod: the intermediate partition of the expert stacks). */
+ *   hf      the checkpoint's names and shapes, unfused; no padding, no FP8 rule
+ *   transformers  transformers >= 5 in memory: hf names, but each MoE layer's
+ *           experts as two stacks, mlp.experts.gate_up_proj [E, 2*Im, K]
+ *           (expert e: gate rows, then up rows) and mlp.experts.down_proj
+ *           [E, K, Im] (modeling_qwen3_moe.py Qwen3MoeExperts; the
+ *           conversion_mapping MergeModulelist + Concatenate of the
+ *           checkpoint names); no padding; FP8 for 2-D linears only
+ *           (FineGrainedFP8's weight + weight_scale_inv), stacks keep the dtype
+ *   vllm    vLLM's parameters (qkv_proj, gate_up_proj, experts.w13_weight /
+ *           w2_weight), vocabulary padded to 64 (VocabParallelEmbedding's
+ *           pad_vocab_size), the block-FP8 partition rule of fp8.py
+ *           (create_weights: every output partition of a merged or split
+ *           layer, the input partition of a row-parallel one, on the 128
+ *           grid; Fp8MoEMethod: the intermediate partition of the expert stacks)
+ *   sglang  SGLang's parameters: the same stacked_params_mapping (qkv_proj,
+ *           gate_up_proj) and FusedMoE w13_weight / w2_weight as vLLM
+ *           (models/qwen3.py, qwen3_moe.py, glm4_moe.py load_weights), the
+ *           vocabulary padded to 64 (its vocab_parallel_embedding.py), the
+ *           same block-FP8 partition checks; what differs per family is in
+ *           its entries (GLM: the router weight in the model dtype, the shared
+ *           expert fused as expert E without expert parallelism). */
 #ifndef REFIT_MODEL_SPEC_COMMON_H
 #define REFIT_MODEL_SPEC_COMMON_H
 
@@ -47,17 +61,24 @@
     (REFIT_FP8_GRID_SPLIT_PARTS | REFIT_FP8_GRID_MERGED_PARTS |             \
      REFIT_FP8_GRID_SPLIT_COLS | REFIT_FP8_GRID_STACKS)
 #define TARGET_HF {"hf", NULL, 0, 128, 0, "HF"}
+#define TARGET_TRANSFORMERS {"transformers", NULL, 0, 128, 0, "transformers"}
 #define TARGET_VLLM {"vllm", NULL, 64, 128, FP8_GRID_VLLM, "vLLM"}
-#define TARGETS_ALL TARGET_HF, TARGET_VLLM
+#define TARGET_SGLANG {"sglang", "vllm", 64, 128, FP8_GRID_VLLM, "SGLang"}
+#define TARGETS_ALL TARGET_HF, TARGET_TRANSFORMERS, TARGET_VLLM, TARGET_SGLANG
 
-/* Per-target destinations: a compound literal list ended by {NULL}.
- * KEEP: the source dtype; FP8_E: the entry's FP8 default. */
+/* Per-target destinations: a compound literal list ended by an empty one.
+ * D(target, name, fusion, dtype) with the entry's FP8 default; DW(...,
+ * when) only where the condition holds.  KEEP: the source dtype. */
 #define KEEP REFIT_DTYPE_INVALID
 #define FP8_E REFIT_FP8_ENTRY
-#define DST(...) ((const struct refit_model_dst[]){__VA_ARGS__, {NULL, NULL, 0, 0, 0}})
-/* vLLM's fused parameter of one entry */
-#define VL_CAT(name) {"vllm", name, REFIT_FUSE_CONCAT, KEEP, FP8_E}
-#define VL_STACK(name) {"vllm", name, REFIT_FUSE_STACK, KEEP, FP8_E}
+#define DST(...) ((const struct refit_model_dst[]){__VA_ARGS__, {.target = NULL}})
+#define D(t_, n_, f_, d_) {.target = t_, .name = n_, .fusion = f_, .dtype = d_, .fp8 = FP8_E}
+#define DW(t_, n_, f_, d_, w_) {.target = t_, .name = n_, .fusion = f_, .dtype = d_, .fp8 = FP8_E, .when = w_}
+/* vLLM's fused parameter of one entry (SGLang's too: its base is vllm) */
+#define VL_CAT(name) D("vllm", name, REFIT_FUSE_CONCAT, KEEP)
+#define VL_STACK(name) D("vllm", name, REFIT_FUSE_STACK, KEEP)
+/* transformers' expert stacks: no FP8 (FineGrainedFP8 quantizes 2-D linears) */
+#define TF_STACK(n_) {.target = "transformers", .name = n_, .fusion = REFIT_FUSE_STACK, .dtype = KEEP, .fp8 = REFIT_FP8_OFF}
 
 /* ------------------------------------------------------------------ */
 /* Entries: {megatron, role, scope, when, hf parts, rows, cols, role args,
@@ -71,10 +92,16 @@
     {"embedding.word_embeddings.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_GLOBAL, NULL,     \
      {"model.embed_tokens.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
 #define E_LM_HEAD                                                                        \
-    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_GLOBAL, "!tie_word_embeddings", \
+    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_FINAL, "!tie_word_embeddings",  \
      {"lm_head.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
+/* With tied embeddings, Megatron's last pipeline stage (when it is not the
+ * first) keeps its own copy of the embedding as output_layer.weight
+ * (LanguageModule.setup_embeddings_and_output_layer). */
+#define E_LM_HEAD_TIED                                                                   \
+    {"output_layer.weight", REFIT_ROLE_VOCAB, REFIT_SCOPE_TIED_COPY, "tie_word_embeddings", \
+     {"model.embed_tokens.weight"}, {"vocab"}, "hidden", {NULL}, false, NULL}
 #define E_FINAL_NORM                                                                     \
-    {"decoder.final_layernorm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_GLOBAL, NULL,  \
+    {"decoder.final_layernorm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_FINAL, NULL,   \
      {"model.norm.weight"}, {"hidden"}, NULL, {NULL}, false, NULL}
 
 #define E_INPUT_NORM                                                                     \
@@ -129,11 +156,11 @@
     {ML "mlp.experts.linear_fc1.weight{k}", REFIT_ROLE_EXPERT_COLUMN, REFIT_SCOPE_MOE,   \
      NULL, {HL "mlp.experts.{e}.gate_proj.weight", HL "mlp.experts.{e}.up_proj.weight"}, \
      {"moe_intermediate", "moe_intermediate"}, "hidden", {NULL}, true,                   \
-     DST(VL_STACK(HL "mlp.experts.w13_weight"))}
+     DST(VL_STACK(HL "mlp.experts.w13_weight"), TF_STACK(HL "mlp.experts.gate_up_proj"))}
 #define E_EXPERT_FC2                                                                     \
     {ML "mlp.experts.linear_fc2.weight{k}", REFIT_ROLE_EXPERT_ROW, REFIT_SCOPE_MOE, NULL, \
      {HL "mlp.experts.{e}.down_proj.weight"}, {"hidden"}, "moe_intermediate", {NULL},    \
-     true, DST(VL_STACK(HL "mlp.experts.w2_weight"))}
+     true, DST(VL_STACK(HL "mlp.experts.w2_weight"), TF_STACK(HL "mlp.experts.down_proj"))}
 
 /* The spec struct of a plugin from its three arrays. */
 #define RFM_SPEC(dims_, entries_, targets_, experts_)                                    \

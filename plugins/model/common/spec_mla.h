@@ -62,7 +62,7 @@
 /* ------------------------------------------------------------------ */
 /* Destinations */
 
-#define SG_CAT(name) {"sglang", name, REFIT_FUSE_CONCAT, KEEP, FP8_E}
+#define SG_CAT(name) D("sglang", name, REFIT_FUSE_CONCAT, KEEP)
 /* vLLM and SGLang fuse q_a_proj and kv_a_proj_with_mqa (with q LoRA only),
  * replicated: DeepSeekV2FusedQkvAProjLinear (disable_tp) / ReplicatedLinear */
 #define MLA_QKV_A_DST                                                         \
@@ -70,8 +70,8 @@
         SG_CAT(HL "self_attn.fused_qkv_a_proj_with_mqa.weight"))
 /* the router's score-correction bias: a float32 parameter in both engines */
 #define MLA_F32_DST                                                           \
-    DST({"vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, FP8_E},              \
-        {"sglang", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, FP8_E})
+    DST(D("vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32),                    \
+        D("sglang", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32))
 
 /* ------------------------------------------------------------------ */
 /* Attention entries: {megatron, role, scope, when, hf parts, rows, cols,
@@ -126,19 +126,6 @@
     {ML "mlp.router.expert_bias", REFIT_ROLE_REPLICATED, REFIT_SCOPE_MOE, NULL, \
      {HL "mlp.gate.e_score_correction_bias"}, {"experts"}, NULL, {NULL},      \
      false, MLA_F32_DST}
-/* The routed experts: vLLM's / SGLang's stacks (spec_common.h) and
- * transformers >= 5's, [E, 2*Im, K] gate rows then up rows and [E, K, Im]
- * (conversion_mapping.py: MergeModulelist, Concatenate; no ".weight"). */
-#define TF_STACK(name) {"transformers", name, REFIT_FUSE_STACK, KEEP, FP8_E}
-#define E_MLA_EXPERT_FC1                                                      \
-    {ML "mlp.experts.linear_fc1.weight{k}", REFIT_ROLE_EXPERT_COLUMN, REFIT_SCOPE_MOE, \
-     NULL, {HL "mlp.experts.{e}.gate_proj.weight", HL "mlp.experts.{e}.up_proj.weight"}, \
-     {"moe_intermediate", "moe_intermediate"}, "hidden", {NULL}, true,        \
-     DST(VL_STACK(HL "mlp.experts.w13_weight"), TF_STACK(HL "mlp.experts.gate_up_proj"))}
-#define E_MLA_EXPERT_FC2                                                      \
-    {ML "mlp.experts.linear_fc2.weight{k}", REFIT_ROLE_EXPERT_ROW, REFIT_SCOPE_MOE, NULL, \
-     {HL "mlp.experts.{e}.down_proj.weight"}, {"hidden"}, "moe_intermediate", {NULL}, \
-     true, DST(VL_STACK(HL "mlp.experts.w2_weight"), TF_STACK(HL "mlp.experts.down_proj"))}
 #define E_MLA_SHARED_FC1                                                      \
     {ML "mlp.shared_experts.linear_fc1.weight", REFIT_ROLE_GATED_COLUMN,      \
      REFIT_SCOPE_MOE, "n_shared_experts > 0",                                 \
@@ -152,16 +139,11 @@
      {"hidden"}, "moe_intermediate * n_shared_experts", {NULL}, true, NULL}
 
 /* ------------------------------------------------------------------ */
-/* Target layouts: SGLang takes vLLM's parameters but for the fused q_a /
- * kv_a projection's name; transformers the checkpoint's names. */
+/* Target layouts (spec_common.h's four): SGLang takes vLLM's parameters but
+ * for the fused q_a / kv_a projection's name; transformers the checkpoint's
+ * names with the routed experts stacked (E_EXPERT_FC1/FC2). */
 
-#ifndef TARGET_SGLANG
-#define TARGET_SGLANG {"sglang", "vllm", 64, 128, FP8_GRID_VLLM, "SGLang"}
-#endif
-#ifndef TARGET_TRANSFORMERS
-#define TARGET_TRANSFORMERS {"transformers", NULL, 0, 128, 0, "transformers"}
-#endif
-#define TARGETS_MLA TARGET_HF, TARGET_VLLM, TARGET_SGLANG, TARGET_TRANSFORMERS
+#define TARGETS_MLA TARGETS_ALL
 
 /* ------------------------------------------------------------------ */
 /* The summary shape of an MLA model (sizes for tools; layouts use the

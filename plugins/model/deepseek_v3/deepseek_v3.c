@@ -20,7 +20,7 @@ static const struct refit_model_dim ds_dims[] = {
 };
 
 static const struct refit_model_entry ds_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_MLA_INPUT_NORM,
     /* fused_qkv_a_proj's parts in this order: q_a_proj, kv_a_proj_with_mqa */
     E_MLA_Q_DOWN, E_MLA_KV_DOWN_FUSED, E_MLA_KV_DOWN,
@@ -32,7 +32,7 @@ static const struct refit_model_entry ds_entries[] = {
     /* the router keeps the model dtype in both engines (GateLinear) */
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
-    E_MLA_EXPERT_FC1, E_MLA_EXPERT_FC2,
+    E_EXPERT_FC1, E_EXPERT_FC2,
 };
 
 static const struct refit_target_layout ds_targets[] = {TARGETS_MLA};

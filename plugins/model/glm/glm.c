@@ -19,25 +19,33 @@ static const struct refit_model_dim glm_dims[] = {
     {"expert_bias", NULL, "1", 0},
 };
 
-/* vLLM keeps GLM's router weight and score-correction bias in fp32 */
-#define VL_F32 DST({"vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, FP8_E})
+/* vLLM keeps GLM's router weight and score-correction bias in fp32; SGLang
+ * keeps the weight in the model dtype (glm4_moe.py Glm4MoeGate: weight in the
+ * default dtype, e_score_correction_bias float32) */
+#define VL_F32 D("vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32)
+/* SGLang fuses the one shared expert into the expert stacks as expert E
+ * unless experts are parallel (glm4_moe.py determine_num_fused_shared_experts:
+ * on CUDA sm80+ without moe_ep; load_weights renames shared_experts.* to
+ * experts.<n_routed_experts>.*) */
+#define SG_SHARED "ep <= 1 && n_shared_experts == 1"
 
 static const struct refit_model_entry glm_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
-    E_MOE_NORM, E_ROUTER(VL_F32),
+    E_MOE_NORM, E_ROUTER(DST(VL_F32, D("sglang", NULL, REFIT_FUSE_NONE, KEEP))),
     {ML "mlp.router.expert_bias", REFIT_ROLE_REPLICATED, REFIT_SCOPE_MOE, "expert_bias",
-     {HL "mlp.gate.e_score_correction_bias"}, {"experts"}, NULL, {NULL}, false, VL_F32},
+     {HL "mlp.gate.e_score_correction_bias"}, {"experts"}, NULL, {NULL}, false, DST(VL_F32)},
     E_EXPERT_FC1, E_EXPERT_FC2,
     {ML "mlp.shared_experts.linear_fc1.weight", REFIT_ROLE_GATED_COLUMN, REFIT_SCOPE_MOE,
      "n_shared_experts > 0",
      {HL "mlp.shared_experts.gate_proj.weight", HL "mlp.shared_experts.up_proj.weight"},
      {"moe_intermediate * n_shared_experts", "moe_intermediate * n_shared_experts"}, "hidden", {NULL},
-     true, DST(VL_CAT(HL "mlp.shared_experts.gate_up_proj.weight"))},
+     true, DST(VL_CAT(HL "mlp.shared_experts.gate_up_proj.weight"),
+               DW("sglang", HL "mlp.experts.w13_weight", REFIT_FUSE_STACK, KEEP, SG_SHARED))},
     {ML "mlp.shared_experts.linear_fc2.weight", REFIT_ROLE_ROW, REFIT_SCOPE_MOE, "n_shared_experts > 0",
      {HL "mlp.shared_experts.down_proj.weight"}, {"hidden"}, "moe_intermediate * n_shared_experts", {NULL},
-     true, NULL},
+     true, DST(DW("sglang", HL "mlp.experts.w2_weight", REFIT_FUSE_STACK, KEEP, SG_SHARED))},
 };
 
 static const struct refit_target_layout glm_targets[] = {TARGETS_ALL};

@@ -24,10 +24,12 @@ static const struct refit_model_dim glm5_dims[] = {
 
 #define IX ML "self_attention.core_attention.indexer."
 #define HIX HL "self_attn.indexer."
-#define WKW_DST(t) {t, HIX "wk_weights_proj.weight", REFIT_FUSE_CONCAT, REFIT_DTYPE_BF16, REFIT_FP8_OFF}
+#define WKW_DST(t)                                                                    \
+    {.target = t, .name = HIX "wk_weights_proj.weight", .fusion = REFIT_FUSE_CONCAT, .dtype = REFIT_DTYPE_BF16, \
+     .fp8 = REFIT_FP8_OFF}
 
 static const struct refit_model_entry glm5_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_MLA_INPUT_NORM,
     E_MLA_Q_DOWN, E_MLA_KV_DOWN_FUSED, E_MLA_KV_DOWN,
     E_MLA_Q_NORM("self_attention.q_layernorm.weight"),
@@ -49,7 +51,7 @@ static const struct refit_model_entry glm5_entries[] = {
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
-    E_MLA_EXPERT_FC1, E_MLA_EXPERT_FC2,
+    E_EXPERT_FC1, E_EXPERT_FC2,
 };
 
 static const struct refit_target_layout glm5_targets[] = {TARGETS_MLA};

@@ -16,7 +16,7 @@ static const struct refit_model_dim qwen3_moe_dims[] = {
 };
 
 static const struct refit_model_entry qwen3_moe_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     /* layers listed in mlp_only_layers keep a dense MLP */
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,

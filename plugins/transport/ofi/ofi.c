@@ -129,6 +129,7 @@ struct refit_tp {
     int in_ctrl;
     size_t ctrl_inflight; /* control sends not yet completed */
     struct ofip_op *ctrl_ops; /* ... and their operations (freed by fini if never completed) */
+    struct refit_tp_region *kept; /* regions a dereg could not release (see ofip_dereg) */
     int64_t sleep_us;
     struct rtp_core c; /* requests, notices, watchers, acks, lock, thread */
 };
@@ -140,6 +141,10 @@ struct refit_tp_region {
     size_t len;
     uint32_t memtype;
     uint64_t id, key;
+    /* In tp->kept after a dereg that timed out (requests still in flight
+     * into it): fini closes it once the endpoint is gone. */
+    struct refit_tp_region *kept_next;
+    int kept;
 };
 
 struct refit_tp_peer {
@@ -851,6 +856,14 @@ static void ofip_fini(refit_tp_t *tp)
     /* The endpoint goes first so no completion arrives for freed state. */
     if (tp->ep)
         fi_close(&tp->ep->fid);
+    /* With the endpoint closed nothing moves data into kept regions any
+     * more: release them before their domain. */
+    while (tp->kept) {
+        refit_tp_region_t *r = tp->kept;
+        tp->kept = r->kept_next;
+        fi_close(&r->mr->fid);
+        H->free(r);
+    }
     if (tp->av)
         fi_close(&tp->av->fid);
     if (tp->cq)
@@ -973,8 +986,22 @@ static int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
     if (!tp || !r)
         return 0;
     int rc = rtp_local_quiesce(&tp->c, r);
-    if (rc)
+    if (rc) {
+        /* The caller keeps its memory (the error says so); the region is
+         * ours until a later dereg succeeds or fini. */
+        if (!r->kept) {
+            r->kept = 1;
+            r->kept_next = tp->kept;
+            tp->kept = r;
+        }
         return rc;
+    }
+    if (r->kept)
+        for (refit_tp_region_t **pp = &tp->kept; *pp; pp = &(*pp)->kept_next)
+            if (*pp == r) {
+                *pp = r->kept_next;
+                break;
+            }
     if (tp->c.watchers)
         rtp_revoke_all(&tp->c, r->id);
     int ret = fi_close(&r->mr->fid);

@@ -30,10 +30,10 @@ static const struct refit_model_dim vt_dims[] = {
 #define QL "q_lora_rank > 0"
 #define NQL "q_lora_rank == 0"
 #define SA ML "self_attention."
-#define FUSED_QKV_A DST({"vllm", HL "self_attn.fused_qkv_a_proj.weight", REFIT_FUSE_CONCAT, KEEP, FP8_E})
+#define FUSED_QKV_A DST(D("vllm", HL "self_attn.fused_qkv_a_proj.weight", REFIT_FUSE_CONCAT, KEEP))
 
 static const struct refit_model_entry vt_entries[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     {ML "input_layernorm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL,
      {HL "input_layernorm.weight"}, {"hidden"}, NULL, {NULL}, false, NULL},
     /* the two down projections, adjacent: vLLM fuses them with q LoRA */
