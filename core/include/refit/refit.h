@@ -90,6 +90,9 @@ struct refit_pull_stats {
      * one host. */
     double xfer_start, xfer_end;
     uint32_t fallbacks;    /* sources given up on during this pull (fan-out) */
+    /* Store round trips of this pull (refit_store_round_trips of the
+     * context's store), waiting for the version included. */
+    uint64_t store_round_trips;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

@@ -114,6 +114,26 @@ struct refit_store_ops {
      * reconnected to a service that may have lost data (a Redis restart).
      * The wrapper then re-writes the records marked live. */
     uint64_t (*generation)(void *obj);
+
+    /* --- appended (a plugin built before it has a smaller size; the
+     * wrapper falls back to poll + list) --- */
+
+    /* What changed below prefix after cursor `since`.  since 0: *cursor
+     * the current position at once, *n 0 (take it before listing, so that
+     * nothing written after the listing is missed).  Otherwise wait up to
+     * timeout_ms for a change after since: 0 with *keys the keys created,
+     * replaced or deleted (relative, sorted, deduplicated, in one host->alloc
+     * block like list(); a key may be named although it is unchanged, never
+     * left out) and *cursor the position after them; REFIT_ETIMEDOUT with
+     * *n 0 when nothing below prefix changed (*cursor: where to go on from,
+     * possibly past changes outside prefix); REFIT_ERANGE when the store no
+     * longer knows what changed since `since` (its history was trimmed, the
+     * service restarted, or the cursor is not this handle's): *cursor is set,
+     * and the caller lists the prefix again and watches from *cursor.
+     * REFIT_ENOTSUP for a prefix the plugin cannot watch (the wrapper then
+     * falls back).  Expiry is not a change. */
+    int (*watch)(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms,
+                 char ***keys, size_t *n);
 };
 
 #ifdef __cplusplus

@@ -62,6 +62,15 @@ int refit_store_cas(refit_store_t *s, const char *key, const void *expected, siz
                     const void *val, size_t len);
 int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
                      int64_t timeout_ms);
+/* The plugin's watch() (see the ops table): *keys one block freed by the
+ * caller with free().  A plugin without watch, or one that cannot watch
+ * this prefix, is emulated with poll(): a change is then REFIT_ERANGE
+ * (list again), so callers handle ERANGE in any case.  0 and ERANGE set
+ * *cursor; ETIMEDOUT leaves *n 0. */
+int refit_store_watch(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
+                      int64_t timeout_ms, char ***keys, size_t *n);
+/* Whether the plugin watches natively (not emulated by poll). */
+bool refit_store_has_watch(const refit_store_t *s);
 /* Values of successful items are freed by the caller with free(). */
 int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n);
 int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n);
