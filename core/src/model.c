@@ -84,6 +84,19 @@ static int cfg_get_int_at(void *ctx, const char *key, size_t i, int64_t *out)
     return 0;
 }
 
+static int cfg_get_str_at(void *ctx, const char *key, size_t i, const char **out)
+{
+    json_t *v;
+    int rc = cfg_get(ctx, key, &v);
+    if (rc)
+        return rc;
+    json_t *it = json_is_array(v) ? json_array_get(v, i) : NULL;
+    if (!it || !json_is_string(it))
+        return refit_error_set(REFIT_EPROTO, "key '%s' item %zu is not a string", key, i);
+    *out = json_string_value(it);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Plugin choice */
 
@@ -391,6 +404,7 @@ static int model_init(refit_model_t *m, const char *plugin, const char *name)
     m->hfcfg.get_str = cfg_get_str;
     m->hfcfg.get_len = cfg_get_len;
     m->hfcfg.get_int_at = cfg_get_int_at;
+    m->hfcfg.get_str_at = cfg_get_str_at;
     const char *mt;
     int rc = cfg_get_str(m->json, "model_type", &mt);
     if (rc)
