@@ -19,6 +19,7 @@ void rf_verify_fini(struct rf_sumcheck *v)
     for (size_t i = 0; i < v->n; i++)
         rf_sums_fini(&v->sums[i]);
     free(v->sums);
+    free(v->blob_hash);
     memset(v, 0, sizeof(*v));
 }
 
@@ -27,11 +28,15 @@ static int slots(struct rf_sumcheck *vf, size_t n)
 {
     for (size_t i = 0; i < vf->n; i++)
         rf_sums_fini(&vf->sums[i]);
-    if (n > vf->n) {
-        struct rf_sums *ns = realloc(vf->sums, n * sizeof(*ns));
+    if (n > vf->n || !vf->blob_hash) {
+        struct rf_sums *ns = realloc(vf->sums, (n ? n : 1) * sizeof(*ns));
         if (!ns)
             return REFIT_ENOMEM;
         vf->sums = ns;
+        uint64_t *nh = realloc(vf->blob_hash, (n ? n : 1) * sizeof(*nh));
+        if (!nh)
+            return REFIT_ENOMEM;
+        vf->blob_hash = nh;
     }
     memset(vf->sums, 0, n * sizeof(*vf->sums));
     vf->n = n;
@@ -59,6 +64,8 @@ int rf_verify_fetch(refit_receiver_t *r, uint64_t v)
                                  "source %s: no checksums for v%llu (%s)", s->id, (unsigned long long)v, keys[i]);
         else
             rc = rf_sums_decode(it[i].val, it[i].len, keys[i], s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+        if (!rc)
+            r->verify.blob_hash[i] = XXH3_64bits(it[i].val, it[i].len);
     }
     for (size_t i = 0; it && i < n; i++)
         free(it[i].val);
