@@ -9,7 +9,7 @@
 
 #include "refit/log.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 struct live_rec {
     char *key;

@@ -17,7 +17,7 @@
 #include "fixture.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "../check_run.h"
 
 static void sleep_ms(int ms)

@@ -41,7 +41,7 @@
 #include "refit/catalog.h"
 #include "refit/convert.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 struct ss_opts {
     int receivers, publishers, threads, cycles, t_tp, t_ep, e_tp, reads;

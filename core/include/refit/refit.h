@@ -192,6 +192,10 @@ struct refit_plan_info {
 int refit_receiver_plan_dry(refit_receiver_t *rcv, const struct refit_parallel *src, size_t n_src,
                             struct refit_plan_info *info);
 
+/* Whether this librefit was built with CUDA support (1) or not (0): device
+ * memory (REFIT_MEM_CUDA) is REFIT_ENOTSUP without it. */
+int refit_cuda_built(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -42,18 +42,19 @@ static int set_target(refit_receiver_t *r, const struct refit_target *target, co
 {
     int rc = 0;
     if (target->name) {
-        if (!strcmp(target->name, "hf"))
-            r->copts.target = REFIT_TARGET_HF;
-        else if (!strcmp(target->name, "vllm"))
-            r->copts.target = REFIT_TARGET_VLLM;
-        else
-            rc = refit_error_set(REFIT_EINVAL, "receiver: target '%s': use hf or vllm", target->name);
+        /* any target layout of the model plugin; the layout says if it has none */
+        r->copts.target = !strcmp(target->name, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
+        free(r->target_name);
+        r->target_name = strdup(target->name);
+        if (!r->target_name)
+            rc = REFIT_ENOMEM;
+        r->copts.target_name = r->target_name;
     }
     r->copts.tp = par_size(target->tp_size);
     r->copts.rank = target->tp_rank;
     r->copts.ep = target->ep_size > 1 ? target->ep_size : 0;
     if (!*id) {
-        snprintf(idbuf, idcap, "%s-tp%d", r->copts.target == REFIT_TARGET_HF ? "hf" : "vllm", target->tp_rank);
+        snprintf(idbuf, idcap, "%.64s-tp%d", rf_receiver_target(r), target->tp_rank);
         *id = idbuf;
     }
     if (!rc)
@@ -146,6 +147,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
         unregister(r);
     refit_layout_destroy(r->lay);
     free(r->id);
+    free(r->target_name);
     free(r);
 }
 

@@ -335,6 +335,7 @@ struct refit_receiver {
     refit_transport_t *tp;
     struct refit_target target;
     char *id;
+    char *target_name; /* copts.target_name's storage (NULL: the configuration's) */
     struct refit_convert_opts copts;
     refit_layout_t *lay;
     const struct rf_rcv_mode *mode;
@@ -353,5 +354,12 @@ struct refit_receiver {
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */
 };
+
+/* The receiver's target layout name ("vllm", "sglang" ...). */
+static inline const char *rf_receiver_target(const struct refit_receiver *r)
+{
+    return r->copts.target_name ? r->copts.target_name : r->copts.target == REFIT_TARGET_HF ? "hf" : "vllm";
+}
+
 
 #endif

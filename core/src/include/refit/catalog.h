@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "refit/dtype.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 #ifdef __cplusplus
 extern "C" {
