@@ -90,6 +90,9 @@ struct refit_pull_stats {
      * one host. */
     double xfer_start, xfer_end;
     uint32_t fallbacks;    /* sources given up on during this pull (fan-out) */
+    /* Push mode: notifications not acted on — for another version, too big,
+     * or not from the transport of the source they name (forged). */
+    uint32_t notes_ignored;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with
