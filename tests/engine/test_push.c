@@ -11,7 +11,9 @@
  *     whose offsets or lengths wrap (issue 22.1);
  *   - completion notifications are taken only from the source's own
  *     transport: a stranger's forged "ok" cannot finish a pull, its forged
- *     "err" or a 600-byte note cannot fail one (issue 22.6). */
+ *     "err" or a 600-byte note cannot fail one (issue 22.6);
+ *   - after the receiver's connections are reset the publisher connects
+ *     again: one version may fail, the next arrives (issue 22.3). */
 #include <msgpack.h>
 #include <xxhash.h>
 
@@ -495,6 +497,55 @@ START_TEST(forged_notes_are_ignored)
 }
 END_TEST
 
+/* Issue 22.3 in push mode: a publisher kept the connection a reset broke
+ * and failed every later push to that receiver with the old error. */
+START_TEST(push_reconnects_after_a_reset)
+{
+    const char *ovr[] = {"refit.mode=push", "refit.timeout=3s"};
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pub = fork();
+    ck_assert_int_ge(pub, 0);
+    if (pub == 0) {
+        close(go[1]);
+        refit_context_t *ctx;
+        refit_publisher_t *p = NULL;
+        struct refit_standin_shard sh;
+        if (refit_context_create(cfg_path, ovr, 2, &ctx) || th_publisher(ctx, ckpt, "trainer", &sh, &p))
+            _exit(2);
+        char c;
+        for (uint64_t v = 1; read(go[0], &c, 1) == 1; v++) {
+            for (size_t i = 0; v > 1 && i < sh.n; i++)
+                if (refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, v - 1, v))
+                    _exit(4);
+            if (refit_publisher_publish(p, v))
+                fprintf(stderr, "publisher: v%llu: %s\n", (unsigned long long)v, refit_error_message());
+        }
+        refit_publisher_destroy(p);
+        refit_standin_shard_free(&sh);
+        refit_context_destroy(ctx);
+        _exit(0);
+    }
+    close(go[0]);
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 2, &ctx) == 0, "%s", refit_error_message());
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "v1: %s", refit_error_message());
+    /* The publisher's connections into us, reset while idle. */
+    ck_assert_int_gt(th_reset_tcp(), 0);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    int rc2 = refit_receiver_pull(r, 2, NULL);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_msg(refit_receiver_pull(r, 3, NULL) == 0, "v3 after a reset (v2: %d): %s", rc2,
+                  refit_error_message());
+    close(go[1]);
+    ck_assert_msg(th_child_ok(pub), "the push publisher failed");
+    refit_receiver_destroy(r);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("push");
@@ -507,6 +558,7 @@ int main(void)
     tcase_add_test(tc, malformed_work_is_rejected);
     tcase_add_test(tc, hostile_work_is_refused);
     tcase_add_test(tc, forged_notes_are_ignored);
+    tcase_add_test(tc, push_reconnects_after_a_reset);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

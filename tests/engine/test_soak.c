@@ -36,7 +36,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
-#include <dirent.h>
 #include <arpa/inet.h>
 
 #include "harness.h"
@@ -256,32 +255,6 @@ static void proxy_stop(void)
         close(px.lfd[i]);
 }
 
-/* tp_peer's reset: connect(AF_UNSPEC) on each connected TCP socket of this
- * process sends RST and leaves the descriptor to its owner. */
-static int reset_tcp(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        int fd = atoi(e->d_name);
-        if (e->d_name[0] == '.' || fd == dirfd(d))
-            continue;
-        int type = 0;
-        socklen_t tl = sizeof(type);
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM ||
-            getpeername(fd, (struct sockaddr *)&sa, &sl) || (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
-            continue;
-        struct sockaddr un = {.sa_family = AF_UNSPEC};
-        n += connect(fd, &un, sizeof(un)) == 0;
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* ------------------------------------------------------------------ */
 /* Redis, the publisher */
 
@@ -461,7 +434,7 @@ static void *fault_main(void *arg)
         usleep(fr->hold_us);
         kill(pub_pid, SIGCONT);
         break;
-    case F_RESET: reset_tcp(); break;
+    case F_RESET: th_reset_tcp(); break;
     case F_REDIS:
         kill(redis_pid, SIGKILL);
         waitpid(redis_pid, NULL, 0);
