@@ -104,38 +104,6 @@ static int config_from_yaml(const struct demo *d, char *buf, size_t n)
     return 0;
 }
 
-static const char *config_json(const struct demo *d, char *buf, size_t n)
-{
-    if (!strcmp(d->model, "qwen3"))
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
-                 "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-                 "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
-                 "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
-                 "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 28, d->vocab ? d->vocab : 151936);
-    else if (!strcmp(d->model, "qwen3_moe"))
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", "
-                 "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-                 "\"num_key_value_heads\": 2, \"head_dim\": 128, \"intermediate_size\": 3072, "
-                 "\"moe_intermediate_size\": 384, \"num_experts\": 16, \"num_experts_per_tok\": 4, "
-                 "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": %d, "
-                 "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 6, d->vocab ? d->vocab : 32000);
-    else
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Glm4MoeForCausalLM\"], \"model_type\": \"glm4_moe\", "
-                 "\"num_hidden_layers\": %d, \"num_nextn_predict_layers\": 1, \"hidden_size\": 1024, "
-                 "\"num_attention_heads\": 16, \"num_key_value_heads\": 4, \"head_dim\": 128, "
-                 "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
-                 "\"num_experts_per_tok\": 4, \"n_shared_experts\": 1, \"first_k_dense_replace\": 1, "
-                 "\"vocab_size\": %d, \"tie_word_embeddings\": false, \"attention_bias\": true, "
-                 "\"use_qk_norm\": false, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 6, d->vocab ? d->vocab : 32000);
-    return buf;
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
     uint64_t x = *s;
@@ -171,8 +139,8 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
     int rc = 0;
     if (ml > 5 && !strcmp(d->model + ml - 5, ".yaml"))
         rc = config_from_yaml(d, cfg, sizeof(cfg));
-    else
-        config_json(d, cfg, sizeof(cfg));
+    else /* the family's example, from its model plugin */
+        rc = refit_model_example_config(loader, d->model, d->layers, d->vocab, cfg, sizeof(cfg));
     if (!rc)
         rc = write_text(path, cfg);
     refit_model_t *m = NULL;
