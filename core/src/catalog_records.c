@@ -28,6 +28,9 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
     if (!r->model || !r->transport || strlen(r->model) > REFIT_RECORD_MAX_STRING ||
         strlen(r->transport) > REFIT_RECORD_MAX_STRING)
         return refit_error_set(REFIT_EINVAL, "record of %s: model or transport missing or too long", r->source_id);
+    int sender = r->sender && strcmp(r->sender, r->source_id);
+    if (sender && (!*r->sender || strlen(r->sender) > REFIT_RECORD_MAX_STRING))
+        return refit_error_set(REFIT_EINVAL, "record of %s: sender name empty or too long", r->source_id);
     if (r->status < REFIT_SOURCE_INIT || r->status > REFIT_SOURCE_STALE)
         return refit_error_set(REFIT_EINVAL, "record of %s: status %u", r->source_id, r->status);
     if (r->address.len > REFIT_RECORD_MAX_BLOB || r->n_rkeys > REFIT_CATALOG_MAX_REGIONS)
@@ -40,7 +43,7 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
         hint += r->rkeys[i].len + 5;
     }
     pk_init(&k, hint);
-    rf_cat_head(&k, r->keeps > 1 ? 12 : 11);
+    rf_cat_head(&k, 11 + (r->keeps > 1) + sender);
     pk_str(&k, "source");
     pk_str(&k, r->source_id);
     pk_str(&k, "model");
@@ -71,6 +74,10 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
     if (r->keeps > 1) {
         pk_str(&k, "keeps");
         PK(&k, msgpack_pack_uint32(&k.p, r->keeps));
+    }
+    if (sender) {
+        pk_str(&k, "sender");
+        pk_str(&k, r->sender);
     }
     return pk_finish(&k, buf, len);
 }
@@ -127,20 +134,20 @@ static int rd_status(struct rf_mp *d, uint32_t *status)
 int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out)
 {
     static const char *const fields[] = {"schema", "source", "model", "layout", "transport", "address",
-                                         "rkeys", "catalog", "version", "status", "heartbeat", "keeps"};
+                                         "rkeys", "catalog", "version", "status", "heartbeat", "keeps", "sender"};
     enum { F_SCHEMA, F_SOURCE, F_MODEL, F_LAYOUT, F_TRANSPORT, F_ADDRESS, F_RKEYS, F_CATALOG, F_VERSION,
-           F_STATUS, F_HEARTBEAT, F_KEEPS /* optional */ };
+           F_STATUS, F_HEARTBEAT, F_KEEPS /* optional */, F_SENDER /* optional */, F_N };
     struct rf_mp d;
     rf_mp_init(&d, buf, len, key, "record");
     struct refit_source_record r = {0};
-    struct rf_span source = {0}, model = {0}, transport = {0}, address = {0}, hash = {0};
+    struct rf_span source = {0}, model = {0}, transport = {0}, address = {0}, hash = {0}, sender = {0};
     const uint8_t *rkeys_at = NULL;
     uint32_t n, n_rkeys = 0, seen = 0;
     uint64_t rkey_bytes = 0;
     int rc = rf_mp_map(&d, &n, 1);
     for (uint32_t i = 0; !rc && i < n; i++) {
         int f;
-        if ((rc = rf_mp_field(&d, fields, 12, &seen, &f)))
+        if ((rc = rf_mp_field(&d, fields, F_N, &seen, &f)))
             break;
         switch (f) {
         case F_SCHEMA: rc = rf_cat_schema(&d, &r.schema); break;
@@ -162,10 +169,15 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
         case F_STATUS: rc = rd_status(&d, &r.status); break;
         case F_HEARTBEAT: rc = rf_mp_u64(&d, &r.heartbeat_ms); break;
         case F_KEEPS: rc = rf_mp_u32(&d, &r.keeps, 2); break;
+        case F_SENDER:
+            rc = rf_mp_str(&d, &sender.p, &sender.l, REFIT_RECORD_MAX_STRING);
+            if (!rc && (!sender.l || memchr(sender.p, 0, sender.l)))
+                rc = rf_mp_fail(&d, "an empty sender name or one with a NUL");
+            break;
         }
     }
     if (!rc)
-        rc = rf_mp_required(&d, fields, 12, seen, (1u << F_KEEPS) - 1);
+        rc = rf_mp_required(&d, fields, F_N, seen, (1u << F_KEEPS) - 1);
     if (!rc)
         rc = rf_mp_end(&d, "record");
     if (rc)
@@ -173,7 +185,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     /* One allocation: struct, blob table, then bytes (every length was
      * bounded above: the sum fits). */
     size_t total = sizeof(r) + n_rkeys * sizeof(struct refit_blob) + source.l + model.l + transport.l + 3 +
-                   address.l + 1 + (size_t)rkey_bytes;
+                   sender.l + 1 + address.l + 1 + (size_t)rkey_bytes;
     struct refit_source_record *o = malloc(total);
     if (!o)
         return REFIT_ENOMEM;
@@ -183,6 +195,7 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     o->source_id = rf_span_put(&at, source);
     o->model = rf_span_put(&at, model);
     o->transport = rf_span_put(&at, transport);
+    o->sender = sender.p ? rf_span_put(&at, sender) : NULL;
     memcpy(at, address.p, address.l);
     o->address = (struct refit_blob){at, address.l};
     at += address.l + 1;

@@ -129,6 +129,7 @@ void refit_tp_fini(refit_transport_t *t)
 }
 
 const char *refit_tp_plugin_name(const refit_transport_t *t) { return t->plugin->name; }
+const char *refit_tp_name(const refit_transport_t *t) { return t->name; }
 const struct refit_plugin *refit_tp_plugin(const refit_transport_t *t) { return t->plugin; }
 const struct refit_tp_caps *refit_tp_caps(const refit_transport_t *t) { return &t->caps; }
 int64_t refit_tp_timeout_ms(const refit_transport_t *t) { return t->timeout_ms; }

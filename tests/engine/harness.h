@@ -7,6 +7,8 @@
 #define REFIT_TEST_HARNESS_H
 
 #include <check.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,32 @@ static inline double th_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* tp_peer's reset: connect(AF_UNSPEC) on each connected TCP socket of this
+ * process sends RST and leaves the descriptor to its owner.  How many. */
+static inline int th_reset_tcp(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d))
+            continue;
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof(sa);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_STREAM ||
+            getpeername(fd, (struct sockaddr *)&sa, &sl) || (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
+            continue;
+        struct sockaddr un = {.sa_family = AF_UNSPEC};
+        n += connect(fd, &un, sizeof(un)) == 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
 }
 
 /* A fresh directory $TMPDIR/refit-<tag>-XXXXXX (/tmp without TMPDIR). */

@@ -594,7 +594,7 @@ END_TEST
 /* Source records, acks, heartbeats */
 
 static const char *const record_names[] = {"schema", "source", "model", "layout", "transport", "address",
-                                           "rkeys", "catalog", "version", "status", "heartbeat", "keeps"};
+                                           "rkeys", "catalog", "version", "status", "heartbeat", "keeps", "sender"};
 
 static void record_field(struct gen *g, void *arg, int i)
 {
@@ -622,13 +622,21 @@ static void record_field(struct gen *g, void *arg, int i)
     case 8: u64(g, 5); break;
     case 9: chance(97) ? str(g, chance(80) ? "READY" : "STALE") : wrong(g, 0); break;
     case 10: u64(g, 1000); break;
-    default: u64(g, 2); break;
+    case 11: u64(g, 2); break;
+    default: /* sender: a name, empty, or one with a NUL */
+        if (chance(90))
+            str(g, "rank-0-tcp");
+        else if (chance(50))
+            msgpack_pack_str_with_body(&g->pk, "a\0b", 3);
+        else
+            str(g, "");
+        break;
     }
 }
 
 static void build_record(struct gen *g)
 {
-    fields(g, record_names, 12, record_field, NULL);
+    fields(g, record_names, 13, record_field, NULL);
 }
 
 static int decode_record(const void *buf, size_t len)
@@ -640,6 +648,7 @@ static int decode_record(const void *buf, size_t len)
         ck_assert(r->layout.tp_rank < r->layout.tp_size && r->layout.ep_rank < r->layout.ep_size);
         ck_assert_int_eq(refit_check_id("source", r->source_id), 0);
         ck_assert_uint_le(r->keeps, 2);
+        ck_assert(!r->sender || (*r->sender && strlen(r->sender) <= REFIT_RECORD_MAX_STRING));
         for (size_t i = 0; i < r->n_rkeys; i++)
             ck_assert_uint_le(r->rkeys[i].len, REFIT_RECORD_MAX_BLOB);
         free(r);

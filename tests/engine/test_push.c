@@ -8,11 +8,17 @@
  *     it, within the timeout, and its previous weights;
  *   - a malformed work list or advert in the store is rejected with an
  *     error naming the key, never followed, and so is a well-formed one
- *     whose offsets or lengths wrap (issue 22.1). */
+ *     whose offsets or lengths wrap (issue 22.1);
+ *   - completion notifications are taken only from the source's own
+ *     transport: a stranger's forged "ok" cannot finish a pull, its forged
+ *     "err" or a 600-byte note cannot fail one (issue 22.6);
+ *   - after the receiver's connections are reset the publisher connects
+ *     again: one version may fail, the next arrives (issue 22.3). */
 #include <msgpack.h>
 #include <xxhash.h>
 
 #include "harness.h"
+#include "refit/tp.h"
 #include "../check_run.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
@@ -387,6 +393,159 @@ START_TEST(hostile_work_is_refused)
 }
 END_TEST
 
+/* The address in a receiver's advert (push/slots/<id>), read with msgpack
+ * as docs/protocol.md describes it: a map with a bin "address". */
+static void *advert_address(refit_store_t *st, const char *rid, size_t *alen)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "push/slots/%s", rid);
+    void *val = NULL;
+    size_t len = 0;
+    ck_assert_msg(refit_store_get(st, key, &val, &len) == 0, "%s", refit_error_message());
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    ck_assert_int_eq(msgpack_unpack_next(&u, val, len, NULL), MSGPACK_UNPACK_SUCCESS);
+    ck_assert_int_eq(u.data.type, MSGPACK_OBJECT_MAP);
+    void *addr = NULL;
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 7 &&
+            !memcmp(kv->key.via.str.ptr, "address", 7) && kv->val.type == MSGPACK_OBJECT_BIN) {
+            *alen = kv->val.via.bin.size;
+            addr = malloc(*alen);
+            memcpy(addr, kv->val.via.bin.ptr, *alen);
+        }
+    }
+    ck_assert_ptr_nonnull(addr);
+    msgpack_unpacked_destroy(&u);
+    free(val);
+    return addr;
+}
+
+/* Issue 22.6: any peer could send "RFPUSH <V> <source> ok|err" (and a note
+ * longer than 512 bytes failed the pull with ETOOBIG).  A stranger — a
+ * process of this job (same local secret) whose transport is not the
+ * source's — queues its notes before each version is pushed; the receiver
+ * ignores them, counts them, and ends with exactly what a pull gets. */
+START_TEST(forged_notes_are_ignored)
+{
+    const char *push_ovr[] = {"refit.mode=push"};
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pub = start_api_publisher(push_ovr, 1, 4, go[0]);
+    refit_context_t *cpull, *cpush;
+    ck_assert_msg(refit_context_create(cfg_path, NULL, 0, &cpull) == 0, "%s", refit_error_message());
+    ck_assert_msg(refit_context_create(cfg_path, push_ovr, 1, &cpush) == 0, "%s", refit_error_message());
+    refit_receiver_t *pl = receiver(cpull, "puller"), *ps = receiver(cpush, "pushed");
+    refit_store_t *st;
+    refit_loader_t *ld;
+    refit_config_t *cfg = (refit_config_t *)refit_context_config(cpush);
+    ck_assert_int_eq(refit_loader_create(cfg, &ld), 0);
+    ck_assert_int_eq(refit_store_open(cfg, ld, NULL, &st), 0);
+    refit_transport_t *tp = NULL;
+    refit_tp_peer_t *peer = NULL;
+    char big[600];
+    int n = snprintf(big, sizeof(big), "RFPUSH 4 trainer err ");
+    memset(big + n, 'x', sizeof(big) - (size_t)n);
+    /* v2: a forged "ok" (would end the wait before any byte landed); v3: a
+     * forged "err" and one naming a source that is not in the list; v4: a
+     * 600-byte note. */
+    const char *forged[4][2] = {{NULL, NULL}, {"RFPUSH 2 trainer ok", NULL},
+                                {"RFPUSH 3 trainer err forged failure", "RFPUSH 3 nobody ok"}, {big, NULL}};
+    const unsigned want_ignored[4] = {0, 1, 2, 1};
+    for (uint64_t v = 1; v <= 4; v++) {
+        for (int k = 0; k < 2 && forged[v - 1][k]; k++) {
+            size_t len = forged[v - 1][k] == big ? sizeof(big) : strlen(forged[v - 1][k]);
+            ck_assert_msg(refit_tp_notify(tp, peer, forged[v - 1][k], len) == 0, "%s", refit_error_message());
+        }
+        if (v > 1)
+            ck_assert_int_eq(write(go[1], "g", 1), 1);
+        struct refit_pull_stats a = {.size = sizeof(a)}, b = {.size = sizeof(b)};
+        ck_assert_msg(refit_receiver_pull(pl, v, &a) == 0, "pull v%llu: %s", (unsigned long long)v,
+                      refit_error_message());
+        ck_assert_msg(refit_receiver_pull(ps, v, &b) == 0, "push v%llu: %s", (unsigned long long)v,
+                      refit_error_message());
+        ck_assert_uint_eq(b.version, v);
+        ck_assert_msg(b.notes_ignored == want_ignored[v - 1], "v%llu: %u notes ignored, %u sent by the stranger",
+                      (unsigned long long)v, b.notes_ignored, want_ignored[v - 1]);
+        size_t na, nb;
+        char *x = th_snapshot(pl, &na), *y = th_snapshot(ps, &nb);
+        ck_assert_uint_eq(na, nb);
+        ck_assert_msg(!memcmp(x, y, na), "v%llu: push and pull differ", (unsigned long long)v);
+        free(x);
+        free(y);
+        if (v == 1) {
+            /* The stranger: this job's secret, its own name. */
+            struct refit_tp_open o = {.size = sizeof(o), .name = "stranger", .cuda_device = -1};
+            ck_assert_msg(refit_tp_init(ld, cfg, &o, &tp) == 0, "%s", refit_error_message());
+            size_t alen;
+            void *addr = advert_address(st, "pushed", &alen);
+            ck_assert_msg(refit_tp_connect(tp, addr, alen, "pushed", &peer) == 0, "%s", refit_error_message());
+            free(addr);
+        }
+    }
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_msg(th_child_ok(pub), "the push publisher failed");
+    refit_tp_disconnect(tp, peer);
+    refit_tp_fini(tp);
+    refit_store_close(st);
+    refit_loader_destroy(ld);
+    refit_receiver_destroy(pl);
+    refit_receiver_destroy(ps);
+    refit_context_destroy(cpull);
+    refit_context_destroy(cpush);
+}
+END_TEST
+
+/* Issue 22.3 in push mode: a publisher kept the connection a reset broke
+ * and failed every later push to that receiver with the old error. */
+START_TEST(push_reconnects_after_a_reset)
+{
+    const char *ovr[] = {"refit.mode=push", "refit.timeout=3s"};
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pub = fork();
+    ck_assert_int_ge(pub, 0);
+    if (pub == 0) {
+        close(go[1]);
+        refit_context_t *ctx;
+        refit_publisher_t *p = NULL;
+        struct refit_standin_shard sh;
+        if (refit_context_create(cfg_path, ovr, 2, &ctx) || th_publisher(ctx, ckpt, "trainer", &sh, &p))
+            _exit(2);
+        char c;
+        for (uint64_t v = 1; read(go[0], &c, 1) == 1; v++) {
+            for (size_t i = 0; v > 1 && i < sh.n; i++)
+                if (refit_standin_step(sh.t[i].data, sh.t[i].nbytes, sh.t[i].dtype, v - 1, v))
+                    _exit(4);
+            if (refit_publisher_publish(p, v))
+                fprintf(stderr, "publisher: v%llu: %s\n", (unsigned long long)v, refit_error_message());
+        }
+        refit_publisher_destroy(p);
+        refit_standin_shard_free(&sh);
+        refit_context_destroy(ctx);
+        _exit(0);
+    }
+    close(go[0]);
+    refit_context_t *ctx;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, 2, &ctx) == 0, "%s", refit_error_message());
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "v1: %s", refit_error_message());
+    /* The publisher's connections into us, reset while idle. */
+    ck_assert_int_gt(th_reset_tcp(), 0);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    int rc2 = refit_receiver_pull(r, 2, NULL);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_msg(refit_receiver_pull(r, 3, NULL) == 0, "v3 after a reset (v2: %d): %s", rc2,
+                  refit_error_message());
+    close(go[1]);
+    ck_assert_msg(th_child_ok(pub), "the push publisher failed");
+    refit_receiver_destroy(r);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("push");
@@ -398,6 +557,8 @@ int main(void)
     tcase_add_test(tc, publisher_killed_mid_push_keeps_previous_weights);
     tcase_add_test(tc, malformed_work_is_rejected);
     tcase_add_test(tc, hostile_work_is_refused);
+    tcase_add_test(tc, forged_notes_are_ignored);
+    tcase_add_test(tc, push_reconnects_after_a_reset);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

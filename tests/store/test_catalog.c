@@ -238,7 +238,29 @@ START_TEST(record_roundtrip_and_refusals)
     ck_assert_uint_eq(d->version, 42);
     ck_assert_uint_eq(d->status, REFIT_SOURCE_READY);
     ck_assert_uint_eq(d->heartbeat_ms, r.heartbeat_ms);
+    ck_assert_ptr_null(d->sender); /* none given: the source id */
     free(d);
+    /* The sender name, when the transport is named otherwise, round-trips;
+     * one equal to the id is not written. */
+    {
+        struct refit_source_record s = sample_record(), *e = NULL;
+        void *b2;
+        size_t l2, l_plain = len;
+        s.sender = "rank-7";
+        OK(refit_record_encode(&s, &b2, &l2));
+        OK(refit_record_decode(b2, l2, "sources/trainer-tp1-ep3", &e));
+        ck_assert_str_eq(e->sender, "rank-7");
+        ck_assert_str_eq(e->transport, "tcp");
+        ck_assert(e->address.len == 6 && !memcmp(e->address.data, "\0addr\xff", 6));
+        free(e);
+        free(b2);
+        s.sender = s.source_id;
+        OK(refit_record_encode(&s, &b2, &l2));
+        ck_assert_uint_eq(l2, l_plain);
+        free(b2);
+        s.sender = "";
+        ck_assert_int_eq(refit_record_encode(&s, &b2, &l2), REFIT_EINVAL);
+    }
     /* Trailing bytes, truncation. */
     uint8_t *big = malloc(len + 1);
     memcpy(big, buf, len);

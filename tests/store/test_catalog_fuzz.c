@@ -163,7 +163,7 @@ static void fuzz(int which, size_t iters)
         static const uint8_t k0[] = {9, 9, 9};
         struct refit_blob keys[2] = {{k0, 3}, {k0, 2}};
         struct refit_source_record r = {1, "tp0", "Qwen3", {0, 2, 0, 1, 1, 4, 0, 1}, "ucx", {"addr", 4}, 2, keys,
-                                        {{0}}, 9, REFIT_SOURCE_READY, 12345, 1};
+                                        {{0}}, 9, REFIT_SOURCE_READY, 12345, 1, "tp0-tcp"};
         ck_assert_int_eq(refit_record_encode(&r, &seed, &slen), 0);
     } else {
         struct refit_ack a = {1, 9, "rx-0", 777};

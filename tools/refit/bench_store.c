@@ -439,7 +439,7 @@ int bench_store(int argc, char **argv)
     static const uint8_t rk[64] = {1};
     struct refit_blob rkeys[1] = {{rk, sizeof(rk)}};
     struct refit_source_record rec = {1, "bench-tp0", "Qwen3-30B-A3B", {0, 2, 0, 1, 0, 1, 0, 1}, "tcp",
-                                      {"tcp://127.0.0.1:40000", 21}, 1, rkeys, {{0}}, 1, REFIT_SOURCE_READY, 0, 1};
+                                      {"tcp://127.0.0.1:40000", 21}, 1, rkeys, {{0}}, 1, REFIT_SOURCE_READY, 0, 1, NULL};
     void *renc;
     size_t rlen;
     if ((rc = refit_record_encode(&rec, &renc, &rlen)))

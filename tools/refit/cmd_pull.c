@@ -53,12 +53,12 @@ static void print_stats(FILE *f, const char *who, const struct refit_pull_stats 
                 "\"connect_s\":%.6f,\"plan_s\":%.6f,\"transfer_s\":%.6f,\"convert_s\":%.6f,"
                 "\"verify_s\":%.6f,\"commit_s\":%.6f,\"total_s\":%.6f,\"bytes_wire\":%llu,"
                 "\"bytes_out\":%llu,\"descriptors\":%llu,\"sources\":%u,\"plan_cached\":%u,\"wait_s\":%.6f,"
-                "\"source\":\"%s\",\"xfer_start\":%.6f,\"xfer_end\":%.6f,\"fallbacks\":%u}\n",
+                "\"source\":\"%s\",\"xfer_start\":%.6f,\"xfer_end\":%.6f,\"fallbacks\":%u,\"notes_ignored\":%u}\n",
                 who, (unsigned long long)s->version, s->alloc_s, s->register_s, s->connect_s, s->plan_s,
                 s->transfer_s, s->convert_s, s->verify_s, s->commit_s, s->total_s,
                 (unsigned long long)s->bytes_wire, (unsigned long long)s->bytes_out,
                 (unsigned long long)s->descriptors, s->sources, s->plan_cached, s->wait_s, s->source,
-                s->xfer_start, s->xfer_end, s->fallbacks);
+                s->xfer_start, s->xfer_end, s->fallbacks, s->notes_ignored);
         return;
     }
     fprintf(f,

@@ -215,8 +215,9 @@ def test_dtype_parse():
             assert lib.refit_dtype_size(int(d)) == d.itemsize
     with pytest.raises(refit.InvalidArgument):
         refit.dtypes.parse(0)
-    # source[64], xfer_start, xfer_end, fallbacks and the tail padding
-    assert ctypes.sizeof(refit._lib._PullStats) == 8 * 2 + 9 * 8 + 3 * 8 + 2 * 4 + 8 + 64 + 2 * 8 + 4 + 4
+    # source[64], xfer_start, xfer_end, fallbacks (and padding), store_round_trips,
+    # notes_ignored and the tail padding
+    assert ctypes.sizeof(refit._lib._PullStats) == 8 * 2 + 9 * 8 + 3 * 8 + 2 * 4 + 8 + 64 + 2 * 8 + 8 + 8 + 8 + 8 + 8
 
 
 def test_library_from_ld_library_path(tmp_path):

@@ -98,6 +98,9 @@ struct refit_pull_stats {
      * and the version was pulled whole. */
     uint64_t bytes_delta;
     uint32_t delta_descriptors, delta_fallbacks;
+    /* Push mode: notifications not acted on — for another version, too big,
+     * or not from the transport of the source they name (forged). */
+    uint32_t notes_ignored;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

@@ -460,6 +460,7 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
         .version = version,
         .status = status,
         .heartbeat_ms = refit_time_ms(),
+        .sender = refit_tp_name(pub->tp),
     };
     if (!rc)
         rc = refit_record_publish(pub->ctx->store, &r);

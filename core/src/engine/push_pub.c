@@ -213,6 +213,22 @@ static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struc
     return 0;
 }
 
+/* The connection and keys of a receiver, dropped: the next push connects
+ * and unpacks again. */
+static void peer_forget(refit_publisher_t *pub, struct pub_peer *p)
+{
+    for (int k = 0; k < RKEY_CACHE; k++) {
+        refit_tp_release(pub->tp, p->rk[k].k);
+        free(p->rk[k].blob);
+    }
+    memset(p->rk, 0, sizeof(p->rk));
+    refit_tp_disconnect(pub->tp, p->peer);
+    p->peer = NULL;
+    free(p->addr);
+    p->addr = NULL;
+    p->addr_len = 0;
+}
+
 static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct pub_peer **out)
 {
     struct rf_push_pub *pp = pub->push;
@@ -220,18 +236,8 @@ static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct 
     for (size_t i = 0; i < pp->n_peers; i++)
         if (!strcmp(pp->peers[i].receiver, a->receiver))
             p = &pp->peers[i];
-    if (p && (p->addr_len != a->addr_len || memcmp(p->addr, a->addr, a->addr_len))) {
-        /* The receiver restarted: a new address, new keys. */
-        for (int k = 0; k < RKEY_CACHE; k++) {
-            refit_tp_release(pub->tp, p->rk[k].k);
-            free(p->rk[k].blob);
-        }
-        memset(p->rk, 0, sizeof(p->rk));
-        refit_tp_disconnect(pub->tp, p->peer);
-        p->peer = NULL;
-        free(p->addr);
-        p->addr = NULL;
-    }
+    if (p && p->addr && (p->addr_len != a->addr_len || memcmp(p->addr, a->addr, a->addr_len)))
+        peer_forget(pub, p); /* the receiver restarted: a new address, new keys */
     if (!p) {
         struct pub_peer *np = realloc(pp->peers, (pp->n_peers + 1) * sizeof(*np));
         if (!np)
@@ -503,13 +509,19 @@ static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, u
     int drc = inflight_drain(pub, &f, a->receiver);
     if (!rc)
         rc = drc;
-    if (rc) {
+    if (!rc) {
+        pub->push->bytes += bytes;
+        if ((rc = send_note(pub, p, v, "ok")))
+            refit_error_push(rc, "notifying receiver %s", a->receiver);
+    } else {
         send_failure(pub, p, v);
-        return rc;
     }
-    pub->push->bytes += bytes;
-    rc = send_note(pub, p, v, "ok");
-    return rc ? refit_error_push(rc, "notifying receiver %s", a->receiver) : 0;
+    /* A failed push may have broken the connection (a reset, a receiver
+     * stopped past the timeout): the next one starts from a new one rather
+     * than failing on the old (issue 22.3). */
+    if (rc)
+        peer_forget(pub, p);
+    return rc;
 }
 
 /* Receivers served so far this publish. */

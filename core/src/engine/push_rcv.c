@@ -44,6 +44,8 @@ struct rf_push_rcv {
         void *blob;
         size_t len;
     } keys[3];
+    int anon;         /* the transport cannot name senders (older plugin) */
+    uint64_t ignored; /* notifications ignored, since creation */
 };
 
 static void plan_free(struct rf_push_rcv *p)
@@ -425,23 +427,78 @@ static int finished(const struct push_work *wk, struct waiting *w, uint64_t v, c
     return 0;
 }
 
+/* The name source i's notifications must come from: the one its transport
+ * authenticates as (its record's sender), else its id. */
+static const char *sender_of(const refit_receiver_t *r, const struct push_work *wk, size_t i)
+{
+    const struct rf_source *s = i < r->disc.n_src ? &r->disc.src[i] : NULL;
+    if (!s || strcmp(s->id, wk->s[i].source))
+        return wk->s[i].source;
+    return s->rec && s->rec->sender ? s->rec->sender : s->id;
+}
+
+/* A notification this pull does not act on: counted, and logged (as a
+ * warning when it claims to be a source's and is not, or cannot be read). */
+static void ignored(refit_receiver_t *r, int warn, const char *why, const char *from, size_t len, uint64_t v)
+{
+    struct rf_push_rcv *p = r->mode_state;
+    p->ignored++;
+    refit_log(warn ? REFIT_LOG_WARN : REFIT_LOG_DEBUG, "push",
+              "%s: ignoring a notification of %zu bytes from '%s' during the push of v%llu: %s (%llu ignored)", r->id,
+              len, from[0] ? from : "?", (unsigned long long)v, why, (unsigned long long)p->ignored);
+}
+
+/* One notification: acted on only when it is "RFPUSH <v> <source> ..." for
+ * a source of this work list and comes from that source's transport.  Any
+ * other peer (or a note too big to be one) is ignored, never an error: a
+ * stranger cannot fail or finish this pull. */
 static int wait_notes(refit_receiver_t *r, const struct push_work *wk, struct waiting *w, uint64_t v)
 {
-    char msg[RF_PUSH_MAX_NOTE + 1], src[REFIT_RECORD_MAX_ID + 2];
+    struct rf_push_rcv *p = r->mode_state;
+    char msg[RF_PUSH_MAX_NOTE + 1], src[REFIT_RECORD_MAX_ID + 2], from[REFIT_TP_NAME_MAX + 1] = "";
     size_t len = 0;
-    int c = refit_tp_poll_notify(r->tp, msg, RF_PUSH_MAX_NOTE, &len, RF_POLL_NOTIFY_MS);
+    int c = p->anon ? refit_tp_poll_notify(r->tp, msg, RF_PUSH_MAX_NOTE, &len, RF_POLL_NOTIFY_MS)
+                    : refit_tp_poll_notify_from(r->tp, msg, RF_PUSH_MAX_NOTE, &len, from, sizeof(from),
+                                                RF_POLL_NOTIFY_MS);
+    if (c == REFIT_ENOTSUP && !p->anon) {
+        p->anon = 1;
+        refit_log(REFIT_LOG_WARN, "push", "%s: transport %s cannot name a notification's sender: push "
+                  "completions are taken from any peer", r->id, refit_tp_plugin_name(r->tp));
+        return 0;
+    }
     if (c == REFIT_ETIMEDOUT)
         return 0;
+    if (c == REFIT_ETOOBIG) {
+        ignored(r, 1, "larger than any push notification", from, len, v);
+        return 0;
+    }
     if (c)
         return refit_error_push(c, "push of v%llu: waiting for notifications", (unsigned long long)v);
     uint64_t nv;
     int ok;
     const char *err;
-    if (parse_note(msg, len, &nv, src, sizeof(src), &ok, &err) && nv == v)
-        return finished(wk, w, v, src, ok, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
-    refit_log(REFIT_LOG_DEBUG, "push", "%s: ignoring a notification (%zu bytes) not for v%llu", r->id, len,
-              (unsigned long long)v);
-    return 0;
+    if (!parse_note(msg, len, &nv, src, sizeof(src), &ok, &err)) {
+        ignored(r, 1, "not a push notification", from, len, v);
+        return 0;
+    }
+    if (nv != v) {
+        ignored(r, 0, "for another version", from, len, v);
+        return 0;
+    }
+    size_t i = 0;
+    while (i < wk->n_s && strcmp(wk->s[i].source, src))
+        i++;
+    if (i == wk->n_s) {
+        ignored(r, 1, "names a source this pull does not wait for", from, len, v);
+        return 0;
+    }
+    if (!p->anon && strcmp(from, sender_of(r, wk, i))) {
+        char why[REFIT_RECORD_MAX_ID + REFIT_RECORD_MAX_STRING + 64];
+        snprintf(why, sizeof(why), "claims to be source %s's, whose transport is '%s'", src, sender_of(r, wk, i));
+        ignored(r, 1, why, from, len, v);
+        return 0;
+    }
+    return finished(wk, w, v, src, ok, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
 }
 
 /* Transports without notifications: push/done/<V>/<receiver>/<source>. */
@@ -561,8 +618,10 @@ static int receive(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
     if (rc)
         return rc;
     double t0 = rf_seconds();
+    uint64_t ign = p->ignored;
     rc = wait_sources(r, wk, v);
     st->transfer_s = rf_seconds() - t0;
+    st->notes_ignored = (uint32_t)(p->ignored - ign);
     if (rc)
         return rc;
     double tv = rf_seconds();

@@ -152,6 +152,12 @@ struct refit_source_record {
      * 2 (refit.publish: copy: `version` and the one before, in two staging
      * arenas).  Optional field "keeps" on the wire. */
     uint32_t keeps;
+    /* The name the source's transport authenticates as (refit_tp_open.name)
+     * when it is not source_id (NULL: source_id): a push receiver accepts
+     * the source's completion notifications only from that sender.
+     * Optional field "sender" on the wire, at most REFIT_RECORD_MAX_STRING
+     * bytes. */
+    const char *sender;
 };
 
 int refit_record_encode(const struct refit_source_record *r, void **buf, size_t *len);

@@ -50,6 +50,9 @@ int refit_tp_init(refit_loader_t *loader, refit_config_t *cfg, const struct refi
 void refit_tp_fini(refit_transport_t *t);
 
 const char *refit_tp_plugin_name(const refit_transport_t *t);
+/* The name this process's transport was opened with (refit_tp_open.name,
+ * or "pid <n>"): what peers see as the sender of its notifications. */
+const char *refit_tp_name(const refit_transport_t *t);
 const struct refit_plugin *refit_tp_plugin(const refit_transport_t *t);
 /* The capabilities reported by the plugin at init. */
 const struct refit_tp_caps *refit_tp_caps(const refit_transport_t *t);
