@@ -408,10 +408,7 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *par, siz
     snprintf(id, sizeof(id), "dry%zu", i);
     if (!(s->id = strdup(id)))
         return REFIT_ENOMEM;
-    struct refit_megatron_rank mr = {.tp = par_size(par->tp_size), .ep = par_size(par->ep_size),
-                                     .etp = par_size(par->etp_size), .tp_rank = par->tp_rank,
-                                     .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
-    int rc = refit_layout_megatron(r->ctx->model, &mr, &r->copts, &s->meg);
+    int rc = refit_layout_trainer(r->ctx->model, par, &r->copts, &s->meg);
     if (!rc)
         rc = dry_catalog(s->meg, cat);
     s->cat = *cat;

@@ -82,8 +82,9 @@ struct rf_source {
     char *id;
     struct refit_source_record *rec;
     const refit_catalog_t *cat; /* in the cache */
-    refit_layout_t *meg;        /* its Megatron layout */
+    refit_layout_t *meg;        /* its source layout (Megatron or FSDP) */
     struct refit_par_layout meg_lay;
+    struct refit_src_ext meg_ext;
 };
 
 struct rf_discover {
