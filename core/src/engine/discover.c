@@ -114,8 +114,11 @@ int rf_discover_read(refit_receiver_t *r, struct rf_seen *out)
             rc = c;
         else if (usable(r, id, rec, stale))
             out->rec[out->n++] = rec;
-        else
+        else {
+            refit_log(REFIT_LOG_DEBUG, "receiver", "%s: source %s not usable (%s, v%llu%s)", r->id, id,
+                      refit_source_status_name(rec->status), (unsigned long long)rec->version, stale ? ", stale" : "");
             free(rec);
+        }
     }
     free(keys);
     if (rc) {
