@@ -263,12 +263,13 @@ static int wait_timeout(refit_receiver_t *r, uint64_t want, uint64_t v, size_t s
 static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chosen, double *plan_s)
 {
     double deadline = rf_seconds() + (double)r->ctx->timeout_ms / 1000.0;
-    uint64_t cursor = 0;
-    refit_store_poll(r->ctx->store, "sources/", 0, &cursor, 0);
+    /* The version this pull most likely takes: its checksums come with
+     * the records. */
+    uint64_t guess = want == REFIT_LATEST || want == REFIT_NEXT ? r->last_version + 1 : want;
     for (;;) {
         struct rf_seen sv;
         uint64_t v = 0;
-        int rc = rf_discover_read(r, &sv), planned = 0;
+        int rc = rf_discover_read(r, guess, &sv), planned = 0;
         if (!rc)
             rc = rf_discover_choose(r, &sv, want, &v);
         /* Sources still publishing v, or positions not there yet: wait for
@@ -291,9 +292,10 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         int64_t w = (int64_t)(left * 1000) + 1;
         if (wait || w > RF_POLL_DISCOVER_MS)
             w = wait ? RF_POLL_LAGGING_MS : RF_POLL_DISCOVER_MS;
-        rc = refit_store_poll(r->ctx->store, "sources/", cursor, &cursor, w);
+        rc = rf_discover_wait(r, w);
         if (rc && rc != REFIT_ETIMEDOUT)
             return rc;
+        refit_error_clear();
     }
 }
 
@@ -312,7 +314,7 @@ static int is_excluded(const refit_receiver_t *r, const char *id)
 static int replan_without(refit_receiver_t *r, uint64_t v)
 {
     struct rf_seen sv = {0};
-    int rc = rf_discover_read(r, &sv);
+    int rc = rf_discover_read(r, v, &sv);
     size_t k = 0;
     for (size_t i = 0; !rc && i < sv.n; i++) {
         if (is_excluded(r, sv.rec[i]->source_id))
@@ -401,6 +403,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     r->n_excluded = 0;
     r->failed_src[0] = '\0';
     r->xfer.convert_s = r->verify.seconds = 0;
+    uint64_t rt0 = refit_store_round_trips(r->ctx->store);
     double t0 = rf_seconds();
     uint64_t v = 0;
     int rc = discover_and_plan(r, version, &v, &st.plan_s);
@@ -424,6 +427,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     if (!rc && !st.source[0])
         snprintf(st.source, sizeof(st.source), "trainer");
     st.total_s = rf_seconds() - t0 - st.wait_s;
+    st.store_round_trips = refit_store_round_trips(r->ctx->store) - rt0;
     pull_end(r, version, v, rc, &st, stats);
     return rc;
 }
