@@ -342,7 +342,11 @@ static int replan_without(refit_receiver_t *r, uint64_t v)
 
 int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc)
 {
-    if (!r->failed_src[0] || r->n_excluded >= RF_MAX_EXCLUDED || is_excluded(r, r->failed_src))
+    /* a source that failed the wire (gone, reset, timed out), not one that
+     * is misconfigured (another transport, a bad record): that is an error
+     * to report, not to route around */
+    if (!r->failed_src[0] || r->n_excluded >= RF_MAX_EXCLUDED || is_excluded(r, r->failed_src) ||
+        *rc == REFIT_EPROTO || *rc == REFIT_EINVAL || *rc == REFIT_ENOMEM)
         return 0;
     char why[1024];
     snprintf(why, sizeof(why), "%s", refit_error_message());
