@@ -22,6 +22,12 @@ const char *refit_source_status_name(uint32_t st)
 
 int refit_record_encode(const struct refit_source_record *r, void **buf, size_t *len)
 {
+    return refit_record_encode_ext(r, NULL, buf, len);
+}
+
+int refit_record_encode_ext(const struct refit_source_record *r, const struct refit_src_ext *xp, void **buf,
+                            size_t *len)
+{
     int rc = refit_check_id("source id", r->source_id);
     if (rc)
         return rc;
@@ -42,8 +48,14 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
             return refit_error_set(REFIT_EINVAL, "record of %s: remote key %zu too large", r->source_id, i);
         hint += r->rkeys[i].len + 5;
     }
-    pk_init(&k, hint);
-    rf_cat_head(&k, 11 + (r->keeps > 1) + sender);
+    static const struct refit_src_ext none = {0};
+    const struct refit_src_ext *x = xp ? xp : &none;
+    bool has_dp = x->dp_size > 1, has_fsdp = x->fsdp != 0, has_vp = x->vp > 1, has_ppl = x->n_pp_layers > 0;
+    if (x->dp_rank >= (x->dp_size ? x->dp_size : 1) || (has_fsdp && x->shard_rank >= x->shard_size) ||
+        x->n_pp_layers > REFIT_RECORD_MAX_CHUNKS)
+        return refit_error_set(REFIT_EINVAL, "record of %s: dp, shard or pipeline split out of range", r->source_id);
+    pk_init(&k, hint + 8 * x->n_pp_layers);
+    rf_cat_head(&k, (r->keeps > 1 ? 12 : 11) + sender + has_dp + has_fsdp + has_vp + has_ppl);
     pk_str(&k, "source");
     pk_str(&k, r->source_id);
     pk_str(&k, "model");
@@ -79,8 +91,34 @@ int refit_record_encode(const struct refit_source_record *r, void **buf, size_t 
         pk_str(&k, "sender");
         pk_str(&k, r->sender);
     }
+    if (has_dp) {
+        pk_str(&k, "dp");
+        PK(&k, msgpack_pack_array(&k.p, 2));
+        PK(&k, msgpack_pack_uint32(&k.p, x->dp_rank));
+        PK(&k, msgpack_pack_uint32(&k.p, x->dp_size));
+    }
+    if (has_fsdp) {
+        pk_str(&k, "fsdp");
+        PK(&k, msgpack_pack_array(&k.p, 2));
+        PK(&k, msgpack_pack_uint32(&k.p, x->shard_rank));
+        PK(&k, msgpack_pack_uint32(&k.p, x->shard_size));
+    }
+    if (has_vp) {
+        pk_str(&k, "vp");
+        PK(&k, msgpack_pack_uint32(&k.p, x->vp));
+    }
+    if (has_ppl) {
+        pk_str(&k, "pplayers");
+        PK(&k, msgpack_pack_array(&k.p, x->n_pp_layers));
+        for (uint32_t i = 0; i < x->n_pp_layers; i++)
+            PK(&k, msgpack_pack_uint32(&k.p, x->pp_layers[i]));
+    }
     return pk_finish(&k, buf, len);
 }
+
+/* Room for the position fields after a decoded record, the blob table
+ * (pointers) aligned after it. */
+#define EXT_SPACE ((sizeof(struct refit_src_ext) + 15) & ~(size_t)15)
 
 static int rd_layout(struct rf_mp *d, struct refit_par_layout *L)
 {
@@ -99,6 +137,35 @@ static int rd_layout(struct rf_mp *d, struct refit_par_layout *L)
             return rf_mp_fail(d, "%s rank %u of size %u", names[i], v[2 * i], v[2 * i + 1]);
     *L = (struct refit_par_layout){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
     return 0;
+}
+
+/* [rank, size] with rank < size. */
+static int rd_pair(struct rf_mp *d, const char *what, uint32_t *rank, uint32_t *size)
+{
+    uint32_t n;
+    int rc = rf_mp_array(d, &n, 1);
+    if (!rc && n != 2)
+        rc = rf_mp_fail(d, "%s: %u entries, [rank, size] expected", what, n);
+    if (!rc)
+        rc = rf_mp_u32(d, rank, 1u << 24);
+    if (!rc)
+        rc = rf_mp_u32(d, size, 1u << 24);
+    if (!rc && *rank >= *size)
+        rc = rf_mp_fail(d, "%s rank %u of size %u", what, *rank, *size);
+    return rc;
+}
+
+static int rd_pplayers(struct rf_mp *d, struct refit_src_ext *x)
+{
+    uint32_t n;
+    int rc = rf_mp_array(d, &n, 1);
+    if (!rc && n > REFIT_RECORD_MAX_CHUNKS)
+        rc = rf_mp_fail(d, "%u pipeline chunks, at most %d", n, REFIT_RECORD_MAX_CHUNKS);
+    for (uint32_t i = 0; !rc && i < n; i++)
+        rc = rf_mp_u32(d, &x->pp_layers[i], 1u << 20);
+    if (!rc)
+        x->n_pp_layers = n;
+    return rc;
 }
 
 /* The remote keys: an array of blobs, counted and summed. */
@@ -133,13 +200,15 @@ static int rd_status(struct rf_mp *d, uint32_t *status)
 
 int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out)
 {
-    static const char *const fields[] = {"schema", "source", "model", "layout", "transport", "address",
-                                         "rkeys", "catalog", "version", "status", "heartbeat", "keeps", "sender"};
+    static const char *const fields[] = {"schema", "source", "model",  "layout", "transport", "address",
+                                         "rkeys",  "catalog", "version", "status", "heartbeat", "keeps",
+                                         "dp",     "fsdp",   "vp",      "pplayers", "sender"};
     enum { F_SCHEMA, F_SOURCE, F_MODEL, F_LAYOUT, F_TRANSPORT, F_ADDRESS, F_RKEYS, F_CATALOG, F_VERSION,
-           F_STATUS, F_HEARTBEAT, F_KEEPS /* optional */, F_SENDER /* optional */, F_N };
+           F_STATUS, F_HEARTBEAT, F_KEEPS /* optional from here */, F_DP, F_FSDP, F_VP, F_PPLAYERS, F_SENDER, F_N };
     struct rf_mp d;
     rf_mp_init(&d, buf, len, key, "record");
     struct refit_source_record r = {0};
+    struct refit_src_ext ext = {.dp_size = 1, .vp = 1};
     struct rf_span source = {0}, model = {0}, transport = {0}, address = {0}, hash = {0}, sender = {0};
     const uint8_t *rkeys_at = NULL;
     uint32_t n, n_rkeys = 0, seen = 0;
@@ -174,6 +243,13 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
             if (!rc && (!sender.l || memchr(sender.p, 0, sender.l)))
                 rc = rf_mp_fail(&d, "an empty sender name or one with a NUL");
             break;
+        case F_DP: rc = rd_pair(&d, "dp", &ext.dp_rank, &ext.dp_size); break;
+        case F_FSDP:
+            rc = rd_pair(&d, "fsdp", &ext.shard_rank, &ext.shard_size);
+            ext.fsdp = 1;
+            break;
+        case F_VP: rc = rf_mp_u32(&d, &ext.vp, 4096); break;
+        case F_PPLAYERS: rc = rd_pplayers(&d, &ext); break;
         }
     }
     if (!rc)
@@ -184,13 +260,15 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
         return rc;
     /* One allocation: struct, blob table, then bytes (every length was
      * bounded above: the sum fits). */
-    size_t total = sizeof(r) + n_rkeys * sizeof(struct refit_blob) + source.l + model.l + transport.l + 3 +
-                   sender.l + 1 + address.l + 1 + (size_t)rkey_bytes;
+    size_t total = sizeof(r) + EXT_SPACE + n_rkeys * sizeof(struct refit_blob) + source.l + model.l + transport.l +
+                   3 + sender.l + 1 + address.l + 1 + (size_t)rkey_bytes;
     struct refit_source_record *o = malloc(total);
     if (!o)
         return REFIT_ENOMEM;
     *o = r;
-    struct refit_blob *blobs = (struct refit_blob *)(o + 1);
+    /* the position fields right after the struct (refit_record_ext) */
+    memcpy(o + 1, &ext, sizeof(ext));
+    struct refit_blob *blobs = (struct refit_blob *)((char *)(o + 1) + EXT_SPACE);
     char *at = (char *)(blobs + n_rkeys);
     o->source_id = rf_span_put(&at, source);
     o->model = rf_span_put(&at, model);
@@ -218,6 +296,11 @@ int refit_record_decode(const void *buf, size_t len, const char *key, struct ref
     return 0;
 }
 
+const struct refit_src_ext *refit_record_ext(const struct refit_source_record *r)
+{
+    return (const struct refit_src_ext *)(r + 1);
+}
+
 int refit_record_check_catalog(const struct refit_source_record *r, const refit_catalog_t *c, const char *key)
 {
     if (r->n_rkeys != c->n_regions)
@@ -238,6 +321,11 @@ static int record_matches_key(const struct refit_source_record *r, const char *s
 
 int refit_record_publish(refit_store_t *s, const struct refit_source_record *r)
 {
+    return refit_record_publish_ext(s, r, NULL);
+}
+
+int refit_record_publish_ext(refit_store_t *s, const struct refit_source_record *r, const struct refit_src_ext *x)
+{
     char k1[REFIT_STORE_MAX_KEY + 1], k2[REFIT_STORE_MAX_KEY + 1];
     int rc = refit_key_source(k1, r->source_id);
     if (!rc)
@@ -246,7 +334,7 @@ int refit_record_publish(refit_store_t *s, const struct refit_source_record *r)
         return rc;
     void *enc;
     size_t len;
-    if ((rc = refit_record_encode(r, &enc, &len)))
+    if ((rc = refit_record_encode_ext(r, x, &enc, &len)))
         return rc;
     struct refit_store_put_item items[2] = {{k1, enc, len, 0}, {k2, enc, len, 0}};
     rc = refit_store_put_many(s, items, 2);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "model_int.h"
+#include "refit/refit.h"
 #include "refit/status.h"
 
 /* Parts of one destination: three per entry, or more when entries of one
@@ -1212,6 +1213,35 @@ int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refi
     }
     *out = lay;
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* A trainer rank by its parallel position */
+
+static int psize(int v)
+{
+    return v > 0 ? v : 1;
+}
+
+int refit_layout_trainer(const refit_model_t *m, const struct refit_parallel *par,
+                         const struct refit_convert_opts *skip, refit_layout_t **out)
+{
+    if (!m || !par || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_trainer: NULL argument");
+    if (par->dp_rank < 0 || par->dp_rank >= psize(par->dp_size))
+        return refit_error_set(REFIT_EINVAL, "data-parallel rank %d of %d", par->dp_rank, par->dp_size);
+    if (par->layout && !strcmp(par->layout, "fsdp")) {
+        if (psize(par->tp_size) > 1 || psize(par->pp_size) > 1 || psize(par->ep_size) > 1)
+            return refit_error_set(REFIT_EINVAL, "an FSDP source has no tp, pp or ep (shard_rank, shard_size)");
+        return refit_layout_fsdp(m, psize(par->shard_size), par->shard_rank, skip, out);
+    }
+    if (par->layout && strcmp(par->layout, "megatron"))
+        return refit_error_set(REFIT_EINVAL, "source layout '%s': megatron or fsdp", par->layout);
+    struct refit_megatron_rank r = {.tp = psize(par->tp_size), .ep = psize(par->ep_size),
+                                    .etp = psize(par->etp_size), .tp_rank = par->tp_rank,
+                                    .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
+    struct refit_megatron_pp pp = {psize(par->pp_size), par->pp_rank, psize(par->vp_size), par->pp_layers};
+    return refit_layout_megatron_pp(m, &r, &pp, skip, out);
 }
 
 /* ------------------------------------------------------------------ */

@@ -49,16 +49,10 @@ int refit_standin_shard_load(const struct refit_model *m, const char *hf_dir, co
     memset(out, 0, sizeof(*out));
     refit_hf_view_t *v = NULL;
     refit_layout_t *lay = NULL;
-    struct refit_megatron_rank r = {
-        .tp = par->tp_size ? par->tp_size : 1,
-        .ep = par->ep_size ? par->ep_size : 1,
-        .etp = 1,
-        .tp_rank = par->tp_rank,
-        .ep_rank = par->ep_rank,
-    };
+    /* the trainer rank's own layout: Megatron (any pipeline stage) or FSDP */
     int rc = refit_hf_view_open(m, hf_dir, NULL, &v);
     if (!rc)
-        rc = refit_layout_megatron(m, &r, NULL, &lay);
+        rc = refit_layout_trainer(m, par, NULL, &lay);
     if (rc)
         goto out;
     size_t n = refit_layout_count(lay);

@@ -32,6 +32,7 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: refit demo [--model qwen3|qwen3_moe|glm|deepseek_v3|glm5] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
+            "                  [--src-pp P | --src-fsdp N] [--src-dp D]\n"
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi|cuda_ipc] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
@@ -40,7 +41,9 @@ static int usage(FILE *f)
             "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
             "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
-            "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
+            "and prints a per-cycle table.  --src-pp P runs P pipeline stages of trainer ranks,\n"
+            "--src-fsdp N N FSDP ranks instead of Megatron ones, --src-dp D D data-parallel\n"
+            "replicas of each (receivers read any).  Without --hf it makes a deterministic checkpoint:\n"
             "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE-, GLM-4.5-, DeepSeek-V3- (MLA with q LoRA)\n"
             "and GLM-5-shaped (MLA plus the sparse-attention indexer) ones otherwise\n"
             "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
@@ -416,6 +419,12 @@ int demo_parse(struct demo *d, int argc, char **argv)
             rc = cli_int(o, v, 1, 64, &d->src_tp);
         else if (!strcmp(o, "--src-ep"))
             rc = cli_int(o, v, 1, 64, &d->src_ep);
+        else if (!strcmp(o, "--src-pp"))
+            rc = cli_int(o, v, 1, 64, &d->src_pp);
+        else if (!strcmp(o, "--src-fsdp"))
+            rc = cli_int(o, v, 1, 64, &d->src_fsdp);
+        else if (!strcmp(o, "--src-dp"))
+            rc = cli_int(o, v, 1, 8, &d->src_dp);
         else if (!strcmp(o, "--dst-tp"))
             rc = cli_int(o, v, 1, 64, &d->dst_tp);
         else if (!strcmp(o, "--dst-ep"))
@@ -523,23 +532,29 @@ int demo_run(struct demo *d)
     const char *dev = d->device ? d->device : "host";
     char *src_dev = !strcmp(dev, "cuda") || !strcmp(dev, "cuda-src") ? "cuda" : "host";
     char *dst_dev = !strcmp(dev, "cuda") || !strcmp(dev, "cuda-dst") ? "cuda" : "host";
-    int n_tr = d->src_tp > d->src_ep ? d->src_tp : d->src_ep;
+    int stage = d->src_tp > d->src_ep ? d->src_tp : d->src_ep, pp = d->src_pp > 0 ? d->src_pp : 1;
+    int dp = d->src_dp > 0 ? d->src_dp : 1;
+    int per_dp = d->src_fsdp > 0 ? d->src_fsdp : pp * stage, n_tr = per_dp * dp;
     int n_en = d->engines * d->dst_tp;
     pid_t *pids = calloc((size_t)(n_tr + n_en), sizeof(pid_t));
     char **names = calloc((size_t)(n_tr + n_en), sizeof(char *));
     int np = 0;
     if (!pids || !names)
         rc = REFIT_ENOMEM;
-    char a_tp[16], a_ep[16], a_cyc[16], a_dtp[16], a_dep[16];
+    char a_tp[16], a_ep[16], a_cyc[16], a_dtp[16], a_dep[16], a_pp[16], a_fsdp[16], a_dp[16];
+    snprintf(a_pp, sizeof(a_pp), "%d", pp);
+    snprintf(a_fsdp, sizeof(a_fsdp), "%d", d->src_fsdp);
+    snprintf(a_dp, sizeof(a_dp), "%d", dp);
     snprintf(a_tp, sizeof(a_tp), "%d", d->src_tp);
     snprintf(a_ep, sizeof(a_ep), "%d", d->src_ep);
     snprintf(a_cyc, sizeof(a_cyc), "%d", d->cycles);
     snprintf(a_dtp, sizeof(a_dtp), "%d", d->dst_tp);
     snprintf(a_dep, sizeof(a_dep), "%d", d->dst_ep ? d->dst_ep : 1);
     if (!rc)
-        printf("starting %d trainer rank%s (tp %d, ep %d) and %d engine%s (vLLM tp %d%s%s, fp8 %s) over %s + %s, "
-               "%d cycle%s\n",
-               n_tr, n_tr == 1 ? "" : "s", d->src_tp, d->src_ep, d->engines, d->engines == 1 ? "" : "s", d->dst_tp,
+        printf("starting %d trainer rank%s (%s %d, ep %d, pp %d, dp %d) and %d engine%s (vLLM tp %d%s%s, fp8 %s) "
+               "over %s + %s, %d cycle%s\n",
+               n_tr, n_tr == 1 ? "" : "s", d->src_fsdp > 0 ? "fsdp" : "tp", d->src_fsdp > 0 ? d->src_fsdp : d->src_tp,
+               d->src_ep, pp, dp, d->engines, d->engines == 1 ? "" : "s", d->dst_tp,
                d->dst_ep > 1 ? ", ep " : "", d->dst_ep > 1 ? a_dep : "", d->fp8, d->transport, d->store, d->cycles,
                d->cycles == 1 ? "" : "s");
     fflush(stdout);
@@ -549,12 +564,28 @@ int demo_run(struct demo *d)
     if (devnull >= 0)
         posix_spawn_file_actions_adddup2(&fa, devnull, STDOUT_FILENO);
     for (int r = 0; !rc && r < n_tr; r++) {
-        char rank[16], id[64];
-        snprintf(rank, sizeof(rank), "%d", r);
+        char rank[16], id[64], dpr[16];
+        snprintf(rank, sizeof(rank), "%d", r % per_dp);
+        snprintf(dpr, sizeof(dpr), "%d", r / per_dp);
         snprintf(id, sizeof(id), "trainer-%d", r);
-        char *av[] = {"refit", "publish", "--config", (char *)d->config, "--hf", d->ckpt, "--tp", a_tp, "--ep", a_ep,
-                      "--rank", rank, "--cycles", a_cyc, "--id", id, "--device", src_dev,
-                      d->pub_stats ? "--stats" : NULL, d->pstats, NULL};
+        char *av[40] = {"refit", "publish", "--config", (char *)d->config, "--hf", d->ckpt, "--rank", rank,
+                        "--cycles", a_cyc, "--id", id, "--device", src_dev, "--dp", a_dp, "--dp-rank", dpr};
+        int k = 18;
+        if (d->src_fsdp > 0) {
+            av[k++] = "--layout";
+            av[k++] = "fsdp";
+            av[k++] = "--shards";
+            av[k++] = a_fsdp;
+        } else {
+            char *more[] = {"--tp", a_tp, "--ep", a_ep, "--pp", a_pp};
+            for (int j = 0; j < 6; j++)
+                av[k++] = more[j];
+        }
+        if (d->pub_stats) {
+            av[k++] = "--stats";
+            av[k++] = d->pstats;
+        }
+        av[k] = NULL;
         pid_t p = spawn(d, &fa, av);
         if (p < 0)
             rc = REFIT_EIO;

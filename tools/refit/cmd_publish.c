@@ -2,6 +2,7 @@
  * Megatron shard of an HF checkpoint (the `refit shard` layout), publishes
  * versions 1..K, changing the weights deterministically between versions
  * (refit/standin.h), and waits for each version to be released. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,15 +16,46 @@
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: refit publish --config C --hf DIR --tp N --rank R [--ep M] [--cycles K]\n"
+            "usage: refit publish --config C --hf DIR --tp N --rank R [--ep M] [--pp P] [--cycles K]\n"
+            "                     [--layout megatron|fsdp] [--shards N] [--dp N --dp-rank D]\n"
             "                     [--id NAME] [--device host|cuda] [--stats FILE] [--set key=value]...\n"
             "A trainer rank stand-in: publishes its Megatron shard of the HF checkpoint in DIR\n"
-            "(tp rank R mod N, ep rank R mod M) as versions 1..K (default 1), the weights\n"
-            "changing between versions, and waits after each for refit.receivers receivers.\n"
+            "(pipeline rank R / max(N,M), tp rank R mod N, ep rank R mod M) as versions 1..K\n"
+            "(default 1), the weights changing between versions, and waits after each for\n"
+            "refit.receivers receivers.  --layout fsdp publishes FSDP rank R of --shards N (HF\n"
+            "names, dim-0 chunks; no --tp).  --dp N --dp-rank D: one of N data-parallel\n"
+            "replicas of that position (receivers read from any).\n"
             "--device cuda keeps the shard in GPU memory (refit_cuda_alloc) and publishes it as\n"
             "REFIT_MEM_CUDA; --stats FILE appends one JSON line per version (publish and staging\n"
             "seconds).\n");
     return f == stdout ? 0 : 2;
+}
+
+/* The options beyond the common rank options. */
+struct pub_opts {
+    struct cli_rank_opts r;
+    const char *layout;
+    int pp, shards, dp, dp_rank;
+};
+
+static int pub_opt(void *arg, const char *o, const char *v)
+{
+    struct pub_opts *p = arg;
+    if (!strcmp(o, "--layout")) {
+        if (strcmp(v, "megatron") && strcmp(v, "fsdp"))
+            return refit_error_set(REFIT_EINVAL, "--layout '%s': megatron or fsdp", v);
+        p->layout = v;
+        return 0;
+    }
+    if (!strcmp(o, "--pp"))
+        return cli_int(o, v, 1, 4096, &p->pp);
+    if (!strcmp(o, "--shards"))
+        return cli_int(o, v, 1, 65536, &p->shards);
+    if (!strcmp(o, "--dp"))
+        return cli_int(o, v, 1, 65536, &p->dp);
+    if (!strcmp(o, "--dp-rank"))
+        return cli_int(o, v, 0, 65535, &p->dp_rank);
+    return cli_rank_opt(&p->r, o, v);
 }
 
 int cmd_publish(int argc, char **argv)
@@ -33,9 +65,19 @@ int cmd_publish(int argc, char **argv)
             return usage(stdout);
     const char *ovr[64];
     /* Two more overrides are added below. */
-    struct cli_rank_opts r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr,
-                              .max_set = 60};
-    int rc = cli_parse_pairs(argc, argv, cli_rank_opt, &r);
+    struct pub_opts po = {.r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr, .max_set = 60},
+                          .layout = "megatron", .pp = 1, .shards = 0, .dp = 1};
+    int rc = cli_parse_pairs(argc, argv, pub_opt, &po);
+    struct cli_rank_opts r = po.r;
+    bool fsdp = !strcmp(po.layout, "fsdp");
+    if (!rc && fsdp) {
+        /* FSDP: rank R of --shards N, no model parallelism */
+        if (r.tp || po.pp > 1 || r.ep > 1 || !po.shards)
+            rc = refit_error_set(REFIT_EINVAL, "--layout fsdp takes --shards N and no --tp, --ep or --pp");
+        r.tp = 1;
+    }
+    if (!rc && po.dp_rank >= po.dp)
+        rc = refit_error_set(REFIT_EINVAL, "--dp-rank %d of --dp %d", po.dp_rank, po.dp);
     const char *cfg = r.cfg, *hf = r.hf, *id = r.id, *device = r.device, *stats = r.stats;
     int tp = r.tp, rank = r.rank, ep = r.ep, cycles = r.cycles;
     size_t n_ovr = r.n_ovr;
@@ -43,9 +85,9 @@ int cmd_publish(int argc, char **argv)
         rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
     if (!rc && (!hf || !tp || rank < 0))
         rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N and --rank R are required");
-    if (!rc && rank >= (tp > ep ? tp : ep))
-        rc = refit_error_set(REFIT_EINVAL, "--rank %d: there are max(tp, ep) = %d trainer ranks", rank,
-                             tp > ep ? tp : ep);
+    int stage = tp > ep ? tp : ep, world = fsdp ? po.shards : po.pp * stage;
+    if (!rc && rank >= world)
+        rc = refit_error_set(REFIT_EINVAL, "--rank %d: there are %d trainer ranks", rank, world);
     if (rc)
         return cli_fail("publish", rc);
 
@@ -56,8 +98,13 @@ int cmd_publish(int argc, char **argv)
     refit_context_t *ctx = NULL;
     refit_publisher_t *pub = NULL;
     struct refit_standin_shard sh = {0};
-    struct refit_parallel par = {.tp_rank = rank % tp, .tp_size = tp, .ep_rank = rank % ep, .ep_size = ep,
-                                 .pp_size = 1, .etp_size = 1};
+    struct refit_parallel par = {.tp_rank = rank % stage % tp, .tp_size = tp, .ep_rank = rank % stage % ep,
+                                 .ep_size = ep, .pp_rank = rank / stage, .pp_size = po.pp, .etp_size = 1,
+                                 .dp_rank = po.dp_rank, .dp_size = po.dp};
+    if (fsdp)
+        par = (struct refit_parallel){.tp_size = 1, .pp_size = 1, .ep_size = 1, .etp_size = 1, .layout = "fsdp",
+                                      .shard_rank = rank, .shard_size = po.shards, .dp_rank = po.dp_rank,
+                                      .dp_size = po.dp};
     /* The GPU first: the transport and the pool use the current device. */
     rc = !strcmp(device, "cuda") ? cli_cuda_select() : 0;
     if (!rc)

@@ -12,6 +12,7 @@ struct demo {
     const char *hf, *config, *transport, *store, *mode, *fp8, *keep;
     const char *make_only; /* --make-checkpoint DIR */
     int src_tp, src_ep, dst_tp, dst_ep, engines, cycles, layers, vocab;
+    int src_pp, src_fsdp, src_dp; /* trainer pipeline stages, FSDP shards, data-parallel replicas */
     const char *device; /* host | cuda | cuda-src | cuda-dst: where trainers and engines keep weights */
     int verify; /* compare every engine's result with refit convert */
     int pub_stats; /* trainers append their per-version figures to pstats */

@@ -35,8 +35,14 @@ MEM_CUDA = 2
 
 
 class _Parallel(ctypes.Structure):
+    # struct refit_parallel: the Megatron position, the data-parallel replica,
+    # the source layout ("megatron" / "fsdp") and its FSDP shard, virtual
+    # pipeline stages and an uneven pipeline split
     _fields_ = [(n, ctypes.c_int) for n in (
-        "tp_rank", "tp_size", "pp_rank", "pp_size", "ep_rank", "ep_size", "etp_rank", "etp_size")]
+        "tp_rank", "tp_size", "pp_rank", "pp_size", "ep_rank", "ep_size", "etp_rank", "etp_size",
+        "dp_rank", "dp_size")] + [("layout", ctypes.c_char_p)] + \
+        [(n, ctypes.c_int) for n in ("shard_rank", "shard_size", "vp_size")] + \
+        [("pp_layers", ctypes.POINTER(ctypes.c_int))]
 
 
 class _Target(ctypes.Structure):

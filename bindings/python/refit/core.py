@@ -153,10 +153,19 @@ class Publisher(_Handle):
     _destroy = "refit_publisher_destroy"
 
     def __init__(self, ctx, tp_rank=0, tp_size=1, pp_rank=0, pp_size=1, ep_rank=0, ep_size=1,
-                 etp_rank=0, etp_size=1, source_id=None):
+                 etp_rank=0, etp_size=1, source_id=None, dp_rank=0, dp_size=1, layout=None,
+                 shard_rank=0, shard_size=1, vp_size=1, pp_layers=None):
+        """``layout``: "megatron" (None) with the tp/pp/ep position, or "fsdp"
+        with ``shard_rank`` of ``shard_size`` (HF names, dim-0 chunks);
+        ``dp_rank`` of ``dp_size``: replicas holding the same bytes, read
+        interchangeably; ``vp_size`` and ``pp_layers`` (layers per pipeline
+        chunk) for interleaved or uneven pipelines."""
         super().__init__()
         self.ctx = ctx
-        par = _lib._Parallel(tp_rank, tp_size, pp_rank, pp_size, ep_rank, ep_size, etp_rank, etp_size)
+        par = _parallel(dict(tp_rank=tp_rank, tp_size=tp_size, pp_rank=pp_rank, pp_size=pp_size,
+                             ep_rank=ep_rank, ep_size=ep_size, etp_rank=etp_rank, etp_size=etp_size,
+                             dp_rank=dp_rank, dp_size=dp_size, layout=layout, shard_rank=shard_rank,
+                             shard_size=shard_size, vp_size=vp_size, pp_layers=pp_layers))
         h = ctypes.c_void_p()
         check(_lib.load().refit_publisher_create(ctx._ptr(), ctypes.byref(par), _b(source_id), ctypes.byref(h)),
               "publisher %s" % (source_id or "tp%d-pp%d-ep%d" % (tp_rank, pp_rank, ep_rank)))
@@ -262,7 +271,19 @@ def _parallel(p):
     unknown = set(p) - set(names) if hasattr(p, "keys") else set()
     if unknown:
         raise InvalidArgument(EINVAL, "parallel position: unknown field %s" % ", ".join(sorted(unknown)))
-    return _lib._Parallel(*[int(get(f, 1 if f.endswith("_size") else 0)) for f in names])
+    par = _lib._Parallel()
+    for f in names:
+        v = get(f, None)
+        if f == "layout":
+            par.layout = _b(v) if v else None
+        elif f == "pp_layers":
+            if v:
+                arr = (ctypes.c_int * len(v))(*[int(x) for x in v])
+                par._pp_keep = arr  # alive as long as the struct
+                par.pp_layers = ctypes.cast(arr, ctypes.POINTER(ctypes.c_int))
+        else:
+            setattr(par, f, int(v if v is not None else (1 if f.endswith("_size") else 0)))
+    return par
 
 
 class TensorInfo:

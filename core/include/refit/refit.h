@@ -60,6 +60,20 @@ struct refit_parallel {
     int pp_rank, pp_size;
     int ep_rank, ep_size;
     int etp_rank, etp_size;
+    /* Data-parallel replica: ranks that differ only in dp_rank hold the same
+     * bytes; receivers spread their reads over them (docs/models.md). */
+    int dp_rank, dp_size;
+    /* The source layout: NULL or "megatron" (the fields above, with
+     * pipeline stages), or "fsdp": HF names, every tensor's rows split as
+     * torch.chunk does over the sharding group (shard_rank of shard_size);
+     * tp, pp and ep are then 1. */
+    const char *layout;
+    int shard_rank, shard_size;
+    /* Megatron: virtual pipeline stages per rank (0 means 1), and the
+     * layers of each of the pp_size * vp_size chunks when the split is not
+     * even (NULL: even). */
+    int vp_size;
+    const int *pp_layers;
 };
 
 /* An inference rank's layout. */

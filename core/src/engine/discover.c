@@ -385,8 +385,8 @@ int rf_discover_complete(const struct rf_seen *sv, uint64_t v)
     /* Every tensor- and expert-parallel position the sources declare, so
      * the plan (and the spread of replicated tensors) does not change when
      * a late rank shows up. */
-    uint8_t tp[256] = {0}, ep[256] = {0};
-    uint32_t tps = 0, eps = 0;
+    uint8_t tp[256] = {0}, ep[256] = {0}, pp[256] = {0}, sh[256] = {0};
+    uint32_t tps = 0, eps = 0, pps = 0, shs = 0;
     for (size_t i = 0; i < sv->n; i++) {
         const struct refit_par_layout *L = &sv->rec[i]->layout;
         if (sv->rec[i]->version != v)
@@ -399,7 +399,24 @@ int rf_discover_complete(const struct rf_seen *sv, uint64_t v)
             tp[L->tp_rank] = 1;
         if (L->ep_rank < 256)
             ep[L->ep_rank] = 1;
+        /* pipeline stages and FSDP shards too (data-parallel replicas of a
+         * position count once) */
+        const struct refit_src_ext *x = refit_record_ext(sv->rec[i]);
+        if (L->pp_size > pps)
+            pps = L->pp_size;
+        if (L->pp_rank < 256)
+            pp[L->pp_rank] = 1;
+        if (x->fsdp && x->shard_size > shs)
+            shs = x->shard_size;
+        if (x->fsdp && x->shard_rank < 256)
+            sh[x->shard_rank] = 1;
     }
+    for (uint32_t i = 0; i < pps && i < 256; i++)
+        if (!pp[i])
+            return 0;
+    for (uint32_t i = 0; i < shs && i < 256; i++)
+        if (!sh[i])
+            return 0;
     for (uint32_t i = 0; i < tps && i < 256; i++)
         if (!tp[i])
             return 0;
@@ -414,17 +431,28 @@ int rf_discover_complete(const struct rf_seen *sv, uint64_t v)
 static int source_layout(refit_receiver_t *r, struct rf_source *s)
 {
     struct refit_par_layout *L = &s->rec->layout;
-    if (s->meg && !memcmp(&s->meg_lay, L, sizeof(*L)))
+    const struct refit_src_ext *x = refit_record_ext(s->rec);
+    if (s->meg && !memcmp(&s->meg_lay, L, sizeof(*L)) && !memcmp(&s->meg_ext, x, sizeof(*x)))
         return 0;
     refit_layout_destroy(s->meg);
     s->meg = NULL;
-    struct refit_megatron_rank mr = {.tp = (int)L->tp_size, .ep = (int)L->ep_size, .etp = (int)L->etp_size,
-                                     .tp_rank = (int)L->tp_rank, .ep_rank = (int)L->ep_rank,
-                                     .etp_rank = (int)L->etp_rank};
-    int rc = refit_layout_megatron(r->ctx->model, &mr, &r->copts, &s->meg);
+    int chunks[REFIT_RECORD_MAX_CHUNKS];
+    for (uint32_t i = 0; i < x->n_pp_layers && i < REFIT_RECORD_MAX_CHUNKS; i++)
+        chunks[i] = (int)x->pp_layers[i];
+    if (x->n_pp_layers && x->n_pp_layers != L->pp_size * (x->vp ? x->vp : 1))
+        return refit_error_set(REFIT_EPROTO, "source %s: %u pipeline chunks for pp %u x vp %u", s->id,
+                               x->n_pp_layers, L->pp_size, x->vp);
+    struct refit_parallel par = {
+        .tp_rank = (int)L->tp_rank, .tp_size = (int)L->tp_size, .pp_rank = (int)L->pp_rank,
+        .pp_size = (int)L->pp_size, .ep_rank = (int)L->ep_rank, .ep_size = (int)L->ep_size,
+        .etp_rank = (int)L->etp_rank, .etp_size = (int)L->etp_size, .dp_rank = (int)x->dp_rank,
+        .dp_size = (int)x->dp_size, .layout = x->fsdp ? "fsdp" : NULL, .shard_rank = (int)x->shard_rank,
+        .shard_size = (int)x->shard_size, .vp_size = (int)x->vp, .pp_layers = x->n_pp_layers ? chunks : NULL};
+    int rc = refit_layout_trainer(r->ctx->model, &par, &r->copts, &s->meg);
     if (rc)
         return refit_error_push(rc, "source %s", s->id);
     s->meg_lay = *L;
+    s->meg_ext = *x;
     return 0;
 }
 

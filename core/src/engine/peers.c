@@ -10,6 +10,7 @@
  * connect fails too, it is retried with backoff while the source is still
  * READY and fresh, within refit.timeout.  Only the transport ABI's
  * disconnect, connect and unpack are used. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -224,7 +225,10 @@ int rf_peers_connect(refit_receiver_t *r, int *fresh)
 {
     *fresh = 0;
     int rc = rf_peers_sync(r);
-    for (size_t i = 0; !rc && i < r->disc.n_src; i++)
+    for (size_t i = 0; !rc && i < r->disc.n_src; i++) {
         rc = connect_one(r, &r->peers.p[i], r->disc.src[i].rec, fresh);
+        if (rc) /* for the pull's retry without it (rf_pull_retry) */
+            snprintf(r->failed_src, sizeof(r->failed_src), "%s", r->disc.src[i].id);
+    }
     return rc;
 }

@@ -54,6 +54,26 @@ static void *heartbeat_main(void *arg)
     return NULL;
 }
 
+/* The position with its strings and split owned by the publisher. */
+static int rf_par_copy(refit_publisher_t *pub, const struct refit_parallel *par)
+{
+    pub->par = *par;
+    pub->par.layout = NULL;
+    pub->par.pp_layers = NULL;
+    if (par->layout && !(pub->par.layout = pub->par_layout = strdup(par->layout)))
+        return REFIT_ENOMEM;
+    if (par->pp_layers) {
+        size_t n = (size_t)par_size(par->pp_size) * (size_t)par_size(par->vp_size);
+        if (n > REFIT_RECORD_MAX_CHUNKS)
+            return refit_error_set(REFIT_EINVAL, "%zu pipeline chunks: at most %d", n, REFIT_RECORD_MAX_CHUNKS);
+        if (!(pub->par_pp_layers = malloc(n * sizeof(int))))
+            return REFIT_ENOMEM;
+        memcpy(pub->par_pp_layers, par->pp_layers, n * sizeof(int));
+        pub->par.pp_layers = pub->par_pp_layers;
+    }
+    return 0;
+}
+
 int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *par, const char *source_id,
                            refit_publisher_t **out)
 {
@@ -69,7 +89,13 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
     pub->delivery = ctx->push ? &rf_deliver_push : &rf_deliver_pull;
     char idbuf[REFIT_RECORD_MAX_ID + 1];
     if (!source_id) {
-        snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d", par->tp_rank, par->pp_rank, par->ep_rank);
+        if (par->layout && !strcmp(par->layout, "fsdp"))
+            snprintf(idbuf, sizeof(idbuf), "fsdp%d-dp%d", par->shard_rank, par->dp_rank);
+        else if (par_size(par->dp_size) > 1)
+            snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d-dp%d", par->tp_rank, par->pp_rank, par->ep_rank,
+                     par->dp_rank);
+        else
+            snprintf(idbuf, sizeof(idbuf), "tp%d-pp%d-ep%d", par->tp_rank, par->pp_rank, par->ep_rank);
         source_id = idbuf;
     }
     pthread_mutex_init(&pub->hb_lock, NULL);
@@ -78,18 +104,17 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
     if (!rc && !(pub->id = strdup(source_id)))
         rc = REFIT_ENOMEM;
     if (!rc && (par->tp_rank < 0 || par->tp_rank >= par_size(par->tp_size) || par->ep_rank < 0 ||
-                par->ep_rank >= par_size(par->ep_size) || par_size(par->pp_size) != 1))
-        rc = refit_error_set(REFIT_EINVAL,
-                             "publisher %s: tp %d/%d, ep %d/%d, pp %d/%d is not a valid position "
-                             "(pipeline parallelism is not supported yet)",
-                             source_id, par->tp_rank, par->tp_size, par->ep_rank, par->ep_size,
-                             par->pp_rank, par->pp_size);
-    if (!rc) {
-        struct refit_megatron_rank r = {.tp = par_size(par->tp_size), .ep = par_size(par->ep_size),
-                                        .etp = par_size(par->etp_size), .tp_rank = par->tp_rank,
-                                        .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
-        rc = refit_layout_megatron(ctx->model, &r, &ctx->copts, &pub->meg);
-    }
+                par->ep_rank >= par_size(par->ep_size) || par->pp_rank < 0 ||
+                par->pp_rank >= par_size(par->pp_size) || par->shard_rank < 0 ||
+                par->shard_rank >= par_size(par->shard_size) || par_size(par->vp_size) > 64 ||
+                par_size(par->pp_size) > 4096))
+        rc = refit_error_set(REFIT_EINVAL, "publisher %s: tp %d/%d, ep %d/%d, pp %d/%d, shard %d/%d is not a "
+                             "valid position", source_id, par->tp_rank, par->tp_size, par->ep_rank, par->ep_size,
+                             par->pp_rank, par->pp_size, par->shard_rank, par->shard_size);
+    if (!rc)
+        rc = rf_par_copy(pub, par);
+    if (!rc)
+        rc = refit_layout_trainer(ctx->model, &pub->par, &ctx->copts, &pub->meg);
     if (!rc)
         rc = rf_context_transport(ctx, pub->id, &pub->tp);
     if (!rc)
@@ -101,6 +126,24 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
     }
     *out = pub;
     return 0;
+}
+
+/* The record's optional position fields. */
+static struct refit_src_ext src_ext(const struct refit_parallel *par)
+{
+    struct refit_src_ext x = {.dp_rank = (uint32_t)par->dp_rank, .dp_size = (uint32_t)par_size(par->dp_size),
+                              .vp = (uint32_t)par_size(par->vp_size)};
+    if (par->layout && !strcmp(par->layout, "fsdp")) {
+        x.fsdp = 1;
+        x.shard_rank = (uint32_t)par->shard_rank;
+        x.shard_size = (uint32_t)par_size(par->shard_size);
+    }
+    if (par->pp_layers) {
+        x.n_pp_layers = (uint32_t)(par_size(par->pp_size) * par_size(par->vp_size));
+        for (uint32_t i = 0; i < x.n_pp_layers && i < REFIT_RECORD_MAX_CHUNKS; i++)
+            x.pp_layers[i] = (uint32_t)par->pp_layers[i];
+    }
+    return x;
 }
 
 static void drop_regions(refit_publisher_t *pub)
@@ -149,6 +192,8 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     free(pub->t);
     free(pub->addr);
     free(pub->id);
+    free(pub->par_layout);
+    free(pub->par_pp_layers);
     refit_layout_destroy(pub->meg);
     pthread_mutex_destroy(&pub->hb_lock);
     pthread_cond_destroy(&pub->hb_cond);
@@ -326,6 +371,10 @@ static void shard_info(const refit_publisher_t *pub, const struct pub_tensor *t,
         axis = t->ndim - 1;
     int parts = expert ? par_size(pub->par.etp_size) : par_size(pub->par.tp_size);
     int rank = expert ? pub->par.etp_rank : pub->par.tp_rank;
+    if (pub->par.layout && !strcmp(pub->par.layout, "fsdp")) {
+        parts = par_size(pub->par.shard_size);
+        rank = pub->par.shard_rank;
+    }
     ct->shard_axis = axis;
     ct->expert = expert ? t->lt->expert : -1;
     if (axis < 0)
@@ -462,8 +511,9 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
         .heartbeat_ms = refit_time_ms(),
         .sender = refit_tp_name(pub->tp),
     };
+    struct refit_src_ext ext = src_ext(&pub->par);
     if (!rc)
-        rc = refit_record_publish(pub->ctx->store, &r);
+        rc = refit_record_publish_ext(pub->ctx->store, &r, &ext);
     free(rk);
     return rc;
 }

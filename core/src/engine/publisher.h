@@ -86,8 +86,10 @@ struct refit_publisher {
     refit_context_t *ctx;
     refit_transport_t *tp;
     struct refit_parallel par;
+    char *par_layout;   /* par.layout's and par.pp_layers' own copies */
+    int *par_pp_layers;
     char *id;
-    refit_layout_t *meg;
+    refit_layout_t *meg; /* its source layout (Megatron or FSDP) */
     const struct rf_pub_hold *hold;
     const struct rf_pub_delivery *delivery;
     struct pub_tensor *t;

@@ -237,7 +237,7 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     }
     char hex[33];
     refit_hash128_hex(&key, hex);
-    refit_log(REFIT_LOG_DEBUG, "receiver", "%s: planning v%llu for inputs %s", r->id, (unsigned long long)v, hex);
+    refit_log(REFIT_LOG_DEBUG, "receiver", "%s: planning v%llu for inputs %s (%zu sources)", r->id, (unsigned long long)v, hex, r->disc.n_src);
     double t0 = rf_seconds();
     rc = make_plan(r);
     *plan_s += rf_seconds() - t0;
@@ -301,6 +301,72 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
 }
 
 /* ------------------------------------------------------------------ */
+/* Data-parallel fallback */
+
+static int is_excluded(const refit_receiver_t *r, const char *id)
+{
+    for (int i = 0; i < r->n_excluded; i++)
+        if (!strcmp(r->excluded[i], id))
+            return 1;
+    return 0;
+}
+
+/* The sources at v less the excluded ones, adopted and planned for. */
+static int replan_without(refit_receiver_t *r, uint64_t v)
+{
+    struct rf_seen sv = {0};
+    int rc = rf_discover_read(r, v, &sv);
+    size_t k = 0;
+    for (size_t i = 0; !rc && i < sv.n; i++) {
+        if (is_excluded(r, sv.rec[i]->source_id))
+            free(sv.rec[i]);
+        else
+            sv.rec[k++] = sv.rec[i];
+    }
+    if (!rc)
+        sv.n = k;
+    if (!rc)
+        rc = rf_discover_adopt(r, &sv, v);
+    if (!rc)
+        rc = rf_peers_sync(r);
+    struct refit_hash128 key;
+    if (!rc)
+        rc = rf_discover_plan_key(r, &key);
+    if (!rc)
+        rc = make_plan(r);
+    if (!rc)
+        r->plan.key = key;
+    rf_seen_free(&sv);
+    double a = 0, g = 0;
+    return rc ? rc : rf_bufs_ensure(r, &a, &g);
+}
+
+int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc)
+{
+    /* a source that failed the wire (gone, reset, timed out), not one that
+     * is misconfigured (another transport, a bad record): that is an error
+     * to report, not to route around */
+    if (!r->failed_src[0] || r->n_excluded >= RF_MAX_EXCLUDED || is_excluded(r, r->failed_src) ||
+        *rc == REFIT_EPROTO || *rc == REFIT_EINVAL || *rc == REFIT_ENOMEM)
+        return 0;
+    char why[1024];
+    snprintf(why, sizeof(why), "%s", refit_error_message());
+    snprintf(r->excluded[r->n_excluded++], sizeof(r->excluded[0]), "%s", r->failed_src);
+    int rc2 = replan_without(r, v);
+    if (rc2) {
+        /* no other source holds its bytes: the first failure stands */
+        refit_error_set(*rc, "%s", why);
+        return 0;
+    }
+    refit_log(REFIT_LOG_WARN, "receiver", "%s: v%llu: source %s failed (%s); pulling again from the sources that "
+              "hold the same bytes", r->id, (unsigned long long)v, r->failed_src, why);
+    if (r->st)
+        r->st->fallbacks++;
+    *rc = 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
 /* The cycle */
 
 static int fence_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
@@ -339,6 +405,8 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     struct refit_pull_stats st;
     memset(&st, 0, sizeof(st));
     r->st = &st;
+    r->n_excluded = 0;
+    r->failed_src[0] = '\0';
     r->xfer.convert_s = r->verify.seconds = 0;
     uint64_t rt0 = refit_store_round_trips(r->ctx->store);
     double t0 = rf_seconds();
@@ -413,10 +481,7 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *par, siz
     snprintf(id, sizeof(id), "dry%zu", i);
     if (!(s->id = strdup(id)))
         return REFIT_ENOMEM;
-    struct refit_megatron_rank mr = {.tp = par_size(par->tp_size), .ep = par_size(par->ep_size),
-                                     .etp = par_size(par->etp_size), .tp_rank = par->tp_rank,
-                                     .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
-    int rc = refit_layout_megatron(r->ctx->model, &mr, &r->copts, &s->meg);
+    int rc = refit_layout_trainer(r->ctx->model, par, &r->copts, &s->meg);
     if (!rc)
         rc = dry_catalog(s->meg, cat);
     s->cat = *cat;

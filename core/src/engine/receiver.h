@@ -82,8 +82,9 @@ struct rf_source {
     char *id;
     struct refit_source_record *rec;
     const refit_catalog_t *cat; /* in the cache */
-    refit_layout_t *meg;        /* its Megatron layout */
+    refit_layout_t *meg;        /* its source layout (Megatron or FSDP) */
     struct refit_par_layout meg_lay;
+    struct refit_src_ext meg_ext;
 };
 
 struct rf_discover {
@@ -355,12 +356,19 @@ int rf_fanout_requested(const refit_context_t *ctx, int *yes);
 /* ------------------------------------------------------------------ */
 /* The receiver */
 
+#define RF_MAX_EXCLUDED 8
+
 struct refit_receiver {
     refit_context_t *ctx;
     refit_transport_t *tp;
     struct refit_target target;
     char *id;
     char *target_name; /* copts.target_name's storage (NULL: the configuration's) */
+    /* The source a failed transfer or connection named ("" none), and the
+     * sources this pull plans without (data-parallel fallback). */
+    char failed_src[REFIT_RECORD_MAX_ID + 1];
+    char excluded[RF_MAX_EXCLUDED][REFIT_RECORD_MAX_ID + 1];
+    int n_excluded;
     struct refit_convert_opts copts;
     refit_layout_t *lay;
     const struct rf_rcv_mode *mode;
@@ -379,6 +387,11 @@ struct refit_receiver {
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */
 };
+
+/* A pull that failed on a source is planned again without it when other
+ * sources (data-parallel replicas) hold its bytes: *rc cleared and 1 to
+ * transfer again, else 0 with *rc as it was.  The pull mode's retry. */
+int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc);
 
 /* The receiver's target layout name ("vllm", "sglang" ...). */
 static inline const char *rf_receiver_target(const struct refit_receiver *r)

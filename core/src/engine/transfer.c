@@ -10,6 +10,7 @@
  * Pull mode (rf_mode_pull) is the default strategy: fetch the checksums,
  * connect (peers.c), READ in batches of refit.flush_every per source
  * (exec.c), finish, then the common fence of the discovered sources. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +139,8 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
     int rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
                          refit_tp_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
     free(es);
+    if (rc && xs.failed_source >= 0 && (size_t)xs.failed_source < r->disc.n_src)
+        snprintf(r->failed_src, sizeof(r->failed_src), "%s", r->disc.src[xs.failed_source].id);
     drop_failed(r, &xs);
     if (!rc)
         rc = rf_xfer_finish_unfed(r);
@@ -158,6 +161,7 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
 
 int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
+    r->failed_src[0] = '\0';
     int rc = rf_verify_fetch(r, v);
     double tc = rf_seconds();
     int fresh = 0;
@@ -230,6 +234,6 @@ const struct rf_rcv_mode rf_mode_pull = {
     .prepare = rf_mode_no_prepare,
     .transfer = rf_pull_transfer,
     .fence = rf_fence_sources,
-    .retry = rf_mode_no_retry,
+    .retry = rf_pull_retry,
     .end = pull_end,
 };

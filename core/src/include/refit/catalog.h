@@ -135,6 +135,19 @@ struct refit_blob {
     size_t len;
 };
 
+/* What a source's position says beyond tp/pp/ep (optional on the wire,
+ * defaults when absent): data-parallel replica, FSDP sharding, virtual
+ * pipeline stages and an uneven pipeline split. */
+#define REFIT_RECORD_MAX_CHUNKS 64
+struct refit_src_ext {
+    uint32_t dp_rank, dp_size;       /* 0 of 1 */
+    uint32_t fsdp;                   /* 1: the fsdp layout, shard_rank of shard_size */
+    uint32_t shard_rank, shard_size;
+    uint32_t vp;                     /* virtual stages per pipeline rank (1) */
+    uint32_t n_pp_layers;            /* 0: an even split */
+    uint32_t pp_layers[REFIT_RECORD_MAX_CHUNKS];
+};
+
 struct refit_source_record {
     uint32_t schema;
     const char *source_id; /* one key component: [A-Za-z0-9_.:-], 1..128 bytes */
@@ -161,6 +174,14 @@ struct refit_source_record {
 };
 
 int refit_record_encode(const struct refit_source_record *r, void **buf, size_t *len);
+/* The same with the position fields beyond tp/pp/ep (NULL: none): optional
+ * fields "dp", "fsdp", "vp", "pplayers", written only where they differ
+ * from the defaults, so records of plain Megatron sources stay as they were. */
+int refit_record_encode_ext(const struct refit_source_record *r, const struct refit_src_ext *x, void **buf,
+                            size_t *len);
+/* Those fields of a record refit_record_decode (or _fetch) returned: kept in
+ * the same allocation, defaults when the record had none. */
+const struct refit_src_ext *refit_record_ext(const struct refit_source_record *r);
 /* *out is one allocation (strings and blobs inside), freed with free(). */
 int refit_record_decode(const void *buf, size_t len, const char *key, struct refit_source_record **out);
 /* The record's regions match the catalog's (count). */
@@ -170,6 +191,7 @@ int refit_record_check_catalog(const struct refit_source_record *r, const refit_
 /* Publish: one pipelined write of "sources/<id>" (marked live, re-written
  * after a store restart) and "versions/<V>/sources/<id>". */
 int refit_record_publish(refit_store_t *s, const struct refit_source_record *r);
+int refit_record_publish_ext(refit_store_t *s, const struct refit_source_record *r, const struct refit_src_ext *x);
 /* Read and decode "sources/<id>". */
 int refit_record_fetch(refit_store_t *s, const char *source_id, struct refit_source_record **out);
 

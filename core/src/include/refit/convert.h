@@ -182,6 +182,12 @@ int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron
                              const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
                              refit_layout_t **out);
 
+/* The tensors of a trainer rank at position `par` (refit/refit.h): its
+ * Megatron layout (pipeline stages included) or its FSDP layout. */
+struct refit_parallel;
+int refit_layout_trainer(const refit_model_t *m, const struct refit_parallel *par,
+                         const struct refit_convert_opts *skip, refit_layout_t **out);
+
 /* The tensors of FSDP rank `rank` of `n`: HF names, every tensor split on
  * dim 0 as torch.chunk does (chunks of ceil(rows / n) rows, the last
  * smaller, ranks past the end holding [0, ...]) — FSDP2 / DTensor Shard(0).
