@@ -59,6 +59,8 @@ static int read_policy(refit_context_t *ctx)
         rc = refit_config_double(c, "refit.verify_sample", &ctx->verify_sample);
     if (!rc)
         rc = refit_config_bool(c, "refit.in_place", &ctx->in_place);
+    if (!rc)
+        rc = refit_config_bool(c, "refit.device_program", &ctx->device_program);
     if (!rc && !(rc = refit_config_str(c, "refit.verify", &s)))
         ctx->verify = !strcmp(s, "off") ? RF_VERIFY_OFF : !strcmp(s, "sample") ? RF_VERIFY_SAMPLE
                                                                                 : RF_VERIFY_FULL;

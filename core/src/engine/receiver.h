@@ -339,6 +339,7 @@ struct refit_receiver {
     struct rf_peers peers;
     struct rf_sumcheck verify;
     struct rf_rcvdev *dev; /* CUDA destinations: streams, pinned staging (rcvdev.c) */
+    struct rf_rcvprog *prog; /* colocated pulls as one device program (rcvprog.c) */
 
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */
