@@ -27,16 +27,15 @@ step() {
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
 step dprog-cuda 120 "$db/tests/cuda/test-cuda-dprog" device
-step fp8-cuda 200 "$db/tests/cuda/test-cuda-fp8"
 r=$db/refit
-step "0.6B fp8 off, checked" 150 "$r" bench gpu --colocated --check --cycles 3
-step "0.6B fp8 trainer, checked" 150 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
+step "0.6B fp8 off, checked" 100 "$r" bench gpu --colocated --check --cycles 3
+step "0.6B fp8 trainer, checked" 100 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
 if [ "${1:-}" != quick ]; then
-    step "4B fp8 off" 150 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 5
-    step "4B fp8 trainer" 150 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --fp8 trainer --cycles 5
+    step "4B fp8 off" 110 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 5
+    step "4B fp8 trainer" 110 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --fp8 trainer --cycles 5
 fi
-step "0.6B fp8 off" 90 "$r" bench gpu --colocated --cycles 6
-step "0.6B fp8 trainer" 90 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+step "0.6B fp8 off" 60 "$r" bench gpu --colocated --cycles 6
+step "0.6B fp8 trainer" 60 "$r" bench gpu --colocated --fp8 trainer --cycles 6
 step "0.6B fp8 off, transport path" 90 env REFIT_REFIT_DEVICE_PROGRAM=false "$r" bench gpu --colocated --cycles 6
 step "0.6B tp2->tp2 fp8 off, checked" 120 "$r" bench gpu --colocated --check --src tp=2 --dst-tp 2 --cycles 3
 echo "colocated.sh: $fails failed"
