@@ -269,6 +269,14 @@ struct rf_dprog {
     int rule;
     float floor;
     int launched;
+    /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
+     * host can reach): the host reference runs as a stream host function
+     * instead of the kernel, on a copy of the operations. */
+    int host;
+    rf_dop *ops;
+    size_t n_ops;
+    refit_fp8_params params;
+    int host_rc;
 };
 
 namespace {
@@ -296,6 +304,8 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     if (!g)
         return refit_error_set(REFIT_ENOMEM, "device program");
     g->device = device;
+    const char *h = getenv("REFIT_DPROG_HOST");
+    g->host = h && !strcmp(h, "1");
     int saved = -1, rc = enter(device, &saved);
     cudaError_t e = cudaSuccess;
     if (!rc) {
@@ -329,6 +339,7 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
         if (g->stream)
             (void)cudaStreamSynchronize(g->stream);
         cudaFree(g->d_tiles);
+        free(g->ops);
         cudaFree(g->d_err);
         cudaFreeHost(g->h_err);
         if (g->done)
@@ -388,6 +399,18 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
         leave(saved);
     }
     free(v.t);
+    if (!rc && g->host) {
+        rf_dop *c = (rf_dop *)malloc((n ? n : 1) * sizeof(*c));
+        if (!c)
+            rc = refit_error_set(REFIT_ENOMEM, "device program: %zu operations", n);
+        else {
+            memcpy(c, ops, n * sizeof(*c));
+            free(g->ops);
+            g->ops = c;
+            g->n_ops = n;
+            g->params = p ? *p : refit_fp8_params{REFIT_FP8_TRAINER, 0, REFIT_FP8_IMPL_AUTO};
+        }
+    }
     if (rc)
         return rc;
     g->n_tiles = v.n;
@@ -397,12 +420,34 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     return 0;
 }
 
+static void CUDART_CB host_run(void *arg)
+{
+    rf_dprog *g = (rf_dprog *)arg;
+    size_t bad = 0;
+    *g->h_err = kNoError;
+    g->host_rc = rf_dprog_reference(g->ops, g->n_ops, &g->params, &bad);
+    if (g->host_rc == REFIT_ENUMERIC) {
+        *g->h_err = bad;
+        g->host_rc = 0;
+    }
+}
+
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
 {
     int saved = -1, rc = enter(g->device, &saved);
     if (rc)
         return rc;
     cudaError_t e = cudaSuccess;
+    if (g->host) {
+        e = cudaLaunchHostFunc(g->stream, host_run, g);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(g->done, g->stream);
+        leave(saved);
+        if (e != cudaSuccess)
+            return cuda_fail(e, "queueing the host reference");
+        g->launched = 1;
+        return 0;
+    }
     for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
         size_t f = g->phase_first[ph], n = g->phase_first[ph + 1] - f;
         for (size_t at = 0; e == cudaSuccess && at < n; at += 0x7fffffffu) {
@@ -435,6 +480,8 @@ extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
     cudaError_t e = cudaEventSynchronize(g->done);
     if (e != cudaSuccess)
         return cuda_fail(e, "waiting for the copies");
+    if (g->host && g->host_rc)
+        return refit_error_set(g->host_rc, "device program (host reference): %s", "failed");
     if (*g->h_err == kNoError)
         return 0;
     if (bad)

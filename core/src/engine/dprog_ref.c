@@ -75,14 +75,20 @@ static int ref_fp8(const struct rf_dop *o, const struct refit_fp8_params *p)
     return rc;
 }
 
+/* Phase by phase, in table order within a phase, as the kernel launches
+ * run them (within a phase no operation reads what another writes). */
 int rf_dprog_reference(const struct rf_dop *ops, size_t n, const struct refit_fp8_params *p, size_t *bad)
 {
     for (size_t i = 0; i < n; i++) {
-        const struct rf_dop *o = &ops[i];
-        int rc = rf_dop_check(o, i);
+        int rc = rf_dop_check(&ops[i], i);
         if (rc)
             return rc;
-        if (!o->rows || !o->width)
+    }
+    for (size_t k = 0; k < n * RF_DPROG_PHASES; k++) {
+        size_t i = k % n;
+        const struct rf_dop *o = &ops[i];
+        int rc = 0;
+        if (o->phase != k / n || !o->rows || !o->width)
             continue;
         if (o->kind == RF_DOP_COPY) {
             for (uint64_t r = 0; r < o->rows; r++)

@@ -186,12 +186,16 @@ static int fp8_writers(struct build *b, size_t t, struct rect **out, size_t *n_o
         w[k++] = x;
     }
     for (size_t i = 0; i < b->sd.n; i++) {
+        /* The part of a descriptor inside the image (one descriptor may
+         * carry several tensors that lie next to each other in both). */
         const struct rf_desc *d = b->sd.d[i];
-        if (d->local_off < img || d->local_off >= img + bytes)
+        uint64_t lo = d->local_off > img ? d->local_off : img;
+        uint64_t hi = d->local_off + d->len < img + bytes ? d->local_off + d->len : img + bytes;
+        if (lo >= hi)
             continue;
-        uint64_t off = d->local_off - img;
-        struct rect x = {off / rb, 0, d->len / rb, pd->cols, rb, remote(b, d)};
-        *ok &= off % rb == 0 && d->len % rb == 0 && rect_aligned(&x, pd->rows, pd->cols);
+        uint64_t off = lo - img, len = hi - lo;
+        struct rect x = {off / rb, 0, len / rb, pd->cols, rb, remote(b, d) + (lo - d->local_off)};
+        *ok &= off % rb == 0 && len % rb == 0 && rect_aligned(&x, pd->rows, pd->cols);
         area += x.h * x.w;
         w[k++] = x;
     }
