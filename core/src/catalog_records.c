@@ -366,6 +366,64 @@ int refit_source_check(refit_store_t *s, const char *sid, int64_t stale_after_ms
     return 0;
 }
 
+/* Item i of a source check read back: its verdict from the record at
+ * it[2i] and the heartbeat at it[2i+1]. */
+static void check_item(struct refit_source_check *c, struct refit_store_get_item *it, uint64_t now,
+                       int64_t stale_after_ms)
+{
+    uint64_t hb = 0;
+    c->rec = NULL;
+    c->stale = false;
+    c->status = it[0].status;
+    if (!c->status && refit_record_decode(it[0].val, it[0].len, it[0].key, &c->rec))
+        c->status = REFIT_EPROTO;
+    if (!c->status && record_matches_key(c->rec, c->id, it[0].key))
+        c->status = REFIT_EPROTO;
+    if (!c->status && it[1].status == 0 && refit_heartbeat_decode(it[1].val, it[1].len, it[1].key, &hb))
+        c->status = REFIT_EPROTO;
+    if (c->status) {
+        free(c->rec);
+        c->rec = NULL;
+    } else {
+        c->stale = refit_record_is_stale(c->rec, hb, now, stale_after_ms);
+    }
+}
+
+int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
+                            struct refit_store_get_item *extra, size_t n_extra)
+{
+    size_t m = 2 * n + n_extra;
+    struct refit_store_get_item *it = calloc(m ? m : 1, sizeof(*it));
+    char (*keys)[REFIT_STORE_MAX_KEY + 1] = calloc(n ? 2 * n : 1, REFIT_STORE_MAX_KEY + 1);
+    int rc = it && keys ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = refit_key_source(keys[2 * i], c[i].id);
+        if (!rc)
+            rc = refit_key_heartbeat(keys[2 * i + 1], c[i].id);
+        it[2 * i].key = keys[2 * i];
+        it[2 * i + 1].key = keys[2 * i + 1];
+    }
+    for (size_t i = 0; !rc && i < n_extra; i++)
+        it[2 * n + i].key = extra[i].key;
+    if (!rc)
+        rc = refit_store_get_many(s, it, m);
+    uint64_t now = refit_time_ms();
+    for (size_t i = 0; !rc && i < n; i++)
+        check_item(&c[i], &it[2 * i], now, stale_after_ms);
+    for (size_t i = 0; !rc && i < n_extra; i++)
+        extra[i] = it[2 * n + i];
+    for (size_t i = 0; it && i < 2 * n; i++)
+        free(it[i].val);
+    if (rc)
+        for (size_t i = 0; it && i < n_extra; i++)
+            free(it[2 * n + i].val);
+    free(it);
+    free(keys);
+    if (!rc)
+        refit_error_clear(); /* per-item messages: the statuses say it */
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* Acks: {"schema":1, "version":V, "receiver":id, "time":ms} */
 

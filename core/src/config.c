@@ -107,7 +107,8 @@ static const struct refit_cfg_field model_fields[] = {
     {"name", REFIT_CFG_STRING, NULL, 0, -1, NULL, "a label (Qwen3-0.6B)"},
     {"plugin", REFIT_CFG_STRING, "auto", 0, -1, NULL, "model plugin; auto: the one claiming hf.model_type"},
     {"hf_config", REFIT_CFG_STRING, NULL, 0, -1, NULL, "path of the HF config.json"},
-    {"target", REFIT_CFG_ENUM, "vllm", 0, -1, "hf|vllm", "destination layout and names"},
+    /* any target layout the model plugin offers (hf, transformers, vllm, sglang) */
+    {"target", REFIT_CFG_STRING, "vllm", 0, -1, NULL, "destination layout and names (a target of the model plugin)"},
     {"skip", REFIT_CFG_LIST, NULL, 0, -1, NULL, "name patterns not transferred (MTP layers by default)"},
     {"fp8.enabled", REFIT_CFG_BOOL, "false", 0, -1, NULL, "block-quantize linear weights to FP8"},
     {"fp8.rule", REFIT_CFG_ENUM, "trainer", 0, -1, "trainer|deepgemm", "scale rule"},

@@ -68,13 +68,12 @@ static int expect_instance(void *arg, const struct refit_model_entry *e, int64_t
 {
     struct expect_ctx *c = arg;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
-    int64_t ne = expert ? c->m->shape.experts : 1;
-    int np = e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+    int64_t ne = expert ? c->m->experts : 1;
+    const struct rf_entry_val *ev = rf_entry_val(c->m, e);
     for (int64_t x = 0; x < ne; x++)
-        for (int i = 0; i < np; i++) {
-            int rc = expect_add(c, rf_model_name(e->hf[i], layer, expert ? x : -1),
-                                e->cols == REFIT_DIM_NONE ? 1 : 2, rf_model_dim(c->m, e->rows[i]),
-                                rf_model_dim(c->m, e->cols));
+        for (int i = 0; i < ev->n_parts; i++) {
+            int rc = expect_add(c, rf_model_name(e->hf[i], layer, expert ? x : -1), ev->ndim, ev->rows[i],
+                                ev->cols);
             if (rc)
                 return rc;
         }
@@ -308,9 +307,12 @@ static void seen_free(struct seen *s)
     free(s->keys);
 }
 
-/* Copy one shard tensor's pieces back into the HF tensors. */
+/* Copy one shard tensor's pieces back into the HF tensors.  A rectangle
+ * of an HF tensor already taken from another rank (replicas over TP, EP,
+ * data parallelism, a tied copy on the last pipeline stage) is skipped, so
+ * coverage counts stay exact. */
 static int unshard_tensor(refit_hf_view_t *v, const refit_layout_t *lay, const struct refit_layout_tensor *lt,
-                          const struct refit_st_tensor *st, const char *path)
+                          const struct refit_st_tensor *st, const char *path, struct seen *seen)
 {
     size_t es = refit_dtype_size(st->dtype);
     int64_t dcols = lt->ndim == 2 ? lt->shape[1] : 1;
@@ -320,6 +322,14 @@ static int unshard_tensor(refit_hf_view_t *v, const refit_layout_t *lay, const s
         struct vt *t = vt_find(v, src->name);
         if (!t)
             continue; /* skipped */
+        char key[1200];
+        snprintf(key, sizeof(key), "%.1000s#%lld#%lld#%lld#%lld", src->name, (long long)pc->src_row,
+                 (long long)pc->src_col, (long long)pc->rows, (long long)pc->cols);
+        int was = 0, rc = seen_test_add(seen, key, &was);
+        if (rc)
+            return rc;
+        if (was)
+            continue;
         if (!t->owned) {
             size_t n = (size_t)t->t.shape[0] * (size_t)(t->t.ndim == 2 ? t->t.shape[1] : 1);
             t->owned = calloc(n ? n : 1, es);
@@ -346,6 +356,84 @@ static int unshard_tensor(refit_hf_view_t *v, const refit_layout_t *lay, const s
     return 0;
 }
 
+/* An optional count in the metadata: def when absent. */
+static int meta_int_opt(const refit_st_file_t *f, const char *path, const char *key, int def, int *out)
+{
+    if (!refit_st_metadata(f, key)) {
+        *out = def;
+        return 0;
+    }
+    return meta_int(f, path, key, out);
+}
+
+/* "3,3,2": the layers of each pipeline chunk. */
+static int meta_list(const refit_st_file_t *f, const char *path, const char *key, int n, int **out)
+{
+    const char *v = refit_st_metadata(f, key);
+    *out = NULL;
+    if (!v)
+        return 0;
+    int *a = calloc((size_t)n + 1, sizeof(*a));
+    if (!a)
+        return REFIT_ENOMEM;
+    int i = 0;
+    for (const char *p = v; *p && i <= n; i++) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 0 || x > 1000000 || (*end && *end != ',')) {
+            free(a);
+            return refit_error_set(REFIT_EPROTO, "%s: __metadata__ '%s' is not a list of counts", path, key);
+        }
+        a[i] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    if (i != n) {
+        free(a);
+        return refit_error_set(REFIT_EPROTO, "%s: __metadata__ '%s' has %d counts; %d pipeline chunks", path, key, i,
+                               n);
+    }
+    *out = a;
+    return 0;
+}
+
+/* The source layout of a shard file, from its __metadata__: refit.layout
+ * "fsdp" (refit.fsdp, refit.fsdp_rank) or "megatron" (the default). */
+static int shard_layout(const refit_model_t *m, const refit_st_file_t *f, const char *path,
+                        const struct refit_convert_opts *o, refit_layout_t **lay, bool *fsdp)
+{
+    const char *kind = refit_st_metadata(f, "refit.layout");
+    *fsdp = kind && !strcmp(kind, "fsdp");
+    int rc;
+    if (*fsdp) {
+        int n, r;
+        if ((rc = meta_int(f, path, "refit.fsdp", &n)) || (rc = meta_int(f, path, "refit.fsdp_rank", &r)))
+            return rc;
+        return refit_layout_fsdp(m, n, r, o, lay);
+    }
+    if (kind && strcmp(kind, "megatron"))
+        return refit_error_set(REFIT_EPROTO, "%s: unknown source layout '%s' (megatron or fsdp)", path, kind);
+    struct refit_megatron_rank r = {0};
+    struct refit_megatron_pp pp = {0};
+    int *chunks = NULL;
+    if ((rc = meta_int(f, path, "refit.tp", &r.tp)) || (rc = meta_int(f, path, "refit.ep", &r.ep)) ||
+        (rc = meta_int(f, path, "refit.etp", &r.etp)) || (rc = meta_int(f, path, "refit.tp_rank", &r.tp_rank)) ||
+        (rc = meta_int(f, path, "refit.ep_rank", &r.ep_rank)) ||
+        (rc = meta_int(f, path, "refit.etp_rank", &r.etp_rank)) ||
+        (rc = meta_int(f, path, "refit.vocab_divisible_by", &r.vocab_divisible_by)) ||
+        (rc = meta_int_opt(f, path, "refit.pp", 1, &pp.pp)) ||
+        (rc = meta_int_opt(f, path, "refit.pp_rank", 0, &pp.pp_rank)) ||
+        (rc = meta_int_opt(f, path, "refit.vp", 1, &pp.vp)))
+        return rc;
+    if (pp.pp < 1 || pp.vp < 1 || pp.pp > 4096 || pp.vp > 4096)
+        return refit_error_set(REFIT_EPROTO, "%s: pipeline %d x %d stages", path, pp.pp, pp.vp);
+    rc = meta_list(f, path, "refit.pp_layers", pp.pp * pp.vp, &chunks);
+    pp.chunk_layers = chunks;
+    if (!rc)
+        rc = refit_layout_megatron_pp(m, &r, &pp, o, lay);
+    free(chunks);
+    return rc;
+}
+
 static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *path,
                         const struct refit_convert_opts *o, struct seen *seen)
 {
@@ -353,25 +441,16 @@ static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *
     int rc = refit_st_open(path, &f);
     if (rc)
         return rc;
-    struct refit_megatron_rank r = {0};
-    if ((rc = meta_int(f, path, "refit.tp", &r.tp)) || (rc = meta_int(f, path, "refit.ep", &r.ep)) ||
-        (rc = meta_int(f, path, "refit.etp", &r.etp)) ||
-        (rc = meta_int(f, path, "refit.tp_rank", &r.tp_rank)) ||
-        (rc = meta_int(f, path, "refit.ep_rank", &r.ep_rank)) ||
-        (rc = meta_int(f, path, "refit.etp_rank", &r.etp_rank)) ||
-        (rc = meta_int(f, path, "refit.vocab_divisible_by", &r.vocab_divisible_by))) {
-        refit_st_close(f);
-        return rc;
-    }
     refit_layout_t *lay = NULL;
+    bool fsdp = false;
     size_t nf = refit_st_count(f);
     struct named *names = calloc(nf ? nf : 1, sizeof(*names));
-    rc = names ? refit_layout_megatron(m, &r, o, &lay) : REFIT_ENOMEM;
+    rc = names ? shard_layout(m, f, path, o, &lay, &fsdp) : REFIT_ENOMEM;
     if (rc)
         refit_error_push(rc, "%s", path);
     for (size_t i = 0; !rc && i < nf; i++) {
         names[i].t = refit_st_at(f, i);
-        names[i].name = refit_megatron_canonical(names[i].t->name);
+        names[i].name = fsdp ? strdup(names[i].t->name) : refit_megatron_canonical(names[i].t->name);
         if (!names[i].name)
             rc = REFIT_ENOMEM;
         else if (!refit_layout_find(lay, names[i].name))
@@ -389,17 +468,8 @@ static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *
             break;
         }
         rc = check_shape(path, hit->t->name, hit->t, lt->ndim, lt->shape);
-        if (rc)
-            break;
-        char k[1024];
-        bool split = lt->role != REFIT_ROLE_REPLICATED;
-        snprintf(k, sizeof(k), "%s#%d#%d", lt->name,
-                 lt->expert >= 0 ? r.ep_rank : 0,
-                 !split ? 0 : lt->expert >= 0 ? r.etp_rank : r.tp_rank);
-        int was = 0;
-        rc = seen_test_add(seen, k, &was);
-        if (!rc && !was)
-            rc = unshard_tensor(v, lay, lt, hit->t, path);
+        if (!rc)
+            rc = unshard_tensor(v, lay, lt, hit->t, path, seen);
     }
     for (size_t i = 0; names && i < nf; i++)
         free(names[i].name);
@@ -421,8 +491,14 @@ static int dir_ok(const char *dir)
 int refit_hf_view_open_megatron(const refit_model_t *m, const char *dir,
                                 const struct refit_convert_opts *o, refit_hf_view_t **out)
 {
+    return refit_hf_view_open_shards(m, dir, o, out);
+}
+
+int refit_hf_view_open_shards(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
+                              refit_hf_view_t **out)
+{
     if (!m || !dir || !out)
-        return refit_error_set(REFIT_EINVAL, "refit_hf_view_open_megatron: NULL argument");
+        return refit_error_set(REFIT_EINVAL, "refit_hf_view_open_shards: NULL argument");
     refit_hf_view_t *v;
     int rc = dir_ok(dir);
     if (!rc)
@@ -727,14 +803,32 @@ int refit_convert_write(const refit_model_t *m, const refit_hf_view_t *v,
 }
 
 struct shard_meta {
-    const struct refit_megatron_rank *r;
+    const struct refit_megatron_rank *r; /* NULL: an FSDP rank */
+    const struct refit_megatron_pp *pp;
+    int fsdp, fsdp_rank;
     const char *model_type;
 };
 
+static int meta_put(refit_st_writer_t *w, const char *k, int v)
+{
+    char b[32];
+    snprintf(b, sizeof(b), "%d", v);
+    return refit_st_writer_set_metadata(w, k, b);
+}
+
+/* The rank's position, for refit_hf_view_open_shards; pipeline keys only
+ * with pipeline parallelism, so PP 1 shards keep their bytes. */
 static int shard_meta_fn(void *arg, refit_st_writer_t *w)
 {
     struct shard_meta *sm = arg;
     const struct refit_megatron_rank *r = sm->r;
+    int rc = 0;
+    if (!r) {
+        if (!(rc = refit_st_writer_set_metadata(w, "refit.layout", "fsdp")) &&
+            !(rc = meta_put(w, "refit.fsdp", sm->fsdp)))
+            rc = meta_put(w, "refit.fsdp_rank", sm->fsdp_rank);
+        return rc ? rc : refit_st_writer_set_metadata(w, "refit.model_type", sm->model_type);
+    }
     const struct {
         const char *k;
         int v;
@@ -742,14 +836,24 @@ static int shard_meta_fn(void *arg, refit_st_writer_t *w)
               {"refit.etp", r->etp},         {"refit.tp_rank", r->tp_rank},
               {"refit.ep_rank", r->ep_rank}, {"refit.etp_rank", r->etp_rank},
               {"refit.vocab_divisible_by", r->vocab_divisible_by}};
-    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
-        char b[32];
-        snprintf(b, sizeof(b), "%d", kv[i].v);
-        int rc = refit_st_writer_set_metadata(w, kv[i].k, b);
-        if (rc)
-            return rc;
+    for (size_t i = 0; !rc && i < sizeof(kv) / sizeof(kv[0]); i++)
+        rc = meta_put(w, kv[i].k, kv[i].v);
+    const struct refit_megatron_pp *pp = sm->pp;
+    if (!rc && (pp->pp > 1 || pp->vp > 1)) {
+        if (!(rc = meta_put(w, "refit.pp", pp->pp)) && !(rc = meta_put(w, "refit.pp_rank", pp->pp_rank)))
+            rc = meta_put(w, "refit.vp", pp->vp);
+        if (!rc && pp->chunk_layers) {
+            char b[4096];
+            size_t len = 0;
+            int n = pp->pp * pp->vp;
+            for (int i = 0; i < n && len < sizeof(b); i++)
+                len += (size_t)snprintf(b + len, sizeof(b) - len, "%s%d", i ? "," : "", pp->chunk_layers[i]);
+            if (len >= sizeof(b))
+                return refit_error_set(REFIT_EINVAL, "pipeline split of %d chunks is too long to record", n);
+            rc = refit_st_writer_set_metadata(w, "refit.pp_layers", b);
+        }
     }
-    return refit_st_writer_set_metadata(w, "refit.model_type", sm->model_type);
+    return rc ? rc : refit_st_writer_set_metadata(w, "refit.model_type", sm->model_type);
 }
 
 static const char *role_name(enum refit_model_role r)
@@ -767,11 +871,20 @@ static const char *role_name(enum refit_model_role r)
     return "unknown";
 }
 
-static void yaml_rank(FILE *y, const refit_layout_t *lay, const struct refit_megatron_rank *r, int rank)
+static void yaml_rank(FILE *y, const refit_layout_t *lay, const struct refit_megatron_rank *r,
+                      const struct refit_megatron_pp *pp, int rank)
 {
-    fprintf(y, "  - file: rank%d.safetensors\n    rank: %d\n    tp_rank: %d\n    ep_rank: %d\n"
-               "    etp_rank: %d\n    tensors:\n",
-            rank, rank, r->tp_rank, r->ep_rank, r->etp_rank);
+    if (!r)
+        fprintf(y, "  - file: rank%d.safetensors\n    rank: %d\n    fsdp_rank: %d\n    tensors:\n", rank, rank,
+                rank);
+    else if (pp->pp > 1 || pp->vp > 1)
+        fprintf(y, "  - file: rank%d.safetensors\n    rank: %d\n    pp_rank: %d\n    tp_rank: %d\n"
+                   "    ep_rank: %d\n    etp_rank: %d\n    tensors:\n",
+                rank, rank, pp->pp_rank, r->tp_rank, r->ep_rank, r->etp_rank);
+    else
+        fprintf(y, "  - file: rank%d.safetensors\n    rank: %d\n    tp_rank: %d\n    ep_rank: %d\n"
+                   "    etp_rank: %d\n    tensors:\n",
+                rank, rank, r->tp_rank, r->ep_rank, r->etp_rank);
     for (size_t i = 0; i < refit_layout_count(lay); i++) {
         const struct refit_layout_tensor *t = refit_layout_at(lay, i);
         fprintf(y, "      - {name: %s, role: %s, shape: [", t->name, role_name(t->role));
@@ -789,36 +902,73 @@ static void yaml_rank(FILE *y, const refit_layout_t *lay, const struct refit_meg
 int refit_shard_write(const refit_model_t *m, const refit_hf_view_t *v, int tp, int ep,
                       const struct refit_convert_opts *skip, const char *dir)
 {
-    if (!m || !v || !dir || tp < 1 || ep < 1)
+    struct refit_shard_opts so = {.tp = tp, .ep = ep};
+    if (tp < 1 || ep < 1)
         return refit_error_set(REFIT_EINVAL, "refit_shard_write: tp and ep must be >= 1");
+    return refit_shard_write_ex(m, v, &so, skip, dir);
+}
+
+static void yaml_head(FILE *y, const refit_model_t *m, const struct refit_shard_opts *s, int world, int pp, int vp)
+{
+    if (s->fsdp > 0) {
+        fprintf(y, "# FSDP trainer shards written by `refit shard`: HF names, every tensor split on dim 0\n"
+                   "# as torch.chunk does (FSDP2 Shard(0)).\n"
+                   "layout: fsdp\nmodel_type: %s\nplugin: %s\nfsdp: %d\nworld: %d\nranks:\n",
+                m->model_type, m->plugin->name, s->fsdp, world);
+        return;
+    }
+    if (pp > 1 || vp > 1)
+        fprintf(y, "# Megatron trainer shards written by `refit shard` (rank r: pp_rank r / %d).\n"
+                   "model_type: %s\nplugin: %s\ntp: %d\nep: %d\netp: 1\npp: %d\nvp: %d\nworld: %d\n"
+                   "vocab_size: %lld\nvocab_divisible_by: 128\nranks:\n",
+                world / pp, m->model_type, m->plugin->name, s->tp, s->ep, pp, vp, world,
+                (long long)m->shape.vocab);
+    else
+        fprintf(y, "# Megatron trainer shards written by `refit shard` (pipeline parallelism 1).\n"
+                   "model_type: %s\nplugin: %s\ntp: %d\nep: %d\netp: 1\nworld: %d\nvocab_size: %lld\n"
+                   "vocab_divisible_by: 128\nranks:\n",
+                m->model_type, m->plugin->name, s->tp, s->ep, world, (long long)m->shape.vocab);
+}
+
+int refit_shard_write_ex(const refit_model_t *m, const refit_hf_view_t *v, const struct refit_shard_opts *s,
+                         const struct refit_convert_opts *skip, const char *dir)
+{
+    if (!m || !v || !dir || !s)
+        return refit_error_set(REFIT_EINVAL, "refit_shard_write: NULL argument");
+    bool fsdp = s->fsdp > 0;
+    int tp = s->tp > 0 ? s->tp : 1, ep = s->ep > 0 ? s->ep : 1;
+    int pp = s->pp > 0 ? s->pp : 1, vp = s->vp > 0 ? s->vp : 1;
+    if (fsdp && (s->tp > 1 || s->ep > 1 || pp > 1 || vp > 1))
+        return refit_error_set(REFIT_EINVAL, "FSDP shards take no tp, ep or pp");
+    if (tp > 65536 || ep > 65536 || pp > 4096 || vp > 4096 || s->fsdp > 65536)
+        return refit_error_set(REFIT_EINVAL, "refit_shard_write: parallel sizes out of range");
     if (dir_ok(dir))
         return REFIT_EINVAL;
     if (mkdir(dir, 0777) && errno != EEXIST)
         return refit_error_set(REFIT_EIO, "%s: %s", dir, strerror(errno));
-    int world = tp > ep ? tp : ep, rc = 0;
+    int stage = tp > ep ? tp : ep, world = fsdp ? s->fsdp : pp * stage, rc = 0;
     char path[4096];
     snprintf(path, sizeof(path), "%s/layout.yaml.tmp", dir);
     FILE *y = fopen(path, "w");
     if (!y)
         return refit_error_set(REFIT_EIO, "%s: %s", path, strerror(errno));
-    fprintf(y, "# Megatron trainer shards written by `refit shard` (pipeline parallelism 1).\n"
-               "model_type: %s\nplugin: %s\ntp: %d\nep: %d\netp: 1\nworld: %d\nvocab_size: %lld\n"
-               "vocab_divisible_by: 128\nranks:\n",
-            m->model_type, m->plugin->name, tp, ep, world, (long long)m->shape.vocab);
+    yaml_head(y, m, s, world, pp, vp);
     for (int r = 0; r < world && !rc; r++) {
-        struct refit_megatron_rank mr = {tp, ep, 1, r % tp, r % ep, 0, 128};
+        int q = r % stage;
+        struct refit_megatron_rank mr = {tp, ep, 1, q % tp, q % ep, 0, 128};
+        struct refit_megatron_pp mp = {pp, r / stage, vp, s->chunk_layers};
         refit_layout_t *lay;
-        rc = refit_layout_megatron(m, &mr, skip, &lay);
+        rc = fsdp ? refit_layout_fsdp(m, s->fsdp, r, skip, &lay) : refit_layout_megatron_pp(m, &mr, &mp, skip, &lay);
         if (rc)
             break;
         snprintf(path, sizeof(path), "%s/rank%d.safetensors", dir, r);
         struct refit_fp8_policy none = {0};
-        struct shard_meta sm = {&mr, m->model_type};
+        struct shard_meta sm = {fsdp ? NULL : &mr, &mp, s->fsdp, r, m->model_type};
         rc = write_layout(v, lay, &none, path, shard_meta_fn, &sm);
         if (rc)
             refit_error_push(rc, "writing %s", path);
         else
-            yaml_rank(y, lay, &mr, r);
+            yaml_rank(y, lay, fsdp ? NULL : &mr, &mp, r);
         refit_layout_destroy(lay);
     }
     int bad = fflush(y) || ferror(y);
@@ -842,6 +992,9 @@ int refit_convert_opts_from_config(const refit_config_t *cfg, struct refit_conve
     if (rc)
         return rc;
     o->target = !strcmp(s, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
+    /* other names: any target layout of the model plugin (hf and vllm stay
+     * in the enum, which older callers override after this) */
+    o->target_name = strcmp(s, "hf") && strcmp(s, "vllm") ? s : NULL;
     rc = refit_config_list(cfg, "model.skip", &o->skip, &o->n_skip);
     if (rc == REFIT_ENOENT)
         rc = 0, o->n_skip = 0;

@@ -4,6 +4,7 @@
  * ../shared/conversion.md sections 2 and 3 lives here and nowhere else; the
  * conversion engine and the pull-mode planner only follow the pieces. */
 #include <fnmatch.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,9 @@
 #include "model_int.h"
 #include "refit/status.h"
 
-#define FP8_BLOCK 128
+/* Parts of one destination: three per entry, or more when entries of one
+ * layer fuse into one destination by name. */
+#define RF_MAX_PARTS 8
 
 struct ltensor {
     struct refit_layout_tensor pub;
@@ -19,16 +22,19 @@ struct ltensor {
     /* For the vLLM block-FP8 check: each fused part's rows per rank, and
      * whether rows / columns are TP partitions. */
     int n_parts;
-    const char *part_name[3];
-    int64_t part_rows[3];
+    const char *part_name[RF_MAX_PARTS];
+    int64_t part_rows[RF_MAX_PARTS];
     bool rows_split, cols_split, merged;
+    bool stack_row, stack_col; /* an expert stack of down (row) or gate/up (column) projections */
 };
 
 struct refit_layout {
     struct ltensor *t;
     size_t n, cap;
     struct refit_layout_piece *pieces;
+    uint32_t *owner;      /* while building: the tensor of each piece */
     size_t n_pieces, cap_pieces;
+    size_t cur;           /* the tensor add_piece appends to */
     struct refit_layout_src *src;
     size_t n_src, cap_src;
     /* open-addressing hash of source names -> index + 1 */
@@ -38,24 +44,6 @@ struct refit_layout {
 
 /* ------------------------------------------------------------------ */
 /* Helpers shared with convert.c */
-
-int64_t rf_model_dim(const refit_model_t *m, enum refit_model_dim d)
-{
-    const struct refit_model_shape *s = &m->shape;
-    switch (d) {
-    case REFIT_DIM_NONE: return 1;
-    case REFIT_DIM_HIDDEN: return s->hidden;
-    case REFIT_DIM_VOCAB: return s->vocab;
-    case REFIT_DIM_Q: return s->heads * s->head_dim;
-    case REFIT_DIM_KV: return s->kv_heads * s->head_dim;
-    case REFIT_DIM_HEAD: return s->head_dim;
-    case REFIT_DIM_INTER: return s->intermediate;
-    case REFIT_DIM_MOE_INTER: return s->moe_intermediate;
-    case REFIT_DIM_SHARED_INTER: return s->moe_intermediate * s->n_shared_experts;
-    case REFIT_DIM_EXPERTS: return s->experts;
-    }
-    return 0;
-}
 
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert)
 {
@@ -96,24 +84,29 @@ int rf_match_any(const char *name, const char *const *pats, size_t n)
     return 0;
 }
 
-static int entry_present(const struct refit_model_shape *s, const struct refit_model_entry *e)
+static int entry_present(const refit_model_t *m, const struct refit_model_entry *e)
 {
-    uint32_t rq = e->requires;
-    return !(((rq & REFIT_REQ_ATTN_BIAS) && !s->attention_bias) ||
-             ((rq & REFIT_REQ_QK_NORM) && !s->qk_norm) ||
-             ((rq & REFIT_REQ_UNTIED) && s->tie_word_embeddings) ||
-             ((rq & REFIT_REQ_SHARED_EXPERTS) && s->n_shared_experts <= 0) ||
-             ((rq & REFIT_REQ_EXPERT_BIAS) && !s->expert_bias));
+    return rf_entry_val(m, e)->present;
+}
+
+static int is_global(enum refit_model_scope s)
+{
+    return s == REFIT_SCOPE_GLOBAL || s == REFIT_SCOPE_FINAL || s == REFIT_SCOPE_TIED_COPY;
+}
+
+int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+{
+    return rf_model_instances_ex(m, false, fn, arg);
 }
 
 /* Global entries first, then layer by layer in table order, so layouts
  * list tensors the way checkpoints do. */
-int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg)
 {
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
         const struct refit_model_entry *e = &m->entries[i];
-        if (e->scope != REFIT_SCOPE_GLOBAL || !entry_present(s, e))
+        if (!is_global(e->scope) || !entry_present(m, e) || (e->scope == REFIT_SCOPE_TIED_COPY && !tied_copies))
             continue;
         int rc = fn(arg, e, -1);
         if (rc)
@@ -123,7 +116,7 @@ int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
         enum refit_layer_kind k = m->kinds[l];
         for (size_t i = 0; i < m->n_entries; i++) {
             const struct refit_model_entry *e = &m->entries[i];
-            if (e->scope == REFIT_SCOPE_GLOBAL || !entry_present(s, e) ||
+            if (is_global(e->scope) || !entry_present(m, e) ||
                 (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
                 (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
                 continue;
@@ -210,13 +203,15 @@ static int intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t r
     return 0;
 }
 
-/* A piece of the tensor being built (the last one); merged with the
- * previous piece when both sides continue it row-wise. */
+/* A piece of the tensor being built (lay->cur: the last one begun, or an
+ * earlier one of the layer that later entries fuse into); merged with the
+ * previous piece when both sides continue it row-wise.  finish() groups
+ * the pieces by tensor. */
 static int add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, int64_t di,
                      int64_t dr, int64_t dc, int64_t rows, int64_t cols)
 {
-    struct ltensor *t = &lay->t[lay->n - 1];
-    if (t->count) {
+    struct ltensor *t = &lay->t[lay->cur];
+    if (t->count && lay->owner[lay->n_pieces - 1] == lay->cur) {
         struct refit_layout_piece *p = &lay->pieces[lay->n_pieces - 1];
         if (p->src == src && p->src_col == sc && p->cols == cols && p->dst_index == di &&
             p->dst_col == dc && p->src_row + p->rows == sr && p->dst_row + p->rows == dr) {
@@ -227,11 +222,15 @@ static int add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, 
     if (lay->n_pieces == lay->cap_pieces) {
         size_t cap = lay->cap_pieces ? lay->cap_pieces * 2 : 256;
         struct refit_layout_piece *n = realloc(lay->pieces, cap * sizeof(*n));
-        if (!n)
+        if (n)
+            lay->pieces = n;
+        uint32_t *o = n ? realloc(lay->owner, cap * sizeof(*o)) : NULL;
+        if (!o)
             return REFIT_ENOMEM;
-        lay->pieces = n;
+        lay->owner = o;
         lay->cap_pieces = cap;
     }
+    lay->owner[lay->n_pieces] = (uint32_t)lay->cur;
     lay->pieces[lay->n_pieces++] = (struct refit_layout_piece){src, sr, sc, di, dr, dc, rows, cols};
     t->count++;
     return 0;
@@ -265,6 +264,7 @@ static int begin_tensor(refit_layout_t *lay, char *name, const struct refit_mode
     t->pub.expert = expert;
     t->pub.entry = e;
     t->first = lay->n_pieces;
+    lay->cur = lay->n - 1;
     return 0;
 }
 
@@ -280,18 +280,19 @@ struct part {
 static int part_of(const refit_model_t *m, const struct refit_model_entry *e, int i, int64_t layer,
                    int64_t expert, struct part *p)
 {
+    const struct rf_entry_val *v = rf_entry_val(m, e);
     p->name = rf_model_name(e->hf[i], layer, expert);
     if (!p->name)
         return REFIT_ENOMEM;
-    p->ndim = e->cols == REFIT_DIM_NONE ? 1 : 2;
-    p->rows = rf_model_dim(m, e->rows[i]);
-    p->cols = rf_model_dim(m, e->cols);
+    p->ndim = v->ndim;
+    p->rows = v->rows[i];
+    p->cols = v->cols;
     return 0;
 }
 
-static int n_parts(const struct refit_model_entry *e)
+static int n_parts(const refit_model_t *m, const struct refit_model_entry *e)
 {
-    return e->hold == REFIT_HOLD_QKV ? 3 : e->hold == REFIT_HOLD_GATE_UP ? 2 : 1;
+    return rf_entry_val(m, e)->n_parts;
 }
 
 static int src_of(refit_layout_t *lay, const struct part *p, uint32_t *out)
@@ -318,36 +319,39 @@ static int64_t round_up(int64_t v, int64_t m)
 struct tctx {
     const refit_model_t *m;
     const struct refit_convert_opts *o;
+    const struct refit_target_layout *t;
     refit_layout_t *lay;
     int tp, rank, ep;
+    const struct refit_model_dst **dsel; /* each entry's destination here */
 };
 
 /* Rows of a part held by inference rank r: [*start, *start + *n). */
 static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, int part,
                       const struct part *p, const char *dname, int64_t *start, int64_t *n)
 {
-    const struct refit_model_shape *s = &c->m->shape;
+    const struct rf_entry_val *v = rf_entry_val(c->m, e);
+    int64_t heads = v->args[0], groups = v->args[1], hd = v->args[2];
     int tp = c->tp, r = c->rank;
     switch (e->role) {
     case REFIT_ROLE_QKV_COLUMN:
         if (part == 0) {
-            int rc = divides("num_attention_heads", s->heads, tp, dname);
+            int rc = divides("num_attention_heads", heads, tp, dname);
             if (rc)
                 return rc;
-            *n = s->heads / tp * s->head_dim;
+            *n = heads / tp * hd;
             *start = r * *n;
-        } else if (tp >= s->kv_heads) {
-            int rc = divides("tensor parallelism", tp, s->kv_heads, dname);
+        } else if (tp >= groups) {
+            int rc = divides("tensor parallelism", tp, groups, dname);
             if (rc)
                 return rc;
             /* one KV head per rank, replicated over tp/G ranks */
-            *n = s->head_dim;
-            *start = (r / (tp / s->kv_heads)) * s->head_dim;
+            *n = hd;
+            *start = (r / (tp / groups)) * hd;
         } else {
-            int rc = divides("num_key_value_heads", s->kv_heads, tp, dname);
+            int rc = divides("num_key_value_heads", groups, tp, dname);
             if (rc)
                 return rc;
-            *n = s->kv_heads / tp * s->head_dim;
+            *n = groups / tp * hd;
             *start = r * *n;
         }
         return 0;
@@ -395,9 +399,10 @@ static int infer_cols(const struct tctx *c, const struct refit_model_entry *e, c
 static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struct part *p)
 {
     int64_t V = p->rows;
-    /* vLLM pads the vocabulary to a multiple of 64; the hf layout keeps it. */
-    int64_t Vp = c->o->target == REFIT_TARGET_VLLM ? round_up(V, 64) : V;
-    const char *pat = e->dst[c->o->target].name ? e->dst[c->o->target].name : e->hf[0];
+    /* the engine pads the vocabulary (vLLM to a multiple of 64); hf keeps it */
+    int64_t Vp = c->t->vocab_multiple > 1 ? round_up(V, c->t->vocab_multiple) : V;
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
+    const char *pat = d && d->name ? d->name : e->hf[0];
     char *name = rf_model_name(pat, -1, -1);
     int rc = divides("padded vocabulary", Vp, c->tp, name ? name : pat);
     if (!rc)
@@ -417,12 +422,12 @@ static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struc
 }
 
 /* One destination tensor made of parts[0..np) (concatenated on rows) for one
- * expert slot: appends the pieces at dst_index `slot`. */
-static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct part *parts,
-                      int first, int np, int64_t slot, const char *dname, struct ltensor *t)
+ * expert slot: appends the pieces at dst_index `slot`, from destination row
+ * dr and as the tensor's parts [base, base + np). */
+static int fill_parts_at(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int first,
+                         int np, int64_t slot, const char *dname, struct ltensor *t, int64_t dr, int base)
 {
-    int64_t dr = 0;
-    t->n_parts = np;
+    t->n_parts = base + np;
     for (int i = 0; i < np; i++) {
         struct part *p = &parts[first + i];
         int64_t r0, nr, c0, nc;
@@ -437,14 +442,22 @@ static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct 
             rc = add_piece(c->lay, si, r0, c0, slot, dr, 0, nr, nc);
         if (rc)
             return rc;
-        t->part_name[i] = e->hf[first + i];
-        t->part_rows[i] = nr;
+        t->part_name[base + i] = e->hf[first + i];
+        t->part_rows[base + i] = nr;
         t->rows_split |= nr != p->rows;
         t->cols_split |= csplit;
         dr += nr;
     }
-    t->merged = np > 1;
+    t->merged = base + np > 1;
     return 0;
+}
+
+/* One destination tensor made of parts[0..np) (concatenated on rows) for one
+ * expert slot: appends the pieces at dst_index `slot`. */
+static int fill_parts(struct tctx *c, const struct refit_model_entry *e, struct part *parts,
+                      int first, int np, int64_t slot, const char *dname, struct ltensor *t)
+{
+    return fill_parts_at(c, e, parts, first, np, slot, dname, t, 0, 0);
 }
 
 static int skip_name(const struct refit_convert_opts *o, const char *name)
@@ -472,11 +485,11 @@ static int dst_extent(const struct tctx *c, const struct refit_model_entry *e, c
 static int target_unfused(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                           int64_t layer, int64_t eid)
 {
-    const struct refit_model_dst *d = &e->dst[c->o->target];
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
     for (int i = 0; i < np; i++) {
         if (skip_name(c->o, parts[i].name))
             continue;
-        char *dn = d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
+        char *dn = d && d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
         int64_t rows, cols;
         int rc = dn ? dst_extent(c, e, parts, i, 1, dn, &rows, &cols) : REFIT_ENOMEM;
         if (rc) {
@@ -494,12 +507,41 @@ static int target_unfused(struct tctx *c, const struct refit_model_entry *e, str
     return 0;
 }
 
-/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT). */
+/* An earlier tensor of this layer named dn (entries fuse into it by
+ * name), or -1. */
+static ptrdiff_t layer_find(const refit_layout_t *lay, int64_t layer, const char *dn)
+{
+    for (size_t i = lay->n; i-- > 0 && lay->t[i].pub.layer == layer;)
+        if (!strcmp(lay->t[i].pub.name, dn))
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+/* The parts' rank slices concatenated on rows (REFIT_FUSE_CONCAT).  When an
+ * earlier entry of this layer made a tensor of that name, the parts are
+ * appended to it, below its rows. */
 static int target_concat(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
                          int64_t layer, char *dn)
 {
     int64_t rows, cols;
     int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    ptrdiff_t at = rc ? -1 : layer_find(c->lay, layer, dn);
+    if (at >= 0) {
+        struct ltensor *t = &c->lay->t[at];
+        if (t->pub.ndim != parts[0].ndim || (t->pub.ndim == 2 && t->pub.shape[1] != cols) ||
+            t->n_parts + np > RF_MAX_PARTS)
+            rc = refit_error_set(REFIT_EINVAL, "'%s': the entries fused into it differ in columns "
+                                               "or have more than %d parts", dn, RF_MAX_PARTS);
+        free(dn);
+        if (rc)
+            return rc;
+        int64_t r0 = t->pub.shape[0];
+        t->pub.shape[0] += rows;
+        c->lay->cur = (size_t)at;
+        rc = fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, r0, t->n_parts);
+        c->lay->cur = c->lay->n - 1;
+        return rc;
+    }
     if (rc) {
         free(dn);
         return rc;
@@ -509,6 +551,17 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
         return rc;
     struct ltensor *t = &c->lay->t[c->lay->n - 1];
     return fill_parts(c, e, parts, 0, np, 0, t->pub.name, t);
+}
+
+/* fused-MoE FP8 (REFIT_FP8_GRID_STACKS) needs the intermediate partition on
+ * the grid whether or not it is split: gate/up are merged in w13, and w2's
+ * input is that partition. */
+static void stack_kind(struct ltensor *t, const struct refit_model_entry *e)
+{
+    if (e->role == REFIT_ROLE_EXPERT_ROW || e->role == REFIT_ROLE_ROW)
+        t->stack_row = true;
+    else
+        t->stack_col = true;
 }
 
 /* Slot `slot` of an expert stack [E_local, rows, cols] (REFIT_FUSE_STACK);
@@ -530,29 +583,47 @@ static int target_stack(struct tctx *c, const struct refit_model_entry *e, struc
         return rc;
     struct ltensor *t = &c->lay->t[c->lay->n - 1];
     rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
-    /* vLLM's fused-MoE FP8 needs the intermediate partition on the 128
-     * grid whether or not it is split: gate/up are merged in w13, and w2's
-     * input is that partition. */
-    if (e->role == REFIT_ROLE_EXPERT_ROW)
-        t->cols_split = true;
-    else
-        t->merged = true;
+    stack_kind(t, e);
+    return rc;
+}
+
+/* A non-expert entry into an expert stack of the layer as its next slot
+ * (SGLang fuses the shared expert as expert E).  Its rank slice must have
+ * the shape of the stack's slots. */
+static int target_stack_append(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int np,
+                               int64_t layer, char *dn)
+{
+    int64_t rows, cols;
+    int rc = dst_extent(c, e, parts, 0, np, dn, &rows, &cols);
+    ptrdiff_t at = rc ? -1 : layer_find(c->lay, layer, dn);
+    struct ltensor *t = at >= 0 ? &c->lay->t[at] : NULL;
+    if (!rc && (!t || t->pub.ndim != 3 || t->pub.shape[1] != rows || t->pub.shape[2] != cols))
+        rc = refit_error_set(REFIT_EINVAL, "'%s': %s joins no expert stack of its shape in this layer", dn,
+                             e->megatron);
+    free(dn);
+    if (rc)
+        return rc;
+    int64_t slot = t->pub.shape[0]++;
+    c->lay->cur = (size_t)at;
+    rc = fill_parts(c, e, parts, 0, np, slot, t->pub.name, t);
+    c->lay->cur = c->lay->n - 1;
+    stack_kind(t, e);
     return rc;
 }
 
 static int target_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct tctx *c = arg;
-    const struct refit_model_dst *d = &e->dst[c->o->target];
-    int np = n_parts(e), rc = 0;
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
+    int np = n_parts(c->m, e), rc = 0;
     bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
     int64_t e0 = 0, ne = 1;
     if (expert) {
         int ep = c->ep > 1 ? c->ep : 1;
-        rc = divides("experts", c->m->shape.experts, ep, e->megatron);
+        rc = divides("experts", c->m->experts, ep, e->megatron);
         if (rc)
             return rc;
-        ne = c->m->shape.experts / ep;
+        ne = c->m->experts / ep;
         e0 = c->ep > 1 ? c->rank * ne : 0; /* whole experts of this rank */
     }
     struct part parts[3] = {{0}};
@@ -569,7 +640,7 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
                 rc = vocab_target(c, e, &parts[0]);
             break;
         }
-        if (d->fusion == REFIT_FUSE_NONE || !d->name) {
+        if (!d || d->fusion == REFIT_FUSE_NONE || !d->name) {
             rc = target_unfused(c, e, parts, np, layer, eid);
             continue;
         }
@@ -584,8 +655,10 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
         }
         if (d->fusion == REFIT_FUSE_CONCAT)
             rc = target_concat(c, e, parts, np, layer, dn);
-        else
+        else if (expert)
             rc = target_stack(c, e, parts, np, layer, x, ne, dn);
+        else
+            rc = target_stack_append(c, e, parts, np, layer, dn);
     }
     for (int i = 0; i < 3; i++)
         free(parts[i].name);
@@ -599,51 +672,61 @@ static const char *part_label(const char *pattern)
     return b && b[1] == '.' ? b + 2 : pattern;
 }
 
-/* vLLM's block-FP8 linear layers (fp8.py create_weights) require every
- * output partition of a merged or TP-split layer, and the input partition
- * of a row-split one, to be a multiple of the 128 block. */
-static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o)
+/* The engine's block-FP8 partition rule (the target's fp8_grid bits; for
+ * vLLM, fp8.py create_weights): every output partition of a merged or
+ * TP-split layer, and the input partition of a column-split one, on the
+ * block grid; fused-MoE stacks need the intermediate partition on it
+ * whether or not it is split. */
+static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o,
+                        const struct refit_target_layout *tg)
 {
     const struct refit_layout_tensor *p = &t->pub;
-    int64_t cols = p->shape[p->ndim - 1];
-    if (t->merged || t->rows_split)
+    int64_t cols = p->shape[p->ndim - 1], blk = tg->fp8_block > 0 ? tg->fp8_block : 128;
+    uint32_t g = tg->fp8_grid;
+    const char *eng = tg->engine ? tg->engine : tg->name;
+    bool stacks = (g & REFIT_FP8_GRID_STACKS) != 0;
+    bool merged = (t->merged || (stacks && t->stack_col)) && (g & REFIT_FP8_GRID_MERGED_PARTS);
+    bool split = t->rows_split && (g & REFIT_FP8_GRID_SPLIT_PARTS);
+    bool csplit = (t->cols_split && (g & REFIT_FP8_GRID_SPLIT_COLS)) || (stacks && t->stack_row);
+    if (merged || split)
         for (int i = 0; i < t->n_parts; i++)
-            if (t->part_rows[i] % FP8_BLOCK)
+            if (t->part_rows[i] % blk)
                 return refit_error_set(
                     REFIT_EINVAL,
-                    "FP8 refused for '%s' on vLLM rank %d of %d: its part %s has %lld rows per rank, "
-                    "not a multiple of %d; vLLM's block-FP8 kernels need every %s partition on the "
-                    "128x128 grid (exclude it with fp8.exclude or change tp)",
-                    p->name, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i], FP8_BLOCK,
-                    t->merged ? "fused" : "tensor-parallel");
-    if (t->cols_split && cols % FP8_BLOCK)
+                    "FP8 refused for '%s' on %s rank %d of %d: its part %s has %lld rows per rank, "
+                    "not a multiple of %lld; %s's block-FP8 kernels need every %s partition on the "
+                    "%lldx%lld grid (exclude it with fp8.exclude or change tp)",
+                    p->name, eng, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i],
+                    (long long)blk, eng, t->merged ? "fused" : "tensor-parallel", (long long)blk, (long long)blk);
+    if (csplit && cols % blk)
         return refit_error_set(
             REFIT_EINVAL,
-            "FP8 refused for '%s' on vLLM rank %d of %d: its input partition has %lld columns, not a "
-            "multiple of %d; vLLM's block-FP8 kernels cannot serve it (exclude it with fp8.exclude "
+            "FP8 refused for '%s' on %s rank %d of %d: its input partition has %lld columns, not a "
+            "multiple of %lld; %s's block-FP8 kernels cannot serve it (exclude it with fp8.exclude "
             "or change tp)",
-            p->name, o->rank, o->tp, (long long)cols, FP8_BLOCK);
+            p->name, eng, o->rank, o->tp, (long long)cols, (long long)blk, eng);
     return 0;
 }
 
-static int apply_fp8(refit_layout_t *lay, const struct refit_convert_opts *o)
+static int apply_fp8(const refit_model_t *m, refit_layout_t *lay, const struct refit_convert_opts *o,
+                     const struct refit_target_layout *tg, const struct refit_model_dst **dsel)
 {
     for (size_t i = 0; i < lay->n; i++) {
         struct ltensor *t = &lay->t[i];
         t->pub.pieces = lay->pieces + t->first;
         t->pub.n_pieces = t->count;
-        const struct refit_model_dst *d = &t->pub.entry->dst[o->target];
-        t->pub.dtype = d->dtype;
+        const struct refit_model_dst *d = dsel[t->pub.entry - m->entries];
+        t->pub.dtype = d ? d->dtype : REFIT_DTYPE_INVALID;
         if (!o->fp8.enabled || t->pub.ndim < 2)
             continue;
-        bool q = d->fp8;
+        bool q = !d || d->fp8 == REFIT_FP8_ENTRY ? t->pub.entry->fp8 : d->fp8 == REFIT_FP8_ON;
         if (o->fp8.n_include && rf_match_any(t->pub.name, o->fp8.include, o->fp8.n_include))
             q = true;
         if (o->fp8.n_exclude && rf_match_any(t->pub.name, o->fp8.exclude, o->fp8.n_exclude))
             q = false;
         t->pub.fp8 = q;
-        if (q && o->target == REFIT_TARGET_VLLM) {
-            int rc = fp8_servable(t, o);
+        if (q && tg->fp8_grid) {
+            int rc = fp8_servable(t, o, tg);
             if (rc)
                 return rc;
         }
@@ -651,12 +734,39 @@ static int apply_fp8(refit_layout_t *lay, const struct refit_convert_opts *o)
     return 0;
 }
 
-static void finish(refit_layout_t *lay)
+/* Group the pieces by tensor (stable: a tensor's pieces keep their order)
+ * and point every tensor at its own. */
+static int finish(refit_layout_t *lay)
 {
+    bool sorted = true;
+    for (size_t k = 1; k < lay->n_pieces && sorted; k++)
+        sorted = lay->owner[k - 1] <= lay->owner[k];
+    if (!sorted) {
+        struct refit_layout_piece *np = malloc((lay->n_pieces ? lay->n_pieces : 1) * sizeof(*np));
+        size_t *at = calloc(lay->n + 1, sizeof(*at));
+        if (!np || !at) {
+            free(np);
+            free(at);
+            return REFIT_ENOMEM;
+        }
+        for (size_t i = 0; i < lay->n; i++)
+            at[i + 1] = at[i] + lay->t[i].count;
+        for (size_t i = 0; i < lay->n; i++)
+            lay->t[i].first = at[i];
+        for (size_t k = 0; k < lay->n_pieces; k++)
+            np[at[lay->owner[k]]++] = lay->pieces[k];
+        free(lay->pieces);
+        free(at);
+        lay->pieces = np;
+        lay->cap_pieces = lay->n_pieces ? lay->n_pieces : 1;
+        free(lay->owner);
+        lay->owner = NULL;
+    }
     for (size_t i = 0; i < lay->n; i++) {
         lay->t[i].pub.pieces = lay->pieces + lay->t[i].first;
         lay->t[i].pub.n_pieces = lay->t[i].count;
     }
+    return 0;
 }
 
 int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts *o,
@@ -664,9 +774,10 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
 {
     if (!m || !o || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_target: NULL argument");
-    struct tctx c = {m, o, NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep};
-    if (o->target != REFIT_TARGET_HF && o->target != REFIT_TARGET_VLLM)
-        return refit_error_set(REFIT_EINVAL, "unknown target layout %d", (int)o->target);
+    struct tctx c = {m, o, rf_model_target(m, rf_target_name(o)), NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep,
+                     NULL};
+    if (!c.t)
+        return REFIT_EINVAL;
     if (c.rank < 0 || c.rank >= c.tp)
         return refit_error_set(REFIT_EINVAL, "rank %d outside tensor parallelism %d", c.rank, c.tp);
     if (c.ep > 1 && c.ep != c.tp)
@@ -675,14 +786,21 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
                                "inference rank (ep = tp * dp with dp 1)", c.ep, c.tp);
     if (o->include_mtp && m->shape.n_mtp_layers > 0)
         return refit_error_set(REFIT_ENOTSUP, "MTP layers are not converted yet; leave include_mtp off");
+    int rc = rf_model_dsts(m, c.t, c.tp, c.ep > 1 ? c.ep : 1, &c.dsel);
+    if (rc)
+        return rc;
     refit_layout_t *lay = calloc(1, sizeof(*lay));
-    if (!lay)
+    if (!lay) {
+        free(c.dsel);
         return REFIT_ENOMEM;
+    }
     c.lay = lay;
-    int rc = rf_model_instances(m, target_instance, &c);
-    finish(lay);
+    rc = rf_model_instances(m, target_instance, &c);
     if (!rc)
-        rc = apply_fp8(lay, o);
+        rc = finish(lay);
+    if (!rc)
+        rc = apply_fp8(m, lay, o, c.t, c.dsel);
+    free(c.dsel);
     if (rc) {
         refit_layout_destroy(lay);
         return rc;
@@ -699,14 +817,19 @@ struct mctx {
     const struct refit_megatron_rank *r;
     const struct refit_convert_opts *skip;
     refit_layout_t *lay;
+    int pp, vp, pp_rank;
+    int64_t *start;      /* first layer of each chunk; start[pp*vp] = L */
+    int64_t local;       /* the instance's layer number in its chunk */
+    int chunk;           /* the instance's chunk */
 };
 
 /* linear_qkv rows [a, b) of the global tensor interleaved per query group:
  * group g holds its n query heads, then its key head, then its value head. */
-static int qkv_pieces(struct mctx *c, struct part *parts, int64_t a, int64_t b, int64_t cols)
+static int qkv_pieces(struct mctx *c, const struct refit_model_entry *e, struct part *parts, int64_t a,
+                      int64_t b, int64_t cols)
 {
-    const struct refit_model_shape *s = &c->m->shape;
-    int64_t d = s->head_dim, n = s->heads / s->kv_heads, grp = (n + 2) * d;
+    const struct rf_entry_val *v = rf_entry_val(c->m, e);
+    int64_t d = v->args[2], n = v->args[0] / v->args[1], grp = (n + 2) * d;
     uint32_t si[3];
     for (int i = 0; i < 3; i++) {
         int rc = src_of(c->lay, &parts[i], &si[i]);
@@ -726,17 +849,32 @@ static int qkv_pieces(struct mctx *c, struct part *parts, int64_t a, int64_t b, 
     return 0;
 }
 
+/* A trainer name in this instance's chunk: the local layer number, and
+ * "model<v>." in front with virtual stages. */
+static char *chunk_name(const struct mctx *c, const char *pattern, int64_t local, int64_t k)
+{
+    char *n = rf_model_name(pattern, local, k);
+    if (!n || c->vp <= 1)
+        return n;
+    size_t len = strlen(n) + 32;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "model%d.%s", c->chunk / c->pp, n);
+    free(n);
+    return p;
+}
+
 static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64_t layer, int64_t k,
                         int64_t eid)
 {
     const struct refit_megatron_rank *r = c->r;
     bool expert = eid >= 0;
     int tp = expert ? r->etp : r->tp, tr = expert ? r->etp_rank : r->tp_rank;
-    int np = n_parts(e), rc = 0;
+    int np = n_parts(c->m, e), rc = 0;
     struct part parts[3] = {{0}};
     for (int i = 0; i < np && !rc; i++)
         rc = part_of(c->m, e, i, layer, eid, &parts[i]);
-    char *name = rc ? NULL : rf_model_name(e->megatron, layer, k);
+    char *name = rc ? NULL : chunk_name(c, e->megatron, layer < 0 ? -1 : c->local, k);
     if (!rc && !name)
         rc = REFIT_ENOMEM;
     if (!rc && skip_name(c->skip, parts[0].name))
@@ -773,18 +911,19 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
         break;
     }
     case REFIT_ROLE_QKV_COLUMN: {
-        const struct refit_model_shape *s = &c->m->shape;
-        if (s->heads % tp || (s->kv_heads % tp && tp % s->kv_heads)) {
+        const struct rf_entry_val *v = rf_entry_val(c->m, e);
+        int64_t heads = v->args[0], groups = v->args[1];
+        if (groups <= 0 || heads % groups || heads % tp || (groups % tp && tp % groups)) {
             rc = refit_error_set(REFIT_EINVAL,
                                  "%s: %lld heads / %lld query groups cannot be split over tp %d", name,
-                                 (long long)s->heads, (long long)s->kv_heads, tp);
+                                 (long long)heads, (long long)groups, tp);
             break;
         }
         int64_t R = parts[0].rows + parts[1].rows + parts[2].rows, per = R / tp;
         rc = begin_tensor(c->lay, name, e, layer, eid, nd, per, nd == 2 ? cols : 0, 0);
         name = NULL;
         if (!rc)
-            rc = qkv_pieces(c, parts, tr * per, (tr + 1) * per, cols);
+            rc = qkv_pieces(c, e, parts, tr * per, (tr + 1) * per, cols);
         break;
     }
     case REFIT_ROLE_GATED_COLUMN:
@@ -826,12 +965,33 @@ out:
     return rc;
 }
 
+/* Which chunk holds an instance; -1 none of this rank's. */
+static int chunk_of(struct mctx *c, const struct refit_model_entry *e, int64_t layer)
+{
+    int n = c->pp * c->vp, ch = 0;
+    if (e->scope == REFIT_SCOPE_GLOBAL)
+        ch = 0;
+    else if (e->scope == REFIT_SCOPE_FINAL)
+        ch = n - 1;
+    else if (e->scope == REFIT_SCOPE_TIED_COPY)
+        ch = n > 1 ? n - 1 : -1;
+    else
+        while (ch + 1 < n && layer >= c->start[ch + 1])
+            ch++;
+    if (ch < 0 || ch % c->pp != c->pp_rank)
+        return -1;
+    c->local = layer >= 0 ? layer - c->start[ch] : -1;
+    return c->chunk = ch;
+}
+
 static int megatron_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
 {
     struct mctx *c = arg;
+    if (chunk_of(c, e, layer) < 0)
+        return 0;
     if (e->role != REFIT_ROLE_EXPERT_COLUMN && e->role != REFIT_ROLE_EXPERT_ROW)
         return megatron_one(c, e, layer, -1, -1);
-    int64_t E = c->m->shape.experts;
+    int64_t E = c->m->experts;
     int rc = divides("experts", E, c->r->ep, e->megatron);
     if (rc)
         return rc;
@@ -841,21 +1001,144 @@ static int megatron_instance(void *arg, const struct refit_model_entry *e, int64
     return rc;
 }
 
+/* The first layer of every chunk, from the given split or an even one. */
+static int chunk_starts(const refit_model_t *m, const int *chunk_layers, int pp, int vp, int64_t **out)
+{
+    int64_t L = m->shape.n_layers, n = (int64_t)pp * vp;
+    if (pp > 4096 || vp > 4096)
+        return refit_error_set(REFIT_EINVAL, "pipeline %d x virtual %d stages for %lld layers", pp, vp,
+                               (long long)L);
+    if (!chunk_layers && L % n)
+        return refit_error_set(REFIT_EINVAL,
+                               "num_hidden_layers %lld is not divisible by pipeline parallelism %d x virtual "
+                               "stages %d; give the split (layers per stage)", (long long)L, pp, vp);
+    int64_t *start = calloc((size_t)n + 1, sizeof(*start));
+    if (!start)
+        return REFIT_ENOMEM;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = chunk_layers ? chunk_layers[i] : L / n;
+        if (k < 0) {
+            free(start);
+            return refit_error_set(REFIT_EINVAL, "pipeline chunk %lld: %lld layers", (long long)i, (long long)k);
+        }
+        start[i + 1] = start[i] + k;
+    }
+    if (start[n] != L) {
+        long long got = (long long)start[n];
+        free(start);
+        return refit_error_set(REFIT_EINVAL, "the pipeline split gives %lld layers; the model has %lld", got,
+                               (long long)L);
+    }
+    *out = start;
+    return 0;
+}
+
 int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_rank *r,
                           const struct refit_convert_opts *skip, refit_layout_t **out)
 {
+    return refit_layout_megatron_pp(m, r, NULL, skip, out);
+}
+
+int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron_rank *r,
+                             const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                             refit_layout_t **out)
+{
+    struct refit_megatron_pp one = {1, 0, 1, NULL};
+    if (!pp)
+        pp = &one;
     if (!m || !r || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_megatron: NULL argument");
     if (r->tp < 1 || r->ep < 1 || r->etp < 1 || r->tp_rank < 0 || r->tp_rank >= r->tp ||
-        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp)
-        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d is inconsistent",
-                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp);
+        r->ep_rank < 0 || r->ep_rank >= r->ep || r->etp_rank < 0 || r->etp_rank >= r->etp || pp->pp < 0 ||
+        pp->vp < 0 || pp->pp_rank < 0 || pp->pp_rank >= (pp->pp > 0 ? pp->pp : 1))
+        return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d pp %d/%d is inconsistent",
+                               r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp, pp->pp_rank, pp->pp);
+    struct mctx c = {m, r, skip, NULL, pp->pp > 0 ? pp->pp : 1, pp->vp > 0 ? pp->vp : 1, pp->pp_rank, NULL, -1, 0};
+    int rc = chunk_starts(m, pp->chunk_layers, c.pp, c.vp, &c.start);
+    if (rc)
+        return rc;
+    refit_layout_t *lay = calloc(1, sizeof(*lay));
+    if (!lay) {
+        free(c.start);
+        return REFIT_ENOMEM;
+    }
+    c.lay = lay;
+    rc = rf_model_instances_ex(m, true, megatron_instance, &c);
+    free(c.start);
+    if (!rc)
+        rc = finish(lay);
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* FSDP layouts: HF names, every tensor split on dim 0 as torch.chunk does */
+
+struct fctx {
+    const refit_model_t *m;
+    int n, rank;
+    const struct refit_convert_opts *skip;
+    refit_layout_t *lay;
+};
+
+static int fsdp_part(struct fctx *c, const struct refit_model_entry *e, const struct part *p, int64_t layer,
+                     int64_t eid)
+{
+    /* torch.chunk: chunks of ceil(rows / n) rows, the last smaller, and
+     * ranks past the end empty (FSDP2 / DTensor Shard(0)) */
+    int64_t per = (p->rows + c->n - 1) / c->n, a = c->rank * per, b = a + per;
+    if (a > p->rows)
+        a = p->rows;
+    if (b > p->rows)
+        b = p->rows;
+    char *name = strdup(p->name);
+    int rc = begin_tensor(c->lay, name, e, layer, eid, p->ndim, b - a, p->ndim == 2 ? p->cols : 0, 0);
+    uint32_t si;
+    if (!rc)
+        rc = src_of(c->lay, p, &si);
+    /* an empty rank keeps a zero-row piece: it carries the source (dtype) */
+    if (!rc)
+        rc = add_piece(c->lay, si, a, 0, 0, 0, 0, b - a, p->cols);
+    if (!rc)
+        c->lay->t[c->lay->n - 1].pub.role = REFIT_ROLE_COLUMN;
+    return rc;
+}
+
+static int fsdp_instance(void *arg, const struct refit_model_entry *e, int64_t layer)
+{
+    struct fctx *c = arg;
+    bool expert = e->role == REFIT_ROLE_EXPERT_COLUMN || e->role == REFIT_ROLE_EXPERT_ROW;
+    int64_t ne = expert ? c->m->experts : 1;
+    int rc = 0;
+    for (int64_t x = 0; x < ne && !rc; x++)
+        for (int i = 0; i < n_parts(c->m, e) && !rc; i++) {
+            struct part p = {0};
+            rc = part_of(c->m, e, i, layer, expert ? x : -1, &p);
+            if (!rc && !skip_name(c->skip, p.name))
+                rc = fsdp_part(c, e, &p, layer, expert ? x : -1);
+            free(p.name);
+        }
+    return rc;
+}
+
+int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refit_convert_opts *skip,
+                      refit_layout_t **out)
+{
+    if (!m || !out)
+        return refit_error_set(REFIT_EINVAL, "refit_layout_fsdp: NULL argument");
+    if (n < 1 || rank < 0 || rank >= n)
+        return refit_error_set(REFIT_EINVAL, "FSDP rank %d of %d", rank, n);
     refit_layout_t *lay = calloc(1, sizeof(*lay));
     if (!lay)
         return REFIT_ENOMEM;
-    struct mctx c = {m, r, skip, lay};
-    int rc = rf_model_instances(m, megatron_instance, &c);
-    finish(lay);
+    struct fctx c = {m, n, rank, skip, lay};
+    int rc = rf_model_instances(m, fsdp_instance, &c);
+    if (!rc)
+        rc = finish(lay);
     if (rc) {
         refit_layout_destroy(lay);
         return rc;
@@ -1097,6 +1380,7 @@ void refit_layout_destroy(refit_layout_t *lay)
         free((char *)lay->src[i].name);
     free(lay->t);
     free(lay->pieces);
+    free(lay->owner);
     free(lay->src);
     free(lay->hash);
     free(lay);

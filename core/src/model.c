@@ -112,7 +112,7 @@ static int ops_of(const struct refit_plugin *p, const struct refit_model_ops **o
 {
     const struct refit_model_ops *ops = p->ops;
     if (!ops || ops->size < sizeof(struct refit_model_ops) || !ops->claims || !ops->shape ||
-        !ops->layer_kind || !ops->spec)
+        !ops->layer_kind || !ops->table)
         return refit_error_set(REFIT_EABI, "model plugin '%s': its ops table is incomplete", p->name);
     *out = ops;
     return 0;
@@ -163,6 +163,222 @@ static int choose_plugin(refit_model_t *m, const char *plugin)
 }
 
 /* ------------------------------------------------------------------ */
+/* The spec table: declared dimensions read from the config, every entry's
+ * expressions evaluated once */
+
+static int valid_ident(const char *s)
+{
+    if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        return 0;
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return 0;
+    return 1;
+}
+
+/* One dimension: the first of its keys present in the config, else def. */
+static int dim_read(refit_model_t *m, size_t i)
+{
+    const struct refit_model_dim *d = &m->spec->dims[i];
+    char key[128];
+    for (const char *k = d->keys; k && *k;) {
+        const char *bar = strchr(k, '|');
+        size_t len = bar ? (size_t)(bar - k) : strlen(k);
+        if (len == 0 || len >= sizeof(key))
+            return refit_error_set(REFIT_EPROTO, "dimension '%s': bad key list '%s'", d->name, d->keys);
+        memcpy(key, k, len);
+        key[len] = '\0';
+        k += len + (bar ? 1 : 0);
+        int rc;
+        if (d->flags & REFIT_DIMF_BOOL) {
+            bool b;
+            rc = cfg_get_bool(m->json, key, &b);
+            m->dim_vals[i] = b;
+        } else {
+            rc = cfg_get_int(m->json, key, &m->dim_vals[i]);
+        }
+        if (rc == REFIT_ENOENT)
+            continue;
+        if (rc)
+            return refit_error_push(rc, "config.json");
+        if ((d->flags & REFIT_DIMF_POSITIVE) && m->dim_vals[i] <= 0)
+            return refit_error_set(REFIT_EPROTO, "config.json: key '%s' must be positive, not %lld", key,
+                                   (long long)m->dim_vals[i]);
+        return 0;
+    }
+    if (!d->def)
+        return refit_error_set(REFIT_EPROTO, "config.json: required key '%s' is missing",
+                               d->keys ? d->keys : d->name);
+    int rc = rf_expr_eval(d->def, m->dim_names, m->dim_vals, i, &m->dim_vals[i]);
+    return rc ? refit_error_push(rc, "dimension '%s'", d->name) : 0;
+}
+
+static int entry_eval(refit_model_t *m, size_t i)
+{
+    const struct refit_model_entry *e = &m->entries[i];
+    struct rf_entry_val *v = &m->ev[i];
+    const char *const *nm = m->dim_names;
+    size_t nd = m->spec->n_dims;
+    int64_t w = 1;
+    int rc = 0;
+    if (!e->megatron || !e->hf[0] || e->role < REFIT_ROLE_REPLICATED || e->role > REFIT_ROLE_EXPERT_ROW ||
+        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_TIED_COPY)
+        return refit_error_set(REFIT_EPROTO, "spec entry %zu: no trainer name, no HF part, or a bad role or scope",
+                               i);
+    if (e->when)
+        rc = rf_expr_eval(e->when, nm, m->dim_vals, nd, &w);
+    v->present = w != 0;
+    v->n_parts = e->hf[1] ? (e->hf[2] ? 3 : 2) : 1;
+    v->ndim = e->cols ? 2 : 1;
+    v->cols = 1;
+    if (!rc && e->cols)
+        rc = rf_expr_eval(e->cols, nm, m->dim_vals, nd, &v->cols);
+    for (int p = 0; !rc && p < v->n_parts; p++)
+        rc = rf_expr_eval(e->rows[p], nm, m->dim_vals, nd, &v->rows[p]);
+    for (int a = 0; !rc && a < 3; a++)
+        if (e->args[a])
+            rc = rf_expr_eval(e->args[a], nm, m->dim_vals, nd, &v->args[a]);
+    if (!rc && e->role == REFIT_ROLE_QKV_COLUMN && (!e->args[2] || v->n_parts != 3))
+        rc = refit_error_set(REFIT_EPROTO, "a QKV_COLUMN entry needs three parts and args (heads, groups, head dim)");
+    if (rc)
+        return refit_error_push(rc, "spec entry '%s'", e->megatron);
+    for (int p = 0; v->present && p < v->n_parts; p++)
+        if (v->rows[p] < 0 || v->cols <= 0)
+            return refit_error_set(REFIT_EPROTO, "spec entry '%s': part %s has shape %lld x %lld", e->megatron,
+                                   e->hf[p], (long long)v->rows[p], (long long)v->cols);
+    return 0;
+}
+
+/* Target names unique, bases known, every dst naming a known target. */
+static int targets_check(const refit_model_t *m)
+{
+    const struct refit_model_spec *s = m->spec;
+    for (size_t i = 0; i < s->n_targets; i++) {
+        const struct refit_target_layout *t = &s->targets[i];
+        if (!t->name || (t->base && !rf_model_target(m, t->base)))
+            return refit_error_set(REFIT_EPROTO, "target layout %zu: no name or an unknown base", i);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(s->targets[j].name, t->name))
+                return refit_error_set(REFIT_EPROTO, "target layout '%s' is declared twice", t->name);
+    }
+    for (size_t i = 0; i < m->n_entries; i++)
+        for (const struct refit_model_dst *d = m->entries[i].dst; d && d->target; d++)
+            if (!rf_model_target(m, d->target))
+                return refit_error_push(REFIT_EPROTO, "spec entry '%s'", m->entries[i].megatron);
+    return 0;
+}
+
+static int spec_load(refit_model_t *m)
+{
+    const struct refit_model_spec *s = m->ops->table();
+    if (!s || s->size < sizeof(*s) || (!s->dims && s->n_dims) || !s->entries || !s->n_entries ||
+        (!s->targets && s->n_targets) || s->n_dims > 4096 || s->n_entries > 100000)
+        return refit_error_set(REFIT_EABI, "its spec table is incomplete");
+    m->spec = s;
+    m->entries = s->entries;
+    m->n_entries = s->n_entries;
+    m->dim_names = calloc(s->n_dims + 1, sizeof(*m->dim_names));
+    m->dim_vals = calloc(s->n_dims + 1, sizeof(*m->dim_vals));
+    m->ev = calloc(s->n_entries, sizeof(*m->ev));
+    if (!m->dim_names || !m->dim_vals || !m->ev)
+        return REFIT_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < s->n_dims; i++) {
+        m->dim_names[i] = s->dims[i].name;
+        if (!valid_ident(s->dims[i].name) || !strcmp(s->dims[i].name, "tp") || !strcmp(s->dims[i].name, "ep"))
+            return refit_error_set(REFIT_EPROTO, "dimension %zu has no valid name (tp and ep are reserved)", i);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(s->dims[j].name, s->dims[i].name))
+                return refit_error_set(REFIT_EPROTO, "dimension '%s' is declared twice", s->dims[i].name);
+        rc = dim_read(m, i);
+    }
+    if (!rc && s->experts)
+        rc = rf_expr_eval(s->experts, m->dim_names, m->dim_vals, s->n_dims, &m->experts);
+    for (size_t i = 0; !rc && i < s->n_entries; i++)
+        rc = entry_eval(m, i);
+    if (!rc)
+        rc = targets_check(m);
+    return rc;
+}
+
+const struct refit_target_layout *rf_model_target(const refit_model_t *m, const char *name)
+{
+    for (size_t i = 0; name && i < m->spec->n_targets; i++)
+        if (!strcmp(m->spec->targets[i].name, name))
+            return &m->spec->targets[i];
+    char list[256] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < m->spec->n_targets && len < sizeof(list); i++)
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "", m->spec->targets[i].name);
+    refit_error_set(REFIT_EINVAL, "model plugin %s has no target layout '%s' (it offers: %s)", m->plugin->name,
+                    name ? name : "(none)", m->spec->n_targets ? list : "none");
+    return NULL;
+}
+
+/* One entry's destination, against names/vals (dims, tp, ep). */
+static int dst_of(const refit_model_t *m, const struct refit_target_layout *t, const struct refit_model_entry *e,
+                  const char *const *names, const int64_t *vals, const struct refit_model_dst **out)
+{
+    size_t n = m->spec->n_dims + 2;
+    *out = NULL;
+    /* a base chain is at most n_targets long (a cycle ends there) */
+    for (size_t hop = 0; t && hop <= m->spec->n_targets; hop++) {
+        for (const struct refit_model_dst *d = e->dst; d && d->target; d++) {
+            if (strcmp(d->target, t->name))
+                continue;
+            int64_t w = 1;
+            if (d->when && rf_expr_eval(d->when, names, vals, n, &w))
+                return refit_error_push(REFIT_EPROTO, "spec entry '%s', target %s", e->megatron, t->name);
+            if (w) {
+                *out = d;
+                return 0;
+            }
+        }
+        const char *base = t->base;
+        t = NULL;
+        for (size_t i = 0; base && i < m->spec->n_targets && !t; i++)
+            if (!strcmp(m->spec->targets[i].name, base))
+                t = &m->spec->targets[i];
+    }
+    return 0;
+}
+
+int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, int tp, int ep,
+                  const struct refit_model_dst ***out)
+{
+    size_t nd = m->spec->n_dims;
+    const char **names = calloc(nd + 2, sizeof(*names));
+    int64_t *vals = calloc(nd + 2, sizeof(*vals));
+    const struct refit_model_dst **sel = calloc(m->n_entries, sizeof(*sel));
+    int rc = names && vals && sel ? 0 : REFIT_ENOMEM;
+    if (!rc) {
+        memcpy(names, m->dim_names, nd * sizeof(*names));
+        memcpy(vals, m->dim_vals, nd * sizeof(*vals));
+        names[nd] = "tp";
+        names[nd + 1] = "ep";
+        vals[nd] = tp;
+        vals[nd + 1] = ep;
+    }
+    for (size_t i = 0; !rc && i < m->n_entries; i++)
+        rc = dst_of(m, t, &m->entries[i], names, vals, &sel[i]);
+    free(names);
+    free(vals);
+    if (rc) {
+        free(sel);
+        return rc;
+    }
+    *out = sel;
+    return 0;
+}
+
+const char *rf_target_name(const struct refit_convert_opts *o)
+{
+    if (o->target_name)
+        return o->target_name;
+    return o->target == REFIT_TARGET_HF ? "hf" : o->target == REFIT_TARGET_VLLM ? "vllm" : "(unknown)";
+}
+
+/* ------------------------------------------------------------------ */
 
 static int model_init(refit_model_t *m, const char *plugin, const char *name)
 {
@@ -183,7 +399,7 @@ static int model_init(refit_model_t *m, const char *plugin, const char *name)
         return refit_error_push(rc, "%s", name);
     rc = m->ops->shape(&m->hfcfg, &m->shape);
     if (!rc)
-        rc = m->ops->spec(&m->entries, &m->n_entries);
+        rc = spec_load(m);
     if (rc)
         return refit_error_push(rc, "%s (model plugin %s)", name, m->plugin->name);
     const struct refit_model_shape *s = &m->shape;
@@ -299,6 +515,9 @@ void refit_model_close(refit_model_t *m)
     if (!m)
         return;
     free(m->kinds);
+    free(m->dim_names);
+    free(m->dim_vals);
+    free(m->ev);
     json_decref(m->json);
     free(m);
 }
@@ -327,8 +546,18 @@ int refit_model_layer_kind(const refit_model_t *m, int64_t layer, enum refit_lay
     return 0;
 }
 
-void refit_model_spec(const refit_model_t *m, const struct refit_model_entry **entries, size_t *n)
+const struct refit_model_spec *refit_model_spec(const refit_model_t *m)
 {
-    *entries = m->entries;
-    *n = m->n_entries;
+    return m ? m->spec : NULL;
+}
+
+int refit_model_dim(const refit_model_t *m, const char *name, int64_t *out)
+{
+    for (size_t i = 0; m && name && out && i < m->spec->n_dims; i++)
+        if (!strcmp(m->dim_names[i], name)) {
+            *out = m->dim_vals[i];
+            return 0;
+        }
+    return refit_error_set(REFIT_ENOENT, "model plugin %s declares no dimension '%s'",
+                           m ? m->plugin->name : "?", name ? name : "(null)");
 }

@@ -16,9 +16,44 @@ struct refit_model {
     struct refit_model_hfcfg hfcfg;
     struct refit_model_shape shape;
     enum refit_layer_kind *kinds;
+    const struct refit_model_spec *spec;
     const struct refit_model_entry *entries;
     size_t n_entries;
+    /* The declared dimensions' names and values (spec->dims order). */
+    const char **dim_names;
+    int64_t *dim_vals;
+    /* Each entry's expressions, evaluated once (entries order). */
+    struct rf_entry_val *ev;
+    int64_t experts; /* spec->experts evaluated; 0 for dense models */
 };
+
+/* An entry's expressions against this model's dimensions. */
+struct rf_entry_val {
+    bool present;     /* `when` holds */
+    int n_parts;      /* hf[] entries */
+    int ndim;         /* 1 (cols NULL) or 2 */
+    int64_t rows[3], cols; /* cols 1 for 1-D */
+    int64_t args[3];
+};
+
+/* Evaluate an expression over names[i] = vals[i] (model_expr.c). */
+int rf_expr_eval(const char *expr, const char *const *names, const int64_t *vals, size_t n, int64_t *out);
+/* The evaluated values of an entry of m. */
+static inline const struct rf_entry_val *rf_entry_val(const refit_model_t *m, const struct refit_model_entry *e)
+{
+    return &m->ev[e - m->entries];
+}
+/* A target layout of the model by name; NULL (error set) when it offers none. */
+const struct refit_target_layout *rf_model_target(const refit_model_t *m, const char *name);
+/* The destination of every entry (out[i] for entries[i], malloc'ed) in
+ * target t for a rank of tp (and ep): the first of the entry's own whose
+ * `when` holds, else its base's, else NULL (HF names, unfused, source
+ * dtype, the entry's fp8).  REFIT_EPROTO (error set) when a `when` does not
+ * evaluate. */
+int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, int tp, int ep,
+                  const struct refit_model_dst ***out);
+/* The name of the opts' target ("hf" / "vllm" from the enum when no name). */
+const char *rf_target_name(const struct refit_convert_opts *o);
 
 /* One instance of a spec entry: a layer (-1 global) and, for per-expert
  * entries, nothing yet (experts are expanded by the caller). */
@@ -26,8 +61,9 @@ typedef int (*rf_instance_fn)(void *arg, const struct refit_model_entry *e, int6
 /* Every instance present in this model (requires bits, layer kinds; MTP
  * layers left out). */
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg);
-/* Resolve a symbolic dimension. */
-int64_t rf_model_dim(const refit_model_t *m, enum refit_model_dim d);
+/* The same, with REFIT_SCOPE_TIED_COPY entries when tied_copies (trainer
+ * layouts with pipeline parallelism). */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg);
 /* Expand a name pattern: {L} layer, {k} local expert, {e} global expert.
  * malloc'ed. */
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert);

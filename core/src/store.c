@@ -9,7 +9,7 @@
 
 #include "refit/log.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 struct live_rec {
     char *key;
@@ -463,6 +463,60 @@ int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint6
     rc = CALL_IDEM(s, s->ops->poll(s->obj, prefix, since, &c, timeout_ms < 0 ? 0 : timeout_ms));
     *cursor = c;
     return rc;
+}
+
+bool refit_store_has_watch(const refit_store_t *s)
+{
+    const struct refit_store_ops *o = s->ops;
+    return o->size >= offsetof(struct refit_store_ops, watch) + sizeof(o->watch) && o->watch;
+}
+
+/* watch() of a plugin without it: poll's cursor, and any change is
+ * "list again" (the history of keys is not kept). */
+static int watch_by_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
+                         int64_t timeout_ms)
+{
+    uint64_t c = since;
+    int rc = CALL_IDEM(s, s->ops->poll(s->obj, prefix, since, &c, timeout_ms));
+    *cursor = c;
+    if (rc || !since)
+        return rc;
+    return refit_error_set(REFIT_ERANGE, "store %s: '%s' changed (no history of keys: list again)",
+                           s->plugin->name, prefix);
+}
+
+int refit_store_watch(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
+                      int64_t timeout_ms, char ***keys, size_t *n)
+{
+    *keys = NULL;
+    *n = 0;
+    if (!prefix)
+        prefix = "";
+    int rc = refit_store_check_prefix(prefix);
+    if (rc)
+        return rc;
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    if (refit_store_has_watch(s)) {
+        uint64_t c = since, g0 = s->generation;
+        rc = CALL(s, s->ops->watch(s->obj, prefix, since, &c, timeout_ms, keys, n));
+        /* A reconnect during the call: whatever the plugin saw, the service
+         * may have lost keys since `since`. */
+        if (!rc && since && g0 != s->generation) {
+            free(*keys);
+            *keys = NULL;
+            *n = 0;
+            rc = refit_error_set(REFIT_ERANGE, "store %s: the service restarted while watching '%s': list again",
+                                 s->plugin->name, prefix);
+        }
+        if (rc != REFIT_ENOTSUP) {
+            *cursor = c;
+            return rc;
+        }
+        s->round_trips--; /* refused before reaching the service */
+        refit_error_clear();
+    }
+    return watch_by_poll(s, prefix, since, cursor, timeout_ms);
 }
 
 int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n)

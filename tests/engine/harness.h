@@ -18,7 +18,7 @@
 #include "refit/catalog.h"
 #include "refit/refit.h"
 #include "refit/standin.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 static inline double th_now(void)
 {

@@ -7,7 +7,9 @@
  *     tensor and the source;
  *   - Redis restarted between two cycles costs a retry, not the job (run
  *     as its own test, `test_failures redis`, SKIP without redis-server);
- *   - wait_released names the receivers that did not acknowledge.
+ *   - wait_released names the receivers that did not acknowledge;
+ *   - a warm cycle costs the receiver at most 4 store round trips (file
+ *     store, and Redis in `test_failures redis`).
  * The publishers are `refit publish` processes, or forked children using the
  * C API where the test must reach into their memory. */
 #include <errno.h>
@@ -271,6 +273,53 @@ START_TEST(redis_restart_between_cycles)
 }
 END_TEST
 
+/* Metadata at scale (docs/scale.md): once the plan is cached, a pull costs
+ * one watch of sources/, one read of every record and heartbeat (with the
+ * checksums the plan needs), the fence's one read and the ack. */
+static void warm_cycles(void)
+{
+    pid_t pub = start_publisher("trainer", 3);
+    refit_context_t *ctx;
+    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
+    refit_receiver_t *rcv;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
+    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    struct refit_pull_stats st = {.size = sizeof(st)};
+    ck_assert_msg(refit_receiver_pull(rcv, 1, &st) == 0, "%s", refit_error_message());
+    for (uint64_t v = 2; v <= 3; v++) {
+        th_wait_ready(ctx, "trainer", v);
+        ck_assert_msg(refit_receiver_pull(rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
+        ck_assert_uint_eq(st.version, v);
+        ck_assert_uint_eq(st.plan_cached, 1);
+        ck_assert_msg(st.store_round_trips <= 4, "warm pull of v%llu: %llu store round trips",
+                      (unsigned long long)v, (unsigned long long)st.store_round_trips);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pub, &status, 0), pub);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    refit_receiver_destroy(rcv);
+    refit_context_destroy(ctx);
+}
+
+START_TEST(warm_cycle_store_round_trips)
+{
+    warm_cycles();
+}
+END_TEST
+
+START_TEST(warm_cycle_store_round_trips_redis)
+{
+    redis_port = 21000 + (int)(getpid() % 20000);
+    start_redis();
+    char s[256];
+    snprintf(s, sizeof(s), "store:\n  plugin: redis\n  namespace: t%d\n  redis:\n    port: %d", (int)getpid(),
+             redis_port);
+    write_cfg(s);
+    warm_cycles();
+}
+END_TEST
+
 START_TEST(wait_released_names_missing_receivers)
 {
     refit_context_t *ctx;
@@ -414,6 +463,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 90);
     if (redis) {
         tcase_add_test(tc, redis_restart_between_cycles);
+        tcase_add_test(tc, warm_cycle_store_round_trips_redis);
         suite_add_tcase(s, tc);
         return t_run_suite(s, CK_NORMAL) ? EXIT_FAILURE : EXIT_SUCCESS;
     }
@@ -424,6 +474,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, wait_released_names_missing_receivers);
     tcase_add_test(tc, moved_tensor_reregisters_only_itself);
     tcase_add_test(tc, copy_publish_never_mixes_versions);
+    tcase_add_test(tc, warm_cycle_store_round_trips);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -111,6 +111,41 @@ START_TEST(test_fixture_roundtrip)
 }
 END_TEST
 
+/* Pipeline and FSDP shards through the CLI: --shards (and --megatron)
+ * give the bytes of the direct conversion; L 3 over PP 2 needs the split. */
+START_TEST(test_pp_fsdp_shards)
+{
+    char ck[4096], sh[4096], a[4096], b[4096], err[4096];
+    snprintf(ck, sizeof(ck), "%s/qm", tmp);
+    struct t_ckpt c;
+    t_ckpt_begin(&c, 3);
+    write_ckpt(&QM, ck, &c);
+    snprintf(a, sizeof(a), "%s/a.safetensors", tmp);
+    snprintf(b, sizeof(b), "%s/b.safetensors", tmp);
+    snprintf(sh, sizeof(sh), "%s/pp", tmp);
+    ck_assert_int_eq(refit(err, sizeof(err), "shard --hf %s --tp 2 --ep 2 --pp 2 --out %s", ck, sh), 2);
+    ck_assert_msg(strstr(err, "divisible") && strstr(err, "split"), "%s", err);
+    ck_assert_int_eq(refit(err, sizeof(err), "shard --hf %s --tp 2 --ep 2 --pp 2 --pp-layers 2,1 --out %s", ck, sh), 0);
+    for (int r = 0; r < 4; r++)
+        ck_assert(exists("%s/rank%d.safetensors", sh, r));
+    ck_assert(!exists("%s/rank%d.safetensors", sh, 4));
+    for (int r = 0; r < 2; r++) {
+        ck_assert_int_eq(refit(err, sizeof(err), "convert --hf %s --target vllm --tp 2 --rank %d --out %s", ck, r, a), 0);
+        ck_assert_int_eq(refit(err, sizeof(err), "convert --shards %s --hf-config %s/config.json --target vllm --tp 2 --rank %d --out %s",
+                               sh, ck, r, b), 0);
+        ck_assert_msg(same_bytes(a, b), "%s", err);
+    }
+    snprintf(sh, sizeof(sh), "%s/fsdp", tmp);
+    ck_assert_int_eq(refit(err, sizeof(err), "shard --hf %s --fsdp 3 --tp 2 --out %s", ck, sh), 2);
+    ck_assert_int_eq(refit(err, sizeof(err), "shard --hf %s --fsdp 3 --out %s", ck, sh), 0);
+    ck_assert(exists("%s/rank%d.safetensors", sh, 2) && !exists("%s/rank%d.safetensors", sh, 3));
+    ck_assert_int_eq(refit(err, sizeof(err), "convert --hf %s --target hf --out %s", ck, a), 0);
+    ck_assert_int_eq(refit(err, sizeof(err), "convert --megatron %s --hf-config %s/config.json --target hf --out %s",
+                           sh, ck, b), 0);
+    ck_assert_msg(same_bytes(a, b), "%s", err);
+}
+END_TEST
+
 /* Synthetic Qwen3-MoE: EP shards through the CLI, vLLM EP4. */
 START_TEST(test_moe_ep)
 {
@@ -213,6 +248,7 @@ int main(void)
     tcase_add_test(tc, test_moe_ep);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_config_file);
+    tcase_add_test(tc, test_pp_fsdp_shards);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     /* The fixture test runs in its own suite so that a missing fixture

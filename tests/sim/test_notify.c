@@ -13,7 +13,7 @@
 
 #include "fixture.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "../check_run.h"
 
 struct writer {

@@ -9,7 +9,7 @@
 
 #include "refit/config.h"
 #include "refit/loader.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 struct fx_store {
     refit_config_t *cfg;

@@ -14,7 +14,7 @@
 #include "fixture.h"
 #include "refit/plugin.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "../check_run.h"
 
 /* ------------------------------------------------------------------ */

@@ -17,7 +17,7 @@
 #include "fixture.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "../check_run.h"
 
 static void sleep_ms(int ms)
@@ -415,6 +415,123 @@ START_TEST(poll_changes)
 }
 END_TEST
 
+/* watch(): the keys that changed, a cursor to go on from. */
+static void expect_keys(char **keys, size_t n, const char *const *want, size_t nw)
+{
+    ck_assert_msg(n == nw, "watch gave %zu keys, want %zu (first '%s')", n, nw, n ? keys[0] : "");
+    for (size_t i = 0; i < n; i++)
+        ck_assert_str_eq(keys[i], want[i]);
+    free(keys);
+}
+
+START_TEST(watch_changes)
+{
+    struct fx_store f;
+    OPEN(f, "t-watch");
+    ck_assert(refit_store_has_watch(f.s));
+    OK(refit_store_put(f.s, "w/a", "1", 1));
+    uint64_t c0 = 0, c1 = 0, c2 = 0;
+    char **keys = NULL;
+    size_t n = 0;
+    OK(refit_store_watch(f.s, "w/", 0, &c0, 0, &keys, &n));
+    ck_assert_uint_ne(c0, 0);
+    ck_assert_uint_eq(n, 0);
+    /* Nothing new, and writes elsewhere are not changes of "w/". */
+    OK(refit_store_put_ttl(f.s, "hb/x", "1", 1, 60000));
+    ck_assert_int_eq(refit_store_watch(f.s, "w/", c0, &c1, 50, &keys, &n), REFIT_ETIMEDOUT);
+    ck_assert_uint_eq(n, 0);
+    c0 = c1;
+    /* A put, a replace, a cas, a delete: each key once, sorted. */
+    OK(refit_store_put(f.s, "w/c", "1", 1));
+    OK(refit_store_put(f.s, "w/a", "2", 1));
+    OK(refit_store_put(f.s, "w/a", "3", 1));
+    OK(refit_store_cas(f.s, "w/b/deep", NULL, 0, "x", 1));
+    OK(refit_store_put(f.s, "wx/other", "x", 1)); /* another first component */
+    OK(refit_store_watch(f.s, "w/", c0, &c1, 20000, &keys, &n));
+    expect_keys(keys, n, (const char *const[]){"w/a", "w/b/deep", "w/c"}, 3);
+    ck_assert_uint_ne(c1, c0);
+    OK(refit_store_del(f.s, "w/c"));
+    struct refit_store_put_item it[2] = {{"w/p1", "1", 1, 0}, {"w/p2", "2", 1, 0}};
+    OK(refit_store_put_many(f.s, it, 2));
+    OK(refit_store_watch(f.s, "w/", c1, &c2, 20000, &keys, &n));
+    expect_keys(keys, n, (const char *const[]){"w/c", "w/p1", "w/p2"}, 3);
+    /* A deeper prefix sees only its keys. */
+    uint64_t d0, d1;
+    OK(refit_store_watch(f.s, "w/b/", 0, &d0, 0, &keys, &n));
+    OK(refit_store_put(f.s, "w/a", "4", 1));
+    OK(refit_store_put(f.s, "w/b/two", "2", 1));
+    OK(refit_store_watch(f.s, "w/b/", d0, &d1, 20000, &keys, &n));
+    expect_keys(keys, n, (const char *const[]){"w/b/two"}, 1);
+    /* A writer in another process wakes a blocked watch. */
+    OK(refit_store_watch(f.s, "w/", 0, &c0, 0, &keys, &n));
+    pid_t kid = fork();
+    if (kid == 0) {
+        struct fx_store c;
+        sleep_ms(100);
+        if (fx_open(&c, "t-watch", NULL) || refit_store_put(c.s, "w/late", "2", 1))
+            _exit(1);
+        fx_close(&c);
+        _exit(0);
+    }
+    OK(refit_store_watch(f.s, "w/", c0, &c1, 20000, &keys, &n));
+    expect_keys(keys, n, (const char *const[]){"w/late"}, 1);
+    int st;
+    waitpid(kid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* A cursor this handle never gave out: list again, or (a store whose
+     * cursors are positions in a shared history) every change since. */
+    int rc = refit_store_watch(f.s, "w/", 12345, &c2, 0, &keys, &n);
+    ck_assert_msg(rc == REFIT_ERANGE || (rc == 0 && n >= 1), "foreign cursor: %d, %zu keys", rc, n);
+    ck_assert_uint_ne(c2, 0);
+    free(keys);
+    /* A prefix across first components: the key, or "list again" where
+     * the store keeps history per component only. */
+    uint64_t e0, e1;
+    OK(refit_store_watch(f.s, "", 0, &e0, 0, &keys, &n));
+    OK(refit_store_put(f.s, "top", "1", 1));
+    rc = refit_store_watch(f.s, "", e0, &e1, 20000, &keys, &n);
+    ck_assert_msg(rc == REFIT_ERANGE || (rc == 0 && n == 1 && !strcmp(keys[0], "top")), "watch '': %d", rc);
+    free(keys);
+    fx_close(&f);
+}
+END_TEST
+
+/* A watch that blocks while the service restarts: "list again" once it is
+ * back (the server may have lost keys), or a clear error within the store
+ * timeout when it stays away. */
+START_TEST(watch_restart)
+{
+    struct fx_store f;
+    /* A server of this test's own: one restarted by an earlier test went
+     * with that test's process group. */
+    ck_assert(fx_restart());
+    OPEN(f, "t-watch-rs", "store.timeout=3s");
+    uint64_t c0, c1;
+    char **keys = NULL;
+    size_t n = 0;
+    OK(refit_store_put(f.s, "w/a", "1", 1));
+    OK(refit_store_watch(f.s, "w/", 0, &c0, 0, &keys, &n));
+    pid_t kid = fork();
+    if (kid == 0) {
+        sleep_ms(300);
+        _exit(fx_restart() ? 0 : 1);
+    }
+    int rc = refit_store_watch(f.s, "w/", c0, &c1, 2500, &keys, &n);
+    int st;
+    waitpid(kid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_msg(rc == REFIT_ERANGE, "watch across a restart: %d %s", rc, refit_error_message());
+    ck_assert(strstr(refit_error_message(), "list again") != NULL);
+    /* Listing again and watching from the cursor given works. */
+    OK(refit_store_list(f.s, "w/", &keys, &n));
+    free(keys);
+    OK(refit_store_put(f.s, "w/b", "1", 1));
+    OK(refit_store_watch(f.s, "w/", c1, &c0, 20000, &keys, &n));
+    expect_keys(keys, n, (const char *const[]){"w/b"}, 1);
+    fx_close(&f);
+}
+END_TEST
+
 START_TEST(malformed_values)
 {
     struct fx_store f;
@@ -629,8 +746,11 @@ static Suite *store_suite(const char *plugin)
     CASE(s, namespaces_isolated);
     CASE(s, ttl_expiry);
     CASE(s, poll_changes);
+    CASE(s, watch_changes);
     CASE(s, malformed_values);
     CASE(s, restart_between_ops);
+    if (!strcmp(plugin, "redis"))
+        CASE(s, watch_restart);
     if (!strcmp(plugin, "file")) {
         CASE(s, file_private_modes);
         CASE(s, file_foreign_directory_refused);

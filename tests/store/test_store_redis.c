@@ -12,7 +12,7 @@
 
 #include "fixture.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "../check_run.h"
 
 /* A server of our own with extra arguments; port in *port. */

@@ -21,7 +21,7 @@
 #include "cli.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 static double now_s(void)
 {

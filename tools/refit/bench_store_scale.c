@@ -9,10 +9,11 @@
  *   publish   catalog (content-addressed: cas-if-absent once per handle),
  *             checksums (versions/V/sums/<id>), record (sources/ and
  *             versions/V/sources/, one pipelined put), heartbeat;
- *   receive   list sources/, record + heartbeat per source (discovery),
- *             a catalog per distinct hash not yet held, every source's
- *             checksums (one get_many), record + heartbeat per source
- *             again (the fence), the ack;
+ *   receive   a watch of sources/ from the last cycle's cursor (first
+ *             cycle: a cursor and a listing), every record and heartbeat
+ *             in one read with the checksums of the sources the plan
+ *             reads, a catalog per distinct hash not yet held, the fence
+ *             (every record and heartbeat again, one read), the ack;
  *   release   each publisher counts the acks once (list + get of each);
  *   lease     each receiver takes and drops a lease on load/trainer by
  *             compare-and-swap (the fan-out lease list, fanout.md).
@@ -22,10 +23,10 @@
  * checksum blobs have their real encodings and sizes.  Per phase it
  * prints wall time, Redis commands (INFO commandstats before and after),
  * bytes in and out of Redis (INFO stats) and the store round trips per
- * participant (refit_store_round_trips).  Then the polling loops the
- * engine runs while it waits, one round each at this scale: the push
- * publisher's advert scan (list push/slots/ and get every advert, each
- * 200 ms) and a fan-out receiver's source choice (list replicas/, get every
+ * participant (refit_store_round_trips).  Then the waiting loops, one
+ * round each at this scale: the push publisher's old advert scan (list
+ * push/slots/ and get every advert, each 200 ms) beside its watch now, and
+ * a fan-out receiver's source choice (list replicas/, get every
  * replica record and lease list, each 1..25 ms). */
 #include <errno.h>
 #include <limits.h>
@@ -41,7 +42,7 @@
 #include "refit/catalog.h"
 #include "refit/convert.h"
 #include "refit/status.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 struct ss_opts {
     int receivers, publishers, threads, cycles, t_tp, t_ep, e_tp, reads;
@@ -63,6 +64,7 @@ struct ss {
     struct refit_hash128 *cat_hash;
     size_t *sums_len;
     uint8_t *held; /* receivers x n_cat: catalog already fetched */
+    uint64_t *cursor; /* receivers: the watch of sources/ */
     uint64_t version;
     int errors;
     char err[512];
@@ -237,30 +239,67 @@ static int publish_one(struct ss *s, int p)
     return rc;
 }
 
-static int check_sources(refit_store_t *st, int n)
+/* Every source's record and heartbeat in one read (the engine's
+ * refit_source_check_many), with `extra` keys in the same round trip. */
+static int check_sources(refit_store_t *st, int n, struct refit_store_get_item *extra, size_t n_extra)
 {
-    for (int i = 0; i < n; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "trainer-%d", i);
-        struct refit_source_record *rec = NULL;
-        bool stale = false;
-        int rc = refit_source_check(st, id, 30000, &rec, &stale);
-        free(rec);
-        if (rc)
-            return rc;
+    struct refit_source_check *c = calloc((size_t)n, sizeof(*c));
+    char (*ids)[32] = calloc((size_t)n, 32);
+    int rc = c && ids ? 0 : REFIT_ENOMEM;
+    for (int i = 0; !rc && i < n; i++) {
+        snprintf(ids[i], 32, "trainer-%d", i);
+        c[i].id = ids[i];
     }
-    return 0;
+    if (!rc)
+        rc = refit_source_check_many(st, c, (size_t)n, 30000, extra, n_extra);
+    for (int i = 0; c && i < n; i++) {
+        if (!rc && c[i].status)
+            rc = refit_error_set(c[i].status, "source %s: %s", ids[i], refit_strerror(c[i].status));
+        free(c[i].rec);
+    }
+    free(c);
+    free(ids);
+    return rc;
 }
 
+/* The receiver's cycle as the engine makes it (discover.c, verify.c,
+ * fence.c, buffers.c): a watch of sources/ from the last cycle's cursor
+ * (the first cycle: a cursor and a listing), every record and heartbeat in
+ * one read with the checksums of the `reads` sources its plan reads (warm:
+ * the plan is cached, so it knows them), a catalog per distinct hash not
+ * held yet, the fence (every record and heartbeat again, one read), the
+ * ack. */
 static int receive_one(struct ss *s, int q)
 {
     refit_store_t *st = s->rcv[q];
+    int n = s->o.publishers, nr = s->o.reads < n ? s->o.reads : n, rc = 0;
     char **keys = NULL;
     size_t nk = 0;
-    int rc = refit_store_list(st, "sources/", &keys, &nk);
-    free(keys);
+    uint64_t *cur = &s->cursor[q];
+    if (*cur) {
+        rc = refit_store_watch(st, "sources/", *cur, cur, 0, &keys, &nk);
+        if (rc == REFIT_ETIMEDOUT || rc == REFIT_ERANGE)
+            rc = 0; /* ERANGE would list again: not at this scale's history */
+        free(keys);
+    } else {
+        rc = refit_store_watch(st, "sources/", 0, cur, 0, &keys, &nk);
+        if (!rc)
+            rc = refit_store_list(st, "sources/", &keys, &nk);
+        free(keys);
+    }
+    int warm = s->version > 1;
+    struct refit_store_get_item *it = calloc((size_t)nr, sizeof(*it));
+    char (*kb)[64] = calloc((size_t)nr, 64);
+    if (!rc && (!it || !kb))
+        rc = REFIT_ENOMEM;
+    for (int i = 0; !rc && i < nr; i++) {
+        /* The sources a plan reads are spread over the ranks. */
+        int p = (int)(((long)i * n / nr + q) % n);
+        snprintf(kb[i], 64, "versions/%llu/sums/trainer-%d", (unsigned long long)s->version, p);
+        it[i].key = kb[i];
+    }
     if (!rc)
-        rc = check_sources(st, s->o.publishers);
+        rc = check_sources(st, n, warm ? it : NULL, warm ? (size_t)nr : 0);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
         uint8_t *held = &s->held[(size_t)q * s->n_cat + k];
@@ -271,63 +310,17 @@ static int receive_one(struct ss *s, int q)
         refit_catalog_destroy(c);
         *held = 1;
     }
-    struct refit_store_get_item *it = calloc((size_t)s->o.publishers, sizeof(*it));
-    char (*kb)[64] = calloc((size_t)s->o.publishers, 64);
-    if (!rc && (!it || !kb))
-        rc = REFIT_ENOMEM;
-    for (int p = 0; !rc && p < s->o.publishers; p++) {
-        snprintf(kb[p], 64, "versions/%llu/sums/trainer-%d", (unsigned long long)s->version, p);
-        it[p].key = kb[p];
-    }
-    if (!rc)
-        rc = refit_store_get_many(st, it, (size_t)s->o.publishers);
-    for (int p = 0; it && p < s->o.publishers; p++)
-        free(it[p].val);
-    free(it);
-    free(kb);
-    if (!rc)
-        rc = check_sources(st, s->o.publishers); /* the fence */
-    char id[32];
-    snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-    if (!rc)
-        rc = refit_ack_put(st, s->version, id);
-    return rc;
-}
-
-/* The same cycle with every per-source read pipelined and checksums only
- * for the sources the plan reads (what the engine would do with the
- * changes docs/scale.md lists): records and heartbeats of every source in
- * one get_many, the checksums of `reads` sources in another, the fence in
- * a third, the ack.  No list: the source set is known from the last cycle
- * (a watch on sources/ says when it changes). */
-static int receive_batched(struct ss *s, int q)
-{
-    refit_store_t *st = s->rcv[q];
-    int n = s->o.publishers, nr = s->o.reads < n ? s->o.reads : n, rc = 0;
-    struct refit_store_get_item *it = calloc((size_t)(2 * n), sizeof(*it));
-    char (*kb)[64] = calloc((size_t)(2 * n), 64);
-    if (!it || !kb)
-        rc = REFIT_ENOMEM;
-    for (int pass = 0; !rc && pass < 3; pass++) {
-        int m = pass == 1 ? nr : 2 * n;
-        for (int i = 0; i < m; i++) {
-            /* The sources a plan reads are spread over the ranks. */
-            int p = pass == 1 ? (int)(((long)i * n / nr + q) % n) : i / 2;
-            if (pass == 1)
-                snprintf(kb[i], 64, "versions/%llu/sums/trainer-%d", (unsigned long long)s->version, p);
-            else
-                snprintf(kb[i], 64, "%s/trainer-%d", i % 2 ? "heartbeats" : "sources", p);
-            it[i] = (struct refit_store_get_item){.key = kb[i]};
-        }
-        rc = refit_store_get_many(st, it, (size_t)m);
-        for (int i = 0; i < m; i++) {
-            if (!rc && it[i].status)
-                rc = refit_error_set(it[i].status, "%s: %s", kb[i], refit_strerror(it[i].status));
-            free(it[i].val);
-        }
+    if (!rc && !warm) /* cold: the plan is made now, then its checksums read */
+        rc = refit_store_get_many(st, it, (size_t)nr);
+    for (int i = 0; it && i < nr; i++) {
+        if (!rc && it[i].status)
+            rc = refit_error_set(it[i].status, "%s: %s", kb[i], refit_strerror(it[i].status));
+        free(it[i].val);
     }
     free(it);
     free(kb);
+    if (!rc)
+        rc = check_sources(st, n, NULL, 0); /* the fence */
     char id[32];
     snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
     if (!rc)
@@ -440,7 +433,8 @@ static int open_handles(struct ss *s)
     s->pub = calloc((size_t)s->o.publishers, sizeof(*s->pub));
     s->rcv = calloc((size_t)s->o.receivers, sizeof(*s->rcv));
     s->held = calloc((size_t)s->o.receivers * (size_t)(s->o.t_tp * s->o.t_ep), 1);
-    if (!s->pub || !s->rcv || !s->held)
+    s->cursor = calloc((size_t)s->o.receivers, sizeof(*s->cursor));
+    if (!s->pub || !s->rcv || !s->held || !s->cursor)
         return REFIT_ENOMEM;
     int rc = 0;
     for (int p = 0; !rc && p < s->o.publishers; p++)
@@ -452,6 +446,54 @@ static int open_handles(struct ss *s)
 
 /* ------------------------------------------------------------------ */
 /* The waiting loops, one round each */
+
+/* What the push publisher does now (push_pub.c): a watch of push/slots/
+ * from its cursor, woken by the adverts of the next version, then one read
+ * of the adverts that changed. */
+static int watch_round(struct ss *s, const void *adv, size_t len)
+{
+    refit_store_t *st = s->pub[0];
+    uint64_t cur = 0;
+    char **keys = NULL;
+    size_t nk = 0;
+    int rc = refit_store_watch(st, "push/slots/", 0, &cur, 0, &keys, &nk);
+    for (int q = 0; !rc && q < s->o.receivers; q++) {
+        char key[64];
+        snprintf(key, sizeof(key), "push/slots/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
+        rc = refit_store_put(s->rcv[q], key, adv, len);
+    }
+    struct counters a, b;
+    redis_counters(s, &a);
+    uint64_t rt0 = refit_store_round_trips(st);
+    double t0 = cli_now();
+    size_t got = 0;
+    /* Until every receiver's advert was seen (a watch returns at most one
+     * stream page at a time). */
+    while (!rc && got < (size_t)s->o.receivers) {
+        rc = refit_store_watch(st, "push/slots/", cur, &cur, 1000, &keys, &nk);
+        struct refit_store_get_item *it = rc ? NULL : calloc(nk ? nk : 1, sizeof(*it));
+        if (!rc && !it)
+            rc = REFIT_ENOMEM;
+        for (size_t i = 0; !rc && i < nk; i++)
+            it[i].key = keys[i];
+        if (!rc)
+            rc = refit_store_get_many(st, it, nk);
+        for (size_t i = 0; it && i < nk; i++)
+            free(it[i].val);
+        free(it);
+        free(keys);
+        got += nk;
+    }
+    double dt = cli_now() - t0;
+    redis_counters(s, &b);
+    if (rc)
+        return refit_error_push(rc, "push advert watch");
+    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
+    printf("push publisher now (watch push/slots/ + one get_many of the %zu adverts that changed): %.1f ms, "
+           "%.0f commands, %llu round trips, %.2f MB, once per version\n", got, dt * 1e3, calls,
+           (unsigned long long)(refit_store_round_trips(st) - rt0), bytes / 1e6);
+    return 0;
+}
 
 /* Push adverts (push/slots/<receiver>), as big as an advert with a tcp
  * address and three remote keys, then one publisher's scan. */
@@ -490,7 +532,7 @@ static int advert_round(struct ss *s)
            "%llu round trips, %.2f MB\n", nk, dt * 1e3, calls, (unsigned long long)rt, bytes / 1e6);
     printf("  every 200 ms by each of %d publishers while it serves: %.0f commands/s, %.1f MB/s\n",
            s->o.publishers, calls * 5 * s->o.publishers, bytes * 5 * s->o.publishers / 1e6);
-    return 0;
+    return watch_round(s, adv, sizeof(adv));
 }
 
 /* Replica records (with the image's chunk checksums: 8 bytes per 4 MiB of
@@ -609,9 +651,9 @@ static int usage(FILE *f)
                "store and catalog API (catalogs of the model's trainer positions, default\n"
                "configs/models/qwen3-235b-a22b.yaml at tp 8 ep 32).  Per phase: time, Redis commands\n"
                "(INFO commandstats), bytes in and out (INFO stats), round trips per participant.\n"
-               "Then the receive pipelined (receive*: records, heartbeats, the checksums of the R sources a\n"
-               "plan reads (default 16) and the fence in three get_many, then the ack), and one round of\n"
-               "each polling loop the engine runs while it waits, at this scale.\n");
+               "A receiver's plan reads the checksums of R sources (default 16).  Then one round of each\n"
+               "waiting loop at this scale: the push publisher's old advert scan and its watch now, the\n"
+               "fan-out waiter's choice, and poll()'s wake-up latency.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -656,6 +698,7 @@ static void ss_free(struct ss *s)
     free(s->pub);
     free(s->rcv);
     free(s->held);
+    free(s->cursor);
     for (int k = 0; s->cat_enc && k < s->n_cat; k++)
         free(s->cat_enc[k]);
     free(s->cat_enc);
@@ -714,15 +757,9 @@ static int run(struct ss *s)
         if (!rc)
             rc = phase(s, "lease", lease_one, s->o.receivers, s->rcv);
     }
-    /* The pipelined receive, on a version of its own. */
-    s->version = (uint64_t)s->o.cycles + 1;
-    if (!rc)
-        rc = phase(s, "publish", publish_one, s->o.publishers, s->pub);
-    if (!rc)
-        rc = phase(s, "receive*", receive_batched, s->o.receivers, s->rcv);
     printf("(commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
-           "trips, one per plugin call; warm cycles are v >= 2; receive*: every per-source read pipelined, checksums "
-           "of the %d sources a plan reads)\n\n", s->o.reads);
+           "trips, one per plugin call; warm cycles are v >= 2; a plan reads the checksums of %d sources)\n\n",
+           s->o.reads);
     if (!rc)
         rc = advert_round(s);
     if (!rc)

@@ -1,6 +1,8 @@
-/* cmd_convert.c — `refit convert`: an HF checkpoint (or Megatron trainer
- * shards) into one inference rank's tensors in the hf or vllm layout,
- * optionally block-FP8. */
+/* cmd_convert.c — `refit convert`: an HF checkpoint (or trainer shards,
+ * Megatron or FSDP) into one inference rank's tensors in a target layout
+ * of the model plugin (hf, transformers, vllm, sglang), optionally
+ * block-FP8. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,12 +13,15 @@
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: refit convert (--hf DIR | --megatron DIR --hf-config FILE) --target hf|vllm\n"
+            "usage: refit convert (--hf DIR | --shards DIR --hf-config FILE)\n"
+            "                     --target hf|transformers|vllm|sglang\n"
             "                     [--model NAME] [--tp N --rank R] [--ep N]\n"
             "                     [--fp8 trainer|deepgemm] [--fp8-floor X] --out FILE\n"
             "                     [--config FILE] [--set key=value]...\n"
             "Writes the tensors of inference rank R of N (default 1 and 0) in the target layout to\n"
-            "FILE (safetensors).  --ep N places whole experts per rank (N must equal --tp).  FP8\n"
+            "FILE (safetensors).  --shards reads `refit shard` output (Megatron with any tp/ep/pp,\n"
+            "or FSDP); --megatron is the same.  --ep N places whole experts per rank (N must\n"
+            "equal --tp).  FP8\n"
             "tensors are F8_E4M3 with their scales as <name>_scale_inv (F32).  --model defaults to\n"
             "the plugin claiming config.json's model_type.  A --config file's model section adds\n"
             "skip patterns and fp8.include / fp8.exclude.\n");
@@ -44,6 +49,7 @@ static int parse(int argc, char **argv, struct convert_args *a)
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         const char **dst = !strcmp(o, "--hf")          ? &a->hf
                            : !strcmp(o, "--megatron")  ? &a->megatron
+                           : !strcmp(o, "--shards")    ? &a->megatron
                            : !strcmp(o, "--hf-config") ? &a->hf_config
                            : !strcmp(o, "--target")    ? &a->target
                            : !strcmp(o, "--model")     ? &a->model
@@ -70,13 +76,20 @@ static int parse(int argc, char **argv, struct convert_args *a)
         i++;
     }
     if (!a->hf == !a->megatron)
-        return refit_error_set(REFIT_EINVAL, "give exactly one of --hf DIR and --megatron DIR");
+        return refit_error_set(REFIT_EINVAL, "give exactly one of --hf DIR and --shards DIR (--megatron DIR)");
     if (a->megatron && !a->hf_config)
-        return refit_error_set(REFIT_EINVAL, "--megatron needs --hf-config FILE (the HF config.json)");
+        return refit_error_set(REFIT_EINVAL, "--shards needs --hf-config FILE (the HF config.json)");
     if (!a->out)
         return refit_error_set(REFIT_EINVAL, "--out FILE is required");
-    if (a->target && strcmp(a->target, "hf") && strcmp(a->target, "vllm"))
-        return refit_error_set(REFIT_EINVAL, "--target must be hf or vllm, not '%s'", a->target);
+    /* the names the model plugins here offer; a plugin's own target is
+     * reached with the configuration's model.target */
+    static const char *const known[] = {"hf", "transformers", "vllm", "sglang"};
+    bool ok = !a->target;
+    for (size_t i = 0; !ok && i < sizeof(known) / sizeof(known[0]); i++)
+        ok = !strcmp(a->target, known[i]);
+    if (!ok)
+        return refit_error_set(REFIT_EINVAL, "--target must be hf, transformers, vllm or sglang, not '%s'",
+                               a->target);
     if (a->fp8 && strcmp(a->fp8, "trainer") && strcmp(a->fp8, "deepgemm"))
         return refit_error_set(REFIT_EINVAL, "--fp8 must be trainer or deepgemm, not '%s'", a->fp8);
     if (a->rank >= a->tp)
@@ -92,10 +105,12 @@ static int run(struct cli_common *c, struct convert_args *a)
         rc = refit_convert_opts_from_config(c->cfg, &o);
     if (rc)
         return rc;
-    if (a->target)
+    if (a->target) {
         o.target = !strcmp(a->target, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
-    else if (!c->config_path)
-        return refit_error_set(REFIT_EINVAL, "--target hf|vllm is required");
+        o.target_name = a->target;
+    } else if (!c->config_path) {
+        return refit_error_set(REFIT_EINVAL, "--target hf|transformers|vllm|sglang is required");
+    }
     o.tp = a->tp;
     o.rank = a->rank;
     o.ep = a->ep;
@@ -123,7 +138,7 @@ static int run(struct cli_common *c, struct convert_args *a)
     refit_hf_view_t *v = NULL;
     rc = refit_model_open(c->loader, a->model, a->hf ? cfgpath : a->hf_config, &m);
     if (!rc)
-        rc = a->hf ? refit_hf_view_open(m, a->hf, &o, &v) : refit_hf_view_open_megatron(m, a->megatron, &o, &v);
+        rc = a->hf ? refit_hf_view_open(m, a->hf, &o, &v) : refit_hf_view_open_shards(m, a->megatron, &o, &v);
     if (!rc)
         rc = refit_convert_write(m, v, &o, a->out);
     refit_hf_view_close(v);

@@ -1,13 +1,16 @@
 /* refit/model.h — the model plugin ABI (kind REFIT_PLUGIN_MODEL).
  *
  * A model plugin is data plus shape functions.  It claims HF `model_type`s,
- * reads the shapes it needs from config.json through a getter the core hands
- * it (plugins never see JSON), says which kind each layer is, and returns a
- * conversion-spec table: one entry per trainer (Megatron) tensor pattern with
- * its role, the HF tensors it holds and how, and per target layout (hf,
- * vllm) the destination name, fusion, dtype and default FP8 policy.  The
+ * reads a summary shape from config.json through a getter the core hands it
+ * (plugins never see JSON), says which kind each layer is, and returns a
+ * conversion-spec table: the dimensions it is made of (declared with their
+ * config.json keys), one entry per trainer (Megatron) tensor pattern with its
+ * role, the HF tensors it holds and their shapes as expressions over those
+ * dimensions, per target layout the destination name, fusion, dtype and FP8
+ * policy, and the target layouts themselves (name, padding, FP8 rule).  The
  * core's conversion engine (refit/convert.h) interprets the table; plugins
- * hold no loops over bytes.  docs/models.md walks through adding a family.
+ * hold no loops over bytes and the core no model or engine names.
+ * docs/models.md walks through adding a family or an engine.
  *
  * Name patterns use placeholders: {L} a decoder layer index, {k} an expert
  * index local to the trainer's expert-parallel rank (Megatron names), {e} a
@@ -25,88 +28,152 @@
 extern "C" {
 #endif
 
-/* How a trainer tensor is sharded over tensor parallelism (design.md). */
+/* How a trainer tensor is sharded over tensor parallelism (design.md).
+ * These are the parallel linear layers of Megatron-Core and of the engines
+ * (ColumnParallelLinear, RowParallelLinear, their merged and expert forms),
+ * not model features: a family whose tensors shard like one of them needs
+ * nothing new in the core. */
 enum refit_model_role {
     REFIT_ROLE_REPLICATED = 1, /* every TP rank holds all of it */
     REFIT_ROLE_VOCAB,          /* rows split over TP; vocabulary padded */
-    REFIT_ROLE_COLUMN,         /* rows split over TP */
-    REFIT_ROLE_QKV_COLUMN,     /* fused QKV interleaved per query group, rows split */
+    REFIT_ROLE_COLUMN,         /* rows split over TP (whole heads when rows are heads x dim) */
+    REFIT_ROLE_QKV_COLUMN,     /* fused QKV interleaved per query group, rows split;
+                                  args: query heads, query groups, head dim */
     REFIT_ROLE_GATED_COLUMN,   /* [gate_r; up_r] per TP rank */
     REFIT_ROLE_ROW,            /* columns split over TP */
     REFIT_ROLE_EXPERT_COLUMN,  /* one expert's [gate_r; up_r] over expert-TP */
     REFIT_ROLE_EXPERT_ROW      /* one expert's down, columns split over expert-TP */
 };
+/* Expert entries (REFIT_ROLE_EXPERT_*) hold expert {e} = ep_rank*E/ep + k,
+ * E the spec's `experts` dimension. */
 
-/* How the HF tensors of an entry make up the trainer tensor. */
-enum refit_model_hold {
-    REFIT_HOLD_WHOLE = 1,   /* one HF tensor (hf[0]) */
-    REFIT_HOLD_QKV = 2,     /* hf[0..2] = q, k, v interleaved per query group */
-    REFIT_HOLD_GATE_UP = 3  /* hf[0..1] = gate, up */
-};
-/* Expert entries (REFIT_ROLE_EXPERT_*) hold expert {e} = ep_rank*E/ep + k. */
-
-/* Which instances of a pattern exist. */
+/* Which layers hold an instance of a pattern, and for the global ones which
+ * pipeline stage of a trainer holds them. */
 enum refit_model_scope {
-    REFIT_SCOPE_GLOBAL = 1, /* once (embedding, final norm) */
+    REFIT_SCOPE_GLOBAL = 1, /* once, on the first pipeline stage (embedding) */
     REFIT_SCOPE_LAYER,      /* every decoder layer */
     REFIT_SCOPE_DENSE,      /* layers with a dense MLP */
-    REFIT_SCOPE_MOE         /* layers with a mixture of experts */
+    REFIT_SCOPE_MOE,        /* layers with a mixture of experts */
+    REFIT_SCOPE_FINAL,      /* once, on the last pipeline stage (final norm, output layer) */
+    /* A trainer-only copy on the last pipeline stage when that is not the
+     * first (Megatron's output_layer.weight with tied embeddings and PP > 1):
+     * its HF part is another entry's, read once, never a destination. */
+    REFIT_SCOPE_TIED_COPY
 };
 
-/* Entry present only when the model has the feature (bit set). */
-enum refit_model_requires {
-    REFIT_REQ_ATTN_BIAS = 1u << 0,      /* shape.attention_bias */
-    REFIT_REQ_QK_NORM = 1u << 1,        /* shape.qk_norm */
-    REFIT_REQ_UNTIED = 1u << 2,         /* !shape.tie_word_embeddings */
-    REFIT_REQ_SHARED_EXPERTS = 1u << 3, /* shape.n_shared_experts > 0 */
-    REFIT_REQ_EXPERT_BIAS = 1u << 4     /* shape.expert_bias */
+/* ------------------------------------------------------------------ */
+/* The open vocabulary: dimensions and expressions.
+ *
+ * A plugin declares the dimensions its tensors are made of (hidden,
+ * kv_lora_rank, qk_rope_head_dim ...), each read from config.json keys.
+ * Shapes, conditions and role arguments in the table are expressions over
+ * those names: integers, names, unary - and !, * / % + -, comparisons
+ * (== != < <= > >=), && || and parentheses, with C's precedence and 64-bit
+ * integer arithmetic (division by zero is an error).  A boolean key reads as
+ * 1 or 0.  The core knows no dimension by name. */
+
+enum refit_model_dim_flags {
+    REFIT_DIMF_BOOL = 1u << 0,     /* the key holds true/false (1/0), not an integer */
+    REFIT_DIMF_POSITIVE = 1u << 1  /* a value read from the config must be > 0 */
 };
 
-/* Symbolic dimensions of an HF tensor, resolved against the shape. */
-enum refit_model_dim {
-    REFIT_DIM_NONE = 0,   /* a 1-D tensor has cols NONE */
-    REFIT_DIM_HIDDEN,     /* K */
-    REFIT_DIM_VOCAB,      /* vocab_size */
-    REFIT_DIM_Q,          /* H * d */
-    REFIT_DIM_KV,         /* G * d */
-    REFIT_DIM_HEAD,       /* d */
-    REFIT_DIM_INTER,      /* intermediate_size */
-    REFIT_DIM_MOE_INTER,  /* moe_intermediate_size */
-    REFIT_DIM_SHARED_INTER, /* moe_intermediate_size * n_shared_experts */
-    REFIT_DIM_EXPERTS     /* E */
+struct refit_model_dim {
+    const char *name;  /* [A-Za-z_][A-Za-z0-9_]*, unique in the spec */
+    /* config.json keys tried in order, '|'-separated ("num_experts|n_routed_experts");
+     * a key that is absent or null is skipped.  NULL: the value is def. */
+    const char *keys;
+    /* Expression over dimensions declared before this one, used when no key
+     * is present; NULL: the dimension is required (an error names the keys). */
+    const char *def;
+    uint32_t flags;    /* REFIT_DIMF_* */
 };
 
-enum refit_model_target { REFIT_TARGET_HF = 0, REFIT_TARGET_VLLM = 1, REFIT_TARGET_COUNT_ };
+/* ------------------------------------------------------------------ */
+/* Target layouts (how an engine rank wants the tensors) */
 
 enum refit_model_fusion {
     REFIT_FUSE_NONE = 0,   /* each HF tensor keeps its own destination */
-    REFIT_FUSE_CONCAT,     /* rows of the parts concatenated (qkv_proj, gate_up_proj) */
+    REFIT_FUSE_CONCAT,     /* rows of the parts concatenated (qkv_proj, gate_up_proj); entries
+                              of one layer whose destinations have the same name are one
+                              tensor, their parts in table order (vLLM's fused_qkv_a_proj) */
     REFIT_FUSE_STACK       /* experts stacked on a new dim 0 (w13_weight, w2_weight);
-                              parts of one expert concatenated on rows */
+                              parts of one expert concatenated on rows.  A
+                              non-expert entry of the layer naming an existing
+                              stack becomes its next slot (SGLang's shared
+                              expert fused as expert E) */
 };
 
 /* One target layout's view of an entry. */
 struct refit_model_dst {
+    const char *target;    /* the target layout's name ("vllm"); NULL ends a list */
     /* Destination name pattern ({L}); NULL: the HF names, unfused. */
     const char *name;
     enum refit_model_fusion fusion;
     /* REFIT_DTYPE_INVALID: keep the source dtype. */
     enum refit_dtype dtype;
-    /* Block-FP8 by default when FP8 is on (2-D weights only). */
-    bool fp8;
+    /* Block-FP8 when FP8 is on: REFIT_FP8_ENTRY the entry's fp8, else
+     * REFIT_FP8_OFF / REFIT_FP8_ON. */
+    int fp8;
+    /* Expression over the dimensions and the target rank's "tp" and "ep"
+     * (0 or 1: no expert parallelism): this dst applies when non-zero; the
+     * first that applies wins, then the target's base.  NULL: always. */
+    const char *when;
 };
+#define REFIT_FP8_ENTRY 0
+#define REFIT_FP8_OFF 1
+#define REFIT_FP8_ON 2
+
+/* The block-FP8 partition rule of an engine: which per-rank extents of a
+ * quantized tensor must lie on the fp8_block grid for its kernels. */
+enum refit_fp8_grid_flags {
+    REFIT_FP8_GRID_SPLIT_PARTS = 1u << 0,  /* each part's rows of a TP-split tensor */
+    REFIT_FP8_GRID_MERGED_PARTS = 1u << 1, /* each part's rows of a fused tensor */
+    REFIT_FP8_GRID_SPLIT_COLS = 1u << 2,   /* the input partition of a column-split tensor */
+    REFIT_FP8_GRID_STACKS = 1u << 3        /* expert stacks: the intermediate partition,
+                                              split or not (fused-MoE kernels) */
+};
+
+/* A target layout: its name, the rules of its engine, and the layout it
+ * falls back to for entries that give no destination for it. */
+struct refit_target_layout {
+    const char *name;         /* "hf", "vllm", "sglang", "transformers" */
+    const char *base;         /* entries without a dst for this target use base's; NULL: HF names */
+    int64_t vocab_multiple;   /* vocabulary rows padded to a multiple (vLLM 64); <= 1 none */
+    int64_t fp8_block;        /* block edge of its FP8 weights (128) */
+    uint32_t fp8_grid;        /* REFIT_FP8_GRID_* its kernels require */
+    const char *engine;       /* in messages: "vLLM" */
+};
+
+/* ------------------------------------------------------------------ */
+/* The spec table */
 
 struct refit_model_entry {
     const char *megatron;    /* "decoder.layers.{L}.self_attention.linear_qkv.weight" */
     enum refit_model_role role;
-    enum refit_model_hold hold;
     enum refit_model_scope scope;
-    uint32_t requires;       /* REFIT_REQ_* bits */
+    const char *when;        /* expression: present when non-zero; NULL always */
     const char *hf[3];       /* HF name patterns ({L}, {e}), NULL-terminated when < 3 */
-    /* Shape of every HF part: rows[i] x cols (cols NONE: 1-D). */
-    enum refit_model_dim rows[3];
-    enum refit_model_dim cols;
-    struct refit_model_dst dst[REFIT_TARGET_COUNT_];
+    /* Shape of every HF part: rows[i] x cols, expressions (cols NULL: 1-D). */
+    const char *rows[3];
+    const char *cols;
+    /* Role arguments (expressions); REFIT_ROLE_QKV_COLUMN: query heads,
+     * query groups, head dim. */
+    const char *args[3];
+    bool fp8;                /* a linear weight FP8 deployments quantize */
+    /* Per-target destinations, ended by a NULL target; may be NULL. */
+    const struct refit_model_dst *dst;
+};
+
+/* What a plugin's table() returns. */
+struct refit_model_spec {
+    size_t size;             /* sizeof(struct refit_model_spec) */
+    const struct refit_model_dim *dims;
+    size_t n_dims;
+    const struct refit_model_entry *entries;
+    size_t n_entries;
+    const struct refit_target_layout *targets;
+    size_t n_targets;
+    const char *experts;     /* expression: the routed expert count ("experts"); NULL: dense */
 };
 
 /* The HF config.json as the plugin sees it.  Getters return 0, REFIT_ENOENT
@@ -122,7 +189,10 @@ struct refit_model_hfcfg {
     int (*get_int_at)(void *ctx, const char *key, size_t i, int64_t *out);
 };
 
-/* The shapes the engine needs, filled by the plugin's shape(). */
+/* A summary of the model, filled by the plugin's shape(): the layer
+ * counts the core iterates over, and the common sizes tools report (sizing,
+ * benches).  Layouts never read the other fields: they use the spec's
+ * declared dimensions.  A family without a field leaves it 0. */
 struct refit_model_shape {
     int64_t n_layers;          /* decoder layers of the main model */
     int64_t n_mtp_layers;      /* multi-token-prediction layers after them */
@@ -154,8 +224,8 @@ struct refit_model_ops {
     /* Kind of layer `layer` in [0, n_layers + n_mtp_layers). */
     int (*layer_kind)(const struct refit_model_hfcfg *cfg, const struct refit_model_shape *s,
                       int64_t layer, enum refit_layer_kind *out);
-    /* The static spec table. */
-    int (*spec)(const struct refit_model_entry **entries, size_t *n);
+    /* The static spec table: dimensions, entries, target layouts. */
+    const struct refit_model_spec *(*table)(void);
 };
 
 #ifdef __cplusplus

@@ -107,8 +107,6 @@ typedef const struct refit_plugin *(*refit_plugin_entry_fn)(void);
  * while everything else in the module is built hidden. */
 #define REFIT_PLUGIN_EXPORT __attribute__((visibility("default")))
 
-const char *refit_plugin_kind_name(uint32_t kind);
-
 #ifdef __cplusplus
 }
 #endif

@@ -90,6 +90,9 @@ struct refit_pull_stats {
      * one host. */
     double xfer_start, xfer_end;
     uint32_t fallbacks;    /* sources given up on during this pull (fan-out) */
+    /* Store round trips of this pull (refit_store_round_trips of the
+     * context's store), waiting for the version included. */
+    uint64_t store_round_trips;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with
@@ -181,6 +184,10 @@ struct refit_plan_info {
 };
 int refit_receiver_plan_dry(refit_receiver_t *rcv, const struct refit_parallel *src, size_t n_src,
                             struct refit_plan_info *info);
+
+/* Whether this librefit was built with CUDA support (1) or not (0): device
+ * memory (REFIT_MEM_CUDA) is REFIT_ENOTSUP without it. */
+int refit_cuda_built(void);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
-/* refit/store.h — the metadata store: the plugin ABI (kind REFIT_PLUGIN_STORE)
- * and the core wrapper the engine uses.
+/* refit/store.h — the metadata store's plugin ABI (kind REFIT_PLUGIN_STORE).
+ * The core's wrapper, which the engine uses, is internal (refit/store_core.h).
  *
  * Shaped after SQLite's VFS: the ops table begins with its size and only
  * grows at the end; it also says how large the plugin's per-store object is,
@@ -33,7 +33,6 @@
 #include <stdint.h>
 
 #include "refit/config.h"
-#include "refit/loader.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,9 +41,6 @@ extern "C" {
 #define REFIT_STORE_MAX_KEY 512
 #define REFIT_STORE_MAX_COMPONENT 200 /* fits a file name with room for suffixes */
 #define REFIT_STORE_MAX_NAMESPACE 128
-
-/* ------------------------------------------------------------------ */
-/* Plugin ABI */
 
 struct refit_store_open_args {
     size_t size;                      /* sizeof(struct refit_store_open_args) */
@@ -118,64 +114,27 @@ struct refit_store_ops {
      * reconnected to a service that may have lost data (a Redis restart).
      * The wrapper then re-writes the records marked live. */
     uint64_t (*generation)(void *obj);
+
+    /* --- appended (a plugin built before it has a smaller size; the
+     * wrapper falls back to poll + list) --- */
+
+    /* What changed below prefix after cursor `since`.  since 0: *cursor
+     * the current position at once, *n 0 (take it before listing, so that
+     * nothing written after the listing is missed).  Otherwise wait up to
+     * timeout_ms for a change after since: 0 with *keys the keys created,
+     * replaced or deleted (relative, sorted, deduplicated, in one host->alloc
+     * block like list(); a key may be named although it is unchanged, never
+     * left out) and *cursor the position after them; REFIT_ETIMEDOUT with
+     * *n 0 when nothing below prefix changed (*cursor: where to go on from,
+     * possibly past changes outside prefix); REFIT_ERANGE when the store no
+     * longer knows what changed since `since` (its history was trimmed, the
+     * service restarted, or the cursor is not this handle's): *cursor is set,
+     * and the caller lists the prefix again and watches from *cursor.
+     * REFIT_ENOTSUP for a prefix the plugin cannot watch (the wrapper then
+     * falls back).  Expiry is not a change. */
+    int (*watch)(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms,
+                 char ***keys, size_t *n);
 };
-
-/* ------------------------------------------------------------------ */
-/* Core wrapper (what the engine uses) */
-
-typedef struct refit_store refit_store_t;
-
-/* Opens the store named by store.plugin, loading it through `loader`, in
- * namespace store.namespace (or `ns` when not NULL).  The caller closes it
- * with refit_store_close before destroying loader and cfg. */
-int refit_store_open(refit_config_t *cfg, refit_loader_t *loader, const char *ns,
-                     refit_store_t **out);
-void refit_store_close(refit_store_t *s); /* safe on NULL */
-
-const char *refit_store_plugin_name(const refit_store_t *s);
-const char *refit_store_namespace(const refit_store_t *s);
-uint64_t refit_store_max_value(const refit_store_t *s);
-
-/* Key and namespace rules (see the top of this file); 0 or REFIT_EINVAL
- * with a message naming what is wrong. */
-int refit_store_check_key(const char *key);
-int refit_store_check_prefix(const char *prefix);
-int refit_store_check_namespace(const char *ns);
-
-int refit_store_put(refit_store_t *s, const char *key, const void *val, size_t len);
-int refit_store_put_ttl(refit_store_t *s, const char *key, const void *val, size_t len,
-                        int64_t ttl_ms);
-/* A put the wrapper remembers (a copy of the value) and writes again, with
- * the same ttl, after the plugin reports a new generation (the service
- * restarted and may have lost it): a publisher's own source record and
- * heartbeat.  Putting the key again replaces the remembered value. */
-int refit_store_put_live(refit_store_t *s, const char *key, const void *val, size_t len,
-                         int64_t ttl_ms);
-/* Mark a key live without writing it (after a put_many that wrote it). */
-int refit_store_remember(refit_store_t *s, const char *key, const void *val, size_t len,
-                         int64_t ttl_ms);
-/* Stop re-writing a live key (does not delete it). */
-void refit_store_forget(refit_store_t *s, const char *key);
-/* Whether key is live in this handle (written by it and remembered). */
-bool refit_store_is_live(const refit_store_t *s, const char *key);
-
-/* *val is freed by the caller with free(). */
-int refit_store_get(refit_store_t *s, const char *key, void **val, size_t *len);
-int refit_store_del(refit_store_t *s, const char *key);
-/* *keys is one block freed by the caller with free(). */
-int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t *n);
-int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
-                    const void *val, size_t len);
-int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
-                     int64_t timeout_ms);
-/* Values of successful items are freed by the caller with free(). */
-int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n);
-int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n);
-
-/* Plugin calls made so far: each is one round trip to the service (bulk
- * calls are pipelined), which is how "a warm cycle costs at most two round
- * trips per source" is measured. */
-uint64_t refit_store_round_trips(const refit_store_t *s);
 
 #ifdef __cplusplus
 }

@@ -129,7 +129,7 @@ int rf_dests_bind(refit_receiver_t *r, const char *name, void *ptr, enum refit_d
         if (!same)
             return refit_error_set(REFIT_EINVAL, "receiver %s: '%s' is bound with another shape than "
                                    "its %s layout's", r->id, name,
-                                   r->copts.target == REFIT_TARGET_HF ? "hf" : "vllm");
+                                   rf_receiver_target(r));
         int rc = bind_dtype(r, d, name, dtype);
         if (!rc && memtype == REFIT_MEM_CUDA)
             rc = rf_rcvdev_bind(r, name, ptr);

@@ -50,9 +50,14 @@ void rf_discover_drop_sources(struct rf_discover *d)
     d->n_src = 0;
 }
 
+static void ids_free(struct rf_discover *d);
+static void presum_free(struct rf_discover *d);
+
 void rf_discover_fini(struct rf_discover *d)
 {
     rf_discover_drop_sources(d);
+    ids_free(d);
+    presum_free(d);
     for (size_t i = 0; i < d->n_cats; i++)
         refit_catalog_destroy(d->cats[i].cat);
     free(d->cats);
@@ -84,40 +89,226 @@ static int usable(refit_receiver_t *r, const char *id, struct refit_source_recor
     return 0;
 }
 
-int rf_discover_read(refit_receiver_t *r, struct rf_seen *out)
+/* ------------------------------------------------------------------ */
+/* The set of source ids, kept by a watch on sources/ */
+
+static void ids_free(struct rf_discover *d)
 {
-    char **keys = NULL;
-    size_t nk = 0;
-    memset(out, 0, sizeof(*out));
-    int rc = refit_store_list(r->ctx->store, "sources/", &keys, &nk);
-    if (rc)
-        return refit_error_push(rc, "listing sources");
-    out->rec = calloc(nk ? nk : 1, sizeof(*out->rec));
-    if (!out->rec) {
-        free(keys);
+    for (size_t i = 0; i < d->n_ids; i++)
+        free(d->ids[i]);
+    free(d->ids);
+    d->ids = NULL;
+    d->n_ids = 0;
+}
+
+static void presum_free(struct rf_discover *d)
+{
+    for (size_t i = 0; i < d->n_pre; i++) {
+        free(d->pre[i].id);
+        free(d->pre[i].val);
+    }
+    free(d->pre);
+    d->pre = NULL;
+    d->n_pre = 0;
+}
+
+/* Take key ("sources/<id>") into the set unless it is there. */
+static int ids_add(struct rf_discover *d, const char *key)
+{
+    const char *id = key + strlen("sources/");
+    if (strncmp(key, "sources/", 8) || !*id || strchr(id, '/'))
+        return 0;
+    for (size_t i = 0; i < d->n_ids; i++)
+        if (!strcmp(d->ids[i], id))
+            return 0;
+    char **n = realloc(d->ids, (d->n_ids + 1) * sizeof(*n));
+    if (!n)
         return REFIT_ENOMEM;
-    }
-    for (size_t i = 0; i < nk && !rc; i++) {
-        const char *id = keys[i] + strlen("sources/");
-        if (strchr(id, '/'))
-            continue;
-        bool stale = false;
-        struct refit_source_record *rec = NULL;
-        int c = refit_source_check(r->ctx->store, id, r->ctx->stale_after_ms, &rec, &stale);
-        if (c == REFIT_ENOENT)
-            continue; /* withdrawn meanwhile */
-        if (c == REFIT_EPROTO) {
-            refit_log(REFIT_LOG_WARN, "receiver", "%s: ignoring source %s: %s", r->id, id, refit_error_message());
-            continue;
-        }
-        if (c)
-            rc = c;
-        else if (usable(r, id, rec, stale))
-            out->rec[out->n++] = rec;
-        else
-            free(rec);
-    }
+    d->ids = n;
+    if (!(d->ids[d->n_ids] = strdup(id)))
+        return REFIT_ENOMEM;
+    d->n_ids++;
+    return 0;
+}
+
+static int ids_merge(struct rf_discover *d, char **keys, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = ids_add(d, keys[i]);
     free(keys);
+    return rc;
+}
+
+/* A watch result into the set: ERANGE (history gone) lists at the next
+ * read. */
+static int watched(struct rf_discover *d, int rc, char **keys, size_t n)
+{
+    if (rc == REFIT_ERANGE) {
+        refit_error_clear();
+        d->synced = 0;
+        ids_free(d);
+        return 0; /* the cursor is set: the listing goes after it */
+    }
+    if (rc == REFIT_ETIMEDOUT) {
+        refit_error_clear();
+        rc = 0;
+    }
+    return rc ? rc : ids_merge(d, keys, n);
+}
+
+/* The set current: from the watch's cursor if there is one (one round
+ * trip, none just after a wait), else a new cursor and a listing. */
+static int sync_ids(refit_receiver_t *r)
+{
+    struct rf_discover *d = &r->disc;
+    char **keys = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (d->cursor && !d->synced && d->ids) {
+        rc = refit_store_watch(r->ctx->store, "sources/", d->cursor, &d->cursor, 0, &keys, &n);
+        if ((rc = watched(d, rc, keys, n)))
+            return refit_error_push(rc, "watching sources");
+    }
+    d->synced = 0;
+    if (d->cursor && d->ids)
+        return 0;
+    if (!d->cursor && (rc = refit_store_watch(r->ctx->store, "sources/", 0, &d->cursor, 0, &keys, &n)))
+        return refit_error_push(rc, "watching sources");
+    ids_free(d);
+    if ((rc = refit_store_list(r->ctx->store, "sources/", &keys, &n)))
+        return refit_error_push(rc, "listing sources");
+    if (!n) /* an empty set is a set: no listing again until a change */
+        d->ids = calloc(1, sizeof(char *));
+    return d->ids || n ? ids_merge(d, keys, n) : REFIT_ENOMEM;
+}
+
+int rf_discover_wait(refit_receiver_t *r, int64_t ms)
+{
+    struct rf_discover *d = &r->disc;
+    char **keys = NULL;
+    size_t n = 0;
+    if (!d->cursor) /* never read: nothing to wait from */
+        return 0;
+    int rc = refit_store_watch(r->ctx->store, "sources/", d->cursor, &d->cursor, ms, &keys, &n);
+    int timed_out = rc == REFIT_ETIMEDOUT;
+    if ((rc = watched(d, rc, keys, n)))
+        return refit_error_push(rc, "waiting for sources");
+    d->synced = d->ids != NULL;
+    return timed_out ? REFIT_ETIMEDOUT : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading the records */
+
+/* The checksum keys of version v of the sources the current plan reads. */
+static int presum_items(refit_receiver_t *r, uint64_t v, struct refit_store_get_item **out, size_t *n,
+                        char (**keys)[REFIT_STORE_MAX_KEY + 1])
+{
+    struct rf_discover *d = &r->disc;
+    presum_free(d);
+    *out = NULL;
+    *n = 0;
+    *keys = NULL;
+    if (!v || !r->plan.have || r->ctx->verify == RF_VERIFY_OFF || !d->n_src)
+        return 0;
+    d->pre = calloc(d->n_src, sizeof(*d->pre));
+    *out = calloc(d->n_src, sizeof(**out));
+    *keys = calloc(d->n_src, sizeof(**keys));
+    if (!d->pre || !*out || !*keys)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < d->n_src; i++) {
+        if (!r->plan.plan.bytes_per_source[i])
+            continue;
+        if (rf_key_sums((*keys)[*n], v, d->src[i].id))
+            continue;
+        if (!(d->pre[*n].id = strdup(d->src[i].id)))
+            return REFIT_ENOMEM;
+        d->pre[*n].v = v;
+        (*out)[*n].key = (*keys)[*n];
+        ++*n;
+    }
+    d->n_pre = *n;
+    return 0;
+}
+
+int rf_discover_presum(refit_receiver_t *r, const char *id, uint64_t v, void **val, size_t *len, int *status)
+{
+    struct rf_discover *d = &r->disc;
+    for (size_t i = 0; i < d->n_pre; i++) {
+        struct rf_presum *p = &d->pre[i];
+        /* Not found ahead: read again (it may have been written since). */
+        if (p->v != v || strcmp(p->id, id) || !p->val || p->status)
+            continue;
+        *val = p->val;
+        *len = p->len;
+        *status = p->status;
+        p->val = NULL;
+        p->status = 0;
+        return 0;
+    }
+    return REFIT_ENOENT;
+}
+
+/* One record read back: kept, or why not. */
+static int take_record(refit_receiver_t *r, struct refit_source_check *c, struct rf_seen *out)
+{
+    if (c->status == REFIT_ENOENT)
+        return 0; /* withdrawn meanwhile */
+    if (c->status == REFIT_EPROTO) {
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: ignoring source %s: its record or heartbeat does not decode",
+                  r->id, c->id);
+        return 0;
+    }
+    if (c->status)
+        return refit_error_set(c->status, "source %s: reading its record: %s", c->id, refit_strerror(c->status));
+    if (usable(r, c->id, c->rec, c->stale))
+        out->rec[out->n++] = c->rec;
+    else
+        free(c->rec);
+    c->rec = NULL;
+    return 0;
+}
+
+int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
+{
+    struct rf_discover *d = &r->disc;
+    memset(out, 0, sizeof(*out));
+    struct refit_store_get_item *pre = NULL;
+    char (*pkeys)[REFIT_STORE_MAX_KEY + 1] = NULL;
+    size_t np = 0;
+    int rc = sync_ids(r);
+    if (!rc)
+        rc = presum_items(r, guess, &pre, &np, &pkeys);
+    struct refit_source_check *c = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*c));
+    out->rec = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*out->rec));
+    if (!rc && (!c || !out->rec))
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < d->n_ids; i++)
+        c[i].id = d->ids[i];
+    if (!rc)
+        rc = refit_source_check_many(r->ctx->store, c, d->n_ids, r->ctx->stale_after_ms, pre, np);
+    for (size_t i = 0; !rc && i < np; i++) {
+        d->pre[i].val = pre[i].val;
+        d->pre[i].len = pre[i].len;
+        d->pre[i].status = pre[i].status;
+    }
+    for (size_t i = 0; !rc && i < d->n_ids; i++)
+        rc = take_record(r, &c[i], out);
+    /* Withdrawn sources leave the set (a watch names them if they come back). */
+    size_t kept = 0;
+    for (size_t i = 0; c && i < d->n_ids; i++) {
+        free(c[i].rec);
+        if (!rc && c[i].status == REFIT_ENOENT)
+            free(d->ids[i]);
+        else
+            d->ids[kept++] = d->ids[i];
+    }
+    if (c)
+        d->n_ids = kept;
+    free(c);
+    free(pre);
+    free(pkeys);
     if (rc) {
         rf_seen_free(out);
         return rc;

@@ -8,7 +8,7 @@
 #include "refit/convert.h"
 #include "refit/loader.h"
 #include "refit/refit.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 #include "refit/tp.h"
 
 enum rf_verify { RF_VERIFY_OFF = 0, RF_VERIFY_FULL = 1, RF_VERIFY_SAMPLE = 2 };

@@ -46,6 +46,11 @@ static void layout_key(refit_receiver_t *r, struct refit_hash128 *out)
     int64_t head[8] = {r->copts.target, r->copts.tp, r->copts.rank, r->copts.ep, r->copts.fp8.enabled,
                        r->copts.fp8.rule, (int64_t)r->dests.n, (int64_t)r->plan.staging_need};
     XXH3_128bits_update(s, head, sizeof(head));
+    /* targets beyond the enum's two (sglang, transformers) by name; hf and
+     * vllm keep their keys */
+    const char *tn = rf_receiver_target(r);
+    if (strcmp(tn, "hf") && strcmp(tn, "vllm"))
+        XXH3_128bits_update(s, tn, strlen(tn) + 1);
     XXH3_128bits_update(s, &r->copts.fp8.floor, sizeof(r->copts.fp8.floor));
     for (size_t i = 0; i < r->dests.n; i++) {
         const struct rf_dst *d = &r->dests.d[i];

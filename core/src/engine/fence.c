@@ -28,6 +28,8 @@ struct offer {
     void *owned; /* what to free */
 };
 
+static struct offer source_offer(struct refit_source_record *rec, bool stale);
+
 static int read_source(refit_receiver_t *r, const struct rf_fence_item *it, struct offer *o)
 {
     struct refit_source_record *rec = NULL;
@@ -35,8 +37,7 @@ static int read_source(refit_receiver_t *r, const struct rf_fence_item *it, stru
     int rc = refit_source_check(r->ctx->store, it->id, r->ctx->stale_after_ms, &rec, &stale);
     if (rc)
         return refit_error_push(rc, "source %s", it->id);
-    *o = (struct offer){rec->status == REFIT_SOURCE_READY, stale, refit_source_status_name(rec->status), rec->version,
-                        rec->keeps, {rec->catalog.b, 16}, rec};
+    *o = source_offer(rec, stale);
     return 0;
 }
 
@@ -80,27 +81,38 @@ static int same(struct refit_blob a, struct refit_blob b)
     return a.len == b.len && !memcmp(a.data, b.data, a.len);
 }
 
+/* The verdict on what the store has now (o's memory is freed). */
+static int judge(const struct rf_fence_item *it, struct offer *o, uint64_t v, int exact)
+{
+    int rc = 0;
+    /* A source's catalog is the same at every version of one layout; a
+     * replica's key names the buffer of one version. */
+    int ident = same(o->ident, it->ident);
+    int next = !exact && it->keeps > 1 && o->keeps > 1 && o->version == v + 1 &&
+               (it->kind == RF_FENCE_REPLICA || ident);
+    int ok = o->ready && !o->stale && ((o->version == v && ident) || next);
+    if (!ok)
+        rc = refit_error_set(REFIT_ESTALE, "%s %s is %s at v%llu%s%s (pulling v%llu)",
+                             it->kind == RF_FENCE_SOURCE ? "source" : "replica", it->id, o->status,
+                             (unsigned long long)o->version, o->stale ? " without a fresh heartbeat" : "",
+                             o->version == v && !ident ? " with another identity" : "", (unsigned long long)v);
+    free(o->owned);
+    return rc;
+}
+
+static struct offer source_offer(struct refit_source_record *rec, bool stale)
+{
+    return (struct offer){rec->status == REFIT_SOURCE_READY, stale, refit_source_status_name(rec->status),
+                          rec->version, rec->keeps, {rec->catalog.b, 16}, rec};
+}
+
 static int check_one(refit_receiver_t *r, const struct rf_fence_item *it, uint64_t v, int exact)
 {
     int rc = it->lease_key ? lease_held(r, it, v) : 0;
     struct offer o = {0};
     if (!rc)
         rc = it->kind == RF_FENCE_SOURCE ? read_source(r, it, &o) : read_replica(r, it, &o);
-    if (rc)
-        return rc;
-    /* A source's catalog is the same at every version of one layout; a
-     * replica's key names the buffer of one version. */
-    int ident = same(o.ident, it->ident);
-    int next = !exact && it->keeps > 1 && o.keeps > 1 && o.version == v + 1 &&
-               (it->kind == RF_FENCE_REPLICA || ident);
-    int ok = o.ready && !o.stale && ((o.version == v && ident) || next);
-    if (!ok)
-        rc = refit_error_set(REFIT_ESTALE, "%s %s is %s at v%llu%s%s (pulling v%llu)",
-                             it->kind == RF_FENCE_SOURCE ? "source" : "replica", it->id, o.status,
-                             (unsigned long long)o.version, o.stale ? " without a fresh heartbeat" : "",
-                             o.version == v && !ident ? " with another identity" : "", (unsigned long long)v);
-    free(o.owned);
-    return rc;
+    return rc ? rc : judge(it, &o, v, exact);
 }
 
 int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint64_t v, int exact)
@@ -113,16 +125,44 @@ int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint
     return 0;
 }
 
+/* Every source the pull read from, in one round trip (one read of their
+ * records and heartbeats).  A source the plan reads nothing of cannot
+ * have changed what landed, so it is not fenced: at 256 trainer ranks a
+ * receiver reads from a few. */
 int rf_fence_sources(refit_receiver_t *r, uint64_t v)
 {
-    struct rf_fence_item *it = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*it));
-    if (!it)
+    size_t n = 0;
+    struct refit_source_check *c = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*c));
+    size_t *si = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*si));
+    if (!c || !si) {
+        free(c);
+        free(si);
         return REFIT_ENOMEM;
-    for (size_t i = 0; i < r->disc.n_src; i++) {
-        const struct rf_source *s = &r->disc.src[i];
-        it[i] = (struct rf_fence_item){RF_FENCE_SOURCE, s->id, s->rec->keeps, {s->rec->catalog.b, 16}, NULL, NULL};
     }
-    int rc = rf_fence(r, it, r->disc.n_src, v, 0);
-    free(it);
+    for (size_t i = 0; i < r->disc.n_src; i++)
+        if (!r->plan.have || r->plan.plan.bytes_per_source[i]) {
+            si[n] = i;
+            c[n++].id = r->disc.src[i].id;
+        }
+    int rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, NULL, 0);
+    for (size_t i = 0; i < n; i++) {
+        const struct rf_source *s = &r->disc.src[si[i]];
+        struct rf_fence_item it = {RF_FENCE_SOURCE, s->id, s->rec->keeps, {s->rec->catalog.b, 16}, NULL, NULL};
+        if (rc)
+            break;
+        if (c[i].status) {
+            rc = refit_error_set(c[i].status == REFIT_ENOENT ? REFIT_ESTALE : c[i].status,
+                                 "source %s: %s", s->id,
+                                 c[i].status == REFIT_ENOENT ? "its record is gone" : "its record does not decode");
+        } else {
+            struct offer o = source_offer(c[i].rec, c[i].stale);
+            c[i].rec = NULL;
+            rc = judge(&it, &o, v, 0);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(c[i].rec);
+    free(c);
+    free(si);
     return rc ? refit_error_push(rc, "fence") : 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "../sched.h"
 #include "../util.h"
 #include "plan.h"
 #include "publisher.h"
@@ -525,20 +526,18 @@ static int was_served(const struct served *sv, const char *id)
     return 0;
 }
 
-/* The advert at key: served when it is for v and new; a malformed one is
- * ignored with a warning (anyone may write junk there). */
-static int serve_advert(refit_publisher_t *pub, const char *key, uint64_t v, int arena, struct served *sv)
+/* The advert read at key: served when it is for v and new; a malformed
+ * one is ignored with a warning (anyone may write junk there). */
+static int serve_advert(refit_publisher_t *pub, const struct refit_store_get_item *it, uint64_t v, int arena,
+                        struct served *sv)
 {
-    void *val = NULL;
-    size_t len = 0;
-    int rc = refit_store_get(pub->ctx->store, key, &val, &len);
-    if (rc == REFIT_ENOENT)
+    if (it->status == REFIT_ENOENT)
         return 0;
     struct push_advert a;
-    if (!rc)
-        rc = rf_push_advert_decode(val, len, key, &a);
+    int rc = it->status ? refit_error_set(it->status, "reading %s", it->key)
+                        : rf_push_advert_decode(it->val, it->len, it->key, &a);
     if (rc == REFIT_EPROTO) {
-        refit_log(REFIT_LOG_WARN, "push", "%s: ignoring %s: %s", pub->id, key, refit_error_message());
+        refit_log(REFIT_LOG_WARN, "push", "%s: ignoring %s: %s", pub->id, it->key, refit_error_message());
         rc = 0;
     } else if (!rc && a.version == v && !was_served(sv, a.receiver)) {
         rc = serve_receiver(pub, &a, v, arena);
@@ -549,7 +548,45 @@ static int serve_advert(refit_publisher_t *pub, const char *key, uint64_t v, int
         else
             sv->n++;
     }
-    free(val);
+    return rc;
+}
+
+/* This publisher's place among all (its parallel position), so that
+ * publishers start on different receivers (docs/scale.md: staggered starts
+ * keep every trainer NIC from writing into one receiver at once). */
+static void stagger(const refit_publisher_t *pub, uint32_t *self, uint32_t *n_self)
+{
+    const struct refit_parallel *p = &pub->par;
+    uint32_t tp = p->tp_size > 0 ? (uint32_t)p->tp_size : 1, ep = p->ep_size > 0 ? (uint32_t)p->ep_size : 1;
+    uint32_t pp = p->pp_size > 0 ? (uint32_t)p->pp_size : 1;
+    *n_self = tp * ep * pp;
+    *self = ((uint32_t)p->pp_rank * tp + (uint32_t)p->tp_rank) * ep + (uint32_t)p->ep_rank;
+    if (*self >= *n_self)
+        *self %= *n_self;
+}
+
+/* The adverts at keys: read in one round trip, served in this
+ * publisher's staggered order. */
+static int serve_keys(refit_publisher_t *pub, char **keys, size_t nk, uint64_t v, int arena, struct served *sv)
+{
+    if (!nk)
+        return 0;
+    struct refit_store_get_item *it = calloc(nk, sizeof(*it));
+    uint32_t *order = calloc(nk, sizeof(*order)), self, n_self;
+    int rc = it && order ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < nk; i++)
+        it[i].key = keys[i];
+    if (!rc)
+        rc = refit_store_get_many(pub->ctx->store, it, nk);
+    stagger(pub, &self, &n_self);
+    if (!rc)
+        rf_sched_order(RF_SCHED_SPREAD, (uint32_t)nk, self, n_self, order);
+    for (size_t i = 0; !rc && i < nk && sv->n < sv->want; i++)
+        rc = serve_advert(pub, &it[order[i]], v, arena, sv);
+    for (size_t i = 0; it && i < nk; i++)
+        free(it[i].val);
+    free(it);
+    free(order);
     return rc;
 }
 
@@ -586,17 +623,24 @@ static int push_deliver(refit_publisher_t *pub, uint64_t v, int arena)
     if (!(sv.id = calloc(sv.want, sizeof(char *))))
         return REFIT_ENOMEM;
     double deadline = rf_seconds() + (double)pub->ctx->timeout_ms / 1000.0;
+    /* A watch on the adverts: list once, then read only the adverts that
+     * changed (a store that keeps no history says ERANGE: list again). */
     uint64_t cursor = 0;
-    int rc = refit_store_poll(pub->ctx->store, "push/slots/", 0, &cursor, 0);
-    if (rc == REFIT_ETIMEDOUT)
-        rc = 0;
+    char **keys = NULL;
+    size_t nk = 0;
+    int rc = refit_store_watch(pub->ctx->store, "push/slots/", 0, &cursor, 0, &keys, &nk), listed = 0;
     while (!rc && sv.n < sv.want) {
-        char **keys = NULL;
-        size_t nk = 0;
-        rc = refit_store_list(pub->ctx->store, "push/slots/", &keys, &nk);
-        for (size_t i = 0; !rc && i < nk && sv.n < sv.want; i++)
-            rc = serve_advert(pub, keys[i], v, arena, &sv);
+        if (!listed) {
+            free(keys);
+            keys = NULL;
+            rc = refit_store_list(pub->ctx->store, "push/slots/", &keys, &nk);
+            listed = 1;
+        }
+        if (!rc)
+            rc = serve_keys(pub, keys, nk, v, arena, &sv);
         free(keys);
+        keys = NULL;
+        nk = 0;
         if (rc || sv.n >= sv.want)
             break;
         double left = deadline - rf_seconds();
@@ -605,11 +649,16 @@ static int push_deliver(refit_publisher_t *pub, uint64_t v, int arena)
             break;
         }
         int64_t wait = (int64_t)(left * 1000) + 1;
-        int c = refit_store_poll(pub->ctx->store, "push/slots/", cursor, &cursor,
-                                 wait < RF_POLL_SLOTS_MS ? wait : RF_POLL_SLOTS_MS);
-        if (c && c != REFIT_ETIMEDOUT)
+        int c = refit_store_watch(pub->ctx->store, "push/slots/", cursor, &cursor,
+                                  wait < RF_POLL_SLOTS_MS ? wait : RF_POLL_SLOTS_MS, &keys, &nk);
+        if (c == REFIT_ERANGE)
+            listed = 0;
+        else if (c && c != REFIT_ETIMEDOUT)
             rc = c;
+        if (!rc)
+            refit_error_clear();
     }
+    free(keys);
     for (size_t i = 0; i < sv.n; i++)
         free(sv.id[i]);
     free(sv.id);

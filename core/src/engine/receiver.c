@@ -42,18 +42,19 @@ static int set_target(refit_receiver_t *r, const struct refit_target *target, co
 {
     int rc = 0;
     if (target->name) {
-        if (!strcmp(target->name, "hf"))
-            r->copts.target = REFIT_TARGET_HF;
-        else if (!strcmp(target->name, "vllm"))
-            r->copts.target = REFIT_TARGET_VLLM;
-        else
-            rc = refit_error_set(REFIT_EINVAL, "receiver: target '%s': use hf or vllm", target->name);
+        /* any target layout of the model plugin; the layout says if it has none */
+        r->copts.target = !strcmp(target->name, "hf") ? REFIT_TARGET_HF : REFIT_TARGET_VLLM;
+        free(r->target_name);
+        r->target_name = strdup(target->name);
+        if (!r->target_name)
+            rc = REFIT_ENOMEM;
+        r->copts.target_name = r->target_name;
     }
     r->copts.tp = par_size(target->tp_size);
     r->copts.rank = target->tp_rank;
     r->copts.ep = target->ep_size > 1 ? target->ep_size : 0;
     if (!*id) {
-        snprintf(idbuf, idcap, "%s-tp%d", r->copts.target == REFIT_TARGET_HF ? "hf" : "vllm", target->tp_rank);
+        snprintf(idbuf, idcap, "%.64s-tp%d", rf_receiver_target(r), target->tp_rank);
         *id = idbuf;
     }
     if (!rc)
@@ -146,6 +147,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
         unregister(r);
     refit_layout_destroy(r->lay);
     free(r->id);
+    free(r->target_name);
     free(r);
 }
 
@@ -262,12 +264,13 @@ static int wait_timeout(refit_receiver_t *r, uint64_t want, uint64_t v, size_t s
 static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chosen, double *plan_s)
 {
     double deadline = rf_seconds() + (double)r->ctx->timeout_ms / 1000.0;
-    uint64_t cursor = 0;
-    refit_store_poll(r->ctx->store, "sources/", 0, &cursor, 0);
+    /* The version this pull most likely takes: its checksums come with
+     * the records. */
+    uint64_t guess = want == REFIT_LATEST || want == REFIT_NEXT ? r->last_version + 1 : want;
     for (;;) {
         struct rf_seen sv;
         uint64_t v = 0;
-        int rc = rf_discover_read(r, &sv), planned = 0;
+        int rc = rf_discover_read(r, guess, &sv), planned = 0;
         if (!rc)
             rc = rf_discover_choose(r, &sv, want, &v);
         /* Sources still publishing v, or positions not there yet: wait for
@@ -290,9 +293,10 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         int64_t w = (int64_t)(left * 1000) + 1;
         if (wait || w > RF_POLL_DISCOVER_MS)
             w = wait ? RF_POLL_LAGGING_MS : RF_POLL_DISCOVER_MS;
-        rc = refit_store_poll(r->ctx->store, "sources/", cursor, &cursor, w);
+        rc = rf_discover_wait(r, w);
         if (rc && rc != REFIT_ETIMEDOUT)
             return rc;
+        refit_error_clear();
     }
 }
 
@@ -336,6 +340,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     memset(&st, 0, sizeof(st));
     r->st = &st;
     r->xfer.convert_s = r->verify.seconds = 0;
+    uint64_t rt0 = refit_store_round_trips(r->ctx->store);
     double t0 = rf_seconds();
     uint64_t v = 0;
     int rc = discover_and_plan(r, version, &v, &st.plan_s);
@@ -359,6 +364,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     if (!rc && !st.source[0])
         snprintf(st.source, sizeof(st.source), "trainer");
     st.total_s = rf_seconds() - t0 - st.wait_s;
+    st.store_round_trips = refit_store_round_trips(r->ctx->store) - rt0;
     pull_end(r, version, v, rc, &st, stats);
     return rc;
 }

@@ -94,6 +94,22 @@ struct rf_discover {
     size_t n_cats;
     struct rf_source *src; /* at the version being pulled, sorted by id */
     size_t n_src;
+    /* The ids below sources/ as last listed, kept current by a watch from
+     * cursor (0: list at the next read); synced: a wait has just watched. */
+    char **ids;
+    size_t n_ids;
+    uint64_t cursor;
+    int synced;
+    /* Checksums read with the records ahead of need (the version the next
+     * pull most likely takes), for rf_verify_fetch. */
+    struct rf_presum {
+        char *id;
+        uint64_t v;
+        void *val;
+        size_t len;
+        int status;
+    } *pre;
+    size_t n_pre;
 };
 
 /* The live READY records of this model, sorted by id. */
@@ -105,7 +121,16 @@ struct rf_seen {
 void rf_discover_fini(struct rf_discover *d);
 /* The sources only (the catalog cache stays). */
 void rf_discover_drop_sources(struct rf_discover *d);
-int rf_discover_read(refit_receiver_t *r, struct rf_seen *out);
+/* The live READY records (one watch or list, then one read of every
+ * record and heartbeat, with the checksums of version `guess` of the
+ * sources the current plan reads, when it verifies; guess 0: none). */
+int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out);
+/* Wait up to ms for a change below sources/ (a watch; what changed is
+ * read by the next rf_discover_read).  0 or REFIT_ETIMEDOUT. */
+int rf_discover_wait(refit_receiver_t *r, int64_t ms);
+/* The checksums read ahead for source `id` at v: 0 with the value (the
+ * caller frees it), REFIT_ENOENT when none were read. */
+int rf_discover_presum(refit_receiver_t *r, const char *id, uint64_t v, void **val, size_t *len, int *status);
 void rf_seen_free(struct rf_seen *sv);
 /* The version to pull for `want` (a number, REFIT_LATEST or REFIT_NEXT;
  * 0: none yet).  For a number older than the newest, sources that keep
@@ -326,6 +351,7 @@ struct refit_receiver {
     refit_transport_t *tp;
     struct refit_target target;
     char *id;
+    char *target_name; /* copts.target_name's storage (NULL: the configuration's) */
     struct refit_convert_opts copts;
     refit_layout_t *lay;
     const struct rf_rcv_mode *mode;
@@ -344,5 +370,12 @@ struct refit_receiver {
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */
 };
+
+/* The receiver's target layout name ("vllm", "sglang" ...). */
+static inline const char *rf_receiver_target(const struct refit_receiver *r)
+{
+    return r->copts.target_name ? r->copts.target_name : r->copts.target == REFIT_TARGET_HF ? "hf" : "vllm";
+}
+
 
 #endif

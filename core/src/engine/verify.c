@@ -38,31 +38,56 @@ static int slots(struct rf_sumcheck *vf, size_t n)
     return 0;
 }
 
+/* Whether the plan reads anything of source i (every source when there
+ * is no plan to tell). */
+static int reads_from(const refit_receiver_t *r, size_t i)
+{
+    return !r->plan.have || r->plan.plan.bytes_per_source[i] > 0;
+}
+
+static int decode_one(refit_receiver_t *r, size_t i, uint64_t v, const char *key, void *val, size_t len,
+                      int status)
+{
+    const struct rf_source *s = &r->disc.src[i];
+    if (status)
+        return refit_error_set(status == REFIT_ENOENT ? REFIT_ESTALE : status, "source %s: no checksums for v%llu (%s)",
+                               s->id, (unsigned long long)v, key);
+    return rf_sums_decode(val, len, key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+}
+
 int rf_verify_fetch(refit_receiver_t *r, uint64_t v)
 {
     if (r->ctx->verify == RF_VERIFY_OFF)
         return 0;
-    size_t n = r->disc.n_src;
+    /* The sources the plan reads: those read ahead with the records are
+     * decoded from there, the others read now, in one round trip. */
+    size_t n = r->disc.n_src, m = 0;
     struct refit_store_get_item *it = calloc(n ? n : 1, sizeof(*it));
+    size_t *who = calloc(n ? n : 1, sizeof(*who));
     char (*keys)[REFIT_STORE_MAX_KEY + 1] = calloc(n ? n : 1, REFIT_STORE_MAX_KEY + 1);
-    int rc = (!it || !keys) ? REFIT_ENOMEM : slots(&r->verify, n);
+    int rc = (!it || !keys || !who) ? REFIT_ENOMEM : slots(&r->verify, n);
     for (size_t i = 0; !rc && i < n; i++) {
-        rc = rf_key_sums(keys[i], v, r->disc.src[i].id);
-        it[i].key = keys[i];
+        if (!reads_from(r, i) || (rc = rf_key_sums(keys[i], v, r->disc.src[i].id)))
+            continue;
+        void *val = NULL;
+        size_t len = 0;
+        int st = 0;
+        if (!rf_discover_presum(r, r->disc.src[i].id, v, &val, &len, &st)) {
+            rc = decode_one(r, i, v, keys[i], val, len, st);
+            free(val);
+            continue;
+        }
+        who[m] = i;
+        it[m++].key = keys[i];
     }
-    if (!rc)
-        rc = refit_store_get_many(r->ctx->store, it, n);
-    for (size_t i = 0; !rc && i < n; i++) {
-        const struct rf_source *s = &r->disc.src[i];
-        if (it[i].status)
-            rc = refit_error_set(it[i].status == REFIT_ENOENT ? REFIT_ESTALE : it[i].status,
-                                 "source %s: no checksums for v%llu (%s)", s->id, (unsigned long long)v, keys[i]);
-        else
-            rc = rf_sums_decode(it[i].val, it[i].len, keys[i], s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
-    }
-    for (size_t i = 0; it && i < n; i++)
-        free(it[i].val);
+    if (!rc && m)
+        rc = refit_store_get_many(r->ctx->store, it, m);
+    for (size_t k = 0; !rc && k < m; k++)
+        rc = decode_one(r, who[k], v, keys[who[k]], it[k].val, it[k].len, it[k].status);
+    for (size_t k = 0; it && k < m; k++)
+        free(it[k].val);
     free(it);
+    free(who);
     free(keys);
     return rc;
 }

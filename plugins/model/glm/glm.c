@@ -8,26 +8,49 @@
 
 static const struct refit_host *host;
 
-static const struct refit_model_entry glm_spec[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+static const struct refit_model_dim glm_dims[] = {
+    DIMS_COMMON,
+    {"intermediate", "intermediate_size", NULL, D_POS},
+    {"moe_intermediate", "moe_intermediate_size", NULL, D_POS},
+    DIM_EXPERTS,
+    {"n_shared_experts", "n_shared_experts", "0", 0},
+    {"qk_norm", "use_qk_norm", "0", D_BOOL},
+    /* GLM-4.5 routes with a score-correction bias (noaux_tc) */
+    {"expert_bias", NULL, "1", 0},
+};
+
+/* vLLM keeps GLM's router weight and score-correction bias in fp32; SGLang
+ * keeps the weight in the model dtype (glm4_moe.py Glm4MoeGate: weight in the
+ * default dtype, e_score_correction_bias float32) */
+#define VL_F32 D("vllm", NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32)
+/* SGLang fuses the one shared expert into the expert stacks as expert E
+ * unless experts are parallel (glm4_moe.py determine_num_fused_shared_experts:
+ * on CUDA sm80+ without moe_ep; load_weights renames shared_experts.* to
+ * experts.<n_routed_experts>.*) */
+#define SG_SHARED "ep <= 1 && n_shared_experts == 1"
+
+static const struct refit_model_entry glm_entries[] = {
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
-    /* vLLM keeps GLM's router weight and score-correction bias in fp32 */
-    E_MOE_NORM, E_ROUTER(REFIT_DTYPE_F32),
-    {ML "mlp.router.expert_bias", REFIT_ROLE_REPLICATED, REFIT_HOLD_WHOLE, REFIT_SCOPE_MOE,
-     REFIT_REQ_EXPERT_BIAS, {HL "mlp.gate.e_score_correction_bias"}, {REFIT_DIM_EXPERTS},
-     REFIT_DIM_NONE, {HF_KEEP(false), {NULL, REFIT_FUSE_NONE, REFIT_DTYPE_F32, false}}},
+    E_MOE_NORM, E_ROUTER(DST(VL_F32, D("sglang", NULL, REFIT_FUSE_NONE, KEEP))),
+    {ML "mlp.router.expert_bias", REFIT_ROLE_REPLICATED, REFIT_SCOPE_MOE, "expert_bias",
+     {HL "mlp.gate.e_score_correction_bias"}, {"experts"}, NULL, {NULL}, false, DST(VL_F32)},
     E_EXPERT_FC1, E_EXPERT_FC2,
-    {ML "mlp.shared_experts.linear_fc1.weight", REFIT_ROLE_GATED_COLUMN, REFIT_HOLD_GATE_UP,
-     REFIT_SCOPE_MOE, REFIT_REQ_SHARED_EXPERTS,
+    {ML "mlp.shared_experts.linear_fc1.weight", REFIT_ROLE_GATED_COLUMN, REFIT_SCOPE_MOE,
+     "n_shared_experts > 0",
      {HL "mlp.shared_experts.gate_proj.weight", HL "mlp.shared_experts.up_proj.weight"},
-     {REFIT_DIM_SHARED_INTER, REFIT_DIM_SHARED_INTER}, REFIT_DIM_HIDDEN,
-     {HF_KEEP(true),
-      {HL "mlp.shared_experts.gate_up_proj.weight", REFIT_FUSE_CONCAT, REFIT_DTYPE_INVALID, true}}},
-    {ML "mlp.shared_experts.linear_fc2.weight", REFIT_ROLE_ROW, REFIT_HOLD_WHOLE, REFIT_SCOPE_MOE,
-     REFIT_REQ_SHARED_EXPERTS, {HL "mlp.shared_experts.down_proj.weight"}, {REFIT_DIM_HIDDEN},
-     REFIT_DIM_SHARED_INTER, {HF_KEEP(true), VL_KEEP(true)}},
+     {"moe_intermediate * n_shared_experts", "moe_intermediate * n_shared_experts"}, "hidden", {NULL},
+     true, DST(VL_CAT(HL "mlp.shared_experts.gate_up_proj.weight"),
+               DW("sglang", HL "mlp.experts.w13_weight", REFIT_FUSE_STACK, KEEP, SG_SHARED))},
+    {ML "mlp.shared_experts.linear_fc2.weight", REFIT_ROLE_ROW, REFIT_SCOPE_MOE, "n_shared_experts > 0",
+     {HL "mlp.shared_experts.down_proj.weight"}, {"hidden"}, "moe_intermediate * n_shared_experts", {NULL},
+     true, DST(DW("sglang", HL "mlp.experts.w2_weight", REFIT_FUSE_STACK, KEEP, SG_SHARED))},
 };
+
+static const struct refit_target_layout glm_targets[] = {TARGETS_ALL};
+
+static const struct refit_model_spec glm_spec = RFM_SPEC(glm_dims, glm_entries, glm_targets, "experts");
 
 static int glm_claims(const char *model_type)
 {
@@ -69,11 +92,9 @@ static int glm_layer_kind(const struct refit_model_hfcfg *c, const struct refit_
     return 0;
 }
 
-static int glm_get_spec(const struct refit_model_entry **e, size_t *n)
+static const struct refit_model_spec *glm_table(void)
 {
-    *e = glm_spec;
-    *n = sizeof(glm_spec) / sizeof(glm_spec[0]);
-    return 0;
+    return &glm_spec;
 }
 
 static const struct refit_model_ops glm_ops = {
@@ -81,7 +102,7 @@ static const struct refit_model_ops glm_ops = {
     .claims = glm_claims,
     .shape = glm_shape,
     .layer_kind = glm_layer_kind,
-    .spec = glm_get_spec,
+    .table = glm_table,
 };
 
 static int glm_load(const struct refit_host *h)

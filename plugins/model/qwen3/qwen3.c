@@ -6,11 +6,21 @@
 
 static const struct refit_host *host;
 
-static const struct refit_model_entry qwen3_spec[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+static const struct refit_model_dim qwen3_dims[] = {
+    DIMS_COMMON,
+    {"intermediate", "intermediate_size", NULL, D_POS},
+    {"qk_norm", NULL, "1", 0}, /* every Qwen3 attention has q_norm and k_norm */
+};
+
+static const struct refit_model_entry qwen3_entries[] = {
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
 };
+
+static const struct refit_target_layout qwen3_targets[] = {TARGETS_ALL};
+
+static const struct refit_model_spec qwen3_spec = RFM_SPEC(qwen3_dims, qwen3_entries, qwen3_targets, NULL);
 
 static int qwen3_claims(const char *model_type)
 {
@@ -37,11 +47,9 @@ static int qwen3_layer_kind(const struct refit_model_hfcfg *c, const struct refi
     return 0;
 }
 
-static int qwen3_get_spec(const struct refit_model_entry **e, size_t *n)
+static const struct refit_model_spec *qwen3_table(void)
 {
-    *e = qwen3_spec;
-    *n = sizeof(qwen3_spec) / sizeof(qwen3_spec[0]);
-    return 0;
+    return &qwen3_spec;
 }
 
 static const struct refit_model_ops qwen3_ops = {
@@ -49,7 +57,7 @@ static const struct refit_model_ops qwen3_ops = {
     .claims = qwen3_claims,
     .shape = qwen3_shape,
     .layer_kind = qwen3_layer_kind,
-    .spec = qwen3_get_spec,
+    .table = qwen3_table,
 };
 
 static int qwen3_load(const struct refit_host *h)

@@ -6,14 +6,28 @@
 
 static const struct refit_host *host;
 
-static const struct refit_model_entry qwen3_moe_spec[] = {
-    E_EMBED, E_LM_HEAD, E_FINAL_NORM,
+static const struct refit_model_dim qwen3_moe_dims[] = {
+    DIMS_COMMON,
+    /* intermediate_size only matters when some layer is dense */
+    {"intermediate", "intermediate_size", "0", 0},
+    {"moe_intermediate", "moe_intermediate_size", NULL, D_POS},
+    DIM_EXPERTS,
+    {"qk_norm", NULL, "1", 0},
+};
+
+static const struct refit_model_entry qwen3_moe_entries[] = {
+    E_EMBED, E_LM_HEAD, E_LM_HEAD_TIED, E_FINAL_NORM,
     E_INPUT_NORM, E_QKV_WEIGHT, E_QKV_BIAS, E_Q_NORM, E_K_NORM, E_O_PROJ,
     /* layers listed in mlp_only_layers keep a dense MLP */
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
     /* the router stays bf16 on vLLM for Qwen3-MoE */
-    E_MOE_NORM, E_ROUTER(REFIT_DTYPE_INVALID), E_EXPERT_FC1, E_EXPERT_FC2,
+    E_MOE_NORM, E_ROUTER(NULL), E_EXPERT_FC1, E_EXPERT_FC2,
 };
+
+static const struct refit_target_layout qwen3_moe_targets[] = {TARGETS_ALL};
+
+static const struct refit_model_spec qwen3_moe_spec =
+    RFM_SPEC(qwen3_moe_dims, qwen3_moe_entries, qwen3_moe_targets, "experts");
 
 static int qwen3_moe_claims(const char *model_type)
 {
@@ -65,11 +79,9 @@ static int qwen3_moe_layer_kind(const struct refit_model_hfcfg *c, const struct 
     return 0;
 }
 
-static int qwen3_moe_get_spec(const struct refit_model_entry **e, size_t *n)
+static const struct refit_model_spec *qwen3_moe_table(void)
 {
-    *e = qwen3_moe_spec;
-    *n = sizeof(qwen3_moe_spec) / sizeof(qwen3_moe_spec[0]);
-    return 0;
+    return &qwen3_moe_spec;
 }
 
 static const struct refit_model_ops qwen3_moe_ops = {
@@ -77,7 +89,7 @@ static const struct refit_model_ops qwen3_moe_ops = {
     .claims = qwen3_moe_claims,
     .shape = qwen3_moe_shape,
     .layer_kind = qwen3_moe_layer_kind,
-    .spec = qwen3_moe_get_spec,
+    .table = qwen3_moe_table,
 };
 
 static int qwen3_moe_load(const struct refit_host *h)

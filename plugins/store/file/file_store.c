@@ -496,6 +496,7 @@ static void fs_close(void *obj)
     struct fs_store *st = obj;
     if (!st->opened) /* never opened: all zero, nothing to release */
         return;
+    fs_watch_fini(st);
     if (st->root_fd >= 0)
         close(st->root_fd);
     fs_h->free(st->root);
@@ -730,6 +731,7 @@ static const struct refit_store_ops fs_ops = {
     .get_many = fs_get_many,
     .put_many = fs_put_many,
     .generation = fs_generation,
+    .watch = fs_watch,
 };
 
 static int fs_load(const struct refit_host *host)

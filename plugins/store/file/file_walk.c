@@ -25,9 +25,10 @@ struct walk {
     /* list */
     char **keys;
     size_t n, cap, bytes;
-    /* poll */
+    /* poll (1: one fingerprint of everything; 2: watch, one per key in
+     * hashes, beside keys) */
     int fingerprint;
-    uint64_t fp;
+    uint64_t fp, *hashes;
     int ifd, n_watches;
 };
 
@@ -58,8 +59,24 @@ static int walk_add_key(struct walk *w, const char *rel, int dfd, const char *fn
         h = mix64(h ^ (uint64_t)sb.st_ino);
         h = mix64(h ^ ((uint64_t)sb.st_mtim.tv_sec * 1000000000ull + (uint64_t)sb.st_mtim.tv_nsec));
         h = mix64(h ^ (uint64_t)sb.st_size);
-        w->fp += h; /* order-free: readdir order is arbitrary */
-        w->n++;
+        if (w->fingerprint == 1) {
+            w->fp += h; /* order-free: readdir order is arbitrary */
+            w->n++;
+            return 0;
+        }
+        if (w->n == w->cap) {
+            size_t nc = w->cap ? w->cap * 2 : 64;
+            uint64_t *nh = realloc(w->hashes, nc * sizeof(*nh));
+            if (nh)
+                w->hashes = nh;
+            if (!nh || !(nh = realloc(w->keys, nc * sizeof(char *))))
+                return REFIT_ENOMEM;
+            w->keys = (char **)nh;
+            w->cap = nc;
+        }
+        if (!(w->keys[w->n] = strdup(rel)))
+            return REFIT_ENOMEM;
+        w->hashes[w->n++] = h ? h : 1;
         return 0;
     }
     /* Expired keys are not listed; nor is what is no regular file. */
@@ -204,6 +221,54 @@ int fs_list(void *obj, const char *prefix, char ***keys, size_t *n)
         free(w.keys[i]);
     free(w.keys);
     return rc;
+}
+
+struct snap_pair {
+    char *key;
+    uint64_t h;
+};
+
+static int cmp_pair(const void *a, const void *b)
+{
+    return strcmp(((const struct snap_pair *)a)->key, ((const struct snap_pair *)b)->key);
+}
+
+int fs_walk_snapshot(struct fs_store *st, const char *prefix, int ifd, struct fs_snap *out)
+{
+    struct walk w = {.st = st, .prefix = prefix, .plen = strlen(prefix), .fingerprint = 2, .ifd = ifd};
+    char *start = walk_start(prefix);
+    int rc = start ? walk_dir(&w, start, 0) : REFIT_ENOMEM;
+    free(start);
+    struct snap_pair *p = rc ? NULL : malloc((w.n ? w.n : 1) * sizeof(*p));
+    if (!rc && !p)
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < w.n; i++)
+        p[i] = (struct snap_pair){w.keys[i], w.hashes[i]};
+    if (!rc)
+        qsort(p, w.n, sizeof(*p), cmp_pair);
+    for (size_t i = 0; !rc && i < w.n; i++) {
+        w.keys[i] = p[i].key;
+        w.hashes[i] = p[i].h;
+    }
+    free(p);
+    if (rc) {
+        for (size_t i = 0; i < w.n; i++)
+            free(w.keys[i]);
+        free(w.keys);
+        free(w.hashes);
+        return rc;
+    }
+    *out = (struct fs_snap){w.keys, w.hashes, w.n};
+    return 0;
+}
+
+void fs_snap_free(struct fs_snap *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->keys[i]);
+    free(s->keys);
+    free(s->hashes);
+    memset(s, 0, sizeof(*s));
 }
 
 static uint64_t fingerprint(struct fs_store *st, const char *prefix, int ifd)

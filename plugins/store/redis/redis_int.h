@@ -16,6 +16,12 @@
 
 extern const struct refit_host *H;
 
+#define RD_MAX_WATCHED 32
+/* Entries a change stream keeps (about: MAXLEN ~), and at most one
+ * watch() returns. */
+#define RD_EV_MAXLEN 4096
+#define RD_EV_MAXLEN_S "4096"
+
 struct rd_store {
     int opened;
     redisContext *c;
@@ -35,13 +41,22 @@ struct rd_store {
     redisContext *sub;
     char **subs;
     size_t n_subs;
+    /* watch() (redis_watch.c): the generation each watched stream's
+     * cursors were issued in, by a hash of the stream's name. */
+    struct {
+        uint64_t hash, gen;
+    } watched[RD_MAX_WATCHED];
+    size_t n_watched;
 };
 
 /* One command of a pipelined batch (argv/len as redisAppendCommandArgv). */
 struct rd_cmd {
     int argc;
-    const char *argv[6];
-    size_t len[6];
+    const char *argv[8];
+    size_t len[8];
+    /* A longer command (MGET of many keys): argc entries here instead. */
+    const char **argvp;
+    const size_t *lenp;
 };
 
 struct timeval rd_tv_of(int64_t ms);
@@ -53,6 +68,14 @@ int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisRepl
 int rd_comp_seq(struct rd_store *st, const char *key, char **out);
 /* The store ABI's poll() (redis_notify.c). */
 int rd_poll(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms);
+/* The change stream of a key's first component ("refit/N~ev/sources"),
+ * H->alloc'ed; NULL for a key without '/' (redis_watch.c). */
+int rd_ev_stream(struct rd_store *st, const char *key, char **out);
+/* XADD stream MAXLEN ~ RD_EV_MAXLEN * k key: the strings must outlive the batch. */
+void rd_xadd_cmd(struct rd_cmd *c, const char *stream, const char *key);
+/* The store ABI's watch() (redis_watch.c). */
+int rd_watch(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms, char ***keys,
+             size_t *n);
 int rd_reply_error(struct rd_store *st, const redisReply *r, const char *what, const char *key);
 
 /* Wait up to ms for a change of `channel` (a counter's name): returns at

@@ -139,7 +139,7 @@ void rd_notify_wait(struct rd_store *st, const char *channel, int64_t ms)
  * restart (counter back to 0) never repeats an old cursor. */
 static int read_cursor(struct rd_store *st, const char *counter, uint64_t *cur)
 {
-    struct rd_cmd c = {2, {"GET", counter}, {3, strlen(counter)}};
+    struct rd_cmd c = {2, {"GET", counter}, {3, strlen(counter)}, NULL, NULL};
     redisReply *r = NULL;
     int rc = rd_batch(st, &c, 1, &r, "poll GET", NULL);
     if (rc)

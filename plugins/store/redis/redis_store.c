@@ -54,9 +54,11 @@ static const struct refit_cfg_field rd_fields[] = {
 };
 
 /* The cas script: KEYS[1] the key, KEYS[2] and KEYS[3] the change counters
- * (namespace, first component; the same key when the key has no '/'); ARGV[1] "1"
- * when an expected value is given, ARGV[2] that value, ARGV[3] the new
- * value, ARGV[4] the ttl in ms ("0": none).  Lua strings are binary-safe. */
+ * (namespace, first component; the same key when the key has no '/'),
+ * KEYS[4] the change stream (redis_watch.c); ARGV[1] "1" when an expected
+ * value is given, ARGV[2] that value, ARGV[3] the new value, ARGV[4] the
+ * ttl in ms ("0": none), ARGV[5] the relative key for the stream ("": no
+ * stream, a key without '/').  Lua strings are binary-safe. */
 static const char rd_cas_lua[] =
     "local cur = redis.call('GET', KEYS[1])\n"
     "if ARGV[1] == '0' then\n"
@@ -69,6 +71,7 @@ static const char rd_cas_lua[] =
     "redis.call('INCR', KEYS[2])\n"
     "redis.pcall('PUBLISH', KEYS[2], '1')\n"
     "if KEYS[3] ~= KEYS[2] then redis.call('INCR', KEYS[3]) redis.pcall('PUBLISH', KEYS[3], '1') end\n"
+    "if ARGV[5] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" RD_EV_MAXLEN_S "', '*', 'k', ARGV[5]) end\n"
     "return 1\n";
 
 /* ------------------------------------------------------------------ */
@@ -226,7 +229,8 @@ int rd_batch(struct rd_store *st, const struct rd_cmd *cmds, size_t n, redisRepl
         size_t got = 0;
         int ok = 1;
         for (size_t i = 0; i < n && ok; i++)
-            ok = redisAppendCommandArgv(st->c, cmds[i].argc, (const char **)cmds[i].argv, cmds[i].len) == REDIS_OK;
+            ok = redisAppendCommandArgv(st->c, cmds[i].argc, (const char **)(cmds[i].argvp ? cmds[i].argvp : cmds[i].argv),
+                                        cmds[i].lenp ? cmds[i].lenp : cmds[i].len) == REDIS_OK;
         for (; ok && got < n; got++) {
             void *r = NULL;
             if (redisGetReply(st->c, &r) != REDIS_OK || !r) {
@@ -457,12 +461,14 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
 {
     struct rd_store *st = obj;
     /* n SETs, the namespace's INCR, one INCR per distinct first component,
-     * and a PUBLISH for each counter. */
-    struct rd_cmd *cmds = H->calloc(3 * n + 2, sizeof(*cmds));
+     * a PUBLISH for each counter, and an XADD to its change stream per key
+     * with a component. */
+    struct rd_cmd *cmds = H->calloc(4 * n + 2, sizeof(*cmds));
     char **keys = H->calloc(n, sizeof(char *)), **comps = H->calloc(n, sizeof(char *));
+    char **streams = H->calloc(n, sizeof(char *));
     char(*ttl)[24] = H->calloc(n, 24);
-    redisReply **rep = H->calloc(3 * n + 2, sizeof(*rep));
-    int rc = (cmds && keys && comps && ttl && rep) ? 0 : REFIT_ENOMEM;
+    redisReply **rep = H->calloc(4 * n + 2, sizeof(*rep));
+    int rc = (cmds && keys && comps && streams && ttl && rep) ? 0 : REFIT_ENOMEM;
     size_t nc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         size_t fl;
@@ -472,6 +478,8 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
             break;
         }
         set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
+        if ((rc = rd_ev_stream(st, items[i].key, &streams[i])))
+            break;
         char *c;
         if ((rc = rd_comp_seq(st, items[i].key, &c)) || !c)
             continue;
@@ -483,7 +491,7 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
         else
             comps[nc++] = c;
     }
-    size_t total = n + 2 * (1 + nc);
+    size_t total = n + 2 * (1 + nc), first_x = total;
     if (!rc) {
         incr_cmd(st, &cmds[n], NULL);
         publish_cmd(st, &cmds[n + 1 + nc], NULL);
@@ -491,17 +499,24 @@ static int rd_put_many(void *obj, const struct refit_store_put_item *items, size
             incr_cmd(st, &cmds[n + 1 + j], comps[j]);
             publish_cmd(st, &cmds[n + 2 + nc + j], comps[j]);
         }
+        for (size_t i = 0; i < n; i++)
+            if (streams[i])
+                rd_xadd_cmd(&cmds[total++], streams[i], items[i].key);
         rc = rd_batch(st, cmds, total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
     }
     /* A PUBLISH refused (an ACL without channels) only costs pollers
      * their wake-up: they still see the counters. */
-    for (size_t i = 0; !rc && i < n + 1 + nc; i++)
-        if (rep[i]->type == REDIS_REPLY_ERROR)
-            rc = rd_reply_error(st, rep[i], i < n ? "SET" : "INCR", i < n ? items[i].key : NULL);
+    for (size_t i = 0; !rc && i < total; i++)
+        if ((i < n + 1 + nc || i >= first_x) && rep[i]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[i], i < n ? "SET" : i < first_x ? "INCR" : "XADD",
+                                i < n ? items[i].key : NULL);
     if (rep)
         free_replies(rep, total);
     for (size_t i = 0; keys && i < n; i++)
         H->free(keys[i]);
+    for (size_t i = 0; streams && i < n; i++)
+        H->free(streams[i]);
+    H->free(streams);
     for (size_t j = 0; j < nc; j++)
         H->free(comps[j]);
     H->free(keys);
@@ -553,54 +568,118 @@ static int take_value(struct rd_store *st, redisReply *r, const char *key, void 
     return 0;
 }
 
+/* Keys per MGET: one command for many keys (Redis then parses and
+ * answers one command instead of n), several per round trip. */
+#define MGET_KEYS 512
+
+/* A key MGET answered nil for: absent, or holding what is not a string
+ * (MGET does not say which; TYPE does, in one more round trip for all). */
+static int classify_nils(struct rd_store *st, struct refit_store_get_item *items, char **keys, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m += items[i].status == REFIT_ENOENT;
+    if (!m)
+        return 0;
+    struct rd_cmd *cmds = H->calloc(m, sizeof(*cmds));
+    size_t *who = H->calloc(m, sizeof(*who));
+    redisReply **rep = H->calloc(m, sizeof(*rep));
+    int rc = cmds && who && rep ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0, k = 0; !rc && i < n; i++)
+        if (items[i].status == REFIT_ENOENT) {
+            cmds[k] = (struct rd_cmd){2, {"TYPE", keys[i]}, {4, strlen(keys[i])}, NULL, NULL};
+            who[k++] = i;
+        }
+    if (!rc)
+        rc = rd_batch(st, cmds, m, rep, "pipelined TYPE", NULL);
+    for (size_t k = 0; !rc && k < m; k++)
+        if (rep[k]->type == REDIS_REPLY_STATUS && strcmp(rep[k]->str, "none"))
+            items[who[k]].status = H->error_set(REFIT_EPROTO, "store %s: key '%s' holds a %s, not a value",
+                                                st->where, items[who[k]].key, rep[k]->str);
+    if (!rc)
+        free_replies(rep, m);
+    H->free(cmds);
+    H->free(who);
+    H->free(rep);
+    return rc;
+}
+
 static int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n)
 {
     struct rd_store *st = obj;
-    struct rd_cmd *cmds = H->calloc(n, sizeof(*cmds));
+    size_t nb = (n + MGET_KEYS - 1) / MGET_KEYS;
+    struct rd_cmd *cmds = H->calloc(nb, sizeof(*cmds));
     char **keys = H->calloc(n, sizeof(char *));
-    redisReply **rep = H->calloc(n, sizeof(*rep));
-    int rc = (cmds && keys && rep) ? 0 : REFIT_ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) {
-        size_t fl;
-        keys[i] = full_key(st, items[i].key, &fl);
-        if (!keys[i])
-            rc = REFIT_ENOMEM;
-        cmds[i] = (struct rd_cmd){2, {"GET", keys[i]}, {3, fl}};
+    const char **av = H->calloc(n + nb, sizeof(char *));
+    size_t *al = H->calloc(n + nb, sizeof(size_t));
+    redisReply **rep = H->calloc(nb, sizeof(*rep));
+    int rc = (cmds && keys && av && al && rep) ? 0 : REFIT_ENOMEM;
+    for (size_t b = 0; !rc && b < nb; b++) {
+        size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
+        const char **a = av + first + b;
+        size_t *l = al + first + b;
+        a[0] = "MGET";
+        l[0] = 4;
+        for (size_t i = 0; !rc && i < cnt; i++) {
+            keys[first + i] = full_key(st, items[first + i].key, &l[1 + i]);
+            a[1 + i] = keys[first + i];
+            if (!keys[first + i])
+                rc = REFIT_ENOMEM;
+        }
+        cmds[b] = (struct rd_cmd){.argc = (int)cnt + 1, .argvp = a, .lenp = l};
     }
     if (!rc)
-        rc = rd_batch(st, cmds, n, rep, n == 1 ? "GET" : "pipelined GET", n == 1 ? items[0].key : NULL);
-    for (size_t i = 0; !rc && i < n; i++) {
-        items[i].val = NULL;
-        items[i].status = take_value(st, rep[i], items[i].key, &items[i].val, &items[i].len);
-        if (items[i].status == REFIT_ENOMEM)
-            rc = REFIT_ENOMEM;
+        rc = rd_batch(st, cmds, nb, rep, n == 1 ? "GET" : "MGET", n == 1 ? items[0].key : NULL);
+    for (size_t b = 0; !rc && b < nb; b++) {
+        size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
+        if (rep[b]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[b], "MGET", NULL);
+        else if (rep[b]->type != REDIS_REPLY_ARRAY || rep[b]->elements != cnt)
+            rc = H->error_set(REFIT_EPROTO, "store %s: MGET of %zu keys: reply of type %d with %zu elements",
+                              st->where, cnt, rep[b]->type, (size_t)rep[b]->elements);
+        for (size_t i = 0; !rc && i < cnt; i++) {
+            struct refit_store_get_item *it = &items[first + i];
+            it->val = NULL;
+            it->status = take_value(st, rep[b]->element[i], it->key, &it->val, &it->len);
+            if (it->status == REFIT_ENOMEM)
+                rc = REFIT_ENOMEM;
+        }
     }
+    if (!rc)
+        rc = classify_nils(st, items, keys, n);
     if (rc && rep)
         for (size_t i = 0; i < n; i++) {
             H->free(items[i].val);
             items[i].val = NULL;
         }
     if (rep)
-        free_replies(rep, n);
+        free_replies(rep, nb);
     for (size_t i = 0; keys && i < n; i++)
         H->free(keys[i]);
     H->free(keys);
     H->free(cmds);
+    H->free(av);
+    H->free(al);
     H->free(rep);
     return rc;
 }
 
 static int rd_get(void *obj, const char *key, void **val, size_t *len)
 {
-    struct refit_store_get_item it = {.key = key};
-    int rc = rd_get_many(obj, &it, 1);
+    struct rd_store *st = obj;
+    size_t fl;
+    char *fk = full_key(st, key, &fl);
+    if (!fk)
+        return REFIT_ENOMEM;
+    struct rd_cmd c = {2, {"GET", fk}, {3, fl}, NULL, NULL};
+    redisReply *r = NULL;
+    int rc = rd_batch(st, &c, 1, &r, "GET", key);
+    H->free(fk);
     if (rc)
         return rc;
-    if (it.status)
-        return it.status;
-    *val = it.val;
-    *len = it.len;
-    return 0;
+    rc = take_value(st, r, key, val, len);
+    freeReplyObject(r);
+    return rc;
 }
 
 static int rd_del(void *obj, const char *key)
@@ -610,21 +689,25 @@ static int rd_del(void *obj, const char *key)
     char *fk = full_key(st, key, &fl);
     if (!fk)
         return REFIT_ENOMEM;
-    char *comp = NULL;
-    if (rd_comp_seq(st, key, &comp)) {
+    char *comp = NULL, *stream = NULL;
+    if (rd_comp_seq(st, key, &comp) || rd_ev_stream(st, key, &stream)) {
+        H->free(comp);
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    struct rd_cmd cmds[5] = {{2, {"DEL", fk}, {3, fl}}};
+    struct rd_cmd cmds[6] = {{2, {"DEL", fk}, {3, fl}, NULL, NULL}};
     incr_cmd(st, &cmds[1], NULL);
     incr_cmd(st, &cmds[2], comp);
     publish_cmd(st, &cmds[3], NULL);
     publish_cmd(st, &cmds[4], comp);
-    redisReply *rep[5] = {NULL, NULL, NULL, NULL, NULL};
-    /* With a component: DEL, 2 INCR, 2 PUBLISH; without: DEL, INCR, PUBLISH. */
+    redisReply *rep[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    /* With a component: DEL, 2 INCR, 2 PUBLISH, XADD; without: DEL, INCR,
+     * PUBLISH. */
     if (!comp)
         cmds[2] = cmds[3];
-    size_t nc = comp ? 5 : 3;
+    else
+        rd_xadd_cmd(&cmds[5], stream, key);
+    size_t nc = comp ? 6 : 3;
     int rc = rd_batch(st, cmds, nc, rep, "DEL", key);
     if (!rc) {
         if (rep[0]->type == REDIS_REPLY_ERROR)
@@ -638,8 +721,11 @@ static int rd_del(void *obj, const char *key)
             rc = rd_reply_error(st, rep[1], "INCR", NULL);
         else if (comp && rep[2]->type == REDIS_REPLY_ERROR)
             rc = rd_reply_error(st, rep[2], "INCR", NULL); /* PUBLISH replies: as in put_many */
+        else if (comp && rep[5]->type == REDIS_REPLY_ERROR)
+            rc = rd_reply_error(st, rep[5], "XADD", key);
     }
     free_replies(rep, nc);
+    H->free(stream);
     H->free(comp);
     H->free(fk);
     return rc;
@@ -655,22 +741,24 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
         return REFIT_ENOMEM;
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 0));
-    char *comp = NULL;
-    if (rd_comp_seq(st, key, &comp)) {
+    char *comp = NULL, *stream = NULL;
+    if (rd_comp_seq(st, key, &comp) || rd_ev_stream(st, key, &stream)) {
+        H->free(comp);
         H->free(fk);
         return REFIT_ENOMEM;
     }
-    const char *cseq = comp ? comp : st->seq_key;
-    /* EVAL script 3 key seq comp-seq mode expected value ttl: 10 arguments. */
-    const char *argv[10] = {"EVAL", rd_cas_lua, "3", fk, st->seq_key, cseq, expected ? "1" : "0",
-                            expected && elen ? expected : "", len ? val : "", ttl};
-    size_t lens[10] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), 1,
-                       expected ? elen : 0, len, strlen(ttl)};
+    const char *cseq = comp ? comp : st->seq_key, *xs = stream ? stream : st->seq_key;
+    /* EVAL script 4 key seq comp-seq stream mode expected value ttl relkey:
+     * 12 arguments. */
+    const char *argv[12] = {"EVAL", rd_cas_lua, "4", fk, st->seq_key, cseq, xs, expected ? "1" : "0",
+                            expected && elen ? expected : "", len ? val : "", ttl, stream ? key : ""};
+    size_t lens[12] = {4, sizeof(rd_cas_lua) - 1, 1, fl, strlen(st->seq_key), strlen(cseq), strlen(xs), 1,
+                       expected ? elen : 0, len, strlen(ttl), stream ? strlen(key) : 0};
     int64_t deadline = rsc_now_ms() + st->timeout_ms;
     int rc = ensure_conn(st, deadline);
     redisReply *r = NULL;
     for (int attempt = 0; !rc && attempt < 3; attempt++) {
-        r = redisCommandArgv(st->c, 10, argv, lens);
+        r = redisCommandArgv(st->c, 12, argv, lens);
         if (r)
             break;
         /* Lost connection: after a restart the old state is gone, so one
@@ -692,6 +780,7 @@ static int rd_cas(void *obj, const char *key, const void *expected, size_t elen,
     }
     if (r)
         freeReplyObject(r);
+    H->free(stream);
     H->free(comp);
     H->free(fk);
     return rc;
@@ -744,7 +833,7 @@ static int rd_list(void *obj, const char *prefix, char ***keys, size_t *n)
     int rc = 0;
     do {
         struct rd_cmd c = {6, {"SCAN", cursor, "MATCH", pat, "COUNT", "1000"},
-                           {4, strlen(cursor), 5, strlen(pat), 5, 4}};
+                           {4, strlen(cursor), 5, strlen(pat), 5, 4}, NULL, NULL};
         redisReply *r = NULL;
         rc = rd_batch(st, &c, 1, &r, "SCAN", prefix);
         if (rc)
@@ -825,6 +914,7 @@ static const struct refit_store_ops rd_ops = {
     .get_many = rd_get_many,
     .put_many = rd_put_many,
     .generation = rd_generation,
+    .watch = rd_watch,
 };
 
 static int rd_load(const struct refit_host *host)

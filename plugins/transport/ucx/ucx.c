@@ -85,6 +85,7 @@ struct refit_tp {
     int in_ctrl;    /* ctrl_work() running: no re-entry */
     int ctrl_dirty; /* a hello or bye arrived: watchers need ctrl_work */
     size_t ctrl_inflight; /* control sends not yet completed */
+    struct refit_tp_region *kept; /* regions a dereg could not release (see ucxp_dereg) */
     int efd;          /* the worker's event fd, -1: sleep-poll */
     struct rtp_core c; /* requests, notices, watchers, acks, lock, thread */
 };
@@ -97,6 +98,10 @@ struct refit_tp_region {
     uint64_t id;
     void *packed; /* our blob: header + ucp_rkey_pack output */
     size_t packed_len;
+    /* In tp->kept after a dereg that timed out (requests still in flight
+     * into it): fini unmaps it once the worker is gone. */
+    struct refit_tp_region *kept_next;
+    int kept;
 };
 
 struct refit_tp_peer {
@@ -549,6 +554,15 @@ static void ucxp_fini(refit_tp_t *tp)
      * complete into their requests: those are freed only after. */
     if (tp->worker)
         ucp_worker_destroy(tp->worker);
+    /* Nothing moves data into kept regions without the worker: unmap them
+     * before the context (its registration cache insists). */
+    while (tp->kept) {
+        refit_tp_region_t *r = tp->kept;
+        tp->kept = r->kept_next;
+        ucp_mem_unmap(tp->ctx, r->memh);
+        H->free(r->packed);
+        H->free(r);
+    }
     rtp_core_fini(&tp->c, NULL);
     if (tp->ctx)
         ucp_cleanup(tp->ctx);
@@ -634,8 +648,22 @@ static int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
     if (!tp || !r)
         return 0;
     int rc = rtp_local_quiesce(&tp->c, r);
-    if (rc)
+    if (rc) {
+        /* The caller keeps its memory (the error says so); the region is
+         * ours until a later dereg succeeds or fini. */
+        if (!r->kept) {
+            r->kept = 1;
+            r->kept_next = tp->kept;
+            tp->kept = r;
+        }
         return rc;
+    }
+    if (r->kept)
+        for (refit_tp_region_t **pp = &tp->kept; *pp; pp = &(*pp)->kept_next)
+            if (*pp == r) {
+                *pp = r->kept_next;
+                break;
+            }
     if (tp->c.watchers)
         rtp_revoke_all(&tp->c, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);

@@ -63,6 +63,9 @@ size_t refit_loader_dirs(const refit_loader_t *l, const char *const **dirs);
 /* The host table handed to plugins. */
 const struct refit_host *refit_host_get(void);
 
+/* "transport", "store", "model" or "unknown" (messages, `refit plugins`). */
+const char *refit_plugin_kind_name(uint32_t kind);
+
 #ifdef __cplusplus
 }
 #endif

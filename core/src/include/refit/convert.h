@@ -49,7 +49,9 @@ const char *refit_model_plugin(const refit_model_t *m);
 /* Kind of layer in [0, n_layers + n_mtp_layers). */
 int refit_model_layer_kind(const refit_model_t *m, int64_t layer, enum refit_layer_kind *out);
 /* The plugin's spec table. */
-void refit_model_spec(const refit_model_t *m, const struct refit_model_entry **entries, size_t *n);
+const struct refit_model_spec *refit_model_spec(const refit_model_t *m);
+/* The value of a dimension the plugin declares (REFIT_ENOENT if none). */
+int refit_model_dim(const refit_model_t *m, const char *name, int64_t *out);
 
 /* ------------------------------------------------------------------ */
 /* Options */
@@ -66,8 +68,12 @@ struct refit_fp8_policy {
     size_t n_exclude;
 };
 
+/* Shorthands for two target layout names (older callers); target_name
+ * names any target layout the model plugin offers. */
+enum refit_model_target { REFIT_TARGET_HF = 0, REFIT_TARGET_VLLM = 1 };
+
 struct refit_convert_opts {
-    enum refit_model_target target;
+    enum refit_model_target target; /* used when target_name is NULL */
     int tp, rank; /* inference tensor parallelism (0 means 1) and rank */
     /* Expert parallelism: 0 or 1 none (experts sliced over tp); otherwise
      * it must equal tp and rank r holds experts [r*E/ep, (r+1)*E/ep) whole. */
@@ -77,6 +83,9 @@ struct refit_convert_opts {
     const char *const *skip;
     size_t n_skip;
     bool include_mtp; /* MTP layers (not supported yet: REFIT_ENOTSUP) */
+    /* The target layout by name ("hf", "vllm", "sglang", "transformers": the
+     * model plugin's targets); NULL: `target`. */
+    const char *target_name;
 };
 
 /* Fill *o from a configuration's model section (target, skip, fp8.*). */
@@ -133,7 +142,7 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
  * of memory. */
 char *refit_megatron_canonical(const char *name);
 
-/* A Megatron trainer rank's position (pipeline parallelism 1). */
+/* A Megatron trainer rank's position within its pipeline stage. */
 struct refit_megatron_rank {
     int tp, ep, etp;
     int tp_rank, ep_rank, etp_rank;
@@ -142,10 +151,38 @@ struct refit_megatron_rank {
     int vocab_divisible_by;
 };
 
+/* Its pipeline position.  The decoder layers are cut into pp * vp
+ * consecutive chunks; chunk c = v * pp + p is virtual stage v of pipeline
+ * rank p (Megatron's interleaved schedule), its layers numbered from 0 in
+ * their names, which carry "model<v>." when vp > 1 (the legacy checkpoint's
+ * per-chunk state dicts).  The embedding is on chunk 0, the final norm and
+ * output layer on the last chunk (and with tied embeddings a copy of the
+ * embedding as output_layer.weight when that is not chunk 0). */
+struct refit_megatron_pp {
+    int pp, pp_rank;          /* pp 0 means 1 */
+    int vp;                   /* virtual stages per pipeline rank (0 means 1) */
+    /* Layers of each chunk (pp * vp of them, chunk order), for splits that
+     * are not even (Megatron's decoder_first/last_pipeline_num_layers or
+     * pipeline_model_parallel_layout); NULL: L / (pp * vp) each, and L not
+     * divisible is REFIT_EINVAL. */
+    const int *chunk_layers;
+};
+
 /* The tensors (Megatron names and shapes) of one trainer rank.  `skip` as
  * in the options (may be NULL). */
 int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_rank *r,
                           const struct refit_convert_opts *skip, refit_layout_t **out);
+/* The same on pipeline stage `pp` (NULL: pipeline parallelism 1). */
+int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron_rank *r,
+                             const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                             refit_layout_t **out);
+
+/* The tensors of FSDP rank `rank` of `n`: HF names, every tensor split on
+ * dim 0 as torch.chunk does (chunks of ceil(rows / n) rows, the last
+ * smaller, ranks past the end holding [0, ...]) — FSDP2 / DTensor Shard(0).
+ * Their role is REFIT_ROLE_COLUMN (rows split). */
+int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refit_convert_opts *skip,
+                      refit_layout_t **out);
 
 size_t refit_layout_count(const refit_layout_t *lay);
 const struct refit_layout_tensor *refit_layout_at(const refit_layout_t *lay, size_t i);
@@ -194,8 +231,13 @@ typedef struct refit_hf_view refit_hf_view_t;
 int refit_hf_view_open(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
                        refit_hf_view_t **out);
 /* Trainer shards written by refit_shard_write (rank<r>.safetensors with
- * their parallel position in __metadata__): reassembled into HF tensors
- * (vocabulary padding dropped, duplicates over TP/EP taken once). */
+ * their parallel position in __metadata__: refit.layout megatron (the
+ * default; tp/ep/pp ranks) or fsdp): reassembled into HF tensors
+ * (vocabulary padding dropped, rectangles held by several ranks taken
+ * once). */
+int refit_hf_view_open_shards(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
+                              refit_hf_view_t **out);
+/* The same (the older name). */
 int refit_hf_view_open_megatron(const refit_model_t *m, const char *dir,
                                 const struct refit_convert_opts *o, refit_hf_view_t **out);
 const struct refit_st_tensor *refit_hf_view_find(const refit_hf_view_t *v, const char *name);
@@ -240,6 +282,18 @@ int refit_convert_write(const refit_model_t *m, const refit_hf_view_t *v,
  * rank r % tp, ep rank r % ep, expert-TP 1, plus dir/layout.yaml. */
 int refit_shard_write(const refit_model_t *m, const refit_hf_view_t *v, int tp, int ep,
                       const struct refit_convert_opts *skip, const char *dir);
+
+/* How refit_shard_write_ex cuts a model. */
+struct refit_shard_opts {
+    /* Megatron: rank r in [0, pp * max(tp, ep)) is pipeline rank
+     * r / max(tp, ep), tp rank (r % max(tp, ep)) % tp, ep rank ... % ep. */
+    int tp, ep, pp, vp;       /* 0 means 1 */
+    const int *chunk_layers;  /* pp * vp layer counts; NULL: an even split */
+    /* FSDP: n > 0 writes FSDP ranks 0 .. n-1 instead (tp, ep, pp unset). */
+    int fsdp;
+};
+int refit_shard_write_ex(const refit_model_t *m, const refit_hf_view_t *v, const struct refit_shard_opts *s,
+                         const struct refit_convert_opts *skip, const char *dir);
 
 #ifdef __cplusplus
 }

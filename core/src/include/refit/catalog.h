@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "refit/dtype.h"
-#include "refit/store.h"
+#include "refit/store_core.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,6 +183,21 @@ bool refit_record_is_stale(const struct refit_source_record *r, uint64_t hb_ms, 
  * refit_record_decode. */
 int refit_source_check(refit_store_t *s, const char *source_id, int64_t stale_after_ms,
                        struct refit_source_record **out, bool *stale);
+
+/* Many sources' records and heartbeats, and `extra` other keys, in one
+ * round trip (one get_many).  Per item: status 0 with rec (freed by the
+ * caller with free) and stale, or REFIT_ENOENT (no record: withdrawn) or
+ * REFIT_EPROTO (a record that does not decode or names another source).
+ * extra items as refit_store_get_many leaves them.  Returns an error of
+ * the whole read only. */
+struct refit_source_check {
+    const char *id; /* in */
+    struct refit_source_record *rec;
+    bool stale;
+    int status;
+};
+int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
+                            struct refit_store_get_item *extra, size_t n_extra);
 
 /* ------------------------------------------------------------------ */
 /* Acknowledgements: "versions/<V>/acks/<receiver>" */

@@ -21,7 +21,8 @@ extern "C" {
 /* CUDA devices usable by this process: 0 when librefit was built without
  * CUDA, when no driver is loaded or when no device is present. */
 int refit_cuda_device_count(void);
-/* Whether librefit was built with CUDA support (1) or not (0). */
+/* Whether librefit was built with CUDA support (1) or not (0); public, also
+ * declared in refit/refit.h. */
 int refit_cuda_built(void);
 
 /* Per-stream quantizer state: the stream, a device word that kernels set on
