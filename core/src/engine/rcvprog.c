@@ -378,8 +378,8 @@ static int usable(refit_receiver_t *r, int *yes)
             return REFIT_ENOMEM;
     }
     struct rf_rcvprog *p = r->prog;
-    if (p->have && memcmp(&p->plan_key, &r->plan.key, sizeof(p->plan_key)))
-        p->have = p->unusable = 0; /* a new plan */
+    if ((p->have || p->unusable) && memcmp(&p->plan_key, &r->plan.key, sizeof(p->plan_key)))
+        p->have = p->unusable = 0; /* a new plan: judged afresh */
     if (p->unusable)
         return 0;
     size_t nl = refit_layout_count(r->lay);
