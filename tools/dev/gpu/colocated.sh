@@ -26,8 +26,15 @@ step() {
     grep -E 'warm cycles|device copy of|FP8 kernel alone|colocated on GPU|Checks|byte|differ|error|rror:|match' "$logs/step.log" | tail -8
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
-step dprog-cuda 120 "$db/tests/cuda/test-cuda-dprog" device
+step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
+if [ "${1:-}" = short ]; then # the targets only, within about two minutes
+    step "0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
+    step "0.6B fp8 trainer" 30 "$r" bench gpu --colocated --fp8 trainer --cycles 5
+    step "4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
+    echo "colocated.sh: $fails failed"
+    exit $((fails > 0))
+fi
 step "0.6B fp8 off, checked" 100 "$r" bench gpu --colocated --check --cycles 3
 step "0.6B fp8 trainer, checked" 100 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
 if [ "${1:-}" != quick ]; then
