@@ -21,6 +21,11 @@ struct vt {
     struct refit_st_tensor t; /* t.data NULL until filled (Megatron views) */
     void *owned;
     size_t covered;           /* elements filled from shards */
+    /* A native FP8 source (t.dtype F8_E4M3, as DeepSeek-V3 and Kimi-K2
+     * ship): its <name>_scale_inv, float32 [ceil(N/128), ceil(K/128)].
+     * Read as bf16 (dequantized, see fp8_dequant_row) unless an FP8
+     * destination on the same block grid takes the bytes as they are. */
+    const struct refit_st_tensor *scale;
 };
 
 struct refit_hf_view {
@@ -139,7 +144,7 @@ static int check_shape(const char *where, const char *name, const struct refit_s
     bool ok = got->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
         ok = got->shape[i] == want[i];
-    if (!float_dtype(got->dtype))
+    if (!float_dtype(got->dtype) && got->dtype != REFIT_DTYPE_F8_E4M3)
         return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has dtype %s; expected BF16, F16 or F32",
                                where, name, refit_dtype_name(got->dtype));
     if (ok)
@@ -149,6 +154,31 @@ static int check_shape(const char *where, const char *name, const struct refit_s
     shape_str(b, sizeof(b), ndim, want);
     return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has shape %s; the model's config says %s", where,
                            name, a, b);
+}
+
+/* The block multipliers of a native FP8 tensor: DeepSeek's format (its
+ * README_WEIGHTS.md), float32 <name>_scale_inv of [ceil(N/128),
+ * ceil(K/128)], quantization_config.weight_block_size [128, 128].  Other
+ * grids or per-tensor scales are refused rather than misread. */
+static int native_fp8_scale(const refit_st_checkpoint_t *ck, const char *dir, const struct refit_st_tensor *t,
+                            const struct refit_st_tensor **out)
+{
+    char sn[1024];
+    if (t->ndim != 2 || (size_t)snprintf(sn, sizeof(sn), "%s_scale_inv", t->name) >= sizeof(sn))
+        return refit_error_set(REFIT_EPROTO, "%s: F8_E4M3 tensor '%s' is not a 2-D weight with block scales", dir,
+                               t->name);
+    const struct refit_st_tensor *s = refit_st_checkpoint_find(ck, sn);
+    int64_t br = (t->shape[0] + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
+    int64_t bc = (t->shape[1] + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
+    if (!s || s->dtype != REFIT_DTYPE_F32 || s->ndim != 2 || s->shape[0] != br || s->shape[1] != bc ||
+        s->nbytes < (size_t)(br * bc) * sizeof(float))
+        return refit_error_set(REFIT_EPROTO,
+                               "%s: F8_E4M3 tensor '%s' needs '%s' as F32 [%lld, %lld] (128x128 blocks, "
+                               "DeepSeek's FP8 format); %s",
+                               dir, t->name, sn, (long long)br, (long long)bc,
+                               s ? "it has another dtype or shape" : "it is missing");
+    *out = s;
+    return 0;
 }
 
 int refit_hf_view_open(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
@@ -170,6 +200,8 @@ int refit_hf_view_open(const refit_model_t *m, const char *dir, const struct ref
             break;
         }
         rc = check_shape(dir, t->t.name, got, t->t.ndim, t->t.shape);
+        if (!rc && got->dtype == REFIT_DTYPE_F8_E4M3)
+            rc = native_fp8_scale(v->ck, dir, got, &t->scale);
         if (!rc) {
             t->t.dtype = got->dtype;
             t->t.data = got->data;
@@ -565,24 +597,63 @@ static int cast(const void *src, enum refit_dtype from, void *dst, enum refit_dt
                            refit_dtype_name(to));
 }
 
-static int gather(const refit_hf_view_t *v, const refit_layout_t *lay, const struct refit_layout_tensor *lt,
-                  enum refit_dtype *dt, void **out)
+/* The dtype a source reads as: a native FP8 source reads as bf16. */
+static enum refit_dtype vt_dtype(const struct vt *t)
+{
+    return t->scale ? REFIT_DTYPE_BF16 : t->t.dtype;
+}
+
+static const struct vt *view_src(const refit_hf_view_t *v, const refit_layout_t *lay,
+                                 const struct refit_layout_piece *pc)
+{
+    const struct vt *t = vt_find(v, refit_layout_source(lay, pc->src)->name);
+    return t && t->t.data ? t : NULL;
+}
+
+/* Dequantization of native FP8, as DeepSeek's weight_dequant (inference/
+ * kernel.py) and fp8_cast_bf16.py do it: the e4m3 value times its block's
+ * float32 multiplier, the product in float32, then one rounding to bf16
+ * (nearest even).  docs/fp8.md, "Native FP8 checkpoints". */
+static void fp8_dequant_row(const struct vt *t, const float *lut, int64_t row, int64_t col, int64_t n,
+                            uint16_t *out)
+{
+    int64_t cols = t->t.shape[1], bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
+    const uint8_t *q = (const uint8_t *)t->t.data + row * cols + col;
+    const char *sb = (const char *)t->scale->data + (size_t)((row / REFIT_FP8_BLOCK) * bc) * sizeof(float);
+    for (int64_t j = 0; j < n;) {
+        int64_t c = col + j, blk = c / REFIT_FP8_BLOCK, end = (blk + 1) * REFIT_FP8_BLOCK - col;
+        float s;
+        memcpy(&s, sb + (size_t)blk * sizeof(float), sizeof(s)); /* the mapping is not aligned */
+        for (; j < n && j < end; j++)
+            out[j] = refit_f32_to_bf16(lut[q[j]] * s);
+    }
+}
+
+/* Layout tensor lt as the checkpoint holds it: its pieces of HF tensors
+ * assembled into one buffer, in their dtype (*dt). */
+static int gather_tensor(const refit_hf_view_t *v, const refit_layout_t *lay,
+                         const struct refit_layout_tensor *lt, enum refit_dtype *dt, void **out)
 {
     *dt = REFIT_DTYPE_INVALID;
+    bool any_fp8 = false;
     for (size_t p = 0; p < lt->n_pieces; p++) {
         const struct refit_layout_src *src = refit_layout_source(lay, lt->pieces[p].src);
-        const struct refit_st_tensor *t = refit_hf_view_find(v, src->name);
+        const struct vt *t = view_src(v, lay, &lt->pieces[p]);
         if (!t)
             return refit_error_set(REFIT_ENOENT, "tensor '%s': source '%s' is not in the checkpoint",
                                    lt->name, src->name);
+        any_fp8 |= t->scale != NULL;
         if (*dt == REFIT_DTYPE_INVALID)
-            *dt = t->dtype;
-        else if (*dt != t->dtype)
+            *dt = vt_dtype(t);
+        else if (*dt != vt_dtype(t))
             return refit_error_set(REFIT_EPROTO, "tensor '%s': its parts differ in dtype (%s is %s, not %s)",
-                                   lt->name, src->name, refit_dtype_name(t->dtype), refit_dtype_name(*dt));
+                                   lt->name, src->name, refit_dtype_name(vt_dtype(t)), refit_dtype_name(*dt));
     }
     if (*dt == REFIT_DTYPE_INVALID)
         *dt = REFIT_DTYPE_BF16; /* only padding on this rank */
+    float lut[256];
+    for (int i = 0; any_fp8 && i < 256; i++)
+        lut[i] = refit_e4m3_to_f32((uint8_t)i);
     size_t es = refit_dtype_size(*dt);
     int64_t drows = lt->ndim == 1 ? lt->shape[0] : lt->shape[lt->ndim - 2];
     int64_t dcols = lt->ndim == 1 ? 1 : lt->shape[lt->ndim - 1];
@@ -593,21 +664,94 @@ static int gather(const refit_hf_view_t *v, const refit_layout_t *lay, const str
         return REFIT_ENOMEM;
     for (size_t p = 0; p < lt->n_pieces; p++) {
         const struct refit_layout_piece *pc = &lt->pieces[p];
-        const struct refit_st_tensor *t = refit_hf_view_find(v, refit_layout_source(lay, pc->src)->name);
+        const struct vt *vt = view_src(v, lay, pc);
+        const struct refit_st_tensor *t = &vt->t;
+        size_t ses = refit_dtype_size(t->dtype);
         int64_t srows = t->shape[0], scols = t->ndim == 2 ? t->shape[1] : 1;
         if (pc->src_row < 0 || pc->src_col < 0 || pc->src_row + pc->rows > srows ||
             pc->src_col + pc->cols > scols || pc->dst_index >= nidx || pc->dst_row + pc->rows > drows ||
-            pc->dst_col + pc->cols > dcols || (size_t)(srows * scols) * es > t->nbytes) {
+            pc->dst_col + pc->cols > dcols || (size_t)(srows * scols) * ses > t->nbytes) {
             free(buf);
             return refit_error_set(REFIT_ERANGE, "tensor '%s': piece of '%s' outside its bounds", lt->name,
                                    t->name);
         }
-        for (int64_t r = 0; r < pc->rows; r++)
-            memcpy(buf + ((size_t)((pc->dst_index * drows + pc->dst_row + r) * dcols + pc->dst_col)) * es,
-                   (const char *)t->data + ((size_t)((pc->src_row + r) * scols + pc->src_col)) * es,
-                   (size_t)pc->cols * es);
+        for (int64_t r = 0; r < pc->rows; r++) {
+            char *to = buf + ((size_t)((pc->dst_index * drows + pc->dst_row + r) * dcols + pc->dst_col)) * es;
+            if (vt->scale)
+                fp8_dequant_row(vt, lut, pc->src_row + r, pc->src_col, pc->cols, (uint16_t *)(void *)to);
+            else
+                memcpy(to, (const char *)t->data + ((size_t)((pc->src_row + r) * scols + pc->src_col)) * es,
+                       (size_t)pc->cols * es);
+        }
     }
     *out = buf;
+    return 0;
+}
+
+/* Whether an FP8 destination can take its native-FP8 sources' bytes and
+ * multipliers unchanged: every piece from an FP8 source, starting on the
+ * 128 grid on both sides and ending on it or at both tensors' ends, and the
+ * pieces covering the destination (no padding).  Then each destination
+ * block is exactly one source block. */
+static bool fp8_passthrough_ok(const refit_hf_view_t *v, const refit_layout_t *lay,
+                               const struct refit_layout_tensor *lt)
+{
+    const int64_t B = REFIT_FP8_BLOCK;
+    if (lt->ndim < 2 || !lt->n_pieces)
+        return false;
+    int64_t drows = lt->shape[lt->ndim - 2], dcols = lt->shape[lt->ndim - 1];
+    int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1, area = 0;
+    for (size_t p = 0; p < lt->n_pieces; p++) {
+        const struct refit_layout_piece *pc = &lt->pieces[p];
+        const struct vt *t = view_src(v, lay, pc);
+        if (!t || !t->scale)
+            return false;
+        int64_t sr = t->t.shape[0], sc = t->t.shape[1];
+        if (pc->src_row % B || pc->dst_row % B || pc->src_col % B || pc->dst_col % B)
+            return false;
+        if (pc->rows % B && !(pc->src_row + pc->rows == sr && pc->dst_row + pc->rows == drows))
+            return false;
+        if (pc->cols % B && !(pc->src_col + pc->cols == sc && pc->dst_col + pc->cols == dcols))
+            return false;
+        area += pc->rows * pc->cols;
+    }
+    return area == nidx * drows * dcols;
+}
+
+/* The e4m3 bytes and the block multipliers copied piece by piece. */
+static int fp8_passthrough(const refit_hf_view_t *v, const refit_layout_t *lay,
+                           const struct refit_layout_tensor *lt, struct refit_converted *out)
+{
+    const int64_t B = REFIT_FP8_BLOCK;
+    int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
+    int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
+    int64_t br = (rows + B - 1) / B, bc = (cols + B - 1) / B;
+    out->data = malloc((size_t)(nidx * rows * cols) + 1);
+    out->scale_inv = malloc((size_t)(nidx * br * bc) * sizeof(float) + 1);
+    if (!out->data || !out->scale_inv)
+        return REFIT_ENOMEM;
+    for (size_t p = 0; p < lt->n_pieces; p++) {
+        const struct refit_layout_piece *pc = &lt->pieces[p];
+        const struct vt *t = view_src(v, lay, pc);
+        int64_t sc = t->t.shape[1], sbc = (sc + B - 1) / B;
+        uint8_t *d = (uint8_t *)out->data + pc->dst_index * rows * cols;
+        for (int64_t r = 0; r < pc->rows; r++)
+            memcpy(d + (pc->dst_row + r) * cols + pc->dst_col,
+                   (const uint8_t *)t->t.data + (pc->src_row + r) * sc + pc->src_col, (size_t)pc->cols);
+        float *ds = out->scale_inv + pc->dst_index * br * bc;
+        int64_t nbr = (pc->rows + B - 1) / B, nbc = (pc->cols + B - 1) / B;
+        for (int64_t i = 0; i < nbr; i++)
+            memcpy(ds + (pc->dst_row / B + i) * bc + pc->dst_col / B,
+                   (const char *)t->scale->data + (size_t)((pc->src_row / B + i) * sbc + pc->src_col / B) * 4,
+                   (size_t)nbc * sizeof(float));
+    }
+    out->dtype = REFIT_DTYPE_F8_E4M3;
+    out->nbytes = (size_t)(nidx * rows * cols);
+    out->scale_ndim = lt->ndim;
+    out->scale_shape[0] = lt->ndim == 3 ? nidx : br;
+    out->scale_shape[1] = lt->ndim == 3 ? br : bc;
+    out->scale_shape[2] = lt->ndim == 3 ? bc : 0;
+    out->scale_nbytes = (size_t)(nidx * br * bc) * sizeof(float);
     return 0;
 }
 
@@ -616,7 +760,7 @@ static int quantize(const void *buf, enum refit_dtype dt, const struct refit_lay
 {
     int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
     int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
-    int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+    int64_t br = (rows + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK, bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     size_t n = (size_t)(nidx * rows * cols);
     out->data = malloc(n ? n : 1);
     out->scale_inv = malloc((size_t)(nidx * br * bc) * sizeof(float) + 1);
@@ -669,7 +813,7 @@ int refit_convert_image(const struct refit_layout_tensor *lt, enum refit_dtype s
             return refit_error_set(REFIT_EINVAL, "tensor '%s': FP8 needs a 2-D or 3-D tensor and scales", lt->name);
         int64_t nidx = lt->ndim == 3 ? lt->shape[0] : 1;
         int64_t rows = lt->shape[lt->ndim - 2], cols = lt->shape[lt->ndim - 1];
-        int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+        int64_t br = (rows + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK, bc = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
         struct refit_fp8_params p = {fp8->rule, fp8->floor, REFIT_FP8_IMPL_AUTO};
         for (int64_t x = 0; x < nidx; x++) {
             size_t off = (size_t)(x * rows * cols);
@@ -704,9 +848,15 @@ int refit_convert_tensor(const refit_hf_view_t *v, const refit_layout_t *lay, si
     memset(out, 0, sizeof(*out));
     out->ndim = lt->ndim;
     memcpy(out->shape, lt->shape, sizeof(out->shape));
+    if (lt->fp8 && fp8 && fp8->enabled && fp8_passthrough_ok(v, lay, lt)) {
+        int rc = fp8_passthrough(v, lay, lt, out);
+        if (rc)
+            refit_converted_fini(out);
+        return rc;
+    }
     enum refit_dtype dt;
     void *buf = NULL;
-    int rc = gather(v, lay, lt, &dt, &buf);
+    int rc = gather_tensor(v, lay, lt, &dt, &buf);
     if (rc)
         return rc;
     if (lt->fp8 && fp8 && fp8->enabled) {

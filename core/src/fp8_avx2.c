@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "fp8_impl.h"
+#include "refit/fp8.h"
 
 /* The rule before the cast, up to clamp and sign: the cast takes |y|
  * capped as an integer (magnitudes order like their bits), which for the
@@ -112,15 +113,15 @@ static void avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t
                            uint16_t *m)
 {
     const __m256i abs = _mm256_set1_epi16(0x7fff);
-    const size_t nb = (cols + 127) / 128;
+    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     __m256i acc[RF_FP8_CHUNK_BLOCKS];
     for (size_t b = 0; b < nb; b++)
         acc[b] = _mm256_setzero_si256();
     for (size_t r = 0; r < rows; r++) {
         const uint16_t *p = src + r * stride;
         for (size_t b = 0; b < nb; b++) {
-            const uint16_t *q = p + b * 128;
-            size_t n = cols - b * 128 < 128 ? cols - b * 128 : 128, c = 0;
+            const uint16_t *q = p + b * REFIT_FP8_BLOCK;
+            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK, c = 0;
             __m256i x = _mm256_setzero_si256();
             for (; c + 16 <= n; c += 16)
                 x = _mm256_max_epu16(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
@@ -137,15 +138,15 @@ static void avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t
 static void avx2_amax_f32(const float *src, size_t rows, size_t cols, size_t stride, uint32_t *m)
 {
     const __m256i abs = _mm256_set1_epi32(0x7fffffff);
-    const size_t nb = (cols + 127) / 128;
+    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     __m256i acc[RF_FP8_CHUNK_BLOCKS];
     for (size_t b = 0; b < nb; b++)
         acc[b] = _mm256_setzero_si256();
     for (size_t r = 0; r < rows; r++) {
         const float *p = src + r * stride;
         for (size_t b = 0; b < nb; b++) {
-            const float *q = p + b * 128;
-            size_t n = cols - b * 128 < 128 ? cols - b * 128 : 128, c = 0;
+            const float *q = p + b * REFIT_FP8_BLOCK;
+            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK, c = 0;
             __m256i x = _mm256_setzero_si256();
             for (; c + 8 <= n; c += 8)
                 x = _mm256_max_epu32(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
@@ -176,8 +177,8 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
         const uint16_t *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += 128) {
-            const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
+        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
+            const float s1 = s[c0 / REFIT_FP8_BLOCK], i1 = inv[c0 / REFIT_FP8_BLOCK];
             const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
             size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {
@@ -205,8 +206,8 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
         const float *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += 128) {
-            const float s1 = s[c0 / 128], i1 = inv[c0 / 128];
+        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
+            const float s1 = s[c0 / REFIT_FP8_BLOCK], i1 = inv[c0 / REFIT_FP8_BLOCK];
             const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
             size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {

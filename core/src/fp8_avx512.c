@@ -5,6 +5,9 @@
 #include <immintrin.h>
 
 #include "fp8_impl.h"
+#include "refit/fp8.h"
+
+_Static_assert(REFIT_FP8_BLOCK == 4 * 32, "the whole-block path loads four vectors of 32 lanes");
 
 /* What the rule does before the cast, up to the sign: the cast below takes
  * |y| capped at `cap` and the sign from the input.  That is exact because
@@ -54,17 +57,17 @@ static void avx512_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size
                              uint16_t *m)
 {
     const __m512i abs = _mm512_set1_epi16(0x7fff);
-    const size_t nb = (cols + 127) / 128;
+    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     __m512i acc[RF_FP8_CHUNK_BLOCKS];
     for (size_t b = 0; b < nb; b++)
         acc[b] = _mm512_setzero_si512();
     for (size_t r = 0; r < rows; r++) {
         const uint16_t *p = src + r * stride;
         for (size_t b = 0; b < nb; b++) {
-            const uint16_t *q = p + b * 128;
-            size_t n = cols - b * 128;
+            const uint16_t *q = p + b * REFIT_FP8_BLOCK;
+            size_t n = cols - b * REFIT_FP8_BLOCK;
             __m512i x;
-            if (n >= 128) {
+            if (n >= REFIT_FP8_BLOCK) { /* a whole block: four loads of 32 lanes */
                 /* |x| before the max: as unsigned, a sign bit would win */
                 __m512i v0 = _mm512_and_si512(_mm512_loadu_si512(q), abs);
                 __m512i v1 = _mm512_and_si512(_mm512_loadu_si512(q + 32), abs);
@@ -91,15 +94,15 @@ static void avx512_amax_f32(const float *src, size_t rows, size_t cols, size_t s
                             uint32_t *m)
 {
     const __m512i abs = _mm512_set1_epi32(0x7fffffff);
-    const size_t nb = (cols + 127) / 128;
+    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
     __m512i acc[RF_FP8_CHUNK_BLOCKS];
     for (size_t b = 0; b < nb; b++)
         acc[b] = _mm512_setzero_si512();
     for (size_t r = 0; r < rows; r++) {
         const float *p = src + r * stride;
         for (size_t b = 0; b < nb; b++) {
-            const float *q = p + b * 128;
-            size_t n = cols - b * 128 < 128 ? cols - b * 128 : 128;
+            const float *q = p + b * REFIT_FP8_BLOCK;
+            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK;
             __m512i x = _mm512_setzero_si512();
             for (size_t c = 0; c < n; c += 16)
                 x = _mm512_max_epu32(x, _mm512_and_si512(_mm512_maskz_loadu_epi32(mask16(n - c), q + c), abs));
@@ -136,8 +139,8 @@ quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t
         const uint16_t *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += 128) {
-            const __m512 vs = _mm512_set1_ps(s[c0 / 128]), vi = _mm512_set1_ps(inv[c0 / 128]);
+        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
+            const __m512 vs = _mm512_set1_ps(s[c0 / REFIT_FP8_BLOCK]), vi = _mm512_set1_ps(inv[c0 / REFIT_FP8_BLOCK]);
             size_t end = rf_fp8_block_end(cols, c0), c = c0;
             for (; c + 32 <= end; c += 32) {
                 rf_fp8_pf_step(&pf);
@@ -166,8 +169,8 @@ quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *ds
         const float *p = src + r * stride;
         uint8_t *q = dst + r * dst_stride;
         struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += 128) {
-            const __m512 vs = _mm512_set1_ps(s[c0 / 128]), vi = _mm512_set1_ps(inv[c0 / 128]);
+        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
+            const __m512 vs = _mm512_set1_ps(s[c0 / REFIT_FP8_BLOCK]), vi = _mm512_set1_ps(inv[c0 / REFIT_FP8_BLOCK]);
             size_t end = rf_fp8_block_end(cols, c0);
             for (size_t c = c0; c < end; c += 16) {
                 rf_fp8_pf_step(&pf);

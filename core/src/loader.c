@@ -33,10 +33,19 @@ struct refit_loader {
 static pthread_mutex_t lt_lock = PTHREAD_MUTEX_INITIALIZER;
 static int lt_users;
 
+/* Paths are built in PATH_BUF bytes from a directory and a file name of at
+ * most NAME_MAX: directories longer than MAX_DIR are refused when added, so
+ * no path is ever cut short. */
+#define PATH_BUF 4096
+#define MAX_DIR (PATH_BUF - 256 - 2)
+
 static int add_dir(refit_loader_t *l, const char *d)
 {
     if (!d || !*d)
         return 0;
+    if (strlen(d) > MAX_DIR)
+        return refit_error_set(REFIT_ECONFIG, "plugin directory '%.64s...' is %zu bytes long; at most %d",
+                               d, strlen(d), MAX_DIR);
     for (size_t i = 0; i < l->n_dirs; i++)
         if (!strcmp(l->dirs[i], d))
             return 0;
@@ -64,8 +73,9 @@ static int add_build_tree(refit_loader_t *l)
     if (getenv("REFIT_NO_BUILD_TREE"))
         return 0;
     for (int k = 0; k < 3; k++) {
-        char kd[4096];
-        snprintf(kd, sizeof(kd), "%s/%s", REFIT_PLUGIN_BUILD_ROOT, kinds[k]);
+        char kd[PATH_BUF];
+        if (snprintf(kd, sizeof(kd), "%s/%s", REFIT_PLUGIN_BUILD_ROOT, kinds[k]) >= (int)sizeof(kd))
+            return 0; /* a build root this long holds no plugins we could name */
         DIR *d = opendir(kd);
         if (!d)
             continue;
@@ -130,10 +140,13 @@ int refit_loader_create(refit_config_t *cfg, refit_loader_t **out)
             /* Relative entries resolve against the config file's directory. */
             const char *file = refit_config_file(cfg);
             if (items[i][0] != '/' && file && strchr(file, '/')) {
-                char buf[4096];
+                char buf[PATH_BUF];
                 int dl = (int)(strrchr(file, '/') - file);
-                snprintf(buf, sizeof(buf), "%.*s/%s", dl, file, items[i]);
-                rc = add_dir(l, buf);
+                if (snprintf(buf, sizeof(buf), "%.*s/%s", dl, file, items[i]) >= (int)sizeof(buf))
+                    rc = refit_error_set(REFIT_ECONFIG, "%s: plugins.path entry '%.64s...' is too long", file,
+                                         items[i]);
+                else
+                    rc = add_dir(l, buf);
             } else {
                 rc = add_dir(l, items[i]);
             }
@@ -298,7 +311,7 @@ static int load_impl(refit_loader_t *l, uint32_t kind, const char *name,
     size_t sl = 0;
     int found_any = 0;
     for (size_t i = 0; i < l->n_dirs; i++) {
-        char path[4096];
+        char path[PATH_BUF]; /* dirs[i] is at most MAX_DIR bytes, fname 127 */
         snprintf(path, sizeof(path), "%s/%s", l->dirs[i], fname);
         if (access(path, F_OK) != 0)
             continue;
@@ -407,7 +420,7 @@ int refit_loader_scan(refit_loader_t *l, void (*fn)(void *arg, const struct refi
             char name[128];
             if (parse_fname(e->d_name, &kind, name, sizeof(name)))
                 continue;
-            char path[4096];
+            char path[PATH_BUF]; /* dirs[i] is at most MAX_DIR bytes, d_name 255 */
             snprintf(path, sizeof(path), "%s/%s", l->dirs[i], e->d_name);
             struct refit_plugin_report r = {.kind = kind, .name = name, .path = path};
             char why[512];

@@ -2,6 +2,7 @@
  * config itself (jansson, kept in the core so plugins never see JSON) and
  * the shapes and layer kinds the plugin derives from it. */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,19 @@ static int cfg_get_int_at(void *ctx, const char *key, size_t i, int64_t *out)
     return 0;
 }
 
+static int cfg_get_str_at(void *ctx, const char *key, size_t i, const char **out)
+{
+    json_t *v;
+    int rc = cfg_get(ctx, key, &v);
+    if (rc)
+        return rc;
+    json_t *it = json_is_array(v) ? json_array_get(v, i) : NULL;
+    if (!it || !json_is_string(it))
+        return refit_error_set(REFIT_EPROTO, "key '%s' item %zu is not a string", key, i);
+    *out = json_string_value(it);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Plugin choice */
 
@@ -111,8 +125,9 @@ static void collect_model(void *arg, const struct refit_plugin_report *r)
 static int ops_of(const struct refit_plugin *p, const struct refit_model_ops **out)
 {
     const struct refit_model_ops *ops = p->ops;
-    if (!ops || ops->size < sizeof(struct refit_model_ops) || !ops->claims || !ops->shape ||
-        !ops->layer_kind || !ops->table)
+    /* The first four operations are every plugin's; later ones are checked where used. */
+    size_t v1 = offsetof(struct refit_model_ops, table) + sizeof(ops->table);
+    if (!ops || ops->size < v1 || !ops->claims || !ops->shape || !ops->layer_kind || !ops->table)
         return refit_error_set(REFIT_EABI, "model plugin '%s': its ops table is incomplete", p->name);
     *out = ops;
     return 0;
@@ -389,6 +404,7 @@ static int model_init(refit_model_t *m, const char *plugin, const char *name)
     m->hfcfg.get_str = cfg_get_str;
     m->hfcfg.get_len = cfg_get_len;
     m->hfcfg.get_int_at = cfg_get_int_at;
+    m->hfcfg.get_str_at = cfg_get_str_at;
     const char *mt;
     int rc = cfg_get_str(m->json, "model_type", &mt);
     if (rc)
@@ -560,4 +576,23 @@ int refit_model_dim(const refit_model_t *m, const char *name, int64_t *out)
         }
     return refit_error_set(REFIT_ENOENT, "model plugin %s declares no dimension '%s'",
                            m ? m->plugin->name : "?", name ? name : "(null)");
+}
+
+int refit_model_example_config(refit_loader_t *l, const char *plugin, int64_t layers, int64_t vocab,
+                               char *buf, size_t cap)
+{
+    if (!l || !plugin || !buf || !cap)
+        return refit_error_set(REFIT_EINVAL, "refit_model_example_config: NULL argument");
+    const struct refit_plugin *p;
+    const struct refit_model_ops *ops;
+    int rc = refit_loader_load(l, REFIT_PLUGIN_MODEL, plugin, &p);
+    if (!rc)
+        rc = ops_of(p, &ops);
+    if (rc)
+        return rc;
+    if (ops->size < offsetof(struct refit_model_ops, example_config) + sizeof(ops->example_config) ||
+        !ops->example_config)
+        return refit_error_set(REFIT_ENOTSUP, "model plugin '%s' has no example config.json", plugin);
+    rc = ops->example_config(layers, vocab, buf, cap);
+    return rc ? refit_error_push(rc, "model plugin '%s': example config.json", plugin) : 0;
 }

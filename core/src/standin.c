@@ -75,8 +75,9 @@ int refit_standin_shard_load(const struct refit_model *m, const char *hf_dir, co
         if (lt->n_pieces) {
             const struct refit_st_tensor *src =
                 refit_hf_view_find(v, refit_layout_source(lay, lt->pieces[0].src)->name);
+            /* a native FP8 source reads as bf16 (refit_convert_tensor dequantizes it) */
             if (src)
-                dt = src->dtype;
+                dt = src->dtype == REFIT_DTYPE_F8_E4M3 ? REFIT_DTYPE_BF16 : src->dtype;
         }
         struct refit_standin_tensor *t = &out->t[i];
         t->name = strdup(lt->name);
@@ -106,24 +107,15 @@ int refit_standin_shard_load(const struct refit_model *m, const char *hf_dir, co
         const struct refit_layout_tensor *lt = refit_layout_at(lay, i);
         struct refit_standin_tensor *t = &out->t[i];
         t->data = (char *)out->arena + (uintptr_t)t->data;
-        size_t es = refit_dtype_size(t->dtype);
-        int64_t cols = lt->ndim >= 2 ? lt->shape[lt->ndim - 1] : 1;
-        for (size_t k = 0; k < lt->n_pieces; k++) {
-            const struct refit_layout_piece *pc = &lt->pieces[k];
-            const struct refit_st_tensor *src =
-                refit_hf_view_find(v, refit_layout_source(lay, pc->src)->name);
-            if (!src || src->dtype != t->dtype) {
-                rc = refit_error_set(REFIT_EPROTO, "trainer shard '%s': HF source '%s' %s", lt->name,
-                                     refit_layout_source(lay, pc->src)->name,
-                                     src ? "differs in dtype" : "is missing");
-                goto out;
-            }
-            int64_t scols = src->ndim >= 2 ? src->shape[1] : 1;
-            for (int64_t row = 0; row < pc->rows; row++)
-                memcpy((char *)t->data + (size_t)((pc->dst_row + row) * cols + pc->dst_col) * es,
-                       (const char *)src->data + (size_t)((pc->src_row + row) * scols + pc->src_col) * es,
-                       (size_t)pc->cols * es);
-        }
+        struct refit_converted cv;
+        rc = refit_convert_tensor(v, lay, i, NULL, &cv);
+        if (!rc && (cv.dtype != t->dtype || cv.nbytes != t->nbytes))
+            rc = refit_error_set(REFIT_EPROTO, "trainer shard '%s': its HF sources differ in dtype", lt->name);
+        if (!rc)
+            memcpy(t->data, cv.data, t->nbytes);
+        refit_converted_fini(&cv);
+        if (rc)
+            goto out;
     }
 out:
     refit_layout_destroy(lay);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include "../check_run.h"
 
 /* Run a shell command, capture stdout+stderr, return the exit status. */
@@ -23,6 +24,30 @@ static int run(const char *cmd, char *out, size_t cap)
 static char out[1 << 16];
 
 #define ck_has(want) ck_assert_msg(strstr(out, (want)) != NULL, "output lacks '%s':\n%s", (want), out)
+
+/* A file of its own under $TMPDIR (a fresh directory per test, so runs side
+ * by side, the sanitizer build's among them, never share one); path gets
+ * <dir>/<name> and the file holds text.  tmp_done removes both. */
+static void tmp_file(char *path, size_t cap, const char *name, const char *text)
+{
+    const char *t = getenv("TMPDIR");
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/refit-cli-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_lt(snprintf(path, cap, "%s/%s", dir, name), (int)cap);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void tmp_done(char *path)
+{
+    remove(path);
+    char *slash = strrchr(path, '/');
+    *slash = 0;
+    rmdir(path);
+}
 
 START_TEST(help_lists_commands)
 {
@@ -59,48 +84,77 @@ END_TEST
 
 START_TEST(config_check_errors_name_the_place)
 {
-    FILE *f = fopen("/tmp/refit-cli-bad.yaml", "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("store:\n  plugin: file\nrefit:\n  flush_evry: 3\n", f);
-    fclose(f);
-    ck_assert_int_eq(run(REFIT_BIN " config check /tmp/refit-cli-bad.yaml", out, sizeof(out)), 1);
-    ck_has("/tmp/refit-cli-bad.yaml:4:3: key 'refit.flush_evry': unknown key; did you mean "
-           "'refit.flush_every'?");
+    char path[1200], cmd[2048], want[2048];
+    tmp_file(path, sizeof(path), "bad.yaml", "store:\n  plugin: file\nrefit:\n  flush_evry: 3\n");
+    snprintf(cmd, sizeof(cmd), REFIT_BIN " config check '%s'", path);
+    ck_assert_int_eq(run(cmd, out, sizeof(out)), 1);
+    snprintf(want, sizeof(want), "%s:4:3: key 'refit.flush_evry': unknown key; did you mean "
+             "'refit.flush_every'?", path);
+    ck_has(want);
     ck_assert_int_eq(run(REFIT_BIN " config check /nonexistent.yaml", out, sizeof(out)), 1);
     ck_has("/nonexistent.yaml: No such file or directory");
     ck_assert_int_eq(run(REFIT_BIN " config check", out, sizeof(out)), 2);
     ck_has("usage: refit config check FILE");
     ck_assert_int_eq(run(REFIT_BIN " config frobnicate", out, sizeof(out)), 2);
     ck_has("unknown subcommand 'frobnicate'");
-    remove("/tmp/refit-cli-bad.yaml");
+    tmp_done(path);
 }
 END_TEST
 
 START_TEST(config_check_overrides_and_origins)
 {
     /* A config that names only the test plugin directory's good plugin. */
-    FILE *f = fopen("/tmp/refit-cli-good.yaml", "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("transport:\n  plugin: good\n  good:\n    depth: 5\nstore:\n  plugin: auto\n"
-          "model:\n  plugin: auto\n",
-          f);
-    fclose(f);
+    char path[1200], cmd[2048], want[2048];
+    tmp_file(path, sizeof(path), "good.yaml",
+             "transport:\n  plugin: good\n  good:\n    depth: 5\nstore:\n  plugin: auto\n"
+             "model:\n  plugin: auto\n");
     const char *env = "REFIT_NO_BUILD_TREE=1 REFIT_PLUGIN_PATH=" TEST_PLUGIN_DIR " REFIT_REFIT_FLUSH_EVERY=7 ";
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "%s%s config check /tmp/refit-cli-good.yaml --set refit.mode=push", env,
-             REFIT_BIN);
+    snprintf(cmd, sizeof(cmd), "%s%s config check '%s' --set refit.mode=push", env, REFIT_BIN, path);
     ck_assert_int_eq(run(cmd, out, sizeof(out)), 0);
-    ck_has("# /tmp/refit-cli-good.yaml: valid");
-    ck_has("transport.good.depth: \"5\"  # /tmp/refit-cli-good.yaml:4:12");
+    snprintf(want, sizeof(want), "# %s: valid", path);
+    ck_has(want);
+    snprintf(want, sizeof(want), "transport.good.depth: \"5\"  # %s:4:12", path);
+    ck_has(want);
     ck_has("refit.flush_every: \"7\"  # env REFIT_REFIT_FLUSH_EVERY");
     ck_has("refit.mode: \"push\"  # --set");
     ck_has("refit.verify: \"full\"  # default");
     /* A bad value in the plugin's own section is caught with its place. */
-    snprintf(cmd, sizeof(cmd), "%s%s config check /tmp/refit-cli-good.yaml --set transport.good.depth=99",
-             env, REFIT_BIN);
+    snprintf(cmd, sizeof(cmd), "%s%s config check '%s' --set transport.good.depth=99", env, REFIT_BIN, path);
     ck_assert_int_eq(run(cmd, out, sizeof(out)), 1);
     ck_has("--set: key 'transport.good.depth': 99 is outside [1, 10]");
-    remove("/tmp/refit-cli-good.yaml");
+    tmp_done(path);
+}
+END_TEST
+
+/* Options come from one table per command (tools/refit/cli_opts.h): the
+ * help lists each with its range, choices and default, and a value outside
+ * them is refused naming the option before anything runs. */
+START_TEST(option_tables_parse_check_and_help)
+{
+    ck_assert_int_eq(run(REFIT_BIN " pull --help", out, sizeof(out)), 0);
+    ck_has("usage: refit pull [options]");
+    ck_has("--tp N");
+    ck_has("[1, 65536]");
+    ck_has("--device WHERE");
+    ck_has("(host|cuda); default host");
+    ck_has("--config, -c FILE");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp 0 --rank 0", out, sizeof(out)), 2);
+    ck_has("--tp '0': expected an integer in [1, 65536]");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp=2 --rank=2", out, sizeof(out)), 2);
+    ck_has("--rank 2 is not below --tp 2");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp 2 --rank 0 --device gpu", out, sizeof(out)), 2);
+    ck_has("--device 'gpu': expected host|cuda");
+    ck_assert_int_eq(run(REFIT_BIN " pull --tp", out, sizeof(out)), 2);
+    ck_has("--tp needs a value");
+    ck_assert_int_eq(run(REFIT_BIN " store show", out, sizeof(out)), 2);
+    ck_has("usage: refit store show KEY");
+    ck_has("needs KEY");
+    ck_assert_int_eq(run(REFIT_BIN " store watch --count -3", out, sizeof(out)), 2);
+    ck_has("--count '-3': expected an integer in [1, 2147483647]");
+    ck_assert_int_eq(run(REFIT_BIN " doctor --sysfs", out, sizeof(out)), 2);
+    ck_has("--sysfs needs a value");
+    ck_assert_int_eq(run(REFIT_BIN " plugins extra", out, sizeof(out)), 2);
+    ck_has("unexpected argument 'extra'");
 }
 END_TEST
 
@@ -114,6 +168,7 @@ int main(void)
     tcase_add_test(tc, plugins_lists_and_rejects);
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);
+    tcase_add_test(tc, option_tables_parse_check_and_help);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

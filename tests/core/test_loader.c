@@ -155,6 +155,24 @@ START_TEST(scan_reports_found_and_rejected)
 }
 END_TEST
 
+/* A search directory too long to join with a file name is refused with
+ * its length, never cut short into another path. */
+START_TEST(overlong_plugin_dir_is_refused)
+{
+    char *dir = malloc(4000);
+    ck_assert_ptr_nonnull(dir);
+    memset(dir, 'd', 3999);
+    dir[0] = '/';
+    dir[3999] = 0;
+    setenv("REFIT_PLUGIN_PATH", dir, 1);
+    refit_loader_t *l2 = NULL;
+    ck_assert_int_eq(refit_loader_create(cfg, &l2), REFIT_ECONFIG);
+    ck_assert_ptr_null(l2);
+    ck_assert_msg_has("3999 bytes long");
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader");
@@ -170,6 +188,7 @@ int main(void)
     tcase_add_test(tc, missing_optional_plugin_is_quiet);
     tcase_add_test(tc, bad_names_are_refused);
     tcase_add_test(tc, scan_reports_found_and_rejected);
+    tcase_add_test(tc, overlong_plugin_dir_is_refused);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -108,7 +108,8 @@ static char dir[256], ckpt[300], cfg_path[300];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/refit-devmem-XXXXXX");
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/refit-devmem-XXXXXX", t && *t ? t : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(ckpt, sizeof(ckpt), "%s/ckpt", dir);
     char cmd[1024];

@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "engine/push_work.h"
+#include "engine/delta_eng.h"
 #include "engine/replica.h"
 #include "engine/sums.h"
 #include "refit/catalog.h"
@@ -803,6 +804,99 @@ START_TEST(fuzz_sums)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Delta records (delta_eng.h), against the catalog of the checksum blobs */
+
+static const char *const delta_names[] = {"schema", "version", "base", "catalog", "base_sums", "rkey", "data_len",
+                                          "index"};
+
+static uint64_t delta_chunks(void)
+{
+    uint64_t n = 0;
+    for (size_t t = 0; t < sums_cat->n_tensors; t++)
+        n += (sums_cat->tensors[t].shape[0] + 15) / 16;
+    return n;
+}
+
+static void delta_field(struct gen *g, void *arg, int i)
+{
+    uint32_t *len = arg;
+    uint64_t n = delta_chunks(), sum = 0;
+    for (uint64_t k = 0; k < n; k++)
+        sum += len[k] == RF_DELTA_ABSENT ? 0 : len[k];
+    switch (i) {
+    case 0: u64(g, 1); break;
+    case 1: u64(g, 5); break;
+    case 2: u64(g, 4); break;
+    case 3: bin(g, sums_hash.b, 16); break;
+    case 4: u64(g, rnd()); break;
+    case 5: bin(g, "key", 3); break;
+    case 6: u64(g, sum); break;
+    default: {
+        uint8_t b[4096];
+        uint64_t m = chance(95) ? n : n + 1 - 2 * (rnd() % 2);
+        for (uint64_t k = 0; k < m && k < n + 1; k++)
+            for (int j = 0; j < 4; j++)
+                b[k * 4 + (uint64_t)j] = (uint8_t)(len[k < n ? k : 0] >> (8 * j));
+        if (chance(2))
+            wrong(g, 0);
+        else
+            msgpack_pack_bin_with_body(&g->pk, b, (size_t)(m * 4 - (chance(2) ? 1 : 0)));
+    }
+    }
+}
+
+static void build_delta(struct gen *g)
+{
+    uint32_t len[1024];
+    uint64_t n = delta_chunks();
+    for (uint64_t k = 0; k < n; k++)
+        len[k] = chance(50) ? 0 : chance(90) ? (uint32_t)(rnd() % 600) : chance(50) ? RF_DELTA_ABSENT : (uint32_t)edge();
+    fields(g, delta_names, 8, delta_field, len);
+}
+
+static int decode_delta(const void *buf, size_t len)
+{
+    struct rf_delta_rec *r = NULL;
+    int rc = rf_delta_rec_decode(buf, len, "versions/5/delta/fuzz", sums_cat, &r);
+    if (!rc) {
+        ck_assert_uint_eq(r->n_index, delta_chunks());
+        ck_assert(r->base < r->version);
+        for (size_t k = 0; k < r->n_index; k++)
+            if (r->len[k] != RF_DELTA_ABSENT) {
+                ck_assert_uint_le(r->len[k], 2048 + 4);
+                ck_assert_uint_le(r->off[k] + r->len[k], r->data_len);
+            }
+        rf_delta_rec_free(r);
+    }
+    return rc;
+}
+
+START_TEST(fuzz_delta_records)
+{
+    ck_assert_int_eq(refit_catalog_create(&sums_cat), 0);
+    uint32_t reg;
+    ck_assert_int_eq(refit_catalog_add_region(sums_cat, 1 << 22, &reg), 0);
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "w%d", i);
+        uint64_t rows = 1 + (uint64_t)i * 37, cols = 64;
+        struct refit_cat_tensor t = {.name = name, .dtype = REFIT_DTYPE_BF16, .role = REFIT_CAT_ROLE_REPLICATED,
+                                     .ndim = 2, .shape = {rows, cols}, .global_shape = {rows, cols}, .shard_axis = -1,
+                                     .expert = -1, .region = reg, .offset = (uint64_t)i * 65536,
+                                     .nbytes = rows * cols * 2, .chunk_rows = 16};
+        ck_assert_int_eq(refit_catalog_add(sums_cat, &t), 0);
+    }
+    void *enc;
+    size_t len;
+    ck_assert_int_eq(refit_catalog_encode(sums_cat, &enc, &len), 0);
+    refit_hash128_of(enc, len, &sums_hash);
+    free(enc);
+    run("delta records", build_delta, decode_delta);
+    refit_catalog_destroy(sums_cat);
+}
+END_TEST
+
 int main(void)
 {
     const char *v = getenv("REFIT_FUZZ_SEED");
@@ -825,6 +919,7 @@ int main(void)
     tcase_add_test(tc, fuzz_acks);
     tcase_add_test(tc, fuzz_heartbeats);
     tcase_add_test(tc, fuzz_sums);
+    tcase_add_test(tc, fuzz_delta_records);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -105,7 +105,8 @@ static void ib_dev(const char *name, const char *pci_path, const char *netdev, i
 
 static void build_tree(void)
 {
-    snprintf(root, sizeof(root), "/tmp/refit-sysfs-XXXXXX");
+    const char *t = getenv("TMPDIR");
+    snprintf(root, sizeof(root), "%s/refit-sysfs-XXXXXX", t && *t ? t : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(root));
     put("devices/system/node/node0/cpulist", "0-3");
     put("devices/system/node/node1/cpulist", "4-7");

@@ -43,12 +43,14 @@ static const struct mla_cfg MLA_GLM5 __attribute__((unused)) = {
      [Y_VH] = 32, [Y_I] = 160, [Y_IM] = 48, [Y_NS] = 1, [Y_E] = 4, [Y_IH] = 4, [Y_ID] = 32},
     1, "dss", true, false};
 /* On the 128 grid at tp 2 (vLLM block-FP8): q_b 2 heads * 192 rows per
- * rank, kv_b 2 * 256, o_proj 256 columns, Im 128; kv_a_proj_with_mqa has
- * 192 rows (an edge block). */
+ * rank, kv_b 2 * 256, o_proj 256 columns, the dense MLP's and the shared
+ * expert's 128 rows, the routed experts' Im / tp = 128 (Im 256);
+ * kv_a_proj_with_mqa has 192 rows (an edge block, the last part of
+ * fused_qkv_a_proj). */
 static const struct mla_cfg MLA_DS_GRID __attribute__((unused)) = {
     "deepseek_v3", 2, 1,
     {[Y_K] = 256, [Y_V] = 320, [Y_H] = 4, [Y_QR] = 128, [Y_KR] = 128, [Y_NOPE] = 128, [Y_ROPE] = 64,
-     [Y_VH] = 128, [Y_I] = 256, [Y_IM] = 128, [Y_NS] = 1, [Y_E] = 4},
+     [Y_VH] = 128, [Y_I] = 256, [Y_IM] = 256, [Y_NS] = 1, [Y_E] = 4},
     1, NULL, false, true};
 
 /* config.json as the models publish it (the fields refit reads). */

@@ -173,6 +173,37 @@ START_TEST(test_megatron_ranks)
 }
 END_TEST
 
+/* Pipeline parallelism 2 with TP and EP (uneven stages where the layer
+ * count is odd): shards convert back to the checkpoint's bytes. */
+static const struct {
+    const struct mla_cfg *cfg;
+    int tp, ep;
+    int split[2];
+} pp_cases[] = {{&MLA_DS, 2, 2, {1, 2}}, {&MLA_DS_NOQ, 2, 4, {2, 2}}, {&MLA_GLM5, 2, 2, {2, 1}}};
+
+START_TEST(test_megatron_pp2)
+{
+    const struct mla_cfg *c = pp_cases[_i].cfg;
+    struct ck k;
+    ck_open(&k, c, false, "ck");
+    char sh[4200], a[4200], b[4200];
+    snprintf(sh, sizeof(sh), "%s/pp", tmp);
+    struct refit_shard_opts so = {.tp = pp_cases[_i].tp, .ep = pp_cases[_i].ep, .pp = 2,
+                                  .chunk_layers = pp_cases[_i].split};
+    ck_assert_msg(refit_shard_write_ex(k.m, k.v, &so, NULL, sh) == 0, "%s", refit_error_message());
+    refit_hf_view_t *mv;
+    ck_assert_msg(refit_hf_view_open_shards(k.m, sh, NULL, &mv) == 0, "%s", refit_error_message());
+    snprintf(a, sizeof(a), "%s/direct.safetensors", tmp);
+    snprintf(b, sizeof(b), "%s/via.safetensors", tmp);
+    struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
+    conv(&k, &o, a);
+    ck_assert_msg(refit_convert_write(k.m, mv, &o, b) == 0, "%s", refit_error_message());
+    t_assert_same_files(a, b);
+    refit_hf_view_close(mv);
+    ck_close(&k);
+}
+END_TEST
+
 /* Every vLLM rank against the vLLM table. */
 static const struct {
     const struct mla_cfg *cfg;
@@ -197,6 +228,82 @@ START_TEST(test_vllm_ranks)
         mla_dst_rank(c, k.st, &ir, cmp_one, &cm);
         cmp_done(&cm);
     }
+    ck_close(&k);
+}
+END_TEST
+
+/* Every SGLang rank against the SGLang table (vLLM's parameters but for
+ * fused_qkv_a_proj_with_mqa). */
+START_TEST(test_sglang_ranks)
+{
+    const struct mla_cfg *c = vllm_cases[_i].cfg;
+    int tp = vllm_cases[_i].tp, ep = vllm_cases[_i].ep;
+    struct ck k;
+    ck_open(&k, c, false, "ck");
+    for (int r = 0; r < tp; r++) {
+        char p[4200];
+        snprintf(p, sizeof(p), "%s/s%d.safetensors", tmp, r);
+        struct refit_convert_opts o = opts(REFIT_TARGET_HF, tp, r, ep);
+        o.target_name = "sglang";
+        conv(&k, &o, p);
+        struct cmp cm = {.what = p};
+        ck_assert_int_eq(refit_st_open(p, &cm.f), 0);
+        struct mla_irank ir = {T_SGLANG, tp, r, ep};
+        mla_dst_rank(c, k.st, &ir, cmp_one, &cm);
+        cmp_done(&cm);
+    }
+    ck_close(&k);
+}
+END_TEST
+
+/* transformers >= 5: the checkpoint's names, the routed experts of each MoE
+ * layer in the two stacks of the table. */
+START_TEST(test_transformers)
+{
+    const struct mla_cfg *c = cfgs[_i];
+    struct ck k;
+    ck_open(&k, c, false, "ck");
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/tf.safetensors", tmp);
+    struct refit_convert_opts o = opts(REFIT_TARGET_HF, 1, 0, 0);
+    o.target_name = "transformers";
+    conv(&k, &o, p);
+    struct cmp cm = {.what = p};
+    ck_assert_int_eq(refit_st_open(p, &cm.f), 0);
+    struct mla_irank ir = {T_TF5, 1, 0, 0};
+    mla_dst_rank(c, k.st, &ir, cmp_one, &cm);
+    size_t stacks = cm.seen, plain = 0;
+    /* every other tensor: the checkpoint's, routed experts and MTP aside */
+    for (size_t i = 0; i < refit_st_checkpoint_count(k.st); i++) {
+        const struct refit_st_tensor *t = refit_st_checkpoint_at(k.st, i);
+        long l = -1;
+        sscanf(t->name, "model.layers.%ld.", &l);
+        if (strstr(t->name, ".mlp.experts.") || l >= c->layers)
+            continue;
+        t_assert_bytes(refit_st_find(cm.f, t->name), t->data, t->nbytes, t->name);
+        plain++;
+    }
+    ck_assert_uint_gt(stacks, 0);
+    ck_assert_uint_eq(refit_st_count(cm.f), stacks + plain);
+    refit_st_close(cm.f);
+    ck_close(&k);
+}
+END_TEST
+
+/* A TP that would cut an MLA head is refused, on both sides: 6 heads over 4
+ * ranks (q_proj's 144 rows divide by 4, its heads do not). */
+START_TEST(test_heads_not_split)
+{
+    struct ck k;
+    ck_open(&k, &MLA_DS_NOQ, false, "ck");
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/x.safetensors", tmp);
+    struct refit_convert_opts o = opts(REFIT_TARGET_VLLM, 4, 0, 0);
+    ck_assert_int_eq(refit_convert_write(k.m, k.v, &o, p), REFIT_EINVAL);
+    ck_assert_msg(strstr(refit_error_message(), "q_proj") || strstr(refit_error_message(), "kv_b_proj"), "%s",
+                  refit_error_message());
+    snprintf(p, sizeof(p), "%s/sh", tmp);
+    ck_assert_int_eq(refit_shard_write(k.m, k.v, 4, 1, NULL, p), REFIT_EINVAL);
     ck_close(&k);
 }
 END_TEST
@@ -373,6 +480,10 @@ int main(void)
     tcase_add_loop_test(tc, test_hf_target, 0, sizeof(cfgs) / sizeof(cfgs[0]));
     tcase_add_loop_test(tc, test_megatron_ranks, 0, sizeof(shard_cases) / sizeof(shard_cases[0]));
     tcase_add_loop_test(tc, test_vllm_ranks, 0, sizeof(vllm_cases) / sizeof(vllm_cases[0]));
+    tcase_add_loop_test(tc, test_megatron_pp2, 0, sizeof(pp_cases) / sizeof(pp_cases[0]));
+    tcase_add_loop_test(tc, test_sglang_ranks, 0, sizeof(vllm_cases) / sizeof(vllm_cases[0]));
+    tcase_add_loop_test(tc, test_transformers, 0, sizeof(cfgs) / sizeof(cfgs[0]));
+    tcase_add_test(tc, test_heads_not_split);
     tcase_add_loop_test(tc, test_vllm_fp8, 0, 2);
     tcase_add_test(tc, test_native_fp8);
     suite_add_tcase(s, tc);

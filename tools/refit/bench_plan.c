@@ -21,11 +21,13 @@ static const char *QWEN3_235B =
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: refit bench plan [--hf-config FILE] [--src tp=N,ep=M] [--dst tp=N[,ep=N]] [--rank R]\n"
+    fprintf(f, "usage: refit bench plan [--hf-config FILE | --model YAML] [--src tp=N,ep=M] [--dst tp=N[,ep=N]]\n"
+               "                        [--rank R]\n"
                "                        [--iters K]\n"
                "Plans inference rank R (default 0) of the destination layout from trainer ranks at\n"
                "tp N, ep M (ranks max(N, M), tp rank r mod N, ep rank r mod M), for a model given by\n"
-               "its config.json (default: Qwen3-235B-A22B, TP4 EP8 -> TP8).  Prints the plan's size,\n"
+               "its config.json or a model YAML (configs/models/kimi-k2.yaml; default: Qwen3-235B-A22B,\n"
+               "TP4 EP8 -> TP8).  Prints the plan's size,\n"
                "the time (median of K) and the peak memory growth.  Target: <= 200 ms, <= 256 MiB.\n");
     return f == stdout ? 0 : 2;
 }
@@ -45,7 +47,7 @@ static int cmp_double(const void *a, const void *b)
 
 int bench_plan(int argc, char **argv)
 {
-    const char *hfcfg = NULL;
+    const char *hfcfg = NULL, *model_yaml = NULL;
     int stp = 4, sep = 8, dtp = 8, dep = 1, rank = 0, iters = 3, rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -55,6 +57,8 @@ int bench_plan(int argc, char **argv)
             rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
         else if (!strcmp(o, "--hf-config"))
             hfcfg = v;
+        else if (!strcmp(o, "--model"))
+            model_yaml = v;
         else if (!strcmp(o, "--src"))
             rc = cli_layout(o, v, &stp, &sep);
         else if (!strcmp(o, "--dst"))
@@ -74,7 +78,7 @@ int bench_plan(int argc, char **argv)
     if (!mkdtemp(dir))
         return cli_fail("bench plan", refit_error_set(REFIT_EIO, "mkdtemp failed"));
     char path[256], o_cfg[300], o_dir[300];
-    if (!hfcfg) {
+    if (!hfcfg && !model_yaml) {
         snprintf(path, sizeof(path), "%s/config.json", dir);
         FILE *f = fopen(path, "w");
         if (f) {
@@ -83,15 +87,19 @@ int bench_plan(int argc, char **argv)
         }
         hfcfg = path;
     }
-    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg);
+    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg ? hfcfg : "");
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
-    const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                         "model.target=vllm"};
+    /* a model YAML is the configuration file (its model section), the rest overrides */
+    const char *ovr_all[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
+                             "model.target=vllm"};
+    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm"};
+    const char *const *ovr = model_yaml ? ovr_yaml : ovr_all;
+    size_t n_ovr = model_yaml ? sizeof(ovr_yaml) / sizeof(ovr_yaml[0]) : sizeof(ovr_all) / sizeof(ovr_all[0]);
     long rss0 = max_rss_kib();
     refit_context_t *ctx = NULL;
     refit_receiver_t *rcv = NULL;
     struct refit_target tg = {.tp_rank = rank, .tp_size = dtp, .ep_size = dep};
-    rc = refit_context_create(NULL, ovr, sizeof(ovr) / sizeof(ovr[0]), &ctx);
+    rc = refit_context_create(model_yaml, ovr, n_ovr, &ctx);
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, "bench-plan", &rcv);
     int nsrc = stp > sep ? stp : sep;
@@ -111,7 +119,7 @@ int bench_plan(int argc, char **argv)
     if (!rc) {
         qsort(times, (size_t)iters, sizeof(double), cmp_double);
         double med = times[iters / 2];
-        printf("plan: %s, trainer tp %d ep %d (%d ranks) -> vLLM rank %d of tp %d%s\n", hfcfg == path ? "Qwen3-235B-A22B"
+        printf("plan: %s, trainer tp %d ep %d (%d ranks) -> vLLM rank %d of tp %d%s\n", model_yaml ? model_yaml : hfcfg == path ? "Qwen3-235B-A22B"
                : hfcfg, stp, sep, nsrc, rank, dtp, dep > 1 ? " (ep = tp)" : "");
         printf("  %llu pieces -> %llu descriptors, %llu scatters, %llu checksum runs\n",
                (unsigned long long)info.pieces, (unsigned long long)info.descriptors,

@@ -5,15 +5,47 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/status.h"
+
+struct config_opts {
+    const char *config;
+    struct cli_list set;
+};
+
+static const struct cli_opt check_table[] = {
+    {"--set", NULL, CLI_LIST, "KEY=VALUE", 0, 0, NULL, NULL, CLI_AT(struct config_opts, set),
+     "override a configuration key (repeatable; after REFIT_<SECTION>_<KEY>)"},
+    {"--log", NULL, CLI_LOG, "LEVEL", 0, 0, "debug|info|warn|error", NULL, 0, "log level (REFIT_LOG too)"},
+};
+
+static const struct cli_spec check_spec = {
+    .cmd = "config check",
+    .args = "FILE",
+    .min_pos = 1,
+    .max_pos = 1,
+    .about = "Validates a cluster file (unknown keys, types, ranges, plugin sections) and prints\n"
+             "the effective configuration after REFIT_<SECTION>_<KEY> and --set overrides.\n",
+    .opts = check_table,
+    .n_opts = CLI_N(check_table),
+};
+
+static const struct cli_opt keys_table[] = {
+    CLI_COMMON(struct config_opts, config, set),
+};
+
+static const struct cli_spec keys_spec = {
+    .cmd = "config keys",
+    .about = "Lists every key (core and every plugin found): type, default, range, meaning.\n",
+    .opts = keys_table,
+    .n_opts = CLI_N(keys_table),
+};
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: refit config check FILE [--set key=value]...\n"
-               "       refit config keys [--config FILE]\n"
-               "Validates a cluster file (unknown keys, types, ranges, plugin sections) and prints\n"
-               "the effective configuration after REFIT_<SECTION>_<KEY> and --set overrides.\n"
-               "`keys` lists every key (core and every plugin found): type, default, range, doc.\n");
+    cli_opts_help(&check_spec, f);
+    fputc('\n', f);
+    cli_opts_help(&keys_spec, f);
     return f == stdout ? 0 : 2;
 }
 
@@ -74,8 +106,15 @@ static int print_key(void *arg, const char *section, const struct refit_cfg_fiel
 
 static int config_keys(int argc, char **argv)
 {
+    const char *sets[64];
+    struct config_opts o = {.set = {.v = sets, .max = 64}};
+    int rc = cli_opts_parse(&keys_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("config keys", rc);
     struct cli_common c;
-    int rc = cli_config_open(&c, NULL, argc, argv);
+    rc = cli_config_from(&c, o.config, &o.set);
     if (!rc)
         rc = refit_loader_scan(c.loader, ignore_report, NULL);
     if (rc) {
@@ -89,38 +128,18 @@ static int config_keys(int argc, char **argv)
     return 0;
 }
 
-int cmd_config(int argc, char **argv)
+static int config_check(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
-        return usage(argc < 2 ? stderr : stdout);
-    if (!strcmp(argv[1], "keys"))
-        return config_keys(argc - 1, argv + 1);
-    if (strcmp(argv[1], "check")) {
-        fprintf(stderr, "refit config: unknown subcommand '%s'\n", argv[1]);
-        return usage(stderr);
-    }
-    const char *file = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--log")) {
-            i++;
-            continue;
-        }
-        if (argv[i][0] == '-') {
-            fprintf(stderr, "refit config check: unknown option '%s'\n", argv[i]);
-            return 2;
-        }
-        if (file) {
-            fprintf(stderr, "refit config check: one file at a time ('%s' and '%s')\n", file, argv[i]);
-            return 2;
-        }
-        file = argv[i];
-    }
-    if (!file)
-        return usage(stderr);
+    const char *sets[64], *file = NULL;
+    struct config_opts o = {.set = {.v = sets, .max = 64}};
+    int n_pos = 0;
+    int rc = cli_opts_parse(&check_spec, argc, argv, &o, &file, &n_pos);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("config check", rc);
     struct cli_common c;
-    int rc = cli_config_open(&c, file, argc - 1, argv + 1);
+    rc = cli_config_from(&c, file, &o.set);
     if (!rc)
         rc = load_configured(&c, REFIT_PLUGIN_STORE, "store.plugin");
     if (!rc)
@@ -140,4 +159,16 @@ int cmd_config(int argc, char **argv)
     refit_config_dump(c.cfg, stdout);
     cli_common_close(&c);
     return 0;
+}
+
+int cmd_config(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+        return usage(argc < 2 ? stderr : stdout);
+    if (!strcmp(argv[1], "keys"))
+        return config_keys(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "check"))
+        return config_check(argc - 1, argv + 1);
+    fprintf(stderr, "refit config: unknown subcommand '%s'\n", argv[1]);
+    return usage(stderr);
 }

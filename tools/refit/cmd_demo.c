@@ -31,7 +31,7 @@ extern char **environ;
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: refit demo [--model qwen3|qwen3_moe|glm] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
+            "usage: refit demo [--model qwen3|qwen3_moe|glm|deepseek_v3|glm5] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
             "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
             "                  [--transport tcp|ucx|ofi|cuda_ipc] [--store file|redis] [--mode pull|push]\n"
             "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
@@ -41,7 +41,8 @@ static int usage(FILE *f)
             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
             "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
             "and prints a per-cycle table.  Without --hf it makes a deterministic checkpoint:\n"
-            "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE- and GLM-4.5-shaped ones otherwise\n"
+            "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE-, GLM-4.5-, DeepSeek-V3- (MLA with q LoRA)\n"
+            "and GLM-5-shaped (MLA plus the sparse-attention indexer) ones otherwise\n"
             "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
             "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n"
             "--device cuda keeps the trainers' tensors and the engines' destinations in GPU memory\n"
@@ -104,38 +105,6 @@ static int config_from_yaml(const struct demo *d, char *buf, size_t n)
     return 0;
 }
 
-static const char *config_json(const struct demo *d, char *buf, size_t n)
-{
-    if (!strcmp(d->model, "qwen3"))
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
-                 "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-                 "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
-                 "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
-                 "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 28, d->vocab ? d->vocab : 151936);
-    else if (!strcmp(d->model, "qwen3_moe"))
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", "
-                 "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-                 "\"num_key_value_heads\": 2, \"head_dim\": 128, \"intermediate_size\": 3072, "
-                 "\"moe_intermediate_size\": 384, \"num_experts\": 16, \"num_experts_per_tok\": 4, "
-                 "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": %d, "
-                 "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 6, d->vocab ? d->vocab : 32000);
-    else
-        snprintf(buf, n,
-                 "{\"architectures\": [\"Glm4MoeForCausalLM\"], \"model_type\": \"glm4_moe\", "
-                 "\"num_hidden_layers\": %d, \"num_nextn_predict_layers\": 1, \"hidden_size\": 1024, "
-                 "\"num_attention_heads\": 16, \"num_key_value_heads\": 4, \"head_dim\": 128, "
-                 "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
-                 "\"num_experts_per_tok\": 4, \"n_shared_experts\": 1, \"first_k_dense_replace\": 1, "
-                 "\"vocab_size\": %d, \"tie_word_embeddings\": false, \"attention_bias\": true, "
-                 "\"use_qk_norm\": false, \"torch_dtype\": \"bfloat16\"}\n",
-                 d->layers ? d->layers : 6, d->vocab ? d->vocab : 32000);
-    return buf;
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
     uint64_t x = *s;
@@ -155,11 +124,22 @@ static int write_text(const char *path, const char *text)
     return fclose(f) ? refit_error_set(REFIT_EIO, "%s: %s", path, strerror(errno)) : 0;
 }
 
+static const char *demo_model_label(const char *model)
+{
+    static const char *const names[][2] = {{"qwen3", "Qwen3-0.6B"},     {"glm", "GLM-4.5"},
+                                           {"qwen3_moe", "Qwen3-MoE"},  {"deepseek_v3", "DeepSeek-V3"},
+                                           {"glm5", "GLM-5"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(model, names[i][0]))
+            return names[i][1];
+    return model;
+}
+
 /* Every HF tensor of the model (the hf layout at tp 1 names them all),
  * filled with a fixed pseudo-random sequence: small weights, norms near 1. */
 static int make_checkpoint(struct demo *d, refit_loader_t *loader)
 {
-    char cfg[2048], path[700];
+    char cfg[4096], path[700];
     if (d->make_only)
         snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->dir);
     else
@@ -171,8 +151,8 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
     int rc = 0;
     if (ml > 5 && !strcmp(d->model + ml - 5, ".yaml"))
         rc = config_from_yaml(d, cfg, sizeof(cfg));
-    else
-        config_json(d, cfg, sizeof(cfg));
+    else /* the family's example, from its model plugin */
+        rc = refit_model_example_config(loader, d->model, d->layers, d->vocab, cfg, sizeof(cfg));
     if (!rc)
         rc = write_text(path, cfg);
     refit_model_t *m = NULL;
@@ -221,8 +201,7 @@ static int make_checkpoint(struct demo *d, refit_loader_t *loader)
         rc = refit_st_writer_write(w, path);
     if (!rc)
         printf("checkpoint: %s-shaped, %zu tensors, %.3f GB bf16, in %s\n",
-               !strcmp(d->model, "qwen3") ? "Qwen3-0.6B" : !strcmp(d->model, "glm") ? "GLM-4.5"
-                                                 : !strcmp(d->model, "qwen3_moe") ? "Qwen3-MoE" : d->model,
+               demo_model_label(d->model),
                refit_layout_count(lay), (double)total / 1e9, d->ckpt);
     refit_st_writer_destroy(w);
     refit_layout_destroy(lay);
@@ -286,7 +265,7 @@ static int expected_for(struct demo *d, refit_loader_t *loader, int version, int
     int rc = 0;
     /* Version V's checkpoint: the stand-in's change applied to every tensor. */
     if (access(path, F_OK) != 0) {
-        char cfg[2048];
+        char cfg[4096];
         FILE *f = fopen(src, "r");
         size_t n = f ? fread(cfg, 1, sizeof(cfg) - 1, f) : 0;
         if (f)
@@ -463,8 +442,9 @@ int demo_parse(struct demo *d, int argc, char **argv)
     }
     size_t ml = strlen(d->model);
     if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm") &&
-        !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
-        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm or a model YAML", d->model);
+        strcmp(d->model, "deepseek_v3") && strcmp(d->model, "glm5") && !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
+        return refit_error_set(REFIT_EINVAL, "--model '%s': qwen3, qwen3_moe, glm, deepseek_v3, glm5 or a model YAML",
+                               d->model);
     if (strcmp(d->fp8, "trainer") && strcmp(d->fp8, "deepgemm") && strcmp(d->fp8, "off"))
         return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer, deepgemm or off", d->fp8);
     if (!d->device)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/status.h"
 #include "refit/topology.h"
 #include "refit/tp.h"
@@ -177,36 +178,43 @@ static void try_transport(struct cli_common *c, const refit_topology_t *t, const
     free(hint);
 }
 
+struct doctor_opts {
+    const char *config, *sysfs, *gpu;
+    struct cli_list set;
+};
+
+static const struct cli_opt doctor_table[] = {
+    CLI_COMMON(struct doctor_opts, config, set),
+    {"--sysfs", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, CLI_AT(struct doctor_opts, sysfs),
+     "read another sysfs tree (REFIT_SYSFS_ROOT too)"},
+    {"--gpu", NULL, CLI_STR, "PCI_BUS_ID", 0, 0, NULL, NULL, CLI_AT(struct doctor_opts, gpu),
+     "ask each transport for the NIC of that GPU"},
+};
+
+static const struct cli_spec doctor_spec = {
+    .cmd = "doctor",
+    .about = "Prints the host's topology (NUMA nodes, NICs, GPUs), the fabrics UCX and\n"
+             "libfabric see, the plugins found, and what each transport plugin would pick\n"
+             "with this configuration (transport.plugin first).\n",
+    .opts = doctor_table,
+    .n_opts = CLI_N(doctor_table),
+};
+
 int cmd_doctor(int argc, char **argv)
 {
-    const char *sysfs = NULL, *gpu = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: refit doctor [--config FILE] [--set k=v] [--sysfs DIR] [--gpu PCI_BUS_ID]\n"
-                   "Prints the host's topology (NUMA nodes, NICs, GPUs), the fabrics UCX and\n"
-                   "libfabric see, the plugins found, and what each transport plugin would pick\n"
-                   "with this configuration (transport.plugin first).  --sysfs reads another\n"
-                   "sysfs tree (REFIT_SYSFS_ROOT too); --gpu asks for the NIC of that GPU.\n");
-            return 0;
-        }
-        if ((!strcmp(argv[i], "--sysfs") || !strcmp(argv[i], "--gpu")) && i + 1 < argc) {
-            *(!strcmp(argv[i], "--sysfs") ? &sysfs : &gpu) = argv[i + 1];
-            argv[i] = argv[i + 1] = NULL;
-            i++;
-        }
-    }
-    argc = cli_compact(argc, argv);
+    const char *sets[64];
+    struct doctor_opts o = {.set = {.v = sets, .max = 64}};
+    int rc = cli_opts_parse(&doctor_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("doctor", rc);
+    const char *sysfs = o.sysfs, *gpu = o.gpu;
     struct cli_common c;
-    int rc = cli_config_open(&c, NULL, argc, argv);
+    rc = cli_config_from(&c, o.config, &o.set);
     if (rc) {
         cli_common_close(&c);
         return cli_fail("doctor", rc);
-    }
-    argc = cli_compact(argc, argv);
-    if (argc > 1) {
-        fprintf(stderr, "refit doctor: unexpected argument '%s'\n", argv[1]);
-        cli_common_close(&c);
-        return 2;
     }
     refit_topology_t *t = NULL;
     rc = refit_topology_create(sysfs, &t);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/status.h"
 
 struct scan_state {
@@ -27,26 +28,37 @@ static void print_one(void *arg, const struct refit_plugin_report *r)
     }
 }
 
+struct plugins_opts {
+    const char *config;
+    struct cli_list set;
+};
+
+static const struct cli_opt plugins_table[] = {
+    CLI_COMMON(struct plugins_opts, config, set),
+};
+
+static const struct cli_spec plugins_spec = {
+    .cmd = "plugins",
+    .about = "Lists every plugin in the search path (REFIT_PLUGIN_PATH, plugins.path, the build\n"
+             "tree, the install directory) and every candidate rejected, with the reason.\n",
+    .opts = plugins_table,
+    .n_opts = CLI_N(plugins_table),
+};
+
 int cmd_plugins(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: refit plugins [--config FILE]\n"
-                   "Lists every plugin in the search path (REFIT_PLUGIN_PATH, plugins.path, the build\n"
-                   "tree, the install directory) and every candidate rejected, with the reason.\n");
-            return 0;
-        }
+    const char *sets[64];
+    struct plugins_opts o = {.set = {.v = sets, .max = 64}};
+    int rc = cli_opts_parse(&plugins_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("plugins", rc);
     struct cli_common c;
-    int rc = cli_config_open(&c, NULL, argc, argv);
+    rc = cli_config_from(&c, o.config, &o.set);
     if (rc) {
         cli_common_close(&c);
         return cli_fail("plugins", rc);
-    }
-    argc = cli_compact(argc, argv);
-    if (argc > 1) {
-        fprintf(stderr, "refit plugins: unexpected argument '%s'\n", argv[1]);
-        cli_common_close(&c);
-        return 2;
     }
     const char *const *dirs;
     size_t nd = refit_loader_dirs(c.loader, &dirs);

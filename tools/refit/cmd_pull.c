@@ -7,27 +7,12 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/catalog.h"
 #include "refit/cuda_pool.h"
 #include "refit/refit.h"
 #include "refit/safetensors.h"
 #include "refit/status.h"
-
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit pull --config C --tp N --rank R [--ep M] [--version V|latest|next]\n"
-            "                  [--cycles K] [--out FILE] [--id NAME] [--hf DIR]\n"
-            "                  [--target hf|vllm] [--fp8 trainer|deepgemm] [--stats FILE]\n"
-            "                  [--device host|cuda] [--set key=value]...\n"
-            "One inference rank (tp rank R of N; --ep N places whole experts per rank): pulls\n"
-            "version V (default latest; with --cycles K, K successive new versions), converts it\n"
-            "into the target layout and verifies it.  --out FILE writes what was received as\n"
-            "safetensors ('{V}' in FILE becomes the version); --stats FILE appends one JSON line\n"
-            "of timings per cycle; --hf DIR takes the model's config.json from DIR.  --device cuda\n"
-            "binds every destination in GPU memory (refit_cuda_alloc) as REFIT_MEM_CUDA.\n");
-    return f == stdout ? 0 : 2;
-}
 
 static int write_out(refit_receiver_t *rcv, const char *pattern, uint64_t version)
 {
@@ -86,7 +71,9 @@ static void print_stats(FILE *f, const char *who, const struct refit_pull_stats 
 
 /* A re-publishing receiver (tree fan-out) serves its replica to the others:
  * after its last cycle it stays until every receiver (refit.receivers)
- * acknowledged that version, or refit.timeout passed. */
+ * acknowledged that version, or refit.timeout passed, counting the acks
+ * every LINGER_POLL_MS. */
+#define LINGER_POLL_MS 20
 static void linger(refit_context_t *ctx, uint64_t v)
 {
     refit_config_t *cfg = (refit_config_t *)refit_context_config(ctx);
@@ -101,7 +88,7 @@ static void linger(refit_context_t *ctx, uint64_t v)
         refit_loader_destroy(ld);
         return;
     }
-    struct timespec t0, now, nap = {0, 20 * 1000000};
+    struct timespec t0, now, nap = {0, LINGER_POLL_MS * 1000000L};
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         size_t n = 0;
@@ -118,41 +105,51 @@ static void linger(refit_context_t *ctx, uint64_t v)
 }
 
 struct pull_opts {
-    struct cli_rank_opts r;
-    const char *out, *target, *fp8, *ver;
+    const char *cfg, *hf, *id, *device, *stats, *out, *target, *fp8, *ver;
+    int tp, rank, ep, cycles;
+    struct cli_list set;
 };
 
-static int pull_opt(void *arg, const char *o, const char *v)
-{
-    struct pull_opts *p = arg;
-    if (!strcmp(o, "--out"))
-        p->out = v;
-    else if (!strcmp(o, "--target"))
-        p->target = v;
-    else if (!strcmp(o, "--fp8"))
-        p->fp8 = v;
-    else if (!strcmp(o, "--version"))
-        p->ver = v;
-    else
-        return cli_rank_opt(&p->r, o, v);
-    return 0;
-}
+#define AT(f) CLI_AT(struct pull_opts, f)
+static const struct cli_opt pull_table[] = {
+    CLI_COMMON(struct pull_opts, cfg, set),
+    {"--tp", NULL, CLI_INT, "N", 1, 65536, NULL, NULL, AT(tp), "tensor-parallel size of the engine (required)"},
+    {"--rank", NULL, CLI_INT, "R", 0, 65535, NULL, NULL, AT(rank), "this engine's tp rank, below N (required)"},
+    {"--ep", NULL, CLI_INT, "M", 1, 65536, NULL, "1", AT(ep), "1, or N: whole experts per rank"},
+    {"--version", NULL, CLI_STR, "V", 0, 0, NULL, "latest", AT(ver), "a version number, latest or next"},
+    {"--cycles", NULL, CLI_INT, "K", 1, 1000000, NULL, "1", AT(cycles), "pull K successive new versions"},
+    {"--out", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(out),
+     "write what was received as safetensors ('{V}' becomes the version)"},
+    {"--id", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(id), "this receiver's name in acks and output"},
+    {"--hf", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(hf), "take the model's config.json from DIR"},
+    {"--target", NULL, CLI_STR, "LAYOUT", 0, 0, NULL, NULL, AT(target), "model.target: hf or vllm"},
+    {"--fp8", NULL, CLI_STR, "RULE", 0, 0, NULL, NULL, AT(fp8), "FP8 on, model.fp8.rule: trainer or deepgemm"},
+    {"--stats", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(stats), "append one JSON line of timings per cycle"},
+    {"--device", NULL, CLI_CHOICE, "WHERE", 0, 0, "host|cuda", "host", AT(device),
+     "destinations in host memory, or in GPU memory (refit_cuda_alloc, REFIT_MEM_CUDA)"},
+};
+#undef AT
+
+static const struct cli_spec pull_spec = {
+    .cmd = "pull",
+    .about = "One inference rank (tp rank R of N): pulls version V (with --cycles K, K successive new\n"
+             "versions), converts it into the target layout and verifies it.\n",
+    .opts = pull_table,
+    .n_opts = CLI_N(pull_table),
+};
 
 int cmd_pull(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
     const char *ovr[64];
     /* Up to five more overrides are added below. */
-    struct pull_opts po = {.r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr,
-                                 .max_set = 56},
-                           .ver = "latest"};
-    int rc = cli_parse_pairs(argc, argv, pull_opt, &po);
-    const char *cfg = po.r.cfg, *hf = po.r.hf, *id = po.r.id, *out = po.out, *target = po.target,
-               *fp8 = po.fp8, *stats = po.r.stats, *ver = po.ver, *device = po.r.device;
-    int tp = po.r.tp, rank = po.r.rank, ep = po.r.ep, cycles = po.r.cycles;
-    size_t n_ovr = po.r.n_ovr;
+    struct pull_opts po = {.rank = -1, .set = {.v = ovr, .max = 56}};
+    int rc = cli_opts_parse(&pull_spec, argc, argv, &po, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    const char *cfg = po.cfg, *hf = po.hf, *id = po.id, *out = po.out, *target = po.target, *fp8 = po.fp8,
+               *stats = po.stats, *ver = po.ver, *device = po.device;
+    int tp = po.tp, rank = po.rank, ep = po.ep, cycles = po.cycles;
+    size_t n_ovr = po.set.n;
     uint64_t version = REFIT_LATEST;
     if (!rc && !strcmp(ver, "next"))
         version = REFIT_NEXT;
@@ -163,8 +160,6 @@ int cmd_pull(int argc, char **argv)
             rc = refit_error_set(REFIT_EINVAL, "--version '%s': a version number, latest or next", ver);
         version = x;
     }
-    if (!rc && strcmp(device, "host") && strcmp(device, "cuda"))
-        rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
     if (!rc && (!tp || rank < 0))
         rc = refit_error_set(REFIT_EINVAL, "--tp N and --rank R are required");
     if (!rc && rank >= tp)

@@ -8,80 +8,65 @@
 #include <xxhash.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
 #include "refit/store_core.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit store <command> [--config FILE] [--set k=v] [--namespace NS]\n"
-            "  ls [PREFIX] [-l]          keys below PREFIX (-l: value size and what it is)\n"
-            "  show KEY                  decode a catalog, source record, ack or heartbeat\n"
-            "  gc [--dry-run] [--latest V]\n"
-            "                            drop versions older than refit.retain_versions before the\n"
-            "                            latest (or V) and catalogs no record refers to\n"
-            "  watch [PREFIX] [--count N] [--timeout MS]\n"
-            "                            print keys created, changed and deleted below PREFIX\n");
-}
-
 struct opts {
-    const char *ns;
-    const char *arg;
+    const char *config, *ns;
+    struct cli_list set;
+    const char *arg; /* the positional: PREFIX or KEY */
     int longfmt, dry_run, have_latest;
     uint64_t latest;
-    long count;
-    long timeout_ms;
+    int count;      /* -1: no limit */
+    int timeout_ms; /* -1: none */
 };
 
-/* Consume store-specific options; leaves the rest for cli_config_open. */
-static int parse_opts(int argc, char **argv, struct opts *o)
+#define AT(f) CLI_AT(struct opts, f)
+#define STORE_COMMON                                                                                \
+    CLI_COMMON(struct opts, config, set),                                                           \
+    {"--namespace", NULL, CLI_STR, "NS", 0, 0, NULL, NULL, AT(ns), "the namespace (store.namespace)"}
+
+static const struct cli_opt ls_table[] = {
+    STORE_COMMON,
+    {"--long", "-l", CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(longfmt), "value size and what each key is"},
+};
+static const struct cli_opt show_table[] = {STORE_COMMON};
+static const struct cli_opt gc_table[] = {
+    STORE_COMMON,
+    {"--dry-run", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(dry_run), "say what would go, delete nothing"},
+    {"--latest", NULL, CLI_U64, "V", 1, INT64_MAX, NULL, NULL, AT(latest),
+     "count retained versions back from V (default: the newest READY)"},
+};
+static const struct cli_opt watch_table[] = {
+    STORE_COMMON,
+    {"--count", NULL, CLI_INT, "N", 1, INT32_MAX, NULL, NULL, AT(count), "stop after N changes"},
+    {"--timeout", NULL, CLI_INT, "MS", 0, INT32_MAX, NULL, NULL, AT(timeout_ms), "stop after MS milliseconds"},
+};
+#undef AT
+
+static const struct cli_spec store_specs[] = {
+    {"store ls", "[PREFIX]", 0, 1, "Keys below PREFIX.\n", ls_table, CLI_N(ls_table)},
+    {"store show", "KEY", 1, 1, "Decodes a catalog, source record, ack or heartbeat.\n", show_table,
+     CLI_N(show_table)},
+    {"store gc", NULL, 0, 0,
+     "Drops versions older than refit.retain_versions before the latest (or V) and\n"
+     "catalogs no record refers to.\n",
+     gc_table, CLI_N(gc_table)},
+    {"store watch", "[PREFIX]", 0, 1, "Prints keys created, changed and deleted below PREFIX.\n", watch_table,
+     CLI_N(watch_table)},
+};
+
+static void usage(FILE *f)
 {
-    memset(o, 0, sizeof(*o));
-    o->count = -1;
-    o->timeout_ms = -1;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!a)
-            continue;
-        int has_val = i + 1 < argc && argv[i + 1];
-        if (!strcmp(a, "--namespace") && has_val) {
-            o->ns = argv[i + 1];
-            argv[i] = argv[i + 1] = NULL;
-            i++;
-        } else if (!strcmp(a, "-l") || !strcmp(a, "--long")) {
-            o->longfmt = 1;
-            argv[i] = NULL;
-        } else if (!strcmp(a, "--dry-run")) {
-            o->dry_run = 1;
-            argv[i] = NULL;
-        } else if (!strcmp(a, "--latest") && has_val) {
-            o->latest = strtoull(argv[i + 1], NULL, 10);
-            o->have_latest = 1;
-            argv[i] = argv[i + 1] = NULL;
-            i++;
-        } else if (!strcmp(a, "--count") && has_val) {
-            o->count = strtol(argv[i + 1], NULL, 10);
-            argv[i] = argv[i + 1] = NULL;
-            i++;
-        } else if (!strcmp(a, "--timeout") && has_val) {
-            o->timeout_ms = strtol(argv[i + 1], NULL, 10);
-            argv[i] = argv[i + 1] = NULL;
-            i++;
-        } else if (!strcmp(a, "--config") || !strcmp(a, "-c") || !strcmp(a, "--set") || !strcmp(a, "--log")) {
-            i++; /* cli_config_open's */
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "refit store: unknown option '%s'\n", a);
-            return 2;
-        } else if (!o->arg) {
-            o->arg = a;
-            argv[i] = NULL;
-        } else {
-            fprintf(stderr, "refit store: unexpected argument '%s'\n", a);
-            return 2;
-        }
+    fprintf(f, "usage: refit store ls|show|gc|watch ...: look into the metadata store the\n"
+               "configuration names (store.plugin, store.namespace).\n\n");
+    for (size_t i = 0; i < CLI_N(store_specs); i++) {
+        cli_opts_help(&store_specs[i], f);
+        if (i + 1 < CLI_N(store_specs))
+            fputc('\n', f);
     }
-    return 0;
 }
 
 /* What a key holds, by its place in the layout of docs/store.md. */
@@ -409,6 +394,9 @@ static long diff_snaps(const struct snap *a, const struct snap *b)
     return changes;
 }
 
+/* One poll waits at most this long, so --timeout ends the watch on time. */
+#define WATCH_POLL_MS 1000
+
 static int do_watch(refit_store_t *s, const struct opts *o)
 {
     const char *prefix = o->arg ? o->arg : "";
@@ -425,7 +413,7 @@ static int do_watch(refit_store_t *s, const struct opts *o)
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        int64_t wait = 1000;
+        int64_t wait = WATCH_POLL_MS;
         if (o->timeout_ms >= 0) {
             struct timespec t1;
             clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -463,18 +451,26 @@ int cmd_store(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "ls") && strcmp(sub, "show") && strcmp(sub, "gc") && strcmp(sub, "watch")) {
+    const struct cli_spec *spec = NULL;
+    for (size_t i = 0; i < CLI_N(store_specs); i++)
+        if (!strcmp(store_specs[i].cmd + strlen("store "), sub))
+            spec = &store_specs[i];
+    if (!spec) {
         fprintf(stderr, "refit store: unknown command '%s'\n", sub);
         usage(stderr);
         return 2;
     }
-    struct opts o;
-    int rc = parse_opts(argc, argv, &o);
+    const char *sets[64];
+    struct opts o = {.set = {.v = sets, .max = 64}, .count = -1, .timeout_ms = -1};
+    int n_pos = 0;
+    int rc = cli_opts_parse(spec, argc - 1, argv + 1, &o, &o.arg, &n_pos);
+    if (rc == CLI_HELP)
+        return 0;
     if (rc)
-        return rc;
-    argv[1] = NULL; /* the subcommand is not an option */
+        return cli_fail("store", rc);
+    o.have_latest = o.latest != 0;
     struct cli_common c;
-    rc = cli_config_open(&c, NULL, argc, argv);
+    rc = cli_config_from(&c, o.config, &o.set);
     refit_store_t *s = NULL;
     if (!rc)
         rc = refit_store_open(c.cfg, c.loader, o.ns, &s);

@@ -286,7 +286,8 @@ class PullStats:
     """Per-cycle figures of a pull (struct refit_pull_stats): seconds, bytes."""
     FIELDS = ("version", "alloc_s", "register_s", "connect_s", "plan_s", "transfer_s", "convert_s", "verify_s",
               "commit_s", "total_s", "bytes_wire", "bytes_out", "descriptors", "sources", "plan_cached",
-              "wait_s", "source", "xfer_start", "xfer_end", "fallbacks")
+              "wait_s", "source", "xfer_start", "xfer_end", "fallbacks", "store_round_trips", "bytes_delta",
+              "delta_descriptors", "delta_fallbacks")
     __slots__ = FIELDS
 
     def __init__(self, s):

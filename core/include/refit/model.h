@@ -36,11 +36,13 @@ extern "C" {
 enum refit_model_role {
     REFIT_ROLE_REPLICATED = 1, /* every TP rank holds all of it */
     REFIT_ROLE_VOCAB,          /* rows split over TP; vocabulary padded */
-    REFIT_ROLE_COLUMN,         /* rows split over TP (whole heads when rows are heads x dim) */
+    REFIT_ROLE_COLUMN,         /* rows split over TP; args: the rows of one head (optional):
+                                  a split that would cut a head is refused */
     REFIT_ROLE_QKV_COLUMN,     /* fused QKV interleaved per query group, rows split;
                                   args: query heads, query groups, head dim */
     REFIT_ROLE_GATED_COLUMN,   /* [gate_r; up_r] per TP rank */
-    REFIT_ROLE_ROW,            /* columns split over TP */
+    REFIT_ROLE_ROW,            /* columns split over TP; args: the columns of one head
+                                  (optional), as for COLUMN */
     REFIT_ROLE_EXPERT_COLUMN,  /* one expert's [gate_r; up_r] over expert-TP */
     REFIT_ROLE_EXPERT_ROW      /* one expert's down, columns split over expert-TP */
 };
@@ -157,7 +159,8 @@ struct refit_model_entry {
     const char *rows[3];
     const char *cols;
     /* Role arguments (expressions); REFIT_ROLE_QKV_COLUMN: query heads,
-     * query groups, head dim. */
+     * query groups, head dim; REFIT_ROLE_COLUMN / ROW: one head's rows /
+     * columns (MLA's up projections, o_proj), NULL for none. */
     const char *args[3];
     bool fp8;                /* a linear weight FP8 deployments quantize */
     /* Per-target destinations, ended by a NULL target; may be NULL. */
@@ -187,6 +190,8 @@ struct refit_model_hfcfg {
     /* Integer arrays (mlp_only_layers): length, then items. */
     int (*get_len)(void *ctx, const char *key, size_t *out);
     int (*get_int_at)(void *ctx, const char *key, size_t i, int64_t *out);
+    /* String lists (mlp_layer_types): item i; *out lives as long as the model. */
+    int (*get_str_at)(void *ctx, const char *key, size_t i, const char **out);
 };
 
 /* A summary of the model, filled by the plugin's shape(): the layer
@@ -226,6 +231,14 @@ struct refit_model_ops {
                       int64_t layer, enum refit_layer_kind *out);
     /* The static spec table: dimensions, entries, target layouts. */
     const struct refit_model_spec *(*table)(void);
+
+    /* Added after the first tables: the core checks size before calling. */
+
+    /* An HF config.json of this family, small enough for the demo and the
+     * tests (`refit demo --model <plugin>`), num_hidden_layers and
+     * vocab_size replaced by layers and vocab when they are > 0.  Written
+     * NUL-terminated into buf; REFIT_ERANGE when cap is too small. */
+    int (*example_config)(int64_t layers, int64_t vocab, char *buf, size_t cap);
 };
 
 #ifdef __cplusplus

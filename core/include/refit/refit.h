@@ -93,6 +93,11 @@ struct refit_pull_stats {
     /* Store round trips of this pull (refit_store_round_trips of the
      * context's store), waiting for the version included. */
     uint64_t store_round_trips;
+    /* refit.delta.enabled (docs/delta.md): delta bytes read (in bytes_wire),
+     * descriptors brought up to date by a delta, and 1 when a delta failed
+     * and the version was pulled whole. */
+    uint64_t bytes_delta;
+    uint32_t delta_descriptors, delta_fallbacks;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with
@@ -136,6 +141,11 @@ struct refit_publisher_stats {
     /* Last publish: seconds from queuing the copies of the REFIT_MEM_CUDA
      * tensors to the host to the last of them hashed (0: none). */
     double stage_s;
+    /* refit.delta.enabled (docs/delta.md), last publish: the delta's bytes
+     * (UINT64_MAX: published without one), the dense bytes it stands for,
+     * 2-byte units compared and changed, seconds encoding. */
+    uint64_t delta_bytes, delta_dense, delta_units, delta_changed;
+    double delta_s;
 };
 int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out);
 

@@ -61,6 +61,10 @@ static int read_policy(refit_context_t *ctx)
         rc = refit_config_bool(c, "refit.in_place", &ctx->in_place);
     if (!rc)
         rc = refit_config_bool(c, "refit.device_program", &ctx->device_program);
+    if (!rc)
+        rc = refit_config_bool(c, "refit.delta.enabled", &ctx->delta);
+    if (!rc)
+        rc = refit_config_double(c, "refit.delta.max_ratio", &ctx->delta_max_ratio);
     if (!rc && !(rc = refit_config_str(c, "refit.verify", &s)))
         ctx->verify = !strcmp(s, "off") ? RF_VERIFY_OFF : !strcmp(s, "sample") ? RF_VERIFY_SAMPLE
                                                                                 : RF_VERIFY_FULL;

@@ -31,6 +31,8 @@ struct refit_context {
     bool device_program;
     bool push;
     bool publish_copy;
+    bool delta;              /* refit.delta.enabled */
+    double delta_max_ratio;  /* refit.delta.max_ratio */
 };
 
 /* Poll intervals and backoffs of the engine's waits (each wait's limit is a

@@ -143,6 +143,7 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     pub->delivery->destroy(pub);
     drop_regions(pub);
     rf_pubdev_destroy(pub->dev);
+    rf_pubdelta_destroy(pub);
     for (size_t i = 0; i < pub->n; i++)
         free(pub->t[i].name);
     free(pub->t);
@@ -505,7 +506,7 @@ static int stage_and_hash(refit_publisher_t *pub, int b, struct rf_sums *sums)
 
 /* versions/<V>/sums/<id>, live (re-written after a store restart, like the
  * record it belongs to); the previous version's is no longer live. */
-static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums)
+static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *hash)
 {
     void *blob = NULL;
     size_t blen = 0;
@@ -515,6 +516,8 @@ static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_su
         rc = rf_key_sums(key, version, pub->id);
     if (!rc)
         rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
+    if (!rc)
+        *hash = XXH3_64bits(blob, blen);
     free(blob);
     if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
         refit_store_forget(pub->ctx->store, old_key);
@@ -553,11 +556,18 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     rc = rf_sums_init(&sums, pub->n);
     if (!rc)
         rc = stage_and_hash(pub, b, &sums);
+    uint64_t sums_hash = 0;
     if (!rc)
-        rc = put_sums(pub, version, &sums);
+        rc = put_sums(pub, version, &sums, &sums_hash);
     rf_sums_fini(&sums);
     if (!rc)
+        rc = rf_pubdelta_publish(pub, version, sums_hash);
+    if (!rc)
         rc = rf_pub_record(pub, version, REFIT_SOURCE_READY, pub->hold->keeps, b);
+    if (rc)
+        rf_pubdelta_invalidate(pub);
+    else
+        rf_pubdelta_published(pub, version);
     if (rc)
         return refit_error_push(rc, "publisher %s: publishing v%llu", pub->id, (unsigned long long)version);
     pub->last_version = version;
@@ -614,7 +624,8 @@ int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_s
     struct refit_publisher_stats st = {.size = sizeof(st), .regions = pub->n_rg, .registrations = pub->registered,
                                        .kept = pub->reused, .version = pub->last_version,
                                        .stage_s = rf_pubdev_stage_s(pub->dev),
-                                       .bytes_pushed = pub->delivery->bytes(pub)};
+                                       .bytes_pushed = pub->delivery->bytes(pub), .delta_bytes = UINT64_MAX};
+    rf_pubdelta_stats(pub, &st);
     size_t n = out->size && out->size < sizeof(st) ? out->size : sizeof(st);
     memcpy(out, &st, n);
     return 0;

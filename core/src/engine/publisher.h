@@ -116,10 +116,22 @@ struct refit_publisher {
     struct rf_push_pub *push;
     /* CUDA tensors: device, streams, staging pipeline (pubdev.c). */
     struct rf_pubdev *dev;
+    /* refit.delta.enabled: the base and the delta arenas (delta_pub.c). */
+    struct rf_pubdelta *delta;
 };
 
 /* publisher.c: write the record of `version` with `status` and `keeps`,
  * naming `arena`'s keys (READY) or none (withdrawn). */
 int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena);
+
+/* delta_pub.c (delta_eng.h): after V's checksums are stored (sums_hash:
+ * XXH3-64 of their blob) and before READY(V): encode V against the base
+ * and store V's delta record (a failure only leaves V without one). */
+int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash);
+/* V is READY: the base holds it. */
+void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v);
+void rf_pubdelta_invalidate(refit_publisher_t *pub);
+void rf_pubdelta_destroy(refit_publisher_t *pub);
+void rf_pubdelta_stats(const refit_publisher_t *pub, struct refit_publisher_stats *st);
 
 #endif

@@ -134,6 +134,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     if (!r)
         return;
     r->mode->destroy(r); /* fan-out: the replica record goes before its buffers */
+    rf_rcvdelta_destroy(r); /* its registrations before the transport goes */
     drop_plan(r);
     rf_xfer_fini(&r->xfer);
     rf_verify_fini(&r->verify);

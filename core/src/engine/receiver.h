@@ -289,6 +289,7 @@ void rf_peers_broken(refit_receiver_t *r, size_t i);
 
 struct rf_sumcheck {
     struct rf_sums *sums; /* per source, this version's */
+    uint64_t *blob_hash;  /* per source: XXH3-64 of its checksum blob (delta_rcv.c) */
     size_t n;
     int on;               /* this pull verifies */
     double seconds;
@@ -340,6 +341,14 @@ int rf_mode_no_prepare(refit_receiver_t *r, uint64_t v);
 int rf_mode_no_retry(refit_receiver_t *r, uint64_t v, int *rc);
 void rf_mode_no_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st);
 
+/* delta_rcv.c (delta_eng.h): pull mode's transfer with refit.delta.enabled
+ * (wanted: the receiver can use deltas), and after the pull (committed or
+ * not) whether the mirror now holds v. */
+int rf_rcvdelta_wanted(const refit_receiver_t *r);
+int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
+void rf_rcvdelta_destroy(refit_receiver_t *r);
+
 /* fanout.c: whether refit.fanout.* asks for fan-out. */
 int rf_fanout_requested(const refit_context_t *ctx, int *yes);
 
@@ -366,6 +375,7 @@ struct refit_receiver {
     struct rf_sumcheck verify;
     struct rf_rcvdev *dev; /* CUDA destinations: streams, pinned staging (rcvdev.c) */
     struct rf_rcvprog *prog; /* colocated pulls as one device program (rcvprog.c) */
+    struct rf_rcvdelta *delta; /* refit.delta.enabled: the mirror (delta_rcv.c) */
 
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */

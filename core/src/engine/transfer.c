@@ -172,9 +172,18 @@ int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *s
     if (!rc)
         rc = rf_peers_connect(r, &fresh);
     st->connect_s = fresh ? rf_seconds() - tc : 0;
+    /* Pull mode with refit.delta.enabled: delta_rcv.c moves the bytes. */
+    if (!rc && r->mode == &rf_mode_pull && rf_rcvdelta_wanted(r))
+        return rf_rcvdelta_transfer(r, v, st);
     if (!rc)
         rc = rf_xfer_begin(r, NULL);
     return rc ? rc : read_all(r, st);
+}
+
+static void pull_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st)
+{
+    (void)st;
+    rf_rcvdelta_end(r, v, rc);
 }
 
 int rf_mode_no_create(refit_receiver_t *r)
@@ -230,5 +239,5 @@ const struct rf_rcv_mode rf_mode_pull = {
     .transfer = rf_pull_transfer,
     .fence = rf_fence_sources,
     .retry = rf_mode_no_retry,
-    .end = rf_mode_no_end,
+    .end = pull_end,
 };

@@ -19,6 +19,7 @@ void rf_verify_fini(struct rf_sumcheck *v)
     for (size_t i = 0; i < v->n; i++)
         rf_sums_fini(&v->sums[i]);
     free(v->sums);
+    free(v->blob_hash);
     memset(v, 0, sizeof(*v));
 }
 
@@ -27,13 +28,18 @@ static int slots(struct rf_sumcheck *vf, size_t n)
 {
     for (size_t i = 0; i < vf->n; i++)
         rf_sums_fini(&vf->sums[i]);
-    if (n > vf->n) {
-        struct rf_sums *ns = realloc(vf->sums, n * sizeof(*ns));
+    if (n > vf->n || !vf->blob_hash) {
+        struct rf_sums *ns = realloc(vf->sums, (n ? n : 1) * sizeof(*ns));
         if (!ns)
             return REFIT_ENOMEM;
         vf->sums = ns;
+        uint64_t *nh = realloc(vf->blob_hash, (n ? n : 1) * sizeof(*nh));
+        if (!nh)
+            return REFIT_ENOMEM;
+        vf->blob_hash = nh;
     }
     memset(vf->sums, 0, n * sizeof(*vf->sums));
+    memset(vf->blob_hash, 0, (n ? n : 1) * sizeof(*vf->blob_hash));
     vf->n = n;
     return 0;
 }
@@ -52,7 +58,10 @@ static int decode_one(refit_receiver_t *r, size_t i, uint64_t v, const char *key
     if (status)
         return refit_error_set(status == REFIT_ENOENT ? REFIT_ESTALE : status, "source %s: no checksums for v%llu (%s)",
                                s->id, (unsigned long long)v, key);
-    return rf_sums_decode(val, len, key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+    int rc = rf_sums_decode(val, len, key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+    if (!rc) /* which blob the delta stage's base is (delta_rcv.c) */
+        r->verify.blob_hash[i] = XXH3_64bits(val, len);
+    return rc;
 }
 
 int rf_verify_fetch(refit_receiver_t *r, uint64_t v)

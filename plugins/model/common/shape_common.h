@@ -3,9 +3,24 @@
 #ifndef REFIT_MODEL_SHAPE_COMMON_H
 #define REFIT_MODEL_SHAPE_COMMON_H
 
+#include <stdio.h>
+
 #include "refit/model.h"
 #include "refit/plugin.h"
 #include "refit/status.h"
+
+/* The example_config op's printing: fmt takes the layer count, then the
+ * vocabulary size (%lld each): layers and vocab when > 0, else the
+ * example's own.  REFIT_ERANGE when it does not fit. */
+static inline int rfm_example(const struct refit_host *h, char *buf, size_t cap, const char *fmt, int64_t layers,
+                              int64_t def_layers, int64_t vocab, int64_t def_vocab)
+{
+    int n = snprintf(buf, cap, fmt, (long long)(layers > 0 ? layers : def_layers),
+                     (long long)(vocab > 0 ? vocab : def_vocab));
+    if (n < 0 || (size_t)n >= cap)
+        return h->error_set(REFIT_ERANGE, "example config.json needs %d bytes, %zu given", n + 1, cap);
+    return 0;
+}
 
 /* A required positive integer; the error names the key. */
 static inline int rfm_req_int(const struct refit_host *h, const struct refit_model_hfcfg *c,

@@ -97,12 +97,27 @@ static const struct refit_model_spec *glm_table(void)
     return &glm_spec;
 }
 
+/* The demo's checkpoint (`refit demo --model glm`): a small GLM-4.5 model. */
+static int glm_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
+{
+    return rfm_example(host, buf, cap,
+                       "{\"architectures\": [\"Glm4MoeForCausalLM\"], \"model_type\": \"glm4_moe\", "
+                       "\"num_hidden_layers\": %lld, \"num_nextn_predict_layers\": 1, \"hidden_size\": 1024, "
+                       "\"num_attention_heads\": 16, \"num_key_value_heads\": 4, \"head_dim\": 128, "
+                       "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
+                       "\"num_experts_per_tok\": 4, \"n_shared_experts\": 1, \"first_k_dense_replace\": 1, "
+                       "\"vocab_size\": %lld, \"tie_word_embeddings\": false, \"attention_bias\": true, "
+                       "\"use_qk_norm\": false, \"torch_dtype\": \"bfloat16\"}\n",
+                       layers, 6, vocab, 32000);
+}
+
 static const struct refit_model_ops glm_ops = {
     .size = sizeof(struct refit_model_ops),
     .claims = glm_claims,
     .shape = glm_shape,
     .layer_kind = glm_layer_kind,
     .table = glm_table,
+    .example_config = glm_example_config,
 };
 
 static int glm_load(const struct refit_host *h)

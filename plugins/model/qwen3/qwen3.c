@@ -52,12 +52,25 @@ static const struct refit_model_spec *qwen3_table(void)
     return &qwen3_spec;
 }
 
+/* The demo's checkpoint (`refit demo --model qwen3`): Qwen3-0.6B-shaped model. */
+static int qwen3_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
+{
+    return rfm_example(host, buf, cap,
+                       "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
+                       "\"num_hidden_layers\": %lld, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
+                       "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
+                       "\"vocab_size\": %lld, \"tie_word_embeddings\": true, \"attention_bias\": false, "
+                       "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}\n",
+                       layers, 28, vocab, 151936);
+}
+
 static const struct refit_model_ops qwen3_ops = {
     .size = sizeof(struct refit_model_ops),
     .claims = qwen3_claims,
     .shape = qwen3_shape,
     .layer_kind = qwen3_layer_kind,
     .table = qwen3_table,
+    .example_config = qwen3_example_config,
 };
 
 static int qwen3_load(const struct refit_host *h)

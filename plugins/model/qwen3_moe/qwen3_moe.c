@@ -84,12 +84,26 @@ static const struct refit_model_spec *qwen3_moe_table(void)
     return &qwen3_moe_spec;
 }
 
+/* The demo's checkpoint (`refit demo --model qwen3_moe`): a small Qwen3-MoE model. */
+static int qwen3_moe_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
+{
+    return rfm_example(host, buf, cap,
+                       "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", "
+                       "\"num_hidden_layers\": %lld, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
+                       "\"num_key_value_heads\": 2, \"head_dim\": 128, \"intermediate_size\": 3072, "
+                       "\"moe_intermediate_size\": 384, \"num_experts\": 16, \"num_experts_per_tok\": 4, "
+                       "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": %lld, "
+                       "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
+                       layers, 6, vocab, 32000);
+}
+
 static const struct refit_model_ops qwen3_moe_ops = {
     .size = sizeof(struct refit_model_ops),
     .claims = qwen3_moe_claims,
     .shape = qwen3_moe_shape,
     .layer_kind = qwen3_moe_layer_kind,
     .table = qwen3_moe_table,
+    .example_config = qwen3_moe_example_config,
 };
 
 static int qwen3_moe_load(const struct refit_host *h)

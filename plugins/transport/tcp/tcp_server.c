@@ -151,7 +151,8 @@ static int idle_wait(int fd)
     }
 }
 
-static int serve(refit_tp_t *tp, struct tcp_sconn *c)
+/* Answer one connection's requests until it closes or fails. */
+static int serve_requests(refit_tp_t *tp, struct tcp_sconn *c)
 {
     struct pend *p = malloc(sizeof(*p) * PEND_MAX);
     if (!p)
@@ -270,7 +271,7 @@ static void *sconn_main(void *arg)
     } else if ((rc = admit(tp, c)) == 0) {
         tcp_h->log(REFIT_LOG_DEBUG, TCP_NAME, "%s: %s connection from %s (instance %016llx)", tp->name,
                    role == TCP_ROLE_CTL ? "control" : "data", c->who, (unsigned long long)client);
-        rc = serve(tp, c);
+        rc = serve_requests(tp, c);
         if (rc && rc != -ENOTCONN)
             tcp_h->log(REFIT_LOG_DEBUG, TCP_NAME, "%s: connection from %s ended: %s", tp->name, c->who,
                        strerror(-rc));

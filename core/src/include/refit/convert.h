@@ -42,6 +42,11 @@ int refit_model_open_text(refit_loader_t *l, const char *plugin, const char *tex
  * else the model.hf map; model.plugin picks the plugin. */
 int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_model_t **out);
 void refit_model_close(refit_model_t *m);
+/* The example HF config.json of model plugin `plugin` (its
+ * example_config op: the demo's checkpoints), with layers and vocab when
+ * > 0; REFIT_ENOTSUP for a plugin without one. */
+int refit_model_example_config(refit_loader_t *l, const char *plugin, int64_t layers, int64_t vocab,
+                               char *buf, size_t cap);
 
 const struct refit_model_shape *refit_model_shape(const refit_model_t *m);
 const char *refit_model_type(const refit_model_t *m);
@@ -227,7 +232,11 @@ void refit_layout_xmap_destroy(refit_layout_xmap_t *x);
 typedef struct refit_hf_view refit_hf_view_t;
 
 /* An HF checkpoint directory.  Every HF tensor the model needs (skips and
- * MTP layers aside) is checked up front: present, floating dtype, shape. */
+ * MTP layers aside) is checked up front: present, floating dtype, shape.
+ * Native FP8 tensors (F8_E4M3 with a float32 <name>_scale_inv on the 128x128
+ * grid, DeepSeek's format) are accepted: conversions read them as bf16
+ * (dequantized, docs/fp8.md) or pass their bytes through into an FP8
+ * destination on the same grid; refit_hf_view_find returns them as stored. */
 int refit_hf_view_open(const refit_model_t *m, const char *dir, const struct refit_convert_opts *o,
                        refit_hf_view_t **out);
 /* Trainer shards written by refit_shard_write (rank<r>.safetensors with
