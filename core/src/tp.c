@@ -329,3 +329,12 @@ int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *ou
     out->size = sizeof(*out);
     return t->ops->notify_stats(t->tp, out);
 }
+
+int refit_tp_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **ptr)
+{
+    if (!k || !ptr)
+        return refit_error_set(REFIT_EINVAL, "transport %s: rkey_ptr needs a key and out", t->plugin->name);
+    NEED_OP(t, rkey_ptr);
+    *ptr = NULL;
+    return t->ops->rkey_ptr(t->tp, k, ptr);
+}

@@ -1,5 +1,7 @@
 /* bench_gpu.c — `refit bench gpu`: a GPU-resident refit between processes
- * on two GPUs of one host, beside an NCCL broadcast of the same bytes.
+ * on two GPUs of one host, beside an NCCL broadcast of the same bytes; or,
+ * with --colocated, trainer ranks and engine ranks on one GPU (the common RL
+ * setup), beside a device-to-device copy of the same bytes in the same run.
  *
  * Trainer ranks (`refit publish --device cuda`, TP2 by default) hold their
  * shards in GPU 0's memory; one engine (`refit pull --device cuda`, vLLM
@@ -15,7 +17,12 @@
 
 #include "cli.h"
 #include "demo.h"
+#include "refit/fp8_cuda.h"
 #include "refit/status.h"
+
+#ifdef REFIT_CLI_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 static int usage(FILE *f)
 {
@@ -26,7 +33,17 @@ static int usage(FILE *f)
                "in place and unverified, 5 cycles; beside it an NCCL broadcast of the same bytes\n"
                "(SCRIPT, default tools/dev/gpu/nccl_bcast.py, run with PY, default python3; needs\n"
                "PyTorch).  Prints the per-cycle table and warm cycles / NCCL (target <= 1.0x).\n"
-               "Needs two GPUs and a refit built with CUDA.\n");
+               "Needs two GPUs and a refit built with CUDA.\n"
+               "\n"
+               "refit bench gpu --colocated [--model YAML|--hf DIR] [--src tp=N] [--dst-tp N]\n"
+               "                [--fp8 off|trainer|deepgemm] [--cycles K] [--check]\n"
+               "Trainer ranks (default tp 1) and engine ranks (vLLM, default tp 1) all on GPU 0,\n"
+               "Qwen3-0.6B-shaped by default, in place over cuda_ipc (refit.device_program on: one\n"
+               "kernel per pull reads the trainers' memory); then, in the same process, a\n"
+               "device-to-device copy of the bytes the trainers hold (median of 20, CUDA events)\n"
+               "and, with FP8, the FP8 kernel alone on those bytes.  Prints warm total / copy\n"
+               "(targets: <= 1.25x with FP8 off, <= 1.0x with FP8).  --check: every engine's\n"
+               "result compared with `refit convert` (writes each version to disk).\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -52,6 +69,153 @@ static int nccl_baseline(const char *py, const char *script, double n, double *m
     return 0;
 }
 
+#ifdef REFIT_CLI_HAVE_CUDA
+static int cu(cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return 0;
+    (void)cudaGetLastError();
+    return refit_error_set(REFIT_EIO, "cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+static int cmp_f(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median milliseconds of a device-to-device copy of n bytes (CUDA events,
+ * 3 warm-ups, 20 timed) and, when fp8, of the FP8 kernel over n bytes of
+ * bf16 as a [n / 8192, 4096] matrix. */
+static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms)
+{
+    size_t len = (size_t)n;
+    char *a = NULL, *b = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    float ms[20];
+    int rc = cu(cudaSetDevice(0), "cudaSetDevice(0)");
+    if (!rc)
+        rc = cu(cudaMalloc((void **)&a, len), "cudaMalloc (source)");
+    if (!rc)
+        rc = cu(cudaMalloc((void **)&b, len), "cudaMalloc (destination)");
+    if (!rc)
+        rc = cu(cudaMemset(a, 0x3c, len), "cudaMemset"); /* bf16 1.17: finite, not zero */
+    if (!rc)
+        rc = cu(cudaEventCreate(&e0), "cudaEventCreate");
+    if (!rc)
+        rc = cu(cudaEventCreate(&e1), "cudaEventCreate");
+    for (int i = 0; !rc && i < 23; i++) {
+        rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
+        if (!rc)
+            rc = cu(cudaMemcpyAsync(b, a, len, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
+        if (!rc)
+            rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
+        if (!rc)
+            rc = cu(cudaEventSynchronize(e1), "cudaEventSynchronize");
+        if (!rc && i >= 3)
+            rc = cu(cudaEventElapsedTime(&ms[i - 3], e0, e1), "cudaEventElapsedTime");
+    }
+    if (!rc) {
+        qsort(ms, 20, sizeof(float), cmp_f);
+        *copy_ms = (ms[9] + ms[10]) / 2;
+    }
+    *fp8_ms = 0;
+    struct refit_fp8_cuda *q = NULL;
+    size_t rows = len / 8192;
+    if (!rc && fp8 && rows && !(rc = refit_fp8_cuda_create(NULL, &q))) {
+        struct refit_fp8_params p = {!strcmp(rule, "deepgemm") ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER, 0,
+                                     REFIT_FP8_IMPL_AUTO};
+        float *scales = (float *)(b + rows * 4096);
+        for (int i = 0; !rc && i < 23; i++) {
+            rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
+            if (!rc)
+                rc = refit_fp8_cuda_quantize_bf16(q, a, rows, 4096, 4096, b, scales, &p);
+            if (!rc)
+                rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
+            if (!rc)
+                rc = refit_fp8_cuda_sync(q);
+            if (!rc && i >= 3)
+                rc = cu(cudaEventElapsedTime(&ms[i - 3], e0, e1), "cudaEventElapsedTime");
+        }
+        refit_fp8_cuda_destroy(q);
+        if (!rc) {
+            qsort(ms, 20, sizeof(float), cmp_f);
+            *fp8_ms = (ms[9] + ms[10]) / 2;
+        }
+    }
+    if (e0)
+        cudaEventDestroy(e0);
+    if (e1)
+        cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    return rc;
+}
+#else
+static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms)
+{
+    (void)n;
+    (void)fp8;
+    (void)rule;
+    *copy_ms = *fp8_ms = 0;
+    return refit_error_set(REFIT_ENOTSUP, "this refit was built without CUDA");
+}
+#endif
+
+/* --colocated: everything on GPU 0, the copy baseline in this process. */
+static int colocated(struct demo *d)
+{
+    setenv("REFIT_REFIT_IN_PLACE", "true", 1);
+    setenv("REFIT_REFIT_VERIFY", "off", 1);
+    int rc = demo_run(d);
+    if (rc) {
+        demo_cleanup(d);
+        return cli_fail("bench gpu", rc);
+    }
+    demo_print_table(d->stats);
+    FILE *f = fopen(d->stats, "r");
+    char line[2048];
+    double sum = 0, tr = 0, wire = 0, out = 0, best = 0, setup = 0;
+    int warm = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (cli_json_num(line, "version") < 2)
+            continue;
+        double t = cli_json_num(line, "total_s");
+        sum += t;
+        tr += cli_json_num(line, "transfer_s");
+        setup += cli_json_num(line, "register_s") + cli_json_num(line, "connect_s") + cli_json_num(line, "plan_s");
+        wire = cli_json_num(line, "bytes_wire");
+        out = cli_json_num(line, "bytes_out");
+        if (!best || t < best)
+            best = t;
+        warm++;
+    }
+    if (f)
+        fclose(f);
+    demo_cleanup(d);
+    if (!warm)
+        return cli_fail("bench gpu", refit_error_set(REFIT_EIO, "no warm cycle recorded (use --cycles >= 2)"));
+    int fp8 = strcmp(d->fp8, "off") != 0;
+    /* Each engine rank's row: per rank, the trainers' bf16 bytes it reads. */
+    double copy_ms = 0, fp8_ms = 0;
+    rc = copy_baseline(wire, fp8, d->fp8, &copy_ms, &fp8_ms);
+    if (rc)
+        return cli_fail("bench gpu", rc);
+    double mean = sum / warm;
+    printf("\ncolocated on GPU 0: trainer tp %d -> engine tp %d, fp8 %s; per engine rank %.3f GB read, %.3f GB "
+           "written; registration+connection+planning on warm cycles %.6f s\n", d->src_tp, d->dst_tp, d->fp8,
+           wire / 1e9, out / 1e9, setup / warm);
+    printf("device copy of %.3f GB (cudaMemcpyAsync, median of 20): %.3f ms = %.0f GB/s (read+write %.0f GB/s)\n",
+           wire / 1e9, copy_ms, wire / copy_ms / 1e6, 2 * wire / copy_ms / 1e6);
+    if (fp8)
+        printf("FP8 kernel alone on %.3f GB of bf16 (refit_fp8_cuda, %s rule): %.3f ms\n", wire / 1e9, d->fp8,
+               fp8_ms);
+    printf("warm cycles (v >= 2): total %.3f ms mean (%.3f ms best; transfer %.3f ms) = %.2fx the device copy "
+           "(best %.2fx; target <= %s)\n", 1e3 * mean, 1e3 * best, 1e3 * tr / warm, 1e3 * mean / copy_ms,
+           1e3 * best / copy_ms, fp8 ? "1.0x" : "1.25x");
+    return 0;
+}
+
 int bench_gpu(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -62,10 +226,21 @@ int bench_gpu(int argc, char **argv)
                      .engines = 1, .cycles = 5, .quiet = 1, .src_gpu = 0, .dst_gpu = 1};
     const char *script = "tools/dev/gpu/nccl_bcast.py", *py = "python3";
     char *rest[64];
-    int nr = 0, rc = 0;
+    int nr = 0, rc = 0, coloc = 0;
     rest[nr++] = argv[0];
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--colocated")) {
+            coloc = 1;
+            d.model = "configs/models/qwen3-0.6b.yaml";
+            d.src_tp = 1;
+            d.dst_gpu = 0;
+        }
     for (int i = 1; i < argc && !rc; i++) {
-        if (!strcmp(argv[i], "--src") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--colocated")) {
+            continue;
+        } else if (!strcmp(argv[i], "--check") && coloc) {
+            d.verify = 1;
+        } else if (!strcmp(argv[i], "--src") && i + 1 < argc) {
             rc = cli_layout("--src", argv[++i], &d.src_tp, &d.src_ep);
         } else if (!strcmp(argv[i], "--nccl") && i + 1 < argc) {
             script = argv[++i];
@@ -80,6 +255,8 @@ int bench_gpu(int argc, char **argv)
         rc = demo_parse(&d, nr, rest);
     if (rc)
         return cli_fail("bench gpu", rc);
+    if (coloc)
+        return colocated(&d);
     /* Resident pulls: in place, no host checksums. */
     setenv("REFIT_REFIT_IN_PLACE", "true", 1);
     setenv("REFIT_REFIT_VERIFY", "off", 1);

@@ -150,6 +150,16 @@ struct refit_transport_ops {
                             size_t from_cap, int64_t timeout_ms);
     /* The notification queue's counters and bounds; out->size first. */
     int (*notify_stats)(refit_tp_t *tp, struct refit_tp_notify_stats *out);
+
+    /* Added after ABI 1.0 (callers check `size` first): a pointer through
+     * which this process addresses the remote region of k directly (a peer
+     * on the same device or host whose memory the transport has mapped:
+     * cuda_ipc), so that the caller's own kernels can read it; REFIT_ENOTSUP
+     * where the transport maps nothing.  Valid until k is released.  The
+     * transport does not see such accesses: the caller finishes them before
+     * releasing k, and a revoke by the owner does not wait for them (the
+     * mapping keeps the owner's memory alive until the release). */
+    int (*rkey_ptr)(refit_tp_t *tp, refit_tp_rkey_t *k, void **ptr);
 };
 
 #ifdef __cplusplus

@@ -83,5 +83,15 @@ int rf_rcvdev_convert(refit_receiver_t *r, size_t t, const void *img, void *out,
 /* Wait for every scatter and quantization queued by this pull (NaN/Inf in
  * a quantized tensor is reported here). */
 int rf_rcvdev_sync(refit_receiver_t *r);
+/* The CUDA device of this receiver's destinations. */
+int rf_rcvdev_device(const refit_receiver_t *r);
+
+/* A resident pull from peers the transport maps (refit_tp_rkey_ptr) as
+ * one device program (rcvprog.c, dprog.h): *ran 1 when it ran (every byte
+ * landed, every FP8 destination quantized), 0 when this pull must take the
+ * transport's path (not resident, refit.device_program off, a plan the
+ * program cannot express, or a transport that maps nothing). */
+int rf_rcvprog_pull(refit_receiver_t *r, int *ran);
+void rf_rcvprog_destroy(refit_receiver_t *r);
 
 #endif

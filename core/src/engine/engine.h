@@ -28,6 +28,7 @@ struct refit_context {
     enum rf_verify verify;
     double verify_sample;
     bool in_place;
+    bool device_program;
     bool push;
     bool publish_copy;
     bool delta;              /* refit.delta.enabled */

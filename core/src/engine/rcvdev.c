@@ -242,6 +242,11 @@ int rf_rcvdev_convert(refit_receiver_t *r, size_t t, const void *img, void *out,
     return rc ? refit_error_push(rc, "receiver %s: quantizing '%s' on the device", r->id, lt->name) : 0;
 }
 
+int rf_rcvdev_device(const refit_receiver_t *r)
+{
+    return r->dev ? r->dev->device : -1;
+}
+
 int rf_rcvdev_sync(refit_receiver_t *r)
 {
     if (!rf_rcvdev_resident(r))

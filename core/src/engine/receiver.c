@@ -141,6 +141,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     rf_peers_fini(r);
     rf_discover_fini(&r->disc);
     rf_dests_fini(&r->dests, r->tp, r->bufs.doubled);
+    rf_rcvprog_destroy(r); /* waits for its kernel before anything is freed */
     rf_rcvdev_destroy(r); /* unpins staging before it is unmapped */
     rf_bufs_fini(r);
     if (r->id && r->ctx && r->ctx->store)

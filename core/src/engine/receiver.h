@@ -382,6 +382,7 @@ struct refit_receiver {
     struct rf_peers peers;
     struct rf_sumcheck verify;
     struct rf_rcvdev *dev; /* CUDA destinations: streams, pinned staging (rcvdev.c) */
+    struct rf_rcvprog *prog; /* colocated pulls as one device program (rcvprog.c) */
     struct rf_rcvdelta *delta; /* refit.delta.enabled: the mirror (delta_rcv.c) */
 
     uint64_t last_version;

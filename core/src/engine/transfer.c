@@ -136,8 +136,16 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
     double tx = rf_seconds();
     st->xfer_start = tx;
     struct rf_exec_stats xs = {.failed_source = -1};
-    int rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
+    /* Colocated: the receiver's own kernel reads the mapped sources. */
+    int ran = 0;
+    int rc = rf_rcvprog_pull(r, &ran);
+    if (!rc && ran) {
+        xs.descriptors = r->plan.plan.n_desc;
+        xs.bytes = r->plan.plan.wire_bytes;
+    } else if (!rc) {
+        rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
                          refit_tp_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
+    }
     free(es);
     if (rc && xs.failed_source >= 0 && (size_t)xs.failed_source < r->disc.n_src)
         snprintf(r->failed_src, sizeof(r->failed_src), "%s", r->disc.src[xs.failed_source].id);

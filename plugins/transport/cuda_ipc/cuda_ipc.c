@@ -1338,6 +1338,25 @@ static int cipc_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, 
     return 0;
 }
 
+/* The mapped region itself, for the caller's kernels (colocated pulls:
+ * one launch reads every tensor).  A key that is stale or not yet mapped
+ * has no pointer. */
+static int cipc_rkey_ptr(refit_tp_t *tp, refit_tp_rkey_t *k, void **ptr)
+{
+    if (!tp || !k || !ptr)
+        return H->error_set(REFIT_EINVAL, "%s: rkey_ptr without a key or out", CIPC);
+    pthread_mutex_lock(&tp->lock);
+    int rc = 0;
+    if (k->stale || !k->base)
+        rc = H->error_set(k->stale == REFIT_ESTALE ? REFIT_ESTALE : REFIT_ECONN, "%s: region %" PRIu64
+                          " of peer '%s' is %s", CIPC, k->key.region_id, k->peer ? k->peer->name : "?",
+                          k->stale == REFIT_ESTALE ? "deregistered (stale key)" : "not reachable");
+    else
+        *ptr = k->base;
+    pthread_mutex_unlock(&tp->lock);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* The plugin */
 
@@ -1362,6 +1381,7 @@ static const struct refit_transport_ops cipc_ops = {
     .notify = cipc_notify,
     .poll_notify = cipc_poll_notify,
     .describe = cipc_describe,
+    .rkey_ptr = cipc_rkey_ptr,
 };
 
 static int cipc_load(const struct refit_host *host)

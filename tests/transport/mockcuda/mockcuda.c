@@ -49,6 +49,8 @@ struct op {
     const char *src;
     size_t n;
     uint64_t seq;
+    cudaHostFn_t fn; /* a host function (cudaLaunchHostFunc) instead of a copy */
+    void *arg;
 };
 
 struct stream {
@@ -391,12 +393,15 @@ static void *worker(void *arg)
             break;
         struct op *o = s->head;
         pthread_mutex_unlock(&mu);
-        if (gbps > 0) {
+        if (o->fn)
+            o->fn(o->arg);
+        else if (gbps > 0) {
             double sec = (double)o->n / (gbps * 1e9);
             struct timespec ts = {(time_t)sec, (long)((sec - (double)(time_t)sec) * 1e9)};
             nanosleep(&ts, NULL);
         }
-        memmove(o->dst, o->src, o->n);
+        if (!o->fn)
+            memmove(o->dst, o->src, o->n);
         pthread_mutex_lock(&mu);
         s->head = o->next;
         if (!s->head)
@@ -425,6 +430,11 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *out, unsigned int flags)
     pthread_mutex_unlock(&mu);
     *out = (cudaStream_t)s;
     return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *out)
+{
+    return cudaStreamCreateWithFlags(out, 0);
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t st)
@@ -502,6 +512,64 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     return cudaSuccess;
 }
 
+static cudaError_t enqueue_op(struct stream *s, struct op *o)
+{
+    pthread_mutex_lock(&mu);
+    o->seq = ++s->enq;
+    if (s->tail)
+        s->tail->next = o;
+    else
+        s->head = o;
+    s->tail = o;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    return cudaSuccess;
+}
+
+/* Host functions run on the stream's thread in order with its copies (the
+ * engine's device program runs its host reference this way here). */
+cudaError_t cudaLaunchHostFunc(cudaStream_t st, cudaHostFn_t fn, void *arg)
+{
+    struct stream *s = (struct stream *)st;
+    if (!s) {
+        fn(arg);
+        return cudaSuccess;
+    }
+    struct op *o = calloc(1, sizeof(*o));
+    if (!o)
+        return ret(cudaErrorMemoryAllocation);
+    o->fn = fn;
+    o->arg = arg;
+    return enqueue_op(s, o);
+}
+
+/* Row by row, each row an ordinary queued copy. */
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                              size_t rows, enum cudaMemcpyKind k, cudaStream_t st)
+{
+    for (size_t r = 0; r < rows; r++) {
+        cudaError_t e = cudaMemcpyAsync((char *)dst + r * dpitch, (const char *)src + r * spitch, width, k, st);
+        if (e != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
+}
+
+/* Host memory needs no pinning here. */
+cudaError_t cudaHostRegister(void *p, size_t n, unsigned int flags)
+{
+    (void)p;
+    (void)n;
+    (void)flags;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p)
+{
+    (void)p;
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k)
 {
     (void)k;
@@ -527,6 +595,21 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags)
     (void)flags;
     *e = (cudaEvent_t)calloc(1, sizeof(struct event));
     return *e ? cudaSuccess : ret(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e)
+{
+    return cudaEventCreateWithFlags(e, 0);
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t ev)
+{
+    struct event *e = (struct event *)ev;
+    pthread_mutex_lock(&mu);
+    while (e->s && e->s->done < e->target)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t e)

@@ -51,7 +51,7 @@ while IFS= read -r -d '' f; do
 done < <(find "$build/plugins" -mindepth 3 -maxdepth 3 -name 'refit-*.so' \( -type f -o -type l \) -print0)
 cp -L "$build/tests/transport/test_transport" "$build/tests/transport/tp_peer" "$out/tests/transport/"
 extra=""
-for t in test-cuda-devmem test-cuda-fp8; do
+for t in test-cuda-devmem test-cuda-fp8 test-cuda-dprog; do
   if [ -f "$build/tests/cuda/$t" ]; then
     mkdir -p "$out/tests/cuda"
     cp -L "$build/tests/cuda/$t" "$out/tests/cuda/"

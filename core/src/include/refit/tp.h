@@ -105,6 +105,10 @@ int refit_tp_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_
                               size_t from_cap, int64_t timeout_ms);
 /* Counters of the notification queue (dropped notes among them). */
 int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *out);
+/* A pointer through which this process reads the remote region of k
+ * directly (transport op rkey_ptr); REFIT_ENOTSUP when the transport maps
+ * no remote memory (or its plugin predates the op). */
+int refit_tp_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **ptr);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,503 @@
+// dprog.cu — the device program of dprog.h on the CUDA runtime: a table of
+// tiles in device memory and one kernel that runs a phase of it, one CTA
+// per tile.
+//
+// A copy tile is up to RF_DPROG_TILE bytes of a 2-D copy (a run of whole
+// rows, or a piece of one long row): 256 threads move 16-byte vectors,
+// four loads in flight each, with streaming stores (the engine reads its
+// parameters later, not now: keep them out of L2).  An FP8 tile is one
+// 128x128 block: loaded once into registers from the trainer's bf16, its
+// amax reduced, the scale computed, cast and stored as e4m3 (the
+// arithmetic of fp8.cu through fp8_dev.cuh, so the same bytes as the CPU
+// path).  The tile kind is uniform in a CTA, so the block's barrier is too.
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dprog.h"
+#include "refit/status.h"
+
+#include "fp8_dev.cuh"
+
+namespace {
+
+enum : uint32_t {
+    kTileCopy16 = 1, // 16-byte vectors (every address and length aligned)
+    kTileCopy1 = 2,  // bytes
+    kTileFp8 = 3,    // a bf16 block
+    kKindMask = 15,
+    kVecIn = 16,     // FP8: 16-byte loads (source and pitch aligned)
+    kVecOut = 32,    // FP8: 8-byte stores
+};
+
+struct tile {
+    const char *src;
+    char *dst;
+    unsigned long long spitch, dpitch;
+    float *scale; // FP8: this block's scale
+    uint32_t rows, width; // copy: rows and bytes per row; FP8: rows and columns (<= 128)
+    uint32_t kind, op;
+};
+static_assert(sizeof(tile) == 56, "tile table layout");
+
+constexpr unsigned long long kNoError = ~0ull;
+constexpr int kUnroll = 4;
+
+__device__ __forceinline__ void copy16(const tile &t)
+{
+    const uint32_t w16 = t.width / 16, n = t.rows * w16;
+    if (t.rows == 1) {
+        const uint4 *s = (const uint4 *)t.src;
+        uint4 *d = (uint4 *)t.dst;
+        for (uint32_t i = threadIdx.x; i < n; i += kUnroll * kThreads) {
+            uint4 v[kUnroll];
+#pragma unroll
+            for (int k = 0; k < kUnroll; k++)
+                if (i + k * kThreads < n)
+                    v[k] = __ldg(s + i + k * kThreads);
+#pragma unroll
+            for (int k = 0; k < kUnroll; k++)
+                if (i + k * kThreads < n)
+                    __stcs(d + i + k * kThreads, v[k]);
+        }
+        return;
+    }
+    for (uint32_t i = threadIdx.x; i < n; i += kUnroll * kThreads) {
+        uint4 v[kUnroll];
+#pragma unroll
+        for (int k = 0; k < kUnroll; k++) {
+            const uint32_t j = i + k * kThreads, r = j / w16, c = j - r * w16;
+            if (j < n)
+                v[k] = __ldg((const uint4 *)(t.src + r * t.spitch) + c);
+        }
+#pragma unroll
+        for (int k = 0; k < kUnroll; k++) {
+            const uint32_t j = i + k * kThreads, r = j / w16, c = j - r * w16;
+            if (j < n)
+                __stcs((uint4 *)(t.dst + r * t.dpitch) + c, v[k]);
+        }
+    }
+}
+
+__device__ __forceinline__ void copy1(const tile &t)
+{
+    const uint32_t n = t.rows * t.width;
+    for (uint32_t j = threadIdx.x; j < n; j += kThreads) {
+        const uint32_t r = j / t.width, c = j - r * t.width;
+        t.dst[r * t.dpitch + c] = t.src[r * t.spitch + c];
+    }
+}
+
+template <int RULE>
+__device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned long long *err,
+                                          uint32_t *warp_max)
+{
+    constexpr int kRowsPerItem = kThreads / kVecPerRow;
+    const int nr = (int)t.rows, nc = (int)t.width, th = threadIdx.x;
+    const int tr = th / kVecPerRow, tc = (th % kVecPerRow) * kVec;
+    const bool vin = t.kind & kVecIn, vout = t.kind & kVecOut;
+    const bool full = vin && vout && nr == kB && nc == kB;
+    const char *sp = t.src + (size_t)tr * t.spitch + (size_t)tc * 2;
+    const size_t sstep = t.spitch * kRowsPerItem;
+    uint32_t x[kItems][item_words<true>::n];
+#pragma unroll
+    for (int i = 0; i < kItems; i++) {
+        const int r = i * kRowsPerItem + tr;
+        const int n = full ? kVec : (r < nr ? (nc - tc < kVec ? (nc - tc > 0 ? nc - tc : 0) : kVec) : 0);
+        load_item<true>(sp + i * sstep, n, vin, x[i]);
+    }
+    uint32_t m = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; i++)
+#pragma unroll
+        for (int k = 0; k < kVec; k++)
+            m = max(m, elem<true>(x[i], k) & 0x7fffffffu);
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((th & 31) == 0)
+        warp_max[th >> 5] = m;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; w++)
+        m = max(m, warp_max[w]);
+    if (m >= 0x7f800000u) { // NaN or Inf: the operation is reported
+        if (th == 0)
+            atomicMin(err, (unsigned long long)t.op);
+        return;
+    }
+    const float amax = __uint_as_float(m);
+    float s, inv = 0.0f;
+    if (RULE == kRuleDiv) {
+        const float q = __fdiv_rn(amax, kE4m3Max);
+        s = q < floor ? floor : q;
+    } else {
+        const float q = amax < floor ? floor : amax;
+        s = __fdiv_rn(q, kE4m3Max);
+        inv = __fdiv_rn(1.0f, s);
+    }
+    if (th == 0)
+        *t.scale = s;
+    char *dp = t.dst + (size_t)tr * t.dpitch + tc;
+#pragma unroll
+    for (int i = 0; i < kItems; i++) {
+        const int r = i * kRowsPerItem + tr;
+        if (!full && (r >= nr || tc >= nc))
+            continue;
+        uint32_t h[kVec / 2];
+#pragma unroll
+        for (int k = 0; k < kVec; k += 2)
+            h[k / 2] = e4m3x2(scale1<RULE>(elem<true>(x[i], k), s, inv),
+                              scale1<RULE>(elem<true>(x[i], k + 1), s, inv));
+        char *d = dp + (size_t)i * kRowsPerItem * t.dpitch;
+        if (full || (vout && nc - tc >= kVec)) {
+            *(uint2 *)d = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
+        } else {
+#pragma unroll
+            for (int k = 0; k < kVec; k++)
+                if (tc + k < nc)
+                    d[k] = (char)(h[k / 2] >> (8 * (k & 1)));
+        }
+    }
+}
+
+// One CTA per tile of [first, first + gridDim.x).  The register cap is the
+// FP8 block's (fp8.cu: 3 CTAs per SM for the trainer rule's division).
+template <int RULE>
+__global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict__ tiles, size_t first,
+                                                          float floor, unsigned long long *err)
+{
+    __shared__ uint32_t warp_max[kThreads / 32];
+    const tile t = tiles[first + blockIdx.x];
+    switch (t.kind & kKindMask) {
+    case kTileCopy16:
+        copy16(t);
+        break;
+    case kTileCopy1:
+        copy1(t);
+        break;
+    default:
+        fp8_block<RULE>(t, floor, err, warp_max);
+        break;
+    }
+}
+
+int cuda_fail(cudaError_t e, const char *what)
+{
+    (void)cudaGetLastError();
+    return refit_error_set(REFIT_EIO, "cuda: device program: %s: %s (%s)", what, cudaGetErrorString(e),
+                           cudaGetErrorName(e));
+}
+
+struct tiles_vec {
+    tile *t;
+    size_t n, cap;
+};
+
+int push(tiles_vec *v, const tile &t)
+{
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 1024;
+        tile *nt = (tile *)realloc(v->t, nc * sizeof(*nt));
+        if (!nt)
+            return refit_error_set(REFIT_ENOMEM, "device program: %zu tiles", nc);
+        v->t = nt;
+        v->cap = nc;
+    }
+    v->t[v->n++] = t;
+    return 0;
+}
+
+int cut_copy(tiles_vec *v, const rf_dop &o, uint32_t op)
+{
+    const bool vec = !(((uintptr_t)o.src | (uintptr_t)o.dst | o.src_pitch | o.dst_pitch | o.width) & 15);
+    const uint32_t kind = vec ? kTileCopy16 : kTileCopy1;
+    int rc = 0;
+    if (o.width >= RF_DPROG_TILE || o.rows == 1) {
+        // Long rows: pieces of one row each.
+        for (uint64_t r = 0; !rc && r < o.rows; r++)
+            for (uint64_t c = 0; !rc && c < o.width; c += RF_DPROG_TILE) {
+                uint64_t w = o.width - c < RF_DPROG_TILE ? o.width - c : RF_DPROG_TILE;
+                tile t = {(const char *)o.src + r * o.src_pitch + c, (char *)o.dst + r * o.dst_pitch + c,
+                          o.src_pitch, o.dst_pitch, nullptr, 1, (uint32_t)w, kind, op};
+                rc = push(v, t);
+            }
+        return rc;
+    }
+    const uint64_t per = RF_DPROG_TILE / o.width;
+    for (uint64_t r = 0; !rc && r < o.rows; r += per) {
+        uint64_t n = o.rows - r < per ? o.rows - r : per;
+        tile t = {(const char *)o.src + r * o.src_pitch, (char *)o.dst + r * o.dst_pitch, o.src_pitch,
+                  o.dst_pitch, nullptr, (uint32_t)n, (uint32_t)o.width, kind, op};
+        rc = push(v, t);
+    }
+    return rc;
+}
+
+int cut_fp8(tiles_vec *v, const rf_dop &o, uint32_t op)
+{
+    uint32_t kind = kTileFp8;
+    if (!((uintptr_t)o.src % 16) && !(o.src_pitch % 16))
+        kind |= kVecIn;
+    if (!((uintptr_t)o.dst % 8) && !(o.dst_pitch % 8))
+        kind |= kVecOut;
+    int rc = 0;
+    for (uint64_t r = 0; !rc && r < o.rows; r += kB)
+        for (uint64_t c = 0; !rc && c < o.width; c += kB) {
+            uint64_t nr = o.rows - r < (uint64_t)kB ? o.rows - r : kB;
+            uint64_t nc = o.width - c < (uint64_t)kB ? o.width - c : kB;
+            tile t = {(const char *)o.src + r * o.src_pitch + c * 2, (char *)o.dst + r * o.dst_pitch + c,
+                      o.src_pitch, o.dst_pitch, o.scales + (r / kB) * o.scale_pitch + c / kB, (uint32_t)nr,
+                      (uint32_t)nc, kind, op};
+            rc = push(v, t);
+        }
+    return rc;
+}
+
+} // namespace
+
+struct rf_dprog {
+    int device;
+    cudaStream_t stream;
+    cudaEvent_t done;
+    unsigned long long *d_err, *h_err;
+    tile *d_tiles;
+    size_t n_tiles;
+    size_t phase_first[RF_DPROG_PHASES + 1];
+    int rule;
+    float floor;
+    int launched;
+    /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
+     * host can reach): the host reference runs as a stream host function
+     * instead of the kernel, on a copy of the operations. */
+    int host;
+    rf_dop *ops;
+    size_t n_ops;
+    refit_fp8_params params;
+    int host_rc;
+};
+
+namespace {
+
+int enter(int device, int *saved)
+{
+    cudaError_t e = cudaGetDevice(saved);
+    if (e == cudaSuccess && *saved != device)
+        e = cudaSetDevice(device);
+    return e == cudaSuccess ? 0 : cuda_fail(e, "selecting the device");
+}
+
+void leave(int saved)
+{
+    int cur = -1;
+    if (saved >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != saved)
+        (void)cudaSetDevice(saved);
+}
+
+} // namespace
+
+extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
+{
+    rf_dprog *g = (rf_dprog *)calloc(1, sizeof(*g));
+    if (!g)
+        return refit_error_set(REFIT_ENOMEM, "device program");
+    g->device = device;
+    const char *h = getenv("REFIT_DPROG_HOST");
+    g->host = h && !strcmp(h, "1");
+    int saved = -1, rc = enter(device, &saved);
+    cudaError_t e = cudaSuccess;
+    if (!rc) {
+        e = cudaStreamCreate(&g->stream);
+        if (e == cudaSuccess)
+            e = cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming);
+        if (e == cudaSuccess)
+            e = cudaMalloc((void **)&g->d_err, sizeof(*g->d_err));
+        if (e == cudaSuccess)
+            e = cudaMallocHost((void **)&g->h_err, sizeof(*g->h_err));
+        if (e == cudaSuccess)
+            e = cudaMemset(g->d_err, 0xff, sizeof(*g->d_err));
+        if (e != cudaSuccess)
+            rc = cuda_fail(e, "creating its stream, event and error word");
+        leave(saved);
+    }
+    if (rc) {
+        rf_dprog_destroy(g);
+        return rc;
+    }
+    *out = g;
+    return 0;
+}
+
+extern "C" void rf_dprog_destroy(struct rf_dprog *g)
+{
+    if (!g)
+        return;
+    int saved = -1;
+    if (!enter(g->device, &saved)) {
+        if (g->stream)
+            (void)cudaStreamSynchronize(g->stream);
+        cudaFree(g->d_tiles);
+        free(g->ops);
+        cudaFree(g->d_err);
+        cudaFreeHost(g->h_err);
+        if (g->done)
+            cudaEventDestroy(g->done);
+        if (g->stream)
+            cudaStreamDestroy(g->stream);
+        leave(saved);
+    }
+    (void)cudaGetLastError();
+    free(g);
+}
+
+extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_t n,
+                             const struct refit_fp8_params *p)
+{
+    int rule = REFIT_FP8_TRAINER;
+    float floor = 0;
+    int rc = rf_dprog_params(p, &rule, &floor);
+    tiles_vec v = {nullptr, 0, 0};
+    size_t first[RF_DPROG_PHASES + 1] = {0};
+    for (uint32_t ph = 0; !rc && ph < RF_DPROG_PHASES; ph++) {
+        first[ph] = v.n;
+        for (size_t i = 0; !rc && i < n; i++) {
+            const rf_dop &o = ops[i];
+            if (!rc && !ph)
+                rc = rf_dop_check(&o, i);
+            if (rc || o.phase != ph || !o.rows || !o.width)
+                continue;
+            if (i > UINT32_MAX || o.rows > UINT32_MAX)
+                rc = refit_error_set(REFIT_ERANGE, "device program: operation %zu: too large", i);
+            else if (o.kind == RF_DOP_COPY)
+                rc = cut_copy(&v, o, (uint32_t)i);
+            else if (o.kind == RF_DOP_FP8_BF16)
+                rc = cut_fp8(&v, o, (uint32_t)i);
+            else
+                rc = refit_error_set(REFIT_ENOTSUP, "device program: operation %zu: fp32 quantization "
+                                     "runs through the separate FP8 kernel", i);
+        }
+    }
+    first[RF_DPROG_PHASES] = v.n;
+    int saved = -1;
+    if (!rc)
+        rc = enter(g->device, &saved);
+    if (!rc) {
+        cudaError_t e = cudaStreamSynchronize(g->stream);
+        if (e == cudaSuccess) {
+            cudaFree(g->d_tiles);
+            g->d_tiles = nullptr;
+            g->n_tiles = 0;
+            if (v.n)
+                e = cudaMalloc((void **)&g->d_tiles, v.n * sizeof(tile));
+        }
+        if (e == cudaSuccess && v.n)
+            e = cudaMemcpy(g->d_tiles, v.t, v.n * sizeof(tile), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess)
+            rc = cuda_fail(e, "uploading the tile table");
+        leave(saved);
+    }
+    free(v.t);
+    if (!rc && g->host) {
+        rf_dop *c = (rf_dop *)malloc((n ? n : 1) * sizeof(*c));
+        if (!c)
+            rc = refit_error_set(REFIT_ENOMEM, "device program: %zu operations", n);
+        else {
+            memcpy(c, ops, n * sizeof(*c));
+            free(g->ops);
+            g->ops = c;
+            g->n_ops = n;
+            g->params = p ? *p : refit_fp8_params{REFIT_FP8_TRAINER, 0, REFIT_FP8_IMPL_AUTO};
+        }
+    }
+    if (rc)
+        return rc;
+    g->n_tiles = v.n;
+    memcpy(g->phase_first, first, sizeof(first));
+    g->rule = rule;
+    g->floor = floor;
+    return 0;
+}
+
+static void CUDART_CB host_run(void *arg)
+{
+    rf_dprog *g = (rf_dprog *)arg;
+    size_t bad = 0;
+    *g->h_err = kNoError;
+    g->host_rc = rf_dprog_reference(g->ops, g->n_ops, &g->params, &bad);
+    if (g->host_rc == REFIT_ENUMERIC) {
+        *g->h_err = bad;
+        g->host_rc = 0;
+    }
+}
+
+extern "C" int rf_dprog_launch(struct rf_dprog *g)
+{
+    int saved = -1, rc = enter(g->device, &saved);
+    if (rc)
+        return rc;
+    cudaError_t e = cudaSuccess;
+    if (g->host) {
+        e = cudaLaunchHostFunc(g->stream, host_run, g);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(g->done, g->stream);
+        leave(saved);
+        if (e != cudaSuccess)
+            return cuda_fail(e, "queueing the host reference");
+        g->launched = 1;
+        return 0;
+    }
+    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
+        size_t f = g->phase_first[ph], n = g->phase_first[ph + 1] - f;
+        for (size_t at = 0; e == cudaSuccess && at < n; at += 0x7fffffffu) {
+            unsigned grid = n - at < 0x7fffffffu ? (unsigned)(n - at) : 0x7fffffffu;
+            if (g->rule == REFIT_FP8_DEEPGEMM)
+                run_tiles<kRuleMul><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, f + at, g->floor, g->d_err);
+            else
+                run_tiles<kRuleDiv><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, f + at, g->floor, g->d_err);
+            e = cudaGetLastError();
+        }
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, g->stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), g->stream);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(g->done, g->stream);
+    leave(saved);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "launching");
+    g->launched = 1;
+    return 0;
+}
+
+extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
+{
+    if (!g->launched)
+        return 0;
+    g->launched = 0;
+    cudaError_t e = cudaEventSynchronize(g->done);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "waiting for the copies");
+    if (g->host && g->host_rc)
+        return refit_error_set(g->host_rc, "device program (host reference): %s", "failed");
+    if (*g->h_err == kNoError)
+        return 0;
+    if (bad)
+        *bad = (size_t)*g->h_err;
+    return refit_error_set(REFIT_ENUMERIC, "NaN or Inf in quantized operation %llu", *g->h_err);
+}
+
+extern "C" size_t rf_dprog_tiles(const struct rf_dprog *g)
+{
+    return g->n_tiles;
+}
+
+extern "C" int rf_dprog_launches(const struct rf_dprog *g)
+{
+    int n = 0;
+    for (int ph = 0; ph < RF_DPROG_PHASES; ph++)
+        n += g->phase_first[ph + 1] > g->phase_first[ph];
+    return n;
+}

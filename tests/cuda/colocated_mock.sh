@@ -1,0 +1,30 @@
+#!/bin/sh
+# colocated_mock.sh REFIT — colocated resident pulls as one device program
+# (core/src/engine/rcvprog.c) end to end on the mock CUDA runtime of
+# tests/transport/mockcuda (preloaded by meson): trainers and engines over
+# cuda_ipc, in place, with REFIT_DPROG_HOST=1 so that the program's host
+# reference stands in for the kernel (the mock runs no kernels).  Each run
+# must take the device-program path and give `refit convert`'s bytes (the
+# demo's own check): TP1 -> TP1 with FP8 (trainer rule), TP2 -> TP1 without
+# (row-parallel column slices gathered), TP2 -> TP2 with FP8 (deepgemm).
+set -u
+refit=$1
+export REFIT_REFIT_IN_PLACE=true REFIT_REFIT_VERIFY=off REFIT_DPROG_HOST=1 MOCK_CUDA_GBPS=0 REFIT_LOG=info
+fails=0
+for run in "1 1 trainer" "2 1 off" "2 2 deepgemm"; do
+    set -- $run
+    out=$("$refit" demo --device cuda --transport cuda_ipc --src-tp "$1" --dst-tp "$2" --layers 2 --vocab 512 \
+          --cycles 2 --fp8 "$3" 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] || ! echo "$out" | grep -q 'byte-identical to the offline conversion'; then
+        echo "FAIL tp $1 -> tp $2, fp8 $3: exit $rc"; echo "$out" | tail -15; fails=$((fails + 1))
+    elif ! echo "$out" | grep -q 'colocated pull as a device program'; then
+        echo "FAIL tp $1 -> tp $2, fp8 $3: the pull did not run as a device program"
+        echo "$out" | grep -i 'receiver' | tail -5; fails=$((fails + 1))
+    elif echo "$out" | grep -q 'goes through the transport'; then
+        echo "FAIL tp $1 -> tp $2, fp8 $3: a tensor fell back to the transport's path"; fails=$((fails + 1))
+    else
+        echo "ok tp $1 -> tp $2, fp8 $3: $(echo "$out" | grep -m1 -o '[0-9]* operations, [0-9]* tiles, [0-9]* launch(es)')"
+    fi
+done
+exit $fails

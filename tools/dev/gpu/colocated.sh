@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# colocated.sh — the colocated GPU data path (issue 18) on one GPU: the device
+# program's kernel against its host reference, then `refit bench gpu
+# --colocated` (trainers and engines on GPU 0, the device-copy baseline in the
+# same run) for Qwen3-0.6B and Qwen3-4B shapes, FP8 off and on, TP2 -> TP2, and
+# the transport's path (refit.device_program off) for comparison.
+#
+# Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
+# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [quick]
+# Logs to $OUT (or /tmp); prints a PASS/FAIL line per step and the ratio lines.
+set -u
+db=${REFIT_BUILD:-devbuild}
+logs=${OUT:-/tmp}
+export LD_LIBRARY_PATH="$db${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+REFIT_PLUGIN_PATH=$(find "$db/plugins" -name 'refit-*.so' -printf '%h\n' | sort -u | paste -sd: -)
+export REFIT_PLUGIN_PATH REFIT_NO_BUILD_TREE=1 CK_FORK=yes CK_VERBOSITY=normal
+nvidia-smi -L 2>/dev/null
+fails=0
+step() {
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: $*" | tee -a "$logs/colocated.log"
+    timeout "$limit" "$@" > "$logs/step.log" 2>&1
+    local rc=$?
+    cat "$logs/step.log" >> "$logs/colocated.log"
+    grep -E 'warm cycles|device copy of|FP8 kernel alone|colocated on GPU|Checks|byte|differ|error|rror:|match' "$logs/step.log" | tail -8
+    if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
+}
+step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
+r=$db/refit
+if [ "${1:-}" = short ]; then # the targets only, within about two minutes
+    step "0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
+    step "0.6B fp8 trainer" 30 "$r" bench gpu --colocated --fp8 trainer --cycles 5
+    step "4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
+    echo "colocated.sh: $fails failed"
+    exit $((fails > 0))
+fi
+step "0.6B fp8 off, checked" 100 "$r" bench gpu --colocated --check --cycles 3
+step "0.6B fp8 trainer, checked" 100 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
+if [ "${1:-}" != quick ]; then
+    step "4B fp8 off" 110 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 5
+    step "4B fp8 trainer" 110 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --fp8 trainer --cycles 5
+fi
+step "0.6B fp8 off" 60 "$r" bench gpu --colocated --cycles 6
+step "0.6B fp8 trainer" 60 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+step "0.6B fp8 off, transport path" 90 env REFIT_REFIT_DEVICE_PROGRAM=false "$r" bench gpu --colocated --cycles 6
+step "0.6B tp2->tp2 fp8 off, checked" 120 "$r" bench gpu --colocated --check --src tp=2 --dst-tp 2 --cycles 3
+echo "colocated.sh: $fails failed"
+[ $fails -eq 0 ]
