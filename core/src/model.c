@@ -206,9 +206,10 @@ static int dim_read(refit_model_t *m, size_t i)
         k += len + (bar ? 1 : 0);
         int rc;
         if (d->flags & REFIT_DIMF_BOOL) {
-            bool b;
+            bool b = false;
             rc = cfg_get_bool(m->json, key, &b);
-            m->dim_vals[i] = b;
+            if (!rc) /* b is unset when the key is absent */
+                m->dim_vals[i] = b;
         } else {
             rc = cfg_get_int(m->json, key, &m->dim_vals[i]);
         }
