@@ -18,7 +18,7 @@
 #include <xxhash.h>
 
 #include "harness.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 #include "../check_run.h"
 
 static char dir[256], ckpt[300], cfg_path[300];
@@ -456,7 +456,7 @@ START_TEST(forged_notes_are_ignored)
     for (uint64_t v = 1; v <= 4; v++) {
         for (int k = 0; k < 2 && forged[v - 1][k]; k++) {
             size_t len = forged[v - 1][k] == big ? sizeof(big) : strlen(forged[v - 1][k]);
-            ck_assert_msg(refit_tp_notify(tp, peer, forged[v - 1][k], len) == 0, "%s", refit_error_message());
+            ck_assert_msg(refit_transport_notify(tp, peer, forged[v - 1][k], len) == 0, "%s", refit_error_message());
         }
         if (v > 1)
             ck_assert_int_eq(write(go[1], "g", 1), 1);
@@ -476,18 +476,18 @@ START_TEST(forged_notes_are_ignored)
         free(y);
         if (v == 1) {
             /* The stranger: this job's secret, its own name. */
-            struct refit_tp_open o = {.size = sizeof(o), .name = "stranger", .cuda_device = -1};
-            ck_assert_msg(refit_tp_init(ld, cfg, &o, &tp) == 0, "%s", refit_error_message());
+            struct refit_transport_open o = {.size = sizeof(o), .name = "stranger", .cuda_device = -1};
+            ck_assert_msg(refit_transport_init(ld, cfg, &o, &tp) == 0, "%s", refit_error_message());
             size_t alen;
             void *addr = advert_address(st, "pushed", &alen);
-            ck_assert_msg(refit_tp_connect(tp, addr, alen, "pushed", &peer) == 0, "%s", refit_error_message());
+            ck_assert_msg(refit_transport_connect(tp, addr, alen, "pushed", &peer) == 0, "%s", refit_error_message());
             free(addr);
         }
     }
     ck_assert_int_eq(write(go[1], "g", 1), 1);
     ck_assert_msg(th_child_ok(pub), "the push publisher failed");
-    refit_tp_disconnect(tp, peer);
-    refit_tp_fini(tp);
+    refit_transport_disconnect(tp, peer);
+    refit_transport_fini(tp);
     refit_store_close(st);
     refit_loader_destroy(ld);
     refit_receiver_destroy(pl);

@@ -54,7 +54,7 @@ START_TEST(t_tcp_forged_key)
     size_t kl = unhex(l + n, k, sizeof(k));
     uint8_t *buf = map(65536);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
     /* Flip a bit of the secret, the generation, the id; and grow the length. */
     static const int at[] = {40, 55, 24, 16, 33};
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
@@ -62,7 +62,7 @@ START_TEST(t_tcp_forged_key)
         memcpy(f, k, kl);
         f[at[i]] ^= 0x40;
         refit_tp_rkey_t *rk;
-        int rc = refit_tp_unpack(S.t, S.peer, f, kl, &rk);
+        int rc = refit_transport_unpack(S.t, S.peer, f, kl, &rk);
         if (rc)
             continue;
         rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
@@ -70,9 +70,9 @@ START_TEST(t_tcp_forged_key)
         rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096);
         ck_assert_msg(rc < 0, "WRITE through a forged key (byte %d) succeeded", at[i]);
         ck_assert_str_eq(peer_cmd(&P, "check %d 0 65536 5 0", id), "ok");
-        refit_tp_release(S.t, rk);
+        refit_transport_release(S.t, rk);
     }
-    refit_tp_dereg(S.t, lr);
+    refit_transport_dereg(S.t, lr);
     munmap_buf(buf, 65536);
 }
 END_TEST
@@ -105,12 +105,12 @@ START_TEST(t_tcp_auth)
     setenv("REFIT_TCP_TOKEN", "another-token", 1);
     side_open(&s2, NULL);
     refit_tp_peer_t *pp = NULL;
-    int rc = refit_tp_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
+    int rc = refit_transport_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
     ck_assert_int_eq(rc, REFIT_EPERM);
     side_close(&s2);
     unsetenv("REFIT_TCP_TOKEN");
     side_open(&s2, NULL);
-    rc = refit_tp_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
+    rc = refit_transport_connect(s2.t, p2.addr, p2.alen, "p2", &pp);
     ck_assert_int_eq(rc, REFIT_EPERM);
     side_close(&s2);
     ck_assert_str_eq(peer_cmd(&p2, "ping"), "ok");
@@ -133,11 +133,11 @@ START_TEST(t_tcp_ipv6_and_ports)
     refit_tp_rkey_t *rk = remote_reg(&s6, &p6, 1 << 20, 7, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(s6.t, buf, 1 << 20, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(s6.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&s6, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
     ck_assert_int_lt(check(buf, 1 << 20, 7, 0), 0);
-    refit_tp_release(s6.t, rk);
-    refit_tp_dereg(s6.t, lr);
+    refit_transport_release(s6.t, rk);
+    refit_transport_dereg(s6.t, lr);
     side_close(&s6);
     peer_stop(&p6);
     /* A port range: the peer listens inside it, and a second peer skips
@@ -176,7 +176,7 @@ START_TEST(t_tcp_local_secret)
     struct side s2 = {0};
     side_open(&s2, set_b);
     refit_tp_peer_t *pp = NULL;
-    ck_assert_int_eq(refit_tp_connect(s2.t, pa.addr, pa.alen, "pa", &pp), REFIT_EPERM);
+    ck_assert_int_eq(refit_transport_connect(s2.t, pa.addr, pa.alen, "pa", &pp), REFIT_EPERM);
     ck_assert_msg(strstr(refit_error_message(), "local secret"), "%s", refit_error_message());
     side_close(&s2);
     /* ... the same user's is not, and reads what the peer registered. */
@@ -186,11 +186,11 @@ START_TEST(t_tcp_local_secret)
     refit_tp_rkey_t *rk = remote_reg(&s2, &pa, 4096, 3, &id);
     uint8_t *buf = map(4096);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(s2.t, buf, 4096, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(s2.t, buf, 4096, REFIT_MEM_HOST, &lr), 0);
     ck_assert_int_eq(xfer1(&s2, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     ck_assert_int_lt(check(buf, 4096, 3, 0), 0);
-    refit_tp_release(s2.t, rk);
-    refit_tp_dereg(s2.t, lr);
+    refit_transport_release(s2.t, rk);
+    refit_transport_dereg(s2.t, lr);
     munmap_buf(buf, 4096);
     side_close(&s2);
     peer_stop(&pa);
@@ -210,12 +210,12 @@ START_TEST(t_tcp_local_secret)
     ck_assert_int_eq(refit_config_create(&cfg), 0);
     ck_assert_int_eq(refit_config_set(cfg, set_a, "test"), 0);
     ck_assert_int_eq(refit_loader_create(cfg, &ld), 0);
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = "tcp", .name = "t", .cuda_device = -1};
-    ck_assert_int_eq(refit_tp_init(ld, cfg, &o, &t), REFIT_EPERM);
+    struct refit_transport_open o = {.size = sizeof(o), .plugin = "tcp", .name = "t", .cuda_device = -1};
+    ck_assert_int_eq(refit_transport_init(ld, cfg, &o, &t), REFIT_EPERM);
     ck_assert_msg(strstr(refit_error_message(), "writable by group or others"), "%s", refit_error_message());
     ck_assert_int_eq(chmod(a, 0700), 0);
     ck_assert_int_eq(chmod(file, 0644), 0);
-    ck_assert_int_eq(refit_tp_init(ld, cfg, &o, &t), REFIT_EPERM);
+    ck_assert_int_eq(refit_transport_init(ld, cfg, &o, &t), REFIT_EPERM);
     ck_assert_msg(strstr(refit_error_message(), "readable or writable by group or others"), "%s",
                   refit_error_message());
     refit_loader_destroy(ld);
@@ -300,17 +300,17 @@ START_TEST(t_tcp_unauthenticated_flood)
     struct side s2 = {0};
     side_open(&s2, NULL);
     unsetenv("REFIT_TCP_TOKEN");
-    int rc = refit_tp_connect(s2.t, pf.addr, pf.alen, "pf", &s2.peer);
+    int rc = refit_transport_connect(s2.t, pf.addr, pf.alen, "pf", &s2.peer);
     ck_assert_msg(rc == 0, "connect behind 64 idle handshakes: %s", refit_error_message());
     int id;
     refit_tp_rkey_t *rk = remote_reg(&s2, &pf, 65536, 9, &id);
     uint8_t *buf = map(65536);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(s2.t, buf, 65536, REFIT_MEM_HOST, &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(s2.t, buf, 65536, REFIT_MEM_HOST, &lr), 0);
     ck_assert_int_eq(xfer1(&s2, REFIT_OP_READ, lr, 0, rk, 0, 65536), 0);
     ck_assert_int_lt(check(buf, 65536, 9, 0), 0);
-    refit_tp_release(s2.t, rk);
-    refit_tp_dereg(s2.t, lr);
+    refit_transport_release(s2.t, rk);
+    refit_transport_dereg(s2.t, lr);
     munmap_buf(buf, 65536);
     side_close(&s2);
     for (int i = 0; i < 64; i++)
@@ -405,7 +405,7 @@ START_TEST(t_tcp_notify_sender_bound)
     unsetenv("REFIT_TCP_TOKEN");
     void *a;
     size_t al;
-    ck_assert_int_eq(refit_tp_address_get(s2.t, &a, &al), 0);
+    ck_assert_int_eq(refit_transport_address_get(s2.t, &a, &al), 0);
     int fd = raw_dial(a);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(raw_handshake(fd, a, RAW_TOKEN, TCP_ROLE_CTL, "mallory"), 0);
@@ -418,7 +418,7 @@ START_TEST(t_tcp_notify_sender_bound)
     ck_assert_uint_eq(tcp_get32(rep), TCP_S_OK);
     char m[64], from[REFIT_TP_NAME_MAX + 1];
     size_t ml = 0;
-    ck_assert_int_eq(refit_tp_poll_notify_from(s2.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
+    ck_assert_int_eq(refit_transport_poll_notify_from(s2.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
     ck_assert_uint_eq(ml, strlen(note));
     ck_assert_str_eq(from, "mallory");
     close(fd);

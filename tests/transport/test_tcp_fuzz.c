@@ -23,7 +23,7 @@
 #include "refit/config.h"
 #include "refit/loader.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 #include "../check_run.h"
 
 #define TOKEN "fuzz-token"
@@ -59,14 +59,14 @@ struct server {
 
 static void open_tp(struct server *s, const char *name, refit_transport_t **out)
 {
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = "tcp", .name = name, .cuda_device = -1};
-    int rc = refit_tp_init(s->ld, s->cfg, &o, out);
+    struct refit_transport_open o = {.size = sizeof(o), .plugin = "tcp", .name = name, .cuda_device = -1};
+    int rc = refit_transport_init(s->ld, s->cfg, &o, out);
     ck_assert_msg(rc == 0, "tcp init: %s", refit_error_message());
 }
 
 static void key_of(refit_transport_t *t, refit_tp_region_t *r, struct raw_key *k, void **blob, size_t *len)
 {
-    ck_assert_int_eq(refit_tp_pack(t, r, blob, len), 0);
+    ck_assert_int_eq(refit_transport_pack(t, r, blob, len), 0);
     ck_assert_uint_eq(*len, TCP_RKEY_SIZE);
     raw_key_parse(*blob, k);
 }
@@ -88,33 +88,33 @@ static void server_open(struct server *s)
     s->buf = malloc(RLEN);
     for (size_t i = 0; i < RLEN; i++)
         s->g[i] = (uint8_t)(i * 7 + 3);
-    ck_assert_int_eq(refit_tp_reg(s->t, s->a, RLEN, REFIT_MEM_HOST, &s->ra), 0);
-    ck_assert_int_eq(refit_tp_reg(s->t, s->g, RLEN, REFIT_MEM_HOST, &s->rg), 0);
-    ck_assert_int_eq(refit_tp_reg(s->c, s->buf, RLEN, REFIT_MEM_HOST, &s->rb), 0);
+    ck_assert_int_eq(refit_transport_reg(s->t, s->a, RLEN, REFIT_MEM_HOST, &s->ra), 0);
+    ck_assert_int_eq(refit_transport_reg(s->t, s->g, RLEN, REFIT_MEM_HOST, &s->rg), 0);
+    ck_assert_int_eq(refit_transport_reg(s->c, s->buf, RLEN, REFIT_MEM_HOST, &s->rb), 0);
     void *blob, *addr;
     size_t len, alen;
     key_of(s->t, s->ra, &s->ka, &blob, &len);
     free(blob);
     key_of(s->t, s->rg, &s->kg, &blob, &len);
-    ck_assert_int_eq(refit_tp_address_get(s->t, &addr, &alen), 0);
+    ck_assert_int_eq(refit_transport_address_get(s->t, &addr, &alen), 0);
     ck_assert_uint_le(alen, sizeof(s->addr));
     memcpy(s->addr, addr, alen);
-    int rc = refit_tp_connect(s->c, addr, alen, "server", &s->peer);
+    int rc = refit_transport_connect(s->c, addr, alen, "server", &s->peer);
     ck_assert_msg(rc == 0, "honest connect: %s", refit_error_message());
-    ck_assert_int_eq(refit_tp_unpack(s->c, s->peer, blob, len, &s->gk), 0);
+    ck_assert_int_eq(refit_transport_unpack(s->c, s->peer, blob, len, &s->gk), 0);
     free(blob);
     free(addr);
 }
 
 static void server_close(struct server *s)
 {
-    refit_tp_release(s->c, s->gk);
-    refit_tp_disconnect(s->c, s->peer);
-    refit_tp_dereg(s->c, s->rb);
-    refit_tp_dereg(s->t, s->ra);
-    refit_tp_dereg(s->t, s->rg);
-    refit_tp_fini(s->c);
-    refit_tp_fini(s->t);
+    refit_transport_release(s->c, s->gk);
+    refit_transport_disconnect(s->c, s->peer);
+    refit_transport_dereg(s->c, s->rb);
+    refit_transport_dereg(s->t, s->ra);
+    refit_transport_dereg(s->t, s->rg);
+    refit_transport_fini(s->c);
+    refit_transport_fini(s->t);
     refit_loader_destroy(s->ld);
     refit_config_destroy(s->cfg);
     free(s->a);
@@ -257,12 +257,12 @@ static void check_server(struct server *s)
 {
     struct refit_tp_desc d = {REFIT_OP_READ, s->rb, 0, s->gk, 0, RLEN};
     memset(s->buf, 0, RLEN);
-    int rc = refit_tp_xfer(s->c, s->peer, &d, 1, 30000);
+    int rc = refit_transport_xfer(s->c, s->peer, &d, 1, 30000);
     ck_assert_msg(rc == 0, "honest READ of the guard region: %s", refit_error_message());
     ck_assert_msg(!memcmp(s->buf, s->g, RLEN), "the guard region changed");
     ck_assert_msg(!memcmp(s->g, s->buf, RLEN), "the guard region changed");
     struct refit_tp_notify_stats st;
-    ck_assert_int_eq(refit_tp_notify_stats(s->t, &st), 0);
+    ck_assert_int_eq(refit_transport_notify_stats(s->t, &st), 0);
     ck_assert_uint_le(st.queued, 16);
     ck_assert_uint_le(st.queued_bytes, 65536);
     /* Poll with buffers of every size: too-small ones drop a note, never
@@ -272,7 +272,7 @@ static void check_server(struct server *s)
     size_t ml;
     for (int i = 0; i < 20; i++) {
         size_t cap = rnd() % 2 ? sizeof(m) : rnd() % 512;
-        rc = refit_tp_poll_notify_from(s->t, m, cap, &ml, from, sizeof(from), 0);
+        rc = refit_transport_poll_notify_from(s->t, m, cap, &ml, from, sizeof(from), 0);
         if (rc == REFIT_ETIMEDOUT)
             break;
         ck_assert_msg(rc == 0 || rc == REFIT_ETOOBIG, "poll: %d %s", rc, refit_error_message());
@@ -304,7 +304,7 @@ START_TEST(fuzz_tcp_server)
     }
     check_server(&s);
     struct refit_tp_notify_stats st;
-    ck_assert_int_eq(refit_tp_notify_stats(s.t, &st), 0);
+    ck_assert_int_eq(refit_transport_notify_stats(s.t, &st), 0);
     fprintf(stderr, "fuzz_tcp_server: notes received %llu, delivered %llu, dropped full %llu, oversize %llu\n",
             (unsigned long long)st.received, (unsigned long long)st.delivered,
             (unsigned long long)st.dropped_full, (unsigned long long)st.dropped_oversize);

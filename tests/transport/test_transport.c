@@ -28,7 +28,7 @@
 #include "refit/loader.h"
 #include "refit/plugin.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 #include "tpeer.h"
 
@@ -75,7 +75,7 @@ START_TEST(t_read_sizes)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, BIG, 11, &id);
     uint8_t *buf = map(BIG);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
     for (size_t i = 0; i < NSIZES; i++) {
         uint64_t roff = i * 3 % 17, loff = (i * 5) % 13 + 1; /* unaligned on both sides */
         zero(buf, sizes[i] + loff + 1);
@@ -86,8 +86,8 @@ START_TEST(t_read_sizes)
         ck_assert_int_eq(byte_at(buf, loff - 1), 0); /* nothing written outside */
         ck_assert_int_eq(byte_at(buf, loff + sizes[i]), 0);
     }
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    refit_tp_release(S.t, rk);
+    ck_assert_int_eq(refit_transport_dereg(S.t, lr), 0);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, BIG);
 }
 END_TEST
@@ -99,7 +99,7 @@ START_TEST(t_write_sizes)
     uint8_t *buf = map(BIG);
     fill(buf, BIG, 99, 0);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, BIG, tm_memtype(), &lr), 0);
     for (size_t i = 0; i < NSIZES; i++) {
         uint64_t roff = i * 7 % 19 + 1, loff = i * 3 % 11;
         int rc = xfer1(&S, REFIT_OP_WRITE, lr, loff, rk, roff, sizes[i]);
@@ -116,8 +116,8 @@ START_TEST(t_write_sizes)
         ck_assert_str_eq(l, "ok");
         ck_assert_str_eq(peer_cmd(&P, "fill %d 12", id), "ok");
     }
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    refit_tp_release(S.t, rk);
+    ck_assert_int_eq(refit_transport_dereg(S.t, lr), 0);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, BIG);
 }
 END_TEST
@@ -145,20 +145,20 @@ START_TEST(t_one_gib)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, G, 21, &id);
     uint8_t *buf = map(G);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, G, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, G, tm_memtype(), &lr), 0);
     /* A wait of minutes, not WAIT_MS: 1 GiB over shared memory on a loaded
      * two-core machine has been seen to need more than one. */
     struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, G};
-    int rc = refit_tp_xfer(S.t, S.peer, &d, 1, 5 * WAIT_MS);
+    int rc = refit_transport_xfer(S.t, S.peer, &d, 1, 5 * WAIT_MS);
     ck_assert_msg(rc == 0, "READ 1 GiB: %s", refit_error_message());
     ck_assert_int_lt(check(buf, G, 21, 0), 0);
     fill(buf, G, 22, 0);
     d.op = REFIT_OP_WRITE;
-    rc = refit_tp_xfer(S.t, S.peer, &d, 1, 5 * WAIT_MS);
+    rc = refit_transport_xfer(S.t, S.peer, &d, 1, 5 * WAIT_MS);
     ck_assert_msg(rc == 0, "WRITE 1 GiB: %s", refit_error_message());
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 22 0", id, (unsigned long long)G), "ok");
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    refit_tp_release(S.t, rk);
+    ck_assert_int_eq(refit_transport_dereg(S.t, lr), 0);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, G);
 }
 END_TEST
@@ -174,7 +174,7 @@ START_TEST(t_many_descriptors)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 31, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     struct refit_tp_desc *d = calloc(NDESC, sizeof(*d));
     /* READ: 10,000 small pieces (1..200 bytes) scattered in reverse order. */
     uint64_t off = 0;
@@ -184,7 +184,7 @@ START_TEST(t_many_descriptors)
         off += len;
     }
     ck_assert_msg(off < R / 2, "descriptor total %llu", (unsigned long long)off);
-    int rc = refit_tp_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
+    int rc = refit_transport_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
     ck_assert_msg(rc == 0, "10,000 READs: %s", refit_error_message());
     uint8_t *v = tm_view(buf, R); /* one copy back, not 10,000 */
     ck_assert_msg(v != NULL, "read back: %s", tm_err);
@@ -197,12 +197,12 @@ START_TEST(t_many_descriptors)
         int j = (int)((uint64_t)i * 7919 % NDESC); /* a permutation: 7919 is prime */
         d[i] = (struct refit_tp_desc){REFIT_OP_WRITE, lr, (uint64_t)j * 64, rk, (uint64_t)j * 64, 64};
     }
-    rc = refit_tp_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
+    rc = refit_transport_xfer(S.t, S.peer, d, NDESC, WAIT_MS);
     ck_assert_msg(rc == 0, "10,000 WRITEs: %s", refit_error_message());
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 640000 32 0", id), "ok");
     free(d);
-    ck_assert_int_eq(refit_tp_dereg(S.t, lr), 0);
-    refit_tp_release(S.t, rk);
+    ck_assert_int_eq(refit_transport_dereg(S.t, lr), 0);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, R);
 }
 END_TEST
@@ -216,28 +216,28 @@ START_TEST(t_concurrent)
     uint8_t *in = map(R), *out = map(R);
     fill(out, R, 43, 0);
     refit_tp_region_t *li, *lo;
-    ck_assert_int_eq(refit_tp_reg(S.t, in, R, tm_memtype(), &li), 0);
-    ck_assert_int_eq(refit_tp_reg(S.t, out, R, tm_memtype(), &lo), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, in, R, tm_memtype(), &li), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, out, R, tm_memtype(), &lo), 0);
     refit_tp_req_t *req[2 * 16];
     for (uint64_t i = 0; i < N; i++) {
         struct refit_tp_desc r = {REFIT_OP_READ, li, i * piece, ra, i * piece, piece};
         struct refit_tp_desc w = {REFIT_OP_WRITE, lo, i * piece, rb, i * piece, piece};
-        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &r, 1, &req[2 * i]), 0);
-        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &w, 1, &req[2 * i + 1]), 0);
+        ck_assert_int_eq(refit_transport_post(S.t, S.peer, &r, 1, &req[2 * i]), 0);
+        ck_assert_int_eq(refit_transport_post(S.t, S.peer, &w, 1, &req[2 * i + 1]), 0);
     }
     /* Complete in the reverse order of posting. */
     for (int i = 2 * (int)N - 1; i >= 0; i--) {
-        int rc = refit_tp_wait(S.t, req[i], WAIT_MS);
+        int rc = refit_transport_wait(S.t, req[i], WAIT_MS);
         ck_assert_msg(rc == 0, "request %d: %s", i, refit_error_message());
-        ck_assert_int_eq(refit_tp_test(S.t, req[i]), 0);
-        refit_tp_req_free(S.t, req[i]);
+        ck_assert_int_eq(refit_transport_test(S.t, req[i]), 0);
+        refit_transport_req_free(S.t, req[i]);
     }
     ck_assert_int_lt(check(in, R, 41, 0), 0);
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 43 0", id_b, (unsigned long long)R), "ok");
-    refit_tp_dereg(S.t, li);
-    refit_tp_dereg(S.t, lo);
-    refit_tp_release(S.t, ra);
-    refit_tp_release(S.t, rb);
+    refit_transport_dereg(S.t, li);
+    refit_transport_dereg(S.t, lo);
+    refit_transport_release(S.t, ra);
+    refit_transport_release(S.t, rb);
     munmap_buf(in, R);
     munmap_buf(out, R);
 }
@@ -247,7 +247,7 @@ END_TEST
 
 START_TEST(t_notify_after_writes)
 {
-    if (!refit_tp_caps(S.t)->notify)
+    if (!refit_transport_caps(S.t)->notify)
         return;
     int id;
     const uint64_t R = 32u << 20;
@@ -255,26 +255,26 @@ START_TEST(t_notify_after_writes)
     uint8_t *buf = map(R);
     fill(buf, R, 52, 0);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     /* WRITEs posted and not waited for: the notification must still land
      * after them. */
     refit_tp_req_t *req[4];
     for (int i = 0; i < 4; i++) {
         struct refit_tp_desc w = {REFIT_OP_WRITE, lr, (uint64_t)i * (R / 4), rk, (uint64_t)i * (R / 4), R / 4};
-        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &w, 1, &req[i]), 0);
+        ck_assert_int_eq(refit_transport_post(S.t, S.peer, &w, 1, &req[i]), 0);
     }
-    int rc = refit_tp_notify(S.t, S.peer, "v42", 3);
+    int rc = refit_transport_notify(S.t, S.peer, "v42", 3);
     ck_assert_msg(rc == 0, "notify: %s", refit_error_message());
     ck_assert_str_eq(peer_cmd(&P, "notify 10000"), "notify 763432");
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %llu 52 0", id, (unsigned long long)R), "ok");
     for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(refit_tp_wait(S.t, req[i], WAIT_MS), 0);
-        refit_tp_req_free(S.t, req[i]);
+        ck_assert_int_eq(refit_transport_wait(S.t, req[i], WAIT_MS), 0);
+        refit_transport_req_free(S.t, req[i]);
     }
     /* And the other way: the peer connects back and notifies us. */
     void *a;
     size_t al;
-    ck_assert_int_eq(refit_tp_address_get(S.t, &a, &al), 0);
+    ck_assert_int_eq(refit_transport_address_get(S.t, &a, &al), 0);
     char *hex = malloc(2 * al + 1);
     for (size_t i = 0; i < al; i++)
         sprintf(hex + 2 * i, "%02x", ((uint8_t *)a)[i]);
@@ -283,17 +283,17 @@ START_TEST(t_notify_after_writes)
     ck_assert_str_eq(peer_cmd(&P, "send 61"), "ok");
     uint8_t m[16];
     size_t ml = 0;
-    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
+    ck_assert_int_eq(refit_transport_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
     ck_assert_uint_eq(ml, 3);
     ck_assert(m[0] == 0 && m[1] == 1 && m[2] == 0xff);
-    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
+    ck_assert_int_eq(refit_transport_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), 0);
     ck_assert(ml == 1 && m[0] == 'a');
     /* None pending: a zero timeout just checks. */
-    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, 0), REFIT_ETIMEDOUT);
+    ck_assert_int_eq(refit_transport_poll_notify(S.t, m, sizeof(m), &ml, 0), REFIT_ETIMEDOUT);
     free(hex);
     free(a);
-    refit_tp_dereg(S.t, lr);
-    refit_tp_release(S.t, rk);
+    refit_transport_dereg(S.t, lr);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, R);
 }
 END_TEST
@@ -303,7 +303,7 @@ static void peer_connect_back(void)
 {
     void *a;
     size_t al;
-    ck_assert_int_eq(refit_tp_address_get(S.t, &a, &al), 0);
+    ck_assert_int_eq(refit_transport_address_get(S.t, &a, &al), 0);
     char *hex = malloc(2 * al + 1);
     for (size_t i = 0; i < al; i++)
         sprintf(hex + 2 * i, "%02x", ((uint8_t *)a)[i]);
@@ -316,14 +316,14 @@ static void peer_connect_back(void)
 static struct refit_tp_notify_stats notify_stats(void)
 {
     struct refit_tp_notify_stats st;
-    int rc = refit_tp_notify_stats(S.t, &st);
+    int rc = refit_transport_notify_stats(S.t, &st);
     ck_assert_msg(rc == 0, "notify_stats: %s", refit_error_message());
     return st;
 }
 
 START_TEST(t_notify_bounds)
 {
-    if (!refit_tp_caps(S.t)->notify)
+    if (!refit_transport_caps(S.t)->notify)
         return;
     /* A receiver that keeps 4 notifications: 10 sent, 4 kept (the first,
      * in order, each naming its sender), 6 dropped and counted. */
@@ -351,7 +351,7 @@ START_TEST(t_notify_bounds)
     char from[REFIT_TP_NAME_MAX + 1];
     size_t ml = 0;
     for (int i = 0; i < 4; i++) {
-        int rc = refit_tp_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS);
+        int rc = refit_transport_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS);
         ck_assert_msg(rc == 0, "note %d: %s", i, refit_error_message());
         ck_assert_uint_eq(ml, 1);
         ck_assert_int_eq(m[0], i);
@@ -365,14 +365,14 @@ START_TEST(t_notify_bounds)
     ck_assert_uint_eq(st.max_count, 4);
     /* Room again: the next one is kept. */
     ck_assert_str_eq(peer_cmd(&P, "send 2a"), "ok");
-    ck_assert_int_eq(refit_tp_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
+    ck_assert_int_eq(refit_transport_poll_notify_from(S.t, m, sizeof(m), &ml, from, sizeof(from), WAIT_MS), 0);
     ck_assert(ml == 1 && m[0] == 0x2a);
 }
 END_TEST
 
 START_TEST(t_notify_oversize_not_wedged)
 {
-    if (!refit_tp_caps(S.t)->notify)
+    if (!refit_transport_caps(S.t)->notify)
         return;
     /* A note larger than the poller's buffer leaves the queue with
      * ETOOBIG; the one behind it is delivered. */
@@ -381,10 +381,10 @@ START_TEST(t_notify_oversize_not_wedged)
     ck_assert_str_eq(peer_cmd(&P, "send 61"), "ok");
     uint8_t m[16];
     size_t ml = 0;
-    ck_assert_int_eq(refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), REFIT_ETOOBIG);
+    ck_assert_int_eq(refit_transport_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS), REFIT_ETOOBIG);
     ck_assert_uint_eq(ml, 600);
     ck_assert_msg(strstr(refit_error_message(), "'peer'"), "%s", refit_error_message());
-    int rc = refit_tp_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS);
+    int rc = refit_transport_poll_notify(S.t, m, sizeof(m), &ml, WAIT_MS);
     ck_assert_msg(rc == 0, "the note behind an oversize one: %s", refit_error_message());
     ck_assert(ml == 1 && m[0] == 'a');
     ck_assert_uint_eq(notify_stats().dropped_oversize, 1);
@@ -399,7 +399,7 @@ START_TEST(t_invalid_keys)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 61, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     /* Out of range on the remote side: rejected before any I/O. */
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, (1 << 20) - 10, 11), REFIT_ERANGE);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, UINT64_MAX - 4, 8), REFIT_ERANGE);
@@ -408,13 +408,13 @@ START_TEST(t_invalid_keys)
     /* Malformed key blobs. */
     refit_tp_rkey_t *bad = NULL;
     uint8_t junk[64] = {1, 2, 3};
-    ck_assert_int_lt(refit_tp_unpack(S.t, S.peer, junk, 3, &bad), 0);
-    ck_assert_int_lt(refit_tp_unpack(S.t, S.peer, junk, sizeof(junk), &bad), 0);
+    ck_assert_int_lt(refit_transport_unpack(S.t, S.peer, junk, 3, &bad), 0);
+    ck_assert_int_lt(refit_transport_unpack(S.t, S.peer, junk, sizeof(junk), &bad), 0);
     /* A valid transfer still works afterwards. */
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 1 << 20), 0);
     ck_assert_int_lt(check(buf, 1 << 20, 61, 0), 0);
-    refit_tp_dereg(S.t, lr);
-    refit_tp_release(S.t, rk);
+    refit_transport_dereg(S.t, lr);
+    refit_transport_release(S.t, rk);
     munmap_buf(buf, 1 << 20);
 }
 END_TEST
@@ -425,7 +425,7 @@ START_TEST(t_stale_key)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 1 << 20, 71, &id);
     uint8_t *buf = map(1 << 20);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, 1 << 20, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     ck_assert_str_eq(peer_cmd(&P, "dereg %d", id), "ok");
     /* A new registration may reuse the slot; the old key must not reach it. */
@@ -439,9 +439,9 @@ START_TEST(t_stale_key)
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 %d 72 0", id2, 1 << 20), "ok");
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk2, 0, 1 << 20), 0);
     ck_assert_int_lt(check(buf, 1 << 20, 72, 0), 0);
-    refit_tp_dereg(S.t, lr);
-    refit_tp_release(S.t, rk);
-    refit_tp_release(S.t, rk2);
+    refit_transport_dereg(S.t, lr);
+    refit_transport_release(S.t, rk);
+    refit_transport_release(S.t, rk2);
     munmap_buf(buf, 1 << 20);
 }
 END_TEST
@@ -451,24 +451,24 @@ START_TEST(t_dereg_while_reading)
     const uint64_t R = 256u << 20;
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     int failed = 0;
     for (int round = 0; round < 32 && !failed; round++) {
         int id;
         refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 81, &id);
         struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
         refit_tp_req_t *req;
-        ck_assert_int_eq(refit_tp_post(S.t, S.peer, &d, 1, &req), 0);
+        ck_assert_int_eq(refit_transport_post(S.t, S.peer, &d, 1, &req), 0);
         ck_assert_str_eq(peer_cmd(&P, "dereg %d", id), "ok");
-        int rc = refit_tp_wait(S.t, req, WAIT_MS);
+        int rc = refit_transport_wait(S.t, req, WAIT_MS);
         if (rc) {
             ck_assert_msg(rc != REFIT_ETIMEDOUT && rc != REFIT_EAGAIN, "wait: %s", refit_error_message());
             if (!strcmp(plugin, "tcp"))
                 ck_assert_msg(rc == REFIT_ESTALE, "%s", refit_error_message());
             failed = 1;
         }
-        refit_tp_req_free(S.t, req);
-        refit_tp_release(S.t, rk);
+        refit_transport_req_free(S.t, req);
+        refit_transport_release(S.t, rk);
     }
     /* Whether a deregistration lands inside a READ is up to scheduling: the
      * tcp server splits a READ into chunks, so it must happen there; other
@@ -484,8 +484,8 @@ START_TEST(t_dereg_while_reading)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, 4096, 82, &id);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     ck_assert_int_lt(check(buf, 4096, 82, 0), 0);
-    refit_tp_release(S.t, rk);
-    refit_tp_dereg(S.t, lr);
+    refit_transport_release(S.t, rk);
+    refit_transport_dereg(S.t, lr);
     munmap_buf(buf, R);
 }
 END_TEST
@@ -511,7 +511,7 @@ static void expect_broken(refit_tp_region_t *lr, refit_tp_rkey_t *rk, uint64_t l
  * region — then the memory must outlive the transport, and stays mapped. */
 static void dereg_after_break(refit_tp_region_t *lr, uint8_t *buf, uint64_t len)
 {
-    int rc = refit_tp_dereg(S.t, lr);
+    int rc = refit_transport_dereg(S.t, lr);
     if (rc == REFIT_ETIMEDOUT && strcmp(plugin, "tcp")) {
         ck_assert_msg(strstr(refit_error_message(), "must outlive the transport"), "%s",
                       refit_error_message());
@@ -524,9 +524,9 @@ static void dereg_after_break(refit_tp_region_t *lr, uint8_t *buf, uint64_t len)
 /* disconnect, connect to p's address again, and read a fresh region. */
 static void reconnect_and_read(struct peer *p, refit_tp_region_t *lr, uint8_t *buf)
 {
-    refit_tp_disconnect(S.t, S.peer);
+    refit_transport_disconnect(S.t, S.peer);
     S.peer = NULL;
-    int rc = refit_tp_connect(S.t, p->addr, p->alen, "peer", &S.peer);
+    int rc = refit_transport_connect(S.t, p->addr, p->alen, "peer", &S.peer);
     ck_assert_msg(rc == 0, "connect again: %s", refit_error_message());
     int id;
     refit_tp_rkey_t *rk = remote_reg(&S, p, 1 << 20, 77, &id);
@@ -536,14 +536,14 @@ static void reconnect_and_read(struct peer *p, refit_tp_region_t *lr, uint8_t *b
     fill(buf, 4096, 78, 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096), 0);
     ck_assert_str_eq(peer_cmd(p, "check %d 0 4096 78 0", id), "ok");
-    if (refit_tp_caps(S.t)->notify)
-        ck_assert_int_eq(refit_tp_notify(S.t, S.peer, "v", 1), 0);
+    if (refit_transport_caps(S.t)->notify)
+        ck_assert_int_eq(refit_transport_notify(S.t, S.peer, "v", 1), 0);
     /* The owner's deregistration still reaches the reconnected peer. */
     ck_assert_str_eq(peer_cmd(p, "dereg %d", id), "ok");
     rc = xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096);
     ck_assert_msg(rc == REFIT_ESTALE, "READ through a key deregistered after reconnecting: %d, %s", rc,
                   refit_error_message());
-    refit_tp_release(S.t, rk);
+    refit_transport_release(S.t, rk);
 }
 
 START_TEST(t_reconnect_stopped)
@@ -555,12 +555,12 @@ START_TEST(t_reconnect_stopped)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 71, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     kill(P.pid, SIGSTOP);
     expect_broken(lr, rk, R);
     kill(P.pid, SIGCONT);
-    refit_tp_release(S.t, rk);
+    refit_transport_release(S.t, rk);
     reconnect_and_read(&P, lr, buf);
     dereg_after_break(lr, buf, R);
 }
@@ -574,13 +574,13 @@ START_TEST(t_reconnect_reset)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 72, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 4096), 0);
     const char *l = peer_cmd(&P, "reset");
     int n = 0;
     ck_assert_msg(sscanf(l, "ok %d", &n) == 1 && n > 0, "peer reset: %s", l);
     expect_broken(lr, rk, R);
-    refit_tp_release(S.t, rk);
+    refit_transport_release(S.t, rk);
     reconnect_and_read(&P, lr, buf);
     dereg_after_break(lr, buf, R);
 }
@@ -606,13 +606,13 @@ START_TEST(t_reconnect_restarted)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 73, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, R), 0);
     struct peer old = P;
     int port = P.addr[6] | P.addr[7] << 8;
     peer_kill(&P);
     expect_broken(lr, rk, R);
-    refit_tp_release(S.t, rk);
+    refit_transport_release(S.t, rk);
     snprintf(set, sizeof(set), "transport.tcp.port_min=%d", port);
     char pmax[64];
     snprintf(pmax, sizeof(pmax), "%d", port);
@@ -620,13 +620,13 @@ START_TEST(t_reconnect_restarted)
         setenv("REFIT_TRANSPORT_TCP_PORT_MAX", pmax, 1);
     peer_start(&P, NULL, tcp ? set : NULL);
     unsetenv("REFIT_TRANSPORT_TCP_PORT_MAX");
-    refit_tp_disconnect(S.t, S.peer);
+    refit_transport_disconnect(S.t, S.peer);
     S.peer = NULL;
     if (tcp) {
         /* Same host and port, another process: refused, not misdirected. */
         ck_assert_int_eq(P.addr[6] | P.addr[7] << 8, port);
         refit_tp_peer_t *pp = NULL;
-        ck_assert_int_eq(refit_tp_connect(S.t, old.addr, old.alen, "old", &pp), REFIT_ESTALE);
+        ck_assert_int_eq(refit_transport_connect(S.t, old.addr, old.alen, "old", &pp), REFIT_ESTALE);
     }
     reconnect_and_read(&P, lr, buf);
     dereg_after_break(lr, buf, R);
@@ -642,13 +642,13 @@ static void vanish(int sig)
     refit_tp_rkey_t *rk = remote_reg(&S, &P, R, 91, &id);
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, R, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, R, tm_memtype(), &lr), 0);
     int rc = 0;
     /* The first READ races the signal; later ones meet a gone peer. */
     for (int i = 0; i < 4 && rc == 0; i++) {
         struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, R};
         refit_tp_req_t *req = NULL;
-        rc = refit_tp_post(S.t, S.peer, &d, 1, &req);
+        rc = refit_transport_post(S.t, S.peer, &d, 1, &req);
         if (i == 0) {
             kill(P.pid, sig);
             /* A killed peer is gone (its sockets closed) before the next
@@ -661,10 +661,10 @@ static void vanish(int sig)
                 waitid(P_PID, (id_t)P.pid, &si, WEXITED | WNOWAIT);
         }
         if (rc == 0) {
-            rc = refit_tp_wait(S.t, req, WAIT_MS);
+            rc = refit_transport_wait(S.t, req, WAIT_MS);
             if (rc == REFIT_ETIMEDOUT && strstr(refit_error_message(), "not complete after"))
                 ck_abort_msg("wait hung past the transport timeout: %s", refit_error_message());
-            refit_tp_req_free(S.t, req);
+            refit_transport_req_free(S.t, req);
         }
     }
     ck_assert_msg(rc < 0 && rc != REFIT_EAGAIN, "transfers from a %s peer succeeded",
@@ -672,19 +672,19 @@ static void vanish(int sig)
     /* Further posts fail as well, never hang. */
     struct refit_tp_desc d = {REFIT_OP_READ, lr, 0, rk, 0, 4096};
     refit_tp_req_t *req = NULL;
-    rc = refit_tp_post(S.t, S.peer, &d, 1, &req);
+    rc = refit_transport_post(S.t, S.peer, &d, 1, &req);
     if (rc == 0) {
-        rc = refit_tp_wait(S.t, req, WAIT_MS);
-        refit_tp_req_free(S.t, req);
+        rc = refit_transport_wait(S.t, req, WAIT_MS);
+        refit_transport_req_free(S.t, req);
     }
     ck_assert_int_lt(rc, 0);
     peer_kill(&P);
-    refit_tp_release(S.t, rk);
+    refit_transport_release(S.t, rk);
     /* A dereg may time out while the fabric still owns a request into
      * the region (a peer that never answered): the region then stays
      * registered and its memory must outlive the transport, so it is
      * left mapped (this test runs in its own process). */
-    if (refit_tp_dereg(S.t, lr) == 0)
+    if (refit_transport_dereg(S.t, lr) == 0)
         munmap_buf(buf, R);
 }
 
@@ -712,7 +712,7 @@ START_TEST(t_cipc_forged_key)
     ck_assert_uint_eq(kl, CIPC_KEY_LEN);
     uint8_t *buf = map(65536);
     refit_tp_region_t *lr;
-    ck_assert_int_eq(refit_tp_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, buf, 65536, tm_memtype(), &lr), 0);
     /* A bit flipped in the owner id, region id, secret, offset, length,
      * owner pointer, IPC handle: the owner refuses each before any handle
      * is opened. */
@@ -722,7 +722,7 @@ START_TEST(t_cipc_forged_key)
         memcpy(f, k, kl);
         f[at[i]] ^= 0x40;
         refit_tp_rkey_t *rk = NULL;
-        int rc = refit_tp_unpack(S.t, S.peer, f, kl, &rk);
+        int rc = refit_transport_unpack(S.t, S.peer, f, kl, &rk);
         ck_assert_msg(rc < 0, "a key with byte %d flipped was accepted", at[i]);
         if (at[i] == 30)
             ck_assert_msg(rc == REFIT_EPERM, "forged secret: %s", refit_error_message());
@@ -730,11 +730,11 @@ START_TEST(t_cipc_forged_key)
     ck_assert_str_eq(peer_cmd(&P, "check %d 0 65536 5 0", id), "ok");
     /* The genuine key still works. */
     refit_tp_rkey_t *rk = NULL;
-    ck_assert_msg(refit_tp_unpack(S.t, S.peer, k, kl, &rk) == 0, "unpack: %s", refit_error_message());
+    ck_assert_msg(refit_transport_unpack(S.t, S.peer, k, kl, &rk) == 0, "unpack: %s", refit_error_message());
     ck_assert_int_eq(xfer1(&S, REFIT_OP_READ, lr, 0, rk, 0, 65536), 0);
     ck_assert_int_lt(check(buf, 65536, 5, 0), 0);
-    refit_tp_release(S.t, rk);
-    refit_tp_dereg(S.t, lr);
+    refit_transport_release(S.t, rk);
+    refit_transport_dereg(S.t, lr);
     munmap_buf(buf, 65536);
 }
 END_TEST
@@ -748,29 +748,29 @@ START_TEST(t_cipc_loopback)
     fill(a, R, 5, 0);
     zero(b, R);
     refit_tp_region_t *ra, *rb;
-    ck_assert_int_eq(refit_tp_reg(S.t, a, R, tm_memtype(), &ra), 0);
-    ck_assert_int_eq(refit_tp_reg(S.t, b, R, tm_memtype(), &rb), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, a, R, tm_memtype(), &ra), 0);
+    ck_assert_int_eq(refit_transport_reg(S.t, b, R, tm_memtype(), &rb), 0);
     void *addr, *key;
     size_t al, kl;
-    ck_assert_int_eq(refit_tp_address_get(S.t, &addr, &al), 0);
+    ck_assert_int_eq(refit_transport_address_get(S.t, &addr, &al), 0);
     refit_tp_peer_t *self = NULL;
-    ck_assert_msg(refit_tp_connect(S.t, addr, al, "self", &self) == 0, "connect: %s", refit_error_message());
-    ck_assert_int_eq(refit_tp_pack(S.t, ra, &key, &kl), 0);
+    ck_assert_msg(refit_transport_connect(S.t, addr, al, "self", &self) == 0, "connect: %s", refit_error_message());
+    ck_assert_int_eq(refit_transport_pack(S.t, ra, &key, &kl), 0);
     refit_tp_rkey_t *rk = NULL;
-    ck_assert_msg(refit_tp_unpack(S.t, self, key, kl, &rk) == 0, "unpack: %s", refit_error_message());
+    ck_assert_msg(refit_transport_unpack(S.t, self, key, kl, &rk) == 0, "unpack: %s", refit_error_message());
     struct refit_tp_desc d = {REFIT_OP_READ, rb, 1, rk, 7, 1000};
-    ck_assert_msg(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "READ: %s", refit_error_message());
+    ck_assert_msg(refit_transport_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "READ: %s", refit_error_message());
     ck_assert_int_lt(check(b + 1, 1000, 5, 7), 0);
     fill(b, R, 6, 0);
     d = (struct refit_tp_desc){REFIT_OP_WRITE, rb, 0, rk, 100, 4096};
-    ck_assert_msg(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "WRITE: %s", refit_error_message());
+    ck_assert_msg(refit_transport_xfer(S.t, self, &d, 1, WAIT_MS) == 0, "WRITE: %s", refit_error_message());
     ck_assert_int_lt(check(a + 100, 4096, 6, 0), 0);
-    ck_assert_msg(refit_tp_dereg(S.t, ra) == 0, "dereg: %s", refit_error_message());
+    ck_assert_msg(refit_transport_dereg(S.t, ra) == 0, "dereg: %s", refit_error_message());
     d = (struct refit_tp_desc){REFIT_OP_READ, rb, 0, rk, 0, 4096};
-    ck_assert_int_eq(refit_tp_xfer(S.t, self, &d, 1, WAIT_MS), REFIT_ESTALE);
-    refit_tp_release(S.t, rk);
-    refit_tp_disconnect(S.t, self);
-    refit_tp_dereg(S.t, rb);
+    ck_assert_int_eq(refit_transport_xfer(S.t, self, &d, 1, WAIT_MS), REFIT_ESTALE);
+    refit_transport_release(S.t, rk);
+    refit_transport_disconnect(S.t, self);
+    refit_transport_dereg(S.t, rb);
     free(addr);
     free(key);
     munmap_buf(a, R);
@@ -784,7 +784,7 @@ START_TEST(t_cipc_other_host)
     memcpy(a, P.addr, P.alen);
     a[CIPC_ADDR_BOOT_ID] = a[CIPC_ADDR_BOOT_ID] == 'f' ? 'e' : 'f';
     refit_tp_peer_t *pp = NULL;
-    int rc = refit_tp_connect(S.t, a, P.alen, "far", &pp);
+    int rc = refit_transport_connect(S.t, a, P.alen, "far", &pp);
     ck_assert_int_eq(rc, REFIT_ENOTSUP);
     ck_assert_msg(strstr(refit_error_message(), "host"), "%s", refit_error_message());
 }
@@ -798,7 +798,7 @@ START_TEST(t_cipc_small_allocation)
     void *d = NULL;
     ck_assert_int_eq(cudaMalloc(&d, 65536), cudaSuccess);
     refit_tp_region_t *r = NULL;
-    ck_assert_int_eq(refit_tp_reg(S.t, d, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
+    ck_assert_int_eq(refit_transport_reg(S.t, d, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
     ck_assert_msg(strstr(refit_error_message(), "2 MiB"), "%s", refit_error_message());
     cudaFree(d);
 #endif
@@ -809,10 +809,10 @@ START_TEST(t_cipc_host_memory)
 {
     void *h = malloc(4096);
     refit_tp_region_t *r = NULL;
-    ck_assert_int_eq(refit_tp_reg(S.t, h, 4096, REFIT_MEM_HOST, &r), REFIT_ENOTSUP);
+    ck_assert_int_eq(refit_transport_reg(S.t, h, 4096, REFIT_MEM_HOST, &r), REFIT_ENOTSUP);
     /* Past the core's memory-type check, the plugin looks at the pointer. */
-    const struct refit_transport_ops *ops = refit_tp_plugin(S.t)->ops;
-    ck_assert_int_eq(ops->reg(refit_tp_raw(S.t), h, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
+    const struct refit_transport_ops *ops = refit_transport_plugin(S.t)->ops;
+    ck_assert_int_eq(ops->reg(refit_transport_raw(S.t), h, 4096, REFIT_MEM_CUDA, &r), REFIT_ENOTSUP);
     ck_assert_msg(strstr(refit_error_message(), "host memory"), "%s", refit_error_message());
     free(h);
 }
@@ -911,13 +911,13 @@ static int probe_memory(char *why, size_t cap)
             refit_config_t *cfg = NULL;
             refit_loader_t *ld = NULL;
             refit_transport_t *t = NULL;
-            struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "probe", .cuda_device = -1};
+            struct refit_transport_open o = {.size = sizeof(o), .plugin = plugin, .name = "probe", .cuda_device = -1};
             if (!refit_config_create(&cfg) && !refit_config_apply_env(cfg, NULL) &&
-                !refit_loader_create(cfg, &ld) && !refit_tp_init(ld, cfg, &o, &t)) {
-                uint32_t m = refit_tp_caps(t)->memtypes;
+                !refit_loader_create(cfg, &ld) && !refit_transport_init(ld, cfg, &o, &t)) {
+                uint32_t m = refit_transport_caps(t)->memtypes;
                 want = !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)) && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
             }
-            refit_tp_fini(t);
+            refit_transport_fini(t);
             refit_loader_destroy(ld);
             refit_config_destroy(cfg);
         }

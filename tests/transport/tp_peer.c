@@ -35,7 +35,7 @@
 #include "refit/config.h"
 #include "refit/loader.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 struct region {
     void *mem;
@@ -135,17 +135,17 @@ int main(int argc, char **argv)
     }
     if (!rc)
         rc = refit_loader_create(cfg, &ld);
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = argv[1], .name = name,
+    struct refit_transport_open o = {.size = sizeof(o), .plugin = argv[1], .name = name,
                               .cuda_device = tm_cuda ? tm_dev : -1};
     if (!rc)
-        rc = refit_tp_init(ld, cfg, &o, &t);
+        rc = refit_transport_init(ld, cfg, &o, &t);
     if (rc) {
         fail(rc);
         return 1;
     }
     void *addr;
     size_t alen;
-    if ((rc = refit_tp_address_get(t, &addr, &alen))) {
+    if ((rc = refit_transport_address_get(t, &addr, &alen))) {
         fail(rc);
         return 1;
     }
@@ -170,7 +170,7 @@ int main(int argc, char **argv)
                 continue;
             }
             struct region *g = &regs[n_regs];
-            if ((rc = refit_tp_reg(t, m, a, tm_memtype(), &g->r))) {
+            if ((rc = refit_transport_reg(t, m, a, tm_memtype(), &g->r))) {
                 tm_free(m, a);
                 fail(rc);
                 continue;
@@ -179,14 +179,14 @@ int main(int argc, char **argv)
             g->len = a;
             void *k;
             size_t kl;
-            if ((rc = refit_tp_pack(t, g->r, &k, &kl))) {
+            if ((rc = refit_transport_pack(t, g->r, &k, &kl))) {
                 fail(rc);
                 continue;
             }
             hex_out("rkey", n_regs++, k, kl);
             free(k);
         } else if (sscanf(line, "dereg %llu", &a) == 1 && a < (unsigned)n_regs && regs[a].r) {
-            rc = refit_tp_dereg(t, regs[a].r);
+            rc = refit_transport_dereg(t, regs[a].r);
             regs[a].r = NULL;
             if (rc)
                 fail(rc);
@@ -212,28 +212,28 @@ int main(int argc, char **argv)
                 printf("bad %lld\n", (long long)pos);
         } else if (sscanf(line, "notify %llu", &a) == 1) {
             size_t n = 0;
-            rc = refit_tp_poll_notify(t, bin, sizeof(bin), &n, (int64_t)a);
+            rc = refit_transport_poll_notify(t, bin, sizeof(bin), &n, (int64_t)a);
             if (rc)
                 fail(rc);
             else
                 hex_out("notify", -1, bin, n);
         } else if (sscanf(line, "connect %65535s", arg) == 1) {
             size_t n = hex_in(arg, bin, sizeof(bin));
-            rc = refit_tp_connect(t, bin, n, "test", &back);
+            rc = refit_transport_connect(t, bin, n, "test", &back);
             if (rc)
                 fail(rc);
             else
                 printf("ok\n");
         } else if (sscanf(line, "sendz %llu", &a) == 1 && back && a <= sizeof(bin)) {
             memset(bin, 'z', a);
-            rc = refit_tp_notify(t, back, bin, a);
+            rc = refit_transport_notify(t, back, bin, a);
             if (rc)
                 fail(rc);
             else
                 printf("ok\n");
         } else if (sscanf(line, "send %65535s", arg) == 1 && back) {
             size_t n = hex_in(arg, bin, sizeof(bin));
-            rc = refit_tp_notify(t, back, bin, n);
+            rc = refit_transport_notify(t, back, bin, n);
             if (rc)
                 fail(rc);
             else
@@ -248,11 +248,11 @@ int main(int argc, char **argv)
             printf("err -1 unknown command\n");
         }
     }
-    refit_tp_disconnect(t, back);
+    refit_transport_disconnect(t, back);
     for (int i = 0; i < n_regs; i++)
         if (regs[i].r)
-            refit_tp_dereg(t, regs[i].r);
-    refit_tp_fini(t);
+            refit_transport_dereg(t, regs[i].r);
+    refit_transport_fini(t);
     for (int i = 0; i < n_regs; i++)
         tm_free(regs[i].mem, regs[i].len);
     refit_loader_destroy(ld);

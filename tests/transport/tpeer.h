@@ -19,7 +19,7 @@
 #include "refit/config.h"
 #include "refit/loader.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 #define TP_UNUSED __attribute__((unused))
 
@@ -150,22 +150,22 @@ static TP_UNUSED void side_open(struct side *s, const char *extra)
     if (extra)
         ck_assert_int_eq(refit_config_set(s->cfg, extra, "test"), 0);
     ck_assert_int_eq(refit_loader_create(s->cfg, &s->ld), 0);
-    struct refit_tp_open o = {.size = sizeof(o), .plugin = plugin, .name = "test",
+    struct refit_transport_open o = {.size = sizeof(o), .plugin = plugin, .name = "test",
                               .cuda_device = tm_cuda ? tm_dev : -1};
-    int rc = refit_tp_init(s->ld, s->cfg, &o, &s->t);
+    int rc = refit_transport_init(s->ld, s->cfg, &o, &s->t);
     ck_assert_msg(rc == 0, "init %s: %s", plugin, refit_error_message());
 }
 
 static TP_UNUSED void side_connect(struct side *s, struct peer *p)
 {
-    int rc = refit_tp_connect(s->t, p->addr, p->alen, "peer", &s->peer);
+    int rc = refit_transport_connect(s->t, p->addr, p->alen, "peer", &s->peer);
     ck_assert_msg(rc == 0, "connect: %s", refit_error_message());
 }
 
 static TP_UNUSED void side_close(struct side *s)
 {
-    refit_tp_disconnect(s->t, s->peer);
-    refit_tp_fini(s->t);
+    refit_transport_disconnect(s->t, s->peer);
+    refit_transport_fini(s->t);
     refit_loader_destroy(s->ld);
     refit_config_destroy(s->cfg);
     memset(s, 0, sizeof(*s));
@@ -180,7 +180,7 @@ static TP_UNUSED refit_tp_rkey_t *remote_reg(struct side *s, struct peer *p, uin
     static uint8_t k[4096];
     size_t kl = unhex(l + n, k, sizeof(k));
     refit_tp_rkey_t *rk = NULL;
-    int rc = refit_tp_unpack(s->t, s->peer, k, kl, &rk);
+    int rc = refit_transport_unpack(s->t, s->peer, k, kl, &rk);
     ck_assert_msg(rc == 0, "unpack: %s", refit_error_message());
     return rk;
 }
@@ -226,7 +226,7 @@ static TP_UNUSED int xfer1(struct side *s, uint32_t op, refit_tp_region_t *l, ui
                  uint64_t roff, uint64_t len)
 {
     struct refit_tp_desc d = {op, l, loff, r, roff, len};
-    return refit_tp_xfer(s->t, s->peer, &d, 1, WAIT_MS);
+    return refit_transport_xfer(s->t, s->peer, &d, 1, WAIT_MS);
 }
 
 static TP_UNUSED uint64_t mem_available(void)

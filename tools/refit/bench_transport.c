@@ -19,7 +19,7 @@
 
 #include "bench_transport.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 static double now_s(void)
 {
@@ -61,20 +61,20 @@ static void *map_touched(uint64_t n)
  * closes. */
 static int peer_main(struct cli_common *cc, const char *plugin, uint64_t size)
 {
-    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench-peer", .cuda_device = -1};
+    struct refit_transport_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench-peer", .cuda_device = -1};
     refit_transport_t *t = NULL;
     refit_tp_region_t *r = NULL;
     void *addr = NULL, *key = NULL;
     size_t al, kl;
     void *mem = map_touched(size);
-    int rc = mem ? refit_tp_init(cc->loader, cc->cfg, &op, &t)
+    int rc = mem ? refit_transport_init(cc->loader, cc->cfg, &op, &t)
                  : refit_error_set(REFIT_ENOMEM, "peer: %llu bytes", (unsigned long long)size);
     if (!rc)
-        rc = refit_tp_reg(t, mem, size, REFIT_MEM_HOST, &r);
+        rc = refit_transport_reg(t, mem, size, REFIT_MEM_HOST, &r);
     if (!rc)
-        rc = refit_tp_address_get(t, &addr, &al);
+        rc = refit_transport_address_get(t, &addr, &al);
     if (!rc)
-        rc = refit_tp_pack(t, r, &key, &kl);
+        rc = refit_transport_pack(t, r, &key, &kl);
     if (rc) {
         printf("err %s\n", refit_error_message());
         fflush(stdout);
@@ -87,8 +87,8 @@ static int peer_main(struct cli_common *cc, const char *plugin, uint64_t size)
     }
     free(addr);
     free(key);
-    refit_tp_dereg(t, r);
-    refit_tp_fini(t);
+    refit_transport_dereg(t, r);
+    refit_transport_fini(t);
     if (mem)
         munmap(mem, size);
     return rc ? 1 : 0;
@@ -154,13 +154,13 @@ static void peer_end(struct peer_proc *p)
 static int time_xfer(refit_transport_t *t, refit_tp_peer_t *peer, const struct refit_tp_desc *d,
                      size_t n, double min_time, uint64_t bytes, double *gbps, double *us)
 {
-    int rc = refit_tp_xfer(t, peer, d, n, -1); /* warm-up: connections, pages, caches */
+    int rc = refit_transport_xfer(t, peer, d, n, -1); /* warm-up: connections, pages, caches */
     if (rc)
         return rc;
     uint64_t iters = 0;
     double t0 = now_s(), el;
     do {
-        rc = refit_tp_xfer(t, peer, d, n, -1);
+        rc = refit_transport_xfer(t, peer, d, n, -1);
         if (rc)
             return rc;
         iters++;
@@ -185,10 +185,10 @@ void bt_session_close(struct bt_session *s)
 {
     if (!s)
         return;
-    refit_tp_dereg(s->t, s->lr);
-    refit_tp_release(s->t, s->rk);
-    refit_tp_disconnect(s->t, s->peer);
-    refit_tp_fini(s->t);
+    refit_transport_dereg(s->t, s->lr);
+    refit_transport_release(s->t, s->rk);
+    refit_transport_disconnect(s->t, s->peer);
+    refit_transport_fini(s->t);
     if (s->mem)
         munmap(s->mem, s->size);
     peer_end(&s->pp);
@@ -209,26 +209,26 @@ int bt_session_open(struct cli_common *cc, const struct bt_opts *o, const char *
     s->size = size;
     if ((rc = peer_spawn(o, plugin, size, &s->pp)))
         goto out;
-    struct refit_tp_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench", .cuda_device = -1};
+    struct refit_transport_open op = {.size = sizeof(op), .plugin = plugin, .name = "bench", .cuda_device = -1};
     if (!fgets(line, 1 << 16, s->pp.from) || strncmp(line, "addr ", 5)) {
         rc = refit_error_set(REFIT_ECONN, "bench peer did not start: %s", line);
         goto out;
     }
     size_t al = hex_parse(line + 5, blob, 1 << 15);
-    if ((rc = refit_tp_init(cc->loader, cc->cfg, &op, &s->t)) ||
-        (rc = refit_tp_connect(s->t, blob, al, "bench-peer", &s->peer)))
+    if ((rc = refit_transport_init(cc->loader, cc->cfg, &op, &s->t)) ||
+        (rc = refit_transport_connect(s->t, blob, al, "bench-peer", &s->peer)))
         goto out;
     if (!fgets(line, 1 << 16, s->pp.from) || strncmp(line, "rkey ", 5)) {
         rc = refit_error_set(REFIT_EPROTO, "bench peer sent no key");
         goto out;
     }
-    if ((rc = refit_tp_unpack(s->t, s->peer, blob, hex_parse(line + 5, blob, 1 << 15), &s->rk)))
+    if ((rc = refit_transport_unpack(s->t, s->peer, blob, hex_parse(line + 5, blob, 1 << 15), &s->rk)))
         goto out;
     if (!(s->mem = map_touched(size))) {
         rc = refit_error_set(REFIT_ENOMEM, "%llu bytes", (unsigned long long)size);
         goto out;
     }
-    rc = refit_tp_reg(s->t, s->mem, size, REFIT_MEM_HOST, &s->lr);
+    rc = refit_transport_reg(s->t, s->mem, size, REFIT_MEM_HOST, &s->lr);
 out:
     free(line);
     free(blob);

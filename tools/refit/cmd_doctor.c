@@ -13,7 +13,7 @@
 #include "cli_opts.h"
 #include "refit/status.h"
 #include "refit/topology.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 #ifdef REFIT_HAVE_OFI
 #include <rdma/fabric.h>
@@ -155,26 +155,26 @@ static void try_transport(struct cli_common *c, const refit_topology_t *t, const
     for (size_t i = 0; i < nh; i++)
         printf("%s%s", i ? "," : " ", hint[i]);
     printf("%s\n", nh ? "" : " (transport's own choice)");
-    struct refit_tp_open o = {sizeof(o), name, "doctor", -1, (const char *const *)hint, nh};
+    struct refit_transport_open o = {sizeof(o), name, "doctor", -1, (const char *const *)hint, nh};
     refit_transport_t *tp = NULL;
-    int rc = refit_tp_init(c->loader, c->cfg, &o, &tp);
+    int rc = refit_transport_init(c->loader, c->cfg, &o, &tp);
     if (rc) {
         printf("    would fail: %s\n", refit_error_message());
         free(hint);
         return;
     }
-    const struct refit_transport_ops *ops = refit_tp_plugin(tp)->ops;
+    const struct refit_transport_ops *ops = refit_transport_plugin(tp)->ops;
     char d[1024] = "";
     if (ops->size >= offsetof(struct refit_transport_ops, describe) + sizeof(ops->describe) &&
-        ops->describe && ops->describe(refit_tp_raw(tp), d, sizeof(d)) == 0)
+        ops->describe && ops->describe(refit_transport_raw(tp), d, sizeof(d)) == 0)
         printf("    uses: %s\n", d);
-    const struct refit_tp_caps *caps = refit_tp_caps(tp);
+    const struct refit_tp_caps *caps = refit_transport_caps(tp);
     int host = !!(caps->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST));
     int cuda = !!(caps->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
     printf("    reaches: %s%s%s; notifications %s\n", host ? "host" : "cuda only",
            host && cuda ? ", cuda" : "", host && !cuda ? " (cuda staged)" : "",
            caps->notify ? "yes" : "no");
-    refit_tp_fini(tp);
+    refit_transport_fini(tp);
     free(hint);
 }
 

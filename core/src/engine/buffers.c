@@ -32,7 +32,7 @@ static void scratch_free(refit_receiver_t *r)
 {
     struct rf_bufs *b = &r->bufs;
     if (b->scratch_reg)
-        refit_tp_dereg(r->tp, b->scratch_reg);
+        refit_transport_dereg(r->tp, b->scratch_reg);
     b->scratch_reg = NULL;
     if (b->scratch_dev)
         rf_rcvdev_scratch_free(r, b->scratch);
@@ -47,7 +47,7 @@ void rf_bufs_fini(refit_receiver_t *r)
     struct rf_bufs *b = &r->bufs;
     for (int k = 0; k < 2; k++) {
         if (b->stage_reg[k])
-            refit_tp_dereg(r->tp, b->stage_reg[k]);
+            refit_transport_dereg(r->tp, b->stage_reg[k]);
         big_free(b->stage[k], b->staging_len);
     }
     scratch_free(r);
@@ -86,7 +86,7 @@ static int staging_realloc(refit_receiver_t *r, uint64_t staging, int want_doubl
     rf_rcvdev_unpin(r); /* before the old staging is unmapped */
     for (int k = 0; k < 2; k++) {
         if (b->stage_reg[k])
-            refit_tp_dereg(r->tp, b->stage_reg[k]);
+            refit_transport_dereg(r->tp, b->stage_reg[k]);
         b->stage_reg[k] = NULL;
         big_free(b->stage[k], b->staging_len);
         b->stage[k] = nb[k];
@@ -131,19 +131,19 @@ static int register_all(refit_receiver_t *r, int back)
     int rc = 0;
     for (int k = 0; !rc && k < 1 + b->doubled; k++)
         if (!b->stage_reg[k] && b->staging_len && !r->ctx->in_place)
-            rc = refit_tp_reg(r->tp, b->stage[k], b->staging_len, REFIT_MEM_HOST, &b->stage_reg[k]);
+            rc = refit_transport_reg(r->tp, b->stage[k], b->staging_len, REFIT_MEM_HOST, &b->stage_reg[k]);
     b->staging_reg = b->stage_reg[back];
     if (!rc && !b->scratch_reg && b->scratch_len)
-        rc = refit_tp_reg(r->tp, b->scratch, b->scratch_len, b->scratch_dev ? REFIT_MEM_CUDA : REFIT_MEM_HOST,
+        rc = refit_transport_reg(r->tp, b->scratch, b->scratch_len, b->scratch_dev ? REFIT_MEM_CUDA : REFIT_MEM_HOST,
                           &b->scratch_reg);
     for (size_t i = 0; !rc && r->ctx->in_place && i < r->dests.n; i++) {
         struct rf_dst *d = &r->dests.d[i];
         if (d->reg && d->reg_ptr == d->ptr)
             continue;
         if (d->reg)
-            refit_tp_dereg(r->tp, d->reg);
+            refit_transport_dereg(r->tp, d->reg);
         d->reg = NULL;
-        rc = refit_tp_reg(r->tp, d->ptr, d->nbytes ? d->nbytes : 1, d->memtype, &d->reg);
+        rc = refit_transport_reg(r->tp, d->ptr, d->nbytes ? d->nbytes : 1, d->memtype, &d->reg);
         d->reg_ptr = d->ptr;
     }
     return rc;

@@ -126,7 +126,7 @@ int refit_context_create(const char *config_path, const char *const *overrides, 
 int rf_context_transport(refit_context_t *ctx, const char *name, refit_transport_t **out)
 {
     if (!ctx->tp) {
-        struct refit_tp_open o = {.size = sizeof(o), .name = name, .cuda_device = -1};
+        struct refit_transport_open o = {.size = sizeof(o), .name = name, .cuda_device = -1};
         /* topology.nic_pin: the NUMA-local device(s) for this rank, handed
          * to the plugin (which copies what it needs during init).  Ranks
          * on one node take turns over equally close devices by LOCAL_RANK. */
@@ -143,7 +143,7 @@ int rf_context_transport(refit_context_t *ctx, const char *name, refit_transport
             }
             refit_topology_destroy(topo);
         }
-        int rc = refit_tp_init(ctx->loader, ctx->cfg, &o, &ctx->tp);
+        int rc = refit_transport_init(ctx->loader, ctx->cfg, &o, &ctx->tp);
         free(hint);
         if (rc)
             return rc;
@@ -156,7 +156,7 @@ void refit_context_destroy(refit_context_t *ctx)
 {
     if (!ctx)
         return;
-    refit_tp_fini(ctx->tp);
+    refit_transport_fini(ctx->tp);
     refit_store_close(ctx->store);
     refit_model_close(ctx->model);
     refit_loader_destroy(ctx->loader);

@@ -11,7 +11,7 @@
 #include "../msgpack_pk.h"
 #include "../msgpack_rd.h"
 #include "refit/store.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 #include "../util.h"
 
 void rf_delta_cat_chunks(const struct refit_cat_tensor *ct, uint64_t *n_chunks, uint64_t *chunk_bytes)

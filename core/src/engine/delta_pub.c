@@ -45,7 +45,7 @@ static void arenas_free(refit_publisher_t *pub, struct rf_pubdelta *d)
 {
     for (int i = 0; i < 2; i++) {
         if (d->ar[i].reg)
-            refit_tp_dereg(pub->tp, d->ar[i].reg);
+            refit_transport_dereg(pub->tp, d->ar[i].reg);
         free(d->ar[i].rkey);
         free(d->ar[i].buf);
         memset(&d->ar[i], 0, sizeof(d->ar[i]));
@@ -118,10 +118,10 @@ static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
             if (!rc) {
                 memset(d->ar[i].buf, 0, cap);
                 d->ar[i].cap = cap;
-                rc = refit_tp_reg(pub->tp, d->ar[i].buf, cap, REFIT_MEM_HOST, &d->ar[i].reg);
+                rc = refit_transport_reg(pub->tp, d->ar[i].buf, cap, REFIT_MEM_HOST, &d->ar[i].reg);
             }
             if (!rc)
-                rc = refit_tp_pack(pub->tp, d->ar[i].reg, &d->ar[i].rkey, &d->ar[i].rkey_len);
+                rc = refit_transport_pack(pub->tp, d->ar[i].reg, &d->ar[i].rkey, &d->ar[i].rkey_len);
             if (rc)
                 return refit_error_push(rc, "publisher %s: delta arena of %zu bytes", pub->id, cap);
         }

@@ -65,7 +65,7 @@ static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
 {
     for (size_t s = 0; d->keys && s < d->n_src; s++)
         for (int k = 0; k < 2; k++) {
-            refit_tp_release(r->tp, d->keys[s][k].rk);
+            refit_transport_release(r->tp, d->keys[s][k].rk);
             free(d->keys[s][k].blob);
         }
     free(d->keys);
@@ -121,7 +121,7 @@ void rf_rcvdelta_destroy(refit_receiver_t *r)
         return;
     per_plan_free(r, d);
     if (d->land_reg)
-        refit_tp_dereg(r->tp, d->land_reg);
+        refit_transport_dereg(r->tp, d->land_reg);
     free(d->land);
     free(d);
     r->delta = NULL;
@@ -354,7 +354,7 @@ static int delta_key(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, refit
             k = j;
     if (d->keys[s][0].rk && d->keys[s][1].rk && d->keys[s][0].peer == peer && d->keys[s][1].peer == peer)
         k = d->keys[s][0].stamp < d->keys[s][1].stamp ? 0 : 1;
-    refit_tp_release(r->tp, d->keys[s][k].rk);
+    refit_transport_release(r->tp, d->keys[s][k].rk);
     free(d->keys[s][k].blob);
     memset(&d->keys[s][k], 0, sizeof(d->keys[s][k]));
     if (!(d->keys[s][k].blob = malloc(rec->rkey.len ? rec->rkey.len : 1)))
@@ -363,7 +363,7 @@ static int delta_key(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, refit
     d->keys[s][k].len = rec->rkey.len;
     d->keys[s][k].peer = peer;
     d->keys[s][k].stamp = ++d->stamp;
-    int rc = refit_tp_unpack(r->tp, peer, rec->rkey.data, rec->rkey.len, &d->keys[s][k].rk);
+    int rc = refit_transport_unpack(r->tp, peer, rec->rkey.data, rec->rkey.len, &d->keys[s][k].rk);
     if (rc)
         return refit_error_push(rc, "source %s: its delta arena's key", r->disc.src[s].id);
     *out = d->keys[s][k].rk;
@@ -396,7 +396,7 @@ static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, uint64_
     if (land <= d->land_cap)
         return 0;
     if (d->land_reg)
-        refit_tp_dereg(r->tp, d->land_reg);
+        refit_transport_dereg(r->tp, d->land_reg);
     free(d->land);
     d->land_reg = NULL;
     d->land_cap = 0;
@@ -405,7 +405,7 @@ static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, uint64_
         return REFIT_ENOMEM;
     memset(d->land, 0, cap);
     d->land_cap = cap;
-    int rc = refit_tp_reg(r->tp, d->land, cap, REFIT_MEM_HOST, &d->land_reg);
+    int rc = refit_transport_reg(r->tp, d->land, cap, REFIT_MEM_HOST, &d->land_reg);
     return rc ? refit_error_push(rc, "receiver %s: registering %zu bytes for deltas", r->id, cap) : 0;
 }
 
@@ -523,7 +523,7 @@ static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_sta
     struct rf_exec_stats xs = {.failed_source = -1};
     double tx = rf_seconds();
     if (!rc)
-        rc = rf_exec_run(r->tp, &sub, es, (uint32_t)ns, (uint32_t)r->ctx->flush_every, refit_tp_timeout_ms(r->tp),
+        rc = rf_exec_run(r->tp, &sub, es, (uint32_t)ns, (uint32_t)r->ctx->flush_every, refit_transport_timeout_ms(r->tp),
                          local, landed, r, &xs);
     if (xs.failed_source >= 0 && (size_t)xs.failed_source < r->peers.n)
         rf_peers_broken(r, (size_t)xs.failed_source);

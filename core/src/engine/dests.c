@@ -85,7 +85,7 @@ void rf_dests_fini(struct rf_dests *ds, refit_transport_t *tp, int doubled)
 {
     for (size_t i = 0; i < ds->n; i++) {
         if (ds->d[i].reg)
-            refit_tp_dereg(tp, ds->d[i].reg);
+            refit_transport_dereg(tp, ds->d[i].reg);
         if (ds->d[i].owned && !doubled)
             free(ds->d[i].ptr);
         free(ds->d[i].name);

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "receiver.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 #include "sums.h"
 
 /* ---- publisher ---- */
@@ -86,7 +86,7 @@ int rf_rcvdev_sync(refit_receiver_t *r);
 /* The CUDA device of this receiver's destinations. */
 int rf_rcvdev_device(const refit_receiver_t *r);
 
-/* A resident pull from peers the transport maps (refit_tp_rkey_ptr) as
+/* A resident pull from peers the transport maps (refit_transport_rkey_ptr) as
  * one device program (rcvprog.c, dprog.h): *ran 1 when it ran (every byte
  * landed, every FP8 destination quantized), 0 when this pull must take the
  * transport's path (not resident, refit.device_program off, a plan the

@@ -2,7 +2,7 @@
  * colocated pull as one table of operations that one kernel launch runs.
  *
  * A resident pull over a transport that maps its peers' memory (cuda_ipc,
- * refit_tp_rkey_ptr) does not need the transport's copies at all: every
+ * refit_transport_rkey_ptr) does not need the transport's copies at all: every
  * byte the plan moves goes from a trainer's tensor straight into the
  * engine's destination, as a 2-D copy (rows of `width` bytes between two
  * pitches: whole tensors, row blocks and the column slices of row-parallel

@@ -9,7 +9,7 @@
 #include "refit/loader.h"
 #include "refit/refit.h"
 #include "refit/store_core.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 enum rf_verify { RF_VERIFY_OFF = 0, RF_VERIFY_FULL = 1, RF_VERIFY_SAMPLE = 2 };
 

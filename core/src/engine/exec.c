@@ -34,7 +34,7 @@ static int post_next(refit_transport_t *tp, const struct rf_plan *plan, const st
     }
     if (rc)
         return rc;
-    rc = refit_tp_post(tp, src[s].peer, L->d, n, &L->req);
+    rc = refit_transport_post(tp, src[s].peer, L->d, n, &L->req);
     if (rc) {
         if (st)
             st->failed_source = s;
@@ -55,7 +55,7 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                 uint32_t n_sources, uint32_t flush_every, int64_t timeout_ms,
                 rf_exec_local_fn local, rf_exec_done_fn done, void *arg, struct rf_exec_stats *st)
 {
-    const struct refit_tp_caps *caps = refit_tp_caps(tp);
+    const struct refit_tp_caps *caps = refit_transport_caps(tp);
     /* refit.flush_every is at least 1 (the schema); 0 here would never post. */
     uint32_t per_post = flush_every ? flush_every : 1;
     if (caps->max_desc_per_post && per_post > caps->max_desc_per_post)
@@ -89,7 +89,7 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
         for (uint32_t s = 0; s < n_sources && !rc; s++) {
             struct lane *L = &lanes[s];
             if (L->req) {
-                int t = refit_tp_test(tp, L->req);
+                int t = refit_transport_test(tp, L->req);
                 if (t == REFIT_EAGAIN) {
                     if (rf_seconds() - L->posted_at > (double)timeout_ms / 1000.0) {
                         rc = refit_error_set(REFIT_ETIMEDOUT,
@@ -100,7 +100,7 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                     }
                     continue;
                 }
-                refit_tp_req_free(tp, L->req);
+                refit_transport_req_free(tp, L->req);
                 L->req = NULL;
                 if (t) {
                     rc = refit_error_push(t, "reading from source %s", src[s].name);
@@ -136,14 +136,14 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
         if (!progressed) {
             /* Nothing moved: block briefly on one request instead of
              * spinning; its result is read by test() on the next turn. */
-            int p = refit_tp_progress(tp);
+            int p = refit_transport_progress(tp);
             if (p && p != REFIT_EAGAIN) {
                 rc = p;
                 break;
             }
             for (uint32_t s = 0; s < n_sources; s++)
                 if (lanes[s].req) {
-                    refit_tp_wait(tp, lanes[s].req, 1);
+                    refit_transport_wait(tp, lanes[s].req, 1);
                     break;
                 }
         }
@@ -152,8 +152,8 @@ out:
     for (uint32_t s = 0; s < n_sources; s++) {
         if (lanes[s].req) {
             /* Failed elsewhere: let it finish or fail before freeing. */
-            refit_tp_wait(tp, lanes[s].req, timeout_ms);
-            refit_tp_req_free(tp, lanes[s].req);
+            refit_transport_wait(tp, lanes[s].req, timeout_ms);
+            refit_transport_req_free(tp, lanes[s].req);
         }
         free(lanes[s].d);
     }

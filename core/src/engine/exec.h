@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "plan.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 struct rf_exec_source {
     refit_tp_peer_t *peer;

@@ -21,10 +21,10 @@
 void rf_fanout_drop_peer(refit_receiver_t *r, struct rf_rpeer *p)
 {
     for (int k = 0; k < 2; k++) {
-        refit_tp_release(r->tp, p->keys[k].rkey);
+        refit_transport_release(r->tp, p->keys[k].rkey);
         free(p->keys[k].blob);
     }
-    refit_tp_disconnect(r->tp, p->peer);
+    refit_transport_disconnect(r->tp, p->peer);
     free(p->addr);
     free(p->id);
     memset(p, 0, sizeof(*p));
@@ -126,7 +126,7 @@ static int gather_candidates(refit_receiver_t *r, struct rf_fanout *f, uint64_t 
             rep->status == RF_REPLICA_READY && rep->version == v &&
             !memcmp(rep->layout.b, f->layout.b, 16) && rep->length == r->plan.staging_need &&
             !strcmp(rep->model, refit_model_type(r->ctx->model)) &&
-            !strcmp(rep->transport, refit_tp_plugin_name(r->tp)) && !failed_before(f, rep->id)) {
+            !strcmp(rep->transport, refit_transport_plugin_name(r->tp)) && !failed_before(f, rep->id)) {
             c[n].rep = rep;
             /* Spread pullers over equally loaded replicas. */
             c[n].tie = XXH3_64bits_withSeed(rep->id, strlen(rep->id), XXH3_64bits(r->id, strlen(r->id)));
@@ -239,7 +239,7 @@ static struct rf_rpeer *peer_for(refit_receiver_t *r, struct rf_fanout *f, const
         p->addr_len = rep->address.len;
         char name[REFIT_RECORD_MAX_ID + 16];
         snprintf(name, sizeof(name), "replica %s", rep->id);
-        if ((*rc = refit_tp_connect(r->tp, rep->address.data, rep->address.len, name, &p->peer))) {
+        if ((*rc = refit_transport_connect(r->tp, rep->address.data, rep->address.len, name, &p->peer))) {
             refit_error_push(*rc, "connecting to replica %s", rep->id);
             rf_fanout_drop_peer(r, p);
             return NULL;
@@ -256,7 +256,7 @@ static refit_tp_rkey_t *rkey_for(refit_receiver_t *r, struct rf_rpeer *p, const 
             return p->keys[k].rkey;
     int k = p->next;
     p->next ^= 1;
-    refit_tp_release(r->tp, p->keys[k].rkey);
+    refit_transport_release(r->tp, p->keys[k].rkey);
     free(p->keys[k].blob);
     p->keys[k].rkey = NULL;
     p->keys[k].blob = malloc(rep->rkey.len ? rep->rkey.len : 1);
@@ -266,7 +266,7 @@ static refit_tp_rkey_t *rkey_for(refit_receiver_t *r, struct rf_rpeer *p, const 
     }
     memcpy(p->keys[k].blob, rep->rkey.data, rep->rkey.len);
     p->keys[k].len = rep->rkey.len;
-    if ((*rc = refit_tp_unpack(r->tp, p->peer, rep->rkey.data, rep->rkey.len, &p->keys[k].rkey))) {
+    if ((*rc = refit_transport_unpack(r->tp, p->peer, rep->rkey.data, rep->rkey.len, &p->keys[k].rkey))) {
         refit_error_push(*rc, "replica %s: remote key", rep->id);
         free(p->keys[k].blob);
         p->keys[k].blob = NULL;
@@ -357,7 +357,7 @@ static int copy_replica(refit_receiver_t *r, struct rf_fanout *f, const struct r
     f->local = r->bufs.staging_reg;
     struct rf_exec_stats xs = {.failed_source = -1};
     st->xfer_start = rf_seconds();
-    rc = rf_exec_run(r->tp, &plan, &es, 1, batch, refit_tp_timeout_ms(r->tp), local_staging, verify_chunks, f, &xs);
+    rc = rf_exec_run(r->tp, &plan, &es, 1, batch, refit_transport_timeout_ms(r->tp), local_staging, verify_chunks, f, &xs);
     st->xfer_end = rf_seconds();
     st->transfer_s = st->xfer_end - st->xfer_start - xs.idle_wire_s;
     if (st->transfer_s < 0)

@@ -321,16 +321,16 @@ int rf_fanout_republish(refit_receiver_t *r, struct rf_fanout *f, uint64_t v)
         free(f->packed[buf].blob);
         f->packed[buf].blob = NULL;
         f->packed[buf].reg = NULL;
-        rc = refit_tp_pack(r->tp, reg, &f->packed[buf].blob, &f->packed[buf].len);
+        rc = refit_transport_pack(r->tp, reg, &f->packed[buf].blob, &f->packed[buf].len);
         if (rc)
             return refit_error_push(rc, "replica %s: packing the staging key", r->id);
         f->packed[buf].reg = reg;
     }
-    if (!f->addr && (rc = refit_tp_address_get(r->tp, &f->addr, &f->addr_len)))
+    if (!f->addr && (rc = refit_transport_address_get(r->tp, &f->addr, &f->addr_len)))
         return rc;
     f->rec = (struct rf_replica){.id = r->id,
                                  .model = refit_model_type(r->ctx->model),
-                                 .transport = refit_tp_plugin_name(r->tp),
+                                 .transport = refit_transport_plugin_name(r->tp),
                                  .address = {f->addr, f->addr_len},
                                  .rkey = {f->packed[buf].blob, f->packed[buf].len},
                                  .layout = f->layout,

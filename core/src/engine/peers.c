@@ -20,7 +20,7 @@
 static void release_keys(refit_receiver_t *r, refit_tp_rkey_t **k, struct refit_blob *b, size_t n)
 {
     for (size_t i = 0; k && i < n; i++) {
-        refit_tp_release(r->tp, k[i]);
+        refit_transport_release(r->tp, k[i]);
         free((void *)b[i].data);
         k[i] = NULL;
         b[i] = (struct refit_blob){NULL, 0};
@@ -46,7 +46,7 @@ static void disconnect(refit_receiver_t *r, struct rf_peer *p)
     p->rkeys = NULL;
     p->rkey_blobs = NULL;
     p->n_rkeys = 0;
-    refit_tp_disconnect(r->tp, p->peer);
+    refit_transport_disconnect(r->tp, p->peer);
     p->peer = NULL;
     free(p->addr);
     p->addr = NULL;
@@ -118,7 +118,7 @@ static int connect_peer(refit_receiver_t *r, struct rf_peer *p, const struct ref
 {
     double deadline = rf_seconds() + (double)r->ctx->timeout_ms / 1000.0, wait = RF_RECONNECT_FIRST_S;
     for (;;) {
-        int rc = refit_tp_connect(r->tp, rec->address.data, rec->address.len, p->id, &p->peer);
+        int rc = refit_transport_connect(r->tp, rec->address.data, rec->address.len, p->id, &p->peer);
         if (!rc || !p->failures || rf_seconds() + wait > deadline)
             return rc ? refit_error_push(rc, "connecting to source %s", p->id) : 0;
         struct refit_source_record *now = NULL;
@@ -177,7 +177,7 @@ static int key_update(refit_receiver_t *r, struct rf_peer *p, size_t k, const st
         p->alt_blobs[k] = ob;
         return 0;
     }
-    refit_tp_release(r->tp, p->alt_rkeys[k]);
+    refit_transport_release(r->tp, p->alt_rkeys[k]);
     free((void *)p->alt_blobs[k].data);
     p->alt_rkeys[k] = ok;
     p->alt_blobs[k] = ob;
@@ -188,15 +188,15 @@ static int key_update(refit_receiver_t *r, struct rf_peer *p, size_t k, const st
         return REFIT_ENOMEM;
     memcpy(copy, want->data, want->len);
     p->rkey_blobs[k] = (struct refit_blob){copy, want->len};
-    int rc = refit_tp_unpack(r->tp, p->peer, want->data, want->len, &p->rkeys[k]);
+    int rc = refit_transport_unpack(r->tp, p->peer, want->data, want->len, &p->rkeys[k]);
     return rc ? refit_error_push(rc, "source %s: remote key of region %zu", p->id, k) : 0;
 }
 
 static int connect_one(refit_receiver_t *r, struct rf_peer *p, const struct refit_source_record *rec, int *fresh)
 {
-    if (strcmp(rec->transport, refit_tp_plugin_name(r->tp)))
+    if (strcmp(rec->transport, refit_transport_plugin_name(r->tp)))
         return refit_error_set(REFIT_EPROTO, "source %s publishes over '%s', this receiver uses '%s'", p->id,
-                               rec->transport, refit_tp_plugin_name(r->tp));
+                               rec->transport, refit_transport_plugin_name(r->tp));
     /* Restarted elsewhere: a new address, new keys. */
     if (p->peer && (p->addr_len != rec->address.len || memcmp(p->addr, rec->address.data, p->addr_len)))
         disconnect(r, p);

@@ -114,7 +114,7 @@ int rf_pubdev_gathered(const refit_transport_t *tp, uint32_t memtype, int copy_m
 {
     if (memtype != REFIT_MEM_CUDA)
         return copy_mode || small;
-    uint32_t m = refit_tp_caps(tp)->memtypes;
+    uint32_t m = refit_transport_caps(tp)->memtypes;
     if (push || !(m & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)))
         return 1;
     return copy_mode || (small && (m & REFIT_MEMTYPE_BIT(REFIT_MEM_HOST)));

@@ -118,7 +118,7 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
     if (!rc)
         rc = rf_context_transport(ctx, pub->id, &pub->tp);
     if (!rc)
-        rc = refit_tp_address_get(pub->tp, &pub->addr, &pub->addr_len);
+        rc = refit_transport_address_get(pub->tp, &pub->addr, &pub->addr_len);
     if (rc) {
         refit_error_push(rc, "publisher %s", source_id);
         refit_publisher_destroy(pub);
@@ -150,7 +150,7 @@ static void drop_regions(refit_publisher_t *pub)
 {
     for (size_t i = 0; i < pub->n_rg; i++) {
         if (pub->rg[i].reg)
-            refit_tp_dereg(pub->tp, pub->rg[i].reg);
+            refit_transport_dereg(pub->tp, pub->rg[i].reg);
         free(pub->rg[i].rkey);
         if (pub->rg[i].owned) {
             rf_pubdev_unpin(pub->dev, pub->rg[i].base);
@@ -338,9 +338,9 @@ static int add_region(refit_publisher_t *pub, struct region_pool *old, void *bas
             return REFIT_ENOMEM;
         memset(r->base, 0, len);
     }
-    int rc = refit_tp_reg(pub->tp, r->base, len ? len : 1, r->memtype, &r->reg);
+    int rc = refit_transport_reg(pub->tp, r->base, len ? len : 1, r->memtype, &r->reg);
     if (!rc)
-        rc = refit_tp_pack(pub->tp, r->reg, &r->rkey, &r->rkey_len);
+        rc = refit_transport_pack(pub->tp, r->reg, &r->rkey, &r->rkey_len);
     pub->registered++;
     return rc;
 }
@@ -500,7 +500,7 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
                    (uint32_t)par_size(pub->par.pp_size), (uint32_t)pub->par.ep_rank,
                    (uint32_t)par_size(pub->par.ep_size), (uint32_t)pub->par.etp_rank,
                    (uint32_t)par_size(pub->par.etp_size)},
-        .transport = refit_tp_plugin_name(pub->tp),
+        .transport = refit_transport_plugin_name(pub->tp),
         .address = {pub->addr, pub->addr_len},
         .n_rkeys = n_rk,
         .rkeys = rk,
@@ -509,7 +509,7 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
         .version = version,
         .status = status,
         .heartbeat_ms = refit_time_ms(),
-        .sender = refit_tp_name(pub->tp),
+        .sender = refit_transport_name(pub->tp),
     };
     struct refit_src_ext ext = src_ext(&pub->par);
     if (!rc)

@@ -74,7 +74,7 @@ struct rf_push_pub {
 static void pub_work_free(refit_publisher_t *pub, struct pub_work *w)
 {
     if (w->out_reg)
-        refit_tp_dereg(pub->tp, w->out_reg);
+        refit_transport_dereg(pub->tp, w->out_reg);
     free(w->out);
     free(w->u_off);
     free(w->s_off);
@@ -93,10 +93,10 @@ static void push_destroy(refit_publisher_t *pub)
     for (size_t i = 0; i < pp->n_peers; i++) {
         struct pub_peer *p = &pp->peers[i];
         for (int k = 0; k < RKEY_CACHE; k++) {
-            refit_tp_release(pub->tp, p->rk[k].k);
+            refit_transport_release(pub->tp, p->rk[k].k);
             free(p->rk[k].blob);
         }
-        refit_tp_disconnect(pub->tp, p->peer);
+        refit_transport_disconnect(pub->tp, p->peer);
         free(p->addr);
         free(p->receiver);
     }
@@ -192,7 +192,7 @@ static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struc
         pub_work_free(pub, &w);
         return REFIT_ENOMEM;
     }
-    if (s && (rc = refit_tp_reg(pub->tp, w.out, w.out_len, REFIT_MEM_HOST, &w.out_reg))) {
+    if (s && (rc = refit_transport_reg(pub->tp, w.out, w.out_len, REFIT_MEM_HOST, &w.out_reg))) {
         pub_work_free(pub, &w);
         return refit_error_push(rc, "publisher %s: registering push output", pub->id);
     }
@@ -218,11 +218,11 @@ static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struc
 static void peer_forget(refit_publisher_t *pub, struct pub_peer *p)
 {
     for (int k = 0; k < RKEY_CACHE; k++) {
-        refit_tp_release(pub->tp, p->rk[k].k);
+        refit_transport_release(pub->tp, p->rk[k].k);
         free(p->rk[k].blob);
     }
     memset(p->rk, 0, sizeof(p->rk));
-    refit_tp_disconnect(pub->tp, p->peer);
+    refit_transport_disconnect(pub->tp, p->peer);
     p->peer = NULL;
     free(p->addr);
     p->addr = NULL;
@@ -254,7 +254,7 @@ static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct 
             return REFIT_ENOMEM;
         memcpy(p->addr, a->addr, a->addr_len);
         p->addr_len = a->addr_len;
-        int rc = refit_tp_connect(pub->tp, a->addr, a->addr_len, a->receiver, &p->peer);
+        int rc = refit_transport_connect(pub->tp, a->addr, a->addr_len, a->receiver, &p->peer);
         if (rc) {
             free(p->addr);
             p->addr = NULL;
@@ -278,7 +278,7 @@ static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob
     }
     if (p->rk[lru].k) {
         /* Full: drop the oldest (slot 0) and shift. */
-        refit_tp_release(pub->tp, p->rk[0].k);
+        refit_transport_release(pub->tp, p->rk[0].k);
         free(p->rk[0].blob);
         memmove(&p->rk[0], &p->rk[1], (RKEY_CACHE - 1) * sizeof(p->rk[0]));
         memset(&p->rk[RKEY_CACHE - 1], 0, sizeof(p->rk[0]));
@@ -288,7 +288,7 @@ static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob
     if (!copy)
         return REFIT_ENOMEM;
     memcpy(copy, blob, len);
-    int rc = refit_tp_unpack(pub->tp, p->peer, blob, len, &p->rk[lru].k);
+    int rc = refit_transport_unpack(pub->tp, p->peer, blob, len, &p->rk[lru].k);
     if (rc) {
         free(copy);
         return rc;
@@ -308,7 +308,7 @@ struct inflight {
 static int inflight_post(refit_publisher_t *pub, struct inflight *f, refit_tp_peer_t *peer,
                          const struct refit_tp_desc *d, size_t n, const char *who)
 {
-    const struct refit_tp_caps *caps = refit_tp_caps(pub->tp);
+    const struct refit_tp_caps *caps = refit_transport_caps(pub->tp);
     size_t per = caps->max_desc_per_post ? caps->max_desc_per_post : n;
     if (per > (size_t)pub->ctx->flush_every) /* >= 1 by the schema */
         per = (size_t)pub->ctx->flush_every;
@@ -316,8 +316,8 @@ static int inflight_post(refit_publisher_t *pub, struct inflight *f, refit_tp_pe
         size_t k = n - at < per ? n - at : per;
         /* Bounded depth: wait for the oldest before posting more. */
         if (f->n >= INFLIGHT_MAX) {
-            int rc = refit_tp_wait(pub->tp, f->q[0], -1);
-            refit_tp_req_free(pub->tp, f->q[0]);
+            int rc = refit_transport_wait(pub->tp, f->q[0], -1);
+            refit_transport_req_free(pub->tp, f->q[0]);
             memmove(f->q, f->q + 1, (f->n - 1) * sizeof(*f->q));
             f->n--;
             if (rc)
@@ -331,7 +331,7 @@ static int inflight_post(refit_publisher_t *pub, struct inflight *f, refit_tp_pe
             f->q = nq;
             f->cap = nc;
         }
-        int rc = refit_tp_post(pub->tp, peer, d + at, k, &f->q[f->n]);
+        int rc = refit_transport_post(pub->tp, peer, d + at, k, &f->q[f->n]);
         if (rc)
             return refit_error_push(rc, "writing to receiver %s", who);
         f->n++;
@@ -344,12 +344,12 @@ static int inflight_drain(refit_publisher_t *pub, struct inflight *f, const char
 {
     int rc = 0;
     for (size_t i = 0; i < f->n; i++) {
-        int c = refit_tp_wait(pub->tp, f->q[i], -1);
+        int c = refit_transport_wait(pub->tp, f->q[i], -1);
         if (c && !rc)
             rc = refit_error_push(c, "writing to receiver %s", who);
         /* A request that never finished belongs to the transport's fini. */
         if (c != REFIT_ETIMEDOUT)
-            refit_tp_req_free(pub->tp, f->q[i]);
+            refit_transport_req_free(pub->tp, f->q[i]);
     }
     free(f->q);
     memset(f, 0, sizeof(*f));
@@ -391,11 +391,11 @@ static int send_note(refit_publisher_t *pub, struct pub_peer *p, uint64_t v, con
     char msg[RF_PUSH_MAX_NOTE + 1];
     int n = snprintf(msg, sizeof(msg), RF_PUSH_NOTE_PREFIX "%llu %s %s", (unsigned long long)v, pub->id, status);
     size_t len = n < 0 ? 0 : (size_t)n > RF_PUSH_MAX_NOTE ? RF_PUSH_MAX_NOTE : (size_t)n;
-    const struct refit_tp_caps *caps = refit_tp_caps(pub->tp);
+    const struct refit_tp_caps *caps = refit_transport_caps(pub->tp);
     if (caps->notify && p && p->peer) {
         if (caps->max_notify_len && len > caps->max_notify_len)
             len = caps->max_notify_len;
-        return refit_tp_notify(pub->tp, p->peer, msg, len);
+        return refit_transport_notify(pub->tp, p->peer, msg, len);
     }
     char key[REFIT_STORE_MAX_KEY + 1];
     int rc = rf_key_push_done(key, v, p ? p->receiver : "?", pub->id);
@@ -490,9 +490,9 @@ static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, u
         return rc;
     if (!w->w.n_s)
         return 0; /* nothing of ours in this receiver's plan */
-    if (strcmp(a->transport, refit_tp_plugin_name(pub->tp)))
+    if (strcmp(a->transport, refit_transport_plugin_name(pub->tp)))
         return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'", a->receiver,
-                               a->transport, refit_tp_plugin_name(pub->tp));
+                               a->transport, refit_transport_plugin_name(pub->tp));
     struct pub_peer *p = NULL;
     rc = get_peer(pub, a, &p);
     refit_tp_rkey_t *rk[3] = {NULL, NULL, NULL};

@@ -78,7 +78,7 @@ static void push_destroy(refit_receiver_t *r)
         return;
     plan_free(p);
     if (p->mail_reg)
-        refit_tp_dereg(r->tp, p->mail_reg);
+        refit_transport_dereg(r->tp, p->mail_reg);
     free(p->mail);
     for (int i = 0; i < 3; i++)
         free(p->keys[i].blob);
@@ -318,7 +318,7 @@ static int packed(refit_receiver_t *r, int slot, refit_tp_region_t *reg, const v
     if (p->keys[slot].reg != reg || !p->keys[slot].blob) {
         free(p->keys[slot].blob);
         p->keys[slot].blob = NULL;
-        int rc = refit_tp_pack(r->tp, reg, &p->keys[slot].blob, &p->keys[slot].len);
+        int rc = refit_transport_pack(r->tp, reg, &p->keys[slot].blob, &p->keys[slot].len);
         if (rc)
             return rc;
         p->keys[slot].reg = reg;
@@ -334,7 +334,7 @@ static int mailbox(refit_receiver_t *r, struct rf_push_rcv *p)
     uint64_t want = p->work.mail_len;
     if (want > p->mail_cap) {
         if (p->mail_reg)
-            refit_tp_dereg(r->tp, p->mail_reg);
+            refit_transport_dereg(r->tp, p->mail_reg);
         p->mail_reg = NULL;
         free(p->mail);
         p->mail_cap = 0;
@@ -343,7 +343,7 @@ static int mailbox(refit_receiver_t *r, struct rf_push_rcv *p)
         p->mail_cap = want;
     }
     int rc = 0;
-    if (!p->mail_reg && p->mail_cap && (rc = refit_tp_reg(r->tp, p->mail, p->mail_cap, REFIT_MEM_HOST, &p->mail_reg)))
+    if (!p->mail_reg && p->mail_cap && (rc = refit_transport_reg(r->tp, p->mail, p->mail_cap, REFIT_MEM_HOST, &p->mail_reg)))
         return refit_error_push(rc, "receiver %s: registering the push mailbox", r->id);
     memset(p->mail, 0, p->mail_cap);
     return 0;
@@ -361,11 +361,11 @@ static int advertise(refit_receiver_t *r, struct rf_push_rcv *p, uint64_t v)
     }
     struct push_advert a = {.version = v, .work = p->work_hash};
     snprintf(a.receiver, sizeof(a.receiver), "%s", r->id);
-    snprintf(a.transport, sizeof(a.transport), "%s", refit_tp_plugin_name(r->tp));
+    snprintf(a.transport, sizeof(a.transport), "%s", refit_transport_plugin_name(r->tp));
     void *addr = NULL, *blob = NULL;
     size_t blen = 0;
     if (!rc)
-        rc = refit_tp_address_get(r->tp, &addr, &a.addr_len);
+        rc = refit_transport_address_get(r->tp, &addr, &a.addr_len);
     a.addr = addr;
     refit_tp_region_t *regs[3] = {r->bufs.staging_reg, r->bufs.scratch_reg, p->mail_reg};
     for (int i = 0; !rc && i < 3; i++)
@@ -457,13 +457,13 @@ static int wait_notes(refit_receiver_t *r, const struct push_work *wk, struct wa
     struct rf_push_rcv *p = r->mode_state;
     char msg[RF_PUSH_MAX_NOTE + 1], src[REFIT_RECORD_MAX_ID + 2], from[REFIT_TP_NAME_MAX + 1] = "";
     size_t len = 0;
-    int c = p->anon ? refit_tp_poll_notify(r->tp, msg, RF_PUSH_MAX_NOTE, &len, RF_POLL_NOTIFY_MS)
-                    : refit_tp_poll_notify_from(r->tp, msg, RF_PUSH_MAX_NOTE, &len, from, sizeof(from),
+    int c = p->anon ? refit_transport_poll_notify(r->tp, msg, RF_PUSH_MAX_NOTE, &len, RF_POLL_NOTIFY_MS)
+                    : refit_transport_poll_notify_from(r->tp, msg, RF_PUSH_MAX_NOTE, &len, from, sizeof(from),
                                                 RF_POLL_NOTIFY_MS);
     if (c == REFIT_ENOTSUP && !p->anon) {
         p->anon = 1;
         refit_log(REFIT_LOG_WARN, "push", "%s: transport %s cannot name a notification's sender: push "
-                  "completions are taken from any peer", r->id, refit_tp_plugin_name(r->tp));
+                  "completions are taken from any peer", r->id, refit_transport_plugin_name(r->tp));
         return 0;
     }
     if (c == REFIT_ETIMEDOUT)
@@ -565,7 +565,7 @@ static int wait_sources(refit_receiver_t *r, const struct push_work *wk, uint64_
         w.done[i] = !wk->s[i].n_d && !wk->s[i].n_u;
         w.left += !w.done[i];
     }
-    int notes = refit_tp_caps(r->tp)->notify, rc = 0;
+    int notes = refit_transport_caps(r->tp)->notify, rc = 0;
     while (w.left && !rc) {
         if (rf_seconds() >= deadline) {
             rc = timeout_error(r, wk, &w, v);

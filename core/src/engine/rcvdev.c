@@ -33,12 +33,12 @@ int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr)
     char what[1200];
     snprintf(what, sizeof(what), "receiver %s: '%s'", r->id, name);
     if (r->ctx->in_place) {
-        const struct refit_tp_caps *c = refit_tp_caps(r->tp);
+        const struct refit_tp_caps *c = refit_transport_caps(r->tp);
         if (!(c->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA)))
             return refit_error_set(REFIT_EINVAL, "%s is device memory and refit.in_place is on, but transport "
                                    "'%s' reaches host memory only: it cannot land in place (turn "
                                    "refit.in_place off: refit then stages on the host and copies to the "
-                                   "device at commit)", what, refit_tp_plugin_name(r->tp));
+                                   "device at commit)", what, refit_transport_plugin_name(r->tp));
         /* Resident: READs land in device memory (rf_rcvdev_resident). */
     }
     int device = -1;
@@ -152,7 +152,7 @@ void rf_rcvdev_destroy(refit_receiver_t *r)
 int rf_rcvdev_resident(const refit_receiver_t *r)
 {
     return r->dev && r->ctx->in_place &&
-           (refit_tp_caps(r->tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
+           (refit_transport_caps(r->tp)->memtypes & REFIT_MEMTYPE_BIT(REFIT_MEM_CUDA));
 }
 
 int rf_rcvdev_check_plan(refit_receiver_t *r)

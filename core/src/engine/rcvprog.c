@@ -1,7 +1,7 @@
 /* rcvprog.c — a colocated resident pull as one device program (dprog.h).
  *
  * When the transport maps its peers' memory into this process
- * (refit_tp_rkey_ptr: cuda_ipc), a resident pull needs no transport copy:
+ * (refit_transport_rkey_ptr: cuda_ipc), a resident pull needs no transport copy:
  * the receiver's own kernel reads the trainers' tensors and writes the
  * destinations.  The plan is turned into operations once:
  *   - a descriptor landing in a destination: a copy from the trainer;
@@ -302,7 +302,7 @@ static int fingerprint(refit_receiver_t *r, void ***fp_out, size_t *n_out)
     for (size_t s = 0; !rc && s < r->disc.n_src; s++)
         for (size_t g = 0; !rc && g < r->peers.p[s].n_rkeys; g++)
             if (r->peers.p[s].rkeys[g])
-                rc = refit_tp_rkey_ptr(r->tp, r->peers.p[s].rkeys[g], &fp[k++]);
+                rc = refit_transport_rkey_ptr(r->tp, r->peers.p[s].rkeys[g], &fp[k++]);
             else
                 k++;
     for (size_t i = 0; i < r->dests.n; i++)

@@ -144,7 +144,7 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
         xs.bytes = r->plan.plan.wire_bytes;
     } else if (!rc) {
         rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
-                         refit_tp_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
+                         refit_transport_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
     }
     free(es);
     if (rc && xs.failed_source >= 0 && (size_t)xs.failed_source < r->disc.n_src)

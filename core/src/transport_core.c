@@ -1,4 +1,4 @@
-/* tp.c — the core's wrapper around one transport plugin (refit/tp.h):
+/* transport_core.c — the core's wrapper around one transport plugin (refit/transport_core.h):
  * loading, init arguments from the configuration, argument checks, and the
  * ops-table size checks that let a newer core run an older plugin. */
 #include <stddef.h>
@@ -10,7 +10,7 @@
 #include "refit/log.h"
 #include "refit/plugin.h"
 #include "refit/status.h"
-#include "refit/tp.h"
+#include "refit/transport_core.h"
 
 struct refit_transport {
     const struct refit_plugin *plugin;
@@ -55,11 +55,11 @@ static int check_ops(const struct refit_plugin *p)
     return 0;
 }
 
-int refit_tp_init(refit_loader_t *loader, refit_config_t *cfg, const struct refit_tp_open *open,
+int refit_transport_init(refit_loader_t *loader, refit_config_t *cfg, const struct refit_transport_open *open,
                   refit_transport_t **out)
 {
     if (!loader || !cfg || !out)
-        return refit_error_set(REFIT_EINVAL, "refit_tp_init: loader, cfg and out are required");
+        return refit_error_set(REFIT_EINVAL, "refit_transport_init: loader, cfg and out are required");
     const char *name = open && open->plugin ? open->plugin : NULL;
     int rc;
     if (!name) {
@@ -120,7 +120,7 @@ fail:
     return rc;
 }
 
-void refit_tp_fini(refit_transport_t *t)
+void refit_transport_fini(refit_transport_t *t)
 {
     if (!t)
         return;
@@ -128,14 +128,14 @@ void refit_tp_fini(refit_transport_t *t)
     free(t);
 }
 
-const char *refit_tp_plugin_name(const refit_transport_t *t) { return t->plugin->name; }
-const char *refit_tp_name(const refit_transport_t *t) { return t->name; }
-const struct refit_plugin *refit_tp_plugin(const refit_transport_t *t) { return t->plugin; }
-const struct refit_tp_caps *refit_tp_caps(const refit_transport_t *t) { return &t->caps; }
-int64_t refit_tp_timeout_ms(const refit_transport_t *t) { return t->timeout_ms; }
-refit_tp_t *refit_tp_raw(const refit_transport_t *t) { return t->tp; }
+const char *refit_transport_plugin_name(const refit_transport_t *t) { return t->plugin->name; }
+const char *refit_transport_name(const refit_transport_t *t) { return t->name; }
+const struct refit_plugin *refit_transport_plugin(const refit_transport_t *t) { return t->plugin; }
+const struct refit_tp_caps *refit_transport_caps(const refit_transport_t *t) { return &t->caps; }
+int64_t refit_transport_timeout_ms(const refit_transport_t *t) { return t->timeout_ms; }
+refit_tp_t *refit_transport_raw(const refit_transport_t *t) { return t->tp; }
 
-int refit_tp_address_get(refit_transport_t *t, void **blob, size_t *len)
+int refit_transport_address_get(refit_transport_t *t, void **blob, size_t *len)
 {
     size_t n = 0;
     int rc = t->ops->address(t->tp, NULL, &n);
@@ -154,7 +154,7 @@ int refit_tp_address_get(refit_transport_t *t, void **blob, size_t *len)
     return 0;
 }
 
-int refit_tp_reg(refit_transport_t *t, void *ptr, size_t len, uint32_t memtype,
+int refit_transport_reg(refit_transport_t *t, void *ptr, size_t len, uint32_t memtype,
                  refit_tp_region_t **out)
 {
     if (!ptr || !len || !out)
@@ -169,14 +169,14 @@ int refit_tp_reg(refit_transport_t *t, void *ptr, size_t len, uint32_t memtype,
     return t->ops->reg(t->tp, ptr, len, memtype, out);
 }
 
-int refit_tp_dereg(refit_transport_t *t, refit_tp_region_t *r)
+int refit_transport_dereg(refit_transport_t *t, refit_tp_region_t *r)
 {
     if (!r)
         return 0;
     return t->ops->dereg(t->tp, r);
 }
 
-int refit_tp_pack(refit_transport_t *t, refit_tp_region_t *r, void **buf, size_t *len)
+int refit_transport_pack(refit_transport_t *t, refit_tp_region_t *r, void **buf, size_t *len)
 {
     if (!r || !buf || !len)
         return refit_error_set(REFIT_EINVAL, "transport %s: pack_rkey without region", t->plugin->name);
@@ -197,7 +197,7 @@ int refit_tp_pack(refit_transport_t *t, refit_tp_region_t *r, void **buf, size_t
     return 0;
 }
 
-int refit_tp_connect(refit_transport_t *t, const void *addr, size_t len, const char *peer_name,
+int refit_transport_connect(refit_transport_t *t, const void *addr, size_t len, const char *peer_name,
                      refit_tp_peer_t **out)
 {
     if (!addr || !len || !out)
@@ -205,13 +205,13 @@ int refit_tp_connect(refit_transport_t *t, const void *addr, size_t len, const c
     return t->ops->connect(t->tp, addr, len, peer_name ? peer_name : "peer", out);
 }
 
-void refit_tp_disconnect(refit_transport_t *t, refit_tp_peer_t *p)
+void refit_transport_disconnect(refit_transport_t *t, refit_tp_peer_t *p)
 {
     if (p)
         t->ops->disconnect(t->tp, p);
 }
 
-int refit_tp_unpack(refit_transport_t *t, refit_tp_peer_t *p, const void *buf, size_t len,
+int refit_transport_unpack(refit_transport_t *t, refit_tp_peer_t *p, const void *buf, size_t len,
                     refit_tp_rkey_t **out)
 {
     if (!p || !buf || !out)
@@ -220,13 +220,13 @@ int refit_tp_unpack(refit_transport_t *t, refit_tp_peer_t *p, const void *buf, s
     return t->ops->unpack_rkey(t->tp, p, buf, len, out);
 }
 
-void refit_tp_release(refit_transport_t *t, refit_tp_rkey_t *k)
+void refit_transport_release(refit_transport_t *t, refit_tp_rkey_t *k)
 {
     if (k)
         t->ops->release_rkey(t->tp, k);
 }
 
-int refit_tp_post(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_tp_desc *d,
+int refit_transport_post(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_tp_desc *d,
                   size_t n, refit_tp_req_t **out)
 {
     if (!p || (n && !d) || !out)
@@ -242,49 +242,49 @@ int refit_tp_post(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_t
     return t->ops->post(t->tp, p, d, n, out);
 }
 
-int refit_tp_progress(refit_transport_t *t) { return t->ops->progress(t->tp); }
+int refit_transport_progress(refit_transport_t *t) { return t->ops->progress(t->tp); }
 
-int refit_tp_test(refit_transport_t *t, refit_tp_req_t *r)
+int refit_transport_test(refit_transport_t *t, refit_tp_req_t *r)
 {
     if (!r)
         return refit_error_set(REFIT_EINVAL, "transport %s: test without request", t->plugin->name);
     return t->ops->test(t->tp, r);
 }
 
-int refit_tp_wait(refit_transport_t *t, refit_tp_req_t *r, int64_t timeout_ms)
+int refit_transport_wait(refit_transport_t *t, refit_tp_req_t *r, int64_t timeout_ms)
 {
     if (!r)
         return refit_error_set(REFIT_EINVAL, "transport %s: wait without request", t->plugin->name);
     return t->ops->wait(t->tp, r, timeout_ms < 0 ? t->timeout_ms : timeout_ms);
 }
 
-void refit_tp_req_free(refit_transport_t *t, refit_tp_req_t *r)
+void refit_transport_req_free(refit_transport_t *t, refit_tp_req_t *r)
 {
     if (r)
         t->ops->req_free(t->tp, r);
 }
 
-int refit_tp_xfer(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_tp_desc *d,
+int refit_transport_xfer(refit_transport_t *t, refit_tp_peer_t *p, const struct refit_tp_desc *d,
                   size_t n, int64_t timeout_ms)
 {
     size_t step = t->caps.max_desc_per_post ? t->caps.max_desc_per_post : n;
     for (size_t i = 0; i < n; i += step) {
         size_t k = n - i < step ? n - i : step;
         refit_tp_req_t *r = NULL;
-        int rc = refit_tp_post(t, p, d + i, k, &r);
+        int rc = refit_transport_post(t, p, d + i, k, &r);
         if (rc)
             return rc;
-        rc = refit_tp_wait(t, r, timeout_ms);
+        rc = refit_transport_wait(t, r, timeout_ms);
         if (rc == REFIT_ETIMEDOUT)
             return rc; /* still in flight: the plugin's fini reclaims it */
-        refit_tp_req_free(t, r);
+        refit_transport_req_free(t, r);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-int refit_tp_notify(refit_transport_t *t, refit_tp_peer_t *p, const void *msg, size_t len)
+int refit_transport_notify(refit_transport_t *t, refit_tp_peer_t *p, const void *msg, size_t len)
 {
     if (!p || (len && !msg))
         return refit_error_set(REFIT_EINVAL, "transport %s: notify needs a peer", t->plugin->name);
@@ -296,7 +296,7 @@ int refit_tp_notify(refit_transport_t *t, refit_tp_peer_t *p, const void *msg, s
     return t->ops->notify(t->tp, p, msg, len);
 }
 
-int refit_tp_poll_notify(refit_transport_t *t, void *buf, size_t cap, size_t *len,
+int refit_transport_poll_notify(refit_transport_t *t, void *buf, size_t cap, size_t *len,
                          int64_t timeout_ms)
 {
     if (!buf || !len)
@@ -305,7 +305,7 @@ int refit_tp_poll_notify(refit_transport_t *t, void *buf, size_t cap, size_t *le
     return t->ops->poll_notify(t->tp, buf, cap, len, timeout_ms < 0 ? t->timeout_ms : timeout_ms);
 }
 
-int refit_tp_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_t *len, char *from,
+int refit_transport_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_t *len, char *from,
                               size_t from_cap, int64_t timeout_ms)
 {
     if (!buf || !len || !from)
@@ -320,7 +320,7 @@ int refit_tp_poll_notify_from(refit_transport_t *t, void *buf, size_t cap, size_
                                     timeout_ms < 0 ? t->timeout_ms : timeout_ms);
 }
 
-int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *out)
+int refit_transport_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *out)
 {
     if (!out)
         return refit_error_set(REFIT_EINVAL, "transport %s: notify_stats needs out", t->plugin->name);
@@ -330,7 +330,7 @@ int refit_tp_notify_stats(refit_transport_t *t, struct refit_tp_notify_stats *ou
     return t->ops->notify_stats(t->tp, out);
 }
 
-int refit_tp_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **ptr)
+int refit_transport_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **ptr)
 {
     if (!k || !ptr)
         return refit_error_set(REFIT_EINVAL, "transport %s: rkey_ptr needs a key and out", t->plugin->name);
