@@ -85,6 +85,8 @@ static const struct refit_cfg_field refit_fields[] = {
      "tensors below this are packed into one region per rank"},
     {"scatter_threshold", REFIT_CFG_SIZE, "64KiB", 0, 1073741824.0, NULL,
      "runs below this are pulled whole into scratch and scattered locally"},
+    {"plan_dedupe", REFIT_CFG_BOOL, "true", 0, -1, NULL,
+     "plan sources with equal catalogs and layouts as one (data-parallel copies); false: each on its own"},
     {"retain_versions", REFIT_CFG_INT, "2", 1, 1000, NULL, "versions kept in the store"},
     {"stale_after", REFIT_CFG_DURATION, "30s", 1, 86400000, NULL,
      "a source whose heartbeat is older is stale"},

@@ -62,6 +62,8 @@ static int read_policy(refit_context_t *ctx)
     if (!rc)
         rc = refit_config_bool(c, "refit.device_program", &ctx->device_program);
     if (!rc)
+        rc = refit_config_bool(c, "refit.plan_dedupe", &ctx->plan_dedupe);
+    if (!rc)
         rc = refit_config_bool(c, "refit.delta.enabled", &ctx->delta);
     if (!rc)
         rc = refit_config_double(c, "refit.delta.max_ratio", &ctx->delta_max_ratio);

@@ -29,6 +29,7 @@ struct refit_context {
     double verify_sample;
     bool in_place;
     bool device_program;
+    bool plan_dedupe;        /* refit.plan_dedupe: compose each class of equal sources once */
     bool push;
     bool publish_copy;
     bool delta;              /* refit.delta.enabled */
