@@ -6,7 +6,9 @@
  * dense TP with more copies than the planner's 64 candidates, copies whose
  * dp_rank is set and ranks given in a shuffled order, FSDP shards and
  * pipeline stages.  The digest itself must tell plans apart (the same
- * layout from 8 or from 16 ranks spreads reads differently). */
+ * layout from 8 or from 16 ranks spreads reads differently).  With
+ * refit.replicas > 1 engines of one layout choose different sources for
+ * the same bytes. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +49,12 @@ static void teardown(void)
 }
 
 /* Plan inference rank `rank` of tp dtp (ep dep) from the n positions, with
- * or without dedupe. */
-static struct refit_plan_info plan(const char *config_json, int dedupe, int rank, int dtp, int dep,
-                                   const struct refit_parallel *src, size_t n)
+ * or without dedupe, with up to two more overrides (NULL: none); the
+ * context's status in *ctx_rc when asked (then a failure is returned as an
+ * empty info). */
+static struct refit_plan_info plan_with(const char *config_json, int dedupe, int rank, int dtp, int dep,
+                                        const struct refit_parallel *src, size_t n, const char *x1, const char *x2,
+                                        int *ctx_rc)
 {
     char p[400], o_cfg[450], o_dir[450];
     snprintf(p, sizeof(p), "%s/config.json", dir);
@@ -60,13 +65,20 @@ static struct refit_plan_info plan(const char *config_json, int dedupe, int rank
     snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", p);
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
     const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                         "model.target=vllm", dedupe ? "refit.plan_dedupe=true" : "refit.plan_dedupe=false"};
+                         "model.target=vllm", dedupe ? "refit.plan_dedupe=true" : "refit.plan_dedupe=false", x1, x2};
+    size_t n_ovr = 7 + (x1 != NULL) + (x1 && x2);
     refit_context_t *ctx = NULL;
     refit_receiver_t *rcv = NULL;
     struct refit_target tg = {.tp_rank = rank, .tp_size = dtp, .ep_size = dep};
-    ck_assert_int_eq(refit_context_create(NULL, ovr, sizeof(ovr) / sizeof(ovr[0]), &ctx), 0);
-    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "dedupe", &rcv), 0);
     struct refit_plan_info info = {.size = sizeof(info)};
+    int crc = refit_context_create(NULL, ovr, n_ovr, &ctx);
+    if (ctx_rc) {
+        *ctx_rc = crc;
+        if (crc)
+            return info;
+    }
+    ck_assert_int_eq(crc, 0);
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "dedupe", &rcv), 0);
     int rc = refit_receiver_plan_dry(rcv, src, n, &info);
     if (rc)
         fprintf(stderr, "%s\n", refit_error_message());
@@ -74,6 +86,12 @@ static struct refit_plan_info plan(const char *config_json, int dedupe, int rank
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
     return info;
+}
+
+static struct refit_plan_info plan(const char *config_json, int dedupe, int rank, int dtp, int dep,
+                                   const struct refit_parallel *src, size_t n)
+{
+    return plan_with(config_json, dedupe, rank, dtp, dep, src, n, NULL, NULL, NULL);
 }
 
 static void same_plans(const char *config_json, int dtp, int dep, const struct refit_parallel *src, size_t n)
@@ -176,6 +194,34 @@ START_TEST(digest_tells_plans_apart)
 }
 END_TEST
 
+/* refit.replicas > 1: each engine of the layout reads each replicated
+ * piece from the source the layout-wide spread gives it; the bytes kept
+ * stay the same (the bytes pulled may not: rows fetched into scratch merge
+ * differently per source), the sources differ between engines. */
+START_TEST(spread_across_engines)
+{
+    struct refit_parallel *s = grid(2, 4, 16, 1);
+    struct refit_plan_info base = plan(MOE, 1, 0, 2, 0, s, 16);
+    struct refit_plan_info one = plan_with(MOE, 1, 0, 2, 0, s, 16, "refit.replicas=1", NULL, NULL);
+    ck_assert_msg(!memcmp(base.digest, one.digest, 16), "refit.replicas: 1 changed the plan");
+    struct refit_plan_info e0 = plan_with(MOE, 1, 0, 2, 0, s, 16, "refit.replicas=2", "refit.replica_index=0", NULL);
+    struct refit_plan_info e1 = plan_with(MOE, 1, 0, 2, 0, s, 16, "refit.replicas=2", "refit.replica_index=1", NULL);
+    ck_assert_msg(memcmp(e0.digest, e1.digest, 16) != 0, "engines 0 and 1 of 2 read from the same sources");
+    ck_assert_uint_eq(e0.staging_bytes, base.staging_bytes);
+    ck_assert_uint_eq(e1.staging_bytes, base.staging_bytes);
+    /* Without an index: a hash of the receiver id picks one of the two. */
+    struct refit_plan_info h = plan_with(MOE, 1, 0, 2, 0, s, 16, "refit.replicas=2", NULL, NULL);
+    ck_assert(!memcmp(h.digest, e0.digest, 16) || !memcmp(h.digest, e1.digest, 16));
+    /* Deduped or not, the same choice. */
+    struct refit_plan_info n1 = plan_with(MOE, 0, 0, 2, 0, s, 16, "refit.replicas=2", "refit.replica_index=1", NULL);
+    ck_assert(!memcmp(n1.digest, e1.digest, 16));
+    int crc = 0;
+    plan_with(MOE, 1, 0, 2, 0, s, 16, "refit.replicas=2", "refit.replica_index=2", &crc);
+    ck_assert_int_eq(crc, REFIT_EINVAL);
+    free(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("plan_dedupe");
@@ -187,6 +233,7 @@ int main(void)
     tcase_add_test(tc, shuffled_ranks);
     tcase_add_test(tc, fsdp_and_pipeline_copies);
     tcase_add_test(tc, digest_tells_plans_apart);
+    tcase_add_test(tc, spread_across_engines);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;
 }

@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "receiver.h"
+#include "../sched.h"
 
 void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols, uint64_t *slot_rows)
 {
@@ -317,6 +320,67 @@ int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc)
         *pc = NULL;
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Source choice across the engines of one layout */
+
+static uint64_t piece_bytes(const struct rf_rplan *p, const struct rf_piece *pc)
+{
+    return pc->rows * pc->cols * p->psrc[pc->cand[0]].esize;
+}
+
+/* The planner's own order (plan.c): largest first, then by destination;
+ * rf_sched_choose keeps it for ties. */
+static int cmp_piece_order(const void *a, const void *b)
+{
+    const struct rf_piece *x = a, *y = b;
+    uint64_t bx = x->rows * x->cols, by = y->rows * y->cols;
+    if (bx != by)
+        return bx > by ? -1 : 1;
+    if (x->dst != y->dst)
+        return x->dst < y->dst ? -1 : 1;
+    if (x->dst_row != y->dst_row)
+        return x->dst_row < y->dst_row ? -1 : 1;
+    return (x->dst_col > y->dst_col) - (x->dst_col < y->dst_col);
+}
+
+/* Which engine of the layout this receiver is: refit.replica_index, or a
+ * hash of its id (engines that hash alike choose alike, as without). */
+static struct rf_sched_who who_am_i(const refit_receiver_t *r)
+{
+    uint32_t n = (uint32_t)r->ctx->replicas;
+    int64_t i = r->ctx->replica_index;
+    if (i < 0)
+        i = (int64_t)(XXH3_64bits(r->id, strlen(r->id)) % n);
+    return (struct rf_sched_who){(uint32_t)i, n};
+}
+
+int rf_rplan_spread(refit_receiver_t *r, struct rf_piece *pc, size_t n)
+{
+    if (r->ctx->replicas <= 1 || !n)
+        return 0;
+    struct rf_rplan *p = &r->plan;
+    qsort(pc, n, sizeof(*pc), cmp_piece_order);
+    struct rf_sched_item *it = calloc(n, sizeof(*it));
+    uint32_t *cand = calloc(n * RF_MAX_CAND, sizeof(*cand)), *choice = calloc(n, sizeof(*choice));
+    int rc = it && cand && choice ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        for (uint32_t c = 0; c < pc[i].ncand; c++)
+            cand[i * RF_MAX_CAND + c] = p->psrc[pc[i].cand[c]].source;
+        it[i] = (struct rf_sched_item){pc[i].ncand, &cand[i * RF_MAX_CAND], piece_bytes(p, &pc[i])};
+    }
+    struct rf_sched_who who = who_am_i(r);
+    if (!rc)
+        rc = rf_sched_choose(it, n, (uint32_t)r->disc.n_src, RF_SCHED_SPREAD, &who, choice, NULL);
+    for (size_t i = 0; !rc && i < n; i++) {
+        pc[i].cand[0] = pc[i].cand[choice[i]];
+        pc[i].ncand = 1;
+    }
+    free(it);
+    free(cand);
+    free(choice);
+    return rc ? refit_error_push(rc, "choosing sources as engine %u of %u", who.replica, who.n_replicas) : 0;
 }
 
 /* ------------------------------------------------------------------ */

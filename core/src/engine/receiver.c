@@ -201,6 +201,8 @@ static int make_plan(refit_receiver_t *r)
     size_t np = 0;
     int rc = rf_rplan_inputs(r, &pieces, &np);
     if (!rc)
+        rc = rf_rplan_spread(r, pieces, np);
+    if (!rc)
         rc = rf_dests_resolve(&r->dests, r->lay, r->plan.img_dtype, r->bufs.doubled);
     uint64_t staging = rc ? 0 : rf_dests_place(&r->dests);
     if (!rc) {
