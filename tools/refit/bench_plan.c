@@ -22,13 +22,16 @@ static const char *QWEN3_235B =
 static int usage(FILE *f)
 {
     fprintf(f, "usage: refit bench plan [--hf-config FILE | --model YAML] [--src tp=N,ep=M] [--dst tp=N[,ep=N]]\n"
-               "                        [--rank R]\n"
+               "                        [--rank R] [--gpus G] [--naive]\n"
                "                        [--iters K]\n"
                "Plans inference rank R (default 0) of the destination layout from trainer ranks at\n"
-               "tp N, ep M (ranks max(N, M), tp rank r mod N, ep rank r mod M), for a model given by\n"
+               "tp N, ep M (G ranks, default max(N, M), a multiple of it: the rest data-parallel copies;\n"
+               "tp rank r mod N, ep rank r mod M), for a model given by\n"
                "its config.json or a model YAML (configs/models/kimi-k2.yaml; default: Qwen3-235B-A22B,\n"
                "TP4 EP8 -> TP8).  Prints the plan's size,\n"
-               "the time (median of K) and the peak memory growth.  Target: <= 200 ms, <= 256 MiB.\n");
+               "the time (median of K), the peak memory growth and the plan's digest.  Target: <= 200 ms,\n"
+               "<= 256 MiB.  --naive plans every trainer rank on its own (refit.plan_dedupe=false), the\n"
+               "reference the deduped planner must match digest for digest.\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -48,11 +51,15 @@ static int cmp_double(const void *a, const void *b)
 int bench_plan(int argc, char **argv)
 {
     const char *hfcfg = NULL, *model_yaml = NULL;
-    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = 0, iters = 3, rc = 0;
+    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = 0, iters = 3, gpus = 0, naive = 0, rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--help") || !strcmp(o, "-h"))
             return usage(stdout);
+        if (!strcmp(o, "--naive")) {
+            naive = 1;
+            continue;
+        }
         if (!v)
             rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
         else if (!strcmp(o, "--hf-config"))
@@ -65,6 +72,8 @@ int bench_plan(int argc, char **argv)
             rc = cli_layout(o, v, &dtp, &dep);
         else if (!strcmp(o, "--rank"))
             rc = cli_int(o, v, 0, 1023, &rank);
+        else if (!strcmp(o, "--gpus"))
+            rc = cli_int(o, v, 1, 65536, &gpus);
         else if (!strcmp(o, "--iters"))
             rc = cli_int(o, v, 1, 100, &iters);
         else
@@ -90,9 +99,10 @@ int bench_plan(int argc, char **argv)
     snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg ? hfcfg : "");
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
     /* a model YAML is the configuration file (its model section), the rest overrides */
+    const char *dedupe = naive ? "refit.plan_dedupe=false" : "refit.plan_dedupe=true";
     const char *ovr_all[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                             "model.target=vllm"};
-    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm"};
+                             "model.target=vllm", dedupe};
+    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm", dedupe};
     const char *const *ovr = model_yaml ? ovr_yaml : ovr_all;
     size_t n_ovr = model_yaml ? sizeof(ovr_yaml) / sizeof(ovr_yaml[0]) : sizeof(ovr_all) / sizeof(ovr_all[0]);
     long rss0 = max_rss_kib();
@@ -103,6 +113,10 @@ int bench_plan(int argc, char **argv)
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, "bench-plan", &rcv);
     int nsrc = stp > sep ? stp : sep;
+    if (!rc && gpus && gpus % nsrc)
+        rc = refit_error_set(REFIT_EINVAL, "--gpus %d: not a multiple of max(tp, ep) = %d", gpus, nsrc);
+    if (gpus)
+        nsrc = gpus;
     struct refit_parallel *src = calloc((size_t)nsrc, sizeof(*src));
     for (int r = 0; src && r < nsrc; r++)
         src[r] = (struct refit_parallel){.tp_rank = r % stp, .tp_size = stp, .pp_size = 1, .ep_rank = r % sep,
@@ -131,6 +145,10 @@ int bench_plan(int argc, char **argv)
                med * 1e3, iters, info.seconds * 1e3);
         printf("  peak memory growth while planning: %.1f MiB (process peak %.1f MiB), target <= 256 MiB\n",
                (double)(rss2 - rss1) / 1024.0, (double)rss2 / 1024.0);
+        printf("  plan digest ");
+        for (int k = 0; k < 16; k++)
+            printf("%02x", info.digest[k]);
+        printf("%s\n", naive ? " (naive: every rank planned on its own)" : "");
         (void)rss0;
     }
     refit_receiver_destroy(rcv);
