@@ -34,6 +34,8 @@ echo "$out"
 # the delta receiver reads exactly the publisher's delta bytes (no more)
 echo "$out" | grep -E '^ +[23] ' | awk '{ if ($5 != $9) exit 1 }' || fail "--engine: read more than the delta"
 echo "$out" | grep -E '^bf16 target' | awk '{ if ($10 + 0 > 0.2) exit 1 }' || fail "--engine: delta over 0.2 of full"
+[ "$(echo "$out" | grep -cE '^FP8 blocks \(128x128\) with a changed element, v[23]: [0-9]+ of [1-9]')" -eq 2 ] ||
+    fail "--engine --fp8: no changed-block counts"
 "$refit" bench delta --fp8 >/dev/null 2>&1 && fail "--fp8 without --engine accepted"
 "$refit" bench delta --lr 2 >/dev/null 2>&1 && fail "--lr 2 accepted"
 "$refit" bench delta --steps 0 >/dev/null 2>&1 && fail "--steps 0 accepted"

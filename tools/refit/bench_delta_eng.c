@@ -319,6 +319,39 @@ static void print_row(const struct be_run *r, uint64_t v, const struct be_row *x
     fflush(stdout);
 }
 
+/* Of the 128x128 blocks an FP8 target quantizes (2-D trainer tensors but
+ * the embedding; qkv and gate/up are cut on multiples of 128 rows, so a
+ * block of the trainer tensor is one of the target's), those with an
+ * element that changed in step s: what a receiver requantizing only
+ * changed blocks would skip (docs/delta.md, FP8 targets). */
+static int fp8_blocks(const struct be_run *r, int s, uint64_t *changed, uint64_t *total)
+{
+    const struct be_changes *c = &r->ch[s];
+    size_t nt = refit_layout_count(r->md.lay), k = 0;
+    *changed = *total = 0;
+    for (size_t t = 0; t < nt; t++) {
+        const struct refit_layout_tensor *lt = refit_layout_at(r->md.lay, t);
+        while (k < c->n && c->idx[k] < r->toff[t])
+            k++;
+        if (lt->ndim != 2 || strstr(lt->name, "embedding"))
+            continue;
+        uint64_t rows = (uint64_t)lt->shape[0], cols = (uint64_t)lt->shape[1];
+        uint64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+        uint8_t *hit = calloc(br * bc, 1);
+        if (!hit)
+            return REFIT_ENOMEM;
+        for (; k < c->n && c->idx[k] < r->toff[t + 1]; k++) {
+            uint64_t e = c->idx[k] - r->toff[t];
+            hit[(e / cols / 128) * bc + (e % cols) / 128] = 1;
+        }
+        for (uint64_t b = 0; b < br * bc; b++)
+            *changed += hit[b];
+        *total += br * bc;
+        free(hit);
+    }
+    return 0;
+}
+
 static long max_rss_mb(void)
 {
     struct rusage ru;
@@ -375,6 +408,13 @@ int bench_delta_engine(const struct bd_opts *o)
                    k ? "FP8 target," : "bf16 target,", o->steps + 1,
                    (double)sum.pull[k + 1].bytes_wire / (double)(sum.pull[k].bytes_wire ? sum.pull[k].bytes_wire : 1),
                    sum.pull[k + 1].total_s / warm, sum.pull[k].total_s / warm);
+    for (int st = 0; !rc && o->fp8 && st < o->steps; st++) {
+        uint64_t bch = 0, bt = 0;
+        rc = fp8_blocks(&r, st, &bch, &bt);
+        if (!rc)
+            printf("FP8 blocks (128x128) with a changed element, v%d: %llu of %llu (%.2f %%)\n", st + 2,
+                   (unsigned long long)bch, (unsigned long long)bt, 100.0 * (double)bch / (double)(bt ? bt : 1));
+    }
     if (!rc)
         printf("(wire: bytes_wire of each pull, delta records and whole descriptors included; by d: descriptors "
                "brought up to date by a delta; pub MB: the publisher's delta; publish s includes encode s; peak memory of this process %ld MB)\n",
