@@ -28,7 +28,8 @@ enum cli_opt_type {
     CLI_FLAG,    /* int set to 1; takes no value */
     CLI_CHOICE,  /* const char *: one of choices ("host|cuda") */
     CLI_LIST,    /* repeatable: appended to a struct cli_list */
-    CLI_LOG      /* the log level, set as soon as it is parsed; nothing stored */
+    CLI_LOG,     /* the log level, set as soon as it is parsed; nothing stored */
+    CLI_DBL      /* double, any finite number: the command checks its range */
 };
 
 /* Values of a repeatable option; the caller points v at max slots. */
