@@ -158,17 +158,102 @@ START_TEST(option_tables_parse_check_and_help)
 }
 END_TEST
 
+/* Every command's --help lists its options (the names here are written
+ * from the commands' documentation, not read from the tables), and a
+ * mistyped option is refused before anything runs, naming it and, when one
+ * is close, the option meant. */
+static const struct {
+    const char *cmd;
+    const char *opts[8]; /* NULL-terminated */
+    const char *typo, *meant; /* an option one edit away, and the one it suggests */
+} commands[] = {
+    {"pull", {"--tp", "--rank", "--ep", "--version", "--cycles", "--device", "--config", NULL}, "--rnak", "--rank"},
+    {"publish", {"--hf", "--tp", "--rank", "--layout", "--shards", "--dp-rank", "--stats", NULL}, "--shard", "--shards"},
+    {"shard", {"--hf", "--tp", "--ep", "--pp", "--vp", "--pp-layers", "--fsdp", NULL}, "--tpp", "--tp"},
+    {"convert", {"--hf", "--shards", "--hf-config", "--target", "--fp8", "--fp8-floor", "--out", NULL}, "--tagret",
+     "--target"},
+    {"demo", {"--model", "--src-tp", "--dst-tp", "--engines", "--transport", "--make-checkpoint", "--device", NULL},
+     "--engins", "--engines"},
+    {"sim", {"--model", "--trainer", "--engine", "--nic-gbps", "--efficiency", "--schedule", "--jobs", NULL},
+     "--enignes", "--engines"},
+    {"doctor", {"--sysfs", NULL}, "--sysf", "--sysfs"},
+    {"plugins", {"--config", NULL}, "--confg", "--config"},
+    {"config check", {"--set", NULL}, "--sett", "--set"},
+    {"store ls", {"--config", NULL}, "--confi", "--config"},
+    {"store watch", {"--count", NULL}, "--cont", "--count"},
+    {"bench cluster", {"--trainer", "--engine", "--nic-mbit", "--delay-us", "--fanout", "--efficiency", NULL},
+     "--fanot", "--fanout"},
+    {"bench cycle", {"--src", "--dst", "--fanout", "--mode", "--cycles", NULL}, "--mdoe", "--mode"},
+    {"bench delta", {"--lr", "--steps", "--device", "--warmup", "--impl", "--group-mb", "--sweep", NULL}, "--stesp",
+     "--steps"},
+    {"bench fp8", {"--rows", "--cols", "--iters", "--device", NULL}, "--row", "--rows"},
+    {"bench gpu", {"--colocated", "--check", "--src", "--nccl", "--python", "--dst-tp", NULL}, "--pyton", "--python"},
+    {"bench layout", {"--hf-config", "--trainer-tp", "--trainer-ep", "--tp", "--ep", NULL}, "--trainer-pt",
+     "--trainer-tp"},
+    {"bench plan", {"--hf-config", "--model", "--src", "--dst", "--rank", "--iters", NULL}, "--itres", "--iters"},
+    {"bench staged", {"--layers", "--vocab", "--cycles", "--fp8", "--keep", NULL}, "--vocb", "--vocab"},
+    {"bench store", {"--tensors", "--iters", "--no-redis", "--keep", "--dir", NULL}, "--no-rediss", "--no-redis"},
+    {"bench store-scale", {"--receivers", "--publishers", "--threads", "--model", "--trainer", "--reads", NULL},
+     "--reciever", NULL},
+    {"bench transport", {"--plugin", "--sizes", "--time", "--many", "--rounds", "--no-baseline", NULL}, "--plugn",
+     "--plugin"},
+};
+
+START_TEST(every_command_helps_with_its_options)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        char cmd[256], want[128];
+        snprintf(cmd, sizeof(cmd), "%s %s --help", REFIT_BIN, commands[i].cmd);
+        ck_assert_msg(run(cmd, out, sizeof(out)) == 0, "%s: exit status", cmd);
+        snprintf(want, sizeof(want), "usage: refit %s", commands[i].cmd);
+        ck_has(want);
+        ck_has("options:");
+        for (const char *const *o = commands[i].opts; *o; o++) {
+            snprintf(want, sizeof(want), "  %s", *o); /* at the start of its line */
+            ck_has(want);
+        }
+    }
+}
+END_TEST
+
+START_TEST(option_typos_name_the_option)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        char cmd[256], want[160];
+        if (i % 8 == 0) { /* a few: a word far from every option gets no suggestion */
+            snprintf(cmd, sizeof(cmd), "%s %s --no-such-option 1", REFIT_BIN, commands[i].cmd);
+            ck_assert_msg(run(cmd, out, sizeof(out)) == 2, "%s: exit status\n%s", cmd, out);
+            ck_has("unknown option '--no-such-option'");
+            ck_assert_msg(!strstr(out, "did you mean"), "%s suggests an option for a word far from all:\n%s", cmd,
+                          out);
+        }
+        snprintf(cmd, sizeof(cmd), "%s %s %s=1", REFIT_BIN, commands[i].cmd, commands[i].typo);
+        ck_assert_msg(run(cmd, out, sizeof(out)) == 2, "%s: exit status\n%s", cmd, out);
+        snprintf(want, sizeof(want), "unknown option '%s'", commands[i].typo);
+        ck_has(want);
+        snprintf(want, sizeof(want), "(see refit %s --help)", commands[i].cmd);
+        ck_has(want);
+        if (commands[i].meant) {
+            snprintf(want, sizeof(want), "did you mean '%s'?", commands[i].meant);
+            ck_has(want);
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 120); /* per test: the newest run refit 20-50 times */
     tcase_add_test(tc, help_lists_commands);
     tcase_add_test(tc, typo_suggests_command);
     tcase_add_test(tc, plugins_lists_and_rejects);
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);
     tcase_add_test(tc, option_tables_parse_check_and_help);
+    tcase_add_test(tc, every_command_helps_with_its_options);
+    tcase_add_test(tc, option_typos_name_the_option);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "demo.h"
 #include "refit/convert.h"
 #include "refit/safetensors.h"
@@ -439,9 +440,8 @@ int demo_run(struct demo *d)
         if (!mkdtemp(d->dir))
             return refit_error_set(REFIT_EIO, "mkdtemp: %s", strerror(errno));
     }
-    char *argv0[] = {"demo", NULL};
     struct cli_common c;
-    int rc = cli_config_open(&c, NULL, 1, argv0);
+    int rc = cli_config_from(&c, NULL, NULL);
     if (!rc && d->hf)
         snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->hf);
     else if (!rc)
@@ -634,10 +634,9 @@ int cmd_demo(int argc, char **argv)
         return cli_fail("demo", rc);
     if (d.make_only) {
         struct cli_common c;
-        char *argv0[] = {"demo", NULL};
-        snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
+            snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
         mkdir(d.dir, 0700);
-        rc = cli_config_open(&c, NULL, 1, argv0);
+        rc = cli_config_from(&c, NULL, NULL);
         if (!rc)
             rc = make_checkpoint(&d, c.loader);
         cli_common_close(&c);
