@@ -40,10 +40,11 @@ test-slow: build
 
 # The sanitizer configuration: every test but those marked 'slow'
 # (benchmark-sized transfers), with the CUDA feature off (the CUDA runtime
-# and ASan do not mix).
+# and ASan do not mix), at -O1 as ASan's documentation advises (about
+# twice as fast as -O0, stack traces still exact).
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
-	  -Dcuda=disabled -Dbuildtype=debug $(MESON_OPTS)
+	  -Dcuda=disabled -Dbuildtype=debug -Doptimization=1 $(MESON_OPTS)
 
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD) -j $(JOBS)

@@ -78,7 +78,7 @@ START_TEST(many_long_id_sources)
     for (int i = 0; i < N; i++) {
         char id[REFIT_RECORD_MAX_ID + 1];
         memset(id, 'x', REFIT_RECORD_MAX_ID - 8);
-        snprintf(id + REFIT_RECORD_MAX_ID - 8, 9, "%08d", i);
+        snprintf(id + REFIT_RECORD_MAX_ID - 8, 9, "%08u", (unsigned)i % 100000000u);
         struct refit_source_record r = *rec;
         r.source_id = id;
         r.transport = "elsewhere";

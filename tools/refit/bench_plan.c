@@ -22,7 +22,7 @@ static const char *QWEN3_235B =
 
 struct plan_opts {
     const char *hfcfg, *model_yaml, *src, *dst;
-    int rank, iters;
+    int rank, iters, gpus, naive;
 };
 
 #define AT(f) CLI_AT(struct plan_opts, f)
@@ -32,6 +32,10 @@ static const struct cli_opt plan_table[] = {
     {"--src", NULL, CLI_STR, "tp=N,ep=M", 0, 0, NULL, NULL, AT(src), "the trainer's layout (default tp=4,ep=8)"},
     {"--dst", NULL, CLI_STR, "tp=N[,ep=N]", 0, 0, NULL, NULL, AT(dst), "the inference layout (default tp=8)"},
     {"--rank", NULL, CLI_INT, "R", 0, 1023, NULL, "0", AT(rank), "the inference rank to plan"},
+    {"--gpus", NULL, CLI_INT, "G", 1, 65536, NULL, NULL, AT(gpus),
+     "trainer ranks (default max(N, M); a multiple of it: the rest data-parallel copies)"},
+    {"--naive", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(naive),
+     "plan every trainer rank on its own (refit.plan_dedupe=false), the reference the deduped planner must match"},
     {"--iters", NULL, CLI_INT, "K", 1, 100, NULL, "3", AT(iters), "timed plans (the median is printed)"},
 };
 #undef AT
@@ -41,8 +45,8 @@ static const struct cli_spec plan_spec = {
     .about = "Plans inference rank R of the destination layout from trainer ranks at tp N, ep M\n"
              "(ranks max(N, M), tp rank r mod N, ep rank r mod M), for a model given by its\n"
              "config.json or a model YAML (default: Qwen3-235B-A22B, TP4 EP8 -> TP8).  Prints the\n"
-             "plan's size, the time (median of K) and the peak memory growth.  Target: <= 200 ms,\n"
-             "<= 256 MiB.\n",
+             "plan's size, the time (median of K), the peak memory growth and the plan's digest.\n"
+             "Target: <= 200 ms, <= 256 MiB.\n",
     .opts = plan_table,
     .n_opts = CLI_N(plan_table),
 };
@@ -67,7 +71,7 @@ int bench_plan(int argc, char **argv)
     if (rc == CLI_HELP)
         return 0;
     const char *hfcfg = po.hfcfg, *model_yaml = po.model_yaml;
-    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = po.rank, iters = po.iters;
+    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = po.rank, iters = po.iters, gpus = po.gpus, naive = po.naive;
     if (!rc && po.src)
         rc = cli_layout("--src", po.src, &stp, &sep);
     if (!rc && po.dst)
@@ -91,9 +95,10 @@ int bench_plan(int argc, char **argv)
     snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg ? hfcfg : "");
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
     /* a model YAML is the configuration file (its model section), the rest overrides */
+    const char *dedupe = naive ? "refit.plan_dedupe=false" : "refit.plan_dedupe=true";
     const char *ovr_all[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                             "model.target=vllm"};
-    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm"};
+                             "model.target=vllm", dedupe};
+    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm", dedupe};
     const char *const *ovr = model_yaml ? ovr_yaml : ovr_all;
     size_t n_ovr = model_yaml ? sizeof(ovr_yaml) / sizeof(ovr_yaml[0]) : sizeof(ovr_all) / sizeof(ovr_all[0]);
     long rss0 = max_rss_kib();
@@ -104,6 +109,10 @@ int bench_plan(int argc, char **argv)
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, "bench-plan", &rcv);
     int nsrc = stp > sep ? stp : sep;
+    if (!rc && gpus && gpus % nsrc)
+        rc = refit_error_set(REFIT_EINVAL, "--gpus %d: not a multiple of max(tp, ep) = %d", gpus, nsrc);
+    if (gpus)
+        nsrc = gpus;
     struct refit_parallel *src = calloc((size_t)nsrc, sizeof(*src));
     for (int r = 0; src && r < nsrc; r++)
         src[r] = (struct refit_parallel){.tp_rank = r % stp, .tp_size = stp, .pp_size = 1, .ep_rank = r % sep,
@@ -132,6 +141,10 @@ int bench_plan(int argc, char **argv)
                med * 1e3, iters, info.seconds * 1e3);
         printf("  peak memory growth while planning: %.1f MiB (process peak %.1f MiB), target <= 256 MiB\n",
                (double)(rss2 - rss1) / 1024.0, (double)rss2 / 1024.0);
+        printf("  plan digest ");
+        for (int k = 0; k < 16; k++)
+            printf("%02x", info.digest[k]);
+        printf("%s\n", naive ? " (naive: every rank planned on its own)" : "");
         (void)rss0;
     }
     refit_receiver_destroy(rcv);

@@ -29,6 +29,8 @@ struct refit_context {
     double verify_sample;
     bool in_place;
     bool device_program;
+    int64_t replicas, replica_index; /* refit.replicas, refit.replica_index (-1: by id) */
+    bool plan_dedupe;        /* refit.plan_dedupe: compose each class of equal sources once */
     bool push;
     bool publish_copy;
     bool delta;              /* refit.delta.enabled */
