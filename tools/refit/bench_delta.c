@@ -35,45 +35,10 @@
 
 #include "cli.h"
 #include "cli_opts.h"
+#include "bench_delta.h"
 #include "delta.h"
 #include "refit/convert.h"
 #include "refit/status.h"
-
-#define MAX_STEPS 1000
-
-struct bd_opts {
-    double lr, wd;
-    int steps, layers, vocab, warmup, cuda, sweep;
-    size_t group_bytes;
-    uint64_t seed;
-    enum rf_delta_impl impl;
-};
-
-/* One tensor, or a piece of one: elements [e0, e0 + n) of tensor t. */
-struct bd_piece {
-    const char *name;
-    uint32_t t;
-    int norm;
-    uint64_t e0, n, chunk_bytes;
-    size_t at; /* element offset in its group */
-};
-
-struct bd_step {
-    uint64_t changed, units, delta, full, segs[4], mismatch;
-    double enc, app, cpy;          /* host seconds */
-    double genc, gapp, gcpy;       /* device seconds */
-    uint64_t gdiff;                /* device bytes differing from the host's */
-};
-
-/* The buffers of one group. */
-struct bd_group {
-    size_t n;                      /* elements */
-    float *w, *m, *v;              /* fp32 master and Adam moments */
-    uint16_t *old, *cur, *rcv;     /* last published, new, the receiver's copy */
-    uint8_t *delta;                /* every piece's delta, back to back */
-    uint32_t *lens;                /* every piece's chunk lengths */
-    uint64_t delta_cap, n_chunks;
-};
 
 /* The command line: bd_opts' counts directly, the rest as text or MiB
  * that parse() turns into bd_opts. */
@@ -99,6 +64,9 @@ static const struct cli_opt bd_table[] = {
     {"--seed", NULL, CLI_STR, "N", 0, 0, NULL, NULL, AT(seed), "the weights' seed (decimal or 0x hex)"},
     {"--sweep", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.sweep),
      "the codec alone at change densities from 0 to 1"},
+    {"--engine", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.engine),
+     "each step published and pulled through the engine over tcp: full beside delta receivers"},
+    {"--fp8", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.fp8), "with --engine: also an FP8-target pair"},
 };
 #undef AT
 
@@ -109,6 +77,10 @@ static const struct cli_spec bd_spec = {
              "fraction of bf16 elements that changed, the exact delta's bytes against the full\n"
              "bytes, and encode / apply times and GB/s (of dense bf16) beside memcpy of the same\n"
              "bytes; every applied delta is checked byte for byte.\n"
+             "--engine: the same training, each step published by a refit publisher (refit.delta on)\n"
+             "and pulled over tcp by a full receiver and a delta receiver (--fp8: also an FP8 pair);\n"
+             "prints wire bytes full vs delta, publish and pull times, and that the delta receiver's\n"
+             "bytes equal the full one's.\n"
              "--sweep: the codec alone on M MiB (default 64) of bf16 at change densities from 0 to 1\n"
              "(units moved by one ulp), median of 7 runs each beside memcpy.\n",
     .opts = bd_table,
@@ -162,32 +134,30 @@ static uint64_t chunk_bytes_of(uint64_t row_bytes)
     return c * row_bytes;
 }
 
-/* Trainer tensors of the Qwen3-0.6B shape (cmd_demo.c's config) at TP1,
- * cut into pieces of at most group_bytes on chunk boundaries. */
-struct bd_model {
-    refit_loader_t *loader;
-    refit_model_t *model;
-    refit_layout_t *lay;
-};
-
-static void model_close(struct bd_model *md)
+void bd_model_close(struct bd_model *md)
 {
     refit_layout_destroy(md->lay);
     refit_model_close(md->model);
     refit_loader_destroy(md->loader);
 }
 
-static int model_pieces(const struct bd_opts *o, struct bd_model *md, struct bd_piece **out, size_t *n_out,
+int bd_model_config(const struct bd_opts *o, char *buf, size_t n)
+{
+    int k = snprintf(buf, n,
+                     "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
+                     "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
+                     "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
+                     "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
+                     "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}",
+                     o->layers, o->vocab);
+    return k > 0 && (size_t)k < n ? 0 : refit_error_set(REFIT_ERANGE, "bench delta: the model's config");
+}
+
+int bd_model_pieces(const struct bd_opts *o, struct bd_model *md, struct bd_piece **out, size_t *n_out,
                         uint64_t *elems)
 {
     char cfg[1024];
-    snprintf(cfg, sizeof(cfg),
-             "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
-             "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-             "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
-             "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
-             "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}",
-             o->layers, o->vocab);
+    bd_model_config(o, cfg, sizeof(cfg));
     struct refit_megatron_rank r = {1, 1, 1, 0, 0, 0, 128};
     int rc = refit_loader_create(NULL, &md->loader);
     if (!rc)
@@ -252,7 +222,7 @@ static uint16_t bf16_rne(float f)
 }
 
 /* The demo's weights: uniform in ±0.05 (norms: 1 ± 0.05) from xorshift. */
-static void init_piece(const struct bd_opts *o, const struct bd_piece *p, float *w)
+void bd_init_piece(const struct bd_opts *o, const struct bd_piece *p, float *w)
 {
     uint64_t s = mix(o->seed ^ (uint64_t)p->t << 40 ^ p->e0) | 1;
     for (uint64_t i = 0; i < p->n; i++) {
@@ -265,7 +235,7 @@ static void init_piece(const struct bd_opts *o, const struct bd_piece *p, float 
 }
 
 /* One Adam step (number `step`, from 1) of a piece. */
-static void adam_piece(const struct bd_opts *o, const struct bd_piece *p, int step, float *w, float *m, float *v)
+void bd_adam_piece(const struct bd_opts *o, const struct bd_piece *p, int step, float *w, float *m, float *v)
 {
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = (float)o->lr, wd = (float)o->wd;
     const float c1 = 1.0f / (1.0f - powf(b1, (float)step)), c2 = 1.0f / (1.0f - powf(b2, (float)step));
@@ -278,7 +248,7 @@ static void adam_piece(const struct bd_opts *o, const struct bd_piece *p, int st
     }
 }
 
-static void publish(const float *w, uint16_t *out, size_t n)
+void bd_publish(const float *w, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = bf16_rne(w[i]);
@@ -295,7 +265,7 @@ static void *xcalloc(size_t n, size_t sz, int *rc)
     return p;
 }
 
-static void group_free(struct bd_group *g)
+void bd_group_free(struct bd_group *g)
 {
     free(g->w);
     free(g->m);
@@ -310,7 +280,7 @@ static void group_free(struct bd_group *g)
 
 /* Buffers for the largest group (elements, delta bound, chunks), made
  * once and faulted in (not inside a timed pass). */
-static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta, uint64_t max_chunks)
+int bd_group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta, uint64_t max_chunks)
 {
     int rc = 0;
     memset(g, 0, sizeof(*g));
@@ -325,7 +295,7 @@ static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta,
     g->delta = xcalloc(g->delta_cap, 1, &rc);
     g->lens = xcalloc(max_chunks, 4, &rc);
     if (rc) {
-        group_free(g);
+        bd_group_free(g);
         return rc;
     }
     memset(g->delta, 0, g->delta_cap);
@@ -335,8 +305,35 @@ static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta,
     return 0;
 }
 
+int bd_groups(const struct bd_opts *o, const struct bd_piece *p, size_t np, size_t **cut_out, size_t *ng_out,
+              size_t *max_elems, uint64_t *max_delta, uint64_t *max_chunks)
+{
+    int rc = 0;
+    size_t *cut = xcalloc(np + 1, sizeof(size_t), &rc), ng = 0;
+    *max_elems = 0;
+    *max_delta = *max_chunks = 0;
+    for (size_t i = 0; !rc && i < np; ng++) {
+        size_t j = i, e = 0;
+        uint64_t d = 0, c = 0;
+        do {
+            e += p[j].n;
+            d += rf_delta_tensor_bound(p[j].n * 2, p[j].chunk_bytes);
+            c += rf_delta_tensor_chunks(p[j].n * 2, p[j].chunk_bytes);
+            j++;
+        } while (j < np && (e + p[j].n) * 2 <= o->group_bytes);
+        cut[ng + 1] = j;
+        *max_elems = e > *max_elems ? e : *max_elems;
+        *max_delta = d > *max_delta ? d : *max_delta;
+        *max_chunks = c > *max_chunks ? c : *max_chunks;
+        i = j;
+    }
+    *cut_out = cut;
+    *ng_out = ng;
+    return rc;
+}
+
 /* Pieces p[0..np) into the group's buffers: element offsets, sizes. */
-static void group_place(struct bd_piece *p, size_t np, struct bd_group *g)
+void bd_group_place(struct bd_piece *p, size_t np, struct bd_group *g)
 {
     g->n = 0;
     g->n_chunks = 0;
@@ -612,20 +609,20 @@ static int run_group(const struct bd_opts *o, struct bd_piece *p, size_t np, str
                      struct bd_gpu *gpu, struct bd_step *steps)
 {
     int rc = 0;
-    group_place(p, np, g);
+    bd_group_place(p, np, g);
     for (size_t i = 0; i < np; i++)
-        init_piece(o, &p[i], g->w + p[i].at);
+        bd_init_piece(o, &p[i], g->w + p[i].at);
     for (int s = 1; s <= o->warmup; s++)
         for (size_t i = 0; i < np; i++)
-            adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
-    publish(g->w, g->old, g->n);
+            bd_adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
+    bd_publish(g->w, g->old, g->n);
     memcpy(g->rcv, g->old, g->n * 2);
     if (o->cuda)
         rc = gpu_group(gpu, p, np, g);
     for (int s = 1; !rc && s <= o->steps; s++) {
         for (size_t i = 0; i < np; i++)
-            adam_piece(o, &p[i], o->warmup + s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
-        publish(g->w, g->cur, g->n);
+            bd_adam_piece(o, &p[i], o->warmup + s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
+        bd_publish(g->w, g->cur, g->n);
         rc = host_pass(o, p, np, g, b, &steps[s - 1]);
         if (!rc && o->cuda)
             rc = gpu_pass(gpu, p, np, g, b, &steps[s - 1]);
@@ -697,8 +694,8 @@ static int sweep(const struct bd_opts *o)
         for (size_t k = 0; k < n / 2; k += n / 8) {
             pc.e0 = k;
             pc.n = n / 2 - k < n / 8 ? n / 2 - k : n / 8;
-            init_piece(o, &pc, w);
-            publish(w, (uint16_t *)a + k, pc.n);
+            bd_init_piece(o, &pc, w);
+            bd_publish(w, (uint16_t *)a + k, pc.n);
         }
         memset(cp, 0, n);
         memset(d, 0, rf_delta_tensor_bound(n, chunk));
@@ -756,6 +753,12 @@ int bench_delta(int argc, char **argv)
         return rc > 0 ? 0 : cli_fail("bench delta", rc);
     if (o.sweep)
         return (rc = sweep(&o)) ? cli_fail("bench delta", rc) : 0;
+    if (o.fp8 && !o.engine)
+        return cli_fail("bench delta", refit_error_set(REFIT_EINVAL, "--fp8 goes with --engine"));
+    if (o.engine && o.cuda)
+        return cli_fail("bench delta", refit_error_set(REFIT_EINVAL, "--engine runs on the host (no --device cuda)"));
+    if (o.engine)
+        return (rc = bench_delta_engine(&o)) ? cli_fail("bench delta --engine", rc) : 0;
     struct bd_model md = {0};
     struct bd_piece *p = NULL;
     size_t np = 0;
@@ -765,29 +768,14 @@ int bench_delta(int argc, char **argv)
     struct bd_gpu gpu;
     memset(&gpu, 0, sizeof(gpu));
     int gpu_on = 0;
-    rc = steps ? model_pieces(&o, &md, &p, &np, &elems) : REFIT_ENOMEM;
-    /* groups of consecutive pieces up to group_bytes of bf16 (a piece is
-     * one at least) */
-    size_t *cut = xcalloc(np + 1, sizeof(size_t), &rc), ng = 0, max_elems = 0;
+    rc = steps ? bd_model_pieces(&o, &md, &p, &np, &elems) : REFIT_ENOMEM;
+    size_t *cut = NULL, ng = 0, max_elems = 0;
     uint64_t max_delta = 0, max_chunks = 0;
-    for (size_t i = 0; !rc && i < np; ng++) {
-        size_t j = i, e = 0;
-        uint64_t d = 0, c = 0;
-        do {
-            e += p[j].n;
-            d += rf_delta_tensor_bound(p[j].n * 2, p[j].chunk_bytes);
-            c += rf_delta_tensor_chunks(p[j].n * 2, p[j].chunk_bytes);
-            j++;
-        } while (j < np && (e + p[j].n) * 2 <= o.group_bytes);
-        cut[ng + 1] = j;
-        max_elems = e > max_elems ? e : max_elems;
-        max_delta = d > max_delta ? d : max_delta;
-        max_chunks = c > max_chunks ? c : max_chunks;
-        i = j;
-    }
+    if (!rc)
+        rc = bd_groups(&o, p, np, &cut, &ng, &max_elems, &max_delta, &max_chunks);
     struct bd_group g = {0};
     if (!rc)
-        rc = group_alloc(&g, max_elems, max_delta, max_chunks);
+        rc = bd_group_alloc(&g, max_elems, max_delta, max_chunks);
     b.flush_n = (size_t)96 << 20;
     b.flush = xcalloc(b.flush_n, 1, &rc);
     b.copy = xcalloc(max_elems, 2, &rc);
@@ -809,7 +797,7 @@ int bench_delta(int argc, char **argv)
     for (size_t k = 0; !rc && k < ng; k++)
         rc = run_group(&o, p + cut[k], cut[k + 1] - cut[k], &g, &b, &gpu, steps);
     free(cut);
-    group_free(&g);
+    bd_group_free(&g);
     if (!rc)
         print_steps(&o, steps);
     int bad = 0;
@@ -822,7 +810,7 @@ int bench_delta(int argc, char **argv)
     free(b.piece_len);
     free(steps);
     free(p);
-    model_close(&md);
+    bd_model_close(&md);
     if (rc)
         return cli_fail("bench delta", rc);
     if (bad)
