@@ -240,29 +240,6 @@ void refit_hf_view_close(refit_hf_view_t *v)
 /* ------------------------------------------------------------------ */
 /* Megatron shards */
 
-/* The canonical spelling of a trainer name: no `module.` prefixes, and
- * SequentialMLP's mlp.experts.local_experts.<k>.linear_fcN.weight as
- * TEGroupedMLP's mlp.experts.linear_fcN.weight<k>. */
-char *refit_megatron_canonical(const char *name)
-{
-    while (!strncmp(name, "module.", 7))
-        name += 7;
-    const char *le = strstr(name, "mlp.experts.local_experts.");
-    if (!le)
-        return strdup(name);
-    const char *k = le + strlen("mlp.experts.local_experts.");
-    char *end;
-    long idx = strtol(k, &end, 10);
-    if (end == k || *end != '.' || idx < 0)
-        return strdup(name);
-    size_t pre = (size_t)(k - name) - strlen("local_experts.");
-    size_t n = strlen(name) + 32;
-    char *out = malloc(n);
-    if (out)
-        snprintf(out, n, "%.*s%s%ld", (int)pre, name, end + 1, idx);
-    return out;
-}
-
 struct named {
     char *name;
     const struct refit_st_tensor *t;
@@ -482,7 +459,7 @@ static int unshard_rank(const refit_model_t *m, refit_hf_view_t *v, const char *
         refit_error_push(rc, "%s", path);
     for (size_t i = 0; !rc && i < nf; i++) {
         names[i].t = refit_st_at(f, i);
-        names[i].name = fsdp ? strdup(names[i].t->name) : refit_megatron_canonical(names[i].t->name);
+        names[i].name = refit_model_source_name(m, fsdp ? "fsdp" : "megatron", names[i].t->name);
         if (!names[i].name)
             rc = REFIT_ENOMEM;
         else if (!refit_layout_find(lay, names[i].name))
