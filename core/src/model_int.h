@@ -1,5 +1,5 @@
-/* model_int.h — the model object shared by model.c, layout.c and convert.c
- * (not installed). */
+/* model_int.h — the model object shared by model*.c, layout*.c and the
+ * conversion files (not installed). */
 #ifndef REFIT_MODEL_INT_H
 #define REFIT_MODEL_INT_H
 
