@@ -287,7 +287,7 @@ static int targets_check(const refit_model_t *m)
 static int spec_load(refit_model_t *m)
 {
     const struct refit_model_spec *s = m->ops->table();
-    if (!s || s->size < sizeof(*s) || (!s->dims && s->n_dims) || !s->entries || !s->n_entries ||
+    if (!s || s->size < offsetof(struct refit_model_spec, experts) + sizeof(s->experts) || (!s->dims && s->n_dims) || !s->entries || !s->n_entries ||
         (!s->targets && s->n_targets) || s->n_dims > 4096 || s->n_entries > 100000)
         return refit_error_set(REFIT_EABI, "its spec table is incomplete");
     m->spec = s;
@@ -314,6 +314,8 @@ static int spec_load(refit_model_t *m)
         rc = entry_eval(m, i);
     if (!rc)
         rc = targets_check(m);
+    if (!rc)
+        rc = rf_model_sources_check(m);
     return rc;
 }
 

@@ -1,5 +1,5 @@
-/* model_int.h — the model object shared by model.c, layout.c and convert.c
- * (not installed). */
+/* model_int.h — the model object shared by model*.c, layout*.c and the
+ * conversion files (not installed). */
 #ifndef REFIT_MODEL_INT_H
 #define REFIT_MODEL_INT_H
 
@@ -52,6 +52,9 @@ const struct refit_target_layout *rf_model_target(const refit_model_t *m, const 
  * evaluate. */
 int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, int tp, int ep,
                   const struct refit_model_dst ***out);
+/* Whether the spec's source layouts are well formed (model_source.c);
+ * REFIT_EPROTO (error set) naming the bad one. */
+int rf_model_sources_check(const refit_model_t *m);
 /* The name of the opts' target ("hf" / "vllm" from the enum when no name). */
 const char *rf_target_name(const struct refit_convert_opts *o);
 

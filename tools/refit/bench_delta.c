@@ -34,92 +34,89 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "bench_delta.h"
 #include "delta.h"
 #include "refit/convert.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit bench delta [--lr X] [--steps K] [--device cpu|cuda] [--warmup W] [--wd X]\n"
-            "                         [--layers L] [--vocab V] [--impl auto|scalar|avx2|avx512]\n"
-            "                         [--group-mb M] [--seed N]\n"
-            "       refit bench delta --engine [--fp8] [--lr X] [--steps K] [--warmup W] [--layers L] [--vocab V]\n"
-            "       refit bench delta --sweep [--impl I] [--group-mb M]\n"
-            "Trains a Qwen3-0.6B-shaped checkpoint (the demo's synthetic weights, fp32 master)\n"
-            "for K Adam steps (default 5) at learning rate X (default 1e-6), publishing bf16,\n"
-            "and prints per step the fraction of bf16 elements that changed, the exact delta's\n"
-            "bytes against the full bytes, and encode / apply times and GB/s (of dense bf16)\n"
-            "beside memcpy of the same bytes; every applied delta is checked byte for byte.\n"
-            "--warmup W: W unpublished Adam steps first (a warm optimizer state).\n"
-            "--device cuda: also the CUDA kernels (beside a device copy), checked against the host.\n"
-            "--engine: the same training, each step published by a refit publisher (refit.delta on) and\n"
-            "pulled over tcp by a full receiver and a delta receiver (--fp8: also an FP8 pair); prints\n"
-            "wire bytes full vs delta, publish and pull times, and that the delta receiver's bytes equal\n"
-            "the full one's.\n"
-            "--sweep: the codec alone on M MiB (default 64) of bf16 at change densities from 0 to 1\n"
-            "(units moved by one ulp), median of 7 runs each beside memcpy.\n");
-    return f == stdout ? 0 : 2;
-}
+/* The command line: bd_opts' counts directly, the rest as text or MiB
+ * that parse() turns into bd_opts. */
+struct bd_cli {
+    struct bd_opts o;
+    const char *seed, *device, *impl;
+    int group_mb;
+};
 
+#define AT(f) CLI_AT(struct bd_cli, f)
+static const struct cli_opt bd_table[] = {
+    {"--lr", NULL, CLI_DBL, "X", 0, 0, NULL, NULL, AT(o.lr), "Adam's learning rate, in [0, 1] (default 1e-6)"},
+    {"--wd", NULL, CLI_DBL, "X", 0, 0, NULL, NULL, AT(o.wd), "weight decay, in [0, 1] (default 0)"},
+    {"--steps", NULL, CLI_INT, "K", 1, MAX_STEPS, NULL, NULL, AT(o.steps), "published Adam steps (default 5)"},
+    {"--warmup", NULL, CLI_INT, "W", 0, MAX_STEPS, NULL, NULL, AT(o.warmup),
+     "unpublished Adam steps first (a warm optimizer state)"},
+    {"--layers", NULL, CLI_INT, "L", 1, MAX_STEPS, NULL, NULL, AT(o.layers), "layers of the model (default 28)"},
+    {"--vocab", NULL, CLI_INT, "V", 1, 1 << 22, NULL, NULL, AT(o.vocab), "vocabulary of the model (default 151936)"},
+    {"--device", NULL, CLI_CHOICE, "WHERE", 0, 0, "cpu|cuda", "cpu", AT(device),
+     "cuda: also the CUDA kernels (beside a device copy), checked against the host"},
+    {"--impl", NULL, CLI_CHOICE, "I", 0, 0, "auto|scalar|avx2|avx512", "auto", AT(impl), "the host codec's path"},
+    {"--group-mb", NULL, CLI_INT, "M", 1, MAX_STEPS, NULL, NULL, AT(group_mb), "MiB per group, or swept (default 64)"},
+    {"--seed", NULL, CLI_STR, "N", 0, 0, NULL, NULL, AT(seed), "the weights' seed (decimal or 0x hex)"},
+    {"--sweep", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.sweep),
+     "the codec alone at change densities from 0 to 1"},
+    {"--engine", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.engine),
+     "each step published and pulled through the engine over tcp: full beside delta receivers"},
+    {"--fp8", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.fp8), "with --engine: also an FP8-target pair"},
+};
+#undef AT
+
+static const struct cli_spec bd_spec = {
+    .cmd = "bench delta",
+    .about = "Trains a Qwen3-0.6B-shaped checkpoint (the demo's synthetic weights, fp32 master)\n"
+             "for K Adam steps at learning rate X, publishing bf16, and prints per step the\n"
+             "fraction of bf16 elements that changed, the exact delta's bytes against the full\n"
+             "bytes, and encode / apply times and GB/s (of dense bf16) beside memcpy of the same\n"
+             "bytes; every applied delta is checked byte for byte.\n"
+             "--engine: the same training, each step published by a refit publisher (refit.delta on)\n"
+             "and pulled over tcp by a full receiver and a delta receiver (--fp8: also an FP8 pair);\n"
+             "prints wire bytes full vs delta, publish and pull times, and that the delta receiver's\n"
+             "bytes equal the full one's.\n"
+             "--sweep: the codec alone on M MiB (default 64) of bf16 at change densities from 0 to 1\n"
+             "(units moved by one ulp), median of 7 runs each beside memcpy.\n",
+    .opts = bd_table,
+    .n_opts = CLI_N(bd_table),
+};
+
+/* 0, 1 after --help, or an error. */
 static int parse(struct bd_opts *o, int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
-            return usage(stdout) ? 2 : 1;
-        if (!strcmp(a, "--sweep") || !strcmp(a, "--engine") || !strcmp(a, "--fp8")) {
-            *(a[2] == 's' ? &o->sweep : a[2] == 'e' ? &o->engine : &o->fp8) = 1;
-            continue;
-        }
-        if (!v)
-            return refit_error_set(REFIT_EINVAL, "%s needs a value", a);
-        errno = 0;
-        if (!strcmp(a, "--lr") || !strcmp(a, "--wd")) {
-            double x = strtod(v, &end);
-            if (errno || *end || !(x >= 0) || x > 1)
-                return refit_error_set(REFIT_EINVAL, "%s needs a number in [0, 1], not '%s'", a, v);
-            *(a[2] == 'l' ? &o->lr : &o->wd) = x;
-        } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--vocab") ||
-                   !strcmp(a, "--warmup") || !strcmp(a, "--group-mb")) {
-            int lo = !strcmp(a, "--warmup") ? 0 : 1, hi = !strcmp(a, "--vocab") ? 1 << 22 : MAX_STEPS, x;
-            if (cli_int(a, v, lo, hi, &x))
-                return REFIT_EINVAL;
-            if (a[2] == 's')
-                o->steps = x;
-            else if (a[2] == 'l')
-                o->layers = x;
-            else if (a[2] == 'v')
-                o->vocab = x;
-            else if (a[2] == 'w')
-                o->warmup = x;
-            else
-                o->group_bytes = (size_t)x << 20;
-        } else if (!strcmp(a, "--seed")) {
-            o->seed = strtoull(v, &end, 0);
-            if (errno || *end)
-                return refit_error_set(REFIT_EINVAL, "--seed needs an integer, not '%s'", v);
-        } else if (!strcmp(a, "--device")) {
-            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
-                return refit_error_set(REFIT_EINVAL, "--device needs cpu or cuda, not '%s'", v);
-            o->cuda = !strcmp(v, "cuda");
-        } else if (!strcmp(a, "--impl")) {
-            static const char *names[] = {"auto", "scalar", "avx2", "avx512"};
-            int k = 0;
-            while (k < 4 && strcmp(v, names[k]))
-                k++;
-            if (k == 4)
-                return refit_error_set(REFIT_EINVAL, "--impl needs auto, scalar, avx2 or avx512, not '%s'", v);
-            o->impl = (enum rf_delta_impl)k;
-            if (!rf_delta_impl_available(o->impl))
-                return refit_error_set(REFIT_ENOTSUP, "--impl %s: not available on this CPU", v);
-        } else {
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s'", a);
-        }
-        i++;
+    struct bd_cli c = {.o = *o};
+    int rc = cli_opts_parse(&bd_spec, argc, argv, &c, NULL, NULL);
+    if (rc)
+        return rc == CLI_HELP ? 1 : rc;
+    for (int k = 0; k < 2; k++) {
+        double x = k ? c.o.wd : c.o.lr;
+        if (!(x >= 0) || x > 1)
+            return refit_error_set(REFIT_EINVAL, "%s needs a number in [0, 1], not '%g'", k ? "--wd" : "--lr", x);
     }
+    if (c.group_mb)
+        c.o.group_bytes = (size_t)c.group_mb << 20;
+    if (c.seed) {
+        char *end = NULL;
+        errno = 0;
+        c.o.seed = strtoull(c.seed, &end, 0);
+        if (errno || *end || !*c.seed)
+            return refit_error_set(REFIT_EINVAL, "--seed needs an integer, not '%s'", c.seed);
+    }
+    c.o.cuda = !strcmp(c.device, "cuda");
+    static const char *names[] = {"auto", "scalar", "avx2", "avx512"};
+    int k = 0;
+    while (k < 3 && strcmp(c.impl, names[k]))
+        k++;
+    c.o.impl = (enum rf_delta_impl)k;
+    if (!rf_delta_impl_available(c.o.impl))
+        return refit_error_set(REFIT_ENOTSUP, "--impl %s: not available on this CPU", c.impl);
+    *o = c.o;
     return 0;
 }
 

@@ -146,6 +146,30 @@ struct refit_target_layout {
     const char *engine;       /* in messages: "vLLM" */
 };
 
+/* A source layout's other spelling of a trainer name.  `from` and `to`
+ * are patterns: literal text and captures `{x}` (a one-word name); a
+ * capture named k, e or L matches a decimal integer, any other name any
+ * non-empty text.  `to` uses the captures of `from`.  Megatron's
+ * SequentialMLP: from "{a}mlp.experts.local_experts.{k}.{b}",
+ * to "{a}mlp.experts.{b}{k}" (TEGroupedMLP's spelling, the table's). */
+struct refit_source_alias {
+    const char *from;
+    const char *to;
+};
+
+/* How a trainer framework names the tensors it publishes, before they are
+ * looked up in the spec's `megatron` (or, for FSDP, HF) patterns: prefixes
+ * its wrappers add (stripped, repeatedly) and aliases (the first that
+ * matches wins).  `name` is the layout a trainer rank declares
+ * (`struct refit_parallel.layout`: "megatron", "fsdp"). */
+struct refit_source_layout {
+    const char *name;
+    const char *const *strip;      /* "module." (DDP / Float16Module wrappers) */
+    size_t n_strip;
+    const struct refit_source_alias *aliases;
+    size_t n_aliases;
+};
+
 /* ------------------------------------------------------------------ */
 /* The spec table */
 
@@ -177,6 +201,11 @@ struct refit_model_spec {
     const struct refit_target_layout *targets;
     size_t n_targets;
     const char *experts;     /* expression: the routed expert count ("experts"); NULL: dense */
+
+    /* Added after the first tables (the core reads them only when size
+     * covers them): the trainer frameworks' spellings of the tensor names. */
+    const struct refit_source_layout *sources;
+    size_t n_sources;
 };
 
 /* The HF config.json as the plugin sees it.  Getters return 0, REFIT_ENOENT

@@ -116,9 +116,11 @@ struct classes {
     uint32_t *of;  /* per source: its class */
     uint32_t *rep; /* per class: its first source */
     size_t n;
+    uint32_t *first, *mem; /* per class: its members in source order, mem[first[k]..first[k+1]) */
     size_t *at;    /* per class: its first candidate in the piece at hand (SIZE_MAX: none) */
     ptrdiff_t *ci; /* per candidate of the piece at hand: its catalog index (-1: absent) */
     size_t cap_ci;
+    uint32_t *pres, *next; /* the classes of the piece at hand, and where each is in its members */
 };
 
 static void classes_free(struct classes *c)
@@ -127,6 +129,10 @@ static void classes_free(struct classes *c)
     free(c->rep);
     free(c->at);
     free(c->ci);
+    free(c->first);
+    free(c->mem);
+    free(c->pres);
+    free(c->next);
 }
 
 static int same_layout(const struct rf_source *a, const struct rf_source *b)
@@ -160,6 +166,18 @@ static int classes_of(refit_receiver_t *r, struct classes *c)
         }
         c->of[i] = (uint32_t)k;
     }
+    c->first = calloc(c->n + 1, sizeof(*c->first));
+    c->mem = malloc(n * sizeof(*c->mem));
+    c->pres = malloc((c->n ? c->n : 1) * sizeof(*c->pres));
+    c->next = calloc(c->n ? c->n : 1, sizeof(*c->next));
+    if (!c->first || !c->mem || !c->pres || !c->next)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < r->disc.n_src; i++)
+        c->first[c->of[i] + 1]++;
+    for (size_t k = 0; k < c->n; k++)
+        c->first[k + 1] += c->first[k];
+    for (size_t i = 0; i < r->disc.n_src; i++)
+        c->mem[c->first[c->of[i]] + c->next[c->of[i]]++] = (uint32_t)i;
     return 0;
 }
 
@@ -225,8 +243,22 @@ static int piece_of(refit_receiver_t *r, struct classes *cl, const struct refit_
     p->dst_row = (uint64_t)x->dst_index * slot + (uint64_t)x->dst_row;
     p->dst_col = (uint64_t)x->dst_col;
     int rc = piece_classes(r, cl, x, meg);
-    for (uint32_t si = 0; !rc && si < r->disc.n_src && p->ncand < RF_MAX_CAND; si++) {
-        uint32_t k = cl->of[si];
+    /* The members of the classes present, merged in source order. */
+    size_t np = 0;
+    for (size_t c = 0; c < x->n_cand; c++)
+        if (!c || x->cand[c].rank != x->cand[c - 1].rank) {
+            cl->next[np] = cl->first[x->cand[c].rank];
+            cl->pres[np++] = x->cand[c].rank;
+        }
+    while (!rc && p->ncand < RF_MAX_CAND) {
+        size_t best = np;
+        for (size_t j = 0; j < np; j++)
+            if (cl->next[j] < cl->first[cl->pres[j] + 1] &&
+                (best == np || cl->mem[cl->next[j]] < cl->mem[cl->next[best]]))
+                best = j;
+        if (best == np)
+            break;
+        uint32_t k = cl->pres[best], si = cl->mem[cl->next[best]++];
         for (size_t c = cl->at[k]; !rc && c < x->n_cand && x->cand[c].rank == k && p->ncand < RF_MAX_CAND; c++)
             rc = add_cand(r, cl, x, c, si, p);
     }

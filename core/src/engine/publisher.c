@@ -229,7 +229,7 @@ int refit_publisher_add(refit_publisher_t *pub, const char *name, void *ptr, enu
                                name, memtype);
     if (!refit_dtype_size(dtype))
         return refit_error_set(REFIT_EINVAL, "publisher %s: tensor '%s': invalid dtype", pub->id, name);
-    char *canon = refit_megatron_canonical(name);
+    char *canon = refit_model_source_name(pub->ctx->model, pub->par.layout, name);
     if (!canon)
         return REFIT_ENOMEM;
     const struct refit_layout_tensor *lt = refit_layout_find(pub->meg, canon);

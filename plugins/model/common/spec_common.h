@@ -162,10 +162,28 @@
      {HL "mlp.experts.{e}.down_proj.weight"}, {"hidden"}, "moe_intermediate", {NULL},    \
      true, DST(VL_STACK(HL "mlp.experts.w2_weight"), TF_STACK(HL "mlp.experts.down_proj"))}
 
+/* ------------------------------------------------------------------ */
+/* Source layouts: the trainer frameworks' spellings of the table's names */
+
+/* Megatron-Core: DDP and Float16Module wrap the model as `module.`
+ * (nested wrappers repeat it); SequentialMLP names its experts
+ * mlp.experts.local_experts.<k>.linear_fcN.weight where TEGroupedMLP (the
+ * table's spelling, what `refit shard` writes) has
+ * mlp.experts.linear_fcN.weight<k> (megatron/core/transformer/moe/experts.py
+ * sharded_state_dict of both).  FSDP publishes HF names as they are. */
+static const char *const rfm_megatron_strip[] = {"module."};
+static const struct refit_source_alias rfm_megatron_aliases[] = {
+    {"{a}mlp.experts.local_experts.{k}.{b}", "{a}mlp.experts.{b}{k}"},
+};
+static const struct refit_source_layout rfm_sources[] = {
+    {"megatron", rfm_megatron_strip, 1, rfm_megatron_aliases, 1},
+};
+
 /* The spec struct of a plugin from its three arrays. */
 #define RFM_SPEC(dims_, entries_, targets_, experts_)                                    \
     {sizeof(struct refit_model_spec), dims_, sizeof(dims_) / sizeof(dims_[0]), entries_, \
      sizeof(entries_) / sizeof(entries_[0]), targets_,                                   \
-     sizeof(targets_) / sizeof(targets_[0]), experts_}
+     sizeof(targets_) / sizeof(targets_[0]), experts_, rfm_sources,                      \
+     sizeof(rfm_sources) / sizeof(rfm_sources[0])}
 
 #endif

@@ -140,12 +140,11 @@ typedef struct refit_layout refit_layout_t;
 int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts *o,
                         refit_layout_t **out);
 
-/* The canonical spelling of a trainer name: no `module.` prefixes
- * (data-parallel wrappers), and SequentialMLP's
- * mlp.experts.local_experts.<k>.linear_fcN.weight as TEGroupedMLP's
- * mlp.experts.linear_fcN.weight<k>.  malloc'ed (caller frees); NULL when out
- * of memory. */
-char *refit_megatron_canonical(const char *name);
+/* A trainer tensor's name as the spec spells it: the plugin's source layout
+ * `layout` (NULL: "megatron") strips its wrapper prefixes and rewrites its
+ * aliases (struct refit_source_layout); a layout the plugin does not
+ * declare keeps the name.  malloc'ed; NULL on no memory. */
+char *refit_model_source_name(const refit_model_t *m, const char *layout, const char *name);
 
 /* A Megatron trainer rank's position within its pipeline stage. */
 struct refit_megatron_rank {

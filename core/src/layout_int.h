@@ -1,0 +1,91 @@
+/* layout_int.h — the layout map under construction, shared by the files
+ * that build it (not installed): layout.c (tensors, pieces, sources, the
+ * accessors), layout_target.c (inference ranks), layout_trainer.c (Megatron
+ * and FSDP trainer ranks), layout_compose.c (joining the two). */
+#ifndef REFIT_LAYOUT_INT_H
+#define REFIT_LAYOUT_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model_int.h"
+
+/* Parts of one destination: three per entry, or more when entries of one
+ * layer fuse into one destination by name. */
+#define RF_MAX_PARTS 8
+
+struct ltensor {
+    struct refit_layout_tensor pub;
+    size_t first, count; /* into lay->pieces */
+    /* For the vLLM block-FP8 check: each fused part's rows per rank, and
+     * whether rows / columns are TP partitions. */
+    int n_parts;
+    const char *part_name[RF_MAX_PARTS];
+    int64_t part_rows[RF_MAX_PARTS];
+    bool rows_split, cols_split, merged;
+    bool stack_row, stack_col; /* an expert stack of down (row) or gate/up (column) projections */
+};
+
+struct refit_layout {
+    struct ltensor *t;
+    size_t n, cap;
+    struct refit_layout_piece *pieces;
+    uint32_t *owner;      /* while building: the tensor of each piece */
+    size_t n_pieces, cap_pieces;
+    size_t cur;           /* the tensor add_piece appends to */
+    struct refit_layout_src *src;
+    size_t n_src, cap_src;
+    /* open-addressing hash of source names -> index + 1 */
+    uint32_t *hash;
+    size_t hash_cap;
+};
+
+
+struct part {
+    char *name;
+    int ndim;
+    int64_t rows, cols; /* cols 1 for 1-D */
+};
+
+/* The source index of an HF tensor already interned; REFIT_ENOENT when none. */
+int rf_lay_find_src(const refit_layout_t *lay, const char *name, uint32_t *out);
+/* Source index of an HF tensor, added on first use. */
+int rf_lay_intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t rows, int64_t cols,
+                      uint32_t *out);
+/* A piece of the tensor being built (lay->cur: the last one begun, or an
+ * earlier one of the layer that later entries fuse into); merged with the
+ * previous piece when both sides continue it row-wise.  rf_lay_finish() groups
+ * the pieces by tensor. */
+int rf_lay_add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, int64_t di, int64_t dr,
+                     int64_t dc, int64_t rows, int64_t cols);
+/* Start a destination tensor; takes ownership of name. */
+int rf_lay_begin_tensor(refit_layout_t *lay, char *name, const struct refit_model_entry *e, int64_t layer,
+                        int64_t expert, int ndim, int64_t d0, int64_t d1, int64_t d2);
+/* HF part i of an entry's instance (name malloc'ed into p). */
+int rf_lay_part_of(const refit_model_t *m, const struct refit_model_entry *e, int i, int64_t layer,
+                   int64_t expert, struct part *p);
+/* rf_lay_intern_src of a part. */
+int rf_lay_src_of(refit_layout_t *lay, const struct part *p, uint32_t *out);
+/* REFIT_EINVAL (error set) naming what when `by` does not divide n. */
+int rf_lay_divides(const char *what, int64_t n, int64_t by, const char *name);
+/* A TP split of n rows (or columns) made of whole units of `unit` (an
+ * attention head's rows: the role's first argument, 0 for none) must not
+ * cut a unit: every rank holds whole heads. */
+int rf_lay_divides_units(const char *what, int64_t n, int64_t unit, int64_t by, const char *name);
+/* Group the pieces by tensor (stable: a tensor's pieces keep their order)
+ * and point every tensor at its own. */
+int rf_lay_finish(refit_layout_t *lay);
+/* Whether the opts' skip patterns drop a name. */
+int rf_lay_skip_name(const struct refit_convert_opts *o, const char *name);
+
+static inline int rf_lay_n_parts(const refit_model_t *m, const struct refit_model_entry *e)
+{
+    return rf_entry_val(m, e)->n_parts;
+}
+
+static inline int64_t rf_lay_round_up(int64_t v, int64_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+#endif
