@@ -158,17 +158,195 @@ START_TEST(option_tables_parse_check_and_help)
 }
 END_TEST
 
+/* Every command's --help lists its options (the names here are written
+ * from the commands' documentation, not read from the tables), and a
+ * mistyped option is refused before anything runs, naming it and, when one
+ * is close, the option meant. */
+static const struct {
+    const char *cmd;
+    const char *opts[8]; /* NULL-terminated */
+    const char *typo, *meant; /* an option one edit away, and the one it suggests */
+} commands[] = {
+    {"pull", {"--tp", "--rank", "--ep", "--version", "--cycles", "--device", "--config", NULL}, "--rnak", "--rank"},
+    {"publish", {"--hf", "--tp", "--rank", "--layout", "--shards", "--dp-rank", "--stats", NULL}, "--shard", "--shards"},
+    {"shard", {"--hf", "--tp", "--ep", "--pp", "--vp", "--pp-layers", "--fsdp", NULL}, "--tpp", "--tp"},
+    {"convert", {"--hf", "--shards", "--hf-config", "--target", "--fp8", "--fp8-floor", "--out", NULL}, "--tagret",
+     "--target"},
+    {"demo", {"--model", "--src-tp", "--dst-tp", "--engines", "--transport", "--make-checkpoint", "--device", NULL},
+     "--engins", "--engines"},
+    {"sim", {"--model", "--trainer", "--engine", "--nic-gbps", "--efficiency", "--schedule", "--jobs", NULL},
+     "--enignes", "--engines"},
+    {"doctor", {"--sysfs", NULL}, "--sysf", "--sysfs"},
+    {"plugins", {"--config", NULL}, "--confg", "--config"},
+    {"config check", {"--set", NULL}, "--sett", "--set"},
+    {"store ls", {"--config", NULL}, "--confi", "--config"},
+    {"store watch", {"--count", NULL}, "--cont", "--count"},
+    {"bench cluster", {"--trainer", "--engine", "--nic-mbit", "--delay-us", "--fanout", "--efficiency", NULL},
+     "--fanot", "--fanout"},
+    {"bench cycle", {"--src", "--dst", "--fanout", "--mode", "--cycles", NULL}, "--mdoe", "--mode"},
+    {"bench delta", {"--lr", "--steps", "--device", "--warmup", "--impl", "--group-mb", "--sweep", NULL}, "--stesp",
+     "--steps"},
+    {"bench fp8", {"--rows", "--cols", "--iters", "--device", NULL}, "--row", "--rows"},
+    {"bench gpu", {"--colocated", "--check", "--src", "--nccl", "--python", "--dst-tp", NULL}, "--pyton", "--python"},
+    {"bench layout", {"--hf-config", "--trainer-tp", "--trainer-ep", "--tp", "--ep", NULL}, "--trainer-pt",
+     "--trainer-tp"},
+    {"bench plan", {"--hf-config", "--model", "--src", "--dst", "--rank", "--iters", NULL}, "--itres", "--iters"},
+    {"bench staged", {"--layers", "--vocab", "--cycles", "--fp8", "--keep", NULL}, "--vocb", "--vocab"},
+    {"bench store", {"--tensors", "--iters", "--no-redis", "--keep", "--dir", NULL}, "--no-rediss", "--no-redis"},
+    {"bench store-scale", {"--receivers", "--publishers", "--threads", "--model", "--trainer", "--reads", NULL},
+     "--reciever", NULL},
+    {"bench transport", {"--plugin", "--sizes", "--time", "--many", "--rounds", "--no-baseline", NULL}, "--plugn",
+     "--plugin"},
+};
+
+START_TEST(every_command_helps_with_its_options)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        char cmd[256], want[128];
+        snprintf(cmd, sizeof(cmd), "%s %s --help", REFIT_BIN, commands[i].cmd);
+        ck_assert_msg(run(cmd, out, sizeof(out)) == 0, "%s: exit status", cmd);
+        snprintf(want, sizeof(want), "usage: refit %s", commands[i].cmd);
+        ck_has(want);
+        ck_has("options:");
+        for (const char *const *o = commands[i].opts; *o; o++) {
+            snprintf(want, sizeof(want), "  %s", *o); /* at the start of its line */
+            ck_has(want);
+        }
+    }
+}
+END_TEST
+
+START_TEST(option_typos_name_the_option)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        char cmd[256], want[160];
+        if (i % 8 == 0) { /* a few: a word far from every option gets no suggestion */
+            snprintf(cmd, sizeof(cmd), "%s %s --no-such-option 1", REFIT_BIN, commands[i].cmd);
+            ck_assert_msg(run(cmd, out, sizeof(out)) == 2, "%s: exit status\n%s", cmd, out);
+            ck_has("unknown option '--no-such-option'");
+            ck_assert_msg(!strstr(out, "did you mean"), "%s suggests an option for a word far from all:\n%s", cmd,
+                          out);
+        }
+        snprintf(cmd, sizeof(cmd), "%s %s %s=1", REFIT_BIN, commands[i].cmd, commands[i].typo);
+        ck_assert_msg(run(cmd, out, sizeof(out)) == 2, "%s: exit status\n%s", cmd, out);
+        snprintf(want, sizeof(want), "unknown option '%s'", commands[i].typo);
+        ck_has(want);
+        snprintf(want, sizeof(want), "(see refit %s --help)", commands[i].cmd);
+        ck_has(want);
+        if (commands[i].meant) {
+            snprintf(want, sizeof(want), "did you mean '%s'?", commands[i].meant);
+            ck_has(want);
+        }
+    }
+}
+END_TEST
+
+/* One source for each default: a default a page of docs/ states in a
+ * table with "key" and "default" columns is the schema's, as `refit config
+ * keys` prints it. */
+struct doc_default {
+    char key[96], def[64];
+};
+
+/* The KEY and DEFAULT columns of `refit config keys`. */
+static size_t schema_defaults(struct doc_default *d, size_t cap)
+{
+    ck_assert_int_eq(run(REFIT_BIN " config keys", out, sizeof(out)), 0);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(out, "\n", &save); l && n < cap; l = strtok_r(NULL, "\n", &save))
+        if (sscanf(l, "%95s %*s %63s", d[n].key, d[n].def) == 2 && strcmp(d[n].key, "KEY"))
+            n++;
+    return n;
+}
+
+/* Cell i of a table row ("| a | b |"), trimmed and without backquotes. */
+static int cell(const char *row, int i, char *buf, size_t cap)
+{
+    const char *p = row;
+    for (int k = 0; k <= i; k++) {
+        p = strchr(p, '|');
+        if (!p)
+            return 0;
+        p++;
+    }
+    const char *e = strchr(p, '|');
+    if (!e)
+        return 0;
+    while (p < e && (*p == ' ' || *p == '`'))
+        p++;
+    while (e > p && (e[-1] == ' ' || e[-1] == '`'))
+        e--;
+    snprintf(buf, cap, "%.*s", (int)(e - p), p);
+    return 1;
+}
+
+/* Checks the table rows of one page; returns how many it compared. */
+static int check_page(const char *path, const struct doc_default *sd, size_t n_sd)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[4096], c0[128], c[128];
+    int def_col = -1, compared = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] != '|') {
+            def_col = -1; /* a table ends */
+            continue;
+        }
+        if (cell(line, 0, c0, sizeof(c0)) && !strcmp(c0, "key")) {
+            def_col = -1;
+            for (int i = 1; cell(line, i, c, sizeof(c)); i++)
+                if (!strcmp(c, "default"))
+                    def_col = i;
+            continue;
+        }
+        /* whole dotted keys only: a plugin's table gives keys relative to its section */
+        if (def_col < 0 || !strchr(c0, '.') || strchr(c0, ' ') || !cell(line, def_col, c, sizeof(c)))
+            continue;
+        size_t i = 0;
+        while (i < n_sd && strcmp(sd[i].key, c0))
+            i++;
+        ck_assert_msg(i < n_sd, "%s: key '%s' is not in the schema", path, c0);
+        ck_assert_msg(!strcmp(sd[i].def, c), "%s: key '%s': the page says default '%s', the schema '%s'", path, c0,
+                      c, sd[i].def);
+        compared++;
+    }
+    fclose(f);
+    return compared;
+}
+
+START_TEST(docs_defaults_are_the_schemas)
+{
+    static struct doc_default sd[1024];
+    size_t n_sd = schema_defaults(sd, 1024);
+    ck_assert_uint_gt(n_sd, 50);
+    static const char *const pages[] = {"configuration.md", "fanout.md", "store.md", "delta.md", "modes.md",
+                                        "transports.md", "scale.md", "cuda.md"};
+    int compared = 0;
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/docs/%s", SOURCE_ROOT, pages[i]);
+        if (access(path, R_OK) == 0)
+            compared += check_page(path, sd, n_sd);
+    }
+    ck_assert_int_ge(compared, 10); /* the tables were found and read */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 120); /* per test: the newest run refit 20-50 times */
     tcase_add_test(tc, help_lists_commands);
     tcase_add_test(tc, typo_suggests_command);
     tcase_add_test(tc, plugins_lists_and_rejects);
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);
     tcase_add_test(tc, option_tables_parse_check_and_help);
+    tcase_add_test(tc, every_command_helps_with_its_options);
+    tcase_add_test(tc, option_typos_name_the_option);
+    tcase_add_test(tc, docs_defaults_are_the_schemas);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

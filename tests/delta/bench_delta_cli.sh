@@ -1,7 +1,9 @@
 #!/bin/sh
 # `refit bench delta` end to end on a one-layer model: per-step rows with
 # the memcpy baseline and every delta reproducing its version exactly; the
-# --sweep table; --device cuda runs where a GPU is and is a clear error
+# --sweep table; --engine (publisher and receivers through the engine, each
+# step by delta, identical to the full refit, reading exactly the delta);
+# --device cuda runs where a GPU is and is a clear error
 # elsewhere; bad options are usage errors.  Never asserts a time.
 set -u
 refit="$1"
@@ -22,6 +24,17 @@ if [ $rc -eq 0 ]; then
 else
     echo "$msg" | grep -qiE 'cuda|gpu' || fail "--device cuda message: $msg"
 fi
+# --engine: a publisher and full / delta receivers (bf16 and FP8) through the
+# engine; every step after the first by delta, every receiver identical.
+out=$("$refit" bench delta --engine --fp8 --layers 1 --vocab 2048 --steps 2 --lr 1e-5 --group-mb 8) ||
+    fail "--engine exit $?: $out"
+echo "$out"
+[ "$(echo "$out" | grep -cE ' 0 yes$')" -eq 6 ] || fail "--engine: not six identical rows without fallback"
+[ "$(echo "$out" | grep -cE '^ +[23] .* [1-9][0-9]* \| .* 0 yes$')" -eq 2 ] || fail "--engine: steps not by delta"
+# the delta receiver reads exactly the publisher's delta bytes (no more)
+echo "$out" | grep -E '^ +[23] ' | awk '{ if ($5 != $9) exit 1 }' || fail "--engine: read more than the delta"
+echo "$out" | grep -E '^bf16 target' | awk '{ if ($10 + 0 > 0.2) exit 1 }' || fail "--engine: delta over 0.2 of full"
+"$refit" bench delta --fp8 >/dev/null 2>&1 && fail "--fp8 without --engine accepted"
 "$refit" bench delta --lr 2 >/dev/null 2>&1 && fail "--lr 2 accepted"
 "$refit" bench delta --steps 0 >/dev/null 2>&1 && fail "--steps 0 accepted"
 "$refit" bench delta --impl sse9 >/dev/null 2>&1 && fail "--impl sse9 accepted"

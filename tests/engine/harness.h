@@ -76,6 +76,45 @@ static inline void th_workdir(const char *bin, const char *tag, int layers, int 
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* The cluster file of a one-process test, <dir>/cluster.yaml (its path
+ * into path): the file store under dir in namespace <prefix><pid> (into
+ * ns), tcp, one receiver, timeouts a loaded machine meets, and the vLLM
+ * target of the checkpoint in ckpt. */
+static inline void th_cluster_file(const char *dir, const char *ckpt, const char *prefix, char *ns, size_t ncap,
+                                   char *path, size_t pcap)
+{
+    snprintf(ns, ncap, "%s%d", prefix, (int)getpid());
+    ck_assert_int_lt(snprintf(path, pcap, "%s/cluster.yaml", dir), (int)pcap);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "store:\n  plugin: file\n  namespace: %s\n  file:\n    path: %s/store\n    fsync: false\n"
+            "transport:\n  plugin: tcp\n  timeout: 5s\n"
+            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 30s\n  heartbeat: 150ms\n"
+            "  receivers: 1\n"
+            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
+            ns, dir, ckpt);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A context of the cluster file with overrides; the test fails on error. */
+static inline refit_context_t *th_context(const char *cfg_path, const char *const *ovr, size_t n)
+{
+    refit_context_t *ctx = NULL;
+    ck_assert_msg(refit_context_create(cfg_path, ovr, n, &ctx) == 0, "%s", refit_error_message());
+    return ctx;
+}
+
+/* Receiver tp rank `rank` of `tp`, its destinations allocated. */
+static inline refit_receiver_t *th_receiver(refit_context_t *ctx, const char *id, int tp, int rank)
+{
+    refit_receiver_t *r;
+    struct refit_target tg = {.tp_rank = rank, .tp_size = tp};
+    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_receiver_allocate(r), 0);
+    return r;
+}
+
 static inline void th_rmdir(const char *dir)
 {
     char cmd[400];

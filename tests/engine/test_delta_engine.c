@@ -19,18 +19,7 @@ static char dir[256], ckpt[300], cfg_path[300], ns[32];
 static void setup(void)
 {
     th_workdir(REFIT_BIN, "delta", 1, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
-    snprintf(ns, sizeof(ns), "d%d", (int)getpid());
-    snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
-    FILE *f = fopen(cfg_path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "store:\n  plugin: file\n  namespace: %s\n  file:\n    path: %s/store\n    fsync: false\n"
-            "transport:\n  plugin: tcp\n  timeout: 5s\n"
-            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 30s\n  heartbeat: 150ms\n"
-            "  receivers: 1\n"
-            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
-            ns, dir, ckpt);
-    fclose(f);
+    th_cluster_file(dir, ckpt, "d", ns, sizeof(ns), cfg_path, sizeof(cfg_path));
 }
 
 static void teardown(void)
@@ -43,18 +32,12 @@ static refit_context_t *context(int delta, const char *extra1, const char *extra
 {
     const char *ovr[3] = {delta ? "refit.delta.enabled=true" : "refit.delta.enabled=false", extra1, extra2};
     size_t n = 1 + (extra1 != NULL) + (extra2 != NULL);
-    refit_context_t *ctx = NULL;
-    ck_assert_msg(refit_context_create(cfg_path, ovr, n, &ctx) == 0, "%s", refit_error_message());
-    return ctx;
+    return th_context(cfg_path, ovr, n);
 }
 
 static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
 {
-    refit_receiver_t *r;
-    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_receiver_allocate(r), 0);
-    return r;
+    return th_receiver(ctx, id, 1, 0);
 }
 
 /* TP rank `rank` of `tp` with its stand-in shard. */

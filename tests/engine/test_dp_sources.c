@@ -15,18 +15,7 @@ static char dir[256], ckpt[300], cfg_path[300], ns[32];
 static void setup(void)
 {
     th_workdir(REFIT_BIN, "dpsrc", 4, 1000, dir, sizeof(dir), ckpt, sizeof(ckpt));
-    snprintf(ns, sizeof(ns), "d%d", (int)getpid());
-    snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
-    FILE *f = fopen(cfg_path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "store:\n  plugin: file\n  namespace: %s\n  file:\n    path: %s/store\n    fsync: false\n"
-            "transport:\n  plugin: tcp\n  timeout: 5s\n"
-            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 30s\n  heartbeat: 150ms\n"
-            "  receivers: 1\n"
-            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
-            ns, dir, ckpt);
-    fclose(f);
+    th_cluster_file(dir, ckpt, "d", ns, sizeof(ns), cfg_path, sizeof(cfg_path));
 }
 
 static void teardown(void)
@@ -57,14 +46,6 @@ static void src_stop(struct src *s)
     s->pub = NULL;
 }
 
-static refit_receiver_t *receiver(refit_context_t *ctx, const char *id, int tp, int rank)
-{
-    refit_receiver_t *r;
-    struct refit_target tg = {.tp_rank = rank, .tp_size = tp};
-    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_receiver_allocate(r), 0);
-    return r;
-}
 
 /* The weights of version `to` (refit/standin.h) in a source's tensors. */
 static void step_to(struct src *s, uint64_t to)
@@ -82,7 +63,7 @@ static void *reference_of(refit_context_t *ctx, int rank, uint64_t weights, size
     src_start(ctx, &par, "ref", &s);
     step_to(&s, weights);
     ck_assert_msg(refit_publisher_publish(s.pub, 1) == 0, "%s", refit_error_message());
-    refit_receiver_t *r = receiver(ctx, "rref", 2, rank);
+    refit_receiver_t *r = th_receiver(ctx, "rref", 2, rank);
     ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
     void *snap = th_snapshot(r, n);
     refit_receiver_destroy(r);
@@ -118,7 +99,7 @@ START_TEST(test_replicas)
             src_start(ctx, &par, NULL, &s[dp * 2 + k]);
             ck_assert_msg(refit_publisher_publish(s[dp * 2 + k].pub, 2) == 0, "%s", refit_error_message());
         }
-    refit_receiver_t *r = receiver(ctx, "r1", 2, 1);
+    refit_receiver_t *r = th_receiver(ctx, "r1", 2, 1);
     struct refit_pull_stats st = {.size = sizeof(st)};
     ck_assert_msg(refit_receiver_pull(r, 2, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.sources, 4);
@@ -129,7 +110,7 @@ START_TEST(test_replicas)
     src_stop(&s[3]);
     for (int i = 1; i < 3; i++)
         ck_assert_msg(refit_publisher_publish(s[i].pub, 3) == 0, "%s", refit_error_message());
-    refit_receiver_t *r2 = receiver(ctx, "r2", 2, 1);
+    refit_receiver_t *r2 = th_receiver(ctx, "r2", 2, 1);
     ck_assert_msg(refit_receiver_pull(r2, 3, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.sources, 2);
     ck_assert(th_same_as(r2, want));
@@ -168,7 +149,7 @@ START_TEST(test_replica_dies_mid_pull)
     step_to(&s0, 2);
     ck_assert_msg(refit_publisher_publish(s0.pub, 2) == 0, "%s", refit_error_message());
     th_wait_ready(ctx, "dp1", 2);
-    refit_receiver_t *r = receiver(ctx, "r3", 2, 1);
+    refit_receiver_t *r = th_receiver(ctx, "r3", 2, 1);
     pid_t killer = th_freeze_then_kill(child, 1500000);
     struct refit_pull_stats st = {.size = sizeof(st)};
     ck_assert_msg(refit_receiver_pull(r, 2, &st) == 0, "%s", refit_error_message());

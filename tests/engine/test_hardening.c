@@ -22,18 +22,7 @@ static char dir[256], ckpt[300], cfg_path[300], ns[32];
 static void setup(void)
 {
     th_workdir(REFIT_BIN, "hard", 2, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
-    snprintf(ns, sizeof(ns), "h%d", (int)getpid());
-    snprintf(cfg_path, sizeof(cfg_path), "%s/cluster.yaml", dir);
-    FILE *f = fopen(cfg_path, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f,
-            "store:\n  plugin: file\n  namespace: %s\n  file:\n    path: %s/store\n    fsync: false\n"
-            "transport:\n  plugin: tcp\n  timeout: 5s\n"
-            "refit:\n  timeout: 8s\n  release_timeout: 20s\n  stale_after: 30s\n  heartbeat: 150ms\n"
-            "  receivers: 1\n"
-            "model:\n  plugin: auto\n  hf_config: %s/config.json\n  target: vllm\n",
-            ns, dir, ckpt);
-    fclose(f);
+    th_cluster_file(dir, ckpt, "h", ns, sizeof(ns), cfg_path, sizeof(cfg_path));
 }
 
 static void teardown(void)
@@ -43,18 +32,12 @@ static void teardown(void)
 
 static refit_context_t *context(const char *const *ovr, size_t n)
 {
-    refit_context_t *ctx = NULL;
-    ck_assert_msg(refit_context_create(cfg_path, ovr, n, &ctx) == 0, "%s", refit_error_message());
-    return ctx;
+    return th_context(cfg_path, ovr, n);
 }
 
 static refit_receiver_t *receiver(refit_context_t *ctx, const char *id)
 {
-    refit_receiver_t *r;
-    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    ck_assert_msg(refit_receiver_create(ctx, &tg, id, &r) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_receiver_allocate(r), 0);
-    return r;
+    return th_receiver(ctx, id, 1, 0);
 }
 
 static refit_store_t *store_of(refit_context_t *ctx, refit_loader_t **ld)
@@ -95,7 +78,7 @@ START_TEST(many_long_id_sources)
     for (int i = 0; i < N; i++) {
         char id[REFIT_RECORD_MAX_ID + 1];
         memset(id, 'x', REFIT_RECORD_MAX_ID - 8);
-        snprintf(id + REFIT_RECORD_MAX_ID - 8, 9, "%08d", i);
+        snprintf(id + REFIT_RECORD_MAX_ID - 8, 9, "%08u", (unsigned)i % 100000000u);
         struct refit_source_record r = *rec;
         r.source_id = id;
         r.transport = "elsewhere";

@@ -18,6 +18,7 @@
  * says why and exits with 77 (skipped).  Namespaces, processes and files
  * are removed at exit, on error and on SIGINT/SIGTERM. */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/status.h"
 #include "sim.h"
 
@@ -90,23 +92,45 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit bench cluster [--model qwen3|qwen3_moe|MODEL.yaml] [--layers L] [--vocab V]\n"
-            "                           [--trainer tp=N[,ep=M]] [--engine tp=N[,ep=N]] [--engines E]\n"
-            "                           [--nic-mbit R] [--delay-us D] [--cycles K] [--mode pull|push]\n"
-            "                           [--fp8 off|trainer] [--fanout K] [--efficiency X] [--keep DIR]\n"
-            "                           [--transport tcp|ucx|ofi]\n"
-            "An emulated cluster on this machine (root): each trainer and engine rank a process in a\n"
-            "network namespace with one veth NIC shaped to R Mbit/s each way (default 1000), a Redis in\n"
-            "its own namespace, refit over tcp bound to each host's NIC (ucx, ofi: over tcp on eth0).\n"
-            "Runs the job (default: the qwen3 demo model with 2 layers and an 8000 vocabulary, trainer\n"
-            "tp 1, 8 engines of tp 1, 3 cycles) without fan-out and, with --fanout K, with tree fan-out,\n"
-            "and compares the measured warm cycles with `refit sim` for the same shapes and rates\n"
-            "(efficiency calibrated by one pull between two hosts unless given).  Without root: exit 77.\n");
-    return f == stdout ? 0 : 2;
-}
+/* The options: struct cluster's knobs and the two layouts. */
+struct cluster_opts {
+    struct cluster c;
+    const char *trainer, *engine;
+};
+
+#define AT(f) CLI_AT(struct cluster_opts, f)
+static const struct cli_opt cluster_table[] = {
+    {"--model", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(c.model), "qwen3, qwen3_moe or a model YAML (default qwen3)"},
+    {"--layers", NULL, CLI_INT, "L", 1, 1000, NULL, NULL, AT(c.layers), "layers of the model (default 2)"},
+    {"--vocab", NULL, CLI_INT, "V", 64, 10000000, NULL, NULL, AT(c.vocab), "vocabulary of the model (default 8000)"},
+    {"--trainer", NULL, CLI_STR, "tp=N[,ep=M]", 0, 0, NULL, NULL, AT(trainer), "the trainer's parallelism (default tp=1)"},
+    {"--engine", NULL, CLI_STR, "tp=N[,ep=N]", 0, 0, NULL, NULL, AT(engine), "each engine's parallelism (default tp=1)"},
+    {"--engines", NULL, CLI_INT, "E", 1, 64, NULL, NULL, AT(c.engines), "inference engines (default 8)"},
+    {"--nic-mbit", NULL, CLI_INT, "R", 10, 100000, NULL, NULL, AT(c.rate_mbit), "each NIC's rate each way (default 1000)"},
+    {"--delay-us", NULL, CLI_INT, "D", 0, 100000, NULL, NULL, AT(c.delay_us), "each NIC's added delay"},
+    {"--cycles", NULL, CLI_INT, "K", 2, 64, NULL, NULL, AT(c.cycles), "refit cycles (default 3)"},
+    {"--mode", NULL, CLI_STR, "MODE", 0, 0, NULL, NULL, AT(c.mode), "pull or push (default pull)"},
+    {"--fp8", NULL, CLI_STR, "RULE", 0, 0, NULL, NULL, AT(c.fp8), "off or trainer (default off)"},
+    {"--fanout", NULL, CLI_INT, "K", 0, 64, NULL, NULL, AT(c.fanout), "also run with tree fan-out, K pullers a source"},
+    {"--efficiency", NULL, CLI_DBL, "X", 0, 0, NULL, NULL, AT(c.efficiency),
+     "the sim's link efficiency in (0, 1] (default: calibrated by one pull between two hosts)"},
+    {"--keep", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(c.keep), "work in DIR and keep it"},
+    {"--transport", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(c.transport), "tcp, ucx or ofi (default tcp)"},
+};
+#undef AT
+
+static const struct cli_spec cluster_spec = {
+    .cmd = "bench cluster",
+    .about = "An emulated cluster on this machine (root): each trainer and engine rank a process in a\n"
+             "network namespace with one veth NIC shaped to R Mbit/s each way, a Redis in its own\n"
+             "namespace, refit over tcp bound to each host's NIC (ucx, ofi: over tcp on eth0).\n"
+             "Runs the job (default: the qwen3 demo model with 2 layers and an 8000 vocabulary, trainer\n"
+             "tp 1, 8 engines of tp 1, 3 cycles) without fan-out and, with --fanout K, with tree fan-out,\n"
+             "and compares the measured warm cycles with `refit sim` for the same shapes and rates.\n"
+             "Without root: exit 77.\n",
+    .opts = cluster_table,
+    .n_opts = CLI_N(cluster_table),
+};
 
 /* ------------------------------------------------------------------ */
 /* Processes */
@@ -409,52 +433,13 @@ static int predict(const struct cluster *c, const struct run *r, double eff, dou
     return rc;
 }
 
-static int parse_opts(struct cluster *c, int argc, char **argv)
+/* What the table cannot check: the choices and how the options go together. */
+static int check_opts(struct cluster *c)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!v)
-            return refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
-        if (!strcmp(o, "--model"))
-            c->model = v;
-        else if (!strcmp(o, "--mode"))
-            c->mode = v;
-        else if (!strcmp(o, "--fp8"))
-            c->fp8 = v;
-        else if (!strcmp(o, "--keep"))
-            c->keep = v;
-        else if (!strcmp(o, "--transport"))
-            c->transport = v;
-        else if (!strcmp(o, "--layers"))
-            rc = cli_int(o, v, 1, 1000, &c->layers);
-        else if (!strcmp(o, "--vocab"))
-            rc = cli_int(o, v, 64, 10000000, &c->vocab);
-        else if (!strcmp(o, "--trainer"))
-            rc = cli_layout(o, v, &c->t_tp, &c->t_ep);
-        else if (!strcmp(o, "--engine"))
-            rc = cli_layout(o, v, &c->e_tp, &c->e_ep);
-        else if (!strcmp(o, "--engines"))
-            rc = cli_int(o, v, 1, 64, &c->engines);
-        else if (!strcmp(o, "--cycles"))
-            rc = cli_int(o, v, 2, 64, &c->cycles);
-        else if (!strcmp(o, "--fanout"))
-            rc = cli_int(o, v, 0, 64, &c->fanout);
-        else if (!strcmp(o, "--nic-mbit"))
-            rc = cli_int(o, v, 10, 100000, &c->rate_mbit);
-        else if (!strcmp(o, "--delay-us"))
-            rc = cli_int(o, v, 0, 100000, &c->delay_us);
-        else if (!strcmp(o, "--efficiency")) {
-            char *end;
-            c->efficiency = strtod(v, &end);
-            if (*end || !(c->efficiency > 0 && c->efficiency <= 1))
-                rc = refit_error_set(REFIT_EINVAL, "--efficiency '%s': a number in (0, 1]", v);
-        } else
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        if (rc)
-            return rc;
-        i++;
-    }
+    if (isnan(c->efficiency)) /* not given: calibrate */
+        c->efficiency = 0;
+    else if (!(c->efficiency > 0 && c->efficiency <= 1))
+        return refit_error_set(REFIT_EINVAL, "--efficiency '%g': a number in (0, 1]", c->efficiency);
     if (strcmp(c->mode, "pull") && strcmp(c->mode, "push"))
         return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", c->mode);
     if (strcmp(c->transport, "tcp") && strcmp(c->transport, "ucx") && strcmp(c->transport, "ofi"))
@@ -620,12 +605,19 @@ static int bench(struct cluster *c)
 
 int bench_cluster(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct cluster c = {.model = "qwen3", .mode = "pull", .fp8 = "off", .transport = "tcp", .layers = 2, .vocab = 8000, .t_tp = 1,
-                        .t_ep = 1, .e_tp = 1, .e_ep = 1, .engines = 8, .cycles = 3, .rate_mbit = 1000};
-    int rc = parse_opts(&c, argc, argv);
+    struct cluster_opts o = {.c = {.model = "qwen3", .mode = "pull", .fp8 = "off", .transport = "tcp", .layers = 2,
+                                   .vocab = 8000, .t_tp = 1, .t_ep = 1, .e_tp = 1, .e_ep = 1, .engines = 8,
+                                   .cycles = 3, .rate_mbit = 1000, .efficiency = NAN}};
+    int rc = cli_opts_parse(&cluster_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    struct cluster c = o.c;
+    if (!rc && o.trainer)
+        rc = cli_layout("--trainer", o.trainer, &c.t_tp, &c.t_ep);
+    if (!rc && o.engine)
+        rc = cli_layout("--engine", o.engine, &c.e_tp, &c.e_ep);
+    if (!rc)
+        rc = check_opts(&c);
     if (rc)
         return cli_fail("bench cluster", rc);
     ssize_t sl = readlink("/proc/self/exe", c.self, sizeof(c.self) - 1);

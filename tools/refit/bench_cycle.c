@@ -10,22 +10,35 @@
 #include "demo.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench cycle [--config C] [--model qwen3|qwen3_moe|glm|MODEL.yaml]\n"
-               "                         [--src tp=N[,ep=M]] [--dst tp=N[,ep=N]] [--cycles K] [--engines E]\n"
-               "                         [--fp8 off|trainer|deepgemm] [--layers L] [--vocab V] [--hf DIR]\n"
-               "                         [--transport T] [--store S] [--fanout K]\n"
-               "Trainer ranks and inference ranks as processes (default Qwen3-0.6B-shaped, tp 2 -> 1,\n"
-               "5 cycles, FP8 off), a row per cycle and engine; warm cycles (>= 2) are compared with\n"
-               "their own transfer time (target: total <= 1.05x transfer, register 0).\n"
-               "--mode push runs the same job in pull mode first (the baseline) and compares wire bytes\n"
-               "and cycle time (with --fp8 on, the trainer quantizes what it can: half the bytes).\n"
-               "--fanout K: the same cycles twice, all engines from the trainer (baseline), then with\n"
-               "refit.fanout.republish on and max_pullers_per_source K; a row per cycle and engine with\n"
-               "its source, and per cycle the trainer's egress and the span of the transfers.\n");
-    return f == stdout ? 0 : 2;
-}
+struct cycle_opts {
+    struct demo d;
+    const char *src, *dst;
+    int fanout;
+};
+
+static const struct cli_opt cycle_table[] = {
+    {"--src", NULL, CLI_STR, "tp=N[,ep=M]", 0, 0, NULL, NULL, CLI_AT(struct cycle_opts, src),
+     "the trainer's parallelism (default tp=2)"},
+    {"--dst", NULL, CLI_STR, "tp=N[,ep=N]", 0, 0, NULL, NULL, CLI_AT(struct cycle_opts, dst),
+     "the engine's parallelism (default tp=1)"},
+    {"--fanout", NULL, CLI_INT, "K", 1, 1000, NULL, NULL, CLI_AT(struct cycle_opts, fanout),
+     "tree fan-out with max_pullers_per_source K, beside all engines from the trainer"},
+    DEMO_OPTS(struct cycle_opts, d),
+};
+
+static const struct cli_spec cycle_spec = {
+    .cmd = "bench cycle",
+    .about = "Trainer ranks and inference ranks as processes (default Qwen3-0.6B-shaped, tp 2 -> 1,\n"
+             "one engine, 5 cycles, FP8 off), a row per cycle and engine; warm cycles (>= 2) are\n"
+             "compared with their own transfer time (target: total <= 1.05x transfer, register 0).\n"
+             "--mode push runs the same job in pull mode first (the baseline) and compares wire bytes\n"
+             "and cycle time (with --fp8 on, the trainer quantizes what it can: half the bytes).\n"
+             "--fanout K: the same cycles twice, all engines from the trainer (baseline), then with\n"
+             "refit.fanout.republish on and max_pullers_per_source K; a row per cycle and engine with\n"
+             "its source, and per cycle the trainer's egress and the span of the transfers.\n",
+    .opts = cycle_table,
+    .n_opts = CLI_N(cycle_table),
+};
 
 /* ------------------------------------------------------------------ */
 /* --fanout K: tree fan-out against pulling everything from the trainer. */
@@ -173,29 +186,21 @@ static void summarize(const char *path, struct cycle_sum *o)
 
 int bench_cycle(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "off",
-                     .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 1, .cycles = 5, .quiet = 1};
-    /* --src/--dst are this command's; the rest are the demo's options. */
-    char *rest[64];
-    int nr = 0, rc = 0, fanout = -1;
-    rest[nr++] = argv[0];
-    for (int i = 1; i < argc && !rc; i++) {
-        if (!strcmp(argv[i], "--fanout") && i + 1 < argc) {
-            rc = cli_int("--fanout", argv[++i], 1, 1000, &fanout);
-        } else if ((!strcmp(argv[i], "--src") || !strcmp(argv[i], "--dst")) && i + 1 < argc) {
-            rc = !strcmp(argv[i], "--src") ? cli_layout("--src", argv[i + 1], &d.src_tp, &d.src_ep)
-                                           : cli_layout("--dst", argv[i + 1], &d.dst_tp, &d.dst_ep);
-            i++;
-        } else if (nr < 62) {
-            rest[nr++] = argv[i];
-        }
-    }
-    rest[nr] = NULL;
+    struct cycle_opts o = {.d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull",
+                                 .fp8 = "off", .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 1, .cycles = 5,
+                                 .quiet = 1},
+                           .fanout = -1};
+    int rc = cli_opts_parse(&cycle_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (!rc && o.src)
+        rc = cli_layout("--src", o.src, &o.d.src_tp, &o.d.src_ep);
+    if (!rc && o.dst)
+        rc = cli_layout("--dst", o.dst, &o.d.dst_tp, &o.d.dst_ep);
     if (!rc)
-        rc = demo_parse(&d, nr, rest);
+        rc = demo_check(&o.d);
+    struct demo d = o.d;
+    int fanout = o.fanout;
     if (rc)
         return cli_fail("bench cycle", rc);
     if (fanout > 0)

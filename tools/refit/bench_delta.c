@@ -34,122 +34,89 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
+#include "bench_delta.h"
 #include "delta.h"
 #include "refit/convert.h"
 #include "refit/status.h"
 
-#define MAX_STEPS 1000
-
-struct bd_opts {
-    double lr, wd;
-    int steps, layers, vocab, warmup, cuda, sweep;
-    size_t group_bytes;
-    uint64_t seed;
-    enum rf_delta_impl impl;
+/* The command line: bd_opts' counts directly, the rest as text or MiB
+ * that parse() turns into bd_opts. */
+struct bd_cli {
+    struct bd_opts o;
+    const char *seed, *device, *impl;
+    int group_mb;
 };
 
-/* One tensor, or a piece of one: elements [e0, e0 + n) of tensor t. */
-struct bd_piece {
-    const char *name;
-    uint32_t t;
-    int norm;
-    uint64_t e0, n, chunk_bytes;
-    size_t at; /* element offset in its group */
+#define AT(f) CLI_AT(struct bd_cli, f)
+static const struct cli_opt bd_table[] = {
+    {"--lr", NULL, CLI_DBL, "X", 0, 0, NULL, NULL, AT(o.lr), "Adam's learning rate, in [0, 1] (default 1e-6)"},
+    {"--wd", NULL, CLI_DBL, "X", 0, 0, NULL, NULL, AT(o.wd), "weight decay, in [0, 1] (default 0)"},
+    {"--steps", NULL, CLI_INT, "K", 1, MAX_STEPS, NULL, NULL, AT(o.steps), "published Adam steps (default 5)"},
+    {"--warmup", NULL, CLI_INT, "W", 0, MAX_STEPS, NULL, NULL, AT(o.warmup),
+     "unpublished Adam steps first (a warm optimizer state)"},
+    {"--layers", NULL, CLI_INT, "L", 1, MAX_STEPS, NULL, NULL, AT(o.layers), "layers of the model (default 28)"},
+    {"--vocab", NULL, CLI_INT, "V", 1, 1 << 22, NULL, NULL, AT(o.vocab), "vocabulary of the model (default 151936)"},
+    {"--device", NULL, CLI_CHOICE, "WHERE", 0, 0, "cpu|cuda", "cpu", AT(device),
+     "cuda: also the CUDA kernels (beside a device copy), checked against the host"},
+    {"--impl", NULL, CLI_CHOICE, "I", 0, 0, "auto|scalar|avx2|avx512", "auto", AT(impl), "the host codec's path"},
+    {"--group-mb", NULL, CLI_INT, "M", 1, MAX_STEPS, NULL, NULL, AT(group_mb), "MiB per group, or swept (default 64)"},
+    {"--seed", NULL, CLI_STR, "N", 0, 0, NULL, NULL, AT(seed), "the weights' seed (decimal or 0x hex)"},
+    {"--sweep", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.sweep),
+     "the codec alone at change densities from 0 to 1"},
+    {"--engine", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.engine),
+     "each step published and pulled through the engine over tcp: full beside delta receivers"},
+    {"--fp8", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(o.fp8), "with --engine: also an FP8-target pair"},
+};
+#undef AT
+
+static const struct cli_spec bd_spec = {
+    .cmd = "bench delta",
+    .about = "Trains a Qwen3-0.6B-shaped checkpoint (the demo's synthetic weights, fp32 master)\n"
+             "for K Adam steps at learning rate X, publishing bf16, and prints per step the\n"
+             "fraction of bf16 elements that changed, the exact delta's bytes against the full\n"
+             "bytes, and encode / apply times and GB/s (of dense bf16) beside memcpy of the same\n"
+             "bytes; every applied delta is checked byte for byte.\n"
+             "--engine: the same training, each step published by a refit publisher (refit.delta on)\n"
+             "and pulled over tcp by a full receiver and a delta receiver (--fp8: also an FP8 pair);\n"
+             "prints wire bytes full vs delta, publish and pull times, and that the delta receiver's\n"
+             "bytes equal the full one's.\n"
+             "--sweep: the codec alone on M MiB (default 64) of bf16 at change densities from 0 to 1\n"
+             "(units moved by one ulp), median of 7 runs each beside memcpy.\n",
+    .opts = bd_table,
+    .n_opts = CLI_N(bd_table),
 };
 
-struct bd_step {
-    uint64_t changed, units, delta, full, segs[4], mismatch;
-    double enc, app, cpy;          /* host seconds */
-    double genc, gapp, gcpy;       /* device seconds */
-    uint64_t gdiff;                /* device bytes differing from the host's */
-};
-
-/* The buffers of one group. */
-struct bd_group {
-    size_t n;                      /* elements */
-    float *w, *m, *v;              /* fp32 master and Adam moments */
-    uint16_t *old, *cur, *rcv;     /* last published, new, the receiver's copy */
-    uint8_t *delta;                /* every piece's delta, back to back */
-    uint32_t *lens;                /* every piece's chunk lengths */
-    uint64_t delta_cap, n_chunks;
-};
-
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit bench delta [--lr X] [--steps K] [--device cpu|cuda] [--warmup W] [--wd X]\n"
-            "                         [--layers L] [--vocab V] [--impl auto|scalar|avx2|avx512]\n"
-            "                         [--group-mb M] [--seed N]\n"
-            "       refit bench delta --sweep [--impl I] [--group-mb M]\n"
-            "Trains a Qwen3-0.6B-shaped checkpoint (the demo's synthetic weights, fp32 master)\n"
-            "for K Adam steps (default 5) at learning rate X (default 1e-6), publishing bf16,\n"
-            "and prints per step the fraction of bf16 elements that changed, the exact delta's\n"
-            "bytes against the full bytes, and encode / apply times and GB/s (of dense bf16)\n"
-            "beside memcpy of the same bytes; every applied delta is checked byte for byte.\n"
-            "--warmup W: W unpublished Adam steps first (a warm optimizer state).\n"
-            "--device cuda: also the CUDA kernels (beside a device copy), checked against the host.\n"
-            "--sweep: the codec alone on M MiB (default 64) of bf16 at change densities from 0 to 1\n"
-            "(units moved by one ulp), median of 7 runs each beside memcpy.\n");
-    return f == stdout ? 0 : 2;
-}
-
+/* 0, 1 after --help, or an error. */
 static int parse(struct bd_opts *o, int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
-            return usage(stdout) ? 2 : 1;
-        if (!strcmp(a, "--sweep")) {
-            o->sweep = 1;
-            continue;
-        }
-        if (!v)
-            return refit_error_set(REFIT_EINVAL, "%s needs a value", a);
-        errno = 0;
-        if (!strcmp(a, "--lr") || !strcmp(a, "--wd")) {
-            double x = strtod(v, &end);
-            if (errno || *end || !(x >= 0) || x > 1)
-                return refit_error_set(REFIT_EINVAL, "%s needs a number in [0, 1], not '%s'", a, v);
-            *(a[2] == 'l' ? &o->lr : &o->wd) = x;
-        } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--vocab") ||
-                   !strcmp(a, "--warmup") || !strcmp(a, "--group-mb")) {
-            int lo = !strcmp(a, "--warmup") ? 0 : 1, hi = !strcmp(a, "--vocab") ? 1 << 22 : MAX_STEPS, x;
-            if (cli_int(a, v, lo, hi, &x))
-                return REFIT_EINVAL;
-            if (a[2] == 's')
-                o->steps = x;
-            else if (a[2] == 'l')
-                o->layers = x;
-            else if (a[2] == 'v')
-                o->vocab = x;
-            else if (a[2] == 'w')
-                o->warmup = x;
-            else
-                o->group_bytes = (size_t)x << 20;
-        } else if (!strcmp(a, "--seed")) {
-            o->seed = strtoull(v, &end, 0);
-            if (errno || *end)
-                return refit_error_set(REFIT_EINVAL, "--seed needs an integer, not '%s'", v);
-        } else if (!strcmp(a, "--device")) {
-            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
-                return refit_error_set(REFIT_EINVAL, "--device needs cpu or cuda, not '%s'", v);
-            o->cuda = !strcmp(v, "cuda");
-        } else if (!strcmp(a, "--impl")) {
-            static const char *names[] = {"auto", "scalar", "avx2", "avx512"};
-            int k = 0;
-            while (k < 4 && strcmp(v, names[k]))
-                k++;
-            if (k == 4)
-                return refit_error_set(REFIT_EINVAL, "--impl needs auto, scalar, avx2 or avx512, not '%s'", v);
-            o->impl = (enum rf_delta_impl)k;
-            if (!rf_delta_impl_available(o->impl))
-                return refit_error_set(REFIT_ENOTSUP, "--impl %s: not available on this CPU", v);
-        } else {
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s'", a);
-        }
-        i++;
+    struct bd_cli c = {.o = *o};
+    int rc = cli_opts_parse(&bd_spec, argc, argv, &c, NULL, NULL);
+    if (rc)
+        return rc == CLI_HELP ? 1 : rc;
+    for (int k = 0; k < 2; k++) {
+        double x = k ? c.o.wd : c.o.lr;
+        if (!(x >= 0) || x > 1)
+            return refit_error_set(REFIT_EINVAL, "%s needs a number in [0, 1], not '%g'", k ? "--wd" : "--lr", x);
     }
+    if (c.group_mb)
+        c.o.group_bytes = (size_t)c.group_mb << 20;
+    if (c.seed) {
+        char *end = NULL;
+        errno = 0;
+        c.o.seed = strtoull(c.seed, &end, 0);
+        if (errno || *end || !*c.seed)
+            return refit_error_set(REFIT_EINVAL, "--seed needs an integer, not '%s'", c.seed);
+    }
+    c.o.cuda = !strcmp(c.device, "cuda");
+    static const char *names[] = {"auto", "scalar", "avx2", "avx512"};
+    int k = 0;
+    while (k < 3 && strcmp(c.impl, names[k]))
+        k++;
+    c.o.impl = (enum rf_delta_impl)k;
+    if (!rf_delta_impl_available(c.o.impl))
+        return refit_error_set(REFIT_ENOTSUP, "--impl %s: not available on this CPU", c.impl);
+    *o = c.o;
     return 0;
 }
 
@@ -167,32 +134,30 @@ static uint64_t chunk_bytes_of(uint64_t row_bytes)
     return c * row_bytes;
 }
 
-/* Trainer tensors of the Qwen3-0.6B shape (cmd_demo.c's config) at TP1,
- * cut into pieces of at most group_bytes on chunk boundaries. */
-struct bd_model {
-    refit_loader_t *loader;
-    refit_model_t *model;
-    refit_layout_t *lay;
-};
-
-static void model_close(struct bd_model *md)
+void bd_model_close(struct bd_model *md)
 {
     refit_layout_destroy(md->lay);
     refit_model_close(md->model);
     refit_loader_destroy(md->loader);
 }
 
-static int model_pieces(const struct bd_opts *o, struct bd_model *md, struct bd_piece **out, size_t *n_out,
+int bd_model_config(const struct bd_opts *o, char *buf, size_t n)
+{
+    int k = snprintf(buf, n,
+                     "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
+                     "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
+                     "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
+                     "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
+                     "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}",
+                     o->layers, o->vocab);
+    return k > 0 && (size_t)k < n ? 0 : refit_error_set(REFIT_ERANGE, "bench delta: the model's config");
+}
+
+int bd_model_pieces(const struct bd_opts *o, struct bd_model *md, struct bd_piece **out, size_t *n_out,
                         uint64_t *elems)
 {
     char cfg[1024];
-    snprintf(cfg, sizeof(cfg),
-             "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
-             "\"num_hidden_layers\": %d, \"hidden_size\": 1024, \"num_attention_heads\": 16, "
-             "\"num_key_value_heads\": 8, \"head_dim\": 128, \"intermediate_size\": 3072, "
-             "\"vocab_size\": %d, \"tie_word_embeddings\": true, \"attention_bias\": false, "
-             "\"rms_norm_eps\": 1e-06, \"torch_dtype\": \"bfloat16\"}",
-             o->layers, o->vocab);
+    bd_model_config(o, cfg, sizeof(cfg));
     struct refit_megatron_rank r = {1, 1, 1, 0, 0, 0, 128};
     int rc = refit_loader_create(NULL, &md->loader);
     if (!rc)
@@ -257,7 +222,7 @@ static uint16_t bf16_rne(float f)
 }
 
 /* The demo's weights: uniform in ±0.05 (norms: 1 ± 0.05) from xorshift. */
-static void init_piece(const struct bd_opts *o, const struct bd_piece *p, float *w)
+void bd_init_piece(const struct bd_opts *o, const struct bd_piece *p, float *w)
 {
     uint64_t s = mix(o->seed ^ (uint64_t)p->t << 40 ^ p->e0) | 1;
     for (uint64_t i = 0; i < p->n; i++) {
@@ -270,7 +235,7 @@ static void init_piece(const struct bd_opts *o, const struct bd_piece *p, float 
 }
 
 /* One Adam step (number `step`, from 1) of a piece. */
-static void adam_piece(const struct bd_opts *o, const struct bd_piece *p, int step, float *w, float *m, float *v)
+void bd_adam_piece(const struct bd_opts *o, const struct bd_piece *p, int step, float *w, float *m, float *v)
 {
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = (float)o->lr, wd = (float)o->wd;
     const float c1 = 1.0f / (1.0f - powf(b1, (float)step)), c2 = 1.0f / (1.0f - powf(b2, (float)step));
@@ -283,7 +248,7 @@ static void adam_piece(const struct bd_opts *o, const struct bd_piece *p, int st
     }
 }
 
-static void publish(const float *w, uint16_t *out, size_t n)
+void bd_publish(const float *w, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = bf16_rne(w[i]);
@@ -300,7 +265,7 @@ static void *xcalloc(size_t n, size_t sz, int *rc)
     return p;
 }
 
-static void group_free(struct bd_group *g)
+void bd_group_free(struct bd_group *g)
 {
     free(g->w);
     free(g->m);
@@ -315,7 +280,7 @@ static void group_free(struct bd_group *g)
 
 /* Buffers for the largest group (elements, delta bound, chunks), made
  * once and faulted in (not inside a timed pass). */
-static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta, uint64_t max_chunks)
+int bd_group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta, uint64_t max_chunks)
 {
     int rc = 0;
     memset(g, 0, sizeof(*g));
@@ -330,7 +295,7 @@ static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta,
     g->delta = xcalloc(g->delta_cap, 1, &rc);
     g->lens = xcalloc(max_chunks, 4, &rc);
     if (rc) {
-        group_free(g);
+        bd_group_free(g);
         return rc;
     }
     memset(g->delta, 0, g->delta_cap);
@@ -340,8 +305,35 @@ static int group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta,
     return 0;
 }
 
+int bd_groups(const struct bd_opts *o, const struct bd_piece *p, size_t np, size_t **cut_out, size_t *ng_out,
+              size_t *max_elems, uint64_t *max_delta, uint64_t *max_chunks)
+{
+    int rc = 0;
+    size_t *cut = xcalloc(np + 1, sizeof(size_t), &rc), ng = 0;
+    *max_elems = 0;
+    *max_delta = *max_chunks = 0;
+    for (size_t i = 0; !rc && i < np; ng++) {
+        size_t j = i, e = 0;
+        uint64_t d = 0, c = 0;
+        do {
+            e += p[j].n;
+            d += rf_delta_tensor_bound(p[j].n * 2, p[j].chunk_bytes);
+            c += rf_delta_tensor_chunks(p[j].n * 2, p[j].chunk_bytes);
+            j++;
+        } while (j < np && (e + p[j].n) * 2 <= o->group_bytes);
+        cut[ng + 1] = j;
+        *max_elems = e > *max_elems ? e : *max_elems;
+        *max_delta = d > *max_delta ? d : *max_delta;
+        *max_chunks = c > *max_chunks ? c : *max_chunks;
+        i = j;
+    }
+    *cut_out = cut;
+    *ng_out = ng;
+    return rc;
+}
+
 /* Pieces p[0..np) into the group's buffers: element offsets, sizes. */
-static void group_place(struct bd_piece *p, size_t np, struct bd_group *g)
+void bd_group_place(struct bd_piece *p, size_t np, struct bd_group *g)
 {
     g->n = 0;
     g->n_chunks = 0;
@@ -617,20 +609,20 @@ static int run_group(const struct bd_opts *o, struct bd_piece *p, size_t np, str
                      struct bd_gpu *gpu, struct bd_step *steps)
 {
     int rc = 0;
-    group_place(p, np, g);
+    bd_group_place(p, np, g);
     for (size_t i = 0; i < np; i++)
-        init_piece(o, &p[i], g->w + p[i].at);
+        bd_init_piece(o, &p[i], g->w + p[i].at);
     for (int s = 1; s <= o->warmup; s++)
         for (size_t i = 0; i < np; i++)
-            adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
-    publish(g->w, g->old, g->n);
+            bd_adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
+    bd_publish(g->w, g->old, g->n);
     memcpy(g->rcv, g->old, g->n * 2);
     if (o->cuda)
         rc = gpu_group(gpu, p, np, g);
     for (int s = 1; !rc && s <= o->steps; s++) {
         for (size_t i = 0; i < np; i++)
-            adam_piece(o, &p[i], o->warmup + s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
-        publish(g->w, g->cur, g->n);
+            bd_adam_piece(o, &p[i], o->warmup + s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
+        bd_publish(g->w, g->cur, g->n);
         rc = host_pass(o, p, np, g, b, &steps[s - 1]);
         if (!rc && o->cuda)
             rc = gpu_pass(gpu, p, np, g, b, &steps[s - 1]);
@@ -702,8 +694,8 @@ static int sweep(const struct bd_opts *o)
         for (size_t k = 0; k < n / 2; k += n / 8) {
             pc.e0 = k;
             pc.n = n / 2 - k < n / 8 ? n / 2 - k : n / 8;
-            init_piece(o, &pc, w);
-            publish(w, (uint16_t *)a + k, pc.n);
+            bd_init_piece(o, &pc, w);
+            bd_publish(w, (uint16_t *)a + k, pc.n);
         }
         memset(cp, 0, n);
         memset(d, 0, rf_delta_tensor_bound(n, chunk));
@@ -761,6 +753,12 @@ int bench_delta(int argc, char **argv)
         return rc > 0 ? 0 : cli_fail("bench delta", rc);
     if (o.sweep)
         return (rc = sweep(&o)) ? cli_fail("bench delta", rc) : 0;
+    if (o.fp8 && !o.engine)
+        return cli_fail("bench delta", refit_error_set(REFIT_EINVAL, "--fp8 goes with --engine"));
+    if (o.engine && o.cuda)
+        return cli_fail("bench delta", refit_error_set(REFIT_EINVAL, "--engine runs on the host (no --device cuda)"));
+    if (o.engine)
+        return (rc = bench_delta_engine(&o)) ? cli_fail("bench delta --engine", rc) : 0;
     struct bd_model md = {0};
     struct bd_piece *p = NULL;
     size_t np = 0;
@@ -770,29 +768,14 @@ int bench_delta(int argc, char **argv)
     struct bd_gpu gpu;
     memset(&gpu, 0, sizeof(gpu));
     int gpu_on = 0;
-    rc = steps ? model_pieces(&o, &md, &p, &np, &elems) : REFIT_ENOMEM;
-    /* groups of consecutive pieces up to group_bytes of bf16 (a piece is
-     * one at least) */
-    size_t *cut = xcalloc(np + 1, sizeof(size_t), &rc), ng = 0, max_elems = 0;
+    rc = steps ? bd_model_pieces(&o, &md, &p, &np, &elems) : REFIT_ENOMEM;
+    size_t *cut = NULL, ng = 0, max_elems = 0;
     uint64_t max_delta = 0, max_chunks = 0;
-    for (size_t i = 0; !rc && i < np; ng++) {
-        size_t j = i, e = 0;
-        uint64_t d = 0, c = 0;
-        do {
-            e += p[j].n;
-            d += rf_delta_tensor_bound(p[j].n * 2, p[j].chunk_bytes);
-            c += rf_delta_tensor_chunks(p[j].n * 2, p[j].chunk_bytes);
-            j++;
-        } while (j < np && (e + p[j].n) * 2 <= o.group_bytes);
-        cut[ng + 1] = j;
-        max_elems = e > max_elems ? e : max_elems;
-        max_delta = d > max_delta ? d : max_delta;
-        max_chunks = c > max_chunks ? c : max_chunks;
-        i = j;
-    }
+    if (!rc)
+        rc = bd_groups(&o, p, np, &cut, &ng, &max_elems, &max_delta, &max_chunks);
     struct bd_group g = {0};
     if (!rc)
-        rc = group_alloc(&g, max_elems, max_delta, max_chunks);
+        rc = bd_group_alloc(&g, max_elems, max_delta, max_chunks);
     b.flush_n = (size_t)96 << 20;
     b.flush = xcalloc(b.flush_n, 1, &rc);
     b.copy = xcalloc(max_elems, 2, &rc);
@@ -814,7 +797,7 @@ int bench_delta(int argc, char **argv)
     for (size_t k = 0; !rc && k < ng; k++)
         rc = run_group(&o, p + cut[k], cut[k + 1] - cut[k], &g, &b, &gpu, steps);
     free(cut);
-    group_free(&g);
+    bd_group_free(&g);
     if (!rc)
         print_steps(&o, steps);
     int bad = 0;
@@ -827,7 +810,7 @@ int bench_delta(int argc, char **argv)
     free(b.piece_len);
     free(steps);
     free(p);
-    model_close(&md);
+    bd_model_close(&md);
     if (rc)
         return cli_fail("bench delta", rc);
     if (bad)

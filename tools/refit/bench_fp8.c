@@ -10,21 +10,37 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/fp8.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench fp8 [--rows N] [--cols N] [--iters N] [--device cpu|cuda]\n"
-               "Quantizes a random bf16 matrix [rows, cols] (default 4096 x 4096) to FP8 e4m3\n"
-               "with 128x128 block scales, rules trainer and deepgemm, with the scalar path\n"
-               "and each vector path this CPU has, on one thread; prints the median GB/s of\n"
-               "bf16 input over --iters runs (default 10) beside memcpy of the same bytes.\n"
-               "--device cuda: the CUDA kernel on device 0 (default 8192 x 8192, 50 runs),\n"
-               "beside a device copy of the same bytes and PyTorch eager code for the same\n"
-               "rule timed in the same run (python3 with torch; skipped when absent).\n");
-    return f == stdout ? 0 : 2;
-}
+struct fp8_opts {
+    uint64_t rows, cols, iters; /* 0: not given */
+    const char *device;
+};
+
+static const struct cli_opt fp8_table[] = {
+    {"--rows", NULL, CLI_U64, "N", 1, 1 << 20, NULL, NULL, CLI_AT(struct fp8_opts, rows),
+     "matrix rows (default 4096; 8192 on a GPU)"},
+    {"--cols", NULL, CLI_U64, "N", 1, 1 << 20, NULL, NULL, CLI_AT(struct fp8_opts, cols),
+     "matrix columns (default 4096; 8192 on a GPU)"},
+    {"--iters", NULL, CLI_U64, "N", 1, 100000, NULL, NULL, CLI_AT(struct fp8_opts, iters),
+     "timed runs (default 10; 50 on a GPU)"},
+    {"--device", NULL, CLI_CHOICE, "WHERE", 0, 0, "cpu|cuda", "cpu", CLI_AT(struct fp8_opts, device),
+     "the CPU paths, or the CUDA kernel on device 0"},
+};
+
+static const struct cli_spec fp8_spec = {
+    .cmd = "bench fp8",
+    .about = "Quantizes a random bf16 matrix [rows, cols] to FP8 e4m3 with 128x128 block scales,\n"
+             "rules trainer and deepgemm, with the scalar path and each vector path this CPU has,\n"
+             "on one thread; prints the median GB/s of bf16 input over --iters runs beside memcpy\n"
+             "of the same bytes.  --device cuda: the CUDA kernel on device 0, beside a device copy\n"
+             "of the same bytes and PyTorch eager code for the same rule timed in the same run\n"
+             "(python3 with torch; skipped when absent).\n",
+    .opts = fp8_table,
+    .n_opts = CLI_N(fp8_table),
+};
 
 static double now_s(void)
 {
@@ -37,19 +53,6 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-static int parse_size(const char *opt, const char *v, size_t lo, size_t hi, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
-    if (!v || errno || *end || n < lo || n > hi) {
-        fprintf(stderr, "refit bench fp8: %s needs an integer in [%zu, %zu]\n", opt, lo, hi);
-        return -1;
-    }
-    *out = (size_t)n;
-    return 0;
 }
 
 void bench_fp8_fill(uint16_t *x, size_t n, uint64_t s)
@@ -88,31 +91,14 @@ static int pass(const struct variant *v, const uint16_t *src, uint16_t *copy, ui
 
 int bench_fp8(int argc, char **argv)
 {
-    size_t rows = 4096, cols = 4096, iters = 10;
-    int cuda = 0, sized = 0, iters_set = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
-            return usage(stdout);
-        if (!strcmp(a, "--rows") || !strcmp(a, "--cols") || !strcmp(a, "--iters")) {
-            size_t *dst = a[2] == 'r' ? &rows : a[2] == 'c' ? &cols : &iters;
-            if (parse_size(a, v, 1, a[2] == 'i' ? 100000 : (1u << 20), dst))
-                return 2;
-            sized |= a[2] != 'i';
-            iters_set |= a[2] == 'i';
-            i++;
-        } else if (!strcmp(a, "--device")) {
-            if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) {
-                fprintf(stderr, "refit bench fp8: --device needs cpu or cuda\n");
-                return 2;
-            }
-            cuda = !strcmp(v, "cuda");
-            i++;
-        } else {
-            fprintf(stderr, "refit bench fp8: unknown option '%s'\n", a);
-            return usage(stderr);
-        }
-    }
+    struct fp8_opts o = {0};
+    int rc = cli_opts_parse(&fp8_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("bench fp8", rc);
+    size_t rows = o.rows ? o.rows : 4096, cols = o.cols ? o.cols : 4096, iters = o.iters ? o.iters : 10;
+    int cuda = !strcmp(o.device, "cuda"), sized = o.rows || o.cols, iters_set = o.iters != 0;
     if (rows * cols > (size_t)1 << 32) {
         fprintf(stderr, "refit bench fp8: rows x cols above 2^32 elements\n");
         return 2;
@@ -129,7 +115,7 @@ int bench_fp8(int argc, char **argv)
     r.copy = malloc(n * 2);
     r.dst = malloc(n);
     r.scales = malloc(ns * sizeof(float));
-    int rc = 0;
+    rc = 0;
     struct variant v[1 + 2 * 3];
     size_t nv = 0;
     if (!src || !r.copy || !r.dst || !r.scales) {

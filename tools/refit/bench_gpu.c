@@ -24,28 +24,43 @@
 #include <cuda_runtime_api.h>
 #endif
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench gpu [--model YAML] [--hf DIR] [--src tp=N] [--cycles K] [--config C]\n"
-               "                       [--nccl SCRIPT] [--python PY] [--keep DIR]\n"
-               "Trainer ranks on GPU 0 (default tp 2) and one engine (vLLM tp 1) on GPU 1, refitting a\n"
-               "Qwen3-4B-shaped model (configs/models/qwen3-4b.yaml: 8.04 GB bf16) over cuda_ipc,\n"
-               "in place and unverified, 5 cycles; beside it an NCCL broadcast of the same bytes\n"
-               "(SCRIPT, default tools/dev/gpu/nccl_bcast.py, run with PY, default python3; needs\n"
-               "PyTorch).  Prints the per-cycle table and warm cycles / NCCL (target <= 1.0x).\n"
-               "Needs two GPUs and a refit built with CUDA.\n"
-               "\n"
-               "refit bench gpu --colocated [--model YAML|--hf DIR] [--src tp=N] [--dst-tp N]\n"
-               "                [--fp8 off|trainer|deepgemm] [--cycles K] [--check]\n"
-               "Trainer ranks (default tp 1) and engine ranks (vLLM, default tp 1) all on GPU 0,\n"
-               "Qwen3-0.6B-shaped by default, in place over cuda_ipc (refit.device_program on: one\n"
-               "kernel per pull reads the trainers' memory); then, in the same process, a\n"
-               "device-to-device copy of the bytes the trainers hold (median of 20, CUDA events)\n"
-               "and, with FP8, the FP8 kernel alone on those bytes.  Prints warm total / copy\n"
-               "(targets: <= 1.25x with FP8 off, <= 1.0x with FP8).  --check: every engine's\n"
-               "result compared with `refit convert` (writes each version to disk).\n");
-    return f == stdout ? 0 : 2;
-}
+struct gpu_opts {
+    struct demo d;
+    const char *src, *script, *py;
+    int coloc, check;
+};
+
+#define AT(f) CLI_AT(struct gpu_opts, f)
+static const struct cli_opt gpu_table[] = {
+    {"--colocated", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(coloc), "trainers and engines all on GPU 0"},
+    {"--check", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(check),
+     "with --colocated: every engine's result compared with `refit convert`"},
+    {"--src", NULL, CLI_STR, "tp=N", 0, 0, NULL, NULL, AT(src), "the trainer's parallelism"},
+    {"--nccl", NULL, CLI_STR, "SCRIPT", 0, 0, NULL, "tools/dev/gpu/nccl_bcast.py", AT(script),
+     "the NCCL broadcast baseline"},
+    {"--python", NULL, CLI_STR, "PY", 0, 0, NULL, "python3", AT(py), "the Python that runs SCRIPT (needs PyTorch)"},
+    DEMO_OPTS(struct gpu_opts, d),
+};
+#undef AT
+
+static const struct cli_spec gpu_spec = {
+    .cmd = "bench gpu",
+    .about = "Trainer ranks on GPU 0 (default tp 2) and one engine (vLLM tp 1) on GPU 1, refitting a\n"
+             "Qwen3-4B-shaped model (configs/models/qwen3-4b.yaml: 8.04 GB bf16) over cuda_ipc,\n"
+             "in place and unverified, 5 cycles; beside it an NCCL broadcast of the same bytes\n"
+             "(SCRIPT run with PY).  Prints the per-cycle table and warm cycles / NCCL (target\n"
+             "<= 1.0x).  Needs two GPUs and a refit built with CUDA.\n"
+             "\n"
+             "--colocated: trainer ranks (default tp 1) and engine ranks (vLLM, default tp 1) all on\n"
+             "GPU 0, Qwen3-0.6B-shaped by default, in place over cuda_ipc (refit.device_program on:\n"
+             "one kernel per pull reads the trainers' memory); then, in the same process, a\n"
+             "device-to-device copy of the bytes the trainers hold (median of 20, CUDA events)\n"
+             "and, with FP8, the FP8 kernel alone on those bytes.  Prints warm total / copy\n"
+             "(targets: <= 1.25x with FP8 off, <= 1.0x with FP8).  --check: every engine's\n"
+             "result compared with `refit convert` (writes each version to disk).\n",
+    .opts = gpu_table,
+    .n_opts = CLI_N(gpu_table),
+};
 
 /* The baseline: median seconds of the NCCL broadcast of n bytes. */
 static int nccl_baseline(const char *py, const char *script, double n, double *med_s, char *line, size_t cap)
@@ -218,41 +233,29 @@ static int colocated(struct demo *d)
 
 int bench_gpu(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct demo d = {.model = "configs/models/qwen3-4b.yaml", .transport = "cuda_ipc", .store = "file",
-                     .mode = "pull", .fp8 = "off", .device = "cuda", .src_tp = 2, .src_ep = 1, .dst_tp = 1,
-                     .engines = 1, .cycles = 5, .quiet = 1, .src_gpu = 0, .dst_gpu = 1};
-    const char *script = "tools/dev/gpu/nccl_bcast.py", *py = "python3";
-    char *rest[64];
-    int nr = 0, rc = 0, coloc = 0;
-    rest[nr++] = argv[0];
+    struct gpu_opts o = {.d = {.model = "configs/models/qwen3-4b.yaml", .transport = "cuda_ipc", .store = "file",
+                               .mode = "pull", .fp8 = "off", .device = "cuda", .src_tp = 2, .src_ep = 1,
+                               .dst_tp = 1, .engines = 1, .cycles = 5, .quiet = 1, .src_gpu = 0, .dst_gpu = 1}};
+    /* --colocated changes the defaults the other options then override. */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--colocated")) {
-            coloc = 1;
-            d.model = "configs/models/qwen3-0.6b.yaml";
-            d.src_tp = 1;
-            d.dst_gpu = 0;
+            o.d.model = "configs/models/qwen3-0.6b.yaml";
+            o.d.src_tp = 1;
+            o.d.dst_gpu = 0;
         }
-    for (int i = 1; i < argc && !rc; i++) {
-        if (!strcmp(argv[i], "--colocated")) {
-            continue;
-        } else if (!strcmp(argv[i], "--check") && coloc) {
-            d.verify = 1;
-        } else if (!strcmp(argv[i], "--src") && i + 1 < argc) {
-            rc = cli_layout("--src", argv[++i], &d.src_tp, &d.src_ep);
-        } else if (!strcmp(argv[i], "--nccl") && i + 1 < argc) {
-            script = argv[++i];
-        } else if (!strcmp(argv[i], "--python") && i + 1 < argc) {
-            py = argv[++i];
-        } else if (nr < 62) {
-            rest[nr++] = argv[i];
-        }
-    }
-    rest[nr] = NULL;
+    int rc = cli_opts_parse(&gpu_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (!rc && o.check && !o.coloc)
+        rc = refit_error_set(REFIT_EINVAL, "--check goes with --colocated");
+    if (!rc && o.src)
+        rc = cli_layout("--src", o.src, &o.d.src_tp, &o.d.src_ep);
     if (!rc)
-        rc = demo_parse(&d, nr, rest);
+        rc = demo_check(&o.d);
+    o.d.verify = o.d.verify || o.check;
+    struct demo d = o.d;
+    const char *script = o.script, *py = o.py;
+    int coloc = o.coloc;
     if (rc)
         return cli_fail("bench gpu", rc);
     if (coloc)

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/convert.h"
 #include "refit/status.h"
 
@@ -33,43 +34,38 @@ static long max_rss_kib(void)
     return ru.ru_maxrss;
 }
 
-static int opt_int(const char *v, int *out)
-{
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || end == v || *end || x < 1 || x > 4096)
-        return refit_error_set(REFIT_EINVAL, "expected a positive count, not '%s'", v ? v : "");
-    *out = (int)x;
-    return 0;
-}
+struct layout_opts {
+    const char *cfgfile;
+    int ttp, tep, vtp, vep;
+};
+
+#define AT(f) CLI_AT(struct layout_opts, f)
+static const struct cli_opt layout_table[] = {
+    {"--hf-config", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(cfgfile),
+     "the model's HF config.json (default: Qwen3-235B-A22B)"},
+    {"--trainer-tp", NULL, CLI_INT, "N", 1, 4096, NULL, "4", AT(ttp), "trainer tensor-parallel size"},
+    {"--trainer-ep", NULL, CLI_INT, "N", 1, 4096, NULL, "8", AT(tep), "trainer expert-parallel size"},
+    {"--tp", NULL, CLI_INT, "N", 1, 4096, NULL, "8", AT(vtp), "inference tensor-parallel size"},
+    {"--ep", NULL, CLI_INT, "N", 1, 4096, NULL, NULL, AT(vep), "inference expert parallelism (default none)"},
+};
+#undef AT
+
+static const struct cli_spec layout_spec = {
+    .cmd = "bench layout",
+    .about = "Times the layout maps of one inference rank against every trainer rank\n"
+             "(default: Qwen3-235B-A22B, trainer TP4 EP8, inference TP8).\n",
+    .opts = layout_table,
+    .n_opts = CLI_N(layout_table),
+};
 
 int bench_layout(int argc, char **argv)
 {
-    const char *cfgfile = NULL;
-    int ttp = 4, tep = 8, vtp = 8, vep = 0, rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: refit bench layout [--hf-config FILE] [--trainer-tp N] [--trainer-ep N]\n"
-                   "                          [--tp N] [--ep N]\n"
-                   "Times the layout maps of one inference rank against every trainer rank\n"
-                   "(default: Qwen3-235B-A22B, trainer TP4 EP8, inference TP8).\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--hf-config")) {
-            cfgfile = v;
-        } else if (!strcmp(argv[i], "--trainer-tp")) {
-            rc = opt_int(v, &ttp);
-        } else if (!strcmp(argv[i], "--trainer-ep")) {
-            rc = opt_int(v, &tep);
-        } else if (!strcmp(argv[i], "--tp")) {
-            rc = opt_int(v, &vtp);
-        } else if (!strcmp(argv[i], "--ep")) {
-            rc = opt_int(v, &vep);
-        } else {
-            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s'", argv[i]);
-        }
-        i++;
-    }
+    struct layout_opts o = {0};
+    int rc = cli_opts_parse(&layout_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    const char *cfgfile = o.cfgfile;
+    int ttp = o.ttp, tep = o.tep, vtp = o.vtp, vep = o.vep;
     if (rc)
         return cli_fail("bench layout", rc);
     refit_loader_t *l = NULL;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/refit.h"
 #include "refit/status.h"
 
@@ -19,24 +20,53 @@ static const char *QWEN3_235B =
     "\"num_experts_per_tok\": 8, \"decoder_sparse_step\": 1, \"mlp_only_layers\": [], \"vocab_size\": 151936, "
     "\"tie_word_embeddings\": false, \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n";
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench plan [--hf-config FILE | --model YAML] [--src tp=N,ep=M] [--dst tp=N[,ep=N]]\n"
-               "                        [--rank R]\n"
-               "                        [--iters K]\n"
-               "Plans inference rank R (default 0) of the destination layout from trainer ranks at\n"
-               "tp N, ep M (ranks max(N, M), tp rank r mod N, ep rank r mod M), for a model given by\n"
-               "its config.json or a model YAML (configs/models/kimi-k2.yaml; default: Qwen3-235B-A22B,\n"
-               "TP4 EP8 -> TP8).  Prints the plan's size,\n"
-               "the time (median of K) and the peak memory growth.  Target: <= 200 ms, <= 256 MiB.\n");
-    return f == stdout ? 0 : 2;
-}
+struct plan_opts {
+    const char *hfcfg, *model_yaml, *src, *dst;
+    int rank, iters, gpus, naive;
+};
+
+#define AT(f) CLI_AT(struct plan_opts, f)
+static const struct cli_opt plan_table[] = {
+    {"--hf-config", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(hfcfg), "the model's config.json"},
+    {"--model", NULL, CLI_STR, "YAML", 0, 0, NULL, NULL, AT(model_yaml), "a model YAML (configs/models/kimi-k2.yaml)"},
+    {"--src", NULL, CLI_STR, "tp=N,ep=M", 0, 0, NULL, NULL, AT(src), "the trainer's layout (default tp=4,ep=8)"},
+    {"--dst", NULL, CLI_STR, "tp=N[,ep=N]", 0, 0, NULL, NULL, AT(dst), "the inference layout (default tp=8)"},
+    {"--rank", NULL, CLI_INT, "R", 0, 1023, NULL, "0", AT(rank), "the inference rank to plan"},
+    {"--gpus", NULL, CLI_INT, "G", 0, 65536, NULL, "0", AT(gpus),
+     "trainer ranks (a multiple of max(tp, ep): the rest data-parallel copies; 0: max(tp, ep))"},
+    {"--naive", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(naive),
+     "plan every trainer rank on its own (refit.plan_dedupe=false): the reference digest"},
+    {"--iters", NULL, CLI_INT, "K", 1, 100, NULL, "3", AT(iters), "timed plans (the median is printed)"},
+};
+#undef AT
+
+static const struct cli_spec plan_spec = {
+    .cmd = "bench plan",
+    .about = "Plans inference rank R of the destination layout from trainer ranks at tp N, ep M\n"
+             "(G ranks, default max(N, M); tp rank r mod N, ep rank r mod M), for a model given by its\n"
+             "config.json or a model YAML (default: Qwen3-235B-A22B, TP4 EP8 -> TP8).  Prints the\n"
+             "plan's size, the time (median of K), the peak memory growth and the plan's digest.\n"
+             "Target: <= 200 ms, <= 256 MiB.  --naive is the reference the deduped planner must\n"
+             "match digest for digest.\n",
+    .opts = plan_table,
+    .n_opts = CLI_N(plan_table),
+};
 
 static long max_rss_kib(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;
+}
+
+/* CPU seconds of this process so far (user and system): the time a plan
+ * takes on a busy machine, where wall time counts the other processes. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -47,30 +77,16 @@ static int cmp_double(const void *a, const void *b)
 
 int bench_plan(int argc, char **argv)
 {
-    const char *hfcfg = NULL, *model_yaml = NULL;
-    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = 0, iters = 3, rc = 0;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h"))
-            return usage(stdout);
-        if (!v)
-            rc = refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
-        else if (!strcmp(o, "--hf-config"))
-            hfcfg = v;
-        else if (!strcmp(o, "--model"))
-            model_yaml = v;
-        else if (!strcmp(o, "--src"))
-            rc = cli_layout(o, v, &stp, &sep);
-        else if (!strcmp(o, "--dst"))
-            rc = cli_layout(o, v, &dtp, &dep);
-        else if (!strcmp(o, "--rank"))
-            rc = cli_int(o, v, 0, 1023, &rank);
-        else if (!strcmp(o, "--iters"))
-            rc = cli_int(o, v, 1, 100, &iters);
-        else
-            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        i++;
-    }
+    struct plan_opts po = {0};
+    int rc = cli_opts_parse(&plan_spec, argc, argv, &po, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    const char *hfcfg = po.hfcfg, *model_yaml = po.model_yaml;
+    int stp = 4, sep = 8, dtp = 8, dep = 1, rank = po.rank, iters = po.iters, gpus = po.gpus, naive = po.naive;
+    if (!rc && po.src)
+        rc = cli_layout("--src", po.src, &stp, &sep);
+    if (!rc && po.dst)
+        rc = cli_layout("--dst", po.dst, &dtp, &dep);
     if (rc)
         return cli_fail("bench plan", rc);
     /* A throwaway store for the context; nothing is published. */
@@ -90,9 +106,10 @@ int bench_plan(int argc, char **argv)
     snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", hfcfg ? hfcfg : "");
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
     /* a model YAML is the configuration file (its model section), the rest overrides */
+    const char *dedupe = naive ? "refit.plan_dedupe=false" : "refit.plan_dedupe=true";
     const char *ovr_all[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                             "model.target=vllm"};
-    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm"};
+                             "model.target=vllm", dedupe};
+    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm", dedupe};
     const char *const *ovr = model_yaml ? ovr_yaml : ovr_all;
     size_t n_ovr = model_yaml ? sizeof(ovr_yaml) / sizeof(ovr_yaml[0]) : sizeof(ovr_all) / sizeof(ovr_all[0]);
     long rss0 = max_rss_kib();
@@ -103,6 +120,10 @@ int bench_plan(int argc, char **argv)
     if (!rc)
         rc = refit_receiver_create(ctx, &tg, "bench-plan", &rcv);
     int nsrc = stp > sep ? stp : sep;
+    if (!rc && gpus && gpus % nsrc)
+        rc = refit_error_set(REFIT_EINVAL, "--gpus %d: not a multiple of max(tp, ep) = %d", gpus, nsrc);
+    if (gpus)
+        nsrc = gpus;
     struct refit_parallel *src = calloc((size_t)nsrc, sizeof(*src));
     for (int r = 0; src && r < nsrc; r++)
         src[r] = (struct refit_parallel){.tp_rank = r % stp, .tp_size = stp, .pp_size = 1, .ep_rank = r % sep,
@@ -110,11 +131,13 @@ int bench_plan(int argc, char **argv)
     long rss1 = max_rss_kib();
     double times[100];
     struct refit_plan_info info = {.size = sizeof(info)};
+    double c0 = cpu_s();
     for (int k = 0; !rc && k < iters; k++) {
         double t0 = cli_now();
         rc = refit_receiver_plan_dry(rcv, src, (size_t)nsrc, &info);
         times[k] = cli_now() - t0;
     }
+    double cpu = (cpu_s() - c0) / iters;
     long rss2 = max_rss_kib();
     if (!rc) {
         qsort(times, (size_t)iters, sizeof(double), cmp_double);
@@ -129,8 +152,13 @@ int bench_plan(int argc, char **argv)
         printf("  whole plan (layout maps, composition, planner): %.1f ms median of %d (%.1f in the planner call "
                "itself on the last), target <= 200 ms\n",
                med * 1e3, iters, info.seconds * 1e3);
+        printf("  CPU time per plan (user + system, mean of %d): %.1f ms\n", iters, cpu * 1e3);
         printf("  peak memory growth while planning: %.1f MiB (process peak %.1f MiB), target <= 256 MiB\n",
                (double)(rss2 - rss1) / 1024.0, (double)rss2 / 1024.0);
+        printf("  plan digest ");
+        for (int k = 0; k < 16; k++)
+            printf("%02x", info.digest[k]);
+        printf("%s\n", naive ? " (naive: every rank planned on its own)" : "");
         (void)rss0;
     }
     refit_receiver_destroy(rcv);

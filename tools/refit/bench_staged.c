@@ -16,17 +16,23 @@
 #include "refit/fp8_cuda.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench staged [--layers L] [--vocab V] [--cycles K] [--fp8 off|trainer|deepgemm]\n"
-               "                          [--config C] [--keep DIR]\n"
-               "A trainer (tp 1) with a Qwen3-0.6B-shaped model in GPU memory and an engine (vLLM tp 1)\n"
-               "with GPU destinations, over tcp on loopback: per cycle the trainer's device-to-host\n"
-               "staging, the transfer, conversion, the host-to-device commit and the total, beside the\n"
-               "pinned cudaMemcpy bandwidth (D2H, H2D) of the same bytes.  Size: --layers (default 28:\n"
-               "1.19 GB bf16; 56: 2.0 GB); default 5 cycles, FP8 off.  Needs a CUDA device.\n");
-    return f == stdout ? 0 : 2;
-}
+struct staged_opts {
+    struct demo d;
+};
+
+static const struct cli_opt staged_table[] = {DEMO_OPTS(struct staged_opts, d)};
+
+static const struct cli_spec staged_spec = {
+    .cmd = "bench staged",
+    .about = "A trainer (tp 1) with a Qwen3-0.6B-shaped model in GPU memory and an engine (vLLM tp 1)\n"
+             "with GPU destinations, over tcp on loopback: per cycle the trainer's device-to-host\n"
+             "staging, the transfer, conversion, the host-to-device commit and the total, beside the\n"
+             "pinned cudaMemcpy bandwidth (D2H, H2D) of the same bytes.  Size: --layers (default 28:\n"
+             "1.19 GB bf16; 56: 2.0 GB); default 5 cycles, FP8 off.  Needs a CUDA device; of the\n"
+             "demo's options it takes the size, --cycles, --fp8, --config and --keep.\n",
+    .opts = staged_table,
+    .n_opts = CLI_N(staged_table),
+};
 
 #ifdef REFIT_CLI_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -114,9 +120,14 @@ static int pub_line(const char *path, double v, double *stage_s, double *publish
 
 int bench_staged(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
+    struct staged_opts o = {.d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull",
+                                  .fp8 = "off", .src_tp = 1, .src_ep = 1, .dst_tp = 1, .engines = 1, .cycles = 5,
+                                  .quiet = 1, .device = "cuda", .pub_stats = 1}};
+    int rc = cli_opts_parse(&staged_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (rc)
+        return cli_fail("bench staged", rc);
     if (!refit_cuda_built()) {
         fprintf(stderr, "refit bench staged: needs a CUDA device, and this librefit was built without CUDA "
                         "(meson -Dcuda=enabled)\n");
@@ -131,10 +142,8 @@ int bench_staged(int argc, char **argv)
                         "weights GPU -> host -> GPU and needs one\n");
         return 2;
     }
-    struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "off",
-                     .src_tp = 1, .src_ep = 1, .dst_tp = 1, .engines = 1, .cycles = 5, .quiet = 1,
-                     .device = "cuda", .pub_stats = 1};
-    int rc = demo_parse(&d, argc, argv);
+    struct demo d = o.d;
+    rc = demo_check(&d);
     if (!rc && strcmp(d.device, "cuda"))
         rc = refit_error_set(REFIT_EINVAL, "--device: this benchmark is GPU to GPU");
     if (!rc && (d.src_tp != 1 || d.dst_tp != 1 || d.engines != 1 || strcmp(d.transport, "tcp")))

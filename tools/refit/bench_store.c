@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/catalog.h"
 #include "refit/status.h"
 #include "refit/store_core.h"
@@ -212,7 +213,7 @@ static int redis_benchmark(int port, size_t size, int n, double *set_ms, double 
 /* Measurements */
 
 struct opts {
-    size_t tensors;
+    uint64_t tensors;
     int iters;
     int no_redis;
     int keep;
@@ -339,42 +340,34 @@ static int measure_store(refit_store_t *s, const void *enc, size_t len, const st
     return rc;
 }
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: refit bench store [--tensors N] [--iters N] [--no-redis] [--keep] [--dir DIR]\n"
-               "  --tensors N  catalog size (default 20000; Qwen3-30B-A3B has 18,867)\n"
-               "  --iters N    repetitions of each catalog-sized operation (default 20)\n"
-               "  --no-redis   skip the redis store and redis-benchmark\n"
-               "  --dir DIR    file store directory (default a temporary one)\n"
-               "  --keep       keep the file store and print how to `refit store show` the catalog\n");
-}
+#define AT(f) CLI_AT(struct opts, f)
+static const struct cli_opt store_table[] = {
+    {"--tensors", NULL, CLI_U64, "N", 1, 100000000, NULL, "20000", AT(tensors),
+     "catalog size (Qwen3-30B-A3B has 18,867)"},
+    {"--iters", NULL, CLI_INT, "N", 1, 1000000, NULL, "20", AT(iters),
+     "repetitions of each catalog-sized operation"},
+    {"--no-redis", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(no_redis), "skip the redis store and redis-benchmark"},
+    {"--dir", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(dir), "file store directory (default a temporary one)"},
+    {"--keep", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(keep),
+     "keep the file store and print how to `refit store show` the catalog"},
+};
+#undef AT
+
+static const struct cli_spec store_spec = {
+    .cmd = "bench store",
+    .about = "Catalog encode/decode MB/s and store round trips, beside redis-benchmark GET/SET.\n",
+    .opts = store_table,
+    .n_opts = CLI_N(store_table),
+};
 
 int bench_store(int argc, char **argv)
 {
-    struct opts o = {.tensors = 20000, .iters = 20};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--tensors") && i + 1 < argc)
-            o.tensors = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
-            o.iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--no-redis"))
-            o.no_redis = 1;
-        else if (!strcmp(argv[i], "--keep"))
-            o.keep = 1;
-        else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
-            o.dir = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (o.iters < 1 || o.tensors < 1) {
-        usage(stderr);
-        return 2;
-    }
+    struct opts o = {0};
+    int prc = cli_opts_parse(&store_spec, argc, argv, &o, NULL, NULL);
+    if (prc == CLI_HELP)
+        return 0;
+    if (prc)
+        return cli_fail("bench store", prc);
     char tmp[512];
     const char *td = getenv("TMPDIR");
     snprintf(tmp, sizeof(tmp), "%s/refit-bench-store-XXXXXX", td && *td ? td : "/tmp");

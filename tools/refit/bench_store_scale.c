@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/catalog.h"
 #include "refit/convert.h"
 #include "refit/status.h"
@@ -641,52 +642,56 @@ static int wake_latency(struct ss *s)
 
 /* ------------------------------------------------------------------ */
 
+/* The command line: struct ss_opts and the trainer's layout as text. */
+struct ss_cli {
+    struct ss_opts o;
+    const char *trainer;
+};
+
+#define AT(f) CLI_AT(struct ss_cli, f)
+static const struct cli_opt ss_table[] = {
+    {"--receivers", NULL, CLI_INT, "N", 1, 8192, NULL, NULL, AT(o.receivers), "receivers (default 1024)"},
+    {"--publishers", NULL, CLI_INT, "P", 1, 4096, NULL, NULL, AT(o.publishers),
+     "publishers, a multiple of the trainer's tp (default 256)"},
+    {"--threads", NULL, CLI_INT, "T", 1, 64, NULL, NULL, AT(o.threads), "threads driving them (default 8)"},
+    {"--cycles", NULL, CLI_INT, "K", 1, 100, NULL, NULL, AT(o.cycles), "cycles (default 3)"},
+    {"--model", NULL, CLI_STR, "YAML", 0, 0, NULL, NULL, AT(o.model),
+     "the model (default configs/models/qwen3-235b-a22b.yaml)"},
+    {"--trainer", NULL, CLI_STR, "tp=T,ep=E", 0, 0, NULL, NULL, AT(trainer), "the trainer's layout (default tp=8,ep=32)"},
+    {"--engine-tp", NULL, CLI_INT, "N", 1, 1024, NULL, NULL, AT(o.e_tp), "the engines' tp (default 16)"},
+    {"--reads", NULL, CLI_INT, "R", 1, 4096, NULL, NULL, AT(o.reads),
+     "sources whose checksums a receiver's plan reads (default 16)"},
+};
+#undef AT
+
+static const struct cli_spec ss_spec = {
+    .cmd = "bench store-scale",
+    .about = "One refit cycle's metadata at scale against a redis-server this benchmark starts:\n"
+             "P publishers and N receivers, each with its own connection, driven by T threads,\n"
+             "making the engine's store calls through the public store and catalog API (catalogs\n"
+             "of the model's trainer positions).  Per phase: time, Redis commands (INFO\n"
+             "commandstats), bytes in and out (INFO stats), round trips per participant.  Then one\n"
+             "round of each waiting loop at this scale: the push publisher's old advert scan and its\n"
+             "watch now, the fan-out waiter's choice, and poll()'s wake-up latency.\n",
+    .opts = ss_table,
+    .n_opts = CLI_N(ss_table),
+};
+
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: refit bench store-scale [--receivers N] [--publishers P] [--threads T] [--cycles K]\n"
-               "                               [--model YAML] [--trainer tp=T,ep=E] [--engine-tp N] [--reads R]\n"
-               "One refit cycle's metadata at scale against a redis-server this benchmark starts:\n"
-               "P publishers and N receivers (default 256 and 1024), each with its own connection,\n"
-               "driven by T threads (default 8), making the engine's store calls through the public\n"
-               "store and catalog API (catalogs of the model's trainer positions, default\n"
-               "configs/models/qwen3-235b-a22b.yaml at tp 8 ep 32).  Per phase: time, Redis commands\n"
-               "(INFO commandstats), bytes in and out (INFO stats), round trips per participant.\n"
-               "A receiver's plan reads the checksums of R sources (default 16).  Then one round of each\n"
-               "waiting loop at this scale: the push publisher's old advert scan and its watch now, the\n"
-               "fan-out waiter's choice, and poll()'s wake-up latency.\n");
+    cli_opts_help(&ss_spec, f);
     return f == stdout ? 0 : 2;
 }
 
 static int parse(struct ss_opts *o, int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!v)
-            return refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", k);
-        if (!strcmp(k, "--receivers"))
-            rc = cli_int(k, v, 1, 8192, &o->receivers);
-        else if (!strcmp(k, "--publishers"))
-            rc = cli_int(k, v, 1, 4096, &o->publishers);
-        else if (!strcmp(k, "--threads"))
-            rc = cli_int(k, v, 1, 64, &o->threads);
-        else if (!strcmp(k, "--cycles"))
-            rc = cli_int(k, v, 1, 100, &o->cycles);
-        else if (!strcmp(k, "--reads"))
-            rc = cli_int(k, v, 1, 4096, &o->reads);
-        else if (!strcmp(k, "--engine-tp"))
-            rc = cli_int(k, v, 1, 1024, &o->e_tp);
-        else if (!strcmp(k, "--model"))
-            o->model = v;
-        else if (!strcmp(k, "--trainer"))
-            rc = cli_layout(k, v, &o->t_tp, &o->t_ep);
-        else
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", k);
-        if (rc)
-            return rc;
-        i++;
-    }
-    return 0;
+    struct ss_cli c = {.o = *o};
+    int rc = cli_opts_parse(&ss_spec, argc, argv, &c, NULL, NULL);
+    if (!rc && c.trainer)
+        rc = cli_layout("--trainer", c.trainer, &c.o.t_tp, &c.o.t_ep);
+    if (!rc)
+        *o = c.o;
+    return rc;
 }
 
 static void ss_free(struct ss *s)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bench_transport.h"
+#include "cli_opts.h"
 #include "refit/status.h"
 #include "refit/transport_core.h"
 
@@ -469,85 +470,106 @@ static void fmt_size(uint64_t n, char *buf, size_t cap)
         snprintf(buf, cap, "%llu B", (unsigned long long)n);
 }
 
-static void help(void)
+/* The command line, before the sizes and the peer's arguments are made
+ * from it. */
+struct bt_cli {
+    const char *cfg, *plugin, *sizes, *peer;
+    double min_time;
+    int rounds, many, no_baseline;
+    struct cli_list set;
+};
+
+#define AT(f) CLI_AT(struct bt_cli, f)
+static const struct cli_opt bt_table[] = {
+    CLI_COMMON(struct bt_cli, cfg, set),
+    {"--plugin", NULL, CLI_STR, "P", 0, 0, NULL, NULL, AT(plugin), "the transport plugin (default transport.plugin)"},
+    {"--sizes", NULL, CLI_STR, "LIST", 0, 0, NULL, "4K,64K,1M,16M,256M,1G", AT(sizes), "transfer sizes, comma-separated"},
+    {"--time", NULL, CLI_DBL, "SEC", 0, 0, NULL, "0.5", AT(min_time), "seconds per figure at least"},
+    {"--many", NULL, CLI_INT, "N", 0, 100000000, NULL, "10000", AT(many),
+     "4 KiB READs in one post (0: skip that case)"},
+    {"--rounds", NULL, CLI_INT, "N", 0, 100000, NULL, "3", AT(rounds), "baseline rounds alternating with our largest size"},
+    {"--no-baseline", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(no_baseline), "skip the plugin's baseline"},
+    {"--peer", NULL, CLI_STR, "SIZE", 0, 0, NULL, NULL, AT(peer), "(internal) run as the peer process of SIZE bytes"},
+};
+#undef AT
+
+static const struct cli_spec bt_spec = {
+    .cmd = "bench transport",
+    .about = "Two processes on this host: READ and WRITE of each size, N x 4 KiB READs in one post\n"
+             "against one READ of the same total, then the plugin's baseline in the same run (tcp:\n"
+             "iperf3 over loopback), alternating with our largest size for --rounds rounds, and the\n"
+             "ratio of the medians.  GB/s are 1e9 bytes per second.  The plugin's options come from\n"
+             "the configuration (--set transport.tcp.streams=4).\n",
+    .opts = bt_table,
+    .n_opts = CLI_N(bt_table),
+};
+
+/* "4K,64K,1M" into sizes[0..*n). */
+static int parse_sizes(const char *list, uint64_t *sizes, size_t max, size_t *n)
 {
-    printf("usage: refit bench transport [--plugin P] [--sizes 4K,64K,1M,16M,256M,1G] [--time SEC]\n"
-           "                             [--many N] [--rounds N] [--no-baseline] [--config FILE] [--set k=v]...\n"
-           "Two processes on this host: READ and WRITE of each size, N (10000) x 4 KiB READs in\n"
-           "one post against one READ of the same total, then the plugin's baseline in the same run\n"
-           "(tcp: iperf3 over loopback), alternating with our largest size for --rounds (3) rounds,\n"
-           "and the ratio of the medians.  GB/s are 1e9 bytes per second.\n"
-           "The plugin's options come from the configuration (--set transport.tcp.streams=4).\n");
+    char *s = strdup(list), *save = NULL;
+    int rc = s ? 0 : REFIT_ENOMEM;
+    *n = 0;
+    for (char *tok = s ? strtok_r(s, ",", &save) : NULL; !rc && tok && *n < max; tok = strtok_r(NULL, ",", &save))
+        if (parse_size(tok, &sizes[(*n)++]))
+            rc = refit_error_set(REFIT_EINVAL, "--sizes: bad size '%s'", tok);
+    free(s);
+    return rc;
+}
+
+/* The common options again, for the peer process: its configuration is
+ * ours. */
+static char **peer_argv(int argc, char **argv, const struct bt_cli *c, int *n)
+{
+    char **pa = calloc(2 * c->set.n + (size_t)argc + 3, sizeof(*pa));
+    *n = 0;
+    if (!pa)
+        return NULL;
+    if (c->cfg) {
+        pa[(*n)++] = "--config";
+        pa[(*n)++] = (char *)c->cfg;
+    }
+    for (size_t i = 0; i < c->set.n; i++) {
+        pa[(*n)++] = "--set";
+        pa[(*n)++] = (char *)c->set.v[i];
+    }
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--log=", 6))
+            pa[(*n)++] = argv[i];
+        else if (!strcmp(argv[i], "--log") && i + 1 < argc) {
+            pa[(*n)++] = argv[i];
+            pa[(*n)++] = argv[++i];
+        }
+    return pa;
 }
 
 int bench_transport(int argc, char **argv)
 {
-    /* Keep the common options for the peer before cli_config_open eats them. */
-    char **peer_args = calloc((size_t)argc + 1, sizeof(*peer_args));
+    const char *set[64];
+    struct bt_cli c = {.set = {.v = set, .max = 64}};
+    int rc = cli_opts_parse(&bt_spec, argc, argv, &c, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    struct cli_common cc = {0};
+    uint64_t sizes[32], peer_size = 0;
+    size_t n_sizes = 0;
+    if (!rc && c.peer && parse_size(c.peer, &peer_size))
+        rc = refit_error_set(REFIT_EINVAL, "--peer: bad size '%s'", c.peer);
+    if (!rc)
+        rc = parse_sizes(c.sizes, sizes, 32, &n_sizes);
+    if (!rc)
+        rc = cli_config_from(&cc, c.cfg, &c.set);
     int n_peer = 0;
-    for (int i = 1; i < argc; i++)
-        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c") || !strcmp(argv[i], "--set") ||
-             !strcmp(argv[i], "--log")) && i + 1 < argc) {
-            peer_args[n_peer++] = argv[i];
-            peer_args[n_peer++] = argv[++i];
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            free(peer_args);
-            return 0;
-        }
-    struct cli_common cc;
-    int rc = cli_config_open(&cc, NULL, argc, argv);
+    char **peer_args = rc ? NULL : peer_argv(argc, argv, &c, &n_peer);
+    if (!rc && !peer_args)
+        rc = REFIT_ENOMEM;
     if (rc) {
         cli_common_close(&cc);
-        free(peer_args);
         return cli_fail("bench transport", rc);
     }
-    argc = cli_compact(argc, argv);
-    static const uint64_t def_sizes[] = {4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1ull << 30};
-    uint64_t sizes[32];
-    size_t n_sizes = 0;
-    struct bt_opts o = {.min_time = 0.5, .many_n = 10000, .many_len = 4096, .rounds = 3,
-                        .peer_args = peer_args, .n_peer_args = n_peer};
-    uint64_t peer_size = 0;
-    int baseline = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--plugin") && v) {
-            o.plugin = v;
-            i++;
-        } else if (!strcmp(a, "--peer") && v) {
-            parse_size(v, &peer_size);
-            i++;
-        } else if (!strcmp(a, "--time") && v) {
-            o.min_time = atof(v);
-            i++;
-        } else if (!strcmp(a, "--rounds") && v) {
-            o.rounds = atoi(v);
-            i++;
-        } else if (!strcmp(a, "--many") && v) {
-            o.many_n = atoi(v);
-            i++;
-        } else if (!strcmp(a, "--no-baseline")) {
-            baseline = 0;
-        } else if (!strcmp(a, "--sizes") && v) {
-            char *s = strdup(v), *save = NULL;
-            for (char *tok = strtok_r(s, ",", &save); tok && n_sizes < 32; tok = strtok_r(NULL, ",", &save))
-                if (parse_size(tok, &sizes[n_sizes++])) {
-                    fprintf(stderr, "refit bench transport: bad size '%s'\n", tok);
-                    free(s);
-                    cli_common_close(&cc);
-                    free(peer_args);
-                    return 2;
-                }
-            free(s);
-            i++;
-        } else {
-            fprintf(stderr, "refit bench transport: unexpected argument '%s' (see --help)\n", a);
-            cli_common_close(&cc);
-            free(peer_args);
-            return 2;
-        }
-    }
+    struct bt_opts o = {.plugin = c.plugin, .min_time = c.min_time, .many_n = c.many, .many_len = 4096,
+                        .rounds = c.rounds, .peer_args = peer_args, .n_peer_args = n_peer};
+    int baseline = !c.no_baseline;
     if (!o.plugin && (rc = refit_config_str(cc.cfg, "transport.plugin", &o.plugin))) {
         cli_common_close(&cc);
         free(peer_args);
@@ -558,10 +580,6 @@ int bench_transport(int argc, char **argv)
         cli_common_close(&cc);
         free(peer_args);
         return rc;
-    }
-    if (!n_sizes) {
-        memcpy(sizes, def_sizes, sizeof(def_sizes));
-        n_sizes = sizeof(def_sizes) / sizeof(def_sizes[0]);
     }
     o.sizes = sizes;
     o.n_sizes = n_sizes;

@@ -10,50 +10,21 @@
 #include "refit/config.h"
 #include "refit/loader.h"
 
-/* Common options: --config FILE, --set k=v (repeatable), --log LEVEL.
- * Parsed by cli_config_open: loads `file` or the --config FILE (or nothing), applies env and
- * --set overrides.  argv entries consumed are set to NULL. */
+/* What a command's --config and --set give (cli_config_from in
+ * cli_opts.h opens it). */
 struct cli_common {
     const char *config_path;
     refit_config_t *cfg;
     refit_loader_t *loader;
 };
 
-int cli_config_open(struct cli_common *c, const char *file, int argc, char **argv);
 void cli_common_close(struct cli_common *c);
 /* Prints "refit <cmd>: <message>" for the current error and returns 1
  * (or 2 for usage errors). */
 int cli_fail(const char *cmd, int status);
-/* Removes NULL entries left by consumed options; returns the new argc. */
-int cli_compact(int argc, char **argv);
 
-/* Parse an integer option value in [lo, hi]; an error names the option. */
-int cli_int(const char *opt, const char *v, long lo, long hi, int *out);
 /* "tp=2,ep=4" (either part optional) into *tp and *ep. */
 int cli_layout(const char *opt, const char *v, int *tp, int *ep);
-/* --log LEVEL */
-int cli_log_level(const char *v);
-/* Options given as `--opt value` pairs: each pair goes to take(arg, opt,
- * value), which returns 0, an error, or CLI_NOT_MINE for an option it does
- * not know.  A missing value or an unknown option is an error naming it. */
-#define CLI_NOT_MINE 1
-int cli_parse_pairs(int argc, char **argv, int (*take)(void *arg, const char *opt, const char *val),
-                    void *arg);
-
-/* The options of one rank of a parallel job, which `refit publish` and
- * `refit pull` share: --config, --hf, --id, --device, --stats, --tp,
- * --rank, --ep, --cycles, --set (into ovr, at most max_set of them) and
- * --log.  --device is taken as given: each command checks it. */
-struct cli_rank_opts {
-    const char *cfg, *hf, *id, *device, *stats;
-    int tp, rank, ep, cycles;
-    const char **ovr;
-    size_t n_ovr, max_set;
-};
-/* A take() for cli_parse_pairs with a struct cli_rank_opts as arg; the
- * commands' own take() falls back to it. */
-int cli_rank_opt(void *arg, const char *opt, const char *val);
-
 /* A loopback TCP port free a moment ago (the kernel's pick), or -1: for
  * the servers a benchmark starts as its baseline. */
 int cli_free_port(void);

@@ -2,9 +2,11 @@
  * (cli_opts.h). */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../core/src/util.h"
 #include "cli.h"
 #include "cli_opts.h"
 #include "refit/log.h"
@@ -97,6 +99,15 @@ static int store(const struct cli_opt *o, const char *v, void *out)
         *(int *)at = (int)x;
         return 0;
     }
+    case CLI_DBL: {
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (!*v || errno || *end || !isfinite(x))
+            return bad_value(o, v, "a number");
+        memcpy(at, &x, sizeof(x));
+        return 0;
+    }
     case CLI_U64: {
         uint64_t x = 0;
         int rc = parse_u64(o, v, (uint64_t)o->lo, (uint64_t)o->hi, &x);
@@ -106,6 +117,31 @@ static int store(const struct cli_opt *o, const char *v, void *out)
     }
     }
     return refit_error_set(REFIT_EINVAL, "%s: option of unknown type %d", o->name, (int)o->type);
+}
+
+/* An unknown option: the error names it and, for a typo, the option of
+ * the table it is closest to. */
+static int unknown_option(const struct cli_spec *s, const char *a, size_t len)
+{
+    const char *near = NULL;
+    size_t best = len <= 4 ? 2 : 3; /* within 1 ("--tpp": "--tp") or 2 for longer names */
+    char *given = malloc(len + 1);
+    if (given) {
+        memcpy(given, a, len);
+        given[len] = 0;
+    }
+    for (size_t i = 0; given && i < s->n_opts; i++) {
+        size_t d = rf_edit_distance(given, s->opts[i].name, best);
+        if (d < best) {
+            near = s->opts[i].name;
+            best = d;
+        }
+    }
+    free(given);
+    if (near)
+        return refit_error_set(REFIT_EINVAL, "unknown option '%.*s'; did you mean '%s'? (see refit %s --help)",
+                               (int)len, a, near, s->cmd);
+    return refit_error_set(REFIT_EINVAL, "unknown option '%.*s' (see refit %s --help)", (int)len, a, s->cmd);
 }
 
 static int apply_defaults(const struct cli_spec *s, void *out)
@@ -141,9 +177,10 @@ int cli_opts_parse(const struct cli_spec *s, int argc, char **argv, void *out, c
             continue;
         }
         const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
-        const struct cli_opt *o = find_opt(s, a, eq ? (size_t)(eq - a) : strlen(a));
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const struct cli_opt *o = find_opt(s, a, len);
         if (!o)
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s' (see refit %s --help)", a, s->cmd);
+            return unknown_option(s, a, len);
         const char *v = NULL;
         if (o->type == CLI_FLAG) {
             if (eq)

@@ -28,7 +28,8 @@ enum cli_opt_type {
     CLI_FLAG,    /* int set to 1; takes no value */
     CLI_CHOICE,  /* const char *: one of choices ("host|cuda") */
     CLI_LIST,    /* repeatable: appended to a struct cli_list */
-    CLI_LOG      /* the log level, set as soon as it is parsed; nothing stored */
+    CLI_LOG,     /* the log level, set as soon as it is parsed; nothing stored */
+    CLI_DBL      /* double, any finite number: the command checks its range */
 };
 
 /* Values of a repeatable option; the caller points v at max slots. */
@@ -85,8 +86,8 @@ int cli_opts_parse(const struct cli_spec *s, int argc, char **argv, void *out, c
  * or choices, default). */
 void cli_opts_help(const struct cli_spec *s, FILE *f);
 
-/* The configuration a command's --config/--set name, opened like
- * cli_config_open does (file, then REFIT_* environment, then --set). */
+/* The configuration a command's --config/--set name, opened in order:
+ * the file, then the REFIT_* environment, then each --set in order. */
 struct cli_common;
 int cli_config_from(struct cli_common *c, const char *path, const struct cli_list *set);
 

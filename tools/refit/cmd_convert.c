@@ -7,91 +7,57 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/convert.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit convert (--hf DIR | --shards DIR --hf-config FILE)\n"
-            "                     --target hf|transformers|vllm|sglang\n"
-            "                     [--model NAME] [--tp N --rank R] [--ep N]\n"
-            "                     [--fp8 trainer|deepgemm] [--fp8-floor X] --out FILE\n"
-            "                     [--config FILE] [--set key=value]...\n"
-            "Writes the tensors of inference rank R of N (default 1 and 0) in the target layout to\n"
-            "FILE (safetensors).  --shards reads `refit shard` output (Megatron with any tp/ep/pp,\n"
-            "or FSDP); --megatron is the same.  --ep N places whole experts per rank (N must\n"
-            "equal --tp).  FP8\n"
-            "tensors are F8_E4M3 with their scales as <name>_scale_inv (F32).  --model defaults to\n"
-            "the plugin claiming config.json's model_type.  A --config file's model section adds\n"
-            "skip patterns and fp8.include / fp8.exclude.\n");
-    return f == stdout ? 0 : 2;
-}
-
-static int parse_int(const char *opt, const char *v, int min, int *out)
-{
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || end == v || *end || x < min || x > 1 << 20)
-        return refit_error_set(REFIT_EINVAL, "%s needs an integer >= %d", opt, min);
-    *out = (int)x;
-    return 0;
-}
-
 struct convert_args {
-    const char *hf, *megatron, *hf_config, *target, *model, *fp8, *floor, *out;
+    const char *cfg, *hf, *megatron, *hf_config, *target, *model, *fp8, *floor, *out;
     int tp, rank, ep;
+    struct cli_list set;
 };
 
-static int parse(int argc, char **argv, struct convert_args *a)
+#define AT(f) CLI_AT(struct convert_args, f)
+static const struct cli_opt convert_table[] = {
+    CLI_COMMON(struct convert_args, cfg, set),
+    {"--hf", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(hf), "the HF checkpoint to read"},
+    {"--shards", "--megatron", CLI_STR, "DIR", 0, 0, NULL, NULL, AT(megatron),
+     "`refit shard` output to read instead (Megatron with any tp/ep/pp, or FSDP)"},
+    {"--hf-config", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(hf_config), "the HF config.json, with --shards"},
+    /* the names the model plugins here offer; a plugin's own target is
+     * reached with the configuration's model.target */
+    {"--target", NULL, CLI_CHOICE, "LAYOUT", 0, 0, "hf|transformers|vllm|sglang", NULL, AT(target),
+     "the target layout (required without --config)"},
+    {"--model", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(model),
+     "the model plugin (default: the one claiming config.json's model_type)"},
+    {"--tp", NULL, CLI_INT, "N", 1, 1 << 20, NULL, "1", AT(tp), "inference tensor-parallel size"},
+    {"--rank", NULL, CLI_INT, "R", 0, 1 << 20, NULL, "0", AT(rank), "the inference rank to write, below N"},
+    {"--ep", NULL, CLI_INT, "N", 1, 1 << 20, NULL, NULL, AT(ep), "whole experts per rank (N must equal --tp)"},
+    {"--fp8", NULL, CLI_CHOICE, "RULE", 0, 0, "trainer|deepgemm", NULL, AT(fp8), "block-FP8 by this rule"},
+    {"--fp8-floor", NULL, CLI_STR, "X", 0, 0, NULL, NULL, AT(floor), "smallest FP8 scale, a positive number"},
+    {"--out", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(out), "the safetensors file to write; required"},
+};
+#undef AT
+
+static const struct cli_spec convert_spec = {
+    .cmd = "convert",
+    .about = "Writes the tensors of inference rank R of N in the target layout to FILE (safetensors),\n"
+             "from an HF checkpoint (--hf) or trainer shards (--shards with --hf-config).  FP8\n"
+             "tensors are F8_E4M3 with their scales as <name>_scale_inv (F32).  A --config file's\n"
+             "model section adds skip patterns and fp8.include / fp8.exclude.\n",
+    .opts = convert_table,
+    .n_opts = CLI_N(convert_table),
+};
+
+/* What the table cannot say: which options go together. */
+static int check(const struct convert_args *a)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        const char **dst = !strcmp(o, "--hf")          ? &a->hf
-                           : !strcmp(o, "--megatron")  ? &a->megatron
-                           : !strcmp(o, "--shards")    ? &a->megatron
-                           : !strcmp(o, "--hf-config") ? &a->hf_config
-                           : !strcmp(o, "--target")    ? &a->target
-                           : !strcmp(o, "--model")     ? &a->model
-                           : !strcmp(o, "--fp8")       ? &a->fp8
-                           : !strcmp(o, "--fp8-floor") ? &a->floor
-                           : !strcmp(o, "--out")       ? &a->out
-                                                       : NULL;
-        int rc = 0;
-        if (dst) {
-            if (!v)
-                return refit_error_set(REFIT_EINVAL, "%s needs a value", o);
-            *dst = v;
-        } else if (!strcmp(o, "--tp")) {
-            rc = parse_int(o, v, 1, &a->tp);
-        } else if (!strcmp(o, "--rank")) {
-            rc = parse_int(o, v, 0, &a->rank);
-        } else if (!strcmp(o, "--ep")) {
-            rc = parse_int(o, v, 1, &a->ep);
-        } else {
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        }
-        if (rc)
-            return rc;
-        i++;
-    }
     if (!a->hf == !a->megatron)
         return refit_error_set(REFIT_EINVAL, "give exactly one of --hf DIR and --shards DIR (--megatron DIR)");
     if (a->megatron && !a->hf_config)
         return refit_error_set(REFIT_EINVAL, "--shards needs --hf-config FILE (the HF config.json)");
     if (!a->out)
         return refit_error_set(REFIT_EINVAL, "--out FILE is required");
-    /* the names the model plugins here offer; a plugin's own target is
-     * reached with the configuration's model.target */
-    static const char *const known[] = {"hf", "transformers", "vllm", "sglang"};
-    bool ok = !a->target;
-    for (size_t i = 0; !ok && i < sizeof(known) / sizeof(known[0]); i++)
-        ok = !strcmp(a->target, known[i]);
-    if (!ok)
-        return refit_error_set(REFIT_EINVAL, "--target must be hf, transformers, vllm or sglang, not '%s'",
-                               a->target);
-    if (a->fp8 && strcmp(a->fp8, "trainer") && strcmp(a->fp8, "deepgemm"))
-        return refit_error_set(REFIT_EINVAL, "--fp8 must be trainer or deepgemm, not '%s'", a->fp8);
     if (a->rank >= a->tp)
         return refit_error_set(REFIT_EINVAL, "--rank %d outside --tp %d", a->rank, a->tp);
     return 0;
@@ -149,18 +115,20 @@ static int run(struct cli_common *c, struct convert_args *a)
 
 int cmd_convert(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    if (argc < 2)
-        return usage(stderr);
-    struct cli_common c;
-    int rc = cli_config_open(&c, NULL, argc, argv);
-    struct convert_args a = {.tp = 1};
-    if (!rc) {
-        argc = cli_compact(argc, argv);
-        rc = parse(argc, argv, &a);
+    if (argc < 2) {
+        cli_opts_help(&convert_spec, stderr);
+        return 2;
     }
+    const char *set[64];
+    struct convert_args a = {.set = {.v = set, .max = 64}};
+    int rc = cli_opts_parse(&convert_spec, argc, argv, &a, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    struct cli_common c = {0};
+    if (!rc)
+        rc = cli_config_from(&c, a.cfg, &a.set);
+    if (!rc)
+        rc = check(&a);
     if (!rc)
         rc = run(&c, &a);
     int ret = rc ? cli_fail("convert", rc) : 0;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "demo.h"
 #include "refit/convert.h"
 #include "refit/safetensors.h"
@@ -28,30 +29,30 @@
 extern char **environ;
 
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit demo [--model qwen3|qwen3_moe|glm|deepseek_v3|glm5] [--src-tp N] [--src-ep M] [--dst-tp N] [--dst-ep N]\n"
-            "                  [--src-pp P | --src-fsdp N] [--src-dp D]\n"
-            "                  [--engines E] [--cycles K] [--fp8 trainer|deepgemm|off]\n"
-            "                  [--transport tcp|ucx|ofi|cuda_ipc] [--store file|redis] [--mode pull|push]\n"
-            "                  [--hf DIR] [--config FILE] [--layers L] [--vocab V] [--keep DIR]\n"
-            "                  [--device host|cuda|cuda-src|cuda-dst] [--src-gpu N] [--dst-gpu N]\n"
-            "       refit demo --make-checkpoint DIR [--model M] [--layers L] [--vocab V]\n"
-            "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
-            "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
-            "FP8 on, checks every engine's weights byte for byte against an offline conversion,\n"
-            "and prints a per-cycle table.  --src-pp P runs P pipeline stages of trainer ranks,\n"
-            "--src-fsdp N N FSDP ranks instead of Megatron ones, --src-dp D D data-parallel\n"
-            "replicas of each (receivers read any).  Without --hf it makes a deterministic checkpoint:\n"
-            "Qwen3-0.6B-shaped for qwen3, small Qwen3-MoE-, GLM-4.5-, DeepSeek-V3- (MLA with q LoRA)\n"
-            "and GLM-5-shaped (MLA plus the sparse-attention indexer) ones otherwise\n"
-            "(--layers and --vocab shrink it).  --store redis starts a local redis-server.\n"
-            "--make-checkpoint DIR only writes that checkpoint (config.json, model.safetensors).\n"
-            "--device cuda keeps the trainers' tensors and the engines' destinations in GPU memory\n"
-            "(cuda-src / cuda-dst: only one side); --src-gpu/--dst-gpu pick the GPUs of trainers and engines.\n");
-    return f == stdout ? 0 : 2;
-}
+struct demo_opts {
+    struct demo d;
+};
+
+static const struct cli_opt demo_table[] = {DEMO_OPTS(struct demo_opts, d)};
+
+static const struct cli_spec demo_spec = {
+    .cmd = "demo",
+    .about = "Runs trainer ranks (default TP2) and inference engines (default two at TP1) as\n"
+             "processes on this machine, refits K cycles (default 3) into the vLLM layout with\n"
+             "FP8 on (default trainer), checks every engine's weights byte for byte against an\n"
+             "offline conversion, and prints a per-cycle table.  --src-pp P runs P pipeline stages\n"
+             "of trainer ranks, --src-fsdp N N FSDP ranks instead of Megatron ones, --src-dp D D\n"
+             "data-parallel replicas of each (receivers read any).  Without --hf it makes a\n"
+             "deterministic checkpoint: Qwen3-0.6B-shaped for qwen3 (the default), small Qwen3-MoE-,\n"
+             "GLM-4.5-, DeepSeek-V3- (MLA with q LoRA) and GLM-5-shaped (MLA plus the sparse-attention\n"
+             "indexer) ones otherwise (--layers and --vocab shrink it).  Defaults: tcp, file store,\n"
+             "pull mode, host memory.  --store redis starts a local redis-server.\n"
+             "--make-checkpoint DIR [--model M] [--layers L] [--vocab V] only writes that checkpoint\n"
+             "(config.json, model.safetensors).  --device cuda keeps the trainers' tensors and the\n"
+             "engines' destinations in GPU memory (cuda-src / cuda-dst: only one side).\n",
+    .opts = demo_table,
+    .n_opts = CLI_N(demo_table),
+};
 
 /* ------------------------------------------------------------------ */
 /* The synthetic checkpoint */
@@ -388,67 +389,8 @@ int demo_print_table(const char *stats_path)
 
 /* ------------------------------------------------------------------ */
 
-int demo_parse(struct demo *d, int argc, char **argv)
+int demo_check(struct demo *d)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v)
-            return refit_error_set(REFIT_EINVAL, "%s needs a value (see --help)", o);
-        int rc = 0;
-        if (!strcmp(o, "--model"))
-            d->model = v;
-        else if (!strcmp(o, "--hf"))
-            d->hf = v;
-        else if (!strcmp(o, "--config"))
-            d->config = v;
-        else if (!strcmp(o, "--transport"))
-            d->transport = v;
-        else if (!strcmp(o, "--store"))
-            d->store = v;
-        else if (!strcmp(o, "--mode"))
-            d->mode = v;
-        else if (!strcmp(o, "--fp8"))
-            d->fp8 = v;
-        else if (!strcmp(o, "--keep"))
-            d->keep = v;
-        else if (!strcmp(o, "--device"))
-            d->device = v;
-        else if (!strcmp(o, "--make-checkpoint"))
-            d->make_only = v;
-        else if (!strcmp(o, "--src-tp"))
-            rc = cli_int(o, v, 1, 64, &d->src_tp);
-        else if (!strcmp(o, "--src-ep"))
-            rc = cli_int(o, v, 1, 64, &d->src_ep);
-        else if (!strcmp(o, "--src-pp"))
-            rc = cli_int(o, v, 1, 64, &d->src_pp);
-        else if (!strcmp(o, "--src-fsdp"))
-            rc = cli_int(o, v, 1, 64, &d->src_fsdp);
-        else if (!strcmp(o, "--src-dp"))
-            rc = cli_int(o, v, 1, 8, &d->src_dp);
-        else if (!strcmp(o, "--dst-tp"))
-            rc = cli_int(o, v, 1, 64, &d->dst_tp);
-        else if (!strcmp(o, "--dst-ep"))
-            rc = cli_int(o, v, 1, 64, &d->dst_ep);
-        else if (!strcmp(o, "--engines"))
-            rc = cli_int(o, v, 1, 16, &d->engines);
-        else if (!strcmp(o, "--src-gpu"))
-            rc = cli_int(o, v, 0, 64, &d->src_gpu);
-        else if (!strcmp(o, "--dst-gpu"))
-            rc = cli_int(o, v, 0, 64, &d->dst_gpu);
-        else if (!strcmp(o, "--cycles"))
-            rc = cli_int(o, v, 1, 1000, &d->cycles);
-        else if (!strcmp(o, "--layers"))
-            rc = cli_int(o, v, 1, 1000, &d->layers);
-        else if (!strcmp(o, "--vocab"))
-            rc = cli_int(o, v, 64, 10000000, &d->vocab);
-        else if (!strcmp(o, "--log"))
-            rc = cli_log_level(v);
-        else
-            return refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        if (rc)
-            return rc;
-        i++;
-    }
     size_t ml = strlen(d->model);
     if (strcmp(d->model, "qwen3") && strcmp(d->model, "qwen3_moe") && strcmp(d->model, "glm") &&
         strcmp(d->model, "deepseek_v3") && strcmp(d->model, "glm5") && !(ml > 5 && !strcmp(d->model + ml - 5, ".yaml")))
@@ -498,9 +440,8 @@ int demo_run(struct demo *d)
         if (!mkdtemp(d->dir))
             return refit_error_set(REFIT_EIO, "mkdtemp: %s", strerror(errno));
     }
-    char *argv0[] = {"demo", NULL};
     struct cli_common c;
-    int rc = cli_config_open(&c, NULL, 1, argv0);
+    int rc = cli_config_from(&c, NULL, NULL);
     if (!rc && d->hf)
         snprintf(d->ckpt, sizeof(d->ckpt), "%s", d->hf);
     else if (!rc)
@@ -680,20 +621,22 @@ int demo_run(struct demo *d)
 
 int cmd_demo(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct demo d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull", .fp8 = "trainer",
-                     .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 2, .cycles = 3, .verify = 1};
-    int rc = demo_parse(&d, argc, argv);
+    struct demo_opts o = {.d = {.model = "qwen3", .transport = "tcp", .store = "file", .mode = "pull",
+                                .fp8 = "trainer", .src_tp = 2, .src_ep = 1, .dst_tp = 1, .engines = 2, .cycles = 3,
+                                .verify = 1}};
+    int rc = cli_opts_parse(&demo_spec, argc, argv, &o, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    struct demo d = o.d;
+    if (!rc)
+        rc = demo_check(&d);
     if (rc)
         return cli_fail("demo", rc);
     if (d.make_only) {
         struct cli_common c;
-        char *argv0[] = {"demo", NULL};
-        snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
+            snprintf(d.dir, sizeof(d.dir), "%s", d.make_only);
         mkdir(d.dir, 0700);
-        rc = cli_config_open(&c, NULL, 1, argv0);
+        rc = cli_config_from(&c, NULL, NULL);
         if (!rc)
             rc = make_checkpoint(&d, c.loader);
         cli_common_close(&c);

@@ -7,82 +7,72 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/convert.h"
 #include "refit/cuda_pool.h"
 #include "refit/refit.h"
 #include "refit/standin.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit publish --config C --hf DIR --tp N --rank R [--ep M] [--pp P] [--cycles K]\n"
-            "                     [--layout megatron|fsdp] [--shards N] [--dp N --dp-rank D]\n"
-            "                     [--id NAME] [--device host|cuda] [--stats FILE] [--set key=value]...\n"
-            "A trainer rank stand-in: publishes its Megatron shard of the HF checkpoint in DIR\n"
-            "(pipeline rank R / max(N,M), tp rank R mod N, ep rank R mod M) as versions 1..K\n"
-            "(default 1), the weights changing between versions, and waits after each for\n"
-            "refit.receivers receivers.  --layout fsdp publishes FSDP rank R of --shards N (HF\n"
-            "names, dim-0 chunks; no --tp).  --dp N --dp-rank D: one of N data-parallel\n"
-            "replicas of that position (receivers read from any).\n"
-            "--device cuda keeps the shard in GPU memory (refit_cuda_alloc) and publishes it as\n"
-            "REFIT_MEM_CUDA; --stats FILE appends one JSON line per version (publish and staging\n"
-            "seconds).\n");
-    return f == stdout ? 0 : 2;
-}
-
-/* The options beyond the common rank options. */
 struct pub_opts {
-    struct cli_rank_opts r;
-    const char *layout;
-    int pp, shards, dp, dp_rank;
+    const char *cfg, *hf, *id, *device, *stats, *layout;
+    int tp, rank, ep, cycles, pp, shards, dp, dp_rank;
+    struct cli_list set;
 };
 
-static int pub_opt(void *arg, const char *o, const char *v)
-{
-    struct pub_opts *p = arg;
-    if (!strcmp(o, "--layout")) {
-        if (strcmp(v, "megatron") && strcmp(v, "fsdp"))
-            return refit_error_set(REFIT_EINVAL, "--layout '%s': megatron or fsdp", v);
-        p->layout = v;
-        return 0;
-    }
-    if (!strcmp(o, "--pp"))
-        return cli_int(o, v, 1, 4096, &p->pp);
-    if (!strcmp(o, "--shards"))
-        return cli_int(o, v, 1, 65536, &p->shards);
-    if (!strcmp(o, "--dp"))
-        return cli_int(o, v, 1, 65536, &p->dp);
-    if (!strcmp(o, "--dp-rank"))
-        return cli_int(o, v, 0, 65535, &p->dp_rank);
-    return cli_rank_opt(&p->r, o, v);
-}
+#define AT(f) CLI_AT(struct pub_opts, f)
+static const struct cli_opt pub_table[] = {
+    CLI_COMMON(struct pub_opts, cfg, set),
+    {"--hf", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(hf), "the HF checkpoint this rank publishes a shard of (required)"},
+    {"--tp", NULL, CLI_INT, "N", 1, 65536, NULL, NULL, AT(tp), "the trainer's tensor-parallel size (required)"},
+    {"--rank", NULL, CLI_INT, "R", 0, 65535, NULL, NULL, AT(rank), "this trainer rank (required)"},
+    {"--ep", NULL, CLI_INT, "M", 1, 65536, NULL, "1", AT(ep), "the trainer's expert-parallel size"},
+    {"--pp", NULL, CLI_INT, "P", 1, 4096, NULL, "1", AT(pp), "pipeline stages"},
+    {"--cycles", NULL, CLI_INT, "K", 1, 1000000, NULL, "1", AT(cycles), "publish versions 1..K"},
+    {"--layout", NULL, CLI_CHOICE, "KIND", 0, 0, "megatron|fsdp", "megatron", AT(layout),
+     "Megatron shards, or FSDP rank R of --shards N (HF names, dim-0 chunks; no --tp)"},
+    {"--shards", NULL, CLI_INT, "N", 1, 65536, NULL, NULL, AT(shards), "FSDP ranks, with --layout fsdp"},
+    {"--dp", NULL, CLI_INT, "N", 1, 65536, NULL, "1", AT(dp), "data-parallel replicas of this position"},
+    {"--dp-rank", NULL, CLI_INT, "D", 0, 65535, NULL, "0", AT(dp_rank), "this replica, below --dp"},
+    {"--id", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(id), "this publisher's name in output"},
+    {"--device", NULL, CLI_CHOICE, "WHERE", 0, 0, "host|cuda", "host", AT(device),
+     "the shard in host memory, or in GPU memory (refit_cuda_alloc, REFIT_MEM_CUDA)"},
+    {"--stats", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(stats),
+     "append one JSON line per version (publish and staging seconds)"},
+};
+#undef AT
+
+static const struct cli_spec pub_spec = {
+    .cmd = "publish",
+    .about = "A trainer rank stand-in: publishes its Megatron shard of the HF checkpoint in DIR\n"
+             "(pipeline rank R / max(N,M), tp rank R mod N, ep rank R mod M) as versions 1..K,\n"
+             "the weights changing between versions, and waits after each for refit.receivers\n"
+             "receivers.  --dp N --dp-rank D: one of N data-parallel replicas of that position\n"
+             "(receivers read from any).\n",
+    .opts = pub_table,
+    .n_opts = CLI_N(pub_table),
+};
 
 int cmd_publish(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
     const char *ovr[64];
     /* Two more overrides are added below. */
-    struct pub_opts po = {.r = {.rank = -1, .ep = 1, .cycles = 1, .device = "host", .ovr = ovr, .max_set = 60},
-                          .layout = "megatron", .pp = 1, .shards = 0, .dp = 1};
-    int rc = cli_parse_pairs(argc, argv, pub_opt, &po);
-    struct cli_rank_opts r = po.r;
-    bool fsdp = !strcmp(po.layout, "fsdp");
+    struct pub_opts po = {.rank = -1, .set = {.v = ovr, .max = 60}};
+    int rc = cli_opts_parse(&pub_spec, argc, argv, &po, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    bool fsdp = !rc && !strcmp(po.layout, "fsdp");
     if (!rc && fsdp) {
         /* FSDP: rank R of --shards N, no model parallelism */
-        if (r.tp || po.pp > 1 || r.ep > 1 || !po.shards)
+        if (po.tp || po.pp > 1 || po.ep > 1 || !po.shards)
             rc = refit_error_set(REFIT_EINVAL, "--layout fsdp takes --shards N and no --tp, --ep or --pp");
-        r.tp = 1;
+        po.tp = 1;
     }
     if (!rc && po.dp_rank >= po.dp)
         rc = refit_error_set(REFIT_EINVAL, "--dp-rank %d of --dp %d", po.dp_rank, po.dp);
-    const char *cfg = r.cfg, *hf = r.hf, *id = r.id, *device = r.device, *stats = r.stats;
-    int tp = r.tp, rank = r.rank, ep = r.ep, cycles = r.cycles;
-    size_t n_ovr = r.n_ovr;
-    if (!rc && strcmp(device, "host") && strcmp(device, "cuda"))
-        rc = refit_error_set(REFIT_EINVAL, "--device '%s': host or cuda", device);
+    const char *cfg = po.cfg, *hf = po.hf, *id = po.id, *device = po.device, *stats = po.stats;
+    int tp = po.tp, rank = po.rank, ep = po.ep, cycles = po.cycles;
+    size_t n_ovr = po.set.n;
     if (!rc && (!hf || !tp || rank < 0))
         rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N and --rank R are required");
     int stage = tp > ep ? tp : ep, world = fsdp ? po.shards : po.pp * stage;

@@ -5,33 +5,46 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/convert.h"
 #include "refit/status.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f, "usage: refit shard --hf DIR --tp N [--ep M] [--pp P [--vp V] [--pp-layers a,b,...]]\n"
-               "                   [--model NAME] --out DIR2\n"
-               "       refit shard --hf DIR --fsdp N [--model NAME] --out DIR2\n"
-               "Megatron: writes DIR2/rank<r>.safetensors for r in 0..P*max(N,M)-1 (pipeline rank\n"
-               "r / max(N,M); within the stage tp rank r mod N, ep rank r mod M, expert-TP 1) with\n"
-               "Megatron names and layouts.  Stage s of P holds layers [s*L/P, (s+1)*L/P) numbered\n"
-               "from 0; --vp V cuts P*V chunks (interleaved; names get model<v>.); --pp-layers\n"
-               "gives the layers of each chunk when L is not divisible.\n"
-               "FSDP: rank r holds every tensor's rows [r*c, (r+1)*c), c = ceil(rows/N), HF names.\n"
-               "Both write DIR2/layout.yaml.\n");
-    return f == stdout ? 0 : 2;
-}
+struct shard_opts {
+    const char *cfg, *hf, *out, *model, *layers;
+    int tp, ep, pp, vp, fsdp;
+    struct cli_list set;
+};
 
-static int parse_count(const char *opt, const char *v, int *out)
-{
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || end == v || *end || x < 1 || x > 1 << 16)
-        return refit_error_set(REFIT_EINVAL, "%s needs a positive integer", opt);
-    *out = (int)x;
-    return 0;
-}
+#define AT(f) CLI_AT(struct shard_opts, f)
+static const struct cli_opt shard_table[] = {
+    CLI_COMMON(struct shard_opts, cfg, set),
+    {"--hf", NULL, CLI_STR, "DIR", 0, 0, NULL, NULL, AT(hf), "the HF checkpoint (config.json, *.safetensors); required"},
+    {"--out", NULL, CLI_STR, "DIR2", 0, 0, NULL, NULL, AT(out), "where the rank files go; required"},
+    {"--model", NULL, CLI_STR, "NAME", 0, 0, NULL, NULL, AT(model),
+     "the model plugin (default: the one claiming config.json's model_type)"},
+    {"--tp", NULL, CLI_INT, "N", 1, 1 << 16, NULL, NULL, AT(tp), "Megatron tensor-parallel size"},
+    {"--ep", NULL, CLI_INT, "M", 1, 1 << 16, NULL, "1", AT(ep), "Megatron expert-parallel size"},
+    {"--pp", NULL, CLI_INT, "P", 1, 1 << 16, NULL, "1", AT(pp), "pipeline stages"},
+    {"--vp", NULL, CLI_INT, "V", 1, 1 << 16, NULL, "1", AT(vp), "virtual pipeline chunks per stage (interleaved)"},
+    {"--pp-layers", NULL, CLI_STR, "a,b,...", 0, 0, NULL, NULL, AT(layers),
+     "the layers of each of the P*V chunks, when L is not divisible"},
+    {"--fsdp", NULL, CLI_INT, "N", 1, 1 << 16, NULL, NULL, AT(fsdp), "FSDP ranks instead of Megatron"},
+};
+#undef AT
+
+static const struct cli_spec shard_spec = {
+    .cmd = "shard",
+    .about = "An HF checkpoint into per-rank files of a trainer.\n"
+             "Megatron (--tp N [--ep M] [--pp P [--vp V]]): writes DIR2/rank<r>.safetensors for r in\n"
+             "0..P*max(N,M)-1 (pipeline rank r / max(N,M); within the stage tp rank r mod N, ep rank\n"
+             "r mod M, expert-TP 1) with Megatron names and layouts.  Stage s of P holds layers\n"
+             "[s*L/P, (s+1)*L/P) numbered from 0; --vp V cuts P*V chunks (interleaved; names get\n"
+             "model<v>.); --pp-layers gives the layers of each chunk when L is not divisible.\n"
+             "FSDP (--fsdp N): rank r holds every tensor's rows [r*c, (r+1)*c), c = ceil(rows/N), HF names.\n"
+             "Both write DIR2/layout.yaml.\n",
+    .opts = shard_table,
+    .n_opts = CLI_N(shard_table),
+};
 
 /* "8,8,7,7": one count per pipeline chunk. */
 static int parse_layers(const char *s, int n, int **out)
@@ -59,43 +72,20 @@ static int parse_layers(const char *s, int n, int **out)
 
 int cmd_shard(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    if (argc < 2)
-        return usage(stderr);
-    struct cli_common c;
-    int rc = cli_config_open(&c, NULL, argc, argv);
-    const char *hf = NULL, *out = NULL, *model = NULL, *layers = NULL;
-    int tp = 0, ep = 1, pp = 1, vp = 1, fsdp = 0;
-    if (!rc)
-        argc = cli_compact(argc, argv);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v)
-            rc = refit_error_set(REFIT_EINVAL, "%s needs a value", o);
-        else if (!strcmp(o, "--hf"))
-            hf = v;
-        else if (!strcmp(o, "--out"))
-            out = v;
-        else if (!strcmp(o, "--model"))
-            model = v;
-        else if (!strcmp(o, "--tp"))
-            rc = parse_count(o, v, &tp);
-        else if (!strcmp(o, "--ep"))
-            rc = parse_count(o, v, &ep);
-        else if (!strcmp(o, "--pp"))
-            rc = parse_count(o, v, &pp);
-        else if (!strcmp(o, "--vp"))
-            rc = parse_count(o, v, &vp);
-        else if (!strcmp(o, "--fsdp"))
-            rc = parse_count(o, v, &fsdp);
-        else if (!strcmp(o, "--pp-layers"))
-            layers = v;
-        else
-            rc = refit_error_set(REFIT_EINVAL, "unknown option '%s' (see --help)", o);
-        i++;
+    if (argc < 2) {
+        cli_opts_help(&shard_spec, stderr);
+        return 2;
     }
+    const char *set[64];
+    struct shard_opts opt = {.set = {.v = set, .max = 64}};
+    int rc = cli_opts_parse(&shard_spec, argc, argv, &opt, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    struct cli_common c = {0};
+    if (!rc)
+        rc = cli_config_from(&c, opt.cfg, &opt.set);
+    const char *hf = opt.hf, *out = opt.out, *model = opt.model, *layers = opt.layers;
+    int tp = opt.tp, ep = opt.ep, pp = opt.pp, vp = opt.vp, fsdp = opt.fsdp;
     if (!rc && (!hf || !out || (!tp && !fsdp)))
         rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N (or --fsdp N) and --out DIR2 are required");
     if (!rc && fsdp && (tp || ep > 1 || pp > 1 || vp > 1 || layers))

@@ -3,35 +3,66 @@
  * the report — planning time and memory per receiver, bytes per receiver
  * and per NIC, the predicted cycle beside the physical floor, the busiest
  * NIC; with --schedule compare, naive and spread side by side. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cli_opts.h"
 #include "refit/status.h"
 #include "sim.h"
 
-static int usage(FILE *f)
-{
-    fprintf(f,
-            "usage: refit sim --model YAML --trainer tp=T,ep=E[,pp=1] --trainer-gpus N --engine tp=T[,ep=T]\n"
-            "                 --engines K --nic-gbps G --gpus-per-node G [--nics-per-node N]\n"
-            "                 [--efficiency 0.9] [--mode pull|push] [--fp8 trainer|off] [--fanout K]\n"
-            "                 [--schedule naive|spread|compare] [--flush-every N] [--latency-us U]\n"
-            "                 [--poll-ms P] [--hop-ms H] [--push-streams K] [--jobs J]\n"
-            "Predicts one refit cycle of a cluster: every receiver position is planned by the real\n"
-            "planner (refit_receiver_plan_dry, one process per position: its time and peak memory),\n"
-            "its pieces are given sources by the schedule (naive: each receiver alone, as the\n"
-            "planner does; spread: all engines of a layout together, staggered push order), and the\n"
-            "bytes run through a fluid model of the NICs (bandwidth x efficiency, max-min fair\n"
-            "sharing at both ends, NICs pinned as topology.nic_pin auto pins them).  Prints the\n"
-            "predicted cycle, the physical floor (max of the ingress per engine and the egress per\n"
-            "trainer NIC of the bytes the engines keep) and their ratio, and the busiest NIC.\n"
-            "--push-streams K: a push publisher serves K receivers at once (the engine: 1).\n"
-            "--model takes a model YAML (configs/models) or an HF config.json.  Calibrate\n"
-            "--efficiency with `refit bench transport` on the real fabric (docs/scale.md).\n");
-    return f == stdout ? 0 : 2;
-}
+/* The command line: sim_opts' integers directly; the layouts, the choices
+ * and the numbers (NAN: not given) are checked and stored by sim_cli_apply. */
+struct sim_cli {
+    struct sim_opts o;
+    const char *trainer, *engine, *mode, *fp8, *schedule;
+    double nic_gbps, efficiency, latency_us, poll_ms, hop_ms;
+};
+
+#define AT(f) CLI_AT(struct sim_cli, f)
+#define NUM(name, meta, f, help) {name, NULL, CLI_DBL, meta, 0, 0, NULL, NULL, AT(f), help}
+static const struct cli_opt sim_table[] = {
+    {"--model", NULL, CLI_STR, "YAML", 0, 0, NULL, NULL, AT(o.model),
+     "a model YAML (configs/models) or an HF config.json (required)"},
+    {"--trainer", NULL, CLI_STR, "tp=T,ep=E[,pp=1]", 0, 0, NULL, NULL, AT(trainer), "the trainer's parallelism"},
+    {"--trainer-gpus", NULL, CLI_INT, "N", 1, 65536, NULL, NULL, AT(o.t_gpus), "the trainer's GPUs"},
+    {"--engine", NULL, CLI_STR, "tp=T[,ep=T]", 0, 0, NULL, NULL, AT(engine), "each engine's parallelism"},
+    {"--engines", NULL, CLI_INT, "K", 1, 4096, NULL, NULL, AT(o.engines), "inference engines"},
+    NUM("--nic-gbps", "G", nic_gbps, "each NIC's Gbit/s, in [0.001, 100000]"),
+    {"--gpus-per-node", NULL, CLI_INT, "G", 1, 32, NULL, NULL, AT(o.gpus_per_node), "GPUs of a node"},
+    {"--nics-per-node", NULL, CLI_INT, "N", 1, 32, NULL, NULL, AT(o.nics_per_node), "NICs of a node"},
+    NUM("--efficiency", "X", efficiency, "the share of a NIC's rate refit gets, in [0.01, 1] (default 0.9)"),
+    {"--mode", NULL, CLI_STR, "MODE", 0, 0, NULL, NULL, AT(mode), "pull or push"},
+    {"--fp8", NULL, CLI_STR, "RULE", 0, 0, NULL, NULL, AT(fp8), "trainer or off"},
+    {"--fanout", NULL, CLI_INT, "K", 0, 4096, NULL, NULL, AT(o.fanout), "tree fan-out: pullers per source"},
+    {"--schedule", NULL, CLI_STR, "HOW", 0, 0, NULL, NULL, AT(schedule), "naive, spread or compare"},
+    {"--flush-every", NULL, CLI_INT, "N", 1, 1000000, NULL, NULL, AT(o.flush_every), "descriptors per posted batch"},
+    NUM("--latency-us", "U", latency_us, "microseconds per posted batch, in [0, 1000000]"),
+    NUM("--poll-ms", "P", poll_ms, "fan-out: a waiting receiver re-checks this often, in [0, 100000]"),
+    NUM("--hop-ms", "H", hop_ms, "fan-out: commit + re-publish before a replica serves, in [0, 100000]"),
+    {"--push-streams", NULL, CLI_INT, "K", 1, 4096, NULL, NULL, AT(o.push_streams),
+     "receivers a push publisher serves at once (the engine: 1)"},
+    {"--jobs", NULL, CLI_INT, "J", 1, 64, NULL, NULL, AT(o.jobs), "planning processes at once"},
+};
+#undef NUM
+#undef AT
+
+static const struct cli_spec sim_spec = {
+    .cmd = "sim",
+    .about = "Predicts one refit cycle of a cluster: every receiver position is planned by the real\n"
+             "planner (refit_receiver_plan_dry, one process per position: its time and peak memory),\n"
+             "its pieces are given sources by the schedule (naive: each receiver alone, as the\n"
+             "planner does; spread: all engines of a layout together, staggered push order), and the\n"
+             "bytes run through a fluid model of the NICs (bandwidth x efficiency, max-min fair\n"
+             "sharing at both ends, NICs pinned as topology.nic_pin auto pins them).  Prints the\n"
+             "predicted cycle, the physical floor (max of the ingress per engine and the egress per\n"
+             "trainer NIC of the bytes the engines keep) and their ratio, and the busiest NIC.\n"
+             "Calibrate --efficiency with `refit bench transport` on the real fabric (docs/scale.md).\n",
+    .opts = sim_table,
+    .n_opts = CLI_N(sim_table),
+};
 
 /* "tp=8,ep=32,pp=1" */
 static int parse_par(const char *opt, const char *v, int *tp, int *ep, int *pp)
@@ -57,66 +88,53 @@ static int parse_par(const char *opt, const char *v, int *tp, int *ep, int *pp)
     return 0;
 }
 
-static int parse_num(const char *opt, const char *v, double lo, double hi, double *out)
+/* A number given (not NAN) goes to *out after its range check. */
+static int num(const char *opt, double v, double lo, double hi, double *out)
 {
-    char *end = NULL;
-    double d = strtod(v, &end);
-    if (!end || *end || !(d >= lo && d <= hi))
-        return refit_error_set(REFIT_EINVAL, "%s '%s': expected a number in [%g, %g]", opt, v, lo, hi);
-    *out = d;
+    if (isnan(v))
+        return 0;
+    if (!(v >= lo && v <= hi))
+        return refit_error_set(REFIT_EINVAL, "%s '%g': expected a number in [%g, %g]", opt, v, lo, hi);
+    *out = v;
     return 0;
 }
 
-static int take(void *arg, const char *o, const char *v)
+/* What the table leaves as text or NAN, into c->o. */
+static int sim_cli_apply(struct sim_cli *c)
 {
-    struct sim_opts *s = arg;
-    if (!strcmp(o, "--model"))
-        s->model = v;
-    else if (!strcmp(o, "--trainer"))
-        return parse_par(o, v, &s->t_tp, &s->t_ep, &s->t_pp);
-    else if (!strcmp(o, "--engine"))
-        return parse_par(o, v, &s->e_tp, &s->e_ep, NULL);
-    else if (!strcmp(o, "--trainer-gpus"))
-        return cli_int(o, v, 1, 65536, &s->t_gpus);
-    else if (!strcmp(o, "--engines"))
-        return cli_int(o, v, 1, 4096, &s->engines);
-    else if (!strcmp(o, "--gpus-per-node"))
-        return cli_int(o, v, 1, 32, &s->gpus_per_node);
-    else if (!strcmp(o, "--nics-per-node"))
-        return cli_int(o, v, 1, 32, &s->nics_per_node);
-    else if (!strcmp(o, "--nic-gbps"))
-        return parse_num(o, v, 1e-3, 1e5, &s->nic_gbps);
-    else if (!strcmp(o, "--efficiency"))
-        return parse_num(o, v, 0.01, 1, &s->efficiency);
-    else if (!strcmp(o, "--latency-us"))
-        return parse_num(o, v, 0, 1e6, &s->latency_us);
-    else if (!strcmp(o, "--poll-ms"))
-        return parse_num(o, v, 0, 1e5, &s->poll_ms);
-    else if (!strcmp(o, "--hop-ms"))
-        return parse_num(o, v, 0, 1e5, &s->hop_ms);
-    else if (!strcmp(o, "--flush-every"))
-        return cli_int(o, v, 1, 1000000, &s->flush_every);
-    else if (!strcmp(o, "--fanout"))
-        return cli_int(o, v, 0, 4096, &s->fanout);
-    else if (!strcmp(o, "--push-streams"))
-        return cli_int(o, v, 1, 4096, &s->push_streams);
-    else if (!strcmp(o, "--jobs"))
-        return cli_int(o, v, 1, 64, &s->jobs);
-    else if (!strcmp(o, "--mode")) {
-        if (strcmp(v, "pull") && strcmp(v, "push"))
-            return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", v);
-        s->push = !strcmp(v, "push");
-    } else if (!strcmp(o, "--fp8")) {
-        if (strcmp(v, "trainer") && strcmp(v, "off"))
-            return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer or off", v);
-        s->fp8 = !strcmp(v, "trainer");
-    } else if (!strcmp(o, "--schedule")) {
+    struct sim_opts *s = &c->o;
+    int rc = c->trainer ? parse_par("--trainer", c->trainer, &s->t_tp, &s->t_ep, &s->t_pp) : 0;
+    if (!rc && c->engine)
+        rc = parse_par("--engine", c->engine, &s->e_tp, &s->e_ep, NULL);
+    if (!rc)
+        rc = num("--nic-gbps", c->nic_gbps, 1e-3, 1e5, &s->nic_gbps);
+    if (!rc)
+        rc = num("--efficiency", c->efficiency, 0.01, 1, &s->efficiency);
+    if (!rc)
+        rc = num("--latency-us", c->latency_us, 0, 1e6, &s->latency_us);
+    if (!rc)
+        rc = num("--poll-ms", c->poll_ms, 0, 1e5, &s->poll_ms);
+    if (!rc)
+        rc = num("--hop-ms", c->hop_ms, 0, 1e5, &s->hop_ms);
+    if (rc)
+        return rc;
+    if (c->mode) {
+        if (strcmp(c->mode, "pull") && strcmp(c->mode, "push"))
+            return refit_error_set(REFIT_EINVAL, "--mode '%s': pull or push", c->mode);
+        s->push = !strcmp(c->mode, "push");
+    }
+    if (c->fp8) {
+        if (strcmp(c->fp8, "trainer") && strcmp(c->fp8, "off"))
+            return refit_error_set(REFIT_EINVAL, "--fp8 '%s': trainer or off", c->fp8);
+        s->fp8 = !strcmp(c->fp8, "trainer");
+    }
+    if (c->schedule) {
+        const char *v = c->schedule;
         if (strcmp(v, "naive") && strcmp(v, "spread") && strcmp(v, "compare"))
             return refit_error_set(REFIT_EINVAL, "--schedule '%s': naive, spread or compare", v);
         s->sched = !strcmp(v, "spread") ? RF_SCHED_SPREAD : RF_SCHED_NAIVE;
         s->compare = !strcmp(v, "compare");
-    } else
-        return CLI_NOT_MINE;
+    }
     return 0;
 }
 
@@ -235,12 +253,14 @@ static void print_head(const struct sim_opts *o, const struct sim_plan *p)
 
 int cmd_sim(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-    struct sim_opts o;
-    sim_opts_default(&o);
-    int rc = cli_parse_pairs(argc, argv, take, &o);
+    struct sim_cli c = {.nic_gbps = NAN, .efficiency = NAN, .latency_us = NAN, .poll_ms = NAN, .hop_ms = NAN};
+    sim_opts_default(&c.o);
+    int rc = cli_opts_parse(&sim_spec, argc, argv, &c, NULL, NULL);
+    if (rc == CLI_HELP)
+        return 0;
+    if (!rc)
+        rc = sim_cli_apply(&c);
+    struct sim_opts o = c.o;
     int compare = o.compare;
     if (!rc)
         rc = sim_opts_check(&o);

@@ -208,6 +208,9 @@ struct refit_plan_info {
     uint64_t pieces, descriptors, scatters, checks;
     uint64_t wire_bytes, scratch_bytes, staging_bytes;
     uint32_t sources;
+    /* A hash of the plan (descriptors, scatters, checks, bytes per
+     * source): equal plans, equal digests. */
+    uint8_t digest[16];
 };
 int refit_receiver_plan_dry(refit_receiver_t *rcv, const struct refit_parallel *src, size_t n_src,
                             struct refit_plan_info *info);

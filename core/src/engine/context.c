@@ -62,6 +62,15 @@ static int read_policy(refit_context_t *ctx)
     if (!rc)
         rc = refit_config_bool(c, "refit.device_program", &ctx->device_program);
     if (!rc)
+        rc = refit_config_bool(c, "refit.plan_dedupe", &ctx->plan_dedupe);
+    if (!rc)
+        rc = refit_config_int(c, "refit.replicas", &ctx->replicas);
+    if (!rc)
+        rc = refit_config_int(c, "refit.replica_index", &ctx->replica_index);
+    if (!rc && ctx->replicas > 1 && ctx->replica_index >= ctx->replicas)
+        rc = refit_error_set(REFIT_EINVAL, "refit.replica_index %lld: not below refit.replicas %lld",
+                             (long long)ctx->replica_index, (long long)ctx->replicas);
+    if (!rc)
         rc = refit_config_bool(c, "refit.delta.enabled", &ctx->delta);
     if (!rc)
         rc = refit_config_double(c, "refit.delta.max_ratio", &ctx->delta_max_ratio);

@@ -56,8 +56,10 @@ struct rf_rcvdelta {
         uint64_t stamp;
     } (*keys)[2];
     uint64_t stamp;
-    struct rf_desc *sub;
-    size_t *sub_of;
+    struct rf_desc *sub;      /* the reads of one execution */
+    size_t *sub_of, sub_cap;  /* per read: its descriptor */
+    uint32_t *pending;        /* per descriptor: its reads not landed yet */
+    uint64_t read_delta;      /* bytes of delta reads in the last execution */
     struct refit_pull_stats *st;
 };
 
@@ -101,6 +103,7 @@ static void per_plan_free(refit_receiver_t *r, struct rf_rcvdelta *d)
     free(d->loff);
     free(d->sub);
     free(d->sub_of);
+    free(d->pending);
     free(d->mirror);
     d->base_sums = NULL;
     d->rec = NULL;
@@ -109,6 +112,8 @@ static void per_plan_free(refit_receiver_t *r, struct rf_rcvdelta *d)
     d->use = NULL;
     d->sub = NULL;
     d->sub_of = NULL;
+    d->pending = NULL;
+    d->sub_cap = 0;
     d->mirror = NULL;
     d->mirror_len = d->n_desc = d->n_src = 0;
     d->have_key = 0;
@@ -149,6 +154,8 @@ static int for_plan(refit_receiver_t *r, struct rf_rcvdelta *d)
     d->loff = malloc(nd * sizeof(uint64_t));
     d->sub = malloc(nd * sizeof(*d->sub));
     d->sub_of = malloc(nd * sizeof(*d->sub_of));
+    d->sub_cap = nd;
+    d->pending = calloc(nd, sizeof(*d->pending));
     d->base_v = calloc(ns, sizeof(uint64_t));
     d->base_h = calloc(ns, sizeof(uint64_t));
     d->got_h = calloc(ns, sizeof(uint64_t));
@@ -156,7 +163,7 @@ static int for_plan(refit_receiver_t *r, struct rf_rcvdelta *d)
     d->rec = calloc(ns, sizeof(*d->rec));
     d->order = calloc(ns, sizeof(*d->order));
     d->keys = calloc(ns, sizeof(*d->keys));
-    if (!d->moff || !d->use || !d->dlo || !d->dhi || !d->loff || !d->sub || !d->sub_of || !d->base_v ||
+    if (!d->moff || !d->use || !d->dlo || !d->dhi || !d->loff || !d->sub || !d->sub_of || !d->pending || !d->base_v ||
         !d->base_h || !d->got_h || !d->base_sums || !d->rec || !d->order || !d->keys)
         return REFIT_ENOMEM;
     size_t at = 0;
@@ -477,12 +484,71 @@ static int landed(void *arg, size_t first, size_t n)
         if (d->use[i] == USE_FULL) {
             memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
             rc = rf_xfer_done(r, i, 1);
-        } else {
+        } else if (!--d->pending[i]) {
             rc = apply_desc(r, i);
+        } else {
+            rc = 0;
         }
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+static int sub_grow(struct rf_rcvdelta *d)
+{
+    size_t cap = d->sub_cap * 2 + 16;
+    struct rf_desc *ns = realloc(d->sub, cap * sizeof(*ns));
+    if (ns)
+        d->sub = ns;
+    size_t *no = ns ? realloc(d->sub_of, cap * sizeof(*no)) : NULL;
+    if (!no)
+        return REFIT_ENOMEM;
+    d->sub_of = no;
+    d->sub_cap = cap;
+    return 0;
+}
+
+/* The reads of a descriptor that goes by delta: one per run of its chunk
+ * deltas that lie back to back in the arena (a descriptor spanning tensors
+ * whose catalog order is not their memory order covers deltas apart from
+ * each other; reading [dlo, dhi) whole would move the ones between).  Each
+ * lands where plan_pull put it: loff + (arena offset - dlo). */
+struct reads {
+    size_t i, m;
+};
+
+static int read_piece(refit_receiver_t *r, size_t i, const struct piece *pc, void *arg)
+{
+    struct rf_rcvdelta *d = r->delta;
+    struct reads *ra = arg;
+    const struct rf_desc *ds = &r->plan.plan.desc[i];
+    const struct rf_delta_rec *rec = d->rec[ds->source];
+    uint32_t l = rec->len[pc->e];
+    if (!l)
+        return 0;
+    uint64_t o = rec->off[pc->e];
+    if (ra->m > 0 && d->sub_of[ra->m - 1] == i) {
+        struct rf_desc *prev = &d->sub[ra->m - 1];
+        if (prev->remote_off + prev->len == o) {
+            prev->len += l;
+            return 0;
+        }
+        /* a chunk read before (a descriptor covers each chunk once, but be
+         * safe): already in the landing buffer */
+        if (o >= prev->remote_off && o + l <= prev->remote_off + prev->len)
+            return 0;
+    }
+    if (ra->m == d->sub_cap) {
+        int rc = sub_grow(d);
+        if (rc)
+            return rc;
+    }
+    d->sub[ra->m] = (struct rf_desc){ds->source, (uint32_t)r->peers.p[ds->source].n_rkeys, o, BUF_DELTA,
+                                     d->loff[i] + (o - d->dlo[i]), l};
+    d->sub_of[ra->m++] = i;
+    d->pending[i]++;
+    d->read_delta += l;
     return 0;
 }
 
@@ -505,18 +571,24 @@ static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_sta
             rc = delta_key(r, d, s, &rk[s][pe->n_rkeys]);
         es[s] = (struct rf_exec_source){pe->peer, rk[s], (uint32_t)pe->n_rkeys + 1, r->disc.src[s].id};
     }
+    d->read_delta = 0;
     /* Unchanged descriptors need no read. */
     for (size_t i = 0; !rc && i < p->n_desc; i++)
         if (d->use[i] == USE_EMPTY)
             rc = apply_desc(r, i);
     for (size_t i = 0; !rc && i < p->n_desc; i++) {
-        const struct rf_desc *ds = &p->desc[i];
         if (d->use[i] == USE_EMPTY)
             continue;
-        d->sub[m] = *ds;
-        if (d->use[i] == USE_DELTA)
-            d->sub[m] = (struct rf_desc){ds->source, (uint32_t)r->peers.p[ds->source].n_rkeys, d->dlo[i], BUF_DELTA,
-                                         d->loff[i], d->dhi[i] - d->dlo[i]};
+        if (d->use[i] == USE_DELTA) {
+            struct reads ra = {i, m};
+            d->pending[i] = 0;
+            rc = walk(r, i, read_piece, &ra);
+            m = ra.m;
+            continue;
+        }
+        if (m == d->sub_cap && (rc = sub_grow(d)))
+            break;
+        d->sub[m] = p->desc[i];
         d->sub_of[m++] = i;
     }
     struct rf_plan sub = {.desc = d->sub, .n_desc = m};
@@ -575,7 +647,7 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
             rc = run(r, d, st);
         bytes = 0;
     }
-    st->bytes_delta = rc ? 0 : bytes;
+    st->bytes_delta = rc || !bytes ? 0 : d->read_delta;
     if (!rc)
         d->pulled = v;
     pull_free(d);

@@ -29,6 +29,8 @@ struct refit_context {
     double verify_sample;
     bool in_place;
     bool device_program;
+    int64_t replicas, replica_index; /* refit.replicas, refit.replica_index (-1: by id) */
+    bool plan_dedupe;        /* refit.plan_dedupe: compose each class of equal sources once */
     bool push;
     bool publish_copy;
     bool delta;              /* refit.delta.enabled */
@@ -46,8 +48,8 @@ struct refit_context {
 #define RF_PUSH_LIVENESS_S 0.2    /* push receiver: how often its sources' records are checked */
 #define RF_RECONNECT_FIRST_S 0.05 /* receiver: first pause before connecting a failed source again */
 #define RF_RECONNECT_MAX_S 1.0    /* ... doubling up to this */
-#define RF_LEASE_NAP_MAX_MS 25    /* fan-out: pause between looks for a free slot (from 1 ms, doubling) */
-#define RF_PULLERS_NAP_MAX_MS 20  /* fan-out: pause between looks at the pullers of a replica */
+#define RF_LEASE_WATCH_MS 25      /* fan-out: longest wait on load/ before looking at replicas/ again */
+#define RF_PULLERS_WATCH_MS 250   /* fan-out: longest wait on a replica's lease list (expiries change nothing) */
 
 /* Sleep for ms milliseconds. */
 void rf_sleep_ms(double ms);

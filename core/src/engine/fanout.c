@@ -403,10 +403,43 @@ static int fanout_prepare(refit_receiver_t *r, uint64_t v)
     return rc;
 }
 
+/* Until a lease changes (load/: one freed, the trainer's included) or,
+ * looked at without waiting, a replica record (replicas/), or `ms`
+ * passes: two cheap round trips a round instead of re-reading every
+ * replica and lease list on a timer (docs/scale.md §5). */
+static void wait_slot_change(refit_receiver_t *r, uint64_t *c_rep, uint64_t *c_load, int64_t ms)
+{
+    char **k = NULL;
+    size_t n = 0;
+    int rc = refit_store_watch(r->ctx->store, "replicas/", *c_rep, c_rep, 0, &k, &n);
+    free(k);
+    k = NULL;
+    if ((rc == 0 && n) || rc == REFIT_ERANGE) {
+        refit_error_clear();
+        return;
+    }
+    if (rc && rc != REFIT_ETIMEDOUT) /* the store is down: do not spin */
+        rf_sleep_ms((double)ms);
+    else
+        refit_store_watch(r->ctx->store, "load/", *c_load, c_load, ms, &k, &n);
+    free(k);
+    refit_error_clear();
+}
+
 /* A candidate with a free slot, its lease taken (*rep NULL: the trainer). */
 static int take_source(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, struct rf_replica **rep)
 {
-    double nap = 1;
+    uint64_t c_rep = 0, c_load = 0;
+    char **k = NULL;
+    size_t nk = 0;
+    /* The cursors first, then the look: a change between them wakes the
+     * first wait. */
+    refit_store_watch(r->ctx->store, "replicas/", 0, &c_rep, 0, &k, &nk);
+    free(k);
+    k = NULL;
+    refit_store_watch(r->ctx->store, "load/", 0, &c_load, 0, &k, &nk);
+    free(k);
+    refit_error_clear();
     for (;;) {
         struct cand *c = NULL;
         size_t n = 0;
@@ -420,8 +453,7 @@ static int take_source(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, str
             free_cands(c, n);
             if (rc)
                 return rc;
-            rf_sleep_ms(nap);
-            nap = nap < RF_LEASE_NAP_MAX_MS ? nap * 2 : RF_LEASE_NAP_MAX_MS;
+            wait_slot_change(r, &c_rep, &c_load, RF_LEASE_WATCH_MS);
             continue;
         }
         *rep = c[b].rep;

@@ -244,7 +244,14 @@ static void wait_pullers(refit_receiver_t *r, struct rf_fanout *f, uint64_t keep
     /* Leases expire after refit.timeout: waiting a little longer always
      * ends with none left. */
     double deadline = rf_seconds() + (double)r->ctx->timeout_ms / 1000.0 + 1.0;
-    double nap = 1;
+    uint64_t cursor = 0;
+    char **k = NULL;
+    size_t nk = 0;
+    /* The cursor first, then the look: a lease dropped between them wakes
+     * the first wait. */
+    refit_store_watch(r->ctx->store, f->self_load, 0, &cursor, 0, &k, &nk);
+    free(k);
+    refit_error_clear();
     for (;;) {
         struct rf_lease *l = NULL;
         size_t n = 0, busy = 0;
@@ -262,8 +269,14 @@ static void wait_pullers(refit_receiver_t *r, struct rf_fanout *f, uint64_t keep
                       r->id, busy, (long long)r->ctx->timeout_ms);
             return;
         }
-        rf_sleep_ms(nap);
-        nap = nap < RF_PULLERS_NAP_MAX_MS ? nap * 2 : RF_PULLERS_NAP_MAX_MS;
+        /* Woken by a change of our lease list; a puller that died leaves
+         * none, its lease expires: look again now and then. */
+        k = NULL;
+        int rc = refit_store_watch(r->ctx->store, f->self_load, cursor, &cursor, RF_PULLERS_WATCH_MS, &k, &nk);
+        free(k);
+        if (rc && rc != REFIT_ETIMEDOUT && rc != REFIT_ERANGE)
+            rf_sleep_ms(RF_PULLERS_WATCH_MS); /* the store is down: do not spin */
+        refit_error_clear();
     }
 }
 

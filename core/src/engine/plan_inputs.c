@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "receiver.h"
+#include "../sched.h"
 
 void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols, uint64_t *slot_rows)
 {
@@ -78,15 +81,10 @@ static int psrc_grow(struct rf_rplan *p)
     return 0;
 }
 
-/* The psrc of tensor `name` of source si (made on first use);
- * REFIT_ENOENT when the source does not publish it. */
-static int lookup_psrc(refit_receiver_t *r, uint32_t si, const char *name, uint32_t *out)
+/* The psrc of catalog tensor ci of source si (made on first use). */
+static int psrc_at(refit_receiver_t *r, uint32_t si, ptrdiff_t ci, uint32_t *out)
 {
     struct rf_rplan *p = &r->plan;
-    const struct rf_source *s = &r->disc.src[si];
-    ptrdiff_t ci = refit_catalog_find(s->cat, name);
-    if (ci < 0)
-        return REFIT_ENOENT;
     if (p->psrc_of[si][ci] >= 0) {
         *out = (uint32_t)p->psrc_of[si][ci];
         return 0;
@@ -94,7 +92,7 @@ static int lookup_psrc(refit_receiver_t *r, uint32_t si, const char *name, uint3
     int rc = psrc_grow(p);
     if (rc)
         return rc;
-    const struct refit_cat_tensor *ct = &s->cat->tensors[ci];
+    const struct refit_cat_tensor *ct = &r->disc.src[si].cat->tensors[ci];
     uint64_t cols = ct->ndim >= 2 ? ct->shape[ct->ndim - 1] : 1;
     uint64_t es = refit_dtype_size(ct->dtype);
     uint64_t rows = cols && es ? ct->nbytes / (cols * es) : 0;
@@ -106,10 +104,135 @@ static int lookup_psrc(refit_receiver_t *r, uint32_t si, const char *name, uint3
     return 0;
 }
 
-/* One composed piece; *kept 0 when no candidate's source publishes it (a
- * gap the planner reports). */
-static int piece_of(refit_receiver_t *r, const struct refit_layout_xpiece *x, const refit_layout_t **meg,
-                    struct rf_piece *p, int *kept)
+/* Sources with the same catalog (one cached object per content hash) and
+ * the same trainer layout hold the same tensors at the same offsets: they
+ * are candidates of each other for every piece.  The layout is composed
+ * once per class (a tp8·ep32 trainer on 256 GPUs has 32) and each piece's
+ * candidates are expanded to the classes' members in source order, which
+ * gives exactly the pieces of composing every source on its own
+ * (refit.plan_dedupe: false, the reference tests/engine/test_plan_dedupe.c
+ * compares with). */
+struct classes {
+    uint32_t *of;  /* per source: its class */
+    uint32_t *rep; /* per class: its first source */
+    size_t n;
+    uint32_t *first, *mem; /* per class: its members in source order, mem[first[k]..first[k+1]) */
+    size_t *at;    /* per class: its first candidate in the piece at hand (SIZE_MAX: none) */
+    ptrdiff_t *ci; /* per candidate of the piece at hand: its catalog index (-1: absent) */
+    size_t cap_ci;
+    uint32_t *pres, *next; /* the classes of the piece at hand, and where each is in its members */
+};
+
+static void classes_free(struct classes *c)
+{
+    free(c->of);
+    free(c->rep);
+    free(c->at);
+    free(c->ci);
+    free(c->first);
+    free(c->mem);
+    free(c->pres);
+    free(c->next);
+}
+
+static int same_layout(const struct rf_source *a, const struct rf_source *b)
+{
+    if (a->meg == b->meg)
+        return 1;
+    if (!a->rec || !b->rec)
+        return 0;
+    struct refit_src_ext x = a->meg_ext, y = b->meg_ext;
+    x.dp_rank = y.dp_rank = 0; /* data-parallel replicas differ only there */
+    return !memcmp(&a->meg_lay, &b->meg_lay, sizeof(a->meg_lay)) && !memcmp(&x, &y, sizeof(x));
+}
+
+static int classes_of(refit_receiver_t *r, struct classes *c)
+{
+    size_t n = r->disc.n_src ? r->disc.n_src : 1;
+    memset(c, 0, sizeof(*c));
+    c->of = malloc(n * sizeof(*c->of));
+    c->rep = malloc(n * sizeof(*c->rep));
+    c->at = malloc(n * sizeof(*c->at));
+    if (!c->of || !c->rep || !c->at)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < r->disc.n_src; i++) {
+        const struct rf_source *s = &r->disc.src[i];
+        size_t k = r->ctx->plan_dedupe ? 0 : c->n;
+        while (k < c->n && !(r->disc.src[c->rep[k]].cat == s->cat && same_layout(&r->disc.src[c->rep[k]], s)))
+            k++;
+        if (k == c->n) {
+            c->rep[c->n] = (uint32_t)i;
+            c->at[c->n++] = SIZE_MAX;
+        }
+        c->of[i] = (uint32_t)k;
+    }
+    c->first = calloc(c->n + 1, sizeof(*c->first));
+    c->mem = malloc(n * sizeof(*c->mem));
+    c->pres = malloc((c->n ? c->n : 1) * sizeof(*c->pres));
+    c->next = calloc(c->n ? c->n : 1, sizeof(*c->next));
+    if (!c->first || !c->mem || !c->pres || !c->next)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < r->disc.n_src; i++)
+        c->first[c->of[i] + 1]++;
+    for (size_t k = 0; k < c->n; k++)
+        c->first[k + 1] += c->first[k];
+    for (size_t i = 0; i < r->disc.n_src; i++)
+        c->mem[c->first[c->of[i]] + c->next[c->of[i]]++] = (uint32_t)i;
+    return 0;
+}
+
+/* Catalog index of every candidate of x (its class representative's
+ * catalog is every member's), and where each class's candidates begin
+ * (x->cand is sorted by class, then tensor). */
+static int piece_classes(refit_receiver_t *r, struct classes *cl, const struct refit_layout_xpiece *x,
+                         const refit_layout_t **meg)
+{
+    if (x->n_cand > cl->cap_ci) {
+        ptrdiff_t *nc = realloc(cl->ci, x->n_cand * sizeof(*nc));
+        if (!nc)
+            return REFIT_ENOMEM;
+        cl->ci = nc;
+        cl->cap_ci = x->n_cand;
+    }
+    for (size_t c = 0; c < x->n_cand; c++) {
+        const struct refit_layout_cand *cd = &x->cand[c];
+        const refit_catalog_t *cat = r->disc.src[cl->rep[cd->rank]].cat;
+        cl->ci[c] = refit_catalog_find(cat, refit_layout_at(meg[cd->rank], cd->tensor)->name);
+        if (!c || cd->rank != x->cand[c - 1].rank)
+            cl->at[cd->rank] = c;
+    }
+    return 0;
+}
+
+/* Candidate c of x on source si, unless its placement differs from the
+ * first one kept (same bytes elsewhere in that rank's tensor: one
+ * placement suffices) or the source does not publish it. */
+static int add_cand(refit_receiver_t *r, const struct classes *cl, const struct refit_layout_xpiece *x, size_t c,
+                    uint32_t si, struct rf_piece *p)
+{
+    const struct refit_layout_cand *cd = &x->cand[c];
+    if (p->ncand && ((uint64_t)cd->src_row != p->src_row || (uint64_t)cd->src_col != p->src_col))
+        return 0;
+    if (cl->ci[c] < 0)
+        return 0;
+    uint32_t ps;
+    int rc = psrc_at(r, si, cl->ci[c], &ps);
+    if (rc)
+        return rc;
+    if (!p->ncand) {
+        p->src_row = (uint64_t)cd->src_row;
+        p->src_col = (uint64_t)cd->src_col;
+    }
+    p->cand[p->ncand++] = ps;
+    return 0;
+}
+
+/* One composed piece, its candidates those of every source in source
+ * order (the order composing every source gives: by rank, then tensor);
+ * *kept 0 when no candidate's source publishes it (a gap the planner
+ * reports). */
+static int piece_of(refit_receiver_t *r, struct classes *cl, const struct refit_layout_xpiece *x,
+                    const refit_layout_t **meg, struct rf_piece *p, int *kept)
 {
     uint64_t rows, cols, slot;
     rf_layout_dims(refit_layout_at(r->lay, x->dst), &rows, &cols, &slot);
@@ -119,46 +242,56 @@ static int piece_of(refit_receiver_t *r, const struct refit_layout_xpiece *x, co
     p->cols = (uint64_t)x->cols;
     p->dst_row = (uint64_t)x->dst_index * slot + (uint64_t)x->dst_row;
     p->dst_col = (uint64_t)x->dst_col;
-    for (size_t c = 0; c < x->n_cand && p->ncand < RF_MAX_CAND; c++) {
-        const struct refit_layout_cand *cd = &x->cand[c];
-        if (p->ncand && ((uint64_t)cd->src_row != p->src_row || (uint64_t)cd->src_col != p->src_col))
-            continue; /* same bytes elsewhere in that rank's tensor: one placement suffices */
-        uint32_t ps;
-        int rc = lookup_psrc(r, cd->rank, refit_layout_at(meg[cd->rank], cd->tensor)->name, &ps);
-        if (rc == REFIT_ENOENT)
-            continue;
-        if (rc)
-            return rc;
-        if (!p->ncand) {
-            p->src_row = (uint64_t)cd->src_row;
-            p->src_col = (uint64_t)cd->src_col;
+    int rc = piece_classes(r, cl, x, meg);
+    /* The members of the classes present, merged in source order. */
+    size_t np = 0;
+    for (size_t c = 0; c < x->n_cand; c++)
+        if (!c || x->cand[c].rank != x->cand[c - 1].rank) {
+            cl->next[np] = cl->first[x->cand[c].rank];
+            cl->pres[np++] = x->cand[c].rank;
         }
-        p->cand[p->ncand++] = ps;
+    while (!rc && p->ncand < RF_MAX_CAND) {
+        size_t best = np;
+        for (size_t j = 0; j < np; j++)
+            if (cl->next[j] < cl->first[cl->pres[j] + 1] &&
+                (best == np || cl->mem[cl->next[j]] < cl->mem[cl->next[best]]))
+                best = j;
+        if (best == np)
+            break;
+        uint32_t k = cl->pres[best], si = cl->mem[cl->next[best]++];
+        for (size_t c = cl->at[k]; !rc && c < x->n_cand && x->cand[c].rank == k && p->ncand < RF_MAX_CAND; c++)
+            rc = add_cand(r, cl, x, c, si, p);
     }
+    for (size_t c = 0; c < x->n_cand; c++)
+        cl->at[x->cand[c].rank] = SIZE_MAX;
     *kept = p->ncand > 0;
-    return 0;
+    return rc;
 }
 
 /* The composed layout as planner pieces. */
 static int pieces_of(refit_receiver_t *r, struct rf_piece **out, size_t *n_out)
 {
-    const refit_layout_t **meg = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*meg));
-    if (!meg)
-        return REFIT_ENOMEM;
-    for (size_t i = 0; i < r->disc.n_src; i++)
-        meg[i] = r->disc.src[i].meg;
+    struct classes cl;
+    int rc = classes_of(r, &cl);
+    const refit_layout_t **meg = rc ? NULL : calloc(cl.n ? cl.n : 1, sizeof(*meg));
+    if (!rc && !meg)
+        rc = REFIT_ENOMEM;
+    for (size_t k = 0; !rc && k < cl.n; k++)
+        meg[k] = r->disc.src[cl.rep[k]].meg;
     refit_layout_xmap_t *xm = NULL;
-    int rc = refit_layout_compose(r->lay, meg, r->disc.n_src, &xm);
+    if (!rc)
+        rc = refit_layout_compose(r->lay, meg, cl.n, &xm);
     size_t n = rc ? 0 : refit_layout_xmap_count(xm), m = 0;
     struct rf_piece *pc = rc ? NULL : calloc(n ? n : 1, sizeof(*pc));
     if (!rc && !pc)
         rc = REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n; i++) {
         int kept = 0;
-        rc = piece_of(r, refit_layout_xmap_at(xm, i), meg, &pc[m], &kept);
+        rc = piece_of(r, &cl, refit_layout_xmap_at(xm, i), meg, &pc[m], &kept);
         m += kept;
     }
     free(meg);
+    classes_free(&cl);
     refit_layout_xmap_destroy(xm);
     if (rc) {
         free(pc);
@@ -219,6 +352,67 @@ int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc)
         *pc = NULL;
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Source choice across the engines of one layout */
+
+static uint64_t piece_bytes(const struct rf_rplan *p, const struct rf_piece *pc)
+{
+    return pc->rows * pc->cols * p->psrc[pc->cand[0]].esize;
+}
+
+/* The planner's own order (plan.c): largest first, then by destination;
+ * rf_sched_choose keeps it for ties. */
+static int cmp_piece_order(const void *a, const void *b)
+{
+    const struct rf_piece *x = a, *y = b;
+    uint64_t bx = x->rows * x->cols, by = y->rows * y->cols;
+    if (bx != by)
+        return bx > by ? -1 : 1;
+    if (x->dst != y->dst)
+        return x->dst < y->dst ? -1 : 1;
+    if (x->dst_row != y->dst_row)
+        return x->dst_row < y->dst_row ? -1 : 1;
+    return (x->dst_col > y->dst_col) - (x->dst_col < y->dst_col);
+}
+
+/* Which engine of the layout this receiver is: refit.replica_index, or a
+ * hash of its id (engines that hash alike choose alike, as without). */
+static struct rf_sched_who who_am_i(const refit_receiver_t *r)
+{
+    uint32_t n = (uint32_t)r->ctx->replicas;
+    int64_t i = r->ctx->replica_index;
+    if (i < 0)
+        i = (int64_t)(XXH3_64bits(r->id, strlen(r->id)) % n);
+    return (struct rf_sched_who){(uint32_t)i, n};
+}
+
+int rf_rplan_spread(refit_receiver_t *r, struct rf_piece *pc, size_t n)
+{
+    if (r->ctx->replicas <= 1 || !n)
+        return 0;
+    struct rf_rplan *p = &r->plan;
+    qsort(pc, n, sizeof(*pc), cmp_piece_order);
+    struct rf_sched_item *it = calloc(n, sizeof(*it));
+    uint32_t *cand = calloc(n * RF_MAX_CAND, sizeof(*cand)), *choice = calloc(n, sizeof(*choice));
+    int rc = it && cand && choice ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        for (uint32_t c = 0; c < pc[i].ncand; c++)
+            cand[i * RF_MAX_CAND + c] = p->psrc[pc[i].cand[c]].source;
+        it[i] = (struct rf_sched_item){pc[i].ncand, &cand[i * RF_MAX_CAND], piece_bytes(p, &pc[i])};
+    }
+    struct rf_sched_who who = who_am_i(r);
+    if (!rc)
+        rc = rf_sched_choose(it, n, (uint32_t)r->disc.n_src, RF_SCHED_SPREAD, &who, choice, NULL);
+    for (size_t i = 0; !rc && i < n; i++) {
+        pc[i].cand[0] = pc[i].cand[choice[i]];
+        pc[i].ncand = 1;
+    }
+    free(it);
+    free(cand);
+    free(choice);
+    return rc ? refit_error_push(rc, "choosing sources as engine %u of %u", who.replica, who.n_replicas) : 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -642,30 +642,9 @@ int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int6
         return refit_error_set(REFIT_EINVAL, "refit_publisher_wait_released: NULL publisher");
     if (timeout_ms < 0)
         timeout_ms = pub->ctx->release_timeout_ms;
-    size_t want = (size_t)pub->ctx->receivers;
-    char prefix[REFIT_STORE_MAX_KEY + 1];
-    snprintf(prefix, sizeof(prefix), "versions/%llu/acks/", (unsigned long long)version);
-    double deadline = rf_seconds() + (double)timeout_ms / 1000.0;
-    uint64_t cursor = 0;
-    for (;;) {
-        size_t n = 0;
-        int rc = refit_ack_count(pub->ctx->store, version, &n);
-        if (rc)
-            return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
-                                    (unsigned long long)version);
-        if (n >= want)
-            return 0;
-        double left = deadline - rf_seconds();
-        if (left <= 0)
-            return rf_report_missing_acks(pub->ctx->store, version, want, n, pub->id, timeout_ms);
-        if (!cursor)
-            refit_store_poll(pub->ctx->store, prefix, 0, &cursor, 0);
-        int64_t wait = (int64_t)(left * 1000) + 1;
-        rc = refit_store_poll(pub->ctx->store, prefix, cursor, &cursor, wait < RF_POLL_ACKS_MS ? wait : RF_POLL_ACKS_MS);
-        if (rc && rc != REFIT_ETIMEDOUT)
-            return refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id,
-                                    (unsigned long long)version);
-    }
+    int rc = rf_acks_wait(pub->ctx->store, version, (size_t)pub->ctx->receivers, timeout_ms, pub->id);
+    return rc ? refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id, (unsigned long long)version)
+              : 0;
 }
 
 int refit_publisher_stats(const refit_publisher_t *pub, struct refit_publisher_stats *out)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "devpath.h"
 #include "receiver.h"
@@ -199,6 +200,8 @@ static int make_plan(refit_receiver_t *r)
     struct rf_piece *pieces = NULL;
     size_t np = 0;
     int rc = rf_rplan_inputs(r, &pieces, &np);
+    if (!rc)
+        rc = rf_rplan_spread(r, pieces, np);
     if (!rc)
         rc = rf_dests_resolve(&r->dests, r->lay, r->plan.img_dtype, r->bufs.doubled);
     uint64_t staging = rc ? 0 : rf_dests_place(&r->dests);
@@ -475,18 +478,64 @@ static int dry_catalog(const refit_layout_t *meg, refit_catalog_t **out)
     return rc;
 }
 
-static int dry_source(refit_receiver_t *r, const struct refit_parallel *par, size_t i, refit_catalog_t **cat)
+/* Positions whose layouts are equal: all but the data-parallel rank. */
+static int same_position(const struct refit_parallel *a, const struct refit_parallel *b)
+{
+    const char *la = a->layout ? a->layout : "megatron", *lb = b->layout ? b->layout : "megatron";
+    return a->tp_rank == b->tp_rank && a->tp_size == b->tp_size && a->pp_rank == b->pp_rank &&
+           a->pp_size == b->pp_size && a->ep_rank == b->ep_rank && a->ep_size == b->ep_size &&
+           a->etp_rank == b->etp_rank && a->etp_size == b->etp_size && a->dp_size == b->dp_size &&
+           !strcmp(la, lb) && a->shard_rank == b->shard_rank && a->shard_size == b->shard_size &&
+           a->vp_size == b->vp_size && a->pp_layers == b->pp_layers;
+}
+
+/* Source i at position par: its layout and catalog, shared with an
+ * earlier source at the same position when plans dedupe (*shared 1: not
+ * this source's to free), as catalogs cached by content hash are. */
+static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, size_t i, refit_catalog_t **cat,
+                      unsigned char *shared)
 {
     struct rf_source *s = &r->disc.src[i];
     char id[32];
     snprintf(id, sizeof(id), "dry%zu", i);
     if (!(s->id = strdup(id)))
         return REFIT_ENOMEM;
-    int rc = refit_layout_trainer(r->ctx->model, par, &r->copts, &s->meg);
+    for (size_t j = 0; r->ctx->plan_dedupe && j < i; j++)
+        if (!shared[j] && same_position(&src[j], &src[i])) {
+            s->meg = r->disc.src[j].meg;
+            s->cat = r->disc.src[j].cat;
+            shared[i] = 1;
+            return 0;
+        }
+    int rc = refit_layout_trainer(r->ctx->model, &src[i], &r->copts, &s->meg);
     if (!rc)
         rc = dry_catalog(s->meg, cat);
     s->cat = *cat;
     return rc;
+}
+
+/* What the plan is, for comparing plans (the deduped planner with the
+ * reference): a hash of its descriptors, scatters, checks and bytes per
+ * source. */
+static void plan_digest(const struct rf_plan *p, uint8_t out[16])
+{
+    XXH3_state_t *st = XXH3_createState();
+    memset(out, 0, 16);
+    if (!st)
+        return;
+    XXH3_128bits_reset(st);
+    if (p->n_desc)
+        XXH3_128bits_update(st, p->desc, p->n_desc * sizeof(*p->desc));
+    if (p->n_scatter)
+        XXH3_128bits_update(st, p->scatter, p->n_scatter * sizeof(*p->scatter));
+    if (p->n_check)
+        XXH3_128bits_update(st, p->check, p->n_check * sizeof(*p->check));
+    if (p->n_sources)
+        XXH3_128bits_update(st, p->bytes_per_source, p->n_sources * sizeof(*p->bytes_per_source));
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+    memcpy(out, c.digest, 16);
+    XXH3_freeState(st);
 }
 
 int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *src, size_t n_src,
@@ -499,14 +548,16 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
     rf_discover_drop_sources(&r->disc);
     r->disc.src = calloc(n_src, sizeof(*r->disc.src));
     refit_catalog_t **cats = calloc(n_src, sizeof(*cats));
-    if (!r->disc.src || !cats) {
+    unsigned char *shared = calloc(n_src, 1);
+    if (!r->disc.src || !cats || !shared) {
         free(cats);
+        free(shared);
         return REFIT_ENOMEM;
     }
     r->disc.n_src = n_src;
     int rc = 0;
     for (size_t i = 0; i < n_src && !rc; i++)
-        rc = dry_source(r, &src[i], i, &cats[i]);
+        rc = dry_source(r, src, i, &cats[i], shared);
     double t0 = rf_seconds();
     if (!rc)
         rc = make_plan(r);
@@ -517,11 +568,17 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
                                      .descriptors = p->n_desc, .scatters = p->n_scatter, .checks = p->n_check,
                                      .wire_bytes = p->wire_bytes, .scratch_bytes = p->scratch_bytes,
                                      .staging_bytes = r->plan.staging_need, .sources = (uint32_t)n_src};
+        plan_digest(p, in.digest);
         size_t n = info->size && info->size < sizeof(in) ? info->size : sizeof(in);
         memcpy(info, &in, n);
     }
-    /* The dry sources go; their catalogs are not in the cache. */
+    /* The dry sources go (a shared layout with its owner); their catalogs
+     * are not in the cache. */
     drop_plan(r);
+    for (size_t i = 0; i < n_src; i++)
+        if (shared[i])
+            r->disc.src[i].meg = NULL;
+    free(shared);
     rf_discover_drop_sources(&r->disc);
     for (size_t i = 0; i < n_src; i++)
         refit_catalog_destroy(cats[i]);

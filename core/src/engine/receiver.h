@@ -200,6 +200,9 @@ void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_
 void rf_rplan_drop(struct rf_rplan *p);
 /* psrc, pieces (the composed layout; *pc malloc'ed) and image dtypes. */
 int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc);
+/* With refit.replicas > 1: each piece's source chosen layout-wide
+ * (rf_sched_choose, RF_SCHED_SPREAD), its candidates collapsed to it. */
+int rf_rplan_spread(refit_receiver_t *r, struct rf_piece *pc, size_t n);
 /* Images, the planner, feeds and check order (destinations placed). */
 int rf_rplan_build(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
 const char *rf_rplan_dst_name(void *receiver, uint32_t lt);

@@ -48,5 +48,9 @@ int rf_key_sums(char *buf, uint64_t version, const char *source_id);
 int rf_key_receiver(char *buf, const char *receiver_id);
 int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size_t have,
                            const char *who, int64_t timeout_ms);
+/* Wait until `want` receivers acknowledged version (acks.c: on a watch of
+ * the acks, reading only the ones that changed); the missing ones named
+ * (rf_report_missing_acks) after timeout_ms. */
+int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who);
 
 #endif
