@@ -2,12 +2,13 @@
  * multi-head latent attention and MoE plus the DeepSeek-sparse-attention
  * indexer of every layer that indexer_types calls "full" (wq_b, wk, a
  * LayerNorm k_norm with weight and bias, weights_proj), dense or MoE
- * layers as mlp_layer_types says, and an MTP layer after num_hidden_layers (recognised, left out).  Megatron names
- * follow the DSA layer spec GLM-5 trains with (q_layernorm and kv_layernorm
- * unfused, the indexer under core_attention, every indexer projection
- * duplicated over TP); spec_mla.h has the sources.  vLLM and SGLang fuse the
- * indexer's wk and weights_proj into wk_weights_proj, kept in bf16 (its
- * quant_config is None: an e4m3 wk is dequantized). */
+ * layers as mlp_layer_types says, and an MTP layer after
+ * num_hidden_layers (recognised, left out).  Megatron names follow the DSA
+ * layer spec GLM-5 trains with (q_layernorm and kv_layernorm unfused, the
+ * indexer under core_attention, every indexer projection duplicated over
+ * TP); spec_mla.h has the sources.  vLLM and SGLang fuse the indexer's wk
+ * and weights_proj into wk_weights_proj, kept in bf16 (its quant_config is
+ * None: an e4m3 wk is dequantized). */
 #include <string.h>
 
 #include "../common/shape_common.h"
