@@ -85,20 +85,27 @@ int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_
         if (rc)
             return rc;
     }
-    for (int64_t l = 0; l < s->n_layers; l++) {
+    /* scratch for entries whose `when` names a per-layer dimension */
+    int64_t *vals = m->layer_vals ? malloc((m->spec->n_dims + 1) * sizeof(*vals)) : NULL;
+    if (m->layer_vals && !vals)
+        return REFIT_ENOMEM;
+    int rc = 0;
+    for (int64_t l = 0; !rc && l < s->n_layers; l++) {
         enum refit_layer_kind k = m->kinds[l];
-        for (size_t i = 0; i < m->n_entries; i++) {
+        for (size_t i = 0; !rc && i < m->n_entries; i++) {
             const struct refit_model_entry *e = &m->entries[i];
-            if (is_global(e->scope) || !entry_present(m, e) ||
-                (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
+            bool present = entry_present(m, e);
+            if (is_global(e->scope) || (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
                 (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
                 continue;
-            int rc = fn(arg, e, l);
-            if (rc)
-                return rc;
+            if (rf_entry_val(m, e)->per_layer)
+                rc = rf_entry_present_at(m, e, l, vals, &present);
+            if (!rc && present)
+                rc = fn(arg, e, l);
         }
     }
-    return 0;
+    free(vals);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

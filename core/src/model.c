@@ -195,6 +195,8 @@ static int valid_ident(const char *s)
 static int dim_read(refit_model_t *m, size_t i)
 {
     const struct refit_model_dim *d = &m->spec->dims[i];
+    if (d->flags & REFIT_DIMF_PER_LAYER)
+        return rf_dim_layers_read(m, i);
     char key[128];
     for (const char *k = d->keys; k && *k;) {
         const char *bar = strchr(k, '|');
@@ -244,6 +246,7 @@ static int entry_eval(refit_model_t *m, size_t i)
     if (e->when)
         rc = rf_expr_eval(e->when, nm, m->dim_vals, nd, &w);
     v->present = w != 0;
+    v->per_layer = e->when && rf_entry_names_layer_dim(m, e);
     v->n_parts = e->hf[1] ? (e->hf[2] ? 3 : 2) : 1;
     v->ndim = e->cols ? 2 : 1;
     v->cols = 1;
@@ -535,6 +538,9 @@ void refit_model_close(refit_model_t *m)
         return;
     free(m->kinds);
     free(m->dim_names);
+    for (size_t i = 0; m->layer_vals && m->spec && i < m->spec->n_dims; i++)
+        free(m->layer_vals[i]);
+    free(m->layer_vals);
     free(m->dim_vals);
     free(m->ev);
     json_decref(m->json);

@@ -25,6 +25,9 @@ struct refit_model {
     /* Each entry's expressions, evaluated once (entries order). */
     struct rf_entry_val *ev;
     int64_t experts; /* spec->experts evaluated; 0 for dense models */
+    /* REFIT_DIMF_PER_LAYER dimensions: each one's value per decoder layer
+     * (NULL for the others); NULL when the spec declares none. */
+    int64_t **layer_vals;
 };
 
 /* An entry's expressions against this model's dimensions. */
@@ -34,6 +37,7 @@ struct rf_entry_val {
     int ndim;         /* 1 (cols NULL) or 2 */
     int64_t rows[3], cols; /* cols 1 for 1-D */
     int64_t args[3];
+    bool per_layer;   /* `when` names a per-layer dimension: present is per instance */
 };
 
 /* Evaluate an expression over names[i] = vals[i] (model_expr.c). */
@@ -43,6 +47,14 @@ static inline const struct rf_entry_val *rf_entry_val(const refit_model_t *m, co
 {
     return &m->ev[e - m->entries];
 }
+/* A REFIT_DIMF_PER_LAYER dimension read from config.json (model_layer.c). */
+int rf_dim_layers_read(refit_model_t *m, size_t i);
+/* Whether an entry's `when` names a per-layer dimension. */
+bool rf_entry_names_layer_dim(const refit_model_t *m, const struct refit_model_entry *e);
+/* Whether an instance of e at layer (-1 global) is present: its `when`
+ * with the per-layer dimensions at that layer.  vals: n_dims scratch. */
+int rf_entry_present_at(const refit_model_t *m, const struct refit_model_entry *e, int64_t layer, int64_t *vals,
+                        bool *out);
 /* A target layout of the model by name; NULL (error set) when it offers none. */
 const struct refit_target_layout *rf_model_target(const refit_model_t *m, const char *name);
 /* The destination of every entry (out[i] for entries[i], malloc'ed) in

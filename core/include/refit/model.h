@@ -76,7 +76,14 @@ enum refit_model_scope {
 
 enum refit_model_dim_flags {
     REFIT_DIMF_BOOL = 1u << 0,     /* the key holds true/false (1/0), not an integer */
-    REFIT_DIMF_POSITIVE = 1u << 1  /* a value read from the config must be > 0 */
+    REFIT_DIMF_POSITIVE = 1u << 1, /* a value read from the config must be > 0 */
+    /* The key is a list with one item per decoder layer (integers,
+     * booleans, or strings compared with the value after '=' in `keys`:
+     * "indexer_types=full" counts "full" as 1, any other string as 0).  In
+     * an entry's `when` the name stands for the item of the instance's
+     * layer; `def` (required) for layers the list does not reach, a config
+     * without the key, and everywhere else (shapes, global entries). */
+    REFIT_DIMF_PER_LAYER = 1u << 2
 };
 
 struct refit_model_dim {

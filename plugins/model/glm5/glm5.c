@@ -1,13 +1,14 @@
 /* glm5.c — model plugin for GLM-5 (HF model_type "glm_moe_dsa"): DeepSeek-V3's
  * multi-head latent attention and MoE plus the DeepSeek-sparse-attention
- * indexer of every layer (wq_b, wk, a LayerNorm k_norm with weight and
- * bias, weights_proj), dense or MoE layers as mlp_layer_types says, and an
- * MTP layer after num_hidden_layers (recognised, left out).  Megatron names
- * follow the DSA layer spec GLM-5 trains with (q_layernorm and kv_layernorm
- * unfused, the indexer under core_attention, every indexer projection
- * duplicated over TP); spec_mla.h has the sources.  vLLM and SGLang fuse the
- * indexer's wk and weights_proj into wk_weights_proj, kept in bf16 (its
- * quant_config is None: an e4m3 wk is dequantized). */
+ * indexer of every layer that indexer_types calls "full" (wq_b, wk, a
+ * LayerNorm k_norm with weight and bias, weights_proj), dense or MoE
+ * layers as mlp_layer_types says, and an MTP layer after
+ * num_hidden_layers (recognised, left out).  Megatron names follow the DSA
+ * layer spec GLM-5 trains with (q_layernorm and kv_layernorm unfused, the
+ * indexer under core_attention, every indexer projection duplicated over
+ * TP); spec_mla.h has the sources.  vLLM and SGLang fuse the indexer's wk
+ * and weights_proj into wk_weights_proj, kept in bf16 (its quant_config is
+ * None: an e4m3 wk is dequantized). */
 #include <string.h>
 
 #include "../common/shape_common.h"
@@ -20,6 +21,11 @@ static const struct refit_model_dim glm5_dims[] = {
     DIMS_MLA,
     {"index_heads", "index_n_heads", NULL, D_POS},
     {"index_dim", "index_head_dim", NULL, D_POS},
+    /* IndexShare (transformers' GlmMoeDsaConfig.indexer_types): a "full"
+     * layer owns an indexer, a "shared" one reuses the previous full
+     * layer's top-k and has no indexer weights; without the list, or past
+     * its end (MTP layers), every layer owns one. */
+    {"index_full", "indexer_types=full", "1", REFIT_DIMF_PER_LAYER},
 };
 
 #define IX ML "self_attention.core_attention.indexer."
@@ -37,16 +43,16 @@ static const struct refit_model_entry glm5_entries[] = {
     E_MLA_KV_NORM("self_attention.kv_layernorm.weight"),
     E_MLA_KV_UP, E_MLA_O,
     /* the indexer: replicated everywhere */
-    {IX "linear_wq_b.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL, {HIX "wq_b.weight"},
+    {IX "linear_wq_b.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, "index_full", {HIX "wq_b.weight"},
      {"index_heads * index_dim"}, "q_lora_rank", {NULL}, true, NULL},
     /* wk_weights_proj's parts in this order: wk, weights_proj */
-    {IX "linear_wk.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL, {HIX "wk.weight"}, {"index_dim"},
+    {IX "linear_wk.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, "index_full", {HIX "wk.weight"}, {"index_dim"},
      "hidden", {NULL}, true, DST(WKW_DST("vllm"), WKW_DST("sglang"))},
-    {IX "linear_weights_proj.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL, {HIX "weights_proj.weight"},
-     {"index_heads"}, "hidden", {NULL}, false, DST(WKW_DST("vllm"), WKW_DST("sglang"))},
-    {IX "k_norm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL, {HIX "k_norm.weight"}, {"index_dim"},
+    {IX "linear_weights_proj.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, "index_full",
+     {HIX "weights_proj.weight"}, {"index_heads"}, "hidden", {NULL}, false, DST(WKW_DST("vllm"), WKW_DST("sglang"))},
+    {IX "k_norm.weight", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, "index_full", {HIX "k_norm.weight"}, {"index_dim"},
      NULL, {NULL}, false, NULL},
-    {IX "k_norm.bias", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, NULL, {HIX "k_norm.bias"}, {"index_dim"}, NULL,
+    {IX "k_norm.bias", REFIT_ROLE_REPLICATED, REFIT_SCOPE_LAYER, "index_full", {HIX "k_norm.bias"}, {"index_dim"}, NULL,
      {NULL}, false, NULL},
     E_DENSE_NORM, E_DENSE_FC1, E_DENSE_FC2,
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
