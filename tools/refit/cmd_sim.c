@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cli_opts.h"
+#include "refit/config.h"
 #include "refit/status.h"
 #include "sim.h"
 
@@ -166,6 +167,19 @@ int sim_opts_check(struct sim_opts *o)
     return 0;
 }
 
+/* refit.flush_every as the core schema gives it: the simulator batches as
+ * a receiver with the default configuration does (one source of each
+ * default; 0, refused by --flush-every's range, if no config is made). */
+static int schema_flush_every(void)
+{
+    refit_config_t *cfg = NULL;
+    int64_t v = 0;
+    if (refit_config_create(&cfg) == 0 && refit_config_int(cfg, "refit.flush_every", &v) != 0)
+        v = 0;
+    refit_config_destroy(cfg);
+    return (int)v;
+}
+
 void sim_opts_default(struct sim_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -173,7 +187,7 @@ void sim_opts_default(struct sim_opts *o)
     o->nic_gbps = 400;
     o->efficiency = 0.9;
     o->gpus_per_node = 8;
-    o->flush_every = 100;
+    o->flush_every = schema_flush_every();
     o->latency_us = 5;
     o->poll_ms = 25;
     o->hop_ms = 0;

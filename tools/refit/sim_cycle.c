@@ -111,7 +111,7 @@ static int assign(struct cyc *c)
 
 static double start_delay(const struct cyc *c, double desc)
 {
-    double fe = c->o->flush_every > 0 ? c->o->flush_every : 100;
+    double fe = c->o->flush_every > 0 ? c->o->flush_every : 1; /* >= 1 from the schema or --flush-every */
     return ceil(desc / fe) * c->lat;
 }
 
