@@ -126,14 +126,22 @@ static struct refit_parallel *grid(int tp, int ep, int gpus, int with_dp)
     return s;
 }
 
+/* same_plans from a grid of trainer ranks into each inference layout
+ * {tp, ep} of infer[n_infer]. */
+static void grid_plans(const char *config_json, int tp, int ep, int gpus, int with_dp, const int (*infer)[2],
+                       size_t n_infer)
+{
+    struct refit_parallel *s = grid(tp, ep, gpus, with_dp);
+    for (size_t i = 0; i < n_infer; i++)
+        same_plans(config_json, infer[i][0], infer[i][1], s, (size_t)gpus);
+    free(s);
+}
+
 START_TEST(moe_ep_copies)
 {
     /* tp2 ep4 on 16 GPUs (4 copies of each expert, 8 of each attention
      * shard) into vLLM tp2 with and without ep. */
-    struct refit_parallel *s = grid(2, 4, 16, 1);
-    same_plans(MOE, 2, 0, s, 16);
-    same_plans(MOE, 2, 2, s, 16);
-    free(s);
+    grid_plans(MOE, 2, 4, 16, 1, (const int[][2]){{2, 0}, {2, 2}}, 2);
 }
 END_TEST
 
@@ -141,10 +149,7 @@ START_TEST(dense_beyond_candidate_cap)
 {
     /* tp2 on 144 GPUs: 72 copies of every shard, 144 of every norm: more
      * than the planner's 64 candidates a piece. */
-    struct refit_parallel *s = grid(2, 1, 144, 0);
-    same_plans(DENSE, 1, 0, s, 144);
-    same_plans(DENSE, 4, 0, s, 144);
-    free(s);
+    grid_plans(DENSE, 2, 1, 144, 0, (const int[][2]){{1, 0}, {4, 0}}, 2);
 }
 END_TEST
 

@@ -98,6 +98,20 @@ static int relist(refit_store_t *s, const char *prefix, uint64_t version, struct
     return rc;
 }
 
+int rf_watch_step(refit_store_t *s, const char *prefix, double left, int64_t poll_ms, uint64_t *cursor,
+                  char ***keys, size_t *nk, int *listed)
+{
+    int64_t wait = (int64_t)(left * 1000) + 1;
+    int rc = refit_store_watch(s, prefix, *cursor, cursor, wait < poll_ms ? wait : poll_ms, keys, nk);
+    if (rc == REFIT_ERANGE)
+        *listed = 0; /* the store kept no history from the cursor: list again */
+    if (rc == REFIT_ERANGE || rc == REFIT_ETIMEDOUT)
+        rc = 0;
+    if (!rc)
+        refit_error_clear(); /* an expected outcome, not the caller's error */
+    return rc;
+}
+
 int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who)
 {
     char prefix[REFIT_STORE_MAX_KEY + 1];
@@ -128,15 +142,7 @@ int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeou
             rc = rf_report_missing_acks(s, version, want, a.n_good, who, timeout_ms);
             break;
         }
-        int64_t wait = (int64_t)(left * 1000) + 1;
-        int c = refit_store_watch(s, prefix, cursor, &cursor, wait < RF_POLL_ACKS_MS ? wait : RF_POLL_ACKS_MS, &keys,
-                                  &nk);
-        if (c == REFIT_ERANGE)
-            listed = 0;
-        else if (c && c != REFIT_ETIMEDOUT)
-            rc = c;
-        if (!rc)
-            refit_error_clear();
+        rc = rf_watch_step(s, prefix, left, RF_POLL_ACKS_MS, &cursor, &keys, &nk, &listed);
     }
     free(keys);
     set_free(&a);

@@ -24,6 +24,7 @@
 #include "push_work.h"
 #include "refit/fp8.h"
 #include "refit/log.h"
+#include "sums.h"
 
 /* Requests in flight to one receiver before the oldest is waited for. */
 #define INFLIGHT_MAX 8
@@ -660,15 +661,7 @@ static int push_deliver(refit_publisher_t *pub, uint64_t v, int arena)
             rc = slots_timeout(pub, v, &sv);
             break;
         }
-        int64_t wait = (int64_t)(left * 1000) + 1;
-        int c = refit_store_watch(pub->ctx->store, "push/slots/", cursor, &cursor,
-                                  wait < RF_POLL_SLOTS_MS ? wait : RF_POLL_SLOTS_MS, &keys, &nk);
-        if (c == REFIT_ERANGE)
-            listed = 0;
-        else if (c && c != REFIT_ETIMEDOUT)
-            rc = c;
-        if (!rc)
-            refit_error_clear();
+        rc = rf_watch_step(pub->ctx->store, "push/slots/", left, RF_POLL_SLOTS_MS, &cursor, &keys, &nk, &listed);
     }
     free(keys);
     for (size_t i = 0; i < sv.n; i++)

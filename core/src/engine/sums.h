@@ -52,5 +52,12 @@ int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size
  * the acks, reading only the ones that changed); the missing ones named
  * (rf_report_missing_acks) after timeout_ms. */
 int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who);
+/* One bounded wait on a watch of prefix (acks.c; the publisher's ack and
+ * advert waits): at most poll_ms, never past `left` seconds.  0 with the
+ * changed keys in *keys (none when it timed out), or with *listed = 0 when
+ * the store kept no history from *cursor (the caller lists again); a store
+ * error otherwise. */
+int rf_watch_step(refit_store_t *s, const char *prefix, double left, int64_t poll_ms, uint64_t *cursor,
+                  char ***keys, size_t *nk, int *listed);
 
 #endif
