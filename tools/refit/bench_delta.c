@@ -604,11 +604,10 @@ static int gpu_pass(struct bd_gpu *d, const struct bd_piece *p, size_t np, const
 /* ------------------------------------------------------------------ */
 /* The run */
 
-/* All steps of one group. */
-static int run_group(const struct bd_opts *o, struct bd_piece *p, size_t np, struct bd_group *g, struct bd_bufs *b,
-                     struct bd_gpu *gpu, struct bd_step *steps)
+/* A group's first version: its pieces placed, initialised, warmed up by
+ * o->warmup unpublished Adam steps and published into g->old. */
+void bd_group_start(const struct bd_opts *o, struct bd_piece *p, size_t np, struct bd_group *g)
 {
-    int rc = 0;
     bd_group_place(p, np, g);
     for (size_t i = 0; i < np; i++)
         bd_init_piece(o, &p[i], g->w + p[i].at);
@@ -616,6 +615,14 @@ static int run_group(const struct bd_opts *o, struct bd_piece *p, size_t np, str
         for (size_t i = 0; i < np; i++)
             bd_adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
     bd_publish(g->w, g->old, g->n);
+}
+
+/* All steps of one group. */
+static int run_group(const struct bd_opts *o, struct bd_piece *p, size_t np, struct bd_group *g, struct bd_bufs *b,
+                     struct bd_gpu *gpu, struct bd_step *steps)
+{
+    int rc = 0;
+    bd_group_start(o, p, np, g);
     memcpy(g->rcv, g->old, g->n * 2);
     if (o->cuda)
         rc = gpu_group(gpu, p, np, g);

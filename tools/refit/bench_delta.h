@@ -69,6 +69,8 @@ void bd_publish(const float *w, uint16_t *out, size_t n);
 int bd_group_alloc(struct bd_group *g, size_t max_elems, uint64_t max_delta, uint64_t max_chunks);
 void bd_group_place(struct bd_piece *p, size_t np, struct bd_group *g);
 void bd_group_free(struct bd_group *g);
+/* Place, initialise, warm up and publish a group's first version (g->old). */
+void bd_group_start(const struct bd_opts *o, struct bd_piece *p, size_t np, struct bd_group *g);
 /* Consecutive pieces in groups of up to o->group_bytes of bf16 (a piece
  * at least): group k is pieces [cut[k], cut[k + 1]); the largest group's
  * elements, delta bound and chunks. */

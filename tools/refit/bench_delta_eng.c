@@ -72,13 +72,7 @@ static int changes_push(struct be_changes *c, uint32_t idx, uint16_t val)
 static int train_group(struct be_run *r, struct bd_piece *p, size_t np, struct bd_group *g)
 {
     const struct bd_opts *o = r->o;
-    bd_group_place(p, np, g);
-    for (size_t i = 0; i < np; i++)
-        bd_init_piece(o, &p[i], g->w + p[i].at);
-    for (int s = 1; s <= o->warmup; s++)
-        for (size_t i = 0; i < np; i++)
-            bd_adam_piece(o, &p[i], s, g->w + p[i].at, g->m + p[i].at, g->v + p[i].at);
-    bd_publish(g->w, g->old, g->n);
+    bd_group_start(o, p, np, g);
     for (size_t i = 0; i < np; i++)
         memcpy(r->model + r->toff[p[i].t] + p[i].e0, g->old + p[i].at, p[i].n * 2);
     for (int s = 1; s <= o->steps; s++) {
