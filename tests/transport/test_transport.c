@@ -534,7 +534,21 @@ static void reconnect_and_read(struct peer *p, refit_tp_region_t *lr, uint8_t *b
     ck_assert_msg(rc == 0, "READ after reconnecting: %s", refit_error_message());
     ck_assert_int_lt(check(buf, 1 << 20, 77, 0), 0);
     fill(buf, 4096, 78, 0);
-    ck_assert_int_eq(xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096), 0);
+    rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096);
+    if (rc == REFIT_ECONN && strcmp(plugin, "tcp")) {
+        /* UCX over tcp may report the old (stopped) connection's failure
+         * on the new endpoint once, after a READ already went through; the
+         * engine reconnects on REFIT_ECONN (docs/transports.md), so do the
+         * same once here.  A second failure is a failure. */
+        refit_transport_release(S.t, rk);
+        refit_transport_disconnect(S.t, S.peer);
+        S.peer = NULL;
+        rc = refit_transport_connect(S.t, p->addr, p->alen, "peer", &S.peer);
+        ck_assert_msg(rc == 0, "connect a third time: %s", refit_error_message());
+        rk = remote_reg(&S, p, 1 << 20, 77, &id);
+        rc = xfer1(&S, REFIT_OP_WRITE, lr, 0, rk, 0, 4096);
+    }
+    ck_assert_msg(rc == 0, "WRITE after reconnecting: %s", refit_error_message());
     ck_assert_str_eq(peer_cmd(p, "check %d 0 4096 78 0", id), "ok");
     if (refit_transport_caps(S.t)->notify)
         ck_assert_int_eq(refit_transport_notify(S.t, S.peer, "v", 1), 0);
