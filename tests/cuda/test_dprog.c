@@ -346,6 +346,10 @@ int main(int argc, char **argv)
     }
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
+    /* The device count above initialised CUDA in this process, and a CUDA
+     * context does not survive fork: device tests run unforked. */
+    if (device)
+        srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
