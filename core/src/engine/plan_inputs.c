@@ -253,7 +253,10 @@ static int piece_of(refit_receiver_t *r, struct classes *cl, const struct refit_
 {
     uint64_t rows, cols, slot;
     rf_layout_dims(refit_layout_at(r->lay, x->dst), &rows, &cols, &slot);
-    memset(p, 0, sizeof(*p));
+    /* p is zeroed (calloc'ed) or holds a dropped piece, which wrote no
+     * candidate: the fields, not the 300-byte piece, are set. */
+    p->ncand = 0;
+    p->src_row = p->src_col = 0;
     p->dst = x->dst;
     p->rows = (uint64_t)x->rows;
     p->cols = (uint64_t)x->cols;
