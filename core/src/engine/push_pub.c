@@ -597,30 +597,62 @@ static int finish_receiver(refit_publisher_t *pub, struct serving *sv, uint64_t 
     return rc;
 }
 
-/* Serve the receivers of a round together: one batch each in turn until
- * all are posted, then wait for all.  The first failure is the round's. */
-static int serve_round(refit_publisher_t *pub, struct serving *sv, size_t n, uint64_t v, int arena)
+/* The requests of sv that finished, freed from the front (they finish
+ * in order per receiver); 1 when none is left in flight. */
+static int retired(refit_publisher_t *pub, struct serving *sv)
 {
-    refit_log(REFIT_LOG_DEBUG, "push", "%s: v%llu: serving %zu receivers at once", pub->id, (unsigned long long)v,
-              n);
-    for (size_t live = n; live;) {
-        live = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!sv[i].rc && sv[i].phase != PH_POSTED && !(sv[i].rc = step(pub, &sv[i], arena, v)) &&
-                sv[i].phase != PH_POSTED)
-                live++;
+    struct inflight *f = &sv->f;
+    size_t k = 0;
+    while (k < f->n) {
+        int c = refit_transport_test(pub->tp, f->q[k]);
+        if (c == REFIT_EAGAIN)
+            break;
+        if (c && !sv->rc)
+            sv->rc = refit_error_push(c, "writing to receiver %s", sv->a.receiver);
+        refit_transport_req_free(pub->tp, f->q[k++]);
     }
-    int rc = 0, st = 0;
-    char first[1024] = "";
-    for (size_t i = 0; i < n; i++) {
-        int c = finish_receiver(pub, &sv[i], v);
-        if (c && !rc) {
-            rc = c;
-            st = refit_error_status();
-            snprintf(first, sizeof(first), "%s", refit_error_message());
+    memmove(f->q, f->q + k, (f->n - k) * sizeof(*f->q));
+    f->n -= k;
+    return f->n == 0;
+}
+
+/* One pass over the receivers being served: each posts its next batch;
+ * those fully posted whose WRITEs finished (or that failed) are finished
+ * and leave the window.  When no one could move, wait for the oldest
+ * request of the first.  The first failure is kept in *first. */
+static void window_pass(refit_publisher_t *pub, struct serving *win, int *used, size_t k_max, uint64_t v,
+                        int arena, int *first, char *msg, size_t msg_cap)
+{
+    int moved = 0;
+    for (size_t j = 0; j < k_max; j++)
+        if (used[j] && !win[j].rc && win[j].phase != PH_POSTED) {
+            win[j].rc = step(pub, &win[j], arena, v);
+            moved = 1;
+        }
+    for (size_t j = 0; j < k_max; j++) {
+        if (!used[j] || (!win[j].rc && (win[j].phase != PH_POSTED || !retired(pub, &win[j]))))
+            continue;
+        int c = finish_receiver(pub, &win[j], v);
+        used[j] = 0;
+        moved = 1;
+        if (c && !*first) {
+            *first = c;
+            snprintf(msg, msg_cap, "%s", refit_error_message());
         }
     }
-    return rc ? refit_error_set(st ? st : rc, "%s", first) : 0;
+    for (size_t j = 0; !moved && j < k_max; j++)
+        if (used[j] && win[j].f.n) {
+            int c = refit_transport_wait(pub->tp, win[j].f.q[0], -1);
+            if (c && !win[j].rc)
+                win[j].rc = refit_error_push(c, "writing to receiver %s", win[j].a.receiver);
+            /* A request that never finished belongs to the transport's fini. */
+            if (c == REFIT_ETIMEDOUT)
+                win[j].f.q[0] = NULL;
+            refit_transport_req_free(pub->tp, win[j].f.q[0]);
+            memmove(win[j].f.q, win[j].f.q + 1, (win[j].f.n - 1) * sizeof(*win[j].f.q));
+            win[j].f.n--;
+            break;
+        }
 }
 
 /* Receivers served so far this publish. */
@@ -687,17 +719,21 @@ static void stagger(const refit_publisher_t *pub, uint32_t *self, uint32_t *n_se
         *self %= *n_self;
 }
 
-/* The adverts at keys: read in one round trip, served in this
- * publisher's staggered order, refit.push_streams receivers at a time. */
+/* The adverts at keys: read in one round trip and served in this
+ * publisher's staggered order, refit.push_streams receivers at a time: a
+ * window that takes the next receiver as soon as one is done.  After a
+ * failure no receiver joins; those in the window are still finished (their
+ * WRITEs waited for), and the first error is the publish's. */
 static int serve_keys(refit_publisher_t *pub, char **keys, size_t nk, uint64_t v, int arena, struct served *sv)
 {
     if (!nk)
         return 0;
     size_t k_max = pub->ctx->push_streams > 0 ? (size_t)pub->ctx->push_streams : 1;
     struct refit_store_get_item *it = calloc(nk, sizeof(*it));
-    struct serving *round = calloc(k_max, sizeof(*round));
+    struct serving *win = calloc(k_max, sizeof(*win));
+    int *used = calloc(k_max, sizeof(*used));
     uint32_t *order = calloc(nk, sizeof(*order)), self, n_self;
-    int rc = it && order && round ? 0 : REFIT_ENOMEM;
+    int rc = it && order && win && used ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < nk; i++)
         it[i].key = keys[i];
     if (!rc)
@@ -705,34 +741,32 @@ static int serve_keys(refit_publisher_t *pub, char **keys, size_t nk, uint64_t v
     stagger(pub, &self, &n_self);
     if (!rc)
         rf_sched_order(RF_SCHED_SPREAD, (uint32_t)nk, self, n_self, order);
-    size_t n = 0;
-    for (size_t i = 0; !rc && i < nk && sv->n < sv->want; i++) {
-        int joined = 0;
-        rc = take_advert(pub, &it[order[i]], v, arena, sv, &round[n], &joined);
-        n += (size_t)joined;
-        if (!rc && n == k_max) {
-            rc = serve_round(pub, round, n, v, arena);
-            n = 0;
-        }
+    char msg[1024] = "";
+    size_t next = 0, peak = 0;
+    for (int live = 1; live;) {
+        for (size_t j = 0; !rc && j < k_max; j++)
+            while (!rc && !used[j] && next < nk && sv->n < sv->want) {
+                if ((rc = take_advert(pub, &it[order[next++]], v, arena, sv, &win[j], &used[j])))
+                    snprintf(msg, sizeof(msg), "%s", refit_error_message());
+            }
+        size_t n_live = 0;
+        for (size_t j = 0; j < k_max; j++)
+            n_live += (size_t)used[j];
+        if (n_live > peak)
+            peak = n_live;
+        if ((live = n_live > 0))
+            window_pass(pub, win, used, k_max, v, arena, &rc, msg, sizeof(msg));
     }
-    if (n) {
-        /* A failure before the round was full still waits for the WRITEs
-         * already posted; the first error stays the publish's. */
-        int st = refit_error_status();
-        char saved[1024];
-        snprintf(saved, sizeof(saved), "%s", refit_error_message());
-        int rrc = serve_round(pub, round, n, v, arena);
-        if (rc)
-            refit_error_set(st ? st : rc, "%s", saved);
-        else
-            rc = rrc;
-    }
+    if (peak)
+        refit_log(REFIT_LOG_DEBUG, "push", "%s: v%llu: up to %zu receivers served at once", pub->id,
+                  (unsigned long long)v, peak);
     for (size_t i = 0; it && i < nk; i++)
         free(it[i].val);
     free(it);
     free(order);
-    free(round);
-    return rc;
+    free(win);
+    free(used);
+    return rc ? refit_error_set(rc, "%s", msg) : 0;
 }
 
 /* Name the registered receivers that did not advertise v. */
