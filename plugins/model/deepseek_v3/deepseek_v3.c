@@ -33,11 +33,14 @@ static const struct refit_model_entry ds_entries[] = {
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
     E_EXPERT_FC1, E_EXPERT_FC2,
+    E_MTP_ALL,
 };
 
 static const struct refit_target_layout ds_targets[] = {TARGETS_MLA};
 
-static const struct refit_model_spec ds_spec = RFM_SPEC(ds_dims, ds_entries, ds_targets, "experts");
+static const struct refit_model_spec ds_spec =
+    RFM_SPEC_MTP(ds_dims, ds_entries, ds_targets, "experts", REFIT_LAYER_MOE, rfm_mla_mtp,
+                 sizeof(rfm_mla_mtp) / sizeof(rfm_mla_mtp[0]));
 
 static int ds_claims(const char *model_type)
 {

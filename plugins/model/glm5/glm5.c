@@ -58,11 +58,14 @@ static const struct refit_model_entry glm5_entries[] = {
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
     E_EXPERT_FC1, E_EXPERT_FC2,
+    E_MTP_ALL,
 };
 
 static const struct refit_target_layout glm5_targets[] = {TARGETS_MLA};
 
-static const struct refit_model_spec glm5_spec = RFM_SPEC(glm5_dims, glm5_entries, glm5_targets, "experts");
+static const struct refit_model_spec glm5_spec =
+    RFM_SPEC_MTP(glm5_dims, glm5_entries, glm5_targets, "experts", REFIT_LAYER_MOE, rfm_mla_mtp,
+                 sizeof(rfm_mla_mtp) / sizeof(rfm_mla_mtp[0]));
 
 static int glm5_claims(const char *model_type)
 {
