@@ -3,8 +3,8 @@
  * latent attention with or without q LoRA, the first first_k_dense_replace
  * layers dense, then routed experts with shared experts and a router with a
  * float32 score-correction bias; the multi-token-prediction layers after
- * num_hidden_layers are recognised and left out (as the engines load them
- * as a separate draft model).  Megatron names follow the TE MLA layer spec
+ * num_hidden_layers on request (include_mtp: Megatron's mtp.layers.<i>,
+ * vLLM's drafter; spec_mla.h).  Megatron names follow the TE MLA layer spec
  * these models train with (the q_a / kv_a norms fused into the up
  * projections); spec_mla.h has the sources. */
 #include <string.h>

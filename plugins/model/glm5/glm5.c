@@ -3,7 +3,7 @@
  * indexer of every layer that indexer_types calls "full" (wq_b, wk, a
  * LayerNorm k_norm with weight and bias, weights_proj), dense or MoE
  * layers as mlp_layer_types says, and an MTP layer after
- * num_hidden_layers (recognised, left out).  Megatron names follow the DSA
+ * num_hidden_layers (converted on request: include_mtp).  Megatron names follow the DSA
  * layer spec GLM-5 trains with (q_layernorm and kv_layernorm unfused, the
  * indexer under core_attention, every indexer projection duplicated over
  * TP); spec_mla.h has the sources.  vLLM and SGLang fuse the indexer's wk
