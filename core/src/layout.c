@@ -90,12 +90,32 @@ static int is_global(enum refit_model_scope s)
 
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
 {
-    return rf_model_instances_ex(m, false, fn, arg);
+    return rf_model_instances_ex(m, false, false, fn, arg);
+}
+
+/* The entries of layer l (kind k) in table order: the decoder block's by
+ * kind, and in an MTP layer its own (REFIT_SCOPE_MTP). */
+static int layer_instances(const refit_model_t *m, int64_t l, enum refit_layer_kind k, bool mtp_layer, int64_t *vals,
+                           rf_instance_fn fn, void *arg)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < m->n_entries; i++) {
+        const struct refit_model_entry *e = &m->entries[i];
+        bool present = entry_present(m, e);
+        if (is_global(e->scope) || (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
+            (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE) || (e->scope == REFIT_SCOPE_MTP && !mtp_layer))
+            continue;
+        if (rf_entry_val(m, e)->per_layer)
+            rc = rf_entry_present_at(m, e, l, vals, &present);
+        if (!rc && present)
+            rc = fn(arg, e, l);
+    }
+    return rc;
 }
 
 /* Global entries first, then layer by layer in table order, so layouts
- * list tensors the way checkpoints do. */
-int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg)
+ * list tensors the way checkpoints do; the MTP layers last. */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, bool mtp, rf_instance_fn fn, void *arg)
 {
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
@@ -111,20 +131,11 @@ int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_
     if (m->layer_vals && !vals)
         return REFIT_ENOMEM;
     int rc = 0;
-    for (int64_t l = 0; !rc && l < s->n_layers; l++) {
-        enum refit_layer_kind k = m->kinds[l];
-        for (size_t i = 0; !rc && i < m->n_entries; i++) {
-            const struct refit_model_entry *e = &m->entries[i];
-            bool present = entry_present(m, e);
-            if (is_global(e->scope) || (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
-                (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
-                continue;
-            if (rf_entry_val(m, e)->per_layer)
-                rc = rf_entry_present_at(m, e, l, vals, &present);
-            if (!rc && present)
-                rc = fn(arg, e, l);
-        }
-    }
+    for (int64_t l = 0; !rc && l < s->n_layers; l++)
+        rc = layer_instances(m, l, m->kinds[l], false, vals, fn, arg);
+    enum refit_layer_kind mk = rf_model_mtp_block(m);
+    for (int64_t l = s->n_layers; !rc && mtp && mk && l < s->n_layers + s->n_mtp_layers; l++)
+        rc = layer_instances(m, l, mk, true, vals, fn, arg);
     free(vals);
     return rc;
 }
