@@ -38,6 +38,10 @@ struct rf_pubdelta {
     size_t tmp_cap;
     struct rf_delta_stats st;
     uint64_t last_bytes; /* the last version's delta (UINT64_MAX: none) */
+    /* The last delta made (push mode offers it): version, its base and the
+     * base's checksum-blob hash, arena (made_v 0: none). */
+    uint64_t made_v, made_base, made_sums;
+    int made_arena;
     double last_s;
 };
 
@@ -68,8 +72,10 @@ void rf_pubdelta_destroy(refit_publisher_t *pub)
 
 void rf_pubdelta_invalidate(refit_publisher_t *pub)
 {
-    if (pub->delta)
+    if (pub->delta) {
         pub->delta->base_version = 0;
+        pub->delta->made_v = 0;
+    }
 }
 
 /* Base, arenas and index sized for the tensors as they are now. */
@@ -228,6 +234,7 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     memset(&d->st, 0, sizeof(d->st));
     d->last_bytes = UINT64_MAX;
     d->whole = 0;
+    d->made_v = 0;
     int rc = layout(pub, d);
     int usable = !rc && d->base_version && !memcmp(d->base_cat.b, pub->cat_hash.b, 16);
     int a = d->next, ok = 0;
@@ -252,9 +259,24 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     }
     if (ok) {
         d->last_bytes = data_len;
+        d->made_v = v;
+        d->made_base = base_v;
+        d->made_sums = base_sums;
+        d->made_arena = a;
         d->next ^= 1;
     }
     return 0;
+}
+
+int rf_pubdelta_offer(const refit_publisher_t *pub, uint64_t v, uint64_t base, uint64_t base_sums,
+                      refit_tp_region_t **reg, uint64_t *len)
+{
+    const struct rf_pubdelta *d = pub->delta;
+    if (!d || !d->made_v || d->made_v != v || !d->made_base || d->made_base != base || d->made_sums != base_sums)
+        return 0;
+    *reg = d->ar[d->made_arena].reg;
+    *len = d->last_bytes;
+    return 1;
 }
 
 void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v)

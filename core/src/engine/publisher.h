@@ -133,6 +133,11 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash);
 /* V is READY: the base holds it. */
 void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v);
 void rf_pubdelta_invalidate(refit_publisher_t *pub);
+/* Push mode: 1 when V's delta was made from exactly base (whose checksum
+ * blob hashes to base_sums), with its arena's registration and data
+ * length; 0 otherwise (the receiver gets V whole). */
+int rf_pubdelta_offer(const refit_publisher_t *pub, uint64_t v, uint64_t base, uint64_t base_sums,
+                      refit_tp_region_t **reg, uint64_t *len);
 void rf_pubdelta_destroy(refit_publisher_t *pub);
 void rf_pubdelta_stats(const refit_publisher_t *pub, struct refit_publisher_stats *st);
 

@@ -10,7 +10,12 @@
  * ok"; a store key where the transport has no notifications).  A work
  * list is someone else's data: the decoder checked every sum without
  * wrapping, and every read here is checked against the region it reads
- * (src_end, remote_off + len).  The receiver's side is push_rcv.c. */
+ * (src_end, remote_off + len).  A receiver that holds the base of V's
+ * delta (refit.delta.enabled) asks in its advert for ranges of the delta
+ * arena in place of descriptors; the publisher checks the request against
+ * its own delta and writes those ranges, or everything whole when the
+ * delta was made from anything else (docs/delta.md, "Push mode").  The
+ * receiver's side is push_rcv.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +33,10 @@
 
 /* Requests in flight to one receiver before the oldest is waited for. */
 #define INFLIGHT_MAX 8
-/* Remote keys kept per receiver (staging alternates, scratch, mailbox). */
-#define RKEY_CACHE 6
+/* Remote keys kept per receiver (staging alternates, scratch, mailbox, the
+ * delta landing buffer): more than one push uses (4), so that evicting the
+ * least recently used never drops a key the push in progress holds. */
+#define RKEY_CACHE 8
 /* Work lists kept (a few plans at most are alive: one per receiver layout). */
 #define WORKS_MAX 16
 
@@ -271,12 +278,22 @@ static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob
     int lru = 0;
     for (int k = 0; k < RKEY_CACHE; k++) {
         if (p->rk[k].k && p->rk[k].len == len && !memcmp(p->rk[k].blob, blob, len)) {
-            *out = p->rk[k].k;
+            /* Most recently used last: slot 0 is the one to evict. */
+            __typeof__(p->rk[0]) hit = p->rk[k];
+            int last = k;
+            while (last + 1 < RKEY_CACHE && p->rk[last + 1].k)
+                last++;
+            memmove(&p->rk[k], &p->rk[k + 1], (size_t)(last - k) * sizeof(p->rk[0]));
+            p->rk[last] = hit;
+            *out = hit.k;
             return 0;
         }
-        if (!p->rk[k].k)
-            lru = k;
     }
+    /* The first free slot (slots fill from 0 and stay packed). */
+    while (lru < RKEY_CACHE && p->rk[lru].k)
+        lru++;
+    if (lru == RKEY_CACHE)
+        lru = RKEY_CACHE - 1; /* full: evict below */
     if (p->rk[lru].k) {
         /* Full: drop the oldest (slot 0) and shift. */
         refit_transport_release(pub->tp, p->rk[0].k);
@@ -405,14 +422,18 @@ static int send_note(refit_publisher_t *pub, struct pub_peer *p, uint64_t v, con
 
 /* Raw WRITEs first: the transport moves them while units are quantized. */
 static int post_raw(refit_publisher_t *pub, const struct push_section *s, int arena, refit_tp_rkey_t *const *rk,
-                    const struct push_advert *a, struct pub_peer *p, struct inflight *f, uint64_t *bytes)
+                    const struct push_advert *a, const uint8_t *skip, struct pub_peer *p, struct inflight *f,
+                    uint64_t *bytes)
 {
     struct refit_tp_desc *d = calloc(s->n_d ? s->n_d : 1, sizeof(*d));
     if (!d)
         return REFIT_ENOMEM;
     int rc = 0;
+    size_t m = 0;
     for (size_t k = 0; !rc && k < s->n_d; k++) {
         const struct push_desc *w = &s->d[k];
+        if (skip && (skip[k / 8] >> (k % 8) & 1))
+            continue; /* the receiver applies the delta instead */
         struct pub_region *rg;
         rc = local_region(pub, w->region, arena, &rg);
         refit_tp_rkey_t *to = rk[w->buf == RF_BUF_SCRATCH ? 1 : 0];
@@ -423,11 +444,79 @@ static int post_raw(refit_publisher_t *pub, const struct push_section *s, int ar
             rc = refit_error_set(REFIT_ERANGE, "receiver %s: work reads past region %u of publisher %s", a->receiver,
                                  w->region, pub->id);
         if (!rc)
-            d[k] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
+            d[m++] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
         *bytes += w->len;
     }
+    if (!rc && m)
+        rc = inflight_post(pub, f, p->peer, d, m, a->receiver);
+    free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Deltas (docs/delta.md, "Push mode") */
+
+/* What the receiver's delta request for this publisher asks, checked:
+ * every field is the receiver's word (a stranger may have written the
+ * advert), so each is checked against the work section and this
+ * publisher's own delta of v before a byte moves.  *use 1: the section
+ * goes by delta (e's ranges from *reg instead of the skipped descriptors);
+ * 0: whole, as without a request (no request, or v's delta was not made
+ * from what the receiver holds). */
+static int delta_request(refit_publisher_t *pub, const struct push_advert *a, const struct push_section *s,
+                         uint64_t v, struct push_adelta *e, refit_tp_region_t **reg, int *use)
+{
+    char key[REFIT_STORE_MAX_KEY + 1];
+    int found = 0;
+    *use = 0;
+    int rc = rf_key_push_slots(key, a->receiver);
     if (!rc)
-        rc = inflight_post(pub, f, p->peer, d, s->n_d, a->receiver);
+        rc = rf_push_advert_delta(a, key, pub->id, e, &found);
+    if (rc || !found)
+        return rc;
+    if (e->version != v)
+        return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.version: v%llu in an advert for v%llu",
+                               a->receiver, (unsigned long long)e->version, (unsigned long long)v);
+    if (e->skip_len != (s->n_d + 7) / 8 || (s->n_d % 8 && e->skip[e->skip_len - 1] >> (s->n_d % 8)))
+        return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.skip: %zu bytes for the %zu "
+                               "descriptors of source %s (%zu expected, padding bits clear)", a->receiver,
+                               e->skip_len, s->n_d, pub->id, (s->n_d + 7) / 8);
+    uint64_t len = 0;
+    if (!rf_pubdelta_offer(pub, v, e->base, e->base_sums, reg, &len)) {
+        refit_log(REFIT_LOG_DEBUG, "push", "%s: receiver %s holds v%llu, not the base of v%llu's delta: pushing "
+                  "whole", pub->id, a->receiver, (unsigned long long)e->base, (unsigned long long)v);
+        return 0;
+    }
+    for (size_t i = 0; i < e->n_ranges; i++) {
+        const uint8_t *q = e->ranges + i * RF_PUSH_RANGE_BYTES;
+        uint64_t at = rf_push_rd64(q), to = rf_push_rd64(q + 8), l = rf_push_rd64(q + 16);
+        if (!l || !rf_fits(at, l, len) || !rf_fits(to, l, UINT64_MAX))
+            return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.ranges: range %zu (%llu + %llu "
+                                   "to %llu) outside v%llu's delta of %llu bytes", a->receiver, i,
+                                   (unsigned long long)at, (unsigned long long)l, (unsigned long long)to,
+                                   (unsigned long long)v, (unsigned long long)len);
+    }
+    *use = 1;
+    return 0;
+}
+
+/* The asked ranges of the delta arena into the receiver's landing buffer. */
+static int post_ranges(refit_publisher_t *pub, const struct push_adelta *e, refit_tp_region_t *reg,
+                       refit_tp_rkey_t *land, const struct push_advert *a, struct pub_peer *p, struct inflight *f,
+                       uint64_t *bytes)
+{
+    if (!e->n_ranges)
+        return 0;
+    struct refit_tp_desc *d = calloc(e->n_ranges, sizeof(*d));
+    if (!d)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < e->n_ranges; i++) {
+        const uint8_t *q = e->ranges + i * RF_PUSH_RANGE_BYTES;
+        d[i] = (struct refit_tp_desc){REFIT_OP_WRITE, reg, rf_push_rd64(q), land, rf_push_rd64(q + 8),
+                                      rf_push_rd64(q + 16)};
+        *bytes += d[i].len;
+    }
+    int rc = inflight_post(pub, f, p->peer, d, e->n_ranges, a->receiver);
     free(d);
     return rc;
 }
@@ -494,17 +583,26 @@ static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, u
     if (strcmp(a->transport, refit_transport_plugin_name(pub->tp)))
         return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'", a->receiver,
                                a->transport, refit_transport_plugin_name(pub->tp));
+    struct push_adelta e;
+    refit_tp_region_t *dreg = NULL;
+    int by_delta = 0;
+    if ((rc = delta_request(pub, a, &w->w.s[0], v, &e, &dreg, &by_delta)))
+        return rc;
     struct pub_peer *p = NULL;
     rc = get_peer(pub, a, &p);
-    refit_tp_rkey_t *rk[3] = {NULL, NULL, NULL};
+    refit_tp_rkey_t *rk[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; !rc && i < 3; i++)
         if (a->rk_len[i])
             rc = get_rkey(pub, p, a->rk[i], a->rk_len[i], &rk[i]);
+    if (!rc && by_delta)
+        rc = get_rkey(pub, p, e.rk, e.rk_len, &rk[3]);
     if (rc)
         return refit_error_push(rc, "receiver %s's slots", a->receiver);
     struct inflight f = {0};
     uint64_t bytes = 0;
-    rc = post_raw(pub, &w->w.s[0], arena, rk, a, p, &f, &bytes);
+    rc = post_raw(pub, &w->w.s[0], arena, rk, a, by_delta ? e.skip : NULL, p, &f, &bytes);
+    if (!rc && by_delta)
+        rc = post_ranges(pub, &e, dreg, rk[3], a, p, &f, &bytes);
     if (!rc)
         rc = post_units(pub, w, arena, v, rk, a, p, &f, &bytes);
     int drc = inflight_drain(pub, &f, a->receiver);
@@ -512,7 +610,8 @@ static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, u
         rc = drc;
     if (!rc) {
         pub->push->bytes += bytes;
-        if ((rc = send_note(pub, p, v, "ok")))
+        /* "ok delta": the skipped descriptors came as the asked ranges. */
+        if ((rc = send_note(pub, p, v, by_delta ? "ok delta" : "ok")))
             refit_error_push(rc, "notifying receiver %s", a->receiver);
     } else {
         send_failure(pub, p, v);
