@@ -3,8 +3,10 @@
  * The base is a host copy of the host tensors as last published.  At
  * publish(V) every chunk is compared with it: a changed chunk's delta goes
  * into V's arena and the chunk into the base, so the base holds V after
- * one pass over both (no second copy).  Device tensors are not encoded
- * (index entries RF_DELTA_ABSENT: receivers pull them whole).  The base is
+ * one pass over both (no second copy).  CUDA tensors are encoded on their
+ * device (delta_dev.c) and only their delta comes to the host, placed here
+ * in catalog order; without CUDA (or on a CUDA error) their index entries
+ * are RF_DELTA_ABSENT: receivers pull them whole.  The base is
  * valid only after a publish that succeeded; a failed publish leaves it
  * invalid and the next version has no delta. */
 #include <stdlib.h>
@@ -37,6 +39,7 @@ struct rf_pubdelta {
     uint8_t *tmp; /* one chunk's delta when the arena's room is short */
     size_t tmp_cap;
     struct rf_delta_stats st;
+    struct rf_pubdelta_dev *dev; /* CUDA tensors (delta_dev.c) */
     uint64_t last_bytes; /* the last version's delta (UINT64_MAX: none) */
     /* The last delta made (push mode offers it): version, its base and the
      * base's checksum-blob hash, arena (made_v 0: none). */
@@ -62,6 +65,7 @@ void rf_pubdelta_destroy(refit_publisher_t *pub)
     if (!d)
         return;
     arenas_free(pub, d);
+    rf_pubdelta_dev_destroy(d->dev);
     free(d->base);
     free(d->base_off);
     free(d->index);
@@ -176,6 +180,21 @@ static int encode_all(refit_publisher_t *pub, struct rf_pubdelta *d, int a, int 
         const struct pub_tensor *t = &pub->t[i];
         uint64_t cb = (uint64_t)t->chunk_rows * t->row_bytes;
         uint64_t nc = rf_delta_tensor_chunks(t->nbytes, cb);
+        const uint8_t *dsrc;
+        const uint32_t *dlens;
+        if (t->memtype != REFIT_MEM_HOST && rf_pubdelta_dev_tensor(d->dev, i, &dsrc, &dlens)) {
+            /* Encoded on the device: its chunk deltas into the arena. */
+            for (uint64_t c = 0; c < nc; c++, k++) {
+                d->index[k] = fits ? dlens[c] : RF_DELTA_ABSENT;
+                if (fits && d->ar[a].cap - at < dlens[c])
+                    fits = 0;
+                if (fits)
+                    memcpy(d->ar[a].buf + at, dsrc, dlens[c]);
+                at += fits ? dlens[c] : 0;
+                dsrc += dlens[c];
+            }
+            continue;
+        }
         if (t->memtype != REFIT_MEM_HOST || cb > RF_DELTA_MAX_CHUNK) {
             for (uint64_t c = 0; c < nc; c++)
                 d->index[k++] = RF_DELTA_ABSENT;
@@ -242,6 +261,9 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     /* From here the base changes: it holds V only once V is READY. */
     uint64_t base_v = d->base_version, base_sums = d->base_sums;
     d->base_version = 0;
+    /* CUDA tensors first, on their device: their deltas wait on the host. */
+    if (!rc)
+        rc = rf_pubdelta_dev_encode(pub, &d->dev, usable);
     if (!rc)
         rc = encode_all(pub, d, a, usable, &data_len, &ok);
     if (!rc) {
