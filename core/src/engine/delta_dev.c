@@ -251,34 +251,39 @@ static int refresh(refit_publisher_t *pub, struct rf_pubdelta_dev *dd)
 
 int rf_pubdelta_dev_encode(refit_publisher_t *pub, struct rf_pubdelta_dev **pdd, int usable)
 {
-    int has_cuda = 0;
-    for (size_t i = 0; i < pub->n && !has_cuda; i++)
-        has_cuda = pub->t[i].memtype == REFIT_MEM_CUDA;
-    if (!has_cuda || !rf_delta_cuda_built())
+    const struct pub_tensor *first = NULL;
+    for (size_t i = 0; i < pub->n && !first; i++)
+        if (pub->t[i].memtype == REFIT_MEM_CUDA)
+            first = &pub->t[i];
+    if (!first || !rf_delta_cuda_built())
         return 0;
     if (!*pdd && !(*pdd = calloc(1, sizeof(**pdd))))
         return REFIT_ENOMEM;
     struct rf_pubdelta_dev *dd = *pdd;
     if (dd->has)
         memset(dd->has, 0, dd->n_t);
+    /* The tensors' device current before anything is allocated or
+     * launched there (the caller's current device is given back). */
     size_t n_dev = 0;
-    int saved = 0, rc = layout(pub, dd, &n_dev), entered = 0;
-    if (!rc && n_dev && !(rc = rf_dev_enter(dd->device, &saved)))
+    int dev = -1, saved = 0, entered = 0, rc = rf_dev_locate(first->ptr, first->name, &dev);
+    if (!rc && !(rc = rf_dev_enter(dev, &saved)))
         entered = 1;
+    int lrc = rc ? rc : layout(pub, dd, &n_dev);
+    rc = lrc;
     if (!rc && n_dev && usable && dd->valid)
         rc = encode(pub, dd);
     if (rc && dd->has)
         memset(dd->has, 0, dd->n_t);
     /* The base becomes this version whatever the encode did. */
     dd->valid = 0;
-    int rrc = entered ? refresh(pub, dd) : rc;
+    int rrc = entered && !lrc ? refresh(pub, dd) : lrc;
     if (!rrc && n_dev)
         dd->valid = 1;
     if (entered)
         rf_dev_leave(saved);
     if (rc || rrc)
-        refit_log(REFIT_LOG_WARN, "publisher", "%s: CUDA tensors published without a delta: %s", pub->id,
-                  refit_error_message());
+        refit_log(REFIT_LOG_WARN, "publisher", "%s: CUDA tensors published without a delta from %s on: %s",
+                  pub->id, rc ? "this version" : "the next version", refit_error_message());
     return 0;
 }
 
