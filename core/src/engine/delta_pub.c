@@ -85,7 +85,7 @@ void rf_pubdelta_invalidate(refit_publisher_t *pub)
 /* Base, arenas and index sized for the tensors as they are now. */
 static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
 {
-    size_t host = 0, chunks = 0;
+    size_t host = 0, chunks = 0, dev = 0;
     if (d->n_t != pub->n) {
         free(d->base_off);
         if (!(d->base_off = calloc(pub->n ? pub->n : 1, sizeof(*d->base_off))))
@@ -96,8 +96,10 @@ static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
     for (size_t i = 0; i < pub->n; i++) {
         const struct pub_tensor *t = &pub->t[i];
         chunks += rf_delta_tensor_chunks(t->nbytes, (uint64_t)t->chunk_rows * t->row_bytes);
-        if (t->memtype != REFIT_MEM_HOST)
+        if (t->memtype != REFIT_MEM_HOST) {
+            dev += t->nbytes; /* encoded on the device: its delta still lands in the arena */
             continue;
+        }
         if (d->base_off[i] != host)
             d->base_version = 0;
         d->base_off[i] = host;
@@ -120,7 +122,9 @@ static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
         d->cap_index = chunks;
     }
     d->n_index = chunks;
-    size_t cap = (size_t)(pub->ctx->delta_max_ratio * (double)host) + 65536;
+    if (!rf_delta_cuda_built())
+        dev = 0;
+    size_t cap = (size_t)(pub->ctx->delta_max_ratio * (double)(host + dev)) + 65536;
     if (d->ar[0].cap != cap) {
         arenas_free(pub, d);
         for (int i = 0; i < 2; i++) {
