@@ -13,8 +13,10 @@
 #include <cuda_runtime.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dprog.h"
 #include "refit/status.h"
@@ -284,9 +286,18 @@ struct rf_dprog {
     int rule;
     float floor;
     int launched;
-    /* REFIT_PULL_TRACE=1: the kernels are timed with events (rf_dprog_last_ms). */
+    /* REFIT_PULL_TRACE=1: the kernels are timed with events (rf_dprog_last_ms)
+     * and the host's steps of a launch and a wait with the clock. */
     int timed;
     cudaEvent_t k0, k1;
+    int n_steps;
+    const char *step_name[8];
+    double step_t[8];
+    /* REFIT_DPROG_GRAPH=1: the launches of a run captured once (on a
+     * stream of its own, at load) and replayed as one CUDA graph. */
+    int graph;
+    cudaStream_t cap;
+    cudaGraphExec_t exec;
     /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
      * host can reach): the host reference runs as a stream host function
      * instead of the kernel, on a copy of the operations. */
@@ -325,6 +336,8 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     const char *h = getenv("REFIT_DPROG_HOST"), *tr = getenv("REFIT_PULL_TRACE"), *tk = getenv("REFIT_DPROG_TILE_KB");
     g->host = h && !strcmp(h, "1");
     g->timed = tr && !strcmp(tr, "1");
+    const char *gr = getenv("REFIT_DPROG_GRAPH");
+    g->graph = !g->host && gr && !strcmp(gr, "1");
     /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
     long kb = tk ? strtol(tk, NULL, 10) : 0;
     g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
@@ -334,6 +347,8 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
         e = cudaStreamCreate(&g->stream);
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming);
+        if (e == cudaSuccess && g->graph)
+            e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
         if (e == cudaSuccess && g->timed)
             e = cudaEventCreate(&g->k0);
         if (e == cudaSuccess && g->timed)
@@ -374,6 +389,10 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
             cudaEventDestroy(g->k0);
         if (g->k1)
             cudaEventDestroy(g->k1);
+        if (g->exec)
+            cudaGraphExecDestroy(g->exec);
+        if (g->cap)
+            cudaStreamDestroy(g->cap);
         if (g->stream)
             cudaStreamDestroy(g->stream);
         leave(saved);
@@ -381,6 +400,8 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
     (void)cudaGetLastError();
     free(g);
 }
+
+static cudaError_t capture(rf_dprog *g);
 
 extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_t n,
                              const struct refit_fp8_params *p)
@@ -452,6 +473,15 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     g->n_tiles = v.n;
     memcpy(g->phase_first, first, sizeof(first));
     memcpy(g->copy_first, copies, sizeof(copies));
+    if (g->graph) {
+        int saved2 = -1;
+        rc = enter(g->device, &saved2);
+        cudaError_t e = rc ? cudaSuccess : capture(g);
+        if (!rc)
+            leave(saved2);
+        if (e != cudaSuccess)
+            return cuda_fail(e, "capturing a run as a CUDA graph");
+    }
     g->rule = rule;
     g->floor = floor;
     return 0;
@@ -469,21 +499,80 @@ static void CUDART_CB host_run(void *arg)
     }
 }
 
+static double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A host step of a launch or wait ends (traced programs only). */
+static void step(rf_dprog *g, const char *what)
+{
+    if (g->timed && g->n_steps < 8) {
+        g->step_name[g->n_steps] = what;
+        g->step_t[g->n_steps++] = now_s();
+    }
+}
+
 /* Tiles [f, e) of one kind: one launch (grids beyond 2^31 - 1 in pieces). */
-static cudaError_t launch_range(const rf_dprog *g, size_t f, size_t e, int copy)
+static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, size_t e, int copy)
 {
     cudaError_t err = cudaSuccess;
     for (size_t at = f; err == cudaSuccess && at < e; at += 0x7fffffffu) {
         unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
         if (copy)
-            copy_tiles<<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at);
+            copy_tiles<<<grid, kThreads, 0, s>>>(g->d_tiles, at);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
-            run_tiles<kRuleMul><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
         else
-            run_tiles<kRuleDiv><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
         err = cudaGetLastError();
     }
     return err;
+}
+
+/* One run's work on stream s: each phase's launches, then the error word
+ * read back and reset. */
+static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s)
+{
+    cudaError_t e = cudaSuccess;
+    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
+        size_t c = g->copy_first[ph];
+        e = launch_range(g, s, g->phase_first[ph], c, 0);
+        if (e == cudaSuccess)
+            e = launch_range(g, s, c, g->phase_first[ph + 1], 1);
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), s);
+    return e;
+}
+
+/* The graph of one run, captured on the capture stream (the program's own
+ * stream waits on the legacy stream, which a capture may not). */
+static cudaError_t capture(rf_dprog *g)
+{
+    if (g->exec) {
+        cudaGraphExecDestroy(g->exec);
+        g->exec = nullptr;
+    }
+    if (!g->n_tiles)
+        return cudaSuccess;
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamBeginCapture(g->cap, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess)
+        return e;
+    e = queue_run(g, g->cap);
+    cudaError_t e2 = cudaStreamEndCapture(g->cap, &graph);
+    if (e == cudaSuccess)
+        e = e2;
+    if (e == cudaSuccess)
+        e = cudaGraphInstantiate(&g->exec, graph, 0);
+    if (graph)
+        cudaGraphDestroy(graph);
+    return e;
 }
 
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
@@ -502,22 +591,23 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
         g->launched = 1;
         return 0;
     }
+    g->n_steps = 0;
+    step(g, "enter");
     if (g->timed)
         e = cudaEventRecord(g->k0, g->stream);
-    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
-        size_t c = g->copy_first[ph];
-        e = launch_range(g, g->phase_first[ph], c, 0);
-        if (e == cudaSuccess)
-            e = launch_range(g, c, g->phase_first[ph + 1], 1);
+    step(g, "event");
+    if (g->exec) {
+        e = cudaGraphLaunch(g->exec, g->stream);
+        step(g, "graph");
+    } else {
+        e = queue_run(g, g->stream);
+        step(g, "queue");
     }
     if (e == cudaSuccess && g->timed)
         e = cudaEventRecord(g->k1, g->stream);
     if (e == cudaSuccess)
-        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, g->stream);
-    if (e == cudaSuccess)
-        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), g->stream);
-    if (e == cudaSuccess)
         e = cudaEventRecord(g->done, g->stream);
+    step(g, "events");
     leave(saved);
     if (e != cudaSuccess)
         return cuda_fail(e, "launching");
@@ -530,7 +620,9 @@ extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
     if (!g->launched)
         return 0;
     g->launched = 0;
+    step(g, "launch-returned");
     cudaError_t e = cudaEventSynchronize(g->done);
+    step(g, "event-sync");
     if (e != cudaSuccess)
         return cuda_fail(e, "waiting for the copies");
     if (g->host && g->host_rc)
@@ -553,6 +645,17 @@ extern "C" int rf_dprog_launches(const struct rf_dprog *g)
     for (int ph = 0; ph < RF_DPROG_PHASES; ph++)
         n += (g->copy_first[ph] > g->phase_first[ph]) + (g->phase_first[ph + 1] > g->copy_first[ph]);
     return n;
+}
+
+extern "C" int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap)
+{
+    int k = 0;
+    if (cap)
+        buf[0] = 0;
+    for (int i = 1; i < g->n_steps && k >= 0 && (size_t)k < cap; i++)
+        k += snprintf(buf + k, cap - (size_t)k, "%s%s %.3f", i > 1 ? " " : "", g->step_name[i],
+                      1e3 * (g->step_t[i] - g->step_t[i - 1]));
+    return 0;
 }
 
 extern "C" double rf_dprog_last_ms(const struct rf_dprog *g)

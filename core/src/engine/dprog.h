@@ -93,6 +93,8 @@ int rf_dprog_launches(const struct rf_dprog *g);
 /* With REFIT_PULL_TRACE=1 at creation: the milliseconds the last run's
  * kernels took on the device (CUDA events, after rf_dprog_wait); else -1. */
 double rf_dprog_last_ms(const struct rf_dprog *g);
+/* Traced: the host's steps of the last launch and wait, "name ms ..." ("" none). */
+int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap);
 
 #ifdef __cplusplus
 }
