@@ -1,6 +1,7 @@
 // dprog.cu — the device program of dprog.h on the CUDA runtime: a table of
-// tiles in device memory and one kernel that runs a phase of it, one CTA
-// per tile.
+// tiles in device memory and, per phase, one launch over its FP8 blocks and
+// one over its copies (a kernel without the FP8 block's register cap, so
+// more CTAs share an SM), one CTA per tile.
 //
 // A copy tile is up to RF_DPROG_TILE bytes of a 2-D copy (a run of whole
 // rows, or a piece of one long row): 256 threads move 16-byte vectors,
@@ -293,11 +294,6 @@ struct rf_dprog {
     int n_steps;
     const char *step_name[8];
     double step_t[8];
-    /* REFIT_DPROG_GRAPH=1: the launches of a run captured once (on a
-     * stream of its own, at load) and replayed as one CUDA graph. */
-    int graph;
-    cudaStream_t cap;
-    cudaGraphExec_t exec;
     /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
      * host can reach): the host reference runs as a stream host function
      * instead of the kernel, on a copy of the operations. */
@@ -336,8 +332,6 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     const char *h = getenv("REFIT_DPROG_HOST"), *tr = getenv("REFIT_PULL_TRACE"), *tk = getenv("REFIT_DPROG_TILE_KB");
     g->host = h && !strcmp(h, "1");
     g->timed = tr && !strcmp(tr, "1");
-    const char *gr = getenv("REFIT_DPROG_GRAPH");
-    g->graph = !g->host && gr && !strcmp(gr, "1");
     /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
     long kb = tk ? strtol(tk, NULL, 10) : 0;
     g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
@@ -347,8 +341,6 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
         e = cudaStreamCreate(&g->stream);
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming);
-        if (e == cudaSuccess && g->graph)
-            e = cudaStreamCreateWithFlags(&g->cap, cudaStreamNonBlocking);
         if (e == cudaSuccess && g->timed)
             e = cudaEventCreate(&g->k0);
         if (e == cudaSuccess && g->timed)
@@ -389,10 +381,6 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
             cudaEventDestroy(g->k0);
         if (g->k1)
             cudaEventDestroy(g->k1);
-        if (g->exec)
-            cudaGraphExecDestroy(g->exec);
-        if (g->cap)
-            cudaStreamDestroy(g->cap);
         if (g->stream)
             cudaStreamDestroy(g->stream);
         leave(saved);
@@ -400,8 +388,6 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
     (void)cudaGetLastError();
     free(g);
 }
-
-static cudaError_t capture(rf_dprog *g);
 
 extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_t n,
                              const struct refit_fp8_params *p)
@@ -473,15 +459,6 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     g->n_tiles = v.n;
     memcpy(g->phase_first, first, sizeof(first));
     memcpy(g->copy_first, copies, sizeof(copies));
-    if (g->graph) {
-        int saved2 = -1;
-        rc = enter(g->device, &saved2);
-        cudaError_t e = rc ? cudaSuccess : capture(g);
-        if (!rc)
-            leave(saved2);
-        if (e != cudaSuccess)
-            return cuda_fail(e, "capturing a run as a CUDA graph");
-    }
     g->rule = rule;
     g->floor = floor;
     return 0;
@@ -550,31 +527,6 @@ static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s)
     return e;
 }
 
-/* The graph of one run, captured on the capture stream (the program's own
- * stream waits on the legacy stream, which a capture may not). */
-static cudaError_t capture(rf_dprog *g)
-{
-    if (g->exec) {
-        cudaGraphExecDestroy(g->exec);
-        g->exec = nullptr;
-    }
-    if (!g->n_tiles)
-        return cudaSuccess;
-    cudaGraph_t graph = nullptr;
-    cudaError_t e = cudaStreamBeginCapture(g->cap, cudaStreamCaptureModeThreadLocal);
-    if (e != cudaSuccess)
-        return e;
-    e = queue_run(g, g->cap);
-    cudaError_t e2 = cudaStreamEndCapture(g->cap, &graph);
-    if (e == cudaSuccess)
-        e = e2;
-    if (e == cudaSuccess)
-        e = cudaGraphInstantiate(&g->exec, graph, 0);
-    if (graph)
-        cudaGraphDestroy(graph);
-    return e;
-}
-
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
 {
     int saved = -1, rc = enter(g->device, &saved);
@@ -596,13 +548,9 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     if (g->timed)
         e = cudaEventRecord(g->k0, g->stream);
     step(g, "event");
-    if (g->exec) {
-        e = cudaGraphLaunch(g->exec, g->stream);
-        step(g, "graph");
-    } else {
+    if (e == cudaSuccess)
         e = queue_run(g, g->stream);
-        step(g, "queue");
-    }
+    step(g, "queue");
     if (e == cudaSuccess && g->timed)
         e = cudaEventRecord(g->k1, g->stream);
     if (e == cudaSuccess)
