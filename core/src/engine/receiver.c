@@ -387,6 +387,7 @@ static void trace_begin(struct rf_trace *tr, double t0)
 {
     tr->n = 0;
     tr->kernel_ms = -1;
+    tr->steps[0] = 0;
     if (tr->on) {
         tr->what[0] = "start";
         tr->t[tr->n++] = t0;
@@ -405,7 +406,8 @@ static void trace_print(const refit_receiver_t *r, uint64_t v, double wait_s, do
     for (int i = 1; i < tr->n && k > 0 && (size_t)k < sizeof(line); i++)
         k += snprintf(line + k, sizeof(line) - (size_t)k, " %s %.3f", tr->what[i], 1e3 * (tr->t[i] - tr->t[i - 1]));
     if (tr->kernel_ms >= 0 && k > 0 && (size_t)k < sizeof(line))
-        snprintf(line + k, sizeof(line) - (size_t)k, "; kernels on the device %.3f ms", tr->kernel_ms);
+        snprintf(line + k, sizeof(line) - (size_t)k, "; kernels on the device %.3f ms (%s)", tr->kernel_ms,
+                 tr->steps);
     fprintf(stderr, "%s\n", line);
 }
 

@@ -46,6 +46,7 @@ struct rf_trace {
     const char *what[RF_TRACE_MAX]; /* the step that ended at t[i] */
     double t[RF_TRACE_MAX];
     double kernel_ms; /* the device program's kernels, on the device; < 0 none */
+    char steps[192];  /* the device program's host steps (rf_dprog_steps) */
 };
 
 /* The end of a step of this pull (a no-op unless tracing). */
