@@ -13,8 +13,12 @@
  *     transport: a stranger's forged "ok" cannot finish a pull, its forged
  *     "err" or a 600-byte note cannot fail one (issue 22.6);
  *   - after the receiver's connections are reset the publisher connects
- *     again: one version may fail, the next arrives (issue 22.3). */
+ *     again: one version may fail, the next arrives (issue 22.3);
+ *   - a publisher serving one receiver at a time (refit.push_streams 1) and
+ *     four at once (4) leaves four receivers of two layouts, pulling from
+ *     threads, byte-identical, for two versions. */
 #include <msgpack.h>
+#include <pthread.h>
 #include <xxhash.h>
 
 #include "harness.h"
@@ -546,6 +550,88 @@ START_TEST(push_reconnects_after_a_reset)
 }
 END_TEST
 
+/* push_streams: four receivers (two of tp1, the two ranks of tp2) pulling
+ * v1 and v2 at once from threads, their snapshots kept. */
+#define NSTREAM_RCV 4
+struct stream_rcv {
+    const char *ns;
+    int idx;
+    char *snap[2];
+    size_t len[2];
+    int rc;
+    char err[512];
+};
+
+static void *stream_pull(void *arg)
+{
+    struct stream_rcv *sr = arg;
+    char ovr_ns[64], id[32];
+    snprintf(ovr_ns, sizeof(ovr_ns), "store.namespace=%s", sr->ns);
+    snprintf(id, sizeof(id), "rcv%d", sr->idx);
+    const char *ovr[] = {"refit.mode=push", ovr_ns};
+    refit_context_t *ctx = NULL;
+    refit_receiver_t *r = NULL;
+    struct refit_target tg = {.tp_rank = sr->idx < 2 ? 0 : sr->idx - 2, .tp_size = sr->idx < 2 ? 1 : 2};
+    sr->rc = refit_context_create(cfg_path, ovr, 2, &ctx);
+    if (!sr->rc)
+        sr->rc = refit_receiver_create(ctx, &tg, id, &r);
+    if (!sr->rc)
+        sr->rc = refit_receiver_allocate(r);
+    for (uint64_t v = 1; !sr->rc && v <= 2; v++)
+        if (!(sr->rc = refit_receiver_pull(r, v, NULL)))
+            sr->snap[v - 1] = th_snapshot(r, &sr->len[v - 1]);
+    if (sr->rc)
+        snprintf(sr->err, sizeof(sr->err), "%s", refit_error_message());
+    refit_receiver_destroy(r);
+    refit_context_destroy(ctx);
+    return NULL;
+}
+
+/* One publisher with refit.push_streams k and four receivers at once. */
+static void run_streams(int k, struct stream_rcv *sr)
+{
+    char ns[32], ovr_ns[64], ovr_k[48];
+    snprintf(ns, sizeof(ns), "ps%d_%d", k, (int)getpid());
+    snprintf(ovr_ns, sizeof(ovr_ns), "store.namespace=%s", ns);
+    snprintf(ovr_k, sizeof(ovr_k), "refit.push_streams=%d", k);
+    const char *ovr[] = {"refit.mode=push", "refit.receivers=4", ovr_ns, ovr_k};
+    pid_t pub = start_api_publisher(ovr, 4, 2, -1);
+    pthread_t t[NSTREAM_RCV];
+    for (int i = 0; i < NSTREAM_RCV; i++) {
+        sr[i] = (struct stream_rcv){.ns = ns, .idx = i};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, stream_pull, &sr[i]), 0);
+    }
+    for (int i = 0; i < NSTREAM_RCV; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < NSTREAM_RCV; i++)
+        ck_assert_msg(sr[i].rc == 0, "push_streams %d, receiver %d: %s", k, i, sr[i].err);
+    ck_assert_msg(th_child_ok(pub), "the push publisher (push_streams %d) failed", k);
+}
+
+START_TEST(push_streams_agree)
+{
+    struct stream_rcv one[NSTREAM_RCV], four[NSTREAM_RCV];
+    run_streams(1, one);
+    run_streams(4, four);
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < NSTREAM_RCV; i++) {
+            ck_assert_uint_eq(one[i].len[v], four[i].len[v]);
+            ck_assert_msg(!memcmp(one[i].snap[v], four[i].snap[v], one[i].len[v]),
+                          "v%d: receiver %d differs between push_streams 1 and 4", v + 1, i);
+        }
+        /* The two tp1 receivers hold the same bytes; the versions differ. */
+        ck_assert_uint_eq(four[0].len[v], four[1].len[v]);
+        ck_assert(!memcmp(four[0].snap[v], four[1].snap[v], four[0].len[v]));
+    }
+    ck_assert_msg(memcmp(four[0].snap[0], four[0].snap[1], four[0].len[0]), "v1 and v2 are equal: a vacuous test");
+    for (int i = 0; i < NSTREAM_RCV; i++)
+        for (int v = 0; v < 2; v++) {
+            free(one[i].snap[v]);
+            free(four[i].snap[v]);
+        }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("push");
@@ -559,6 +645,7 @@ int main(void)
     tcase_add_test(tc, hostile_work_is_refused);
     tcase_add_test(tc, forged_notes_are_ignored);
     tcase_add_test(tc, push_reconnects_after_a_reset);
+    tcase_add_test(tc, push_streams_agree);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -44,7 +44,7 @@ static const struct cli_opt sim_table[] = {
     NUM("--poll-ms", "P", poll_ms, "fan-out: a waiting receiver re-checks this often, in [0, 100000]"),
     NUM("--hop-ms", "H", hop_ms, "fan-out: commit + re-publish before a replica serves, in [0, 100000]"),
     {"--push-streams", NULL, CLI_INT, "K", 1, 4096, NULL, NULL, AT(o.push_streams),
-     "receivers a push publisher serves at once (the engine: 1)"},
+     "receivers a push publisher serves at once (default refit.push_streams)"},
     {"--jobs", NULL, CLI_INT, "J", 1, 64, NULL, NULL, AT(o.jobs), "planning processes at once"},
 };
 #undef NUM
@@ -167,14 +167,15 @@ int sim_opts_check(struct sim_opts *o)
     return 0;
 }
 
-/* refit.flush_every as the core schema gives it: the simulator batches as
- * a receiver with the default configuration does (one source of each
- * default; 0, refused by --flush-every's range, if no config is made). */
-static int schema_flush_every(void)
+/* A refit.* integer as the core schema gives it (refit.flush_every,
+ * refit.push_streams): the simulator batches and serves as an engine with
+ * the default configuration does (one source of each default; 0, refused
+ * by the option's range, if no config is made). */
+static int schema_int(const char *key)
 {
     refit_config_t *cfg = NULL;
     int64_t v = 0;
-    if (refit_config_create(&cfg) == 0 && refit_config_int(cfg, "refit.flush_every", &v) != 0)
+    if (refit_config_create(&cfg) == 0 && refit_config_int(cfg, key, &v) != 0)
         v = 0;
     refit_config_destroy(cfg);
     return (int)v;
@@ -187,12 +188,12 @@ void sim_opts_default(struct sim_opts *o)
     o->nic_gbps = 400;
     o->efficiency = 0.9;
     o->gpus_per_node = 8;
-    o->flush_every = schema_flush_every();
+    o->flush_every = schema_int("refit.flush_every");
     o->latency_us = 5;
     o->poll_ms = 25;
     o->hop_ms = 0;
     o->jobs = 1;
-    o->push_streams = 1;
+    o->push_streams = schema_int("refit.push_streams");
 }
 
 /* ------------------------------------------------------------------ */

@@ -37,7 +37,7 @@ struct sim_opts {
     double latency_us;       /* per posted batch of descriptors */
     int gpus_per_node, nics_per_node;
     int push, fp8, fanout, flush_every;
-    int push_streams;        /* receivers a push publisher serves at once (engine: 1) */
+    int push_streams;        /* receivers a push publisher serves at once (refit.push_streams) */
     enum rf_sched_policy sched;
     double poll_ms;          /* fan-out: a waiting receiver re-checks this often */
     double hop_ms;           /* fan-out: commit + re-publish before a replica serves */

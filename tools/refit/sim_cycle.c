@@ -12,9 +12,8 @@
  * what every receiver's planner picks on its own, spread is the
  * layout-wide choice.
  *
- * Push: every trainer rank serves the receivers one after the other
- * (rf_push_serve drains one receiver's WRITEs before the next; with
- * push_streams K, K at a time, which the engine does not do yet), in the
+ * Push: every trainer rank serves push_streams receivers at once, taking
+ * the next as soon as one is done (push_pub.c's window), in the
  * order of the advert list (naive: the same sorted order for every
  * publisher) or rotated per publisher (spread: rf_sched_order).
  *
@@ -174,7 +173,7 @@ static int run_push(struct cyc *c, sim_net_t *n, double *end)
         if (!c->order[s])
             return REFIT_ENOMEM;
         rf_sched_order(c->o->sched, (uint32_t)c->n_rcv, (uint32_t)s, (uint32_t)c->n_src, (uint32_t *)c->order[s]);
-        /* push_streams receivers served at once (the engine today: 1). */
+        /* push_streams receivers served at once (refit.push_streams). */
         for (int k = 0; !rc && k < (c->o->push_streams > 0 ? c->o->push_streams : 1); k++)
             rc = push_next(c, n, s, 0);
     }

@@ -56,6 +56,8 @@ static int read_policy(refit_context_t *ctx)
     if (!rc)
         rc = refit_config_int(c, "refit.receivers", &ctx->receivers);
     if (!rc)
+        rc = refit_config_int(c, "refit.push_streams", &ctx->push_streams);
+    if (!rc)
         rc = refit_config_double(c, "refit.verify_sample", &ctx->verify_sample);
     if (!rc)
         rc = refit_config_bool(c, "refit.in_place", &ctx->in_place);

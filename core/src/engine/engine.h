@@ -25,6 +25,7 @@ struct refit_context {
     int64_t flush_every;
     uint64_t gather_threshold, scatter_threshold;
     int64_t retain_versions, receivers;
+    int64_t push_streams; /* refit.push_streams: receivers a push publisher serves at once */
     enum rf_verify verify;
     double verify_sample;
     bool in_place;

@@ -50,6 +50,12 @@ struct pub_work {
     uint64_t mail_at;
     void *img;
     size_t img_len;
+    /* Units gathered and quantized this publish, in order, and the mailbox
+     * slot once all are: every receiver of this work gets the same bytes,
+     * so they are made once per publish, not once per receiver, and never
+     * rewritten while a WRITE of them is in flight. */
+    size_t n_made;
+    int busy; /* receivers of the round in flight use it: not evicted */
 };
 
 struct pub_peer {
@@ -64,10 +70,12 @@ struct pub_peer {
     } rk[RKEY_CACHE]; /* staging alternates between two buffers, scratch and mailbox stay */
 };
 
+/* Pointers, so that a work or peer held by a receiver being served stays
+ * where it is when the arrays grow. */
 struct rf_push_pub {
-    struct pub_work *works;
+    struct pub_work **works;
     size_t n_works;
-    struct pub_peer *peers;
+    struct pub_peer **peers;
     size_t n_peers;
     uint64_t bytes; /* written by the last publish */
 };
@@ -88,11 +96,13 @@ static void push_destroy(refit_publisher_t *pub)
     struct rf_push_pub *pp = pub->push;
     if (!pp)
         return;
-    for (size_t i = 0; i < pp->n_works; i++)
-        pub_work_free(pub, &pp->works[i]);
+    for (size_t i = 0; i < pp->n_works; i++) {
+        pub_work_free(pub, pp->works[i]);
+        free(pp->works[i]);
+    }
     free(pp->works);
     for (size_t i = 0; i < pp->n_peers; i++) {
-        struct pub_peer *p = &pp->peers[i];
+        struct pub_peer *p = pp->peers[i];
         for (int k = 0; k < RKEY_CACHE; k++) {
             refit_transport_release(pub->tp, p->rk[k].k);
             free(p->rk[k].blob);
@@ -100,6 +110,7 @@ static void push_destroy(refit_publisher_t *pub)
         refit_transport_disconnect(pub->tp, p->peer);
         free(p->addr);
         free(p->receiver);
+        free(p);
     }
     free(pp->peers);
     free(pp);
@@ -139,8 +150,8 @@ static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struc
 {
     struct rf_push_pub *pp = pub->push;
     for (size_t i = 0; i < pp->n_works; i++)
-        if (!memcmp(pp->works[i].hash.b, h->b, 16)) {
-            *out = &pp->works[i];
+        if (!memcmp(pp->works[i]->hash.b, h->b, 16)) {
+            *out = pp->works[i];
             return 0;
         }
     char key[REFIT_STORE_MAX_KEY + 1];
@@ -197,20 +208,26 @@ static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struc
         pub_work_free(pub, &w);
         return refit_error_push(rc, "publisher %s: registering push output", pub->id);
     }
-    /* A few plans at most are alive (one per receiver layout). */
-    if (pp->n_works == WORKS_MAX) {
-        pub_work_free(pub, &pp->works[0]);
-        memmove(pp->works, pp->works + 1, (WORKS_MAX - 1) * sizeof(*pp->works));
-        pp->n_works--;
-    }
-    struct pub_work *nw = realloc(pp->works, (pp->n_works + 1) * sizeof(*nw));
-    if (!nw) {
+    /* A few plans at most are alive (one per receiver layout): the oldest
+     * that no receiver of this round uses goes. */
+    for (size_t i = 0; pp->n_works >= WORKS_MAX && i < pp->n_works; i++)
+        if (!pp->works[i]->busy) {
+            pub_work_free(pub, pp->works[i]);
+            free(pp->works[i]);
+            memmove(pp->works + i, pp->works + i + 1, (pp->n_works - i - 1) * sizeof(*pp->works));
+            pp->n_works--;
+        }
+    struct pub_work **nw = realloc(pp->works, (pp->n_works + 1) * sizeof(*nw));
+    struct pub_work *heap = nw ? malloc(sizeof(*heap)) : NULL;
+    if (nw)
+        pp->works = nw;
+    if (!heap) {
         pub_work_free(pub, &w);
         return REFIT_ENOMEM;
     }
-    pp->works = nw;
-    nw[pp->n_works] = w;
-    *out = &nw[pp->n_works++];
+    *heap = w;
+    nw[pp->n_works++] = heap;
+    *out = heap;
     return 0;
 }
 
@@ -235,20 +252,20 @@ static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct 
     struct rf_push_pub *pp = pub->push;
     struct pub_peer *p = NULL;
     for (size_t i = 0; i < pp->n_peers; i++)
-        if (!strcmp(pp->peers[i].receiver, a->receiver))
-            p = &pp->peers[i];
+        if (!strcmp(pp->peers[i]->receiver, a->receiver))
+            p = pp->peers[i];
     if (p && p->addr && (p->addr_len != a->addr_len || memcmp(p->addr, a->addr, a->addr_len)))
         peer_forget(pub, p); /* the receiver restarted: a new address, new keys */
     if (!p) {
-        struct pub_peer *np = realloc(pp->peers, (pp->n_peers + 1) * sizeof(*np));
+        struct pub_peer **np = realloc(pp->peers, (pp->n_peers + 1) * sizeof(*np));
         if (!np)
             return REFIT_ENOMEM;
         pp->peers = np;
-        p = &np[pp->n_peers];
-        memset(p, 0, sizeof(*p));
-        if (!(p->receiver = strdup(a->receiver)))
+        if (!(p = calloc(1, sizeof(*p))) || !(p->receiver = strdup(a->receiver))) {
+            free(p);
             return REFIT_ENOMEM;
-        pp->n_peers++;
+        }
+        np[pp->n_peers++] = p;
     }
     if (!p->peer) {
         if (!(p->addr = malloc(a->addr_len ? a->addr_len : 1)))
@@ -403,71 +420,118 @@ static int send_note(refit_publisher_t *pub, struct pub_peer *p, uint64_t v, con
     return rc ? rc : refit_store_put(pub->ctx->store, key, status, strlen(status));
 }
 
-/* Raw WRITEs first: the transport moves them while units are quantized. */
-static int post_raw(refit_publisher_t *pub, const struct push_section *s, int arena, refit_tp_rkey_t *const *rk,
-                    const struct push_advert *a, struct pub_peer *p, struct inflight *f, uint64_t *bytes)
+/* One receiver being served: its WRITEs posted a batch at a time, in turn
+ * with the other receivers of the round (refit.push_streams of them), so a
+ * publisher's NIC writes into several receivers at once rather than into
+ * one while the others wait (docs/scale.md §6.2). */
+struct serving {
+    struct push_advert a; /* blob fields point into the advert read this round */
+    struct pub_work *w;
+    struct pub_peer *p;
+    refit_tp_rkey_t *rk[3];
+    struct refit_tp_desc *raw; /* the raw descriptors, checked */
+    size_t n_raw, at, unit;
+    int phase; /* raw, units, mailbox, posted */
+    struct inflight f;
+    uint64_t bytes;
+    int rc;
+};
+
+enum { PH_RAW, PH_UNITS, PH_MAIL, PH_POSTED };
+
+/* The raw descriptors of the work, each checked against the region it
+ * reads and the buffers the receiver advertised. */
+static int build_raw(refit_publisher_t *pub, struct serving *sv, int arena)
 {
-    struct refit_tp_desc *d = calloc(s->n_d ? s->n_d : 1, sizeof(*d));
-    if (!d)
+    const struct push_section *s = &sv->w->w.s[0];
+    if (!(sv->raw = calloc(s->n_d ? s->n_d : 1, sizeof(*sv->raw))))
         return REFIT_ENOMEM;
-    int rc = 0;
-    for (size_t k = 0; !rc && k < s->n_d; k++) {
+    for (size_t k = 0; k < s->n_d; k++) {
         const struct push_desc *w = &s->d[k];
         struct pub_region *rg;
-        rc = local_region(pub, w->region, arena, &rg);
-        refit_tp_rkey_t *to = rk[w->buf == RF_BUF_SCRATCH ? 1 : 0];
-        if (!rc && !to)
-            rc = refit_error_set(REFIT_EPROTO, "receiver %s: work writes to a buffer it did not advertise",
-                                 a->receiver);
-        if (!rc && !rf_fits(w->remote_off, w->len, rg->len))
-            rc = refit_error_set(REFIT_ERANGE, "receiver %s: work reads past region %u of publisher %s", a->receiver,
-                                 w->region, pub->id);
-        if (!rc)
-            d[k] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
-        *bytes += w->len;
+        int rc = local_region(pub, w->region, arena, &rg);
+        if (rc)
+            return rc;
+        refit_tp_rkey_t *to = sv->rk[w->buf == RF_BUF_SCRATCH ? 1 : 0];
+        if (!to)
+            return refit_error_set(REFIT_EPROTO, "receiver %s: work writes to a buffer it did not advertise",
+                                   sv->a.receiver);
+        if (!rf_fits(w->remote_off, w->len, rg->len))
+            return refit_error_set(REFIT_ERANGE, "receiver %s: work reads past region %u of publisher %s",
+                                   sv->a.receiver, w->region, pub->id);
+        sv->raw[k] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
+        sv->bytes += w->len;
     }
-    if (!rc)
-        rc = inflight_post(pub, f, p->peer, d, s->n_d, a->receiver);
-    free(d);
-    return rc;
+    sv->n_raw = s->n_d;
+    if (s->n_u && !sv->rk[0])
+        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no staging", sv->a.receiver);
+    if (s->n_u && !sv->rk[2])
+        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no mailbox", sv->a.receiver);
+    return 0;
 }
 
-/* Each unit gathered, quantized and written, its hashes into the mailbox
- * slot, then the slot. */
-static int post_units(refit_publisher_t *pub, struct pub_work *w, int arena, uint64_t v,
-                      refit_tp_rkey_t *const *rk, const struct push_advert *a, struct pub_peer *p, struct inflight *f,
-                      uint64_t *bytes)
+/* Units 0..k of the work gathered and quantized (once per publish), their
+ * hashes in the mailbox slot, and the slot sealed after the last. */
+static int made_upto(refit_publisher_t *pub, struct pub_work *w, size_t k, int arena, uint64_t v)
 {
     const struct push_section *s = &w->w.s[0];
     uint8_t *mail = w->out + w->mail_at;
-    rf_push_wr64(mail, RF_PUSH_MAIL_MAGIC);
-    rf_push_wr64(mail + 8, v);
-    rf_push_wr64(mail + 16, s->n_u);
-    if (s->n_u && !rk[0])
-        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no staging", a->receiver);
-    int rc = 0;
-    for (size_t k = 0; !rc && k < s->n_u; k++) {
-        const struct push_unit *u = &s->u[k];
-        if ((rc = make_unit(pub, w, k, arena)))
-            break;
-        size_t sb = scale_row_bytes(u->cols);
-        rf_push_wr64(mail + 24 + 16 * k, XXH3_64bits(w->out + w->u_off[k], u->rows * u->cols));
-        rf_push_wr64(mail + 32 + 16 * k, XXH3_64bits(w->out + w->s_off[k], sb));
-        struct refit_tp_desc ud[2] = {
-            {REFIT_OP_WRITE, w->out_reg, w->u_off[k], rk[0], u->out_off, u->rows * u->cols},
-            {REFIT_OP_WRITE, w->out_reg, w->s_off[k], rk[0], u->scale_off, sb},
-        };
-        rc = inflight_post(pub, f, p->peer, ud, 2, a->receiver);
-        *bytes += u->rows * u->cols + sb;
+    for (; w->n_made <= k && w->n_made < s->n_u; w->n_made++) {
+        size_t j = w->n_made;
+        const struct push_unit *u = &s->u[j];
+        int rc = make_unit(pub, w, j, arena);
+        if (rc)
+            return rc;
+        rf_push_wr64(mail + 24 + 16 * j, XXH3_64bits(w->out + w->u_off[j], u->rows * u->cols));
+        rf_push_wr64(mail + 32 + 16 * j, XXH3_64bits(w->out + w->s_off[j], scale_row_bytes(u->cols)));
+        if (j + 1 == s->n_u) {
+            size_t ml = RF_PUSH_MAIL_HEAD + RF_PUSH_MAIL_UNIT * s->n_u;
+            rf_push_wr64(mail, RF_PUSH_MAIL_MAGIC);
+            rf_push_wr64(mail + 8, v);
+            rf_push_wr64(mail + 16, s->n_u);
+            rf_push_wr64(mail + ml - 8, XXH3_64bits(mail, ml - 8));
+        }
     }
-    if (rc || !s->n_u)
+    return 0;
+}
+
+/* Post the receiver's next batch: raw WRITEs first (the transport moves
+ * them while units are quantized), then each unit, then the mailbox. */
+static int step(refit_publisher_t *pub, struct serving *sv, int arena, uint64_t v)
+{
+    const struct push_section *s = &sv->w->w.s[0];
+    if (sv->phase == PH_RAW) {
+        const struct refit_tp_caps *caps = refit_transport_caps(pub->tp);
+        size_t per = caps->max_desc_per_post ? caps->max_desc_per_post : sv->n_raw - sv->at;
+        if (per > (size_t)pub->ctx->flush_every) /* >= 1 by the schema */
+            per = (size_t)pub->ctx->flush_every;
+        size_t k = sv->n_raw - sv->at < per ? sv->n_raw - sv->at : per;
+        int rc = k ? inflight_post(pub, &sv->f, sv->p->peer, sv->raw + sv->at, k, sv->a.receiver) : 0;
+        sv->at += k;
+        if (sv->at == sv->n_raw)
+            sv->phase = s->n_u ? PH_UNITS : PH_POSTED;
         return rc;
+    }
+    if (sv->phase == PH_UNITS) {
+        size_t k = sv->unit++;
+        const struct push_unit *u = &s->u[k];
+        int rc = made_upto(pub, sv->w, k, arena, v);
+        if (rc)
+            return rc;
+        size_t sb = scale_row_bytes(u->cols);
+        struct refit_tp_desc ud[2] = {
+            {REFIT_OP_WRITE, sv->w->out_reg, sv->w->u_off[k], sv->rk[0], u->out_off, u->rows * u->cols},
+            {REFIT_OP_WRITE, sv->w->out_reg, sv->w->s_off[k], sv->rk[0], u->scale_off, sb},
+        };
+        sv->bytes += u->rows * u->cols + sb;
+        if (sv->unit == s->n_u)
+            sv->phase = PH_MAIL;
+        return inflight_post(pub, &sv->f, sv->p->peer, ud, 2, sv->a.receiver);
+    }
+    sv->phase = PH_POSTED;
     size_t ml = RF_PUSH_MAIL_HEAD + RF_PUSH_MAIL_UNIT * s->n_u;
-    rf_push_wr64(mail + ml - 8, XXH3_64bits(mail, ml - 8));
-    if (!rk[2])
-        return refit_error_set(REFIT_EPROTO, "receiver %s advertised no mailbox", a->receiver);
-    struct refit_tp_desc md = {REFIT_OP_WRITE, w->out_reg, w->mail_at, rk[2], s->mail_off, ml};
-    return inflight_post(pub, f, p->peer, &md, 1, a->receiver);
+    struct refit_tp_desc md = {REFIT_OP_WRITE, sv->w->out_reg, sv->w->mail_at, sv->rk[2], s->mail_off, ml};
+    return inflight_post(pub, &sv->f, sv->p->peer, &md, 1, sv->a.receiver);
 }
 
 /* Tell the receiver why, so it fails now rather than at its timeout; the
@@ -482,47 +546,113 @@ static void send_failure(refit_publisher_t *pub, struct pub_peer *p, uint64_t v)
     refit_error_set(st, "%s", saved);
 }
 
-/* Write v into the receiver that advertised `a`. */
-static int serve_receiver(refit_publisher_t *pub, const struct push_advert *a, uint64_t v, int arena)
+/* Start serving the receiver that advertised sv->a: its work, connection
+ * and keys.  *none: nothing of ours in its plan. */
+static int start_receiver(refit_publisher_t *pub, struct serving *sv, int *none)
 {
-    struct pub_work *w = NULL;
-    int rc = get_work(pub, &a->work, &w);
+    *none = 0;
+    int rc = get_work(pub, &sv->a.work, &sv->w);
     if (rc)
         return rc;
-    if (!w->w.n_s)
-        return 0; /* nothing of ours in this receiver's plan */
-    if (strcmp(a->transport, refit_transport_plugin_name(pub->tp)))
-        return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'", a->receiver,
-                               a->transport, refit_transport_plugin_name(pub->tp));
-    struct pub_peer *p = NULL;
-    rc = get_peer(pub, a, &p);
-    refit_tp_rkey_t *rk[3] = {NULL, NULL, NULL};
+    if (!sv->w->w.n_s) {
+        *none = 1; /* nothing of ours in this receiver's plan */
+        return 0;
+    }
+    sv->w->busy++;
+    if (strcmp(sv->a.transport, refit_transport_plugin_name(pub->tp)))
+        return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'",
+                               sv->a.receiver, sv->a.transport, refit_transport_plugin_name(pub->tp));
+    rc = get_peer(pub, &sv->a, &sv->p);
     for (int i = 0; !rc && i < 3; i++)
-        if (a->rk_len[i])
-            rc = get_rkey(pub, p, a->rk[i], a->rk_len[i], &rk[i]);
+        if (sv->a.rk_len[i])
+            rc = get_rkey(pub, sv->p, sv->a.rk[i], sv->a.rk_len[i], &sv->rk[i]);
     if (rc)
-        return refit_error_push(rc, "receiver %s's slots", a->receiver);
-    struct inflight f = {0};
-    uint64_t bytes = 0;
-    rc = post_raw(pub, &w->w.s[0], arena, rk, a, p, &f, &bytes);
-    if (!rc)
-        rc = post_units(pub, w, arena, v, rk, a, p, &f, &bytes);
-    int drc = inflight_drain(pub, &f, a->receiver);
+        return refit_error_push(rc, "receiver %s's slots", sv->a.receiver);
+    return 0;
+}
+
+/* Wait for the receiver's WRITEs and notify it; on failure tell it why
+ * and drop its connection: a failed push may have broken it (a reset, a
+ * receiver stopped past the timeout), and the next one starts from a new
+ * one rather than failing on the old (issue 22.3). */
+static int finish_receiver(refit_publisher_t *pub, struct serving *sv, uint64_t v)
+{
+    int rc = sv->rc, drc = inflight_drain(pub, &sv->f, sv->a.receiver);
     if (!rc)
         rc = drc;
     if (!rc) {
-        pub->push->bytes += bytes;
-        if ((rc = send_note(pub, p, v, "ok")))
-            refit_error_push(rc, "notifying receiver %s", a->receiver);
-    } else {
-        send_failure(pub, p, v);
+        pub->push->bytes += sv->bytes;
+        if ((rc = send_note(pub, sv->p, v, "ok")))
+            refit_error_push(rc, "notifying receiver %s", sv->a.receiver);
+    } else if (sv->p) {
+        send_failure(pub, sv->p, v);
     }
-    /* A failed push may have broken the connection (a reset, a receiver
-     * stopped past the timeout): the next one starts from a new one rather
-     * than failing on the old (issue 22.3). */
+    if (rc && sv->p)
+        peer_forget(pub, sv->p);
+    if (sv->w && sv->w->w.n_s)
+        sv->w->busy--;
+    free(sv->raw);
     if (rc)
-        peer_forget(pub, p);
+        refit_error_push(rc, "push of v%llu to receiver %s", (unsigned long long)v, sv->a.receiver);
     return rc;
+}
+
+/* The requests of sv that finished, freed from the front (they finish
+ * in order per receiver); 1 when none is left in flight. */
+static int retired(refit_publisher_t *pub, struct serving *sv)
+{
+    struct inflight *f = &sv->f;
+    size_t k = 0;
+    while (k < f->n) {
+        int c = refit_transport_test(pub->tp, f->q[k]);
+        if (c == REFIT_EAGAIN)
+            break;
+        if (c && !sv->rc)
+            sv->rc = refit_error_push(c, "writing to receiver %s", sv->a.receiver);
+        refit_transport_req_free(pub->tp, f->q[k++]);
+    }
+    memmove(f->q, f->q + k, (f->n - k) * sizeof(*f->q));
+    f->n -= k;
+    return f->n == 0;
+}
+
+/* One pass over the receivers being served: each posts its next batch;
+ * those fully posted whose WRITEs finished (or that failed) are finished
+ * and leave the window.  When no one could move, wait for the oldest
+ * request of the first.  The first failure is kept in *first. */
+static void window_pass(refit_publisher_t *pub, struct serving *win, int *used, size_t k_max, uint64_t v,
+                        int arena, int *first, char *msg, size_t msg_cap)
+{
+    int moved = 0;
+    for (size_t j = 0; j < k_max; j++)
+        if (used[j] && !win[j].rc && win[j].phase != PH_POSTED) {
+            win[j].rc = step(pub, &win[j], arena, v);
+            moved = 1;
+        }
+    for (size_t j = 0; j < k_max; j++) {
+        if (!used[j] || (!win[j].rc && (win[j].phase != PH_POSTED || !retired(pub, &win[j]))))
+            continue;
+        int c = finish_receiver(pub, &win[j], v);
+        used[j] = 0;
+        moved = 1;
+        if (c && !*first) {
+            *first = c;
+            snprintf(msg, msg_cap, "%s", refit_error_message());
+        }
+    }
+    for (size_t j = 0; !moved && j < k_max; j++)
+        if (used[j] && win[j].f.n) {
+            int c = refit_transport_wait(pub->tp, win[j].f.q[0], -1);
+            if (c && !win[j].rc)
+                win[j].rc = refit_error_push(c, "writing to receiver %s", win[j].a.receiver);
+            /* A request that never finished belongs to the transport's fini. */
+            if (c == REFIT_ETIMEDOUT)
+                win[j].f.q[0] = NULL;
+            refit_transport_req_free(pub->tp, win[j].f.q[0]);
+            memmove(win[j].f.q, win[j].f.q + 1, (win[j].f.n - 1) * sizeof(*win[j].f.q));
+            win[j].f.n--;
+            break;
+        }
 }
 
 /* Receivers served so far this publish. */
@@ -539,29 +669,40 @@ static int was_served(const struct served *sv, const char *id)
     return 0;
 }
 
-/* The advert read at key: served when it is for v and new; a malformed
- * one is ignored with a warning (anyone may write junk there). */
-static int serve_advert(refit_publisher_t *pub, const struct refit_store_get_item *it, uint64_t v, int arena,
-                        struct served *sv)
+/* The advert read at key: joins the round (*joined) when it is for v and
+ * its receiver new; a malformed one is ignored with a warning (anyone may
+ * write junk there). */
+static int take_advert(refit_publisher_t *pub, const struct refit_store_get_item *it, uint64_t v, int arena,
+                       struct served *sv, struct serving *out, int *joined)
 {
+    *joined = 0;
     if (it->status == REFIT_ENOENT)
         return 0;
-    struct push_advert a;
+    memset(out, 0, sizeof(*out));
     int rc = it->status ? refit_error_set(it->status, "reading %s", it->key)
-                        : rf_push_advert_decode(it->val, it->len, it->key, &a);
+                        : rf_push_advert_decode(it->val, it->len, it->key, &out->a);
     if (rc == REFIT_EPROTO) {
         refit_log(REFIT_LOG_WARN, "push", "%s: ignoring %s: %s", pub->id, it->key, refit_error_message());
-        rc = 0;
-    } else if (!rc && a.version == v && !was_served(sv, a.receiver)) {
-        rc = serve_receiver(pub, &a, v, arena);
-        if (rc)
-            refit_error_push(rc, "push of v%llu to receiver %s", (unsigned long long)v, a.receiver);
-        else if (!(sv->id[sv->n] = strdup(a.receiver)))
-            rc = REFIT_ENOMEM;
-        else
-            sv->n++;
+        return 0;
     }
-    return rc;
+    if (rc || out->a.version != v || was_served(sv, out->a.receiver))
+        return rc;
+    if (!(sv->id[sv->n] = strdup(out->a.receiver)))
+        return REFIT_ENOMEM;
+    sv->n++;
+    int none = 0;
+    out->rc = start_receiver(pub, out, &none);
+    if (out->rc && !out->p) {
+        /* Nothing posted, no connection to tell: the publish fails here. */
+        if (out->w && out->w->w.n_s)
+            out->w->busy--;
+        return refit_error_push(out->rc, "push of v%llu to receiver %s", (unsigned long long)v,
+                                out->a.receiver);
+    }
+    if (!out->rc && !none)
+        out->rc = build_raw(pub, out, arena);
+    *joined = !none;
+    return 0;
 }
 
 /* This publisher's place among all (its parallel position), so that
@@ -578,15 +719,21 @@ static void stagger(const refit_publisher_t *pub, uint32_t *self, uint32_t *n_se
         *self %= *n_self;
 }
 
-/* The adverts at keys: read in one round trip, served in this
- * publisher's staggered order. */
+/* The adverts at keys: read in one round trip and served in this
+ * publisher's staggered order, refit.push_streams receivers at a time: a
+ * window that takes the next receiver as soon as one is done.  After a
+ * failure no receiver joins; those in the window are still finished (their
+ * WRITEs waited for), and the first error is the publish's. */
 static int serve_keys(refit_publisher_t *pub, char **keys, size_t nk, uint64_t v, int arena, struct served *sv)
 {
     if (!nk)
         return 0;
+    size_t k_max = pub->ctx->push_streams > 0 ? (size_t)pub->ctx->push_streams : 1;
     struct refit_store_get_item *it = calloc(nk, sizeof(*it));
+    struct serving *win = calloc(k_max, sizeof(*win));
+    int *used = calloc(k_max, sizeof(*used));
     uint32_t *order = calloc(nk, sizeof(*order)), self, n_self;
-    int rc = it && order ? 0 : REFIT_ENOMEM;
+    int rc = it && order && win && used ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < nk; i++)
         it[i].key = keys[i];
     if (!rc)
@@ -594,13 +741,32 @@ static int serve_keys(refit_publisher_t *pub, char **keys, size_t nk, uint64_t v
     stagger(pub, &self, &n_self);
     if (!rc)
         rf_sched_order(RF_SCHED_SPREAD, (uint32_t)nk, self, n_self, order);
-    for (size_t i = 0; !rc && i < nk && sv->n < sv->want; i++)
-        rc = serve_advert(pub, &it[order[i]], v, arena, sv);
+    char msg[1024] = "";
+    size_t next = 0, peak = 0;
+    for (int live = 1; live;) {
+        for (size_t j = 0; !rc && j < k_max; j++)
+            while (!rc && !used[j] && next < nk && sv->n < sv->want) {
+                if ((rc = take_advert(pub, &it[order[next++]], v, arena, sv, &win[j], &used[j])))
+                    snprintf(msg, sizeof(msg), "%s", refit_error_message());
+            }
+        size_t n_live = 0;
+        for (size_t j = 0; j < k_max; j++)
+            n_live += (size_t)used[j];
+        if (n_live > peak)
+            peak = n_live;
+        if ((live = n_live > 0))
+            window_pass(pub, win, used, k_max, v, arena, &rc, msg, sizeof(msg));
+    }
+    if (peak)
+        refit_log(REFIT_LOG_DEBUG, "push", "%s: v%llu: up to %zu receivers served at once", pub->id,
+                  (unsigned long long)v, peak);
     for (size_t i = 0; it && i < nk; i++)
         free(it[i].val);
     free(it);
     free(order);
-    return rc;
+    free(win);
+    free(used);
+    return rc ? refit_error_set(rc, "%s", msg) : 0;
 }
 
 /* Name the registered receivers that did not advertise v. */
@@ -632,6 +798,8 @@ static int push_deliver(refit_publisher_t *pub, uint64_t v, int arena)
     if (!pub->push && !(pub->push = calloc(1, sizeof(*pub->push))))
         return REFIT_ENOMEM;
     pub->push->bytes = 0;
+    for (size_t i = 0; i < pub->push->n_works; i++)
+        pub->push->works[i]->n_made = 0; /* this publish's tensors: quantized again */
     struct served sv = {NULL, 0, pub->ctx->receivers > 0 ? (size_t)pub->ctx->receivers : 1};
     if (!(sv.id = calloc(sv.want, sizeof(char *))))
         return REFIT_ENOMEM;
