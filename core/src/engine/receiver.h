@@ -376,6 +376,17 @@ int rf_rcvdelta_wanted(const refit_receiver_t *r);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);
+/* Push mode with deltas (push_rcv.c): before advertising V, the requests
+ * to put in the advert (per source whose delta of V was made from what the
+ * mirror holds; drop: per plan descriptor, not sent as raw bytes); after
+ * the sources wrote, every raw descriptor applied (by_delta: per source,
+ * its note said it wrote the delta) or copied into the mirror, checked and
+ * converted — on failure V is pulled whole (*whole 1). */
+struct push_adelta;
+int rf_rcvdelta_push_ask(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const struct push_adelta **asks,
+                         size_t *n);
+int rf_rcvdelta_push_land(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const uint8_t *by_delta,
+                          struct refit_pull_stats *st, int *whole);
 
 /* fanout.c: whether refit.fanout.* asks for fan-out. */
 int rf_fanout_requested(const refit_context_t *ctx, int *yes);
