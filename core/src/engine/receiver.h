@@ -264,6 +264,11 @@ struct rf_xfer {
     uint32_t *pending;    /* per layout tensor: descriptors still out */
     uint8_t *unfed;       /* per layout tensor: fed by no descriptor */
     const uint8_t *ready; /* per layout tensor: arrives final (push: trainer-quantized); NULL: none */
+    /* Per layout tensor: in its staging bytes, final, during this pull.  A
+     * data-parallel fallback (rf_pull_retry sets keep) re-reads only the
+     * descriptors that feed a tensor not finished yet. */
+    uint8_t *finished;
+    int keep;             /* the next rf_xfer_begin keeps `finished` (a retry of this pull) */
     double convert_s;
 };
 
