@@ -47,6 +47,7 @@
 #include "refit/convert.h"
 #include "refit/status.h"
 #include "refit/store_core.h"
+#include "../../core/src/engine/engine.h"
 #include "../../core/src/engine/sums.h"
 
 struct ss_opts {
@@ -194,9 +195,11 @@ static int make_catalogs(struct ss *s)
             }
             ct.nbytes = n;
             ct.checksum = n * 2654435761u + t;
-            /* ~4 MiB checksum chunks of whole rows, as the publisher sizes them */
-            uint64_t row = n / (ct.ndim ? ct.shape[0] : 1);
-            ct.chunk_rows = row ? (uint32_t)((4u << 20) / row ? (4u << 20) / row : 1) : 1;
+            /* Checksum chunks of whole rows, sized as the publisher sizes them. */
+            uint64_t rows = ct.ndim >= 2 ? ct.shape[0] : n / 2;
+            for (uint32_t d = 1; ct.ndim > 2 && d + 1 < ct.ndim; d++)
+                rows *= ct.shape[d];
+            ct.chunk_rows = rf_chunk_rows(rows, rows ? n / rows : n);
             off += (n + 63) & ~63ull;
             rc = refit_catalog_add(c, &ct);
         }
