@@ -79,6 +79,8 @@ static const struct refit_cfg_field model_fields[] = {
     /* any target layout the model plugin offers (hf, transformers, vllm, sglang) */
     {"target", REFIT_CFG_STRING, "vllm", 0, -1, NULL, "destination layout and names (a target of the model plugin)"},
     {"skip", REFIT_CFG_LIST, NULL, 0, -1, NULL, "name patterns not transferred (MTP layers by default)"},
+    {"include_mtp", REFIT_CFG_BOOL, "false", 0, -1, NULL,
+     "also transfer the multi-token-prediction layers (engines that draft with them: vLLM's MTP speculative decoding)"},
     {"fp8.enabled", REFIT_CFG_BOOL, "false", 0, -1, NULL, "block-quantize linear weights to FP8"},
     {"fp8.rule", REFIT_CFG_ENUM, "trainer", 0, -1, "trainer|deepgemm", "scale rule"},
     {"fp8.floor", REFIT_CFG_DOUBLE, NULL, 0, 1, NULL, "scale floor; default the rule's own"},

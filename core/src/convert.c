@@ -592,6 +592,8 @@ int refit_convert_opts_from_config(const refit_config_t *cfg, struct refit_conve
     rc = refit_config_list(cfg, "model.skip", &o->skip, &o->n_skip);
     if (rc == REFIT_ENOENT)
         rc = 0, o->n_skip = 0;
+    if (!rc)
+        rc = refit_config_bool(cfg, "model.include_mtp", &o->include_mtp);
     bool en = false;
     if (!rc)
         rc = refit_config_bool(cfg, "model.fp8.enabled", &en);

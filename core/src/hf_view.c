@@ -86,7 +86,7 @@ int rf_view_create(const refit_model_t *m, const char *dir, const struct refit_c
         return REFIT_ENOMEM;
     v->dir = strdup(dir);
     struct expect_ctx c = {m, o, v};
-    int rc = v->dir ? rf_model_instances(m, expect_instance, &c) : REFIT_ENOMEM;
+    int rc = v->dir ? rf_model_instances_ex(m, false, rf_model_mtp_on(m, o), expect_instance, &c) : REFIT_ENOMEM;
     if (rc) {
         refit_hf_view_close(v);
         return rc;

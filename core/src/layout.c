@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "layout_int.h"
 #include "refit/refit.h"
 #include "refit/status.h"
@@ -18,31 +20,50 @@
 /* ------------------------------------------------------------------ */
 /* Helpers shared with convert.c */
 
+/* v in decimal at out (no terminator, at most 20 bytes); its length.  By
+ * hand: a Kimi-K2 plan formats a few hundred thousand names, and snprintf
+ * was a fifth of its instructions. */
+static size_t put_dec(char *out, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0, sign = v < 0;
+    uint64_t u = sign ? 0 - (uint64_t)v : (uint64_t)v;
+    if (sign)
+        *out++ = '-';
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n + sign;
+}
+
+/* The pattern with {L} as the layer and {k} / {e} as the expert (a
+ * negative value is printed as it is). */
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert)
 {
-    size_t cap = strlen(pattern) + 64, len = 0;
-    char *out = malloc(cap);
+    size_t plen = strlen(pattern), holes = 0;
+    for (const char *p = strchr(pattern, '{'); p; p = strchr(p + 1, '{'))
+        holes++;
+    /* every placeholder (3 bytes) becomes at most 20 digits */
+    char *out = malloc(plen + holes * 20 + 1);
     if (!out)
         return NULL;
+    size_t len = 0;
     for (const char *p = pattern; *p;) {
-        int64_t v = -1;
-        if (!strncmp(p, "{L}", 3))
-            v = layer;
-        else if (!strncmp(p, "{k}", 3) || !strncmp(p, "{e}", 3))
-            v = expert;
-        if (v >= 0 || (p[0] == '{' && p[1] && strchr("Lke", p[1]) && p[2] == '}')) {
-            len += (size_t)snprintf(out + len, cap - len, "%lld", (long long)v);
+        const char *b = strchr(p, '{');
+        size_t run = b ? (size_t)(b - p) : strlen(p);
+        memcpy(out + len, p, run);
+        len += run;
+        p += run;
+        if (!*p)
+            break;
+        if (p[1] && p[2] == '}' && (p[1] == 'L' || p[1] == 'k' || p[1] == 'e')) {
+            len += put_dec(out + len, p[1] == 'L' ? layer : expert);
             p += 3;
         } else {
             out[len++] = *p++;
-        }
-        if (len + 24 >= cap) {
-            char *n = realloc(out, cap *= 2);
-            if (!n) {
-                free(out);
-                return NULL;
-            }
-            out = n;
         }
     }
     out[len] = '\0';
@@ -69,12 +90,32 @@ static int is_global(enum refit_model_scope s)
 
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg)
 {
-    return rf_model_instances_ex(m, false, fn, arg);
+    return rf_model_instances_ex(m, false, false, fn, arg);
+}
+
+/* The entries of layer l (kind k) in table order: the decoder block's by
+ * kind, and in an MTP layer its own (REFIT_SCOPE_MTP). */
+static int layer_instances(const refit_model_t *m, int64_t l, enum refit_layer_kind k, bool mtp_layer, int64_t *vals,
+                           rf_instance_fn fn, void *arg)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < m->n_entries; i++) {
+        const struct refit_model_entry *e = &m->entries[i];
+        bool present = entry_present(m, e);
+        if (is_global(e->scope) || (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
+            (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE) || (e->scope == REFIT_SCOPE_MTP && !mtp_layer))
+            continue;
+        if (rf_entry_val(m, e)->per_layer)
+            rc = rf_entry_present_at(m, e, l, vals, &present);
+        if (!rc && present)
+            rc = fn(arg, e, l);
+    }
+    return rc;
 }
 
 /* Global entries first, then layer by layer in table order, so layouts
- * list tensors the way checkpoints do. */
-int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg)
+ * list tensors the way checkpoints do; the MTP layers last. */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, bool mtp, rf_instance_fn fn, void *arg)
 {
     const struct refit_model_shape *s = &m->shape;
     for (size_t i = 0; i < m->n_entries; i++) {
@@ -90,20 +131,11 @@ int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_
     if (m->layer_vals && !vals)
         return REFIT_ENOMEM;
     int rc = 0;
-    for (int64_t l = 0; !rc && l < s->n_layers; l++) {
-        enum refit_layer_kind k = m->kinds[l];
-        for (size_t i = 0; !rc && i < m->n_entries; i++) {
-            const struct refit_model_entry *e = &m->entries[i];
-            bool present = entry_present(m, e);
-            if (is_global(e->scope) || (e->scope == REFIT_SCOPE_DENSE && k != REFIT_LAYER_DENSE) ||
-                (e->scope == REFIT_SCOPE_MOE && k != REFIT_LAYER_MOE))
-                continue;
-            if (rf_entry_val(m, e)->per_layer)
-                rc = rf_entry_present_at(m, e, l, vals, &present);
-            if (!rc && present)
-                rc = fn(arg, e, l);
-        }
-    }
+    for (int64_t l = 0; !rc && l < s->n_layers; l++)
+        rc = layer_instances(m, l, m->kinds[l], false, vals, fn, arg);
+    enum refit_layer_kind mk = rf_model_mtp_block(m);
+    for (int64_t l = s->n_layers; !rc && mtp && mk && l < s->n_layers + s->n_mtp_layers; l++)
+        rc = layer_instances(m, l, mk, true, vals, fn, arg);
     free(vals);
     return rc;
 }
@@ -111,12 +143,11 @@ int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_
 /* ------------------------------------------------------------------ */
 /* Building */
 
+/* XXH3 rather than a byte-at-a-time hash: a Kimi-K2 plan interns and
+ * looks up about half a million names of ~50 bytes. */
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return XXH3_64bits(s, strlen(s));
 }
 
 static int hash_grow(refit_layout_t *lay)

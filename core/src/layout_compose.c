@@ -31,30 +31,37 @@ struct refit_layout_xmap {
     struct refit_layout_cand *cand;
 };
 
+#define XCMP(a, b)                                                                                                    \
+    do {                                                                                                              \
+        if ((a) != (b))                                                                                               \
+            return (a) < (b) ? -1 : 1;                                                                                \
+    } while (0)
+
+/* By destination rectangle, then rank and tensor (field by field, the
+ * first difference deciding: this sort orders every record of a plan). */
 static int xrec_cmp(const void *a, const void *b)
 {
     const struct xrec *x = a, *y = b;
-    int64_t kx[] = {x->dst, x->di, x->dr, x->dc, x->rows, x->cols, x->c.rank, x->c.tensor};
-    int64_t ky[] = {y->dst, y->di, y->dr, y->dc, y->rows, y->cols, y->c.rank, y->c.tensor};
-    for (int i = 0; i < 8; i++)
-        if (kx[i] != ky[i])
-            return kx[i] < ky[i] ? -1 : 1;
+    XCMP(x->dst, y->dst);
+    XCMP(x->di, y->di);
+    XCMP(x->dr, y->dr);
+    XCMP(x->dc, y->dc);
+    XCMP(x->rows, y->rows);
+    XCMP(x->cols, y->cols);
+    XCMP(x->c.rank, y->c.rank);
+    XCMP(x->c.tensor, y->c.tensor);
     return 0;
 }
+#undef XCMP
 
 /* Index the trainer pieces that copy an HF tensor the destination needs
- * (CSR over the destination's source names; pieces of other tensors are
- * left out).  Each rank's source table is looked up once, not each piece:
+ * (CSR over the destination's source names, `names` the table that numbers
+ * them; pieces of other tensors are left out).  Each rank's source table is looked up once, not each piece:
  * a large MoE trainer has tens of thousands of pieces per plan. */
-static int xindex(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n, refit_layout_t *names,
-                  size_t **startp, struct xent **entp)
+static int xindex(const refit_layout_t *names, const refit_layout_t *const *ranks, size_t n, size_t **startp,
+                  struct xent **entp)
 {
     int rc = 0;
-    for (size_t i = 0; i < dst->n_src && !rc; i++) {
-        const struct refit_layout_src *s = &dst->src[i];
-        uint32_t id;
-        rc = rf_lay_intern_src(names, s->name, s->ndim, s->shape[0], s->shape[1], &id);
-    }
     uint32_t **map = calloc(n ? n : 1, sizeof(*map));
     size_t *start = calloc(names->n_src + 1, sizeof(*start));
     size_t *fill = calloc(names->n_src + 1, sizeof(*fill));
@@ -148,20 +155,36 @@ int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const 
 {
     if (!dst || (!ranks && n_ranks) || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_compose: NULL argument");
-    refit_layout_t *names = calloc(1, sizeof(*names));
     refit_layout_xmap_t *x = calloc(1, sizeof(*x));
     size_t *start = NULL, n = 0, cap = 0;
     struct xent *ent = NULL;
     struct xrec *rec = NULL;
-    int rc = names && x ? xindex(dst, ranks, n_ranks, names, &start, &ent) : REFIT_ENOMEM;
+    /* The destination's own source table numbers the HF tensors it needs
+     * (its names are interned: each once, found by its hash).  A layout
+     * without the hash gets an interned copy. */
+    refit_layout_t *copy = NULL;
+    const refit_layout_t *names = dst;
+    int rc = x ? 0 : REFIT_ENOMEM;
+    if (!rc && dst->n_src && !dst->hash_cap) {
+        copy = calloc(1, sizeof(*copy));
+        rc = copy ? 0 : REFIT_ENOMEM;
+        for (size_t i = 0; i < dst->n_src && !rc; i++) {
+            const struct refit_layout_src *s = &dst->src[i];
+            uint32_t id;
+            rc = rf_lay_intern_src(copy, s->name, s->ndim, s->shape[0], s->shape[1], &id);
+        }
+        names = copy;
+    }
+    if (!rc)
+        rc = xindex(names, ranks, n_ranks, &start, &ent);
     for (size_t t = 0; !rc && t < dst->n; t++) {
         const struct ltensor *lt = &dst->t[t];
         for (size_t k = 0; !rc && k < lt->count; k++) {
             const struct refit_layout_piece *q = &dst->pieces[lt->first + k];
             const char *hf = dst->src[q->src].name;
-            uint32_t id;
+            uint32_t id = q->src;
             int64_t covered = 0;
-            if (!rf_lay_find_src(names, hf, &id))
+            if (!copy || !rf_lay_find_src(names, hf, &id))
                 for (size_t j = start[id]; !rc && j < start[id + 1]; j++) {
                     const struct refit_layout_piece *p = ent[j].p;
                     int64_t r0 = q->src_row > p->src_row ? q->src_row : p->src_row;
@@ -191,7 +214,7 @@ int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const 
     free(rec);
     free(start);
     free(ent);
-    refit_layout_destroy(names);
+    refit_layout_destroy(copy);
     if (rc) {
         refit_layout_xmap_destroy(x);
         return rc;

@@ -22,7 +22,22 @@ struct tctx {
     refit_layout_t *lay;
     int tp, rank, ep;
     const struct refit_model_dst **dsel; /* each entry's destination here */
+    const struct refit_mtp_naming *mtp;  /* this target's names of MTP layers */
 };
+
+/* How this target shards an entry: its destination's role, else the entry's. */
+static enum refit_model_role trole(const struct tctx *c, const struct refit_model_entry *e)
+{
+    const struct refit_model_dst *d = c->dsel[e - c->m->entries];
+    return d && d->role ? d->role : e->role;
+}
+
+/* A destination name (taken), renamed when it is a decoder block tensor of
+ * an MTP layer ({L} is the HF layer number in target names). */
+static char *dst_name(const struct tctx *c, const struct refit_model_entry *e, int64_t layer, char *name)
+{
+    return rf_mtp_rename(c->m, c->mtp, e, layer, layer, name);
+}
 
 /* Rows of a part held by inference rank r: [*start, *start + *n). */
 static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, int part,
@@ -31,7 +46,8 @@ static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, i
     const struct rf_entry_val *v = rf_entry_val(c->m, e);
     int64_t heads = v->args[0], groups = v->args[1], hd = v->args[2];
     int tp = c->tp, r = c->rank;
-    switch (e->role) {
+    enum refit_model_role role = trole(c, e);
+    switch (role) {
     case REFIT_ROLE_QKV_COLUMN:
         if (part == 0) {
             int rc = rf_lay_divides("num_attention_heads", heads, tp, dname);
@@ -56,7 +72,7 @@ static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, i
         return 0;
     case REFIT_ROLE_GATED_COLUMN:
     case REFIT_ROLE_COLUMN: {
-        int rc = rf_lay_divides_units("rows", p->rows, e->role == REFIT_ROLE_COLUMN ? heads : 0, tp, dname);
+        int rc = rf_lay_divides_units("rows", p->rows, role == REFIT_ROLE_COLUMN ? heads : 0, tp, dname);
         if (rc)
             return rc;
         *n = p->rows / tp;
@@ -83,9 +99,9 @@ static int infer_rows(const struct tctx *c, const struct refit_model_entry *e, i
 static int infer_cols(const struct tctx *c, const struct refit_model_entry *e, const struct part *p,
                       const char *dname, int64_t *start, int64_t *n, bool *split)
 {
-    int tpc = e->role == REFIT_ROLE_ROW ? c->tp
-              : e->role == REFIT_ROLE_EXPERT_ROW ? (c->ep > 1 ? 1 : c->tp) : 1;
-    int64_t unit = e->role == REFIT_ROLE_ROW ? rf_entry_val(c->m, e)->args[0] : 0;
+    enum refit_model_role role = trole(c, e);
+    int tpc = role == REFIT_ROLE_ROW ? c->tp : role == REFIT_ROLE_EXPERT_ROW ? (c->ep > 1 ? 1 : c->tp) : 1;
+    int64_t unit = role == REFIT_ROLE_ROW ? rf_entry_val(c->m, e)->args[0] : 0;
     int rc = rf_lay_divides_units("input columns", p->cols, unit, tpc, dname);
     if (rc)
         return rc;
@@ -184,7 +200,7 @@ static int target_unfused(struct tctx *c, const struct refit_model_entry *e, str
     for (int i = 0; i < np; i++) {
         if (rf_lay_skip_name(c->o, parts[i].name))
             continue;
-        char *dn = d && d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name);
+        char *dn = dst_name(c, e, layer, d && d->name ? rf_model_name(d->name, layer, eid) : strdup(parts[i].name));
         int64_t rows, cols;
         int rc = dn ? dst_extent(c, e, parts, i, 1, dn, &rows, &cols) : REFIT_ENOMEM;
         if (rc) {
@@ -339,7 +355,7 @@ static int target_instance(void *arg, const struct refit_model_entry *e, int64_t
             rc = target_unfused(c, e, parts, np, layer, eid);
             continue;
         }
-        char *dn = rf_model_name(d->name, layer, -1);
+        char *dn = dst_name(c, e, layer, rf_model_name(d->name, layer, -1));
         if (!dn) {
             rc = REFIT_ENOMEM;
             break;
@@ -439,7 +455,7 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
     if (!m || !o || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_target: NULL argument");
     struct tctx c = {m, o, rf_model_target(m, rf_target_name(o)), NULL, o->tp > 0 ? o->tp : 1, o->rank, o->ep,
-                     NULL};
+                     NULL, NULL};
     if (!c.t)
         return REFIT_EINVAL;
     if (c.rank < 0 || c.rank >= c.tp)
@@ -448,8 +464,12 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
         return refit_error_set(REFIT_EINVAL,
                                "expert parallelism %d: only ep = tp (%d) is supported for one "
                                "inference rank (ep = tp * dp with dp 1)", c.ep, c.tp);
-    if (o->include_mtp && m->shape.n_mtp_layers > 0)
-        return refit_error_set(REFIT_ENOTSUP, "MTP layers are not converted yet; leave include_mtp off");
+    bool mtp = o->include_mtp && m->shape.n_mtp_layers > 0;
+    c.mtp = mtp ? rf_model_mtp_naming(m, c.t->name) : NULL;
+    if (mtp && (!rf_model_mtp_block(m) || !c.mtp))
+        return refit_error_set(REFIT_ENOTSUP, "%s: model plugin %s gives target layout '%s' no MTP layers "
+                                              "(%s engines load none); leave include_mtp off",
+                               m->model_type, m->plugin->name, c.t->name, c.t->engine ? c.t->engine : c.t->name);
     int rc = rf_model_dsts(m, c.t, c.tp, c.ep > 1 ? c.ep : 1, &c.dsel);
     if (rc)
         return rc;
@@ -459,7 +479,7 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
         return REFIT_ENOMEM;
     }
     c.lay = lay;
-    rc = rf_model_instances(m, target_instance, &c);
+    rc = rf_model_instances_ex(m, false, mtp, target_instance, &c);
     if (!rc)
         rc = rf_lay_finish(lay);
     if (!rc)

@@ -22,8 +22,9 @@ struct mctx {
     refit_layout_t *lay;
     int pp, vp, pp_rank;
     int64_t *start;      /* first layer of each chunk; start[pp*vp] = L */
-    int64_t local;       /* the instance's layer number in its chunk */
+    int64_t local;       /* the instance's layer number in its chunk (MTP: its MTP index) */
     int chunk;           /* the instance's chunk */
+    const struct refit_mtp_naming *mtp; /* the trainer's names of MTP layers */
 };
 
 /* linear_qkv rows [a, b) of the global tensor interleaved per query group:
@@ -52,11 +53,13 @@ static int qkv_pieces(struct mctx *c, const struct refit_model_entry *e, struct 
     return 0;
 }
 
-/* A trainer name in this instance's chunk: the local layer number, and
- * "model<v>." in front with virtual stages. */
-static char *chunk_name(const struct mctx *c, const char *pattern, int64_t local, int64_t k)
+/* A trainer name in this instance's chunk: the local layer number (an MTP
+ * layer's decoder block under the MTP prefix), and "model<v>." in front
+ * with virtual stages. */
+static char *chunk_name(const struct mctx *c, const struct refit_model_entry *e, int64_t layer, int64_t local,
+                        int64_t k)
 {
-    char *n = rf_model_name(pattern, local, k);
+    char *n = rf_mtp_rename(c->m, c->mtp, e, layer, local, rf_model_name(e->megatron, local, k));
     if (!n || c->vp <= 1)
         return n;
     size_t len = strlen(n) + 32;
@@ -77,7 +80,7 @@ static int megatron_one(struct mctx *c, const struct refit_model_entry *e, int64
     struct part parts[3] = {{0}};
     for (int i = 0; i < np && !rc; i++)
         rc = rf_lay_part_of(c->m, e, i, layer, eid, &parts[i]);
-    char *name = rc ? NULL : chunk_name(c, e->megatron, layer < 0 ? -1 : c->local, k);
+    char *name = rc ? NULL : chunk_name(c, e, layer, layer < 0 ? -1 : c->local, k);
     if (!rc && !name)
         rc = REFIT_ENOMEM;
     if (!rc && rf_lay_skip_name(c->skip, parts[0].name))
@@ -170,10 +173,19 @@ out:
     return rc;
 }
 
-/* Which chunk holds an instance; -1 none of this rank's. */
+/* Which chunk holds an instance; -1 none of this rank's.  MTP layers sit
+ * on the last chunk (Megatron-Core's mtp_on_this_rank without a custom
+ * pipeline layout), numbered from 0. */
 static int chunk_of(struct mctx *c, const struct refit_model_entry *e, int64_t layer)
 {
     int n = c->pp * c->vp, ch = 0;
+    int64_t L = c->m->shape.n_layers;
+    if (layer >= L) {
+        if ((n - 1) % c->pp != c->pp_rank)
+            return -1;
+        c->local = layer - L;
+        return c->chunk = n - 1;
+    }
     if (e->scope == REFIT_SCOPE_GLOBAL)
         ch = 0;
     else if (e->scope == REFIT_SCOPE_FINAL)
@@ -298,7 +310,9 @@ int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron
         pp->vp < 0 || pp->pp_rank < 0 || pp->pp_rank >= (pp->pp > 0 ? pp->pp : 1))
         return refit_error_set(REFIT_EINVAL, "trainer rank tp %d/%d ep %d/%d etp %d/%d pp %d/%d is inconsistent",
                                r->tp_rank, r->tp, r->ep_rank, r->ep, r->etp_rank, r->etp, pp->pp_rank, pp->pp);
-    struct mctx c = {m, r, skip, NULL, pp->pp > 0 ? pp->pp : 1, pp->vp > 0 ? pp->vp : 1, pp->pp_rank, NULL, -1, 0};
+    struct mctx c = {m, r, skip, NULL, pp->pp > 0 ? pp->pp : 1, pp->vp > 0 ? pp->vp : 1, pp->pp_rank, NULL, -1, 0,
+                     rf_model_mtp_naming(m, "megatron")};
+    bool mtp = rf_model_mtp_on(m, skip);
     int rc = chunk_starts(m, pp->chunk_layers, c.pp, c.vp, &c.start);
     if (rc)
         return rc;
@@ -310,11 +324,11 @@ int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron
     c.lay = lay;
     /* the count covers every stage: at most pp times what this one needs */
     struct mcount cnt = {m, r->ep, 0, 0};
-    rc = rf_model_instances_ex(m, true, megatron_count, &cnt);
+    rc = rf_model_instances_ex(m, true, mtp, megatron_count, &cnt);
     if (!rc)
         rc = reserve(lay, cnt.n, cnt.parts);
     if (!rc)
-        rc = rf_model_instances_ex(m, true, megatron_instance, &c);
+        rc = rf_model_instances_ex(m, true, mtp, megatron_instance, &c);
     free(c.start);
     if (!rc)
         rc = rf_lay_finish(lay);
@@ -387,7 +401,7 @@ int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refi
     if (!lay)
         return REFIT_ENOMEM;
     struct fctx c = {m, n, rank, skip, lay};
-    int rc = rf_model_instances(m, fsdp_instance, &c);
+    int rc = rf_model_instances_ex(m, false, rf_model_mtp_on(m, skip), fsdp_instance, &c);
     if (!rc)
         rc = rf_lay_finish(lay);
     if (rc) {

@@ -240,7 +240,7 @@ static int entry_eval(refit_model_t *m, size_t i)
     int64_t w = 1;
     int rc = 0;
     if (!e->megatron || !e->hf[0] || e->role < REFIT_ROLE_REPLICATED || e->role > REFIT_ROLE_EXPERT_ROW ||
-        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_TIED_COPY)
+        e->scope < REFIT_SCOPE_GLOBAL || e->scope > REFIT_SCOPE_MTP)
         return refit_error_set(REFIT_EPROTO, "spec entry %zu: no trainer name, no HF part, or a bad role or scope",
                                i);
     if (e->when)
@@ -281,9 +281,15 @@ static int targets_check(const refit_model_t *m)
                 return refit_error_set(REFIT_EPROTO, "target layout '%s' is declared twice", t->name);
     }
     for (size_t i = 0; i < m->n_entries; i++)
-        for (const struct refit_model_dst *d = m->entries[i].dst; d && d->target; d++)
+        for (const struct refit_model_dst *d = m->entries[i].dst; d && d->target; d++) {
             if (!rf_model_target(m, d->target))
                 return refit_error_push(REFIT_EPROTO, "spec entry '%s'", m->entries[i].megatron);
+            /* a target's own TP rule: only the plain linear layers' */
+            if (d->role && d->role != REFIT_ROLE_REPLICATED && d->role != REFIT_ROLE_COLUMN &&
+                d->role != REFIT_ROLE_ROW)
+                return refit_error_set(REFIT_EPROTO, "spec entry '%s', target '%s': role %d is not replicated, "
+                                                     "column or row", m->entries[i].megatron, d->target, (int)d->role);
+        }
     return 0;
 }
 
@@ -319,6 +325,8 @@ static int spec_load(refit_model_t *m)
         rc = targets_check(m);
     if (!rc)
         rc = rf_model_sources_check(m);
+    if (!rc)
+        rc = rf_model_mtp_check(m);
     return rc;
 }
 

@@ -70,6 +70,22 @@ int rf_model_sources_check(const refit_model_t *m);
 /* The name of the opts' target ("hf" / "vllm" from the enum when no name). */
 const char *rf_target_name(const struct refit_convert_opts *o);
 
+/* The kind of an MTP layer's decoder block (the spec's mtp_block), 0 when
+ * the plugin converts no MTP layers. */
+enum refit_layer_kind rf_model_mtp_block(const refit_model_t *m);
+/* Whether the model has MTP layers the plugin converts and o asks for them. */
+bool rf_model_mtp_on(const refit_model_t *m, const struct refit_convert_opts *o);
+/* The MTP naming row of a layout ("megatron", a target name); NULL when
+ * the spec has none (that layout loads no MTP layers). */
+const struct refit_mtp_naming *rf_model_mtp_naming(const refit_model_t *m, const char *layout);
+/* The spec's MTP fields well formed (REFIT_EPROTO, error set). */
+int rf_model_mtp_check(const refit_model_t *m);
+/* name (taken) with the naming's prefix rewritten when it is a decoder
+ * block tensor of an MTP layer: `lval` is what {L} stands for in this
+ * layout's names.  NULL on ENOMEM. */
+char *rf_mtp_rename(const refit_model_t *m, const struct refit_mtp_naming *nm, const struct refit_model_entry *e,
+                    int64_t layer, int64_t lval, char *name);
+
 /* One instance of a spec entry: a layer (-1 global) and, for per-expert
  * entries, nothing yet (experts are expanded by the caller). */
 typedef int (*rf_instance_fn)(void *arg, const struct refit_model_entry *e, int64_t layer);
@@ -77,8 +93,9 @@ typedef int (*rf_instance_fn)(void *arg, const struct refit_model_entry *e, int6
  * layers left out). */
 int rf_model_instances(const refit_model_t *m, rf_instance_fn fn, void *arg);
 /* The same, with REFIT_SCOPE_TIED_COPY entries when tied_copies (trainer
- * layouts with pipeline parallelism). */
-int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, rf_instance_fn fn, void *arg);
+ * layouts with pipeline parallelism), and the MTP layers (layer numbers
+ * n_layers + i: their decoder block and REFIT_SCOPE_MTP entries) when mtp. */
+int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, bool mtp, rf_instance_fn fn, void *arg);
 /* Expand a name pattern: {L} layer, {k} local expert, {e} global expert.
  * malloc'ed. */
 char *rf_model_name(const char *pattern, int64_t layer, int64_t expert);

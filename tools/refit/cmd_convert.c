@@ -13,7 +13,7 @@
 
 struct convert_args {
     const char *cfg, *hf, *megatron, *hf_config, *target, *model, *fp8, *floor, *out;
-    int tp, rank, ep;
+    int tp, rank, ep, mtp;
     struct cli_list set;
 };
 
@@ -35,6 +35,8 @@ static const struct cli_opt convert_table[] = {
     {"--ep", NULL, CLI_INT, "N", 1, 1 << 20, NULL, NULL, AT(ep), "whole experts per rank (N must equal --tp)"},
     {"--fp8", NULL, CLI_CHOICE, "RULE", 0, 0, "trainer|deepgemm", NULL, AT(fp8), "block-FP8 by this rule"},
     {"--fp8-floor", NULL, CLI_STR, "X", 0, 0, NULL, NULL, AT(floor), "smallest FP8 scale, a positive number"},
+    {"--mtp", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(mtp),
+     "also the multi-token-prediction layers (for engines that draft with them)"},
     {"--out", NULL, CLI_STR, "FILE", 0, 0, NULL, NULL, AT(out), "the safetensors file to write; required"},
 };
 #undef AT
@@ -80,6 +82,8 @@ static int run(struct cli_common *c, struct convert_args *a)
     o.tp = a->tp;
     o.rank = a->rank;
     o.ep = a->ep;
+    if (a->mtp)
+        o.include_mtp = true;
     if (a->fp8) {
         o.fp8.enabled = true;
         o.fp8.rule = !strcmp(a->fp8, "deepgemm") ? REFIT_FP8_DEEPGEMM : REFIT_FP8_TRAINER;

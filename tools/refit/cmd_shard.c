@@ -11,7 +11,7 @@
 
 struct shard_opts {
     const char *cfg, *hf, *out, *model, *layers;
-    int tp, ep, pp, vp, fsdp;
+    int tp, ep, pp, vp, fsdp, mtp;
     struct cli_list set;
 };
 
@@ -29,6 +29,8 @@ static const struct cli_opt shard_table[] = {
     {"--pp-layers", NULL, CLI_STR, "a,b,...", 0, 0, NULL, NULL, AT(layers),
      "the layers of each of the P*V chunks, when L is not divisible"},
     {"--fsdp", NULL, CLI_INT, "N", 1, 1 << 16, NULL, NULL, AT(fsdp), "FSDP ranks instead of Megatron"},
+    {"--mtp", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(mtp),
+     "also the multi-token-prediction layers (Megatron: mtp.layers.* on the last stage)"},
 };
 #undef AT
 
@@ -86,6 +88,7 @@ int cmd_shard(int argc, char **argv)
         rc = cli_config_from(&c, opt.cfg, &opt.set);
     const char *hf = opt.hf, *out = opt.out, *model = opt.model, *layers = opt.layers;
     int tp = opt.tp, ep = opt.ep, pp = opt.pp, vp = opt.vp, fsdp = opt.fsdp;
+    struct refit_convert_opts mo = {.include_mtp = opt.mtp != 0};
     if (!rc && (!hf || !out || (!tp && !fsdp)))
         rc = refit_error_set(REFIT_EINVAL, "--hf DIR, --tp N (or --fsdp N) and --out DIR2 are required");
     if (!rc && fsdp && (tp || ep > 1 || pp > 1 || vp > 1 || layers))
@@ -106,10 +109,10 @@ int cmd_shard(int argc, char **argv)
     if (!rc)
         rc = refit_model_open(c.loader, model, cfgpath, &m);
     if (!rc)
-        rc = refit_hf_view_open(m, hf, NULL, &v);
+        rc = refit_hf_view_open(m, hf, &mo, &v);
     struct refit_shard_opts so = {.tp = tp, .ep = ep, .pp = pp, .vp = vp, .chunk_layers = chunks, .fsdp = fsdp};
     if (!rc)
-        rc = refit_shard_write_ex(m, v, &so, NULL, out);
+        rc = refit_shard_write_ex(m, v, &so, &mo, out);
     free(chunks);
     refit_hf_view_close(v);
     refit_model_close(m);

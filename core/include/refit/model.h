@@ -60,7 +60,13 @@ enum refit_model_scope {
     /* A trainer-only copy on the last pipeline stage when that is not the
      * first (Megatron's output_layer.weight with tied embeddings and PP > 1):
      * its HF part is another entry's, read once, never a destination. */
-    REFIT_SCOPE_TIED_COPY
+    REFIT_SCOPE_TIED_COPY,
+    /* Once per multi-token-prediction (MTP) layer, beside the decoder block
+     * that layer holds (enorm, hnorm, eh_proj, the shared head's norm).
+     * Only with the spec's MTP fields and a conversion that asks for MTP
+     * layers (struct refit_convert_opts.include_mtp); see "Multi-token
+     * prediction" below. */
+    REFIT_SCOPE_MTP
 };
 
 /* ------------------------------------------------------------------ */
@@ -127,6 +133,11 @@ struct refit_model_dst {
      * (0 or 1: no expert parallelism): this dst applies when non-zero; the
      * first that applies wins, then the target's base.  NULL: always. */
     const char *when;
+    /* How this engine shards the tensor over its TP ranks when it differs
+     * from the trainer's (vLLM's MTP eh_proj is a plain nn.Linear, Megatron's
+     * a column-parallel one); 0: the entry's role.  Only REPLICATED, COLUMN
+     * and ROW (with the entry's head argument) are accepted here. */
+    enum refit_model_role role;
 };
 #define REFIT_FP8_ENTRY 0
 #define REFIT_FP8_OFF 1
@@ -178,6 +189,32 @@ struct refit_source_layout {
 };
 
 /* ------------------------------------------------------------------ */
+/* Multi-token prediction
+ *
+ * DeepSeek-V3, Kimi-K2 and GLM-5 checkpoints carry num_nextn_predict_layers
+ * MTP layers after the decoder's: HF layer n_layers + i holds a full
+ * decoder block (the LAYER / DENSE / MOE entries, with the kind the spec's
+ * mtp_block says) plus the REFIT_SCOPE_MTP entries.  HF and engine names
+ * use the HF layer number for {L}; trainer (Megatron) names the MTP index
+ * i, and all MTP layers live on the last pipeline stage (Megatron-Core's
+ * default placement).  A layout renames the decoder block's tensors of an
+ * MTP layer by replacing the prefix `from` of their names with `to`
+ * (Megatron "decoder.layers.{L}." -> "mtp.layers.{L}.mtp_model_layer.";
+ * vLLM's drafter "model.layers.{L}." -> "model.layers.{L}.mtp_block.").
+ * A target layout without a naming row loads no MTP layers. */
+enum refit_layer_kind {
+    REFIT_LAYER_DENSE = 1,
+    REFIT_LAYER_MOE = 2,
+    REFIT_LAYER_MTP = 3 /* skipped unless asked (include_mtp; the spec's mtp_block) */
+};
+
+struct refit_mtp_naming {
+    const char *layout; /* "megatron" (the trainer's names) or a target layout's name */
+    const char *from;   /* NULL: the decoder block keeps its names */
+    const char *to;
+};
+
+/* ------------------------------------------------------------------ */
 /* The spec table */
 
 struct refit_model_entry {
@@ -213,6 +250,12 @@ struct refit_model_spec {
      * covers them): the trainer frameworks' spellings of the tensor names. */
     const struct refit_source_layout *sources;
     size_t n_sources;
+
+    /* Added after the source layouts: multi-token prediction (above).
+     * mtp_block 0: the plugin converts no MTP layers. */
+    enum refit_layer_kind mtp_block;   /* REFIT_LAYER_DENSE or REFIT_LAYER_MOE */
+    const struct refit_mtp_naming *mtp_names;
+    size_t n_mtp_names;
 };
 
 /* The HF config.json as the plugin sees it.  Getters return 0, REFIT_ENOENT
@@ -248,12 +291,6 @@ struct refit_model_shape {
     bool attention_bias;
     bool qk_norm;
     bool expert_bias;          /* router bias (GLM e_score_correction_bias) */
-};
-
-enum refit_layer_kind {
-    REFIT_LAYER_DENSE = 1,
-    REFIT_LAYER_MOE = 2,
-    REFIT_LAYER_MTP = 3 /* skipped unless asked */
 };
 
 struct refit_model_ops {

@@ -184,6 +184,17 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
     }
 }
 
+// The copy tiles of a phase: without the FP8 block's registers, so that
+// more CTAs share an SM (the copies are bound by memory, not by the SMs).
+__global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first)
+{
+    const tile t = tiles[first + blockIdx.x];
+    if ((t.kind & kKindMask) == kTileCopy16)
+        copy16(t);
+    else
+        copy1(t);
+}
+
 int cuda_fail(cudaError_t e, const char *what)
 {
     (void)cudaGetLastError();
@@ -210,23 +221,23 @@ int push(tiles_vec *v, const tile &t)
     return 0;
 }
 
-int cut_copy(tiles_vec *v, const rf_dop &o, uint32_t op)
+int cut_copy(tiles_vec *v, const rf_dop &o, uint32_t op, uint64_t tile_bytes)
 {
     const bool vec = !(((uintptr_t)o.src | (uintptr_t)o.dst | o.src_pitch | o.dst_pitch | o.width) & 15);
     const uint32_t kind = vec ? kTileCopy16 : kTileCopy1;
     int rc = 0;
-    if (o.width >= RF_DPROG_TILE || o.rows == 1) {
+    if (o.width >= tile_bytes || o.rows == 1) {
         // Long rows: pieces of one row each.
         for (uint64_t r = 0; !rc && r < o.rows; r++)
-            for (uint64_t c = 0; !rc && c < o.width; c += RF_DPROG_TILE) {
-                uint64_t w = o.width - c < RF_DPROG_TILE ? o.width - c : RF_DPROG_TILE;
+            for (uint64_t c = 0; !rc && c < o.width; c += tile_bytes) {
+                uint64_t w = o.width - c < tile_bytes ? o.width - c : tile_bytes;
                 tile t = {(const char *)o.src + r * o.src_pitch + c, (char *)o.dst + r * o.dst_pitch + c,
                           o.src_pitch, o.dst_pitch, nullptr, 1, (uint32_t)w, kind, op};
                 rc = push(v, t);
             }
         return rc;
     }
-    const uint64_t per = RF_DPROG_TILE / o.width;
+    const uint64_t per = tile_bytes / o.width;
     for (uint64_t r = 0; !rc && r < o.rows; r += per) {
         uint64_t n = o.rows - r < per ? o.rows - r : per;
         tile t = {(const char *)o.src + r * o.src_pitch, (char *)o.dst + r * o.dst_pitch, o.src_pitch,
@@ -265,10 +276,17 @@ struct rf_dprog {
     unsigned long long *d_err, *h_err;
     tile *d_tiles;
     size_t n_tiles;
-    size_t phase_first[RF_DPROG_PHASES + 1];
+    /* Phase ph's tiles are [phase_first[ph], phase_first[ph + 1]): its FP8
+     * blocks first, up to copy_first[ph], then its copies (each kind its
+     * own launch: the copies' kernel keeps more CTAs on an SM). */
+    size_t phase_first[RF_DPROG_PHASES + 1], copy_first[RF_DPROG_PHASES];
+    uint64_t tile_bytes; /* largest copy tile */
     int rule;
     float floor;
     int launched;
+    /* REFIT_PULL_TRACE=1: the kernels are timed with events (rf_dprog_last_ms). */
+    int timed;
+    cudaEvent_t k0, k1;
     /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
      * host can reach): the host reference runs as a stream host function
      * instead of the kernel, on a copy of the operations. */
@@ -304,14 +322,22 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     if (!g)
         return refit_error_set(REFIT_ENOMEM, "device program");
     g->device = device;
-    const char *h = getenv("REFIT_DPROG_HOST");
+    const char *h = getenv("REFIT_DPROG_HOST"), *tr = getenv("REFIT_PULL_TRACE"), *tk = getenv("REFIT_DPROG_TILE_KB");
     g->host = h && !strcmp(h, "1");
+    g->timed = tr && !strcmp(tr, "1");
+    /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
+    long kb = tk ? strtol(tk, NULL, 10) : 0;
+    g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
     int saved = -1, rc = enter(device, &saved);
     cudaError_t e = cudaSuccess;
     if (!rc) {
         e = cudaStreamCreate(&g->stream);
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming);
+        if (e == cudaSuccess && g->timed)
+            e = cudaEventCreate(&g->k0);
+        if (e == cudaSuccess && g->timed)
+            e = cudaEventCreate(&g->k1);
         if (e == cudaSuccess)
             e = cudaMalloc((void **)&g->d_err, sizeof(*g->d_err));
         if (e == cudaSuccess)
@@ -344,6 +370,10 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
         cudaFreeHost(g->h_err);
         if (g->done)
             cudaEventDestroy(g->done);
+        if (g->k0)
+            cudaEventDestroy(g->k0);
+        if (g->k1)
+            cudaEventDestroy(g->k1);
         if (g->stream)
             cudaStreamDestroy(g->stream);
         leave(saved);
@@ -359,24 +389,30 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     float floor = 0;
     int rc = rf_dprog_params(p, &rule, &floor);
     tiles_vec v = {nullptr, 0, 0};
-    size_t first[RF_DPROG_PHASES + 1] = {0};
+    size_t first[RF_DPROG_PHASES + 1] = {0}, copies[RF_DPROG_PHASES] = {0};
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = rf_dop_check(&ops[i], i);
+        if (rc || !ops[i].rows || !ops[i].width)
+            continue;
+        if (ops[i].kind == RF_DOP_FP8_F32)
+            rc = refit_error_set(REFIT_ENOTSUP, "device program: operation %zu: fp32 quantization runs through "
+                                 "the separate FP8 kernel", i);
+        else if (i > UINT32_MAX || ops[i].rows > UINT32_MAX)
+            rc = refit_error_set(REFIT_ERANGE, "device program: operation %zu: too large", i);
+    }
+    /* Each phase: its quantizations, then its copies (the operations of a
+     * phase are independent: any order is theirs). */
     for (uint32_t ph = 0; !rc && ph < RF_DPROG_PHASES; ph++) {
         first[ph] = v.n;
-        for (size_t i = 0; !rc && i < n; i++) {
-            const rf_dop &o = ops[i];
-            if (!rc && !ph)
-                rc = rf_dop_check(&o, i);
-            if (rc || o.phase != ph || !o.rows || !o.width)
-                continue;
-            if (i > UINT32_MAX || o.rows > UINT32_MAX)
-                rc = refit_error_set(REFIT_ERANGE, "device program: operation %zu: too large", i);
-            else if (o.kind == RF_DOP_COPY)
-                rc = cut_copy(&v, o, (uint32_t)i);
-            else if (o.kind == RF_DOP_FP8_BF16)
-                rc = cut_fp8(&v, o, (uint32_t)i);
-            else
-                rc = refit_error_set(REFIT_ENOTSUP, "device program: operation %zu: fp32 quantization "
-                                     "runs through the separate FP8 kernel", i);
+        for (int copy = 0; !rc && copy < 2; copy++) {
+            if (copy)
+                copies[ph] = v.n;
+            for (size_t i = 0; !rc && i < n; i++) {
+                const rf_dop &o = ops[i];
+                if (o.phase != ph || !o.rows || !o.width || (o.kind == RF_DOP_COPY) != copy)
+                    continue;
+                rc = copy ? cut_copy(&v, o, (uint32_t)i, g->tile_bytes) : cut_fp8(&v, o, (uint32_t)i);
+            }
         }
     }
     first[RF_DPROG_PHASES] = v.n;
@@ -415,6 +451,7 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
         return rc;
     g->n_tiles = v.n;
     memcpy(g->phase_first, first, sizeof(first));
+    memcpy(g->copy_first, copies, sizeof(copies));
     g->rule = rule;
     g->floor = floor;
     return 0;
@@ -430,6 +467,23 @@ static void CUDART_CB host_run(void *arg)
         *g->h_err = bad;
         g->host_rc = 0;
     }
+}
+
+/* Tiles [f, e) of one kind: one launch (grids beyond 2^31 - 1 in pieces). */
+static cudaError_t launch_range(const rf_dprog *g, size_t f, size_t e, int copy)
+{
+    cudaError_t err = cudaSuccess;
+    for (size_t at = f; err == cudaSuccess && at < e; at += 0x7fffffffu) {
+        unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
+        if (copy)
+            copy_tiles<<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at);
+        else if (g->rule == REFIT_FP8_DEEPGEMM)
+            run_tiles<kRuleMul><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+        else
+            run_tiles<kRuleDiv><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+        err = cudaGetLastError();
+    }
+    return err;
 }
 
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
@@ -448,17 +502,16 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
         g->launched = 1;
         return 0;
     }
+    if (g->timed)
+        e = cudaEventRecord(g->k0, g->stream);
     for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
-        size_t f = g->phase_first[ph], n = g->phase_first[ph + 1] - f;
-        for (size_t at = 0; e == cudaSuccess && at < n; at += 0x7fffffffu) {
-            unsigned grid = n - at < 0x7fffffffu ? (unsigned)(n - at) : 0x7fffffffu;
-            if (g->rule == REFIT_FP8_DEEPGEMM)
-                run_tiles<kRuleMul><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, f + at, g->floor, g->d_err);
-            else
-                run_tiles<kRuleDiv><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, f + at, g->floor, g->d_err);
-            e = cudaGetLastError();
-        }
+        size_t c = g->copy_first[ph];
+        e = launch_range(g, g->phase_first[ph], c, 0);
+        if (e == cudaSuccess)
+            e = launch_range(g, c, g->phase_first[ph + 1], 1);
     }
+    if (e == cudaSuccess && g->timed)
+        e = cudaEventRecord(g->k1, g->stream);
     if (e == cudaSuccess)
         e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, g->stream);
     if (e == cudaSuccess)
@@ -498,6 +551,16 @@ extern "C" int rf_dprog_launches(const struct rf_dprog *g)
 {
     int n = 0;
     for (int ph = 0; ph < RF_DPROG_PHASES; ph++)
-        n += g->phase_first[ph + 1] > g->phase_first[ph];
+        n += (g->copy_first[ph] > g->phase_first[ph]) + (g->phase_first[ph + 1] > g->copy_first[ph]);
     return n;
+}
+
+extern "C" double rf_dprog_last_ms(const struct rf_dprog *g)
+{
+    float ms = 0;
+    if (!g->timed || g->host || cudaEventElapsedTime(&ms, g->k0, g->k1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return ms;
 }

@@ -236,11 +236,14 @@ int rf_bufs_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
     for (size_t i = 0; i < r->dests.n; i++)
         st->bytes_out += r->dests.d[i].nbytes;
     st->commit_s = rf_seconds() - tm;
+    rf_trace_mark(&r->trace, "commit");
     rc = refit_ack_put(r->ctx->store, v, r->id);
+    rf_trace_mark(&r->trace, "ack");
     if (rc)
         return refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
     char old_ack[REFIT_STORE_MAX_KEY + 1];
     if (r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
         refit_store_forget(r->ctx->store, old_ack);
+    rf_trace_mark(&r->trace, "forget-old-ack");
     return 0;
 }

@@ -90,6 +90,9 @@ int rf_dprog_wait(struct rf_dprog *g, size_t *bad);
 /* Tiles and launches per run of the loaded program. */
 size_t rf_dprog_tiles(const struct rf_dprog *g);
 int rf_dprog_launches(const struct rf_dprog *g);
+/* With REFIT_PULL_TRACE=1 at creation: the milliseconds the last run's
+ * kernels took on the device (CUDA events, after rf_dprog_wait); else -1. */
+double rf_dprog_last_ms(const struct rf_dprog *g);
 
 #ifdef __cplusplus
 }

@@ -53,3 +53,9 @@ int rf_dprog_launches(const struct rf_dprog *g)
     (void)g;
     return 0;
 }
+
+double rf_dprog_last_ms(const struct rf_dprog *g)
+{
+    (void)g;
+    return -1;
+}

@@ -121,6 +121,9 @@ struct classes {
     ptrdiff_t *ci; /* per candidate of the piece at hand: its catalog index (-1: absent) */
     size_t cap_ci;
     uint32_t *pres, *next; /* the classes of the piece at hand, and where each is in its members */
+    /* per class, per tensor of its layout: the catalog index (-1: absent),
+     * looked up by name once, not once per piece (-2: not yet) */
+    ptrdiff_t **cat_of;
 };
 
 static void classes_free(struct classes *c)
@@ -133,6 +136,9 @@ static void classes_free(struct classes *c)
     free(c->mem);
     free(c->pres);
     free(c->next);
+    for (size_t k = 0; c->cat_of && k < c->n; k++)
+        free(c->cat_of[k]);
+    free(c->cat_of);
 }
 
 static int same_layout(const struct rf_source *a, const struct rf_source *b)
@@ -170,8 +176,16 @@ static int classes_of(refit_receiver_t *r, struct classes *c)
     c->mem = malloc(n * sizeof(*c->mem));
     c->pres = malloc((c->n ? c->n : 1) * sizeof(*c->pres));
     c->next = calloc(c->n ? c->n : 1, sizeof(*c->next));
-    if (!c->first || !c->mem || !c->pres || !c->next)
+    c->cat_of = calloc(c->n ? c->n : 1, sizeof(*c->cat_of));
+    if (!c->first || !c->mem || !c->pres || !c->next || !c->cat_of)
         return REFIT_ENOMEM;
+    for (size_t k = 0; k < c->n; k++) {
+        size_t nt = refit_layout_count(r->disc.src[c->rep[k]].meg);
+        if (!(c->cat_of[k] = malloc((nt ? nt : 1) * sizeof(**c->cat_of))))
+            return REFIT_ENOMEM;
+        for (size_t t = 0; t < nt; t++)
+            c->cat_of[k][t] = -2;
+    }
     for (size_t i = 0; i < r->disc.n_src; i++)
         c->first[c->of[i] + 1]++;
     for (size_t k = 0; k < c->n; k++)
@@ -196,8 +210,11 @@ static int piece_classes(refit_receiver_t *r, struct classes *cl, const struct r
     }
     for (size_t c = 0; c < x->n_cand; c++) {
         const struct refit_layout_cand *cd = &x->cand[c];
-        const refit_catalog_t *cat = r->disc.src[cl->rep[cd->rank]].cat;
-        cl->ci[c] = refit_catalog_find(cat, refit_layout_at(meg[cd->rank], cd->tensor)->name);
+        ptrdiff_t *ci = &cl->cat_of[cd->rank][cd->tensor];
+        if (*ci == -2)
+            *ci = refit_catalog_find(r->disc.src[cl->rep[cd->rank]].cat,
+                                     refit_layout_at(meg[cd->rank], cd->tensor)->name);
+        cl->ci[c] = *ci;
         if (!c || cd->rank != x->cand[c - 1].rank)
             cl->at[cd->rank] = c;
     }
@@ -236,7 +253,10 @@ static int piece_of(refit_receiver_t *r, struct classes *cl, const struct refit_
 {
     uint64_t rows, cols, slot;
     rf_layout_dims(refit_layout_at(r->lay, x->dst), &rows, &cols, &slot);
-    memset(p, 0, sizeof(*p));
+    /* p is zeroed (calloc'ed) or holds a dropped piece, which wrote no
+     * candidate: the fields, not the 300-byte piece, are set. */
+    p->ncand = 0;
+    p->src_row = p->src_col = 0;
     p->dst = x->dst;
     p->rows = (uint64_t)x->rows;
     p->cols = (uint64_t)x->cols;

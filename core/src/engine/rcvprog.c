@@ -435,9 +435,14 @@ int rf_rcvprog_pull(refit_receiver_t *r, int *ran)
         free(fp);
     }
     size_t bad = 0;
+    rf_trace_mark(&r->trace, "program-check");
     rc = rf_dprog_launch(p->g);
+    rf_trace_mark(&r->trace, "launch");
     if (!rc)
         rc = rf_dprog_wait(p->g, &bad);
+    rf_trace_mark(&r->trace, "kernel-wait");
+    if (!rc && r->trace.on)
+        r->trace.kernel_ms = rf_dprog_last_ms(p->g);
     if (rc == REFIT_ENUMERIC && bad < p->n_ops)
         return refit_error_push(rc, "receiver %s: quantizing '%s' on the device", r->id,
                                 refit_layout_at(r->lay, p->op_lt[bad])->name);

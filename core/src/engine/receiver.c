@@ -77,6 +77,8 @@ int refit_receiver_create(refit_context_t *ctx, const struct refit_target *targe
         return REFIT_ENOMEM;
     r->ctx = ctx;
     r->target = *target;
+    const char *trace = getenv("REFIT_PULL_TRACE");
+    r->trace.on = trace && !strcmp(trace, "1");
     r->copts = ctx->copts;
     r->mode = &rf_mode_pull; /* until chosen: its operations are safe on a half-made receiver */
     char idbuf[REFIT_RECORD_MAX_ID + 1];
@@ -371,11 +373,49 @@ int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc)
 }
 
 /* ------------------------------------------------------------------ */
+/* The pull trace (receiver.h) */
+
+void rf_trace_mark(struct rf_trace *tr, const char *what)
+{
+    if (tr->on && tr->n < RF_TRACE_MAX) {
+        tr->what[tr->n] = what;
+        tr->t[tr->n++] = rf_seconds();
+    }
+}
+
+static void trace_begin(struct rf_trace *tr, double t0)
+{
+    tr->n = 0;
+    tr->kernel_ms = -1;
+    if (tr->on) {
+        tr->what[0] = "start";
+        tr->t[tr->n++] = t0;
+    }
+}
+
+/* One line: each step's milliseconds, the wait for the version apart. */
+static void trace_print(const refit_receiver_t *r, uint64_t v, double wait_s, double total_s)
+{
+    const struct rf_trace *tr = &r->trace;
+    if (!tr->on || tr->n < 2)
+        return;
+    char line[1024];
+    int k = snprintf(line, sizeof(line), "refit pull trace %s v%llu: total %.3f ms (wait %.3f ms not in it):",
+                     r->id, (unsigned long long)v, 1e3 * total_s, 1e3 * wait_s);
+    for (int i = 1; i < tr->n && k > 0 && (size_t)k < sizeof(line); i++)
+        k += snprintf(line + k, sizeof(line) - (size_t)k, " %s %.3f", tr->what[i], 1e3 * (tr->t[i] - tr->t[i - 1]));
+    if (tr->kernel_ms >= 0 && k > 0 && (size_t)k < sizeof(line))
+        snprintf(line + k, sizeof(line) - (size_t)k, "; kernels on the device %.3f ms", tr->kernel_ms);
+    fprintf(stderr, "%s\n", line);
+}
+
+/* ------------------------------------------------------------------ */
 /* The cycle */
 
 static int fence_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
     int rc = r->mode->fence(r, v);
+    rf_trace_mark(&r->trace, "fence");
     return rc ? rc : rf_bufs_commit(r, v, st);
 }
 
@@ -414,16 +454,20 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     r->xfer.convert_s = r->verify.seconds = 0;
     uint64_t rt0 = refit_store_round_trips(r->ctx->store);
     double t0 = rf_seconds();
+    trace_begin(&r->trace, t0);
     uint64_t v = 0;
     int rc = discover_and_plan(r, version, &v, &st.plan_s);
     /* Waiting for a version to be published is not part of the pull. */
     st.wait_s = rf_seconds() - t0 - st.plan_s;
+    rf_trace_mark(&r->trace, "discover+plan(+wait)");
     if (!rc)
         rc = r->mode->prepare(r, v);
     if (!rc)
         rc = rf_bufs_ensure(r, &st.alloc_s, &st.register_s);
+    rf_trace_mark(&r->trace, "prepare+buffers");
     for (int again = !rc; again;) {
         rc = r->mode->transfer(r, v, &st);
+        rf_trace_mark(&r->trace, "transfer");
         if (!rc)
             rc = fence_commit(r, v, &st);
         again = rc && r->mode->retry(r, v, &rc);
@@ -433,9 +477,12 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     st.convert_s = r->xfer.convert_s;
     st.verify_s = r->verify.seconds;
     r->mode->end(r, v, rc, &st);
+    rf_trace_mark(&r->trace, "mode-end");
     if (!rc && !st.source[0])
         snprintf(st.source, sizeof(st.source), "trainer");
     st.total_s = rf_seconds() - t0 - st.wait_s;
+    rf_trace_mark(&r->trace, "end");
+    trace_print(r, v, st.wait_s, st.total_s);
     st.store_round_trips = refit_store_round_trips(r->ctx->store) - rt0;
     pull_end(r, version, v, rc, &st, stats);
     return rc;

@@ -33,6 +33,25 @@
 #include "sums.h"
 
 /* ------------------------------------------------------------------ */
+/* The pull trace: with REFIT_PULL_TRACE=1 in the environment, every pull
+ * prints on stderr how long each of its steps took (milliseconds), and the
+ * device program its kernels' time on the device (CUDA events): where a
+ * warm cycle's time goes, measured in the pull itself (docs/cuda.md). */
+
+#define RF_TRACE_MAX 24
+
+struct rf_trace {
+    int on; /* REFIT_PULL_TRACE=1 (read at receiver creation) */
+    int n;
+    const char *what[RF_TRACE_MAX]; /* the step that ended at t[i] */
+    double t[RF_TRACE_MAX];
+    double kernel_ms; /* the device program's kernels, on the device; < 0 none */
+};
+
+/* The end of a step of this pull (a no-op unless tracing). */
+void rf_trace_mark(struct rf_trace *tr, const char *what);
+
+/* ------------------------------------------------------------------ */
 /* dests.c: the destinations */
 
 struct rf_dst {
@@ -399,6 +418,7 @@ struct refit_receiver {
 
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */
+    struct rf_trace trace;
 };
 
 /* A pull that failed on a source is planned again without it when other

@@ -147,13 +147,16 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
                          refit_transport_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
     }
     free(es);
+    rf_trace_mark(&r->trace, ran ? "program" : "transport-copies");
     if (rc && xs.failed_source >= 0 && (size_t)xs.failed_source < r->disc.n_src)
         snprintf(r->failed_src, sizeof(r->failed_src), "%s", r->disc.src[xs.failed_source].id);
     drop_failed(r, &xs);
     if (!rc)
         rc = rf_xfer_finish_unfed(r);
+    rf_trace_mark(&r->trace, "unfed");
     /* Device scatters of a resident pull land before the fence. */
     int src = rf_rcvdev_sync(r);
+    rf_trace_mark(&r->trace, "device-sync");
     if (!rc)
         rc = src;
     /* Wire time: the transfer phase less the conversion done while nothing
@@ -177,10 +180,12 @@ int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *s
         rc = rf_peers_connect(r, &fresh);
     st->connect_s = fresh ? rf_seconds() - tc : 0;
     /* Pull mode with refit.delta.enabled: delta_rcv.c moves the bytes. */
+    rf_trace_mark(&r->trace, "sums+connect");
     if (!rc && r->mode == &rf_mode_pull && rf_rcvdelta_wanted(r))
         return rf_rcvdelta_transfer(r, v, st);
     if (!rc)
         rc = rf_xfer_begin(r, NULL);
+    rf_trace_mark(&r->trace, "xfer-begin");
     return rc ? rc : read_all(r, st);
 }
 

@@ -179,11 +179,13 @@ static const struct refit_source_layout rfm_sources[] = {
     {"megatron", rfm_megatron_strip, 1, rfm_megatron_aliases, 1},
 };
 
-/* The spec struct of a plugin from its three arrays. */
-#define RFM_SPEC(dims_, entries_, targets_, experts_)                                    \
-    {sizeof(struct refit_model_spec), dims_, sizeof(dims_) / sizeof(dims_[0]), entries_, \
-     sizeof(entries_) / sizeof(entries_[0]), targets_,                                   \
-     sizeof(targets_) / sizeof(targets_[0]), experts_, rfm_sources,                      \
-     sizeof(rfm_sources) / sizeof(rfm_sources[0])}
+/* The spec struct of a plugin from its three arrays (no MTP layers). */
+#define RFM_SPEC(dims_, entries_, targets_, experts_) RFM_SPEC_MTP(dims_, entries_, targets_, experts_, 0, NULL, 0)
+/* The same with MTP layers: their block's kind and the layouts' names. */
+#define RFM_SPEC_MTP(dims_, entries_, targets_, experts_, mtp_block_, mtp_names_, n_mtp_names_) \
+    {sizeof(struct refit_model_spec), dims_, sizeof(dims_) / sizeof(dims_[0]), entries_,  \
+     sizeof(entries_) / sizeof(entries_[0]), targets_,                                    \
+     sizeof(targets_) / sizeof(targets_[0]), experts_, rfm_sources,                       \
+     sizeof(rfm_sources) / sizeof(rfm_sources[0]), mtp_block_, mtp_names_, n_mtp_names_}
 
 #endif

@@ -139,6 +139,47 @@
      {"hidden"}, "moe_intermediate * n_shared_experts", {NULL}, true, NULL}
 
 /* ------------------------------------------------------------------ */
+/* Multi-token prediction (num_nextn_predict_layers; refit/model.h).  HF
+ * layer L = num_hidden_layers + i holds a MoE decoder block plus enorm,
+ * hnorm, eh_proj [K, 2K] (input cat(enorm(embedding), hnorm(hidden))) and
+ * shared_head.norm (DeepSeek's README_WEIGHTS, transformers' layout).
+ *  - Megatron-Core (multi_token_prediction.py get_mtp_layer_spec_for_backend,
+ *    Megatron-Bridge's DeepSeek/GLM-5 mappings): mtp.layers.<i>.enorm,
+ *    hnorm, eh_proj (a column-parallel linear), final_layernorm (the shared
+ *    head's norm), the block as mtp.layers.<i>.mtp_model_layer.<decoder
+ *    suffix>; MTP layers on the last pipeline stage; embedding and output
+ *    layer shared with the main model (DeepSeek's per-layer copies,
+ *    embed_tokens and shared_head.head, are not mapped).
+ *  - vLLM's drafter (deepseek_mtp.py DeepSeekMultiTokenPredictorLayer and
+ *    _rewrite_spec_layer_name): the block under model.layers.<L>.mtp_block.
+ *    with the fused parameters of the main model, enorm / hnorm / eh_proj /
+ *    shared_head.norm under their checkpoint names, eh_proj a plain
+ *    nn.Linear (replicated, unquantized); its embed_tokens and
+ *    shared_head.head are the target model's (the proposer shares them), so
+ *    refit writes them once, as the main model's.
+ * SGLang and transformers load no MTP layers from refit (no naming row). */
+
+#define MLM "mtp.layers.{L}."
+#define E_MTP_NORM(mname, hname)                                              \
+    {MLM mname, REFIT_ROLE_REPLICATED, REFIT_SCOPE_MTP, NULL, {HL hname},     \
+     {"hidden"}, NULL, {NULL}, false, NULL}
+#define E_MTP_ENORM E_MTP_NORM("enorm.weight", "enorm.weight")
+#define E_MTP_HNORM E_MTP_NORM("hnorm.weight", "hnorm.weight")
+#define E_MTP_HEAD_NORM E_MTP_NORM("final_layernorm.weight", "shared_head.norm.weight")
+#define E_MTP_EH_PROJ                                                         \
+    {MLM "eh_proj.weight", REFIT_ROLE_COLUMN, REFIT_SCOPE_MTP, NULL,          \
+     {HL "eh_proj.weight"}, {"hidden"}, "2 * hidden", {NULL}, false,          \
+     DST({.target = "vllm", .fusion = REFIT_FUSE_NONE, .dtype = KEEP,         \
+          .fp8 = REFIT_FP8_OFF, .role = REFIT_ROLE_REPLICATED})}
+#define E_MTP_ALL E_MTP_ENORM, E_MTP_HNORM, E_MTP_EH_PROJ, E_MTP_HEAD_NORM
+
+static const struct refit_mtp_naming rfm_mla_mtp[] = {
+    {"megatron", ML, "mtp.layers.{L}.mtp_model_layer."},
+    {"hf", NULL, NULL},
+    {"vllm", HL, HL "mtp_block."},
+};
+
+/* ------------------------------------------------------------------ */
 /* Target layouts (spec_common.h's four): SGLang takes vLLM's parameters but
  * for the fused q_a / kv_a projection's name; transformers the checkpoint's
  * names with the routed experts stacked (E_EXPERT_FC1/FC2). */

@@ -3,8 +3,8 @@
  * latent attention with or without q LoRA, the first first_k_dense_replace
  * layers dense, then routed experts with shared experts and a router with a
  * float32 score-correction bias; the multi-token-prediction layers after
- * num_hidden_layers are recognised and left out (as the engines load them
- * as a separate draft model).  Megatron names follow the TE MLA layer spec
+ * num_hidden_layers on request (include_mtp: Megatron's mtp.layers.<i>,
+ * vLLM's drafter; spec_mla.h).  Megatron names follow the TE MLA layer spec
  * these models train with (the q_a / kv_a norms fused into the up
  * projections); spec_mla.h has the sources. */
 #include <string.h>
@@ -33,11 +33,14 @@ static const struct refit_model_entry ds_entries[] = {
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
     E_EXPERT_FC1, E_EXPERT_FC2,
+    E_MTP_ALL,
 };
 
 static const struct refit_target_layout ds_targets[] = {TARGETS_MLA};
 
-static const struct refit_model_spec ds_spec = RFM_SPEC(ds_dims, ds_entries, ds_targets, "experts");
+static const struct refit_model_spec ds_spec =
+    RFM_SPEC_MTP(ds_dims, ds_entries, ds_targets, "experts", REFIT_LAYER_MOE, rfm_mla_mtp,
+                 sizeof(rfm_mla_mtp) / sizeof(rfm_mla_mtp[0]));
 
 static int ds_claims(const char *model_type)
 {

@@ -3,7 +3,7 @@
  * indexer of every layer that indexer_types calls "full" (wq_b, wk, a
  * LayerNorm k_norm with weight and bias, weights_proj), dense or MoE
  * layers as mlp_layer_types says, and an MTP layer after
- * num_hidden_layers (recognised, left out).  Megatron names follow the DSA
+ * num_hidden_layers (converted on request: include_mtp).  Megatron names follow the DSA
  * layer spec GLM-5 trains with (q_layernorm and kv_layernorm unfused, the
  * indexer under core_attention, every indexer projection duplicated over
  * TP); spec_mla.h has the sources.  vLLM and SGLang fuse the indexer's wk
@@ -58,11 +58,14 @@ static const struct refit_model_entry glm5_entries[] = {
     E_MOE_NORM, E_ROUTER(NULL), E_MLA_EXPERT_BIAS,
     E_MLA_SHARED_FC1, E_MLA_SHARED_FC2,
     E_EXPERT_FC1, E_EXPERT_FC2,
+    E_MTP_ALL,
 };
 
 static const struct refit_target_layout glm5_targets[] = {TARGETS_MLA};
 
-static const struct refit_model_spec glm5_spec = RFM_SPEC(glm5_dims, glm5_entries, glm5_targets, "experts");
+static const struct refit_model_spec glm5_spec =
+    RFM_SPEC_MTP(glm5_dims, glm5_entries, glm5_targets, "experts", REFIT_LAYER_MOE, rfm_mla_mtp,
+                 sizeof(rfm_mla_mtp) / sizeof(rfm_mla_mtp[0]));
 
 static int glm5_claims(const char *model_type)
 {

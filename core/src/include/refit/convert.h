@@ -87,7 +87,11 @@ struct refit_convert_opts {
     /* fnmatch patterns on HF or destination names; those tensors are left out. */
     const char *const *skip;
     size_t n_skip;
-    bool include_mtp; /* MTP layers (not supported yet: REFIT_ENOTSUP) */
+    /* The multi-token-prediction layers too (the model plugin's MTP
+     * entries and names; refit/model.h).  Off: engines without speculative
+     * decoding load none.  On for a target the plugin names no MTP layers
+     * for: REFIT_ENOTSUP. */
+    bool include_mtp;
     /* The target layout by name ("hf", "vllm", "sglang", "transformers": the
      * model plugin's targets); NULL: `target`. */
     const char *target_name;

@@ -1,0 +1,313 @@
+/* test_mtp.c — multi-token-prediction layers (issue 16 item 2) of the MLA
+ * plugins on synthetic checkpoints with one MTP layer (mla_synth.h:
+ * DeepSeek-V3 shaped with DeepSeek's embedding/head copies in the layer,
+ * GLM-5 shaped without):
+ *  - hf -> Megatron shards (TP 2, PP 2) -> hf gives the checkpoint's bytes,
+ *    MTP layer included (the copies aside: Megatron shares the main
+ *    embedding and output layer and the bridges map no copy);
+ *  - the Megatron names of the last stage against Megatron-Core's
+ *    (megatron/core/transformer/multi_token_prediction.py
+ *    MultiTokenPredictionLayer: enorm, hnorm, eh_proj a column-parallel
+ *    linear, final_layernorm, the block as mtp_model_layer; Megatron-Bridge's
+ *    MTP mappings "mtp.layers.*.eh_proj.weight", ...): MTP layers on the last
+ *    stage only, numbered from 0, the block holding what a MoE decoder layer
+ *    of that stage holds;
+ *  - every vLLM rank's drafter names against vLLM's deepseek_mtp.py
+ *    (@03356f8c: DeepSeekMultiTokenPredictorLayer, DeepSeekMTP.load_weights,
+ *    _rewrite_spec_layer_name), the table below;
+ *  - include_mtp off leaves every layout as it was; targets that load no
+ *    MTP layers refuse include_mtp. */
+#include "mla_synth.h"
+#include "../check_run.h"
+
+static refit_loader_t *loader;
+static char *tmp;
+
+static void setup(void)
+{
+    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
+    tmp = t_mkdtemp();
+}
+
+static void teardown(void)
+{
+    t_rmtree(tmp);
+    free(tmp);
+    refit_loader_destroy(loader);
+}
+
+struct ck {
+    char dir[4096];
+    refit_model_t *m;
+    refit_hf_view_t *v;
+    refit_st_checkpoint_t *st;
+};
+
+static struct refit_convert_opts mtp_opts(const char *target, int tp, int rank, bool mtp)
+{
+    struct refit_convert_opts o = {.target = REFIT_TARGET_HF, .tp = tp, .rank = rank, .include_mtp = mtp,
+                                   .target_name = target};
+    o.fp8.floor = -1;
+    return o;
+}
+
+static void ck_open(struct ck *k, const struct mla_cfg *c)
+{
+    snprintf(k->dir, sizeof(k->dir), "%s/ck", tmp);
+    mla_write_ckpt(c, k->dir, 43, false);
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/config.json", k->dir);
+    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
+    struct refit_convert_opts o = mtp_opts("hf", 1, 0, true);
+    ck_assert_msg(refit_hf_view_open(k->m, k->dir, &o, &k->v) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
+}
+
+static void ck_close(struct ck *k)
+{
+    refit_st_checkpoint_close(k->st);
+    refit_hf_view_close(k->v);
+    refit_model_close(k->m);
+}
+
+static struct t_mat hf(const struct ck *k, const char *name)
+{
+    const struct refit_st_tensor *t = refit_st_checkpoint_find(k->st, name);
+    ck_assert_msg(t != NULL, "%s not in the checkpoint", name);
+    return t_mat_of(t);
+}
+
+static const struct mla_cfg *const cfgs[] = {&MLA_DS, &MLA_GLM5};
+
+/* ------------------------------------------------------------------ */
+
+/* hf -> Megatron TP 2 x PP 2 (layers 0-1 | 2 + MTP) -> hf: the checkpoint. */
+START_TEST(test_megatron_round_trip)
+{
+    const struct mla_cfg *c = cfgs[_i];
+    struct ck k;
+    ck_open(&k, c);
+    char sh[4200], out[4200], in[4200];
+    snprintf(sh, sizeof(sh), "%s/pp", tmp);
+    int split[2] = {2, 1};
+    struct refit_shard_opts so = {.tp = 2, .pp = 2, .chunk_layers = split};
+    struct refit_convert_opts o = mtp_opts("hf", 1, 0, true);
+    ck_assert_msg(refit_shard_write_ex(k.m, k.v, &so, &o, sh) == 0, "%s", refit_error_message());
+    refit_hf_view_t *mv;
+    ck_assert_msg(refit_hf_view_open_shards(k.m, sh, &o, &mv) == 0, "%s", refit_error_message());
+    snprintf(out, sizeof(out), "%s/back.safetensors", tmp);
+    snprintf(in, sizeof(in), "%s/model.safetensors", k.dir);
+    ck_assert_msg(refit_convert_write(k.m, mv, &o, out) == 0, "%s", refit_error_message());
+    /* every tensor of the checkpoint but DeepSeek's two copies */
+    t_assert_subset(out, in, c->mtp_copies ? 2 : 0);
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(out, &f), 0);
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.3.eh_proj.weight"));
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.3.mlp.experts.3.down_proj.weight"));
+    ck_assert_ptr_null(refit_st_find(f, "model.layers.3.embed_tokens.weight"));
+    refit_st_close(f);
+    refit_hf_view_close(mv);
+    ck_close(&k);
+}
+END_TEST
+
+static bool has_prefix(const char *s, const char *p)
+{
+    return !strncmp(s, p, strlen(p));
+}
+
+/* The last stage's MTP names (Megatron-Core's), on that stage only. */
+START_TEST(test_megatron_names)
+{
+    const struct mla_cfg *c = cfgs[_i];
+    const int64_t K = c->v[Y_K];
+    struct ck k;
+    ck_open(&k, c);
+    char sh[4200];
+    snprintf(sh, sizeof(sh), "%s/pp", tmp);
+    int split[2] = {2, 1};
+    struct refit_shard_opts so = {.tp = 2, .pp = 2, .chunk_layers = split};
+    struct refit_convert_opts o = mtp_opts("hf", 1, 0, true);
+    ck_assert_msg(refit_shard_write_ex(k.m, k.v, &so, &o, sh) == 0, "%s", refit_error_message());
+    for (int r = 0; r < 4; r++) {
+        char p[4300];
+        snprintf(p, sizeof(p), "%s/rank%d.safetensors", sh, r);
+        refit_st_file_t *f;
+        ck_assert_int_eq(refit_st_open(p, &f), 0);
+        size_t mtp = 0, block = 0, decoder_moe = 0;
+        for (size_t i = 0; i < refit_st_count(f); i++) {
+            const char *n = refit_st_at(f, i)->name;
+            if (has_prefix(n, "mtp.layers."))
+                mtp++;
+            if (has_prefix(n, "mtp.layers.0.mtp_model_layer."))
+                block++;
+            if (has_prefix(n, "decoder.layers.0.")) /* stage 1's layer 0 is HF layer 2, a MoE layer */
+                decoder_moe++;
+        }
+        if (r < 2) { /* pipeline stage 0 holds no MTP layer */
+            ck_assert_uint_eq(mtp, 0);
+            refit_st_close(f);
+            continue;
+        }
+        /* the block is a MoE decoder layer: the same suffixes and shapes */
+        ck_assert_uint_eq(block, decoder_moe);
+        for (size_t i = 0; i < refit_st_count(f); i++) {
+            const struct refit_st_tensor *t = refit_st_at(f, i);
+            if (!has_prefix(t->name, "decoder.layers.0."))
+                continue;
+            char n[512];
+            snprintf(n, sizeof(n), "mtp.layers.0.mtp_model_layer.%s", t->name + strlen("decoder.layers.0."));
+            const struct refit_st_tensor *b = refit_st_find(f, n);
+            ck_assert_msg(b && b->ndim == t->ndim && b->shape[0] == t->shape[0], "%s", n);
+        }
+        /* the MTP layer's own four tensors */
+        ck_assert_uint_eq(mtp, block + 4);
+        int tr = r % 2;
+        t_assert_mat(f, "mtp.layers.0.enorm.weight", hf(&k, "model.layers.3.enorm.weight"));
+        t_assert_mat(f, "mtp.layers.0.hnorm.weight", hf(&k, "model.layers.3.hnorm.weight"));
+        t_assert_mat(f, "mtp.layers.0.final_layernorm.weight", hf(&k, "model.layers.3.shared_head.norm.weight"));
+        /* eh_proj: column-parallel, output rows split over TP */
+        t_assert_mat(f, "mtp.layers.0.eh_proj.weight", t_mat_rows_f(hf(&k, "model.layers.3.eh_proj.weight"),
+                                                                    tr * K / 2, K / 2));
+        t_assert_mat(f, "mtp.layers.0.mtp_model_layer.mlp.router.weight", hf(&k, "model.layers.3.mlp.gate.weight"));
+        refit_st_close(f);
+    }
+    /* without include_mtp the stages hold no MTP tensor */
+    snprintf(sh, sizeof(sh), "%s/nomtp", tmp);
+    o.include_mtp = false;
+    ck_assert_msg(refit_shard_write_ex(k.m, k.v, &so, &o, sh) == 0, "%s", refit_error_message());
+    char p[4300];
+    snprintf(p, sizeof(p), "%s/rank3.safetensors", sh);
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(p, &f), 0);
+    for (size_t i = 0; i < refit_st_count(f); i++)
+        ck_assert_msg(!has_prefix(refit_st_at(f, i)->name, "mtp."), "%s", refit_st_at(f, i)->name);
+    refit_st_close(f);
+    ck_close(&k);
+}
+END_TEST
+
+/* vLLM's drafter parameters of MTP layer 3 (deepseek_mtp.py @03356f8c):
+ * DeepSeekMultiTokenPredictorLayer's enorm, hnorm, eh_proj (nn.Linear),
+ * shared_head.norm, and mtp_block = DeepseekV2DecoderLayer (MoE here) with
+ * the stacked_params_mapping (fused_qkv_a_proj, gate_up_proj) and FusedMoE
+ * w13/w2; its embed_tokens and shared_head.head are the target model's. */
+static const struct {
+    const char *name;
+    bool split; /* rows split over TP (heads / intermediate), else whole */
+} vllm_mtp[] = {
+    {"model.layers.3.enorm.weight", false},
+    {"model.layers.3.hnorm.weight", false},
+    {"model.layers.3.eh_proj.weight", false},
+    {"model.layers.3.shared_head.norm.weight", false},
+    {"model.layers.3.mtp_block.input_layernorm.weight", false},
+    {"model.layers.3.mtp_block.self_attn.fused_qkv_a_proj.weight", false},
+    {"model.layers.3.mtp_block.self_attn.q_a_layernorm.weight", false},
+    {"model.layers.3.mtp_block.self_attn.q_b_proj.weight", true},
+    {"model.layers.3.mtp_block.self_attn.kv_a_layernorm.weight", false},
+    {"model.layers.3.mtp_block.self_attn.kv_b_proj.weight", true},
+    {"model.layers.3.mtp_block.self_attn.o_proj.weight", false},
+    {"model.layers.3.mtp_block.post_attention_layernorm.weight", false},
+    {"model.layers.3.mtp_block.mlp.gate.weight", false},
+    {"model.layers.3.mtp_block.mlp.gate.e_score_correction_bias", false},
+    {"model.layers.3.mtp_block.mlp.shared_experts.gate_up_proj.weight", true},
+    {"model.layers.3.mtp_block.mlp.shared_experts.down_proj.weight", false},
+    {"model.layers.3.mtp_block.mlp.experts.w13_weight", false},
+    {"model.layers.3.mtp_block.mlp.experts.w2_weight", false},
+};
+#define N_VLLM_MTP (sizeof(vllm_mtp) / sizeof(vllm_mtp[0]))
+
+START_TEST(test_vllm_drafter)
+{
+    struct ck k;
+    ck_open(&k, &MLA_DS);
+    const int64_t K = MLA_DS.v[Y_K], H = MLA_DS.v[Y_H], dn = MLA_DS.v[Y_NOPE], dv = MLA_DS.v[Y_VH];
+    for (int r = 0; r < 2; r++) {
+        char a[4200], b[4200];
+        snprintf(a, sizeof(a), "%s/with%d.safetensors", tmp, r);
+        snprintf(b, sizeof(b), "%s/without%d.safetensors", tmp, r);
+        struct refit_convert_opts o = mtp_opts("vllm", 2, r, true);
+        ck_assert_msg(refit_convert_write(k.m, k.v, &o, a) == 0, "%s", refit_error_message());
+        o.include_mtp = false;
+        ck_assert_msg(refit_convert_write(k.m, k.v, &o, b) == 0, "%s", refit_error_message());
+        /* the main model's tensors unchanged, plus exactly the table's */
+        t_assert_subset(b, a, N_VLLM_MTP);
+        refit_st_file_t *f;
+        ck_assert_int_eq(refit_st_open(a, &f), 0);
+        for (size_t i = 0; i < N_VLLM_MTP; i++)
+            ck_assert_msg(refit_st_find(f, vllm_mtp[i].name), "%s missing on rank %d", vllm_mtp[i].name, r);
+        /* bytes: replicated eh_proj and norms whole, kv_b_proj whole heads */
+        t_assert_mat(f, "model.layers.3.eh_proj.weight", hf(&k, "model.layers.3.eh_proj.weight"));
+        t_assert_mat(f, "model.layers.3.shared_head.norm.weight", hf(&k, "model.layers.3.shared_head.norm.weight"));
+        const struct refit_st_tensor *eh = refit_st_find(f, "model.layers.3.eh_proj.weight");
+        ck_assert(eh->ndim == 2 && eh->shape[0] == K && eh->shape[1] == 2 * K);
+        int64_t per = H / 2 * (dn + dv);
+        t_assert_mat(f, "model.layers.3.mtp_block.self_attn.kv_b_proj.weight",
+                     t_mat_rows_f(hf(&k, "model.layers.3.self_attn.kv_b_proj.weight"), r * per, per));
+        t_assert_mat(f, "model.layers.3.mtp_block.self_attn.fused_qkv_a_proj.weight",
+                     t_mat_cat(hf(&k, "model.layers.3.self_attn.q_a_proj.weight"),
+                               hf(&k, "model.layers.3.self_attn.kv_a_proj_with_mqa.weight")));
+        for (size_t i = 0; i < refit_st_count(f); i++) {
+            const char *n = refit_st_at(f, i)->name;
+            bool copy = (strstr(n, "embed_tokens") && strcmp(n, "model.embed_tokens.weight")) ||
+                        strstr(n, "shared_head.head");
+            ck_assert_msg(!has_prefix(n, "model.layers.3.self_attn.") && !has_prefix(n, "model.layers.3.mlp.") && !copy,
+                          "rank %d: %s is no vLLM drafter parameter", r, n);
+        }
+        refit_st_close(f);
+    }
+    ck_close(&k);
+}
+END_TEST
+
+/* GLM-5's drafter carries its indexer under mtp_block (the block is a
+ * GlmMoeDsa decoder layer; vLLM's wk_weights_proj fusion in bf16). */
+START_TEST(test_vllm_drafter_glm5)
+{
+    struct ck k;
+    ck_open(&k, &MLA_GLM5);
+    char a[4200];
+    snprintf(a, sizeof(a), "%s/glm5.safetensors", tmp);
+    struct refit_convert_opts o = mtp_opts("vllm", 2, 1, true);
+    ck_assert_msg(refit_convert_write(k.m, k.v, &o, a) == 0, "%s", refit_error_message());
+    refit_st_file_t *f;
+    ck_assert_int_eq(refit_st_open(a, &f), 0);
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.3.mtp_block.self_attn.indexer.wk_weights_proj.weight"));
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.3.mtp_block.self_attn.indexer.wq_b.weight"));
+    ck_assert_ptr_nonnull(refit_st_find(f, "model.layers.3.eh_proj.weight"));
+    ck_assert_ptr_null(refit_st_find(f, "model.layers.3.self_attn.indexer.wq_b.weight"));
+    refit_st_close(f);
+    ck_close(&k);
+}
+END_TEST
+
+/* Engines that load no MTP layers from refit refuse include_mtp. */
+START_TEST(test_no_mtp_targets)
+{
+    struct ck k;
+    ck_open(&k, &MLA_DS);
+    static const char *const no[] = {"sglang", "transformers"};
+    for (size_t i = 0; i < 2; i++) {
+        struct refit_convert_opts o = mtp_opts(no[i], 1, 0, true);
+        refit_layout_t *lay;
+        ck_assert_int_eq(refit_layout_target(k.m, &o, &lay), REFIT_ENOTSUP);
+        ck_assert_msg(strstr(refit_error_message(), "include_mtp"), "%s", refit_error_message());
+    }
+    ck_close(&k);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("model_mtp");
+    TCase *tc = tcase_create("mtp");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_megatron_round_trip, 0, 2);
+    tcase_add_loop_test(tc, test_megatron_names, 0, 2);
+    tcase_add_test(tc, test_vllm_drafter);
+    tcase_add_test(tc, test_vllm_drafter_glm5);
+    tcase_add_test(tc, test_no_mtp_targets);
+    suite_add_tcase(s, tc);
+    return t_run_suite(s, CK_NORMAL) ? 1 : 0;
+}
