@@ -207,10 +207,15 @@ int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k
 void rf_sums_segment(const uint64_t *want, size_t n, uint32_t *seg, size_t *n_seg)
 {
     uint32_t k = 0;
-    uint64_t fill = 0;
+    uint64_t fill = 0, all = 0;
+    for (size_t t = 0; t < n; t++)
+        all += 2 + want[t];
+    uint64_t budget = (all + RF_SUMS_MAX_SEGS - 1) / RF_SUMS_MAX_SEGS;
+    if (budget < RF_SUMS_SEG_WORDS)
+        budget = RF_SUMS_SEG_WORDS;
     for (size_t t = 0; t < n; t++) {
         uint64_t w = 2 + want[t];
-        if (fill && fill + w > RF_SUMS_SEG_WORDS) {
+        if (fill && fill + w > budget) {
             k++;
             fill = 0;
         }

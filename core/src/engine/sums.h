@@ -46,14 +46,17 @@ int rf_key_sums(char *buf, uint64_t version, const char *source_id);
 /* Segments: the same checksums split so that a receiver reads only those
  * of the tensors its plan reads, "versions/<V>/sums/<source>/<k>" (the
  * whole blob above stays: the delta stage names it by its hash).  Tensors
- * in catalog order are packed into segments of at most RF_SUMS_SEG_WORDS
- * words (2 + n_chunks each, n_chunks as the catalog gives it whether or not
- * the source hashed), a larger tensor alone; both sides derive the packing
- * from the catalog, so no index is read.  A segment:
+ * in catalog order are packed into segments of at most max(RF_SUMS_SEG_WORDS,
+ * all words / RF_SUMS_MAX_SEGS) words (2 + n_chunks each, n_chunks as the
+ * catalog gives it whether or not the source hashed), a larger tensor
+ * alone: a few dozen keys per source at most, whatever its size (every key
+ * costs the store's listings).  Both sides derive the packing from the
+ * catalog, so no index is read.  A segment:
  *   "RFSUMS02" | u64 version | 16-byte catalog hash | u64 segment |
  *   u64 first tensor | u64 n tensors | their words as above |
  *   u64 XXH3-64 of everything before it */
 #define RF_SUMS_SEG_WORDS 512
+#define RF_SUMS_MAX_SEGS 16
 /* seg[t] for the n tensors whose chunk counts are want[]; *n_seg. */
 void rf_sums_segment(const uint64_t *want, size_t n, uint32_t *seg, size_t *n_seg);
 /* want[] and seg[] of a catalog's tensors (the caller frees both). */
