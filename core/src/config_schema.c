@@ -86,6 +86,15 @@ static const struct refit_cfg_field model_fields[] = {
     {"fp8.floor", REFIT_CFG_DOUBLE, NULL, 0, 1, NULL, "scale floor; default the rule's own"},
     {"fp8.include", REFIT_CFG_LIST, NULL, 0, -1, NULL, "extra name patterns to quantize"},
     {"fp8.exclude", REFIT_CFG_LIST, NULL, 0, -1, NULL, "name patterns never quantized"},
+    /* A target layout defined here (docs/models.md "Targets from YAML") */
+    {"target_layout.name", REFIT_CFG_STRING, NULL, 0, -1, NULL, "name of a target layout defined here (model.target)"},
+    {"target_layout.base", REFIT_CFG_STRING, NULL, 0, -1, NULL, "the plugin's target whose tensors it takes (vllm)"},
+    {"target_layout.engine", REFIT_CFG_STRING, NULL, 0, -1, NULL, "the engine's name in messages"},
+    {"target_layout.vocab_multiple", REFIT_CFG_INT, "0", 0, 1048576, NULL, "vocabulary rows padded to a multiple"},
+    {"target_layout.fp8_block", REFIT_CFG_INT, "128", 1, 1048576, NULL, "block edge of its FP8 weights"},
+    {"target_layout.fp8_grid", REFIT_CFG_LIST, NULL, 0, -1, NULL,
+     "partitions its block-FP8 kernels need on the grid: split_parts, merged_parts, split_cols, stacks"},
+    {"target_layout.rename", REFIT_CFG_LIST, NULL, 0, -1, NULL, "FROM=TO name prefix renames, the first match wins"},
     /* Shapes, for model files that stand for a HF config.json. */
     {"hf", REFIT_CFG_MAP, NULL, 0, -1, NULL, "HF config.json fields (model_type, hidden_size, ...)"},
 };

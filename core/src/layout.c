@@ -183,6 +183,27 @@ int rf_lay_find_src(const refit_layout_t *lay, const char *name, uint32_t *out)
     return REFIT_ENOENT;
 }
 
+/* A copy of name in the layout's name blocks. */
+static char *name_copy(refit_layout_t *lay, const char *name)
+{
+    size_t n = strlen(name) + 1;
+    struct rf_lay_block *b = lay->names;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > 60000 ? n : 60000;
+        b = malloc(sizeof(*b) + cap);
+        if (!b)
+            return NULL;
+        b->next = lay->names;
+        b->used = 0;
+        b->cap = cap;
+        lay->names = b;
+    }
+    char *out = b->bytes + b->used;
+    memcpy(out, name, n);
+    b->used += n;
+    return out;
+}
+
 /* Source index of an HF tensor, added on first use. */
 int rf_lay_intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t rows, int64_t cols,
                       uint32_t *out)
@@ -200,7 +221,7 @@ int rf_lay_intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t r
         lay->cap_src = cap;
     }
     struct refit_layout_src *s = &lay->src[lay->n_src];
-    s->name = strdup(name);
+    s->name = name_copy(lay, name);
     if (!s->name)
         return REFIT_ENOMEM;
     s->ndim = ndim;
@@ -398,8 +419,10 @@ void refit_layout_destroy(refit_layout_t *lay)
         return;
     for (size_t i = 0; i < lay->n; i++)
         free((char *)lay->t[i].pub.name);
-    for (size_t i = 0; i < lay->n_src; i++)
-        free((char *)lay->src[i].name);
+    for (struct rf_lay_block *b = lay->names, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
     free(lay->t);
     free(lay->pieces);
     free(lay->owner);

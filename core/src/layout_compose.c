@@ -159,24 +159,10 @@ int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const 
     size_t *start = NULL, n = 0, cap = 0;
     struct xent *ent = NULL;
     struct xrec *rec = NULL;
-    /* The destination's own source table numbers the HF tensors it needs
-     * (its names are interned: each once, found by its hash).  A layout
-     * without the hash gets an interned copy. */
-    refit_layout_t *copy = NULL;
-    const refit_layout_t *names = dst;
-    int rc = x ? 0 : REFIT_ENOMEM;
-    if (!rc && dst->n_src && !dst->hash_cap) {
-        copy = calloc(1, sizeof(*copy));
-        rc = copy ? 0 : REFIT_ENOMEM;
-        for (size_t i = 0; i < dst->n_src && !rc; i++) {
-            const struct refit_layout_src *s = &dst->src[i];
-            uint32_t id;
-            rc = rf_lay_intern_src(copy, s->name, s->ndim, s->shape[0], s->shape[1], &id);
-        }
-        names = copy;
-    }
-    if (!rc)
-        rc = xindex(names, ranks, n_ranks, &start, &ent);
+    /* The destination's own source table numbers the HF tensors it needs:
+     * every layout interns its sources (rf_lay_intern_src), each name once
+     * and found by its hash, so a piece's source index is its number. */
+    int rc = x ? xindex(dst, ranks, n_ranks, &start, &ent) : REFIT_ENOMEM;
     for (size_t t = 0; !rc && t < dst->n; t++) {
         const struct ltensor *lt = &dst->t[t];
         for (size_t k = 0; !rc && k < lt->count; k++) {
@@ -184,7 +170,7 @@ int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const 
             const char *hf = dst->src[q->src].name;
             uint32_t id = q->src;
             int64_t covered = 0;
-            if (!copy || !rf_lay_find_src(names, hf, &id))
+            if (id < dst->n_src)
                 for (size_t j = start[id]; !rc && j < start[id + 1]; j++) {
                     const struct refit_layout_piece *p = ent[j].p;
                     int64_t r0 = q->src_row > p->src_row ? q->src_row : p->src_row;
@@ -214,7 +200,6 @@ int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const 
     free(rec);
     free(start);
     free(ent);
-    refit_layout_destroy(copy);
     if (rc) {
         refit_layout_xmap_destroy(x);
         return rc;

@@ -38,6 +38,15 @@ struct refit_layout {
     /* open-addressing hash of source names -> index + 1 */
     uint32_t *hash;
     size_t hash_cap;
+    /* the source names' bytes, in blocks (a trainer layout interns
+     * thousands of names per plan: one allocation each was churn) */
+    struct rf_lay_block *names;
+};
+
+struct rf_lay_block {
+    struct rf_lay_block *next;
+    size_t used, cap;
+    char bytes[];
 };
 
 

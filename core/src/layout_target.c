@@ -36,7 +36,7 @@ static enum refit_model_role trole(const struct tctx *c, const struct refit_mode
  * an MTP layer ({L} is the HF layer number in target names). */
 static char *dst_name(const struct tctx *c, const struct refit_model_entry *e, int64_t layer, char *name)
 {
-    return rf_mtp_rename(c->m, c->mtp, e, layer, layer, name);
+    return rf_target_rename(c->m, c->t, rf_mtp_rename(c->m, c->mtp, e, layer, layer, name));
 }
 
 /* Rows of a part held by inference rank r: [*start, *start + *n). */
@@ -119,7 +119,7 @@ static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struc
     int64_t Vp = c->t->vocab_multiple > 1 ? rf_lay_round_up(V, c->t->vocab_multiple) : V;
     const struct refit_model_dst *d = c->dsel[e - c->m->entries];
     const char *pat = d && d->name ? d->name : e->hf[0];
-    char *name = rf_model_name(pat, -1, -1);
+    char *name = rf_target_rename(c->m, c->t, rf_model_name(pat, -1, -1));
     int rc = rf_lay_divides("padded vocabulary", Vp, c->tp, name ? name : pat);
     if (!rc)
         rc = rf_lay_begin_tensor(c->lay, name, e, -1, -1, 2, Vp / c->tp, p->cols, 0);

@@ -335,6 +335,8 @@ const struct refit_target_layout *rf_model_target(const refit_model_t *m, const 
     for (size_t i = 0; name && i < m->spec->n_targets; i++)
         if (!strcmp(m->spec->targets[i].name, name))
             return &m->spec->targets[i];
+    if (name && m->cfg_target && m->cfg_target->name && !strcmp(m->cfg_target->name, name))
+        return m->cfg_target;
     char list[256] = "";
     size_t len = 0;
     for (size_t i = 0; i < m->spec->n_targets && len < sizeof(list); i++)
@@ -368,6 +370,7 @@ static int dst_of(const refit_model_t *m, const struct refit_target_layout *t, c
         for (size_t i = 0; base && i < m->spec->n_targets && !t; i++)
             if (!strcmp(m->spec->targets[i].name, base))
                 t = &m->spec->targets[i];
+        /* the configured target is nobody's base (its own base is checked) */
     }
     return 0;
 }
@@ -513,6 +516,17 @@ static int put_hf(void *arg, const char *key, const char *value)
     return 0;
 }
 
+/* The configuration's own target layout on the opened model; closes it on error. */
+static int with_cfg_target(const refit_config_t *cfg, refit_model_t **out)
+{
+    int rc = refit_model_targets_from_config(*out, cfg);
+    if (rc) {
+        refit_model_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_model_t **out)
 {
     const char *plugin = "auto";
@@ -525,7 +539,7 @@ int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_
         if (!rc)
             rc = refit_model_open(l, plugin, path, out);
         free(path);
-        return rc;
+        return rc ? rc : with_cfg_target(cfg, out);
     }
     if (!refit_config_has(cfg, "model.hf"))
         return refit_error_set(REFIT_ECONFIG, "model: neither hf_config nor an hf: map is given");
@@ -537,13 +551,15 @@ int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_
         json_decref(obj);
         return rc;
     }
-    return model_from_json(l, plugin, obj, "model.hf", out);
+    rc = model_from_json(l, plugin, obj, "model.hf", out);
+    return rc ? rc : with_cfg_target(cfg, out);
 }
 
 void refit_model_close(refit_model_t *m)
 {
     if (!m)
         return;
+    rf_model_cfg_free(m);
     free(m->kinds);
     free(m->dim_names);
     for (size_t i = 0; m->layer_vals && m->spec && i < m->spec->n_dims; i++)

@@ -28,6 +28,12 @@ struct refit_model {
     /* REFIT_DIMF_PER_LAYER dimensions: each one's value per decoder layer
      * (NULL for the others); NULL when the spec declares none. */
     int64_t **layer_vals;
+    /* A target layout from configuration (model_target_cfg.c), its strings
+     * (name, base, engine) and prefix renames (from, to pairs); NULL: none. */
+    struct refit_target_layout *cfg_target;
+    char *cfg_strs[3];
+    char **cfg_rename;
+    size_t n_cfg_rename;
 };
 
 /* An entry's expressions against this model's dimensions. */
@@ -69,6 +75,11 @@ int rf_model_dsts(const refit_model_t *m, const struct refit_target_layout *t, i
 int rf_model_sources_check(const refit_model_t *m);
 /* The name of the opts' target ("hf" / "vllm" from the enum when no name). */
 const char *rf_target_name(const struct refit_convert_opts *o);
+
+/* A destination name (taken) in target t: renamed by the configured
+ * target's prefix rules when t is it.  NULL on ENOMEM. */
+char *rf_target_rename(const refit_model_t *m, const struct refit_target_layout *t, char *name);
+void rf_model_cfg_free(refit_model_t *m);
 
 /* The kind of an MTP layer's decoder block (the spec's mtp_block), 0 when
  * the plugin converts no MTP layers. */

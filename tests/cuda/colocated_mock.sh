@@ -7,13 +7,17 @@
 # must take the device-program path and give `refit convert`'s bytes (the
 # demo's own check): TP1 -> TP1 with FP8 (trainer rule), TP2 -> TP1 without
 # (row-parallel column slices gathered), TP2 -> TP2 with FP8 (deepgemm).
+# The first run also traces its pulls (REFIT_PULL_TRACE=1): each pull's
+# line names the program's steps and the acknowledgement.
 set -u
 refit=$1
 export REFIT_REFIT_IN_PLACE=true REFIT_REFIT_VERIFY=off REFIT_DPROG_HOST=1 MOCK_CUDA_GBPS=0 REFIT_LOG=info
 fails=0
 for run in "1 1 trainer" "2 1 off" "2 2 deepgemm"; do
     set -- $run
-    out=$("$refit" demo --device cuda --transport cuda_ipc --src-tp "$1" --dst-tp "$2" --layers 2 --vocab 512 \
+    trace=0
+    [ "$1 $2 $3" = "1 1 trainer" ] && trace=1
+    out=$(REFIT_PULL_TRACE=$trace "$refit" demo --device cuda --transport cuda_ipc --src-tp "$1" --dst-tp "$2" --layers 2 --vocab 512 \
           --cycles 2 --fp8 "$3" 2>&1)
     rc=$?
     if [ $rc -ne 0 ] || ! echo "$out" | grep -q 'byte-identical to the offline conversion'; then
@@ -21,6 +25,12 @@ for run in "1 1 trainer" "2 1 off" "2 2 deepgemm"; do
     elif ! echo "$out" | grep -q 'colocated pull as a device program'; then
         echo "FAIL tp $1 -> tp $2, fp8 $3: the pull did not run as a device program"
         echo "$out" | grep -i 'receiver' | tail -5; fails=$((fails + 1))
+    elif [ $trace = 1 ] && ! echo "$out" | grep -E 'refit pull trace engine-0-0 v2: total [0-9.]+ ms' |
+            grep 'program-check' | grep 'kernel-wait' | grep -q ' ack '; then
+        echo "FAIL tp $1 -> tp $2, fp8 $3: no pull trace line for v2 with the program's steps"
+        echo "$out" | grep 'pull trace' | tail -3; fails=$((fails + 1))
+    elif [ $trace = 0 ] && echo "$out" | grep -q 'pull trace'; then
+        echo "FAIL tp $1 -> tp $2, fp8 $3: a pull trace without REFIT_PULL_TRACE=1"; fails=$((fails + 1))
     elif echo "$out" | grep -q 'goes through the transport'; then
         echo "FAIL tp $1 -> tp $2, fp8 $3: a tensor fell back to the transport's path"; fails=$((fails + 1))
     else

@@ -95,6 +95,20 @@ START_TEST(demo_cuda_push)
 }
 END_TEST
 
+/* refit.delta.enabled with CUDA tensors: the publisher encodes them on the
+ * device (engine/delta_dev.c); every version byte-identical.  Needs the
+ * kernels: not under the mock runtime, which has none (there the publish
+ * falls back to whole, which the other demos cover). */
+START_TEST(demo_cuda_delta)
+{
+    if (getenv("MOCK_CUDA_STRICT_PINNED"))
+        return;
+    /* The stand-in step changes every element: its delta is ~0.56 of the bytes. */
+    demo("REFIT_REFIT_DELTA_ENABLED=true REFIT_REFIT_DELTA_MAX_RATIO=0.9",
+         "--device cuda --fp8 off --src-tp 1 --dst-tp 1 --engines 1 --cycles 3");
+}
+END_TEST
+
 START_TEST(demo_cuda_verify_off)
 {
     demo("REFIT_REFIT_VERIFY=off", "--device cuda --fp8 off --src-tp 2 --dst-tp 1 --engines 1 --cycles 2");
@@ -402,6 +416,7 @@ int main(void)
         tcase_add_test(tc, demo_cuda_dst_verify_sample);
         tcase_add_test(tc, demo_cuda_verify_off);
         tcase_add_test(tc, demo_cuda_push);
+        tcase_add_test(tc, demo_cuda_delta);
         suite_add_tcase(s, tc);
         tc = tcase_create("engine");
         tcase_set_timeout(tc, 120);

@@ -361,7 +361,26 @@ END_TEST
 /* Push adverts */
 
 static const char *const advert_names[] = {"schema", "version", "receiver", "transport", "address",
-                                           "staging", "scratch", "mailbox", "work"};
+                                           "staging", "scratch", "mailbox", "work", "delta"};
+
+/* The optional delta list: entries [source, version, base, base_sums,
+ * landing key, ranges (24-byte records), skip bitmap]. */
+static void advert_deltas(struct gen *g)
+{
+    static const uint8_t r[96] = {1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3};
+    uint32_t n = (uint32_t)(rnd() % 3);
+    head(g, 0, n);
+    for (uint32_t i = 0; i < n; i++) {
+        head(g, 0, 7);
+        id(g, i ? "trainer1" : "trainer0");
+        u64(g, 1 + rnd() % 9);
+        u64(g, 1 + rnd() % 9);
+        u64(g, rnd());
+        bin(g, "landkey", 1 + rnd() % 7);
+        bin(g, r, 24 * (rnd() % 5));
+        bin(g, "\xff\x0f", rnd() % 3);
+    }
+}
 
 static void advert_field(struct gen *g, void *arg, int i)
 {
@@ -373,13 +392,14 @@ static void advert_field(struct gen *g, void *arg, int i)
     case 2: id(g, "engine-0"); break;
     case 3: chance(98) ? str(g, "tcp") : wrong(g, 0); break;
     case 8: bin(g, h, 16); break;
+    case 9: advert_deltas(g); break;
     default: bin(g, "keykeykey", rnd() % 10); break;
     }
 }
 
 static void build_advert(struct gen *g)
 {
-    fields(g, advert_names, 9, advert_field, NULL);
+    fields(g, advert_names, chance(50) ? 10 : 9, advert_field, NULL);
 }
 
 static int decode_advert(const void *buf, size_t len)
@@ -392,6 +412,21 @@ static int decode_advert(const void *buf, size_t len)
         for (int i = 0; i < 3; i++)
             ck_assert(!a.rk_len[i] || ((const uint8_t *)a.rk[i] >= (const uint8_t *)buf &&
                                        (const uint8_t *)a.rk[i] + a.rk_len[i] <= (const uint8_t *)buf + len));
+        /* An accepted delta list reads back entry by entry, inside the buffer. */
+        const char *srcs[] = {"trainer0", "trainer1", "nobody"};
+        for (int k = 0; k < 3; k++) {
+            struct push_adelta e;
+            int found = -1;
+            ck_assert_int_eq(rf_push_advert_delta(&a, "push/slots/fuzz", srcs[k], &e, &found), 0);
+            ck_assert(found == 0 || found == 1);
+            if (!found)
+                continue;
+            ck_assert_str_eq(e.source, srcs[k]);
+            ck_assert(e.version > 0 && e.base > 0 && e.rk_len > 0);
+            const uint8_t *lo = buf, *hi = lo + len;
+            ck_assert(e.ranges >= lo && e.ranges + e.n_ranges * RF_PUSH_RANGE_BYTES <= hi);
+            ck_assert(e.skip >= lo && e.skip + e.skip_len <= hi);
+        }
     }
     return rc;
 }

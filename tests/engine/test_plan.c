@@ -37,6 +37,21 @@ static void fill(uint8_t *p, size_t n, unsigned seed)
         p[i] = (uint8_t)rand();
 }
 
+/* The order rf_plan_build leaves pieces in (plan.h's rule for replicated
+ * pieces: largest first, ties by destination, row, column). */
+static int cmp_size_then_place(const void *a, const void *b)
+{
+    const struct rf_piece *x = a, *y = b;
+    uint64_t sx = x->rows * x->cols, sy = y->rows * y->cols;
+    if (sx != sy)
+        return sx > sy ? -1 : 1;
+    if (x->dst != y->dst)
+        return x->dst < y->dst ? -1 : 1;
+    if (x->dst_row != y->dst_row)
+        return x->dst_row < y->dst_row ? -1 : 1;
+    return x->dst_col < y->dst_col ? -1 : x->dst_col > y->dst_col;
+}
+
 /* Row-parallel TP2 → TP1: the destination [R, C] is [src0 | src1] by
  * columns; column-parallel [A; B] by rows; a replicated vector from either. */
 START_TEST(gather_row_and_column_parallel)
@@ -250,10 +265,30 @@ START_TEST(random_layouts_reproduce_images)
         fill(region[s], off[s] + 1, 77 + s);
     }
     struct rf_plan_opts o = {.scatter_threshold = (uint64_t)(rand() % 4096), .verify = rand() % 2};
-    struct rf_piece copy[ND * 9];
+    /* Half the runs give the pieces shuffled (the planner sorts them),
+     * half in destination order (it sees they are sorted). */
+    for (size_t k = np; _i % 2 && k > 1; k--) {
+        size_t j = (size_t)rand() % k;
+        struct rf_piece t = pc[k - 1];
+        pc[k - 1] = pc[j];
+        pc[j] = t;
+    }
+    struct rf_piece copy[ND * 9], order[ND * 9];
     memcpy(copy, pc, sizeof(pc));
     struct rf_plan p;
     ck_assert_int_eq(rf_plan_build(src, ns, dst, ND, pc, np, NS, &o, NULL, NULL, &p), 0);
+    /* The pieces come back in the planner's order (largest first, then by
+     * destination place), each as given but for its chosen candidate. */
+    memcpy(order, copy, sizeof(copy));
+    qsort(order, np, sizeof(*order), cmp_size_then_place);
+    for (size_t k = 0; k < np; k++) {
+        ck_assert_uint_eq(pc[k].dst, order[k].dst);
+        ck_assert_uint_eq(pc[k].dst_row, order[k].dst_row);
+        ck_assert_uint_eq(pc[k].dst_col, order[k].dst_col);
+        ck_assert_uint_eq(pc[k].rows, order[k].rows);
+        ck_assert_uint_eq(pc[k].cols, order[k].cols);
+        ck_assert_uint_eq(pc[k].cand[0], order[k].cand[0]);
+    }
     uint8_t *staging = calloc(1, stage + 1), *scratch = calloc(1, p.scratch_bytes + 1);
     run_plan(&p, staging, scratch);
     for (size_t k = 0; k < np; k++) {

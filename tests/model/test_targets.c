@@ -269,6 +269,78 @@ START_TEST(test_fp8_policies)
 }
 END_TEST
 
+/* A target layout from YAML: configs/targets/vllm-language-model.yaml,
+ * merged into a cluster file's model section (model.file) as users do.  Its
+ * rename table, written here from that file's comment (vLLM's multimodal
+ * wrappers: the text model under language_model.), over vLLM's tensors:
+ * every vLLM rank's tensor appears under the renamed name with the same
+ * bytes, and nothing else. */
+static const char *const yaml_rename[][2] = {
+    {"model.", "language_model.model."},
+    {"lm_head.", "language_model.lm_head."},
+};
+
+static void renamed(const char *name, char *out, size_t cap)
+{
+    for (size_t i = 0; i < 2; i++)
+        if (!strncmp(name, yaml_rename[i][0], strlen(yaml_rename[i][0]))) {
+            snprintf(out, cap, "%s%s", yaml_rename[i][1], name + strlen(yaml_rename[i][0]));
+            return;
+        }
+    snprintf(out, cap, "%s", name);
+}
+
+START_TEST(test_yaml_target)
+{
+    struct ck k;
+    ck_open(&k, &QM);
+    const char *root = getenv("REFIT_SOURCE_ROOT");
+    char text[8400];
+    snprintf(text, sizeof(text), "model:\n  file: %s/configs/targets/vllm-language-model.yaml\n"
+                                 "  hf_config: %s/config.json\n", root ? root : ".", k.dir);
+    refit_config_t *cfg;
+    ck_assert_int_eq(refit_config_create(&cfg), 0);
+    ck_assert_msg(refit_config_load_string(cfg, "cluster.yaml", text, strlen(text)) == 0, "%s",
+                  refit_error_message());
+    ck_assert_msg(refit_config_validate(cfg, true) == 0, "%s", refit_error_message());
+    refit_model_t *m;
+    ck_assert_msg(refit_model_open_config(loader, cfg, &m) == 0, "%s", refit_error_message());
+    struct refit_convert_opts yo = {0};
+    ck_assert_int_eq(refit_convert_opts_from_config(cfg, &yo), 0);
+    ck_assert_str_eq(yo.target_name, "vllm_language_model");
+    for (int r = 0; r < 2; r++) {
+        char a[4300], b[4300];
+        snprintf(a, sizeof(a), "%s/vllm%d.safetensors", tmp, r);
+        snprintf(b, sizeof(b), "%s/yaml%d.safetensors", tmp, r);
+        struct refit_convert_opts vo = {.target = REFIT_TARGET_VLLM, .tp = 2, .rank = r};
+        vo.fp8.floor = -1;
+        ck_assert_msg(refit_convert_write(k.m, k.v, &vo, a) == 0, "%s", refit_error_message());
+        yo.tp = 2;
+        yo.rank = r;
+        ck_assert_msg(refit_convert_write(m, k.v, &yo, b) == 0, "%s", refit_error_message());
+        refit_st_file_t *fa, *fb;
+        ck_assert_int_eq(refit_st_open(a, &fa), 0);
+        ck_assert_int_eq(refit_st_open(b, &fb), 0);
+        ck_assert_uint_eq(refit_st_count(fa), refit_st_count(fb));
+        for (size_t i = 0; i < refit_st_count(fa); i++) {
+            const struct refit_st_tensor *t = refit_st_at(fa, i);
+            char n[512];
+            renamed(t->name, n, sizeof(n));
+            ck_assert_msg(strcmp(n, t->name), "%s: no rule renames it", t->name);
+            t_assert_bytes(refit_st_find(fb, n), t->data, t->nbytes, n);
+        }
+        refit_st_close(fa);
+        refit_st_close(fb);
+    }
+    /* a target of the plugin's own name is refused */
+    refit_model_close(m);
+    ck_assert_int_eq(refit_config_set(cfg, "model.target_layout.name=vllm", "test"), 0);
+    ck_assert_int_eq(refit_model_open_config(loader, cfg, &m), REFIT_ECONFIG);
+    refit_config_destroy(cfg);
+    ck_close(&k);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("targets");
@@ -279,6 +351,7 @@ int main(void)
     tcase_add_test(tc, test_sglang_qwen3_moe);
     tcase_add_test(tc, test_sglang_glm);
     tcase_add_test(tc, test_fp8_policies);
+    tcase_add_test(tc, test_yaml_target);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;
 }

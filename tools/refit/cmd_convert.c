@@ -107,6 +107,9 @@ static int run(struct cli_common *c, struct convert_args *a)
     refit_model_t *m = NULL;
     refit_hf_view_t *v = NULL;
     rc = refit_model_open(c->loader, a->model, a->hf ? cfgpath : a->hf_config, &m);
+    /* a target layout the --config file defines (model.target_layout) */
+    if (!rc && c->config_path)
+        rc = refit_model_targets_from_config(m, c->cfg);
     if (!rc)
         rc = a->hf ? refit_hf_view_open(m, a->hf, &o, &v) : refit_hf_view_open_shards(m, a->megatron, &o, &v);
     if (!rc)

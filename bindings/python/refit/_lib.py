@@ -58,7 +58,8 @@ class _PullStats(ctypes.Structure):
          ("sources", ctypes.c_uint32), ("plan_cached", ctypes.c_uint32), ("wait_s", ctypes.c_double),
          ("source", ctypes.c_char * 64), ("xfer_start", ctypes.c_double), ("xfer_end", ctypes.c_double),
          ("fallbacks", ctypes.c_uint32), ("store_round_trips", ctypes.c_uint64), ("bytes_delta", ctypes.c_uint64),
-         ("delta_descriptors", ctypes.c_uint32), ("delta_fallbacks", ctypes.c_uint32), ("notes_ignored", ctypes.c_uint32)]
+         ("delta_descriptors", ctypes.c_uint32), ("delta_fallbacks", ctypes.c_uint32), ("notes_ignored", ctypes.c_uint32),
+         ("bytes_refetched", ctypes.c_uint64), ("bytes_failed_share", ctypes.c_uint64)]
 
 
 class _TensorInfo(ctypes.Structure):

@@ -308,7 +308,7 @@ class PullStats:
     FIELDS = ("version", "alloc_s", "register_s", "connect_s", "plan_s", "transfer_s", "convert_s", "verify_s",
               "commit_s", "total_s", "bytes_wire", "bytes_out", "descriptors", "sources", "plan_cached",
               "wait_s", "source", "xfer_start", "xfer_end", "fallbacks", "store_round_trips", "bytes_delta",
-              "delta_descriptors", "delta_fallbacks", "notes_ignored")
+              "delta_descriptors", "delta_fallbacks", "notes_ignored", "bytes_refetched", "bytes_failed_share")
     __slots__ = FIELDS
 
     def __init__(self, s):

@@ -216,8 +216,9 @@ def test_dtype_parse():
     with pytest.raises(refit.InvalidArgument):
         refit.dtypes.parse(0)
     # source[64], xfer_start, xfer_end, fallbacks (and padding), store_round_trips,
-    # notes_ignored and the tail padding
-    assert ctypes.sizeof(refit._lib._PullStats) == 8 * 2 + 9 * 8 + 3 * 8 + 2 * 4 + 8 + 64 + 2 * 8 + 8 + 8 + 8 + 8 + 8
+    # notes_ignored and its padding, bytes_refetched, bytes_failed_share
+    assert ctypes.sizeof(refit._lib._PullStats) == 8 * 2 + 9 * 8 + 3 * 8 + 2 * 4 + 8 + 64 + 2 * 8 + 8 + 8 + 8 + 8 + 8 \
+        + 8 + 8
 
 
 def test_library_from_ld_library_path(tmp_path):

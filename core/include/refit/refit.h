@@ -115,6 +115,12 @@ struct refit_pull_stats {
     /* Push mode: notifications not acted on — for another version, too big,
      * or not from the transport of the source they name (forged). */
     uint32_t notes_ignored;
+    /* Bytes read again after a source failed mid-pull and the pull fell
+     * back to data-parallel replicas (in bytes_wire): only what feeds the
+     * tensors the failure left unfinished. */
+    uint64_t bytes_refetched;
+    /* The bytes the plan had the failed sources read (their share). */
+    uint64_t bytes_failed_share;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

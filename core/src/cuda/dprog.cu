@@ -1,6 +1,7 @@
 // dprog.cu — the device program of dprog.h on the CUDA runtime: a table of
-// tiles in device memory and one kernel that runs a phase of it, one CTA
-// per tile.
+// tiles in device memory and, per phase, one launch over its FP8 blocks and
+// one over its copies (a kernel without the FP8 block's register cap, so
+// more CTAs share an SM), one CTA per tile.
 //
 // A copy tile is up to RF_DPROG_TILE bytes of a 2-D copy (a run of whole
 // rows, or a piece of one long row): 256 threads move 16-byte vectors,
@@ -13,8 +14,10 @@
 #include <cuda_runtime.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dprog.h"
 #include "refit/status.h"
@@ -284,9 +287,13 @@ struct rf_dprog {
     int rule;
     float floor;
     int launched;
-    /* REFIT_PULL_TRACE=1: the kernels are timed with events (rf_dprog_last_ms). */
+    /* REFIT_PULL_TRACE=1: the kernels are timed with events (rf_dprog_last_ms)
+     * and the host's steps of a launch and a wait with the clock. */
     int timed;
     cudaEvent_t k0, k1;
+    int n_steps;
+    const char *step_name[8];
+    double step_t[8];
     /* REFIT_DPROG_HOST=1 (tests on a mock runtime whose device memory the
      * host can reach): the host reference runs as a stream host function
      * instead of the kernel, on a copy of the operations. */
@@ -469,21 +476,55 @@ static void CUDART_CB host_run(void *arg)
     }
 }
 
+static double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A host step of a launch or wait ends (traced programs only). */
+static void step(rf_dprog *g, const char *what)
+{
+    if (g->timed && g->n_steps < 8) {
+        g->step_name[g->n_steps] = what;
+        g->step_t[g->n_steps++] = now_s();
+    }
+}
+
 /* Tiles [f, e) of one kind: one launch (grids beyond 2^31 - 1 in pieces). */
-static cudaError_t launch_range(const rf_dprog *g, size_t f, size_t e, int copy)
+static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, size_t e, int copy)
 {
     cudaError_t err = cudaSuccess;
     for (size_t at = f; err == cudaSuccess && at < e; at += 0x7fffffffu) {
         unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
         if (copy)
-            copy_tiles<<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at);
+            copy_tiles<<<grid, kThreads, 0, s>>>(g->d_tiles, at);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
-            run_tiles<kRuleMul><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
         else
-            run_tiles<kRuleDiv><<<grid, kThreads, 0, g->stream>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
         err = cudaGetLastError();
     }
     return err;
+}
+
+/* One run's work on stream s: each phase's launches, then the error word
+ * read back and reset. */
+static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s)
+{
+    cudaError_t e = cudaSuccess;
+    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
+        size_t c = g->copy_first[ph];
+        e = launch_range(g, s, g->phase_first[ph], c, 0);
+        if (e == cudaSuccess)
+            e = launch_range(g, s, c, g->phase_first[ph + 1], 1);
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), s);
+    return e;
 }
 
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
@@ -502,22 +543,19 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
         g->launched = 1;
         return 0;
     }
+    g->n_steps = 0;
+    step(g, "enter");
     if (g->timed)
         e = cudaEventRecord(g->k0, g->stream);
-    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
-        size_t c = g->copy_first[ph];
-        e = launch_range(g, g->phase_first[ph], c, 0);
-        if (e == cudaSuccess)
-            e = launch_range(g, c, g->phase_first[ph + 1], 1);
-    }
+    step(g, "event");
+    if (e == cudaSuccess)
+        e = queue_run(g, g->stream);
+    step(g, "queue");
     if (e == cudaSuccess && g->timed)
         e = cudaEventRecord(g->k1, g->stream);
     if (e == cudaSuccess)
-        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, g->stream);
-    if (e == cudaSuccess)
-        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), g->stream);
-    if (e == cudaSuccess)
         e = cudaEventRecord(g->done, g->stream);
+    step(g, "events");
     leave(saved);
     if (e != cudaSuccess)
         return cuda_fail(e, "launching");
@@ -530,7 +568,9 @@ extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
     if (!g->launched)
         return 0;
     g->launched = 0;
+    step(g, "launch-returned");
     cudaError_t e = cudaEventSynchronize(g->done);
+    step(g, "event-sync");
     if (e != cudaSuccess)
         return cuda_fail(e, "waiting for the copies");
     if (g->host && g->host_rc)
@@ -553,6 +593,17 @@ extern "C" int rf_dprog_launches(const struct rf_dprog *g)
     for (int ph = 0; ph < RF_DPROG_PHASES; ph++)
         n += (g->copy_first[ph] > g->phase_first[ph]) + (g->phase_first[ph + 1] > g->copy_first[ph]);
     return n;
+}
+
+extern "C" int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap)
+{
+    int k = 0;
+    if (cap)
+        buf[0] = 0;
+    for (int i = 1; i < g->n_steps && k >= 0 && (size_t)k < cap; i++)
+        k += snprintf(buf + k, cap - (size_t)k, "%s%s %.3f", i > 1 ? " " : "", g->step_name[i],
+                      1e3 * (g->step_t[i] - g->step_t[i - 1]));
+    return 0;
 }
 
 extern "C" double rf_dprog_last_ms(const struct rf_dprog *g)

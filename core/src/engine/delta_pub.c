@@ -3,8 +3,10 @@
  * The base is a host copy of the host tensors as last published.  At
  * publish(V) every chunk is compared with it: a changed chunk's delta goes
  * into V's arena and the chunk into the base, so the base holds V after
- * one pass over both (no second copy).  Device tensors are not encoded
- * (index entries RF_DELTA_ABSENT: receivers pull them whole).  The base is
+ * one pass over both (no second copy).  CUDA tensors are encoded on their
+ * device (delta_dev.c) and only their delta comes to the host, placed here
+ * in catalog order; without CUDA (or on a CUDA error) their index entries
+ * are RF_DELTA_ABSENT: receivers pull them whole.  The base is
  * valid only after a publish that succeeded; a failed publish leaves it
  * invalid and the next version has no delta. */
 #include <stdlib.h>
@@ -37,7 +39,12 @@ struct rf_pubdelta {
     uint8_t *tmp; /* one chunk's delta when the arena's room is short */
     size_t tmp_cap;
     struct rf_delta_stats st;
+    struct rf_pubdelta_dev *dev; /* CUDA tensors (delta_dev.c) */
     uint64_t last_bytes; /* the last version's delta (UINT64_MAX: none) */
+    /* The last delta made (push mode offers it): version, its base and the
+     * base's checksum-blob hash, arena (made_v 0: none). */
+    uint64_t made_v, made_base, made_sums;
+    int made_arena;
     double last_s;
 };
 
@@ -58,6 +65,7 @@ void rf_pubdelta_destroy(refit_publisher_t *pub)
     if (!d)
         return;
     arenas_free(pub, d);
+    rf_pubdelta_dev_destroy(d->dev);
     free(d->base);
     free(d->base_off);
     free(d->index);
@@ -68,14 +76,16 @@ void rf_pubdelta_destroy(refit_publisher_t *pub)
 
 void rf_pubdelta_invalidate(refit_publisher_t *pub)
 {
-    if (pub->delta)
+    if (pub->delta) {
         pub->delta->base_version = 0;
+        pub->delta->made_v = 0;
+    }
 }
 
 /* Base, arenas and index sized for the tensors as they are now. */
 static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
 {
-    size_t host = 0, chunks = 0;
+    size_t host = 0, chunks = 0, dev = 0;
     if (d->n_t != pub->n) {
         free(d->base_off);
         if (!(d->base_off = calloc(pub->n ? pub->n : 1, sizeof(*d->base_off))))
@@ -86,8 +96,10 @@ static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
     for (size_t i = 0; i < pub->n; i++) {
         const struct pub_tensor *t = &pub->t[i];
         chunks += rf_delta_tensor_chunks(t->nbytes, (uint64_t)t->chunk_rows * t->row_bytes);
-        if (t->memtype != REFIT_MEM_HOST)
+        if (t->memtype != REFIT_MEM_HOST) {
+            dev += t->nbytes; /* encoded on the device: its delta still lands in the arena */
             continue;
+        }
         if (d->base_off[i] != host)
             d->base_version = 0;
         d->base_off[i] = host;
@@ -110,7 +122,9 @@ static int layout(refit_publisher_t *pub, struct rf_pubdelta *d)
         d->cap_index = chunks;
     }
     d->n_index = chunks;
-    size_t cap = (size_t)(pub->ctx->delta_max_ratio * (double)host) + 65536;
+    if (!rf_delta_cuda_built())
+        dev = 0;
+    size_t cap = (size_t)(pub->ctx->delta_max_ratio * (double)(host + dev)) + 65536;
     if (d->ar[0].cap != cap) {
         arenas_free(pub, d);
         for (int i = 0; i < 2; i++) {
@@ -170,6 +184,21 @@ static int encode_all(refit_publisher_t *pub, struct rf_pubdelta *d, int a, int 
         const struct pub_tensor *t = &pub->t[i];
         uint64_t cb = (uint64_t)t->chunk_rows * t->row_bytes;
         uint64_t nc = rf_delta_tensor_chunks(t->nbytes, cb);
+        const uint8_t *dsrc;
+        const uint32_t *dlens;
+        if (t->memtype != REFIT_MEM_HOST && rf_pubdelta_dev_tensor(d->dev, i, &dsrc, &dlens)) {
+            /* Encoded on the device: its chunk deltas into the arena. */
+            for (uint64_t c = 0; c < nc; c++, k++) {
+                d->index[k] = fits ? dlens[c] : RF_DELTA_ABSENT;
+                if (fits && d->ar[a].cap - at < dlens[c])
+                    fits = 0;
+                if (fits)
+                    memcpy(d->ar[a].buf + at, dsrc, dlens[c]);
+                at += fits ? dlens[c] : 0;
+                dsrc += dlens[c];
+            }
+            continue;
+        }
         if (t->memtype != REFIT_MEM_HOST || cb > RF_DELTA_MAX_CHUNK) {
             for (uint64_t c = 0; c < nc; c++)
                 d->index[k++] = RF_DELTA_ABSENT;
@@ -228,6 +257,7 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     memset(&d->st, 0, sizeof(d->st));
     d->last_bytes = UINT64_MAX;
     d->whole = 0;
+    d->made_v = 0;
     int rc = layout(pub, d);
     int usable = !rc && d->base_version && !memcmp(d->base_cat.b, pub->cat_hash.b, 16);
     int a = d->next, ok = 0;
@@ -235,6 +265,9 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     /* From here the base changes: it holds V only once V is READY. */
     uint64_t base_v = d->base_version, base_sums = d->base_sums;
     d->base_version = 0;
+    /* CUDA tensors first, on their device: their deltas wait on the host. */
+    if (!rc)
+        rc = rf_pubdelta_dev_encode(pub, &d->dev, usable);
     if (!rc)
         rc = encode_all(pub, d, a, usable, &data_len, &ok);
     if (!rc) {
@@ -252,9 +285,24 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash)
     }
     if (ok) {
         d->last_bytes = data_len;
+        d->made_v = v;
+        d->made_base = base_v;
+        d->made_sums = base_sums;
+        d->made_arena = a;
         d->next ^= 1;
     }
     return 0;
+}
+
+int rf_pubdelta_offer(const refit_publisher_t *pub, uint64_t v, uint64_t base, uint64_t base_sums,
+                      refit_tp_region_t **reg, uint64_t *len)
+{
+    const struct rf_pubdelta *d = pub->delta;
+    if (!d || !d->made_v || d->made_v != v || !d->made_base || d->made_base != base || d->made_sums != base_sums)
+        return 0;
+    *reg = d->ar[d->made_arena].reg;
+    *len = d->last_bytes;
+    return 1;
 }
 
 void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v)

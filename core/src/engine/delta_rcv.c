@@ -16,6 +16,7 @@
  * From there both go through rf_xfer_done: the new version's checksums
  * prove every byte, conversion (FP8 included) runs as in a full pull.  Any
  * failure with deltas in use pulls the version again whole, once. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -23,6 +24,8 @@
 #include "../delta/delta.h"
 #include "delta_eng.h"
 #include "exec.h"
+#include "push.h"
+#include "push_work.h"
 #include "receiver.h"
 #include "refit/log.h"
 
@@ -61,6 +64,13 @@ struct rf_rcvdelta {
     uint32_t *pending;        /* per descriptor: its reads not landed yet */
     uint64_t read_delta;      /* bytes of delta reads in the last execution */
     struct refit_pull_stats *st;
+    /* Push mode: this pull's requests (per source with a usable record),
+     * their ranges and bitmaps, and the landing buffer's packed key. */
+    struct push_adelta *ask;
+    uint8_t **ask_buf;
+    size_t n_ask;
+    void *land_rk;
+    size_t land_rk_len;
 };
 
 static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
@@ -76,6 +86,11 @@ static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
 
 static void pull_free(struct rf_rcvdelta *d)
 {
+    for (size_t s = 0; d->ask_buf && s < d->n_src; s++) {
+        free(d->ask_buf[s]);
+        d->ask_buf[s] = NULL;
+    }
+    d->n_ask = 0;
     for (size_t s = 0; d->rec && s < d->n_src; s++) {
         rf_delta_rec_free(d->rec[s]);
         free(d->order[s]);
@@ -105,6 +120,10 @@ static void per_plan_free(refit_receiver_t *r, struct rf_rcvdelta *d)
     free(d->sub_of);
     free(d->pending);
     free(d->mirror);
+    free(d->ask);
+    free(d->ask_buf);
+    d->ask = NULL;
+    d->ask_buf = NULL;
     d->base_sums = NULL;
     d->rec = NULL;
     d->order = NULL;
@@ -128,6 +147,7 @@ void rf_rcvdelta_destroy(refit_receiver_t *r)
     if (d->land_reg)
         refit_transport_dereg(r->tp, d->land_reg);
     free(d->land);
+    free(d->land_rk);
     free(d);
     r->delta = NULL;
 }
@@ -163,7 +183,9 @@ static int for_plan(refit_receiver_t *r, struct rf_rcvdelta *d)
     d->rec = calloc(ns, sizeof(*d->rec));
     d->order = calloc(ns, sizeof(*d->order));
     d->keys = calloc(ns, sizeof(*d->keys));
-    if (!d->moff || !d->use || !d->dlo || !d->dhi || !d->loff || !d->sub || !d->sub_of || !d->pending || !d->base_v ||
+    d->ask = calloc(ns, sizeof(*d->ask));
+    d->ask_buf = calloc(ns, sizeof(*d->ask_buf));
+    if (!d->ask || !d->ask_buf || !d->moff || !d->use || !d->dlo || !d->dhi || !d->loff || !d->sub || !d->sub_of || !d->pending || !d->base_v ||
         !d->base_h || !d->got_h || !d->base_sums || !d->rec || !d->order || !d->keys)
         return REFIT_ENOMEM;
     size_t at = 0;
@@ -379,7 +401,7 @@ static int delta_key(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, refit
 
 /* Per descriptor: whole, by delta, or unchanged; the landing buffer for
  * the delta reads. */
-static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, uint64_t *delta_bytes)
+static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, const uint8_t *drop, uint64_t *delta_bytes)
 {
     const struct rf_plan *p = &r->plan.plan;
     uint64_t land = 0;
@@ -387,7 +409,7 @@ static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, uint64_
     for (size_t i = 0; i < p->n_desc; i++) {
         uint32_t s = p->desc[i].source;
         d->use[i] = USE_FULL;
-        if (!on || !d->rec[s])
+        if (!on || !d->rec[s] || (drop && drop[i]))
             continue;
         d->use[i] = USE_EMPTY;
         if (walk(r, i, plan_piece, NULL)) {
@@ -400,14 +422,17 @@ static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, uint64_
             *delta_bytes += d->dhi[i] - d->dlo[i];
         }
     }
-    if (land <= d->land_cap)
+    if (land <= d->land_cap && d->land_reg)
         return 0;
     if (d->land_reg)
         refit_transport_dereg(r->tp, d->land_reg);
     free(d->land);
     d->land_reg = NULL;
     d->land_cap = 0;
-    size_t cap = (size_t)land + land / 4;
+    /* Its packed key goes with it (a new registration may reuse the address). */
+    free(d->land_rk);
+    d->land_rk = NULL;
+    size_t cap = (size_t)land + land / 4 > 4096 ? (size_t)land + land / 4 : 4096;
     if (posix_memalign((void **)&d->land, 4096, cap))
         return REFIT_ENOMEM;
     memset(d->land, 0, cap);
@@ -544,7 +569,9 @@ static int read_piece(refit_receiver_t *r, size_t i, const struct piece *pc, voi
         if (rc)
             return rc;
     }
-    d->sub[ra->m] = (struct rf_desc){ds->source, (uint32_t)r->peers.p[ds->source].n_rkeys, o, BUF_DELTA,
+    /* (push mode has no peers: the region is not used there) */
+    uint32_t reg = ds->source < r->peers.n ? (uint32_t)r->peers.p[ds->source].n_rkeys : 0;
+    d->sub[ra->m] = (struct rf_desc){ds->source, reg, o, BUF_DELTA,
                                      d->loff[i] + (o - d->dlo[i]), l};
     d->sub_of[ra->m++] = i;
     d->pending[i]++;
@@ -630,7 +657,7 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
         rc = fetch_records(r, d, v);
     uint64_t bytes = 0;
     if (!rc)
-        rc = plan_pull(r, d, 1, &bytes);
+        rc = plan_pull(r, d, 1, NULL, &bytes);
     int used = 0;
     for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
         used |= d->use[i] != USE_FULL;
@@ -643,7 +670,7 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
         memset(d->base_v, 0, d->n_src * sizeof(*d->base_v));
         st->delta_fallbacks = 1;
         st->delta_descriptors = 0;
-        if (!(rc = plan_pull(r, d, 0, &bytes)))
+        if (!(rc = plan_pull(r, d, 0, NULL, &bytes)))
             rc = run(r, d, st);
         bytes = 0;
     }
@@ -671,4 +698,178 @@ void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc)
         d->base_h[s] = d->got_h[s];
     }
     d->pulled = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Push mode (push_rcv.c; docs/delta.md, "Push mode")
+ *
+ * The receiver plans V as a delta pull would, before it advertises: per
+ * source whose record of V was made from what the mirror holds, the chunk
+ * deltas its raw descriptors cover (the same reads, now ranges the
+ * publisher WRITEs into the landing buffer) and the descriptors they
+ * replace.  The publisher writes either those (its note says "ok delta")
+ * or the section whole; then each descriptor is applied onto the mirror
+ * as in a pull, or copied into it, and checked against V's checksums. */
+
+/* Source s's request: its ranges (the reads of its delta descriptors) and
+ * the bitmap over its work-list section (its raw descriptors in plan
+ * order) of those that go by delta or are unchanged. */
+static int ask_source(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, const uint8_t *drop, size_t m)
+{
+    const struct rf_plan *p = &r->plan.plan;
+    size_t nd = 0, nr = 0, any = 0;
+    for (size_t i = 0; i < p->n_desc; i++)
+        if (p->desc[i].source == s && !drop[i]) {
+            nd++;
+            any |= d->use[i] != USE_FULL;
+        }
+    for (size_t j = 0; j < m; j++)
+        nr += d->sub[j].source == s;
+    if (!any)
+        return 0;
+    size_t sl = (nd + 7) / 8;
+    uint8_t *buf = calloc(nr * RF_PUSH_RANGE_BYTES + sl + 1, 1);
+    if (!buf)
+        return REFIT_ENOMEM;
+    d->ask_buf[s] = buf;
+    uint8_t *q = buf, *skip = buf + nr * RF_PUSH_RANGE_BYTES;
+    for (size_t j = 0; j < m; j++) {
+        const struct rf_desc *x = &d->sub[j];
+        if (x->source != s)
+            continue;
+        uint64_t f[3] = {x->remote_off, x->local_off, x->len};
+        for (int k = 0; k < 3; k++)
+            for (int b = 0; b < 8; b++)
+                *q++ = (uint8_t)(f[k] >> (8 * b));
+    }
+    for (size_t i = 0, j = 0; i < p->n_desc; i++) {
+        if (p->desc[i].source != s || drop[i])
+            continue;
+        if (d->use[i] != USE_FULL)
+            skip[j / 8] |= (uint8_t)(1u << (j % 8));
+        j++;
+    }
+    struct push_adelta *e = &d->ask[d->n_ask++];
+    *e = (struct push_adelta){.version = d->rec[s]->version, .base = d->base_v[s], .base_sums = d->base_h[s],
+                              .rk = d->land_rk, .rk_len = d->land_rk_len, .ranges = buf, .n_ranges = nr,
+                              .skip = skip, .skip_len = sl};
+    snprintf(e->source, sizeof(e->source), "%s", r->disc.src[s].id);
+    return 0;
+}
+
+int rf_rcvdelta_push_ask(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const struct push_adelta **asks,
+                         size_t *n)
+{
+    *asks = NULL;
+    *n = 0;
+    if (!rf_rcvdelta_wanted(r))
+        return 0;
+    if (!r->delta && !(r->delta = calloc(1, sizeof(*r->delta))))
+        return REFIT_ENOMEM;
+    struct rf_rcvdelta *d = r->delta;
+    d->pulled = 0;
+    pull_free(d);
+    int rc = for_plan(r, d);
+    for (size_t s = 0; !rc && s < r->disc.n_src; s++)
+        d->got_h[s] = r->verify.blob_hash[s];
+    if (!rc)
+        rc = fetch_records(r, d, v);
+    uint64_t bytes = 0;
+    if (!rc)
+        rc = plan_pull(r, d, 1, drop, &bytes);
+    if (!rc && !d->land_rk)
+        rc = refit_transport_pack(r->tp, d->land_reg, &d->land_rk, &d->land_rk_len);
+    /* The reads a pull would make, in d->sub: the ranges to ask for. */
+    struct reads ra = {0, 0};
+    d->read_delta = 0;
+    for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
+        if (d->use[i] == USE_DELTA) {
+            ra.i = i;
+            d->pending[i] = 0;
+            rc = walk(r, i, read_piece, &ra);
+        }
+    for (size_t s = 0; !rc && s < r->disc.n_src; s++)
+        if (d->rec[s])
+            rc = ask_source(r, d, s, drop, ra.m);
+    if (rc) {
+        /* Without a request the publishers write everything: still exact. */
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: no delta asked for v%llu: %s", r->id, (unsigned long long)v,
+                  refit_error_message());
+        pull_free(d);
+        memset(d->use, 0, d->n_desc);
+        return rc == REFIT_ENOMEM ? rc : 0;
+    }
+    *asks = d->ask;
+    *n = d->n_ask;
+    return 0;
+}
+
+/* Every raw descriptor of the push: applied (its source wrote the delta)
+ * or copied into the mirror (it wrote the bytes), then checked and
+ * converted; *saved the bytes of descriptors the deltas replaced, *delta
+ * the deltas' bytes. */
+static int push_land(refit_receiver_t *r, struct rf_rcvdelta *d, const uint8_t *drop, const uint8_t *by_delta,
+                     uint64_t *saved, uint64_t *delta)
+{
+    const struct rf_plan *p = &r->plan.plan;
+    int rc = 0;
+    *saved = *delta = 0;
+    for (size_t j = 0; j < d->n_ask; j++)
+        for (size_t s = 0; s < d->n_src; s++)
+            if (by_delta[s] && d->ask_buf[s] == d->ask[j].ranges)
+                for (size_t k = 0; k < d->ask[j].n_ranges; k++)
+                    *delta += rf_push_rd64(d->ask[j].ranges + k * RF_PUSH_RANGE_BYTES + 16);
+    for (size_t i = 0; !rc && i < p->n_desc; i++) {
+        const struct rf_desc *ds = &p->desc[i];
+        if (drop[i])
+            continue;
+        if (by_delta[ds->source] && d->use[i] != USE_FULL) {
+            *saved += ds->len;
+            rc = apply_desc(r, i);
+            continue;
+        }
+        memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
+        rc = rf_xfer_done(r, i, 1);
+    }
+    return rc ? rc : rf_xfer_finish_unfed(r);
+}
+
+int rf_rcvdelta_push_land(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const uint8_t *by_delta,
+                          struct refit_pull_stats *st, int *whole)
+{
+    struct rf_rcvdelta *d = r->delta;
+    *whole = 0;
+    d->st = st;
+    int used = 0;
+    for (size_t s = 0; s < d->n_src; s++)
+        used |= by_delta[s];
+    uint64_t saved = 0, delta = 0;
+    int rc = push_land(r, d, drop, by_delta, &saved, &delta);
+    if (rc && used) {
+        /* A wrong base, a torn delta or a result that fails V's checksums:
+         * nothing in the mirror is a base any more, and V is read whole
+         * from the sources (pull mode's READs), converted as a pull is. */
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: pushed delta of v%llu failed (%s); pulling it whole", r->id,
+                  (unsigned long long)v, refit_error_message());
+        memset(d->base_v, 0, d->n_src * sizeof(*d->base_v));
+        st->delta_fallbacks = 1;
+        st->delta_descriptors = 0;
+        int fresh = 0;
+        uint64_t bytes = 0;
+        *whole = 1;
+        rc = rf_peers_connect(r, &fresh);
+        if (!rc)
+            rc = plan_pull(r, d, 0, NULL, &bytes);
+        if (!rc)
+            rc = run(r, d, st);
+        delta = 0;
+    }
+    if (!rc && !*whole) {
+        st->bytes_wire = st->bytes_wire - saved + delta;
+        st->bytes_delta = delta;
+    }
+    if (!rc)
+        d->pulled = v;
+    pull_free(d);
+    return rc;
 }

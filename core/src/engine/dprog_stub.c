@@ -59,3 +59,11 @@ double rf_dprog_last_ms(const struct rf_dprog *g)
     (void)g;
     return -1;
 }
+
+int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap)
+{
+    (void)g;
+    if (cap)
+        buf[0] = 0;
+    return 0;
+}

@@ -1,4 +1,12 @@
-/* exec.c — batched one-sided READs, one batch in flight per source. */
+/* exec.c — batched one-sided READs, one batch in flight per source.
+ *
+ * A source that fails on the wire (a post refused, a completion in error,
+ * none within the timeout) is given up on alone: its lane stops and the
+ * other sources' lanes run to their end, so a data-parallel fallback
+ * re-reads only what the failed source left unlanded.  The first such
+ * failure is returned at the end; a failure of the receiver's own (its
+ * local regions, the `done` callback) stops everything at once. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,13 +20,38 @@ struct lane {
     refit_tp_req_t *req;     /* in flight, or NULL */
     struct refit_tp_desc *d; /* batch buffer */
     double posted_at;
+    int dead;                /* the source failed: nothing more is posted or tested */
 };
+
+/* The first source failure, kept while the other lanes finish. */
+struct lane_fail {
+    int rc;
+    char msg[1024];
+};
+
+/* Lane s failed with rc (its message set): stop it, drop its descriptors
+ * still out from `remaining`, remember the first failure. */
+static void lane_fail(struct lane *L, uint32_t s, int rc, int in_flight, size_t *remaining, struct lane_fail *f,
+                      struct rf_exec_stats *st)
+{
+    size_t lost = (L->end - L->next) + (in_flight ? L->batch_n : 0);
+    *remaining -= lost;
+    L->next = L->end;
+    L->dead = 1;
+    if (!f->rc) {
+        f->rc = rc;
+        snprintf(f->msg, sizeof(f->msg), "%s", refit_error_message());
+        if (st)
+            st->failed_source = s;
+    }
+}
 
 /* Post lane s's next batch of at most per_post descriptors. */
 static int post_next(refit_transport_t *tp, const struct rf_plan *plan, const struct rf_exec_source *src,
                      uint32_t s, struct lane *L, uint32_t per_post, rf_exec_local_fn local, void *arg,
-                     struct rf_exec_stats *st)
+                     struct rf_exec_stats *st, int *wire)
 {
+    *wire = 0;
     size_t n = L->end - L->next < per_post ? L->end - L->next : per_post;
     int rc = 0;
     for (size_t k = 0; k < n && !rc; k++) {
@@ -36,8 +69,7 @@ static int post_next(refit_transport_t *tp, const struct rf_plan *plan, const st
         return rc;
     rc = refit_transport_post(tp, src[s].peer, L->d, n, &L->req);
     if (rc) {
-        if (st)
-            st->failed_source = s;
+        *wire = 1;
         return refit_error_push(rc, "posting %zu reads to source %s", n, src[s].name);
     }
     L->batch_first = L->next;
@@ -84,37 +116,45 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
         i = j;
     }
     size_t remaining = plan->n_desc;
+    struct lane_fail fail = {0};
+    int wire = 0;
     while (remaining > 0) {
         int progressed = 0;
         for (uint32_t s = 0; s < n_sources && !rc; s++) {
             struct lane *L = &lanes[s];
+            if (L->dead)
+                continue;
             if (L->req) {
                 int t = refit_transport_test(tp, L->req);
                 if (t == REFIT_EAGAIN) {
                     if (rf_seconds() - L->posted_at > (double)timeout_ms / 1000.0) {
-                        rc = refit_error_set(REFIT_ETIMEDOUT,
-                                             "reading from source %s: no completion within %lld ms",
-                                             src[s].name, (long long)timeout_ms);
-                        if (st)
-                            st->failed_source = s;
+                        refit_error_set(REFIT_ETIMEDOUT, "reading from source %s: no completion within %lld ms",
+                                        src[s].name, (long long)timeout_ms);
+                        /* its request stays out until the end (waited for there) */
+                        lane_fail(L, s, REFIT_ETIMEDOUT, 1, &remaining, &fail, st);
+                        progressed = 1;
                     }
                     continue;
                 }
                 refit_transport_req_free(tp, L->req);
                 L->req = NULL;
                 if (t) {
-                    rc = refit_error_push(t, "reading from source %s", src[s].name);
-                    if (st)
-                        st->failed_source = s;
-                    break;
+                    refit_error_push(t, "reading from source %s", src[s].name);
+                    lane_fail(L, s, t, 1, &remaining, &fail, st);
+                    progressed = 1;
+                    continue;
                 }
                 remaining -= L->batch_n;
                 progressed = 1;
                 /* Keep the wire busy: post this lane's next batch before
                  * converting what just arrived. */
                 size_t done_first = L->batch_first, done_n = L->batch_n;
-                if (L->next < L->end && (rc = post_next(tp, plan, src, s, L, per_post, local, arg, st)))
-                    break;
+                if (L->next < L->end && (rc = post_next(tp, plan, src, s, L, per_post, local, arg, st, &wire))) {
+                    if (!wire)
+                        break;
+                    lane_fail(L, s, rc, 0, &remaining, &fail, st);
+                    rc = 0;
+                }
                 int busy = 0;
                 for (uint32_t q = 0; q < n_sources && !busy; q++)
                     busy = lanes[q].req != NULL;
@@ -126,8 +166,12 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                 continue;
             }
             if (L->next < L->end) {
-                if ((rc = post_next(tp, plan, src, s, L, per_post, local, arg, st)))
-                    break;
+                if ((rc = post_next(tp, plan, src, s, L, per_post, local, arg, st, &wire))) {
+                    if (!wire)
+                        break;
+                    lane_fail(L, s, rc, 0, &remaining, &fail, st);
+                    rc = 0;
+                }
                 progressed = 1;
             }
         }
@@ -142,12 +186,15 @@ int rf_exec_run(refit_transport_t *tp, const struct rf_plan *plan, const struct 
                 break;
             }
             for (uint32_t s = 0; s < n_sources; s++)
-                if (lanes[s].req) {
+                if (lanes[s].req && !lanes[s].dead) {
                     refit_transport_wait(tp, lanes[s].req, 1);
                     break;
                 }
         }
     }
+    /* every live source done: the first failure is the result */
+    if (!rc && fail.rc)
+        rc = refit_error_set(fail.rc, "%s", fail.msg);
 out:
     for (uint32_t s = 0; s < n_sources; s++) {
         if (lanes[s].req) {

@@ -27,6 +27,21 @@ static void *vec_push(struct vec *v)
     return slot;
 }
 
+/* Room for n items at once: the planner knows its arrays' sizes to within
+ * a small factor of the piece count, and growing them by doubling copied
+ * (and faulted in) each one twice. */
+static int vec_reserve(struct vec *v, size_t n)
+{
+    if (n <= v->cap)
+        return 0;
+    void *np = realloc(v->p, n * v->isz);
+    if (!np)
+        return REFIT_ENOMEM;
+    v->p = np;
+    v->cap = n;
+    return 0;
+}
+
 /* Rows [a, b) of one source tensor pulled whole into scratch. */
 struct span {
     uint32_t psrc;
@@ -288,7 +303,13 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
     struct vec descs = {.isz = sizeof(struct rf_desc)}, spans = {.isz = sizeof(struct span)},
                scat = {.isz = sizeof(struct rf_scatter)}, checks = {.isz = sizeof(struct rf_check)};
     uint8_t *direct = NULL;
-    if (!out->bytes_per_source || !load) {
+    /* at most two spans per piece, a descriptor per span and per direct
+     * piece, two scatters per piece, a check per descriptor: sized for the
+     * common case (one of each per piece), doubling past it */
+    if (vec_reserve(&descs, n + 1) || vec_reserve(&spans, n + 1) || vec_reserve(&scat, n / 2 + 1) ||
+        vec_reserve(&checks, n + 1))
+        rc = REFIT_ENOMEM;
+    if (rc || !out->bytes_per_source || !load) {
         rc = REFIT_ENOMEM;
         goto fail;
     }

@@ -211,9 +211,15 @@ static int piece_classes(refit_receiver_t *r, struct classes *cl, const struct r
     for (size_t c = 0; c < x->n_cand; c++) {
         const struct refit_layout_cand *cd = &x->cand[c];
         ptrdiff_t *ci = &cl->cat_of[cd->rank][cd->tensor];
-        if (*ci == -2)
-            *ci = refit_catalog_find(r->disc.src[cl->rep[cd->rank]].cat,
-                                     refit_layout_at(meg[cd->rank], cd->tensor)->name);
+        if (*ci == -2) {
+            /* Catalogs usually list a rank's tensors in its layout's order
+             * (dry catalogs always do): try that place before the hash. */
+            const refit_catalog_t *cat = r->disc.src[cl->rep[cd->rank]].cat;
+            const char *name = refit_layout_at(meg[cd->rank], cd->tensor)->name;
+            *ci = cd->tensor < cat->n_tensors && !strcmp(cat->tensors[cd->tensor].name, name)
+                      ? (ptrdiff_t)cd->tensor
+                      : refit_catalog_find(cat, name);
+        }
         cl->ci[c] = *ci;
         if (!c || cd->rank != x->cand[c - 1].rank)
             cl->at[cd->rank] = c;

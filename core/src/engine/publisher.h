@@ -134,7 +134,21 @@ int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash);
 /* V is READY: the base holds it. */
 void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v);
 void rf_pubdelta_invalidate(refit_publisher_t *pub);
+/* Push mode: 1 when V's delta was made from exactly base (whose checksum
+ * blob hashes to base_sums), with its arena's registration and data
+ * length; 0 otherwise (the receiver gets V whole). */
+int rf_pubdelta_offer(const refit_publisher_t *pub, uint64_t v, uint64_t base, uint64_t base_sums,
+                      refit_tp_region_t **reg, uint64_t *len);
 void rf_pubdelta_destroy(refit_publisher_t *pub);
+/* delta_dev.c: the CUDA tensors' delta, encoded on their device against a
+ * device copy of the base (usable: the base is V-1 as far as delta_pub.c
+ * knows), then the base brought to V; never fails the publish (a CUDA
+ * error leaves them without a delta).  _tensor: 1 when tensor i's chunk
+ * deltas (back to back) and lengths are on the host. */
+struct rf_pubdelta_dev;
+int rf_pubdelta_dev_encode(refit_publisher_t *pub, struct rf_pubdelta_dev **dd, int usable);
+int rf_pubdelta_dev_tensor(const struct rf_pubdelta_dev *dd, size_t i, const uint8_t **delta, const uint32_t **lens);
+void rf_pubdelta_dev_destroy(struct rf_pubdelta_dev *dd);
 void rf_pubdelta_stats(const refit_publisher_t *pub, struct refit_publisher_stats *st);
 
 #endif

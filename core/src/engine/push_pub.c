@@ -10,7 +10,12 @@
  * ok"; a store key where the transport has no notifications).  A work
  * list is someone else's data: the decoder checked every sum without
  * wrapping, and every read here is checked against the region it reads
- * (src_end, remote_off + len).  The receiver's side is push_rcv.c. */
+ * (src_end, remote_off + len).  A receiver that holds the base of V's
+ * delta (refit.delta.enabled) asks in its advert for ranges of the delta
+ * arena in place of descriptors; the publisher checks the request against
+ * its own delta and writes those ranges, or everything whole when the
+ * delta was made from anything else (docs/delta.md, "Push mode").  The
+ * receiver's side is push_rcv.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +33,10 @@
 
 /* Requests in flight to one receiver before the oldest is waited for. */
 #define INFLIGHT_MAX 8
-/* Remote keys kept per receiver (staging alternates, scratch, mailbox). */
-#define RKEY_CACHE 6
+/* Remote keys kept per receiver (staging alternates, scratch, mailbox, the
+ * delta landing buffer): more than one push uses (4), so that evicting the
+ * least recently used never drops a key the push in progress holds. */
+#define RKEY_CACHE 8
 /* Work lists kept (a few plans at most are alive: one per receiver layout). */
 #define WORKS_MAX 16
 
@@ -288,12 +295,22 @@ static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob
     int lru = 0;
     for (int k = 0; k < RKEY_CACHE; k++) {
         if (p->rk[k].k && p->rk[k].len == len && !memcmp(p->rk[k].blob, blob, len)) {
-            *out = p->rk[k].k;
+            /* Most recently used last: slot 0 is the one to evict. */
+            __typeof__(p->rk[0]) hit = p->rk[k];
+            int last = k;
+            while (last + 1 < RKEY_CACHE && p->rk[last + 1].k)
+                last++;
+            memmove(&p->rk[k], &p->rk[k + 1], (size_t)(last - k) * sizeof(p->rk[0]));
+            p->rk[last] = hit;
+            *out = hit.k;
             return 0;
         }
-        if (!p->rk[k].k)
-            lru = k;
     }
+    /* The first free slot (slots fill from 0 and stay packed). */
+    while (lru < RKEY_CACHE && p->rk[lru].k)
+        lru++;
+    if (lru == RKEY_CACHE)
+        lru = RKEY_CACHE - 1; /* full: evict below */
     if (p->rk[lru].k) {
         /* Full: drop the oldest (slot 0) and shift. */
         refit_transport_release(pub->tp, p->rk[0].k);
@@ -429,7 +446,13 @@ struct serving {
     struct pub_work *w;
     struct pub_peer *p;
     refit_tp_rkey_t *rk[3];
-    struct refit_tp_desc *raw; /* the raw descriptors, checked */
+    /* The receiver's delta request for this publisher, when it goes by
+     * delta (by_delta): its ranges of the arena dreg into the key land. */
+    struct push_adelta e;
+    refit_tp_region_t *dreg;
+    refit_tp_rkey_t *land;
+    int by_delta;
+    struct refit_tp_desc *raw; /* the raw descriptors (and delta ranges), checked */
     size_t n_raw, at, unit;
     int phase; /* raw, units, mailbox, posted */
     struct inflight f;
@@ -444,10 +467,13 @@ enum { PH_RAW, PH_UNITS, PH_MAIL, PH_POSTED };
 static int build_raw(refit_publisher_t *pub, struct serving *sv, int arena)
 {
     const struct push_section *s = &sv->w->w.s[0];
-    if (!(sv->raw = calloc(s->n_d ? s->n_d : 1, sizeof(*sv->raw))))
+    size_t nr = sv->by_delta ? sv->e.n_ranges : 0, m = 0;
+    if (!(sv->raw = calloc(s->n_d + nr ? s->n_d + nr : 1, sizeof(*sv->raw))))
         return REFIT_ENOMEM;
     for (size_t k = 0; k < s->n_d; k++) {
         const struct push_desc *w = &s->d[k];
+        if (sv->by_delta && (sv->e.skip[k / 8] >> (k % 8) & 1))
+            continue; /* the receiver applies the delta instead */
         struct pub_region *rg;
         int rc = local_region(pub, w->region, arena, &rg);
         if (rc)
@@ -459,10 +485,18 @@ static int build_raw(refit_publisher_t *pub, struct serving *sv, int arena)
         if (!rf_fits(w->remote_off, w->len, rg->len))
             return refit_error_set(REFIT_ERANGE, "receiver %s: work reads past region %u of publisher %s",
                                    sv->a.receiver, w->region, pub->id);
-        sv->raw[k] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
+        sv->raw[m++] = (struct refit_tp_desc){REFIT_OP_WRITE, rg->reg, w->remote_off, to, w->local_off, w->len};
         sv->bytes += w->len;
     }
-    sv->n_raw = s->n_d;
+    /* The asked ranges of the delta arena into the landing buffer
+     * (delta_request checked each against the delta). */
+    for (size_t i = 0; i < nr; i++) {
+        const uint8_t *q = sv->e.ranges + i * RF_PUSH_RANGE_BYTES;
+        sv->raw[m] = (struct refit_tp_desc){REFIT_OP_WRITE, sv->dreg, rf_push_rd64(q), sv->land,
+                                            rf_push_rd64(q + 8), rf_push_rd64(q + 16)};
+        sv->bytes += sv->raw[m++].len;
+    }
+    sv->n_raw = m;
     if (s->n_u && !sv->rk[0])
         return refit_error_set(REFIT_EPROTO, "receiver %s advertised no staging", sv->a.receiver);
     if (s->n_u && !sv->rk[2])
@@ -546,6 +580,50 @@ static void send_failure(refit_publisher_t *pub, struct pub_peer *p, uint64_t v)
     refit_error_set(st, "%s", saved);
 }
 
+/* What the receiver's delta request for this publisher asks, checked:
+ * every field is the receiver's word (a stranger may have written the
+ * advert), so each is checked against the work section and this
+ * publisher's own delta of v before a byte moves.  *use 1: the section
+ * goes by delta (e's ranges from *reg instead of the skipped descriptors);
+ * 0: whole, as without a request (no request, or v's delta was not made
+ * from what the receiver holds). */
+static int delta_request(refit_publisher_t *pub, const struct push_advert *a, const struct push_section *s,
+                         uint64_t v, struct push_adelta *e, refit_tp_region_t **reg, int *use)
+{
+    char key[REFIT_STORE_MAX_KEY + 1];
+    int found = 0;
+    *use = 0;
+    int rc = rf_key_push_slots(key, a->receiver);
+    if (!rc)
+        rc = rf_push_advert_delta(a, key, pub->id, e, &found);
+    if (rc || !found)
+        return rc;
+    if (e->version != v)
+        return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.version: v%llu in an advert for v%llu",
+                               a->receiver, (unsigned long long)e->version, (unsigned long long)v);
+    if (e->skip_len != (s->n_d + 7) / 8 || (s->n_d % 8 && e->skip[e->skip_len - 1] >> (s->n_d % 8)))
+        return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.skip: %zu bytes for the %zu "
+                               "descriptors of source %s (%zu expected, padding bits clear)", a->receiver,
+                               e->skip_len, s->n_d, pub->id, (s->n_d + 7) / 8);
+    uint64_t len = 0;
+    if (!rf_pubdelta_offer(pub, v, e->base, e->base_sums, reg, &len)) {
+        refit_log(REFIT_LOG_DEBUG, "push", "%s: receiver %s holds v%llu, not the base of v%llu's delta: pushing "
+                  "whole", pub->id, a->receiver, (unsigned long long)e->base, (unsigned long long)v);
+        return 0;
+    }
+    for (size_t i = 0; i < e->n_ranges; i++) {
+        const uint8_t *q = e->ranges + i * RF_PUSH_RANGE_BYTES;
+        uint64_t at = rf_push_rd64(q), to = rf_push_rd64(q + 8), l = rf_push_rd64(q + 16);
+        if (!l || !rf_fits(at, l, len) || !rf_fits(to, l, UINT64_MAX))
+            return refit_error_set(REFIT_EPROTO, "receiver %s: advert field delta.ranges: range %zu (%llu + %llu "
+                                   "to %llu) outside v%llu's delta of %llu bytes", a->receiver, i,
+                                   (unsigned long long)at, (unsigned long long)l, (unsigned long long)to,
+                                   (unsigned long long)v, (unsigned long long)len);
+    }
+    *use = 1;
+    return 0;
+}
+
 /* Start serving the receiver that advertised sv->a: its work, connection
  * and keys.  *none: nothing of ours in its plan. */
 static int start_receiver(refit_publisher_t *pub, struct serving *sv, int *none)
@@ -562,10 +640,15 @@ static int start_receiver(refit_publisher_t *pub, struct serving *sv, int *none)
     if (strcmp(sv->a.transport, refit_transport_plugin_name(pub->tp)))
         return refit_error_set(REFIT_EPROTO, "receiver %s uses transport '%s', this publisher '%s'",
                                sv->a.receiver, sv->a.transport, refit_transport_plugin_name(pub->tp));
+    /* Checked before connecting: a lying request fails here, naming it. */
+    if ((rc = delta_request(pub, &sv->a, &sv->w->w.s[0], sv->a.version, &sv->e, &sv->dreg, &sv->by_delta)))
+        return rc;
     rc = get_peer(pub, &sv->a, &sv->p);
     for (int i = 0; !rc && i < 3; i++)
         if (sv->a.rk_len[i])
             rc = get_rkey(pub, sv->p, sv->a.rk[i], sv->a.rk_len[i], &sv->rk[i]);
+    if (!rc && sv->by_delta)
+        rc = get_rkey(pub, sv->p, sv->e.rk, sv->e.rk_len, &sv->land);
     if (rc)
         return refit_error_push(rc, "receiver %s's slots", sv->a.receiver);
     return 0;
@@ -582,7 +665,8 @@ static int finish_receiver(refit_publisher_t *pub, struct serving *sv, uint64_t 
         rc = drc;
     if (!rc) {
         pub->push->bytes += sv->bytes;
-        if ((rc = send_note(pub, sv->p, v, "ok")))
+        /* "ok delta": the skipped descriptors came as the asked ranges. */
+        if ((rc = send_note(pub, sv->p, v, sv->by_delta ? "ok delta" : "ok")))
             refit_error_push(rc, "notifying receiver %s", sv->a.receiver);
     } else if (sv->p) {
         send_failure(pub, sv->p, v);

@@ -35,6 +35,7 @@ struct rf_push_rcv {
     struct refit_hash128 work_hash;
     int work_stored;
     uint64_t wire_bytes; /* what the publishers write per cycle */
+    uint8_t *by_delta;   /* per source: this pull's note said "ok delta" */
     /* Kept across plans. */
     void *mail;
     size_t mail_cap;
@@ -52,6 +53,8 @@ static void plan_free(struct rf_push_rcv *p)
 {
     free(p->cvt);
     free(p->drop);
+    free(p->by_delta);
+    p->by_delta = NULL;
     rf_push_work_free(&p->work);
     free(p->work_blob);
     p->cvt = p->drop = NULL;
@@ -274,7 +277,8 @@ static int push_planned(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc)
     p->cvt = calloc(nl ? nl : 1, 1);
     p->drop = calloc(r->plan.plan.n_desc ? r->plan.plan.n_desc : 1, 1);
     wk->s = calloc(ns ? ns : 1, sizeof(*wk->s));
-    if (!p->cvt || !p->drop || !wk->s)
+    p->by_delta = calloc(ns ? ns : 1, 1);
+    if (!p->cvt || !p->drop || !wk->s || !p->by_delta)
         return REFIT_ENOMEM;
     wk->rule = (uint32_t)r->copts.fp8.rule;
     wk->floor = r->copts.fp8.floor;
@@ -349,7 +353,8 @@ static int mailbox(refit_receiver_t *r, struct rf_push_rcv *p)
     return 0;
 }
 
-static int advertise(refit_receiver_t *r, struct rf_push_rcv *p, uint64_t v)
+static int advertise(refit_receiver_t *r, struct rf_push_rcv *p, uint64_t v, const struct push_adelta *asks,
+                     size_t n_asks)
 {
     char key[REFIT_STORE_MAX_KEY + 1];
     int rc = mailbox(r, p);
@@ -359,7 +364,7 @@ static int advertise(refit_receiver_t *r, struct rf_push_rcv *p, uint64_t v)
             return refit_error_push(rc, "receiver %s: storing its push work list", r->id);
         p->work_stored = 1;
     }
-    struct push_advert a = {.version = v, .work = p->work_hash};
+    struct push_advert a = {.version = v, .work = p->work_hash, .deltas = asks, .n_deltas = n_asks};
     snprintf(a.receiver, sizeof(a.receiver), "%s", r->id);
     snprintf(a.transport, sizeof(a.transport), "%s", refit_transport_plugin_name(r->tp));
     void *addr = NULL, *blob = NULL;
@@ -385,10 +390,12 @@ static int advertise(refit_receiver_t *r, struct rf_push_rcv *p, uint64_t v)
 struct waiting {
     uint8_t *done;
     size_t left;
+    uint8_t *by_delta; /* per source: it wrote the asked delta */
 };
 
 /* A notification "RFPUSH <V> <source> ok|err <message>". */
-static int parse_note(const char *msg, size_t len, uint64_t *v, char *src, size_t cap, int *ok, const char **err)
+static int parse_note(const char *msg, size_t len, uint64_t *v, char *src, size_t cap, int *ok, int *delta,
+                      const char **err)
 {
     char buf[RF_PUSH_MAX_NOTE + 1];
     size_t pl = strlen(RF_PUSH_NOTE_PREFIX);
@@ -407,12 +414,13 @@ static int parse_note(const char *msg, size_t len, uint64_t *v, char *src, size_
     memcpy(src, p, (size_t)(sp - p));
     src[sp - p] = 0;
     *ok = !strncmp(sp + 1, "ok", 2);
+    *delta = *ok && !strcmp(sp + 1, "ok delta");
     *err = *ok ? NULL : msg + (sp + 1 - buf);
     return 1;
 }
 
 /* One source said it finished (ok) or failed (its message). */
-static int finished(const struct push_work *wk, struct waiting *w, uint64_t v, const char *src, int ok,
+static int finished(const struct push_work *wk, struct waiting *w, uint64_t v, const char *src, int ok, int delta,
                     const char *why, int why_len)
 {
     for (size_t i = 0; i < wk->n_s; i++) {
@@ -422,6 +430,7 @@ static int finished(const struct push_work *wk, struct waiting *w, uint64_t v, c
             return refit_error_set(REFIT_EIO, "source %s failed to push v%llu: %.*s", src, (unsigned long long)v,
                                    why_len, why);
         w->done[i] = 1;
+        w->by_delta[i] = (uint8_t)delta;
         w->left--;
     }
     return 0;
@@ -475,9 +484,9 @@ static int wait_notes(refit_receiver_t *r, const struct push_work *wk, struct wa
     if (c)
         return refit_error_push(c, "push of v%llu: waiting for notifications", (unsigned long long)v);
     uint64_t nv;
-    int ok;
+    int ok, delta;
     const char *err;
-    if (!parse_note(msg, len, &nv, src, sizeof(src), &ok, &err)) {
+    if (!parse_note(msg, len, &nv, src, sizeof(src), &ok, &delta, &err)) {
         ignored(r, 1, "not a push notification", from, len, v);
         return 0;
     }
@@ -498,7 +507,7 @@ static int wait_notes(refit_receiver_t *r, const struct push_work *wk, struct wa
         ignored(r, 1, why, from, len, v);
         return 0;
     }
-    return finished(wk, w, v, src, ok, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
+    return finished(wk, w, v, src, ok, delta, err, ok ? 0 : (int)(len - (size_t)(err - msg)));
 }
 
 /* Transports without notifications: push/done/<V>/<receiver>/<source>. */
@@ -513,8 +522,8 @@ static int wait_keys(refit_receiver_t *r, const struct push_work *wk, struct wai
         size_t len = 0;
         int c = refit_store_get(r->ctx->store, key, &val, &len);
         if (!c) {
-            int ok = len >= 2 && !memcmp(val, "ok", 2);
-            rc = finished(wk, w, v, wk->s[i].source, ok, val, (int)(len < 400 ? len : 400));
+            int ok = len >= 2 && !memcmp(val, "ok", 2), delta = len == 8 && !memcmp(val, "ok delta", 8);
+            rc = finished(wk, w, v, wk->s[i].source, ok, delta, val, (int)(len < 400 ? len : 400));
             refit_store_del(r->ctx->store, key);
         } else if (c != REFIT_ENOENT) {
             rc = c;
@@ -554,11 +563,12 @@ static int timeout_error(refit_receiver_t *r, const struct push_work *wk, const 
 }
 
 /* Every source with work has written v, within refit.timeout. */
-static int wait_sources(refit_receiver_t *r, const struct push_work *wk, uint64_t v)
+static int wait_sources(refit_receiver_t *r, const struct push_work *wk, uint64_t v, uint8_t *by_delta)
 {
     double t0 = rf_seconds(), deadline = t0 + (double)r->ctx->timeout_ms / 1000.0;
     double next_check = t0 + RF_PUSH_LIVENESS_S;
-    struct waiting w = {calloc(wk->n_s ? wk->n_s : 1, 1), 0};
+    struct waiting w = {calloc(wk->n_s ? wk->n_s : 1, 1), 0, by_delta};
+    memset(by_delta, 0, wk->n_s);
     if (!w.done)
         return REFIT_ENOMEM;
     for (size_t i = 0; i < wk->n_s; i++) {
@@ -608,18 +618,17 @@ static int check_mail(refit_receiver_t *r, const struct push_section *s, uint64_
     return 0;
 }
 
-static int receive(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
+static int receive(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st, const struct push_adelta *asks,
+                   size_t n_asks)
 {
     struct rf_push_rcv *p = r->mode_state;
-    if (!p->work_blob)
-        return refit_error_set(REFIT_EINVAL, "receiver %s: push mode without a plan", r->id);
     const struct push_work *wk = &p->work;
-    int rc = advertise(r, p, v);
+    int rc = advertise(r, p, v, asks, n_asks);
     if (rc)
         return rc;
     double t0 = rf_seconds();
     uint64_t ign = p->ignored;
-    rc = wait_sources(r, wk, v);
+    rc = wait_sources(r, wk, v, p->by_delta);
     st->transfer_s = rf_seconds() - t0;
     st->notes_ignored = (uint32_t)(p->ignored - ign);
     if (rc)
@@ -640,15 +649,32 @@ static int receive(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 static int push_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
     struct rf_push_rcv *p = r->mode_state;
-    int rc = rf_verify_fetch(r, v);
+    if (!p->work_blob)
+        return refit_error_set(REFIT_EINVAL, "receiver %s: push mode without a plan", r->id);
+    int rc = rf_verify_fetch(r, v), delta = rf_rcvdelta_wanted(r), whole = 0;
     if (!rc)
         rc = rf_xfer_begin(r, p->cvt);
+    /* refit.delta.enabled: ask each source for its delta where this
+     * receiver holds its base (delta_rcv.c). */
+    const struct push_adelta *asks = NULL;
+    size_t n_asks = 0;
+    if (!rc && delta)
+        rc = rf_rcvdelta_push_ask(r, v, p->drop, &asks, &n_asks);
     if (!rc)
-        rc = receive(r, v, st);
+        rc = receive(r, v, st, asks, n_asks);
+    if (delta)
+        return rc ? rc : rf_rcvdelta_push_land(r, v, p->drop, p->by_delta, st, &whole);
     for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
         if (!p->drop[i])
             rc = rf_xfer_done(r, i, 1);
     return rc ? rc : rf_xfer_finish_unfed(r);
+}
+
+/* The mirror's base is V once V committed (delta_rcv.c). */
+static void push_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_stats *st)
+{
+    (void)st;
+    rf_rcvdelta_end(r, v, rc);
 }
 
 const struct rf_rcv_mode rf_mode_push = {
@@ -662,5 +688,5 @@ const struct rf_rcv_mode rf_mode_push = {
     .transfer = push_transfer,
     .fence = rf_fence_sources,
     .retry = rf_mode_no_retry,
-    .end = rf_mode_no_end,
+    .end = push_end,
 };

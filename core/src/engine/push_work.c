@@ -339,13 +339,30 @@ int rf_push_work_decode(const void *buf, size_t len, const char *key, const char
 /* Adverts */
 
 static const char *const advert_names[] = {"schema", "version", "receiver", "transport", "address",
-                                           "staging", "scratch", "mailbox", "work"};
+                                           "staging", "scratch", "mailbox", "work", "delta"};
+#define ADVERT_REQUIRED ((1u << 9) - 1) /* all but "delta" */
+#define ADELTA_FIELDS 7
+
+static void pk_adelta(struct pk *k, const struct push_adelta *e)
+{
+    PK(k, msgpack_pack_array(&k->p, ADELTA_FIELDS));
+    pk_str(k, e->source);
+    pk_u64(k, e->version);
+    pk_u64(k, e->base);
+    pk_u64(k, e->base_sums);
+    pk_bin(k, e->rk, e->rk_len);
+    pk_bin(k, e->ranges, e->n_ranges * RF_PUSH_RANGE_BYTES);
+    pk_bin(k, e->skip, e->skip_len);
+}
 
 int rf_push_advert_encode(const struct push_advert *a, void **out, size_t *len)
 {
     struct pk k;
-    pk_init(&k, 256 + a->addr_len + a->rk_len[0] + a->rk_len[1] + a->rk_len[2]);
-    PK(&k, msgpack_pack_map(&k.p, 9));
+    size_t extra = 0;
+    for (size_t i = 0; i < a->n_deltas; i++)
+        extra += 64 + a->deltas[i].rk_len + a->deltas[i].n_ranges * RF_PUSH_RANGE_BYTES + a->deltas[i].skip_len;
+    pk_init(&k, 256 + a->addr_len + a->rk_len[0] + a->rk_len[1] + a->rk_len[2] + extra);
+    PK(&k, msgpack_pack_map(&k.p, a->n_deltas ? 10 : 9));
     pk_str(&k, "schema");
     pk_u64(&k, RF_PUSH_SCHEMA);
     pk_str(&k, "version");
@@ -362,7 +379,90 @@ int rf_push_advert_encode(const struct push_advert *a, void **out, size_t *len)
     }
     pk_str(&k, "work");
     pk_bin(&k, a->work.b, 16);
+    if (a->n_deltas) {
+        pk_str(&k, "delta");
+        PK(&k, msgpack_pack_array(&k.p, (uint32_t)a->n_deltas));
+        for (size_t i = 0; i < a->n_deltas; i++)
+            pk_adelta(&k, &a->deltas[i]);
+    }
     return pk_finish(&k, out, len);
+}
+
+/* One entry of the "delta" list, checked for shape: field types, the
+ * remote key, range list and bitmap within their bounds, the ranges a
+ * whole number of records. */
+static int rd_adelta(struct rf_mp *d, struct push_adelta *e)
+{
+    const uint8_t *s;
+    uint32_t l;
+    memset(e, 0, sizeof(*e));
+    d->field = "delta";
+    int rc = rf_mp_tuple(d, ADELTA_FIELDS);
+    if (!rc && !(rc = rf_mp_id(d, &s, &l, "source id")))
+        memcpy(e->source, s, l);
+    d->field = "delta.version";
+    if (!rc && !(rc = rf_mp_u64(d, &e->version)) && !e->version)
+        rc = rf_mp_fail(d, "version 0");
+    d->field = "delta.base";
+    if (!rc && !(rc = rf_mp_u64(d, &e->base)) && !e->base)
+        rc = rf_mp_fail(d, "base version 0");
+    d->field = "delta.base_sums";
+    if (!rc)
+        rc = rf_mp_u64(d, &e->base_sums);
+    d->field = "delta.landing";
+    if (!rc && !(rc = rf_mp_bin(d, &s, &l, REFIT_RECORD_MAX_BLOB)) && !l)
+        rc = rf_mp_fail(d, "an empty remote key");
+    e->rk = s;
+    e->rk_len = l;
+    d->field = "delta.ranges";
+    if (!rc && !(rc = rf_mp_bin(d, &s, &l, RF_PUSH_MAX_RANGES * RF_PUSH_RANGE_BYTES)) && l % RF_PUSH_RANGE_BYTES)
+        rc = rf_mp_fail(d, "%u bytes: not a whole number of %d-byte ranges", l, RF_PUSH_RANGE_BYTES);
+    e->ranges = s;
+    e->n_ranges = l / RF_PUSH_RANGE_BYTES;
+    d->field = "delta.skip";
+    if (!rc)
+        rc = rf_mp_bin(d, &s, &l, RF_PUSH_MAX_SKIP);
+    e->skip = s;
+    e->skip_len = l;
+    return rc;
+}
+
+static int rd_adeltas(struct rf_mp *d, struct push_advert *a)
+{
+    uint32_t n;
+    int rc = rf_mp_array(d, &n, 8);
+    a->delta_at = d->p;
+    a->n_delta_at = n;
+    d->item = "delta entry";
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        struct push_adelta e;
+        d->index = (ptrdiff_t)i;
+        rc = rd_adelta(d, &e);
+    }
+    d->item = NULL;
+    d->index = -1;
+    a->delta_end = d->p;
+    return rc;
+}
+
+int rf_push_advert_delta(const struct push_advert *a, const char *key, const char *source, struct push_adelta *out,
+                         int *found)
+{
+    struct rf_mp d;
+    *found = 0;
+    if (!a->delta_at)
+        return 0;
+    rf_mp_init(&d, a->delta_at, (size_t)(a->delta_end - a->delta_at), key, "push advert");
+    for (uint32_t i = 0; i < a->n_delta_at; i++) {
+        int rc = rd_adelta(&d, out);
+        if (rc)
+            return rc; /* the decoder read the same bytes: cannot happen */
+        if (!strcmp(out->source, source)) {
+            *found = 1;
+            return 0;
+        }
+    }
+    return 0;
 }
 
 static int rd_advert_field(struct rf_mp *d, int f, struct push_advert *a)
@@ -404,6 +504,8 @@ static int rd_advert_field(struct rf_mp *d, int f, struct push_advert *a)
         if (!rc)
             memcpy(a->work.b, s, 16);
         return rc;
+    case 9:
+        return rd_adeltas(d, a);
     }
     return 0;
 }
@@ -417,11 +519,11 @@ int rf_push_advert_decode(const void *buf, size_t len, const char *key, struct p
     int rc = rf_mp_map(&d, &n, 1);
     for (uint32_t i = 0; !rc && i < n; i++) {
         int f;
-        if (!(rc = rf_mp_field(&d, advert_names, 9, &seen, &f)) && f >= 0)
+        if (!(rc = rf_mp_field(&d, advert_names, 10, &seen, &f)) && f >= 0)
             rc = rd_advert_field(&d, f, a);
     }
     if (!rc)
-        rc = rf_mp_required(&d, advert_names, 9, seen, (1u << 9) - 1);
+        rc = rf_mp_required(&d, advert_names, 10, seen, ADVERT_REQUIRED);
     if (!rc)
         rc = rf_mp_end(&d, "advert");
     return rc == REFIT_EPROTO ? refit_error_push(rc, "malformed push advert") : rc;

@@ -77,6 +77,29 @@ int rf_push_work_encode(const struct push_work *w, void **out, size_t *len);
  * section is checked); NULL source keeps them all.  `key` names the input. */
 int rf_push_work_decode(const void *buf, size_t len, const char *key, const char *source, struct push_work *out);
 
+/* A receiver's delta request for one source (an entry of the advert's
+ * optional "delta" list; docs/delta.md, "Push mode"): it holds `base` of
+ * that source, whose checksum blob hashes (XXH3-64) to base_sums, and asks
+ * — when the source's delta of `version` was made from exactly that — for
+ * the ranges [arena_off, +len) of the source's delta arena to be written
+ * at land_off of its landing buffer (remote key rk), in place of the raw
+ * descriptors of its work-list section whose bit is set in skip (bit j of
+ * byte j/8: descriptor j).  A publisher whose delta was made from anything
+ * else writes the section whole, as without the entry. */
+#define RF_PUSH_RANGE_BYTES 24                     /* arena_off, land_off, len: u64 LE */
+#define RF_PUSH_MAX_RANGES (1u << 22)              /* ranges one entry may ask for */
+#define RF_PUSH_MAX_SKIP (1u << 24)                /* bytes of a skip bitmap */
+struct push_adelta {
+    char source[REFIT_RECORD_MAX_ID + 1];
+    uint64_t version, base, base_sums;
+    const void *rk;
+    size_t rk_len;
+    const uint8_t *ranges;
+    size_t n_ranges;
+    const uint8_t *skip;
+    size_t skip_len;
+};
+
 struct push_advert {
     uint64_t version;
     char receiver[REFIT_RECORD_MAX_ID + 1];
@@ -86,11 +109,25 @@ struct push_advert {
     const void *rk[3]; /* packed remote keys: staging, scratch, mailbox (empty: none) */
     size_t rk_len[3];
     struct refit_hash128 work;
+    /* Encoding: the delta requests (none: a receiver without deltas). */
+    const struct push_adelta *deltas;
+    size_t n_deltas;
+    /* Decoded: where the "delta" list's entries start in the advert and
+     * how many (each checked for shape by the decoder; read them with
+     * rf_push_advert_delta). */
+    const uint8_t *delta_at, *delta_end;
+    uint32_t n_delta_at;
 };
 
 int rf_push_advert_encode(const struct push_advert *a, void **out, size_t *len);
 /* Blob fields point into buf. */
 int rf_push_advert_decode(const void *buf, size_t len, const char *key, struct push_advert *a);
+
+/* The advert's delta request for `source`, if any (*found 0: none).  The
+ * fields point into the advert's buffer; their values are the receiver's
+ * word only (the publisher checks them against its own delta). */
+int rf_push_advert_delta(const struct push_advert *a, const char *key, const char *source, struct push_adelta *out,
+                         int *found);
 
 /* "push/slots/<receiver>", "push/work/<hex>", "push/done/<V>/<receiver>/<source>"
  * into buf (REFIT_STORE_MAX_KEY + 1 bytes). */

@@ -441,8 +441,10 @@ int rf_rcvprog_pull(refit_receiver_t *r, int *ran)
     if (!rc)
         rc = rf_dprog_wait(p->g, &bad);
     rf_trace_mark(&r->trace, "kernel-wait");
-    if (!rc && r->trace.on)
+    if (!rc && r->trace.on) {
         r->trace.kernel_ms = rf_dprog_last_ms(p->g);
+        rf_dprog_steps(p->g, r->trace.steps, sizeof(r->trace.steps));
+    }
     if (rc == REFIT_ENUMERIC && bad < p->n_ops)
         return refit_error_push(rc, "receiver %s: quantizing '%s' on the device", r->id,
                                 refit_layout_at(r->lay, p->op_lt[bad])->name);

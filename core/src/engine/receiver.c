@@ -358,6 +358,11 @@ int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc)
     char why[1024];
     snprintf(why, sizeof(why), "%s", refit_error_message());
     snprintf(r->excluded[r->n_excluded++], sizeof(r->excluded[0]), "%s", r->failed_src);
+    /* the failed source's share of the plan, before the replan drops it */
+    for (size_t i = 0; r->st && r->plan.have && i < r->disc.n_src && i < r->plan.plan.n_sources; i++)
+        if (!strcmp(r->disc.src[i].id, r->failed_src))
+            r->st->bytes_failed_share += r->plan.plan.bytes_per_source[i];
+    void *staging = r->bufs.staging;
     int rc2 = replan_without(r, v);
     if (rc2) {
         /* no other source holds its bytes: the first failure stands */
@@ -368,6 +373,9 @@ int rf_pull_retry(refit_receiver_t *r, uint64_t v, int *rc)
               "hold the same bytes", r->id, (unsigned long long)v, r->failed_src, why);
     if (r->st)
         r->st->fallbacks++;
+    /* the tensors the live sources finished stay: their staging bytes are
+     * where they were (the destinations did not change) */
+    r->xfer.keep = r->bufs.staging == staging;
     *rc = 0;
     return 1;
 }
@@ -387,6 +395,7 @@ static void trace_begin(struct rf_trace *tr, double t0)
 {
     tr->n = 0;
     tr->kernel_ms = -1;
+    tr->steps[0] = 0;
     if (tr->on) {
         tr->what[0] = "start";
         tr->t[tr->n++] = t0;
@@ -405,7 +414,8 @@ static void trace_print(const refit_receiver_t *r, uint64_t v, double wait_s, do
     for (int i = 1; i < tr->n && k > 0 && (size_t)k < sizeof(line); i++)
         k += snprintf(line + k, sizeof(line) - (size_t)k, " %s %.3f", tr->what[i], 1e3 * (tr->t[i] - tr->t[i - 1]));
     if (tr->kernel_ms >= 0 && k > 0 && (size_t)k < sizeof(line))
-        snprintf(line + k, sizeof(line) - (size_t)k, "; kernels on the device %.3f ms", tr->kernel_ms);
+        snprintf(line + k, sizeof(line) - (size_t)k, "; kernels on the device %.3f ms (%s)", tr->kernel_ms,
+                 tr->steps);
     fprintf(stderr, "%s\n", line);
 }
 

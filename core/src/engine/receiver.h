@@ -46,6 +46,7 @@ struct rf_trace {
     const char *what[RF_TRACE_MAX]; /* the step that ended at t[i] */
     double t[RF_TRACE_MAX];
     double kernel_ms; /* the device program's kernels, on the device; < 0 none */
+    char steps[192];  /* the device program's host steps (rf_dprog_steps) */
 };
 
 /* The end of a step of this pull (a no-op unless tracing). */
@@ -262,6 +263,11 @@ struct rf_xfer {
     uint32_t *pending;    /* per layout tensor: descriptors still out */
     uint8_t *unfed;       /* per layout tensor: fed by no descriptor */
     const uint8_t *ready; /* per layout tensor: arrives final (push: trainer-quantized); NULL: none */
+    /* Per layout tensor: in its staging bytes, final, during this pull.  A
+     * data-parallel fallback (rf_pull_retry sets keep) re-reads only the
+     * descriptors that feed a tensor not finished yet. */
+    uint8_t *finished;
+    int keep;             /* the next rf_xfer_begin keeps `finished` (a retry of this pull) */
     double convert_s;
 };
 
@@ -380,6 +386,17 @@ int rf_rcvdelta_wanted(const refit_receiver_t *r);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);
+/* Push mode with deltas (push_rcv.c): before advertising V, the requests
+ * to put in the advert (per source whose delta of V was made from what the
+ * mirror holds; drop: per plan descriptor, not sent as raw bytes); after
+ * the sources wrote, every raw descriptor applied (by_delta: per source,
+ * its note said it wrote the delta) or copied into the mirror, checked and
+ * converted — on failure V is pulled whole (*whole 1). */
+struct push_adelta;
+int rf_rcvdelta_push_ask(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const struct push_adelta **asks,
+                         size_t *n);
+int rf_rcvdelta_push_land(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const uint8_t *by_delta,
+                          struct refit_pull_stats *st, int *whole);
 
 /* fanout.c: whether refit.fanout.* asks for fan-out. */
 int rf_fanout_requested(const refit_context_t *ctx, int *yes);

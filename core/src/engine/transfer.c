@@ -22,6 +22,7 @@ void rf_xfer_fini(struct rf_xfer *x)
 {
     free(x->pending);
     free(x->unfed);
+    free(x->finished);
     memset(x, 0, sizeof(*x));
 }
 
@@ -34,6 +35,11 @@ int rf_xfer_begin(refit_receiver_t *r, const uint8_t *ready)
         return REFIT_ENOMEM;
     if (!x->unfed && !(x->unfed = calloc(nl ? nl : 1, 1)))
         return REFIT_ENOMEM;
+    if (!x->finished && !(x->finished = calloc(nl ? nl : 1, 1)))
+        return REFIT_ENOMEM;
+    if (!x->keep)
+        memset(x->finished, 0, nl ? nl : 1);
+    x->keep = 0;
     memset(x->pending, 0, (nl ? nl : 1) * sizeof(*x->pending));
     for (size_t i = 0; i < p->plan.n_desc; i++)
         for (size_t k = p->feed_first[i]; k < p->feed_first[i + 1]; k++)
@@ -95,8 +101,10 @@ int rf_xfer_done(void *receiver, size_t first, size_t n)
         int rc = r->verify.on ? rf_verify_range(r, d->buf, d->local_off, d->len) : 0;
         for (size_t k = p->feed_first[i]; !rc && k < p->feed_first[i + 1]; k++) {
             size_t t = p->feed[k];
-            if (r->xfer.pending[t] && --r->xfer.pending[t] == 0)
-                rc = finish_tensor(r, t);
+            if (r->xfer.finished[t] || !r->xfer.pending[t] || --r->xfer.pending[t])
+                continue;
+            rc = finish_tensor(r, t);
+            r->xfer.finished[t] = !rc;
         }
         if (rc)
             return rc;
@@ -124,6 +132,63 @@ static void drop_failed(refit_receiver_t *r, const struct rf_exec_stats *xs)
         rf_peers_broken(r, (size_t)xs->failed_source);
 }
 
+/* The descriptors of a retry: those feeding a tensor the failed attempt
+ * left unfinished (into *sub, with map[j] the plan index of sub's j);
+ * *sub empty when nothing was finished (a first attempt: the whole plan). */
+struct subplan {
+    struct rf_plan plan;
+    size_t *map;
+    refit_receiver_t *r;
+};
+
+static int subplan_make(refit_receiver_t *r, struct subplan *sp)
+{
+    const struct rf_rplan *p = &r->plan;
+    size_t nl = refit_layout_count(r->lay), any = 0;
+    for (size_t t = 0; t < nl; t++)
+        any |= r->xfer.finished[t];
+    memset(sp, 0, sizeof(*sp));
+    sp->r = r;
+    if (!any)
+        return 0;
+    sp->plan = p->plan;
+    sp->plan.desc = malloc((p->plan.n_desc ? p->plan.n_desc : 1) * sizeof(*sp->plan.desc));
+    sp->map = malloc((p->plan.n_desc ? p->plan.n_desc : 1) * sizeof(*sp->map));
+    if (!sp->plan.desc || !sp->map) {
+        free(sp->plan.desc);
+        free(sp->map);
+        memset(sp, 0, sizeof(*sp));
+        return REFIT_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < p->plan.n_desc; i++) {
+        int need = p->feed_first[i] == p->feed_first[i + 1];
+        for (size_t k = p->feed_first[i]; !need && k < p->feed_first[i + 1]; k++)
+            need = !r->xfer.finished[p->feed[k]];
+        if (need) {
+            sp->map[n] = i;
+            sp->plan.desc[n++] = p->plan.desc[i]; /* still sorted by source */
+        }
+    }
+    sp->plan.n_desc = n;
+    return 0;
+}
+
+static int subplan_local(void *arg, uint32_t buf, uint64_t off, uint64_t len, refit_tp_region_t **reg,
+                         uint64_t *roff)
+{
+    return rf_bufs_local(((struct subplan *)arg)->r, buf, off, len, reg, roff);
+}
+
+static int subplan_done(void *arg, size_t first, size_t n)
+{
+    struct subplan *sp = arg;
+    int rc = 0;
+    for (size_t j = first; !rc && j < first + n; j++)
+        rc = rf_xfer_done(sp->r, sp->map[j], 1);
+    return rc;
+}
+
 static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
 {
     struct rf_exec_source *es = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*es));
@@ -143,8 +208,18 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
         xs.descriptors = r->plan.plan.n_desc;
         xs.bytes = r->plan.plan.wire_bytes;
     } else if (!rc) {
-        rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
-                         refit_transport_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
+        struct subplan sp;
+        rc = subplan_make(r, &sp);
+        if (!rc && sp.map)
+            rc = rf_exec_run(r->tp, &sp.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
+                             refit_transport_timeout_ms(r->tp), subplan_local, subplan_done, &sp, &xs);
+        else if (!rc)
+            rc = rf_exec_run(r->tp, &r->plan.plan, es, (uint32_t)r->disc.n_src, (uint32_t)r->ctx->flush_every,
+                             refit_transport_timeout_ms(r->tp), rf_bufs_local, rf_xfer_done, r, &xs);
+        if (sp.map)
+            st->bytes_refetched += xs.bytes;
+        free(sp.plan.desc);
+        free(sp.map);
     }
     free(es);
     rf_trace_mark(&r->trace, ran ? "program" : "transport-copies");
@@ -165,8 +240,9 @@ static int read_all(refit_receiver_t *r, struct refit_pull_stats *st)
     st->transfer_s = st->xfer_end - tx - xs.idle_wire_s;
     if (st->transfer_s < 0)
         st->transfer_s = 0;
-    st->descriptors = xs.descriptors;
-    st->bytes_wire = xs.bytes;
+    /* a retried pull counts every attempt's wire */
+    st->descriptors += xs.descriptors;
+    st->bytes_wire += xs.bytes;
     return rc;
 }
 

@@ -7,13 +7,16 @@
 #
 # Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
 # There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [quick]
-# Logs to $OUT (or /tmp); prints a PASS/FAIL line per step and the ratio lines.
+# Logs to $OUT (or /tmp); prints a PASS/FAIL line per step, the ratio lines
+# and two warm pulls' traces (REFIT_PULL_TRACE=1, receiver.h: each step of
+# the pull in ms, the kernels' device time; REFIT_PULL_TRACE=0 turns it off).
 set -u
 db=${REFIT_BUILD:-devbuild}
 logs=${OUT:-/tmp}
 export LD_LIBRARY_PATH="$db${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 REFIT_PLUGIN_PATH=$(find "$db/plugins" -name 'refit-*.so' -printf '%h\n' | sort -u | paste -sd: -)
 export REFIT_PLUGIN_PATH REFIT_NO_BUILD_TREE=1 CK_FORK=yes CK_VERBOSITY=normal
+export REFIT_PULL_TRACE=${REFIT_PULL_TRACE:-1}
 nvidia-smi -L 2>/dev/null
 fails=0
 step() {
@@ -24,6 +27,7 @@ step() {
     local rc=$?
     cat "$logs/step.log" >> "$logs/colocated.log"
     grep -E 'warm cycles|device copy of|FP8 kernel alone|colocated on GPU|Checks|byte|differ|error|rror:|match' "$logs/step.log" | tail -8
+    grep 'pull trace' "$logs/step.log" | grep -v ' v1:' | head -2 | sed 's/discover+plan(+wait) [0-9.]* //'
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
 step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device

@@ -12,7 +12,10 @@
 #       1. test-delta-cuda: batches of awkward tensors at densities 0..1,
 #          device bytes == host bytes, device apply == next version, damaged
 #          deltas refused exactly when the host refuses them, untouched
-#       2. refit bench delta --device cuda at lr 1e-6 and 1e-5: the whole
+#       2. refit demo --device cuda with refit.delta.enabled: the publisher's
+#          CUDA tensors encoded on the GPU (never falling back, fewer bytes
+#          on the wire after v1), every engine byte-identical
+#       3. refit bench delta --device cuda at lr 1e-6 and 1e-5: the whole
 #          Qwen3-0.6B-shaped model per step, GPU encode/apply GB/s (CUDA
 #          events) beside a device copy, every step's GPU bytes checked
 #          against the host's ("same bytes" column)
@@ -73,6 +76,29 @@ export REFIT_PLUGIN_PATH REFIT_NO_BUILD_TREE=1 CK_FORK=yes CK_VERBOSITY=normal
 nvidia-smi -L 2>/dev/null || echo "(nvidia-smi not found)"
 
 step "test-delta-cuda" 300 "$db/tests/delta/test-delta-cuda"
+# The publisher's CUDA tensors encoded on the device (delta_dev.c): a demo
+# with delta on must be byte-identical, never fall back to whole ("CUDA
+# tensors published without a delta" is that fallback's warning), and move
+# fewer bytes after v1 (the demo's stand-in step changes every element:
+# its delta is ~0.56 of the bytes, hence max_ratio 0.9).
+demo_delta() {
+    local log=/tmp/delta-demo.$$.log
+    REFIT_REFIT_DELTA_ENABLED=true REFIT_REFIT_DELTA_MAX_RATIO=0.9 "$db/refit" demo --layers 2 --vocab 1000 \
+        --config "$root/configs/clusters/local.yaml" --device cuda --fp8 off --src-tp 1 --dst-tp 1 --engines 1 \
+        --cycles 4 >"$log" 2>&1
+    local rc=$?
+    grep -E '^engine-0-0 ' "$log"
+    tail -1 "$log"
+    if grep -q "without a delta" "$log"; then grep -m1 "without a delta" "$log"; rc=1; fi
+    # GB on the wire (column 12): the last version's below the first's.
+    awk '$1 == "engine-0-0" { gb[n++] = $12 } END { exit !(n >= 2 && gb[n-1] < gb[0]) }' "$log" ||
+        { echo "demo-delta: no fewer bytes on the wire after v1"; rc=1; }
+    rm -f "$log"
+    return $rc
+}
+export -f demo_delta
+export db root
+step "demo-delta-cuda-publisher" 300 bash -c demo_delta
 if [ -n "${DELTA_QUICK:-}" ]; then
     step "bench-delta-quick" 300 "$db/refit" bench delta --device cuda --layers 4 --vocab 16384 --steps 3
 else

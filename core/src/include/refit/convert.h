@@ -42,6 +42,11 @@ int refit_model_open_text(refit_loader_t *l, const char *plugin, const char *tex
  * else the model.hf map; model.plugin picks the plugin. */
 int refit_model_open_config(refit_loader_t *l, const refit_config_t *cfg, refit_model_t **out);
 void refit_model_close(refit_model_t *m);
+/* Add the target layout a configuration defines (model.target_layout:
+ * name, base, engine, vocab_multiple, fp8_block, fp8_grid, rename; see
+ * docs/models.md "Targets from YAML"); nothing when it defines none.
+ * refit_model_open_config calls it. */
+int refit_model_targets_from_config(refit_model_t *m, const refit_config_t *cfg);
 /* The example HF config.json of model plugin `plugin` (its
  * example_config op: the demo's checkpoints), with layers and vocab when
  * > 0; REFIT_ENOTSUP for a plugin without one. */
