@@ -849,6 +849,111 @@ START_TEST(fuzz_sums)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Checksum segments (sums.h): every segment of a blob round-trips into
+ * one prepared rf_sums; a segment under another index, of another version
+ * or with a broken trailer is refused; mutated segments (trailer re-sealed)
+ * decode or are refused, never read past their words. */
+
+START_TEST(sums_segments)
+{
+    refit_catalog_t *cat;
+    ck_assert_int_eq(refit_catalog_create(&cat), 0);
+    uint32_t reg;
+    ck_assert_int_eq(refit_catalog_add_region(cat, 1ull << 30, &reg), 0);
+    /* Small tensors around two that fill a segment alone (600 and 1000 chunks). */
+    const uint64_t rows_of[] = {16, 40, 9600, 3, 160, 16000, 50, 50, 50, 1};
+    size_t nt = sizeof(rows_of) / sizeof(rows_of[0]);
+    uint64_t off = 0;
+    for (size_t i = 0; i < nt; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "w%zu", i);
+        struct refit_cat_tensor t = {.name = name, .dtype = REFIT_DTYPE_BF16, .role = REFIT_CAT_ROLE_REPLICATED,
+                                     .ndim = 2, .shape = {rows_of[i], 8}, .global_shape = {rows_of[i], 8},
+                                     .shard_axis = -1, .expert = -1, .region = reg, .offset = off,
+                                     .nbytes = rows_of[i] * 16, .chunk_rows = 16};
+        off += t.nbytes;
+        ck_assert_int_eq(refit_catalog_add(cat, &t), 0);
+    }
+    void *enc;
+    size_t len;
+    struct refit_hash128 h;
+    ck_assert_int_eq(refit_catalog_encode(cat, &enc, &len), 0);
+    refit_hash128_of(enc, len, &h);
+    free(enc);
+    uint64_t *want;
+    uint32_t *seg;
+    size_t n_seg;
+    ck_assert_int_eq(rf_sums_cat_segments(cat, &want, &seg, &n_seg), 0);
+    ck_assert_uint_ge(n_seg, 4); /* the two big tensors alone, small ones around them */
+    ck_assert_uint_ne(seg[1], seg[2]);
+    ck_assert_uint_ne(seg[2], seg[3]);
+    /* Tensor 4 published without checksums (n_chunks 0). */
+    struct rf_sums s;
+    ck_assert_int_eq(rf_sums_init(&s, nt), 0);
+    for (size_t t = 0; t < nt; t++) {
+        uint64_t nc = t == 4 ? 0 : want[t], *ch = calloc(nc + 1, 8);
+        for (uint64_t k = 0; k < nc; k++)
+            ch[k] = t * 100000 + k;
+        ck_assert_int_eq(rf_sums_put(&s, 7 + t, ch, nc), 0);
+        free(ch);
+    }
+    void **bufs;
+    size_t *lens;
+    ck_assert_int_eq(rf_sums_encode_segs(&s, seg, n_seg, &h, 3, &bufs, &lens), 0);
+    struct rf_sums acc;
+    ck_assert_int_eq(rf_sums_prepare(&acc, nt), 0);
+    /* Every segment but the one of tensor 2, in reverse order. */
+    for (size_t k = n_seg; k-- > 0;)
+        if (k != seg[2])
+            ck_assert_msg(rf_sums_decode_seg(bufs[k], lens[k], "seg", cat, &h, 3, seg, k, &acc) == 0, "%s",
+                          refit_error_message());
+    for (size_t t = 0; t < nt; t++)
+        for (uint64_t k = 0; k < want[t] + 1; k++) {
+            int have;
+            uint64_t v = rf_sums_chunk(&acc, t, k, &have);
+            int expect = t != 2 && t != 4 && k < want[t];
+            ck_assert_int_eq(have, expect);
+            if (expect)
+                ck_assert_uint_eq(v, t * 100000 + k);
+        }
+    size_t k0 = seg[0], k1 = seg[2];
+    ck_assert_int_eq(rf_sums_decode_seg(bufs[k0], lens[k0], "seg", cat, &h, 3, seg, k1, &acc), REFIT_EPROTO);
+    ck_assert_int_eq(rf_sums_decode_seg(bufs[k0], lens[k0], "seg", cat, &h, 4, seg, k0, &acc), REFIT_ESTALE);
+    uint8_t *bad = malloc(lens[k1]);
+    memcpy(bad, bufs[k1], lens[k1]);
+    bad[60] ^= 1;
+    ck_assert_int_eq(rf_sums_decode_seg(bad, lens[k1], "seg", cat, &h, 3, seg, k1, &acc), REFIT_ECHECKSUM);
+    /* Mutations with a valid trailer: decoded or refused as malformed. */
+    for (int i = 0; i < 3000; i++) {
+        size_t k = (size_t)(rnd() % n_seg), l = lens[k];
+        uint8_t *m = malloc(l);
+        memcpy(m, bufs[k], l);
+        if (chance(50) && l > 64)
+            l -= 8 * (1 + rnd() % 3);
+        size_t at = (size_t)(rnd() % (l - 8));
+        le64(m + (at & ~(size_t)7), chance(50) ? edge() : rnd() % 1100);
+        le64(m + l - 8, XXH3_64bits(m, l - 8));
+        struct rf_sums t;
+        ck_assert_int_eq(rf_sums_prepare(&t, nt), 0);
+        int rc = rf_sums_decode_seg(m, l, "seg", cat, &h, 3, seg, k, &t);
+        ck_assert_msg(rc == 0 || rc == REFIT_EPROTO || rc == REFIT_ESTALE, "rc %d: %s", rc, refit_error_message());
+        rf_sums_fini(&t);
+        free(m);
+    }
+    free(bad);
+    for (size_t k = 0; k < n_seg; k++)
+        free(bufs[k]);
+    free(bufs);
+    free(lens);
+    free(want);
+    free(seg);
+    rf_sums_fini(&s);
+    rf_sums_fini(&acc);
+    refit_catalog_destroy(cat);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* Delta records (delta_eng.h), against the catalog of the checksum blobs */
 
 static const char *const delta_names[] = {"schema", "version", "base", "catalog", "base_sums", "rkey", "data_len",
@@ -963,6 +1068,7 @@ int main(void)
     tcase_add_test(tc, fuzz_acks);
     tcase_add_test(tc, fuzz_heartbeats);
     tcase_add_test(tc, fuzz_sums);
+    tcase_add_test(tc, sums_segments);
     tcase_add_test(tc, fuzz_delta_records);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);

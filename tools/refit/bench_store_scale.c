@@ -7,13 +7,16 @@
  * catalog API (refit/store.h, refit/catalog.h):
  *
  *   publish   catalog (content-addressed: cas-if-absent once per handle),
- *             checksums (versions/V/sums/<id>), record (sources/ and
- *             versions/V/sources/, one pipelined put), heartbeat;
+ *             checksums (versions/V/sums/<id> and its segments
+ *             versions/V/sums/<id>/<k>, one put_many), record (sources/
+ *             and versions/V/sources/, one pipelined put), heartbeat;
  *   receive   a watch of sources/ from the last cycle's cursor (first
  *             cycle: a cursor and a listing), every record and heartbeat
- *             in one read with the checksums of the sources the plan
- *             reads, a catalog per distinct hash not yet held, the fence
- *             (every record and heartbeat again, one read), the ack;
+ *             in one read with the checksum segments the plan reads
+ *             (--seg-share of each of --reads sources' segments), a
+ *             catalog per distinct hash not yet held, the fence (the
+ *             records and heartbeats of the sources read, one read), the
+ *             ack;
  *   release   each publisher counts the acks once (list + get of each);
  *   lease     each receiver takes and drops a lease on load/trainer by
  *             compare-and-swap (the fan-out lease list, fanout.md).
@@ -44,9 +47,12 @@
 #include "refit/convert.h"
 #include "refit/status.h"
 #include "refit/store_core.h"
+#include "../../core/src/engine/engine.h"
+#include "../../core/src/engine/sums.h"
 
 struct ss_opts {
     int receivers, publishers, threads, cycles, t_tp, t_ep, e_tp, reads;
+    double seg_share; /* of a read source's checksum segments, those the plan's checks cover */
     const char *model;
 };
 
@@ -64,6 +70,8 @@ struct ss {
     size_t *cat_len;
     struct refit_hash128 *cat_hash;
     size_t *sums_len;
+    size_t *n_seg;     /* checksum segments per position (sums.h, from the catalog) */
+    size_t **seg_len;  /* their lengths */
     uint8_t *held; /* receivers x n_cat: catalog already fetched */
     uint64_t *cursor; /* receivers: the watch of sources/ */
     uint64_t version;
@@ -146,7 +154,10 @@ static int make_catalogs(struct ss *s)
     s->sums_len = calloc((size_t)s->n_cat, sizeof(size_t));
     s->cat_hash = calloc((size_t)s->n_cat, sizeof(*s->cat_hash));
     s->present = calloc((size_t)s->n_cat, 1);
-    if (!rc && (!s->cat_enc || !s->cat_len || !s->sums_len || !s->cat_hash || !s->present))
+    s->n_seg = calloc((size_t)s->n_cat, sizeof(size_t));
+    s->seg_len = calloc((size_t)s->n_cat, sizeof(size_t *));
+    if (!rc && (!s->cat_enc || !s->cat_len || !s->sums_len || !s->cat_hash || !s->present || !s->n_seg ||
+                !s->seg_len))
         rc = REFIT_ENOMEM;
     for (int p = 0; !rc && p < s->o.publishers; p++)
         s->present[pub_pos(s, p)] = 1;
@@ -184,15 +195,35 @@ static int make_catalogs(struct ss *s)
             }
             ct.nbytes = n;
             ct.checksum = n * 2654435761u + t;
+            /* Checksum chunks of whole rows, sized as the publisher sizes them. */
+            uint64_t rows = ct.ndim >= 2 ? ct.shape[0] : n / 2;
+            for (uint32_t d = 1; ct.ndim > 2 && d + 1 < ct.ndim; d++)
+                rows *= ct.shape[d];
+            ct.chunk_rows = rf_chunk_rows(rows, rows ? n / rows : n);
             off += (n + 63) & ~63ull;
-            chunks += 1 + n / (4u << 20); /* whole-tensor sum plus ~4 MiB chunks */
             rc = refit_catalog_add(c, &ct);
         }
         if (!rc)
             rc = refit_catalog_encode(c, &s->cat_enc[k], &s->cat_len[k]);
         if (!rc)
             refit_hash128_of(s->cat_enc[k], s->cat_len[k], &s->cat_hash[k]);
-        s->sums_len[k] = 40 + 8 * chunks;
+        /* The whole blob and its segments, sized from the catalog (sums.h). */
+        uint64_t *want = NULL;
+        uint32_t *seg = NULL;
+        if (!rc)
+            rc = rf_sums_cat_segments(c, &want, &seg, &s->n_seg[k]);
+        if (!rc && !(s->seg_len[k] = calloc(s->n_seg[k] ? s->n_seg[k] : 1, sizeof(size_t))))
+            rc = REFIT_ENOMEM;
+        size_t nt = rc ? 0 : refit_layout_count(lay);
+        for (size_t t = 0; t < nt; t++) {
+            chunks += 2 + want[t];
+            s->seg_len[k][seg[t]] += 8 * (2 + want[t]);
+        }
+        for (size_t j = 0; !rc && j < s->n_seg[k]; j++)
+            s->seg_len[k][j] += 64;
+        free(want);
+        free(seg);
+        s->sums_len[k] = 48 + 8 * chunks;
         refit_catalog_destroy(c);
         refit_layout_destroy(lay);
     }
@@ -218,13 +249,30 @@ static int publish_one(struct ss *s, int p)
     int k = pub_pos(s, p), rc = 0;
     char id[32], key[REFIT_STORE_MAX_KEY + 1];
     snprintf(id, sizeof(id), "trainer-%d", p);
+    (void)key;
     struct refit_hash128 h;
     rc = refit_catalog_publish(st, s->cat_enc[k], s->cat_len[k], &h, NULL);
-    void *sums = calloc(1, s->sums_len[k]);
-    snprintf(key, sizeof(key), "versions/%llu/sums/%s", (unsigned long long)s->version, id);
+    /* The whole blob and its segments in one round trip (publisher.c). */
+    size_t ns = s->n_seg[k], big = s->sums_len[k];
+    for (size_t j = 0; j < ns; j++)
+        big = s->seg_len[k][j] > big ? s->seg_len[k][j] : big;
+    void *sums = calloc(1, big);
+    struct refit_store_put_item *pi = calloc(ns + 1, sizeof(*pi));
+    char (*sk)[REFIT_STORE_MAX_KEY + 1] = calloc(ns + 1, sizeof(*sk));
+    if (!rc && (!sums || !pi || !sk))
+        rc = REFIT_ENOMEM;
+    for (size_t j = 0; !rc && j <= ns; j++) {
+        if (j < ns)
+            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
+        else
+            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s", (unsigned long long)s->version, id);
+        pi[j] = (struct refit_store_put_item){sk[j], sums, j < ns ? s->seg_len[k][j] : s->sums_len[k], 0};
+    }
     if (!rc)
-        rc = sums ? refit_store_put_live(st, key, sums, s->sums_len[k], 0) : REFIT_ENOMEM;
+        rc = refit_store_put_many(st, pi, ns + 1);
     free(sums);
+    free(pi);
+    free(sk);
     uint8_t addr[28] = {2}, rk[40] = {1};
     struct refit_blob rkey = {rk, sizeof(rk)};
     struct refit_source_record r = {.schema = 1, .source_id = id, .model = "qwen3_moe",
@@ -242,13 +290,14 @@ static int publish_one(struct ss *s, int p)
 
 /* Every source's record and heartbeat in one read (the engine's
  * refit_source_check_many), with `extra` keys in the same round trip. */
-static int check_sources(refit_store_t *st, int n, struct refit_store_get_item *extra, size_t n_extra)
+static int check_sources(refit_store_t *st, int n, const int *which, struct refit_store_get_item *extra,
+                         size_t n_extra)
 {
     struct refit_source_check *c = calloc((size_t)n, sizeof(*c));
     char (*ids)[32] = calloc((size_t)n, 32);
     int rc = c && ids ? 0 : REFIT_ENOMEM;
     for (int i = 0; !rc && i < n; i++) {
-        snprintf(ids[i], 32, "trainer-%d", i);
+        snprintf(ids[i], 32, "trainer-%d", which ? which[i] : i);
         c[i].id = ids[i];
     }
     if (!rc)
@@ -289,18 +338,32 @@ static int receive_one(struct ss *s, int q)
         free(keys);
     }
     int warm = s->version > 1;
-    struct refit_store_get_item *it = calloc((size_t)nr, sizeof(*it));
-    char (*kb)[64] = calloc((size_t)nr, 64);
-    if (!rc && (!it || !kb))
-        rc = REFIT_ENOMEM;
-    for (int i = 0; !rc && i < nr; i++) {
+    /* The checksum segments of the sources the plan reads: seg_share of
+     * each one's segments (sums.h), rotated by receiver. */
+    int *src = calloc((size_t)nr, sizeof(int));
+    size_t n_keys = 0;
+    for (int i = 0; src && i < nr; i++) {
         /* The sources a plan reads are spread over the ranks. */
-        int p = (int)(((long)i * n / nr + q) % n);
-        snprintf(kb[i], 64, "versions/%llu/sums/trainer-%d", (unsigned long long)s->version, p);
-        it[i].key = kb[i];
+        src[i] = (int)(((long)i * n / nr + q) % n);
+        size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
+        n_keys += take < 1 ? 1 : take > ns ? ns : take;
+    }
+    struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
+    char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
+    if (!rc && (!it || !kb || !src))
+        rc = REFIT_ENOMEM;
+    size_t m = 0;
+    for (int i = 0; !rc && i < nr; i++) {
+        size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
+        take = take < 1 ? 1 : take > ns ? ns : take;
+        for (size_t j = 0; j < take; j++, m++) {
+            snprintf(kb[m], 64, "versions/%llu/sums/trainer-%d/%zu", (unsigned long long)s->version, src[i],
+                     (j + (size_t)q) % ns);
+            it[m].key = kb[m];
+        }
     }
     if (!rc)
-        rc = check_sources(st, n, warm ? it : NULL, warm ? (size_t)nr : 0);
+        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
         uint8_t *held = &s->held[(size_t)q * s->n_cat + k];
@@ -312,16 +375,17 @@ static int receive_one(struct ss *s, int q)
         *held = 1;
     }
     if (!rc && !warm) /* cold: the plan is made now, then its checksums read */
-        rc = refit_store_get_many(st, it, (size_t)nr);
-    for (int i = 0; it && i < nr; i++) {
+        rc = refit_store_get_many(st, it, m);
+    for (size_t i = 0; it && i < m; i++) {
         if (!rc && it[i].status)
             rc = refit_error_set(it[i].status, "%s: %s", kb[i], refit_strerror(it[i].status));
         free(it[i].val);
     }
     free(it);
     free(kb);
-    if (!rc)
-        rc = check_sources(st, n, NULL, 0); /* the fence */
+    if (!rc) /* the fence: the records of the sources the plan read (fence.c) */
+        rc = check_sources(st, nr, src, NULL, 0);
+    free(src);
     char id[32];
     snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
     if (!rc)
@@ -661,6 +725,8 @@ static const struct cli_opt ss_table[] = {
     {"--engine-tp", NULL, CLI_INT, "N", 1, 1024, NULL, NULL, AT(o.e_tp), "the engines' tp (default 16)"},
     {"--reads", NULL, CLI_INT, "R", 1, 4096, NULL, NULL, AT(o.reads),
      "sources whose checksums a receiver's plan reads (default 16)"},
+    {"--seg-share", NULL, CLI_DBL, "F", 0, 0, NULL, NULL, AT(o.seg_share),
+     "share of a read source's checksum segments the plan's checks cover, in (0, 1] (default 1: all)"},
 };
 #undef AT
 
@@ -689,6 +755,8 @@ static int parse(struct ss_opts *o, int argc, char **argv)
     int rc = cli_opts_parse(&ss_spec, argc, argv, &c, NULL, NULL);
     if (!rc && c.trainer)
         rc = cli_layout("--trainer", c.trainer, &c.o.t_tp, &c.o.t_ep);
+    if (!rc && !(c.o.seg_share > 0 && c.o.seg_share <= 1))
+        rc = refit_error_set(REFIT_EINVAL, "--seg-share %g: expected a share in (0, 1]", c.o.seg_share);
     if (!rc)
         *o = c.o;
     return rc;
@@ -709,6 +777,10 @@ static void ss_free(struct ss *s)
     free(s->cat_enc);
     free(s->cat_len);
     free(s->sums_len);
+    for (int k = 0; s->seg_len && k < s->n_cat; k++)
+        free(s->seg_len[k]);
+    free(s->seg_len);
+    free(s->n_seg);
     free(s->cat_hash);
     free(s->present);
     refit_loader_destroy(s->loader);
@@ -763,8 +835,9 @@ static int run(struct ss *s)
             rc = phase(s, "lease", lease_one, s->o.receivers, s->rcv);
     }
     printf("(commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
-           "trips, one per plugin call; warm cycles are v >= 2; a plan reads the checksums of %d sources)\n\n",
-           s->o.reads);
+           "trips, one per plugin call; warm cycles are v >= 2; a plan reads the checksums of %d sources, %.0f%% of "
+           "each one's checksum segments, and fences those sources)\n\n",
+           s->o.reads, s->o.seg_share * 100);
     if (!rc)
         rc = advert_round(s);
     if (!rc)
@@ -780,7 +853,7 @@ int bench_store_scale(int argc, char **argv)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
     struct ss s = {.o = {.receivers = 1024, .publishers = 256, .threads = 8, .cycles = 3, .t_tp = 8, .t_ep = 32,
-                         .e_tp = 16, .reads = 16, .model = "configs/models/qwen3-235b-a22b.yaml"}};
+                         .e_tp = 16, .reads = 16, .seg_share = 1, .model = "configs/models/qwen3-235b-a22b.yaml"}};
     pthread_mutex_init(&s.mu, NULL);
     int rc = parse(&s.o, argc, argv);
     if (!rc && s.o.publishers % s.o.t_tp)

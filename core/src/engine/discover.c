@@ -104,7 +104,7 @@ static void ids_free(struct rf_discover *d)
 static void presum_free(struct rf_discover *d)
 {
     for (size_t i = 0; i < d->n_pre; i++) {
-        free(d->pre[i].id);
+        free(d->pre[i].key);
         free(d->pre[i].val);
     }
     free(d->pre);
@@ -201,7 +201,7 @@ int rf_discover_wait(refit_receiver_t *r, int64_t ms)
 /* ------------------------------------------------------------------ */
 /* Reading the records */
 
-/* The checksum keys of version v of the sources the current plan reads. */
+/* The checksum keys of version v the current plan reads (rf_verify_keys). */
 static int presum_items(refit_receiver_t *r, uint64_t v, struct refit_store_get_item **out, size_t *n,
                         char (**keys)[REFIT_STORE_MAX_KEY + 1])
 {
@@ -212,33 +212,34 @@ static int presum_items(refit_receiver_t *r, uint64_t v, struct refit_store_get_
     *keys = NULL;
     if (!v || !r->plan.have || r->ctx->verify == RF_VERIFY_OFF || !d->n_src)
         return 0;
-    d->pre = calloc(d->n_src, sizeof(*d->pre));
-    *out = calloc(d->n_src, sizeof(**out));
-    *keys = calloc(d->n_src, sizeof(**keys));
-    if (!d->pre || !*out || !*keys)
-        return REFIT_ENOMEM;
-    for (size_t i = 0; i < d->n_src; i++) {
-        if (!r->plan.plan.bytes_per_source[i])
-            continue;
-        if (rf_key_sums((*keys)[*n], v, d->src[i].id))
-            continue;
-        if (!(d->pre[*n].id = strdup(d->src[i].id)))
-            return REFIT_ENOMEM;
-        d->pre[*n].v = v;
-        (*out)[*n].key = (*keys)[*n];
-        ++*n;
+    struct rf_sumkey *sk = NULL;
+    size_t m = 0;
+    int rc = rf_verify_keys(r, v, &sk, &m);
+    if (!rc && m) {
+        d->pre = calloc(m, sizeof(*d->pre));
+        *out = calloc(m, sizeof(**out));
+        *keys = calloc(m, sizeof(**keys));
+        if (!d->pre || !*out || !*keys)
+            rc = REFIT_ENOMEM;
     }
-    d->n_pre = *n;
-    return 0;
+    for (size_t i = 0; !rc && i < m; i++) {
+        memcpy((*keys)[i], sk[i].key, sizeof(sk[i].key));
+        if (!(d->pre[i].key = strdup(sk[i].key)))
+            rc = REFIT_ENOMEM;
+        (*out)[i].key = (*keys)[i];
+        d->n_pre = *n = i + 1;
+    }
+    free(sk);
+    return rc;
 }
 
-int rf_discover_presum(refit_receiver_t *r, const char *id, uint64_t v, void **val, size_t *len, int *status)
+int rf_discover_presum(refit_receiver_t *r, const char *key, void **val, size_t *len, int *status)
 {
     struct rf_discover *d = &r->disc;
     for (size_t i = 0; i < d->n_pre; i++) {
         struct rf_presum *p = &d->pre[i];
         /* Not found ahead: read again (it may have been written since). */
-        if (p->v != v || strcmp(p->id, id) || !p->val || p->status)
+        if (strcmp(p->key, key) || !p->val || p->status)
             continue;
         *val = p->val;
         *len = p->len;

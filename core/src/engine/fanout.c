@@ -90,39 +90,137 @@ static int failed_before(const struct rf_fanout *f, const char *id)
     return 0;
 }
 
-/* The trainer and the replicas READY at v with our layout, with loads. */
-static int gather_candidates(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, struct cand **out, size_t *n_out)
+/* The replica records as last read (replicas/<id> values), kept across
+ * the rounds of one source choice: after the first listing only the
+ * records a watch names as changed are read again (docs/scale.md §5). */
+struct rep_cache {
+    struct refit_store_get_item *it; /* keys and values owned */
+    size_t n, cap;
+    int valid;
+};
+
+static void rep_cache_free(struct rep_cache *rc)
 {
+    for (size_t i = 0; i < rc->n; i++) {
+        free((char *)rc->it[i].key);
+        free(rc->it[i].val);
+    }
+    free(rc->it);
+    memset(rc, 0, sizeof(*rc));
+}
+
+/* Set key's value (status ENOENT: drop it), taking val. */
+static int rep_cache_set(struct rep_cache *rc, const char *key, void *val, size_t len, int status)
+{
+    size_t i = 0;
+    while (i < rc->n && strcmp(rc->it[i].key, key))
+        i++;
+    if (status == REFIT_ENOENT) {
+        free(val);
+        if (i < rc->n) {
+            free((char *)rc->it[i].key);
+            free(rc->it[i].val);
+            rc->it[i] = rc->it[--rc->n];
+        }
+        return 0;
+    }
+    if (i == rc->n) {
+        if (rc->n == rc->cap) {
+            size_t nc = rc->cap ? rc->cap * 2 : 16;
+            struct refit_store_get_item *ni = realloc(rc->it, nc * sizeof(*ni));
+            if (!ni) {
+                free(val);
+                return REFIT_ENOMEM;
+            }
+            rc->it = ni;
+            rc->cap = nc;
+        }
+        char *k = strdup(key);
+        if (!k) {
+            free(val);
+            return REFIT_ENOMEM;
+        }
+        rc->it[rc->n++] = (struct refit_store_get_item){.key = k};
+    } else {
+        free(rc->it[i].val);
+    }
+    rc->it[i].val = val;
+    rc->it[i].len = len;
+    rc->it[i].status = status;
+    return 0;
+}
+
+/* Read keys (below replicas/) into the cache, in one round trip. */
+static int rep_cache_read(refit_receiver_t *r, struct rep_cache *rc, char **keys, size_t nk)
+{
+    if (!nk)
+        return 0;
+    struct refit_store_get_item *it = calloc(nk, sizeof(*it));
+    if (!it)
+        return REFIT_ENOMEM;
+    for (size_t i = 0; i < nk; i++)
+        it[i].key = keys[i];
+    int rc2 = refit_store_get_many(r->ctx->store, it, nk);
+    for (size_t i = 0; i < nk; i++) {
+        if (!rc2)
+            rc2 = rep_cache_set(rc, keys[i], it[i].val, it[i].len, it[i].status);
+        else
+            free(it[i].val);
+    }
+    free(it);
+    return rc2 ? refit_error_push(rc2, "reading replica records") : 0;
+}
+
+/* Every replica record: listed and read when the cache is not valid. */
+static int rep_cache_fill(refit_receiver_t *r, struct rep_cache *rc)
+{
+    if (rc->valid)
+        return 0;
     char **keys = NULL;
     size_t nk = 0;
-    int rc = refit_store_list(r->ctx->store, "replicas/", &keys, &nk);
+    int st = refit_store_list(r->ctx->store, "replicas/", &keys, &nk);
+    if (st)
+        return refit_error_push(st, "listing replicas");
+    for (size_t i = 0; i < rc->n; i++) {
+        free((char *)rc->it[i].key);
+        free(rc->it[i].val);
+    }
+    rc->n = 0;
+    st = rep_cache_read(r, rc, keys, nk);
+    free(keys);
+    rc->valid = !st;
+    return st;
+}
+
+/* The trainer and the replicas READY at v with our layout, with loads. */
+static int gather_candidates(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, struct rep_cache *cache,
+                             struct cand **out, size_t *n_out)
+{
+    int rc = rep_cache_fill(r, cache);
     if (rc)
-        return refit_error_push(rc, "listing replicas");
+        return rc;
+    size_t nk = cache->n;
     struct cand *c = calloc(nk + 1, sizeof(*c));
-    struct refit_store_get_item *it = calloc(nk + 1, sizeof(*it));
+    struct refit_store_get_item *li = calloc(nk + 1, sizeof(*li));
     char (*lk)[RF_FANOUT_KEYSZ] = calloc(nk + 1, RF_FANOUT_KEYSZ);
-    if (!c || !it || !lk) {
-        free(keys);
+    if (!c || !li || !lk) {
         free(c);
-        free(it);
+        free(li);
         free(lk);
         return REFIT_ENOMEM;
     }
     size_t n = 1; /* c[0]: the trainer */
-    for (size_t i = 0; i < nk; i++)
-        it[i].key = keys[i];
-    if (nk && (rc = refit_store_get_many(r->ctx->store, it, nk)))
-        goto out;
     for (size_t i = 0; i < nk; i++) {
+        const struct refit_store_get_item *it = &cache->it[i];
         struct rf_replica *rep = NULL;
-        if (it[i].status || rf_replica_decode(it[i].val, it[i].len, keys[i], &rep)) {
-            if (!it[i].status)
+        if (it->status || rf_replica_decode(it->val, it->len, it->key, &rep)) {
+            if (!it->status)
                 refit_log(REFIT_LOG_WARN, "fanout", "%s: ignoring %s", r->id, refit_error_message());
             refit_error_clear();
             continue;
         }
         /* The record must be the one its key names (ids are key components). */
-        if (!strcmp(rep->id, keys[i] + strlen("replicas/")) && strcmp(rep->id, r->id) &&
+        if (!strcmp(rep->id, it->key + strlen("replicas/")) && strcmp(rep->id, r->id) &&
             rep->status == RF_REPLICA_READY && rep->version == v &&
             !memcmp(rep->layout.b, f->layout.b, 16) && rep->length == r->plan.staging_need &&
             !strcmp(rep->model, refit_model_type(r->ctx->model)) &&
@@ -135,12 +233,7 @@ static int gather_candidates(refit_receiver_t *r, struct rf_fanout *f, uint64_t 
             free(rep);
         }
     }
-    /* Loads: one round trip for all (the items are reused). */
-    struct refit_store_get_item *li = it;
-    for (size_t i = 0; i < nk + 1; i++) {
-        free(it[i].val);
-        it[i] = (struct refit_store_get_item){0};
-    }
+    /* Loads: one round trip for all candidates. */
     for (size_t i = 0; i < n && !rc; i++) {
         rc = rf_key_load(lk[i], c[i].rep ? c[i].rep->id : RF_FANOUT_TRAINER);
         li[i].key = lk[i];
@@ -157,12 +250,10 @@ static int gather_candidates(refit_receiver_t *r, struct rf_fanout *f, uint64_t 
         refit_error_clear();
         free(l);
     }
-out:
     for (size_t i = 0; i < nk + 1; i++)
-        free(it[i].val);
-    free(it);
+        free(li[i].val);
+    free(li);
     free(lk);
-    free(keys);
     if (rc) {
         free_cands(c, n);
         return rc;
@@ -406,14 +497,21 @@ static int fanout_prepare(refit_receiver_t *r, uint64_t v)
 /* Until a lease changes (load/: one freed, the trainer's included) or,
  * looked at without waiting, a replica record (replicas/), or `ms`
  * passes: two cheap round trips a round instead of re-reading every
- * replica and lease list on a timer (docs/scale.md §5). */
-static void wait_slot_change(refit_receiver_t *r, uint64_t *c_rep, uint64_t *c_load, int64_t ms)
+ * replica and lease list on a timer (docs/scale.md §5).  The replica
+ * records that changed are read into the cache (it is listed again when
+ * the store kept no history). */
+static void wait_slot_change(refit_receiver_t *r, struct rep_cache *cache, uint64_t *c_rep, uint64_t *c_load,
+                             int64_t ms)
 {
     char **k = NULL;
     size_t n = 0;
     int rc = refit_store_watch(r->ctx->store, "replicas/", *c_rep, c_rep, 0, &k, &n);
+    if (rc == 0 && n && rep_cache_read(r, cache, k, n))
+        cache->valid = 0;
     free(k);
     k = NULL;
+    if (rc == REFIT_ERANGE)
+        cache->valid = 0;
     if ((rc == 0 && n) || rc == REFIT_ERANGE) {
         refit_error_clear();
         return;
@@ -440,20 +538,25 @@ static int take_source(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, str
     refit_store_watch(r->ctx->store, "load/", 0, &c_load, 0, &k, &nk);
     free(k);
     refit_error_clear();
+    struct rep_cache cache = {0};
     for (;;) {
         struct cand *c = NULL;
         size_t n = 0;
-        int rc = gather_candidates(r, f, v, &c, &n);
-        if (rc)
+        int rc = gather_candidates(r, f, v, &cache, &c, &n);
+        if (rc) {
+            rep_cache_free(&cache);
             return rc;
+        }
         ptrdiff_t b = least_loaded(f, c, n);
         if (b < 0) {
             if (rf_seconds() > f->deadline)
                 rc = no_slot_error(r, f, v, c, n);
             free_cands(c, n);
-            if (rc)
+            if (rc) {
+                rep_cache_free(&cache);
                 return rc;
-            wait_slot_change(r, &c_rep, &c_load, RF_LEASE_WATCH_MS);
+            }
+            wait_slot_change(r, &cache, &c_rep, &c_load, RF_LEASE_WATCH_MS);
             continue;
         }
         *rep = c[b].rep;
@@ -463,12 +566,15 @@ static int take_source(refit_receiver_t *r, struct rf_fanout *f, uint64_t v, str
             rc = rf_lease_edit(r->ctx->store, f->lease_key, r->id, 1, f->max, v, r->ctx->timeout_ms);
         if (!rc) {
             f->lease_held = 1;
+            rep_cache_free(&cache);
             return 0;
         }
         free(*rep);
         *rep = NULL;
-        if (rc != REFIT_EAGAIN) /* EAGAIN: taken meanwhile */
+        if (rc != REFIT_EAGAIN) { /* EAGAIN: taken meanwhile */
+            rep_cache_free(&cache);
             return rc;
+        }
     }
 }
 

@@ -555,23 +555,74 @@ static int stage_and_hash(refit_publisher_t *pub, int b, struct rf_sums *sums)
     return rc;
 }
 
-/* versions/<V>/sums/<id>, live (re-written after a store restart, like the
- * record it belongs to); the previous version's is no longer live. */
+/* V's checksum segments (sums.h) beside the whole blob: put together in
+ * one round trip, each live like the blob. */
+static int put_segments(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, const char *whole_key,
+                        const void *whole, size_t whole_len, size_t *n_seg)
+{
+    uint64_t *want = malloc((pub->n ? pub->n : 1) * sizeof(*want));
+    uint32_t *seg = malloc((pub->n ? pub->n : 1) * sizeof(*seg));
+    void **bufs = NULL;
+    size_t *lens = NULL, ns = 0;
+    int rc = want && seg ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < pub->n; i++) {
+        const struct pub_tensor *t = &pub->t[i];
+        uint64_t rows = t->row_bytes ? t->nbytes / t->row_bytes : 0;
+        want[i] = t->chunk_rows ? (rows + t->chunk_rows - 1) / t->chunk_rows : 0;
+    }
+    if (!rc) {
+        rf_sums_segment(want, pub->n, seg, &ns);
+        rc = rf_sums_encode_segs(sums, seg, ns, &pub->cat_hash, version, &bufs, &lens);
+    }
+    struct refit_store_put_item *it = rc ? NULL : calloc(ns + 1, sizeof(*it));
+    char (*keys)[REFIT_STORE_MAX_KEY + 1] = rc ? NULL : calloc(ns + 1, sizeof(*keys));
+    if (!rc && (!it || !keys))
+        rc = REFIT_ENOMEM;
+    for (size_t k = 0; !rc && k < ns; k++) {
+        rc = rf_key_sums_seg(keys[k], version, pub->id, k);
+        it[k] = (struct refit_store_put_item){keys[k], bufs[k], lens[k], 0};
+    }
+    if (!rc) {
+        it[ns] = (struct refit_store_put_item){whole_key, whole, whole_len, 0};
+        rc = refit_store_put_many(pub->ctx->store, it, ns + 1);
+    }
+    for (size_t k = 0; !rc && k <= ns; k++)
+        rc = refit_store_remember(pub->ctx->store, it[k].key, it[k].val, it[k].len, 0);
+    for (size_t k = 0; bufs && k < ns; k++)
+        free(bufs[k]);
+    free(bufs);
+    free(lens);
+    free(it);
+    free(keys);
+    free(want);
+    free(seg);
+    *n_seg = ns;
+    return rc;
+}
+
+/* versions/<V>/sums/<id> and its segments, live (re-written after a store
+ * restart, like the record they belong to); the previous version's are no
+ * longer live. */
 static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *hash)
 {
     void *blob = NULL;
-    size_t blen = 0;
+    size_t blen = 0, n_seg = 0;
     char key[REFIT_STORE_MAX_KEY + 1], old_key[REFIT_STORE_MAX_KEY + 1];
     int rc = rf_sums_encode(sums, &pub->cat_hash, version, &blob, &blen);
     if (!rc)
         rc = rf_key_sums(key, version, pub->id);
     if (!rc)
-        rc = refit_store_put_live(pub->ctx->store, key, blob, blen, 0);
+        rc = put_segments(pub, version, sums, key, blob, blen, &n_seg);
     if (!rc)
         *hash = XXH3_64bits(blob, blen);
     free(blob);
     if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
         refit_store_forget(pub->ctx->store, old_key);
+    for (size_t k = 0; !rc && pub->last_version && k < pub->sums_segs; k++)
+        if (!rf_key_sums_seg(old_key, pub->last_version, pub->id, k))
+            refit_store_forget(pub->ctx->store, old_key);
+    if (!rc)
+        pub->sums_segs = n_seg;
     return rc;
 }
 

@@ -102,6 +102,7 @@ struct refit_publisher {
     struct refit_hash128 cat_hash;
     int have_cat;
     uint64_t last_version;
+    size_t sums_segs; /* checksum segments of last_version (sums.h) */
     size_t registered, reused; /* registrations made and kept, for tests and logs */
     /* Copy: the arena each version went to; the next one's. */
     int next_buf;

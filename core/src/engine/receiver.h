@@ -124,8 +124,7 @@ struct rf_discover {
     /* Checksums read with the records ahead of need (the version the next
      * pull most likely takes), for rf_verify_fetch. */
     struct rf_presum {
-        char *id;
-        uint64_t v;
+        char *key; /* a checksum key of rf_verify_keys */
         void *val;
         size_t len;
         int status;
@@ -149,9 +148,9 @@ int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out);
 /* Wait up to ms for a change below sources/ (a watch; what changed is
  * read by the next rf_discover_read).  0 or REFIT_ETIMEDOUT. */
 int rf_discover_wait(refit_receiver_t *r, int64_t ms);
-/* The checksums read ahead for source `id` at v: 0 with the value (the
- * caller frees it), REFIT_ENOENT when none were read. */
-int rf_discover_presum(refit_receiver_t *r, const char *id, uint64_t v, void **val, size_t *len, int *status);
+/* The checksum value read ahead at key: 0 with the value (the caller
+ * frees it), REFIT_ENOENT when none was read. */
+int rf_discover_presum(refit_receiver_t *r, const char *key, void **val, size_t *len, int *status);
 void rf_seen_free(struct rf_seen *sv);
 /* The version to pull for `want` (a number, REFIT_LATEST or REFIT_NEXT;
  * 0: none yet).  For a number older than the newest, sources that keep
@@ -325,6 +324,16 @@ struct rf_sumcheck {
 };
 
 void rf_verify_fini(struct rf_sumcheck *v);
+/* The checksum keys of v the current plan reads: per source it reads, the
+ * segments (sums.h) holding the tensors its checks cover; the whole blob
+ * (seg SIZE_MAX) with refit.delta.enabled (the delta stage names a base
+ * by the blob's hash) or without a plan.  Sources without a catalog yet
+ * are left out. */
+struct rf_sumkey {
+    char key[REFIT_STORE_MAX_KEY + 1];
+    size_t src, seg;
+};
+int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size_t *n);
 /* Fetch and check every source's checksums of v (refit.verify not off). */
 int rf_verify_fetch(refit_receiver_t *r, uint64_t v);
 /* The chunks lying wholly in [off, off+len) of buffer buf. */

@@ -10,6 +10,8 @@
 #include "sums.h"
 
 #define MAGIC "RFSUMS01"
+#define SEG_MAGIC "RFSUMS02"
+#define NO_WORD SIZE_MAX /* a tensor whose segment was not read */
 
 static int grow(struct rf_sums *s, size_t more)
 {
@@ -175,6 +177,10 @@ uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have)
         return 0;
     }
     size_t w = s->index[t];
+    if (w == NO_WORD) {
+        *have = 0;
+        return 0;
+    }
     uint64_t nc = s->words[w];
     *have = k < nc;
     return k < nc ? s->words[w + 2 + k] : 0;
@@ -186,6 +192,161 @@ int rf_key_sums(char *buf, uint64_t version, const char *source_id)
     if (rc)
         return rc;
     snprintf(buf, REFIT_STORE_MAX_KEY + 1, "versions/%llu/sums/%s", (unsigned long long)version, source_id);
+    return 0;
+}
+
+int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k)
+{
+    int rc = refit_check_id("source id", source_id);
+    if (rc)
+        return rc;
+    snprintf(buf, REFIT_STORE_MAX_KEY + 1, "versions/%llu/sums/%s/%zu", (unsigned long long)version, source_id, k);
+    return 0;
+}
+
+void rf_sums_segment(const uint64_t *want, size_t n, uint32_t *seg, size_t *n_seg)
+{
+    uint32_t k = 0;
+    uint64_t fill = 0, all = 0;
+    for (size_t t = 0; t < n; t++)
+        all += 2 + want[t];
+    uint64_t budget = (all + RF_SUMS_MAX_SEGS - 1) / RF_SUMS_MAX_SEGS;
+    if (budget < RF_SUMS_SEG_WORDS)
+        budget = RF_SUMS_SEG_WORDS;
+    for (size_t t = 0; t < n; t++) {
+        uint64_t w = 2 + want[t];
+        if (fill && fill + w > budget) {
+            k++;
+            fill = 0;
+        }
+        seg[t] = k;
+        fill += w;
+    }
+    *n_seg = n ? (size_t)k + 1 : 0;
+}
+
+static uint64_t cat_want(const struct refit_cat_tensor *ct)
+{
+    uint64_t row_bytes = (ct->ndim >= 2 ? ct->shape[ct->ndim - 1] : 1) * refit_dtype_size(ct->dtype);
+    return n_chunks_of(ct->nbytes, row_bytes, ct->chunk_rows);
+}
+
+int rf_sums_cat_segments(const refit_catalog_t *cat, uint64_t **want, uint32_t **seg, size_t *n_seg)
+{
+    size_t n = cat->n_tensors;
+    *want = malloc((n ? n : 1) * sizeof(**want));
+    *seg = malloc((n ? n : 1) * sizeof(**seg));
+    if (!*want || !*seg) {
+        free(*want);
+        free(*seg);
+        *want = NULL;
+        *seg = NULL;
+        return REFIT_ENOMEM;
+    }
+    for (size_t t = 0; t < n; t++)
+        (*want)[t] = cat_want(&cat->tensors[t]);
+    rf_sums_segment(*want, n, *seg, n_seg);
+    return 0;
+}
+
+int rf_sums_encode_segs(const struct rf_sums *s, const uint32_t *seg, size_t n_seg, const struct refit_hash128 *cat,
+                        uint64_t version, void ***bufs, size_t **lens)
+{
+    *bufs = calloc(n_seg ? n_seg : 1, sizeof(**bufs));
+    *lens = calloc(n_seg ? n_seg : 1, sizeof(**lens));
+    if (!*bufs || !*lens)
+        return REFIT_ENOMEM;
+    size_t w = 0, t = 0;
+    for (size_t k = 0; k < n_seg; k++) {
+        size_t first = t, w0 = w;
+        for (; t < s->n_tensors && seg[t] == k; t++) {
+            if (w >= s->n_words)
+                return refit_error_set(REFIT_EINVAL, "checksum segments: tensor %zu past the words", t);
+            w += 2 + s->words[w];
+        }
+        if (w > s->n_words)
+            return refit_error_set(REFIT_EINVAL, "checksum segments: tensor %zu past the words", t);
+        size_t n = 8 + 8 + 16 + 8 + 8 + 8 + (w - w0) * 8 + 8;
+        unsigned char *b = malloc(n);
+        if (!b)
+            return REFIT_ENOMEM;
+        memcpy(b, SEG_MAGIC, 8);
+        put64(b + 8, version);
+        memcpy(b + 16, cat->b, 16);
+        put64(b + 32, k);
+        put64(b + 40, first);
+        put64(b + 48, t - first);
+        for (size_t i = w0; i < w; i++)
+            put64(b + 56 + (i - w0) * 8, s->words[i]);
+        put64(b + n - 8, XXH3_64bits(b, n - 8));
+        (*bufs)[k] = b;
+        (*lens)[k] = n;
+    }
+    return 0;
+}
+
+int rf_sums_prepare(struct rf_sums *s, size_t n_tensors)
+{
+    memset(s, 0, sizeof(*s));
+    s->index = malloc((n_tensors ? n_tensors : 1) * sizeof(size_t));
+    if (!s->index)
+        return REFIT_ENOMEM;
+    for (size_t t = 0; t < n_tensors; t++)
+        s->index[t] = NO_WORD;
+    s->n_tensors = n_tensors;
+    return 0;
+}
+
+int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
+                       const struct refit_hash128 *cat_hash, uint64_t version, const uint32_t *seg, size_t k,
+                       struct rf_sums *acc)
+{
+    const unsigned char *b = buf;
+    if (len < 64 || (len - 64) % 8 || memcmp(b, SEG_MAGIC, 8))
+        return refit_error_set(REFIT_EPROTO, "%s: not a checksum segment (%zu bytes)", key, len);
+    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
+        return refit_error_set(REFIT_ECHECKSUM, "%s: the checksum segment is corrupt", key);
+    if (get64(b + 8) != version)
+        return refit_error_set(REFIT_ESTALE, "%s: holds version %llu, not %llu", key,
+                               (unsigned long long)get64(b + 8), (unsigned long long)version);
+    if (memcmp(b + 16, cat_hash->b, 16))
+        return refit_error_set(REFIT_ESTALE, "%s: belongs to another catalog", key);
+    uint64_t first = get64(b + 40), nt = get64(b + 48), nt_cat = cat->n_tensors;
+    /* Exactly the tensors the catalog puts in segment k. */
+    if (get64(b + 32) != k || acc->n_tensors != nt_cat || first > nt_cat || nt > nt_cat - first || !nt ||
+        seg[first] != k || (first && seg[first - 1] == k) || seg[first + nt - 1] != k ||
+        (first + nt < nt_cat && seg[first + nt] == k))
+        return refit_error_set(REFIT_EPROTO, "%s: segment %llu holds tensors %llu..+%llu, not segment %zu of the "
+                               "catalog's %llu tensors", key, (unsigned long long)get64(b + 32),
+                               (unsigned long long)first, (unsigned long long)nt, k, (unsigned long long)nt_cat);
+    size_t nw = (len - 64) / 8;
+    int rc = grow(acc, nw);
+    if (rc)
+        return rc;
+    size_t base = acc->n_words, w = 0;
+    for (size_t i = 0; i < nw; i++)
+        acc->words[base + i] = get64(b + 56 + i * 8);
+    for (uint64_t t = first; t < first + nt; t++) {
+        const struct refit_cat_tensor *ct = &cat->tensors[t];
+        if (!rf_fits(w, 2, nw))
+            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
+        uint64_t nc = acc->words[base + w], want = cat_want(ct);
+        if (nc != 0 && nc != want)
+            return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has %llu chunk checksums, expected %llu", key,
+                                   ct->name, (unsigned long long)nc, (unsigned long long)want);
+        if (!rf_fits(w + 2, nc, nw))
+            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
+        w += 2 + nc;
+    }
+    if (w != nw)
+        return refit_error_set(REFIT_EPROTO, "%s: %zu trailing words", key, nw - w);
+    /* Valid: index its tensors. */
+    w = 0;
+    for (uint64_t t = first; t < first + nt; t++) {
+        acc->index[t] = base + w;
+        w += 2 + acc->words[base + w];
+    }
+    acc->n_words = base + nw;
     return 0;
 }
 

@@ -43,6 +43,36 @@ uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have)
 
 int rf_key_sums(char *buf, uint64_t version, const char *source_id);
 
+/* Segments: the same checksums split so that a receiver reads only those
+ * of the tensors its plan reads, "versions/<V>/sums/<source>/<k>" (the
+ * whole blob above stays: the delta stage names it by its hash).  Tensors
+ * in catalog order are packed into segments of at most max(RF_SUMS_SEG_WORDS,
+ * all words / RF_SUMS_MAX_SEGS) words (2 + n_chunks each, n_chunks as the
+ * catalog gives it whether or not the source hashed), a larger tensor
+ * alone: a few dozen keys per source at most, whatever its size (every key
+ * costs the store's listings).  Both sides derive the packing from the
+ * catalog, so no index is read.  A segment:
+ *   "RFSUMS02" | u64 version | 16-byte catalog hash | u64 segment |
+ *   u64 first tensor | u64 n tensors | their words as above |
+ *   u64 XXH3-64 of everything before it */
+#define RF_SUMS_SEG_WORDS 512
+#define RF_SUMS_MAX_SEGS 16
+/* seg[t] for the n tensors whose chunk counts are want[]; *n_seg. */
+void rf_sums_segment(const uint64_t *want, size_t n, uint32_t *seg, size_t *n_seg);
+/* want[] and seg[] of a catalog's tensors (the caller frees both). */
+int rf_sums_cat_segments(const refit_catalog_t *cat, uint64_t **want, uint32_t **seg, size_t *n_seg);
+/* Every segment of s (tensors in seg[] order): bufs[k], lens[k]. */
+int rf_sums_encode_segs(const struct rf_sums *s, const uint32_t *seg, size_t n_seg, const struct refit_hash128 *cat,
+                        uint64_t version, void ***bufs, size_t **lens);
+/* Sums of n_tensors with none known yet, for segments to be decoded into. */
+int rf_sums_prepare(struct rf_sums *s, size_t n_tensors);
+/* Segment k decoded into acc (prepared for the catalog), validated as
+ * rf_sums_decode validates a blob, and its tensors against seg[]. */
+int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
+                       const struct refit_hash128 *cat_hash, uint64_t version, const uint32_t *seg, size_t k,
+                       struct rf_sums *acc);
+int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k);
+
 /* "receivers/<id>": a receiver's registration, so a publisher waiting for
  * acknowledgements can name the ones that did not come. */
 int rf_key_receiver(char *buf, const char *receiver_id);

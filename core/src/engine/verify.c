@@ -1,5 +1,7 @@
 /* verify.c — the verify stage of a pull (receiver.h): this version's
- * checksums of every source (versions/<V>/sums/<id>, one pipelined read),
+ * checksums of the tensors the plan reads (versions/<V>/sums/<id>/<k>,
+ * the segments holding them, one pipelined read; the whole blob
+ * versions/<V>/sums/<id> with refit.delta.enabled),
  * and the check of every checksum chunk a landed descriptor completes
  * (refit.verify: full, or a sample chosen by a hash of the chunk's
  * position with refit.verify: sample).
@@ -51,16 +53,109 @@ static int reads_from(const refit_receiver_t *r, size_t i)
     return !r->plan.have || r->plan.plan.bytes_per_source[i] > 0;
 }
 
-static int decode_one(refit_receiver_t *r, size_t i, uint64_t v, const char *key, void *val, size_t len,
-                      int status)
+static int decode_one(refit_receiver_t *r, const struct rf_sumkey *k, uint64_t v, void *val, size_t len, int status,
+                      const uint32_t *const *segs)
 {
+    size_t i = k->src;
     const struct rf_source *s = &r->disc.src[i];
     if (status)
-        return refit_error_set(status == REFIT_ENOENT ? REFIT_ESTALE : status, "source %s: no checksums for v%llu (%s)",
-                               s->id, (unsigned long long)v, key);
-    int rc = rf_sums_decode(val, len, key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
+        return refit_error_set(status == REFIT_ENOENT ? REFIT_ESTALE : status,
+                               "source %s: no checksums for v%llu (%s%s)", s->id, (unsigned long long)v, k->key,
+                               status == REFIT_ENOENT && k->seg != SIZE_MAX
+                                   ? "; a source of an older refit publishes no checksum segments"
+                                   : "");
+    if (k->seg != SIZE_MAX)
+        return rf_sums_decode_seg(val, len, k->key, s->cat, &s->rec->catalog, v, segs[i], k->seg,
+                                  &r->verify.sums[i]);
+    int rc = rf_sums_decode(val, len, k->key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
     if (!rc) /* which blob the delta stage's base is (delta_rcv.c) */
         r->verify.blob_hash[i] = XXH3_64bits(val, len);
+    return rc;
+}
+
+/* Per source the plan reads, the segment of each catalog tensor
+ * (segs[i], NULL for the others) and their count. */
+static int segments_of(refit_receiver_t *r, uint32_t **segs, size_t *n_seg)
+{
+    for (size_t i = 0; i < r->disc.n_src; i++) {
+        const refit_catalog_t *cat = r->disc.src[i].cat;
+        if (!reads_from(r, i) || !cat)
+            continue;
+        uint64_t *want = NULL;
+        int rc = rf_sums_cat_segments(cat, &want, &segs[i], &n_seg[i]);
+        free(want);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int add_key(struct rf_sumkey **out, size_t *n, size_t *cap, uint64_t v, const char *id, size_t src, size_t seg)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        struct rf_sumkey *nk = realloc(*out, nc * sizeof(*nk));
+        if (!nk)
+            return REFIT_ENOMEM;
+        *out = nk;
+        *cap = nc;
+    }
+    struct rf_sumkey *k = &(*out)[*n];
+    k->src = src;
+    k->seg = seg;
+    int rc = seg == SIZE_MAX ? rf_key_sums(k->key, v, id) : rf_key_sums_seg(k->key, v, id, seg);
+    if (!rc)
+        ++*n;
+    return rc;
+}
+
+int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size_t *n)
+{
+    size_t ns = r->disc.n_src, cap = 0;
+    *out = NULL;
+    *n = 0;
+    int whole = r->ctx->delta || !r->plan.have;
+    uint32_t **segs = whole ? NULL : calloc(ns ? ns : 1, sizeof(*segs));
+    size_t *n_seg = whole ? NULL : calloc(ns ? ns : 1, sizeof(*n_seg));
+    uint8_t **need = whole ? NULL : calloc(ns ? ns : 1, sizeof(*need));
+    int rc = whole || (segs && n_seg && need) ? 0 : REFIT_ENOMEM;
+    if (!rc && !whole)
+        rc = segments_of(r, segs, n_seg);
+    for (size_t i = 0; !rc && !whole && i < ns; i++)
+        if (segs[i] && !(need[i] = calloc(n_seg[i] ? n_seg[i] : 1, 1)))
+            rc = REFIT_ENOMEM;
+    /* The segments the plan's checks cover. */
+    const struct rf_rplan *rp = &r->plan;
+    for (size_t c = 0; !rc && !whole && c < rp->plan.n_check; c++) {
+        uint32_t psrc = rp->plan.check[c].psrc, si = rp->psrc_source[psrc];
+        size_t ci = rp->psrc_cat[psrc];
+        if (si < ns && segs[si] && ci < r->disc.src[si].cat->n_tensors)
+            need[si][segs[si][ci]] = 1;
+    }
+    for (size_t i = 0; !rc && i < ns; i++) {
+        if (!reads_from(r, i) || (!whole && !segs[i]))
+            continue;
+        if (whole) {
+            rc = add_key(out, n, &cap, v, r->disc.src[i].id, i, SIZE_MAX);
+            continue;
+        }
+        for (size_t k = 0; !rc && k < n_seg[i]; k++)
+            if (need[i][k])
+                rc = add_key(out, n, &cap, v, r->disc.src[i].id, i, k);
+    }
+    for (size_t i = 0; !whole && segs && i < ns; i++) {
+        free(segs[i]);
+        if (need)
+            free(need[i]);
+    }
+    free(segs);
+    free(n_seg);
+    free(need);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
     return rc;
 }
 
@@ -68,36 +163,52 @@ int rf_verify_fetch(refit_receiver_t *r, uint64_t v)
 {
     if (r->ctx->verify == RF_VERIFY_OFF)
         return 0;
-    /* The sources the plan reads: those read ahead with the records are
+    /* The keys the plan reads: those read ahead with the records are
      * decoded from there, the others read now, in one round trip. */
-    size_t n = r->disc.n_src, m = 0;
-    struct refit_store_get_item *it = calloc(n ? n : 1, sizeof(*it));
-    size_t *who = calloc(n ? n : 1, sizeof(*who));
-    char (*keys)[REFIT_STORE_MAX_KEY + 1] = calloc(n ? n : 1, REFIT_STORE_MAX_KEY + 1);
-    int rc = (!it || !keys || !who) ? REFIT_ENOMEM : slots(&r->verify, n);
-    for (size_t i = 0; !rc && i < n; i++) {
-        if (!reads_from(r, i) || (rc = rf_key_sums(keys[i], v, r->disc.src[i].id)))
-            continue;
+    size_t n = r->disc.n_src, nk = 0, m = 0;
+    struct rf_sumkey *sk = NULL;
+    int whole = r->ctx->delta || !r->plan.have;
+    uint32_t **segs = whole ? NULL : calloc(n ? n : 1, sizeof(*segs));
+    size_t *n_seg = whole ? NULL : calloc(n ? n : 1, sizeof(*n_seg));
+    int rc = whole || (segs && n_seg) ? 0 : REFIT_ENOMEM;
+    if (!rc)
+        rc = slots(&r->verify, n);
+    if (!rc && !whole)
+        rc = segments_of(r, segs, n_seg);
+    for (size_t i = 0; !rc && !whole && i < n; i++)
+        if (segs[i])
+            rc = rf_sums_prepare(&r->verify.sums[i], r->disc.src[i].cat->n_tensors);
+    if (!rc)
+        rc = rf_verify_keys(r, v, &sk, &nk);
+    struct refit_store_get_item *it = rc ? NULL : calloc(nk ? nk : 1, sizeof(*it));
+    size_t *who = rc ? NULL : calloc(nk ? nk : 1, sizeof(*who));
+    if (!rc && (!it || !who))
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < nk; i++) {
         void *val = NULL;
         size_t len = 0;
         int st = 0;
-        if (!rf_discover_presum(r, r->disc.src[i].id, v, &val, &len, &st)) {
-            rc = decode_one(r, i, v, keys[i], val, len, st);
+        if (!rf_discover_presum(r, sk[i].key, &val, &len, &st)) {
+            rc = decode_one(r, &sk[i], v, val, len, st, (const uint32_t *const *)segs);
             free(val);
             continue;
         }
         who[m] = i;
-        it[m++].key = keys[i];
+        it[m++].key = sk[i].key;
     }
     if (!rc && m)
         rc = refit_store_get_many(r->ctx->store, it, m);
     for (size_t k = 0; !rc && k < m; k++)
-        rc = decode_one(r, who[k], v, keys[who[k]], it[k].val, it[k].len, it[k].status);
+        rc = decode_one(r, &sk[who[k]], v, it[k].val, it[k].len, it[k].status, (const uint32_t *const *)segs);
     for (size_t k = 0; it && k < m; k++)
         free(it[k].val);
+    for (size_t i = 0; segs && i < n; i++)
+        free(segs[i]);
+    free(segs);
+    free(n_seg);
     free(it);
     free(who);
-    free(keys);
+    free(sk);
     return rc;
 }
 
