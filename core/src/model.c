@@ -299,6 +299,12 @@ static int spec_load(refit_model_t *m)
     if (!s || s->size < offsetof(struct refit_model_spec, experts) + sizeof(s->experts) || (!s->dims && s->n_dims) || !s->entries || !s->n_entries ||
         (!s->targets && s->n_targets) || s->n_dims > 4096 || s->n_entries > 100000)
         return refit_error_set(REFIT_EABI, "its spec table is incomplete");
+    /* struct refit_model_dst grew a field (role) with the MTP fields at the
+     * spec's end: a table without those was built against the older header,
+     * and its dst arrays have the older stride, which the core cannot walk. */
+    if (s->size < offsetof(struct refit_model_spec, n_mtp_names) + sizeof(s->n_mtp_names))
+        return refit_error_set(REFIT_EABI, "its spec table (%zu bytes) was built against an older refit/model.h "
+                               "(struct refit_model_dst has grown since): rebuild the plugin", s->size);
     m->spec = s;
     m->entries = s->entries;
     m->n_entries = s->n_entries;

@@ -259,6 +259,24 @@ START_TEST(test_bytes)
 }
 END_TEST
 
+/* A plugin built against the header before struct refit_model_dst grew
+ * (its spec's size ends before the MTP fields) is refused by name, not
+ * walked with the wrong stride. */
+START_TEST(test_old_spec_refused)
+{
+    char dir[4096], p[4200];
+    write_model("old", 192, true, dir);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    setenv("VOCABT_OLD_SPEC", "1", 1);
+    refit_model_t *m = NULL;
+    int rc = refit_model_open(loader, NULL, p, &m);
+    unsetenv("VOCABT_OLD_SPEC");
+    ck_assert_int_eq(rc, REFIT_EABI);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(refit_error_message(), "older refit/model.h"), "%s", refit_error_message());
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vocab");
@@ -268,6 +286,7 @@ int main(void)
     tcase_add_test(tc, test_dims);
     tcase_add_test(tc, test_vllm_layouts);
     tcase_add_test(tc, test_bytes);
+    tcase_add_test(tc, test_old_spec_refused);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;
 }

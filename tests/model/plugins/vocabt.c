@@ -6,6 +6,8 @@
  * of two trainer tensors.  Names follow DeepSeek-V3's checkpoint,
  * Megatron-Core's MLA and vLLM's deepseek_v2.py (tests/model/mla_tables.h);
  * the core has no code for any of it. */
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../../plugins/model/common/shape_common.h"
@@ -90,9 +92,18 @@ static int vt_layer_kind(const struct refit_model_hfcfg *c, const struct refit_m
     return 0;
 }
 
+/* VOCABT_OLD_SPEC=1: the table as a plugin built against the header
+ * before the MTP fields would give it (its size ends at n_sources), which
+ * the core must refuse: that plugin's dst arrays have the older stride. */
+static struct refit_model_spec vt_old;
+
 static const struct refit_model_spec *vt_table(void)
 {
-    return &vt_spec;
+    if (!getenv("VOCABT_OLD_SPEC"))
+        return &vt_spec;
+    vt_old = vt_spec;
+    vt_old.size = offsetof(struct refit_model_spec, n_sources) + sizeof(vt_old.n_sources);
+    return &vt_old;
 }
 
 static const struct refit_model_ops vt_ops = {
