@@ -51,6 +51,23 @@ static refit_store_t *store_of(refit_context_t *ctx, refit_loader_t **ld)
 /* ------------------------------------------------------------------ */
 /* 22.2 */
 
+/* The checksum segments listed in segs ("versions/1/sums/<src>/<k>") put
+ * again under source id. */
+static void copy_segments(refit_store_t *st, char **segs, size_t n, const char *id)
+{
+    char key[REFIT_STORE_MAX_KEY + 1];
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        size_t len = 0;
+        const char *k = strrchr(segs[i], '/');
+        ck_assert_ptr_nonnull(k);
+        ck_assert_int_eq(refit_store_get(st, segs[i], &v, &len), 0);
+        snprintf(key, sizeof(key), "versions/1/sums/%s%s", id, k);
+        ck_assert_int_eq(refit_store_put(st, key, v, len), 0);
+        free(v);
+    }
+}
+
 START_TEST(many_long_id_sources)
 {
     /* One real publisher and 150 more records of 128-byte ids and 8-digit
@@ -74,6 +91,12 @@ START_TEST(many_long_id_sources)
     void *sums = NULL;
     size_t sums_len = 0;
     ck_assert_int_eq(refit_store_get(st, "versions/1/sums/zz-trainer", &sums, &sums_len), 0);
+    /* Receivers read the segments of the checksums (versions/V/sums/<id>/<k>)
+     * in discovery: each copied source gets the publisher's too. */
+    char **segs = NULL;
+    size_t n_segs = 0;
+    ck_assert_int_eq(refit_store_list(st, "versions/1/sums/zz-trainer/", &segs, &n_segs), 0);
+    ck_assert_uint_gt(n_segs, 0);
     enum { N = 150 };
     for (int i = 0; i < N; i++) {
         char id[REFIT_RECORD_MAX_ID + 1];
@@ -89,7 +112,9 @@ START_TEST(many_long_id_sources)
         ck_assert_int_eq(refit_heartbeat_put(st, id, 1, 30000), 0);
         snprintf(key, sizeof(key), "versions/1/sums/%s", id);
         ck_assert_int_eq(refit_store_put(st, key, sums, sums_len), 0);
+        copy_segments(st, segs, n_segs, id);
     }
+    free(segs);
     free(rec);
     free(sums);
     refit_receiver_t *r = receiver(ctx, "r0");
@@ -190,6 +215,35 @@ static void le64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
+/* Every checksum segment under prefix replaced by a valid one whose
+ * tensors have zero chunk checksums each (docs/protocol.md, "Checksums":
+ * "RFSUMS02" | version | catalog hash | k | first | n | 2 words per tensor
+ * | XXH3-64), keeping its version, catalog, index and tensors. */
+static void empty_segments(refit_store_t *st, const char *prefix)
+{
+    char **segs = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(refit_store_list(st, prefix, &segs, &n), 0);
+    ck_assert_uint_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *v = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(refit_store_get(st, segs[i], (void **)&v, &len), 0);
+        ck_assert_uint_ge(len, 64);
+        uint64_t nt = 0;
+        for (int b = 0; b < 8; b++)
+            nt |= (uint64_t)v[48 + b] << (8 * b);
+        size_t nlen = 56 + 16 * nt + 8;
+        unsigned char *e = calloc(1, nlen);
+        memcpy(e, v, 56);
+        le64(e + nlen - 8, XXH3_64bits(e, nlen - 8));
+        ck_assert_int_eq(refit_store_put(st, segs[i], e, nlen), 0);
+        free(e);
+        free(v);
+    }
+    free(segs);
+}
+
 START_TEST(verify_full_refuses_empty_checksums)
 {
     /* A publisher with checksums, whose blob is then replaced by a valid
@@ -213,6 +267,7 @@ START_TEST(verify_full_refuses_empty_checksums)
     le64(blob + 32, cat->n_tensors);
     le64(blob + len - 8, XXH3_64bits(blob, len - 8));
     ck_assert_int_eq(refit_store_put(st, "versions/1/sums/emptied", blob, len), 0);
+    empty_segments(st, "versions/1/sums/emptied/");
     refit_receiver_t *r = receiver(ctx, "r0");
     int rc = refit_receiver_pull(r, 1, NULL);
     ck_assert_int_eq(rc, REFIT_ECHECKSUM);
