@@ -204,19 +204,36 @@ static inline int th_same_as(refit_receiver_t *r, const char *snap)
     return same;
 }
 
-/* A publisher `id` of TP rank 0 of 1 with the checkpoint's stand-in shard
- * added (REFIT_MEM_HOST); 0 or the failing call's status. */
-static inline int th_publisher(refit_context_t *ctx, const char *ckpt, const char *id,
-                               struct refit_standin_shard *sh, refit_publisher_t **pub)
+/* A pull of v into r that must succeed; its stats. */
+static inline struct refit_pull_stats th_pull(refit_receiver_t *r, uint64_t v)
 {
-    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
-    int rc = refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, sh);
+    struct refit_pull_stats s = {.size = sizeof(s)};
+    ck_assert_msg(refit_receiver_pull(r, v, &s) == 0, "pull v%llu: %s", (unsigned long long)v,
+                  refit_error_message());
+    ck_assert_uint_eq(s.version, v);
+    return s;
+}
+
+/* A publisher `id` at position par with the checkpoint's stand-in shard
+ * for it added (REFIT_MEM_HOST); 0 or the failing call's status. */
+static inline int th_publisher_at(refit_context_t *ctx, const char *ckpt, const struct refit_parallel *par,
+                                  const char *id, struct refit_standin_shard *sh, refit_publisher_t **pub)
+{
+    int rc = refit_standin_shard_load(refit_context_model(ctx), ckpt, par, sh);
     if (!rc)
-        rc = refit_publisher_create(ctx, &par, id, pub);
+        rc = refit_publisher_create(ctx, par, id, pub);
     for (size_t i = 0; !rc && i < sh->n; i++)
         rc = refit_publisher_add(*pub, sh->t[i].name, sh->t[i].data, sh->t[i].dtype, sh->t[i].ndim, sh->t[i].shape,
                                  REFIT_MEM_HOST);
     return rc;
+}
+
+/* The same at TP rank 0 of 1. */
+static inline int th_publisher(refit_context_t *ctx, const char *ckpt, const char *id,
+                               struct refit_standin_shard *sh, refit_publisher_t **pub)
+{
+    struct refit_parallel par = {.tp_size = 1, .ep_size = 1, .pp_size = 1, .etp_size = 1};
+    return th_publisher_at(ctx, ckpt, &par, id, sh, pub);
 }
 
 #endif

@@ -47,12 +47,7 @@ static refit_publisher_t *publisher(refit_context_t *ctx, int rank, int tp, stru
     char id[32];
     snprintf(id, sizeof(id), "trainer%d", rank);
     refit_publisher_t *pub = NULL;
-    ck_assert_msg(refit_standin_shard_load(refit_context_model(ctx), ckpt, &par, sh) == 0, "%s",
-                  refit_error_message());
-    ck_assert_msg(refit_publisher_create(ctx, &par, id, &pub) == 0, "%s", refit_error_message());
-    for (size_t i = 0; i < sh->n; i++)
-        ck_assert_msg(refit_publisher_add(pub, sh->t[i].name, sh->t[i].data, sh->t[i].dtype, sh->t[i].ndim,
-                                          sh->t[i].shape, REFIT_MEM_HOST) == 0, "%s", refit_error_message());
+    ck_assert_msg(th_publisher_at(ctx, ckpt, &par, id, sh, &pub) == 0, "%s", refit_error_message());
     return pub;
 }
 
@@ -66,15 +61,6 @@ static void step(struct refit_standin_shard *sh, uint64_t v)
         for (size_t k = (size_t)(v * 31) % 97; k < n; k += 97)
             u[k] = (uint16_t)(u[k] + (k & 1 ? 1 : 0xffff) * (uint16_t)(1 + (v & 1)));
     }
-}
-
-static struct refit_pull_stats pull(refit_receiver_t *r, uint64_t v)
-{
-    struct refit_pull_stats s = {.size = sizeof(s)};
-    ck_assert_msg(refit_receiver_pull(r, v, &s) == 0, "pull v%llu: %s", (unsigned long long)v,
-                  refit_error_message());
-    ck_assert_uint_eq(s.version, v);
-    return s;
 }
 
 /* The delta receiver equals the full one. */
@@ -132,7 +118,7 @@ static void run_steps(struct rig *g, uint64_t from, int steps)
 {
     for (uint64_t v = from; v < from + (uint64_t)steps; v++) {
         rig_publish(g, v);
-        struct refit_pull_stats f = pull(g->full, v), d = pull(g->dr, v);
+        struct refit_pull_stats f = th_pull(g->full, v), d = th_pull(g->dr, v);
         same(g->full, g->dr, v);
         if (v == 1) {
             ck_assert_uint_eq(d.delta_descriptors, 0);
@@ -165,8 +151,8 @@ START_TEST(skipped_version_pulls_whole)
     rig_publish(&g, 3);
     rig_publish(&g, 4);
     /* The delta of v4 was made from v3; this receiver holds v2. */
-    pull(g.full, 4);
-    struct refit_pull_stats d = pull(g.dr, 4);
+    th_pull(g.full, 4);
+    struct refit_pull_stats d = th_pull(g.dr, 4);
     same(g.full, g.dr, 4);
     ck_assert_uint_eq(d.delta_descriptors, 0);
     ck_assert_uint_eq(d.bytes_delta, 0);
@@ -183,8 +169,8 @@ START_TEST(restarted_receiver_pulls_whole)
     refit_receiver_destroy(g.dr);
     g.dr = receiver(g.pctx, "delta");
     rig_publish(&g, 3);
-    pull(g.full, 3);
-    struct refit_pull_stats d = pull(g.dr, 3);
+    th_pull(g.full, 3);
+    struct refit_pull_stats d = th_pull(g.dr, 3);
     same(g.full, g.dr, 3);
     ck_assert_uint_eq(d.delta_descriptors, 0);
     run_steps(&g, 4, 1);
@@ -245,8 +231,8 @@ START_TEST(torn_delta_pulls_whole)
     run_steps(&g, 1, 2);
     rig_publish(&g, 3);
     tear(g.pctx, 3);
-    pull(g.full, 3);
-    struct refit_pull_stats d = pull(g.dr, 3);
+    th_pull(g.full, 3);
+    struct refit_pull_stats d = th_pull(g.dr, 3);
     same(g.full, g.dr, 3);
     ck_assert_msg(d.delta_fallbacks == 1, "a torn delta was not noticed");
     run_steps(&g, 4, 1);

@@ -30,13 +30,7 @@ struct src {
 
 static void src_start(refit_context_t *ctx, const struct refit_parallel *par, const char *id, struct src *s)
 {
-    ck_assert_msg(refit_standin_shard_load(refit_context_model(ctx), ckpt, par, &s->sh) == 0, "%s",
-                  refit_error_message());
-    ck_assert_msg(refit_publisher_create(ctx, par, id, &s->pub) == 0, "%s", refit_error_message());
-    for (size_t i = 0; i < s->sh.n; i++)
-        ck_assert_msg(refit_publisher_add(s->pub, s->sh.t[i].name, s->sh.t[i].data, s->sh.t[i].dtype,
-                                          s->sh.t[i].ndim, s->sh.t[i].shape, REFIT_MEM_HOST) == 0,
-                      "%s", refit_error_message());
+    ck_assert_msg(th_publisher_at(ctx, ckpt, par, id, &s->sh, &s->pub) == 0, "%s", refit_error_message());
 }
 
 static void src_stop(struct src *s)

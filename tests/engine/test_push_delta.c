@@ -127,15 +127,6 @@ static int publish_join(struct rig *g)
     return g->rc;
 }
 
-static struct refit_pull_stats pull(refit_receiver_t *r, uint64_t v)
-{
-    struct refit_pull_stats s = {.size = sizeof(s)};
-    ck_assert_msg(refit_receiver_pull(r, v, &s) == 0, "pull v%llu: %s", (unsigned long long)v,
-                  refit_error_message());
-    ck_assert_uint_eq(s.version, v);
-    return s;
-}
-
 static void same(refit_receiver_t *full, refit_receiver_t *dr, uint64_t v)
 {
     size_t n;
@@ -149,8 +140,8 @@ static void same(refit_receiver_t *full, refit_receiver_t *dr, uint64_t v)
 static struct refit_pull_stats push_pair(struct rig *g, refit_receiver_t *b, uint64_t v, struct refit_pull_stats *f)
 {
     publish_start(g, v);
-    *f = pull(g->full, v);
-    struct refit_pull_stats d = pull(b, v);
+    *f = th_pull(g->full, v);
+    struct refit_pull_stats d = th_pull(b, v);
     ck_assert_msg(publish_join(g) == 0, "publish v%llu: %s", (unsigned long long)v, g->err);
     same(g->full, b, v);
     return d;
@@ -275,7 +266,7 @@ START_TEST(torn_delta_pulled_whole)
     run_steps(&g, 1, 2, 1);
     publish_start(&g, 3);
     tear(g.dctx, 3);
-    struct refit_pull_stats f = pull(g.full, 3), d = pull(g.dr, 3);
+    struct refit_pull_stats f = th_pull(g.full, 3), d = th_pull(g.dr, 3);
     ck_assert_msg(publish_join(&g) == 0, "publish v3: %s", g.err);
     same(g.full, g.dr, 3);
     ck_assert_msg(d.delta_fallbacks == 1, "a torn delta was not noticed");
@@ -349,7 +340,7 @@ START_TEST(lying_advert_refused)
     /* The delta receiver alone (one advert per publish). */
     for (uint64_t v = 1; v <= 2; v++) {
         publish_start(&g, v);
-        struct refit_pull_stats d = pull(g.dr, v);
+        struct refit_pull_stats d = th_pull(g.dr, v);
         ck_assert_msg(publish_join(&g) == 0, "publish v%llu: %s", (unsigned long long)v, g.err);
         ck_assert(v == 1 || d.delta_descriptors > 0);
     }
