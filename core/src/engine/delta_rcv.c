@@ -642,12 +642,14 @@ static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_sta
     return rc;
 }
 
-int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
+/* The start of a delta version, pull or push: the per-plan arrays, the
+ * sources' checksum blobs and delta records of v, and the plan of which
+ * descriptors go by delta (drop: those the publisher will not write). */
+static int begin_version(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t *bytes)
 {
     if (!r->delta && !(r->delta = calloc(1, sizeof(*r->delta))))
         return REFIT_ENOMEM;
     struct rf_rcvdelta *d = r->delta;
-    d->st = st;
     d->pulled = 0;
     pull_free(d);
     int rc = for_plan(r, d);
@@ -655,9 +657,20 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
         d->got_h[s] = r->verify.blob_hash[s];
     if (!rc)
         rc = fetch_records(r, d, v);
-    uint64_t bytes = 0;
+    *bytes = 0;
     if (!rc)
-        rc = plan_pull(r, d, 1, NULL, &bytes);
+        rc = plan_pull(r, d, 1, drop, bytes);
+    return rc;
+}
+
+int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
+{
+    uint64_t bytes = 0;
+    int rc = begin_version(r, v, NULL, &bytes);
+    if (rc == REFIT_ENOMEM && !r->delta)
+        return rc;
+    struct rf_rcvdelta *d = r->delta;
+    d->st = st;
     int used = 0;
     for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
         used |= d->use[i] != USE_FULL;
@@ -764,19 +777,11 @@ int rf_rcvdelta_push_ask(refit_receiver_t *r, uint64_t v, const uint8_t *drop, c
     *n = 0;
     if (!rf_rcvdelta_wanted(r))
         return 0;
-    if (!r->delta && !(r->delta = calloc(1, sizeof(*r->delta))))
-        return REFIT_ENOMEM;
-    struct rf_rcvdelta *d = r->delta;
-    d->pulled = 0;
-    pull_free(d);
-    int rc = for_plan(r, d);
-    for (size_t s = 0; !rc && s < r->disc.n_src; s++)
-        d->got_h[s] = r->verify.blob_hash[s];
-    if (!rc)
-        rc = fetch_records(r, d, v);
     uint64_t bytes = 0;
-    if (!rc)
-        rc = plan_pull(r, d, 1, drop, &bytes);
+    int rc = begin_version(r, v, drop, &bytes);
+    if (rc == REFIT_ENOMEM && !r->delta)
+        return rc;
+    struct rf_rcvdelta *d = r->delta;
     if (!rc && !d->land_rk)
         rc = refit_transport_pack(r->tp, d->land_reg, &d->land_rk, &d->land_rk_len);
     /* The reads a pull would make, in d->sub: the ranges to ask for. */
