@@ -334,8 +334,17 @@ struct rf_sumkey {
     size_t src, seg;
 };
 int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size_t *n);
-/* Fetch and check every source's checksums of v (refit.verify not off). */
+/* Fetch and check every source's checksums of v (refit.verify not off);
+ * those of sources with a checksum table wait for rf_verify_fetch_remote. */
 int rf_verify_fetch(refit_receiver_t *r, uint64_t v);
+/* Source i's checksums come from its table over the transport (sums.h):
+ * its record names one, this pull has a plan, no delta, not push. */
+int rf_verify_remote(const refit_receiver_t *r, size_t i);
+/* After rf_peers_connect: READ the table slots of the segments the plan's
+ * checks cover, with the data's transport, and check them as store
+ * segments are checked (a slot of another version or a broken trailer is
+ * refused). */
+int rf_verify_fetch_remote(refit_receiver_t *r, uint64_t v);
 /* The chunks lying wholly in [off, off+len) of buffer buf. */
 int rf_verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_t len);
 
