@@ -28,9 +28,10 @@
  * Catalogs are those the trainer ranks of the model would publish (one per
  * distinct parallel position, from the model's layouts); records, acks and
  * checksum blobs have their real encodings and sizes.  Per phase it
- * prints wall time, Redis commands (INFO commandstats before and after),
- * bytes in and out of Redis (INFO stats) and the store round trips per
- * participant (refit_store_round_trips).  Then the waiting loops, one
+ * prints wall time, the server's CPU time (INFO used_cpu_*), Redis
+ * commands (INFO commandstats before and after; per command with
+ * REFIT_BENCH_COMMANDS=1), bytes in and out of Redis (INFO stats) and the
+ * store round trips per participant (refit_store_round_trips).  Then the waiting loops, one
  * round each at this scale: the push publisher's old advert scan (list
  * push/slots/ and get every advert, each 200 ms) beside its watch now, and
  * a fan-out receiver's source choice (list replicas/, get every
@@ -112,8 +113,15 @@ static int redis_up(struct ss *s)
     return refit_error_set(REFIT_ENOENT, "redis-server did not start (installed? tools/dev/deps.sh)");
 }
 
+#define SS_CMDS 48
+
 struct counters {
     double calls, in_bytes, out_bytes;
+    double cpu; /* the server's CPU seconds (user + system): the store's own time */
+    /* per command: name, calls, microseconds (INFO commandstats) */
+    int n_cmd;
+    char cmd[SS_CMDS][32];
+    double cmd_calls[SS_CMDS], cmd_usec[SS_CMDS];
 };
 
 static void redis_counters(const struct ss *s, struct counters *c)
@@ -124,12 +132,21 @@ static void redis_counters(const struct ss *s, struct counters *c)
     FILE *p = popen(cmd, "r");
     while (p && fgets(line, sizeof(line), p)) {
         const char *k = strstr(line, "calls=");
-        if (!strncmp(line, "cmdstat_", 8) && k && strncmp(line, "cmdstat_info:", 13))
+        if (!strncmp(line, "cmdstat_", 8) && k && strncmp(line, "cmdstat_info:", 13)) {
             c->calls += strtod(k + 6, NULL);
+            const char *colon = strchr(line, ':'), *us = strstr(line, "usec=");
+            if (c->n_cmd < SS_CMDS && colon && us && colon - line - 8 < 32) {
+                snprintf(c->cmd[c->n_cmd], 32, "%.*s", (int)(colon - line - 8), line + 8);
+                c->cmd_calls[c->n_cmd] = strtod(k + 6, NULL);
+                c->cmd_usec[c->n_cmd++] = strtod(us + 5, NULL);
+            }
+        }
         if (!strncmp(line, "total_net_input_bytes:", 22))
             c->in_bytes = strtod(line + 22, NULL);
         if (!strncmp(line, "total_net_output_bytes:", 23))
             c->out_bytes = strtod(line + 23, NULL);
+        if (!strncmp(line, "used_cpu_user:", 14) || !strncmp(line, "used_cpu_sys:", 13))
+            c->cpu += strtod(strchr(line, ':') + 1, NULL);
     }
     if (p)
         pclose(p);
@@ -501,8 +518,20 @@ static int phase(struct ss *s, const char *what, ss_fn fn, int n, refit_store_t 
     if (s->errors)
         return refit_error_set(REFIT_EIO, "%s", s->err);
     double calls = b.calls - a.calls, bytes = (b.in_bytes - a.in_bytes) + (b.out_bytes - a.out_bytes);
-    printf("v%-3llu %-9s %6d %9.3f %11.0f %11.1f %12.2f %11.2f %11.1f\n", (unsigned long long)s->version, what, n,
-           dt, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
+    printf("v%-3llu %-9s %6d %9.3f %9.3f %11.0f %11.1f %12.2f %11.2f %11.1f\n", (unsigned long long)s->version, what,
+           n, dt, b.cpu - a.cpu, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
+    /* REFIT_BENCH_COMMANDS=1: where the server's time went, per command */
+    const char *env = getenv("REFIT_BENCH_COMMANDS");
+    for (int i = 0; env && *env == '1' && i < b.n_cmd; i++) {
+        double c0 = 0, u0 = 0;
+        for (int j = 0; j < a.n_cmd; j++)
+            if (!strcmp(a.cmd[j], b.cmd[i])) {
+                c0 = a.cmd_calls[j];
+                u0 = a.cmd_usec[j];
+            }
+        if (b.cmd_calls[i] > c0)
+            printf("       %-12s %8.0f calls %9.1f ms\n", b.cmd[i], b.cmd_calls[i] - c0, (b.cmd_usec[i] - u0) / 1e3);
+    }
     return 0;
 }
 
@@ -846,8 +875,8 @@ static int run(struct ss *s)
     printf("refit bench store-scale: %d publishers (trainer tp %d ep %d: %d distinct catalogs, %.2f MB in all), "
            "%d receivers, %d threads, redis-server on 127.0.0.1:%d\n\n",
            s->o.publishers, s->o.t_tp, s->o.t_ep, distinct, cat_bytes / 1e6, s->o.receivers, s->o.threads, s->port);
-    printf("%-4s %-9s %6s %9s %11s %11s %12s %11s %11s\n", "v", "phase", "who", "seconds", "commands", "per who",
-           "MB", "KB per who", "RT per who");
+    printf("%-4s %-9s %6s %9s %9s %11s %11s %12s %11s %11s\n", "v", "phase", "who", "seconds", "redis cpu",
+           "commands", "per who", "MB", "KB per who", "RT per who");
     for (int c = 1; !rc && c <= s->o.cycles; c++) {
         s->version = (uint64_t)c;
         rc = phase(s, "publish", publish_one, s->o.publishers, s->pub);
@@ -858,7 +887,9 @@ static int run(struct ss *s)
         if (!rc)
             rc = phase(s, "lease", lease_one, s->o.receivers, s->rcv);
     }
-    printf("(commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
+    printf("(seconds: wall time of the phase, every participant's client work included; redis cpu: the server's "
+           "CPU seconds in it, INFO used_cpu_user + used_cpu_sys; "
+           "commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
            "trips, one per plugin call; warm cycles are v >= 2; a plan reads %d sources: warm, %s, %s, and "
            "fences those sources)\n\n",
            s->o.reads, s->o.records_all ? "every source's record (--records all)" : "only their records",
