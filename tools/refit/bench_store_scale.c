@@ -894,7 +894,8 @@ static int run(struct ss *s)
            "fences those sources)\n\n",
            s->o.reads, s->o.records_all ? "every source's record (--records all)" : "only their records",
            s->o.sums_transport ? "their checksums from their tables over the transport (none in the store)"
-                               : s->o.seg_share < 1 ? "a share of their checksum segments" : "all their checksum segments");
+           : s->o.seg_share < 1 ? "a share of their checksum segments"
+                                : "all their checksum segments");
     if (!rc)
         rc = advert_round(s);
     if (!rc)
