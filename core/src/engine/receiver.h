@@ -399,6 +399,10 @@ void rf_mode_no_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_s
  * (wanted: the receiver can use deltas), and after the pull (committed or
  * not) whether the mirror now holds v. */
 int rf_rcvdelta_wanted(const refit_receiver_t *r);
+/* A receiver with refit.delta.enabled that cannot use deltas (resident in
+ * device memory, refit.verify not full): says why once (a warning) and
+ * counts the whole pull in st->delta_fallbacks; 0 otherwise. */
+int rf_rcvdelta_whole(refit_receiver_t *r, struct refit_pull_stats *st);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);
