@@ -9,6 +9,7 @@
  *   discover   rf_discover     discover.c       sources READY at V, their catalogs (cached by hash)
  *              (the fence)     fence.c          the one check that what was read is still offered
  *   plan       rf_rplan        plan_inputs.c    planner inputs, the plan (plan.c), its feeds, its key
+ *                              plan_cands.c     the sources holding each piece, the one it is read from
  *   buffers    rf_bufs         buffers.c        staging (double-buffered), scratch, commit, ack
  *   transfer   rf_xfer         transfer.c       tensors scattered and converted as their bytes land
  *              rf_peers        peers.c          connections and remote keys per source; reconnects
@@ -209,12 +210,15 @@ int rf_fence_sources(refit_receiver_t *r, uint64_t v);
 struct rf_rplan {
     struct refit_hash128 key; /* of the inputs (rf_discover_plan_key) */
     int have;                 /* plan, feeds and key valid */
-    ptrdiff_t **psrc_of;      /* per source: catalog index -> psrc, -1 */
-    size_t n_psrc_of;
+    struct rf_cands *cands;   /* while planning: the pieces' candidates (plan_cands.c) */
+    /* The source tensors read, and for each its source, catalog index and
+     * number in the order candidates are first met (plan_cands.c; a plan's
+     * digest names them by it). */
     struct rf_psrc *psrc;
     uint32_t *psrc_source;
     size_t *psrc_cat;
-    size_t n_psrc, cap_psrc;
+    uint32_t *psrc_num;
+    size_t n_psrc;
     struct rf_pdst *pdst;        /* per layout tensor */
     enum refit_dtype *img_dtype; /* per layout tensor: the sources' dtype */
     struct rf_plan plan;
@@ -231,14 +235,26 @@ struct rf_rplan {
  * [E, r, c]: [E*r, c]); *slot_rows = r for stacks. */
 void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols, uint64_t *slot_rows);
 void rf_rplan_drop(struct rf_rplan *p);
-/* psrc, pieces (the composed layout; *pc malloc'ed) and image dtypes. */
+/* Pieces (the composed layout; *pc malloc'ed), their candidates and image
+ * dtypes. */
 int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc);
-/* With refit.replicas > 1: each piece's source chosen layout-wide
- * (rf_sched_choose, RF_SCHED_SPREAD), its candidates collapsed to it. */
-int rf_rplan_spread(refit_receiver_t *r, struct rf_piece *pc, size_t n);
+/* Each piece's source chosen (the planner's rule, or with refit.replicas >
+ * 1 layout-wide: rf_sched_choose, RF_SCHED_SPREAD); psrc made for the
+ * chosen tensors. */
+int rf_rplan_choose(refit_receiver_t *r, struct rf_piece *pc, size_t n);
 /* Images, the planner, feeds and check order (destinations placed). */
 int rf_rplan_build(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
 const char *rf_rplan_dst_name(void *receiver, uint32_t lt);
+
+/* plan_cands.c: which sources hold each piece (classes of equal sources),
+ * which one it is read from. */
+struct rf_cands;
+/* The composed layout as pieces with their candidates (*cs), in
+ * composition order; image dtypes noted. */
+int rf_cands_pieces(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc, struct rf_cands **cs);
+/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made. */
+int rf_cands_choose(refit_receiver_t *r, struct rf_cands *cs, struct rf_piece *pc, size_t n);
+void rf_cands_destroy(struct rf_cands *cs);
 
 /* ------------------------------------------------------------------ */
 /* buffers.c: staging, scratch, commit, ack */
@@ -406,6 +422,10 @@ void rf_mode_no_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_s
  * (wanted: the receiver can use deltas), and after the pull (committed or
  * not) whether the mirror now holds v. */
 int rf_rcvdelta_wanted(const refit_receiver_t *r);
+/* A receiver with refit.delta.enabled that cannot use deltas (resident in
+ * device memory, refit.verify not full): says why once (a warning) and
+ * counts the whole pull in st->delta_fallbacks; 0 otherwise. */
+int rf_rcvdelta_whole(refit_receiver_t *r, struct refit_pull_stats *st);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);

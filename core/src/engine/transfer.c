@@ -261,6 +261,8 @@ int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *s
     rf_trace_mark(&r->trace, "sums+connect");
     if (!rc && r->mode == &rf_mode_pull && rf_rcvdelta_wanted(r))
         return rf_rcvdelta_transfer(r, v, st);
+    if (!rc && r->mode == &rf_mode_pull)
+        rc = rf_rcvdelta_whole(r, st);
     if (!rc)
         rc = rf_xfer_begin(r, NULL);
     rf_trace_mark(&r->trace, "xfer-begin");
