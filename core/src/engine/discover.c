@@ -299,14 +299,9 @@ static int read_partial(refit_receiver_t *r, struct refit_store_get_item *pre, s
     for (size_t i = 0; !rc && i < d->n_src; i++)
         if (r->plan.plan.bytes_per_source[i] > 0)
             c[n++].id = d->src[i].id;
-    if (!rc)
+    if (!rc && n)
         rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, pre, np);
-    int all = !rc;
-    for (size_t i = 0; !rc && i < np; i++) {
-        d->pre[i].val = pre[i].val;
-        d->pre[i].len = pre[i].len;
-        d->pre[i].status = pre[i].status;
-    }
+    int all = !rc && n; /* a plan that reads nothing learns no version from it */
     for (size_t i = 0; i < n; i++) {
         if (all && !c[i].status && usable(r, c[i].id, c[i].rec, c[i].stale)) {
             out->rec[out->n++] = c[i].rec;
@@ -317,6 +312,20 @@ static int read_partial(refit_receiver_t *r, struct refit_store_get_item *pre, s
         free(c[i].rec);
     }
     free(c);
+    /* The checksums read ahead are kept with a partial read that stands;
+     * the full read reads them again. */
+    for (size_t i = 0; i < np; i++) {
+        if (all) {
+            d->pre[i].val = pre[i].val;
+            d->pre[i].len = pre[i].len;
+            d->pre[i].status = pre[i].status;
+        } else {
+            free(pre[i].val);
+        }
+        pre[i].val = NULL;
+        pre[i].len = 0;
+        pre[i].status = 0;
+    }
     if (rc || !all) {
         refit_error_clear();
         rf_seen_free(out);
