@@ -20,30 +20,8 @@
  *  - include_mtp off leaves every layout as it was; targets that load no
  *    MTP layers refuse include_mtp. */
 #include "mla_synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
-
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
 
 static struct refit_convert_opts mtp_opts(const char *target, int tp, int rank, bool mtp)
 {
@@ -57,19 +35,8 @@ static void ck_open(struct ck *k, const struct mla_cfg *c)
 {
     snprintf(k->dir, sizeof(k->dir), "%s/ck", tmp);
     mla_write_ckpt(c, k->dir, 43, false);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
     struct refit_convert_opts o = mtp_opts("hf", 1, 0, true);
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, &o, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
+    ck_open_dir(k, &o);
 }
 
 static struct t_mat hf(const struct ck *k, const char *name)
@@ -427,7 +394,7 @@ int main(void)
 {
     Suite *s = suite_create("model_mtp");
     TCase *tc = tcase_create("mtp");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_megatron_round_trip, 0, 2);
     tcase_add_loop_test(tc, test_megatron_names, 0, 2);

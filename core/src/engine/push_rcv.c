@@ -660,6 +660,8 @@ static int push_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
     size_t n_asks = 0;
     if (!rc && delta)
         rc = rf_rcvdelta_push_ask(r, v, p->drop, &asks, &n_asks);
+    else if (!rc)
+        rc = rf_rcvdelta_whole(r, st);
     if (!rc)
         rc = receive(r, v, st, asks, n_asks);
     if (delta)

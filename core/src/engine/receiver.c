@@ -230,6 +230,8 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     *planned = 0;
     struct refit_hash128 key;
     int rc = rf_discover_adopt(r, sv, v);
+    if (rc == REFIT_EAGAIN) /* a partial read that cannot stand: read every record */
+        return 0;
     if (!rc)
         rc = rf_peers_sync(r);
     if (!rc)
@@ -239,6 +241,10 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     if (r->plan.have && !memcmp(key.b, r->plan.key.b, 16)) {
         *planned = 1;
         r->st->plan_cached = 1;
+        return 0;
+    }
+    if (sv->partial) { /* a new plan is made from every record */
+        r->disc.full_next = 1;
         return 0;
     }
     char hex[33];
@@ -293,6 +299,8 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
             *chosen = v;
             return 0;
         }
+        if (r->disc.full_next) /* a partial read fell short: read every record now */
+            continue;
         double left = deadline - rf_seconds();
         if (!wait && left <= 0)
             return wait_timeout(r, want, v, seen);
@@ -321,6 +329,7 @@ static int is_excluded(const refit_receiver_t *r, const char *id)
 static int replan_without(refit_receiver_t *r, uint64_t v)
 {
     struct rf_seen sv = {0};
+    r->disc.full_next = 1; /* every source but the excluded */
     int rc = rf_discover_read(r, v, &sv);
     size_t k = 0;
     for (size_t i = 0; !rc && i < sv.n; i++) {
