@@ -12,18 +12,23 @@
  *           go by delta with under a fifth of the wire bytes; a skipped
  *           version is pulled whole; a torn record (chunk lengths swapped:
  *           every delta aimed at a chunk it was not made for) falls back
- *           whole, counted; TP2 -> TP1 with an FP8 target.
+ *           whole, counted; TP2 -> TP1 with an FP8 target; push mode (the
+ *           publisher in a thread writes the asked deltas into the device
+ *           receiver's staging).
  *   host    (argument "host" or "all"; no device): refit.delta.enabled with
  *           tree fan-out is refused naming both keys; a receiver with
  *           refit.verify: sample pulls whole, counted in delta_fallbacks.
  * The process touches CUDA only in Check's forked children (a CUDA context
  * does not survive fork). */
+#include <pthread.h>
+
 #include "../engine/harness.h"
 
 #include <stdint.h>
 
 #include "../check_run.h"
-#include "engine/delta_eng.h"
+/* (core/src/engine, not core/src: its sched.h would hide the system one) */
+#include "delta_eng.h"
 #include "refit/cuda_pool.h"
 #include "refit/fp8_cuda.h"
 
@@ -143,6 +148,33 @@ struct rig {
     size_t n_dev;
 };
 
+/* A receiver of ctx with every destination in device memory (*dev). */
+static refit_receiver_t *device_receiver(refit_context_t *ctx, void ***dev, size_t *n)
+{
+    refit_receiver_t *r = NULL;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "gpu", &r), 0);
+    *n = refit_receiver_count(r);
+    *dev = calloc(*n, sizeof(void *));
+    ck_assert_ptr_nonnull(*dev);
+    for (size_t i = 0; i < *n; i++) {
+        struct refit_tensor_info ti;
+        ck_assert_int_eq(refit_receiver_tensor(r, i, &ti), 0);
+        ck_assert_int_eq(refit_cuda_alloc(ti.nbytes, &(*dev)[i]), 0);
+        ck_assert_int_eq(cudaMemset((*dev)[i], 0x5a, ti.nbytes), cudaSuccess);
+        ck_assert_msg(refit_receiver_bind(r, ti.name, (*dev)[i], ti.dtype, ti.ndim, ti.shape, REFIT_MEM_CUDA) == 0,
+                      "%s", refit_error_message());
+    }
+    return r;
+}
+
+static void device_free(void **dev, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(refit_cuda_free(dev[i]), 0);
+    free(dev);
+}
+
 static void rig_open(struct rig *g, int tp, const char *extra)
 {
     memset(g, 0, sizeof(*g));
@@ -152,29 +184,14 @@ static void rig_open(struct rig *g, int tp, const char *extra)
     for (int k = 0; k < tp; k++)
         g->pub[k] = publisher(g->pctx, k, tp, &g->sh[k]);
     g->full = th_receiver(g->fctx, "full", 1, 0);
-    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    ck_assert_int_eq(refit_receiver_create(g->pctx, &tg, "gpu", &g->dr), 0);
-    g->n_dev = refit_receiver_count(g->dr);
-    g->dev = calloc(g->n_dev, sizeof(void *));
-    ck_assert_ptr_nonnull(g->dev);
-    for (size_t i = 0; i < g->n_dev; i++) {
-        struct refit_tensor_info ti;
-        ck_assert_int_eq(refit_receiver_tensor(g->dr, i, &ti), 0);
-        ck_assert_int_eq(refit_cuda_alloc(ti.nbytes, &g->dev[i]), 0);
-        ck_assert_int_eq(cudaMemset(g->dev[i], 0x5a, ti.nbytes), cudaSuccess);
-        ck_assert_msg(refit_receiver_bind(g->dr, ti.name, g->dev[i], ti.dtype, ti.ndim, ti.shape, REFIT_MEM_CUDA) ==
-                          0,
-                      "%s", refit_error_message());
-    }
+    g->dr = device_receiver(g->pctx, &g->dev, &g->n_dev);
 }
 
 static void rig_close(struct rig *g)
 {
     refit_receiver_destroy(g->dr);
     refit_receiver_destroy(g->full);
-    for (size_t i = 0; i < g->n_dev; i++)
-        ck_assert_int_eq(refit_cuda_free(g->dev[i]), 0);
-    free(g->dev);
+    device_free(g->dev, g->n_dev);
     for (int k = 0; k < g->n_pub; k++) {
         refit_publisher_destroy(g->pub[k]);
         refit_standin_shard_free(&g->sh[k]);
@@ -194,13 +211,14 @@ static void rig_publish(struct rig *g, uint64_t v)
 
 /* The device receiver's bytes (read back from the device) equal the full
  * host receiver's, tensor by tensor. */
-static void same(struct rig *g, uint64_t v)
+static void same_dev(refit_receiver_t *full, refit_receiver_t *dr, uint64_t v)
 {
-    ck_assert_uint_eq(refit_receiver_count(g->full), g->n_dev);
-    for (size_t i = 0; i < g->n_dev; i++) {
+    size_t n = refit_receiver_count(dr);
+    ck_assert_uint_eq(refit_receiver_count(full), n);
+    for (size_t i = 0; i < n; i++) {
         struct refit_tensor_info h, d;
-        ck_assert_int_eq(refit_receiver_tensor(g->full, i, &h), 0);
-        ck_assert_int_eq(refit_receiver_tensor(g->dr, i, &d), 0);
+        ck_assert_int_eq(refit_receiver_tensor(full, i, &h), 0);
+        ck_assert_int_eq(refit_receiver_tensor(dr, i, &d), 0);
         ck_assert_int_eq(d.memtype, REFIT_MEM_CUDA);
         ck_assert_uint_eq(h.nbytes, d.nbytes);
         char *buf = malloc(d.nbytes ? d.nbytes : 1);
@@ -210,6 +228,11 @@ static void same(struct rig *g, uint64_t v)
                       (unsigned long long)v, d.name);
         free(buf);
     }
+}
+
+static void same(struct rig *g, uint64_t v)
+{
+    same_dev(g->full, g->dr, v);
 }
 
 /* Versions [from, from+n): pulled by both, identical; by delta after v1. */
@@ -300,6 +323,68 @@ START_TEST(device_dst_delta_skip_torn)
 }
 END_TEST
 
+/* Push mode: the publisher (in a thread: a push publish returns once both
+ * receivers advertised and were written) writes the deltas the device
+ * receiver asks for into its host staging; applied, checked, committed to
+ * the device. */
+struct pusher {
+    refit_publisher_t *pub;
+    struct refit_standin_shard sh;
+    pthread_t th;
+    uint64_t v;
+    int rc;
+    char err[1024];
+};
+
+static void *push_main(void *arg)
+{
+    struct pusher *p = arg;
+    p->rc = refit_publisher_publish(p->pub, p->v);
+    snprintf(p->err, sizeof(p->err), "%s", p->rc ? refit_error_message() : "");
+    return NULL;
+}
+
+START_TEST(device_dst_push_delta)
+{
+    const char *po[4] = {"refit.mode=push", "refit.delta.enabled=true", "refit.timeout=20s", "refit.receivers=2"};
+    const char *fo[3] = {"refit.mode=push", "refit.delta.enabled=false", "refit.timeout=20s"};
+    refit_context_t *pctx = th_context(cfg_path, po, 4), *fctx = th_context(cfg_path, fo, 3),
+                    *dctx = th_context(cfg_path, po, 3);
+    struct pusher p = {0};
+    p.pub = publisher(pctx, 0, 1, &p.sh);
+    refit_receiver_t *full = th_receiver(fctx, "full", 1, 0);
+    void **dev;
+    size_t n_dev;
+    refit_receiver_t *dr = device_receiver(dctx, &dev, &n_dev);
+    for (uint64_t v = 1; v <= 3; v++) {
+        if (v > 1)
+            step(&p.sh, v);
+        p.v = v;
+        ck_assert_int_eq(pthread_create(&p.th, NULL, push_main, &p), 0);
+        th_wait_ready(dctx, "trainer0", v);
+        struct refit_pull_stats f = th_pull(full, v), d = th_pull(dr, v);
+        ck_assert_int_eq(pthread_join(p.th, NULL), 0);
+        ck_assert_msg(p.rc == 0, "publish v%llu: %s", (unsigned long long)v, p.err);
+        same_dev(full, dr, v);
+        if (v == 1)
+            continue;
+        ck_assert_msg(d.delta_descriptors > 0 && !d.delta_fallbacks, "v%llu: not pushed by delta (%u, %u)",
+                      (unsigned long long)v, d.delta_descriptors, d.delta_fallbacks);
+        ck_assert_msg(d.bytes_delta > 0 && d.bytes_wire * 5 < f.bytes_wire, "v%llu: %llu wire bytes by delta, "
+                      "%llu whole", (unsigned long long)v, (unsigned long long)d.bytes_wire,
+                      (unsigned long long)f.bytes_wire);
+    }
+    refit_receiver_destroy(dr);
+    refit_receiver_destroy(full);
+    device_free(dev, n_dev);
+    refit_publisher_destroy(p.pub);
+    refit_standin_shard_free(&p.sh);
+    refit_context_destroy(dctx);
+    refit_context_destroy(fctx);
+    refit_context_destroy(pctx);
+}
+END_TEST
+
 START_TEST(device_dst_delta_tp2_fp8)
 {
     struct rig g;
@@ -352,6 +437,7 @@ int main(int argc, char **argv)
         tcase_set_timeout(tc, 240);
         tcase_add_test(tc, device_dst_delta_skip_torn);
         tcase_add_test(tc, device_dst_delta_tp2_fp8);
+        tcase_add_test(tc, device_dst_push_delta);
         suite_add_tcase(s, tc);
     }
 #endif

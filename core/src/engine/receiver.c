@@ -524,6 +524,8 @@ static int dry_catalog(const refit_layout_t *meg, refit_catalog_t **out)
     uint32_t reg;
     int rc = refit_catalog_create(out);
     if (!rc)
+        rc = refit_catalog_reserve(*out, refit_layout_count(meg));
+    if (!rc)
         rc = refit_catalog_add_region(*out, off ? off : 1, &reg);
     off = 0;
     for (size_t t = 0; !rc && t < refit_layout_count(meg); t++) {
