@@ -320,6 +320,41 @@ START_TEST(warm_cycle_store_round_trips_redis)
 }
 END_TEST
 
+/* A source that joins after warm cycles (the plan cached, reading only the
+ * records of its own sources) is learned from its members/ key: "b"
+ * publishes v4 of the position "a" holds at v3, and the pull of the next
+ * version finds it and plans anew from it. */
+START_TEST(source_joining_after_warm_cycles_is_found)
+{
+    refit_context_t *ctx;
+    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
+    struct refit_standin_shard sa, sb;
+    refit_publisher_t *a = NULL, *b = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "a", &sa, &a) == 0, "%s", refit_error_message());
+    refit_receiver_t *rcv;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
+    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    struct refit_pull_stats st = {.size = sizeof(st)};
+    for (uint64_t v = 1; v <= 3; v++) {
+        ck_assert_int_eq(refit_publisher_publish(a, v), 0);
+        ck_assert_msg(refit_receiver_pull(rcv, v, &st) == 0, "%s", refit_error_message());
+        ck_assert_uint_eq(st.plan_cached, v > 1);
+    }
+    ck_assert_msg(th_publisher(ctx, ckpt, "b", &sb, &b) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_publisher_publish(b, 4), 0);
+    ck_assert_msg(refit_receiver_pull(rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
+    ck_assert_uint_eq(st.version, 4);
+    ck_assert_uint_eq(st.plan_cached, 0);
+    refit_receiver_destroy(rcv);
+    refit_publisher_destroy(b);
+    refit_publisher_destroy(a);
+    refit_standin_shard_free(&sb);
+    refit_standin_shard_free(&sa);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(wait_released_names_missing_receivers)
 {
     refit_context_t *ctx;
@@ -475,6 +510,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, moved_tensor_reregisters_only_itself);
     tcase_add_test(tc, copy_publish_never_mixes_versions);
     tcase_add_test(tc, warm_cycle_store_round_trips);
+    tcase_add_test(tc, source_joining_after_warm_cycles_is_found);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

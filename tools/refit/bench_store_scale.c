@@ -12,7 +12,7 @@
  *             transport, where they travel in the source's table over the
  *             transport, pub_sums.c), record (sources/ and
  *             versions/V/sources/, one pipelined put), heartbeat;
- *   receive   a watch of sources/ from the last cycle's cursor (first
+ *   receive   a watch of members/ (--watch sources: of sources/) from the last cycle's cursor (first
  *             cycle: a cursor and a listing), the records and heartbeats
  *             (cold: every source's; warm: those of the --reads sources
  *             its cached plan reads, discover.c; --records all: every
@@ -60,6 +60,8 @@ struct ss_opts {
     double seg_share; /* of a read source's checksum segments, those the plan's checks cover */
     const char *model, *sums, *records;
     int sums_transport; /* --sums transport: no checksum in the store */
+    const char *watch;  /* --watch members|sources */
+    int watch_sources;  /* --watch sources: a receiver watches every record (before members/) */
     int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
 };
 
@@ -311,6 +313,12 @@ static int publish_one(struct ss *s, int p)
         rc = refit_record_publish(st, &r);
     if (!rc)
         rc = refit_heartbeat_put(st, id, s->version, 30000);
+    /* The membership key, once per source (publisher.c: after its first
+     * record, so a receiver that sees it finds the record). */
+    if (!rc && s->version == 1) {
+        snprintf(key, sizeof(key), "members/%s", id);
+        rc = refit_store_put(st, key, id, strlen(id));
+    }
     return rc;
 }
 
@@ -352,13 +360,15 @@ static int receive_one(struct ss *s, int q)
     char **keys = NULL;
     size_t nk = 0;
     uint64_t *cur = &s->cursor[q];
+    /* discover.c watches members/ (a key per source, written once) */
+    const char *wp = s->o.watch_sources ? "sources/" : "members/";
     if (*cur) {
-        rc = refit_store_watch(st, "sources/", *cur, cur, 0, &keys, &nk);
+        rc = refit_store_watch(st, wp, *cur, cur, 0, &keys, &nk);
         if (rc == REFIT_ETIMEDOUT || rc == REFIT_ERANGE)
             rc = 0; /* ERANGE would list again: not at this scale's history */
         free(keys);
     } else {
-        rc = refit_store_watch(st, "sources/", 0, cur, 0, &keys, &nk);
+        rc = refit_store_watch(st, wp, 0, cur, 0, &keys, &nk);
         if (!rc)
             rc = refit_store_list(st, "sources/", &keys, &nk);
         free(keys);
@@ -772,6 +782,8 @@ static const struct cli_opt ss_table[] = {
     {"--sums", NULL, CLI_STR, "store|transport", 0, 0, NULL, NULL, AT(o.sums),
      "refit.sums of the publishers: checksum segments in the store, or a table read over the transport "
      "(default store)"},
+    {"--watch", NULL, CLI_STR, "members|sources", 0, 0, NULL, NULL, AT(o.watch),
+     "what a receiver's discovery watches: members/ (a key per source, the engine) or sources/ (every record)"},
     {"--records", NULL, CLI_STR, "plan|all", 0, 0, NULL, NULL, AT(o.records),
      "a warm receiver reads the records of the sources its plan reads (plan, the engine) or every one (all)"},
 };
@@ -808,6 +820,9 @@ static int parse(struct ss_opts *o, int argc, char **argv)
         rc = refit_error_set(REFIT_EINVAL, "--sums %s: expected store or transport", c.o.sums);
     if (!rc && c.o.records && strcmp(c.o.records, "plan") && strcmp(c.o.records, "all"))
         rc = refit_error_set(REFIT_EINVAL, "--records %s: expected plan or all", c.o.records);
+    if (!rc && c.o.watch && strcmp(c.o.watch, "members") && strcmp(c.o.watch, "sources"))
+        rc = refit_error_set(REFIT_EINVAL, "--watch %s: expected members or sources", c.o.watch);
+    c.o.watch_sources = c.o.watch && !strcmp(c.o.watch, "sources");
     c.o.sums_transport = c.o.sums && !strcmp(c.o.sums, "transport");
     c.o.records_all = c.o.records && !strcmp(c.o.records, "all");
     if (!rc)

@@ -92,8 +92,18 @@ static int usable(refit_receiver_t *r, const char *id, struct refit_source_recor
 /* ------------------------------------------------------------------ */
 /* The set of source ids, kept by a watch on sources/ */
 
+static void gone_free(struct rf_discover *d)
+{
+    for (size_t i = 0; i < d->n_gone; i++)
+        free(d->gone[i]);
+    free(d->gone);
+    d->gone = NULL;
+    d->n_gone = 0;
+}
+
 static void ids_free(struct rf_discover *d)
 {
+    gone_free(d);
     for (size_t i = 0; i < d->n_ids; i++)
         free(d->ids[i]);
     free(d->ids);
@@ -113,11 +123,12 @@ static void presum_free(struct rf_discover *d)
     d->n_pre = 0;
 }
 
-/* Take key ("sources/<id>") into the set unless it is there. */
+/* Take key ("sources/<id>" or "members/<id>") into the set unless it is
+ * there. */
 static int ids_add(struct rf_discover *d, const char *key)
 {
     const char *id = key + strlen("sources/");
-    if (strncmp(key, "sources/", 8) || !*id || strchr(id, '/'))
+    if ((strncmp(key, "sources/", 8) && strncmp(key, "members/", 8)) || !*id || strchr(id, '/'))
         return 0;
     for (size_t i = 0; i < d->n_ids; i++)
         if (!strcmp(d->ids[i], id))
@@ -160,7 +171,11 @@ static int watched(struct rf_discover *d, int rc, char **keys, size_t n)
 }
 
 /* The set current: from the watch's cursor if there is one (one round
- * trip, none just after a wait), else a new cursor and a listing. */
+ * trip, none just after a wait), else a new cursor and a listing.  The
+ * watch is of members/, which a publisher writes once (publisher.c), so a
+ * warm watch comes back empty instead of naming every record a version
+ * rewrote; the listing is of sources/ (every record, a publisher of an
+ * older refit included). */
 static int sync_ids(refit_receiver_t *r)
 {
     struct rf_discover *d = &r->disc;
@@ -168,14 +183,16 @@ static int sync_ids(refit_receiver_t *r)
     size_t n = 0;
     int rc = 0;
     if (d->cursor && !d->synced && d->ids) {
-        rc = refit_store_watch(r->ctx->store, "sources/", d->cursor, &d->cursor, 0, &keys, &n);
+        rc = refit_store_watch(r->ctx->store, "members/", d->cursor, &d->cursor, 0, &keys, &n);
         if ((rc = watched(d, rc, keys, n)))
-            return refit_error_push(rc, "watching sources");
+            return refit_error_push(rc, "watching members");
     }
     d->synced = 0;
     if (d->cursor && d->ids)
         return 0;
-    if (!d->cursor && (rc = refit_store_watch(r->ctx->store, "sources/", 0, &d->cursor, 0, &keys, &n)))
+    if (!d->cursor && (rc = refit_store_watch(r->ctx->store, "members/", 0, &d->cursor, 0, &keys, &n)))
+        return refit_error_push(rc, "watching members");
+    if (!d->wcursor && (rc = refit_store_watch(r->ctx->store, "sources/", 0, &d->wcursor, 0, &keys, &n)))
         return refit_error_push(rc, "watching sources");
     ids_free(d);
     if ((rc = refit_store_list(r->ctx->store, "sources/", &keys, &n)))
@@ -190,9 +207,18 @@ int rf_discover_wait(refit_receiver_t *r, int64_t ms)
     struct rf_discover *d = &r->disc;
     char **keys = NULL;
     size_t n = 0;
-    if (!d->cursor) /* never read: nothing to wait from */
+    if (!d->cursor || !d->wcursor) /* never read: nothing to wait from */
         return 0;
-    int rc = refit_store_watch(r->ctx->store, "sources/", d->cursor, &d->cursor, ms, &keys, &n);
+    /* A new version rewrites records: wait on sources/.  Its cursor is
+     * only moved here, so it may name changes already read (a spurious
+     * wake: one read more) or be older than the history kept: then take
+     * the current position and wait from it (the set is the members
+     * watch's; a restarted store fails that one too and lists again). */
+    int rc = refit_store_watch(r->ctx->store, "sources/", d->wcursor, &d->wcursor, ms, &keys, &n);
+    if (rc == REFIT_ERANGE) {
+        refit_error_clear();
+        rc = refit_store_watch(r->ctx->store, "sources/", d->wcursor, &d->wcursor, ms, &keys, &n);
+    }
     int timed_out = rc == REFIT_ETIMEDOUT;
     if ((rc = watched(d, rc, keys, n)))
         return refit_error_push(rc, "waiting for sources");
@@ -292,16 +318,23 @@ static int read_partial(refit_receiver_t *r, struct refit_store_get_item *pre, s
 {
     struct rf_discover *d = &r->disc;
     *done = 0;
-    struct refit_source_check *c = calloc(d->n_src, sizeof(*c));
+    struct refit_source_check *c = calloc(d->n_src + d->n_gone, sizeof(*c));
     out->rec = calloc(d->n_src, sizeof(*out->rec));
     int rc = c && out->rec ? 0 : REFIT_ENOMEM;
     size_t n = 0;
     for (size_t i = 0; !rc && i < d->n_src; i++)
         if (r->plan.plan.bytes_per_source[i] > 0)
             c[n++].id = d->src[i].id;
+    for (size_t i = 0; !rc && n && i < d->n_gone; i++)
+        c[n + i].id = d->gone[i];
     if (!rc && n)
-        rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, pre, np);
+        rc = refit_source_check_many(r->ctx->store, c, n + d->n_gone, r->ctx->stale_after_ms, pre, np);
     int all = !rc && n; /* a plan that reads nothing learns no version from it */
+    for (size_t i = n; c && n && i < n + d->n_gone; i++) {
+        if (c[i].status != REFIT_ENOENT) /* back (or unreadable): read every record */
+            all = 0;
+        free(c[i].rec);
+    }
     for (size_t i = 0; i < n; i++) {
         if (all && !c[i].status && usable(r, c[i].id, c[i].rec, c[i].stale)) {
             out->rec[out->n++] = c[i].rec;
@@ -357,6 +390,14 @@ int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
         free(pkeys);
         return rc;
     }
+    /* The ids absent last time are read again (and leave the set again
+     * if still absent). */
+    for (size_t i = 0; !rc && i < d->n_gone; i++) {
+        char key[REFIT_STORE_MAX_KEY + 1];
+        snprintf(key, sizeof(key), "sources/%s", d->gone[i]);
+        rc = ids_add(d, key);
+    }
+    gone_free(d);
     d->full_gen = d->ids_gen;
     struct refit_source_check *c = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*c));
     out->rec = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*out->rec));
@@ -373,15 +414,21 @@ int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
     }
     for (size_t i = 0; !rc && i < d->n_ids; i++)
         rc = take_record(r, &c[i], out);
-    /* Withdrawn sources leave the set (a watch names them if they come back). */
+    /* Withdrawn sources leave the set for the gone list (a warm read looks
+     * at them: a record that comes back writes no member key). */
     size_t kept = 0;
+    char **gone = c && d->n_ids ? calloc(d->n_ids, sizeof(*gone)) : NULL;
     for (size_t i = 0; c && i < d->n_ids; i++) {
         free(c[i].rec);
-        if (!rc && c[i].status == REFIT_ENOENT)
-            free(d->ids[i]);
+        if (!rc && gone && c[i].status == REFIT_ENOENT)
+            gone[d->n_gone++] = d->ids[i];
         else
             d->ids[kept++] = d->ids[i];
     }
+    if (gone && d->n_gone)
+        d->gone = gone;
+    else
+        free(gone);
     if (c)
         d->n_ids = kept;
     free(c);

@@ -479,6 +479,23 @@ static int publish_catalog(refit_publisher_t *pub)
     return 0;
 }
 
+/* members/<id>, once per publisher and after its first ready record (a
+ * receiver that learns of the source from it finds the record): receivers
+ * watch members/ to learn of new sources, so a version's records do not
+ * reach every receiver's watch.  Live, so a restarted store has it again. */
+static int put_member(refit_publisher_t *pub)
+{
+    char key[REFIT_STORE_MAX_KEY + 1];
+    int n = snprintf(key, sizeof(key), "members/%s", pub->id);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return refit_error_set(REFIT_EINVAL, "publisher %s: members key too long", pub->id);
+    int rc = refit_store_put_live(pub->ctx->store, key, pub->id, strlen(pub->id), 0);
+    if (rc)
+        return refit_error_push(rc, "publisher %s: writing %s", pub->id, key);
+    pub->member = 1;
+    return 0;
+}
+
 int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena)
 {
     size_t n_rk = status == REFIT_SOURCE_READY ? pub->hold->catalog_regions(pub) : 0;
@@ -520,6 +537,8 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
     if (!rc)
         rc = refit_record_publish_ext(pub->ctx->store, &r, &ext);
     free(rk);
+    if (!rc && status == REFIT_SOURCE_READY && !pub->member)
+        rc = put_member(pub);
     return rc;
 }
 

@@ -112,6 +112,7 @@ struct refit_publisher {
     size_t addr_len;
     struct refit_hash128 cat_hash;
     int have_cat;
+    int member; /* members/<id> written (receivers watch it to learn of new sources) */
     uint64_t last_version;
     size_t sums_segs; /* checksum segments of last_version (sums.h) */
     struct pub_sumtab sumtab[2]; /* refit.sums: transport, per arena (pub_sums.c) */

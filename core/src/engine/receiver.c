@@ -292,6 +292,7 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         if (!rc && v && !wait)
             rc = plan_for(r, &sv, v, &planned, plan_s);
         size_t seen = sv.n;
+        int was_full = !sv.partial;
         rf_seen_free(&sv);
         if (rc)
             return rc;
@@ -311,6 +312,11 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
         if (rc && rc != REFIT_ETIMEDOUT)
             return rc;
         refit_error_clear();
+        /* A full read that made no plan (a new source at a newer version,
+         * others lagging) is read in full again: a partial read would see
+         * only the cached plan's sources. */
+        if (was_full)
+            r->disc.full_next = 1;
     }
 }
 

@@ -116,11 +116,17 @@ struct rf_discover {
     size_t n_cats;
     struct rf_source *src; /* at the version being pulled, sorted by id */
     size_t n_src;
-    /* The ids below sources/ as last listed, kept current by a watch from
-     * cursor (0: list at the next read); synced: a wait has just watched. */
+    /* The ids below sources/ as last listed, kept current by a watch of
+     * members/ (a key each publisher writes once) from cursor (0: list at
+     * the next read); wcursor: the wait's watch of sources/ (a new
+     * version); synced: a wait has just watched. */
     char **ids;
     size_t n_ids;
-    uint64_t cursor;
+    uint64_t cursor, wcursor;
+    /* Ids whose record was absent at the last full read: a warm read
+     * looks at them too (their return writes no member key). */
+    char **gone;
+    size_t n_gone;
     int synced;
     /* ids_gen counts changes of the set (an id new to it, a listing);
      * full_gen is its value at the last read of every record.  While they
