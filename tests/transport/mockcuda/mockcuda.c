@@ -281,6 +281,22 @@ cudaError_t cudaFreeHost(void *p)
     return cudaSuccess;
 }
 
+/* Mapped host memory (the device program's error flag): plain host memory,
+ * the same address on the "device". */
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned int flags)
+{
+    (void)flags;
+    *p = malloc(n);
+    return *p ? cudaSuccess : ret(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags)
+{
+    (void)flags;
+    *d = h;
+    return cudaSuccess;
+}
+
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *at, const void *p)
 {
     memset(at, 0, sizeof(*at));
