@@ -3,7 +3,7 @@
  *
  * After READY(V), the publisher serves every receiver's advert for V
  * (push_work.h): it fetches the receiver's work list (cached by its hash,
- * which it re-checks), WRITEs its raw descriptors straight from its
+ * which it re-checks: push_pub_cache.c), WRITEs its raw descriptors straight from its
  * registered memory, gathers and quantizes its FP8 units (half the bytes
  * of bf16 on the wire), writes the units' hashes into its mailbox slot,
  * waits for its WRITEs and notifies the receiver ("RFPUSH <V> <source>
@@ -26,6 +26,7 @@
 #include "plan.h"
 #include "publisher.h"
 #include "push.h"
+#include "push_pub_cache.h"
 #include "push_work.h"
 #include "refit/fp8.h"
 #include "refit/log.h"
@@ -33,95 +34,10 @@
 
 /* Requests in flight to one receiver before the oldest is waited for. */
 #define INFLIGHT_MAX 8
-/* Remote keys kept per receiver (staging alternates, scratch, mailbox, the
- * delta landing buffer): more than one push uses (4), so that evicting the
- * least recently used never drops a key the push in progress holds. */
-#define RKEY_CACHE 8
-/* Work lists kept (a few plans at most are alive: one per receiver layout). */
-#define WORKS_MAX 16
-
-/* Bytes of a band's scale row: one f32 per FP8 block of columns. */
-static size_t scale_row_bytes(uint64_t cols)
-{
-    return (size_t)((cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK * sizeof(float));
-}
-
-struct pub_work {
-    struct refit_hash128 hash;
-    struct push_work w; /* only this publisher's section */
-    /* Quantized units and the mailbox slot, registered to WRITE from. */
-    uint8_t *out;
-    size_t out_len;
-    refit_tp_region_t *out_reg;
-    uint64_t *u_off, *s_off; /* per unit: offsets in out */
-    uint64_t mail_at;
-    void *img;
-    size_t img_len;
-    /* Units gathered and quantized this publish, in order, and the mailbox
-     * slot once all are: every receiver of this work gets the same bytes,
-     * so they are made once per publish, not once per receiver, and never
-     * rewritten while a WRITE of them is in flight. */
-    size_t n_made;
-    int busy; /* receivers of the round in flight use it: not evicted */
-};
-
-struct pub_peer {
-    char *receiver;
-    void *addr;
-    size_t addr_len;
-    refit_tp_peer_t *peer;
-    struct {
-        void *blob;
-        size_t len;
-        refit_tp_rkey_t *k;
-    } rk[RKEY_CACHE]; /* staging alternates between two buffers, scratch and mailbox stay */
-};
-
-/* Pointers, so that a work or peer held by a receiver being served stays
- * where it is when the arrays grow. */
-struct rf_push_pub {
-    struct pub_work **works;
-    size_t n_works;
-    struct pub_peer **peers;
-    size_t n_peers;
-    uint64_t bytes; /* written by the last publish */
-};
-
-static void pub_work_free(refit_publisher_t *pub, struct pub_work *w)
-{
-    if (w->out_reg)
-        refit_transport_dereg(pub->tp, w->out_reg);
-    free(w->out);
-    free(w->u_off);
-    free(w->s_off);
-    free(w->img);
-    rf_push_work_free(&w->w);
-}
 
 static void push_destroy(refit_publisher_t *pub)
 {
-    struct rf_push_pub *pp = pub->push;
-    if (!pp)
-        return;
-    for (size_t i = 0; i < pp->n_works; i++) {
-        pub_work_free(pub, pp->works[i]);
-        free(pp->works[i]);
-    }
-    free(pp->works);
-    for (size_t i = 0; i < pp->n_peers; i++) {
-        struct pub_peer *p = pp->peers[i];
-        for (int k = 0; k < RKEY_CACHE; k++) {
-            refit_transport_release(pub->tp, p->rk[k].k);
-            free(p->rk[k].blob);
-        }
-        refit_transport_disconnect(pub->tp, p->peer);
-        free(p->addr);
-        free(p->receiver);
-        free(p);
-    }
-    free(pp->peers);
-    free(pp);
-    pub->push = NULL;
+    rf_push_pub_free(pub);
 }
 
 static uint64_t push_bytes(const refit_publisher_t *pub)
@@ -134,204 +50,6 @@ static int local_region(refit_publisher_t *pub, uint32_t region, int arena, stru
 {
     int rc = pub->hold->region(pub, arena, region, out);
     return rc ? refit_error_push(rc, "push work") : 0;
-}
-
-/* Every piece reads inside its region, before anything is sized from the
- * work: output and image buffers follow from units whose pieces exist. */
-static int pieces_in_regions(refit_publisher_t *pub, const struct push_work *w, const char *key)
-{
-    const struct push_section *s = w->n_s ? &w->s[0] : NULL;
-    for (size_t q = 0; s && q < s->n_pc; q++) {
-        struct pub_region *rg;
-        int rc = pub->hold->region(pub, 0, s->pc[q].region, &rg);
-        if (rc)
-            return refit_error_push(rc, "%s", key);
-        if (s->pc[q].src_end > rg->len)
-            return refit_error_set(REFIT_ERANGE, "%s: piece %zu reads past region %u (%llu > %zu)", key, q,
-                                   s->pc[q].region, (unsigned long long)s->pc[q].src_end, rg->len);
-    }
-    return 0;
-}
-
-static int get_work(refit_publisher_t *pub, const struct refit_hash128 *h, struct pub_work **out)
-{
-    struct rf_push_pub *pp = pub->push;
-    for (size_t i = 0; i < pp->n_works; i++)
-        if (!memcmp(pp->works[i]->hash.b, h->b, 16)) {
-            *out = pp->works[i];
-            return 0;
-        }
-    char key[REFIT_STORE_MAX_KEY + 1];
-    rf_key_push_work(key, h);
-    void *val = NULL;
-    size_t len = 0;
-    int rc = refit_store_get(pub->ctx->store, key, &val, &len);
-    if (rc)
-        return refit_error_push(rc, "fetching %s", key);
-    struct refit_hash128 got;
-    refit_hash128_of(val, len, &got);
-    struct pub_work w = {.hash = *h};
-    if (memcmp(got.b, h->b, 16))
-        rc = refit_error_set(REFIT_EPROTO, "%s: content does not match its hash", key);
-    if (!rc)
-        rc = rf_push_work_decode(val, len, key, pub->id, &w.w);
-    free(val);
-    if (!rc)
-        rc = pieces_in_regions(pub, &w.w, key);
-    if (rc) {
-        rf_push_work_free(&w.w);
-        return rc;
-    }
-    /* Output space: every unit's FP8 bytes and scales, then the mailbox. */
-    const struct push_section *s = w.w.n_s ? &w.w.s[0] : NULL;
-    size_t nu = s ? s->n_u : 0, at = 0, img = 0;
-    w.u_off = calloc(nu ? nu : 1, sizeof(uint64_t));
-    w.s_off = calloc(nu ? nu : 1, sizeof(uint64_t));
-    if (!w.u_off || !w.s_off) {
-        pub_work_free(pub, &w);
-        return REFIT_ENOMEM;
-    }
-    for (size_t k = 0; k < nu; k++) {
-        const struct push_unit *u = &s->u[k];
-        w.u_off[k] = at;
-        at += (u->rows * u->cols + 63) & ~(size_t)63;
-        w.s_off[k] = at;
-        at += (scale_row_bytes(u->cols) + 63) & ~(size_t)63;
-        size_t il = u->rows * u->cols * refit_dtype_size((enum refit_dtype)u->src_dtype);
-        if (il > img)
-            img = il;
-    }
-    w.mail_at = at;
-    at += RF_PUSH_MAIL_HEAD + RF_PUSH_MAIL_UNIT * nu;
-    w.out_len = at;
-    w.img_len = img;
-    w.out = aligned_alloc(64, (at + 63) & ~(size_t)63);
-    w.img = img ? malloc(img) : NULL;
-    if (!w.out || (img && !w.img)) {
-        pub_work_free(pub, &w);
-        return REFIT_ENOMEM;
-    }
-    if (s && (rc = refit_transport_reg(pub->tp, w.out, w.out_len, REFIT_MEM_HOST, &w.out_reg))) {
-        pub_work_free(pub, &w);
-        return refit_error_push(rc, "publisher %s: registering push output", pub->id);
-    }
-    /* A few plans at most are alive (one per receiver layout): the oldest
-     * that no receiver of this round uses goes. */
-    for (size_t i = 0; pp->n_works >= WORKS_MAX && i < pp->n_works; i++)
-        if (!pp->works[i]->busy) {
-            pub_work_free(pub, pp->works[i]);
-            free(pp->works[i]);
-            memmove(pp->works + i, pp->works + i + 1, (pp->n_works - i - 1) * sizeof(*pp->works));
-            pp->n_works--;
-        }
-    struct pub_work **nw = realloc(pp->works, (pp->n_works + 1) * sizeof(*nw));
-    struct pub_work *heap = nw ? malloc(sizeof(*heap)) : NULL;
-    if (nw)
-        pp->works = nw;
-    if (!heap) {
-        pub_work_free(pub, &w);
-        return REFIT_ENOMEM;
-    }
-    *heap = w;
-    nw[pp->n_works++] = heap;
-    *out = heap;
-    return 0;
-}
-
-/* The connection and keys of a receiver, dropped: the next push connects
- * and unpacks again. */
-static void peer_forget(refit_publisher_t *pub, struct pub_peer *p)
-{
-    for (int k = 0; k < RKEY_CACHE; k++) {
-        refit_transport_release(pub->tp, p->rk[k].k);
-        free(p->rk[k].blob);
-    }
-    memset(p->rk, 0, sizeof(p->rk));
-    refit_transport_disconnect(pub->tp, p->peer);
-    p->peer = NULL;
-    free(p->addr);
-    p->addr = NULL;
-    p->addr_len = 0;
-}
-
-static int get_peer(refit_publisher_t *pub, const struct push_advert *a, struct pub_peer **out)
-{
-    struct rf_push_pub *pp = pub->push;
-    struct pub_peer *p = NULL;
-    for (size_t i = 0; i < pp->n_peers; i++)
-        if (!strcmp(pp->peers[i]->receiver, a->receiver))
-            p = pp->peers[i];
-    if (p && p->addr && (p->addr_len != a->addr_len || memcmp(p->addr, a->addr, a->addr_len)))
-        peer_forget(pub, p); /* the receiver restarted: a new address, new keys */
-    if (!p) {
-        struct pub_peer **np = realloc(pp->peers, (pp->n_peers + 1) * sizeof(*np));
-        if (!np)
-            return REFIT_ENOMEM;
-        pp->peers = np;
-        if (!(p = calloc(1, sizeof(*p))) || !(p->receiver = strdup(a->receiver))) {
-            free(p);
-            return REFIT_ENOMEM;
-        }
-        np[pp->n_peers++] = p;
-    }
-    if (!p->peer) {
-        if (!(p->addr = malloc(a->addr_len ? a->addr_len : 1)))
-            return REFIT_ENOMEM;
-        memcpy(p->addr, a->addr, a->addr_len);
-        p->addr_len = a->addr_len;
-        int rc = refit_transport_connect(pub->tp, a->addr, a->addr_len, a->receiver, &p->peer);
-        if (rc) {
-            free(p->addr);
-            p->addr = NULL;
-            return refit_error_push(rc, "connecting to receiver %s", a->receiver);
-        }
-    }
-    *out = p;
-    return 0;
-}
-
-static int get_rkey(refit_publisher_t *pub, struct pub_peer *p, const void *blob, size_t len, refit_tp_rkey_t **out)
-{
-    int lru = 0;
-    for (int k = 0; k < RKEY_CACHE; k++) {
-        if (p->rk[k].k && p->rk[k].len == len && !memcmp(p->rk[k].blob, blob, len)) {
-            /* Most recently used last: slot 0 is the one to evict. */
-            __typeof__(p->rk[0]) hit = p->rk[k];
-            int last = k;
-            while (last + 1 < RKEY_CACHE && p->rk[last + 1].k)
-                last++;
-            memmove(&p->rk[k], &p->rk[k + 1], (size_t)(last - k) * sizeof(p->rk[0]));
-            p->rk[last] = hit;
-            *out = hit.k;
-            return 0;
-        }
-    }
-    /* The first free slot (slots fill from 0 and stay packed). */
-    while (lru < RKEY_CACHE && p->rk[lru].k)
-        lru++;
-    if (lru == RKEY_CACHE)
-        lru = RKEY_CACHE - 1; /* full: evict below */
-    if (p->rk[lru].k) {
-        /* Full: drop the oldest (slot 0) and shift. */
-        refit_transport_release(pub->tp, p->rk[0].k);
-        free(p->rk[0].blob);
-        memmove(&p->rk[0], &p->rk[1], (RKEY_CACHE - 1) * sizeof(p->rk[0]));
-        memset(&p->rk[RKEY_CACHE - 1], 0, sizeof(p->rk[0]));
-        lru = RKEY_CACHE - 1;
-    }
-    void *copy = malloc(len ? len : 1);
-    if (!copy)
-        return REFIT_ENOMEM;
-    memcpy(copy, blob, len);
-    int rc = refit_transport_unpack(pub->tp, p->peer, blob, len, &p->rk[lru].k);
-    if (rc) {
-        free(copy);
-        return rc;
-    }
-    p->rk[lru].blob = copy;
-    p->rk[lru].len = len;
-    *out = p->rk[lru].k;
-    return 0;
 }
 
 /* Requests in flight to one receiver, waited for in order. */
@@ -629,7 +347,7 @@ static int delta_request(refit_publisher_t *pub, const struct push_advert *a, co
 static int start_receiver(refit_publisher_t *pub, struct serving *sv, int *none)
 {
     *none = 0;
-    int rc = get_work(pub, &sv->a.work, &sv->w);
+    int rc = rf_pub_work_get(pub, &sv->a.work, &sv->w);
     if (rc)
         return rc;
     if (!sv->w->w.n_s) {
@@ -643,12 +361,12 @@ static int start_receiver(refit_publisher_t *pub, struct serving *sv, int *none)
     /* Checked before connecting: a lying request fails here, naming it. */
     if ((rc = delta_request(pub, &sv->a, &sv->w->w.s[0], sv->a.version, &sv->e, &sv->dreg, &sv->by_delta)))
         return rc;
-    rc = get_peer(pub, &sv->a, &sv->p);
+    rc = rf_pub_peer_get(pub, &sv->a, &sv->p);
     for (int i = 0; !rc && i < 3; i++)
         if (sv->a.rk_len[i])
-            rc = get_rkey(pub, sv->p, sv->a.rk[i], sv->a.rk_len[i], &sv->rk[i]);
+            rc = rf_pub_rkey_get(pub, sv->p, sv->a.rk[i], sv->a.rk_len[i], &sv->rk[i]);
     if (!rc && sv->by_delta)
-        rc = get_rkey(pub, sv->p, sv->e.rk, sv->e.rk_len, &sv->land);
+        rc = rf_pub_rkey_get(pub, sv->p, sv->e.rk, sv->e.rk_len, &sv->land);
     if (rc)
         return refit_error_push(rc, "receiver %s's slots", sv->a.receiver);
     return 0;
@@ -672,7 +390,7 @@ static int finish_receiver(refit_publisher_t *pub, struct serving *sv, uint64_t 
         send_failure(pub, sv->p, v);
     }
     if (rc && sv->p)
-        peer_forget(pub, sv->p);
+        rf_pub_peer_forget(pub, sv->p);
     if (sv->w && sv->w->w.n_s)
         sv->w->busy--;
     free(sv->raw);
