@@ -352,6 +352,11 @@ static int has_bells(const refit_transport_t *t)
             return refit_error_set(REFIT_ENOTSUP, "transport %s: no doorbells", (t)->plugin->name); \
     } while (0)
 
+int refit_transport_has_bells(const refit_transport_t *t)
+{
+    return t && has_bells(t);
+}
+
 int refit_transport_bell_create(refit_transport_t *t, refit_tp_bell_t **out)
 {
     if (!out)

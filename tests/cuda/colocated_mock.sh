@@ -40,4 +40,17 @@ for run in "1 1 trainer" "2 1 off" "2 2 deepgemm"; do
         echo "ok tp $1 -> tp $2, fp8 $3: $(echo "$out" | grep -m1 -o '[0-9]* operations, [0-9]* tiles, [0-9]* launch(es)')"
     fi
 done
+# refit bench gpu --colocated (its figures meaningless here: the mock times
+# nothing): the engine's warm pulls wait for each version on the trainer's
+# doorbell (transport op bell_*, cuda_ipc), not on the store's watch.
+out=$(REFIT_LOG=info "$refit" bench gpu --colocated --layers 2 --vocab 512 --cycles 3 2>&1)
+rc=$?
+if [ $rc -ne 0 ] || ! echo "$out" | grep -q 'warm cycles (v >= 2)'; then
+    echo "FAIL bench gpu --colocated: exit $rc"; echo "$out" | tail -15; fails=$((fails + 1))
+elif ! echo "$out" | grep -q "waiting for versions on the 1 source(s)' doorbells"; then
+    echo "FAIL bench gpu --colocated: the engine did not wait on the trainer's doorbell"
+    echo "$out" | grep -i 'receiver\|bell' | tail -5; fails=$((fails + 1))
+else
+    echo "ok bench gpu --colocated: warm pulls woken by the doorbell"
+fi
 exit $fails

@@ -42,6 +42,7 @@ static void teardown(void)
 
 START_TEST(t_no_bells)
 {
+    ck_assert_int_eq(refit_transport_has_bells(t), 0);
     refit_tp_bell_t *b = (refit_tp_bell_t *)&b;
     ck_assert_int_eq(refit_transport_bell_create(t, &b), REFIT_ENOTSUP);
     ck_assert_ptr_null(b);
@@ -53,6 +54,7 @@ END_TEST
 /* A bell and its handle. */
 static refit_tp_bell_t *bell(void **h, size_t *len)
 {
+    ck_assert_int_eq(refit_transport_has_bells(t), 1);
     refit_tp_bell_t *b = NULL;
     ck_assert_msg(refit_transport_bell_create(t, &b) == 0, "%s", refit_error_message());
     *len = 0;

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "ackpost.h"
+#include "bells.h"
 #include "devpath.h"
 #include "receiver.h"
 #include "refit/log.h"
@@ -150,6 +151,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     if (!r)
         return;
     rf_ackpost_destroy(r->ackpost); /* the last ack written first */
+    rf_rcv_bells_fini(r);
     r->mode->destroy(r); /* fan-out: the replica record goes before its buffers */
     rf_rcvdelta_destroy(r); /* its registrations before the transport goes */
     drop_plan(r);

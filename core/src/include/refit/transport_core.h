@@ -112,6 +112,7 @@ int refit_transport_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **pt
 /* Doorbells (transport ops bell_*): REFIT_ENOTSUP from create and open
  * when the plugin offers none (or predates them).  timeout_ms < 0 in wait:
  * transport.timeout. */
+int refit_transport_has_bells(const refit_transport_t *t); /* 1: the plugin offers them */
 int refit_transport_bell_create(refit_transport_t *t, refit_tp_bell_t **out);
 int refit_transport_bell_pack(refit_transport_t *t, refit_tp_bell_t *b, void *buf, size_t *len);
 int refit_transport_bell_open(refit_transport_t *t, const void *buf, size_t len, refit_tp_bell_t **out);
