@@ -167,6 +167,24 @@ static int index_reserve(refit_catalog_t *c, size_t n)
     return 0;
 }
 
+int refit_catalog_reserve(refit_catalog_t *c, size_t n)
+{
+    if (!c || !c->priv_)
+        return refit_error_set(REFIT_EINVAL, "refit_catalog_reserve: NULL catalog");
+    if (n > REFIT_CATALOG_MAX_TENSORS)
+        return refit_error_set(REFIT_ERANGE, "catalog: room for %zu tensors asked (at most %d)", n,
+                               REFIT_CATALOG_MAX_TENSORS);
+    struct refit_catalog_priv_ *p = c->priv_;
+    if (n > p->cap_tensors) {
+        struct refit_cat_tensor *nt = realloc(c->tensors, n * sizeof(*nt));
+        if (!nt)
+            return REFIT_ENOMEM;
+        c->tensors = nt;
+        p->cap_tensors = n;
+    }
+    return index_reserve(c, n);
+}
+
 ptrdiff_t refit_catalog_find(const refit_catalog_t *c, const char *name)
 {
     const struct refit_catalog_priv_ *p = c->priv_;

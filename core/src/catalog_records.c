@@ -303,7 +303,8 @@ const struct refit_src_ext *refit_record_ext(const struct refit_source_record *r
 
 int refit_record_check_catalog(const struct refit_source_record *r, const refit_catalog_t *c, const char *key)
 {
-    if (r->n_rkeys != c->n_regions)
+    /* One key more: the source's checksum table (refit.sums: transport). */
+    if (r->n_rkeys != c->n_regions && r->n_rkeys != (size_t)c->n_regions + 1)
         return refit_error_set(REFIT_EPROTO, "%s: field 'rkeys': %zu remote keys for a catalog of %u regions",
                                key ? key : r->source_id, r->n_rkeys, c->n_regions);
     return 0;

@@ -78,8 +78,35 @@ static int validate_node(const refit_config_t *cfg, const struct node *n, const 
     return 0;
 }
 
+/* Combinations of valid values that refit refuses.  Delta refit through
+ * tree fan-out: a replica re-serves its staging image, not the trainer's
+ * delta arena, and fan-out receivers pull whole (docs/delta.md, "Fan-out"). */
+static int cross_check(const refit_config_t *cfg)
+{
+    bool delta = false, rep = false;
+    int64_t max = 0;
+    if (refit_config_bool(cfg, "refit.delta.enabled", &delta) || !delta) {
+        refit_error_clear();
+        return 0;
+    }
+    int rc = refit_config_bool(cfg, "refit.fanout.republish", &rep);
+    if (!rc)
+        rc = refit_config_int(cfg, "refit.fanout.max_pullers_per_source", &max);
+    refit_error_clear();
+    if (rc || (!rep && max <= 0))
+        return 0;
+    return refit_error_set(REFIT_ECONFIG, "refit.delta.enabled: true with tree fan-out (%s) is not supported: "
+                           "fan-out replicas re-serve whole versions, so receivers behind them would never get a "
+                           "delta; turn one of them off (refit.delta.enabled: false, or refit.fanout.republish: "
+                           "false and refit.fanout.max_pullers_per_source: 0)",
+                           rep ? "refit.fanout.republish: true" : "refit.fanout.max_pullers_per_source > 0");
+}
+
 int refit_config_validate(const refit_config_t *cfg, bool strict)
 {
+    int xrc = cross_check(cfg);
+    if (xrc)
+        return xrc;
     if (cfg->root) {
         int rc = validate_node(cfg, cfg->root, "", strict);
         if (rc)

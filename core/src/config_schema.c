@@ -53,6 +53,9 @@ static const struct refit_cfg_field refit_fields[] = {
      "a source whose heartbeat is older is stale"},
     {"heartbeat", REFIT_CFG_DURATION, "2s", 1, 3600000, NULL, "heartbeat period of a source"},
     {"verify", REFIT_CFG_ENUM, "full", 0, -1, "off|full|sample", "checksum verification of pulled bytes"},
+    {"sums", REFIT_CFG_ENUM, "store", 0, -1, "store|transport",
+     "where a pull publisher puts its chunk checksums: store segments, or a table receivers READ with the data "
+     "(docs/scale.md)"},
     {"verify_sample", REFIT_CFG_DOUBLE, "0.1", 0, 1, NULL, "fraction of tensors checked with verify: sample"},
     {"in_place", REFIT_CFG_BOOL, "false", 0, -1, NULL,
      "pull straight into destinations (no staging; destinations invalid on failure)"},

@@ -470,6 +470,11 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
         return refit_error_set(REFIT_ENOTSUP, "%s: model plugin %s gives target layout '%s' no MTP layers "
                                               "(%s engines load none); leave include_mtp off",
                                m->model_type, m->plugin->name, c.t->name, c.t->engine ? c.t->engine : c.t->name);
+    /* a target naming MTP blocks without the layer number holds one */
+    if (mtp && c.mtp->to && !strstr(c.mtp->to, "{L}") && m->shape.n_mtp_layers > 1)
+        return refit_error_set(REFIT_ENOTSUP, "%s: target layout '%s' holds one MTP layer (its block is %s...), "
+                                              "the model has %lld; leave include_mtp off",
+                               m->model_type, c.t->name, c.mtp->to, (long long)m->shape.n_mtp_layers);
     int rc = rf_model_dsts(m, c.t, c.tp, c.ep > 1 ? c.ep : 1, &c.dsel);
     if (rc)
         return rc;

@@ -84,16 +84,50 @@ int rf_sched_choose(const struct rf_sched_item *items, size_t n, uint32_t n_sour
     return 0;
 }
 
+static uint32_t gcd32(uint32_t a, uint32_t b)
+{
+    while (b) {
+        uint32_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Participant self's step: the (self mod phi(n))-th number in 1..n-1
+ * coprime with n (1 when n < 3), so its walk visits every peer once. */
+static uint32_t step_of(uint32_t n, uint32_t self)
+{
+    uint32_t phi = 0;
+    for (uint32_t s = 1; s < n; s++)
+        phi += gcd32(s, n) == 1;
+    if (phi < 2)
+        return 1;
+    uint32_t k = self % phi;
+    for (uint32_t s = 1; s < n; s++)
+        if (gcd32(s, n) == 1 && k-- == 0)
+            return s;
+    return 1;
+}
+
 void rf_sched_order(enum rf_sched_policy pol, uint32_t n, uint32_t self, uint32_t n_self, uint32_t *order)
 {
     if (!n)
         return;
     /* Participants spread evenly over the peers: with as many participants
      * as peers each starts on its own; with fewer, they start n/n_self
-     * apart. */
-    uint32_t start = 0;
-    if (pol == RF_SCHED_SPREAD && n_self)
+     * apart.  And each walks with a step of its own: walking in the same
+     * direction at the same pace, participants that meet on a slow peer
+     * (a large share of bytes) leave it together and stay together, so
+     * the peers they crowd are over-subscribed while others idle (a push
+     * of Kimi-K2 into engines without expert parallelism: every engine
+     * NIC 50% busy, 2.0x the floor); with their own steps they part at
+     * the next peer (1.11x; docs/scale.md §3). */
+    uint32_t start = 0, step = 1;
+    if (pol == RF_SCHED_SPREAD && n_self) {
         start = (uint32_t)(((uint64_t)(self % n_self) * n) / n_self);
+        step = step_of(n, self % n_self);
+    }
     for (uint32_t k = 0; k < n; k++)
-        order[k] = (start + k) % n;
+        order[k] = (uint32_t)((start + (uint64_t)k * step) % n);
 }

@@ -19,7 +19,9 @@
  * (a push publisher its receivers, a receiver its sources): naive 0..n-1
  * for everyone, so every publisher writes into the same receiver at once;
  * spread rotates each participant's start so concurrent participants start
- * on different peers (staggered starts).
+ * on different peers (staggered starts), and gives each its own step
+ * through the peers (a number coprime with their count), so participants
+ * that meet on one peer part at the next instead of moving on together.
  *
  * How the engine uses it (the engine is not changed by this module): in
  * make_plan, after the composed pieces are built and before rf_plan_build,

@@ -236,6 +236,59 @@ START_TEST(test_errors_name_chunk)
 }
 END_TEST
 
+/* The bound is input + one 4-byte header per 64 KiB segment (RAW is taken
+ * over anything larger), and it is reached: every unit changed by more
+ * than an int8 (all escapes) makes every segment RAW.  Encoded into an
+ * allocation of exactly the bound (a byte past it is a sanitizer error),
+ * whole chunks and whole tensors of awkward sizes; every impl. */
+START_TEST(test_bound_reached_never_passed)
+{
+    static const uint64_t nb[] = {1, 2, 65535, 65536, 65537, 3 * 65536 + 10, 1000 * 1536 + 512};
+    static const uint64_t cb[] = {2, 1024, 65536, 32 * 1536, 150000};
+    for (size_t i = 0; i < sizeof(nb) / sizeof(nb[0]); i++) {
+        uint64_t n = nb[i], segs = (n + 65535) / 65536;
+        ck_assert_uint_eq(rf_delta_bound(n), n + 4 * segs);
+        uint8_t *a = malloc(n), *b = malloc(n), *dst = malloc(n);
+        for (uint64_t k = 0; k < n; k++) {
+            a[k] = (uint8_t)(k * 7 + 3);
+            b[k] = (uint8_t)(a[k] ^ 0x80); /* every unit moves by 0x8080 (or 0x80): escapes */
+        }
+        for (int impl = RF_DELTA_IMPL_SCALAR; impl <= RF_DELTA_IMPL_AVX512; impl++) {
+            if (!rf_delta_impl_available((enum rf_delta_impl)impl) || n > 65536 * 4)
+                continue;
+            uint8_t *out = malloc(rf_delta_bound(n));
+            size_t len = 0;
+            ck_assert_int_eq(rf_delta_encode(a, b, n, out, rf_delta_bound(n), &len, (enum rf_delta_impl)impl, NULL),
+                             0);
+            ck_assert_uint_eq(len, rf_delta_bound(n));
+            memcpy(dst, a, n);
+            ck_assert_int_eq(rf_delta_apply(out, len, dst, n, NULL), 0);
+            ck_assert_mem_eq(dst, b, n);
+            free(out);
+        }
+        for (size_t j = 0; j < sizeof(cb) / sizeof(cb[0]); j++) {
+            uint64_t c = cb[j], nc = rf_delta_tensor_chunks(n, c), full = n / c, last = n % c;
+            uint64_t segs_t = full * ((c + 65535) / 65536) + (last + 65535) / 65536;
+            uint64_t bound = rf_delta_tensor_bound(n, c);
+            ck_assert_uint_eq(bound, n + 4 * segs_t);
+            uint8_t *out = malloc(bound ? bound : 1);
+            uint32_t *lens = malloc(nc * sizeof(uint32_t));
+            size_t len = 0;
+            ck_assert_int_eq(rf_delta_encode_tensor(a, b, n, c, out, bound, lens, &len, RF_DELTA_IMPL_AUTO, NULL), 0);
+            ck_assert_uint_eq(len, bound);
+            memcpy(dst, a, n);
+            ck_assert_int_eq(rf_delta_apply_tensor(out, len, lens, n, c, dst, "t"), 0);
+            ck_assert_mem_eq(dst, b, n);
+            free(out);
+            free(lens);
+        }
+        free(a);
+        free(b);
+        free(dst);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("delta");
@@ -246,6 +299,7 @@ int main(void)
     tcase_add_test(tc, test_ranges);
     tcase_add_test(tc, test_tensor);
     tcase_add_test(tc, test_errors_name_chunk);
+    tcase_add_test(tc, test_bound_reached_never_passed);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_ENV) ? 1 : 0;
 }

@@ -229,6 +229,53 @@ START_TEST(test_damaged)
 }
 END_TEST
 
+/* The encoder's output bound (rf_delta_tensor_bound: input + 4 bytes per
+ * segment) is reached and never passed: every unit escaped makes every
+ * segment RAW, the delta is exactly the bound, and 4 KiB of guard bytes
+ * after it stay as they were; at the spilling densities (records larger
+ * than a slot) the output stays within it too, guard intact. */
+START_TEST(test_bound)
+{
+    uint64_t s = 0xb0b0;
+    static const double ps[] = {-1, 0.3, 1.0};
+    for (int q = 0; q < 3; q++) {
+        struct batch bt;
+        make_batch(&bt, &s, ps[q] < 0 ? 0 : ps[q]);
+        if (ps[q] < 0) {
+            for (uint64_t i = 0; i < bt.total; i++)
+                bt.b[i] = (uint8_t)(bt.a[i] ^ 0x80);
+            up(bt.db, bt.b, bt.total);
+        }
+        const size_t guard = 4096;
+        uint8_t *want = malloc(bt.bound), *got = malloc(bt.bound + guard);
+        uint32_t *wl = malloc(bt.nchunks * 4), *dl = dev(bt.nchunks * 4);
+        uint8_t *dout = dev(bt.bound + guard);
+        size_t wlen = host_encode(&bt, want, wl);
+        if (ps[q] < 0)
+            ck_assert_uint_eq(wlen, bt.bound);
+        struct rf_delta_cuda *c;
+        ck_assert_int_eq(rf_delta_cuda_create(NULL, &c), 0);
+        ck_assert_int_eq(cudaMemset(dout, 0xa5, bt.bound + guard), cudaSuccess);
+        uint64_t glen = 0;
+        ck_assert_int_eq(rf_delta_cuda_encode(c, bt.sp, NT, dout, bt.bound, dl, &glen), 0);
+        ck_assert_int_eq(rf_delta_cuda_sync(c), 0);
+        ck_assert_uint_eq(glen, wlen);
+        down(got, dout, bt.bound + guard);
+        ck_assert_mem_eq(got, want, wlen);
+        for (size_t i = bt.bound; i < bt.bound + guard; i++)
+            ck_assert_msg(got[i] == 0xa5, "byte %zu past the bound written", i - bt.bound);
+        ck_assert_int_eq(rf_delta_cuda_encode(c, bt.sp, NT, dout, bt.bound - 1, dl, &glen), REFIT_EINVAL);
+        rf_delta_cuda_destroy(c);
+        free(want);
+        free(got);
+        free(wl);
+        cudaFree(dl);
+        cudaFree(dout);
+        free_batch(&bt);
+    }
+}
+END_TEST
+
 int main(void)
 {
     int n = 0;
@@ -239,6 +286,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_loop_test(tc, test_same_bytes, 0, (int)(sizeof(dens) / sizeof(dens[0])));
     tcase_add_test(tc, test_damaged);
+    tcase_add_test(tc, test_bound);
     suite_add_tcase(s, tc);
     /* cudaGetDeviceCount initialised CUDA here, and a CUDA context does not
      * survive fork (the child's first call fails "initialization error"):

@@ -75,15 +75,16 @@ START_TEST(gather_row_and_column_parallel)
     }
     struct rf_pdst dst[3] = {{R, C, es, 0, 0, 0}, {R, C, es, 0, R * C * es, 0}, {C, 1, es, 0, 2 * R * C * es, 0}};
     struct rf_piece pc[5] = {
-        {.dst = 0, .ncand = 1, .cand = {0}, .rows = R, .cols = C / 2, .dst_col = 0},
-        {.dst = 0, .ncand = 1, .cand = {3}, .rows = R, .cols = C / 2, .dst_col = C / 2},
-        {.dst = 1, .ncand = 1, .cand = {1}, .rows = R / 2, .cols = C, .dst_row = 0},
-        {.dst = 1, .ncand = 1, .cand = {4}, .rows = R / 2, .cols = C, .dst_row = R / 2},
-        {.dst = 2, .ncand = 2, .cand = {2, 5}, .rows = C, .cols = 1},
+        {.dst = 0, .psrc = 0, .rows = R, .cols = C / 2, .dst_col = 0},
+        {.dst = 0, .psrc = 3, .rows = R, .cols = C / 2, .dst_col = C / 2},
+        {.dst = 1, .psrc = 1, .rows = R / 2, .cols = C, .dst_row = 0},
+        {.dst = 1, .psrc = 4, .rows = R / 2, .cols = C, .dst_row = R / 2},
+        {.dst = 2, .cand = 0, .ncand = 2, .rows = C, .cols = 1},
     };
+    const uint32_t alt[2] = {2, 5}; /* the replicated vector on either source */
     struct rf_plan_opts o = {.scatter_threshold = 1024, .verify = 0};
     struct rf_plan p;
-    ck_assert_int_eq(rf_plan_build(src, 6, dst, 3, pc, 5, 2, &o, NULL, NULL, &p), 0);
+    ck_assert_int_eq(rf_plan_build(src, 6, dst, 3, pc, 5, alt, 2, 2, &o, NULL, NULL, &p), 0);
     uint64_t stage_bytes = 2 * R * C * es + C * es;
     uint8_t *staging = calloc(1, stage_bytes), *scratch = calloc(1, p.scratch_bytes + 1);
     run_plan(&p, staging, scratch);
@@ -115,11 +116,11 @@ START_TEST(adjacent_runs_merge)
     struct rf_pdst dst[1] = {{rows, cols, es, 0, 0, 0}};
     struct rf_piece pc[4];
     for (int i = 0; i < 4; i++)
-        pc[i] = (struct rf_piece){.dst = 0, .ncand = 1, .cand = {0}, .src_row = i * rows / 4,
+        pc[i] = (struct rf_piece){.dst = 0, .psrc = 0, .src_row = i * rows / 4,
                                   .rows = rows / 4, .cols = cols, .dst_row = i * rows / 4};
     struct rf_plan_opts o = {.scatter_threshold = 4096};
     struct rf_plan p;
-    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, pc, 4, 1, &o, NULL, NULL, &p), 0);
+    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, pc, 4, NULL, 0, 1, &o, NULL, NULL, &p), 0);
     ck_assert_uint_eq(p.n_desc, 1);
     ck_assert_uint_eq(p.desc[0].len, rows * cols * es);
     ck_assert_uint_eq(p.n_scatter, 0);
@@ -135,20 +136,26 @@ START_TEST(replicated_spread_over_sources)
     struct rf_psrc src[4 * 16];
     struct rf_pdst dst[16];
     struct rf_piece pc[16];
+    uint32_t alt[4 * 16];
     for (int s = 0; s < S; s++)
         for (int t = 0; t < T; t++)
             src[s * T + t] = (struct rf_psrc){s, 0, (uint64_t)t * 65536, 256, 128, 2, 0};
     for (int t = 0; t < T; t++) {
         dst[t] = (struct rf_pdst){256, 128, 2, 0, (uint64_t)t * 65536, 0};
-        pc[t] = (struct rf_piece){.dst = t, .ncand = S, .rows = 256, .cols = 128};
+        pc[t] = (struct rf_piece){.dst = t, .cand = (uint32_t)(t * S), .ncand = S, .rows = 256, .cols = 128};
         for (int s = 0; s < S; s++)
-            pc[t].cand[s] = s * T + t;
+            alt[t * S + s] = s * T + t;
     }
     struct rf_plan_opts o = {.scatter_threshold = 1024};
     struct rf_plan p;
-    ck_assert_int_eq(rf_plan_build(src, S * T, dst, T, pc, T, S, &o, NULL, NULL, &p), 0);
+    ck_assert_int_eq(rf_plan_build(src, S * T, dst, T, pc, T, alt, S * T, S, &o, NULL, NULL, &p), 0);
     for (int s = 0; s < S; s++)
         ck_assert_uint_eq(p.bytes_per_source[s], 4 * 65536);
+    /* Each piece collapsed to the alternative it reads. */
+    for (int t = 0; t < T; t++) {
+        ck_assert_uint_eq(pc[t].ncand, 0);
+        ck_assert_uint_eq(pc[t].psrc % T, pc[t].dst);
+    }
     rf_plan_free(&p);
 }
 END_TEST
@@ -166,16 +173,16 @@ START_TEST(gaps_overlaps_and_bounds_are_errors)
     struct rf_pdst dst[1] = {{10, 10, 2, 0, 0, 0}};
     struct rf_plan_opts o = {.scatter_threshold = 0};
     struct rf_plan p;
-    struct rf_piece gap[1] = {{.dst = 0, .ncand = 1, .rows = 9, .cols = 10}};
-    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, gap, 1, 1, &o, names, NULL, &p), REFIT_ENOENT);
+    struct rf_piece gap[1] = {{.dst = 0, .rows = 9, .cols = 10}};
+    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, gap, 1, NULL, 0, 1, &o, names, NULL, &p), REFIT_ENOENT);
     ck_assert_msg(strstr(refit_error_message(), "'model.norm.weight': 90 of 100 elements have a source"),
                   "%s", refit_error_message());
-    struct rf_piece ov[2] = {{.dst = 0, .ncand = 1, .rows = 6, .cols = 10},
-                             {.dst = 0, .ncand = 1, .src_row = 4, .rows = 6, .cols = 10, .dst_row = 4}};
-    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, ov, 2, 1, &o, names, NULL, &p), REFIT_EPROTO);
+    struct rf_piece ov[2] = {{.dst = 0, .rows = 6, .cols = 10},
+                             {.dst = 0, .src_row = 4, .rows = 6, .cols = 10, .dst_row = 4}};
+    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, ov, 2, NULL, 0, 1, &o, names, NULL, &p), REFIT_EPROTO);
     ck_assert_msg(strstr(refit_error_message(), "covered twice"), "%s", refit_error_message());
-    struct rf_piece oob[1] = {{.dst = 0, .ncand = 1, .src_row = 5, .rows = 10, .cols = 10}};
-    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, oob, 1, 1, &o, names, NULL, &p), REFIT_ERANGE);
+    struct rf_piece oob[1] = {{.dst = 0, .src_row = 5, .rows = 10, .cols = 10}};
+    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, oob, 1, NULL, 0, 1, &o, names, NULL, &p), REFIT_ERANGE);
 }
 END_TEST
 
@@ -189,10 +196,10 @@ START_TEST(verify_chunks_cover_pulled_rows)
     struct rf_psrc src[1] = {{0, 0, 0, rows, cols, es, cr}};
     /* The receiver keeps rows [300, 700) (a TP slice): not chunk aligned. */
     struct rf_pdst dst[1] = {{400, cols, es, 0, 0, 0}};
-    struct rf_piece pc[1] = {{.dst = 0, .ncand = 1, .src_row = 300, .rows = 400, .cols = cols}};
+    struct rf_piece pc[1] = {{.dst = 0, .src_row = 300, .rows = 400, .cols = cols}};
     struct rf_plan_opts o = {.scatter_threshold = 1024, .verify = 1};
     struct rf_plan p;
-    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, pc, 1, 1, &o, NULL, NULL, &p), 0);
+    ck_assert_int_eq(rf_plan_build(src, 1, dst, 1, pc, 1, NULL, 0, 1, &o, NULL, NULL, &p), 0);
     uint8_t *staging = calloc(1, 400 * cols * es), *scratch = calloc(1, p.scratch_bytes + 1);
     run_plan(&p, staging, scratch);
     ck_assert(!memcmp(staging, region[0] + 300 * cols * es, 400 * cols * es));
@@ -255,7 +262,7 @@ START_TEST(random_layouts_reproduce_images)
                 uint32_t s = (uint32_t)(rand() % NS);
                 src[ns] = (struct rf_psrc){s, 0, off[s], r1 - r0, c1 - c0, es, (uint32_t)(rand() % 3) * 8};
                 off[s] += (r1 - r0) * (c1 - c0) * es;
-                pc[np++] = (struct rf_piece){.dst = d, .ncand = 1, .cand = {ns}, .rows = r1 - r0,
+                pc[np++] = (struct rf_piece){.dst = d, .psrc = ns, .rows = r1 - r0,
                                              .cols = c1 - c0, .dst_row = r0, .dst_col = c0};
                 ns++;
             }
@@ -276,24 +283,32 @@ START_TEST(random_layouts_reproduce_images)
     struct rf_piece copy[ND * 9], order[ND * 9];
     memcpy(copy, pc, sizeof(pc));
     struct rf_plan p;
-    ck_assert_int_eq(rf_plan_build(src, ns, dst, ND, pc, np, NS, &o, NULL, NULL, &p), 0);
+    ck_assert_int_eq(rf_plan_build(src, ns, dst, ND, pc, np, NULL, 0, NS, &o, NULL, NULL, &p), 0);
     /* The pieces come back in the planner's order (largest first, then by
      * destination place), each as given but for its chosen candidate. */
     memcpy(order, copy, sizeof(copy));
     qsort(order, np, sizeof(*order), cmp_size_then_place);
+    /* rf_plan_order names that order (the receiver chooses sources in it). */
+    uint32_t idx[ND * 9];
+    ck_assert_int_eq(rf_plan_order(copy, np, idx), 0);
+    for (size_t k = 0; k < np; k++) {
+        ck_assert_uint_eq(copy[idx[k]].dst, order[k].dst);
+        ck_assert_uint_eq(copy[idx[k]].dst_row, order[k].dst_row);
+        ck_assert_uint_eq(copy[idx[k]].dst_col, order[k].dst_col);
+    }
     for (size_t k = 0; k < np; k++) {
         ck_assert_uint_eq(pc[k].dst, order[k].dst);
         ck_assert_uint_eq(pc[k].dst_row, order[k].dst_row);
         ck_assert_uint_eq(pc[k].dst_col, order[k].dst_col);
         ck_assert_uint_eq(pc[k].rows, order[k].rows);
         ck_assert_uint_eq(pc[k].cols, order[k].cols);
-        ck_assert_uint_eq(pc[k].cand[0], order[k].cand[0]);
+        ck_assert_uint_eq(pc[k].psrc, order[k].psrc);
     }
     uint8_t *staging = calloc(1, stage + 1), *scratch = calloc(1, p.scratch_bytes + 1);
     run_plan(&p, staging, scratch);
     for (size_t k = 0; k < np; k++) {
         const struct rf_piece *q = &copy[k];
-        const struct rf_psrc *s = &src[q->cand[0]];
+        const struct rf_psrc *s = &src[q->psrc];
         const struct rf_pdst *d = &dst[q->dst];
         const uint8_t *img = (d->in_scratch ? scratch : staging) + d->offset;
         for (uint64_t r = 0; r < q->rows; r++)

@@ -11,49 +11,16 @@
  * program exits 77 (skipped): the plugins are phase 2 of issue 16. */
 #include "mla_expect.h"
 #include "mla_synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
 
 /* The synthetic checkpoint of one test: written, opened as model, HF view
  * and plain checkpoint (the expectations are built from the latter). */
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
-
 static void ck_open(struct ck *k, const struct mla_cfg *c, bool fp8, const char *name)
 {
     snprintf(k->dir, sizeof(k->dir), "%s/%s", tmp, name);
     mla_write_ckpt(c, k->dir, 41, fp8);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, NULL, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
+    ck_open_dir(k, NULL);
 }
 
 static struct refit_convert_opts opts(enum refit_model_target t, int tp, int rank, int ep)
@@ -475,7 +442,7 @@ int main(void)
     Suite *s = suite_create("model_mla_convert");
     TCase *tc = tcase_create("convert");
     tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_add_loop_test(tc, test_claims, 0, sizeof(cfgs) / sizeof(cfgs[0]));
     tcase_add_loop_test(tc, test_hf_target, 0, sizeof(cfgs) / sizeof(cfgs[0]));
     tcase_add_loop_test(tc, test_megatron_ranks, 0, sizeof(shard_cases) / sizeof(shard_cases[0]));

@@ -15,33 +15,13 @@
  *  - every vLLM rank's drafter names against vLLM's deepseek_mtp.py
  *    (@03356f8c: DeepSeekMultiTokenPredictorLayer, DeepSeekMTP.load_weights,
  *    _rewrite_spec_layer_name), the table below;
+ *  - every SGLang rank's draft-model names against SGLang's deepseek_nextn.py
+ *    (DeepseekModelNextN, its load_weights' renaming), the table below;
  *  - include_mtp off leaves every layout as it was; targets that load no
  *    MTP layers refuse include_mtp. */
 #include "mla_synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
-
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
 
 static struct refit_convert_opts mtp_opts(const char *target, int tp, int rank, bool mtp)
 {
@@ -55,19 +35,8 @@ static void ck_open(struct ck *k, const struct mla_cfg *c)
 {
     snprintf(k->dir, sizeof(k->dir), "%s/ck", tmp);
     mla_write_ckpt(c, k->dir, 43, false);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
     struct refit_convert_opts o = mtp_opts("hf", 1, 0, true);
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, &o, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
+    ck_open_dir(k, &o);
 }
 
 static struct t_mat hf(const struct ck *k, const char *name)
@@ -281,19 +250,143 @@ START_TEST(test_vllm_drafter_glm5)
 }
 END_TEST
 
-/* Engines that load no MTP layers from refit refuse include_mtp. */
-START_TEST(test_no_mtp_targets)
+/* SGLang's draft model of DeepSeek-V3, from SGLang's source (not refit's):
+ * python/sglang/srt/models/deepseek_nextn.py @c28bdc90, lines 40-77
+ * (DeepseekModelNextN: enorm, hnorm, eh_proj = nn.Linear(2 * hidden,
+ * hidden), decoder = DeepseekV2DecoderLayer(is_nextn=True, prefix
+ * "decoder"), shared_head.norm) and 125-148 (DeepseekV3ForCausalLMNextN:
+ * model = DeepseekModelNextN(prefix "model"), lm_head at
+ * "model.shared_head.head"); its load_weights (@0114f9c9 lines 237-263;
+ * @c28bdc90 DeepseekV3ForCausalLM.load_weights(is_nextn=True) the same)
+ * takes the checkpoint's model.layers.<num_hidden_layers>.*, skips
+ * shared_head.head and embed_tokens (the target model's), renames
+ * shared_head.norm / eh_proj / enorm / hnorm to model.<name> and the rest
+ * to model.decoder.<name>, then maps the decoder's names as the main model
+ * does (stacked gate_up_proj, FusedMoE w13 / w2, q_a_proj +
+ * kv_a_proj_with_mqa -> fused_qkv_a_proj_with_mqa, @0114f9c9 lines
+ * 186-191 and 300-330).  "Only 1 nextn layer is supported". */
+static const struct {
+    const char *name;
+    bool split; /* rows split over TP (heads / intermediate), else whole */
+} sglang_mtp[] = {
+    {"model.enorm.weight", false},
+    {"model.hnorm.weight", false},
+    {"model.eh_proj.weight", false},
+    {"model.shared_head.norm.weight", false},
+    {"model.decoder.input_layernorm.weight", false},
+    {"model.decoder.self_attn.fused_qkv_a_proj_with_mqa.weight", false},
+    {"model.decoder.self_attn.q_a_layernorm.weight", false},
+    {"model.decoder.self_attn.q_b_proj.weight", true},
+    {"model.decoder.self_attn.kv_a_layernorm.weight", false},
+    {"model.decoder.self_attn.kv_b_proj.weight", true},
+    {"model.decoder.self_attn.o_proj.weight", false},
+    {"model.decoder.post_attention_layernorm.weight", false},
+    {"model.decoder.mlp.gate.weight", false},
+    {"model.decoder.mlp.gate.e_score_correction_bias", false},
+    {"model.decoder.mlp.shared_experts.gate_up_proj.weight", true},
+    {"model.decoder.mlp.shared_experts.down_proj.weight", false},
+    {"model.decoder.mlp.experts.w13_weight", false},
+    {"model.decoder.mlp.experts.w2_weight", false},
+};
+#define N_SGLANG_MTP (sizeof(sglang_mtp) / sizeof(sglang_mtp[0]))
+
+START_TEST(test_sglang_draft)
 {
     struct ck k;
     ck_open(&k, &MLA_DS);
-    static const char *const no[] = {"sglang", "transformers"};
+    const int64_t K = MLA_DS.v[Y_K], H = MLA_DS.v[Y_H], dn = MLA_DS.v[Y_NOPE], dv = MLA_DS.v[Y_VH];
+    const int64_t dq = MLA_DS.v[Y_NOPE] + MLA_DS.v[Y_ROPE];
+    for (int r = 0; r < 2; r++) {
+        char a[4200], b[4200];
+        snprintf(a, sizeof(a), "%s/sg%d.safetensors", tmp, r);
+        snprintf(b, sizeof(b), "%s/sgno%d.safetensors", tmp, r);
+        struct refit_convert_opts o = mtp_opts("sglang", 2, r, true);
+        ck_assert_msg(refit_convert_write(k.m, k.v, &o, a) == 0, "%s", refit_error_message());
+        o.include_mtp = false;
+        ck_assert_msg(refit_convert_write(k.m, k.v, &o, b) == 0, "%s", refit_error_message());
+        /* the main model's tensors unchanged, plus exactly the table's */
+        t_assert_subset(b, a, N_SGLANG_MTP);
+        refit_st_file_t *f;
+        ck_assert_int_eq(refit_st_open(a, &f), 0);
+        for (size_t i = 0; i < N_SGLANG_MTP; i++) {
+            const struct refit_st_tensor *t = refit_st_find(f, sglang_mtp[i].name);
+            ck_assert_msg(t, "%s missing on rank %d", sglang_mtp[i].name, r);
+            if (!strstr(sglang_mtp[i].name, "experts.w")) {
+                const char *hn = sglang_mtp[i].name + strlen(strncmp(sglang_mtp[i].name, "model.decoder.", 14)
+                                                                 ? "model."
+                                                                 : "model.decoder.");
+                char full[256];
+                snprintf(full, sizeof(full), "model.layers.3.%s", hn);
+                const struct refit_st_tensor *h = refit_st_checkpoint_find(k.st, full);
+                /* whole or this rank's rows of the checkpoint's tensor */
+                if (h)
+                    ck_assert_msg(t->shape[0] == (sglang_mtp[i].split ? h->shape[0] / 2 : h->shape[0]),
+                                  "%s: %lld rows", sglang_mtp[i].name, (long long)t->shape[0]);
+            }
+        }
+        /* bytes: eh_proj and norms whole, kv_b_proj / q_b_proj whole heads */
+        t_assert_mat(f, "model.eh_proj.weight", hf(&k, "model.layers.3.eh_proj.weight"));
+        t_assert_mat(f, "model.enorm.weight", hf(&k, "model.layers.3.enorm.weight"));
+        t_assert_mat(f, "model.shared_head.norm.weight", hf(&k, "model.layers.3.shared_head.norm.weight"));
+        const struct refit_st_tensor *eh = refit_st_find(f, "model.eh_proj.weight");
+        ck_assert(eh->ndim == 2 && eh->shape[0] == K && eh->shape[1] == 2 * K);
+        t_assert_mat(f, "model.decoder.self_attn.kv_b_proj.weight",
+                     t_mat_rows_f(hf(&k, "model.layers.3.self_attn.kv_b_proj.weight"), r * (H / 2) * (dn + dv),
+                                  (H / 2) * (dn + dv)));
+        t_assert_mat(f, "model.decoder.self_attn.q_b_proj.weight",
+                     t_mat_rows_f(hf(&k, "model.layers.3.self_attn.q_b_proj.weight"), r * (H / 2) * dq, (H / 2) * dq));
+        t_assert_mat(f, "model.decoder.self_attn.fused_qkv_a_proj_with_mqa.weight",
+                     t_mat_cat(hf(&k, "model.layers.3.self_attn.q_a_proj.weight"),
+                               hf(&k, "model.layers.3.self_attn.kv_a_proj_with_mqa.weight")));
+        /* nothing of the MTP layer under its checkpoint names, no copies */
+        for (size_t i = 0; i < refit_st_count(f); i++) {
+            const char *n = refit_st_at(f, i)->name;
+            bool copy = (strstr(n, "embed_tokens") && strcmp(n, "model.embed_tokens.weight")) ||
+                        strstr(n, "shared_head.head");
+            ck_assert_msg(!has_prefix(n, "model.layers.3.") && !copy, "rank %d: %s is no SGLang draft parameter", r,
+                          n);
+        }
+        refit_st_close(f);
+    }
+    ck_close(&k);
+}
+END_TEST
+
+/* SGLang names one MTP layer ("Only 1 nextn layer is supported"): a model
+ * with two is refused, not given colliding names. */
+START_TEST(test_sglang_one_mtp_layer)
+{
+    struct mla_cfg two = MLA_DS;
+    two.mtp = 2;
+    struct ck k;
+    ck_open(&k, &two);
+    struct refit_convert_opts o = mtp_opts("sglang", 1, 0, true);
+    refit_layout_t *lay;
+    ck_assert_int_eq(refit_layout_target(k.m, &o, &lay), REFIT_ENOTSUP);
+    ck_assert_msg(strstr(refit_error_message(), "one MTP layer"), "%s", refit_error_message());
+    o = mtp_opts("vllm", 1, 0, true); /* vLLM numbers its layers: both */
+    ck_assert_msg(refit_layout_target(k.m, &o, &lay) == 0, "%s", refit_error_message());
+    ck_assert_ptr_nonnull(refit_layout_find(lay, "model.layers.4.mtp_block.self_attn.o_proj.weight"));
+    refit_layout_destroy(lay);
+    ck_close(&k);
+}
+END_TEST
+
+/* Engines that load no MTP layers from refit refuse include_mtp:
+ * transformers, and SGLang for GLM-5 (no naming of its draft model). */
+START_TEST(test_no_mtp_targets)
+{
+    struct ck k;
+    const struct mla_cfg *cfg[] = {&MLA_DS, &MLA_GLM5};
+    const char *const no[] = {"transformers", "sglang"};
     for (size_t i = 0; i < 2; i++) {
+        ck_open(&k, cfg[i]);
         struct refit_convert_opts o = mtp_opts(no[i], 1, 0, true);
         refit_layout_t *lay;
         ck_assert_int_eq(refit_layout_target(k.m, &o, &lay), REFIT_ENOTSUP);
         ck_assert_msg(strstr(refit_error_message(), "include_mtp"), "%s", refit_error_message());
+        ck_close(&k);
     }
-    ck_close(&k);
 }
 END_TEST
 
@@ -301,12 +394,14 @@ int main(void)
 {
     Suite *s = suite_create("model_mtp");
     TCase *tc = tcase_create("mtp");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_megatron_round_trip, 0, 2);
     tcase_add_loop_test(tc, test_megatron_names, 0, 2);
     tcase_add_test(tc, test_vllm_drafter);
     tcase_add_test(tc, test_vllm_drafter_glm5);
+    tcase_add_test(tc, test_sglang_draft);
+    tcase_add_test(tc, test_sglang_one_mtp_layer);
     tcase_add_test(tc, test_no_mtp_targets);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;

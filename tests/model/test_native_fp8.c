@@ -13,6 +13,7 @@
 
 #include "tutil.h"
 #include "refit/standin.h"
+#include "tfix.h"
 #include "../check_run.h"
 
 /* H 4, G 2, d 128, K 320 (an edge column block), I 512, V 300, 2 layers:
@@ -23,22 +24,6 @@
     " \"intermediate_size\": 512, \"vocab_size\": 300, \"tie_word_embeddings\": false,"  \
     " \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\","           \
     " \"weight_block_size\": [128, 128]}}"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
 
 static uint32_t nf_rand(uint64_t *s)
 {
@@ -137,29 +122,11 @@ static uint16_t *ref_dequant(const struct refit_st_tensor *q, const struct refit
     return out;
 }
 
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
-
 static void ck_open(struct ck *k)
 {
     snprintf(k->dir, sizeof(k->dir), "%s/fp8", tmp);
     write_ckpt(k->dir, NULL, 0);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, NULL, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
+    ck_open_dir(k, NULL);
 }
 
 static struct refit_convert_opts opts(enum refit_model_target t, int tp, int rank, bool fp8)
@@ -367,7 +334,7 @@ int main(void)
     Suite *s = suite_create("model_native_fp8");
     TCase *tc = tcase_create("native_fp8");
     tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_add_test(tc, test_dequant_hf);
     tcase_add_test(tc, test_passthrough);
     tcase_add_test(tc, test_shards_and_standin);

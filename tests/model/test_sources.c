@@ -16,30 +16,8 @@
  * (tested against conversion.md in test_synth) renumbered by those rules,
  * and FSDP shards against the HF tensors directly. */
 #include "synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
-
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
 
 static void ck_synth(struct ck *k, const struct dims *d, const char *name)
 {
@@ -47,11 +25,7 @@ static void ck_synth(struct ck *k, const struct dims *d, const char *name)
     struct t_ckpt c;
     t_ckpt_begin(&c, 3);
     write_ckpt(d, k->dir, &c);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, NULL, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
+    ck_open_dir(k, NULL);
 }
 
 /* The shared fixture (tied embeddings); 0 when absent. */
@@ -62,19 +36,8 @@ static int ck_fixture(struct ck *k)
         return 0;
     snprintf(k->dir, sizeof(k->dir), "%s", fx);
     free(fx);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, NULL, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
+    ck_open_dir(k, NULL);
     return 1;
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
 }
 
 static void shard(struct ck *k, const struct refit_shard_opts *so, char *dir, const char *name)
@@ -318,7 +281,7 @@ int main(void)
     Suite *s = suite_create("sources");
     TCase *tc = tcase_create("sources");
     tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_add_loop_test(tc, test_pp, 0, 4);
     tcase_add_test(tc, test_pp_uneven_refused);
     tcase_add_test(tc, test_pp_tied);

@@ -5,10 +5,8 @@
  * MTP layer, vocabularies that need padding.  Expected layouts are built
  * here from the document, never through the engine. */
 #include "synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
 
 /* The synthetic checkpoint most tests work on, written into tmp by ckpt(),
  * with its model, its HF view and the checkpoint itself (the expectations
@@ -20,12 +18,6 @@ static struct {
     refit_st_checkpoint_t *ck;
 } S;
 
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
 static void teardown(void)
 {
     refit_st_checkpoint_close(S.ck);
@@ -33,9 +25,7 @@ static void teardown(void)
     refit_model_close(S.m);
     free(S.dir);
     memset(&S, 0, sizeof(S));
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
+    t_teardown();
 }
 
 
@@ -717,7 +707,7 @@ int main(void)
     Suite *s = suite_create("model_synth");
     TCase *tc = tcase_create("synth");
     tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, teardown);
     tcase_add_test(tc, test_plugins_claim);
     tcase_add_loop_test(tc, test_roundtrip, 0, 9);
     tcase_add_test(tc, test_megatron_layout_moe);

@@ -16,30 +16,8 @@
  *  (determine_num_fused_shared_experts; the shared_experts.* -> experts.<E>.*
  *  rename in load_weights). */
 #include "synth.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
-
-static void setup(void)
-{
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
-}
-
-struct ck {
-    char dir[4096];
-    refit_model_t *m;
-    refit_hf_view_t *v;
-    refit_st_checkpoint_t *st;
-};
 
 static void ck_open(struct ck *k, const struct dims *d)
 {
@@ -47,18 +25,7 @@ static void ck_open(struct ck *k, const struct dims *d)
     struct t_ckpt c;
     t_ckpt_begin(&c, 9);
     write_ckpt(d, k->dir, &c);
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/config.json", k->dir);
-    ck_assert_msg(refit_model_open(loader, NULL, p, &k->m) == 0, "%s", refit_error_message());
-    ck_assert_msg(refit_hf_view_open(k->m, k->dir, NULL, &k->v) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_st_checkpoint_open(k->dir, &k->st), 0);
-}
-
-static void ck_close(struct ck *k)
-{
-    refit_st_checkpoint_close(k->st);
-    refit_hf_view_close(k->v);
-    refit_model_close(k->m);
+    ck_open_dir(k, NULL);
 }
 
 static refit_st_file_t *convert(struct ck *k, const char *target, int tp, int rank, int ep, bool fp8, char *path)
@@ -346,7 +313,7 @@ int main(void)
     Suite *s = suite_create("targets");
     TCase *tc = tcase_create("targets");
     tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
     tcase_add_loop_test(tc, test_transformers, 0, 2);
     tcase_add_test(tc, test_sglang_qwen3_moe);
     tcase_add_test(tc, test_sglang_glm);

@@ -6,11 +6,8 @@
  * HF identity.  Expected names, shapes and bytes are written here from
  * DeepSeek-V3's modeling code and vLLM's deepseek_v2.py (as summarised in
  * mla_tables.h), never from refit's layout code. */
-#include "tutil.h"
+#include "tfix.h"
 #include "../check_run.h"
-
-static refit_loader_t *loader;
-static char *tmp;
 
 /* hidden 256, 4 heads, nope 32, rope 16, v 32, kv_lora 128, inter 256 */
 enum { K = 256, H = 4, NOPE = 32, ROPE = 16, VH = 32, KVR = 128, QR = 192, I = 256, V = 300, LAYERS = 2 };
@@ -20,15 +17,7 @@ static void setup(void)
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/tests/model", getenv("REFIT_BUILD_ROOT"));
     setenv("REFIT_PLUGIN_PATH", dir, 1);
-    ck_assert_int_eq(refit_loader_create(NULL, &loader), 0);
-    tmp = t_mkdtemp();
-}
-
-static void teardown(void)
-{
-    t_rmtree(tmp);
-    free(tmp);
-    refit_loader_destroy(loader);
+    t_setup();
 }
 
 /* Writes config.json and model.safetensors of the test model into
@@ -282,7 +271,7 @@ int main(void)
     Suite *s = suite_create("vocab");
     TCase *tc = tcase_create("vocab");
     tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, setup, t_teardown);
     tcase_add_test(tc, test_dims);
     tcase_add_test(tc, test_vllm_layouts);
     tcase_add_test(tc, test_bytes);

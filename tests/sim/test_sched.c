@@ -104,10 +104,38 @@ START_TEST(test_orders)
     rf_sched_order(RF_SCHED_NAIVE, 8, 5, 4, o);
     for (uint32_t k = 0; k < 8; k++)
         ck_assert_uint_eq(o[k], k);
-    /* Participant 3 of 4 over 8 peers starts at 6, then wraps. */
+    /* Participant 3 of 4 over 8 peers starts at 6 and walks with the 4th
+     * step coprime with 8 (1, 3, 5, 7): 6, 5, 4, ... */
     rf_sched_order(RF_SCHED_SPREAD, 8, 3, 4, o);
     ck_assert_uint_eq(o[0], 6);
-    ck_assert_uint_eq(o[2], 0);
+    ck_assert_uint_eq(o[1], 5);
+    ck_assert_uint_eq(o[2], 4);
+    /* Participant 0 walks 0, 1, 2, ... as before. */
+    rf_sched_order(RF_SCHED_SPREAD, 8, 0, 4, o);
+    for (uint32_t k = 0; k < 8; k++)
+        ck_assert_uint_eq(o[k], k);
+    /* Two participants per peer (16 over 8): the pair that starts on one
+     * peer parts at the next (a convoy would stay together). */
+    for (uint32_t s = 0; s < 16; s += 2) {
+        uint32_t a[8], b[8];
+        rf_sched_order(RF_SCHED_SPREAD, 8, s, 16, a);
+        rf_sched_order(RF_SCHED_SPREAD, 8, s + 1, 16, b);
+        ck_assert_uint_eq(a[0], b[0]);
+        ck_assert_uint_ne(a[1], b[1]);
+        uint32_t ma = 0, mb = 0;
+        for (int k = 0; k < 8; k++) {
+            ma |= 1u << a[k];
+            mb |= 1u << b[k];
+        }
+        ck_assert_uint_eq(ma, 0xff);
+        ck_assert_uint_eq(mb, 0xff);
+    }
+    /* One or two peers: the only walks there are. */
+    rf_sched_order(RF_SCHED_SPREAD, 2, 1, 2, o);
+    ck_assert_uint_eq(o[0], 1);
+    ck_assert_uint_eq(o[1], 0);
+    rf_sched_order(RF_SCHED_SPREAD, 1, 5, 7, o);
+    ck_assert_uint_eq(o[0], 0);
     /* Every participant's order is a permutation; starts are distinct. */
     uint32_t starts = 0;
     for (uint32_t s = 0; s < 8; s++) {

@@ -50,8 +50,10 @@ static void use_memory(void)
 static void setup(void)
 {
     use_memory();
-    peer_start(&P, NULL, NULL);
+    /* The two transports initialise at once (peer_spawn). */
+    peer_spawn(&P, NULL, NULL);
     side_open(&S, NULL);
+    peer_ready(&P);
     side_connect(&S, &P);
 }
 

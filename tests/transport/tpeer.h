@@ -67,9 +67,12 @@ static TP_UNUSED const char *peer_cmd(struct peer *p, const char *fmt, ...)
     return peer_read(p);
 }
 
-/* token: REFIT_TCP_TOKEN for the peer (NULL: none); sets: --set values
+/* Starts the peer process without waiting for it: its transport's init
+ * (a second or more for libfabric and UCX on a loaded machine) then runs
+ * while this process initialises its own; peer_ready waits for its address.
+ * token: REFIT_TCP_TOKEN for the peer (NULL: none); sets: --set values
  * (NULL-terminated, at most 4; NULL: none). */
-static TP_UNUSED void peer_start_sets(struct peer *p, const char *token, const char *const *sets)
+static TP_UNUSED void peer_spawn_sets(struct peer *p, const char *token, const char *const *sets)
 {
     int in[2], out[2];
     ck_assert_int_eq(pipe(in), 0);
@@ -99,16 +102,33 @@ static TP_UNUSED void peer_start_sets(struct peer *p, const char *token, const c
     close(out[1]);
     p->to = fdopen(in[1], "w");
     p->from = fdopen(out[0], "r");
+}
+
+/* The address a spawned peer prints once its transport is up. */
+static TP_UNUSED void peer_ready(struct peer *p)
+{
     const char *l = peer_read(p);
     ck_assert_msg(!strncmp(l, "addr ", 5), "peer did not start: %s", l);
     p->alen = unhex(l + 5, p->addr, sizeof(p->addr));
 }
 
+static TP_UNUSED void peer_start_sets(struct peer *p, const char *token, const char *const *sets)
+{
+    peer_spawn_sets(p, token, sets);
+    peer_ready(p);
+}
+
 /* extra: one --set (NULL: none). */
-static TP_UNUSED void peer_start(struct peer *p, const char *token, const char *extra)
+static TP_UNUSED void peer_spawn(struct peer *p, const char *token, const char *extra)
 {
     const char *sets[2] = {extra, NULL};
-    peer_start_sets(p, token, sets);
+    peer_spawn_sets(p, token, sets);
+}
+
+static TP_UNUSED void peer_start(struct peer *p, const char *token, const char *extra)
+{
+    peer_spawn(p, token, extra);
+    peer_ready(p);
 }
 
 static TP_UNUSED void peer_stop(struct peer *p)

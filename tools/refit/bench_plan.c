@@ -22,7 +22,7 @@ static const char *QWEN3_235B =
 
 struct plan_opts {
     const char *hfcfg, *model_yaml, *src, *dst;
-    int rank, iters, gpus, naive;
+    int rank, iters, gpus, naive, replicas, replica;
 };
 
 #define AT(f) CLI_AT(struct plan_opts, f)
@@ -37,6 +37,9 @@ static const struct cli_opt plan_table[] = {
     {"--naive", NULL, CLI_FLAG, NULL, 0, 0, NULL, NULL, AT(naive),
      "plan every trainer rank on its own (refit.plan_dedupe=false): the reference digest"},
     {"--iters", NULL, CLI_INT, "K", 1, 100, NULL, "3", AT(iters), "timed plans (the median is printed)"},
+    {"--replicas", NULL, CLI_INT, "N", 1, 65536, NULL, "1", AT(replicas),
+     "engines of this layout choosing sources together (refit.replicas)"},
+    {"--replica", NULL, CLI_INT, "I", 0, 65535, NULL, "0", AT(replica), "which of them this one is (refit.replica_index)"},
 };
 #undef AT
 
@@ -47,7 +50,8 @@ static const struct cli_spec plan_spec = {
              "config.json or a model YAML (default: Qwen3-235B-A22B, TP4 EP8 -> TP8).  Prints the\n"
              "plan's size, the time (median of K), the peak memory growth and the plan's digest.\n"
              "Target: <= 200 ms, <= 256 MiB.  --naive is the reference the deduped planner must\n"
-             "match digest for digest.\n",
+             "match digest for digest; --replicas N --replica I plans engine I of N choosing sources\n"
+             "together (refit.replicas).\n",
     .opts = plan_table,
     .n_opts = CLI_N(plan_table),
 };
@@ -107,11 +111,17 @@ int bench_plan(int argc, char **argv)
     snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
     /* a model YAML is the configuration file (its model section), the rest overrides */
     const char *dedupe = naive ? "refit.plan_dedupe=false" : "refit.plan_dedupe=true";
+    char o_reps[64], o_rep[64];
+    snprintf(o_reps, sizeof(o_reps), "refit.replicas=%d", po.replicas ? po.replicas : 1);
+    snprintf(o_rep, sizeof(o_rep), "refit.replica_index=%d", po.replica);
     const char *ovr_all[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
-                             "model.target=vllm", dedupe};
-    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm", dedupe};
+                             "model.target=vllm", dedupe, o_reps, o_rep};
+    const char *ovr_yaml[] = {"store.plugin=file", o_dir, "transport.plugin=tcp", "model.target=vllm", dedupe,
+                              o_reps, o_rep};
     const char *const *ovr = model_yaml ? ovr_yaml : ovr_all;
     size_t n_ovr = model_yaml ? sizeof(ovr_yaml) / sizeof(ovr_yaml[0]) : sizeof(ovr_all) / sizeof(ovr_all[0]);
+    if (po.replicas <= 1)
+        n_ovr -= 2; /* the engine alone: the context's defaults */
     long rss0 = max_rss_kib();
     refit_context_t *ctx = NULL;
     refit_receiver_t *rcv = NULL;

@@ -8,15 +8,19 @@
  *
  *   publish   catalog (content-addressed: cas-if-absent once per handle),
  *             checksums (versions/V/sums/<id> and its segments
- *             versions/V/sums/<id>/<k>, one put_many), record (sources/
- *             and versions/V/sources/, one pipelined put), heartbeat;
+ *             versions/V/sums/<id>/<k>, one put_many; none with --sums
+ *             transport, where they travel in the source's table over the
+ *             transport, pub_sums.c), record (sources/ and
+ *             versions/V/sources/, one pipelined put), heartbeat;
  *   receive   a watch of sources/ from the last cycle's cursor (first
- *             cycle: a cursor and a listing), every record and heartbeat
- *             in one read with the checksum segments the plan reads
- *             (--seg-share of each of --reads sources' segments), a
- *             catalog per distinct hash not yet held, the fence (the
- *             records and heartbeats of the sources read, one read), the
- *             ack;
+ *             cycle: a cursor and a listing), the records and heartbeats
+ *             (cold: every source's; warm: those of the --reads sources
+ *             its cached plan reads, discover.c; --records all: every
+ *             source's, as before) in one read with the checksum segments
+ *             the plan reads (--seg-share of each read source's segments;
+ *             none with --sums transport), a catalog per distinct hash not
+ *             yet held, the fence (the records and heartbeats of the
+ *             sources read, one read), the ack;
  *   release   each publisher counts the acks once (list + get of each);
  *   lease     each receiver takes and drops a lease on load/trainer by
  *             compare-and-swap (the fan-out lease list, fanout.md).
@@ -24,9 +28,10 @@
  * Catalogs are those the trainer ranks of the model would publish (one per
  * distinct parallel position, from the model's layouts); records, acks and
  * checksum blobs have their real encodings and sizes.  Per phase it
- * prints wall time, Redis commands (INFO commandstats before and after),
- * bytes in and out of Redis (INFO stats) and the store round trips per
- * participant (refit_store_round_trips).  Then the waiting loops, one
+ * prints wall time, the server's CPU time (INFO used_cpu_*), Redis
+ * commands (INFO commandstats before and after; per command with
+ * REFIT_BENCH_COMMANDS=1), bytes in and out of Redis (INFO stats) and the
+ * store round trips per participant (refit_store_round_trips).  Then the waiting loops, one
  * round each at this scale: the push publisher's old advert scan (list
  * push/slots/ and get every advert, each 200 ms) beside its watch now, and
  * a fan-out receiver's source choice (list replicas/, get every
@@ -53,7 +58,9 @@
 struct ss_opts {
     int receivers, publishers, threads, cycles, t_tp, t_ep, e_tp, reads;
     double seg_share; /* of a read source's checksum segments, those the plan's checks cover */
-    const char *model;
+    const char *model, *sums, *records;
+    int sums_transport; /* --sums transport: no checksum in the store */
+    int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
 };
 
 struct ss {
@@ -106,8 +113,15 @@ static int redis_up(struct ss *s)
     return refit_error_set(REFIT_ENOENT, "redis-server did not start (installed? tools/dev/deps.sh)");
 }
 
+#define SS_CMDS 48
+
 struct counters {
     double calls, in_bytes, out_bytes;
+    double cpu; /* the server's CPU seconds (user + system): the store's own time */
+    /* per command: name, calls, microseconds (INFO commandstats) */
+    int n_cmd;
+    char cmd[SS_CMDS][32];
+    double cmd_calls[SS_CMDS], cmd_usec[SS_CMDS];
 };
 
 static void redis_counters(const struct ss *s, struct counters *c)
@@ -118,12 +132,21 @@ static void redis_counters(const struct ss *s, struct counters *c)
     FILE *p = popen(cmd, "r");
     while (p && fgets(line, sizeof(line), p)) {
         const char *k = strstr(line, "calls=");
-        if (!strncmp(line, "cmdstat_", 8) && k && strncmp(line, "cmdstat_info:", 13))
+        if (!strncmp(line, "cmdstat_", 8) && k && strncmp(line, "cmdstat_info:", 13)) {
             c->calls += strtod(k + 6, NULL);
+            const char *colon = strchr(line, ':'), *us = strstr(line, "usec=");
+            if (c->n_cmd < SS_CMDS && colon && us && colon - line - 8 < 32) {
+                snprintf(c->cmd[c->n_cmd], 32, "%.*s", (int)(colon - line - 8), line + 8);
+                c->cmd_calls[c->n_cmd] = strtod(k + 6, NULL);
+                c->cmd_usec[c->n_cmd++] = strtod(us + 5, NULL);
+            }
+        }
         if (!strncmp(line, "total_net_input_bytes:", 22))
             c->in_bytes = strtod(line + 22, NULL);
         if (!strncmp(line, "total_net_output_bytes:", 23))
             c->out_bytes = strtod(line + 23, NULL);
+        if (!strncmp(line, "used_cpu_user:", 14) || !strncmp(line, "used_cpu_sys:", 13))
+            c->cpu += strtod(strchr(line, ':') + 1, NULL);
     }
     if (p)
         pclose(p);
@@ -252,8 +275,10 @@ static int publish_one(struct ss *s, int p)
     (void)key;
     struct refit_hash128 h;
     rc = refit_catalog_publish(st, s->cat_enc[k], s->cat_len[k], &h, NULL);
-    /* The whole blob and its segments in one round trip (publisher.c). */
+    /* The whole blob and its segments in one round trip (publisher.c);
+     * with the table over the transport, none (no delta stage here). */
     size_t ns = s->n_seg[k], big = s->sums_len[k];
+    int table = s->o.sums_transport;
     for (size_t j = 0; j < ns; j++)
         big = s->seg_len[k][j] > big ? s->seg_len[k][j] : big;
     void *sums = calloc(1, big);
@@ -268,18 +293,19 @@ static int publish_one(struct ss *s, int p)
             snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s", (unsigned long long)s->version, id);
         pi[j] = (struct refit_store_put_item){sk[j], sums, j < ns ? s->seg_len[k][j] : s->sums_len[k], 0};
     }
-    if (!rc)
+    if (!rc && !table)
         rc = refit_store_put_many(st, pi, ns + 1);
     free(sums);
     free(pi);
     free(sk);
     uint8_t addr[28] = {2}, rk[40] = {1};
-    struct refit_blob rkey = {rk, sizeof(rk)};
+    /* the region's key, and the checksum table's after it */
+    struct refit_blob rkey[2] = {{rk, sizeof(rk)}, {rk, sizeof(rk)}};
     struct refit_source_record r = {.schema = 1, .source_id = id, .model = "qwen3_moe",
                                     .layout = {(uint32_t)(p % s->o.t_tp), (uint32_t)s->o.t_tp, 0, 1,
                                                (uint32_t)(p % s->o.t_ep), (uint32_t)s->o.t_ep, 0, 1},
-                                    .transport = "tcp", .address = {addr, sizeof(addr)}, .n_rkeys = 1,
-                                    .rkeys = &rkey, .catalog = h, .version = s->version,
+                                    .transport = "tcp", .address = {addr, sizeof(addr)},
+                                    .n_rkeys = table ? 2 : 1, .rkeys = rkey, .catalog = h, .version = s->version,
                                     .status = REFIT_SOURCE_READY, .heartbeat_ms = refit_time_ms()};
     if (!rc)
         rc = refit_record_publish(st, &r);
@@ -346,14 +372,14 @@ static int receive_one(struct ss *s, int q)
         /* The sources a plan reads are spread over the ranks. */
         src[i] = (int)(((long)i * n / nr + q) % n);
         size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
-        n_keys += take < 1 ? 1 : take > ns ? ns : take;
+        n_keys += s->o.sums_transport ? 0 : take < 1 ? 1 : take > ns ? ns : take;
     }
     struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
     char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
     if (!rc && (!it || !kb || !src))
         rc = REFIT_ENOMEM;
     size_t m = 0;
-    for (int i = 0; !rc && i < nr; i++) {
+    for (int i = 0; !rc && !s->o.sums_transport && i < nr; i++) {
         size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
         take = take < 1 ? 1 : take > ns ? ns : take;
         for (size_t j = 0; j < take; j++, m++) {
@@ -362,7 +388,11 @@ static int receive_one(struct ss *s, int q)
             it[m].key = kb[m];
         }
     }
-    if (!rc)
+    /* Warm, with the set of sources unchanged: only the records of the
+     * sources the cached plan reads (discover.c). */
+    if (!rc && warm && !s->o.records_all)
+        rc = check_sources(st, nr, src, it, m);
+    else if (!rc)
         rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
@@ -374,7 +404,7 @@ static int receive_one(struct ss *s, int q)
         refit_catalog_destroy(c);
         *held = 1;
     }
-    if (!rc && !warm) /* cold: the plan is made now, then its checksums read */
+    if (!rc && !warm && m) /* cold: the plan is made now, then its checksums read */
         rc = refit_store_get_many(st, it, m);
     for (size_t i = 0; it && i < m; i++) {
         if (!rc && it[i].status)
@@ -488,8 +518,20 @@ static int phase(struct ss *s, const char *what, ss_fn fn, int n, refit_store_t 
     if (s->errors)
         return refit_error_set(REFIT_EIO, "%s", s->err);
     double calls = b.calls - a.calls, bytes = (b.in_bytes - a.in_bytes) + (b.out_bytes - a.out_bytes);
-    printf("v%-3llu %-9s %6d %9.3f %11.0f %11.1f %12.2f %11.2f %11.1f\n", (unsigned long long)s->version, what, n,
-           dt, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
+    printf("v%-3llu %-9s %6d %9.3f %9.3f %11.0f %11.1f %12.2f %11.2f %11.1f\n", (unsigned long long)s->version, what,
+           n, dt, b.cpu - a.cpu, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
+    /* REFIT_BENCH_COMMANDS=1: where the server's time went, per command */
+    const char *env = getenv("REFIT_BENCH_COMMANDS");
+    for (int i = 0; env && *env == '1' && i < b.n_cmd; i++) {
+        double c0 = 0, u0 = 0;
+        for (int j = 0; j < a.n_cmd; j++)
+            if (!strcmp(a.cmd[j], b.cmd[i])) {
+                c0 = a.cmd_calls[j];
+                u0 = a.cmd_usec[j];
+            }
+        if (b.cmd_calls[i] > c0)
+            printf("       %-12s %8.0f calls %9.1f ms\n", b.cmd[i], b.cmd_calls[i] - c0, (b.cmd_usec[i] - u0) / 1e3);
+    }
     return 0;
 }
 
@@ -727,6 +769,11 @@ static const struct cli_opt ss_table[] = {
      "sources whose checksums a receiver's plan reads (default 16)"},
     {"--seg-share", NULL, CLI_DBL, "F", 0, 0, NULL, NULL, AT(o.seg_share),
      "share of a read source's checksum segments the plan's checks cover, in (0, 1] (default 1: all)"},
+    {"--sums", NULL, CLI_STR, "store|transport", 0, 0, NULL, NULL, AT(o.sums),
+     "refit.sums of the publishers: checksum segments in the store, or a table read over the transport "
+     "(default store)"},
+    {"--records", NULL, CLI_STR, "plan|all", 0, 0, NULL, NULL, AT(o.records),
+     "a warm receiver reads the records of the sources its plan reads (plan, the engine) or every one (all)"},
 };
 #undef AT
 
@@ -757,6 +804,12 @@ static int parse(struct ss_opts *o, int argc, char **argv)
         rc = cli_layout("--trainer", c.trainer, &c.o.t_tp, &c.o.t_ep);
     if (!rc && !(c.o.seg_share > 0 && c.o.seg_share <= 1))
         rc = refit_error_set(REFIT_EINVAL, "--seg-share %g: expected a share in (0, 1]", c.o.seg_share);
+    if (!rc && c.o.sums && strcmp(c.o.sums, "store") && strcmp(c.o.sums, "transport"))
+        rc = refit_error_set(REFIT_EINVAL, "--sums %s: expected store or transport", c.o.sums);
+    if (!rc && c.o.records && strcmp(c.o.records, "plan") && strcmp(c.o.records, "all"))
+        rc = refit_error_set(REFIT_EINVAL, "--records %s: expected plan or all", c.o.records);
+    c.o.sums_transport = c.o.sums && !strcmp(c.o.sums, "transport");
+    c.o.records_all = c.o.records && !strcmp(c.o.records, "all");
     if (!rc)
         *o = c.o;
     return rc;
@@ -822,8 +875,8 @@ static int run(struct ss *s)
     printf("refit bench store-scale: %d publishers (trainer tp %d ep %d: %d distinct catalogs, %.2f MB in all), "
            "%d receivers, %d threads, redis-server on 127.0.0.1:%d\n\n",
            s->o.publishers, s->o.t_tp, s->o.t_ep, distinct, cat_bytes / 1e6, s->o.receivers, s->o.threads, s->port);
-    printf("%-4s %-9s %6s %9s %11s %11s %12s %11s %11s\n", "v", "phase", "who", "seconds", "commands", "per who",
-           "MB", "KB per who", "RT per who");
+    printf("%-4s %-9s %6s %9s %9s %11s %11s %12s %11s %11s\n", "v", "phase", "who", "seconds", "redis cpu",
+           "commands", "per who", "MB", "KB per who", "RT per who");
     for (int c = 1; !rc && c <= s->o.cycles; c++) {
         s->version = (uint64_t)c;
         rc = phase(s, "publish", publish_one, s->o.publishers, s->pub);
@@ -834,10 +887,15 @@ static int run(struct ss *s)
         if (!rc)
             rc = phase(s, "lease", lease_one, s->o.receivers, s->rcv);
     }
-    printf("(commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
-           "trips, one per plugin call; warm cycles are v >= 2; a plan reads the checksums of %d sources, %.0f%% of "
-           "each one's checksum segments, and fences those sources)\n\n",
-           s->o.reads, s->o.seg_share * 100);
+    printf("(seconds: wall time of the phase, every participant's client work included; redis cpu: the server's "
+           "CPU seconds in it, INFO used_cpu_user + used_cpu_sys; "
+           "commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
+           "trips, one per plugin call; warm cycles are v >= 2; a plan reads %d sources: warm, %s, %s, and "
+           "fences those sources)\n\n",
+           s->o.reads, s->o.records_all ? "every source's record (--records all)" : "only their records",
+           s->o.sums_transport ? "their checksums from their tables over the transport (none in the store)"
+           : s->o.seg_share < 1 ? "a share of their checksum segments"
+                                : "all their checksum segments");
     if (!rc)
         rc = advert_round(s);
     if (!rc)

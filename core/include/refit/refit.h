@@ -109,7 +109,9 @@ struct refit_pull_stats {
     uint64_t store_round_trips;
     /* refit.delta.enabled (docs/delta.md): delta bytes read (in bytes_wire),
      * descriptors brought up to date by a delta, and 1 when a delta failed
-     * and the version was pulled whole. */
+     * and the version was pulled whole, or when this receiver cannot use
+     * deltas (resident in device memory, refit.verify not full: the log
+     * says why once). */
     uint64_t bytes_delta;
     uint32_t delta_descriptors, delta_fallbacks;
     /* Push mode: notifications not acted on — for another version, too big,

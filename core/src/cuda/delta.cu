@@ -10,14 +10,22 @@
  *            step: the change bitmap, the escape bitmap and each unit's
  *            difference byte go to shared memory, the per-block counts are
  *            scanned, the encoding is chosen by the sizes delta.h defines,
- *            and the record is written from shared memory into the
- *            segment's slot (only escaped values and RAW segments read
- *            global memory again);
+ *            and a record of up to 8 KiB (SAME, and SPARSE or BITMAP up to
+ *            ~12 % of the units changed: every RL step) is written from
+ *            shared memory into the segment's slot (only escaped values
+ *            read global memory again);
  *   sizes    a chunk all of whose segments are SAME has an empty delta:
  *            record sizes and chunk lengths;
  *   scan     one CTA: exclusive sum of the record sizes (their offsets in
  *            the packed stream) and the total;
- *   pack     each record from its slot to its offset.
+ *   pack     each record from its slot to its offset; RAW records from
+ *            next;
+ *   spill    the segments whose SPARSE or BITMAP record was larger than a
+ *            slot are encoded again, straight to their offset (the other
+ *            CTAs return at once): denser segments read twice, in
+ *            exchange for slots of an eighth of the batch.  The output is
+ *            never larger than rf_delta_tensor_bound (input + 4 bytes per
+ *            segment: RAW is chosen over anything larger).
  *
  *   apply:   scan of the chunk lengths (chunk offsets), check (every
  *            record walked and checked as delta_apply.c does; the first bad
@@ -42,7 +50,13 @@ namespace {
 constexpr int kThreads = 256;
 constexpr uint32_t kSeg = RF_DELTA_SEG;
 constexpr uint32_t kSegUnits = kSeg / 2;
-constexpr uint32_t kSlot = kSeg + 16; /* record room per segment, 16-byte aligned */
+/* Record room per segment (16-byte aligned): SPARSE and BITMAP records up
+ * to this size (up to ~12 % of a segment's units changed) wait here for
+ * their offset; RAW records are copied from `next` by the pack, and larger
+ * ones are encoded again straight into the output by the spill pass, so
+ * that the encoder's scratch is an eighth of the batch, not the batch
+ * again, whatever the change rate. */
+constexpr uint32_t kSlot = 8192 + 16;
 constexpr int kScanThreads = 1024;
 constexpr unsigned long long kNoError = ~0ull;
 
@@ -197,16 +211,21 @@ __device__ void emit_units(const enc_smem &sm, const uint8_t *b, uint32_t nu, ui
     }
 }
 
-/* A segment of odd length: SAME or RAW. */
+/* A record of header h waits in its slot (else: RAW, copied from next by
+ * the pack; spilled, written by the spill pass). */
+__device__ __forceinline__ bool spilled(uint32_t h)
+{
+    const uint32_t tag = h & 15u;
+    return (tag == RF_DELTA_SPARSE || tag == RF_DELTA_BITMAP) && 4u + (h >> 4) > kSlot;
+}
+
+/* A segment of odd length: SAME or RAW (the pack copies RAW's bytes). */
 __device__ void encode_odd(const seg_desc &d, uint8_t *slot, uint32_t *meta, uint32_t *chunk_changed)
 {
     int diff = 0;
     for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
         diff |= d.a[i] != d.b[i];
     bool changed = __syncthreads_or(diff);
-    if (changed)
-        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
-            slot[4 + i] = d.b[i];
     if (threadIdx.x == 0) {
         uint32_t h = changed ? (d.n << 4 | RF_DELTA_RAW) : RF_DELTA_SAME;
         *(uint32_t *)slot = h; /* little-endian, 16-byte aligned slot */
@@ -216,14 +235,23 @@ __device__ void encode_odd(const seg_desc &d, uint8_t *slot, uint32_t *meta, uin
     }
 }
 
+/* kSpill false: every segment's header into meta (and its slot), the
+ * record's payload into the slot when it fits there.  kSpill true (after
+ * the scan): only the segments whose record did not fit, encoded again
+ * and written whole at their offset in out (any alignment). */
+template <bool kSpill>
 __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, uint8_t *slots, uint32_t *meta,
-                                                          uint32_t *chunk_changed)
+                                                          uint32_t *chunk_changed, const uint64_t *sizes,
+                                                          const uint64_t *offs, uint8_t *out)
 {
     __shared__ enc_smem sm;
+    if (kSpill && (!sizes[blockIdx.x] || !spilled(meta[blockIdx.x])))
+        return; /* the same for the whole CTA */
     const seg_desc d = segs[blockIdx.x];
-    uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
+    uint8_t *slot = kSpill ? out + offs[blockIdx.x] : slots + (size_t)blockIdx.x * kSlot;
     if (d.n & 1) {
-        encode_odd(d, slot, meta, chunk_changed);
+        if (!kSpill)
+            encode_odd(d, slot, meta, chunk_changed);
         return;
     }
     const uint32_t nu = d.n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
@@ -263,13 +291,17 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, 
         tag = RF_DELTA_BITMAP, plen = bitmap;
     else
         tag = RF_DELTA_RAW, plen = d.n;
-    if (threadIdx.x == 0) {
-        *(uint32_t *)slot = plen << 4 | tag;
-        meta[blockIdx.x] = plen << 4 | tag;
+    const uint32_t h = plen << 4 | tag;
+    if (threadIdx.x < 4 && (kSpill || 4u + plen <= kSlot))
+        slot[threadIdx.x] = (uint8_t)(h >> (8 * threadIdx.x)); /* little-endian */
+    if (!kSpill && threadIdx.x == 0) {
+        meta[blockIdx.x] = h;
         if (tag != RF_DELTA_SAME)
             chunk_changed[d.chunk] = 1;
     }
     __syncthreads(); /* sm.pre complete */
+    if (!kSpill && spilled(h))
+        return;
     uint8_t *p = slot + 4;
     if (tag == RF_DELTA_SPARSE) {
         if (threadIdx.x < nblk)
@@ -279,9 +311,6 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, 
         for (uint32_t i = threadIdx.x; i < nbm; i += kThreads)
             p[i] = sm.bits[i];
         emit_units(sm, d.b, nu, nullptr, p + nbm, p + nbm + k);
-    } else if (tag == RF_DELTA_RAW) {
-        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
-            p[i] = d.b[i];
     }
 }
 
@@ -333,11 +362,25 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const T *in, uint64_
         *total = carry;
 }
 
-__global__ void pack_kernel(const uint8_t *slots, const uint64_t *sizes, const uint64_t *offs, uint8_t *out)
+/* Each record to its offset: from its slot, or (RAW) its header from
+ * meta and its bytes from next; spilled records are the spill pass's. */
+__global__ void pack_kernel(const seg_desc *segs, const uint8_t *slots, const uint32_t *meta, const uint64_t *sizes,
+                            const uint64_t *offs, uint8_t *out)
 {
     const uint64_t sz = sizes[blockIdx.x];
-    const uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
+    const uint32_t h = meta[blockIdx.x];
+    if (!sz || spilled(h))
+        return;
     uint8_t *o = out + offs[blockIdx.x];
+    if ((h & 15u) == RF_DELTA_RAW) {
+        const seg_desc d = segs[blockIdx.x];
+        if (threadIdx.x < 4)
+            o[threadIdx.x] = (uint8_t)(h >> (8 * threadIdx.x));
+        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
+            o[4 + i] = d.b[i];
+        return;
+    }
+    const uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
     for (uint64_t i = threadIdx.x; i < sz; i += kThreads)
         o[i] = slot[i];
 }
@@ -818,11 +861,15 @@ extern "C" int rf_delta_cuda_encode(struct rf_delta_cuda *c, const struct rf_del
         if (e == cudaSuccess)
             e = cudaMemsetAsync(lens, 0, tb->nchunk * sizeof(uint32_t), c->stream);
         if (e == cudaSuccess) {
-            encode_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->changed);
+            encode_kernel<false><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->changed,
+                                                                nullptr, nullptr, nullptr);
             sizes_kernel<<<blocks_for(ns, 256), 256, 0, c->stream>>>(tb->d_segs, c->meta, c->changed, c->sizes,
                                                                      lens, ns);
             scan_kernel<uint64_t><<<1, kScanThreads, 0, c->stream>>>(c->sizes, c->offs, ns, c->d_total);
-            pack_kernel<<<ns, kThreads, 0, c->stream>>>(c->slots, c->sizes, c->offs, (uint8_t *)out);
+            pack_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->sizes, c->offs,
+                                                        (uint8_t *)out);
+            encode_kernel<true><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, nullptr, c->meta, nullptr, c->sizes,
+                                                               c->offs, (uint8_t *)out);
             e = cudaGetLastError();
         }
     }

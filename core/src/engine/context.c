@@ -78,6 +78,8 @@ static int read_policy(refit_context_t *ctx)
         rc = refit_config_bool(c, "refit.delta.enabled", &ctx->delta);
     if (!rc)
         rc = refit_config_double(c, "refit.delta.max_ratio", &ctx->delta_max_ratio);
+    if (!rc && !(rc = refit_config_str(c, "refit.sums", &s)))
+        ctx->sums_remote = !strcmp(s, "transport");
     if (!rc && !(rc = refit_config_str(c, "refit.verify", &s)))
         ctx->verify = !strcmp(s, "off") ? RF_VERIFY_OFF : !strcmp(s, "sample") ? RF_VERIFY_SAMPLE
                                                                                 : RF_VERIFY_FULL;

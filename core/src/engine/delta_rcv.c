@@ -23,6 +23,7 @@
 
 #include "../delta/delta.h"
 #include "delta_eng.h"
+#include "devpath.h"
 #include "exec.h"
 #include "push.h"
 #include "push_work.h"
@@ -71,6 +72,7 @@ struct rf_rcvdelta {
     size_t n_ask;
     void *land_rk;
     size_t land_rk_len;
+    int told; /* rf_rcvdelta_whole logged why */
 };
 
 static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
@@ -152,9 +154,41 @@ void rf_rcvdelta_destroy(refit_receiver_t *r)
     r->delta = NULL;
 }
 
+/* Why a receiver with refit.delta.enabled pulls whole (NULL: it does not).
+ * CUDA destinations staged on the host (the default) take deltas like host
+ * ones: the mirror, the base check, the apply, verification and conversion
+ * all run on the staging side, and the commit copies staging to the device
+ * as for a full pull.  A resident pull (in place into device memory) never
+ * has the bytes on the host, where a base is proved by its checksums. */
+static const char *whole_reason(const refit_receiver_t *r)
+{
+    if (rf_rcvdev_resident(r) || r->bufs.scratch_dev)
+        return "it pulls in place into device memory (refit.in_place with a transport that reaches it): the "
+               "base a delta applies onto is proved by its checksums on the host, which never sees these bytes";
+    if (r->ctx->verify != RF_VERIFY_FULL)
+        return "refit.verify is not 'full': a delta is applied only where the new version's checksums prove "
+               "every result";
+    return NULL;
+}
+
 int rf_rcvdelta_wanted(const refit_receiver_t *r)
 {
-    return r->ctx->delta && r->ctx->verify == RF_VERIFY_FULL && !r->dev && !r->bufs.scratch_dev;
+    return r->ctx->delta && !whole_reason(r);
+}
+
+int rf_rcvdelta_whole(refit_receiver_t *r, struct refit_pull_stats *st)
+{
+    const char *why = r->ctx->delta ? whole_reason(r) : NULL;
+    if (!why)
+        return 0;
+    if (!r->delta && !(r->delta = calloc(1, sizeof(*r->delta))))
+        return REFIT_ENOMEM;
+    if (!r->delta->told)
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: refit.delta.enabled, but every version is pulled whole: %s "
+                  "(said once; counted in delta_fallbacks)", r->id, why);
+    r->delta->told = 1;
+    st->delta_fallbacks = 1;
+    return 0;
 }
 
 /* Arrays for the current plan; a new plan empties the mirror. */

@@ -100,6 +100,7 @@ static void ids_free(struct rf_discover *d)
     free(d->ids);
     d->ids = NULL;
     d->n_ids = 0;
+    d->ids_gen++;
 }
 
 static void presum_free(struct rf_discover *d)
@@ -129,6 +130,7 @@ static int ids_add(struct rf_discover *d, const char *key)
     if (!(d->ids[d->n_ids] = strdup(id)))
         return REFIT_ENOMEM;
     d->n_ids++;
+    d->ids_gen++;
     return 0;
 }
 
@@ -279,6 +281,62 @@ static int take_record(refit_receiver_t *r, struct refit_source_check *c, struct
     return 0;
 }
 
+/* Whether this read may take only the plan's sources: a warm pull whose
+ * set of source ids did not change since the last full read, the plain
+ * pull mode (push, fan-out and delta read every record), no source
+ * excluded by a data-parallel retry. */
+static int partial_ok(const refit_receiver_t *r)
+{
+    const struct rf_discover *d = &r->disc;
+    return !d->full_next && d->ids_gen == d->full_gen && r->plan.have && d->n_src && r->mode == &rf_mode_pull &&
+           !r->ctx->delta && !r->n_excluded;
+}
+
+/* The records and heartbeats of the sources the cached plan reads, in one
+ * read with the checksums ahead: 1 in *done when every one is usable (else
+ * the caller reads every record). */
+static int read_partial(refit_receiver_t *r, struct refit_store_get_item *pre, size_t np, struct rf_seen *out,
+                        int *done)
+{
+    struct rf_discover *d = &r->disc;
+    *done = 0;
+    struct refit_source_check *c = calloc(d->n_src, sizeof(*c));
+    out->rec = calloc(d->n_src, sizeof(*out->rec));
+    int rc = c && out->rec ? 0 : REFIT_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; !rc && i < d->n_src; i++)
+        if (r->plan.plan.bytes_per_source[i] > 0)
+            c[n++].id = d->src[i].id;
+    if (!rc)
+        rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, pre, np);
+    int all = !rc;
+    for (size_t i = 0; !rc && i < np; i++) {
+        d->pre[i].val = pre[i].val;
+        d->pre[i].len = pre[i].len;
+        d->pre[i].status = pre[i].status;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (all && !c[i].status && usable(r, c[i].id, c[i].rec, c[i].stale)) {
+            out->rec[out->n++] = c[i].rec;
+            c[i].rec = NULL;
+        } else {
+            all = 0;
+        }
+        free(c[i].rec);
+    }
+    free(c);
+    if (rc || !all) {
+        refit_error_clear();
+        rf_seen_free(out);
+        memset(out, 0, sizeof(*out));
+        return rc == REFIT_ENOMEM ? rc : 0;
+    }
+    qsort(out->rec, out->n, sizeof(*out->rec), cmp_rec);
+    out->partial = 1;
+    *done = 1;
+    return 0;
+}
+
 int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
 {
     struct rf_discover *d = &r->disc;
@@ -289,6 +347,16 @@ int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
     int rc = sync_ids(r);
     if (!rc)
         rc = presum_items(r, guess, &pre, &np, &pkeys);
+    int done = 0;
+    if (!rc && partial_ok(r))
+        rc = read_partial(r, pre, np, out, &done);
+    d->full_next = 0;
+    if (rc || done) {
+        free(pre);
+        free(pkeys);
+        return rc;
+    }
+    d->full_gen = d->ids_gen;
     struct refit_source_check *c = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*c));
     out->rec = rc ? NULL : calloc(d->n_ids ? d->n_ids : 1, sizeof(*out->rec));
     if (!rc && (!c || !out->rec))
@@ -389,8 +457,10 @@ int rf_discover_complete(const struct rf_seen *sv, uint64_t v)
 {
     /* Sources still at an older version are publishing v right now. */
     for (size_t i = 0; i < sv->n; i++)
-        if (sv->rec[i]->version < v)
+        if (sv->rec[i]->version < v || (sv->partial && sv->rec[i]->version != v))
             return 0;
+    if (sv->partial) /* the positions are the cached plan's */
+        return 1;
     /* Every tensor- and expert-parallel position the sources declare, so
      * the plan (and the spread of replicated tensors) does not change when
      * a late rank shows up. */
@@ -482,9 +552,36 @@ static int adopt_one(refit_receiver_t *r, struct rf_source *s, struct refit_sour
     return source_layout(r, s);
 }
 
+/* The records read replace those of their sources; every one must be at v
+ * (else the next read is a full one: REFIT_EAGAIN). */
+static int adopt_partial(refit_receiver_t *r, struct rf_seen *sv, uint64_t v)
+{
+    struct rf_discover *d = &r->disc;
+    for (size_t i = 0; i < sv->n; i++)
+        if (sv->rec[i]->version != v) {
+            d->full_next = 1;
+            return REFIT_EAGAIN;
+        }
+    int rc = 0;
+    for (size_t i = 0, j = 0; i < sv->n && !rc; i++) {
+        while (j < d->n_src && strcmp(d->src[j].id, sv->rec[i]->source_id))
+            j++;
+        if (j == d->n_src) { /* read from d->src, sorted alike: cannot happen */
+            d->full_next = 1;
+            return REFIT_EAGAIN;
+        }
+        struct refit_source_record *rec = sv->rec[i];
+        sv->rec[i] = NULL;
+        rc = adopt_one(r, &d->src[j], rec);
+    }
+    return rc;
+}
+
 int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v)
 {
     struct rf_discover *d = &r->disc;
+    if (sv->partial)
+        return adopt_partial(r, sv, v);
     size_t m = 0;
     for (size_t i = 0; i < sv->n; i++)
         m += sv->rec[i]->version == v;

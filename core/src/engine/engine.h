@@ -36,6 +36,7 @@ struct refit_context {
     bool push;
     bool publish_copy;
     bool delta;              /* refit.delta.enabled */
+    bool sums_remote;        /* refit.sums: transport (a publisher's checksum table, sums.h) */
     double delta_max_ratio;  /* refit.delta.max_ratio */
 };
 

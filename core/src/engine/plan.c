@@ -85,14 +85,33 @@ static const char *name_of(const char *(*dst_name)(void *, uint32_t), void *arg,
     return n ? n : "?";
 }
 
+/* Source tensor ps can serve piece p (index i) of image d. */
+static int src_fits(const struct rf_psrc *src, size_t n_src, const struct rf_pdst *d, const struct rf_piece *p,
+                    uint32_t ps, size_t i, const char *(*dst_name)(void *, uint32_t), void *arg)
+{
+    if (ps >= n_src)
+        return refit_error_set(REFIT_EINVAL, "plan: piece %zu: source tensor %u of %zu", i, ps, n_src);
+    const struct rf_psrc *s = &src[ps];
+    if (s->esize != d->esize || p->src_row + p->rows > s->rows || p->src_col + p->cols > s->cols)
+        return refit_error_set(REFIT_ERANGE,
+                               "plan: destination '%s': piece reads rows %llu+%llu cols "
+                               "%llu+%llu of a source tensor [%llu x %llu] (esize %u vs %u)",
+                               name_of(dst_name, arg, p->dst), (unsigned long long)p->src_row,
+                               (unsigned long long)p->rows, (unsigned long long)p->src_col,
+                               (unsigned long long)p->cols, (unsigned long long)s->rows,
+                               (unsigned long long)s->cols, s->esize, d->esize);
+    return 0;
+}
+
 /* Every piece in bounds, every image covered exactly once. */
 static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct rf_pdst *dst,
-                          size_t n_dst, struct rf_piece *pc, size_t n,
+                          size_t n_dst, struct rf_piece *pc, size_t n, const uint32_t *cands, size_t n_cands,
                           const char *(*dst_name)(void *, uint32_t), void *arg)
 {
     for (size_t i = 0; i < n; i++) {
         const struct rf_piece *p = &pc[i];
-        if (p->dst >= n_dst || p->ncand == 0 || p->ncand > RF_MAX_CAND)
+        if (p->dst >= n_dst || p->ncand > RF_MAX_CAND ||
+            (p->ncand && (!cands || (uint64_t)p->cand + p->ncand > n_cands)))
             return refit_error_set(REFIT_EINVAL, "plan: piece %zu: bad destination or candidates", i);
         const struct rf_pdst *d = &dst[p->dst];
         if (p->rows == 0 || p->cols == 0 || p->dst_row + p->rows > d->rows ||
@@ -104,22 +123,14 @@ static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct 
                                    (unsigned long long)d->cols, (unsigned long long)p->dst_row,
                                    (unsigned long long)p->rows, (unsigned long long)p->dst_col,
                                    (unsigned long long)p->cols);
-        for (uint32_t c = 0; c < p->ncand; c++) {
-            if (p->cand[c] >= n_src)
-                return refit_error_set(REFIT_EINVAL, "plan: piece %zu: candidate out of range", i);
-            const struct rf_psrc *s = &src[p->cand[c]];
-            if (s->esize != d->esize || p->src_row + p->rows > s->rows || p->src_col + p->cols > s->cols)
-                return refit_error_set(REFIT_ERANGE,
-                                       "plan: destination '%s': piece reads rows %llu+%llu cols "
-                                       "%llu+%llu of a source tensor [%llu x %llu] (esize %u vs %u)",
-                                       name_of(dst_name, arg, p->dst), (unsigned long long)p->src_row,
-                                       (unsigned long long)p->rows, (unsigned long long)p->src_col,
-                                       (unsigned long long)p->cols, (unsigned long long)s->rows,
-                                       (unsigned long long)s->cols, s->esize, d->esize);
-        }
+        int rc = p->ncand ? 0 : src_fits(src, n_src, d, p, p->psrc, i, dst_name, arg);
+        for (uint32_t c = 0; !rc && c < p->ncand; c++)
+            rc = src_fits(src, n_src, d, p, cands[p->cand + c], i, dst_name, arg);
+        if (rc)
+            return rc;
     }
     /* Composed pieces usually come in this order already: a pass is
-     * cheaper than sorting 300-byte pieces. */
+     * cheaper than sorting the pieces. */
     size_t k = 1;
     while (k < n && cmp_piece_dst(&pc[k - 1], &pc[k]) < 0)
         k++;
@@ -152,9 +163,9 @@ static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct 
     return 0;
 }
 
-/* A piece's place in the planner's order (cmp_piece_size_desc), compact:
+/* A piece's place in the planner's order (rf_plan_order), compact:
  * sorting these and moving each piece once is much cheaper than sorting
- * the pieces themselves (a Kimi-K2 plan has 70,000 of 312 bytes). */
+ * the pieces themselves (a Kimi-K2 plan has 70,000 of 64 bytes). */
 struct pkey {
     uint64_t size, row, col;
     uint32_t dst, idx;
@@ -172,18 +183,40 @@ static int cmp_pkey(const void *x, const void *y)
     return (p->col > q->col) - (p->col < q->col);
 }
 
-/* pc in cmp_piece_size_desc order.  Pieces are disjoint (checked), so the
- * order is total and the result is the one qsort gives. */
-static int sort_size_desc(struct rf_piece *pc, size_t n)
+/* The pieces' keys in the planner's order. */
+static struct pkey *sorted_keys(const struct rf_piece *pc, size_t n)
 {
-    if (n > UINT32_MAX)
-        return refit_error_set(REFIT_ERANGE, "plan: %zu pieces", n);
+    if (n > UINT32_MAX) {
+        refit_error_set(REFIT_ERANGE, "plan: %zu pieces", n);
+        return NULL;
+    }
     struct pkey *k = malloc((n ? n : 1) * sizeof(*k));
     if (!k)
-        return REFIT_ENOMEM;
+        return NULL;
     for (size_t i = 0; i < n; i++)
         k[i] = (struct pkey){pc[i].rows * pc[i].cols, pc[i].dst_row, pc[i].dst_col, pc[i].dst, (uint32_t)i};
     qsort(k, n, sizeof(*k), cmp_pkey);
+    return k;
+}
+
+int rf_plan_order(const struct rf_piece *pc, size_t n, uint32_t *order)
+{
+    struct pkey *k = sorted_keys(pc, n);
+    if (!k)
+        return n > UINT32_MAX ? REFIT_ERANGE : REFIT_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        order[i] = k[i].idx;
+    free(k);
+    return 0;
+}
+
+/* pc in the planner's order.  Pieces are disjoint (checked), so the order
+ * is total and the result is the one qsort of the pieces gives. */
+static int sort_size_desc(struct rf_piece *pc, size_t n)
+{
+    struct pkey *k = sorted_keys(pc, n);
+    if (!k)
+        return n > UINT32_MAX ? REFIT_ERANGE : REFIT_ENOMEM;
     /* Position i takes piece k[i].idx: follow each cycle of the permutation
      * with one piece in hand (k[i].idx = i marks a place filled). */
     for (size_t i = 0; i < n; i++) {
@@ -204,8 +237,9 @@ static int sort_size_desc(struct rf_piece *pc, size_t n)
     return 0;
 }
 
-/* Replicated pieces go to the least-loaded source holding them. */
-static int choose_candidates(const struct rf_psrc *src, struct rf_piece *pc, size_t n,
+/* Pieces with alternatives go to the least-loaded source holding them
+ * (ties to the first), largest piece first. */
+static int choose_candidates(const struct rf_psrc *src, struct rf_piece *pc, size_t n, const uint32_t *cands,
                              uint64_t *load, uint32_t n_sources)
 {
     int rc = sort_size_desc(pc, n);
@@ -213,17 +247,20 @@ static int choose_candidates(const struct rf_psrc *src, struct rf_piece *pc, siz
         return rc;
     for (size_t i = 0; i < n; i++) {
         struct rf_piece *p = &pc[i];
-        uint32_t best = 0;
-        for (uint32_t c = 1; c < p->ncand; c++) {
-            uint32_t sb = src[p->cand[best]].source, sc = src[p->cand[c]].source;
-            if (sc < n_sources && (sb >= n_sources || load[sc] < load[sb]))
-                best = c;
+        if (p->ncand) {
+            const uint32_t *cd = &cands[p->cand];
+            uint32_t best = 0;
+            for (uint32_t c = 1; c < p->ncand; c++) {
+                uint32_t sb = src[cd[best]].source, sc = src[cd[c]].source;
+                if (sc < n_sources && (sb >= n_sources || load[sc] < load[sb]))
+                    best = c;
+            }
+            p->psrc = cd[best];
+            p->ncand = 0;
         }
-        p->cand[0] = p->cand[best];
-        p->ncand = 1;
-        uint32_t s = src[p->cand[0]].source;
+        uint32_t s = src[p->psrc].source;
         if (s < n_sources)
-            load[s] += p->rows * p->cols * src[p->cand[0]].esize;
+            load[s] += p->rows * p->cols * src[p->psrc].esize;
     }
     return 0;
 }
@@ -290,11 +327,12 @@ static int add_checks(struct vec *checks, const struct rf_psrc *src, uint32_t ps
 }
 
 int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, size_t n_dst,
-                  struct rf_piece *pc, size_t n, uint32_t n_sources, const struct rf_plan_opts *opts,
+                  struct rf_piece *pc, size_t n, const uint32_t *cands, size_t n_cands, uint32_t n_sources,
+                  const struct rf_plan_opts *opts,
                   const char *(*dst_name)(void *, uint32_t), void *arg, struct rf_plan *out)
 {
     memset(out, 0, sizeof(*out));
-    int rc = check_coverage(src, n_src, dst, n_dst, pc, n, dst_name, arg);
+    int rc = check_coverage(src, n_src, dst, n_dst, pc, n, cands, n_cands, dst_name, arg);
     if (rc)
         return rc;
     out->n_sources = n_sources;
@@ -313,7 +351,7 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
         rc = REFIT_ENOMEM;
         goto fail;
     }
-    if ((rc = choose_candidates(src, pc, n, load, n_sources)))
+    if ((rc = choose_candidates(src, pc, n, cands, load, n_sources)))
         goto fail;
 
     /* Images converted after the pull live in scratch, first. */
@@ -334,7 +372,7 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
     }
     for (size_t i = 0; i < n; i++) {
         const struct rf_piece *p = &pc[i];
-        const struct rf_psrc *s = &src[p->cand[0]];
+        const struct rf_psrc *s = &src[p->psrc];
         const struct rf_pdst *d = &dst[p->dst];
         uint64_t r0 = p->src_row, r1 = p->src_row + p->rows;
         int whole_rows = p->cols == s->cols && p->cols == d->cols;
@@ -348,11 +386,11 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
         uint64_t mid_bytes = (m1 - m0) * s->cols * s->esize;
         if (whole_rows && m1 > m0 && mid_bytes >= opts->scatter_threshold) {
             direct[i] = 1;
-            if (m0 > r0 && (rc = add_span(&spans, p->cand[0], r0, m0)))
+            if (m0 > r0 && (rc = add_span(&spans, p->psrc, r0, m0)))
                 goto fail;
-            if (r1 > m1 && (rc = add_span(&spans, p->cand[0], m1, r1)))
+            if (r1 > m1 && (rc = add_span(&spans, p->psrc, m1, r1)))
                 goto fail;
-        } else if ((rc = add_span(&spans, p->cand[0], r0, r1))) {
+        } else if ((rc = add_span(&spans, p->psrc, r0, r1))) {
             goto fail;
         }
     }
@@ -398,7 +436,7 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
     /* Direct descriptors and scatters. */
     for (size_t i = 0; i < n; i++) {
         const struct rf_piece *p = &pc[i];
-        const struct rf_psrc *s = &src[p->cand[0]];
+        const struct rf_psrc *s = &src[p->psrc];
         const struct rf_pdst *dd = &dst[p->dst];
         uint64_t es = s->esize, srb = s->cols * es, drb = dd->cols * es;
         uint32_t ibuf = dd->in_scratch ? RF_BUF_SCRATCH : RF_BUF_STAGING;
@@ -416,7 +454,7 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
             }
             *d = (struct rf_desc){s->source, s->region, s->offset + m0 * srb, ibuf, local, (m1 - m0) * srb};
             if (opts->verify && s->chunk_rows &&
-                (rc = add_checks(&checks, src, p->cand[0], m0, m1, ibuf, local)))
+                (rc = add_checks(&checks, src, p->psrc, m0, m1, ibuf, local)))
                 goto fail;
         }
         /* Rows not landed directly come from scratch. */
@@ -431,7 +469,7 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
             uint64_t a = ranges[k][0], b = ranges[k][1];
             if (b <= a)
                 continue;
-            const struct span *spn = find_span(&spans, p->cand[0], a, b);
+            const struct span *spn = find_span(&spans, p->psrc, a, b);
             if (!spn) {
                 rc = refit_error_set(REFIT_EPROTO, "plan: internal: no scratch span for '%s'",
                                      name_of(dst_name, arg, p->dst));

@@ -47,14 +47,18 @@ struct rf_pdst {
     uint64_t covered;
 };
 
-/* A rectangle of a source tensor copied into a destination image.  A piece
- * of a replicated tensor lists every source tensor holding identical data;
- * the planner picks one. */
+/* A rectangle of a source tensor copied into a destination image: from
+ * source tensor `psrc`, or, when the piece names alternatives (ncand > 0:
+ * the psrc indices cands[cand .. cand+ncand) of rf_plan_build's pool, every
+ * one holding identical data), from the one the planner picks (it sets
+ * psrc and ncand = 0).  64 bytes: a Kimi-K2 plan has 70,000 pieces, and
+ * the receiver chooses among data-parallel copies itself (plan_cands.c)
+ * so that no piece carries one entry per trainer rank. */
 #define RF_MAX_CAND 64
 struct rf_piece {
     uint32_t dst;
-    uint32_t ncand;
-    uint32_t cand[RF_MAX_CAND]; /* indices into the psrc array */
+    uint32_t psrc;
+    uint32_t cand, ncand;
     uint64_t src_row, src_col;
     uint64_t rows, cols;
     uint64_t dst_row, dst_col;
@@ -112,11 +116,19 @@ struct rf_plan {
     uint32_t n_sources;
 };
 
-/* Build the plan.  pieces may be reordered.  Errors name the destination
+/* The planner's order of pieces: largest (in elements) first, then by
+ * destination, row, column.  order[0..n) gets the piece indices; the
+ * receiver's source choice visits pieces in it, as the planner does. */
+int rf_plan_order(const struct rf_piece *pieces, size_t n, uint32_t *order);
+
+/* Build the plan.  pieces are reordered (into rf_plan_order's order) and
+ * their alternatives collapsed to the one chosen; cands (n_cands entries,
+ * NULL when no piece has alternatives) is their pool.  Errors name the destination
  * (through `dst_name`) and what is wrong: a gap, an overlap, a piece out of
  * bounds. */
 int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, size_t n_dst,
-                  struct rf_piece *pieces, size_t n_pieces, uint32_t n_sources,
+                  struct rf_piece *pieces, size_t n_pieces, const uint32_t *cands, size_t n_cands,
+                  uint32_t n_sources,
                   const struct rf_plan_opts *opts,
                   const char *(*dst_name)(void *arg, uint32_t dst), void *arg,
                   struct rf_plan *out);

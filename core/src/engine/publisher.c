@@ -189,6 +189,7 @@ void refit_publisher_destroy(refit_publisher_t *pub)
         refit_error_set(saved_st, "%s", saved);
     pub->delivery->destroy(pub);
     drop_regions(pub);
+    rf_pubsums_destroy(pub);
     rf_pubdev_destroy(pub->dev);
     rf_pubdelta_destroy(pub);
     for (size_t i = 0; i < pub->n; i++)
@@ -485,7 +486,9 @@ static int publish_catalog(refit_publisher_t *pub)
 int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena)
 {
     size_t n_rk = status == REFIT_SOURCE_READY ? pub->hold->catalog_regions(pub) : 0;
-    struct refit_blob *rk = calloc(n_rk ? n_rk : 1, sizeof(*rk));
+    struct refit_blob tab;
+    int has_tab = n_rk && rf_pubsums_key(pub, arena, &tab);
+    struct refit_blob *rk = calloc(n_rk + 1, sizeof(*rk));
     if (!rk)
         return REFIT_ENOMEM;
     int rc = 0;
@@ -494,6 +497,8 @@ int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uin
         if (!(rc = pub->hold->region(pub, arena, (uint32_t)i, &g)))
             rk[i] = (struct refit_blob){g->rkey, g->rkey_len};
     }
+    if (has_tab) /* the checksum table's key after the catalog regions' (pub_sums.c) */
+        rk[n_rk++] = tab;
     /* A whole record (layout included), so readers of a withdrawn one
      * decode it and see STALE rather than a malformed record. */
     struct refit_source_record r = {
@@ -560,9 +565,11 @@ static int stage_and_hash(refit_publisher_t *pub, int b, struct rf_sums *sums)
 }
 
 /* V's checksum segments (sums.h) beside the whole blob: put together in
- * one round trip, each live like the blob. */
+ * one round trip, each live like the blob.  With the checksum table
+ * (`table`, pub_sums.c) no segment: the whole blob alone, and only for
+ * the delta stage (whole_key NULL: nothing to put). */
 static int put_segments(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, const char *whole_key,
-                        const void *whole, size_t whole_len, size_t *n_seg)
+                        const void *whole, size_t whole_len, size_t *n_seg, int table)
 {
     uint64_t *want = malloc((pub->n ? pub->n : 1) * sizeof(*want));
     uint32_t *seg = malloc((pub->n ? pub->n : 1) * sizeof(*seg));
@@ -574,7 +581,7 @@ static int put_segments(refit_publisher_t *pub, uint64_t version, const struct r
         uint64_t rows = t->row_bytes ? t->nbytes / t->row_bytes : 0;
         want[i] = t->chunk_rows ? (rows + t->chunk_rows - 1) / t->chunk_rows : 0;
     }
-    if (!rc) {
+    if (!rc && !table) {
         rf_sums_segment(want, pub->n, seg, &ns);
         rc = rf_sums_encode_segs(sums, seg, ns, &pub->cat_hash, version, &bufs, &lens);
     }
@@ -586,11 +593,12 @@ static int put_segments(refit_publisher_t *pub, uint64_t version, const struct r
         rc = rf_key_sums_seg(keys[k], version, pub->id, k);
         it[k] = (struct refit_store_put_item){keys[k], bufs[k], lens[k], 0};
     }
-    if (!rc) {
+    size_t n_put = ns + (whole_key != NULL);
+    if (!rc && whole_key)
         it[ns] = (struct refit_store_put_item){whole_key, whole, whole_len, 0};
-        rc = refit_store_put_many(pub->ctx->store, it, ns + 1);
-    }
-    for (size_t k = 0; !rc && k <= ns; k++)
+    if (!rc && n_put)
+        rc = refit_store_put_many(pub->ctx->store, it, n_put);
+    for (size_t k = 0; !rc && k < n_put; k++)
         rc = refit_store_remember(pub->ctx->store, it[k].key, it[k].val, it[k].len, 0);
     for (size_t k = 0; bufs && k < ns; k++)
         free(bufs[k]);
@@ -607,7 +615,7 @@ static int put_segments(refit_publisher_t *pub, uint64_t version, const struct r
 /* versions/<V>/sums/<id> and its segments, live (re-written after a store
  * restart, like the record they belong to); the previous version's are no
  * longer live. */
-static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *hash)
+static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *hash, int table)
 {
     void *blob = NULL;
     size_t blen = 0, n_seg = 0;
@@ -616,7 +624,7 @@ static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_su
     if (!rc)
         rc = rf_key_sums(key, version, pub->id);
     if (!rc)
-        rc = put_segments(pub, version, sums, key, blob, blen, &n_seg);
+        rc = put_segments(pub, version, sums, table && !pub->ctx->delta ? NULL : key, blob, blen, &n_seg, table);
     if (!rc)
         *hash = XXH3_64bits(blob, blen);
     free(blob);
@@ -663,8 +671,11 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     if (!rc)
         rc = stage_and_hash(pub, b, &sums);
     uint64_t sums_hash = 0;
+    int table = 0;
     if (!rc)
-        rc = put_sums(pub, version, &sums, &sums_hash);
+        rc = rf_pubsums_put(pub, b, version, &sums, &table);
+    if (!rc)
+        rc = put_sums(pub, version, &sums, &sums_hash, table);
     rf_sums_fini(&sums);
     if (!rc)
         rc = rf_pubdelta_publish(pub, version, sums_hash);

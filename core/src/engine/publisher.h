@@ -22,6 +22,7 @@
 
 #include "engine.h"
 #include "refit/catalog.h"
+#include "sums.h"
 
 struct pub_tensor {
     char *name; /* canonical Megatron name */
@@ -47,6 +48,16 @@ struct pub_region {
     void *rkey;
     size_t rkey_len;
     int owned; /* a gather arena (refit's memory) */
+};
+
+/* A version's checksum table exposed over the transport (refit.sums:
+ * transport; sums.h), one per arena. */
+struct pub_sumtab {
+    void *buf;
+    size_t len;
+    refit_tp_region_t *reg;
+    void *rkey;
+    size_t rkey_len;
 };
 
 /* How a version's bytes are held (refit.publish). */
@@ -104,6 +115,8 @@ struct refit_publisher {
     int have_cat;
     uint64_t last_version;
     size_t sums_segs; /* checksum segments of last_version (sums.h) */
+    struct pub_sumtab sumtab[2]; /* refit.sums: transport, per arena (pub_sums.c) */
+    int sumtab_off;              /* the table could not be registered: store segments */
     size_t registered, reused; /* registrations made and kept, for tests and logs */
     /* Copy: the arena each version went to; the next one's. */
     int next_buf;
@@ -123,6 +136,15 @@ struct refit_publisher {
     /* refit.delta.enabled: the base and the delta arenas (delta_pub.c). */
     struct rf_pubdelta *delta;
 };
+
+/* pub_sums.c: V's checksums into `arena`'s table when this publisher
+ * exposes one (refit.sums: transport, pull delivery, verify on): *on = 1;
+ * *on = 0 when V's checksums go to the store as segments (a transport
+ * that cannot register the table says so once and falls back). */
+int rf_pubsums_put(refit_publisher_t *pub, int arena, uint64_t version, const struct rf_sums *sums, int *on);
+/* The table's remote key of `arena` for the record: 1 if there is one. */
+int rf_pubsums_key(const refit_publisher_t *pub, int arena, struct refit_blob *out);
+void rf_pubsums_destroy(refit_publisher_t *pub);
 
 /* publisher.c: write the record of `version` with `status` and `keeps`,
  * naming `arena`'s keys (READY) or none (withdrawn). */

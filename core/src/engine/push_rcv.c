@@ -127,7 +127,7 @@ static int bands_of(refit_receiver_t *r, const struct rf_piece *pc, const size_t
         B->b[b].source = UINT32_MAX;
     for (size_t k = 0; k < n; k++) {
         const struct rf_piece *q = &pc[idx[k]];
-        uint32_t s = r->plan.psrc_source[q->cand[0]];
+        uint32_t s = r->plan.psrc_source[q->psrc];
         for (uint64_t row = q->dst_row; row < q->dst_row + q->rows;) {
             uint64_t x = row / B->slot, b = (row % B->slot) / REFIT_FP8_BLOCK;
             uint64_t end = x * B->slot + (b + 1) * REFIT_FP8_BLOCK;
@@ -172,7 +172,7 @@ static int add_unit(refit_receiver_t *r, size_t t, const struct bands *B, uint64
         uint64_t e = q->dst_row + q->rows < u0 + brows ? q->dst_row + q->rows : u0 + brows;
         if (a >= e)
             continue;
-        const struct rf_psrc *ps = &r->plan.psrc[q->cand[0]];
+        const struct rf_psrc *ps = &r->plan.psrc[q->psrc];
         struct push_piece *np = realloc(s->pc, (s->n_pc + 1) * sizeof(*np));
         if (!np)
             return REFIT_ENOMEM;
@@ -660,6 +660,8 @@ static int push_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
     size_t n_asks = 0;
     if (!rc && delta)
         rc = rf_rcvdelta_push_ask(r, v, p->drop, &asks, &n_asks);
+    else if (!rc)
+        rc = rf_rcvdelta_whole(r, st);
     if (!rc)
         rc = receive(r, v, st, asks, n_asks);
     if (delta)

@@ -219,7 +219,7 @@ static int make_plan(refit_receiver_t *r)
     size_t np = 0;
     int rc = rf_rplan_inputs(r, &pieces, &np);
     if (!rc)
-        rc = rf_rplan_spread(r, pieces, np);
+        rc = rf_rplan_choose(r, pieces, np);
     if (!rc)
         rc = rf_dests_resolve(&r->dests, r->lay, r->plan.img_dtype, r->bufs.doubled);
     uint64_t staging = rc ? 0 : rf_dests_place(&r->dests);
@@ -246,6 +246,8 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     *planned = 0;
     struct refit_hash128 key;
     int rc = rf_discover_adopt(r, sv, v);
+    if (rc == REFIT_EAGAIN) /* a partial read that cannot stand: read every record */
+        return 0;
     if (!rc)
         rc = rf_peers_sync(r);
     if (!rc)
@@ -255,6 +257,10 @@ static int plan_for(refit_receiver_t *r, struct rf_seen *sv, uint64_t v, int *pl
     if (r->plan.have && !memcmp(key.b, r->plan.key.b, 16)) {
         *planned = 1;
         r->st->plan_cached = 1;
+        return 0;
+    }
+    if (sv->partial) { /* a new plan is made from every record */
+        r->disc.full_next = 1;
         return 0;
     }
     char hex[33];
@@ -309,6 +315,8 @@ static int discover_and_plan(refit_receiver_t *r, uint64_t want, uint64_t *chose
             *chosen = v;
             return 0;
         }
+        if (r->disc.full_next) /* a partial read fell short: read every record now */
+            continue;
         double left = deadline - rf_seconds();
         if (!wait && left <= 0)
             return wait_timeout(r, want, v, seen);
@@ -337,6 +345,7 @@ static int is_excluded(const refit_receiver_t *r, const char *id)
 static int replan_without(refit_receiver_t *r, uint64_t v)
 {
     struct rf_seen sv = {0};
+    r->disc.full_next = 1; /* every source but the excluded */
     int rc = rf_discover_read(r, v, &sv);
     size_t k = 0;
     for (size_t i = 0; !rc && i < sv.n; i++) {
@@ -531,6 +540,8 @@ static int dry_catalog(const refit_layout_t *meg, refit_catalog_t **out)
     uint32_t reg;
     int rc = refit_catalog_create(out);
     if (!rc)
+        rc = refit_catalog_reserve(*out, refit_layout_count(meg));
+    if (!rc)
         rc = refit_catalog_add_region(*out, off ? off : 1, &reg);
     off = 0;
     for (size_t t = 0; !rc && t < refit_layout_count(meg); t++) {
@@ -588,10 +599,13 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, siz
 }
 
 /* What the plan is, for comparing plans (the deduped planner with the
- * reference): a hash of its descriptors, scatters, checks and bytes per
- * source. */
-static void plan_digest(const struct rf_plan *p, uint8_t out[16])
+ * reference, one version with another): a hash of its descriptors,
+ * scatters, checks and bytes per source.  A check names its source tensor
+ * by its number in the order candidates are first met (psrc_num), not by
+ * its index among the tensors this plan reads. */
+static void plan_digest(const struct rf_rplan *rp, uint8_t out[16])
 {
+    const struct rf_plan *p = &rp->plan;
     XXH3_state_t *st = XXH3_createState();
     memset(out, 0, 16);
     if (!st)
@@ -601,8 +615,14 @@ static void plan_digest(const struct rf_plan *p, uint8_t out[16])
         XXH3_128bits_update(st, p->desc, p->n_desc * sizeof(*p->desc));
     if (p->n_scatter)
         XXH3_128bits_update(st, p->scatter, p->n_scatter * sizeof(*p->scatter));
-    if (p->n_check)
-        XXH3_128bits_update(st, p->check, p->n_check * sizeof(*p->check));
+    struct rf_check blk[256];
+    for (size_t i = 0; i < p->n_check; i += 256) {
+        size_t n = p->n_check - i < 256 ? p->n_check - i : 256;
+        memcpy(blk, &p->check[i], n * sizeof(*blk)); /* padding included, as the planner zeroed it */
+        for (size_t k = 0; k < n; k++)
+            blk[k].psrc = rp->psrc_num[blk[k].psrc];
+        XXH3_128bits_update(st, blk, n * sizeof(*blk));
+    }
     if (p->n_sources)
         XXH3_128bits_update(st, p->bytes_per_source, p->n_sources * sizeof(*p->bytes_per_source));
     XXH128_canonical_t c;
@@ -641,7 +661,7 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
                                      .descriptors = p->n_desc, .scatters = p->n_scatter, .checks = p->n_check,
                                      .wire_bytes = p->wire_bytes, .scratch_bytes = p->scratch_bytes,
                                      .staging_bytes = r->plan.staging_need, .sources = (uint32_t)n_src};
-        plan_digest(p, in.digest);
+        plan_digest(&r->plan, in.digest);
         size_t n = info->size && info->size < sizeof(in) ? info->size : sizeof(in);
         memcpy(info, &in, n);
     }

@@ -9,6 +9,7 @@
  *   discover   rf_discover     discover.c       sources READY at V, their catalogs (cached by hash)
  *              (the fence)     fence.c          the one check that what was read is still offered
  *   plan       rf_rplan        plan_inputs.c    planner inputs, the plan (plan.c), its feeds, its key
+ *                              plan_cands.c     the sources holding each piece, the one it is read from
  *   buffers    rf_bufs         buffers.c        staging (double-buffered), scratch, commit, ack
  *   transfer   rf_xfer         transfer.c       tensors scattered and converted as their bytes land
  *              rf_peers        peers.c          connections and remote keys per source; reconnects
@@ -121,6 +122,12 @@ struct rf_discover {
     size_t n_ids;
     uint64_t cursor;
     int synced;
+    /* ids_gen counts changes of the set (an id new to it, a listing);
+     * full_gen is its value at the last read of every record.  While they
+     * are equal a warm pull reads only the records of the sources its
+     * cached plan reads (rf_discover_read); full_next forces a full read. */
+    uint64_t ids_gen, full_gen;
+    int full_next;
     /* Checksums read with the records ahead of need (the version the next
      * pull most likely takes), for rf_verify_fetch. */
     struct rf_presum {
@@ -136,6 +143,9 @@ struct rf_discover {
 struct rf_seen {
     struct refit_source_record **rec;
     size_t n;
+    /* Only the records of the sources the cached plan reads (the set of
+     * ids unchanged since the last full read): the others keep theirs. */
+    int partial;
 };
 
 void rf_discover_fini(struct rf_discover *d);
@@ -143,7 +153,10 @@ void rf_discover_fini(struct rf_discover *d);
 void rf_discover_drop_sources(struct rf_discover *d);
 /* The live READY records (one watch or list, then one read of every
  * record and heartbeat, with the checksums of version `guess` of the
- * sources the current plan reads, when it verifies; guess 0: none). */
+ * sources the current plan reads, when it verifies; guess 0: none).  A
+ * warm pull whose watch saw no new source reads only the records and
+ * heartbeats of the sources its cached plan reads (sv->partial): at a
+ * thousand receivers of 256 trainer ranks, 16 records each, not 256. */
 int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out);
 /* Wait up to ms for a change below sources/ (a watch; what changed is
  * read by the next rf_discover_read).  0 or REFIT_ETIMEDOUT. */
@@ -158,11 +171,13 @@ void rf_seen_free(struct rf_seen *sv);
  * longer has it is REFIT_ESTALE. */
 int rf_discover_choose(refit_receiver_t *r, struct rf_seen *sv, uint64_t want, uint64_t *v);
 /* Sources at v are all there: none still publishing an older version, and
- * every declared TP/EP position present. */
+ * every declared TP/EP position present (partial: the records read all at
+ * v; the positions are the cached plan's). */
 int rf_discover_complete(const struct rf_seen *sv, uint64_t v);
 /* r->disc.src := the records of sv at v (taken from sv), with catalogs and
  * layouts (what is known of a source is kept; whether the plan changes is
- * the plan key's to say). */
+ * the plan key's to say).  Partial: the records read replace theirs, the
+ * other sources stay as they were. */
 int rf_discover_adopt(refit_receiver_t *r, struct rf_seen *sv, uint64_t v);
 /* A hash of the plan's inputs: destinations, sources, layouts, catalogs. */
 int rf_discover_plan_key(const refit_receiver_t *r, struct refit_hash128 *key);
@@ -195,12 +210,15 @@ int rf_fence_sources(refit_receiver_t *r, uint64_t v);
 struct rf_rplan {
     struct refit_hash128 key; /* of the inputs (rf_discover_plan_key) */
     int have;                 /* plan, feeds and key valid */
-    ptrdiff_t **psrc_of;      /* per source: catalog index -> psrc, -1 */
-    size_t n_psrc_of;
+    struct rf_cands *cands;   /* while planning: the pieces' candidates (plan_cands.c) */
+    /* The source tensors read, and for each its source, catalog index and
+     * number in the order candidates are first met (plan_cands.c; a plan's
+     * digest names them by it). */
     struct rf_psrc *psrc;
     uint32_t *psrc_source;
     size_t *psrc_cat;
-    size_t n_psrc, cap_psrc;
+    uint32_t *psrc_num;
+    size_t n_psrc;
     struct rf_pdst *pdst;        /* per layout tensor */
     enum refit_dtype *img_dtype; /* per layout tensor: the sources' dtype */
     struct rf_plan plan;
@@ -217,14 +235,26 @@ struct rf_rplan {
  * [E, r, c]: [E*r, c]); *slot_rows = r for stacks. */
 void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_t *cols, uint64_t *slot_rows);
 void rf_rplan_drop(struct rf_rplan *p);
-/* psrc, pieces (the composed layout; *pc malloc'ed) and image dtypes. */
+/* Pieces (the composed layout; *pc malloc'ed), their candidates and image
+ * dtypes. */
 int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc);
-/* With refit.replicas > 1: each piece's source chosen layout-wide
- * (rf_sched_choose, RF_SCHED_SPREAD), its candidates collapsed to it. */
-int rf_rplan_spread(refit_receiver_t *r, struct rf_piece *pc, size_t n);
+/* Each piece's source chosen (the planner's rule, or with refit.replicas >
+ * 1 layout-wide: rf_sched_choose, RF_SCHED_SPREAD); psrc made for the
+ * chosen tensors. */
+int rf_rplan_choose(refit_receiver_t *r, struct rf_piece *pc, size_t n);
 /* Images, the planner, feeds and check order (destinations placed). */
 int rf_rplan_build(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc);
 const char *rf_rplan_dst_name(void *receiver, uint32_t lt);
+
+/* plan_cands.c: which sources hold each piece (classes of equal sources),
+ * which one it is read from. */
+struct rf_cands;
+/* The composed layout as pieces with their candidates (*cs), in
+ * composition order; image dtypes noted. */
+int rf_cands_pieces(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc, struct rf_cands **cs);
+/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made. */
+int rf_cands_choose(refit_receiver_t *r, struct rf_cands *cs, struct rf_piece *pc, size_t n);
+void rf_cands_destroy(struct rf_cands *cs);
 
 /* ------------------------------------------------------------------ */
 /* buffers.c: staging, scratch, commit, ack */
@@ -334,8 +364,17 @@ struct rf_sumkey {
     size_t src, seg;
 };
 int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size_t *n);
-/* Fetch and check every source's checksums of v (refit.verify not off). */
+/* Fetch and check every source's checksums of v (refit.verify not off);
+ * those of sources with a checksum table wait for rf_verify_fetch_remote. */
 int rf_verify_fetch(refit_receiver_t *r, uint64_t v);
+/* Source i's checksums come from its table over the transport (sums.h):
+ * its record names one, this pull has a plan, no delta, not push. */
+int rf_verify_remote(const refit_receiver_t *r, size_t i);
+/* After rf_peers_connect: READ the table slots of the segments the plan's
+ * checks cover, with the data's transport, and check them as store
+ * segments are checked (a slot of another version or a broken trailer is
+ * refused). */
+int rf_verify_fetch_remote(refit_receiver_t *r, uint64_t v);
 /* The chunks lying wholly in [off, off+len) of buffer buf. */
 int rf_verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_t len);
 
@@ -383,6 +422,10 @@ void rf_mode_no_end(refit_receiver_t *r, uint64_t v, int rc, struct refit_pull_s
  * (wanted: the receiver can use deltas), and after the pull (committed or
  * not) whether the mirror now holds v. */
 int rf_rcvdelta_wanted(const refit_receiver_t *r);
+/* A receiver with refit.delta.enabled that cannot use deltas (resident in
+ * device memory, refit.verify not full): says why once (a warning) and
+ * counts the whole pull in st->delta_fallbacks; 0 otherwise. */
+int rf_rcvdelta_whole(refit_receiver_t *r, struct refit_pull_stats *st);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);

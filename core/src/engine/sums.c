@@ -387,3 +387,41 @@ int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size
                            missing[0] ? missing : "(no other receiver is registered)",
                            nr < want ? " (fewer receivers registered than refit.receivers)" : "");
 }
+
+/* ------------------------------------------------------------------ */
+/* The checksum table over the transport (sums.h) */
+
+int rf_sums_table_slots(const uint64_t *want, const uint32_t *seg, size_t n, size_t n_seg, uint64_t *off)
+{
+    for (size_t k = 0; k <= n_seg; k++)
+        off[k] = 0;
+    for (size_t t = 0; t < n; t++) {
+        if (seg[t] >= n_seg)
+            return refit_error_set(REFIT_EINVAL, "checksum table: tensor %zu in segment %u of %zu", t, seg[t], n_seg);
+        off[seg[t] + 1] += (2 + want[t]) * 8;
+    }
+    /* each slot: the segment's header and trailer around its words */
+    for (size_t k = 0; k < n_seg; k++)
+        off[k + 1] += off[k] + 64;
+    return 0;
+}
+
+int rf_sums_seg_len(const void *buf, size_t cap, size_t *len)
+{
+    const unsigned char *b = buf;
+    if (cap < 64 || memcmp(b, SEG_MAGIC, 8))
+        return refit_error_set(REFIT_EPROTO, "not a checksum segment (%zu bytes in its slot)", cap);
+    uint64_t nt = get64(b + 48);
+    size_t w = 0, nw = (cap - 64) / 8;
+    /* Walk the words as far as the slot allows; the decoder checks them. */
+    for (uint64_t t = 0; t < nt; t++) {
+        if (!rf_fits(w, 2, nw))
+            return refit_error_set(REFIT_EPROTO, "a checksum segment runs past its slot (%zu bytes)", cap);
+        uint64_t nc = get64(b + 56 + w * 8);
+        if (!rf_fits(w + 2, nc, nw))
+            return refit_error_set(REFIT_EPROTO, "a checksum segment runs past its slot (%zu bytes)", cap);
+        w += 2 + (size_t)nc;
+    }
+    *len = 64 + w * 8;
+    return 0;
+}

@@ -73,6 +73,22 @@ int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit
                        struct rf_sums *acc);
 int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k);
 
+/* The checksum table over the transport (refit.sums: transport, pull
+ * delivery): the same segments back to back in one registered buffer per
+ * arena, its remote key after the catalog regions' in the record (one key
+ * more than the catalog has regions).  Segment k lies in the slot
+ * [off[k], off[k+1]) sized for the catalog's chunk counts, so a receiver
+ * finds the slots of the segments it needs from the catalog alone and
+ * READs them with the data's transport: no checksum crosses the store.
+ * A slot read while the publisher rewrites it fails its trailer or holds
+ * another version (refused as a store segment would be); the record fence
+ * still follows the data. */
+/* off[0..n_seg]: slot offsets for want[] and seg[] of n tensors. */
+int rf_sums_table_slots(const uint64_t *want, const uint32_t *seg, size_t n, size_t n_seg, uint64_t *off);
+/* The length of the segment at the start of a slot of cap bytes (its
+ * words walked within the slot; rf_sums_decode_seg validates them). */
+int rf_sums_seg_len(const void *buf, size_t cap, size_t *len);
+
 /* "receivers/<id>": a receiver's registration, so a publisher waiting for
  * acknowledgements can name the ones that did not come. */
 int rf_key_receiver(char *buf, const char *receiver_id);

@@ -255,10 +255,14 @@ int rf_pull_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *s
     if (!rc)
         rc = rf_peers_connect(r, &fresh);
     st->connect_s = fresh ? rf_seconds() - tc : 0;
+    if (!rc) /* checksum tables read over the transport (refit.sums: transport) */
+        rc = rf_verify_fetch_remote(r, v);
     /* Pull mode with refit.delta.enabled: delta_rcv.c moves the bytes. */
     rf_trace_mark(&r->trace, "sums+connect");
     if (!rc && r->mode == &rf_mode_pull && rf_rcvdelta_wanted(r))
         return rf_rcvdelta_transfer(r, v, st);
+    if (!rc && r->mode == &rf_mode_pull)
+        rc = rf_rcvdelta_whole(r, st);
     if (!rc)
         rc = rf_xfer_begin(r, NULL);
     rf_trace_mark(&r->trace, "xfer-begin");

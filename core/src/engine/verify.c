@@ -10,10 +10,12 @@
  * source published no checksum for (the publisher's refit.verify is off,
  * or a blob of zero chunks) fails the pull naming the source and the
  * tensor, before anything is committed. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
+#include "exec.h"
 #include "receiver.h"
 
 void rf_verify_fini(struct rf_sumcheck *v)
@@ -46,6 +48,13 @@ static int slots(struct rf_sumcheck *vf, size_t n)
     return 0;
 }
 
+int rf_verify_remote(const refit_receiver_t *r, size_t i)
+{
+    const struct rf_source *s = &r->disc.src[i];
+    return r->plan.have && !r->ctx->delta && r->mode != &rf_mode_push && s->cat && s->rec &&
+           s->rec->n_rkeys == (size_t)s->cat->n_regions + 1;
+}
+
 /* Whether the plan reads anything of source i (every source when there
  * is no plan to tell). */
 static int reads_from(const refit_receiver_t *r, size_t i)
@@ -74,7 +83,8 @@ static int decode_one(refit_receiver_t *r, const struct rf_sumkey *k, uint64_t v
 }
 
 /* Per source the plan reads, the segment of each catalog tensor
- * (segs[i], NULL for the others) and their count. */
+ * (segs[i], NULL for the others) and their count; with want (non-NULL)
+ * the catalog's chunk counts too. */
 static int segments_of(refit_receiver_t *r, uint32_t **segs, size_t *n_seg)
 {
     for (size_t i = 0; i < r->disc.n_src; i++) {
@@ -133,7 +143,7 @@ int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size
             need[si][segs[si][ci]] = 1;
     }
     for (size_t i = 0; !rc && i < ns; i++) {
-        if (!reads_from(r, i) || (!whole && !segs[i]))
+        if (!reads_from(r, i) || (!whole && !segs[i]) || rf_verify_remote(r, i))
             continue;
         if (whole) {
             rc = add_key(out, n, &cap, v, r->disc.src[i].id, i, SIZE_MAX);
@@ -280,5 +290,168 @@ int rf_verify_range(refit_receiver_t *r, uint32_t buf, uint64_t off, uint64_t le
         rc = check_chunks(r, c, rf_bufs_ptr(r, c->buf, c->off));
     }
     r->verify.seconds += rf_seconds() - t0;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checksum tables over the transport (sums.h, pub_sums.c) */
+
+/* One segment slot to READ: source, segment, where it lands. */
+struct slot {
+    size_t src, seg;
+    uint64_t loff, len;
+};
+
+struct remote {
+    refit_receiver_t *r;
+    uint64_t v;
+    struct slot *sl;
+    size_t n, cap;
+    char *buf;
+    refit_tp_region_t *reg;
+    uint32_t **segs; /* per source: the catalog's packing */
+};
+
+static int remote_local(void *arg, uint32_t buf, uint64_t off, uint64_t len, refit_tp_region_t **reg, uint64_t *roff)
+{
+    (void)buf;
+    (void)len;
+    *reg = ((struct remote *)arg)->reg;
+    *roff = off;
+    return 0;
+}
+
+/* Slots landed: decode and check each segment into the source's sums. */
+static int remote_done(void *arg, size_t first, size_t n)
+{
+    struct remote *m = arg;
+    refit_receiver_t *r = m->r;
+    int rc = 0;
+    for (size_t j = first; !rc && j < first + n; j++) {
+        const struct slot *q = &m->sl[j];
+        const struct rf_source *s = &r->disc.src[q->src];
+        char what[REFIT_STORE_MAX_KEY + 64];
+        snprintf(what, sizeof(what), "source %s: checksum table segment %zu of v%llu", s->id, q->seg,
+                 (unsigned long long)m->v);
+        size_t len = 0;
+        rc = rf_sums_seg_len(m->buf + q->loff, q->len, &len);
+        if (rc)
+            rc = refit_error_push(rc, "%s", what);
+        else
+            rc = rf_sums_decode_seg(m->buf + q->loff, len, what, s->cat, &s->rec->catalog, m->v, m->segs[q->src],
+                                    q->seg, &r->verify.sums[q->src]);
+    }
+    return rc;
+}
+
+static int slot_add(struct remote *m, size_t src, size_t seg, uint64_t len, uint64_t *at)
+{
+    if (m->n == m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 64;
+        struct slot *ns = realloc(m->sl, nc * sizeof(*ns));
+        if (!ns)
+            return REFIT_ENOMEM;
+        m->sl = ns;
+        m->cap = nc;
+    }
+    m->sl[m->n++] = (struct slot){src, seg, *at, len};
+    *at += len;
+    return 0;
+}
+
+/* The slots of every segment the plan's checks cover, of the sources
+ * whose checksums come from their table: one descriptor each. */
+static int remote_slots(struct remote *m, struct rf_desc **desc)
+{
+    refit_receiver_t *r = m->r;
+    size_t ns = r->disc.n_src;
+    uint8_t **need = calloc(ns ? ns : 1, sizeof(*need));
+    uint64_t **off = calloc(ns ? ns : 1, sizeof(*off));
+    size_t *n_seg = calloc(ns ? ns : 1, sizeof(*n_seg));
+    int rc = need && off && n_seg ? 0 : REFIT_ENOMEM;
+    for (size_t i = 0; !rc && i < ns; i++) {
+        const refit_catalog_t *cat = r->disc.src[i].cat;
+        if (!reads_from(r, i) || !rf_verify_remote(r, i))
+            continue;
+        uint64_t *want = NULL;
+        rc = rf_sums_cat_segments(cat, &want, &m->segs[i], &n_seg[i]);
+        if (!rc && (!(need[i] = calloc(n_seg[i] + 1, 1)) || !(off[i] = malloc((n_seg[i] + 1) * sizeof(**off)))))
+            rc = REFIT_ENOMEM;
+        if (!rc)
+            rc = rf_sums_table_slots(want, m->segs[i], cat->n_tensors, n_seg[i], off[i]);
+        free(want);
+    }
+    const struct rf_rplan *rp = &r->plan;
+    for (size_t c = 0; !rc && c < rp->plan.n_check; c++) {
+        uint32_t psrc = rp->plan.check[c].psrc, si = rp->psrc_source[psrc];
+        size_t ci = rp->psrc_cat[psrc];
+        if (si < ns && need[si] && ci < r->disc.src[si].cat->n_tensors)
+            need[si][m->segs[si][ci]] = 1;
+    }
+    uint64_t at = 0;
+    for (size_t i = 0; !rc && i < ns; i++)
+        for (size_t k = 0; !rc && need[i] && k < n_seg[i]; k++)
+            if (need[i][k])
+                rc = slot_add(m, i, k, off[i][k + 1] - off[i][k], &at);
+    *desc = rc ? NULL : calloc(m->n ? m->n : 1, sizeof(**desc));
+    if (!rc && !*desc)
+        rc = REFIT_ENOMEM;
+    for (size_t j = 0; !rc && j < m->n; j++) {
+        const struct slot *q = &m->sl[j];
+        /* sorted by source, as rf_exec_run wants */
+        (*desc)[j] = (struct rf_desc){(uint32_t)q->src, r->disc.src[q->src].cat->n_regions, off[q->src][q->seg], 0,
+                                      q->loff, q->len};
+    }
+    for (size_t i = 0; i < ns; i++) {
+        if (need)
+            free(need[i]);
+        if (off)
+            free(off[i]);
+    }
+    free(need);
+    free(off);
+    free(n_seg);
+    return rc;
+}
+
+int rf_verify_fetch_remote(refit_receiver_t *r, uint64_t v)
+{
+    if (r->ctx->verify == RF_VERIFY_OFF)
+        return 0;
+    size_t ns = r->disc.n_src;
+    struct remote m = {.r = r, .v = v};
+    struct rf_desc *desc = NULL;
+    int rc = (m.segs = calloc(ns ? ns : 1, sizeof(*m.segs))) ? remote_slots(&m, &desc) : REFIT_ENOMEM;
+    uint64_t total = m.n ? m.sl[m.n - 1].loff + m.sl[m.n - 1].len : 0;
+    if (!rc && m.n && !(m.buf = malloc(total)))
+        rc = REFIT_ENOMEM;
+    if (!rc && m.n)
+        rc = refit_transport_reg(r->tp, m.buf, total, REFIT_MEM_HOST, &m.reg);
+    struct rf_exec_source *es = rc || !m.n ? NULL : calloc(ns, sizeof(*es));
+    if (!rc && m.n && !es)
+        rc = REFIT_ENOMEM;
+    for (size_t i = 0; es && i < ns; i++) {
+        const struct rf_peer *p = &r->peers.p[i];
+        es[i] = (struct rf_exec_source){p->peer, p->rkeys, (uint32_t)p->n_rkeys, r->disc.src[i].id};
+    }
+    struct rf_exec_stats xs = {.failed_source = -1};
+    if (!rc && m.n) {
+        struct rf_plan plan = {.desc = desc, .n_desc = m.n};
+        rc = rf_exec_run(r->tp, &plan, es, (uint32_t)ns, (uint32_t)r->ctx->flush_every,
+                         refit_transport_timeout_ms(r->tp), remote_local, remote_done, &m, &xs);
+        if (rc && xs.failed_source >= 0 && (size_t)xs.failed_source < ns)
+            snprintf(r->failed_src, sizeof(r->failed_src), "%s", r->disc.src[xs.failed_source].id);
+        if (rc)
+            rc = refit_error_push(rc, "reading checksum tables over the transport");
+    }
+    if (m.reg)
+        refit_transport_dereg(r->tp, m.reg);
+    free(es);
+    free(m.buf);
+    free(desc);
+    free(m.sl);
+    for (size_t i = 0; m.segs && i < ns; i++)
+        free(m.segs[i]);
+    free(m.segs);
     return rc;
 }

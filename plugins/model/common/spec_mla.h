@@ -157,26 +157,48 @@
  *    nn.Linear (replicated, unquantized); its embed_tokens and
  *    shared_head.head are the target model's (the proposer shares them), so
  *    refit writes them once, as the main model's.
- * SGLang and transformers load no MTP layers from refit (no naming row). */
+ * SGLang's draft model for DeepSeek-V3 (rfm_ds_mtp below); transformers
+ * loads no MTP layers from refit (no naming row), nor SGLang for GLM-5. */
 
 #define MLM "mtp.layers.{L}."
+/* SGLang's draft model (DeepseekModelNextN) holds one MTP layer's own
+ * tensors at model.<name>: no layer number. */
 #define E_MTP_NORM(mname, hname)                                              \
     {MLM mname, REFIT_ROLE_REPLICATED, REFIT_SCOPE_MTP, NULL, {HL hname},     \
-     {"hidden"}, NULL, {NULL}, false, NULL}
+     {"hidden"}, NULL, {NULL}, false,                                         \
+     DST(D("sglang", "model." hname, REFIT_FUSE_NONE, KEEP))}
 #define E_MTP_ENORM E_MTP_NORM("enorm.weight", "enorm.weight")
 #define E_MTP_HNORM E_MTP_NORM("hnorm.weight", "hnorm.weight")
 #define E_MTP_HEAD_NORM E_MTP_NORM("final_layernorm.weight", "shared_head.norm.weight")
+#define MTP_EH_PROJ_DST(t_, n_)                                               \
+    {.target = t_, .name = n_, .fusion = REFIT_FUSE_NONE, .dtype = KEEP,      \
+     .fp8 = REFIT_FP8_OFF, .role = REFIT_ROLE_REPLICATED}
 #define E_MTP_EH_PROJ                                                         \
     {MLM "eh_proj.weight", REFIT_ROLE_COLUMN, REFIT_SCOPE_MTP, NULL,          \
      {HL "eh_proj.weight"}, {"hidden"}, "2 * hidden", {NULL}, false,          \
-     DST({.target = "vllm", .fusion = REFIT_FUSE_NONE, .dtype = KEEP,         \
-          .fp8 = REFIT_FP8_OFF, .role = REFIT_ROLE_REPLICATED})}
+     DST(MTP_EH_PROJ_DST("sglang", "model.eh_proj.weight"),                   \
+         MTP_EH_PROJ_DST("vllm", NULL))}
 #define E_MTP_ALL E_MTP_ENORM, E_MTP_HNORM, E_MTP_EH_PROJ, E_MTP_HEAD_NORM
 
 static const struct refit_mtp_naming rfm_mla_mtp[] = {
     {"megatron", ML, "mtp.layers.{L}.mtp_model_layer."},
     {"hf", NULL, NULL},
     {"vllm", HL, HL "mtp_block."},
+};
+
+/* DeepSeek-V3 in SGLang too: its draft model DeepseekV3ForCausalLMNextN
+ * (models/deepseek_nextn.py) loads the one MTP layer of the checkpoint
+ * ("Only 1 nextn layer is supported"), the layer's own tensors renamed
+ * model.layers.<L>.<name> -> model.<name> (enorm, hnorm, eh_proj, a plain
+ * nn.Linear, shared_head.norm), the decoder block -> model.decoder.<name>
+ * with the main model's fused parameters (DeepseekV2DecoderLayer); its
+ * embed_tokens and shared_head.head are the target model's.  A target name
+ * without {L} holds one MTP layer: more are refused. */
+static const struct refit_mtp_naming rfm_ds_mtp[] = {
+    {"megatron", ML, "mtp.layers.{L}.mtp_model_layer."},
+    {"hf", NULL, NULL},
+    {"vllm", HL, HL "mtp_block."},
+    {"sglang", HL, "model.decoder."},
 };
 
 /* ------------------------------------------------------------------ */

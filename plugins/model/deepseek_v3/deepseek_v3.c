@@ -4,7 +4,7 @@
  * layers dense, then routed experts with shared experts and a router with a
  * float32 score-correction bias; the multi-token-prediction layers after
  * num_hidden_layers on request (include_mtp: Megatron's mtp.layers.<i>,
- * vLLM's drafter; spec_mla.h).  Megatron names follow the TE MLA layer spec
+ * vLLM's drafter, SGLang's NextN draft model; spec_mla.h).  Megatron names follow the TE MLA layer spec
  * these models train with (the q_a / kv_a norms fused into the up
  * projections); spec_mla.h has the sources. */
 #include <string.h>
@@ -39,8 +39,8 @@ static const struct refit_model_entry ds_entries[] = {
 static const struct refit_target_layout ds_targets[] = {TARGETS_MLA};
 
 static const struct refit_model_spec ds_spec =
-    RFM_SPEC_MTP(ds_dims, ds_entries, ds_targets, "experts", REFIT_LAYER_MOE, rfm_mla_mtp,
-                 sizeof(rfm_mla_mtp) / sizeof(rfm_mla_mtp[0]));
+    RFM_SPEC_MTP(ds_dims, ds_entries, ds_targets, "experts", REFIT_LAYER_MOE, rfm_ds_mtp,
+                 sizeof(rfm_ds_mtp) / sizeof(rfm_ds_mtp[0]));
 
 static int ds_claims(const char *model_type)
 {

@@ -12,10 +12,13 @@
 #       1. test-delta-cuda: batches of awkward tensors at densities 0..1,
 #          device bytes == host bytes, device apply == next version, damaged
 #          deltas refused exactly when the host refuses them, untouched
-#       2. refit demo --device cuda with refit.delta.enabled: the publisher's
-#          CUDA tensors encoded on the GPU (never falling back, fewer bytes
-#          on the wire after v1), every engine byte-identical
-#       3. refit bench delta --device cuda at lr 1e-6 and 1e-5: the whole
+#       2. test-delta-devrcv device: receivers with CUDA destinations take
+#          deltas (device bytes == a full refit's, under a fifth of the wire
+#          bytes, skipped version and torn record pulled whole, TP2->TP1 FP8)
+#       3. refit demo --device cuda with refit.delta.enabled: the publisher's
+#          CUDA tensors encoded on the GPU (never falling back), the device
+#          engines' wire bytes falling after v1, every engine byte-identical
+#       4. refit bench delta --device cuda at lr 1e-6 and 1e-5: the whole
 #          Qwen3-0.6B-shaped model per step, GPU encode/apply GB/s (CUDA
 #          events) beside a device copy, every step's GPU bytes checked
 #          against the host's ("same bytes" column)
@@ -29,7 +32,7 @@ if [ "$what" = pack ]; then
     build=${2:-build}
     out=${3:-build-delta-gpu}
     [ -f "$build/build.ninja" ] || { echo "delta.sh: '$build' is not a meson build directory"; exit 2; }
-    ninja -C "$build" tools/refit/refit tests/delta/test-delta-cuda >/dev/null || { echo "delta.sh: ninja failed"; exit 2; }
+    ninja -C "$build" tools/refit/refit tests/delta/test-delta-cuda tests/delta/test-delta-devrcv >/dev/null || { echo "delta.sh: ninja failed"; exit 2; }
     grep -q 'have_cuda\|REFIT_TEST_HAVE_CUDA' "$build/build.ninja" ||
         { echo "delta.sh: '$build' was configured without CUDA"; exit 2; }
     rm -rf "$out"
@@ -43,7 +46,7 @@ if [ "$what" = pack ]; then
         mkdir -p "$out/plugins/$(dirname "$rel")"
         cp -L "$f" "$out/plugins/$rel"
     done < <(find "$build/plugins" -mindepth 3 -maxdepth 3 -name 'refit-*.so' \( -type f -o -type l \) -print0)
-    cp -L "$build/tests/delta/test-delta-cuda" "$out/tests/delta/"
+    cp -L "$build/tests/delta/test-delta-cuda" "$build/tests/delta/test-delta-devrcv" "$out/tests/delta/"
     echo "delta.sh: $out/ ready ($(du -sh "$out" | cut -f1)); next: ../shared/hooks/device-pack $out"
     exit 0
 fi
@@ -67,7 +70,7 @@ step() {
         echo "FAIL $name: exit status $rc"; fails=$((fails + 1))
     fi
 }
-for f in "$db/refit" "$db/tests/delta/test-delta-cuda"; do
+for f in "$db/refit" "$db/tests/delta/test-delta-cuda" "$db/tests/delta/test-delta-devrcv"; do
     [ -x "$f" ] || { echo "FAIL preflight: $f missing (tools/dev/gpu/delta.sh pack, then device-pack)"; exit 1; }
 done
 export LD_LIBRARY_PATH="$db${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -76,13 +79,12 @@ export REFIT_PLUGIN_PATH REFIT_NO_BUILD_TREE=1 CK_FORK=yes CK_VERBOSITY=normal
 nvidia-smi -L 2>/dev/null || echo "(nvidia-smi not found)"
 
 step "test-delta-cuda" 300 "$db/tests/delta/test-delta-cuda"
-# The publisher's CUDA tensors encoded on the device (delta_dev.c): a demo
-# with delta on must be byte-identical and never fall back to whole ("CUDA
-# tensors published without a delta" is that fallback's warning).  The
-# demo's engines hold device destinations, and a receiver with device
-# destinations does not apply deltas yet (rf_rcvdelta_wanted): its wire
-# bytes stay whole, so this step checks the publisher's side only; the
-# encoded bytes themselves are test-delta-cuda's (same bytes as the host).
+step "test-delta-devrcv-device" 300 env REFIT_BIN="$db/refit" "$db/tests/delta/test-delta-devrcv" device
+# The publisher's CUDA tensors encoded on the device (delta_dev.c) and
+# engines with device destinations applying them (delta_rcv.c): a demo with
+# delta on must be byte-identical, never fall back to whole ("CUDA tensors
+# published without a delta" is that fallback's warning), and each engine's
+# wire bytes (the GB column) after v1 must be below v1's.
 demo_delta() {
     local log=/tmp/delta-demo.$$.log
     REFIT_REFIT_DELTA_ENABLED=true REFIT_REFIT_DELTA_MAX_RATIO=0.9 "$db/refit" demo --layers 2 --vocab 1000 \
@@ -92,12 +94,16 @@ demo_delta() {
     grep -E '^engine-0-0 ' "$log"
     tail -1 "$log"
     if grep -q "without a delta" "$log"; then grep -m1 "without a delta" "$log"; rc=1; fi
+    if ! awk '$1 ~ /^engine-/ { if ($2 == 1) first[$1] = $12; else { n++; if (!($1 in first) || $12 >= first[$1]) bad++ } }
+              END { exit (n > 0 && !bad) ? 0 : 1 }' "$log"; then
+        echo "demo-delta-cuda: the engines' wire bytes did not fall after v1"; rc=1
+    fi
     rm -f "$log"
     return $rc
 }
 export -f demo_delta
 export db root
-step "demo-delta-cuda-publisher" 300 bash -c demo_delta
+step "demo-delta-cuda" 300 bash -c demo_delta
 if [ -n "${DELTA_QUICK:-}" ]; then
     step "bench-delta-quick" 300 "$db/refit" bench delta --device cuda --layers 4 --vocab 16384 --steps 3
 else

@@ -93,6 +93,9 @@ struct refit_catalog {
 int refit_catalog_create(refit_catalog_t **out);
 void refit_catalog_destroy(refit_catalog_t *c);
 int refit_catalog_add_region(refit_catalog_t *c, uint64_t len, uint32_t *index);
+/* Room for n tensors in all, so that adding them neither copies the
+ * tensors nor rebuilds the name index on the way. */
+int refit_catalog_reserve(refit_catalog_t *c, size_t n);
 /* Copies t (and its name).  Checks the tensor as the decoder would. */
 int refit_catalog_add(refit_catalog_t *c, const struct refit_cat_tensor *t);
 /* Index of the tensor named name, or -1. */

@@ -1,0 +1,154 @@
+/* ofi_mem.c — the ofi plugin's memory: regions registered with fi_mr_reg,
+ * their packed remote keys (revoked at every watcher on dereg), and the
+ * keys of peers' regions we unpack. */
+#include "ofi_int.h"
+
+/* ------------------------------------------------------------------ */
+/* Memory */
+
+int ofip_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, refit_tp_region_t **out)
+{
+    if (!tp || !ptr || !len || !out)
+        return H->error_set(REFIT_EINVAL, "%s: register needs a pointer and a length", OFIP);
+    if (memtype != REFIT_MEM_HOST && memtype != REFIT_MEM_CUDA)
+        return H->error_set(REFIT_EINVAL, "%s: unknown memory type %u", OFIP, memtype);
+    if (!(tp->memtypes & REFIT_MEMTYPE_BIT(memtype)))
+        return H->error_set(REFIT_ENOTSUP, "%s(%s): provider offers no FI_HMEM: CUDA memory is "
+                            "staged by the core", OFIP, ofip_prov_of(tp));
+    refit_tp_region_t *r = H->calloc(1, sizeof(*r));
+    if (!r)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    struct iovec iov = {ptr, len};
+    struct fi_mr_attr ma = {0};
+    ma.mr_iov = &iov;
+    ma.iov_count = 1;
+    ma.access = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE | FI_SEND | FI_RECV;
+    ma.requested_key = tp->next_key++;
+    ma.iface = FI_HMEM_SYSTEM;
+    if (memtype == REFIT_MEM_CUDA) {
+        ma.iface = FI_HMEM_CUDA;
+        ma.device.cuda = tp->cuda_device < 0 ? 0 : tp->cuda_device;
+    }
+    int ret = fi_mr_regattr(tp->domain, &ma, 0, &r->mr);
+    if (ret) {
+        H->free(r);
+        return ofip_fi_fail(tp, ofip_status_of(ret) == REFIT_ESTALE ? REFIT_EINVAL : ofip_status_of(ret), ret,
+                       "fi_mr_regattr", NULL);
+    }
+    if (tp->mr_mode & FI_MR_ENDPOINT) {
+        ret = fi_mr_bind(r->mr, &tp->ep->fid, 0);
+        if (!ret)
+            ret = fi_mr_enable(r->mr);
+        if (ret) {
+            fi_close(&r->mr->fid);
+            H->free(r);
+            return ofip_fi_fail(tp, REFIT_EPLUGIN, ret, "fi_mr_bind/enable", NULL);
+        }
+    }
+    r->desc = fi_mr_desc(r->mr);
+    r->key = fi_mr_key(r->mr);
+    if (r->key == FI_KEY_NOTAVAIL) {
+        fi_close(&r->mr->fid);
+        H->free(r);
+        return H->error_set(REFIT_ENOTSUP, "%s(%s): provider wants raw keys (FI_MR_RAW), not "
+                            "supported", OFIP, ofip_prov_of(tp));
+    }
+    r->ptr = ptr;
+    r->len = len;
+    r->memtype = memtype;
+    r->id = tp->next_region_id++;
+    *out = r;
+    return 0;
+}
+
+int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
+{
+    if (!tp || !r)
+        return 0;
+    int rc = rtp_local_quiesce(&tp->c, r);
+    if (rc) {
+        /* The caller keeps its memory (the error says so); the region is
+         * ours until a later dereg succeeds or fini. */
+        if (!r->kept) {
+            r->kept = 1;
+            r->kept_next = tp->kept;
+            tp->kept = r;
+        }
+        return rc;
+    }
+    if (r->kept)
+        for (refit_tp_region_t **pp = &tp->kept; *pp; pp = &(*pp)->kept_next)
+            if (*pp == r) {
+                *pp = r->kept_next;
+                break;
+            }
+    if (tp->c.watchers)
+        rtp_revoke_all(&tp->c, r->id);
+    int ret = fi_close(&r->mr->fid);
+    H->free(r);
+    return ret ? ofip_fi_fail(tp, REFIT_EPLUGIN, ret, "fi_close(mr)", NULL) : 0;
+}
+
+int ofip_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t *len)
+{
+    if (!tp || !r || !len)
+        return H->error_set(REFIT_EINVAL, "%s: pack_rkey without a region", OFIP);
+    size_t need = sizeof(struct ofip_rkey_hdr);
+    if (!buf) {
+        *len = need;
+        return 0;
+    }
+    if (*len < need) {
+        *len = need;
+        return H->error_set(REFIT_ERANGE, "%s: remote key needs %zu bytes", OFIP, need);
+    }
+    /* Offsets are turned into virtual addresses only where the provider
+     * wants them (FI_MR_VIRT_ADDR); the peer never has to know. */
+    uint64_t base = (tp->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)r->ptr : 0;
+    struct ofip_rkey_hdr h = {OFIP_RKEY_MAGIC, OFIP_BLOB_VERSION, (uint16_t)r->memtype, base, r->len,
+                              r->id, r->key};
+    memcpy(buf, &h, need);
+    *len = need;
+    return 0;
+}
+
+int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len,
+                     refit_tp_rkey_t **out)
+{
+    if (!tp || !p || !buf || !out)
+        return H->error_set(REFIT_EINVAL, "%s: unpack_rkey without a peer or key", OFIP);
+    struct ofip_rkey_hdr h;
+    if (len != sizeof(h))
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is %zu bytes, expected %zu",
+                            OFIP, p->name, len, sizeof(h));
+    memcpy(&h, buf, sizeof(h));
+    if (h.magic != OFIP_RKEY_MAGIC || h.version != OFIP_BLOB_VERSION || !h.len ||
+        h.base + h.len < h.base)
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is malformed (magic %#x)",
+                            OFIP, p->name, h.magic);
+    refit_tp_rkey_t *k = H->calloc(1, sizeof(*k));
+    if (!k)
+        return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
+    k->peer = p;
+    k->base = h.base;
+    k->len = h.len;
+    k->id = h.id;
+    k->key = h.key;
+    k->next = p->rkeys;
+    p->rkeys = k;
+    *out = k;
+    return 0;
+}
+
+void ofip_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
+{
+    if (!tp || !k)
+        return;
+    if (k->peer)
+        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
+            if (*pk == k) {
+                *pk = k->next;
+                break;
+            }
+    H->free(k);
+}
