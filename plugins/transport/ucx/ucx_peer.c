@@ -159,19 +159,33 @@ ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length
 
 /* Control work that may not run inside a UCX callback: endpoints to new
  * watchers, acknowledgements after a flush.  Called under the lock. */
-/* Flush the endpoint to p into a one-shot request r on the caller's stack
- * (ucxp_op_done counts the completions into it; rp can carry a send after). */
-void ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, struct refit_tp_req *r,
-                        ucp_request_param_t *rp, const char *what)
+/* Flush the endpoint to p into a new one-shot request (ucxp_op_done counts
+ * the completions into it; rp can carry a send after).  The request lives
+ * on the heap, linked like any other: a wait that times out leaves its
+ * operations in flight, and their completions — which UCX may deliver much
+ * later, e.g. when a closed endpoint's pending queue is purged — must find
+ * live memory, not a dead stack frame.  End it with ucxp_oneshot_end. */
+struct refit_tp_req *ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, ucp_request_param_t *rp,
+                                        const char *what)
 {
-    memset(r, 0, sizeof(*r));
-    r->tp = tp;
-    r->peer = p;
+    struct refit_tp_req *r = rtp_req_new(&tp->c, p, 0);
+    if (!r)
+        return NULL;
     memset(rp, 0, sizeof(*rp));
     rp->op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp->cb.send = ucxp_op_done;
     rp->user_data = r;
     ucxp_track(r, ucp_ep_flush_nbx(p->ep, rp), what);
+    return r;
+}
+
+/* Frees r now, or hands it to its last completion (ucxp_op_done). */
+void ucxp_oneshot_end(refit_tp_t *tp, struct refit_tp_req *r)
+{
+    if (r->pending)
+        r->released = 1;
+    else
+        rtp_req_unlink_free(&tp->c, r);
 }
 
 size_t ucxp_ctrl_work(refit_tp_t *tp)
@@ -232,12 +246,14 @@ void ucxp_ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq)
 {
     if (!p || !p->ep || p->err != UCS_OK)
         return;
-    struct refit_tp_req r;
     ucp_request_param_t rp;
-    ucxp_oneshot_flush(tp, p, &r, &rp, "flush before ack");
-    rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms);
-    if (!r.pending)
+    struct refit_tp_req *r = ucxp_oneshot_flush(tp, p, &rp, "flush before ack");
+    if (!r)
+        return; /* out of memory: no ack; the owner's revoke times out */
+    rtp_spin(&tp->c, &r->pending, NULL, tp->c.timeout_ms);
+    if (!r->pending && !r->status && p->err == UCS_OK)
         ucxp_ctrl_send(tp, p->ep, CTRL_ACK, seq, 0, NULL, 0);
+    ucxp_oneshot_end(tp, r);
 }
 
 int ucxp_send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq)
