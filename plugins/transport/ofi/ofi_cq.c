@@ -64,9 +64,17 @@ static void op_finish(refit_tp_t *tp, struct ofip_op *op, size_t len, int err, c
             r->peer->ops_pending--;
         if (err) {
             const char *who = r->peer ? r->peer->name : "?";
-            rtp_req_fail(r, ofip_status_of(err), "%s(%s): %s with peer '%s' failed: %s", OFIP, ofip_prov_of(tp),
+            int st = ofip_status_of(err);
+            /* Our own disconnect fails its requests with ECANCELED first and
+             * forgets the peer (rtp_forget_peer); an operation the provider
+             * cancels while the peer is still ours was dropped with its
+             * connection (tcp: a killed peer), which the contract calls
+             * ECONN (docs/transports.md, the reconnect rule). */
+            if (st == REFIT_ECANCELED && r->peer)
+                st = REFIT_ECONN;
+            rtp_req_fail(r, st, "%s(%s): %s with peer '%s' failed: %s", OFIP, ofip_prov_of(tp),
                      op->kind == OP_SEND ? "notification" : op->is_write ? "write" : "read", who, why);
-            if (ofip_status_of(err) == REFIT_ECONN)
+            if (st == REFIT_ECONN)
                 ofip_peer_fail(r->peer, why);
         }
         H->free(op->kind == OP_SEND ? op->buf : NULL);

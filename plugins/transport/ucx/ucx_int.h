@@ -134,8 +134,9 @@ int ucxp_ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint6
                    const void *tail, size_t tail_len);
 ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
                              size_t length, const ucp_am_recv_param_t *param);
-void ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, struct refit_tp_req *r,
-                        ucp_request_param_t *rp, const char *what);
+struct refit_tp_req *ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, ucp_request_param_t *rp,
+                                        const char *what);
+void ucxp_oneshot_end(refit_tp_t *tp, struct refit_tp_req *r);
 size_t ucxp_ctrl_work(refit_tp_t *tp);
 void ucxp_ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq);
 int ucxp_send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq);

@@ -21,13 +21,36 @@ static void ep_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
                      ucs_status_string(us), (int)us);
 }
 
+/* arg is the transport, not the watcher: a watcher is freed once its
+ * endpoint is closed, and a callback must never reach freed memory, so it
+ * looks its watcher up by endpoint (none: the endpoint is closing). */
 static void watcher_error_cb(void *arg, ucp_ep_h ep, ucs_status_t us)
 {
-    struct rtp_watcher *w = arg;
-    (void)ep;
+    refit_tp_t *tp = arg;
     (void)us;
-    w->dead = 1;   /* no revoke waits for it any more */
-    w->failed = 1; /* until it says hello again (it reconnected) */
+    for (struct rtp_watcher *w = tp->c.watchers; w; w = w->next)
+        if (w->ep == ep) {
+            w->failed = 1; /* its endpoint: closed by force */
+            if (!w->reopen) /* else a new endpoint replaces this one */
+                w->dead = 1; /* no revoke waits for it any more */
+        }
+}
+
+/* Close a watcher's endpoint without waiting.  A failed endpoint must be
+ * forced; a live one is flushed: a forced close purges the endpoint's
+ * pending queue, and UCX 1.13 over tcp segfaults there (in
+ * ucp_request_send_state_ff) when that queue holds its own wireup or
+ * keepalive requests — the state of an endpoint to a peer that was
+ * stopped and came back (t_reconnect_stopped). */
+static void watcher_ep_close(struct rtp_watcher *w)
+{
+    ucp_request_param_t rp = {0};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    rp.flags = w->failed ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+    ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
+    if (UCS_PTR_IS_PTR(sp))
+        ucp_request_free(sp); /* completes on its own */
+    w->ep = NULL;
 }
 
 /* An endpoint with peer error handling where some transport to the peer
@@ -137,7 +160,7 @@ ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length
             old->addr = addr;
             old->addr_len = c.a;
             old->refs++;
-            old->dead = old->failed = old->reachable = 0;
+            old->dead = old->reachable = 0; /* failed: how to close the old endpoint */
             old->reopen = 1;
             return UCS_OK;
         }
@@ -159,19 +182,33 @@ ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length
 
 /* Control work that may not run inside a UCX callback: endpoints to new
  * watchers, acknowledgements after a flush.  Called under the lock. */
-/* Flush the endpoint to p into a one-shot request r on the caller's stack
- * (ucxp_op_done counts the completions into it; rp can carry a send after). */
-void ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, struct refit_tp_req *r,
-                        ucp_request_param_t *rp, const char *what)
+/* Flush the endpoint to p into a new one-shot request (ucxp_op_done counts
+ * the completions into it; rp can carry a send after).  The request lives
+ * on the heap, linked like any other: a wait that times out leaves its
+ * operations in flight, and their completions — which UCX may deliver much
+ * later, e.g. when a closed endpoint's pending queue is purged — must find
+ * live memory, not a dead stack frame.  End it with ucxp_oneshot_end. */
+struct refit_tp_req *ucxp_oneshot_flush(refit_tp_t *tp, refit_tp_peer_t *p, ucp_request_param_t *rp,
+                                        const char *what)
 {
-    memset(r, 0, sizeof(*r));
-    r->tp = tp;
-    r->peer = p;
+    struct refit_tp_req *r = rtp_req_new(&tp->c, p, 0);
+    if (!r)
+        return NULL;
     memset(rp, 0, sizeof(*rp));
     rp->op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp->cb.send = ucxp_op_done;
     rp->user_data = r;
     ucxp_track(r, ucp_ep_flush_nbx(p->ep, rp), what);
+    return r;
+}
+
+/* Frees r now, or hands it to its last completion (ucxp_op_done). */
+void ucxp_oneshot_end(refit_tp_t *tp, struct refit_tp_req *r)
+{
+    if (r->pending)
+        r->released = 1;
+    else
+        rtp_req_unlink_free(&tp->c, r);
 }
 
 size_t ucxp_ctrl_work(refit_tp_t *tp)
@@ -185,32 +222,21 @@ size_t ucxp_ctrl_work(refit_tp_t *tp)
         struct rtp_watcher *w = *pw;
         if (w->dead && w->refs <= 0) {
             *pw = w->next;
-            if (w->ep) {
-                ucp_request_param_t rp = {0};
-                rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-                rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-                ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
-                if (UCS_PTR_IS_PTR(sp))
-                    ucp_request_free(sp); /* completes on its own */
-            }
+            if (w->ep)
+                watcher_ep_close(w);
             H->free(w->addr);
             H->free(w);
             n++;
             continue;
         }
-        if (w->reopen && w->ep) {
-            ucp_request_param_t rp = {0};
-            rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-            rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-            ucs_status_ptr_t sp = ucp_ep_close_nbx(w->ep, &rp);
-            if (UCS_PTR_IS_PTR(sp))
-                ucp_request_free(sp); /* completes on its own */
-            w->ep = NULL;
-        }
+        if (w->reopen && w->ep)
+            watcher_ep_close(w);
+        if (w->reopen)
+            w->failed = 0;
         w->reopen = 0;
         if (!w->ep && w->addr && !w->dead) {
             ucp_ep_h ep = NULL;
-            if (ep_open(tp, w->addr, watcher_error_cb, w, "watcher", &ep) != UCS_OK)
+            if (ep_open(tp, w->addr, watcher_error_cb, tp, "watcher", &ep) != UCS_OK)
                 w->dead = 1;
             else
                 w->ep = ep;
@@ -232,12 +258,14 @@ void ucxp_ack_cb(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t seq)
 {
     if (!p || !p->ep || p->err != UCS_OK)
         return;
-    struct refit_tp_req r;
     ucp_request_param_t rp;
-    ucxp_oneshot_flush(tp, p, &r, &rp, "flush before ack");
-    rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms);
-    if (!r.pending)
+    struct refit_tp_req *r = ucxp_oneshot_flush(tp, p, &rp, "flush before ack");
+    if (!r)
+        return; /* out of memory: no ack; the owner's revoke times out */
+    rtp_spin(&tp->c, &r->pending, NULL, tp->c.timeout_ms);
+    if (!r->pending && !r->status && p->err == UCS_OK)
         ucxp_ctrl_send(tp, p->ep, CTRL_ACK, seq, 0, NULL, 0);
+    ucxp_oneshot_end(tp, r);
 }
 
 int ucxp_send_revoke_cb(refit_tp_t *tp, struct rtp_watcher *w, uint64_t region, uint64_t seq)

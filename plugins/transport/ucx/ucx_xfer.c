@@ -177,36 +177,37 @@ int ucxp_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
     if (p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
 
-    /* The flush and the send each complete into this one-shot request. */
-    struct refit_tp_req r;
+    /* The flush and the send each complete into this one-shot request;
+     * a timeout leaves it to its last completion (ucxp_oneshot_end). */
     ucp_request_param_t rp;
-    ucxp_oneshot_flush(tp, p, &r, &rp, "flush before notify");
-    if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+    struct refit_tp_req *r = ucxp_oneshot_flush(tp, p, &rp, "flush before notify");
+    if (!r)
+        return H->error_set(REFIT_ENOMEM, "%s: notify peer '%s': out of memory", UCXP, p->name);
+    if (!r->status && rtp_spin(&tp->c, &r->pending, NULL, tp->c.timeout_ms)) {
+        ucxp_oneshot_end(tp, r);
         p->err = UCS_ERR_ENDPOINT_TIMEOUT; /* broken until reconnected */
         return H->error_set(REFIT_ECONN, "%s: notify peer '%s': earlier writes not flushed "
                             "within %" PRId64 " ms (transport.timeout); peer presumed gone", UCXP,
                             p->name, tp->c.timeout_ms);
     }
-    if (!r.status && p->err == UCS_OK) {
+    if (!r->status && p->err == UCS_OK) {
         rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         rp.flags = UCP_AM_SEND_FLAG_EAGER;
-        ucxp_track(&r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, tp->name, strlen(tp->name), msg, len, &rp),
+        ucxp_track(r, ucp_am_send_nbx(p->ep, UCXP_AM_NOTIFY, tp->name, strlen(tp->name), msg, len, &rp),
               "notify");
-        if (!r.status && rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms)) {
+        if (!r->status && rtp_spin(&tp->c, &r->pending, NULL, tp->c.timeout_ms)) {
+            ucxp_oneshot_end(tp, r);
             p->err = UCS_ERR_ENDPOINT_TIMEOUT;
             return H->error_set(REFIT_ECONN, "%s: notify peer '%s': not sent within %" PRId64
                                 " ms (transport.timeout); peer presumed gone", UCXP, p->name,
                                 tp->c.timeout_ms);
         }
     }
-    if (!r.status && p->err != UCS_OK)
-        return ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
-    if (r.status) {
-        /* Operations of a failed ep may still complete later: wait them
-         * out briefly so no callback touches this stack frame after. */
-        rtp_spin(&tp->c, &r.pending, NULL, tp->c.timeout_ms);
-        if (r.pending)
-            H->log(3, UCXP, "notify: %zu operations to '%s' left in flight", r.pending, p->name);
-    }
-    return rtp_req_result(&r);
+    int rc;
+    if (!r->status && p->err != UCS_OK)
+        rc = ucxp_err(REFIT_ECONN, p->err, "notify", NULL, p->name);
+    else
+        rc = rtp_req_result(r);
+    ucxp_oneshot_end(tp, r);
+    return rc;
 }
