@@ -59,6 +59,8 @@ static const struct refit_cfg_field refit_fields[] = {
     {"verify_sample", REFIT_CFG_DOUBLE, "0.1", 0, 1, NULL, "fraction of tensors checked with verify: sample"},
     {"in_place", REFIT_CFG_BOOL, "false", 0, -1, NULL,
      "pull straight into destinations (no staging; destinations invalid on failure)"},
+    {"ack_async", REFIT_CFG_BOOL, "false", 0, -1, NULL,
+     "a receiver's acks written by a worker thread after the pull returns, off its critical path (docs/cuda.md)"},
     {"device_program", REFIT_CFG_BOOL, "true", 0, -1, NULL,
      "resident pulls from mapped peers (cuda_ipc) run as one kernel over a tile table (docs/cuda.md)"},
     {"receivers", REFIT_CFG_INT, "1", 0, 1000000, NULL, "receivers wait_released waits for"},

@@ -338,3 +338,70 @@ int refit_transport_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **pt
     *ptr = NULL;
     return t->ops->rkey_ptr(t->tp, k, ptr);
 }
+
+/* Doorbells: every op or none (the plugin's table reaches bell_close). */
+static int has_bells(const refit_transport_t *t)
+{
+    return HAS_OP(t, bell_create) && HAS_OP(t, bell_pack) && HAS_OP(t, bell_open) && HAS_OP(t, bell_ring) &&
+           HAS_OP(t, bell_wait) && HAS_OP(t, bell_close);
+}
+
+#define NEED_BELLS(t)                                                                                 \
+    do {                                                                                              \
+        if (!has_bells(t))                                                                            \
+            return refit_error_set(REFIT_ENOTSUP, "transport %s: no doorbells", (t)->plugin->name); \
+    } while (0)
+
+int refit_transport_has_bells(const refit_transport_t *t)
+{
+    return t && has_bells(t);
+}
+
+int refit_transport_bell_create(refit_transport_t *t, refit_tp_bell_t **out)
+{
+    if (!out)
+        return refit_error_set(REFIT_EINVAL, "transport %s: bell_create needs out", t->plugin->name);
+    *out = NULL;
+    NEED_BELLS(t);
+    return t->ops->bell_create(t->tp, out);
+}
+
+int refit_transport_bell_pack(refit_transport_t *t, refit_tp_bell_t *b, void *buf, size_t *len)
+{
+    if (!b || !len)
+        return refit_error_set(REFIT_EINVAL, "transport %s: bell_pack needs a bell and len", t->plugin->name);
+    NEED_BELLS(t);
+    return t->ops->bell_pack(t->tp, b, buf, len);
+}
+
+int refit_transport_bell_open(refit_transport_t *t, const void *buf, size_t len, refit_tp_bell_t **out)
+{
+    if (!buf || !len || !out)
+        return refit_error_set(REFIT_EINVAL, "transport %s: bell_open needs a handle and out", t->plugin->name);
+    *out = NULL;
+    NEED_BELLS(t);
+    return t->ops->bell_open(t->tp, buf, len, out);
+}
+
+int refit_transport_bell_ring(refit_transport_t *t, refit_tp_bell_t *b, uint64_t value)
+{
+    if (!b)
+        return refit_error_set(REFIT_EINVAL, "transport %s: bell_ring needs a bell", t->plugin->name);
+    NEED_BELLS(t);
+    return t->ops->bell_ring(t->tp, b, value);
+}
+
+int refit_transport_bell_wait(refit_transport_t *t, refit_tp_bell_t *b, uint64_t seen, uint64_t *value,
+                              int64_t timeout_ms)
+{
+    if (!b || !value)
+        return refit_error_set(REFIT_EINVAL, "transport %s: bell_wait needs a bell and value", t->plugin->name);
+    NEED_BELLS(t);
+    return t->ops->bell_wait(t->tp, b, seen, value, timeout_ms < 0 ? t->timeout_ms : timeout_ms);
+}
+
+void refit_transport_bell_close(refit_transport_t *t, refit_tp_bell_t *b)
+{
+    if (t && b && has_bells(t))
+        t->ops->bell_close(t->tp, b);
+}

@@ -72,6 +72,15 @@ static void scratch_store(void)
     setenv("REFIT_STORE_FILE_FSYNC", "false", 0);
 }
 
+/* --colocated: the engines' acks written off the pull's critical path
+ * (refit.ack_async, core/src/engine/ackpost.h: a worker writes each ack
+ * after the pull's reads ended, while the pull returns), unless
+ * REFIT_REFIT_ACK_ASYNC says otherwise. */
+static void async_acks(void)
+{
+    setenv("REFIT_REFIT_ACK_ASYNC", "true", 0);
+}
+
 /* The baseline: median seconds of the NCCL broadcast of n bytes. */
 static int nccl_baseline(const char *py, const char *script, double n, double *med_s, char *line, size_t cap)
 {
@@ -191,6 +200,7 @@ static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, d
 static int colocated(struct demo *d)
 {
     scratch_store();
+    async_acks();
     setenv("REFIT_REFIT_IN_PLACE", "true", 1);
     setenv("REFIT_REFIT_VERIFY", "off", 1);
     int rc = demo_run(d);
@@ -230,8 +240,9 @@ static int colocated(struct demo *d)
     double mean = sum / warm;
     const char *fs = getenv("REFIT_STORE_FILE_FSYNC");
     printf("\ncolocated on GPU 0: trainer tp %d -> engine tp %d, fp8 %s; per engine rank %.3f GB read, %.3f GB "
-           "written; registration+connection+planning on warm cycles %.6f s; file store fsync %s\n", d->src_tp,
-           d->dst_tp, d->fp8, wire / 1e9, out / 1e9, setup / warm, fs ? fs : "?");
+           "written; registration+connection+planning on warm cycles %.6f s; file store fsync %s; acks async %s\n",
+           d->src_tp, d->dst_tp, d->fp8, wire / 1e9, out / 1e9, setup / warm, fs ? fs : "?",
+           getenv("REFIT_REFIT_ACK_ASYNC") ? getenv("REFIT_REFIT_ACK_ASYNC") : "?");
     printf("device copy of %.3f GB (cudaMemcpyAsync, median of 20): %.3f ms = %.0f GB/s (read+write %.0f GB/s)\n",
            wire / 1e9, copy_ms, wire / copy_ms / 1e6, 2 * wire / copy_ms / 1e6);
     if (fp8)

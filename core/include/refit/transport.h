@@ -40,6 +40,7 @@ typedef struct refit_tp_region refit_tp_region_t; /* registered local memory */
 typedef struct refit_tp_peer refit_tp_peer_t;     /* a connection to a remote process */
 typedef struct refit_tp_rkey refit_tp_rkey_t;     /* a remote region, unpacked for one peer */
 typedef struct refit_tp_req refit_tp_req_t;       /* an outstanding post */
+typedef struct refit_tp_bell refit_tp_bell_t;     /* a doorbell (bell_* ops) */
 
 struct refit_tp_caps {
     size_t size;
@@ -160,6 +161,28 @@ struct refit_transport_ops {
      * releasing k, and a revoke by the owner does not wait for them (the
      * mapping keeps the owner's memory alive until the release). */
     int (*rkey_ptr)(refit_tp_t *tp, refit_tp_rkey_t *k, void **ptr);
+
+    /* Added after ABI 1.0 (callers check `size` first; a plugin offers all
+     * six or none): a doorbell, a 64-bit counter that its creator rings
+     * and that processes of the same host wait on directly, without the
+     * store (cuda_ipc: a word in shared memory and a futex).  A publisher
+     * rings it with each version it publishes, so that a receiver learns
+     * of the version without waiting for the store's watch.  A hint only:
+     * the store stays the truth (a receiver reads the records after the
+     * bell as before).  REFIT_ENOTSUP from bell_create where the transport
+     * has none.  The creator's handle (bell_pack; with buf NULL, *len the
+     * size) is what bell_open takes in another process; bell_ring (the
+     * creator only) sets the counter to a larger value and wakes every
+     * waiter; bell_wait returns 0 with *value once the counter exceeds
+     * seen, REFIT_ETIMEDOUT after timeout_ms (0: just look); bell_close
+     * is safe on NULL (the creator's close makes new opens fail with
+     * REFIT_ENOENT; opened handles stay valid and ring no more). */
+    int (*bell_create)(refit_tp_t *tp, refit_tp_bell_t **out);
+    int (*bell_pack)(refit_tp_t *tp, refit_tp_bell_t *b, void *buf, size_t *len);
+    int (*bell_open)(refit_tp_t *tp, const void *buf, size_t len, refit_tp_bell_t **out);
+    int (*bell_ring)(refit_tp_t *tp, refit_tp_bell_t *b, uint64_t value);
+    int (*bell_wait)(refit_tp_t *tp, refit_tp_bell_t *b, uint64_t seen, uint64_t *value, int64_t timeout_ms);
+    void (*bell_close)(refit_tp_t *tp, refit_tp_bell_t *b);
 };
 
 #ifdef __cplusplus

@@ -93,9 +93,19 @@ __device__ __forceinline__ void copy1(const tile &t)
     }
 }
 
+// An FP8 block with NaN or Inf: the lowest such operation goes to the
+// device word (atomicMin), and the host-mapped flag says that there is one,
+// so that a clean run needs no read-back of the word (rf_dprog_wait).
+__device__ __forceinline__ void report(const tile &t, unsigned long long *err, volatile uint32_t *flag)
+{
+    atomicMin(err, (unsigned long long)t.op);
+    __threadfence_system();
+    *flag = 1;
+}
+
 template <int RULE>
 __device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned long long *err,
-                                          uint32_t *warp_max)
+                                          volatile uint32_t *flag, uint32_t *warp_max)
 {
     constexpr int kRowsPerItem = kThreads / kVecPerRow;
     const int nr = (int)t.rows, nc = (int)t.width, th = threadIdx.x;
@@ -128,7 +138,7 @@ __device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned l
         m = max(m, warp_max[w]);
     if (m >= 0x7f800000u) { // NaN or Inf: the operation is reported
         if (th == 0)
-            atomicMin(err, (unsigned long long)t.op);
+            report(t, err, flag);
         return;
     }
     const float amax = __uint_as_float(m);
@@ -166,11 +176,15 @@ __device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned l
     }
 }
 
-// One CTA per tile of [first, first + gridDim.x).  The register cap is the
-// FP8 block's (fp8.cu: 3 CTAs per SM for the trainer rule's division).
+// One CTA per tile of [first, first + gridDim.x): a phase's FP8 blocks and
+// copies in one launch.  The register cap is the FP8 block's (fp8.cu: 3
+// CTAs per SM for the trainer rule's division); three CTAs of 256 threads
+// with four 16-byte loads in flight each still keep 48 KiB per SM in
+// flight for the copies.
 template <int RULE>
 __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict__ tiles, size_t first,
-                                                          float floor, unsigned long long *err)
+                                                          float floor, unsigned long long *err,
+                                                          volatile uint32_t *flag)
 {
     __shared__ uint32_t warp_max[kThreads / 32];
     const tile t = tiles[first + blockIdx.x];
@@ -182,7 +196,7 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
         copy1(t);
         break;
     default:
-        fp8_block<RULE>(t, floor, err, warp_max);
+        fp8_block<RULE>(t, floor, err, flag, warp_max);
         break;
     }
 }
@@ -276,7 +290,18 @@ struct rf_dprog {
     int device;
     cudaStream_t stream;
     cudaEvent_t done;
+    /* The lowest operation with NaN or Inf (device word, kNoError when
+     * none; read back only when the host-mapped flag says there is one)
+     * and the host's copy of it. */
     unsigned long long *d_err, *h_err;
+    uint32_t *h_flag, *d_flag; /* host-mapped: the kernel raises it */
+    /* REFIT_DPROG_SPLIT=1: a phase's FP8 blocks and copies as two launches
+     * (the copies' kernel without the FP8 register cap), for comparison. */
+    int split;
+    /* The wait polls the event this long before blocking on it (REFIT_DPROG_SPIN_US,
+     * default 20 ms): a blocked thread wakes tens of microseconds after the
+     * kernel ends, a polling one within a few. */
+    double spin_s;
     tile *d_tiles;
     size_t n_tiles;
     /* Phase ph's tiles are [phase_first[ph], phase_first[ph + 1]): its FP8
@@ -330,8 +355,12 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
         return refit_error_set(REFIT_ENOMEM, "device program");
     g->device = device;
     const char *h = getenv("REFIT_DPROG_HOST"), *tr = getenv("REFIT_PULL_TRACE"), *tk = getenv("REFIT_DPROG_TILE_KB");
+    const char *sp = getenv("REFIT_DPROG_SPLIT"), *spin = getenv("REFIT_DPROG_SPIN_US");
     g->host = h && !strcmp(h, "1");
     g->timed = tr && !strcmp(tr, "1");
+    g->split = sp && !strcmp(sp, "1");
+    long us = spin ? strtol(spin, NULL, 10) : 20000;
+    g->spin_s = us > 0 && us <= 10000000 ? 1e-6 * (double)us : 0;
     /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
     long kb = tk ? strtol(tk, NULL, 10) : 0;
     g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
@@ -351,6 +380,12 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
             e = cudaMallocHost((void **)&g->h_err, sizeof(*g->h_err));
         if (e == cudaSuccess)
             e = cudaMemset(g->d_err, 0xff, sizeof(*g->d_err));
+        if (e == cudaSuccess)
+            e = cudaHostAlloc((void **)&g->h_flag, sizeof(*g->h_flag), cudaHostAllocMapped);
+        if (e == cudaSuccess) {
+            *(volatile uint32_t *)g->h_flag = 0;
+            e = cudaHostGetDevicePointer((void **)&g->d_flag, g->h_flag, 0);
+        }
         if (e != cudaSuccess)
             rc = cuda_fail(e, "creating its stream, event and error word");
         leave(saved);
@@ -375,6 +410,7 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
         free(g->ops);
         cudaFree(g->d_err);
         cudaFreeHost(g->h_err);
+        cudaFreeHost(g->h_flag);
         if (g->done)
             cudaEventDestroy(g->done);
         if (g->k0)
@@ -472,6 +508,7 @@ static void CUDART_CB host_run(void *arg)
     g->host_rc = rf_dprog_reference(g->ops, g->n_ops, &g->params, &bad);
     if (g->host_rc == REFIT_ENUMERIC) {
         *g->h_err = bad;
+        *(volatile uint32_t *)g->h_flag = 1;
         g->host_rc = 0;
     }
 }
@@ -492,7 +529,8 @@ static void step(rf_dprog *g, const char *what)
     }
 }
 
-/* Tiles [f, e) of one kind: one launch (grids beyond 2^31 - 1 in pieces). */
+/* Tiles [f, e): one launch (grids beyond 2^31 - 1 in pieces) of the copy
+ * kernel when copy, else of the kernel that runs every kind. */
 static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, size_t e, int copy)
 {
     cudaError_t err = cudaSuccess;
@@ -501,29 +539,37 @@ static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, siz
         if (copy)
             copy_tiles<<<grid, kThreads, 0, s>>>(g->d_tiles, at);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
-            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag);
         else
-            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err);
+            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag);
         err = cudaGetLastError();
     }
     return err;
 }
 
-/* One run's work on stream s: each phase's launches, then the error word
- * read back and reset. */
+/* The launches of phase ph: none when empty; one (the copy kernel when it
+ * has no FP8 block, else the kernel of every kind) unless split. */
+static int phase_launches(const rf_dprog *g, int ph)
+{
+    int fp8 = g->copy_first[ph] > g->phase_first[ph], copies = g->phase_first[ph + 1] > g->copy_first[ph];
+    return g->split ? fp8 + copies : (fp8 || copies);
+}
+
+/* One run's work on stream s: each phase's launches.  Nothing else: the
+ * error word is read back only when the kernel raised the flag. */
 static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s)
 {
     cudaError_t e = cudaSuccess;
     for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
-        size_t c = g->copy_first[ph];
-        e = launch_range(g, s, g->phase_first[ph], c, 0);
-        if (e == cudaSuccess)
-            e = launch_range(g, s, c, g->phase_first[ph + 1], 1);
+        size_t f = g->phase_first[ph], c = g->copy_first[ph], end = g->phase_first[ph + 1];
+        if (g->split) {
+            e = launch_range(g, s, f, c, 0);
+            if (e == cudaSuccess)
+                e = launch_range(g, s, c, end, 1);
+        } else {
+            e = launch_range(g, s, f, end, c == f);
+        }
     }
-    if (e == cudaSuccess)
-        e = cudaMemcpyAsync(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost, s);
-    if (e == cudaSuccess)
-        e = cudaMemsetAsync(g->d_err, 0xff, sizeof(*g->d_err), s);
     return e;
 }
 
@@ -563,20 +609,55 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     return 0;
 }
 
+/* The event: polled for up to spin_s, then waited on (blocking). */
+static cudaError_t poll_done(const rf_dprog *g)
+{
+    if (g->spin_s > 0) {
+        double end = now_s() + g->spin_s;
+        for (unsigned i = 0;; i++) {
+            cudaError_t e = cudaEventQuery(g->done);
+            if (e != cudaErrorNotReady)
+                return e;
+            if ((i & 63) == 63 && now_s() > end)
+                break;
+        }
+        (void)cudaGetLastError(); /* NotReady is no error */
+    }
+    return cudaEventSynchronize(g->done);
+}
+
+/* The error word after the kernel raised the flag: read back and reset
+ * (rare: a NaN or Inf in a quantized block). */
+static int read_error(rf_dprog *g)
+{
+    int saved = -1, rc = enter(g->device, &saved);
+    if (rc)
+        return rc;
+    cudaError_t e = cudaMemcpy(g->h_err, g->d_err, sizeof(*g->d_err), cudaMemcpyDeviceToHost);
+    if (e == cudaSuccess)
+        e = cudaMemset(g->d_err, 0xff, sizeof(*g->d_err));
+    leave(saved);
+    return e == cudaSuccess ? 0 : cuda_fail(e, "reading the error word back");
+}
+
 extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
 {
     if (!g->launched)
         return 0;
     g->launched = 0;
     step(g, "launch-returned");
-    cudaError_t e = cudaEventSynchronize(g->done);
+    cudaError_t e = poll_done(g);
     step(g, "event-sync");
     if (e != cudaSuccess)
         return cuda_fail(e, "waiting for the copies");
     if (g->host && g->host_rc)
         return refit_error_set(g->host_rc, "device program (host reference): %s", "failed");
-    if (*g->h_err == kNoError)
+    if (!*(volatile uint32_t *)g->h_flag)
         return 0;
+    int rc = g->host ? 0 : read_error(g);
+    *(volatile uint32_t *)g->h_flag = 0;
+    if (rc)
+        return rc;
     if (bad)
         *bad = (size_t)*g->h_err;
     return refit_error_set(REFIT_ENUMERIC, "NaN or Inf in quantized operation %llu", *g->h_err);
@@ -591,7 +672,7 @@ extern "C" int rf_dprog_launches(const struct rf_dprog *g)
 {
     int n = 0;
     for (int ph = 0; ph < RF_DPROG_PHASES; ph++)
-        n += (g->copy_first[ph] > g->phase_first[ph]) + (g->phase_first[ph + 1] > g->copy_first[ph]);
+        n += phase_launches(g, ph);
     return n;
 }
 

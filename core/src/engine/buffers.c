@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "ackpost.h"
 #include "devpath.h"
 #include "receiver.h"
 
@@ -237,6 +238,12 @@ int rf_bufs_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
         st->bytes_out += r->dests.d[i].nbytes;
     st->commit_s = rf_seconds() - tm;
     rf_trace_mark(&r->trace, "commit");
+    if (r->ackpost) {
+        /* v's reads have ended: the worker writes the ack while we return. */
+        rc = rf_ackpost_post(r->ackpost, v, r->last_version);
+        rf_trace_mark(&r->trace, "ack-posted");
+        return rc ? refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v) : 0;
+    }
     rc = refit_ack_put(r->ctx->store, v, r->id);
     rf_trace_mark(&r->trace, "ack");
     if (rc)

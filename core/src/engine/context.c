@@ -64,6 +64,8 @@ static int read_policy(refit_context_t *ctx)
     if (!rc)
         rc = refit_config_bool(c, "refit.device_program", &ctx->device_program);
     if (!rc)
+        rc = refit_config_bool(c, "refit.ack_async", &ctx->ack_async);
+    if (!rc)
         rc = refit_config_bool(c, "refit.plan_dedupe", &ctx->plan_dedupe);
     if (!rc)
         rc = refit_config_int(c, "refit.replicas", &ctx->replicas);

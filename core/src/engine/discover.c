@@ -7,6 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "bells.h"
 #include "receiver.h"
 #include "refit/log.h"
 
@@ -192,6 +193,13 @@ int rf_discover_wait(refit_receiver_t *r, int64_t ms)
     size_t n = 0;
     if (!d->cursor) /* never read: nothing to wait from */
         return 0;
+    /* The sources' doorbells, where they have them: woken by the publisher's
+     * ring, the records are read next (one watch round: synced cleared). */
+    int waited = 0, brc = rf_rcv_bells_wait(r, ms, &waited);
+    if (waited && (brc == 0 || brc == REFIT_ETIMEDOUT)) {
+        d->synced = 0;
+        return brc;
+    }
     int rc = refit_store_watch(r->ctx->store, "sources/", d->cursor, &d->cursor, ms, &keys, &n);
     int timed_out = rc == REFIT_ETIMEDOUT;
     if ((rc = watched(d, rc, keys, n)))

@@ -30,6 +30,7 @@ struct refit_context {
     double verify_sample;
     bool in_place;
     bool device_program;
+    bool ack_async; /* refit.ack_async: acks off the pull's critical path (ackpost.h) */
     int64_t replicas, replica_index; /* refit.replicas, refit.replica_index (-1: by id) */
     bool plan_dedupe;        /* refit.plan_dedupe: compose each class of equal sources once */
     bool push;

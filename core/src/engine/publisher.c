@@ -17,6 +17,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "bells.h"
 #include "devpath.h"
 #include "publisher.h"
 #include "refit/log.h"
@@ -119,6 +120,8 @@ int refit_publisher_create(refit_context_t *ctx, const struct refit_parallel *pa
         rc = rf_context_transport(ctx, pub->id, &pub->tp);
     if (!rc)
         rc = refit_transport_address_get(pub->tp, &pub->addr, &pub->addr_len);
+    if (!rc)
+        rf_pub_bell_create(pub);
     if (rc) {
         refit_error_push(rc, "publisher %s", source_id);
         refit_publisher_destroy(pub);
@@ -181,6 +184,7 @@ void refit_publisher_destroy(refit_publisher_t *pub)
     snprintf(saved, sizeof(saved), "%s", refit_error_message());
     if (pub->have_cat && pub->ctx->store && rf_pub_record(pub, pub->last_version, REFIT_SOURCE_STALE, 1, 0))
         refit_log(REFIT_LOG_WARN, "publisher", "%s: withdrawing: %s", pub->id, refit_error_message());
+    rf_pub_bell_destroy(pub);
     if (saved[0])
         refit_error_set(saved_st, "%s", saved);
     pub->delivery->destroy(pub);
@@ -684,6 +688,7 @@ int refit_publisher_publish(refit_publisher_t *pub, uint64_t version)
     if (rc)
         return refit_error_push(rc, "publisher %s: publishing v%llu", pub->id, (unsigned long long)version);
     pub->last_version = version;
+    rf_pub_bell_ring(pub, version); /* receivers of this host wake now, not at the store's notice */
     pub->hold->published(pub, version, b);
     heartbeat_start(pub, version);
     /* V is READY (pull receivers plan from it); now the delivery strategy

@@ -96,6 +96,7 @@ extern const struct rf_pub_delivery rf_deliver_push;             /* push_pub.c *
 struct refit_publisher {
     refit_context_t *ctx;
     refit_transport_t *tp;
+    refit_tp_bell_t *bell; /* rung with each READY version (bells.h); NULL: none */
     struct refit_parallel par;
     char *par_layout;   /* par.layout's and par.pp_layers' own copies */
     int *par_pp_layers;

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "ackpost.h"
+#include "bells.h"
 #include "devpath.h"
 #include "receiver.h"
 #include "refit/log.h"
@@ -67,6 +69,16 @@ static int set_target(refit_receiver_t *r, const struct refit_target *target, co
     return rc;
 }
 
+/* refit.ack_async: the ack worker, with a store handle of its own. */
+static int ack_worker(refit_receiver_t *r)
+{
+    refit_store_t *s = NULL;
+    int rc = refit_store_open(r->ctx->cfg, r->ctx->loader, refit_store_namespace(r->ctx->store), &s);
+    if (!rc)
+        rc = rf_ackpost_create(s, r->id, &r->ackpost);
+    return rc ? refit_error_push(rc, "receiver %s: refit.ack_async", r->id) : 0;
+}
+
 int refit_receiver_create(refit_context_t *ctx, const struct refit_target *target, const char *receiver_id,
                           refit_receiver_t **out)
 {
@@ -94,6 +106,8 @@ int refit_receiver_create(refit_context_t *ctx, const struct refit_target *targe
         r->mode = mode;
         rc = mode->create(r);
     }
+    if (!rc && ctx->ack_async)
+        rc = ack_worker(r);
     if (!rc) {
         /* Registered so a publisher waiting for acks can name us. */
         char key[REFIT_STORE_MAX_KEY + 1];
@@ -136,6 +150,8 @@ void refit_receiver_destroy(refit_receiver_t *r)
 {
     if (!r)
         return;
+    rf_ackpost_destroy(r->ackpost); /* the last ack written first */
+    rf_rcv_bells_fini(r);
     r->mode->destroy(r); /* fan-out: the replica record goes before its buffers */
     rf_rcvdelta_destroy(r); /* its registrations before the transport goes */
     drop_plan(r);

@@ -475,6 +475,8 @@ struct refit_receiver {
     struct rf_rcvdev *dev; /* CUDA destinations: streams, pinned staging (rcvdev.c) */
     struct rf_rcvprog *prog; /* colocated pulls as one device program (rcvprog.c) */
     struct rf_rcvdelta *delta; /* refit.delta.enabled: the mirror (delta_rcv.c) */
+    struct rf_ackpost *ackpost; /* refit.ack_async: the ack worker (ackpost.h) */
+    struct rf_bells *bells;     /* the sources' doorbells, opened on first wait (bells.h) */
 
     uint64_t last_version;
     struct refit_pull_stats *st; /* during a pull */

@@ -1382,6 +1382,12 @@ static const struct refit_transport_ops cipc_ops = {
     .poll_notify = cipc_poll_notify,
     .describe = cipc_describe,
     .rkey_ptr = cipc_rkey_ptr,
+    .bell_create = cipc_bell_create,
+    .bell_pack = cipc_bell_pack,
+    .bell_open = cipc_bell_open,
+    .bell_ring = cipc_bell_ring,
+    .bell_wait = cipc_bell_wait,
+    .bell_close = cipc_bell_close,
 };
 
 static int cipc_load(const struct refit_host *host)

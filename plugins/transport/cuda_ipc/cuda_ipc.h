@@ -267,4 +267,13 @@ int cipc_peer_quiesce(refit_tp_t *tp, refit_tp_peer_t *p, uint64_t region, int w
  * or REFIT_ETIMEDOUT with the peers that did not answer in the message. */
 int cipc_revoke(refit_tp_t *tp, struct refit_tp_region *r);
 
+/* ---- cuda_ipc_bell.c: the doorbell ops (refit_transport_ops bell_*) ---- */
+
+int cipc_bell_create(refit_tp_t *tp, refit_tp_bell_t **out);
+int cipc_bell_pack(refit_tp_t *tp, refit_tp_bell_t *b, void *buf, size_t *len);
+int cipc_bell_open(refit_tp_t *tp, const void *buf, size_t len, refit_tp_bell_t **out);
+int cipc_bell_ring(refit_tp_t *tp, refit_tp_bell_t *b, uint64_t value);
+int cipc_bell_wait(refit_tp_t *tp, refit_tp_bell_t *b, uint64_t seen, uint64_t *value, int64_t timeout_ms);
+void cipc_bell_close(refit_tp_t *tp, refit_tp_bell_t *b);
+
 #endif

@@ -6,7 +6,9 @@
 # the transport's path (refit.device_program off) for comparison.
 #
 # Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
-# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [quick]
+# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib]
+# (attrib: the 0.6B runs with each of refit.ack_async, the polled wait and
+# the one-launch FP8 program undone, beside the defaults)
 # Logs to $OUT (or /tmp); prints a PASS/FAIL line per step, the ratio lines
 # and two warm pulls' traces (REFIT_PULL_TRACE=1, receiver.h: each step of
 # the pull in ms, the kernels' device time; REFIT_PULL_TRACE=0 turns it off).
@@ -32,6 +34,15 @@ step() {
 }
 step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
+if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults against each undone), 0.6B
+    step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, acks in the pull" 40 env REFIT_REFIT_ACK_ASYNC=false "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, blocking wait" 40 env REFIT_DPROG_SPIN_US=0 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    step "0.6B fp8 trainer, two launches" 40 env REFIT_DPROG_SPLIT=1 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    echo "colocated.sh: $fails failed"
+    exit $((fails > 0))
+fi
 if [ "${1:-}" = short ]; then # the targets only, within about two minutes
     step "0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
     step "0.6B fp8 trainer" 30 "$r" bench gpu --colocated --fp8 trainer --cycles 5

@@ -109,6 +109,17 @@ int refit_transport_notify_stats(refit_transport_t *t, struct refit_tp_notify_st
  * directly (transport op rkey_ptr); REFIT_ENOTSUP when the transport maps
  * no remote memory (or its plugin predates the op). */
 int refit_transport_rkey_ptr(refit_transport_t *t, refit_tp_rkey_t *k, void **ptr);
+/* Doorbells (transport ops bell_*): REFIT_ENOTSUP from create and open
+ * when the plugin offers none (or predates them).  timeout_ms < 0 in wait:
+ * transport.timeout. */
+int refit_transport_has_bells(const refit_transport_t *t); /* 1: the plugin offers them */
+int refit_transport_bell_create(refit_transport_t *t, refit_tp_bell_t **out);
+int refit_transport_bell_pack(refit_transport_t *t, refit_tp_bell_t *b, void *buf, size_t *len);
+int refit_transport_bell_open(refit_transport_t *t, const void *buf, size_t len, refit_tp_bell_t **out);
+int refit_transport_bell_ring(refit_transport_t *t, refit_tp_bell_t *b, uint64_t value);
+int refit_transport_bell_wait(refit_transport_t *t, refit_tp_bell_t *b, uint64_t seen, uint64_t *value,
+                              int64_t timeout_ms);
+void refit_transport_bell_close(refit_transport_t *t, refit_tp_bell_t *b);
 
 #ifdef __cplusplus
 }
