@@ -269,6 +269,24 @@ int rf_lay_add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, 
 }
 
 /* Start a destination tensor; takes ownership of name. */
+struct rf_lay_fparts *rf_lay_fparts_get(refit_layout_t *lay, struct ltensor *t)
+{
+    if (t->fparts)
+        return &lay->fparts[t->fparts - 1];
+    if (lay->n_fparts == lay->cap_fparts) {
+        size_t cap = lay->cap_fparts ? lay->cap_fparts * 2 : 64;
+        struct rf_lay_fparts *n = cap < UINT32_MAX ? realloc(lay->fparts, cap * sizeof(*n)) : NULL;
+        if (!n)
+            return NULL;
+        lay->fparts = n;
+        lay->cap_fparts = cap;
+    }
+    struct rf_lay_fparts *f = &lay->fparts[lay->n_fparts++];
+    f->n = 0;
+    t->fparts = (uint32_t)lay->n_fparts;
+    return f;
+}
+
 int rf_lay_begin_tensor(refit_layout_t *lay, char *name, const struct refit_model_entry *e,
                         int64_t layer, int64_t expert, int ndim, int64_t d0, int64_t d1, int64_t d2)
 {
@@ -424,6 +442,7 @@ void refit_layout_destroy(refit_layout_t *lay)
         free(b);
     }
     free(lay->t);
+    free(lay->fparts);
     free(lay->pieces);
     free(lay->owner);
     free(lay->src);

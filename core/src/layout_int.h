@@ -17,17 +17,26 @@
 struct ltensor {
     struct refit_layout_tensor pub;
     size_t first, count; /* into lay->pieces */
-    /* For the vLLM block-FP8 check: each fused part's rows per rank, and
-     * whether rows / columns are TP partitions. */
-    int n_parts;
-    const char *part_name[RF_MAX_PARTS];
-    int64_t part_rows[RF_MAX_PARTS];
+    /* 1 + index into lay->fparts (target layouts only: a trainer layout
+     * never asks, and ~130 bytes a tensor of first-touched memory per
+     * trainer rank was half its layout), 0 when it has none; and whether
+     * rows / columns are TP partitions (the block-FP8 check). */
+    uint32_t fparts;
     bool rows_split, cols_split, merged;
     bool stack_row, stack_col; /* an expert stack of down (row) or gate/up (column) projections */
 };
 
+/* For the vLLM block-FP8 check: each fused part's rows per rank. */
+struct rf_lay_fparts {
+    int n;
+    const char *name[RF_MAX_PARTS];
+    int64_t rows[RF_MAX_PARTS];
+};
+
 struct refit_layout {
     struct ltensor *t;
+    struct rf_lay_fparts *fparts; /* target layouts only */
+    size_t n_fparts, cap_fparts;
     size_t n, cap;
     struct refit_layout_piece *pieces;
     uint32_t *owner;      /* while building: the tensor of each piece */
@@ -55,6 +64,14 @@ struct part {
     int ndim;
     int64_t rows, cols; /* cols 1 for 1-D */
 };
+
+/* t's fused-part record, made on first use; NULL when out of memory. */
+struct rf_lay_fparts *rf_lay_fparts_get(refit_layout_t *lay, struct ltensor *t);
+/* t's fused-part record, or NULL when it has none. */
+static inline const struct rf_lay_fparts *rf_lay_fparts_of(const refit_layout_t *lay, const struct ltensor *t)
+{
+    return t->fparts ? &lay->fparts[t->fparts - 1] : NULL;
+}
 
 /* The source index of an HF tensor already interned; REFIT_ENOENT when none. */
 int rf_lay_find_src(const refit_layout_t *lay, const char *name, uint32_t *out);

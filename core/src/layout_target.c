@@ -143,7 +143,10 @@ static int vocab_target(struct tctx *c, const struct refit_model_entry *e, struc
 static int fill_parts_at(struct tctx *c, const struct refit_model_entry *e, struct part *parts, int first,
                          int np, int64_t slot, const char *dname, struct ltensor *t, int64_t dr, int base)
 {
-    t->n_parts = base + np;
+    struct rf_lay_fparts *f = rf_lay_fparts_get(c->lay, t);
+    if (!f)
+        return REFIT_ENOMEM;
+    f->n = base + np;
     for (int i = 0; i < np; i++) {
         struct part *p = &parts[first + i];
         int64_t r0, nr, c0, nc;
@@ -158,8 +161,8 @@ static int fill_parts_at(struct tctx *c, const struct refit_model_entry *e, stru
             rc = rf_lay_add_piece(c->lay, si, r0, c0, slot, dr, 0, nr, nc);
         if (rc)
             return rc;
-        t->part_name[base + i] = e->hf[first + i];
-        t->part_rows[base + i] = nr;
+        f->name[base + i] = e->hf[first + i];
+        f->rows[base + i] = nr;
         t->rows_split |= nr != p->rows;
         t->cols_split |= csplit;
         dr += nr;
@@ -239,8 +242,10 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
     ptrdiff_t at = rc ? -1 : layer_find(c->lay, layer, dn);
     if (at >= 0) {
         struct ltensor *t = &c->lay->t[at];
+        const struct rf_lay_fparts *f = rf_lay_fparts_of(c->lay, t);
+        int had = f ? f->n : 0;
         if (t->pub.ndim != parts[0].ndim || (t->pub.ndim == 2 && t->pub.shape[1] != cols) ||
-            t->n_parts + np > RF_MAX_PARTS)
+            had + np > RF_MAX_PARTS)
             rc = refit_error_set(REFIT_EINVAL, "'%s': the entries fused into it differ in columns "
                                                "or have more than %d parts", dn, RF_MAX_PARTS);
         free(dn);
@@ -249,7 +254,7 @@ static int target_concat(struct tctx *c, const struct refit_model_entry *e, stru
         int64_t r0 = t->pub.shape[0];
         t->pub.shape[0] += rows;
         c->lay->cur = (size_t)at;
-        rc = fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, r0, t->n_parts);
+        rc = fill_parts_at(c, e, parts, 0, np, 0, t->pub.name, t, r0, had);
         c->lay->cur = c->lay->n - 1;
         return rc;
     }
@@ -388,9 +393,11 @@ static const char *part_label(const char *pattern)
  * TP-split layer, and the input partition of a column-split one, on the
  * block grid; fused-MoE stacks need the intermediate partition on it
  * whether or not it is split. */
-static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts *o,
-                        const struct refit_target_layout *tg)
+static int fp8_servable(const refit_layout_t *lay, const struct ltensor *t,
+                        const struct refit_convert_opts *o, const struct refit_target_layout *tg)
 {
+    const struct rf_lay_fparts *f = rf_lay_fparts_of(lay, t);
+    int n_parts = f ? f->n : 0;
     const struct refit_layout_tensor *p = &t->pub;
     int64_t cols = p->shape[p->ndim - 1], blk = tg->fp8_block > 0 ? tg->fp8_block : 128;
     uint32_t g = tg->fp8_grid;
@@ -402,16 +409,16 @@ static int fp8_servable(const struct ltensor *t, const struct refit_convert_opts
     /* a fused layer that is not split may end off the grid (vLLM's
      * validate_fp8_block_shape: "we allow the last matrix to not be a
      * multiple of block size"): fused_qkv_a_proj's kv_a part, 576 rows */
-    int n_check = merged && !t->rows_split ? t->n_parts - 1 : t->n_parts;
+    int n_check = merged && !t->rows_split ? n_parts - 1 : n_parts;
     if (merged || split)
         for (int i = 0; i < n_check; i++)
-            if (t->part_rows[i] % blk)
+            if (f->rows[i] % blk)
                 return refit_error_set(
                     REFIT_EINVAL,
                     "FP8 refused for '%s' on %s rank %d of %d: its part %s has %lld rows per rank, "
                     "not a multiple of %lld; %s's block-FP8 kernels need every %s partition on the "
                     "%lldx%lld grid (exclude it with fp8.exclude or change tp)",
-                    p->name, eng, o->rank, o->tp, part_label(t->part_name[i]), (long long)t->part_rows[i],
+                    p->name, eng, o->rank, o->tp, part_label(f->name[i]), (long long)f->rows[i],
                     (long long)blk, eng, t->merged ? "fused" : "tensor-parallel", (long long)blk, (long long)blk);
     if (csplit && cols % blk)
         return refit_error_set(
@@ -441,7 +448,7 @@ static int apply_fp8(const refit_model_t *m, refit_layout_t *lay, const struct r
             q = false;
         t->pub.fp8 = q;
         if (q && tg->fp8_grid) {
-            int rc = fp8_servable(t, o, tg);
+            int rc = fp8_servable(lay, t, o, tg);
             if (rc)
                 return rc;
         }
