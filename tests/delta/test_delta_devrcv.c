@@ -29,6 +29,7 @@
 #include "../check_run.h"
 /* (core/src/engine, not core/src: its sched.h would hide the system one) */
 #include "delta_eng.h"
+#include "../engine/th_delta.h"
 #include "refit/cuda_pool.h"
 #include "refit/fp8_cuda.h"
 
@@ -251,50 +252,6 @@ static void by_delta(struct rig *g, uint64_t from, int n)
     }
 }
 
-/* Source trainer0's record of v with the lengths of pairs of changed
- * chunks swapped: well-formed, aimed at the wrong chunks. */
-static void tear(refit_context_t *ctx, uint64_t v)
-{
-    refit_loader_t *ld;
-    refit_store_t *st;
-    ck_assert_int_eq(refit_loader_create((refit_config_t *)refit_context_config(ctx), &ld), 0);
-    ck_assert_int_eq(refit_store_open((refit_config_t *)refit_context_config(ctx), ld, NULL, &st), 0);
-    char key[REFIT_STORE_MAX_KEY + 1];
-    ck_assert_int_eq(rf_key_delta(key, v, "trainer0"), 0);
-    void *blob = NULL;
-    size_t len = 0;
-    ck_assert_int_eq(refit_store_get(st, key, &blob, &len), 0);
-    struct refit_source_record *rec = NULL;
-    ck_assert_int_eq(refit_record_fetch(st, "trainer0", &rec), 0);
-    refit_catalog_t *cat = NULL;
-    ck_assert_int_eq(refit_catalog_fetch(st, &rec->catalog, &cat), 0);
-    struct rf_delta_rec *d = NULL;
-    ck_assert_msg(rf_delta_rec_decode(blob, len, key, cat, &d) == 0, "%s", refit_error_message());
-    size_t moved = 0;
-    for (size_t t = 0; t < cat->n_tensors; t++) {
-        size_t end = t + 1 < cat->n_tensors ? d->first[t + 1] : d->n_index;
-        for (size_t k = d->first[t]; k + 2 < end; k += 2)
-            if (d->len[k] && d->len[k + 1] && d->len[k] != RF_DELTA_ABSENT && d->len[k + 1] != RF_DELTA_ABSENT &&
-                d->len[k] != d->len[k + 1]) {
-                uint32_t x = d->len[k];
-                d->len[k] = d->len[k + 1];
-                d->len[k + 1] = x;
-                moved++;
-            }
-    }
-    ck_assert_uint_gt(moved, 0);
-    void *out = NULL;
-    size_t olen = 0;
-    ck_assert_int_eq(rf_delta_rec_encode(d, d->len, d->n_index, &out, &olen), 0);
-    ck_assert_int_eq(refit_store_put(st, key, out, olen), 0);
-    free(out);
-    rf_delta_rec_free(d);
-    refit_catalog_destroy(cat);
-    free(rec);
-    free(blob);
-    refit_store_close(st);
-    refit_loader_destroy(ld);
-}
 
 START_TEST(device_dst_delta_skip_torn)
 {
@@ -313,7 +270,7 @@ START_TEST(device_dst_delta_skip_torn)
     /* Torn: refused (the base chunks do not hash to the base, or the result
      * fails v7's checksums), pulled whole, counted; the device holds v7. */
     rig_publish(&g, 7);
-    tear(g.pctx, 7);
+    th_delta_tear(g.pctx, 7, "trainer0");
     th_pull(g.full, 7);
     d = th_pull(g.dr, 7);
     same(&g, 7);

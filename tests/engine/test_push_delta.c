@@ -23,6 +23,7 @@
 #include "../check_run.h"
 /* (core/src/engine, not core/src: its sched.h would hide the system one) */
 #include "delta_eng.h"
+#include "th_delta.h"
 #include "push_work.h"
 
 static char dir[256], ckpt[300], cfg_path[300], ns[32];
@@ -225,39 +226,6 @@ static struct rf_delta_rec *delta_record(refit_store_t *st, uint64_t v, refit_ca
     return d;
 }
 
-/* v's record with its chunk lengths swapped in pairs: the receiver asks
- * for ranges that hold other chunks' deltas. */
-static void tear(refit_context_t *ctx, uint64_t v)
-{
-    refit_loader_t *ld;
-    refit_store_t *st = store_of(ctx, &ld);
-    refit_catalog_t *cat = NULL;
-    struct rf_delta_rec *d = delta_record(st, v, &cat);
-    size_t moved = 0;
-    for (size_t t = 0; t < cat->n_tensors; t++) {
-        size_t end = t + 1 < cat->n_tensors ? d->first[t + 1] : d->n_index;
-        for (size_t k = d->first[t]; k + 2 < end; k += 2)
-            if (d->len[k] && d->len[k + 1] && d->len[k] != RF_DELTA_ABSENT && d->len[k + 1] != RF_DELTA_ABSENT &&
-                d->len[k] != d->len[k + 1]) {
-                uint32_t x = d->len[k];
-                d->len[k] = d->len[k + 1];
-                d->len[k + 1] = x;
-                moved++;
-            }
-    }
-    ck_assert_uint_gt(moved, 0);
-    char key[REFIT_STORE_MAX_KEY + 1];
-    ck_assert_int_eq(rf_key_delta(key, v, "trainer0"), 0);
-    void *out = NULL;
-    size_t olen = 0;
-    ck_assert_int_eq(rf_delta_rec_encode(d, d->len, d->n_index, &out, &olen), 0);
-    ck_assert_int_eq(refit_store_put(st, key, out, olen), 0);
-    free(out);
-    rf_delta_rec_free(d);
-    refit_catalog_destroy(cat);
-    refit_store_close(st);
-    refit_loader_destroy(ld);
-}
 
 START_TEST(torn_delta_pulled_whole)
 {
@@ -265,7 +233,7 @@ START_TEST(torn_delta_pulled_whole)
     rig_open(&g, NULL);
     run_steps(&g, 1, 2, 1);
     publish_start(&g, 3);
-    tear(g.dctx, 3);
+    th_delta_tear(g.dctx, 3, "trainer0");
     struct refit_pull_stats f = th_pull(g.full, 3), d = th_pull(g.dr, 3);
     ck_assert_msg(publish_join(&g) == 0, "publish v3: %s", g.err);
     same(g.full, g.dr, 3);
