@@ -579,10 +579,49 @@ static int same_position(const struct refit_parallel *a, const struct refit_para
            a->vp_size == b->vp_size && a->pp_layers == b->pp_layers;
 }
 
+/* Whether cat is the dry catalog of meg: the same tensors (names and
+ * shapes) in the same order, so the same bytes on the wire. */
+static int dry_catalog_is(const refit_catalog_t *cat, const refit_layout_t *meg)
+{
+    size_t n = refit_layout_count(meg);
+    if (cat->n_tensors != n)
+        return 0;
+    for (size_t t = 0; t < n; t++) {
+        const struct refit_layout_tensor *lt = refit_layout_at(meg, t);
+        const struct refit_cat_tensor *ct = &cat->tensors[t];
+        if (ct->ndim != (uint32_t)lt->ndim || strcmp(ct->name, lt->name))
+            return 0;
+        for (int d = 0; d < lt->ndim; d++)
+            if (ct->shape[d] != (uint64_t)lt->shape[d])
+                return 0;
+    }
+    return 1;
+}
+
+/* The catalog of source i's layout: an earlier source's when its content
+ * is the same (cats[i] NULL then), as the store's catalog cache keeps one
+ * object per content hash.  Trainer positions that differ only in their
+ * experts publish one catalog (Megatron names experts by local index): a
+ * tp8·ep32 trainer's 32 positions share one, and a receiver's first plan
+ * no longer builds and first-touches 31 copies of it.  Only the first
+ * `look` sources are tried (none for the naive reference plan). */
+static int dry_catalog_shared(refit_catalog_t **cats, size_t i, size_t look, const refit_layout_t *meg,
+                              const refit_catalog_t **out)
+{
+    for (size_t j = 0; j < look; j++)
+        if (cats[j] && dry_catalog_is(cats[j], meg)) {
+            *out = cats[j];
+            return 0;
+        }
+    int rc = dry_catalog(meg, &cats[i]);
+    *out = cats[i];
+    return rc;
+}
+
 /* Source i at position par: its layout and catalog, shared with an
  * earlier source at the same position when plans dedupe (*shared 1: not
  * this source's to free), as catalogs cached by content hash are. */
-static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, size_t i, refit_catalog_t **cat,
+static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, size_t i, refit_catalog_t **cats,
                       unsigned char *shared)
 {
     struct rf_source *s = &r->disc.src[i];
@@ -599,8 +638,7 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, siz
         }
     int rc = refit_layout_trainer(r->ctx->model, &src[i], &r->copts, &s->meg);
     if (!rc)
-        rc = dry_catalog(s->meg, cat);
-    s->cat = *cat;
+        rc = dry_catalog_shared(cats, i, r->ctx->plan_dedupe ? i : 0, s->meg, &s->cat);
     return rc;
 }
 
@@ -656,7 +694,7 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
     r->disc.n_src = n_src;
     int rc = 0;
     for (size_t i = 0; i < n_src && !rc; i++)
-        rc = dry_source(r, src, i, &cats[i], shared);
+        rc = dry_source(r, src, i, cats, shared);
     double t0 = rf_seconds();
     if (!rc)
         rc = make_plan(r);
