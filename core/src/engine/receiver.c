@@ -17,6 +17,7 @@
 #include "ackpost.h"
 #include "bells.h"
 #include "devpath.h"
+#include "../layout_int.h"
 #include "receiver.h"
 #include "refit/log.h"
 
@@ -166,6 +167,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     if (r->id && r->ctx && r->ctx->store)
         unregister(r);
     refit_layout_destroy(r->lay);
+    rf_arena_destroy(r->dry_arena);
     free(r->id);
     free(r->target_name);
     free(r);
@@ -636,7 +638,7 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, siz
             shared[i] = 1;
             return 0;
         }
-    int rc = refit_layout_trainer(r->ctx->model, &src[i], &r->copts, &s->meg);
+    int rc = rf_layout_trainer_in(r->ctx->model, &src[i], &r->copts, r->dry_arena, &s->meg);
     if (!rc)
         rc = dry_catalog_shared(cats, i, r->ctx->plan_dedupe ? i : 0, s->meg, &s->cat);
     return rc;
@@ -683,10 +685,12 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
     drop_plan(r);
     rf_peers_fini(r);
     rf_discover_drop_sources(&r->disc);
+    if (!r->dry_arena)
+        r->dry_arena = rf_arena_create();
     r->disc.src = calloc(n_src, sizeof(*r->disc.src));
     refit_catalog_t **cats = calloc(n_src, sizeof(*cats));
     unsigned char *shared = calloc(n_src, 1);
-    if (!r->disc.src || !cats || !shared) {
+    if (!r->dry_arena || !r->disc.src || !cats || !shared) {
         free(cats);
         free(shared);
         return REFIT_ENOMEM;
@@ -717,6 +721,7 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
             r->disc.src[i].meg = NULL;
     free(shared);
     rf_discover_drop_sources(&r->disc);
+    rf_arena_reset(r->dry_arena); /* the layouts are gone */
     for (size_t i = 0; i < n_src; i++)
         refit_catalog_destroy(cats[i]);
     free(cats);
