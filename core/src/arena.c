@@ -1,6 +1,7 @@
 /* arena.c — chunks of anonymous memory, bump-allocated (arena.h says why). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "arena.h"
@@ -16,8 +17,24 @@ struct chunk {
     size_t size, used;
 };
 
+/* Under AddressSanitizer each allocation is a block of its own (freed at
+ * the reset), so that overruns are still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RF_ARENA_BLOCKS 1
+#else
+#define RF_ARENA_BLOCKS 0
+#endif
+
+struct blk {
+    struct blk *next;
+    size_t n;
+    _Alignas(16) char data[];
+};
+
 struct rf_arena {
     struct chunk *head, *cur; /* chunks in mapping order; the one allocating */
+    struct blk *blocks;       /* RF_ARENA_BLOCKS */
+    size_t block_bytes;
 };
 
 struct rf_arena *rf_arena_create(void)
@@ -29,6 +46,7 @@ void rf_arena_destroy(struct rf_arena *a)
 {
     if (!a)
         return;
+    rf_arena_reset(a);
     for (struct chunk *c = a->head, *next; c; c = next) {
         next = c->next;
         munmap(c->map, c->map_len);
@@ -66,6 +84,16 @@ void *rf_arena_alloc(struct rf_arena *a, size_t n)
     n = n ? (n + 15) & ~(size_t)15 : 16;
     if (!n)
         return NULL;
+    if (RF_ARENA_BLOCKS) {
+        struct blk *b = n <= SIZE_MAX - sizeof(*b) ? malloc(sizeof(*b) + n) : NULL;
+        if (!b)
+            return NULL;
+        b->next = a->blocks;
+        b->n = n;
+        a->blocks = b;
+        a->block_bytes += n;
+        return b->data;
+    }
     /* the current chunk, else the next kept one that fits (after a reset),
      * else a new one at the end */
     struct chunk *c = a->cur;
@@ -85,6 +113,16 @@ void *rf_arena_alloc(struct rf_arena *a, size_t n)
     return p;
 }
 
+void *rf_arena_calloc(struct rf_arena *a, size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = rf_arena_alloc(a, n * size);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
 void rf_arena_reset(struct rf_arena *a)
 {
     if (!a)
@@ -92,11 +130,17 @@ void rf_arena_reset(struct rf_arena *a)
     for (struct chunk *c = a->head; c; c = c->next)
         c->used = 0;
     a->cur = a->head;
+    for (struct blk *b = a->blocks, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    a->blocks = NULL;
+    a->block_bytes = 0;
 }
 
 size_t rf_arena_used(const struct rf_arena *a)
 {
-    size_t n = 0;
+    size_t n = a ? a->block_bytes : 0;
     for (const struct chunk *c = a ? a->head : NULL; c; c = c->next)
         n += c->used;
     return n;

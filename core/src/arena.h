@@ -23,6 +23,9 @@ void rf_arena_destroy(struct rf_arena *a);
 /* n bytes, 16-byte aligned, not zeroed (fresh chunks are, reused ones are
  * not); NULL when out of memory.  Freed only by reset or destroy. */
 void *rf_arena_alloc(struct rf_arena *a, size_t n);
+/* n items of size bytes, zeroed; NULL when out of memory or n * size
+ * overflows. */
+void *rf_arena_calloc(struct rf_arena *a, size_t n, size_t size);
 /* Forget every allocation; the chunks stay mapped for the next round. */
 void rf_arena_reset(struct rf_arena *a);
 /* Bytes handed out since the last reset (for tests). */

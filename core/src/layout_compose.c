@@ -30,7 +30,27 @@ struct refit_layout_xmap {
     size_t n;
     struct refit_layout_cand *cand;
     size_t n_cand;
+    struct rf_arena *arena; /* where x, cand and the temporaries live (NULL: malloc) */
 };
+
+/* n items of size bytes, zeroed, from the arena when there is one. */
+static void *xcalloc(struct rf_arena *a, size_t n, size_t size)
+{
+    return a ? rf_arena_calloc(a, n ? n : 1, size) : calloc(n ? n : 1, size);
+}
+
+static void *xmalloc(struct rf_arena *a, size_t n, size_t size)
+{
+    if (n > SIZE_MAX / size)
+        return NULL;
+    return a ? rf_arena_alloc(a, (n ? n : 1) * size) : malloc((n ? n : 1) * size);
+}
+
+static void xfree(struct rf_arena *a, void *p)
+{
+    if (!a)
+        free(p);
+}
 
 #define XCMP(a, b)                                                                                                    \
     do {                                                                                                              \
@@ -59,18 +79,18 @@ static int xrec_cmp(const void *a, const void *b)
  * (CSR over the destination's source names, `names` the table that numbers
  * them; pieces of other tensors are left out).  Each rank's source table is looked up once, not each piece:
  * a large MoE trainer has tens of thousands of pieces per plan. */
-static int xindex(const refit_layout_t *names, const refit_layout_t *const *ranks, size_t n, size_t **startp,
-                  struct xent **entp)
+static int xindex(const refit_layout_t *names, const refit_layout_t *const *ranks, size_t n, struct rf_arena *a,
+                  size_t **startp, struct xent **entp)
 {
     int rc = 0;
-    uint32_t **map = calloc(n ? n : 1, sizeof(*map));
-    size_t *start = calloc(names->n_src + 1, sizeof(*start));
-    size_t *fill = calloc(names->n_src + 1, sizeof(*fill));
+    uint32_t **map = xcalloc(a, n, sizeof(*map));
+    size_t *start = xcalloc(a, names->n_src + 1, sizeof(*start));
+    size_t *fill = xcalloc(a, names->n_src + 1, sizeof(*fill));
     struct xent *ent = NULL;
     if (!rc && (!map || !start || !fill))
         rc = REFIT_ENOMEM;
     for (size_t r = 0; r < n && !rc; r++) {
-        map[r] = malloc((ranks[r]->n_src ? ranks[r]->n_src : 1) * sizeof(**map));
+        map[r] = xmalloc(a, ranks[r]->n_src, sizeof(**map));
         if (!map[r]) {
             rc = REFIT_ENOMEM;
             break;
@@ -97,18 +117,18 @@ static int xindex(const refit_layout_t *names, const refit_layout_t *const *rank
         if (!pass) {
             for (size_t i = 0; i < names->n_src; i++)
                 start[i + 1] += start[i];
-            ent = calloc(start[names->n_src] ? start[names->n_src] : 1, sizeof(*ent));
+            ent = xmalloc(a, start[names->n_src], sizeof(*ent)); /* every entry is filled */
             if (!ent)
                 rc = REFIT_ENOMEM;
         }
     }
     for (size_t r = 0; map && r < n; r++)
-        free(map[r]);
-    free(map);
-    free(fill);
+        xfree(a, map[r]);
+    xfree(a, map);
+    xfree(a, fill);
     if (rc) {
-        free(start);
-        free(ent);
+        xfree(a, start);
+        xfree(a, ent);
         return rc;
     }
     *startp = start;
@@ -205,8 +225,8 @@ static int xcompose(const refit_layout_t *dst, const size_t *start, const struct
     int rc = xwalk(dst, start, ent, &k);
     size_t n = k.n;
     if (!rc) {
-        x->cand = calloc(n ? n : 1, sizeof(*x->cand));
-        x->x = calloc(n ? n : 1, sizeof(*x->x));
+        x->cand = xcalloc(x->arena, n, sizeof(*x->cand));
+        x->x = xcalloc(x->arena, n, sizeof(*x->x));
         if (!x->cand || !x->x)
             rc = REFIT_ENOMEM;
     }
@@ -217,7 +237,7 @@ static int xcompose(const refit_layout_t *dst, const size_t *start, const struct
     if (rc != XS_UNSORTED)
         return rc;
     x->n = x->n_cand = 0;
-    k = (struct xsink){.mode = XS_KEEP, .x = x, .rec = malloc((n ? n : 1) * sizeof(*k.rec))};
+    k = (struct xsink){.mode = XS_KEEP, .x = x, .rec = xmalloc(x->arena, n, sizeof(*k.rec))};
     if (!k.rec)
         return REFIT_ENOMEM;
     rc = xwalk(dst, start, ent, &k);
@@ -226,26 +246,34 @@ static int xcompose(const refit_layout_t *dst, const size_t *start, const struct
         for (size_t i = 0; i < n; i++)
             xgroup_add(x, &k.rec[i]);
     }
-    free(k.rec);
+    xfree(x->arena, k.rec);
     return rc;
 }
 
 int refit_layout_compose(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n_ranks,
                          refit_layout_xmap_t **out)
 {
+    return rf_layout_compose_in(dst, ranks, n_ranks, NULL, out);
+}
+
+int rf_layout_compose_in(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n_ranks,
+                         struct rf_arena *arena, refit_layout_xmap_t **out)
+{
     if (!dst || (!ranks && n_ranks) || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_compose: NULL argument");
     refit_layout_xmap_t *x = calloc(1, sizeof(*x));
     size_t *start = NULL;
     struct xent *ent = NULL;
+    if (x)
+        x->arena = arena;
     /* The destination's own source table numbers the HF tensors it needs:
      * every layout interns its sources (rf_lay_intern_src), each name once
      * and found by its hash, so a piece's source index is its number. */
-    int rc = x ? xindex(dst, ranks, n_ranks, &start, &ent) : REFIT_ENOMEM;
+    int rc = x ? xindex(dst, ranks, n_ranks, arena, &start, &ent) : REFIT_ENOMEM;
     if (!rc)
         rc = xcompose(dst, start, ent, x);
-    free(start);
-    free(ent);
+    xfree(arena, start);
+    xfree(arena, ent);
     if (rc) {
         refit_layout_xmap_destroy(x);
         return rc;
@@ -268,7 +296,7 @@ void refit_layout_xmap_destroy(refit_layout_xmap_t *x)
 {
     if (!x)
         return;
-    free(x->x);
-    free(x->cand);
+    xfree(x->arena, x->x);
+    xfree(x->arena, x->cand);
     free(x);
 }

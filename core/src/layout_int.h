@@ -86,6 +86,11 @@ void *rf_lay_alloc(refit_layout_t *lay, size_t n);
 int rf_layout_trainer_in(const refit_model_t *m, const struct refit_parallel *par,
                          const struct refit_convert_opts *skip, struct rf_arena *arena, refit_layout_t **out);
 
+/* refit_layout_compose with the map's arrays and its temporaries in arena
+ * (NULL: malloc): the map must be destroyed before the arena is reset. */
+int rf_layout_compose_in(const refit_layout_t *dst, const refit_layout_t *const *ranks, size_t n_ranks,
+                         struct rf_arena *arena, refit_layout_xmap_t **out);
+
 /* The source index of an HF tensor already interned; REFIT_ENOENT when none. */
 int rf_lay_find_src(const refit_layout_t *lay, const char *name, uint32_t *out);
 /* Source index of an HF tensor, added on first use. */

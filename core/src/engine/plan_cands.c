@@ -20,14 +20,19 @@
  * refit.replicas > 1, rf_sched_choose's.  Source tensors are numbered in
  * the order candidates are first met (what every candidate's psrc index
  * was when each had one); the chosen ones are kept in that order, and a
- * plan's digest names them by that number (rf_rplan.psrc_num). */
+ * plan's digest names them by that number (rf_rplan.psrc_num).
+ *
+ * Memory: the candidates, the pieces and every temporary live in the
+ * receiver's scratch arena (arena.h), gone when make_plan returns; only
+ * the chosen source tensors (rf_rplan.psrc...) are malloc'ed. */
 #include <stdlib.h>
 #include <string.h>
 
 #include <xxhash.h>
 
-#include "receiver.h"
+#include "../layout_int.h"
 #include "../sched.h"
+#include "receiver.h"
 
 #define NO_NUM UINT32_MAX
 
@@ -59,28 +64,15 @@ struct rf_cands {
     uint32_t n_num;
 };
 
-void rf_cands_destroy(struct rf_cands *c)
+/* n items of size bytes from the scratch arena (zeroed by scalloc). */
+static void *salloc(refit_receiver_t *r, size_t n, size_t size)
 {
-    if (!c)
-        return;
-    free(c->of);
-    free(c->rep);
-    free(c->first);
-    free(c->mem);
-    for (size_t k = 0; c->cat_of && k < c->n; k++)
-        free(c->cat_of[k]);
-    free(c->cat_of);
-    free(c->at);
-    free(c->ci);
-    free(c->ent);
-    free(c->pat);
-    free(c->g_at);
-    free(c->g_n);
-    free(c->g_next);
-    for (size_t i = 0; c->num_of && c->num_of[i]; i++)
-        free(c->num_of[i]);
-    free(c->num_of);
-    free(c);
+    return n <= SIZE_MAX / size ? rf_arena_alloc(r->scratch, (n ? n : 1) * size) : NULL;
+}
+
+static void *scalloc(refit_receiver_t *r, size_t n, size_t size)
+{
+    return rf_arena_calloc(r->scratch, n ? n : 1, size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -98,11 +90,11 @@ static int same_layout(const struct rf_source *a, const struct rf_source *b)
 }
 
 /* Members per class (CSR, in source order). */
-static int members(struct rf_cands *c, size_t n_src)
+static int members(refit_receiver_t *r, struct rf_cands *c, size_t n_src)
 {
-    c->first = calloc(c->n + 1, sizeof(*c->first));
-    c->mem = malloc((n_src ? n_src : 1) * sizeof(*c->mem));
-    uint32_t *fill = calloc(c->n ? c->n : 1, sizeof(*fill));
+    c->first = scalloc(r, c->n + 1, sizeof(*c->first));
+    c->mem = salloc(r, n_src, sizeof(*c->mem));
+    uint32_t *fill = scalloc(r, c->n, sizeof(*fill));
     int rc = c->first && c->mem && fill ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n_src; i++)
         c->first[c->of[i] + 1]++;
@@ -110,16 +102,15 @@ static int members(struct rf_cands *c, size_t n_src)
         c->first[k + 1] += c->first[k];
     for (size_t i = 0; !rc && i < n_src; i++)
         c->mem[c->first[c->of[i]] + fill[c->of[i]]++] = (uint32_t)i;
-    free(fill);
     return rc;
 }
 
 static int classes_of(refit_receiver_t *r, struct rf_cands *c)
 {
-    size_t n = r->disc.n_src ? r->disc.n_src : 1;
-    c->of = malloc(n * sizeof(*c->of));
-    c->rep = malloc(n * sizeof(*c->rep));
-    c->at = malloc(n * sizeof(*c->at));
+    size_t n = r->disc.n_src;
+    c->of = salloc(r, n, sizeof(*c->of));
+    c->rep = salloc(r, n, sizeof(*c->rep));
+    c->at = salloc(r, n, sizeof(*c->at));
     if (!c->of || !c->rep || !c->at)
         return REFIT_ENOMEM;
     for (size_t i = 0; i < r->disc.n_src; i++) {
@@ -133,19 +124,18 @@ static int classes_of(refit_receiver_t *r, struct rf_cands *c)
         }
         c->of[i] = (uint32_t)k;
     }
-    int rc = members(c, r->disc.n_src);
+    int rc = members(r, c, r->disc.n_src);
     if (rc)
         return rc;
-    size_t nk = c->n ? c->n : 1;
-    c->cat_of = calloc(nk, sizeof(*c->cat_of));
-    c->g_at = malloc(nk * sizeof(*c->g_at));
-    c->g_n = malloc(nk * sizeof(*c->g_n));
-    c->g_next = malloc(nk * sizeof(*c->g_next));
+    c->cat_of = scalloc(r, c->n, sizeof(*c->cat_of));
+    c->g_at = salloc(r, c->n, sizeof(*c->g_at));
+    c->g_n = salloc(r, c->n, sizeof(*c->g_n));
+    c->g_next = salloc(r, c->n, sizeof(*c->g_next));
     if (!c->cat_of || !c->g_at || !c->g_n || !c->g_next)
         return REFIT_ENOMEM;
     for (size_t k = 0; k < c->n; k++) {
         size_t nt = refit_layout_count(r->disc.src[c->rep[k]].meg);
-        if (!(c->cat_of[k] = malloc((nt ? nt : 1) * sizeof(**c->cat_of))))
+        if (!(c->cat_of[k] = salloc(r, nt, sizeof(**c->cat_of))))
             return REFIT_ENOMEM;
         for (size_t t = 0; t < nt; t++)
             c->cat_of[k][t] = -2;
@@ -156,12 +146,12 @@ static int classes_of(refit_receiver_t *r, struct rf_cands *c)
 /* Per source, per catalog tensor: not numbered yet. */
 static int numbers_of(refit_receiver_t *r, struct rf_cands *c)
 {
-    c->num_of = calloc(r->disc.n_src + 1, sizeof(*c->num_of));
+    c->num_of = scalloc(r, r->disc.n_src + 1, sizeof(*c->num_of));
     if (!c->num_of)
         return REFIT_ENOMEM;
     for (size_t i = 0; i < r->disc.n_src; i++) {
         size_t nt = r->disc.src[i].cat->n_tensors;
-        if (!(c->num_of[i] = malloc((nt ? nt : 1) * sizeof(**c->num_of))))
+        if (!(c->num_of[i] = salloc(r, nt, sizeof(**c->num_of))))
             return REFIT_ENOMEM;
         memset(c->num_of[i], 0xff, (nt ? nt : 1) * sizeof(**c->num_of));
     }
@@ -213,11 +203,12 @@ static int piece_classes(refit_receiver_t *r, struct rf_cands *c, const struct r
                          const refit_layout_t **meg)
 {
     if (x->n_cand > c->cap_ci) {
-        ptrdiff_t *nc = realloc(c->ci, x->n_cand * sizeof(*nc));
+        size_t cap = x->n_cand > 2 * c->cap_ci ? x->n_cand : 2 * c->cap_ci;
+        ptrdiff_t *nc = salloc(r, cap, sizeof(*nc)); /* the old one was only this piece's */
         if (!nc)
             return REFIT_ENOMEM;
         c->ci = nc;
-        c->cap_ci = x->n_cand;
+        c->cap_ci = cap;
     }
     for (size_t k = 0; k < x->n_cand; k++) {
         const struct refit_layout_cand *cd = &x->cand[k];
@@ -236,18 +227,10 @@ static int piece_classes(refit_receiver_t *r, struct rf_cands *c, const struct r
     return 0;
 }
 
-static int push_ent(struct rf_cands *c, uint32_t k, uint32_t ci)
+/* c->ent has room for every candidate of the composition (rf_cands_pieces). */
+static void push_ent(struct rf_cands *c, uint32_t k, uint32_t ci)
 {
-    if (c->n_ent == c->cap_ent) {
-        size_t nc = c->cap_ent ? c->cap_ent * 2 : 4096;
-        struct cent *ne = realloc(c->ent, nc * sizeof(*ne));
-        if (!ne)
-            return REFIT_ENOMEM;
-        c->ent = ne;
-        c->cap_ent = nc;
-    }
     c->ent[c->n_ent++] = (struct cent){k, ci};
-    return 0;
 }
 
 /* The entries of x: per class (in class order), the candidates its
@@ -267,11 +250,11 @@ static int piece_entries(refit_receiver_t *r, struct rf_cands *c, const struct r
         return rc;
     p->src_row = (uint64_t)x->cand[lead].src_row;
     p->src_col = (uint64_t)x->cand[lead].src_col;
-    for (size_t k = 0; !rc && k < x->n_cand; k++)
+    for (size_t k = 0; k < x->n_cand; k++)
         if (c->ci[k] >= 0 && x->cand[k].src_row == x->cand[lead].src_row &&
             x->cand[k].src_col == x->cand[lead].src_col)
-            rc = push_ent(c, x->cand[k].rank, (uint32_t)c->ci[k]);
-    return rc;
+            push_ent(c, x->cand[k].rank, (uint32_t)c->ci[k]);
+    return 0;
 }
 
 /* Image dtype of piece i's destination: its first candidate's, which all
@@ -320,40 +303,50 @@ static int piece_of(refit_receiver_t *r, struct rf_cands *c, const struct refit_
     return note_dtype(r, p, si[0], ci[0]);
 }
 
+/* Room for every candidate of the composition: a piece keeps at most
+ * its own. */
+static int reserve_ent(refit_receiver_t *r, struct rf_cands *c, const refit_layout_xmap_t *xm, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += refit_layout_xmap_at(xm, i)->n_cand;
+    if (total >= UINT32_MAX)
+        return refit_error_set(REFIT_ERANGE, "plan: %zu candidate entries", total);
+    c->ent = salloc(r, total, sizeof(*c->ent));
+    c->cap_ent = total;
+    return c->ent ? 0 : REFIT_ENOMEM;
+}
+
 int rf_cands_pieces(refit_receiver_t *r, struct rf_piece **out, size_t *n_out, struct rf_cands **cs)
 {
-    struct rf_cands *c = calloc(1, sizeof(*c));
+    struct rf_cands *c = scalloc(r, 1, sizeof(*c));
     int rc = c ? classes_of(r, c) : REFIT_ENOMEM;
     if (!rc)
         rc = numbers_of(r, c);
-    const refit_layout_t **meg = rc ? NULL : calloc(c->n ? c->n : 1, sizeof(*meg));
+    const refit_layout_t **meg = rc ? NULL : salloc(r, c->n, sizeof(*meg));
     if (!rc && !meg)
         rc = REFIT_ENOMEM;
     for (size_t k = 0; !rc && k < c->n; k++)
         meg[k] = r->disc.src[c->rep[k]].meg;
     refit_layout_xmap_t *xm = NULL;
     if (!rc)
-        rc = refit_layout_compose(r->lay, meg, c->n, &xm);
+        rc = rf_layout_compose_in(r->lay, meg, c->n, r->scratch, &xm);
     size_t n = rc ? 0 : refit_layout_xmap_count(xm), m = 0;
     if (!rc && n >= UINT32_MAX)
         rc = refit_error_set(REFIT_ERANGE, "plan: %zu composed pieces", n);
-    struct rf_piece *pc = rc ? NULL : malloc((n ? n : 1) * sizeof(*pc));
-    if (!rc && (!pc || !(c->pat = calloc(n + 1, sizeof(*c->pat)))))
+    if (!rc)
+        rc = reserve_ent(r, c, xm, n);
+    struct rf_piece *pc = rc ? NULL : salloc(r, n, sizeof(*pc));
+    if (!rc && (!pc || !(c->pat = scalloc(r, n + 1, sizeof(*c->pat)))))
         rc = REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n; i++) {
         int kept = 0;
         rc = piece_of(r, c, refit_layout_xmap_at(xm, i), meg, &pc[m], m, &kept);
         m += kept;
     }
-    free(meg);
     refit_layout_xmap_destroy(xm);
-    if (!rc && c->n_ent >= UINT32_MAX)
-        rc = refit_error_set(REFIT_ERANGE, "plan: %zu candidate entries", c->n_ent);
-    if (rc) {
-        free(pc);
-        rf_cands_destroy(c);
+    if (rc)
         return rc;
-    }
     *out = pc;
     *n_out = m;
     *cs = c;
@@ -402,9 +395,9 @@ static struct rf_sched_who who_am_i(const refit_receiver_t *r)
 static int choose_spread(refit_receiver_t *r, struct rf_cands *c, const struct rf_piece *pc, const uint32_t *order,
                          size_t n, uint32_t *ch_si, uint32_t *ch_ci)
 {
-    struct rf_sched_item *it = calloc(n ? n : 1, sizeof(*it));
-    uint32_t *choice = calloc(n ? n : 1, sizeof(*choice));
-    size_t *at = malloc((n + 1) * sizeof(*at));
+    struct rf_sched_item *it = scalloc(r, n, sizeof(*it));
+    uint32_t *choice = scalloc(r, n, sizeof(*choice));
+    size_t *at = salloc(r, n + 1, sizeof(*at));
     uint32_t *psi = NULL, *pci = NULL, si[RF_MAX_CAND], ci[RF_MAX_CAND];
     int rc = it && choice && at ? 0 : REFIT_ENOMEM;
     /* every piece's candidates, in one pool */
@@ -413,7 +406,7 @@ static int choose_spread(refit_receiver_t *r, struct rf_cands *c, const struct r
         at[k] = total;
         total += expand(c, order[k], si, ci);
     }
-    if (!rc && (!(psi = malloc((total ? total : 1) * sizeof(*psi))) || !(pci = malloc((total ? total : 1) * sizeof(*pci)))))
+    if (!rc && (!(psi = salloc(r, total, sizeof(*psi))) || !(pci = salloc(r, total, sizeof(*pci)))))
         rc = REFIT_ENOMEM;
     for (size_t k = 0; !rc && k < n; k++) {
         size_t i = order[k];
@@ -427,11 +420,6 @@ static int choose_spread(refit_receiver_t *r, struct rf_cands *c, const struct r
         ch_si[order[k]] = psi[at[k] + choice[k]];
         ch_ci[order[k]] = pci[at[k] + choice[k]];
     }
-    free(it);
-    free(choice);
-    free(at);
-    free(psi);
-    free(pci);
     return rc ? refit_error_push(rc, "choosing sources as engine %u of %u", who.replica, who.n_replicas) : 0;
 }
 
@@ -442,8 +430,8 @@ static int chosen_psrc(refit_receiver_t *r, struct rf_cands *c, struct rf_piece 
 {
     struct rf_rplan *p = &r->plan;
     size_t nw = c->n_num / 64 + 1;
-    uint64_t *bit = calloc(nw, sizeof(*bit));
-    uint32_t *below = malloc(nw * sizeof(*below)); /* chosen numbers in the words before */
+    uint64_t *bit = scalloc(r, nw, sizeof(*bit));
+    uint32_t *below = salloc(r, nw, sizeof(*below)); /* chosen numbers in the words before */
     int rc = bit && below ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n; i++) {
         uint32_t v = c->num_of[ch_si[i]][ch_ci[i]];
@@ -477,16 +465,14 @@ static int chosen_psrc(refit_receiver_t *r, struct rf_cands *c, struct rf_piece 
         pc[i].ncand = 0;
     }
     p->n_psrc = np;
-    free(bit);
-    free(below);
     return rc;
 }
 
 int rf_cands_choose(refit_receiver_t *r, struct rf_cands *c, struct rf_piece *pc, size_t n)
 {
-    uint32_t *order = malloc((n ? n : 1) * sizeof(*order));
-    uint32_t *ch_si = malloc((n ? n : 1) * sizeof(*ch_si)), *ch_ci = malloc((n ? n : 1) * sizeof(*ch_ci));
-    uint64_t *load = calloc(r->disc.n_src ? r->disc.n_src : 1, sizeof(*load));
+    uint32_t *order = salloc(r, n, sizeof(*order));
+    uint32_t *ch_si = salloc(r, n, sizeof(*ch_si)), *ch_ci = salloc(r, n, sizeof(*ch_ci));
+    uint64_t *load = scalloc(r, r->disc.n_src, sizeof(*load));
     int rc = order && ch_si && ch_ci && load ? 0 : REFIT_ENOMEM;
     if (!rc)
         rc = rf_plan_order(pc, n, order);
@@ -496,9 +482,5 @@ int rf_cands_choose(refit_receiver_t *r, struct rf_cands *c, struct rf_piece *pc
         choose_naive(r, c, pc, order, n, load, ch_si, ch_ci);
     if (!rc)
         rc = chosen_psrc(r, c, pc, n, ch_si, ch_ci);
-    free(order);
-    free(ch_si);
-    free(ch_ci);
-    free(load);
     return rc;
 }

@@ -30,7 +30,6 @@ void rf_layout_dims(const struct refit_layout_tensor *t, uint64_t *rows, uint64_
 void rf_rplan_drop(struct rf_rplan *p)
 {
     rf_plan_free(&p->plan);
-    rf_cands_destroy(p->cands);
     free(p->psrc);
     free(p->psrc_num);
     free(p->psrc_source);
@@ -79,8 +78,7 @@ int rf_rplan_inputs(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc)
 int rf_rplan_choose(refit_receiver_t *r, struct rf_piece *pc, size_t n)
 {
     int rc = rf_cands_choose(r, r->plan.cands, pc, n);
-    rf_cands_destroy(r->plan.cands);
-    r->plan.cands = NULL;
+    r->plan.cands = NULL; /* the scratch arena's */
     return rc;
 }
 

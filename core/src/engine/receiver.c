@@ -168,6 +168,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
         unregister(r);
     refit_layout_destroy(r->lay);
     rf_arena_destroy(r->dry_arena);
+    rf_arena_destroy(r->scratch);
     free(r->id);
     free(r->target_name);
     free(r);
@@ -217,7 +218,9 @@ int refit_receiver_allocate(refit_receiver_t *r)
 static int make_plan(refit_receiver_t *r)
 {
     drop_plan(r);
-    struct rf_piece *pieces = NULL;
+    if (!r->scratch && !(r->scratch = rf_arena_create()))
+        return REFIT_ENOMEM;
+    struct rf_piece *pieces = NULL; /* in r->scratch */
     size_t np = 0;
     int rc = rf_rplan_inputs(r, &pieces, &np);
     if (!rc)
@@ -233,7 +236,8 @@ static int make_plan(refit_receiver_t *r)
         rc = r->mode->planned(r, pieces, np);
     if (!rc)
         rc = rf_rcvdev_check_plan(r);
-    free(pieces);
+    r->plan.cands = NULL;
+    rf_arena_reset(r->scratch); /* kept for the next plan, already touched */
     if (rc)
         return rc;
     r->plan.staging_need = staging;

@@ -216,7 +216,7 @@ int rf_fence_sources(refit_receiver_t *r, uint64_t v);
 struct rf_rplan {
     struct refit_hash128 key; /* of the inputs (rf_discover_plan_key) */
     int have;                 /* plan, feeds and key valid */
-    struct rf_cands *cands;   /* while planning: the pieces' candidates (plan_cands.c) */
+    struct rf_cands *cands;   /* while planning: the pieces' candidates (plan_cands.c, in r->scratch) */
     /* The source tensors read, and for each its source, catalog index and
      * number in the order candidates are first met (plan_cands.c; a plan's
      * digest names them by it). */
@@ -258,9 +258,9 @@ struct rf_cands;
 /* The composed layout as pieces with their candidates (*cs), in
  * composition order; image dtypes noted. */
 int rf_cands_pieces(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc, struct rf_cands **cs);
-/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made. */
+/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made.  The
+ * candidates and the pieces are the scratch arena's (r->scratch). */
 int rf_cands_choose(refit_receiver_t *r, struct rf_cands *cs, struct rf_piece *pc, size_t n);
-void rf_cands_destroy(struct rf_cands *cs);
 
 /* ------------------------------------------------------------------ */
 /* buffers.c: staging, scratch, commit, ack */
@@ -471,6 +471,9 @@ struct refit_receiver {
     /* refit_receiver_plan_dry's trainer layouts (reset after each plan,
      * kept for the next: arena.h) */
     struct rf_arena *dry_arena;
+    /* make_plan's pieces, candidates, composition and temporaries (reset
+     * when it returns) */
+    struct rf_arena *scratch;
     const struct rf_rcv_mode *mode;
     void *mode_state;
 
