@@ -106,7 +106,7 @@ static int src_fits(const struct rf_psrc *src, size_t n_src, const struct rf_pds
 /* Every piece in bounds, every image covered exactly once. */
 static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct rf_pdst *dst,
                           size_t n_dst, struct rf_piece *pc, size_t n, const uint32_t *cands, size_t n_cands,
-                          const char *(*dst_name)(void *, uint32_t), void *arg)
+                          const char *(*dst_name)(void *, uint32_t), void *arg, int *sorted)
 {
     for (size_t i = 0; i < n; i++) {
         const struct rf_piece *p = &pc[i];
@@ -136,6 +136,7 @@ static int check_coverage(const struct rf_psrc *src, size_t n_src, const struct 
         k++;
     if (k < n)
         qsort(pc, n, sizeof(*pc), cmp_piece_dst);
+    *sorted = k < n;
     size_t i = 0;
     for (uint32_t dd = 0; dd < n_dst; dd++) {
         uint64_t area = 0;
@@ -210,39 +211,50 @@ int rf_plan_order(const struct rf_piece *pc, size_t n, uint32_t *order)
     return 0;
 }
 
-/* pc in the planner's order.  Pieces are disjoint (checked), so the order
- * is total and the result is the one qsort of the pieces gives. */
-static int sort_size_desc(struct rf_piece *pc, size_t n)
+/* Put pc in the order `order` gives (position i takes piece order[i], as
+ * rf_plan_order fills it); order is used up. */
+static void permute(struct rf_piece *pc, size_t n, uint32_t *order)
 {
-    struct pkey *k = sorted_keys(pc, n);
-    if (!k)
-        return n > UINT32_MAX ? REFIT_ERANGE : REFIT_ENOMEM;
-    /* Position i takes piece k[i].idx: follow each cycle of the permutation
-     * with one piece in hand (k[i].idx = i marks a place filled). */
+    /* Position i takes piece order[i]: follow each cycle of the permutation
+     * with one piece in hand (order[i] = i marks a place filled). */
     for (size_t i = 0; i < n; i++) {
-        if (k[i].idx == i)
+        if (order[i] == i)
             continue;
         struct rf_piece hold = pc[i];
         size_t at = i;
-        while (k[at].idx != i) {
-            size_t from = k[at].idx;
+        while (order[at] != i) {
+            size_t from = order[at];
             pc[at] = pc[from];
-            k[at].idx = (uint32_t)at;
+            order[at] = (uint32_t)at;
             at = from;
         }
         pc[at] = hold;
-        k[at].idx = (uint32_t)at;
+        order[at] = (uint32_t)at;
     }
-    free(k);
-    return 0;
+}
+
+/* pc in the planner's order, by `given` (rf_plan_order of pc as it is;
+ * NULL: sorted here).  Pieces are disjoint (checked), so the order is
+ * total and the result is the one qsort of the pieces gives. */
+static int sort_size_desc(struct rf_piece *pc, size_t n, uint32_t *given)
+{
+    uint32_t *order = given ? given : malloc((n ? n : 1) * sizeof(*order));
+    if (!order)
+        return REFIT_ENOMEM;
+    int rc = given ? 0 : rf_plan_order(pc, n, order);
+    if (!rc)
+        permute(pc, n, order);
+    if (!given)
+        free(order);
+    return rc;
 }
 
 /* Pieces with alternatives go to the least-loaded source holding them
  * (ties to the first), largest piece first. */
 static int choose_candidates(const struct rf_psrc *src, struct rf_piece *pc, size_t n, const uint32_t *cands,
-                             uint64_t *load, uint32_t n_sources)
+                             uint64_t *load, uint32_t n_sources, uint32_t *order)
 {
-    int rc = sort_size_desc(pc, n);
+    int rc = sort_size_desc(pc, n, order);
     if (rc)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -332,7 +344,8 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
                   const char *(*dst_name)(void *, uint32_t), void *arg, struct rf_plan *out)
 {
     memset(out, 0, sizeof(*out));
-    int rc = check_coverage(src, n_src, dst, n_dst, pc, n, cands, n_cands, dst_name, arg);
+    int sorted = 0;
+    int rc = check_coverage(src, n_src, dst, n_dst, pc, n, cands, n_cands, dst_name, arg, &sorted);
     if (rc)
         return rc;
     out->n_sources = n_sources;
@@ -351,7 +364,8 @@ int rf_plan_build(const struct rf_psrc *src, size_t n_src, struct rf_pdst *dst, 
         rc = REFIT_ENOMEM;
         goto fail;
     }
-    if ((rc = choose_candidates(src, pc, n, cands, load, n_sources)))
+    /* the caller's order holds for the pieces as given, not once resorted */
+    if ((rc = choose_candidates(src, pc, n, cands, load, n_sources, sorted ? NULL : opts->order)))
         goto fail;
 
     /* Images converted after the pull live in scratch, first. */

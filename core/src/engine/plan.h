@@ -101,6 +101,9 @@ struct rf_check {
 struct rf_plan_opts {
     uint64_t scatter_threshold; /* runs shorter than this go through scratch */
     int verify;                 /* 1: plan checksum chunks for every source byte pulled */
+    /* rf_plan_order of the pieces as given, when the caller has it (used
+     * up; NULL: the planner sorts) */
+    uint32_t *order;
 };
 
 struct rf_plan {

@@ -482,5 +482,6 @@ int rf_cands_choose(refit_receiver_t *r, struct rf_cands *c, struct rf_piece *pc
         choose_naive(r, c, pc, order, n, load, ch_si, ch_ci);
     if (!rc)
         rc = chosen_psrc(r, c, pc, n, ch_si, ch_ci);
+    r->plan.order = rc ? NULL : order; /* rf_plan_build's, spared a second sort */
     return rc;
 }

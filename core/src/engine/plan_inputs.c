@@ -273,7 +273,8 @@ int rf_rplan_build(refit_receiver_t *r, struct rf_piece *pc, size_t n_pc)
     struct rf_rplan *p = &r->plan;
     images(r);
     struct rf_plan_opts po = {.scatter_threshold = r->ctx->scatter_threshold,
-                              .verify = r->ctx->verify != RF_VERIFY_OFF};
+                              .verify = r->ctx->verify != RF_VERIFY_OFF, .order = p->order};
+    p->order = NULL; /* used up */
     p->n_pieces = n_pc;
     int rc = rf_plan_build(p->psrc, p->n_psrc, p->pdst, refit_layout_count(r->lay), pc, n_pc, NULL, 0,
                            (uint32_t)r->disc.n_src, &po, rf_rplan_dst_name, r, &p->plan);

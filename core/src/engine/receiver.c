@@ -237,6 +237,7 @@ static int make_plan(refit_receiver_t *r)
     if (!rc)
         rc = rf_rcvdev_check_plan(r);
     r->plan.cands = NULL;
+    r->plan.order = NULL;
     rf_arena_reset(r->scratch); /* kept for the next plan, already touched */
     if (rc)
         return rc;

@@ -217,6 +217,7 @@ struct rf_rplan {
     struct refit_hash128 key; /* of the inputs (rf_discover_plan_key) */
     int have;                 /* plan, feeds and key valid */
     struct rf_cands *cands;   /* while planning: the pieces' candidates (plan_cands.c, in r->scratch) */
+    uint32_t *order;          /* while planning: the pieces' rf_plan_order (in r->scratch) */
     /* The source tensors read, and for each its source, catalog index and
      * number in the order candidates are first met (plan_cands.c; a plan's
      * digest names them by it). */
@@ -258,8 +259,9 @@ struct rf_cands;
 /* The composed layout as pieces with their candidates (*cs), in
  * composition order; image dtypes noted. */
 int rf_cands_pieces(refit_receiver_t *r, struct rf_piece **pc, size_t *n_pc, struct rf_cands **cs);
-/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made.  The
- * candidates and the pieces are the scratch arena's (r->scratch). */
+/* Each piece's source chosen: pc[i].psrc set, r->plan.psrc made,
+ * r->plan.order the pieces' rf_plan_order.  The candidates, the pieces and
+ * the order are the scratch arena's (r->scratch). */
 int rf_cands_choose(refit_receiver_t *r, struct rf_cands *cs, struct rf_piece *pc, size_t n);
 
 /* ------------------------------------------------------------------ */
