@@ -184,31 +184,57 @@ static int cmp_pkey(const void *x, const void *y)
     return (p->col > q->col) - (p->col < q->col);
 }
 
-/* The pieces' keys in the planner's order. */
-static struct pkey *sorted_keys(const struct rf_piece *pc, size_t n)
+/* Runs of w keys of a merged pairwise from a into b (stable: a tie
+ * keeps the left run's first, as qsort's merge sort does). */
+static void merge_pass(const struct pkey *a, struct pkey *b, size_t n, size_t w)
 {
-    if (n > UINT32_MAX) {
-        refit_error_set(REFIT_ERANGE, "plan: %zu pieces", n);
-        return NULL;
+    for (size_t lo = 0; lo < n; lo += 2 * w) {
+        size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+        size_t i = lo, j = mid, o = lo;
+        while (i < mid && j < hi)
+            b[o++] = cmp_pkey(&a[j], &a[i]) < 0 ? a[j++] : a[i++];
+        while (i < mid)
+            b[o++] = a[i++];
+        while (j < hi)
+            b[o++] = a[j++];
     }
-    struct pkey *k = malloc((n ? n : 1) * sizeof(*k));
-    if (!k)
-        return NULL;
+}
+
+size_t rf_plan_order_scratch(size_t n)
+{
+    return 2 * (n ? n : 1) * sizeof(struct pkey);
+}
+
+int rf_plan_order_in(const struct rf_piece *pc, size_t n, uint32_t *order, void *scratch)
+{
+    if (n > UINT32_MAX)
+        return refit_error_set(REFIT_ERANGE, "plan: %zu pieces", n);
+    struct pkey *a = scratch, *b = a + (n ? n : 1);
     for (size_t i = 0; i < n; i++)
-        k[i] = (struct pkey){pc[i].rows * pc[i].cols, pc[i].dst_row, pc[i].dst_col, pc[i].dst, (uint32_t)i};
-    qsort(k, n, sizeof(*k), cmp_pkey);
-    return k;
+        a[i] = (struct pkey){pc[i].rows * pc[i].cols, pc[i].dst_row, pc[i].dst_col, pc[i].dst, (uint32_t)i};
+    /* bottom-up merge sort between the two halves of scratch: no memory
+     * of its own (qsort's copy was fresh pages on every plan) */
+    for (size_t w = 1; w < n; w *= 2) {
+        merge_pass(a, b, n, w);
+        struct pkey *t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = a[i].idx;
+    return 0;
 }
 
 int rf_plan_order(const struct rf_piece *pc, size_t n, uint32_t *order)
 {
-    struct pkey *k = sorted_keys(pc, n);
-    if (!k)
-        return n > UINT32_MAX ? REFIT_ERANGE : REFIT_ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        order[i] = k[i].idx;
-    free(k);
-    return 0;
+    if (n > UINT32_MAX)
+        return refit_error_set(REFIT_ERANGE, "plan: %zu pieces", n);
+    void *scratch = malloc(rf_plan_order_scratch(n));
+    if (!scratch)
+        return REFIT_ENOMEM;
+    int rc = rf_plan_order_in(pc, n, order, scratch);
+    free(scratch);
+    return rc;
 }
 
 /* Put pc in the order `order` gives (position i takes piece order[i], as

@@ -123,6 +123,10 @@ struct rf_plan {
  * destination, row, column.  order[0..n) gets the piece indices; the
  * receiver's source choice visits pieces in it, as the planner does. */
 int rf_plan_order(const struct rf_piece *pieces, size_t n, uint32_t *order);
+/* rf_plan_order in the caller's scratch of rf_plan_order_scratch(n) bytes
+ * (16-byte aligned). */
+size_t rf_plan_order_scratch(size_t n);
+int rf_plan_order_in(const struct rf_piece *pieces, size_t n, uint32_t *order, void *scratch);
 
 /* Build the plan.  pieces are reordered (into rf_plan_order's order) and
  * their alternatives collapsed to the one chosen; cands (n_cands entries,

@@ -473,9 +473,10 @@ int rf_cands_choose(refit_receiver_t *r, struct rf_cands *c, struct rf_piece *pc
     uint32_t *order = salloc(r, n, sizeof(*order));
     uint32_t *ch_si = salloc(r, n, sizeof(*ch_si)), *ch_ci = salloc(r, n, sizeof(*ch_ci));
     uint64_t *load = scalloc(r, r->disc.n_src, sizeof(*load));
-    int rc = order && ch_si && ch_ci && load ? 0 : REFIT_ENOMEM;
+    void *keys = salloc(r, rf_plan_order_scratch(n), 1);
+    int rc = order && ch_si && ch_ci && load && keys ? 0 : REFIT_ENOMEM;
     if (!rc)
-        rc = rf_plan_order(pc, n, order);
+        rc = rf_plan_order_in(pc, n, order, keys);
     if (!rc && r->ctx->replicas > 1)
         rc = choose_spread(r, c, pc, order, n, ch_si, ch_ci);
     else if (!rc)
