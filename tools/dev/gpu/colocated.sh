@@ -34,6 +34,8 @@ step() {
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
 step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
+# the copy kernel with a small grid walking many small tiles, against the host reference too
+step dprog-cuda-walk 40 env REFIT_DPROG_CTAS=64 REFIT_DPROG_TILE_KB=4 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
 if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults against each undone), 0.6B
     step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
