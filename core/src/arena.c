@@ -34,7 +34,6 @@ struct blk {
 struct rf_arena {
     struct chunk *head, *cur; /* chunks in mapping order; the one allocating */
     struct blk *blocks;       /* RF_ARENA_BLOCKS */
-    size_t block_bytes;
 };
 
 struct rf_arena *rf_arena_create(void)
@@ -91,7 +90,6 @@ void *rf_arena_alloc(struct rf_arena *a, size_t n)
         b->next = a->blocks;
         b->n = n;
         a->blocks = b;
-        a->block_bytes += n;
         return b->data;
     }
     /* the current chunk, else the next kept one that fits (after a reset),
@@ -135,13 +133,4 @@ void rf_arena_reset(struct rf_arena *a)
         free(b);
     }
     a->blocks = NULL;
-    a->block_bytes = 0;
-}
-
-size_t rf_arena_used(const struct rf_arena *a)
-{
-    size_t n = a ? a->block_bytes : 0;
-    for (const struct chunk *c = a ? a->head : NULL; c; c = c->next)
-        n += c->used;
-    return n;
 }

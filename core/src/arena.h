@@ -28,7 +28,5 @@ void *rf_arena_alloc(struct rf_arena *a, size_t n);
 void *rf_arena_calloc(struct rf_arena *a, size_t n, size_t size);
 /* Forget every allocation; the chunks stay mapped for the next round. */
 void rf_arena_reset(struct rf_arena *a);
-/* Bytes handed out since the last reset (for tests). */
-size_t rf_arena_used(const struct rf_arena *a);
 
 #endif
