@@ -15,7 +15,8 @@
  *     instead, for trying paths where a (patched) host transport stands
  *     in for one that reaches device memory.
  *
- * Only what refit, its CLI and its tests call is mocked; no kernels.  Not
+ * Only what refit, its CLI and its tests call is mocked; no kernels (the
+ * engine's device deltas run with REFIT_DELTA_DEVICE=emulate here).  Not
  * thread-safe beyond one global lock. */
 #include <cuda_runtime_api.h>
 #include <pthread.h>
@@ -41,6 +42,7 @@ struct op {
     size_t n;
     int value; /* memset */
     int memset_op;
+    size_t rows, dpitch, spitch; /* 2-D copies: rows of n bytes */
     struct mock_event *ev;
 };
 
@@ -143,6 +145,9 @@ static void run_op(struct op *o)
         dev_access(o->src, o->n, 1);
     if (o->memset_op)
         memset(o->dst, o->value, o->n);
+    else if (o->rows)
+        for (size_t r = 0; r < o->rows; r++)
+            memmove((char *)o->dst + r * o->dpitch, (const char *)o->src + r * o->spitch, o->n);
     else
         memmove(o->dst, o->src, o->n);
     dev_access(o->dst, o->n, 0);
@@ -492,6 +497,28 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     pthread_mutex_lock(&mu);
     cudaError_t e = copy_check(dst, src, n, 1);
     if (!e && push(stream_of(s), (struct op){.dst = dst, .src = src, .n = n}))
+        e = cudaErrorMemoryAllocation;
+    if (!e && !s)
+        drain_all();
+    pthread_mutex_unlock(&mu);
+    return e ? fail(e) : cudaSuccess;
+}
+
+/* One asynchronous operation on the stream, its rows checked as copies. */
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              enum cudaMemcpyKind k, cudaStream_t s)
+{
+    (void)k;
+    if (width > dpitch || width > spitch)
+        return fail(cudaErrorInvalidPitchValue);
+    if (!height || !width)
+        return cudaSuccess;
+    pthread_mutex_lock(&mu);
+    cudaError_t e = copy_check(dst, src, width, 1);
+    if (!e)
+        e = copy_check((char *)dst + (height - 1) * dpitch, (const char *)src + (height - 1) * spitch, width, 1);
+    if (!e && push(stream_of(s), (struct op){.dst = dst, .src = src, .n = width, .rows = height, .dpitch = dpitch,
+                                             .spitch = spitch}))
         e = cudaErrorMemoryAllocation;
     if (!e && !s)
         drain_all();

@@ -123,6 +123,12 @@ struct refit_pull_stats {
     uint64_t bytes_refetched;
     /* The bytes the plan had the failed sources read (their share). */
     uint64_t bytes_failed_share;
+    /* refit.delta.enabled with CUDA destinations: 1 when this pull's mirror
+     * was on the device (docs/delta.md, "Device receivers": base check,
+     * apply and verification there), and the seconds of that device phase
+     * (from the copies of whole descriptors done to the last check). */
+    uint32_t delta_device;
+    double delta_device_s;
 };
 
 /* Create a context from a cluster file (NULL: defaults only) with

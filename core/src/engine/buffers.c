@@ -35,6 +35,7 @@ static void scratch_free(refit_receiver_t *r)
     if (b->scratch_reg)
         refit_transport_dereg(r->tp, b->scratch_reg);
     b->scratch_reg = NULL;
+    rf_rcvdev_unpin_scratch(r);
     if (b->scratch_dev)
         rf_rcvdev_scratch_free(r, b->scratch);
     else

@@ -59,6 +59,7 @@ void rf_rcvd_pull_free(struct rf_rcvdelta *d)
 static void per_plan_free(refit_receiver_t *r, struct rf_rcvdelta *d)
 {
     rf_rcvd_pull_free(d);
+    rf_rcvd_dev_free(d);
     keys_release(r, d);
     for (size_t s = 0; d->base_sums && s < d->n_src; s++)
         rf_sums_fini(&d->base_sums[s]);
@@ -110,10 +111,11 @@ void rf_rcvdelta_destroy(refit_receiver_t *r)
 }
 
 /* Why a receiver with refit.delta.enabled pulls whole (NULL: it does not).
- * CUDA destinations staged on the host (the default) take deltas like host
- * ones: the mirror, the base check, the apply, verification and conversion
- * all run on the staging side, and the commit copies staging to the device
- * as for a full pull.  A resident pull (in place into device memory) never
+ * CUDA destinations staged on the host (the default) take deltas: with no
+ * conversion the mirror, base check, apply and verification run on their
+ * device and the commit copies from there (delta_rcvdev.c); otherwise (FP8)
+ * all of it runs on the staging side as for host destinations, and the
+ * commit copies staging to the device as for a full pull.  A resident pull (in place into device memory) never
  * has the bytes on the host, where a base is proved by its checksums. */
 static const char *whole_reason(const refit_receiver_t *r)
 {
@@ -182,6 +184,11 @@ static int for_plan(refit_receiver_t *r, struct rf_rcvdelta *d)
         d->moff[i] = at;
         at += (p->desc[i].len + 63) & ~(uint64_t)63;
     }
+    int rc = rf_rcvd_dev_setup(r, d);
+    if (rc)
+        return rc;
+    if (d->dev)
+        at = 0; /* the mirror is on the device */
     if (!(d->mirror = malloc(at ? at : 1)))
         return refit_error_set(REFIT_ENOMEM, "receiver %s: a delta mirror of %zu bytes", r->id, at);
     d->mirror_len = at;
@@ -293,6 +300,8 @@ static int plan_piece(refit_receiver_t *r, size_t i, const struct piece *pc, voi
         return 0;
     if ((pc->lo | pc->hi) & 1)
         return 1;
+    if (d->dev && (pc->lo || pc->hi != pc->n))
+        return 1; /* on the device only whole chunks are checked and applied */
     uint64_t o = rec->off[pc->e];
     if (d->use[i] == USE_EMPTY || o < d->dlo[i])
         d->dlo[i] = o;
@@ -457,6 +466,11 @@ int rf_rcvd_apply_desc(refit_receiver_t *r, size_t i)
 {
     struct rf_rcvdelta *d = r->delta;
     const struct rf_desc *ds = &r->plan.plan.desc[i];
+    if (d->dev) {
+        /* Applied with the others after the execution (rf_rcvd_dev_finish). */
+        d->st->delta_descriptors++;
+        return rf_xfer_done(r, i, 1);
+    }
     int rc = d->use[i] == USE_DELTA ? rf_rcvd_walk(r, i, apply_piece, NULL) : 0;
     if (rc == 1)
         rc = refit_error_set(REFIT_EPROTO, "receiver %s: descriptor %zu changed under the delta", r->id, i);
@@ -487,8 +501,13 @@ static int landed(void *arg, size_t first, size_t n)
         const struct rf_desc *ds = &r->plan.plan.desc[i];
         int rc;
         if (d->use[i] == USE_FULL) {
-            memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
-            rc = rf_xfer_done(r, i, 1);
+            rc = 0;
+            if (d->dev)
+                rc = rf_rcvd_dev_take(r, i);
+            else
+                memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
+            if (!rc)
+                rc = rf_xfer_done(r, i, 1);
         } else if (!--d->pending[i]) {
             rc = rf_rcvd_apply_desc(r, i);
         } else {
@@ -558,6 +577,8 @@ int rf_rcvd_run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_st
     struct rf_exec_source *es = calloc(ns ? ns : 1, sizeof(*es));
     refit_tp_rkey_t ***rk = calloc(ns ? ns : 1, sizeof(*rk));
     int rc = es && rk ? rf_xfer_begin(r, NULL) : REFIT_ENOMEM;
+    if (d->dev)
+        r->verify.on = 0; /* every chunk is verified on the device, after the apply */
     for (size_t s = 0; !rc && s < ns; s++) {
         const struct rf_peer *pe = &r->peers.p[s];
         if (!(rk[s] = calloc(pe->n_rkeys + 1, sizeof(**rk)))) {
@@ -597,6 +618,8 @@ int rf_rcvd_run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_st
                          local, landed, r, &xs);
     if (xs.failed_source >= 0 && (size_t)xs.failed_source < r->peers.n)
         rf_peers_broken(r, (size_t)xs.failed_source);
+    if (!rc && d->dev)
+        rc = rf_rcvd_dev_finish(r, d);
     if (!rc)
         rc = rf_xfer_finish_unfed(r);
     st->xfer_start = tx;
@@ -624,6 +647,7 @@ int rf_rcvd_begin(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t
     d->pulled = 0;
     rf_rcvd_pull_free(d);
     int rc = for_plan(r, d);
+    rf_rcvd_dev_begin(d);
     for (size_t s = 0; !rc && s < r->disc.n_src; s++)
         d->got_h[s] = r->verify.blob_hash[s];
     if (!rc)

@@ -55,6 +55,8 @@ struct rf_rcvdelta {
     void *land_rk;
     size_t land_rk_len;
     int told; /* rf_rcvdelta_whole logged why */
+    /* The mirror on the device (delta_rcvdev.c; NULL: the host one). */
+    struct rf_rcvd_dev *dev;
 };
 
 /* One chunk of a descriptor's walk: tensor ti, chunk k, its delta entry e,
@@ -93,5 +95,16 @@ int rf_rcvd_apply_desc(refit_receiver_t *r, size_t i);
 int rf_rcvd_plan(refit_receiver_t *r, struct rf_rcvdelta *d, int on, const uint8_t *drop, uint64_t *delta_bytes);
 /* One execution: whole descriptors and delta reads, by source. */
 int rf_rcvd_run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_stats *st);
+
+/* delta_rcvdev.c: the mirror on the device, for plans that allow it.
+ * setup (a new plan): decides, allocates (the host mirror otherwise);
+ * begin: a new pull; take: whole descriptor i landed in staging, copied
+ * into the device mirror; finish: after the execution, the base check,
+ * the apply and the verification of the new version, all on the device. */
+int rf_rcvd_dev_setup(refit_receiver_t *r, struct rf_rcvdelta *d);
+void rf_rcvd_dev_free(struct rf_rcvdelta *d);
+void rf_rcvd_dev_begin(struct rf_rcvdelta *d);
+int rf_rcvd_dev_take(refit_receiver_t *r, size_t i);
+int rf_rcvd_dev_finish(refit_receiver_t *r, struct rf_rcvdelta *d);
 
 #endif

@@ -61,6 +61,12 @@ int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr);
  * commit_wait waits for all of them.  No-ops without CUDA destinations. */
 int rf_rcvdev_commit_start(refit_receiver_t *r);
 int rf_rcvdev_commit_wait(refit_receiver_t *r);
+/* Page-lock staging (once; a failure only logged: copies run unpinned). */
+void rf_rcvdev_pin_staging(refit_receiver_t *r);
+/* The same for host scratch (delta_rcvdev.c copies from it); unpin before
+ * it is unmapped. */
+void rf_rcvdev_pin_scratch(refit_receiver_t *r);
+void rf_rcvdev_unpin_scratch(refit_receiver_t *r);
 /* Before the staging buffer is unmapped. */
 void rf_rcvdev_unpin(refit_receiver_t *r);
 void rf_rcvdev_destroy(refit_receiver_t *r);

@@ -26,6 +26,7 @@ struct rf_rcvdev {
     int q_used;
     int saved, active;
     void *pinned;
+    void *pinned_scratch; /* delta_rcvdev.c copies whole descriptors from scratch */
 };
 
 int rf_rcvdev_bind(refit_receiver_t *r, const char *name, const void *ptr)
@@ -74,16 +75,10 @@ static int any_device(const refit_receiver_t *r)
     return 0;
 }
 
-int rf_rcvdev_commit_start(refit_receiver_t *r)
+void rf_rcvdev_pin_staging(refit_receiver_t *r)
 {
     struct rf_rcvdev *d = r->dev;
-    if (!d || !any_device(r))
-        return 0;
-    int rc = rf_dev_enter(d->device, &d->saved);
-    if (rc)
-        return refit_error_push(rc, "receiver %s: commit", r->id);
-    d->active = 1;
-    if (d->pinned != r->bufs.staging) {
+    if (d && d->pinned != r->bufs.staging) {
         rf_dev_unpin(d->pinned);
         d->pinned = NULL;
         /* Unpinned copies are still right, only slower: say so and go on. */
@@ -94,10 +89,34 @@ int rf_rcvdev_commit_start(refit_receiver_t *r)
             d->pinned = r->bufs.staging;
         refit_error_clear();
     }
+}
+
+int rf_rcvdev_commit_start(refit_receiver_t *r)
+{
+    struct rf_rcvdev *d = r->dev;
+    if (!d || !any_device(r))
+        return 0;
+    int rc = rf_dev_enter(d->device, &d->saved);
+    if (rc)
+        return refit_error_push(rc, "receiver %s: commit", r->id);
+    d->active = 1;
+    /* A pull whose deltas were applied on the device left the version in
+     * the device mirror (delta_rcvdev.c), laid out as staging: copied from
+     * there, device to device. */
+    const char *image = rf_rcvdelta_dev_image(r);
+    if (!image)
+        rf_rcvdev_pin_staging(r);
     for (size_t i = 0; !rc && i < r->dests.n; i++) {
         struct rf_dst *x = &r->dests.d[i];
         if (!x->ptr || x->memtype != REFIT_MEM_CUDA)
             continue;
+        if (image) {
+            if (x->nbytes)
+                rc = rf_dcopy_post2d(d->cp, x->ptr, x->nbytes, image + x->staging_off, x->nbytes, x->nbytes, 1);
+            if (rc)
+                refit_error_push(rc, "receiver %s: committing '%s' from the device mirror", r->id, x->name);
+            continue;
+        }
         const char *from = (const char *)r->bufs.staging + x->staging_off;
         for (size_t off = 0; !rc && off < x->nbytes; off += H2D_CHUNK) {
             size_t ev, n = x->nbytes - off < H2D_CHUNK ? x->nbytes - off : H2D_CHUNK;
@@ -128,12 +147,37 @@ void rf_rcvdev_unpin(refit_receiver_t *r)
     }
 }
 
+void rf_rcvdev_pin_scratch(refit_receiver_t *r)
+{
+    struct rf_rcvdev *d = r->dev;
+    if (!d || d->pinned_scratch == r->bufs.scratch || r->bufs.scratch_dev)
+        return;
+    rf_rcvdev_unpin_scratch(r);
+    if (!r->bufs.scratch || !r->bufs.scratch_len)
+        return;
+    if (rf_dev_pin(r->bufs.scratch, r->bufs.scratch_len, "receiver: scratch"))
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: %s (copies to the device run unpinned)", r->id,
+                  refit_error_message());
+    else
+        d->pinned_scratch = r->bufs.scratch;
+    refit_error_clear();
+}
+
+void rf_rcvdev_unpin_scratch(refit_receiver_t *r)
+{
+    if (r->dev && r->dev->pinned_scratch) {
+        rf_dev_unpin(r->dev->pinned_scratch);
+        r->dev->pinned_scratch = NULL;
+    }
+}
+
 void rf_rcvdev_destroy(refit_receiver_t *r)
 {
     if (!r->dev)
         return;
     rf_rcvdev_commit_wait(r);
     rf_rcvdev_unpin(r);
+    rf_rcvdev_unpin_scratch(r);
     rf_dcopy_destroy(r->dev->cp);
     if (r->dev->q) {
         int saved = -1;

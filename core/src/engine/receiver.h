@@ -437,6 +437,10 @@ int rf_rcvdelta_whole(refit_receiver_t *r, struct refit_pull_stats *st);
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
 void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc);
 void rf_rcvdelta_destroy(refit_receiver_t *r);
+/* The device mirror holding the last pull, laid out as staging, when its
+ * deltas were applied on the device (delta_rcvdev.c): the commit copies
+ * the CUDA destinations from it; NULL otherwise. */
+const void *rf_rcvdelta_dev_image(const refit_receiver_t *r);
 /* Push mode with deltas (push_rcv.c): before advertising V, the requests
  * to put in the advert (per source whose delta of V was made from what the
  * mirror holds; drop: per plan descriptor, not sent as raw bytes); after
