@@ -468,59 +468,76 @@ int refit_source_check(refit_store_t *s, const char *sid, int64_t stale_after_ms
     return 0;
 }
 
-/* Item i of a source check read back: its verdict from the record at
- * it[2i] and the heartbeat at it[2i+1]. */
-static void check_item(struct refit_source_check *c, struct refit_store_get_item *it, uint64_t now,
-                       int64_t stale_after_ms)
+/* A source check read back: its verdict from the record at rec and the
+ * heartbeat at hb (NULL: not read, seen_hb_ms stands for it). */
+static void check_item(struct refit_source_check *c, struct refit_store_get_item *rec,
+                       struct refit_store_get_item *hbk, uint64_t now, int64_t stale_after_ms)
 {
-    uint64_t hb = 0;
+    uint64_t hb = hbk ? 0 : c->seen_hb_ms;
     c->rec = NULL;
     c->stale = false;
-    c->status = it[0].status;
-    if (!c->status && refit_record_decode(it[0].val, it[0].len, it[0].key, &c->rec))
+    c->status = rec->status;
+    if (!c->status && refit_record_decode(rec->val, rec->len, rec->key, &c->rec))
         c->status = REFIT_EPROTO;
-    if (!c->status && record_matches_key(c->rec, c->id, it[0].key))
+    if (!c->status && record_matches_key(c->rec, c->id, rec->key))
         c->status = REFIT_EPROTO;
-    if (!c->status && it[1].status == 0 && refit_heartbeat_decode(it[1].val, it[1].len, it[1].key, &hb))
+    if (!c->status && hbk && hbk->status == 0 && refit_heartbeat_decode(hbk->val, hbk->len, hbk->key, &hb))
         c->status = REFIT_EPROTO;
     if (c->status) {
         free(c->rec);
         c->rec = NULL;
     } else {
         c->stale = refit_record_is_stale(c->rec, hb, now, stale_after_ms);
+        if (hb > c->rec->heartbeat_ms)
+            c->rec->heartbeat_ms = hb;
     }
+}
+
+/* Whether source check c must read the heartbeat key (see catalog.h). */
+static int needs_heartbeat(const struct refit_source_check *c, uint64_t now, int64_t stale_after_ms)
+{
+    return !c->seen_hb_ms || now < c->seen_hb_ms || now - c->seen_hb_ms >= (uint64_t)stale_after_ms / 2;
 }
 
 int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
                             struct refit_store_get_item *extra, size_t n_extra)
 {
-    size_t m = 2 * n + n_extra;
+    uint64_t now = refit_time_ms();
+    size_t m = 2 * n + n_extra, k = 0;
     struct refit_store_get_item *it = calloc(m ? m : 1, sizeof(*it));
     char (*keys)[REFIT_STORE_MAX_KEY + 1] = calloc(n ? 2 * n : 1, REFIT_STORE_MAX_KEY + 1);
-    int rc = it && keys ? 0 : REFIT_ENOMEM;
+    /* hb[i]: where source i's heartbeat is in it (0: not read) */
+    size_t *hb = calloc(n ? n : 1, sizeof(*hb));
+    int rc = it && keys && hb ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n; i++) {
         rc = refit_key_source(keys[2 * i], c[i].id);
-        if (!rc)
+        it[k++].key = keys[2 * i];
+        if (!rc && needs_heartbeat(&c[i], now, stale_after_ms)) {
             rc = refit_key_heartbeat(keys[2 * i + 1], c[i].id);
-        it[2 * i].key = keys[2 * i];
-        it[2 * i + 1].key = keys[2 * i + 1];
+            hb[i] = k;
+            it[k++].key = keys[2 * i + 1];
+        }
+    }
+    size_t first_extra = k;
+    for (size_t i = 0; !rc && i < n_extra; i++)
+        it[k++].key = extra[i].key;
+    if (!rc)
+        rc = refit_store_get_many(s, it, k);
+    now = refit_time_ms();
+    for (size_t i = 0, at = 0; !rc && i < n; i++) {
+        check_item(&c[i], &it[at], hb[i] ? &it[hb[i]] : NULL, now, stale_after_ms);
+        at += hb[i] ? 2 : 1;
     }
     for (size_t i = 0; !rc && i < n_extra; i++)
-        it[2 * n + i].key = extra[i].key;
-    if (!rc)
-        rc = refit_store_get_many(s, it, m);
-    uint64_t now = refit_time_ms();
-    for (size_t i = 0; !rc && i < n; i++)
-        check_item(&c[i], &it[2 * i], now, stale_after_ms);
-    for (size_t i = 0; !rc && i < n_extra; i++)
-        extra[i] = it[2 * n + i];
-    for (size_t i = 0; it && i < 2 * n; i++)
+        extra[i] = it[first_extra + i];
+    for (size_t i = 0; it && i < first_extra; i++)
         free(it[i].val);
     if (rc)
-        for (size_t i = 0; it && i < n_extra; i++)
-            free(it[2 * n + i].val);
+        for (size_t i = first_extra; it && i < k; i++)
+            free(it[i].val);
     free(it);
     free(keys);
+    free(hb);
     if (!rc)
         refit_error_clear(); /* per-item messages: the statuses say it */
     return rc;

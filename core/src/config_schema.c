@@ -64,7 +64,7 @@ static const struct refit_cfg_field refit_fields[] = {
     {"device_program", REFIT_CFG_BOOL, "true", 0, -1, NULL,
      "resident pulls from mapped peers (cuda_ipc) run as one kernel over a tile table (docs/cuda.md)"},
     {"receivers", REFIT_CFG_INT, "1", 0, 1000000, NULL, "receivers wait_released waits for"},
-    {"push_streams", REFIT_CFG_INT, "4", 1, 1024, NULL,
+    {"push_streams", REFIT_CFG_INT, "8", 1, 1024, NULL,
      "push: receivers a publisher writes into at once (docs/scale.md; refit sim --push-streams)"},
     {"delta.enabled", REFIT_CFG_BOOL, "false", 0, -1, NULL,
      "publish each version's exact delta against the last; receivers holding that version apply it (docs/delta.md)"},

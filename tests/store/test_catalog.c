@@ -396,6 +396,26 @@ START_TEST(store_rules)
     OK(refit_source_check(f.s, r.source_id, 30000, &got, &stale));
     ck_assert(!stale);
     free(got);
+    /* A heartbeat seen less than half of stale_after ago is not read
+     * again (a fence after discovery): a heartbeat key that would not
+     * decode goes unnoticed then, and is read (and refused) when the one
+     * seen is older, or none was. */
+    char hbk[REFIT_STORE_MAX_KEY + 1];
+    OK(refit_key_heartbeat(hbk, r.source_id));
+    OK(refit_store_put(f.s, hbk, "?", 1));
+    uint64_t now = refit_time_ms();
+    struct refit_source_check sc[3] = {{.id = r.source_id, .seen_hb_ms = now},
+                                       {.id = r.source_id, .seen_hb_ms = now - 20000},
+                                       {.id = r.source_id}};
+    OK(refit_source_check_many(f.s, sc, 3, 30000, NULL, 0));
+    ck_assert_int_eq(sc[0].status, 0);
+    ck_assert(!sc[0].stale);
+    ck_assert_uint_ge(sc[0].rec->heartbeat_ms, now); /* the latest heartbeat known */
+    ck_assert_int_eq(sc[1].status, REFIT_EPROTO);
+    ck_assert_int_eq(sc[2].status, REFIT_EPROTO);
+    for (int i = 0; i < 3; i++)
+        free(sc[i].rec);
+    OK(refit_heartbeat_put(f.s, r.source_id, 5, 30000));
     size_t deleted;
     OK(refit_versions_retain(f.s, 5, 2, &deleted));
     ck_assert_uint_eq(deleted, 6); /* versions 1..3: a record and an ack each */

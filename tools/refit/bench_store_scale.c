@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -230,11 +231,30 @@ static void *worker(void *arg)
 {
     struct job *j = arg;
     for (int i = j->t; i < j->n && !j->s->errors; i += j->nt) {
+        double t0 = cli_now();
         int rc = j->fn(j->s, i);
+        j->s->lat[i] = cli_now() - t0;
         if (rc)
             fail(j->s, rc, j->what, i);
     }
     return NULL;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* This process's CPU seconds (user + system) and context switches: the
+ * clients' own work, which a cluster spreads over its hosts. */
+static void self_usage(double *cpu, double *csw)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+    *csw = (double)ru.ru_nvcsw + (double)ru.ru_nivcsw;
 }
 
 static uint64_t round_trips(refit_store_t **h, int n)
@@ -250,23 +270,46 @@ static int phase(struct ss *s, const char *what, ss_fn fn, int n, refit_store_t 
     struct counters a, b;
     ss_counters(s, &a);
     uint64_t rt0 = round_trips(h, n);
-    pthread_t th[64];
-    struct job jb[64];
-    double t0 = cli_now();
-    for (int t = 0; t < s->o.threads; t++) {
-        jb[t] = (struct job){s, fn, n, t, s->o.threads, what};
-        pthread_create(&th[t], NULL, worker, &jb[t]);
+    int nt = s->o.threads < n ? s->o.threads : n;
+    pthread_t *th = calloc((size_t)nt, sizeof(*th));
+    struct job *jb = calloc((size_t)nt, sizeof(*jb));
+    if (!th || !jb) {
+        free(th);
+        free(jb);
+        return REFIT_ENOMEM;
     }
-    for (int t = 0; t < s->o.threads; t++)
+    /* Small stacks: --threads may give every participant its own. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256u << 10);
+    double cpu0, csw0, cpu1, csw1;
+    self_usage(&cpu0, &csw0);
+    double t0 = cli_now();
+    int started = 0;
+    for (int t = 0; t < nt; t++) {
+        jb[t] = (struct job){s, fn, n, t, nt, what};
+        if (pthread_create(&th[t], &attr, worker, &jb[t])) {
+            fail(s, REFIT_ENOMEM, "starting thread", t); /* the started ones stop at the error */
+            break;
+        }
+        started++;
+    }
+    for (int t = 0; t < started; t++)
         pthread_join(th[t], NULL);
     double dt = cli_now() - t0;
+    self_usage(&cpu1, &csw1);
+    pthread_attr_destroy(&attr);
+    free(th);
+    free(jb);
     ss_counters(s, &b);
     uint64_t rt = round_trips(h, n) - rt0;
     if (s->errors)
         return refit_error_set(REFIT_EIO, "%s", s->err);
     double calls = b.calls - a.calls, bytes = (b.in_bytes - a.in_bytes) + (b.out_bytes - a.out_bytes);
-    printf("v%-3llu %-9s %6d %9.3f %9.3f %11.0f %11.1f %12.2f %11.2f %11.1f\n", (unsigned long long)s->version, what,
-           n, dt, b.cpu - a.cpu, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
+    qsort(s->lat, (size_t)n, sizeof(*s->lat), cmp_dbl);
+    printf("v%-3llu %-9s %6d %9.3f %9.3f %9.3f %8.0f %7.2f %7.2f %9.0f %7.1f %10.2f %9.2f %6.1f\n",
+           (unsigned long long)s->version, what, n, dt, b.cpu - a.cpu, cpu1 - cpu0, (csw1 - csw0) / n,
+           s->lat[n / 2] * 1e3, s->lat[n - 1] * 1e3, calls, calls / n, bytes / 1e6, bytes / n / 1e3, (double)rt / n);
     /* REFIT_BENCH_COMMANDS=1: where the server's time went, per command */
     const char *env = getenv("REFIT_BENCH_COMMANDS");
     for (int i = 0; env && *env == '1' && i < b.n_cmd; i++) {
@@ -288,7 +331,8 @@ static int open_handles(struct ss *s)
     s->rcv = calloc((size_t)s->o.receivers, sizeof(*s->rcv));
     s->held = calloc((size_t)s->o.receivers * (size_t)(s->o.t_tp * s->o.t_ep), 1);
     s->cursor = calloc((size_t)s->o.receivers, sizeof(*s->cursor));
-    if (!s->pub || !s->rcv || !s->held || !s->cursor)
+    s->lat = calloc((size_t)(s->o.receivers > s->o.publishers ? s->o.receivers : s->o.publishers), sizeof(double));
+    if (!s->pub || !s->rcv || !s->held || !s->cursor || !s->lat)
         return REFIT_ENOMEM;
     int rc = 0;
     for (int p = 0; !rc && p < s->o.publishers; p++)
@@ -311,7 +355,8 @@ static const struct cli_opt ss_table[] = {
     {"--receivers", NULL, CLI_INT, "N", 1, 8192, NULL, NULL, AT(o.receivers), "receivers (default 1024)"},
     {"--publishers", NULL, CLI_INT, "P", 1, 4096, NULL, NULL, AT(o.publishers),
      "publishers, a multiple of the trainer's tp (default 256)"},
-    {"--threads", NULL, CLI_INT, "T", 1, 64, NULL, NULL, AT(o.threads), "threads driving them (default 8)"},
+    {"--threads", NULL, CLI_INT, "T", 1, 8192, NULL, NULL, AT(o.threads),
+     "threads driving them (default 8; as many as participants: each its own)"},
     {"--cycles", NULL, CLI_INT, "K", 1, 100, NULL, NULL, AT(o.cycles), "cycles (default 3)"},
     {"--model", NULL, CLI_STR, "YAML", 0, 0, NULL, NULL, AT(o.model),
      "the model (default configs/models/qwen3-235b-a22b.yaml)"},
@@ -326,6 +371,9 @@ static const struct cli_opt ss_table[] = {
      "(default store)"},
     {"--watch", NULL, CLI_STR, "members|sources", 0, 0, NULL, NULL, AT(o.watch),
      "what a receiver's discovery watches: members/ (a key per source, the engine) or sources/ (every record)"},
+    {"--fence", NULL, CLI_STR, "records|heartbeats", 0, 0, NULL, NULL, AT(o.fence),
+     "the fence reads the records alone while discovery's heartbeats are young (records, the engine) or every "
+     "heartbeat again (heartbeats)"},
     {"--records", NULL, CLI_STR, "plan|all", 0, 0, NULL, NULL, AT(o.records),
      "a warm receiver reads the records of the sources its plan reads (plan, the engine) or every one (all)"},
 };
@@ -364,6 +412,9 @@ static int parse(struct ss_opts *o, int argc, char **argv)
         rc = refit_error_set(REFIT_EINVAL, "--records %s: expected plan or all", c.o.records);
     if (!rc && c.o.watch && strcmp(c.o.watch, "members") && strcmp(c.o.watch, "sources"))
         rc = refit_error_set(REFIT_EINVAL, "--watch %s: expected members or sources", c.o.watch);
+    if (!rc && c.o.fence && strcmp(c.o.fence, "records") && strcmp(c.o.fence, "heartbeats"))
+        rc = refit_error_set(REFIT_EINVAL, "--fence %s: expected records or heartbeats", c.o.fence);
+    c.o.fence_heartbeats = c.o.fence && !strcmp(c.o.fence, "heartbeats");
     c.o.watch_sources = c.o.watch && !strcmp(c.o.watch, "sources");
     c.o.sums_transport = c.o.sums && !strcmp(c.o.sums, "transport");
     c.o.records_all = c.o.records && !strcmp(c.o.records, "all");
@@ -382,6 +433,7 @@ static void ss_free(struct ss *s)
     free(s->rcv);
     free(s->held);
     free(s->cursor);
+    free(s->lat);
     for (int k = 0; s->cat_enc && k < s->n_cat; k++)
         free(s->cat_enc[k]);
     free(s->cat_enc);
@@ -432,8 +484,8 @@ static int run(struct ss *s)
     printf("refit bench store-scale: %d publishers (trainer tp %d ep %d: %d distinct catalogs, %.2f MB in all), "
            "%d receivers, %d threads, redis-server on 127.0.0.1:%d\n\n",
            s->o.publishers, s->o.t_tp, s->o.t_ep, distinct, cat_bytes / 1e6, s->o.receivers, s->o.threads, s->port);
-    printf("%-4s %-9s %6s %9s %9s %11s %11s %12s %11s %11s\n", "v", "phase", "who", "seconds", "redis cpu",
-           "commands", "per who", "MB", "KB per who", "RT per who");
+    printf("%-4s %-9s %6s %9s %9s %9s %8s %7s %7s %9s %7s %10s %9s %6s\n", "v", "phase", "who", "seconds",
+           "redis cpu", "client cpu", "csw/who", "p50 ms", "max ms", "commands", "per who", "MB", "KB/who", "RT/who");
     for (int c = 1; !rc && c <= s->o.cycles; c++) {
         s->version = (uint64_t)c;
         rc = phase(s, "publish", ss_publish_one, s->o.publishers, s->pub);
@@ -445,7 +497,10 @@ static int run(struct ss *s)
             rc = phase(s, "lease", ss_lease_one, s->o.receivers, s->rcv);
     }
     printf("(seconds: wall time of the phase, every participant's client work included; redis cpu: the server's "
-           "CPU seconds in it, INFO used_cpu_user + used_cpu_sys; "
+           "CPU seconds in it, INFO used_cpu_user + used_cpu_sys; client cpu: this process's CPU seconds in it (every "
+           "participant's refit code, hiredis, the threads), which a cluster spends on its own hosts; csw/who: context "
+           "switches of this process per participant; p50/max ms: one participant's part, from its first store call "
+           "to its last (queueing behind the other participants on these cores included); "
            "commands: Redis commands executed, INFO commandstats; MB: bytes into and out of Redis; RT: store round "
            "trips, one per plugin call; warm cycles are v >= 2; a plan reads %d sources: warm, %s, %s, and "
            "fences those sources)\n\n",

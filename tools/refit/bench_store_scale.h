@@ -20,6 +20,8 @@ struct ss_opts {
     int sums_transport; /* --sums transport: no checksum in the store */
     const char *watch;  /* --watch members|sources */
     int watch_sources;  /* --watch sources: a receiver watches every record (before members/) */
+    const char *fence;    /* --fence records|heartbeats */
+    int fence_heartbeats; /* --fence heartbeats: the fence reads every heartbeat again (before fence.c kept discovery's) */
     int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
 };
 
@@ -41,6 +43,7 @@ struct ss {
     size_t **seg_len;  /* their lengths */
     uint8_t *held; /* receivers x n_cat: catalog already fetched */
     uint64_t *cursor; /* receivers: the watch of sources/ */
+    double *lat;      /* participants: seconds of the last phase's part */
     uint64_t version;
     int errors;
     char err[512];

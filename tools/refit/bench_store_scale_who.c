@@ -65,9 +65,12 @@ int ss_publish_one(struct ss *s, int p)
 }
 
 /* Every source's record and heartbeat in one read (the engine's
- * refit_source_check_many), with `extra` keys in the same round trip. */
+ * refit_source_check_many), with `extra` keys in the same round trip.
+ * hb (by publisher, may be NULL): the heartbeats seen, kept from
+ * discovery for the fence, which then reads the records alone while they
+ * are young (fence.c). */
 static int check_sources(refit_store_t *st, int n, const int *which, struct refit_store_get_item *extra,
-                         size_t n_extra)
+                         size_t n_extra, uint64_t *hb, int use_hb)
 {
     struct refit_source_check *c = calloc((size_t)n, sizeof(*c));
     char (*ids)[32] = calloc((size_t)n, 32);
@@ -75,12 +78,15 @@ static int check_sources(refit_store_t *st, int n, const int *which, struct refi
     for (int i = 0; !rc && i < n; i++) {
         snprintf(ids[i], 32, "trainer-%d", which ? which[i] : i);
         c[i].id = ids[i];
+        c[i].seen_hb_ms = hb && use_hb ? hb[which ? which[i] : i] : 0;
     }
     if (!rc)
         rc = refit_source_check_many(st, c, (size_t)n, 30000, extra, n_extra);
     for (int i = 0; c && i < n; i++) {
         if (!rc && c[i].status)
             rc = refit_error_set(c[i].status, "source %s: %s", ids[i], refit_strerror(c[i].status));
+        if (!rc && hb)
+            hb[which ? which[i] : i] = c[i].rec->heartbeat_ms;
         free(c[i].rec);
     }
     free(c);
@@ -119,6 +125,7 @@ int ss_receive_one(struct ss *s, int q)
     /* The checksum segments of the sources the plan reads: seg_share of
      * each one's segments (sums.h), rotated by receiver. */
     int *src = calloc((size_t)nr, sizeof(int));
+    uint64_t *hb = calloc((size_t)n, sizeof(*hb));
     size_t n_keys = 0;
     for (int i = 0; src && i < nr; i++) {
         /* The sources a plan reads are spread over the ranks. */
@@ -128,7 +135,7 @@ int ss_receive_one(struct ss *s, int q)
     }
     struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
     char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
-    if (!rc && (!it || !kb || !src))
+    if (!rc && (!it || !kb || !src || !hb))
         rc = REFIT_ENOMEM;
     size_t m = 0;
     for (int i = 0; !rc && !s->o.sums_transport && i < nr; i++) {
@@ -143,9 +150,9 @@ int ss_receive_one(struct ss *s, int q)
     /* Warm, with the set of sources unchanged: only the records of the
      * sources the cached plan reads (discover.c). */
     if (!rc && warm && !s->o.records_all)
-        rc = check_sources(st, nr, src, it, m);
+        rc = check_sources(st, nr, src, it, m, hb, 0);
     else if (!rc)
-        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0);
+        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0, hb, 0);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
         uint8_t *held = &s->held[(size_t)q * s->n_cat + k];
@@ -166,8 +173,9 @@ int ss_receive_one(struct ss *s, int q)
     free(it);
     free(kb);
     if (!rc) /* the fence: the records of the sources the plan read (fence.c) */
-        rc = check_sources(st, nr, src, NULL, 0);
+        rc = check_sources(st, nr, src, NULL, 0, hb, !s->o.fence_heartbeats);
     free(src);
+    free(hb);
     char id[32];
     snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
     if (!rc)

@@ -126,7 +126,8 @@ int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint
 }
 
 /* Every source the pull read from, in one round trip (one read of their
- * records and heartbeats).  A source the plan reads nothing of cannot
+ * records, and of their heartbeats unless discovery read them less than
+ * half of refit.stale_after ago).  A source the plan reads nothing of cannot
  * have changed what landed, so it is not fenced: at 256 trainer ranks a
  * receiver reads from a few. */
 int rf_fence_sources(refit_receiver_t *r, uint64_t v)
@@ -139,9 +140,12 @@ int rf_fence_sources(refit_receiver_t *r, uint64_t v)
         free(si);
         return REFIT_ENOMEM;
     }
+    /* The heartbeats read at discovery stand while young (catalog.h):
+     * a warm fence reads the records alone. */
     for (size_t i = 0; i < r->disc.n_src; i++)
         if (!r->plan.have || r->plan.plan.bytes_per_source[i]) {
             si[n] = i;
+            c[n].seen_hb_ms = r->disc.src[i].rec->heartbeat_ms;
             c[n++].id = r->disc.src[i].id;
         }
     int rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, NULL, 0);

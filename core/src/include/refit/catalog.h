@@ -219,13 +219,22 @@ int refit_source_check(refit_store_t *s, const char *source_id, int64_t stale_af
  * round trip (one get_many).  Per item: status 0 with rec (freed by the
  * caller with free) and stale, or REFIT_ENOENT (no record: withdrawn) or
  * REFIT_EPROTO (a record that does not decode or names another source).
- * extra items as refit_store_get_many leaves them.  Returns an error of
- * the whole read only. */
+ * rec->heartbeat_ms is the latest heartbeat known: the record's, its
+ * heartbeat key's or seen_hb_ms.  extra items as refit_store_get_many
+ * leaves them.  Returns an error of the whole read only.
+ *
+ * seen_hb_ms (in, 0: none) is a heartbeat time already read for this
+ * source (a fence after discovery): while it is younger than half of
+ * stale_after, the heartbeat key is not read again, since a heartbeat only
+ * moves forward and its key lives stale_after past its last write, so
+ * reading it could only say "fresh" (half: a margin for the clocks of the
+ * publisher, the store and this host). */
 struct refit_source_check {
     const char *id; /* in */
     struct refit_source_record *rec;
     bool stale;
     int status;
+    uint64_t seen_hb_ms; /* in */
 };
 int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
                             struct refit_store_get_item *extra, size_t n_extra);
