@@ -7,8 +7,8 @@
  * catalog API (refit/store.h, refit/catalog.h):
  *
  *   publish   catalog (content-addressed: cas-if-absent once per handle),
- *             checksums (versions/V/sums/<id> and its segments
- *             versions/V/sums/<id>/<k>, one put_many; none with --sums
+ *             checksums (the segments versions/V/sums/<id>/<k>, one
+ *             put_many; none with --sums
  *             transport, where they travel in the source's table over the
  *             transport, pub_sums.c), record (sources/ and
  *             versions/V/sources/, one pipelined put), heartbeat;
@@ -78,7 +78,6 @@ struct ss {
     void **cat_enc;
     size_t *cat_len;
     struct refit_hash128 *cat_hash;
-    size_t *sums_len;
     size_t *n_seg;     /* checksum segments per position (sums.h, from the catalog) */
     size_t **seg_len;  /* their lengths */
     uint8_t *held; /* receivers x n_cat: catalog already fetched */
@@ -176,12 +175,11 @@ static int make_catalogs(struct ss *s)
     s->n_cat = s->o.t_tp * s->o.t_ep;
     s->cat_enc = calloc((size_t)s->n_cat, sizeof(void *));
     s->cat_len = calloc((size_t)s->n_cat, sizeof(size_t));
-    s->sums_len = calloc((size_t)s->n_cat, sizeof(size_t));
     s->cat_hash = calloc((size_t)s->n_cat, sizeof(*s->cat_hash));
     s->present = calloc((size_t)s->n_cat, 1);
     s->n_seg = calloc((size_t)s->n_cat, sizeof(size_t));
     s->seg_len = calloc((size_t)s->n_cat, sizeof(size_t *));
-    if (!rc && (!s->cat_enc || !s->cat_len || !s->sums_len || !s->cat_hash || !s->present || !s->n_seg ||
+    if (!rc && (!s->cat_enc || !s->cat_len || !s->cat_hash || !s->present || !s->n_seg ||
                 !s->seg_len))
         rc = REFIT_ENOMEM;
     for (int p = 0; !rc && p < s->o.publishers; p++)
@@ -207,7 +205,7 @@ static int make_catalogs(struct ss *s)
         uint32_t reg = 0;
         if (!rc)
             rc = refit_catalog_add_region(c, total ? total : 1, &reg);
-        uint64_t off = 0, chunks = 0;
+        uint64_t off = 0;
         for (size_t t = 0; !rc && t < refit_layout_count(lay); t++) {
             const struct refit_layout_tensor *lt = refit_layout_at(lay, t);
             struct refit_cat_tensor ct = {.name = lt->name, .dtype = REFIT_DTYPE_BF16,
@@ -232,7 +230,7 @@ static int make_catalogs(struct ss *s)
             rc = refit_catalog_encode(c, &s->cat_enc[k], &s->cat_len[k]);
         if (!rc)
             refit_hash128_of(s->cat_enc[k], s->cat_len[k], &s->cat_hash[k]);
-        /* The whole blob and its segments, sized from the catalog (sums.h). */
+        /* The checksum segments, sized from the catalog (sums.h). */
         uint64_t *want = NULL;
         uint32_t *seg = NULL;
         if (!rc)
@@ -241,14 +239,12 @@ static int make_catalogs(struct ss *s)
             rc = REFIT_ENOMEM;
         size_t nt = rc ? 0 : refit_layout_count(lay);
         for (size_t t = 0; t < nt; t++) {
-            chunks += 2 + want[t];
             s->seg_len[k][seg[t]] += 8 * (2 + want[t]);
         }
         for (size_t j = 0; !rc && j < s->n_seg[k]; j++)
             s->seg_len[k][j] += 64;
         free(want);
         free(seg);
-        s->sums_len[k] = 48 + 8 * chunks;
         refit_catalog_destroy(c);
         refit_layout_destroy(lay);
     }
@@ -277,9 +273,9 @@ static int publish_one(struct ss *s, int p)
     (void)key;
     struct refit_hash128 h;
     rc = refit_catalog_publish(st, s->cat_enc[k], s->cat_len[k], &h, NULL);
-    /* The whole blob and its segments in one round trip (publisher.c);
-     * with the table over the transport, none (no delta stage here). */
-    size_t ns = s->n_seg[k], big = s->sums_len[k];
+    /* The checksum segments in one round trip (publisher.c); with the
+     * table over the transport, none (no delta stage here). */
+    size_t ns = s->n_seg[k], big = 1;
     int table = s->o.sums_transport;
     for (size_t j = 0; j < ns; j++)
         big = s->seg_len[k][j] > big ? s->seg_len[k][j] : big;
@@ -288,15 +284,12 @@ static int publish_one(struct ss *s, int p)
     char (*sk)[REFIT_STORE_MAX_KEY + 1] = calloc(ns + 1, sizeof(*sk));
     if (!rc && (!sums || !pi || !sk))
         rc = REFIT_ENOMEM;
-    for (size_t j = 0; !rc && j <= ns; j++) {
-        if (j < ns)
-            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
-        else
-            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s", (unsigned long long)s->version, id);
-        pi[j] = (struct refit_store_put_item){sk[j], sums, j < ns ? s->seg_len[k][j] : s->sums_len[k], 0};
+    for (size_t j = 0; !rc && j < ns; j++) {
+        snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
+        pi[j] = (struct refit_store_put_item){sk[j], sums, s->seg_len[k][j], 0};
     }
-    if (!rc && !table)
-        rc = refit_store_put_many(st, pi, ns + 1);
+    if (!rc && !table && ns)
+        rc = refit_store_put_many(st, pi, ns);
     free(sums);
     free(pi);
     free(sk);
@@ -844,7 +837,6 @@ static void ss_free(struct ss *s)
         free(s->cat_enc[k]);
     free(s->cat_enc);
     free(s->cat_len);
-    free(s->sums_len);
     for (int k = 0; s->seg_len && k < s->n_cat; k++)
         free(s->seg_len[k]);
     free(s->seg_len);
