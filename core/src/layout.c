@@ -143,6 +143,28 @@ int rf_model_instances_ex(const refit_model_t *m, bool tied_copies, bool mtp, rf
 /* ------------------------------------------------------------------ */
 /* Building */
 
+void *rf_lay_alloc(refit_layout_t *lay, size_t n)
+{
+    return lay->arena ? rf_arena_alloc(lay->arena, n) : malloc(n ? n : 1);
+}
+
+static void lay_free(refit_layout_t *lay, void *p)
+{
+    if (!lay->arena)
+        free(p);
+}
+
+/* realloc, in the arena a copy (the old bytes stay until its reset). */
+static void *lay_grow(refit_layout_t *lay, void *p, size_t old, size_t n)
+{
+    if (!lay->arena)
+        return realloc(p, n);
+    void *q = rf_arena_alloc(lay->arena, n);
+    if (q && old)
+        memcpy(q, p, old);
+    return q;
+}
+
 /* XXH3 rather than a byte-at-a-time hash: a Kimi-K2 plan interns and
  * looks up about half a million names of ~50 bytes. */
 static uint64_t hash_str(const char *s)
@@ -153,16 +175,17 @@ static uint64_t hash_str(const char *s)
 static int hash_grow(refit_layout_t *lay)
 {
     size_t cap = lay->hash_cap ? lay->hash_cap * 2 : 256;
-    uint32_t *h = calloc(cap, sizeof(*h));
+    uint32_t *h = rf_lay_alloc(lay, cap * sizeof(*h));
     if (!h)
         return REFIT_ENOMEM;
+    memset(h, 0, cap * sizeof(*h));
     for (size_t i = 0; i < lay->n_src; i++) {
         size_t j = hash_str(lay->src[i].name) & (cap - 1);
         while (h[j])
             j = (j + 1) & (cap - 1);
         h[j] = (uint32_t)i + 1;
     }
-    free(lay->hash);
+    lay_free(lay, lay->hash);
     lay->hash = h;
     lay->hash_cap = cap;
     return 0;
@@ -190,7 +213,7 @@ static char *name_copy(refit_layout_t *lay, const char *name)
     struct rf_lay_block *b = lay->names;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > 60000 ? n : 60000;
-        b = malloc(sizeof(*b) + cap);
+        b = rf_lay_alloc(lay, sizeof(*b) + cap);
         if (!b)
             return NULL;
         b->next = lay->names;
@@ -214,7 +237,7 @@ int rf_lay_intern_src(refit_layout_t *lay, const char *name, int ndim, int64_t r
         return REFIT_ENOMEM;
     if (lay->n_src == lay->cap_src) {
         size_t cap = lay->cap_src ? lay->cap_src * 2 : 64;
-        struct refit_layout_src *s = realloc(lay->src, cap * sizeof(*s));
+        struct refit_layout_src *s = lay_grow(lay, lay->src, lay->n_src * sizeof(*s), cap * sizeof(*s));
         if (!s)
             return REFIT_ENOMEM;
         lay->src = s;
@@ -253,10 +276,10 @@ int rf_lay_add_piece(refit_layout_t *lay, uint32_t src, int64_t sr, int64_t sc, 
     }
     if (lay->n_pieces == lay->cap_pieces) {
         size_t cap = lay->cap_pieces ? lay->cap_pieces * 2 : 256;
-        struct refit_layout_piece *n = realloc(lay->pieces, cap * sizeof(*n));
+        struct refit_layout_piece *n = lay_grow(lay, lay->pieces, lay->n_pieces * sizeof(*n), cap * sizeof(*n));
         if (n)
             lay->pieces = n;
-        uint32_t *o = n ? realloc(lay->owner, cap * sizeof(*o)) : NULL;
+        uint32_t *o = n ? lay_grow(lay, lay->owner, lay->n_pieces * sizeof(*o), cap * sizeof(*o)) : NULL;
         if (!o)
             return REFIT_ENOMEM;
         lay->owner = o;
@@ -275,7 +298,8 @@ struct rf_lay_fparts *rf_lay_fparts_get(refit_layout_t *lay, struct ltensor *t)
         return &lay->fparts[t->fparts - 1];
     if (lay->n_fparts == lay->cap_fparts) {
         size_t cap = lay->cap_fparts ? lay->cap_fparts * 2 : 64;
-        struct rf_lay_fparts *n = cap < UINT32_MAX ? realloc(lay->fparts, cap * sizeof(*n)) : NULL;
+        struct rf_lay_fparts *n =
+            cap < UINT32_MAX ? lay_grow(lay, lay->fparts, lay->n_fparts * sizeof(*n), cap * sizeof(*n)) : NULL;
         if (!n)
             return NULL;
         lay->fparts = n;
@@ -292,11 +316,17 @@ int rf_lay_begin_tensor(refit_layout_t *lay, char *name, const struct refit_mode
 {
     if (!name)
         return REFIT_ENOMEM;
+    if (lay->arena) { /* the name joins the source names' blocks */
+        char *in = name_copy(lay, name);
+        free(name);
+        if (!(name = in))
+            return REFIT_ENOMEM;
+    }
     if (lay->n == lay->cap) {
         size_t cap = lay->cap ? lay->cap * 2 : 64;
-        struct ltensor *n = realloc(lay->t, cap * sizeof(*n));
+        struct ltensor *n = lay_grow(lay, lay->t, lay->n * sizeof(*n), cap * sizeof(*n));
         if (!n) {
-            free(name);
+            lay_free(lay, name);
             return REFIT_ENOMEM;
         }
         lay->t = n;
@@ -374,10 +404,10 @@ int rf_lay_finish(refit_layout_t *lay)
     for (size_t k = 1; k < lay->n_pieces && sorted; k++)
         sorted = lay->owner[k - 1] <= lay->owner[k];
     if (!sorted) {
-        struct refit_layout_piece *np = malloc((lay->n_pieces ? lay->n_pieces : 1) * sizeof(*np));
+        struct refit_layout_piece *np = rf_lay_alloc(lay, (lay->n_pieces ? lay->n_pieces : 1) * sizeof(*np));
         size_t *at = calloc(lay->n + 1, sizeof(*at));
         if (!np || !at) {
-            free(np);
+            lay_free(lay, np);
             free(at);
             return REFIT_ENOMEM;
         }
@@ -387,11 +417,11 @@ int rf_lay_finish(refit_layout_t *lay)
             lay->t[i].first = at[i];
         for (size_t k = 0; k < lay->n_pieces; k++)
             np[at[lay->owner[k]]++] = lay->pieces[k];
-        free(lay->pieces);
+        lay_free(lay, lay->pieces);
         free(at);
         lay->pieces = np;
         lay->cap_pieces = lay->n_pieces ? lay->n_pieces : 1;
-        free(lay->owner);
+        lay_free(lay, lay->owner);
         lay->owner = NULL;
     }
     for (size_t i = 0; i < lay->n; i++) {
@@ -435,6 +465,10 @@ void refit_layout_destroy(refit_layout_t *lay)
 {
     if (!lay)
         return;
+    if (lay->arena) { /* everything but the object is the arena's */
+        free(lay);
+        return;
+    }
     for (size_t i = 0; i < lay->n; i++)
         free((char *)lay->t[i].pub.name);
     for (struct rf_lay_block *b = lay->names, *next; b; b = next) {

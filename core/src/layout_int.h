@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "model_int.h"
 
 /* Parts of one destination: three per entry, or more when entries of one
@@ -50,6 +51,10 @@ struct refit_layout {
     /* the source names' bytes, in blocks (a trainer layout interns
      * thousands of names per plan: one allocation each was churn) */
     struct rf_lay_block *names;
+    /* where the arrays, blocks and tensor names live when the layout is
+     * one of many built and dropped together (NULL: malloc, freed with the
+     * layout) */
+    struct rf_arena *arena;
 };
 
 struct rf_lay_block {
@@ -72,6 +77,14 @@ static inline const struct rf_lay_fparts *rf_lay_fparts_of(const refit_layout_t 
 {
     return t->fparts ? &lay->fparts[t->fparts - 1] : NULL;
 }
+
+/* n bytes for the layout's arrays: from its arena when it has one (gone
+ * with the arena), else malloc'ed (freed with the layout). */
+void *rf_lay_alloc(refit_layout_t *lay, size_t n);
+/* refit_layout_trainer with the layout's memory in arena (NULL: malloc):
+ * the layout must be destroyed before the arena is reset. */
+int rf_layout_trainer_in(const refit_model_t *m, const struct refit_parallel *par,
+                         const struct refit_convert_opts *skip, struct rf_arena *arena, refit_layout_t **out);
 
 /* The source index of an HF tensor already interned; REFIT_ENOENT when none. */
 int rf_lay_find_src(const refit_layout_t *lay, const char *name, uint32_t *out);

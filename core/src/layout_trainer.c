@@ -241,16 +241,17 @@ static int megatron_count(void *arg, const struct refit_model_entry *e, int64_t 
 
 static int reserve(refit_layout_t *lay, size_t tensors, size_t parts)
 {
-    lay->t = malloc((tensors ? tensors : 1) * sizeof(*lay->t));
-    lay->pieces = malloc((parts ? parts : 1) * sizeof(*lay->pieces));
-    lay->owner = malloc((parts ? parts : 1) * sizeof(*lay->owner));
-    lay->src = malloc((parts ? parts : 1) * sizeof(*lay->src));
+    lay->t = rf_lay_alloc(lay, (tensors ? tensors : 1) * sizeof(*lay->t));
+    lay->pieces = rf_lay_alloc(lay, (parts ? parts : 1) * sizeof(*lay->pieces));
+    lay->owner = rf_lay_alloc(lay, (parts ? parts : 1) * sizeof(*lay->owner));
+    lay->src = rf_lay_alloc(lay, (parts ? parts : 1) * sizeof(*lay->src));
     size_t h = 256;
     while (h < 2 * (parts + 1))
         h *= 2;
-    lay->hash = calloc(h, sizeof(*lay->hash));
+    lay->hash = rf_lay_alloc(lay, h * sizeof(*lay->hash));
     if (!lay->t || !lay->pieces || !lay->owner || !lay->src || !lay->hash)
         return REFIT_ENOMEM;
+    memset(lay->hash, 0, h * sizeof(*lay->hash));
     lay->cap = tensors ? tensors : 1;
     lay->cap_pieces = parts ? parts : 1;
     lay->cap_src = parts ? parts : 1;
@@ -296,9 +297,20 @@ int refit_layout_megatron(const refit_model_t *m, const struct refit_megatron_ra
     return refit_layout_megatron_pp(m, r, NULL, skip, out);
 }
 
+static int megatron_in(const refit_model_t *m, const struct refit_megatron_rank *r,
+                       const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                       struct rf_arena *arena, refit_layout_t **out);
+
 int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron_rank *r,
                              const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
                              refit_layout_t **out)
+{
+    return megatron_in(m, r, pp, skip, NULL, out);
+}
+
+static int megatron_in(const refit_model_t *m, const struct refit_megatron_rank *r,
+                       const struct refit_megatron_pp *pp, const struct refit_convert_opts *skip,
+                       struct rf_arena *arena, refit_layout_t **out)
 {
     struct refit_megatron_pp one = {1, 0, 1, NULL};
     if (!pp)
@@ -321,6 +333,7 @@ int refit_layout_megatron_pp(const refit_model_t *m, const struct refit_megatron
         free(c.start);
         return REFIT_ENOMEM;
     }
+    lay->arena = arena;
     c.lay = lay;
     /* the count covers every stage: at most pp times what this one needs */
     struct mcount cnt = {m, r->ep, 0, 0};
@@ -423,6 +436,14 @@ static int psize(int v)
 int refit_layout_trainer(const refit_model_t *m, const struct refit_parallel *par,
                          const struct refit_convert_opts *skip, refit_layout_t **out)
 {
+    return rf_layout_trainer_in(m, par, skip, NULL, out);
+}
+
+/* FSDP layouts stay malloc'ed: they are built one per source, not by the
+ * thousand. */
+int rf_layout_trainer_in(const refit_model_t *m, const struct refit_parallel *par,
+                         const struct refit_convert_opts *skip, struct rf_arena *arena, refit_layout_t **out)
+{
     if (!m || !par || !out)
         return refit_error_set(REFIT_EINVAL, "refit_layout_trainer: NULL argument");
     if (par->dp_rank < 0 || par->dp_rank >= psize(par->dp_size))
@@ -438,5 +459,5 @@ int refit_layout_trainer(const refit_model_t *m, const struct refit_parallel *pa
                                     .etp = psize(par->etp_size), .tp_rank = par->tp_rank,
                                     .ep_rank = par->ep_rank, .etp_rank = par->etp_rank};
     struct refit_megatron_pp pp = {psize(par->pp_size), par->pp_rank, psize(par->vp_size), par->pp_layers};
-    return refit_layout_megatron_pp(m, &r, &pp, skip, out);
+    return megatron_in(m, &r, &pp, skip, arena, out);
 }

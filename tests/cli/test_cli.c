@@ -67,6 +67,23 @@ START_TEST(typo_suggests_command)
     ck_assert_int_eq(run(REFIT_BIN " plugns", out, sizeof(out)), 2);
     ck_has("unknown command 'plugns'");
     ck_has("did you mean 'plugins'?");
+    /* Two letters swapped is one edit: the one command meant, and no list. */
+    ck_assert_int_eq(run(REFIT_BIN " bnech", out, sizeof(out)), 2);
+    ck_has("did you mean 'bench'?");
+    ck_assert_msg(!strstr(out, "'demo'"), "a swap suggests unrelated commands:\n%s", out);
+    ck_assert_int_eq(run(REFIT_BIN " xyz", out, sizeof(out)), 2);
+    ck_assert_msg(!strstr(out, "did you mean"), "a word far from all commands gets a suggestion:\n%s", out);
+}
+END_TEST
+
+START_TEST(swapped_letters_suggest_the_same_length_option)
+{
+    /* "--modle" is one swap from "--model" and one deletion from "--mode":
+     * the swap, which keeps the length, is the likelier typo. */
+    ck_assert_int_eq(run(REFIT_BIN " demo --modle x", out, sizeof(out)), 2);
+    ck_has("did you mean '--model'?");
+    ck_assert_int_eq(run(REFIT_BIN " demo --mdoe x", out, sizeof(out)), 2);
+    ck_has("did you mean '--mode'?");
 }
 END_TEST
 
@@ -340,6 +357,7 @@ int main(void)
     tcase_set_timeout(tc, 120); /* per test: the newest run refit 20-50 times */
     tcase_add_test(tc, help_lists_commands);
     tcase_add_test(tc, typo_suggests_command);
+    tcase_add_test(tc, swapped_letters_suggest_the_same_length_option);
     tcase_add_test(tc, plugins_lists_and_rejects);
     tcase_add_test(tc, config_check_errors_name_the_place);
     tcase_add_test(tc, config_check_overrides_and_origins);

@@ -4,7 +4,8 @@
  * change density, encoded on the device and compared byte for byte with
  * rf_delta_encode_tensor (bytes and chunk lengths), applied on the device
  * and compared with the next version, and damaged deltas, which the device
- * must refuse (untouched destinations) exactly when the host refuses them.
+ * must refuse (untouched destinations) exactly when the host refuses them;
+ * and the device XXH3-64 (xxh3.cu) against the host's on random data.
  * Without CUDA it checks the ENOTSUP stubs; without a device it exits 77. */
 #include <check.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #ifdef REFIT_TEST_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include <xxhash.h>
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -276,6 +278,64 @@ START_TEST(test_bound)
 }
 END_TEST
 
+/* The device XXH3-64 (xxh3.cu) equals the host's XXH3_64bits on random
+ * bytes: every length 0..300 (the short paths and their edges), lengths
+ * about the 1 KiB block and 64-byte stripe edges, chunk-sized and odd
+ * lengths up to 200 KB, each at starts 0..7 bytes off alignment. */
+START_TEST(test_xxh3)
+{
+    const size_t cap = 1u << 20;
+    uint64_t s = 0x5eed1234abcdull;
+    uint8_t *h = malloc(cap);
+    ck_assert_ptr_nonnull(h);
+    for (size_t i = 0; i < cap; i++)
+        h[i] = (uint8_t)rnd(&s);
+    uint8_t *d = dev(cap);
+    up(d, h, cap);
+    enum { MAXN = 4096 };
+    struct rf_xxh3_span *sp = malloc(MAXN * sizeof(*sp));
+    uint64_t *want = malloc(MAXN * sizeof(*want)), *got = malloc(MAXN * sizeof(*got));
+    ck_assert(sp && want && got);
+    size_t n = 0;
+    static const uint64_t edge[] = {1023, 1024, 1025, 1087, 1088, 1089, 2047, 2048, 2049, 4096, 65535, 65536,
+                                    65537, 65536 + 63, 3 * 65536 + 10, 150000, 199999, 200000};
+    for (uint64_t len = 0; len <= 300; len++)
+        for (uint64_t a = 0; a < 8; a += 3) {
+            uint64_t off = (rnd(&s) % (cap - 400)) & ~(uint64_t)7;
+            sp[n] = (struct rf_xxh3_span){d + off + a, len};
+            want[n++] = XXH3_64bits(h + off + a, len);
+        }
+    for (size_t e = 0; e < sizeof(edge) / sizeof(edge[0]); e++)
+        for (uint64_t a = 0; a < 8; a++) {
+            uint64_t off = (rnd(&s) % (cap - edge[e] - 8)) & ~(uint64_t)7;
+            sp[n] = (struct rf_xxh3_span){d + off + a, edge[e]};
+            want[n++] = XXH3_64bits(h + off + a, edge[e]);
+        }
+    while (n < 2000) {
+        uint64_t len = 241 + rnd(&s) % 200000, off = rnd(&s) % (cap - len);
+        sp[n] = (struct rf_xxh3_span){d + off, len};
+        want[n++] = XXH3_64bits(h + off, len);
+    }
+    struct rf_xxh3_span *dsp = dev(n * sizeof(*sp));
+    uint64_t *dout = dev(n * sizeof(uint64_t));
+    up(dsp, sp, n * sizeof(*sp));
+    ck_assert_int_eq(rf_xxh3_cuda(NULL, dsp, n, dout), 0);
+    ck_assert_int_eq(cudaDeviceSynchronize(), cudaSuccess);
+    down(got, dout, n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(got[i] == want[i], "span %zu (%llu bytes, start %% 8 = %llu): device %016llx, host %016llx", i,
+                      (unsigned long long)sp[i].len, (unsigned long long)((uintptr_t)sp[i].p & 7),
+                      (unsigned long long)got[i], (unsigned long long)want[i]);
+    cudaFree(dsp);
+    cudaFree(dout);
+    cudaFree(d);
+    free(sp);
+    free(want);
+    free(got);
+    free(h);
+}
+END_TEST
+
 int main(void)
 {
     int n = 0;
@@ -287,6 +347,7 @@ int main(void)
     tcase_add_loop_test(tc, test_same_bytes, 0, (int)(sizeof(dens) / sizeof(dens[0])));
     tcase_add_test(tc, test_damaged);
     tcase_add_test(tc, test_bound);
+    tcase_add_test(tc, test_xxh3);
     suite_add_tcase(s, tc);
     /* cudaGetDeviceCount initialised CUDA here, and a CUDA context does not
      * survive fork (the child's first call fails "initialization error"):
@@ -307,6 +368,7 @@ START_TEST(test_stubs)
     ck_assert_int_eq(rf_delta_cuda_built(), 0);
     ck_assert_int_eq(rf_delta_cuda_create(NULL, &c), REFIT_ENOTSUP);
     ck_assert_int_eq(rf_delta_cuda_sync(c), REFIT_ENOTSUP);
+    ck_assert_int_eq(rf_xxh3_cuda(NULL, NULL, 1, NULL), REFIT_ENOTSUP);
     rf_delta_cuda_destroy(c);
 }
 END_TEST

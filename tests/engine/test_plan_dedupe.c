@@ -8,7 +8,7 @@
  * pipeline stages.  The digest itself must tell plans apart (the same
  * layout from 8 or from 16 ranks spreads reads differently).  With
  * refit.replicas > 1 engines of one layout choose different sources for
- * the same bytes. */
+ * the same bytes.  A receiver's later plans equal its first. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +86,35 @@ static struct refit_plan_info plan_with(const char *config_json, int dedupe, int
     refit_receiver_destroy(rcv);
     refit_context_destroy(ctx);
     return info;
+}
+
+/* One receiver (inference rank 0 of tp 2) planning the sources of each
+ * sets[k] (n[k] of them) in turn: a receiver's later plans reuse what its
+ * first built (arena.h), so they must not depend on what came before. */
+static void replan(const char *config_json, const struct refit_parallel *const *sets, const size_t *n, size_t k,
+                   struct refit_plan_info *out)
+{
+    char p[400], o_cfg[450], o_dir[450];
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(config_json, f);
+    fclose(f);
+    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", p);
+    snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
+    const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
+                         "model.target=vllm"};
+    refit_context_t *ctx = NULL;
+    refit_receiver_t *rcv = NULL;
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 2};
+    ck_assert_int_eq(refit_context_create(NULL, ovr, 6, &ctx), 0);
+    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "replan", &rcv), 0);
+    for (size_t i = 0; i < k; i++) {
+        out[i] = (struct refit_plan_info){.size = sizeof(out[i])};
+        ck_assert_int_eq(refit_receiver_plan_dry(rcv, sets[i], n[i], &out[i]), 0);
+    }
+    refit_receiver_destroy(rcv);
+    refit_context_destroy(ctx);
 }
 
 static struct refit_plan_info plan(const char *config_json, int dedupe, int rank, int dtp, int dep,
@@ -199,6 +228,25 @@ START_TEST(digest_tells_plans_apart)
 }
 END_TEST
 
+/* A receiver's first plan (layouts built in fresh memory) and its later
+ * ones (in memory the earlier plans used) are the same plan, whatever was
+ * planned in between; and each is the plan a fresh receiver makes. */
+START_TEST(replans_match_first_plans)
+{
+    struct refit_parallel *a = grid(2, 4, 16, 1), *b = grid(2, 2, 4, 0);
+    const struct refit_parallel *sets[] = {a, b, a, b};
+    size_t n[] = {16, 4, 16, 4};
+    struct refit_plan_info got[4];
+    replan(MOE, sets, n, 4, got);
+    struct refit_plan_info fa = plan(MOE, 1, 0, 2, 0, a, 16), fb = plan(MOE, 1, 0, 2, 0, b, 4);
+    ck_assert_msg(memcmp(fa.digest, fb.digest, 16) != 0, "the two source sets gave the same plan");
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(!memcmp(got[i].digest, (i % 2 ? fb : fa).digest, 16), "plan %d of one receiver differs", i);
+    free(a);
+    free(b);
+}
+END_TEST
+
 /* refit.replicas > 1: each engine of the layout reads each replicated
  * piece from the source the layout-wide spread gives it; the bytes kept
  * stay the same (the bytes pulled may not: rows fetched into scratch merge
@@ -239,6 +287,7 @@ int main(void)
     tcase_add_test(tc, fsdp_and_pipeline_copies);
     tcase_add_test(tc, digest_tells_plans_apart);
     tcase_add_test(tc, spread_across_engines);
+    tcase_add_test(tc, replans_match_first_plans);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;
 }

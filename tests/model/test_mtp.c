@@ -186,21 +186,45 @@ static const struct {
 };
 #define N_VLLM_MTP (sizeof(vllm_mtp) / sizeof(vllm_mtp[0]))
 
+/* One rank's conversion with and without MTP (files <stem>{,no}<r>) and
+ * the check that MTP only adds: the main model's tensors unchanged, plus
+ * exactly `n_mtp` tensors. */
+static void convert_pair(struct ck *k, const char *target, int r, const char *stem, size_t n_mtp, char *a,
+                         size_t na)
+{
+    char b[4200];
+    snprintf(a, na, "%s/%s%d.safetensors", tmp, stem, r);
+    snprintf(b, sizeof(b), "%s/%sno%d.safetensors", tmp, stem, r);
+    struct refit_convert_opts o = mtp_opts(target, 2, r, true);
+    ck_assert_msg(refit_convert_write(k->m, k->v, &o, a) == 0, "%s", refit_error_message());
+    o.include_mtp = false;
+    ck_assert_msg(refit_convert_write(k->m, k->v, &o, b) == 0, "%s", refit_error_message());
+    t_assert_subset(b, a, n_mtp);
+}
+
+/* No tensor of the MTP layer left under a name starting with one of
+ * `stale` (NULL-terminated), and no copy of the target model's embedding
+ * or head (the drafter shares them). */
+static void assert_no_stale(refit_st_file_t *f, int r, const char *const *stale, const char *engine)
+{
+    for (size_t i = 0; i < refit_st_count(f); i++) {
+        const char *n = refit_st_at(f, i)->name;
+        bool bad = (strstr(n, "embed_tokens") && strcmp(n, "model.embed_tokens.weight")) ||
+                   strstr(n, "shared_head.head");
+        for (const char *const *p = stale; *p; p++)
+            bad = bad || has_prefix(n, *p);
+        ck_assert_msg(!bad, "rank %d: %s is no %s draft parameter", r, n, engine);
+    }
+}
+
 START_TEST(test_vllm_drafter)
 {
     struct ck k;
     ck_open(&k, &MLA_DS);
     const int64_t K = MLA_DS.v[Y_K], H = MLA_DS.v[Y_H], dn = MLA_DS.v[Y_NOPE], dv = MLA_DS.v[Y_VH];
     for (int r = 0; r < 2; r++) {
-        char a[4200], b[4200];
-        snprintf(a, sizeof(a), "%s/with%d.safetensors", tmp, r);
-        snprintf(b, sizeof(b), "%s/without%d.safetensors", tmp, r);
-        struct refit_convert_opts o = mtp_opts("vllm", 2, r, true);
-        ck_assert_msg(refit_convert_write(k.m, k.v, &o, a) == 0, "%s", refit_error_message());
-        o.include_mtp = false;
-        ck_assert_msg(refit_convert_write(k.m, k.v, &o, b) == 0, "%s", refit_error_message());
-        /* the main model's tensors unchanged, plus exactly the table's */
-        t_assert_subset(b, a, N_VLLM_MTP);
+        char a[4200];
+        convert_pair(&k, "vllm", r, "with", N_VLLM_MTP, a, sizeof(a));
         refit_st_file_t *f;
         ck_assert_int_eq(refit_st_open(a, &f), 0);
         for (size_t i = 0; i < N_VLLM_MTP; i++)
@@ -216,13 +240,8 @@ START_TEST(test_vllm_drafter)
         t_assert_mat(f, "model.layers.3.mtp_block.self_attn.fused_qkv_a_proj.weight",
                      t_mat_cat(hf(&k, "model.layers.3.self_attn.q_a_proj.weight"),
                                hf(&k, "model.layers.3.self_attn.kv_a_proj_with_mqa.weight")));
-        for (size_t i = 0; i < refit_st_count(f); i++) {
-            const char *n = refit_st_at(f, i)->name;
-            bool copy = (strstr(n, "embed_tokens") && strcmp(n, "model.embed_tokens.weight")) ||
-                        strstr(n, "shared_head.head");
-            ck_assert_msg(!has_prefix(n, "model.layers.3.self_attn.") && !has_prefix(n, "model.layers.3.mlp.") && !copy,
-                          "rank %d: %s is no vLLM drafter parameter", r, n);
-        }
+        static const char *const stale[] = {"model.layers.3.self_attn.", "model.layers.3.mlp.", NULL};
+        assert_no_stale(f, r, stale, "vLLM");
         refit_st_close(f);
     }
     ck_close(&k);
@@ -297,15 +316,8 @@ START_TEST(test_sglang_draft)
     const int64_t K = MLA_DS.v[Y_K], H = MLA_DS.v[Y_H], dn = MLA_DS.v[Y_NOPE], dv = MLA_DS.v[Y_VH];
     const int64_t dq = MLA_DS.v[Y_NOPE] + MLA_DS.v[Y_ROPE];
     for (int r = 0; r < 2; r++) {
-        char a[4200], b[4200];
-        snprintf(a, sizeof(a), "%s/sg%d.safetensors", tmp, r);
-        snprintf(b, sizeof(b), "%s/sgno%d.safetensors", tmp, r);
-        struct refit_convert_opts o = mtp_opts("sglang", 2, r, true);
-        ck_assert_msg(refit_convert_write(k.m, k.v, &o, a) == 0, "%s", refit_error_message());
-        o.include_mtp = false;
-        ck_assert_msg(refit_convert_write(k.m, k.v, &o, b) == 0, "%s", refit_error_message());
-        /* the main model's tensors unchanged, plus exactly the table's */
-        t_assert_subset(b, a, N_SGLANG_MTP);
+        char a[4200];
+        convert_pair(&k, "sglang", r, "sg", N_SGLANG_MTP, a, sizeof(a));
         refit_st_file_t *f;
         ck_assert_int_eq(refit_st_open(a, &f), 0);
         for (size_t i = 0; i < N_SGLANG_MTP; i++) {
@@ -339,13 +351,8 @@ START_TEST(test_sglang_draft)
                      t_mat_cat(hf(&k, "model.layers.3.self_attn.q_a_proj.weight"),
                                hf(&k, "model.layers.3.self_attn.kv_a_proj_with_mqa.weight")));
         /* nothing of the MTP layer under its checkpoint names, no copies */
-        for (size_t i = 0; i < refit_st_count(f); i++) {
-            const char *n = refit_st_at(f, i)->name;
-            bool copy = (strstr(n, "embed_tokens") && strcmp(n, "model.embed_tokens.weight")) ||
-                        strstr(n, "shared_head.head");
-            ck_assert_msg(!has_prefix(n, "model.layers.3.") && !copy, "rank %d: %s is no SGLang draft parameter", r,
-                          n);
-        }
+        static const char *const stale[] = {"model.layers.3.", NULL};
+        assert_no_stale(f, r, stale, "SGLang");
         refit_st_close(f);
     }
     ck_close(&k);

@@ -27,7 +27,7 @@
  *
  * Catalogs are those the trainer ranks of the model would publish (one per
  * distinct parallel position, from the model's layouts); records, acks and
- * checksum blobs have their real encodings and sizes.  Per phase it
+ * checksum segments have their real encodings and sizes.  Per phase it
  * prints wall time, the server's CPU time (INFO used_cpu_*), Redis
  * commands (INFO commandstats before and after; per command with
  * REFIT_BENCH_COMMANDS=1), bytes in and out of Redis (INFO stats) and the
@@ -35,7 +35,8 @@
  * round each at this scale: the push publisher's old advert scan (list
  * push/slots/ and get every advert, each 200 ms) beside its watch now, and
  * a fan-out receiver's source choice (list replicas/, get every
- * replica record and lease list, each 1..25 ms). */
+ * replica record and lease list, each 1..25 ms).  The participants' calls
+ * are in bench_store_scale_who.c, the loops in bench_store_scale_loops.c. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -46,47 +47,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_store_scale.h"
 #include "cli.h"
 #include "cli_opts.h"
-#include "refit/catalog.h"
 #include "refit/convert.h"
 #include "refit/status.h"
-#include "refit/store_core.h"
 #include "../../core/src/engine/engine.h"
 #include "../../core/src/engine/sums.h"
-
-struct ss_opts {
-    int receivers, publishers, threads, cycles, t_tp, t_ep, e_tp, reads;
-    double seg_share; /* of a read source's checksum segments, those the plan's checks cover */
-    const char *model, *sums, *records;
-    int sums_transport; /* --sums transport: no checksum in the store */
-    const char *watch;  /* --watch members|sources */
-    int watch_sources;  /* --watch sources: a receiver watches every record (before members/) */
-    int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
-};
-
-struct ss {
-    struct ss_opts o;
-    int port;
-    pid_t redis;
-    refit_config_t *cfg;
-    refit_loader_t *loader;
-    refit_store_t **pub, **rcv;
-    /* Catalogs per distinct trainer position (tp_rank * ep + ep_rank). */
-    int n_cat;
-    uint8_t *present; /* a publisher holds this position */
-    void **cat_enc;
-    size_t *cat_len;
-    struct refit_hash128 *cat_hash;
-    size_t *n_seg;     /* checksum segments per position (sums.h, from the catalog) */
-    size_t **seg_len;  /* their lengths */
-    uint8_t *held; /* receivers x n_cat: catalog already fetched */
-    uint64_t *cursor; /* receivers: the watch of sources/ */
-    uint64_t version;
-    int errors;
-    char err[512];
-    pthread_mutex_t mu;
-};
 
 /* ------------------------------------------------------------------ */
 /* The server and its counters */
@@ -114,18 +81,7 @@ static int redis_up(struct ss *s)
     return refit_error_set(REFIT_ENOENT, "redis-server did not start (installed? tools/dev/deps.sh)");
 }
 
-#define SS_CMDS 48
-
-struct counters {
-    double calls, in_bytes, out_bytes;
-    double cpu; /* the server's CPU seconds (user + system): the store's own time */
-    /* per command: name, calls, microseconds (INFO commandstats) */
-    int n_cmd;
-    char cmd[SS_CMDS][32];
-    double cmd_calls[SS_CMDS], cmd_usec[SS_CMDS];
-};
-
-static void redis_counters(const struct ss *s, struct counters *c)
+void ss_counters(const struct ss *s, struct counters *c)
 {
     char cmd[128], line[512];
     memset(c, 0, sizeof(*c));
@@ -156,11 +112,6 @@ static void redis_counters(const struct ss *s, struct counters *c)
 /* ------------------------------------------------------------------ */
 /* Catalogs the trainer ranks publish (bf16, one region) */
 
-static int pub_pos(const struct ss *s, int p)
-{
-    return (p % s->o.t_tp) * s->o.t_ep + p % s->o.t_ep;
-}
-
 static int make_catalogs(struct ss *s)
 {
     refit_model_t *m = NULL;
@@ -183,7 +134,7 @@ static int make_catalogs(struct ss *s)
                 !s->seg_len))
         rc = REFIT_ENOMEM;
     for (int p = 0; !rc && p < s->o.publishers; p++)
-        s->present[pub_pos(s, p)] = 1;
+        s->present[ss_pub_pos(s, p)] = 1;
     for (int k = 0; !rc && k < s->n_cat; k++) {
         if (!s->present[k])
             continue;
@@ -254,7 +205,7 @@ static int make_catalogs(struct ss *s)
 }
 
 /* ------------------------------------------------------------------ */
-/* Participants */
+/* Phases over threads */
 
 static void fail(struct ss *s, int rc, const char *what, int who)
 {
@@ -263,216 +214,6 @@ static void fail(struct ss *s, int rc, const char *what, int who)
         snprintf(s->err, sizeof(s->err), "%s %d: %s (%s)", what, who, refit_error_message(), refit_strerror(rc));
     pthread_mutex_unlock(&s->mu);
 }
-
-static int publish_one(struct ss *s, int p)
-{
-    refit_store_t *st = s->pub[p];
-    int k = pub_pos(s, p), rc = 0;
-    char id[32], key[REFIT_STORE_MAX_KEY + 1];
-    snprintf(id, sizeof(id), "trainer-%d", p);
-    (void)key;
-    struct refit_hash128 h;
-    rc = refit_catalog_publish(st, s->cat_enc[k], s->cat_len[k], &h, NULL);
-    /* The checksum segments in one round trip (publisher.c); with the
-     * table over the transport, none (no delta stage here). */
-    size_t ns = s->n_seg[k], big = 1;
-    int table = s->o.sums_transport;
-    for (size_t j = 0; j < ns; j++)
-        big = s->seg_len[k][j] > big ? s->seg_len[k][j] : big;
-    void *sums = calloc(1, big);
-    struct refit_store_put_item *pi = calloc(ns + 1, sizeof(*pi));
-    char (*sk)[REFIT_STORE_MAX_KEY + 1] = calloc(ns + 1, sizeof(*sk));
-    if (!rc && (!sums || !pi || !sk))
-        rc = REFIT_ENOMEM;
-    for (size_t j = 0; !rc && j < ns; j++) {
-        snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
-        pi[j] = (struct refit_store_put_item){sk[j], sums, s->seg_len[k][j], 0};
-    }
-    if (!rc && !table && ns)
-        rc = refit_store_put_many(st, pi, ns);
-    free(sums);
-    free(pi);
-    free(sk);
-    uint8_t addr[28] = {2}, rk[40] = {1};
-    /* the region's key, and the checksum table's after it */
-    struct refit_blob rkey[2] = {{rk, sizeof(rk)}, {rk, sizeof(rk)}};
-    struct refit_source_record r = {.schema = 1, .source_id = id, .model = "qwen3_moe",
-                                    .layout = {(uint32_t)(p % s->o.t_tp), (uint32_t)s->o.t_tp, 0, 1,
-                                               (uint32_t)(p % s->o.t_ep), (uint32_t)s->o.t_ep, 0, 1},
-                                    .transport = "tcp", .address = {addr, sizeof(addr)},
-                                    .n_rkeys = table ? 2 : 1, .rkeys = rkey, .catalog = h, .version = s->version,
-                                    .status = REFIT_SOURCE_READY, .heartbeat_ms = refit_time_ms()};
-    if (!rc)
-        rc = refit_record_publish(st, &r);
-    if (!rc)
-        rc = refit_heartbeat_put(st, id, s->version, 30000);
-    /* The membership key, once per source (publisher.c: after its first
-     * record, so a receiver that sees it finds the record). */
-    if (!rc && s->version == 1) {
-        snprintf(key, sizeof(key), "members/%s", id);
-        rc = refit_store_put(st, key, id, strlen(id));
-    }
-    return rc;
-}
-
-/* Every source's record and heartbeat in one read (the engine's
- * refit_source_check_many), with `extra` keys in the same round trip. */
-static int check_sources(refit_store_t *st, int n, const int *which, struct refit_store_get_item *extra,
-                         size_t n_extra)
-{
-    struct refit_source_check *c = calloc((size_t)n, sizeof(*c));
-    char (*ids)[32] = calloc((size_t)n, 32);
-    int rc = c && ids ? 0 : REFIT_ENOMEM;
-    for (int i = 0; !rc && i < n; i++) {
-        snprintf(ids[i], 32, "trainer-%d", which ? which[i] : i);
-        c[i].id = ids[i];
-    }
-    if (!rc)
-        rc = refit_source_check_many(st, c, (size_t)n, 30000, extra, n_extra);
-    for (int i = 0; c && i < n; i++) {
-        if (!rc && c[i].status)
-            rc = refit_error_set(c[i].status, "source %s: %s", ids[i], refit_strerror(c[i].status));
-        free(c[i].rec);
-    }
-    free(c);
-    free(ids);
-    return rc;
-}
-
-/* The receiver's cycle as the engine makes it (discover.c, verify.c,
- * fence.c, buffers.c): a watch of sources/ from the last cycle's cursor
- * (the first cycle: a cursor and a listing), every record and heartbeat in
- * one read with the checksums of the `reads` sources its plan reads (warm:
- * the plan is cached, so it knows them), a catalog per distinct hash not
- * held yet, the fence (every record and heartbeat again, one read), the
- * ack. */
-static int receive_one(struct ss *s, int q)
-{
-    refit_store_t *st = s->rcv[q];
-    int n = s->o.publishers, nr = s->o.reads < n ? s->o.reads : n, rc = 0;
-    char **keys = NULL;
-    size_t nk = 0;
-    uint64_t *cur = &s->cursor[q];
-    /* discover.c watches members/ (a key per source, written once) */
-    const char *wp = s->o.watch_sources ? "sources/" : "members/";
-    if (*cur) {
-        rc = refit_store_watch(st, wp, *cur, cur, 0, &keys, &nk);
-        if (rc == REFIT_ETIMEDOUT || rc == REFIT_ERANGE)
-            rc = 0; /* ERANGE would list again: not at this scale's history */
-        free(keys);
-    } else {
-        rc = refit_store_watch(st, wp, 0, cur, 0, &keys, &nk);
-        if (!rc)
-            rc = refit_store_list(st, "sources/", &keys, &nk);
-        free(keys);
-    }
-    int warm = s->version > 1;
-    /* The checksum segments of the sources the plan reads: seg_share of
-     * each one's segments (sums.h), rotated by receiver. */
-    int *src = calloc((size_t)nr, sizeof(int));
-    size_t n_keys = 0;
-    for (int i = 0; src && i < nr; i++) {
-        /* The sources a plan reads are spread over the ranks. */
-        src[i] = (int)(((long)i * n / nr + q) % n);
-        size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
-        n_keys += s->o.sums_transport ? 0 : take < 1 ? 1 : take > ns ? ns : take;
-    }
-    struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
-    char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
-    if (!rc && (!it || !kb || !src))
-        rc = REFIT_ENOMEM;
-    size_t m = 0;
-    for (int i = 0; !rc && !s->o.sums_transport && i < nr; i++) {
-        size_t ns = s->n_seg[pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
-        take = take < 1 ? 1 : take > ns ? ns : take;
-        for (size_t j = 0; j < take; j++, m++) {
-            snprintf(kb[m], 64, "versions/%llu/sums/trainer-%d/%zu", (unsigned long long)s->version, src[i],
-                     (j + (size_t)q) % ns);
-            it[m].key = kb[m];
-        }
-    }
-    /* Warm, with the set of sources unchanged: only the records of the
-     * sources the cached plan reads (discover.c). */
-    if (!rc && warm && !s->o.records_all)
-        rc = check_sources(st, nr, src, it, m);
-    else if (!rc)
-        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0);
-    /* Catalogs: fetched once per distinct hash. */
-    for (int k = 0; !rc && k < s->n_cat; k++) {
-        uint8_t *held = &s->held[(size_t)q * s->n_cat + k];
-        if (*held || !s->present[k])
-            continue;
-        refit_catalog_t *c = NULL;
-        rc = refit_catalog_fetch(st, &s->cat_hash[k], &c);
-        refit_catalog_destroy(c);
-        *held = 1;
-    }
-    if (!rc && !warm && m) /* cold: the plan is made now, then its checksums read */
-        rc = refit_store_get_many(st, it, m);
-    for (size_t i = 0; it && i < m; i++) {
-        if (!rc && it[i].status)
-            rc = refit_error_set(it[i].status, "%s: %s", kb[i], refit_strerror(it[i].status));
-        free(it[i].val);
-    }
-    free(it);
-    free(kb);
-    if (!rc) /* the fence: the records of the sources the plan read (fence.c) */
-        rc = check_sources(st, nr, src, NULL, 0);
-    free(src);
-    char id[32];
-    snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-    if (!rc)
-        rc = refit_ack_put(st, s->version, id);
-    return rc;
-}
-
-static int release_one(struct ss *s, int p)
-{
-    size_t n = 0;
-    int rc = refit_ack_count(s->pub[p], s->version, &n);
-    if (!rc && n != (size_t)s->o.receivers)
-        rc = refit_error_set(REFIT_EPROTO, "%zu of %d acks", n, s->o.receivers);
-    return rc;
-}
-
-/* The fan-out lease list's shape (fanout.md): a map with a list of
- * [puller, expires, version]; enough bytes for the store to carry. */
-static int lease_one(struct ss *s, int q)
-{
-    refit_store_t *st = s->rcv[q];
-    for (int tries = 0; tries < 1000; tries++) {
-        void *cur = NULL;
-        size_t len = 0;
-        int rc = refit_store_get(st, "load/trainer", &cur, &len);
-        if (rc && rc != REFIT_ENOENT)
-            return rc;
-        char add[64];
-        int al = snprintf(add, sizeof(add), "[engine-%d,%llu,%llu]", q, (unsigned long long)refit_time_ms(),
-                          (unsigned long long)s->version);
-        /* Expired and released entries drop out: the list stays short. */
-        size_t keep = rc ? 0 : (len > 512 ? 512 : len);
-        char *nv = malloc(keep + (size_t)al + 1);
-        if (!nv) {
-            free(cur);
-            return REFIT_ENOMEM;
-        }
-        if (keep)
-            memcpy(nv, cur, keep);
-        memcpy(nv + keep, add, (size_t)al);
-        rc = refit_store_cas(st, "load/trainer", rc ? NULL : cur, rc ? 0 : len, nv, keep + (size_t)al);
-        free(nv);
-        free(cur);
-        if (rc != REFIT_ECONFLICT) {
-            refit_error_clear();
-            return rc;
-        }
-    }
-    return refit_error_set(REFIT_ECONFLICT, "load/trainer: 1000 lost compare-and-swaps");
-}
-
-/* ------------------------------------------------------------------ */
-/* Phases over threads */
-
 typedef int (*ss_fn)(struct ss *s, int who);
 
 struct job {
@@ -504,7 +245,7 @@ static uint64_t round_trips(refit_store_t **h, int n)
 static int phase(struct ss *s, const char *what, ss_fn fn, int n, refit_store_t **h)
 {
     struct counters a, b;
-    redis_counters(s, &a);
+    ss_counters(s, &a);
     uint64_t rt0 = round_trips(h, n);
     pthread_t th[64];
     struct job jb[64];
@@ -516,7 +257,7 @@ static int phase(struct ss *s, const char *what, ss_fn fn, int n, refit_store_t 
     for (int t = 0; t < s->o.threads; t++)
         pthread_join(th[t], NULL);
     double dt = cli_now() - t0;
-    redis_counters(s, &b);
+    ss_counters(s, &b);
     uint64_t rt = round_trips(h, n) - rt0;
     if (s->errors)
         return refit_error_set(REFIT_EIO, "%s", s->err);
@@ -552,201 +293,6 @@ static int open_handles(struct ss *s)
     for (int q = 0; !rc && q < s->o.receivers; q++)
         rc = refit_store_open(s->cfg, s->loader, NULL, &s->rcv[q]);
     return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* The waiting loops, one round each */
-
-/* What the push publisher does now (push_pub.c): a watch of push/slots/
- * from its cursor, woken by the adverts of the next version, then one read
- * of the adverts that changed. */
-static int watch_round(struct ss *s, const void *adv, size_t len)
-{
-    refit_store_t *st = s->pub[0];
-    uint64_t cur = 0;
-    char **keys = NULL;
-    size_t nk = 0;
-    int rc = refit_store_watch(st, "push/slots/", 0, &cur, 0, &keys, &nk);
-    for (int q = 0; !rc && q < s->o.receivers; q++) {
-        char key[64];
-        snprintf(key, sizeof(key), "push/slots/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-        rc = refit_store_put(s->rcv[q], key, adv, len);
-    }
-    struct counters a, b;
-    redis_counters(s, &a);
-    uint64_t rt0 = refit_store_round_trips(st);
-    double t0 = cli_now();
-    size_t got = 0;
-    /* Until every receiver's advert was seen (a watch returns at most one
-     * stream page at a time). */
-    while (!rc && got < (size_t)s->o.receivers) {
-        rc = refit_store_watch(st, "push/slots/", cur, &cur, 1000, &keys, &nk);
-        struct refit_store_get_item *it = rc ? NULL : calloc(nk ? nk : 1, sizeof(*it));
-        if (!rc && !it)
-            rc = REFIT_ENOMEM;
-        for (size_t i = 0; !rc && i < nk; i++)
-            it[i].key = keys[i];
-        if (!rc)
-            rc = refit_store_get_many(st, it, nk);
-        for (size_t i = 0; it && i < nk; i++)
-            free(it[i].val);
-        free(it);
-        free(keys);
-        got += nk;
-    }
-    double dt = cli_now() - t0;
-    redis_counters(s, &b);
-    if (rc)
-        return refit_error_push(rc, "push advert watch");
-    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
-    printf("push publisher now (watch push/slots/ + one get_many of the %zu adverts that changed): %.1f ms, "
-           "%.0f commands, %llu round trips, %.2f MB, once per version\n", got, dt * 1e3, calls,
-           (unsigned long long)(refit_store_round_trips(st) - rt0), bytes / 1e6);
-    return 0;
-}
-
-/* Push adverts (push/slots/<receiver>), as big as an advert with a tcp
- * address and three remote keys, then one publisher's scan. */
-static int advert_round(struct ss *s)
-{
-    refit_store_t *st = s->rcv[0];
-    uint8_t adv[240] = {0};
-    int rc = 0;
-    for (int q = 0; !rc && q < s->o.receivers; q++) {
-        char key[64];
-        snprintf(key, sizeof(key), "push/slots/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-        rc = refit_store_put(s->rcv[q], key, adv, sizeof(adv));
-    }
-    struct counters a, b;
-    redis_counters(s, &a);
-    uint64_t rt0 = refit_store_round_trips(st);
-    double t0 = cli_now();
-    char **keys = NULL;
-    size_t nk = 0;
-    if (!rc)
-        rc = refit_store_list(st, "push/slots/", &keys, &nk);
-    for (size_t i = 0; !rc && i < nk; i++) {
-        void *v = NULL;
-        size_t len = 0;
-        rc = refit_store_get(st, keys[i], &v, &len);
-        free(v);
-    }
-    free(keys);
-    double dt = cli_now() - t0;
-    redis_counters(s, &b);
-    if (rc)
-        return refit_error_push(rc, "push advert scan");
-    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
-    uint64_t rt = refit_store_round_trips(st) - rt0;
-    printf("push publisher's advert scan (list push/slots/ + get each of %zu): %.1f ms, %.0f commands, "
-           "%llu round trips, %.2f MB\n", nk, dt * 1e3, calls, (unsigned long long)rt, bytes / 1e6);
-    printf("  every 200 ms by each of %d publishers while it serves: %.0f commands/s, %.1f MB/s\n",
-           s->o.publishers, calls * 5 * s->o.publishers, bytes * 5 * s->o.publishers / 1e6);
-    return watch_round(s, adv, sizeof(adv));
-}
-
-/* Replica records (with the image's chunk checksums: 8 bytes per 4 MiB of
- * an engine rank's staging) and lease lists, then one waiter's choice. */
-static int replica_round(struct ss *s, uint64_t image_bytes)
-{
-    refit_store_t *st = s->rcv[0];
-    size_t rec_len = 200 + 8 * (size_t)((image_bytes + (4u << 20) - 1) / (4u << 20));
-    uint8_t *rec = calloc(1, rec_len);
-    int rc = rec ? 0 : REFIT_ENOMEM;
-    for (int q = 0; !rc && q < s->o.receivers; q++) {
-        char key[64];
-        snprintf(key, sizeof(key), "replicas/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-        rc = refit_store_put(s->rcv[q], key, rec, rec_len);
-        snprintf(key, sizeof(key), "load/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-        if (!rc)
-            rc = refit_store_put(s->rcv[q], key, "{\"leases\":[]}", 13);
-    }
-    free(rec);
-    struct counters a, b;
-    redis_counters(s, &a);
-    uint64_t rt0 = refit_store_round_trips(st);
-    double t0 = cli_now();
-    char **keys = NULL;
-    size_t nk = 0;
-    if (!rc)
-        rc = refit_store_list(st, "replicas/", &keys, &nk);
-    for (size_t i = 0; !rc && i < nk; i++) {
-        void *v = NULL;
-        size_t len = 0;
-        char lk[REFIT_STORE_MAX_KEY + 1];
-        rc = refit_store_get(st, keys[i], &v, &len);
-        free(v);
-        snprintf(lk, sizeof(lk), "load/%s", keys[i] + strlen("replicas/"));
-        if (!rc)
-            rc = refit_store_get(st, lk, &v, &len);
-        if (!rc)
-            free(v);
-    }
-    free(keys);
-    double dt = cli_now() - t0;
-    redis_counters(s, &b);
-    if (rc)
-        return refit_error_push(rc, "fan-out source choice");
-    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
-    printf("fan-out waiter's choice (list replicas/ + record and lease list of each of %zu; records %.1f KB with "
-           "their chunk checksums): %.1f ms, %.0f commands, %llu round trips, %.2f MB\n",
-           nk, rec_len / 1e3, dt * 1e3, calls, (unsigned long long)(refit_store_round_trips(st) - rt0), bytes / 1e6);
-    printf("  every 25 ms (its longest backoff) by each waiting receiver: with half of %d waiting, %.0f commands/s, "
-           "%.0f MB/s\n", s->o.receivers, calls * 40 * s->o.receivers / 2, bytes * 40 * s->o.receivers / 2 / 1e6);
-    return 0;
-}
-
-/* How long a waiting poll() takes to see another handle's write, with and
- * without store.redis.notify (the write lands 50 ms into the wait). */
-struct wake {
-    refit_store_t *w;
-    int i;
-};
-
-static void *wake_writer(void *arg)
-{
-    struct wake *k = arg;
-    usleep(50000);
-    char key[48];
-    snprintf(key, sizeof(key), "push/slots/wake-%d", k->i);
-    refit_store_put(k->w, key, "x", 1);
-    return NULL;
-}
-
-static int wake_latency(struct ss *s)
-{
-    for (int on = 1; on >= 0; on--) {
-        refit_store_t *a = NULL;
-        int rc = refit_config_set(s->cfg, on ? "store.redis.notify=true" : "store.redis.notify=false", "bench");
-        if (!rc)
-            rc = refit_store_open(s->cfg, s->loader, NULL, &a);
-        double sum = 0, worst = 0;
-        const int n = 20;
-        for (int i = 0; !rc && i < n; i++) {
-            uint64_t c0 = 0, c1 = 0;
-            rc = refit_store_poll(a, "push/", 0, &c0, 0);
-            /* Settle into the long end of the backoff, as a waiting
-             * publisher is after its first few re-checks. */
-            if (!rc && (rc = refit_store_poll(a, "push/", c0, &c1, 400)) == REFIT_ETIMEDOUT)
-                rc = 0;
-            struct wake k = {s->pub[0], i};
-            pthread_t th;
-            double t0 = cli_now();
-            pthread_create(&th, NULL, wake_writer, &k);
-            if (!rc)
-                rc = refit_store_poll(a, "push/", c0, &c1, 10000);
-            double dt = cli_now() - t0 - 0.05;
-            pthread_join(th, NULL);
-            sum += dt;
-            worst = dt > worst ? dt : worst;
-        }
-        refit_store_close(a);
-        if (rc)
-            return refit_error_push(rc, "wake-up latency");
-        printf("poll() wake-up after a write, store.redis.notify %-5s: mean %6.1f ms, worst %6.1f ms (%d writes; "
-               "poll_min 5 ms, poll_max 200 ms)\n", on ? "true" : "false", sum / n * 1e3, worst * 1e3, n);
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -886,13 +432,13 @@ static int run(struct ss *s)
            "commands", "per who", "MB", "KB per who", "RT per who");
     for (int c = 1; !rc && c <= s->o.cycles; c++) {
         s->version = (uint64_t)c;
-        rc = phase(s, "publish", publish_one, s->o.publishers, s->pub);
+        rc = phase(s, "publish", ss_publish_one, s->o.publishers, s->pub);
         if (!rc)
-            rc = phase(s, "receive", receive_one, s->o.receivers, s->rcv);
+            rc = phase(s, "receive", ss_receive_one, s->o.receivers, s->rcv);
         if (!rc)
-            rc = phase(s, "release", release_one, s->o.publishers, s->pub);
+            rc = phase(s, "release", ss_release_one, s->o.publishers, s->pub);
         if (!rc)
-            rc = phase(s, "lease", lease_one, s->o.receivers, s->rcv);
+            rc = phase(s, "lease", ss_lease_one, s->o.receivers, s->rcv);
     }
     printf("(seconds: wall time of the phase, every participant's client work included; redis cpu: the server's "
            "CPU seconds in it, INFO used_cpu_user + used_cpu_sys; "
@@ -904,11 +450,11 @@ static int run(struct ss *s)
            : s->o.seg_share < 1 ? "a share of their checksum segments"
                                 : "all their checksum segments");
     if (!rc)
-        rc = advert_round(s);
+        rc = ss_advert_round(s);
     if (!rc)
-        rc = replica_round(s, 15000000000ull);
+        rc = ss_replica_round(s, 15000000000ull);
     if (!rc)
-        rc = wake_latency(s);
+        rc = ss_wake_latency(s);
     return rc;
 }
 

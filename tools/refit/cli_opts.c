@@ -132,7 +132,9 @@ static int unknown_option(const struct cli_spec *s, const char *a, size_t len)
     }
     for (size_t i = 0; given && i < s->n_opts; i++) {
         size_t d = rf_edit_distance(given, s->opts[i].name, best);
-        if (d < best) {
+        /* On a tie, a name of the typed length wins: a swap keeps the length. */
+        int same_len = strlen(s->opts[i].name) == len && (!near || strlen(near) != len);
+        if (d < best || (near && d == best && same_len)) {
             near = s->opts[i].name;
             best = d;
         }

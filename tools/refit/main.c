@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../core/src/util.h"
 #include "cli.h"
 #include "refit_build.h"
 
@@ -50,10 +51,23 @@ int main(int argc, char **argv)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "refit: unknown command '%s'\n", argv[1]);
-    /* Suggest the closest command for a typo. */
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (!strncmp(argv[1], commands[i].name, 3))
-            fprintf(stderr, "refit: did you mean '%s'?\n", commands[i].name);
+    /* Suggest the closest command for a typo ("bnech", "pul"), or those
+     * sharing its first three letters. */
+    const char *near = NULL;
+    size_t best = strlen(argv[1]) <= 4 ? 2 : 3; /* within 1 edit, or 2 for longer words */
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        size_t d = rf_edit_distance(argv[1], commands[i].name, best);
+        if (d < best) {
+            near = commands[i].name;
+            best = d;
+        }
+    }
+    if (near)
+        fprintf(stderr, "refit: did you mean '%s'?\n", near);
+    else
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+            if (!strncmp(argv[1], commands[i].name, 3))
+                fprintf(stderr, "refit: did you mean '%s'?\n", commands[i].name);
     fprintf(stderr, "run 'refit --help' for the list of commands\n");
     return 2;
 }

@@ -152,6 +152,17 @@ int rf_delta_cuda_apply(struct rf_delta_cuda *c, const struct rf_delta_span *t, 
 int rf_delta_cuda_sync(struct rf_delta_cuda *c);
 int rf_delta_cuda_built(void);
 
+/* XXH3-64 (seed 0, the default secret) of device byte ranges
+ * (core/src/cuda/xxh3.cu): out[i] is what the host's XXH3_64bits gives for
+ * the n_i bytes at p_i, so chunk checksums (core/src/engine/sums.c) are
+ * computed where the bytes are.  spans and out are device memory; the
+ * kernel is queued on stream (NULL: the default stream). */
+struct rf_xxh3_span {
+    const void *p;
+    uint64_t len;
+};
+int rf_xxh3_cuda(void *stream, const struct rf_xxh3_span *spans, size_t n, uint64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,8 @@
  * onto the mirror and copy the result to where the descriptor lands.
  * From there both go through rf_xfer_done: the new version's checksums
  * prove every byte, conversion (FP8 included) runs as in a full pull.  Any
- * failure with deltas in use pulls the version again whole, once. */
+ * failure with deltas in use pulls the version again whole, once.  Push
+ * mode's half is delta_rcv_push.c (shared state: delta_rcv.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,57 +24,11 @@
 
 #include "../delta/delta.h"
 #include "delta_eng.h"
+#include "delta_rcv.h"
 #include "devpath.h"
 #include "exec.h"
-#include "push.h"
-#include "push_work.h"
 #include "receiver.h"
 #include "refit/log.h"
-
-#define BUF_DELTA 2u /* local buffer of delta reads (beside enum rf_buf) */
-
-enum { USE_FULL = 0, USE_EMPTY = 1, USE_DELTA = 2 };
-
-struct rf_rcvdelta {
-    struct refit_hash128 key; /* of the plan the mirror is laid out for */
-    int have_key;
-    uint8_t *mirror;
-    size_t mirror_len;
-    uint64_t *moff; /* per descriptor */
-    size_t n_desc, n_src;
-    uint64_t *base_v, *base_h, *got_h; /* per source */
-    struct rf_sums *base_sums;
-    uint64_t pulled; /* the version this pull's transfer brought the mirror to */
-    /* This pull. */
-    struct rf_delta_rec **rec;
-    size_t **order; /* per source with a record: catalog tensors by (region, offset) */
-    uint8_t *use;   /* per descriptor */
-    uint64_t *dlo, *dhi, *loff;
-    uint8_t *land;
-    size_t land_cap;
-    refit_tp_region_t *land_reg;
-    struct {
-        refit_tp_peer_t *peer;
-        refit_tp_rkey_t *rk;
-        void *blob;
-        size_t len;
-        uint64_t stamp;
-    } (*keys)[2];
-    uint64_t stamp;
-    struct rf_desc *sub;      /* the reads of one execution */
-    size_t *sub_of, sub_cap;  /* per read: its descriptor */
-    uint32_t *pending;        /* per descriptor: its reads not landed yet */
-    uint64_t read_delta;      /* bytes of delta reads in the last execution */
-    struct refit_pull_stats *st;
-    /* Push mode: this pull's requests (per source with a usable record),
-     * their ranges and bitmaps, and the landing buffer's packed key. */
-    struct push_adelta *ask;
-    uint8_t **ask_buf;
-    size_t n_ask;
-    void *land_rk;
-    size_t land_rk_len;
-    int told; /* rf_rcvdelta_whole logged why */
-};
 
 static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
 {
@@ -86,7 +41,7 @@ static void keys_release(refit_receiver_t *r, struct rf_rcvdelta *d)
     d->keys = NULL;
 }
 
-static void pull_free(struct rf_rcvdelta *d)
+void rf_rcvd_pull_free(struct rf_rcvdelta *d)
 {
     for (size_t s = 0; d->ask_buf && s < d->n_src; s++) {
         free(d->ask_buf[s]);
@@ -103,7 +58,7 @@ static void pull_free(struct rf_rcvdelta *d)
 
 static void per_plan_free(refit_receiver_t *r, struct rf_rcvdelta *d)
 {
-    pull_free(d);
+    rf_rcvd_pull_free(d);
     keys_release(r, d);
     for (size_t s = 0; d->base_sums && s < d->n_src; s++)
         rf_sums_fini(&d->base_sums[s]);
@@ -291,17 +246,8 @@ static size_t first_at(const refit_catalog_t *c, const size_t *ord, uint32_t reg
     return lo;
 }
 
-/* One chunk of a descriptor's walk: tensor ti, chunk k, its delta entry e,
- * the chunk's size n and the bytes [lo, hi) of it the descriptor holds,
- * at byte `at` of the descriptor. */
-struct piece {
-    size_t ti, e;
-    uint64_t k, n, lo, hi, at;
-};
-typedef int (*piece_fn)(refit_receiver_t *r, size_t i, const struct piece *pc, void *arg);
-
 /* Every chunk descriptor i covers (tensors of its region overlapping it). */
-static int walk(refit_receiver_t *r, size_t i, piece_fn fn, void *arg)
+int rf_rcvd_walk(refit_receiver_t *r, size_t i, piece_fn fn, void *arg)
 {
     struct rf_rcvdelta *d = r->delta;
     const struct rf_desc *ds = &r->plan.plan.desc[i];
@@ -435,7 +381,7 @@ static int delta_key(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, refit
 
 /* Per descriptor: whole, by delta, or unchanged; the landing buffer for
  * the delta reads. */
-static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, const uint8_t *drop, uint64_t *delta_bytes)
+int rf_rcvd_plan(refit_receiver_t *r, struct rf_rcvdelta *d, int on, const uint8_t *drop, uint64_t *delta_bytes)
 {
     const struct rf_plan *p = &r->plan.plan;
     uint64_t land = 0;
@@ -446,7 +392,7 @@ static int plan_pull(refit_receiver_t *r, struct rf_rcvdelta *d, int on, const u
         if (!on || !d->rec[s] || (drop && drop[i]))
             continue;
         d->use[i] = USE_EMPTY;
-        if (walk(r, i, plan_piece, NULL)) {
+        if (rf_rcvd_walk(r, i, plan_piece, NULL)) {
             d->use[i] = USE_FULL;
             continue;
         }
@@ -507,11 +453,11 @@ static int apply_piece(refit_receiver_t *r, size_t i, const struct piece *pc, vo
 
 /* Descriptor i by delta (or unchanged): the mirror brought to V, copied
  * where the descriptor lands, then verified and converted. */
-static int apply_desc(refit_receiver_t *r, size_t i)
+int rf_rcvd_apply_desc(refit_receiver_t *r, size_t i)
 {
     struct rf_rcvdelta *d = r->delta;
     const struct rf_desc *ds = &r->plan.plan.desc[i];
-    int rc = d->use[i] == USE_DELTA ? walk(r, i, apply_piece, NULL) : 0;
+    int rc = d->use[i] == USE_DELTA ? rf_rcvd_walk(r, i, apply_piece, NULL) : 0;
     if (rc == 1)
         rc = refit_error_set(REFIT_EPROTO, "receiver %s: descriptor %zu changed under the delta", r->id, i);
     if (rc)
@@ -544,7 +490,7 @@ static int landed(void *arg, size_t first, size_t n)
             memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
             rc = rf_xfer_done(r, i, 1);
         } else if (!--d->pending[i]) {
-            rc = apply_desc(r, i);
+            rc = rf_rcvd_apply_desc(r, i);
         } else {
             rc = 0;
         }
@@ -568,16 +514,7 @@ static int sub_grow(struct rf_rcvdelta *d)
     return 0;
 }
 
-/* The reads of a descriptor that goes by delta: one per run of its chunk
- * deltas that lie back to back in the arena (a descriptor spanning tensors
- * whose catalog order is not their memory order covers deltas apart from
- * each other; reading [dlo, dhi) whole would move the ones between).  Each
- * lands where plan_pull put it: loff + (arena offset - dlo). */
-struct reads {
-    size_t i, m;
-};
-
-static int read_piece(refit_receiver_t *r, size_t i, const struct piece *pc, void *arg)
+int rf_rcvd_read_piece(refit_receiver_t *r, size_t i, const struct piece *pc, void *arg)
 {
     struct rf_rcvdelta *d = r->delta;
     struct reads *ra = arg;
@@ -614,7 +551,7 @@ static int read_piece(refit_receiver_t *r, size_t i, const struct piece *pc, voi
 }
 
 /* One execution: whole descriptors and delta reads, by source. */
-static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_stats *st)
+int rf_rcvd_run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_stats *st)
 {
     const struct rf_plan *p = &r->plan.plan;
     size_t ns = r->disc.n_src, m = 0;
@@ -636,14 +573,14 @@ static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_sta
     /* Unchanged descriptors need no read. */
     for (size_t i = 0; !rc && i < p->n_desc; i++)
         if (d->use[i] == USE_EMPTY)
-            rc = apply_desc(r, i);
+            rc = rf_rcvd_apply_desc(r, i);
     for (size_t i = 0; !rc && i < p->n_desc; i++) {
         if (d->use[i] == USE_EMPTY)
             continue;
         if (d->use[i] == USE_DELTA) {
             struct reads ra = {i, m};
             d->pending[i] = 0;
-            rc = walk(r, i, read_piece, &ra);
+            rc = rf_rcvd_walk(r, i, rf_rcvd_read_piece, &ra);
             m = ra.m;
             continue;
         }
@@ -679,13 +616,13 @@ static int run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_sta
 /* The start of a delta version, pull or push: the per-plan arrays, the
  * sources' checksums and delta records of v, and the plan of which
  * descriptors go by delta (drop: those the publisher will not write). */
-static int begin_version(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t *bytes)
+int rf_rcvd_begin(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t *bytes)
 {
     if (!r->delta && !(r->delta = calloc(1, sizeof(*r->delta))))
         return REFIT_ENOMEM;
     struct rf_rcvdelta *d = r->delta;
     d->pulled = 0;
-    pull_free(d);
+    rf_rcvd_pull_free(d);
     int rc = for_plan(r, d);
     for (size_t s = 0; !rc && s < r->disc.n_src; s++)
         d->got_h[s] = r->verify.sums[s].id;
@@ -693,14 +630,14 @@ static int begin_version(refit_receiver_t *r, uint64_t v, const uint8_t *drop, u
         rc = fetch_records(r, d, v);
     *bytes = 0;
     if (!rc)
-        rc = plan_pull(r, d, 1, drop, bytes);
+        rc = rf_rcvd_plan(r, d, 1, drop, bytes);
     return rc;
 }
 
 int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
     uint64_t bytes = 0;
-    int rc = begin_version(r, v, NULL, &bytes);
+    int rc = rf_rcvd_begin(r, v, NULL, &bytes);
     if (rc == REFIT_ENOMEM && !r->delta)
         return rc;
     struct rf_rcvdelta *d = r->delta;
@@ -709,7 +646,7 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
     for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
         used |= d->use[i] != USE_FULL;
     if (!rc)
-        rc = run(r, d, st);
+        rc = rf_rcvd_run(r, d, st);
     if (rc && used) {
         /* The mirror may be half V now: nothing in it is a base any more. */
         refit_log(REFIT_LOG_WARN, "receiver", "%s: delta of v%llu failed (%s); pulling it whole", r->id,
@@ -717,14 +654,14 @@ int rf_rcvdelta_transfer(refit_receiver_t *r, uint64_t v, struct refit_pull_stat
         memset(d->base_v, 0, d->n_src * sizeof(*d->base_v));
         st->delta_fallbacks = 1;
         st->delta_descriptors = 0;
-        if (!(rc = plan_pull(r, d, 0, NULL, &bytes)))
-            rc = run(r, d, st);
+        if (!(rc = rf_rcvd_plan(r, d, 0, NULL, &bytes)))
+            rc = rf_rcvd_run(r, d, st);
         bytes = 0;
     }
     st->bytes_delta = rc || !bytes ? 0 : d->read_delta;
     if (!rc)
         d->pulled = v;
-    pull_free(d);
+    rf_rcvd_pull_free(d);
     return rc;
 }
 
@@ -745,170 +682,4 @@ void rf_rcvdelta_end(refit_receiver_t *r, uint64_t v, int rc)
         d->base_h[s] = d->got_h[s];
     }
     d->pulled = 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Push mode (push_rcv.c; docs/delta.md, "Push mode")
- *
- * The receiver plans V as a delta pull would, before it advertises: per
- * source whose record of V was made from what the mirror holds, the chunk
- * deltas its raw descriptors cover (the same reads, now ranges the
- * publisher WRITEs into the landing buffer) and the descriptors they
- * replace.  The publisher writes either those (its note says "ok delta")
- * or the section whole; then each descriptor is applied onto the mirror
- * as in a pull, or copied into it, and checked against V's checksums. */
-
-/* Source s's request: its ranges (the reads of its delta descriptors) and
- * the bitmap over its work-list section (its raw descriptors in plan
- * order) of those that go by delta or are unchanged. */
-static int ask_source(refit_receiver_t *r, struct rf_rcvdelta *d, size_t s, const uint8_t *drop, size_t m)
-{
-    const struct rf_plan *p = &r->plan.plan;
-    size_t nd = 0, nr = 0, any = 0;
-    for (size_t i = 0; i < p->n_desc; i++)
-        if (p->desc[i].source == s && !drop[i]) {
-            nd++;
-            any |= d->use[i] != USE_FULL;
-        }
-    for (size_t j = 0; j < m; j++)
-        nr += d->sub[j].source == s;
-    if (!any)
-        return 0;
-    size_t sl = (nd + 7) / 8;
-    uint8_t *buf = calloc(nr * RF_PUSH_RANGE_BYTES + sl + 1, 1);
-    if (!buf)
-        return REFIT_ENOMEM;
-    d->ask_buf[s] = buf;
-    uint8_t *q = buf, *skip = buf + nr * RF_PUSH_RANGE_BYTES;
-    for (size_t j = 0; j < m; j++) {
-        const struct rf_desc *x = &d->sub[j];
-        if (x->source != s)
-            continue;
-        uint64_t f[3] = {x->remote_off, x->local_off, x->len};
-        for (int k = 0; k < 3; k++)
-            for (int b = 0; b < 8; b++)
-                *q++ = (uint8_t)(f[k] >> (8 * b));
-    }
-    for (size_t i = 0, j = 0; i < p->n_desc; i++) {
-        if (p->desc[i].source != s || drop[i])
-            continue;
-        if (d->use[i] != USE_FULL)
-            skip[j / 8] |= (uint8_t)(1u << (j % 8));
-        j++;
-    }
-    struct push_adelta *e = &d->ask[d->n_ask++];
-    *e = (struct push_adelta){.version = d->rec[s]->version, .base = d->base_v[s], .base_sums = d->base_h[s],
-                              .rk = d->land_rk, .rk_len = d->land_rk_len, .ranges = buf, .n_ranges = nr,
-                              .skip = skip, .skip_len = sl};
-    snprintf(e->source, sizeof(e->source), "%s", r->disc.src[s].id);
-    return 0;
-}
-
-int rf_rcvdelta_push_ask(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const struct push_adelta **asks,
-                         size_t *n)
-{
-    *asks = NULL;
-    *n = 0;
-    if (!rf_rcvdelta_wanted(r))
-        return 0;
-    uint64_t bytes = 0;
-    int rc = begin_version(r, v, drop, &bytes);
-    if (rc == REFIT_ENOMEM && !r->delta)
-        return rc;
-    struct rf_rcvdelta *d = r->delta;
-    if (!rc && !d->land_rk)
-        rc = refit_transport_pack(r->tp, d->land_reg, &d->land_rk, &d->land_rk_len);
-    /* The reads a pull would make, in d->sub: the ranges to ask for. */
-    struct reads ra = {0, 0};
-    d->read_delta = 0;
-    for (size_t i = 0; !rc && i < r->plan.plan.n_desc; i++)
-        if (d->use[i] == USE_DELTA) {
-            ra.i = i;
-            d->pending[i] = 0;
-            rc = walk(r, i, read_piece, &ra);
-        }
-    for (size_t s = 0; !rc && s < r->disc.n_src; s++)
-        if (d->rec[s])
-            rc = ask_source(r, d, s, drop, ra.m);
-    if (rc) {
-        /* Without a request the publishers write everything: still exact. */
-        refit_log(REFIT_LOG_WARN, "receiver", "%s: no delta asked for v%llu: %s", r->id, (unsigned long long)v,
-                  refit_error_message());
-        pull_free(d);
-        memset(d->use, 0, d->n_desc);
-        return rc == REFIT_ENOMEM ? rc : 0;
-    }
-    *asks = d->ask;
-    *n = d->n_ask;
-    return 0;
-}
-
-/* Every raw descriptor of the push: applied (its source wrote the delta)
- * or copied into the mirror (it wrote the bytes), then checked and
- * converted; *saved the bytes of descriptors the deltas replaced, *delta
- * the deltas' bytes. */
-static int push_land(refit_receiver_t *r, struct rf_rcvdelta *d, const uint8_t *drop, const uint8_t *by_delta,
-                     uint64_t *saved, uint64_t *delta)
-{
-    const struct rf_plan *p = &r->plan.plan;
-    int rc = 0;
-    *saved = *delta = 0;
-    for (size_t j = 0; j < d->n_ask; j++)
-        for (size_t s = 0; s < d->n_src; s++)
-            if (by_delta[s] && d->ask_buf[s] == d->ask[j].ranges)
-                for (size_t k = 0; k < d->ask[j].n_ranges; k++)
-                    *delta += rf_push_rd64(d->ask[j].ranges + k * RF_PUSH_RANGE_BYTES + 16);
-    for (size_t i = 0; !rc && i < p->n_desc; i++) {
-        const struct rf_desc *ds = &p->desc[i];
-        if (drop[i])
-            continue;
-        if (by_delta[ds->source] && d->use[i] != USE_FULL) {
-            *saved += ds->len;
-            rc = apply_desc(r, i);
-            continue;
-        }
-        memcpy(d->mirror + d->moff[i], rf_bufs_ptr(r, ds->buf, ds->local_off), ds->len);
-        rc = rf_xfer_done(r, i, 1);
-    }
-    return rc ? rc : rf_xfer_finish_unfed(r);
-}
-
-int rf_rcvdelta_push_land(refit_receiver_t *r, uint64_t v, const uint8_t *drop, const uint8_t *by_delta,
-                          struct refit_pull_stats *st, int *whole)
-{
-    struct rf_rcvdelta *d = r->delta;
-    *whole = 0;
-    d->st = st;
-    int used = 0;
-    for (size_t s = 0; s < d->n_src; s++)
-        used |= by_delta[s];
-    uint64_t saved = 0, delta = 0;
-    int rc = push_land(r, d, drop, by_delta, &saved, &delta);
-    if (rc && used) {
-        /* A wrong base, a torn delta or a result that fails V's checksums:
-         * nothing in the mirror is a base any more, and V is read whole
-         * from the sources (pull mode's READs), converted as a pull is. */
-        refit_log(REFIT_LOG_WARN, "receiver", "%s: pushed delta of v%llu failed (%s); pulling it whole", r->id,
-                  (unsigned long long)v, refit_error_message());
-        memset(d->base_v, 0, d->n_src * sizeof(*d->base_v));
-        st->delta_fallbacks = 1;
-        st->delta_descriptors = 0;
-        int fresh = 0;
-        uint64_t bytes = 0;
-        *whole = 1;
-        rc = rf_peers_connect(r, &fresh);
-        if (!rc)
-            rc = plan_pull(r, d, 0, NULL, &bytes);
-        if (!rc)
-            rc = run(r, d, st);
-        delta = 0;
-    }
-    if (!rc && !*whole) {
-        st->bytes_wire = st->bytes_wire - saved + delta;
-        st->bytes_delta = delta;
-    }
-    if (!rc)
-        d->pulled = v;
-    pull_free(d);
-    return rc;
 }

@@ -6,7 +6,7 @@
  * build the catalog; let the hold strategy pick V's arena and withdraw
  * what that memory backs; copy the small tensors (copy mode: all) into the
  * arena; hash every tensor (whole and per chunk) into this version's
- * checksum blob; write the blob, then the source record READY(V); then the
+ * checksums; write them (segments, sums.h), then the source record READY(V); then the
  * delivery strategy (push: write V into every receiver).  A heartbeat
  * thread keeps heartbeats/<id> fresh so readers can tell a live source
  * from a dead one.  wait_released(V) waits for the receivers'

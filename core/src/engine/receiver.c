@@ -17,6 +17,7 @@
 #include "ackpost.h"
 #include "bells.h"
 #include "devpath.h"
+#include "../layout_int.h"
 #include "receiver.h"
 #include "refit/log.h"
 
@@ -166,6 +167,7 @@ void refit_receiver_destroy(refit_receiver_t *r)
     if (r->id && r->ctx && r->ctx->store)
         unregister(r);
     refit_layout_destroy(r->lay);
+    rf_arena_destroy(r->dry_arena);
     free(r->id);
     free(r->target_name);
     free(r);
@@ -579,10 +581,49 @@ static int same_position(const struct refit_parallel *a, const struct refit_para
            a->vp_size == b->vp_size && a->pp_layers == b->pp_layers;
 }
 
+/* Whether cat is the dry catalog of meg: the same tensors (names and
+ * shapes) in the same order, so the same bytes on the wire. */
+static int dry_catalog_is(const refit_catalog_t *cat, const refit_layout_t *meg)
+{
+    size_t n = refit_layout_count(meg);
+    if (cat->n_tensors != n)
+        return 0;
+    for (size_t t = 0; t < n; t++) {
+        const struct refit_layout_tensor *lt = refit_layout_at(meg, t);
+        const struct refit_cat_tensor *ct = &cat->tensors[t];
+        if (ct->ndim != (uint32_t)lt->ndim || strcmp(ct->name, lt->name))
+            return 0;
+        for (int d = 0; d < lt->ndim; d++)
+            if (ct->shape[d] != (uint64_t)lt->shape[d])
+                return 0;
+    }
+    return 1;
+}
+
+/* The catalog of source i's layout: an earlier source's when its content
+ * is the same (cats[i] NULL then), as the store's catalog cache keeps one
+ * object per content hash.  Trainer positions that differ only in their
+ * experts publish one catalog (Megatron names experts by local index): a
+ * tp8·ep32 trainer's 32 positions share one, and a receiver's first plan
+ * no longer builds and first-touches 31 copies of it.  Only the first
+ * `look` sources are tried (none for the naive reference plan). */
+static int dry_catalog_shared(refit_catalog_t **cats, size_t i, size_t look, const refit_layout_t *meg,
+                              const refit_catalog_t **out)
+{
+    for (size_t j = 0; j < look; j++)
+        if (cats[j] && dry_catalog_is(cats[j], meg)) {
+            *out = cats[j];
+            return 0;
+        }
+    int rc = dry_catalog(meg, &cats[i]);
+    *out = cats[i];
+    return rc;
+}
+
 /* Source i at position par: its layout and catalog, shared with an
  * earlier source at the same position when plans dedupe (*shared 1: not
  * this source's to free), as catalogs cached by content hash are. */
-static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, size_t i, refit_catalog_t **cat,
+static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, size_t i, refit_catalog_t **cats,
                       unsigned char *shared)
 {
     struct rf_source *s = &r->disc.src[i];
@@ -597,10 +638,9 @@ static int dry_source(refit_receiver_t *r, const struct refit_parallel *src, siz
             shared[i] = 1;
             return 0;
         }
-    int rc = refit_layout_trainer(r->ctx->model, &src[i], &r->copts, &s->meg);
+    int rc = rf_layout_trainer_in(r->ctx->model, &src[i], &r->copts, r->dry_arena, &s->meg);
     if (!rc)
-        rc = dry_catalog(s->meg, cat);
-    s->cat = *cat;
+        rc = dry_catalog_shared(cats, i, r->ctx->plan_dedupe ? i : 0, s->meg, &s->cat);
     return rc;
 }
 
@@ -645,10 +685,12 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
     drop_plan(r);
     rf_peers_fini(r);
     rf_discover_drop_sources(&r->disc);
+    if (!r->dry_arena)
+        r->dry_arena = rf_arena_create();
     r->disc.src = calloc(n_src, sizeof(*r->disc.src));
     refit_catalog_t **cats = calloc(n_src, sizeof(*cats));
     unsigned char *shared = calloc(n_src, 1);
-    if (!r->disc.src || !cats || !shared) {
+    if (!r->dry_arena || !r->disc.src || !cats || !shared) {
         free(cats);
         free(shared);
         return REFIT_ENOMEM;
@@ -656,7 +698,7 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
     r->disc.n_src = n_src;
     int rc = 0;
     for (size_t i = 0; i < n_src && !rc; i++)
-        rc = dry_source(r, src, i, &cats[i], shared);
+        rc = dry_source(r, src, i, cats, shared);
     double t0 = rf_seconds();
     if (!rc)
         rc = make_plan(r);
@@ -679,6 +721,7 @@ int refit_receiver_plan_dry(refit_receiver_t *r, const struct refit_parallel *sr
             r->disc.src[i].meg = NULL;
     free(shared);
     rf_discover_drop_sources(&r->disc);
+    rf_arena_reset(r->dry_arena); /* the layouts are gone */
     for (size_t i = 0; i < n_src; i++)
         refit_catalog_destroy(cats[i]);
     free(cats);

@@ -467,6 +467,9 @@ struct refit_receiver {
     int n_excluded;
     struct refit_convert_opts copts;
     refit_layout_t *lay;
+    /* refit_receiver_plan_dry's trainer layouts (reset after each plan,
+     * kept for the next: arena.h) */
+    struct rf_arena *dry_arena;
     const struct rf_rcv_mode *mode;
     void *mode_state;
 

@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "refit/plugin.h"
+#include "refit/store.h"
 
 extern const struct refit_host *H;
 
@@ -77,6 +78,14 @@ void rd_xadd_cmd(struct rd_cmd *c, const char *stream, const char *key);
 int rd_watch(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms, char ***keys,
              size_t *n);
 int rd_reply_error(struct rd_store *st, const redisReply *r, const char *what, const char *key);
+/* "refit/<ns>/" + key, H->alloc'ed (NULL: out of memory); *len its length. */
+char *rd_full_key(struct rd_store *st, const char *key, size_t *len);
+void rd_free_replies(redisReply **r, size_t n);
+void rd_drop_conn(struct rd_store *st);
+/* The store ABI's reads (redis_read.c). */
+int rd_get(void *obj, const char *key, void **val, size_t *len);
+int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n);
+int rd_list(void *obj, const char *prefix, char ***keys, size_t *n);
 
 /* Wait up to ms for a change of `channel` (a counter's name): returns at
  * the first message, at once after subscribing for the first time (the

@@ -1,8 +1,12 @@
-/* cuda_ipc.h — state shared by the two files of the `cuda_ipc` transport
- * plugin: cuda_ipc.c (the ops: registration, keys, copies, completion)
- * and cuda_ipc_ctl.c (the control channel: a Unix socket per connection,
- * served by the plugin's own thread, that carries hellos, key checks,
- * revokes and their acknowledgements, and notifications).
+/* cuda_ipc.h — state shared by the files of the `cuda_ipc` transport
+ * plugin: cuda_ipc.c (the plugin, configuration, init/fini),
+ * cuda_ipc_mem.c (registration, mappings of peers' allocations),
+ * cuda_ipc_peer.c (peers, remote keys), cuda_ipc_xfer.c (copies,
+ * completion, notifications), cuda_ipc_util.c (helpers), cuda_ipc_ctl.c
+ * (the control channel: a Unix socket per connection, served by the
+ * plugin's own thread, that carries hellos, key checks, revokes and their
+ * acknowledgements, and notifications) and cuda_ipc_bell.c (doorbells).
+ * Everything here has hidden visibility: the plugin exports one symbol.
  *
  * Locking: tp->lock protects every list and flag below (regions, conns,
  * peers, rkeys, requests, mappings, notices).  It is never held while
@@ -230,8 +234,25 @@ struct refit_tp {
 };
 
 /* ---- cuda_ipc.c ---- */
+extern uint64_t cipc_proc_nonce; /* random per process: a loopback peer has ours */
+
+/* ---- cuda_ipc_util.c ---- */
 int64_t cipc_now_ms(void); /* CLOCK_MONOTONIC, as tp->cond waits */
+int64_t cipc_deadline_after(int64_t ms); /* now + ms, saturating */
 struct timespec cipc_abstime(int64_t deadline_ms);
+/* Waiting for copies: yield first, then sleep a little longer each round. */
+void cipc_backoff(unsigned *spin);
+char *cipc_strdup(const char *s);
+/* Calls that need our device current set it and put the caller's back:
+ * the application's current device is its own business. */
+struct cipc_devguard {
+    int prev, changed;
+};
+int cipc_dev_enter(refit_tp_t *tp, struct cipc_devguard *g);
+void cipc_dev_leave(struct cipc_devguard *g);
+/* One event per stream of tp (timing off); on failure none is left. */
+int cipc_events_create(refit_tp_t *tp, cudaEvent_t *ev, const char *what);
+void cipc_events_destroy(refit_tp_t *tp, cudaEvent_t *ev);
 int cipc_cuda_fail(int status, cudaError_t e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void cipc_req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
@@ -241,7 +262,35 @@ int cipc_req_poll(struct refit_tp_req *r);
 /* Wait (sleeping, lock held by the caller or not) until the events in mask
  * completed: 1 done, 0 deadline passed, < 0 CUDA error (message set). */
 int cipc_events_wait(const cudaEvent_t *ev, uint32_t mask, int64_t deadline_ms);
+
+/* ---- cuda_ipc_mem.c ---- */
+/* The driver API's allocation ranges, looked up once per process. */
+int cipc_driver_open(void);
+/* Under tp->lock: the mapping of k's allocation (opened on first use). */
+int cipc_map_get(refit_tp_t *tp, refit_tp_peer_t *p, const struct cipc_key *k, struct cipc_map **out);
 void cipc_map_put(refit_tp_t *tp, struct cipc_map *m);
+void cipc_region_free(struct refit_tp_region *r);
+int cipc_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, refit_tp_region_t **out);
+int cipc_dereg(refit_tp_t *tp, refit_tp_region_t *r);
+int cipc_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t *len);
+
+/* ---- cuda_ipc_peer.c ---- */
+/* Under tp->lock: unlink p, end its copies, close its mappings, hang up. */
+void cipc_peer_teardown(refit_tp_t *tp, refit_tp_peer_t *p);
+int cipc_connect(refit_tp_t *tp, const void *addr, size_t len, const char *peer_name, refit_tp_peer_t **out);
+void cipc_disconnect(refit_tp_t *tp, refit_tp_peer_t *p);
+int cipc_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len, refit_tp_rkey_t **out);
+void cipc_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k);
+int cipc_rkey_ptr(refit_tp_t *tp, refit_tp_rkey_t *k, void **ptr);
+
+/* ---- cuda_ipc_xfer.c ---- */
+int cipc_post(refit_tp_t *tp, refit_tp_peer_t *p, const struct refit_tp_desc *d, size_t n, refit_tp_req_t **out);
+int cipc_progress(refit_tp_t *tp);
+int cipc_test(refit_tp_t *tp, refit_tp_req_t *r);
+int cipc_wait(refit_tp_t *tp, refit_tp_req_t *r, int64_t timeout_ms);
+void cipc_req_free(refit_tp_t *tp, refit_tp_req_t *r);
+int cipc_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len);
+int cipc_poll_notify(refit_tp_t *tp, void *buf, size_t cap, size_t *len, int64_t timeout_ms);
 
 /* ---- cuda_ipc_ctl.c ---- */
 int cipc_ctl_start(refit_tp_t *tp, const char *sock_dir);
