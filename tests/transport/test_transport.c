@@ -478,6 +478,7 @@ START_TEST(t_dereg_while_reading)
             ck_assert_msg(rc != REFIT_ETIMEDOUT && rc != REFIT_EAGAIN, "wait: %s", refit_error_message());
             if (!strcmp(plugin, "tcp"))
                 ck_assert_msg(rc == REFIT_ESTALE, "%s", refit_error_message());
+            fprintf(stderr, "%s: READ overlapping a deregistration: %s (%d)\n", plugin, refit_error_message(), rc);
             failed = 1;
         }
         refit_transport_req_free(S.t, req);

@@ -203,13 +203,16 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
 
 // The copy tiles of a phase: without the FP8 block's registers, so that
 // more CTAs share an SM (the copies are bound by memory, not by the SMs).
-__global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first)
+// A grid smaller than the tiles walks them (REFIT_DPROG_CTAS: a measurement knob).
+__global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first, size_t n)
 {
-    const tile t = tiles[first + blockIdx.x];
-    if ((t.kind & kKindMask) == kTileCopy16)
-        copy16(t);
-    else
-        copy1(t);
+    for (size_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const tile t = tiles[first + i];
+        if ((t.kind & kKindMask) == kTileCopy16)
+            copy16(t);
+        else
+            copy1(t);
+    }
 }
 
 int cuda_fail(cudaError_t e, const char *what)
@@ -309,6 +312,7 @@ struct rf_dprog {
      * own launch: the copies' kernel keeps more CTAs on an SM). */
     size_t phase_first[RF_DPROG_PHASES + 1], copy_first[RF_DPROG_PHASES];
     uint64_t tile_bytes; /* largest copy tile */
+    unsigned ctas;       /* REFIT_DPROG_CTAS: the copy kernel's grid bound (0: a CTA per tile) */
     int rule;
     float floor;
     int launched;
@@ -364,6 +368,9 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
     long kb = tk ? strtol(tk, NULL, 10) : 0;
     g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
+    const char *ct = getenv("REFIT_DPROG_CTAS");
+    long ctas = ct ? strtol(ct, NULL, 10) : 0;
+    g->ctas = ctas > 0 && ctas <= 1048576 ? (unsigned)ctas : 0;
     int saved = -1, rc = enter(device, &saved);
     cudaError_t e = cudaSuccess;
     if (!rc) {
@@ -537,7 +544,7 @@ static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, siz
     for (size_t at = f; err == cudaSuccess && at < e; at += 0x7fffffffu) {
         unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
         if (copy)
-            copy_tiles<<<grid, kThreads, 0, s>>>(g->d_tiles, at);
+            copy_tiles<<<g->ctas && g->ctas < grid ? g->ctas : grid, kThreads, 0, s>>>(g->d_tiles, at, grid);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
             run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag);
         else
@@ -609,9 +616,25 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     return 0;
 }
 
-/* The event: polled for up to spin_s, then waited on (blocking). */
-static cudaError_t poll_done(const rf_dprog *g)
+/* Traced programs: the host sees the kernels start (the start event
+ * completes), so that the trace splits the wait into the launch's latency
+ * on the device (a context switch from the trainer's process, among
+ * others) and the kernels' end to the host seeing it. */
+static void poll_started(rf_dprog *g)
 {
+    if (!g->timed)
+        return;
+    double end = now_s() + 0.1;
+    while (cudaEventQuery(g->k0) == cudaErrorNotReady && now_s() < end)
+        ;
+    (void)cudaGetLastError();
+    step(g, "started");
+}
+
+/* The event: polled for up to spin_s, then waited on (blocking). */
+static cudaError_t poll_done(rf_dprog *g)
+{
+    poll_started(g);
     if (g->spin_s > 0) {
         double end = now_s() + g->spin_s;
         for (unsigned i = 0;; i++) {

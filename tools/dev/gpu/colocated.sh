@@ -8,7 +8,8 @@
 # Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
 # There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib]
 # (attrib: the 0.6B runs with each of refit.ack_async, the polled wait and
-# the one-launch FP8 program undone, beside the defaults)
+# the one-launch FP8 program undone, beside the defaults; untraced; the copy
+# kernel's tile size and grid bound)
 # Logs to $OUT (or /tmp); prints a PASS/FAIL line per step, the ratio lines
 # and two warm pulls' traces (REFIT_PULL_TRACE=1, receiver.h: each step of
 # the pull in ms, the kernels' device time; REFIT_PULL_TRACE=0 turns it off).
@@ -33,6 +34,8 @@ step() {
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
 step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
+# the copy kernel with a small grid walking many small tiles, against the host reference too
+step dprog-cuda-walk 40 env REFIT_DPROG_CTAS=64 REFIT_DPROG_TILE_KB=4 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
 if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults against each undone), 0.6B
     step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
@@ -40,6 +43,13 @@ if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults agai
     step "0.6B fp8 off, blocking wait" 40 env REFIT_DPROG_SPIN_US=0 "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
     step "0.6B fp8 trainer, two launches" 40 env REFIT_DPROG_SPLIT=1 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    # untraced (no timing events, no start poll): the totals without the trace's own cost
+    step "0.6B fp8 off, untraced" 40 env REFIT_PULL_TRACE=0 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 trainer, untraced" 40 env REFIT_PULL_TRACE=0 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    # the copy kernel's shape: smaller tiles, and a grid of 8 CTAs per SM walking them
+    step "0.6B fp8 off, 32 KiB tiles" 40 env REFIT_DPROG_TILE_KB=32 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, grid 8/SM, 64 KiB tiles" 40 env REFIT_DPROG_CTAS=1056 REFIT_DPROG_TILE_KB=64 \
+        "$r" bench gpu --colocated --cycles 6 # 132 SMs (H100 SXM, H200)
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
