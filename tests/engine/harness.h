@@ -7,7 +7,9 @@
 #define REFIT_TEST_HARNESS_H
 
 #include <check.h>
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,6 +55,22 @@ static inline int th_reset_tcp(void)
     if (d)
         closedir(d);
     return n;
+}
+
+/* A port the kernel just had free on 127.0.0.1 (-1: none), for a test's
+ * own redis-server (restarts reuse it): not one derived from the pid,
+ * which a test running beside this one may hold. */
+static inline int th_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&sa, sizeof(sa)) && !getsockname(fd, (struct sockaddr *)&sa, &sl))
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
 }
 
 /* A fresh directory $TMPDIR/refit-<tag>-XXXXXX (/tmp without TMPDIR). */

@@ -243,7 +243,8 @@ static void start_redis(void)
 
 START_TEST(redis_restart_between_cycles)
 {
-    redis_port = 21000 + (int)(getpid() % 20000);
+    redis_port = th_free_port();
+    ck_assert_int_gt(redis_port, 0);
     start_redis();
     char s[256];
     snprintf(s, sizeof(s), "store:\n  plugin: redis\n  namespace: t%d\n  redis:\n    port: %d", (int)getpid(),
@@ -310,7 +311,8 @@ END_TEST
 
 START_TEST(warm_cycle_store_round_trips_redis)
 {
-    redis_port = 21000 + (int)(getpid() % 20000);
+    redis_port = th_free_port();
+    ck_assert_int_gt(redis_port, 0);
     start_redis();
     char s[256];
     snprintf(s, sizeof(s), "store:\n  plugin: redis\n  namespace: t%d\n  redis:\n    port: %d", (int)getpid(),

@@ -1,7 +1,7 @@
 /* test_fuzz_decoders.c — a structural fuzzer for every decoder of what
  * refit reads from a store (issues 14 and 22): push work lists and adverts
  * (push_work.c), replica records and lease lists (replica.c), checksum
- * blobs (sums.c), catalogs, source records, acks and heartbeats
+ * segments (sums.c), catalogs, source records, acks and heartbeats
  * (catalog_*.c).
  *
  * Byte mutations of a valid encoding (test_catalog_fuzz.c,
@@ -759,7 +759,7 @@ START_TEST(fuzz_heartbeats)
 END_TEST
 
 /* ------------------------------------------------------------------ */
-/* Checksum blobs (little-endian words, not msgpack): built with honest or
+/* Checksum segments (little-endian words, not msgpack): built with honest or
  * lying counts and a valid trailer, so the structure checks are reached. */
 
 static refit_catalog_t *sums_cat;
@@ -771,17 +771,21 @@ static void le64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* A checksum segment (sums.h) of sums_cat's one segment (its tensors are
+ * small: all in segment 0), built field by field. */
 static void build_sums(struct gen *g)
 {
-    size_t nt = sums_cat->n_tensors, cap = 48 + 8 * (nt * 8 + 16), n = 0;
+    size_t nt = sums_cat->n_tensors, cap = 64 + 8 * (nt * 8 + 16), n = 0;
     uint8_t *b = calloc(1, cap);
-    memcpy(b, "RFSUMS01", 8);
+    memcpy(b, "RFSUMS02", 8);
     le64(b + 8, chance(97) ? 3 : 4);
     memcpy(b + 16, sums_hash.b, 16);
     if (chance(3))
         b[20] ^= 1;
-    le64(b + 32, chance(96) ? nt : edge());
-    n = 40;
+    le64(b + 32, chance(97) ? 0 : edge());
+    le64(b + 40, chance(97) ? 0 : edge());
+    le64(b + 48, chance(96) ? nt : edge());
+    n = 56;
     for (size_t t = 0; t < nt + (chance(3) ? 1 : 0) && n + 16 <= cap - 8; t++) {
         const struct refit_cat_tensor *ct = t < nt ? &sums_cat->tensors[t] : &sums_cat->tensors[0];
         uint64_t rows = ct->shape[0], want = (rows + ct->chunk_rows - 1) / ct->chunk_rows;
@@ -792,7 +796,7 @@ static void build_sums(struct gen *g)
         for (uint64_t k = 0; k < nc && k < want + 2 && n + 8 <= cap - 8; k++, n += 8)
             le64(b + n, rnd());
     }
-    if (chance(3) && n >= 48)
+    if (chance(3) && n >= 64)
         n -= 8 * (1 + rnd() % 2);
     le64(b + n, XXH3_64bits(b, n));
     n += 8;
@@ -803,23 +807,25 @@ static void build_sums(struct gen *g)
 static int decode_sums(const void *buf, size_t len)
 {
     struct rf_sums s;
-    int rc = rf_sums_decode(buf, len, "versions/3/sums/fuzz", sums_cat, &sums_hash, 3, &s);
+    uint64_t *want;
+    uint32_t *seg;
+    size_t n_seg;
+    ck_assert_int_eq(rf_sums_cat_segments(sums_cat, &want, &seg, &n_seg), 0);
+    ck_assert_uint_eq(n_seg, 1);
+    ck_assert_int_eq(rf_sums_prepare(&s, sums_cat->n_tensors), 0);
+    int rc = rf_sums_decode_seg(buf, len, "versions/3/sums/fuzz/0", sums_cat, &sums_hash, 3, seg, 0, &s);
     if (rc == REFIT_ESTALE || rc == REFIT_ECHECKSUM)
-        rc = REFIT_EPROTO; /* a blob of another version or catalog, a broken trailer: refused as well */
-    if (!rc) {
-        ck_assert_uint_eq(s.n_tensors, sums_cat->n_tensors);
-        for (size_t t = 0; t < s.n_tensors; t++) {
-            const struct refit_cat_tensor *ct = &sums_cat->tensors[t];
-            uint64_t want = (ct->shape[0] + ct->chunk_rows - 1) / ct->chunk_rows;
-            for (uint64_t k = 0; k < want + 2; k++) {
-                int have;
-                uint64_t v = rf_sums_chunk(&s, t, k, &have);
-                (void)v;
-                ck_assert(!have || k < want);
-            }
+        rc = REFIT_EPROTO; /* a segment of another version or catalog, a broken trailer: refused as well */
+    for (size_t t = 0; !rc && t < s.n_tensors; t++)
+        for (uint64_t k = 0; k < want[t] + 2; k++) {
+            int have;
+            uint64_t v = rf_sums_chunk(&s, t, k, &have);
+            (void)v;
+            ck_assert(!have || k < want[t]);
         }
-        rf_sums_fini(&s);
-    }
+    rf_sums_fini(&s);
+    free(want);
+    free(seg);
     return rc;
 }
 
@@ -843,13 +849,13 @@ START_TEST(fuzz_sums)
     ck_assert_int_eq(refit_catalog_encode(sums_cat, &enc, &len), 0);
     refit_hash128_of(enc, len, &sums_hash);
     free(enc);
-    run("checksum blobs", build_sums, decode_sums);
+    run("checksum segments", build_sums, decode_sums);
     refit_catalog_destroy(sums_cat);
 }
 END_TEST
 
 /* ------------------------------------------------------------------ */
-/* Checksum segments (sums.h): every segment of a blob round-trips into
+/* Checksum segments (sums.h): every segment of a version round-trips into
  * one prepared rf_sums; a segment under another index, of another version
  * or with a broken trailer is refused; mutated segments (trailer re-sealed)
  * decode or are refused, never read past their words. */
@@ -916,7 +922,14 @@ START_TEST(sums_segments)
             if (expect)
                 ck_assert_uint_eq(v, t * 100000 + k);
         }
+    /* The identity of the checksums (the delta stage's base_sums) is the
+     * publisher's once every segment is in, whatever their order. */
     size_t k0 = seg[0], k1 = seg[2];
+    uint64_t id = rf_sums_segs_id(bufs, lens, n_seg);
+    ck_assert_uint_ne(acc.id, id);
+    ck_assert_int_eq(rf_sums_decode_seg(bufs[k1], lens[k1], "seg", cat, &h, 3, seg, k1, &acc), 0);
+    ck_assert_uint_eq(acc.id, id);
+    ck_assert_uint_ne(id, rf_sums_segs_id(bufs, lens, n_seg - 1));
     ck_assert_int_eq(rf_sums_decode_seg(bufs[k0], lens[k0], "seg", cat, &h, 3, seg, k1, &acc), REFIT_EPROTO);
     ck_assert_int_eq(rf_sums_decode_seg(bufs[k0], lens[k0], "seg", cat, &h, 4, seg, k0, &acc), REFIT_ESTALE);
     uint8_t *bad = malloc(lens[k1]);
@@ -954,7 +967,7 @@ START_TEST(sums_segments)
 END_TEST
 
 /* ------------------------------------------------------------------ */
-/* Delta records (delta_eng.h), against the catalog of the checksum blobs */
+/* Delta records (delta_eng.h), against the catalog of the checksum segments */
 
 static const char *const delta_names[] = {"schema", "version", "base", "catalog", "base_sums", "rkey", "data_len",
                                           "index"};

@@ -81,18 +81,18 @@ START_TEST(many_long_id_sources)
     refit_context_t *ctx = context(ovr, 1);
     struct refit_standin_shard sh;
     refit_publisher_t *pub = NULL;
-    char key[REFIT_STORE_MAX_KEY + 1];
     ck_assert_msg(th_publisher(ctx, ckpt, "zz-trainer", &sh, &pub) == 0, "%s", refit_error_message());
     ck_assert_msg(refit_publisher_publish(pub, 1) == 0, "%s", refit_error_message());
     refit_loader_t *ld;
     refit_store_t *st = store_of(ctx, &ld);
     struct refit_source_record *rec = NULL;
     ck_assert_int_eq(refit_record_fetch(st, "zz-trainer", &rec), 0);
+    /* The checksums are stored once, in segments (versions/V/sums/<id>/<k>),
+     * which receivers read in discovery: each copied source gets the
+     * publisher's too. */
     void *sums = NULL;
     size_t sums_len = 0;
-    ck_assert_int_eq(refit_store_get(st, "versions/1/sums/zz-trainer", &sums, &sums_len), 0);
-    /* Receivers read the segments of the checksums (versions/V/sums/<id>/<k>)
-     * in discovery: each copied source gets the publisher's too. */
+    ck_assert_int_eq(refit_store_get(st, "versions/1/sums/zz-trainer", &sums, &sums_len), REFIT_ENOENT);
     char **segs = NULL;
     size_t n_segs = 0;
     ck_assert_int_eq(refit_store_list(st, "versions/1/sums/zz-trainer/", &segs, &n_segs), 0);
@@ -110,13 +110,10 @@ START_TEST(many_long_id_sources)
         r.heartbeat_ms = refit_time_ms();
         ck_assert_msg(refit_record_publish(st, &r) == 0, "%s", refit_error_message());
         ck_assert_int_eq(refit_heartbeat_put(st, id, 1, 30000), 0);
-        snprintf(key, sizeof(key), "versions/1/sums/%s", id);
-        ck_assert_int_eq(refit_store_put(st, key, sums, sums_len), 0);
         copy_segments(st, segs, n_segs, id);
     }
     free(segs);
     free(rec);
-    free(sums);
     refit_receiver_t *r = receiver(ctx, "r0");
     int rc = refit_receiver_pull(r, 1, NULL);
     ck_assert_int_eq(rc, REFIT_EPROTO);
@@ -246,8 +243,8 @@ static void empty_segments(refit_store_t *st, const char *prefix)
 
 START_TEST(verify_full_refuses_empty_checksums)
 {
-    /* A publisher with checksums, whose blob is then replaced by a valid
-     * one of zero chunks per tensor (docs/protocol.md, "Checksums"). */
+    /* A publisher with checksums, whose segments are then replaced by valid
+     * ones of zero chunks per tensor (docs/protocol.md, "Checksums"). */
     refit_context_t *ctx = context(NULL, 0);
     struct refit_standin_shard sh;
     refit_publisher_t *pub = NULL;
@@ -255,27 +252,12 @@ START_TEST(verify_full_refuses_empty_checksums)
     ck_assert_msg(refit_publisher_publish(pub, 1) == 0, "%s", refit_error_message());
     refit_loader_t *ld;
     refit_store_t *st = store_of(ctx, &ld);
-    struct refit_source_record *rec = NULL;
-    refit_catalog_t *cat = NULL;
-    ck_assert_int_eq(refit_record_fetch(st, "emptied", &rec), 0);
-    ck_assert_int_eq(refit_catalog_fetch(st, &rec->catalog, &cat), 0);
-    size_t len = 40 + 16 * cat->n_tensors + 8;
-    unsigned char *blob = calloc(1, len);
-    memcpy(blob, "RFSUMS01", 8);
-    le64(blob + 8, 1);
-    memcpy(blob + 16, rec->catalog.b, 16);
-    le64(blob + 32, cat->n_tensors);
-    le64(blob + len - 8, XXH3_64bits(blob, len - 8));
-    ck_assert_int_eq(refit_store_put(st, "versions/1/sums/emptied", blob, len), 0);
     empty_segments(st, "versions/1/sums/emptied/");
     refit_receiver_t *r = receiver(ctx, "r0");
     int rc = refit_receiver_pull(r, 1, NULL);
     ck_assert_int_eq(rc, REFIT_ECHECKSUM);
     ck_assert_msg(strstr(refit_error_message(), "source emptied") && strstr(refit_error_message(), "no checksum"),
                   "%s", refit_error_message());
-    free(blob);
-    free(rec);
-    refit_catalog_destroy(cat);
     refit_receiver_destroy(r);
     refit_publisher_destroy(pub);
     refit_standin_shard_free(&sh);

@@ -642,7 +642,8 @@ START_TEST(soak)
     th_workdir(REFIT_BIN, "soak", 2, 1024, dir, sizeof(dir), ckpt, sizeof(ckpt));
     int have_redis = system("command -v redis-server >/dev/null && command -v redis-cli >/dev/null") == 0;
     if (have_redis) {
-        redis_port = 21000 + (int)(getpid() % 20000);
+        redis_port = th_free_port();
+        ck_assert_int_gt(redis_port, 0);
         start_redis();
     } else {
         fprintf(stderr, "soak: redis-server not installed: SKIP the Redis restarts (file store)\n");

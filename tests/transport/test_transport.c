@@ -450,6 +450,17 @@ END_TEST
 
 START_TEST(t_dereg_while_reading)
 {
+    /* The owner's dereg waits up to transport.timeout for a reader to stop
+     * using the memory; a 256 MiB READ on a loaded two-core machine (tests
+     * running beside this one) can take longer than the suite's 2 s bound
+     * (a test setting, not a product one).  This test is about the overlap:
+     * both sides reopen with a bound that fits it. */
+    side_close(&S);
+    peer_stop(&P);
+    peer_spawn(&P, NULL, "transport.timeout=20s");
+    side_open(&S, "transport.timeout=20s");
+    peer_ready(&P);
+    side_connect(&S, &P);
     const uint64_t R = 256u << 20;
     uint8_t *buf = map(R);
     refit_tp_region_t *lr;

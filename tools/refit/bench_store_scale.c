@@ -7,8 +7,8 @@
  * catalog API (refit/store.h, refit/catalog.h):
  *
  *   publish   catalog (content-addressed: cas-if-absent once per handle),
- *             checksums (versions/V/sums/<id> and its segments
- *             versions/V/sums/<id>/<k>, one put_many; none with --sums
+ *             checksums (the segments versions/V/sums/<id>/<k>, one
+ *             put_many; none with --sums
  *             transport, where they travel in the source's table over the
  *             transport, pub_sums.c), record (sources/ and
  *             versions/V/sources/, one pipelined put), heartbeat;
@@ -27,7 +27,7 @@
  *
  * Catalogs are those the trainer ranks of the model would publish (one per
  * distinct parallel position, from the model's layouts); records, acks and
- * checksum blobs have their real encodings and sizes.  Per phase it
+ * checksum segments have their real encodings and sizes.  Per phase it
  * prints wall time, the server's CPU time (INFO used_cpu_*), Redis
  * commands (INFO commandstats before and after; per command with
  * REFIT_BENCH_COMMANDS=1), bytes in and out of Redis (INFO stats) and the
@@ -127,12 +127,11 @@ static int make_catalogs(struct ss *s)
     s->n_cat = s->o.t_tp * s->o.t_ep;
     s->cat_enc = calloc((size_t)s->n_cat, sizeof(void *));
     s->cat_len = calloc((size_t)s->n_cat, sizeof(size_t));
-    s->sums_len = calloc((size_t)s->n_cat, sizeof(size_t));
     s->cat_hash = calloc((size_t)s->n_cat, sizeof(*s->cat_hash));
     s->present = calloc((size_t)s->n_cat, 1);
     s->n_seg = calloc((size_t)s->n_cat, sizeof(size_t));
     s->seg_len = calloc((size_t)s->n_cat, sizeof(size_t *));
-    if (!rc && (!s->cat_enc || !s->cat_len || !s->sums_len || !s->cat_hash || !s->present || !s->n_seg ||
+    if (!rc && (!s->cat_enc || !s->cat_len || !s->cat_hash || !s->present || !s->n_seg ||
                 !s->seg_len))
         rc = REFIT_ENOMEM;
     for (int p = 0; !rc && p < s->o.publishers; p++)
@@ -158,7 +157,7 @@ static int make_catalogs(struct ss *s)
         uint32_t reg = 0;
         if (!rc)
             rc = refit_catalog_add_region(c, total ? total : 1, &reg);
-        uint64_t off = 0, chunks = 0;
+        uint64_t off = 0;
         for (size_t t = 0; !rc && t < refit_layout_count(lay); t++) {
             const struct refit_layout_tensor *lt = refit_layout_at(lay, t);
             struct refit_cat_tensor ct = {.name = lt->name, .dtype = REFIT_DTYPE_BF16,
@@ -183,7 +182,7 @@ static int make_catalogs(struct ss *s)
             rc = refit_catalog_encode(c, &s->cat_enc[k], &s->cat_len[k]);
         if (!rc)
             refit_hash128_of(s->cat_enc[k], s->cat_len[k], &s->cat_hash[k]);
-        /* The whole blob and its segments, sized from the catalog (sums.h). */
+        /* The checksum segments, sized from the catalog (sums.h). */
         uint64_t *want = NULL;
         uint32_t *seg = NULL;
         if (!rc)
@@ -192,14 +191,12 @@ static int make_catalogs(struct ss *s)
             rc = REFIT_ENOMEM;
         size_t nt = rc ? 0 : refit_layout_count(lay);
         for (size_t t = 0; t < nt; t++) {
-            chunks += 2 + want[t];
             s->seg_len[k][seg[t]] += 8 * (2 + want[t]);
         }
         for (size_t j = 0; !rc && j < s->n_seg[k]; j++)
             s->seg_len[k][j] += 64;
         free(want);
         free(seg);
-        s->sums_len[k] = 48 + 8 * chunks;
         refit_catalog_destroy(c);
         refit_layout_destroy(lay);
     }
@@ -438,7 +435,6 @@ static void ss_free(struct ss *s)
         free(s->cat_enc[k]);
     free(s->cat_enc);
     free(s->cat_len);
-    free(s->sums_len);
     for (int k = 0; s->seg_len && k < s->n_cat; k++)
         free(s->seg_len[k]);
     free(s->seg_len);

@@ -38,7 +38,6 @@ struct ss {
     void **cat_enc;
     size_t *cat_len;
     struct refit_hash128 *cat_hash;
-    size_t *sums_len;
     size_t *n_seg;     /* checksum segments per position (sums.h, from the catalog) */
     size_t **seg_len;  /* their lengths */
     uint8_t *held; /* receivers x n_cat: catalog already fetched */

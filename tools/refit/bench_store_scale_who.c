@@ -19,9 +19,9 @@ int ss_publish_one(struct ss *s, int p)
     (void)key;
     struct refit_hash128 h;
     rc = refit_catalog_publish(st, s->cat_enc[k], s->cat_len[k], &h, NULL);
-    /* The whole blob and its segments in one round trip (publisher.c);
-     * with the table over the transport, none (no delta stage here). */
-    size_t ns = s->n_seg[k], big = s->sums_len[k];
+    /* The checksum segments in one round trip (publisher.c); with the
+     * table over the transport, none (no delta stage here). */
+    size_t ns = s->n_seg[k], big = 1;
     int table = s->o.sums_transport;
     for (size_t j = 0; j < ns; j++)
         big = s->seg_len[k][j] > big ? s->seg_len[k][j] : big;
@@ -30,15 +30,12 @@ int ss_publish_one(struct ss *s, int p)
     char (*sk)[REFIT_STORE_MAX_KEY + 1] = calloc(ns + 1, sizeof(*sk));
     if (!rc && (!sums || !pi || !sk))
         rc = REFIT_ENOMEM;
-    for (size_t j = 0; !rc && j <= ns; j++) {
-        if (j < ns)
-            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
-        else
-            snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s", (unsigned long long)s->version, id);
-        pi[j] = (struct refit_store_put_item){sk[j], sums, j < ns ? s->seg_len[k][j] : s->sums_len[k], 0};
+    for (size_t j = 0; !rc && j < ns; j++) {
+        snprintf(sk[j], sizeof(sk[j]), "versions/%llu/sums/%s/%zu", (unsigned long long)s->version, id, j);
+        pi[j] = (struct refit_store_put_item){sk[j], sums, s->seg_len[k][j], 0};
     }
-    if (!rc && !table)
-        rc = refit_store_put_many(st, pi, ns + 1);
+    if (!rc && !table && ns)
+        rc = refit_store_put_many(st, pi, ns);
     free(sums);
     free(pi);
     free(sk);

@@ -10,7 +10,8 @@
  * bounded reader decodes it):
  *
  *   {"schema": 1, "version": V, "base": B, "catalog": bin16,
- *    "base_sums": XXH3-64 of B's checksum blob, "rkey": bin (the arena),
+ *    "base_sums": the identity of B's checksums (sums.h, rf_sums_segs_id),
+ *    "rkey": bin (the arena),
  *    "data_len": u64, "index": bin (u32 LE per chunk of every tensor in
  *    catalog order: the chunk delta's length, 0 = unchanged, 0xffffffff =
  *    not encoded: pull it whole)}

@@ -24,7 +24,7 @@ struct rf_pubdelta {
     size_t n_t;
     uint64_t base_version; /* 0: the base holds nothing usable */
     int whole;             /* the last encode pass brought the base to the tensors' bytes */
-    uint64_t base_sums;    /* XXH3-64 of its checksum blob */
+    uint64_t base_sums;    /* the identity of its checksums (rf_sums_segs_id) */
     struct refit_hash128 base_cat;
     struct {
         uint8_t *buf;
@@ -42,7 +42,7 @@ struct rf_pubdelta {
     struct rf_pubdelta_dev *dev; /* CUDA tensors (delta_dev.c) */
     uint64_t last_bytes; /* the last version's delta (UINT64_MAX: none) */
     /* The last delta made (push mode offers it): version, its base and the
-     * base's checksum-blob hash, arena (made_v 0: none). */
+     * base's checksums' identity, arena (made_v 0: none). */
     uint64_t made_v, made_base, made_sums;
     int made_arena;
     double last_s;

@@ -6,7 +6,7 @@
  * uncommitted pull, a new plan or a restart leaves 0).  A pull of V reads
  * each source's delta record; a descriptor goes by delta when its source's
  * record was made from exactly what the mirror holds (base version and the
- * hash of that version's checksum blob) and every chunk it covers was
+ * identity of that version's checksums, rf_sums_segs_id) and every chunk it covers was
  * encoded with even edges; it goes whole otherwise.  In one execution
  * (exec.c), whole descriptors are READ as always and copied into the
  * mirror; delta descriptors READ the chunk deltas they cover from the
@@ -637,7 +637,7 @@ int rf_rcvd_run(refit_receiver_t *r, struct rf_rcvdelta *d, struct refit_pull_st
 }
 
 /* The start of a delta version, pull or push: the per-plan arrays, the
- * sources' checksum blobs and delta records of v, and the plan of which
+ * sources' checksums and delta records of v, and the plan of which
  * descriptors go by delta (drop: those the publisher will not write). */
 int rf_rcvd_begin(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t *bytes)
 {
@@ -649,7 +649,7 @@ int rf_rcvd_begin(refit_receiver_t *r, uint64_t v, const uint8_t *drop, uint64_t
     int rc = for_plan(r, d);
     rf_rcvd_dev_begin(d);
     for (size_t s = 0; !rc && s < r->disc.n_src; s++)
-        d->got_h[s] = r->verify.blob_hash[s];
+        d->got_h[s] = r->verify.sums[s].id;
     if (!rc)
         rc = fetch_records(r, d, v);
     *bytes = 0;

@@ -6,7 +6,7 @@
  * build the catalog; let the hold strategy pick V's arena and withdraw
  * what that memory backs; copy the small tensors (copy mode: all) into the
  * arena; hash every tensor (whole and per chunk) into this version's
- * checksum blob; write the blob, then the source record READY(V); then the
+ * checksums; write them (segments, sums.h), then the source record READY(V); then the
  * delivery strategy (push: write V into every receiver).  A heartbeat
  * thread keeps heartbeats/<id> fresh so readers can tell a live source
  * from a dead one.  wait_released(V) waits for the receivers'
@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "bells.h"
 #include "devpath.h"
@@ -583,12 +582,13 @@ static int stage_and_hash(refit_publisher_t *pub, int b, struct rf_sums *sums)
     return rc;
 }
 
-/* V's checksum segments (sums.h) beside the whole blob: put together in
- * one round trip, each live like the blob.  With the checksum table
- * (`table`, pub_sums.c) no segment: the whole blob alone, and only for
- * the delta stage (whole_key NULL: nothing to put). */
-static int put_segments(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, const char *whole_key,
-                        const void *whole, size_t whole_len, size_t *n_seg, int table)
+/* V's checksum segments (sums.h), put together in one round trip, each
+ * live (re-written after a store restart, like the record they belong
+ * to); *id names them for the delta stage.  With the checksum table
+ * (`table`, pub_sums.c) they go to the store only for receivers with
+ * refit.delta.enabled, which read every segment from there. */
+static int put_segments(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, int table,
+                        size_t *n_put, uint64_t *id)
 {
     uint64_t *want = malloc((pub->n ? pub->n : 1) * sizeof(*want));
     uint32_t *seg = malloc((pub->n ? pub->n : 1) * sizeof(*seg));
@@ -600,24 +600,24 @@ static int put_segments(refit_publisher_t *pub, uint64_t version, const struct r
         uint64_t rows = t->row_bytes ? t->nbytes / t->row_bytes : 0;
         want[i] = t->chunk_rows ? (rows + t->chunk_rows - 1) / t->chunk_rows : 0;
     }
-    if (!rc && !table) {
+    if (!rc) {
         rf_sums_segment(want, pub->n, seg, &ns);
         rc = rf_sums_encode_segs(sums, seg, ns, &pub->cat_hash, version, &bufs, &lens);
     }
-    struct refit_store_put_item *it = rc ? NULL : calloc(ns + 1, sizeof(*it));
-    char (*keys)[REFIT_STORE_MAX_KEY + 1] = rc ? NULL : calloc(ns + 1, sizeof(*keys));
+    if (!rc)
+        *id = rf_sums_segs_id(bufs, lens, ns);
+    size_t np = table && !pub->ctx->delta ? 0 : ns;
+    struct refit_store_put_item *it = rc ? NULL : calloc(np ? np : 1, sizeof(*it));
+    char (*keys)[REFIT_STORE_MAX_KEY + 1] = rc ? NULL : calloc(np ? np : 1, sizeof(*keys));
     if (!rc && (!it || !keys))
         rc = REFIT_ENOMEM;
-    for (size_t k = 0; !rc && k < ns; k++) {
+    for (size_t k = 0; !rc && k < np; k++) {
         rc = rf_key_sums_seg(keys[k], version, pub->id, k);
         it[k] = (struct refit_store_put_item){keys[k], bufs[k], lens[k], 0};
     }
-    size_t n_put = ns + (whole_key != NULL);
-    if (!rc && whole_key)
-        it[ns] = (struct refit_store_put_item){whole_key, whole, whole_len, 0};
-    if (!rc && n_put)
-        rc = refit_store_put_many(pub->ctx->store, it, n_put);
-    for (size_t k = 0; !rc && k < n_put; k++)
+    if (!rc && np)
+        rc = refit_store_put_many(pub->ctx->store, it, np);
+    for (size_t k = 0; !rc && k < np; k++)
         rc = refit_store_remember(pub->ctx->store, it[k].key, it[k].val, it[k].len, 0);
     for (size_t k = 0; bufs && k < ns; k++)
         free(bufs[k]);
@@ -627,33 +627,21 @@ static int put_segments(refit_publisher_t *pub, uint64_t version, const struct r
     free(keys);
     free(want);
     free(seg);
-    *n_seg = ns;
+    *n_put = np;
     return rc;
 }
 
-/* versions/<V>/sums/<id> and its segments, live (re-written after a store
- * restart, like the record they belong to); the previous version's are no
- * longer live. */
-static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *hash, int table)
+/* versions/<V>/sums/<id>/<k>; the previous version's are no longer live. */
+static int put_sums(refit_publisher_t *pub, uint64_t version, const struct rf_sums *sums, uint64_t *id, int table)
 {
-    void *blob = NULL;
-    size_t blen = 0, n_seg = 0;
-    char key[REFIT_STORE_MAX_KEY + 1], old_key[REFIT_STORE_MAX_KEY + 1];
-    int rc = rf_sums_encode(sums, &pub->cat_hash, version, &blob, &blen);
-    if (!rc)
-        rc = rf_key_sums(key, version, pub->id);
-    if (!rc)
-        rc = put_segments(pub, version, sums, table && !pub->ctx->delta ? NULL : key, blob, blen, &n_seg, table);
-    if (!rc)
-        *hash = XXH3_64bits(blob, blen);
-    free(blob);
-    if (!rc && pub->last_version && !rf_key_sums(old_key, pub->last_version, pub->id))
-        refit_store_forget(pub->ctx->store, old_key);
+    char old_key[REFIT_STORE_MAX_KEY + 1];
+    size_t n_put = 0;
+    int rc = put_segments(pub, version, sums, table, &n_put, id);
     for (size_t k = 0; !rc && pub->last_version && k < pub->sums_segs; k++)
         if (!rf_key_sums_seg(old_key, pub->last_version, pub->id, k))
             refit_store_forget(pub->ctx->store, old_key);
     if (!rc)
-        pub->sums_segs = n_seg;
+        pub->sums_segs = n_put;
     return rc;
 }
 

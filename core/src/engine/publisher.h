@@ -152,14 +152,14 @@ void rf_pubsums_destroy(refit_publisher_t *pub);
 int rf_pub_record(refit_publisher_t *pub, uint64_t version, uint32_t status, uint32_t keeps, int arena);
 
 /* delta_pub.c (delta_eng.h): after V's checksums are stored (sums_hash:
- * XXH3-64 of their blob) and before READY(V): encode V against the base
+ * their identity, rf_sums_segs_id) and before READY(V): encode V against the base
  * and store V's delta record (a failure only leaves V without one). */
 int rf_pubdelta_publish(refit_publisher_t *pub, uint64_t v, uint64_t sums_hash);
 /* V is READY: the base holds it. */
 void rf_pubdelta_published(refit_publisher_t *pub, uint64_t v);
 void rf_pubdelta_invalidate(refit_publisher_t *pub);
-/* Push mode: 1 when V's delta was made from exactly base (whose checksum
- * blob hashes to base_sums), with its arena's registration and data
+/* Push mode: 1 when V's delta was made from exactly base (whose checksums'
+ * identity is base_sums), with its arena's registration and data
  * length; 0 otherwise (the receiver gets V whole). */
 int rf_pubdelta_offer(const refit_publisher_t *pub, uint64_t v, uint64_t base, uint64_t base_sums,
                       refit_tp_region_t **reg, uint64_t *len);

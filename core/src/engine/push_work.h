@@ -79,7 +79,7 @@ int rf_push_work_decode(const void *buf, size_t len, const char *key, const char
 
 /* A receiver's delta request for one source (an entry of the advert's
  * optional "delta" list; docs/delta.md, "Push mode"): it holds `base` of
- * that source, whose checksum blob hashes (XXH3-64) to base_sums, and asks
+ * that source, whose checksums' identity (rf_sums_segs_id) is base_sums, and asks
  * — when the source's delta of `version` was made from exactly that — for
  * the ranges [arena_off, +len) of the source's delta arena to be written
  * at land_off of its landing buffer (remote key rk), in place of the raw

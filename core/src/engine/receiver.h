@@ -355,7 +355,6 @@ void rf_peers_broken(refit_receiver_t *r, size_t i);
 
 struct rf_sumcheck {
     struct rf_sums *sums; /* per source, this version's */
-    uint64_t *blob_hash;  /* per source: XXH3-64 of its checksum blob (delta_rcv.c) */
     size_t n;
     int on;               /* this pull verifies */
     double seconds;
@@ -363,10 +362,10 @@ struct rf_sumcheck {
 
 void rf_verify_fini(struct rf_sumcheck *v);
 /* The checksum keys of v the current plan reads: per source it reads, the
- * segments (sums.h) holding the tensors its checks cover; the whole blob
- * (seg SIZE_MAX) with refit.delta.enabled (the delta stage names a base
- * by the blob's hash) or without a plan.  Sources without a catalog yet
- * are left out. */
+ * segments (sums.h) holding the tensors its checks cover; every segment
+ * with refit.delta.enabled (the delta stage names a base by the sum of
+ * their trailers, rf_sums.id) or without a plan.  Sources without a
+ * catalog yet are left out. */
 struct rf_sumkey {
     char key[REFIT_STORE_MAX_KEY + 1];
     size_t src, seg;

@@ -1,4 +1,4 @@
-/* sums.c — per-version checksum blobs (see sums.h) and receiver keys. */
+/* sums.c — per-version checksum segments (see sums.h) and receiver keys. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +9,8 @@
 #include "refit/status.h"
 #include "sums.h"
 
-#define MAGIC "RFSUMS01"
 #define SEG_MAGIC "RFSUMS02"
+#define SEG_HEAD 56 /* magic, version, catalog hash, segment, first tensor, count */
 #define NO_WORD SIZE_MAX /* a tensor whose segment was not read */
 
 static int grow(struct rf_sums *s, size_t more)
@@ -93,83 +93,6 @@ static uint64_t get64(const unsigned char *p)
     return v;
 }
 
-int rf_sums_encode(const struct rf_sums *s, const struct refit_hash128 *cat, uint64_t version, void **buf,
-                   size_t *len)
-{
-    size_t n = 8 + 8 + 16 + 8 + s->n_words * 8 + 8;
-    unsigned char *b = malloc(n);
-    if (!b)
-        return REFIT_ENOMEM;
-    memcpy(b, MAGIC, 8);
-    put64(b + 8, version);
-    memcpy(b + 16, cat->b, 16);
-    put64(b + 32, s->n_tensors);
-    for (size_t i = 0; i < s->n_words; i++)
-        put64(b + 40 + i * 8, s->words[i]);
-    put64(b + n - 8, XXH3_64bits(b, n - 8));
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
-int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
-                   const struct refit_hash128 *cat_hash, uint64_t version, struct rf_sums *out)
-{
-    const unsigned char *b = buf;
-    memset(out, 0, sizeof(*out));
-    if (len < 48 || (len - 48) % 8 || memcmp(b, MAGIC, 8))
-        return refit_error_set(REFIT_EPROTO, "%s: not a checksum blob (%zu bytes)", key, len);
-    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
-        return refit_error_set(REFIT_ECHECKSUM, "%s: the checksum blob is corrupt", key);
-    if (get64(b + 8) != version)
-        return refit_error_set(REFIT_ESTALE, "%s: holds version %llu, not %llu", key,
-                               (unsigned long long)get64(b + 8), (unsigned long long)version);
-    if (memcmp(b + 16, cat_hash->b, 16))
-        return refit_error_set(REFIT_ESTALE, "%s: belongs to another catalog", key);
-    uint64_t nt = get64(b + 32);
-    if (nt != cat->n_tensors)
-        return refit_error_set(REFIT_EPROTO, "%s: %llu tensors, the catalog has %zu", key,
-                               (unsigned long long)nt, cat->n_tensors);
-    size_t nw = (len - 48) / 8;
-    out->words = malloc(nw ? nw * 8 : 8);
-    out->index = malloc((nt ? nt : 1) * sizeof(size_t));
-    if (!out->words || !out->index) {
-        rf_sums_fini(out);
-        return REFIT_ENOMEM;
-    }
-    for (size_t i = 0; i < nw; i++)
-        out->words[i] = get64(b + 40 + i * 8);
-    out->n_words = out->cap = nw;
-    size_t w = 0;
-    for (size_t t = 0; t < nt; t++) {
-        const struct refit_cat_tensor *ct = &cat->tensors[t];
-        if (!rf_fits(w, 2, nw)) {
-            rf_sums_fini(out);
-            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
-        }
-        uint64_t nc = out->words[w];
-        uint64_t row_bytes = (ct->ndim >= 2 ? ct->shape[ct->ndim - 1] : 1) * refit_dtype_size(ct->dtype);
-        uint64_t want = n_chunks_of(ct->nbytes, row_bytes, ct->chunk_rows);
-        if (nc != 0 && nc != want) {
-            rf_sums_fini(out);
-            return refit_error_set(REFIT_EPROTO, "%s: tensor '%s' has %llu chunk checksums, expected %llu",
-                                   key, ct->name, (unsigned long long)nc, (unsigned long long)want);
-        }
-        if (!rf_fits(w + 2, nc, nw)) {
-            rf_sums_fini(out);
-            return refit_error_set(REFIT_EPROTO, "%s: truncated at tensor '%s'", key, ct->name);
-        }
-        out->index[t] = w;
-        w += 2 + nc;
-    }
-    if (w != nw) {
-        rf_sums_fini(out);
-        return refit_error_set(REFIT_EPROTO, "%s: %zu trailing words", key, nw - w);
-    }
-    out->n_tensors = nt;
-    return 0;
-}
-
 uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have)
 {
     if (t >= s->n_tensors || !s->index) {
@@ -184,15 +107,6 @@ uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have)
     uint64_t nc = s->words[w];
     *have = k < nc;
     return k < nc ? s->words[w + 2 + k] : 0;
-}
-
-int rf_key_sums(char *buf, uint64_t version, const char *source_id)
-{
-    int rc = refit_check_id("source id", source_id);
-    if (rc)
-        return rc;
-    snprintf(buf, REFIT_STORE_MAX_KEY + 1, "versions/%llu/sums/%s", (unsigned long long)version, source_id);
-    return 0;
 }
 
 int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k)
@@ -266,7 +180,7 @@ int rf_sums_encode_segs(const struct rf_sums *s, const uint32_t *seg, size_t n_s
         }
         if (w > s->n_words)
             return refit_error_set(REFIT_EINVAL, "checksum segments: tensor %zu past the words", t);
-        size_t n = 8 + 8 + 16 + 8 + 8 + 8 + (w - w0) * 8 + 8;
+        size_t n = SEG_HEAD + (w - w0) * 8 + 8;
         unsigned char *b = malloc(n);
         if (!b)
             return REFIT_ENOMEM;
@@ -277,7 +191,7 @@ int rf_sums_encode_segs(const struct rf_sums *s, const uint32_t *seg, size_t n_s
         put64(b + 40, first);
         put64(b + 48, t - first);
         for (size_t i = w0; i < w; i++)
-            put64(b + 56 + (i - w0) * 8, s->words[i]);
+            put64(b + SEG_HEAD + (i - w0) * 8, s->words[i]);
         put64(b + n - 8, XXH3_64bits(b, n - 8));
         (*bufs)[k] = b;
         (*lens)[k] = n;
@@ -297,12 +211,12 @@ int rf_sums_prepare(struct rf_sums *s, size_t n_tensors)
     return 0;
 }
 
-int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
-                       const struct refit_hash128 *cat_hash, uint64_t version, const uint32_t *seg, size_t k,
-                       struct rf_sums *acc)
+/* A segment's frame: its size, magic, trailer, version and catalog (the
+ * words and the tensors they belong to are the caller's to check). */
+static int check_head(const unsigned char *b, size_t len, const char *key, const struct refit_hash128 *cat_hash,
+                      uint64_t version)
 {
-    const unsigned char *b = buf;
-    if (len < 64 || (len - 64) % 8 || memcmp(b, SEG_MAGIC, 8))
+    if (len < SEG_HEAD + 8 || (len - SEG_HEAD - 8) % 8 || memcmp(b, SEG_MAGIC, 8))
         return refit_error_set(REFIT_EPROTO, "%s: not a checksum segment (%zu bytes)", key, len);
     if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
         return refit_error_set(REFIT_ECHECKSUM, "%s: the checksum segment is corrupt", key);
@@ -311,6 +225,17 @@ int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit
                                (unsigned long long)get64(b + 8), (unsigned long long)version);
     if (memcmp(b + 16, cat_hash->b, 16))
         return refit_error_set(REFIT_ESTALE, "%s: belongs to another catalog", key);
+    return 0;
+}
+
+int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
+                       const struct refit_hash128 *cat_hash, uint64_t version, const uint32_t *seg, size_t k,
+                       struct rf_sums *acc)
+{
+    const unsigned char *b = buf;
+    int rc = check_head(b, len, key, cat_hash, version);
+    if (rc)
+        return rc;
     uint64_t first = get64(b + 40), nt = get64(b + 48), nt_cat = cat->n_tensors;
     /* Exactly the tensors the catalog puts in segment k. */
     if (get64(b + 32) != k || acc->n_tensors != nt_cat || first > nt_cat || nt > nt_cat - first || !nt ||
@@ -319,13 +244,12 @@ int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit
         return refit_error_set(REFIT_EPROTO, "%s: segment %llu holds tensors %llu..+%llu, not segment %zu of the "
                                "catalog's %llu tensors", key, (unsigned long long)get64(b + 32),
                                (unsigned long long)first, (unsigned long long)nt, k, (unsigned long long)nt_cat);
-    size_t nw = (len - 64) / 8;
-    int rc = grow(acc, nw);
-    if (rc)
+    size_t nw = (len - SEG_HEAD - 8) / 8;
+    if ((rc = grow(acc, nw)))
         return rc;
     size_t base = acc->n_words, w = 0;
     for (size_t i = 0; i < nw; i++)
-        acc->words[base + i] = get64(b + 56 + i * 8);
+        acc->words[base + i] = get64(b + SEG_HEAD + i * 8);
     for (uint64_t t = first; t < first + nt; t++) {
         const struct refit_cat_tensor *ct = &cat->tensors[t];
         if (!rf_fits(w, 2, nw))
@@ -347,7 +271,17 @@ int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit
         w += 2 + acc->words[base + w];
     }
     acc->n_words = base + nw;
+    acc->id += get64(b + len - 8);
     return 0;
+}
+
+uint64_t rf_sums_segs_id(void *const *bufs, const size_t *lens, size_t n)
+{
+    uint64_t id = 0;
+    for (size_t k = 0; k < n; k++)
+        if (lens[k] >= 8)
+            id += get64((const unsigned char *)bufs[k] + lens[k] - 8);
+    return id;
 }
 
 int rf_key_receiver(char *buf, const char *receiver_id)
@@ -402,26 +336,26 @@ int rf_sums_table_slots(const uint64_t *want, const uint32_t *seg, size_t n, siz
     }
     /* each slot: the segment's header and trailer around its words */
     for (size_t k = 0; k < n_seg; k++)
-        off[k + 1] += off[k] + 64;
+        off[k + 1] += off[k] + SEG_HEAD + 8;
     return 0;
 }
 
 int rf_sums_seg_len(const void *buf, size_t cap, size_t *len)
 {
     const unsigned char *b = buf;
-    if (cap < 64 || memcmp(b, SEG_MAGIC, 8))
+    if (cap < SEG_HEAD + 8 || memcmp(b, SEG_MAGIC, 8))
         return refit_error_set(REFIT_EPROTO, "not a checksum segment (%zu bytes in its slot)", cap);
     uint64_t nt = get64(b + 48);
-    size_t w = 0, nw = (cap - 64) / 8;
+    size_t w = 0, nw = (cap - SEG_HEAD - 8) / 8;
     /* Walk the words as far as the slot allows; the decoder checks them. */
     for (uint64_t t = 0; t < nt; t++) {
         if (!rf_fits(w, 2, nw))
             return refit_error_set(REFIT_EPROTO, "a checksum segment runs past its slot (%zu bytes)", cap);
-        uint64_t nc = get64(b + 56 + w * 8);
+        uint64_t nc = get64(b + SEG_HEAD + w * 8);
         if (!rf_fits(w + 2, nc, nw))
             return refit_error_set(REFIT_EPROTO, "a checksum segment runs past its slot (%zu bytes)", cap);
         w += 2 + (size_t)nc;
     }
-    *len = 64 + w * 8;
+    *len = SEG_HEAD + 8 + w * 8;
     return 0;
 }

@@ -2,13 +2,11 @@
  *
  * The catalog is static while the layout is unchanged (content-addressed,
  * never re-sent); the bytes change every version, so their checksums live
- * beside it in "versions/<V>/sums/<source>": a little-endian blob
- *   "RFSUMS01" | u64 version | 16-byte catalog hash | u64 n_tensors |
- *   per tensor: u64 n_chunks, u64 whole-tensor XXH3-64, n_chunks × u64 |
- *   u64 XXH3-64 of everything before it
- * in catalog order.  A tensor of n_chunks 0 was published without checksums
- * (refit.verify: off).  Chunk k covers rows [k*chunk_rows, (k+1)*chunk_rows)
- * of the tensor seen as [rows, last-dim] (chunk_rows is in the catalog). */
+ * beside it, in segments (below).  Per tensor, in catalog order: u64
+ * n_chunks, u64 whole-tensor XXH3-64, n_chunks × u64 chunk XXH3-64.  A
+ * tensor of n_chunks 0 was published without checksums (refit.verify:
+ * off).  Chunk k covers rows [k*chunk_rows, (k+1)*chunk_rows) of the
+ * tensor seen as [rows, last-dim] (chunk_rows is in the catalog). */
 #ifndef RF_SUMS_H
 #define RF_SUMS_H
 
@@ -21,7 +19,10 @@ struct rf_sums {
     uint64_t *words; /* per tensor: n_chunks, whole, chunks... */
     size_t n_words, cap;
     size_t n_tensors;
-    size_t *index;   /* word offset of each tensor (decoded blobs) */
+    size_t *index;   /* word offset of each tensor (decoded segments) */
+    uint64_t id;     /* the sum of the trailers of the segments decoded
+                        into it: with every segment of a version, the
+                        identity the delta stage names a base by */
 };
 
 int rf_sums_init(struct rf_sums *s, size_t n_tensors_hint);
@@ -32,20 +33,13 @@ int rf_sums_add(struct rf_sums *s, const void *data, size_t nbytes, uint64_t row
  * copies land): its whole-tensor hash and n_chunks chunk hashes, as
  * rf_sums_add would have computed them. */
 int rf_sums_put(struct rf_sums *s, uint64_t whole, const uint64_t *chunks, uint64_t n_chunks);
-int rf_sums_encode(const struct rf_sums *s, const struct refit_hash128 *cat, uint64_t version, void **buf,
-                   size_t *len);
-/* Validates the blob against the catalog it belongs to: counts, version,
- * catalog hash, chunk counts from each tensor's size and chunk_rows. */
-int rf_sums_decode(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
-                   const struct refit_hash128 *cat_hash, uint64_t version, struct rf_sums *out);
-/* Chunk k of tensor t (0 when the blob has none for it). */
+/* Chunk k of tensor t (0 when no segment read has it). */
 uint64_t rf_sums_chunk(const struct rf_sums *s, size_t t, uint64_t k, int *have);
 
-int rf_key_sums(char *buf, uint64_t version, const char *source_id);
-
-/* Segments: the same checksums split so that a receiver reads only those
- * of the tensors its plan reads, "versions/<V>/sums/<source>/<k>" (the
- * whole blob above stays: the delta stage names it by its hash).  Tensors
+/* Segments: the checksums split so that a receiver reads only those of
+ * the tensors its plan reads, "versions/<V>/sums/<source>/<k>" (a
+ * receiver with refit.delta.enabled reads all of them; the sum of their
+ * trailers names the version's checksums, rf_sums_segs_id).  Tensors
  * in catalog order are packed into segments of at most max(RF_SUMS_SEG_WORDS,
  * all words / RF_SUMS_MAX_SEGS) words (2 + n_chunks each, n_chunks as the
  * catalog gives it whether or not the source hashed), a larger tensor
@@ -66,12 +60,17 @@ int rf_sums_encode_segs(const struct rf_sums *s, const uint32_t *seg, size_t n_s
                         uint64_t version, void ***bufs, size_t **lens);
 /* Sums of n_tensors with none known yet, for segments to be decoded into. */
 int rf_sums_prepare(struct rf_sums *s, size_t n_tensors);
-/* Segment k decoded into acc (prepared for the catalog), validated as
- * rf_sums_decode validates a blob, and its tensors against seg[]. */
+/* Segment k decoded into acc (prepared for the catalog), validated against
+ * the catalog it belongs to (version, catalog hash, trailer, the tensors
+ * of seg[] and their chunk counts from each tensor's size and chunk_rows);
+ * its trailer added to acc->id. */
 int rf_sums_decode_seg(const void *buf, size_t len, const char *key, const refit_catalog_t *cat,
                        const struct refit_hash128 *cat_hash, uint64_t version, const uint32_t *seg, size_t k,
                        struct rf_sums *acc);
 int rf_key_sums_seg(char *buf, uint64_t version, const char *source_id, size_t k);
+/* The identity of a version's checksums from all n of its segments (what
+ * rf_sums_decode_seg sums into acc->id): the delta record's base_sums. */
+uint64_t rf_sums_segs_id(void *const *bufs, const size_t *lens, size_t n);
 
 /* The checksum table over the transport (refit.sums: transport, pull
  * delivery): the same segments back to back in one registered buffer per

@@ -1,14 +1,14 @@
 /* verify.c — the verify stage of a pull (receiver.h): this version's
  * checksums of the tensors the plan reads (versions/<V>/sums/<id>/<k>,
- * the segments holding them, one pipelined read; the whole blob
- * versions/<V>/sums/<id> with refit.delta.enabled),
+ * the segments holding them, one pipelined read; every segment with
+ * refit.delta.enabled),
  * and the check of every checksum chunk a landed descriptor completes
  * (refit.verify: full, or a sample chosen by a hash of the chunk's
  * position with refit.verify: sample).
  *
  * A receiver that asks for verification gets it or fails: a chunk its
  * source published no checksum for (the publisher's refit.verify is off,
- * or a blob of zero chunks) fails the pull naming the source and the
+ * or a tensor of zero chunks) fails the pull naming the source and the
  * tensor, before anything is committed. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +23,6 @@ void rf_verify_fini(struct rf_sumcheck *v)
     for (size_t i = 0; i < v->n; i++)
         rf_sums_fini(&v->sums[i]);
     free(v->sums);
-    free(v->blob_hash);
     memset(v, 0, sizeof(*v));
 }
 
@@ -32,18 +31,13 @@ static int slots(struct rf_sumcheck *vf, size_t n)
 {
     for (size_t i = 0; i < vf->n; i++)
         rf_sums_fini(&vf->sums[i]);
-    if (n > vf->n || !vf->blob_hash) {
+    if (n > vf->n || !vf->sums) {
         struct rf_sums *ns = realloc(vf->sums, (n ? n : 1) * sizeof(*ns));
         if (!ns)
             return REFIT_ENOMEM;
         vf->sums = ns;
-        uint64_t *nh = realloc(vf->blob_hash, (n ? n : 1) * sizeof(*nh));
-        if (!nh)
-            return REFIT_ENOMEM;
-        vf->blob_hash = nh;
     }
     memset(vf->sums, 0, n * sizeof(*vf->sums));
-    memset(vf->blob_hash, 0, (n ? n : 1) * sizeof(*vf->blob_hash));
     vf->n = n;
     return 0;
 }
@@ -70,16 +64,9 @@ static int decode_one(refit_receiver_t *r, const struct rf_sumkey *k, uint64_t v
     if (status)
         return refit_error_set(status == REFIT_ENOENT ? REFIT_ESTALE : status,
                                "source %s: no checksums for v%llu (%s%s)", s->id, (unsigned long long)v, k->key,
-                               status == REFIT_ENOENT && k->seg != SIZE_MAX
-                                   ? "; a source of an older refit publishes no checksum segments"
-                                   : "");
-    if (k->seg != SIZE_MAX)
-        return rf_sums_decode_seg(val, len, k->key, s->cat, &s->rec->catalog, v, segs[i], k->seg,
-                                  &r->verify.sums[i]);
-    int rc = rf_sums_decode(val, len, k->key, s->cat, &s->rec->catalog, v, &r->verify.sums[i]);
-    if (!rc) /* which blob the delta stage's base is (delta_rcv.c) */
-        r->verify.blob_hash[i] = XXH3_64bits(val, len);
-    return rc;
+                               status == REFIT_ENOENT ? "; a source of an older refit publishes no checksum segments"
+                                                      : "");
+    return rf_sums_decode_seg(val, len, k->key, s->cat, &s->rec->catalog, v, segs[i], k->seg, &r->verify.sums[i]);
 }
 
 /* Per source the plan reads, the segment of each catalog tensor
@@ -113,10 +100,31 @@ static int add_key(struct rf_sumkey **out, size_t *n, size_t *cap, uint64_t v, c
     struct rf_sumkey *k = &(*out)[*n];
     k->src = src;
     k->seg = seg;
-    int rc = seg == SIZE_MAX ? rf_key_sums(k->key, v, id) : rf_key_sums_seg(k->key, v, id, seg);
+    int rc = rf_key_sums_seg(k->key, v, id, seg);
     if (!rc)
         ++*n;
     return rc;
+}
+
+/* need[i][k]: segment k of source i is read — those the plan's checks
+ * cover, or every one (all). */
+static int needed(const refit_receiver_t *r, uint32_t *const *segs, const size_t *n_seg, int all, uint8_t **need)
+{
+    size_t ns = r->disc.n_src;
+    for (size_t i = 0; i < ns; i++)
+        if (segs[i] && !(need[i] = calloc(n_seg[i] ? n_seg[i] : 1, 1)))
+            return REFIT_ENOMEM;
+    for (size_t i = 0; all && i < ns; i++)
+        if (segs[i])
+            memset(need[i], 1, n_seg[i]);
+    const struct rf_rplan *rp = &r->plan;
+    for (size_t c = 0; !all && c < rp->plan.n_check; c++) {
+        uint32_t psrc = rp->plan.check[c].psrc, si = rp->psrc_source[psrc];
+        size_t ci = rp->psrc_cat[psrc];
+        if (si < ns && segs[si] && ci < r->disc.src[si].cat->n_tensors)
+            need[si][segs[si][ci]] = 1;
+    }
+    return 0;
 }
 
 int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size_t *n)
@@ -124,36 +132,22 @@ int rf_verify_keys(refit_receiver_t *r, uint64_t v, struct rf_sumkey **out, size
     size_t ns = r->disc.n_src, cap = 0;
     *out = NULL;
     *n = 0;
-    int whole = r->ctx->delta || !r->plan.have;
-    uint32_t **segs = whole ? NULL : calloc(ns ? ns : 1, sizeof(*segs));
-    size_t *n_seg = whole ? NULL : calloc(ns ? ns : 1, sizeof(*n_seg));
-    uint8_t **need = whole ? NULL : calloc(ns ? ns : 1, sizeof(*need));
-    int rc = whole || (segs && n_seg && need) ? 0 : REFIT_ENOMEM;
-    if (!rc && !whole)
+    uint32_t **segs = calloc(ns ? ns : 1, sizeof(*segs));
+    size_t *n_seg = calloc(ns ? ns : 1, sizeof(*n_seg));
+    uint8_t **need = calloc(ns ? ns : 1, sizeof(*need));
+    int rc = segs && n_seg && need ? 0 : REFIT_ENOMEM;
+    if (!rc)
         rc = segments_of(r, segs, n_seg);
-    for (size_t i = 0; !rc && !whole && i < ns; i++)
-        if (segs[i] && !(need[i] = calloc(n_seg[i] ? n_seg[i] : 1, 1)))
-            rc = REFIT_ENOMEM;
-    /* The segments the plan's checks cover. */
-    const struct rf_rplan *rp = &r->plan;
-    for (size_t c = 0; !rc && !whole && c < rp->plan.n_check; c++) {
-        uint32_t psrc = rp->plan.check[c].psrc, si = rp->psrc_source[psrc];
-        size_t ci = rp->psrc_cat[psrc];
-        if (si < ns && segs[si] && ci < r->disc.src[si].cat->n_tensors)
-            need[si][segs[si][ci]] = 1;
-    }
+    if (!rc)
+        rc = needed(r, segs, n_seg, r->ctx->delta || !r->plan.have, need);
     for (size_t i = 0; !rc && i < ns; i++) {
-        if (!reads_from(r, i) || (!whole && !segs[i]) || rf_verify_remote(r, i))
+        if (!segs[i] || rf_verify_remote(r, i))
             continue;
-        if (whole) {
-            rc = add_key(out, n, &cap, v, r->disc.src[i].id, i, SIZE_MAX);
-            continue;
-        }
         for (size_t k = 0; !rc && k < n_seg[i]; k++)
             if (need[i][k])
                 rc = add_key(out, n, &cap, v, r->disc.src[i].id, i, k);
     }
-    for (size_t i = 0; !whole && segs && i < ns; i++) {
+    for (size_t i = 0; segs && i < ns; i++) {
         free(segs[i]);
         if (need)
             free(need[i]);
@@ -177,15 +171,14 @@ int rf_verify_fetch(refit_receiver_t *r, uint64_t v)
      * decoded from there, the others read now, in one round trip. */
     size_t n = r->disc.n_src, nk = 0, m = 0;
     struct rf_sumkey *sk = NULL;
-    int whole = r->ctx->delta || !r->plan.have;
-    uint32_t **segs = whole ? NULL : calloc(n ? n : 1, sizeof(*segs));
-    size_t *n_seg = whole ? NULL : calloc(n ? n : 1, sizeof(*n_seg));
-    int rc = whole || (segs && n_seg) ? 0 : REFIT_ENOMEM;
+    uint32_t **segs = calloc(n ? n : 1, sizeof(*segs));
+    size_t *n_seg = calloc(n ? n : 1, sizeof(*n_seg));
+    int rc = segs && n_seg ? 0 : REFIT_ENOMEM;
     if (!rc)
         rc = slots(&r->verify, n);
-    if (!rc && !whole)
+    if (!rc)
         rc = segments_of(r, segs, n_seg);
-    for (size_t i = 0; !rc && !whole && i < n; i++)
+    for (size_t i = 0; !rc && i < n; i++)
         if (segs[i])
             rc = rf_sums_prepare(&r->verify.sums[i], r->disc.src[i].cat->n_tensors);
     if (!rc)

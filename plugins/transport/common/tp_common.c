@@ -512,6 +512,44 @@ int rtp_address_parse(const struct rtp_core *c, uint32_t magic, uint16_t version
     return 0;
 }
 
+void rtp_ctrl_head(const struct rtp_core *c, void *m, uint32_t type, size_t len, uint64_t a, uint64_t b)
+{
+    struct rtp_ctrl h = {type, (uint32_t)len, c->id, a, b};
+    memcpy(m, &h, sizeof(h));
+}
+
+int rtp_rkey_copy(const struct rtp_core *c, const void *key, size_t n, void *buf, size_t *len)
+{
+    if (!key || !len)
+        return H->error_set(REFIT_EINVAL, "%s: pack_rkey without a region", c->plugin);
+    if (!buf) {
+        *len = n;
+        return 0;
+    }
+    if (*len < n) {
+        *len = n;
+        return H->error_set(REFIT_ERANGE, "%s: remote key needs %zu bytes", c->plugin, n);
+    }
+    memcpy(buf, key, n);
+    *len = n;
+    return 0;
+}
+
+int rtp_rkey_parse(const struct rtp_core *c, uint32_t magic, uint16_t version, int word_is_tail, const void *buf,
+                   size_t len, const char *who, struct rtp_rkey_hdr *h)
+{
+    if (len < sizeof(*h))
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is %zu bytes, too short", c->plugin, who,
+                            len);
+    memcpy(h, buf, sizeof(*h));
+    size_t tail = len - sizeof(*h);
+    int sized = word_is_tail ? h->word && h->word == tail : !tail;
+    if (h->magic != magic || h->version != version || !sized || !h->len || h->base + h->len < h->base)
+        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is malformed (magic %#x, version %u, "
+                            "%zu bytes)", c->plugin, who, h->magic, h->version, len);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* The owner side of the protocol */
 

@@ -212,6 +212,38 @@ int rtp_address_parse(const struct rtp_core *c, uint32_t magic, uint16_t version
                       const char *what, const void *blob, size_t len, const char *who,
                       struct rtp_addr_hdr *h);
 
+/* The head of every control message (hello, revoke, ack, bye; ofi's
+ * notifications too); the type numbers are each plugin's own. */
+struct rtp_ctrl {
+    uint32_t type, len; /* len: bytes after the head (ucx before 2026-12: 0) */
+    uint64_t sender;    /* the sender's transport id (rtp_core.id) */
+    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq; the rest: the plugin's */
+};
+
+/* A control message's head, from c, into m (the len bytes after it are
+ * the caller's to write). */
+void rtp_ctrl_head(const struct rtp_core *c, void *m, uint32_t type, size_t len, uint64_t a, uint64_t b);
+
+/* The head of a packed remote key, the same in every such plugin: the
+ * region's memory type, base (0: the peer addresses offsets), length and
+ * id, and one word the plugin names (ucx: the length of the library's
+ * packed key that follows the head; ofi: the provider's key, nothing
+ * follows). */
+struct rtp_rkey_hdr {
+    uint32_t magic;
+    uint16_t version, memtype;
+    uint64_t base, len, id, word;
+};
+
+/* pack_rkey(): the packed key (n bytes at key) into buf, or its size into
+ * *len when buf is NULL; REFIT_ERANGE (the size in *len) when *len is short. */
+int rtp_rkey_copy(const struct rtp_core *c, const void *key, size_t n, void *buf, size_t *len);
+/* unpack_rkey(): check a peer's key of len bytes into *h — its magic and
+ * version, a range that is not empty and does not wrap, and its size: the
+ * head and h->word bytes after it (word_is_tail), else the head alone. */
+int rtp_rkey_parse(const struct rtp_core *c, uint32_t magic, uint16_t version, int word_is_tail, const void *buf,
+                   size_t len, const char *who, struct rtp_rkey_hdr *h);
+
 /* The caps every such plugin reports. */
 int rtp_caps(const char *plugin, uint32_t memtypes, uint64_t max_notify_len,
              struct refit_tp_caps *out);

@@ -178,7 +178,7 @@ int ofip_open_objects(refit_tp_t *tp, int64_t recv_depth)
     tp->n_recv = (size_t)recv_depth;
     tp->recv_ops = H->calloc(tp->n_recv, sizeof(*tp->recv_ops));
     /* A note is the sender's name and its bytes; a hello our address. */
-    tp->recv_len = sizeof(struct ofip_msg) + (tp->max_notify_len + REFIT_TP_NAME_MAX > OFIP_MAX_ADDR
+    tp->recv_len = sizeof(struct rtp_ctrl) + (tp->max_notify_len + REFIT_TP_NAME_MAX > OFIP_MAX_ADDR
                                                   ? tp->max_notify_len + REFIT_TP_NAME_MAX
                                                   : OFIP_MAX_ADDR);
     tp->recv_bufs = H->alloc(tp->n_recv * tp->recv_len);

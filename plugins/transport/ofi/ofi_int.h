@@ -47,12 +47,8 @@ enum op_kind { OP_RMA = 1, OP_SEND, OP_RECV, OP_CTRL };
 
 enum { MSG_NOTE = 1, MSG_HELLO, MSG_REVOKE, MSG_ACK, MSG_BYE };
 
-/* Header of every message; a notification's bytes follow it. */
-struct ofip_msg {
-    uint32_t type, len; /* len: bytes after the header */
-    uint64_t sender;    /* transport id */
-    uint64_t a, b;      /* REVOKE: region, seq; ACK: seq; NOTE: b the name's length */
-};
+/* Every message is struct rtp_ctrl, then len bytes: HELLO's address, a
+ * NOTE's sender name (b bytes) and then its bytes. */
 
 /* The context of one libfabric operation; fi_context2 first because the
  * provider may ask for FI_CONTEXT/FI_CONTEXT2 scratch space in it. */
@@ -144,11 +140,7 @@ static inline struct ofip_req_ext *req_ext(struct refit_tp_req *r)
     return (struct ofip_req_ext *)(void *)r->ext;
 }
 
-struct ofip_rkey_hdr {
-    uint32_t magic;
-    uint16_t version, memtype;
-    uint64_t base, len, id, key;
-};
+/* A packed remote key: struct rtp_rkey_hdr alone (word: the provider's key). */
 
 
 /* The plugin's options as read from its configuration (ofi.c), which

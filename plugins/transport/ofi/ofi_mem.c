@@ -91,25 +91,13 @@ int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 
 int ofip_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t *len)
 {
-    if (!tp || !r || !len)
+    if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: pack_rkey without a region", OFIP);
-    size_t need = sizeof(struct ofip_rkey_hdr);
-    if (!buf) {
-        *len = need;
-        return 0;
-    }
-    if (*len < need) {
-        *len = need;
-        return H->error_set(REFIT_ERANGE, "%s: remote key needs %zu bytes", OFIP, need);
-    }
     /* Offsets are turned into virtual addresses only where the provider
      * wants them (FI_MR_VIRT_ADDR); the peer never has to know. */
     uint64_t base = (tp->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)r->ptr : 0;
-    struct ofip_rkey_hdr h = {OFIP_RKEY_MAGIC, OFIP_BLOB_VERSION, (uint16_t)r->memtype, base, r->len,
-                              r->id, r->key};
-    memcpy(buf, &h, need);
-    *len = need;
-    return 0;
+    struct rtp_rkey_hdr h = {OFIP_RKEY_MAGIC, OFIP_BLOB_VERSION, (uint16_t)r->memtype, base, r->len, r->id, r->key};
+    return rtp_rkey_copy(&tp->c, &h, sizeof(h), buf, len);
 }
 
 int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len,
@@ -117,15 +105,10 @@ int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t
 {
     if (!tp || !p || !buf || !out)
         return H->error_set(REFIT_EINVAL, "%s: unpack_rkey without a peer or key", OFIP);
-    struct ofip_rkey_hdr h;
-    if (len != sizeof(h))
-        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is %zu bytes, expected %zu",
-                            OFIP, p->name, len, sizeof(h));
-    memcpy(&h, buf, sizeof(h));
-    if (h.magic != OFIP_RKEY_MAGIC || h.version != OFIP_BLOB_VERSION || !h.len ||
-        h.base + h.len < h.base)
-        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is malformed (magic %#x)",
-                            OFIP, p->name, h.magic);
+    struct rtp_rkey_hdr h;
+    int rc = rtp_rkey_parse(&tp->c, OFIP_RKEY_MAGIC, OFIP_BLOB_VERSION, 0, buf, len, p->name, &h);
+    if (rc)
+        return rc;
     refit_tp_rkey_t *k = H->calloc(1, sizeof(*k));
     if (!k)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
@@ -133,7 +116,7 @@ int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t
     k->base = h.base;
     k->len = h.len;
     k->id = h.id;
-    k->key = h.key;
+    k->key = h.word;
     k->next = p->rkeys;
     p->rkeys = k;
     *out = k;

@@ -11,16 +11,15 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
                     const void *tail, size_t tail_len)
 {
     struct ofip_op *op = H->calloc(1, sizeof(*op));
-    unsigned char *m = H->alloc(sizeof(struct ofip_msg) + tail_len);
+    unsigned char *m = H->alloc(sizeof(struct rtp_ctrl) + tail_len);
     if (!op || !m) {
         H->free(op);
         H->free(m);
         return REFIT_ENOMEM;
     }
-    struct ofip_msg h = {type, (uint32_t)tail_len, tp->c.id, a, b};
-    memcpy(m, &h, sizeof(h));
+    rtp_ctrl_head(&tp->c, m, type, tail_len, a, b);
     if (tail_len)
-        memcpy(m + sizeof(h), tail, tail_len);
+        memcpy(m + sizeof(struct rtp_ctrl), tail, tail_len);
     op->kind = OP_CTRL;
     op->buf = m;
     tp->ctrl_inflight++;
@@ -30,7 +29,7 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
      * provider would spend the whole timeout trying to reach it. */
     int64_t deadline = rtp_now_ms() + (type == MSG_BYE ? 200 : tp->c.timeout_ms);
     ssize_t ret;
-    while ((ret = fi_send(tp->ep, m, sizeof(h) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
+    while ((ret = fi_send(tp->ep, m, sizeof(struct rtp_ctrl) + tail_len, NULL, to, &op->fctx)) == -FI_EAGAIN &&
            rtp_now_ms() < deadline)
         ofip_cq_drain_once(tp);
     if (ret) {
@@ -56,7 +55,7 @@ static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint6
     }
 }
 
-static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *addr)
+static void on_hello(refit_tp_t *tp, const struct rtp_ctrl *h, const unsigned char *addr)
 {
     if (rtp_watcher_rehello(&tp->c, h->sender))
         return;
@@ -73,7 +72,7 @@ static void on_hello(refit_tp_t *tp, const struct ofip_msg *h, const unsigned ch
 }
 
 /* A notification: the sender's name (h->b bytes), then its bytes. */
-static void on_note(refit_tp_t *tp, const struct ofip_msg *h, const unsigned char *tail)
+static void on_note(refit_tp_t *tp, const struct rtp_ctrl *h, const unsigned char *tail)
 {
     char from[REFIT_TP_NAME_MAX + 1] = "?";
     if (h->b > REFIT_TP_NAME_MAX || h->b > h->len)
@@ -91,7 +90,7 @@ static void on_note(refit_tp_t *tp, const struct ofip_msg *h, const unsigned cha
 
 void ofip_on_message(refit_tp_t *tp, const unsigned char *buf, size_t len)
 {
-    struct ofip_msg h;
+    struct rtp_ctrl h;
     if (len < sizeof(h))
         return;
     memcpy(&h, buf, sizeof(h));

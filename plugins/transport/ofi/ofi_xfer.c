@@ -163,7 +163,7 @@ int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
                             OFIP, ofip_prov_of(tp), p->name, p->writes_pending, tp->c.timeout_ms);
     }
     struct refit_tp_req *r = ofip_req_new(tp, p, 1);
-    size_t nl = strlen(tp->name), total = sizeof(struct ofip_msg) + nl + len;
+    size_t nl = strlen(tp->name), total = sizeof(struct rtp_ctrl) + nl + len;
     unsigned char *copy = H->alloc(total);
     if (!r || !copy) {
         H->free(copy);
@@ -171,11 +171,10 @@ int ofip_notify(refit_tp_t *tp, refit_tp_peer_t *p, const void *msg, size_t len)
             rtp_req_unlink_free(&tp->c, r);
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
     }
-    struct ofip_msg mh = {MSG_NOTE, (uint32_t)(nl + len), tp->c.id, 0, nl};
-    memcpy(copy, &mh, sizeof(mh));
-    memcpy(copy + sizeof(mh), tp->name, nl);
+    rtp_ctrl_head(&tp->c, copy, MSG_NOTE, nl + len, 0, nl);
+    memcpy(copy + sizeof(struct rtp_ctrl), tp->name, nl);
     if (len)
-        memcpy(copy + sizeof(mh) + nl, msg, len);
+        memcpy(copy + sizeof(struct rtp_ctrl) + nl, msg, len);
     struct ofip_op *op = &req_ext(r)->ops[0];
     op->kind = OP_SEND;
     op->req = r;

@@ -89,19 +89,12 @@ struct refit_tp_rkey {
 
 /* Wire headers, host byte order: peers are the same architecture (a
  * foreign blob fails the magic check rather than being misread). */
-struct ucxp_rkey_hdr {
-    uint32_t magic;
-    uint16_t version, memtype;
-    uint64_t base, len, id, ucp_len;
-};
+/* A packed remote key: struct rtp_rkey_hdr (word: the length of UCX's
+ * packed key), then UCX's packed key. */
 
+/* Control messages: struct rtp_ctrl (HELLO: a the address length, the
+ * address after the head), as UCX active messages. */
 enum { CTRL_HELLO = 1, CTRL_REVOKE, CTRL_ACK, CTRL_BYE };
-
-struct ucxp_ctrl {
-    uint32_t type, reserved;
-    uint64_t sender; /* transport id of the sender */
-    uint64_t a, b;   /* REVOKE: region, seq; ACK: seq; HELLO: address length */
-};
 
 /* ucx.c: configuration, context, init/fini, progress, descriptor */
 int ucxp_err(int status, ucs_status_t us, const char *fmt, const char *what, const char *who);

@@ -42,7 +42,7 @@ int ucxp_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, refit_tp_r
         H->free(r);
         return ucxp_err(ucxp_status_of(us), us, "ucp_rkey_pack", NULL, NULL);
     }
-    r->packed_len = sizeof(struct ucxp_rkey_hdr) + rk_len;
+    r->packed_len = sizeof(struct rtp_rkey_hdr) + rk_len;
     r->packed = H->alloc(r->packed_len);
     if (!r->packed) {
         ucp_rkey_buffer_release(rk);
@@ -54,8 +54,8 @@ int ucxp_reg(refit_tp_t *tp, void *ptr, size_t len, uint32_t memtype, refit_tp_r
     r->len = len;
     r->memtype = memtype;
     r->id = tp->next_region_id++;
-    struct ucxp_rkey_hdr h = {UCXP_RKEY_MAGIC, UCXP_BLOB_VERSION, (uint16_t)memtype,
-                              (uint64_t)(uintptr_t)ptr, len, r->id, rk_len};
+    struct rtp_rkey_hdr h = {UCXP_RKEY_MAGIC, UCXP_BLOB_VERSION, (uint16_t)memtype,
+                             (uint64_t)(uintptr_t)ptr, len, r->id, rk_len};
     memcpy(r->packed, &h, sizeof(h));
     memcpy((char *)r->packed + sizeof(h), rk, rk_len);
     ucp_rkey_buffer_release(rk);
@@ -96,19 +96,9 @@ int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 
 int ucxp_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t *len)
 {
-    if (!tp || !r || !len)
+    if (!tp || !r)
         return H->error_set(REFIT_EINVAL, "%s: pack_rkey without a region", UCXP);
-    if (!buf) {
-        *len = r->packed_len;
-        return 0;
-    }
-    if (*len < r->packed_len) {
-        *len = r->packed_len;
-        return H->error_set(REFIT_ERANGE, "%s: remote key needs %zu bytes", UCXP, r->packed_len);
-    }
-    memcpy(buf, r->packed, r->packed_len);
-    *len = r->packed_len;
-    return 0;
+    return rtp_rkey_copy(&tp->c, r->packed, r->packed_len, buf, len);
 }
 
 int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t len,
@@ -116,15 +106,10 @@ int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t
 {
     if (!tp || !p || !buf || !out)
         return H->error_set(REFIT_EINVAL, "%s: unpack_rkey without a peer or key", UCXP);
-    struct ucxp_rkey_hdr h;
-    if (len < sizeof(h))
-        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is %zu bytes, too short",
-                            UCXP, p->name, len);
-    memcpy(&h, buf, sizeof(h));
-    if (h.magic != UCXP_RKEY_MAGIC || h.version != UCXP_BLOB_VERSION || !h.ucp_len ||
-        h.ucp_len != len - sizeof(h) || !h.len || h.base + h.len < h.base)
-        return H->error_set(REFIT_EPROTO, "%s: remote key from peer '%s' is malformed "
-                            "(magic %#x, %zu bytes)", UCXP, p->name, h.magic, len);
+    struct rtp_rkey_hdr h;
+    int rc = rtp_rkey_parse(&tp->c, UCXP_RKEY_MAGIC, UCXP_BLOB_VERSION, 1, buf, len, p->name, &h);
+    if (rc)
+        return rc;
     if (p->err != UCS_OK)
         return ucxp_err(REFIT_ECONN, p->err, "unpack_rkey", NULL, p->name);
     refit_tp_rkey_t *k = H->calloc(1, sizeof(*k));

@@ -94,16 +94,15 @@ void ucxp_ctrl_done(void *request, ucs_status_t us, void *user_data)
 int ucxp_ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint64_t b,
                    const void *tail, size_t tail_len)
 {
-    size_t n = sizeof(struct ucxp_ctrl) + tail_len;
+    size_t n = sizeof(struct rtp_ctrl) + tail_len;
     unsigned char *buf = H->alloc(sizeof(tp) + n);
     if (!buf)
         return REFIT_ENOMEM;
     memcpy(buf, &tp, sizeof(tp));
     unsigned char *m = buf + sizeof(tp);
-    struct ucxp_ctrl c = {type, 0, tp->c.id, a, b};
-    memcpy(m, &c, sizeof(c));
+    rtp_ctrl_head(&tp->c, m, type, tail_len, a, b);
     if (tail_len)
-        memcpy(m + sizeof(c), tail, tail_len);
+        memcpy(m + sizeof(struct rtp_ctrl), tail, tail_len);
     ucp_request_param_t rp = {0};
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                       UCP_OP_ATTR_FIELD_FLAGS;
@@ -138,7 +137,7 @@ ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length
     refit_tp_t *tp = arg;
     (void)header;
     (void)header_length;
-    struct ucxp_ctrl c;
+    struct rtp_ctrl c; /* its len is not read: older peers send 0 */
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) || length < sizeof(c))
         return UCS_OK;
     memcpy(&c, data, sizeof(c));

@@ -73,7 +73,7 @@ struct refit_cat_tensor {
     uint64_t nbytes;      /* == prod(shape) * dtype size */
     uint64_t checksum;    /* XXH3-64 of the nbytes bytes */
     /* Rows of a checksum chunk: the tensor seen as [rows, last dim] is
-     * hashed per chunk of this many rows in the per-version checksum blob
+     * hashed per chunk of this many rows in the per-version checksums
      * (0: whole-tensor checksum only).  Optional field 14 on the wire. */
     uint32_t chunk_rows;
 };
