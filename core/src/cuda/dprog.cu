@@ -48,6 +48,39 @@ static_assert(sizeof(tile) == 56, "tile table layout");
 constexpr unsigned long long kNoError = ~0ull;
 constexpr int kUnroll = 4;
 
+// REFIT_DPROG_FLAG=1: the completion signal of a run's last launch.  Each
+// CTA, when done, counts itself in a device word; the last one to count
+// writes the run's sequence number into host-mapped memory, which the
+// waiting host polls instead of the event (a read of its own memory, not a
+// driver call).  word is null in every other launch.
+struct done_sig {
+    unsigned int *count;     // device: CTAs of this launch done (the last resets it for the next run)
+    volatile uint32_t *word; // host-mapped: the sequence number of the last run that ended
+    uint32_t seq;            // this run's (never 0: the word's initial value)
+};
+
+// The end of a CTA.  Thread 0 counts the CTA once all its threads are done
+// (the barrier) and its writes are visible on the device (the fence; an
+// FP8 block's error flag was fenced at system scope when raised, by this
+// same thread).  The last CTA fences at system scope, so that every
+// counted CTA's writes, the error flag among them, precede the sequence
+// number for the host too, then publishes it.  The next run's launch comes
+// after this one on the stream, so the reset is seen by it.
+__device__ __forceinline__ void signal_done(const done_sig &d)
+{
+    if (!d.word)
+        return;
+    __syncthreads();
+    if (threadIdx.x)
+        return;
+    __threadfence();
+    if (atomicAdd(d.count, 1u) == gridDim.x - 1) {
+        __threadfence_system();
+        *d.count = 0;
+        *d.word = d.seq;
+    }
+}
+
 __device__ __forceinline__ void copy16(const tile &t)
 {
     const uint32_t w16 = t.width / 16, n = t.rows * w16;
@@ -184,7 +217,7 @@ __device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned l
 template <int RULE>
 __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict__ tiles, size_t first,
                                                           float floor, unsigned long long *err,
-                                                          volatile uint32_t *flag)
+                                                          volatile uint32_t *flag, done_sig done)
 {
     __shared__ uint32_t warp_max[kThreads / 32];
     const tile t = tiles[first + blockIdx.x];
@@ -199,12 +232,14 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
         fp8_block<RULE>(t, floor, err, flag, warp_max);
         break;
     }
+    signal_done(done);
 }
 
 // The copy tiles of a phase: without the FP8 block's registers, so that
 // more CTAs share an SM (the copies are bound by memory, not by the SMs).
 // A grid smaller than the tiles walks them (REFIT_DPROG_CTAS: a measurement knob).
-__global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first, size_t n)
+__global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first, size_t n,
+                                                      done_sig done)
 {
     for (size_t i = blockIdx.x; i < n; i += gridDim.x) {
         const tile t = tiles[first + i];
@@ -213,6 +248,7 @@ __global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ 
         else
             copy1(t);
     }
+    signal_done(done);
 }
 
 int cuda_fail(cudaError_t e, const char *what)
@@ -305,6 +341,14 @@ struct rf_dprog {
      * default 20 ms): a blocked thread wakes tens of microseconds after the
      * kernel ends, a polling one within a few. */
     double spin_s;
+    /* REFIT_DPROG_FLAG=1: the run's last launch writes seq into h_done
+     * (done_sig; the host reference does it too), and the wait polls that
+     * word for up to spin_s before it blocks on the event.  armed: this
+     * run queued the signal (a program without tiles launches nothing). */
+    int flagged, armed;
+    uint32_t seq;
+    uint32_t *h_done, *d_done; /* host-mapped */
+    unsigned int *d_count;
     tile *d_tiles;
     size_t n_tiles;
     /* Phase ph's tiles are [phase_first[ph], phase_first[ph + 1]): its FP8
@@ -371,6 +415,8 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     const char *ct = getenv("REFIT_DPROG_CTAS");
     long ctas = ct ? strtol(ct, NULL, 10) : 0;
     g->ctas = ctas > 0 && ctas <= 1048576 ? (unsigned)ctas : 0;
+    const char *fl = getenv("REFIT_DPROG_FLAG");
+    g->flagged = fl && !strcmp(fl, "1");
     int saved = -1, rc = enter(device, &saved);
     cudaError_t e = cudaSuccess;
     if (!rc) {
@@ -392,6 +438,16 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
         if (e == cudaSuccess) {
             *(volatile uint32_t *)g->h_flag = 0;
             e = cudaHostGetDevicePointer((void **)&g->d_flag, g->h_flag, 0);
+        }
+        if (e == cudaSuccess && g->flagged)
+            e = cudaMalloc((void **)&g->d_count, sizeof(*g->d_count));
+        if (e == cudaSuccess && g->flagged)
+            e = cudaMemset(g->d_count, 0, sizeof(*g->d_count));
+        if (e == cudaSuccess && g->flagged)
+            e = cudaHostAlloc((void **)&g->h_done, sizeof(*g->h_done), cudaHostAllocMapped);
+        if (e == cudaSuccess && g->flagged) {
+            __atomic_store_n(g->h_done, 0u, __ATOMIC_RELAXED);
+            e = cudaHostGetDevicePointer((void **)&g->d_done, g->h_done, 0);
         }
         if (e != cudaSuccess)
             rc = cuda_fail(e, "creating its stream, event and error word");
@@ -418,6 +474,8 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
         cudaFree(g->d_err);
         cudaFreeHost(g->h_err);
         cudaFreeHost(g->h_flag);
+        cudaFree(g->d_count);
+        cudaFreeHost(g->h_done);
         if (g->done)
             cudaEventDestroy(g->done);
         if (g->k0)
@@ -518,6 +576,10 @@ static void CUDART_CB host_run(void *arg)
         *(volatile uint32_t *)g->h_flag = 1;
         g->host_rc = 0;
     }
+    /* As the kernel's last CTA: everything above before the sequence
+     * number (launch and wait alternate, so g->seq is this run's). */
+    if (g->armed)
+        __atomic_store_n(g->h_done, g->seq, __ATOMIC_RELEASE);
 }
 
 static double now_s()
@@ -537,18 +599,20 @@ static void step(rf_dprog *g, const char *what)
 }
 
 /* Tiles [f, e): one launch (grids beyond 2^31 - 1 in pieces) of the copy
- * kernel when copy, else of the kernel that runs every kind. */
-static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, size_t e, int copy)
+ * kernel when copy, else of the kernel that runs every kind; the last
+ * piece carries sig (the others none). */
+static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, size_t e, int copy, done_sig sig)
 {
     cudaError_t err = cudaSuccess;
     for (size_t at = f; err == cudaSuccess && at < e; at += 0x7fffffffu) {
         unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
+        done_sig d = e - at > 0x7fffffffu ? done_sig{nullptr, nullptr, 0} : sig;
         if (copy)
-            copy_tiles<<<g->ctas && g->ctas < grid ? g->ctas : grid, kThreads, 0, s>>>(g->d_tiles, at, grid);
+            copy_tiles<<<g->ctas && g->ctas < grid ? g->ctas : grid, kThreads, 0, s>>>(g->d_tiles, at, grid, d);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
-            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag);
+            run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag, d);
         else
-            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag);
+            run_tiles<kRuleDiv><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag, d);
         err = cudaGetLastError();
     }
     return err;
@@ -562,22 +626,38 @@ static int phase_launches(const rf_dprog *g, int ph)
     return g->split ? fp8 + copies : (fp8 || copies);
 }
 
-/* One run's work on stream s: each phase's launches.  Nothing else: the
- * error word is read back only when the kernel raised the flag. */
-static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s)
+/* One run's work on stream s: each phase's launches, the last of them
+ * carrying sig (the launches of a stream run one after the other, so its
+ * end is the run's).  Nothing else: the error word is read back only when
+ * the kernel raised the flag.  *armed: whether sig was queued. */
+static cudaError_t queue_run(const rf_dprog *g, cudaStream_t s, done_sig sig, int *armed)
 {
-    cudaError_t e = cudaSuccess;
-    for (int ph = 0; e == cudaSuccess && ph < RF_DPROG_PHASES; ph++) {
+    struct { size_t f, e; int copy; } r[2 * RF_DPROG_PHASES];
+    int n = 0;
+    for (int ph = 0; ph < RF_DPROG_PHASES; ph++) {
         size_t f = g->phase_first[ph], c = g->copy_first[ph], end = g->phase_first[ph + 1];
         if (g->split) {
-            e = launch_range(g, s, f, c, 0);
-            if (e == cudaSuccess)
-                e = launch_range(g, s, c, end, 1);
+            r[n++] = {f, c, 0};
+            r[n++] = {c, end, 1};
         } else {
-            e = launch_range(g, s, f, end, c == f);
+            r[n++] = {f, end, c == f};
         }
     }
+    while (n > 0 && r[n - 1].f == r[n - 1].e) /* empty: launches nothing */
+        n--;
+    *armed = n > 0 && sig.word;
+    cudaError_t e = cudaSuccess;
+    for (int i = 0; e == cudaSuccess && i < n; i++)
+        e = launch_range(g, s, r[i].f, r[i].e, r[i].copy, i == n - 1 ? sig : done_sig{nullptr, nullptr, 0});
     return e;
+}
+
+/* The next run's sequence number (0 is the word's initial value: skipped). */
+static uint32_t next_seq(rf_dprog *g)
+{
+    if (++g->seq == 0)
+        g->seq = 1;
+    return g->seq;
 }
 
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
@@ -586,7 +666,12 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     if (rc)
         return rc;
     cudaError_t e = cudaSuccess;
+    g->armed = 0;
     if (g->host) {
+        if (g->flagged) {
+            next_seq(g);
+            g->armed = 1;
+        }
         e = cudaLaunchHostFunc(g->stream, host_run, g);
         if (e == cudaSuccess)
             e = cudaEventRecord(g->done, g->stream);
@@ -601,8 +686,11 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     if (g->timed)
         e = cudaEventRecord(g->k0, g->stream);
     step(g, "event");
+    done_sig sig = {nullptr, nullptr, 0};
+    if (g->flagged)
+        sig = {g->d_count, g->d_done, next_seq(g)};
     if (e == cudaSuccess)
-        e = queue_run(g, g->stream);
+        e = queue_run(g, g->stream, sig, &g->armed);
     step(g, "queue");
     if (e == cudaSuccess && g->timed)
         e = cudaEventRecord(g->k1, g->stream);
@@ -631,11 +719,33 @@ static void poll_started(rf_dprog *g)
     step(g, "started");
 }
 
-/* The event: polled for up to spin_s, then waited on (blocking). */
-static cudaError_t poll_done(rf_dprog *g)
+/* REFIT_DPROG_FLAG=1: the host-mapped word polled for up to spin_s until
+ * it holds this run's sequence number (an older run's number, or 0, is
+ * not it).  1 when seen; 0 after the budget: the event decides (a kernel
+ * that failed never writes the word, and its error is the event's). */
+static int poll_word(const rf_dprog *g)
+{
+    double end = now_s() + g->spin_s;
+    for (unsigned i = 0;; i++) {
+        if (__atomic_load_n(g->h_done, __ATOMIC_ACQUIRE) == g->seq)
+            return 1;
+        if ((i & 255) == 255 && now_s() > end)
+            return 0;
+    }
+}
+
+/* The event: polled for up to spin_s, then waited on (blocking).  With the
+ * flag the word is polled instead (*flag_seen: it came), and the event is
+ * waited on only when the word did not come within the budget. */
+static cudaError_t poll_done(rf_dprog *g, int *flag_seen)
 {
     poll_started(g);
-    if (g->spin_s > 0) {
+    *flag_seen = 0;
+    if (g->armed && g->spin_s > 0 && poll_word(g)) {
+        *flag_seen = 1;
+        return cudaSuccess;
+    }
+    if (g->spin_s > 0 && !g->armed) {
         double end = now_s() + g->spin_s;
         for (unsigned i = 0;; i++) {
             cudaError_t e = cudaEventQuery(g->done);
@@ -669,8 +779,9 @@ extern "C" int rf_dprog_wait(struct rf_dprog *g, size_t *bad)
         return 0;
     g->launched = 0;
     step(g, "launch-returned");
-    cudaError_t e = poll_done(g);
-    step(g, "event-sync");
+    int flag_seen = 0;
+    cudaError_t e = poll_done(g, &flag_seen);
+    step(g, flag_seen ? "flag-seen" : "event-sync");
     if (e != cudaSuccess)
         return cuda_fail(e, "waiting for the copies");
     if (g->host && g->host_rc)
@@ -713,7 +824,10 @@ extern "C" int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap)
 extern "C" double rf_dprog_last_ms(const struct rf_dprog *g)
 {
     float ms = 0;
-    if (!g->timed || g->host || cudaEventElapsedTime(&ms, g->k0, g->k1) != cudaSuccess) {
+    /* After a wait that saw the flag the last CTA may still be ending: the
+     * stop event is waited for here (traced programs only). */
+    if (!g->timed || g->host || cudaEventSynchronize(g->k1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, g->k0, g->k1) != cudaSuccess) {
         (void)cudaGetLastError();
         return -1;
     }

@@ -39,6 +39,11 @@ step dprog-cuda-walk 40 env REFIT_DPROG_CTAS=64 REFIT_DPROG_TILE_KB=4 "$db/tests
 r=$db/refit
 if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults against each undone), 0.6B
     step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
+    # completion through the host-mapped word (REFIT_DPROG_FLAG) against the event, and the kernel with it
+    step dprog-cuda-flag 40 env REFIT_DPROG_FLAG=1 "$db/tests/cuda/test-cuda-dprog" device
+    step "0.6B fp8 off, event wait" 40 env REFIT_DPROG_FLAG=0 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, flag wait" 40 env REFIT_DPROG_FLAG=1 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 trainer, flag wait" 40 env REFIT_DPROG_FLAG=1 "$r" bench gpu --colocated --fp8 trainer --cycles 6
     step "0.6B fp8 off, acks in the pull" 40 env REFIT_REFIT_ACK_ASYNC=false "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 off, blocking wait" 40 env REFIT_DPROG_SPIN_US=0 "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
