@@ -52,18 +52,26 @@ static void teardown(void)
  * or without dedupe, with up to two more overrides (NULL: none); the
  * context's status in *ctx_rc when asked (then a failure is returned as an
  * empty info). */
-static struct refit_plan_info plan_with(const char *config_json, int dedupe, int rank, int dtp, int dep,
-                                        const struct refit_parallel *src, size_t n, const char *x1, const char *x2,
-                                        int *ctx_rc)
+/* config.json in the test's directory, and the two overrides naming it
+ * and the file store there. */
+static void write_config(const char *config_json, char *o_cfg, size_t n_cfg, char *o_dir, size_t n_dir)
 {
-    char p[400], o_cfg[450], o_dir[450];
+    char p[400];
     snprintf(p, sizeof(p), "%s/config.json", dir);
     FILE *f = fopen(p, "w");
     ck_assert_ptr_nonnull(f);
     fputs(config_json, f);
     fclose(f);
-    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", p);
-    snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
+    snprintf(o_cfg, n_cfg, "model.hf_config=%s", p);
+    snprintf(o_dir, n_dir, "store.file.path=%s/store", dir);
+}
+
+static struct refit_plan_info plan_with(const char *config_json, int dedupe, int rank, int dtp, int dep,
+                                        const struct refit_parallel *src, size_t n, const char *x1, const char *x2,
+                                        int *ctx_rc)
+{
+    char o_cfg[450], o_dir[450];
+    write_config(config_json, o_cfg, sizeof(o_cfg), o_dir, sizeof(o_dir));
     const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
                          "model.target=vllm", dedupe ? "refit.plan_dedupe=true" : "refit.plan_dedupe=false", x1, x2};
     size_t n_ovr = 7 + (x1 != NULL) + (x1 && x2);
@@ -94,14 +102,8 @@ static struct refit_plan_info plan_with(const char *config_json, int dedupe, int
 static void replan(const char *config_json, const struct refit_parallel *const *sets, const size_t *n, size_t k,
                    struct refit_plan_info *out)
 {
-    char p[400], o_cfg[450], o_dir[450];
-    snprintf(p, sizeof(p), "%s/config.json", dir);
-    FILE *f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(config_json, f);
-    fclose(f);
-    snprintf(o_cfg, sizeof(o_cfg), "model.hf_config=%s", p);
-    snprintf(o_dir, sizeof(o_dir), "store.file.path=%s/store", dir);
+    char o_cfg[450], o_dir[450];
+    write_config(config_json, o_cfg, sizeof(o_cfg), o_dir, sizeof(o_dir));
     const char *ovr[] = {"model.plugin=auto", o_cfg, "store.plugin=file", o_dir, "transport.plugin=tcp",
                          "model.target=vllm"};
     refit_context_t *ctx = NULL;
