@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "demo.h"
@@ -118,10 +119,73 @@ static int cmp_f(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+/* How long until the host sees an event recorded now on stream 0 (polled). */
+static int event_seen_ms(cudaEvent_t ev, double *ms)
+{
+    double t0 = now_ms();
+    cudaError_t e = cudaEventRecord(ev, 0);
+    while (e == cudaSuccess && (e = cudaEventQuery(ev)) == cudaErrorNotReady)
+        ;
+    *ms = now_ms() - t0;
+    return cu(e, "an event after an idle gap");
+}
+
+static double median3(double *v)
+{
+    double a = v[0] < v[1] ? v[0] : v[1], b = v[0] < v[1] ? v[1] : v[0];
+    return v[2] < a ? a : v[2] > b ? b : v[2];
+}
+
+/* The conditions of a refit cycle's start, in this process alone on the GPU
+ * (REFIT_BENCH_GAP_MS, default 450: the colocated cycle's idle time between
+ * pulls; 0: skipped): the copy of n bytes after that idle gap (median of 3,
+ * events), and the host's latency from recording an event to seeing it
+ * complete after the gap and back to back.  Printed beside the baseline,
+ * never instead of it. */
+static int gap_copy(char *a, char *b, size_t len, cudaEvent_t e0, cudaEvent_t e1, double gap_ms, double out[3])
+{
+    double cp[3], seen[3], b2b[3];
+    struct timespec gap = {(time_t)(gap_ms / 1e3), (long)(1e6 * (gap_ms - 1e3 * (double)(time_t)(gap_ms / 1e3)))};
+    int rc = 0;
+    for (int i = 0; !rc && i < 3; i++) {
+        float ms = 0;
+        nanosleep(&gap, NULL);
+        rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
+        if (!rc)
+            rc = cu(cudaMemcpyAsync(b, a, len, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
+        if (!rc)
+            rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
+        if (!rc)
+            rc = cu(cudaEventSynchronize(e1), "cudaEventSynchronize");
+        if (!rc)
+            rc = cu(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+        cp[i] = ms;
+        nanosleep(&gap, NULL);
+        if (!rc)
+            rc = event_seen_ms(e0, &seen[i]);
+        if (!rc)
+            rc = event_seen_ms(e0, &b2b[i]);
+    }
+    if (!rc) {
+        out[0] = median3(cp);
+        out[1] = median3(seen);
+        out[2] = median3(b2b);
+    }
+    return rc;
+}
+
 /* Median milliseconds of a device-to-device copy of n bytes (CUDA events,
  * 3 warm-ups, 20 timed) and, when fp8, of the FP8 kernel over n bytes of
- * bf16 as a [n / 8192, 4096] matrix. */
-static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms)
+ * bf16 as a [n / 8192, 4096] matrix; gap[]: gap_copy's figures (gap[0] 0:
+ * not measured). */
+static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms, double gap[3])
 {
     size_t len = (size_t)n;
     char *a = NULL, *b = NULL;
@@ -153,6 +217,11 @@ static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, d
         qsort(ms, 20, sizeof(float), cmp_f);
         *copy_ms = (ms[9] + ms[10]) / 2;
     }
+    const char *gs = getenv("REFIT_BENCH_GAP_MS");
+    double gap_ms = gs ? strtod(gs, NULL) : 450;
+    gap[0] = gap[1] = gap[2] = 0;
+    if (!rc && gap_ms > 0 && gap_ms <= 10000)
+        rc = gap_copy(a, b, len, e0, e1, gap_ms, gap);
     *fp8_ms = 0;
     struct refit_fp8_cuda *q = NULL;
     size_t rows = len / 8192;
@@ -186,12 +255,13 @@ static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, d
     return rc;
 }
 #else
-static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms)
+static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, double *fp8_ms, double gap[3])
 {
     (void)n;
     (void)fp8;
     (void)rule;
     *copy_ms = *fp8_ms = 0;
+    gap[0] = gap[1] = gap[2] = 0;
     return refit_error_set(REFIT_ENOTSUP, "this refit was built without CUDA");
 }
 #endif
@@ -233,8 +303,8 @@ static int colocated(struct demo *d)
         return cli_fail("bench gpu", refit_error_set(REFIT_EIO, "no warm cycle recorded (use --cycles >= 2)"));
     int fp8 = strcmp(d->fp8, "off") != 0;
     /* Each engine rank's row: per rank, the trainers' bf16 bytes it reads. */
-    double copy_ms = 0, fp8_ms = 0;
-    rc = copy_baseline(wire, fp8, d->fp8, &copy_ms, &fp8_ms);
+    double copy_ms = 0, fp8_ms = 0, gap[3];
+    rc = copy_baseline(wire, fp8, d->fp8, &copy_ms, &fp8_ms, gap);
     if (rc)
         return cli_fail("bench gpu", rc);
     double mean = sum / warm;
@@ -245,6 +315,10 @@ static int colocated(struct demo *d)
            getenv("REFIT_REFIT_ACK_ASYNC") ? getenv("REFIT_REFIT_ACK_ASYNC") : "?");
     printf("device copy of %.3f GB (cudaMemcpyAsync, median of 20): %.3f ms = %.0f GB/s (read+write %.0f GB/s)\n",
            wire / 1e9, copy_ms, wire / copy_ms / 1e6, 2 * wire / copy_ms / 1e6);
+    if (gap[0] > 0) /* beside the baseline, not instead of it: the targets stay against the line above */
+        printf("the same copy after a %s ms idle gap (this process alone on the GPU, median of 3): %.3f ms; "
+               "an event recorded -> seen by the host: %.3f ms after the gap, %.3f ms back to back\n",
+               getenv("REFIT_BENCH_GAP_MS") ? getenv("REFIT_BENCH_GAP_MS") : "450", gap[0], gap[1], gap[2]);
     if (fp8)
         printf("FP8 kernel alone on %.3f GB of bf16 (refit_fp8_cuda, %s rule): %.3f ms\n", wire / 1e9, d->fp8,
                fp8_ms);

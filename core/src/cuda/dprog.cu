@@ -46,7 +46,7 @@ struct tile {
 static_assert(sizeof(tile) == 56, "tile table layout");
 
 constexpr unsigned long long kNoError = ~0ull;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 4; // the FP8 program's copies (run_tiles, under its register cap)
 
 // REFIT_DPROG_FLAG=1: the completion signal of a run's last launch.  Each
 // CTA, when done, counts itself in a device word; the last one to count
@@ -81,38 +81,62 @@ __device__ __forceinline__ void signal_done(const done_sig &d)
     }
 }
 
+// The copy loop's shape (REFIT_DPROG_UNROLL, _LOAD, _STORE: measurement
+// knobs, docs/configuration.md): U 16-byte vectors in flight per thread;
+// loads through the read-only path (ld.global.nc) or streaming (ld.global.cs,
+// evict first: the trainer's tensors are not read again by this kernel);
+// stores streaming (st.global.cs: the engine reads its parameters later) or
+// write-back.
+enum : int { kLoadNc = 0, kLoadCs = 1, kStoreCs = 0, kStoreWb = 1 };
+
+template <int LD>
+__device__ __forceinline__ uint4 load16(const uint4 *p)
+{
+    return LD == kLoadCs ? __ldcs(p) : __ldg(p);
+}
+
+template <int ST>
+__device__ __forceinline__ void store16(uint4 *p, const uint4 &v)
+{
+    if (ST == kStoreWb)
+        *p = v;
+    else
+        __stcs(p, v);
+}
+
+template <int U, int LD, int ST>
 __device__ __forceinline__ void copy16(const tile &t)
 {
     const uint32_t w16 = t.width / 16, n = t.rows * w16;
     if (t.rows == 1) {
         const uint4 *s = (const uint4 *)t.src;
         uint4 *d = (uint4 *)t.dst;
-        for (uint32_t i = threadIdx.x; i < n; i += kUnroll * kThreads) {
-            uint4 v[kUnroll];
+        for (uint32_t i = threadIdx.x; i < n; i += U * kThreads) {
+            uint4 v[U];
 #pragma unroll
-            for (int k = 0; k < kUnroll; k++)
+            for (int k = 0; k < U; k++)
                 if (i + k * kThreads < n)
-                    v[k] = __ldg(s + i + k * kThreads);
+                    v[k] = load16<LD>(s + i + k * kThreads);
 #pragma unroll
-            for (int k = 0; k < kUnroll; k++)
+            for (int k = 0; k < U; k++)
                 if (i + k * kThreads < n)
-                    __stcs(d + i + k * kThreads, v[k]);
+                    store16<ST>(d + i + k * kThreads, v[k]);
         }
         return;
     }
-    for (uint32_t i = threadIdx.x; i < n; i += kUnroll * kThreads) {
-        uint4 v[kUnroll];
+    for (uint32_t i = threadIdx.x; i < n; i += U * kThreads) {
+        uint4 v[U];
 #pragma unroll
-        for (int k = 0; k < kUnroll; k++) {
+        for (int k = 0; k < U; k++) {
             const uint32_t j = i + k * kThreads, r = j / w16, c = j - r * w16;
             if (j < n)
-                v[k] = __ldg((const uint4 *)(t.src + r * t.spitch) + c);
+                v[k] = load16<LD>((const uint4 *)(t.src + r * t.spitch) + c);
         }
 #pragma unroll
-        for (int k = 0; k < kUnroll; k++) {
+        for (int k = 0; k < U; k++) {
             const uint32_t j = i + k * kThreads, r = j / w16, c = j - r * w16;
             if (j < n)
-                __stcs((uint4 *)(t.dst + r * t.dpitch) + c, v[k]);
+                store16<ST>((uint4 *)(t.dst + r * t.dpitch) + c, v[k]);
         }
     }
 }
@@ -223,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
     const tile t = tiles[first + blockIdx.x];
     switch (t.kind & kKindMask) {
     case kTileCopy16:
-        copy16(t);
+        copy16<kUnroll, 0, 0>(t);
         break;
     case kTileCopy1:
         copy1(t);
@@ -238,18 +262,33 @@ __global__ void __launch_bounds__(kThreads, 3) run_tiles(const tile *__restrict_
 // The copy tiles of a phase: without the FP8 block's registers, so that
 // more CTAs share an SM (the copies are bound by memory, not by the SMs).
 // A grid smaller than the tiles walks them (REFIT_DPROG_CTAS: a measurement knob).
+template <int U, int LD, int ST>
 __global__ void __launch_bounds__(kThreads) copy_tiles(const tile *__restrict__ tiles, size_t first, size_t n,
                                                       done_sig done)
 {
     for (size_t i = blockIdx.x; i < n; i += gridDim.x) {
         const tile t = tiles[first + i];
         if ((t.kind & kKindMask) == kTileCopy16)
-            copy16(t);
+            copy16<U, LD, ST>(t);
         else
             copy1(t);
     }
     signal_done(done);
 }
+
+// REFIT_DPROG_PROBE=kernel: nothing, launched and waited for before a run
+// (the launch-to-start latency of a cycle's first work, apart from the program).
+__global__ void probe_kernel() {}
+
+// The copy kernel of variant v (bit 0: 8 vectors in flight per thread, not
+// 4; bit 1: streaming loads; bit 2: write-back stores).
+typedef void (*copy_fn)(const tile *__restrict__, size_t, size_t, done_sig);
+const copy_fn kCopyVariants[8] = {
+    copy_tiles<4, kLoadNc, kStoreCs>, copy_tiles<8, kLoadNc, kStoreCs>,
+    copy_tiles<4, kLoadCs, kStoreCs>, copy_tiles<8, kLoadCs, kStoreCs>,
+    copy_tiles<4, kLoadNc, kStoreWb>, copy_tiles<8, kLoadNc, kStoreWb>,
+    copy_tiles<4, kLoadCs, kStoreWb>, copy_tiles<8, kLoadCs, kStoreWb>,
+};
 
 int cuda_fail(cudaError_t e, const char *what)
 {
@@ -357,6 +396,19 @@ struct rf_dprog {
     size_t phase_first[RF_DPROG_PHASES + 1], copy_first[RF_DPROG_PHASES];
     uint64_t tile_bytes; /* largest copy tile */
     unsigned ctas;       /* REFIT_DPROG_CTAS: the copy kernel's grid bound (0: a CTA per tile) */
+    int copy_variant;    /* kCopyVariants[] (REFIT_DPROG_UNROLL, _LOAD, _STORE) */
+    /* REFIT_DPROG_PROBE (a diagnostic, traced programs only): before each
+     * run, 1 = an empty kernel, 2 = a cudaMemcpyAsync of the bytes the
+     * program reads (between two buffers of this process), each waited for
+     * by the host, so that the trace shows the latency of a cycle's first
+     * work on the device (and, for 2, the copy's device time under the
+     * cycle's conditions, probe_ms) apart from the program's. */
+    int probe;
+    uint64_t read_bytes; /* the bytes a run reads (copies, FP8 sources) */
+    void *probe_a, *probe_b;
+    uint64_t probe_cap;
+    cudaEvent_t p0, p1;
+    double probe_ms;
     int rule;
     float floor;
     int launched;
@@ -394,6 +446,15 @@ void leave(int saved)
         (void)cudaSetDevice(saved);
 }
 
+/* The copy kernel's variant from REFIT_DPROG_UNROLL (4, 8), REFIT_DPROG_LOAD
+ * (nc, cs) and REFIT_DPROG_STORE (cs, wb); unset or other values keep the
+ * default (4, nc, cs). */
+int copy_variant()
+{
+    const char *u = getenv("REFIT_DPROG_UNROLL"), *l = getenv("REFIT_DPROG_LOAD"), *st = getenv("REFIT_DPROG_STORE");
+    return (u && !strcmp(u, "8") ? 1 : 0) | (l && !strcmp(l, "cs") ? 2 : 0) | (st && !strcmp(st, "wb") ? 4 : 0);
+}
+
 } // namespace
 
 extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
@@ -412,6 +473,11 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     /* A tuning knob for measurements: the largest copy tile in KiB (4 to 65536). */
     long kb = tk ? strtol(tk, NULL, 10) : 0;
     g->tile_bytes = kb >= 4 && kb <= 65536 ? (uint64_t)kb << 10 : RF_DPROG_TILE;
+    g->copy_variant = copy_variant();
+    const char *pr = getenv("REFIT_DPROG_PROBE");
+    g->probe = g->timed && pr ? (!strcmp(pr, "kernel") ? 1 : !strcmp(pr, "copy") ? 2 : 0) : 0;
+    const char *nb = getenv("REFIT_DPROG_NONBLOCKING");
+    const unsigned stream_flags = nb && !strcmp(nb, "1") ? cudaStreamNonBlocking : cudaStreamDefault;
     const char *ct = getenv("REFIT_DPROG_CTAS");
     long ctas = ct ? strtol(ct, NULL, 10) : 0;
     g->ctas = ctas > 0 && ctas <= 1048576 ? (unsigned)ctas : 0;
@@ -420,13 +486,17 @@ extern "C" int rf_dprog_create(int device, struct rf_dprog **out)
     int saved = -1, rc = enter(device, &saved);
     cudaError_t e = cudaSuccess;
     if (!rc) {
-        e = cudaStreamCreate(&g->stream);
+        e = cudaStreamCreateWithFlags(&g->stream, stream_flags);
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming);
         if (e == cudaSuccess && g->timed)
             e = cudaEventCreate(&g->k0);
         if (e == cudaSuccess && g->timed)
             e = cudaEventCreate(&g->k1);
+        if (e == cudaSuccess && g->probe)
+            e = cudaEventCreate(&g->p0);
+        if (e == cudaSuccess && g->probe)
+            e = cudaEventCreate(&g->p1);
         if (e == cudaSuccess)
             e = cudaMalloc((void **)&g->d_err, sizeof(*g->d_err));
         if (e == cudaSuccess)
@@ -482,6 +552,12 @@ extern "C" void rf_dprog_destroy(struct rf_dprog *g)
             cudaEventDestroy(g->k0);
         if (g->k1)
             cudaEventDestroy(g->k1);
+        if (g->p0)
+            cudaEventDestroy(g->p0);
+        if (g->p1)
+            cudaEventDestroy(g->p1);
+        cudaFree(g->probe_a);
+        cudaFree(g->probe_b);
         if (g->stream)
             cudaStreamDestroy(g->stream);
         leave(saved);
@@ -498,10 +574,12 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     int rc = rf_dprog_params(p, &rule, &floor);
     tiles_vec v = {nullptr, 0, 0};
     size_t first[RF_DPROG_PHASES + 1] = {0}, copies[RF_DPROG_PHASES] = {0};
+    uint64_t read = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         rc = rf_dop_check(&ops[i], i);
         if (rc || !ops[i].rows || !ops[i].width)
             continue;
+        read += ops[i].rows * ops[i].width * (ops[i].kind == RF_DOP_COPY ? 1 : 2);
         if (ops[i].kind == RF_DOP_FP8_F32)
             rc = refit_error_set(REFIT_ENOTSUP, "device program: operation %zu: fp32 quantization runs through "
                                  "the separate FP8 kernel", i);
@@ -558,6 +636,7 @@ extern "C" int rf_dprog_load(struct rf_dprog *g, const struct rf_dop *ops, size_
     if (rc)
         return rc;
     g->n_tiles = v.n;
+    g->read_bytes = read;
     memcpy(g->phase_first, first, sizeof(first));
     memcpy(g->copy_first, copies, sizeof(copies));
     g->rule = rule;
@@ -608,7 +687,8 @@ static cudaError_t launch_range(const rf_dprog *g, cudaStream_t s, size_t f, siz
         unsigned grid = e - at < 0x7fffffffu ? (unsigned)(e - at) : 0x7fffffffu;
         done_sig d = e - at > 0x7fffffffu ? done_sig{nullptr, nullptr, 0} : sig;
         if (copy)
-            copy_tiles<<<g->ctas && g->ctas < grid ? g->ctas : grid, kThreads, 0, s>>>(g->d_tiles, at, grid, d);
+            kCopyVariants[g->copy_variant]<<<g->ctas && g->ctas < grid ? g->ctas : grid, kThreads, 0, s>>>(
+                g->d_tiles, at, grid, d);
         else if (g->rule == REFIT_FP8_DEEPGEMM)
             run_tiles<kRuleMul><<<grid, kThreads, 0, s>>>(g->d_tiles, at, g->floor, g->d_err, g->d_flag, d);
         else
@@ -660,6 +740,43 @@ static uint32_t next_seq(rf_dprog *g)
     return g->seq;
 }
 
+/* REFIT_DPROG_PROBE: the probe's work on the program's stream, waited for
+ * by polling its end event (the buffers of a copy probe grow with the
+ * program, on the first run after a load). */
+static cudaError_t run_probe(rf_dprog *g)
+{
+    cudaError_t e = cudaSuccess;
+    if (g->probe == 2 && g->probe_cap < g->read_bytes) {
+        cudaFree(g->probe_a);
+        cudaFree(g->probe_b);
+        g->probe_a = g->probe_b = nullptr;
+        g->probe_cap = 0;
+        e = cudaMalloc(&g->probe_a, g->read_bytes);
+        if (e == cudaSuccess)
+            e = cudaMalloc(&g->probe_b, g->read_bytes);
+        if (e == cudaSuccess)
+            g->probe_cap = g->read_bytes;
+    }
+    if (e == cudaSuccess)
+        e = cudaEventRecord(g->p0, g->stream);
+    if (e == cudaSuccess && g->probe == 2 && g->read_bytes)
+        e = cudaMemcpyAsync(g->probe_b, g->probe_a, g->read_bytes, cudaMemcpyDeviceToDevice, g->stream);
+    else if (e == cudaSuccess) {
+        probe_kernel<<<1, 32, 0, g->stream>>>();
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess)
+        e = cudaEventRecord(g->p1, g->stream);
+    while (e == cudaSuccess && (e = cudaEventQuery(g->p1)) == cudaErrorNotReady)
+        ;
+    float ms = -1;
+    if (e == cudaSuccess)
+        e = cudaEventElapsedTime(&ms, g->p0, g->p1);
+    g->probe_ms = ms;
+    step(g, "probe");
+    return e;
+}
+
 extern "C" int rf_dprog_launch(struct rf_dprog *g)
 {
     int saved = -1, rc = enter(g->device, &saved);
@@ -683,7 +800,9 @@ extern "C" int rf_dprog_launch(struct rf_dprog *g)
     }
     g->n_steps = 0;
     step(g, "enter");
-    if (g->timed)
+    if (g->probe)
+        e = run_probe(g);
+    if (e == cudaSuccess && g->timed)
         e = cudaEventRecord(g->k0, g->stream);
     step(g, "event");
     done_sig sig = {nullptr, nullptr, 0};
@@ -818,6 +937,9 @@ extern "C" int rf_dprog_steps(const struct rf_dprog *g, char *buf, size_t cap)
     for (int i = 1; i < g->n_steps && k >= 0 && (size_t)k < cap; i++)
         k += snprintf(buf + k, cap - (size_t)k, "%s%s %.3f", i > 1 ? " " : "", g->step_name[i],
                       1e3 * (g->step_t[i] - g->step_t[i - 1]));
+    if (g->probe && k >= 0 && (size_t)k < cap)
+        snprintf(buf + k, cap - (size_t)k, " probe-%s-on-device %.3f", g->probe == 2 ? "copy" : "kernel",
+                 g->probe_ms);
     return 0;
 }
 

@@ -6,10 +6,13 @@
 # the transport's path (refit.device_program off) for comparison.
 #
 # Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
-# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib]
+# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib|diag]
 # (attrib: the 0.6B runs with each of refit.ack_async, the polled wait and
 # the one-launch FP8 program undone, beside the defaults; untraced; the copy
-# kernel's tile size and grid bound)
+# kernel's tile size and grid bound; diag: the launch-to-start latency
+# (REFIT_DPROG_PROBE: an empty kernel or a copy before the program), GPU
+# clocks sampled through a run, the copy kernel's variants, and the same
+# runs under the CUDA MPS daemon when the machine has it)
 # Logs to $OUT (or /tmp); prints a PASS/FAIL line per step, the ratio lines
 # and two warm pulls' traces (REFIT_PULL_TRACE=1, receiver.h: each step of
 # the pull in ms, the kernels' device time; REFIT_PULL_TRACE=0 turns it off).
@@ -23,13 +26,14 @@ export REFIT_PULL_TRACE=${REFIT_PULL_TRACE:-1}
 nvidia-smi -L 2>/dev/null
 fails=0
 step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$2 t0=$SECONDS
     shift 2
     echo "=== $name: $*" | tee -a "$logs/colocated.log"
     timeout "$limit" "$@" > "$logs/step.log" 2>&1
     local rc=$?
+    echo "($((SECONDS - t0)) s)"
     cat "$logs/step.log" >> "$logs/colocated.log"
-    grep -E 'warm cycles|device copy of|FP8 kernel alone|colocated on GPU|Checks|byte|differ|error|rror:|match' "$logs/step.log" | tail -8
+    grep -E 'warm cycles|device copy of|same copy after|FP8 kernel alone|colocated on GPU|Checks|byte|differ|error|rror:|match' "$logs/step.log" | tail -8
     grep 'pull trace' "$logs/step.log" | grep -v ' v1:' | head -2 | sed 's/discover+plan(+wait) [0-9.]* //'
     if [ $rc -eq 0 ]; then echo "PASS $name"; else echo "FAIL $name (exit $rc)"; tail -5 "$logs/step.log"; fails=$((fails + 1)); fi
 }
@@ -37,6 +41,52 @@ step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
 # the copy kernel with a small grid walking many small tiles, against the host reference too
 step dprog-cuda-walk 40 env REFIT_DPROG_CTAS=64 REFIT_DPROG_TILE_KB=4 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
+if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' start goes, and the copy kernel's shape
+    # the copy kernel's variants against the host reference (byte-identical)
+    step dprog-cuda-u8-cs-wb 40 env REFIT_DPROG_UNROLL=8 REFIT_DPROG_LOAD=cs REFIT_DPROG_STORE=wb \
+        REFIT_DPROG_TILE_KB=16 "$db/tests/cuda/test-cuda-dprog" device
+    nvidia-smi --query-gpu=persistence_mode,compute_mode,clocks.sm,clocks.max.sm,clocks.mem,pstate,power.draw \
+        --format=csv 2>&1 | tee -a "$logs/colocated.log"
+    # GPU clocks every 50 ms through one bench run (idle gaps between cycles included)
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,power.draw --format=csv,noheader \
+        -lms 50 > "$logs/clocks.csv" 2>&1 &
+    smi=$!
+    step "0.6B fp8 off (clocks sampled)" 40 "$r" bench gpu --colocated --cycles 6
+    kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+    echo "clocks.sm during that run (MHz: count):"; cut -d, -f2 "$logs/clocks.csv" | sort | uniq -c | sort -rn | head -6
+    # an empty kernel, then a cudaMemcpyAsync of the program's bytes, waited for before the program (PROBE)
+    step "0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, probe copy" 40 env REFIT_DPROG_PROBE=copy "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, non-blocking stream" 40 env REFIT_DPROG_NONBLOCKING=1 "$r" bench gpu --colocated --cycles 6
+    for kb in 16 32 64; do
+        step "0.6B fp8 off, $kb KiB tiles" 40 env REFIT_DPROG_TILE_KB=$kb "$r" bench gpu --colocated --cycles 6
+    done
+    for v in "UNROLL=8" "LOAD=cs" "STORE=wb" "UNROLL=8 REFIT_DPROG_LOAD=cs"; do
+        step "0.6B fp8 off, 32 KiB, $v" 40 env REFIT_DPROG_TILE_KB=32 REFIT_DPROG_$v "$r" bench gpu --colocated --cycles 6
+    done
+    # MPS (one GPU context for all processes: no time-slicing between the trainer's and the engine's)
+    if command -v nvidia-cuda-mps-control > /dev/null; then
+        export CUDA_MPS_PIPE_DIRECTORY=/tmp/refit-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/refit-mps-log
+        mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+        if nvidia-cuda-mps-control -d; then
+            trap 'echo quit | nvidia-cuda-mps-control' EXIT
+            step "MPS: 0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
+            step "MPS: 0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
+            step "MPS: 0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
+            step "MPS: 0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+            echo quit | nvidia-cuda-mps-control
+            trap - EXIT
+            cp "$CUDA_MPS_LOG_DIRECTORY/control.log" "$logs/mps-control.log" 2>/dev/null
+        else
+            echo "MPS: nvidia-cuda-mps-control -d failed"
+        fi
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    else
+        echo "MPS: no nvidia-cuda-mps-control on this machine"
+    fi
+    echo "colocated.sh: $fails failed"
+    exit $((fails > 0))
+fi
 if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults against each undone), 0.6B
     step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
     # completion through the host-mapped word (REFIT_DPROG_FLAG) against the event, and the kernel with it
