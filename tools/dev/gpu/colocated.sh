@@ -57,25 +57,18 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     # an empty kernel, then a cudaMemcpyAsync of the program's bytes, waited for before the program (PROBE)
     step "0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 off, probe copy" 40 env REFIT_DPROG_PROBE=copy "$r" bench gpu --colocated --cycles 6
-    step "0.6B fp8 off, non-blocking stream" 40 env REFIT_DPROG_NONBLOCKING=1 "$r" bench gpu --colocated --cycles 6
-    for kb in 16 32 64; do
-        step "0.6B fp8 off, $kb KiB tiles" 40 env REFIT_DPROG_TILE_KB=$kb "$r" bench gpu --colocated --cycles 6
-    done
-    for v in "UNROLL=8" "LOAD=cs" "STORE=wb" "UNROLL=8 REFIT_DPROG_LOAD=cs"; do
-        step "0.6B fp8 off, 32 KiB, $v" 40 env REFIT_DPROG_TILE_KB=32 REFIT_DPROG_$v "$r" bench gpu --colocated --cycles 6
-    done
     # MPS (one GPU context for all processes: no time-slicing between the trainer's and the engine's)
     if command -v nvidia-cuda-mps-control > /dev/null; then
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/refit-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/refit-mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
         if nvidia-cuda-mps-control -d; then
-            trap 'echo quit | nvidia-cuda-mps-control' EXIT
+            trap 'echo quit | nvidia-cuda-mps-control' EXIT; trap 'exit 143' TERM INT
             step "MPS: 0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
             step "MPS: 0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
             step "MPS: 0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
             step "MPS: 0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
             echo quit | nvidia-cuda-mps-control
-            trap - EXIT
+            trap - EXIT TERM INT
             cp "$CUDA_MPS_LOG_DIRECTORY/control.log" "$logs/mps-control.log" 2>/dev/null
         else
             echo "MPS: nvidia-cuda-mps-control -d failed"
@@ -84,6 +77,14 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     else
         echo "MPS: no nvidia-cuda-mps-control on this machine"
     fi
+    step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    for kb in 16 32 64; do
+        step "0.6B fp8 off, $kb KiB tiles" 40 env REFIT_DPROG_TILE_KB=$kb "$r" bench gpu --colocated --cycles 6
+    done
+    for v in "UNROLL=8" "LOAD=cs" "STORE=wb" "UNROLL=8 REFIT_DPROG_LOAD=cs" "UNROLL=8 REFIT_DPROG_STORE=wb"; do
+        step "0.6B fp8 off, 32 KiB, $v" 40 env REFIT_DPROG_TILE_KB=32 REFIT_DPROG_$v "$r" bench gpu --colocated --cycles 6
+    done
+    step "0.6B fp8 off, non-blocking stream" 40 env REFIT_DPROG_NONBLOCKING=1 "$r" bench gpu --colocated --cycles 6
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
