@@ -131,8 +131,10 @@ static int event_seen_ms(cudaEvent_t ev, double *ms)
 {
     double t0 = now_ms();
     cudaError_t e = cudaEventRecord(ev, 0);
-    while (e == cudaSuccess && (e = cudaEventQuery(ev)) == cudaErrorNotReady)
-        ;
+    if (e == cudaSuccess)
+        do
+            e = cudaEventQuery(ev);
+        while (e == cudaErrorNotReady);
     *ms = now_ms() - t0;
     return cu(e, "an event after an idle gap");
 }

@@ -767,8 +767,10 @@ static cudaError_t run_probe(rf_dprog *g)
     }
     if (e == cudaSuccess)
         e = cudaEventRecord(g->p1, g->stream);
-    while (e == cudaSuccess && (e = cudaEventQuery(g->p1)) == cudaErrorNotReady)
-        ;
+    if (e == cudaSuccess)
+        do
+            e = cudaEventQuery(g->p1);
+        while (e == cudaErrorNotReady);
     float ms = -1;
     if (e == cudaSuccess)
         e = cudaEventElapsedTime(&ms, g->p0, g->p1);

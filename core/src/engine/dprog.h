@@ -31,9 +31,11 @@ extern "C" {
 #endif
 
 /* Largest copy tile, bytes (REFIT_DPROG_TILE_KB=K overrides it, for
- * measurements: on an H100 a 1.19 GB program's kernel took 0.817 ms with
- * 64 KiB tiles, 0.831 ms with 256 KiB, 0.849 ms with 1 MiB). */
-#define RF_DPROG_TILE ((uint64_t)256 << 10)
+ * measurements).  16 KiB is one unrolled round of a CTA (256 threads, four
+ * 16-byte vectors each): on an H100, in the colocated cycle, a 1.19 GB
+ * program's kernel took 0.790 ms with 16 KiB tiles, 0.800 with 32, 0.810
+ * with 64 and 0.828 with 256 (docs/benchmarks.md). */
+#define RF_DPROG_TILE ((uint64_t)16 << 10)
 /* Phases run in order, one launch each; an operation that reads what an
  * earlier one writes goes in a later phase. */
 #define RF_DPROG_PHASES 3

@@ -65,8 +65,9 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
             trap 'echo quit | nvidia-cuda-mps-control' EXIT; trap 'exit 143' TERM INT
             step "MPS: 0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
             step "MPS: 0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
-            step "MPS: 0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
+            step "MPS: 0.6B fp8 trainer, checked" 45 "$r" bench gpu --colocated --check --fp8 trainer --cycles 4
             step "MPS: 0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+            step "MPS: 4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
             echo quit | nvidia-cuda-mps-control
             trap - EXIT TERM INT
             cp "$CUDA_MPS_LOG_DIRECTORY/control.log" "$logs/mps-control.log" 2>/dev/null
@@ -77,14 +78,10 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     else
         echo "MPS: no nvidia-cuda-mps-control on this machine"
     fi
-    step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
-    for kb in 16 32 64; do
-        step "0.6B fp8 off, $kb KiB tiles" 40 env REFIT_DPROG_TILE_KB=$kb "$r" bench gpu --colocated --cycles 6
-    done
-    for v in "UNROLL=8" "LOAD=cs" "STORE=wb" "UNROLL=8 REFIT_DPROG_LOAD=cs" "UNROLL=8 REFIT_DPROG_STORE=wb"; do
-        step "0.6B fp8 off, 32 KiB, $v" 40 env REFIT_DPROG_TILE_KB=32 REFIT_DPROG_$v "$r" bench gpu --colocated --cycles 6
-    done
-    step "0.6B fp8 off, non-blocking stream" 40 env REFIT_DPROG_NONBLOCKING=1 "$r" bench gpu --colocated --cycles 6
+    # the copy tiles before (256 KiB) and after (16 KiB, the default since 2026-12-06), and 8 KiB
+    step "0.6B fp8 off, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 trainer, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    step "0.6B fp8 off, 8 KiB tiles" 40 env REFIT_DPROG_TILE_KB=8 "$r" bench gpu --colocated --cycles 6
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
@@ -112,6 +109,7 @@ fi
 if [ "${1:-}" = short ]; then # the targets only, within about two minutes
     step "0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
     step "0.6B fp8 trainer" 30 "$r" bench gpu --colocated --fp8 trainer --cycles 5
+    step "0.6B fp8 trainer, checked" 45 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
     step "4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
