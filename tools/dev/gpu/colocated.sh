@@ -45,18 +45,6 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     # the copy kernel's variants against the host reference (byte-identical)
     step dprog-cuda-u8-cs-wb 40 env REFIT_DPROG_UNROLL=8 REFIT_DPROG_LOAD=cs REFIT_DPROG_STORE=wb \
         REFIT_DPROG_TILE_KB=16 "$db/tests/cuda/test-cuda-dprog" device
-    nvidia-smi --query-gpu=persistence_mode,compute_mode,clocks.sm,clocks.max.sm,clocks.mem,pstate,power.draw \
-        --format=csv 2>&1 | tee -a "$logs/colocated.log"
-    # GPU clocks every 50 ms through one bench run (idle gaps between cycles included)
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,power.draw --format=csv,noheader \
-        -lms 50 > "$logs/clocks.csv" 2>&1 &
-    smi=$!
-    step "0.6B fp8 off (clocks sampled)" 40 "$r" bench gpu --colocated --cycles 6
-    kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
-    echo "clocks.sm during that run (MHz: count):"; cut -d, -f2 "$logs/clocks.csv" | sort | uniq -c | sort -rn | head -6
-    # an empty kernel, then a cudaMemcpyAsync of the program's bytes, waited for before the program (PROBE)
-    step "0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
-    step "0.6B fp8 off, probe copy" 40 env REFIT_DPROG_PROBE=copy "$r" bench gpu --colocated --cycles 6
     # MPS (one GPU context for all processes: no time-slicing between the trainer's and the engine's)
     if command -v nvidia-cuda-mps-control > /dev/null; then
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/refit-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/refit-mps-log
@@ -82,6 +70,18 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     step "0.6B fp8 off, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 trainer, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --fp8 trainer --cycles 6
     step "0.6B fp8 off, 8 KiB tiles" 40 env REFIT_DPROG_TILE_KB=8 "$r" bench gpu --colocated --cycles 6
+    nvidia-smi --query-gpu=persistence_mode,compute_mode,clocks.sm,clocks.max.sm,clocks.mem,pstate,power.draw \
+        --format=csv 2>&1 | tee -a "$logs/colocated.log"
+    # GPU clocks every 50 ms through one bench run (idle gaps between cycles included)
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,power.draw --format=csv,noheader \
+        -lms 50 > "$logs/clocks.csv" 2>&1 &
+    smi=$!
+    step "0.6B fp8 off (clocks sampled)" 40 "$r" bench gpu --colocated --cycles 6
+    kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+    echo "clocks.sm during that run (MHz: count):"; cut -d, -f2 "$logs/clocks.csv" | sort | uniq -c | sort -rn | head -6
+    # an empty kernel, then a cudaMemcpyAsync of the program's bytes, waited for before the program (PROBE)
+    step "0.6B fp8 off, probe kernel" 40 env REFIT_DPROG_PROBE=kernel "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 off, probe copy" 40 env REFIT_DPROG_PROBE=copy "$r" bench gpu --colocated --cycles 6
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
