@@ -106,11 +106,11 @@ if [ "${1:-}" = attrib ]; then # what each fixed-cost change buys (defaults agai
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
-if [ "${1:-}" = short ]; then # the targets only, within about two minutes
-    step "0.6B fp8 off, checked" 45 "$r" bench gpu --colocated --check --cycles 4
+if [ "${1:-}" = short ]; then # the targets only, within about four minutes
+    step "0.6B fp8 off, checked" 75 "$r" bench gpu --colocated --check --cycles 4
     step "0.6B fp8 trainer" 30 "$r" bench gpu --colocated --fp8 trainer --cycles 5
-    step "0.6B fp8 trainer, checked" 45 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
-    step "4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
+    step "0.6B fp8 trainer, checked" 60 "$r" bench gpu --colocated --check --fp8 trainer --cycles 3
+    step "4B fp8 off" 100 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
     echo "colocated.sh: $fails failed"
     exit $((fails > 0))
 fi
