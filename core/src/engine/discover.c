@@ -486,14 +486,22 @@ static void rewind_to(refit_receiver_t *r, struct rf_seen *sv, uint64_t want)
 int rf_discover_choose(refit_receiver_t *r, struct rf_seen *sv, uint64_t want, uint64_t *v)
 {
     uint64_t newest = newest_of(sv);
+    /* A version acknowledged by a pull that failed after its ack (receiver.c
+     * fence_commit) is not read again: wait for a newer one. */
     if (want == REFIT_LATEST) {
-        *v = newest;
+        *v = newest != r->released ? newest : 0;
         return 0;
     }
     if (want == REFIT_NEXT) {
-        *v = newest > r->last_version ? newest : 0;
+        uint64_t floor = r->last_version > r->released ? r->last_version : r->released;
+        *v = newest > floor ? newest : 0;
         return 0;
     }
+    if (want == r->released)
+        return refit_error_set(REFIT_ESTALE,
+                               "v%llu was acknowledged by this receiver's failed pull of it (the ack goes with the "
+                               "fence): its sources may be reusing its memory; pull a newer version",
+                               (unsigned long long)want);
     *v = want;
     if (newest > want) {
         rewind_to(r, sv, want);
