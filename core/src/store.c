@@ -438,17 +438,25 @@ int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t 
     return 0;
 }
 
-int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
-                    const void *val, size_t len)
+int refit_store_cas_ttl(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                        const void *val, size_t len, int64_t ttl_ms)
 {
     int rc = refit_store_check_key(key);
     if (!rc)
         rc = check_value(s, key, len);
     if (!rc && !val && len)
         rc = refit_error_set(REFIT_EINVAL, "store key '%s': NULL value of %zu bytes", key, len);
+    if (!rc && ttl_ms < 0)
+        rc = refit_error_set(REFIT_EINVAL, "store key '%s': negative ttl %lld", key, (long long)ttl_ms);
     if (rc)
         return rc;
-    return CALL(s, s->ops->cas(s->obj, key, expected, elen, val ? val : "", len, 0));
+    return CALL(s, s->ops->cas(s->obj, key, expected, elen, val ? val : "", len, ttl_ms));
+}
+
+int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                    const void *val, size_t len)
+{
+    return refit_store_cas_ttl(s, key, expected, elen, val, len, 0);
 }
 
 int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,

@@ -23,6 +23,9 @@ struct ss_opts {
     const char *fence;    /* --fence records|heartbeats */
     int fence_heartbeats; /* --fence heartbeats: the fence reads every heartbeat again (before fence.c kept discovery's) */
     int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
+    const char *ack, *release;
+    int ack_apart;     /* --ack apart: the ack in a round trip of its own (before fence.c sent it with the fence) */
+    int release_count; /* --release count: every publisher counts the acks (before release.c's verdict) */
 };
 
 struct ss {

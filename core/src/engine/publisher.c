@@ -716,7 +716,7 @@ int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int6
         return refit_error_set(REFIT_EINVAL, "refit_publisher_wait_released: NULL publisher");
     if (timeout_ms < 0)
         timeout_ms = pub->ctx->release_timeout_ms;
-    int rc = rf_acks_wait(pub->ctx->store, version, (size_t)pub->ctx->receivers, timeout_ms, pub->id);
+    int rc = rf_release_wait(pub->ctx->store, version, (size_t)pub->ctx->receivers, timeout_ms, pub->id);
     return rc ? refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id, (unsigned long long)version)
               : 0;
 }

@@ -60,6 +60,9 @@ int refit_store_del(refit_store_t *s, const char *key);
 int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t *n);
 int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
                     const void *val, size_t len);
+/* The same, the key written with a ttl (ms > 0; 0: none), as put_ttl. */
+int refit_store_cas_ttl(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                        const void *val, size_t len, int64_t ttl_ms);
 int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
                      int64_t timeout_ms);
 /* The plugin's watch() (see the ops table): *keys one block freed by the
