@@ -71,12 +71,19 @@ struct claim {
     const char *key;
     char val[REFIT_STORE_MAX_KEY + 16];
     size_t len;
+    double renewed; /* rf_seconds() of the claim's last write */
 };
 
-/* The counter's renewal: a failure only risks a second counter. */
+/* The counter's renewal, at most every RF_POLL_ACKS_MS / 2 (each one wakes
+ * the waiters; acks arriving fast wake the counter far more often): a
+ * failure only risks a second counter. */
 static void renew(void *arg)
 {
     struct claim *c = arg;
+    double now = rf_seconds();
+    if (now - c->renewed < RF_POLL_ACKS_MS / 2000.0)
+        return;
+    c->renewed = now;
     if (refit_store_put_ttl(c->s, c->key, c->val, c->len, RF_CLAIM_TTL_MS))
         refit_error_clear();
 }
@@ -100,7 +107,7 @@ int rf_release_wait(refit_store_t *s, uint64_t version, size_t want, int64_t tim
         return rf_acks_wait(s, version, want, timeout_ms, who);
     char key[64];
     snprintf(key, sizeof(key), "released/%" PRIu64, version);
-    struct claim c = {s, key, "", 0};
+    struct claim c = {s, key, "", 0, 0};
     c.len = (size_t)snprintf(c.val, sizeof(c.val), "claim %s", who);
     double deadline = rf_seconds() + (double)timeout_ms / 1000.0;
     uint64_t cursor = 0;
@@ -116,6 +123,7 @@ int rf_release_wait(refit_store_t *s, uint64_t version, size_t want, int64_t tim
             return rf_acks_wait(s, version, want, left_ms, who);
         if (st == REL_ABSENT) {
             rc = refit_store_cas_ttl(s, key, NULL, 0, c.val, c.len, RF_CLAIM_TTL_MS);
+            c.renewed = rf_seconds();
             if (!rc)
                 return count(&c, version, want, left_ms, who);
             if (rc != REFIT_ECONFLICT)
