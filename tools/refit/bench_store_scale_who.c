@@ -56,8 +56,11 @@ int ss_publish_one(struct ss *s, int p)
     /* The membership key, once per source (publisher.c: after its first
      * record, so a receiver that sees it finds the record). */
     if (!rc && s->version == 1) {
+        char epoch[64];
         snprintf(key, sizeof(key), "members/%s", id);
-        rc = refit_store_put(st, key, id, strlen(id));
+        int el = snprintf(epoch, sizeof(epoch), "%s %llu", id, (unsigned long long)refit_time_ms());
+        struct refit_store_put_item it[2] = {{key, id, strlen(id), 0}, {RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0}};
+        rc = refit_store_put_many(st, it, 2);
     }
     return rc;
 }
@@ -109,13 +112,20 @@ int ss_receive_one(struct ss *s, int q)
     uint64_t *cur = &s->cursor[q];
     /* discover.c watches members/ (a key per source, written once) */
     const char *wp = s->o.watch_sources ? "sources/" : "members/";
-    if (*cur) {
+    if (*cur && s->o.watch_epoch) {
+        /* warm: the epoch rides with the records (below) */
+    } else if (*cur) {
         rc = refit_store_watch(st, wp, *cur, cur, 0, &keys, &nk);
         if (rc == REFIT_ETIMEDOUT || rc == REFIT_ERANGE)
             rc = 0; /* ERANGE would list again: not at this scale's history */
         free(keys);
     } else {
         rc = refit_store_watch(st, wp, 0, cur, 0, &keys, &nk);
+        void *ep = NULL;
+        size_t el = 0;
+        if (!rc && s->o.watch_epoch && (rc = refit_store_get(st, RF_KEY_MEMBERSHIP, &ep, &el)) == REFIT_ENOENT)
+            rc = 0;
+        free(ep);
         if (!rc)
             rc = refit_store_list(st, "sources/", &keys, &nk);
         free(keys);
@@ -132,7 +142,7 @@ int ss_receive_one(struct ss *s, int q)
         size_t ns = s->n_seg[ss_pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
         n_keys += s->o.sums_transport ? 0 : take < 1 ? 1 : take > ns ? ns : take;
     }
-    struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
+    struct refit_store_get_item *it = calloc(n_keys + 1, sizeof(*it));
     char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
     if (!rc && (!it || !kb || !src || !hb))
         rc = REFIT_ENOMEM;
@@ -148,10 +158,16 @@ int ss_receive_one(struct ss *s, int q)
     }
     /* Warm, with the set of sources unchanged: only the records of the
      * sources the cached plan reads (discover.c). */
+    /* warm, --watch epoch: the membership epoch with them (discover.c) */
+    size_t me = m + (it && warm && s->o.watch_epoch);
+    if (me > m)
+        it[m].key = RF_KEY_MEMBERSHIP;
     if (!rc && warm && !s->o.records_all)
-        rc = check_sources(st, nr, src, it, m, hb, 0, NULL, 0);
+        rc = check_sources(st, nr, src, it, me, hb, 0, NULL, 0);
     else if (!rc)
-        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0, hb, 0, NULL, 0);
+        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? me : 0, hb, 0, NULL, 0);
+    if (me > m)
+        free(it[m].val);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
         uint8_t *held = &s->held[(size_t)q * s->n_cat + k];

@@ -488,11 +488,21 @@ static int publish_catalog(refit_publisher_t *pub)
  * reach every receiver's watch.  Live, so a restarted store has it again. */
 static int put_member(refit_publisher_t *pub)
 {
-    char key[REFIT_STORE_MAX_KEY + 1];
+    char key[REFIT_STORE_MAX_KEY + 1], epoch[REFIT_STORE_MAX_KEY + 32];
     int n = snprintf(key, sizeof(key), "members/%s", pub->id);
     if (n < 0 || (size_t)n >= sizeof(key))
         return refit_error_set(REFIT_EINVAL, "publisher %s: members key too long", pub->id);
-    int rc = refit_store_put_live(pub->ctx->store, key, pub->id, strlen(pub->id), 0);
+    /* A value no other join wrote: who and when. */
+    int el = snprintf(epoch, sizeof(epoch), "%s %llu", pub->id, (unsigned long long)refit_time_ms());
+    struct refit_store_put_item it[2] = {{key, pub->id, strlen(pub->id), 0},
+                                         {RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0}};
+    int rc = refit_store_put_many(pub->ctx->store, it, 2);
+    /* Live: a restarted store has both again (the epoch then changes for
+     * the receivers, which list again: what they read may be gone). */
+    if (!rc)
+        rc = refit_store_remember(pub->ctx->store, key, pub->id, strlen(pub->id), 0);
+    if (!rc)
+        rc = refit_store_remember(pub->ctx->store, RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0);
     if (rc)
         return refit_error_push(rc, "publisher %s: writing %s", pub->id, key);
     pub->member = 1;

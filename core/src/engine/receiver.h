@@ -134,6 +134,14 @@ struct rf_discover {
      * cached plan reads (rf_discover_read); full_next forces a full read. */
     uint64_t ids_gen, full_gen;
     int full_next;
+    /* The membership epoch (RF_KEY_MEMBERSHIP) read just before the last
+     * listing (epoch_seen; epoch NULL: absent): a warm partial read reads
+     * it with the records instead of watching members/ (one round trip
+     * less), and relist is set when it changed (a source joined, or the
+     * store restarted): the ids are listed again. */
+    void *epoch;
+    size_t epoch_len;
+    int epoch_seen, relist;
     /* Checksums read with the records ahead of need (the version the next
      * pull most likely takes), for rf_verify_fetch. */
     struct rf_presum {
