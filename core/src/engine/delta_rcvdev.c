@@ -244,16 +244,26 @@ void rf_rcvd_dev_begin(struct rf_rcvdelta *d)
 /* ------------------------------------------------------------------ */
 /* Batches */
 
+/* Array a of n items of size esz with room for one more: a itself, or a
+ * larger copy (*cap updated), or NULL when out of memory (a kept).  The
+ * hash batch's names and the apply batch's spans grow alike. */
+static void *grow(void *a, size_t *cap, size_t n, size_t esz)
+{
+    if (n < *cap)
+        return a;
+    size_t nc = *cap * 2 + 256;
+    void *na = realloc(a, nc * esz);
+    if (na)
+        *cap = nc;
+    return na;
+}
+
 static int hash_add(struct rf_rcvd_dev *x, const void *p, uint64_t len, struct hwho w)
 {
-    if (x->n_h == x->who_cap) {
-        size_t cap = x->who_cap * 2 + 256;
-        struct hwho *nw = realloc(x->who, cap * sizeof(*nw));
-        if (!nw)
-            return REFIT_ENOMEM;
-        x->who = nw;
-        x->who_cap = cap;
-    }
+    struct hwho *nw = grow(x->who, &x->who_cap, x->n_h, sizeof(*nw));
+    if (!nw)
+        return REFIT_ENOMEM;
+    x->who = nw;
     int rc = pbuf_room(&x->hs, (x->n_h + 1) * sizeof(struct rf_xxh3_span), "device delta: hash spans");
     if (rc)
         return rc;
@@ -262,18 +272,26 @@ static int hash_add(struct rf_rcvd_dev *x, const void *p, uint64_t len, struct h
     return 0;
 }
 
+/* One copy between device memory dev and host memory host, in direction
+ * dir (the destination comes first either way). */
+static int post_dir(struct rf_rcvd_dev *x, void *dev, void *host, size_t len, enum rf_dcopy_dir dir)
+{
+    size_t ev;
+    if (!len)
+        return 0;
+    return dir == RF_D2H ? rf_dcopy_post(x->cp, host, dev, len, dir, &ev)
+                         : rf_dcopy_post(x->cp, dev, host, len, dir, &ev);
+}
+
 /* Emulation: image and scratch copied to the host (shadow) and back. */
 static int emu_move(struct rf_rcvd_dev *x, enum rf_dcopy_dir dir)
 {
-    size_t ev, n = x->image_len + x->scratch_len;
+    size_t n = x->image_len + x->scratch_len;
     int rc = pbuf_room(&x->shadow, n ? n : 1, "device delta: emulation");
-    uint8_t *h = x->shadow.h;
-    if (!rc && x->image_len)
-        rc = dir == RF_D2H ? rf_dcopy_post(x->cp, h, x->image, x->image_len, dir, &ev)
-                           : rf_dcopy_post(x->cp, x->image, h, x->image_len, dir, &ev);
-    if (!rc && x->scratch_len)
-        rc = dir == RF_D2H ? rf_dcopy_post(x->cp, h + x->image_len, x->scratch, x->scratch_len, dir, &ev)
-                           : rf_dcopy_post(x->cp, x->scratch, h + x->image_len, x->scratch_len, dir, &ev);
+    if (!rc)
+        rc = post_dir(x, x->image, x->shadow.h, x->image_len, dir);
+    if (!rc)
+        rc = post_dir(x, x->scratch, x->shadow.h + x->image_len, x->scratch_len, dir);
     return rc ? rc : rf_dcopy_sync(x->cp);
 }
 
@@ -335,16 +353,12 @@ static int base_piece(refit_receiver_t *r, size_t i, const struct piece *pc, voi
         rc = pbuf_room(&x->pk, x->pk_len + l, "device delta: deltas");
     if (!rc)
         rc = pbuf_room(&x->lens, (x->n_a + 1) * sizeof(uint32_t), "device delta: lengths");
-    if (!rc && x->n_a == x->sp_cap) {
-        size_t cap = x->sp_cap * 2 + 256;
-        struct rf_delta_span *ns = realloc(x->sp, cap * sizeof(*ns));
-        if (!ns)
-            return REFIT_ENOMEM;
-        x->sp = ns;
-        x->sp_cap = cap;
-    }
     if (rc)
         return rc;
+    struct rf_delta_span *ns = grow(x->sp, &x->sp_cap, x->n_a, sizeof(*ns));
+    if (!ns)
+        return REFIT_ENOMEM;
+    x->sp = ns;
     memcpy(x->pk.h + x->pk_len, d->land + d->loff[i] + (rec->off[pc->e] - d->dlo[i]), l);
     x->pk_len += l;
     ((uint32_t *)(void *)x->lens.h)[x->n_a] = l;
