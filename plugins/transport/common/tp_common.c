@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "refit/status.h"
+#include "tp_req_fail.h"
 
 static const struct refit_host *H;
 
@@ -195,16 +196,7 @@ struct refit_tp_req *rtp_req_new(struct rtp_core *c, refit_tp_peer_t *p, size_t 
     return r;
 }
 
-void rtp_req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-{
-    if (r->status)
-        return; /* the first failure explains the rest */
-    r->status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-}
+RTP_DEFINE_REQ_FAIL(rtp_req_fail)
 
 void rtp_req_unlink_free(struct rtp_core *c, struct refit_tp_req *r)
 {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cuda_ipc.h"
+#include "tp_req_fail.h"
 
 int64_t cipc_now_ms(void)
 {
@@ -42,16 +43,7 @@ int cipc_cuda_fail(int status, cudaError_t e, const char *fmt, ...)
     return H->error_set(status, "%s: %s: %s (%s)", CIPC, what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-void cipc_req_fail(struct refit_tp_req *r, int status, const char *fmt, ...)
-{
-    if (r->status)
-        return; /* the first failure explains the rest */
-    r->status = status;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-    va_end(ap);
-}
+RTP_DEFINE_REQ_FAIL(cipc_req_fail)
 
 void cipc_backoff(unsigned *spin)
 {
