@@ -145,6 +145,22 @@ static double median3(double *v)
     return v[2] < a ? a : v[2] > b ? b : v[2];
 }
 
+/* One device-to-device copy of len bytes from a to b on the default
+ * stream, between events e0 and e1, waited for; *ms: its device time. */
+static int timed_copy(char *a, char *b, size_t len, cudaEvent_t e0, cudaEvent_t e1, float *ms)
+{
+    int rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
+    if (!rc)
+        rc = cu(cudaMemcpyAsync(b, a, len, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
+    if (!rc)
+        rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
+    if (!rc)
+        rc = cu(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    if (!rc)
+        rc = cu(cudaEventElapsedTime(ms, e0, e1), "cudaEventElapsedTime");
+    return rc;
+}
+
 /* The conditions of a refit cycle's start, in this process alone on the GPU
  * (REFIT_BENCH_GAP_MS, default 450: the colocated cycle's idle time between
  * pulls; 0: skipped): the copy of n bytes after that idle gap (median of 3,
@@ -159,15 +175,7 @@ static int gap_copy(char *a, char *b, size_t len, cudaEvent_t e0, cudaEvent_t e1
     for (int i = 0; !rc && i < 3; i++) {
         float ms = 0;
         nanosleep(&gap, NULL);
-        rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
-        if (!rc)
-            rc = cu(cudaMemcpyAsync(b, a, len, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
-        if (!rc)
-            rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
-        if (!rc)
-            rc = cu(cudaEventSynchronize(e1), "cudaEventSynchronize");
-        if (!rc)
-            rc = cu(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+        rc = timed_copy(a, b, len, e0, e1, &ms);
         cp[i] = ms;
         nanosleep(&gap, NULL);
         if (!rc)
@@ -204,16 +212,11 @@ static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, d
         rc = cu(cudaEventCreate(&e0), "cudaEventCreate");
     if (!rc)
         rc = cu(cudaEventCreate(&e1), "cudaEventCreate");
-    for (int i = 0; !rc && i < 23; i++) {
-        rc = cu(cudaEventRecord(e0, 0), "cudaEventRecord");
-        if (!rc)
-            rc = cu(cudaMemcpyAsync(b, a, len, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync");
-        if (!rc)
-            rc = cu(cudaEventRecord(e1, 0), "cudaEventRecord");
-        if (!rc)
-            rc = cu(cudaEventSynchronize(e1), "cudaEventSynchronize");
-        if (!rc && i >= 3)
-            rc = cu(cudaEventElapsedTime(&ms[i - 3], e0, e1), "cudaEventElapsedTime");
+    for (int i = 0; !rc && i < 23; i++) { /* 3 warm-ups, then 20 timed */
+        float t = 0;
+        rc = timed_copy(a, b, len, e0, e1, &t);
+        if (i >= 3)
+            ms[i - 3] = t;
     }
     if (!rc) {
         qsort(ms, 20, sizeof(float), cmp_f);
