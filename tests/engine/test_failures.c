@@ -325,38 +325,60 @@ START_TEST(warm_cycle_store_round_trips_redis)
 }
 END_TEST
 
+/* Two trainers of one position, "a" publishing from the start and "b"
+ * joining later, and the receiver r0 (TP1) that pulled v1..v3 from "a"
+ * alone: warm[v - 1] the stats of the pull of v. */
+struct joining {
+    refit_context_t *ctx;
+    struct refit_standin_shard sa, sb;
+    refit_publisher_t *a, *b;
+    refit_receiver_t *rcv;
+    struct refit_pull_stats warm[3];
+};
+
+static void joining_warm(struct joining *j)
+{
+    memset(j, 0, sizeof(*j));
+    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &j->ctx), 0);
+    ck_assert_msg(th_publisher(j->ctx, ckpt, "a", &j->sa, &j->a) == 0, "%s", refit_error_message());
+    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
+    ck_assert_int_eq(refit_receiver_create(j->ctx, &tg, "r0", &j->rcv), 0);
+    ck_assert_int_eq(refit_receiver_allocate(j->rcv), 0);
+    for (uint64_t v = 1; v <= 3; v++) {
+        struct refit_pull_stats *st = &j->warm[v - 1];
+        st->size = sizeof(*st);
+        ck_assert_int_eq(refit_publisher_publish(j->a, v), 0);
+        ck_assert_msg(refit_receiver_pull(j->rcv, v, st) == 0, "%s", refit_error_message());
+    }
+    ck_assert_msg(th_publisher(j->ctx, ckpt, "b", &j->sb, &j->b) == 0, "%s", refit_error_message());
+}
+
+static void joining_free(struct joining *j)
+{
+    refit_receiver_destroy(j->rcv);
+    refit_publisher_destroy(j->b);
+    refit_publisher_destroy(j->a);
+    refit_standin_shard_free(&j->sb);
+    refit_standin_shard_free(&j->sa);
+    refit_context_destroy(j->ctx);
+}
+
 /* A source that joins after warm cycles (the plan cached, reading only the
  * records of its own sources) is learned from its members/ key: "b"
  * publishes v4 of the position "a" holds at v3, and the pull of the next
  * version finds it and plans anew from it. */
 START_TEST(source_joining_after_warm_cycles_is_found)
 {
-    refit_context_t *ctx;
-    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
-    struct refit_standin_shard sa, sb;
-    refit_publisher_t *a = NULL, *b = NULL;
-    ck_assert_msg(th_publisher(ctx, ckpt, "a", &sa, &a) == 0, "%s", refit_error_message());
-    refit_receiver_t *rcv;
-    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
-    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    struct joining j;
+    joining_warm(&j);
+    for (uint64_t v = 1; v <= 3; v++)
+        ck_assert_uint_eq(j.warm[v - 1].plan_cached, v > 1);
     struct refit_pull_stats st = {.size = sizeof(st)};
-    for (uint64_t v = 1; v <= 3; v++) {
-        ck_assert_int_eq(refit_publisher_publish(a, v), 0);
-        ck_assert_msg(refit_receiver_pull(rcv, v, &st) == 0, "%s", refit_error_message());
-        ck_assert_uint_eq(st.plan_cached, v > 1);
-    }
-    ck_assert_msg(th_publisher(ctx, ckpt, "b", &sb, &b) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_publisher_publish(b, 4), 0);
-    ck_assert_msg(refit_receiver_pull(rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_publisher_publish(j.b, 4), 0);
+    ck_assert_msg(refit_receiver_pull(j.rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.version, 4);
     ck_assert_uint_eq(st.plan_cached, 0);
-    refit_receiver_destroy(rcv);
-    refit_publisher_destroy(b);
-    refit_publisher_destroy(a);
-    refit_standin_shard_free(&sb);
-    refit_standin_shard_free(&sa);
-    refit_context_destroy(ctx);
+    joining_free(&j);
 }
 END_TEST
 
@@ -366,33 +388,17 @@ END_TEST
  * plan would not read it. */
 START_TEST(replica_joining_at_the_same_version_is_found)
 {
-    refit_context_t *ctx;
-    ck_assert_int_eq(refit_context_create(cfg_path, NULL, 0, &ctx), 0);
-    struct refit_standin_shard sa, sb;
-    refit_publisher_t *a = NULL, *b = NULL;
-    ck_assert_msg(th_publisher(ctx, ckpt, "a", &sa, &a) == 0, "%s", refit_error_message());
-    refit_receiver_t *rcv;
-    struct refit_target tg = {.tp_rank = 0, .tp_size = 1};
-    ck_assert_int_eq(refit_receiver_create(ctx, &tg, "r0", &rcv), 0);
-    ck_assert_int_eq(refit_receiver_allocate(rcv), 0);
+    struct joining j;
+    joining_warm(&j);
+    for (uint64_t v = 1; v <= 3; v++)
+        ck_assert_uint_eq(j.warm[v - 1].sources, 1);
     struct refit_pull_stats st = {.size = sizeof(st)};
-    for (uint64_t v = 1; v <= 3; v++) {
-        ck_assert_int_eq(refit_publisher_publish(a, v), 0);
-        ck_assert_msg(refit_receiver_pull(rcv, v, &st) == 0, "%s", refit_error_message());
-        ck_assert_uint_eq(st.sources, 1);
-    }
-    ck_assert_msg(th_publisher(ctx, ckpt, "b", &sb, &b) == 0, "%s", refit_error_message());
-    ck_assert_int_eq(refit_publisher_publish(a, 4), 0);
-    ck_assert_int_eq(refit_publisher_publish(b, 4), 0);
-    ck_assert_msg(refit_receiver_pull(rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
+    ck_assert_int_eq(refit_publisher_publish(j.a, 4), 0);
+    ck_assert_int_eq(refit_publisher_publish(j.b, 4), 0);
+    ck_assert_msg(refit_receiver_pull(j.rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
     ck_assert_uint_eq(st.version, 4);
     ck_assert_msg(st.sources == 2, "the joining replica was not found: %u sources", st.sources);
-    refit_receiver_destroy(rcv);
-    refit_publisher_destroy(b);
-    refit_publisher_destroy(a);
-    refit_standin_shard_free(&sb);
-    refit_standin_shard_free(&sa);
-    refit_context_destroy(ctx);
+    joining_free(&j);
 }
 END_TEST
 
