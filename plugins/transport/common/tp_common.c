@@ -14,6 +14,7 @@
 
 #include "refit/status.h"
 #include "tp_req_fail.h"
+#include "tp_strdup.h"
 
 static const struct refit_host *H;
 
@@ -29,14 +30,7 @@ int64_t rtp_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-char *rtp_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = H->alloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
+RTP_DEFINE_STRDUP(rtp_strdup)
 
 /* ------------------------------------------------------------------ */
 /* Setup, teardown */

@@ -449,4 +449,73 @@ size_t rtp_acks_run(struct rtp_core *c);
         return 0;                                                                            \
     }
 
+/* Take node out of the singly linked list at head (its links in field
+ * `link`, of type T *); nothing when it is not there. */
+#define RTP_LIST_UNLINK(T, head, node, link)                                                 \
+    do {                                                                                     \
+        for (T **pp_ = &(head); *pp_; pp_ = &(*pp_)->link)                                   \
+            if (*pp_ == (node)) {                                                            \
+                *pp_ = (node)->link;                                                         \
+                break;                                                                       \
+            }                                                                                \
+    } while (0)
+
+/* static int dereg_begin(tp, r): the start of dereg() of region r, by the
+ * same field names in each plugin (r->id, r->kept, r->kept_next; tp->kept,
+ * tp->c).  It waits until no operation of ours uses the region
+ * (rtp_local_quiesce); while one still may, the region stays ours on
+ * tp->kept (fini releases it: the caller keeps its memory, the error says
+ * so) and the error returns.  Else the region leaves tp->kept and every
+ * watcher gets its revoke: 0, and the plugin releases its handle and r. */
+#define RTP_DEFINE_DEREG_BEGIN()                                                             \
+    static int dereg_begin(refit_tp_t *tp, refit_tp_region_t *r)                             \
+    {                                                                                        \
+        int rc = rtp_local_quiesce(&tp->c, r);                                               \
+        if (rc) {                                                                            \
+            if (!r->kept) {                                                                  \
+                r->kept = 1;                                                                 \
+                r->kept_next = tp->kept;                                                     \
+                tp->kept = r;                                                                \
+            }                                                                                \
+            return rc;                                                                       \
+        }                                                                                    \
+        if (r->kept)                                                                         \
+            RTP_LIST_UNLINK(refit_tp_region_t, tp->kept, r, kept_next);                      \
+        if (tp->c.watchers)                                                                  \
+            rtp_revoke_all(&tp->c, r->id);                                                   \
+        return 0;                                                                            \
+    }
+
+/* static void rkey_link(p, k, h): a peer's unpacked key k (h its checked
+ * head) joins p->rkeys, where a revoke finds it (revoke_region) and a
+ * disconnect orphans it; the plugin's own handle is set apart. */
+#define RTP_DEFINE_RKEY_LINK()                                                               \
+    static void rkey_link(refit_tp_peer_t *p, refit_tp_rkey_t *k, const struct rtp_rkey_hdr *h) \
+    {                                                                                        \
+        k->peer = p;                                                                         \
+        k->base = h->base;                                                                   \
+        k->len = h->len;                                                                     \
+        k->id = h->id;                                                                       \
+        k->next = p->rkeys;                                                                  \
+        p->rkeys = k;                                                                        \
+    }
+
+/* static void revoke_region(tp, owner, region, seq): REVOKE(region, seq)
+ * from the transport `owner`: at each of our peers in that process its
+ * keys of the region go stale, its pending requests using it fail, and an
+ * acknowledgement is queued (sent once nothing of ours to it is in flight). */
+#define RTP_DEFINE_REVOKE_REGION()                                                           \
+    static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq) \
+    {                                                                                        \
+        for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {                               \
+            if (p->owner_id != owner)                                                        \
+                continue;                                                                    \
+            for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)                              \
+                if (k->id == region)                                                         \
+                    k->stale = 1;                                                            \
+            rtp_reqs_fail_region(&tp->c, p, p->name, region);                                \
+            rtp_ack_queue(&tp->c, p, seq);                                                   \
+        }                                                                                    \
+    }
+
 #endif

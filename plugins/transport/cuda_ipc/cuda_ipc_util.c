@@ -9,6 +9,7 @@
 
 #include "cuda_ipc.h"
 #include "tp_req_fail.h"
+#include "tp_strdup.h"
 
 int64_t cipc_now_ms(void)
 {
@@ -146,11 +147,4 @@ void cipc_events_destroy(refit_tp_t *tp, cudaEvent_t *ev)
     memset(ev, 0, sizeof(cudaEvent_t) * CIPC_MAX_STREAMS);
 }
 
-char *cipc_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = H->alloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
+RTP_DEFINE_STRDUP(cipc_strdup)

@@ -3,6 +3,9 @@
  * keys of peers' regions we unpack. */
 #include "ofi_int.h"
 
+RTP_DEFINE_DEREG_BEGIN()
+RTP_DEFINE_RKEY_LINK()
+
 /* ------------------------------------------------------------------ */
 /* Memory */
 
@@ -65,25 +68,9 @@ int ofip_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
-    int rc = rtp_local_quiesce(&tp->c, r);
-    if (rc) {
-        /* The caller keeps its memory (the error says so); the region is
-         * ours until a later dereg succeeds or fini. */
-        if (!r->kept) {
-            r->kept = 1;
-            r->kept_next = tp->kept;
-            tp->kept = r;
-        }
+    int rc = dereg_begin(tp, r);
+    if (rc)
         return rc;
-    }
-    if (r->kept)
-        for (refit_tp_region_t **pp = &tp->kept; *pp; pp = &(*pp)->kept_next)
-            if (*pp == r) {
-                *pp = r->kept_next;
-                break;
-            }
-    if (tp->c.watchers)
-        rtp_revoke_all(&tp->c, r->id);
     int ret = fi_close(&r->mr->fid);
     H->free(r);
     return ret ? ofip_fi_fail(tp, REFIT_EPLUGIN, ret, "fi_close(mr)", NULL) : 0;
@@ -112,13 +99,8 @@ int ofip_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t
     refit_tp_rkey_t *k = H->calloc(1, sizeof(*k));
     if (!k)
         return H->error_set(REFIT_ENOMEM, "%s: out of memory", OFIP);
-    k->peer = p;
-    k->base = h.base;
-    k->len = h.len;
-    k->id = h.id;
+    rkey_link(p, k, &h);
     k->key = h.word;
-    k->next = p->rkeys;
-    p->rkeys = k;
     *out = k;
     return 0;
 }
@@ -128,10 +110,6 @@ void ofip_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
     if (!tp || !k)
         return;
     if (k->peer)
-        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
-            if (*pk == k) {
-                *pk = k->next;
-                break;
-            }
+        RTP_LIST_UNLINK(refit_tp_rkey_t, k->peer->rkeys, k, next);
     H->free(k);
 }

@@ -42,18 +42,7 @@ static int msg_send(refit_tp_t *tp, fi_addr_t to, uint32_t type, uint64_t a, uin
     return 0;
 }
 
-static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq)
-{
-    for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {
-        if (p->owner_id != owner)
-            continue;
-        for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
-            if (k->id == region)
-                k->stale = 1;
-        rtp_reqs_fail_region(&tp->c, p, p->name, region);
-        rtp_ack_queue(&tp->c, p, seq);
-    }
-}
+RTP_DEFINE_REVOKE_REGION()
 
 static void on_hello(refit_tp_t *tp, const struct rtp_ctrl *h, const unsigned char *addr)
 {
@@ -173,11 +162,7 @@ void ofip_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
 {
     if (!tp || !p)
         return;
-    for (refit_tp_peer_t **pp = &tp->peers; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
+    RTP_LIST_UNLINK(refit_tp_peer_t, tp->peers, p, next);
     rtp_forget_peer(&tp->c, p, p->name, 0);
     for (struct refit_tp_req *r = tp->c.reqs; r; r = r->next)
         for (size_t i = 0; i < req_ext(r)->n_ops; i++)

@@ -4,6 +4,9 @@
  * comment: stale keys). */
 #include "ucx_int.h"
 
+RTP_DEFINE_DEREG_BEGIN()
+RTP_DEFINE_RKEY_LINK()
+
 /* ------------------------------------------------------------------ */
 /* Memory */
 
@@ -67,25 +70,9 @@ int ucxp_dereg(refit_tp_t *tp, refit_tp_region_t *r)
 {
     if (!tp || !r)
         return 0;
-    int rc = rtp_local_quiesce(&tp->c, r);
-    if (rc) {
-        /* The caller keeps its memory (the error says so); the region is
-         * ours until a later dereg succeeds or fini. */
-        if (!r->kept) {
-            r->kept = 1;
-            r->kept_next = tp->kept;
-            tp->kept = r;
-        }
+    int rc = dereg_begin(tp, r);
+    if (rc)
         return rc;
-    }
-    if (r->kept)
-        for (refit_tp_region_t **pp = &tp->kept; *pp; pp = &(*pp)->kept_next)
-            if (*pp == r) {
-                *pp = r->kept_next;
-                break;
-            }
-    if (tp->c.watchers)
-        rtp_revoke_all(&tp->c, r->id);
     ucs_status_t us = ucp_mem_unmap(tp->ctx, r->memh);
     H->free(r->packed);
     H->free(r);
@@ -121,12 +108,7 @@ int ucxp_unpack_rkey(refit_tp_t *tp, refit_tp_peer_t *p, const void *buf, size_t
         return ucxp_err(us == UCS_ERR_NO_MEMORY ? REFIT_ENOMEM : REFIT_EPROTO, us,
                         "ucp_ep_rkey_unpack of a key from", NULL, p->name);
     }
-    k->peer = p;
-    k->base = h.base;
-    k->len = h.len;
-    k->id = h.id;
-    k->next = p->rkeys;
-    p->rkeys = k;
+    rkey_link(p, k, &h);
     *out = k;
     return 0;
 }
@@ -136,11 +118,7 @@ void ucxp_release_rkey(refit_tp_t *tp, refit_tp_rkey_t *k)
     if (!tp || !k)
         return;
     if (k->peer)
-        for (refit_tp_rkey_t **pk = &k->peer->rkeys; *pk; pk = &(*pk)->next)
-            if (*pk == k) {
-                *pk = k->next;
-                break;
-            }
+        RTP_LIST_UNLINK(refit_tp_rkey_t, k->peer->rkeys, k, next);
     if (k->rk)
         ucp_rkey_destroy(k->rk);
     H->free(k);

@@ -118,18 +118,7 @@ int ucxp_ctrl_send(refit_tp_t *tp, ucp_ep_h ep, uint32_t type, uint64_t a, uint6
     return UCS_PTR_IS_ERR(sp) ? REFIT_ECONN : 0;
 }
 
-static void revoke_region(refit_tp_t *tp, uint64_t owner, uint64_t region, uint64_t seq)
-{
-    for (refit_tp_peer_t *p = tp->peers; p; p = p->next) {
-        if (p->owner_id != owner)
-            continue;
-        for (refit_tp_rkey_t *k = p->rkeys; k; k = k->next)
-            if (k->id == region)
-                k->stale = 1;
-        rtp_reqs_fail_region(&tp->c, p, p->name, region);
-        rtp_ack_queue(&tp->c, p, seq);
-    }
-}
+RTP_DEFINE_REVOKE_REGION()
 
 ucs_status_t ucxp_am_ctrl_cb(void *arg, const void *header, size_t header_length, void *data,
                              size_t length, const ucp_am_recv_param_t *param)
@@ -344,10 +333,6 @@ void ucxp_disconnect(refit_tp_t *tp, refit_tp_peer_t *p)
 {
     if (!tp || !p)
         return;
-    for (refit_tp_peer_t **pp = &tp->peers; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
+    RTP_LIST_UNLINK(refit_tp_peer_t, tp->peers, p, next);
     ucxp_peer_free(tp, p);
 }
