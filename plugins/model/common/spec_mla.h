@@ -209,6 +209,19 @@ static const struct refit_mtp_naming rfm_ds_mtp[] = {
 #define TARGETS_MLA TARGETS_ALL
 
 /* ------------------------------------------------------------------ */
+/* The demo checkpoints' attention and MoE fields (deepseek_v3's and glm5's
+ * example_config, between hidden_size and vocab_size): q LoRA, layer 0
+ * dense, routed and shared experts, noaux_tc routing.  Every vLLM
+ * partition at TP 1, 2 and 4 sits on the 128 grid, so FP8 stays on. */
+#define RFM_MLA_EXAMPLE_FIELDS                                                                   \
+    "\"num_attention_heads\": 16, \"num_key_value_heads\": 16, \"q_lora_rank\": 384, "            \
+    "\"kv_lora_rank\": 256, \"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, "                \
+    "\"v_head_dim\": 128, \"intermediate_size\": 2816, \"moe_intermediate_size\": 256, "          \
+    "\"n_routed_experts\": 16, \"n_shared_experts\": 1, \"num_experts_per_tok\": 4, "             \
+    "\"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, \"topk_method\": \"noaux_tc\", "         \
+    "\"scoring_func\": \"sigmoid\", "
+
+/* ------------------------------------------------------------------ */
 /* The summary shape of an MLA model (sizes for tools; layouts use the
  * declared dimensions). */
 static inline int rfm_mla_shape(const struct refit_host *h, const struct refit_model_hfcfg *c,

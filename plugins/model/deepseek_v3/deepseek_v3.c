@@ -9,6 +9,7 @@
  * projections); spec_mla.h has the sources. */
 #include <string.h>
 
+#include "../common/plugin_common.h"
 #include "../common/shape_common.h"
 #include "../common/spec_mla.h"
 
@@ -73,11 +74,6 @@ static int ds_layer_kind(const struct refit_model_hfcfg *c, const struct refit_m
     return 0;
 }
 
-static const struct refit_model_spec *ds_table(void)
-{
-    return &ds_spec;
-}
-
 /* The demo's checkpoint (`refit demo --model deepseek_v3`): a small
  * DeepSeek-V3 (q LoRA, layer 0 dense, routed and shared experts, the
  * router's fp32 score-correction bias).  Every vLLM partition at TP 1, 2
@@ -87,45 +83,12 @@ static int ds_example_config(int64_t layers, int64_t vocab, char *buf, size_t ca
     return rfm_example(host, buf, cap,
                        "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", "
                        "\"num_hidden_layers\": %lld, \"num_nextn_predict_layers\": 0, \"hidden_size\": 1024, "
-                       "\"num_attention_heads\": 16, "
-                       "\"num_key_value_heads\": 16, \"q_lora_rank\": 384, \"kv_lora_rank\": 256, "
-                       "\"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128, "
-                       "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
-                       "\"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"first_k_dense_replace\": 1, "
-                       "\"moe_layer_freq\": 1, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+                       RFM_MLA_EXAMPLE_FIELDS
                        "\"vocab_size\": %lld, \"tie_word_embeddings\": false, \"attention_bias\": false, "
                        "\"torch_dtype\": \"bfloat16\"}\n",
                        layers, 6, vocab, 32000);
 }
 
-static const struct refit_model_ops ds_ops = {
-    .size = sizeof(struct refit_model_ops),
-    .claims = ds_claims,
-    .shape = ds_shape,
-    .layer_kind = ds_layer_kind,
-    .table = ds_table,
-    .example_config = ds_example_config,
-};
-
-static int ds_load(const struct refit_host *h)
-{
-    host = h;
-    return 0;
-}
-
-static const struct refit_plugin ds_plugin = {
-    .abi_major = REFIT_ABI_MAJOR,
-    .abi_minor = REFIT_ABI_MINOR,
-    .kind = REFIT_PLUGIN_MODEL,
-    .name = "deepseek_v3",
-    .version = "0.1.0",
-    .description = "DeepSeek-V3/R1 and Kimi-K2 (model_type deepseek_v3, kimi_k2): MLA + MoE; Megatron, HF, "
-                   "transformers, vLLM and SGLang layouts",
-    .load = ds_load,
-    .ops = &ds_ops,
-};
-
-REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
-{
-    return &ds_plugin;
-}
+RFM_DEFINE_PLUGIN(ds, "deepseek_v3",
+                  "DeepSeek-V3/R1 and Kimi-K2 (model_type deepseek_v3, kimi_k2): MLA + MoE; Megatron, HF, "
+                  "transformers, vLLM and SGLang layouts")

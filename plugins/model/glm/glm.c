@@ -3,6 +3,7 @@
  * expert and a router bias, attention bias, MTP layers at the end. */
 #include <string.h>
 
+#include "../common/plugin_common.h"
 #include "../common/shape_common.h"
 #include "../common/spec_common.h"
 
@@ -92,11 +93,6 @@ static int glm_layer_kind(const struct refit_model_hfcfg *c, const struct refit_
     return 0;
 }
 
-static const struct refit_model_spec *glm_table(void)
-{
-    return &glm_spec;
-}
-
 /* The demo's checkpoint (`refit demo --model glm`): a small GLM-4.5 model. */
 static int glm_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
 {
@@ -111,33 +107,5 @@ static int glm_example_config(int64_t layers, int64_t vocab, char *buf, size_t c
                        layers, 6, vocab, 32000);
 }
 
-static const struct refit_model_ops glm_ops = {
-    .size = sizeof(struct refit_model_ops),
-    .claims = glm_claims,
-    .shape = glm_shape,
-    .layer_kind = glm_layer_kind,
-    .table = glm_table,
-    .example_config = glm_example_config,
-};
-
-static int glm_load(const struct refit_host *h)
-{
-    host = h;
-    return 0;
-}
-
-static const struct refit_plugin glm_plugin = {
-    .abi_major = REFIT_ABI_MAJOR,
-    .abi_minor = REFIT_ABI_MINOR,
-    .kind = REFIT_PLUGIN_MODEL,
-    .name = "glm",
-    .version = "0.1.0",
-    .description = "GLM-4.5 family (model_type glm4_moe): Megatron, HF and vLLM layouts",
-    .load = glm_load,
-    .ops = &glm_ops,
-};
-
-REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
-{
-    return &glm_plugin;
-}
+RFM_DEFINE_PLUGIN(glm, "glm",
+                  "GLM-4.5 family (model_type glm4_moe): Megatron, HF and vLLM layouts")

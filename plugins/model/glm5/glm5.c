@@ -11,6 +11,7 @@
  * None: an e4m3 wk is dequantized). */
 #include <string.h>
 
+#include "../common/plugin_common.h"
 #include "../common/shape_common.h"
 #include "../common/spec_mla.h"
 
@@ -116,11 +117,6 @@ static int glm5_layer_kind(const struct refit_model_hfcfg *c, const struct refit
     return 0;
 }
 
-static const struct refit_model_spec *glm5_table(void)
-{
-    return &glm5_spec;
-}
-
 /* The demo's checkpoint (`refit demo --model glm5`): DeepSeek-V3's small
  * shape plus a sparse-attention indexer per layer, mlp_layer_types (layer
  * 0 dense) and an MTP layer that is never loaded. */
@@ -133,12 +129,7 @@ static int glm5_example_config(int64_t layers, int64_t vocab, char *buf, size_t 
     int n = snprintf(buf, cap,
                      "{\"architectures\": [\"GlmMoeDsaForCausalLM\"], \"model_type\": \"glm_moe_dsa\", "
                      "\"num_hidden_layers\": %lld, \"num_nextn_predict_layers\": 1, \"hidden_size\": 1024, "
-                     "\"num_attention_heads\": 16, "
-                     "\"num_key_value_heads\": 16, \"q_lora_rank\": 384, \"kv_lora_rank\": 256, "
-                       "\"qk_nope_head_dim\": 128, \"qk_rope_head_dim\": 64, \"v_head_dim\": 128, "
-                       "\"intermediate_size\": 2816, \"moe_intermediate_size\": 256, \"n_routed_experts\": 16, "
-                       "\"n_shared_experts\": 1, \"num_experts_per_tok\": 4, \"first_k_dense_replace\": 1, "
-                       "\"moe_layer_freq\": 1, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+                     RFM_MLA_EXAMPLE_FIELDS
                      "\"vocab_size\": %lld, \"tie_word_embeddings\": false, \"attention_bias\": false, "
                      "\"index_n_heads\": 8, \"index_head_dim\": 128, \"index_topk\": 256, \"mlp_layer_types\": [",
                      L, V);
@@ -152,34 +143,6 @@ static int glm5_example_config(int64_t layers, int64_t vocab, char *buf, size_t 
     return 0;
 }
 
-static const struct refit_model_ops glm5_ops = {
-    .size = sizeof(struct refit_model_ops),
-    .claims = glm5_claims,
-    .shape = glm5_shape,
-    .layer_kind = glm5_layer_kind,
-    .table = glm5_table,
-    .example_config = glm5_example_config,
-};
-
-static int glm5_load(const struct refit_host *h)
-{
-    host = h;
-    return 0;
-}
-
-static const struct refit_plugin glm5_plugin = {
-    .abi_major = REFIT_ABI_MAJOR,
-    .abi_minor = REFIT_ABI_MINOR,
-    .kind = REFIT_PLUGIN_MODEL,
-    .name = "glm5",
-    .version = "0.1.0",
-    .description = "GLM-5 (model_type glm_moe_dsa): MLA + DSA indexer + MoE; Megatron, HF, transformers, vLLM and "
-                   "SGLang layouts",
-    .load = glm5_load,
-    .ops = &glm5_ops,
-};
-
-REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
-{
-    return &glm5_plugin;
-}
+RFM_DEFINE_PLUGIN(glm5, "glm5",
+                  "GLM-5 (model_type glm_moe_dsa): MLA + DSA indexer + MoE; Megatron, HF, transformers, vLLM and "
+                  "SGLang layouts")

@@ -1,6 +1,7 @@
 /* qwen3.c — model plugin for dense Qwen3 (HF model_type "qwen3"). */
 #include <string.h>
 
+#include "../common/plugin_common.h"
 #include "../common/shape_common.h"
 #include "../common/spec_common.h"
 
@@ -47,11 +48,6 @@ static int qwen3_layer_kind(const struct refit_model_hfcfg *c, const struct refi
     return 0;
 }
 
-static const struct refit_model_spec *qwen3_table(void)
-{
-    return &qwen3_spec;
-}
-
 /* The demo's checkpoint (`refit demo --model qwen3`): Qwen3-0.6B-shaped model. */
 static int qwen3_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
 {
@@ -64,33 +60,5 @@ static int qwen3_example_config(int64_t layers, int64_t vocab, char *buf, size_t
                        layers, 28, vocab, 151936);
 }
 
-static const struct refit_model_ops qwen3_ops = {
-    .size = sizeof(struct refit_model_ops),
-    .claims = qwen3_claims,
-    .shape = qwen3_shape,
-    .layer_kind = qwen3_layer_kind,
-    .table = qwen3_table,
-    .example_config = qwen3_example_config,
-};
-
-static int qwen3_load(const struct refit_host *h)
-{
-    host = h;
-    return 0;
-}
-
-static const struct refit_plugin qwen3_plugin = {
-    .abi_major = REFIT_ABI_MAJOR,
-    .abi_minor = REFIT_ABI_MINOR,
-    .kind = REFIT_PLUGIN_MODEL,
-    .name = "qwen3",
-    .version = "0.1.0",
-    .description = "Qwen3 dense (model_type qwen3): Megatron, HF and vLLM layouts",
-    .load = qwen3_load,
-    .ops = &qwen3_ops,
-};
-
-REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
-{
-    return &qwen3_plugin;
-}
+RFM_DEFINE_PLUGIN(qwen3, "qwen3",
+                  "Qwen3 dense (model_type qwen3): Megatron, HF and vLLM layouts")

@@ -1,6 +1,7 @@
 /* qwen3_moe.c — model plugin for Qwen3-MoE (HF model_type "qwen3_moe"). */
 #include <string.h>
 
+#include "../common/plugin_common.h"
 #include "../common/shape_common.h"
 #include "../common/spec_common.h"
 
@@ -79,11 +80,6 @@ static int qwen3_moe_layer_kind(const struct refit_model_hfcfg *c, const struct 
     return 0;
 }
 
-static const struct refit_model_spec *qwen3_moe_table(void)
-{
-    return &qwen3_moe_spec;
-}
-
 /* The demo's checkpoint (`refit demo --model qwen3_moe`): a small Qwen3-MoE model. */
 static int qwen3_moe_example_config(int64_t layers, int64_t vocab, char *buf, size_t cap)
 {
@@ -97,33 +93,5 @@ static int qwen3_moe_example_config(int64_t layers, int64_t vocab, char *buf, si
                        layers, 6, vocab, 32000);
 }
 
-static const struct refit_model_ops qwen3_moe_ops = {
-    .size = sizeof(struct refit_model_ops),
-    .claims = qwen3_moe_claims,
-    .shape = qwen3_moe_shape,
-    .layer_kind = qwen3_moe_layer_kind,
-    .table = qwen3_moe_table,
-    .example_config = qwen3_moe_example_config,
-};
-
-static int qwen3_moe_load(const struct refit_host *h)
-{
-    host = h;
-    return 0;
-}
-
-static const struct refit_plugin qwen3_moe_plugin = {
-    .abi_major = REFIT_ABI_MAJOR,
-    .abi_minor = REFIT_ABI_MINOR,
-    .kind = REFIT_PLUGIN_MODEL,
-    .name = "qwen3_moe",
-    .version = "0.1.0",
-    .description = "Qwen3-MoE (model_type qwen3_moe): Megatron, HF and vLLM layouts",
-    .load = qwen3_moe_load,
-    .ops = &qwen3_moe_ops,
-};
-
-REFIT_PLUGIN_EXPORT const struct refit_plugin *refit_plugin_entry(void)
-{
-    return &qwen3_moe_plugin;
-}
+RFM_DEFINE_PLUGIN(qwen3_moe, "qwen3_moe",
+                  "Qwen3-MoE (model_type qwen3_moe): Megatron, HF and vLLM layouts")
