@@ -89,76 +89,55 @@ static inline __m128i pack8(__m256i a)
     return _mm256_castsi256_si128(x);
 }
 
-static inline uint16_t hmax_epu16(__m256i m)
+/* amax (RF_FP8_AMAX_KERNEL): block b's accumulator takes |x| a vector at
+ * a time; the columns past the last multiple of 16 (8) go through the
+ * scalar steps into m[b] directly. */
+static inline __attribute__((always_inline)) __m256i
+amax_block_bf16(__m256i acc, const uint16_t *q, size_t n, uint16_t *m)
 {
-    __m128i x = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    size_t c = 0;
+    for (; c + 16 <= n; c += 16)
+        acc = _mm256_max_epu16(acc, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
+    *m = rf_fp8_amax_run_bf16(q + c, n - c, *m);
+    return acc;
+}
+
+static inline __attribute__((always_inline)) __m256i
+amax_block_f32(__m256i acc, const float *q, size_t n, uint32_t *m)
+{
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+    size_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        acc = _mm256_max_epu32(acc, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
+    *m = rf_fp8_amax_run_f32(q + c, n - c, *m);
+    return acc;
+}
+
+/* The larger of m and the largest lane. */
+static inline uint16_t amax_reduce_bf16(__m256i acc, uint16_t m)
+{
+    __m128i x = _mm_max_epu16(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 8));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 4));
     x = _mm_max_epu16(x, _mm_srli_si128(x, 2));
-    return (uint16_t)_mm_extract_epi16(x, 0);
+    uint16_t v = (uint16_t)_mm_extract_epi16(x, 0);
+    return v > m ? v : m;
 }
 
-static inline uint32_t hmax_epu32(__m256i m)
+static inline uint32_t amax_reduce_f32(__m256i acc, uint32_t m)
 {
-    __m128i x = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    __m128i x = _mm_max_epu32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
     x = _mm_max_epu32(x, _mm_srli_si128(x, 8));
     x = _mm_max_epu32(x, _mm_srli_si128(x, 4));
-    return (uint32_t)_mm_cvtsi128_si32(x);
+    uint32_t v = (uint32_t)_mm_cvtsi128_si32(x);
+    return v > m ? v : m;
 }
 
-/* Per-block accumulators stay in vector form across the rows and are
- * reduced once per chunk; the columns past the last multiple of 16 (8)
- * go through the scalar steps into m[] directly. */
-static void avx2_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                           uint16_t *m)
-{
-    const __m256i abs = _mm256_set1_epi16(0x7fff);
-    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
-    __m256i acc[RF_FP8_CHUNK_BLOCKS];
-    for (size_t b = 0; b < nb; b++)
-        acc[b] = _mm256_setzero_si256();
-    for (size_t r = 0; r < rows; r++) {
-        const uint16_t *p = src + r * stride;
-        for (size_t b = 0; b < nb; b++) {
-            const uint16_t *q = p + b * REFIT_FP8_BLOCK;
-            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK, c = 0;
-            __m256i x = _mm256_setzero_si256();
-            for (; c + 16 <= n; c += 16)
-                x = _mm256_max_epu16(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
-            acc[b] = _mm256_max_epu16(acc[b], x);
-            m[b] = rf_fp8_amax_run_bf16(q + c, n - c, m[b]);
-        }
-    }
-    for (size_t b = 0; b < nb; b++) {
-        uint16_t v = hmax_epu16(acc[b]);
-        m[b] = v > m[b] ? v : m[b];
-    }
-}
-
-static void avx2_amax_f32(const float *src, size_t rows, size_t cols, size_t stride, uint32_t *m)
-{
-    const __m256i abs = _mm256_set1_epi32(0x7fffffff);
-    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
-    __m256i acc[RF_FP8_CHUNK_BLOCKS];
-    for (size_t b = 0; b < nb; b++)
-        acc[b] = _mm256_setzero_si256();
-    for (size_t r = 0; r < rows; r++) {
-        const float *p = src + r * stride;
-        for (size_t b = 0; b < nb; b++) {
-            const float *q = p + b * REFIT_FP8_BLOCK;
-            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK, c = 0;
-            __m256i x = _mm256_setzero_si256();
-            for (; c + 8 <= n; c += 8)
-                x = _mm256_max_epu32(x, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + c)), abs));
-            acc[b] = _mm256_max_epu32(acc[b], x);
-            m[b] = rf_fp8_amax_run_f32(q + c, n - c, m[b]);
-        }
-    }
-    for (size_t b = 0; b < nb; b++) {
-        uint32_t v = hmax_epu32(acc[b]);
-        m[b] = v > m[b] ? v : m[b];
-    }
-}
+RF_FP8_AMAX_KERNEL(avx2_amax_bf16, uint16_t, uint16_t, __m256i, _mm256_setzero_si256, amax_block_bf16,
+                   amax_reduce_bf16)
+RF_FP8_AMAX_KERNEL(avx2_amax_f32, float, uint32_t, __m256i, _mm256_setzero_si256, amax_block_f32,
+                   amax_reduce_f32)
 
 static inline __m256 load_bf16(const uint16_t *p)
 {
@@ -166,69 +145,45 @@ static inline __m256 load_bf16(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
 
-/* Instantiated once per rule (a constant after inlining). */
+/* The cast of columns [c, end) of one row (RF_FP8_QUANT_KERNEL): 32 at a
+ * time, then 8, then the scalar steps. */
 static inline __attribute__((always_inline)) void
-quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
-           size_t dst_stride, const float *s, const float *inv, const int rule,
-           const struct rf_fp8_next *next)
+quant_seg_bf16(const uint16_t *p, uint8_t *q, size_t c, size_t end, float s1, float i1,
+               const int rule, struct rf_fp8_pf *pf)
 {
     const __m256i cap = rule_cap(rule);
-    for (size_t r = 0; r < rows; r++) {
-        const uint16_t *p = src + r * stride;
-        uint8_t *q = dst + r * dst_stride;
-        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
-            const float s1 = s[c0 / REFIT_FP8_BLOCK], i1 = inv[c0 / REFIT_FP8_BLOCK];
-            const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
-            size_t end = rf_fp8_block_end(cols, c0), c = c0;
-            for (; c + 32 <= end; c += 32) {
-                rf_fp8_pf_step(&pf);
-                _mm256_storeu_si256((__m256i *)(q + c), quant32_bf16(p + c, vs, vi, cap, rule));
-            }
-            for (; c + 8 <= end; c += 8)
-                _mm_storel_epi64((__m128i *)(q + c),
-                                 pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule), cap)));
-            rf_fp8_quant_run_bf16(p + c, q + c, end - c, s1, i1, rule);
-        }
-        rf_fp8_pf_drain(&pf);
+    const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
+    for (; c + 32 <= end; c += 32) {
+        rf_fp8_pf_step(pf);
+        _mm256_storeu_si256((__m256i *)(q + c), quant32_bf16(p + c, vs, vi, cap, rule));
     }
+    for (; c + 8 <= end; c += 8)
+        _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(load_bf16(p + c), vs, vi, rule), cap)));
+    rf_fp8_quant_run_bf16(p + c, q + c, end - c, s1, i1, rule);
 }
-
-RF_FP8_QUANT_BY_RULE(avx2_quant_bf16, quant_bf16, uint16_t)
 
 static inline __attribute__((always_inline)) void
-quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
-          size_t dst_stride, const float *s, const float *inv, const int rule,
-          const struct rf_fp8_next *next)
+quant_seg_f32(const float *p, uint8_t *q, size_t c, size_t end, float s1, float i1, const int rule,
+              struct rf_fp8_pf *pf)
 {
     const __m256i cap = rule_cap(rule);
-    for (size_t r = 0; r < rows; r++) {
-        const float *p = src + r * stride;
-        uint8_t *q = dst + r * dst_stride;
-        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
-            const float s1 = s[c0 / REFIT_FP8_BLOCK], i1 = inv[c0 / REFIT_FP8_BLOCK];
-            const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
-            size_t end = rf_fp8_block_end(cols, c0), c = c0;
-            for (; c + 32 <= end; c += 32) {
-                rf_fp8_pf_step(&pf);
-                rf_fp8_pf_step(&pf); /* fp32: two lines per 32 elements */
-                __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap);
-                __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule), cap);
-                __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule), cap);
-                __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule), cap);
-                _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
-            }
-            for (; c + 8 <= end; c += 8)
-                _mm_storel_epi64((__m128i *)(q + c),
-                                 pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap)));
-            rf_fp8_quant_run_f32(p + c, q + c, end - c, s1, i1, rule);
-        }
-        rf_fp8_pf_drain(&pf);
+    const __m256 vs = _mm256_set1_ps(s1), vi = _mm256_set1_ps(i1);
+    for (; c + 32 <= end; c += 32) {
+        rf_fp8_pf_step(pf);
+        rf_fp8_pf_step(pf); /* fp32: two lines per 32 elements */
+        __m256i a = e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap);
+        __m256i b = e4m3(apply(_mm256_loadu_ps(p + c + 8), vs, vi, rule), cap);
+        __m256i d = e4m3(apply(_mm256_loadu_ps(p + c + 16), vs, vi, rule), cap);
+        __m256i e = e4m3(apply(_mm256_loadu_ps(p + c + 24), vs, vi, rule), cap);
+        _mm256_storeu_si256((__m256i *)(q + c), pack32(a, b, d, e));
     }
+    for (; c + 8 <= end; c += 8)
+        _mm_storel_epi64((__m128i *)(q + c), pack8(e4m3(apply(_mm256_loadu_ps(p + c), vs, vi, rule), cap)));
+    rf_fp8_quant_run_f32(p + c, q + c, end - c, s1, i1, rule);
 }
 
-RF_FP8_QUANT_BY_RULE(avx2_quant_f32, quant_f32, float)
+RF_FP8_QUANT_KERNEL(avx2_quant_bf16, uint16_t, quant_seg_bf16)
+RF_FP8_QUANT_KERNEL(avx2_quant_f32, float, quant_seg_f32)
 
 const struct rf_fp8_kernels rf_fp8_avx2_kernels = {
     .amax_bf16 = avx2_amax_bf16,

@@ -51,67 +51,56 @@ static inline __mmask16 mask16(size_t n)
     return n >= 16 ? (__mmask16)0xffffu : (__mmask16)((1u << n) - 1u);
 }
 
-/* Per-block accumulators stay in vector form across the rows (1 KiB, L1)
- * and are reduced once per chunk. */
-static void avx512_amax_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride,
-                             uint16_t *m)
+/* amax (RF_FP8_AMAX_KERNEL; the accumulators take 1 KiB, in L1): masked
+ * loads for a short block, so no scalar tail. */
+static inline __attribute__((always_inline)) __m512i
+amax_block_bf16(__m512i acc, const uint16_t *q, size_t n, uint16_t *m)
 {
+    (void)m;
     const __m512i abs = _mm512_set1_epi16(0x7fff);
-    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
-    __m512i acc[RF_FP8_CHUNK_BLOCKS];
-    for (size_t b = 0; b < nb; b++)
-        acc[b] = _mm512_setzero_si512();
-    for (size_t r = 0; r < rows; r++) {
-        const uint16_t *p = src + r * stride;
-        for (size_t b = 0; b < nb; b++) {
-            const uint16_t *q = p + b * REFIT_FP8_BLOCK;
-            size_t n = cols - b * REFIT_FP8_BLOCK;
-            __m512i x;
-            if (n >= REFIT_FP8_BLOCK) { /* a whole block: four loads of 32 lanes */
-                /* |x| before the max: as unsigned, a sign bit would win */
-                __m512i v0 = _mm512_and_si512(_mm512_loadu_si512(q), abs);
-                __m512i v1 = _mm512_and_si512(_mm512_loadu_si512(q + 32), abs);
-                __m512i v2 = _mm512_and_si512(_mm512_loadu_si512(q + 64), abs);
-                __m512i v3 = _mm512_and_si512(_mm512_loadu_si512(q + 96), abs);
-                x = _mm512_max_epu16(_mm512_max_epu16(v0, v1), _mm512_max_epu16(v2, v3));
-            } else {
-                x = _mm512_setzero_si512();
-                for (size_t c = 0; c < n; c += 32)
-                    x = _mm512_max_epu16(x, _mm512_and_si512(_mm512_maskz_loadu_epi16(mask32(n - c), q + c), abs));
-            }
-            acc[b] = _mm512_max_epu16(acc[b], x);
-        }
+    if (n == REFIT_FP8_BLOCK) { /* a whole block: four loads of 32 lanes */
+        /* |x| before the max: as unsigned, a sign bit would win */
+        __m512i v0 = _mm512_and_si512(_mm512_loadu_si512(q), abs);
+        __m512i v1 = _mm512_and_si512(_mm512_loadu_si512(q + 32), abs);
+        __m512i v2 = _mm512_and_si512(_mm512_loadu_si512(q + 64), abs);
+        __m512i v3 = _mm512_and_si512(_mm512_loadu_si512(q + 96), abs);
+        return _mm512_max_epu16(acc, _mm512_max_epu16(_mm512_max_epu16(v0, v1), _mm512_max_epu16(v2, v3)));
     }
-    for (size_t b = 0; b < nb; b++) {
-        /* Widen to 32-bit lanes, where a reduction intrinsic exists. */
-        __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[b]));
-        __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[b], 1));
-        m[b] = (uint16_t)_mm512_reduce_max_epu32(_mm512_max_epu32(lo, hi));
-    }
+    for (size_t c = 0; c < n; c += 32)
+        acc = _mm512_max_epu16(acc, _mm512_and_si512(_mm512_maskz_loadu_epi16(mask32(n - c), q + c), abs));
+    return acc;
 }
 
-static void avx512_amax_f32(const float *src, size_t rows, size_t cols, size_t stride,
-                            uint32_t *m)
+static inline __attribute__((always_inline)) __m512i
+amax_block_f32(__m512i acc, const float *q, size_t n, uint32_t *m)
 {
+    (void)m;
     const __m512i abs = _mm512_set1_epi32(0x7fffffff);
-    const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;
-    __m512i acc[RF_FP8_CHUNK_BLOCKS];
-    for (size_t b = 0; b < nb; b++)
-        acc[b] = _mm512_setzero_si512();
-    for (size_t r = 0; r < rows; r++) {
-        const float *p = src + r * stride;
-        for (size_t b = 0; b < nb; b++) {
-            const float *q = p + b * REFIT_FP8_BLOCK;
-            size_t left = cols - b * REFIT_FP8_BLOCK, n = left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK;
-            __m512i x = _mm512_setzero_si512();
-            for (size_t c = 0; c < n; c += 16)
-                x = _mm512_max_epu32(x, _mm512_and_si512(_mm512_maskz_loadu_epi32(mask16(n - c), q + c), abs));
-            acc[b] = _mm512_max_epu32(acc[b], x);
-        }
-    }
-    for (size_t b = 0; b < nb; b++)
-        m[b] = _mm512_reduce_max_epu32(acc[b]);
+    for (size_t c = 0; c < n; c += 16)
+        acc = _mm512_max_epu32(acc, _mm512_and_si512(_mm512_maskz_loadu_epi32(mask16(n - c), q + c), abs));
+    return acc;
 }
+
+/* The larger of m and the largest lane; for bf16 widened to 32-bit lanes
+ * first, where a reduction intrinsic exists. */
+static inline uint16_t amax_reduce_bf16(__m512i acc, uint16_t m)
+{
+    __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc));
+    __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc, 1));
+    uint16_t v = (uint16_t)_mm512_reduce_max_epu32(_mm512_max_epu32(lo, hi));
+    return v > m ? v : m;
+}
+
+static inline uint32_t amax_reduce_f32(__m512i acc, uint32_t m)
+{
+    uint32_t v = _mm512_reduce_max_epu32(acc);
+    return v > m ? v : m;
+}
+
+RF_FP8_AMAX_KERNEL(avx512_amax_bf16, uint16_t, uint16_t, __m512i, _mm512_setzero_si512, amax_block_bf16,
+                   amax_reduce_bf16)
+RF_FP8_AMAX_KERNEL(avx512_amax_f32, float, uint32_t, __m512i, _mm512_setzero_si512, amax_block_f32,
+                   amax_reduce_f32)
 
 /* 32 bf16 in one load: as fp32, the even elements are the low halves
  * shifted up and the odd ones the high halves masked, so no widening
@@ -127,67 +116,46 @@ static inline __m256i quant32_bf16(__m512i v, __m512 vs, __m512 vi, __m512i cap,
     return _mm256_mask_add_epi8(q, _mm512_movepi16_mask(v), q, _mm256_set1_epi8((char)0x80));
 }
 
-/* The loops are instantiated once per rule (rule is a constant after
- * inlining), so the rule costs no branch per vector. */
+/* The cast of columns [c, end) of one row (RF_FP8_QUANT_KERNEL): 32 at a
+ * time, the last ones masked. */
 static inline __attribute__((always_inline)) void
-quant_bf16(const uint16_t *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
-           size_t dst_stride, const float *s, const float *inv, const int rule,
-           const struct rf_fp8_next *next)
+quant_seg_bf16(const uint16_t *p, uint8_t *q, size_t c, size_t end, float s1, float i1,
+               const int rule, struct rf_fp8_pf *pf)
 {
     const __m512i cap = rule_cap(rule);
-    for (size_t r = 0; r < rows; r++) {
-        const uint16_t *p = src + r * stride;
-        uint8_t *q = dst + r * dst_stride;
-        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
-            const __m512 vs = _mm512_set1_ps(s[c0 / REFIT_FP8_BLOCK]), vi = _mm512_set1_ps(inv[c0 / REFIT_FP8_BLOCK]);
-            size_t end = rf_fp8_block_end(cols, c0), c = c0;
-            for (; c + 32 <= end; c += 32) {
-                rf_fp8_pf_step(&pf);
-                _mm256_storeu_si256((__m256i *)(q + c),
-                                    quant32_bf16(_mm512_loadu_si512(p + c), vs, vi, cap, rule));
-            }
-            if (c < end) {
-                __mmask32 k = mask32(end - c);
-                __m512i v = _mm512_maskz_loadu_epi16(k, p + c);
-                _mm256_mask_storeu_epi8(q + c, k, quant32_bf16(v, vs, vi, cap, rule));
-            }
-        }
-        rf_fp8_pf_drain(&pf);
+    const __m512 vs = _mm512_set1_ps(s1), vi = _mm512_set1_ps(i1);
+    for (; c + 32 <= end; c += 32) {
+        rf_fp8_pf_step(pf);
+        _mm256_storeu_si256((__m256i *)(q + c), quant32_bf16(_mm512_loadu_si512(p + c), vs, vi, cap, rule));
+    }
+    if (c < end) {
+        __mmask32 k = mask32(end - c);
+        __m512i v = _mm512_maskz_loadu_epi16(k, p + c);
+        _mm256_mask_storeu_epi8(q + c, k, quant32_bf16(v, vs, vi, cap, rule));
     }
 }
 
-RF_FP8_QUANT_BY_RULE(avx512_quant_bf16, quant_bf16, uint16_t)
-
+/* 16 at a time, the last ones masked; the signs go in from the input's
+ * sign bits (adding 0x80 to a code < 0x80). */
 static inline __attribute__((always_inline)) void
-quant_f32(const float *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,
-          size_t dst_stride, const float *s, const float *inv, const int rule,
-          const struct rf_fp8_next *next)
+quant_seg_f32(const float *p, uint8_t *q, size_t c, size_t end, float s1, float i1, const int rule,
+              struct rf_fp8_pf *pf)
 {
     const __m512i cap = rule_cap(rule);
-    for (size_t r = 0; r < rows; r++) {
-        const float *p = src + r * stride;
-        uint8_t *q = dst + r * dst_stride;
-        struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);
-        for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK) {
-            const __m512 vs = _mm512_set1_ps(s[c0 / REFIT_FP8_BLOCK]), vi = _mm512_set1_ps(inv[c0 / REFIT_FP8_BLOCK]);
-            size_t end = rf_fp8_block_end(cols, c0);
-            for (size_t c = c0; c < end; c += 16) {
-                rf_fp8_pf_step(&pf);
-                __mmask16 k = mask16(end - c);
-                __m512 x = _mm512_maskz_loadu_ps(k, p + c);
-                __m128i b = _mm512_cvtepi32_epi8(e4m3_mag(apply(x, vs, vi, rule), cap));
-                __mmask16 neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(x),
-                                                        _mm512_setzero_si512());
-                b = _mm_mask_add_epi8(b, neg, b, _mm_set1_epi8((char)0x80));
-                _mm_mask_storeu_epi8(q + c, k, b);
-            }
-        }
-        rf_fp8_pf_drain(&pf);
+    const __m512 vs = _mm512_set1_ps(s1), vi = _mm512_set1_ps(i1);
+    for (; c < end; c += 16) {
+        rf_fp8_pf_step(pf);
+        __mmask16 k = mask16(end - c);
+        __m512 x = _mm512_maskz_loadu_ps(k, p + c);
+        __m128i b = _mm512_cvtepi32_epi8(e4m3_mag(apply(x, vs, vi, rule), cap));
+        __mmask16 neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(x), _mm512_setzero_si512());
+        b = _mm_mask_add_epi8(b, neg, b, _mm_set1_epi8((char)0x80));
+        _mm_mask_storeu_epi8(q + c, k, b);
     }
 }
 
-RF_FP8_QUANT_BY_RULE(avx512_quant_f32, quant_f32, float)
+RF_FP8_QUANT_KERNEL(avx512_quant_bf16, uint16_t, quant_seg_bf16)
+RF_FP8_QUANT_KERNEL(avx512_quant_f32, float, quant_seg_f32)
 
 const struct rf_fp8_kernels rf_fp8_avx512_kernels = {
     .amax_bf16 = avx512_amax_bf16,

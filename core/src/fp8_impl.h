@@ -196,18 +196,65 @@ static inline void rf_fp8_quant_run_f32(const float *p, uint8_t *q, size_t n, fl
         q[c] = rf_e4m3_scalar(rf_fp8_apply(p[c], s, inv, rule));
 }
 
-/* A quant kernel `name` over the always-inline loop `impl`, instantiated
- * once per rule: the rule is a constant inside, so it costs no branch per
- * vector. */
-#define RF_FP8_QUANT_BY_RULE(name, impl, T)                                                  \
+/* The row walk every vector kernel shares, once per kernel.
+ *
+ * An amax kernel `name` (struct rf_fp8_kernels' amax_bf16 / amax_f32)
+ * over elements T with results M: each column block's accumulator, of
+ * vector type V, stays in vector form across the rows and is reduced once
+ * per chunk.  block(acc, q, n, &m[b]) returns acc with the n (at most
+ * REFIT_FP8_BLOCK) elements at q folded in (a scalar tail may go into m[b]
+ * directly); reduce(acc, m[b]) returns the block's amax; zero() is V's
+ * zero.  The helpers are always-inline, so the kernel is one loop nest. */
+#define RF_FP8_AMAX_KERNEL(name, T, M, V, zero, block, reduce)                               \
+    static void name(const T *src, size_t rows, size_t cols, size_t stride, M *m)            \
+    {                                                                                        \
+        const size_t nb = (cols + REFIT_FP8_BLOCK - 1) / REFIT_FP8_BLOCK;                    \
+        V acc[RF_FP8_CHUNK_BLOCKS];                                                          \
+        for (size_t b = 0; b < nb; b++)                                                      \
+            acc[b] = zero();                                                                 \
+        for (size_t r = 0; r < rows; r++) {                                                  \
+            const T *p = src + r * stride;                                                   \
+            for (size_t b = 0; b < nb; b++) {                                                \
+                size_t left = cols - b * REFIT_FP8_BLOCK;                                    \
+                acc[b] = block(acc[b], p + b * REFIT_FP8_BLOCK,                              \
+                               left < REFIT_FP8_BLOCK ? left : REFIT_FP8_BLOCK, &m[b]);      \
+            }                                                                                \
+        }                                                                                    \
+        for (size_t b = 0; b < nb; b++)                                                      \
+            m[b] = reduce(acc[b], m[b]);                                                     \
+    }
+
+/* A quant kernel `name` (quant_bf16 / quant_f32) over elements T: row by
+ * row, each row's column blocks through seg(p, q, c0, end, s, inv, rule,
+ * &pf), which casts columns [c0, end) of the row at p into the row at q
+ * with the block's scale s (inv = 1/s) and calls rf_fp8_pf_step(&pf) as it
+ * goes (the row's lines of the next chunk; the rest at the row's end).
+ * The walk is instantiated once per rule: the rule is a constant inside
+ * (seg is always-inline), so it costs no branch per vector. */
+#define RF_FP8_QUANT_KERNEL(name, T, seg)                                                    \
+    static inline __attribute__((always_inline)) void name##_rows(                           \
+        const T *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,                 \
+        size_t dst_stride, const float *s, const float *inv, const int rule,                 \
+        const struct rf_fp8_next *next)                                                      \
+    {                                                                                        \
+        for (size_t r = 0; r < rows; r++) {                                                  \
+            const T *p = src + r * stride;                                                   \
+            uint8_t *q = dst + r * dst_stride;                                               \
+            struct rf_fp8_pf pf = rf_fp8_pf_row(next, r);                                    \
+            for (size_t c0 = 0; c0 < cols; c0 += REFIT_FP8_BLOCK)                            \
+                seg(p, q, c0, rf_fp8_block_end(cols, c0), s[c0 / REFIT_FP8_BLOCK],           \
+                    inv[c0 / REFIT_FP8_BLOCK], rule, &pf);                                   \
+            rf_fp8_pf_drain(&pf);                                                            \
+        }                                                                                    \
+    }                                                                                        \
     static void name(const T *src, size_t rows, size_t cols, size_t stride, uint8_t *dst,    \
                      size_t dst_stride, const float *s, const float *inv, int rule,          \
                      const struct rf_fp8_next *next)                                         \
     {                                                                                        \
         if (rule == RF_RULE_MUL)                                                             \
-            impl(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next);       \
+            name##_rows(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_MUL, next); \
         else                                                                                 \
-            impl(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next);       \
+            name##_rows(src, rows, cols, stride, dst, dst_stride, s, inv, RF_RULE_DIV, next); \
     }
 
 #endif
