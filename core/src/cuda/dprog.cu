@@ -178,21 +178,7 @@ __device__ __forceinline__ void fp8_block(const tile &t, float floor, unsigned l
         const int n = full ? kVec : (r < nr ? (nc - tc < kVec ? (nc - tc > 0 ? nc - tc : 0) : kVec) : 0);
         load_item<true>(sp + i * sstep, n, vin, x[i]);
     }
-    uint32_t m = 0;
-#pragma unroll
-    for (int i = 0; i < kItems; i++)
-#pragma unroll
-        for (int k = 0; k < kVec; k++)
-            m = max(m, elem<true>(x[i], k) & 0x7fffffffu);
-#pragma unroll
-    for (int o = 16; o; o >>= 1)
-        m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if ((th & 31) == 0)
-        warp_max[th >> 5] = m;
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; w++)
-        m = max(m, warp_max[w]);
+    const uint32_t m = block_amax<true>(x, th, warp_max);
     if (m >= 0x7f800000u) { // NaN or Inf: the operation is reported
         if (th == 0)
             report(t, err, flag);

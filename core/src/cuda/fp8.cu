@@ -141,7 +141,6 @@ __global__ void __launch_bounds__(kThreads, BF16 ? (RULE == kRuleDiv ? RF_FP8_CU
     const size_t sstep = a.stride * kEsz * kRowsPerItem;
     const bool full = a.vec_in && a.vec_out && nr == kB && nc == kB;
     uint32_t x[kItems][item_words<BF16>::n];
-    uint32_t m = 0;
     if (full) {
         /* Interior block, aligned: no bounds checks. */
 #pragma unroll
@@ -155,23 +154,7 @@ __global__ void __launch_bounds__(kThreads, BF16 ? (RULE == kRuleDiv ? RF_FP8_CU
             load_item<BF16>(sp + i * sstep, n, a.vec_in, x[i]);
         }
     }
-    /* Magnitude bit patterns order like their values; >= 0x7f800000 is
-     * Inf or NaN.  Zero padding never raises the max. */
-#pragma unroll
-    for (int i = 0; i < kItems; i++)
-#pragma unroll
-        for (int k = 0; k < kVec; k++)
-            m = max(m, elem<BF16>(x[i], k) & 0x7fffffffu);
-#pragma unroll
-    for (int o = 16; o; o >>= 1)
-        m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if ((t & 31) == 0)
-        warp_max[t >> 5] = m;
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; w++)
-        m = max(m, warp_max[w]);
-
+    const uint32_t m = block_amax<BF16>(x, t, warp_max);
     if (m >= 0x7f800000u) {
         /* x is dead from here: the cold path re-reads the block, so that
          * it costs the hot path no registers. */

@@ -131,6 +131,33 @@ __device__ __forceinline__ uint32_t elem(const uint32_t (&x)[item_words<BF16>::n
     return x[k];
 }
 
+/* The block's amax as fp32 magnitude bits, in every thread of the CTA:
+ * the thread's items, its warp (shuffles), then the warps (warp_max:
+ * kThreads / 32 words of shared memory).  Magnitude bit patterns order
+ * like their values; >= 0x7f800000 is Inf or NaN.  Zero padding never
+ * raises the max. */
+template <bool BF16>
+__device__ __forceinline__ uint32_t block_amax(const uint32_t (&x)[kItems][item_words<BF16>::n], int th,
+                                               uint32_t *warp_max)
+{
+    uint32_t m = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; i++)
+#pragma unroll
+        for (int k = 0; k < kVec; k++)
+            m = max(m, elem<BF16>(x[i], k) & 0x7fffffffu);
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((th & 31) == 0)
+        warp_max[th >> 5] = m;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; w++)
+        m = max(m, warp_max[w]);
+    return m;
+}
+
 } // namespace
 
 #endif
