@@ -383,18 +383,30 @@ static int tcp_caps(refit_tp_t *tp, struct refit_tp_caps *c)
     return 0;
 }
 
-static int tcp_address(refit_tp_t *tp, void *buf, size_t *len)
+/* The start of a blob of n bytes (address, rkey) into buf: with buf NULL
+ * only its size into *len; else, when *len holds n, the blob zeroed with
+ * its magic and our wire version in the head. */
+static int blob_begin(void *buf, size_t *len, size_t n, uint32_t magic, const char *what)
 {
     if (!buf) {
-        *len = TCP_ADDR_SIZE;
+        *len = n;
         return 0;
     }
-    if (*len < TCP_ADDR_SIZE)
-        return tcp_h->error_set(REFIT_ERANGE, "tcp: address needs %d bytes", TCP_ADDR_SIZE);
+    if (*len < n)
+        return tcp_h->error_set(REFIT_ERANGE, "tcp: %s needs %zu bytes", what, n);
     uint8_t *b = buf;
-    memset(b, 0, TCP_ADDR_SIZE);
-    tcp_put32(b, TCP_MAGIC_ADDR);
+    memset(b, 0, n);
+    tcp_put32(b, magic);
     b[4] = TCP_WIRE_VERSION;
+    return 0;
+}
+
+static int tcp_address(refit_tp_t *tp, void *buf, size_t *len)
+{
+    int rc = blob_begin(buf, len, TCP_ADDR_SIZE, TCP_MAGIC_ADDR, "address");
+    if (rc || !buf)
+        return rc;
+    uint8_t *b = buf;
     uint16_t port = get_port(&tp->adv);
     b[6] = (uint8_t)port, b[7] = (uint8_t)(port >> 8);
     tcp_put64(b + 8, tp->instance);
@@ -480,16 +492,10 @@ static int tcp_pack_rkey(refit_tp_t *tp, refit_tp_region_t *r, void *buf, size_t
 {
     if (!r || r->magic != TCP_REGION_MAGIC || r->tp != tp)
         return tcp_h->error_set(REFIT_EINVAL, "tcp: %s: pack_rkey of a region not registered here", tp->name);
-    if (!buf) {
-        *len = TCP_RKEY_SIZE;
-        return 0;
-    }
-    if (*len < TCP_RKEY_SIZE)
-        return tcp_h->error_set(REFIT_ERANGE, "tcp: rkey needs %d bytes", TCP_RKEY_SIZE);
+    int rc = blob_begin(buf, len, TCP_RKEY_SIZE, TCP_MAGIC_RKEY, "rkey");
+    if (rc || !buf)
+        return rc;
     uint8_t *b = buf;
-    memset(b, 0, TCP_RKEY_SIZE);
-    tcp_put32(b, TCP_MAGIC_RKEY);
-    b[4] = TCP_WIRE_VERSION;
     tcp_put64(b + 8, tp->instance);
     tcp_put64(b + 16, r->id);
     tcp_put64(b + 24, r->gen);
