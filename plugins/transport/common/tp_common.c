@@ -43,8 +43,8 @@ void rtp_core_init(struct rtp_core *c, refit_tp_t *tp, const struct rtp_ops *ops
     c->plugin = plugin;
     c->timeout_ms = timeout_ms;
     c->stop_pipe[0] = c->stop_pipe[1] = -1;
-    c->nq_max = 1024;
-    c->nq_max_bytes = 16u << 20;
+    c->nq.max = 1024;
+    c->nq.max_bytes = 16u << 20;
     pthread_mutex_init(&c->lock, NULL);
     /* Unique enough among the processes of one job: it only has to tell
      * the owners of our peers apart. */
@@ -80,12 +80,8 @@ void rtp_core_fini(struct rtp_core *c, void (*close_watcher)(refit_tp_t *tp, str
      * caller's handles are invalid afterwards. */
     while (c->reqs)
         rtp_req_unlink_free(c, c->reqs);
-    while (c->nq_head) {
-        struct rtp_notice *n = c->nq_head;
-        c->nq_head = n->next;
+    for (struct rtp_notice *n; (n = rtp_nq_take(&c->nq));)
         H->free(n);
-    }
-    c->nq_tail = NULL;
     pthread_mutex_destroy(&c->lock);
 }
 
@@ -336,36 +332,27 @@ static void log_drop(struct rtp_core *c, const char *why, const char *from, size
 
 void rtp_notice_push(struct rtp_core *c, const char *from, const void *data, size_t len)
 {
-    if (c->nq_count >= c->nq_max || len > c->nq_max_bytes - c->nq_bytes) {
-        char why[128];
-        snprintf(why, sizeof(why), "the queue holds %zu notifications, %zu bytes (notify_queue, "
-                 "notify_queue_bytes)", c->nq_count, c->nq_bytes);
-        log_drop(c, why, from, len, ++c->nq_dropped_full);
+    char why[128];
+    uint64_t k = rtp_nq_refuse(&c->nq, len, why, sizeof(why));
+    if (k) {
+        log_drop(c, why, from, len, k);
         return;
     }
     struct rtp_notice *n = H->alloc(sizeof(*n) + len);
     if (!n) {
-        log_drop(c, "out of memory", from, len, ++c->nq_dropped_full);
+        log_drop(c, "out of memory", from, len, ++c->nq.dropped_full);
         return;
     }
-    n->next = NULL;
     n->len = len;
     snprintf(n->from, sizeof(n->from), "%s", from);
     if (len)
         memcpy(n->data, data, len);
-    if (c->nq_tail)
-        c->nq_tail->next = n;
-    else
-        c->nq_head = n;
-    c->nq_tail = n;
-    c->nq_count++;
-    c->nq_bytes += len;
-    c->nq_received++;
+    rtp_nq_append(&c->nq, n);
 }
 
 void rtp_notice_drop_big(struct rtp_core *c, const char *from, size_t len)
 {
-    log_drop(c, "larger than max_notify_len", from, len, ++c->nq_dropped_big);
+    log_drop(c, "larger than max_notify_len", from, len, ++c->nq.dropped_big);
 }
 
 int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, char *from,
@@ -376,29 +363,19 @@ int rtp_poll_notify(struct rtp_core *c, void *buf, size_t cap, size_t *len, char
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : rtp_now_ms() + timeout_ms;
     unsigned idle = 0;
     for (;;) {
-        if (!c->nq_head)
+        if (!c->nq.head)
             c->ops->progress(c->tp, 0);
-        struct rtp_notice *n = c->nq_head;
+        struct rtp_notice *n = rtp_nq_take(&c->nq);
         if (n) {
             *len = n->len;
-            c->nq_head = n->next;
-            if (!c->nq_head)
-                c->nq_tail = NULL;
-            c->nq_count--;
-            c->nq_bytes -= n->len;
             int rc = 0;
-            if (n->len > cap) {
-                /* Off the queue: left at its head it would block every
-                 * notification behind it. */
-                log_drop(c, "larger than the poller's buffer", n->from, n->len, ++c->nq_dropped_big);
+            uint64_t k = rtp_nq_count_out(&c->nq, n, cap);
+            if (k) {
+                log_drop(c, "larger than the poller's buffer", n->from, n->len, k);
                 rc = H->error_set(REFIT_ETOOBIG, "%s: notification of %zu bytes from '%s', buffer "
                                   "of %zu: dropped", c->plugin, n->len, n->from, cap);
             } else {
-                c->nq_delivered++;
-                if (n->len)
-                    memcpy(buf, n->data, n->len);
-                if (from)
-                    snprintf(from, from_cap, "%s", n->from);
+                rtp_notice_copy(n, buf, from, from_cap);
             }
             H->free(n);
             return rc;
@@ -416,17 +393,7 @@ int rtp_notify_stats(struct rtp_core *c, struct refit_tp_notify_stats *out)
 {
     if (!out || out->size < sizeof(size_t))
         return H->error_set(REFIT_EINVAL, "%s: notify_stats without a size", c->plugin);
-    struct refit_tp_notify_stats v = {0};
-    v.received = c->nq_received;
-    v.delivered = c->nq_delivered;
-    v.dropped_full = c->nq_dropped_full;
-    v.dropped_oversize = c->nq_dropped_big;
-    v.queued = c->nq_count;
-    v.queued_bytes = c->nq_bytes;
-    v.max_count = c->nq_max;
-    v.max_bytes = c->nq_max_bytes;
-    v.size = out->size < sizeof(v) ? out->size : sizeof(v);
-    memcpy(out, &v, v.size);
+    rtp_nq_stats(&c->nq, out);
     return 0;
 }
 
@@ -440,8 +407,8 @@ int rtp_notify_configure(struct rtp_core *c, const struct refit_cfg_view *cfg)
         if (!rc)
             rc = H->cfg_size(cfg, "notify_queue_bytes", &b);
     }
-    c->nq_max = (uint64_t)n;
-    c->nq_max_bytes = b;
+    c->nq.max = (uint64_t)n;
+    c->nq.max_bytes = b;
     return rc;
 }
 

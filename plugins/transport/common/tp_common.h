@@ -25,6 +25,7 @@
 
 #include "refit/plugin.h"
 #include "refit/transport.h"
+#include "tp_nq.h"
 
 /* A posted batch (or a one-shot internal request).  Plugin-specific
  * per-request state follows in ext[] (rtp_req_new's ext_size). */
@@ -41,13 +42,6 @@ struct refit_tp_req {
     const void **locals; /* distinct local regions used (for dereg) */
     size_t n_locals;
     _Alignas(max_align_t) unsigned char ext[];
-};
-
-struct rtp_notice {
-    struct rtp_notice *next;
-    size_t len;
-    char from[REFIT_TP_NAME_MAX + 1]; /* the name its sender gave */
-    unsigned char data[];
 };
 
 /* A process that connected to us: it gets revokes when we deregister.
@@ -102,10 +96,7 @@ struct rtp_core {
     int64_t timeout_ms;  /* transport.timeout */
     uint64_t id;         /* random; names this transport in control messages */
     struct refit_tp_req *reqs; /* every request not yet released */
-    struct rtp_notice *nq_head, *nq_tail;
-    size_t nq_count, nq_bytes;        /* in the queue */
-    uint64_t nq_max, nq_max_bytes;    /* its bounds (notify_queue, notify_queue_bytes) */
-    uint64_t nq_received, nq_delivered, nq_dropped_full, nq_dropped_big;
+    struct rtp_nq nq; /* notifications received (tp_nq.h) */
     struct rtp_watcher *watchers;
     struct rtp_ack *acks;
     uint64_t revoke_seq;

@@ -321,8 +321,8 @@ static int tcp_init(const struct refit_tp_init_args *a, refit_tp_t **out)
     tp->streams = (int)streams;
     tp->max_conns = (int)max_conns;
     tp->max_unauth = (int)max_unauth;
-    tp->nq_max = (size_t)nq;
-    tp->nq_max_bytes = (size_t)nq_bytes;
+    tp->nq.max = (uint64_t)nq;
+    tp->nq.max_bytes = nq_bytes;
     if (!(tp->self = strdup(a->name ? a->name : "refit"))) {
         rc = tcp_h->error_set(REFIT_ENOMEM, "tcp: out of memory");
         goto fail;

@@ -25,6 +25,7 @@
 
 #include "refit/plugin.h"
 #include "refit/transport.h"
+#include "../common/tp_nq.h"
 
 #define TCP_NAME "tcp"
 #define TCP_MAGIC_HELLO 0x31544652u /* "RFT1" */
@@ -98,13 +99,6 @@ struct refit_tp_rkey {
 };
 
 struct tcp_sconn; /* a served connection (tcp_server.c) */
-struct tcp_nmsg {
-    struct tcp_nmsg *next;
-    size_t len;
-    char from[REFIT_TP_NAME_MAX + 1]; /* the sender's authenticated name */
-    uint8_t data[];
-};
-
 struct refit_tp {
     char name[64]; /* for messages (may be cut short) */
     char *self;    /* the whole name, sent in our handshakes */
@@ -139,9 +133,7 @@ struct refit_tp {
     /* notifications received, under nlock (tcp_notify.c) */
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
-    struct tcp_nmsg *nhead, *ntail;
-    size_t n_nmsgs, nq_bytes, nq_max, nq_max_bytes;
-    uint64_t nq_received, nq_delivered, nq_dropped_full, nq_dropped_big;
+    struct rtp_nq nq; /* tp_nq.h; a note's from: its sender's authenticated name */
     /* peers connected from here */
     pthread_mutex_t plock;
     refit_tp_peer_t *peers;
@@ -257,7 +249,7 @@ int tcp_local_secret(refit_tp_t *tp, const char *secret_dir);
 
 /* tcp_notify.c: queue m (malloc'ed, len and data set; taken either way)
  * as sent by `from`: TCP_S_OK, or TCP_S_FULL when it was dropped. */
-int tcp_nq_push(refit_tp_t *tp, const char *from, struct tcp_nmsg *m);
+int tcp_nq_push(refit_tp_t *tp, const char *from, struct rtp_notice *m);
 /* poll_notify[_from] (from NULL: not wanted). */
 int tcp_nq_poll(refit_tp_t *tp, void *buf, size_t cap, size_t *len, char *from, size_t from_cap,
                 int64_t timeout_ms);

@@ -122,7 +122,7 @@ static void pend_add(struct pend *p, int *np, int st, void *data, uint64_t len, 
  * says whether it was queued.  Returns 0 or the stream's errno. */
 static int take_notify(refit_tp_t *tp, struct tcp_sconn *c, uint64_t len, int *st)
 {
-    struct tcp_nmsg *m = malloc(sizeof(*m) + (len ? len : 1));
+    struct rtp_notice *m = malloc(sizeof(*m) + (len ? len : 1));
     if (!m) {
         *st = TCP_S_NOMEM;
         return tcp_rb_read(c->fd, &c->rb, NULL, len); /* drained: the stream stays in step */
@@ -198,7 +198,7 @@ static int serve_requests(refit_tp_t *tp, struct tcp_sconn *c)
         } else {
             if (op == TCP_W_NOTIFY) {
                 pthread_mutex_lock(&tp->nlock);
-                tp->nq_dropped_big++;
+                tp->nq.dropped_big++;
                 pthread_mutex_unlock(&tp->nlock);
             }
             /* Unknown op or an oversized message: the stream cannot be
