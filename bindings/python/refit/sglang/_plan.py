@@ -23,8 +23,7 @@ anything else                       unknown                                    n
 ==================================  =========================================  ======
 """
 
-from .. import engines as E
-from ..vllm._plan import _owner, _params, hf_patterns
+from ..vllm._plan import _params, plan_layers
 
 
 def _is_cuda():
@@ -59,28 +58,7 @@ def decide(module):
 
 
 def plan_model(model, layout, mode="auto"):
-    modules = dict(model.named_modules())
-    packed = dict(getattr(model, "packed_modules_mapping", {}) or {})
-    by_module = {}
-    for info in layout:
-        prefix, attr = _owner(info.name)
-        by_module.setdefault(prefix, []).append((attr, info))
-    plans = []
-    for prefix, items in by_module.items():
-        module = modules.get(prefix)
-        hfp, lp = hf_patterns(prefix, packed), ["%s.*" % prefix]
-        amap, reason = (None, "no module %r in the model" % prefix) if module is None else decide(module)
-        bindings = {}
-        if amap is not None:
-            params = _params(module)
-            for attr, info in items:
-                t = params.get(attr)
-                why = ("the model has no parameter %s.%s" % (prefix, attr) if t is None
-                       else E.check_binding("%s.%s" % (prefix, attr), info, t))
-                if why:
-                    amap, reason = None, why
-                    break
-                bindings[info.name] = t
-        plans.append(E.LayerPlan(prefix, amap is not None, reason, bindings if amap is not None else None,
-                                 hfp, lp, module))
-    return E.enforce_mode(E.Plan(plans, mode), "SGLang model")
+    """The per-layer plan of `model` against refit's vLLM layout of this
+    worker: vLLM's planning (its layers' names and slices are SGLang's),
+    with SGLang's decide (which never renames a parameter)."""
+    return plan_layers(model, layout, mode, decide, "SGLang model")

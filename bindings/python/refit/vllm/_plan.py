@@ -162,9 +162,12 @@ def hf_patterns(prefix, packed):
     return ["%s.*" % prefix]
 
 
-def plan_model(model, layout, mode="auto"):
-    """The per-layer plan of `model` against refit's vLLM layout of this
-    worker (``layout``: TensorInfo list; empty for mode 'checkpoint')."""
+def plan_layers(model, layout, mode, decide_fn, what):
+    """The per-layer plan of `model` against refit's vLLM layout
+    (``layout``: TensorInfo list), each engine module decided by
+    ``decide_fn`` (module -> (attribute map or None, reason)); the plan
+    enforced for ``mode`` (``what`` names the model in its errors).  The
+    engines whose layers are ports of vLLM's (SGLang) plan with it too."""
     modules = dict(model.named_modules())
     packed = dict(getattr(model, "packed_modules_mapping", {}) or {})
     by_module = {}
@@ -178,7 +181,7 @@ def plan_model(model, layout, mode="auto"):
         if module is None:
             plans.append(E.LayerPlan(prefix, False, "no module %r in the model" % prefix, None, hfp, lp))
             continue
-        amap, reason = decide(module)
+        amap, reason = decide_fn(module)
         bindings = {}
         if amap is not None:
             params = _params(module)
@@ -193,4 +196,10 @@ def plan_model(model, layout, mode="auto"):
                 bindings[info.name] = t
         plans.append(E.LayerPlan(prefix, amap is not None, reason, bindings if amap is not None else None,
                                  hfp, lp, module))
-    return E.enforce_mode(E.Plan(plans, mode), "vLLM model")
+    return E.enforce_mode(E.Plan(plans, mode), what)
+
+
+def plan_model(model, layout, mode="auto"):
+    """The per-layer plan of `model` against refit's vLLM layout of this
+    worker (``layout``: TensorInfo list; empty for mode 'checkpoint')."""
+    return plan_layers(model, layout, mode, decide, "vLLM model")
