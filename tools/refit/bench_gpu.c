@@ -271,65 +271,82 @@ static int copy_baseline(double n, int fp8, const char *rule, double *copy_ms, d
 }
 #endif
 
-/* --colocated: everything on GPU 0, the copy baseline in this process. */
-static int colocated(struct demo *d)
+/* The warm cycles (v >= 2) of a run: their count, summed total, transfer
+ * and setup (registration + connection + planning) seconds, the best
+ * total, and the bytes of the last one. */
+struct warm_cycles {
+    int n;
+    double sum, tr, setup, best, wire, out;
+};
+
+/* Run the demo (in place, no host checksums), print its table and read
+ * its warm cycles; the demo is cleaned up.  0, or an error (none warm:
+ * REFIT_EIO). */
+static int run_warm(struct demo *d, struct warm_cycles *w)
 {
-    scratch_store();
-    async_acks();
     setenv("REFIT_REFIT_IN_PLACE", "true", 1);
     setenv("REFIT_REFIT_VERIFY", "off", 1);
     int rc = demo_run(d);
     if (rc) {
         demo_cleanup(d);
-        return cli_fail("bench gpu", rc);
+        return rc;
     }
     demo_print_table(d->stats);
     FILE *f = fopen(d->stats, "r");
     char line[2048];
-    double sum = 0, tr = 0, wire = 0, out = 0, best = 0, setup = 0;
-    int warm = 0;
+    memset(w, 0, sizeof(*w));
     while (f && fgets(line, sizeof(line), f)) {
         if (cli_json_num(line, "version") < 2)
             continue;
         double t = cli_json_num(line, "total_s");
-        sum += t;
-        tr += cli_json_num(line, "transfer_s");
-        setup += cli_json_num(line, "register_s") + cli_json_num(line, "connect_s") + cli_json_num(line, "plan_s");
-        wire = cli_json_num(line, "bytes_wire");
-        out = cli_json_num(line, "bytes_out");
-        if (!best || t < best)
-            best = t;
-        warm++;
+        w->sum += t;
+        w->tr += cli_json_num(line, "transfer_s");
+        w->setup += cli_json_num(line, "register_s") + cli_json_num(line, "connect_s") + cli_json_num(line, "plan_s");
+        w->wire = cli_json_num(line, "bytes_wire");
+        w->out = cli_json_num(line, "bytes_out");
+        if (!w->best || t < w->best)
+            w->best = t;
+        w->n++;
     }
     if (f)
         fclose(f);
     demo_cleanup(d);
-    if (!warm)
-        return cli_fail("bench gpu", refit_error_set(REFIT_EIO, "no warm cycle recorded (use --cycles >= 2)"));
+    return w->n ? 0 : refit_error_set(REFIT_EIO, "no warm cycle recorded (use --cycles >= 2)");
+}
+
+/* --colocated: everything on GPU 0, the copy baseline in this process. */
+static int colocated(struct demo *d)
+{
+    scratch_store();
+    async_acks();
+    struct warm_cycles w;
+    int rc = run_warm(d, &w);
+    if (rc)
+        return cli_fail("bench gpu", rc);
     int fp8 = strcmp(d->fp8, "off") != 0;
     /* Each engine rank's row: per rank, the trainers' bf16 bytes it reads. */
     double copy_ms = 0, fp8_ms = 0, gap[3];
-    rc = copy_baseline(wire, fp8, d->fp8, &copy_ms, &fp8_ms, gap);
+    rc = copy_baseline(w.wire, fp8, d->fp8, &copy_ms, &fp8_ms, gap);
     if (rc)
         return cli_fail("bench gpu", rc);
-    double mean = sum / warm;
+    double mean = w.sum / w.n;
     const char *fs = getenv("REFIT_STORE_FILE_FSYNC");
     printf("\ncolocated on GPU 0: trainer tp %d -> engine tp %d, fp8 %s; per engine rank %.3f GB read, %.3f GB "
            "written; registration+connection+planning on warm cycles %.6f s; file store fsync %s; acks async %s\n",
-           d->src_tp, d->dst_tp, d->fp8, wire / 1e9, out / 1e9, setup / warm, fs ? fs : "?",
+           d->src_tp, d->dst_tp, d->fp8, w.wire / 1e9, w.out / 1e9, w.setup / w.n, fs ? fs : "?",
            getenv("REFIT_REFIT_ACK_ASYNC") ? getenv("REFIT_REFIT_ACK_ASYNC") : "?");
     printf("device copy of %.3f GB (cudaMemcpyAsync, median of 20): %.3f ms = %.0f GB/s (read+write %.0f GB/s)\n",
-           wire / 1e9, copy_ms, wire / copy_ms / 1e6, 2 * wire / copy_ms / 1e6);
+           w.wire / 1e9, copy_ms, w.wire / copy_ms / 1e6, 2 * w.wire / copy_ms / 1e6);
     if (gap[0] > 0) /* beside the baseline, not instead of it: the targets stay against the line above */
         printf("the same copy after a %s ms idle gap (this process alone on the GPU, median of 3): %.3f ms; "
                "an event recorded -> seen by the host: %.3f ms after the gap, %.3f ms back to back\n",
                getenv("REFIT_BENCH_GAP_MS") ? getenv("REFIT_BENCH_GAP_MS") : "450", gap[0], gap[1], gap[2]);
     if (fp8)
-        printf("FP8 kernel alone on %.3f GB of bf16 (refit_fp8_cuda, %s rule): %.3f ms\n", wire / 1e9, d->fp8,
+        printf("FP8 kernel alone on %.3f GB of bf16 (refit_fp8_cuda, %s rule): %.3f ms\n", w.wire / 1e9, d->fp8,
                fp8_ms);
     printf("warm cycles (v >= 2): total %.3f ms mean (%.3f ms best; transfer %.3f ms) = %.2fx the device copy "
-           "(best %.2fx; target <= %s)\n", 1e3 * mean, 1e3 * best, 1e3 * tr / warm, 1e3 * mean / copy_ms,
-           1e3 * best / copy_ms, fp8 ? "1.0x" : "1.25x");
+           "(best %.2fx; target <= %s)\n", 1e3 * mean, 1e3 * w.best, 1e3 * w.tr / w.n, 1e3 * mean / copy_ms,
+           1e3 * w.best / copy_ms, fp8 ? "1.0x" : "1.25x");
     return 0;
 }
 
@@ -364,42 +381,18 @@ int bench_gpu(int argc, char **argv)
         return colocated(&d);
     /* Resident pulls: in place, no host checksums. */
     scratch_store();
-    setenv("REFIT_REFIT_IN_PLACE", "true", 1);
-    setenv("REFIT_REFIT_VERIFY", "off", 1);
-    rc = demo_run(&d);
-    if (rc) {
-        demo_cleanup(&d);
+    struct warm_cycles w;
+    rc = run_warm(&d, &w);
+    if (rc)
         return cli_fail("bench gpu", rc);
-    }
-    demo_print_table(d.stats);
-    FILE *f = fopen(d.stats, "r");
-    char line[2048];
-    double sum = 0, tr = 0, bytes = 0, best = 0;
-    int warm = 0;
-    while (f && fgets(line, sizeof(line), f)) {
-        if (cli_json_num(line, "version") < 2)
-            continue;
-        double t = cli_json_num(line, "total_s");
-        sum += t;
-        tr += cli_json_num(line, "transfer_s");
-        bytes = cli_json_num(line, "bytes_out");
-        if (!best || t < best)
-            best = t;
-        warm++;
-    }
-    if (f)
-        fclose(f);
-    demo_cleanup(&d);
-    if (!warm)
-        return cli_fail("bench gpu", refit_error_set(REFIT_EIO, "no warm cycle recorded (use --cycles >= 2)"));
     double nccl = 0;
     char nline[512];
-    rc = nccl_baseline(py, script, bytes, &nccl, nline, sizeof(nline));
+    rc = nccl_baseline(py, script, w.out, &nccl, nline, sizeof(nline));
     if (rc)
         return cli_fail("bench gpu", rc);
     printf("\nbaseline, same machine: %s", nline);
     printf("warm cycles (v >= 2): total %.4f s mean (%.4f s best; transfer %.4f s), %.3f GB into the engine = "
            "%.2fx the NCCL broadcast of the same bytes (%.4f s; target <= 1.0x)\n",
-           sum / warm, best, tr / warm, bytes / 1e9, nccl > 0 ? sum / warm / nccl : 0, nccl);
+           w.sum / w.n, w.best, w.tr / w.n, w.out / 1e9, nccl > 0 ? w.sum / w.n / nccl : 0, nccl);
     return 0;
 }

@@ -34,9 +34,10 @@ static int mkdirs(const char *root, const char *rel)
     return mkdir(p, 0755) && errno != EEXIST ? REFIT_EIO : 0;
 }
 
-static int put(const char *root, const char *rel, const char *text)
+/* root/rel into p (PATH_MAX bytes), its parent directories made. */
+static int make_parent(const char *root, const char *rel, char *p)
 {
-    char dir[PATH_MAX], p[PATH_MAX];
+    char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", rel);
     char *slash = strrchr(dir, '/');
     if (slash) {
@@ -44,7 +45,15 @@ static int put(const char *root, const char *rel, const char *text)
         if (mkdirs(root, dir))
             return REFIT_EIO;
     }
-    snprintf(p, sizeof(p), "%s/%s", root, rel);
+    snprintf(p, PATH_MAX, "%s/%s", root, rel);
+    return 0;
+}
+
+static int put(const char *root, const char *rel, const char *text)
+{
+    char p[PATH_MAX];
+    if (make_parent(root, rel, p))
+        return REFIT_EIO;
     FILE *f = fopen(p, "w");
     if (!f)
         return REFIT_EIO;
@@ -55,15 +64,9 @@ static int put(const char *root, const char *rel, const char *text)
 /* A relative symlink, as sysfs has them. */
 static int link_to(const char *root, const char *rel, const char *target)
 {
-    char dir[PATH_MAX], p[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", rel);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        *slash = 0;
-        if (mkdirs(root, dir))
-            return REFIT_EIO;
-    }
-    snprintf(p, sizeof(p), "%s/%s", root, rel);
+    char p[PATH_MAX];
+    if (make_parent(root, rel, p))
+        return REFIT_EIO;
     return symlink(target, p) && errno != EEXIST ? REFIT_EIO : 0;
 }
 
