@@ -396,6 +396,16 @@ int rf_lay_skip_name(const struct refit_convert_opts *o, const char *name)
     return o && o->n_skip && rf_match_any(name, o->skip, o->n_skip);
 }
 
+int rf_lay_hand_out(refit_layout_t *lay, int rc, refit_layout_t **out)
+{
+    if (rc) {
+        refit_layout_destroy(lay);
+        return rc;
+    }
+    *out = lay;
+    return 0;
+}
+
 /* Group the pieces by tensor (stable: a tensor's pieces keep their order)
  * and point every tensor at its own. */
 int rf_lay_finish(refit_layout_t *lay)

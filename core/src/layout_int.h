@@ -119,6 +119,9 @@ int rf_lay_divides_units(const char *what, int64_t n, int64_t unit, int64_t by, 
 /* Group the pieces by tensor (stable: a tensor's pieces keep their order)
  * and point every tensor at its own. */
 int rf_lay_finish(refit_layout_t *lay);
+/* The end of a layout's making: lay into *out when rc is 0, else
+ * destroyed; returns rc. */
+int rf_lay_hand_out(refit_layout_t *lay, int rc, refit_layout_t **out);
 /* Whether the opts' skip patterns drop a name. */
 int rf_lay_skip_name(const struct refit_convert_opts *o, const char *name);
 

@@ -497,10 +497,5 @@ int refit_layout_target(const refit_model_t *m, const struct refit_convert_opts 
     if (!rc)
         rc = apply_fp8(m, lay, o, c.t, c.dsel);
     free(c.dsel);
-    if (rc) {
-        refit_layout_destroy(lay);
-        return rc;
-    }
-    *out = lay;
-    return 0;
+    return rf_lay_hand_out(lay, rc, out);
 }

@@ -345,12 +345,7 @@ static int megatron_in(const refit_model_t *m, const struct refit_megatron_rank 
     free(c.start);
     if (!rc)
         rc = rf_lay_finish(lay);
-    if (rc) {
-        refit_layout_destroy(lay);
-        return rc;
-    }
-    *out = lay;
-    return 0;
+    return rf_lay_hand_out(lay, rc, out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -417,12 +412,7 @@ int refit_layout_fsdp(const refit_model_t *m, int n, int rank, const struct refi
     int rc = rf_model_instances_ex(m, false, rf_model_mtp_on(m, skip), fsdp_instance, &c);
     if (!rc)
         rc = rf_lay_finish(lay);
-    if (rc) {
-        refit_layout_destroy(lay);
-        return rc;
-    }
-    *out = lay;
-    return 0;
+    return rf_lay_hand_out(lay, rc, out);
 }
 
 /* ------------------------------------------------------------------ */
