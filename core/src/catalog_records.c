@@ -639,29 +639,41 @@ int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n)
     int rc = refit_store_list(s, prefix, &keys, &nk);
     if (rc)
         return rc;
-    struct refit_store_get_item *it = calloc(nk ? nk : 1, sizeof(*it));
-    if (!it) {
-        free(keys);
+    unsigned char *good = malloc(nk ? nk : 1);
+    rc = good ? refit_acks_check(s, version, keys, nk, good) : REFIT_ENOMEM;
+    size_t n_good = 0;
+    for (size_t i = 0; !rc && i < nk; i++)
+        n_good += good[i];
+    free(good);
+    free(keys);
+    if (!rc)
+        *n = n_good;
+    return rc;
+}
+
+int refit_acks_check(refit_store_t *s, uint64_t version, char *const *keys, size_t nk,
+                     unsigned char *good)
+{
+    if (!nk)
+        return 0;
+    struct refit_store_get_item *it = calloc(nk, sizeof(*it));
+    if (!it)
         return REFIT_ENOMEM;
-    }
     for (size_t i = 0; i < nk; i++)
         it[i].key = keys[i];
-    rc = nk ? refit_store_get_many(s, it, nk) : 0;
-    size_t good = 0;
+    int rc = refit_store_get_many(s, it, nk);
     for (size_t i = 0; !rc && i < nk; i++) {
         struct refit_ack *a = NULL;
-        /* A malformed ack is not counted (and is worth a warning). */
+        /* A malformed ack is not counted. */
+        good[i] = 0;
         if (it[i].status == 0 && refit_ack_decode(it[i].val, it[i].len, keys[i], &a) == 0) {
-            good += a->version == version;
+            good[i] = a->version == version;
             free(a);
         }
     }
     for (size_t i = 0; i < nk; i++)
         free(it[i].val);
     free(it);
-    free(keys);
-    if (!rc)
-        *n = good;
     return rc;
 }
 

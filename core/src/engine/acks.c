@@ -64,24 +64,13 @@ static int read_acks(refit_store_t *s, uint64_t version, char **keys, size_t nk,
 {
     if (!nk)
         return 0;
-    struct refit_store_get_item *it = calloc(nk, sizeof(*it));
-    if (!it)
+    unsigned char *good = malloc(nk);
+    if (!good)
         return REFIT_ENOMEM;
-    for (size_t i = 0; i < nk; i++)
-        it[i].key = keys[i];
-    int rc = refit_store_get_many(s, it, nk);
-    for (size_t i = 0; !rc && i < nk; i++) {
-        struct refit_ack *ack = NULL;
-        int good = 0;
-        if (it[i].status == 0 && refit_ack_decode(it[i].val, it[i].len, keys[i], &ack) == 0) {
-            good = ack->version == version;
-            free(ack);
-        }
-        rc = set_put(a, keys[i], good);
-    }
-    for (size_t i = 0; i < nk; i++)
-        free(it[i].val);
-    free(it);
+    int rc = refit_acks_check(s, version, keys, nk, good);
+    for (size_t i = 0; !rc && i < nk; i++)
+        rc = set_put(a, keys[i], good[i]);
+    free(good);
     return rc;
 }
 

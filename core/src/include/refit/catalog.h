@@ -265,6 +265,11 @@ int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver);
 int refit_ack_item(uint64_t version, const char *receiver, char *key, void **val, size_t *len);
 /* Receivers that acknowledged version (valid acks only). */
 int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n);
+/* Which of keys[0..nk) hold a valid ack of version, read in one round
+ * trip: good[i] 1, or 0 for a missing or malformed ack or another
+ * version's. */
+int refit_acks_check(refit_store_t *s, uint64_t version, char *const *keys, size_t nk,
+                     unsigned char *good);
 
 /* ------------------------------------------------------------------ */
 /* Keys and retention */
