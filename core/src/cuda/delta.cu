@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "delta.h"
+#include "delta_swar.h"
 #include "refit/status.h"
 
 namespace {
@@ -140,31 +141,9 @@ __device__ __forceinline__ uint32_t half_exclusive(uint32_t v)
 /* ------------------------------------------------------------------ */
 /* encode */
 
-/* Per 16-bit lane of v: bit 15 of the lane set iff the lane is not 0. */
-__device__ __forceinline__ uint32_t nz16(uint32_t v)
-{
-    return (((v & 0x7fff7fffu) + 0x7fff7fffu) | v) & 0x80008000u;
-}
-
-/* The change of the two units of a word (x base, y next; lanes of 16
- * bits, no carry between them): 2-bit change and escape masks, and the two
- * difference bytes (new - old mod 2^16 when it is an int8, 0 where
- * unchanged or escaped) in the low 16 bits.  Checked exhaustively per lane
- * against the unit-at-a-time rule of delta.h. */
-__device__ __forceinline__ void diff2(uint32_t x, uint32_t y, uint32_t *m, uint32_t *em, uint32_t *db)
-{
-    const uint32_t H = 0x80008000u;
-    const uint32_t d = ((y | H) - (x & ~H)) ^ ((y ^ ~x) & H); /* y - x per lane */
-    const uint32_t t = ((d & ~H) + 0x00800080u) ^ (d & H);   /* d + 128 per lane */
-    const uint32_t fm = nz16(d), fe = nz16(t & 0xff00ff00u); /* changed; not an int8 */
-    *m = (fm >> 15 & 1u) | fm >> 30;
-    *em = (fe >> 15 & 1u) | fe >> 30;
-    const uint32_t keep = d & ~((fe >> 15) * 0xffu) & 0x00ff00ffu;
-    *db = (keep | keep >> 8) & 0xffffu;
-}
-
 /* The change of eight units (four words of base and of next): change and
- * escape masks, the eight difference bytes. */
+ * escape masks, the eight difference bytes (two units a word:
+ * delta_swar.h, tested on the host against the unit rule). */
 __device__ __forceinline__ void diff8(const uint32_t wa[4], const uint32_t wb[4], uint32_t *m, uint32_t *em,
                                       uint2 *db)
 {
@@ -172,7 +151,7 @@ __device__ __forceinline__ void diff8(const uint32_t wa[4], const uint32_t wb[4]
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         uint32_t mi, ei;
-        diff2(wa[i], wb[i], &mi, &ei, &b[i]);
+        rf_swar_diff2(wa[i], wb[i], &mi, &ei, &b[i]);
         mm |= mi << (2 * i);
         ee |= ei << (2 * i);
     }
