@@ -502,6 +502,13 @@ static int needs_heartbeat(const struct refit_source_check *c, uint64_t now, int
 int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
                             struct refit_store_get_item *extra, size_t n_extra)
 {
+    return refit_source_check_many_put(s, c, n, stale_after_ms, extra, n_extra, NULL, 0);
+}
+
+int refit_source_check_many_put(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
+                                struct refit_store_get_item *extra, size_t n_extra,
+                                const struct refit_store_put_item *puts, size_t n_puts)
+{
     uint64_t now = refit_time_ms();
     size_t m = 2 * n + n_extra, k = 0;
     struct refit_store_get_item *it = calloc(m ? m : 1, sizeof(*it));
@@ -522,7 +529,7 @@ int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size
     for (size_t i = 0; !rc && i < n_extra; i++)
         it[k++].key = extra[i].key;
     if (!rc)
-        rc = refit_store_get_many(s, it, k);
+        rc = refit_store_get_put_many(s, it, k, puts, n_puts);
     now = refit_time_ms();
     for (size_t i = 0, at = 0; !rc && i < n; i++) {
         check_item(&c[i], &it[at], hb[i] ? &it[hb[i]] : NULL, now, stale_after_ms);
@@ -599,16 +606,22 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
     return 0;
 }
 
-int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver)
+int refit_ack_item(uint64_t version, const char *receiver, char *key, void **val, size_t *len)
 {
-    char key[REFIT_STORE_MAX_KEY + 1];
     int rc = refit_key_ack(key, version, receiver);
     if (rc)
         return rc;
     struct refit_ack a = {REFIT_CATALOG_SCHEMA, version, receiver, refit_time_ms()};
+    return refit_ack_encode(&a, val, len);
+}
+
+int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver)
+{
+    char key[REFIT_STORE_MAX_KEY + 1];
     void *enc;
     size_t len;
-    if ((rc = refit_ack_encode(&a, &enc, &len)))
+    int rc = refit_ack_item(version, receiver, key, &enc, &len);
+    if (rc)
         return rc;
     /* Live, so a store restart before the publisher saw it does not lose it
      * (the receiver forgets its previous version's ack). */

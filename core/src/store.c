@@ -438,17 +438,25 @@ int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t 
     return 0;
 }
 
-int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
-                    const void *val, size_t len)
+int refit_store_cas_ttl(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                        const void *val, size_t len, int64_t ttl_ms)
 {
     int rc = refit_store_check_key(key);
     if (!rc)
         rc = check_value(s, key, len);
     if (!rc && !val && len)
         rc = refit_error_set(REFIT_EINVAL, "store key '%s': NULL value of %zu bytes", key, len);
+    if (!rc && ttl_ms < 0)
+        rc = refit_error_set(REFIT_EINVAL, "store key '%s': negative ttl %lld", key, (long long)ttl_ms);
     if (rc)
         return rc;
-    return CALL(s, s->ops->cas(s->obj, key, expected, elen, val ? val : "", len, 0));
+    return CALL(s, s->ops->cas(s->obj, key, expected, elen, val ? val : "", len, ttl_ms));
+}
+
+int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                    const void *val, size_t len)
+{
+    return refit_store_cas_ttl(s, key, expected, elen, val, len, 0);
 }
 
 int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
@@ -519,7 +527,8 @@ int refit_store_watch(refit_store_t *s, const char *prefix, uint64_t since, uint
     return watch_by_poll(s, prefix, since, cursor, timeout_ms);
 }
 
-int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n)
+/* Items cleared and their keys checked before a plugin sees them. */
+static int prep_gets(struct refit_store_get_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         items[i].val = NULL;
@@ -529,29 +538,30 @@ int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, s
         if (rc)
             return rc;
     }
-    if (!n)
-        return 0;
-    uint64_t g0 = s->generation;
-    int rc = CALL(s, s->ops->get_many(s->obj, items, n));
-    if (g0 != s->generation) {
-        for (size_t i = 0; !rc && i < n; i++) {
-            free(items[i].val);
-            items[i].val = NULL;
-        }
-        rc = CALL(s, s->ops->get_many(s->obj, items, n));
+    return 0;
+}
+
+static void drop_gets(struct refit_store_get_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].val);
+        items[i].val = NULL;
     }
-    if (rc)
-        return rc;
+}
+
+/* A value larger than store.max_value (a plugin that forgot) is never
+ * handed on: that item's error instead. */
+static void cap_gets(const refit_store_t *s, struct refit_store_get_item *items, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         if (!items[i].status && items[i].len > s->max_value) {
             free(items[i].val);
             items[i].val = NULL;
             items[i].status = check_value(s, items[i].key, items[i].len);
         }
-    return 0;
 }
 
-int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n)
+static int check_puts(const refit_store_t *s, const struct refit_store_put_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         int rc = refit_store_check_key(items[i].key);
@@ -562,7 +572,70 @@ int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *it
         if (rc)
             return rc;
     }
-    if (!n)
-        return 0;
+    return 0;
+}
+
+int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n)
+{
+    int rc = prep_gets(items, n);
+    if (rc || !n)
+        return rc;
+    uint64_t g0 = s->generation;
+    rc = CALL(s, s->ops->get_many(s->obj, items, n));
+    if (g0 != s->generation) { /* restarted: read what the rewrite restored */
+        if (!rc)
+            drop_gets(items, n);
+        rc = CALL(s, s->ops->get_many(s->obj, items, n));
+    }
+    if (rc)
+        return rc;
+    cap_gets(s, items, n);
+    return 0;
+}
+
+int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n)
+{
+    int rc = check_puts(s, items, n);
+    if (rc || !n)
+        return rc;
     return CALL_IDEM(s, s->ops->put_many(s->obj, items, n));
+}
+
+static bool has_get_put(const refit_store_t *s)
+{
+    const struct refit_store_ops *o = s->ops;
+    return o->size >= offsetof(struct refit_store_ops, get_put_many) + sizeof(o->get_put_many) && o->get_put_many;
+}
+
+int refit_store_get_put_many(refit_store_t *s, struct refit_store_get_item *gets, size_t n_get,
+                             const struct refit_store_put_item *puts, size_t n_put)
+{
+    int rc = prep_gets(gets, n_get);
+    if (!rc)
+        rc = check_puts(s, puts, n_put);
+    if (rc)
+        return rc;
+    if (!n_put)
+        return refit_store_get_many(s, gets, n_get);
+    if (!n_get)
+        return refit_store_put_many(s, puts, n_put);
+    if (!has_get_put(s)) { /* a plugin built before it: two round trips */
+        rc = refit_store_get_many(s, gets, n_get);
+        if (!rc && (rc = refit_store_put_many(s, puts, n_put)))
+            drop_gets(gets, n_get);
+        return rc;
+    }
+    uint64_t g0 = s->generation;
+    rc = CALL(s, s->ops->get_put_many(s->obj, gets, n_get, puts, n_put));
+    /* Restarted during the call: the live records are back now; read them
+     * (and write again: the writes may have gone to the server that went). */
+    if (g0 != s->generation) {
+        if (!rc)
+            drop_gets(gets, n_get);
+        rc = CALL(s, s->ops->get_put_many(s->obj, gets, n_get, puts, n_put));
+    }
+    if (rc)
+        return rc;
+    cap_gets(s, gets, n_get);
+    return 0;
 }

@@ -4,7 +4,10 @@
  * while it waits are counted, a malformed ack or one of another version is
  * not (not even once replaced by a good one twice over), an ack deleted
  * while it waits no longer counts, and the missing receivers are named on
- * a timeout. */
+ * a timeout.  And the verdict (release.c): one publisher counts and leaves
+ * "released/<V>", a later waiter reads it in one round trip; a counter
+ * that died (its claim expired) is taken over; a verdict that cannot be
+ * read, or one below refit.receivers, makes a waiter count for itself. */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 
 #include "refit/catalog.h"
 #include "refit/refit.h"
+#include "sums.h" /* rf_release_wait: a second waiter on a handle of the test's */
 #include "../check_run.h"
 #include "../store/fixture.h"
 
@@ -155,6 +159,60 @@ START_TEST(all_acked_before_waiting)
 }
 END_TEST
 
+static void expect_verdict(uint64_t v, const char *want)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "released/%llu", (unsigned long long)v);
+    void *val = NULL;
+    size_t len = 0;
+    ck_assert_msg(refit_store_get(fs.s, key, &val, &len) == 0, "no verdict: %s", refit_error_message());
+    ck_assert_msg(len == strlen(want) && !memcmp(val, want, len), "verdict '%.*s'", (int)len, (char *)val);
+    free(val);
+}
+
+START_TEST(one_counts_the_others_read_its_verdict)
+{
+    put_ack(10, 10, "r1");
+    put_ack(10, 10, "r2");
+    put_ack(10, 10, "r3");
+    ck_assert_int_eq(refit_publisher_wait_released(pub, 10, 5000), 0);
+    expect_verdict(10, "released 10 3");
+    /* Another publisher: the verdict, one read, no listing of the acks. */
+    uint64_t rt = refit_store_round_trips(fs.s);
+    ck_assert_int_eq(rf_release_wait(fs.s, 10, 3, 5000, "other"), 0);
+    ck_assert_uint_eq(refit_store_round_trips(fs.s) - rt, 1);
+}
+END_TEST
+
+START_TEST(dead_counter_is_taken_over)
+{
+    put_ack(11, 11, "r1");
+    put_ack(11, 11, "r2");
+    put_ack(11, 11, "r3");
+    /* A counter that claimed v11 and died: its claim expires. */
+    ck_assert_int_eq(refit_store_put_ttl(fs.s, "released/11", "claim ghost", 11, 300), 0);
+    ck_assert_msg(refit_publisher_wait_released(pub, 11, 10000) == 0, "%s", refit_error_message());
+    expect_verdict(11, "released 11 3");
+}
+END_TEST
+
+START_TEST(unreadable_or_short_verdict_counts_itself)
+{
+    put_ack(12, 12, "r1");
+    put_ack(12, 12, "r2");
+    put_ack(12, 12, "r3");
+    ck_assert_int_eq(refit_store_put(fs.s, "released/12", "released 12 3 and more", 22), 0);
+    ck_assert_msg(refit_publisher_wait_released(pub, 12, 5000) == 0, "%s", refit_error_message());
+    /* A verdict of fewer receivers than refit.receivers (3) releases nothing. */
+    put_ack(13, 13, "r1");
+    put_ack(13, 13, "r2");
+    ck_assert_int_eq(refit_store_put(fs.s, "released/13", "released 13 2", 13), 0);
+    int rc = refit_publisher_wait_released(pub, 13, 800);
+    ck_assert_int_eq(rc, REFIT_ETIMEDOUT);
+    ck_assert_msg(strstr(refit_error_message(), "by 2 of 3 receivers") != NULL, "%s", refit_error_message());
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     /* Decide on skipping (no redis-server) before creating anything. */
@@ -166,6 +224,9 @@ int main(int argc, char **argv)
     tcase_add_test(tc, acks_as_they_come);
     tcase_add_test(tc, deleted_ack_no_longer_counts);
     tcase_add_test(tc, all_acked_before_waiting);
+    tcase_add_test(tc, one_counts_the_others_read_its_verdict);
+    tcase_add_test(tc, dead_counter_is_taken_over);
+    tcase_add_test(tc, unreadable_or_short_verdict_counts_itself);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_NORMAL) ? 1 : 0;
 }

@@ -9,6 +9,9 @@
  *   22.10 a failed publish(V) leaves no READY record over memory that
  *         changed: zero-copy (V-1 withdrawn) and copy (V-2 no longer kept);
  *         receivers with verify off never commit V's bytes as V-1.
+ * And the ack that goes with the fence's read (receiver.c fence_commit): a
+ * pull whose fence fails has acknowledged v, keeps the previous weights and
+ * never reads v again.
  * The push work list checks (22.1) are test_push.c and the structural
  * fuzzer test_fuzz_decoders.c. */
 #include <fcntl.h>
@@ -16,6 +19,7 @@
 
 #include "harness.h"
 #include "../check_run.h"
+#include "receiver.h" /* the pull mode's stages, to fail a fence on purpose */
 
 static char dir[256], ckpt[300], cfg_path[300], ns[32];
 
@@ -357,6 +361,87 @@ START_TEST(failed_copy_publish_stops_keeping_its_arena)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* The ack with the fence */
+
+static int (*real_transfer)(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st);
+static refit_store_t *meddler;
+
+static void set_status(refit_store_t *st, const char *id, enum refit_source_status status)
+{
+    struct refit_source_record *rec = NULL;
+    ck_assert_int_eq(refit_record_fetch(st, id, &rec), 0);
+    rec->status = status;
+    ck_assert_int_eq(refit_record_publish(st, rec), 0);
+    free(rec);
+}
+
+/* The pull's transfer, then the source withdraws v before the fence
+ * looks: the fence fails after every read of v ended. */
+static int transfer_then_withdraw(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
+{
+    int rc = real_transfer(r, v, st);
+    set_status(meddler, "trainer", REFIT_SOURCE_STALE);
+    return rc;
+}
+
+START_TEST(fence_failure_after_its_ack_never_rereads)
+{
+    const char *ovr[] = {"refit.timeout=2s"};
+    refit_context_t *ctx = context(ovr, 1);
+    struct refit_standin_shard sh;
+    refit_publisher_t *pub = NULL;
+    ck_assert_msg(th_publisher(ctx, ckpt, "trainer", &sh, &pub) == 0, "%s", refit_error_message());
+    refit_loader_t *ld;
+    meddler = store_of(ctx, &ld);
+    ck_assert_int_eq(refit_publisher_publish(pub, 1), 0);
+    refit_receiver_t *r = receiver(ctx, "r0");
+    ck_assert_msg(refit_receiver_pull(r, 1, NULL) == 0, "%s", refit_error_message());
+    size_t n;
+    char *v1 = th_snapshot(r, &n);
+    step_all(&sh, 1, 2);
+    ck_assert_int_eq(refit_publisher_publish(pub, 2), 0);
+    /* The fence of v2 fails: an error, v1 still in place, and the ack of
+     * v2 written (with the fence's read: every read of v2 had ended). */
+    struct rf_rcv_mode m = *r->mode;
+    const struct rf_rcv_mode *mode = r->mode;
+    real_transfer = m.transfer;
+    m.transfer = transfer_then_withdraw;
+    r->mode = &m;
+    int rc = refit_receiver_pull(r, 2, NULL);
+    r->mode = mode;
+    ck_assert_msg(rc == REFIT_ESTALE, "fence of a withdrawn source: %d %s", rc, refit_error_message());
+    ck_assert_msg(th_same_as(r, v1), "a failed fence changed the destinations");
+    void *val = NULL;
+    size_t len = 0;
+    ck_assert_msg(refit_store_get(meddler, "versions/2/acks/r0", &val, &len) == 0, "no ack of v2: %s",
+                  refit_error_message());
+    free(val);
+    /* v2 READY again: still never read by r0 (the trainer may be reusing
+     * its memory), by version or as the next one. */
+    set_status(meddler, "trainer", REFIT_SOURCE_READY);
+    rc = refit_receiver_pull(r, 2, NULL);
+    ck_assert_msg(rc == REFIT_ESTALE && strstr(refit_error_message(), "acknowledged"), "pull of v2 again: %d %s", rc,
+                  refit_error_message());
+    rc = refit_receiver_pull(r, REFIT_NEXT, NULL);
+    ck_assert_msg(rc == REFIT_ETIMEDOUT, "v2 chosen as the next version: %d %s", rc, refit_error_message());
+    ck_assert_msg(th_same_as(r, v1), "v2 committed after its ack");
+    /* v3 comes and is pulled as usual. */
+    step_all(&sh, 2, 3);
+    ck_assert_int_eq(refit_publisher_publish(pub, 3), 0);
+    struct refit_pull_stats st = {.size = sizeof(st)};
+    ck_assert_msg(refit_receiver_pull(r, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
+    ck_assert_uint_eq(st.version, 3);
+    free(v1);
+    refit_store_close(meddler);
+    refit_loader_destroy(ld);
+    refit_receiver_destroy(r);
+    refit_publisher_destroy(pub);
+    refit_standin_shard_free(&sh);
+    refit_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hardening");
@@ -369,6 +454,7 @@ int main(void)
     tcase_add_test(tc, verify_full_refuses_empty_checksums);
     tcase_add_test(tc, failed_zero_copy_publish_withdraws);
     tcase_add_test(tc, failed_copy_publish_stops_keeping_its_arena);
+    tcase_add_test(tc, fence_failure_after_its_ack_never_rereads);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -2,7 +2,8 @@
  * (refit.sums: transport; sums.h, pub_sums.c, verify.c), one process,
  * the file store and tcp:
  *   - pulls verify every chunk against the table and put no checksum in
- *     the store; a warm pull still costs at most 4 store round trips;
+ *     the store; a warm pull still costs at most 2 store round trips
+ *     (the first one 4);
  *   - a source that changes its bytes behind its table fails the chunk
  *     check, naming the tensor;
  *   - a table of another version (the one before, put back) is refused;
@@ -88,8 +89,12 @@ START_TEST(table_pulls_without_store_checksums)
         ck_assert_msg(refit_receiver_pull(rcv, REFIT_NEXT, &st) == 0, "%s", refit_error_message());
         ck_assert_uint_eq(st.version, (uint64_t)v);
         ck_assert_uint_eq(st.plan_cached, 1);
-        ck_assert_msg(st.store_round_trips <= 4, "warm pull of v%d: %llu store round trips", v,
-                      (unsigned long long)st.store_round_trips);
+        /* The first warm pull may list the sources again (the membership
+         * key moved while the trainer joined); later ones read the records,
+         * the membership key and the fence with the ack: 2 round trips. */
+        unsigned long long most = v == 2 ? 4 : 2;
+        ck_assert_msg(st.store_round_trips <= most, "warm pull of v%d: %llu store round trips (at most %llu)", v,
+                      (unsigned long long)st.store_round_trips, most);
     }
     ck_assert_msg(!th_same_as(rcv, v1), "v3 equals v1");
     ck_assert_uint_eq(sums_keys(), 0);

@@ -287,6 +287,22 @@ int fx_restart(void)
     return pid > 0;
 }
 
+int fx_kill(void)
+{
+    if (strcmp(fx_plugin_name, "redis"))
+        return 0;
+    pid_t old = read_pid();
+    if (old <= 0)
+        return 0;
+    kill(old, SIGKILL);
+    waitpid(old, NULL, WNOHANG);
+    write_pid(-1); /* fx_restart kills nothing then */
+    const char *ping[] = {"PING"};
+    for (int i = 0; i < 200 && fx_redis_cmd(fx_redis_port, 1, ping, NULL) == 0; i++)
+        sleep_ms(10);
+    return 1;
+}
+
 void fx_corrupt(const char *ns, const char *key)
 {
     if (!strcmp(fx_plugin_name, "file")) {

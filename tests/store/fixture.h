@@ -34,6 +34,9 @@ void fx_close(struct fx_store *f);
  * server on the same port; file: nothing, files outlive processes).
  * Returns 1 when a restart actually happened. */
 int fx_restart(void);
+/* Kill the service and leave it down (redis only; fx_restart starts it
+ * again).  Returns 1 when a server was killed. */
+int fx_kill(void);
 
 /* Overwrite key (relative, in namespace ns) with something that is not a
  * value the plugin wrote: file: a file without the header; redis: a list. */

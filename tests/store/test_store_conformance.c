@@ -532,6 +532,108 @@ START_TEST(watch_restart)
 }
 END_TEST
 
+/* Reads and writes in one call: the reads see the store as it was (not
+ * the call's own writes), absent keys have their status, the writes land
+ * and are seen by a watch, and it is one round trip. */
+START_TEST(get_put_many)
+{
+    struct fx_store f;
+    OPEN(f, "t-getput");
+    OK(refit_store_put(f.s, "sources/a", "rec-a", 5));
+    OK(refit_store_put(f.s, "versions/2/acks/r0", "old", 3));
+    uint64_t c0;
+    char **keys = NULL;
+    size_t n = 0;
+    OK(refit_store_watch(f.s, "versions/", 0, &c0, 0, &keys, &n));
+    struct refit_store_get_item g[3] = {{.key = "sources/a"}, {.key = "sources/gone"}, {.key = "versions/2/acks/r0"}};
+    struct refit_store_put_item p[2] = {{"versions/2/acks/r0", "ack-2", 5, 0}, {"versions/2/acks/r1", "ack-r1", 6, 0}};
+    uint64_t rt = refit_store_round_trips(f.s);
+    OK(refit_store_get_put_many(f.s, g, 3, p, 2));
+    ck_assert_uint_eq(refit_store_round_trips(f.s) - rt, 1);
+    ck_assert_int_eq(g[0].status, 0);
+    ck_assert(g[0].len == 5 && !memcmp(g[0].val, "rec-a", 5));
+    ck_assert_int_eq(g[1].status, REFIT_ENOENT);
+    ck_assert_ptr_null(g[1].val);
+    ck_assert(g[2].status == 0 && g[2].len == 3 && !memcmp(g[2].val, "old", 3)); /* read before the write */
+    for (int i = 0; i < 3; i++)
+        free(g[i].val);
+    expect_value(f.s, "versions/2/acks/r0", "ack-2", 5);
+    expect_value(f.s, "versions/2/acks/r1", "ack-r1", 6);
+    uint64_t c1;
+    int rc = refit_store_watch(f.s, "versions/2/acks/", c0, &c1, 20000, &keys, &n);
+    ck_assert_msg(rc == REFIT_ERANGE || (rc == 0 && n == 2 && !strcmp(keys[0], "versions/2/acks/r0") &&
+                                        !strcmp(keys[1], "versions/2/acks/r1")),
+                  "watch after get_put_many: %d, %zu keys", rc, n);
+    free(keys);
+    /* A bad key anywhere refuses the whole call before the service sees it. */
+    struct refit_store_put_item bad = {"bad//key", "x", 1, 0};
+    rt = refit_store_round_trips(f.s);
+    ck_assert_int_eq(refit_store_get_put_many(f.s, g, 1, &bad, 1), REFIT_EINVAL);
+    ck_assert_ptr_null(g[0].val);
+    ck_assert_uint_eq(refit_store_round_trips(f.s), rt);
+    fx_close(&f);
+}
+END_TEST
+
+/* get_put_many while the service restarts: blocked behind a busy server
+ * that is killed and started again (empty) during the call, the call
+ * reconnects and succeeds, its reads see the live records re-written
+ * after the restart and its writes are there; a server that stays away is
+ * a clear error within the store timeout, with no value handed on. */
+START_TEST(get_put_restart)
+{
+    struct fx_store f;
+    ck_assert(fx_restart()); /* a server of this test's own */
+    OPEN(f, "t-getput-rs", "store.timeout=10s");
+    OK(refit_store_put_live(f.s, "sources/tp0", "record", 6, 0));
+    OK(refit_store_put(f.s, "plain", "p", 1));
+    pid_t busy = fork();
+    if (busy == 0) { /* keeps the server busy for 2 s: our batch waits behind it */
+        const char *eval[] = {"EVAL",
+                              "local t=redis.call('TIME') local s=t[1]*1e6+t[2] "
+                              "repeat local u=redis.call('TIME') until u[1]*1e6+u[2]-s > 2000000 return 1",
+                              "0"};
+        fx_redis_cmd(fx_port(), 3, eval, NULL);
+        _exit(0);
+    }
+    sleep_ms(200);
+    pid_t kid = fork();
+    if (kid == 0) {
+        sleep_ms(300);
+        _exit(fx_restart() ? 0 : 1);
+    }
+    struct refit_store_get_item g[2] = {{.key = "sources/tp0"}, {.key = "plain"}};
+    struct refit_store_put_item p = {"versions/1/acks/r0", "ack", 3, 0};
+    int rc = refit_store_get_put_many(f.s, g, 2, &p, 1);
+    int st;
+    waitpid(kid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    waitpid(busy, NULL, 0);
+    ck_assert_msg(rc == 0, "get_put_many across a restart: %d %s", rc, refit_error_message());
+    ck_assert(g[0].status == 0 && g[0].len == 6 && !memcmp(g[0].val, "record", 6));
+    ck_assert_int_eq(g[1].status, REFIT_ENOENT); /* not live: lost with the old server */
+    free(g[0].val);
+    expect_value(f.s, "versions/1/acks/r0", "ack", 3);
+    fx_close(&f);
+
+    /* Down for longer than store.timeout: ECONN naming the server. */
+    OPEN(f, "t-getput-rs", "store.timeout=1s", "store.redis.backoff_max=100ms");
+    ck_assert(fx_kill());
+    g[0] = (struct refit_store_get_item){.key = "sources/tp0"};
+    rc = refit_store_get_put_many(f.s, g, 1, &p, 1);
+    ck_assert_msg(rc == REFIT_ECONN || rc == REFIT_ETIMEDOUT, "server away: %d %s", rc, refit_error_message());
+    char where[64];
+    snprintf(where, sizeof(where), "127.0.0.1:%d", fx_port());
+    ck_assert_msg(strstr(refit_error_message(), where) != NULL, "message: %s", refit_error_message());
+    ck_assert_ptr_null(g[0].val);
+    ck_assert(fx_restart());
+    OK(refit_store_get_put_many(f.s, g, 1, &p, 1));
+    ck_assert_int_eq(g[0].status, REFIT_ENOENT);
+    expect_value(f.s, "versions/1/acks/r0", "ack", 3);
+    fx_close(&f);
+}
+END_TEST
+
 START_TEST(malformed_values)
 {
     struct fx_store f;
@@ -748,9 +850,12 @@ static Suite *store_suite(const char *plugin)
     CASE(s, poll_changes);
     CASE(s, watch_changes);
     CASE(s, malformed_values);
+    CASE(s, get_put_many);
     CASE(s, restart_between_ops);
     if (!strcmp(plugin, "redis"))
         CASE(s, watch_restart);
+    if (!strcmp(plugin, "redis"))
+        CASE(s, get_put_restart);
     if (!strcmp(plugin, "file")) {
         CASE(s, file_private_modes);
         CASE(s, file_foreign_directory_refused);

@@ -12,16 +12,22 @@
  *             transport, where they travel in the source's table over the
  *             transport, pub_sums.c), record (sources/ and
  *             versions/V/sources/, one pipelined put), heartbeat;
- *   receive   a watch of members/ (--watch sources: of sources/) from the last cycle's cursor (first
- *             cycle: a cursor and a listing), the records and heartbeats
+ *   receive   warm: no watch, the membership epoch read with the records
+ *             (discover.c; --watch members|sources: a watch of members/ or
+ *             sources/ from the last cycle's cursor first); the first
+ *             cycle: a cursor, the epoch and a listing; the records and heartbeats
  *             (cold: every source's; warm: those of the --reads sources
  *             its cached plan reads, discover.c; --records all: every
  *             source's, as before) in one read with the checksum segments
  *             the plan reads (--seg-share of each read source's segments;
  *             none with --sums transport), a catalog per distinct hash not
- *             yet held, the fence (the records and heartbeats of the
- *             sources read, one read), the ack;
- *   release   each publisher counts the acks once (list + get of each);
+ *             yet held, the fence (the records of the sources read, one
+ *             read) with the ack in the same round trip (--ack apart:
+ *             the ack in one of its own, as before);
+ *   release   each publisher waits for the acks as the engine does
+ *             (release.c: the first to claim released/<V> counts, list +
+ *             get of each ack, and the others read its verdict; --release
+ *             count: each counts, as before);
  *   lease     each receiver takes and drops a lease on load/trainer by
  *             compare-and-swap (the fan-out lease list, fanout.md).
  *
@@ -366,13 +372,19 @@ static const struct cli_opt ss_table[] = {
     {"--sums", NULL, CLI_STR, "store|transport", 0, 0, NULL, NULL, AT(o.sums),
      "refit.sums of the publishers: checksum segments in the store, or a table read over the transport "
      "(default store)"},
-    {"--watch", NULL, CLI_STR, "members|sources", 0, 0, NULL, NULL, AT(o.watch),
-     "what a receiver's discovery watches: members/ (a key per source, the engine) or sources/ (every record)"},
+    {"--watch", NULL, CLI_STR, "epoch|members|sources", 0, 0, NULL, NULL, AT(o.watch),
+     "how a warm receiver learns of new sources: the membership epoch read with its records (epoch, the engine: "
+     "no watch), or a watch of members/ (a key per source) or of sources/ (every record)"},
     {"--fence", NULL, CLI_STR, "records|heartbeats", 0, 0, NULL, NULL, AT(o.fence),
      "the fence reads the records alone while discovery's heartbeats are young (records, the engine) or every "
      "heartbeat again (heartbeats)"},
     {"--records", NULL, CLI_STR, "plan|all", 0, 0, NULL, NULL, AT(o.records),
      "a warm receiver reads the records of the sources its plan reads (plan, the engine) or every one (all)"},
+    {"--ack", NULL, CLI_STR, "fence|apart", 0, 0, NULL, NULL, AT(o.ack),
+     "the receiver's ack goes with the fence's read (fence, the engine) or in a round trip of its own (apart)"},
+    {"--release", NULL, CLI_STR, "verdict|count", 0, 0, NULL, NULL, AT(o.release),
+     "a publisher's wait for the acks: one counts and the others read its verdict (verdict, the engine), or each "
+     "lists and reads every ack (count)"},
 };
 #undef AT
 
@@ -407,12 +419,20 @@ static int parse(struct ss_opts *o, int argc, char **argv)
         rc = refit_error_set(REFIT_EINVAL, "--sums %s: expected store or transport", c.o.sums);
     if (!rc && c.o.records && strcmp(c.o.records, "plan") && strcmp(c.o.records, "all"))
         rc = refit_error_set(REFIT_EINVAL, "--records %s: expected plan or all", c.o.records);
-    if (!rc && c.o.watch && strcmp(c.o.watch, "members") && strcmp(c.o.watch, "sources"))
-        rc = refit_error_set(REFIT_EINVAL, "--watch %s: expected members or sources", c.o.watch);
+    if (!rc && c.o.watch && strcmp(c.o.watch, "epoch") && strcmp(c.o.watch, "members") &&
+        strcmp(c.o.watch, "sources"))
+        rc = refit_error_set(REFIT_EINVAL, "--watch %s: expected epoch, members or sources", c.o.watch);
     if (!rc && c.o.fence && strcmp(c.o.fence, "records") && strcmp(c.o.fence, "heartbeats"))
         rc = refit_error_set(REFIT_EINVAL, "--fence %s: expected records or heartbeats", c.o.fence);
+    if (!rc && c.o.ack && strcmp(c.o.ack, "fence") && strcmp(c.o.ack, "apart"))
+        rc = refit_error_set(REFIT_EINVAL, "--ack %s: expected fence or apart", c.o.ack);
+    if (!rc && c.o.release && strcmp(c.o.release, "verdict") && strcmp(c.o.release, "count"))
+        rc = refit_error_set(REFIT_EINVAL, "--release %s: expected verdict or count", c.o.release);
+    c.o.ack_apart = c.o.ack && !strcmp(c.o.ack, "apart");
+    c.o.release_count = c.o.release && !strcmp(c.o.release, "count");
     c.o.fence_heartbeats = c.o.fence && !strcmp(c.o.fence, "heartbeats");
     c.o.watch_sources = c.o.watch && !strcmp(c.o.watch, "sources");
+    c.o.watch_epoch = !c.o.watch || !strcmp(c.o.watch, "epoch");
     c.o.sums_transport = c.o.sums && !strcmp(c.o.sums, "transport");
     c.o.records_all = c.o.records && !strcmp(c.o.records, "all");
     if (!rc)

@@ -20,9 +20,13 @@ struct ss_opts {
     int sums_transport; /* --sums transport: no checksum in the store */
     const char *watch;  /* --watch members|sources */
     int watch_sources;  /* --watch sources: a receiver watches every record (before members/) */
+    int watch_epoch;    /* --watch epoch (default): no warm watch, the epoch read with the records */
     const char *fence;    /* --fence records|heartbeats */
     int fence_heartbeats; /* --fence heartbeats: the fence reads every heartbeat again (before fence.c kept discovery's) */
     int records_all;    /* --records all: a warm receiver reads every record (before discover.c's partial read) */
+    const char *ack, *release;
+    int ack_apart;     /* --ack apart: the ack in a round trip of its own (before fence.c sent it with the fence) */
+    int release_count; /* --release count: every publisher counts the acks (before release.c's verdict) */
 };
 
 struct ss {

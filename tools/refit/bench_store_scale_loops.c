@@ -61,11 +61,53 @@ static int watch_round(struct ss *s, const void *adv, size_t len)
     return 0;
 }
 
+/* What one round of an old waiting loop cost: keys listed, seconds,
+ * commands, bytes both ways and round trips of its handle. */
+struct ss_round {
+    size_t n;
+    double s, calls, bytes;
+    uint64_t rt;
+};
+
+/* One round of the loops as they were before they watched: list prefix,
+ * then get every key one round trip at a time, and with `also` the key of
+ * the same name below it (a replica's lease list beside its record). */
+static int ss_list_get(struct ss *s, refit_store_t *st, const char *prefix, const char *also, struct ss_round *out)
+{
+    struct counters a, b;
+    ss_counters(s, &a);
+    uint64_t rt0 = refit_store_round_trips(st);
+    double t0 = cli_now();
+    char **keys = NULL;
+    size_t nk = 0;
+    int rc = refit_store_list(st, prefix, &keys, &nk);
+    for (size_t i = 0; !rc && i < nk; i++) {
+        void *v = NULL;
+        size_t len = 0;
+        rc = refit_store_get(st, keys[i], &v, &len);
+        free(v);
+        if (!rc && also) {
+            char lk[REFIT_STORE_MAX_KEY + 1];
+            snprintf(lk, sizeof(lk), "%s%s", also, keys[i] + strlen(prefix));
+            v = NULL;
+            rc = refit_store_get(st, lk, &v, &len);
+            free(v);
+        }
+    }
+    free(keys);
+    out->s = cli_now() - t0;
+    ss_counters(s, &b);
+    out->n = nk;
+    out->calls = b.calls - a.calls;
+    out->bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
+    out->rt = refit_store_round_trips(st) - rt0;
+    return rc;
+}
+
 /* Push adverts (push/slots/<receiver>), as big as an advert with a tcp
  * address and three remote keys, then one publisher's scan. */
 int ss_advert_round(struct ss *s)
 {
-    refit_store_t *st = s->rcv[0];
     uint8_t adv[240] = {0};
     int rc = 0;
     for (int q = 0; !rc && q < s->o.receivers; q++) {
@@ -73,31 +115,15 @@ int ss_advert_round(struct ss *s)
         snprintf(key, sizeof(key), "push/slots/engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
         rc = refit_store_put(s->rcv[q], key, adv, sizeof(adv));
     }
-    struct counters a, b;
-    ss_counters(s, &a);
-    uint64_t rt0 = refit_store_round_trips(st);
-    double t0 = cli_now();
-    char **keys = NULL;
-    size_t nk = 0;
+    struct ss_round r = {0};
     if (!rc)
-        rc = refit_store_list(st, "push/slots/", &keys, &nk);
-    for (size_t i = 0; !rc && i < nk; i++) {
-        void *v = NULL;
-        size_t len = 0;
-        rc = refit_store_get(st, keys[i], &v, &len);
-        free(v);
-    }
-    free(keys);
-    double dt = cli_now() - t0;
-    ss_counters(s, &b);
+        rc = ss_list_get(s, s->rcv[0], "push/slots/", NULL, &r);
     if (rc)
         return refit_error_push(rc, "push advert scan");
-    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
-    uint64_t rt = refit_store_round_trips(st) - rt0;
     printf("push publisher's advert scan (list push/slots/ + get each of %zu): %.1f ms, %.0f commands, "
-           "%llu round trips, %.2f MB\n", nk, dt * 1e3, calls, (unsigned long long)rt, bytes / 1e6);
+           "%llu round trips, %.2f MB\n", r.n, r.s * 1e3, r.calls, (unsigned long long)r.rt, r.bytes / 1e6);
     printf("  every 200 ms by each of %d publishers while it serves: %.0f commands/s, %.1f MB/s\n",
-           s->o.publishers, calls * 5 * s->o.publishers, bytes * 5 * s->o.publishers / 1e6);
+           s->o.publishers, r.calls * 5 * s->o.publishers, r.bytes * 5 * s->o.publishers / 1e6);
     return watch_round(s, adv, sizeof(adv));
 }
 
@@ -105,7 +131,6 @@ int ss_advert_round(struct ss *s)
  * an engine rank's staging) and lease lists, then one waiter's choice. */
 int ss_replica_round(struct ss *s, uint64_t image_bytes)
 {
-    refit_store_t *st = s->rcv[0];
     size_t rec_len = 200 + 8 * (size_t)((image_bytes + (4u << 20) - 1) / (4u << 20));
     uint8_t *rec = calloc(1, rec_len);
     int rc = rec ? 0 : REFIT_ENOMEM;
@@ -118,37 +143,16 @@ int ss_replica_round(struct ss *s, uint64_t image_bytes)
             rc = refit_store_put(s->rcv[q], key, "{\"leases\":[]}", 13);
     }
     free(rec);
-    struct counters a, b;
-    ss_counters(s, &a);
-    uint64_t rt0 = refit_store_round_trips(st);
-    double t0 = cli_now();
-    char **keys = NULL;
-    size_t nk = 0;
+    struct ss_round r = {0};
     if (!rc)
-        rc = refit_store_list(st, "replicas/", &keys, &nk);
-    for (size_t i = 0; !rc && i < nk; i++) {
-        void *v = NULL;
-        size_t len = 0;
-        char lk[REFIT_STORE_MAX_KEY + 1];
-        rc = refit_store_get(st, keys[i], &v, &len);
-        free(v);
-        snprintf(lk, sizeof(lk), "load/%s", keys[i] + strlen("replicas/"));
-        if (!rc)
-            rc = refit_store_get(st, lk, &v, &len);
-        if (!rc)
-            free(v);
-    }
-    free(keys);
-    double dt = cli_now() - t0;
-    ss_counters(s, &b);
+        rc = ss_list_get(s, s->rcv[0], "replicas/", "load/", &r);
     if (rc)
         return refit_error_push(rc, "fan-out source choice");
-    double calls = b.calls - a.calls, bytes = b.in_bytes - a.in_bytes + b.out_bytes - a.out_bytes;
     printf("fan-out waiter's choice (list replicas/ + record and lease list of each of %zu; records %.1f KB with "
            "their chunk checksums): %.1f ms, %.0f commands, %llu round trips, %.2f MB\n",
-           nk, rec_len / 1e3, dt * 1e3, calls, (unsigned long long)(refit_store_round_trips(st) - rt0), bytes / 1e6);
+           r.n, rec_len / 1e3, r.s * 1e3, r.calls, (unsigned long long)r.rt, r.bytes / 1e6);
     printf("  every 25 ms (its longest backoff) by each waiting receiver: with half of %d waiting, %.0f commands/s, "
-           "%.0f MB/s\n", s->o.receivers, calls * 40 * s->o.receivers / 2, bytes * 40 * s->o.receivers / 2 / 1e6);
+           "%.0f MB/s\n", s->o.receivers, r.calls * 40 * s->o.receivers / 2, r.bytes * 40 * s->o.receivers / 2 / 1e6);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include "bench_store_scale.h"
 #include "refit/status.h"
 #include "../../core/src/engine/engine.h"
+#include "../../core/src/engine/sums.h"
 
 int ss_publish_one(struct ss *s, int p)
 {
@@ -55,8 +56,11 @@ int ss_publish_one(struct ss *s, int p)
     /* The membership key, once per source (publisher.c: after its first
      * record, so a receiver that sees it finds the record). */
     if (!rc && s->version == 1) {
+        char epoch[64];
         snprintf(key, sizeof(key), "members/%s", id);
-        rc = refit_store_put(st, key, id, strlen(id));
+        int el = snprintf(epoch, sizeof(epoch), "%s %llu", id, (unsigned long long)refit_time_ms());
+        struct refit_store_put_item it[2] = {{key, id, strlen(id), 0}, {RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0}};
+        rc = refit_store_put_many(st, it, 2);
     }
     return rc;
 }
@@ -67,7 +71,8 @@ int ss_publish_one(struct ss *s, int p)
  * discovery for the fence, which then reads the records alone while they
  * are young (fence.c). */
 static int check_sources(refit_store_t *st, int n, const int *which, struct refit_store_get_item *extra,
-                         size_t n_extra, uint64_t *hb, int use_hb)
+                         size_t n_extra, uint64_t *hb, int use_hb, const struct refit_store_put_item *puts,
+                         size_t n_puts)
 {
     struct refit_source_check *c = calloc((size_t)n, sizeof(*c));
     char (*ids)[32] = calloc((size_t)n, 32);
@@ -78,7 +83,7 @@ static int check_sources(refit_store_t *st, int n, const int *which, struct refi
         c[i].seen_hb_ms = hb && use_hb ? hb[which ? which[i] : i] : 0;
     }
     if (!rc)
-        rc = refit_source_check_many(st, c, (size_t)n, 30000, extra, n_extra);
+        rc = refit_source_check_many_put(st, c, (size_t)n, 30000, extra, n_extra, puts, n_puts);
     for (int i = 0; c && i < n; i++) {
         if (!rc && c[i].status)
             rc = refit_error_set(c[i].status, "source %s: %s", ids[i], refit_strerror(c[i].status));
@@ -107,13 +112,20 @@ int ss_receive_one(struct ss *s, int q)
     uint64_t *cur = &s->cursor[q];
     /* discover.c watches members/ (a key per source, written once) */
     const char *wp = s->o.watch_sources ? "sources/" : "members/";
-    if (*cur) {
+    if (*cur && s->o.watch_epoch) {
+        /* warm: the epoch rides with the records (below) */
+    } else if (*cur) {
         rc = refit_store_watch(st, wp, *cur, cur, 0, &keys, &nk);
         if (rc == REFIT_ETIMEDOUT || rc == REFIT_ERANGE)
             rc = 0; /* ERANGE would list again: not at this scale's history */
         free(keys);
     } else {
         rc = refit_store_watch(st, wp, 0, cur, 0, &keys, &nk);
+        void *ep = NULL;
+        size_t el = 0;
+        if (!rc && s->o.watch_epoch && (rc = refit_store_get(st, RF_KEY_MEMBERSHIP, &ep, &el)) == REFIT_ENOENT)
+            rc = 0;
+        free(ep);
         if (!rc)
             rc = refit_store_list(st, "sources/", &keys, &nk);
         free(keys);
@@ -130,7 +142,7 @@ int ss_receive_one(struct ss *s, int q)
         size_t ns = s->n_seg[ss_pub_pos(s, src[i])], take = (size_t)(s->o.seg_share * (double)ns + 0.999);
         n_keys += s->o.sums_transport ? 0 : take < 1 ? 1 : take > ns ? ns : take;
     }
-    struct refit_store_get_item *it = calloc(n_keys ? n_keys : 1, sizeof(*it));
+    struct refit_store_get_item *it = calloc(n_keys + 1, sizeof(*it));
     char (*kb)[64] = calloc(n_keys ? n_keys : 1, 64);
     if (!rc && (!it || !kb || !src || !hb))
         rc = REFIT_ENOMEM;
@@ -146,10 +158,16 @@ int ss_receive_one(struct ss *s, int q)
     }
     /* Warm, with the set of sources unchanged: only the records of the
      * sources the cached plan reads (discover.c). */
+    /* warm, --watch epoch: the membership epoch with them (discover.c) */
+    size_t me = m + (it && warm && s->o.watch_epoch);
+    if (me > m)
+        it[m].key = RF_KEY_MEMBERSHIP;
     if (!rc && warm && !s->o.records_all)
-        rc = check_sources(st, nr, src, it, m, hb, 0);
+        rc = check_sources(st, nr, src, it, me, hb, 0, NULL, 0);
     else if (!rc)
-        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? m : 0, hb, 0);
+        rc = check_sources(st, n, NULL, warm ? it : NULL, warm ? me : 0, hb, 0, NULL, 0);
+    if (me > m)
+        free(it[m].val);
     /* Catalogs: fetched once per distinct hash. */
     for (int k = 0; !rc && k < s->n_cat; k++) {
         uint8_t *held = &s->held[(size_t)q * s->n_cat + k];
@@ -169,19 +187,30 @@ int ss_receive_one(struct ss *s, int q)
     }
     free(it);
     free(kb);
-    if (!rc) /* the fence: the records of the sources the plan read (fence.c) */
-        rc = check_sources(st, nr, src, NULL, 0, hb, !s->o.fence_heartbeats);
+    /* The fence: the records of the sources the plan read, with the ack
+     * in the same round trip (fence.c; --ack apart: after it). */
+    char id[32], ack_key[REFIT_STORE_MAX_KEY + 1];
+    snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
+    struct refit_store_put_item ack = {0};
+    if (!rc && !s->o.ack_apart && !(rc = refit_ack_item(s->version, id, ack_key, (void **)&ack.val, &ack.len)))
+        ack.key = ack_key;
+    if (!rc)
+        rc = check_sources(st, nr, src, NULL, 0, hb, !s->o.fence_heartbeats, &ack, ack.key ? 1 : 0);
+    free((void *)ack.val);
     free(src);
     free(hb);
-    char id[32];
-    snprintf(id, sizeof(id), "engine-%d-%d", q / s->o.e_tp, q % s->o.e_tp);
-    if (!rc)
+    if (!rc && s->o.ack_apart)
         rc = refit_ack_put(st, s->version, id);
     return rc;
 }
 
 int ss_release_one(struct ss *s, int p)
 {
+    if (!s->o.release_count) { /* the engine's wait (release.c) */
+        char id[32];
+        snprintf(id, sizeof(id), "trainer-%d", p);
+        return rf_release_wait(s->pub[p], s->version, (size_t)s->o.receivers, 60000, id);
+    }
     size_t n = 0;
     int rc = refit_ack_count(s->pub[p], s->version, &n);
     if (!rc && n != (size_t)s->o.receivers)

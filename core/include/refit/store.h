@@ -134,6 +134,21 @@ struct refit_store_ops {
      * falls back).  Expiry is not a change. */
     int (*watch)(void *obj, const char *prefix, uint64_t since, uint64_t *cursor, int64_t timeout_ms,
                  char ***keys, size_t *n);
+
+    /* --- appended (a plugin built before it has a smaller size; the
+     * wrapper falls back to get_many, then put_many: two round trips) --- */
+
+    /* Reads, then writes, in one round trip: the n_get items are read as
+     * get_many reads them, then the n_put items written as put_many writes
+     * them (either count may be 0).  Pipelined, not atomic: another
+     * client's write may land between the reads and the writes, and a read
+     * does not see the writes of the same call.  0 when every put was
+     * written and every get has its own status; an error of the whole call
+     * otherwise: then no get item holds a value, and each put may or may
+     * not have been written (the service may have applied part of the
+     * batch before the connection broke). */
+    int (*get_put_many)(void *obj, struct refit_store_get_item *gets, size_t n_get,
+                        const struct refit_store_put_item *puts, size_t n_put);
 };
 
 #ifdef __cplusplus

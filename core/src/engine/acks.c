@@ -114,6 +114,12 @@ int rf_watch_step(refit_store_t *s, const char *prefix, double left, int64_t pol
 
 int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who)
 {
+    return rf_acks_wait_each(s, version, want, timeout_ms, who, NULL, NULL);
+}
+
+int rf_acks_wait_each(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who,
+                      void (*each)(void *arg), void *arg)
+{
     char prefix[REFIT_STORE_MAX_KEY + 1];
     snprintf(prefix, sizeof(prefix), "versions/%llu/acks/", (unsigned long long)version);
     double deadline = rf_seconds() + (double)timeout_ms / 1000.0;
@@ -142,6 +148,8 @@ int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeou
             rc = rf_report_missing_acks(s, version, want, a.n_good, who, timeout_ms);
             break;
         }
+        if (each)
+            each(arg);
         rc = rf_watch_step(s, prefix, left, RF_POLL_ACKS_MS, &cursor, &keys, &nk, &listed);
     }
     free(keys);

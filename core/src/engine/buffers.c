@@ -245,12 +245,16 @@ int rf_bufs_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
         rf_trace_mark(&r->trace, "ack-posted");
         return rc ? refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v) : 0;
     }
-    rc = refit_ack_put(r->ctx->store, v, r->id);
+    /* Written with the fence's read already (receiver.c fence_commit). */
+    rc = r->fence_acked ? 0 : refit_ack_put(r->ctx->store, v, r->id);
     rf_trace_mark(&r->trace, "ack");
     if (rc)
         return refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
     char old_ack[REFIT_STORE_MAX_KEY + 1];
     if (r->last_version && r->last_version != v && !refit_key_ack(old_ack, r->last_version, r->id))
+        refit_store_forget(r->ctx->store, old_ack);
+    /* and a failed pull's, whose ack went out with its fence */
+    if (r->released && r->released != v && !refit_key_ack(old_ack, r->released, r->id))
         refit_store_forget(r->ctx->store, old_ack);
     rf_trace_mark(&r->trace, "forget-old-ack");
     return 0;

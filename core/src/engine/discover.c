@@ -62,6 +62,7 @@ void rf_discover_fini(struct rf_discover *d)
     for (size_t i = 0; i < d->n_cats; i++)
         refit_catalog_destroy(d->cats[i].cat);
     free(d->cats);
+    free(d->epoch);
     memset(d, 0, sizeof(*d));
 }
 
@@ -168,7 +169,43 @@ static int watched(struct rf_discover *d, int rc, char **keys, size_t n)
         refit_error_clear();
         rc = 0;
     }
-    return rc ? rc : ids_merge(d, keys, n);
+    size_t had = d->n_ids;
+    rc = rc ? rc : ids_merge(d, keys, n);
+    /* New ids from a watch: the epoch read before the last listing no
+     * longer stands for the set (it may predate these joins); it is read
+     * again before the next watch of members/. */
+    if (!rc && d->n_ids > had)
+        d->epoch_seen = 0;
+    return rc;
+}
+
+/* The membership epoch as it is before a listing: a publisher writes it
+ * after its record (publisher.c), so one that joins after this read is in
+ * the listing or changes the epoch, which a warm read then sees. */
+static int epoch_read(refit_receiver_t *r)
+{
+    struct rf_discover *d = &r->disc;
+    void *v = NULL;
+    size_t l = 0;
+    int rc = refit_store_get(r->ctx->store, RF_KEY_MEMBERSHIP, &v, &l);
+    if (rc == REFIT_ENOENT) {
+        refit_error_clear();
+        rc = 0;
+    }
+    if (rc)
+        return refit_error_push(rc, "reading the membership epoch");
+    free(d->epoch);
+    d->epoch = v;
+    d->epoch_len = v ? l : 0;
+    d->epoch_seen = 1;
+    return 0;
+}
+
+static int epoch_same(const struct rf_discover *d, const struct refit_store_get_item *it)
+{
+    if (it->status == REFIT_ENOENT)
+        return !d->epoch;
+    return !it->status && d->epoch && it->len == d->epoch_len && !memcmp(it->val, d->epoch, it->len);
 }
 
 /* The set current: from the watch's cursor if there is one (one round
@@ -184,6 +221,10 @@ static int sync_ids(refit_receiver_t *r)
     size_t n = 0;
     int rc = 0;
     if (d->cursor && !d->synced && d->ids) {
+        /* The epoch before the watch: a source that joins after this read
+         * is in the watch or moves the epoch. */
+        if (!d->epoch_seen && (rc = epoch_read(r)))
+            return rc;
         rc = refit_store_watch(r->ctx->store, "members/", d->cursor, &d->cursor, 0, &keys, &n);
         if ((rc = watched(d, rc, keys, n)))
             return refit_error_push(rc, "watching members");
@@ -196,6 +237,8 @@ static int sync_ids(refit_receiver_t *r)
     if (!d->wcursor && (rc = refit_store_watch(r->ctx->store, "sources/", 0, &d->wcursor, 0, &keys, &n)))
         return refit_error_push(rc, "watching sources");
     ids_free(d);
+    if ((rc = epoch_read(r)))
+        return rc;
     if ((rc = refit_store_list(r->ctx->store, "sources/", &keys, &n)))
         return refit_error_push(rc, "listing sources");
     if (!n) /* an empty set is a set: no listing again until a change */
@@ -319,25 +362,40 @@ static int partial_ok(const refit_receiver_t *r)
 }
 
 /* The records and heartbeats of the sources the cached plan reads, in one
- * read with the checksums ahead: 1 in *done when every one is usable (else
- * the caller reads every record). */
+ * read with the checksums ahead and the membership epoch: 1 in *done when
+ * every one is usable and the epoch is the one listed with (else the
+ * caller reads every record, listing again first when the epoch moved). */
 static int read_partial(refit_receiver_t *r, struct refit_store_get_item *pre, size_t np, struct rf_seen *out,
                         int *done)
 {
     struct rf_discover *d = &r->disc;
     *done = 0;
     struct refit_source_check *c = calloc(d->n_src + d->n_gone, sizeof(*c));
+    struct refit_store_get_item *ex = calloc(np + 1, sizeof(*ex));
     out->rec = calloc(d->n_src, sizeof(*out->rec));
-    int rc = c && out->rec ? 0 : REFIT_ENOMEM;
+    int rc = c && ex && out->rec ? 0 : REFIT_ENOMEM;
     size_t n = 0;
     for (size_t i = 0; !rc && i < d->n_src; i++)
         if (r->plan.plan.bytes_per_source[i] > 0)
             c[n++].id = d->src[i].id;
     for (size_t i = 0; !rc && n && i < d->n_gone; i++)
         c[n + i].id = d->gone[i];
+    for (size_t i = 0; !rc && i < np; i++)
+        ex[i].key = pre[i].key;
+    if (ex)
+        ex[np].key = RF_KEY_MEMBERSHIP;
     if (!rc && n)
-        rc = refit_source_check_many(r->ctx->store, c, n + d->n_gone, r->ctx->stale_after_ms, pre, np);
+        rc = refit_source_check_many(r->ctx->store, c, n + d->n_gone, r->ctx->stale_after_ms, ex, np + 1);
+    for (size_t i = 0; !rc && n && i < np; i++)
+        pre[i] = ex[i];
     int all = !rc && n; /* a plan that reads nothing learns no version from it */
+    if (all && !epoch_same(d, &ex[np])) { /* a source joined (or the store restarted) */
+        d->relist = 1;
+        all = 0;
+    }
+    if (!rc && n && ex)
+        free(ex[np].val);
+    free(ex);
     for (size_t i = n; c && n && i < n + d->n_gone; i++) {
         if (c[i].status != REFIT_ENOENT) /* back (or unreadable): read every record */
             all = 0;
@@ -386,13 +444,25 @@ int rf_discover_read(refit_receiver_t *r, uint64_t guess, struct rf_seen *out)
     struct refit_store_get_item *pre = NULL;
     char (*pkeys)[REFIT_STORE_MAX_KEY + 1] = NULL;
     size_t np = 0;
-    int rc = sync_ids(r);
+    /* A warm partial read learns of a joining source from the epoch it
+     * reads with the records: no watch of members/ then (the watch's
+     * cursor stays where it was; a later watch from it costs at most a
+     * listing). */
+    int partial = partial_ok(r) && d->epoch_seen && d->ids;
+    int rc = partial ? 0 : sync_ids(r);
+    if (partial)
+        d->synced = 0;
     if (!rc)
         rc = presum_items(r, guess, &pre, &np, &pkeys);
     int done = 0;
-    if (!rc && partial_ok(r))
+    if (!rc && partial)
         rc = read_partial(r, pre, np, out, &done);
     d->full_next = 0;
+    if (!rc && !done && d->relist) { /* the epoch moved: list again, then read every record */
+        d->relist = 0;
+        ids_free(d);
+        rc = sync_ids(r);
+    }
     if (rc || done) {
         free(pre);
         free(pkeys);
@@ -486,14 +556,22 @@ static void rewind_to(refit_receiver_t *r, struct rf_seen *sv, uint64_t want)
 int rf_discover_choose(refit_receiver_t *r, struct rf_seen *sv, uint64_t want, uint64_t *v)
 {
     uint64_t newest = newest_of(sv);
+    /* A version acknowledged by a pull that failed after its ack (receiver.c
+     * fence_commit) is not read again: wait for a newer one. */
     if (want == REFIT_LATEST) {
-        *v = newest;
+        *v = newest != r->released ? newest : 0;
         return 0;
     }
     if (want == REFIT_NEXT) {
-        *v = newest > r->last_version ? newest : 0;
+        uint64_t floor = r->last_version > r->released ? r->last_version : r->released;
+        *v = newest > floor ? newest : 0;
         return 0;
     }
+    if (want == r->released)
+        return refit_error_set(REFIT_ESTALE,
+                               "v%llu was acknowledged by this receiver's failed pull of it (the ack goes with the "
+                               "fence): its sources may be reusing its memory; pull a newer version",
+                               (unsigned long long)want);
     *v = want;
     if (newest > want) {
         rewind_to(r, sv, want);

@@ -40,6 +40,12 @@ struct refit_context {
     double delta_max_ratio;  /* refit.delta.max_ratio */
 };
 
+/* The membership epoch: each publisher rewrites it when it joins (after
+ * members/<id>, publisher.c), so a warm receiver learns that a source
+ * joined by reading one key with its records (discover.c) instead of
+ * watching members/. */
+#define RF_KEY_MEMBERSHIP "membership"
+
 /* Poll intervals and backoffs of the engine's waits (each wait's limit is a
  * configured timeout; these only say how often it looks). */
 #define RF_POLL_DISCOVER_MS 500   /* receiver: a version or a source to appear */

@@ -125,11 +125,34 @@ int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint
     return 0;
 }
 
+/* The ack of v, to go with the fence's read (r->fence_ack == v).  An ack
+ * says "this receiver has finished reading v: the trainer may reuse its
+ * memory" (ackpost.h), and when the fence runs every read of v has ended,
+ * whatever the fence then says; the failure side is receiver.c's
+ * fence_commit: a pull that fails after its ack went out never reads v
+ * again (r->released).  *np 0: no ack here (the caller writes it after the
+ * commit, as before). */
+static int fence_ack_item(refit_receiver_t *r, uint64_t v, char *key, struct refit_store_put_item *it, size_t *np)
+{
+    *np = 0;
+    if (r->fence_ack != v || !v)
+        return 0;
+    void *enc = NULL;
+    size_t len = 0;
+    int rc = refit_ack_item(v, r->id, key, &enc, &len);
+    if (rc)
+        return refit_error_push(rc, "acknowledging v%llu", (unsigned long long)v);
+    *it = (struct refit_store_put_item){key, enc, len, 0};
+    *np = 1;
+    return 0;
+}
+
 /* Every source the pull read from, in one round trip (one read of their
  * records, and of their heartbeats unless discovery read them less than
- * half of refit.stale_after ago).  A source the plan reads nothing of cannot
- * have changed what landed, so it is not fenced: at 256 trainer ranks a
- * receiver reads from a few. */
+ * half of refit.stale_after ago), with this pull's ack when fence_commit
+ * asks for it.  A source the plan reads nothing of cannot have changed
+ * what landed, so it is not fenced: at 256 trainer ranks a receiver reads
+ * from a few. */
 int rf_fence_sources(refit_receiver_t *r, uint64_t v)
 {
     size_t n = 0;
@@ -148,7 +171,20 @@ int rf_fence_sources(refit_receiver_t *r, uint64_t v)
             c[n].seen_hb_ms = r->disc.src[i].rec->heartbeat_ms;
             c[n++].id = r->disc.src[i].id;
         }
-    int rc = refit_source_check_many(r->ctx->store, c, n, r->ctx->stale_after_ms, NULL, 0);
+    char ack_key[REFIT_STORE_MAX_KEY + 1];
+    struct refit_store_put_item ack = {0};
+    size_t na = 0;
+    int rc = fence_ack_item(r, v, ack_key, &ack, &na);
+    if (!rc)
+        rc = refit_source_check_many_put(r->ctx->store, c, n, r->ctx->stale_after_ms, NULL, 0, &ack, na);
+    if (na) {
+        /* Sent: written, or (the read failed as a whole) maybe written. */
+        r->fence_acked = 1;
+        /* Live, like refit_ack_put's: re-written after a store restart. */
+        if (!rc && refit_store_remember(r->ctx->store, ack_key, ack.val, ack.len, 0))
+            refit_error_clear(); /* only the re-write after a restart is lost */
+        free((void *)ack.val);
+    }
     for (size_t i = 0; i < n; i++) {
         const struct rf_source *s = &r->disc.src[si[i]];
         struct rf_fence_item it = {RF_FENCE_SOURCE, s->id, s->rec->keeps, {s->rec->catalog.b, 16}, NULL, NULL};

@@ -488,11 +488,21 @@ static int publish_catalog(refit_publisher_t *pub)
  * reach every receiver's watch.  Live, so a restarted store has it again. */
 static int put_member(refit_publisher_t *pub)
 {
-    char key[REFIT_STORE_MAX_KEY + 1];
+    char key[REFIT_STORE_MAX_KEY + 1], epoch[REFIT_STORE_MAX_KEY + 32];
     int n = snprintf(key, sizeof(key), "members/%s", pub->id);
     if (n < 0 || (size_t)n >= sizeof(key))
         return refit_error_set(REFIT_EINVAL, "publisher %s: members key too long", pub->id);
-    int rc = refit_store_put_live(pub->ctx->store, key, pub->id, strlen(pub->id), 0);
+    /* A value no other join wrote: who and when. */
+    int el = snprintf(epoch, sizeof(epoch), "%s %llu", pub->id, (unsigned long long)refit_time_ms());
+    struct refit_store_put_item it[2] = {{key, pub->id, strlen(pub->id), 0},
+                                         {RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0}};
+    int rc = refit_store_put_many(pub->ctx->store, it, 2);
+    /* Live: a restarted store has both again (the epoch then changes for
+     * the receivers, which list again: what they read may be gone). */
+    if (!rc)
+        rc = refit_store_remember(pub->ctx->store, key, pub->id, strlen(pub->id), 0);
+    if (!rc)
+        rc = refit_store_remember(pub->ctx->store, RF_KEY_MEMBERSHIP, epoch, (size_t)el, 0);
     if (rc)
         return refit_error_push(rc, "publisher %s: writing %s", pub->id, key);
     pub->member = 1;
@@ -716,7 +726,7 @@ int refit_publisher_wait_released(refit_publisher_t *pub, uint64_t version, int6
         return refit_error_set(REFIT_EINVAL, "refit_publisher_wait_released: NULL publisher");
     if (timeout_ms < 0)
         timeout_ms = pub->ctx->release_timeout_ms;
-    int rc = rf_acks_wait(pub->ctx->store, version, (size_t)pub->ctx->receivers, timeout_ms, pub->id);
+    int rc = rf_release_wait(pub->ctx->store, version, (size_t)pub->ctx->receivers, timeout_ms, pub->id);
     return rc ? refit_error_push(rc, "publisher %s: waiting for v%llu acks", pub->id, (unsigned long long)version)
               : 0;
 }

@@ -460,11 +460,31 @@ static void trace_print(const refit_receiver_t *r, uint64_t v, double wait_s, do
 /* ------------------------------------------------------------------ */
 /* The cycle */
 
+/* The fence, then the commit.  The ack of v goes with the fence's read
+ * (one store round trip less per pull; not with refit.ack_async, whose
+ * worker writes it on its own handle): every read of v has ended when the
+ * fence runs, so "done reading v" is true whatever the fence says.  What
+ * a failure after that must not do is read v again — the trainer may
+ * already be reusing v's memory on the strength of the ack, with its
+ * record still READY (a zero-copy publisher between wait_released and its
+ * next publish) — so v is marked released: not retried in this pull, never
+ * chosen again (rf_discover_choose). */
 static int fence_commit(refit_receiver_t *r, uint64_t v, struct refit_pull_stats *st)
 {
+    r->fence_ack = r->ackpost ? 0 : v;
+    r->fence_acked = 0;
     int rc = r->mode->fence(r, v);
+    r->fence_ack = 0;
     rf_trace_mark(&r->trace, "fence");
-    return rc ? rc : rf_bufs_commit(r, v, st);
+    if (!rc)
+        rc = rf_bufs_commit(r, v, st);
+    if (rc && r->fence_acked) {
+        r->released = v;
+        refit_log(REFIT_LOG_WARN, "receiver", "%s: v%llu was acknowledged with its fence and the pull failed after: "
+                  "this receiver will not read v%llu again (%s)", r->id, (unsigned long long)v, (unsigned long long)v,
+                  refit_error_message());
+    }
+    return rc;
 }
 
 /* Stats out, the error named by version. */
@@ -499,6 +519,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
     r->st = &st;
     r->n_excluded = 0;
     r->failed_src[0] = '\0';
+    r->fence_acked = 0;
     r->xfer.convert_s = r->verify.seconds = 0;
     uint64_t rt0 = refit_store_round_trips(r->ctx->store);
     double t0 = rf_seconds();
@@ -518,7 +539,7 @@ int refit_receiver_pull(refit_receiver_t *r, uint64_t version, struct refit_pull
         rf_trace_mark(&r->trace, "transfer");
         if (!rc)
             rc = fence_commit(r, v, &st);
-        again = rc && r->mode->retry(r, v, &rc);
+        again = rc && !r->fence_acked && r->mode->retry(r, v, &rc);
     }
     st.version = v;
     st.sources = (uint32_t)r->disc.n_src;

@@ -134,6 +134,14 @@ struct rf_discover {
      * cached plan reads (rf_discover_read); full_next forces a full read. */
     uint64_t ids_gen, full_gen;
     int full_next;
+    /* The membership epoch (RF_KEY_MEMBERSHIP) read just before the last
+     * listing (epoch_seen; epoch NULL: absent): a warm partial read reads
+     * it with the records instead of watching members/ (one round trip
+     * less), and relist is set when it changed (a source joined, or the
+     * store restarted): the ids are listed again. */
+    void *epoch;
+    size_t epoch_len;
+    int epoch_seen, relist;
     /* Checksums read with the records ahead of need (the version the next
      * pull most likely takes), for rf_verify_fetch. */
     struct rf_presum {
@@ -207,7 +215,8 @@ struct rf_fence_item {
  * unless `exact`, at v+1 when both the record read and the record now keep
  * two versions.  REFIT_ESTALE naming the item otherwise. */
 int rf_fence(refit_receiver_t *r, const struct rf_fence_item *it, size_t n, uint64_t v, int exact);
-/* The fence of a pull from the discovered sources. */
+/* The fence of a pull from the discovered sources; with r->fence_ack == v
+ * the ack of v is written in the same round trip (r->fence_acked). */
 int rf_fence_sources(refit_receiver_t *r, uint64_t v);
 
 /* ------------------------------------------------------------------ */
@@ -496,6 +505,16 @@ struct refit_receiver {
     struct rf_bells *bells;     /* the sources' doorbells, opened on first wait (bells.h) */
 
     uint64_t last_version;
+    /* The ack that goes with the fence's read (fence_commit, fence.c):
+     * fence_ack the version to acknowledge there (0: none: refit.ack_async,
+     * or a fence that is not the sources'), fence_acked set once it was
+     * sent (written, or maybe written when the read failed as a whole). */
+    uint64_t fence_ack;
+    int fence_acked;
+    /* A version whose ack went out with its fence in a pull that then
+     * failed: the trainer may be reusing its memory, so this receiver never
+     * reads it again (rf_discover_choose). */
+    uint64_t released;
     struct refit_pull_stats *st; /* during a pull */
     struct rf_trace trace;
 };

@@ -97,6 +97,14 @@ int rf_report_missing_acks(refit_store_t *s, uint64_t version, size_t want, size
  * the acks, reading only the ones that changed); the missing ones named
  * (rf_report_missing_acks) after timeout_ms. */
 int rf_acks_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who);
+/* The same, calling each(arg) before every wait on the watch (a counter
+ * renewing its claim: release.c). */
+int rf_acks_wait_each(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who,
+                      void (*each)(void *arg), void *arg);
+/* refit_publisher_wait_released (release.c): one publisher of the job
+ * counts the acks of version (rf_acks_wait), the others read its verdict
+ * ("released/<V>"); who is the waiting publisher's id. */
+int rf_release_wait(refit_store_t *s, uint64_t version, size_t want, int64_t timeout_ms, const char *who);
 /* One bounded wait on a watch of prefix (acks.c; the publisher's ack and
  * advert waits): at most poll_ms, never past `left` seconds.  0 with the
  * changed keys in *keys (none when it timed out), or with *listed = 0 when

@@ -717,6 +717,19 @@ static uint64_t fs_generation(void *obj)
     return 1; /* files do not forget */
 }
 
+/* A directory has no round trips to save: the reads, then the writes. */
+static int fs_get_put_many(void *obj, struct refit_store_get_item *gets, size_t n_get,
+                           const struct refit_store_put_item *puts, size_t n_put)
+{
+    int rc = fs_get_many(obj, gets, n_get);
+    if (!rc && (rc = fs_put_many(obj, puts, n_put)))
+        for (size_t i = 0; i < n_get; i++) {
+            fs_h->free(gets[i].val);
+            gets[i].val = NULL;
+        }
+    return rc;
+}
+
 static const struct refit_store_ops fs_ops = {
     .size = sizeof(struct refit_store_ops),
     .obj_size = sizeof(struct fs_store),
@@ -732,6 +745,7 @@ static const struct refit_store_ops fs_ops = {
     .put_many = fs_put_many,
     .generation = fs_generation,
     .watch = fs_watch,
+    .get_put_many = fs_get_put_many,
 };
 
 static int fs_load(const struct refit_host *host)

@@ -86,6 +86,24 @@ void rd_drop_conn(struct rd_store *st);
 int rd_get(void *obj, const char *key, void **val, size_t *len);
 int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n);
 int rd_list(void *obj, const char *prefix, char ***keys, size_t *n);
+/* Reads, then writes, in one batch (redis_read.c). */
+int rd_get_put_many(void *obj, struct refit_store_get_item *gets, size_t n_get,
+                    const struct refit_store_put_item *puts, size_t n_put);
+
+/* A pipelined write's commands (redis_store.c): total of them in cmds, the
+ * strings they point into, and where the XADDs begin (their replies and the
+ * PUBLISHes' are not errors of the write). */
+struct rd_mset {
+    size_t n, nc, total, first_x;
+    struct rd_cmd *cmds;
+    char **keys, **comps, **streams;
+    char (*ttl)[24];
+};
+int rd_mset_prepare(struct rd_store *st, const struct refit_store_put_item *items, size_t n, struct rd_mset *w);
+/* The write's replies (w->total of them, from a successful batch). */
+int rd_mset_check(struct rd_store *st, const struct refit_store_put_item *items, const struct rd_mset *w,
+                  redisReply **rep);
+void rd_mset_free(struct rd_mset *w);
 
 /* Wait up to ms for a change of `channel` (a counter's name): returns at
  * the first message, at once after subscribing for the first time (the

@@ -83,33 +83,61 @@ static int classify_nils(struct rd_store *st, struct refit_store_get_item *items
     return rc;
 }
 
-int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n)
+/* The MGETs of a pipelined read: nb commands in cmds, the full keys and
+ * argument vectors they point into. */
+struct rd_mget {
+    size_t n, nb;
+    struct rd_cmd *cmds;
+    char **keys;
+    const char **av;
+    size_t *al;
+};
+
+static void mget_free(struct rd_mget *m)
 {
-    struct rd_store *st = obj;
+    for (size_t i = 0; m->keys && i < m->n; i++)
+        H->free(m->keys[i]);
+    H->free(m->keys);
+    H->free(m->cmds);
+    H->free(m->av);
+    H->free(m->al);
+    memset(m, 0, sizeof(*m));
+}
+
+static int mget_prepare(struct rd_store *st, const struct refit_store_get_item *items, size_t n, struct rd_mget *m)
+{
     size_t nb = (n + MGET_KEYS - 1) / MGET_KEYS;
-    struct rd_cmd *cmds = H->calloc(nb, sizeof(*cmds));
-    char **keys = H->calloc(n, sizeof(char *));
-    const char **av = H->calloc(n + nb, sizeof(char *));
-    size_t *al = H->calloc(n + nb, sizeof(size_t));
-    redisReply **rep = H->calloc(nb, sizeof(*rep));
-    int rc = (cmds && keys && av && al && rep) ? 0 : REFIT_ENOMEM;
+    *m = (struct rd_mget){n, nb, H->calloc(nb ? nb : 1, sizeof(struct rd_cmd)), H->calloc(n ? n : 1, sizeof(char *)),
+                          H->calloc(n + nb + 1, sizeof(char *)), H->calloc(n + nb + 1, sizeof(size_t))};
+    int rc = (m->cmds && m->keys && m->av && m->al) ? 0 : REFIT_ENOMEM;
     for (size_t b = 0; !rc && b < nb; b++) {
         size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
-        const char **a = av + first + b;
-        size_t *l = al + first + b;
+        const char **a = m->av + first + b;
+        size_t *l = m->al + first + b;
         a[0] = "MGET";
         l[0] = 4;
         for (size_t i = 0; !rc && i < cnt; i++) {
-            keys[first + i] = rd_full_key(st, items[first + i].key, &l[1 + i]);
-            a[1 + i] = keys[first + i];
-            if (!keys[first + i])
+            m->keys[first + i] = rd_full_key(st, items[first + i].key, &l[1 + i]);
+            a[1 + i] = m->keys[first + i];
+            if (!m->keys[first + i])
                 rc = REFIT_ENOMEM;
         }
-        cmds[b] = (struct rd_cmd){.argc = (int)cnt + 1, .argvp = a, .lenp = l};
+        m->cmds[b] = (struct rd_cmd){.argc = (int)cnt + 1, .argvp = a, .lenp = l};
     }
-    if (!rc)
-        rc = rd_batch(st, cmds, nb, rep, n == 1 ? "GET" : "MGET", n == 1 ? items[0].key : NULL);
-    for (size_t b = 0; !rc && b < nb; b++) {
+    if (rc)
+        mget_free(m);
+    return rc;
+}
+
+/* The MGETs' replies (m->nb of them, from a successful batch) into items:
+ * each item's value or status; nil keys classified (one more round trip
+ * only when there are any).  On an error no item holds a value. */
+static int mget_finish(struct rd_store *st, struct refit_store_get_item *items, const struct rd_mget *m,
+                       redisReply **rep)
+{
+    int rc = 0;
+    size_t n = m->n;
+    for (size_t b = 0; !rc && b < m->nb; b++) {
         size_t first = b * MGET_KEYS, cnt = n - first < MGET_KEYS ? n - first : MGET_KEYS;
         if (rep[b]->type == REDIS_REPLY_ERROR)
             rc = rd_reply_error(st, rep[b], "MGET", NULL);
@@ -125,21 +153,70 @@ int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n)
         }
     }
     if (!rc)
-        rc = classify_nils(st, items, keys, n);
-    if (rc && rep)
+        rc = classify_nils(st, items, m->keys, n);
+    if (rc)
         for (size_t i = 0; i < n; i++) {
             H->free(items[i].val);
             items[i].val = NULL;
         }
+    return rc;
+}
+
+int rd_get_many(void *obj, struct refit_store_get_item *items, size_t n)
+{
+    struct rd_store *st = obj;
+    struct rd_mget m;
+    int rc = mget_prepare(st, items, n, &m);
+    if (rc)
+        return rc;
+    redisReply **rep = H->calloc(m.nb ? m.nb : 1, sizeof(*rep));
+    rc = rep ? rd_batch(st, m.cmds, m.nb, rep, n == 1 ? "GET" : "MGET", n == 1 ? items[0].key : NULL) : REFIT_ENOMEM;
+    if (!rc)
+        rc = mget_finish(st, items, &m, rep);
     if (rep)
-        rd_free_replies(rep, nb);
-    for (size_t i = 0; keys && i < n; i++)
-        H->free(keys[i]);
-    H->free(keys);
-    H->free(cmds);
-    H->free(av);
-    H->free(al);
+        rd_free_replies(rep, m.nb);
     H->free(rep);
+    mget_free(&m);
+    return rc;
+}
+
+/* The MGETs, then the write's SETs and bookkeeping, in one batch: one
+ * round trip (a reconnect sends the whole batch again, as rd_batch does:
+ * reads and SETs are idempotent, a counter bumped twice is a spurious
+ * change). */
+int rd_get_put_many(void *obj, struct refit_store_get_item *gets, size_t n_get,
+                    const struct refit_store_put_item *puts, size_t n_put)
+{
+    struct rd_store *st = obj;
+    struct rd_mget m;
+    struct rd_mset w;
+    int rc = mget_prepare(st, gets, n_get, &m);
+    if (rc)
+        return rc;
+    if ((rc = rd_mset_prepare(st, puts, n_put, &w))) {
+        mget_free(&m);
+        return rc;
+    }
+    size_t total = m.nb + w.total;
+    struct rd_cmd *cmds = H->calloc(total ? total : 1, sizeof(*cmds));
+    redisReply **rep = H->calloc(total ? total : 1, sizeof(*rep));
+    rc = cmds && rep ? 0 : REFIT_ENOMEM;
+    if (!rc) {
+        memcpy(cmds, m.cmds, m.nb * sizeof(*cmds));
+        memcpy(cmds + m.nb, w.cmds, w.total * sizeof(*cmds));
+        rc = rd_batch(st, cmds, total, rep, "MGET and SET", n_put == 1 ? puts[0].key : NULL);
+    }
+    /* The write's verdict first: when it failed, no read is handed on. */
+    if (!rc)
+        rc = rd_mset_check(st, puts, &w, rep + m.nb);
+    if (!rc)
+        rc = mget_finish(st, gets, &m, rep);
+    if (rep)
+        rd_free_replies(rep, total);
+    H->free(rep);
+    H->free(cmds);
+    rd_mset_free(&w);
+    mget_free(&m);
     return rc;
 }
 

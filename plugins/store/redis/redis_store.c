@@ -458,73 +458,103 @@ static void rd_close(void *obj)
 /* ------------------------------------------------------------------ */
 /* Operations */
 
-static int rd_put_many(void *obj, const struct refit_store_put_item *items, size_t n)
+void rd_mset_free(struct rd_mset *w)
 {
-    struct rd_store *st = obj;
+    for (size_t i = 0; w->keys && i < w->n; i++)
+        H->free(w->keys[i]);
+    for (size_t i = 0; w->streams && i < w->n; i++)
+        H->free(w->streams[i]);
+    for (size_t j = 0; j < w->nc; j++)
+        H->free(w->comps[j]);
+    H->free(w->streams);
+    H->free(w->keys);
+    H->free(w->comps);
+    H->free(w->cmds);
+    H->free(w->ttl);
+    memset(w, 0, sizeof(*w));
+}
+
+int rd_mset_prepare(struct rd_store *st, const struct refit_store_put_item *items, size_t n, struct rd_mset *w)
+{
     /* n SETs, the namespace's INCR, one INCR per distinct first component,
      * a PUBLISH for each counter, and an XADD to its change stream per key
      * with a component. */
-    struct rd_cmd *cmds = H->calloc(4 * n + 2, sizeof(*cmds));
-    char **keys = H->calloc(n, sizeof(char *)), **comps = H->calloc(n, sizeof(char *));
-    char **streams = H->calloc(n, sizeof(char *));
-    char(*ttl)[24] = H->calloc(n, 24);
-    redisReply **rep = H->calloc(4 * n + 2, sizeof(*rep));
-    int rc = (cmds && keys && comps && streams && ttl && rep) ? 0 : REFIT_ENOMEM;
-    size_t nc = 0;
+    memset(w, 0, sizeof(*w));
+    w->n = n;
+    w->cmds = H->calloc(4 * n + 2, sizeof(*w->cmds));
+    w->keys = H->calloc(n, sizeof(char *));
+    w->comps = H->calloc(n, sizeof(char *));
+    w->streams = H->calloc(n, sizeof(char *));
+    w->ttl = H->calloc(n, 24);
+    int rc = (w->cmds && w->keys && w->comps && w->streams && w->ttl) ? 0 : REFIT_ENOMEM;
     for (size_t i = 0; !rc && i < n; i++) {
         size_t fl;
-        keys[i] = rd_full_key(st, items[i].key, &fl);
-        if (!keys[i]) {
+        w->keys[i] = rd_full_key(st, items[i].key, &fl);
+        if (!w->keys[i]) {
             rc = REFIT_ENOMEM;
             break;
         }
-        set_cmd(&cmds[i], keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, ttl[i]);
-        if ((rc = rd_ev_stream(st, items[i].key, &streams[i])))
+        set_cmd(&w->cmds[i], w->keys[i], fl, items[i].val, items[i].len, items[i].ttl_ms, w->ttl[i]);
+        if ((rc = rd_ev_stream(st, items[i].key, &w->streams[i])))
             break;
         char *c;
         if ((rc = rd_comp_seq(st, items[i].key, &c)) || !c)
             continue;
         size_t j = 0;
-        while (j < nc && strcmp(comps[j], c))
+        while (j < w->nc && strcmp(w->comps[j], c))
             j++;
-        if (j < nc)
+        if (j < w->nc)
             H->free(c);
         else
-            comps[nc++] = c;
+            w->comps[w->nc++] = c;
     }
-    size_t total = n + 2 * (1 + nc), first_x = total;
-    if (!rc) {
-        incr_cmd(st, &cmds[n], NULL);
-        publish_cmd(st, &cmds[n + 1 + nc], NULL);
-        for (size_t j = 0; j < nc; j++) {
-            incr_cmd(st, &cmds[n + 1 + j], comps[j]);
-            publish_cmd(st, &cmds[n + 2 + nc + j], comps[j]);
-        }
-        for (size_t i = 0; i < n; i++)
-            if (streams[i])
-                rd_xadd_cmd(&cmds[total++], streams[i], items[i].key);
-        rc = rd_batch(st, cmds, total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL);
+    if (rc) {
+        rd_mset_free(w);
+        return rc;
     }
+    size_t nc = w->nc;
+    w->total = w->first_x = n + 2 * (1 + nc);
+    incr_cmd(st, &w->cmds[n], NULL);
+    publish_cmd(st, &w->cmds[n + 1 + nc], NULL);
+    for (size_t j = 0; j < nc; j++) {
+        incr_cmd(st, &w->cmds[n + 1 + j], w->comps[j]);
+        publish_cmd(st, &w->cmds[n + 2 + nc + j], w->comps[j]);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (w->streams[i])
+            rd_xadd_cmd(&w->cmds[w->total++], w->streams[i], items[i].key);
+    return 0;
+}
+
+int rd_mset_check(struct rd_store *st, const struct refit_store_put_item *items, const struct rd_mset *w,
+                  redisReply **rep)
+{
     /* A PUBLISH refused (an ACL without channels) only costs pollers
      * their wake-up: they still see the counters. */
-    for (size_t i = 0; !rc && i < total; i++)
-        if ((i < n + 1 + nc || i >= first_x) && rep[i]->type == REDIS_REPLY_ERROR)
-            rc = rd_reply_error(st, rep[i], i < n ? "SET" : i < first_x ? "INCR" : "XADD",
-                                i < n ? items[i].key : NULL);
+    size_t n = w->n;
+    for (size_t i = 0; i < w->total; i++)
+        if ((i < n + 1 + w->nc || i >= w->first_x) && rep[i]->type == REDIS_REPLY_ERROR)
+            return rd_reply_error(st, rep[i], i < n ? "SET" : i < w->first_x ? "INCR" : "XADD",
+                                  i < n ? items[i].key : NULL);
+    return 0;
+}
+
+static int rd_put_many(void *obj, const struct refit_store_put_item *items, size_t n)
+{
+    struct rd_store *st = obj;
+    struct rd_mset w;
+    int rc = rd_mset_prepare(st, items, n, &w);
+    if (rc)
+        return rc;
+    redisReply **rep = H->calloc(w.total, sizeof(*rep));
+    rc = rep ? rd_batch(st, w.cmds, w.total, rep, n == 1 ? "SET" : "pipelined SET", n == 1 ? items[0].key : NULL)
+             : REFIT_ENOMEM;
+    if (!rc)
+        rc = rd_mset_check(st, items, &w, rep);
     if (rep)
-        rd_free_replies(rep, total);
-    for (size_t i = 0; keys && i < n; i++)
-        H->free(keys[i]);
-    for (size_t i = 0; streams && i < n; i++)
-        H->free(streams[i]);
-    H->free(streams);
-    for (size_t j = 0; j < nc; j++)
-        H->free(comps[j]);
-    H->free(keys);
-    H->free(comps);
-    H->free(cmds);
-    H->free(ttl);
+        rd_free_replies(rep, w.total);
     H->free(rep);
+    rd_mset_free(&w);
     return rc;
 }
 
@@ -658,6 +688,7 @@ static const struct refit_store_ops rd_ops = {
     .put_many = rd_put_many,
     .generation = rd_generation,
     .watch = rd_watch,
+    .get_put_many = rd_get_put_many,
 };
 
 static int rd_load(const struct refit_host *host)

@@ -238,6 +238,12 @@ struct refit_source_check {
 };
 int refit_source_check_many(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
                             struct refit_store_get_item *extra, size_t n_extra);
+/* The same, and `puts` written after the reads in the same round trip
+ * (refit_store_get_put_many: on an error of the whole call each put may
+ * or may not have been written). */
+int refit_source_check_many_put(refit_store_t *s, struct refit_source_check *c, size_t n, int64_t stale_after_ms,
+                                struct refit_store_get_item *extra, size_t n_extra,
+                                const struct refit_store_put_item *puts, size_t n_puts);
 
 /* ------------------------------------------------------------------ */
 /* Acknowledgements: "versions/<V>/acks/<receiver>" */
@@ -253,6 +259,10 @@ int refit_ack_decode(const void *buf, size_t len, const char *key, struct refit_
 /* Written live (re-written after a store restart); forget the key of an
  * older version with refit_store_forget. */
 int refit_ack_put(refit_store_t *s, uint64_t version, const char *receiver);
+/* The ack's key (key: REFIT_STORE_MAX_KEY + 1 bytes) and value (*val
+ * freed by the caller with free()), to write with other operations; the
+ * caller marks it live (refit_store_remember) once written. */
+int refit_ack_item(uint64_t version, const char *receiver, char *key, void **val, size_t *len);
 /* Receivers that acknowledged version (valid acks only). */
 int refit_ack_count(refit_store_t *s, uint64_t version, size_t *n);
 

@@ -60,6 +60,9 @@ int refit_store_del(refit_store_t *s, const char *key);
 int refit_store_list(refit_store_t *s, const char *prefix, char ***keys, size_t *n);
 int refit_store_cas(refit_store_t *s, const char *key, const void *expected, size_t elen,
                     const void *val, size_t len);
+/* The same, the key written with a ttl (ms > 0; 0: none), as put_ttl. */
+int refit_store_cas_ttl(refit_store_t *s, const char *key, const void *expected, size_t elen,
+                        const void *val, size_t len, int64_t ttl_ms);
 int refit_store_poll(refit_store_t *s, const char *prefix, uint64_t since, uint64_t *cursor,
                      int64_t timeout_ms);
 /* The plugin's watch() (see the ops table): *keys one block freed by the
@@ -74,6 +77,13 @@ bool refit_store_has_watch(const refit_store_t *s);
 /* Values of successful items are freed by the caller with free(). */
 int refit_store_get_many(refit_store_t *s, struct refit_store_get_item *items, size_t n);
 int refit_store_put_many(refit_store_t *s, const struct refit_store_put_item *items, size_t n);
+/* The plugin's get_put_many() (see the ops table): the gets read, then the
+ * puts written, in one round trip; a plugin built before it takes two
+ * (get_many, then put_many when the reads succeeded).  On an error of the
+ * whole call no get holds a value and each put may or may not have been
+ * written.  Values of successful gets are freed by the caller with free(). */
+int refit_store_get_put_many(refit_store_t *s, struct refit_store_get_item *gets, size_t n_get,
+                             const struct refit_store_put_item *puts, size_t n_put);
 
 /* Plugin calls made so far: each is one round trip to the service (bulk
  * calls are pipelined), which is how "a warm cycle costs at most two round
