@@ -46,7 +46,24 @@ def _override_list(overrides):
     return out
 
 
-class _Handle:
+class _Closing:
+    """Closes on leaving a with block and, as a last resort, when collected;
+    the class gives close()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may be gone
+            pass
+
+
+class _Handle(_Closing):
     """An owned C object: closed once, under a lock (the C API allows one
     thread at a time per object)."""
     _destroy = None
@@ -79,18 +96,6 @@ class _Handle:
 
     def _closed(self):
         pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: modules may be gone
-            pass
 
 
 class Context(_Handle):
@@ -449,7 +454,7 @@ class Receiver(_Handle):
         return np.frombuffer(buf, dtype=NUMPY_VIEW[t.dtype]).reshape(t.shape)
 
 
-class StandinShard:
+class StandinShard(_Closing):
     """One trainer rank's Megatron tensors made in memory from an HF
     checkpoint (refit_standin_shard_load: what `refit shard` writes to
     files), as HostTensors over refit's arena.  The trainer stand-in of the
@@ -478,18 +483,6 @@ class StandinShard:
         if getattr(self, "_s", None) is not None and self._s.arena:
             _lib.load().refit_standin_shard_free(ctypes.byref(self._s))
             self._s = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 def standin_step(tensor, from_version, to_version, dtype=None):

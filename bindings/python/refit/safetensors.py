@@ -61,42 +61,20 @@ def header(path):
     return {k: (d, s) for k, (d, s, _) in h.items()}, meta
 
 
-def read(path, names=None):
-    """{name: numpy array} of a safetensors file (or of the given names)."""
+def _read_tensors(path, names, make):
+    """{name: tensor} of a safetensors file (or of the given names), each
+    tensor from make(dtype, shape) -> (tensor, its byte count, a function
+    giving its bytes as a writable buffer) and read into."""
     import os
-    import numpy as np
     out = {}
     with open(path, "rb") as f:
         h, _ = _read_header(f, path, os.fstat(f.fileno()).st_size)
         for name, (d, shape, off) in h.items():
             if names is not None and name not in names:
                 continue
-            a = np.empty(shape, dtype=NUMPY_VIEW[d])
+            t, nbytes, buf = make(d, shape)
             f.seek(off)
-            if a.nbytes and f.readinto(memoryview(a).cast("B")) != a.nbytes:
-                raise RefitError(EPROTO, "%s: tensor '%s' is truncated" % (path, name))
-            out[name] = a
-    if names is not None:
-        missing = [n for n in names if n not in out]
-        if missing:
-            raise RefitError(-3, "%s: no tensor named %s" % (path, ", ".join(repr(m) for m in missing)))
-    return out
-
-
-def read_host(path, names=None):
-    """{name: refit.host.HostTensor} of a safetensors file (or of the given
-    names); needs nothing but the standard library."""
-    import os
-    from .host import HostTensor
-    out = {}
-    with open(path, "rb") as f:
-        h, _ = _read_header(f, path, os.fstat(f.fileno()).st_size)
-        for name, (d, shape, off) in h.items():
-            if names is not None and name not in names:
-                continue
-            t = HostTensor(shape, d)
-            f.seek(off)
-            if t.nbytes and f.readinto(t.storage) != t.nbytes:
+            if nbytes and f.readinto(buf()) != nbytes:
                 raise RefitError(EPROTO, "%s: tensor '%s' is truncated" % (path, name))
             out[name] = t
     if names is not None:
@@ -104,6 +82,27 @@ def read_host(path, names=None):
         if missing:
             raise RefitError(-3, "%s: no tensor named %s" % (path, ", ".join(repr(m) for m in missing)))
     return out
+
+
+def read(path, names=None):
+    """{name: numpy array} of a safetensors file (or of the given names)."""
+    import numpy as np
+
+    def make(d, shape):
+        a = np.empty(shape, dtype=NUMPY_VIEW[d])
+        return a, a.nbytes, lambda: memoryview(a).cast("B")
+    return _read_tensors(path, names, make)
+
+
+def read_host(path, names=None):
+    """{name: refit.host.HostTensor} of a safetensors file (or of the given
+    names); needs nothing but the standard library."""
+    from .host import HostTensor
+
+    def make(d, shape):
+        t = HostTensor(shape, d)
+        return t, t.nbytes, lambda: t.storage
+    return _read_tensors(path, names, make)
 
 
 def _host_entry(name, t, d):
