@@ -15,20 +15,20 @@
  *            time): the change bitmap, the escape bitmap and each unit's
  *            difference byte go to shared memory, the per-block counts are
  *            scanned, the encoding is chosen by the sizes delta.h defines,
- *            and a record of up to 8 KiB (SAME, and SPARSE or BITMAP up to
- *            ~12 % of the units changed: every RL step) is written from
- *            shared memory into the segment's slot (only escaped values
- *            read global memory again); a larger one puts the segment on
- *            the spill list;
- *   offsets  one CTA: each record's size (none for the segments of a chunk
- *            all of whose segments are SAME: its delta is empty), their
- *            exclusive sum (offsets in the packed stream), every chunk's
- *            length and the total;
- *   pack     a warp per segment: its record from its slot to its offset;
- *            RAW records from next;
+ *            and a SPARSE or BITMAP record is written from shared memory
+ *            into a slot of the pool (only escaped values read global
+ *            memory again); one the pool has no room left for puts the
+ *            segment on the spill list;
+ *   offsets  a CTA per 256 segments, one pass (decoupled look-back):
+ *            each record's size (none for the segments of a chunk all of
+ *            whose segments are SAME: its delta is empty), their
+ *            exclusive sum (offsets in the packed stream) and the total;
+ *   pack     a warp per segment: its record from its slot to its offset
+ *            (16-byte stores), RAW records from next; every chunk's
+ *            length;
  *   spill    a few CTAs loop over the spill list: each segment encoded
  *            again, straight to its offset: denser segments read twice,
- *            in exchange for slots of an eighth of the batch.  The output
+ *            in exchange for a pool of 3/16 of the batch.  The output
  *            is never larger than rf_delta_tensor_bound (input + 4 bytes
  *            per segment: RAW is chosen over anything larger).
  *
@@ -58,14 +58,16 @@ constexpr uint32_t kSeg = RF_DELTA_SEG;
 constexpr uint32_t kSegUnits = kSeg / 2;
 /* Record room per segment: SPARSE and BITMAP records wait for their
  * offset in slots taken from a pool of this much per segment of the batch
- * (an eighth of it: at an RL step's ~2 % of units changed, records are
- * ~2.5 % of their segments; a segment need not fit in its own share, so a
- * batch of 15 % changed spills little); SAME and RAW records need none (the
- * pack writes them from the header and next), and a record the pool has
- * no more room for is encoded again straight into the output by the spill
- * pass, so that the encoder's scratch is an eighth of the batch, not the
- * batch again, whatever the change rate. */
-constexpr uint32_t kSlot = 8192 + 16;
+ * (3/16 of it: at an RL step's ~2 % of units changed, records are ~2.5 %
+ * of their segments, at lr 1e-5's first step (15.7 %) ~15 %, which
+ * overflowed a pool of an eighth (1398 of 8192 segments spilled, encode at
+ * half speed on an H100); a segment need not fit in its own share); SAME
+ * and RAW records need none (the pack writes them from the header and
+ * next), and a record the pool has no more room for is encoded again
+ * straight into the output by the spill pass, so that the encoder's
+ * scratch is 3/16 of the batch, not the batch again, whatever the change
+ * rate. */
+constexpr uint32_t kSlot = 12288 + 16;
 constexpr uint64_t kNoSlot = ~0ull;
 constexpr int kScanThreads = 1024;
 constexpr unsigned long long kNoError = ~0ull;
@@ -276,20 +278,22 @@ __device__ void emit_units(const enc_smem &sm, const uint8_t *b, uint32_t nu, ui
         }
         uint32_t before = half_exclusive(__popc(m) | __popc(em) << 16);
         uint32_t base = sm.pre[u0 / RF_DELTA_BLOCK < kSegUnits / RF_DELTA_BLOCK ? u0 / RF_DELTA_BLOCK : 0];
-        uint32_t r = (base & 0xffffu) + (before & 0xffffu), er = (base >> 16) + (before >> 16);
-        for (int j = 0; j < 8; j++) {
-            if (!(m >> j & 1))
-                continue;
-            uint32_t i = u0 + j;
+        const uint32_t r = (base & 0xffffu) + (before & 0xffffu), er = (base >> 16) + (before >> 16);
+        /* only the changed units, each ranked by the changes and escapes
+         * before it (at ~2 % changed a thread's eight units hold one or
+         * none: a loop over all eight took eight rounds of the warp per
+         * step, this one as many as its lane with the most changes) */
+        for (uint32_t left = m; left; left &= left - 1) {
+            const uint32_t j = __ffs(left) - 1, i = u0 + j, below = (1u << j) - 1;
+            const uint32_t ri = r + __popc(m & below);
             if (pos)
-                pos[r] = (uint8_t)(i % RF_DELTA_BLOCK);
-            dif[r] = sm.diff[i];
+                pos[ri] = (uint8_t)(i % RF_DELTA_BLOCK);
+            dif[ri] = sm.diff[i];
             if (em >> j & 1) {
-                raw[2 * er] = b[2 * i];
-                raw[2 * er + 1] = b[2 * i + 1];
-                er++;
+                const uint32_t ei = er + __popc(em & m & below);
+                raw[2 * ei] = b[2 * i];
+                raw[2 * ei + 1] = b[2 * i + 1];
             }
-            r++;
         }
     }
 }
@@ -429,65 +433,128 @@ __global__ void __launch_bounds__(kThreads, 4) spill_kernel(const seg_desc *segs
     }
 }
 
-/* One CTA (kScanThreads, kScanItems consecutive segments a thread): each
- * record's size (0 for every segment of an unchanged chunk), its offset
- * in the packed stream, each chunk's length (written by its last
- * segment: its end less its first segment's offset) and the total. */
-constexpr uint32_t kScanItems = 8;
-__global__ void __launch_bounds__(kScanThreads) offsets_kernel(const seg_desc *segs, const uint32_t *meta,
-                                                               const uint32_t *chunk_changed, uint64_t *sizes,
-                                                               uint64_t *offs, uint32_t *lens, uint32_t nseg,
-                                                               unsigned long long *total)
+/* The offsets: each record's size (0 for every segment of an unchanged
+ * chunk) and its offset in the packed stream, and the total, by a grid of
+ * CTAs of kOffThreads segments each (a segment a thread: coalesced loads,
+ * every SM's bandwidth, where one CTA walking every segment was bound by
+ * what one SM could load: 0.036 ms per 8192 segments on an H100).
+ * A single pass with decoupled look-back: a CTA takes its tile from a
+ * ticket (so that every tile it waits on belongs to a CTA already
+ * running), sums its sizes, publishes the sum, then sums the published
+ * words of the tiles before it back to the nearest one that carries its
+ * inclusive prefix (a warp reads 32 of them at a time) and publishes its
+ * own.  A tile's word: a flag (aggregate or inclusive) and the value,
+ * written and read whole (one 64-bit volatile access), zeroed with the
+ * chunk flags before the encoder's first launch.  The chunk lengths are
+ * the pack's (it runs after every offset is written). */
+#ifndef RF_DELTA_OFF_THREADS
+#define RF_DELTA_OFF_THREADS 256
+#endif
+constexpr uint32_t kOffThreads = RF_DELTA_OFF_THREADS; /* emulation (tools/dev/cudaemu) runs tiles of 32 */
+constexpr unsigned long long kTileAgg = 1ull << 62, kTileIncl = 1ull << 63, kTileVal = kTileAgg - 1;
+
+__device__ __forceinline__ unsigned long long tile_load(const unsigned long long *p)
 {
-    __shared__ unsigned long long warp_sum[kScanThreads / 32];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    unsigned long long carry = 0;
-    for (uint32_t t0 = 0; t0 < nseg; t0 += kScanThreads * kScanItems) {
-        const uint32_t g0 = t0 + threadIdx.x * kScanItems;
-        uint32_t sz[kScanItems];
-        unsigned long long mine = 0;
+    return *(const volatile unsigned long long *)p;
+}
+
+__device__ __forceinline__ void tile_store(unsigned long long *p, unsigned long long v)
+{
+    *(volatile unsigned long long *)p = v;
+}
+
+/* Exclusive sum over the kN threads of a CTA (a multiple of 32, at most
+ * 1024); *total gets the sum.  Every thread must call it. */
+template <uint32_t kN>
+__device__ uint32_t cta_exclusive_n(uint32_t v, uint32_t *total)
+{
+    __shared__ uint32_t warp_sum[kN / 32];
+    const uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    uint32_t x = v;
 #pragma unroll
-        for (uint32_t j = 0; j < kScanItems; j++) {
-            const uint32_t g = g0 + j;
-            sz[j] = g < nseg && chunk_changed[segs[g].chunk] ? 4u + (meta[g] >> 4) : 0u;
-            mine += sz[j];
-        }
-        unsigned long long x = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= (uint32_t)o)
+            x += y;
+    }
+    if (lane == 31)
+        warp_sum[w] = x;
+    __syncthreads();
+    uint32_t before = 0, all = 0;
 #pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            unsigned long long y = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o)
-                x += y;
-        }
-        if (lane == 31)
-            warp_sum[w] = x;
-        __syncthreads();
-        unsigned long long before = 0, all = 0;
-        for (int k = 0; k < kScanThreads / 32; k++) {
-            before += k < w ? warp_sum[k] : 0;
-            all += warp_sum[k];
-        }
-        unsigned long long run = carry + before + x - mine;
-#pragma unroll
-        for (uint32_t j = 0; j < kScanItems; j++) {
-            const uint32_t g = g0 + j;
-            if (g < nseg) {
-                sizes[g] = sz[j];
-                offs[g] = run;
+    for (uint32_t i = 0; i < kN / 32; i++) {
+        before += i < w ? warp_sum[i] : 0;
+        all += warp_sum[i];
+    }
+    __syncthreads();
+    *total = all;
+    return before + x - v;
+}
+
+/* Warp 0 (all 32 lanes): the sum of the tiles before tile (> 0), from the
+ * published words: lane l reads tile - 1 - l of each window of 32, waits
+ * until it is published, and the window's sum runs to the nearest
+ * inclusive word (lanes before tile 0 count as an inclusive 0). */
+__device__ unsigned long long look_back(const unsigned long long *tiles, uint32_t tile)
+{
+    const uint32_t lane = threadIdx.x & 31;
+    unsigned long long sum = 0;
+    for (int64_t end = tile;; end -= 32) {
+        const int64_t t = end - 1 - (int64_t)lane;
+        unsigned long long w = kTileIncl;
+        if (t >= 0)
+            while (!((w = tile_load(tiles + t)) & (kTileAgg | kTileIncl))) {
             }
-            run += sz[j];
-        }
-        carry += all;
-        __syncthreads(); /* this tile's offsets visible to the CTA; warp_sum free */
+        uint32_t near = w & kTileIncl ? lane : 32;
 #pragma unroll
-        for (uint32_t j = 0; j < kScanItems; j++) {
-            const uint32_t g = g0 + j;
-            if (g < nseg && segs[g].last)
-                lens[segs[g].chunk] = (uint32_t)(offs[g] + sz[j] - offs[g - segs[g].s]);
+        for (int o = 16; o; o >>= 1) {
+            const uint32_t q = __shfl_xor_sync(0xffffffffu, near, o);
+            near = q < near ? q : near;
+        }
+        unsigned long long v = lane <= near ? (w & kTileVal) : 0;
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        sum += v;
+        if (near < 32)
+            return sum;
+    }
+}
+
+__global__ void __launch_bounds__(kOffThreads) offsets_kernel(const seg_desc *segs, const uint32_t *meta,
+                                                              const uint32_t *chunk_changed, uint32_t *ticket,
+                                                              unsigned long long *tiles, uint64_t *sizes,
+                                                              uint64_t *offs, uint32_t nseg,
+                                                              unsigned long long *total)
+{
+    __shared__ uint32_t tile_sh;
+    __shared__ unsigned long long prefix_sh;
+    if (threadIdx.x == 0)
+        tile_sh = atomicAdd(ticket, 1u);
+    __syncthreads();
+    const uint32_t tile = tile_sh, g = tile * kOffThreads + threadIdx.x;
+    const uint32_t sz = g < nseg && chunk_changed[segs[g].chunk] ? 4u + (meta[g] >> 4) : 0u;
+    uint32_t agg; /* at most kOffThreads * (4 + 64 KiB): no wrap */
+    const uint32_t before = cta_exclusive_n<kOffThreads>(sz, &agg);
+    if (threadIdx.x == 0)
+        tile_store(tiles + tile, (tile ? kTileAgg : kTileIncl) | agg);
+    if (threadIdx.x < 32) {
+        const unsigned long long pre = tile ? look_back(tiles, tile) : 0;
+        if (threadIdx.x == 0) {
+#ifndef RF_DELTA_LOOKBACK_AGG_ONLY /* emulation: every look-back walks to tile 0 */
+            if (tile)
+                tile_store(tiles + tile, kTileIncl | (pre + agg));
+#endif
+            prefix_sh = pre;
+            if (tile == (nseg - 1) / kOffThreads)
+                *total = pre + agg;
         }
     }
-    if (threadIdx.x == 0)
-        *total = carry;
+    __syncthreads();
+    if (g < nseg) {
+        sizes[g] = sz;
+        offs[g] = prefix_sh + before;
+    }
 }
 
 /* One CTA (kScanThreads): out[i] = sum of in[0..i), *total = sum of all
@@ -524,43 +591,67 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const T *in, uint64_
         *total = carry;
 }
 
-/* n bytes from src to dst by one warp: 16-byte loads when src is
- * aligned (slots always are; next usually), byte stores (dst is any
- * offset of the packed stream). */
+/* n bytes from src to dst by one warp, dst at any offset of the packed
+ * stream and its neighbours' bytes another warp's: bytes up to dst's
+ * first 16-byte boundary and after its last one a byte a lane; between,
+ * when src is 4-byte aligned (slots always are; next usually), 16-byte
+ * stores a lane, each made of five source words shifted by src's offset
+ * from that boundary.  (A byte a lane through the whole record, 16 byte
+ * stores a lane scattered over 512 bytes, was the pack's cost: 0.085 ms
+ * for 13 MB on an H100.)  A source word is read only when its last byte
+ * is inside [src, src + n). */
+__device__ __forceinline__ uint32_t funnel(uint32_t lo, uint32_t hi, uint32_t sh)
+{
+    return sh ? (lo >> (8 * sh)) | (hi << (32 - 8 * sh)) : lo;
+}
+
 __device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, uint32_t n)
 {
     const uint32_t lane = threadIdx.x & 31;
-    uint32_t i = 0;
-    if (((uintptr_t)src & 15) == 0) {
-        for (; i + 16 * 32 <= n; i += 16 * 32) {
-            const uint4 v = *(const uint4 *)(src + i + 16 * lane);
-            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-            uint8_t *o = dst + i + 16 * lane;
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-                o[j] = (uint8_t)(w[j / 4] >> (8 * (j & 3)));
-        }
+    const uint32_t head = (uint32_t)(-(uintptr_t)dst & 15) < n ? (uint32_t)(-(uintptr_t)dst & 15) : n;
+    const uint32_t sh = head & 3; /* src + head + 16c is sh bytes past a word */
+    uint32_t nv = 0;              /* 16-byte stores */
+    if (((uintptr_t)src & 3) == 0) {
+        const uint32_t room = n - head + sh; /* bytes of whole words from src + head - sh */
+        const uint32_t need = sh ? 20 : 16;  /* words read per store */
+        nv = room >= need ? (room - need) / 16 + 1 : 0;
     }
-    for (i += lane; i < n; i += 32)
+    const uint32_t *w = (const uint32_t *)(src + head - sh);
+    for (uint32_t c = lane; c < nv; c += 32) {
+        const uint32_t *p = w + 4 * c;
+        const uint32_t w0 = p[0], w1 = p[1], w2 = p[2], w3 = p[3], w4 = sh ? p[4] : 0;
+        uint4 v;
+        v.x = funnel(w0, w1, sh);
+        v.y = funnel(w1, w2, sh);
+        v.z = funnel(w2, w3, sh);
+        v.w = funnel(w3, w4, sh);
+        *(uint4 *)(dst + head + 16 * c) = v;
+    }
+    for (uint32_t i = lane; i < head; i += 32)
+        dst[i] = src[i];
+    for (uint32_t i = head + 16 * nv + lane; i < n; i += 32)
         dst[i] = src[i];
 }
 
 /* Each record to its offset, a warp per segment: from its slot in the
  * pool, or (SAME, RAW) its header from meta and RAW's bytes from next;
- * spilled records are the spill pass's. */
+ * spilled records are the spill pass's.  The chunk's last segment writes
+ * its length (its end less its first segment's offset). */
 __global__ void __launch_bounds__(kThreads) pack_kernel(const seg_desc *segs, const uint8_t *pool,
                                                         const uint32_t *meta, const uint64_t *slot_off,
                                                         const uint64_t *sizes, const uint64_t *offs, uint8_t *out,
-                                                        uint32_t nseg)
+                                                        uint32_t *lens, uint32_t nseg)
 {
     const uint32_t g = blockIdx.x * (kThreads / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
     if (g >= nseg)
         return;
-    const uint64_t sz = sizes[g];
-    const uint32_t h = meta[g], tag = h & 15u;
+    const uint64_t sz = sizes[g], off = offs[g];
+    if (lane == 0 && segs[g].last)
+        lens[segs[g].chunk] = (uint32_t)(off + sz - offs[g - segs[g].s]);
     if (!sz)
         return;
-    uint8_t *o = out + offs[g];
+    const uint32_t h = meta[g], tag = h & 15u;
+    uint8_t *o = out + off;
     if (tag == RF_DELTA_SAME || tag == RF_DELTA_RAW) {
         if (lane < 4)
             o[lane] = (uint8_t)(h >> (8 * lane)); /* little-endian */
@@ -985,6 +1076,19 @@ static int make_table(struct rf_delta_cuda *c, const struct rf_delta_span *t, si
     return 0;
 }
 
+/* The encoder's counters in c->changed (u32 units): the pool's use (a
+ * u64 at 0), the spill count (2), the offsets' ticket (3), a flag per chunk
+ * from 4, then (8-byte aligned) a word per tile of the offsets. */
+static size_t tile_words_at(size_t nchunk)
+{
+    return (4 + nchunk + 1) & ~(size_t)1;
+}
+
+static size_t off_tiles(size_t nseg)
+{
+    return (nseg + kOffThreads - 1) / kOffThreads;
+}
+
 static int work_buffers(struct rf_delta_cuda *c, int enc)
 {
     const struct seg_table *tb = &c->tab[enc];
@@ -1012,12 +1116,16 @@ static int work_buffers(struct rf_delta_cuda *c, int enc)
         rc = grow((void **)&c->slot_off, &s6, n * sizeof(rec_info), "record slots");
     if (!rc)
         c->seg_buf_cap = sc;
-    /* chunk flags behind the encoder's two counters (zeroed with them);
-     * both chunk buffers of the same size, for one capacity */
+    /* chunk flags behind the encoder's three counters, then the offsets'
+     * tile words (zeroed with them); both chunk buffers of the same size,
+     * for one capacity */
+    size_t chunk_bytes = (tile_words_at(nc) + 2 * off_tiles(n)) * sizeof(uint32_t);
+    if (chunk_bytes < (nc + 4) * sizeof(uint64_t))
+        chunk_bytes = (nc + 4) * sizeof(uint64_t);
     if (!rc)
-        rc = grow((void **)&c->changed, &cc, (nc + 4) * sizeof(uint64_t), "chunk flags");
+        rc = grow((void **)&c->changed, &cc, chunk_bytes, "chunk flags");
     if (!rc)
-        rc = grow((void **)&c->coff, &c2, (nc + 4) * sizeof(uint64_t), "chunk offsets");
+        rc = grow((void **)&c->coff, &c2, chunk_bytes, "chunk offsets");
     if (!rc)
         c->chunk_buf_cap = cc;
     return rc;
@@ -1052,10 +1160,10 @@ extern "C" int rf_delta_cuda_encode(struct rf_delta_cuda *c, const struct rf_del
     if (rc)
         return rc;
     const struct seg_table *tb = &c->tab[1];
-    /* Five operations on the stream, none waiting for the host: the chunk
-     * flags and spill count zeroed; the pass (headers, slots, flags, spill
-     * list); the offsets (sizes, offsets, every chunk length, the total);
-     * the pack; the spilled segments.  A batch of no segments only zeroes
+    /* Five operations on the stream, none waiting for the host: the
+     * counters, chunk flags and tile words zeroed; the pass (headers,
+     * slots, flags, spill list); the offsets (sizes, offsets, the total);
+     * the pack (records, every chunk length); the spilled segments.  A batch of no segments only zeroes
      * the total. */
     cudaError_t e = cudaSuccess;
     if (!tb->nseg) {
@@ -1064,13 +1172,16 @@ extern "C" int rf_delta_cuda_encode(struct rf_delta_cuda *c, const struct rf_del
         const unsigned ns = (unsigned)tb->nseg;
         const enc_out o = {c->meta, c->changed + 4, c->changed + 2, c->spill, c->slot_off,
                            (unsigned long long *)c->changed, (unsigned long long)(c->slots_cap / 16)};
-        e = cudaMemsetAsync(c->changed, 0, (tb->nchunk + 4) * sizeof(uint32_t), c->stream);
+        const size_t tiles_at = tile_words_at(tb->nchunk), nt_off = off_tiles(ns);
+        unsigned long long *tiles = (unsigned long long *)(c->changed + tiles_at);
+        e = cudaMemsetAsync(c->changed, 0, (tiles_at + 2 * nt_off) * sizeof(uint32_t), c->stream);
         if (e == cudaSuccess) {
             encode_kernel<kBatch, 4><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, o);
-            offsets_kernel<<<1, kScanThreads, 0, c->stream>>>(tb->d_segs, c->meta, o.chunk_changed, c->sizes,
-                                                              c->offs, lens, ns, c->d_total);
+            offsets_kernel<<<(unsigned)nt_off, kOffThreads, 0, c->stream>>>(tb->d_segs, c->meta, o.chunk_changed,
+                                                                           c->changed + 3, tiles, c->sizes, c->offs,
+                                                                           ns, c->d_total);
             pack_kernel<<<blocks_for(ns, kThreads / 32), kThreads, 0, c->stream>>>(
-                tb->d_segs, c->slots, c->meta, c->slot_off, c->sizes, c->offs, (uint8_t *)out, ns);
+                tb->d_segs, c->slots, c->meta, c->slot_off, c->sizes, c->offs, (uint8_t *)out, lens, ns);
             spill_kernel<<<ns < kSpillCtas ? ns : kSpillCtas, kThreads, 0, c->stream>>>(
                 tb->d_segs, o.spill_n, c->spill, c->offs, (uint8_t *)out);
             e = cudaGetLastError();

@@ -4,6 +4,10 @@
 # the host codec by delta_same_bytes.cpp.  From the project root, with a
 # build directory holding the delta objects (any build: the host codec):
 #   tools/dev/cudaemu/run.sh [BUILD [DENSITIES]]     (~1 min per density)
+# The offsets run tiles of 32 segments here (256 on a GPU) so that the
+# batch spans several; EMU_FLAGS=-DRF_DELTA_LOOKBACK_AGG_ONLY makes every
+# tile's look-back walk back to tile 0 (CTAs run one after another here,
+# so otherwise each finds its predecessor's inclusive sum at once).
 # Bytes only: the GPU run (tools/dev/gpu/delta.sh) is still the test.
 set -euo pipefail
 build=${1:-build}
@@ -11,7 +15,7 @@ here=tools/dev/cudaemu
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 "$here/xform.py" core/src/cuda/delta.cu "$tmp/delta_emu.cpp"
-g++ -std=c++20 -O1 -pthread -Wno-subobject-linkage -I"$here" -I"$tmp" -Icore/src/delta -Icore/src/include -Icore/include \
+g++ -std=c++20 -O1 -pthread -DRF_DELTA_OFF_THREADS=32 ${EMU_FLAGS:-} -Wno-subobject-linkage -I"$here" -I"$tmp" -Icore/src/delta -Icore/src/include -Icore/include \
     -o "$tmp/same_bytes" "$here/delta_same_bytes.cpp" "$here/emu.cpp" \
     "$build"/core/librf_delta.a.p/*.o "$build"/core/librf_delta_avx2.a.p/*.o \
     "$build"/core/librf_delta_avx512.a.p/*.o -L"$build/core" -lrefit
