@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../check_run.h"
@@ -332,6 +334,45 @@ static int check_page(const char *path, const struct doc_default *sd, size_t n_s
     return compared;
 }
 
+/* `refit doctor` on a host with a GPU says whether a CUDA MPS daemon runs
+ * (its control socket in CUDA_MPS_PIPE_DIRECTORY): without one, colocated
+ * processes time-slice the GPU.  The host is a sysfs tree of one NVIDIA
+ * display controller; the daemon a socket bound where nvidia-cuda-mps-control
+ * puts its own. */
+START_TEST(doctor_says_whether_mps_runs)
+{
+    const char *t = getenv("TMPDIR");
+    char root[1024], cmd[4096], sock[1200];
+    snprintf(root, sizeof(root), "%s/refit-cli-mps-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(root));
+    const char *dev = "devices/pci0000:00/0000:00:01.0/0000:18:00.0";
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && mkdir -p %s devices/system/node/node0 bus/pci/devices mps && echo 0-3 > "
+             "devices/system/node/node0/cpulist && echo 0 > %s/numa_node && echo 0x10de > %s/vendor && "
+             "echo 0x030200 > %s/class && ln -s ../../../%s bus/pci/devices/0000:18:00.0",
+             root, dev, dev, dev, dev, dev);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "CUDA_MPS_PIPE_DIRECTORY='%s/mps' " REFIT_BIN " doctor --sysfs '%s'", root, root);
+    ck_assert_int_eq(run(cmd, out, sizeof(out)), 0);
+    ck_has("gpu 0000:18:00.0");
+    ck_has("cuda mps: no daemon at");
+    ck_has("nvidia-cuda-mps-control -d");
+
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    ck_assert_int_lt(snprintf(sock, sizeof(sock), "%s/mps/control", root), (int)sizeof(a.sun_path));
+    strcpy(a.sun_path, sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(run(cmd, out, sizeof(out)), 0);
+    ck_has("cuda mps: a daemon's control socket at");
+    ck_has(sock);
+    close(fd);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 START_TEST(docs_defaults_are_the_schemas)
 {
     static struct doc_default sd[1024];
@@ -365,6 +406,7 @@ int main(void)
     tcase_add_test(tc, every_command_helps_with_its_options);
     tcase_add_test(tc, option_typos_name_the_option);
     tcase_add_test(tc, docs_defaults_are_the_schemas);
+    tcase_add_test(tc, doctor_says_whether_mps_runs);
     suite_add_tcase(s, tc);
     int failed = t_run_suite(s, CK_NORMAL);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -11,6 +11,7 @@
 #include "../check_run.h"
 #include "delta.h"
 #include "delta_ref.h"
+#include "delta_swar.h"
 #include "refit/status.h"
 
 static uint64_t rnd(uint64_t *s)
@@ -289,6 +290,63 @@ START_TEST(test_bound_reached_never_passed)
 }
 END_TEST
 
+/* One unit by the rule of delta_ref.h: changed, escaped, difference byte. */
+static void unit_rule(unsigned x, unsigned y, uint32_t *m, uint32_t *em, uint32_t *db)
+{
+    int d = (int)(int16_t)(uint16_t)(y - x);
+    *m = x != y;
+    *em = x != y && (d < -128 || d > 127);
+    *db = x != y && !*em ? (uint8_t)d : 0;
+}
+
+/* The CUDA encoder's two units a word (delta_swar.h) against the rule:
+ * every pair of 48 edge values (0, ±1, int8 and int16 limits, 0x8000,
+ * ...) and of their neighbours in each lane with the other lane every
+ * edge too, then random words, half of them near each other. */
+START_TEST(test_swar_word)
+{
+    static const unsigned edge[] = {0,      1,      2,      0x7e,   0x7f,   0x80,   0x81,   0xfe,
+                                    0xff,   0x100,  0x101,  0x17f,  0x180,  0x7fff, 0x8000, 0x8001,
+                                    0x807f, 0x8080, 0xff00, 0xff7f, 0xff80, 0xff81, 0xfffe, 0xffff};
+    const size_t ne = sizeof(edge) / sizeof(edge[0]);
+    uint64_t s = 0x5a5a;
+    long n = 0;
+    for (size_t i = 0; i < 2 * ne * 2 * ne * ne; i++) {
+        size_t r = i;
+        unsigned x0 = edge[r % ne] ^ (unsigned)(r / ne % 2 ? 0x4000 : 0);
+        r /= 2 * ne;
+        unsigned y0 = edge[r % ne] ^ (unsigned)(r / ne % 2 ? 0x4000 : 0);
+        r /= 2 * ne;
+        unsigned x1 = edge[r % ne], y1 = edge[(r + i) % ne];
+        for (int swap = 0; swap < 2; swap++) {
+            unsigned xl = swap ? x1 : x0, yl = swap ? y1 : y0, xh = swap ? x0 : x1, yh = swap ? y0 : y1;
+            uint32_t m, em, db, m0, e0, b0, m1, e1, b1;
+            rf_swar_diff2(xl | xh << 16, yl | yh << 16, &m, &em, &db);
+            unit_rule(xl, yl, &m0, &e0, &b0);
+            unit_rule(xh, yh, &m1, &e1, &b1);
+            ck_assert_msg(m == (m0 | m1 << 1) && em == (e0 | e1 << 1) && db == (b0 | b1 << 8),
+                          "x %04x %04x y %04x %04x: %x %x %04x, rule %x %x %04x", xl, xh, yl, yh, m, em, db,
+                          m0 | m1 << 1, e0 | e1 << 1, b0 | b1 << 8);
+            n++;
+        }
+    }
+    for (int i = 0; i < 1000000; i++) {
+        uint64_t r = rnd(&s);
+        uint32_t x = (uint32_t)r, y = (uint32_t)(r >> 32);
+        if (i & 1) /* near: each lane moved by an int8-or-so amount */
+            y = ((x & 0xffffu) + (uint32_t)(int)(int8_t)(r >> 32) * (i & 2 ? 1u : 3u)) & 0xffffu;
+        if (i & 1)
+            y |= ((x >> 16) + (uint32_t)(int)(int8_t)(r >> 40) * (i & 4 ? 1u : 2u)) << 16;
+        uint32_t m, em, db, m0, e0, b0, m1, e1, b1;
+        rf_swar_diff2(x, y, &m, &em, &db);
+        unit_rule(x & 0xffffu, y & 0xffffu, &m0, &e0, &b0);
+        unit_rule(x >> 16, y >> 16, &m1, &e1, &b1);
+        ck_assert_msg(m == (m0 | m1 << 1) && em == (e0 | e1 << 1) && db == (b0 | b1 << 8), "x %08x y %08x", x, y);
+    }
+    ck_assert_int_gt(n, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("delta");
@@ -300,6 +358,7 @@ int main(void)
     tcase_add_test(tc, test_tensor);
     tcase_add_test(tc, test_errors_name_chunk);
     tcase_add_test(tc, test_bound_reached_never_passed);
+    tcase_add_test(tc, test_swar_word);
     suite_add_tcase(s, tc);
     return t_run_suite(s, CK_ENV) ? 1 : 0;
 }

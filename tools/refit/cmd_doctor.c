@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cli_opts.h"
@@ -178,6 +179,29 @@ static void try_transport(struct cli_common *c, const refit_topology_t *t, const
     free(hint);
 }
 
+/* Colocated trainers and engines (cuda_ipc, one GPU): without the CUDA MPS
+ * daemon their processes hold two contexts and the GPU time-slices between
+ * them, ~0.1 ms per pull (docs/benchmarks.md).  The daemon is seen by its
+ * control socket in the pipe directory both sides must share. */
+static void print_mps(const refit_topology_t *t)
+{
+    const struct refit_topo_gpu *gpus;
+    if (refit_topology_gpus(t, &gpus) == 0)
+        return;
+    const char *dir = getenv("CUDA_MPS_PIPE_DIRECTORY");
+    if (!dir || !*dir)
+        dir = "/tmp/nvidia-mps";
+    char path[4096];
+    struct stat st;
+    int n = snprintf(path, sizeof(path), "%s/control", dir);
+    if (n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        printf("cuda mps: a daemon's control socket at %s (colocated processes share one GPU context)\n", path);
+    else
+        printf("cuda mps: no daemon at %s (CUDA_MPS_PIPE_DIRECTORY): colocated trainers and engines\n"
+               "    time-slice the GPU, ~0.1 ms per pull; start `nvidia-cuda-mps-control -d` (docs/cuda.md)\n",
+               dir);
+}
+
 struct doctor_opts {
     const char *config, *sysfs, *gpu;
     struct cli_list set;
@@ -194,8 +218,9 @@ static const struct cli_opt doctor_table[] = {
 static const struct cli_spec doctor_spec = {
     .cmd = "doctor",
     .about = "Prints the host's topology (NUMA nodes, NICs, GPUs), the fabrics UCX and\n"
-             "libfabric see, the plugins found, and what each transport plugin would pick\n"
-             "with this configuration (transport.plugin first).\n",
+             "libfabric see, whether a CUDA MPS daemon runs (for colocated GPUs), the plugins\n"
+             "found, and what each transport plugin would pick with this configuration\n"
+             "(transport.plugin first).\n",
     .opts = doctor_table,
     .n_opts = CLI_N(doctor_table),
 };
@@ -224,6 +249,7 @@ int cmd_doctor(int argc, char **argv)
     }
     print_topology(t);
     print_fabrics(t);
+    print_mps(t);
     printf("plugins:\n");
     refit_loader_scan(c.loader, print_plugin, NULL);
     const char *configured = "tcp";

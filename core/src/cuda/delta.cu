@@ -4,28 +4,33 @@
  *
  * A batch of tensors is cut into segments (64 KiB of a checksum chunk; the
  * host describes them once in a table, kept while the batch is the same),
- * and every kernel runs one CTA of 256 threads per segment:
+ * and the encoder and the applier each run a few launches, none waiting
+ * for the host:
  *
- *   encode   reads base and next once, 8 units (16 bytes) per thread and
- *            step: the change bitmap, the escape bitmap and each unit's
+ *   encode   one CTA of 256 threads per segment reads base and next once
+ *            (segments of whole 16 KiB batches from 16-byte-aligned
+ *            versions: each thread's eight 16-byte streaming loads of four
+ *            steps in flight before the first is used, the change worked
+ *            out two units per 32-bit word; any other segment a step at a
+ *            time): the change bitmap, the escape bitmap and each unit's
  *            difference byte go to shared memory, the per-block counts are
  *            scanned, the encoding is chosen by the sizes delta.h defines,
  *            and a record of up to 8 KiB (SAME, and SPARSE or BITMAP up to
  *            ~12 % of the units changed: every RL step) is written from
  *            shared memory into the segment's slot (only escaped values
- *            read global memory again);
- *   sizes    a chunk all of whose segments are SAME has an empty delta:
- *            record sizes and chunk lengths;
- *   scan     one CTA: exclusive sum of the record sizes (their offsets in
- *            the packed stream) and the total;
- *   pack     each record from its slot to its offset; RAW records from
- *            next;
- *   spill    the segments whose SPARSE or BITMAP record was larger than a
- *            slot are encoded again, straight to their offset (the other
- *            CTAs return at once): denser segments read twice, in
- *            exchange for slots of an eighth of the batch.  The output is
- *            never larger than rf_delta_tensor_bound (input + 4 bytes per
- *            segment: RAW is chosen over anything larger).
+ *            read global memory again); a larger one puts the segment on
+ *            the spill list;
+ *   offsets  one CTA: each record's size (none for the segments of a chunk
+ *            all of whose segments are SAME: its delta is empty), their
+ *            exclusive sum (offsets in the packed stream), every chunk's
+ *            length and the total;
+ *   pack     a warp per segment: its record from its slot to its offset;
+ *            RAW records from next;
+ *   spill    a few CTAs loop over the spill list: each segment encoded
+ *            again, straight to its offset: denser segments read twice,
+ *            in exchange for slots of an eighth of the batch.  The output
+ *            is never larger than rf_delta_tensor_bound (input + 4 bytes
+ *            per segment: RAW is chosen over anything larger).
  *
  *   apply:   scan of the chunk lengths (chunk offsets), check (every
  *            record walked and checked as delta_apply.c does; the first bad
@@ -43,6 +48,7 @@
 #include <string.h>
 
 #include "delta.h"
+#include "delta_swar.h"
 #include "refit/status.h"
 
 namespace {
@@ -50,13 +56,17 @@ namespace {
 constexpr int kThreads = 256;
 constexpr uint32_t kSeg = RF_DELTA_SEG;
 constexpr uint32_t kSegUnits = kSeg / 2;
-/* Record room per segment (16-byte aligned): SPARSE and BITMAP records up
- * to this size (up to ~12 % of a segment's units changed) wait here for
- * their offset; RAW records are copied from `next` by the pack, and larger
- * ones are encoded again straight into the output by the spill pass, so
- * that the encoder's scratch is an eighth of the batch, not the batch
- * again, whatever the change rate. */
+/* Record room per segment: SPARSE and BITMAP records wait for their
+ * offset in slots taken from a pool of this much per segment of the batch
+ * (an eighth of it: at an RL step's ~2 % of units changed, records are
+ * ~2.5 % of their segments; a segment need not fit in its own share, so a
+ * batch of 15 % changed spills little); SAME and RAW records need none (the
+ * pack writes them from the header and next), and a record the pool has
+ * no more room for is encoded again straight into the output by the spill
+ * pass, so that the encoder's scratch is an eighth of the batch, not the
+ * batch again, whatever the change rate. */
 constexpr uint32_t kSlot = 8192 + 16;
+constexpr uint64_t kNoSlot = ~0ull;
 constexpr int kScanThreads = 1024;
 constexpr unsigned long long kNoError = ~0ull;
 
@@ -131,44 +141,50 @@ __device__ __forceinline__ uint32_t half_exclusive(uint32_t v)
 /* ------------------------------------------------------------------ */
 /* encode */
 
-/* Units [u0, u0+8) of a segment: change and escape masks and the
- * difference bytes (0 where unchanged or escaped). */
-__device__ __forceinline__ void scan8(const uint8_t *a, const uint8_t *b, uint32_t u0, uint32_t nu,
-                                      uint32_t *m, uint32_t *em, uint2 *db)
+/* The change of eight units (four words of base and of next): change and
+ * escape masks, the eight difference bytes (two units a word:
+ * delta_swar.h, tested on the host against the unit rule). */
+__device__ __forceinline__ void diff8(const uint32_t wa[4], const uint32_t wb[4], uint32_t *m, uint32_t *em,
+                                      uint2 *db)
 {
-    uint16_t x[8], y[8];
-    if (u0 + 8 <= nu && (((uintptr_t)(a + 2 * u0) | (uintptr_t)(b + 2 * u0)) & 15) == 0) {
-        uint4 va = __ldg((const uint4 *)(a + 2 * u0)), vb = __ldg((const uint4 *)(b + 2 * u0));
-        const uint32_t wa[4] = {va.x, va.y, va.z, va.w}, wb[4] = {vb.x, vb.y, vb.z, vb.w};
+    uint32_t mm = 0, ee = 0, b[4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            x[j] = (uint16_t)(wa[j / 2] >> (16 * (j & 1)));
-            y[j] = (uint16_t)(wb[j / 2] >> (16 * (j & 1)));
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            bool in = u0 + j < nu;
-            x[j] = in ? (uint16_t)(a[2 * (u0 + j)] | a[2 * (u0 + j) + 1] << 8) : 0;
-            y[j] = in ? (uint16_t)(b[2 * (u0 + j)] | b[2 * (u0 + j) + 1] << 8) : 0;
-        }
-    }
-    uint32_t mm = 0, ee = 0, lo = 0, hi = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        uint16_t d = (uint16_t)(y[j] - x[j]);
-        bool ne = x[j] != y[j], esc = ne && (uint16_t)(d + 128u) > 255u;
-        mm |= (uint32_t)ne << j;
-        ee |= (uint32_t)esc << j;
-        uint32_t byte = esc ? 0u : (uint32_t)(d & 0xffu);
-        if (j < 4)
-            lo |= byte << (8 * j);
-        else
-            hi |= byte << (8 * (j - 4));
+    for (int i = 0; i < 4; i++) {
+        uint32_t mi, ei;
+        rf_swar_diff2(wa[i], wb[i], &mi, &ei, &b[i]);
+        mm |= mi << (2 * i);
+        ee |= ei << (2 * i);
     }
     *m = mm;
     *em = ee;
-    *db = make_uint2(lo, hi);
+    *db = make_uint2(b[0] | b[1] << 16, b[2] | b[3] << 16);
+}
+
+/* Units [u0, u0+8) of a segment (any alignment, any end; units past the
+ * end are equal zeros). */
+__device__ __forceinline__ void scan8(const uint8_t *a, const uint8_t *b, uint32_t u0, uint32_t nu,
+                                      uint32_t *m, uint32_t *em, uint2 *db)
+{
+    uint32_t wa[4], wb[4];
+    if (u0 + 8 <= nu && (((uintptr_t)(a + 2 * u0) | (uintptr_t)(b + 2 * u0)) & 15) == 0) {
+        const uint4 va = __ldg((const uint4 *)(a + 2 * u0)), vb = __ldg((const uint4 *)(b + 2 * u0));
+        wa[0] = va.x, wa[1] = va.y, wa[2] = va.z, wa[3] = va.w;
+        wb[0] = vb.x, wb[1] = vb.y, wb[2] = vb.z, wb[3] = vb.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            wa[i] = wb[i] = 0;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const uint32_t at = 2 * u0 + 4 * i + j;
+                if (at < 2 * nu) {
+                    wa[i] |= (uint32_t)a[at] << (8 * j);
+                    wb[i] |= (uint32_t)b[at] << (8 * j);
+                }
+            }
+        }
+    }
+    diff8(wa, wb, m, em, db);
 }
 
 struct __align__(16) enc_smem {
@@ -177,15 +193,82 @@ struct __align__(16) enc_smem {
     uint8_t esc[kSegUnits / 8];
     uint32_t blk[kSegUnits / RF_DELTA_BLOCK];  /* changed | escapes << 16, per block */
     uint32_t pre[kSegUnits / RF_DELTA_BLOCK];  /* their exclusive sums */
-    uint32_t tag, k, e;
+    uint64_t slot;                             /* the record's place in the pool */
 };
 
+/* Units per step of the pass (every thread 8), and the steps whose loads
+ * a thread issues before using the first. */
+constexpr uint32_t kStep = kThreads * 8;
+constexpr uint32_t kBatch = 4;
+
+/* One step's eight units of this thread into shared memory (in: u0 <
+ * nu); the half warp's 128 units are one block, whose counts lane 0 of the
+ * half writes.  Every lane must call it. */
+__device__ __forceinline__ void put8(enc_smem &sm, uint32_t u0, bool in, uint32_t m, uint32_t em, uint2 db)
+{
+    if (in) {
+        sm.bits[u0 / 8] = (uint8_t)m;
+        sm.esc[u0 / 8] = (uint8_t)em;
+        *(uint2 *)&sm.diff[u0] = db;
+    }
+    uint32_t v = __popc(m) | __popc(em) << 16;
+#pragma unroll
+    for (int o = 8; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 15) == 0 && in)
+        sm.blk[u0 / RF_DELTA_BLOCK] = v;
+}
+
+/* The pass over a segment of whole batches of steps (its bytes a multiple
+ * of 16 KiB) whose base and next are 16-byte aligned: no bounds or
+ * alignment test between the loads, so that each thread's eight 16-byte
+ * loads of a batch are all in flight before the first is used (128 bytes
+ * per thread: the pass is bound by how much is in flight, the load of
+ * each step waiting on the last was about 0.6x a copy's speed).  Streaming
+ * loads: every byte is read once. */
+template <uint32_t kB>
+__device__ __forceinline__ void pass_whole(const seg_desc &d, uint32_t nu, enc_smem &sm)
+{
+    const uint4 *pa = (const uint4 *)d.a + threadIdx.x, *pb = (const uint4 *)d.b + threadIdx.x;
+    const uint32_t nsteps = nu / kStep;
+#pragma unroll 1
+    for (uint32_t s0 = 0; s0 < nsteps; s0 += kB) {
+        uint4 va[kB], vb[kB];
+#pragma unroll
+        for (uint32_t j = 0; j < kB; j++) {
+            va[j] = __ldcs(pa + (size_t)(s0 + j) * kThreads);
+            vb[j] = __ldcs(pb + (size_t)(s0 + j) * kThreads);
+        }
+#pragma unroll
+        for (uint32_t j = 0; j < kB; j++) {
+            const uint32_t wa[4] = {va[j].x, va[j].y, va[j].z, va[j].w}, wb[4] = {vb[j].x, vb[j].y, vb[j].z, vb[j].w};
+            uint32_t m, em;
+            uint2 db;
+            diff8(wa, wb, &m, &em, &db);
+            put8(sm, (s0 + j) * kStep + threadIdx.x * 8, true, m, em, db);
+        }
+    }
+}
+
+/* The pass over any other segment: all threads take the same number of
+ * steps (put8's half-warp sums need every lane). */
+__device__ void pass_any(const seg_desc &d, uint32_t nu, enc_smem &sm)
+{
+    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + kStep - 1) / kStep * kStep; u0 += kStep) {
+        uint32_t m = 0, em = 0;
+        uint2 db = make_uint2(0, 0);
+        if (u0 < nu)
+            scan8(d.a, d.b, u0, nu, &m, &em, &db);
+        put8(sm, u0, u0 < nu, m, em, db);
+    }
+}
+
 /* The changed units' bytes of a SPARSE or BITMAP payload (pos NULL for
- * BITMAP), thread by thread in the layout of the scan. */
+ * BITMAP), thread by thread in the layout of the pass. */
 __device__ void emit_units(const enc_smem &sm, const uint8_t *b, uint32_t nu, uint8_t *pos, uint8_t *dif,
                            uint8_t *raw)
 {
-    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + 2047) / 2048 * 2048; u0 += kThreads * 8) {
+    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + kStep - 1) / kStep * kStep; u0 += kStep) {
         uint32_t m = 0, em = 0;
         if (u0 < nu) {
             m = sm.bits[u0 / 8];
@@ -211,70 +294,67 @@ __device__ void emit_units(const enc_smem &sm, const uint8_t *b, uint32_t nu, ui
     }
 }
 
-/* A record of header h waits in its slot (else: RAW, copied from next by
- * the pack; spilled, written by the spill pass). */
-__device__ __forceinline__ bool spilled(uint32_t h)
-{
-    const uint32_t tag = h & 15u;
-    return (tag == RF_DELTA_SPARSE || tag == RF_DELTA_BITMAP) && 4u + (h >> 4) > kSlot;
-}
+/* What the encoder's first launch writes beside the records: per segment
+ * its header (meta) and where its record waits in the pool (slot_off,
+ * kNoSlot: nowhere), per chunk whether any segment changed, the pool's
+ * use in 16-byte units, and the list of spilled segments with their
+ * count. */
+struct enc_out {
+    uint32_t *meta, *chunk_changed, *spill_n, *spill;
+    uint64_t *slot_off;
+    unsigned long long *pool_used, pool16; /* pool16: the pool's 16-byte units */
+};
 
-/* A segment of odd length: SAME or RAW (the pack copies RAW's bytes). */
-__device__ void encode_odd(const seg_desc &d, uint8_t *slot, uint32_t *meta, uint32_t *chunk_changed)
+/* A segment of odd length: SAME or RAW (the pack writes either). */
+__device__ void encode_odd(const seg_desc &d, uint32_t g, const enc_out &o)
 {
     int diff = 0;
     for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
         diff |= d.a[i] != d.b[i];
     bool changed = __syncthreads_or(diff);
     if (threadIdx.x == 0) {
-        uint32_t h = changed ? (d.n << 4 | RF_DELTA_RAW) : RF_DELTA_SAME;
-        *(uint32_t *)slot = h; /* little-endian, 16-byte aligned slot */
-        meta[blockIdx.x] = h;
+        o.meta[g] = changed ? (d.n << 4 | RF_DELTA_RAW) : RF_DELTA_SAME;
+        o.slot_off[g] = kNoSlot;
         if (changed)
-            chunk_changed[d.chunk] = 1;
+            o.chunk_changed[d.chunk] = 1;
     }
 }
 
-/* kSpill false: every segment's header into meta (and its slot), the
- * record's payload into the slot when it fits there.  kSpill true (after
- * the scan): only the segments whose record did not fit, encoded again
- * and written whole at their offset in out (any alignment). */
-template <bool kSpill>
-__global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, uint8_t *slots, uint32_t *meta,
-                                                          uint32_t *chunk_changed, const uint64_t *sizes,
-                                                          const uint64_t *offs, uint8_t *out)
+/* Thread 0: where segment g's record of header h waits, kNoSlot for none
+ * (SAME and RAW need none; a SPARSE or BITMAP record the pool has no more
+ * room for goes onto the spill list).  The pool's counter only grows (64
+ * bits: no wrap), so once a record did not fit no later one does. */
+__device__ uint64_t take_slot(uint32_t h, uint32_t g, const enc_out &o)
 {
-    __shared__ enc_smem sm;
-    if (kSpill && (!sizes[blockIdx.x] || !spilled(meta[blockIdx.x])))
-        return; /* the same for the whole CTA */
-    const seg_desc d = segs[blockIdx.x];
-    uint8_t *slot = kSpill ? out + offs[blockIdx.x] : slots + (size_t)blockIdx.x * kSlot;
+    const uint32_t tag = h & 15u;
+    if (tag != RF_DELTA_SPARSE && tag != RF_DELTA_BITMAP)
+        return kNoSlot;
+    const unsigned long long need = (4ull + (h >> 4) + 15) / 16;
+    const unsigned long long at = atomicAdd(o.pool_used, need);
+    if (at + need <= o.pool16)
+        return at * 16;
+    o.spill[atomicAdd(o.spill_n, 1u)] = g;
+    return kNoSlot;
+}
+
+/* Segment g by the CTA.  kSpill false (dst: the pool): its header into
+ * meta, its record into a slot of the pool when it has room, else g onto
+ * the spill list.  kSpill true (after the offsets; dst: the segment's
+ * offset in the output, any alignment): a spilled segment encoded again
+ * and written whole there.  Every path is the same for the whole CTA. */
+template <bool kSpill, uint32_t kB>
+__device__ void encode_segment(enc_smem &sm, const seg_desc &d, uint32_t g, uint8_t *dst, const enc_out &o)
+{
     if (d.n & 1) {
         if (!kSpill)
-            encode_odd(d, slot, meta, chunk_changed);
+            encode_odd(d, g, o);
         return;
     }
     const uint32_t nu = d.n / 2, nblk = (nu + RF_DELTA_BLOCK - 1) / RF_DELTA_BLOCK, nbm = (nu + 7) / 8;
-    /* Pass over the dense bytes; all threads take the same number of steps
-     * (the half-warp sums need every lane); unrolled so that several
-     * steps' loads are in flight at once. */
-#pragma unroll 4
-    for (uint32_t u0 = threadIdx.x * 8; u0 < (nu + 2047) / 2048 * 2048; u0 += kThreads * 8) {
-        uint32_t m = 0, em = 0;
-        uint2 db = make_uint2(0, 0);
-        if (u0 < nu) {
-            scan8(d.a, d.b, u0, nu, &m, &em, &db);
-            sm.bits[u0 / 8] = (uint8_t)m;
-            sm.esc[u0 / 8] = (uint8_t)em;
-            *(uint2 *)&sm.diff[u0] = db;
-        }
-        uint32_t v = __popc(m) | __popc(em) << 16;
-#pragma unroll
-        for (int o = 8; o; o >>= 1)
-            v += __shfl_xor_sync(0xffffffffu, v, o);
-        if ((threadIdx.x & 15) == 0 && u0 < nu)
-            sm.blk[u0 / RF_DELTA_BLOCK] = v;
-    }
+    if (nu % (kStep * kB) == 0 && (((uintptr_t)d.a | (uintptr_t)d.b) & 15) == 0)
+        pass_whole<kB>(d, nu, sm);
+    else
+        pass_any(d, nu, sm);
     __syncthreads();
     uint32_t tot, mine = threadIdx.x < nblk ? sm.blk[threadIdx.x] : 0;
     uint32_t pre = cta_exclusive(mine, &tot);
@@ -292,16 +372,19 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, 
     else
         tag = RF_DELTA_RAW, plen = d.n;
     const uint32_t h = plen << 4 | tag;
-    if (threadIdx.x < 4 && (kSpill || 4u + plen <= kSlot))
-        slot[threadIdx.x] = (uint8_t)(h >> (8 * threadIdx.x)); /* little-endian */
     if (!kSpill && threadIdx.x == 0) {
-        meta[blockIdx.x] = h;
+        o.meta[g] = h;
         if (tag != RF_DELTA_SAME)
-            chunk_changed[d.chunk] = 1;
+            o.chunk_changed[d.chunk] = 1;
+        sm.slot = take_slot(h, g, o);
+        o.slot_off[g] = sm.slot;
     }
-    __syncthreads(); /* sm.pre complete */
-    if (!kSpill && spilled(h))
+    __syncthreads(); /* sm.pre and sm.slot complete */
+    if (!kSpill && sm.slot == kNoSlot)
         return;
+    uint8_t *slot = kSpill ? dst : dst + sm.slot;
+    if (threadIdx.x < 4)
+        slot[threadIdx.x] = (uint8_t)(h >> (8 * threadIdx.x)); /* little-endian */
     uint8_t *p = slot + 4;
     if (tag == RF_DELTA_SPARSE) {
         if (threadIdx.x < nblk)
@@ -314,22 +397,101 @@ __global__ void __launch_bounds__(kThreads) encode_kernel(const seg_desc *segs, 
     }
 }
 
-/* Record sizes (0 for every segment of an unchanged chunk) and the chunk
- * lengths (zeroed before). */
-__global__ void sizes_kernel(const seg_desc *segs, const uint32_t *meta, const uint32_t *chunk_changed,
-                             uint64_t *sizes, uint32_t *lens, uint32_t nseg)
+/* One CTA per segment: headers, chunk flags, records in the pool, the
+ * spill list.
+ * Four CTAs an SM (shared memory allows five; registers are capped for
+ * four): a batch's loads of 4 x 256 threads, 128 KiB, in flight. */
+template <uint32_t kB, int kMinCtas>
+__global__ void __launch_bounds__(kThreads, kMinCtas) encode_kernel(const seg_desc *segs, uint8_t *pool, enc_out o)
 {
-    uint32_t g = blockIdx.x * blockDim.x + threadIdx.x;
-    if (g >= nseg)
-        return;
+    __shared__ enc_smem sm;
+    const uint32_t g = blockIdx.x;
     const seg_desc d = segs[g];
-    uint64_t sz = chunk_changed[d.chunk] ? 4u + (meta[g] >> 4) : 0u;
-    sizes[g] = sz;
-    if (sz)
-        atomicAdd(&lens[d.chunk], (uint32_t)sz);
+    encode_segment<false, kB>(sm, d, g, pool, o);
 }
 
-/* One CTA: out[i] = sum of in[0..i), *total = sum of all. */
+/* The spilled segments (after the offsets), a few CTAs looping over the
+ * list: most batches have none, and a grid of every segment only to
+ * return cost more than the rest of the encoder's small launches. */
+constexpr unsigned kSpillCtas = 528;
+__global__ void __launch_bounds__(kThreads, 4) spill_kernel(const seg_desc *segs, const uint32_t *spill_n,
+                                                            const uint32_t *spill, const uint64_t *offs,
+                                                            uint8_t *out)
+{
+    __shared__ enc_smem sm;
+    const uint32_t n = *spill_n;
+    const enc_out none = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0};
+    for (uint32_t i = blockIdx.x; i < n; i += gridDim.x) {
+        const uint32_t g = spill[i];
+        const seg_desc d = segs[g];
+        encode_segment<true, kBatch>(sm, d, g, out + offs[g], none);
+        __syncthreads(); /* sm is the next segment's */
+    }
+}
+
+/* One CTA (kScanThreads, kScanItems consecutive segments a thread): each
+ * record's size (0 for every segment of an unchanged chunk), its offset
+ * in the packed stream, each chunk's length (written by its last
+ * segment: its end less its first segment's offset) and the total. */
+constexpr uint32_t kScanItems = 8;
+__global__ void __launch_bounds__(kScanThreads) offsets_kernel(const seg_desc *segs, const uint32_t *meta,
+                                                               const uint32_t *chunk_changed, uint64_t *sizes,
+                                                               uint64_t *offs, uint32_t *lens, uint32_t nseg,
+                                                               unsigned long long *total)
+{
+    __shared__ unsigned long long warp_sum[kScanThreads / 32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    unsigned long long carry = 0;
+    for (uint32_t t0 = 0; t0 < nseg; t0 += kScanThreads * kScanItems) {
+        const uint32_t g0 = t0 + threadIdx.x * kScanItems;
+        uint32_t sz[kScanItems];
+        unsigned long long mine = 0;
+#pragma unroll
+        for (uint32_t j = 0; j < kScanItems; j++) {
+            const uint32_t g = g0 + j;
+            sz[j] = g < nseg && chunk_changed[segs[g].chunk] ? 4u + (meta[g] >> 4) : 0u;
+            mine += sz[j];
+        }
+        unsigned long long x = mine;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o)
+                x += y;
+        }
+        if (lane == 31)
+            warp_sum[w] = x;
+        __syncthreads();
+        unsigned long long before = 0, all = 0;
+        for (int k = 0; k < kScanThreads / 32; k++) {
+            before += k < w ? warp_sum[k] : 0;
+            all += warp_sum[k];
+        }
+        unsigned long long run = carry + before + x - mine;
+#pragma unroll
+        for (uint32_t j = 0; j < kScanItems; j++) {
+            const uint32_t g = g0 + j;
+            if (g < nseg) {
+                sizes[g] = sz[j];
+                offs[g] = run;
+            }
+            run += sz[j];
+        }
+        carry += all;
+        __syncthreads(); /* this tile's offsets visible to the CTA; warp_sum free */
+#pragma unroll
+        for (uint32_t j = 0; j < kScanItems; j++) {
+            const uint32_t g = g0 + j;
+            if (g < nseg && segs[g].last)
+                lens[segs[g].chunk] = (uint32_t)(offs[g] + sz[j] - offs[g - segs[g].s]);
+        }
+    }
+    if (threadIdx.x == 0)
+        *total = carry;
+}
+
+/* One CTA (kScanThreads): out[i] = sum of in[0..i), *total = sum of all
+ * (apply: the chunk offsets). */
 template <typename T>
 __global__ void __launch_bounds__(kScanThreads) scan_kernel(const T *in, uint64_t *out, uint64_t n,
                                                             unsigned long long *total)
@@ -362,27 +524,53 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const T *in, uint64_
         *total = carry;
 }
 
-/* Each record to its offset: from its slot, or (RAW) its header from
- * meta and its bytes from next; spilled records are the spill pass's. */
-__global__ void pack_kernel(const seg_desc *segs, const uint8_t *slots, const uint32_t *meta, const uint64_t *sizes,
-                            const uint64_t *offs, uint8_t *out)
+/* n bytes from src to dst by one warp: 16-byte loads when src is
+ * aligned (slots always are; next usually), byte stores (dst is any
+ * offset of the packed stream). */
+__device__ __forceinline__ void warp_copy(uint8_t *dst, const uint8_t *src, uint32_t n)
 {
-    const uint64_t sz = sizes[blockIdx.x];
-    const uint32_t h = meta[blockIdx.x];
-    if (!sz || spilled(h))
+    const uint32_t lane = threadIdx.x & 31;
+    uint32_t i = 0;
+    if (((uintptr_t)src & 15) == 0) {
+        for (; i + 16 * 32 <= n; i += 16 * 32) {
+            const uint4 v = *(const uint4 *)(src + i + 16 * lane);
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+            uint8_t *o = dst + i + 16 * lane;
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+                o[j] = (uint8_t)(w[j / 4] >> (8 * (j & 3)));
+        }
+    }
+    for (i += lane; i < n; i += 32)
+        dst[i] = src[i];
+}
+
+/* Each record to its offset, a warp per segment: from its slot in the
+ * pool, or (SAME, RAW) its header from meta and RAW's bytes from next;
+ * spilled records are the spill pass's. */
+__global__ void __launch_bounds__(kThreads) pack_kernel(const seg_desc *segs, const uint8_t *pool,
+                                                        const uint32_t *meta, const uint64_t *slot_off,
+                                                        const uint64_t *sizes, const uint64_t *offs, uint8_t *out,
+                                                        uint32_t nseg)
+{
+    const uint32_t g = blockIdx.x * (kThreads / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (g >= nseg)
         return;
-    uint8_t *o = out + offs[blockIdx.x];
-    if ((h & 15u) == RF_DELTA_RAW) {
-        const seg_desc d = segs[blockIdx.x];
-        if (threadIdx.x < 4)
-            o[threadIdx.x] = (uint8_t)(h >> (8 * threadIdx.x));
-        for (uint32_t i = threadIdx.x; i < d.n; i += kThreads)
-            o[4 + i] = d.b[i];
+    const uint64_t sz = sizes[g];
+    const uint32_t h = meta[g], tag = h & 15u;
+    if (!sz)
+        return;
+    uint8_t *o = out + offs[g];
+    if (tag == RF_DELTA_SAME || tag == RF_DELTA_RAW) {
+        if (lane < 4)
+            o[lane] = (uint8_t)(h >> (8 * lane)); /* little-endian */
+        if (tag == RF_DELTA_RAW)
+            warp_copy(o + 4, segs[g].b, segs[g].n);
         return;
     }
-    const uint8_t *slot = slots + (size_t)blockIdx.x * kSlot;
-    for (uint64_t i = threadIdx.x; i < sz; i += kThreads)
-        o[i] = slot[i];
+    const uint64_t at = slot_off[g];
+    if (at != kNoSlot)
+        warp_copy(o, pool + at, (uint32_t)sz);
 }
 
 /* ------------------------------------------------------------------ */
@@ -630,7 +818,10 @@ struct rf_delta_cuda {
     /* work buffers (device), grown as needed */
     uint8_t *slots;
     size_t slots_cap;
-    uint32_t *meta, *changed;
+    uint32_t *meta;
+    uint32_t *changed; /* the pool's use (u64), the spill count (u32), a pad, a flag per chunk */
+    uint32_t *spill;   /* the spilled segments */
+    uint64_t *slot_off;
     uint64_t *sizes, *offs;
     size_t seg_buf_cap, chunk_buf_cap;
     rec_info *recs;
@@ -682,6 +873,8 @@ extern "C" void rf_delta_cuda_destroy(struct rf_delta_cuda *c)
     cudaFree(c->slots);
     cudaFree(c->meta);
     cudaFree(c->changed);
+    cudaFree(c->spill);
+    cudaFree(c->slot_off);
     cudaFree(c->sizes);
     cudaFree(c->offs);
     cudaFree(c->recs);
@@ -799,12 +992,12 @@ static int work_buffers(struct rf_delta_cuda *c, int enc)
     int rc = 0;
     if (enc) {
         size_t cap = c->slots_cap;
-        rc = grow((void **)&c->slots, &cap, n * (size_t)kSlot, "segment slots");
+        rc = grow((void **)&c->slots, &cap, n * (size_t)kSlot, "record pool");
         c->slots_cap = cap;
     }
-    /* one capacity for the four per-segment buffers, each sized for the
+    /* one capacity for the six per-segment buffers, each sized for the
      * largest element (rec_info) */
-    size_t sc = c->seg_buf_cap, s2 = sc, s3 = sc, s4 = sc, cc = c->chunk_buf_cap, c2 = cc;
+    size_t sc = c->seg_buf_cap, s2 = sc, s3 = sc, s4 = sc, s5 = sc, s6 = sc, cc = c->chunk_buf_cap, c2 = cc;
     if (!rc)
         rc = grow((void **)&c->meta, &sc, n * sizeof(rec_info), "segment headers");
     if (!rc)
@@ -814,11 +1007,17 @@ static int work_buffers(struct rf_delta_cuda *c, int enc)
     if (!rc)
         rc = grow((void **)&c->recs, &s4, n * sizeof(rec_info), "checked records");
     if (!rc)
+        rc = grow((void **)&c->spill, &s5, n * sizeof(rec_info), "spilled segments");
+    if (!rc)
+        rc = grow((void **)&c->slot_off, &s6, n * sizeof(rec_info), "record slots");
+    if (!rc)
         c->seg_buf_cap = sc;
+    /* chunk flags behind the encoder's two counters (zeroed with them);
+     * both chunk buffers of the same size, for one capacity */
     if (!rc)
-        rc = grow((void **)&c->changed, &cc, nc * sizeof(uint64_t), "chunk flags");
+        rc = grow((void **)&c->changed, &cc, (nc + 4) * sizeof(uint64_t), "chunk flags");
     if (!rc)
-        rc = grow((void **)&c->coff, &c2, nc * sizeof(uint64_t), "chunk offsets");
+        rc = grow((void **)&c->coff, &c2, (nc + 4) * sizeof(uint64_t), "chunk offsets");
     if (!rc)
         c->chunk_buf_cap = cc;
     return rc;
@@ -853,23 +1052,27 @@ extern "C" int rf_delta_cuda_encode(struct rf_delta_cuda *c, const struct rf_del
     if (rc)
         return rc;
     const struct seg_table *tb = &c->tab[1];
-    cudaError_t e = cudaMemsetAsync(c->d_total, 0, sizeof(unsigned long long), c->stream);
-    if (tb->nseg) {
+    /* Five operations on the stream, none waiting for the host: the chunk
+     * flags and spill count zeroed; the pass (headers, slots, flags, spill
+     * list); the offsets (sizes, offsets, every chunk length, the total);
+     * the pack; the spilled segments.  A batch of no segments only zeroes
+     * the total. */
+    cudaError_t e = cudaSuccess;
+    if (!tb->nseg) {
+        e = cudaMemsetAsync(c->d_total, 0, sizeof(unsigned long long), c->stream);
+    } else {
         const unsigned ns = (unsigned)tb->nseg;
-        if (e == cudaSuccess)
-            e = cudaMemsetAsync(c->changed, 0, tb->nchunk * sizeof(uint32_t), c->stream);
-        if (e == cudaSuccess)
-            e = cudaMemsetAsync(lens, 0, tb->nchunk * sizeof(uint32_t), c->stream);
+        const enc_out o = {c->meta, c->changed + 4, c->changed + 2, c->spill, c->slot_off,
+                           (unsigned long long *)c->changed, (unsigned long long)(c->slots_cap / 16)};
+        e = cudaMemsetAsync(c->changed, 0, (tb->nchunk + 4) * sizeof(uint32_t), c->stream);
         if (e == cudaSuccess) {
-            encode_kernel<false><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->changed,
-                                                                nullptr, nullptr, nullptr);
-            sizes_kernel<<<blocks_for(ns, 256), 256, 0, c->stream>>>(tb->d_segs, c->meta, c->changed, c->sizes,
-                                                                     lens, ns);
-            scan_kernel<uint64_t><<<1, kScanThreads, 0, c->stream>>>(c->sizes, c->offs, ns, c->d_total);
-            pack_kernel<<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, c->meta, c->sizes, c->offs,
-                                                        (uint8_t *)out);
-            encode_kernel<true><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, nullptr, c->meta, nullptr, c->sizes,
-                                                               c->offs, (uint8_t *)out);
+            encode_kernel<kBatch, 4><<<ns, kThreads, 0, c->stream>>>(tb->d_segs, c->slots, o);
+            offsets_kernel<<<1, kScanThreads, 0, c->stream>>>(tb->d_segs, c->meta, o.chunk_changed, c->sizes,
+                                                              c->offs, lens, ns, c->d_total);
+            pack_kernel<<<blocks_for(ns, kThreads / 32), kThreads, 0, c->stream>>>(
+                tb->d_segs, c->slots, c->meta, c->slot_off, c->sizes, c->offs, (uint8_t *)out, ns);
+            spill_kernel<<<ns < kSpillCtas ? ns : kSpillCtas, kThreads, 0, c->stream>>>(
+                tb->d_segs, o.spill_n, c->spill, c->offs, (uint8_t *)out);
             e = cudaGetLastError();
         }
     }

@@ -6,13 +6,14 @@
 # the transport's path (refit.device_program off) for comparison.
 #
 # Here: tools/dev/gpu/pack.sh build .devpack-gpu/devbuild && ../shared/hooks/device-pack .devpack-gpu/devbuild
-# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib|diag]
+# There (carry .devpack): source .devpack/env.sh && tools/dev/gpu/colocated.sh [short|quick|attrib|diag|mps]
 # (attrib: the 0.6B runs with each of refit.ack_async, the polled wait and
 # the one-launch FP8 program undone, beside the defaults; untraced; the copy
 # kernel's tile size and grid bound; diag: the launch-to-start latency
 # (REFIT_DPROG_PROBE: an empty kernel or a copy before the program), GPU
 # clocks sampled through a run, the copy kernel's variants, and the same
-# runs under the CUDA MPS daemon when the machine has it)
+# runs under the CUDA MPS daemon when the machine has it; mps: the targets
+# under the MPS daemon, then without it on the same card)
 # Logs to $OUT (or /tmp); prints a PASS/FAIL line per step, the ratio lines
 # and two warm pulls' traces (REFIT_PULL_TRACE=1, receiver.h: each step of
 # the pull in ms, the kernels' device time; REFIT_PULL_TRACE=0 turns it off).
@@ -41,11 +42,7 @@ step dprog-cuda 40 "$db/tests/cuda/test-cuda-dprog" device
 # the copy kernel with a small grid walking many small tiles, against the host reference too
 step dprog-cuda-walk 40 env REFIT_DPROG_CTAS=64 REFIT_DPROG_TILE_KB=4 "$db/tests/cuda/test-cuda-dprog" device
 r=$db/refit
-if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' start goes, and the copy kernel's shape
-    # the copy kernel's variants against the host reference (byte-identical)
-    step dprog-cuda-u8-cs-wb 40 env REFIT_DPROG_UNROLL=8 REFIT_DPROG_LOAD=cs REFIT_DPROG_STORE=wb \
-        REFIT_DPROG_TILE_KB=16 "$db/tests/cuda/test-cuda-dprog" device
-    # MPS (one GPU context for all processes: no time-slicing between the trainer's and the engine's)
+mps_runs() { # the targets under the CUDA MPS daemon (one GPU context for all processes)
     if command -v nvidia-cuda-mps-control > /dev/null; then
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/refit-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/refit-mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
@@ -56,6 +53,7 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
             step "MPS: 0.6B fp8 trainer, checked" 45 "$r" bench gpu --colocated --check --fp8 trainer --cycles 4
             step "MPS: 0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
             step "MPS: 4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
+            step "MPS: 4B fp8 trainer" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --fp8 trainer --cycles 4
             echo quit | nvidia-cuda-mps-control
             trap - EXIT TERM INT
             cp "$CUDA_MPS_LOG_DIRECTORY/control.log" "$logs/mps-control.log" 2>/dev/null
@@ -66,6 +64,20 @@ if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' sta
     else
         echo "MPS: no nvidia-cuda-mps-control on this machine"
     fi
+}
+if [ "${1:-}" = mps ]; then # the targets under MPS, then the same without it on the same card
+    mps_runs
+    step "0.6B fp8 off" 40 "$r" bench gpu --colocated --cycles 6
+    step "0.6B fp8 trainer" 40 "$r" bench gpu --colocated --fp8 trainer --cycles 6
+    step "4B fp8 off" 60 "$r" bench gpu --colocated --model configs/models/qwen3-4b.yaml --cycles 4
+    echo "colocated.sh: $fails failed"
+    exit $((fails > 0))
+fi
+if [ "${1:-}" = diag ]; then # where the ~0.1 ms from launch to the kernels' start goes, and the copy kernel's shape
+    # the copy kernel's variants against the host reference (byte-identical)
+    step dprog-cuda-u8-cs-wb 40 env REFIT_DPROG_UNROLL=8 REFIT_DPROG_LOAD=cs REFIT_DPROG_STORE=wb \
+        REFIT_DPROG_TILE_KB=16 "$db/tests/cuda/test-cuda-dprog" device
+    mps_runs
     # the copy tiles before (256 KiB) and after (16 KiB, the default since 2026-12-06), and 8 KiB
     step "0.6B fp8 off, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --cycles 6
     step "0.6B fp8 trainer, 256 KiB tiles" 40 env REFIT_DPROG_TILE_KB=256 "$r" bench gpu --colocated --fp8 trainer --cycles 6
