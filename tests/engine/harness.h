@@ -9,6 +9,7 @@
 #include <check.h>
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -81,17 +82,61 @@ static inline void th_tmpdir(const char *tag, char *dir, size_t dcap)
     ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
+/* The checkpoints of th_workdir, made once per test program: `refit demo
+ * --make-checkpoint` is deterministic (a fixed seed) and the tests only
+ * read it, but making it (a process, ~60 MB written) in every forked test
+ * cost CI ~1-2 s of CPU each, ~50 times per build.  The cache lives in
+ * $TMPDIR/refit-ckc-<pid of the test program>-<layers>-<vocab>; the
+ * program's main process removes its caches at exit (Check's forked
+ * children exit too: they leave them alone). */
+static pid_t th_main_pid;
+
+__attribute__((constructor)) static void th_ckcache_init(void)
+{
+    th_main_pid = getpid();
+}
+
+__attribute__((destructor)) static void th_ckcache_fini(void)
+{
+    if (getpid() != th_main_pid)
+        return;
+    const char *t = getenv("TMPDIR");
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/refit-ckc-%d-*", t && *t ? t : "/tmp", (int)th_main_pid);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove the checkpoint caches of %d\n", (int)th_main_pid);
+}
+
+/* The cached checkpoint of `layers` x `vocab` (made by `bin` on first use)
+ * into path.  Made in a fresh directory, then renamed into place: a test
+ * killed mid-way leaves no half checkpoint behind for the next. */
+static inline void th_ckcache(const char *bin, int layers, int vocab, char *path, size_t cap)
+{
+    const char *t = getenv("TMPDIR");
+    const char *tmp = t && *t ? t : "/tmp";
+    ck_assert_int_lt(snprintf(path, cap, "%s/refit-ckc-%d-%d-%d", tmp, (int)th_main_pid, layers, vocab), (int)cap);
+    if (access(path, F_OK) == 0)
+        return;
+    char mk[400], cmd[1200];
+    snprintf(mk, sizeof(mk), "%s/refit-ckc-%d-new-XXXXXX", tmp, (int)th_main_pid);
+    ck_assert_ptr_nonnull(mkdtemp(mk));
+    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers %d --vocab %d >/dev/null", bin, mk,
+             layers, vocab);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_msg(rename(mk, path) == 0, "%s -> %s: %s", mk, path, strerror(errno));
+}
+
 /* A fresh work directory (th_tmpdir) with a Qwen3-shaped checkpoint in
- * ckpt/ (`layers` layers, `vocab` rows), made by the refit binary `bin`. */
+ * ckpt/ (`layers` layers, `vocab` rows), made by the refit binary `bin`:
+ * a link to the program's cached copy (th_ckcache), which no test writes. */
 static inline void th_workdir(const char *bin, const char *tag, int layers, int vocab, char *dir, size_t dcap,
                               char *ckpt, size_t ccap)
 {
+    char cache[400];
+    th_ckcache(bin, layers, vocab, cache, sizeof(cache));
     th_tmpdir(tag, dir, dcap);
     snprintf(ckpt, ccap, "%s/ckpt", dir);
-    char cmd[1200];
-    snprintf(cmd, sizeof(cmd), "'%s' demo --make-checkpoint '%s' --layers %d --vocab %d >/dev/null", bin, ckpt,
-             layers, vocab);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_msg(symlink(cache, ckpt) == 0, "%s -> %s: %s", ckpt, cache, strerror(errno));
 }
 
 /* The cluster file of a one-process test, <dir>/cluster.yaml (its path
