@@ -99,11 +99,13 @@ __device__ __forceinline__ uint32_t ld32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Exclusive sum over the CTA (kThreads values); *total gets the sum.
- * Every thread must call it. */
+/* Exclusive sum over the kN threads of a CTA (a multiple of 32, at most
+ * 1024; the encoder's kThreads unless named); *total gets the sum.  Every
+ * thread must call it. */
+template <int kN = kThreads>
 __device__ uint32_t cta_exclusive(uint32_t v, uint32_t *total)
 {
-    __shared__ uint32_t warp_sum[kThreads / 32];
+    __shared__ uint32_t warp_sum[kN / 32];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     uint32_t x = v;
 #pragma unroll
@@ -117,7 +119,7 @@ __device__ uint32_t cta_exclusive(uint32_t v, uint32_t *total)
     __syncthreads();
     uint32_t before = 0, all = 0;
 #pragma unroll
-    for (int i = 0; i < kThreads / 32; i++) {
+    for (int i = 0; i < kN / 32; i++) {
         before += i < w ? warp_sum[i] : 0;
         all += warp_sum[i];
     }
@@ -463,34 +465,6 @@ __device__ __forceinline__ void tile_store(unsigned long long *p, unsigned long 
     *(volatile unsigned long long *)p = v;
 }
 
-/* Exclusive sum over the kN threads of a CTA (a multiple of 32, at most
- * 1024); *total gets the sum.  Every thread must call it. */
-template <uint32_t kN>
-__device__ uint32_t cta_exclusive_n(uint32_t v, uint32_t *total)
-{
-    __shared__ uint32_t warp_sum[kN / 32];
-    const uint32_t lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    uint32_t x = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= (uint32_t)o)
-            x += y;
-    }
-    if (lane == 31)
-        warp_sum[w] = x;
-    __syncthreads();
-    uint32_t before = 0, all = 0;
-#pragma unroll
-    for (uint32_t i = 0; i < kN / 32; i++) {
-        before += i < w ? warp_sum[i] : 0;
-        all += warp_sum[i];
-    }
-    __syncthreads();
-    *total = all;
-    return before + x - v;
-}
-
 /* Warp 0 (all 32 lanes): the sum of the tiles before tile (> 0), from the
  * published words: lane l reads tile - 1 - l of each window of 32, waits
  * until it is published, and the window's sum runs to the nearest
@@ -535,7 +509,7 @@ __global__ void __launch_bounds__(kOffThreads) offsets_kernel(const seg_desc *se
     const uint32_t tile = tile_sh, g = tile * kOffThreads + threadIdx.x;
     const uint32_t sz = g < nseg && chunk_changed[segs[g].chunk] ? 4u + (meta[g] >> 4) : 0u;
     uint32_t agg; /* at most kOffThreads * (4 + 64 KiB): no wrap */
-    const uint32_t before = cta_exclusive_n<kOffThreads>(sz, &agg);
+    const uint32_t before = cta_exclusive<kOffThreads>(sz, &agg);
     if (threadIdx.x == 0)
         tile_store(tiles + tile, (tile ? kTileAgg : kTileIncl) | agg);
     if (threadIdx.x < 32) {
